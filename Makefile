@@ -1,0 +1,47 @@
+# The two commands a newcomer needs: `make run` and `make test`. Everything else is a helper.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+WAREHOUSE ?= duckdb:///segmentum.duckdb
+DEMO_DIR  ?= demo-data
+DEMO_CUSTOMERS ?= 5000
+
+.PHONY: run test install java lint typecheck unit bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev,spark]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Spark needs a Java runtime; install Debian's when the machine has none.
+java:
+	@command -v java >/dev/null 2>&1 || { \
+	  echo "Java not found: installing openjdk-17-jre-headless with apt-get"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openjdk-17-jre-headless; }
+
+run: install
+	$(BIN)/segmentum demo-data --out $(DEMO_DIR) --customers $(DEMO_CUSTOMERS)
+	$(BIN)/segmentum run --warehouse $(WAREHOUSE) --data $(DEMO_DIR)
+
+lint: install
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/lint-imports
+
+typecheck: install
+	$(BIN)/mypy
+
+unit: install java
+	$(BIN)/python -m pytest -q
+
+test: lint typecheck unit
+
+bench: install java
+	$(BIN)/python benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) segmentum.duckdb segmentum.duckdb.wal $(DEMO_DIR) bench-data

@@ -1,0 +1,155 @@
+"""Settings: one typed object read from segmentum.toml and SEGMENTUM_* environment variables.
+
+Every setting is declared once in ``SETTINGS`` (name, default, help); the CLI, the docs and the
+checks are all driven from that registry.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from segmentum.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One documented setting."""
+
+    name: str
+    default: Any
+    help: str
+    choices: tuple[str, ...] | None = None
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("warehouse", "duckdb:///segmentum.duckdb", "Where the data lives: an Ibis URL."),
+    Setting(
+        "date_order",
+        "auto",
+        "How to read dates like 03/04/2024: auto (detect from the data), dmy or mdy.",
+        ("auto", "dmy", "mdy"),
+    ),
+    Setting(
+        "ambiguous_date_order",
+        "dmy",
+        "What auto assumes when every date in a column fits both day-first and month-first.",
+        ("dmy", "mdy"),
+    ),
+    Setting(
+        "decimal",
+        "auto",
+        "Decimal separator of numbers in text files: auto, '.' or ','.",
+        ("auto", ".", ","),
+    ),
+    Setting(
+        "duplicates",
+        "quarantine",
+        "What to do with exact duplicate rows: quarantine (kept with a reason), keep or drop.",
+        ("quarantine", "keep", "drop"),
+    ),
+    Setting(
+        "timezone",
+        "UTC",
+        "Time zone of the business: timestamps carrying a UTC offset are converted to it.",
+    ),
+    Setting("currency", "EUR", "Currency label used in summaries."),
+    Setting("weeks", True, "Express buy-till-you-die times in weeks (days / 7) instead of days."),
+    Setting(
+        "value_tier_cuts",
+        (0.80, 0.95),
+        "Cumulative revenue shares that end the high and medium value tiers (80/15/5).",
+    ),
+)
+
+_DEFAULTS = {s.name: s.default for s in SETTINGS}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """All settings in one typed object; build it with :func:`load_settings`."""
+
+    warehouse: str = _DEFAULTS["warehouse"]
+    date_order: str = _DEFAULTS["date_order"]
+    ambiguous_date_order: str = _DEFAULTS["ambiguous_date_order"]
+    decimal: str = _DEFAULTS["decimal"]
+    duplicates: str = _DEFAULTS["duplicates"]
+    timezone: str = _DEFAULTS["timezone"]
+    currency: str = _DEFAULTS["currency"]
+    weeks: bool = _DEFAULTS["weeks"]
+    value_tier_cuts: tuple[float, float] = field(default=_DEFAULTS["value_tier_cuts"])
+
+    def with_overrides(self, **changes: Any) -> Settings:
+        """Return a copy with the non-None ``changes`` applied and validated."""
+        kept = {k: v for k, v in changes.items() if v is not None}
+        new = replace(self, **kept)
+        new.validate()
+        return new
+
+    def validate(self) -> None:
+        """Check every setting that has a closed set of values."""
+        for s in SETTINGS:
+            value = getattr(self, s.name)
+            if s.choices is not None and value not in s.choices:
+                raise ConfigError(
+                    f"setting {s.name}={value!r} is not allowed",
+                    f"use one of {', '.join(s.choices)}",
+                )
+        lo, hi = self.value_tier_cuts
+        if not 0 < lo < hi < 1:
+            raise ConfigError(
+                f"setting value_tier_cuts={self.value_tier_cuts!r} is not allowed",
+                "give two shares between 0 and 1, the first smaller, e.g. [0.8, 0.95]",
+            )
+
+
+def _coerce(name: str, raw: Any) -> Any:
+    default = _DEFAULTS[name]
+    if isinstance(default, bool):
+        if isinstance(raw, bool):
+            return raw
+        return str(raw).strip().lower() in {"1", "true", "yes", "on"}
+    if isinstance(default, tuple):
+        parts = raw if isinstance(raw, list | tuple) else str(raw).split(",")
+        try:
+            return tuple(float(p) for p in parts)
+        except ValueError as exc:
+            raise ConfigError(f"setting {name}={raw!r} is not a list of numbers") from exc
+    return str(raw)
+
+
+def load_settings(path: str | Path | None = None, env: dict[str, str] | None = None) -> Settings:
+    """Read settings from ``segmentum.toml`` (if present) then ``SEGMENTUM_<NAME>`` variables.
+
+    Examples
+    --------
+    >>> load_settings(env={"SEGMENTUM_DUPLICATES": "keep"}).duplicates
+    'keep'
+    """
+    env = dict(os.environ) if env is None else env
+    values: dict[str, Any] = {}
+    toml_path = Path(path) if path else Path(env.get("SEGMENTUM_CONFIG", "segmentum.toml"))
+    if toml_path.is_file():
+        try:
+            data = tomllib.loads(toml_path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{toml_path} is not valid TOML: {exc}") from exc
+        section = data.get("segmentum", data)
+        known = {f.name for f in fields(Settings)}
+        unknown = sorted(set(section) - known)
+        if unknown:
+            raise ConfigError(
+                f"{toml_path}: unknown setting(s) {', '.join(unknown)}",
+                "run `segmentum settings` to list the settings",
+            )
+        values.update({k: _coerce(k, v) for k, v in section.items()})
+    for s in SETTINGS:
+        key = f"SEGMENTUM_{s.name.upper()}"
+        if key in env:
+            values[s.name] = _coerce(s.name, env[key])
+    settings = Settings(**values)
+    settings.validate()
+    return settings

@@ -1,0 +1,250 @@
+"""Text-to-value parsers written as Ibis expressions, so they run inside the engine.
+
+Each parser returns the parsed value (NULL where the text is empty) and a flag that is true
+where the text is present but cannot be read, so validation can say which rows fail and why.
+Conventions that hold for a whole column (decimal separator, day-first or month-first dates)
+are detected with one aggregate query and then applied to every value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import ibis
+import ibis.expr.types as ir
+
+# Currency signs and codes that exports glue to amounts.
+_CURRENCY = r"[\s\x{00a0}€$£¥%]|EUR|USD|MXN|COP|ARS|CLP|PEN|GBP"
+
+_COMMA_EVIDENCE = r",\d{1,2}$|,\d{4,}$|\.\d{3},\d*$|\d\.\d{3}\.\d{3}|^[+-]?,\d"
+_DOT_EVIDENCE = r"\.\d{1,2}$|\.\d{4,}$|,\d{3}\.\d*$|\d,\d{3},\d{3}|^[+-]?\.\d"
+
+
+def blank_to_null(s: ir.StringValue) -> ir.StringValue:
+    """Trimmed text, with empty strings and the usual null spellings turned into NULL."""
+    t = s.strip()
+    return ibis.ifelse(
+        t.lower().isin(["", "null", "none", "nan", "n/a", "na", "#n/a", "-"]), ibis.null("string"), t
+    )
+
+
+def decimal_evidence(s: ir.StringValue) -> tuple[ir.IntegerScalar, ir.IntegerScalar]:
+    """Counts of values that can only be read with ',' and with '.' as the decimal separator."""
+    core = s.strip().re_replace(_CURRENCY, "")
+    comma = core.re_search(_COMMA_EVIDENCE).cast("int64").sum().fill_null(0)
+    dot = core.re_search(_DOT_EVIDENCE).cast("int64").sum().fill_null(0)
+    return comma, dot
+
+
+def decide_decimal(comma: int, dot: int, fallback: str = ".") -> str:
+    """The decimal separator the evidence points to ('.' when it is silent or split)."""
+    if comma and not dot:
+        return ","
+    if dot and not comma:
+        return "."
+    if comma and dot:
+        return "." if dot >= comma else ","
+    return fallback
+
+
+def parse_number(s: ir.StringValue, decimal: str) -> tuple[ir.FloatingValue, ir.BooleanValue]:
+    """Parse numbers written with ``decimal`` as the decimal separator.
+
+    Accepts thousands separators, currency signs, a leading or trailing minus and accounting
+    negatives in parentheses: ``"1.234,56 €"`` with ``decimal=","`` is 1234.56 and
+    ``"(12,50)"`` is -12.5.
+    """
+    thousands = "." if decimal == "," else ","
+    d, t = ("\\" + decimal), ("\\" + thousands)
+    text = blank_to_null(s)
+    core = text.re_replace(_CURRENCY, "")
+    negative = core.re_search(r"^\(.*\)$") | core.re_search(r"\d-$")
+    core = core.re_replace(r"[()]", "").re_replace(r"-$", "")
+    pattern = rf"^[+-]?(\d{{1,3}}({t}\d{{3}})+|\d+)?({d}\d+)?([eE][+-]?\d+)?$"
+    valid = core.re_search(pattern) & core.re_search(r"\d")
+    number = core.replace(thousands, "").replace(decimal, ".").try_cast("float64")
+    value = ibis.ifelse(valid, ibis.ifelse(negative, -number, number), ibis.null("float64"))
+    bad = text.notnull() & value.isnull()
+    return value, bad
+
+
+# ------------------------------------------------------------------------------------ dates
+_YMD = r"^(\d{4})[-/.](\d{1,2})[-/.](\d{1,2})(?:$|[T\s])"
+_XYZ = r"^(\d{1,2})[-/.](\d{1,2})[-/.](\d{4}|\d{2})(?:$|[T\s])"
+_COMPACT = r"^(\d{4})(\d{2})(\d{2})(?:$|[T\s])"
+_TIME = r"[T\s]\s*(\d{1,2}):(\d{2})(?::(\d{2}))?(?:[.,]\d+)?\s*(?:([AaPp])\.?[Mm]\.?)?\s*(?:Z|[+-]\d{2}:?\d{2})?$"
+_OFFSET = r"\d:\d{2}(?::\d{2}(?:[.,]\d+)?)?\s*(Z|([+-])(\d{2}):?(\d{2}))$"
+
+
+@dataclass(frozen=True)
+class DateEvidence:
+    """How the day-first / month-first question looks in one column."""
+
+    day_first: int  # values whose first number is above 12 (so they are dd/mm)
+    month_first: int  # values whose second number is above 12 (so they are mm/dd)
+    ambiguous: int  # values readable both ways
+    example_day_first: str | None = None
+    example_month_first: str | None = None
+
+
+def date_evidence(s: ir.StringValue) -> dict[str, ir.Scalar]:
+    """Aggregates that tell whether ``nn/nn/yyyy`` values in ``s`` are day-first or month-first."""
+    text = s.strip()
+    a = text.re_extract(_XYZ, 1).try_cast("int64")
+    b = text.re_extract(_XYZ, 2).try_cast("int64")
+    is_xyz = a.notnull() & b.notnull()
+    day_first = is_xyz & (a > 12) & (b <= 12)
+    month_first = is_xyz & (b > 12) & (a <= 12)
+    amb = is_xyz & (a <= 12) & (b <= 12)
+    return {
+        "day_first": day_first.cast("int64").sum().fill_null(0),
+        "month_first": month_first.cast("int64").sum().fill_null(0),
+        "ambiguous": amb.cast("int64").sum().fill_null(0),
+        "example_day_first": text.min(where=day_first),
+        "example_month_first": text.min(where=month_first),
+    }
+
+
+def _clip(v: ir.IntegerValue, lo: int, hi: int) -> ir.IntegerValue:
+    return ibis.greatest(ibis.least(v.fill_null(lo), hi), lo)
+
+
+PARTS = ("present", "year", "month", "day", "hour", "minute", "second", "pm", "offset")
+
+
+def timestamp_parts(s: ir.StringValue, order: str) -> dict[str, ir.Value]:
+    """Split date/time text into integer parts; ``order`` ('dmy' or 'mdy') reads ``nn/nn/yyyy``.
+
+    Understands ISO 8601 (``2024-03-05``, ``2024-03-05T14:30:00+01:00``), ``05/03/2024 14:30``,
+    ``05-03-24``, ``20240305`` and 12-hour times with AM/PM. Select these parts into columns
+    first and then call :func:`assemble_timestamp` on those columns: engines plan the two small
+    steps much faster than one deeply nested expression.
+    """
+    text = blank_to_null(s)
+    a = text.re_extract(_XYZ, 1).try_cast("int64")
+    b = text.re_extract(_XYZ, 2).try_cast("int64")
+    y2 = text.re_extract(_XYZ, 3).try_cast("int64")
+    m2, d2 = (b, a) if order == "dmy" else (a, b)
+    has_time = text.re_search(_TIME)
+    ampm = text.re_extract(_TIME, 4).upper()
+    zulu = text.re_extract(_OFFSET, 1) == "Z"
+    sign = ibis.ifelse(text.re_extract(_OFFSET, 2) == "-", -1, 1)
+    off_h = text.re_extract(_OFFSET, 3).try_cast("int64")
+    off_m = text.re_extract(_OFFSET, 4).try_cast("int64")
+    return {
+        "present": text.notnull(),
+        "year": text.re_extract(_YMD, 1).try_cast("int64").coalesce(
+            ibis.ifelse(y2 < 100, ibis.ifelse(y2 < 70, y2 + 2000, y2 + 1900), y2),
+            text.re_extract(_COMPACT, 1).try_cast("int64"),
+        ),
+        "month": text.re_extract(_YMD, 2).try_cast("int64").coalesce(
+            m2, text.re_extract(_COMPACT, 2).try_cast("int64")
+        ),
+        "day": text.re_extract(_YMD, 3).try_cast("int64").coalesce(
+            d2, text.re_extract(_COMPACT, 3).try_cast("int64")
+        ),
+        "hour": ibis.ifelse(has_time, text.re_extract(_TIME, 1).try_cast("int64"), 0),
+        "minute": ibis.ifelse(has_time, text.re_extract(_TIME, 2).try_cast("int64"), 0),
+        "second": ibis.ifelse(
+            has_time, text.re_extract(_TIME, 3).try_cast("int64").fill_null(0), 0
+        ),
+        "pm": ibis.cases((ampm == "P", 1), (ampm == "A", 0), else_=ibis.null("int64")),
+        "offset": ibis.ifelse(zulu, 0, sign * (off_h * 60 + off_m)),
+    }
+
+
+def assemble_timestamp(p: Mapping[str, ir.Value]) -> tuple[ir.TimestampValue, ir.BooleanValue]:
+    """The timestamp from :func:`timestamp_parts` columns, and a flag for unreadable text.
+
+    Impossible dates (31/02, month 13, 25:00) are flagged, not rolled over.
+    """
+    year, month, day = p["year"], p["month"], p["day"]
+    hour12, minute, second, pm = p["hour"], p["minute"], p["second"], p["pm"]
+    hour = ibis.cases(
+        ((pm == 1) & (hour12 < 12), hour12 + 12),
+        ((pm == 0) & (hour12 == 12), 0),
+        else_=hour12,
+    )
+    # Build the date from clamped parts (no engine error on 2024-13-45), then check that the
+    # day did not roll into the next month.
+    yc, mc, dc = _clip(year, 1, 9999), _clip(month, 1, 12), _clip(day, 1, 31)
+    rolled = ibis.date(yc, mc, 1) + (dc - 1).as_interval("D")
+    valid = (
+        year.notnull()
+        & month.between(1, 12)
+        & day.between(1, 31)
+        & (rolled.month() == month)
+        & hour.between(0, 23)
+        & minute.between(0, 59)
+        & second.between(0, 59)
+        & (pm.isnull() | hour12.between(1, 12))
+    ).fill_null(False)
+    value = ibis.ifelse(
+        valid,
+        ibis.timestamp(yc, mc, ibis.ifelse(valid, dc, 1), _clip(hour, 0, 23), _clip(minute, 0, 59), _clip(second, 0, 59)),
+        ibis.null("timestamp"),
+    )
+    return value, p["present"] & ~valid
+
+
+def parse_timestamps(t: ir.Table, column: str, order: str) -> ir.Table:
+    """``t`` with ``value``, ``bad`` and ``offset`` columns parsed from text column ``column``."""
+    parts = t.select(**timestamp_parts(t[column], order))
+    value, bad = assemble_timestamp({k: parts[k] for k in PARTS})
+    return parts.select(value=value, bad=bad, offset=parts.offset)
+
+
+def parse_bool(s: ir.StringValue) -> tuple[ir.BooleanValue, ir.BooleanValue]:
+    """Yes/no in English and Spanish: yes, y, true, 1, sí, si, s, x / no, n, false, 0."""
+    t = blank_to_null(s).lower()
+    yes = t.isin(["1", "1.0", "true", "t", "yes", "y", "si", "sí", "s", "x", "verdadero", "v"])
+    no = t.isin(["0", "0.0", "false", "f", "no", "n", "falso"])
+    value = ibis.cases((yes, True), (no, False), else_=ibis.null("boolean"))
+    bad = t.notnull() & value.isnull()
+    return value, bad
+
+
+def normalise_gender(s: ir.StringValue) -> ir.StringValue:
+    """female / male / other from the usual English and Spanish spellings; others kept as given."""
+    t = blank_to_null(s).lower()
+    return ibis.cases(
+        (t.isin(["f", "female", "woman", "w", "mujer", "femenino", "fem", "m_"]), "female"),
+        (t.isin(["m", "male", "man", "h", "hombre", "masculino", "masc", "varon", "varón"]), "male"),
+        (t.isin(["o", "other", "otro", "otra", "x", "nb", "non-binary", "no binario"]), "other"),
+        else_=t,
+    )
+
+
+_CHANNELS = {
+    "store": ["store", "tienda", "shop", "pos", "retail", "offline", "fisica", "física"],
+    "web": ["web", "online", "ecommerce", "e-commerce", "internet", "website"],
+    "app": ["app", "mobile app", "aplicacion", "aplicación"],
+    "phone": ["phone", "telefono", "teléfono", "call", "call center", "callcenter"],
+}
+_DEVICES = {
+    "mobile": ["mobile", "movil", "móvil", "smartphone", "phone", "celular", "android", "ios"],
+    "desktop": ["desktop", "pc", "ordenador", "computer", "computadora", "laptop", "portatil"],
+    "tablet": ["tablet", "tableta", "ipad"],
+}
+
+
+def _normalise_vocab(s: ir.StringValue, vocab: dict[str, list[str]]) -> ir.StringValue:
+    t = blank_to_null(s).lower()
+    return ibis.cases(*((t.isin(v), k) for k, v in vocab.items()), else_=t)
+
+
+def normalise_channel(s: ir.StringValue) -> ir.StringValue:
+    """store / web / app / phone from common spellings; other values kept, lower-cased."""
+    return _normalise_vocab(s, _CHANNELS)
+
+
+def normalise_device(s: ir.StringValue) -> ir.StringValue:
+    """mobile / desktop / tablet from common spellings; other values kept, lower-cased."""
+    return _normalise_vocab(s, _DEVICES)
+
+
+def normalise_tags(s: ir.StringValue) -> ir.StringValue:
+    """Tags separated by ',', ';' or '|' become one lower-case comma-separated list."""
+    t = blank_to_null(s).lower().re_replace(r"\s*[;|,]\s*", ",")
+    return t

@@ -1,0 +1,273 @@
+"""The canonical tables segmentum stores, their columns, and the names users give them.
+
+This module is the one source of truth for the data model: ingestion maps files onto it, the
+warehouse creates tables from it, and ``docs/data-model.md`` is checked against it by a test.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import ibis
+import ibis.expr.datatypes as dt
+
+# How a text value is parsed and checked on the way in.
+KIND_DTYPES: dict[str, str] = {
+    "id": "string",
+    "text": "string",
+    "category": "string",
+    "email": "string",
+    "phone": "string",
+    "gender": "string",
+    "tags": "string",
+    "number": "float64",
+    "integer": "int64",
+    "date": "date",
+    "timestamp": "timestamp",
+    "bool": "boolean",
+}
+
+
+@dataclass(frozen=True)
+class Column:
+    """One canonical column: its kind, meaning, and the names it goes by in exports."""
+
+    name: str
+    kind: str
+    doc: str
+    synonyms: tuple[str, ...] = ()
+
+    @property
+    def dtype(self) -> dt.DataType:
+        return dt.dtype(KIND_DTYPES[self.kind])
+
+
+@dataclass(frozen=True)
+class Table:
+    """A canonical table: columns, the key that makes a row unique, and what must be present."""
+
+    name: str
+    doc: str
+    columns: tuple[Column, ...]
+    key: tuple[str, ...] = ()
+    # Each inner tuple is "one of these": at least one column of every group must be mapped.
+    required: tuple[tuple[str, ...], ...] = ()
+    ingestible: bool = True
+    lineage: bool = True
+    extra: tuple[Column, ...] = field(default=())
+
+    def column(self, name: str) -> Column:
+        for c in self.all_columns:
+            if c.name == name:
+                return c
+        raise KeyError(name)
+
+    @property
+    def all_columns(self) -> tuple[Column, ...]:
+        cols = self.columns + self.extra
+        if self.lineage:
+            cols = cols + LINEAGE
+        return cols
+
+    @property
+    def ibis_schema(self) -> ibis.Schema:
+        return ibis.schema({c.name: c.dtype for c in self.all_columns})
+
+
+LINEAGE = (
+    Column("batch_id", "id", "The ingest batch that loaded the row (see ingest_batches)."),
+    Column("source_row", "integer", "Data row number in the source file (1 = first data row)."),
+)
+
+_CONSENT = tuple(
+    Column(
+        f"consent_{ch}",
+        "bool",
+        f"The customer agreed to be contacted by {label}.",
+        (f"consent_{ch}", f"consentimiento_{ch}", f"optin_{ch}", f"acepta_{ch}")
+        + extra_syn,
+    )
+    for ch, label, extra_syn in (
+        ("email", "email", ("newsletter", "acepta_email", "permiso_email", "email_optin")),
+        ("sms", "SMS", ("permiso_sms", "sms_optin")),
+        ("push", "push notification", ("permiso_push", "push_optin")),
+        ("inapp", "in-app message", ("consent_in_app", "permiso_inapp")),
+        ("web", "web message", ("permiso_web", "web_optin")),
+    )
+)
+
+_PERSON = (
+    Column("first_name", "text", "Given name.", ("first_name", "firstname", "nombre")),
+    Column("last_name", "text", "Family name.", ("last_name", "lastname", "surname", "apellidos", "apellido")),
+    Column("email", "email", "Email address (personal data).", ("email", "e_mail", "mail", "correo", "correo_electronico")),
+    Column("phone", "phone", "Phone number (personal data).", ("phone", "telephone", "mobile", "telefono", "movil", "celular")),
+    Column("birth_date", "date", "Date of birth.", ("birth_date", "birthdate", "date_of_birth", "dob", "fecha_nacimiento", "nacimiento")),
+    Column("age", "integer", "Age in years, when no birth date is known.", ("age", "edad")),
+    Column("gender", "gender", "female, male, other (normalised from F/M/H/mujer/hombre...).", ("gender", "sex", "sexo", "genero")),
+    Column("country", "text", "Country.", ("country", "pais")),
+    Column("region", "text", "Region (e.g. Andalucía, autonomous community).", ("region", "comunidad", "comunidad_autonoma", "ccaa")),
+    Column("state", "text", "State or province.", ("state", "province", "provincia", "estado", "departamento")),
+    Column("city", "text", "City.", ("city", "town", "ciudad", "localidad", "municipio", "poblacion")),
+    Column("postal_code", "id", "Postal code.", ("postal_code", "postcode", "zip", "zip_code", "codigo_postal", "cp")),
+    Column("neighbourhood", "text", "Neighbourhood or district.", ("neighbourhood", "neighborhood", "district", "barrio", "colonia", "distrito")),
+    Column("signup_date", "date", "When the customer registered.", ("signup_date", "registration_date", "created_at", "fecha_alta", "alta", "fecha_registro")),
+    Column("acquisition_channel", "category", "How the customer was acquired.", ("acquisition_channel", "source", "canal_adquisicion", "origen", "canal_captacion")),
+    Column("income_band", "category", "Income band.", ("income_band", "income", "ingresos", "nivel_ingresos")),
+    Column("occupation", "text", "Occupation.", ("occupation", "job", "profesion", "ocupacion")),
+    Column("tags", "tags", "Lifestyle / interest tags separated by commas or '|'.", ("tags", "interests", "lifestyle", "intereses", "estilo_de_vida", "etiquetas")),
+    Column("timezone", "text", "IANA time zone of the customer (e.g. America/Mexico_City).", ("timezone", "tz", "zona_horaria")),
+)
+
+_COMPANY = (
+    Column("company_id", "id", "Company (account) id for B2B contacts.", ("company_id", "account_id", "id_empresa", "id_cuenta")),
+    Column("company", "text", "Company name.", ("company", "company_name", "empresa", "razon_social")),
+    Column("industry", "category", "Industry or sector.", ("industry", "sector", "industria")),
+    Column("employees", "integer", "Number of employees of the company.", ("employees", "employee_count", "empleados", "num_empleados")),
+    Column("annual_revenue", "number", "Annual revenue of the company.", ("annual_revenue", "revenue", "facturacion", "facturacion_anual", "ingresos_anuales")),
+)
+
+CUSTOMERS = Table(
+    "customers",
+    "One row per customer: who they are, where they live, what they agreed to.",
+    (
+        Column("customer_id", "id", "Customer id, as in the transactions.", ("customer_id", "customerid", "customer", "client_id", "id_cliente", "cliente", "codigo_cliente", "cod_cliente", "id")),
+        *_PERSON,
+        *_COMPANY,
+        *_CONSENT,
+    ),
+    key=("customer_id",),
+    required=(("customer_id",),),
+)
+
+TRANSACTIONS = Table(
+    "transactions",
+    "Invoice lines. Returns and cancellations are lines with a negative quantity.",
+    (
+        Column("invoice_id", "id", "Invoice (order, ticket) id. Built from customer and day when missing.", ("invoice_id", "invoiceno", "invoice", "invoice_no", "order_id", "order", "factura", "num_factura", "numero_factura", "pedido", "id_pedido", "ticket")),
+        Column("line", "integer", "Line number within the invoice. Numbered in file order when missing.", ("line", "line_no", "line_number", "linea", "num_linea")),
+        Column("customer_id", "id", "Customer id; empty for anonymous sales.", ("customer_id", "customerid", "customer", "client_id", "id_cliente", "cliente", "codigo_cliente", "cod_cliente")),
+        Column("timestamp", "timestamp", "When the sale happened (business time zone).", ("timestamp", "invoicedate", "invoice_date", "date", "datetime", "order_date", "fecha", "fecha_factura", "fecha_hora", "fecha_pedido")),
+        Column("product_id", "id", "Product (SKU) id.", ("product_id", "stockcode", "sku", "product", "item", "producto", "id_producto", "articulo", "referencia")),
+        Column("product_name", "text", "Product description.", ("product_name", "description", "descripcion", "nombre_producto")),
+        Column("category", "text", "Product category (a path like 'Moda > Calzado' is fine).", ("category", "categoria", "familia", "department", "departamento")),
+        Column("quantity", "number", "Units; negative for returns. 1 when only a total is given.", ("quantity", "qty", "units", "cantidad", "unidades", "number_of_cds")),
+        Column("unit_price", "number", "Price per unit before discount.", ("unit_price", "unitprice", "price", "precio", "precio_unitario", "pvp")),
+        Column("discount", "number", "Discount amount on the line (0 when none).", ("discount", "descuento", "dto")),
+        Column("amount", "number", "Net amount of the line: quantity x unit price - discount.", ("amount", "total", "line_total", "importe", "importe_total", "total_linea", "dollar_value", "sales", "ventas", "monto")),
+        Column("promo_code", "text", "Promotion or coupon code used.", ("promo_code", "coupon", "voucher", "promo", "cupon", "codigo_promocional", "promocion")),
+        Column("sales_channel", "category", "store, web, app or phone.", ("sales_channel", "channel", "canal", "canal_venta")),
+        Column("device", "category", "desktop, mobile, tablet... for online sales.", ("device", "dispositivo")),
+        Column("store_id", "id", "Store where the sale happened.", ("store_id", "store", "tienda", "id_tienda")),
+        Column("original_invoice_id", "id", "For a return: the invoice it returns.", ("original_invoice_id", "original_invoice", "factura_original", "factura_rectificada")),
+    ),
+    key=("invoice_id", "line"),
+    required=(("timestamp",), ("amount", "unit_price")),
+)
+
+EVENTS = Table(
+    "events",
+    "Web and app activity, message opens and clicks.",
+    (
+        Column("event_id", "id", "Event id (optional).", ("event_id", "id_evento")),
+        Column("customer_id", "id", "Customer id when known.", ("customer_id", "customerid", "user_id", "id_cliente", "cliente", "usuario")),
+        Column("anonymous_id", "id", "Cookie / device id for visitors not yet identified.", ("anonymous_id", "cookie_id", "visitor_id", "session_id", "id_anonimo")),
+        Column("timestamp", "timestamp", "When it happened.", ("timestamp", "event_time", "time", "date", "fecha", "fecha_hora")),
+        Column("event_type", "category", "page_view, product_view, add_to_cart, cart_abandoned, checkout, email_open, email_click, push_open, push_click...", ("event_type", "event", "type", "evento", "tipo", "tipo_evento")),
+        Column("device", "category", "Device.", ("device", "dispositivo")),
+        Column("channel", "category", "web, app, email, push...", ("channel", "canal")),
+        Column("campaign_id", "id", "Campaign that caused it, for message events.", ("campaign_id", "campaign", "campana", "id_campana")),
+        Column("product_id", "id", "Product viewed or added.", ("product_id", "sku", "producto", "id_producto")),
+    ),
+    key=(),
+    required=(("timestamp",), ("event_type",), ("customer_id", "anonymous_id")),
+)
+
+PRODUCTS = Table(
+    "products",
+    "The catalogue.",
+    (
+        Column("product_id", "id", "Product id.", ("product_id", "stockcode", "sku", "id_producto", "producto", "referencia", "id")),
+        Column("name", "text", "Name.", ("name", "product_name", "description", "nombre", "descripcion")),
+        Column("category", "text", "Category path, levels separated by ' > '.", ("category", "category_path", "categoria", "familia")),
+        Column("price", "number", "List price.", ("price", "unit_price", "precio", "pvp")),
+    ),
+    key=("product_id",),
+    required=(("product_id",),),
+)
+
+PROSPECTS = Table(
+    "prospects",
+    "Leads: people or companies with the customer attributes and no purchases yet.",
+    (
+        Column("prospect_id", "id", "Prospect (lead) id.", ("prospect_id", "lead_id", "id_lead", "id_prospecto", "id")),
+        *_PERSON,
+        *_COMPANY,
+        *_CONSENT,
+    ),
+    key=("prospect_id",),
+    required=(("prospect_id",),),
+)
+
+CAMPAIGN_RESULTS = Table(
+    "campaign_results",
+    "One row per campaign and customer: group, what was sent and what happened.",
+    (
+        Column("campaign_id", "id", "Campaign id.", ("campaign_id", "campaign", "campana", "id_campana")),
+        Column("customer_id", "id", "Customer id.", ("customer_id", "id_cliente", "cliente")),
+        Column("group", "category", "treatment or control.", ("group", "grupo", "arm")),
+        Column("channel", "category", "Channel used.", ("channel", "canal")),
+        Column("sent_at", "timestamp", "When it was sent.", ("sent_at", "send_time", "fecha_envio", "enviado")),
+        Column("delivered", "bool", "Delivered.", ("delivered", "entregado")),
+        Column("opened", "bool", "Opened.", ("opened", "abierto")),
+        Column("clicked", "bool", "Clicked.", ("clicked", "clic", "click")),
+        Column("converted", "bool", "Bought within the attribution window.", ("converted", "convertido", "conversion")),
+        Column("revenue", "number", "Revenue attributed.", ("revenue", "ingresos", "importe")),
+        Column("cost", "number", "Cost of the contact.", ("cost", "coste", "costo")),
+    ),
+    key=("campaign_id", "customer_id"),
+    required=(("campaign_id",), ("customer_id",), ("group",)),
+)
+
+INGESTIBLE: dict[str, Table] = {
+    t.name: t for t in (CUSTOMERS, TRANSACTIONS, EVENTS, PRODUCTS, PROSPECTS, CAMPAIGN_RESULTS)
+}
+
+QUARANTINE = Table(
+    "quarantine",
+    "Every rejected row, with where it came from and why.",
+    (
+        Column("batch_id", "id", "Ingest batch."),
+        Column("table_name", "id", "Target table."),
+        Column("file", "text", "Source file."),
+        Column("source_row", "integer", "Data row number in the file (1 = first data row)."),
+        Column("column", "text", "First column at fault (canonical name)."),
+        Column("value", "text", "The offending value as read."),
+        Column("reason", "text", "Every reason the row was rejected, separated by '; '."),
+        Column("raw", "text", "The whole row as read, as JSON."),
+    ),
+    ingestible=False,
+    lineage=False,
+)
+
+INGEST_BATCHES = Table(
+    "ingest_batches",
+    "One row per ingested file: counts that always add up (read = accepted + quarantined).",
+    (
+        Column("batch_id", "id", "Batch id."),
+        Column("table_name", "id", "Target table."),
+        Column("file", "text", "Source file."),
+        Column("sheet", "text", "Excel sheet, when the file is a workbook."),
+        Column("file_sha256", "id", "Content hash: the same content is never loaded twice."),
+        Column("loaded_at", "timestamp", "When the batch was committed (UTC)."),
+        Column("rows_read", "integer", "Rows read from the file."),
+        Column("accepted", "integer", "Rows written to the table."),
+        Column("quarantined", "integer", "Rows written to quarantine."),
+        Column("anonymous", "integer", "Accepted rows without a customer id."),
+        Column("duplicates", "integer", "Exact duplicate rows found."),
+        Column("already_loaded", "integer", "Rows whose key was already in the warehouse."),
+    ),
+    ingestible=False,
+    lineage=False,
+)
+
+ALL_TABLES: dict[str, Table] = {**INGESTIBLE, "quarantine": QUARANTINE, "ingest_batches": INGEST_BATCHES}

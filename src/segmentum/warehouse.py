@@ -1,0 +1,326 @@
+"""Open the warehouse (an Ibis backend) from a URL; the only module that knows about engines.
+
+Everything else receives a :class:`Warehouse` and works with Ibis table expressions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import ibis
+import ibis.expr.types as ir
+import pandas as pd
+import pyarrow as pa
+
+from segmentum.errors import WarehouseError
+from segmentum.schema import ALL_TABLES, Table
+
+DEFAULT_URL = "duckdb:///segmentum.duckdb"
+_TRANSACTIONAL = {"duckdb", "postgres"}
+
+
+def _local_spark_session(warehouse_dir: str | None = None) -> Any:
+    try:
+        from pyspark.sql import SparkSession
+    except ImportError as exc:  # pragma: no cover - depends on the extra
+        raise WarehouseError(
+            "pyspark is not installed", "install the spark extra: pip install 'segmentum[spark]'"
+        ) from exc
+    builder = (
+        SparkSession.builder.master("local[2]")
+        .appName("segmentum")
+        .config("spark.ui.enabled", "false")
+        .config("spark.sql.shuffle.partitions", "4")
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.driver.memory", "2g")
+        .config("spark.sql.ansi.enabled", "false")
+    )
+    if warehouse_dir:
+        builder = builder.config("spark.sql.warehouse.dir", warehouse_dir)
+    session = builder.getOrCreate()
+    session.sparkContext.setLogLevel("ERROR")
+    return session
+
+
+class Warehouse:
+    """A connection to the warehouse: canonical tables, atomic batches, result writes.
+
+    Parameters
+    ----------
+    backend
+        An Ibis backend.
+    url
+        The URL it was opened from (for messages).
+    """
+
+    def __init__(self, backend: Any, url: str) -> None:
+        self.con = backend
+        self.url = url
+        self.engine: str = backend.name
+
+    # ------------------------------------------------------------------ tables
+    def has(self, name: str) -> bool:
+        return name in self.con.list_tables()
+
+    def table(self, name: str) -> ir.Table:
+        """The table ``name``; a clear error when it has not been loaded yet."""
+        if not self.has(name):
+            hint = (
+                f"load it first: segmentum ingest {name} FILE"
+                if name in ALL_TABLES
+                else "run the pipeline first: segmentum run"
+            )
+            raise WarehouseError(f"the warehouse {self.url} has no table '{name}'", hint)
+        return self.con.table(name)
+
+    def ensure(self, spec: Table) -> ir.Table:
+        """Create the canonical table ``spec`` empty if it does not exist yet."""
+        if not self.has(spec.name):
+            self.con.create_table(spec.name, schema=spec.ibis_schema)
+        return self.con.table(spec.name)
+
+    def write(self, name: str, obj: ir.Table | pd.DataFrame | pa.Table) -> ir.Table:
+        """Replace table ``name`` with ``obj`` (results of a step: features, classes...)."""
+        if self.engine == "pyspark" and isinstance(obj, ir.Table) and self.has(name):
+            # Spark cannot overwrite a table it is reading from: go through a staging table.
+            tmp = self.temp_name(name)
+            self.con.create_table(tmp, obj)
+            self.con.create_table(name, self.con.table(tmp), overwrite=True)
+            self.con.drop_table(tmp, force=True)
+        else:
+            self.con.create_table(name, obj, overwrite=True)
+        return self.con.table(name)
+
+    def replace_where(self, name: str, obj: ir.Table, column: str, value: Any) -> ir.Table:
+        """Replace the rows of ``name`` whose ``column`` equals ``value`` by ``obj``'s rows.
+
+        Used for results keyed by ``as_of``: a rerun for the same date replaces, other dates stay.
+        """
+        if not self.has(name):
+            return self.write(name, obj)
+        current = self.con.table(name)
+        kept = current.filter(current[column] != ibis.literal(value))
+        combined = kept.union(obj.select(current.columns).cast(current.schema()))
+        return self.write(name, combined)
+
+    def insert(self, name: str, obj: ir.Table | pd.DataFrame | pa.Table) -> None:
+        self.con.insert(name, obj)
+
+    def materialize(self, expr: ir.Table, prefix: str = "stage") -> ir.Table:
+        """Compute ``expr`` once into a temporary table and return it."""
+        name = self.temp_name(prefix)
+        if self.engine == "duckdb":
+            self.con.create_table(name, expr, temp=True)
+        else:
+            self.con.create_table(name, expr)
+        return self.con.table(name)
+
+    def drop(self, name: str) -> None:
+        self.con.drop_table(name, force=True)
+
+    @staticmethod
+    def temp_name(prefix: str) -> str:
+        return f"_seg_{prefix}_{uuid.uuid4().hex[:10]}"
+
+    def from_arrow(self, data: pa.Table | pd.DataFrame, prefix: str = "mem") -> ir.Table:
+        """Upload a small in-memory table (models' outputs, Excel sheets) and return it."""
+        name = self.temp_name(prefix)
+        if self.engine == "duckdb":
+            self.con.create_table(name, data, temp=True)
+        else:
+            self.con.create_table(name, data)
+        return self.con.table(name)
+
+    def delete_keys(self, name: str, keys: ir.Table, key: Sequence[str]) -> None:
+        """Delete from ``name`` the rows whose ``key`` columns appear in ``keys``."""
+        if self.engine in _TRANSACTIONAL:
+            staged = self.materialize(keys.select(*key).distinct(), "keys")
+            cols = ", ".join(f'"{k}"' for k in key)
+            self.con.raw_sql(
+                f'DELETE FROM "{name}" WHERE ({cols}) IN (SELECT {cols} FROM "{staged.get_name()}")'
+            )
+            self.drop(staged.get_name())
+            return
+        current = self.con.table(name)
+        kept = current.anti_join(keys.select(*key).distinct(), list(key))
+        self.write(name, kept)
+
+    def delete_batch(self, names: Sequence[str], batch_id: str) -> None:
+        """Remove every row a batch wrote (the compensation of engines without transactions)."""
+        for name in names:
+            if self.has(name):
+                t = self.con.table(name)
+                if "batch_id" in t.columns:
+                    self.write(name, t.filter((t.batch_id != batch_id) | t.batch_id.isnull()))
+
+    # ------------------------------------------------------------- atomicity
+    @contextlib.contextmanager
+    def batch(self, touched: Sequence[str], batch_id: str) -> Iterator[None]:
+        """Make the writes inside the block all-or-nothing.
+
+        DuckDB and PostgreSQL use a real transaction, so even a killed process leaves the
+        warehouse as it was. Spark has no transactions: on an error the rows the batch wrote are
+        removed again, and :meth:`recover` removes what a killed process left behind.
+        """
+        if self.engine in _TRANSACTIONAL:
+            self.con.raw_sql("BEGIN TRANSACTION")
+            try:
+                yield
+            except BaseException:
+                self.con.raw_sql("ROLLBACK")
+                raise
+            self.con.raw_sql("COMMIT")
+            return
+        try:
+            yield
+        except BaseException:
+            self.delete_batch(touched, batch_id)
+            raise
+
+    def recover(self, names: Sequence[str]) -> int:
+        """Remove rows of batches that never committed (only possible without transactions)."""
+        if self.engine in _TRANSACTIONAL or not self.has("ingest_batches"):
+            return 0
+        committed = self.con.table("ingest_batches").select("batch_id")
+        removed = 0
+        for name in names:
+            if not self.has(name):
+                continue
+            t = self.con.table(name)
+            orphans = t.anti_join(committed, "batch_id").count().execute()
+            if orphans:
+                self.write(name, t.semi_join(committed, "batch_id"))
+                removed += int(orphans)
+        return removed
+
+    # ---------------------------------------------------------------- reading
+    def read_csv(self, path: Path, *, delimiter: str, rejects: str) -> ir.Table:
+        """Read a UTF-8 CSV with every column as text; malformed lines go to ``rejects``."""
+        if self.engine == "duckdb":
+            return self.con.read_csv(
+                str(path),
+                table_name=self.temp_name("csv"),
+                all_varchar=True,
+                delim=delimiter,
+                header=True,
+                quote='"',
+                escape='"',
+                null_padding=False,
+                store_rejects=True,
+                rejects_table=rejects,
+                rejects_scan=f"{rejects}_scan",
+                strict_mode=True,
+            )
+        if self.engine == "pyspark":
+            return self.con.read_csv(
+                str(path),
+                table_name=self.temp_name("csv"),
+                header=True,
+                sep=delimiter,
+                inferSchema=False,
+                multiLine=True,
+                escape='"',
+            )
+        raise WarehouseError(
+            f"reading files on the {self.engine} engine is not supported",
+            "ingest into DuckDB or Spark, or load the table in your database directly",
+        )
+
+    def csv_rejects(self, rejects: str) -> pd.DataFrame:
+        """Malformed lines DuckDB set aside while reading (line number, cause, text)."""
+        if self.engine != "duckdb":
+            return pd.DataFrame(columns=["line", "error_message", "csv_line"])
+        df: pd.DataFrame = self.con.raw_sql(
+            f'SELECT line, error_type, error_message, csv_line FROM "{rejects}" ORDER BY line'
+        ).df()
+        return df.drop_duplicates("line")
+
+    def read_parquet(self, path: Path) -> ir.Table:
+        if self.engine == "duckdb":
+            t: ir.Table = self.con.read_parquet(
+                str(path), table_name=self.temp_name("parquet"), file_row_number=True
+            )
+            return t.rename(_row="file_row_number").mutate(_row=ibis._["_row"] + 1)
+        t = self.con.read_parquet(str(path), table_name=self.temp_name("parquet"))
+        return t.mutate(_row=ibis.row_number() + 1)
+
+    def read_json(self, path: Path) -> ir.Table:
+        if self.engine == "duckdb":
+            return self.con.read_json(
+                str(path), table_name=self.temp_name("json"), format="newline_delimited"
+            )
+        return self.con.read_json(str(path), table_name=self.temp_name("json"))
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            if self.engine != "pyspark":
+                self.con.disconnect()
+
+    def __enter__(self) -> Warehouse:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _duckdb_path(rest: str) -> str:
+    """``/segmentum.duckdb`` is relative to the working folder; ``/tmp/x.duckdb`` is absolute."""
+    if rest.startswith("//"):
+        return rest[1:]
+    if rest.startswith("/"):
+        parent = Path(rest).parent
+        return rest if str(parent) != "/" and parent.is_dir() else rest[1:]
+    return rest
+
+
+def connect(url: str | None = None, *, spark_session: Any = None) -> Warehouse:
+    """Open the warehouse at ``url``.
+
+    Parameters
+    ----------
+    url
+        ``duckdb:///path/to/file.duckdb`` (default ``duckdb:///segmentum.duckdb``; ``duckdb://``
+        alone is in memory), ``pyspark`` for a local Spark session (``pyspark:///dir`` keeps its
+        tables in ``dir``), or ``postgres://user:password@host/db``.
+    spark_session
+        An existing SparkSession to use (a cluster's), instead of starting a local one.
+
+    Examples
+    --------
+    >>> wh = connect("duckdb://")
+    >>> wh.engine
+    'duckdb'
+    """
+    url = url or DEFAULT_URL
+    try:
+        if url.startswith("duckdb://"):
+            path = _duckdb_path(url[len("duckdb://") :])
+            if path and path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            backend = ibis.duckdb.connect(path or ":memory:")
+            return Warehouse(backend, url)
+        if url.endswith(".duckdb"):
+            return connect(f"duckdb:///{url}")
+        if url.startswith(("pyspark", "spark")) or spark_session is not None:
+            rest = url.split("://", 1)[1].lstrip("/") if "://" in url else ""
+            session = spark_session or _local_spark_session(
+                str(Path(rest).absolute()) if rest else None
+            )
+            return Warehouse(ibis.pyspark.connect(session), url)
+        if url.startswith(("postgres://", "postgresql://")):
+            return Warehouse(ibis.connect(url), url)
+    except WarehouseError:
+        raise
+    except Exception as exc:
+        raise WarehouseError(
+            f"cannot open the warehouse {url}: {exc}".splitlines()[0],
+            "check the URL and that no other process holds the DuckDB file open",
+        ) from exc
+    raise WarehouseError(
+        f"unknown warehouse URL {url!r}",
+        "use duckdb:///path.duckdb, pyspark, or postgres://user:password@host/db",
+    )
