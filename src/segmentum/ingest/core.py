@@ -253,7 +253,7 @@ class _FileIngest:
                 bad = ibis.literal(False)
             else:
                 parts = {k: self.t[f"_p__{col.name}__{k}"] for k in parsers.PARTS}
-                ts, bad = parsers.assemble_timestamp(parts)
+                ts, bad = parsers.assemble_timestamp(parts, self.t[f"_f__{col.name}"])
                 self._offsets[col.name] = parts["offset"]
             if kind == "date":
                 return ts.date(), bad, "is not a date"
@@ -356,13 +356,13 @@ class _FileIngest:
             if name == "campaign_results":
                 g = values["group"].lower()
                 g = ibis.cases(
-                    (g.isin(["treatment", "tratamiento", "test", "target"]), "treatment"),
-                    (g.isin(["control", "holdout", "grupo control"]), "control"),
+                    (parsers.one_of(g, ["treatment", "tratamiento", "test", "target"]), "treatment"),
+                    (parsers.one_of(g, ["control", "holdout", "grupo control"]), "control"),
                     else_=g,
                 )
                 values["group"] = g
                 checks.append(
-                    _Check("group", ~g.isin(["treatment", "control"]), "is not treatment or control", _as_text(g))
+                    _Check("group", ~parsers.one_of(g, ["treatment", "control"]), "is not treatment or control", _as_text(g))
                 )
 
     # ------------------------------------------------------------------- stage
@@ -375,13 +375,18 @@ class _FileIngest:
         self._offsets: dict[str, ir.IntegerValue] = {}
         decimals, orders, _ = self._conventions
         # Layer 0: date/time text split into integer parts, one column each.
-        pre: dict[str, ir.Value] = {}
-        for name, src in self.mapping.items():
-            if self.spec.column(name).kind in ("date", "timestamp") and self.t[src].type().is_string():
-                parts = parsers.timestamp_parts(self.t[src], orders.get(name, "dmy"))
+        texts = {
+            name: src
+            for name, src in self.mapping.items()
+            if self.spec.column(name).kind in ("date", "timestamp") and self.t[src].type().is_string()
+        }
+        if texts:
+            t = self.t.mutate(**{f"_f__{n}": parsers.fast_timestamp(self.t[s]) for n, s in texts.items()})
+            pre: dict[str, ir.Value] = {}
+            for name, src in texts.items():
+                parts = parsers.timestamp_parts(t[src], orders.get(name, "dmy"), t[f"_f__{name}"].notnull())
                 pre.update({f"_p__{name}__{k}": v for k, v in parts.items()})
-        if pre:
-            self.t = self.t.mutate(**pre)
+            self.t = t.mutate(**pre)
         plan = self.build_plan(decimals, orders)
         base = self.t
 

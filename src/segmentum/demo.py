@@ -1,0 +1,411 @@
+"""A deterministic synthetic retailer with planted customer segments, for the demo and benchmarks.
+
+Customers belong to one of six planted behaviours; purchases follow a buy-till-you-die process
+(Poisson purchasing while alive, an exponential lifetime) with gamma-distributed spend, so every
+later model has a known answer to find. Generation is chunked by customer and written to files
+chunk by chunk, so memory stays bounded at any size (100M lines is a matter of disk and time).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from segmentum.errors import InputError
+
+START = _dt.date(2024, 1, 1)
+END = _dt.date(2025, 12, 31)
+DAYS = (END - START).days + 1
+
+
+@dataclass(frozen=True)
+class Planted:
+    """The behaviour of one planted segment."""
+
+    name: str
+    share: float
+    rate: float  # mean purchases per day while alive
+    lifetime: float  # mean days alive after the first purchase
+    spend: float  # mean line value
+    lines: float  # mean extra lines per invoice
+    promo: float  # share of invoices with a promo code
+    hours: tuple[int, int]  # preferred hour band (start, end)
+    channels: tuple[float, float, float, float]  # store, web, app, phone
+    device: tuple[float, float, float]  # mobile, desktop, tablet (online only)
+    ages: tuple[int, int]
+    tags: tuple[str, ...]
+
+
+SEGMENTS: tuple[Planted, ...] = (
+    Planted("loyal_high_value", 0.10, 1 / 14, 2000, 95.0, 2.5, 0.05, (18, 21), (0.5, 0.35, 0.1, 0.05), (0.2, 0.75, 0.05), (35, 60), ("gourmet", "travel", "wellness")),
+    Planted("promo_hunter", 0.15, 1 / 30, 900, 22.0, 1.0, 0.85, (12, 15), (0.15, 0.45, 0.4, 0.0), (0.7, 0.2, 0.1), (18, 35), ("deals", "gaming", "fashion")),
+    Planted("seasonal", 0.15, 1 / 9, 2000, 55.0, 1.5, 0.15, (10, 13), (0.6, 0.3, 0.1, 0.0), (0.4, 0.4, 0.2), (30, 55), ("family", "home", "christmas")),
+    Planted("one_off", 0.25, 0.0, 0, 40.0, 0.6, 0.2, (9, 22), (0.5, 0.4, 0.1, 0.0), (0.5, 0.4, 0.1), (18, 70), ("outdoor", "books")),
+    Planted("lapsing", 0.20, 1 / 20, 150, 45.0, 1.2, 0.2, (19, 23), (0.3, 0.5, 0.2, 0.0), (0.6, 0.3, 0.1), (25, 45), ("sports", "tech")),
+    Planted("new", 0.15, 1 / 25, 2000, 50.0, 1.2, 0.3, (20, 23), (0.2, 0.4, 0.4, 0.0), (0.8, 0.15, 0.05), (18, 30), ("fashion", "music", "tech")),
+)
+
+PLACES = (
+    # country, region, state, city, neighbourhood, postal code, timezone
+    ("España", "Comunidad de Madrid", "Madrid", "Madrid", "Chamberí", "28010", "Europe/Madrid"),
+    ("España", "Comunidad de Madrid", "Madrid", "Madrid", "Salamanca", "28001", "Europe/Madrid"),
+    ("España", "Comunidad de Madrid", "Madrid", "Madrid", "Lavapiés", "28012", "Europe/Madrid"),
+    ("España", "Comunidad de Madrid", "Madrid", "Alcalá de Henares", "Centro", "28801", "Europe/Madrid"),
+    ("España", "Andalucía", "Sevilla", "Sevilla", "Triana", "41010", "Europe/Madrid"),
+    ("España", "Andalucía", "Sevilla", "Sevilla", "Nervión", "41005", "Europe/Madrid"),
+    ("España", "Andalucía", "Málaga", "Málaga", "El Palo", "29017", "Europe/Madrid"),
+    ("España", "Andalucía", "Granada", "Granada", "Albaicín", "18010", "Europe/Madrid"),
+    ("España", "Cataluña", "Barcelona", "Barcelona", "Gràcia", "08012", "Europe/Madrid"),
+    ("España", "Cataluña", "Barcelona", "Barcelona", "Eixample", "08008", "Europe/Madrid"),
+    ("España", "Comunitat Valenciana", "Valencia", "Valencia", "Ruzafa", "46006", "Europe/Madrid"),
+    ("España", "País Vasco", "Bizkaia", "Bilbao", "Indautxu", "48011", "Europe/Madrid"),
+    ("México", "Centro", "Ciudad de México", "Ciudad de México", "Coyoacán", "04000", "America/Mexico_City"),
+    ("México", "Centro", "Ciudad de México", "Ciudad de México", "Roma Norte", "06700", "America/Mexico_City"),
+    ("México", "Occidente", "Jalisco", "Guadalajara", "Providencia", "44630", "America/Mexico_City"),
+    ("México", "Noreste", "Nuevo León", "Monterrey", "San Pedro", "66220", "America/Monterrey"),
+    ("Colombia", "Andina", "Cundinamarca", "Bogotá", "Chapinero", "110231", "America/Bogota"),
+    ("Colombia", "Andina", "Antioquia", "Medellín", "El Poblado", "050021", "America/Bogota"),
+    ("Argentina", "Pampeana", "Buenos Aires", "Buenos Aires", "Palermo", "C1425", "America/Argentina/Buenos_Aires"),
+    ("Argentina", "Pampeana", "Córdoba", "Córdoba", "Nueva Córdoba", "X5000", "America/Argentina/Cordoba"),
+    ("Chile", "Metropolitana", "Santiago", "Santiago", "Providencia", "7500000", "America/Santiago"),
+    ("Perú", "Lima", "Lima", "Lima", "Miraflores", "15074", "America/Lima"),
+)
+# Places weigh differently: big cities hold more customers.
+_PLACE_WEIGHTS = np.array([9, 8, 6, 2, 5, 4, 3, 2, 7, 6, 4, 3, 6, 5, 3, 3, 4, 3, 4, 2, 3, 3], float)
+
+CATEGORIES = ("Moda > Ropa", "Moda > Calzado", "Hogar > Cocina", "Hogar > Decoración", "Electrónica > Móviles", "Electrónica > Audio", "Alimentación > Gourmet", "Deportes > Running")
+N_PRODUCTS = 240
+FIRST_NAMES = ("Lucía", "Sofía", "María", "Martina", "Paula", "Valentina", "Camila", "Hugo", "Mateo", "Martín", "Lucas", "Leo", "Daniel", "Santiago", "Sebastián", "Diego")
+LAST_NAMES = ("García", "Rodríguez", "González", "Fernández", "López", "Martínez", "Sánchez", "Pérez", "Gómez", "Ramírez", "Torres", "Flores")
+INCOME = ("low", "medium", "high")
+OCCUPATIONS = ("student", "employee", "manager", "self-employed", "retired", "public servant")
+ACQUISITION = ("organic", "paid_search", "social", "referral", "store")
+INDUSTRIES = ("retail", "hospitality", "manufacturing", "software", "health", "education")
+
+
+def _customer_ids(start: int, n: int) -> np.ndarray:
+    return np.char.add("C", np.char.zfill(np.arange(start + 1, start + n + 1).astype(str), 7))
+
+
+def _segment_of(rng: np.random.Generator, n: int) -> np.ndarray:
+    shares = np.array([s.share for s in SEGMENTS])
+    return rng.choice(len(SEGMENTS), size=n, p=shares / shares.sum())
+
+
+def _customers_chunk(rng: np.random.Generator, start: int, n: int, b2b: bool) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    seg = _segment_of(rng, n)
+    first_day = rng.integers(0, DAYS - 120, size=n)
+    is_new = seg == [s.name for s in SEGMENTS].index("new")
+    first_day[is_new] = rng.integers(DAYS - 90, DAYS - 5, size=int(is_new.sum()))
+    lo = np.array([SEGMENTS[k].ages[0] for k in seg])
+    hi = np.array([SEGMENTS[k].ages[1] for k in seg])
+    age = rng.integers(lo, hi + 1)
+    birth = np.array([np.datetime64(END)] * n) - (age * 365.25 + rng.integers(0, 365, n)).astype("timedelta64[D]")
+    place = rng.choice(len(PLACES), size=n, p=_PLACE_WEIGHTS / _PLACE_WEIGHTS.sum())
+    places = np.array(PLACES, dtype=object)[place]
+    ids = _customer_ids(start, n)
+    first = np.array(FIRST_NAMES)[rng.integers(0, len(FIRST_NAMES), n)]
+    last = np.array(LAST_NAMES)[rng.integers(0, len(LAST_NAMES), n)]
+    tags = [",".join(rng.choice(SEGMENTS[k].tags, size=2, replace=False)) for k in seg]
+    income_p = np.where(seg[:, None] == 0, [0.1, 0.4, 0.5], [0.35, 0.5, 0.15])
+    income = np.array(INCOME)[(rng.random(n)[:, None] > np.cumsum(income_p, axis=1)).sum(axis=1).clip(0, 2)]
+    signup = np.datetime64(START) + first_day.astype("timedelta64[D]")
+    df = pd.DataFrame(
+        {
+            "id_cliente": ids,
+            "nombre": first,
+            "apellidos": last,
+            "email": [f"{i.lower()}@example.com" for i in ids],
+            "telefono": [f"+34 6{x:08d}" for x in rng.integers(0, 10**8, n)],
+            "fecha_nacimiento": pd.to_datetime(birth).strftime("%d/%m/%Y"),
+            "sexo": rng.choice(["Mujer", "Hombre", "Otro"], size=n, p=[0.5, 0.47, 0.03]),
+            "pais": places[:, 0],
+            "comunidad": places[:, 1],
+            "provincia": places[:, 2],
+            "ciudad": places[:, 3],
+            "barrio": places[:, 4],
+            "codigo_postal": places[:, 5],
+            "zona_horaria": places[:, 6],
+            "fecha_alta": pd.to_datetime(signup).strftime("%d/%m/%Y"),
+            "canal_adquisicion": np.array(ACQUISITION)[rng.integers(0, len(ACQUISITION), n)],
+            "ingresos": income,
+            "profesion": np.array(OCCUPATIONS)[rng.integers(0, len(OCCUPATIONS), n)],
+            "intereses": tags,
+            "acepta_email": np.where(rng.random(n) < 0.75, "sí", "no"),
+            "permiso_sms": np.where(rng.random(n) < 0.4, "sí", "no"),
+            "permiso_push": np.where(rng.random(n) < 0.5, "sí", "no"),
+            "permiso_inapp": np.where(rng.random(n) < 0.6, "sí", "no"),
+            "permiso_web": np.where(rng.random(n) < 0.9, "sí", "no"),
+        }
+    )
+    if b2b:
+        n_comp = max(n // 8, 1)
+        comp = rng.integers(0, n_comp, n) + start // 8
+        emp = (rng.lognormal(3.5, 1.3, n_comp * 2 + start // 8 + 1)).astype(int) + 1
+        df["id_empresa"] = [f"E{c:06d}" for c in comp]
+        df["empresa"] = [f"Empresa {c:06d} S.L." for c in comp]
+        df["sector"] = np.array(INDUSTRIES)[comp % len(INDUSTRIES)]
+        df["empleados"] = emp[comp]
+        df["facturacion"] = (emp[comp] * 85000.0).round(0)
+    return df, seg, first_day
+
+
+def _transactions_chunk(rng: np.random.Generator, ids: np.ndarray, seg: np.ndarray, first_day: np.ndarray, invoice_start: int) -> pd.DataFrame:
+    n = len(ids)
+    rate = np.array([SEGMENTS[k].rate for k in seg]) * rng.gamma(4.0, 0.25, n)
+    life = rng.exponential(np.array([max(SEGMENTS[k].lifetime, 1) for k in seg]))
+    alive_until = np.minimum(first_day + life, DAYS - 1)
+    seasonal = seg == [s.name for s in SEGMENTS].index("seasonal")
+    # Seasonal customers only buy from mid-November to December: their exposure is ~45 days a year.
+    window = np.where(seasonal, (alive_until - first_day) * 45 / 365, alive_until - first_day)
+    repeats = rng.poisson(rate * np.maximum(window, 0))
+    repeats[seg == [s.name for s in SEGMENTS].index("one_off")] = 0
+    cust = np.repeat(np.arange(n), repeats + 1)
+    is_first = np.ones(len(cust), bool)
+    is_first[np.cumsum(repeats + 1)[:-1]] = True
+    is_first[1:] = cust[1:] != cust[:-1]
+    u = rng.random(len(cust))
+    day = first_day[cust] + u * (alive_until[cust] - first_day[cust])
+    s_idx = np.flatnonzero(seasonal[cust] & ~is_first)
+    if len(s_idx):
+        year = rng.integers(0, 2, len(s_idx))
+        season_day = (np.array([319, 319 + 366])[year] + rng.integers(0, 45, len(s_idx))).astype(float)
+        day[s_idx] = np.clip(np.maximum(season_day, first_day[cust[s_idx]] + 1), 0, DAYS - 1)
+    day = np.where(is_first, first_day[cust], day).astype(int)
+    k = seg[cust]
+    hour_lo = np.array([SEGMENTS[j].hours[0] for j in k])
+    hour_hi = np.array([SEGMENTS[j].hours[1] for j in k])
+    in_band = rng.random(len(cust)) < 0.8
+    hour = np.where(in_band, rng.integers(hour_lo, hour_hi + 1), rng.integers(8, 23, len(cust)))
+    minute = rng.integers(0, 60, len(cust))
+    chan_p = np.array([SEGMENTS[j].channels for j in range(len(SEGMENTS))])
+    dev_p = np.array([SEGMENTS[j].device for j in range(len(SEGMENTS))])
+    channel = (rng.random(len(cust))[:, None] > np.cumsum(chan_p[k], axis=1)).sum(axis=1).clip(0, 3)
+    device = (rng.random(len(cust))[:, None] > np.cumsum(dev_p[k], axis=1)).sum(axis=1).clip(0, 2)
+    promo = rng.random(len(cust)) < np.array([SEGMENTS[j].promo for j in range(len(SEGMENTS))])[k]
+    n_lines = 1 + rng.poisson(np.array([SEGMENTS[j].lines for j in range(len(SEGMENTS))])[k])
+    invoice_no = invoice_start + np.arange(len(cust))
+
+    # Lines of every invoice.
+    inv = np.repeat(np.arange(len(cust)), n_lines)
+    line = np.arange(len(inv)) - np.repeat(np.cumsum(n_lines) - n_lines, n_lines) + 1
+    ck = k[inv]
+    cat_pref = (ck * 3 + rng.integers(0, 3, len(inv))) % len(CATEGORIES)
+    product = cat_pref * (N_PRODUCTS // len(CATEGORIES)) + rng.integers(0, N_PRODUCTS // len(CATEGORIES), len(inv))
+    spend_mean = np.array([SEGMENTS[j].spend for j in range(len(SEGMENTS))])[ck]
+    cust_scale = rng.gamma(6.0, 1 / 6.0, n)[cust[inv]]
+    unit_price = np.round(rng.gamma(3.0, spend_mean * cust_scale / 3.0), 2) + 0.99
+    qty = rng.choice([1, 1, 1, 2, 2, 3], size=len(inv))
+    disc = np.where(promo[inv], np.round(unit_price * qty * rng.choice([0.1, 0.2, 0.3], len(inv)), 2), 0.0)
+    channels = np.array(["store", "web", "app", "phone"])[channel[inv]]
+    devices = np.where(channels == "store", None, np.array(["mobile", "desktop", "tablet"], dtype=object)[device[inv]])
+    ts = (
+        np.datetime64(START, "s")
+        + (day[inv] * 86400 + hour[inv] * 3600 + minute[inv] * 60).astype("timedelta64[s]")
+    )
+    cust_ids = ids[cust[inv]].astype(object)
+    anonymous = (channels == "store") & (rng.random(len(inv)) < 0.02)
+    cust_ids[anonymous] = None
+    df = pd.DataFrame(
+        {
+            "InvoiceNo": np.char.add("F", invoice_no[inv].astype(str)),
+            "Line": line,
+            "CustomerID": cust_ids,
+            "InvoiceDate": ts,
+            "StockCode": np.char.add("P", np.char.zfill(product.astype(str), 4)),
+            "Category": np.array(CATEGORIES)[product // (N_PRODUCTS // len(CATEGORIES))],
+            "Quantity": qty,
+            "UnitPrice": unit_price,
+            "Discount": disc,
+            "PromoCode": np.where(promo[inv], "PROMO" + (day[inv] // 30).astype(str), None),
+            "Channel": channels,
+            "Device": devices,
+        }
+    )
+    # About 3% of lines come back later as returns linked to their invoice.
+    ret = rng.random(len(df)) < 0.03
+    if ret.any():
+        r = df[ret].copy()
+        r["OriginalInvoice"] = r["InvoiceNo"]
+        r["InvoiceNo"] = "R" + r["InvoiceNo"].str.slice(1)
+        r["Quantity"] = -r["Quantity"]
+        r["InvoiceDate"] = r["InvoiceDate"] + pd.to_timedelta(rng.integers(2, 20, len(r)), "D")
+        r = r[r["InvoiceDate"] <= pd.Timestamp(END) + pd.Timedelta(hours=23)]
+        df = pd.concat([df.assign(OriginalInvoice=None), r], ignore_index=True)
+    else:
+        df["OriginalInvoice"] = None
+    return df
+
+
+def _events_chunk(rng: np.random.Generator, ids: np.ndarray, seg: np.ndarray, first_day: np.ndarray) -> pd.DataFrame:
+    n = len(ids)
+    per = rng.poisson(np.where(seg == 1, 12, 5))
+    cust = np.repeat(np.arange(n), per)
+    day = np.minimum(first_day[cust] + rng.integers(0, 400, len(cust)), DAYS - 1)
+    kinds = np.array(["page_view", "product_view", "add_to_cart", "cart_abandoned", "email_open", "email_click", "push_open"])
+    p = np.array([0.35, 0.25, 0.12, 0.08, 0.12, 0.05, 0.03])
+    kind = kinds[rng.choice(len(kinds), size=len(cust), p=p)]
+    ts = np.datetime64(START, "s") + (day * 86400 + rng.integers(8 * 3600, 23 * 3600, len(cust))).astype("timedelta64[s]")
+    return pd.DataFrame(
+        {
+            "customer_id": ids[cust],
+            "timestamp": ts,
+            "event_type": kind,
+            "device": np.array(["mobile", "desktop", "tablet"])[rng.integers(0, 3, len(cust))],
+            "channel": np.where(np.char.startswith(kind, "email"), "email", np.where(np.char.startswith(kind, "push"), "push", "web")),
+            "campaign_id": np.where(np.char.startswith(kind, "email") | np.char.startswith(kind, "push"), "NEWSLETTER", None),
+        }
+    )
+
+
+def _campaign_chunk(rng: np.random.Generator, ids: np.ndarray, seg: np.ndarray) -> pd.DataFrame:
+    chosen = rng.random(len(ids)) < 0.3
+    c_ids, c_seg = ids[chosen], seg[chosen]
+    control = rng.random(len(c_ids)) < 0.1
+    base = np.array([0.08, 0.10, 0.05, 0.02, 0.04, 0.06])[c_seg]
+    lift = np.where(control, 1.0, np.array([1.3, 1.8, 1.2, 1.1, 1.6, 1.4])[c_seg])
+    converted = rng.random(len(c_ids)) < base * lift
+    opened = ~control & (rng.random(len(c_ids)) < 0.35)
+    return pd.DataFrame(
+        {
+            "campaign_id": "WINBACK-2025-10",
+            "customer_id": c_ids,
+            "group": np.where(control, "control", "treatment"),
+            "channel": "email",
+            "sent_at": pd.Timestamp("2025-10-06 10:00"),
+            "delivered": ~control,
+            "opened": opened,
+            "clicked": opened & (rng.random(len(c_ids)) < 0.3),
+            "converted": converted,
+            "revenue": np.where(converted, np.round(rng.gamma(2.0, 30.0, len(c_ids)), 2), 0.0),
+            "cost": np.where(control, 0.0, 0.05),
+        }
+    )
+
+
+def _prospects(rng: np.random.Generator, n: int) -> pd.DataFrame:
+    df, seg, _ = _customers_chunk(rng, 10**7, n, b2b=True)
+    df = df.rename(columns={"id_cliente": "id_lead"}).drop(columns=["fecha_alta"])
+    df["id_lead"] = df["id_lead"].str.replace("C", "L", n=1)
+    return df
+
+
+class _Writer:
+    """Appends chunks to one CSV or Parquet file."""
+
+    def __init__(self, path: Path, fmt: str) -> None:
+        self.path, self.fmt = path, fmt
+        self._w: pq.ParquetWriter | pacsv.CSVWriter | None = None
+        self._schema: pa.Schema | None = None
+
+    def write(self, df: pd.DataFrame) -> None:
+        table = pa.Table.from_pandas(df, preserve_index=False, schema=self._schema)
+        if self._w is None:
+            self._schema = table.schema
+            if self.fmt == "parquet":
+                self._w = pq.ParquetWriter(self.path, table.schema)
+            else:
+                self._w = pacsv.CSVWriter(self.path, table.schema)
+        self._w.write_table(table)
+
+    def close(self) -> None:
+        if self._w is not None:
+            self._w.close()
+
+
+def _spanish_csv(df: pd.DataFrame, path: Path, first: bool) -> None:
+    """Customers are written as a Spanish export: ';' separated, decimal commas, Latin-1."""
+    df.to_csv(path, sep=";", decimal=",", index=False, header=first, mode="w" if first else "a", encoding="latin-1", errors="replace")
+
+
+def chunks(n_customers: int, seed: int, chunk: int) -> Iterator[tuple[int, int, np.random.Generator]]:
+    for i, start in enumerate(range(0, n_customers, chunk)):
+        yield start, min(chunk, n_customers - start), np.random.default_rng([seed, i])
+
+
+def generate(
+    out: str | Path,
+    *,
+    customers: int = 5000,
+    seed: int = 7,
+    fmt: str = "csv",
+    b2b: bool = False,
+    chunk: int = 50_000,
+) -> dict[str, Path]:
+    """Write the demo data set to ``out`` and return the files by table name.
+
+    Parameters
+    ----------
+    customers
+        Number of customers; about 10 invoice lines are generated per customer.
+    seed
+        Same seed, same files, byte for byte.
+    fmt
+        ``csv`` (customers as a Spanish Latin-1 export, the rest as CSV) or ``parquet`` for
+        the invoice lines and events (benchmarks).
+    b2b
+        Add firmographics to customers and write a ``prospects`` file.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> files = generate(tempfile.mkdtemp(), customers=200)
+    >>> sorted(files)
+    ['campaign_results', 'customers', 'events', 'ground_truth', 'products', 'transactions']
+    """
+    if customers < 1:
+        raise InputError("--customers must be at least 1")
+    if fmt not in ("csv", "parquet"):
+        raise InputError(f"unknown format {fmt!r}", "use csv or parquet")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    ext = "parquet" if fmt == "parquet" else "csv"
+    files = {
+        "customers": out / "clientes.csv",
+        "transactions": out / f"transactions.{ext}",
+        "events": out / f"events.{ext}",
+        "campaign_results": out / "campaign_results.csv",
+        "ground_truth": out / "ground_truth.csv",
+        "products": out / "products.csv",
+    }
+    tx = _Writer(files["transactions"], fmt)
+    ev = _Writer(files["events"], fmt)
+    truth, campaigns = [], []
+    invoice = 100000
+    try:
+        for start, n, rng in chunks(customers, seed, chunk):
+            cust, seg, first_day = _customers_chunk(rng, start, n, b2b)
+            _spanish_csv(cust, files["customers"], start == 0)
+            ids = cust["id_cliente"].to_numpy()
+            t = _transactions_chunk(rng, ids, seg, first_day, invoice)
+            invoice += int(t["InvoiceNo"].nunique()) + 1
+            tx.write(t)
+            ev.write(_events_chunk(rng, ids, seg, first_day))
+            campaigns.append(_campaign_chunk(rng, ids, seg))
+            truth.append(pd.DataFrame({"customer_id": ids, "planted_segment": np.array([s.name for s in SEGMENTS])[seg]}))
+    finally:
+        tx.close()
+        ev.close()
+    pd.concat(truth).to_csv(files["ground_truth"], index=False)
+    pd.concat(campaigns).to_csv(files["campaign_results"], index=False)
+    per_cat = N_PRODUCTS // len(CATEGORIES)
+    pd.DataFrame(
+        {
+            "product_id": [f"P{i:04d}" for i in range(N_PRODUCTS)],
+            "name": [f"{CATEGORIES[i // per_cat].split(' > ')[1]} {i:04d}" for i in range(N_PRODUCTS)],
+            "category": [CATEGORIES[i // per_cat] for i in range(N_PRODUCTS)],
+            "price": np.round(np.random.default_rng(seed).gamma(3, 15, N_PRODUCTS) + 0.99, 2),
+        }
+    ).to_csv(files["products"], index=False)
+    if b2b:
+        files["prospects"] = out / "prospects.csv"
+        _prospects(np.random.default_rng([seed, 10**6]), max(customers // 5, 10)).to_csv(files["prospects"], index=False)
+    return files
