@@ -1,0 +1,164 @@
+"""Classes a marketer acts on: RFM scores and named segments, value tiers, lifecycle stages.
+
+All computed in the engine from ``customer_features``. Ties are handled by rank, so customers
+with equal values get equal scores on every backend.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import ibis
+import ibis.expr.types as ir
+import yaml
+
+from segmentum.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class RfmRule:
+    """A named RFM segment: the recency and frequency score ranges it covers (inclusive)."""
+
+    name: str
+    name_es: str
+    r: tuple[int, int]
+    f: tuple[int, int]
+    description: str = ""
+
+
+# First matching rule wins. Every (R, F) pair from 1-5 x 1-5 is covered exactly once.
+RFM_RULES: tuple[RfmRule, ...] = (
+    RfmRule("Champions", "Campeones", (5, 5), (4, 5), "Bought recently, buy often."),
+    RfmRule("Loyal", "Leales", (3, 4), (4, 5), "Buy often; not the very latest buyers."),
+    RfmRule("Potential Loyalist", "Potenciales leales", (4, 5), (2, 3), "Recent, with a few purchases."),
+    RfmRule("New", "Nuevos", (5, 5), (1, 1), "First purchase very recently."),
+    RfmRule("Promising", "Prometedores", (4, 4), (1, 1), "Recent first purchase."),
+    RfmRule("Need Attention", "Requieren atención", (3, 3), (3, 3), "Average on both; slipping."),
+    RfmRule("About to Sleep", "A punto de dormirse", (3, 3), (1, 2), "Below average recency and frequency."),
+    RfmRule("Can't Lose Them", "No podemos perderlos", (1, 2), (5, 5), "Bought the most, long ago."),
+    RfmRule("At Risk", "En riesgo", (1, 2), (3, 4), "Bought often, long ago."),
+    RfmRule("Lost", "Perdidos", (1, 1), (1, 1), "One purchase, long ago."),
+    RfmRule("Hibernating", "Hibernando", (1, 2), (1, 2), "Few purchases, long ago."),
+)
+
+
+def load_rfm_rules(path: str | Path) -> tuple[RfmRule, ...]:
+    """Read an edited rule table (YAML list of name, name_es, r: [lo, hi], f: [lo, hi])."""
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        rules = tuple(
+            RfmRule(d["name"], d.get("name_es", d["name"]), tuple(d["r"]), tuple(d["f"]), d.get("description", ""))  # type: ignore[arg-type]
+            for d in data
+        )
+    except (OSError, yaml.YAMLError, KeyError, TypeError) as exc:
+        raise ConfigError(f"RFM rule file {path} cannot be used: {exc}", "see docs/classes.md for the format") from exc
+    check_rfm_rules(rules)
+    return rules
+
+
+def check_rfm_rules(rules: Sequence[RfmRule]) -> None:
+    """Every (R, F) score pair must fall in some rule, so no customer is left unnamed."""
+    uncovered = [
+        f"R{r}F{f}"
+        for r in range(1, 6)
+        for f in range(1, 6)
+        if not any(x.r[0] <= r <= x.r[1] and x.f[0] <= f <= x.f[1] for x in rules)
+    ]
+    if uncovered:
+        raise ConfigError(f"the RFM rules leave {', '.join(uncovered)} without a segment", "add or widen a rule")
+
+
+def quintile(value: ir.NumericValue, *, descending: bool = False) -> ir.IntegerValue:
+    """Scores 1-5 by rank: equal values share a score (the lowest rank of the tie)."""
+    order = ibis.desc(value) if descending else value
+    rank = ibis.rank().over(ibis.window(order_by=order))  # 0-based, ties share the min rank
+    n = value.count().over(ibis.window())
+    return (rank * 5 / n).floor().cast("int64") + 1
+
+
+def rfm(features: ir.Table, rules: Sequence[RfmRule] = RFM_RULES) -> ir.Table:
+    """R, F and M quintile scores, the RFM code and the named segment (English and Spanish)."""
+    f = features
+    scored = f.select(
+        "customer_id",
+        r_score=quintile(-f.recency_days.cast("float64")),
+        f_score=quintile(f.frequency.cast("float64")),
+        m_score=quintile(f.monetary),
+    )
+    r, fr = scored.r_score, scored.f_score
+    cond = [(r.between(x.r[0], x.r[1]) & fr.between(x.f[0], x.f[1])) for x in rules]
+    return scored.mutate(
+        rfm_code=r.cast("string") + fr.cast("string") + scored.m_score.cast("string"),
+        rfm_segment=ibis.cases(*((c, x.name) for c, x in zip(cond, rules, strict=True)), else_=ibis.null("string")),
+        rfm_segment_es=ibis.cases(*((c, x.name_es) for c, x in zip(cond, rules, strict=True)), else_=ibis.null("string")),
+    )
+
+
+def value_tiers(features: ir.Table, cuts: tuple[float, float] = (0.80, 0.95)) -> ir.Table:
+    """high / medium / low by cumulative share of revenue (Pareto / ABC).
+
+    Customers are sorted by monetary value; those that make up the first ``cuts[0]`` of
+    revenue are high, up to ``cuts[1]`` medium, the rest (and anyone with no net spend) low.
+    """
+    f = features
+    spend = ibis.greatest(f.monetary, 0)
+    w = ibis.window(order_by=[ibis.desc(f.monetary), f.customer_id], preceding=None, following=0)
+    before = spend.sum().over(w) - spend
+    total = spend.sum().over(ibis.window())
+    share_before = ibis.ifelse(total > 0, before / total, 1.0)
+    tier = ibis.cases(
+        ((share_before < cuts[0]) & (f.monetary > 0), "high"),
+        ((share_before < cuts[1]) & (f.monetary > 0), "medium"),
+        else_="low",
+    )
+    return f.select("customer_id", value_tier=tier, revenue_share_before=share_before)
+
+
+@dataclass(frozen=True)
+class LifecycleCuts:
+    """Recency, in units of the customer's own expected gap between purchases."""
+
+    at_risk: float = 1.5
+    lapsed: float = 3.0
+    lost: float = 6.0
+    prior_weight: float = 2.0  # how many gaps the population's median gap counts for
+
+
+def lifecycle(features: ir.Table, cuts: LifecycleCuts = LifecycleCuts()) -> ir.Table:
+    """new / active / at_risk / lapsed / lost, judged against each customer's own rhythm.
+
+    The expected gap is the customer's mean time between purchase days, shrunk toward the
+    median gap of all repeat customers (few gaps, more shrinkage). A one-time buyer is *new*
+    while their tenure is within one typical gap, and is judged on the population gap after.
+    """
+    f = features
+    median_gap = f.interpurchase_mean.approx_median().over(ibis.window())
+    n_gaps = (f.x.fill_null(0)).cast("float64")
+    own = f.interpurchase_mean.fill_null(0.0)
+    expected = (n_gaps * own + cuts.prior_weight * median_gap) / (n_gaps + cuts.prior_weight)
+    ratio = f.recency_days.cast("float64") / ibis.greatest(expected, 1.0)
+    stage = ibis.cases(
+        ((n_gaps == 0) & (f.tenure_days <= median_gap), "new"),
+        (ratio <= cuts.at_risk, "active"),
+        (ratio <= cuts.lapsed, "at_risk"),
+        (ratio <= cuts.lost, "lapsed"),
+        else_="lost",
+    )
+    return f.select("customer_id", lifecycle_stage=stage, expected_gap_days=expected, recency_ratio=ratio)
+
+
+def classify(
+    features: ir.Table,
+    *,
+    rules: Sequence[RfmRule] = RFM_RULES,
+    tier_cuts: tuple[float, float] = (0.80, 0.95),
+    lifecycle_cuts: LifecycleCuts = LifecycleCuts(),
+) -> ir.Table:
+    """The ``customer_classes`` rows for one ``as_of``: RFM, value tier and lifecycle."""
+    out = rfm(features, rules)
+    out = out.left_join(value_tiers(features, tier_cuts), "customer_id").drop("customer_id_right")
+    out = out.left_join(lifecycle(features, lifecycle_cuts), "customer_id").drop("customer_id_right")
+    out = out.left_join(features.select("customer_id", "as_of"), "customer_id")
+    return out.drop("customer_id_right")
