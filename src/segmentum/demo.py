@@ -20,6 +20,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from segmentum.errors import InputError
+from segmentum.warehouse import Warehouse
 
 START = _dt.date(2024, 1, 1)
 END = _dt.date(2025, 12, 31)
@@ -409,3 +410,10 @@ def generate(
         files["prospects"] = out / "prospects.csv"
         _prospects(np.random.default_rng([seed, 10**6]), max(customers // 5, 10)).to_csv(files["prospects"], index=False)
     return files
+
+
+def load_ground_truth(wh: Warehouse, path: str | Path) -> int:
+    """Store the demo's planted segments in ``demo_ground_truth`` (for tests and benchmarks)."""
+    table = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(column_types={"customer_id": pa.string()}))
+    wh.write("demo_ground_truth", table)
+    return table.num_rows

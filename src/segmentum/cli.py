@@ -1,0 +1,332 @@
+"""The ``segmentum`` command: a thin layer that parses arguments, calls the library, prints.
+
+User mistakes (``SegmentumError``) become one line with a hint and a non-zero exit code;
+``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import click
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from segmentum import demo, pipeline
+from segmentum.config import SETTINGS, load_settings
+from segmentum.errors import ConfigError, InputError, SegmentumError, WarehouseError
+from segmentum.ingest import IngestReport, ingest
+from segmentum.schema import INGESTIBLE
+from segmentum.warehouse import connect
+
+EXIT_OK = 0
+EXIT_INPUT = 2
+EXIT_CONFIG = 3
+EXIT_WAREHOUSE = 4
+EXIT_INTERNAL = 70
+
+app = typer.Typer(
+    help="segmentum: customer segmentation and classification.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err = Console(stderr=True)
+
+WarehouseOpt = Annotated[str | None, typer.Option("--warehouse", "-w", help="Warehouse URL (default from settings: duckdb:///segmentum.duckdb).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+AsOfOpt = Annotated[str | None, typer.Option("--as-of", help="Reference date YYYY-MM-DD (default: the day after the last sale).")]
+
+
+class ConsoleProgress:
+    """Prints the library's progress steps as dim lines."""
+
+    def __init__(self, quiet: bool = False) -> None:
+        self.quiet = quiet
+
+    def step(self, name: str, detail: str = "") -> None:
+        if not self.quiet and name not in ("before_commit",):
+            err.print(f"[dim]· {name} {detail}[/dim]")
+
+
+def _as_of(value: str | None) -> _dt.date | None:
+    if value is None:
+        return None
+    try:
+        return _dt.date.fromisoformat(value)
+    except ValueError as exc:
+        raise InputError(f"--as-of {value!r} is not a date", "write it as YYYY-MM-DD") from exc
+
+
+def _money(x: float | None) -> str:
+    return f"{(x or 0):,.2f}"
+
+
+def _pct(x: float | None) -> str:
+    return f"{100 * (x or 0):.1f}%"
+
+
+def print_ingest_report(r: IngestReport) -> None:
+    where = r.file + (f" [{r.sheet}]" if r.sheet else "")
+    if r.skipped:
+        console.print(f"[yellow]{where}[/yellow]: {'; '.join(r.warnings)}")
+        return
+    if r.mapping:
+        m = Table(title=f"{where} → {r.table}: column mapping", title_justify="left")
+        m.add_column("column in file")
+        m.add_column("canonical column")
+        for canon, src in r.mapping.items():
+            m.add_row(src, canon)
+        for src in r.ignored_columns:
+            m.add_row(src, "[dim](ignored)[/dim]")
+        console.print(m)
+    t = Table(title=f"{where}: ingest summary", title_justify="left", show_header=False)
+    t.add_column(style="bold")
+    t.add_column(justify="right")
+    t.add_row("rows read", f"{r.rows_read:,}")
+    t.add_row("accepted", f"{r.accepted:,}")
+    t.add_row("quarantined", f"{r.quarantined:,}")
+    if r.table in ("transactions", "events"):
+        t.add_row("  anonymous (no customer id)", f"{r.anonymous:,}")
+    if r.updated:
+        t.add_row("  replaced an earlier row", f"{r.updated:,}")
+    t.add_row("exact duplicates", f"{r.duplicates:,}")
+    if r.already_loaded:
+        t.add_row("already in the warehouse", f"{r.already_loaded:,}")
+    t.add_row("check", "[green]read = accepted + quarantined[/green]" if r.balanced else "[red]counts do not add up[/red]")
+    t.add_row("batch", r.batch_id or "")
+    console.print(t)
+    for k, v in r.conventions.items():
+        console.print(f"  [dim]{k}: {v}[/dim]")
+    for w in r.warnings:
+        console.print(f"  [yellow]warning:[/yellow] {w}")
+    if r.reasons:
+        q = Table(title="why rows were quarantined (see: segmentum quarantine)", title_justify="left")
+        q.add_column("reason")
+        q.add_column("rows", justify="right")
+        for reason, n in r.reasons.items():
+            q.add_row(reason, f"{n:,}")
+        console.print(q)
+
+
+@app.command("ingest")
+def ingest_cmd(
+    table: Annotated[str, typer.Argument(help=f"Target table: {', '.join(INGESTIBLE)}.")],
+    files: Annotated[list[Path], typer.Argument(help="CSV, Parquet, Excel or JSON-lines files.")],
+    mapping: Annotated[Path | None, typer.Option(help="YAML/TOML file of canonical_column: 'Column In File'.")] = None,
+    sheet: Annotated[str | None, typer.Option(help="Excel sheet to load (default: every sheet).")] = None,
+    date_order: Annotated[str | None, typer.Option(help="auto, dmy or mdy.")] = None,
+    decimal: Annotated[str | None, typer.Option(help="auto, '.' or ','.")] = None,
+    duplicates: Annotated[str | None, typer.Option(help="quarantine or keep exact duplicate rows.")] = None,
+    warehouse: WarehouseOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Load files into a table; rejected rows go to quarantine with their reasons."""
+    settings = load_settings()
+    reports = ingest(
+        table,
+        files,
+        warehouse=warehouse or settings.warehouse,
+        mapping=mapping,
+        sheet=sheet,
+        settings=settings,
+        date_order=date_order,
+        decimal=decimal,
+        duplicates=duplicates,
+        progress=ConsoleProgress(quiet=as_json),
+    )
+    if as_json:
+        console.print_json(json.dumps([r.to_dict() for r in reports], default=str))
+        return
+    for r in reports:
+        print_ingest_report(r)
+
+
+@app.command("demo-data")
+def demo_data_cmd(
+    out: Annotated[Path, typer.Option(help="Folder to write the files to.")] = Path("demo-data"),
+    customers: Annotated[int, typer.Option(help="Number of customers (about 10 invoice lines each).")] = 5000,
+    seed: Annotated[int, typer.Option(help="Random seed: same seed, same files.")] = 7,
+    fmt: Annotated[str, typer.Option("--format", help="csv or parquet (for invoice lines and events).")] = "csv",
+    b2b: Annotated[bool, typer.Option(help="Add firmographics and a prospects file.")] = False,
+) -> None:
+    """Generate the synthetic demo retailer (planted segments, deterministic)."""
+    files = demo.generate(out, customers=customers, seed=seed, fmt=fmt, b2b=b2b)
+    t = Table(title=f"demo data in {out}", title_justify="left")
+    t.add_column("table")
+    t.add_column("file")
+    t.add_column("size", justify="right")
+    for name, path in files.items():
+        t.add_row(name, str(path), f"{path.stat().st_size / 1e6:.1f} MB")
+    console.print(t)
+
+
+def _print_shares(title: str, rows: list[dict[str, Any]], key: str) -> None:
+    t = Table(title=title, title_justify="left")
+    for c in ("", "customers", "% customers", "revenue", "% revenue"):
+        t.add_column(c, justify="left" if not c else "right")
+    for r in rows:
+        t.add_row(str(r[key]), f"{r['customers']:,}", _pct(r["customer_share"]), _money(r["revenue"]), _pct(r["revenue_share"]))
+    console.print(t)
+
+
+def print_summary(s: pipeline.RunSummary, currency: str) -> None:
+    console.print(
+        f"\n[bold]segmentum[/bold] run {s.run_id} as of {s.as_of}: "
+        f"{s.customers:,} customers, revenue {_money(s.revenue)} {currency}"
+        f" (+ {_money(s.anonymous_revenue)} from anonymous sales)"
+    )
+    _print_shares("RFM segments", s.rfm_segments, "rfm_segment")
+    _print_shares("Value tiers (Pareto 80/15/5)", s.value_tiers, "value_tier")
+    _print_shares("Lifecycle stages (against each customer's own rhythm)", s.lifecycle, "lifecycle_stage")
+
+
+@app.command("run")
+def run_cmd(
+    data: Annotated[Path | None, typer.Option(help="Folder with files to ingest first (e.g. the demo data).")] = None,
+    as_of: AsOfOpt = None,
+    warehouse: WarehouseOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run the main job: ingest new files, compute features and classes, print a summary."""
+    settings = load_settings()
+    summary = pipeline.run(warehouse or settings.warehouse, data=data, as_of=_as_of(as_of), settings=settings, progress=ConsoleProgress(quiet=as_json))
+    if as_json:
+        console.print_json(json.dumps(summary.to_dict(), default=str))
+        return
+    for r in summary.ingest:
+        print_ingest_report(r)
+    print_summary(summary, settings.currency)
+
+
+@app.command("features")
+def features_cmd(as_of: AsOfOpt = None, warehouse: WarehouseOpt = None, as_json: JsonOpt = False) -> None:
+    """Compute customer_features as of a date (only data before it is used)."""
+    settings = load_settings()
+    wh = connect(warehouse or settings.warehouse)
+    used, feats = pipeline.compute_features(wh, _as_of(as_of), settings, "features-cli")
+    stats = feats.aggregate(
+        customers=feats.count(), revenue=feats.monetary.sum(), median_recency=feats.recency_days.median(),
+        mean_frequency=feats.frequency.mean(), repeat_buyers=(feats.x > 0).cast("int64").sum(),
+    ).to_pyarrow().to_pylist()[0]
+    if as_json:
+        console.print_json(json.dumps({"as_of": used.isoformat(), **stats}, default=str))
+        return
+    console.print(f"customer_features as of {used}: {stats['customers']:,} customers, revenue {_money(stats['revenue'])}, "
+                  f"{stats['repeat_buyers']:,} repeat buyers, median recency {stats['median_recency']} days")
+
+
+@app.command("classify")
+def classify_cmd(as_of: AsOfOpt = None, warehouse: WarehouseOpt = None, as_json: JsonOpt = False) -> None:
+    """Compute customer_classes (RFM, value tier, lifecycle) and show their sizes and revenue."""
+    settings = load_settings()
+    wh = connect(warehouse or settings.warehouse)
+    used, feats = pipeline.compute_features(wh, _as_of(as_of), settings, "classify-cli")
+    classes = pipeline.compute_classes(wh, feats, used, settings, "classify-cli")
+    rfm = pipeline._share_table(classes, feats, "rfm_segment")
+    tiers = pipeline._share_table(classes, feats, "value_tier")
+    if as_json:
+        console.print_json(json.dumps({"as_of": used.isoformat(), "rfm_segments": rfm, "value_tiers": tiers}, default=str))
+        return
+    _print_shares(f"RFM segments as of {used}", rfm, "rfm_segment")
+    _print_shares("Value tiers", tiers, "value_tier")
+
+
+@app.command("quarantine")
+def quarantine_cmd(
+    batch: Annotated[str | None, typer.Option(help="Only this ingest batch.")] = None,
+    limit: Annotated[int, typer.Option(help="Rows to show.")] = 20,
+    warehouse: WarehouseOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show rejected rows: file, row, column, value and reason."""
+    wh = connect(warehouse or load_settings().warehouse)
+    q = wh.table("quarantine")
+    if batch:
+        q = q.filter(q.batch_id == batch)
+    rows = q.order_by(["file", "source_row"]).limit(limit).to_pyarrow().to_pylist()
+    if as_json:
+        console.print_json(json.dumps(rows, default=str))
+        return
+    t = Table(title=f"quarantine (first {limit})", title_justify="left")
+    for c in ("file", "row", "column", "value", "reason"):
+        t.add_column(c)
+    for r in rows:
+        t.add_row(Path(r["file"]).name, str(r["source_row"]), r["column"] or "", r["value"] or "", r["reason"])
+    console.print(t)
+
+
+@app.command("batches")
+def batches_cmd(warehouse: WarehouseOpt = None, as_json: JsonOpt = False) -> None:
+    """List ingested files with their counts."""
+    wh = connect(warehouse or load_settings().warehouse)
+    rows = wh.table("ingest_batches").order_by("loaded_at").to_pyarrow().to_pylist()
+    if as_json:
+        console.print_json(json.dumps(rows, default=str))
+        return
+    t = Table(title="ingest batches", title_justify="left")
+    for c in ("batch", "table", "file", "loaded (UTC)", "read", "accepted", "quarantined"):
+        t.add_column(c)
+    for r in rows:
+        t.add_row(r["batch_id"], r["table_name"], Path(r["file"]).name, f"{r['loaded_at']:%Y-%m-%d %H:%M}",
+                  f"{r['rows_read']:,}", f"{r['accepted']:,}", f"{r['quarantined']:,}")
+    console.print(t)
+
+
+@app.command("settings")
+def settings_cmd(as_json: JsonOpt = False) -> None:
+    """List every setting with its current value (segmentum.toml and SEGMENTUM_* variables)."""
+    current = load_settings()
+    rows = [{"name": s.name, "value": getattr(current, s.name), "default": s.default, "help": s.help} for s in SETTINGS]
+    if as_json:
+        console.print_json(json.dumps(rows, default=str))
+        return
+    t = Table(title="settings", title_justify="left")
+    for c in ("name", "value", "help"):
+        t.add_column(c)
+    for r in rows:
+        t.add_row(r["name"], str(r["value"]), r["help"])
+    console.print(t)
+
+
+def _exit_code(exc: SegmentumError) -> int:
+    if isinstance(exc, ConfigError):
+        return EXIT_CONFIG
+    if isinstance(exc, WarehouseError):
+        return EXIT_WAREHOUSE
+    return EXIT_INPUT
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the app and turn user errors into one line and an exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    args = [a for a in args if a != "--debug"]
+    try:
+        app(args=args, standalone_mode=False)
+    except SegmentumError as exc:
+        if debug:
+            raise
+        err.print(f"[red]error:[/red] {exc.message}", highlight=False)
+        if exc.hint:
+            err.print(f"[dim]hint: {exc.hint}[/dim]", highlight=False)
+        return _exit_code(exc)
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code or 0)
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.exceptions.Abort:
+        err.print("aborted")
+        return 1
+    return EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,184 @@
+"""The main job: load what is new, compute features and classes, record the run, summarise.
+
+Each step writes its results back to the warehouse with the ``as_of`` date and the run id.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import traceback
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import ibis
+import ibis.expr.types as ir
+import pyarrow as pa
+
+from segmentum import demo
+from segmentum.config import Settings, load_settings
+from segmentum.errors import SegmentumError
+from segmentum.features import customer_features, default_as_of
+from segmentum.ingest import IngestReport, ingest
+from segmentum.progress import Progress, Silent
+from segmentum.segments.classes import classify
+from segmentum.warehouse import Warehouse, connect
+
+# Files `segmentum run --data DIR` picks up, by table, in load order.
+DATA_FILES: dict[str, tuple[str, ...]] = {
+    "customers": ("clientes.csv", "customers.csv", "customers.parquet", "customers.xlsx"),
+    "products": ("products.csv", "productos.csv", "products.parquet"),
+    "transactions": ("transactions.csv", "transactions.parquet", "ventas.csv", "facturas.csv"),
+    "events": ("events.csv", "events.parquet", "events.jsonl", "eventos.csv"),
+    "campaign_results": ("campaign_results.csv", "campaign_results.parquet"),
+    "prospects": ("prospects.csv", "prospects.parquet"),
+}
+
+
+@dataclass
+class RunSummary:
+    """What a pipeline run did and what the customer base looks like now."""
+
+    run_id: str
+    as_of: _dt.date | None = None
+    ingest: list[IngestReport] = field(default_factory=list)
+    customers: int = 0
+    revenue: float = 0.0
+    anonymous_revenue: float = 0.0
+    rfm_segments: list[dict[str, Any]] = field(default_factory=list)
+    value_tiers: list[dict[str, Any]] = field(default_factory=list)
+    lifecycle: list[dict[str, Any]] = field(default_factory=list)
+    steps: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "as_of": self.as_of.isoformat() if self.as_of else None,
+            "ingest": [r.to_dict() for r in self.ingest],
+            "customers": self.customers,
+            "revenue": self.revenue,
+            "anonymous_revenue": self.anonymous_revenue,
+            "rfm_segments": self.rfm_segments,
+            "value_tiers": self.value_tiers,
+            "lifecycle": self.lifecycle,
+            "steps": self.steps,
+        }
+
+
+def _share_table(classes: ir.Table, features: ir.Table, column: str) -> list[dict[str, Any]]:
+    """Size and revenue share of each value of ``column`` (only aggregates come back)."""
+    j = classes.select("customer_id", column).join(features.select("customer_id", "monetary"), "customer_id")
+    g = j.group_by(column).aggregate(customers=j.count(), revenue=j.monetary.sum())
+    total = g.revenue.sum().over(ibis.window())
+    n = g.customers.sum().over(ibis.window())
+    g = g.mutate(customer_share=g.customers / n, revenue_share=g.revenue / total)
+    rows: list[dict[str, Any]] = g.order_by(ibis.desc("revenue")).to_pyarrow().to_pylist()
+    return rows
+
+
+def compute_features(wh: Warehouse, as_of: _dt.date | None, settings: Settings, run_id: str) -> tuple[_dt.date, ir.Table]:
+    """Compute and store ``customer_features`` for ``as_of`` (default: after the last sale)."""
+    tx = wh.table("transactions")
+    as_of = as_of or default_as_of(tx)
+    events = wh.table("events") if wh.has("events") else None
+    results = wh.table("campaign_results") if wh.has("campaign_results") else None
+    feats = customer_features(tx, as_of, events=events, campaign_results=results, weeks=settings.weeks)
+    feats = feats.mutate(run_id=ibis.literal(run_id))
+    stored = wh.replace_where("customer_features", feats, "as_of", as_of) if _same_columns(wh, "customer_features", feats) else wh.write("customer_features", feats)
+    return as_of, stored.filter(stored.as_of == ibis.date(as_of.year, as_of.month, as_of.day))
+
+
+def compute_classes(wh: Warehouse, features: ir.Table, as_of: _dt.date, settings: Settings, run_id: str) -> ir.Table:
+    """Compute and store ``customer_classes`` for ``as_of`` from its features."""
+    classes = classify(features, tier_cuts=settings.value_tier_cuts).mutate(run_id=ibis.literal(run_id))
+    stored = wh.replace_where("customer_classes", classes, "as_of", as_of) if _same_columns(wh, "customer_classes", classes) else wh.write("customer_classes", classes)
+    return stored.filter(stored.as_of == ibis.date(as_of.year, as_of.month, as_of.day))
+
+
+def _same_columns(wh: Warehouse, name: str, expr: ir.Table) -> bool:
+    return wh.has(name) and list(wh.table(name).columns) == list(expr.columns)
+
+
+def _record_run(wh: Warehouse, summary: RunSummary, started: _dt.datetime, status: str, error: str | None) -> None:
+    row = pa.table(
+        {
+            "run_id": [summary.run_id],
+            "started_at": pa.array([started], pa.timestamp("us")),
+            "finished_at": pa.array([_dt.datetime.now(_dt.UTC).replace(tzinfo=None)], pa.timestamp("us")),
+            "as_of": pa.array([summary.as_of], pa.date32()),
+            "status": [status],
+            "steps": [json.dumps(summary.steps)],
+            "error": pa.array([error], pa.string()),
+        }
+    )
+    if wh.has("pipeline_runs"):
+        wh.insert("pipeline_runs", row)
+    else:
+        wh.write("pipeline_runs", row)
+
+
+def run(
+    warehouse: Warehouse | str | None = None,
+    *,
+    data: str | Path | None = None,
+    as_of: _dt.date | None = None,
+    settings: Settings | None = None,
+    progress: Progress | None = None,
+) -> RunSummary:
+    """Run the pipeline: ingest the files found in ``data`` (if given), features, classes.
+
+    Every run is recorded in ``pipeline_runs`` with its steps, whether it succeeded or not.
+    """
+    settings = settings or load_settings()
+    progress = progress or Silent()
+    wh = warehouse if isinstance(warehouse, Warehouse) else connect(warehouse or settings.warehouse)
+    summary = RunSummary(run_id=uuid.uuid4().hex[:12])
+    started = _dt.datetime.now(_dt.UTC).replace(tzinfo=None)
+
+    def step(name: str, fn: Callable[[], Any]) -> Any:
+        t0 = _dt.datetime.now(_dt.UTC)
+        progress.step(name)
+        try:
+            out = fn()
+        except Exception as exc:
+            summary.steps.append({"step": name, "status": "failed", "error": str(exc).splitlines()[0] if str(exc) else type(exc).__name__})
+            raise
+        summary.steps.append({"step": name, "status": "ok", "seconds": round((_dt.datetime.now(_dt.UTC) - t0).total_seconds(), 3)})
+        return out
+
+    try:
+        if data is not None:
+            folder = Path(data)
+            for table, names in DATA_FILES.items():
+                for name in names:
+                    if (folder / name).is_file():
+                        reports = step(f"ingest {table}", lambda t=table, p=folder / name: ingest(t, p, warehouse=wh, settings=settings, progress=progress))
+                        summary.ingest.extend(reports)
+                        break
+            if (folder / "ground_truth.csv").is_file():
+                step("demo ground truth", lambda: demo.load_ground_truth(wh, folder / "ground_truth.csv"))
+        as_of_used, feats = step("features", lambda: compute_features(wh, as_of, settings, summary.run_id))
+        summary.as_of = as_of_used
+        classes = step("classes", lambda: compute_classes(wh, feats, as_of_used, settings, summary.run_id))
+        step("summary", lambda: _summarise(wh, summary, feats, classes))
+    except BaseException as exc:
+        message = str(exc) if isinstance(exc, SegmentumError) else "".join(traceback.format_exception_only(exc)).strip()
+        _record_run(wh, summary, started, "failed", message)
+        raise
+    _record_run(wh, summary, started, "ok", None)
+    return summary
+
+
+def _summarise(wh: Warehouse, summary: RunSummary, feats: ir.Table, classes: ir.Table) -> None:
+    tx = wh.table("transactions")
+    totals = feats.aggregate(n=feats.count(), revenue=feats.monetary.sum()).to_pyarrow().to_pylist()[0]
+    summary.customers = int(totals["n"])
+    summary.revenue = float(totals["revenue"] or 0.0)
+    anon = tx.filter(tx.customer_id.isnull()).amount.sum().to_pyarrow().as_py()
+    summary.anonymous_revenue = float(anon or 0.0)
+    summary.rfm_segments = _share_table(classes, feats, "rfm_segment")
+    summary.value_tiers = _share_table(classes, feats, "value_tier")
+    summary.lifecycle = _share_table(classes, feats, "lifecycle_stage")
