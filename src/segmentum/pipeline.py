@@ -88,14 +88,14 @@ def compute_features(wh: Warehouse, as_of: _dt.date | None, settings: Settings, 
     feats = customer_features(tx, as_of, events=events, campaign_results=results, weeks=settings.weeks)
     feats = feats.mutate(run_id=ibis.literal(run_id))
     stored = wh.replace_where("customer_features", feats, "as_of", as_of) if _same_columns(wh, "customer_features", feats) else wh.write("customer_features", feats)
-    return as_of, stored.filter(stored.as_of == ibis.date(as_of.year, as_of.month, as_of.day))
+    return as_of, stored.filter(stored.as_of == ibis.literal(as_of, 'date'))
 
 
 def compute_classes(wh: Warehouse, features: ir.Table, as_of: _dt.date, settings: Settings, run_id: str) -> ir.Table:
     """Compute and store ``customer_classes`` for ``as_of`` from its features."""
     classes = classify(features, tier_cuts=settings.value_tier_cuts).mutate(run_id=ibis.literal(run_id))
     stored = wh.replace_where("customer_classes", classes, "as_of", as_of) if _same_columns(wh, "customer_classes", classes) else wh.write("customer_classes", classes)
-    return stored.filter(stored.as_of == ibis.date(as_of.year, as_of.month, as_of.day))
+    return stored.filter(stored.as_of == ibis.literal(as_of, 'date'))
 
 
 def _same_columns(wh: Warehouse, name: str, expr: ir.Table) -> bool:

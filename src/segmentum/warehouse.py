@@ -83,8 +83,16 @@ class Warehouse:
             self.con.create_table(spec.name, schema=spec.ibis_schema)
         return self.con.table(spec.name)
 
+    def _spark_frame(self, data: pa.Table | pd.DataFrame) -> Any:
+        """A Spark DataFrame straight from Arrow (the pandas route turns NULL text into 'NaN')."""
+        table = data if isinstance(data, pa.Table) else pa.Table.from_pandas(data, preserve_index=False)
+        return self.con._session.createDataFrame(table)
+
     def write(self, name: str, obj: ir.Table | pd.DataFrame | pa.Table) -> ir.Table:
         """Replace table ``name`` with ``obj`` (results of a step: features, classes...)."""
+        if self.engine == "pyspark" and not isinstance(obj, ir.Table):
+            self._spark_frame(obj).write.mode("overwrite").saveAsTable(name)
+            return self.con.table(name)
         if self.engine == "pyspark" and isinstance(obj, ir.Table) and self.has(name):
             # Spark cannot overwrite a table it is reading from: go through a staging table.
             tmp = self.temp_name(name)
@@ -108,6 +116,8 @@ class Warehouse:
         return self.write(name, combined)
 
     def insert(self, name: str, obj: ir.Table | pd.DataFrame | pa.Table) -> None:
+        if self.engine == "pyspark" and not isinstance(obj, ir.Table):
+            obj = self.from_arrow(obj, "insert")
         self.con.insert(name, obj)
 
     def materialize(self, expr: ir.Table, prefix: str = "stage") -> ir.Table:
@@ -131,6 +141,8 @@ class Warehouse:
         name = self.temp_name(prefix)
         if self.engine == "duckdb":
             self.con.create_table(name, data, temp=True)
+        elif self.engine == "pyspark":
+            self._spark_frame(data).createOrReplaceTempView(name)
         else:
             self.con.create_table(name, data)
         return self.con.table(name)

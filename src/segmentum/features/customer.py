@@ -26,6 +26,11 @@ def default_as_of(transactions: ir.Table) -> _dt.date:
     return (last + _dt.timedelta(days=1)).date()
 
 
+def _cutoff(as_of: _dt.date) -> ir.TimestampScalar:
+    """Midnight at the start of ``as_of``: lines strictly before it are in the past."""
+    return ibis.literal(_dt.datetime(as_of.year, as_of.month, as_of.day), "timestamp")
+
+
 def _days_between(later: ir.DateValue, earlier: ir.DateValue) -> ir.IntegerValue:
     return later.delta(earlier, unit="day")
 
@@ -33,7 +38,7 @@ def _days_between(later: ir.DateValue, earlier: ir.DateValue) -> ir.IntegerValue
 def window_lines(transactions: ir.Table, as_of: _dt.date) -> ir.Table:
     """Identified customers' lines before ``as_of``, with the day and purchase/return flags."""
     t = transactions
-    cutoff = ibis.timestamp(as_of.year, as_of.month, as_of.day, 0, 0, 0)
+    cutoff = _cutoff(as_of)
     t = t.filter((t.timestamp < cutoff) & t.customer_id.notnull())
     return t.mutate(
         day=t.timestamp.date(),
@@ -74,7 +79,7 @@ def btyd_summary(transactions: ir.Table, as_of: _dt.date, weeks: bool = True) ->
     lines = window_lines(transactions, as_of)
     buys = lines.filter(lines.is_purchase)
     days = buys.group_by(["customer_id", "day"]).aggregate(value=buys.amount.sum())
-    end = ibis.date(as_of.year, as_of.month, as_of.day) - ibis.interval(days=1)
+    end = ibis.literal(as_of, 'date') - ibis.interval(days=1)
     first = days.day.min().over(ibis.window(group_by=days.customer_id))
     days = days.mutate(_first=first)
     unit = 7.0 if weeks else 1.0
@@ -116,7 +121,7 @@ def customer_features(
         Express the BTYD times (t_x, T) in weeks instead of days.
     """
     lines = window_lines(transactions, as_of)
-    end = ibis.date(as_of.year, as_of.month, as_of.day) - ibis.interval(days=1)
+    end = ibis.literal(as_of, 'date') - ibis.interval(days=1)
     d90 = end - ibis.interval(days=89)
     d180 = end - ibis.interval(days=179)
     buy = lines.is_purchase
@@ -188,7 +193,7 @@ def customer_features(
 
     if events is not None:
         ev = events.filter(
-            (events.timestamp < ibis.timestamp(as_of.year, as_of.month, as_of.day, 0, 0, 0))
+            (events.timestamp < _cutoff(as_of))
             & events.customer_id.notnull()
         )
         et = ev.event_type
@@ -204,7 +209,7 @@ def customer_features(
             out = out.mutate(**{c: out[c].fill_null(0)})
         if campaign_results is not None:
             cr = campaign_results.filter(
-                campaign_results.sent_at < ibis.timestamp(as_of.year, as_of.month, as_of.day, 0, 0, 0)
+                campaign_results.sent_at < _cutoff(as_of)
             )
             sends = cr.group_by("customer_id").aggregate(
                 email_sends=cr.count(where=(cr.channel == "email") & (cr.group == "treatment")),
@@ -219,4 +224,4 @@ def customer_features(
             email_click_rate=ibis.ifelse(out.email_opens > 0, out.email_clicks / out.email_opens, ibis.null("float64")),
             push_click_rate=ibis.ifelse(out.push_opens > 0, out.push_clicks / out.push_opens, ibis.null("float64")),
         )
-    return out.mutate(as_of=ibis.date(as_of.year, as_of.month, as_of.day))
+    return out.mutate(as_of=ibis.literal(as_of, 'date'))

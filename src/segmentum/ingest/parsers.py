@@ -122,10 +122,6 @@ def date_evidence(s: ir.StringValue) -> dict[str, ir.Scalar]:
     }
 
 
-def _clip(v: ir.IntegerValue, lo: int, hi: int) -> ir.IntegerValue:
-    return ibis.greatest(ibis.least(v.fill_null(lo), hi), lo)
-
-
 _ISO_PLAIN = r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?)?$"
 
 
@@ -201,25 +197,32 @@ def assemble_timestamp(
         ((pm == 0) & (hour12 == 12), 0),
         else_=hour12,
     )
-    # Build the date from clamped parts (no engine error on 2024-13-45), then check that the
-    # day did not roll into the next month.
-    yc, mc, dc = _clip(year, 1, 9999), _clip(month, 1, 12), _clip(day, 1, 31)
-    rolled = ibis.date(yc, mc, 1) + (dc - 1).as_interval("D")
+    # Check the day against the month's length with integer arithmetic (portable: no engine
+    # date constructors), then build an ISO string only for valid parts and cast it.
+    leap = ((year % 4 == 0) & (year % 100 != 0)) | (year % 400 == 0)
+    month_days = ibis.cases(
+        (month == 2, ibis.ifelse(leap, 29, 28)),
+        (one_of(month.cast("string"), ["4", "6", "9", "11"]), 30),
+        else_=31,
+    )
     valid = (
-        year.notnull()
+        year.between(1, 9999)
         & month.between(1, 12)
-        & day.between(1, 31)
-        & (rolled.month() == month)
+        & day.between(1, month_days)
         & hour.between(0, 23)
         & minute.between(0, 59)
         & second.between(0, 59)
         & (pm.isnull() | hour12.between(1, 12))
     ).fill_null(False)
-    value = ibis.ifelse(
-        valid,
-        ibis.timestamp(yc, mc, ibis.ifelse(valid, dc, 1), _clip(hour, 0, 23), _clip(minute, 0, 59), _clip(second, 0, 59)),
-        ibis.null("timestamp"),
+
+    def pad(v: ir.IntegerValue, n: int) -> ir.StringValue:
+        return v.cast("string").lpad(n, "0")
+
+    iso = (
+        pad(year, 4) + "-" + pad(month, 2) + "-" + pad(day, 2) + " "
+        + pad(hour, 2) + ":" + pad(minute, 2) + ":" + pad(second, 2)
     )
+    value = ibis.ifelse(valid, iso, ibis.null("string")).cast("timestamp")
     if fast is not None:
         value = ibis.ifelse(fast.notnull(), fast, value)
     return value, p["present"] & value.isnull()

@@ -134,7 +134,7 @@ def lifecycle(features: ir.Table, cuts: LifecycleCuts = LifecycleCuts()) -> ir.T
     while their tenure is within one typical gap, and is judged on the population gap after.
     """
     f = features
-    median_gap = f.interpurchase_mean.approx_median().over(ibis.window())
+    median_gap = f.interpurchase_mean.median().over(ibis.window())  # exact: same on every engine
     n_gaps = (f.x.fill_null(0)).cast("float64")
     own = f.interpurchase_mean.fill_null(0.0)
     expected = (n_gaps * own + cuts.prior_weight * median_gap) / (n_gaps + cuts.prior_weight)
