@@ -7,8 +7,9 @@ import sys
 import textwrap
 from pathlib import Path
 
-import segmentum
 from tests.conftest import write
+
+import segmentum
 
 KILLER = textwrap.dedent(
     """
@@ -29,21 +30,28 @@ KILLER = textwrap.dedent(
 def snapshot(db: Path) -> dict[str, int]:
     wh = segmentum.connect(f"duckdb:///{db}")
     try:
-        return {name: int(wh.table(name).count().execute()) for name in ("transactions", "quarantine", "ingest_batches")}
+        return {
+            name: int(wh.table(name).count().execute())
+            for name in ("transactions", "quarantine", "ingest_batches")
+        }
     finally:
         wh.close()
 
 
 def test_a_killed_ingest_leaves_the_warehouse_unchanged(tmp_path: Path) -> None:
     db = tmp_path / "w.duckdb"
-    first = write(tmp_path / "jan.csv", "customer_id,date,amount\nA1,2024-01-05,10\nA2,2024-01-06,x\n")
+    first = write(
+        tmp_path / "jan.csv", "customer_id,date,amount\nA1,2024-01-05,10\nA2,2024-01-06,x\n"
+    )
     rows = "".join(f"B{i},2024-02-{1 + i % 28:02d},{i}\n" for i in range(2000))
     second = write(tmp_path / "feb.csv", "customer_id,date,amount\n" + rows + "B1,not a date,3\n")
     segmentum.ingest("transactions", first, warehouse=f"duckdb:///{db}")
     before = snapshot(db)
 
     script = write(tmp_path / "killer.py", KILLER)
-    proc = subprocess.run([sys.executable, str(script), str(db), str(second)], capture_output=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, str(script), str(db), str(second)], capture_output=True, timeout=120
+    )
     assert proc.returncode == -9, proc.stderr.decode()[-2000:]
 
     assert snapshot(db) == before == {"transactions": 1, "quarantine": 1, "ingest_batches": 1}

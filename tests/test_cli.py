@@ -19,7 +19,16 @@ def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 def test_help_lists_the_commands(tmp_path: Path) -> None:
     out = run("--help", cwd=tmp_path)
     assert out.returncode == 0
-    for cmd in ("ingest", "demo-data", "run", "features", "classify", "quarantine", "batches", "settings"):
+    for cmd in (
+        "ingest",
+        "demo-data",
+        "run",
+        "features",
+        "classify",
+        "quarantine",
+        "batches",
+        "settings",
+    ):
         assert cmd in out.stdout
 
 
@@ -49,7 +58,12 @@ def test_ingest_json_report_adds_up(tmp_path: Path) -> None:
     out = run("ingest", "transactions", "s.csv", "--json", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     [report] = json.loads(out.stdout)
-    assert (report["rows_read"], report["accepted"], report["quarantined"], report["balanced"]) == (2, 1, 1, True)
+    assert (report["rows_read"], report["accepted"], report["quarantined"], report["balanced"]) == (
+        2,
+        1,
+        1,
+        True,
+    )
     q = json.loads(run("quarantine", "--json", cwd=tmp_path).stdout)
     assert q[0]["reason"] == "amount is not a number"
 
@@ -58,7 +72,11 @@ def test_demo_and_run_print_a_summary(tmp_path: Path) -> None:
     assert run("demo-data", "--out", "demo", "--customers", "300", cwd=tmp_path).returncode == 0
     out = run("run", "--data", "demo", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
-    assert "ingest summary" in out.stdout and "RFM segments" in out.stdout and "Value tiers" in out.stdout
+    assert (
+        "ingest summary" in out.stdout
+        and "RFM segments" in out.stdout
+        and "Value tiers" in out.stdout
+    )
     summary = json.loads(run("run", "--json", cwd=tmp_path).stdout)
     assert summary["customers"] > 250
     assert abs(sum(r["revenue_share"] for r in summary["value_tiers"]) - 1) < 1e-9

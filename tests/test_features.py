@@ -17,10 +17,32 @@ from segmentum.warehouse import Warehouse
 AS_OF = dt.date(2024, 2, 1)
 
 
-def line(inv: str, cust: str | None, ts: str, qty: float, price: float, cat: str = "X", prod: str = "P1", channel: str = "web", promo: str | None = None) -> dict[str, object]:
-    return {"invoice_id": inv, "line": 1, "customer_id": cust, "timestamp": pd.Timestamp(ts), "product_id": prod, "category": cat,
-            "quantity": qty, "unit_price": price, "discount": 0.0, "amount": qty * price, "promo_code": promo,
-            "sales_channel": channel, "device": "mobile" if channel == "web" else None}
+def line(
+    inv: str,
+    cust: str | None,
+    ts: str,
+    qty: float,
+    price: float,
+    cat: str = "X",
+    prod: str = "P1",
+    channel: str = "web",
+    promo: str | None = None,
+) -> dict[str, object]:
+    return {
+        "invoice_id": inv,
+        "line": 1,
+        "customer_id": cust,
+        "timestamp": pd.Timestamp(ts),
+        "product_id": prod,
+        "category": cat,
+        "quantity": qty,
+        "unit_price": price,
+        "discount": 0.0,
+        "amount": qty * price,
+        "promo_code": promo,
+        "sales_channel": channel,
+        "device": "mobile" if channel == "web" else None,
+    }
 
 
 def transactions(wh: Warehouse, rows: list[dict[str, object]]) -> object:
@@ -30,7 +52,9 @@ def transactions(wh: Warehouse, rows: list[dict[str, object]]) -> object:
             df[c] = None
     df["line"] = df.groupby("invoice_id").cumcount() + 1
     df = df[list(TRANSACTIONS.ibis_schema.names)]
-    table = pa.Table.from_pandas(df, schema=TRANSACTIONS.ibis_schema.to_pyarrow(), preserve_index=False)
+    table = pa.Table.from_pandas(
+        df, schema=TRANSACTIONS.ibis_schema.to_pyarrow(), preserve_index=False
+    )
     wh.write("transactions", table)
     return wh.table("transactions")
 
@@ -76,12 +100,17 @@ def test_btyd_summary_in_weeks(backend: Warehouse) -> None:
 
 
 def test_equal_values_get_equal_scores_on_every_backend(backend: Warehouse) -> None:
-    rows = [line(f"I{i}", f"C{i:02d}", f"2024-01-{1 + i % 3:02d}", 1, 10 * (1 + i // 5)) for i in range(20)]
+    rows = [
+        line(f"I{i}", f"C{i:02d}", f"2024-01-{1 + i % 3:02d}", 1, 10 * (1 + i // 5))
+        for i in range(20)
+    ]
     tx = transactions(backend, rows)
     classes = classify(customer_features(tx, AS_OF)).execute().set_index("customer_id").sort_index()
     assert classes.f_score.nunique() == 1  # everyone bought once: one tie, one score
     by_money = classes.groupby("m_score").size()
-    assert list(by_money) == [5, 5, 5, 5] and list(by_money.index) == [1, 2, 4, 5] or by_money.sum() == 20
+    assert (
+        list(by_money) == [5, 5, 5, 5] and list(by_money.index) == [1, 2, 4, 5]
+    ) or by_money.sum() == 20
     for _, group in classes.groupby(classes.index.str.slice(1).astype(int) // 5):
         assert group.m_score.nunique() == 1
     assert classes.rfm_segment.notna().all()
@@ -90,7 +119,12 @@ def test_equal_values_get_equal_scores_on_every_backend(backend: Warehouse) -> N
 def test_value_tiers_follow_cumulative_revenue(backend: Warehouse) -> None:
     spends = [500, 300, 100, 50, 30, 20]
     rows = [line(f"I{i}", f"C{i}", "2024-01-05", 1, s) for i, s in enumerate(spends)]
-    classes = classify(customer_features(transactions(backend, rows), AS_OF)).execute().set_index("customer_id").sort_index()
+    classes = (
+        classify(customer_features(transactions(backend, rows), AS_OF))
+        .execute()
+        .set_index("customer_id")
+        .sort_index()
+    )
     # Shares before each customer: 0, .5, .8, .9, .95, .98 of 1000.
     assert classes.value_tier.tolist() == ["high", "high", "medium", "medium", "low", "low"]
 
@@ -99,11 +133,19 @@ def test_lifecycle_is_judged_against_each_customers_rhythm(backend: Warehouse) -
     rows = []
     # Weekly buyer silent for 59 days: lapsed. Buyer every ~60 days silent for 30 days: active.
     for k in range(10):
-        rows.append(line(f"W{k}", "weekly", str(dt.date(2023, 10, 1) + dt.timedelta(days=7 * k)), 1, 10))
+        rows.append(
+            line(f"W{k}", "weekly", str(dt.date(2023, 10, 1) + dt.timedelta(days=7 * k)), 1, 10)
+        )
     for k in range(4):
-        rows.append(line(f"S{k}", "slow", str(dt.date(2023, 7, 4) + dt.timedelta(days=60 * k)), 1, 10))
+        rows.append(
+            line(f"S{k}", "slow", str(dt.date(2023, 7, 4) + dt.timedelta(days=60 * k)), 1, 10)
+        )
     rows.append(line("N0", "newbie", "2024-01-28", 1, 10))
-    c = classify(customer_features(transactions(backend, rows), AS_OF)).execute().set_index("customer_id")
+    c = (
+        classify(customer_features(transactions(backend, rows), AS_OF))
+        .execute()
+        .set_index("customer_id")
+    )
     assert c.loc["slow", "lifecycle_stage"] == "active"
     assert c.loc["weekly", "lifecycle_stage"] == "lapsed"
     assert c.loc["newbie", "lifecycle_stage"] == "new"
@@ -114,20 +156,52 @@ def test_the_default_rfm_rules_name_every_score_pair() -> None:
     assert len({r.name for r in RFM_RULES}) == 11
 
 
-def test_btyd_summary_matches_an_independent_computation_on_cdnow(wh: Warehouse, cdnow_sample: Path) -> None:
-    raw = pd.read_csv(cdnow_sample, sep=r"\s+", header=None, names=["master", "cust", "date", "cds", "value"], dtype={"master": str, "cust": str, "date": str})
+def test_btyd_summary_matches_an_independent_computation_on_cdnow(
+    wh: Warehouse, cdnow_sample: Path
+) -> None:
+    raw = pd.read_csv(
+        cdnow_sample,
+        sep=r"\s+",
+        header=None,
+        names=["master", "cust", "date", "cds", "value"],
+        dtype={"master": str, "cust": str, "date": str},
+    )
     raw["timestamp"] = pd.to_datetime(raw.date, format="%Y%m%d")
-    rows = pd.DataFrame({"invoice_id": raw.index.astype(str), "customer_id": raw.cust, "timestamp": raw.timestamp, "quantity": raw.cds.astype(float), "amount": raw.value})
+    rows = pd.DataFrame(
+        {
+            "invoice_id": raw.index.astype(str),
+            "customer_id": raw.cust,
+            "timestamp": raw.timestamp,
+            "quantity": raw.cds.astype(float),
+            "amount": raw.value,
+        }
+    )
     wh.con.create_table("cd", rows)
-    got = btyd_summary(wh.table("cd"), dt.date(1997, 10, 1)).execute().set_index("customer_id").sort_index()
+    got = (
+        btyd_summary(wh.table("cd"), dt.date(1997, 10, 1))
+        .execute()
+        .set_index("customer_id")
+        .sort_index()
+    )
 
     # Independent: pandas on the calibration period, days / 7, purchases per distinct day.
     cal = raw[raw.timestamp <= "1997-09-30"]
     days = cal.groupby(["cust", "timestamp"]).value.sum().reset_index()
     g = days.groupby("cust")
     first, last, n = g.timestamp.min(), g.timestamp.max(), g.size()
-    exp = pd.DataFrame({"x": n - 1, "t_x": (last - first).dt.days / 7, "T": (pd.Timestamp("1997-09-30") - first).dt.days / 7})
+    exp = pd.DataFrame(
+        {
+            "x": n - 1,
+            "t_x": (last - first).dt.days / 7,
+            "T": (pd.Timestamp("1997-09-30") - first).dt.days / 7,
+        }
+    )
     repeat = days[days.timestamp != days.cust.map(first)].groupby("cust").value.mean()
     exp["monetary_value"] = repeat
     assert len(got) == 2357 and got.x.sum() == 2457 and (got.x > 0).sum() == 946
-    pd.testing.assert_frame_equal(got[["x", "t_x", "T", "monetary_value"]], exp.sort_index(), check_names=False, check_dtype=False)
+    pd.testing.assert_frame_equal(
+        got[["x", "t_x", "T", "monetary_value"]],
+        exp.sort_index(),
+        check_names=False,
+        check_dtype=False,
+    )

@@ -9,11 +9,11 @@ from pathlib import Path
 import openpyxl
 import pandas as pd
 import pytest
+from tests.conftest import write
 
 import segmentum
 from segmentum.errors import InputError
 from segmentum.warehouse import Warehouse
-from tests.conftest import write
 
 SPANISH = (
     "id_cliente;fecha;importe;cantidad;canal\n"
@@ -33,11 +33,19 @@ def quarantine(wh: Warehouse) -> pd.DataFrame:
     return wh.table("quarantine").order_by("source_row").execute()
 
 
-def test_loads_a_spanish_export_with_decimal_commas_and_day_first_dates(wh: Warehouse, tmp_path: Path) -> None:
+def test_loads_a_spanish_export_with_decimal_commas_and_day_first_dates(
+    wh: Warehouse, tmp_path: Path
+) -> None:
     r = load(wh, "transactions", write(tmp_path / "ventas.csv", SPANISH))
     assert (r.rows_read, r.accepted, r.quarantined) == (3, 3, 0)
     assert r.delimiter == ";"
-    assert r.mapping == {"customer_id": "id_cliente", "timestamp": "fecha", "quantity": "cantidad", "amount": "importe", "sales_channel": "canal"}
+    assert r.mapping == {
+        "customer_id": "id_cliente",
+        "timestamp": "fecha",
+        "quantity": "cantidad",
+        "amount": "importe",
+        "sales_channel": "canal",
+    }
     t = wh.table("transactions").order_by("source_row").execute()
     assert t.amount.tolist() == [12.5, 1234.5, 7.0]
     assert t.timestamp.tolist()[0] == pd.Timestamp("2024-03-05 10:00")
@@ -46,7 +54,9 @@ def test_loads_a_spanish_export_with_decimal_commas_and_day_first_dates(wh: Ware
     assert r.conventions["timestamp"] == "dates dd/mm/yyyy (detected)"
 
 
-def test_every_rejected_row_is_kept_with_file_row_column_and_reason(wh: Warehouse, tmp_path: Path) -> None:
+def test_every_rejected_row_is_kept_with_file_row_column_and_reason(
+    wh: Warehouse, tmp_path: Path
+) -> None:
     text = "customer_id,date,amount\nA1,2024-03-05,10\nA2,2024-02-31,5\nA3,2024-03-07,abc\nA4,,3\n"
     r = load(wh, "transactions", write(tmp_path / "s.csv", text))
     assert (r.rows_read, r.accepted, r.quarantined) == (4, 1, 3)
@@ -54,7 +64,11 @@ def test_every_rejected_row_is_kept_with_file_row_column_and_reason(wh: Warehous
     assert q.source_row.tolist() == [2, 3, 4]
     assert q.column.tolist() == ["timestamp", "amount", "timestamp"]
     assert q.value.tolist()[:2] == ["2024-02-31", "abc"]
-    assert q.reason.tolist() == ["timestamp is not a date/time", "amount is not a number", "timestamp is missing"]
+    assert q.reason.tolist() == [
+        "timestamp is not a date/time",
+        "amount is not a number",
+        "timestamp is missing",
+    ]
     assert json.loads(q.raw[1]) == {"customer_id": "A3", "date": "2024-03-07", "amount": "abc"}
     assert set(q.file) == {str(tmp_path / "s.csv")}
 
@@ -106,21 +120,41 @@ def test_reingesting_the_same_file_changes_nothing(wh: Warehouse, tmp_path: Path
 
 
 def test_an_overlapping_export_does_not_double_count(wh: Warehouse, tmp_path: Path) -> None:
-    load(wh, "transactions", write(tmp_path / "jan.csv", "invoice,customer_id,date,amount\nF1,A1,2024-01-05,10\nF2,A2,2024-01-06,5\n"))
-    r = load(wh, "transactions", write(tmp_path / "jan_feb.csv", "invoice,customer_id,date,amount\nF1,A1,2024-01-05,10\nF2,A2,2024-01-06,5\nF3,A1,2024-02-01,7\n"))
+    load(
+        wh,
+        "transactions",
+        write(
+            tmp_path / "jan.csv",
+            "invoice,customer_id,date,amount\nF1,A1,2024-01-05,10\nF2,A2,2024-01-06,5\n",
+        ),
+    )
+    r = load(
+        wh,
+        "transactions",
+        write(
+            tmp_path / "jan_feb.csv",
+            "invoice,customer_id,date,amount\nF1,A1,2024-01-05,10\nF2,A2,2024-01-06,5\nF3,A1,2024-02-01,7\n",
+        ),
+    )
     assert (r.accepted, r.already_loaded, r.quarantined) == (1, 2, 2)
     assert wh.table("transactions").amount.sum().execute() == 22
 
 
 def test_new_files_append(wh: Warehouse, tmp_path: Path) -> None:
-    load(wh, "transactions", write(tmp_path / "a.csv", "customer_id,date,amount\nA1,2024-01-05,10\n"))
-    load(wh, "transactions", write(tmp_path / "b.csv", "customer_id,date,amount\nA2,2024-01-06,5\n"))
+    load(
+        wh, "transactions", write(tmp_path / "a.csv", "customer_id,date,amount\nA1,2024-01-05,10\n")
+    )
+    load(
+        wh, "transactions", write(tmp_path / "b.csv", "customer_id,date,amount\nA2,2024-01-06,5\n")
+    )
     assert wh.table("transactions").count().execute() == 2
 
 
 def test_missing_required_columns_are_all_named_with_a_hint(wh: Warehouse, tmp_path: Path) -> None:
     with pytest.raises(InputError) as err:
-        segmentum.ingest("transactions", write(tmp_path / "s.csv", "customer,product\nA1,P1\n"), warehouse=wh)
+        segmentum.ingest(
+            "transactions", write(tmp_path / "s.csv", "customer,product\nA1,P1\n"), warehouse=wh
+        )
     assert "timestamp" in err.value.message and "amount or unit_price" in err.value.message
     assert "--mapping" in (err.value.hint or "")
     assert not wh.has("transactions") or wh.table("transactions").count().execute() == 0
@@ -135,7 +169,9 @@ def test_an_empty_file_is_refused(wh: Warehouse, tmp_path: Path, name: str, cont
 
 def test_a_header_without_rows_is_refused(wh: Warehouse, tmp_path: Path) -> None:
     with pytest.raises(InputError, match="no rows"):
-        segmentum.ingest("transactions", write(tmp_path / "s.csv", "customer_id,date,amount\n"), warehouse=wh)
+        segmentum.ingest(
+            "transactions", write(tmp_path / "s.csv", "customer_id,date,amount\n"), warehouse=wh
+        )
 
 
 def test_an_unreadable_parquet_file_is_refused(wh: Warehouse, tmp_path: Path) -> None:
@@ -158,7 +194,9 @@ def test_a_column_with_no_readable_value_is_a_mapping_error(wh: Warehouse, tmp_p
 
 
 @pytest.mark.parametrize(("encoding", "city"), [("latin-1", "Córdoba"), ("cp1252", "Córdoba €")])
-def test_reads_latin1_and_cp1252_exports(wh: Warehouse, tmp_path: Path, encoding: str, city: str) -> None:
+def test_reads_latin1_and_cp1252_exports(
+    wh: Warehouse, tmp_path: Path, encoding: str, city: str
+) -> None:
     text = f"código_cliente;ciudad;país\nA1;Málaga;España\nA2;{city} ;Perú\n"
     r = load(wh, "customers", write(tmp_path / "c.csv", text, encoding))
     assert r.encoding == encoding
@@ -185,7 +223,10 @@ def test_reads_every_sheet_of_a_workbook_or_the_chosen_one(wh: Warehouse, tmp_pa
 
 
 def test_reads_json_lines(wh: Warehouse, tmp_path: Path) -> None:
-    lines = [{"user_id": "A1", "event": "cart_abandoned", "time": "2024-03-05T10:00:00"}, {"cookie_id": "z9", "event": "page_view", "time": "2024-03-05T10:01:00"}]
+    lines = [
+        {"user_id": "A1", "event": "cart_abandoned", "time": "2024-03-05T10:00:00"},
+        {"cookie_id": "z9", "event": "page_view", "time": "2024-03-05T10:01:00"},
+    ]
     path = write(tmp_path / "ev.jsonl", "\n".join(json.dumps(x) for x in lines))
     r = load(wh, "events", path)
     assert r.accepted == 2
@@ -197,7 +238,9 @@ def test_ambiguous_dates_are_reported_and_can_be_overridden(wh: Warehouse, tmp_p
     r = load(wh, "transactions", write(tmp_path / "a.csv", text))
     assert "read both ways" in r.warnings[0]
     assert wh.table("transactions").timestamp.execute()[0] == pd.Timestamp("2024-04-03")
-    r = load(wh, "transactions", write(tmp_path / "b.csv", text.replace("A1", "A2")), date_order="mdy")
+    r = load(
+        wh, "transactions", write(tmp_path / "b.csv", text.replace("A1", "A2")), date_order="mdy"
+    )
     t = wh.table("transactions")
     assert t.filter(t.customer_id == "A2").timestamp.execute()[0] == pd.Timestamp("2024-03-04")
 
@@ -216,7 +259,9 @@ def test_a_mapping_file_overrides_the_automatic_match(wh: Warehouse, tmp_path: P
 
 
 def test_malformed_lines_are_quarantined_not_lost(wh: Warehouse, tmp_path: Path) -> None:
-    text = "customer_id,date,amount\nA1,2024-03-05,10\nA2,2024-03-06,5,extra,fields\nA3,2024-03-07,7\n"
+    text = (
+        "customer_id,date,amount\nA1,2024-03-05,10\nA2,2024-03-06,5,extra,fields\nA3,2024-03-07,7\n"
+    )
     r = load(wh, "transactions", write(tmp_path / "s.csv", text))
     assert (r.rows_read, r.accepted, r.quarantined) == (3, 2, 1)
     q = quarantine(wh)
@@ -224,17 +269,31 @@ def test_malformed_lines_are_quarantined_not_lost(wh: Warehouse, tmp_path: Path)
     assert "extra,fields" in q.raw[0]
 
 
-def test_timestamps_with_an_offset_move_to_the_business_time_zone(wh: Warehouse, tmp_path: Path) -> None:
+def test_timestamps_with_an_offset_move_to_the_business_time_zone(
+    wh: Warehouse, tmp_path: Path
+) -> None:
     text = "customer_id,date,amount\nA1,2024-07-01T10:00:00+02:00,10\nA2,2024-01-15T10:00:00Z,5\nA3,2024-07-01 09:00,1\n"
     settings = segmentum.load_settings(env={}).with_overrides(timezone="Europe/Madrid")
     load(wh, "transactions", write(tmp_path / "s.csv", text), settings=settings)
     t = wh.table("transactions").order_by("source_row").execute()
-    assert t.timestamp.tolist() == [pd.Timestamp("2024-07-01 10:00"), pd.Timestamp("2024-01-15 11:00"), pd.Timestamp("2024-07-01 09:00")]
+    assert t.timestamp.tolist() == [
+        pd.Timestamp("2024-07-01 10:00"),
+        pd.Timestamp("2024-01-15 11:00"),
+        pd.Timestamp("2024-07-01 09:00"),
+    ]
 
 
 def test_a_newer_customer_row_replaces_the_stored_one(wh: Warehouse, tmp_path: Path) -> None:
-    load(wh, "customers", write(tmp_path / "a.csv", "customer_id,city,email\nA1,Madrid,a1@x.es\nA2,Sevilla,a2@x.es\n"))
-    r = load(wh, "customers", write(tmp_path / "b.csv", "customer_id,city,email\nA1,Bilbao,a1@x.es\n"))
+    load(
+        wh,
+        "customers",
+        write(
+            tmp_path / "a.csv", "customer_id,city,email\nA1,Madrid,a1@x.es\nA2,Sevilla,a2@x.es\n"
+        ),
+    )
+    r = load(
+        wh, "customers", write(tmp_path / "b.csv", "customer_id,city,email\nA1,Bilbao,a1@x.es\n")
+    )
     assert r.updated == 1
     c = wh.table("customers").order_by("customer_id").execute()
     assert c.city.tolist() == ["Bilbao", "Sevilla"]
@@ -245,12 +304,27 @@ def test_customer_fields_are_normalised_and_checked(wh: Warehouse, tmp_path: Pat
     r = load(wh, "customers", write(tmp_path / "c.csv", text))
     assert (r.accepted, r.quarantined) == (1, 2)
     c = wh.table("customers").execute().iloc[0]
-    assert (c.gender, c.email, c.consent_email, c.tags) == ("female", "a1@x.es", True, "running,viajes,cocina")
-    assert quarantine(wh).reason.tolist() == ["email is not an email address", "consent_email is not yes/no; age is not between 0 and 120"]
+    assert (c.gender, c.email, c.consent_email, c.tags) == (
+        "female",
+        "a1@x.es",
+        True,
+        "running,viajes,cocina",
+    )
+    assert quarantine(wh).reason.tolist() == [
+        "email is not an email address",
+        "consent_email is not yes/no; age is not between 0 and 120",
+    ]
 
 
 def test_parquet_keeps_types_and_row_numbers(wh: Warehouse, tmp_path: Path) -> None:
-    df = pd.DataFrame({"CustomerID": ["A1", "A2"], "InvoiceDate": [pd.Timestamp("2024-01-01 10:00"), pd.Timestamp("2024-01-02")], "Quantity": [1, 0], "UnitPrice": [2.5, 3.0]})
+    df = pd.DataFrame(
+        {
+            "CustomerID": ["A1", "A2"],
+            "InvoiceDate": [pd.Timestamp("2024-01-01 10:00"), pd.Timestamp("2024-01-02")],
+            "Quantity": [1, 0],
+            "UnitPrice": [2.5, 3.0],
+        }
+    )
     df.to_parquet(tmp_path / "t.parquet")
     r = load(wh, "transactions", tmp_path / "t.parquet")
     assert (r.accepted, r.quarantined) == (1, 1)

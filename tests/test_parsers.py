@@ -21,12 +21,16 @@ def parse_numbers(values: list[str | None], decimal: str) -> list[tuple[float | 
     return [(None if x != x else x, b) for x, b in zip(df.v, df.bad, strict=True)]
 
 
-def parse_dates(values: list[str | None], order: str) -> list[tuple[dt.datetime | None, bool, float | None]]:
+def parse_dates(
+    values: list[str | None], order: str
+) -> list[tuple[dt.datetime | None, bool, float | None]]:
     t = ibis.memtable({"s": values}, schema={"s": "string"})
     df = CON.execute(parsers.parse_timestamps(t, "s", order))
     out = []
     for v, b, o in zip(df.value, df.bad, df.offset, strict=True):
-        out.append((None if v is None or v != v else v.to_pydatetime(), bool(b), None if o != o else o))
+        out.append(
+            (None if v is None or v != v else v.to_pydatetime(), bool(b), None if o != o else o)
+        )
     return out
 
 
@@ -67,11 +71,17 @@ def test_empty_and_null_spellings_are_missing_not_bad() -> None:
 
 @settings(max_examples=40, deadline=None)
 @given(
-    st.lists(st.floats(min_value=-1e9, max_value=1e9, allow_nan=False).map(lambda x: round(x, 2)), min_size=1, max_size=30),
+    st.lists(
+        st.floats(min_value=-1e9, max_value=1e9, allow_nan=False).map(lambda x: round(x, 2)),
+        min_size=1,
+        max_size=30,
+    ),
     st.sampled_from([".", ","]),
     st.booleans(),
 )
-def test_any_formatted_number_reads_back(values: list[float], decimal: str, thousands: bool) -> None:
+def test_any_formatted_number_reads_back(
+    values: list[float], decimal: str, thousands: bool
+) -> None:
     texts = [fmt_number(v, decimal, thousands) for v in values]
     parsed = parse_numbers(texts, decimal)
     for v, (got, bad) in zip(values, parsed, strict=True):
@@ -82,13 +92,27 @@ def test_any_formatted_number_reads_back(values: list[float], decimal: str, thou
 @st.composite
 def moments(draw: st.DrawFn) -> dt.datetime:
     d = draw(st.dates(min_value=dt.date(1950, 1, 1), max_value=dt.date(2060, 12, 31)))
-    return dt.datetime(d.year, d.month, d.day, draw(st.integers(0, 23)), draw(st.integers(0, 59)), draw(st.integers(0, 59)))
+    return dt.datetime(
+        d.year,
+        d.month,
+        d.day,
+        draw(st.integers(0, 23)),
+        draw(st.integers(0, 59)),
+        draw(st.integers(0, 59)),
+    )
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.lists(moments(), min_size=1, max_size=20), st.sampled_from(["iso", "dmy", "mdy", "compact"]))
+@given(
+    st.lists(moments(), min_size=1, max_size=20), st.sampled_from(["iso", "dmy", "mdy", "compact"])
+)
 def test_any_written_date_reads_back(values: list[dt.datetime], style: str) -> None:
-    fmt = {"iso": "%Y-%m-%dT%H:%M:%S", "dmy": "%d/%m/%Y %H:%M:%S", "mdy": "%m/%d/%Y %H:%M:%S", "compact": "%Y%m%d"}[style]
+    fmt = {
+        "iso": "%Y-%m-%dT%H:%M:%S",
+        "dmy": "%d/%m/%Y %H:%M:%S",
+        "mdy": "%m/%d/%Y %H:%M:%S",
+        "compact": "%Y%m%d",
+    }[style]
     texts = [v.strftime(fmt) for v in values]
     parsed = parse_dates(texts, "mdy" if style == "mdy" else "dmy")
     for v, (got, bad, _) in zip(values, parsed, strict=True):
@@ -104,14 +128,18 @@ def test_arbitrary_text_never_crashes_the_engine(values: list[str]) -> None:
     parse_numbers(values, ",")
 
 
-@pytest.mark.parametrize("text", ["31/02/2024", "13/13/2024", "2024-02-30", "25:00", "1/2/2024 13:05 PM"])
+@pytest.mark.parametrize(
+    "text", ["31/02/2024", "13/13/2024", "2024-02-30", "25:00", "1/2/2024 13:05 PM"]
+)
 def test_flags_impossible_dates(text: str) -> None:
     [(value, bad, _)] = parse_dates([text], "dmy")
     assert bad and value is None
 
 
 def test_reads_offsets_and_twelve_hour_times() -> None:
-    got = parse_dates(["2024-03-05T14:30:00+01:00", "1/2/2024 2:05 PM", "2024-03-05 10:00:00Z"], "dmy")
+    got = parse_dates(
+        ["2024-03-05T14:30:00+01:00", "1/2/2024 2:05 PM", "2024-03-05 10:00:00Z"], "dmy"
+    )
     assert got[0] == (dt.datetime(2024, 3, 5, 14, 30), False, 60.0)
     assert got[1][0] == dt.datetime(2024, 2, 1, 14, 5)
     assert got[2][2] == 0.0

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from tests.conftest import write
 
 import segmentum
 from segmentum import demo
 from segmentum.features import customer_features
 from segmentum.segments.classes import classify
 from segmentum.warehouse import Warehouse
-from tests.conftest import write
 
 
 def test_ingest_reports_the_same_on_every_backend(backend: Warehouse, tmp_path: Path) -> None:
@@ -26,7 +26,9 @@ def test_ingest_reports_the_same_on_every_backend(backend: Warehouse, tmp_path: 
 
 
 @pytest.mark.spark
-def test_features_and_classes_are_identical_on_duckdb_and_spark(tmp_path: Path, spark_session: object) -> None:
+def test_features_and_classes_are_identical_on_duckdb_and_spark(
+    tmp_path: Path, spark_session: object
+) -> None:
     files = demo.generate(tmp_path / "demo", customers=400, seed=11)
     duck = segmentum.connect(f"duckdb:///{tmp_path / 'w.duckdb'}")
     segmentum.ingest("transactions", files["transactions"], warehouse=duck)

@@ -39,9 +39,21 @@ app = typer.Typer(
 console = Console()
 err = Console(stderr=True)
 
-WarehouseOpt = Annotated[str | None, typer.Option("--warehouse", "-w", help="Warehouse URL (default from settings: duckdb:///segmentum.duckdb).")]
+WarehouseOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--warehouse",
+        "-w",
+        help="Warehouse URL (default from settings: duckdb:///segmentum.duckdb).",
+    ),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
-AsOfOpt = Annotated[str | None, typer.Option("--as-of", help="Reference date YYYY-MM-DD (default: the day after the last sale).")]
+AsOfOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--as-of", help="Reference date YYYY-MM-DD (default: the day after the last sale)."
+    ),
+]
 
 
 class ConsoleProgress:
@@ -99,7 +111,12 @@ def print_ingest_report(r: IngestReport) -> None:
     t.add_row("exact duplicates", f"{r.duplicates:,}")
     if r.already_loaded:
         t.add_row("already in the warehouse", f"{r.already_loaded:,}")
-    t.add_row("check", "[green]read = accepted + quarantined[/green]" if r.balanced else "[red]counts do not add up[/red]")
+    t.add_row(
+        "check",
+        "[green]read = accepted + quarantined[/green]"
+        if r.balanced
+        else "[red]counts do not add up[/red]",
+    )
     t.add_row("batch", r.batch_id or "")
     console.print(t)
     for k, v in r.conventions.items():
@@ -107,7 +124,9 @@ def print_ingest_report(r: IngestReport) -> None:
     for w in r.warnings:
         console.print(f"  [yellow]warning:[/yellow] {w}")
     if r.reasons:
-        q = Table(title="why rows were quarantined (see: segmentum quarantine)", title_justify="left")
+        q = Table(
+            title="why rows were quarantined (see: segmentum quarantine)", title_justify="left"
+        )
         q.add_column("reason")
         q.add_column("rows", justify="right")
         for reason, n in r.reasons.items():
@@ -119,11 +138,17 @@ def print_ingest_report(r: IngestReport) -> None:
 def ingest_cmd(
     table: Annotated[str, typer.Argument(help=f"Target table: {', '.join(INGESTIBLE)}.")],
     files: Annotated[list[Path], typer.Argument(help="CSV, Parquet, Excel or JSON-lines files.")],
-    mapping: Annotated[Path | None, typer.Option(help="YAML/TOML file of canonical_column: 'Column In File'.")] = None,
-    sheet: Annotated[str | None, typer.Option(help="Excel sheet to load (default: every sheet).")] = None,
+    mapping: Annotated[
+        Path | None, typer.Option(help="YAML/TOML file of canonical_column: 'Column In File'.")
+    ] = None,
+    sheet: Annotated[
+        str | None, typer.Option(help="Excel sheet to load (default: every sheet).")
+    ] = None,
     date_order: Annotated[str | None, typer.Option(help="auto, dmy or mdy.")] = None,
     decimal: Annotated[str | None, typer.Option(help="auto, '.' or ','.")] = None,
-    duplicates: Annotated[str | None, typer.Option(help="quarantine or keep exact duplicate rows.")] = None,
+    duplicates: Annotated[
+        str | None, typer.Option(help="quarantine or keep exact duplicate rows.")
+    ] = None,
     warehouse: WarehouseOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -151,9 +176,13 @@ def ingest_cmd(
 @app.command("demo-data")
 def demo_data_cmd(
     out: Annotated[Path, typer.Option(help="Folder to write the files to.")] = Path("demo-data"),
-    customers: Annotated[int, typer.Option(help="Number of customers (about 10 invoice lines each).")] = 5000,
+    customers: Annotated[
+        int, typer.Option(help="Number of customers (about 10 invoice lines each).")
+    ] = 5000,
     seed: Annotated[int, typer.Option(help="Random seed: same seed, same files.")] = 7,
-    fmt: Annotated[str, typer.Option("--format", help="csv or parquet (for invoice lines and events).")] = "csv",
+    fmt: Annotated[
+        str, typer.Option("--format", help="csv or parquet (for invoice lines and events).")
+    ] = "csv",
     b2b: Annotated[bool, typer.Option(help="Add firmographics and a prospects file.")] = False,
 ) -> None:
     """Generate the synthetic demo retailer (planted segments, deterministic)."""
@@ -172,7 +201,13 @@ def _print_shares(title: str, rows: list[dict[str, Any]], key: str) -> None:
     for c in ("", "customers", "% customers", "revenue", "% revenue"):
         t.add_column(c, justify="left" if not c else "right")
     for r in rows:
-        t.add_row(str(r[key]), f"{r['customers']:,}", _pct(r["customer_share"]), _money(r["revenue"]), _pct(r["revenue_share"]))
+        t.add_row(
+            str(r[key]),
+            f"{r['customers']:,}",
+            _pct(r["customer_share"]),
+            _money(r["revenue"]),
+            _pct(r["revenue_share"]),
+        )
     console.print(t)
 
 
@@ -184,19 +219,29 @@ def print_summary(s: pipeline.RunSummary, currency: str) -> None:
     )
     _print_shares("RFM segments", s.rfm_segments, "rfm_segment")
     _print_shares("Value tiers (Pareto 80/15/5)", s.value_tiers, "value_tier")
-    _print_shares("Lifecycle stages (against each customer's own rhythm)", s.lifecycle, "lifecycle_stage")
+    _print_shares(
+        "Lifecycle stages (against each customer's own rhythm)", s.lifecycle, "lifecycle_stage"
+    )
 
 
 @app.command("run")
 def run_cmd(
-    data: Annotated[Path | None, typer.Option(help="Folder with files to ingest first (e.g. the demo data).")] = None,
+    data: Annotated[
+        Path | None, typer.Option(help="Folder with files to ingest first (e.g. the demo data).")
+    ] = None,
     as_of: AsOfOpt = None,
     warehouse: WarehouseOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Run the main job: ingest new files, compute features and classes, print a summary."""
     settings = load_settings()
-    summary = pipeline.run(warehouse or settings.warehouse, data=data, as_of=_as_of(as_of), settings=settings, progress=ConsoleProgress(quiet=as_json))
+    summary = pipeline.run(
+        warehouse or settings.warehouse,
+        data=data,
+        as_of=_as_of(as_of),
+        settings=settings,
+        progress=ConsoleProgress(quiet=as_json),
+    )
     if as_json:
         console.print_json(json.dumps(summary.to_dict(), default=str))
         return
@@ -206,24 +251,38 @@ def run_cmd(
 
 
 @app.command("features")
-def features_cmd(as_of: AsOfOpt = None, warehouse: WarehouseOpt = None, as_json: JsonOpt = False) -> None:
+def features_cmd(
+    as_of: AsOfOpt = None, warehouse: WarehouseOpt = None, as_json: JsonOpt = False
+) -> None:
     """Compute customer_features as of a date (only data before it is used)."""
     settings = load_settings()
     wh = connect(warehouse or settings.warehouse)
     used, feats = pipeline.compute_features(wh, _as_of(as_of), settings, "features-cli")
-    stats = feats.aggregate(
-        customers=feats.count(), revenue=feats.monetary.sum(), median_recency=feats.recency_days.median(),
-        mean_frequency=feats.frequency.mean(), repeat_buyers=(feats.x > 0).cast("int64").sum(),
-    ).to_pyarrow().to_pylist()[0]
+    stats = (
+        feats.aggregate(
+            customers=feats.count(),
+            revenue=feats.monetary.sum(),
+            median_recency=feats.recency_days.median(),
+            mean_frequency=feats.frequency.mean(),
+            repeat_buyers=(feats.x > 0).cast("int64").sum(),
+        )
+        .to_pyarrow()
+        .to_pylist()[0]
+    )
     if as_json:
         console.print_json(json.dumps({"as_of": used.isoformat(), **stats}, default=str))
         return
-    console.print(f"customer_features as of {used}: {stats['customers']:,} customers, revenue {_money(stats['revenue'])}, "
-                  f"{stats['repeat_buyers']:,} repeat buyers, median recency {stats['median_recency']} days")
+    console.print(
+        f"customer_features as of {used}: {stats['customers']:,} customers, "
+        f"revenue {_money(stats['revenue'])}, "
+        f"{stats['repeat_buyers']:,} repeat buyers, median recency {stats['median_recency']} days"
+    )
 
 
 @app.command("classify")
-def classify_cmd(as_of: AsOfOpt = None, warehouse: WarehouseOpt = None, as_json: JsonOpt = False) -> None:
+def classify_cmd(
+    as_of: AsOfOpt = None, warehouse: WarehouseOpt = None, as_json: JsonOpt = False
+) -> None:
     """Compute customer_classes (RFM, value tier, lifecycle) and show their sizes and revenue."""
     settings = load_settings()
     wh = connect(warehouse or settings.warehouse)
@@ -232,7 +291,11 @@ def classify_cmd(as_of: AsOfOpt = None, warehouse: WarehouseOpt = None, as_json:
     rfm = pipeline._share_table(classes, feats, "rfm_segment")
     tiers = pipeline._share_table(classes, feats, "value_tier")
     if as_json:
-        console.print_json(json.dumps({"as_of": used.isoformat(), "rfm_segments": rfm, "value_tiers": tiers}, default=str))
+        console.print_json(
+            json.dumps(
+                {"as_of": used.isoformat(), "rfm_segments": rfm, "value_tiers": tiers}, default=str
+            )
+        )
         return
     _print_shares(f"RFM segments as of {used}", rfm, "rfm_segment")
     _print_shares("Value tiers", tiers, "value_tier")
@@ -258,7 +321,13 @@ def quarantine_cmd(
     for c in ("file", "row", "column", "value", "reason"):
         t.add_column(c)
     for r in rows:
-        t.add_row(Path(r["file"]).name, str(r["source_row"]), r["column"] or "", r["value"] or "", r["reason"])
+        t.add_row(
+            Path(r["file"]).name,
+            str(r["source_row"]),
+            r["column"] or "",
+            r["value"] or "",
+            r["reason"],
+        )
     console.print(t)
 
 
@@ -274,8 +343,15 @@ def batches_cmd(warehouse: WarehouseOpt = None, as_json: JsonOpt = False) -> Non
     for c in ("batch", "table", "file", "loaded (UTC)", "read", "accepted", "quarantined"):
         t.add_column(c)
     for r in rows:
-        t.add_row(r["batch_id"], r["table_name"], Path(r["file"]).name, f"{r['loaded_at']:%Y-%m-%d %H:%M}",
-                  f"{r['rows_read']:,}", f"{r['accepted']:,}", f"{r['quarantined']:,}")
+        t.add_row(
+            r["batch_id"],
+            r["table_name"],
+            Path(r["file"]).name,
+            f"{r['loaded_at']:%Y-%m-%d %H:%M}",
+            f"{r['rows_read']:,}",
+            f"{r['accepted']:,}",
+            f"{r['quarantined']:,}",
+        )
     console.print(t)
 
 
@@ -283,7 +359,10 @@ def batches_cmd(warehouse: WarehouseOpt = None, as_json: JsonOpt = False) -> Non
 def settings_cmd(as_json: JsonOpt = False) -> None:
     """List every setting with its current value (segmentum.toml and SEGMENTUM_* variables)."""
     current = load_settings()
-    rows = [{"name": s.name, "value": getattr(current, s.name), "default": s.default, "help": s.help} for s in SETTINGS]
+    rows = [
+        {"name": s.name, "value": getattr(current, s.name), "default": s.default, "help": s.help}
+        for s in SETTINGS
+    ]
     if as_json:
         console.print_json(json.dumps(rows, default=str))
         return

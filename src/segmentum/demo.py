@@ -46,12 +46,90 @@ class Planted:
 
 
 SEGMENTS: tuple[Planted, ...] = (
-    Planted("loyal_high_value", 0.10, 1 / 14, 2000, 95.0, 2.5, 0.05, (18, 21), (0.5, 0.35, 0.1, 0.05), (0.2, 0.75, 0.05), (35, 60), ("gourmet", "travel", "wellness")),
-    Planted("promo_hunter", 0.15, 1 / 30, 900, 22.0, 1.0, 0.85, (12, 15), (0.15, 0.45, 0.4, 0.0), (0.7, 0.2, 0.1), (18, 35), ("deals", "gaming", "fashion")),
-    Planted("seasonal", 0.15, 1 / 9, 2000, 55.0, 1.5, 0.15, (10, 13), (0.6, 0.3, 0.1, 0.0), (0.4, 0.4, 0.2), (30, 55), ("family", "home", "christmas")),
-    Planted("one_off", 0.25, 0.0, 0, 40.0, 0.6, 0.2, (9, 22), (0.5, 0.4, 0.1, 0.0), (0.5, 0.4, 0.1), (18, 70), ("outdoor", "books")),
-    Planted("lapsing", 0.20, 1 / 20, 150, 45.0, 1.2, 0.2, (19, 23), (0.3, 0.5, 0.2, 0.0), (0.6, 0.3, 0.1), (25, 45), ("sports", "tech")),
-    Planted("new", 0.15, 1 / 25, 2000, 50.0, 1.2, 0.3, (20, 23), (0.2, 0.4, 0.4, 0.0), (0.8, 0.15, 0.05), (18, 30), ("fashion", "music", "tech")),
+    Planted(
+        "loyal_high_value",
+        0.10,
+        1 / 14,
+        2000,
+        95.0,
+        2.5,
+        0.05,
+        (18, 21),
+        (0.5, 0.35, 0.1, 0.05),
+        (0.2, 0.75, 0.05),
+        (35, 60),
+        ("gourmet", "travel", "wellness"),
+    ),
+    Planted(
+        "promo_hunter",
+        0.15,
+        1 / 30,
+        900,
+        22.0,
+        1.0,
+        0.85,
+        (12, 15),
+        (0.15, 0.45, 0.4, 0.0),
+        (0.7, 0.2, 0.1),
+        (18, 35),
+        ("deals", "gaming", "fashion"),
+    ),
+    Planted(
+        "seasonal",
+        0.15,
+        1 / 9,
+        2000,
+        55.0,
+        1.5,
+        0.15,
+        (10, 13),
+        (0.6, 0.3, 0.1, 0.0),
+        (0.4, 0.4, 0.2),
+        (30, 55),
+        ("family", "home", "christmas"),
+    ),
+    Planted(
+        "one_off",
+        0.25,
+        0.0,
+        0,
+        40.0,
+        0.6,
+        0.2,
+        (9, 22),
+        (0.5, 0.4, 0.1, 0.0),
+        (0.5, 0.4, 0.1),
+        (18, 70),
+        ("outdoor", "books"),
+    ),
+    Planted(
+        "lapsing",
+        0.20,
+        1 / 20,
+        150,
+        45.0,
+        1.2,
+        0.2,
+        (19, 23),
+        (0.3, 0.5, 0.2, 0.0),
+        (0.6, 0.3, 0.1),
+        (25, 45),
+        ("sports", "tech"),
+    ),
+    Planted(
+        "new",
+        0.15,
+        1 / 25,
+        2000,
+        50.0,
+        1.2,
+        0.3,
+        (20, 23),
+        (0.2, 0.4, 0.4, 0.0),
+        (0.8, 0.15, 0.05),
+        (18, 30),
+        ("fashion", "music", "tech"),
+    ),
 )
 
 PLACES = (
@@ -59,7 +137,15 @@ PLACES = (
     ("España", "Comunidad de Madrid", "Madrid", "Madrid", "Chamberí", "28010", "Europe/Madrid"),
     ("España", "Comunidad de Madrid", "Madrid", "Madrid", "Salamanca", "28001", "Europe/Madrid"),
     ("España", "Comunidad de Madrid", "Madrid", "Madrid", "Lavapiés", "28012", "Europe/Madrid"),
-    ("España", "Comunidad de Madrid", "Madrid", "Alcalá de Henares", "Centro", "28801", "Europe/Madrid"),
+    (
+        "España",
+        "Comunidad de Madrid",
+        "Madrid",
+        "Alcalá de Henares",
+        "Centro",
+        "28801",
+        "Europe/Madrid",
+    ),
     ("España", "Andalucía", "Sevilla", "Sevilla", "Triana", "41010", "Europe/Madrid"),
     ("España", "Andalucía", "Sevilla", "Sevilla", "Nervión", "41005", "Europe/Madrid"),
     ("España", "Andalucía", "Málaga", "Málaga", "El Palo", "29017", "Europe/Madrid"),
@@ -68,24 +154,111 @@ PLACES = (
     ("España", "Cataluña", "Barcelona", "Barcelona", "Eixample", "08008", "Europe/Madrid"),
     ("España", "Comunitat Valenciana", "Valencia", "Valencia", "Ruzafa", "46006", "Europe/Madrid"),
     ("España", "País Vasco", "Bizkaia", "Bilbao", "Indautxu", "48011", "Europe/Madrid"),
-    ("México", "Centro", "Ciudad de México", "Ciudad de México", "Coyoacán", "04000", "America/Mexico_City"),
-    ("México", "Centro", "Ciudad de México", "Ciudad de México", "Roma Norte", "06700", "America/Mexico_City"),
-    ("México", "Occidente", "Jalisco", "Guadalajara", "Providencia", "44630", "America/Mexico_City"),
+    (
+        "México",
+        "Centro",
+        "Ciudad de México",
+        "Ciudad de México",
+        "Coyoacán",
+        "04000",
+        "America/Mexico_City",
+    ),
+    (
+        "México",
+        "Centro",
+        "Ciudad de México",
+        "Ciudad de México",
+        "Roma Norte",
+        "06700",
+        "America/Mexico_City",
+    ),
+    (
+        "México",
+        "Occidente",
+        "Jalisco",
+        "Guadalajara",
+        "Providencia",
+        "44630",
+        "America/Mexico_City",
+    ),
     ("México", "Noreste", "Nuevo León", "Monterrey", "San Pedro", "66220", "America/Monterrey"),
     ("Colombia", "Andina", "Cundinamarca", "Bogotá", "Chapinero", "110231", "America/Bogota"),
     ("Colombia", "Andina", "Antioquia", "Medellín", "El Poblado", "050021", "America/Bogota"),
-    ("Argentina", "Pampeana", "Buenos Aires", "Buenos Aires", "Palermo", "C1425", "America/Argentina/Buenos_Aires"),
-    ("Argentina", "Pampeana", "Córdoba", "Córdoba", "Nueva Córdoba", "X5000", "America/Argentina/Cordoba"),
-    ("Chile", "Metropolitana", "Santiago", "Santiago", "Providencia", "7500000", "America/Santiago"),
+    (
+        "Argentina",
+        "Pampeana",
+        "Buenos Aires",
+        "Buenos Aires",
+        "Palermo",
+        "C1425",
+        "America/Argentina/Buenos_Aires",
+    ),
+    (
+        "Argentina",
+        "Pampeana",
+        "Córdoba",
+        "Córdoba",
+        "Nueva Córdoba",
+        "X5000",
+        "America/Argentina/Cordoba",
+    ),
+    (
+        "Chile",
+        "Metropolitana",
+        "Santiago",
+        "Santiago",
+        "Providencia",
+        "7500000",
+        "America/Santiago",
+    ),
     ("Perú", "Lima", "Lima", "Lima", "Miraflores", "15074", "America/Lima"),
 )
 # Places weigh differently: big cities hold more customers.
 _PLACE_WEIGHTS = np.array([9, 8, 6, 2, 5, 4, 3, 2, 7, 6, 4, 3, 6, 5, 3, 3, 4, 3, 4, 2, 3, 3], float)
 
-CATEGORIES = ("Moda > Ropa", "Moda > Calzado", "Hogar > Cocina", "Hogar > Decoración", "Electrónica > Móviles", "Electrónica > Audio", "Alimentación > Gourmet", "Deportes > Running")
+CATEGORIES = (
+    "Moda > Ropa",
+    "Moda > Calzado",
+    "Hogar > Cocina",
+    "Hogar > Decoración",
+    "Electrónica > Móviles",
+    "Electrónica > Audio",
+    "Alimentación > Gourmet",
+    "Deportes > Running",
+)
 N_PRODUCTS = 240
-FIRST_NAMES = ("Lucía", "Sofía", "María", "Martina", "Paula", "Valentina", "Camila", "Hugo", "Mateo", "Martín", "Lucas", "Leo", "Daniel", "Santiago", "Sebastián", "Diego")
-LAST_NAMES = ("García", "Rodríguez", "González", "Fernández", "López", "Martínez", "Sánchez", "Pérez", "Gómez", "Ramírez", "Torres", "Flores")
+FIRST_NAMES = (
+    "Lucía",
+    "Sofía",
+    "María",
+    "Martina",
+    "Paula",
+    "Valentina",
+    "Camila",
+    "Hugo",
+    "Mateo",
+    "Martín",
+    "Lucas",
+    "Leo",
+    "Daniel",
+    "Santiago",
+    "Sebastián",
+    "Diego",
+)
+LAST_NAMES = (
+    "García",
+    "Rodríguez",
+    "González",
+    "Fernández",
+    "López",
+    "Martínez",
+    "Sánchez",
+    "Pérez",
+    "Gómez",
+    "Ramírez",
+    "Torres",
+    "Flores",
+)
 INCOME = ("low", "medium", "high")
 OCCUPATIONS = ("student", "employee", "manager", "self-employed", "retired", "public servant")
 ACQUISITION = ("organic", "paid_search", "social", "referral", "store")
@@ -101,7 +274,9 @@ def _segment_of(rng: np.random.Generator, n: int) -> np.ndarray:
     return rng.choice(len(SEGMENTS), size=n, p=shares / shares.sum())
 
 
-def _customers_chunk(rng: np.random.Generator, start: int, n: int, b2b: bool) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+def _customers_chunk(
+    rng: np.random.Generator, start: int, n: int, b2b: bool
+) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
     seg = _segment_of(rng, n)
     first_day = rng.integers(0, DAYS - 120, size=n)
     is_new = seg == [s.name for s in SEGMENTS].index("new")
@@ -109,7 +284,9 @@ def _customers_chunk(rng: np.random.Generator, start: int, n: int, b2b: bool) ->
     lo = np.array([SEGMENTS[k].ages[0] for k in seg])
     hi = np.array([SEGMENTS[k].ages[1] for k in seg])
     age = rng.integers(lo, hi + 1)
-    birth = np.array([np.datetime64(END)] * n) - (age * 365.25 + rng.integers(0, 365, n)).astype("timedelta64[D]")
+    birth = np.array([np.datetime64(END)] * n) - (age * 365.25 + rng.integers(0, 365, n)).astype(
+        "timedelta64[D]"
+    )
     place = rng.choice(len(PLACES), size=n, p=_PLACE_WEIGHTS / _PLACE_WEIGHTS.sum())
     places = np.array(PLACES, dtype=object)[place]
     ids = _customer_ids(start, n)
@@ -117,7 +294,9 @@ def _customers_chunk(rng: np.random.Generator, start: int, n: int, b2b: bool) ->
     last = np.array(LAST_NAMES)[rng.integers(0, len(LAST_NAMES), n)]
     tags = [",".join(rng.choice(SEGMENTS[k].tags, size=2, replace=False)) for k in seg]
     income_p = np.where(seg[:, None] == 0, [0.1, 0.4, 0.5], [0.35, 0.5, 0.15])
-    income = np.array(INCOME)[(rng.random(n)[:, None] > np.cumsum(income_p, axis=1)).sum(axis=1).clip(0, 2)]
+    income = np.array(INCOME)[
+        (rng.random(n)[:, None] > np.cumsum(income_p, axis=1)).sum(axis=1).clip(0, 2)
+    ]
     signup = np.datetime64(START) + first_day.astype("timedelta64[D]")
     df = pd.DataFrame(
         {
@@ -159,7 +338,13 @@ def _customers_chunk(rng: np.random.Generator, start: int, n: int, b2b: bool) ->
     return df, seg, first_day
 
 
-def _transactions_chunk(rng: np.random.Generator, ids: np.ndarray, seg: np.ndarray, first_day: np.ndarray, invoice_start: int) -> pd.DataFrame:
+def _transactions_chunk(
+    rng: np.random.Generator,
+    ids: np.ndarray,
+    seg: np.ndarray,
+    first_day: np.ndarray,
+    invoice_start: int,
+) -> pd.DataFrame:
     n = len(ids)
     rate = np.array([SEGMENTS[k].rate for k in seg]) * rng.gamma(4.0, 0.25, n)
     life = rng.exponential(np.array([max(SEGMENTS[k].lifetime, 1) for k in seg]))
@@ -178,7 +363,9 @@ def _transactions_chunk(rng: np.random.Generator, ids: np.ndarray, seg: np.ndarr
     s_idx = np.flatnonzero(seasonal[cust] & ~is_first)
     if len(s_idx):
         year = rng.integers(0, 2, len(s_idx))
-        season_day = (np.array([319, 319 + 366])[year] + rng.integers(0, 45, len(s_idx))).astype(float)
+        season_day = (np.array([319, 319 + 366])[year] + rng.integers(0, 45, len(s_idx))).astype(
+            float
+        )
         day[s_idx] = np.clip(np.maximum(season_day, first_day[cust[s_idx]] + 1), 0, DAYS - 1)
     day = np.where(is_first, first_day[cust], day).astype(int)
     k = seg[cust]
@@ -200,18 +387,25 @@ def _transactions_chunk(rng: np.random.Generator, ids: np.ndarray, seg: np.ndarr
     line = np.arange(len(inv)) - np.repeat(np.cumsum(n_lines) - n_lines, n_lines) + 1
     ck = k[inv]
     cat_pref = (ck * 3 + rng.integers(0, 3, len(inv))) % len(CATEGORIES)
-    product = cat_pref * (N_PRODUCTS // len(CATEGORIES)) + rng.integers(0, N_PRODUCTS // len(CATEGORIES), len(inv))
+    product = cat_pref * (N_PRODUCTS // len(CATEGORIES)) + rng.integers(
+        0, N_PRODUCTS // len(CATEGORIES), len(inv)
+    )
     spend_mean = np.array([SEGMENTS[j].spend for j in range(len(SEGMENTS))])[ck]
     cust_scale = rng.gamma(6.0, 1 / 6.0, n)[cust[inv]]
     unit_price = np.round(rng.gamma(3.0, spend_mean * cust_scale / 3.0), 2) + 0.99
     qty = rng.choice([1, 1, 1, 2, 2, 3], size=len(inv))
-    disc = np.where(promo[inv], np.round(unit_price * qty * rng.choice([0.1, 0.2, 0.3], len(inv)), 2), 0.0)
-    channels = np.array(["store", "web", "app", "phone"])[channel[inv]]
-    devices = np.where(channels == "store", None, np.array(["mobile", "desktop", "tablet"], dtype=object)[device[inv]])
-    ts = (
-        np.datetime64(START, "s")
-        + (day[inv] * 86400 + hour[inv] * 3600 + minute[inv] * 60).astype("timedelta64[s]")
+    disc = np.where(
+        promo[inv], np.round(unit_price * qty * rng.choice([0.1, 0.2, 0.3], len(inv)), 2), 0.0
     )
+    channels = np.array(["store", "web", "app", "phone"])[channel[inv]]
+    devices = np.where(
+        channels == "store",
+        None,
+        np.array(["mobile", "desktop", "tablet"], dtype=object)[device[inv]],
+    )
+    ts = np.datetime64(START, "s") + (
+        day[inv] * 86400 + hour[inv] * 3600 + minute[inv] * 60
+    ).astype("timedelta64[s]")
     cust_ids = ids[cust[inv]].astype(object)
     anonymous = (channels == "store") & (rng.random(len(inv)) < 0.02)
     cust_ids[anonymous] = None
@@ -226,7 +420,9 @@ def _transactions_chunk(rng: np.random.Generator, ids: np.ndarray, seg: np.ndarr
             "Quantity": qty,
             "UnitPrice": unit_price,
             "Discount": disc,
-            "PromoCode": np.where(promo[inv], "PROMO" + (day[inv] // 30).astype(str), None),
+            "PromoCode": np.where(
+                promo[inv], np.char.add("PROMO", (day[inv] // 30).astype(str)), np.array(None)
+            ),
             "Channel": channels,
             "Device": devices,
         }
@@ -246,23 +442,45 @@ def _transactions_chunk(rng: np.random.Generator, ids: np.ndarray, seg: np.ndarr
     return df
 
 
-def _events_chunk(rng: np.random.Generator, ids: np.ndarray, seg: np.ndarray, first_day: np.ndarray) -> pd.DataFrame:
+def _events_chunk(
+    rng: np.random.Generator, ids: np.ndarray, seg: np.ndarray, first_day: np.ndarray
+) -> pd.DataFrame:
     n = len(ids)
     per = rng.poisson(np.where(seg == 1, 12, 5))
     cust = np.repeat(np.arange(n), per)
     day = np.minimum(first_day[cust] + rng.integers(0, 400, len(cust)), DAYS - 1)
-    kinds = np.array(["page_view", "product_view", "add_to_cart", "cart_abandoned", "email_open", "email_click", "push_open"])
+    kinds = np.array(
+        [
+            "page_view",
+            "product_view",
+            "add_to_cart",
+            "cart_abandoned",
+            "email_open",
+            "email_click",
+            "push_open",
+        ]
+    )
     p = np.array([0.35, 0.25, 0.12, 0.08, 0.12, 0.05, 0.03])
     kind = kinds[rng.choice(len(kinds), size=len(cust), p=p)]
-    ts = np.datetime64(START, "s") + (day * 86400 + rng.integers(8 * 3600, 23 * 3600, len(cust))).astype("timedelta64[s]")
+    ts = np.datetime64(START, "s") + (
+        day * 86400 + rng.integers(8 * 3600, 23 * 3600, len(cust))
+    ).astype("timedelta64[s]")
     return pd.DataFrame(
         {
             "customer_id": ids[cust],
             "timestamp": ts,
             "event_type": kind,
             "device": np.array(["mobile", "desktop", "tablet"])[rng.integers(0, 3, len(cust))],
-            "channel": np.where(np.char.startswith(kind, "email"), "email", np.where(np.char.startswith(kind, "push"), "push", "web")),
-            "campaign_id": np.where(np.char.startswith(kind, "email") | np.char.startswith(kind, "push"), "NEWSLETTER", None),
+            "channel": np.where(
+                np.char.startswith(kind, "email"),
+                "email",
+                np.where(np.char.startswith(kind, "push"), "push", "web"),
+            ),
+            "campaign_id": np.where(
+                np.char.startswith(kind, "email") | np.char.startswith(kind, "push"),
+                "NEWSLETTER",
+                np.array(None),
+            ),
         }
     )
 
@@ -293,7 +511,7 @@ def _campaign_chunk(rng: np.random.Generator, ids: np.ndarray, seg: np.ndarray) 
 
 
 def _prospects(rng: np.random.Generator, n: int) -> pd.DataFrame:
-    df, seg, _ = _customers_chunk(rng, 10**7, n, b2b=True)
+    df, _seg, _ = _customers_chunk(rng, 10**7, n, b2b=True)
     df = df.rename(columns={"id_cliente": "id_lead"}).drop(columns=["fecha_alta"])
     df["id_lead"] = df["id_lead"].str.replace("C", "L", n=1)
     return df
@@ -324,10 +542,21 @@ class _Writer:
 
 def _spanish_csv(df: pd.DataFrame, path: Path, first: bool) -> None:
     """Customers are written as a Spanish export: ';' separated, decimal commas, Latin-1."""
-    df.to_csv(path, sep=";", decimal=",", index=False, header=first, mode="w" if first else "a", encoding="latin-1", errors="replace")
+    df.to_csv(
+        path,
+        sep=";",
+        decimal=",",
+        index=False,
+        header=first,
+        mode="w" if first else "a",
+        encoding="latin-1",
+        errors="replace",
+    )
 
 
-def chunks(n_customers: int, seed: int, chunk: int) -> Iterator[tuple[int, int, np.random.Generator]]:
+def chunks(
+    n_customers: int, seed: int, chunk: int
+) -> Iterator[tuple[int, int, np.random.Generator]]:
     for i, start in enumerate(range(0, n_customers, chunk)):
         yield start, min(chunk, n_customers - start), np.random.default_rng([seed, i])
 
@@ -391,7 +620,14 @@ def generate(
             tx.write(t)
             ev.write(_events_chunk(rng, ids, seg, first_day))
             campaigns.append(_campaign_chunk(rng, ids, seg))
-            truth.append(pd.DataFrame({"customer_id": ids, "planted_segment": np.array([s.name for s in SEGMENTS])[seg]}))
+            truth.append(
+                pd.DataFrame(
+                    {
+                        "customer_id": ids,
+                        "planted_segment": np.array([s.name for s in SEGMENTS])[seg],
+                    }
+                )
+            )
     finally:
         tx.close()
         ev.close()
@@ -401,19 +637,25 @@ def generate(
     pd.DataFrame(
         {
             "product_id": [f"P{i:04d}" for i in range(N_PRODUCTS)],
-            "name": [f"{CATEGORIES[i // per_cat].split(' > ')[1]} {i:04d}" for i in range(N_PRODUCTS)],
+            "name": [
+                f"{CATEGORIES[i // per_cat].split(' > ')[1]} {i:04d}" for i in range(N_PRODUCTS)
+            ],
             "category": [CATEGORIES[i // per_cat] for i in range(N_PRODUCTS)],
             "price": np.round(np.random.default_rng(seed).gamma(3, 15, N_PRODUCTS) + 0.99, 2),
         }
     ).to_csv(files["products"], index=False)
     if b2b:
         files["prospects"] = out / "prospects.csv"
-        _prospects(np.random.default_rng([seed, 10**6]), max(customers // 5, 10)).to_csv(files["prospects"], index=False)
+        _prospects(np.random.default_rng([seed, 10**6]), max(customers // 5, 10)).to_csv(
+            files["prospects"], index=False
+        )
     return files
 
 
 def load_ground_truth(wh: Warehouse, path: str | Path) -> int:
     """Store the demo's planted segments in ``demo_ground_truth`` (for tests and benchmarks)."""
-    table = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(column_types={"customer_id": pa.string()}))
+    table = pacsv.read_csv(
+        path, convert_options=pacsv.ConvertOptions(column_types={"customer_id": pa.string()})
+    )
     wh.write("demo_ground_truth", table)
     return table.num_rows

@@ -70,7 +70,9 @@ class RunSummary:
 
 def _share_table(classes: ir.Table, features: ir.Table, column: str) -> list[dict[str, Any]]:
     """Size and revenue share of each value of ``column`` (only aggregates come back)."""
-    j = classes.select("customer_id", column).join(features.select("customer_id", "monetary"), "customer_id")
+    j = classes.select("customer_id", column).join(
+        features.select("customer_id", "monetary"), "customer_id"
+    )
     g = j.group_by(column).aggregate(customers=j.count(), revenue=j.monetary.sum())
     total = g.revenue.sum().over(ibis.window())
     n = g.customers.sum().over(ibis.window())
@@ -79,35 +81,55 @@ def _share_table(classes: ir.Table, features: ir.Table, column: str) -> list[dic
     return rows
 
 
-def compute_features(wh: Warehouse, as_of: _dt.date | None, settings: Settings, run_id: str) -> tuple[_dt.date, ir.Table]:
+def compute_features(
+    wh: Warehouse, as_of: _dt.date | None, settings: Settings, run_id: str
+) -> tuple[_dt.date, ir.Table]:
     """Compute and store ``customer_features`` for ``as_of`` (default: after the last sale)."""
     tx = wh.table("transactions")
     as_of = as_of or default_as_of(tx)
     events = wh.table("events") if wh.has("events") else None
     results = wh.table("campaign_results") if wh.has("campaign_results") else None
-    feats = customer_features(tx, as_of, events=events, campaign_results=results, weeks=settings.weeks)
+    feats = customer_features(
+        tx, as_of, events=events, campaign_results=results, weeks=settings.weeks
+    )
     feats = feats.mutate(run_id=ibis.literal(run_id))
-    stored = wh.replace_where("customer_features", feats, "as_of", as_of) if _same_columns(wh, "customer_features", feats) else wh.write("customer_features", feats)
-    return as_of, stored.filter(stored.as_of == ibis.literal(as_of, 'date'))
+    stored = (
+        wh.replace_where("customer_features", feats, "as_of", as_of)
+        if _same_columns(wh, "customer_features", feats)
+        else wh.write("customer_features", feats)
+    )
+    return as_of, stored.filter(stored.as_of == ibis.literal(as_of, "date"))
 
 
-def compute_classes(wh: Warehouse, features: ir.Table, as_of: _dt.date, settings: Settings, run_id: str) -> ir.Table:
+def compute_classes(
+    wh: Warehouse, features: ir.Table, as_of: _dt.date, settings: Settings, run_id: str
+) -> ir.Table:
     """Compute and store ``customer_classes`` for ``as_of`` from its features."""
-    classes = classify(features, tier_cuts=settings.value_tier_cuts).mutate(run_id=ibis.literal(run_id))
-    stored = wh.replace_where("customer_classes", classes, "as_of", as_of) if _same_columns(wh, "customer_classes", classes) else wh.write("customer_classes", classes)
-    return stored.filter(stored.as_of == ibis.literal(as_of, 'date'))
+    classes = classify(features, tier_cuts=settings.value_tier_cuts).mutate(
+        run_id=ibis.literal(run_id)
+    )
+    stored = (
+        wh.replace_where("customer_classes", classes, "as_of", as_of)
+        if _same_columns(wh, "customer_classes", classes)
+        else wh.write("customer_classes", classes)
+    )
+    return stored.filter(stored.as_of == ibis.literal(as_of, "date"))
 
 
 def _same_columns(wh: Warehouse, name: str, expr: ir.Table) -> bool:
     return wh.has(name) and list(wh.table(name).columns) == list(expr.columns)
 
 
-def _record_run(wh: Warehouse, summary: RunSummary, started: _dt.datetime, status: str, error: str | None) -> None:
+def _record_run(
+    wh: Warehouse, summary: RunSummary, started: _dt.datetime, status: str, error: str | None
+) -> None:
     row = pa.table(
         {
             "run_id": [summary.run_id],
             "started_at": pa.array([started], pa.timestamp("us")),
-            "finished_at": pa.array([_dt.datetime.now(_dt.UTC).replace(tzinfo=None)], pa.timestamp("us")),
+            "finished_at": pa.array(
+                [_dt.datetime.now(_dt.UTC).replace(tzinfo=None)], pa.timestamp("us")
+            ),
             "as_of": pa.array([summary.as_of], pa.date32()),
             "status": [status],
             "steps": [json.dumps(summary.steps)],
@@ -144,9 +166,21 @@ def run(
         try:
             out = fn()
         except Exception as exc:
-            summary.steps.append({"step": name, "status": "failed", "error": str(exc).splitlines()[0] if str(exc) else type(exc).__name__})
+            summary.steps.append(
+                {
+                    "step": name,
+                    "status": "failed",
+                    "error": str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+                }
+            )
             raise
-        summary.steps.append({"step": name, "status": "ok", "seconds": round((_dt.datetime.now(_dt.UTC) - t0).total_seconds(), 3)})
+        summary.steps.append(
+            {
+                "step": name,
+                "status": "ok",
+                "seconds": round((_dt.datetime.now(_dt.UTC) - t0).total_seconds(), 3),
+            }
+        )
         return out
 
     try:
@@ -155,17 +189,34 @@ def run(
             for table, names in DATA_FILES.items():
                 for name in names:
                     if (folder / name).is_file():
-                        reports = step(f"ingest {table}", lambda t=table, p=folder / name: ingest(t, p, warehouse=wh, settings=settings, progress=progress))
+                        path = folder / name
+                        reports = step(
+                            f"ingest {table}",
+                            lambda t=table, p=path: ingest(  # type: ignore[misc]
+                                t, p, warehouse=wh, settings=settings, progress=progress
+                            ),
+                        )
                         summary.ingest.extend(reports)
                         break
             if (folder / "ground_truth.csv").is_file():
-                step("demo ground truth", lambda: demo.load_ground_truth(wh, folder / "ground_truth.csv"))
-        as_of_used, feats = step("features", lambda: compute_features(wh, as_of, settings, summary.run_id))
+                step(
+                    "demo ground truth",
+                    lambda: demo.load_ground_truth(wh, folder / "ground_truth.csv"),
+                )
+        as_of_used, feats = step(
+            "features", lambda: compute_features(wh, as_of, settings, summary.run_id)
+        )
         summary.as_of = as_of_used
-        classes = step("classes", lambda: compute_classes(wh, feats, as_of_used, settings, summary.run_id))
+        classes = step(
+            "classes", lambda: compute_classes(wh, feats, as_of_used, settings, summary.run_id)
+        )
         step("summary", lambda: _summarise(wh, summary, feats, classes))
     except BaseException as exc:
-        message = str(exc) if isinstance(exc, SegmentumError) else "".join(traceback.format_exception_only(exc)).strip()
+        message = (
+            str(exc)
+            if isinstance(exc, SegmentumError)
+            else "".join(traceback.format_exception_only(exc)).strip()
+        )
         _record_run(wh, summary, started, "failed", message)
         raise
     _record_run(wh, summary, started, "ok", None)
@@ -174,7 +225,9 @@ def run(
 
 def _summarise(wh: Warehouse, summary: RunSummary, feats: ir.Table, classes: ir.Table) -> None:
     tx = wh.table("transactions")
-    totals = feats.aggregate(n=feats.count(), revenue=feats.monetary.sum()).to_pyarrow().to_pylist()[0]
+    totals = (
+        feats.aggregate(n=feats.count(), revenue=feats.monetary.sum()).to_pyarrow().to_pylist()[0]
+    )
     summary.customers = int(totals["n"])
     summary.revenue = float(totals["revenue"] or 0.0)
     anon = tx.filter(tx.customer_id.isnull()).amount.sum().to_pyarrow().as_py()

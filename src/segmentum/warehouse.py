@@ -85,7 +85,9 @@ class Warehouse:
 
     def _spark_frame(self, data: pa.Table | pd.DataFrame) -> Any:
         """A Spark DataFrame straight from Arrow (the pandas route turns NULL text into 'NaN')."""
-        table = data if isinstance(data, pa.Table) else pa.Table.from_pandas(data, preserve_index=False)
+        table = (
+            data if isinstance(data, pa.Table) else pa.Table.from_pandas(data, preserve_index=False)
+        )
         return self.con._session.createDataFrame(table)
 
     def write(self, name: str, obj: ir.Table | pd.DataFrame | pa.Table) -> ir.Table:

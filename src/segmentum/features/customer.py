@@ -14,7 +14,13 @@ import ibis.expr.types as ir
 
 from segmentum.errors import InputError
 
-HOUR_BANDS = ((0, 6, "night"), (6, 12, "morning"), (12, 16, "afternoon"), (16, 20, "evening"), (20, 24, "late"))
+HOUR_BANDS = (
+    (0, 6, "night"),
+    (6, 12, "morning"),
+    (12, 16, "afternoon"),
+    (16, 20, "evening"),
+    (20, 24, "late"),
+)
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
@@ -22,7 +28,9 @@ def default_as_of(transactions: ir.Table) -> _dt.date:
     """The day after the last transaction: every line is then in the past."""
     last = transactions.timestamp.max().to_pyarrow().as_py()
     if last is None:
-        raise InputError("there are no transactions yet", "load some: segmentum ingest transactions FILE")
+        raise InputError(
+            "there are no transactions yet", "load some: segmentum ingest transactions FILE"
+        )
     return (last + _dt.timedelta(days=1)).date()
 
 
@@ -47,14 +55,19 @@ def window_lines(transactions: ir.Table, as_of: _dt.date) -> ir.Table:
     )
 
 
-def _mode(lines: ir.Table, column: str, weight: ir.Value | None = None, name: str | None = None) -> ir.Table:
+def _mode(
+    lines: ir.Table, column: str, weight: ir.Value | None = None, name: str | None = None
+) -> ir.Table:
     """Each customer's most frequent (or highest-weighted) value of ``column``; ties by value."""
     name = name or f"preferred_{column}"
     src = lines.filter(lines[column].notnull())
     agg = src[weight.get_name()].sum() if weight is not None else src.count()
     counts = src.group_by(["customer_id", column]).aggregate(_w=agg.cast("float64"))
     win = ibis.window(group_by=counts.customer_id, order_by=[ibis.desc(counts._w), counts[column]])
-    ranked = counts.mutate(_rk=ibis.row_number().over(win), _tot=counts._w.sum().over(ibis.window(group_by=counts.customer_id)))
+    ranked = counts.mutate(
+        _rk=ibis.row_number().over(win),
+        _tot=counts._w.sum().over(ibis.window(group_by=counts.customer_id)),
+    )
     top = ranked.filter(ranked._rk == 0)
     return top.select("customer_id", **{name: top[column]}, **{f"{name}_share": top._w / top._tot})
 
@@ -73,13 +86,14 @@ def btyd_summary(transactions: ir.Table, as_of: _dt.date, weeks: bool = True) ->
     >>> import ibis, datetime
     >>> t = ibis.memtable({"customer_id": ["a", "a"], "timestamp": [datetime.datetime(2024, 1, 1),
     ...     datetime.datetime(2024, 1, 8)], "quantity": [1.0, 1.0], "amount": [10.0, 20.0]})
-    >>> btyd_summary(t, datetime.date(2024, 1, 15), weeks=False).execute()[["x", "t_x", "T"]].values.tolist()
+    >>> s = btyd_summary(t, datetime.date(2024, 1, 15), weeks=False).execute()
+    >>> s[["x", "t_x", "T"]].values.tolist()
     [[1.0, 7.0, 13.0]]
     """
     lines = window_lines(transactions, as_of)
     buys = lines.filter(lines.is_purchase)
     days = buys.group_by(["customer_id", "day"]).aggregate(value=buys.amount.sum())
-    end = ibis.literal(as_of, 'date') - ibis.interval(days=1)
+    end = ibis.literal(as_of, "date") - ibis.interval(days=1)
     first = days.day.min().over(ibis.window(group_by=days.customer_id))
     days = days.mutate(_first=first)
     unit = 7.0 if weeks else 1.0
@@ -121,7 +135,7 @@ def customer_features(
         Express the BTYD times (t_x, T) in weeks instead of days.
     """
     lines = window_lines(transactions, as_of)
-    end = ibis.literal(as_of, 'date') - ibis.interval(days=1)
+    end = ibis.literal(as_of, "date") - ibis.interval(days=1)
     d90 = end - ibis.interval(days=89)
     d180 = end - ibis.interval(days=179)
     buy = lines.is_purchase
@@ -152,28 +166,40 @@ def customer_features(
         last_purchase="last_purchase",
         avg_order_value=base.monetary / base.frequency,
         items_per_order=base.items / base.frequency,
-        return_rate=ibis.ifelse(gross > 0, base.returned_spend.fill_null(0) / gross, ibis.null("float64")),
-        promo_share=ibis.ifelse(gross > 0, base.promo_spend.fill_null(0) / gross, ibis.null("float64")),
+        return_rate=ibis.ifelse(
+            gross > 0, base.returned_spend.fill_null(0) / gross, ibis.null("float64")
+        ),
+        promo_share=ibis.ifelse(
+            gross > 0, base.promo_spend.fill_null(0) / gross, ibis.null("float64")
+        ),
         distinct_products="distinct_products",
         spend_last_90=last90,
         spend_prev_90=prev90,
         # -1 (all spend in the 90 days before) .. +1 (all in the last 90 days); NULL when neither.
-        trend=ibis.ifelse((last90 + prev90) > 0, (last90 - prev90) / (last90 + prev90), ibis.null("float64")),
+        trend=ibis.ifelse(
+            (last90 + prev90) > 0, (last90 - prev90) / (last90 + prev90), ibis.null("float64")
+        ),
     )
 
     # Time between purchase days: mean and spread.
     buys = lines.filter(lines.is_purchase)
     pdays = buys.select("customer_id", "day").distinct()
     prev = pdays.day.lag().over(ibis.window(group_by=pdays.customer_id, order_by=pdays.day))
-    gaps = pdays.mutate(gap=_days_between(pdays.day, prev).cast("float64")).filter(ibis._.gap.notnull())
+    gaps = pdays.mutate(gap=_days_between(pdays.day, prev).cast("float64")).filter(
+        ibis._.gap.notnull()
+    )
     gap_stats = gaps.group_by("customer_id").aggregate(
         interpurchase_mean=gaps.gap.mean(), interpurchase_std=gaps.gap.std(how="pop")
     )
 
     hour = buys.timestamp.hour()
-    band = ibis.cases(*((hour.between(lo, hi - 1), name) for lo, hi, name in HOUR_BANDS), else_="late")
+    band = ibis.cases(
+        *((hour.between(lo, hi - 1), name) for lo, hi, name in HOUR_BANDS), else_="late"
+    )
     weekday = buys.timestamp.day_of_week.index()  # 0 = Monday on every backend
-    wd_name = ibis.cases(*((weekday == i, n) for i, n in enumerate(WEEKDAYS)), else_=ibis.null("string"))
+    wd_name = ibis.cases(
+        *((weekday == i, n) for i, n in enumerate(WEEKDAYS)), else_=ibis.null("string")
+    )
     buys = buys.mutate(hour_band=band, weekday=wd_name)
     modes = [
         _mode(buys, "sales_channel", name="preferred_channel"),
@@ -188,14 +214,14 @@ def customer_features(
         out = out.left_join(m, "customer_id").drop("customer_id_right")
     out = out.left_join(btyd, "customer_id").drop("customer_id_right")
     out = out.drop(
-        "preferred_channel_share", "preferred_device_share", "preferred_hour_band_share", "preferred_weekday_share"
+        "preferred_channel_share",
+        "preferred_device_share",
+        "preferred_hour_band_share",
+        "preferred_weekday_share",
     )
 
     if events is not None:
-        ev = events.filter(
-            (events.timestamp < _cutoff(as_of))
-            & events.customer_id.notnull()
-        )
+        ev = events.filter((events.timestamp < _cutoff(as_of)) & events.customer_id.notnull())
         et = ev.event_type
         ev_agg = ev.group_by("customer_id").aggregate(
             cart_abandonments=(et == "cart_abandoned").cast("int64").sum(),
@@ -208,20 +234,26 @@ def customer_features(
         for c in ("cart_abandonments", "email_opens", "email_clicks", "push_opens", "push_clicks"):
             out = out.mutate(**{c: out[c].fill_null(0)})
         if campaign_results is not None:
-            cr = campaign_results.filter(
-                campaign_results.sent_at < _cutoff(as_of)
-            )
+            cr = campaign_results.filter(campaign_results.sent_at < _cutoff(as_of))
             sends = cr.group_by("customer_id").aggregate(
                 email_sends=cr.count(where=(cr.channel == "email") & (cr.group == "treatment")),
                 push_sends=cr.count(where=(cr.channel == "push") & (cr.group == "treatment")),
             )
             out = out.left_join(sends, "customer_id").drop("customer_id_right")
             out = out.mutate(
-                email_open_rate=ibis.ifelse(out.email_sends > 0, out.email_opens / out.email_sends, ibis.null("float64")),
-                push_open_rate=ibis.ifelse(out.push_sends > 0, out.push_opens / out.push_sends, ibis.null("float64")),
+                email_open_rate=ibis.ifelse(
+                    out.email_sends > 0, out.email_opens / out.email_sends, ibis.null("float64")
+                ),
+                push_open_rate=ibis.ifelse(
+                    out.push_sends > 0, out.push_opens / out.push_sends, ibis.null("float64")
+                ),
             ).drop("email_sends", "push_sends")
         out = out.mutate(
-            email_click_rate=ibis.ifelse(out.email_opens > 0, out.email_clicks / out.email_opens, ibis.null("float64")),
-            push_click_rate=ibis.ifelse(out.push_opens > 0, out.push_clicks / out.push_opens, ibis.null("float64")),
+            email_click_rate=ibis.ifelse(
+                out.email_opens > 0, out.email_clicks / out.email_opens, ibis.null("float64")
+            ),
+            push_click_rate=ibis.ifelse(
+                out.push_opens > 0, out.push_clicks / out.push_opens, ibis.null("float64")
+            ),
         )
-    return out.mutate(as_of=ibis.literal(as_of, 'date'))
+    return out.mutate(as_of=ibis.literal(as_of, "date"))

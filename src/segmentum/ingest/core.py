@@ -29,7 +29,6 @@ from segmentum.schema import (
     INGEST_BATCHES,
     INGESTIBLE,
     QUARANTINE,
-    TRANSACTIONS,
     Column,
     Table,
 )
@@ -132,6 +131,9 @@ class _FileIngest:
         self.wh, self.spec, self.raw, self.mapping = wh, spec, raw, mapping
         self.settings, self.report = settings, report
         self.t = raw.table
+        self._conventions: tuple[dict[str, str], dict[str, str], bool] = ({}, {}, False)
+        self._plan = _Plan({}, [], {})
+        self._offsets: dict[str, ir.IntegerValue] = {}
 
     # ---------------------------------------------------------------- conventions
     def decide_conventions(self) -> tuple[dict[str, str], dict[str, str], bool]:
@@ -310,9 +312,7 @@ class _FileIngest:
             checks.append(
                 _Check("unit_price", (price < 0).fill_null(False), "is negative", _as_text(price))
             )
-            checks.append(
-                _Check("quantity", (qty == 0).fill_null(False), "is zero", _as_text(qty))
-            )
+            checks.append(_Check("quantity", (qty == 0).fill_null(False), "is zero", _as_text(qty)))
             values["quantity"], values["unit_price"], values["amount"] = qty, price, amount
             values["discount"] = values["discount"].fill_null(0.0)
             cid = values["customer_id"]
@@ -332,12 +332,22 @@ class _FileIngest:
             if "age" in m:
                 age = values["age"]
                 checks.append(
-                    _Check("age", (~age.between(0, 120)).fill_null(False), "is not between 0 and 120", _as_text(age))
+                    _Check(
+                        "age",
+                        (~age.between(0, 120)).fill_null(False),
+                        "is not between 0 and 120",
+                        _as_text(age),
+                    )
                 )
             if "birth_date" in m:
                 bd = values["birth_date"]
                 checks.append(
-                    _Check("birth_date", (bd > ibis.today()).fill_null(False), "is in the future", _as_text(bd))
+                    _Check(
+                        "birth_date",
+                        (bd > ibis.today()).fill_null(False),
+                        "is in the future",
+                        _as_text(bd),
+                    )
                 )
         else:
             for group in self.spec.required:
@@ -356,13 +366,21 @@ class _FileIngest:
             if name == "campaign_results":
                 g = values["group"].lower()
                 g = ibis.cases(
-                    (parsers.one_of(g, ["treatment", "tratamiento", "test", "target"]), "treatment"),
+                    (
+                        parsers.one_of(g, ["treatment", "tratamiento", "test", "target"]),
+                        "treatment",
+                    ),
                     (parsers.one_of(g, ["control", "holdout", "grupo control"]), "control"),
                     else_=g,
                 )
                 values["group"] = g
                 checks.append(
-                    _Check("group", ~parsers.one_of(g, ["treatment", "control"]), "is not treatment or control", _as_text(g))
+                    _Check(
+                        "group",
+                        ~parsers.one_of(g, ["treatment", "control"]),
+                        "is not treatment or control",
+                        _as_text(g),
+                    )
                 )
 
     # ------------------------------------------------------------------- stage
@@ -372,19 +390,24 @@ class _FileIngest:
         Built in layers, each a plain projection of the one before, so a parsed value used by
         several checks is computed once instead of being inlined into every check.
         """
-        self._offsets: dict[str, ir.IntegerValue] = {}
+        self._offsets = {}
         decimals, orders, _ = self._conventions
         # Layer 0: date/time text split into integer parts, one column each.
         texts = {
             name: src
             for name, src in self.mapping.items()
-            if self.spec.column(name).kind in ("date", "timestamp") and self.t[src].type().is_string()
+            if self.spec.column(name).kind in ("date", "timestamp")
+            and self.t[src].type().is_string()
         }
         if texts:
-            t = self.t.mutate(**{f"_f__{n}": parsers.fast_timestamp(self.t[s]) for n, s in texts.items()})
+            t = self.t.mutate(
+                **{f"_f__{n}": parsers.fast_timestamp(self.t[s]) for n, s in texts.items()}
+            )
             pre: dict[str, ir.Value] = {}
             for name, src in texts.items():
-                parts = parsers.timestamp_parts(t[src], orders.get(name, "dmy"), t[f"_f__{name}"].notnull())
+                parts = parsers.timestamp_parts(
+                    t[src], orders.get(name, "dmy"), t[f"_f__{name}"].notnull()
+                )
                 pre.update({f"_p__{name}__{k}": v for k, v in parts.items()})
             self.t = t.mutate(**pre)
         plan = self.build_plan(decimals, orders)
@@ -431,8 +454,16 @@ class _FileIngest:
                 fires = fires & ~e
             reasons = reasons + ibis.ifelse(fires, f"{c.column} {c.message}; ", "")
         none = ibis.null("string")
-        first_col = ibis.cases(*((f, c.column) for f, c in zip(flags, checks, strict=True)), else_=none) if checks else none
-        first_val = ibis.cases(*((f, l2[f"_w{i}"]) for i, f in enumerate(flags)), else_=none) if checks else none
+        first_col = (
+            ibis.cases(*((f, c.column) for f, c in zip(flags, checks, strict=True)), else_=none)
+            if checks
+            else none
+        )
+        first_val = (
+            ibis.cases(*((f, l2[f"_w{i}"]) for i, f in enumerate(flags)), else_=none)
+            if checks
+            else none
+        )
         expr = l2.select(
             "_row",
             *[name for name in values],
@@ -508,7 +539,9 @@ class _FileIngest:
         reason = s._reasons
         if policy == "quarantine":
             reason = reason + ibis.ifelse(
-                exact, ibis.literal("exact duplicate of row ") + first_same.cast("string") + "; ", ""
+                exact,
+                ibis.literal("exact duplicate of row ") + first_same.cast("string") + "; ",
+                "",
             )
         s = s.mutate(_dup=exact)
         key = list(spec.key)
@@ -522,8 +555,12 @@ class _FileIngest:
             )
         s = s.mutate(_reasons=reason, _loaded=ibis.literal(False))
         if spec.name == "transactions" and self.wh.has(spec.name):
-            stored = self.wh.table(spec.name).select(*key).distinct().mutate(_hit=ibis.literal(True))
-            s = s.left_join(stored, key).drop([f"{k}_right" for k in key if f"{k}_right" in s.columns])
+            stored = (
+                self.wh.table(spec.name).select(*key).distinct().mutate(_hit=ibis.literal(True))
+            )
+            s = s.left_join(stored, key).drop(
+                [f"{k}_right" for k in key if f"{k}_right" in s.columns]
+            )
             s = s.mutate(
                 _loaded=s._hit.fill_null(False),
                 _reasons=s._reasons
@@ -584,9 +621,7 @@ def ingest(
     [1]
     """
     if table not in INGESTIBLE:
-        raise InputError(
-            f"unknown table '{table}'", f"choose one of: {', '.join(INGESTIBLE)}"
-        )
+        raise InputError(f"unknown table '{table}'", f"choose one of: {', '.join(INGESTIBLE)}")
     settings = (settings or load_settings()).with_overrides(
         date_order=date_order, decimal=decimal, duplicates=duplicates
     )
@@ -727,28 +762,38 @@ def _write(
     report.batch_id = batch_id
     ok = stage._reasons == ""
     has_cid = "customer_id" in stage.columns
-    counts = stage.aggregate(
-        quarantined=(~ok).cast("int64").sum().fill_null(0),
-        duplicates=stage._dup.cast("int64").sum().fill_null(0),
-        loaded=stage._loaded.cast("int64").sum().fill_null(0),
-        anonymous=(ok & stage.customer_id.isnull()).cast("int64").sum().fill_null(0)
-        if has_cid and spec.name in ("transactions", "events")
-        else ibis.literal(0, "int64"),
-    ).to_pyarrow().to_pylist()[0]
+    counts = (
+        stage.aggregate(
+            quarantined=(~ok).cast("int64").sum().fill_null(0),
+            duplicates=stage._dup.cast("int64").sum().fill_null(0),
+            loaded=stage._loaded.cast("int64").sum().fill_null(0),
+            anonymous=(ok & stage.customer_id.isnull()).cast("int64").sum().fill_null(0)
+            if has_cid and spec.name in ("transactions", "events")
+            else ibis.literal(0, "int64"),
+        )
+        .to_pyarrow()
+        .to_pylist()[0]
+    )
     canonical = [c.name for c in spec.columns]
-    accepted = stage.filter(ok).select(
-        *canonical, batch_id=ibis.literal(batch_id), source_row=stage._row
-    ).cast(spec.ibis_schema)
-    rejected = stage.filter(~ok).select(
-        batch_id=ibis.literal(batch_id),
-        table_name=ibis.literal(spec.name),
-        file=ibis.literal(raw.file),
-        source_row=stage._row,
-        column=stage._first_col,
-        value=stage._first_val,
-        reason=stage._reasons.re_replace(r";\s*$", ""),
-        raw=stage._raw,
-    ).cast(QUARANTINE.ibis_schema)
+    accepted = (
+        stage.filter(ok)
+        .select(*canonical, batch_id=ibis.literal(batch_id), source_row=stage._row)
+        .cast(spec.ibis_schema)
+    )
+    rejected = (
+        stage.filter(~ok)
+        .select(
+            batch_id=ibis.literal(batch_id),
+            table_name=ibis.literal(spec.name),
+            file=ibis.literal(raw.file),
+            source_row=stage._row,
+            column=stage._first_col,
+            value=stage._first_val,
+            reason=stage._reasons.re_replace(r";\s*$", ""),
+            raw=stage._raw,
+        )
+        .cast(QUARANTINE.ibis_schema)
+    )
     report.rows_read = n_rows + n_bad_lines
     report.quarantined = int(counts["quarantined"]) + n_bad_lines
     report.accepted = n_rows - int(counts["quarantined"])
@@ -758,7 +803,10 @@ def _write(
         stored = wh.table(spec.name).select(*spec.key)
         report.updated = int(accepted.semi_join(stored, list(spec.key)).count().execute())
     reasons = (
-        rejected.group_by(rejected.reason).aggregate(n=rejected.count()).order_by(ibis.desc("n")).limit(10)
+        rejected.group_by(rejected.reason)
+        .aggregate(n=rejected.count())
+        .order_by(ibis.desc("n"))
+        .limit(10)
     )
     report.reasons = {r["reason"]: int(r["n"]) for r in reasons.to_pyarrow().to_pylist()}
     if n_bad_lines:
@@ -771,7 +819,9 @@ def _write(
             "file": [raw.file],
             "sheet": pa.array([raw.sheet], pa.string()),
             "file_sha256": [sha],
-            "loaded_at": pa.array([_dt.datetime.now(_dt.UTC).replace(tzinfo=None)], pa.timestamp("us")),
+            "loaded_at": pa.array(
+                [_dt.datetime.now(_dt.UTC).replace(tzinfo=None)], pa.timestamp("us")
+            ),
             "rows_read": [report.rows_read],
             "accepted": [report.accepted],
             "quarantined": [report.quarantined],
@@ -792,7 +842,9 @@ def _write(
             wh.insert(QUARANTINE.name, malformed)
         # Listeners may stop here (tests kill the process) to prove the batch is all-or-nothing.
         progress.step("before_commit", batch_id)
-        wh.insert(INGEST_BATCHES.name, wh.from_arrow(batch_row, "batch").cast(INGEST_BATCHES.ibis_schema))
+        wh.insert(
+            INGEST_BATCHES.name, wh.from_arrow(batch_row, "batch").cast(INGEST_BATCHES.ibis_schema)
+        )
     progress.step("done", f"{report.accepted} accepted, {report.quarantined} quarantined")
     return report
 

@@ -61,7 +61,8 @@ def auto_map(
     missing_src = sorted(v for v in overrides.values() if v is not None and v not in source_columns)
     if missing_src:
         raise InputError(
-            f"mapping refers to column(s) {', '.join(repr(m) for m in missing_src)} not in the file",
+            "mapping refers to column(s) "
+            f"{', '.join(repr(m) for m in missing_src)} not in the file",
             f"the file's columns are: {', '.join(source_columns)}",
         )
     by_norm: dict[str, str] = {}
@@ -74,14 +75,14 @@ def auto_map(
         if col.name in overrides:
             continue
         for syn in (col.name, *col.synonyms):
-            src = by_norm.get(normalise_name(syn))
-            if src is not None and src not in used:
-                result[col.name] = src
-                used.add(src)
+            found = by_norm.get(normalise_name(syn))
+            if found is not None and found not in used:
+                result[col.name] = found
+                used.add(found)
                 break
-    for name, src in overrides.items():
-        if src is not None:
-            result[name] = src
+    for name, chosen in overrides.items():
+        if chosen is not None:
+            result[name] = chosen
     return {c.name: result[c.name] for c in table.columns if c.name in result}
 
 

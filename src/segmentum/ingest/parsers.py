@@ -35,7 +35,9 @@ def blank_to_null(s: ir.StringValue) -> ir.StringValue:
     """Trimmed text, with empty strings and the usual null spellings turned into NULL."""
     t = s.strip()
     return ibis.ifelse(
-        one_of(t.lower(), ["", "null", "none", "nan", "n/a", "na", "#n/a", "-"]), ibis.null("string"), t
+        one_of(t.lower(), ["", "null", "none", "nan", "n/a", "na", "#n/a", "-"]),
+        ibis.null("string"),
+        t,
     )
 
 
@@ -70,7 +72,11 @@ def parse_number(s: ir.StringValue, decimal: str) -> tuple[ir.FloatingValue, ir.
     text = blank_to_null(s)
     # Fast path: plain numbers ("12.5", or "12,5" in a comma column) cast directly; only the
     # rest (thousands separators, currency, accounting negatives) go through the regexes.
-    plain = text if decimal == "." else ibis.ifelse(text.contains("."), ibis.null("string"), text.replace(",", "."))
+    plain = (
+        text
+        if decimal == "."
+        else ibis.ifelse(text.contains("."), ibis.null("string"), text.replace(",", "."))
+    )
     fast = plain.try_cast("float64")
     fast_ok = fast.notnull() & ~fast.isinf() & ~fast.isnan()
     core = text.re_replace(_CURRENCY, "")
@@ -89,7 +95,10 @@ def parse_number(s: ir.StringValue, decimal: str) -> tuple[ir.FloatingValue, ir.
 _YMD = r"^(\d{4})[-/.](\d{1,2})[-/.](\d{1,2})(?:$|[T\s])"
 _XYZ = r"^(\d{1,2})[-/.](\d{1,2})[-/.](\d{4}|\d{2})(?:$|[T\s])"
 _COMPACT = r"^(\d{4})(\d{2})(\d{2})(?:$|[T\s])"
-_TIME = r"[T\s]\s*(\d{1,2}):(\d{2})(?::(\d{2}))?(?:[.,]\d+)?\s*(?:([AaPp])\.?[Mm]\.?)?\s*(?:Z|[+-]\d{2}:?\d{2})?$"
+_TIME = (
+    r"[T\s]\s*(\d{1,2}):(\d{2})(?::(\d{2}))?(?:[.,]\d+)?\s*"
+    r"(?:([AaPp])\.?[Mm]\.?)?\s*(?:Z|[+-]\d{2}:?\d{2})?$"
+)
 _OFFSET = r"\d:\d{2}(?::\d{2}(?:[.,]\d+)?)?\s*(Z|([+-])(\d{2}):?(\d{2}))$"
 
 
@@ -128,7 +137,9 @@ _ISO_PLAIN = r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?)?$"
 def fast_timestamp(s: ir.StringValue) -> ir.TimestampValue:
     """Plain ISO values (``2024-03-05 14:30:00``) cast directly; NULL for anything else."""
     text = s.strip()
-    return ibis.ifelse(text.re_search(_ISO_PLAIN), text.try_cast("timestamp"), ibis.null("timestamp"))
+    return ibis.ifelse(
+        text.re_search(_ISO_PLAIN), text.try_cast("timestamp"), ibis.null("timestamp")
+    )
 
 
 PARTS = ("present", "year", "month", "day", "hour", "minute", "second", "pm", "offset")
@@ -158,16 +169,18 @@ def timestamp_parts(
     off_m = text.re_extract(_OFFSET, 4).try_cast("int64")
     parts: dict[str, ir.Value] = {
         "present": text.notnull(),
-        "year": text.re_extract(_YMD, 1).try_cast("int64").coalesce(
+        "year": text.re_extract(_YMD, 1)
+        .try_cast("int64")
+        .coalesce(
             ibis.ifelse(y2 < 100, ibis.ifelse(y2 < 70, y2 + 2000, y2 + 1900), y2),
             text.re_extract(_COMPACT, 1).try_cast("int64"),
         ),
-        "month": text.re_extract(_YMD, 2).try_cast("int64").coalesce(
-            m2, text.re_extract(_COMPACT, 2).try_cast("int64")
-        ),
-        "day": text.re_extract(_YMD, 3).try_cast("int64").coalesce(
-            d2, text.re_extract(_COMPACT, 3).try_cast("int64")
-        ),
+        "month": text.re_extract(_YMD, 2)
+        .try_cast("int64")
+        .coalesce(m2, text.re_extract(_COMPACT, 2).try_cast("int64")),
+        "day": text.re_extract(_YMD, 3)
+        .try_cast("int64")
+        .coalesce(d2, text.re_extract(_COMPACT, 3).try_cast("int64")),
         "hour": ibis.ifelse(has_time, text.re_extract(_TIME, 1).try_cast("int64"), 0),
         "minute": ibis.ifelse(has_time, text.re_extract(_TIME, 2).try_cast("int64"), 0),
         "second": ibis.ifelse(
@@ -179,7 +192,8 @@ def timestamp_parts(
     if skip is None:
         return parts
     return {
-        k: v if k == "present" else ibis.ifelse(skip, ibis.null(v.type()), v) for k, v in parts.items()
+        k: v if k == "present" else ibis.ifelse(skip, ibis.null(v.type()), v)
+        for k, v in parts.items()
     }
 
 
@@ -219,8 +233,17 @@ def assemble_timestamp(
         return v.cast("string").lpad(n, "0")
 
     iso = (
-        pad(year, 4) + "-" + pad(month, 2) + "-" + pad(day, 2) + " "
-        + pad(hour, 2) + ":" + pad(minute, 2) + ":" + pad(second, 2)
+        pad(year, 4)
+        + "-"
+        + pad(month, 2)
+        + "-"
+        + pad(day, 2)
+        + " "
+        + pad(hour, 2)
+        + ":"
+        + pad(minute, 2)
+        + ":"
+        + pad(second, 2)
     )
     value = ibis.ifelse(valid, iso, ibis.null("string")).cast("timestamp")
     if fast is not None:
@@ -251,7 +274,10 @@ def normalise_gender(s: ir.StringValue) -> ir.StringValue:
     t = blank_to_null(s).lower()
     return ibis.cases(
         (one_of(t, ["f", "female", "woman", "w", "mujer", "femenino", "fem"]), "female"),
-        (one_of(t, ["m", "male", "man", "h", "hombre", "masculino", "masc", "varon", "varón"]), "male"),
+        (
+            one_of(t, ["m", "male", "man", "h", "hombre", "masculino", "masc", "varon", "varón"]),
+            "male",
+        ),
         (one_of(t, ["o", "other", "otro", "otra", "x", "nb", "non-binary", "no binario"]), "other"),
         else_=t,
     )

@@ -117,7 +117,10 @@ def sniff_delimiter(sample: str) -> str:
 def _transcode(path: Path, encoding: str) -> Path:
     """Stream a non-UTF-8 text file into a UTF-8 temporary copy (bounded memory)."""
     out = Path(tempfile.mkstemp(prefix="segmentum-", suffix=".csv")[1])
-    with path.open("r", encoding=encoding, newline="") as src, out.open("w", encoding="utf-8", newline="") as dst:
+    with (
+        path.open("r", encoding=encoding, newline="") as src,
+        out.open("w", encoding="utf-8", newline="") as dst,
+    ):
         while chunk := src.read(_CHUNK):
             dst.write(chunk)
     return out
@@ -129,7 +132,9 @@ def read_csv(wh: Warehouse, path: Path) -> RawSource:
         head = fh.read(SNIFF_BYTES)
     sample = head.decode(encoding, errors="replace").lstrip("\ufeff")
     if not sample.strip():
-        raise InputError(f"{path}: the file is empty", "export the data again; the file has no rows")
+        raise InputError(
+            f"{path}: the file is empty", "export the data again; the file has no rows"
+        )
     delimiter = sniff_delimiter(sample)
     cleanup: list[Path] = []
     readable = path
@@ -189,10 +194,14 @@ def read_excel(wh: Warehouse, path: Path, sheet: str) -> RawSource:
     try:
         rows = CalamineWorkbook.from_path(str(path)).get_sheet_by_name(sheet).to_python()
     except Exception as exc:
-        raise InputError(f"{path} [{sheet}]: cannot read the sheet ({exc})", "check the sheet name") from exc
+        raise InputError(
+            f"{path} [{sheet}]: cannot read the sheet ({exc})", "check the sheet name"
+        ) from exc
     rows = [r for r in rows if any(c not in (None, "") for c in r)]
     if not rows:
-        raise InputError(f"{path} [{sheet}]: the sheet is empty", "choose another sheet with --sheet")
+        raise InputError(
+            f"{path} [{sheet}]: the sheet is empty", "choose another sheet with --sheet"
+        )
     header = [_cell_text(c) or f"column_{i + 1}" for i, c in enumerate(rows[0])]
     body = rows[1:]
     columns = {
@@ -228,20 +237,31 @@ def read_jsonl(wh: Warehouse, path: Path) -> RawSource:
     return RawSource(table, str(path), None, "jsonl")
 
 
-def open_sources(wh: Warehouse, path: Path, sheet: str | None = None) -> list[tuple[Path, str | None]]:
+def open_sources(
+    wh: Warehouse, path: Path, sheet: str | None = None
+) -> list[tuple[Path, str | None]]:
     """The (file, sheet) pairs to load: every sheet of a workbook unless one is chosen."""
     if not path.exists():
-        raise InputError(f"{path}: no such file", "check the path (relative paths start where you run the command)")
+        raise InputError(
+            f"{path}: no such file",
+            "check the path (relative paths start where you run the command)",
+        )
     if path.is_dir():
-        raise InputError(f"{path}: is a folder, not a file", "give the files inside it, e.g. folder/*.csv")
+        raise InputError(
+            f"{path}: is a folder, not a file", "give the files inside it, e.g. folder/*.csv"
+        )
     if path.stat().st_size == 0:
-        raise InputError(f"{path}: the file is empty", "export the data again; the file has no rows")
+        raise InputError(
+            f"{path}: the file is empty", "export the data again; the file has no rows"
+        )
     if file_format(path) != "excel":
         return [(path, None)]
     sheets = excel_sheets(path)
     if sheet is not None:
         if sheet not in sheets:
-            raise InputError(f"{path}: no sheet named '{sheet}'", f"the sheets are: {', '.join(sheets)}")
+            raise InputError(
+                f"{path}: no sheet named '{sheet}'", f"the sheets are: {', '.join(sheets)}"
+            )
         return [(path, sheet)]
     return [(path, s) for s in sheets]
 

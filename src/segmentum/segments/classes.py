@@ -32,12 +32,22 @@ class RfmRule:
 RFM_RULES: tuple[RfmRule, ...] = (
     RfmRule("Champions", "Campeones", (5, 5), (4, 5), "Bought recently, buy often."),
     RfmRule("Loyal", "Leales", (3, 4), (4, 5), "Buy often; not the very latest buyers."),
-    RfmRule("Potential Loyalist", "Potenciales leales", (4, 5), (2, 3), "Recent, with a few purchases."),
+    RfmRule(
+        "Potential Loyalist", "Potenciales leales", (4, 5), (2, 3), "Recent, with a few purchases."
+    ),
     RfmRule("New", "Nuevos", (5, 5), (1, 1), "First purchase very recently."),
     RfmRule("Promising", "Prometedores", (4, 4), (1, 1), "Recent first purchase."),
     RfmRule("Need Attention", "Requieren atención", (3, 3), (3, 3), "Average on both; slipping."),
-    RfmRule("About to Sleep", "A punto de dormirse", (3, 3), (1, 2), "Below average recency and frequency."),
-    RfmRule("Can't Lose Them", "No podemos perderlos", (1, 2), (5, 5), "Bought the most, long ago."),
+    RfmRule(
+        "About to Sleep",
+        "A punto de dormirse",
+        (3, 3),
+        (1, 2),
+        "Below average recency and frequency.",
+    ),
+    RfmRule(
+        "Can't Lose Them", "No podemos perderlos", (1, 2), (5, 5), "Bought the most, long ago."
+    ),
     RfmRule("At Risk", "En riesgo", (1, 2), (3, 4), "Bought often, long ago."),
     RfmRule("Lost", "Perdidos", (1, 1), (1, 1), "One purchase, long ago."),
     RfmRule("Hibernating", "Hibernando", (1, 2), (1, 2), "Few purchases, long ago."),
@@ -49,11 +59,19 @@ def load_rfm_rules(path: str | Path) -> tuple[RfmRule, ...]:
     try:
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
         rules = tuple(
-            RfmRule(d["name"], d.get("name_es", d["name"]), tuple(d["r"]), tuple(d["f"]), d.get("description", ""))  # type: ignore[arg-type]
+            RfmRule(
+                d["name"],
+                d.get("name_es", d["name"]),
+                tuple(d["r"]),
+                tuple(d["f"]),
+                d.get("description", ""),
+            )
             for d in data
         )
     except (OSError, yaml.YAMLError, KeyError, TypeError) as exc:
-        raise ConfigError(f"RFM rule file {path} cannot be used: {exc}", "see docs/classes.md for the format") from exc
+        raise ConfigError(
+            f"RFM rule file {path} cannot be used: {exc}", "see docs/classes.md for the format"
+        ) from exc
     check_rfm_rules(rules)
     return rules
 
@@ -67,7 +85,9 @@ def check_rfm_rules(rules: Sequence[RfmRule]) -> None:
         if not any(x.r[0] <= r <= x.r[1] and x.f[0] <= f <= x.f[1] for x in rules)
     ]
     if uncovered:
-        raise ConfigError(f"the RFM rules leave {', '.join(uncovered)} without a segment", "add or widen a rule")
+        raise ConfigError(
+            f"the RFM rules leave {', '.join(uncovered)} without a segment", "add or widen a rule"
+        )
 
 
 def quintile(value: ir.NumericValue, *, descending: bool = False) -> ir.IntegerValue:
@@ -91,8 +111,12 @@ def rfm(features: ir.Table, rules: Sequence[RfmRule] = RFM_RULES) -> ir.Table:
     cond = [(r.between(x.r[0], x.r[1]) & fr.between(x.f[0], x.f[1])) for x in rules]
     return scored.mutate(
         rfm_code=r.cast("string") + fr.cast("string") + scored.m_score.cast("string"),
-        rfm_segment=ibis.cases(*((c, x.name) for c, x in zip(cond, rules, strict=True)), else_=ibis.null("string")),
-        rfm_segment_es=ibis.cases(*((c, x.name_es) for c, x in zip(cond, rules, strict=True)), else_=ibis.null("string")),
+        rfm_segment=ibis.cases(
+            *((c, x.name) for c, x in zip(cond, rules, strict=True)), else_=ibis.null("string")
+        ),
+        rfm_segment_es=ibis.cases(
+            *((c, x.name_es) for c, x in zip(cond, rules, strict=True)), else_=ibis.null("string")
+        ),
     )
 
 
@@ -146,7 +170,9 @@ def lifecycle(features: ir.Table, cuts: LifecycleCuts = LifecycleCuts()) -> ir.T
         (ratio <= cuts.lost, "lapsed"),
         else_="lost",
     )
-    return f.select("customer_id", lifecycle_stage=stage, expected_gap_days=expected, recency_ratio=ratio)
+    return f.select(
+        "customer_id", lifecycle_stage=stage, expected_gap_days=expected, recency_ratio=ratio
+    )
 
 
 def classify(
@@ -159,6 +185,8 @@ def classify(
     """The ``customer_classes`` rows for one ``as_of``: RFM, value tier and lifecycle."""
     out = rfm(features, rules)
     out = out.left_join(value_tiers(features, tier_cuts), "customer_id").drop("customer_id_right")
-    out = out.left_join(lifecycle(features, lifecycle_cuts), "customer_id").drop("customer_id_right")
+    out = out.left_join(lifecycle(features, lifecycle_cuts), "customer_id").drop(
+        "customer_id_right"
+    )
     out = out.left_join(features.select("customer_id", "as_of"), "customer_id")
     return out.drop("customer_id_right")
