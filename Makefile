@@ -41,7 +41,7 @@ unit: install java
 test: lint typecheck unit
 
 bench: install java
-	$(BIN)/python benchmarks/run_all.py
+	cd benchmarks && ../$(BIN)/python run_all.py
 
 clean:
 	rm -rf $(VENV) segmentum.duckdb segmentum.duckdb.wal $(DEMO_DIR) bench-data

@@ -56,6 +56,11 @@ SETTINGS: tuple[Setting, ...] = (
         "UTC",
         "Time zone of the business: timestamps carrying a UTC offset are converted to it.",
     ),
+    Setting(
+        "memory_limit",
+        "1GB",
+        "DuckDB: memory the engine may use before it spills to disk (e.g. 1GB, 4GB).",
+    ),
     Setting("currency", "EUR", "Currency label used in summaries."),
     Setting("weeks", True, "Express buy-till-you-die times in weeks (days / 7) instead of days."),
     Setting(
@@ -78,6 +83,7 @@ class Settings:
     decimal: str = _DEFAULTS["decimal"]
     duplicates: str = _DEFAULTS["duplicates"]
     timezone: str = _DEFAULTS["timezone"]
+    memory_limit: str = _DEFAULTS["memory_limit"]
     currency: str = _DEFAULTS["currency"]
     weeks: bool = _DEFAULTS["weeks"]
     value_tier_cuts: tuple[float, float] = field(default=_DEFAULTS["value_tier_cuts"])

@@ -49,9 +49,9 @@ SEGMENTS: tuple[Planted, ...] = (
     Planted(
         "loyal_high_value",
         0.10,
-        1 / 14,
+        1 / 30,
         2000,
-        95.0,
+        60.0,
         2.5,
         0.05,
         (18, 21),
@@ -63,7 +63,7 @@ SEGMENTS: tuple[Planted, ...] = (
     Planted(
         "promo_hunter",
         0.15,
-        1 / 30,
+        1 / 60,
         900,
         22.0,
         1.0,
@@ -77,7 +77,7 @@ SEGMENTS: tuple[Planted, ...] = (
     Planted(
         "seasonal",
         0.15,
-        1 / 9,
+        1 / 18,
         2000,
         55.0,
         1.5,
@@ -105,7 +105,7 @@ SEGMENTS: tuple[Planted, ...] = (
     Planted(
         "lapsing",
         0.20,
-        1 / 20,
+        1 / 40,
         150,
         45.0,
         1.2,

@@ -585,3 +585,25 @@ ALL_TABLES: dict[str, Table] = {
     "quarantine": QUARANTINE,
     "ingest_batches": INGEST_BATCHES,
 }
+
+
+def to_markdown() -> str:
+    """The data model as Markdown tables (kept in docs/data-model.md; a test checks they match)."""
+    out: list[str] = []
+    for t in ALL_TABLES.values():
+        out.append(f"### `{t.name}`\n\n{t.doc}")
+        if t.key:
+            out.append(f"\nKey: {', '.join(f'`{k}`' for k in t.key)}.")
+        if t.required:
+            groups = [" or ".join(f"`{c}`" for c in g) for g in t.required]
+            out.append(f" Required: {'; '.join(groups)}.")
+        out.append("\n\n| column | type | meaning | also recognised as |\n|---|---|---|---|")
+        for c in t.all_columns:
+            syn = ", ".join(f"`{s}`" for s in c.synonyms if s != c.name)
+            out.append(f"\n| `{c.name}` | {KIND_DTYPES[c.kind]} | {c.doc} | {syn} |")
+        out.append("\n\n")
+    return "".join(out).rstrip() + "\n"
+
+
+if __name__ == "__main__":  # pragma: no cover
+    print(to_markdown(), end="")

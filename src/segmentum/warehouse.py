@@ -6,6 +6,7 @@ Everything else receives a :class:`Warehouse` and works with Ibis table expressi
 from __future__ import annotations
 
 import contextlib
+import re
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -211,6 +212,18 @@ class Warehouse:
                 removed += int(orphans)
         return removed
 
+    @contextlib.contextmanager
+    def file_order(self) -> Iterator[None]:
+        """Inside the block, scans keep file order (row numbers then match the file's rows)."""
+        if self.engine != "duckdb":
+            yield
+            return
+        self.con.raw_sql("SET preserve_insertion_order = true")
+        try:
+            yield
+        finally:
+            self.con.raw_sql("SET preserve_insertion_order = false")
+
     # ---------------------------------------------------------------- reading
     def read_csv(self, path: Path, *, delimiter: str, rejects: str) -> ir.Table:
         """Read a UTF-8 CSV with every column as text; malformed lines go to ``rejects``."""
@@ -291,7 +304,9 @@ def _duckdb_path(rest: str) -> str:
     return rest
 
 
-def connect(url: str | None = None, *, spark_session: Any = None) -> Warehouse:
+def connect(
+    url: str | None = None, *, spark_session: Any = None, memory_limit: str | None = None
+) -> Warehouse:
     """Open the warehouse at ``url``.
 
     Parameters
@@ -302,6 +317,8 @@ def connect(url: str | None = None, *, spark_session: Any = None) -> Warehouse:
         tables in ``dir``), or ``postgres://user:password@host/db``.
     spark_session
         An existing SparkSession to use (a cluster's), instead of starting a local one.
+    memory_limit
+        DuckDB only: the most memory the engine may use before spilling to disk ("2GB").
 
     Examples
     --------
@@ -310,12 +327,23 @@ def connect(url: str | None = None, *, spark_session: Any = None) -> Warehouse:
     'duckdb'
     """
     url = url or DEFAULT_URL
+    if memory_limit is None:
+        from segmentum.config import load_settings
+
+        memory_limit = load_settings().memory_limit
+    if memory_limit and not re.fullmatch(r"\d+(\.\d+)?\s*[KMGT]i?B", memory_limit.strip(), re.I):
+        raise WarehouseError(f"memory_limit {memory_limit!r} is not a size", "write it like 1GB or 512MB")
     try:
         if url.startswith("duckdb://"):
             path = _duckdb_path(url[len("duckdb://") :])
             if path and path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
             backend = ibis.duckdb.connect(path or ":memory:")
+            # Stored tables need no particular row order; dropping it lets big inserts stream.
+            backend.raw_sql("SET preserve_insertion_order = false")
+            backend.raw_sql("SET enable_progress_bar = false")
+            if memory_limit:
+                backend.raw_sql(f"SET memory_limit = '{memory_limit}'")
             return Warehouse(backend, url)
         if url.endswith(".duckdb"):
             return connect(f"duckdb:///{url}")

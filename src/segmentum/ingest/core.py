@@ -415,7 +415,6 @@ class _FileIngest:
 
         l1 = base.select(
             _row=base._row.cast("int64"),
-            _raw=self._raw_json(base),
             **plan.values,
             **{f"_b{i}": c.bad.fill_null(False) for i, c in enumerate(plan.checks)},
             **{f"_v{i}": c.value for i, c in enumerate(plan.checks)},
@@ -438,7 +437,6 @@ class _FileIngest:
 
         l2 = l1.select(
             _row=l1._row,
-            _raw=l1._raw,
             **{name: v.cast(self.spec.column(name).dtype) for name, v in values.items()},
             **{f"_c{i}": c.bad.fill_null(False) for i, c in enumerate(checks)},
             **{f"_w{i}": c.value for i, c in enumerate(checks)},
@@ -470,7 +468,6 @@ class _FileIngest:
             _reasons=reasons,
             _first_col=first_col,
             _first_val=first_val,
-            _raw=l2._raw,
             **{f"_bad__{k}": l2[f"_c{i}"] for k, i in typed_index.items()},
         )
         return self._add_duplicate_checks(expr)
@@ -504,28 +501,6 @@ class _FileIngest:
             values[k] = ibis.ifelse(self._offsets[k].notnull(), local, values[k])
         return values, base
 
-    def _raw_json(self, t: ir.Table) -> ir.StringValue:
-        """The row as read, as a JSON object of strings (so a rejected row can be rebuilt)."""
-        parts: list[ir.StringValue] = []
-        for i, c in enumerate(self.raw.columns):
-            v = _as_text(t[c])
-            esc = (
-                v.replace("\\", "\\\\")
-                .replace('"', '\\"')
-                .replace("\n", "\\n")
-                .replace("\r", "\\r")
-                .replace("\t", "\\t")
-            )
-            key = c.replace("\\", "\\\\").replace('"', '\\"')
-            item = ibis.literal(("" if i == 0 else ", ") + f'"{key}": ') + ibis.ifelse(
-                v.isnull(), "null", ibis.literal('"') + esc + '"'
-            )
-            parts.append(item)
-        out = ibis.literal("{")
-        for p in parts:
-            out = out + p
-        return out + "}"
-
     def _add_duplicate_checks(self, s: ir.Table) -> ir.Table:
         """Exact duplicates, repeated keys, and (for invoice lines) keys already stored."""
         spec, policy = self.spec, self.settings.duplicates
@@ -533,28 +508,31 @@ class _FileIngest:
         if spec.name == "transactions" and "line" not in self.mapping:
             w = ibis.window(group_by=s.invoice_id, order_by=s._row)
             s = s.mutate(line=(ibis.row_number().over(w) + 1).cast("int64"))
-        content = [c for c in mapped if c in s.columns] or ["_raw"]
-        first_same = s._row.min().over(ibis.window(group_by=[s[c] for c in content]))
-        exact = first_same != s._row
+        content = [c for c in mapped if c in s.columns]
+        # Window results become columns once, then are referenced (not recomputed) below.
+        s = s.mutate(_first_same=s._row.min().over(ibis.window(group_by=[s[c] for c in content])))
+        exact = s._first_same != s._row
         reason = s._reasons
         if policy == "quarantine":
             reason = reason + ibis.ifelse(
                 exact,
-                ibis.literal("exact duplicate of row ") + first_same.cast("string") + "; ",
+                ibis.literal("exact duplicate of row ") + s._first_same.cast("string") + "; ",
                 "",
             )
         s = s.mutate(_dup=exact)
         key = list(spec.key)
-        if key and all(k in s.columns for k in key):
-            first_key = s._row.min().over(ibis.window(group_by=[s[k] for k in key]))
-            repeated = (first_key != s._row) & ~exact
+        # Line numbers we assign ourselves are unique within an invoice: no need to check them.
+        own_keys = spec.name == "transactions" and "line" not in self.mapping
+        if key and all(k in s.columns for k in key) and not own_keys:
+            s = s.mutate(_first_key=s._row.min().over(ibis.window(group_by=[s[k] for k in key])))
+            repeated = (s._first_key != s._row) & ~s._dup
             reason = reason + ibis.ifelse(
                 repeated,
-                ibis.literal(f"{'/'.join(key)} repeats row ") + first_key.cast("string") + "; ",
+                ibis.literal(f"{'/'.join(key)} repeats row ") + s._first_key.cast("string") + "; ",
                 "",
             )
         s = s.mutate(_reasons=reason, _loaded=ibis.literal(False))
-        if spec.name == "transactions" and self.wh.has(spec.name):
+        if spec.name == "transactions" and int(self.wh.table(spec.name).count().execute()) > 0:
             stored = (
                 self.wh.table(spec.name).select(*key).distinct().mutate(_hit=ibis.literal(True))
             )
@@ -573,8 +551,30 @@ class _FileIngest:
         )
         return s.mutate(
             _first_col=first_col,
-            _raw=ibis.ifelse(s._reasons == "", ibis.null("string"), s._raw),
         )
+
+
+def _raw_json(t: ir.Table, columns: list[str]) -> ir.StringValue:
+    """The row as read, as a JSON object of strings (so a rejected row can be rebuilt)."""
+    parts: list[ir.StringValue] = []
+    for i, c in enumerate(columns):
+        v = _as_text(t[c])
+        esc = (
+            v.replace("\\", "\\\\")
+            .replace('"', '\\"')
+            .replace("\n", "\\n")
+            .replace("\r", "\\r")
+            .replace("\t", "\\t")
+        )
+        key = c.replace("\\", "\\\\").replace('"', '\\"')
+        item = ibis.literal(("" if i == 0 else ", ") + f'"{key}": ') + ibis.ifelse(
+            v.isnull(), "null", ibis.literal('"') + esc + '"'
+        )
+        parts.append(item)
+    out = ibis.literal("{")
+    for p in parts:
+        out = out + p
+    return out + "}"
 
 
 # -------------------------------------------------------------------------------- public
@@ -780,20 +780,22 @@ def _write(
         .select(*canonical, batch_id=ibis.literal(batch_id), source_row=stage._row)
         .cast(spec.ibis_schema)
     )
-    rejected = (
-        stage.filter(~ok)
-        .select(
-            batch_id=ibis.literal(batch_id),
-            table_name=ibis.literal(spec.name),
-            file=ibis.literal(raw.file),
-            source_row=stage._row,
-            column=stage._first_col,
-            value=stage._first_val,
-            reason=stage._reasons.re_replace(r";\s*$", ""),
-            raw=stage._raw,
-        )
-        .cast(QUARANTINE.ibis_schema)
-    )
+    # The raw text of rejected rows is rebuilt from the source by row number: carrying it for
+    # every row through the checks would cost memory for rows that are accepted anyway.
+    source = raw.table
+    source_json = source.select(_src_row=source._row, _raw=_raw_json(source, raw.columns))
+    bad = stage.filter(~ok)
+    bad = bad.join(source_json, bad._row == source_json._src_row)
+    rejected = bad.select(
+        batch_id=ibis.literal(batch_id),
+        table_name=ibis.literal(spec.name),
+        file=ibis.literal(raw.file),
+        source_row=bad._row,
+        column=bad._first_col,
+        value=bad._first_val,
+        reason=bad._reasons.re_replace(r";\s*$", ""),
+        raw=bad._raw,
+    ).cast(QUARANTINE.ibis_schema)
     report.rows_read = n_rows + n_bad_lines
     report.quarantined = int(counts["quarantined"]) + n_bad_lines
     report.accepted = n_rows - int(counts["quarantined"])

@@ -145,7 +145,8 @@ def read_csv(wh: Warehouse, path: Path) -> RawSource:
     try:
         view = wh.read_csv(readable, delimiter=delimiter, rejects=rejects)
         # One parse of the file: later steps scan this copy, and the scan fills ``rejects``.
-        table = wh.materialize(view.mutate(_row=ibis.row_number() + 1), "raw")
+        with wh.file_order():
+            table = wh.materialize(view.mutate(_row=ibis.row_number() + 1), "raw")
         malformed = wh.csv_rejects(rejects)
     except Exception as exc:
         raise InputError(
@@ -226,15 +227,15 @@ def read_parquet(wh: Warehouse, path: Path) -> RawSource:
 
 def read_jsonl(wh: Warehouse, path: Path) -> RawSource:
     try:
-        table = wh.read_json(path)
-        table = table.mutate(_row=ibis.row_number() + 1)
-        table.columns  # noqa: B018 - forces the schema to be read now, inside the try
+        with wh.file_order():
+            view = wh.read_json(path)
+            table = wh.materialize(view.mutate(_row=ibis.row_number() + 1), "raw")
     except Exception as exc:
         raise InputError(
             f"{path}: cannot be read as JSON lines ({str(exc).splitlines()[0]})",
             "each line must be one JSON object with the same keys",
         ) from exc
-    return RawSource(table, str(path), None, "jsonl")
+    return RawSource(table, str(path), None, "jsonl", temp_tables=[table.get_name()])
 
 
 def open_sources(

@@ -1,0 +1,125 @@
+"""Feature benchmark: segmentum's in-engine features vs a hand-written DuckDB GROUP BY (the
+practical limit) and the peers users would pick instead (lifetimes, pymc-marketing).
+
+    python benchmarks/bench_features.py
+
+Run bench_ingest.py first (it leaves bench-data/warehouse.duckdb). The peers run in
+.venv-peers (see benchmarks/README.md). Writes its table into docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+from common import DATA, PEERS_PY, ensure_demo, machine, measure, table, update_doc
+
+PREP = """
+import time, datetime as dt, duckdb
+db = {db!r}
+con = duckdb.connect(db)
+last = con.execute("select max(timestamp) from transactions").fetchone()[0]
+as_of = (last + dt.timedelta(days=1)).date()
+"""
+
+LIMIT = PREP + """
+t0 = time.perf_counter()
+con.execute(f'''
+CREATE OR REPLACE TABLE raw_summary AS
+WITH days AS (
+  SELECT customer_id, CAST(timestamp AS DATE) AS day, SUM(amount) AS value
+  FROM transactions
+  WHERE customer_id IS NOT NULL AND quantity > 0 AND timestamp < DATE '{{as_of}}'
+  GROUP BY 1, 2),
+firsts AS (SELECT customer_id, day, value, MIN(day) OVER (PARTITION BY customer_id) AS first FROM days)
+SELECT customer_id, COUNT(*) - 1 AS x,
+       DATE_DIFF('day', MIN(day), MAX(day)) / 7.0 AS t_x,
+       DATE_DIFF('day', MIN(day), DATE '{{as_of}}' - 1) / 7.0 AS T,
+       SUM(value) FILTER (WHERE day <> first) / NULLIF(COUNT(*) - 1, 0) AS monetary_value
+FROM firsts GROUP BY 1''')
+print("SECONDS=%f" % (time.perf_counter() - t0))
+print("CHECK", con.execute("select count(*), sum(x), round(sum(T), 3) from raw_summary").fetchone())
+"""
+
+SEGMENTUM_BTYD = PREP.replace("con = duckdb.connect(db)", "import segmentum\\nwh = segmentum.connect('duckdb:///' + db)\\ncon = wh.con.con") + """
+from segmentum.features import btyd_summary
+t0 = time.perf_counter()
+s = wh.write("btyd_summary", btyd_summary(wh.table("transactions"), as_of))
+print("SECONDS=%f" % (time.perf_counter() - t0))
+print("CHECK", con.execute("select count(*), sum(x), round(sum(T), 3) from btyd_summary").fetchone())
+"""
+
+SEGMENTUM_ALL = PREP.replace("con = duckdb.connect(db)", "import segmentum\\nwh = segmentum.connect('duckdb:///' + db)\\ncon = wh.con.con") + """
+from segmentum.features import customer_features
+t0 = time.perf_counter()
+f = wh.write("customer_features", customer_features(wh.table("transactions"), as_of))
+print("SECONDS=%f" % (time.perf_counter() - t0))
+print("CHECK", con.execute("select count(*), sum(x), round(sum(T), 3) from customer_features").fetchone())
+"""
+
+PEER_LOAD = """
+import time, pandas as pd, pyarrow.parquet as pq
+t = pq.read_table({path!r}, columns=["CustomerID", "InvoiceDate", "Quantity", "UnitPrice", "Discount"]).to_pandas()
+t = t[t.CustomerID.notna() & (t.Quantity > 0)]
+t["amount"] = t.Quantity * t.UnitPrice - t.Discount
+end = t.InvoiceDate.max().normalize()
+"""
+
+LIFETIMES = PEER_LOAD + """
+from lifetimes.utils import summary_data_from_transaction_data
+t0 = time.perf_counter()
+s = summary_data_from_transaction_data(t, "CustomerID", "InvoiceDate", monetary_value_col="amount",
+    observation_period_end=end, freq="D", freq_multiplier=7)
+print("SECONDS=%f" % (time.perf_counter() - t0))
+print("CHECK", (len(s), int(s.frequency.sum()), round(float(s["T"].sum()), 3)))
+"""
+
+PYMC = PEER_LOAD + """
+from pymc_marketing.clv.utils import rfm_summary
+t0 = time.perf_counter()
+s = rfm_summary(t, "CustomerID", "InvoiceDate", monetary_value_col="amount",
+    observation_period_end=end, time_unit="D", time_scaler=7)
+print("SECONDS=%f" % (time.perf_counter() - t0))
+print("CHECK", (len(s), int(s.frequency.sum()), round(float(s["T"].sum()), 3)))
+"""
+
+
+def main() -> None:
+    files = ensure_demo(870_000)
+    src = DATA / "warehouse.duckdb"
+    if not src.exists():
+        raise SystemExit("run benchmarks/bench_ingest.py first")
+    db = DATA / "features.duckdb"
+    shutil.copy(src, db)
+    print("features benchmark")
+    limit = measure("limit: hand-written DuckDB GROUP BY (x, t_x, T, monetary)", LIMIT.format(db=str(db)), repeat=2)
+    btyd = measure("segmentum btyd_summary (same aggregates, via Ibis)", SEGMENTUM_BTYD.format(db=str(db)), repeat=2)
+    full = measure("segmentum customer_features (all 30+ features)", SEGMENTUM_ALL.format(db=str(db)))
+    rows = [limit, btyd, full]
+    notes = []
+    if PEERS_PY.exists():
+        path = str(files["transactions"])
+        for name, code in (("lifetimes 0.11.3 summary_data_from_transaction_data", LIFETIMES), ("pymc-marketing 0.19.2 rfm_summary", PYMC)):
+            try:
+                rows.append(measure(name, code.format(path=path), python=PEERS_PY))
+            except RuntimeError as exc:
+                notes.append(f"- {name}: did not finish ({str(exc).splitlines()[-1]})")
+    else:
+        notes.append("- peers not installed: create .venv-peers as described in benchmarks/README.md")
+    checks = "\n".join(f"- {r.name}: {line}" for r in rows for line in r.output.splitlines() if line.startswith("CHECK"))
+    body = f"""## Features (issue: customer features, RFM and value classification)
+
+Measured on {machine()}, on the demo's Parquet invoice lines ingested into DuckDB. Peers read the
+same lines into pandas (their load time is not counted, their memory is). Times are the best of
+the runs; the limit and btyd_summary rows are the best of two.
+
+{table(rows, limit)}
+
+Same answers (customers, sum of x, sum of T in weeks):
+{checks}
+{chr(10).join(notes)}
+"""
+    update_doc("features", body)
+
+
+if __name__ == "__main__":
+    main()

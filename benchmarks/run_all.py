@@ -1,0 +1,10 @@
+"""Run every benchmark in order and refresh docs/benchmarks.md."""
+
+from __future__ import annotations
+
+import bench_features
+import bench_ingest
+
+if __name__ == "__main__":
+    bench_ingest.main()
+    bench_features.main()
