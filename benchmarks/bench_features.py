@@ -21,7 +21,9 @@ last = con.execute("select max(timestamp) from transactions").fetchone()[0]
 as_of = (last + dt.timedelta(days=1)).date()
 """
 
-LIMIT = PREP + """
+LIMIT = (
+    PREP
+    + """
 t0 = time.perf_counter()
 con.execute(f'''
 CREATE OR REPLACE TABLE raw_summary AS
@@ -39,22 +41,35 @@ FROM firsts GROUP BY 1''')
 print("SECONDS=%f" % (time.perf_counter() - t0))
 print("CHECK", con.execute("select count(*), sum(x), round(sum(T), 3) from raw_summary").fetchone())
 """
+)
 
-SEGMENTUM_BTYD = PREP.replace("con = duckdb.connect(db)", "import segmentum\\nwh = segmentum.connect('duckdb:///' + db)\\ncon = wh.con.con") + """
+SEGMENTUM_BTYD = (
+    PREP.replace(
+        "con = duckdb.connect(db)",
+        "import segmentum\\nwh = segmentum.connect('duckdb:///' + db)\\ncon = wh.con.con",
+    )
+    + """
 from segmentum.features import btyd_summary
 t0 = time.perf_counter()
 s = wh.write("btyd_summary", btyd_summary(wh.table("transactions"), as_of))
 print("SECONDS=%f" % (time.perf_counter() - t0))
 print("CHECK", con.execute("select count(*), sum(x), round(sum(T), 3) from btyd_summary").fetchone())
 """
+)
 
-SEGMENTUM_ALL = PREP.replace("con = duckdb.connect(db)", "import segmentum\\nwh = segmentum.connect('duckdb:///' + db)\\ncon = wh.con.con") + """
+SEGMENTUM_ALL = (
+    PREP.replace(
+        "con = duckdb.connect(db)",
+        "import segmentum\\nwh = segmentum.connect('duckdb:///' + db)\\ncon = wh.con.con",
+    )
+    + """
 from segmentum.features import customer_features
 t0 = time.perf_counter()
 f = wh.write("customer_features", customer_features(wh.table("transactions"), as_of))
 print("SECONDS=%f" % (time.perf_counter() - t0))
 print("CHECK", con.execute("select count(*), sum(x), round(sum(T), 3) from customer_features").fetchone())
 """
+)
 
 PEER_LOAD = """
 import time, pandas as pd, pyarrow.parquet as pq
@@ -64,7 +79,9 @@ t["amount"] = t.Quantity * t.UnitPrice - t.Discount
 end = t.InvoiceDate.max().normalize()
 """
 
-LIFETIMES = PEER_LOAD + """
+LIFETIMES = (
+    PEER_LOAD
+    + """
 from lifetimes.utils import summary_data_from_transaction_data
 t0 = time.perf_counter()
 s = summary_data_from_transaction_data(t, "CustomerID", "InvoiceDate", monetary_value_col="amount",
@@ -72,8 +89,11 @@ s = summary_data_from_transaction_data(t, "CustomerID", "InvoiceDate", monetary_
 print("SECONDS=%f" % (time.perf_counter() - t0))
 print("CHECK", (len(s), int(s.frequency.sum()), round(float(s["T"].sum()), 3)))
 """
+)
 
-PYMC = PEER_LOAD + """
+PYMC = (
+    PEER_LOAD
+    + """
 from pymc_marketing.clv.utils import rfm_summary
 t0 = time.perf_counter()
 s = rfm_summary(t, "CustomerID", "InvoiceDate", monetary_value_col="amount",
@@ -81,6 +101,7 @@ s = rfm_summary(t, "CustomerID", "InvoiceDate", monetary_value_col="amount",
 print("SECONDS=%f" % (time.perf_counter() - t0))
 print("CHECK", (len(s), int(s.frequency.sum()), round(float(s["T"].sum()), 3)))
 """
+)
 
 
 def main() -> None:
@@ -91,21 +112,41 @@ def main() -> None:
     db = DATA / "features.duckdb"
     shutil.copy(src, db)
     print("features benchmark")
-    limit = measure("limit: hand-written DuckDB GROUP BY (x, t_x, T, monetary)", LIMIT.format(db=str(db)), repeat=2)
-    btyd = measure("segmentum btyd_summary (same aggregates, via Ibis)", SEGMENTUM_BTYD.format(db=str(db)), repeat=2)
-    full = measure("segmentum customer_features (all 30+ features)", SEGMENTUM_ALL.format(db=str(db)))
+    limit = measure(
+        "limit: hand-written DuckDB GROUP BY (x, t_x, T, monetary)",
+        LIMIT.format(db=str(db)),
+        repeat=2,
+    )
+    btyd = measure(
+        "segmentum btyd_summary (same aggregates, via Ibis)",
+        SEGMENTUM_BTYD.format(db=str(db)),
+        repeat=2,
+    )
+    full = measure(
+        "segmentum customer_features (all 30+ features)", SEGMENTUM_ALL.format(db=str(db))
+    )
     rows = [limit, btyd, full]
     notes = []
     if PEERS_PY.exists():
         path = str(files["transactions"])
-        for name, code in (("lifetimes 0.11.3 summary_data_from_transaction_data", LIFETIMES), ("pymc-marketing 0.19.2 rfm_summary", PYMC)):
+        for name, code in (
+            ("lifetimes 0.11.3 summary_data_from_transaction_data", LIFETIMES),
+            ("pymc-marketing 0.19.2 rfm_summary", PYMC),
+        ):
             try:
                 rows.append(measure(name, code.format(path=path), python=PEERS_PY))
             except RuntimeError as exc:
                 notes.append(f"- {name}: did not finish ({str(exc).splitlines()[-1]})")
     else:
-        notes.append("- peers not installed: create .venv-peers as described in benchmarks/README.md")
-    checks = "\n".join(f"- {r.name}: {line}" for r in rows for line in r.output.splitlines() if line.startswith("CHECK"))
+        notes.append(
+            "- peers not installed: create .venv-peers as described in benchmarks/README.md"
+        )
+    checks = "\n".join(
+        f"- {r.name}: {line}"
+        for r in rows
+        for line in r.output.splitlines()
+        if line.startswith("CHECK")
+    )
     body = f"""## Features (issue: customer features, RFM and value classification)
 
 Measured on {machine()}, on the demo's Parquet invoice lines ingested into DuckDB. Peers read the

@@ -11,6 +11,7 @@ import argparse
 import shutil
 
 import pyarrow.parquet as pq
+
 from common import DATA, ensure_demo, machine, measure, table, update_doc
 
 SEGMENTUM = """
@@ -54,8 +55,14 @@ def main() -> None:
     path = str(files["transactions"])
     lines = pq.ParquetFile(path).metadata.num_rows
     print(f"ingest benchmark: {lines:,} invoice lines (Parquet)")
-    seg = measure("segmentum ingest (map, validate, dedupe, quarantine)", SEGMENTUM.format(path=path, db=fresh("ingest-seg.duckdb")))
-    raw = measure("limit: DuckDB CREATE TABLE AS read_parquet", RAW_PARQUET.format(path=path, db=fresh("ingest-raw.duckdb")))
+    seg = measure(
+        "segmentum ingest (map, validate, dedupe, quarantine)",
+        SEGMENTUM.format(path=path, db=fresh("ingest-seg.duckdb")),
+    )
+    raw = measure(
+        "limit: DuckDB CREATE TABLE AS read_parquet",
+        RAW_PARQUET.format(path=path, db=fresh("ingest-raw.duckdb")),
+    )
     shutil.copy(DATA / "ingest-seg.duckdb", DATA / "warehouse.duckdb")
 
     from segmentum import demo
@@ -66,8 +73,14 @@ def main() -> None:
     with open(csv_path, "rb") as fh:
         csv_lines = sum(1 for _ in fh) - 1
     print(f"ingest benchmark: {csv_lines:,} invoice lines (CSV, every value parsed from text)")
-    seg_csv = measure("segmentum ingest of CSV text", SEGMENTUM.format(path=csv_path, db=fresh("ingest-seg-csv.duckdb")))
-    raw_csv = measure("limit: DuckDB CREATE TABLE AS read_csv (types sniffed)", RAW_CSV.format(path=csv_path, db=fresh("ingest-raw-csv.duckdb")))
+    seg_csv = measure(
+        "segmentum ingest of CSV text",
+        SEGMENTUM.format(path=csv_path, db=fresh("ingest-seg-csv.duckdb")),
+    )
+    raw_csv = measure(
+        "limit: DuckDB CREATE TABLE AS read_csv (types sniffed)",
+        RAW_CSV.format(path=csv_path, db=fresh("ingest-raw-csv.duckdb")),
+    )
 
     body = f"""## Ingest
 

@@ -71,14 +71,18 @@ def update_doc(section: str, body: str) -> None:
 def table(rows: list[Result], baseline: Result, note: str = "ratio to the limit") -> str:
     lines = [f"| contender | time (s) | {note} | peak memory (MB) |", "|---|---:|---:|---:|"]
     for r in rows:
-        lines.append(f"| {r.name} | {r.seconds:.2f} | {r.seconds / baseline.seconds:.2f}x | {r.peak_mb:,.0f} |")
+        lines.append(
+            f"| {r.name} | {r.seconds:.2f} | {r.seconds / baseline.seconds:.2f}x | {r.peak_mb:,.0f} |"
+        )
     return "\n".join(lines)
 
 
 def machine() -> str:
     import platform
 
-    return f"{os.cpu_count()} cores, Python {platform.python_version()}, {time.strftime('%Y-%m-%d')}"
+    return (
+        f"{os.cpu_count()} cores, Python {platform.python_version()}, {time.strftime('%Y-%m-%d')}"
+    )
 
 
 def ensure_demo(customers: int) -> dict[str, Path]:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from tests.conftest import ROOT
+
 from segmentum import schema
 from segmentum.cli import app
 from segmentum.config import SETTINGS
-from tests.conftest import ROOT
 
 
 def test_the_data_model_doc_matches_the_schema() -> None:

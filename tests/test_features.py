@@ -205,3 +205,28 @@ def test_btyd_summary_matches_an_independent_computation_on_cdnow(
         check_names=False,
         check_dtype=False,
     )
+
+
+def test_value_tiers_by_score_thresholds(backend: Warehouse) -> None:
+    rows = [line(f"I{i}", f"C{i:02d}", f"2024-01-{1 + i:02d}", 1, 10 * (i + 1)) for i in range(10)]
+    f = customer_features(transactions(backend, rows), AS_OF)
+    c = classify(f, tier_method="score", score_cuts=(12, 8)).execute()
+    total = c.r_score + c.f_score + c.m_score
+    expected = ["high" if t >= 12 else "medium" if t >= 8 else "low" for t in total]
+    assert c.value_tier.tolist() == expected and set(expected) >= {"high", "low"}
+
+
+def test_an_edited_rfm_rule_table_is_used_and_checked(tmp_path: Path, wh: Warehouse) -> None:
+    from segmentum.errors import ConfigError
+    from segmentum.segments.classes import load_rfm_rules
+
+    (tmp_path / "rules.yaml").write_text(
+        "- {name: Everyone, name_es: Todos, r: [1, 5], f: [1, 5]}\n"
+    )
+    rules = load_rfm_rules(tmp_path / "rules.yaml")
+    rows = [line(f"I{i}", f"C{i}", "2024-01-05", 1, 10 + i) for i in range(5)]
+    c = classify(customer_features(transactions(wh, rows), AS_OF), rules=rules).execute()
+    assert set(c.rfm_segment) == {"Everyone"} and set(c.rfm_segment_es) == {"Todos"}
+    (tmp_path / "bad.yaml").write_text("- {name: Top, r: [5, 5], f: [5, 5]}\n")
+    with pytest.raises(ConfigError, match="R1F1"):
+        load_rfm_rules(tmp_path / "bad.yaml")

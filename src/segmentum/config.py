@@ -57,6 +57,18 @@ SETTINGS: tuple[Setting, ...] = (
         "Time zone of the business: timestamps carrying a UTC offset are converted to it.",
     ),
     Setting(
+        "value_tier_method",
+        "revenue_share",
+        "How value tiers are cut: revenue_share (Pareto / ABC) or score (R+F+M thresholds).",
+        ("revenue_share", "score"),
+    ),
+    Setting(
+        "value_tier_score_cuts",
+        (12.0, 8.0),
+        "With value_tier_method = score: lowest R+F+M (3-15) for the high and medium tiers.",
+    ),
+    Setting("rfm_rules", "", "YAML file with your own RFM segment rule table (empty: built-in)."),
+    Setting(
         "memory_limit",
         "1GB",
         "DuckDB: memory the engine may use before it spills to disk (e.g. 1GB, 4GB).",
@@ -83,6 +95,9 @@ class Settings:
     decimal: str = _DEFAULTS["decimal"]
     duplicates: str = _DEFAULTS["duplicates"]
     timezone: str = _DEFAULTS["timezone"]
+    value_tier_method: str = _DEFAULTS["value_tier_method"]
+    value_tier_score_cuts: tuple[float, float] = field(default=_DEFAULTS["value_tier_score_cuts"])
+    rfm_rules: str = _DEFAULTS["rfm_rules"]
     memory_limit: str = _DEFAULTS["memory_limit"]
     currency: str = _DEFAULTS["currency"]
     weeks: bool = _DEFAULTS["weeks"]

@@ -606,9 +606,11 @@ def generate(
         "ground_truth": out / "ground_truth.csv",
         "products": out / "products.csv",
     }
+    # Every output is appended chunk by chunk: memory stays bounded at any size.
     tx = _Writer(files["transactions"], fmt)
     ev = _Writer(files["events"], fmt)
-    truth, campaigns = [], []
+    camp = _Writer(files["campaign_results"], "csv")
+    truth = _Writer(files["ground_truth"], "csv")
     invoice = 100000
     try:
         for start, n, rng in chunks(customers, seed, chunk):
@@ -619,20 +621,12 @@ def generate(
             invoice += int(t["InvoiceNo"].nunique()) + 1
             tx.write(t)
             ev.write(_events_chunk(rng, ids, seg, first_day))
-            campaigns.append(_campaign_chunk(rng, ids, seg))
-            truth.append(
-                pd.DataFrame(
-                    {
-                        "customer_id": ids,
-                        "planted_segment": np.array([s.name for s in SEGMENTS])[seg],
-                    }
-                )
-            )
+            camp.write(_campaign_chunk(rng, ids, seg))
+            names = np.array([s.name for s in SEGMENTS])[seg]
+            truth.write(pd.DataFrame({"customer_id": ids, "planted_segment": names}))
     finally:
-        tx.close()
-        ev.close()
-    pd.concat(truth).to_csv(files["ground_truth"], index=False)
-    pd.concat(campaigns).to_csv(files["campaign_results"], index=False)
+        for w in (tx, ev, camp, truth):
+            w.close()
     per_cat = N_PRODUCTS // len(CATEGORIES)
     pd.DataFrame(
         {

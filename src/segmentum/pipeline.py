@@ -24,7 +24,7 @@ from segmentum.errors import SegmentumError
 from segmentum.features import customer_features, default_as_of
 from segmentum.ingest import IngestReport, ingest
 from segmentum.progress import Progress, Silent
-from segmentum.segments.classes import classify
+from segmentum.segments.classes import RFM_RULES, classify, load_rfm_rules
 from segmentum.warehouse import Warehouse, connect
 
 # Files `segmentum run --data DIR` picks up, by table, in load order.
@@ -105,9 +105,14 @@ def compute_classes(
     wh: Warehouse, features: ir.Table, as_of: _dt.date, settings: Settings, run_id: str
 ) -> ir.Table:
     """Compute and store ``customer_classes`` for ``as_of`` from its features."""
-    classes = classify(features, tier_cuts=settings.value_tier_cuts).mutate(
-        run_id=ibis.literal(run_id)
-    )
+    rules = load_rfm_rules(settings.rfm_rules) if settings.rfm_rules else RFM_RULES
+    classes = classify(
+        features,
+        rules=rules,
+        tier_cuts=settings.value_tier_cuts,
+        tier_method=settings.value_tier_method,
+        score_cuts=settings.value_tier_score_cuts,
+    ).mutate(run_id=ibis.literal(run_id))
     stored = (
         wh.replace_where("customer_classes", classes, "as_of", as_of)
         if _same_columns(wh, "customer_classes", classes)

@@ -332,7 +332,9 @@ def connect(
 
         memory_limit = load_settings().memory_limit
     if memory_limit and not re.fullmatch(r"\d+(\.\d+)?\s*[KMGT]i?B", memory_limit.strip(), re.I):
-        raise WarehouseError(f"memory_limit {memory_limit!r} is not a size", "write it like 1GB or 512MB")
+        raise WarehouseError(
+            f"memory_limit {memory_limit!r} is not a size", "write it like 1GB or 512MB"
+        )
     try:
         if url.startswith("duckdb://"):
             path = _duckdb_path(url[len("duckdb://") :])

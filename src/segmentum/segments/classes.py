@@ -140,6 +140,13 @@ def value_tiers(features: ir.Table, cuts: tuple[float, float] = (0.80, 0.95)) ->
     return f.select("customer_id", value_tier=tier, revenue_share_before=share_before)
 
 
+def score_tiers(rfm_scores: ir.Table, cuts: tuple[float, float] = (12, 8)) -> ir.Table:
+    """high / medium / low by the RFM score sum R+F+M (3-15) against two thresholds."""
+    total = rfm_scores.r_score + rfm_scores.f_score + rfm_scores.m_score
+    tier = ibis.cases((total >= cuts[0], "high"), (total >= cuts[1], "medium"), else_="low")
+    return rfm_scores.select("customer_id", value_tier=tier, rfm_score_sum=total)
+
+
 @dataclass(frozen=True)
 class LifecycleCuts:
     """Recency, in units of the customer's own expected gap between purchases."""
@@ -180,11 +187,16 @@ def classify(
     *,
     rules: Sequence[RfmRule] = RFM_RULES,
     tier_cuts: tuple[float, float] = (0.80, 0.95),
+    tier_method: str = "revenue_share",
+    score_cuts: tuple[float, float] = (12, 8),
     lifecycle_cuts: LifecycleCuts = LifecycleCuts(),
 ) -> ir.Table:
     """The ``customer_classes`` rows for one ``as_of``: RFM, value tier and lifecycle."""
     out = rfm(features, rules)
-    out = out.left_join(value_tiers(features, tier_cuts), "customer_id").drop("customer_id_right")
+    tiers = (
+        score_tiers(out, score_cuts) if tier_method == "score" else value_tiers(features, tier_cuts)
+    )
+    out = out.left_join(tiers, "customer_id").drop("customer_id_right")
     out = out.left_join(lifecycle(features, lifecycle_cuts), "customer_id").drop(
         "customer_id_right"
     )
