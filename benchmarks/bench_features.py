@@ -46,7 +46,7 @@ print("CHECK", con.execute("select count(*), sum(x), round(sum(T), 3) from raw_s
 SEGMENTUM_BTYD = (
     PREP.replace(
         "con = duckdb.connect(db)",
-        "import segmentum\\nwh = segmentum.connect('duckdb:///' + db)\\ncon = wh.con.con",
+        "import segmentum\nwh = segmentum.connect('duckdb:///' + db)\ncon = wh.con.con",
     )
     + """
 from segmentum.features import btyd_summary
@@ -60,7 +60,7 @@ print("CHECK", con.execute("select count(*), sum(x), round(sum(T), 3) from btyd_
 SEGMENTUM_ALL = (
     PREP.replace(
         "con = duckdb.connect(db)",
-        "import segmentum\\nwh = segmentum.connect('duckdb:///' + db)\\ncon = wh.con.con",
+        "import segmentum\nwh = segmentum.connect('duckdb:///' + db)\ncon = wh.con.con",
     )
     + """
 from segmentum.features import customer_features
