@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import tempfile
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -40,8 +41,10 @@ def _local_spark_session(warehouse_dir: str | None = None) -> Any:
         .config("spark.driver.memory", "2g")
         .config("spark.sql.ansi.enabled", "false")
     )
-    if warehouse_dir:
-        builder = builder.config("spark.sql.warehouse.dir", warehouse_dir)
+    # Without a metastore Spark forgets its tables when the session ends but keeps their files,
+    # and a later session then refuses to create them again: by default use a fresh folder.
+    folder = warehouse_dir or tempfile.mkdtemp(prefix="segmentum-spark-")
+    builder = builder.config("spark.sql.warehouse.dir", folder)
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel("ERROR")
     return session
