@@ -1,0 +1,5 @@
+"""Models fitted on what the engine hands back: buy-till-you-die and spend models."""
+
+from segmentum.models.btyd import BetaGeo, GammaGamma, ParetoNBD
+
+__all__ = ["BetaGeo", "GammaGamma", "ParetoNBD"]
