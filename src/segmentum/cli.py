@@ -222,6 +222,23 @@ def print_summary(s: pipeline.RunSummary, currency: str) -> None:
     _print_shares(
         "Lifecycle stages (against each customer's own rhythm)", s.lifecycle, "lifecycle_stage"
     )
+    if s.value_potential:
+        _print_shares(
+            "Value x potential (past spend x predicted 12-month value)",
+            s.value_potential,
+            "value_potential",
+        )
+    if s.models:
+        bg, gg = s.models["bgnbd"], s.models["gamma_gamma"]
+        console.print(
+            "[dim]models: BG/NBD "
+            + ", ".join(f"{k}={v:.3g}" for k, v in bg.items())
+            + "; Gamma-Gamma "
+            + ", ".join(f"{k}={v:.3g}" for k, v in gg.items())
+            + "[/dim]"
+        )
+    for w in s.warnings:
+        console.print(f"[yellow]warning:[/yellow] {w}")
 
 
 @app.command("run")

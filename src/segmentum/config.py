@@ -67,6 +67,11 @@ SETTINGS: tuple[Setting, ...] = (
         (12.0, 8.0),
         "With value_tier_method = score: lowest R+F+M (3-15) for the high and medium tiers.",
     ),
+    Setting("clv_horizon_months", 12, "Months ahead that customer lifetime value covers."),
+    Setting("clv_monthly_discount", 0.01, "Monthly discount rate applied to future spend in CLV."),
+    Setting(
+        "clv_min_weeks", 4.0, "Customers observed for fewer weeks are labelled too_new, not scored."
+    ),
     Setting("rfm_rules", "", "YAML file with your own RFM segment rule table (empty: built-in)."),
     Setting(
         "memory_limit",
@@ -97,6 +102,9 @@ class Settings:
     timezone: str = _DEFAULTS["timezone"]
     value_tier_method: str = _DEFAULTS["value_tier_method"]
     value_tier_score_cuts: tuple[float, float] = field(default=_DEFAULTS["value_tier_score_cuts"])
+    clv_horizon_months: int = _DEFAULTS["clv_horizon_months"]
+    clv_monthly_discount: float = _DEFAULTS["clv_monthly_discount"]
+    clv_min_weeks: float = _DEFAULTS["clv_min_weeks"]
     rfm_rules: str = _DEFAULTS["rfm_rules"]
     memory_limit: str = _DEFAULTS["memory_limit"]
     currency: str = _DEFAULTS["currency"]
@@ -133,6 +141,10 @@ def _coerce(name: str, raw: Any) -> Any:
         if isinstance(raw, bool):
             return raw
         return str(raw).strip().lower() in {"1", "true", "yes", "on"}
+    if isinstance(default, int):
+        return int(raw)
+    if isinstance(default, float):
+        return float(raw)
     if isinstance(default, tuple):
         parts = raw if isinstance(raw, list | tuple) else str(raw).split(",")
         try:

@@ -20,9 +20,11 @@ import pyarrow as pa
 
 from segmentum import demo
 from segmentum.config import Settings, load_settings
-from segmentum.errors import SegmentumError
+from segmentum.errors import ModelError, SegmentumError
 from segmentum.features import customer_features, default_as_of
 from segmentum.ingest import IngestReport, ingest
+from segmentum.models.clv import ClvModels, fit_models
+from segmentum.models.clv import score as clv_score
 from segmentum.progress import Progress, Silent
 from segmentum.segments.classes import RFM_RULES, classify, load_rfm_rules
 from segmentum.warehouse import Warehouse, connect
@@ -52,6 +54,9 @@ class RunSummary:
     value_tiers: list[dict[str, Any]] = field(default_factory=list)
     lifecycle: list[dict[str, Any]] = field(default_factory=list)
     steps: list[dict[str, Any]] = field(default_factory=list)
+    models: dict[str, dict[str, float]] = field(default_factory=dict)
+    value_potential: list[dict[str, Any]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -65,6 +70,9 @@ class RunSummary:
             "value_tiers": self.value_tiers,
             "lifecycle": self.lifecycle,
             "steps": self.steps,
+            "models": self.models,
+            "value_potential": self.value_potential,
+            "warnings": self.warnings,
         }
 
 
@@ -101,13 +109,41 @@ def compute_features(
     return as_of, stored.filter(stored.as_of == ibis.literal(as_of, "date"))
 
 
-def compute_classes(
+def compute_clv(
     wh: Warehouse, features: ir.Table, as_of: _dt.date, settings: Settings, run_id: str
+) -> tuple[ir.Table, ClvModels]:
+    """Fit BG/NBD and Gamma-Gamma on the features' summary and store ``customer_clv``."""
+    models = fit_models(features)
+    scored = clv_score(
+        wh,
+        features,
+        models,
+        as_of,
+        horizon_months=settings.clv_horizon_months,
+        monthly_discount=settings.clv_monthly_discount,
+        min_weeks=settings.clv_min_weeks,
+        weeks=settings.weeks,
+    ).mutate(run_id=ibis.literal(run_id))
+    if _same_columns(wh, "customer_clv", scored):
+        stored = wh.replace_where("customer_clv", scored, "as_of", as_of)
+    else:
+        stored = wh.write("customer_clv", scored)
+    return stored.filter(stored.as_of == ibis.literal(as_of, "date")), models
+
+
+def compute_classes(
+    wh: Warehouse,
+    features: ir.Table,
+    as_of: _dt.date,
+    settings: Settings,
+    run_id: str,
+    clv: ir.Table | None = None,
 ) -> ir.Table:
     """Compute and store ``customer_classes`` for ``as_of`` from its features."""
     rules = load_rfm_rules(settings.rfm_rules) if settings.rfm_rules else RFM_RULES
     classes = classify(
         features,
+        clv=clv,
         rules=rules,
         tier_cuts=settings.value_tier_cuts,
         tier_method=settings.value_tier_method,
@@ -212,8 +248,23 @@ def run(
             "features", lambda: compute_features(wh, as_of, settings, summary.run_id)
         )
         summary.as_of = as_of_used
+        clv: ir.Table | None = None
+        try:
+            clv, models = step(
+                "clv", lambda: compute_clv(wh, feats, as_of_used, settings, summary.run_id)
+            )
+            summary.models = {
+                "bgnbd": models.purchases.params_,
+                "gamma_gamma": models.spend.params_,
+            }
+            summary.warnings.extend(models.notes)
+        except ModelError as exc:
+            # Too little history for the models is a fact about the data, not a failed run.
+            summary.steps[-1]["status"] = "skipped"
+            summary.warnings.append(f"customer lifetime value not computed: {exc}")
         classes = step(
-            "classes", lambda: compute_classes(wh, feats, as_of_used, settings, summary.run_id)
+            "classes",
+            lambda: compute_classes(wh, feats, as_of_used, settings, summary.run_id, clv),
         )
         step("summary", lambda: _summarise(wh, summary, feats, classes))
     except BaseException as exc:
@@ -240,3 +291,5 @@ def _summarise(wh: Warehouse, summary: RunSummary, feats: ir.Table, classes: ir.
     summary.rfm_segments = _share_table(classes, feats, "rfm_segment")
     summary.value_tiers = _share_table(classes, feats, "value_tier")
     summary.lifecycle = _share_table(classes, feats, "lifecycle_stage")
+    if "value_potential" in classes.columns:
+        summary.value_potential = _share_table(classes, feats, "value_potential")

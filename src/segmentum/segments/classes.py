@@ -120,24 +120,51 @@ def rfm(features: ir.Table, rules: Sequence[RfmRule] = RFM_RULES) -> ir.Table:
     )
 
 
-def value_tiers(features: ir.Table, cuts: tuple[float, float] = (0.80, 0.95)) -> ir.Table:
-    """high / medium / low by cumulative share of revenue (Pareto / ABC).
+def pareto_tiers(t: ir.Table, column: str, cuts: tuple[float, float], name: str) -> ir.Table:
+    """high / medium / low by cumulative share of ``column`` (Pareto / ABC).
 
-    Customers are sorted by monetary value; those that make up the first ``cuts[0]`` of
-    revenue are high, up to ``cuts[1]`` medium, the rest (and anyone with no net spend) low.
+    Customers are sorted by ``column``; those that make up the first ``cuts[0]`` of the total
+    are high, up to ``cuts[1]`` medium, the rest (and anyone at or below zero) low.
     """
-    f = features
-    spend = ibis.greatest(f.monetary, 0)
-    w = ibis.window(order_by=[ibis.desc(f.monetary), f.customer_id], preceding=None, following=0)
-    before = spend.sum().over(w) - spend
-    total = spend.sum().over(ibis.window())
+    v = t[column]
+    pos = ibis.greatest(v.fill_null(0), 0)
+    w = ibis.window(order_by=[ibis.desc(v), t.customer_id], preceding=None, following=0)
+    before = pos.sum().over(w) - pos
+    total = pos.sum().over(ibis.window())
     share_before = ibis.ifelse(total > 0, before / total, 1.0)
     tier = ibis.cases(
-        ((share_before < cuts[0]) & (f.monetary > 0), "high"),
-        ((share_before < cuts[1]) & (f.monetary > 0), "medium"),
+        ((share_before < cuts[0]) & (v > 0), "high"),
+        ((share_before < cuts[1]) & (v > 0), "medium"),
         else_="low",
     )
-    return f.select("customer_id", value_tier=tier, revenue_share_before=share_before)
+    return t.select("customer_id", **{name: tier, f"{column}_share_before": share_before})
+
+
+def value_tiers(features: ir.Table, cuts: tuple[float, float] = (0.80, 0.95)) -> ir.Table:
+    """Value tier by cumulative share of revenue (net spend), see :func:`pareto_tiers`."""
+    out = pareto_tiers(features, "monetary", cuts, "value_tier")
+    return out.rename(revenue_share_before="monetary_share_before")
+
+
+# Value (past) x potential (predicted future value): what to do with each cell.
+GRID: dict[tuple[str, str], tuple[str, str]] = {
+    ("high", "high"): ("Stars", "Estrellas"),
+    ("high", "medium"): ("Maintain", "Mantener"),
+    ("high", "low"): ("Re-activate", "Reactivar"),
+    ("medium", "high"): ("Grow", "Hacer crecer"),
+    ("medium", "medium"): ("Develop", "Desarrollar"),
+    ("medium", "low"): ("Harvest", "Cosechar"),
+    ("low", "high"): ("Rising", "Promesas"),
+    ("low", "medium"): ("Nurture", "Cultivar"),
+    ("low", "low"): ("Low priority", "Baja prioridad"),
+}
+
+
+def potential_tiers(clv: ir.Table, cuts: tuple[float, float] = (0.80, 0.95)) -> ir.Table:
+    """Potential tier by cumulative share of predicted CLV; ``too_new`` when not scored."""
+    scored = pareto_tiers(clv.filter(clv.clv_status == "scored"), "clv", cuts, "potential_tier")
+    j = clv.select("customer_id").left_join(scored, "customer_id").drop("customer_id_right")
+    return j.select("customer_id", potential_tier=j.potential_tier.fill_null("too_new"))
 
 
 def score_tiers(rfm_scores: ir.Table, cuts: tuple[float, float] = (12, 8)) -> ir.Table:
@@ -185,13 +212,15 @@ def lifecycle(features: ir.Table, cuts: LifecycleCuts = LifecycleCuts()) -> ir.T
 def classify(
     features: ir.Table,
     *,
+    clv: ir.Table | None = None,
     rules: Sequence[RfmRule] = RFM_RULES,
     tier_cuts: tuple[float, float] = (0.80, 0.95),
     tier_method: str = "revenue_share",
     score_cuts: tuple[float, float] = (12, 8),
     lifecycle_cuts: LifecycleCuts = LifecycleCuts(),
 ) -> ir.Table:
-    """The ``customer_classes`` rows for one ``as_of``: RFM, value tier and lifecycle."""
+    """The ``customer_classes`` rows for one ``as_of``: RFM, value tier, lifecycle, and with
+    ``clv`` (the ``customer_clv`` rows) the potential tier and the value x potential grid."""
     out = rfm(features, rules)
     tiers = (
         score_tiers(out, score_cuts) if tier_method == "score" else value_tiers(features, tier_cuts)
@@ -200,5 +229,23 @@ def classify(
     out = out.left_join(lifecycle(features, lifecycle_cuts), "customer_id").drop(
         "customer_id_right"
     )
+    if clv is not None:
+        out = out.left_join(potential_tiers(clv, tier_cuts), "customer_id").drop(
+            "customer_id_right"
+        )
+        cells = [
+            ((out.value_tier == v) & (out.potential_tier == p), names)
+            for (v, p), names in GRID.items()
+        ]
+        none = ibis.null("string")
+        new = out.potential_tier == "too_new"
+        out = out.mutate(
+            value_potential=ibis.cases(
+                (new, "Too new to judge"), *((c, n[0]) for c, n in cells), else_=none
+            ),
+            value_potential_es=ibis.cases(
+                (new, "Demasiado nuevos"), *((c, n[1]) for c, n in cells), else_=none
+            ),
+        )
     out = out.left_join(features.select("customer_id", "as_of"), "customer_id")
     return out.drop("customer_id_right")

@@ -1,0 +1,86 @@
+"""CLV scoring in the engine, the too-new label, and the value x potential grid."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import segmentum
+from segmentum import demo, pipeline
+from segmentum.features import customer_features
+from segmentum.models.clv import fit_models, score
+from segmentum.segments.classes import GRID, classify
+from segmentum.warehouse import Warehouse
+
+
+@pytest.fixture(scope="module")
+def demo_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return demo.generate(tmp_path_factory.mktemp("demo"), customers=1500, seed=5)
+
+
+def load(wh: Warehouse, files: dict[str, Path]) -> None:
+    duck = segmentum.connect("duckdb://")
+    segmentum.ingest("transactions", files["transactions"], warehouse=duck)
+    wh.write("transactions", duck.table("transactions").to_pyarrow())
+
+
+def test_clv_is_scored_in_the_engine_and_agrees_with_the_models(
+    backend: Warehouse, demo_files: dict[str, Path]
+) -> None:
+    load(backend, demo_files)
+    as_of = dt.date(2026, 1, 1)
+    feats = customer_features(backend.table("transactions"), as_of)
+    models = fit_models(feats)
+    clv = score(backend, feats, models, as_of, horizon_months=12, monthly_discount=0.0).execute()
+    f = feats.execute().set_index("customer_id")
+    c = clv.set_index("customer_id").loc[f.index]
+    scored = c.clv_status == "scored"
+    assert (c.loc[~scored].index == f.index[f["T"] < 4]).all()
+    assert c.loc[~scored, "clv"].isna().all()
+    ff = f[scored]
+    p_alive = models.purchases.probability_alive(ff.x, ff.t_x, ff["T"])
+    np.testing.assert_allclose(c.loc[scored, "p_alive"], p_alive, rtol=1e-9)
+    np.testing.assert_allclose(c.loc[scored, "churn_probability"], 1 - p_alive, rtol=1e-9)
+    purchases = models.purchases.expected_purchases(12 * 365.25 / 12 / 7, ff.x, ff.t_x, ff["T"])
+    spend = models.spend.expected_spend(ff.x, ff.monetary_value)
+    # Undiscounted CLV is spend x purchases over the horizon.
+    np.testing.assert_allclose(c.loc[scored, "clv"], spend * purchases, rtol=1e-6)
+    assert (c.loc[scored, "expected_next_purchase"] > as_of.isoformat()).all()
+
+
+def test_the_value_potential_grid_names_every_scored_customer(
+    wh: Warehouse, demo_files: dict[str, Path]
+) -> None:
+    load(wh, demo_files)
+    as_of = dt.date(2026, 1, 1)
+    feats = customer_features(wh.table("transactions"), as_of)
+    clv = score(wh, feats, fit_models(feats), as_of)
+    c = classify(feats, clv=clv).execute()
+    english = {v[0] for v in GRID.values()} | {"Too new to judge"}
+    assert set(c.value_potential) <= english and c.value_potential.notna().all()
+    stars = c[c.value_potential == "Stars"]
+    assert (stars.value_tier == "high").all() and (stars.potential_tier == "high").all()
+    assert (c.value_potential_es[c.value_potential == "Stars"] == "Estrellas").all()
+
+
+def test_discounting_lowers_clv(wh: Warehouse, demo_files: dict[str, Path]) -> None:
+    load(wh, demo_files)
+    as_of = dt.date(2026, 1, 1)
+    feats = customer_features(wh.table("transactions"), as_of)
+    models = fit_models(feats)
+    plain = score(wh, feats, models, as_of, monthly_discount=0.0).clv.sum().execute()
+    discounted = score(wh, feats, models, as_of, monthly_discount=0.02).clv.sum().execute()
+    assert discounted < plain
+
+
+def test_the_pipeline_skips_clv_when_nobody_bought_twice(wh: Warehouse, tmp_path: Path) -> None:
+    rows = "".join(f"C{i},2024-01-{1 + i % 28:02d},{10 + i}\n" for i in range(40))
+    (tmp_path / "t.csv").write_text("customer_id,date,amount\n" + rows)
+    segmentum.ingest("transactions", tmp_path / "t.csv", warehouse=wh)
+    summary = pipeline.run(wh)
+    assert any("lifetime value not computed" in w for w in summary.warnings)
+    assert [s["status"] for s in summary.steps if s["step"] == "clv"] == ["skipped"]
+    assert summary.customers == 40 and not summary.value_potential
