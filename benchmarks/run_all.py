@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import bench_features
 import bench_ingest
+import bench_models
 
 if __name__ == "__main__":
     bench_ingest.main()
     bench_features.main()
+    bench_models.main()

@@ -58,6 +58,18 @@ def _check_summary(
     return x, tx, t
 
 
+def _with_unique_x(x: Array, *rest: Array) -> tuple[Array, ...]:
+    """``(x, *others)`` plus the distinct x values and the total weight at each.
+
+    The last of ``rest`` is the row weights. Terms that depend on x alone (the gamma functions)
+    are then evaluated once per distinct x instead of once per row.
+    """
+    *others, w = rest
+    ux, inverse = np.unique(x, return_inverse=True)
+    wx = np.bincount(inverse, weights=w, minlength=len(ux)).astype(float)
+    return (x, *others, ux, wx)
+
+
 class _Model:
     """The shared fitting machinery: log-parameters, optimisation, Hessian, summaries."""
 
@@ -196,20 +208,26 @@ class BetaGeo(_Model):
                 f"{int(np.sum(w[x > 0]))} of {int(w.sum())} customers bought again",
                 "wait for more history, or use a longer period",
             )
-        self._optimise((x, tx, t), w)
+        self._optimise(_with_unique_x(x, tx, t, w), w)
         return self
 
     def _nll(self, lp: Array, data: tuple[Array, ...], w: Array) -> tuple[float, Array]:
         r, alpha, a, b = np.exp(lp)
-        x, tx, t = data
-        pos = x > 0
-        a1 = special.gammaln(r + x) - special.gammaln(r) + r * np.log(alpha)
-        a2 = (
-            special.gammaln(a + b)
-            + special.gammaln(b + x)
+        x, tx, t, ux, wx = data
+        # The gamma-function terms depend on x alone: evaluate them once per distinct x.
+        a12 = (
+            special.gammaln(r + ux)
+            - special.gammaln(r)
+            + r * np.log(alpha)
+            + special.gammaln(a + b)
+            + special.gammaln(b + ux)
             - special.gammaln(b)
-            - special.gammaln(a + b + x)
+            - special.gammaln(a + b + ux)
         )
+        dr_x = special.digamma(r + ux) - special.digamma(r) + np.log(alpha)
+        dpsi_ab = special.digamma(a + b) - special.digamma(a + b + ux)
+        db_x = dpsi_ab + special.digamma(b + ux) - special.digamma(b)
+        pos = x > 0
         a3 = -(r + x) * np.log(alpha + t)
         a4 = np.where(
             pos,
@@ -218,26 +236,17 @@ class BetaGeo(_Model):
         )
         mx = np.maximum(a3, a4)
         e3, e4 = np.exp(a3 - mx), np.exp(a4 - mx)
-        ll = a1 + a2 + mx + np.log(e3 + e4)
+        ll_rows = mx + np.log(e3 + e4)
         w3, w4 = e3 / (e3 + e4), e4 / (e3 + e4)
-        dr = (
-            special.digamma(r + x)
-            - special.digamma(r)
-            + np.log(alpha)
-            - w3 * np.log(alpha + t)
-            - w4 * np.log(alpha + tx)
+        value = float(np.sum(wx * a12) + np.sum(w * ll_rows))
+        dr = np.sum(wx * dr_x) - np.sum(w * (w3 * np.log(alpha + t) + w4 * np.log(alpha + tx)))
+        dalpha = np.sum(wx) * r / alpha - np.sum(
+            w * (r + x) * (w3 / (alpha + t) + w4 / (alpha + tx))
         )
-        dalpha = r / alpha - w3 * (r + x) / (alpha + t) - w4 * (r + x) / (alpha + tx)
-        dpsi_ab = special.digamma(a + b) - special.digamma(a + b + x)
-        da = dpsi_ab + w4 / a
-        db = (
-            dpsi_ab
-            + special.digamma(b + x)
-            - special.digamma(b)
-            - w4 / np.where(pos, b + x - 1, 1.0)
-        )
-        grad = np.array([np.sum(w * g) for g in (dr, dalpha, da, db)]) * np.exp(lp)
-        return -float(np.sum(w * ll)), -grad
+        da = np.sum(wx * dpsi_ab) + np.sum(w * w4) / a
+        db = np.sum(wx * db_x) - np.sum(w * w4 / np.where(pos, b + x - 1, 1.0))
+        grad = np.array([dr, dalpha, da, db]) * np.exp(lp)
+        return -value, -grad
 
     def probability_alive(self, frequency: ArrayLike, recency: ArrayLike, T: ArrayLike) -> Array:
         """P(still a customer | x, t_x, T)."""
@@ -309,19 +318,32 @@ class ParetoNBD(_Model):
 
     @staticmethod
     def _log_terms(
-        r: float, alpha: float, s: float, beta: float, x: Array, tx: Array, t: Array
+        r: float,
+        alpha: float,
+        s: float,
+        beta: float,
+        x: Array,
+        tx: Array,
+        t: Array,
+        pairs: tuple[NDArray[Any], ...] | None = None,
     ) -> Array:
-        """Per-row log-likelihood."""
+        """Per-row log-likelihood; ``pairs`` (from :func:`_pairs`) lets the hypergeometric
+        terms be evaluated once per distinct (x, t_x) and (x, T) instead of once per row."""
         rsx = r + s + x
-        b_param: Array | float
-        if alpha >= beta:
-            big, b_param = alpha, s + 1
-        else:
-            big, b_param = beta, r + x
+        # Written so that the hypergeometric argument stays in [0, 1).
+        big = max(alpha, beta)
         diff = abs(alpha - beta)
-        z1, z2 = diff / (big + tx), diff / (big + t)
-        log_f1 = _log_hyp2f1(rsx, b_param, rsx + 1, z1) - rsx * np.log(big + tx)
-        log_f2 = _log_hyp2f1(rsx, b_param, rsx + 1, z2) - rsx * np.log(big + t)
+
+        def log_f(xs: Array, ts: Array) -> Array:
+            rsx_u = r + s + xs
+            b_u: Array | float = s + 1 if alpha >= beta else r + xs
+            return _log_hyp2f1(rsx_u, b_u, rsx_u + 1, diff / (big + ts)) - rsx_u * np.log(big + ts)
+
+        if pairs is None:
+            log_f1, log_f2 = log_f(x, tx), log_f(x, t)
+        else:
+            x1, tx1, inv1, x2, t2, inv2 = pairs
+            log_f1, log_f2 = log_f(x1, tx1)[inv1], log_f(x2, t2)[inv2]
         # A0 = F1 - F2 (F1 >= F2 > 0), in logs.
         log_a0 = log_f1 + np.log1p(-np.exp(np.minimum(log_f2 - log_f1, -1e-16)))
         log_first = -(r + x) * np.log(alpha + t) - s * np.log(beta + t)
@@ -337,11 +359,12 @@ class ParetoNBD(_Model):
         )
 
     def _nll(self, lp: Array, data: tuple[Array, ...], w: Array) -> tuple[float, Array]:
-        x, tx, t = data
+        x, tx, t = data[:3]
+        pairs = tuple(data[3:]) or None
 
         def f(v: Array) -> float:
             r, alpha, s, beta = np.exp(v)
-            return -float(np.sum(w * self._log_terms(r, alpha, s, beta, x, tx, t)))
+            return -float(np.sum(w * self._log_terms(r, alpha, s, beta, x, tx, t, pairs)))
 
         value = f(lp)
         # The derivatives of 2F1 in its parameters have no closed form that is cheaper than
@@ -384,6 +407,12 @@ class ParetoNBD(_Model):
             / ((alpha + t) * (s - 1))
             * (1 - ((beta + t) / (beta + t + t_future)) ** (s - 1))
         )
+
+
+def _pairs(a: Array, b: Array) -> tuple[Array, Array, NDArray[np.intp]]:
+    """Distinct (a, b) pairs and, for every row, the index of its pair."""
+    pairs, inverse = np.unique(np.column_stack([a, b]), axis=0, return_inverse=True)
+    return pairs[:, 0], pairs[:, 1], np.asarray(inverse, dtype=np.intp).ravel()
 
 
 def _log_hyp2f1(a: Array, b: Array | float, c: Array, z: Array) -> Array:
@@ -439,33 +468,33 @@ class GammaGamma(_Model):
             (x, m), w = compress(x, m)
         else:
             w = np.asarray(weights, dtype=float)[keep]
-        self._optimise((x, m), w)
+        self._optimise(_with_unique_x(x, m, w), w)
         return self
 
     def _nll(self, lp: Array, data: tuple[Array, ...], w: Array) -> tuple[float, Array]:
         p, q, g = np.exp(lp)
-        x, m = data
-        px = p * x
-        ll = (
-            special.gammaln(px + q)
-            - special.gammaln(px)
+        x, m, ux, wx = data
+        pux = p * ux
+        # Gamma-function terms depend on x alone: once per distinct x.
+        by_x = (
+            special.gammaln(pux + q)
+            - special.gammaln(pux)
             - special.gammaln(q)
             + q * np.log(g)
-            + (px - 1) * np.log(m)
-            + px * np.log(x)
-            - (px + q) * np.log(g + x * m)
+            + pux * np.log(ux)
         )
-        dp = x * (
-            special.digamma(px + q)
-            - special.digamma(px)
-            + np.log(m)
-            + np.log(x)
-            - np.log(g + x * m)
-        )
-        dq = special.digamma(px + q) - special.digamma(q) + np.log(g) - np.log(g + x * m)
-        dg = q / g - (px + q) / (g + x * m)
-        grad = np.array([np.sum(w * d) for d in (dp, dq, dg)]) * np.exp(lp)
-        return -float(np.sum(w * ll)), -grad
+        psi_pq = special.digamma(pux + q)
+        dp_x = ux * (psi_pq - special.digamma(pux) + np.log(ux))
+        dq_x = psi_pq - special.digamma(q) + np.log(g)
+        px = p * x
+        log_gxm = np.log(g + x * m)
+        ll_rows = (px - 1) * np.log(m) - (px + q) * log_gxm
+        value = float(np.sum(wx * by_x) + np.sum(w * ll_rows))
+        dp = np.sum(wx * dp_x) + np.sum(w * x * (np.log(m) - log_gxm))
+        dq = np.sum(wx * dq_x) - np.sum(w * log_gxm)
+        dg = np.sum(w * (q / g - (px + q) / (g + x * m)))
+        grad = np.array([dp, dq, dg]) * np.exp(lp)
+        return -value, -grad
 
     def expected_spend(self, frequency: ArrayLike, monetary_value: ArrayLike) -> Array:
         """E[value of a transaction | x, mean value]; the population mean when x = 0."""
