@@ -265,16 +265,18 @@ class BetaGeo(_Model):
     ) -> Array:
         """E[purchases in the next ``t_future`` periods | x, t_x, T] (eq. 10 of the paper)."""
         self._check_fitted()
-        r, alpha, a, b = (self.params_[k] for k in self.param_names)
         x, tx, t = (np.asarray(v, dtype=float) for v in (frequency, recency, T))
+        return self.expected_if_alive(t_future, x, t) * self.probability_alive(x, tx, t)
+
+    def expected_if_alive(self, t_future: float, frequency: ArrayLike, T: ArrayLike) -> Array:
+        """The factor of eq. 10 that does not involve t_x (so it can be computed per (x, T))."""
+        self._check_fitted()
+        r, alpha, a, b = (self.params_[k] for k in self.param_names)
+        x, t = np.asarray(frequency, dtype=float), np.asarray(T, dtype=float)
         z = t_future / (alpha + t + t_future)
         hyp = special.hyp2f1(r + x, b + x, a + b + x - 1, z)
-        first = (
-            (a + b + x - 1)
-            / (a - 1)
-            * (1 - np.exp((r + x) * np.log((alpha + t) / (alpha + t + t_future))) * hyp)
-        )
-        return first * self.probability_alive(x, tx, t)
+        decay = np.exp((r + x) * np.log((alpha + t) / (alpha + t + t_future)))
+        return (a + b + x - 1) / (a - 1) * (1 - decay * hyp)
 
     def expected_purchases_new(self, t_future: float) -> float:
         """E[purchases in ``t_future`` periods] for a customer just acquired (eq. 7)."""

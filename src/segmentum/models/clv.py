@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 from segmentum.errors import ModelError
-from segmentum.models.btyd import BetaGeo, GammaGamma
+from segmentum.models.btyd import BetaGeo, GammaGamma, _pairs
 from segmentum.warehouse import Warehouse
 
 WEEKS_PER_MONTH = 365.25 / 12 / 7
@@ -67,9 +67,12 @@ def _unique_predictions(
     x, tx, t = (u[c].to_numpy().astype(float) for c in ("x", "t_x", "T"))
     unit = WEEKS_PER_MONTH if weeks else WEEKS_PER_MONTH * 7
     bg = models.purchases
+    # The hypergeometric part of E[X(t)] depends on (x, T) only: far fewer distinct pairs.
+    ux, ut, inverse = _pairs(x, t)
+    p_alive = bg.probability_alive(x, tx, t)
     cumulative = [np.zeros(len(x))]
     for k in range(1, horizon_months + 1):
-        cumulative.append(bg.expected_purchases(k * unit, x, tx, t))
+        cumulative.append(bg.expected_if_alive(k * unit, ux, ut)[inverse] * p_alive)
     steps = np.diff(np.vstack(cumulative), axis=0)
     discount = (1 + monthly_discount) ** -np.arange(1, horizon_months + 1)
     discounted = (steps * discount[:, None]).sum(axis=0)
@@ -82,7 +85,7 @@ def _unique_predictions(
             "x": x,
             "t_x": tx,
             "T": t,
-            "p_alive": bg.probability_alive(x, tx, t),
+            "p_alive": p_alive,
             "expected_purchases": cumulative[-1],
             "_discounted_purchases": discounted,
             "_next_gap_days": next_gap * days_per_unit,
