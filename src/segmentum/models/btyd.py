@@ -81,12 +81,15 @@ class _Model:
         self.max_iter = max_iter
 
     # to be provided: _nll(log_params, data, weights) -> (value, gradient w.r.t. log params)
-    def _nll(self, lp: Array, data: tuple[Array, ...], w: Array) -> tuple[float, Array]:
+    def _nll(self, lp: Array, data: tuple[NDArray[Any], ...], w: Array) -> tuple[float, Array]:
         raise NotImplementedError
 
-    def _optimise(self, data: tuple[Array, ...], w: Array) -> None:
-        if self.penalizer < 0:
-            raise ModelError(f"penalizer={self.penalizer!r} is not allowed", "use a value >= 0")
+    def _prepare(self, rows: tuple[Array, ...], w: Array) -> tuple[NDArray[Any], ...]:
+        """What ``_nll`` needs from the rows (models add precomputed distinct values)."""
+        return rows
+
+    def _minimise(self, rows: tuple[Array, ...], w: Array, starts: list[Array]) -> Any:
+        data = self._prepare(rows, w)
 
         def objective(lp: Array) -> tuple[float, Array]:
             lp = np.clip(lp, -25.0, 25.0)  # keep exp() finite while the optimiser explores
@@ -101,17 +104,34 @@ class _Model:
             return value, grad
 
         best = None
-        for start in (np.log(self._start), np.zeros(len(self._start))):
+        for start in starts:
             res = optimize.minimize(
                 objective, start, jac=True, method="L-BFGS-B", options={"maxiter": self.max_iter}
             )
             if np.isfinite(res.fun) and (best is None or res.fun < best.fun):
                 best = res
+            if best is not None and best.success:
+                break  # later starts are only fallbacks
+        return best
+
+    def _optimise(self, rows: tuple[Array, ...], w: Array) -> None:
+        if self.penalizer < 0:
+            raise ModelError(f"penalizer={self.penalizer!r} is not allowed", "use a value >= 0")
+        starts = [np.log(self._start), np.zeros(len(self._start))]
+        if len(w) > 40_000:
+            # Most iterations are spent far from the optimum: walk there on a sample of the
+            # distinct rows, then finish on all of them (a few iterations).
+            pick = np.random.default_rng(0).choice(len(w), size=20_000, replace=False)
+            rough = self._minimise(tuple(r[pick] for r in rows), w[pick], starts)
+            if rough is not None and np.all(np.isfinite(rough.x)):
+                starts = [rough.x, *starts]
+        best = self._minimise(rows, w, starts)
         if best is None or not np.all(np.isfinite(best.x)):
             raise ModelError(
                 f"{type(self).__name__} did not converge",
                 "check the data, or add a small penalizer",
             )
+        data = self._prepare(rows, w)
         lp = best.x
         self.params_ = {n: float(v) for n, v in zip(self.param_names, np.exp(lp), strict=True)}
         self.log_likelihood_ = -float(self._nll(lp, data, w)[0])
@@ -208,10 +228,13 @@ class BetaGeo(_Model):
                 f"{int(np.sum(w[x > 0]))} of {int(w.sum())} customers bought again",
                 "wait for more history, or use a longer period",
             )
-        self._optimise(_with_unique_x(x, tx, t, w), w)
+        self._optimise((x, tx, t), w)
         return self
 
-    def _nll(self, lp: Array, data: tuple[Array, ...], w: Array) -> tuple[float, Array]:
+    def _prepare(self, rows: tuple[Array, ...], w: Array) -> tuple[NDArray[Any], ...]:
+        return _with_unique_x(*rows, w)
+
+    def _nll(self, lp: Array, data: tuple[NDArray[Any], ...], w: Array) -> tuple[float, Array]:
         r, alpha, a, b = np.exp(lp)
         x, tx, t, ux, wx = data
         # The gamma-function terms depend on x alone: evaluate them once per distinct x.
@@ -360,7 +383,11 @@ class ParetoNBD(_Model):
             + log_sum
         )
 
-    def _nll(self, lp: Array, data: tuple[Array, ...], w: Array) -> tuple[float, Array]:
+    def _prepare(self, rows: tuple[Array, ...], w: Array) -> tuple[NDArray[Any], ...]:
+        x, tx, t = rows
+        return (x, tx, t, *_pairs(x, tx), *_pairs(x, t))
+
+    def _nll(self, lp: Array, data: tuple[NDArray[Any], ...], w: Array) -> tuple[float, Array]:
         x, tx, t = data[:3]
         pairs = tuple(data[3:]) or None
 
@@ -470,10 +497,13 @@ class GammaGamma(_Model):
             (x, m), w = compress(x, m)
         else:
             w = np.asarray(weights, dtype=float)[keep]
-        self._optimise(_with_unique_x(x, m, w), w)
+        self._optimise((x, m), w)
         return self
 
-    def _nll(self, lp: Array, data: tuple[Array, ...], w: Array) -> tuple[float, Array]:
+    def _prepare(self, rows: tuple[Array, ...], w: Array) -> tuple[NDArray[Any], ...]:
+        return _with_unique_x(*rows, w)
+
+    def _nll(self, lp: Array, data: tuple[NDArray[Any], ...], w: Array) -> tuple[float, Array]:
         p, q, g = np.exp(lp)
         x, m, ux, wx = data
         pux = p * ux
