@@ -80,3 +80,16 @@ def test_demo_and_run_print_a_summary(tmp_path: Path) -> None:
     summary = json.loads(run("run", "--json", cwd=tmp_path).stdout)
     assert summary["customers"] > 250
     assert abs(sum(r["revenue_share"] for r in summary["value_tiers"]) - 1) < 1e-9
+
+
+def test_clv_validate_writes_the_tracking_page(tmp_path: Path) -> None:
+    assert run("demo-data", "--out", "demo", "--customers", "600", cwd=tmp_path).returncode == 0
+    assert run("run", "--data", "demo", cwd=tmp_path).returncode == 0
+    out = run("clv", "validate", "--calibration-end", "2025-06-30", "--out", "check.html", "--json", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    payload = json.loads(out.stdout)
+    methods = [e["method"] for e in payload["errors"]]
+    assert methods == ["actual", "BG/NBD", "naive (calibration rate)"]
+    assert (tmp_path / "check.html").read_text().count("<svg") == 2
+    bad = run("clv", "validate", "--calibration-end", "2030-01-01", cwd=tmp_path)
+    assert bad.returncode == 2 and "not after the calibration end" in bad.stderr

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from segmentum.errors import ModelError
+from segmentum.errors import InputError, ModelError
 from segmentum.features import btyd_summary
 from segmentum.models import BetaGeo, GammaGamma, ParetoNBD
 from segmentum.warehouse import Warehouse
@@ -157,3 +157,32 @@ def test_estimator_contract(cls: type) -> None:
 def test_gamma_gamma_refuses_non_positive_spend() -> None:
     with pytest.raises(ModelError, match="mean spend <= 0"):
         GammaGamma().fit([1, 2, 3] * 5, [10.0, -5.0, 3.0] * 5)
+
+
+def test_validation_on_cdnow_tracks_the_holdout_better_than_the_naive_baseline(
+    wh: Warehouse, cdnow_summary: pd.DataFrame, tmp_path: Path
+) -> None:
+    from segmentum.models.validate import validate
+
+    v = validate(wh.table("cd"), dt.date(1997, 9, 30))
+    assert v.holdout_end == dt.date(1998, 6, 30)
+    assert v.model.params_["r"] == pytest.approx(0.243, rel=0.01)
+    assert v.weekly.actual.iloc[-1] == 1882 and len(v.weekly) == 39
+    assert v.weekly.actual.is_monotonic_increasing and v.weekly.predicted.is_monotonic_increasing
+    err = v.errors
+    assert (
+        err.loc["BG/NBD", "mean absolute error, by calibration purchases"]
+        < err.loc["naive (calibration rate)", "mean absolute error, by calibration purchases"]
+    )
+    assert abs(err.loc["BG/NBD", "relative error of the total"]) < 0.15
+    assert list(v.by_frequency.x) == ["0", "1", "2", "3", "4", "5", "6", "7+"]
+    assert v.by_frequency.customers.sum() == 2357
+    page = v.to_html()
+    assert page.count("<svg") == 2 and "BG/NBD" in page
+
+
+def test_validation_needs_a_holdout(wh: Warehouse, cdnow_summary: pd.DataFrame) -> None:
+    from segmentum.models.validate import validate
+
+    with pytest.raises(InputError, match="not after the calibration end"):
+        validate(wh.table("cd"), dt.date(1998, 7, 1), dt.date(1998, 6, 30))

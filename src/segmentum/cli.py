@@ -318,6 +318,57 @@ def classify_cmd(
     _print_shares("Value tiers", tiers, "value_tier")
 
 
+clv_app = typer.Typer(help="Customer lifetime value: check the purchase model on your data.")
+app.add_typer(clv_app, name="clv")
+
+
+@clv_app.command("validate")
+def clv_validate_cmd(
+    calibration_end: Annotated[
+        str, typer.Option(help="Last day of the calibration period (YYYY-MM-DD).")
+    ],
+    holdout_end: Annotated[
+        str | None, typer.Option(help="Last day of the holdout (default: last sale).")
+    ] = None,
+    out: Annotated[
+        Path, typer.Option(help="HTML file with the tracking charts and tables.")
+    ] = Path("clv-validation.html"),
+    warehouse: WarehouseOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Fit BG/NBD on the calibration period and compare its holdout forecast with what happened."""
+    from segmentum.models.validate import validate
+
+    cal = _as_of(calibration_end)
+    assert cal is not None
+    wh = connect(warehouse or load_settings().warehouse)
+    v = validate(wh.table("transactions"), cal, _as_of(holdout_end))
+    out.write_text(v.to_html(), encoding="utf-8")
+    if as_json:
+        payload = {
+            "params": v.model.params_,
+            "errors": v.errors.reset_index().to_dict(orient="records"),
+            "by_frequency": v.by_frequency.to_dict(orient="records"),
+            "weekly": v.weekly.to_dict(orient="records"),
+            "html": str(out),
+        }
+        console.print_json(json.dumps(payload, default=float))
+        return
+    t = Table(title=f"BG/NBD fitted to {cal}, holdout to {v.holdout_end}", title_justify="left")
+    for c in ("method", "holdout purchases", "error of total", "MAE weekly", "MAE by x"):
+        t.add_column(c, justify="right" if c != "method" else "left")
+    for method, row in v.errors.iterrows():
+        t.add_row(
+            str(method),
+            f"{row.iloc[0]:,.0f}",
+            _pct(row.iloc[1]),
+            f"{row.iloc[2]:,.1f}",
+            f"{row.iloc[3]:.3f}",
+        )
+    console.print(t)
+    console.print(f"charts and tables: {out}")
+
+
 @app.command("quarantine")
 def quarantine_cmd(
     batch: Annotated[str | None, typer.Option(help="Only this ingest batch.")] = None,
