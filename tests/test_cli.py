@@ -82,10 +82,19 @@ def test_demo_and_run_print_a_summary(tmp_path: Path) -> None:
     assert abs(sum(r["revenue_share"] for r in summary["value_tiers"]) - 1) < 1e-9
 
 
-def test_clv_validate_writes_the_tracking_page(tmp_path: Path) -> None:
+def test_clv_validate_and_churn_evaluate_run_from_the_command_line(tmp_path: Path) -> None:
     assert run("demo-data", "--out", "demo", "--customers", "600", cwd=tmp_path).returncode == 0
     assert run("run", "--data", "demo", cwd=tmp_path).returncode == 0
-    out = run("clv", "validate", "--calibration-end", "2025-06-30", "--out", "check.html", "--json", cwd=tmp_path)
+    out = run(
+        "clv",
+        "validate",
+        "--calibration-end",
+        "2025-06-30",
+        "--out",
+        "check.html",
+        "--json",
+        cwd=tmp_path,
+    )
     assert out.returncode == 0, out.stderr
     payload = json.loads(out.stdout)
     methods = [e["method"] for e in payload["errors"]]
@@ -93,3 +102,6 @@ def test_clv_validate_writes_the_tracking_page(tmp_path: Path) -> None:
     assert (tmp_path / "check.html").read_text().count("<svg") == 2
     bad = run("clv", "validate", "--calibration-end", "2030-01-01", cwd=tmp_path)
     assert bad.returncode == 2 and "not after the calibration end" in bad.stderr
+    churn = run("churn", "evaluate", "--train-as-of", "2025-04-01", "--json", cwd=tmp_path)
+    assert churn.returncode == 0, churn.stderr
+    assert [m["model"] for m in json.loads(churn.stdout)["metrics"]] == ["gradient boosting", "BG/NBD"]

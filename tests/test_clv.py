@@ -84,3 +84,29 @@ def test_the_pipeline_skips_clv_when_nobody_bought_twice(wh: Warehouse, tmp_path
     assert any("lifetime value not computed" in w for w in summary.warnings)
     assert [s["status"] for s in summary.steps if s["step"] == "clv"] == ["skipped"]
     assert summary.customers == 40 and not summary.value_potential
+
+
+def test_churn_model_is_judged_on_a_later_date_beside_bgnbd(
+    wh: Warehouse, demo_files: dict[str, Path]
+) -> None:
+    from segmentum.models.churn import evaluate
+
+    load(wh, demo_files)
+    e = evaluate(wh.table("transactions"), dt.date(2025, 4, 1), 90)
+    assert e.test_as_of == dt.date(2025, 6, 30)
+    assert list(e.metrics.index) == ["gradient boosting", "BG/NBD"]
+    assert (e.metrics.AUC > 0.75).all()  # planted segments make churn learnable
+    assert 0 < e.churn_rate < 1
+    assert set(e.calibration.model) == {"gradient boosting", "BG/NBD"}
+    assert e.calibration.groupby("model").customers.sum().eq(e.customers).all()
+
+
+def test_churn_evaluation_needs_history_after_the_test_date(
+    wh: Warehouse, demo_files: dict[str, Path]
+) -> None:
+    from segmentum.errors import ModelError
+    from segmentum.models.churn import evaluate
+
+    load(wh, demo_files)
+    with pytest.raises(ModelError, match="not enough history"):
+        evaluate(wh.table("transactions"), dt.date(2025, 10, 1), 90)

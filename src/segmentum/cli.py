@@ -369,6 +369,54 @@ def clv_validate_cmd(
     console.print(f"charts and tables: {out}")
 
 
+churn_app = typer.Typer(help="Churn: a supervised model checked on a later date, beside BG/NBD.")
+app.add_typer(churn_app, name="churn")
+
+
+@churn_app.command("evaluate")
+def churn_evaluate_cmd(
+    train_as_of: Annotated[str, typer.Option(help="Date the model learns at (YYYY-MM-DD).")],
+    horizon_days: Annotated[
+        int, typer.Option(help="Churned = no purchase within this many days.")
+    ] = 90,
+    warehouse: WarehouseOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Train gradient boosting at one date, test it on the next horizon, compare with BG/NBD."""
+    from segmentum.models.churn import evaluate
+
+    train = _as_of(train_as_of)
+    assert train is not None
+    wh = connect(warehouse or load_settings().warehouse)
+    e = evaluate(wh.table("transactions"), train, horizon_days)
+    if as_json:
+        payload = {
+            "train_as_of": e.train_as_of.isoformat(),
+            "test_as_of": e.test_as_of.isoformat(),
+            "customers": e.customers,
+            "churn_rate": e.churn_rate,
+            "metrics": e.metrics.reset_index().to_dict(orient="records"),
+            "calibration": e.calibration.to_dict(orient="records"),
+        }
+        console.print_json(json.dumps(payload, default=float))
+        return
+    t = Table(
+        title=f"churn = no purchase in {horizon_days} days; trained at {e.train_as_of}, "
+        f"tested at {e.test_as_of} on {e.customers:,} customers ({_pct(e.churn_rate)} churned)",
+        title_justify="left",
+    )
+    for c in ("model", "AUC", "Brier score", "mean predicted churn"):
+        t.add_column(c, justify="left" if c == "model" else "right")
+    for name, row in e.metrics.iterrows():
+        t.add_row(
+            str(name),
+            f"{row['AUC']:.3f}",
+            f"{row['Brier score']:.3f}",
+            _pct(row["mean predicted churn"]),
+        )
+    console.print(t)
+
+
 @app.command("quarantine")
 def quarantine_cmd(
     batch: Annotated[str | None, typer.Option(help="Only this ingest batch.")] = None,
