@@ -104,4 +104,7 @@ def test_clv_validate_and_churn_evaluate_run_from_the_command_line(tmp_path: Pat
     assert bad.returncode == 2 and "not after the calibration end" in bad.stderr
     churn = run("churn", "evaluate", "--train-as-of", "2025-04-01", "--json", cwd=tmp_path)
     assert churn.returncode == 0, churn.stderr
-    assert [m["model"] for m in json.loads(churn.stdout)["metrics"]] == ["gradient boosting", "BG/NBD"]
+    assert [m["model"] for m in json.loads(churn.stdout)["metrics"]] == [
+        "gradient boosting",
+        "BG/NBD",
+    ]
