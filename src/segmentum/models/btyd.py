@@ -106,7 +106,11 @@ class _Model:
         best = None
         for start in starts:
             res = optimize.minimize(
-                objective, start, jac=True, method="L-BFGS-B", options={"maxiter": self.max_iter}
+                objective,
+                start,
+                jac=True,
+                method="L-BFGS-B",
+                options={"maxiter": self.max_iter, "ftol": 1e-14, "gtol": 1e-9},
             )
             if np.isfinite(res.fun) and (best is None or res.fun < best.fun):
                 best = res
