@@ -88,6 +88,28 @@ class _Model:
         """What ``_nll`` needs from the rows (models add precomputed distinct values)."""
         return rows
 
+    def _fit_summary(
+        self,
+        name: str,
+        frequency: ArrayLike,
+        recency: ArrayLike,
+        T: ArrayLike,
+        weights: ArrayLike | None,
+    ) -> None:
+        """Validate and compress the BTYD summary, refuse it without repeat buyers, fit."""
+        x, tx, t = _check_summary(frequency, recency, T)
+        if weights is None:
+            (x, tx, t), w = compress(x, tx, t)
+        else:
+            w = np.asarray(weights, dtype=float)
+        if np.sum(w[x > 0]) < 2:
+            raise ModelError(
+                f"{name} needs repeat buyers to learn from: "
+                f"{int(np.sum(w[x > 0]))} of {int(w.sum())} customers bought again",
+                "wait for more history, or use a longer period",
+            )
+        self._optimise((x, tx, t), w)
+
     def _minimise(self, rows: tuple[Array, ...], w: Array, starts: list[Array]) -> Any:
         data = self._prepare(rows, w)
 
@@ -221,18 +243,7 @@ class BetaGeo(_Model):
         weights: ArrayLike | None = None,
     ) -> BetaGeo:
         """Fit on the BTYD summary (x, t_x, T); ``weights`` counts customers per row."""
-        x, tx, t = _check_summary(frequency, recency, T)
-        if weights is None:
-            (x, tx, t), w = compress(x, tx, t)
-        else:
-            w = np.asarray(weights, dtype=float)
-        if np.sum(w[x > 0]) < 2:
-            raise ModelError(
-                "BG/NBD needs repeat buyers to learn from: "
-                f"{int(np.sum(w[x > 0]))} of {int(w.sum())} customers bought again",
-                "wait for more history, or use a longer period",
-            )
-        self._optimise((x, tx, t), w)
+        self._fit_summary("BG/NBD", frequency, recency, T, weights)
         return self
 
     def _prepare(self, rows: tuple[Array, ...], w: Array) -> tuple[NDArray[Any], ...]:
@@ -333,16 +344,7 @@ class ParetoNBD(_Model):
         weights: ArrayLike | None = None,
     ) -> ParetoNBD:
         """Fit on the BTYD summary (x, t_x, T); ``weights`` counts customers per row."""
-        x, tx, t = _check_summary(frequency, recency, T)
-        if weights is None:
-            (x, tx, t), w = compress(x, tx, t)
-        else:
-            w = np.asarray(weights, dtype=float)
-        if np.sum(w[x > 0]) < 2:
-            raise ModelError(
-                "Pareto/NBD needs repeat buyers to learn from", "wait for more history"
-            )
-        self._optimise((x, tx, t), w)
+        self._fit_summary("Pareto/NBD", frequency, recency, T, weights)
         return self
 
     @staticmethod
