@@ -8,7 +8,6 @@ come from the Hessian of the log-likelihood at the optimum (delta method to the 
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -541,10 +540,3 @@ class GammaGamma(_Model):
         x = np.asarray(frequency, dtype=float)
         m = np.nan_to_num(np.asarray(monetary_value, dtype=float))
         return (p * (g + x * m)) / (p * x + q - 1)
-
-
-MODELS: dict[str, Callable[..., Any]] = {
-    "bgnbd": BetaGeo,
-    "pareto_nbd": ParetoNBD,
-    "gamma_gamma": GammaGamma,
-}
