@@ -43,31 +43,17 @@ print("CHECK", con.execute("select count(*), sum(x), round(sum(T), 3) from raw_s
 """
 )
 
-SEGMENTUM_BTYD = (
+SEGMENTUM = (
     PREP.replace(
         "con = duckdb.connect(db)",
         "import segmentum\nwh = segmentum.connect('duckdb:///' + db)\ncon = wh.con.con",
     )
     + """
-from segmentum.features import btyd_summary
+from segmentum.features import {function}
 t0 = time.perf_counter()
-s = wh.write("btyd_summary", btyd_summary(wh.table("transactions"), as_of))
+wh.write("{function}", {function}(wh.table("transactions"), as_of))
 print("SECONDS=%f" % (time.perf_counter() - t0))
-print("CHECK", con.execute("select count(*), sum(x), round(sum(T), 3) from btyd_summary").fetchone())
-"""
-)
-
-SEGMENTUM_ALL = (
-    PREP.replace(
-        "con = duckdb.connect(db)",
-        "import segmentum\nwh = segmentum.connect('duckdb:///' + db)\ncon = wh.con.con",
-    )
-    + """
-from segmentum.features import customer_features
-t0 = time.perf_counter()
-f = wh.write("customer_features", customer_features(wh.table("transactions"), as_of))
-print("SECONDS=%f" % (time.perf_counter() - t0))
-print("CHECK", con.execute("select count(*), sum(x), round(sum(T), 3) from customer_features").fetchone())
+print("CHECK", con.execute("select count(*), sum(x), round(sum(T), 3) from {function}").fetchone())
 """
 )
 
@@ -119,11 +105,12 @@ def main() -> None:
     )
     btyd = measure(
         "segmentum btyd_summary (same aggregates, via Ibis)",
-        SEGMENTUM_BTYD.format(db=str(db)),
+        SEGMENTUM.format(db=str(db), function="btyd_summary"),
         repeat=2,
     )
     full = measure(
-        "segmentum customer_features (all 30+ features)", SEGMENTUM_ALL.format(db=str(db))
+        "segmentum customer_features (all 30+ features)",
+        SEGMENTUM.format(db=str(db), function="customer_features"),
     )
     rows = [limit, btyd, full]
     notes = []

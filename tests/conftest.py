@@ -6,6 +6,8 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import ibis.expr.types as ir
+import pandas as pd
 import pytest
 
 import segmentum
@@ -60,3 +62,33 @@ def cdnow_sample() -> Path:
     if not path.is_file():
         pytest.skip("../shared/datasets/cdnow is not beside this checkout")
     return path
+
+
+@pytest.fixture
+def cdnow_raw(cdnow_sample: Path) -> pd.DataFrame:
+    """The CDNOW 1/10 sample as published: one row per purchase record."""
+    raw = pd.read_csv(
+        cdnow_sample,
+        sep=r"\s+",
+        header=None,
+        names=["master", "cust", "date", "cds", "value"],
+        dtype={"master": str, "cust": str, "date": str},
+    )
+    raw["timestamp"] = pd.to_datetime(raw.date, format="%Y%m%d")
+    return raw
+
+
+@pytest.fixture
+def cdnow_lines(wh: Warehouse, cdnow_raw: pd.DataFrame) -> ir.Table:
+    """The CDNOW sample as transaction lines in the warehouse (table ``cd``)."""
+    rows = pd.DataFrame(
+        {
+            "invoice_id": cdnow_raw.index.astype(str),
+            "customer_id": cdnow_raw.cust,
+            "timestamp": cdnow_raw.timestamp,
+            "quantity": cdnow_raw.cds.astype(float),
+            "amount": cdnow_raw.value,
+        }
+    )
+    wh.con.create_table("cd", rows)
+    return wh.table("cd")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
+import ibis.expr.types as ir
 import pandas as pd
 import pyarrow as pa
 import pytest
@@ -157,28 +158,11 @@ def test_the_default_rfm_rules_name_every_score_pair() -> None:
 
 
 def test_btyd_summary_matches_an_independent_computation_on_cdnow(
-    wh: Warehouse, cdnow_sample: Path
+    cdnow_lines: ir.Table, cdnow_raw: pd.DataFrame
 ) -> None:
-    raw = pd.read_csv(
-        cdnow_sample,
-        sep=r"\s+",
-        header=None,
-        names=["master", "cust", "date", "cds", "value"],
-        dtype={"master": str, "cust": str, "date": str},
-    )
-    raw["timestamp"] = pd.to_datetime(raw.date, format="%Y%m%d")
-    rows = pd.DataFrame(
-        {
-            "invoice_id": raw.index.astype(str),
-            "customer_id": raw.cust,
-            "timestamp": raw.timestamp,
-            "quantity": raw.cds.astype(float),
-            "amount": raw.value,
-        }
-    )
-    wh.con.create_table("cd", rows)
+    raw = cdnow_raw
     got = (
-        btyd_summary(wh.table("cd"), dt.date(1997, 10, 1))
+        btyd_summary(cdnow_lines, dt.date(1997, 10, 1))
         .execute()
         .set_index("customer_id")
         .sort_index()
