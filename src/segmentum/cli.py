@@ -417,6 +417,152 @@ def churn_evaluate_cmd(
     console.print(t)
 
 
+segment_app = typer.Typer(help="Rule segments: create, preview, list, show, edit, delete, compute.")
+app.add_typer(segment_app, name="segment")
+
+
+def _segments(warehouse: str | None) -> Any:
+    from segmentum.segments.store import Segments
+
+    settings = load_settings()
+    return Segments(connect(warehouse or settings.warehouse), settings)
+
+
+def print_preview(p: Any, currency: str) -> None:
+    t = Table(title=f"{p.rule}  (as of {p.as_of})", title_justify="left", show_header=False)
+    t.add_column(style="bold")
+    t.add_column(justify="right")
+    t.add_row("customers", f"{p.size:,} of {p.customers:,} ({_pct(p.share)})")
+    t.add_row("revenue", f"{_money(p.revenue)} {currency} ({_pct(p.revenue_share)})")
+    if p.reach:
+        t.add_row("identified (email or phone)", f"{p.reach.identified:,}")
+        t.add_row("anonymous (no contact data)", f"{p.reach.anonymous:,}")
+    console.print(t)
+    if p.reach:
+        r = Table(title="reach by channel", title_justify="left")
+        r.add_column("channel")
+        for b in ("reachable", "no_contact", "no_consent", "suppressed", "capped"):
+            r.add_column(b.replace("_", " "), justify="right")
+        for ch, counts in p.reach.channels.items():
+            r.add_row(ch, *(f"{v:,}" for v in counts.values()))
+        console.print(r)
+    if p.sample:
+        console.print(f"[dim]e.g. {', '.join(p.sample)}[/dim]")
+
+
+@segment_app.command("create")
+def segment_create_cmd(
+    name: Annotated[str, typer.Argument(help="Segment name: letters, digits and _.")],
+    rule: Annotated[str, typer.Argument(help='The rule, e.g. "recency_days <= 30".')],
+    description: Annotated[str, typer.Option(help="What the segment is for.")] = "",
+    level: Annotated[str, typer.Option(help="customer or account (B2B companies).")] = "customer",
+    warehouse: WarehouseOpt = None,
+) -> None:
+    """Check a rule and save it as a segment (nothing is saved when the rule has an error)."""
+    seg = _segments(warehouse).create(name, rule, description, level)
+    console.print(f"saved segment [bold]{seg.name}[/bold]: {seg.rule}")
+
+
+@segment_app.command("edit")
+def segment_edit_cmd(
+    name: str,
+    rule: Annotated[str | None, typer.Option(help="New rule.")] = None,
+    description: Annotated[str | None, typer.Option(help="New description.")] = None,
+    warehouse: WarehouseOpt = None,
+) -> None:
+    """Change a segment's rule or description (checked before it is saved)."""
+    seg = _segments(warehouse).edit(name, rule, description)
+    console.print(f"updated segment [bold]{seg.name}[/bold]: {seg.rule}")
+
+
+@segment_app.command("delete")
+def segment_delete_cmd(name: str, warehouse: WarehouseOpt = None) -> None:
+    """Delete a segment and its stored membership (refused while others reference it)."""
+    _segments(warehouse).delete(name)
+    console.print(f"deleted segment {name}")
+
+
+@segment_app.command("list")
+def segment_list_cmd(warehouse: WarehouseOpt = None, as_json: JsonOpt = False) -> None:
+    """List saved segments."""
+    segs = _segments(warehouse).list()
+    if as_json:
+        console.print_json(json.dumps([s.__dict__ for s in segs], default=str))
+        return
+    t = Table(title=f"{len(segs)} segments", title_justify="left")
+    for c in ("name", "level", "rule", "description"):
+        t.add_column(c)
+    for s in segs:
+        t.add_row(s.name, s.level, s.rule, s.description)
+    console.print(t)
+
+
+@segment_app.command("show")
+def segment_show_cmd(
+    name: str, as_of: AsOfOpt = None, warehouse: WarehouseOpt = None, as_json: JsonOpt = False
+) -> None:
+    """A segment's definition and its current size, revenue and reach."""
+    segments = _segments(warehouse)
+    seg = segments.get(name)
+    if seg.level == "account":
+        console.print(f"[bold]{seg.name}[/bold] (account): {seg.rule}")
+        return
+    p = segments.preview(name, _as_of(as_of))
+    if as_json:
+        console.print_json(json.dumps({"segment": seg.__dict__, **p.to_dict()}, default=str))
+        return
+    console.print(f"[bold]{seg.name}[/bold]: {seg.description}")
+    print_preview(p, segments.settings.currency)
+
+
+@segment_app.command("preview")
+def segment_preview_cmd(
+    rule: Annotated[str, typer.Argument(help="A rule, or the name of a saved segment.")],
+    as_of: AsOfOpt = None,
+    warehouse: WarehouseOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Size, revenue and reach of a rule, without saving anything."""
+    segments = _segments(warehouse)
+    p = segments.preview(rule, _as_of(as_of))
+    if as_json:
+        console.print_json(json.dumps(p.to_dict(), default=str))
+        return
+    print_preview(p, segments.settings.currency)
+
+
+@segment_app.command("compute")
+def segment_compute_cmd(
+    as_of: AsOfOpt = None, warehouse: WarehouseOpt = None, as_json: JsonOpt = False
+) -> None:
+    """Compute the membership of every saved segment (stored in segment_members)."""
+    rep = _segments(warehouse).compute(_as_of(as_of))
+    if as_json:
+        console.print_json(json.dumps(rep.__dict__, default=str))
+        return
+    t = Table(title=f"segments as of {rep.as_of}", title_justify="left")
+    t.add_column("segment")
+    t.add_column("customers", justify="right")
+    for n in rep.order:
+        if n in rep.sizes:
+            t.add_row(n, f"{rep.sizes[n]:,}")
+    console.print(t)
+
+
+@segment_app.command("import")
+def segment_import_cmd(file: Path, warehouse: WarehouseOpt = None) -> None:
+    """Create or replace the segments listed in a YAML file (all are checked first)."""
+    segs = _segments(warehouse).load_yaml(file)
+    console.print(f"loaded {len(segs)} segments from {file}")
+
+
+@segment_app.command("export")
+def segment_export_cmd(file: Path, warehouse: WarehouseOpt = None) -> None:
+    """Write every saved segment to a YAML file."""
+    _segments(warehouse).dump_yaml(file)
+    console.print(f"wrote {file}")
+
+
 @app.command("quarantine")
 def quarantine_cmd(
     batch: Annotated[str | None, typer.Option(help="Only this ingest batch.")] = None,

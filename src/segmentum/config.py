@@ -85,6 +85,14 @@ SETTINGS: tuple[Setting, ...] = (
         (0.80, 0.95),
         "Cumulative revenue shares that end the high and medium value tiers (80/15/5).",
     ),
+    Setting(
+        "micro_segment_min_size",
+        50,
+        "Micro-segment cells smaller than this are merged upward along their hierarchy.",
+    ),
+    Setting("frequency_cap", 3, "Most campaign contacts one customer may get per cap window."),
+    Setting("frequency_cap_days", 7, "Length of the frequency cap window in days."),
+    Setting("segments_file", "", "YAML file of saved segments to load on every run (optional)."),
 )
 
 _DEFAULTS = {s.name: s.default for s in SETTINGS}
@@ -110,6 +118,10 @@ class Settings:
     currency: str = _DEFAULTS["currency"]
     weeks: bool = _DEFAULTS["weeks"]
     value_tier_cuts: tuple[float, float] = field(default=_DEFAULTS["value_tier_cuts"])
+    micro_segment_min_size: int = _DEFAULTS["micro_segment_min_size"]
+    frequency_cap: int = _DEFAULTS["frequency_cap"]
+    frequency_cap_days: int = _DEFAULTS["frequency_cap_days"]
+    segments_file: str = _DEFAULTS["segments_file"]
 
     def with_overrides(self, **changes: Any) -> Settings:
         """Return a copy with the non-None ``changes`` applied and validated."""

@@ -538,8 +538,48 @@ CAMPAIGN_RESULTS = Table(
     required=(("campaign_id",), ("customer_id",), ("group",)),
 )
 
+SUPPRESSIONS = Table(
+    "suppressions",
+    "People who must not be contacted (unsubscribed, complained, legal hold), by id or email.",
+    (
+        Column("customer_id", "id", "Customer id.", ("customer_id", "id_cliente", "cliente")),
+        Column(
+            "email",
+            "email",
+            "Email address (when the id is not known).",
+            ("email", "e_mail", "mail", "correo"),
+        ),
+        Column(
+            "channel",
+            "category",
+            "Channel suppressed: all, email, sms, push, inapp or web (empty = all).",
+            ("channel", "canal"),
+        ),
+        Column(
+            "reason", "text", "Why (unsubscribed, bounced, complaint...).", ("reason", "motivo")
+        ),
+        Column(
+            "added_at",
+            "timestamp",
+            "When the suppression started.",
+            ("added_at", "date", "fecha", "fecha_baja"),
+        ),
+    ),
+    key=(),
+    required=(("customer_id", "email"),),
+)
+
 INGESTIBLE: dict[str, Table] = {
-    t.name: t for t in (CUSTOMERS, TRANSACTIONS, EVENTS, PRODUCTS, PROSPECTS, CAMPAIGN_RESULTS)
+    t.name: t
+    for t in (
+        CUSTOMERS,
+        TRANSACTIONS,
+        EVENTS,
+        PRODUCTS,
+        PROSPECTS,
+        CAMPAIGN_RESULTS,
+        SUPPRESSIONS,
+    )
 }
 
 QUARANTINE = Table(

@@ -1,0 +1,134 @@
+"""Who in a set of customers can actually be reached, channel by channel, and why not.
+
+For each channel every member falls in exactly one bucket, so the buckets add up to the size:
+``reachable``, ``no_contact`` (no email for email, no phone for SMS, no profile for the
+others), ``no_consent``, ``suppressed`` (on the suppression list for the channel or for all)
+and ``capped`` (already contacted ``frequency_cap`` times in the last ``frequency_cap_days``).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from dataclasses import dataclass, field
+from typing import Any
+
+import ibis
+import ibis.expr.types as ir
+
+from segmentum.config import Settings
+from segmentum.warehouse import Warehouse
+
+CHANNELS = ("email", "sms", "push", "inapp", "web")
+BUCKETS = ("reachable", "no_contact", "no_consent", "suppressed", "capped")
+
+
+@dataclass
+class Reach:
+    size: int
+    identified: int
+    anonymous: int
+    channels: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "size": self.size,
+            "identified": self.identified,
+            "anonymous": self.anonymous,
+            "channels": self.channels,
+        }
+
+
+def contact_status(
+    wh: Warehouse, members: ir.Table, as_of: _dt.date, settings: Settings
+) -> ir.Table:
+    """Per member: identified, and for every channel the bucket it falls in (in-engine)."""
+    m = members.select("customer_id").distinct()
+    if wh.has("customers"):
+        c = wh.table("customers")
+        prof = c.select(
+            "customer_id",
+            _email=c.email,
+            _known=ibis.literal(True),
+            _has_email=c.email.notnull() & (c.email.strip() != ""),
+            _has_phone=c.phone.notnull() & (c.phone.strip() != ""),
+            **{f"_consent_{ch}": c[f"consent_{ch}"].fill_null(False) for ch in CHANNELS},
+        )
+        m = m.left_join(prof, "customer_id").drop("customer_id_right")
+    else:
+        m = m.mutate(
+            _email=ibis.null("string"),
+            _known=ibis.literal(False),
+            _has_email=ibis.literal(False),
+            _has_phone=ibis.literal(False),
+            **{f"_consent_{ch}": ibis.literal(False) for ch in CHANNELS},
+        )
+    m = m.mutate(
+        _known=m._known.fill_null(False),
+        _has_email=m._has_email.fill_null(False),
+        _has_phone=m._has_phone.fill_null(False),
+    )
+    if wh.has("suppressions"):
+        s = wh.table("suppressions")
+        ch = s.channel.lower().fill_null("all")
+        for name in CHANNELS:
+            hit = s.filter((ch == name) | (ch == "all") | (ch == ""))
+            by_id = hit.filter(hit.customer_id.notnull()).select("customer_id").distinct()
+            by_mail = (
+                hit.filter(hit.email.notnull()).select(_mail=hit.email.lower().strip()).distinct()
+            )
+            flag = f"_supp_{name}"
+            m = m.mutate(
+                **{
+                    flag: m.customer_id.isin(by_id.customer_id)
+                    | m._email.lower().strip().isin(by_mail._mail).fill_null(False)
+                }
+            )
+    else:
+        m = m.mutate(**{f"_supp_{name}": ibis.literal(False) for name in CHANNELS})
+    capped = ibis.literal(False)
+    if wh.has("campaign_results") and settings.frequency_cap > 0:
+        r = wh.table("campaign_results")
+        end = ibis.literal(_dt.datetime(as_of.year, as_of.month, as_of.day), "timestamp")
+        recent = r.filter(
+            (r.group == "treatment")
+            & (r.sent_at >= end - ibis.interval(days=settings.frequency_cap_days))
+            & (r.sent_at < end)
+        )
+        counts = recent.group_by("customer_id").aggregate(_sends=recent.count())
+        m = m.left_join(counts, "customer_id").drop("customer_id_right")
+        capped = m._sends.fill_null(0) >= settings.frequency_cap
+    contact = {
+        "email": m._has_email,
+        "sms": m._has_phone,
+        "push": m._known,
+        "inapp": m._known,
+        "web": m._known,
+    }
+    out: dict[str, ir.Value] = {"identified": m._has_email | m._has_phone}
+    for name in CHANNELS:
+        out[f"status_{name}"] = ibis.cases(
+            (~contact[name], "no_contact"),
+            (~m[f"_consent_{name}"], "no_consent"),
+            (m[f"_supp_{name}"], "suppressed"),
+            (capped, "capped"),
+            else_="reachable",
+        )
+    return m.select("customer_id", **out)
+
+
+def reach(wh: Warehouse, members: ir.Table, as_of: _dt.date, settings: Settings) -> Reach:
+    """Counts per channel and bucket for ``members`` (one aggregate query, only counts return)."""
+    st = contact_status(wh, members, as_of, settings)
+    aggs: dict[str, ir.Scalar] = {"size": st.count(), "identified": st.count(where=st.identified)}
+    for ch in CHANNELS:
+        for b in BUCKETS:
+            aggs[f"{ch}__{b}"] = st.count(where=st[f"status_{ch}"] == b)
+    row = st.aggregate(**aggs).to_pyarrow().to_pylist()[0]
+    size = int(row["size"] or 0)
+    identified = int(row["identified"] or 0)
+    return Reach(
+        size=size,
+        identified=identified,
+        anonymous=size - identified,
+        channels={ch: {b: int(row[f"{ch}__{b}"] or 0) for b in BUCKETS} for ch in CHANNELS},
+    )

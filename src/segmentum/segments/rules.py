@@ -1,0 +1,768 @@
+"""The segment rule language: tokenizer, parser, type checker and compiler to Ibis.
+
+A rule is parsed into a syntax tree, checked against the columns it may use, and compiled to an
+Ibis boolean expression. Nothing is ever ``eval``-ed or pasted into SQL: literals become Ibis
+literals and names are looked up in a known schema.
+
+Grammar (lowest precedence first)::
+
+    rule    := or
+    or      := and ('or' and)*
+    and     := not ('and' not)*
+    not     := 'not' not | compare
+    compare := sum [op sum | ['not'] 'in' '(' literal, ... ')' | 'between' sum 'and' sum
+                    | 'is' ['not'] 'null']
+    sum     := product (('+' | '-') product)*
+    product := unary (('*' | '/') unary)*
+    unary   := '-' unary | atom
+    atom    := number | 'string' | true | false | name | call | '(' rule ')'
+    call    := count '(' [source ','] [rule ','] [window] ')'
+             | sum '(' measure [',' rule] [',' window] ')'
+             | exists '(' [source ','] rule [',' window] ')'
+             | has_tag '(' 'tag' ')'
+    window  := 'last' number ('day' | 'days' | 'week' | 'weeks' | 'month' | 'months')
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import difflib
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import ibis
+import ibis.expr.types as ir
+
+from segmentum.errors import InputError
+
+# --------------------------------------------------------------------------------------------
+# Errors
+
+
+class RuleError(InputError):
+    """A rule that cannot be parsed, checked or compiled; points at the position at fault."""
+
+    def __init__(self, message: str, text: str, pos: int, hint: str | None = None) -> None:
+        self.text = text
+        self.pos = pos
+        self.reason = message
+        line = f"{message} at position {pos + 1}:\n    {text}\n    {' ' * pos}^"
+        super().__init__(line, hint)
+
+
+# --------------------------------------------------------------------------------------------
+# Tokens
+
+KEYWORDS = {"and", "or", "not", "in", "between", "is", "null", "true", "false", "last"}
+UNITS = {"day": 1, "days": 1, "week": 7, "weeks": 7, "month": 30, "months": 30}
+_TOKEN = re.compile(
+    r"""
+    (?P<ws>\s+)
+  | (?P<number>\d+(?:\.\d+)?)
+  | (?P<string>'(?:[^'\\]|\\.|'')*'|"(?:[^"\\]|\\.)*")
+  | (?P<op>==|!=|<>|<=|>=|<|>|=|\+|-|\*|/|\(|\)|,)
+  | (?P<name>[^\W\d]\w*)
+    """,
+    re.VERBOSE | re.UNICODE,
+)
+
+
+@dataclass(frozen=True)
+class Token:
+    kind: str  # number, string, op, name, keyword, end
+    value: str
+    pos: int
+
+
+def tokenize(text: str) -> list[Token]:
+    """Split a rule into tokens; an unknown character is an error at its position."""
+    out: list[Token] = []
+    pos = 0
+    while pos < len(text):
+        m = _TOKEN.match(text, pos)
+        if m is None:
+            if text[pos] in "'\"":
+                raise RuleError("this text is never closed", text, pos, "end it with a quote")
+            raise RuleError(f"unexpected character {text[pos]!r}", text, pos)
+        kind = m.lastgroup or ""
+        value = m.group()
+        if kind == "string":
+            quote = value[0]
+            body = value[1:-1]
+            value = body.replace("''", "'") if quote == "'" else body
+            value = re.sub(r"\\(.)", r"\1", value)
+        elif kind == "name" and value.lower() in KEYWORDS:
+            kind, value = "keyword", value.lower()
+        elif kind == "op" and value in ("=", "<>"):
+            value = "==" if value == "=" else "!="
+        if kind != "ws":
+            out.append(Token(kind, value, m.start()))
+        pos = m.end()
+    out.append(Token("end", "", len(text)))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Syntax tree
+
+
+@dataclass(frozen=True)
+class Node:
+    pos: int
+
+
+@dataclass(frozen=True)
+class Literal(Node):
+    value: Any  # float, str, bool or None
+
+
+@dataclass(frozen=True)
+class Name(Node):
+    name: str
+
+
+@dataclass(frozen=True)
+class Unary(Node):
+    op: str  # 'not' or '-'
+    operand: Node
+
+
+@dataclass(frozen=True)
+class Binary(Node):
+    op: str  # and or == != < <= > >= + - * /
+    left: Node
+    right: Node
+
+
+@dataclass(frozen=True)
+class InList(Node):
+    operand: Node
+    values: tuple[Literal, ...]
+    negated: bool
+
+
+@dataclass(frozen=True)
+class Between(Node):
+    operand: Node
+    low: Node
+    high: Node
+
+
+@dataclass(frozen=True)
+class IsNull(Node):
+    operand: Node
+    negated: bool
+
+
+@dataclass(frozen=True)
+class Window(Node):
+    days: int
+
+
+@dataclass(frozen=True)
+class Call(Node):
+    func: str  # count, sum, exists, has_tag
+    source: str | None  # purchases, returns, events (count / exists) or measure (sum)
+    where: Node | None
+    window: Window | None
+    arg: str | None = None  # has_tag's tag
+
+
+FUNCTIONS = ("count", "sum", "exists", "has_tag")
+SOURCES = ("purchases", "returns", "events")
+MEASURES = {"spend": "amount", "amount": "amount", "quantity": "quantity", "items": "quantity"}
+
+
+class Parser:
+    """Recursive descent over the tokens; every error names what was expected."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.tokens = tokenize(text)
+        self.i = 0
+
+    # helpers
+    @property
+    def tok(self) -> Token:
+        return self.tokens[self.i]
+
+    def advance(self) -> Token:
+        t = self.tokens[self.i]
+        self.i += 1
+        return t
+
+    def at(self, kind: str, value: str | None = None) -> bool:
+        t = self.tok
+        return t.kind == kind and (value is None or t.value == value)
+
+    def expect(self, kind: str, value: str, what: str) -> Token:
+        if not self.at(kind, value):
+            self.fail(f"expected {what}")
+        return self.advance()
+
+    def fail(self, message: str) -> None:
+        t = self.tok
+        found = "the end of the rule" if t.kind == "end" else repr(t.value)
+        raise RuleError(f"{message}, found {found}", self.text, t.pos)
+
+    # grammar
+    def parse(self) -> Node:
+        if self.at("end"):
+            raise RuleError("the rule is empty", self.text, 0, "write a condition, e.g. x >= 2")
+        node = self.parse_or()
+        if not self.at("end"):
+            self.fail("expected 'and', 'or' or the end of the rule")
+        return node
+
+    def parse_or(self) -> Node:
+        node = self.parse_and()
+        while self.at("keyword", "or"):
+            t = self.advance()
+            node = Binary(t.pos, "or", node, self.parse_and())
+        return node
+
+    def parse_and(self) -> Node:
+        node = self.parse_not()
+        while self.at("keyword", "and"):
+            t = self.advance()
+            node = Binary(t.pos, "and", node, self.parse_not())
+        return node
+
+    def parse_not(self) -> Node:
+        if self.at("keyword", "not"):
+            t = self.advance()
+            return Unary(t.pos, "not", self.parse_not())
+        return self.parse_compare()
+
+    def parse_compare(self) -> Node:
+        left = self.parse_sum()
+        t = self.tok
+        if t.kind == "op" and t.value in ("==", "!=", "<", "<=", ">", ">="):
+            self.advance()
+            return Binary(t.pos, t.value, left, self.parse_sum())
+        negated = False
+        if self.at("keyword", "not") and self.tokens[self.i + 1].value == "in":
+            self.advance()
+            negated = True
+        if self.at("keyword", "in"):
+            t = self.advance()
+            self.expect("op", "(", "'(' to open the list of values")
+            values = [self.parse_literal()]
+            while self.at("op", ","):
+                self.advance()
+                values.append(self.parse_literal())
+            self.expect("op", ")", "',' or ')' to close the list")
+            return InList(t.pos, left, tuple(values), negated)
+        if self.at("keyword", "between"):
+            t = self.advance()
+            low = self.parse_sum()
+            self.expect("keyword", "and", "'and' between the two bounds")
+            return Between(t.pos, left, low, self.parse_sum())
+        if self.at("keyword", "is"):
+            t = self.advance()
+            neg = False
+            if self.at("keyword", "not"):
+                self.advance()
+                neg = True
+            self.expect("keyword", "null", "'null' after 'is'")
+            return IsNull(t.pos, left, neg)
+        return left
+
+    def parse_sum(self) -> Node:
+        node = self.parse_product()
+        while self.tok.kind == "op" and self.tok.value in ("+", "-"):
+            t = self.advance()
+            node = Binary(t.pos, t.value, node, self.parse_product())
+        return node
+
+    def parse_product(self) -> Node:
+        node = self.parse_unary()
+        while self.tok.kind == "op" and self.tok.value in ("*", "/"):
+            t = self.advance()
+            node = Binary(t.pos, t.value, node, self.parse_unary())
+        return node
+
+    def parse_unary(self) -> Node:
+        if self.at("op", "-"):
+            t = self.advance()
+            return Unary(t.pos, "-", self.parse_unary())
+        return self.parse_atom()
+
+    def parse_literal(self) -> Literal:
+        t = self.tok
+        sign = 1.0
+        if self.at("op", "-"):
+            self.advance()
+            sign = -1.0
+            t = self.tok
+            if t.kind != "number":
+                self.fail("expected a number after '-'")
+        if t.kind == "number":
+            self.advance()
+            return Literal(t.pos, sign * float(t.value))
+        if t.kind == "string":
+            self.advance()
+            return Literal(t.pos, t.value)
+        if t.kind == "keyword" and t.value in ("true", "false", "null"):
+            self.advance()
+            return Literal(t.pos, {"true": True, "false": False, "null": None}[t.value])
+        self.fail("expected a value (a number, a 'text' in quotes, true or false)")
+        raise AssertionError  # pragma: no cover
+
+    def parse_atom(self) -> Node:
+        t = self.tok
+        if t.kind in ("number", "string") or (
+            t.kind == "keyword" and t.value in ("true", "false", "null")
+        ):
+            return self.parse_literal()
+        if t.kind == "name":
+            self.advance()
+            if self.at("op", "("):
+                return self.parse_call(t)
+            return Name(t.pos, t.value)
+        if self.at("op", "("):
+            self.advance()
+            node = self.parse_or()
+            self.expect("op", ")", "')' to close the parenthesis")
+            return node
+        self.fail("expected a column, a segment, a value or '('")
+        raise AssertionError  # pragma: no cover
+
+    def parse_window(self) -> Window:
+        t = self.advance()  # 'last'
+        if not self.at("number"):
+            self.fail("expected a number of days, weeks or months after 'last'")
+        n = self.advance()
+        unit = self.tok
+        if unit.kind != "name" or unit.value.lower() not in UNITS:
+            self.fail("expected 'days', 'weeks' or 'months'")
+        self.advance()
+        days = float(n.value) * UNITS[unit.value.lower()]
+        if days != int(days) or days < 1:
+            raise RuleError("a window must be a whole number of days >= 1", self.text, n.pos)
+        return Window(t.pos, int(days))
+
+    def parse_call(self, name: Token) -> Call:
+        func = name.value.lower()
+        if func not in FUNCTIONS:
+            close = difflib.get_close_matches(func, FUNCTIONS, n=1)
+            hint = f"did you mean {close[0]}()?" if close else "functions: " + ", ".join(FUNCTIONS)
+            raise RuleError(f"unknown function {name.value!r}", self.text, name.pos, hint)
+        self.advance()  # '('
+        source: str | None = None
+        where: Node | None = None
+        window: Window | None = None
+        arg: str | None = None
+        if func == "has_tag":
+            if not self.at("string"):
+                self.fail("expected a tag in quotes, e.g. has_tag('travel')")
+            arg = self.advance().value
+            self.expect("op", ")", "')' after the tag")
+            return Call(name.pos, func, None, None, None, arg)
+        if func == "sum":
+            m = self.tok
+            if m.kind != "name" or m.value.lower() not in MEASURES:
+                self.fail("expected what to add up: " + ", ".join(MEASURES))
+            source = m.value.lower()
+            self.advance()
+            if not self.at("op", ")"):
+                self.expect("op", ",", "',' or ')'")
+        elif self.tok.kind == "name" and self.tok.value.lower() in SOURCES:
+            nxt = self.tokens[self.i + 1]
+            if nxt.kind == "op" and nxt.value in (",", ")"):
+                source = self.advance().value.lower()
+                if self.at("op", ","):
+                    self.advance()
+        while not self.at("op", ")"):
+            if self.at("keyword", "last"):
+                if window is not None:
+                    self.fail("expected one window only")
+                window = self.parse_window()
+            elif where is None and window is None:
+                where = self.parse_or()
+            else:
+                self.fail("expected ')' to close the call")
+            if self.at("op", ","):
+                self.advance()
+            elif not self.at("op", ")"):
+                self.fail("expected ',' or ')'")
+        self.advance()
+        if func == "exists" and where is None and source is None:
+            raise RuleError(
+                "exists() needs a condition", self.text, name.pos, "e.g. exists(event == 'x')"
+            )
+        return Call(name.pos, func, source, where, window, arg)
+
+
+def parse(text: str) -> Node:
+    """Parse a rule into its syntax tree, or raise :class:`RuleError` at the position at fault."""
+    return Parser(text).parse()
+
+
+# --------------------------------------------------------------------------------------------
+# Walking the tree
+
+
+def children(node: Node) -> Iterable[Node]:
+    if isinstance(node, Unary):
+        yield node.operand
+    elif isinstance(node, Binary):
+        yield node.left
+        yield node.right
+    elif isinstance(node, InList):
+        yield node.operand
+        yield from node.values
+    elif isinstance(node, Between):
+        yield node.operand
+        yield node.low
+        yield node.high
+    elif isinstance(node, IsNull):
+        yield node.operand
+
+
+def walk(node: Node) -> Iterable[Node]:
+    """Every node of the tree, not descending into calls' inner conditions."""
+    yield node
+    for c in children(node):
+        yield from walk(c)
+
+
+def calls(node: Node) -> list[Call]:
+    return [n for n in walk(node) if isinstance(n, Call) and n.func != "has_tag"]
+
+
+def names(node: Node) -> set[str]:
+    """The column and segment names a rule uses at customer level (not inside calls)."""
+    return {n.name for n in walk(node) if isinstance(n, Name)}
+
+
+# --------------------------------------------------------------------------------------------
+# Types
+
+NUMBER, TEXT, BOOL, DATE, NULL = "number", "text", "boolean", "date", "null"
+
+
+def kind_of(dtype: Any) -> str:
+    """The rule language's type of an Ibis data type."""
+    if dtype.is_boolean():
+        return BOOL
+    if dtype.is_numeric():
+        return NUMBER
+    if dtype.is_date() or dtype.is_timestamp():
+        return DATE
+    return TEXT
+
+
+# Line-level columns usable inside count / sum / exists conditions.
+LINE_COLUMNS: dict[str, dict[str, str]] = {
+    "transactions": {
+        "category": "category",
+        "product_id": "product_id",
+        "product_name": "product_name",
+        "sales_channel": "sales_channel",
+        "channel": "sales_channel",
+        "device": "device",
+        "promo_code": "promo_code",
+        "store_id": "store_id",
+        "amount": "amount",
+        "quantity": "quantity",
+        "unit_price": "unit_price",
+        "discount": "discount",
+    },
+    "events": {
+        "event": "event_type",
+        "event_type": "event_type",
+        "device": "device",
+        "channel": "channel",
+        "campaign_id": "campaign_id",
+        "product_id": "product_id",
+    },
+}
+
+
+@dataclass
+class Scope:
+    """What a rule may refer to: columns with their types, and other segments."""
+
+    columns: Mapping[str, str]  # name -> kind
+    segments: Mapping[str, str] = field(default_factory=dict)  # name -> level
+    line_schemas: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # table -> kinds
+    allow_windows: bool = True
+
+
+def check(text: str, node: Node, scope: Scope) -> str:
+    """Type-check the tree; return its type. Unknown names and type mismatches are errors."""
+
+    def err(msg: str, at: Node, hint: str | None = None) -> RuleError:
+        return RuleError(msg, text, at.pos, hint)
+
+    def unknown(name: str, at: Node, known: Iterable[str], what: str) -> RuleError:
+        close = difflib.get_close_matches(name, list(known), n=3)
+        hint = ("did you mean " + " or ".join(close) + "?") if close else f"see the {what}"
+        return err(f"unknown column or segment {name!r}", at, hint)
+
+    def typ(n: Node, cols: Mapping[str, str], inner: bool) -> str:
+        if isinstance(n, Literal):
+            if n.value is None:
+                return NULL
+            if isinstance(n.value, bool):
+                return BOOL
+            if isinstance(n.value, float):
+                return NUMBER
+            return TEXT
+        if isinstance(n, Name):
+            if n.name in cols:
+                return cols[n.name]
+            if not inner and n.name in scope.segments:
+                return BOOL
+            if inner:
+                raise unknown(n.name, n, cols, "line columns: " + ", ".join(sorted(cols)))
+            raise unknown(n.name, n, [*cols, *scope.segments], "list of columns (segmentum docs)")
+        if isinstance(n, Unary):
+            t = typ(n.operand, cols, inner)
+            want = BOOL if n.op == "not" else NUMBER
+            if t not in (want, NULL):
+                raise err(f"'{n.op}' needs a {want}, got a {t}", n.operand)
+            return want
+        if isinstance(n, Binary):
+            lt, rt = typ(n.left, cols, inner), typ(n.right, cols, inner)
+            if n.op in ("and", "or"):
+                for side, t in ((n.left, lt), (n.right, rt)):
+                    if t not in (BOOL, NULL):
+                        raise err(
+                            f"'{n.op}' joins conditions, but this is a {t}",
+                            side,
+                            "compare it with something, e.g. x > 0",
+                        )
+                return BOOL
+            if n.op in ("+", "-", "*", "/"):
+                for side, t in ((n.left, lt), (n.right, rt)):
+                    if t not in (NUMBER, NULL):
+                        raise err(f"'{n.op}' needs numbers, got a {t}", side)
+                return NUMBER
+            compatible(lt, rt, n.right, n.op)
+            return BOOL
+        if isinstance(n, InList):
+            t = typ(n.operand, cols, inner)
+            for v in n.values:
+                compatible(t, typ(v, cols, inner), v, "in")
+            return BOOL
+        if isinstance(n, Between):
+            t = typ(n.operand, cols, inner)
+            compatible(t, typ(n.low, cols, inner), n.low, "between")
+            compatible(t, typ(n.high, cols, inner), n.high, "between")
+            return BOOL
+        if isinstance(n, IsNull):
+            typ(n.operand, cols, inner)
+            return BOOL
+        if isinstance(n, Call):
+            if inner:
+                raise err(f"{n.func}() cannot be nested inside another count, sum or exists", n)
+            if n.func == "has_tag":
+                if "tags" not in cols:
+                    raise err("has_tag() needs the customers' tags, which are not loaded", n)
+                return BOOL
+            if not scope.allow_windows:
+                raise err(f"{n.func}() is not available here", n, "use aggregated columns")
+            table = call_table(n)
+            line_cols = scope.line_schemas.get(table)
+            if line_cols is None:
+                raise err(
+                    f"{n.func}() needs the {table} table, which is not loaded",
+                    n,
+                    f"load it: segmentum ingest {table} FILE",
+                )
+            if n.where is not None:
+                t = typ(n.where, line_cols, True)
+                if t not in (BOOL, NULL):
+                    raise err(f"the condition of {n.func}() must be true or false", n.where)
+            return BOOL if n.func == "exists" else NUMBER
+        raise err("cannot use this here", n)  # pragma: no cover
+
+    def compatible(a: str, b: str, at: Node, op: str) -> None:
+        if NULL in (a, b):
+            raise err(
+                "compare with null using 'is null' or 'is not null'", at, "e.g. city is not null"
+            )
+        if a == b or (a == DATE and b == TEXT) or (a == TEXT and b == DATE):
+            if op in ("<", "<=", ">", ">=", "between") and BOOL in (a, b):
+                raise err(f"cannot order true/false values with '{op}'", at)
+            return
+        raise err(f"cannot compare a {a} with a {b} using '{op}'", at)
+
+    return typ(node, scope.columns, False)
+
+
+def call_table(call: Call) -> str:
+    """The raw table a window call reads: transactions or events."""
+    if call.func == "sum" or call.source in ("purchases", "returns"):
+        return "transactions"
+    if call.source == "events":
+        return "events"
+    # exists(cond) / count(cond): events when the condition mentions the event type.
+    used = names(call.where) if call.where is not None else set()
+    return "events" if used & {"event", "event_type", "campaign_id"} else "transactions"
+
+
+def call_key(call: Call) -> str:
+    """A canonical name for a window call: the same call in two rules is computed once."""
+    return "w_" + re.sub(r"\W+", "_", _canon(call)).strip("_")[:48] + f"_{_hash(_canon(call))}"
+
+
+def _canon(n: Node | None) -> str:
+    if n is None:
+        return ""
+    if isinstance(n, Literal):
+        return repr(n.value)
+    if isinstance(n, Name):
+        return n.name
+    if isinstance(n, Call):
+        w = f"last{n.window.days}" if n.window else "all"
+        return f"{n.func}({n.source},{_canon(n.where)},{w},{n.arg})"
+    parts = [_canon(c) for c in children(n)]
+    tag = getattr(n, "op", type(n).__name__) + str(getattr(n, "negated", ""))
+    return f"{tag}({','.join(parts)})"
+
+
+def _hash(s: str) -> str:
+    import hashlib
+
+    return hashlib.sha1(s.encode()).hexdigest()[:8]
+
+
+# --------------------------------------------------------------------------------------------
+# Compilation to Ibis
+
+
+def _lit(value: Any, kind: str) -> ir.Value:
+    if kind == DATE and isinstance(value, str):
+        return ibis.literal(_dt.date.fromisoformat(value), "date")
+    if isinstance(value, float):
+        return ibis.literal(value, "float64")
+    return ibis.literal(value)
+
+
+def compile_node(
+    text: str,
+    node: Node,
+    resolve: Callable[[str], ir.Value],
+    kinds: Mapping[str, str],
+    window_column: Callable[[Call], ir.Value] | None = None,
+) -> ir.Value:
+    """Compile a checked tree to an Ibis expression; names are resolved by ``resolve``."""
+
+    def kind(n: Node) -> str:
+        if isinstance(n, Name):
+            return kinds.get(n.name, BOOL)
+        if isinstance(n, Literal):
+            return NUMBER if isinstance(n.value, float) else TEXT
+        return NUMBER
+
+    def other(a: Node, b: Node) -> str:
+        """The type a literal on one side is read as: the type of the other side."""
+        return kind(a) if not isinstance(a, Literal) else kind(b)
+
+    def c(n: Node, as_kind: str | None = None) -> ir.Value:
+        if isinstance(n, Literal):
+            return _lit(n.value, as_kind or kind(n))
+        if isinstance(n, Name):
+            v = resolve(n.name)
+            return v.cast("date") if kinds.get(n.name) == DATE else v
+        if isinstance(n, Unary):
+            inner = c(n.operand)
+            return ~inner if n.op == "not" else -inner
+        if isinstance(n, Binary):
+            if n.op in ("and", "or"):
+                lft, rgt = c(n.left), c(n.right)
+                return (lft & rgt) if n.op == "and" else (lft | rgt)
+            k = other(n.left, n.right)
+            lft, rgt = c(n.left, k), c(n.right, k)
+            if n.op == "/":
+                return lft.cast("float64") / ibis.ifelse(rgt == 0, ibis.null(), rgt)
+            ops: dict[str, Callable[[Any, Any], Any]] = {
+                "==": lambda a, b: a == b,
+                "!=": lambda a, b: a != b,
+                "<": lambda a, b: a < b,
+                "<=": lambda a, b: a <= b,
+                ">": lambda a, b: a > b,
+                ">=": lambda a, b: a >= b,
+                "+": lambda a, b: a + b,
+                "-": lambda a, b: a - b,
+                "*": lambda a, b: a * b,
+            }
+            return ops[n.op](lft, rgt)
+        if isinstance(n, InList):
+            k = kind(n.operand)
+            operand = c(n.operand)
+            hit = ibis.or_(*(operand == _lit(v.value, k) for v in n.values))
+            return ~hit if n.negated else hit
+        if isinstance(n, Between):
+            k = kind(n.operand)
+            return c(n.operand).between(c(n.low, k), c(n.high, k))
+        if isinstance(n, IsNull):
+            v = c(n.operand)
+            return v.notnull() if n.negated else v.isnull()
+        if isinstance(n, Call):
+            if n.func == "has_tag":
+                return _has_tag(resolve("tags"), n.arg or "")
+            if window_column is None:  # pragma: no cover - checked before
+                raise RuleError(f"{n.func}() is not available here", text, n.pos)
+            return window_column(n)
+        raise RuleError("cannot compile this", text, n.pos)  # pragma: no cover
+
+    return c(node)
+
+
+def _has_tag(tags: ir.Value, tag: str) -> ir.BooleanValue:
+    """Tags are stored as one text separated by ',' or '|'; match a whole tag, any case."""
+    norm = tags.lower().replace("|", ",").replace(", ", ",")
+    wrapped = ibis.literal(",") + norm + ibis.literal(",")
+    return wrapped.contains("," + tag.strip().lower() + ",").fill_null(False)
+
+
+def window_aggregates(
+    calls_: Iterable[Call],
+    table: ir.Table,
+    table_name: str,
+    as_of: _dt.date,
+    text_of: Mapping[Call, str],
+) -> ir.Table:
+    """One pass over ``table``: every window call over it as a conditional aggregate per customer.
+
+    All calls over the same table, from every rule, share this single grouped scan.
+    """
+    calls_ = list(dict.fromkeys(calls_))
+    cutoff = ibis.literal(_dt.datetime(as_of.year, as_of.month, as_of.day), "timestamp")
+    longest = max((c.window.days if c.window else 10**6) for c in calls_)
+    t = table.filter(table.customer_id.notnull() & (table.timestamp < cutoff))
+    if longest < 10**6:
+        t = t.filter(t.timestamp >= cutoff - ibis.interval(days=longest))
+    mapping = LINE_COLUMNS[table_name]
+    line_kinds = {k: kind_of(t.schema()[v]) for k, v in mapping.items() if v in t.columns}
+    aggs: dict[str, ir.Scalar] = {}
+    for call in calls_:
+        cond: ir.BooleanValue = ibis.literal(True)
+        if call.window is not None:
+            cond = t.timestamp >= cutoff - ibis.interval(days=call.window.days)
+        if table_name == "transactions" and call.func != "sum":
+            # count / exists over purchases (the default) or returns; sum() is net of returns.
+            cond = cond & ((t.quantity < 0) if call.source == "returns" else (t.quantity > 0))
+        if call.where is not None:
+            where = compile_node(
+                text_of[call],
+                call.where,
+                lambda name: t[mapping[name]],
+                line_kinds,
+            )
+            cond = cond & where.fill_null(False)
+        key = call_key(call)
+        if call.func == "sum":
+            col = MEASURES[call.source or "spend"]
+            aggs[key] = t[col].sum(where=cond).cast("float64")
+        elif table_name == "transactions":
+            aggs[key] = t.invoice_id.nunique(where=cond).cast("float64")
+        else:
+            aggs[key] = t.count(where=cond).cast("float64")
+    return t.group_by("customer_id").aggregate(**aggs)

@@ -1,0 +1,521 @@
+"""Saved rule segments: create, preview, list, show, edit, delete, and compute membership.
+
+Definitions live in the warehouse table ``segment_definitions`` (and can be exported to or
+imported from YAML). Membership is computed in the engine for every saved segment at once:
+
+1. every time-window call of every rule (``count(purchases, last 30 days)``...) becomes one
+   conditional aggregate of a single grouped scan per raw table;
+2. segments are computed level by level in dependency order, each exactly once: a segment that
+   references another reads the membership column already materialised for it;
+3. the long table ``segment_members`` (segment, customer_id, as_of, run_id) is written back.
+"""
+
+from __future__ import annotations
+
+import builtins
+import datetime as _dt
+import re
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import ibis
+import ibis.expr.types as ir
+import pyarrow as pa
+import yaml
+
+from segmentum.config import Settings, load_settings
+from segmentum.errors import InputError
+from segmentum.segments import rules as R
+from segmentum.segments.reach import Reach, reach
+from segmentum.segments.view import account_view, customer_view
+from segmentum.warehouse import Warehouse
+
+LEVELS = ("customer", "account")
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+DEFINITIONS = "segment_definitions"
+MEMBERS = "segment_members"
+
+
+@dataclass
+class Segment:
+    """One saved segment."""
+
+    name: str
+    rule: str
+    description: str = ""
+    level: str = "customer"
+    created_at: _dt.datetime | None = None
+    updated_at: _dt.datetime | None = None
+
+
+@dataclass
+class Preview:
+    """What a rule selects, with honest counts."""
+
+    rule: str
+    as_of: _dt.date
+    size: int
+    customers: int
+    revenue: float
+    total_revenue: float
+    reach: Reach | None = None
+    sample: list[str] = field(default_factory=list)
+
+    @property
+    def share(self) -> float:
+        return self.size / self.customers if self.customers else 0.0
+
+    @property
+    def revenue_share(self) -> float:
+        return self.revenue / self.total_revenue if self.total_revenue else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["as_of"] = self.as_of.isoformat()
+        d["share"] = self.share
+        d["revenue_share"] = self.revenue_share
+        d["reach"] = self.reach.to_dict() if self.reach else None
+        return d
+
+
+@dataclass
+class ComputeReport:
+    """Sizes of every computed segment and the order they were computed in."""
+
+    as_of: _dt.date
+    run_id: str
+    order: list[str]
+    sizes: dict[str, int]
+    window_scans: dict[str, int]  # raw table -> window aggregates computed in its one scan
+
+
+def _now() -> _dt.datetime:
+    return _dt.datetime.now(_dt.UTC).replace(tzinfo=None)
+
+
+def _col(name: str) -> str:
+    return f"seg__{name}"
+
+
+class Segments:
+    """The Python API for saved segments (the CLI and REST API call this)."""
+
+    def __init__(self, warehouse: Warehouse, settings: Settings | None = None) -> None:
+        self.wh = warehouse
+        self.settings = settings or load_settings()
+
+    # ---------------------------------------------------------------- definitions
+    def list(self) -> list[Segment]:
+        if not self.wh.has(DEFINITIONS):
+            return []
+        rows = self.wh.table(DEFINITIONS).order_by("name").to_pyarrow().to_pylist()
+        return [Segment(**r) for r in rows]
+
+    def get(self, name: str) -> Segment:
+        for s in self.list():
+            if s.name == name:
+                return s
+        known = [s.name for s in self.list()]
+        close = __import__("difflib").get_close_matches(name, known, n=1)
+        raise InputError(
+            f"there is no segment named {name!r}",
+            f"did you mean {close[0]}?" if close else "list them: segmentum segment list",
+        )
+
+    def _save(self, segments: Iterable[Segment]) -> None:
+        rows = [asdict(s) for s in segments]
+        schema = pa.schema(
+            [
+                ("name", pa.string()),
+                ("rule", pa.string()),
+                ("description", pa.string()),
+                ("level", pa.string()),
+                ("created_at", pa.timestamp("us")),
+                ("updated_at", pa.timestamp("us")),
+            ]
+        )
+        self.wh.write(DEFINITIONS, pa.Table.from_pylist(rows, schema=schema))
+
+    def create(
+        self,
+        name: str,
+        rule: str,
+        description: str = "",
+        level: str = "customer",
+        *,
+        replace: bool = False,
+    ) -> Segment:
+        """Validate and save a segment; nothing is stored when the rule has an error."""
+        existing = {s.name: s for s in self.list()}
+        if name in existing and not replace:
+            raise InputError(
+                f"a segment named {name!r} already exists",
+                f"edit it (segmentum segment edit {name}) or choose another name",
+            )
+        seg = Segment(name, rule.strip(), description, level, _now(), _now())
+        if name in existing:
+            seg.created_at = existing[name].created_at
+        existing[name] = seg
+        self.validate(existing.values())
+        self._save(existing.values())
+        return seg
+
+    def edit(self, name: str, rule: str | None = None, description: str | None = None) -> Segment:
+        seg = self.get(name)
+        new = Segment(
+            name,
+            rule.strip() if rule is not None else seg.rule,
+            description if description is not None else seg.description,
+            seg.level,
+            seg.created_at,
+            _now(),
+        )
+        return self.create(new.name, new.rule, new.description, new.level, replace=True)
+
+    def delete(self, name: str) -> None:
+        """Delete a segment; refused while other segments reference it."""
+        self.get(name)
+        users = [s.name for s in self.list() if name in _refs(s)]
+        if users:
+            raise InputError(
+                f"segment {name!r} is used by {', '.join(users)}",
+                "edit or delete those first",
+            )
+        self._save(s for s in self.list() if s.name != name)
+        if self.wh.has(MEMBERS):
+            m = self.wh.table(MEMBERS)
+            kept = self.wh.materialize(m.filter(m.segment != name))
+            self.wh.write(MEMBERS, kept)
+
+    def load_yaml(self, path: str | Path) -> builtins.list[Segment]:
+        """Create or replace the segments listed in a YAML file; all are checked first."""
+        p = Path(path)
+        try:
+            data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise InputError(f"{p}: cannot read the segments file: {exc}") from exc
+        items = data.get("segments", data) if isinstance(data, dict) else data
+        if isinstance(items, dict):
+            items = [
+                {"name": k, **(v if isinstance(v, dict) else {"rule": v})} for k, v in items.items()
+            ]
+        if not isinstance(items, list):
+            raise InputError(f"{p}: expected a list of segments with name and rule")
+        existing = {s.name: s for s in self.list()}
+        loaded = []
+        for i, item in enumerate(items, 1):
+            if not isinstance(item, dict) or "name" not in item or "rule" not in item:
+                raise InputError(f"{p}: segment #{i} needs a name and a rule")
+            seg = Segment(
+                str(item["name"]),
+                str(item["rule"]).strip(),
+                str(item.get("description", "")),
+                str(item.get("level", "customer")),
+                existing.get(str(item["name"]), Segment("", "")).created_at or _now(),
+                _now(),
+            )
+            existing[seg.name] = seg
+            loaded.append(seg)
+        try:
+            self.validate(existing.values())
+        except InputError as exc:
+            raise InputError(f"{p}: {exc.message}", exc.hint) from exc
+        self._save(existing.values())
+        return loaded
+
+    def dump_yaml(self, path: str | Path) -> None:
+        items = [
+            {
+                k: v
+                for k, v in (
+                    ("name", s.name),
+                    ("rule", s.rule),
+                    ("description", s.description),
+                    ("level", s.level),
+                )
+                if v
+            }
+            for s in self.list()
+        ]
+        Path(path).write_text(
+            yaml.safe_dump({"segments": items}, allow_unicode=True, sort_keys=False),
+            encoding="utf-8",
+        )
+
+    # ---------------------------------------------------------------- checking
+    def scope(self, level: str, view: ir.Table | None = None) -> R.Scope:
+        """What a rule at ``level`` may use, from the warehouse's current tables."""
+        if view is None:
+            view = self._view()[0]
+        if level == "account":
+            view = account_view(view)
+        columns = {c: R.kind_of(t) for c, t in view.schema().items() if c != "customer_id"}
+        lines: dict[str, dict[str, str]] = {}
+        for table in ("transactions", "events"):
+            if self.wh.has(table):
+                sch = self.wh.table(table).schema()
+                lines[table] = {
+                    k: R.kind_of(sch[v]) for k, v in R.LINE_COLUMNS[table].items() if v in sch
+                }
+        return R.Scope(columns, {}, lines, allow_windows=level == "customer")
+
+    def _view(self, as_of: _dt.date | None = None) -> tuple[ir.Table, _dt.date]:
+        return customer_view(self.wh, as_of)
+
+    def validate(
+        self, segments: Iterable[Segment], view: ir.Table | None = None
+    ) -> builtins.list[str]:
+        """Check names, syntax, columns, types and cycles of all ``segments``; return an order."""
+        segs = {s.name: s for s in segments}
+        if view is None:
+            view = self._view()[0]
+        scopes = {lvl: self.scope(lvl, view) for lvl in LEVELS}
+        for s in segs.values():
+            if not _NAME.match(s.name) or s.name.lower() in R.KEYWORDS | set(R.FUNCTIONS):
+                raise InputError(
+                    f"{s.name!r} cannot be a segment name",
+                    "use letters, digits and _ (not starting with a digit), e.g. vip_madrid",
+                )
+            if s.level not in LEVELS:
+                raise InputError(f"segment {s.name}: level must be customer or account")
+            if s.name in scopes[s.level].columns:
+                raise InputError(f"segment name {s.name!r} is also a column", "choose another name")
+        for s in segs.values():
+            scope = scopes[s.level]
+            # A customer rule may reference customer and account segments; an account rule
+            # only account segments.
+            scope.segments = {
+                n: o.level for n, o in segs.items() if s.level == "customer" or o.level == "account"
+            }
+            tree = _parse(s)
+            try:
+                t = R.check(s.rule, tree, scope)
+            except R.RuleError as exc:
+                raise R.RuleError(
+                    f"segment {s.name}: {exc.reason}", exc.text, exc.pos, exc.hint
+                ) from exc
+            if t != R.BOOL:
+                raise InputError(
+                    f"segment {s.name}: the rule gives a {t}, not true or false",
+                    "compare it with something, e.g. monetary > 100",
+                )
+        return _order(segs)
+
+    # ---------------------------------------------------------------- computing
+    def _evaluate(
+        self,
+        segs: Mapping[str, Segment],
+        as_of: _dt.date | None,
+        wanted: Iterable[str] | None = None,
+    ) -> tuple[ir.Table, _dt.date, builtins.list[str], dict[str, int]]:
+        """A table of customer_id and one boolean column per segment, computed in the engine."""
+        view, as_of = self._view(as_of)
+        order = self.validate(segs.values(), view)
+        if wanted is not None:
+            needed = _closure(segs, wanted)
+            order = [n for n in order if n in needed]
+        # Account segments: computed over the account view, in dependency order.
+        accounts = [n for n in order if segs[n].level == "account"]
+        acc_flags: ir.Table | None = None
+        if accounts:
+            acc = account_view(view)
+            for level in _levels(segs, accounts):
+                acc = acc.mutate(
+                    **{
+                        _col(n): self._compile(segs[n], acc, as_of, {}).fill_null(False)
+                        for n in level
+                    }
+                )
+                acc = self.wh.materialize(acc, "segacc")
+            acc_flags = acc.select("company_id", *[_col(n) for n in accounts])
+        # Window aggregates: one scan per raw table for all the calls of all rules.
+        customers = [n for n in order if segs[n].level == "customer"]
+        all_calls: dict[str, dict[R.Call, str]] = {}
+        for n in customers:
+            for c in R.calls(_parse(segs[n])):
+                all_calls.setdefault(R.call_table(c), {})[c] = segs[n].rule
+        base = view
+        scans: dict[str, int] = {}
+        for tname, cs in all_calls.items():
+            w = R.window_aggregates(cs, self.wh.table(tname), tname, as_of, cs)
+            keys = list(dict.fromkeys(R.call_key(c) for c in cs))
+            scans[tname] = len(keys)
+            base = base.left_join(w, "customer_id").drop("customer_id_right")
+            base = base.mutate(**{k: base[k].fill_null(0.0) for k in keys})
+        if acc_flags is not None and "company_id" in base.columns:
+            base = base.left_join(acc_flags, "company_id").drop("company_id_right")
+            base = base.mutate(**{_col(n): base[_col(n)].fill_null(False) for n in accounts})
+        base = self.wh.materialize(base, "segbase")
+        flags = base.select("customer_id")
+        for level in _levels(segs, customers):
+            full = base.join(flags, "customer_id")
+            new = {_col(n): self._compile(segs[n], full, as_of, {}).fill_null(False) for n in level}
+            flags = self.wh.materialize(full.select(*flags.columns, **new), "segflags")
+        return flags, as_of, order, scans
+
+    def _compile(
+        self, seg: Segment, table: ir.Table, as_of: _dt.date, _: Mapping[str, Any]
+    ) -> ir.BooleanValue:
+        tree = _parse(seg)
+        kinds = {c: R.kind_of(t) for c, t in table.schema().items()}
+
+        def resolve(name: str) -> ir.Value:
+            if name in table.columns and not name.startswith("seg__"):
+                return table[name]
+            return table[_col(name)]
+
+        def window(call: R.Call) -> ir.Value:
+            v = table[R.call_key(call)]
+            return v > 0 if call.func == "exists" else v
+
+        return R.compile_node(seg.rule, tree, resolve, kinds, window)
+
+    def compute(self, as_of: _dt.date | None = None, run_id: str | None = None) -> ComputeReport:
+        """Compute every saved segment and store ``segment_members`` for ``as_of``."""
+        segs = {s.name: s for s in self.list()}
+        run_id = run_id or uuid.uuid4().hex[:12]
+        if not segs:
+            _, as_of = self._view(as_of)
+            return ComputeReport(as_of, run_id, [], {}, {})
+        flags, as_of, order, scans = self._evaluate(segs, as_of)
+        customers = [n for n in order if segs[n].level == "customer"]
+        parts = [
+            flags.filter(flags[_col(n)]).select(
+                segment=ibis.literal(n), customer_id=flags.customer_id
+            )
+            for n in customers
+        ]
+        if parts:
+            members = ibis.union(*parts) if len(parts) > 1 else parts[0]
+        else:
+            members = flags.limit(0).select(segment=ibis.literal(""), customer_id="customer_id")
+        members = members.mutate(as_of=ibis.literal(as_of, "date"), run_id=ibis.literal(run_id))
+        if self.wh.has(MEMBERS):
+            stored = self.wh.replace_where(MEMBERS, members, "as_of", as_of)
+        else:
+            stored = self.wh.write(MEMBERS, members)
+        cur = stored.filter(stored.as_of == ibis.literal(as_of, "date"))
+        counts = cur.group_by("segment").aggregate(n=cur.count()).to_pyarrow().to_pylist()
+        sizes = {n: 0 for n in customers}
+        sizes.update({r["segment"]: int(r["n"]) for r in counts})
+        return ComputeReport(as_of, run_id, order, sizes, scans)
+
+    def members(self, name: str, as_of: _dt.date | None = None) -> ir.Table:
+        """Customer ids in a segment, from the last computation for ``as_of`` (default latest)."""
+        self.get(name)
+        if not self.wh.has(MEMBERS):
+            raise InputError(
+                f"segment {name!r} has not been computed", "run: segmentum segment compute"
+            )
+        m = self.wh.table(MEMBERS)
+        m = m.filter(m.segment == name)
+        if as_of is None:
+            as_of = m.as_of.max().to_pyarrow().as_py()
+        return m.filter(m.as_of == ibis.literal(as_of, "date")).select("customer_id")
+
+    def preview(
+        self, rule_or_name: str, as_of: _dt.date | None = None, *, sample: int = 5
+    ) -> Preview:
+        """Size, revenue and reach of a rule (or a saved segment), computed now, stored nowhere."""
+        segs = {s.name: s for s in self.list()}
+        if rule_or_name in segs:
+            target = rule_or_name
+        else:
+            target = "_preview"
+            segs[target] = Segment(target, rule_or_name.strip())
+        if segs[target].level == "account":
+            raise InputError("preview an account segment through a customer rule that uses it")
+        flags, as_of, _, _ = self._evaluate(segs, as_of, wanted=[target])
+        view, _ = self._view(as_of)
+        j = view.select("customer_id", "monetary").join(
+            flags.select("customer_id", _in=flags[_col(target)]), "customer_id"
+        )
+        agg = (
+            j.aggregate(
+                customers=j.count(),
+                size=j.count(where=j._in),
+                revenue=j.monetary.sum(where=j._in),
+                total=j.monetary.sum(),
+            )
+            .to_pyarrow()
+            .to_pylist()[0]
+        )
+        members = j.filter(j._in).select("customer_id")
+        ids = members.order_by("customer_id").limit(sample).to_pyarrow().column(0).to_pylist()
+        return Preview(
+            rule=segs[target].rule,
+            as_of=as_of,
+            size=int(agg["size"] or 0),
+            customers=int(agg["customers"] or 0),
+            revenue=float(agg["revenue"] or 0.0),
+            total_revenue=float(agg["total"] or 0.0),
+            reach=reach(self.wh, members, as_of, self.settings),
+            sample=[str(i) for i in ids],
+        )
+
+
+def _parse(seg: Segment) -> R.Node:
+    try:
+        return R.parse(seg.rule)
+    except R.RuleError as exc:
+        raise R.RuleError(f"segment {seg.name}: {exc.reason}", exc.text, exc.pos, exc.hint) from exc
+
+
+def _refs(seg: Segment) -> set[str]:
+    try:
+        return R.names(R.parse(seg.rule))
+    except R.RuleError:
+        return set()
+
+
+def _order(segs: Mapping[str, Segment]) -> list[str]:
+    """Dependency order (referenced segments first); a cycle is an error naming it."""
+    deps = {n: _refs(s) & set(segs) for n, s in segs.items()}
+    order: list[str] = []
+    state: dict[str, int] = {}
+
+    def visit(n: str, path: list[str]) -> None:
+        if state.get(n) == 2:
+            return
+        if state.get(n) == 1:
+            cycle = [*path[path.index(n) :], n]
+            raise InputError(
+                "segments reference each other in a cycle: " + " -> ".join(cycle),
+                "a segment cannot depend on itself, directly or through others",
+            )
+        state[n] = 1
+        for d in sorted(deps[n]):
+            visit(d, [*path, n])
+        state[n] = 2
+        order.append(n)
+
+    for n in sorted(segs):
+        visit(n, [])
+    return order
+
+
+def _closure(segs: Mapping[str, Segment], wanted: Iterable[str]) -> set[str]:
+    out: set[str] = set()
+    todo = list(wanted)
+    while todo:
+        n = todo.pop()
+        if n in out:
+            continue
+        out.add(n)
+        todo.extend(_refs(segs[n]) & set(segs))
+    return out
+
+
+def _levels(segs: Mapping[str, Segment], names: list[str]) -> list[list[str]]:
+    """Group ``names`` (in dependency order) into levels whose members only need earlier ones."""
+    depth: dict[str, int] = {}
+    for n in names:
+        same = [d for d in _refs(segs[n]) & set(names)]
+        depth[n] = 1 + max((depth[d] for d in same), default=-1)
+    levels: list[list[str]] = [[] for _ in range(max(depth.values(), default=-1) + 1)]
+    for n in names:
+        levels[depth[n]].append(n)
+    return levels
