@@ -105,7 +105,7 @@ SEGMENTS: tuple[Planted, ...] = (
     Planted(
         "lapsing",
         0.20,
-        1 / 40,
+        1 / 20,
         150,
         45.0,
         1.2,
@@ -279,8 +279,12 @@ def _customers_chunk(
 ) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
     seg = _segment_of(rng, n)
     first_day = rng.integers(0, DAYS - 120, size=n)
-    is_new = seg == [s.name for s in SEGMENTS].index("new")
+    names = [s.name for s in SEGMENTS]
+    is_new = seg == names.index("new")
     first_day[is_new] = rng.integers(DAYS - 90, DAYS - 5, size=int(is_new.sum()))
+    # One-off buyers and lapsing customers are old acquaintances: their story is over by the end.
+    old = (seg == names.index("one_off")) | (seg == names.index("lapsing"))
+    first_day[old] = rng.integers(0, DAYS - 420, size=int(old.sum()))
     lo = np.array([SEGMENTS[k].ages[0] for k in seg])
     hi = np.array([SEGMENTS[k].ages[1] for k in seg])
     age = rng.integers(lo, hi + 1)
@@ -348,6 +352,9 @@ def _transactions_chunk(
     n = len(ids)
     rate = np.array([SEGMENTS[k].rate for k in seg]) * rng.gamma(4.0, 0.25, n)
     life = rng.exponential(np.array([max(SEGMENTS[k].lifetime, 1) for k in seg]))
+    lapsing = seg == [s.name for s in SEGMENTS].index("lapsing")
+    # Lapsing customers were regulars for a few months, then stopped.
+    life[lapsing] = rng.uniform(90, 240, int(lapsing.sum()))
     alive_until = np.minimum(first_day + life, DAYS - 1)
     seasonal = seg == [s.name for s in SEGMENTS].index("seasonal")
     # Seasonal customers only buy from mid-November to December: their exposure is ~45 days a year.

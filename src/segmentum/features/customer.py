@@ -257,3 +257,41 @@ def customer_features(
             ),
         )
     return out.mutate(as_of=ibis.literal(as_of, "date"))
+
+
+def top_categories(transactions: ir.Table, as_of: _dt.date, n: int = 8) -> list[str]:
+    """The ``n`` categories with the most revenue before ``as_of`` (a small query)."""
+    lines = window_lines(transactions, as_of)
+    lines = lines.filter(lines.is_purchase & lines.category.notnull())
+    top = (
+        lines.group_by("category")
+        .aggregate(revenue=lines.amount.sum())
+        .order_by([ibis.desc("revenue"), "category"])
+        .limit(n)
+    )
+    return [str(c) for c in top.category.to_pyarrow().to_pylist()]
+
+
+def mix_column(category: str) -> str:
+    """The column name of a category's spend share, e.g. ``mix_moda_calzado``."""
+    import re
+    import unicodedata
+
+    ascii_ = unicodedata.normalize("NFKD", category).encode("ascii", "ignore").decode()
+    return "mix_" + (re.sub(r"[^a-z0-9]+", "_", ascii_.lower()).strip("_") or "other")
+
+
+def category_mix(transactions: ir.Table, as_of: _dt.date, categories: list[str]) -> ir.Table:
+    """Each customer's share of purchase spend in each of ``categories`` (one grouped pass)."""
+    lines = window_lines(transactions, as_of)
+    lines = lines.filter(lines.is_purchase)
+    total = lines.amount.sum()
+    aggs = {mix_column(c): lines.amount.sum(where=lines.category == c) for c in categories}
+    g = lines.group_by("customer_id").aggregate(_total=total, **aggs)
+    return g.select(
+        "customer_id",
+        **{
+            k: ibis.ifelse(g._total > 0, g[k].fill_null(0) / g._total, 0.0).cast("float64")
+            for k in aggs
+        },
+    )

@@ -1,0 +1,221 @@
+"""Discovered segments end to end: sample, fit, choose k, assign in-engine, profile, store.
+
+``discover`` writes ``customer_clusters`` (customer_id, cluster, cluster_name, method, as_of,
+run_id) and one row per run in ``cluster_runs`` with every score as JSON.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import ibis
+import ibis.expr.types as ir
+import pyarrow as pa
+
+from segmentum.models.cluster import (
+    DEFAULT_NUMERIC,
+    ClusterResult,
+    clustering_frame,
+    fit_clusters,
+    sample_rows,
+)
+from segmentum.segments.profile import Profiles, profile_segments
+from segmentum.segments.view import customer_view
+from segmentum.warehouse import Warehouse
+
+PROFILE_NUMERIC = (
+    "monetary",
+    "frequency",
+    "recency_days",
+    "tenure_days",
+    "avg_order_value",
+    "promo_share",
+    "interpurchase_mean",
+    "trend",
+    "return_rate",
+    "clv",
+    "churn_probability",
+    "age",
+)
+PROFILE_CATEGORICAL = (
+    "age_band",
+    "gender",
+    "region",
+    "city",
+    "income_band",
+    "preferred_channel",
+    "preferred_device",
+    "preferred_hour_band",
+    "top_category",
+)
+
+
+@dataclass
+class Discovery:
+    run_id: str
+    as_of: _dt.date
+    result: ClusterResult
+    profiles: Profiles
+    sizes: dict[int, int]
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "run_id": self.run_id,
+            "as_of": self.as_of.isoformat(),
+            **self.result.to_dict(),
+            "sizes": self.sizes,
+            "profiles": self.profiles.to_dict(),
+        }
+
+
+def discover(
+    wh: Warehouse,
+    as_of: _dt.date | None = None,
+    *,
+    method: str = "gmm",
+    numeric: Sequence[str] | None = None,
+    categorical: Sequence[str] = (),
+    k_range: Sequence[int] = range(2, 11),
+    k: int | None = None,
+    mix: int = 8,
+    sample_size: int = 20_000,
+    bootstrap: int = 5,
+    seed: int = 0,
+    run_id: str | None = None,
+) -> Discovery:
+    """Find segments nobody defined, and store every customer's cluster.
+
+    Parameters
+    ----------
+    method
+        ``gmm`` (default), ``kmeans`` or ``kprototypes``.
+    numeric, categorical
+        Columns of the customer view to cluster on (default: a behavioural set, see
+        ``DEFAULT_NUMERIC``, plus the category spend mix).
+    mix
+        Add each customer's spend share in the ``mix`` biggest categories (0: none). The block
+        is weighted to count as three features together.
+    sample_size
+        Customers the models are fitted on; every customer is then assigned in the engine.
+    """
+    run_id = run_id or uuid.uuid4().hex[:12]
+    view, as_of = customer_view(wh, as_of)
+    view = view.filter(view.frequency > 0)
+    tx = wh.table("transactions") if wh.has("transactions") else None
+    frame, mix_cols = clustering_frame(view, tx, as_of, mix)
+    cols = list(numeric or DEFAULT_NUMERIC)
+    weights = {c: math.sqrt(3 / len(mix_cols)) for c in mix_cols}
+    wanted = list(
+        dict.fromkeys(
+            ["customer_id", *cols, *mix_cols, *categorical, *PROFILE_NUMERIC, *PROFILE_CATEGORICAL]
+        )
+    )
+    frame = frame.select(*[c for c in wanted if c in frame.columns])
+    sample = sample_rows(frame, sample_size, seed)
+    result = fit_clusters(
+        sample,
+        method=method,
+        numeric=[*cols, *mix_cols],
+        categorical=categorical,
+        weights=weights,
+        k_range=k_range,
+        k=k,
+        bootstrap=bootstrap,
+        seed=seed,
+    )
+    labelled = sample.assign(cluster=result.sample_labels)
+    profiles = profile_segments(
+        labelled,
+        "cluster",
+        [c for c in [*PROFILE_NUMERIC, *mix_cols] if c in labelled.columns],
+        [c for c in PROFILE_CATEGORICAL if c in labelled.columns],
+        seed=seed,
+    )
+    names = {int(p.segment): p for p in profiles.segments}
+    stability = result.stability_ari
+    for p in profiles.segments:
+        if stability < 0.6:
+            p.flags.append("unstable")
+    assigned = result.assign(frame)
+    name_map = ibis.cases(
+        *[(assigned.cluster == i, f"{i}: {p.name_en}") for i, p in names.items()],
+        else_=ibis.null("string"),
+    )
+    name_es = ibis.cases(
+        *[(assigned.cluster == i, f"{i}: {p.name_es}") for i, p in names.items()],
+        else_=ibis.null("string"),
+    )
+    out = assigned.mutate(
+        cluster_name=name_map,
+        cluster_name_es=name_es,
+        method=ibis.literal(method),
+        as_of=ibis.literal(as_of, "date"),
+        run_id=ibis.literal(run_id),
+    )
+    if wh.has("customer_clusters") and list(wh.table("customer_clusters").columns) == list(
+        out.columns
+    ):
+        stored = wh.replace_where("customer_clusters", out, "as_of", as_of)
+    else:
+        stored = wh.write("customer_clusters", out)
+    cur = stored.filter(stored.run_id == run_id)
+    rows = cur.group_by("cluster").aggregate(n=cur.count()).to_pyarrow().to_pylist()
+    sizes = {int(r["cluster"]): int(r["n"]) for r in rows}
+    disc = Discovery(run_id, as_of, result, profiles, sizes)
+    record = pa.table(
+        {
+            "run_id": [run_id],
+            "as_of": pa.array([as_of], pa.date32()),
+            "method": [method],
+            "k": [result.k],
+            "created_at": pa.array(
+                [_dt.datetime.now(_dt.UTC).replace(tzinfo=None)], pa.timestamp("us")
+            ),
+            "summary": [json.dumps(disc.to_dict(), default=str)],
+        }
+    )
+    if wh.has("cluster_runs"):
+        wh.insert("cluster_runs", record)
+    else:
+        wh.write("cluster_runs", record)
+    return disc
+
+
+def profile_labels(
+    wh: Warehouse,
+    labels: ir.Table,
+    label: str,
+    as_of: _dt.date | None = None,
+    *,
+    sample_size: int = 50_000,
+    min_size: int = 50,
+) -> Profiles:
+    """Profile any labelling (``labels``: customer_id and ``label``) against the customer view."""
+    view, as_of = customer_view(wh, as_of)
+    j = view.left_join(labels.select("customer_id", label), "customer_id").drop("customer_id_right")
+    keep = [
+        c for c in ["customer_id", label, *PROFILE_NUMERIC, *PROFILE_CATEGORICAL] if c in j.columns
+    ]
+    df = sample_rows(j.filter(j.frequency > 0).select(*keep), sample_size)
+    return profile_segments(
+        df,
+        label,
+        [c for c in PROFILE_NUMERIC if c in df.columns],
+        [c for c in PROFILE_CATEGORICAL if c in df.columns],
+        min_size=min_size,
+    )
+
+
+def segment_labels(wh: Warehouse, name: str, as_of: _dt.date | None = None) -> ir.Table:
+    """A saved segment as a labelling: 'in' for members, 'out' for every other customer."""
+    from segmentum.segments.store import Segments
+
+    members = Segments(wh).members(name, as_of)
+    view, _ = customer_view(wh, as_of)
+    flag = view.customer_id.isin(members.customer_id)
+    return view.select("customer_id", segment=ibis.ifelse(flag, "in", "out"))
