@@ -517,11 +517,11 @@ def _campaign_chunk(rng: np.random.Generator, ids: np.ndarray, seg: np.ndarray) 
     )
 
 
-def _prospects(rng: np.random.Generator, n: int) -> pd.DataFrame:
-    df, _seg, _ = _customers_chunk(rng, 10**7, n, b2b=True)
+def _prospects(rng: np.random.Generator, n: int) -> tuple[pd.DataFrame, np.ndarray]:
+    df, seg, _ = _customers_chunk(rng, 10**7, n, b2b=True)
     df = df.rename(columns={"id_cliente": "id_lead"}).drop(columns=["fecha_alta"])
     df["id_lead"] = df["id_lead"].str.replace("C", "L", n=1)
-    return df
+    return df, seg
 
 
 class _Writer:
@@ -647,9 +647,15 @@ def generate(
     ).to_csv(files["products"], index=False)
     if b2b:
         files["prospects"] = out / "prospects.csv"
-        _prospects(np.random.default_rng([seed, 10**6]), max(customers // 5, 10)).to_csv(
-            files["prospects"], index=False
-        )
+        leads, lead_seg = _prospects(np.random.default_rng([seed, 10**6]), max(customers // 5, 10))
+        leads.to_csv(files["prospects"], index=False)
+        # The prospects' planted segments too, so look-alike scores can be checked.
+        pd.DataFrame(
+            {
+                "customer_id": leads["id_lead"],
+                "planted_segment": np.array([s.name for s in SEGMENTS])[lead_seg],
+            }
+        ).to_csv(files["ground_truth"], mode="a", header=False, index=False)
     return files
 
 
