@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import click
+import ibis
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -561,6 +562,230 @@ def segment_export_cmd(file: Path, warehouse: WarehouseOpt = None) -> None:
     """Write every saved segment to a YAML file."""
     _segments(warehouse).dump_yaml(file)
     console.print(f"wrote {file}")
+
+
+def _print_profiles(profiles: Any) -> None:
+    for sp in profiles.segments:
+        flags = f" [yellow]({', '.join(sp.flags)})[/yellow]" if sp.flags else ""
+        console.print(f"[bold]{sp.segment}[/bold] {sp.name_en} / {sp.name_es}{flags}")
+        console.print(f"  {sp.description_en}")
+    console.print(
+        f"[dim]rule tree (depth 3) reproduces the labels with accuracy "
+        f"{_pct(profiles.tree_accuracy)} (majority class: {_pct(profiles.tree_baseline)})[/dim]"
+    )
+
+
+@segment_app.command("discover")
+def segment_discover_cmd(
+    method: Annotated[str, typer.Option(help="gmm, kmeans or kprototypes.")] = "gmm",
+    k_min: Annotated[int, typer.Option(help="Smallest number of clusters tried.")] = 2,
+    k_max: Annotated[int, typer.Option(help="Largest number of clusters tried.")] = 10,
+    k: Annotated[int | None, typer.Option(help="Use exactly this many clusters.")] = None,
+    sample: Annotated[int, typer.Option(help="Customers the models are fitted on.")] = 20_000,
+    features: Annotated[
+        str | None, typer.Option(help="Comma-separated numeric columns (default: behaviour).")
+    ] = None,
+    categorical: Annotated[
+        str, typer.Option(help="Comma-separated categorical columns (k-prototypes, one-hot).")
+    ] = "",
+    rules: Annotated[bool, typer.Option(help="Print the rule tree.")] = False,
+    as_of: AsOfOpt = None,
+    warehouse: WarehouseOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Find segments nobody defined: clustering with k chosen automatically, then profiled."""
+    from segmentum.segments.discover import discover
+
+    settings = load_settings()
+    d = discover(
+        connect(warehouse or settings.warehouse),
+        _as_of(as_of),
+        method=method,
+        numeric=features.split(",") if features else None,
+        categorical=[c for c in categorical.split(",") if c],
+        k_range=range(k_min, k_max + 1),
+        k=k,
+        sample_size=sample,
+    )
+    if as_json:
+        console.print_json(json.dumps(d.to_dict(), default=str))
+        return
+    t = Table(title=f"{method}: scores by number of clusters", title_justify="left")
+    for c in ("k", "silhouette", "Calinski-Harabasz", "Davies-Bouldin", "BIC"):
+        t.add_column(c, justify="right")
+    for sc in d.result.scores:
+        mark = " ◀" if sc.k == d.result.k else ""
+        t.add_row(
+            f"{sc.k}{mark}",
+            f"{sc.silhouette:.3f}",
+            f"{sc.calinski_harabasz:,.0f}",
+            f"{sc.davies_bouldin:.3f}",
+            "" if sc.bic is None else f"{sc.bic:,.0f}",
+        )
+    console.print(t)
+    console.print(
+        f"chose k = {d.result.k} (best silhouette); stability (bootstrap mean adjusted Rand "
+        f"index): {d.result.stability_ari:.2f} ± {d.result.stability_sd:.2f}; "
+        f"fitted on {d.result.sample_size:,} customers, assigned in the engine: "
+        f"{sum(d.sizes.values()):,}"
+    )
+    _print_profiles(d.profiles)
+    if rules:
+        console.print(d.profiles.tree_rules)
+
+
+@segment_app.command("profile")
+def segment_profile_cmd(
+    name: Annotated[
+        str | None, typer.Argument(help="A saved segment (members against the rest).")
+    ] = None,
+    by: Annotated[
+        str | None,
+        typer.Option(help="Profile a column's groups instead, e.g. rfm_segment or cluster."),
+    ] = None,
+    as_of: AsOfOpt = None,
+    warehouse: WarehouseOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Significance tests, effect sizes, names and a rule tree for segments."""
+    from segmentum.segments.discover import profile_labels, segment_labels
+    from segmentum.segments.view import customer_view
+
+    settings = load_settings()
+    wh = connect(warehouse or settings.warehouse)
+    when = _as_of(as_of)
+    if name:
+        labels, label = segment_labels(wh, name, when), "segment"
+    elif by == "cluster":
+        c = wh.table("customer_clusters")
+        latest = c.filter(c.run_id == c.order_by(ibis.desc("as_of")).run_id.first())
+        labels, label = latest.select("customer_id", "cluster"), "cluster"
+    elif by:
+        view, _ = customer_view(wh, when)
+        if by not in view.columns:
+            raise InputError(f"unknown column {by!r}", "use a column of the customer view")
+        labels, label = view.select("customer_id", by), by
+    else:
+        raise InputError("name a segment or give --by COLUMN", "e.g. segmentum segment profile vip")
+    profiles = profile_labels(wh, labels, label, when)
+    if as_json:
+        console.print_json(json.dumps(profiles.to_dict(), default=str))
+        return
+    _print_profiles(profiles)
+
+
+@segment_app.command("micro")
+def segment_micro_cmd(
+    dimensions: Annotated[
+        str, typer.Option(help="Comma-separated columns, coarse to fine.")
+    ] = "value_tier,region,city,age_band",
+    min_size: Annotated[
+        int | None, typer.Option(help="Smallest cell (default: setting micro_segment_min_size).")
+    ] = None,
+    as_of: AsOfOpt = None,
+    warehouse: WarehouseOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Micro-segments: the dimensions crossed into a tree; small cells merged upward."""
+    from segmentum.segments.micro import micro_segments, tree_json
+
+    settings = load_settings()
+    tree = micro_segments(
+        connect(warehouse or settings.warehouse),
+        [d.strip() for d in dimensions.split(",") if d.strip()],
+        min_size=min_size or settings.micro_segment_min_size,
+        as_of=_as_of(as_of),
+    )
+    if as_json:
+        console.print(tree_json(tree))
+        return
+    t = Table(title=f"micro-segments ({' > '.join(tree.dimensions)}; min {tree.min_size})")
+    for c in ("segment", "customers", "stay here", "revenue", "avg CLV", "persona"):
+        t.add_column(c, justify="left" if c in ("segment", "persona") else "right")
+    for n in tree.nodes:
+        persona = ", ".join(f"{k}: {v['value']}" for k, v in n.persona.items())
+        t.add_row(
+            ("  " * n.depth) + (n.value or "all customers"),
+            f"{n.customers:,}",
+            f"{n.own:,}" if n.own else "",
+            _money(n.revenue),
+            "" if n.avg_clv is None else _money(n.avg_clv),
+            persona,
+        )
+    console.print(t)
+
+
+@segment_app.command("geo")
+def segment_geo_cmd(
+    levels: Annotated[
+        str, typer.Option(help="Comma-separated levels.")
+    ] = "country,region,state,city,neighbourhood",
+    as_of: AsOfOpt = None,
+    warehouse: WarehouseOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Geography drill-down: customers, revenue and average CLV at every level."""
+    from segmentum.segments.micro import drilldown
+
+    settings = load_settings()
+    rows = drilldown(connect(warehouse or settings.warehouse), levels.split(","), _as_of(as_of))
+    if as_json:
+        console.print_json(json.dumps(rows, default=str))
+        return
+    t = Table(title="geography")
+    for c in ("place", "customers", "revenue", "avg CLV"):
+        t.add_column(c, justify="left" if c == "place" else "right")
+    depth = {lvl: i for i, lvl in enumerate(levels.split(","))}
+    for r in rows:
+        t.add_row(
+            "  " * depth.get(r["level"], 0) + r["name"],
+            f"{r['customers']:,}",
+            _money(r["revenue"]),
+            "" if r["avg_clv"] is None else _money(r["avg_clv"]),
+        )
+    console.print(t)
+
+
+@segment_app.command("lookalike")
+def segment_lookalike_cmd(
+    target: Annotated[
+        str, typer.Option(help="A rule or saved segment the prospects should resemble.")
+    ] = "value_tier == 'high'",
+    top: Annotated[int, typer.Option(help="How many prospects to show.")] = 20,
+    as_of: AsOfOpt = None,
+    warehouse: WarehouseOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Rank prospects by resemblance to a segment (stored in prospect_scores)."""
+    from segmentum.segments.lookalike import find_lookalikes
+
+    settings = load_settings()
+    r = find_lookalikes(
+        connect(warehouse or settings.warehouse), target, as_of=_as_of(as_of), top=top
+    )
+    if as_json:
+        console.print_json(
+            json.dumps(
+                {"model": r.model.to_dict(), "top": r.top.to_dict("records"), "scored": r.scored},
+                default=str,
+            )
+        )
+        return
+    m = r.model
+    console.print(
+        f"look-alikes of [bold]{target}[/bold]: cross-validated AUC {m.cv_auc:.3f} ± "
+        f"{m.cv_auc_sd:.3f} (gradient boosting for reference: {m.gbm_auc:.3f}); "
+        f"trained on {m.positives:,} members and {m.negatives:,} others; "
+        f"{r.scored:,} prospects scored"
+    )
+    t = Table()
+    for c in ("rank", "prospect", "score", "why"):
+        t.add_column(c, justify="right" if c in ("rank", "score") else "left")
+    for row in r.top.to_dict("records"):
+        t.add_row(
+            str(row["rank"]), str(row["prospect_id"]), f"{row['score']:.3f}", str(row["reasons"])
+        )
+    console.print(t)
 
 
 @app.command("quarantine")
