@@ -238,6 +238,23 @@ def print_summary(s: pipeline.RunSummary, currency: str) -> None:
             + ", ".join(f"{k}={v:.3g}" for k, v in gg.items())
             + "[/dim]"
         )
+    if s.segments:
+        t = Table(title="Saved segments", title_justify="left")
+        t.add_column("segment")
+        t.add_column("customers", justify="right")
+        for name, n in s.segments.items():
+            t.add_row(name, f"{n:,}")
+        console.print(t)
+    if s.clusters:
+        t = Table(title="Discovered segments (clustering)", title_justify="left")
+        for c in ("cluster", "name", "nombre", "customers"):
+            t.add_column(c, justify="right" if c == "customers" else "left")
+        for row in s.clusters:
+            flags = f" ({', '.join(row['flags'])})" if row["flags"] else ""
+            t.add_row(
+                str(row["cluster"]), row["name"] + flags, row["name_es"], f"{row['customers']:,}"
+            )
+        console.print(t)
     for w in s.warnings:
         console.print(f"[yellow]warning:[/yellow] {w}")
 

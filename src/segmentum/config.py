@@ -93,6 +93,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("frequency_cap", 3, "Most campaign contacts one customer may get per cap window."),
     Setting("frequency_cap_days", 7, "Length of the frequency cap window in days."),
     Setting("segments_file", "", "YAML file of saved segments to load on every run (optional)."),
+    Setting("discover_segments", True, "Discover segments by clustering on every pipeline run."),
 )
 
 _DEFAULTS = {s.name: s.default for s in SETTINGS}
@@ -122,6 +123,7 @@ class Settings:
     frequency_cap: int = _DEFAULTS["frequency_cap"]
     frequency_cap_days: int = _DEFAULTS["frequency_cap_days"]
     segments_file: str = _DEFAULTS["segments_file"]
+    discover_segments: bool = _DEFAULTS["discover_segments"]
 
     def with_overrides(self, **changes: Any) -> Settings:
         """Return a copy with the non-None ``changes`` applied and validated."""

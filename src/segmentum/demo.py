@@ -27,6 +27,38 @@ END = _dt.date(2025, 12, 31)
 DAYS = (END - START).days + 1
 
 
+# Example saved segments shipped with the demo (segments.yaml; the run loads them).
+DEMO_SEGMENTS = """\
+segments:
+  - name: vip
+    description: Top of the Pareto curve who keep buying
+    rule: value_tier == 'high' and frequency >= 5
+  - name: vip_south
+    description: VIPs in Andalucía
+    rule: vip and region == 'Andalucía'
+  - name: slipping_vip
+    description: VIPs whose rhythm has broken
+    rule: vip and lifecycle_stage in ('at_risk', 'lapsed')
+  - name: active_month
+    description: Two or more purchases in the last 30 days
+    rule: count(purchases, last 30 days) >= 2
+  - name: shoe_lovers
+    description: Spent over 100 on shoes in the last 90 days
+    rule: sum(spend, category == 'Moda > Calzado', last 90 days) > 100
+  - name: cart_abandoners
+    description: Abandoned a cart in the last 7 days
+    rule: exists(event == 'cart_abandoned', last 7 days)
+  - name: young_travellers
+    description: Lifestyle segment
+    rule: has_tag('travel') and age_band in ('18-24', '25-34', '35-44')
+  - name: promo_hunters
+    description: Most of their spend carries a discount
+    rule: promo_share >= 0.6 and frequency >= 2
+  - name: champions_at_risk
+    rule: rfm_segment in ('At Risk', 'Can''t Lose Them') and monetary > 500
+"""
+
+
 @dataclass(frozen=True)
 class Planted:
     """The behaviour of one planted segment."""
@@ -596,7 +628,7 @@ def generate(
     >>> import tempfile
     >>> files = generate(tempfile.mkdtemp(), customers=200)
     >>> sorted(files)
-    ['campaign_results', 'customers', 'events', 'ground_truth', 'products', 'transactions']
+    ['campaign_results', 'customers', 'events', 'ground_truth', 'products', 'segments', 'transactions']
     """
     if customers < 1:
         raise InputError("--customers must be at least 1")
@@ -645,6 +677,8 @@ def generate(
             "price": np.round(np.random.default_rng(seed).gamma(3, 15, N_PRODUCTS) + 0.99, 2),
         }
     ).to_csv(files["products"], index=False)
+    files["segments"] = out / "segments.yaml"
+    files["segments"].write_text(DEMO_SEGMENTS, encoding="utf-8")
     if b2b:
         files["prospects"] = out / "prospects.csv"
         leads, lead_seg = _prospects(np.random.default_rng([seed, 10**6]), max(customers // 5, 10))

@@ -27,6 +27,8 @@ from segmentum.models.clv import ClvModels, fit_models
 from segmentum.models.clv import score as clv_score
 from segmentum.progress import Progress, Silent
 from segmentum.segments.classes import RFM_RULES, classify, load_rfm_rules
+from segmentum.segments.discover import discover
+from segmentum.segments.store import Segments
 from segmentum.warehouse import Warehouse, connect
 
 # Files `segmentum run --data DIR` picks up, by table, in load order.
@@ -57,6 +59,8 @@ class RunSummary:
     models: dict[str, dict[str, float]] = field(default_factory=dict)
     value_potential: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    segments: dict[str, int] = field(default_factory=dict)
+    clusters: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -73,6 +77,8 @@ class RunSummary:
             "models": self.models,
             "value_potential": self.value_potential,
             "warnings": self.warnings,
+            "segments": self.segments,
+            "clusters": self.clusters,
         }
 
 
@@ -266,6 +272,41 @@ def run(
             "classes",
             lambda: compute_classes(wh, feats, as_of_used, settings, summary.run_id, clv),
         )
+        seg_files = [Path(settings.segments_file)] if settings.segments_file else []
+        if data is not None and (Path(data) / "segments.yaml").is_file():
+            seg_files.append(Path(data) / "segments.yaml")
+        store = Segments(wh, settings)
+        for f in seg_files:
+            step(f"load segments {f.name}", lambda f=f: store.load_yaml(f))  # type: ignore[misc]
+        if store.list():
+            report = step("segments", lambda: store.compute(as_of_used, summary.run_id))
+            summary.segments = report.sizes
+        if settings.discover_segments:
+            try:
+                found = step(
+                    "discover segments",
+                    lambda: discover(wh, as_of_used, run_id=summary.run_id),
+                )
+                summary.clusters = [
+                    {
+                        "cluster": int(p.segment),
+                        "name": p.name_en,
+                        "name_es": p.name_es,
+                        "customers": found.sizes.get(int(p.segment), 0),
+                        "flags": p.flags,
+                    }
+                    for p in found.profiles.segments
+                ]
+                summary.warnings.extend(
+                    []
+                    if found.result.stability_ari >= 0.6
+                    else [
+                        f"discovered segments are unstable (ARI {found.result.stability_ari:.2f})"
+                    ]
+                )
+            except ModelError as exc:
+                summary.steps[-1]["status"] = "skipped"
+                summary.warnings.append(f"segment discovery skipped: {exc}")
         step("summary", lambda: _summarise(wh, summary, feats, classes))
     except BaseException as exc:
         message = (

@@ -38,7 +38,7 @@ VOCABULARY: dict[str, tuple[tuple[str, str], tuple[str, str]]] = {
     "trend": (("growing", "en crecimiento"), ("declining", "en declive")),
     "interpurchase_mean": (("long gaps", "compras espaciadas"), ("short gaps", "compras seguidas")),
     "return_rate": (("returners", "devuelven mucho"), ("few returns", "pocas devoluciones")),
-    "churn_probability": (("churn risk", "riesgo de fuga"), ("safe", "estables")),
+    "churn_probability": (("churn risk", "riesgo de fuga"), ("", "")),
     "age": (("older", "mayores"), ("younger", "jóvenes")),
 }
 
@@ -110,9 +110,19 @@ def benjamini_hochberg(p: Sequence[float]) -> np.ndarray:
     return out
 
 
+CATEGORY_LABELS = {
+    "preferred_channel": ("channel", "canal"),
+    "preferred_device": ("device", "dispositivo"),
+    "preferred_hour_band": ("buys in the", "compra por la"),
+    "income_band": ("income", "ingresos"),
+    "gender": ("", ""),
+}
+
+
 def _term(feature: str, z: float) -> tuple[str, str] | None:
     if feature in VOCABULARY:
-        return VOCABULARY[feature][0 if z > 0 else 1]
+        term = VOCABULARY[feature][0 if z > 0 else 1]
+        return term if term[0] else None
     if feature.startswith("mix_") and z > 0:
         label = feature[4:].split("_")[-1]
         return (f"buy {label}", f"compran {label}")
@@ -306,12 +316,12 @@ def _name(significant: list[FeatureTest], fallback: str) -> tuple[str, str]:
         (t for t in significant if t.kind == "category" and (t.lift or 0) >= 1.5),
         key=lambda t: -(t.lift or 0),
     )
+    cats = [t for t in cats if t.feature != "top_category"]  # the spend mix already says it
     for t in cats[:1]:
         value = str(t.segment_value).split(" > ")[-1]
-        if t.feature not in ("age_band", "city", "region", "country", "neighbourhood"):
-            value = f"{t.feature.replace('preferred_', '').replace('_', ' ')} {value}"
-        en.append(value)
-        es.append(value)
+        label_en, label_es = CATEGORY_LABELS.get(t.feature, ("", ""))
+        en.append(f"{label_en} {value}".strip())
+        es.append(f"{label_es} {value}".strip())
     if not en:
         return f"segment {fallback}", f"segmento {fallback}"
     return " · ".join(en).capitalize(), " · ".join(es).capitalize()
