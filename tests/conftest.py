@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +15,8 @@ import segmentum
 from segmentum.warehouse import Warehouse
 
 ROOT = Path(__file__).resolve().parents[1]
+# Pipeline runs in tests skip clustering unless a test asks for it (tests/test_segments.py does).
+os.environ.setdefault("SEGMENTUM_DISCOVER_SEGMENTS", "false")
 CDNOW = ROOT.parent / "shared" / "datasets" / "cdnow"
 
 

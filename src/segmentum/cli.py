@@ -896,7 +896,7 @@ def main(argv: list[str] | None = None) -> int:
     except SegmentumError as exc:
         if debug:
             raise
-        err.print(f"[red]error:[/red] {exc.message}", highlight=False)
+        err.print(f"[red]error:[/red] {exc.message}", highlight=False, soft_wrap=True)
         if exc.hint:
             err.print(f"[dim]hint: {exc.hint}[/dim]", highlight=False)
         return _exit_code(exc)

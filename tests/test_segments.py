@@ -1,0 +1,462 @@
+"""Rule segments, micro-segments, discovered clusters, profiles and look-alikes on real warehouses."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import adjusted_rand_score
+
+import segmentum
+from segmentum import demo, pipeline
+from segmentum.cli import main
+from segmentum.config import load_settings
+from segmentum.errors import InputError
+from segmentum.ingest import ingest
+from segmentum.models.cluster import clustering_frame, fit_clusters
+from segmentum.segments import rules as R
+from segmentum.segments.discover import discover, profile_labels, segment_labels
+from segmentum.segments.lookalike import find_lookalikes
+from segmentum.segments.micro import SEP, drilldown, micro_segments
+from segmentum.segments.profile import benjamini_hochberg
+from segmentum.segments.store import Segments
+from segmentum.warehouse import Warehouse
+
+SETTINGS = load_settings(env={})
+
+
+def _build(root: Path, b2b: bool) -> tuple[Path, Path]:
+    files = demo.generate(root / "demo", customers=5000, seed=7, b2b=b2b)
+    path = root / "w.duckdb"
+    wh = segmentum.connect(f"duckdb:///{path}")
+    pipeline.run(
+        wh,
+        data=files["transactions"].parent,
+        settings=SETTINGS.with_overrides(discover_segments=False),
+    )
+    wh.close()
+    return path, files["transactions"].parent
+
+
+@pytest.fixture(scope="module")
+def b2b_db(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The B2B demo (5,000 customers, prospects, companies) run through the pipeline once."""
+    return _build(tmp_path_factory.mktemp("b2b"), b2b=True)
+
+
+@pytest.fixture
+def whs(b2b_db: tuple[Path, Path], tmp_path: Path) -> Iterator[Warehouse]:
+    """A private copy of the module's warehouse, so tests can write without meeting."""
+    copy = tmp_path / "copy.duckdb"
+    copy.write_bytes(b2b_db[0].read_bytes())
+    w = segmentum.connect(f"duckdb:///{copy}")
+    for name in ("segment_definitions", "segment_members"):
+        if w.has(name):  # start each test without the demo's saved segments
+            w.drop(name)
+    yield w
+    w.close()
+
+
+# ---------------------------------------------------------------------------- the language
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [
+        "recency_days <= 30 and frequency >= 5 and city in ('Madrid', 'Sevilla')",
+        "vip and region == 'Andalucía'",
+        "rfm_segment == 'At Risk'",
+        "count(purchases, last 30 days) >= 2",
+        "sum(spend, category == 'shoes', last 90 days) > 100",
+        "exists(event == 'cart_abandoned', last 7 days)",
+        "not (age between 25 and 34) or has_tag('travel')",
+        "monetary / frequency > 2 * 50 and city is not null and gender not in ('male')",
+        "rfm_segment == 'Can''t Lose Them'",
+    ],
+)
+def test_the_documented_rules_parse(rule: str) -> None:
+    assert R.parse(rule) is not None
+
+
+@pytest.mark.parametrize(
+    ("rule", "pos", "fragment"),
+    [
+        ("recency_days <= ", 16, "expected a column, a segment, a value"),
+        ("city in ('a' 'b')", 13, "',' or ')'"),
+        ("frequency >= 5 and", 18, "expected a column"),
+        ("cnt(purchases) > 1", 0, "unknown function 'cnt'"),
+        ("city == 'Madrid", 8, "never closed"),
+        ("count(purchases, last 3 dais) > 1", 24, "'days', 'weeks' or 'months'"),
+        ("frequency >= 5 ) ", 15, "end of the rule"),
+        ("monetary > 10 $", 14, "unexpected character"),
+        ("", 0, "empty"),
+    ],
+)
+def test_syntax_errors_point_at_the_position(rule: str, pos: int, fragment: str) -> None:
+    with pytest.raises(R.RuleError) as e:
+        R.parse(rule)
+    assert e.value.pos == pos
+    assert fragment in str(e.value)
+    assert "^" in str(e.value).splitlines()[-1]
+
+
+def test_unknown_columns_cycles_and_type_mismatches_are_caught_before_running(
+    whs: Warehouse,
+) -> None:
+    segs = Segments(whs, SETTINGS)
+    with pytest.raises(R.RuleError, match="unknown column or segment 'frecuency'") as e:
+        segs.create("a", "frecuency >= 2")
+    assert "did you mean frequency" in str(e.value)
+    with pytest.raises(R.RuleError, match="cannot compare a number with a text"):
+        segs.create("b", "monetary > 'high'")
+    with pytest.raises(R.RuleError, match="joins conditions"):
+        segs.create("c", "monetary and frequency > 2")
+    with pytest.raises(R.RuleError, match="unknown column or segment 'colour'"):
+        segs.create("d", "count(purchases, colour == 'red') > 0")
+    with pytest.raises(InputError, match="gives a number"):
+        segs.create("e", "monetary + 1")
+    segs.create("one", "frequency >= 2")
+    segs.create("two", "one and monetary > 100")
+    with pytest.raises(InputError, match="cycle: one -> two -> one"):
+        segs.edit("one", rule="two and recency_days < 90")
+    assert segs.get("one").rule == "frequency >= 2"  # nothing saved
+    with pytest.raises(InputError, match="used by two"):
+        segs.delete("one")
+    with pytest.raises(InputError, match="cannot be a segment name"):
+        segs.create("and", "frequency > 1")
+    with pytest.raises(InputError, match="also a column"):
+        segs.create("frequency", "frequency > 1")
+
+
+def test_rule_text_is_never_pasted_into_sql(whs: Warehouse) -> None:
+    segs = Segments(whs, SETTINGS)
+    nasty = "city == 'x''); DROP TABLE customers; --' or city == \"'; DELETE FROM transactions\""
+    p = segs.preview(nasty)
+    assert p.size == 0
+    assert whs.table("customers").count().execute() == 5000
+    assert whs.table("transactions").count().execute() > 40_000
+
+
+# ---------------------------------------------------------------------------- membership
+
+
+def test_window_functions_match_an_independent_sql_computation(whs: Warehouse) -> None:
+    segs = Segments(whs, SETTINGS)
+    segs.create("active", "count(purchases, last 30 days) >= 2")
+    segs.create("shoes", "sum(spend, category == 'Moda > Calzado', last 90 days) > 100")
+    segs.create("abandon", "exists(event == 'cart_abandoned', last 7 days)")
+    rep = segs.compute()
+    assert rep.window_scans == {"transactions": 2, "events": 1}  # one scan per raw table
+    as_of = rep.as_of
+    con = whs.con.con
+    expected = {
+        "active": con.execute(
+            "select count(*) from (select customer_id from transactions where quantity > 0 "
+            "and customer_id is not null and timestamp >= ?::date - interval 30 day "
+            "and timestamp < ?::date group by 1 having count(distinct invoice_id) >= 2)",
+            [as_of, as_of],
+        ).fetchone()[0],
+        "shoes": con.execute(
+            "select count(*) from (select customer_id from transactions where "
+            "category = 'Moda > Calzado' and customer_id is not null "
+            "and timestamp >= ?::date - interval 90 day and timestamp < ?::date "
+            "group by 1 having sum(amount) > 100)",
+            [as_of, as_of],
+        ).fetchone()[0],
+        "abandon": con.execute(
+            "select count(distinct customer_id) from events where event_type = 'cart_abandoned' "
+            "and timestamp >= ?::date - interval 7 day and timestamp < ?::date",
+            [as_of, as_of],
+        ).fetchone()[0],
+    }
+    assert all(v > 0 for v in expected.values())
+    assert rep.sizes == expected
+
+
+def test_nested_segments_are_computed_in_order_once_and_agree_with_their_parts(
+    whs: Warehouse,
+) -> None:
+    segs = Segments(whs, SETTINGS)
+    segs.create("vip", "value_tier == 'high' and frequency >= 5")
+    segs.create("vip_south", "vip and region == 'Andalucía'")
+    segs.create("vip_south_recent", "vip_south and recency_days <= 60")
+    rep = segs.compute()
+    assert (
+        rep.order.index("vip") < rep.order.index("vip_south") < rep.order.index("vip_south_recent")
+    )
+    view = (
+        whs.table("customer_features")
+        .join(whs.table("customer_classes"), "customer_id")
+        .join(whs.table("customers"), "customer_id")
+        .to_pandas()
+    )
+    vip = (view.value_tier == "high") & (view.frequency >= 5)
+    south = vip & (view.region == "Andalucía")
+    assert rep.sizes["vip"] == vip.sum()
+    assert rep.sizes["vip_south"] == south.sum() > 0
+    assert rep.sizes["vip_south_recent"] == (south & (view.recency_days <= 60)).sum()
+    members = set(segs.members("vip_south").to_pandas().customer_id)
+    assert members == set(view.customer_id[south])
+
+
+def test_preview_counts_add_up_and_respect_suppressions_and_caps(
+    whs: Warehouse, tmp_path: Path
+) -> None:
+    segs = Segments(whs, SETTINGS)
+    before = segs.preview("value_tier == 'high'")
+    for ch, buckets in before.reach.channels.items():  # type: ignore[union-attr]
+        assert sum(buckets.values()) == before.size, ch
+    assert before.reach.identified + before.reach.anonymous == before.size  # type: ignore[union-attr]
+    assert 0 < before.revenue_share <= 1
+    # Suppress three reachable members: two by id for every channel, one by email for email.
+    con = whs.con.con
+    ids = [
+        r[0]
+        for r in con.execute(
+            "select customer_id from customers where consent_email and email is not null "
+            "order by customer_id"
+        ).fetchall()
+    ]
+    high = set(
+        whs.table("customer_classes")
+        .filter(lambda t: t.value_tier == "high")
+        .customer_id.to_pandas()
+    )
+    picked = [i for i in ids if i in high][:3]
+    email = con.execute(
+        "select email from customers where customer_id = ?", [picked[2]]
+    ).fetchone()[0]
+    f = tmp_path / "bajas.csv"
+    f.write_text(
+        f"customer_id,email,channel,reason\n{picked[0]},,,unsubscribed\n"
+        f"{picked[1]},,all,complaint\n,{email.upper()},email,bounced\n",
+        encoding="utf-8",
+    )
+    ingest("suppressions", f, warehouse=whs, settings=SETTINGS)
+    after = segs.preview("value_tier == 'high'")
+    assert after.reach.channels["email"]["suppressed"] == 3  # type: ignore[union-attr]
+    assert (
+        after.reach.channels["email"]["reachable"]  # type: ignore[union-attr]
+        == before.reach.channels["email"]["reachable"] - 3  # type: ignore[union-attr]
+    )
+    # A frequency cap of one contact in ten years marks everyone contacted as capped.
+    capped = Segments(whs, SETTINGS.with_overrides(frequency_cap=1, frequency_cap_days=3650))
+    c = capped.preview("value_tier == 'high'")
+    assert c.reach.channels["email"]["capped"] > 0  # type: ignore[union-attr]
+    for buckets in c.reach.channels.values():  # type: ignore[union-attr]
+        assert sum(buckets.values()) == c.size
+
+
+def test_yaml_round_trip_and_validation_of_the_whole_file(whs: Warehouse, tmp_path: Path) -> None:
+    segs = Segments(whs, SETTINGS)
+    src = tmp_path / "s.yaml"
+    src.write_text(
+        "segments:\n  - name: big\n    rule: monetary > 1000\n    description: big spenders\n"
+        "  - name: big_recent\n    rule: big and recency_days < 30\n",
+        encoding="utf-8",
+    )
+    assert [s.name for s in segs.load_yaml(src)] == ["big", "big_recent"]
+    out = tmp_path / "out.yaml"
+    segs.dump_yaml(out)
+    other = Segments(whs, SETTINGS)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("segments:\n  - name: broken\n    rule: monetary >\n", encoding="utf-8")
+    with pytest.raises(InputError, match="bad.yaml: segment broken"):
+        other.load_yaml(bad)
+    assert [s.name for s in other.list()] == ["big", "big_recent"]
+    assert "big spenders" in out.read_text(encoding="utf-8")
+
+
+def test_account_segments_and_customers_that_reference_them(whs: Warehouse) -> None:
+    segs = Segments(whs, SETTINGS)
+    segs.create("big_accounts", "employees >= 50 and revenue > 500", level="account")
+    segs.create("big_account_buyers", "big_accounts and frequency >= 2")
+    with pytest.raises(R.RuleError, match="not available here"):
+        segs.create("acc_window", "count(purchases, last 30 days) > 1", level="account")
+    rep = segs.compute()
+    df = whs.table("customer_features").join(whs.table("customers"), "customer_id").to_pandas()
+    acc = df.groupby("company_id").agg(emp=("employees", "max"), rev=("monetary", "sum"))
+    big = set(acc.index[(acc.emp >= 50) & (acc.rev > 500)])
+    expected = df[df.company_id.isin(big) & (df.frequency >= 2)]
+    assert 0 < rep.sizes["big_account_buyers"] == len(expected)
+
+
+# ---------------------------------------------------------------------------- micro-segments
+
+
+def test_micro_segments_merge_small_cells_upward_and_lose_nobody(whs: Warehouse) -> None:
+    cust = whs.table("customers").to_pandas().set_index("customer_id")
+    sizes = cust.groupby(["region", "city"]).size()
+    min_size = int(sizes.min()) + 1  # so that at least the smallest city is too small
+    tree = micro_segments(whs, ["region", "city", "neighbourhood"], min_size=min_size)
+    root = tree.nodes[0]
+    assert root.path == "" and root.customers == 5000
+    assert sum(n.own for n in tree.nodes) == 5000  # every customer in exactly one place
+    for n in tree.nodes[1:]:
+        assert n.customers >= min_size
+        assert n.parent in {m.path for m in tree.nodes}
+    stored = whs.table("micro_segments").to_pandas()
+    assert len(stored) == 5000
+    small = sizes.idxmin()  # the smallest city: its customers stay in the region
+    who = cust[(cust.region == small[0]) & (cust.city == small[1])].index
+    paths = stored.set_index("customer_id").loc[who].micro_segment.unique()
+    assert list(paths) in ([small[0]], [""])
+    leaf = next(n for n in tree.leaves() if n.depth == 3)
+    assert {"age band", "gender", "place", "behaviour", "best time", "channel"} <= set(leaf.persona)
+
+
+def test_geography_drilldown_adds_up_at_every_level(whs: Warehouse) -> None:
+    rows = pd.DataFrame(drilldown(whs))
+    by_level = rows.groupby("level").customers.sum()
+    assert (by_level == 5000).all()
+    rev = rows.groupby("level").revenue.sum()
+    assert np.allclose(rev, rev.iloc[0])
+    assert set(rows.level) == {"country", "region", "state", "city", "neighbourhood"}
+
+
+# ---------------------------------------------------------------------------- discovery
+
+
+@pytest.fixture(scope="module")
+def retail_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _build(tmp_path_factory.mktemp("retail"), b2b=False)[0]
+
+
+def test_discovered_segments_recover_the_planted_ones(retail_db: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "w.duckdb"
+    copy.write_bytes(retail_db.read_bytes())
+    wh = segmentum.connect(f"duckdb:///{copy}")
+    d = discover(wh, bootstrap=3)
+    got = wh.table("customer_clusters").to_pandas().set_index("customer_id").cluster
+    truth = wh.table("demo_ground_truth").to_pandas().set_index("customer_id").planted_segment
+    ari = adjusted_rand_score(truth.loc[got.index], got)
+    assert ari >= 0.8, ari
+    assert d.result.stability_ari > 0.7
+    assert {s.k for s in d.result.scores} == set(range(2, 11))
+    # Assignment in the engine reproduces the model's own labels on the sample.
+    sample_ids = d.result.sample.customer_id
+    assert (got.loc[sample_ids].to_numpy() == d.result.sample_labels).all()
+    # Profiles: every cluster named in both languages, differences tested and corrected.
+    assert all(p.name_en and p.name_es for p in d.profiles.segments)
+    assert d.profiles.tree_accuracy > d.profiles.tree_baseline + 0.3
+    wh.close()
+
+
+@pytest.mark.parametrize("method", ["kmeans", "kprototypes"])
+def test_other_methods_assign_in_the_engine_like_the_model(whs: Warehouse, method: str) -> None:
+    feats = whs.table("customer_features")
+    frame, mix = clustering_frame(feats, whs.table("transactions"), dt.date(2026, 1, 1), 4)
+    df = frame.to_pandas()
+    cat = ["preferred_channel"] if method == "kprototypes" else ["preferred_device"]
+    r = fit_clusters(
+        df,
+        method=method,
+        numeric=["frequency", "monetary", *mix],
+        categorical=cat,
+        k_range=range(3, 5),
+        bootstrap=2,
+    )
+    got = r.assign(frame).to_pandas().set_index("customer_id").cluster
+    assert (got.loc[df.customer_id].to_numpy() == r.sample_labels).mean() > 0.999
+    assert all(s.bic is None for s in r.scores)
+
+
+def test_profiles_flag_segments_that_are_not_different(whs: Warehouse) -> None:
+    segs = Segments(whs, SETTINGS)
+    segs.create("vip", "value_tier == 'high' and frequency >= 5")
+    segs.compute()
+    p = profile_labels(whs, segment_labels(whs, "vip"), "segment")
+    inside = next(s for s in p.segments if s.segment == "in")
+    money = next(t for t in inside.tests if t.feature == "monetary")
+    assert money.q_value < 1e-10 and money.effect > 0.5
+    assert "not_distinct" not in inside.flags
+    assert "high value" in inside.name_en.lower() and "alto valor" in inside.name_es.lower()
+    # A coin flip is not a segment: nothing differs after the correction.
+    view = whs.table("customer_features")
+    coin = view.select("customer_id", coin=(view.customer_id.hash() % 2).abs().cast("string"))
+    flip = profile_labels(whs, coin, "coin")
+    assert all("not_distinct" in s.flags for s in flip.segments)
+
+
+def test_benjamini_hochberg_matches_a_worked_example() -> None:
+    p = [0.01, 0.04, 0.03, 0.005]
+    assert np.allclose(benjamini_hochberg(p), [0.02, 0.04, 0.04, 0.02])
+
+
+# ---------------------------------------------------------------------------- look-alikes
+
+
+def test_lookalikes_rank_prospects_like_the_best_customers(whs: Warehouse) -> None:
+    r = find_lookalikes(whs, top=10)
+    assert r.model.cv_auc > 0.75 and r.model.cv_auc_sd < 0.05
+    assert len(r.top) == 10 and all(r.top.reasons.str.len() > 0)
+    scores = whs.table("prospect_scores").to_pandas()
+    truth = whs.table("demo_ground_truth").to_pandas().set_index("customer_id").planted_segment
+    scores["planted"] = scores.prospect_id.map(truth)
+    top = scores.nsmallest(len(scores) // 10, "rank")
+    base = (scores.planted == "loyal_high_value").mean()
+    assert (top.planted == "loyal_high_value").mean() > 3 * base
+
+
+# ---------------------------------------------------------------------------- interfaces
+
+
+def test_cli_segment_commands(whs: Warehouse, capsys: pytest.CaptureFixture[str]) -> None:
+    url = whs.url
+    assert main(["segment", "create", "vip", "value_tier == 'high'", "-w", url]) == 0
+    assert main(["segment", "create", "bad", "frequency >= 'x'", "-w", url]) == 2
+    err = capsys.readouterr().err
+    assert "position 14" in err and "^" in err and "Traceback" not in err
+    assert main(["segment", "preview", "vip and frequency > 3", "-w", url, "--json"]) == 0
+    assert '"reach"' in capsys.readouterr().out
+    assert main(["segment", "compute", "-w", url]) == 0
+    assert main(["segment", "list", "-w", url]) == 0
+    assert "vip" in capsys.readouterr().out
+    assert main(["segment", "micro", "--dimensions", "region,city", "-w", url]) == 0
+    assert main(["segment", "delete", "nope", "-w", url]) == 2
+
+
+def test_the_pipeline_loads_the_demo_segments_and_discovers(
+    b2b_db: tuple[Path, Path], tmp_path: Path
+) -> None:
+    wh = segmentum.connect(f"duckdb:///{tmp_path / 'p.duckdb'}")
+    s = pipeline.run(wh, data=b2b_db[1], settings=SETTINGS.with_overrides(discover_segments=True))
+    assert s.segments["vip"] > 0 and "vip_south" in s.segments
+    assert len(s.clusters) >= 2 and sum(c["customers"] for c in s.clusters) == s.customers
+    steps = {x["step"]: x["status"] for x in s.steps}
+    assert steps["segments"] == "ok" and steps["discover segments"] == "ok"
+    wh.close()
+
+
+@pytest.mark.spark
+def test_rule_segments_are_identical_on_duckdb_and_spark(
+    tmp_path: Path, spark_session: object
+) -> None:
+    files = demo.generate(tmp_path / "demo", customers=400, seed=3)
+    duck = segmentum.connect(f"duckdb:///{tmp_path / 'd.duckdb'}")
+    pipeline.run(duck, data=files["transactions"].parent, settings=SETTINGS)
+    spark = segmentum.connect("pyspark", spark_session=spark_session)
+    for name in (
+        "transactions",
+        "events",
+        "customers",
+        "customer_features",
+        "customer_classes",
+        "customer_clv",
+        "campaign_results",
+    ):
+        spark.write(name, duck.table(name).to_pyarrow())
+    sizes = []
+    for wh in (duck, spark):
+        segs = Segments(wh, SETTINGS)
+        segs.load_yaml(files["segments"])
+        sizes.append(segs.compute().sizes)
+    assert sizes[0] == sizes[1]
+    assert sum(sizes[0].values()) > 0
+    for name in spark.con.list_tables():
+        spark.drop(name)
+    duck.close()
