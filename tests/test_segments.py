@@ -21,7 +21,7 @@ from segmentum.models.cluster import clustering_frame, fit_clusters
 from segmentum.segments import rules as R
 from segmentum.segments.discover import discover, profile_labels, segment_labels
 from segmentum.segments.lookalike import find_lookalikes
-from segmentum.segments.micro import SEP, drilldown, micro_segments
+from segmentum.segments.micro import drilldown, micro_segments
 from segmentum.segments.profile import benjamini_hochberg
 from segmentum.segments.store import Segments
 from segmentum.warehouse import Warehouse
@@ -265,7 +265,7 @@ def test_yaml_round_trip_and_validation_of_the_whole_file(whs: Warehouse, tmp_pa
     other = Segments(whs, SETTINGS)
     bad = tmp_path / "bad.yaml"
     bad.write_text("segments:\n  - name: broken\n    rule: monetary >\n", encoding="utf-8")
-    with pytest.raises(InputError, match="bad.yaml: segment broken"):
+    with pytest.raises(InputError, match=r"bad\.yaml: segment broken"):
         other.load_yaml(bad)
     assert [s.name for s in other.list()] == ["big", "big_recent"]
     assert "big spenders" in out.read_text(encoding="utf-8")
