@@ -457,6 +457,22 @@ def test_rule_segments_are_identical_on_duckdb_and_spark(
         sizes.append(segs.compute().sizes)
     assert sizes[0] == sizes[1]
     assert sum(sizes[0].values()) > 0
+    # A model fitted once assigns the same clusters in either engine.
+    as_of = dt.date(2026, 1, 1)
+    frames = [
+        clustering_frame(w.table("customer_features"), w.table("transactions"), as_of, 4)
+        for w in (duck, spark)
+    ]
+    model = fit_clusters(
+        frames[0][0].to_pandas(),
+        numeric=["frequency", "monetary", *frames[0][1]],
+        k_range=range(3, 5),
+        bootstrap=1,
+    )
+    labels = [
+        model.assign(f).to_pandas().set_index("customer_id").cluster.sort_index() for f, _ in frames
+    ]
+    assert labels[0].equals(labels[1])
     for name in spark.con.list_tables():
         spark.drop(name)
     duck.close()

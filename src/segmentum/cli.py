@@ -805,6 +805,218 @@ def segment_lookalike_cmd(
     console.print(t)
 
 
+history_app = typer.Typer(help="Segment history: snapshots, migration, cohorts, forecasts, runs.")
+app.add_typer(history_app, name="history")
+
+
+def _date(value: str, flag: str) -> _dt.date:
+    try:
+        return _dt.date.fromisoformat(value)
+    except ValueError as exc:
+        raise InputError(f"{flag} {value!r} is not a date", "write it as YYYY-MM-DD") from exc
+
+
+@history_app.command("backfill")
+def history_backfill_cmd(
+    freq: Annotated[str, typer.Option(help="month or week.")] = "month",
+    periods: Annotated[int, typer.Option(help="How many past period ends.")] = 24,
+    warehouse: WarehouseOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Build past snapshots of the classes from the transaction history alone (point in time)."""
+    from segmentum.history.snapshots import backfill
+
+    settings = load_settings()
+    r = backfill(
+        connect(warehouse or settings.warehouse), freq=freq, periods=periods, settings=settings
+    )
+    if as_json:
+        console.print_json(json.dumps(r.__dict__, default=str))
+        return
+    console.print(
+        f"backfilled {len(r.dates)} snapshots ({r.dates[0]} to {r.dates[-1]}): "
+        f"{r.rows:,} customer-dates; {r.customers_last:,} customers at the last one"
+    )
+
+
+@history_app.command("dates")
+def history_dates_cmd(warehouse: WarehouseOpt = None) -> None:
+    """The dates with stored snapshots."""
+    from segmentum.history.snapshots import snapshot_dates
+
+    settings = load_settings()
+    dates = snapshot_dates(connect(warehouse or settings.warehouse))
+    console.print(", ".join(d.isoformat() for d in dates) or "no snapshots yet")
+
+
+@history_app.command("migration")
+def history_migration_cmd(
+    date_from: Annotated[str, typer.Option("--from", help="Start snapshot date.")],
+    date_to: Annotated[str, typer.Option("--to", help="End snapshot date.")],
+    by: Annotated[
+        str, typer.Option(help="rfm_segment, value_tier, lifecycle_stage, segment:NAME, cluster.")
+    ] = "rfm_segment",
+    html: Annotated[Path | None, typer.Option(help="Write an HTML page with the Sankey.")] = None,
+    warehouse: WarehouseOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Who moved between segments from one date to another, and who is slipping."""
+    from segmentum.history.charts import report_html
+    from segmentum.history.migration import migration
+
+    settings = load_settings()
+    wh = connect(warehouse or settings.warehouse)
+    m = migration(wh, _date(date_from, "--from"), _date(date_to, "--to"), by)
+    if html:
+        html.write_text(report_html(migration=m), encoding="utf-8")
+    if as_json:
+        console.print_json(json.dumps(m.to_dict(), default=str))
+        return
+    t = Table(title=f"{by}: {m.date_from} → {m.date_to} (customers)", title_justify="left")
+    t.add_column("from \\ to")
+    for s_ in m.states:
+        t.add_column(s_, justify="right")
+    for a in m.states:
+        if sum(m.counts[a].values()):
+            t.add_row(a, *(f"{m.counts[a][b]:,}" if m.counts[a][b] else "" for b in m.states))
+    console.print(t)
+    net = ", ".join(f"{k} {v:+,}" for k, v in m.net_change().items() if v)
+    console.print(f"net change: {net}")
+    if m.alerts:
+        console.print(
+            f"[yellow]alert:[/yellow] {len(m.alerts)} valuable customers moved to a risky state "
+            f"(top: {', '.join(str(a['customer_id']) for a in m.alerts[:5])})"
+        )
+    if html:
+        console.print(f"wrote {html}")
+
+
+@history_app.command("cohorts")
+def history_cohorts_cmd(
+    by: Annotated[str, typer.Option(help="month (of first purchase) or segment.")] = "month",
+    classification: Annotated[str, typer.Option(help="With --by segment.")] = "value_tier",
+    html: Annotated[Path | None, typer.Option(help="Write an HTML page.")] = None,
+    warehouse: WarehouseOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Retention and revenue curves by cohort."""
+    from segmentum.history.charts import report_html
+    from segmentum.history.cohorts import cohorts
+
+    settings = load_settings()
+    c = cohorts(connect(warehouse or settings.warehouse), by, classification)
+    if html:
+        html.write_text(report_html(cohorts=c), encoding="utf-8")
+    if as_json:
+        console.print_json(json.dumps(c.rows, default=str))
+        return
+    mat = c.matrix()
+    t = Table(title=f"retention by {by} cohort (months since first purchase)")
+    t.add_column("cohort")
+    for p_ in range(7):
+        t.add_column(str(p_), justify="right")
+    for cohort, vals in sorted(mat.items()):
+        t.add_row(cohort, *(f"{100 * vals[p_]:.0f}%" if p_ in vals else "" for p_ in range(7)))
+    console.print(t)
+
+
+@history_app.command("forecast")
+def history_forecast_cmd(
+    by: Annotated[str, typer.Option(help="The classification to project.")] = "rfm_segment",
+    periods: Annotated[int, typer.Option(help="Periods ahead.")] = 3,
+    html: Annotated[Path | None, typer.Option(help="Write an HTML page.")] = None,
+    warehouse: WarehouseOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Markov projection of segment sizes, with its backtest error."""
+    from segmentum.history.charts import report_html
+    from segmentum.history.cohorts import forecast
+
+    settings = load_settings()
+    f = forecast(connect(warehouse or settings.warehouse), by, periods)
+    if html:
+        html.write_text(report_html(forecast=f), encoding="utf-8")
+    if as_json:
+        console.print_json(json.dumps(f.to_dict(), default=str))
+        return
+    t = Table(title=f"{by}: now and the next {periods} periods")
+    t.add_column("segment")
+    t.add_column("now", justify="right")
+    for i in range(periods):
+        t.add_column(f"+{i + 1}", justify="right")
+    for s_ in f.states:
+        t.add_row(s_, f"{f.observed[-1].get(s_, 0):,}", *(f"{p[s_]:,.0f}" for p in f.projected))
+    console.print(t)
+    if f.backtest_mape is not None:
+        console.print(
+            f"one-step backtest error (MAPE) {f.backtest_mape:.1f}% against "
+            f"{f.baseline_mape:.1f}% for 'no change'"
+        )
+
+
+@history_app.command("runs")
+def history_runs_cmd(
+    limit: Annotated[int, typer.Option(help="How many runs.")] = 10,
+    warehouse: WarehouseOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Pipeline runs with their steps; a failed step is shown with its error."""
+    settings = load_settings()
+    wh = connect(warehouse or settings.warehouse)
+    if not wh.has("pipeline_runs"):
+        console.print("no runs yet")
+        return
+    runs = wh.table("pipeline_runs").order_by(ibis.desc("started_at")).limit(limit)
+    rows = runs.to_pyarrow().to_pylist()
+    if as_json:
+        console.print_json(json.dumps(rows, default=str))
+        return
+    t = Table(title="pipeline runs")
+    for c in ("run", "started", "as of", "status", "steps"):
+        t.add_column(c)
+    for r in rows:
+        steps = json.loads(r["steps"] or "[]")
+        desc = ", ".join(
+            f"{s['step']} [red]failed: {s.get('error', '')}[/red]"
+            if s["status"] == "failed"
+            else f"{s['step']} ({s['status']})"
+            for s in steps
+        )
+        status = "[green]ok[/green]" if r["status"] == "ok" else f"[red]{r['status']}[/red]"
+        t.add_row(r["run_id"], str(r["started_at"])[:19], str(r["as_of"]), status, desc)
+    console.print(t)
+
+
+@history_app.command("events")
+def history_events_cmd(
+    segment: Annotated[str | None, typer.Option(help="Only this segment.")] = None,
+    limit: Annotated[int, typer.Option(help="How many events.")] = 20,
+    warehouse: WarehouseOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The membership log: who entered or left a segment, and when."""
+    settings = load_settings()
+    wh = connect(warehouse or settings.warehouse)
+    if not wh.has("segment_events"):
+        console.print("no membership changes recorded yet (they appear from the second run)")
+        return
+    ev = wh.table("segment_events")
+    if segment:
+        ev = ev.filter(ev.segment == segment)
+    summary = ev.group_by(["as_of", "segment", "event"]).aggregate(n=ev.count())
+    rows = summary.order_by([ibis.desc("as_of"), "segment", "event"]).limit(limit)
+    data = rows.to_pyarrow().to_pylist()
+    if as_json:
+        console.print_json(json.dumps(data, default=str))
+        return
+    t = Table(title="segment membership changes")
+    for c in ("as of", "segment", "event", "customers"):
+        t.add_column(c)
+    for r in data:
+        t.add_row(str(r["as_of"]), r["segment"], r["event"], f"{r['n']:,}")
+    console.print(t)
+
+
 @app.command("quarantine")
 def quarantine_cmd(
     batch: Annotated[str | None, typer.Option(help="Only this ingest batch.")] = None,

@@ -94,6 +94,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("frequency_cap_days", 7, "Length of the frequency cap window in days."),
     Setting("segments_file", "", "YAML file of saved segments to load on every run (optional)."),
     Setting("discover_segments", True, "Discover segments by clustering on every pipeline run."),
+    Setting(
+        "webhook_url",
+        "",
+        "Endpoint that receives segment enter / exit events as signed POSTs (empty: none).",
+    ),
+    Setting("webhook_secret", "", "Secret for the HMAC-SHA256 signature of webhook bodies."),
 )
 
 _DEFAULTS = {s.name: s.default for s in SETTINGS}
@@ -124,6 +130,8 @@ class Settings:
     frequency_cap_days: int = _DEFAULTS["frequency_cap_days"]
     segments_file: str = _DEFAULTS["segments_file"]
     discover_segments: bool = _DEFAULTS["discover_segments"]
+    webhook_url: str = _DEFAULTS["webhook_url"]
+    webhook_secret: str = _DEFAULTS["webhook_secret"]
 
     def with_overrides(self, **changes: Any) -> Settings:
         """Return a copy with the non-None ``changes`` applied and validated."""

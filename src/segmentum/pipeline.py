@@ -22,6 +22,7 @@ from segmentum import demo
 from segmentum.config import Settings, load_settings
 from segmentum.errors import ModelError, SegmentumError
 from segmentum.features import customer_features, default_as_of
+from segmentum.history.log import deliver, log_changes
 from segmentum.ingest import IngestReport, ingest
 from segmentum.models.clv import ClvModels, fit_models
 from segmentum.models.clv import score as clv_score
@@ -60,6 +61,7 @@ class RunSummary:
     value_potential: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     segments: dict[str, int] = field(default_factory=dict)
+    segment_changes: dict[str, int] = field(default_factory=dict)
     clusters: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -78,6 +80,7 @@ class RunSummary:
             "value_potential": self.value_potential,
             "warnings": self.warnings,
             "segments": self.segments,
+            "segment_changes": self.segment_changes,
             "clusters": self.clusters,
         }
 
@@ -107,11 +110,7 @@ def compute_features(
         tx, as_of, events=events, campaign_results=results, weeks=settings.weeks
     )
     feats = feats.mutate(run_id=ibis.literal(run_id))
-    stored = (
-        wh.replace_where("customer_features", feats, "as_of", as_of)
-        if _same_columns(wh, "customer_features", feats)
-        else wh.write("customer_features", feats)
-    )
+    stored = store_by_as_of(wh, "customer_features", feats, as_of)
     return as_of, stored.filter(stored.as_of == ibis.literal(as_of, "date"))
 
 
@@ -130,10 +129,7 @@ def compute_clv(
         min_weeks=settings.clv_min_weeks,
         weeks=settings.weeks,
     ).mutate(run_id=ibis.literal(run_id))
-    if _same_columns(wh, "customer_clv", scored):
-        stored = wh.replace_where("customer_clv", scored, "as_of", as_of)
-    else:
-        stored = wh.write("customer_clv", scored)
+    stored = store_by_as_of(wh, "customer_clv", scored, as_of)
     return stored.filter(stored.as_of == ibis.literal(as_of, "date")), models
 
 
@@ -155,16 +151,33 @@ def compute_classes(
         tier_method=settings.value_tier_method,
         score_cuts=settings.value_tier_score_cuts,
     ).mutate(run_id=ibis.literal(run_id))
-    stored = (
-        wh.replace_where("customer_classes", classes, "as_of", as_of)
-        if _same_columns(wh, "customer_classes", classes)
-        else wh.write("customer_classes", classes)
-    )
+    stored = store_by_as_of(wh, "customer_classes", classes, as_of)
     return stored.filter(stored.as_of == ibis.literal(as_of, "date"))
 
 
-def _same_columns(wh: Warehouse, name: str, expr: ir.Table) -> bool:
-    return wh.has(name) and list(wh.table(name).columns) == list(expr.columns)
+def store_by_as_of(wh: Warehouse, name: str, expr: ir.Table, as_of: _dt.date) -> ir.Table:
+    """Replace the rows of ``as_of`` in ``name``, keeping every other date (the history).
+
+    When the columns differ (a new version adds a column, or a step was skipped), both sides
+    are widened to the union of columns, missing values empty: history is never dropped.
+    """
+    if not wh.has(name):
+        return wh.write(name, expr)
+    stored = wh.table(name)
+    if list(stored.columns) == list(expr.columns):
+        return wh.replace_where(name, expr, "as_of", as_of)
+    schema = dict(stored.schema().items())
+    for col, dtype in expr.schema().items():
+        schema.setdefault(col, dtype)
+
+    def widen(t: ir.Table) -> ir.Table:
+        return t.select(
+            **{c: t[c].cast(d) if c in t.columns else ibis.null(d) for c, d in schema.items()}
+        )
+
+    kept = widen(stored.filter(stored.as_of != ibis.literal(as_of, "date")))
+    combined = wh.materialize(kept.union(widen(expr)), "widen")
+    return wh.write(name, combined)
 
 
 def _record_run(
@@ -281,6 +294,22 @@ def run(
         if store.list():
             report = step("segments", lambda: store.compute(as_of_used, summary.run_id))
             summary.segments = report.sizes
+            summary.segment_changes = step(
+                "membership log",
+                lambda: log_changes(
+                    wh, as_of_used, summary.run_id, queue=bool(settings.webhook_url)
+                ),
+            )
+            if settings.webhook_url:
+                sent = step(
+                    "webhooks",
+                    lambda: deliver(wh, settings.webhook_url, settings.webhook_secret),
+                )
+                if sent.failed:
+                    summary.warnings.append(
+                        f"{sent.failed} segment events could not be delivered to the webhook "
+                        f"({'; '.join(sent.errors[:2])}); they stay queued for the next run"
+                    )
         if settings.discover_segments:
             try:
                 found = step(

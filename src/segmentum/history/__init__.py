@@ -1,0 +1,1 @@
+"""Segment history: snapshots, backfill, migration, membership log, cohorts and forecasts."""
