@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bench_features
+import bench_history
 import bench_ingest
 import bench_models
 import bench_segments
@@ -12,3 +13,4 @@ if __name__ == "__main__":
     bench_features.main()
     bench_models.main()
     bench_segments.main()
+    bench_history.main()

@@ -10,9 +10,10 @@ uses only lines strictly before D), in two engine passes:
 2. one pass joining those days to every snapshot date after them, grouped by customer and
    date: frequency, monetary, first and last purchase day, number of purchase days.
 
-The classes of each date are then computed by the same code as a daily run (:func:`classify`)
-on that small summary, and all snapshots are written at once. CLV-based columns (potential
-tier, value x potential) need a model per date and are left empty in backfilled snapshots.
+The classes of every date are then computed in one more pass by the same code as a daily run
+(:func:`classify`, every rank and share taken within its own date), and written at once.
+CLV-based columns (potential tier, value x potential) need a model per date and are left
+empty in backfilled snapshots.
 """
 
 from __future__ import annotations
@@ -126,18 +127,14 @@ def backfill(
     summary = wh.materialize(history_summary(tx, dates), "histsum")
     rules = load_rfm_rules(settings.rfm_rules) if settings.rfm_rules else RFM_RULES
     run_id = "backfill-" + uuid.uuid4().hex[:8]
-    parts = []
-    for d in dates:
-        f = summary.filter(summary.as_of == ibis.literal(d, "date"))
-        c = classify(
-            f,
-            rules=rules,
-            tier_cuts=settings.value_tier_cuts,
-            tier_method=settings.value_tier_method,
-            score_cuts=settings.value_tier_score_cuts,
-        )
-        parts.append(c)
-    out = ibis.union(*parts) if len(parts) > 1 else parts[0]
+    out = classify(
+        summary,
+        rules=rules,
+        tier_cuts=settings.value_tier_cuts,
+        tier_method=settings.value_tier_method,
+        score_cuts=settings.value_tier_score_cuts,
+        by_date=True,
+    )
     out = out.mutate(run_id=ibis.literal(run_id))
     out = _conform(wh, out)
     out = wh.materialize(out, "histcls")

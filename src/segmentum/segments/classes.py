@@ -90,22 +90,32 @@ def check_rfm_rules(rules: Sequence[RfmRule]) -> None:
         )
 
 
-def quintile(value: ir.NumericValue, *, descending: bool = False) -> ir.IntegerValue:
-    """Scores 1-5 by rank: equal values share a score (the lowest rank of the tie)."""
+def quintile(
+    value: ir.NumericValue, *, descending: bool = False, by: ir.Value | None = None
+) -> ir.IntegerValue:
+    """Scores 1-5 by rank: equal values share a score (the lowest rank of the tie).
+
+    ``by`` scores each group separately (e.g. every snapshot date in one pass).
+    """
     order = ibis.desc(value) if descending else value
-    rank = ibis.rank().over(ibis.window(order_by=order))  # 0-based, ties share the min rank
-    n = value.count().over(ibis.window())
+    group = [by] if by is not None else None
+    rank = ibis.rank().over(ibis.window(order_by=order, group_by=group))  # 0-based, min rank
+    n = value.count().over(ibis.window(group_by=group))
     return (rank * 5 / n).floor().cast("int64") + 1
 
 
-def rfm(features: ir.Table, rules: Sequence[RfmRule] = RFM_RULES) -> ir.Table:
+def rfm(
+    features: ir.Table, rules: Sequence[RfmRule] = RFM_RULES, by: str | None = None
+) -> ir.Table:
     """R, F and M quintile scores, the RFM code and the named segment (English and Spanish)."""
     f = features
+    g = f[by] if by else None
     scored = f.select(
         "customer_id",
-        r_score=quintile(-f.recency_days.cast("float64")),
-        f_score=quintile(f.frequency.cast("float64")),
-        m_score=quintile(f.monetary),
+        *([by] if by else []),
+        r_score=quintile(-f.recency_days.cast("float64"), by=g),
+        f_score=quintile(f.frequency.cast("float64"), by=g),
+        m_score=quintile(f.monetary, by=g),
     )
     r, fr = scored.r_score, scored.f_score
     cond = [(r.between(x.r[0], x.r[1]) & fr.between(x.f[0], x.f[1])) for x in rules]
@@ -120,7 +130,9 @@ def rfm(features: ir.Table, rules: Sequence[RfmRule] = RFM_RULES) -> ir.Table:
     )
 
 
-def pareto_tiers(t: ir.Table, column: str, cuts: tuple[float, float], name: str) -> ir.Table:
+def pareto_tiers(
+    t: ir.Table, column: str, cuts: tuple[float, float], name: str, by: str | None = None
+) -> ir.Table:
     """high / medium / low by cumulative share of ``column`` (Pareto / ABC).
 
     Customers are sorted by ``column``; those that make up the first ``cuts[0]`` of the total
@@ -128,21 +140,27 @@ def pareto_tiers(t: ir.Table, column: str, cuts: tuple[float, float], name: str)
     """
     v = t[column]
     pos = ibis.greatest(v.fill_null(0), 0)
-    w = ibis.window(order_by=[ibis.desc(v), t.customer_id], preceding=None, following=0)
+    group = [t[by]] if by else None
+    w = ibis.window(
+        order_by=[ibis.desc(v), t.customer_id], group_by=group, preceding=None, following=0
+    )
     before = pos.sum().over(w) - pos
-    total = pos.sum().over(ibis.window())
+    total = pos.sum().over(ibis.window(group_by=group))
     share_before = ibis.ifelse(total > 0, before / total, 1.0)
     tier = ibis.cases(
         ((share_before < cuts[0]) & (v > 0), "high"),
         ((share_before < cuts[1]) & (v > 0), "medium"),
         else_="low",
     )
-    return t.select("customer_id", **{name: tier, f"{column}_share_before": share_before})
+    keys = ["customer_id", *([by] if by else [])]
+    return t.select(*keys, **{name: tier, f"{column}_share_before": share_before})
 
 
-def value_tiers(features: ir.Table, cuts: tuple[float, float] = (0.80, 0.95)) -> ir.Table:
+def value_tiers(
+    features: ir.Table, cuts: tuple[float, float] = (0.80, 0.95), by: str | None = None
+) -> ir.Table:
     """Value tier by cumulative share of revenue (net spend), see :func:`pareto_tiers`."""
-    out = pareto_tiers(features, "monetary", cuts, "value_tier")
+    out = pareto_tiers(features, "monetary", cuts, "value_tier", by)
     return out.rename(revenue_share_before="monetary_share_before")
 
 
@@ -167,11 +185,14 @@ def potential_tiers(clv: ir.Table, cuts: tuple[float, float] = (0.80, 0.95)) -> 
     return j.select("customer_id", potential_tier=j.potential_tier.fill_null("too_new"))
 
 
-def score_tiers(rfm_scores: ir.Table, cuts: tuple[float, float] = (12, 8)) -> ir.Table:
+def score_tiers(
+    rfm_scores: ir.Table, cuts: tuple[float, float] = (12, 8), by: str | None = None
+) -> ir.Table:
     """high / medium / low by the RFM score sum R+F+M (3-15) against two thresholds."""
     total = rfm_scores.r_score + rfm_scores.f_score + rfm_scores.m_score
     tier = ibis.cases((total >= cuts[0], "high"), (total >= cuts[1], "medium"), else_="low")
-    return rfm_scores.select("customer_id", value_tier=tier, rfm_score_sum=total)
+    keys = ["customer_id", *([by] if by else [])]
+    return rfm_scores.select(*keys, value_tier=tier, rfm_score_sum=total)
 
 
 @dataclass(frozen=True)
@@ -184,7 +205,9 @@ class LifecycleCuts:
     prior_weight: float = 2.0  # how many gaps the population's median gap counts for
 
 
-def lifecycle(features: ir.Table, cuts: LifecycleCuts = LifecycleCuts()) -> ir.Table:
+def lifecycle(
+    features: ir.Table, cuts: LifecycleCuts = LifecycleCuts(), by: str | None = None
+) -> ir.Table:
     """new / active / at_risk / lapsed / lost, judged against each customer's own rhythm.
 
     The expected gap is the customer's mean time between purchase days, shrunk toward the
@@ -192,7 +215,8 @@ def lifecycle(features: ir.Table, cuts: LifecycleCuts = LifecycleCuts()) -> ir.T
     while their tenure is within one typical gap, and is judged on the population gap after.
     """
     f = features
-    median_gap = f.interpurchase_mean.median().over(ibis.window())  # exact: same on every engine
+    group = [f[by]] if by else None
+    median_gap = f.interpurchase_mean.median().over(ibis.window(group_by=group))  # exact
     n_gaps = (f.x.fill_null(0)).cast("float64")
     own = f.interpurchase_mean.fill_null(0.0)
     expected = (n_gaps * own + cuts.prior_weight * median_gap) / (n_gaps + cuts.prior_weight)
@@ -205,7 +229,11 @@ def lifecycle(features: ir.Table, cuts: LifecycleCuts = LifecycleCuts()) -> ir.T
         else_="lost",
     )
     return f.select(
-        "customer_id", lifecycle_stage=stage, expected_gap_days=expected, recency_ratio=ratio
+        "customer_id",
+        *([by] if by else []),
+        lifecycle_stage=stage,
+        expected_gap_days=expected,
+        recency_ratio=ratio,
     )
 
 
@@ -218,17 +246,26 @@ def classify(
     tier_method: str = "revenue_share",
     score_cuts: tuple[float, float] = (12, 8),
     lifecycle_cuts: LifecycleCuts = LifecycleCuts(),
+    by_date: bool = False,
 ) -> ir.Table:
     """The ``customer_classes`` rows for one ``as_of``: RFM, value tier, lifecycle, and with
-    ``clv`` (the ``customer_clv`` rows) the potential tier and the value x potential grid."""
-    out = rfm(features, rules)
+    ``clv`` (the ``customer_clv`` rows) the potential tier and the value x potential grid.
+
+    ``by_date`` classifies many ``as_of`` dates in one pass: every rank and share is computed
+    within its own date (used by the history backfill; ``clv`` is not supported then).
+    """
+    by = "as_of" if by_date else None
+    keys = ["customer_id", *([by] if by else [])]
+    out = rfm(features, rules, by)
     tiers = (
-        score_tiers(out, score_cuts) if tier_method == "score" else value_tiers(features, tier_cuts)
+        score_tiers(out, score_cuts, by)
+        if tier_method == "score"
+        else value_tiers(features, tier_cuts, by)
     )
-    out = out.left_join(tiers, "customer_id").drop("customer_id_right")
-    out = out.left_join(lifecycle(features, lifecycle_cuts), "customer_id").drop(
-        "customer_id_right"
-    )
+    out = _join(out, tiers, keys)
+    out = _join(out, lifecycle(features, lifecycle_cuts, by), keys)
+    if by_date:
+        return out
     if clv is not None:
         out = out.left_join(potential_tiers(clv, tier_cuts), "customer_id").drop(
             "customer_id_right"
@@ -249,3 +286,8 @@ def classify(
         )
     out = out.left_join(features.select("customer_id", "as_of"), "customer_id")
     return out.drop("customer_id_right")
+
+
+def _join(a: ir.Table, b: ir.Table, keys: list[str]) -> ir.Table:
+    j = a.left_join(b, keys)
+    return j.drop(*[f"{k}_right" for k in keys if f"{k}_right" in j.columns])

@@ -1,0 +1,274 @@
+"""Segment history: backfill, migration, membership log with real webhooks, cohorts, forecast."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+import segmentum
+from segmentum import demo, pipeline
+from segmentum.cli import main
+from segmentum.config import load_settings
+from segmentum.history.charts import report_html
+from segmentum.history.cohorts import cohorts, forecast
+from segmentum.history.log import deliver, log_changes
+from segmentum.history.migration import migration
+from segmentum.history.snapshots import backfill, period_ends, snapshot_dates
+from segmentum.segments.store import Segments
+from segmentum.warehouse import Warehouse
+
+SETTINGS = load_settings(env={}).with_overrides(discover_segments=False)
+
+
+@pytest.fixture(scope="module")
+def history_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("history")
+    files = demo.generate(root / "demo", customers=1500, seed=5)
+    path = root / "w.duckdb"
+    wh = segmentum.connect(f"duckdb:///{path}")
+    pipeline.run(wh, data=files["transactions"].parent, settings=SETTINGS)
+    backfill(wh, periods=12, settings=SETTINGS)
+    wh.close()
+    return path
+
+
+@pytest.fixture
+def hwh(history_db: Path, tmp_path: Path) -> Iterator[Warehouse]:
+    copy = tmp_path / "h.duckdb"
+    copy.write_bytes(history_db.read_bytes())
+    w = segmentum.connect(f"duckdb:///{copy}")
+    yield w
+    w.close()
+
+
+def test_period_ends() -> None:
+    assert period_ends(dt.date(2024, 11, 15), dt.date(2025, 2, 1)) == [
+        dt.date(2024, 12, 1),
+        dt.date(2025, 1, 1),
+        dt.date(2025, 2, 1),
+    ]
+    weeks = period_ends(dt.date(2025, 1, 1), dt.date(2025, 1, 31), "week")
+    assert weeks[0] == dt.date(2025, 1, 6) and all(d.weekday() == 0 for d in weeks)
+
+
+def test_backfilled_snapshots_equal_what_a_daily_run_would_have_said(hwh: Warehouse) -> None:
+    runs = hwh.table("customer_classes").select("as_of", "run_id").distinct().to_pandas()
+    back_dates = sorted(pd.to_datetime(runs[runs.run_id.str.startswith("backfill")].as_of).dt.date)
+    assert len(back_dates) == 12 and all(d.day == 1 for d in back_dates)
+    assert len(snapshot_dates(hwh)) == 13  # and the pipeline run's own date
+    d = back_dates[6]
+    stored = hwh.table("customer_classes")
+    back = stored.filter(stored.as_of == d).to_pandas().set_index("customer_id").sort_index()
+    # A daily run at that date, from the full feature computation.
+    _, feats = pipeline.compute_features(hwh, d, SETTINGS, "check")
+    from segmentum.segments.classes import classify
+
+    daily = classify(feats).to_pandas().set_index("customer_id").sort_index()
+    assert len(back) == len(daily) > 500
+    for col in ("rfm_segment", "value_tier", "lifecycle_stage", "rfm_code"):
+        assert (back[col] == daily[col]).all(), col
+    # Point in time: nobody whose first purchase is on or after d is in the snapshot.
+    tx = hwh.table("transactions").to_pandas()
+    starts = tx[tx.quantity > 0].groupby("customer_id").timestamp.min()
+    assert not set(starts[starts >= pd.Timestamp(d)].index) & set(back.index)
+
+
+def test_migration_matrix_adds_up_and_matches_pandas(hwh: Warehouse) -> None:
+    dates = snapshot_dates(hwh)
+    a, b = dates[5], dates[-1]
+    m = migration(hwh, a, b, "rfm_segment")
+    c = hwh.table("customer_classes").to_pandas()
+    c["as_of"] = pd.to_datetime(c.as_of).dt.date
+    x = c[c.as_of == a].set_index("customer_id").rfm_segment
+    y = c[c.as_of == b].set_index("customer_id").rfm_segment
+    both = pd.concat([x.rename("a"), y.rename("b")], axis=1)
+    both = both.fillna({"a": "(not yet a customer)", "b": "(gone)"})
+    expected = both.groupby(["a", "b"]).size()
+    for (s, t), n in expected.items():
+        assert m.counts[s][t] == n
+    assert sum(sum(r.values()) for r in m.counts.values()) == len(both)
+    for row in m.percentages.values():
+        total = sum(row.values())
+        assert total == 0 or abs(total - 100) < 1e-9
+    # Alerts: exactly the valuable customers who became risky, biggest spenders first.
+    good = {"Champions", "Loyal", "Potential Loyalist"}
+    bad = {"At Risk", "Can't Lose Them", "Hibernating", "Lost", "About to Sleep"}
+    moved = both[both.a.isin(good) & both.b.isin(bad)]
+    assert {r["customer_id"] for r in m.alerts} == set(moved.index)
+    spends = [r["lifetime_spend"] or 0 for r in m.alerts]
+    assert spends == sorted(spends, reverse=True)
+    page = report_html(migration=m)
+    assert "<svg" in page and "Transition matrix" in page and "<script" not in page
+
+
+class Receiver(BaseHTTPRequestHandler):
+    """A local endpoint that fails the first ``fail`` requests, then records deliveries."""
+
+    fail = 0
+    seen: ClassVar[list[dict[str, Any]]] = []
+    secret = "s3cret"
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        if Receiver.fail > 0:
+            Receiver.fail -= 1
+            self.send_response(503)
+            self.end_headers()
+            return
+        expected = "sha256=" + hmac.new(self.secret.encode(), body, hashlib.sha256).hexdigest()
+        ok = hmac.compare_digest(expected, self.headers["X-Segmentum-Signature"])
+        Receiver.seen.append(
+            {"key": self.headers["X-Segmentum-Delivery"], "ok": ok, "body": json.loads(body)}
+        )
+        self.send_response(200 if ok else 401)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def receiver() -> Iterator[str]:
+    Receiver.fail, Receiver.seen = 0, []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/hook"
+    server.shutdown()
+
+
+def test_membership_log_and_signed_webhooks_lose_nothing(hwh: Warehouse, receiver: str) -> None:
+    segs = Segments(hwh, SETTINGS)
+    if hwh.has("segment_definitions"):
+        hwh.drop("segment_definitions")
+    segs.create("active", "recency_days <= 30")
+    d1, d2 = dt.date(2025, 12, 1), snapshot_dates(hwh)[-1]
+    pipeline.compute_features(hwh, d1, SETTINGS, "r1")
+    segs.compute(d1)
+    segs.compute(d2)
+    counts = log_changes(hwh, d2, "r2", queue=True)
+    m = hwh.table("segment_members").to_pandas()
+    m["as_of"] = pd.to_datetime(m.as_of).dt.date
+    before = set(m[(m.segment == "active") & (m.as_of == d1)].customer_id)
+    after = set(m[(m.segment == "active") & (m.as_of == d2)].customer_id)
+    assert counts == {"enter": len(after - before), "exit": len(before - after)}
+    assert counts["enter"] > 0 and counts["exit"] > 0
+    # The endpoint is down for 2 tries of 2: nothing is lost, everything stays pending.
+    Receiver.fail = 2
+    r = deliver(hwh, receiver, "s3cret", retries=1, backoff=0.01, batch_size=100_000)
+    assert r.delivered == 0 and r.pending == counts["enter"] + counts["exit"]
+    out = hwh.table("webhook_outbox").to_pandas()
+    assert (out.attempts == 2).all() and out.last_error.str.contains("503").all()
+    # Back up: delivered once, signed, with the same idempotency key as the failed tries.
+    r = deliver(hwh, receiver, "s3cret", retries=1, backoff=0.01, batch_size=100_000)
+    assert r.delivered == counts["enter"] + counts["exit"] and r.pending == 0
+    assert len(Receiver.seen) == 1 and Receiver.seen[0]["ok"]
+    sent = Receiver.seen[0]["body"]["events"]
+    assert {e["customer_id"] for e in sent if e["event"] == "enter"} == after - before
+    # Logging the same change again queues nothing new, so nothing is sent twice.
+    log_changes(hwh, d2, "r3", queue=True)
+    r = deliver(hwh, receiver, "s3cret")
+    assert r.delivered == 0 and len(Receiver.seen) == 1
+
+
+def test_cohorts_retention_and_revenue(hwh: Warehouse) -> None:
+    c = cohorts(hwh)
+    df = pd.DataFrame(c.rows)
+    assert (df[df.period == 0].retention == 1.0).all()
+    sizes = df[df.period == 0].set_index("cohort").customers
+    tx = hwh.table("transactions").to_pandas()
+    tx = tx[tx.customer_id.notna() & (tx.quantity > 0)]
+    first = tx.groupby("customer_id").timestamp.min().dt.to_period("M")
+    assert sizes.sum() == first.size
+    cohort0 = first[first == first.min()].index
+    months = tx[tx.customer_id.isin(cohort0)].timestamp.dt.to_period("M")
+    active1 = tx[tx.customer_id.isin(cohort0) & (months == first.min() + 1)].customer_id.nunique()
+    row = df[(df.cohort == str(first.min().start_time.date())) & (df.period == 1)].iloc[0]
+    assert row.active == active1
+    by_seg = cohorts(hwh, by="segment", classification="value_tier")
+    assert {r["cohort"] for r in by_seg.rows} <= {"high", "medium", "low", "(none)"}
+
+
+def test_forecast_recovers_a_known_markov_chain(wh: Warehouse) -> None:
+    rng = np.random.default_rng(0)
+    p = np.array([[0.8, 0.15, 0.05], [0.1, 0.7, 0.2], [0.05, 0.05, 0.9]])
+    names = np.array(["a", "b", "c"])
+    n, periods = 20_000, 8
+    state = rng.choice(3, n, p=[0.5, 0.3, 0.2])
+    rows = []
+    for t in range(periods):
+        d = dt.date(2025, 1 + t, 1)
+        rows.append(
+            pd.DataFrame(
+                {
+                    "customer_id": [f"c{i}" for i in range(n)],
+                    "as_of": d,
+                    "rfm_segment": names[state],
+                }
+            )
+        )
+        state = np.array([rng.choice(3, p=p[s]) for s in state])
+    df = pd.concat(rows)
+    wh.write("customer_classes", pa.Table.from_pandas(df, preserve_index=False))
+    f = forecast(wh, "rfm_segment", periods=2)
+    assert np.allclose(np.array(f.transition)[:, :3], p, atol=0.01)
+    assert f.backtest_mape is not None and f.backtest_mape < f.baseline_mape  # type: ignore[operator]
+    last = np.array([f.observed[-1][s] for s in "abc"], float)
+    assert np.allclose([f.projected[0][s] for s in "abc"], last @ np.array(f.transition)[:, :3])
+
+
+def test_failed_runs_are_recorded_and_shown(
+    wh: Warehouse, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(segmentum.errors.SegmentumError):
+        pipeline.run(wh, settings=SETTINGS)
+    runs = wh.table("pipeline_runs").to_pandas()
+    assert runs.status.tolist() == ["failed"]
+    steps = json.loads(runs.steps[0])
+    assert steps[-1]["status"] == "failed" and "transactions" in steps[-1]["error"]
+    assert main(["history", "runs", "-w", wh.url]) == 0
+    assert "failed" in capsys.readouterr().out
+
+
+def test_history_cli(hwh: Warehouse, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    url = hwh.url
+    page = tmp_path / "m.html"
+    assert (
+        main(
+            [
+                "history",
+                "migration",
+                "--from",
+                "2025-07-01",
+                "--to",
+                "2026-01-01",
+                "--by",
+                "value_tier",
+                "--html",
+                str(page),
+                "-w",
+                url,
+            ]
+        )
+        == 0
+    )
+    assert "net change" in capsys.readouterr().out and page.stat().st_size > 1000
+    assert main(["history", "forecast", "--by", "lifecycle_stage", "--json", "-w", url]) == 0
+    assert '"backtest_mape"' in capsys.readouterr().out
+    assert main(["history", "cohorts", "-w", url]) == 0
+    assert (
+        main(["history", "migration", "--from", "2026-01-01", "--to", "2025-01-01", "-w", url]) == 2
+    )
+    assert main(["history", "backfill", "--freq", "fortnight", "-w", url]) == 2
