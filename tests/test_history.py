@@ -85,6 +85,31 @@ def test_backfilled_snapshots_equal_what_a_daily_run_would_have_said(hwh: Wareho
     assert not set(starts[starts >= pd.Timestamp(d)].index) & set(back.index)
 
 
+def test_backfill_computes_saved_segments_point_in_time(hwh: Warehouse) -> None:
+    segs = Segments(hwh, SETTINGS)
+    if hwh.has("segment_definitions"):
+        hwh.drop("segment_definitions")
+    segs.create("big", "value_tier == 'high' and frequency >= 3")
+    segs.create("big_recent", "big and count(purchases, last 30 days) >= 1")
+    segs.create("rich_future", "clv > 100")  # CLV is not known at past dates
+    r = backfill(hwh, periods=3, settings=SETTINGS)
+    assert r.segments == ["big", "big_recent"]
+    assert "clv" in r.skipped["rich_future"]
+    d = r.dates[0]
+    m = hwh.table("segment_members").to_pandas()
+    m["as_of"] = pd.to_datetime(m.as_of).dt.date
+    got = set(m[(m.segment == "big_recent") & (m.as_of == d)].customer_id)
+    c = hwh.table("customer_classes").to_pandas()
+    c["as_of"] = pd.to_datetime(c.as_of).dt.date
+    tx = hwh.table("transactions").to_pandas()
+    tx = tx[tx.customer_id.notna() & (tx.timestamp < pd.Timestamp(d))]
+    freq = tx[tx.quantity > 0].groupby("customer_id").invoice_id.nunique()
+    recent = tx[(tx.quantity > 0) & (tx.timestamp >= pd.Timestamp(d) - pd.Timedelta(days=30))]
+    high = set(c[(c.as_of == d) & (c.value_tier == "high")].customer_id)
+    expected = high & set(freq[freq >= 3].index) & set(recent.customer_id)
+    assert got == expected and len(got) > 10
+
+
 def test_migration_matrix_adds_up_and_matches_pandas(hwh: Warehouse) -> None:
     dates = snapshot_dates(hwh)
     a, b = dates[5], dates[-1]

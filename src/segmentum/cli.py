@@ -820,6 +820,9 @@ def _date(value: str, flag: str) -> _dt.date:
 def history_backfill_cmd(
     freq: Annotated[str, typer.Option(help="month or week.")] = "month",
     periods: Annotated[int, typer.Option(help="How many past period ends.")] = 24,
+    segments: Annotated[
+        bool, typer.Option(help="Also compute the saved segments at every date.")
+    ] = True,
     warehouse: WarehouseOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -828,7 +831,11 @@ def history_backfill_cmd(
 
     settings = load_settings()
     r = backfill(
-        connect(warehouse or settings.warehouse), freq=freq, periods=periods, settings=settings
+        connect(warehouse or settings.warehouse),
+        freq=freq,
+        periods=periods,
+        settings=settings,
+        segments=segments,
     )
     if as_json:
         console.print_json(json.dumps(r.__dict__, default=str))
@@ -837,6 +844,10 @@ def history_backfill_cmd(
         f"backfilled {len(r.dates)} snapshots ({r.dates[0]} to {r.dates[-1]}): "
         f"{r.rows:,} customer-dates; {r.customers_last:,} customers at the last one"
     )
+    if r.segments:
+        console.print(f"saved segments backfilled: {', '.join(r.segments)}")
+    for name, why in r.skipped.items():
+        console.print(f"[yellow]skipped[/yellow] {name}: {why}")
 
 
 @history_app.command("dates")

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import ibis
 import ibis.expr.types as ir
@@ -64,15 +64,21 @@ class BackfillReport:
     dates: list[_dt.date]
     rows: int
     customers_last: int
+    segments: list[str] = field(default_factory=list)  # saved segments backfilled
+    skipped: dict[str, str] = field(default_factory=dict)  # segment -> why not
 
 
 def history_summary(transactions: ir.Table, dates: list[_dt.date]) -> ir.Table:
     """Per customer and snapshot date: the features the classes need, point in time."""
     t = transactions.filter(transactions.customer_id.notnull())
     t = t.mutate(day=t.timestamp.date())
+    buy_line = t.quantity > 0
+    promo = buy_line & (t.promo_code.notnull() | (t.discount.fill_null(0) > 0))
     daily = t.group_by(["customer_id", "day"]).aggregate(
         spend=t.amount.sum(),
-        invoices=t.invoice_id.nunique(where=t.quantity > 0),
+        gross=t.amount.sum(where=buy_line),
+        promo=t.amount.sum(where=promo),
+        invoices=t.invoice_id.nunique(where=buy_line),
     )
     snaps = ibis.memtable(pa.table({"as_of": pa.array(dates, pa.date32())}))
     j = daily.join(snaps, daily.day < snaps.as_of)
@@ -80,6 +86,8 @@ def history_summary(transactions: ir.Table, dates: list[_dt.date]) -> ir.Table:
     g = j.group_by(["customer_id", "as_of"]).aggregate(
         frequency=j.invoices.sum(),
         monetary=j.spend.sum(),
+        gross=j.gross.sum(),
+        promo=j.promo.sum(),
         first_purchase=j.day.min(where=buy),
         last_purchase=j.day.max(where=buy),
         n_days=j.day.count(where=buy),
@@ -97,6 +105,10 @@ def history_summary(transactions: ir.Table, dates: list[_dt.date]) -> ir.Table:
         tenure_days=end.delta(g.first_purchase, unit="day"),
         x=x,
         interpurchase_mean=ibis.ifelse(x > 0, span / x, ibis.null("float64")),
+        avg_order_value=g.monetary / g.frequency,
+        promo_share=ibis.ifelse(g.gross > 0, g.promo.fill_null(0) / g.gross, ibis.null("float64")),
+        first_purchase=g.first_purchase,
+        last_purchase=g.last_purchase,
     )
 
 
@@ -108,6 +120,7 @@ def backfill(
     start: _dt.date | None = None,
     end: _dt.date | None = None,
     settings: Settings | None = None,
+    segments: bool = True,
 ) -> BackfillReport:
     """Build past snapshots of ``customer_classes`` (weekly or monthly) from the lines alone.
 
@@ -145,11 +158,57 @@ def backfill(
         wh.write("customer_classes", combined)
     else:
         wh.write("customer_classes", out)
+    done, skipped = (
+        backfill_segments(wh, dates, summary, settings, run_id) if segments else ([], {})
+    )
     rows = int(out.count().to_pyarrow().as_py())
     n_last = int(
         out.filter(out.as_of == ibis.literal(dates[-1], "date")).count().to_pyarrow().as_py()
     )
-    return BackfillReport(run_id, dates, rows, n_last)
+    return BackfillReport(run_id, dates, rows, n_last, done, skipped)
+
+
+def backfill_segments(
+    wh: Warehouse, dates: list[_dt.date], summary: ir.Table, settings: Settings, run_id: str
+) -> tuple[list[str], dict[str, str]]:
+    """Compute the saved segments at every backfilled date, from the point-in-time summary.
+
+    A segment whose rule needs something a past date does not have (a feature outside the
+    summary, CLV, or a segment that is skipped) is skipped, with the reason.
+    """
+    from segmentum.segments.rules import RuleError
+    from segmentum.segments.store import Segments
+
+    store = Segments(wh, settings)
+    segs = {s.name: s for s in store.list()}
+    if not segs:
+        return [], {}
+    store.features_at = lambda d: summary.filter(summary.as_of == ibis.literal(d, "date")).drop(
+        "as_of"
+    )
+    view, _ = store._view(dates[-1])
+    valid = dict(segs)
+    skipped: dict[str, str] = {}
+    while valid:
+        try:
+            store.validate(valid.values(), view)
+            break
+        except (RuleError, InputError) as exc:
+            name = next(
+                (n for n in valid if exc.message.startswith(f"segment {n}:")),
+                None,
+            )
+            if name is None:
+                name = next((n for n in valid if n in exc.message), None)
+            if name is None:  # not about one segment: nothing can be backfilled
+                skipped.update({n: exc.message.splitlines()[0] for n in valid})
+                valid = {}
+                break
+            skipped[name] = exc.message.splitlines()[0]
+            del valid[name]
+    for d in dates:
+        store.compute(d, run_id, only=list(valid))
+    return sorted(valid), skipped
 
 
 def _conform(wh: Warehouse, out: ir.Table) -> ir.Table:

@@ -16,7 +16,7 @@ import builtins
 import datetime as _dt
 import re
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -106,6 +106,7 @@ class Segments:
     def __init__(self, warehouse: Warehouse, settings: Settings | None = None) -> None:
         self.wh = warehouse
         self.settings = settings or load_settings()
+        self.features_at: Callable[[_dt.date], ir.Table] | None = None
 
     # ---------------------------------------------------------------- definitions
     def list(self) -> list[Segment]:
@@ -263,6 +264,9 @@ class Segments:
         return R.Scope(columns, {}, lines, allow_windows=level == "customer")
 
     def _view(self, as_of: _dt.date | None = None) -> tuple[ir.Table, _dt.date]:
+        if self.features_at is not None and as_of is not None:
+            # Past dates (history backfill): the caller's point-in-time summary, no CLV.
+            return customer_view(self.wh, as_of, features=self.features_at(as_of), with_clv=False)
         return customer_view(self.wh, as_of)
 
     def validate(
@@ -373,9 +377,17 @@ class Segments:
 
         return R.compile_node(seg.rule, tree, resolve, kinds, window)
 
-    def compute(self, as_of: _dt.date | None = None, run_id: str | None = None) -> ComputeReport:
-        """Compute every saved segment and store ``segment_members`` for ``as_of``."""
+    def compute(
+        self,
+        as_of: _dt.date | None = None,
+        run_id: str | None = None,
+        only: Iterable[str] | None = None,
+    ) -> ComputeReport:
+        """Compute every saved segment (or ``only`` these) and store ``segment_members``."""
         segs = {s.name: s for s in self.list()}
+        if only is not None:
+            keep = set(only)
+            segs = {n: s for n, s in segs.items() if n in keep}
         run_id = run_id or uuid.uuid4().hex[:12]
         if not segs:
             _, as_of = self._view(as_of)

@@ -94,21 +94,36 @@ def _at(wh: Warehouse, name: str, as_of: _dt.date, cols: tuple[str, ...]) -> ir.
     return t.select("customer_id", *keep)
 
 
-def customer_view(wh: Warehouse, as_of: _dt.date | None = None) -> tuple[ir.Table, _dt.date]:
+def customer_view(
+    wh: Warehouse,
+    as_of: _dt.date | None = None,
+    *,
+    features: ir.Table | None = None,
+    with_clv: bool = True,
+) -> tuple[ir.Table, _dt.date]:
     """Features, classes, CLV and profile of every customer as of ``as_of`` (default: latest).
 
     Customers in the profile table who never bought are included, with frequency and monetary 0.
+    ``features`` replaces the stored features (the history backfill passes its own summary).
     """
-    as_of = as_of or latest_as_of(wh)
-    feats = wh.table("customer_features")
-    feats = feats.filter(feats.as_of == ibis.literal(as_of, "date")).drop("as_of", "run_id")
+    if features is None:
+        as_of = as_of or latest_as_of(wh)
+        feats = wh.table("customer_features")
+        feats = feats.filter(feats.as_of == ibis.literal(as_of, "date")).drop("as_of", "run_id")
+    else:
+        if as_of is None:
+            raise ValueError("as_of is required with features")
+        feats = features
     ids = feats.select("customer_id")
     profile = wh.table("customers") if wh.has("customers") else None
     if profile is not None:
         ids = ids.union(profile.select("customer_id"), distinct=True)
     view = ids.left_join(feats, "customer_id").drop("customer_id_right")
     view = view.mutate(frequency=view.frequency.fill_null(0), monetary=view.monetary.fill_null(0.0))
-    for name, cols in (("customer_classes", CLASS_COLUMNS), ("customer_clv", CLV_COLUMNS)):
+    parts: list[tuple[str, tuple[str, ...]]] = [("customer_classes", CLASS_COLUMNS)]
+    if with_clv:
+        parts.append(("customer_clv", CLV_COLUMNS))
+    for name, cols in parts:
         part = _at(wh, name, as_of, cols)
         if part is not None:
             view = view.left_join(part, "customer_id").drop("customer_id_right")
