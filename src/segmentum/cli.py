@@ -1028,6 +1028,183 @@ def history_events_cmd(
     console.print(t)
 
 
+campaign_app = typer.Typer(help="Campaigns: audiences, dry runs, sending, results.")
+app.add_typer(campaign_app, name="campaign")
+
+
+def _campaigns(warehouse: str | None) -> Any:
+    from segmentum.campaigns.core import Campaigns
+
+    settings = load_settings()
+    return Campaigns(connect(warehouse or settings.warehouse), settings)
+
+
+@campaign_app.command("create")
+def campaign_create_cmd(
+    name: str,
+    tactic: Annotated[
+        str, typer.Option(help="retention, winback, cross_sell, up_sell, acquisition, segment.")
+    ],
+    channel: Annotated[str, typer.Option(help="email, push, inapp, web or file.")],
+    target: Annotated[
+        str, typer.Option(help="Segment name (or cluster:N) for --tactic segment.")
+    ] = "",
+    template: Annotated[Path | None, typer.Option(help="YAML template (es / en).")] = None,
+    control_share: Annotated[float | None, typer.Option(help="Share held out.")] = None,
+    cost_per_contact: Annotated[float, typer.Option(help="Cost of one contact.")] = 0.0,
+    warehouse: WarehouseOpt = None,
+) -> None:
+    """Define a campaign (nothing is sent)."""
+    c = _campaigns(warehouse).create(
+        name,
+        tactic,
+        channel,
+        target=target,
+        template=template,
+        control_share=control_share,
+        cost_per_contact=cost_per_contact,
+    )
+    console.print(f"created campaign [bold]{c.campaign_id}[/bold] ({c.tactic} by {c.channel})")
+
+
+@campaign_app.command("list")
+def campaign_list_cmd(warehouse: WarehouseOpt = None) -> None:
+    """List campaigns."""
+    t = Table(title="campaigns")
+    for c in ("id", "name", "tactic", "channel", "control"):
+        t.add_column(c)
+    for c in _campaigns(warehouse).list():
+        t.add_row(c.campaign_id, c.name, c.tactic, c.channel, _pct(c.control_share))
+    console.print(t)
+
+
+@campaign_app.command("audience")
+def campaign_audience_cmd(
+    campaign: str,
+    limit: Annotated[int, typer.Option(help="Rows to show.")] = 10,
+    warehouse: WarehouseOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Who is in the audience and why."""
+    cs = _campaigns(warehouse)
+    c = cs.get(campaign)
+    aud = cs.audience(c)
+    n = int(aud.count().to_pyarrow().as_py())
+    rows = aud.order_by(ibis.desc("priority")).limit(limit).to_pyarrow().to_pylist()
+    if as_json:
+        console.print_json(json.dumps({"size": n, "top": rows}, default=str))
+        return
+    t = Table(title=f"{c.name}: {n:,} customers ({c.tactic})")
+    t.add_column("customer")
+    t.add_column("why")
+    for r in rows:
+        t.add_row(str(r["customer_id"]), str(r["reason"]))
+    console.print(t)
+
+
+@campaign_app.command("send")
+def campaign_send_cmd(
+    campaign: str,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show, send nothing.")] = False,
+    immediately: Annotated[
+        bool, typer.Option(help="Send now instead of at each recipient's best time.")
+    ] = False,
+    out: Annotated[Path | None, typer.Option(help="Folder for file campaigns.")] = None,
+    warehouse: WarehouseOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Send what is due (run it again later for the rest); --dry-run shows who, when and why."""
+    cs = _campaigns(warehouse)
+    c = cs.get(campaign)
+    if dry_run:
+        plan = cs.dry_run(c)
+        if as_json:
+            console.print_json(json.dumps(plan, default=str))
+            return
+        console.print(f"[bold]{c.name}[/bold]: {plan['audience']:,} in the audience")
+        for k, v in plan["outcomes"].items():
+            console.print(f"  {k}: {v:,}")
+        for e in plan["examples"]:
+            console.print(f"[dim]{e['customer_id']} at {e['when']}: {e['why']}[/dim]")
+            console.print(f"  {e['subject']} | {e['body']}")
+        return
+    r = cs.send(c, immediately=immediately, out_dir=out)
+    if as_json:
+        console.print_json(json.dumps(r.__dict__, default=str))
+        return
+    console.print(
+        f"{c.name}: {r.delivered:,} delivered now, {r.scheduled_later:,} scheduled later, "
+        f"{r.failed:,} failed (kept pending), {r.control:,} in the control group"
+    )
+    for k, v in r.outcomes.items():
+        console.print(f"  {k}: {v:,}")
+    for e in r.errors:
+        console.print(f"[yellow]error:[/yellow] {e}")
+    for f in r.files:
+        console.print(f"wrote {f}")
+
+
+@campaign_app.command("results")
+def campaign_results_cmd(
+    campaign: str, warehouse: WarehouseOpt = None, as_json: JsonOpt = False
+) -> None:
+    """Treatment against control: uplift with its interval and p-value, incremental revenue, ROI."""
+    from segmentum.campaigns.measure import results
+
+    cs = _campaigns(warehouse)
+    c = cs.get(campaign)
+    r = results(cs.wh, c.campaign_id, cs.settings, c.cost_per_contact)
+    if as_json:
+        console.print_json(json.dumps(r.to_dict(), default=str))
+        return
+    t = Table(title=f"{c.name}: results ({r.source})")
+    for col in (
+        "group",
+        "treated",
+        "control",
+        "conv. T",
+        "conv. C",
+        "uplift (95% CI)",
+        "p",
+        "incr. revenue",
+        "ROI",
+    ):
+        t.add_column(col, justify="left" if col == "group" else "right")
+    for e in [r.overall, *r.by_segment]:
+        t.add_row(
+            e.group,
+            f"{e.treated:,}",
+            f"{e.control:,}",
+            _pct(e.conv_treated),
+            _pct(e.conv_control),
+            f"{100 * e.uplift:+.1f} pp ({100 * e.uplift_low:+.1f}, {100 * e.uplift_high:+.1f})",
+            f"{e.p_value:.3f}",
+            _money(e.incremental_revenue),
+            "" if e.roi is None else f"{e.roi:.2f}",
+        )
+    console.print(t)
+
+
+@campaign_app.command("serve-web")
+def campaign_serve_web_cmd(
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 8765,
+    warehouse: WarehouseOpt = None,
+) -> None:
+    """Serve web messages (GET /v1/web-message?visitor=ID) and the snippet (/segmentum.js)."""
+    import time
+
+    from segmentum.campaigns.channels import serve_web_messages
+
+    cs = _campaigns(warehouse)
+    server, _ = serve_web_messages(cs.web_message, port=port)
+    console.print(f"serving web messages on http://127.0.0.1:{port} (Ctrl+C to stop)")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        server.shutdown()
+
+
 @app.command("quarantine")
 def quarantine_cmd(
     batch: Annotated[str | None, typer.Option(help="Only this ingest batch.")] = None,

@@ -100,6 +100,24 @@ SETTINGS: tuple[Setting, ...] = (
         "Endpoint that receives segment enter / exit events as signed POSTs (empty: none).",
     ),
     Setting("webhook_secret", "", "Secret for the HMAC-SHA256 signature of webhook bodies."),
+    Setting("smtp_host", "", "SMTP server for email campaigns (empty: email cannot be sent)."),
+    Setting("smtp_port", 587, "SMTP port."),
+    Setting("smtp_user", "", "SMTP login (empty: no authentication)."),
+    Setting("smtp_password", "", "SMTP password (use the SEGMENTUM_SMTP_PASSWORD variable)."),
+    Setting("smtp_starttls", True, "Upgrade the SMTP connection with STARTTLS."),
+    Setting("smtp_cafile", "", "CA bundle to verify the SMTP server (empty: the system's)."),
+    Setting("smtp_from", "marketing@example.com", "Sender address of campaign emails."),
+    Setting("push_webhook_url", "", "Endpoint that delivers push notifications (signed POSTs)."),
+    Setting("inapp_webhook_url", "", "Endpoint that delivers in-app messages (signed POSTs)."),
+    Setting("channel_secret", "", "HMAC-SHA256 secret for push and in-app deliveries."),
+    Setting(
+        "export_personal_data",
+        False,
+        "Include names, emails and phones in audience files (off: ids and segments only).",
+    ),
+    Setting("control_share", 0.1, "Share of each campaign's audience held out as control."),
+    Setting("attribution_days", 14, "Days after a send in which a purchase counts as converted."),
+    Setting("margin_rate", 0.3, "Gross margin on revenue, for campaign ROI."),
 )
 
 _DEFAULTS = {s.name: s.default for s in SETTINGS}
@@ -132,6 +150,20 @@ class Settings:
     discover_segments: bool = _DEFAULTS["discover_segments"]
     webhook_url: str = _DEFAULTS["webhook_url"]
     webhook_secret: str = _DEFAULTS["webhook_secret"]
+    smtp_host: str = _DEFAULTS["smtp_host"]
+    smtp_port: int = _DEFAULTS["smtp_port"]
+    smtp_user: str = _DEFAULTS["smtp_user"]
+    smtp_password: str = _DEFAULTS["smtp_password"]
+    smtp_starttls: bool = _DEFAULTS["smtp_starttls"]
+    smtp_cafile: str = _DEFAULTS["smtp_cafile"]
+    smtp_from: str = _DEFAULTS["smtp_from"]
+    push_webhook_url: str = _DEFAULTS["push_webhook_url"]
+    inapp_webhook_url: str = _DEFAULTS["inapp_webhook_url"]
+    channel_secret: str = _DEFAULTS["channel_secret"]
+    export_personal_data: bool = _DEFAULTS["export_personal_data"]
+    control_share: float = _DEFAULTS["control_share"]
+    attribution_days: int = _DEFAULTS["attribution_days"]
+    margin_rate: float = _DEFAULTS["margin_rate"]
 
     def with_overrides(self, **changes: Any) -> Settings:
         """Return a copy with the non-None ``changes`` applied and validated."""

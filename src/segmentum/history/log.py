@@ -113,6 +113,43 @@ def sign(secret: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
+def post_signed(
+    url: str,
+    secret: str,
+    body: bytes,
+    key: str,
+    *,
+    retries: int = 3,
+    backoff: float = 0.5,
+    timeout: float = 10.0,
+) -> str | None:
+    """POST ``body`` signed with HMAC-SHA256, retrying with exponential backoff.
+
+    ``key`` goes in ``X-Segmentum-Delivery`` and is the same on every retry, so the receiver can
+    drop a duplicate. Returns None on success, else the last error.
+    """
+    headers = {
+        "Content-Type": "application/json",
+        "X-Segmentum-Signature": sign(secret, body),
+        "X-Segmentum-Delivery": key,
+    }
+    error: str | None = None
+    for attempt in range(retries + 1):
+        try:
+            req = urllib.request.Request(url, data=body, headers=headers, method="POST")
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                if 200 <= resp.status < 300:
+                    return None
+                error = f"HTTP {resp.status}"
+        except urllib.error.HTTPError as exc:
+            error = f"HTTP {exc.code}"
+        except (urllib.error.URLError, OSError) as exc:
+            error = str(getattr(exc, "reason", exc))
+        if attempt < retries:
+            time.sleep(backoff * 2**attempt)
+    return error
+
+
 def deliver(
     wh: Warehouse,
     url: str,
@@ -150,27 +187,10 @@ def deliver(
                 ],
             }
         ).encode()
-        headers = {
-            "Content-Type": "application/json",
-            "X-Segmentum-Signature": sign(secret, body),
-            "X-Segmentum-Delivery": key,
-        }
         batches += 1
-        error = None
-        for attempt in range(retries + 1):
-            try:
-                req = urllib.request.Request(url, data=body, headers=headers, method="POST")
-                with urllib.request.urlopen(req, timeout=timeout) as resp:
-                    if 200 <= resp.status < 300:
-                        error = None
-                        break
-                    error = f"HTTP {resp.status}"
-            except urllib.error.HTTPError as exc:
-                error = f"HTTP {exc.code}"
-            except (urllib.error.URLError, OSError) as exc:
-                error = str(getattr(exc, "reason", exc))
-            if attempt < retries:
-                time.sleep(backoff * 2**attempt)
+        error = post_signed(
+            url, secret, body, key, retries=retries, backoff=backoff, timeout=timeout
+        )
         if error is None:
             delivered.extend(ids)
         else:

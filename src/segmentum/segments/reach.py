@@ -94,6 +94,15 @@ def contact_status(
             & (r.sent_at >= end - ibis.interval(days=settings.frequency_cap_days))
             & (r.sent_at < end)
         )
+        recent = recent.select("customer_id")
+        if wh.has("campaign_sends"):  # sends made by segmentum itself
+            cs = wh.table("campaign_sends")
+            mine = cs.filter(
+                (cs.status == "sent")
+                & (cs.sent_at >= end - ibis.interval(days=settings.frequency_cap_days))
+                & (cs.sent_at < end)
+            ).select("customer_id")
+            recent = recent.union(mine, distinct=False)
         counts = recent.group_by("customer_id").aggregate(_sends=recent.count())
         m = m.left_join(counts, "customer_id").drop("customer_id_right")
         capped = m._sends.fill_null(0) >= settings.frequency_cap

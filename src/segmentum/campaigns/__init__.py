@@ -1,0 +1,1 @@
+"""Campaigns: audiences, timing, consent, control groups, channels and measurement."""

@@ -1,0 +1,177 @@
+"""Did the campaign work? Treatment against control: uplift, significance, incremental revenue, ROI.
+
+Conversions come from ingested ``campaign_results`` when the campaign has them, otherwise they
+are derived from the invoices: a member converted when they bought within ``attribution_days``
+after the send (for the control group: after the time they would have been sent). The control
+group was drawn at random from the same audience, so the difference between the groups is the
+campaign's effect:
+
+- conversion uplift = rate(treatment) - rate(control), with a 95% confidence interval (Wald,
+  unpooled) and a two-sided two-proportion z-test;
+- revenue per member in each group and its difference, with a Welch 95% interval;
+- incremental revenue = difference in revenue per member x treated members;
+- ROI = (incremental revenue x margin - cost) / cost.
+
+Everything is also given per segment (the RFM segment at send time), to see who responded.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import ibis
+import pandas as pd
+from scipy import stats
+
+from segmentum.config import Settings
+from segmentum.warehouse import Warehouse
+
+
+@dataclass
+class Effect:
+    group: str
+    treated: int
+    control: int
+    conv_treated: float
+    conv_control: float
+    uplift: float
+    uplift_low: float
+    uplift_high: float
+    p_value: float
+    revenue_treated: float  # per member
+    revenue_control: float
+    revenue_diff_low: float
+    revenue_diff_high: float
+    incremental_revenue: float
+    cost: float
+    roi: float | None
+
+
+@dataclass
+class Results:
+    campaign_id: str
+    source: str  # results or derived
+    overall: Effect
+    by_segment: list[Effect] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "campaign_id": self.campaign_id,
+            "source": self.source,
+            "overall": self.overall.__dict__,
+            "by_segment": [e.__dict__ for e in self.by_segment],
+        }
+
+
+def effect(df: pd.DataFrame, label: str, cost_per_contact: float, margin: float) -> Effect:
+    """Uplift and ROI from one row per member: group, converted (0/1), revenue, cost."""
+    t = df[df.group == "treatment"]
+    c = df[df.group == "control"]
+    nt, nc = len(t), len(c)
+    pt = float(t.converted.mean()) if nt else math.nan
+    pc = float(c.converted.mean()) if nc else math.nan
+    diff = pt - pc
+    se = math.sqrt(pt * (1 - pt) / nt + pc * (1 - pc) / nc) if nt and nc else math.nan
+    pooled = (t.converted.sum() + c.converted.sum()) / (nt + nc) if nt and nc else math.nan
+    se0 = math.sqrt(pooled * (1 - pooled) * (1 / nt + 1 / nc)) if nt and nc else math.nan
+    p = float(2 * stats.norm.sf(abs(diff / se0))) if se0 and se0 > 0 else 1.0
+    rt = float(t.revenue.mean()) if nt else 0.0
+    rc = float(c.revenue.mean()) if nc else 0.0
+    if nt > 1 and nc > 1:
+        vt, vc = t.revenue.var(ddof=1) / nt, c.revenue.var(ddof=1) / nc
+        se_r = math.sqrt(vt + vc)
+        dof = (vt + vc) ** 2 / ((vt**2) / (nt - 1) + (vc**2) / (nc - 1)) if se_r > 0 else 1.0
+        q = float(stats.t.ppf(0.975, dof)) if se_r > 0 else 0.0
+    else:
+        se_r, q = math.nan, math.nan
+    incremental = (rt - rc) * nt
+    cost = float(t.cost.sum()) if "cost" in t and t.cost.notna().any() else nt * cost_per_contact
+    roi = (incremental * margin - cost) / cost if cost > 0 else None
+    return Effect(
+        label,
+        nt,
+        nc,
+        pt,
+        pc,
+        diff,
+        diff - 1.96 * se,
+        diff + 1.96 * se,
+        p,
+        rt,
+        rc,
+        (rt - rc) - q * se_r,
+        (rt - rc) + q * se_r,
+        incremental,
+        cost,
+        roi,
+    )
+
+
+def member_outcomes(
+    wh: Warehouse, campaign_id: str, attribution_days: int
+) -> tuple[pd.DataFrame, str]:
+    """One row per member (both groups): group, segment, converted, revenue, cost."""
+    if wh.has("campaign_results"):
+        r = wh.table("campaign_results")
+        r = r.filter(r.campaign_id == campaign_id)
+        if int(r.count().to_pyarrow().as_py()):
+            df = r.select(
+                "customer_id",
+                "group",
+                converted=r.converted.fill_null(False).cast("int64"),
+                revenue=r.revenue.fill_null(0.0),
+                cost=r.cost,
+            ).to_pandas()
+            seg = _segments_at_send(wh, campaign_id)
+            df["segment"] = df.customer_id.map(seg).fillna("(unknown)")
+            return df, "results"
+    s = wh.table("campaign_sends")
+    s = s.filter(s.campaign_id == campaign_id)
+    members = s.filter((s.group == "control") | (s.status == "sent")).select(
+        "customer_id",
+        "group",
+        segment=s.rfm_segment.fill_null("(unknown)"),
+        start=ibis.coalesce(s.sent_at, s.scheduled_at, s.logged_at),
+    )
+    tx = wh.table("transactions")
+    tx = tx.filter(tx.customer_id.notnull() & (tx.quantity > 0))
+    j = members.left_join(
+        tx,
+        (members.customer_id == tx.customer_id)
+        & (tx.timestamp >= members.start)
+        & (tx.timestamp < members.start + ibis.interval(days=attribution_days)),
+    )
+    g = j.group_by(["customer_id", "group", "segment"]).aggregate(
+        revenue=j.amount.sum().fill_null(0.0), lines=j.amount.count()
+    )
+    df = g.mutate(converted=(g.lines > 0).cast("int64")).to_pandas()
+    df["cost"] = None
+    return df, "derived"
+
+
+def _segments_at_send(wh: Warehouse, campaign_id: str) -> dict[str, str]:
+    if not wh.has("campaign_sends"):
+        return {}
+    s = wh.table("campaign_sends")
+    s = s.filter(s.campaign_id == campaign_id).select("customer_id", "rfm_segment").to_pandas()
+    return dict(zip(s.customer_id, s.rfm_segment.fillna("(unknown)"), strict=True))
+
+
+def results(
+    wh: Warehouse,
+    campaign_id: str,
+    settings: Settings,
+    cost_per_contact: float = 0.0,
+    min_group: int = 30,
+) -> Results:
+    """Overall and per-segment effect of a campaign (segments with too few members skipped)."""
+    df, source = member_outcomes(wh, campaign_id, settings.attribution_days)
+    overall = effect(df, "all", cost_per_contact, settings.margin_rate)
+    by = []
+    for seg, part in df.groupby("segment"):
+        if (part.group == "treatment").sum() >= min_group and (part.group == "control").sum() >= 5:
+            by.append(effect(part, str(seg), cost_per_contact, settings.margin_rate))
+    by.sort(key=lambda e: -e.uplift)
+    return Results(campaign_id, source, overall, by)
