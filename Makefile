@@ -7,7 +7,7 @@ WAREHOUSE ?= duckdb:///segmentum.duckdb
 DEMO_DIR  ?= demo-data
 DEMO_CUSTOMERS ?= 5000
 
-.PHONY: run test install java lint typecheck unit bench clean
+.PHONY: run test install java openssl lint typecheck unit bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,12 @@ java:
 	  echo "Java not found: installing openjdk-17-jre-headless with apt-get"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openjdk-17-jre-headless; }
 
+# The email tests start an SMTP server with STARTTLS on a certificate made by openssl.
+openssl:
+	@command -v openssl >/dev/null 2>&1 || { \
+	  echo "openssl not found: installing it with apt-get"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl; }
+
 run: install
 	$(BIN)/segmentum demo-data --out $(DEMO_DIR) --customers $(DEMO_CUSTOMERS)
 	$(BIN)/segmentum run --warehouse $(WAREHOUSE) --data $(DEMO_DIR)
@@ -35,7 +41,7 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-unit: install java
+unit: install java openssl
 	$(BIN)/python -m pytest -q
 
 test: lint typecheck unit

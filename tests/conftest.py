@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
 import os
 import shutil
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import ibis.expr.types as ir
 import pandas as pd
@@ -95,3 +101,48 @@ def cdnow_lines(wh: Warehouse, cdnow_raw: pd.DataFrame) -> ir.Table:
     )
     wh.con.create_table("cd", rows)
     return wh.table("cd")
+
+
+class Receiver:
+    """A real HTTP endpoint on 127.0.0.1: fails the first ``fail`` requests on purpose, then
+    checks each body's HMAC signature and records it with its idempotency key."""
+
+    def __init__(self, secret: str = "s3cret") -> None:
+        self.secret = secret
+        self.fail = 0
+        self.seen: list[dict[str, Any]] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                if outer.fail > 0:
+                    outer.fail -= 1
+                    self.send_response(503)
+                    self.end_headers()
+                    return
+                mac = hmac.new(outer.secret.encode(), body, hashlib.sha256).hexdigest()
+                ok = hmac.compare_digest("sha256=" + mac, self.headers["X-Segmentum-Signature"])
+                outer.seen.append(
+                    {
+                        "key": self.headers["X-Segmentum-Delivery"],
+                        "ok": ok,
+                        "body": json.loads(body),
+                    }
+                )
+                self.send_response(200 if ok else 401)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    yield r
+    r.server.shutdown()

@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import hmac
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -138,43 +134,7 @@ def test_migration_matrix_adds_up_and_matches_pandas(hwh: Warehouse) -> None:
     assert "<svg" in page and "Transition matrix" in page and "<script" not in page
 
 
-class Receiver(BaseHTTPRequestHandler):
-    """A local endpoint that fails the first ``fail`` requests, then records deliveries."""
-
-    fail = 0
-    seen: ClassVar[list[dict[str, Any]]] = []
-    secret = "s3cret"
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        if Receiver.fail > 0:
-            Receiver.fail -= 1
-            self.send_response(503)
-            self.end_headers()
-            return
-        expected = "sha256=" + hmac.new(self.secret.encode(), body, hashlib.sha256).hexdigest()
-        ok = hmac.compare_digest(expected, self.headers["X-Segmentum-Signature"])
-        Receiver.seen.append(
-            {"key": self.headers["X-Segmentum-Delivery"], "ok": ok, "body": json.loads(body)}
-        )
-        self.send_response(200 if ok else 401)
-        self.end_headers()
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-@pytest.fixture
-def receiver() -> Iterator[str]:
-    Receiver.fail, Receiver.seen = 0, []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/hook"
-    server.shutdown()
-
-
-def test_membership_log_and_signed_webhooks_lose_nothing(hwh: Warehouse, receiver: str) -> None:
+def test_membership_log_and_signed_webhooks_lose_nothing(hwh: Warehouse, receiver: Any) -> None:
     segs = Segments(hwh, SETTINGS)
     if hwh.has("segment_definitions"):
         hwh.drop("segment_definitions")
@@ -191,21 +151,21 @@ def test_membership_log_and_signed_webhooks_lose_nothing(hwh: Warehouse, receive
     assert counts == {"enter": len(after - before), "exit": len(before - after)}
     assert counts["enter"] > 0 and counts["exit"] > 0
     # The endpoint is down for 2 tries of 2: nothing is lost, everything stays pending.
-    Receiver.fail = 2
-    r = deliver(hwh, receiver, "s3cret", retries=1, backoff=0.01, batch_size=100_000)
+    receiver.fail = 2
+    r = deliver(hwh, receiver.url, "s3cret", retries=1, backoff=0.01, batch_size=100_000)
     assert r.delivered == 0 and r.pending == counts["enter"] + counts["exit"]
     out = hwh.table("webhook_outbox").to_pandas()
     assert (out.attempts == 2).all() and out.last_error.str.contains("503").all()
     # Back up: delivered once, signed, with the same idempotency key as the failed tries.
-    r = deliver(hwh, receiver, "s3cret", retries=1, backoff=0.01, batch_size=100_000)
+    r = deliver(hwh, receiver.url, "s3cret", retries=1, backoff=0.01, batch_size=100_000)
     assert r.delivered == counts["enter"] + counts["exit"] and r.pending == 0
-    assert len(Receiver.seen) == 1 and Receiver.seen[0]["ok"]
-    sent = Receiver.seen[0]["body"]["events"]
+    assert len(receiver.seen) == 1 and receiver.seen[0]["ok"]
+    sent = receiver.seen[0]["body"]["events"]
     assert {e["customer_id"] for e in sent if e["event"] == "enter"} == after - before
     # Logging the same change again queues nothing new, so nothing is sent twice.
     log_changes(hwh, d2, "r3", queue=True)
-    r = deliver(hwh, receiver, "s3cret")
-    assert r.delivered == 0 and len(Receiver.seen) == 1
+    r = deliver(hwh, receiver.url, "s3cret")
+    assert r.delivered == 0 and len(receiver.seen) == 1
 
 
 def test_cohorts_retention_and_revenue(hwh: Warehouse) -> None:

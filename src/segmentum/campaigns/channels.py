@@ -197,22 +197,38 @@ def send_emails(
 
 
 def post_messages(
-    url: str, secret: str, messages: list[dict[str, Any]], **kw: Any
+    url: str,
+    secret: str,
+    messages: list[dict[str, Any]],
+    max_consecutive_failures: int = 3,
+    **kw: Any,
 ) -> tuple[list[str], dict[str, str]]:
-    """One signed POST per message (idempotency key = campaign:customer)."""
+    """One signed POST per message (idempotency key = campaign:customer), with retries.
+
+    After ``max_consecutive_failures`` messages fail in a row the rest are not attempted.
+    """
     if not url:
         raise ConfigError(
             "no endpoint is configured for this channel",
             "set push_webhook_url or inapp_webhook_url",
         )
-    sent, failed = [], {}
-    for m in messages:
+    sent: list[str] = []
+    failed: dict[str, str] = {}
+    streak = 0
+    for i, m in enumerate(messages):
         body = json.dumps(m, default=str).encode()
         err = post_signed(url, secret, body, m["key"], **kw)
         if err is None:
             sent.append(m["key"])
-        else:
-            failed[m["key"]] = err
+            streak = 0
+            continue
+        failed[m["key"]] = err
+        streak += 1
+        if streak >= max_consecutive_failures:
+            # The endpoint is down: stop hammering it; the rest stay pending for the next send.
+            for rest in messages[i + 1 :]:
+                failed[rest["key"]] = f"not attempted: endpoint failing ({err})"
+            break
     return sent, failed
 
 

@@ -57,8 +57,9 @@ def _shrunk_best(signals: ir.Table, column: str, segments: ir.Table, k: float) -
     cand = cand.left_join(counts.select("customer_id", column, "n"), ["customer_id", column]).drop(
         "customer_id_right", f"{column}_right"
     )
-    cand = cand.join(own_tot, "customer_id")
-    post = (cand.n.fill_null(0.0) + k * cand.p) / (cand.tot + k)
+    # Customers with no signal of this kind get their segment's habit (own total 0).
+    cand = cand.left_join(own_tot, "customer_id").drop("customer_id_right")
+    post = (cand.n.fill_null(0.0) + k * cand.p) / (cand.tot.fill_null(0.0) + k)
     cand = cand.mutate(post=post)
     w = ibis.window(group_by=cand.customer_id, order_by=[ibis.desc(cand.post), cand[column]])
     best = cand.mutate(_rk=ibis.row_number().over(w))
