@@ -19,6 +19,7 @@ import ibis.expr.types as ir
 import pyarrow as pa
 
 from segmentum import demo
+from segmentum.campaigns.timing import contact_times
 from segmentum.config import Settings, load_settings
 from segmentum.errors import ModelError, SegmentumError
 from segmentum.features import customer_features, default_as_of
@@ -285,6 +286,7 @@ def run(
             "classes",
             lambda: compute_classes(wh, feats, as_of_used, settings, summary.run_id, clv),
         )
+        step("contact times", lambda: contact_times(wh, as_of_used))
         seg_files = [Path(settings.segments_file)] if settings.segments_file else []
         if data is not None and (Path(data) / "segments.yaml").is_file():
             seg_files.append(Path(data) / "segments.yaml")

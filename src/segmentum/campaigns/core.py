@@ -37,7 +37,7 @@ import pyarrow as pa
 
 from segmentum.campaigns import audiences
 from segmentum.campaigns import channels as ch
-from segmentum.campaigns.timing import next_send_time
+from segmentum.campaigns.timing import contact_times, next_send_time
 from segmentum.config import Settings, load_settings
 from segmentum.errors import InputError
 from segmentum.segments.reach import contact_status
@@ -189,6 +189,8 @@ class Campaigns:
             if x in view.columns
         ]
         j = aud.join(st, "customer_id").join(view.select("customer_id", *prof_cols), "customer_id")
+        if not self.wh.has("contact_times"):
+            contact_times(self.wh, as_of)
         if self.wh.has("contact_times"):
             t = self.wh.table("contact_times")
             t = t.filter(t.as_of == t.as_of.max())
