@@ -28,7 +28,7 @@ from segmentum.campaigns.channels import render, serve_web_messages
 from segmentum.campaigns.core import Campaigns, control_value
 from segmentum.campaigns.fpgrowth import association_rules, brute_force_supports, fpgrowth
 from segmentum.campaigns.measure import effect, results
-from segmentum.campaigns.timing import contact_times, next_send_time
+from segmentum.campaigns.timing import contact_times, next_send_time, segment_times
 from segmentum.cli import main
 from segmentum.config import load_settings
 from segmentum.errors import InputError
@@ -129,6 +129,14 @@ def test_best_time_is_shrunk_toward_the_segment(cwh: Warehouse) -> None:
     few = t.loc[f.index[f.frequency == 1].intersection(t.index)].hour_band_confidence.mean()
     many = t.loc[f.index[f.frequency >= 10].intersection(t.index)].hour_band_confidence.mean()
     assert many > few
+
+
+def test_segment_times_are_distributions(cwh: Warehouse) -> None:
+    rows = pd.DataFrame(segment_times(cwh))
+    sums = rows.groupby(["segment", "dimension"]).share.sum()
+    assert np.allclose(sums, 1.0) and {"hour_band", "weekday", "device", "channel"} == set(
+        rows.dimension
+    )
 
 
 # ------------------------------------------------------------------------- audiences

@@ -1185,6 +1185,36 @@ def campaign_results_cmd(
     console.print(t)
 
 
+@campaign_app.command("times")
+def campaign_times_cmd(
+    segment: Annotated[str | None, typer.Option(help="Only this RFM segment.")] = None,
+    warehouse: WarehouseOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """When and where each segment buys and opens messages (hour band, weekday, device, channel)."""
+    from segmentum.campaigns.timing import segment_times
+
+    settings = load_settings()
+    rows = segment_times(connect(warehouse or settings.warehouse))
+    if segment:
+        rows = [r for r in rows if r["segment"] == segment]
+    if as_json:
+        console.print_json(json.dumps(rows, default=str))
+        return
+    best: dict[str, dict[str, str]] = {}
+    for r in rows:  # rows come most common first
+        best.setdefault(str(r["segment"]), {}).setdefault(
+            str(r["dimension"]),
+            f"{r['value']} ({_pct(float(r['share']))})",  # type: ignore[arg-type]
+        )
+    t = Table(title="best time and channel by segment")
+    for c in ("segment", "hour band", "weekday", "device", "channel"):
+        t.add_column(c)
+    for seg, d in best.items():
+        t.add_row(seg, *(d.get(k, "") for k in ("hour_band", "weekday", "device", "channel")))
+    console.print(t)
+
+
 @campaign_app.command("serve-web")
 def campaign_serve_web_cmd(
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 8765,

@@ -74,18 +74,32 @@ def contact_times(
 ) -> ir.Table:
     """Best hour band, weekday, device and channel for every customer with any signal."""
     view, as_of = customer_view(wh, as_of)
-    cutoff = ibis.literal(_dt.datetime(as_of.year, as_of.month, as_of.day), "timestamp")
     segments = view.select("customer_id", _seg=view.rfm_segment.fill_null("(none)"))
+    signals = _signals(wh, as_of)
+    out = segments.select("customer_id")
+    for col in ("hour_band", "weekday", "device", "channel"):
+        best = _shrunk_best(signals, col, segments, k)
+        out = out.left_join(best, "customer_id").drop("customer_id_right")
+    out = out.mutate(as_of=ibis.literal(as_of, "date"))
+    if not store:
+        return out
+    if wh.has("contact_times") and list(wh.table("contact_times").columns) == list(out.columns):
+        return wh.replace_where("contact_times", out, "as_of", as_of)
+    return wh.write("contact_times", out)
+
+
+def _signals(wh: Warehouse, as_of: _dt.date) -> ir.Table:
+    """Purchases and message opens / clicks: customer, hour band, weekday, device, channel."""
+    cutoff = ibis.literal(_dt.datetime(as_of.year, as_of.month, as_of.day), "timestamp")
     tx = wh.table("transactions")
     tx = tx.filter(tx.customer_id.notnull() & (tx.quantity > 0) & (tx.timestamp < cutoff))
-    buys = tx.select(
+    signals = tx.select(
         "customer_id",
         hour_band=_band(tx.timestamp),
         weekday=_weekday(tx.timestamp),
         device=tx.device,
         channel=ibis.null("string"),
     )
-    signals = buys
     if wh.has("events"):
         ev = wh.table("events")
         ev = ev.filter(
@@ -104,17 +118,26 @@ def contact_times(
             device=ev.device,
             channel=chan,
         )
-        signals = buys.union(opens)
-    out = segments.select("customer_id")
+        signals = signals.union(opens)
+    return signals
+
+
+def segment_times(wh: Warehouse, as_of: _dt.date | None = None) -> list[dict[str, object]]:
+    """For every RFM segment: the share of purchases and opens in each hour band, weekday,
+    device and channel, most common first (what a segment-wide send should use)."""
+    view, as_of = customer_view(wh, as_of)
+    seg = view.select("customer_id", segment=view.rfm_segment.fill_null("(none)"))
+    j = _signals(wh, as_of).join(seg, "customer_id")
+    rows: list[dict[str, object]] = []
     for col in ("hour_band", "weekday", "device", "channel"):
-        best = _shrunk_best(signals, col, segments, k)
-        out = out.left_join(best, "customer_id").drop("customer_id_right")
-    out = out.mutate(as_of=ibis.literal(as_of, "date"))
-    if store:
-        if wh.has("contact_times") and list(wh.table("contact_times").columns) == list(out.columns):
-            return wh.replace_where("contact_times", out, "as_of", as_of)
-        return wh.write("contact_times", out)
-    return out
+        s = j.filter(j[col].notnull())
+        g = s.group_by(["segment", col]).aggregate(n=s.count())
+        g = g.mutate(share=g.n / g.n.sum().over(ibis.window(group_by=g.segment)))
+        for r in g.order_by(["segment", ibis.desc("share"), col]).to_pyarrow().to_pylist():
+            rows.append(
+                {"segment": r["segment"], "dimension": col, "value": r[col], "share": r["share"]}
+            )
+    return rows
 
 
 def next_send_time(
