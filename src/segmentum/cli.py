@@ -1235,6 +1235,82 @@ def campaign_serve_web_cmd(
         server.shutdown()
 
 
+key_app = typer.Typer(help="API keys for the REST service and the dashboard.")
+app.add_typer(key_app, name="api-key")
+
+
+@key_app.command("create")
+def key_create_cmd(
+    name: Annotated[str, typer.Option(help="Who or what uses the key.")],
+    scopes: Annotated[str, typer.Option(help="Comma-separated: read, write, admin.")] = "read",
+    warehouse: WarehouseOpt = None,
+) -> None:
+    """Create a key; it is printed once and stored only as a hash."""
+    from segmentum.service.auth import create_key
+
+    settings = load_settings()
+    key = create_key(
+        connect(warehouse or settings.warehouse), name, [s.strip() for s in scopes.split(",")]
+    )
+    console.print(key, soft_wrap=True)
+
+
+@key_app.command("list")
+def key_list_cmd(warehouse: WarehouseOpt = None) -> None:
+    """Keys with their scopes (never the secrets)."""
+    from segmentum.service.auth import list_keys
+
+    settings = load_settings()
+    t = Table(title="API keys")
+    for c in ("id", "name", "scopes", "created", "revoked"):
+        t.add_column(c)
+    for k in list_keys(connect(warehouse or settings.warehouse)):
+        t.add_row(
+            str(k["key_id"]),
+            str(k["name"]),
+            str(k["scopes"]),
+            str(k["created_at"])[:19],
+            "yes" if k["revoked"] else "",
+        )
+    console.print(t)
+
+
+@key_app.command("revoke")
+def key_revoke_cmd(key_id: str, warehouse: WarehouseOpt = None) -> None:
+    """Revoke a key by its id."""
+    from segmentum.service.auth import revoke_key
+
+    settings = load_settings()
+    revoke_key(connect(warehouse or settings.warehouse), key_id)
+    console.print(f"revoked {key_id}")
+
+
+@app.command("serve")
+def serve_cmd(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8000,
+    new_key: Annotated[
+        bool, typer.Option(help="Create and print an admin key for the dashboard.")
+    ] = False,
+    warehouse: WarehouseOpt = None,
+) -> None:
+    """Serve the REST API (docs at /docs) and the dashboard (/dashboard)."""
+    import uvicorn
+
+    from segmentum.service.app import create_app
+    from segmentum.service.auth import create_key
+
+    settings = load_settings()
+    wh = connect(warehouse or settings.warehouse, memory_limit=settings.memory_limit)
+    app_ = create_app(wh, settings)
+    console.print(
+        f"dashboard: http://{host}:{port}/dashboard   API docs: http://{host}:{port}/docs"
+    )
+    if new_key:
+        console.print(f"login key: {create_key(wh, 'dashboard', ['admin'])}", soft_wrap=True)
+    uvicorn.run(app_, host=host, port=port, log_level="warning")
+
+
 @app.command("quarantine")
 def quarantine_cmd(
     batch: Annotated[str | None, typer.Option(help="Only this ingest batch.")] = None,

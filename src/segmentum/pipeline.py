@@ -31,6 +31,7 @@ from segmentum.progress import Progress, Silent
 from segmentum.segments.classes import RFM_RULES, classify, load_rfm_rules
 from segmentum.segments.discover import discover
 from segmentum.segments.store import Segments
+from segmentum.service.queries import build_lookup, build_overview
 from segmentum.warehouse import Warehouse, connect
 
 # Files `segmentum run --data DIR` picks up, by table, in load order.
@@ -338,6 +339,8 @@ def run(
             except ModelError as exc:
                 summary.steps[-1]["status"] = "skipped"
                 summary.warnings.append(f"segment discovery skipped: {exc}")
+        step("customer lookup", lambda: build_lookup(wh, as_of_used))
+        step("dashboard aggregates", lambda: build_overview(wh, as_of_used))
         step("summary", lambda: _summarise(wh, summary, feats, classes))
     except BaseException as exc:
         message = (

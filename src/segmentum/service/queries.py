@@ -1,0 +1,201 @@
+"""What the API and the dashboard read: precomputed by the pipeline, so pages stay fast.
+
+``build_lookup`` writes ``customer_lookup``: one row per customer (features, classes, CLV and
+churn, best time and channel, saved segments, discovered segment), sorted by id so a point
+lookup reads one small block. ``build_overview`` writes ``dashboard_cache``: the aggregates
+of every dashboard page as JSON, per ``as_of``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+from typing import Any
+
+import ibis
+import pyarrow as pa
+
+from segmentum.segments.view import customer_view
+from segmentum.warehouse import Warehouse
+
+LOOKUP = "customer_lookup"
+CACHE = "dashboard_cache"
+
+
+def build_lookup(wh: Warehouse, as_of: _dt.date | None = None) -> int:
+    view, as_of = customer_view(wh, as_of)
+    keep = [
+        c
+        for c in (
+            "customer_id",
+            "frequency",
+            "monetary",
+            "recency_days",
+            "tenure_days",
+            "avg_order_value",
+            "promo_share",
+            "return_rate",
+            "top_category",
+            "preferred_channel",
+            "preferred_device",
+            "rfm_segment",
+            "rfm_segment_es",
+            "rfm_code",
+            "value_tier",
+            "lifecycle_stage",
+            "potential_tier",
+            "value_potential",
+            "value_potential_es",
+            "clv_status",
+            "p_alive",
+            "churn_probability",
+            "expected_purchases",
+            "clv",
+            "expected_next_purchase",
+            "age_band",
+            "gender",
+            "country",
+            "region",
+            "city",
+        )
+        if c in view.columns
+    ]
+    t = view.select(*keep)
+    if wh.has("contact_times"):
+        ct = wh.table("contact_times")
+        ct = ct.filter(ct.as_of == ct.as_of.max()).select(
+            "customer_id", "best_hour_band", "best_weekday", "best_device", "best_channel"
+        )
+        t = t.left_join(ct, "customer_id").drop("customer_id_right")
+    if wh.has("segment_members"):
+        m = wh.table("segment_members")
+        m = m.filter(m.as_of == ibis.literal(as_of, "date"))
+        segs = m.group_by("customer_id").aggregate(segments=m.segment.collect(order_by=m.segment))
+        t = t.left_join(segs, "customer_id").drop("customer_id_right")
+    if wh.has("customer_clusters"):
+        c = wh.table("customer_clusters")
+        c = c.filter(c.as_of == ibis.literal(as_of, "date")).select(
+            "customer_id", "cluster_name", "cluster_name_es"
+        )
+        t = t.left_join(c, "customer_id").drop("customer_id_right")
+    t = t.mutate(as_of=ibis.literal(as_of, "date")).order_by("customer_id")
+    out = wh.write(LOOKUP, t)
+    return int(out.count().to_pyarrow().as_py())
+
+
+def _clean(v: Any) -> Any:
+    if isinstance(v, float) and (math.isnan(v) or math.isinf(v)):
+        return None
+    if isinstance(v, _dt.date | _dt.datetime):
+        return v.isoformat()
+    if isinstance(v, list):
+        return [_clean(x) for x in v]
+    return v
+
+
+def customer_lookup(svc: Any, customer_id: str) -> dict[str, Any] | None:
+    """One customer from ``customer_lookup`` (built on first use when missing)."""
+    if not svc.wh.has(LOOKUP):
+        svc.locked(lambda: build_lookup(svc.wh))
+    cur = svc.cursor()
+    res = cur.execute(f"select * from {LOOKUP} where customer_id = ?", [customer_id])
+    row = res.fetchone()
+    if row is None:
+        return None
+    cols = [d[0] for d in res.description]
+    return {c: _clean(v) for c, v in zip(cols, row, strict=True)}
+
+
+def _shares(t: Any, column: str) -> list[dict[str, Any]]:
+    g = t.group_by(column).aggregate(customers=t.count(), revenue=t.monetary.sum())
+    rows = g.order_by(ibis.desc("revenue")).to_pyarrow().to_pylist()
+    total_c = sum(r["customers"] for r in rows) or 1
+    total_r = sum((r["revenue"] or 0) for r in rows) or 1
+    return [
+        {
+            "name": r[column],
+            "customers": r["customers"],
+            "revenue": r["revenue"] or 0.0,
+            "customer_share": r["customers"] / total_c,
+            "revenue_share": (r["revenue"] or 0.0) / total_r,
+        }
+        for r in rows
+    ]
+
+
+def _histogram(t: Any, column: str, bins: int = 20, log: bool = False) -> dict[str, Any]:
+    f = t.filter(t[column].notnull())
+    v = f[column].cast("float64")
+    v = (ibis.greatest(v, 0.0) + 1.0).ln() if log else v
+    s = f.aggregate(lo=v.min(), hi=v.max()).to_pyarrow().to_pylist()[0]
+    lo, hi = s["lo"], s["hi"]
+    if lo is None or hi is None or hi <= lo:
+        return {"edges": [], "counts": []}
+    width = (hi - lo) / bins
+    b = ibis.least(((v - lo) / width).floor().cast("int64"), bins - 1)
+    g = f.group_by(bin=b).aggregate(n=f.count())
+    counts = [0] * bins
+    for r in g.to_pyarrow().to_pylist():
+        counts[int(r["bin"])] = int(r["n"])
+    edges = [lo + i * width for i in range(bins + 1)]
+    if log:
+        edges = [math.exp(e) - 1.0 for e in edges]
+    return {"edges": edges, "counts": counts}
+
+
+def build_overview(wh: Warehouse, as_of: _dt.date | None = None) -> dict[str, Any]:
+    """Every dashboard aggregate, stored as JSON in ``dashboard_cache``."""
+    view, as_of = customer_view(wh, as_of)
+    buyers = view.filter(view.frequency > 0)
+    totals = buyers.aggregate(n=buyers.count(), revenue=buyers.monetary.sum()).to_pyarrow()
+    tot = totals.to_pylist()[0]
+    out: dict[str, Any] = {
+        "as_of": as_of.isoformat(),
+        "customers": int(tot["n"]),
+        "revenue": float(tot["revenue"] or 0.0),
+    }
+    for col in ("rfm_segment", "value_tier", "lifecycle_stage", "value_potential"):
+        if col in buyers.columns:
+            out[col] = _shares(buyers, col)
+    if "r_score" in buyers.columns:
+        g = buyers.group_by(["r_score", "f_score"]).aggregate(
+            customers=buyers.count(), revenue=buyers.monetary.sum()
+        )
+        out["rfm_heatmap"] = g.to_pyarrow().to_pylist()
+    if "clv" in buyers.columns:
+        out["clv_histogram"] = _histogram(buyers, "clv", log=True)
+        out["churn_histogram"] = _histogram(buyers, "churn_probability")
+    if wh.has("segment_members"):
+        m = wh.table("segment_members")
+        m = m.filter(m.as_of == ibis.literal(as_of, "date"))
+        out["segments"] = (
+            m.group_by("segment")
+            .aggregate(customers=m.count())
+            .order_by("segment")
+            .to_pyarrow()
+            .to_pylist()
+        )
+    row = pa.table(
+        {
+            "as_of": pa.array([as_of], pa.date32()),
+            "payload": [json.dumps(out, default=str)],
+        }
+    )
+    if wh.has(CACHE):
+        c = wh.table(CACHE)
+        kept = wh.materialize(c.filter(c.as_of != ibis.literal(as_of, "date")), "cache")
+        wh.write(CACHE, wh.materialize(kept.union(wh.from_arrow(row, "cachenew")), "cache2"))
+    else:
+        wh.write(CACHE, row)
+    return out
+
+
+def overview(wh: Warehouse) -> dict[str, Any]:
+    """The latest cached overview (built when missing)."""
+    if wh.has(CACHE):
+        c = wh.table(CACHE)
+        rows = c.order_by(ibis.desc("as_of")).limit(1).to_pyarrow().to_pylist()
+        if rows:
+            return json.loads(rows[0]["payload"])
+    return build_overview(wh)
