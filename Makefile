@@ -7,7 +7,7 @@ WAREHOUSE ?= duckdb:///segmentum.duckdb
 DEMO_DIR  ?= demo-data
 DEMO_CUSTOMERS ?= 5000
 
-.PHONY: run test install java openssl lint typecheck unit bench clean
+.PHONY: run test install java openssl chromium lint typecheck unit bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,12 @@ openssl:
 	  echo "openssl not found: installing it with apt-get"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl; }
 
+# The dashboard tests drive Debian's Chromium headless through Playwright.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "Chromium not found: installing it with apt-get"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+
 run: install
 	$(BIN)/segmentum demo-data --out $(DEMO_DIR) --customers $(DEMO_CUSTOMERS)
 	$(BIN)/segmentum run --warehouse $(WAREHOUSE) --data $(DEMO_DIR)
@@ -41,7 +47,7 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-unit: install java openssl
+unit: install java openssl chromium
 	$(BIN)/python -m pytest -q
 
 test: lint typecheck unit

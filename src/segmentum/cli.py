@@ -1311,6 +1311,20 @@ def serve_cmd(
     uvicorn.run(app_, host=host, port=port, log_level="warning")
 
 
+@app.command("report")
+def report_cmd(
+    out: Annotated[Path, typer.Option(help="HTML file to write.")] = Path("segmentum-report.html"),
+    lang: Annotated[str, typer.Option(help="es or en.")] = "en",
+    warehouse: WarehouseOpt = None,
+) -> None:
+    """Write one self-contained HTML report (charts embedded, opens offline)."""
+    from segmentum.report import write_report
+
+    settings = load_settings()
+    p = write_report(connect(warehouse or settings.warehouse), out, lang)
+    console.print(f"wrote {p}")
+
+
 @app.command("quarantine")
 def quarantine_cmd(
     batch: Annotated[str | None, typer.Option(help="Only this ingest batch.")] = None,
