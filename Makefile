@@ -6,6 +6,7 @@ STAMP  := $(VENV)/.installed
 WAREHOUSE ?= duckdb:///segmentum.duckdb
 DEMO_DIR  ?= demo-data
 DEMO_CUSTOMERS ?= 5000
+SERVE ?= 1
 
 .PHONY: run test install java openssl chromium lint typecheck unit bench clean
 
@@ -38,6 +39,9 @@ chromium:
 run: install
 	$(BIN)/segmentum demo-data --out $(DEMO_DIR) --customers $(DEMO_CUSTOMERS)
 	$(BIN)/segmentum run --warehouse $(WAREHOUSE) --data $(DEMO_DIR)
+	@if [ "$(SERVE)" = "1" ]; then \
+	  echo "Serving the dashboard (Ctrl+C to stop; make run SERVE=0 to skip)"; \
+	  $(BIN)/segmentum serve --new-key --warehouse $(WAREHOUSE); fi
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks

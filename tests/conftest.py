@@ -7,7 +7,9 @@ import hmac
 import json
 import os
 import shutil
+import socket
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -18,6 +20,10 @@ import pandas as pd
 import pytest
 
 import segmentum
+from segmentum import demo, pipeline
+from segmentum.config import load_settings
+from segmentum.service.app import create_app
+from segmentum.service.auth import create_key
 from segmentum.warehouse import Warehouse
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -146,3 +152,40 @@ def receiver() -> Iterator[Receiver]:
     r = Receiver()
     yield r
     r.server.shutdown()
+
+
+SERVICE_SETTINGS = load_settings(env={}).with_overrides(discover_segments=True)
+
+
+@pytest.fixture(scope="session")
+def service_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small demo warehouse run through the whole pipeline, shared by the service tests."""
+    root = tmp_path_factory.mktemp("service")
+    files = demo.generate(root / "demo", customers=800, seed=2)
+    path = root / "w.duckdb"
+    wh = segmentum.connect(f"duckdb:///{path}")
+    pipeline.run(wh, data=files["transactions"].parent, settings=SERVICE_SETTINGS)
+    wh.close()
+    return path
+
+
+@pytest.fixture(scope="session")
+def server(service_db: Path) -> Iterator[dict[str, Any]]:
+    """uvicorn serving the app on a free port, with a read key and an admin key."""
+    import uvicorn
+
+    wh = segmentum.connect(f"duckdb:///{service_db}")
+    keys = {"read": create_key(wh, "reader", ["read"]), "admin": create_key(wh, "admin", ["admin"])}
+    app = create_app(wh, SERVICE_SETTINGS)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    while not srv.started:
+        time.sleep(0.05)
+    yield {"url": f"http://127.0.0.1:{port}", "keys": keys, "wh": wh, "app": app}
+    srv.should_exit = True
+    thread.join(5)
+    wh.close()

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import socket
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,48 +12,12 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 
-import segmentum
-from segmentum import demo, pipeline
 from segmentum.cli import main
 from segmentum.config import load_settings
-from segmentum.service.app import create_app
 from segmentum.service.auth import create_key, revoke_key
 from segmentum.warehouse import Warehouse
 
 SETTINGS = load_settings(env={}).with_overrides(discover_segments=True)
-
-
-@pytest.fixture(scope="module")
-def service_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("service")
-    files = demo.generate(root / "demo", customers=800, seed=2)
-    path = root / "w.duckdb"
-    wh = segmentum.connect(f"duckdb:///{path}")
-    pipeline.run(wh, data=files["transactions"].parent, settings=SETTINGS)
-    wh.close()
-    return path
-
-
-@pytest.fixture(scope="module")
-def server(service_db: Path) -> Iterator[dict[str, Any]]:
-    """uvicorn serving the app on a free port, with a read key and an admin key."""
-    import uvicorn
-
-    wh = segmentum.connect(f"duckdb:///{service_db}")
-    keys = {"read": create_key(wh, "reader", ["read"]), "admin": create_key(wh, "admin", ["admin"])}
-    app = create_app(wh, SETTINGS)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    while not srv.started:
-        time.sleep(0.05)
-    yield {"url": f"http://127.0.0.1:{port}", "keys": keys, "wh": wh, "app": app}
-    srv.should_exit = True
-    thread.join(5)
-    wh.close()
 
 
 def test_every_endpoint_but_health_needs_a_key(server: dict[str, Any]) -> None:
