@@ -114,3 +114,27 @@ def test_report_opens_offline_in_both_languages(
         assert word in page.inner_text("h2")
         assert page.locator("svg").count() >= 3
         assert all(h == "" for h in hosts)  # file:// only, nothing fetched
+
+
+@pytest.mark.parametrize(
+    ("path", "selector"),
+    [
+        ("/dashboard/explorer?segment=vip", "#profile"),
+        ("/dashboard/micro?dimensions=value_tier,region", "#micro"),
+        ("/dashboard/geography", "#chart-geo .main-svg"),
+        ("/dashboard/migration", "h1"),
+        ("/dashboard/campaigns", "h1"),
+        ("/dashboard/data", "#batches"),
+    ],
+)
+def test_every_page_renders(
+    browser: Browser, server: dict[str, Any], path: str, selector: str
+) -> None:
+    page, hosts = _page(browser, server, lang="es")
+    _sign_in(page, server)
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    resp = page.goto(server["url"] + path)
+    assert resp is not None and resp.status == 200
+    page.wait_for_selector(selector, timeout=10_000)
+    assert not errors and set(hosts) == {"127.0.0.1"}

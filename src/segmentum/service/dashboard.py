@@ -7,6 +7,7 @@ else the browser's ``Accept-Language``. Sign-in stores the API key in an HTTP-on
 
 from __future__ import annotations
 
+import html
 import json
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,25 @@ TEXT: dict[str, dict[str, str]] = {
         "size": "Size",
         "preview_hint": "Type a rule, e.g. value_tier == 'high' and recency_days > 60",
         "language": "Español",
+        "explorer": "Segment explorer",
+        "micro": "Micro-segments",
+        "geography": "Geography",
+        "migration": "Migration",
+        "campaigns": "Campaigns",
+        "data": "Data",
+        "members": "Members",
+        "export": "Export CSV",
+        "flags": "Flags",
+        "profile": "Profile",
+        "from": "From",
+        "to": "To",
+        "by": "By",
+        "forecast": "Forecast (next periods)",
+        "batches": "Loaded files",
+        "quarantine": "Rejected rows",
+        "persona": "Persona",
+        "no_data": "Nothing yet.",
+        "show": "Show",
     },
     "es": {
         "title": "segmentum",
@@ -65,6 +85,25 @@ TEXT: dict[str, dict[str, str]] = {
         "size": "Tamaño",
         "preview_hint": "Escribe una regla, p. ej. value_tier == 'high' and recency_days > 60",
         "language": "English",
+        "explorer": "Explorador de segmentos",
+        "micro": "Micro-segmentos",
+        "geography": "Geografía",
+        "migration": "Migración",
+        "campaigns": "Campañas",
+        "data": "Datos",
+        "members": "Miembros",
+        "export": "Exportar CSV",
+        "flags": "Avisos",
+        "profile": "Perfil",
+        "from": "Desde",
+        "to": "Hasta",
+        "by": "Por",
+        "forecast": "Previsión (próximos periodos)",
+        "batches": "Ficheros cargados",
+        "quarantine": "Filas rechazadas",
+        "persona": "Persona",
+        "no_data": "Todavía nada.",
+        "show": "Mostrar",
     },
 }
 
@@ -84,6 +123,9 @@ table{border-collapse:collapse}td,th{padding:4px 10px;border-bottom:1px solid #e
 </style></head><body>
 <nav><a href="/dashboard">{{ t.overview }}</a><a href="/dashboard/customer">{{ t.customer }}</a>
 <a href="/dashboard/segments">{{ t.segments }}</a>
+<a href="/dashboard/explorer">{{ t.explorer }}</a><a href="/dashboard/micro">{{ t.micro }}</a>
+<a href="/dashboard/geography">{{ t.geography }}</a><a href="/dashboard/migration">{{ t.migration }}</a>
+<a href="/dashboard/campaigns">{{ t.campaigns }}</a><a href="/dashboard/data">{{ t.data }}</a>
 <a id="lang" href="?lang={{ 'en' if lang == 'es' else 'es' }}">{{ t.language }}</a></nav>
 <main>{{ body | safe }}</main></body></html>"""
 
@@ -119,6 +161,7 @@ def _plot(div: str, data: list[dict[str, Any]], layout: dict[str, Any]) -> str:
 
 
 def mount_dashboard(app: FastAPI, svc: Any) -> None:
+    mount_pages(app, svc)
     import plotly
 
     plotly_js = Path(str(plotly.__file__)).parent / "package_data" / "plotly.min.js"
@@ -302,3 +345,310 @@ document.getElementById("rule").addEventListener("input", function () {
 </script>"""
         ).render(t=t)
         return _page(request, t["segments"], body, lang)
+
+
+def _e(x: Any) -> str:
+    return html.escape("" if x is None else str(x))
+
+
+def _table(rows: list[dict[str, Any]], cols: list[str], table_id: str) -> str:
+    head = "".join(f"<th>{_e(c)}</th>" for c in cols)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{_e(_fmt(r.get(c)))}</td>" for c in cols) + "</tr>" for r in rows
+    )
+    return f'<table id="{table_id}"><tr>{head}</tr>{body}</table>'
+
+
+def _fmt(v: Any) -> Any:
+    if isinstance(v, float):
+        return f"{v:,.3f}" if abs(v) < 10 else f"{v:,.0f}"
+    return v
+
+
+def mount_pages(app: FastAPI, svc: Any) -> None:
+    """The analysis pages: explorer, micro-segments, geography, migration, campaigns, data."""
+
+    def guard(request: Request) -> tuple[str, dict[str, str]] | None:
+        if svc.keys.verify(request.cookies.get("segmentum_key")) is None:
+            return None
+        lang = language(request)
+        return lang, TEXT[lang]
+
+    def login() -> RedirectResponse:
+        return RedirectResponse("/login", status_code=303)
+
+    @app.get("/dashboard/explorer", include_in_schema=False)
+    def explorer(request: Request, segment: str = "") -> Response:
+        g = guard(request)
+        if g is None:
+            return login()
+        lang, t = g
+        from segmentum.segments.discover import profile_labels, segment_labels
+        from segmentum.segments.store import Segments
+
+        def run() -> str:
+            store = Segments(svc.wh, svc.settings)
+            segs = store.list()
+            links = "".join(
+                f'<li><a href="?segment={_e(x.name)}">{_e(x.name)}</a>: <code>{_e(x.rule)}</code></li>'
+                for x in segs
+            )
+            out = f'<h1>{t["explorer"]}</h1><div class="card"><ul id="segment-list">{links}</ul></div>'
+            if segment:
+                prof = profile_labels(svc.wh, segment_labels(svc.wh, segment), "segment")
+                inside = next((p for p in prof.segments if p.segment == "in"), None)
+                members = store.members(segment)
+                ids = members.order_by("customer_id").limit(50).customer_id.to_pyarrow().to_pylist()
+                if inside is not None:
+                    name = inside.name_es if lang == "es" else inside.name_en
+                    desc = inside.description_es if lang == "es" else inside.description_en
+                    tests = [
+                        {
+                            "feature": x.feature,
+                            "test": x.test,
+                            "effect": x.effect,
+                            "q": x.q_value,
+                            "segment": x.segment_value,
+                            "rest": x.rest_value,
+                        }
+                        for x in inside.tests[:12]
+                    ]
+                    out += (
+                        f'<div class="card" id="profile"><h2>{_e(segment)}: {_e(name)}</h2>'
+                        f"<p>{_e(desc)}</p><p>{t['flags']}: {_e(', '.join(inside.flags) or '-')}</p>"
+                        + _table(
+                            tests, ["feature", "test", "effect", "q", "segment", "rest"], "tests"
+                        )
+                        + f"<pre>{_e(prof.tree_rules)}</pre></div>"
+                    )
+                out += (
+                    f'<div class="card"><h2>{t["members"]}</h2><p id="members">{_e(", ".join(ids))}</p>'
+                    f'<a id="export" href="/v1/exports/segments/{_e(segment)}.csv">{t["export"]}</a></div>'
+                )
+            return out
+
+        return _page(request, t["explorer"], svc.locked(run), lang)
+
+    @app.get("/dashboard/micro", include_in_schema=False)
+    def micro(request: Request, dimensions: str = "value_tier,region,city,age_band") -> Response:
+        g = guard(request)
+        if g is None:
+            return login()
+        lang, t = g
+        from segmentum.segments.micro import micro_segments
+
+        dims = [d.strip() for d in dimensions.split(",") if d.strip()]
+        tree = svc.locked(
+            lambda: micro_segments(
+                svc.wh, dims, min_size=svc.settings.micro_segment_min_size, store=False
+            )
+        )
+        rows = []
+        for n in tree.nodes:
+            persona = "; ".join(f"{k}: {v['value']}" for k, v in n.persona.items())
+            rows.append(
+                f"<tr><td style='padding-left:{12 * n.depth}px'>{_e(n.value or 'all')}</td>"
+                f"<td>{n.customers:,}</td><td>{n.own:,}</td><td>{n.revenue:,.0f}</td>"
+                f"<td>{'' if n.avg_clv is None else f'{n.avg_clv:,.0f}'}</td><td>{_e(persona)}</td></tr>"
+            )
+        body = (
+            f'<h1>{t["micro"]}</h1><form class="card"><input name="dimensions" size="60" '
+            f'value="{_e(dimensions)}"> <button>{t["show"]}</button></form><div class="card">'
+            f'<table id="micro"><tr><th></th><th>{t["customers"]}</th><th>own</th>'
+            f"<th>{t['revenue']}</th><th>CLV</th><th>{t['persona']}</th></tr>{''.join(rows)}</table></div>"
+        )
+        return _page(request, t["micro"], body, lang)
+
+    @app.get("/dashboard/geography", include_in_schema=False)
+    def geography(request: Request) -> Response:
+        g = guard(request)
+        if g is None:
+            return login()
+        lang, t = g
+        from segmentum.segments.micro import drilldown
+
+        rows = svc.locked(lambda: drilldown(svc.wh))
+        ids = [r["path"] for r in rows]
+        parents = [" > ".join(r["path"].split(" > ")[:-1]) for r in rows]
+        body = f"<h1>{t['geography']}</h1>" + _plot(
+            "chart-geo",
+            [
+                {
+                    "type": "sunburst",
+                    "ids": ids,
+                    "labels": [r["name"] for r in rows],
+                    "parents": parents,
+                    "values": [r["revenue"] for r in rows],
+                    "branchvalues": "total",
+                    "customdata": [r["customers"] for r in rows],
+                    "hovertemplate": "%{label}: %{value:,.0f} (%{customdata} "
+                    + t["customers"]
+                    + ")",
+                }
+            ],
+            {"height": 600},
+        )
+        return _page(request, t["geography"], body, lang)
+
+    @app.get("/dashboard/migration", include_in_schema=False)
+    def migration_page(
+        request: Request, by: str = "value_tier", date_from: str = "", date_to: str = ""
+    ) -> Response:
+        g = guard(request)
+        if g is None:
+            return login()
+        lang, t = g
+        import datetime as dt
+
+        from segmentum.errors import SegmentumError
+        from segmentum.history.cohorts import forecast
+        from segmentum.history.migration import migration
+        from segmentum.history.snapshots import snapshot_dates
+
+        def run() -> str:
+            dates = snapshot_dates(svc.wh)
+            if len(dates) < 2:
+                return f'<h1>{t["migration"]}</h1><p id="no-data">{t["no_data"]}</p>'
+            try:
+                a = dt.date.fromisoformat(date_from) if date_from else dates[-2]
+                b = dt.date.fromisoformat(date_to) if date_to else dates[-1]
+                m = migration(svc.wh, a, b, by)
+            except (ValueError, SegmentumError) as exc:
+                return f'<h1>{t["migration"]}</h1><p class="error">{_e(exc)}</p>'
+            labels = [f"{s_} ({a})" for s_ in m.states] + [f"{s_} ({b})" for s_ in m.states]
+            k = len(m.states)
+            idx = {s_: i for i, s_ in enumerate(m.states)}
+            flows = m.flows()
+            opts = "".join(f"<option{' selected' if d == a else ''}>{d}</option>" for d in dates)
+            opts2 = "".join(f"<option{' selected' if d == b else ''}>{d}</option>" for d in dates)
+            out = (
+                f'<h1>{t["migration"]}</h1><form class="card">{t["by"]} <input name="by" value="{_e(by)}"> '
+                f'{t["from"]} <select name="date_from">{opts}</select> {t["to"]} '
+                f'<select name="date_to">{opts2}</select> <button>{t["show"]}</button></form>'
+                + _plot(
+                    "chart-sankey",
+                    [
+                        {
+                            "type": "sankey",
+                            "node": {"label": labels},
+                            "link": {
+                                "source": [idx[f["source"]] for f in flows],
+                                "target": [k + idx[f["target"]] for f in flows],
+                                "value": [f["customers"] for f in flows],
+                            },
+                        }
+                    ],
+                    {"height": 520},
+                )
+            )
+            try:
+                fc = forecast(svc.wh, by if not by.startswith("segment:") else "value_tier")
+                rows = [
+                    {
+                        "segment": s_,
+                        "now": fc.observed[-1].get(s_, 0),
+                        **{f"+{i + 1}": round(p[s_]) for i, p in enumerate(fc.projected)},
+                    }
+                    for s_ in fc.states
+                ]
+                out += (
+                    f'<div class="card"><h2>{t["forecast"]}</h2>'
+                    + _table(rows, list(rows[0]) if rows else [], "forecast")
+                    + (
+                        f"<p>MAPE {fc.backtest_mape:.1f}% (no change: {fc.baseline_mape:.1f}%)</p>"
+                        if fc.backtest_mape is not None
+                        else ""
+                    )
+                    + "</div>"
+                )
+            except SegmentumError:
+                pass
+            return out
+
+        return _page(request, t["migration"], svc.locked(run), lang)
+
+    @app.get("/dashboard/campaigns", include_in_schema=False)
+    def campaigns_page(request: Request) -> Response:
+        g = guard(request)
+        if g is None:
+            return login()
+        lang, t = g
+        from segmentum.campaigns.core import Campaigns
+        from segmentum.campaigns.measure import results
+
+        def run() -> str:
+            rows = []
+            for c in Campaigns(svc.wh, svc.settings).list():
+                row: dict[str, Any] = {"campaign": c.name, "tactic": c.tactic, "channel": c.channel}
+                try:
+                    r = results(svc.wh, c.campaign_id, svc.settings, c.cost_per_contact).overall
+                    row.update(
+                        treated=r.treated,
+                        control=r.control,
+                        uplift=f"{100 * r.uplift:+.1f} pp ({100 * r.uplift_low:+.1f}, "
+                        f"{100 * r.uplift_high:+.1f})",
+                        p=r.p_value,
+                        roi=r.roi,
+                    )
+                except Exception:  # not sent yet
+                    pass
+                rows.append(row)
+            cols = ["campaign", "tactic", "channel", "treated", "control", "uplift", "p", "roi"]
+            return (
+                f'<h1>{t["campaigns"]}</h1><div class="card">'
+                + (_table(rows, cols, "campaigns") if rows else f"<p>{t['no_data']}</p>")
+                + "</div>"
+            )
+
+        return _page(request, t["campaigns"], svc.locked(run), lang)
+
+    @app.get("/dashboard/data", include_in_schema=False)
+    def data_page(request: Request, batch: str = "") -> Response:
+        g = guard(request)
+        if g is None:
+            return login()
+        lang, t = g
+
+        def run() -> str:
+            wh = svc.wh
+            out = f"<h1>{t['data']}</h1>"
+            if wh.has("ingest_batches"):
+                b = wh.table("ingest_batches").order_by("loaded_at").to_pyarrow().to_pylist()
+                for r in b:
+                    r["batch_id"] = r["batch_id"]
+                out += (
+                    f'<div class="card"><h2>{t["batches"]}</h2>'
+                    + _table(
+                        b,
+                        [
+                            "batch_id",
+                            "table_name",
+                            "file",
+                            "rows_read",
+                            "accepted",
+                            "quarantined",
+                            "anonymous",
+                            "duplicates",
+                            "loaded_at",
+                        ],
+                        "batches",
+                    )
+                    + "</div>"
+                )
+            if wh.has("quarantine"):
+                q = wh.table("quarantine")
+                if batch:
+                    q = q.filter(q.batch_id == batch)
+                rows = q.limit(100).to_pyarrow().to_pylist()
+                out += (
+                    f'<div class="card"><h2>{t["quarantine"]}</h2>'
+                    + _table(
+                        rows,
+                        ["batch_id", "file", "source_row", "column", "value", "reason"],
+                        "quarantine",
+                    )
+                    + "</div>"
+                )
+            return out
+
+        return _page(request, t["data"], svc.locked(run), lang)
