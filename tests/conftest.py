@@ -22,6 +22,7 @@ import pytest
 import segmentum
 from segmentum import demo, pipeline
 from segmentum.config import load_settings
+from segmentum.history.snapshots import backfill
 from segmentum.service.app import create_app
 from segmentum.service.auth import create_key
 from segmentum.warehouse import Warehouse
@@ -165,6 +166,7 @@ def service_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = root / "w.duckdb"
     wh = segmentum.connect(f"duckdb:///{path}")
     pipeline.run(wh, data=files["transactions"].parent, settings=SERVICE_SETTINGS)
+    backfill(wh, periods=3, settings=SERVICE_SETTINGS)  # past snapshots for the Sankey
     wh.close()
     return path
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
@@ -11,6 +12,20 @@ import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
 from segmentum.report import build_report
+
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts" / "screenshots"
+
+
+@pytest.fixture(autouse=True)
+def _screenshots(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Every page a test opened is kept as a screenshot in test-artifacts/screenshots."""
+    OPENED.clear()
+    yield
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    name = request.node.name.replace("/", "_").replace("?", "_")
+    for i, page in enumerate(OPENED):
+        if not page.is_closed():
+            page.screenshot(path=str(ARTIFACTS / f"{name}-{i}.png"), full_page=True)
 
 
 @pytest.fixture(scope="module")
@@ -24,21 +39,25 @@ def browser() -> Iterator[Browser]:
         b.close()
 
 
+OPENED: list[Page] = []
+
+
 def _page(browser: Browser, server: dict[str, Any], lang: str = "en") -> tuple[Page, list[str]]:
     ctx = browser.new_context(
         locale="es-ES" if lang == "es" else "en-US",
         extra_http_headers={"Accept-Language": "es-ES" if lang == "es" else "en-US"},
     )
     page = ctx.new_page()
+    OPENED.append(page)
     hosts: list[str] = []
     page.on("request", lambda r: hosts.append(urlparse(r.url).hostname or ""))
     return page, hosts
 
 
-def _sign_in(page: Page, server: dict[str, Any]) -> None:
+def _sign_in(page: Page, server: dict[str, Any], key: str = "read") -> None:
     page.goto(server["url"] + "/dashboard")
     assert page.url.endswith("/login")
-    page.fill("#key", server["keys"]["read"])
+    page.fill("#key", server["keys"][key])
     page.click("#sign-in")
     page.wait_for_url("**/dashboard")
 
@@ -138,3 +157,51 @@ def test_every_page_renders(
     assert resp is not None and resp.status == 200
     page.wait_for_selector(selector, timeout=10_000)
     assert not errors and set(hosts) == {"127.0.0.1"}
+
+
+def test_build_and_save_a_segment_then_export_its_audience(
+    browser: Browser, server: dict[str, Any], tmp_path: Path
+) -> None:
+    page, _ = _page(browser, server)
+    _sign_in(page, server, key="admin")
+    page.goto(server["url"] + "/dashboard/segments")
+    page.fill("#rule", "monetary > 500 and frequency >= 2")
+    page.wait_for_function("document.getElementById('result').textContent.startsWith('Size')")
+    size = int(page.inner_text("#result").split(":")[1].split("/")[0].replace(",", ""))
+    page.fill("#name", "browser_made")
+    page.click("#save")
+    page.wait_for_function(
+        "document.getElementById('saved-msg').textContent.includes('browser_made')"
+    )
+    # Compute it, then export its members from the explorer.
+    import httpx
+
+    job = httpx.post(
+        server["url"] + "/v1/jobs/pipeline", headers={"X-API-Key": server["keys"]["admin"]}
+    ).json()
+    for _ in range(600):
+        if (
+            httpx.get(
+                server["url"] + f"/v1/jobs/{job['job_id']}",
+                headers={"X-API-Key": server["keys"]["admin"]},
+            ).json()["status"]
+            != "running"
+        ):
+            break
+        page.wait_for_timeout(100)
+    page.goto(server["url"] + "/dashboard/explorer?segment=browser_made")
+    with page.expect_download() as dl:
+        page.click("#export")
+    path = tmp_path / "audience.csv"
+    dl.value.save_as(path)
+    lines = path.read_text(encoding="utf-8").splitlines()
+    assert lines[0] == "customer_id" and len(lines) - 1 == size
+
+
+def test_open_the_sankey(browser: Browser, server: dict[str, Any]) -> None:
+    page, _ = _page(browser, server)
+    _sign_in(page, server)
+    page.goto(server["url"] + "/dashboard/migration?by=value_tier")
+    page.wait_for_selector("#chart-sankey .main-svg", timeout=10_000)
+    assert page.locator("#chart-sankey .sankey-node").count() >= 3
+    assert page.locator("#forecast").count() == 1

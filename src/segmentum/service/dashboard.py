@@ -60,6 +60,9 @@ TEXT: dict[str, dict[str, str]] = {
         "persona": "Persona",
         "no_data": "Nothing yet.",
         "show": "Show",
+        "name": "Name",
+        "save": "Save segment",
+        "saved_ok": "Saved:",
     },
     "es": {
         "title": "segmentum",
@@ -104,6 +107,9 @@ TEXT: dict[str, dict[str, str]] = {
         "persona": "Persona",
         "no_data": "Todavía nada.",
         "show": "Mostrar",
+        "name": "Nombre",
+        "save": "Guardar segmento",
+        "saved_ok": "Guardado:",
     },
 }
 
@@ -320,7 +326,9 @@ def mount_dashboard(app: FastAPI, svc: Any) -> None:
             """<h1>{{ t.segments }}</h1><div class="card">
 <label for="rule">{{ t.rule }}</label>
 <textarea id="rule" rows="3" placeholder="{{ t.preview_hint }}"></textarea>
-<p id="result"></p></div>
+<p id="result"></p>
+<label>{{ t.name }} <input id="name" pattern="[A-Za-z_][A-Za-z0-9_]*"></label>
+<button id="save">{{ t.save }}</button> <span id="saved-msg"></span></div>
 <script>
 let timer = null;
 document.getElementById("rule").addEventListener("input", function () {
@@ -341,6 +349,16 @@ document.getElementById("rule").addEventListener("input", function () {
       out.textContent = j.detail;
     }
   }, 300);
+});
+document.getElementById("save").addEventListener("click", async function () {
+  const msg = document.getElementById("saved-msg");
+  const r = await fetch("/v1/segments", {method: "POST", credentials: "same-origin",
+    headers: {"Content-Type": "application/json"},
+    body: JSON.stringify({name: document.getElementById("name").value,
+                          rule: document.getElementById("rule").value})});
+  const j = await r.json();
+  msg.className = r.ok ? "" : "error";
+  msg.textContent = r.ok ? "{{ t.saved_ok }} " + j.name : j.detail;
 });
 </script>"""
         ).render(t=t)
