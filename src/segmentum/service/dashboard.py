@@ -160,7 +160,7 @@ def _page(request: Request, title: str, body: str, lang: str) -> HTMLResponse:
 
 def _plot(div: str, data: list[dict[str, Any]], layout: dict[str, Any]) -> str:
     return (
-        f'<div id="{div}" class="card" style="height:340px"></div><script>'
+        f'<div id="{div}" class="card" style="height:{layout.get("height", 340)}px"></div><script>'
         f"Plotly.newPlot({json.dumps(div)},{json.dumps(data)},{json.dumps(layout)},"
         '{"displaylogo":false,"responsive":true});</script>'
     )
@@ -233,6 +233,7 @@ def mount_dashboard(app: FastAPI, svc: Any) -> None:
                         {
                             "type": "bar",
                             "name": t["customers"],
+                            "offsetgroup": 1,
                             "x": [r[name_key] for r in rows],
                             "y": [r["customers"] for r in rows],
                         },
@@ -240,14 +241,20 @@ def mount_dashboard(app: FastAPI, svc: Any) -> None:
                             "type": "bar",
                             "name": t["revenue"] + " %",
                             "yaxis": "y2",
+                            "offsetgroup": 2,
                             "x": [r[name_key] for r in rows],
                             "y": [round(100 * r["revenue_share"], 1) for r in rows],
                         },
                     ],
                     {
-                        "title": title,
+                        "title": {"text": title},
                         "barmode": "group",
-                        "yaxis2": {"overlaying": "y", "side": "right"},
+                        "yaxis": {"title": {"text": t["customers"]}},
+                        "yaxis2": {
+                            "overlaying": "y",
+                            "side": "right",
+                            "title": {"text": t["revenue"] + " %"},
+                        },
                     },
                 )
             )
@@ -260,18 +267,29 @@ def mount_dashboard(app: FastAPI, svc: Any) -> None:
                 _plot(
                     "chart-heatmap",
                     [{"type": "heatmap", "z": z, "x": [1, 2, 3, 4, 5], "y": [1, 2, 3, 4, 5]}],
-                    {"title": t["heatmap"]},
+                    {
+                        "title": {"text": t["heatmap"]},
+                        "xaxis": {"title": {"text": "R"}},
+                        "yaxis": {"title": {"text": "F"}},
+                    },
                 )
             )
         for key, title in (("clv_histogram", t["clv"]), ("churn_histogram", t["churn"])):
             h = o.get(key)
             if h and h["counts"]:
-                mids = [(a + b) / 2 for a, b in zip(h["edges"][:-1], h["edges"][1:], strict=True)]
+                labels = [
+                    f"{a:,.2f}–{b:,.2f}" if b < 10 else f"{a:,.0f}–{b:,.0f}"
+                    for a, b in zip(h["edges"][:-1], h["edges"][1:], strict=True)
+                ]
                 parts.append(
                     _plot(
                         f"chart-{key}",
-                        [{"type": "bar", "x": mids, "y": h["counts"]}],
-                        {"title": title},
+                        [{"type": "bar", "x": labels, "y": h["counts"]}],
+                        {
+                            "title": {"text": title},
+                            "xaxis": {"type": "category"},
+                            "yaxis": {"title": {"text": t["customers"]}},
+                        },
                     )
                 )
         parts.append("</div>")
