@@ -143,7 +143,7 @@ def test_report_opens_offline_in_both_languages(
         ("/dashboard/geography", "#chart-geo .main-svg"),
         ("/dashboard/migration", "h1"),
         ("/dashboard/campaigns", "h1"),
-        ("/dashboard/data", "#batches"),
+        ("/dashboard/data", "#runs"),
     ],
 )
 def test_every_page_renders(

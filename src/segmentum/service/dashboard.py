@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import ibis
 from fastapi import FastAPI, Form, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment
@@ -56,6 +57,7 @@ TEXT: dict[str, dict[str, str]] = {
         "by": "By",
         "forecast": "Forecast (next periods)",
         "batches": "Loaded files",
+        "runs": "Pipeline runs",
         "quarantine": "Rejected rows",
         "persona": "Persona",
         "no_data": "Nothing yet.",
@@ -103,6 +105,7 @@ TEXT: dict[str, dict[str, str]] = {
         "by": "Por",
         "forecast": "Previsión (próximos periodos)",
         "batches": "Ficheros cargados",
+        "runs": "Ejecuciones del proceso",
         "quarantine": "Filas rechazadas",
         "persona": "Persona",
         "no_data": "Todavía nada.",
@@ -648,6 +651,29 @@ def mount_pages(app: FastAPI, svc: Any) -> None:
         def run() -> str:
             wh = svc.wh
             out = f"<h1>{t['data']}</h1>"
+            if wh.has("pipeline_runs"):
+                runs = (
+                    wh.table("pipeline_runs")
+                    .order_by(ibis.desc("started_at"))
+                    .limit(20)
+                    .to_pyarrow()
+                    .to_pylist()
+                )
+                for r in runs:
+                    steps = json.loads(r["steps"] or "[]")
+                    failed = [x for x in steps if x.get("status") == "failed"]
+                    r["failed_step"] = (
+                        f"{failed[0]['step']}: {failed[0].get('error', '')}" if failed else ""
+                    )
+                out += (
+                    f'<div class="card"><h2>{t["runs"]}</h2>'
+                    + _table(
+                        runs,
+                        ["run_id", "started_at", "as_of", "status", "failed_step", "error"],
+                        "runs",
+                    )
+                    + "</div>"
+                )
             if wh.has("ingest_batches"):
                 b = wh.table("ingest_batches").order_by("loaded_at").to_pyarrow().to_pylist()
                 for r in b:
