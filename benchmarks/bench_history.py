@@ -106,7 +106,7 @@ def main() -> None:
         + "\n".join(lines)
         + f"\n\nRows written: {ours.output.split('ROWS=')[1].split()[0]} customer-dates."
     )
-    update_doc("history", body)
+    update_doc("history", "## History\n\n" + body)
     COPY.unlink()
 
 

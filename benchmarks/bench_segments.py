@@ -295,7 +295,7 @@ def main() -> None:
         "(the hand-written statement uses its own age bands and 180-day gourmet window, so its "
         "total differs slightly; it is there for the cost, not the answer)."
     )
-    update_doc("segments", body)
+    update_doc("segments", "## Segments: recomputing saved rules\n\n" + body)
     print("discovery: 1M customers x 20 features, k = 2..10")
     gmm = measure(
         "segmentum discover (GMM, 20k sample, in-engine assignment)",
@@ -319,7 +319,7 @@ def main() -> None:
         + table([sk, gmm, km], sk, "ratio to scikit-learn")
         + f"\n\nChosen k: {', '.join(f'{k}: {v}' for k, v in ks.items())}."
     )
-    update_doc("discovery", body)
+    update_doc("discovery", "## Discovery: clustering 1M customers\n\n" + body)
 
 
 if __name__ == "__main__":

@@ -161,7 +161,7 @@ def main() -> None:
         + ", ".join(f"`{k}` {v:.0f} ms" for k, v in page.items())
         + "."
     )
-    update_doc("service", body)
+    update_doc("service", "## Service\n\n" + body)
 
 
 if __name__ == "__main__":
