@@ -205,3 +205,20 @@ def test_open_the_sankey(browser: Browser, server: dict[str, Any]) -> None:
     page.wait_for_selector("#chart-sankey .main-svg", timeout=10_000)
     assert page.locator("#chart-sankey .sankey-node").count() >= 3
     assert page.locator("#forecast").count() == 1
+
+
+def test_campaign_audience_and_schedule_page(browser: Browser, server: dict[str, Any]) -> None:
+    import httpx
+
+    c = httpx.post(
+        server["url"] + "/v1/campaigns",
+        json={"name": "Dashboard winback", "tactic": "winback", "channel": "email"},
+        headers={"X-API-Key": server["keys"]["admin"]},
+    ).json()
+    page, _ = _page(browser, server)
+    _sign_in(page, server)
+    page.goto(server["url"] + f"/dashboard/campaigns?c={c['campaign_id']}")
+    page.wait_for_selector("#plan")
+    text = page.inner_text("#outcomes")
+    assert "scheduled" in text and "control" in text
+    assert page.locator("#examples tr").count() > 1

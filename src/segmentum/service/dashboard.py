@@ -607,7 +607,7 @@ def mount_pages(app: FastAPI, svc: Any) -> None:
         return _page(request, t["migration"], svc.locked(run), lang)
 
     @app.get("/dashboard/campaigns", include_in_schema=False)
-    def campaigns_page(request: Request) -> Response:
+    def campaigns_page(request: Request, c: str = "") -> Response:
         g = guard(request)
         if g is None:
             return login()
@@ -617,10 +617,17 @@ def mount_pages(app: FastAPI, svc: Any) -> None:
 
         def run() -> str:
             rows = []
-            for c in Campaigns(svc.wh, svc.settings).list():
-                row: dict[str, Any] = {"campaign": c.name, "tactic": c.tactic, "channel": c.channel}
+            cs = Campaigns(svc.wh, svc.settings)
+            for camp in cs.list():
+                row: dict[str, Any] = {
+                    "campaign": camp.name,
+                    "tactic": camp.tactic,
+                    "channel": camp.channel,
+                }
                 try:
-                    r = results(svc.wh, c.campaign_id, svc.settings, c.cost_per_contact).overall
+                    r = results(
+                        svc.wh, camp.campaign_id, svc.settings, camp.cost_per_contact
+                    ).overall
                     row.update(
                         treated=r.treated,
                         control=r.control,
@@ -633,11 +640,28 @@ def mount_pages(app: FastAPI, svc: Any) -> None:
                     pass
                 rows.append(row)
             cols = ["campaign", "tactic", "channel", "treated", "control", "uplift", "p", "roi"]
-            return (
+            links = "".join(
+                f'<li><a href="?c={_e(x.campaign_id)}">{_e(x.name)}</a></li>' for x in cs.list()
+            )
+            out = (
                 f'<h1>{t["campaigns"]}</h1><div class="card">'
                 + (_table(rows, cols, "campaigns") if rows else f"<p>{t['no_data']}</p>")
-                + "</div>"
+                + f"<ul>{links}</ul></div>"
             )
+            if c:
+                # Audience and schedule: the dry run (who would get what, when and why).
+                plan = cs.dry_run(cs.get(c), sample=10)
+                outcomes = [{"outcome": k, "customers": v} for k, v in plan["outcomes"].items()]
+                out += (
+                    f'<div class="card" id="plan"><h2>{_e(plan["campaign"])}: '
+                    f"{plan['audience']:,} {t['customers'].lower()}</h2>"
+                    + _table(outcomes, ["outcome", "customers"], "outcomes")
+                    + _table(
+                        plan["examples"], ["customer_id", "when", "why", "subject"], "examples"
+                    )
+                    + "</div>"
+                )
+            return out
 
         return _page(request, t["campaigns"], svc.locked(run), lang)
 
