@@ -31,13 +31,11 @@ def prepare() -> tuple[str, list[str]]:
     from segmentum.service.queries import build_lookup, build_overview
 
     wh = segmentum.connect(f"duckdb:///{DB}", memory_limit="4GB")
+    t0 = time.perf_counter()
     if not wh.has("customer_lookup"):
-        t0 = time.perf_counter()
         build_lookup(wh)
-        build_overview(wh)
-        print(
-            f"  built customer_lookup and the dashboard cache in {time.perf_counter() - t0:.1f} s"
-        )
+    build_overview(wh)  # what the pipeline leaves for the dashboard
+    print(f"  built the lookup table and the dashboard cache in {time.perf_counter() - t0:.1f} s")
     key = create_key(wh, "bench", ["read"])
     ids = wh.table("customer_lookup").customer_id.to_pyarrow().to_pylist()
     wh.close()
@@ -93,7 +91,13 @@ def pages(key: str) -> dict[str, float]:
     out = {}
     with httpx.Client(base_url=f"http://127.0.0.1:{PORT}", timeout=30) as c:
         c.cookies.set("segmentum_key", key)
-        for path in ("/dashboard", "/v1/overview", "/static/plotly.min.js"):
+        for path in (
+            "/dashboard",
+            "/dashboard/geography",
+            "/dashboard/micro",
+            "/v1/overview",
+            "/static/plotly.min.js",
+        ):
             times = []
             for _ in range(5):
                 t0 = time.perf_counter()

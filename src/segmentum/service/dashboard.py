@@ -474,16 +474,22 @@ def mount_pages(app: FastAPI, svc: Any) -> None:
         if g is None:
             return login()
         lang, t = g
+        from types import SimpleNamespace
+
         from segmentum.segments.micro import micro_segments
+        from segmentum.service.queries import DEFAULT_MICRO, overview
 
         dims = [d.strip() for d in dimensions.split(",") if d.strip()]
-        tree = svc.locked(
-            lambda: micro_segments(
-                svc.wh, dims, min_size=svc.settings.micro_segment_min_size, store=False
-            )
-        )
+        min_size = svc.settings.micro_segment_min_size
+        cached = svc.locked(lambda: overview(svc.wh)).get("micro")
+        if cached and tuple(dims) == DEFAULT_MICRO and cached["min_size"] == min_size:
+            nodes: list[Any] = [SimpleNamespace(**n) for n in cached["nodes"]]
+        else:
+            nodes = svc.locked(
+                lambda: micro_segments(svc.wh, dims, min_size=min_size, store=False)
+            ).nodes
         rows = []
-        for n in tree.nodes:
+        for n in nodes:
             persona = "; ".join(f"{k}: {v['value']}" for k, v in n.persona.items())
             rows.append(
                 f"<tr><td style='padding-left:{12 * n.depth}px'>{_e(n.value or 'all')}</td>"
@@ -505,8 +511,10 @@ def mount_pages(app: FastAPI, svc: Any) -> None:
             return login()
         lang, t = g
         from segmentum.segments.micro import drilldown
+        from segmentum.service.queries import overview
 
-        rows = svc.locked(lambda: drilldown(svc.wh))
+        cached = svc.locked(lambda: overview(svc.wh)).get("geography")
+        rows = cached if cached is not None else svc.locked(lambda: drilldown(svc.wh))
         ids = [r["path"] for r in rows]
         parents = [" > ".join(r["path"].split(" > ")[:-1]) for r in rows]
         body = f"<h1>{t['geography']}</h1>" + _plot(

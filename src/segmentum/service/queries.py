@@ -16,10 +16,13 @@ from typing import Any
 import ibis
 import pyarrow as pa
 
+from segmentum.config import load_settings
+from segmentum.errors import SegmentumError
 from segmentum.segments.view import customer_view
 from segmentum.warehouse import Warehouse
 
 LOOKUP = "customer_lookup"
+DEFAULT_MICRO = ("value_tier", "region", "city", "age_band")
 CACHE = "dashboard_cache"
 
 
@@ -184,6 +187,20 @@ def build_overview(wh: Warehouse, as_of: _dt.date | None = None) -> dict[str, An
             .to_pyarrow()
             .to_pylist()
         )
+    from segmentum.segments.micro import drilldown, micro_segments
+
+    if wh.has("customers"):
+        try:
+            out["geography"] = drilldown(wh, as_of=as_of)
+            out["micro"] = micro_segments(
+                wh,
+                list(DEFAULT_MICRO),
+                min_size=load_settings().micro_segment_min_size,
+                as_of=as_of,
+                store=False,
+            ).to_dict()
+        except SegmentumError:
+            pass  # no geography columns
     row = pa.table(
         {
             "as_of": pa.array([as_of], pa.date32()),
