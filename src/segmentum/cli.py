@@ -641,7 +641,8 @@ def segment_discover_cmd(
         )
     console.print(t)
     console.print(
-        f"chose k = {d.result.k} (best silhouette); stability (bootstrap mean adjusted Rand "
+        f"chose k = {d.result.k} (best mean rank of the three indices); "
+        f"stability (bootstrap mean adjusted Rand "
         f"index): {d.result.stability_ari:.2f} ± {d.result.stability_sd:.2f}; "
         f"fitted on {d.result.sample_size:,} customers, assigned in the engine: "
         f"{sum(d.sizes.values()):,}"

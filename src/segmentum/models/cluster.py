@@ -15,8 +15,9 @@ Methods:
   as Huang suggests; 0.5 after standardising).
 
 For every k in the range: silhouette (on a sub-sample), Calinski-Harabasz, Davies-Bouldin, and
-BIC for mixtures. The chosen k has the best silhouette. Stability: the model is refitted on
-bootstrap resamples and the mean adjusted Rand index against the chosen labelling reported.
+BIC for mixtures. The chosen k is the one the three indices agree on (lowest mean rank).
+Stability: the model is refitted on bootstrap resamples and the mean adjusted Rand index
+against the chosen labelling reported.
 """
 
 from __future__ import annotations
@@ -277,11 +278,12 @@ def sample_rows(t: ir.Table, n: int, seed: int = 0) -> pd.DataFrame:
     """A deterministic pseudo-random sample of about ``n`` rows (hash of id), pulled back."""
     total = int(t.count().to_pyarrow().as_py())
     if total <= n:
-        return t.to_pandas()
+        return t.order_by("customer_id").to_pandas()
     buckets = 100_000
     keep = int(buckets * n / total) + 1
     h = (t.customer_id + ibis.literal(f"#{seed}")).hash().abs() % buckets
-    return t.filter(h < keep).to_pandas()
+    # Sorted, so that the same data gives the same fit whatever order the engine returns rows in.
+    return t.filter(h < keep).order_by("customer_id").to_pandas()
 
 
 def _fit_one(method: str, k: int, x: np.ndarray, codes: np.ndarray, seed: int) -> Any:
@@ -303,6 +305,26 @@ def _predict(method: str, model: Any, x: np.ndarray, codes: np.ndarray) -> np.nd
     return model.predict(x)
 
 
+def choose_k(scores: Sequence[KScore]) -> KScore:
+    """The k the three internal indices agree on best: the lowest mean rank across silhouette
+    (higher is better), Calinski-Harabasz (higher) and Davies-Bouldin (lower); ties go to the
+    smaller k. One index alone is noisy: near-ties in silhouette flip with the data's order."""
+
+    def ranks(values: list[float]) -> list[int]:
+        order = sorted(range(len(values)), key=lambda i: values[i])
+        out = [0] * len(values)
+        for r, i in enumerate(order):
+            out[i] = r
+        return out
+
+    sil = ranks([-s.silhouette for s in scores])
+    ch = ranks([-s.calinski_harabasz for s in scores])
+    db = ranks([s.davies_bouldin for s in scores])
+    mean = [(sil[i] + ch[i] + db[i]) / 3 for i in range(len(scores))]
+    i = min(range(len(scores)), key=lambda j: (mean[j], scores[j].k))
+    return scores[i]
+
+
 def fit_clusters(
     df: pd.DataFrame,
     *,
@@ -315,7 +337,7 @@ def fit_clusters(
     bootstrap: int = 5,
     seed: int = 0,
 ) -> ClusterResult:
-    """Fit ``method`` for every k in ``k_range`` on ``df`` (a sample), keep the best silhouette."""
+    """Fit ``method`` for every k in ``k_range`` on ``df`` (a sample); keep the agreed best k."""
     from sklearn.metrics import (
         adjusted_rand_score,
         calinski_harabasz_score,
@@ -366,7 +388,7 @@ def fit_clusters(
         )
     if not scores:
         raise ModelError("no clustering found more than one group", "add more varied features")
-    best = max(scores, key=lambda s: s.silhouette)
+    best = choose_k(scores)
     model, labels = fitted[best.k]
     aris = []
     for b in range(bootstrap):
