@@ -95,6 +95,7 @@ def pages(key: str) -> dict[str, float]:
             "/dashboard",
             "/dashboard/geography",
             "/dashboard/micro",
+            "/dashboard/explorer?segment=vip",
             "/v1/overview",
             "/static/plotly.min.js",
         ):

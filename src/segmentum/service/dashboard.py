@@ -434,7 +434,23 @@ def mount_pages(app: FastAPI, svc: Any) -> None:
             )
             out = f'<h1>{t["explorer"]}</h1><div class="card"><ul id="segment-list">{links}</ul></div>'
             if segment:
-                prof = profile_labels(svc.wh, segment_labels(svc.wh, segment), "segment")
+                from types import SimpleNamespace
+
+                from segmentum.service.queries import overview
+
+                cached = overview(svc.wh).get("profiles", {}).get(segment)
+                if cached is not None:  # precomputed by the pipeline
+                    prof: Any = SimpleNamespace(
+                        tree_rules=cached["tree_rules"],
+                        segments=[
+                            SimpleNamespace(
+                                **{**p, "tests": [SimpleNamespace(**x) for x in p["tests"]]}
+                            )
+                            for p in cached["segments"]
+                        ],
+                    )
+                else:
+                    prof = profile_labels(svc.wh, segment_labels(svc.wh, segment), "segment")
                 inside = next((p for p in prof.segments if p.segment == "in"), None)
                 members = store.members(segment)
                 ids = members.order_by("customer_id").limit(50).customer_id.to_pyarrow().to_pylist()

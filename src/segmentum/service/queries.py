@@ -61,6 +61,11 @@ def build_lookup(wh: Warehouse, as_of: _dt.date | None = None) -> int:
             "country",
             "region",
             "city",
+            "age",
+            "income_band",
+            "trend",
+            "interpurchase_mean",
+            "preferred_hour_band",
         )
         if c in view.columns
     ]
@@ -201,6 +206,7 @@ def build_overview(wh: Warehouse, as_of: _dt.date | None = None) -> dict[str, An
             ).to_dict()
         except SegmentumError:
             pass  # no geography columns
+    out["profiles"] = _segment_profiles(wh, as_of)
     row = pa.table(
         {
             "as_of": pa.array([as_of], pa.date32()),
@@ -213,6 +219,27 @@ def build_overview(wh: Warehouse, as_of: _dt.date | None = None) -> dict[str, An
         wh.write(CACHE, wh.materialize(kept.union(wh.from_arrow(row, "cachenew")), "cache2"))
     else:
         wh.write(CACHE, row)
+    return out
+
+
+def _segment_profiles(wh: Warehouse, as_of: _dt.date) -> dict[str, Any]:
+    """The explorer's profile of every saved customer segment (members against the rest)."""
+    from segmentum.segments.discover import profile_labels, segment_labels
+    from segmentum.segments.store import Segments
+
+    out: dict[str, Any] = {}
+    if not wh.has("segment_members"):
+        return out
+    for seg in Segments(wh).list():
+        if seg.level != "customer":
+            continue
+        try:
+            prof = profile_labels(
+                wh, segment_labels(wh, seg.name, as_of), "segment", as_of, sample_size=20_000
+            )
+        except (SegmentumError, ValueError):
+            continue  # not computed for this date, or too small to split
+        out[seg.name] = prof.to_dict()
     return out
 
 
