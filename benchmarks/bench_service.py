@@ -31,7 +31,11 @@ def prepare() -> tuple[str, list[str]]:
     from segmentum.service.queries import build_lookup, build_overview
 
     wh = segmentum.connect(f"duckdb:///{DB}", memory_limit="4GB")
+    from segmentum.history.snapshots import backfill, snapshot_dates
+
     t0 = time.perf_counter()
+    if len(snapshot_dates(wh)) < 2:  # the migration page needs a history
+        backfill(wh, periods=24, segments=False)
     if not wh.has("customer_lookup"):
         build_lookup(wh)
     build_overview(wh)  # what the pipeline leaves for the dashboard
@@ -96,6 +100,7 @@ def pages(key: str) -> dict[str, float]:
             "/dashboard/geography",
             "/dashboard/micro",
             "/dashboard/explorer?segment=vip",
+            "/dashboard/migration",
             "/v1/overview",
             "/static/plotly.min.js",
         ):

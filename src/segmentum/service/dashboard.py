@@ -572,10 +572,19 @@ def mount_pages(app: FastAPI, svc: Any) -> None:
             dates = snapshot_dates(svc.wh)
             if len(dates) < 2:
                 return f'<h1>{t["migration"]}</h1><p id="no-data">{t["no_data"]}</p>'
+            from types import SimpleNamespace
+
+            from segmentum.service.queries import overview
+
+            cache = overview(svc.wh)
             try:
                 a = dt.date.fromisoformat(date_from) if date_from else dates[-2]
                 b = dt.date.fromisoformat(date_to) if date_to else dates[-1]
-                m = migration(svc.wh, a, b, by)
+                cm = cache.get("migration")
+                if cm and by == "value_tier" and (cm["from"], cm["to"]) == (str(a), str(b)):
+                    m: Any = SimpleNamespace(states=cm["states"], flows=lambda: cm["flows"])
+                else:
+                    m = migration(svc.wh, a, b, by)
             except (ValueError, SegmentumError) as exc:
                 return f'<h1>{t["migration"]}</h1><p class="error">{_e(exc)}</p>'
             labels = [f"{s_} ({a})" for s_ in m.states] + [f"{s_} ({b})" for s_ in m.states]
@@ -605,7 +614,11 @@ def mount_pages(app: FastAPI, svc: Any) -> None:
                 )
             )
             try:
-                fc = forecast(svc.wh, by if not by.startswith("segment:") else "value_tier")
+                cf = cache.get("forecast")
+                if cf and by == "value_tier":
+                    fc: Any = SimpleNamespace(**cf)
+                else:
+                    fc = forecast(svc.wh, by if not by.startswith("segment:") else "value_tier")
                 rows = [
                     {
                         "segment": s_,

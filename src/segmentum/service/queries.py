@@ -8,6 +8,7 @@ of every dashboard page as JSON, per ``as_of``.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import math
@@ -207,6 +208,7 @@ def build_overview(wh: Warehouse, as_of: _dt.date | None = None) -> dict[str, An
         except SegmentumError:
             pass  # no geography columns
     out["profiles"] = _segment_profiles(wh, as_of)
+    out.update(_history(wh))
     row = pa.table(
         {
             "as_of": pa.array([as_of], pa.date32()),
@@ -240,6 +242,22 @@ def _segment_profiles(wh: Warehouse, as_of: _dt.date) -> dict[str, Any]:
         except (SegmentumError, ValueError):
             continue  # not computed for this date, or too small to split
         out[seg.name] = prof.to_dict()
+    return out
+
+
+def _history(wh: Warehouse) -> dict[str, Any]:
+    """The migration page's default view: value tiers between the last two snapshots, and the
+    forecast of value tiers."""
+    from segmentum.history.cohorts import forecast
+    from segmentum.history.migration import migration
+    from segmentum.history.snapshots import snapshot_dates
+
+    dates = snapshot_dates(wh)
+    if len(dates) < 2:
+        return {}
+    out: dict[str, Any] = {"migration": migration(wh, dates[-2], dates[-1], "value_tier").to_dict()}
+    with contextlib.suppress(SegmentumError):  # too few snapshots to backtest
+        out["forecast"] = forecast(wh, "value_tier").to_dict()
     return out
 
 
