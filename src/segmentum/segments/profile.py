@@ -110,10 +110,24 @@ def benjamini_hochberg(p: Sequence[float]) -> np.ndarray:
     return out
 
 
+# How some category values read in a name (English, Spanish).
+VALUE_WORDS = {
+    "night": ("at night", "de madrugada"),
+    "morning": ("in the morning", "por la mañana"),
+    "afternoon": ("after lunch", "a mediodía"),
+    "evening": ("in the evening", "por la tarde"),
+    "late": ("late", "por la noche"),
+    "female": ("women", "mujeres"),
+    "male": ("men", "hombres"),
+    "mobile": ("mobile", "móvil"),
+    "store": ("in store", "en tienda"),
+    "high": ("high", "altos"),
+    "low": ("low", "bajos"),
+}
 CATEGORY_LABELS = {
     "preferred_channel": ("channel", "canal"),
     "preferred_device": ("device", "dispositivo"),
-    "preferred_hour_band": ("buys in the", "compra por la"),
+    "preferred_hour_band": ("buys", "compra"),
     "income_band": ("income", "ingresos"),
     "gender": ("", ""),
 }
@@ -320,8 +334,9 @@ def _name(significant: list[FeatureTest], fallback: str) -> tuple[str, str]:
     for t in cats[:1]:
         value = str(t.segment_value).split(" > ")[-1]
         label_en, label_es = CATEGORY_LABELS.get(t.feature, ("", ""))
-        en.append(f"{label_en} {value}".strip())
-        es.append(f"{label_es} {value}".strip())
+        value_en, value_es = VALUE_WORDS.get(value, (value, value))
+        en.append(f"{label_en} {value_en}".strip())
+        es.append(f"{label_es} {value_es}".strip())
     if not en:
         return f"segment {fallback}", f"segmento {fallback}"
     return " · ".join(en).capitalize(), " · ".join(es).capitalize()
