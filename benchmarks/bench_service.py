@@ -27,8 +27,8 @@ RATE, SECONDS, PORT = 200, 30, 8765
 
 def prepare() -> tuple[str, list[str]]:
     import segmentum
+    from segmentum.precompute import build_lookup, build_overview
     from segmentum.service.auth import create_key
-    from segmentum.service.queries import build_lookup, build_overview
 
     wh = segmentum.connect(f"duckdb:///{DB}", memory_limit="4GB")
     from segmentum.history.snapshots import backfill, snapshot_dates

@@ -27,11 +27,11 @@ from segmentum.history.log import deliver, log_changes
 from segmentum.ingest import IngestReport, ingest
 from segmentum.models.clv import ClvModels, fit_models
 from segmentum.models.clv import score as clv_score
+from segmentum.precompute import build_lookup, build_overview
 from segmentum.progress import Progress, Silent
 from segmentum.segments.classes import RFM_RULES, classify, load_rfm_rules
 from segmentum.segments.discover import discover
 from segmentum.segments.store import Segments
-from segmentum.service.queries import build_lookup, build_overview
 from segmentum.warehouse import Warehouse, connect
 
 # Files `segmentum run --data DIR` picks up, by table, in load order.

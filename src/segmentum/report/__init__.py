@@ -94,7 +94,7 @@ def bar_svg(labels: list[str], values: list[float], title: str, width: int = 640
 
 def build_report(wh: Warehouse, lang: str = "en", settings: Settings | None = None) -> str:
     """The whole report as one HTML string."""
-    from segmentum.service.queries import overview
+    from segmentum.precompute import overview
 
     if lang not in WORDS:
         raise InputError(f"unknown language {lang!r}", "use es or en")

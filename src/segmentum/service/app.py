@@ -199,7 +199,7 @@ def create_app(
 
     @app.get("/v1/overview", tags=["overview"])
     def overview(_: Read) -> dict[str, Any]:
-        from segmentum.service.queries import overview as q
+        from segmentum.precompute import overview as q
 
         return svc.locked(lambda: q(wh))
 
@@ -207,7 +207,7 @@ def create_app(
     async def customer(customer_id: str, _: Read) -> dict[str, Any]:
         # An indexed point query of about a millisecond: cheaper on the event loop than a
         # hop to the thread pool.
-        from segmentum.service.queries import customer_lookup
+        from segmentum.precompute import customer_lookup
 
         found = customer_lookup(svc, customer_id)
         if found is None:

@@ -211,7 +211,7 @@ def mount_dashboard(app: FastAPI, svc: Any) -> None:
     def dashboard(request: Request) -> Response:
         if not signed_in(request):
             return RedirectResponse("/login", status_code=303)
-        from segmentum.service.queries import overview
+        from segmentum.precompute import overview
 
         lang = language(request)
         t = TEXT[lang]
@@ -310,7 +310,7 @@ def mount_dashboard(app: FastAPI, svc: Any) -> None:
     def customer_page(request: Request, id: str = "") -> Response:
         if not signed_in(request):
             return RedirectResponse("/login", status_code=303)
-        from segmentum.service.queries import customer_lookup
+        from segmentum.precompute import customer_lookup
 
         lang = language(request)
         t = TEXT[lang]
@@ -436,7 +436,7 @@ def mount_pages(app: FastAPI, svc: Any) -> None:
             if segment:
                 from types import SimpleNamespace
 
-                from segmentum.service.queries import overview
+                from segmentum.precompute import overview
 
                 cached = overview(svc.wh).get("profiles", {}).get(segment)
                 if cached is not None:  # precomputed by the pipeline
@@ -492,8 +492,8 @@ def mount_pages(app: FastAPI, svc: Any) -> None:
         lang, t = g
         from types import SimpleNamespace
 
+        from segmentum.precompute import DEFAULT_MICRO, overview
         from segmentum.segments.micro import micro_segments
-        from segmentum.service.queries import DEFAULT_MICRO, overview
 
         dims = [d.strip() for d in dimensions.split(",") if d.strip()]
         min_size = svc.settings.micro_segment_min_size
@@ -526,8 +526,8 @@ def mount_pages(app: FastAPI, svc: Any) -> None:
         if g is None:
             return login()
         lang, t = g
+        from segmentum.precompute import overview
         from segmentum.segments.micro import drilldown
-        from segmentum.service.queries import overview
 
         cached = svc.locked(lambda: overview(svc.wh)).get("geography")
         rows = cached if cached is not None else svc.locked(lambda: drilldown(svc.wh))
@@ -574,7 +574,7 @@ def mount_pages(app: FastAPI, svc: Any) -> None:
                 return f'<h1>{t["migration"]}</h1><p id="no-data">{t["no_data"]}</p>'
             from types import SimpleNamespace
 
-            from segmentum.service.queries import overview
+            from segmentum.precompute import overview
 
             cache = overview(svc.wh)
             try:

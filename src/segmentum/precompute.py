@@ -1,4 +1,4 @@
-"""What the API and the dashboard read: precomputed by the pipeline, so pages stay fast.
+"""What the API and the dashboard read, precomputed by the pipeline so pages stay fast.
 
 ``build_lookup`` writes ``customer_lookup``: one row per customer (features, classes, CLV and
 churn, best time and channel, saved segments, discovered segment), sorted by id so a point
