@@ -112,7 +112,7 @@ def compute_features(
         tx, as_of, events=events, campaign_results=results, weeks=settings.weeks
     )
     feats = feats.mutate(run_id=ibis.literal(run_id))
-    stored = store_by_as_of(wh, "customer_features", feats, as_of)
+    stored = wh.replace_where("customer_features", feats, "as_of", as_of)
     return as_of, stored.filter(stored.as_of == ibis.literal(as_of, "date"))
 
 
@@ -131,7 +131,7 @@ def compute_clv(
         min_weeks=settings.clv_min_weeks,
         weeks=settings.weeks,
     ).mutate(run_id=ibis.literal(run_id))
-    stored = store_by_as_of(wh, "customer_clv", scored, as_of)
+    stored = wh.replace_where("customer_clv", scored, "as_of", as_of)
     return stored.filter(stored.as_of == ibis.literal(as_of, "date")), models
 
 
@@ -153,33 +153,8 @@ def compute_classes(
         tier_method=settings.value_tier_method,
         score_cuts=settings.value_tier_score_cuts,
     ).mutate(run_id=ibis.literal(run_id))
-    stored = store_by_as_of(wh, "customer_classes", classes, as_of)
+    stored = wh.replace_where("customer_classes", classes, "as_of", as_of)
     return stored.filter(stored.as_of == ibis.literal(as_of, "date"))
-
-
-def store_by_as_of(wh: Warehouse, name: str, expr: ir.Table, as_of: _dt.date) -> ir.Table:
-    """Replace the rows of ``as_of`` in ``name``, keeping every other date (the history).
-
-    When the columns differ (a new version adds a column, or a step was skipped), both sides
-    are widened to the union of columns, missing values empty: history is never dropped.
-    """
-    if not wh.has(name):
-        return wh.write(name, expr)
-    stored = wh.table(name)
-    if list(stored.columns) == list(expr.columns):
-        return wh.replace_where(name, expr, "as_of", as_of)
-    schema = dict(stored.schema().items())
-    for col, dtype in expr.schema().items():
-        schema.setdefault(col, dtype)
-
-    def widen(t: ir.Table) -> ir.Table:
-        return t.select(
-            **{c: t[c].cast(d) if c in t.columns else ibis.null(d) for c, d in schema.items()}
-        )
-
-    kept = widen(stored.filter(stored.as_of != ibis.literal(as_of, "date")))
-    combined = wh.materialize(kept.union(widen(expr)), "widen")
-    return wh.write(name, combined)
 
 
 def _record_run(

@@ -113,12 +113,28 @@ class Warehouse:
         """Replace the rows of ``name`` whose ``column`` equals ``value`` by ``obj``'s rows.
 
         Used for results keyed by ``as_of``: a rerun for the same date replaces, other dates stay.
+        When the columns differ (a new version adds one, or a step was skipped), both sides are
+        widened to the union of the columns, missing values empty: the history is never dropped.
         """
         if not self.has(name):
             return self.write(name, obj)
         current = self.con.table(name)
-        kept = current.filter(current[column] != ibis.literal(value))
-        combined = kept.union(obj.select(current.columns).cast(current.schema()))
+        if isinstance(value, list | tuple):  # several keys at once (e.g. backfilled dates)
+            kept = current.filter(~current[column].isin([ibis.literal(v) for v in value]))
+        else:
+            kept = current.filter(current[column] != ibis.literal(value))
+        if set(obj.columns) == set(current.columns):
+            return self.write(name, kept.union(obj.select(current.columns).cast(current.schema())))
+        schema = dict(current.schema().items())
+        for col, dtype in obj.schema().items():
+            schema.setdefault(col, dtype)
+
+        def widen(t: ir.Table) -> ir.Table:
+            return t.select(
+                **{c: t[c].cast(d) if c in t.columns else ibis.null(d) for c, d in schema.items()}
+            )
+
+        combined = self.materialize(widen(kept).union(widen(obj)), "widen")
         return self.write(name, combined)
 
     def insert(self, name: str, obj: ir.Table | pd.DataFrame | pa.Table) -> None:

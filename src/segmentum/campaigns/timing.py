@@ -83,9 +83,7 @@ def contact_times(
     out = out.mutate(as_of=ibis.literal(as_of, "date"))
     if not store:
         return out
-    if wh.has("contact_times") and list(wh.table("contact_times").columns) == list(out.columns):
-        return wh.replace_where("contact_times", out, "as_of", as_of)
-    return wh.write("contact_times", out)
+    return wh.replace_where("contact_times", out, "as_of", as_of)
 
 
 def _signals(wh: Warehouse, as_of: _dt.date) -> ir.Table:

@@ -149,15 +149,9 @@ def backfill(
         by_date=True,
     )
     out = out.mutate(run_id=ibis.literal(run_id))
-    out = _conform(wh, out)
     out = wh.materialize(out, "histcls")
-    if wh.has("customer_classes"):
-        stored = wh.table("customer_classes")
-        keep = stored.filter(~stored.as_of.isin([ibis.literal(d, "date") for d in dates]))
-        combined = wh.materialize(keep.union(out), "histall")
-        wh.write("customer_classes", combined)
-    else:
-        wh.write("customer_classes", out)
+    # Backfilled dates are replaced, every other date kept; CLV-based columns stay empty.
+    wh.replace_where("customer_classes", out, "as_of", dates)
     done, skipped = (
         backfill_segments(wh, dates, summary, settings, run_id) if segments else ([], {})
     )
@@ -209,17 +203,6 @@ def backfill_segments(
     for d in dates:
         store.compute(d, run_id, only=list(valid))
     return sorted(valid), skipped
-
-
-def _conform(wh: Warehouse, out: ir.Table) -> ir.Table:
-    """Give backfilled rows the stored table's columns (CLV-based ones empty)."""
-    if not wh.has("customer_classes"):
-        return out
-    schema = wh.table("customer_classes").schema()
-    cols = {}
-    for name, dtype in schema.items():
-        cols[name] = out[name].cast(dtype) if name in out.columns else ibis.null(dtype)
-    return out.select(**cols)
 
 
 def snapshot_dates(wh: Warehouse) -> list[_dt.date]:

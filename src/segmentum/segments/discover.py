@@ -157,12 +157,7 @@ def discover(
         as_of=ibis.literal(as_of, "date"),
         run_id=ibis.literal(run_id),
     )
-    if wh.has("customer_clusters") and list(wh.table("customer_clusters").columns) == list(
-        out.columns
-    ):
-        stored = wh.replace_where("customer_clusters", out, "as_of", as_of)
-    else:
-        stored = wh.write("customer_clusters", out)
+    stored = wh.replace_where("customer_clusters", out, "as_of", as_of)
     cur = stored.filter(stored.run_id == run_id)
     rows = cur.group_by("cluster").aggregate(n=cur.count()).to_pyarrow().to_pylist()
     sizes = {int(r["cluster"]): int(r["n"]) for r in rows}

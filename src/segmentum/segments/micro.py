@@ -165,13 +165,7 @@ def micro_segments(
             dimensions=ibis.literal(SEP.join(dims)),
             as_of=ibis.literal(as_of, "date"),
         )
-        if wh.has("micro_segments") and list(wh.table("micro_segments").columns) == list(
-            out.columns
-        ):
-            a_stored = wh.replace_where("micro_segments", out, "as_of", as_of)
-        else:
-            a_stored = wh.write("micro_segments", out)
-        del a_stored
+        wh.replace_where("micro_segments", out, "as_of", as_of)
     # Every node: big-enough prefix cells (and the root), with totals and "own" members.
     nodes: dict[str, Node] = {}
     root = a.aggregate(n=a.count(), rev=a._rev.sum(), clv=a._clv.mean()).to_pyarrow()

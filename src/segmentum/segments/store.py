@@ -405,10 +405,7 @@ class Segments:
         else:
             members = flags.limit(0).select(segment=ibis.literal(""), customer_id="customer_id")
         members = members.mutate(as_of=ibis.literal(as_of, "date"), run_id=ibis.literal(run_id))
-        if self.wh.has(MEMBERS):
-            stored = self.wh.replace_where(MEMBERS, members, "as_of", as_of)
-        else:
-            stored = self.wh.write(MEMBERS, members)
+        stored = self.wh.replace_where(MEMBERS, members, "as_of", as_of)
         cur = stored.filter(stored.as_of == ibis.literal(as_of, "date"))
         counts = cur.group_by("segment").aggregate(n=cur.count()).to_pyarrow().to_pylist()
         sizes = {n: 0 for n in customers}
