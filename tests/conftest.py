@@ -191,3 +191,48 @@ def server(service_db: Path) -> Iterator[dict[str, Any]]:
     srv.should_exit = True
     thread.join(5)
     wh.close()
+
+
+@pytest.fixture(scope="session")
+def build_demo() -> Any:
+    """Generate the demo and run the pipeline into a DuckDB file (a module builds it once).
+
+    ``after`` runs on the open warehouse before it is closed (a backfill, contact times...).
+    Returns the file and the demo folder.
+    """
+
+    def build(
+        root: Path,
+        *,
+        customers: int,
+        seed: int,
+        b2b: bool = False,
+        settings: Any,
+        after: Any = None,
+    ) -> tuple[Path, Path]:
+        files = demo.generate(root / "demo", customers=customers, seed=seed, b2b=b2b)
+        path = root / "w.duckdb"
+        wh = segmentum.connect(f"duckdb:///{path}")
+        pipeline.run(wh, data=files["transactions"].parent, settings=settings)
+        if after is not None:
+            after(wh)
+        wh.close()
+        return path, files["transactions"].parent
+
+    return build
+
+
+@pytest.fixture
+def copy_of(tmp_path: Path) -> Iterator[Any]:
+    """Open a private copy of a built warehouse, so a test can write without meeting others."""
+    opened: list[Warehouse] = []
+
+    def copy(path: Path) -> Warehouse:
+        target = tmp_path / f"copy-{len(opened)}.duckdb"
+        target.write_bytes(path.read_bytes())
+        opened.append(segmentum.connect(f"duckdb:///{target}"))
+        return opened[-1]
+
+    yield copy
+    for w in opened:
+        w.close()

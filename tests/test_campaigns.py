@@ -22,7 +22,6 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
 import segmentum
-from segmentum import demo, pipeline
 from segmentum.campaigns import audiences
 from segmentum.campaigns.channels import render, serve_web_messages
 from segmentum.campaigns.core import Campaigns, control_value
@@ -52,24 +51,20 @@ TEMPLATE = {
 
 
 @pytest.fixture(scope="module")
-def campaign_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("campaigns")
-    files = demo.generate(root / "demo", customers=2000, seed=9)
-    path = root / "w.duckdb"
-    wh = segmentum.connect(f"duckdb:///{path}")
-    pipeline.run(wh, data=files["transactions"].parent, settings=SETTINGS)
-    contact_times(wh)
-    wh.close()
+def campaign_db(tmp_path_factory: pytest.TempPathFactory, build_demo: Any) -> Path:
+    path, _ = build_demo(
+        tmp_path_factory.mktemp("campaigns"),
+        customers=2000,
+        seed=9,
+        settings=SETTINGS,
+        after=contact_times,
+    )
     return path
 
 
 @pytest.fixture
-def cwh(campaign_db: Path, tmp_path: Path) -> Iterator[Warehouse]:
-    copy = tmp_path / "c.duckdb"
-    copy.write_bytes(campaign_db.read_bytes())
-    w = segmentum.connect(f"duckdb:///{copy}")
-    yield w
-    w.close()
+def cwh(campaign_db: Path, copy_of: Any) -> Warehouse:
+    return copy_of(campaign_db)
 
 
 # ------------------------------------------------------------------------- building blocks

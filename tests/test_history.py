@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,7 @@ import pyarrow as pa
 import pytest
 
 import segmentum
-from segmentum import demo, pipeline
+from segmentum import pipeline
 from segmentum.cli import main
 from segmentum.config import load_settings
 from segmentum.history.charts import report_html
@@ -29,24 +28,20 @@ SETTINGS = load_settings(env={}).with_overrides(discover_segments=False)
 
 
 @pytest.fixture(scope="module")
-def history_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("history")
-    files = demo.generate(root / "demo", customers=1500, seed=5)
-    path = root / "w.duckdb"
-    wh = segmentum.connect(f"duckdb:///{path}")
-    pipeline.run(wh, data=files["transactions"].parent, settings=SETTINGS)
-    backfill(wh, periods=12, settings=SETTINGS)
-    wh.close()
+def history_db(tmp_path_factory: pytest.TempPathFactory, build_demo: Any) -> Path:
+    path, _ = build_demo(
+        tmp_path_factory.mktemp("history"),
+        customers=1500,
+        seed=5,
+        settings=SETTINGS,
+        after=lambda wh: backfill(wh, periods=12, settings=SETTINGS),
+    )
     return path
 
 
 @pytest.fixture
-def hwh(history_db: Path, tmp_path: Path) -> Iterator[Warehouse]:
-    copy = tmp_path / "h.duckdb"
-    copy.write_bytes(history_db.read_bytes())
-    w = segmentum.connect(f"duckdb:///{copy}")
-    yield w
-    w.close()
+def hwh(history_db: Path, copy_of: Any) -> Warehouse:
+    return copy_of(history_db)
 
 
 def test_period_ends() -> None:

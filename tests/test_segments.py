@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -27,38 +27,25 @@ from segmentum.segments.store import Segments
 from segmentum.warehouse import Warehouse
 
 SETTINGS = load_settings(env={})
-
-
-def _build(root: Path, b2b: bool) -> tuple[Path, Path]:
-    files = demo.generate(root / "demo", customers=5000, seed=7, b2b=b2b)
-    path = root / "w.duckdb"
-    wh = segmentum.connect(f"duckdb:///{path}")
-    pipeline.run(
-        wh,
-        data=files["transactions"].parent,
-        settings=SETTINGS.with_overrides(discover_segments=False),
-    )
-    wh.close()
-    return path, files["transactions"].parent
+NO_DISCOVERY = SETTINGS.with_overrides(discover_segments=False)
 
 
 @pytest.fixture(scope="module")
-def b2b_db(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+def b2b_db(tmp_path_factory: pytest.TempPathFactory, build_demo: Any) -> tuple[Path, Path]:
     """The B2B demo (5,000 customers, prospects, companies) run through the pipeline once."""
-    return _build(tmp_path_factory.mktemp("b2b"), b2b=True)
+    return build_demo(
+        tmp_path_factory.mktemp("b2b"), customers=5000, seed=7, b2b=True, settings=NO_DISCOVERY
+    )
 
 
 @pytest.fixture
-def whs(b2b_db: tuple[Path, Path], tmp_path: Path) -> Iterator[Warehouse]:
-    """A private copy of the module's warehouse, so tests can write without meeting."""
-    copy = tmp_path / "copy.duckdb"
-    copy.write_bytes(b2b_db[0].read_bytes())
-    w = segmentum.connect(f"duckdb:///{copy}")
+def whs(b2b_db: tuple[Path, Path], copy_of: Any) -> Warehouse:
+    """A private copy of the module's warehouse, without the demo's saved segments."""
+    w = copy_of(b2b_db[0])
     for name in ("segment_definitions", "segment_members"):
         if w.has(name):  # start each test without the demo's saved segments
             w.drop(name)
-    yield w
-    w.close()
+    return w
 
 
 # ---------------------------------------------------------------------------- the language
@@ -322,14 +309,15 @@ def test_geography_drilldown_adds_up_at_every_level(whs: Warehouse) -> None:
 
 
 @pytest.fixture(scope="module")
-def retail_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _build(tmp_path_factory.mktemp("retail"), b2b=False)[0]
+def retail_db(tmp_path_factory: pytest.TempPathFactory, build_demo: Any) -> Path:
+    path, _ = build_demo(
+        tmp_path_factory.mktemp("retail"), customers=5000, seed=7, settings=NO_DISCOVERY
+    )
+    return path
 
 
-def test_discovered_segments_recover_the_planted_ones(retail_db: Path, tmp_path: Path) -> None:
-    copy = tmp_path / "w.duckdb"
-    copy.write_bytes(retail_db.read_bytes())
-    wh = segmentum.connect(f"duckdb:///{copy}")
+def test_discovered_segments_recover_the_planted_ones(retail_db: Path, copy_of: Any) -> None:
+    wh = copy_of(retail_db)
     d = discover(wh, bootstrap=3)
     got = wh.table("customer_clusters").to_pandas().set_index("customer_id").cluster
     truth = wh.table("demo_ground_truth").to_pandas().set_index("customer_id").planted_segment
@@ -343,7 +331,6 @@ def test_discovered_segments_recover_the_planted_ones(retail_db: Path, tmp_path:
     # Profiles: every cluster named in both languages, differences tested and corrected.
     assert all(p.name_en and p.name_es for p in d.profiles.segments)
     assert d.profiles.tree_accuracy > d.profiles.tree_baseline + 0.3
-    wh.close()
 
 
 @pytest.mark.parametrize("method", ["kmeans", "kprototypes"])
