@@ -8,12 +8,12 @@ DEMO_DIR  ?= demo-data
 DEMO_CUSTOMERS ?= 5000
 SERVE ?= 1
 
-.PHONY: run test install java openssl chromium lint typecheck unit bench clean
+.PHONY: run test install java openssl chromium postgresql lint typecheck unit bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev,spark]"
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev,spark,postgres]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -36,6 +36,12 @@ chromium:
 	  echo "Chromium not found: installing it with apt-get"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 
+# The PostgreSQL tests start their own server (initdb + pg_ctl) from Debian's packages.
+postgresql:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || { \
+	  echo "PostgreSQL not found: installing it with apt-get"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; }
+
 run: install
 	$(BIN)/segmentum demo-data --out $(DEMO_DIR) --customers $(DEMO_CUSTOMERS)
 	$(BIN)/segmentum run --warehouse $(WAREHOUSE) --data $(DEMO_DIR)
@@ -51,7 +57,7 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-unit: install java openssl chromium
+unit: install java openssl chromium postgresql
 	$(BIN)/python -m pytest -q
 
 test: lint typecheck unit

@@ -1,15 +1,20 @@
-"""Shared fixtures: real DuckDB files, a real local Spark session, small readable data files."""
+"""Shared fixtures: real DuckDB files, a real local Spark session, a real PostgreSQL server,
+small readable data files."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import json
 import os
 import shutil
 import socket
+import subprocess
+import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -52,11 +57,70 @@ def spark_session():  # type: ignore[no-untyped-def]
     session.stop()
 
 
-@pytest.fixture(params=["duckdb", pytest.param("pyspark", marks=pytest.mark.spark)])
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """A real PostgreSQL server on 127.0.0.1, started from Debian's binaries for the session.
+
+    Yields ``postgres://segmentum@127.0.0.1:PORT``; tests create their own database in it.
+    PostgreSQL refuses to run as root, so as root the server runs as the ``postgres`` user.
+    """
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    initdb = str(found[-1]) if found else shutil.which("initdb")
+    if initdb is None:
+        pytest.fail("PostgreSQL is not installed: `make test` installs it with apt-get")
+    bindir = Path(initdb).parent
+    # Not under pytest's temporary folder: as root that one is closed to other users.
+    home = Path(tempfile.mkdtemp(prefix="segmentum-pg-"))
+    as_user: list[str] = []
+    if os.geteuid() == 0:
+        shutil.chown(home, "postgres")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    data, port = home / "data", _free_port()
+    run = functools.partial(subprocess.run, check=True, capture_output=True)
+    run([*as_user, str(initdb), "-D", str(data), "-A", "trust", "-U", "segmentum"])
+    options = f"-p {port} -k {home} -c listen_addresses=127.0.0.1 -c fsync=off"
+    pg_ctl = str(bindir / "pg_ctl")
+    run([*as_user, pg_ctl, "-D", str(data), "-o", options, "-l", str(home / "log"), "-w", "start"])
+    try:
+        yield f"postgres://segmentum@127.0.0.1:{port}"
+    finally:
+        run([*as_user, pg_ctl, "-D", str(data), "-m", "fast", "stop"])
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres_url(postgres_server: str) -> str:
+    """A new, empty database on the test server."""
+    import psycopg
+
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(f"{postgres_server}/postgres", autocommit=True) as con:
+        con.execute(f"CREATE DATABASE {name}")
+    return f"{postgres_server}/{name}"
+
+
+@pytest.fixture(
+    params=[
+        "duckdb",
+        pytest.param("pyspark", marks=pytest.mark.spark),
+        pytest.param("postgres", marks=pytest.mark.postgres),
+    ]
+)
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Warehouse]:
-    """The same test body on the embedded DuckDB warehouse and on a local Spark session."""
+    """The same test body on the embedded DuckDB warehouse, a local Spark session and a
+    PostgreSQL server."""
     if request.param == "duckdb":
         w = segmentum.connect(f"duckdb:///{tmp_path / 'test.duckdb'}")
+        yield w
+        w.close()
+    elif request.param == "postgres":
+        w = segmentum.connect(request.getfixturevalue("postgres_url"))
         yield w
         w.close()
     else:

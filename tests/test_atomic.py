@@ -7,6 +7,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
 from tests.conftest import write
 
 import segmentum
@@ -22,13 +23,13 @@ KILLER = textwrap.dedent(
                 # The rows of this batch are written but not committed: die the hard way.
                 os.kill(os.getpid(), signal.SIGKILL)
 
-    segmentum.ingest("transactions", sys.argv[2], warehouse=f"duckdb:///{sys.argv[1]}", progress=DieBeforeCommit())
+    segmentum.ingest("transactions", sys.argv[2], warehouse=sys.argv[1], progress=DieBeforeCommit())
     """
 )
 
 
-def snapshot(db: Path) -> dict[str, int]:
-    wh = segmentum.connect(f"duckdb:///{db}")
+def snapshot(url: str) -> dict[str, int]:
+    wh = segmentum.connect(url)
     try:
         return {
             name: int(wh.table(name).count().execute())
@@ -38,22 +39,28 @@ def snapshot(db: Path) -> dict[str, int]:
         wh.close()
 
 
-def test_a_killed_ingest_leaves_the_warehouse_unchanged(tmp_path: Path) -> None:
-    db = tmp_path / "w.duckdb"
+@pytest.fixture(params=["duckdb", pytest.param("postgres", marks=pytest.mark.postgres)])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "postgres":
+        return str(request.getfixturevalue("postgres_url"))
+    return f"duckdb:///{tmp_path / 'w.duckdb'}"
+
+
+def test_a_killed_ingest_leaves_the_warehouse_unchanged(tmp_path: Path, url: str) -> None:
     first = write(
         tmp_path / "jan.csv", "customer_id,date,amount\nA1,2024-01-05,10\nA2,2024-01-06,x\n"
     )
     rows = "".join(f"B{i},2024-02-{1 + i % 28:02d},{i}\n" for i in range(2000))
     second = write(tmp_path / "feb.csv", "customer_id,date,amount\n" + rows + "B1,not a date,3\n")
-    segmentum.ingest("transactions", first, warehouse=f"duckdb:///{db}")
-    before = snapshot(db)
+    segmentum.ingest("transactions", first, warehouse=url)
+    before = snapshot(url)
 
     script = write(tmp_path / "killer.py", KILLER)
     proc = subprocess.run(
-        [sys.executable, str(script), str(db), str(second)], capture_output=True, timeout=120
+        [sys.executable, str(script), url, str(second)], capture_output=True, timeout=120
     )
     assert proc.returncode == -9, proc.stderr.decode()[-2000:]
 
-    assert snapshot(db) == before == {"transactions": 1, "quarantine": 1, "ingest_batches": 1}
-    [report] = segmentum.ingest("transactions", second, warehouse=f"duckdb:///{db}")
+    assert snapshot(url) == before == {"transactions": 1, "quarantine": 1, "ingest_batches": 1}
+    [report] = segmentum.ingest("transactions", second, warehouse=url)
     assert (report.accepted, report.quarantined) == (2000, 1)

@@ -110,7 +110,8 @@ def test_exact_duplicates_can_be_kept(wh: Warehouse, tmp_path: Path) -> None:
     assert (r.accepted, r.quarantined, r.duplicates) == (2, 0, 1)
 
 
-def test_reingesting_the_same_file_changes_nothing(wh: Warehouse, tmp_path: Path) -> None:
+def test_reingesting_the_same_file_changes_nothing(backend: Warehouse, tmp_path: Path) -> None:
+    wh = backend  # DuckDB, Spark and PostgreSQL
     path = write(tmp_path / "ventas.csv", SPANISH)
     load(wh, "transactions", path)
     again = load(wh, "transactions", path)
@@ -119,7 +120,8 @@ def test_reingesting_the_same_file_changes_nothing(wh: Warehouse, tmp_path: Path
     assert wh.table("ingest_batches").count().execute() == 1
 
 
-def test_an_overlapping_export_does_not_double_count(wh: Warehouse, tmp_path: Path) -> None:
+def test_an_overlapping_export_does_not_double_count(backend: Warehouse, tmp_path: Path) -> None:
+    wh = backend  # DuckDB, Spark and PostgreSQL
     load(
         wh,
         "transactions",
@@ -283,7 +285,8 @@ def test_timestamps_with_an_offset_move_to_the_business_time_zone(
     ]
 
 
-def test_a_newer_customer_row_replaces_the_stored_one(wh: Warehouse, tmp_path: Path) -> None:
+def test_a_newer_customer_row_replaces_the_stored_one(backend: Warehouse, tmp_path: Path) -> None:
+    wh = backend  # DuckDB, Spark and PostgreSQL
     load(
         wh,
         "customers",

@@ -9,7 +9,7 @@ import contextlib
 import re
 import tempfile
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +65,7 @@ class Warehouse:
         self.con = backend
         self.url = url
         self.engine: str = backend.name
+        self._reader: Warehouse | None = None
 
     # ------------------------------------------------------------------ tables
     def has(self, name: str) -> bool:
@@ -159,14 +160,59 @@ class Warehouse:
         return f"_seg_{prefix}_{uuid.uuid4().hex[:10]}"
 
     def from_arrow(self, data: pa.Table | pd.DataFrame, prefix: str = "mem") -> ir.Table:
-        """Upload a small in-memory table (models' outputs, Excel sheets) and return it."""
+        """Upload an in-memory table (models' outputs, Excel sheets) and return it."""
         name = self.temp_name(prefix)
         if self.engine == "duckdb":
             self.con.create_table(name, data, temp=True)
         elif self.engine == "pyspark":
             self._spark_frame(data).createOrReplaceTempView(name)
+        elif self.engine == "postgres":
+            table = (
+                data
+                if isinstance(data, pa.Table)
+                else pa.Table.from_pandas(data, preserve_index=False)
+            )
+            return self._copy_in(name, table.schema, table.to_batches())
         else:
             self.con.create_table(name, data)
+        return self.con.table(name)
+
+    # ----------------------------------------------------- engines that cannot read files
+    def reader(self) -> Warehouse:
+        """Where user files are opened: this warehouse, or, for PostgreSQL (whose server
+        cannot see the user's files), an embedded in-memory DuckDB; :meth:`adopt` then
+        streams what it read into this warehouse."""
+        if self.engine != "postgres":
+            return self
+        if self._reader is None:
+            self._reader = connect("duckdb://")
+        return self._reader
+
+    def adopt(self, t: ir.Table, prefix: str = "raw") -> ir.Table:
+        """``t`` (a table of :meth:`reader`) as a table of this warehouse."""
+        if self.engine != "postgres":
+            return t
+        return self._copy_in(
+            self.temp_name(prefix),
+            t.schema().to_pyarrow(),
+            t.to_pyarrow_batches(chunk_size=100_000),
+        )
+
+    def _copy_in(self, name: str, schema: pa.Schema, batches: Iterable[pa.RecordBatch]) -> ir.Table:
+        """PostgreSQL: a session-temporary table filled with COPY, one CSV chunk at a time
+        (``INSERT`` row by row would take minutes for a million lines)."""
+        import pyarrow.csv as pacsv
+
+        self.con.create_table(name, schema=ibis.schema(schema), temp=True)
+        cols = ", ".join(f'"{c}"' for c in schema.names)
+        options = pacsv.WriteOptions(include_header=False, quoting_style="needed")
+        statement = f'COPY "{name}" ({cols}) FROM STDIN WITH (FORMAT csv)'
+        with self.con.con.cursor() as cur, cur.copy(statement) as copy:
+            for batch in batches:
+                if batch.num_rows:
+                    sink = pa.BufferOutputStream()
+                    pacsv.write_csv(pa.Table.from_batches([batch]), sink, options)
+                    copy.write(sink.getvalue().to_pybytes())
         return self.con.table(name)
 
     def delete_keys(self, name: str, keys: ir.Table, key: Sequence[str]) -> None:
@@ -200,6 +246,11 @@ class Warehouse:
         warehouse as it was. Spark has no transactions: on an error the rows the batch wrote are
         removed again, and :meth:`recover` removes what a killed process left behind.
         """
+        if self.engine == "postgres":
+            # psycopg's transaction: ibis's own statements inside become savepoints.
+            with self.con.con.transaction():
+                yield
+            return
         if self.engine in _TRANSACTIONAL:
             self.con.raw_sql("BEGIN TRANSACTION")
             try:
@@ -313,6 +364,45 @@ class Warehouse:
         self.close()
 
 
+def _postgres_compat() -> None:
+    """Teach ibis's PostgreSQL compiler what the other engines do without help.
+
+    PostgreSQL casts a boolean to ``int`` but not to ``bigint``; ibis 12 emits the latter for
+    ``flag.cast("int64")`` (used to count rows that pass a check), so go through ``int``.
+    """
+    from ibis.backends.sql.compilers.postgres import PostgresCompiler
+
+    original = PostgresCompiler.visit_Cast
+    if getattr(original, "_segmentum", False):
+        return
+
+    def visit_cast(self: Any, op: Any, *, arg: Any, to: Any) -> Any:
+        if op.arg.dtype.is_boolean() and to.is_integer():
+            arg = self.cast(arg, ibis.dtype("int32"))
+        return original(self, op, arg=arg, to=to)
+
+    visit_cast._segmentum = True  # type: ignore[attr-defined]
+    PostgresCompiler.visit_Cast = visit_cast
+
+    # Integer division and averages come back as ``numeric`` (Python Decimals, which ibis
+    # then fails to turn into the float64 it promised): compute them in double precision.
+    divide, mean = PostgresCompiler.visit_Divide, PostgresCompiler.visit_Mean
+    double = ibis.dtype("float64")
+
+    def visit_divide(self: Any, op: Any, *, left: Any, right: Any) -> Any:
+        return divide(self, op, left=self.cast(left, double), right=self.cast(right, double))
+
+    def visit_mean(self: Any, op: Any, *, arg: Any, where: Any) -> Any:
+        if op.arg.dtype.is_boolean():
+            arg = self.cast(arg, ibis.dtype("int32"))
+        elif not op.arg.dtype.is_numeric():
+            return mean(self, op, arg=arg, where=where)
+        return self.agg.avg(self.cast(arg, double), where=where)
+
+    PostgresCompiler.visit_Divide = visit_divide
+    PostgresCompiler.visit_Mean = visit_mean
+
+
 def _duckdb_path(rest: str) -> str:
     """``/segmentum.duckdb`` is relative to the working folder; ``/tmp/x.duckdb`` is absolute."""
     if rest.startswith("//"):
@@ -375,6 +465,7 @@ def connect(
             )
             return Warehouse(ibis.pyspark.connect(session), url)
         if url.startswith(("postgres://", "postgresql://")):
+            _postgres_compat()
             return Warehouse(ibis.connect(url), url)
     except WarehouseError:
         raise

@@ -537,11 +537,19 @@ class _FileIngest:
                 ibis.literal(f"{'/'.join(key)} repeats row ") + s._first_key.cast("string") + "; ",
                 "",
             )
-        s = s.mutate(_reasons=reason, _loaded=ibis.literal(False))
-        if spec.name == "transactions" and int(self.wh.table(spec.name).count().execute()) > 0:
-            stored = (
-                self.wh.table(spec.name).select(*key).distinct().mutate(_hit=ibis.literal(True))
-            )
+        return s.mutate(_reasons=reason)
+
+    def mark_stored(self, s: ir.Table, wh: Warehouse) -> ir.Table:
+        """Invoice lines the warehouse already holds (``_loaded``), and the column at fault.
+
+        Separate from the other checks because it reads the warehouse, which need not be the
+        engine that parsed the file.
+        """
+        spec = self.spec
+        key = list(spec.key)
+        s = s.mutate(_loaded=ibis.literal(False))
+        if spec.name == "transactions" and int(wh.table(spec.name).count().execute()) > 0:
+            stored = wh.table(spec.name).select(*key).distinct().mutate(_hit=ibis.literal(True))
             s = s.left_join(stored, key).drop(
                 [f"{k}_right" for k in key if f"{k}_right" in s.columns]
             )
@@ -683,7 +691,7 @@ def _ingest_one(
         for tmp in raw.cleanup:
             tmp.unlink(missing_ok=True)
         for name in raw.temp_tables:
-            wh.drop(name)
+            (raw.reader or wh).drop(name)
 
 
 def _load(
@@ -718,15 +726,29 @@ def _load(
     if n_rows == 0 and n_bad_lines == 0:
         raise InputError(f"{where}: the file has a header but no rows", "export the data again")
 
-    job = _FileIngest(wh, spec, raw, mapping, settings, report)
+    rd = raw.reader or wh
+    job = _FileIngest(rd, spec, raw, mapping, settings, report)
     job._conventions = job.decide_conventions()
     progress.step("validate", where)
-    stage = wh.materialize(job.staged(job._conventions[2]), "ingest")
+    staged = job.staged(job._conventions[2])
+    moved: list[str] = []
+    if rd is wh:
+        stage = wh.materialize(job.mark_stored(staged, wh), "ingest")
+    else:
+        # Rows are parsed and checked where the file was read (regular expressions by the
+        # hundred are what an embedded engine is fast at); the warehouse then receives the
+        # checked rows and the source, and adds the checks against what it already holds.
+        adopted = wh.adopt(rd.materialize(staged, "ingest"), "checked")
+        stage = wh.materialize(job.mark_stored(adopted, wh), "ingest")
+        wh.drop(adopted.get_name())
+        raw.table = wh.adopt(raw.table)
+        moved.append(raw.table.get_name())
     try:
         _refuse_unreadable_columns(stage, job, where)
         return _write(wh, spec, raw, stage, report, sha, n_rows, n_bad_lines, progress)
     finally:
-        wh.drop(stage.get_name())
+        for name in [stage.get_name(), *moved]:
+            wh.drop(name)
 
 
 def _refuse_unreadable_columns(stage: ir.Table, job: _FileIngest, where: str) -> None:

@@ -16,7 +16,8 @@ import ibis
 import ibis.expr.types as ir
 
 # Currency signs and codes that exports glue to amounts.
-_CURRENCY = r"[\s\x{00a0}€$£¥%]|EUR|USD|MXN|COP|ARS|CLP|PEN|GBP"
+# The no-break space is written as itself: each engine spells the escape differently.
+_CURRENCY = "[\\s\u00a0€$£¥%]|EUR|USD|MXN|COP|ARS|CLP|PEN|GBP"
 
 _COMMA_EVIDENCE = r",\d{1,2}$|,\d{4,}$|\.\d{3},\d*$|\d\.\d{3}\.\d{3}|^[+-]?,\d"
 _DOT_EVIDENCE = r"\.\d{1,2}$|\.\d{4,}$|,\d{3}\.\d*$|\d,\d{3},\d{3}|^[+-]?\.\d"

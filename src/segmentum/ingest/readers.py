@@ -41,6 +41,8 @@ class RawSource:
     malformed: pd.DataFrame = field(default_factory=pd.DataFrame)
     cleanup: list[Path] = field(default_factory=list)
     temp_tables: list[str] = field(default_factory=list)
+    #: The engine holding ``table`` (see :meth:`Warehouse.reader`); None: the warehouse.
+    reader: Warehouse | None = None
 
     @property
     def columns(self) -> list[str]:
@@ -142,12 +144,13 @@ def read_csv(wh: Warehouse, path: Path) -> RawSource:
         readable = _transcode(path, encoding)
         cleanup.append(readable)
     rejects = wh.temp_name("rejects")
+    rd = wh.reader()
     try:
-        view = wh.read_csv(readable, delimiter=delimiter, rejects=rejects)
+        view = rd.read_csv(readable, delimiter=delimiter, rejects=rejects)
         # One parse of the file: later steps scan this copy, and the scan fills ``rejects``.
-        with wh.file_order():
-            table = wh.materialize(view.mutate(_row=ibis.row_number() + 1), "raw")
-        malformed = wh.csv_rejects(rejects)
+        with rd.file_order():
+            table = rd.materialize(view.mutate(_row=ibis.row_number() + 1), "raw")
+        malformed = rd.csv_rejects(rejects)
     except Exception as exc:
         raise InputError(
             f"{path}: cannot be read as CSV ({str(exc).splitlines()[0]})",
@@ -157,7 +160,16 @@ def read_csv(wh: Warehouse, path: Path) -> RawSource:
         # Reader line numbers count the header; report data rows like everywhere else.
         malformed = malformed.assign(line=malformed["line"].astype("int64") - 1)
     return RawSource(
-        table, str(path), None, "csv", encoding, delimiter, malformed, cleanup, [table.get_name()]
+        table,
+        str(path),
+        None,
+        "csv",
+        encoding,
+        delimiter,
+        malformed,
+        cleanup,
+        [table.get_name()],
+        rd,
     )
 
 
@@ -210,32 +222,35 @@ def read_excel(wh: Warehouse, path: Path, sheet: str) -> RawSource:
         for i, name in enumerate(header)
     }
     columns["_row"] = pa.array(range(1, len(body) + 1), pa.int64())
-    table = wh.from_arrow(pa.table(columns), "excel")
-    return RawSource(table, str(path), sheet, "excel", temp_tables=[table.get_name()])
+    rd = wh.reader()
+    table = rd.from_arrow(pa.table(columns), "excel")
+    return RawSource(table, str(path), sheet, "excel", temp_tables=[table.get_name()], reader=rd)
 
 
 def read_parquet(wh: Warehouse, path: Path) -> RawSource:
+    rd = wh.reader()
     try:
-        table = wh.read_parquet(path)
+        table = rd.read_parquet(path)
     except Exception as exc:
         raise InputError(
             f"{path}: cannot be read as Parquet ({str(exc).splitlines()[0]})",
             "check that the file is complete (not cut off by a failed copy)",
         ) from exc
-    return RawSource(table, str(path), None, "parquet")
+    return RawSource(table, str(path), None, "parquet", reader=rd)
 
 
 def read_jsonl(wh: Warehouse, path: Path) -> RawSource:
     try:
-        with wh.file_order():
-            view = wh.read_json(path)
-            table = wh.materialize(view.mutate(_row=ibis.row_number() + 1), "raw")
+        rd = wh.reader()
+        with rd.file_order():
+            view = rd.read_json(path)
+            table = rd.materialize(view.mutate(_row=ibis.row_number() + 1), "raw")
     except Exception as exc:
         raise InputError(
             f"{path}: cannot be read as JSON lines ({str(exc).splitlines()[0]})",
             "each line must be one JSON object with the same keys",
         ) from exc
-    return RawSource(table, str(path), None, "jsonl", temp_tables=[table.get_name()])
+    return RawSource(table, str(path), None, "jsonl", temp_tables=[table.get_name()], reader=rd)
 
 
 def open_sources(

@@ -214,9 +214,15 @@ def lifecycle(
     median gap of all repeat customers (few gaps, more shrinkage). A one-time buyer is *new*
     while their tenure is within one typical gap, and is judged on the population gap after.
     """
-    f = features
-    group = [f[by]] if by else None
-    median_gap = f.interpurchase_mean.median().over(ibis.window(group_by=group))  # exact
+    # An aggregate joined back, not a window: PostgreSQL has no windowed median.
+    gap = features.interpurchase_mean.median()  # exact
+    medians = (
+        features.group_by(by).aggregate(_median_gap=gap)
+        if by
+        else features.aggregate(_median_gap=gap)
+    )
+    f = features.join(medians, [by]) if by else features.cross_join(medians)
+    median_gap = f._median_gap
     n_gaps = (f.x.fill_null(0)).cast("float64")
     own = f.interpurchase_mean.fill_null(0.0)
     expected = (n_gaps * own + cuts.prior_weight * median_gap) / (n_gaps + cuts.prior_weight)
