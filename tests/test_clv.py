@@ -49,6 +49,14 @@ def test_clv_is_scored_in_the_engine_and_agrees_with_the_models(
     # Undiscounted CLV is spend x purchases over the horizon.
     np.testing.assert_allclose(c.loc[scored, "clv"], spend * purchases, rtol=1e-6)
     assert (c.loc[scored, "expected_next_purchase"] > as_of.isoformat()).all()
+    # Discounted: the engine's CLV is the in-memory API's, customer by customer.
+    discounted = score(backend, feats, models, as_of, monthly_discount=0.02).execute()
+    d = discounted.set_index("customer_id").loc[ff.index]
+    in_memory = models.spend.customer_lifetime_value(
+        models.purchases, ff.x, ff.t_x, ff["T"], ff.monetary_value.fillna(0), monthly_discount=0.02
+    )
+    np.testing.assert_allclose(d.clv, in_memory, rtol=1e-6)
+    assert (d.clv < c.loc[scored, "clv"] + 1e-9).all()
 
 
 def test_the_value_potential_grid_names_every_scored_customer(

@@ -48,6 +48,37 @@ def test_gamma_gamma_reproduces_the_iso_value_paper_on_cdnow(cdnow_summary: pd.D
     assert abs(m.frequency_spend_correlation_) < 0.2
 
 
+@pytest.mark.parametrize("model", [BetaGeo(), GammaGamma()])
+def test_analytic_gradient_and_hessian_match_finite_differences(
+    model: BetaGeo | GammaGamma,
+) -> None:
+    """The Newton polish and the standard errors rest on these derivatives."""
+    rng = np.random.default_rng(1)
+    x = rng.poisson(2, 3000).astype(float)
+    if isinstance(model, BetaGeo):
+        t = rng.uniform(10, 50, len(x)).round(1)
+        rows = (x, np.where(x > 0, t * rng.uniform(0, 1, len(x)), 0).round(1), t)
+        theta = np.array([0.5, 4.0, 0.8, 2.5])
+    else:
+        rows = (x[x > 0], rng.gamma(5, 10, int((x > 0).sum())))
+        theta = np.array([6.0, 3.7, 15.0])
+    w = np.ones(len(rows[0]))
+    data = model._prepare(rows, w)
+    _, grad, hess = model._terms(theta, data, w, True)
+    eps = 1e-6
+    steps = eps * np.eye(len(theta))
+    value = [
+        model._terms(theta + d, data, w, False)[0] - model._terms(theta - d, data, w, False)[0]
+        for d in steps
+    ]
+    slope = [
+        model._terms(theta + d, data, w, False)[1] - model._terms(theta - d, data, w, False)[1]
+        for d in steps
+    ]
+    np.testing.assert_allclose(grad, np.array(value) / (2 * eps), rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(hess, np.array(slope) / (2 * eps), rtol=1e-6, atol=1e-4)
+
+
 def test_bgnbd_predictions_match_the_papers_closed_forms(
     cdnow_summary: pd.DataFrame, cdnow_raw: pd.DataFrame
 ) -> None:

@@ -1,15 +1,18 @@
 """Customer lifetime value: fit BG/NBD and Gamma-Gamma on what the engine hands back, score in it.
 
 Only the compressed summary comes out of the warehouse: the unique (x, t_x, T) rows with their
-counts, and the repeat buyers' (x, mean spend). Predictions are computed once per unique
-(x, t_x, T) row, uploaded as a small table and joined back in the engine, so scoring a million
-customers on Spark never collects them.
+counts, and the repeat buyers' (x, mean spend). The part of the forecast that needs the
+hypergeometric function depends on (x, T) only: it is computed once per distinct pair, uploaded
+as a small table and joined back in the engine, where P(alive) and spend are closed forms, so
+scoring a million customers on Spark never collects them.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import ibis
 import ibis.expr.types as ir
@@ -17,10 +20,8 @@ import numpy as np
 import pyarrow as pa
 
 from segmentum.errors import ModelError
-from segmentum.models.btyd import BetaGeo, GammaGamma, _pairs
+from segmentum.models.btyd import WEEKS_PER_MONTH, BetaGeo, GammaGamma, unique_rows
 from segmentum.warehouse import Warehouse
-
-WEEKS_PER_MONTH = 365.25 / 12 / 7
 
 
 @dataclass
@@ -32,16 +33,20 @@ class ClvModels:
     customers: int
     repeat_buyers: int
     notes: list[str] = field(default_factory=list)
+    #: The distinct (x, t_x, T) rows of the features fitted on, and those features: scoring
+    #: the same features reuses the rows instead of asking the engine again.
+    summary: pa.Table | None = None
+    fitted_on: ir.Table | None = None
 
 
 def fit_models(features: ir.Table, *, penalizer: float = 0.0) -> ClvModels:
     """Fit BG/NBD on the unique (x, t_x, T) rows and Gamma-Gamma on the repeat buyers."""
-    f = features.filter(features["T"] > 0)
-    grouped = f.group_by(["x", "t_x", "T"]).aggregate(n=f.count()).to_pyarrow()
-    x = grouped["x"].to_numpy()
-    bg = BetaGeo(penalizer=penalizer).fit(
-        x, grouped["t_x"].to_numpy(), grouped["T"].to_numpy(), weights=grouped["n"].to_numpy()
-    )
+    f = features
+    summary = f.group_by(["x", "t_x", "T"]).aggregate(n=f.count()).to_pyarrow()
+    x, tx, t, n = (summary[c].to_numpy() for c in ("x", "t_x", "T", "n"))
+    seen = t > 0  # customers observed for no time yet say nothing about rates
+    bg = BetaGeo(penalizer=penalizer).fit(x[seen], tx[seen], t[seen], weights=n[seen])
+    f = f.filter(f["T"] > 0)
     rep = f.filter((f.x > 0) & (f.monetary_value > 0))
     spend = rep.group_by(["x", "monetary_value"]).aggregate(n=rep.count()).to_pyarrow()
     gg = GammaGamma(penalizer=penalizer).fit(
@@ -54,43 +59,41 @@ def fit_models(features: ir.Table, *, penalizer: float = 0.0) -> ClvModels:
             f"(r = {gg.frequency_spend_correlation_:.2f}); Gamma-Gamma assumes independence, "
             "so spend forecasts for frequent buyers are less reliable"
         )
-    n_total = int(np.sum(grouped["n"].to_numpy()))
-    return ClvModels(bg, gg, n_total, int(np.sum(spend["n"].to_numpy())), notes)
+    n_total = int(np.sum(n[seen]))
+    repeat = int(np.sum(spend["n"].to_numpy()))
+    return ClvModels(bg, gg, n_total, repeat, notes, summary, features)
 
 
-def _unique_predictions(
+def _pair_predictions(
     models: ClvModels, features: ir.Table, horizon_months: int, monthly_discount: float, weeks: bool
 ) -> pa.Table:
-    """Per unique (x, t_x, T): P(alive), expected purchases, discounted purchases, next gap."""
-    f = features
-    u = f.select("x", "t_x", "T").distinct().to_pyarrow()
-    x, tx, t = (u[c].to_numpy().astype(float) for c in ("x", "t_x", "T"))
-    unit = WEEKS_PER_MONTH if weeks else WEEKS_PER_MONTH * 7
-    bg = models.purchases
-    # The hypergeometric part of E[X(t)] depends on (x, T) only: far fewer distinct pairs.
-    ux, ut, inverse = _pairs(x, t)
-    p_alive = bg.probability_alive(x, tx, t)
-    cumulative = [np.zeros(len(x))]
-    for k in range(1, horizon_months + 1):
-        cumulative.append(bg.expected_if_alive(k * unit, ux, ut)[inverse] * p_alive)
-    steps = np.diff(np.vstack(cumulative), axis=0)
-    discount = (1 + monthly_discount) ** -np.arange(1, horizon_months + 1)
-    discounted = (steps * discount[:, None]).sum(axis=0)
-    r, alpha = bg.params_["r"], bg.params_["alpha"]
-    # Typical time to the next purchase if still active: 1 / posterior mean purchase rate.
-    next_gap = (alpha + t) / (r + x)
-    days_per_unit = 7.0 if weeks else 1.0
-    return pa.table(
-        {
-            "x": x,
-            "t_x": tx,
-            "T": t,
-            "p_alive": p_alive,
-            "expected_purchases": cumulative[-1],
-            "_discounted_purchases": discounted,
-            "_next_gap_days": next_gap * days_per_unit,
-        }
+    """Per distinct (x, T): expected purchases over the horizon and their discounted sum,
+    both for a customer still alive (the hypergeometric part of eq. 10, which does not
+    involve t_x). P(alive), the other factor, is a closed form computed in the engine."""
+    u = models.summary
+    if u is None or models.fitted_on is None or not features.equals(models.fitted_on):
+        u = features.select("x", "T").distinct().to_pyarrow()
+    (x, t), _, _ = unique_rows(u["x"].to_numpy(), u["T"].to_numpy())
+    month = WEEKS_PER_MONTH if weeks else WEEKS_PER_MONTH * 7
+    expected, discounted = models.purchases.purchases_if_alive(
+        x, t, horizon_months, monthly_discount, month
     )
+    return pa.table(
+        {"x": x, "T": t, "_expected_if_alive": expected, "_discounted_if_alive": discounted}
+    )
+
+
+def _p_alive(bg: BetaGeo, x: ir.NumericValue, tx: ir.NumericValue, t: ir.NumericValue) -> Any:
+    """BG/NBD P(alive | x, t_x, T) as an engine expression (eq. 13 of the paper), in logs so
+    that large x cannot overflow."""
+    r, alpha, a, b = (bg.params_[k] for k in bg.param_names)
+    log_ratio = (
+        math.log(a)
+        - (ibis.greatest(x + (b - 1), 1e-300)).ln()
+        + (x + r) * ((t + alpha).ln() - (tx + alpha).ln())
+    )
+    odds = ibis.least(log_ratio, 700.0).exp()
+    return ibis.ifelse(x > 0, 1.0 / (1.0 + odds), 1.0)
 
 
 def score(
@@ -114,27 +117,32 @@ def score(
     if horizon_months < 1:
         raise ModelError(f"horizon_months={horizon_months} is not allowed", "use 1 or more months")
     preds = wh.from_arrow(
-        _unique_predictions(models, features, horizon_months, monthly_discount, weeks), "clv"
+        _pair_predictions(models, features, horizon_months, monthly_discount, weeks), "clv"
     )
     p, q, g = (models.spend.params_[k] for k in ("p", "q", "gamma"))
     f = features.select("customer_id", "x", "t_x", "T", "monetary_value")
-    j = f.join(preds, ["x", "t_x", "T"])
+    # The distinct (x, T) pairs are few (tens of thousands for a million customers): a small
+    # table to upload and a small side to build the join on.
+    j = f.join(preds, ["x", "T"])
+    j = j.mutate(_alive=_p_alive(models.purchases, j.x, j.t_x, j["T"]))
+    alive = j._alive
     m = j.monetary_value.fill_null(0.0)
     spend = (p * (g + j.x * m)) / (p * j.x + q - 1)
     t_weeks = j["T"] if weeks else j["T"] / 7.0
     too_new = t_weeks < min_weeks
     none = ibis.null("float64")
-    next_date = ibis.literal(as_of, "date") + j._next_gap_days.round().cast("int64").as_interval(
-        "D"
-    )
+    # Typical time to the next purchase if still active: 1 / posterior mean purchase rate.
+    r, alpha = models.purchases.params_["r"], models.purchases.params_["alpha"]
+    gap_days = (j["T"] + alpha) / (j.x + r) * (7.0 if weeks else 1.0)
+    next_date = ibis.literal(as_of, "date") + gap_days.round().cast("int64").as_interval("D")
     return j.select(
         "customer_id",
         clv_status=ibis.ifelse(too_new, "too_new", "scored"),
-        p_alive=ibis.ifelse(too_new, none, j.p_alive),
-        churn_probability=ibis.ifelse(too_new, none, 1 - j.p_alive),
-        expected_purchases=ibis.ifelse(too_new, none, j.expected_purchases),
+        p_alive=ibis.ifelse(too_new, none, alive),
+        churn_probability=ibis.ifelse(too_new, none, 1 - alive),
+        expected_purchases=ibis.ifelse(too_new, none, alive * j._expected_if_alive),
         expected_spend=ibis.ifelse(too_new, none, spend),
-        clv=ibis.ifelse(too_new, none, spend * j._discounted_purchases),
+        clv=ibis.ifelse(too_new, none, spend * alive * j._discounted_if_alive),
         expected_next_purchase=ibis.ifelse(too_new, ibis.null("date"), next_date),
         horizon_months=ibis.literal(horizon_months, "int64"),
         as_of=ibis.literal(as_of, "date"),
