@@ -55,14 +55,10 @@ def window_lines(transactions: ir.Table, as_of: _dt.date) -> ir.Table:
     )
 
 
-def _mode(
-    lines: ir.Table, column: str, weight: ir.Value | None = None, name: str | None = None
-) -> ir.Table:
-    """Each customer's most frequent (or highest-weighted) value of ``column``; ties by value."""
-    name = name or f"preferred_{column}"
+def _mode(lines: ir.Table, column: str, weight: str, name: str) -> ir.Table:
+    """Each customer's value of ``column`` with the largest total ``weight``; ties by value."""
     src = lines.filter(lines[column].notnull())
-    agg = src[weight.get_name()].sum() if weight is not None else src.count()
-    counts = src.group_by(["customer_id", column]).aggregate(_w=agg.cast("float64"))
+    counts = src.group_by(["customer_id", column]).aggregate(_w=src[weight].sum().cast("float64"))
     win = ibis.window(group_by=counts.customer_id, order_by=[ibis.desc(counts._w), counts[column]])
     ranked = counts.mutate(
         _rk=ibis.row_number().over(win),
@@ -93,17 +89,23 @@ def btyd_summary(transactions: ir.Table, as_of: _dt.date, weeks: bool = True) ->
     lines = window_lines(transactions, as_of)
     buys = lines.filter(lines.is_purchase)
     days = buys.group_by(["customer_id", "day"]).aggregate(value=buys.amount.sum())
+    return _btyd_from_days(days, as_of, weeks)
+
+
+def _btyd_from_days(days: ir.Table, as_of: _dt.date, weeks: bool) -> ir.Table:
+    """The BTYD summary from the purchase-day table (one row per customer and day)."""
     end = ibis.literal(as_of, "date") - ibis.interval(days=1)
-    first = days.day.min().over(ibis.window(group_by=days.customer_id))
-    days = days.mutate(_first=first)
     unit = 7.0 if weeks else 1.0
+    # The first day's spend by arg-min (no window): repeat value = total - first day.
     summary = days.group_by("customer_id").aggregate(
         n_days=days.count(),
-        first_day=days._first.min(),
+        first_day=days.day.min(),
         last_day=days.day.max(),
-        repeat_value=days.value.sum(where=days.day != days._first),
+        total_value=days.value.sum(),
+        first_value=days.value.argmin(days.day),
     )
     x = summary.n_days - 1
+    summary = summary.mutate(repeat_value=summary.total_value - summary.first_value)
     return summary.select(
         "customer_id",
         x=x.cast("float64"),
@@ -134,14 +136,26 @@ def customer_features(
     weeks
         Express the BTYD times (t_x, T) in weeks instead of days.
     """
-    lines = window_lines(transactions, as_of)
     end = ibis.literal(as_of, "date") - ibis.interval(days=1)
     d90 = end - ibis.interval(days=89)
     d180 = end - ibis.interval(days=179)
+
+    def purchases(*columns: str) -> ir.Table:
+        """Purchase lines with only ``columns``: each pass reads just what it needs (a shared
+        expression of every line would be materialised whole by the engine)."""
+        t = transactions.select("customer_id", "timestamp", "quantity", *columns)
+        t = t.filter((t.timestamp < _cutoff(as_of)) & t.customer_id.notnull() & (t.quantity > 0))
+        return t.mutate(day=t.timestamp.date())
+
+    lines = window_lines(
+        transactions.select(
+            "customer_id", "timestamp", "quantity", "amount", "promo_code", "discount"
+        ),
+        as_of,
+    )
     buy = lines.is_purchase
     promo = (lines.promo_code.notnull() | (lines.discount.fill_null(0) > 0)) & buy
     base = lines.group_by("customer_id").aggregate(
-        frequency=lines.invoice_id.nunique(where=buy),
         monetary=lines.amount.sum(),
         gross_spend=lines.amount.sum(where=buy),
         returned_spend=-lines.amount.sum(where=lines.is_return),
@@ -149,11 +163,41 @@ def customer_features(
         first_purchase=lines.day.min(where=buy),
         last_purchase=lines.day.max(where=buy),
         promo_spend=lines.amount.sum(where=promo),
-        distinct_products=lines.product_id.nunique(where=buy),
         spend_last_90=lines.amount.sum(where=lines.day >= d90),
         spend_prev_90=lines.amount.sum(where=(lines.day >= d180) & (lines.day < d90)),
     )
-    base = base.filter(base.frequency > 0)
+    inv = purchases("invoice_id")
+    orders = inv.group_by("customer_id").aggregate(frequency=inv.invoice_id.nunique())
+    prod = purchases("product_id")
+    distinct_products = prod.group_by("customer_id").aggregate(
+        distinct_products=prod.product_id.nunique()
+    )
+    spend = purchases("amount")
+    days = spend.group_by(["customer_id", "day"]).aggregate(value=spend.amount.sum())
+
+    # Preferences: each from a grouping over small integer or dictionary keys, named after.
+    when = purchases()
+    when = when.mutate(
+        _hour=when.timestamp.hour(),
+        _dow=when.timestamp.day_of_week.index(),  # 0 = Monday
+    )
+    slots = when.group_by(["customer_id", "_hour", "_dow"]).aggregate(_lines=when.count())
+    slots = slots.mutate(
+        hour_band=ibis.cases(
+            *((slots._hour.between(lo, hi - 1), name) for lo, hi, name in HOUR_BANDS),
+            else_="late",
+        ),
+        weekday=ibis.cases(
+            *((slots._dow == i, n) for i, n in enumerate(WEEKDAYS)), else_=ibis.null("string")
+        ),
+    )
+    how = purchases("sales_channel", "device")
+    ways = how.group_by(["customer_id", "sales_channel", "device"]).aggregate(_lines=how.count())
+    cat = purchases("category", "amount")
+    cats = cat.group_by(["customer_id", "category"]).aggregate(_value=cat.amount.sum())
+
+    base = base.join(orders.filter(orders.frequency > 0), "customer_id")
+    base = base.left_join(distinct_products, "customer_id").drop("customer_id_right")
     gross = base.gross_spend
     last90, prev90 = base.spend_last_90.fill_null(0), base.spend_prev_90.fill_null(0)
     feats = base.select(
@@ -172,7 +216,7 @@ def customer_features(
         promo_share=ibis.ifelse(
             gross > 0, base.promo_spend.fill_null(0) / gross, ibis.null("float64")
         ),
-        distinct_products="distinct_products",
+        distinct_products=base.distinct_products.fill_null(0),
         spend_last_90=last90,
         spend_prev_90=prev90,
         # -1 (all spend in the 90 days before) .. +1 (all in the last 90 days); NULL when neither.
@@ -181,34 +225,23 @@ def customer_features(
         ),
     )
 
-    # Time between purchase days: mean and spread.
-    buys = lines.filter(lines.is_purchase)
-    pdays = buys.select("customer_id", "day").distinct()
-    prev = pdays.day.lag().over(ibis.window(group_by=pdays.customer_id, order_by=pdays.day))
-    gaps = pdays.mutate(gap=_days_between(pdays.day, prev).cast("float64")).filter(
+    # Time between purchase days: mean and spread, from the day table.
+    prev = days.day.lag().over(ibis.window(group_by=days.customer_id, order_by=days.day))
+    gaps = days.mutate(gap=_days_between(days.day, prev).cast("float64")).filter(
         ibis._.gap.notnull()
     )
     gap_stats = gaps.group_by("customer_id").aggregate(
         interpurchase_mean=gaps.gap.mean(), interpurchase_std=gaps.gap.std(how="pop")
     )
 
-    hour = buys.timestamp.hour()
-    band = ibis.cases(
-        *((hour.between(lo, hi - 1), name) for lo, hi, name in HOUR_BANDS), else_="late"
-    )
-    weekday = buys.timestamp.day_of_week.index()  # 0 = Monday on every backend
-    wd_name = ibis.cases(
-        *((weekday == i, n) for i, n in enumerate(WEEKDAYS)), else_=ibis.null("string")
-    )
-    buys = buys.mutate(hour_band=band, weekday=wd_name)
     modes = [
-        _mode(buys, "sales_channel", name="preferred_channel"),
-        _mode(buys, "device", name="preferred_device"),
-        _mode(buys, "hour_band", name="preferred_hour_band"),
-        _mode(buys, "weekday", name="preferred_weekday"),
-        _mode(buys, "category", weight=buys.amount, name="top_category"),
+        _mode(ways, "sales_channel", "_lines", "preferred_channel"),
+        _mode(ways, "device", "_lines", "preferred_device"),
+        _mode(slots, "hour_band", "_lines", "preferred_hour_band"),
+        _mode(slots, "weekday", "_lines", "preferred_weekday"),
+        _mode(cats, "category", "_value", "top_category"),
     ]
-    btyd = btyd_summary(transactions, as_of, weeks=weeks)
+    btyd = _btyd_from_days(days, as_of, weeks)
     out = feats.left_join(gap_stats, "customer_id").drop("customer_id_right")
     for m in modes:
         out = out.left_join(m, "customer_id").drop("customer_id_right")
