@@ -122,6 +122,39 @@ def test_bgnbd_recovers_known_parameters_from_simulated_data() -> None:
         assert lo - 0.1 * v < v < hi + 0.1 * v, (k, m.params_[k])
 
 
+def test_large_fits_take_newton_steps_to_the_same_optimum_as_lbfgs() -> None:
+    """Above 40,000 distinct rows the fit walks there on a sample and finishes with Newton
+    steps on the analytic Hessian; plain L-BFGS with a finite-difference Hessian (what the
+    models without an analytic Hessian use) must land on the same estimates and errors."""
+    truth = {"r": 0.5, "alpha": 5.0, "a": 0.8, "b": 2.5}
+    # Two cohorts (observed 52 and 39 weeks): about 48,000 distinct (x, t_x, T) rows.
+    cohorts = [simulate_bgnbd(40_000, **truth, T=T, seed=7 + i) for i, T in enumerate((52, 39))]
+    x, tx, t = (np.concatenate(parts) for parts in zip(*cohorts, strict=True))
+    rng = np.random.default_rng(2)
+    nu = rng.gamma(3.0, 1 / 20.0, len(x))
+    spend = rng.gamma(np.maximum(x, 1) * 4.0, 1 / (np.maximum(x, 1) * nu))
+
+    class Plain(BetaGeo):
+        _analytic = False
+
+    class PlainGG(GammaGamma):
+        _analytic = False
+
+    for fast, slow in (
+        (BetaGeo().fit(x, tx, t), Plain().fit(x, tx, t)),
+        (GammaGamma().fit(x, spend), PlainGG().fit(x, spend)),
+    ):
+        assert fast.converged_
+        for k in fast.params_:
+            assert fast.params_[k] == pytest.approx(slow.params_[k], rel=1e-5), k
+            se_fast, se_slow = fast.standard_errors_[k], slow.standard_errors_[k]
+            assert se_fast == pytest.approx(se_slow, rel=1e-3), k
+    bg = BetaGeo().fit(x, tx, t)
+    for k, v in truth.items():
+        lo, hi = bg.summary().loc[k, ["lower", "upper"]]
+        assert lo - 0.1 * v < v < hi + 0.1 * v, (k, bg.params_[k])
+
+
 @pytest.mark.parametrize("model", [BetaGeo(), ParetoNBD()])
 def test_models_refuse_data_without_repeat_buyers(model: BetaGeo | ParetoNBD) -> None:
     with pytest.raises(ModelError, match="repeat buyers"):
