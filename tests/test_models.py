@@ -122,6 +122,51 @@ def test_bgnbd_recovers_known_parameters_from_simulated_data() -> None:
         assert lo - 0.1 * v < v < hi + 0.1 * v, (k, m.params_[k])
 
 
+@pytest.mark.parametrize("theta", [(0.55, 10.58, 0.61, 11.67), (1.26, 9.5, 0.23, 1.53)])
+def test_pareto_nbd_gradient_matches_finite_differences(theta: tuple[float, ...]) -> None:
+    """Both branches (alpha below and above beta) of the analytic Pareto/NBD gradient, whose
+    hypergeometric slopes come from their power series."""
+    rng = np.random.default_rng(4)
+    x = rng.poisson(1.5, 2000).astype(float)
+    t = rng.uniform(5, 60, len(x)).round(1)
+    tx = np.where(x > 0, t * rng.uniform(0, 1, len(x)), 0).round(1)
+    model = ParetoNBD()
+    w = np.ones(len(x))
+    data = model._prepare((x, tx, t), w)
+    lp = np.log(theta)
+    _, grad = model._nll(lp, data, w)
+
+    def value(v: np.ndarray) -> float:
+        r, alpha, s, beta = np.exp(v)
+        return -float(w @ model._log_terms(r, alpha, s, beta, x, tx, t))
+
+    steps = 1e-6 * np.eye(4)
+    numeric = [(value(lp + d) - value(lp - d)) / 2e-6 for d in steps]
+    np.testing.assert_allclose(grad, numeric, rtol=1e-5, atol=1e-3)
+
+
+def test_the_hypergeometric_series_matches_scipy() -> None:
+    from scipy import special
+
+    from segmentum.models.btyd import _hyp2f1_and_slopes
+
+    a = np.array([1.5, 3.0, 20.0, 0.7])
+    b = np.array([1.2, 2.0, 1.3, 5.0])
+    z = np.array([0.0, 0.5, 0.84, 0.95])
+    series = _hyp2f1_and_slopes(a, b, z)
+    assert series is not None
+    h, h_a, h_b = series
+    np.testing.assert_allclose(h, special.hyp2f1(a, b, a + 1, z), rtol=1e-13)
+    e = 1e-6
+    slope_a = (special.hyp2f1(a + e, b, a + 1 + e, z) - special.hyp2f1(a - e, b, a + 1 - e, z)) / (
+        2 * e
+    )
+    slope_b = (special.hyp2f1(a, b + e, a + 1, z) - special.hyp2f1(a, b - e, a + 1, z)) / (2 * e)
+    np.testing.assert_allclose(h_a, slope_a, rtol=1e-7)
+    np.testing.assert_allclose(h_b, slope_b, rtol=1e-7)
+    assert _hyp2f1_and_slopes(a, b, np.full(4, 0.9999), max_terms=50) is None
+
+
 def test_large_fits_take_newton_steps_to_the_same_optimum_as_lbfgs() -> None:
     """Above 40,000 distinct rows the fit walks there on a sample and finishes with Newton
     steps on the analytic Hessian; plain L-BFGS with a finite-difference Hessian (what the

@@ -554,22 +554,115 @@ class ParetoNBD(_Model):
         return (x, tx, t, *_pairs(x, tx), *_pairs(x, t))
 
     def _nll(self, lp: Array, data: tuple[NDArray[Any], ...], w: Array) -> tuple[float, Array]:
+        """Negative log-likelihood and its analytic gradient in the log-parameters.
+
+        The derivatives of the hypergeometric terms in their parameters come from their power
+        series (see :func:`_hyp2f1_and_slopes`); where a series would need more than a few
+        thousand terms (an argument very close to 1, only met far from any optimum), the
+        gradient falls back to central differences.
+        """
         x, tx, t = data[:3]
-        pairs = tuple(data[3:]) or None
+        pairs = data[3:]
+        theta = np.exp(lp)
+        r, alpha, s, beta = theta
+        out = self._loglik_grad(r, alpha, s, beta, x, tx, t, pairs)
+        if out is not None:
+            ll_rows, grad_rows = out
+            return -float(w @ ll_rows), -(grad_rows @ w) * theta
 
         def f(v: Array) -> float:
-            r, alpha, s, beta = np.exp(v)
-            return -float(np.sum(w * self._log_terms(r, alpha, s, beta, x, tx, t, pairs)))
+            r_, a_, s_, b_ = np.exp(v)
+            return -float(w @ self._log_terms(r_, a_, s_, b_, x, tx, t, tuple(pairs)))
 
-        value = f(lp)
-        # The derivatives of 2F1 in its parameters have no closed form that is cheaper than
-        # this: central differences on the log scale, over the compressed rows only.
         grad = np.zeros_like(lp)
         for j in range(len(lp)):
             e = np.zeros_like(lp)
             e[j] = 1e-6
             grad[j] = (f(lp + e) - f(lp - e)) / 2e-6
-        return value, grad
+        return f(lp), grad
+
+    @staticmethod
+    def _loglik_grad(
+        r: float,
+        alpha: float,
+        s: float,
+        beta: float,
+        x: Array,
+        tx: Array,
+        t: Array,
+        pairs: tuple[NDArray[Any], ...],
+    ) -> tuple[Array, Array] | None:
+        """Per-row log-likelihood and its gradient (4 x rows) in (r, alpha, s, beta)."""
+        big, diff = max(alpha, beta), abs(alpha - beta)
+        case_a = alpha >= beta  # the hypergeometric's b is s + 1, else r + x
+
+        def log_f(xs: Array, ts: Array) -> tuple[Array, Array] | None:
+            """log F(t) and its gradient, F = 2F1(a, b; a+1; z) / (big + t)^a."""
+            a = r + s + xs
+            b = s + 1 + 0 * xs if case_a else r + xs
+            z = diff / (big + ts)
+            series = _hyp2f1_and_slopes(a, b, z)
+            if series is None:
+                return None
+            h, h_a, h_b = series
+            # dH/dz in closed form; ratios to H from the same series.
+            h_z = a * b / (a + 1) * special.hyp2f1(a + 1, b + 1, a + 2, z)
+            la, lb, lz = h_a / h, h_b / h, h_z / h
+            log_big = np.log(big + ts)
+            value = np.log(h) - a * log_big
+            if case_a:  # big = alpha, z = (alpha - beta) / (alpha + t)
+                g = [
+                    la - log_big,
+                    lz * (beta + ts) / (alpha + ts) ** 2 - a / (alpha + ts),
+                    la + lb - log_big,
+                    -lz / (alpha + ts),
+                ]
+            else:  # big = beta, z = (beta - alpha) / (beta + t)
+                g = [
+                    la + lb - log_big,
+                    -lz / (beta + ts),
+                    la - log_big,
+                    lz * (alpha + ts) / (beta + ts) ** 2 - a / (beta + ts),
+                ]
+            return value, np.vstack(g)
+
+        x1, tx1, inv1, x2, t2, inv2 = pairs
+        first_f, second_f = log_f(x1, tx1), log_f(x2, t2)
+        if first_f is None or second_f is None:
+            return None
+        log_f1, g_f1 = first_f[0][inv1], first_f[1][:, inv1]
+        log_f2, g_f2 = second_f[0][inv2], second_f[1][:, inv2]
+        # A0 = F1 - F2 (F1 >= F2 > 0), in logs; rho = F2 / F1.
+        rho = np.exp(np.minimum(log_f2 - log_f1, -1e-16))
+        log_a0 = log_f1 + np.log1p(-rho)
+        g_a0 = (g_f1 - rho * g_f2) / np.maximum(1 - rho, 1e-300)
+        rsx = r + s + x
+        log_first = -(r + x) * np.log(alpha + t) - s * np.log(beta + t)
+        log_second = np.log(s) - np.log(rsx) + log_a0
+        g_first = np.vstack(
+            [-np.log(alpha + t), -(r + x) / (alpha + t), -np.log(beta + t), -s / (beta + t)]
+        )
+        g_second = g_a0 + np.vstack([-1 / rsx, 0 * x, 1 / s - 1 / rsx, 0 * x])
+        mx = np.maximum(log_first, log_second)
+        e1, e2 = np.exp(log_first - mx), np.exp(log_second - mx)
+        total = e1 + e2
+        w1, w2 = e1 / total, e2 / total
+        ll = (
+            special.gammaln(r + x)
+            - special.gammaln(r)
+            + r * np.log(alpha)
+            + s * np.log(beta)
+            + mx
+            + np.log(total)
+        )
+        # Rows where A0 vanishes (t_x = T) give the second term no weight: no slope from it.
+        g_second = np.where(np.isfinite(g_second), g_second, 0.0)
+        grad = w1 * g_first + w2 * g_second
+        grad[0] += special.digamma(r + x) - special.digamma(r) + np.log(alpha)
+        grad[1] += r / alpha
+        grad[2] += np.log(beta)
+        grad[3] += s / beta
+        return ll, grad
 
     def probability_alive(self, frequency: ArrayLike, recency: ArrayLike, T: ArrayLike) -> Array:
         """P(still a customer | x, t_x, T)."""
@@ -625,6 +718,43 @@ def _log_hyp2f1(a: Array, b: Array | float, c: Array, z: Array) -> Array:
         out = out.copy()
         out[bad] = -bb * np.log1p(-zb) + np.log(special.hyp2f1(cb - ab, bb, cb, zb / (zb - 1)))
     return out
+
+
+def _hyp2f1_and_slopes(
+    a: Array, b: Array, z: Array, max_terms: int = 5000
+) -> tuple[Array, Array, Array] | None:
+    """H = 2F1(a, b; a+1; z) and its derivatives in a and b, for 0 <= z < 1.
+
+    With c = a + 1 the series is H = sum_n a / (a + n) (b)_n z^n / n!, so
+    dH/da = sum_n n / (a + n)^2 (b)_n z^n / n! and
+    dH/db = sum_n a / (a + n) (b)_n z^n / n! (psi(b + n) - psi(b)), the digamma difference
+    being sum_{k < n} 1 / (b + k). Summed until every row's next terms are below 1e-17 of its
+    sums (rows drop out as they converge). None when some row needs more than ``max_terms``.
+    """
+    a, b, z = (np.asarray(v, dtype=float) for v in np.broadcast_arrays(a, b, z))
+    h, h_a, h_b = np.ones_like(a), np.zeros_like(a), np.zeros_like(a)
+    term = np.ones_like(a)  # (b)_n z^n / n!
+    psi_gap = np.zeros_like(a)  # psi(b + n) - psi(b)
+    active = np.arange(len(a))
+    for n in range(1, max_terms + 1):
+        aa, bb, zz = a[active], b[active], z[active]
+        psi_gap[active] += 1.0 / (bb + n - 1)
+        term[active] *= (bb + n - 1) * zz / n
+        tn = term[active]
+        c0 = aa / (aa + n) * tn
+        c1 = n / (aa + n) ** 2 * tn
+        c2 = c0 * psi_gap[active]
+        h[active] += c0
+        h_a[active] += c1
+        h_b[active] += c2
+        # Terms shrink geometrically once n > b z / (1 - z): stop when all three are negligible.
+        small = (np.abs(c0) <= 1e-17 * h[active]) & (np.abs(c1) <= 1e-17 * np.abs(h_a[active]))
+        small &= np.abs(c2) <= 1e-17 * np.abs(h_b[active]) + 1e-300
+        small &= n > (bb * zz) / np.maximum(1 - zz, 1e-300)
+        active = active[~small]
+        if len(active) == 0:
+            return h, h_a, h_b
+    return None
 
 
 class GammaGamma(_Model):
