@@ -3,6 +3,7 @@ small readable data files."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import hmac
@@ -238,23 +239,31 @@ def service_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def server(service_db: Path) -> Iterator[dict[str, Any]]:
     """uvicorn serving the app on a free port, with a read key and an admin key."""
-    import uvicorn
-
     wh = segmentum.connect(f"duckdb:///{service_db}")
     keys = {"read": create_key(wh, "reader", ["read"]), "admin": create_key(wh, "admin", ["admin"])}
     app = create_app(wh, SERVICE_SETTINGS)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    with serving(app) as url:
+        yield {"url": url, "keys": keys, "wh": wh, "app": app}
+    wh.close()
+
+
+@contextlib.contextmanager
+def serving(app: Any) -> Iterator[str]:
+    """uvicorn serving ``app`` on a free port of 127.0.0.1 in a thread; yields its base URL."""
+    import uvicorn
+
+    srv = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=_free_port(), log_level="warning")
+    )
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
     while not srv.started:
         time.sleep(0.05)
-    yield {"url": f"http://127.0.0.1:{port}", "keys": keys, "wh": wh, "app": app}
-    srv.should_exit = True
-    thread.join(5)
-    wh.close()
+    try:
+        yield f"http://127.0.0.1:{srv.config.port}"
+    finally:
+        srv.should_exit = True
+        thread.join(5)
 
 
 @pytest.fixture(scope="session")

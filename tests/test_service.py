@@ -11,9 +11,13 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
+from tests.conftest import SERVICE_SETTINGS, serving
 
+import segmentum
+from segmentum import demo, pipeline
 from segmentum.cli import main
 from segmentum.config import load_settings
+from segmentum.service.app import create_app
 from segmentum.service.auth import create_key, revoke_key
 from segmentum.warehouse import Warehouse
 
@@ -145,3 +149,31 @@ def test_fuzzing_the_api_finds_no_server_error(server: dict[str, Any]) -> None:
         check()
         tried.append(op.label)
     assert any(label.startswith("POST /v1/segments") for label in tried)
+
+
+@pytest.mark.postgres
+def test_the_service_and_dashboard_on_a_postgres_warehouse(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """The API and the dashboard read a PostgreSQL warehouse as they read DuckDB (the
+    customer lookup's raw cursor included)."""
+    files = demo.generate(tmp_path / "demo", customers=300, seed=2)
+    wh = segmentum.connect(postgres_url)
+    pipeline.run(wh, data=files["transactions"].parent, settings=SERVICE_SETTINGS)
+    key = create_key(wh, "admin", ["admin"])
+    feats = wh.table("customer_features").execute().set_index("customer_id")
+    cid = str(feats.index.min())
+    with serving(create_app(wh, SERVICE_SETTINGS)) as base:
+        head = {"X-API-Key": key}
+        c = httpx.get(f"{base}/v1/customers/{cid}", headers=head).json()
+        assert c["monetary"] == pytest.approx(feats.loc[cid, "monetary"])
+        assert c["rfm_segment"] and c["value_tier"] in ("high", "medium", "low")
+        assert httpx.get(f"{base}/v1/customers/nobody", headers=head).status_code == 404
+        r = httpx.post(f"{base}/v1/segments/preview", json={"rule": "monetary > 100"}, headers=head)
+        assert r.json()["size"] == int((feats.monetary > 100).sum())
+        for page in ("", "/segments", "/geography", f"/customer?id={cid}", "/micro", "/data"):
+            resp = httpx.get(f"{base}/dashboard{page}", cookies={"segmentum_key": key})
+            assert resp.status_code == 200 and "<html" in resp.text, page
+        page = httpx.get(f"{base}/dashboard/customer?id={cid}", cookies={"segmentum_key": key})
+        assert cid in page.text
+    wh.close()

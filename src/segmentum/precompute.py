@@ -109,14 +109,15 @@ def _clean(v: Any) -> Any:
 def customer_lookup(svc: Any, customer_id: str) -> dict[str, Any] | None:
     """One customer from ``customer_lookup`` (built on first use when missing)."""
     cur = svc.cursor()
+    ph = svc.wh.placeholder
     if not getattr(svc, "lookup_ready", False):
         exists = cur.execute(
-            "select count(*) from information_schema.tables where table_name = ?", [LOOKUP]
+            f"select count(*) from information_schema.tables where table_name = {ph}", [LOOKUP]
         ).fetchone()
         if not exists or not exists[0]:
             svc.locked(lambda: build_lookup(svc.wh))
         svc.lookup_ready = True
-    res = cur.execute(f"select * from {LOOKUP} where customer_id = ?", [customer_id])
+    res = cur.execute(f"select * from {LOOKUP} where customer_id = {ph}", [customer_id])
     row = res.fetchone()
     if row is None:
         return None

@@ -67,6 +67,11 @@ class Warehouse:
         self.engine: str = backend.name
         self._reader: Warehouse | None = None
 
+    @property
+    def placeholder(self) -> str:
+        """How a query parameter is written on a raw cursor of this engine's driver."""
+        return "%s" if self.engine == "postgres" else "?"
+
     # ------------------------------------------------------------------ tables
     def has(self, name: str) -> bool:
         return name in self.con.list_tables()
