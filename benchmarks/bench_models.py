@@ -8,7 +8,9 @@ Writes its table into docs/benchmarks.md.
 
 from __future__ import annotations
 
+import argparse
 import json
+from pathlib import Path
 
 import duckdb
 import numpy as np
@@ -126,7 +128,15 @@ def max_rel_diff(a: dict[str, float], b: dict[str, float]) -> float:
 
 
 def main() -> None:
-    db = DATA / "features.duckdb"
+    parser = argparse.ArgumentParser()
+    parser.add_argument(
+        "--db",
+        default=str(DATA / "features.duckdb"),
+        help="a DuckDB file with customer_features (bench_features.py leaves one). The 1M "
+        "demo's in bench-data/segments.duckdb has an almost constant dropout probability: "
+        "lifetimes stops there with a ConvergenceError (segmentum fits it and says so)",
+    )
+    db = Path(parser.parse_args().db).resolve()
     con = duckdb.connect(str(db))
     n = con.execute("select count(*) from customer_features").fetchone()[0]  # type: ignore[index]
     summary = DATA / "summary.parquet"
@@ -213,7 +223,7 @@ def main() -> None:
             notes.append(f"- lifetimes Pareto/NBD did not finish: {str(exc).splitlines()[-1]}")
     body = f"""## Models (issue: CLV, churn and potential)
 
-Measured on {machine()}, on the {n:,} customers of the features benchmark. The first row is
+Measured on {machine()}, on the {n:,} customers of `{db.name}` (the demo generator's). The first row is
 the pipeline's CLV step: it reads the compressed summary out of DuckDB, fits, and writes
 `customer_clv` (P(alive), churn, expected purchases and spend, CLV, next purchase date) for
 every customer back. The second row does what the peers do, on the same DataFrame they get:

@@ -200,6 +200,25 @@ def test_large_fits_take_newton_steps_to_the_same_optimum_as_lbfgs() -> None:
         assert lo - 0.1 * v < v < hi + 0.1 * v, (k, bg.params_[k])
 
 
+def test_a_common_dropout_probability_is_reported_not_hidden() -> None:
+    """When every customer has the same dropout chance the likelihood has no finite maximum
+    in a and b (it rises as they grow together): the fit stops, keeps their ratio, and the
+    CLV step says what that means."""
+    import ibis
+
+    from segmentum.models.clv import fit_models
+
+    x, tx, t = simulate_bgnbd(6000, r=0.5, alpha=5.0, a=1e5, b=9e5, T=52.0, seed=5)
+    m = BetaGeo().fit(x, tx, t)
+    a, b = m.params_["a"], m.params_["b"]
+    assert a + b > 1e4 and a / (a + b) == pytest.approx(0.1, abs=0.02)
+    assert m.params_["r"] == pytest.approx(0.5, rel=0.15)
+    spend = np.where(x > 0, 20.0 + (np.arange(len(x)) % 7), np.nan)
+    features = ibis.memtable({"x": x, "t_x": tx, "T": t, "monetary_value": spend})
+    notes = fit_models(features).notes
+    assert any("not identified separately" in n for n in notes), notes
+
+
 @pytest.mark.parametrize("model", [BetaGeo(), ParetoNBD()])
 def test_models_refuse_data_without_repeat_buyers(model: BetaGeo | ParetoNBD) -> None:
     with pytest.raises(ModelError, match="repeat buyers"):

@@ -87,6 +87,13 @@ class _Model:
 
     #: Models with an analytic Hessian provide ``_terms`` and set this.
     _analytic = False
+    #: Upper bounds of the parameters (natural scale; None: unbounded up to e^25).
+    _upper: tuple[float | None, ...] = ()
+
+    def _log_upper(self) -> Array:
+        n = len(self.param_names)
+        ups = [*self._upper, *([None] * (n - len(self._upper)))][:n]
+        return np.array([25.0 if u is None else np.log(u) for u in ups])
 
     def _terms(
         self, theta: Array, data: tuple[NDArray[Any], ...], w: Array, hessian: bool
@@ -155,12 +162,16 @@ class _Model:
             return value, grad
 
         best = None
+        upper = self._log_upper()
         for start in starts:
             res = optimize.minimize(
                 objective,
-                start,
+                np.minimum(start, upper),
                 jac=True,
                 method="L-BFGS-B",
+                # Only real bounds: with box bounds L-BFGS-B's first trial can jump to a
+                # corner where the likelihood is not finite.
+                bounds=[(None, u) for u in upper] if self._upper else None,
                 options={"maxiter": self.max_iter, "ftol": ftol, "gtol": gtol},
             )
             if np.isfinite(res.fun) and (best is None or res.fun < best.fun):
@@ -184,24 +195,30 @@ class _Model:
     def _newton(self, lp: Array, data: tuple[NDArray[Any], ...], w: Array) -> tuple[Array, bool]:
         """Polish an estimate with Newton steps on the analytic Hessian (a few iterations).
 
-        Returns the new log-parameters and whether they converged; a step that does not
-        lower the objective is halved, and a Hessian that is not positive definite stops it.
-        Convergence is quadratic: after a step below 1e-6 (relative, on every parameter) the
-        error left is of the order of its square.
+        Returns the new log-parameters and whether they converged. A step that does not lower
+        the objective is halved; far from the optimum, where the Hessian is not positive
+        definite, it is shifted (Levenberg-Marquardt), which turns the step toward the
+        gradient. A step onto an upper bound gives up (bounded L-BFGS takes over). Convergence
+        is quadratic: after a step below 1e-6 (relative, on every parameter) the error left is
+        of the order of its square.
         """
+        upper = self._log_upper()
+        if np.any(lp >= upper - 1e-9):
+            return lp, False
         value, g, h = self._penalised(np.exp(lp), data, w)
         for _ in range(100):
             if not (np.isfinite(value) and np.all(np.isfinite(h))):
                 return lp, False
-            # Far from the optimum the Hessian need not be positive definite: shift it
-            # (Levenberg-Marquardt) until it is, which turns the step toward the gradient.
             eig_min = float(np.linalg.eigvalsh(h)[0])
-            shifted = eig_min <= 1e-8 * max(1.0, float(np.max(np.abs(h))))
+            scale = max(1.0, float(np.max(np.abs(h))))
+            shifted = eig_min <= 1e-8 * scale
             if shifted:
-                h = h + (abs(eig_min) + 1e-3 * max(1.0, float(np.max(np.abs(h))))) * np.eye(len(g))
+                h = h + (abs(eig_min) + 1e-3 * scale) * np.eye(len(g))
             step = -np.linalg.solve(h, g)
             if not shifted and np.max(np.abs(step)) < 1e-6:
                 return np.clip(lp + step, -25.0, 25.0), True
+            if np.any(lp + step >= upper):
+                return lp, False
             for _ in range(30):
                 trial = np.clip(lp + step, -25.0, 25.0)
                 v2, g2, h2 = self._penalised(np.exp(trial), data, w)
@@ -254,6 +271,12 @@ class _Model:
         self.params_ = {n: float(v) for n, v in zip(self.param_names, np.exp(lp), strict=True)}
         self.log_likelihood_ = -float(self._nll(lp, data, w)[0])
         self.converged_ = converged
+        #: Parameters that ended on their upper bound (the likelihood still rose toward it).
+        self.at_bound_ = [
+            n
+            for n, v, u in zip(self.param_names, lp, self._log_upper(), strict=True)
+            if v >= u - 1e-6
+        ]
         if analytic:
             theta = np.exp(lp)
             with np.errstate(all="ignore"):
@@ -261,6 +284,8 @@ class _Model:
             self._covariance(-h + self.penalizer * 2 * np.eye(len(theta)))
         else:
             self._hessian(lp, data, w)
+        for n in self.at_bound_:  # no Wald interval for an estimate on its bound
+            self.standard_errors_[n] = float("nan")
 
     def _covariance(self, h: Array) -> None:
         """Covariance and standard errors from the observed information ``h`` (natural scale)."""
@@ -336,6 +361,10 @@ class BetaGeo(_Model):
 
     param_names = ("r", "alpha", "a", "b")
     _start = (1.0, 1.0, 1.0, 1.0)
+    # When every customer has about the same dropout probability p, the likelihood keeps rising
+    # as a and b grow together (Beta(a, b) tends to a point mass at p = a / (a + b)): no finite
+    # maximum. Past 1e7 the predictions no longer change; stop there and say so (``at_bound_``).
+    _upper = (None, None, 1e7, 1e7)
 
     def fit(
         self,

@@ -53,6 +53,16 @@ def fit_models(features: ir.Table, *, penalizer: float = 0.0) -> ClvModels:
         spend["x"].to_numpy(), spend["monetary_value"].to_numpy(), weights=spend["n"].to_numpy()
     )
     notes = []
+    a, b = bg.params_["a"], bg.params_["b"]
+    if a + b > 1e4 or {"a", "b"} & set(bg.at_bound_):
+        # Beta(a, b) with a + b this large is nearly a point mass: the likelihood keeps rising
+        # slowly as a and b grow together, so their values mean little, only their ratio does.
+        spread = math.sqrt(a * b / ((a + b) ** 2 * (a + b + 1)))
+        notes.append(
+            "BG/NBD: the chance of dropping out after a purchase hardly varies between "
+            f"customers (a = {a:.3g}, b = {b:.3g}: {a / (a + b):.1%} for everyone, spread "
+            f"{spread:.2%}); a and b are not identified separately, their ratio is"
+        )
     if abs(gg.frequency_spend_correlation_) > 0.3:
         notes.append(
             "spend per purchase is correlated with frequency "
