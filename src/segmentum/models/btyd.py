@@ -203,7 +203,8 @@ class _Model:
         of the order of its square.
         """
         upper = self._log_upper()
-        if np.any(lp >= upper - 1e-9):
+        bounded = upper < 25.0  # the models' real bounds (25 only keeps exp() finite)
+        if np.any(bounded & (lp >= upper - 1e-9)):
             return lp, False
         value, g, h = self._penalised(np.exp(lp), data, w)
         for _ in range(100):
@@ -217,7 +218,7 @@ class _Model:
             step = -np.linalg.solve(h, g)
             if not shifted and np.max(np.abs(step)) < 1e-6:
                 return np.clip(lp + step, -25.0, 25.0), True
-            if np.any(lp + step >= upper):
+            if np.any(bounded & (lp + step >= upper)):
                 return lp, False
             for _ in range(30):
                 trial = np.clip(lp + step, -25.0, 25.0)
