@@ -738,7 +738,9 @@ def _load(
         # Rows are parsed and checked where the file was read (regular expressions by the
         # hundred are what an embedded engine is fast at); the warehouse then receives the
         # checked rows and the source, and adds the checks against what it already holds.
-        adopted = wh.adopt(rd.materialize(staged, "ingest"), "checked")
+        checked = rd.materialize(staged, "ingest")
+        adopted = wh.adopt(checked, "checked")
+        rd.drop(checked.get_name())
         stage = wh.materialize(job.mark_stored(adopted, wh), "ingest")
         wh.drop(adopted.get_name())
         raw.table = wh.adopt(raw.table)
