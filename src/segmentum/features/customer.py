@@ -143,9 +143,10 @@ def customer_features(
     def purchases(*columns: str) -> ir.Table:
         """Purchase lines with only ``columns``: each pass reads just what it needs (a shared
         expression of every line would be materialised whole by the engine)."""
-        t = transactions.select("customer_id", "timestamp", "quantity", *columns)
-        t = t.filter((t.timestamp < _cutoff(as_of)) & t.customer_id.notnull() & (t.quantity > 0))
-        return t.mutate(day=t.timestamp.date())
+        t = window_lines(
+            transactions.select("customer_id", "timestamp", "quantity", *columns), as_of
+        )
+        return t.filter(t.is_purchase)
 
     lines = window_lines(
         transactions.select(

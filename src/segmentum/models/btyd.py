@@ -550,7 +550,6 @@ class ParetoNBD(_Model):
     ) -> Array:
         """Per-row log-likelihood; ``pairs`` (from :func:`_pairs`) lets the hypergeometric
         terms be evaluated once per distinct (x, t_x) and (x, T) instead of once per row."""
-        rsx = r + s + x
         # Written so that the hypergeometric argument stays in [0, 1).
         big = max(alpha, beta)
         diff = abs(alpha - beta)
@@ -567,17 +566,29 @@ class ParetoNBD(_Model):
             log_f1, log_f2 = log_f(x1, tx1)[inv1], log_f(x2, t2)[inv2]
         # A0 = F1 - F2 (F1 >= F2 > 0), in logs.
         log_a0 = log_f1 + np.log1p(-np.exp(np.minimum(log_f2 - log_f1, -1e-16)))
+        return ParetoNBD._combine(r, alpha, s, beta, x, t, log_a0)[0]
+
+    @staticmethod
+    def _combine(
+        r: float, alpha: float, s: float, beta: float, x: Array, t: Array, log_a0: Array
+    ) -> tuple[Array, Array, Array]:
+        """Per-row log-likelihood from log A0: C x [1 / ((alpha+T)^(r+x) (beta+T)^s)
+        + s / (r+s+x) A0] in logs, and the two terms' shares of the sum (the gradient's
+        weights)."""
         log_first = -(r + x) * np.log(alpha + t) - s * np.log(beta + t)
-        log_second = np.log(s) - np.log(rsx) + log_a0
+        log_second = np.log(s) - np.log(r + s + x) + log_a0
         mx = np.maximum(log_first, log_second)
-        log_sum = mx + np.log(np.exp(log_first - mx) + np.exp(log_second - mx))
-        return (
+        e1, e2 = np.exp(log_first - mx), np.exp(log_second - mx)
+        total = e1 + e2
+        ll = (
             special.gammaln(r + x)
             - special.gammaln(r)
             + r * np.log(alpha)
             + s * np.log(beta)
-            + log_sum
+            + mx
+            + np.log(total)
         )
+        return ll, e1 / total, e2 / total
 
     def _prepare(self, rows: tuple[Array, ...], w: Array) -> tuple[NDArray[Any], ...]:
         x, tx, t = rows
@@ -666,25 +677,12 @@ class ParetoNBD(_Model):
         rho = np.exp(np.minimum(log_f2 - log_f1, -1e-16))
         log_a0 = log_f1 + np.log1p(-rho)
         g_a0 = (g_f1 - rho * g_f2) / np.maximum(1 - rho, 1e-300)
+        ll, w1, w2 = ParetoNBD._combine(r, alpha, s, beta, x, t, log_a0)
         rsx = r + s + x
-        log_first = -(r + x) * np.log(alpha + t) - s * np.log(beta + t)
-        log_second = np.log(s) - np.log(rsx) + log_a0
         g_first = np.vstack(
             [-np.log(alpha + t), -(r + x) / (alpha + t), -np.log(beta + t), -s / (beta + t)]
         )
         g_second = g_a0 + np.vstack([-1 / rsx, 0 * x, 1 / s - 1 / rsx, 0 * x])
-        mx = np.maximum(log_first, log_second)
-        e1, e2 = np.exp(log_first - mx), np.exp(log_second - mx)
-        total = e1 + e2
-        w1, w2 = e1 / total, e2 / total
-        ll = (
-            special.gammaln(r + x)
-            - special.gammaln(r)
-            + r * np.log(alpha)
-            + s * np.log(beta)
-            + mx
-            + np.log(total)
-        )
         # Rows where A0 vanishes (t_x = T) give the second term no weight: no slope from it.
         g_second = np.where(np.isfinite(g_second), g_second, 0.0)
         grad = w1 * g_first + w2 * g_second
