@@ -11,6 +11,7 @@ import pytest
 from tests.conftest import write
 
 import segmentum
+from segmentum.features import purchase_days, rollup
 
 KILLER = textwrap.dedent(
     """
@@ -28,13 +29,15 @@ KILLER = textwrap.dedent(
 )
 
 
-def snapshot(url: str) -> dict[str, int]:
+def snapshot(url: str) -> dict[str, object]:
     wh = segmentum.connect(url)
     try:
-        return {
+        counts: dict[str, object] = {
             name: int(wh.table(name).count().execute())
-            for name in ("transactions", "quarantine", "ingest_batches")
+            for name in ("transactions", "quarantine", "ingest_batches", rollup.PURCHASE_DAYS)
         }
+        counts["rollup_fingerprint"] = rollup._stored_fingerprint(wh)
+        return counts
     finally:
         wh.close()
 
@@ -53,6 +56,9 @@ def test_a_killed_ingest_leaves_the_warehouse_unchanged(tmp_path: Path, url: str
     rows = "".join(f"B{i},2024-02-{1 + i % 28:02d},{i}\n" for i in range(2000))
     second = write(tmp_path / "feb.csv", "customer_id,date,amount\n" + rows + "B1,not a date,3\n")
     segmentum.ingest("transactions", first, warehouse=url)
+    with segmentum.connect(url) as wh:
+        purchase_days(wh)  # the rollup exists, so the killed batch was merging into it
+        built = rollup._stored_fingerprint(wh)
     before = snapshot(url)
 
     script = write(tmp_path / "killer.py", KILLER)
@@ -61,6 +67,20 @@ def test_a_killed_ingest_leaves_the_warehouse_unchanged(tmp_path: Path, url: str
     )
     assert proc.returncode == -9, proc.stderr.decode()[-2000:]
 
-    assert snapshot(url) == before == {"transactions": 1, "quarantine": 1, "ingest_batches": 1}
+    assert (
+        snapshot(url)
+        == before
+        == {
+            "transactions": 1,
+            "quarantine": 1,
+            "ingest_batches": 1,
+            rollup.PURCHASE_DAYS: 1,
+            "rollup_fingerprint": built,
+        }
+    )
     [report] = segmentum.ingest("transactions", second, warehouse=url)
     assert (report.accepted, report.quarantined) == (2000, 1)
+    with segmentum.connect(url) as wh:
+        tx = wh.table("transactions")
+        assert rollup._stored_fingerprint(wh) == wh.fingerprint(tx, rollup.SOURCE_COLUMNS)
+        assert wh.table(rollup.PURCHASE_DAYS).count().execute() == 1 + 2000

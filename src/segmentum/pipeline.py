@@ -22,7 +22,7 @@ from segmentum import demo
 from segmentum.campaigns.timing import contact_times
 from segmentum.config import Settings, load_settings
 from segmentum.errors import ModelError, SegmentumError
-from segmentum.features import customer_features, default_as_of
+from segmentum.features import customer_features, default_as_of, purchase_days
 from segmentum.history.log import deliver, log_changes
 from segmentum.ingest import IngestReport, ingest
 from segmentum.models.clv import ClvModels, fit_models
@@ -109,7 +109,12 @@ def compute_features(
     events = wh.table("events") if wh.has("events") else None
     results = wh.table("campaign_results") if wh.has("campaign_results") else None
     feats = customer_features(
-        tx, as_of, events=events, campaign_results=results, weeks=settings.weeks
+        tx,
+        as_of,
+        events=events,
+        campaign_results=results,
+        weeks=settings.weeks,
+        days=purchase_days(wh),
     )
     feats = feats.mutate(run_id=ibis.literal(run_id))
     stored = wh.replace_where("customer_features", feats, "as_of", as_of)

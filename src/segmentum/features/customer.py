@@ -13,6 +13,7 @@ import ibis
 import ibis.expr.types as ir
 
 from segmentum.errors import InputError
+from segmentum.features import rollup
 
 HOUR_BANDS = (
     (0, 6, "night"),
@@ -77,6 +78,10 @@ def btyd_summary(transactions: ir.Table, as_of: _dt.date, weeks: bool = True) ->
     ``as_of``), in weeks (days / 7) or days. ``monetary_value`` is the mean spend of the repeat
     purchase days (NULL when x = 0).
 
+    ``transactions`` is the invoice lines, or the purchase-day rollup the warehouse keeps
+    (:func:`segmentum.features.rollup.purchase_days`): the same numbers, without grouping
+    every line again.
+
     Examples
     --------
     >>> import ibis, datetime
@@ -86,10 +91,20 @@ def btyd_summary(transactions: ir.Table, as_of: _dt.date, weeks: bool = True) ->
     >>> s[["x", "t_x", "T"]].values.tolist()
     [[1.0, 7.0, 13.0]]
     """
-    lines = window_lines(transactions, as_of)
-    buys = lines.filter(lines.is_purchase)
-    days = buys.group_by(["customer_id", "day"]).aggregate(value=buys.amount.sum())
-    return _btyd_from_days(days, as_of, weeks)
+    return _btyd_from_days(purchase_days_before(transactions, as_of), as_of, weeks)
+
+
+def purchase_days_before(source: ir.Table, as_of: _dt.date) -> ir.Table:
+    """Each customer's purchase days before ``as_of`` with the day's spend (``value``).
+
+    ``source`` is either invoice lines (grouped here) or the warehouse's purchase-day rollup
+    (:func:`segmentum.features.rollup.purchase_days`, already grouped: only filtered here).
+    """
+    if rollup.is_day_rollup(source):
+        return rollup.window(source, as_of).select("customer_id", "day", "value")
+    spend = window_lines(source.select("customer_id", "timestamp", "quantity", "amount"), as_of)
+    spend = spend.filter(spend.is_purchase)
+    return spend.group_by(["customer_id", "day"]).aggregate(value=spend.amount.sum())
 
 
 def _btyd_from_days(days: ir.Table, as_of: _dt.date, weeks: bool) -> ir.Table:
@@ -122,6 +137,7 @@ def customer_features(
     events: ir.Table | None = None,
     campaign_results: ir.Table | None = None,
     weeks: bool = True,
+    days: ir.Table | None = None,
 ) -> ir.Table:
     """One row per customer with a purchase before ``as_of``: every behaviour feature.
 
@@ -135,6 +151,10 @@ def customer_features(
         Optional: add cart abandonment and message open / click rates.
     weeks
         Express the BTYD times (t_x, T) in weeks instead of days.
+    days
+        Optional: the warehouse's purchase-day rollup
+        (:func:`segmentum.features.rollup.purchase_days`). The purchase gaps and the BTYD
+        summary then read it instead of grouping the lines again; the values are the same.
     """
     end = ibis.literal(as_of, "date") - ibis.interval(days=1)
     d90 = end - ibis.interval(days=89)
@@ -173,8 +193,7 @@ def customer_features(
     distinct_products = prod.group_by("customer_id").aggregate(
         distinct_products=prod.product_id.nunique()
     )
-    spend = purchases("amount")
-    days = spend.group_by(["customer_id", "day"]).aggregate(value=spend.amount.sum())
+    days = purchase_days_before(transactions if days is None else days, as_of)
 
     # Preferences: each from a grouping over small integer or dictionary keys, named after.
     when = purchases()

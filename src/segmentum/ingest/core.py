@@ -22,6 +22,7 @@ import pyarrow as pa
 
 from segmentum.config import Settings, load_settings
 from segmentum.errors import ConfigError, InputError
+from segmentum.features import rollup
 from segmentum.ingest import parsers, readers
 from segmentum.ingest.mapping import auto_map, load_mapping_file, missing_required
 from segmentum.progress import Progress, Silent
@@ -869,6 +870,9 @@ def _write(
         if report.updated:
             wh.delete_keys(spec.name, accepted, spec.key)
         wh.insert(spec.name, accepted)
+        if spec.name == "transactions":
+            # The purchase-day rollup follows the lines in the same transaction.
+            rollup.absorb(wh, accepted)
         wh.insert(QUARANTINE.name, rejected)
         if malformed is not None:
             wh.insert(QUARANTINE.name, malformed)
