@@ -368,11 +368,11 @@ class Warehouse:
         columns (0.2 s for 10M invoice lines on DuckDB).
         """
         inner = self.con.compile(t.select(*columns))
-        cols = ", ".join(f'"{c}"' for c in columns)
+        quote = "`" if self.engine == "pyspark" else '"'
+        cols = ", ".join(f"{quote}{c}{quote}" for c in columns)
         if self.engine == "duckdb":
             row_hash = f"hash({cols}) >> 33"
         elif self.engine == "pyspark":
-            cols = ", ".join(f"`{c}`" for c in columns)
             row_hash = f"CAST(hash({cols}) AS BIGINT)"
         elif self.engine == "postgres":
             text = ", ".join(f"COALESCE(\"{c}\"::text, '\\N')" for c in columns)

@@ -101,10 +101,10 @@ def purchase_days_before(source: ir.Table, as_of: _dt.date) -> ir.Table:
     (:func:`segmentum.features.rollup.purchase_days`, already grouped: only filtered here).
     """
     if rollup.is_day_rollup(source):
-        return rollup.window(source, as_of).select("customer_id", "day", "value")
-    spend = window_lines(source.select("customer_id", "timestamp", "quantity", "amount"), as_of)
-    spend = spend.filter(spend.is_purchase)
-    return spend.group_by(["customer_id", "day"]).aggregate(value=spend.amount.sum())
+        days = rollup.window(source, as_of)
+    else:
+        days = rollup.day_rollup(source.filter(source.timestamp < _cutoff(as_of)))
+    return days.select("customer_id", "day", "value")
 
 
 def _btyd_from_days(days: ir.Table, as_of: _dt.date, weeks: bool) -> ir.Table:

@@ -81,9 +81,7 @@ def absorb(wh: Warehouse, lines: ir.Table) -> None:
     the next reader rebuilds it; if there is no rollup yet, nothing is done (the first reader
     builds it).
     """
-    if not wh.has(PURCHASE_DAYS) or not wh.has(ROLLUP_STATE):
-        return
-    before = _stored_fingerprint(wh)
+    before = _stored_fingerprint(wh) if wh.has(PURCHASE_DAYS) else None
     if before is None:
         return
     added = wh.fingerprint(lines, SOURCE_COLUMNS)
