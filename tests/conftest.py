@@ -36,7 +36,8 @@ from segmentum.warehouse import Warehouse
 ROOT = Path(__file__).resolve().parents[1]
 # Pipeline runs in tests skip clustering unless a test asks for it (tests/test_segments.py does).
 os.environ.setdefault("SEGMENTUM_DISCOVER_SEGMENTS", "false")
-CDNOW = ROOT.parent / "shared" / "datasets" / "cdnow"
+# The CDNOW logs ship with the tests (public data, see tests/data/cdnow/README.md).
+CDNOW = ROOT / "tests" / "data" / "cdnow"
 
 
 @pytest.fixture
@@ -139,10 +140,8 @@ def write(path: Path, text: str, encoding: str = "utf-8") -> Path:
 
 @pytest.fixture
 def cdnow_sample() -> Path:
-    path = CDNOW / "CDNOW_sample.txt"
-    if not path.is_file():
-        pytest.skip("../shared/datasets/cdnow is not beside this checkout")
-    return path
+    """The CDNOW 1/10 sample (gzipped), shipped in tests/data so every clone runs on it."""
+    return CDNOW / "CDNOW_sample.txt.gz"
 
 
 @pytest.fixture
