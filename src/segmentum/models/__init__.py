@@ -1,5 +1,5 @@
 """Models fitted on what the engine hands back: buy-till-you-die and spend models."""
 
-from segmentum.models.btyd import BetaGeo, GammaGamma, ParetoNBD
+from segmentum.models.btyd import BetaGeo, GammaGamma, ModifiedBetaGeo, ParetoNBD
 
-__all__ = ["BetaGeo", "GammaGamma", "ParetoNBD"]
+__all__ = ["BetaGeo", "GammaGamma", "ModifiedBetaGeo", "ParetoNBD"]

@@ -1,4 +1,4 @@
-"""Buy-till-you-die models: BG/NBD, Pareto/NBD and the Gamma-Gamma spend model.
+"""Buy-till-you-die models: BG/NBD, MBG/NBD, Pareto/NBD and the Gamma-Gamma spend model.
 
 Fitted by maximum likelihood on the summary (x, t_x, T) the engine hands back, compressed to
 its unique rows with counts, so the cost depends on the number of distinct summaries, not
@@ -375,10 +375,14 @@ class BetaGeo(_Model):
         weights: ArrayLike | None = None,
     ) -> BetaGeo:
         """Fit on the BTYD summary (x, t_x, T); ``weights`` counts customers per row."""
-        self._fit_summary("BG/NBD", frequency, recency, T, weights)
+        self._fit_summary(self.label, frequency, recency, T, weights)
         return self
 
     _analytic = True
+    #: The model's name in messages and reports.
+    label = "BG/NBD"
+    #: Whether a customer can drop out at time zero, before any repeat purchase (MBG/NBD).
+    _drop_at_zero = False
 
     def _prepare(self, rows: tuple[Array, ...], w: Array) -> tuple[NDArray[Any], ...]:
         x, tx, t = rows
@@ -398,19 +402,26 @@ class BetaGeo(_Model):
         r, alpha, a, b = theta
         x, tx, t, ux, wx, ix = data
         dg, tg = special.digamma, special.polygamma
+        # MBG/NBD: one more chance to drop out (at time zero), so B(a, b + x + 1) and the
+        # dropout term a / (b + x) apply to every customer, one-time buyers included.
+        k = 1.0 if self._drop_at_zero else 0.0
         # Per distinct x.
         a_x = (
             special.gammaln(r + ux)
             - special.gammaln(r)
             + r * np.log(alpha)
             + special.gammaln(a + b)
-            + special.gammaln(b + ux)
+            + special.gammaln(b + ux + k)
             - special.gammaln(b)
-            - special.gammaln(a + b + ux)
+            - special.gammaln(a + b + ux + k)
         )
-        psi_ab = dg(a + b) - dg(a + b + ux)
-        inv_b_u = np.where(ux > 0, 1.0 / np.where(ux > 0, b + ux - 1, 1.0), 0.0)
-        log_a4_u = np.where(ux > 0, np.log(a) + np.log(np.where(ux > 0, inv_b_u, 1.0)), -np.inf)
+        psi_ab = dg(a + b) - dg(a + b + ux + k)
+        if self._drop_at_zero:
+            inv_b_u = 1.0 / (b + ux)
+            log_a4_u = np.log(a) + np.log(inv_b_u)
+        else:
+            inv_b_u = np.where(ux > 0, 1.0 / np.where(ux > 0, b + ux - 1, 1.0), 0.0)
+            log_a4_u = np.where(ux > 0, np.log(a) + np.log(np.where(ux > 0, inv_b_u, 1.0)), -np.inf)
         # Per row, through the lookups.
         log_t = np.log(alpha + t)
         log_tx = np.log(alpha + tx)
@@ -433,19 +444,19 @@ class BetaGeo(_Model):
                 wx @ (dg(r + ux) - dg(r) + np.log(alpha)) - w @ (w3 * log_t + w4 * log_tx),
                 wx.sum() * r / alpha - (w * rx) @ (w3 * inv_t + w4 * inv_tx),
                 wx @ psi_ab + sum_w4 / a,
-                wx @ (psi_ab + dg(b + ux) - dg(b)) - ww4 @ inv_b,
+                wx @ (psi_ab + dg(b + ux + k) - dg(b)) - ww4 @ inv_b,
             ]
         )
         if not hessian:
             return ll, g, None
-        tri_ab = tg(1, a + b) - tg(1, a + b + ux)
+        tri_ab = tg(1, a + b) - tg(1, a + b + ux + k)
         h = np.zeros((4, 4))
         h[0, 0] = wx @ (tg(1, r + ux) - tg(1, r))
         h[0, 1] = wx.sum() / alpha - w @ (w3 * inv_t + w4 * inv_tx)
         h[1, 1] = -wx.sum() * r / alpha**2 + (w * rx) @ (w3 * inv_t**2 + w4 * inv_tx**2)
         h[2, 2] = wx @ tri_ab - sum_w4 / a**2
         h[2, 3] = wx @ tri_ab
-        h[3, 3] = wx @ (tri_ab + tg(1, b + ux) - tg(1, b)) + ww4 @ inv_b**2
+        h[3, 3] = wx @ (tri_ab + tg(1, b + ux + k) - tg(1, b)) + ww4 @ inv_b**2
         # The mixing term w3 w4 (grad a3 - grad a4)(grad a3 - grad a4)'.
         c = w * w3 * w4
         diff = np.vstack([log_tx - log_t, -rx * (inv_t - inv_tx), np.full_like(x, -1.0 / a), inv_b])
@@ -512,6 +523,63 @@ class BetaGeo(_Model):
         r, alpha, a, b = (self.params_[k] for k in self.param_names)
         hyp = special.hyp2f1(r, b, a + b - 1, t_future / (alpha + t_future))
         return float((a + b - 1) / (a - 1) * (1 - (alpha / (alpha + t_future)) ** r * hyp))
+
+
+class ModifiedBetaGeo(BetaGeo):
+    """The MBG/NBD model (Batislam, Denizel and Filiztekin 2007).
+
+    BG/NBD with one change: a customer can also drop out at time zero, right after the first
+    purchase, with the same probability p ~ Beta(a, b) as after every later purchase. So a
+    one-time buyer is not certainly alive (in BG/NBD their P(alive) is 1 whatever their
+    silence); their P(alive) falls the longer they stay silent. Same API as :class:`BetaGeo`.
+
+    Examples
+    --------
+    >>> m = ModifiedBetaGeo().fit([0, 2, 5, 1], [0, 10.0, 30.0, 3.0], [40.0, 38.0, 39.0, 20.0])
+    >>> bool(m.probability_alive([0], [0.0], [40.0])[0] < 1)
+    True
+    """
+
+    label = "MBG/NBD"
+    _drop_at_zero = True
+
+    def fit(
+        self,
+        frequency: ArrayLike,
+        recency: ArrayLike,
+        T: ArrayLike,
+        weights: ArrayLike | None = None,
+    ) -> ModifiedBetaGeo:
+        """Fit on the BTYD summary (x, t_x, T); ``weights`` counts customers per row."""
+        self._fit_summary(self.label, frequency, recency, T, weights)
+        return self
+
+    def probability_alive(self, frequency: ArrayLike, recency: ArrayLike, T: ArrayLike) -> Array:
+        """P(still a customer | x, t_x, T) = 1 / (1 + a / (b + x) ((alpha + T) /
+        (alpha + t_x))^(r + x)), for every x (one-time buyers included)."""
+        self._check_fitted()
+        r, alpha, a, b = (self.params_[k] for k in self.param_names)
+        x, tx, t = (np.asarray(v, dtype=float) for v in (frequency, recency, T))
+        log_ratio = np.log(a) - np.log(b + x) + (r + x) * (np.log(alpha + t) - np.log(alpha + tx))
+        return np.asarray(1.0 / (1.0 + np.exp(np.clip(log_ratio, -700, 700))), dtype=float)
+
+    def expected_if_alive(self, t_future: float, frequency: ArrayLike, T: ArrayLike) -> Array:
+        """E[purchases in the next ``t_future`` periods | alive, x, T]: a customer alive after
+        x purchases has survived x + 1 dropout chances, so p ~ Beta(a, b + x + 1)."""
+        self._check_fitted()
+        r, alpha, a, b = (self.params_[k] for k in self.param_names)
+        x, t = np.asarray(frequency, dtype=float), np.asarray(T, dtype=float)
+        z = t_future / (alpha + t + t_future)
+        hyp = special.hyp2f1(r + x, b + x + 1, a + b + x, z)
+        decay = np.exp((r + x) * np.log((alpha + t) / (alpha + t + t_future)))
+        return np.asarray((a + b + x) / (a - 1) * (1 - decay * hyp), dtype=float)
+
+    def expected_purchases_new(self, t_future: float) -> float:
+        """E[repeat purchases in ``t_future`` periods] for a customer just acquired."""
+        self._check_fitted()
+        r, alpha, a, b = (self.params_[k] for k in self.param_names)
+        hyp = special.hyp2f1(r, b + 1, a + b, t_future / (alpha + t_future))
+        return float(b / (a - 1) * (1 - (alpha / (alpha + t_future)) ** r * hyp))
 
 
 class ParetoNBD(_Model):
