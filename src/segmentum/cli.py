@@ -1,35 +1,34 @@
 """The ``segmentum`` command: a thin layer that parses arguments, calls the library, prints.
 
-User mistakes (``SegmentumError``) become one line with a hint and a non-zero exit code;
-``--debug`` shows the traceback instead.
+Every way a command can end maps to one exit code of ``segmentum.errors.ExitCode`` (the table in
+docs/cli.md): user mistakes and usage errors become one line and a hint, never a traceback;
+unexpected errors write their traceback to a log file and print its path; ``--debug`` shows
+tracebacks instead. ``--json`` output is written as plain text, never wrapped to the terminal.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import json
+import math
+import os
 import sys
+import traceback
 from pathlib import Path
 from typing import Annotated, Any
 
-import click
 import ibis
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from segmentum import demo, pipeline
 from segmentum.config import SETTINGS, load_settings
-from segmentum.errors import ConfigError, InputError, SegmentumError, WarehouseError
+from segmentum.errors import ExitCode, InputError, SegmentumError
 from segmentum.ingest import IngestReport, ingest
 from segmentum.schema import INGESTIBLE
-from segmentum.warehouse import connect
-
-EXIT_OK = 0
-EXIT_INPUT = 2
-EXIT_CONFIG = 3
-EXIT_WAREHOUSE = 4
-EXIT_INTERNAL = 70
+from segmentum.warehouse import busy_error, connect
 
 app = typer.Typer(
     help="segmentum: customer segmentation and classification.",
@@ -39,6 +38,26 @@ app = typer.Typer(
 )
 console = Console()
 err = Console(stderr=True)
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with NaN and infinities as null: they are not JSON."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def print_json(data: Any) -> None:
+    """Print ``data`` (an object, or JSON text) as JSON on stdout: plain text, whatever the
+    terminal width (a console would wrap long strings and break the JSON)."""
+    obj = json.loads(data) if isinstance(data, str) else data
+    text = json.dumps(_plain(obj), default=str, ensure_ascii=False, indent=2, allow_nan=False)
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
 
 WarehouseOpt = Annotated[
     str | None,
@@ -168,7 +187,7 @@ def ingest_cmd(
         progress=ConsoleProgress(quiet=as_json),
     )
     if as_json:
-        console.print_json(json.dumps([r.to_dict() for r in reports], default=str))
+        print_json(json.dumps([r.to_dict() for r in reports], default=str))
         return
     for r in reports:
         print_ingest_report(r)
@@ -278,7 +297,7 @@ def run_cmd(
         progress=ConsoleProgress(quiet=as_json),
     )
     if as_json:
-        console.print_json(json.dumps(summary.to_dict(), default=str))
+        print_json(json.dumps(summary.to_dict(), default=str))
         return
     for r in summary.ingest:
         print_ingest_report(r)
@@ -305,7 +324,7 @@ def features_cmd(
         .to_pylist()[0]
     )
     if as_json:
-        console.print_json(json.dumps({"as_of": used.isoformat(), **stats}, default=str))
+        print_json(json.dumps({"as_of": used.isoformat(), **stats}, default=str))
         return
     console.print(
         f"customer_features as of {used}: {stats['customers']:,} customers, "
@@ -326,7 +345,7 @@ def classify_cmd(
     rfm = pipeline._share_table(classes, feats, "rfm_segment")
     tiers = pipeline._share_table(classes, feats, "value_tier")
     if as_json:
-        console.print_json(
+        print_json(
             json.dumps(
                 {"as_of": used.isoformat(), "rfm_segments": rfm, "value_tiers": tiers}, default=str
             )
@@ -370,7 +389,7 @@ def clv_validate_cmd(
             "weekly": v.weekly.to_dict(orient="records"),
             "html": str(out),
         }
-        console.print_json(json.dumps(payload, default=float))
+        print_json(json.dumps(payload, default=float))
         return
     t = Table(title=f"BG/NBD fitted to {cal}, holdout to {v.holdout_end}", title_justify="left")
     for c in ("method", "holdout purchases", "error of total", "MAE weekly", "MAE by x"):
@@ -416,7 +435,7 @@ def churn_evaluate_cmd(
             "metrics": e.metrics.reset_index().to_dict(orient="records"),
             "calibration": e.calibration.to_dict(orient="records"),
         }
-        console.print_json(json.dumps(payload, default=float))
+        print_json(json.dumps(payload, default=float))
         return
     t = Table(
         title=f"churn = no purchase in {horizon_days} days; trained at {e.train_as_of}, "
@@ -505,7 +524,7 @@ def segment_list_cmd(warehouse: WarehouseOpt = None, as_json: JsonOpt = False) -
     """List saved segments."""
     segs = _segments(warehouse).list()
     if as_json:
-        console.print_json(json.dumps([s.__dict__ for s in segs], default=str))
+        print_json(json.dumps([s.__dict__ for s in segs], default=str))
         return
     t = Table(title=f"{len(segs)} segments", title_justify="left")
     for c in ("name", "level", "rule", "description"):
@@ -527,7 +546,7 @@ def segment_show_cmd(
         return
     p = segments.preview(name, _as_of(as_of))
     if as_json:
-        console.print_json(json.dumps({"segment": seg.__dict__, **p.to_dict()}, default=str))
+        print_json(json.dumps({"segment": seg.__dict__, **p.to_dict()}, default=str))
         return
     console.print(f"[bold]{seg.name}[/bold]: {seg.description}")
     print_preview(p, segments.settings.currency)
@@ -544,7 +563,7 @@ def segment_preview_cmd(
     segments = _segments(warehouse)
     p = segments.preview(rule, _as_of(as_of))
     if as_json:
-        console.print_json(json.dumps(p.to_dict(), default=str))
+        print_json(json.dumps(p.to_dict(), default=str))
         return
     print_preview(p, segments.settings.currency)
 
@@ -556,7 +575,7 @@ def segment_compute_cmd(
     """Compute the membership of every saved segment (stored in segment_members)."""
     rep = _segments(warehouse).compute(_as_of(as_of))
     if as_json:
-        console.print_json(json.dumps(rep.__dict__, default=str))
+        print_json(json.dumps(rep.__dict__, default=str))
         return
     t = Table(title=f"segments as of {rep.as_of}", title_justify="left")
     t.add_column("segment")
@@ -625,7 +644,7 @@ def segment_discover_cmd(
         sample_size=sample,
     )
     if as_json:
-        console.print_json(json.dumps(d.to_dict(), default=str))
+        print_json(json.dumps(d.to_dict(), default=str))
         return
     t = Table(title=f"{method}: scores by number of clusters", title_justify="left")
     for c in ("k", "silhouette", "Calinski-Harabasz", "Davies-Bouldin", "BIC"):
@@ -687,7 +706,7 @@ def segment_profile_cmd(
         raise InputError("name a segment or give --by COLUMN", "e.g. segmentum segment profile vip")
     profiles = profile_labels(wh, labels, label, when)
     if as_json:
-        console.print_json(json.dumps(profiles.to_dict(), default=str))
+        print_json(json.dumps(profiles.to_dict(), default=str))
         return
     _print_profiles(profiles)
 
@@ -715,7 +734,7 @@ def segment_micro_cmd(
         as_of=_as_of(as_of),
     )
     if as_json:
-        console.print(tree_json(tree))
+        print_json(tree_json(tree))
         return
     t = Table(title=f"micro-segments ({' > '.join(tree.dimensions)}; min {tree.min_size})")
     for c in ("segment", "customers", "stay here", "revenue", "avg CLV", "persona"):
@@ -748,7 +767,7 @@ def segment_geo_cmd(
     settings = load_settings()
     rows = drilldown(connect(warehouse or settings.warehouse), levels.split(","), _as_of(as_of))
     if as_json:
-        console.print_json(json.dumps(rows, default=str))
+        print_json(json.dumps(rows, default=str))
         return
     t = Table(title="geography")
     for c in ("place", "customers", "revenue", "avg CLV"):
@@ -782,7 +801,7 @@ def segment_lookalike_cmd(
         connect(warehouse or settings.warehouse), target, as_of=_as_of(as_of), top=top
     )
     if as_json:
-        console.print_json(
+        print_json(
             json.dumps(
                 {"model": r.model.to_dict(), "top": r.top.to_dict("records"), "scored": r.scored},
                 default=str,
@@ -839,7 +858,7 @@ def history_backfill_cmd(
         segments=segments,
     )
     if as_json:
-        console.print_json(json.dumps(r.__dict__, default=str))
+        print_json(json.dumps(r.__dict__, default=str))
         return
     console.print(
         f"backfilled {len(r.dates)} snapshots ({r.dates[0]} to {r.dates[-1]}): "
@@ -882,7 +901,7 @@ def history_migration_cmd(
     if html:
         html.write_text(report_html(migration=m), encoding="utf-8")
     if as_json:
-        console.print_json(json.dumps(m.to_dict(), default=str))
+        print_json(json.dumps(m.to_dict(), default=str))
         return
     t = Table(title=f"{by}: {m.date_from} → {m.date_to} (customers)", title_justify="left")
     t.add_column("from \\ to")
@@ -920,7 +939,7 @@ def history_cohorts_cmd(
     if html:
         html.write_text(report_html(cohorts=c), encoding="utf-8")
     if as_json:
-        console.print_json(json.dumps(c.rows, default=str))
+        print_json(json.dumps(c.rows, default=str))
         return
     mat = c.matrix()
     t = Table(title=f"retention by {by} cohort (months since first purchase)")
@@ -949,7 +968,7 @@ def history_forecast_cmd(
     if html:
         html.write_text(report_html(forecast=f), encoding="utf-8")
     if as_json:
-        console.print_json(json.dumps(f.to_dict(), default=str))
+        print_json(json.dumps(f.to_dict(), default=str))
         return
     t = Table(title=f"{by}: now and the next {periods} periods")
     t.add_column("segment")
@@ -981,7 +1000,7 @@ def history_runs_cmd(
     runs = wh.table("pipeline_runs").order_by(ibis.desc("started_at")).limit(limit)
     rows = runs.to_pyarrow().to_pylist()
     if as_json:
-        console.print_json(json.dumps(rows, default=str))
+        print_json(json.dumps(rows, default=str))
         return
     t = Table(title="pipeline runs")
     for c in ("run", "started", "as of", "status", "steps"):
@@ -1019,7 +1038,7 @@ def history_events_cmd(
     rows = summary.order_by([ibis.desc("as_of"), "segment", "event"]).limit(limit)
     data = rows.to_pyarrow().to_pylist()
     if as_json:
-        console.print_json(json.dumps(data, default=str))
+        print_json(json.dumps(data, default=str))
         return
     t = Table(title="segment membership changes")
     for c in ("as of", "segment", "event", "customers"):
@@ -1093,7 +1112,7 @@ def campaign_audience_cmd(
     n = int(aud.count().to_pyarrow().as_py())
     rows = aud.order_by(ibis.desc("priority")).limit(limit).to_pyarrow().to_pylist()
     if as_json:
-        console.print_json(json.dumps({"size": n, "top": rows}, default=str))
+        print_json(json.dumps({"size": n, "top": rows}, default=str))
         return
     t = Table(title=f"{c.name}: {n:,} customers ({c.tactic})")
     t.add_column("customer")
@@ -1120,7 +1139,7 @@ def campaign_send_cmd(
     if dry_run:
         plan = cs.dry_run(c)
         if as_json:
-            console.print_json(json.dumps(plan, default=str))
+            print_json(json.dumps(plan, default=str))
             return
         console.print(f"[bold]{c.name}[/bold]: {plan['audience']:,} in the audience")
         for k, v in plan["outcomes"].items():
@@ -1131,7 +1150,7 @@ def campaign_send_cmd(
         return
     r = cs.send(c, immediately=immediately, out_dir=out)
     if as_json:
-        console.print_json(json.dumps(r.__dict__, default=str))
+        print_json(json.dumps(r.__dict__, default=str))
         return
     console.print(
         f"{c.name}: {r.delivered:,} delivered now, {r.scheduled_later:,} scheduled later, "
@@ -1156,7 +1175,7 @@ def campaign_results_cmd(
     c = cs.get(campaign)
     r = results(cs.wh, c.campaign_id, cs.settings, c.cost_per_contact)
     if as_json:
-        console.print_json(json.dumps(r.to_dict(), default=str))
+        print_json(json.dumps(r.to_dict(), default=str))
         return
     t = Table(title=f"{c.name}: results ({r.source})")
     for col in (
@@ -1200,7 +1219,7 @@ def campaign_times_cmd(
     if segment:
         rows = [r for r in rows if r["segment"] == segment]
     if as_json:
-        console.print_json(json.dumps(rows, default=str))
+        print_json(json.dumps(rows, default=str))
         return
     best: dict[str, dict[str, str]] = {}
     for r in rows:  # rows come most common first
@@ -1340,7 +1359,7 @@ def quarantine_cmd(
         q = q.filter(q.batch_id == batch)
     rows = q.order_by(["file", "source_row"]).limit(limit).to_pyarrow().to_pylist()
     if as_json:
-        console.print_json(json.dumps(rows, default=str))
+        print_json(json.dumps(rows, default=str))
         return
     t = Table(title=f"quarantine (first {limit})", title_justify="left")
     for c in ("file", "row", "column", "value", "reason"):
@@ -1362,7 +1381,7 @@ def batches_cmd(warehouse: WarehouseOpt = None, as_json: JsonOpt = False) -> Non
     wh = connect(warehouse or load_settings().warehouse)
     rows = wh.table("ingest_batches").order_by("loaded_at").to_pyarrow().to_pylist()
     if as_json:
-        console.print_json(json.dumps(rows, default=str))
+        print_json(json.dumps(rows, default=str))
         return
     t = Table(title="ingest batches", title_justify="left")
     for c in ("batch", "table", "file", "loaded (UTC)", "read", "accepted", "quarantined"):
@@ -1389,7 +1408,7 @@ def settings_cmd(as_json: JsonOpt = False) -> None:
         for s in SETTINGS
     ]
     if as_json:
-        console.print_json(json.dumps(rows, default=str))
+        print_json(json.dumps(rows, default=str))
         return
     t = Table(title="settings", title_justify="left")
     for c in ("name", "value", "help"):
@@ -1399,37 +1418,105 @@ def settings_cmd(as_json: JsonOpt = False) -> None:
     console.print(t)
 
 
-def _exit_code(exc: SegmentumError) -> int:
-    if isinstance(exc, ConfigError):
-        return EXIT_CONFIG
-    if isinstance(exc, WarehouseError):
-        return EXIT_WAREHOUSE
-    return EXIT_INPUT
+def _error_log_dir() -> Path:
+    """Where tracebacks of unexpected errors go: the ``error_log_dir`` setting, else the user's
+    state folder (``$XDG_STATE_HOME/segmentum``, ``~/.local/state/segmentum``)."""
+    try:
+        configured = load_settings().error_log_dir
+    except Exception:  # a broken settings file must not hide the original error
+        configured = os.environ.get("SEGMENTUM_ERROR_LOG_DIR", "")
+    if configured:
+        return Path(configured).expanduser()
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state) / "segmentum"
+
+
+def _write_error_log(exc: BaseException, args: list[str]) -> Path | None:
+    """Write the traceback of an unexpected error to a new log file; its path, or None."""
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    text = (
+        f"segmentum {' '.join(args)}\n"
+        f"at {_dt.datetime.now().isoformat(timespec='seconds')}, python {sys.version.split()[0]}"
+        f", in {Path.cwd()}\n\n" + "".join(traceback.format_exception(exc))
+    )
+    # The user's state folder first; the working folder when that cannot be written.
+    for folder in (_error_log_dir(), Path.cwd()):
+        path = folder / f"segmentum-error-{stamp}-{os.getpid()}.log"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+            return path
+        except OSError:
+            continue
+    return None
+
+
+def _say(message: str, hint: str | None = None) -> None:
+    """An ``error:`` line and, when there is one, a ``hint:`` line; never wrapped (a rule's
+    error adds the rule and a caret under the position at fault)."""
+    err.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
+    if hint:
+        err.print(f"[dim]hint: {escape(hint)}[/dim]", highlight=False, soft_wrap=True)
+
+
+def _usage_hint(exc: typer.TyperException) -> str:
+    ctx = getattr(exc, "ctx", None)
+    if ctx is None:
+        return "see segmentum --help"
+    usage = " ".join(ctx.get_usage().split())
+    return f"{usage[0].lower()}{usage[1:]}; see {ctx.command_path} --help"
+
+
+def _usage_message(exc: typer.TyperException) -> str:
+    text = " ".join(exc.format_message().split())
+    return text[:1].lower() + text[1:] if text else "the command line is not valid"
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: run the app and turn user errors into one line and an exit code."""
+    """Entry point: run the app and turn every way it can end into an exit code.
+
+    Returns the code (``ExitCode``): usage errors 2 with one line and the usage, user errors
+    their own code with one line and a hint, unexpected errors 70 with a log file.
+    """
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     args = [a for a in args if a != "--debug"]
     try:
-        app(args=args, standalone_mode=False)
+        app(args=args, standalone_mode=False, prog_name="segmentum")
     except SegmentumError as exc:
         if debug:
             raise
-        err.print(f"[red]error:[/red] {exc.message}", highlight=False, soft_wrap=True)
-        if exc.hint:
-            err.print(f"[dim]hint: {exc.hint}[/dim]", highlight=False)
-        return _exit_code(exc)
-    except click.exceptions.Exit as exc:
+        _say(exc.message, exc.hint)
+        return int(exc.exit_code)
+    except typer.Exit as exc:
         return int(exc.exit_code or 0)
-    except click.ClickException as exc:
-        exc.show()
-        return exc.exit_code
-    except click.exceptions.Abort:
+    except typer.TyperException as exc:  # usage errors: unknown command or option, bad value
+        if debug:
+            raise
+        if type(exc).__name__ == "NoArgsIsHelpError":  # a group named without a command
+            exc.show()  # type: ignore[attr-defined]
+            return int(ExitCode.USAGE)
+        _say(_usage_message(exc), _usage_hint(exc))
+        return int(ExitCode.USAGE)
+    except (typer.Abort, KeyboardInterrupt):
         err.print("aborted")
-        return 1
-    return EXIT_OK
+        return 130
+    except Exception as exc:
+        busy = busy_error(exc)
+        if busy is not None and not debug:
+            _say(busy.message, busy.hint)
+            return int(busy.exit_code)
+        if debug:
+            raise
+        log = _write_error_log(exc, args)
+        _say(
+            f"unexpected error ({type(exc).__name__}): this is a bug in segmentum",
+            f"the details are in {log}; please attach that file to a bug report"
+            if log
+            else "run the command again with --debug to see the details",
+        )
+        return int(ExitCode.INTERNAL)
+    return int(ExitCode.OK)
 
 
 if __name__ == "__main__":  # pragma: no cover

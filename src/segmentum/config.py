@@ -118,6 +118,44 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("control_share", 0.1, "Share of each campaign's audience held out as control."),
     Setting("attribution_days", 14, "Days after a send in which a purchase counts as converted."),
     Setting("margin_rate", 0.3, "Gross margin on revenue, for campaign ROI."),
+    Setting("rule_max_depth", 100, "Deepest nesting of parentheses and 'not' in a segment rule."),
+    Setting(
+        "rule_max_window_days",
+        36525,
+        "Longest time window a segment rule may use (last N days / weeks / months), in days.",
+    ),
+    Setting(
+        "rule_value_check_max_distinct",
+        500,
+        "Text columns with at most this many values have a rule's compared value checked.",
+    ),
+    Setting(
+        "error_log_dir",
+        "",
+        "Folder for tracebacks of unexpected errors (empty: ~/.local/state/segmentum).",
+    ),
+    Setting(
+        "serving_store",
+        "",
+        "DuckDB file the service reads its read models from (empty: beside a DuckDB warehouse, "
+        "e.g. segmentum.serving.duckdb; other warehouses publish only when it is set).",
+    ),
+    Setting(
+        "state_store",
+        "",
+        "SQLite file for API keys, dashboard sessions and jobs (empty: beside a DuckDB "
+        "warehouse, e.g. segmentum.state.sqlite, else segmentum.state.sqlite here).",
+    ),
+    Setting(
+        "busy_wait_seconds",
+        5.0,
+        "How long the service waits for a warehouse another command holds before answering "
+        "503 busy (Retry-After).",
+    ),
+    Setting("upload_max_mb", 200, "Largest file the API and the dashboard accept (413 beyond)."),
+    Setting("api_docs", True, "Serve the API docs (/docs, /openapi.json) to holders of a key."),
+    Setting("session_minutes", 60, "Dashboard sessions end after this many idle minutes."),
+    Setting("session_max_hours", 12, "Dashboard sessions end this many hours after sign-in."),
 )
 
 _DEFAULTS = {s.name: s.default for s in SETTINGS}
@@ -164,6 +202,17 @@ class Settings:
     control_share: float = _DEFAULTS["control_share"]
     attribution_days: int = _DEFAULTS["attribution_days"]
     margin_rate: float = _DEFAULTS["margin_rate"]
+    rule_max_depth: int = _DEFAULTS["rule_max_depth"]
+    rule_max_window_days: int = _DEFAULTS["rule_max_window_days"]
+    rule_value_check_max_distinct: int = _DEFAULTS["rule_value_check_max_distinct"]
+    error_log_dir: str = _DEFAULTS["error_log_dir"]
+    serving_store: str = _DEFAULTS["serving_store"]
+    state_store: str = _DEFAULTS["state_store"]
+    busy_wait_seconds: float = _DEFAULTS["busy_wait_seconds"]
+    upload_max_mb: int = _DEFAULTS["upload_max_mb"]
+    api_docs: bool = _DEFAULTS["api_docs"]
+    session_minutes: int = _DEFAULTS["session_minutes"]
+    session_max_hours: int = _DEFAULTS["session_max_hours"]
 
     def with_overrides(self, **changes: Any) -> Settings:
         """Return a copy with the non-None ``changes`` applied and validated."""

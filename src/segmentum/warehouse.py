@@ -18,7 +18,7 @@ import ibis.expr.types as ir
 import pandas as pd
 import pyarrow as pa
 
-from segmentum.errors import WarehouseError
+from segmentum.errors import WarehouseBusyError, WarehouseError
 from segmentum.schema import ALL_TABLES, Table
 
 DEFAULT_URL = "duckdb:///segmentum.duckdb"
@@ -66,6 +66,8 @@ class Warehouse:
         self.url = url
         self.engine: str = backend.name
         self._reader: Warehouse | None = None
+        # Files a killed process had left beside the database, removed when it was opened.
+        self.cleaned_on_open: list[str] = []
 
     @property
     def placeholder(self) -> str:
@@ -452,6 +454,20 @@ def _duckdb_path(rest: str) -> str:
     return rest
 
 
+def busy_error(exc: BaseException, url: str | None = None) -> WarehouseBusyError | None:
+    """The plain error to show when ``exc`` means another process holds the DuckDB file."""
+    text = str(exc)
+    if "Could not set lock on file" not in text and "Conflicting lock" not in text:
+        return None
+    held = re.search(r"\(PID (\d+)\)", text)
+    where = f" {url}" if url else ""
+    return WarehouseBusyError(
+        f"the warehouse{where} is busy: segmentum serve or another command has it open"
+        + (f" (process {held.group(1)})" if held else ""),
+        "wait for that command to finish, or stop segmentum serve, then run this again",
+    )
+
+
 def connect(
     url: str | None = None, *, spark_session: Any = None, memory_limit: str | None = None
 ) -> Warehouse:
@@ -494,7 +510,14 @@ def connect(
             backend.raw_sql("SET enable_progress_bar = false")
             if memory_limit:
                 backend.raw_sql(f"SET memory_limit = '{memory_limit}'")
-            return Warehouse(backend, url)
+            wh = Warehouse(backend, url)
+            if path and path != ":memory:":
+                # Holding the file's lock now, nobody else can be using its spill folder: what
+                # a killed process left there (hundreds of MB) goes.
+                from segmentum.maintenance import clean_stray_files
+
+                wh.cleaned_on_open = clean_stray_files(Path(path))
+            return wh
         if url.endswith(".duckdb"):
             return connect(f"duckdb:///{url}")
         if url.startswith(("pyspark", "spark")) or spark_session is not None:
@@ -509,6 +532,9 @@ def connect(
     except WarehouseError:
         raise
     except Exception as exc:
+        busy = busy_error(exc, url)
+        if busy is not None:
+            raise busy from exc
         raise WarehouseError(
             f"cannot open the warehouse {url}: {exc}".splitlines()[0],
             "check the URL and that no other process holds the DuckDB file open",
