@@ -341,7 +341,8 @@ def classify_cmd(
     settings = load_settings()
     wh = connect(warehouse or settings.warehouse)
     used, feats = pipeline.compute_features(wh, _as_of(as_of), settings, "classify-cli")
-    classes = pipeline.compute_classes(wh, feats, used, settings, "classify-cli")
+    classes = pipeline.compute_classes(wh, feats, used, settings, "classify-cli", reuse_clv=True)
+    pipeline.refresh_read_models(wh, used)
     rfm = pipeline._share_table(classes, feats, "rfm_segment")
     tiers = pipeline._share_table(classes, feats, "value_tier")
     if as_json:
@@ -485,6 +486,12 @@ def print_preview(p: Any, currency: str) -> None:
         console.print(r)
     if p.sample:
         console.print(f"[dim]e.g. {', '.join(p.sample)}[/dim]")
+    _print_rule_warnings(p.warnings)
+
+
+def _print_rule_warnings(warnings: list[Any]) -> None:
+    for w in warnings:
+        err.print(f"[yellow]warning:[/yellow] {escape(str(w))}", highlight=False, soft_wrap=True)
 
 
 @segment_app.command("create")
@@ -496,8 +503,11 @@ def segment_create_cmd(
     warehouse: WarehouseOpt = None,
 ) -> None:
     """Check a rule and save it as a segment (nothing is saved when the rule has an error)."""
-    seg = _segments(warehouse).create(name, rule, description, level)
-    console.print(f"saved segment [bold]{seg.name}[/bold]: {seg.rule}")
+    segments = _segments(warehouse)
+    seg = segments.create(name, rule, description, level)
+    console.print(f"saved segment [bold]{seg.name}[/bold]: {escape(seg.rule)}")
+    if level == "customer":
+        _print_rule_warnings(segments.warnings(seg.rule))
 
 
 @segment_app.command("edit")
@@ -1267,11 +1277,12 @@ def key_create_cmd(
 ) -> None:
     """Create a key; it is printed once and stored only as a hash."""
     from segmentum.service.auth import create_key
+    from segmentum.service.state import StateStore
 
     settings = load_settings()
-    key = create_key(
-        connect(warehouse or settings.warehouse), name, [s.strip() for s in scopes.split(",")]
-    )
+    # Keys live in the state store beside the warehouse: this works while serve runs.
+    store = StateStore.for_warehouse(warehouse or settings.warehouse, settings)
+    key = create_key(store, name, [s.strip() for s in scopes.split(",")])
     console.print(key, soft_wrap=True)
 
 
@@ -1279,12 +1290,13 @@ def key_create_cmd(
 def key_list_cmd(warehouse: WarehouseOpt = None) -> None:
     """Keys with their scopes (never the secrets)."""
     from segmentum.service.auth import list_keys
+    from segmentum.service.state import StateStore
 
     settings = load_settings()
     t = Table(title="API keys")
     for c in ("id", "name", "scopes", "created", "revoked"):
         t.add_column(c)
-    for k in list_keys(connect(warehouse or settings.warehouse)):
+    for k in list_keys(StateStore.for_warehouse(warehouse or settings.warehouse, settings)):
         t.add_row(
             str(k["key_id"]),
             str(k["name"]),
@@ -1299,9 +1311,10 @@ def key_list_cmd(warehouse: WarehouseOpt = None) -> None:
 def key_revoke_cmd(key_id: str, warehouse: WarehouseOpt = None) -> None:
     """Revoke a key by its id."""
     from segmentum.service.auth import revoke_key
+    from segmentum.service.state import StateStore
 
     settings = load_settings()
-    revoke_key(connect(warehouse or settings.warehouse), key_id)
+    revoke_key(StateStore.for_warehouse(warehouse or settings.warehouse, settings), key_id)
     console.print(f"revoked {key_id}")
 
 
@@ -1321,13 +1334,15 @@ def serve_cmd(
     from segmentum.service.auth import create_key
 
     settings = load_settings()
-    wh = connect(warehouse or settings.warehouse, memory_limit=settings.memory_limit)
-    app_ = create_app(wh, settings)
+    # The server opens a DuckDB warehouse only for the moment a request needs it, so every
+    # other command keeps working on the same file while it runs (docs/service.md).
+    app_ = create_app(warehouse or settings.warehouse, settings)
     console.print(
         f"dashboard: http://{host}:{port}/dashboard   API docs: http://{host}:{port}/docs"
     )
     if new_key:
-        console.print(f"login key: {create_key(wh, 'dashboard', ['admin'])}", soft_wrap=True)
+        key = create_key(app_.state.svc.state, "dashboard", ["admin"])
+        console.print(f"login key: {key}", soft_wrap=True)
     uvicorn.run(app_, host=host, port=port, log_level="warning")
 
 

@@ -6,6 +6,7 @@ checks are all driven from that registry.
 
 from __future__ import annotations
 
+import datetime as _dt
 import os
 import tomllib
 from dataclasses import dataclass, field, fields, replace
@@ -54,7 +55,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "timezone",
         "UTC",
-        "Time zone of the business: timestamps carrying a UTC offset are converted to it.",
+        "Time zone of the business: times in UTC (Z, +00:00) are converted to it; times with "
+        "another offset keep the local time written; times without one are taken as written.",
+    ),
+    Setting(
+        "earliest_date",
+        "1990-01-01",
+        "Sales and events dated before this day are quarantined as implausible (YYYY-MM-DD).",
     ),
     Setting(
         "value_tier_method",
@@ -78,7 +85,12 @@ SETTINGS: tuple[Setting, ...] = (
         "1GB",
         "DuckDB: memory the engine may use before it spills to disk (e.g. 1GB, 4GB).",
     ),
-    Setting("currency", "EUR", "Currency label used in summaries."),
+    Setting(
+        "currency",
+        "auto",
+        "Currency of the amounts: auto (from a currency column or the signs in the amounts: "
+        "€, £, $...) or a code such as EUR, GBP, USD, MXN.",
+    ),
     Setting("weeks", True, "Express buy-till-you-die times in weeks (days / 7) instead of days."),
     Setting(
         "value_tier_cuts",
@@ -118,7 +130,17 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("control_share", 0.1, "Share of each campaign's audience held out as control."),
     Setting("attribution_days", 14, "Days after a send in which a purchase counts as converted."),
     Setting("margin_rate", 0.3, "Gross margin on revenue, for campaign ROI."),
-    Setting("rule_max_depth", 100, "Deepest nesting of parentheses and 'not' in a segment rule."),
+    Setting(
+        "send_lease_seconds",
+        300,
+        "A message claimed by a send that stopped answering is sent again after this long.",
+    ),
+    Setting(
+        "contact_retention_days",
+        0,
+        "Days the send log keeps the address a message went to (0: cleared on delivery).",
+    ),
+    Setting("rule_max_depth", 40, "Deepest nesting of parentheses and 'not' in a segment rule."),
     Setting(
         "rule_max_window_days",
         36525,
@@ -171,6 +193,7 @@ class Settings:
     decimal: str = _DEFAULTS["decimal"]
     duplicates: str = _DEFAULTS["duplicates"]
     timezone: str = _DEFAULTS["timezone"]
+    earliest_date: str = _DEFAULTS["earliest_date"]
     value_tier_method: str = _DEFAULTS["value_tier_method"]
     value_tier_score_cuts: tuple[float, float] = field(default=_DEFAULTS["value_tier_score_cuts"])
     clv_horizon_months: int = _DEFAULTS["clv_horizon_months"]
@@ -202,6 +225,8 @@ class Settings:
     control_share: float = _DEFAULTS["control_share"]
     attribution_days: int = _DEFAULTS["attribution_days"]
     margin_rate: float = _DEFAULTS["margin_rate"]
+    send_lease_seconds: int = _DEFAULTS["send_lease_seconds"]
+    contact_retention_days: int = _DEFAULTS["contact_retention_days"]
     rule_max_depth: int = _DEFAULTS["rule_max_depth"]
     rule_max_window_days: int = _DEFAULTS["rule_max_window_days"]
     rule_value_check_max_distinct: int = _DEFAULTS["rule_value_check_max_distinct"]
@@ -230,6 +255,13 @@ class Settings:
                     f"setting {s.name}={value!r} is not allowed",
                     f"use one of {', '.join(s.choices)}",
                 )
+        try:
+            _dt.date.fromisoformat(str(self.earliest_date))
+        except ValueError as exc:
+            raise ConfigError(
+                f"setting earliest_date={self.earliest_date!r} is not a date",
+                "write it as YYYY-MM-DD, e.g. 1990-01-01",
+            ) from exc
         lo, hi = self.value_tier_cuts
         if not 0 < lo < hi < 1:
             raise ConfigError(

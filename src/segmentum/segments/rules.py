@@ -21,13 +21,23 @@ Grammar (lowest precedence first)::
              | exists '(' [source ','] rule [',' window] ')'
              | has_tag '(' 'tag' ')'
     window  := 'last' number ('day' | 'days' | 'week' | 'weeks' | 'month' | 'months')
+
+Every input gives a syntax tree or a :class:`RuleError` pointing at a position, never another
+exception: nesting is bounded (``Limits.max_depth``: parentheses, ``not``, ``-``, calls, and
+runs of ``+ - * /``), ``and`` / ``or`` chains of any length are built as balanced trees, dates
+and numbers are checked against the columns they are compared with, and windows are bounded
+(``Limits.max_window_days``). A text column compared with a value it never holds gives a
+:class:`RuleWarning` ("did you mean 'high'?") from :func:`value_warnings`.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import difflib
+import math
 import re
+import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,6 +60,34 @@ class RuleError(InputError):
         self.reason = message
         line = f"{message} at position {pos + 1}:\n    {text}\n    {' ' * pos}^"
         super().__init__(line, hint)
+
+
+@dataclass(frozen=True)
+class RuleWarning:
+    """A rule that is valid but probably not what was meant (it would select nobody)."""
+
+    message: str
+    position: int
+    hint: str | None = None
+
+    def __str__(self) -> str:
+        tail = f"; {self.hint}" if self.hint else ""
+        return f"{self.message} (position {self.position + 1}){tail}"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds that keep every rule cheap to parse, check and run (settings ``rule_max_*``)."""
+
+    max_depth: int = 40
+    max_window_days: int = 36525
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> Limits:
+        return cls(
+            max_depth=int(getattr(settings, "rule_max_depth", cls.max_depth)),
+            max_window_days=int(getattr(settings, "rule_max_window_days", cls.max_window_days)),
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -178,10 +216,28 @@ MEASURES = {"spend": "amount", "amount": "amount", "quantity": "quantity", "item
 class Parser:
     """Recursive descent over the tokens; every error names what was expected."""
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, limits: Limits | None = None) -> None:
         self.text = text
+        self.limits = limits or Limits()
         self.tokens = tokenize(text)
         self.i = 0
+        self.depth = 0
+
+    def enter(self, pos: int) -> None:
+        """One level deeper; past the limit an error (Python's own stack would give out)."""
+        self.depth += 1
+        if self.depth > self.limits.max_depth:
+            raise RuleError(
+                f"the rule nests too deeply (more than {self.limits.max_depth} levels of "
+                "parentheses, 'not', '-' and calls)",
+                self.text,
+                pos,
+                "write it flatter, e.g. a and b and c instead of nested parentheses "
+                "(the limit is the setting rule_max_depth)",
+            )
+
+    def leave(self) -> None:
+        self.depth -= 1
 
     # helpers
     @property
@@ -217,24 +273,30 @@ class Parser:
         return node
 
     def parse_or(self) -> Node:
-        node = self.parse_and()
+        operands, ops = [self.parse_and()], []
         while self.at("keyword", "or"):
-            t = self.advance()
-            node = Binary(t.pos, "or", node, self.parse_and())
-        return node
+            ops.append(self.advance().pos)
+            operands.append(self.parse_and())
+        return _balanced("or", operands, ops)
 
     def parse_and(self) -> Node:
-        node = self.parse_not()
+        operands, ops = [self.parse_not()], []
         while self.at("keyword", "and"):
-            t = self.advance()
-            node = Binary(t.pos, "and", node, self.parse_not())
-        return node
+            ops.append(self.advance().pos)
+            operands.append(self.parse_not())
+        return _balanced("and", operands, ops)
 
     def parse_not(self) -> Node:
-        if self.at("keyword", "not"):
-            t = self.advance()
-            return Unary(t.pos, "not", self.parse_not())
-        return self.parse_compare()
+        # A run of 'not' is read in a loop (not by recursion): only its length counts as depth.
+        nots: list[Token] = []
+        while self.at("keyword", "not"):
+            nots.append(self.advance())
+            self.enter(nots[-1].pos)
+        node = self.parse_compare()
+        for t in reversed(nots):
+            node = Unary(t.pos, "not", node)
+            self.leave()
+        return node
 
     def parse_compare(self) -> Node:
         left = self.parse_sum()
@@ -271,24 +333,33 @@ class Parser:
         return left
 
     def parse_sum(self) -> Node:
-        node = self.parse_product()
-        while self.tok.kind == "op" and self.tok.value in ("+", "-"):
-            t = self.advance()
-            node = Binary(t.pos, t.value, node, self.parse_product())
-        return node
+        return self.parse_chain(("+", "-"), self.parse_product)
 
     def parse_product(self) -> Node:
-        node = self.parse_unary()
-        while self.tok.kind == "op" and self.tok.value in ("*", "/"):
+        return self.parse_chain(("*", "/"), self.parse_unary)
+
+    def parse_chain(self, ops: tuple[str, ...], operand: Callable[[], Node]) -> Node:
+        """Left-associative ``a op b op c``: each operator is one level deeper in the tree."""
+        node = operand()
+        entered = 0
+        while self.tok.kind == "op" and self.tok.value in ops:
             t = self.advance()
-            node = Binary(t.pos, t.value, node, self.parse_unary())
+            self.enter(t.pos)
+            entered += 1
+            node = Binary(t.pos, t.value, node, operand())
+        self.depth -= entered
         return node
 
     def parse_unary(self) -> Node:
-        if self.at("op", "-"):
-            t = self.advance()
-            return Unary(t.pos, "-", self.parse_unary())
-        return self.parse_atom()
+        minus: list[Token] = []
+        while self.at("op", "-"):
+            minus.append(self.advance())
+            self.enter(minus[-1].pos)
+        node = self.parse_atom()
+        for t in reversed(minus):
+            node = Unary(t.pos, "-", node)
+            self.leave()
+        return node
 
     def parse_literal(self) -> Literal:
         t = self.tok
@@ -301,7 +372,10 @@ class Parser:
                 self.fail("expected a number after '-'")
         if t.kind == "number":
             self.advance()
-            return Literal(t.pos, sign * float(t.value))
+            value = float(t.value)
+            if not math.isfinite(value) or len(t.value) > 30:
+                raise RuleError("this number is too large", self.text, t.pos)
+            return Literal(t.pos, sign * value)
         if t.kind == "string":
             self.advance()
             return Literal(t.pos, t.value)
@@ -320,12 +394,16 @@ class Parser:
         if t.kind == "name":
             self.advance()
             if self.at("op", "("):
-                return self.parse_call(t)
+                self.enter(t.pos)
+                call = self.parse_call(t)
+                self.leave()
+                return call
             return Name(t.pos, t.value)
         if self.at("op", "("):
-            self.advance()
+            self.enter(self.advance().pos)
             node = self.parse_or()
             self.expect("op", ")", "')' to close the parenthesis")
+            self.leave()
             return node
         self.fail("expected a column, a segment, a value or '('")
         raise AssertionError  # pragma: no cover
@@ -342,6 +420,14 @@ class Parser:
         days = float(n.value) * UNITS[unit.value.lower()]
         if days != int(days) or days < 1:
             raise RuleError("a window must be a whole number of days >= 1", self.text, n.pos)
+        longest = self.limits.max_window_days
+        if days > longest:
+            raise RuleError(
+                f"a window can be at most {longest:,} days ({longest / 365.25:.0f} years)",
+                self.text,
+                n.pos,
+                "leave the window out to count the whole history",
+            )
         return Window(t.pos, int(days))
 
     def parse_call(self, name: Token) -> Call:
@@ -396,9 +482,28 @@ class Parser:
         return Call(name.pos, func, source, where, window, arg)
 
 
-def parse(text: str) -> Node:
+def _balanced(op: str, operands: list[Node], ops: list[int]) -> Node:
+    """``a op b op c ...`` as a balanced tree (``and`` and ``or`` are associative): a chain of
+    thousands of conditions is then only a few levels deep for the checker and the engine."""
+    if len(operands) == 1:
+        return operands[0]
+    mid = len(operands) // 2
+    return Binary(
+        ops[mid - 1],
+        op,
+        _balanced(op, operands[:mid], ops[: mid - 1]),
+        _balanced(op, operands[mid:], ops[mid:]),
+    )
+
+
+def parse(text: str, limits: Limits | None = None) -> Node:
     """Parse a rule into its syntax tree, or raise :class:`RuleError` at the position at fault."""
-    return Parser(text).parse()
+    try:
+        return Parser(text, limits).parse()
+    except RecursionError as exc:  # a backstop: the depth limit keeps far below the stack
+        raise RuleError(
+            "the rule nests too deeply", text, 0, "lower the setting rule_max_depth"
+        ) from exc
 
 
 # --------------------------------------------------------------------------------------------
@@ -543,16 +648,20 @@ def check(text: str, node: Node, scope: Scope) -> str:
                         raise err(f"'{n.op}' needs numbers, got a {t}", side)
                 return NUMBER
             compatible(lt, rt, n.right, n.op)
+            literal_fits(n.left, rt)
+            literal_fits(n.right, lt)
             return BOOL
         if isinstance(n, InList):
             t = typ(n.operand, cols, inner)
             for v in n.values:
                 compatible(t, typ(v, cols, inner), v, "in")
+                literal_fits(v, t)
             return BOOL
         if isinstance(n, Between):
             t = typ(n.operand, cols, inner)
-            compatible(t, typ(n.low, cols, inner), n.low, "between")
-            compatible(t, typ(n.high, cols, inner), n.high, "between")
+            for bound in (n.low, n.high):
+                compatible(t, typ(bound, cols, inner), bound, "between")
+                literal_fits(bound, t)
             return BOOL
         if isinstance(n, IsNull):
             typ(n.operand, cols, inner)
@@ -592,7 +701,22 @@ def check(text: str, node: Node, scope: Scope) -> str:
             return
         raise err(f"cannot compare a {a} with a {b} using '{op}'", at)
 
-    return typ(node, scope.columns, False)
+    def literal_fits(n: Node, other: str) -> None:
+        """A text compared with a date must be a date the engine can read."""
+        if isinstance(n, Literal) and isinstance(n.value, str) and other == DATE:
+            try:
+                _dt.date.fromisoformat(n.value)
+            except ValueError:
+                raise err(
+                    f"{n.value!r} is not a date",
+                    n,
+                    "write dates as 'YYYY-MM-DD', e.g. '2024-03-31'",
+                ) from None
+
+    try:
+        return typ(node, scope.columns, False)
+    except RecursionError as exc:  # a backstop: parse() bounds the depth far below the stack
+        raise err("the rule nests too deeply", node, "lower the setting rule_max_depth") from exc
 
 
 def call_table(call: Call) -> str:
@@ -695,12 +819,14 @@ def compile_node(
             return ops[n.op](lft, rgt)
         if isinstance(n, InList):
             k = kind(n.operand)
-            operand = c(n.operand)
-            hit = ibis.or_(*(operand == _lit(v.value, k) for v in n.values))
+            # isin, not a chain of ors: a list of thousands of values stays one flat operation.
+            hit = c(n.operand).isin([_lit(v.value, k) for v in n.values])
             return ~hit if n.negated else hit
         if isinstance(n, Between):
-            k = kind(n.operand)
-            return c(n.operand).between(c(n.low, k), c(n.high, k))
+            # Literals are read as the type of the first side that is not a literal.
+            sides = (n.operand, n.low, n.high)
+            k = next((kind(x) for x in sides if not isinstance(x, Literal)), kind(n.operand))
+            return c(n.operand, k).between(c(n.low, k), c(n.high, k))
         if isinstance(n, IsNull):
             v = c(n.operand)
             return v.notnull() if n.negated else v.isnull()
@@ -766,3 +892,101 @@ def window_aggregates(
         else:
             aggs[key] = t.count(where=cond).cast("float64")
     return t.group_by("customer_id").aggregate(**aggs)
+
+
+# --------------------------------------------------------------------------------------------
+# Warnings: comparisons with a value the column never holds
+
+_VALUES_TTL_S = 300.0
+_values_cache: dict[tuple[Any, str], tuple[float, list[str] | None]] = {}
+_values_lock = threading.Lock()
+
+
+def compared_values(node: Node) -> list[tuple[str, Literal, str]]:
+    """Every (column, text literal, operator) of ``col == 'x'``, ``col != 'x'``, ``col in (...)``
+    at customer level (not inside count / sum / exists)."""
+    out: list[tuple[str, Literal, str]] = []
+    for n in walk(node):
+        if isinstance(n, Binary) and n.op in ("==", "!="):
+            for a, b in ((n.left, n.right), (n.right, n.left)):
+                if isinstance(a, Name) and isinstance(b, Literal) and isinstance(b.value, str):
+                    out.append((a.name, b, n.op))
+        elif isinstance(n, InList) and isinstance(n.operand, Name):
+            op = "!=" if n.negated else "=="
+            out += [(n.operand.name, v, op) for v in n.values if isinstance(v.value, str)]
+    return out
+
+
+def distinct_values(
+    view: ir.Table, columns: Iterable[str], max_distinct: int, cache_key: Any = None
+) -> dict[str, list[str] | None]:
+    """The values of each text column of ``view``, or None for a column with more than
+    ``max_distinct`` of them; one small query per column, cached for a few minutes under
+    ``cache_key`` (e.g. the warehouse and the date: the values change only with a new run)."""
+    out: dict[str, list[str] | None] = {}
+    schema = view.schema()
+    for col in dict.fromkeys(columns):
+        if col not in schema or kind_of(schema[col]) != TEXT:
+            continue
+        key = (cache_key, col)
+        with _values_lock:
+            hit = _values_cache.get(key) if cache_key is not None else None
+        if hit is not None and time.monotonic() - hit[0] < _VALUES_TTL_S:
+            out[col] = hit[1]
+            continue
+        got = view.select(v=view[col].cast("string")).distinct().limit(max_distinct + 1)
+        values = [str(v) for v in got.to_pyarrow().column("v").to_pylist() if v is not None]
+        out[col] = sorted(values) if len(values) <= max_distinct else None
+        if cache_key is not None:
+            with _values_lock:
+                _values_cache[key] = (time.monotonic(), out[col])
+    return out
+
+
+def display_aliases() -> dict[str, dict[str, str]]:
+    """Names a person may type instead of the stored value: the Spanish names of the RFM
+    segments (``'Campeones'`` for ``'Champions'``), by column, lower case."""
+    from segmentum.segments.classes import RFM_RULES
+
+    return {"rfm_segment": {r.name_es.lower(): r.name for r in RFM_RULES}}
+
+
+def value_warnings(
+    node: Node,
+    values: Mapping[str, list[str] | None],
+    aliases: Mapping[str, Mapping[str, str]] | None = None,
+) -> list[RuleWarning]:
+    """A warning for each comparison of a text column with a value no customer has."""
+    aliases = display_aliases() if aliases is None else aliases
+    out: list[RuleWarning] = []
+    for col, lit, op in compared_values(node):
+        known = values.get(col)
+        if not known or lit.value in known:
+            continue
+        value = str(lit.value)
+        effect = "selects nobody" if op == "==" else "is true for everyone"
+        message = f"no customer has {col} = {value!r}, so this {effect}"
+        alias = aliases.get(col, {}).get(value.lower())
+        by_case = {k.lower(): k for k in known}
+        close = difflib.get_close_matches(value, known, n=1, cutoff=0.6)
+        if alias is not None and alias in known:
+            hint = f"{value!r} is the Spanish name of {alias!r}: write {col} == {alias!r}"
+        elif value.lower() in by_case:
+            hint = f"values are case-sensitive: did you mean {by_case[value.lower()]!r}?"
+        elif close:
+            hint = f"did you mean {close[0]!r}?"
+        else:
+            shown = ", ".join(repr(k) for k in known[:10])
+            hint = f"its values are {shown}" + (", ..." if len(known) > 10 else "")
+        out.append(RuleWarning(message, lit.pos, hint))
+    return out
+
+
+def rule_warnings(
+    node: Node, view: ir.Table, max_distinct: int, cache_key: Any = None
+) -> list[RuleWarning]:
+    """:func:`value_warnings` with the values read from ``view`` (see :func:`distinct_values`)."""
+    columns = [col for col, _, _ in compared_values(node)]
+    if not columns:
+        return []
+    return value_warnings(node, distinct_values(view, columns, max_distinct, cache_key))

@@ -63,6 +63,8 @@ class Preview:
     total_revenue: float
     reach: Reach | None = None
     sample: list[str] = field(default_factory=list)
+    # Comparisons that are valid but select nobody ("did you mean 'high'?"), with positions.
+    warnings: list[R.RuleWarning] = field(default_factory=list)
 
     @property
     def share(self) -> float:
@@ -107,6 +109,7 @@ class Segments:
         self.wh = warehouse
         self.settings = settings or load_settings()
         self.features_at: Callable[[_dt.date], ir.Table] | None = None
+        self.limits = R.Limits.from_settings(self.settings)
 
     # ---------------------------------------------------------------- definitions
     def list(self) -> list[Segment]:
@@ -294,7 +297,7 @@ class Segments:
             scope.segments = {
                 n: o.level for n, o in segs.items() if s.level == "customer" or o.level == "account"
             }
-            tree = _parse(s)
+            tree = _parse(s, self.limits)
             try:
                 t = R.check(s.rule, tree, scope)
             except R.RuleError as exc:
@@ -339,7 +342,7 @@ class Segments:
         customers = [n for n in order if segs[n].level == "customer"]
         all_calls: dict[str, dict[R.Call, str]] = {}
         for n in customers:
-            for c in R.calls(_parse(segs[n])):
+            for c in R.calls(_parse(segs[n], self.limits)):
                 all_calls.setdefault(R.call_table(c), {})[c] = segs[n].rule
         base = view
         scans: dict[str, int] = {}
@@ -363,7 +366,7 @@ class Segments:
     def _compile(
         self, seg: Segment, table: ir.Table, as_of: _dt.date, _: Mapping[str, Any]
     ) -> ir.BooleanValue:
-        tree = _parse(seg)
+        tree = _parse(seg, self.limits)
         kinds = {c: R.kind_of(t) for c, t in table.schema().items()}
 
         def resolve(name: str) -> ir.Value:
@@ -463,12 +466,23 @@ class Segments:
             total_revenue=float(agg["total"] or 0.0),
             reach=reach(self.wh, members, as_of, self.settings),
             sample=[str(i) for i in ids],
+            warnings=self.warnings(segs[target].rule, as_of, view),
         )
 
+    def warnings(
+        self, rule: str, as_of: _dt.date | None = None, view: ir.Table | None = None
+    ) -> builtins.list[R.RuleWarning]:
+        """Comparisons in a (valid) rule with a value no customer has: "did you mean ...?"."""
+        if view is None:
+            view, as_of = self._view(as_of)
+        tree = R.parse(rule, self.limits)
+        key = (self.wh.url, id(self.wh), as_of)
+        return R.rule_warnings(tree, view, self.settings.rule_value_check_max_distinct, key)
 
-def _parse(seg: Segment) -> R.Node:
+
+def _parse(seg: Segment, limits: R.Limits | None = None) -> R.Node:
     try:
-        return R.parse(seg.rule)
+        return R.parse(seg.rule, limits)
     except R.RuleError as exc:
         raise R.RuleError(f"segment {seg.name}: {exc.reason}", exc.text, exc.pos, exc.hint) from exc
 
