@@ -4,34 +4,63 @@ The standard checks of the customer-base-analysis literature: cumulative repeat 
 by week (predicted vs actual) and the conditional expectation of holdout purchases by number
 of calibration purchases, each against a naive baseline (every customer keeps buying at their
 calibration rate). Only aggregates leave the engine.
+
+Every purchase model (BG/NBD, MBG/NBD, Pareto/NBD) is fitted on the same calibration period;
+:func:`choose` picks the one whose holdout forecast by number of calibration purchases is
+closest, the likelihood deciding between forecasts within 5% of each other, and says why.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import html
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import ibis
 import ibis.expr.types as ir
 import numpy as np
 import pandas as pd
 
-from segmentum.errors import InputError
-from segmentum.features.customer import btyd_summary, window_lines
-from segmentum.models.btyd import BetaGeo
+from segmentum.errors import InputError, ModelError
+from segmentum.features.customer import btyd_summary, purchase_days_before
+from segmentum.models.btyd import BetaGeo, ModifiedBetaGeo, ParetoNBD
+
+PurchaseModel = BetaGeo | ParetoNBD
+#: The purchase models compared, by the name used in reports.
+PURCHASE_MODELS: dict[str, type[BetaGeo] | type[ParetoNBD]] = {
+    "BG/NBD": BetaGeo,
+    "MBG/NBD": ModifiedBetaGeo,
+    "Pareto/NBD": ParetoNBD,
+}
+#: The holdout error that decides (the literature's conditional-expectation check).
+CRITERION = "mean absolute error, by calibration purchases"
+NAIVE = "naive (calibration rate)"
 
 
 @dataclass
 class Validation:
-    """The fitted model and the tracking tables."""
+    """The fitted models, the chosen one and the tracking tables.
 
-    model: BetaGeo
+    ``weekly`` and ``by_frequency`` hold ``predicted`` (the chosen model), ``naive`` and one
+    column per model fitted (named as in :data:`PURCHASE_MODELS`).
+    """
+
+    model: PurchaseModel
     calibration_end: _dt.date
     holdout_end: _dt.date
     weekly: pd.DataFrame  # week, actual, predicted, naive (cumulative repeat purchases)
     by_frequency: pd.DataFrame  # x, customers, actual, predicted, naive (mean per customer)
     errors: pd.DataFrame  # metric by method
+    models: dict[str, PurchaseModel] = field(default_factory=dict)
+    chosen: str = "BG/NBD"
+    reason_en: str = ""
+    reason_es: str = ""
+    skipped: dict[str, str] = field(default_factory=dict)  # model: why it could not be fitted
+
+    def verdict(self, lang: str = "en") -> str:
+        """The chosen model's holdout forecast in words, against the naive baseline."""
+        return verdict(self.errors, self.chosen, lang)
 
     def to_html(self) -> str:
         """A self-contained page: the two tracking charts (inline SVG) and the tables."""
@@ -53,8 +82,10 @@ class Validation:
             "<style>body{font-family:sans-serif;max-width:960px;margin:auto}table{border-collapse:collapse}"
             "td,th{padding:2px 8px;border-bottom:1px solid #ddd;text-align:right}</style>"
             "<h1>Purchase model check</h1>"
-            f"<p>BG/NBD fitted on data before {start}; "
+            f"<p>{html.escape(self.chosen)} fitted on data before {start}; "
             f"holdout to {self.holdout_end}. Parameters: {html.escape(params)}.</p>"
+            f"<p><strong>{html.escape(self.verdict())}</strong></p>"
+            f"<p>{html.escape(self.reason_en)}</p>"
             + "".join(charts)
             + "<h2>Errors</h2>"
             + tables[0]
@@ -96,34 +127,59 @@ def validate(
     transactions: ir.Table,
     calibration_end: _dt.date,
     holdout_end: _dt.date | None = None,
+    *,
+    models: tuple[str, ...] = tuple(PURCHASE_MODELS),
+    weeks: bool = True,
 ) -> Validation:
-    """Fit BG/NBD on purchases up to ``calibration_end`` and compare its holdout predictions.
+    """Fit the purchase ``models`` on purchases up to ``calibration_end``, compare their
+    holdout predictions with what happened and choose one (see :func:`choose`).
 
-    ``holdout_end`` defaults to the last purchase day. Times are in weeks.
+    ``transactions`` is the invoice lines or the warehouse's purchase-day rollup.
+    ``holdout_end`` defaults to the last purchase day. Times are in weeks (or days).
     """
+    unknown = [m for m in models if m not in PURCHASE_MODELS]
+    if unknown or not models:
+        raise InputError(
+            f"unknown purchase model {', '.join(unknown) or '(none)'}",
+            f"use one or more of {', '.join(PURCHASE_MODELS)}",
+        )
     as_of = calibration_end + _dt.timedelta(days=1)
-    last = transactions.timestamp.max().to_pyarrow().as_py()
+    ts = "day" if "timestamp" not in transactions.columns else "timestamp"
+    last = transactions[ts].max().to_pyarrow().as_py()
     if last is None:
         raise InputError("there are no transactions to validate on")
-    holdout_end = holdout_end or last.date()
+    last_day = last.date() if isinstance(last, _dt.datetime) else last
+    holdout_end = holdout_end or last_day
     if holdout_end <= calibration_end:
         raise InputError(
             f"the holdout ends {holdout_end}, not after the calibration end {calibration_end}",
             "choose an earlier --calibration-end so some purchases fall after it",
         )
-    summary = btyd_summary(transactions, as_of)
+    summary = btyd_summary(transactions, as_of, weeks=weeks)
     # A customer whose first purchase is on the calibration end has not been observed yet.
     summary = summary.filter(summary["T"] > 0)
     grouped = summary.group_by(["x", "t_x", "T"]).aggregate(n=summary.count()).to_pyarrow()
     x, tx, t, n = (grouped[c].to_numpy().astype(float) for c in ("x", "t_x", "T", "n"))
-    model = BetaGeo().fit(x, tx, t, weights=n)
+    fitted: dict[str, PurchaseModel] = {}
+    skipped: dict[str, str] = {}
+    for name in models:
+        try:
+            fitted[name] = PURCHASE_MODELS[name]().fit(x, tx, t, weights=n)
+        except ModelError as exc:
+            skipped[name] = str(exc)
+    if not fitted:
+        raise ModelError(
+            "no purchase model could be fitted on the calibration period: "
+            + "; ".join(f"{k}: {v}" for k, v in skipped.items()),
+            "choose a later --calibration-end so more customers have bought twice",
+        )
 
-    # Holdout purchase days of calibration customers, by customer and by week.
-    lines = window_lines(transactions, holdout_end + _dt.timedelta(days=1))
-    buys = lines.filter(lines.is_purchase & (lines.day >= ibis.literal(as_of, "date")))
-    days = buys.select("customer_id", "day").distinct()
-    days = days.semi_join(summary, "customer_id")
+    # Holdout purchase days of calibration customers, by customer and by week (the same
+    # purchase days as the summary: net of returns, one a day).
+    days = purchase_days_before(transactions, holdout_end + _dt.timedelta(days=1))
     start = ibis.literal(as_of, "date")
+    days = days.filter(days.day >= start).select("customer_id", "day").distinct()
+    days = days.semi_join(summary, "customer_id")
     per_week = (
         days.mutate(week=(days.day.delta(start, unit="day") / 7).floor().cast("int64") + 1)
         .group_by("week")
@@ -138,55 +194,197 @@ def validate(
         .to_pandas()
     )
 
-    horizon = (holdout_end - calibration_end).days / 7.0
-    weeks = np.arange(1, int(np.ceil(horizon)) + 1)
+    unit = 7.0 if weeks else 1.0
+    horizon = (holdout_end - calibration_end).days / unit
+    n_weeks = int(np.ceil((holdout_end - calibration_end).days / 7.0))
+    weeks_idx = np.arange(1, n_weeks + 1)
     rate = np.where(t > 0, x / np.maximum(t, 1e-9), 0.0)
-    spans = [min(float(k), horizon) for k in weeks]
-    predicted = [float(np.sum(n * model.expected_purchases(h, x, tx, t))) for h in spans]
-    naive = [float(np.sum(n * rate * h)) for h in spans]
-    actual = per_week.set_index("week").reindex(weeks, fill_value=0).purchases.cumsum().to_numpy()
-    weekly = pd.DataFrame({"week": weeks, "actual": actual, "predicted": predicted, "naive": naive})
+    spans = [min(float(k) * 7.0 / unit, horizon) for k in weeks_idx]
+    actual = (
+        per_week.set_index("week").reindex(weeks_idx, fill_value=0).purchases.cumsum().to_numpy()
+    )
+    weekly = pd.DataFrame({"week": weeks_idx, "actual": actual})
+    weekly["naive"] = [float(np.sum(n * rate * h)) for h in spans]
+    per_row = {"naive": rate * horizon}
+    for name, model in fitted.items():
+        weekly[name] = [float(np.sum(n * model.expected_purchases(h, x, tx, t))) for h in spans]
+        per_row[name] = model.expected_purchases(horizon, x, tx, t)
 
-    pred_rows = model.expected_purchases(horizon, x, tx, t)
-    by_x = pd.DataFrame({"x": x, "n": n, "predicted": pred_rows * n, "naive": rate * horizon * n})
-    by_x = by_x.groupby("x").sum()
-    by_x = pd.DataFrame({"predicted": by_x.predicted / by_x.n, "naive": by_x.naive / by_x.n})
+    rows = pd.DataFrame({"x": x, "n": n, **{k: v * n for k, v in per_row.items()}})
+    sums = rows.groupby("x").sum()
+    by_x = sums[list(per_row)].div(sums.n, axis=0)
     table = by_x_actual.set_index("x").join(by_x).reset_index().sort_values("x")
     table["x"] = table.x.astype(int)
     capped = table.assign(x=np.minimum(table.x, 7))
     w = capped.customers
-    by_frequency = (
-        capped.assign(
-            actual=capped.actual * w, predicted=capped.predicted * w, naive=capped.naive * w
-        )
-        .groupby("x")
-        .sum()
-        .reset_index()
-    )
-    for c in ("actual", "predicted", "naive"):
+    cols = ["actual", *per_row]
+    by_frequency = capped.assign(**{c: capped[c] * w for c in cols}).groupby("x").sum()
+    by_frequency = by_frequency.reset_index()
+    for c in cols:
         by_frequency[c] = by_frequency[c] / by_frequency.customers
     by_frequency["x"] = by_frequency.x.map(lambda v: f"{v}+" if v == 7 else str(v))
 
-    total_actual = float(actual[-1])
+    total_actual = float(actual[-1]) if len(actual) else 0.0
+    methods = [*fitted, "naive"]
     errors = pd.DataFrame(
         {
-            "total holdout purchases": [total_actual, predicted[-1], naive[-1]],
+            "total holdout purchases": [total_actual, *(weekly[m].iloc[-1] for m in methods)],
             "relative error of the total": [
                 0.0,
-                predicted[-1] / total_actual - 1,
-                naive[-1] / total_actual - 1,
+                *(
+                    weekly[m].iloc[-1] / total_actual - 1 if total_actual else float("nan")
+                    for m in methods
+                ),
             ],
             "mean absolute error, weekly cumulative": [
                 0.0,
-                float(np.mean(np.abs(np.array(predicted) - actual))),
-                float(np.mean(np.abs(np.array(naive) - actual))),
+                *(float(np.mean(np.abs(weekly[m].to_numpy() - actual))) for m in methods),
             ],
-            "mean absolute error, by calibration purchases": [
+            CRITERION: [
                 0.0,
-                float(np.average(np.abs(table.predicted - table.actual), weights=table.customers)),
-                float(np.average(np.abs(table.naive - table.actual), weights=table.customers)),
+                *(
+                    float(np.average(np.abs(table[m] - table.actual), weights=table.customers))
+                    for m in methods
+                ),
             ],
         },
-        index=pd.Index(["actual", "BG/NBD", "naive (calibration rate)"], name="method"),
+        index=pd.Index(["actual", *fitted, NAIVE], name="method"),
     )
-    return Validation(model, calibration_end, holdout_end, weekly, by_frequency, errors)
+    loglik = {k: m.log_likelihood_ for k, m in fitted.items()}
+    chosen, reason_en, reason_es = choose(errors, loglik)
+    weekly["predicted"] = weekly[chosen]
+    by_frequency["predicted"] = by_frequency[chosen]
+    front = ["week", "actual", "predicted", "naive"]
+    weekly = weekly[front + [c for c in weekly.columns if c not in front]]
+    front = ["x", "customers", "actual", "predicted", "naive"]
+    by_frequency = by_frequency[front + [c for c in by_frequency.columns if c not in front]]
+    return Validation(
+        fitted[chosen],
+        calibration_end,
+        holdout_end,
+        weekly,
+        by_frequency,
+        errors,
+        fitted,
+        chosen,
+        reason_en,
+        reason_es,
+        skipped,
+    )
+
+
+def choose(errors: pd.DataFrame | None, loglik: dict[str, float]) -> tuple[str, str, str]:
+    """The purchase model to use, and why (English, Spanish).
+
+    With a holdout (``errors`` from :func:`validate`): the smallest error of the holdout
+    forecast by number of calibration purchases; models within 5% of it are told apart by
+    their log-likelihood (all have four parameters). Without one: the likelihood alone.
+    """
+    names = list(loglik)
+    if errors is None:
+        best = max(names, key=lambda k: loglik[k])
+        others = ", ".join(f"{k} {_num(loglik[k], 1)}" for k in names if k != best)
+        others_es = ", ".join(f"{k} {_num(loglik[k], 1, 'es')}" for k in names if k != best)
+        return (
+            best,
+            f"{best} was chosen for the highest log-likelihood ({_num(loglik[best], 1)}"
+            + (f"; {others}" if others else "")
+            + "); there was not enough history for a holdout check.",
+            f"Se eligió {best} por la mayor log-verosimilitud ({_num(loglik[best], 1, 'es')}"
+            + (f"; {others_es}" if others_es else "")
+            + "); no había historia suficiente para comprobarlo con un periodo de control.",
+        )
+    crit: dict[Any, float] = errors[CRITERION].astype(float).to_dict()
+    err = {k: crit[k] for k in names}
+    lowest = min(err.values())
+    close = [k for k in names if err[k] <= lowest * 1.05 + 1e-12]
+    best = max(close, key=lambda k: loglik[k])
+    listing = ", ".join(f"{k} {_num(err[k], 3)}" for k in names if k != best)
+    listing_es = ", ".join(f"{k} {_num(err[k], 3, 'es')}" for k in names if k != best)
+    naive = crit[NAIVE]
+    if len(close) > 1:
+        why = (
+            f"its holdout forecast is as close as the best (within 5%) and its log-likelihood "
+            f"is the highest ({_num(loglik[best], 1)})"
+        )
+        why_es = (
+            "su previsión del periodo de control es tan buena como la mejor (a menos del 5 %) "
+            f"y su log-verosimilitud es la mayor ({_num(loglik[best], 1, 'es')})"
+        )
+    else:
+        why = "its holdout forecast is the closest"
+        why_es = "su previsión del periodo de control es la más cercana"
+    return (
+        best,
+        f"{best} was chosen: {why}. Mean error of holdout purchases per customer, by number "
+        f"of calibration purchases: {_num(err[best], 3)}"
+        + (f" (against {listing}; naive baseline {_num(naive, 3)})." if listing else "."),
+        f"Se eligió {best}: {why_es}. Error medio de compras por cliente en el periodo de "
+        f"control, por número de compras previas: {_num(err[best], 3, 'es')}"
+        + (
+            f" (frente a {listing_es}; referencia ingenua {_num(naive, 3, 'es')})."
+            if listing_es
+            else "."
+        ),
+    )
+
+
+def verdict(errors: pd.DataFrame, model: str, lang: str = "en") -> str:
+    """One sentence on ``model``'s holdout forecast: the error of the total and the naive
+    baseline compared by the error by number of calibration purchases."""
+    totals: dict[Any, float] = errors["total holdout purchases"].astype(float).to_dict()
+    crit: dict[Any, float] = errors[CRITERION].astype(float).to_dict()
+    actual, predicted = totals["actual"], totals[model]
+    rel = predicted / actual - 1 if actual else float("nan")
+    mine, naive = crit[model], crit[NAIVE]
+    es = lang == "es"
+    pct = _num(abs(rel) * 100, 0, lang) + (" %" if es else "%")
+    counts = (
+        f"({_num(predicted, 0, lang)} previstas, {_num(actual, 0, lang)} reales)"
+        if es
+        else f"({_num(predicted, 0)} predicted, {_num(actual, 0)} actual)"
+    )
+    if not np.isfinite(rel):
+        total = (
+            "no hubo compras repetidas en el periodo de control"
+            if es
+            else "there were no repeat purchases in the holdout"
+        )
+    elif abs(rel) < 0.02:
+        total = (
+            f"acierta el total de compras repetidas con menos del 2 % de error {counts}"
+            if es
+            else f"matches repeat purchases in the holdout within 2% {counts}"
+        )
+    elif rel < 0:
+        total = (
+            f"subestima las compras repetidas del periodo de control en un {pct} {counts}"
+            if es
+            else f"under-predicts repeat purchases in the holdout by {pct} {counts}"
+        )
+    else:
+        total = (
+            f"sobrestima las compras repetidas del periodo de control en un {pct} {counts}"
+            if es
+            else f"over-predicts repeat purchases in the holdout by {pct} {counts}"
+        )
+    errs = f"{_num(mine, 3, lang)} {'frente a' if es else 'against'} {_num(naive, 3, lang)}"
+    if mine < naive:
+        baseline = (
+            f"mejor que la referencia ingenua (error medio por cliente {errs})"
+            if es
+            else f"better than the naive baseline (mean error per customer {errs})"
+        )
+    else:
+        baseline = (
+            f"no mejor que la referencia ingenua (error medio por cliente {errs})"
+            if es
+            else f"no better than the naive baseline (mean error per customer {errs})"
+        )
+    return f"{model} {total}; {baseline}."
+
+
+def _num(v: float, digits: int, lang: str = "en") -> str:
+    """A number with thousands separators in the language's convention (1,882.5 / 1.882,5)."""
+    text = f"{v:,.{digits}f}"
+    return text.translate(str.maketrans(",.", ".,")) if lang == "es" else text

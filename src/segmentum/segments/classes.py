@@ -136,24 +136,28 @@ def pareto_tiers(
     """high / medium / low by cumulative share of ``column`` (Pareto / ABC).
 
     Customers are sorted by ``column``; those that make up the first ``cuts[0]`` of the total
-    are high, up to ``cuts[1]`` medium, the rest (and anyone at or below zero) low.
+    are high, up to ``cuts[1]`` medium, the rest (and anyone at or below zero) low. The share
+    before a customer counts only customers with a strictly larger value, so customers with
+    equal values always get the same tier (an order by id would split a tie across a cut).
     """
-    v = t[column]
-    pos = ibis.greatest(v.fill_null(0), 0)
-    group = [t[by]] if by else None
-    w = ibis.window(
-        order_by=[ibis.desc(v), t.customer_id], group_by=group, preceding=None, following=0
+    keys = ["customer_id", *([by] if by else [])]
+    keyed = t.select(*keys, _v=t[column].cast("float64").fill_null(0.0))
+    level_keys = [*([by] if by else []), "_v"]
+    levels = keyed.group_by(level_keys).aggregate(_s=ibis.greatest(keyed._v, 0.0).sum())
+    group = [levels[by]] if by else None
+    w = ibis.window(order_by=ibis.desc(levels._v), group_by=group, preceding=None, following=0)
+    total = levels._s.sum().over(ibis.window(group_by=group))
+    levels = levels.mutate(
+        _share_before=ibis.ifelse(total > 0, (levels._s.sum().over(w) - levels._s) / total, 1.0)
     )
-    before = pos.sum().over(w) - pos
-    total = pos.sum().over(ibis.window(group_by=group))
-    share_before = ibis.ifelse(total > 0, before / total, 1.0)
+    j = keyed.join(levels, level_keys)
+    share_before = j._share_before
     tier = ibis.cases(
-        ((share_before < cuts[0]) & (v > 0), "high"),
-        ((share_before < cuts[1]) & (v > 0), "medium"),
+        ((share_before < cuts[0]) & (j._v > 0), "high"),
+        ((share_before < cuts[1]) & (j._v > 0), "medium"),
         else_="low",
     )
-    keys = ["customer_id", *([by] if by else [])]
-    return t.select(*keys, **{name: tier, f"{column}_share_before": share_before})
+    return j.select(*keys, **{name: tier, f"{column}_share_before": share_before})
 
 
 def value_tiers(
@@ -213,16 +217,21 @@ def lifecycle(
     The expected gap is the customer's mean time between purchase days, shrunk toward the
     median gap of all repeat customers (few gaps, more shrinkage). A one-time buyer is *new*
     while their tenure is within one typical gap, and is judged on the population gap after.
+
+    When nobody has bought twice (a B2B funnel of won deals, a first month of data) there is no
+    rhythm to learn: the typical gap is then the population's median recency, so stages are
+    recency bands relative to the base (``lifecycle_basis`` says which was used), instead of
+    calling every customer lost.
     """
-    # An aggregate joined back, not a window: PostgreSQL has no windowed median.
-    gap = features.interpurchase_mean.median()  # exact
-    medians = (
-        features.group_by(by).aggregate(_median_gap=gap)
-        if by
-        else features.aggregate(_median_gap=gap)
-    )
+    # Aggregates joined back, not windows: PostgreSQL has no windowed median.
+    aggs = {
+        "_median_gap": features.interpurchase_mean.median(),  # exact
+        "_median_recency": features.recency_days.cast("float64").median(),
+    }
+    medians = features.group_by(by).aggregate(**aggs) if by else features.aggregate(**aggs)
     f = features.join(medians, [by]) if by else features.cross_join(medians)
-    median_gap = f._median_gap
+    no_rhythm = f._median_gap.isnull()
+    median_gap = f._median_gap.fill_null(ibis.greatest(f._median_recency, 1.0))
     n_gaps = (f.x.fill_null(0)).cast("float64")
     own = f.interpurchase_mean.fill_null(0.0)
     expected = (n_gaps * own + cuts.prior_weight * median_gap) / (n_gaps + cuts.prior_weight)
@@ -240,6 +249,22 @@ def lifecycle(
         lifecycle_stage=stage,
         expected_gap_days=expected,
         recency_ratio=ratio,
+        lifecycle_basis=ibis.ifelse(no_rhythm, "population_recency", "purchase_rhythm"),
+    )
+
+
+def lifecycle_note(features: ir.Table) -> tuple[str, str] | None:
+    """A note (English, Spanish) when lifecycle stages could not use purchase rhythms."""
+    repeat = features.aggregate(n=(features.x.fill_null(0) > 0).cast("int64").sum())
+    if int(repeat.to_pyarrow().column(0)[0].as_py() or 0) > 0:
+        return None
+    return (
+        "Nobody has bought twice yet, so there is no purchase rhythm to judge lifecycle "
+        "stages by: they are recency bands against the median time since the last purchase "
+        "(new: bought within it; lost: more than 6 times it).",
+        "Nadie ha comprado dos veces todavía, así que no hay ritmo de compra con el que juzgar "
+        "la etapa del ciclo de vida: son franjas de recencia frente a la mediana del tiempo "
+        "desde la última compra (nuevo: compró dentro de ella; perdido: más de 6 veces).",
     )
 
 
@@ -276,6 +301,7 @@ def classify(
         out = out.left_join(potential_tiers(clv, tier_cuts), "customer_id").drop(
             "customer_id_right"
         )
+        out = _alive_flags(out, clv, lifecycle_cuts)
         cells = [
             ((out.value_tier == v) & (out.potential_tier == p), names)
             for (v, p), names in GRID.items()
@@ -292,6 +318,33 @@ def classify(
         )
     out = out.left_join(features.select("customer_id", "as_of"), "customer_id")
     return out.drop("customer_id_right")
+
+
+def _alive_flags(out: ir.Table, clv: ir.Table, cuts: LifecycleCuts) -> ir.Table:
+    """``alive_flag`` (and ``alive_flag_es``): the model says probably alive while the
+    customer has been silent for more than ``cuts.lapsed`` times their own rhythm.
+
+    BG/NBD-type models judge silence against the population's purchase rate, not the
+    customer's own rhythm; when the two disagree this much, P(alive) should not be acted on
+    alone (a "Star" that stopped buying months ago)."""
+    if "p_alive" not in clv.columns:
+        return out.mutate(alive_flag=ibis.null("string"), alive_flag_es=ibis.null("string"))
+    j = out.left_join(clv.select("customer_id", "p_alive"), "customer_id").drop("customer_id_right")
+    times = j.recency_ratio.round(1).cast("string")
+    silent = (j.p_alive >= 0.5) & (j.recency_ratio > cuts.lapsed)
+    none = ibis.null("string")
+    return j.mutate(
+        alive_flag=ibis.ifelse(
+            silent,
+            "silent " + times + "x their usual gap between purchases: P(alive) is not trusted",
+            none,
+        ),
+        alive_flag_es=ibis.ifelse(
+            silent,
+            "sin comprar " + times + " veces su intervalo habitual: P(activo) no es fiable",
+            none,
+        ),
+    ).drop("p_alive")
 
 
 def _join(a: ir.Table, b: ir.Table, keys: list[str]) -> ir.Table:
