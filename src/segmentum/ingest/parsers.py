@@ -316,3 +316,98 @@ def normalise_tags(s: ir.StringValue) -> ir.StringValue:
     """Tags separated by ',', ';' or '|' become one lower-case comma-separated list."""
     t = blank_to_null(s).lower().re_replace(r"\s*[;|,]\s*", ",")
     return t
+
+
+# -------------------------------------------------------------------------------- identifiers
+# "17850.0" (pandas, spreadsheets) and "1.785E+04" (spreadsheets) are the whole number 17850.
+_TRAILING_ZEROS = r"^[+-]?\d+\.0+$"
+_SCIENTIFIC = r"^\d\.\d+[eE]\+?\d{1,2}$"
+
+
+def normalise_id(v: ir.Value) -> ir.StringValue:
+    """Identifiers as text, with numbers written as floats brought back to whole numbers.
+
+    ``17850``, ``"17850.0"``, ``"1.785E4"`` and a float column holding 17850 all become
+    ``"17850"``, so a customers file and an invoice export written by different tools join.
+    Codes that are not whole numbers (``"85123A"``, ``"0042"``, ``"12.5"``) are kept as written.
+    """
+    dtype = v.type()
+    if dtype.is_integer():
+        return v.cast("string")
+    if dtype.is_floating() or dtype.is_decimal():
+        f = v.cast("float64")
+        whole = (f == f.floor()) & (f.abs() < 1e15)
+        return ibis.ifelse(whole, f.cast("int64").cast("string"), f.cast("string"))
+    text = blank_to_null(v if dtype.is_string() else v.cast("string"))
+    num = text.try_cast("float64")
+    sci = text.re_search(_SCIENTIFIC) & (num == num.floor()) & (num < 1e15)
+    slow = ibis.cases(
+        (text.re_search(_TRAILING_ZEROS), text.re_replace(r"\.0+$", "")),
+        (sci.fill_null(False), num.cast("int64").cast("string")),
+        else_=text,
+    )
+    # Only text with a dot can be either form: the rest skips the regular expressions.
+    return ibis.ifelse(text.contains("."), slow, text)
+
+
+# ----------------------------------------------------------------------------------- currency
+# Signs and codes written in amounts, by currency; "$" alone is any dollar or peso.
+CURRENCY_SIGNS: dict[str, str] = {
+    "EUR": "€|EUR",
+    "GBP": "£|GBP",
+    "USD": r"US\$|USD",
+    "$": r"\$",
+    "MXN": "MXN",
+    "COP": "COP",
+    "ARS": "ARS",
+    "CLP": "CLP",
+    "PEN": "PEN|S/",
+    "JPY": "¥|JPY",
+}
+DOLLAR_CODES = ("USD", "MXN", "COP", "ARS", "CLP", "CAD", "AUD", "UYU", "DOP", "NZD", "HKD")
+_CURRENCY_WORDS = {
+    "€": "EUR",
+    "EURO": "EUR",
+    "EUROS": "EUR",
+    "£": "GBP",
+    "LIBRA": "GBP",
+    "LIBRAS": "GBP",
+    "POUND": "GBP",
+    "POUNDS": "GBP",
+    "US$": "USD",
+    "DOLLAR": "USD",
+    "DOLLARS": "USD",
+    "DOLAR": "USD",
+    "DÓLAR": "USD",
+    "DOLARES": "USD",
+    "DÓLARES": "USD",
+    "¥": "JPY",
+}
+
+
+def currency_evidence(s: ir.StringValue) -> dict[str, ir.IntegerScalar]:
+    """Counts of values in an amount column written with each currency's sign or code."""
+    text = s.strip()
+    return {
+        code: text.re_search(pattern).cast("int64").sum().fill_null(0)
+        for code, pattern in CURRENCY_SIGNS.items()
+    }
+
+
+def currency_in_header(header: str) -> list[str]:
+    """Currencies named in a column header: ``Total (€)``, ``Importe EUR``, ``Price £``."""
+    words = set(re.findall(r"[A-Za-z]+", header.upper()))
+    found = [c for c in CURRENCY_SIGNS if c.isalpha() and c in words]
+    found += [code for sign, code in (("€", "EUR"), ("£", "GBP"), ("¥", "JPY")) if sign in header]
+    if "$" in header and "USD" not in found:
+        found.append("$")
+    return list(dict.fromkeys(found))
+
+
+def normalise_currency(s: ir.StringValue, dollar: str | None = None) -> ir.StringValue:
+    """ISO codes from a currency column: ``€`` and ``euros`` are EUR, ``£`` GBP, ``$`` the
+    dollar or peso of ``dollar`` (USD when not given); other text upper-cased as written."""
+    t = blank_to_null(s).upper()
+    cases = [(t == k, v) for k, v in _CURRENCY_WORDS.items()]
+    cases.append((t == "$", dollar if dollar in DOLLAR_CODES else "USD"))
+    return ibis.cases(*cases, else_=t)
