@@ -237,12 +237,26 @@ def service_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def server(service_db: Path) -> Iterator[dict[str, Any]]:
-    """uvicorn serving the app on a free port, with a read key and an admin key."""
-    wh = segmentum.connect(f"duckdb:///{service_db}")
-    keys = {"read": create_key(wh, "reader", ["read"]), "admin": create_key(wh, "admin", ["admin"])}
-    app = create_app(wh, SERVICE_SETTINGS)
-    with serving(app) as url:
-        yield {"url": url, "keys": keys, "wh": wh, "app": app}
+    """uvicorn serving the app on a free port, with a read key and an admin key.
+
+    The app gets the warehouse's URL, as ``segmentum serve`` does: it opens the file only while
+    a request needs it, and runs jobs in their own process. ``wh`` is a private copy of the
+    demo warehouse for tests to read what it holds without locking the served file.
+    """
+    from segmentum.service.state import StateStore
+
+    url = f"duckdb:///{service_db}"
+    state = StateStore.for_warehouse(url, SERVICE_SETTINGS)
+    keys = {
+        "read": create_key(state, "reader", ["read"]),
+        "admin": create_key(state, "admin", ["admin"]),
+    }
+    copy = service_db.with_name("read-copy.duckdb")
+    shutil.copyfile(service_db, copy)
+    wh = segmentum.connect(f"duckdb:///{copy}")
+    app = create_app(url, SERVICE_SETTINGS)
+    with serving(app) as base:
+        yield {"url": base, "keys": keys, "wh": wh, "app": app, "db": service_db}
     wh.close()
 
 

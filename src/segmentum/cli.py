@@ -131,6 +131,12 @@ def print_ingest_report(r: IngestReport) -> None:
     t.add_row("exact duplicates", f"{r.duplicates:,}")
     if r.already_loaded:
         t.add_row("already in the warehouse", f"{r.already_loaded:,}")
+    if r.return_lines:
+        t.add_row(
+            "return lines linked to their purchase",
+            f"{r.returns_linked:,} of {r.return_lines:,} "
+            f"({_pct(r.returns_linked / r.return_lines)})",
+        )
     t.add_row(
         "check",
         "[green]read = accepted + quarantined[/green]"
@@ -154,6 +160,18 @@ def print_ingest_report(r: IngestReport) -> None:
         console.print(q)
 
 
+def print_id_match(m: dict[str, Any]) -> None:
+    """Buyers without a customer record and customers without a purchase, in one line."""
+    if not m.get("customers"):
+        console.print(f"[dim]{m['buyers']:,} buyers; no customer records loaded[/dim]")
+        return
+    console.print(
+        f"[dim]customers: {m['matched']:,} of {m['buyers']:,} buyers have a customer record "
+        f"({m['buyers_without_record']:,} without); {m['customers_without_purchase']:,} of "
+        f"{m['customers']:,} customers have no purchase[/dim]"
+    )
+
+
 @app.command("ingest")
 def ingest_cmd(
     table: Annotated[str, typer.Argument(help=f"Target table: {', '.join(INGESTIBLE)}.")],
@@ -169,6 +187,12 @@ def ingest_cmd(
     duplicates: Annotated[
         str | None, typer.Option(help="quarantine or keep exact duplicate rows.")
     ] = None,
+    anonymous: Annotated[
+        bool, typer.Option(help="The sales have no customer id: load them as anonymous.")
+    ] = False,
+    no_amount: Annotated[
+        bool, typer.Option(help="A log of purchases without amounts (loyalty-card data).")
+    ] = False,
     warehouse: WarehouseOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -184,6 +208,8 @@ def ingest_cmd(
         date_order=date_order,
         decimal=decimal,
         duplicates=duplicates,
+        anonymous=anonymous,
+        no_amount=no_amount,
         progress=ConsoleProgress(quiet=as_json),
     )
     if as_json:
@@ -191,6 +217,8 @@ def ingest_cmd(
         return
     for r in reports:
         print_ingest_report(r)
+    if reports and reports[-1].id_match:
+        print_id_match(reports[-1].id_match)
 
 
 @app.command("demo-data")
@@ -232,11 +260,30 @@ def _print_shares(title: str, rows: list[dict[str, Any]], key: str) -> None:
 
 
 def print_summary(s: pipeline.RunSummary, currency: str) -> None:
+    # The amounts' own currency (from ingest) wins over a label the caller passes in.
+    currency = s.currency if s.currency or currency.lower() == "auto" else currency
     console.print(
         f"\n[bold]segmentum[/bold] run {s.run_id} as of {s.as_of}: "
         f"{s.customers:,} customers, revenue {_money(s.revenue)} {currency}"
-        f" (+ {_money(s.anonymous_revenue)} from anonymous sales)"
+        f" (+ {_money(s.anonymous_revenue)} from anonymous sales"
+        f" = {_money(s.revenue + s.anonymous_revenue)} {currency} in the stored lines)"
     )
+    rc = s.revenue_check
+    if rc.get("customers_net_nonpositive"):
+        console.print(
+            f"{rc['customers_net_nonpositive']:,} customers' lines net to zero or less "
+            f"({_money(rc['net_nonpositive_amount'])} {currency}): they returned as much as "
+            "they bought, or more"
+        )
+    if s.id_match:
+        print_id_match(s.id_match)
+    if s.returns.get("return_lines"):
+        rt = s.returns
+        console.print(
+            f"returns: {rt['linked']:,} of {rt['return_lines']:,} return lines linked to the "
+            f"purchase they undo ({_pct(rt['linked_share'])}); "
+            f"{rt['cancelled_orders']:,} orders cancelled in full are not counted as purchases"
+        )
     _print_shares("RFM segments", s.rfm_segments, "rfm_segment")
     _print_shares("Value tiers (Pareto 80/15/5)", s.value_tiers, "value_tier")
     _print_shares(
@@ -374,7 +421,8 @@ def clv_validate_cmd(
     warehouse: WarehouseOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Fit BG/NBD on the calibration period and compare its holdout forecast with what happened."""
+    """Fit BG/NBD, MBG/NBD and Pareto/NBD on the calibration period, compare their holdout
+    forecasts with what happened, choose one and say how it did."""
     from segmentum.models.validate import validate
 
     cal = _as_of(calibration_end)
@@ -384,7 +432,12 @@ def clv_validate_cmd(
     out.write_text(v.to_html(), encoding="utf-8")
     if as_json:
         payload = {
+            "model": v.chosen,
             "params": v.model.params_,
+            "verdict": v.verdict(),
+            "verdict_es": v.verdict("es"),
+            "reason": v.reason_en,
+            "reason_es": v.reason_es,
             "errors": v.errors.reset_index().to_dict(orient="records"),
             "by_frequency": v.by_frequency.to_dict(orient="records"),
             "weekly": v.weekly.to_dict(orient="records"),
@@ -392,7 +445,9 @@ def clv_validate_cmd(
         }
         print_json(json.dumps(payload, default=float))
         return
-    t = Table(title=f"BG/NBD fitted to {cal}, holdout to {v.holdout_end}", title_justify="left")
+    t = Table(
+        title=f"Purchase models fitted to {cal}, holdout to {v.holdout_end}", title_justify="left"
+    )
     for c in ("method", "holdout purchases", "error of total", "MAE weekly", "MAE by x"):
         t.add_column(c, justify="right" if c != "method" else "left")
     for method, row in v.errors.iterrows():
@@ -404,6 +459,8 @@ def clv_validate_cmd(
             f"{row.iloc[3]:.3f}",
         )
     console.print(t)
+    console.print(f"[bold]{escape(v.verdict())}[/bold]")
+    console.print(escape(v.reason_en))
     console.print(f"charts and tables: {out}")
 
 
@@ -1143,7 +1200,13 @@ def campaign_send_cmd(
     warehouse: WarehouseOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Send what is due (run it again later for the rest); --dry-run shows who, when and why."""
+    """Send what is due (run it again later for the rest); --dry-run shows who, when and why.
+
+    Exits 1 when some messages failed, 5 when none could be delivered (server unreachable or
+    refusing); what failed stays pending for the next send, nothing is sent twice.
+    """
+    from segmentum.errors import DeliveryError, PartialFailure
+
     cs = _campaigns(warehouse)
     c = cs.get(campaign)
     if dry_run:
@@ -1161,17 +1224,32 @@ def campaign_send_cmd(
     r = cs.send(c, immediately=immediately, out_dir=out)
     if as_json:
         print_json(json.dumps(r.__dict__, default=str))
-        return
-    console.print(
-        f"{c.name}: {r.delivered:,} delivered now, {r.scheduled_later:,} scheduled later, "
-        f"{r.failed:,} failed (kept pending), {r.control:,} in the control group"
-    )
-    for k, v in r.outcomes.items():
-        console.print(f"  {k}: {v:,}")
-    for e in r.errors:
-        console.print(f"[yellow]error:[/yellow] {e}")
-    for f in r.files:
-        console.print(f"wrote {f}")
+    else:
+        console.print(
+            f"{c.name}: {r.delivered:,} delivered now, {r.scheduled_later:,} scheduled later, "
+            f"{r.failed:,} failed ({r.retrying:,} kept pending for the next send), "
+            f"{r.control:,} in the control group"
+        )
+        if r.resumed:
+            console.print(f"  {r.resumed:,} interrupted by an earlier send: sent again")
+        for k, v in r.outcomes.items():
+            console.print(f"  {k}: {v:,}")
+        for e in r.errors:
+            console.print(f"[yellow]error:[/yellow] {e}")
+        for f in r.files:
+            console.print(f"wrote {f}")
+    if r.failed and not r.delivered:
+        raise DeliveryError(
+            f"{r.failed:,} of {r.failed:,} messages failed: {r.stopped or r.errors[0]}",
+            "nothing failed is lost: fix the cause and run the send again",
+        )
+    if r.failed:
+        raise PartialFailure(
+            f"{r.failed:,} of {r.failed + r.delivered:,} messages failed",
+            "run the send again to retry those kept pending",
+            failed=r.failed,
+            total=r.failed + r.delivered,
+        )
 
 
 @campaign_app.command("results")
@@ -1187,6 +1265,13 @@ def campaign_results_cmd(
     if as_json:
         print_json(json.dumps(r.to_dict(), default=str))
         return
+    if not r.ready:
+        console.print(f"{c.name}: {r.note}")
+        return
+
+    def pp(x: float | None) -> str:
+        return "" if x is None else f"{100 * x:+.1f}"
+
     t = Table(title=f"{c.name}: results ({r.source})")
     for col in (
         "group",
@@ -1207,8 +1292,10 @@ def campaign_results_cmd(
             f"{e.control:,}",
             _pct(e.conv_treated),
             _pct(e.conv_control),
-            f"{100 * e.uplift:+.1f} pp ({100 * e.uplift_low:+.1f}, {100 * e.uplift_high:+.1f})",
-            f"{e.p_value:.3f}",
+            f"{pp(e.uplift)} pp ({pp(e.uplift_low)}, {pp(e.uplift_high)})"
+            if e.uplift is not None
+            else "",
+            "" if e.p_value is None else f"{e.p_value:.3f}",
             _money(e.incremental_revenue),
             "" if e.roi is None else f"{e.roi:.2f}",
         )
@@ -1263,6 +1350,39 @@ def campaign_serve_web_cmd(
             time.sleep(3600)
     except KeyboardInterrupt:
         server.shutdown()
+
+
+@app.command("forget")
+def forget_cmd(
+    customer_id: str,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show what would be erased, erase nothing.")
+    ] = False,
+    warehouse: WarehouseOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Erase one customer (right to erasure): every table, the outbox; lists files on disk."""
+    from segmentum.privacy import forget
+
+    settings = load_settings()
+    r = forget(connect(warehouse or settings.warehouse), customer_id, dry_run=dry_run)
+    if as_json:
+        print_json(json.dumps(r.__dict__, default=str))
+        return
+    if not r.found and not r.exports:
+        console.print(f"no table holds customer {customer_id!r}: nothing to erase")
+        return
+    verb = "would be" if dry_run else "were"
+    for label, rows in (("deleted", r.deleted), ("unlinked (kept as anonymous)", r.anonymized)):
+        for table, n in rows.items():
+            console.print(f"  {table}: {n:,} rows {verb} {label}")
+    for table, n in r.kept.items():
+        console.print(f"  {table}: {n:,} rows kept (so they are never contacted again)")
+    for e in r.exports:
+        state = "" if e["exists"] else " (no longer on disk)"
+        console.print(f"[yellow]file:[/yellow] {e['path']}{state}: written {e['written_at']}")
+    if r.exports:
+        console.print("delete or regenerate the files above: they may contain this customer")
 
 
 key_app = typer.Typer(help="API keys for the REST service and the dashboard.")
@@ -1362,17 +1482,40 @@ def report_cmd(
 
 @app.command("quarantine")
 def quarantine_cmd(
+    reason: Annotated[
+        str | None, typer.Option(help="Only reasons containing this text (e.g. future).")
+    ] = None,
+    file: Annotated[str | None, typer.Option(help="Only files whose path contains this.")] = None,
     batch: Annotated[str | None, typer.Option(help="Only this ingest batch.")] = None,
-    limit: Annotated[int, typer.Option(help="Rows to show.")] = 20,
+    rows_: Annotated[
+        bool, typer.Option("--rows", help="List the rows instead of the summary by reason.")
+    ] = False,
+    limit: Annotated[int, typer.Option(help="Rows to show with --rows.")] = 20,
     warehouse: WarehouseOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Show rejected rows: file, row, column, value and reason."""
+    """Rejected rows summarised by reason (count, first example); --rows lists them."""
+    from segmentum.ingest.core import quarantine_rows, quarantine_summary
+
     wh = connect(warehouse or load_settings().warehouse)
-    q = wh.table("quarantine")
-    if batch:
-        q = q.filter(q.batch_id == batch)
-    rows = q.order_by(["file", "source_row"]).limit(limit).to_pyarrow().to_pylist()
+    if not rows_:
+        summary = quarantine_summary(wh, reason=reason, file=file, batch=batch)
+        if as_json:
+            print_json(json.dumps(summary, default=str))
+            return
+        total = sum(r["rows"] for r in summary)
+        t = Table(title=f"quarantine: {total:,} rows by reason", title_justify="left")
+        for c in ("reason", "rows", "files", "first example (file, row, column, value)"):
+            t.add_column(c, justify="right" if c in ("rows", "files") else "left")
+        for r in summary:
+            example = f"{Path(r['file']).name} row {r['source_row']}"
+            if r["column"]:
+                example += f", {r['column']} = '{r['value'] or ''}'"
+            t.add_row(r["reason"], f"{r['rows']:,}", f"{r['files']:,}", example)
+        console.print(t)
+        console.print("[dim]the rows themselves: segmentum quarantine --rows [--reason ...][/dim]")
+        return
+    rows = quarantine_rows(wh, reason=reason, file=file, batch=batch, limit=limit)
     if as_json:
         print_json(json.dumps(rows, default=str))
         return

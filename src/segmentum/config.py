@@ -79,6 +79,18 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "clv_min_weeks", 4.0, "Customers observed for fewer weeks are labelled too_new, not scored."
     ),
+    Setting(
+        "purchase_model",
+        "auto",
+        "Purchase model for CLV: auto (chosen on a holdout of your history), BG/NBD, MBG/NBD "
+        "or Pareto/NBD.",
+        ("auto", "BG/NBD", "MBG/NBD", "Pareto/NBD"),
+    ),
+    Setting(
+        "churn_horizon_days",
+        90,
+        "Churn means no purchase within this many days (used when churn is calibrated).",
+    ),
     Setting("rfm_rules", "", "YAML file with your own RFM segment rule table (empty: built-in)."),
     Setting(
         "memory_limit",
@@ -199,6 +211,8 @@ class Settings:
     clv_horizon_months: int = _DEFAULTS["clv_horizon_months"]
     clv_monthly_discount: float = _DEFAULTS["clv_monthly_discount"]
     clv_min_weeks: float = _DEFAULTS["clv_min_weeks"]
+    purchase_model: str = _DEFAULTS["purchase_model"]
+    churn_horizon_days: int = _DEFAULTS["churn_horizon_days"]
     rfm_rules: str = _DEFAULTS["rfm_rules"]
     memory_limit: str = _DEFAULTS["memory_limit"]
     currency: str = _DEFAULTS["currency"]

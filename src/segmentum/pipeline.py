@@ -24,12 +24,14 @@ from segmentum.config import Settings, load_settings
 from segmentum.errors import ModelError, SegmentumError
 from segmentum.features import customer_features, default_as_of, purchase_days
 from segmentum.history.log import deliver, log_changes
-from segmentum.ingest import IngestReport, ingest
-from segmentum.models.clv import ClvModels, fit_models
+from segmentum.ingest import IngestReport, ingest, returns
+from segmentum.ingest.core import data_currency, id_match, revenue_totals
+from segmentum.models.clv import ClvModels, fit_for_run
+from segmentum.models.clv import record as record_clv_models
 from segmentum.models.clv import score as clv_score
-from segmentum.precompute import build_lookup, build_overview
+from segmentum.precompute import build_lookup, build_overview, publish_read_models
 from segmentum.progress import Progress, Silent
-from segmentum.segments.classes import RFM_RULES, classify, load_rfm_rules
+from segmentum.segments.classes import RFM_RULES, classify, lifecycle_note, load_rfm_rules
 from segmentum.segments.discover import discover
 from segmentum.segments.store import Segments
 from segmentum.warehouse import Warehouse, connect
@@ -65,6 +67,15 @@ class RunSummary:
     segments: dict[str, int] = field(default_factory=dict)
     segment_changes: dict[str, int] = field(default_factory=dict)
     clusters: list[dict[str, Any]] = field(default_factory=list)
+    # The purchase model chosen for CLV, why, and every candidate's fit.
+    purchase_model: dict[str, Any] = field(default_factory=dict)
+    # Return lines, how many are linked to their purchase, by kind; orders cancelled in full.
+    returns: dict[str, Any] = field(default_factory=dict)
+    # Currency label of the amounts ("" when nothing says); revenue from the stored net lines
+    # (total = identified + anonymous) and customers netting to zero or less; id matching.
+    currency: str = ""
+    revenue_check: dict[str, Any] = field(default_factory=dict)
+    id_match: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -84,6 +95,11 @@ class RunSummary:
             "segments": self.segments,
             "segment_changes": self.segment_changes,
             "clusters": self.clusters,
+            "purchase_model": self.purchase_model,
+            "returns": self.returns,
+            "currency": self.currency,
+            "revenue_check": self.revenue_check,
+            "id_match": self.id_match,
         }
 
 
@@ -108,13 +124,15 @@ def compute_features(
     as_of = as_of or default_as_of(tx)
     events = wh.table("events") if wh.has("events") else None
     results = wh.table("campaign_results") if wh.has("campaign_results") else None
+    days = purchase_days(wh)  # brings the return links up to date too
     feats = customer_features(
         tx,
         as_of,
         events=events,
         campaign_results=results,
         weeks=settings.weeks,
-        days=purchase_days(wh),
+        days=days,
+        links=wh.table(returns.LINKS),
     )
     feats = feats.mutate(run_id=ibis.literal(run_id))
     stored = wh.replace_where("customer_features", feats, "as_of", as_of)
@@ -124,8 +142,19 @@ def compute_features(
 def compute_clv(
     wh: Warehouse, features: ir.Table, as_of: _dt.date, settings: Settings, run_id: str
 ) -> tuple[ir.Table, ClvModels]:
-    """Fit BG/NBD and Gamma-Gamma on the features' summary and store ``customer_clv``."""
-    models = fit_models(features)
+    """Fit the purchase models (one chosen on a holdout of the history) and Gamma-Gamma on
+    the features' summary; store ``customer_clv`` and the choice (``clv_models``)."""
+    models, churn = fit_for_run(
+        wh,
+        features,
+        as_of,
+        source=purchase_days(wh),
+        lines=wh.table("transactions"),
+        purchase_model=settings.purchase_model,
+        churn_horizon_days=settings.churn_horizon_days,
+        weeks=settings.weeks,
+    )
+    record_clv_models(wh, models, as_of, run_id)
     scored = clv_score(
         wh,
         features,
@@ -135,6 +164,7 @@ def compute_clv(
         monthly_discount=settings.clv_monthly_discount,
         min_weeks=settings.clv_min_weeks,
         weeks=settings.weeks,
+        churn=churn,
     ).mutate(run_id=ibis.literal(run_id))
     stored = wh.replace_where("customer_clv", scored, "as_of", as_of)
     return stored.filter(stored.as_of == ibis.literal(as_of, "date")), models
@@ -147,8 +177,19 @@ def compute_classes(
     settings: Settings,
     run_id: str,
     clv: ir.Table | None = None,
+    *,
+    reuse_clv: bool = False,
 ) -> ir.Table:
-    """Compute and store ``customer_classes`` for ``as_of`` from its features."""
+    """Compute and store ``customer_classes`` for ``as_of`` from its features.
+
+    ``reuse_clv``: without ``clv``, use the ``customer_clv`` rows stored for ``as_of`` (so
+    classifying again after a run keeps the potential tier and the value x potential grid).
+    """
+    if clv is None and reuse_clv and wh.has("customer_clv"):
+        stored_clv = wh.table("customer_clv")
+        stored_clv = stored_clv.filter(stored_clv.as_of == ibis.literal(as_of, "date"))
+        if int(stored_clv.count().to_pyarrow().as_py()):
+            clv = stored_clv
     rules = load_rfm_rules(settings.rfm_rules) if settings.rfm_rules else RFM_RULES
     classes = classify(
         features,
@@ -160,6 +201,14 @@ def compute_classes(
     ).mutate(run_id=ibis.literal(run_id))
     stored = wh.replace_where("customer_classes", classes, "as_of", as_of)
     return stored.filter(stored.as_of == ibis.literal(as_of, "date"))
+
+
+def refresh_read_models(wh: Warehouse, as_of: _dt.date) -> None:
+    """Rebuild the service's lookup and dashboard aggregates after a step run on its own
+    (``segmentum classify``), so the API never disagrees with the tables."""
+    if wh.has("customer_lookup"):
+        build_lookup(wh, as_of)
+        build_overview(wh, as_of)
 
 
 def _record_run(
@@ -255,9 +304,10 @@ def run(
                 "clv", lambda: compute_clv(wh, feats, as_of_used, settings, summary.run_id)
             )
             summary.models = {
-                "bgnbd": models.purchases.params_,
-                "gamma_gamma": models.spend.params_,
+                **{name: m.params_ for name, m in models.candidates.items()},
+                **({"gamma_gamma": models.spend.params_} if models.spend else {}),
             }
+            summary.purchase_model = models.choice()
             summary.warnings.extend(models.notes)
         except ModelError as exc:
             # Too little history for the models is a fact about the data, not a failed run.
@@ -267,6 +317,9 @@ def run(
             "classes",
             lambda: compute_classes(wh, feats, as_of_used, settings, summary.run_id, clv),
         )
+        note = lifecycle_note(feats)
+        if note:
+            summary.warnings.append(note[0])
         step("contact times", lambda: contact_times(wh, as_of_used))
         seg_files = [Path(settings.segments_file)] if settings.segments_file else []
         if data is not None and (Path(data) / "segments.yaml").is_file():
@@ -321,7 +374,11 @@ def run(
                 summary.warnings.append(f"segment discovery skipped: {exc}")
         step("customer lookup", lambda: build_lookup(wh, as_of_used))
         step("dashboard aggregates", lambda: build_overview(wh, as_of_used))
-        step("summary", lambda: _summarise(wh, summary, feats, classes))
+        step(
+            "publish read models",
+            lambda: publish_read_models(wh, settings, summary.run_id),
+        )
+        step("summary", lambda: _summarise(wh, summary, feats, classes, settings))
     except BaseException as exc:
         message = (
             str(exc)
@@ -334,15 +391,29 @@ def run(
     return summary
 
 
-def _summarise(wh: Warehouse, summary: RunSummary, feats: ir.Table, classes: ir.Table) -> None:
-    tx = wh.table("transactions")
+def _summarise(
+    wh: Warehouse,
+    summary: RunSummary,
+    feats: ir.Table,
+    classes: ir.Table,
+    settings: Settings | None = None,
+) -> None:
     totals = (
         feats.aggregate(n=feats.count(), revenue=feats.monetary.sum()).to_pyarrow().to_pylist()[0]
     )
     summary.customers = int(totals["n"])
-    summary.revenue = float(totals["revenue"] or 0.0)
-    anon = tx.filter(tx.customer_id.isnull()).amount.sum().to_pyarrow().as_py()
-    summary.anonymous_revenue = float(anon or 0.0)
+    # The headline comes from the stored net lines, so identified + anonymous is the total.
+    check = revenue_totals(wh, summary.as_of)
+    summary.revenue_check = check
+    summary.revenue = check["identified"]
+    summary.anonymous_revenue = check["anonymous"]
+    summary.currency, mixed = data_currency(wh, settings or load_settings())
+    summary.warnings.extend([mixed] if mixed else [])
+    match = id_match(wh)
+    summary.id_match = match.to_dict() if match else {}
+    if match is not None and match.warning():
+        summary.warnings.append(match.warning() or "")
+    summary.returns = returns.summary(wh, checked=True)
     summary.rfm_segments = _share_table(classes, feats, "rfm_segment")
     summary.value_tiers = _share_table(classes, feats, "value_tier")
     summary.lifecycle = _share_table(classes, feats, "lifecycle_stage")

@@ -3,7 +3,8 @@
 ``build_lookup`` writes ``customer_lookup``: one row per customer (features, classes, CLV and
 churn, best time and channel, saved segments, discovered segment), sorted by id so a point
 lookup reads one small block. ``build_overview`` writes ``dashboard_cache``: the aggregates
-of every dashboard page as JSON, per ``as_of``.
+of every dashboard page as JSON, per ``as_of``. ``publish_read_models`` copies both (the
+``READ_MODELS``) into the serving store that the service reads (:mod:`segmentum.serving`).
 """
 
 from __future__ import annotations
@@ -17,14 +18,29 @@ from typing import Any
 import ibis
 import pyarrow as pa
 
-from segmentum.config import load_settings
+from segmentum.config import Settings, load_settings
 from segmentum.errors import SegmentumError
 from segmentum.segments.view import customer_view
+from segmentum.serving import Published, publish, serving_path
 from segmentum.warehouse import Warehouse
 
 LOOKUP = "customer_lookup"
 DEFAULT_MICRO = ("value_tier", "region", "city", "age_band")
 CACHE = "dashboard_cache"
+# What the service reads on the request path, with the key each is sorted and indexed on.
+READ_MODELS: dict[str, str | None] = {LOOKUP: "customer_id", CACHE: None}
+
+
+def publish_read_models(
+    wh: Warehouse, settings: Settings | None = None, run_id: str | None = None
+) -> Published | None:
+    """Publish the ``READ_MODELS`` of ``wh`` into its serving store (None when it has none:
+    an in-memory, Spark or PostgreSQL warehouse without the ``serving_store`` setting)."""
+    settings = settings or load_settings()
+    target = serving_path(wh.url, settings.serving_store)
+    if target is None:
+        return None
+    return publish(wh, target, READ_MODELS, run_id=run_id)
 
 
 def build_lookup(wh: Warehouse, as_of: _dt.date | None = None) -> int:
@@ -80,7 +96,8 @@ def build_lookup(wh: Warehouse, as_of: _dt.date | None = None) -> int:
     if wh.has("segment_members"):
         m = wh.table("segment_members")
         m = m.filter(m.as_of == ibis.literal(as_of, "date"))
-        segs = m.group_by("customer_id").aggregate(segments=m.segment.collect(order_by=m.segment))
+        # collect() then sort(): Spark cannot order an order-sensitive aggregate (issue 18).
+        segs = m.group_by("customer_id").aggregate(segments=m.segment.collect().sort())
         t = t.left_join(segs, "customer_id").drop("customer_id_right")
     if wh.has("customer_clusters"):
         c = wh.table("customer_clusters")
@@ -107,17 +124,16 @@ def _clean(v: Any) -> Any:
 
 
 def customer_lookup(svc: Any, customer_id: str) -> dict[str, Any] | None:
-    """One customer from ``customer_lookup`` (built on first use when missing)."""
-    cur = svc.cursor()
-    ph = svc.wh.placeholder
-    if not getattr(svc, "lookup_ready", False):
-        exists = cur.execute(
-            f"select count(*) from information_schema.tables where table_name = {ph}", [LOOKUP]
-        ).fetchone()
-        if not exists or not exists[0]:
-            svc.locked(lambda: build_lookup(svc.wh))
-        svc.lookup_ready = True
-    res = cur.execute(f"select * from {LOOKUP} where customer_id = {ph}", [customer_id])
+    """One customer of ``customer_lookup``, as the service reads it (the serving store when
+    published, else the warehouse)."""
+    found: dict[str, Any] | None = svc.customer(customer_id)
+    return found
+
+
+def lookup_row(cur: Any, placeholder: str, customer_id: str) -> dict[str, Any] | None:
+    """One row of ``customer_lookup`` through a raw DB-API cursor (a parameterised point
+    query: a millisecond, no Ibis compilation on the request path)."""
+    res = cur.execute(f"select * from {LOOKUP} where customer_id = {placeholder}", [customer_id])
     row = res.fetchone()
     if row is None:
         return None

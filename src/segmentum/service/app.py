@@ -1,56 +1,47 @@
-"""The REST service (FastAPI): API keys, problem-details errors, and the dashboard.
+"""The REST service (FastAPI): API keys, problem-details errors, jobs, and the dashboard.
 
 Run it with ``segmentum serve`` (uvicorn on 127.0.0.1:8000). Every endpoint but ``/health``
-needs an API key (header ``X-API-Key`` or ``Authorization: Bearer``, or the dashboard's
-cookie), with the scope the endpoint names. Errors are ``application/problem+json``
-(RFC 9457): ``type``, ``title``, ``status``, ``detail`` and, for user mistakes, a ``hint``.
+needs an API key (header ``X-API-Key`` or ``Authorization: Bearer``, or a dashboard session),
+with the scope the endpoint names. Errors are ``application/problem+json`` (RFC 9457):
+``type``, ``title``, ``status``, ``detail`` and, for user mistakes, a ``hint``.
 
-The warehouse connection is shared: writes and Ibis queries take a lock; the customer lookup
-runs a parameterised SQL query on a per-thread DuckDB cursor, so lookups run in parallel.
+The server never holds a DuckDB warehouse open between requests (see :mod:`.core`), so every
+CLI command works beside it; pipeline runs and uploads run as jobs in their own process
+(:mod:`.jobs`).
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import shutil
 import tempfile
-import threading
 import traceback
-import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, File, Query, Request, UploadFile
+from fastapi import FastAPI, File, Query, Request, Response, UploadFile
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from segmentum.config import Settings, load_settings
-from segmentum.errors import ConfigError, SegmentumError, WarehouseError
+from segmentum.errors import ConfigError, SegmentumError, WarehouseBusyError, WarehouseError
 from segmentum.schema import INGESTIBLE
-from segmentum.service.auth import ApiKey, KeyRing
-from segmentum.warehouse import Warehouse, connect
+from segmentum.service.core import (
+    PROBLEM,
+    ApiProblem,
+    Read,
+    Service,
+    Write,
+    busy,
+    problem,
+)
+from segmentum.warehouse import Warehouse
 
-PROBLEM = "application/problem+json"
-
-
-class ApiProblem(Exception):
-    def __init__(self, status: int, title: str, detail: str, hint: str | None = None) -> None:
-        super().__init__(detail)
-        self.status, self.title, self.detail, self.hint = status, title, detail, hint
-
-
-def problem(status: int, title: str, detail: str, hint: str | None = None) -> JSONResponse:
-    body: dict[str, Any] = {
-        "type": "about:blank",
-        "title": title,
-        "status": status,
-        "detail": detail,
-    }
-    if hint:
-        body["hint"] = hint
-    return JSONResponse(body, status_code=status, media_type=PROBLEM)
+__all__ = ["PROBLEM", "ApiProblem", "Service", "create_app", "problem"]
 
 
 class SegmentIn(BaseModel):
@@ -73,95 +64,90 @@ class CampaignIn(BaseModel):
     cost_per_contact: float = Field(default=0.0, ge=0)
 
 
-def require(scope: str) -> Callable[[Request], Awaitable[ApiKey]]:
-    """A dependency that admits a request with a valid key carrying ``scope``."""
-
-    async def dep(request: Request) -> ApiKey:
-        svc: Service = request.app.state.svc
-        key = request.headers.get("x-api-key")
-        auth = request.headers.get("authorization", "")
-        if not key and auth.lower().startswith("bearer "):
-            key = auth[7:].strip()
-        key = key or request.cookies.get("segmentum_key")
-        found = svc.keys.verify(key)
-        if found is None:
-            raise ApiProblem(
-                401,
-                "Unauthorized",
-                "a valid API key is required",
-                "send it as X-API-Key; create one with: segmentum api-key create",
-            )
-        if scope not in found.scopes:
-            raise ApiProblem(403, "Forbidden", f"this key lacks the {scope!r} scope")
-        return found
-
-    return dep
+def upload_name(filename: str | None) -> str:
+    """The uploaded file's own name, or a 400 for one that is empty, ``.``, ``..``, a path, or
+    carries control characters (it becomes a file name on the server)."""
+    name = (filename or "").strip()
+    if (
+        not name
+        or name in (".", "..")
+        or Path(name).name != name
+        or any(c in name for c in "/\\:")
+        or any(ord(c) < 32 for c in name)
+        or len(name) > 255
+    ):
+        raise ApiProblem(
+            400,
+            "Bad file name",
+            f"the file name {name!r} cannot be used",
+            "upload the file under its own name, like ventas.csv (no folders)",
+        )
+    return name
 
 
-Read = Annotated[ApiKey, Depends(require("read"))]
-Write = Annotated[ApiKey, Depends(require("write"))]
-
-
-class Service:
-    """State shared by the endpoints: the warehouse, its lock, the key ring, jobs."""
-
-    def __init__(self, wh: Warehouse, settings: Settings) -> None:
-        self.wh = wh
-        self.settings = settings
-        self.lock = threading.RLock()
-        self._local = threading.local()
-        self.keys = KeyRing(wh, self._fetch_keys)
-        self.jobs: dict[str, dict[str, Any]] = {}
-
-    def cursor(self) -> Any:
-        cur = getattr(self._local, "cur", None)
-        if cur is None:
-            cur = self.wh.con.con.cursor()
-            self._local.cur = cur
-        return cur
-
-    def _fetch_keys(self) -> list[dict[str, Any]]:
-        """Keys read on this thread's own cursor: never waits for a long job's lock."""
-        cur = self.cursor()
-        found = cur.execute(
-            "select count(*) from information_schema.tables where table_name = 'api_keys'"
-        ).fetchone()
-        if not found or not found[0]:
-            return []
-        res = cur.execute("select key_id, name, secret_sha256, scopes, revoked from api_keys")
-        cols = [d[0] for d in res.description]
-        return [dict(zip(cols, row, strict=True)) for row in res.fetchall()]
-
-    def locked(self, fn: Callable[[], Any]) -> Any:
-        with self.lock:
-            return fn()
+def save_upload(file: UploadFile, folder: Path, max_bytes: int) -> Path:
+    """Copy the upload into ``folder`` under its checked name; 413 past ``max_bytes``."""
+    path = folder / upload_name(file.filename)
+    written = 0
+    with path.open("wb") as out:
+        while chunk := file.file.read(1 << 20):
+            written += len(chunk)
+            if written > max_bytes:
+                raise ApiProblem(
+                    413,
+                    "File too large",
+                    f"the file is larger than {max_bytes // (1 << 20)} MB",
+                    "split it, or raise the upload_max_mb setting",
+                )
+            out.write(chunk)
+    return path
 
 
 def create_app(
     warehouse: Warehouse | str | None = None, settings: Settings | None = None
 ) -> FastAPI:
+    """The service for ``warehouse`` (a URL, the setting by default, or an open warehouse)."""
     settings = settings or load_settings()
-    wh = (
-        warehouse
-        if isinstance(warehouse, Warehouse)
-        else connect(warehouse or settings.warehouse, memory_limit=settings.memory_limit)
-    )
-    svc = Service(wh, settings)
+    svc = Service(warehouse or settings.warehouse, settings)
+    svc.prepare()
     app = FastAPI(
         title="segmentum",
         version="0.1.0",
         description="Customer segmentation and classification: REST API. Every endpoint but "
         "/health needs an API key (X-API-Key header) with the scope it names.",
+        # FastAPI's own pages load Swagger UI from a CDN and need no key: ours are in .docs.
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
     )
     app.state.svc = svc
+    max_upload = settings.upload_max_mb * (1 << 20)
+
+    @app.middleware("http")
+    async def _limit_body(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        # Refuse a body announced as too large before reading a byte of it.
+        size = request.headers.get("content-length", "")
+        if size.isdigit() and int(size) > max_upload + (1 << 16):
+            return problem(
+                413,
+                "File too large",
+                f"the request is larger than {settings.upload_max_mb} MB",
+                "split the file, or raise the upload_max_mb setting",
+            )
+        return await call_next(request)
 
     # ------------------------------------------------------------------ errors
     @app.exception_handler(ApiProblem)
     async def _api_problem(_: Request, exc: ApiProblem) -> JSONResponse:
-        return problem(exc.status, exc.title, exc.detail, exc.hint)
+        return problem(exc.status, exc.title, exc.detail, exc.hint, exc.headers)
 
     @app.exception_handler(SegmentumError)
     async def _user_error(_: Request, exc: SegmentumError) -> JSONResponse:
+        if isinstance(exc, WarehouseBusyError):
+            b = busy(settings.busy_wait_seconds)
+            return problem(b.status, b.title, b.detail, b.hint, b.headers)
         if isinstance(exc, WarehouseError):
             return problem(409, "Not available yet", exc.message, exc.hint)
         if isinstance(exc, ConfigError):
@@ -199,33 +185,40 @@ def create_app(
 
     @app.get("/v1/overview", tags=["overview"])
     def overview(_: Read) -> dict[str, Any]:
-        from segmentum.precompute import overview as q
-
-        return svc.locked(lambda: q(wh))
+        return svc.overview()
 
     @app.get("/v1/customers/{customer_id}", tags=["customers"])
     async def customer(customer_id: str, _: Read) -> dict[str, Any]:
-        # An indexed point query of about a millisecond: cheaper on the event loop than a
-        # hop to the thread pool.
-        from segmentum.precompute import customer_lookup
+        from segmentum.precompute import LOOKUP
 
-        found = customer_lookup(svc, customer_id)
+        if svc.serving is not None and svc.serving.has(LOOKUP):
+            # An indexed point query of about a millisecond: cheaper on the event loop than a
+            # hop to the thread pool.
+            found = svc.customer(customer_id)
+        else:  # the warehouse may have to be opened, or waited for: not on the event loop
+            found = await run_in_threadpool(svc.customer, customer_id)
         if found is None:
             raise ApiProblem(404, "Not found", f"there is no customer {customer_id!r}")
         return found
+
+    @app.get("/v1/serving", tags=["service"])
+    def serving_info(_: Read) -> dict[str, Any]:
+        """When the read models the API answers from were published, and by which run."""
+        info = svc.serving.info() if svc.serving is not None else None
+        return {"published": info is not None, **(info or {})}
 
     @app.get("/v1/segments", tags=["segments"])
     def segments_list(_: Read) -> list[dict[str, Any]]:
         from segmentum.segments.store import Segments
 
-        return [s.__dict__ for s in svc.locked(lambda: Segments(wh, settings).list())]
+        return [s.__dict__ for s in svc.locked(lambda: Segments(svc.wh, settings).list())]
 
     @app.post("/v1/segments", tags=["segments"], status_code=201)
     def segments_create(body: SegmentIn, _: Write) -> dict[str, Any]:
         from segmentum.segments.store import Segments
 
         seg = svc.locked(
-            lambda: Segments(wh, settings).create(
+            lambda: Segments(svc.wh, settings).create(
                 body.name, body.rule, body.description, body.level
             )
         )
@@ -235,13 +228,13 @@ def create_app(
     def segments_delete(name: str, _: Write) -> None:
         from segmentum.segments.store import Segments
 
-        svc.locked(lambda: Segments(wh, settings).delete(name))
+        svc.locked(lambda: Segments(svc.wh, settings).delete(name))
 
     @app.post("/v1/segments/preview", tags=["segments"])
     def segments_preview(body: RuleIn, _: Read) -> dict[str, Any]:
         from segmentum.segments.store import Segments
 
-        return svc.locked(lambda: Segments(wh, settings).preview(body.rule).to_dict())
+        return svc.locked(lambda: Segments(svc.wh, settings).preview(body.rule).to_dict())
 
     @app.get("/v1/segments/{name}/members", tags=["segments"])
     def segments_members(
@@ -250,7 +243,7 @@ def create_app(
         from segmentum.segments.store import Segments
 
         def run() -> dict[str, Any]:
-            m = Segments(wh, settings).members(name)
+            m = Segments(svc.wh, settings).members(name)
             ids = m.order_by("customer_id").limit(limit).customer_id.to_pyarrow().to_pylist()
             return {"segment": name, "size": int(m.count().to_pyarrow().as_py()), "members": ids}
 
@@ -260,7 +253,9 @@ def create_app(
     def segments_profile(name: str, _: Read) -> dict[str, Any]:
         from segmentum.segments.discover import profile_labels, segment_labels
 
-        return svc.locked(lambda: profile_labels(wh, segment_labels(wh, name), "segment").to_dict())
+        return svc.locked(
+            lambda: profile_labels(svc.wh, segment_labels(svc.wh, name), "segment").to_dict()
+        )
 
     @app.get("/v1/micro-segments", tags=["segments"])
     def micro(
@@ -272,7 +267,7 @@ def create_app(
 
         dims = [d.strip() for d in dimensions.split(",") if d.strip()]
         return svc.locked(
-            lambda: micro_segments(wh, dims, min_size=min_size, store=False).to_dict()
+            lambda: micro_segments(svc.wh, dims, min_size=min_size, store=False).to_dict()
         )
 
     @app.get("/v1/migration", tags=["history"])
@@ -286,13 +281,13 @@ def create_app(
 
         a, b = as_of_param(date_from), as_of_param(date_to)
         assert a is not None and b is not None
-        return svc.locked(lambda: migration(wh, a, b, by).to_dict())
+        return svc.locked(lambda: migration(svc.wh, a, b, by).to_dict())
 
     @app.get("/v1/campaigns", tags=["campaigns"])
     def campaigns_list(_: Read) -> list[dict[str, Any]]:
         from segmentum.campaigns.core import Campaigns
 
-        rows = svc.locked(lambda: Campaigns(wh, settings).list())
+        rows = svc.locked(lambda: Campaigns(svc.wh, settings).list())
         return [{k: v for k, v in c.__dict__.items() if k != "template"} for c in rows]
 
     @app.post("/v1/campaigns", tags=["campaigns"], status_code=201)
@@ -300,7 +295,7 @@ def create_app(
         from segmentum.campaigns.core import Campaigns
 
         c = svc.locked(
-            lambda: Campaigns(wh, settings).create(
+            lambda: Campaigns(svc.wh, settings).create(
                 body.name,
                 body.tactic,
                 body.channel,
@@ -318,7 +313,7 @@ def create_app(
         from segmentum.campaigns.core import Campaigns
 
         def run() -> dict[str, Any]:
-            cs = Campaigns(wh, settings)
+            cs = Campaigns(svc.wh, settings)
             aud = cs.audience(cs.get(campaign))
             rows = aud.order_by(aud.priority.desc()).limit(limit).to_pyarrow().to_pylist()
             return {"size": int(aud.count().to_pyarrow().as_py()), "top": rows}
@@ -330,7 +325,7 @@ def create_app(
         from segmentum.campaigns.core import Campaigns
 
         def run() -> dict[str, Any]:
-            cs = Campaigns(wh, settings)
+            cs = Campaigns(svc.wh, settings)
             return cs.dry_run(cs.get(campaign))
 
         return svc.locked(run)
@@ -340,7 +335,7 @@ def create_app(
         from segmentum.campaigns.core import Campaigns
 
         def run() -> dict[str, Any]:
-            cs = Campaigns(wh, settings)
+            cs = Campaigns(svc.wh, settings)
             return cs.send(cs.get(campaign), immediately=immediately).__dict__
 
         return svc.locked(run)
@@ -351,9 +346,9 @@ def create_app(
         from segmentum.campaigns.measure import results
 
         def run() -> dict[str, Any]:
-            cs = Campaigns(wh, settings)
+            cs = Campaigns(svc.wh, settings)
             c = cs.get(campaign)
-            return results(wh, c.campaign_id, settings, c.cost_per_contact).to_dict()
+            return results(svc.wh, c.campaign_id, settings, c.cost_per_contact).to_dict()
 
         return svc.locked(run)
 
@@ -363,69 +358,94 @@ def create_app(
     ) -> dict[str, Any]:
         from segmentum.campaigns.core import Campaigns
 
-        return svc.locked(lambda: Campaigns(wh, settings).web_message(visitor)) or {}
+        return svc.locked(lambda: Campaigns(svc.wh, settings).web_message(visitor)) or {}
 
     @app.post("/v1/ingest/{table}", tags=["data"])
     def ingest_file(
-        table: str, _: Write, file: Annotated[UploadFile, File()]
-    ) -> list[dict[str, Any]]:
-        from segmentum.ingest import ingest
-
+        table: str,
+        _: Write,
+        file: Annotated[UploadFile, File()],
+        response: Response,
+        background: bool = False,
+    ) -> Any:
+        """Load a file as a job in its own process. The answer is the ingest reports when it
+        ends, or, with ``background=true``, the job at once (202; poll ``/v1/jobs/{id}``)."""
         if table not in INGESTIBLE:
             raise ApiProblem(
                 404, "Not found", f"there is no table {table!r}", "use " + ", ".join(INGESTIBLE)
             )
-        name = Path(file.filename or "upload.csv").name
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / name
-            path.write_bytes(file.file.read())
-            reports = svc.locked(lambda: ingest(table, path, warehouse=wh, settings=settings))
-        return [r.to_dict() for r in reports]
+        folder = Path(tempfile.mkdtemp(prefix="segmentum-upload-"))
+        try:
+            path = save_upload(file, folder, max_upload)
+            job = svc.jobs.start(
+                "ingest",
+                {
+                    "table": table,
+                    "path": str(path),
+                    "name": path.name,
+                    "upload_dir": str(folder),
+                    # A caller waiting for the answer gets a quick 503 rather than a long hang.
+                    **({} if background else {"wait_seconds": settings.busy_wait_seconds}),
+                },
+            )
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        if background:
+            response.status_code = 202
+            return job
+        done = svc.jobs.wait(job["job_id"], timeout=24 * 3600)
+        assert done is not None
+        return job_answer(done)
+
+    def job_answer(job: dict[str, Any]) -> Any:
+        if job["status"] == "done":
+            return job["reports"]
+        if job.get("error_kind") == "WarehouseBusyError":
+            raise busy(settings.busy_wait_seconds)
+        status = 422 if job.get("error_kind") in ("InputError", "SegmentumError") else 500
+        raise ApiProblem(status, "Cannot load the file", job.get("error", "the load failed"))
 
     @app.post("/v1/jobs/pipeline", tags=["jobs"], status_code=202)
     def run_pipeline(_: Write) -> dict[str, Any]:
-        from segmentum import pipeline
+        """Run the pipeline in its own process; poll ``/v1/jobs/{id}`` for steps and summary.
+        The API keeps answering from the published read models meanwhile, and shows the new
+        ones when the run publishes them."""
+        return svc.jobs.start("pipeline")
 
-        job_id = uuid.uuid4().hex[:12]
-        job: dict[str, Any] = {"job_id": job_id, "status": "running", "steps": []}
-        svc.jobs[job_id] = job
-
-        class Recorder:
-            def step(self, name: str, detail: str = "") -> None:
-                job["steps"].append(name)
-
-        def work() -> None:
-            try:
-                s = svc.locked(lambda: pipeline.run(wh, settings=settings, progress=Recorder()))
-                job.update(status="done", summary=s.to_dict())
-            except Exception as exc:  # a failed run is reported, never silent
-                job.update(
-                    status="failed", error=str(exc).splitlines()[0] if str(exc) else repr(exc)
-                )
-
-        threading.Thread(target=work, daemon=True).start()
-        return job
+    @app.get("/v1/jobs", tags=["jobs"])
+    def jobs_list(_: Read, limit: Annotated[int, Query(ge=1, le=500)] = 50) -> list[dict[str, Any]]:
+        return svc.jobs.list(limit)
 
     @app.get("/v1/jobs/{job_id}", tags=["jobs"])
     def job_status(job_id: str, _: Read) -> dict[str, Any]:
-        if job_id not in svc.jobs:
+        job = svc.jobs.get(job_id)
+        if job is None:
             raise ApiProblem(404, "Not found", f"there is no job {job_id!r}")
-        return svc.jobs[job_id]
+        return job
 
     @app.get("/v1/exports/segments/{name}.csv", tags=["data"], response_class=PlainTextResponse)
     def export_segment(name: str, _: Read) -> PlainTextResponse:
         from segmentum.segments.store import Segments
 
         def run() -> str:
-            m = Segments(wh, settings).members(name)
+            m = Segments(svc.wh, settings).members(name)
             cols = ["customer_id"]
-            if settings.export_personal_data and wh.has("customers"):
-                c = wh.table("customers").select("customer_id", "first_name", "email", "phone")
+            if settings.export_personal_data and svc.wh.has("customers"):
+                c = svc.wh.table("customers").select("customer_id", "first_name", "email", "phone")
                 m = m.left_join(c, "customer_id").drop("customer_id_right")
                 cols = ["customer_id", "first_name", "email", "phone"]
             return m.select(*cols).order_by("customer_id").to_pandas().to_csv(index=False)
 
         return PlainTextResponse(svc.locked(run), media_type="text/csv")
+
+    from segmentum.service.keys import router as keys_router
+
+    app.include_router(keys_router)
+    if settings.api_docs:
+        from segmentum.service.docs import mount_docs
+
+        mount_docs(app)
 
     from segmentum.service.dashboard import mount_dashboard
 

@@ -1,0 +1,127 @@
+"""The service's own small state (API keys, dashboard sessions, jobs) in a SQLite file.
+
+None of it is analytics, and all of it must be read and written while a long command holds the
+warehouse: a revoked key has to stop working at once, a sign-in must not wait for a pipeline
+run. SQLite is built for that (many processes, short transactions, readers beside a writer in
+WAL mode), and ships with Python. Every use opens a connection and closes it again, so the CLI
+(``segmentum api-key revoke``) and the server share the file without ever locking each other
+out for more than a few milliseconds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from segmentum.config import Settings, load_settings
+from segmentum.serving import warehouse_file
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS api_keys (
+    key_id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    secret_sha256 TEXT NOT NULL,
+    scopes TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    revoked INTEGER NOT NULL DEFAULT 0,
+    revoked_at TEXT
+);
+CREATE TABLE IF NOT EXISTS sessions (
+    sid_sha256 TEXT PRIMARY KEY,
+    key_id TEXT NOT NULL,
+    csrf TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    seen_at REAL NOT NULL,
+    expires_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS sessions_key ON sessions (key_id);
+CREATE TABLE IF NOT EXISTS jobs (
+    job_id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    status TEXT NOT NULL,
+    params TEXT NOT NULL,
+    steps TEXT NOT NULL DEFAULT '[]',
+    result TEXT,
+    error TEXT,
+    error_kind TEXT,
+    pid INTEGER,
+    started_at TEXT NOT NULL,
+    finished_at TEXT
+);
+"""
+
+
+def state_path(url: str, settings: Settings | None = None) -> str:
+    """Where the state of the warehouse at ``url`` lives: the ``state_store`` setting, else
+    beside a DuckDB file warehouse (``shop.duckdb`` -> ``shop.state.sqlite``), else a
+    private in-memory store for an in-memory warehouse, else ``segmentum.state.sqlite`` here."""
+    configured = (settings or load_settings()).state_store
+    if configured:
+        return configured
+    if url in ("duckdb://", "duckdb:///:memory:"):
+        return ":memory:"
+    found = warehouse_file(url)
+    if found is not None:
+        return str(found.with_name(found.stem + ".state.sqlite"))
+    return "segmentum.state.sqlite"
+
+
+class StateStore:
+    """A SQLite file (or, for ``:memory:``, a private in-memory database of this process).
+
+    Parameters
+    ----------
+    path
+        The file; created with its tables on first use.
+    busy_seconds
+        How long a write waits for another process's write before giving up.
+    """
+
+    _memory_lock = threading.Lock()
+
+    def __init__(self, path: str | Path, busy_seconds: float = 5.0) -> None:
+        self.busy_seconds = busy_seconds
+        self._anchor: sqlite3.Connection | None = None
+        if str(path) == ":memory:":
+            # A shared-cache in-memory database lives while one connection holds it open.
+            with self._memory_lock:
+                self.uri = f"file:segmentum-state-{id(self)}?mode=memory&cache=shared"
+                self._anchor = sqlite3.connect(self.uri, uri=True, check_same_thread=False)
+            self.path: Path | None = None
+        else:
+            self.path = Path(path)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.uri = self.path.absolute().as_uri()
+        with self.connect() as con:
+            if self.path is not None:
+                con.execute("PRAGMA journal_mode=WAL")
+            con.executescript(SCHEMA)
+
+    @classmethod
+    def for_warehouse(cls, url: str, settings: Settings | None = None) -> StateStore:
+        settings = settings or load_settings()
+        return cls(state_path(url, settings), settings.busy_wait_seconds)
+
+    @contextlib.contextmanager
+    def connect(self) -> Iterator[sqlite3.Connection]:
+        """A short-lived connection: one transaction, committed on success, then closed."""
+        con = sqlite3.connect(self.uri, uri=True, timeout=self.busy_seconds)
+        con.row_factory = sqlite3.Row
+        try:
+            with con:
+                yield con
+        finally:
+            con.close()
+
+    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+        with self.connect() as con:
+            return [dict(r) for r in con.execute(sql, params).fetchall()]
+
+    def execute(self, sql: str, params: tuple[Any, ...] = ()) -> int:
+        """Run one statement; the number of rows it changed."""
+        with self.connect() as con:
+            return con.execute(sql, params).rowcount

@@ -1,0 +1,292 @@
+"""The serving store: read models copied out of the warehouse into their own DuckDB file.
+
+The service must never hold the warehouse open (DuckDB lets one process write a file, and then
+nobody else may even read it), so what it reads on every request is *published*: after a
+pipeline run the named read-model tables are copied from the warehouse, whatever its engine
+(DuckDB, Spark, PostgreSQL), into a new DuckDB file that is then renamed over the old one.
+Readers attach the file read-only and notice the rename on their next query (the file's inode
+changes), so a publish never waits for a reader and a reader never sees half a publish.
+
+    >>> import segmentum, tempfile, pathlib
+    >>> wh = segmentum.connect("duckdb://")
+    >>> _ = wh.write("customer_lookup", wh.con.sql("select 'C1' as customer_id, 3 as frequency"))
+    >>> target = pathlib.Path(tempfile.mkdtemp()) / "shop.serving.duckdb"
+    >>> publish(wh, target, {"customer_lookup": "customer_id"}).tables
+    {'customer_lookup': 1}
+    >>> store = ServingStore(target)
+    >>> store.cursor().execute("select frequency from customer_lookup").fetchone()
+    (3,)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import json
+import os
+import threading
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import duckdb
+
+from segmentum.errors import WarehouseError
+from segmentum.warehouse import Warehouse, _duckdb_path
+
+META = "_published"
+T = TypeVar("T")
+
+
+def serving_path(url: str, configured: str = "") -> Path | None:
+    """Where the serving store of the warehouse at ``url`` lives.
+
+    ``configured`` (the ``serving_store`` setting) wins. Otherwise a DuckDB file warehouse gets
+    one beside it (``shop.duckdb`` -> ``shop.serving.duckdb``); an in-memory DuckDB, Spark or
+    PostgreSQL warehouse has none unless configured (the service then reads the warehouse).
+    """
+    if configured:
+        return Path(configured)
+    warehouse = warehouse_file(url)
+    if warehouse is None:
+        return None
+    return warehouse.with_name(warehouse.stem + ".serving.duckdb")
+
+
+def warehouse_file(url: str) -> Path | None:
+    """The DuckDB file behind ``url``, or None when the warehouse is not a local file."""
+    if url.startswith("duckdb://"):
+        path = _duckdb_path(url[len("duckdb://") :])
+        return Path(path) if path and path != ":memory:" else None
+    if url.endswith(".duckdb") and "://" not in url:
+        return Path(url)
+    return None
+
+
+@dataclass
+class Published:
+    """What one publish wrote: rows per table, when, and from which pipeline run."""
+
+    path: Path
+    tables: dict[str, int] = field(default_factory=dict)
+    published_at: str = ""
+    run_id: str | None = None
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _sql_string(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def publish(
+    wh: Warehouse,
+    target: str | Path,
+    tables: Mapping[str, str | None] | Sequence[str],
+    *,
+    run_id: str | None = None,
+) -> Published:
+    """Copy ``tables`` from ``wh`` into a new DuckDB file and rename it over ``target``.
+
+    Parameters
+    ----------
+    wh
+        The warehouse holding the read models (any engine).
+    target
+        The serving store's file.
+    tables
+        Table names, or a mapping of name to a key column: the copy is sorted by that column and
+        indexed on it, so a point lookup reads a few blocks. Tables the warehouse lacks are
+        left out (a read model that a run skipped).
+    run_id
+        The pipeline run that produced them, kept in the ``_published`` table.
+
+    Returns
+    -------
+    Published
+        Rows written per table.
+    """
+    specs = dict(tables) if isinstance(tables, Mapping) else dict.fromkeys(tables)
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
+    present = {name: key for name, key in specs.items() if wh.has(name)}
+    out = Published(target, run_id=run_id)
+    try:
+        if wh.engine == "duckdb":
+            _copy_in_engine(wh, tmp, present)
+            con = duckdb.connect(str(tmp))
+        else:
+            con = duckdb.connect(str(tmp))
+            _copy_through_arrow(wh, con, present)
+        try:
+            for name, key in present.items():
+                if key:
+                    index = _quote(f"{name}_{key}")
+                    con.execute(f"CREATE INDEX {index} ON {_quote(name)} ({_quote(key)})")
+                row = con.execute(f"SELECT count(*) FROM {_quote(name)}").fetchone()
+                out.tables[name] = int(row[0]) if row else 0
+            out.published_at = _dt.datetime.now(_dt.UTC).replace(tzinfo=None).isoformat()
+            con.execute(
+                f"CREATE TABLE {META} AS SELECT ?::TIMESTAMP AS published_at, ? AS run_id, "
+                "? AS tables",
+                [out.published_at, run_id, json.dumps(out.tables)],
+            )
+            con.execute("CHECKPOINT")
+        finally:
+            con.close()
+        _fsync(tmp)
+        os.replace(tmp, target)  # atomic: a reader sees the old file or the new one, never half
+        _fsync(target.parent)
+    finally:
+        for leftover in (tmp, tmp.with_name(tmp.name + ".wal")):
+            with contextlib.suppress(FileNotFoundError):
+                leftover.unlink()
+    return out
+
+
+def _copy_in_engine(wh: Warehouse, tmp: Path, specs: Mapping[str, str | None]) -> None:
+    """DuckDB: the warehouse attaches the new file and copies with one statement a table."""
+    alias = f"_publish_{uuid.uuid4().hex[:8]}"
+    wh.con.raw_sql(f"ATTACH {_sql_string(str(tmp))} AS {alias}")
+    try:
+        for name, key in specs.items():
+            order = f" ORDER BY {_quote(key)}" if key else ""
+            wh.con.raw_sql(
+                f"CREATE TABLE {alias}.{_quote(name)} AS SELECT * FROM {_quote(name)}{order}"
+            )
+    finally:
+        wh.con.raw_sql(f"DETACH {alias}")
+
+
+def _copy_through_arrow(
+    wh: Warehouse, con: duckdb.DuckDBPyConnection, specs: Mapping[str, str | None]
+) -> None:
+    """Other engines (Spark, PostgreSQL): the rows stream over in Arrow batches."""
+    for name, key in specs.items():
+        reader = wh.table(name).to_pyarrow_batches(chunk_size=100_000)
+        con.register("_incoming", reader)
+        try:
+            order = f" ORDER BY {_quote(key)}" if key else ""
+            con.execute(f"CREATE TABLE {_quote(name)} AS SELECT * FROM _incoming{order}")
+        finally:
+            con.unregister("_incoming")
+
+
+def _fsync(path: Path) -> None:
+    """Flush ``path`` (a file or a folder) to disk, so a crash after the rename finds it whole."""
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+class _Generation:
+    """One published file, attached read-only (a publish creates the next generation)."""
+
+    def __init__(self, path: Path, signature: tuple[int, int, int]) -> None:
+        self.signature = signature
+        # An in-memory database that ATTACHes the file: duckdb.connect(path) would hand back
+        # the instance cached for that path, the old file, after a rename.
+        self.con = duckdb.connect(":memory:")
+        self.con.execute(f"ATTACH {_sql_string(str(path))} AS serving (READ_ONLY)")
+        self.con.execute("USE serving")
+        self.tables = {r[0] for r in self.con.execute("SHOW TABLES").fetchall()}
+        self.lock = threading.Lock()
+        self._warehouse: Warehouse | None = None
+
+    def warehouse(self, url: str) -> Warehouse:
+        if self._warehouse is None:
+            import ibis
+
+            self._warehouse = Warehouse(ibis.duckdb.from_connection(self.con), url)
+        return self._warehouse
+
+
+class ServingStore:
+    """Reads a serving store, following each publish without ever blocking it.
+
+    Parameters
+    ----------
+    path
+        The serving store's file (it may not exist yet: every read then says so with None).
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self._gen: _Generation | None = None
+        self._local = threading.local()
+
+    def _current(self) -> _Generation | None:
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return None
+        signature = (st.st_ino, st.st_mtime_ns, st.st_size)
+        gen = self._gen
+        if gen is None or gen.signature != signature:
+            with self._lock:
+                if self._gen is None or self._gen.signature != signature:
+                    try:
+                        self._gen = _Generation(self.path, signature)
+                    except duckdb.Error as exc:
+                        raise WarehouseError(
+                            f"cannot read the serving store {self.path}: {exc}".splitlines()[0],
+                            "publish it again: segmentum run (or segmentum publish)",
+                        ) from exc
+                gen = self._gen
+        return gen
+
+    @property
+    def published(self) -> bool:
+        return self._current() is not None
+
+    def has(self, name: str) -> bool:
+        gen = self._current()
+        return gen is not None and name in gen.tables
+
+    def cursor(self) -> duckdb.DuckDBPyConnection | None:
+        """This thread's cursor on the latest generation (None before the first publish).
+
+        Point queries on per-thread cursors run in parallel; a cursor is replaced when a new
+        generation is published.
+        """
+        gen = self._current()
+        if gen is None:
+            return None
+        cur = getattr(self._local, "cur", None)
+        if cur is None or getattr(self._local, "signature", None) != gen.signature:
+            cur = gen.con.cursor()
+            cur.execute("USE serving")
+            self._local.cur, self._local.signature = cur, gen.signature
+        return cur
+
+    def read(self, fn: Callable[[Warehouse], T]) -> T | None:
+        """``fn`` on an Ibis warehouse over the latest generation (one query at a time: Ibis
+        shares one connection), or None before the first publish."""
+        gen = self._current()
+        if gen is None:
+            return None
+        with gen.lock:
+            return fn(gen.warehouse(f"duckdb:///{self.path}"))
+
+    def info(self) -> dict[str, Any] | None:
+        """When the store was published, by which run, with how many rows per table."""
+        cur = self.cursor()
+        if cur is None or not self.has(META):
+            return None
+        row = cur.execute(f"SELECT published_at, run_id, tables FROM {META}").fetchone()
+        if row is None:
+            return None
+        return {
+            "published_at": row[0].isoformat() if row[0] else None,
+            "run_id": row[1],
+            "tables": json.loads(row[2]),
+        }
