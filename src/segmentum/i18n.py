@@ -1,0 +1,335 @@
+"""Translations (gettext catalogs in ``segmentum/locale``) and locale formatting of numbers,
+percentages, money and dates, shared by the dashboard, the report, the CLI and emails.
+
+The catalogs are the ``.po`` files themselves, compiled in memory on first use, so a fresh
+clone needs no compile step. Spanish and English are both first languages: every user-visible
+text is a msgid in English with a Spanish translation, and data labels (RFM segment names,
+tiers, lifecycle stages...) are translated with a context naming their column
+(``pgettext("value_tier", "high")``).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import functools
+import io
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from babel import Locale
+from babel.dates import format_date, format_datetime
+from babel.messages.mofile import write_mo
+from babel.messages.pofile import read_po
+from babel.numbers import format_decimal, parse_pattern
+from babel.support import Translations
+
+LANGUAGES = ("es", "en")
+DEFAULT_LANGUAGE = "es"
+LOCALE_DIR = Path(__file__).parent / "locale"
+DOMAIN = "messages"
+# What a person sees for a missing value: never nan, None or NaT.
+MISSING = "—"
+_BABEL_LOCALE = {"es": "es_ES", "en": "en_US"}
+
+
+def N_(context: str, message: str) -> tuple[str, str]:
+    """Mark a data label for extraction (``pybabel extract -k N_:1c,2``); translated later."""
+    return context, message
+
+
+# Data labels that reach a page as values of these columns. Listed here so extraction finds
+# them; anything not listed is shown as stored.
+LABELS: tuple[tuple[str, str], ...] = (
+    N_("rfm_segment", "Champions"),
+    N_("rfm_segment", "Loyal"),
+    N_("rfm_segment", "Potential Loyalist"),
+    N_("rfm_segment", "New"),
+    N_("rfm_segment", "Promising"),
+    N_("rfm_segment", "Need Attention"),
+    N_("rfm_segment", "About to Sleep"),
+    N_("rfm_segment", "Can't Lose Them"),
+    N_("rfm_segment", "At Risk"),
+    N_("rfm_segment", "Lost"),
+    N_("rfm_segment", "Hibernating"),
+    N_("value_tier", "high"),
+    N_("value_tier", "medium"),
+    N_("value_tier", "low"),
+    N_("potential_tier", "high"),
+    N_("potential_tier", "medium"),
+    N_("potential_tier", "low"),
+    N_("potential_tier", "too_new"),
+    N_("value_potential", "Stars"),
+    N_("value_potential", "Maintain"),
+    N_("value_potential", "Re-activate"),
+    N_("value_potential", "Grow"),
+    N_("value_potential", "Develop"),
+    N_("value_potential", "Harvest"),
+    N_("value_potential", "Rising"),
+    N_("value_potential", "Nurture"),
+    N_("value_potential", "Low priority"),
+    N_("value_potential", "Too new to judge"),
+    N_("lifecycle_stage", "new"),
+    N_("lifecycle_stage", "active"),
+    N_("lifecycle_stage", "at_risk"),
+    N_("lifecycle_stage", "lapsed"),
+    N_("lifecycle_stage", "lost"),
+    N_("lifecycle_stage", "prospect"),
+    N_("clv_status", "scored"),
+    N_("clv_status", "too_new"),
+    N_("clv_status", "no_purchases"),
+    N_("outcome", "scheduled"),
+    N_("outcome", "control"),
+    N_("outcome", "file"),
+    N_("outcome", "sent"),
+    N_("outcome", "failed"),
+    N_("outcome", "no_consent"),
+    N_("outcome", "unsubscribed"),
+    N_("outcome", "no_address"),
+    N_("outcome", "capped"),
+    N_("outcome", "unreachable"),
+    N_("outcome", "suppressed"),
+    N_("outcome", "anonymous"),
+    N_("tactic", "retention"),
+    N_("tactic", "winback"),
+    N_("tactic", "cross_sell"),
+    N_("tactic", "up_sell"),
+    N_("tactic", "acquisition"),
+    N_("tactic", "segment"),
+    N_("channel", "email"),
+    N_("channel", "sms"),
+    N_("channel", "push"),
+    N_("channel", "in_app"),
+    N_("channel", "inapp"),
+    N_("channel", "web"),
+    N_("channel", "webhook"),
+    N_("channel", "file"),
+    N_("channel", "phone"),
+    N_("channel", "store"),
+    N_("channel", "online"),
+    N_("channel", "app"),
+    N_("device", "desktop"),
+    N_("device", "mobile"),
+    N_("device", "tablet"),
+    N_("hour_band", "morning"),
+    N_("hour_band", "afternoon"),
+    N_("hour_band", "evening"),
+    N_("hour_band", "night"),
+    N_("hour_band", "late"),
+    N_("weekday", "mon"),
+    N_("weekday", "tue"),
+    N_("weekday", "wed"),
+    N_("weekday", "thu"),
+    N_("weekday", "fri"),
+    N_("weekday", "sat"),
+    N_("weekday", "sun"),
+    N_("gender", "female"),
+    N_("gender", "male"),
+    N_("gender", "other"),
+    N_("gender", "F"),
+    N_("gender", "M"),
+    N_("status", "running"),
+    N_("status", "done"),
+    N_("status", "ok"),
+    N_("status", "failed"),
+    N_("status", "succeeded"),
+    N_("trend", "up"),
+    N_("trend", "down"),
+    N_("trend", "flat"),
+    N_("value", "(unknown)"),
+    N_("value", "all"),
+    N_("group", "treatment"),
+    N_("group", "control"),
+    N_("state", "(not yet a customer)"),
+    N_("state", "(gone)"),
+    N_("state", "(none)"),
+    N_("state", "in"),
+    N_("state", "out"),
+)
+# Columns whose values are labels of another column's kind.
+_KIND = {
+    "segment": "rfm_segment",
+    "best_channel": "channel",
+    "preferred_channel": "channel",
+    "best_device": "device",
+    "preferred_device": "device",
+    "preferred_hour_band": "hour_band",
+    "best_hour_band": "hour_band",
+    "best_weekday": "weekday",
+    "preferred_weekday": "weekday",
+    "state_from": "value_tier",
+    "state_to": "value_tier",
+    "source": "value_tier",
+    "target": "value_tier",
+}
+_LABEL_KINDS = {k for k, _ in LABELS}
+_STATES = {m for k, m in LABELS if k == "state" and m.startswith("(")}
+
+
+@functools.cache
+def translations(lang: str) -> Translations:
+    """The catalog of ``lang`` ("es" or "en"), compiled from its ``.po`` file in memory."""
+    lang = lang if lang in LANGUAGES else DEFAULT_LANGUAGE
+    po = LOCALE_DIR / lang / "LC_MESSAGES" / f"{DOMAIN}.po"
+    with po.open("rb") as f:
+        catalog = read_po(f, locale=lang, domain=DOMAIN)
+    buf = io.BytesIO()
+    write_mo(buf, catalog)
+    buf.seek(0)
+    return Translations(buf, domain=DOMAIN)
+
+
+def gettext(lang: str, message: str) -> str:
+    return translations(lang).ugettext(message)
+
+
+def label(lang: str, kind: str, value: Any) -> str:
+    """A stored data value as a person reads it: ``label("es", "value_tier", "high")``."""
+    if is_missing(value):
+        return MISSING
+    text = str(value)
+    if text in _STATES:
+        return translations(lang).upgettext("state", text)
+    kind = _KIND.get(kind, kind)
+    if kind not in _LABEL_KINDS:
+        return text
+    return translations(lang).upgettext(kind, text)
+
+
+def labeller(lang: str) -> Callable[[str, Any], str]:
+    return functools.partial(label, lang)
+
+
+def is_missing(value: Any) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
+        return True
+    # pandas' NaT and NA, without importing pandas here.
+    return type(value).__name__ in ("NaTType", "NAType")
+
+
+def babel_locale(lang: str) -> Locale:
+    return Locale.parse(_BABEL_LOCALE.get(lang, _BABEL_LOCALE[DEFAULT_LANGUAGE]))
+
+
+def number(value: Any, lang: str, digits: int | None = None) -> str:
+    """``4.994`` / ``4,994``; ``digits`` fixes the decimals (default: 0 from 10 up, else 2)."""
+    if is_missing(value):
+        return MISSING
+    v = float(value)
+    if digits is None:
+        digits = 0 if abs(v) >= 10 or float(v).is_integer() else 2
+    fmt = "#,##0" + ("." + "0" * digits if digits else "")
+    return format_decimal(v, format=fmt, locale=babel_locale(lang))
+
+
+def percent(value: Any, lang: str, digits: int = 1) -> str:
+    """A share (0.123) as ``12,3 %`` / ``12.3%``."""
+    if is_missing(value):
+        return MISSING
+    loc = babel_locale(lang)
+    pattern = parse_pattern(loc.percent_formats[None])
+    pattern.frac_prec = (digits, digits)
+    return pattern.apply(float(value), loc)
+
+
+def points(value: Any, lang: str, digits: int = 1) -> str:
+    """A difference of shares (0.021) in percentage points: ``+2,1 pp``."""
+    if is_missing(value):
+        return MISSING
+    v = 100 * float(value)
+    sign = "+" if v > 0 else ""
+    return f"{sign}{number(v, lang, digits)} pp"
+
+
+def money(value: Any, lang: str, currency: str | None = "EUR", digits: int = 0) -> str:
+    """``5.312.197 €`` / ``€5,312,197`` in the configured currency (a plain number when the
+    currency is unknown)."""
+    if is_missing(value):
+        return MISSING
+    if not currency or len(currency) != 3:
+        return number(value, lang, digits)
+    loc = babel_locale(lang)
+    pattern = parse_pattern(loc.currency_formats["standard"])
+    pattern.frac_prec = (digits, digits)
+    return pattern.apply(float(value), loc, currency=currency, currency_digits=False)
+
+
+def date(value: Any, lang: str, fmt: str = "medium") -> str:
+    """``1 mar 2026`` / ``Mar 1, 2026`` from a date, datetime or ISO text."""
+    if is_missing(value) or value == "":
+        return MISSING
+    if isinstance(value, str):
+        try:
+            value = _dt.datetime.fromisoformat(value)
+        except ValueError:
+            return value
+        if value.time() == _dt.time():
+            value = value.date()
+    if isinstance(value, _dt.datetime):
+        return format_datetime(value, fmt, locale=babel_locale(lang))
+    if isinstance(value, _dt.date):
+        return format_date(value, fmt, locale=babel_locale(lang))
+    return str(value)
+
+
+# ---------------------------------------------------------------------- catalog upkeep
+def extract_messages() -> Any:
+    """Every translatable text of the package (Python ``_()`` / ``N_()`` and templates)."""
+    from babel.messages.catalog import Catalog
+    from babel.messages.extract import DEFAULT_KEYWORDS, extract_from_dir
+
+    root = Path(__file__).parent
+    keywords = {**DEFAULT_KEYWORDS, "N_": ((1, "c"), 2)}
+    jinja = "**/templates/**.html"
+    # Python modules that translate (they import this module); others may name things ``_``.
+    users = sorted(
+        str(f.relative_to(root))
+        for f in root.rglob("*.py")
+        if "i18n" in f.read_text(encoding="utf-8") or f.parent.name == "service"
+    )
+    method_map = [(jinja, "jinja2.ext:babel_extract"), *((u, "python") for u in users)]
+    method_map.append(("**.py", "ignore"))
+    options = {jinja: {"extensions": "jinja2.ext.i18n", "trim_blocks": "1", "lstrip_blocks": "1"}}
+    catalog = Catalog(project="segmentum", charset="utf-8")
+    for filename, lineno, message, comments, context in extract_from_dir(
+        root, method_map, options, keywords=keywords
+    ):
+        if not message or not isinstance(message, str):
+            continue  # plural forms are not used
+        catalog.add(message, None, [(filename, lineno)], auto_comments=comments, context=context)
+    return catalog
+
+
+def update_catalogs() -> dict[str, int]:
+    """Merge newly extracted texts into every ``.po`` (English ones filled with the msgid);
+    returns how many entries of each language still need a translation."""
+    from babel.messages.catalog import Catalog
+    from babel.messages.pofile import write_po
+
+    template = extract_messages()
+    missing = {}
+    for lang in LANGUAGES:
+        po = LOCALE_DIR / lang / "LC_MESSAGES" / f"{DOMAIN}.po"
+        if po.exists():
+            with po.open("rb") as f:
+                catalog = read_po(f, locale=lang, domain=DOMAIN)
+        else:
+            po.parent.mkdir(parents=True, exist_ok=True)
+            catalog = Catalog(locale=lang, domain=DOMAIN, project="segmentum", charset="utf-8")
+        catalog.update(template, no_fuzzy_matching=True)
+        catalog.obsolete.clear()
+        for m in catalog:
+            if m.id and lang == "en" and not m.string:
+                m.string = m.id
+        missing[lang] = sum(1 for m in catalog if m.id and not m.string)
+        with po.open("wb") as f:
+            write_po(f, catalog, width=100, omit_header=False, sort_output=True)
+    translations.cache_clear()
+    return missing
+
+
+if __name__ == "__main__":  # python -m segmentum.i18n: refresh the catalogs after editing texts
+    print(update_catalogs())

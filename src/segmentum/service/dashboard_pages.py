@@ -1,0 +1,1277 @@
+"""The dashboard's pages and their JSON calls: each route reads the library and hands plain
+values to a template in ``templates/``; no HTML and no user-visible text is written here
+other than through the catalogs."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import itertools
+import json
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlencode
+
+import ibis
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+
+from segmentum import i18n
+from segmentum.errors import SegmentumError
+from segmentum.service.auth import Session
+from segmentum.service.dashboard import (
+    PALETTE,
+    Page,
+    chart,
+    csv_response,
+    currency_of,
+    explorer_link,
+    forbidden,
+    problem_json,
+    render,
+    rule_for,
+    user_error,
+)
+
+CATEGORICAL = (
+    "rfm_segment",
+    "value_tier",
+    "lifecycle_stage",
+    "potential_tier",
+    "value_potential",
+    "country",
+    "region",
+    "city",
+    "age_band",
+    "gender",
+    "income_band",
+    "preferred_channel",
+    "preferred_device",
+    "top_category",
+    "clv_status",
+    "trend",
+)
+# Overview charts: the column, whether its bars follow a fixed order, and that order.
+ORDERS: dict[str, list[str]] = {
+    "value_tier": ["high", "medium", "low"],
+    "lifecycle_stage": ["new", "active", "at_risk", "lapsed", "lost"],
+}
+
+
+def _previous_overview(wh: Any, as_of: str) -> dict[str, Any] | None:
+    from segmentum.precompute import CACHE
+
+    if not wh.has(CACHE):
+        return None
+    c = wh.table(CACHE)
+    c = c.filter(c.as_of < ibis.literal(_dt.date.fromisoformat(as_of), "date"))
+    rows = c.order_by(ibis.desc("as_of")).limit(1).to_pyarrow().to_pylist()
+    return json.loads(rows[0]["payload"]) if rows else None
+
+
+def mount(
+    app: FastAPI,
+    svc: Any,
+    page_or_login: Callable[[Request], Page | RedirectResponse],
+    csrf_ok: Callable[[Request, Session, str | None], bool],
+    current_session: Callable[[Request], Session | None],
+) -> None:
+    wh_lock = svc.locked
+
+    # ------------------------------------------------------------------ overview
+    @app.get("/dashboard", include_in_schema=False)
+    def overview(request: Request) -> Response:
+        page = page_or_login(request)
+        if not isinstance(page, Page):
+            return page
+        _ = page._
+        o = svc.overview()
+        try:
+            prev = wh_lock(lambda: _previous_overview(svc.wh, o["as_of"]))
+        except Exception:  # the warehouse is busy with a run: no comparison this time
+            prev = None
+        kpis = _kpis(page, o, prev)
+        charts = []
+        for col, title in (
+            ("rfm_segment", _("RFM segments")),
+            ("value_tier", _("Value tiers")),
+            ("value_potential", _("Value x potential")),
+            ("lifecycle_stage", _("Lifecycle stages")),
+        ):
+            rows = list(o.get(col) or [])
+            if not rows:
+                continue
+            if col in ORDERS:
+                order = ORDERS[col]
+                rows.sort(key=lambda r: order.index(r["name"]) if r["name"] in order else 99)
+            names = [page.label(col, r["name"]) for r in rows]
+            charts.append(
+                chart(
+                    f"chart-{col}",
+                    [
+                        {
+                            "type": "bar",
+                            "name": _("Customers"),
+                            "x": names,
+                            "y": [r["customers"] for r in rows],
+                            "offsetgroup": 1,
+                            "marker": {"color": PALETTE[0]},
+                            "hovertemplate": "%{x}: %{y:,} " + _("customers") + "<extra></extra>",
+                        },
+                        {
+                            "type": "bar",
+                            "name": _("Revenue share (%)"),
+                            "x": names,
+                            "y": [round(100 * r["revenue_share"], 1) for r in rows],
+                            "yaxis": "y2",
+                            "offsetgroup": 2,
+                            "marker": {"color": PALETTE[1]},
+                            "hovertemplate": "%{x}: %{y:.1f} %<extra></extra>",
+                        },
+                    ],
+                    {
+                        "title": {"text": title},
+                        "barmode": "group",
+                        "xaxis": {"automargin": True, "tickangle": -30},
+                        "yaxis": {"title": {"text": _("Customers")}, "automargin": True},
+                        "yaxis2": {
+                            "title": {"text": _("Revenue share (%)")},
+                            "overlaying": "y",
+                            "side": "right",
+                            "rangemode": "tozero",
+                            "automargin": True,
+                        },
+                        "separators": ",." if page.lang == "es" else ".,",
+                    },
+                    links=[explorer_link(rule_for(col, r["name"])) for r in rows],
+                )
+            )
+        heat = o.get("rfm_heatmap") or []
+        if heat:
+            z: list[list[int]] = [[0] * 5 for _i in range(5)]
+            for r in heat:
+                z[int(r["f_score"]) - 1][int(r["r_score"]) - 1] = int(r["customers"])
+            charts.append(
+                chart(
+                    "chart-heatmap",
+                    [
+                        {
+                            "type": "heatmap",
+                            "z": z,
+                            "x": [1, 2, 3, 4, 5],
+                            "y": [1, 2, 3, 4, 5],
+                            "colorscale": "Cividis",
+                            "colorbar": {"title": {"text": _("Customers")}},
+                            "hovertemplate": "R %{x} · F %{y}: %{z:,}<extra></extra>",
+                        }
+                    ],
+                    {
+                        "title": {"text": _("RFM heat map (recency x frequency score)")},
+                        "xaxis": {"title": {"text": _("Recency score (5 = most recent)")}},
+                        "yaxis": {"title": {"text": _("Frequency score (5 = most often)")}},
+                        "separators": ",." if page.lang == "es" else ".,",
+                    },
+                    links=[
+                        explorer_link(f"r_score == {r} and f_score == {f}")
+                        for f in range(1, 6)
+                        for r in range(1, 6)
+                    ],
+                )
+            )
+        for key, title, is_money in (
+            ("clv_histogram", _("Customer lifetime value (12 months)"), True),
+            ("churn_histogram", _("Churn probability"), False),
+        ):
+            h = o.get(key)
+            if not h or not h.get("counts"):
+                continue
+            edges = h["edges"]
+            fmt = page.money if is_money else (lambda v: page.pct(v, 0))
+            labels = [f"{fmt(a)} – {fmt(b)}" for a, b in itertools.pairwise(edges)]
+            charts.append(
+                chart(
+                    f"chart-{key}",
+                    [
+                        {
+                            "type": "bar",
+                            "x": labels,
+                            "y": h["counts"],
+                            "name": _("Customers"),
+                            "marker": {"color": PALETTE[2]},
+                        }
+                    ],
+                    {
+                        "title": {"text": title},
+                        "xaxis": {"type": "category", "automargin": True, "tickangle": -40},
+                        "yaxis": {"title": {"text": _("Customers")}, "automargin": True},
+                        "showlegend": False,
+                        "separators": ",." if page.lang == "es" else ".,",
+                    },
+                )
+            )
+        if "migration" not in o:
+            o = {**o, **_history_now(svc)}
+        changes = _what_changed(page, o)
+        saved = [
+            {"name": s["segment"], "customers": s["customers"]} for s in o.get("segments") or []
+        ]
+        return render(
+            page,
+            "overview.html",
+            current="overview",
+            o=o,
+            kpis=kpis,
+            charts=charts,
+            changes=changes,
+            saved=saved,
+        )
+
+    # ------------------------------------------------------------------ customers
+    @app.get("/dashboard/customer", include_in_schema=False)
+    def customer_page(request: Request, id: str = "", q: str = "") -> Response:
+        page = page_or_login(request)
+        if not isinstance(page, Page):
+            return page
+        query = (q or id).strip()
+        found = svc.customer(query) if query else None
+        matches: list[dict[str, Any]] = []
+        if query and found is None:
+            matches = wh_lock(lambda: _search(svc.wh, query))
+            if len(matches) == 1:
+                found = svc.customer(str(matches[0]["customer_id"]))
+        profile = _profile(page, found, svc) if found else None
+        return render(
+            page,
+            "customer.html",
+            current="customer",
+            query=query,
+            profile=profile,
+            matches=matches,
+            not_found=bool(query) and found is None and not matches,
+        )
+
+    # ------------------------------------------------------------------ builder
+    @app.get("/dashboard/segments", include_in_schema=False)
+    def builder(request: Request, rule: str = "") -> Response:
+        page = page_or_login(request)
+        if not isinstance(page, Page):
+            return page
+        return render(
+            page,
+            "builder.html",
+            current="segments",
+            rule=rule,
+            columns=list(CATEGORICAL),
+            can_write="write" in (page.session.scopes if page.session else []),
+        )
+
+    @app.post("/dashboard/api/preview", include_in_schema=False)
+    async def api_preview(request: Request) -> Response:
+        s = current_session(request)
+        if s is None:
+            return problem_json(401, "sign in again")
+        if not csrf_ok(request, s, None):
+            return problem_json(403, "bad CSRF token")
+        body = await request.json()
+        rule = str(body.get("rule", ""))[:4000]
+        lang = body.get("lang") if body.get("lang") in i18n.LANGUAGES else "es"
+        from segmentum.segments.rules import RuleError
+        from segmentum.segments.store import Segments
+
+        try:
+            p = wh_lock(lambda: Segments(svc.wh, svc.settings).preview(rule))
+        except RuleError as exc:
+            return problem_json(
+                422, exc.reason, exc.hint, position=exc.pos, text=exc.text, kind="rule"
+            )
+        except SegmentumError as exc:
+            return problem_json(422, exc.message, exc.hint)
+        d = p.to_dict()
+        out = {
+            "size": d["size"],
+            "customers": d["customers"],
+            "share": d["share"],
+            "revenue_share": d["revenue_share"],
+            "size_text": i18n.number(d["size"], lang),
+            "customers_text": i18n.number(d["customers"], lang),
+            "share_text": i18n.percent(d["share"], lang),
+            "revenue_text": i18n.money(d["revenue"], lang, currency_of(svc)),
+            "revenue_share_text": i18n.percent(d["revenue_share"], lang),
+            "reach": _reach_rows(lang, d.get("reach")),
+            "warnings": _value_warnings(svc, rule),
+        }
+        return JSONResponse(out)
+
+    @app.get("/dashboard/api/values", include_in_schema=False)
+    def api_values(request: Request, column: str = "") -> Response:
+        s = current_session(request)
+        if s is None:
+            return problem_json(401, "sign in again")
+        if column not in CATEGORICAL:
+            return JSONResponse({"column": column, "values": []})
+        lang = language_of(request)
+        vals = wh_lock(lambda: _distinct(svc, column))
+        return JSONResponse(
+            {
+                "column": column,
+                "values": [{"value": v, "label": i18n.label(lang, column, v)} for v in vals],
+            }
+        )
+
+    @app.post("/dashboard/api/segments", include_in_schema=False)
+    async def api_save(request: Request) -> Response:
+        s = current_session(request)
+        if s is None:
+            return problem_json(401, "sign in again")
+        if not csrf_ok(request, s, None):
+            return problem_json(403, "bad CSRF token")
+        if "write" not in s.scopes:
+            return problem_json(403, "this key cannot save segments (it needs the write scope)")
+        body = await request.json()
+        name, rule = str(body.get("name", "")).strip(), str(body.get("rule", "")).strip()
+        from segmentum.segments.store import Segments
+
+        def run() -> dict[str, Any]:
+            store = Segments(svc.wh, svc.settings)
+            store.create(name, rule)
+            # Members at once, so the explorer, the export and campaigns see them now.
+            report = store.compute(only=[name])
+            return {"name": name, "size": report.sizes.get(name, 0)}
+
+        try:
+            return JSONResponse(wh_lock(run), status_code=201)
+        except SegmentumError as exc:
+            return problem_json(422, exc.message, exc.hint)
+
+    # ------------------------------------------------------------------ explorer
+    @app.get("/dashboard/explorer", include_in_schema=False)
+    def explorer(request: Request, segment: str = "", rule: str = "") -> Response:
+        page = page_or_login(request)
+        if not isinstance(page, Page):
+            return page
+        from segmentum.segments.store import Segments
+
+        def run() -> dict[str, Any]:
+            store = Segments(svc.wh, svc.settings)
+            ctx: dict[str, Any] = {"segments": store.list(), "segment": segment, "rule": rule}
+            if rule:
+                try:
+                    p = store.preview(rule, sample=20)
+                    ctx["preview"] = p.to_dict()
+                    ctx["reach"] = _reach_rows(page.lang, ctx["preview"].get("reach"))
+                except SegmentumError as exc:
+                    ctx["error"] = user_error(page, exc)
+            if segment:
+                try:
+                    ctx.update(_segment_detail(page, svc, store, segment))
+                except SegmentumError as exc:
+                    ctx["error"] = user_error(page, exc)
+            return ctx
+
+        return render(page, "explorer.html", current="explorer", **wh_lock(run))
+
+    @app.get("/dashboard/export/{name}.csv", include_in_schema=False)
+    def export(request: Request, name: str) -> Response:
+        page = page_or_login(request)
+        if not isinstance(page, Page):
+            return page
+        from segmentum.segments.store import Segments
+
+        def run() -> str:
+            m = Segments(svc.wh, svc.settings).members(name)
+            cols = ["customer_id"]
+            if svc.settings.export_personal_data and svc.wh.has("customers"):
+                c = svc.wh.table("customers")
+                keep = [x for x in ("first_name", "email", "phone") if x in c.columns]
+                m = m.left_join(c.select("customer_id", *keep), "customer_id").drop(
+                    "customer_id_right"
+                )
+                cols += keep
+            return str(m.select(*cols).order_by("customer_id").to_pandas().to_csv(index=False))
+
+        try:
+            return csv_response(wh_lock(run), f"{name}.csv")
+        except SegmentumError as exc:
+            return render(page, "error.html", status=404, error=user_error(page, exc))
+
+    # ------------------------------------------------------------------ micro-segments
+    @app.get("/dashboard/micro", include_in_schema=False)
+    def micro(request: Request, dimensions: str = "value_tier,region,city,age_band") -> Response:
+        page = page_or_login(request)
+        if not isinstance(page, Page):
+            return page
+        from types import SimpleNamespace
+
+        from segmentum.precompute import DEFAULT_MICRO
+        from segmentum.segments.micro import micro_segments
+
+        dims = [d.strip() for d in dimensions.split(",") if d.strip()]
+        min_size = svc.settings.micro_segment_min_size
+
+        def run() -> list[Any]:
+            cached = svc.overview().get("micro")
+            if cached and tuple(dims) == DEFAULT_MICRO and cached["min_size"] == min_size:
+                return [SimpleNamespace(**n) for n in cached["nodes"]]
+            return micro_segments(svc.wh, dims, min_size=min_size, store=False).nodes
+
+        error = None
+        nodes: list[Any] = []
+        try:
+            nodes = wh_lock(run)
+        except SegmentumError as exc:
+            error = {"message": exc.message, "hint": ""}
+            error["known"] = ", ".join(CATEGORICAL)
+        tree = _tree(page, nodes, dims)
+        return render(
+            page,
+            "micro.html",
+            current="micro",
+            dimensions=dimensions,
+            tree=tree,
+            error=error,
+            known=list(CATEGORICAL),
+        )
+
+    # ------------------------------------------------------------------ geography
+    @app.get("/dashboard/geography", include_in_schema=False)
+    def geography(request: Request) -> Response:
+        page = page_or_login(request)
+        if not isinstance(page, Page):
+            return page
+        from segmentum.segments.micro import drilldown
+
+        def run() -> list[dict[str, Any]]:
+            cached = svc.overview().get("geography")
+            return cached if cached is not None else drilldown(svc.wh)
+
+        try:
+            rows = wh_lock(run)
+        except SegmentumError as exc:
+            return render(page, "error.html", current="geography", error=user_error(page, exc))
+        parents = [" > ".join(r["path"].split(" > ")[:-1]) for r in rows]
+        fig = chart(
+            "chart-geo",
+            [
+                {
+                    "type": "sunburst",
+                    "ids": [r["path"] for r in rows],
+                    "labels": [page.label("value", r["name"]) for r in rows],
+                    "parents": parents,
+                    "values": [r["revenue"] for r in rows],
+                    "branchvalues": "total",
+                    "customdata": [
+                        [page.num(r["customers"]), page.money(r["revenue"])] for r in rows
+                    ],
+                    "hovertemplate": "%{label}: %{customdata[1]} (%{customdata[0]} "
+                    + page._("customers")
+                    + ")<extra></extra>",
+                }
+            ],
+            {"height": 600, "title": {"text": page._("Revenue by place")}},
+        )
+        top = sorted(
+            (r for r in rows if r["level"] == rows[-1]["level"]), key=lambda r: -r["revenue"]
+        )[:15]
+        return render(page, "geography.html", current="geography", chart=fig, top=top)
+
+    # ------------------------------------------------------------------ migration
+    @app.get("/dashboard/migration", include_in_schema=False)
+    def migration_page(
+        request: Request, by: str = "value_tier", date_from: str = "", date_to: str = ""
+    ) -> Response:
+        page = page_or_login(request)
+        if not isinstance(page, Page):
+            return page
+        ctx = wh_lock(lambda: _migration(page, svc, by, date_from, date_to))
+        return render(page, "migration.html", current="migration", by=by, **ctx)
+
+    # ------------------------------------------------------------------ campaigns
+    @app.get("/dashboard/campaigns", include_in_schema=False)
+    def campaigns_page(request: Request, c: str = "", segment: str = "") -> Response:
+        page = page_or_login(request)
+        if not isinstance(page, Page):
+            return page
+        ctx = wh_lock(lambda: _campaigns(page, svc, c))
+        return render(
+            page,
+            "campaigns.html",
+            current="campaigns",
+            selected=c,
+            segment=segment,
+            can_write="write" in (page.session.scopes if page.session else []),
+            **ctx,
+        )
+
+    @app.post("/dashboard/campaigns", include_in_schema=False)
+    async def campaigns_create(request: Request) -> Response:
+        page = page_or_login(request)
+        if not isinstance(page, Page):
+            return page
+        form = await request.form()
+        assert page.session is not None
+        if not csrf_ok(request, page.session, str(form.get("csrf", ""))):
+            return forbidden(page)
+        from segmentum.campaigns.core import Campaigns
+
+        f = {k: str(v) for k, v in form.items()}
+        template = None
+        if f.get("body_es") or f.get("body_en"):
+            template = {
+                "subject": {"es": f.get("subject_es", ""), "en": f.get("subject_en", "")},
+                "body": {"es": f.get("body_es", ""), "en": f.get("body_en", "")},
+            }
+
+        def run() -> str:
+            share = float(f.get("control_share") or 10) / 100
+            camp = Campaigns(svc.wh, svc.settings).create(
+                f.get("name", "").strip(),
+                f.get("tactic", ""),
+                f.get("channel", ""),
+                target=f.get("target", ""),
+                template=template,
+                control_share=share,
+            )
+            return camp.campaign_id
+
+        try:
+            if "write" not in page.session.scopes:
+                raise SegmentumError(page._("This key cannot create campaigns."))
+            cid = wh_lock(run)
+        except (SegmentumError, ValueError) as exc:
+            err = exc if isinstance(exc, SegmentumError) else SegmentumError(str(exc))
+            ctx = wh_lock(lambda: _campaigns(page, svc, ""))
+            return render(
+                page,
+                "campaigns.html",
+                status=422,
+                current="campaigns",
+                selected="",
+                segment=f.get("target", ""),
+                can_write=True,
+                form=f,
+                form_error=user_error(page, err),
+                **ctx,
+            )
+        return RedirectResponse(f"/dashboard/campaigns?{urlencode({'c': cid})}", 303)
+
+    @app.post("/dashboard/campaigns/{cid}/send", include_in_schema=False)
+    async def campaigns_send(request: Request, cid: str) -> Response:
+        page = page_or_login(request)
+        if not isinstance(page, Page):
+            return page
+        form = await request.form()
+        assert page.session is not None
+        if not csrf_ok(request, page.session, str(form.get("csrf", ""))):
+            return forbidden(page)
+        from segmentum.campaigns.core import Campaigns
+
+        def run() -> dict[str, Any]:
+            cs = Campaigns(svc.wh, svc.settings)
+            return dict(cs.send(cs.get(cid), immediately=True).__dict__)
+
+        try:
+            if "write" not in page.session.scopes:
+                raise SegmentumError(page._("This key cannot send campaigns."))
+            report = wh_lock(run)
+        except SegmentumError as exc:
+            ctx = wh_lock(lambda: _campaigns(page, svc, cid))
+            return render(
+                page,
+                "campaigns.html",
+                status=422,
+                current="campaigns",
+                selected=cid,
+                segment="",
+                can_write=True,
+                send_error=user_error(page, exc),
+                **ctx,
+            )
+        q = urlencode({"c": cid, "sent": report.get("delivered", 0)})
+        return RedirectResponse(f"/dashboard/campaigns?{q}", 303)
+
+    # ------------------------------------------------------------------ data
+    @app.get("/dashboard/data", include_in_schema=False)
+    def data_page(request: Request, batch: str = "") -> Response:
+        page = page_or_login(request)
+        if not isinstance(page, Page):
+            return page
+        ctx = wh_lock(lambda: _data(svc.wh, batch))
+        return render(page, "data.html", current="data", **ctx)
+
+
+def _history_now(svc: Any) -> dict[str, Any]:
+    """The overview's migration when the cache was built before the history existed (for
+    example a backfill after the run), computed once per pair of snapshot dates."""
+    from segmentum.history.snapshots import snapshot_dates
+    from segmentum.precompute import _history
+
+    try:
+        dates = svc.locked(lambda: snapshot_dates(svc.wh))
+        if len(dates) < 2:
+            return {}
+        memo: dict[Any, dict[str, Any]] = svc.__dict__.setdefault("dashboard_history", {})
+        key = tuple(dates[-2:])
+        if key not in memo:
+            memo[key] = svc.locked(lambda: _history(svc.wh))
+        return memo[key]
+    except Exception:  # busy or not computable now: the panel is left out
+        return {}
+
+
+def language_of(request: Request) -> str:
+    from segmentum.service.dashboard import language
+
+    return language(request)
+
+
+# ---------------------------------------------------------------------- helpers (no HTML)
+def _kpis(page: Page, o: dict[str, Any], prev: dict[str, Any] | None) -> list[dict[str, Any]]:
+    _ = page._
+
+    def delta(key: str, money: bool = False) -> str:
+        if not prev or prev.get(key) in (None, 0):
+            return ""
+        d = o[key] - prev[key]
+        text = page.money(abs(d)) if money else page.num(abs(d))
+        sign = "+" if d > 0 else ("−" if d < 0 else "±")
+        return f"{sign}{text} ({page.pct(d / prev[key])}) " + _("since %(date)s") % {
+            "date": page.date(prev["as_of"])
+        }
+
+    avg = o["revenue"] / o["customers"] if o.get("customers") else None
+    prev_avg = prev["revenue"] / prev["customers"] if prev and prev.get("customers") else None
+    avg_delta = ""
+    if avg is not None and prev_avg:
+        d = avg - prev_avg
+        avg_delta = ("+" if d > 0 else "−") + page.money(abs(d))
+    return [
+        {
+            "id": "kpi-customers",
+            "title": _("Customers"),
+            "value": page.num(o["customers"]),
+            "delta": delta("customers"),
+        },
+        {
+            "id": "kpi-revenue",
+            "title": _("Revenue"),
+            "value": page.money(o["revenue"]),
+            "delta": delta("revenue", money=True),
+        },
+        {
+            "id": "kpi-average",
+            "title": _("Revenue per customer"),
+            "value": page.money(avg),
+            "delta": avg_delta,
+        },
+    ]
+
+
+def _what_changed(page: Page, o: dict[str, Any]) -> dict[str, Any]:
+    """The biggest movements and valuable-to-risky alerts between the last two snapshots."""
+    m = o.get("migration")
+    if not m:
+        return {}
+    by = m.get("classification", "value_tier")
+    moves = [
+        f
+        for f in m.get("flows", [])
+        if f["source"] != f["target"] and not str(f["source"]).startswith("(")
+    ]
+    moves.sort(key=lambda f: -f["customers"])
+    net = sorted(m.get("net_change", {}).items(), key=lambda kv: -abs(kv[1]))
+    alerts = m.get("alerts") or []
+    return {
+        "from": page.date(m["from"]),
+        "to": page.date(m["to"]),
+        "by": page.title(by),
+        "moves": [
+            {
+                "source": page.label(by, f["source"]),
+                "target": page.label(by, f["target"]),
+                "customers": page.num(f["customers"]),
+            }
+            for f in moves[:5]
+        ],
+        "net": [
+            {"state": page.label(by, s), "change": ("+" if n > 0 else "") + page.num(n)}
+            for s, n in net[:5]
+        ],
+        "alerts": len(alerts),
+        "alert_revenue": page.money(sum(float(a.get("revenue") or 0) for a in alerts)),
+    }
+
+
+def _search(wh: Any, query: str) -> list[dict[str, Any]]:
+    """Customers whose id, email or name matches, ignoring case and extra spaces."""
+    if not wh.has("customers"):
+        return []
+    c = wh.table("customers")
+    q = " ".join(query.lower().split())
+    conds = [c.customer_id.cast("string").lower() == q]
+    if "email" in c.columns:
+        conds.append(c.email.lower().strip() == q)
+    name_cols = [x for x in ("first_name", "last_name") if x in c.columns]
+    if name_cols:
+        full = c[name_cols[0]].fill_null("")
+        for col in name_cols[1:]:
+            full = full.concat(" ", c[col].fill_null(""))
+        full = full.lower().re_replace(r"\s+", " ").strip()
+        conds.append(full.contains(q) if len(q) >= 2 else full == q)
+    cond = conds[0]
+    for x in conds[1:]:
+        cond = cond | x
+    shown = ("first_name", "last_name", "email", "city")
+    keep = ["customer_id", *[x for x in shown if x in c.columns]]
+    return list(
+        c.filter(cond).select(*keep).order_by("customer_id").limit(25).to_pyarrow().to_pylist()
+    )
+
+
+FIELD_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    (
+        "classes",
+        (
+            "rfm_segment",
+            "value_tier",
+            "potential_tier",
+            "value_potential",
+            "lifecycle_stage",
+            "cluster_name",
+            "segments",
+        ),
+    ),
+    (
+        "value",
+        (
+            "clv",
+            "expected_purchases",
+            "p_alive",
+            "churn_probability",
+            "clv_status",
+            "expected_next_purchase",
+        ),
+    ),
+    (
+        "behaviour",
+        (
+            "frequency",
+            "monetary",
+            "avg_order_value",
+            "recency_days",
+            "tenure_days",
+            "interpurchase_mean",
+            "promo_share",
+            "return_rate",
+            "top_category",
+            "trend",
+        ),
+    ),
+    (
+        "contact",
+        (
+            "best_channel",
+            "best_hour_band",
+            "best_weekday",
+            "best_device",
+            "preferred_channel",
+            "preferred_device",
+            "preferred_hour_band",
+        ),
+    ),
+    ("who", ("age", "age_band", "gender", "income_band", "country", "region", "city")),
+)
+
+
+def _profile(page: Page, found: dict[str, Any], svc: Any) -> dict[str, Any]:
+    _ = page._
+    titles = {
+        "classes": _("Classes"),
+        "value": _("Value and risk"),
+        "behaviour": _("Behaviour"),
+        "contact": _("Best time and channel"),
+        "who": _("Who"),
+    }
+    if page.lang == "es":
+        # The Spanish names the pipeline wrote beside the English ones.
+        for col in ("rfm_segment", "value_potential", "cluster_name"):
+            es = found.get(f"{col}_es")
+            if es:
+                found = {**found, col: es, f"_{col}_es": True}
+    groups = []
+    for key, cols in FIELD_GROUPS:
+        fields = [
+            {
+                "key": col,
+                "title": page.title(col),
+                "value": found[col] if found.get(f"_{col}_es") else page.cell(col, found.get(col)),
+            }
+            for col in cols
+            if col in found
+        ]
+        if fields:
+            groups.append({"title": titles[key], "fields": fields})
+    cid = str(found["customer_id"])
+    timeline = svc.locked(lambda: _timeline(page, svc.wh, cid))
+    person = svc.locked(lambda: _person(svc.wh, cid))
+    return {
+        "customer_id": cid,
+        "as_of": page.date(found.get("as_of")),
+        "groups": groups,
+        "timeline": timeline,
+        "person": person,
+    }
+
+
+def _person(wh: Any, cid: str) -> dict[str, Any]:
+    if not wh.has("customers"):
+        return {}
+    c = wh.table("customers")
+    keep = [x for x in ("first_name", "last_name", "email", "city") if x in c.columns]
+    rows = c.filter(c.customer_id == cid).select(*keep).limit(1).to_pyarrow().to_pylist()
+    return {k: v for k, v in (rows[0] if rows else {}).items() if not i18n.is_missing(v)}
+
+
+def _timeline(page: Page, wh: Any, cid: str) -> list[dict[str, Any]]:
+    """Purchases, returns, events and messages of one customer, newest first."""
+    _ = page._
+    items: list[dict[str, Any]] = []
+    if wh.has("transactions"):
+        t = wh.table("transactions")
+        t = t.filter(t.customer_id == cid)
+        g = t.group_by("invoice_id").aggregate(
+            when=t.timestamp.max(), amount=t.amount.sum(), lines=t.count()
+        )
+        for r in g.order_by(ibis.desc("when")).limit(40).to_pyarrow().to_pylist():
+            ret = (r["amount"] or 0) < 0
+            items.append(
+                {
+                    "when": r["when"],
+                    "kind": "return" if ret else "purchase",
+                    "what": (_("Return") if ret else _("Purchase")) + f" {r['invoice_id']}",
+                    "detail": page.money(r["amount"])
+                    + " · "
+                    + _("%(n)s lines") % {"n": page.num(r["lines"])},
+                }
+            )
+    if wh.has("events"):
+        e = wh.table("events")
+        e = e.filter(e.customer_id == cid)
+        for r in (
+            e.select("timestamp", "event_type", "channel")
+            .order_by(ibis.desc("timestamp"))
+            .limit(20)
+            .to_pyarrow()
+            .to_pylist()
+        ):
+            items.append(
+                {
+                    "when": r["timestamp"],
+                    "kind": "event",
+                    "what": str(r["event_type"] or _("Event")).replace("_", " "),
+                    "detail": page.label("channel", r["channel"]) if r.get("channel") else "",
+                }
+            )
+    if wh.has("campaign_results"):
+        m = wh.table("campaign_results")
+        m = m.filter(m.customer_id == cid)
+        for r in m.order_by(ibis.desc("sent_at")).limit(20).to_pyarrow().to_pylist():
+            items.append(
+                {
+                    "when": r["sent_at"],
+                    "kind": "message",
+                    "what": _("Campaign %(name)s") % {"name": r["campaign_id"]},
+                    "detail": page.label("channel", r["channel"])
+                    + " · "
+                    + page.label("group", r["group"]),
+                }
+            )
+    items = [x for x in items if x["when"] is not None]
+    items.sort(key=lambda x: x["when"], reverse=True)
+    for x in items:
+        x["when"] = page.date(x["when"])
+    return items[:60]
+
+
+def _reach_rows(lang: str, reach: dict[str, Any] | None) -> list[dict[str, str]]:
+    """Reach per channel as a table: channel, reachable customers and their share."""
+    if not reach:
+        return []
+    out = []
+    size = reach.get("size") or 0
+    for ch, buckets in (reach.get("channels") or {}).items():
+        count = (buckets or {}).get("reachable", 0)
+        out.append(
+            {
+                "channel": i18n.label(lang, "channel", ch),
+                "customers": i18n.number(count, lang),
+                "share": i18n.percent(count / size, lang) if size else i18n.MISSING,
+            }
+        )
+    return out
+
+
+def _distinct(svc: Any, column: str) -> list[str]:
+    from segmentum.segments.view import customer_view
+
+    view, _ = customer_view(svc.wh)
+    if column not in view.columns:
+        return []
+    col = view[column].cast("string")
+    g = view.filter(col.notnull()).group_by(v=col).aggregate(n=view.count())
+    return [r["v"] for r in g.order_by(ibis.desc("n")).limit(60).to_pyarrow().to_pylist()]
+
+
+def _value_warnings(svc: Any, rule: str) -> list[dict[str, str]]:
+    """``column == 'value'`` comparisons whose value exists nowhere in that column."""
+    import re
+
+    out = []
+    for col, val in re.findall(r"\b([a-z_]+)\s*(?:==|=|!=|<>)\s*'((?:[^']|'')*)'", rule):
+        if col not in CATEGORICAL:
+            continue
+        known = svc.locked(lambda c=col: _distinct(svc, c))
+        value = val.replace("''", "'")
+        if known and value not in known:
+            import difflib
+
+            close = difflib.get_close_matches(value, known, n=1, cutoff=0.5)
+            # A Spanish label typed for an English stored value: suggest the stored one.
+            for v in known:
+                if i18n.label("es", col, v).lower() == value.lower():
+                    close = [v]
+            out.append({"column": col, "value": value, "suggestion": close[0] if close else ""})
+    return out
+
+
+def _segment_detail(page: Page, svc: Any, store: Any, segment: str) -> dict[str, Any]:
+    from types import SimpleNamespace
+
+    from segmentum.precompute import overview
+    from segmentum.segments.discover import profile_labels, segment_labels
+
+    seg = store.get(segment)
+    cached = overview(svc.wh).get("profiles", {}).get(segment)
+    prof: Any = None
+    if cached is not None:
+        prof = SimpleNamespace(
+            tree_rules=cached["tree_rules"],
+            segments=[
+                SimpleNamespace(**{**p, "tests": [SimpleNamespace(**x) for x in p["tests"]]})
+                for p in cached["segments"]
+            ],
+        )
+    else:
+        try:
+            prof = profile_labels(svc.wh, segment_labels(svc.wh, segment), "segment")
+        except (SegmentumError, ValueError):
+            prof = None
+    members = store.members(segment)
+    size = int(members.count().to_pyarrow().as_py())
+    ids = members.order_by("customer_id").limit(50).customer_id.to_pyarrow().to_pylist()
+    inside = next((p for p in prof.segments if p.segment == "in"), None) if prof else None
+    profile = None
+    if inside is not None:
+        profile = {
+            "name": inside.name_es if page.lang == "es" else inside.name_en,
+            "description": inside.description_es if page.lang == "es" else inside.description_en,
+            "flags": ", ".join(inside.flags),
+            "tests": [
+                {
+                    "feature": page.title(x.feature),
+                    "test": x.test,
+                    "effect": page.num(x.effect, 2),
+                    "q": page.num(x.q_value, 3),
+                    "segment": page.cell(x.feature, x.segment_value),
+                    "rest": page.cell(x.feature, x.rest_value),
+                }
+                for x in inside.tests[:12]
+            ],
+            "tree_rules": prof.tree_rules,
+        }
+    return {"seg": seg, "size": size, "members": ids, "profile": profile}
+
+
+# Persona card keys (segments.micro.PERSONA) back to the columns they describe.
+PERSONA_COLUMNS = {
+    "age band": "age_band",
+    "gender": "gender",
+    "place": "city",
+    "behaviour": "rfm_segment",
+    "value": "value_tier",
+    "best time": "preferred_hour_band",
+    "best day": "preferred_weekday",
+    "channel": "preferred_channel",
+    "device": "preferred_device",
+    "lifestyle": "tags",
+}
+
+
+def _tree(page: Page, nodes: list[Any], dims: list[str]) -> dict[str, Any] | None:
+    """Nodes of the micro-segment tree nested by path, for a collapsible list."""
+    if not nodes:
+        return None
+    by_path: dict[str, dict[str, Any]] = {}
+    root: dict[str, Any] | None = None
+    for n in nodes:
+        dim = dims[n.depth - 1] if 0 < n.depth <= len(dims) else ""
+        persona = "; ".join(
+            f"{page.title(PERSONA_COLUMNS.get(k, k))}: "
+            + page.label(PERSONA_COLUMNS.get(k, k), v.get("value") if isinstance(v, dict) else v)
+            for k, v in (n.persona or {}).items()
+        )
+        item = {
+            "path": n.path,
+            "label": page.label(dim, n.value) if n.value is not None else page._("Everyone"),
+            "dimension": page.title(dim) if dim else "",
+            "customers": page.num(n.customers),
+            "own": page.num(n.own),
+            "revenue": page.money(n.revenue),
+            "avg_clv": page.money(n.avg_clv),
+            "persona": persona,
+            "depth": n.depth,
+            "children": [],
+            "rule": " and ".join(
+                rule_for(d, v) for d, v in zip(dims, n.path.split(" > "), strict=False)
+            )
+            if n.depth
+            else "",
+        }
+        by_path[n.path] = item
+        if n.depth == 0:
+            root = item
+    for n in nodes:
+        if n.depth == 0:
+            continue
+        parent_path = " > ".join(n.path.split(" > ")[:-1]) if n.depth > 1 else ""
+        parent = by_path.get(parent_path) if n.depth > 1 else root
+        if parent is not None:
+            parent["children"].append(by_path[n.path])
+    if root is None:
+        root = {
+            "label": page._("Everyone"),
+            "children": [v for v in by_path.values() if v["depth"] == 1],
+            "depth": 0,
+            "customers": "",
+            "own": "",
+            "revenue": "",
+            "avg_clv": "",
+            "persona": "",
+            "dimension": "",
+            "rule": "",
+            "path": "",
+        }
+    return root
+
+
+def _migration(page: Page, svc: Any, by: str, date_from: str, date_to: str) -> dict[str, Any]:
+    from segmentum.history.cohorts import forecast
+    from segmentum.history.migration import migration
+    from segmentum.history.snapshots import snapshot_dates
+    from segmentum.precompute import overview
+
+    _ = page._
+    dates = snapshot_dates(svc.wh)
+    ctx: dict[str, Any] = {"dates": [(str(d), page.date(d)) for d in dates]}
+    if len(dates) < 2:
+        ctx["empty"] = True
+        return ctx
+    cache = overview(svc.wh)
+    try:
+        a = _dt.date.fromisoformat(date_from) if date_from else dates[-2]
+        b = _dt.date.fromisoformat(date_to) if date_to else dates[-1]
+        cm = cache.get("migration")
+        if cm and by == "value_tier" and (cm["from"], cm["to"]) == (str(a), str(b)):
+            m = cm
+        else:
+            m = migration(svc.wh, a, b, by).to_dict()
+    except ValueError:
+        ctx["error"] = {"message": _("Choose two snapshot dates from the lists."), "hint": ""}
+        return ctx
+    except SegmentumError as exc:
+        ctx["error"] = user_error(page, exc)
+        return ctx
+    ctx["date_from"], ctx["date_to"] = str(a), str(b)
+    states = m["states"]
+    k = len(states)
+    idx = {s: i for i, s in enumerate(states)}
+    names = [page.label(by, s) for s in states]
+    flows = m["flows"]
+    ctx["chart"] = chart(
+        "chart-sankey",
+        [
+            {
+                "type": "sankey",
+                "node": {
+                    "label": [f"{n} ({page.date(a)})" for n in names]
+                    + [f"{n} ({page.date(b)})" for n in names],
+                    "color": [PALETTE[i % len(PALETTE)] for i in range(k)] * 2,
+                },
+                "link": {
+                    "color": "rgba(0, 114, 178, 0.25)",
+                    "source": [idx[f["source"]] for f in flows],
+                    "target": [k + idx[f["target"]] for f in flows],
+                    "value": [f["customers"] for f in flows],
+                },
+            }
+        ],
+        {"height": 520, "title": {"text": _("Where customers moved")}},
+    )
+    ctx["alerts"] = [
+        {
+            k2: page.label(by, v) if k2 in ("state_from", "state_to") else page.cell(k2, v)
+            for k2, v in a_.items()
+        }
+        for a_ in (m.get("alerts") or [])[:20]
+    ]
+    ctx["alert_cols"] = list((m.get("alerts") or [{}])[0].keys())[:6] if m.get("alerts") else []
+    # The forecast always follows the chosen classification (never silently another one).
+    ctx["forecast_by"] = page.title(by)
+    try:
+        cf = cache.get("forecast")
+        if cf and by == "value_tier" and cf.get("classification", "value_tier") == by:
+            fc = cf
+        else:
+            fc = forecast(svc.wh, by).to_dict()
+        periods = len(fc["projected"])
+        ctx["forecast_cols"] = [_("Now")] + [
+            _("+%(n)s periods") % {"n": i + 1} for i in range(periods)
+        ]
+        ctx["forecast"] = [
+            {
+                "state": page.label(by, s),
+                "values": [page.num(fc["observed"][-1].get(s, 0))]
+                + [page.num(round(p.get(s, 0))) for p in fc["projected"]],
+            }
+            for s in fc["states"]
+            if not str(s).startswith("(")
+        ]
+        if fc.get("backtest_mape") is not None:
+            ctx["mape"] = _("Backtest error %(model)s (no-change baseline: %(baseline)s)") % {
+                "model": page.pct(fc["backtest_mape"] / 100),
+                "baseline": page.pct((fc.get("baseline_mape") or 0) / 100),
+            }
+    except SegmentumError as exc:
+        ctx["forecast_error"] = user_error(page, exc)
+    return ctx
+
+
+def _campaigns(page: Page, svc: Any, selected: str) -> dict[str, Any]:
+    from segmentum.campaigns.audiences import TACTICS
+    from segmentum.campaigns.core import CHANNELS, Campaigns
+    from segmentum.campaigns.measure import results
+    from segmentum.segments.store import Segments
+
+    cs = Campaigns(svc.wh, svc.settings)
+    rows = []
+    for camp in cs.list():
+        row: dict[str, Any] = {
+            "id": camp.campaign_id,
+            "name": camp.name,
+            "tactic": page.label("tactic", camp.tactic),
+            "channel": page.label("channel", camp.channel),
+            "treated": i18n.MISSING,
+            "control": i18n.MISSING,
+            "uplift": i18n.MISSING,
+            "p": i18n.MISSING,
+            "roi": i18n.MISSING,
+        }
+        try:
+            r = results(svc.wh, camp.campaign_id, svc.settings, camp.cost_per_contact).overall
+            if r.treated:
+                row.update(
+                    treated=page.num(r.treated),
+                    control=page.num(r.control),
+                    uplift=f"{i18n.points(r.uplift, page.lang)} "
+                    f"({i18n.points(r.uplift_low, page.lang)}, "
+                    f"{i18n.points(r.uplift_high, page.lang)})",
+                    p=page.num(r.p_value, 3),
+                    roi=page.pct(r.roi) if not i18n.is_missing(r.roi) else i18n.MISSING,
+                )
+        except Exception:
+            pass
+        rows.append(row)
+    ctx: dict[str, Any] = {
+        "campaigns": rows,
+        "tactics": [(t, page.label("tactic", t)) for t in TACTICS],
+        "channels": [(c, page.label("channel", c)) for c in CHANNELS],
+        "saved_segments": [s.name for s in Segments(svc.wh, svc.settings).list()],
+    }
+    if selected:
+        try:
+            camp = cs.get(selected)
+            plan = cs.dry_run(camp, sample=10)
+            ctx["plan"] = {
+                "id": camp.campaign_id,
+                "name": plan["campaign"],
+                "audience": page.num(plan["audience"]),
+                "outcomes": [
+                    {"outcome": page.label("outcome", k), "customers": page.num(v)}
+                    for k, v in plan["outcomes"].items()
+                ],
+                "examples": [
+                    {
+                        "customer_id": x["customer_id"],
+                        "when": page.date(x["when"]) if x["when"] not in ("NaT", "None") else "",
+                        "why": x["why"],
+                        "subject": x["subject"],
+                        "body": x.get("body", ""),
+                    }
+                    for x in plan["examples"]
+                ],
+            }
+            try:
+                res = results(svc.wh, camp.campaign_id, svc.settings, camp.cost_per_contact)
+                ctx["results"] = _results_rows(page, res.to_dict())
+            except Exception:
+                pass
+        except SegmentumError as exc:
+            ctx["plan_error"] = user_error(page, exc)
+    return ctx
+
+
+def _results_rows(page: Page, d: dict[str, Any]) -> dict[str, Any] | None:
+    overall = d.get("overall") or {}
+    if not overall or not overall.get("treated"):
+        return None
+    keys = ("treated", "control", "conv_treated", "conv_control", "uplift", "p_value", "roi")
+    out = []
+    for k in keys:
+        if k not in overall:
+            continue
+        v = overall[k]
+        if k.startswith("conv") or k == "roi":
+            text = page.pct(v)
+        elif k == "uplift":
+            text = i18n.points(v, page.lang)
+        elif k == "p_value":
+            text = page.num(v, 3)
+        else:
+            text = page.num(v)
+        out.append({"key": k, "value": text})
+    return {"rows": out}
+
+
+def _data(wh: Any, batch: str) -> dict[str, Any]:
+    ctx: dict[str, Any] = {}
+    if wh.has("pipeline_runs"):
+        runs = (
+            wh.table("pipeline_runs")
+            .order_by(ibis.desc("started_at"))
+            .limit(20)
+            .to_pyarrow()
+            .to_pylist()
+        )
+        for r in runs:
+            steps = json.loads(r.get("steps") or "[]")
+            failed = [x for x in steps if x.get("status") == "failed"]
+            r["failed_step"] = (
+                f"{failed[0]['step']}: {failed[0].get('error', '')}" if failed else ""
+            )
+        ctx["runs"] = runs
+    if wh.has("ingest_batches"):
+        ctx["batches"] = wh.table("ingest_batches").order_by("loaded_at").to_pyarrow().to_pylist()
+    if wh.has("quarantine"):
+        q = wh.table("quarantine")
+        if batch:
+            q = q.filter(q.batch_id == batch)
+        ctx["quarantine"] = q.limit(100).to_pyarrow().to_pylist()
+    return ctx

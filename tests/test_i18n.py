@@ -1,0 +1,135 @@
+"""Spanish and English catalogs are complete, and numbers, money and dates follow the locale."""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import pytest
+from babel.messages.pofile import read_po
+
+from segmentum import i18n
+
+TEMPLATES = Path(i18n.__file__).parent / "service" / "templates"
+# Texts that are the same word in both languages.
+SAME_IN_SPANISH = {
+    "CLV",
+    "Control",
+    "Email",
+    "Error",
+    "no",
+    "webhook",
+}
+
+
+def _catalog(lang: str):  # type: ignore[no-untyped-def]
+    po = i18n.LOCALE_DIR / lang / "LC_MESSAGES" / "messages.po"
+    with po.open("rb") as f:
+        return read_po(f, locale=lang)
+
+
+@pytest.fixture(scope="module")
+def extracted():  # type: ignore[no-untyped-def]
+    return i18n.extract_messages()
+
+
+def test_every_text_has_a_spanish_translation_that_is_not_english(extracted) -> None:  # type: ignore[no-untyped-def]
+    es = _catalog("es")
+    missing, english = [], []
+    for m in extracted:
+        if not m.id:
+            continue
+        found = es.get(m.id, context=m.context)
+        if found is None or not found.string:
+            missing.append((m.context, m.id))
+        elif found.string == m.id and m.id not in SAME_IN_SPANISH:
+            english.append((m.context, m.id))
+    assert not missing, f"add Spanish for these (python -m segmentum.i18n, then edit es): {missing}"
+    assert not english, f"these are still English in the Spanish catalog: {english}"
+
+
+def test_every_text_is_in_the_english_catalog(extracted) -> None:  # type: ignore[no-untyped-def]
+    en = _catalog("en")
+    missing = [
+        (m.context, m.id)
+        for m in extracted
+        if m.id and not ((e := en.get(m.id, context=m.context)) and e.string)
+    ]
+    assert not missing, f"run: python -m segmentum.i18n ({missing})"
+
+
+def test_placeholders_survive_translation(extracted) -> None:  # type: ignore[no-untyped-def]
+    es = _catalog("es")
+    for m in extracted:
+        found = es.get(m.id, context=m.context) if m.id else None
+        if found is None or not found.string:
+            continue
+        for pattern in (r"%\(\w+\)s", r"\{\{\s*\w+\s*\}\}"):
+            assert sorted(re.findall(pattern, m.id)) == sorted(
+                re.findall(pattern, found.string)
+            ), (m.id, found.string)
+
+
+def test_templates_hold_no_text_outside_the_catalog() -> None:
+    """Words between tags must come from ``_()``: a designer's English never leaks into es."""
+    allowed = {"segmentum", "English", "Español"}
+    leaks = []
+    for path in sorted(TEMPLATES.glob("*.html")):
+        text = path.read_text(encoding="utf-8")
+        # Expressions may hold quoted strings with braces in them ('Hi {{ first_name }}').
+        expr = r"\{\{(?:'[^']*'|\"[^\"]*\"|[^'\"}]|\}(?!\}))*\}\}"
+        text = re.sub(r"\{#.*?#\}|\{%.*?%\}|" + expr, " ", text, flags=re.S)
+        text = re.sub(r"<script\b.*?</script>|<style\b.*?</style>", " ", text, flags=re.S)
+        text = re.sub(r"<[^>]*>", " ", text, flags=re.S)
+        for word in re.findall(r"[A-Za-zÁÉÍÓÚáéíóúñÑ]{2,}", text):
+            if word not in allowed:
+                leaks.append(f"{path.name}: {word}")
+    assert not leaks, leaks
+
+
+def test_data_labels_are_translated_by_their_column() -> None:
+    assert i18n.label("es", "rfm_segment", "Champions") == "Campeones"
+    assert i18n.label("es", "value_tier", "high") == "alto"
+    assert i18n.label("es", "lifecycle_stage", "at_risk") == "en riesgo"
+    assert i18n.label("es", "best_channel", "email") == "correo electrónico"
+    assert i18n.label("es", "state_from", "(not yet a customer)") == "(aún no era cliente)"
+    assert i18n.label("en", "value_tier", "high") == "high"
+    assert i18n.label("es", "city", "Madrid") == "Madrid"  # data, not a label
+
+
+@pytest.mark.parametrize(
+    ("lang", "money", "number", "share", "day"),
+    [
+        ("es", "5.312.197\xa0€", "4.994", "12,3\xa0%", "1 mar 2026"),
+        ("en", "€5,312,197", "4,994", "12.3%", "Mar 1, 2026"),
+    ],
+)
+def test_numbers_money_shares_and_dates_follow_the_locale(
+    lang: str, money: str, number: str, share: str, day: str
+) -> None:
+    assert i18n.money(5_312_197.4, lang, "EUR") == money
+    assert i18n.number(4994, lang) == number
+    assert i18n.percent(0.1234, lang) == share
+    assert i18n.date("2026-03-01", lang) == day
+
+
+def test_money_in_the_configured_currency() -> None:
+    assert i18n.money(1200, "en", "GBP") == "£1,200"
+    assert i18n.money(1200, "es", "MXN") == "1.200\xa0MXN"
+    assert i18n.money(1200, "es", None) == "1.200"  # currency unknown: a plain number
+
+
+@pytest.mark.parametrize("missing", [None, math.nan, math.inf, float("nan")])
+def test_a_missing_value_is_a_dash_never_nan_or_none(missing: object) -> None:
+    for lang in i18n.LANGUAGES:
+        for fmt in (i18n.number, i18n.percent, i18n.money, i18n.date, i18n.points):
+            assert fmt(missing, lang) == i18n.MISSING  # type: ignore[operator]
+        assert i18n.label(lang, "value_tier", missing) == i18n.MISSING
+
+
+def test_pandas_nat_is_a_dash() -> None:
+    import pandas as pd
+
+    assert i18n.date(pd.NaT, "es") == i18n.MISSING
+    assert i18n.number(pd.NA, "en") == i18n.MISSING
