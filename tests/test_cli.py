@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+import pytest
 from tests.conftest import write
+
+from segmentum.cli import main
 
 BIN = [sys.executable, "-m", "segmentum.cli"]
 
@@ -98,7 +104,8 @@ def test_clv_validate_and_churn_evaluate_run_from_the_command_line(tmp_path: Pat
     assert out.returncode == 0, out.stderr
     payload = json.loads(out.stdout)
     methods = [e["method"] for e in payload["errors"]]
-    assert methods == ["actual", "BG/NBD", "naive (calibration rate)"]
+    assert methods == ["actual", "BG/NBD", "MBG/NBD", "Pareto/NBD", "naive (calibration rate)"]
+    assert payload["model"] in methods and "the naive baseline" in payload["verdict"]
     assert (tmp_path / "check.html").read_text().count("<svg") == 2
     bad = run("clv", "validate", "--calibration-end", "2030-01-01", cwd=tmp_path)
     assert bad.returncode == 2 and "not after the calibration end" in bad.stderr
@@ -108,3 +115,253 @@ def test_clv_validate_and_churn_evaluate_run_from_the_command_line(tmp_path: Pat
         "gradient boosting",
         "BG/NBD",
     ]
+
+
+# ---------------------------------------------------------------------------- the contract
+
+
+def _commands() -> list[tuple[list[str], Any]]:
+    """Every leaf command of the Typer app with its path (a new command is covered as added)."""
+    import typer
+
+    from segmentum.cli import app
+
+    def walk(cmd: Any, path: list[str]) -> Any:
+        subs = getattr(cmd, "commands", None)
+        if subs:
+            for name, sub in subs.items():
+                yield from walk(sub, [*path, name])
+        else:
+            yield path, cmd
+
+    return list(walk(typer.main.get_command(app), []))
+
+
+def _filled(cmd: Any) -> list[str]:
+    """Placeholder values for a command's required arguments and options."""
+    args: list[str] = []
+    for p in cmd.params:
+        if p.required:
+            args += ["x"] if p.param_type_name == "argument" else [p.opts[0], "x"]
+    return args
+
+
+def _assert_usage_error(code: int, out: str, err: str, *expected: str) -> None:
+    assert code == 2, err
+    assert out == "" and "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 2, err
+    assert lines[0].startswith("error: ") and lines[1].startswith("hint: usage: segmentum")
+    for text in expected:
+        assert text in lines[0], err
+
+
+BAD_ARGUMENTS = [pytest.param(path, cmd, id=" ".join(path)) for path, cmd in _commands() if path]
+
+
+@pytest.mark.parametrize(("path", "cmd"), BAD_ARGUMENTS)
+def test_every_command_answers_bad_arguments_with_one_line_and_exit_2(
+    path: list[str],
+    cmd: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.chdir(tmp_path)  # nothing may be created where the tests run
+    code = main([*path, *_filled(cmd), "--no-such-option"])
+    _assert_usage_error(code, *capsys.readouterr(), "--no-such-option")
+    required = [p for p in cmd.params if p.required]
+    if required:
+        code = main(path)
+        _assert_usage_error(code, *capsys.readouterr(), "missing")
+    for p in cmd.params:
+        if p.param_type_name == "option" and p.bare_type() in (int, float):
+            code = main([*path, *_filled(cmd), p.opts[0], "not-a-number"])
+            _assert_usage_error(code, *capsys.readouterr(), p.opts[0])
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("args", [["nope"], ["segment"], ["segment", "nope"], ["--nope"]])
+def test_unknown_commands_and_missing_subcommands_are_usage_errors(
+    args: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    _assert_usage_error(main(args), *capsys.readouterr())
+
+
+def test_a_usage_error_in_a_real_process_is_two_lines_and_exit_2(tmp_path: Path) -> None:
+    out = run("segment", "micro", "--min-size", "many", cwd=tmp_path)
+    _assert_usage_error(out.returncode, out.stdout, out.stderr, "--min-size")
+
+
+def test_an_unexpected_error_exits_70_and_writes_the_traceback_to_a_log(tmp_path: Path) -> None:
+    # A command with a bug, added to the real app in a real process.
+    program = (
+        "import sys\n"
+        "from segmentum import cli\n"
+        "@cli.app.command('boom')\n"
+        "def boom() -> None:\n"
+        "    {}['missing']\n"
+        "sys.exit(cli.main(sys.argv[1:]))\n"
+    )
+    env = {**os.environ, "SEGMENTUM_ERROR_LOG_DIR": str(tmp_path / "logs")}
+    out = subprocess.run(
+        [sys.executable, "-c", program, "boom"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+    )
+    assert out.returncode == 70 and "Traceback" not in out.stderr
+    assert "unexpected error (KeyError)" in out.stderr
+    [log] = (tmp_path / "logs").iterdir()
+    assert str(log) in out.stderr
+    assert "Traceback" in log.read_text() and "KeyError: 'missing'" in log.read_text()
+    debug = subprocess.run(
+        [sys.executable, "-c", program, "boom", "--debug"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+    )
+    assert debug.returncode != 0 and "Traceback" in debug.stderr
+
+
+def test_a_warehouse_held_by_another_process_is_exit_4_busy(tmp_path: Path) -> None:
+    import segmentum
+
+    path = tmp_path / "w.duckdb"
+    holder = segmentum.connect(f"duckdb:///{path}")  # as segmentum serve would hold it
+    try:
+        out = run("batches", "-w", f"duckdb:///{path}", cwd=tmp_path)
+    finally:
+        holder.close()
+    assert out.returncode == 4 and "Traceback" not in out.stderr
+    assert "is busy: segmentum serve or another command has it open" in out.stderr
+    assert run("settings", cwd=tmp_path).returncode == 0
+
+
+def test_the_exit_code_table_in_the_docs_is_the_one_in_the_code() -> None:
+    from tests.conftest import ROOT
+
+    from segmentum.errors import DeliveryError, ExitCode, PartialFailure, WarehouseBusyError
+
+    doc = (ROOT / "docs" / "cli.md").read_text(encoding="utf-8")
+    for code in ExitCode:
+        assert re.search(rf"^\| `{code.value}` \|", doc, re.M), code
+    assert DeliveryError("x").exit_code == 5 and PartialFailure("x").exit_code == 1
+    assert WarehouseBusyError("x").exit_code == 4
+
+
+# ---------------------------------------------------------------------------- --json
+
+# Arguments for the --json commands that need some; a new one fails below until it is added.
+JSON_ARGS: dict[str, list[str]] = {
+    "ingest": ["customers", "{demo}/customers.csv"],
+    "clv validate": ["--calibration-end", "2025-06-30", "--out", "{tmp}/clv.html"],
+    "churn evaluate": ["--train-as-of", "2025-04-01"],
+    "segment show": ["big"],
+    "segment preview": ["frequency >= 2 and value_tier == 'hihg'"],
+    "history migration": ["--from", "{first}", "--to", "{last}"],
+    "campaign audience": ["winback_test"],
+    "campaign send": ["winback_test", "--dry-run"],
+    "campaign results": ["winback_test"],
+    "forget": ["{customer}"],
+}
+# Run first (others read what they write) or last (it deletes a customer).
+JSON_FIRST = ["history backfill"]
+JSON_LAST = ["forget"]
+
+
+@pytest.fixture(scope="module")
+def json_db(tmp_path_factory: pytest.TempPathFactory, build_demo: Any) -> tuple[Path, Path]:
+    from segmentum.config import load_settings
+
+    settings = load_settings(env={}).with_overrides(discover_segments=False)
+    return build_demo(tmp_path_factory.mktemp("json"), customers=300, seed=5, settings=settings)
+
+
+def test_every_json_output_is_valid_json_on_a_narrow_terminal(
+    json_db: tuple[Path, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import shutil
+
+    from rich.console import Console
+
+    import segmentum
+    from segmentum import cli
+    from segmentum.history.snapshots import snapshot_dates
+
+    db = tmp_path / "w.duckdb"
+    shutil.copy(json_db[0], db)
+    url = f"duckdb:///{db}"
+    monkeypatch.chdir(tmp_path)
+    # A terminal 40 columns wide: anything printed through the console would wrap.
+    monkeypatch.setattr(cli, "console", Console(width=40, force_terminal=True))
+    monkeypatch.setenv("COLUMNS", "40")
+    assert main(["segment", "create", "big", "monetary > 100", "-w", url]) == 0
+    assert (
+        main(
+            [
+                "campaign",
+                "create",
+                "winback_test",
+                "--tactic",
+                "winback",
+                "--channel",
+                "file",
+                "-w",
+                url,
+            ]
+        )
+        == 0
+    )
+    capsys.readouterr()
+
+    commands = [
+        " ".join(path) for path, cmd in _commands() if any("--json" in p.opts for p in cmd.params)
+    ]
+    by_name = {" ".join(path): cmd for path, cmd in _commands()}
+    missing = [
+        c for c in commands if any(p.required for p in by_name[c].params) and c not in JSON_ARGS
+    ]
+    assert not missing, f"add arguments for {missing} to JSON_ARGS"
+    order = [*JSON_FIRST, *[c for c in commands if c not in JSON_FIRST + JSON_LAST], *JSON_LAST]
+    values: dict[str, str] = {"demo": str(json_db[1]), "tmp": str(tmp_path)}
+    for name in order:
+        if name not in commands:
+            continue
+        if name == "history migration":
+            with segmentum.connect(url) as wh:
+                dates = snapshot_dates(wh)
+            values.update(first=dates[0].isoformat(), last=dates[-1].isoformat())
+        if name == "forget":
+            with segmentum.connect(url) as wh:
+                values["customer"] = str(wh.table("customers").customer_id.min().execute())
+        args = [a.format(**values) for a in JSON_ARGS.get(name, [])]
+        code = main([*name.split(), *args, "--json", "-w", url])
+        out, err = capsys.readouterr()
+        assert code == 0, f"{name}: {err}"
+        try:
+            json.loads(out)
+        except json.JSONDecodeError as exc:
+            raise AssertionError(
+                f"segmentum {name} --json is not JSON: {exc}\n{out[:400]}"
+            ) from exc
+        assert "NaN" not in out and "Infinity" not in out, name
+
+
+def test_micro_segments_json_in_a_real_40_column_terminal(json_db: tuple[Path, Path]) -> None:
+    env = {**os.environ, "COLUMNS": "40"}
+    out = subprocess.run(
+        [*BIN, "segment", "micro", "--json", "-w", f"duckdb:///{json_db[0]}"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    tree = json.loads(out.stdout)
+    assert tree["dimensions"] and all("\n" not in str(v) for v in tree.values())

@@ -25,7 +25,7 @@ from rich.table import Table
 
 from segmentum import demo, pipeline
 from segmentum.config import SETTINGS, load_settings
-from segmentum.errors import ExitCode, InputError, SegmentumError
+from segmentum.errors import ExitCode, InputError, PartialFailure, SegmentumError
 from segmentum.ingest import IngestReport, ingest
 from segmentum.schema import INGESTIBLE
 from segmentum.warehouse import busy_error, connect
@@ -295,15 +295,14 @@ def print_summary(s: pipeline.RunSummary, currency: str) -> None:
             s.value_potential,
             "value_potential",
         )
-    if s.models:
-        bg, gg = s.models["bgnbd"], s.models["gamma_gamma"]
-        console.print(
-            "[dim]models: BG/NBD "
-            + ", ".join(f"{k}={v:.3g}" for k, v in bg.items())
-            + "; Gamma-Gamma "
-            + ", ".join(f"{k}={v:.3g}" for k, v in gg.items())
-            + "[/dim]"
-        )
+    if s.purchase_model:
+        chosen = s.purchase_model["model"]
+        parts = [f"{chosen} " + ", ".join(f"{k}={v:.3g}" for k, v in s.models[chosen].items())]
+        if "gamma_gamma" in s.models:
+            gg = s.models["gamma_gamma"]
+            parts.append("Gamma-Gamma " + ", ".join(f"{k}={v:.3g}" for k, v in gg.items()))
+        console.print(f"[dim]models: {escape('; '.join(parts))}[/dim]")
+        console.print(f"purchase model: {escape(s.purchase_model['reason'])}")
     if s.segments:
         t = Table(title="Saved segments", title_justify="left")
         t.add_column("segment")
@@ -1574,6 +1573,79 @@ def settings_cmd(as_json: JsonOpt = False) -> None:
     for r in rows:
         t.add_row(r["name"], str(r["value"]), r["help"])
     console.print(t)
+
+
+@app.command("doctor")
+def doctor_cmd(
+    repair: Annotated[
+        bool, typer.Option("--repair", help="Repair what can be repaired (compacts the file).")
+    ] = False,
+    warehouse: WarehouseOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check the warehouse for what interrupted processes leave behind, and repair it."""
+    from segmentum.maintenance import doctor
+
+    settings = load_settings()
+    report = doctor(connect(warehouse or settings.warehouse), repair=repair)
+    if as_json:
+        print_json(report.to_dict())
+    else:
+        style = {"ok": "green", "info": "dim", "problem": "red", "repaired": "yellow"}
+        t = Table(title=f"doctor: {report.url}", title_justify="left")
+        for c in ("check", "status", "what was found"):
+            t.add_column(c)
+        for f in report.findings:
+            text = escape(f.message) + (f"\n[dim]{escape(f.hint)}[/dim]" if f.hint else "")
+            t.add_row(f.check, f"[{style[f.status]}]{f.status}[/{style[f.status]}]", text)
+        console.print(t)
+    if report.problems:
+        raise PartialFailure(
+            f"{len(report.problems)} problem(s) found",
+            "repair them: segmentum doctor --repair" if not repair else None,
+            failed=len(report.problems),
+            total=len(report.findings),
+        )
+
+
+@app.command("backup")
+def backup_cmd(
+    path: Annotated[Path, typer.Argument(help="A new folder for the backup.")],
+    warehouse: WarehouseOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Copy every table of a DuckDB warehouse into a new folder (Parquet and a manifest)."""
+    from segmentum.maintenance import backup
+
+    settings = load_settings()
+    with connect(warehouse or settings.warehouse) as wh:
+        r = backup(wh, path)
+    if as_json:
+        print_json(r.to_dict())
+        return
+    rows = sum(r.tables.values())
+    console.print(f"backed up {len(r.tables)} tables ({rows:,} rows) to {r.path}")
+
+
+@app.command("restore")
+def restore_cmd(
+    path: Annotated[Path, typer.Argument(help="A folder written by segmentum backup.")],
+    replace: Annotated[
+        bool, typer.Option("--replace", help="Overwrite a warehouse that already holds data.")
+    ] = False,
+    warehouse: WarehouseOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Restore a backup into a DuckDB warehouse (checked table by table before it is used)."""
+    from segmentum.maintenance import restore
+
+    settings = load_settings()
+    r = restore(path, warehouse or settings.warehouse, replace=replace)
+    if as_json:
+        print_json(r.to_dict())
+        return
+    rows = sum(r.tables.values())
+    console.print(f"restored {len(r.tables)} tables ({rows:,} rows) into {r.path}")
 
 
 def _error_log_dir() -> Path:

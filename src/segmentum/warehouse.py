@@ -74,6 +74,20 @@ class Warehouse:
         """How a query parameter is written on a raw cursor of this engine's driver."""
         return "%s" if self.engine == "postgres" else "?"
 
+    def run_sql(self, statement: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """One parametrised statement (``?`` placeholders) on DuckDB or PostgreSQL, committed
+        at once unless inside :meth:`batch`: the row-level updates of send logs and outboxes.
+        Values only ever travel as parameters, never pasted into the text."""
+        statement = statement.replace("?", self.placeholder)
+        if self.engine == "duckdb":
+            cur = self.con.con.execute(statement, list(params))
+            return cur.fetchall() if cur.description else []
+        if self.engine == "postgres":
+            with self.con.con.cursor() as c:
+                c.execute(statement, list(params))
+                return c.fetchall() if c.description else []
+        raise WarehouseError(f"row-level statements are not available on {self.engine}")
+
     # ------------------------------------------------------------------ tables
     def has(self, name: str) -> bool:
         return name in self.con.list_tables()
@@ -302,11 +316,24 @@ class Warehouse:
             self.con.raw_sql("SET preserve_insertion_order = false")
 
     # ---------------------------------------------------------------- reading
-    def read_csv(self, path: Path, *, delimiter: str, rejects: str) -> ir.Table:
-        """Read a UTF-8 CSV with every column as text; malformed lines go to ``rejects``."""
+    def read_csv(
+        self,
+        path: Path | Sequence[Path],
+        *,
+        delimiter: str,
+        rejects: str,
+        filename: bool = False,
+        max_line_bytes: int = 2 * 1024 * 1024,
+    ) -> ir.Table:
+        """Read UTF-8 CSV files of one shape with every column as text.
+
+        Malformed lines go to ``rejects``; ``filename`` adds each row's file (several files);
+        a line longer than ``max_line_bytes`` stops the read (the caller sets it aside).
+        """
+        paths = [str(p) for p in ([path] if isinstance(path, Path) else path)]
         if self.engine == "duckdb":
             return self.con.read_csv(
-                str(path),
+                paths if len(paths) > 1 else paths[0],
                 table_name=self.temp_name("csv"),
                 all_varchar=True,
                 delim=delimiter,
@@ -318,10 +345,16 @@ class Warehouse:
                 rejects_table=rejects,
                 rejects_scan=f"{rejects}_scan",
                 strict_mode=True,
+                filename=filename,
+                max_line_size=max_line_bytes,
             )
         if self.engine == "pyspark":
+            if len(paths) > 1 or filename:
+                raise WarehouseError(
+                    "Spark reads one CSV file at a time here", "pass the files one by one"
+                )
             return self.con.read_csv(
-                str(path),
+                paths[0],
                 table_name=self.temp_name("csv"),
                 header=True,
                 sep=delimiter,
@@ -335,13 +368,18 @@ class Warehouse:
         )
 
     def csv_rejects(self, rejects: str) -> pd.DataFrame:
-        """Malformed lines DuckDB set aside while reading (line number, cause, text)."""
+        """Malformed lines DuckDB set aside while reading: file (index in the list read),
+        line number (counting the header), error type, cause and text, one row per line."""
+        columns = ["file_id", "line", "error_type", "error_message", "csv_line"]
         if self.engine != "duckdb":
-            return pd.DataFrame(columns=["line", "error_message", "csv_line"])
+            return pd.DataFrame(columns=columns)
         df: pd.DataFrame = self.con.raw_sql(
-            f'SELECT line, error_type, error_message, csv_line FROM "{rejects}" ORDER BY line'
+            f'SELECT file_id, line, error_type, error_message, csv_line FROM "{rejects}" '
+            "ORDER BY file_id, line"
         ).df()
-        return df.drop_duplicates("line")
+        for name in (rejects, f"{rejects}_scan"):
+            self.con.raw_sql(f'DROP TABLE IF EXISTS "{name}"')
+        return df.drop_duplicates(["file_id", "line"])
 
     def read_parquet(self, path: Path) -> ir.Table:
         if self.engine == "duckdb":
@@ -452,6 +490,17 @@ def _duckdb_path(rest: str) -> str:
         parent = Path(rest).parent
         return rest if str(parent) != "/" and parent.is_dir() else rest[1:]
     return rest
+
+
+def duckdb_file(url: str | None) -> Path | None:
+    """The database file a DuckDB URL opens (None in memory or for other engines)."""
+    url = url or DEFAULT_URL
+    if url.endswith(".duckdb") and "://" not in url:
+        url = f"duckdb:///{url}"
+    if not url.startswith("duckdb://"):
+        return None
+    path = _duckdb_path(url[len("duckdb://") :])
+    return Path(path) if path and path != ":memory:" else None
 
 
 def busy_error(exc: BaseException, url: str | None = None) -> WarehouseBusyError | None:

@@ -611,7 +611,12 @@ def check(text: str, node: Node, scope: Scope) -> str:
     def typ(n: Node, cols: Mapping[str, str], inner: bool) -> str:
         if isinstance(n, Literal):
             if n.value is None:
-                return NULL
+                # null is no value to compute with or compare to (it would silently be null).
+                raise err(
+                    "null is not a value: test for it with 'is null' or 'is not null'",
+                    n,
+                    "e.g. city is not null",
+                )
             if isinstance(n.value, bool):
                 return BOOL
             if isinstance(n.value, float):
