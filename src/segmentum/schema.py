@@ -404,6 +404,31 @@ TRANSACTIONS = Table(
             "For a return: the invoice it returns.",
             ("original_invoice_id", "original_invoice", "factura_original", "factura_rectificada"),
         ),
+        Column(
+            "line_type",
+            "text",
+            "Document or line type as exported; a return / devolución / abono / credit note / "
+            "refund makes the line a return (negative quantity and amount).",
+            (
+                "line_type",
+                "transaction_type",
+                "document_type",
+                "invoice_type",
+                "tipo_documento",
+                "tipo_factura",
+                "tipo_operacion",
+                "tipo_movimiento",
+                "tipo_transaccion",
+                "tipo_linea",
+            ),
+        ),
+        Column(
+            "currency",
+            "category",
+            "Currency of the line's amounts (ISO code: EUR, GBP, USD...), from a currency "
+            "column, the signs in the amounts (€, £, $) or the currency setting.",
+            ("currency", "currency_code", "moneda", "divisa", "cod_moneda", "codigo_moneda"),
+        ),
     ),
     key=("invoice_id", "line"),
     required=(("timestamp",), ("amount", "unit_price")),
@@ -465,7 +490,16 @@ PRODUCTS = Table(
             "product_id",
             "id",
             "Product id.",
-            ("product_id", "stockcode", "sku", "id_producto", "producto", "referencia", "id"),
+            (
+                "product_id",
+                "stockcode",
+                "sku",
+                "id_producto",
+                "producto",
+                "referencia",
+                "articulo",
+                "id",
+            ),
         ),
         Column(
             "name",
@@ -620,10 +654,31 @@ INGEST_BATCHES = Table(
     lineage=False,
 )
 
+RETURN_LINKS = Table(
+    "return_links",
+    "Each return line linked to the purchase line it undoes (kept by ingest; see docs/ingest.md).",
+    (
+        Column("invoice_id", "id", "The return line's invoice."),
+        Column("line", "integer", "The return line's line number."),
+        Column("customer_id", "id", "Customer of both lines."),
+        Column("original_invoice_id", "id", "The purchase's invoice."),
+        Column("original_line", "integer", "The purchase's line number."),
+        Column("original_day", "date", "Day of the purchase: the return nets against it."),
+        Column("match", "category", "How it was found: invoice, exact, quantity, partial, product."),
+        Column("quantity", "number", "Units returned (negative)."),
+        Column("amount", "number", "Amount returned (negative)."),
+        Column("invoice_cancelled", "bool", "The purchase's invoice nets to zero or less."),
+        Column("batch_id", "id", "The ingest batch that last linked this customer's returns."),
+    ),
+    ingestible=False,
+    lineage=False,
+)
+
 ALL_TABLES: dict[str, Table] = {
     **INGESTIBLE,
     "quarantine": QUARANTINE,
     "ingest_batches": INGEST_BATCHES,
+    "return_links": RETURN_LINKS,
 }
 
 

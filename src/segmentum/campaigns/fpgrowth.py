@@ -1,9 +1,10 @@
 """Association rules from baskets with FP-growth (Han, Pei and Yin 2000), our own implementation.
 
-Baskets are sets of items (categories or products). ``fpgrowth`` returns every itemset whose
-support (share of baskets containing it) is at least ``min_support``; ``association_rules``
-turns them into rules ``A -> B`` with support, confidence P(B|A) and lift
-P(B|A) / P(B).
+Baskets are sets of items (categories or products). ``basket_items`` builds them in the engine
+from invoice lines, net of returns: an item whose line was returned or cancelled in full is not
+in the basket. ``fpgrowth`` returns every itemset whose support (share of baskets containing it)
+is at least ``min_support``; ``association_rules`` turns them into rules ``A -> B`` with
+support, confidence P(B|A) and lift P(B|A) / P(B).
 """
 
 from __future__ import annotations
@@ -12,6 +13,26 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from itertools import combinations
+
+import ibis.expr.types as ir
+
+from segmentum.ingest.returns import EPS, returned_per_line
+
+
+def basket_items(lines: ir.Table, links: ir.Table, level: str) -> ir.Table:
+    """The items each invoice really bought: ``(invoice_id, customer_id, item)``, distinct.
+
+    ``lines`` are invoice lines (``transactions`` or a window of it); ``links`` the stored
+    ``return_links`` (:func:`segmentum.ingest.returns.links`). A purchase line is in its
+    basket when the units returned against it leave some bought: a cancelled order leaves an
+    empty basket, a partly returned line stays.
+    """
+    t = lines.filter((lines.quantity > 0) & lines[level].notnull())
+    back = returned_per_line(links)
+    t = t.left_join(back, ["invoice_id", "line"])
+    t = t.drop(*[c for c in t.columns if c.endswith("_right")])
+    t = t.filter(t.quantity + t.returned.fill_null(0) > EPS)
+    return t.select("invoice_id", "customer_id", item=t[level]).distinct()
 
 
 @dataclass

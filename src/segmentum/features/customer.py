@@ -14,6 +14,7 @@ import ibis.expr.types as ir
 
 from segmentum.errors import InputError
 from segmentum.features import rollup
+from segmentum.ingest import returns as _returns
 
 HOUR_BANDS = (
     (0, 6, "night"),
@@ -44,16 +45,32 @@ def _days_between(later: ir.DateValue, earlier: ir.DateValue) -> ir.IntegerValue
     return later.delta(earlier, unit="day")
 
 
-def window_lines(transactions: ir.Table, as_of: _dt.date) -> ir.Table:
-    """Identified customers' lines before ``as_of``, with the day and purchase/return flags."""
+def window_lines(
+    transactions: ir.Table, as_of: _dt.date, cancelled: ir.Table | None = None
+) -> ir.Table:
+    """Identified customers' lines before ``as_of``, with the day and purchase/return flags.
+
+    ``cancelled``: invoices (``customer_id``, ``invoice_id``) that returns cancel in full
+    (:func:`segmentum.ingest.returns.cancelled_invoices`); their lines are not purchases.
+    """
     t = transactions
     cutoff = _cutoff(as_of)
     t = t.filter((t.timestamp < cutoff) & t.customer_id.notnull())
+    if cancelled is not None:
+        gone = cancelled.select("customer_id", "invoice_id", _gone=ibis.literal(True))
+        t = t.left_join(gone, ["customer_id", "invoice_id"])
+        t = t.drop("customer_id_right", "invoice_id_right")
+        t = t.mutate(_gone=t._gone.fill_null(False))
+    else:
+        t = t.mutate(_gone=ibis.literal(False))
     return t.mutate(
-        day=t.timestamp.date(),
-        is_purchase=t.quantity > 0,
-        is_return=t.quantity < 0,
-    )
+        day=t.timestamp.date(), is_purchase=(t.quantity > 0) & ~t._gone, is_return=t.quantity < 0
+    ).drop("_gone")
+
+
+def net_links(transactions: ir.Table, links: ir.Table | None) -> ir.Table:
+    """``links`` (the stored ``return_links``), or the returns of ``transactions`` linked here."""
+    return _returns.link_returns(transactions) if links is None else links
 
 
 def _mode(lines: ir.Table, column: str, weight: str, name: str) -> ir.Table:
@@ -69,10 +86,17 @@ def _mode(lines: ir.Table, column: str, weight: str, name: str) -> ir.Table:
     return top.select("customer_id", **{name: top[column]}, **{f"{name}_share": top._w / top._tot})
 
 
-def btyd_summary(transactions: ir.Table, as_of: _dt.date, weeks: bool = True) -> ir.Table:
+def btyd_summary(
+    transactions: ir.Table,
+    as_of: _dt.date,
+    weeks: bool = True,
+    links: ir.Table | None = None,
+) -> ir.Table:
     """The buy-till-you-die summary: x, t_x, T and the mean value of repeat purchases.
 
-    Purchases are counted per distinct day (the literature's convention): ``x`` is the number
+    Purchases are counted per distinct day (the literature's convention) and net of returns:
+    a day whose spend, less the returns linked to it, is not positive is not a purchase day
+    (see :mod:`segmentum.features.rollup`). ``x`` is the number
     of purchase days after the first, ``t_x`` the time from the first to the last purchase day,
     ``T`` the time from the first purchase day to the end of the observation (the day before
     ``as_of``), in weeks (days / 7) or days. ``monetary_value`` is the mean spend of the repeat
@@ -91,19 +115,24 @@ def btyd_summary(transactions: ir.Table, as_of: _dt.date, weeks: bool = True) ->
     >>> s[["x", "t_x", "T"]].values.tolist()
     [[1.0, 7.0, 13.0]]
     """
-    return _btyd_from_days(purchase_days_before(transactions, as_of), as_of, weeks)
+    return _btyd_from_days(purchase_days_before(transactions, as_of, links), as_of, weeks)
 
 
-def purchase_days_before(source: ir.Table, as_of: _dt.date) -> ir.Table:
-    """Each customer's purchase days before ``as_of`` with the day's spend (``value``).
+def purchase_days_before(
+    source: ir.Table, as_of: _dt.date, links: ir.Table | None = None
+) -> ir.Table:
+    """Each customer's purchase days before ``as_of`` with the day's net spend (``value``).
 
-    ``source`` is either invoice lines (grouped here) or the warehouse's purchase-day rollup
+    ``source`` is either invoice lines (grouped here, their returns netted through ``links``
+    or linked here) or the warehouse's purchase-day rollup
     (:func:`segmentum.features.rollup.purchase_days`, already grouped: only filtered here).
     """
     if rollup.is_day_rollup(source):
         days = rollup.window(source, as_of)
     else:
-        days = rollup.day_rollup(source.filter(source.timestamp < _cutoff(as_of)))
+        # Every line, not only those before as_of: a later return nets against its purchase.
+        days = rollup.window(rollup.day_rollup(source, links), as_of)
+    days = rollup.bought(days)
     return days.select("customer_id", "day", "value")
 
 
@@ -138,8 +167,16 @@ def customer_features(
     campaign_results: ir.Table | None = None,
     weeks: bool = True,
     days: ir.Table | None = None,
+    links: ir.Table | None = None,
 ) -> ir.Table:
     """One row per customer with a purchase before ``as_of``: every behaviour feature.
+
+    Purchases are net of returns and cancellations: an invoice that the returns linked to it
+    cancel in full is not a purchase (it adds nothing to ``frequency``, the items, products,
+    preferences or ``first_purchase`` / ``last_purchase``), and a day whose net spend is not
+    positive is not a purchase day (the BTYD summary, recency, tenure and purchase gaps).
+    ``monetary`` is the net spend (every line, returns included); ``return_rate`` is returned
+    spend over everything ordered, cancelled orders included.
 
     Parameters
     ----------
@@ -155,34 +192,45 @@ def customer_features(
         Optional: the warehouse's purchase-day rollup
         (:func:`segmentum.features.rollup.purchase_days`). The purchase gaps and the BTYD
         summary then read it instead of grouping the lines again; the values are the same.
+    links
+        Optional: the warehouse's ``return_links`` (:func:`segmentum.ingest.returns.links`);
+        by default the returns are linked to their purchases here, from ``transactions``.
     """
     end = ibis.literal(as_of, "date") - ibis.interval(days=1)
     d90 = end - ibis.interval(days=89)
     d180 = end - ibis.interval(days=179)
 
+    links = net_links(transactions, links)
+    cancelled = _returns.cancelled_invoices(links)
+
     def purchases(*columns: str) -> ir.Table:
         """Purchase lines with only ``columns``: each pass reads just what it needs (a shared
         expression of every line would be materialised whole by the engine)."""
-        t = window_lines(
-            transactions.select("customer_id", "timestamp", "quantity", *columns), as_of
-        )
+        cols = dict.fromkeys(("customer_id", "invoice_id", "timestamp", "quantity", *columns))
+        t = window_lines(transactions.select(*cols), as_of, cancelled)
         return t.filter(t.is_purchase)
 
     lines = window_lines(
         transactions.select(
-            "customer_id", "timestamp", "quantity", "amount", "promo_code", "discount"
+            "customer_id",
+            "invoice_id",
+            "timestamp",
+            "quantity",
+            "amount",
+            "promo_code",
+            "discount",
         ),
         as_of,
+        cancelled,
     )
     buy = lines.is_purchase
     promo = (lines.promo_code.notnull() | (lines.discount.fill_null(0) > 0)) & buy
     base = lines.group_by("customer_id").aggregate(
         monetary=lines.amount.sum(),
         gross_spend=lines.amount.sum(where=buy),
+        ordered_spend=lines.amount.sum(where=lines.quantity > 0),
         returned_spend=-lines.amount.sum(where=lines.is_return),
         items=lines.quantity.sum(where=buy),
-        first_purchase=lines.day.min(where=buy),
-        last_purchase=lines.day.max(where=buy),
         promo_spend=lines.amount.sum(where=promo),
         spend_last_90=lines.amount.sum(where=lines.day >= d90),
         spend_prev_90=lines.amount.sum(where=(lines.day >= d180) & (lines.day < d90)),
@@ -193,7 +241,11 @@ def customer_features(
     distinct_products = prod.group_by("customer_id").aggregate(
         distinct_products=prod.product_id.nunique()
     )
-    days = purchase_days_before(transactions if days is None else days, as_of)
+    days = purchase_days_before(transactions if days is None else days, as_of, links)
+    # First and last purchase are net purchase days, as in the BTYD summary.
+    span = days.group_by("customer_id").aggregate(
+        first_purchase=days.day.min(), last_purchase=days.day.max()
+    )
 
     # Preferences: each from a grouping over small integer or dictionary keys, named after.
     when = purchases()
@@ -217,8 +269,10 @@ def customer_features(
     cats = cat.group_by(["customer_id", "category"]).aggregate(_value=cat.amount.sum())
 
     base = base.join(orders.filter(orders.frequency > 0), "customer_id")
+    base = base.join(span, "customer_id")
     base = base.left_join(distinct_products, "customer_id").drop("customer_id_right")
     gross = base.gross_spend
+    ordered = base.ordered_spend
     last90, prev90 = base.spend_last_90.fill_null(0), base.spend_prev_90.fill_null(0)
     feats = base.select(
         "customer_id",
@@ -231,7 +285,7 @@ def customer_features(
         avg_order_value=base.monetary / base.frequency,
         items_per_order=base.items / base.frequency,
         return_rate=ibis.ifelse(
-            gross > 0, base.returned_spend.fill_null(0) / gross, ibis.null("float64")
+            ordered > 0, base.returned_spend.fill_null(0) / ordered, ibis.null("float64")
         ),
         promo_share=ibis.ifelse(
             gross > 0, base.promo_spend.fill_null(0) / gross, ibis.null("float64")

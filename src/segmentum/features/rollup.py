@@ -14,6 +14,16 @@ Grouping 10M lines into (customer, day) is the single most expensive step of tha
   stored with the rollup in ``rollup_state``. Lines written, changed or deleted outside ingest
   (your own SQL, a restored backup) therefore never give stale answers: the next reader pays
   for one rebuild.
+
+Days are *net*: a return linked to the purchase it undoes (:mod:`segmentum.ingest.returns`)
+counts against the purchase's day, a return that could not be linked against its own day. A
+day with a purchase line is a purchase day unless returns net against it and leave a net
+spend of zero or less, so an order cancelled the same day, or any later day, is not a purchase
+(and a free item bought, with nothing returned, still is). The table keeps every day with a
+purchase line (``value`` may be zero or negative there, ``returned`` counts the return lines
+netted into it); :func:`purchase_days` and the feature code read only the purchase days.
+Netting on the purchase's day restates the past: a purchase cancelled in March is not a
+purchase as of any date, February included.
 """
 
 from __future__ import annotations
@@ -22,29 +32,55 @@ import datetime as _dt
 
 import ibis
 import ibis.expr.types as ir
-import pyarrow as pa
 
+from segmentum.ingest import returns
 from segmentum.warehouse import Warehouse
 
 PURCHASE_DAYS = "purchase_days"
-ROLLUP_STATE = "rollup_state"
-# The columns of ``transactions`` the rollup depends on (what the fingerprint covers).
-SOURCE_COLUMNS = ("customer_id", "timestamp", "quantity", "amount")
+ROLLUP_STATE = returns.STATE
+# The columns of ``transactions`` the rollup depends on (what the fingerprint covers): the
+# links of returns to purchases depend on these too.
+SOURCE_COLUMNS = returns.SOURCE_COLUMNS
 _KEY = ["customer_id", "day"]
 
 
-def day_rollup(transactions: ir.Table) -> ir.Table:
-    """Purchase lines of identified customers grouped by customer and calendar day.
+def day_rollup(transactions: ir.Table, links: ir.Table | None = None) -> ir.Table:
+    """Lines of identified customers grouped by customer and (net) calendar day.
 
-    ``value`` is the day's spend (sum of ``amount`` over lines with a positive quantity),
-    ``lines`` the number of such lines. Every date: point-in-time readers filter ``day``.
+    ``value`` is the day's net spend: the amounts of the day's purchase lines, plus the returns
+    linked to them (whenever they were made), plus the day's own returns that are not linked
+    to any purchase. ``lines`` is the number of purchase lines (positive quantity) that day,
+    ``returned`` the number of return lines netted into it. Only days with a purchase line are
+    kept; :func:`bought` picks the purchase days among them. ``links`` is the stored
+    ``return_links`` (:func:`segmentum.ingest.returns.links`); by default the returns are
+    linked here, from ``transactions`` itself. Every date: point-in-time readers filter ``day``.
     """
+    if "invoice_id" not in transactions.columns:  # nothing to link lines by
+        return _rollup(transactions, None)
+    if links is None:
+        links = returns.link_returns(transactions)
+    return _rollup(transactions, links)
+
+
+def _rollup(transactions: ir.Table, links: ir.Table | None) -> ir.Table:
+    """:func:`day_rollup` with ``links`` given, or none (lines known to hold no return)."""
     t = transactions
-    buys = t.filter(t.customer_id.notnull() & (t.quantity > 0) & t.timestamp.notnull())
-    buys = buys.select("customer_id", "amount", day=buys.timestamp.date())
-    return buys.group_by(_KEY).aggregate(
-        value=buys.amount.sum().cast("float64"), lines=buys.count().cast("int64")
+    t = t.filter(t.customer_id.notnull() & (t.quantity != 0) & t.timestamp.notnull())
+    line = t.line if "line" in t.columns else ibis.literal(1, "int64")
+    invoice = t.invoice_id if "invoice_id" in t.columns else ibis.null("string")
+    t = t.select(
+        "customer_id", "quantity", "amount", invoice_id=invoice, line=line, day=t.timestamp.date()
     )
+    if links is not None:
+        moved = links.select("invoice_id", "line", _to=links.original_day)
+        t = t.left_join(moved, ["invoice_id", "line"])
+        t = t.select("customer_id", "quantity", "amount", day=ibis.coalesce(t._to, t.day))
+    g = t.group_by(_KEY).aggregate(
+        value=t.amount.sum().cast("float64"),
+        lines=(t.quantity > 0).cast("int64").sum().cast("int64"),
+        returned=(t.quantity < 0).cast("int64").sum().cast("int64"),
+    )
+    return g.filter(g.lines > 0)
 
 
 def is_day_rollup(t: ir.Table) -> bool:
@@ -52,34 +88,50 @@ def is_day_rollup(t: ir.Table) -> bool:
     return {"customer_id", "day", "value"} <= set(t.columns) and "timestamp" not in t.columns
 
 
+def bought(days: ir.Table) -> ir.Table:
+    """The days of a rollup that are purchase days: no return nets against them (a free
+    purchase is still a purchase), or their net spend is above zero."""
+    return days.filter((days.returned == 0) | (days.value > returns.EPS))
+
+
 def purchase_days(wh: Warehouse) -> ir.Table:
-    """The purchase-day rollup of ``transactions``, rebuilt first if it is missing or stale."""
+    """The purchase days of ``transactions`` (net spend above zero), from the rollup.
+
+    The rollup (and the return links it nets) is rebuilt first if it is missing or stale.
+    """
     tx = wh.table("transactions")
     current = wh.fingerprint(tx, SOURCE_COLUMNS)
-    if wh.has(PURCHASE_DAYS) and _stored_fingerprint(wh) == current:
-        return wh.table(PURCHASE_DAYS)
-    return rebuild(wh, current)
+    fresh_links = wh.has(returns.LINKS) and (
+        returns.stored_fingerprint(wh, returns.LINKS) == current
+    )
+    if fresh_links and wh.has(PURCHASE_DAYS) and _stored_fingerprint(wh) == current:
+        return bought(wh.table(PURCHASE_DAYS))
+    return bought(rebuild(wh, current))
 
 
 def rebuild(wh: Warehouse, fingerprint: tuple[int, int] | None = None) -> ir.Table:
     """Compute the rollup from every line of ``transactions`` and record its fingerprint."""
     tx = wh.table("transactions")
     fingerprint = fingerprint or wh.fingerprint(tx, SOURCE_COLUMNS)
+    links = returns.links(wh, fingerprint)
     # Stored in key order: the engine then aggregates it by customer a third faster
     # (0.36 s instead of 0.57 s for 3.7M days on DuckDB) at no extra cost to the build.
-    table = wh.write(PURCHASE_DAYS, day_rollup(tx).order_by(_KEY))
+    table = wh.write(PURCHASE_DAYS, _rollup(tx, links).order_by(_KEY))
     _save_fingerprint(wh, fingerprint)
     return table
 
 
-def absorb(wh: Warehouse, lines: ir.Table) -> None:
+def absorb(wh: Warehouse, lines: ir.Table, relinked: ir.Table | None = None) -> None:
     """Add newly inserted invoice ``lines`` (already in ``transactions``) to the rollup.
 
-    Call it in the same batch as the insert. The days the lines touch are merged (summed with
-    what the rollup already holds for that customer and day) and the stored fingerprint
-    advances by the lines' own. If the rollup was stale before, it stays detectably stale and
-    the next reader rebuilds it; if there is no rollup yet, nothing is done (the first reader
-    builds it).
+    Call it in the same batch as the insert, after
+    :func:`segmentum.ingest.returns.update_links`, passing the customers it relinked: their
+    days are computed again from all their lines (a return in this batch may net against a
+    day of an earlier batch, and a purchase may take over a link). The other customers of the
+    batch have no return line at all, so their days are merged (summed with what the rollup
+    already holds for that customer and day). The stored fingerprint advances by the lines'
+    own. If the rollup was stale before, it stays detectably stale and the next reader
+    rebuilds it; if there is no rollup yet, nothing is done (the first reader builds it).
     """
     before = _stored_fingerprint(wh) if wh.has(PURCHASE_DAYS) else None
     if before is None:
@@ -87,12 +139,25 @@ def absorb(wh: Warehouse, lines: ir.Table) -> None:
     added = wh.fingerprint(lines, SOURCE_COLUMNS)
     if added[0] == 0:
         return
-    new = wh.materialize(day_rollup(lines), "new_days")
+    if relinked is not None and int(relinked.count().execute()):
+        tx = wh.table("transactions")
+        mine = tx.semi_join(relinked, "customer_id")
+        links = wh.table(returns.LINKS).semi_join(relinked, "customer_id")
+        fresh = wh.materialize(_rollup(mine, links), "relinked_days")
+        try:
+            wh.delete_keys(PURCHASE_DAYS, relinked, ["customer_id"])
+            wh.insert(PURCHASE_DAYS, fresh.select(*wh.table(PURCHASE_DAYS).columns))
+        finally:
+            wh.drop(fresh.get_name())
+        lines = lines.anti_join(relinked, "customer_id")
+    new = wh.materialize(_rollup(lines, None), "new_days")
     try:
         days = wh.table(PURCHASE_DAYS)
         both = days.semi_join(new, _KEY).union(new)
         merged = wh.materialize(
-            both.group_by(_KEY).aggregate(value=both.value.sum(), lines=both.lines.sum()),
+            both.group_by(_KEY).aggregate(
+                value=both.value.sum(), lines=both.lines.sum(), returned=both.returned.sum()
+            ),
             "merged_days",
         )
         wh.delete_keys(PURCHASE_DAYS, new, _KEY)
@@ -109,24 +174,8 @@ def window(days: ir.Table, as_of: _dt.date) -> ir.Table:
 
 
 def _stored_fingerprint(wh: Warehouse) -> tuple[int, int] | None:
-    if not wh.has(ROLLUP_STATE):
-        return None
-    state = wh.table(ROLLUP_STATE)
-    rows = state.filter(state.name == PURCHASE_DAYS).to_pyarrow().to_pylist()
-    if not rows:
-        return None
-    return int(rows[0]["lines"]), int(rows[0]["checksum"])
+    return returns.stored_fingerprint(wh, PURCHASE_DAYS)
 
 
 def _save_fingerprint(wh: Warehouse, fingerprint: tuple[int, int]) -> None:
-    row = pa.table(
-        {
-            "name": [PURCHASE_DAYS],
-            "lines": pa.array([fingerprint[0]], pa.int64()),
-            "checksum": pa.array([fingerprint[1]], pa.int64()),
-            "refreshed_at": pa.array(
-                [_dt.datetime.now(_dt.UTC).replace(tzinfo=None)], pa.timestamp("us")
-            ),
-        }
-    )
-    wh.write(ROLLUP_STATE, row)
+    returns.save_fingerprint(wh, PURCHASE_DAYS, fingerprint)
