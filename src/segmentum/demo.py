@@ -9,6 +9,8 @@ chunk by chunk, so memory stays bounded at any size (100M lines is a matter of d
 from __future__ import annotations
 
 import datetime as _dt
+import json
+import zoneinfo
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -593,6 +595,167 @@ def _spanish_csv(df: pd.DataFrame, path: Path, first: bool) -> None:
     )
 
 
+# --------------------------------------------------------------------- messy exports
+# The shapes real exports have (``generate(messy=True)``, ``segmentum demo-data --messy``):
+# an Online Retail-style invoice file with Spanish headers, float customer ids, C-prefixed
+# cancellations, local times with UTC offsets, decimal commas and a currency column.
+MESSY_ZONE = "Europe/Madrid"
+MESSY_CURRENCY = "GBP"
+# The numeric ids start where the UCI Online Retail data's do.
+_MESSY_ID_BASE = 12345
+# The planted whale who was not: one small real order, then a huge one cancelled the same day.
+_HUGE_UNITS, _HUGE_PRICE = 1200, 45.0
+MESSY_HEADERS = {
+    "InvoiceNo": "Nº factura",
+    "StockCode": "Cód. artículo",
+    "Description": "Descripción",
+    "Category": "Categoría",
+    "Quantity": "Uds.",
+    "InvoiceDate": "Fecha factura",
+    "UnitPrice": "Precio unitario",
+    "Discount": "Dto.",
+    "PromoCode": "Cupón",
+    "CustomerID": "Cliente",
+    "Channel": "Canal",
+    "Device": "Dispositivo",
+    "Currency": "Divisa",
+    "Country": "País",
+}
+
+
+def _numeric_ids(ids: pd.Series | np.ndarray) -> pd.Series:
+    """Demo ids (``C0000001``) as the numbers a till system gives (``12346``), as text."""
+    s = pd.Series(ids, dtype=object)
+    known = s.notna()
+    out = pd.Series([None] * len(s), dtype=object, index=s.index)
+    out[known] = (s[known].str.slice(1).astype(np.int64) + _MESSY_ID_BASE).astype(str)
+    return out
+
+
+def _with_offsets(ts: pd.Series) -> pd.Series:
+    """Local times written as ISO 8601 with the zone's UTC offset of that day (+01:00 / +02:00)."""
+    zone = zoneinfo.ZoneInfo(MESSY_ZONE)
+    stamps = pd.to_datetime(ts)
+    days = stamps.dt.normalize()
+    offsets: dict[pd.Timestamp, str] = {}
+    for d in days.unique():
+        noon = _dt.datetime(d.year, d.month, d.day, 12, tzinfo=zone)
+        minutes = int((noon.utcoffset() or _dt.timedelta(0)).total_seconds() // 60)
+        sign = "+" if minutes >= 0 else "-"
+        offsets[d] = f"{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
+    return stamps.dt.strftime("%Y-%m-%dT%H:%M:%S") + days.map(offsets)
+
+
+def _messy_transactions(t: pd.DataFrame) -> pd.DataFrame:
+    """The default demo's invoice lines as an Online Retail-style export in Spanish."""
+    number = t["InvoiceNo"].str.slice(1)
+    returned = t["Quantity"] < 0
+    cust = _numeric_ids(t["CustomerID"])
+    out = pd.DataFrame(
+        {
+            # Cancellations are invoices of their own, C + the number (no link column).
+            "InvoiceNo": np.where(returned, "C" + number, number),
+            "StockCode": t["StockCode"],
+            "Description": t["Category"].str.split(" > ").str[1]
+            + " "
+            + t["StockCode"].str.slice(1),
+            "Category": t["Category"],
+            "Quantity": t["Quantity"],
+            "InvoiceDate": _with_offsets(t["InvoiceDate"]),
+            "UnitPrice": t["UnitPrice"].astype(float).round(2),
+            "Discount": t["Discount"].astype(float).round(2),
+            "PromoCode": t["PromoCode"],
+            # Written from a float column, as pandas and spreadsheets do: 17850.0.
+            "CustomerID": cust.where(cust.isna(), cust + ".0"),
+            "Channel": t["Channel"],
+            "Device": t["Device"],
+            "Currency": MESSY_CURRENCY,
+            "Country": "United Kingdom",
+        }
+    )
+    return out
+
+
+def _messy_extras(t: pd.DataFrame, whale: str, day: pd.Timestamp) -> tuple[pd.DataFrame, dict]:
+    """Lines every real export has somewhere: a huge order cancelled the same day, dates out
+    of range, a bad-debt adjustment with a negative price."""
+    base = t.iloc[0]
+    huge_at = day + pd.Timedelta(hours=11)
+
+    def row(**kw: object) -> dict[str, object]:
+        return {**base.to_dict(), **kw}
+
+    stamp = _with_offsets(pd.Series([huge_at, huge_at + pd.Timedelta(minutes=25)]))
+    whale_id = f"{whale}.0"
+    rows = [
+        row(
+            InvoiceNo="9000001",
+            StockCode="P0100",
+            Description="Decoración 0100",
+            Quantity=_HUGE_UNITS,
+            InvoiceDate=stamp.iloc[0],
+            UnitPrice=_HUGE_PRICE,
+            Discount=0.0,
+            PromoCode=None,
+            CustomerID=whale_id,
+            Category="Hogar > Decoración",
+            Channel="web",
+            Device="desktop",
+        ),
+        row(
+            InvoiceNo="C9000001",
+            StockCode="P0100",
+            Description="Decoración 0100",
+            Quantity=-_HUGE_UNITS,
+            InvoiceDate=stamp.iloc[1],
+            UnitPrice=_HUGE_PRICE,
+            Discount=0.0,
+            PromoCode=None,
+            CustomerID=whale_id,
+            Category="Hogar > Decoración",
+            Channel="web",
+            Device="desktop",
+        ),
+        # A typo for 2025 and a default date of an old system: both out of range.
+        row(InvoiceNo="9000002", InvoiceDate="2099-06-01T10:00:00+02:00"),
+        row(InvoiceNo="9000003", InvoiceDate="1900-01-01T00:00:00+00:00"),
+        # The bookkeeping line of the UCI data: no customer, a negative price.
+        row(
+            InvoiceNo="A9000004",
+            StockCode="B",
+            Description="Adjust bad debt",
+            Quantity=1,
+            UnitPrice=-11062.06,
+            Discount=0.0,
+            PromoCode=None,
+            CustomerID=None,
+            Category=None,
+            Channel="store",
+            Device=None,
+        ),
+    ]
+    notes = {
+        "huge_cancelled_order": {
+            "customer_id": whale,
+            "invoice": "9000001",
+            "cancellation": "C9000001",
+            "amount": _HUGE_UNITS * _HUGE_PRICE,
+        },
+        "out_of_range_dates": ["2099-06-01", "1900-01-01"],
+        "bad_debt_invoices": ["A9000004"],
+        "currency": MESSY_CURRENCY,
+        "timezone": MESSY_ZONE,
+    }
+    return pd.DataFrame(rows, columns=t.columns), notes
+
+
+def _write_messy(df: pd.DataFrame, path: Path, first: bool) -> None:
+    """A Spanish spreadsheet export: ';' separated, decimal commas, UTF-8."""
+    df.rename(columns=MESSY_HEADERS).to_csv(
+        path, sep=";", decimal=",", index=False, header=first, mode="w" if first else "a"
+    )
+
+
 def chunks(
     n_customers: int, seed: int, chunk: int
 ) -> Iterator[tuple[int, int, np.random.Generator]]:
@@ -608,6 +771,7 @@ def generate(
     fmt: str = "csv",
     b2b: bool = False,
     chunk: int = 50_000,
+    messy: bool = False,
 ) -> dict[str, Path]:
     """Write the demo data set to ``out`` and return the files by table name.
 
@@ -622,6 +786,14 @@ def generate(
         the invoice lines and events (benchmarks).
     b2b
         Add firmographics to customers and write a ``prospects`` file.
+    messy
+        Write the invoice lines as real exports look (``facturas.csv``): Online Retail-style
+        columns with Spanish headers (``Nº factura``, ``Cód. artículo``, ``Uds.``...), customer
+        ids written as floats (``12350.0``) while the customers file has integers, cancellations
+        as ``C``-prefixed invoices with negative quantities (one customer's huge order cancelled
+        the same day), local times with UTC offsets, decimal commas, a ``Divisa`` column, two
+        lines dated out of range and a bad-debt line with a negative price. ``messy.json``
+        lists what was planted. The default output is unchanged byte for byte.
 
     Examples
     --------
@@ -634,12 +806,14 @@ def generate(
         raise InputError("--customers must be at least 1")
     if fmt not in ("csv", "parquet"):
         raise InputError(f"unknown format {fmt!r}", "use csv or parquet")
+    if messy and fmt != "csv":
+        raise InputError("--messy writes CSV exports", "leave out --format parquet")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     ext = "parquet" if fmt == "parquet" else "csv"
     files = {
         "customers": out / "clientes.csv",
-        "transactions": out / f"transactions.{ext}",
+        "transactions": out / ("facturas.csv" if messy else f"transactions.{ext}"),
         "events": out / f"events.{ext}",
         "campaign_results": out / "campaign_results.csv",
         "ground_truth": out / "ground_truth.csv",
@@ -651,18 +825,36 @@ def generate(
     camp = _Writer(files["campaign_results"], "csv")
     truth = _Writer(files["ground_truth"], "csv")
     invoice = 100000
+    notes: dict[str, object] = {}
     try:
         for start, n, rng in chunks(customers, seed, chunk):
             cust, seg, first_day = _customers_chunk(rng, start, n, b2b)
-            _spanish_csv(cust, files["customers"], start == 0)
             ids = cust["id_cliente"].to_numpy()
             t = _transactions_chunk(rng, ids, seg, first_day, invoice)
             invoice += int(t["InvoiceNo"].nunique()) + 1
-            tx.write(t)
-            ev.write(_events_chunk(rng, ids, seg, first_day))
-            camp.write(_campaign_chunk(rng, ids, seg))
+            ev_chunk = _events_chunk(rng, ids, seg, first_day)
+            camp_chunk = _campaign_chunk(rng, ids, seg)
             names = np.array([s.name for s in SEGMENTS])[seg]
-            truth.write(pd.DataFrame({"customer_id": ids, "planted_segment": names}))
+            truth_chunk = pd.DataFrame({"customer_id": ids, "planted_segment": names})
+            if messy:
+                # Same people and purchases, written as a shop's systems would.
+                cust["id_cliente"] = _numeric_ids(cust["id_cliente"]).astype(np.int64)
+                for df in (ev_chunk, camp_chunk, truth_chunk):
+                    df["customer_id"] = _numeric_ids(df["customer_id"])
+                m = _messy_transactions(t)
+                if start == 0:
+                    one_off = np.flatnonzero(seg == [s.name for s in SEGMENTS].index("one_off"))
+                    k = int(one_off[0]) if len(one_off) else 0
+                    day = pd.Timestamp(START) + pd.Timedelta(days=int(first_day[k]))
+                    extras, notes = _messy_extras(m, str(cust["id_cliente"].iloc[k]), day)
+                    m = pd.concat([m, extras], ignore_index=True)
+                _write_messy(m, files["transactions"], start == 0)
+            else:
+                tx.write(t)
+            _spanish_csv(cust, files["customers"], start == 0)
+            ev.write(ev_chunk)
+            camp.write(camp_chunk)
+            truth.write(truth_chunk)
     finally:
         for w in (tx, ev, camp, truth):
             w.close()
@@ -679,6 +871,9 @@ def generate(
     ).to_csv(files["products"], index=False)
     files["segments"] = out / "segments.yaml"
     files["segments"].write_text(DEMO_SEGMENTS, encoding="utf-8")
+    if messy:
+        files["messy"] = out / "messy.json"
+        files["messy"].write_text(json.dumps(notes, indent=2) + "\n", encoding="utf-8")
     if b2b:
         files["prospects"] = out / "prospects.csv"
         leads, lead_seg = _prospects(np.random.default_rng([seed, 10**6]), max(customers // 5, 10))

@@ -1,0 +1,1 @@
+"""End-to-end journeys on data shaped like real exports."""

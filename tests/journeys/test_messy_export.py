@@ -1,0 +1,167 @@
+"""Journey: a shop's real export in, numbers a marketer can trust out.
+
+``segmentum demo-data --messy`` writes the invoice lines the way shops' systems export them
+(Spanish headers with symbols, customer ids as floats while the customers file has integers,
+``C``-prefixed cancellations including a huge order cancelled the same day, local times with
+UTC offsets, decimal commas, a currency column, dates out of range, a bad-debt line). The
+journey loads the folder with ``segmentum run --data`` (the Python API of the same command) and
+checks what the summary and the warehouse say against the file itself.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+import segmentum
+from segmentum import demo, pipeline
+from segmentum.cli import app
+from segmentum.config import load_settings
+from segmentum.warehouse import Warehouse
+
+CUSTOMERS, SEED = 600, 11
+
+
+@dataclass
+class Journey:
+    folder: Path
+    notes: dict[str, Any]
+    summary: pipeline.RunSummary
+    wh: Warehouse
+    export: pd.DataFrame  # the invoice file as a person would read it in a spreadsheet
+
+
+def _read_export(path: Path) -> pd.DataFrame:
+    df = pd.read_csv(path, sep=";", decimal=",", dtype={"Nº factura": str, "Cliente": str})
+    df["amount"] = (df["Uds."].abs() * df["Precio unitario"] - df["Dto."].fillna(0)) * df[
+        "Uds."
+    ].apply(lambda q: -1 if q < 0 else 1)
+    df["customer"] = df["Cliente"].str.replace(r"\.0$", "", regex=True)
+    return df
+
+
+@pytest.fixture(scope="module")
+def journey(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Journey]:
+    root = tmp_path_factory.mktemp("messy")
+    folder = root / "export"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)  # no segmentum.toml of the checkout's
+        done = CliRunner().invoke(
+            app,
+            [
+                "demo-data",
+                "--out",
+                str(folder),
+                "--customers",
+                str(CUSTOMERS),
+                "--seed",
+                str(SEED),
+                "--messy",
+            ],
+        )
+        assert done.exit_code == 0, done.output
+        wh = segmentum.connect(f"duckdb:///{root / 'shop.duckdb'}")
+        settings = load_settings().with_overrides(discover_segments=False)
+        summary = pipeline.run(wh, data=folder, settings=settings)
+    notes = json.loads((folder / "messy.json").read_text(encoding="utf-8"))
+    yield Journey(folder, notes, summary, wh, _read_export(folder / "facturas.csv"))
+    wh.close()
+
+
+def test_messy_demo_is_deterministic_and_shaped_like_an_export(tmp_path: Path) -> None:
+    a = demo.generate(tmp_path / "a", customers=150, seed=4, messy=True)
+    b = demo.generate(tmp_path / "b", customers=150, seed=4, messy=True)
+    digest = {k: hashlib.sha256(p.read_bytes()).hexdigest() for k, p in a.items()}
+    assert digest == {k: hashlib.sha256(p.read_bytes()).hexdigest() for k, p in b.items()}
+    head = a["transactions"].read_text(encoding="utf-8").splitlines()[:2]
+    assert head[0].startswith("Nº factura;Cód. artículo;")
+    assert "Uds.;Fecha factura;Precio unitario" in head[0] and head[0].endswith(";Divisa;País")
+    assert head[1].count(";GBP;") == 1 and ".0;" in head[1]  # a float id
+    assert any(f"T{h}" in head[1] for h in range(24)) and "+0" in head[1]  # an offset
+    customers = pd.read_csv(a["customers"], sep=";", encoding="latin-1", dtype=str)
+    assert customers.id_cliente.str.fullmatch(r"\d+").all()  # integers there
+    export = _read_export(a["transactions"])
+    cancelled = export[export["Nº factura"].str.startswith("C")]
+    assert len(cancelled) > 0 and (cancelled["Uds."] < 0).all()
+
+
+def test_every_line_is_loaded_or_quarantined_with_its_reason(journey: Journey) -> None:
+    [tx] = [r for r in journey.summary.ingest if r.table == "transactions"]
+    assert tx.balanced and tx.rows_read == len(journey.export)
+    assert tx.quarantined == 3  # two dates out of range and the bad-debt line
+    reasons = " | ".join(tx.reasons)
+    assert "future" in reasons and "before 1990" in reasons and "negative" in reasons
+
+
+def test_every_buyer_finds_their_customer_record(journey: Journey) -> None:
+    match = journey.summary.id_match
+    assert match["buyers"] > 0.9 * CUSTOMERS
+    assert match["buyers_without_record"] == 0 and match["matched"] == match["buyers"]
+    tx = journey.wh.table("transactions")
+    ids = tx.filter(tx.customer_id.notnull()).customer_id.to_pyarrow().to_pylist()
+    assert not [i for i in ids if i.endswith(".0")]
+
+
+def test_revenue_is_the_sum_of_the_stored_net_lines(journey: Journey) -> None:
+    s = journey.summary
+    stored = journey.wh.table("transactions").amount.sum().to_pyarrow().as_py()
+    assert s.revenue + s.anonymous_revenue == pytest.approx(stored, abs=0.01)
+    # And what the file says, read independently (the three quarantined lines left out).
+    e = journey.export
+    kept = e[~e["Nº factura"].isin(["9000002", "9000003", *journey.notes["bad_debt_invoices"]])]
+    assert stored == pytest.approx(kept.amount.sum(), abs=0.01)
+    identified = kept[kept.customer.notna()].amount.sum()
+    assert s.revenue == pytest.approx(identified, abs=0.01)
+
+
+def test_cancellations_are_linked_to_the_lines_they_cancel(journey: Journey) -> None:
+    r = journey.summary.returns
+    cancellations = journey.export[
+        journey.export["Nº factura"].str.startswith("C") & journey.export.customer.notna()
+    ]
+    assert r["return_lines"] == len(cancellations) and r["linked"] == r["return_lines"]
+    assert r["cancelled_orders"] >= 1
+
+
+def test_the_huge_cancelled_order_does_not_make_a_high_value_customer(journey: Journey) -> None:
+    huge = journey.notes["huge_cancelled_order"]
+    who = huge["customer_id"]
+    e = journey.export
+    mine = e[(e.customer == who) & ~e["Nº factura"].isin([huge["invoice"], huge["cancellation"]])]
+    real_orders = mine[~mine["Nº factura"].str.startswith("C")]["Nº factura"].nunique()
+    as_of = journey.summary.as_of
+    wh = journey.wh
+    f = wh.table("customer_features").execute()
+    f = f[f.as_of == pd.Timestamp(as_of)].set_index("customer_id") if "as_of" in f else f
+    me = f.loc[who]
+    assert me.monetary == pytest.approx(mine.amount.sum(), abs=0.01)
+    assert me.frequency == real_orders
+    assert me.monetary < f.monetary.quantile(0.99) and f.monetary.max() < huge["amount"]
+    classes = wh.table("customer_classes").execute().set_index("customer_id")
+    assert classes.loc[who, "value_tier"] != "high"
+    clv = wh.table("customer_clv").execute().set_index("customer_id").clv.dropna()
+    assert clv[who] < clv.quantile(0.99)
+
+
+def test_local_times_are_kept_and_bad_dates_do_not_move_the_as_of(journey: Journey) -> None:
+    assert journey.summary.as_of is not None and journey.summary.as_of <= demo.END + dt.timedelta(
+        days=1
+    )
+    first = journey.export.iloc[0]
+    tx = journey.wh.table("transactions")
+    line = tx.filter(tx.invoice_id == first["Nº factura"]).timestamp.min().to_pyarrow().as_py()
+    written = dt.datetime.fromisoformat(first["Fecha factura"]).replace(tzinfo=None)
+    assert line == written  # 19:28 in Madrid stays 19:28, not 17:28 UTC
+
+
+def test_amounts_are_labelled_in_the_exports_currency(journey: Journey) -> None:
+    assert journey.summary.currency == journey.notes["currency"] == "GBP"
