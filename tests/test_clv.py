@@ -118,3 +118,37 @@ def test_churn_evaluation_needs_history_after_the_test_date(
     load(wh, demo_files)
     with pytest.raises(ModelError, match="not enough history"):
         evaluate(wh.table("transactions"), dt.date(2025, 10, 1), 90)
+
+
+def test_classify_after_a_run_keeps_the_potential_tier_and_the_lookup_agrees(
+    tmp_path: Path, demo_files: dict[str, Path]
+) -> None:
+    """`segmentum classify` recomputes classes on its own: it must reuse the run's CLV rows
+    (today both the potential tier and the grid went from every customer to none) and refresh
+    the service's lookup table."""
+    from typer.testing import CliRunner
+
+    from segmentum.cli import app
+
+    url = f"duckdb:///{tmp_path / 'w.duckdb'}"
+    wh = segmentum.connect(url)
+    pipeline.run(wh, data=demo_files["transactions"].parent)
+
+    def filled() -> tuple[int, int, int]:
+        c = wh.table("customer_classes")
+        c = c.filter(c.as_of == c.as_of.max())
+        lk = wh.table("customer_lookup")
+        return (
+            int(c.potential_tier.notnull().sum().execute()),
+            int(c.value_potential.notnull().sum().execute()),
+            int(lk.potential_tier.notnull().sum().execute()),
+        )
+
+    before = filled()
+    assert before[0] > 1000 and before[0] == before[1] == before[2]
+    wh.close()
+    out = CliRunner().invoke(app, ["classify", "--warehouse", url])
+    assert out.exit_code == 0, out.output
+    wh = segmentum.connect(url)
+    assert filled() == before
+    wh.close()

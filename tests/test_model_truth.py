@@ -92,3 +92,30 @@ def test_a_silent_customer_the_model_calls_alive_is_flagged() -> None:
         and "no es fiable" in c.loc["c0", "alive_flag_es"]
     )
     assert c.drop("c0").alive_flag.isna().all()
+
+
+def test_cluster_names_cite_only_traits_a_real_part_of_the_cluster_shares() -> None:
+    """A rare income band over-represented in a cluster (0.4% of it) must not name the
+    cluster; a trait all of it shares does."""
+    from segmentum.segments.profile import profile_segments
+
+    rng = np.random.default_rng(0)
+    n = 1000
+    seg = np.repeat(["0", "1"], n)
+    income = np.r_[
+        np.where(np.arange(n) < 200, "low", "mid"),
+        np.where(np.arange(n) < 596, "low", np.where(np.arange(n) < 996, "mid", "top")),
+    ]
+    spend = rng.gamma(2.0, 50.0, 2 * n)
+    channel = np.r_[np.where(np.arange(n) < 150, "web", "store"), np.full(n, "web")]
+    df = pd.DataFrame(
+        {"seg": seg, "income_band": income, "monetary": spend, "preferred_channel": channel}
+    )
+    profiles = profile_segments(df, "seg", ["monetary"], ["income_band", "preferred_channel"])
+    one = next(p for p in profiles.segments if p.segment == "1")
+    tests = {t.feature: t for t in one.tests}
+    assert tests["income_band"].q_value < 0.05 and tests["income_band"].effect >= 0.1
+    assert tests["income_band"].segment_value == "low" and tests["income_band"].share > 0.5
+    assert "income" not in one.name_en.lower()
+    assert one.name_en == "Channel web"  # 100% of cluster 1 buy on the web, 57% overall
+    assert one.name_es == "Canal web"

@@ -347,7 +347,65 @@ class _Model:
         return f"{type(self).__name__}({ps}, log_likelihood={self.log_likelihood_:.2f})"
 
 
-class BetaGeo(_Model):
+class PurchaseModel(_Model):
+    """What every purchase model (BG/NBD, MBG/NBD, Pareto/NBD) offers the CLV step: P(alive),
+    expected purchases, and the part of the forecast that does not depend on t_x."""
+
+    #: The model's name in messages and reports.
+    label = ""
+
+    def fit(
+        self,
+        frequency: ArrayLike,
+        recency: ArrayLike,
+        T: ArrayLike,
+        weights: ArrayLike | None = None,
+    ) -> PurchaseModel:
+        """Fit on the BTYD summary (x, t_x, T); ``weights`` counts customers per row."""
+        raise NotImplementedError
+
+    def probability_alive(self, frequency: ArrayLike, recency: ArrayLike, T: ArrayLike) -> Array:
+        """P(still a customer | x, t_x, T)."""
+        raise NotImplementedError
+
+    def expected_if_alive(self, t_future: float, frequency: ArrayLike, T: ArrayLike) -> Array:
+        """E[purchases in the next ``t_future`` periods | alive, x, T]."""
+        raise NotImplementedError
+
+    def expected_purchases(
+        self, t_future: float, frequency: ArrayLike, recency: ArrayLike, T: ArrayLike
+    ) -> Array:
+        """E[purchases in the next ``t_future`` periods | x, t_x, T]."""
+        self._check_fitted()
+        x, tx, t = (np.asarray(v, dtype=float) for v in (frequency, recency, T))
+        return self.expected_if_alive(t_future, x, t) * self.probability_alive(x, tx, t)
+
+    def purchases_if_alive(
+        self,
+        frequency: ArrayLike,
+        T: ArrayLike,
+        months: int,
+        monthly_discount: float = 0.0,
+        month_length: float = WEEKS_PER_MONTH,
+    ) -> tuple[Array, Array]:
+        """Expected purchases in the next ``months`` months for a customer still alive, and
+        the same with month k discounted by ``(1 + monthly_discount) ** -k``.
+
+        Both depend on (x, T) only, so the hypergeometric function is evaluated once per
+        distinct pair. ``month_length`` is a month in the unit of T (weeks by default).
+        """
+        self._check_fitted()
+        (ux, ut), inverse, _ = unique_rows(frequency, T)
+        cumulative = np.vstack(
+            [np.zeros(len(ux))]
+            + [self.expected_if_alive(k * month_length, ux, ut) for k in range(1, months + 1)]
+        )
+        discount = (1 + monthly_discount) ** -np.arange(1, months + 1)
+        discounted = (np.diff(cumulative, axis=0) * discount[:, None]).sum(axis=0)
+        return cumulative[-1][inverse], discounted[inverse]
+
+
+class BetaGeo(PurchaseModel):
     """The BG/NBD model (Fader, Hardie and Lee 2005, "Counting your customers the easy way").
 
     Purchases follow a Poisson process with rate ~ Gamma(r, alpha) while alive; after each
@@ -475,14 +533,6 @@ class BetaGeo(_Model):
         )
         return np.where(x > 0, 1.0 / (1.0 + np.exp(np.clip(log_ratio, -700, 700))), 1.0)
 
-    def expected_purchases(
-        self, t_future: float, frequency: ArrayLike, recency: ArrayLike, T: ArrayLike
-    ) -> Array:
-        """E[purchases in the next ``t_future`` periods | x, t_x, T] (eq. 10 of the paper)."""
-        self._check_fitted()
-        x, tx, t = (np.asarray(v, dtype=float) for v in (frequency, recency, T))
-        return self.expected_if_alive(t_future, x, t) * self.probability_alive(x, tx, t)
-
     def expected_if_alive(self, t_future: float, frequency: ArrayLike, T: ArrayLike) -> Array:
         """The factor of eq. 10 that does not involve t_x (so it can be computed per (x, T))."""
         self._check_fitted()
@@ -492,30 +542,6 @@ class BetaGeo(_Model):
         hyp = special.hyp2f1(r + x, b + x, a + b + x - 1, z)
         decay = np.exp((r + x) * np.log((alpha + t) / (alpha + t + t_future)))
         return (a + b + x - 1) / (a - 1) * (1 - decay * hyp)
-
-    def purchases_if_alive(
-        self,
-        frequency: ArrayLike,
-        T: ArrayLike,
-        months: int,
-        monthly_discount: float = 0.0,
-        month_length: float = WEEKS_PER_MONTH,
-    ) -> tuple[Array, Array]:
-        """Expected purchases in the next ``months`` months for a customer still alive, and
-        the same with month k discounted by ``(1 + monthly_discount) ** -k``.
-
-        Both depend on (x, T) only, so the hypergeometric function is evaluated once per
-        distinct pair. ``month_length`` is a month in the unit of T (weeks by default).
-        """
-        self._check_fitted()
-        (ux, ut), inverse, _ = unique_rows(frequency, T)
-        cumulative = np.vstack(
-            [np.zeros(len(ux))]
-            + [self.expected_if_alive(k * month_length, ux, ut) for k in range(1, months + 1)]
-        )
-        discount = (1 + monthly_discount) ** -np.arange(1, months + 1)
-        discounted = (np.diff(cumulative, axis=0) * discount[:, None]).sum(axis=0)
-        return cumulative[-1][inverse], discounted[inverse]
 
     def expected_purchases_new(self, t_future: float) -> float:
         """E[purchases in ``t_future`` periods] for a customer just acquired (eq. 7)."""
@@ -582,7 +608,7 @@ class ModifiedBetaGeo(BetaGeo):
         return float(b / (a - 1) * (1 - (alpha / (alpha + t_future)) ** r * hyp))
 
 
-class ParetoNBD(_Model):
+class ParetoNBD(PurchaseModel):
     """The Pareto/NBD model (Schmittlein, Morrison and Colombo 1987).
 
     Purchases follow a Poisson process with rate ~ Gamma(r, alpha); lifetimes are exponential
@@ -593,6 +619,7 @@ class ParetoNBD(_Model):
 
     param_names = ("r", "alpha", "s", "beta")
     _start = (0.5, 10.0, 0.5, 10.0)
+    label = "Pareto/NBD"
 
     def fit(
         self,
@@ -776,21 +803,17 @@ class ParetoNBD(_Model):
         )
         return np.exp(np.minimum(log_alive - log_l, 0.0))
 
-    def expected_purchases(
-        self, t_future: float, frequency: ArrayLike, recency: ArrayLike, T: ArrayLike
-    ) -> Array:
-        """E[purchases in the next ``t_future`` periods | x, t_x, T]."""
+    def expected_if_alive(self, t_future: float, frequency: ArrayLike, T: ArrayLike) -> Array:
+        """E[purchases in the next ``t_future`` periods | alive, x, T]: (r+x)(beta+T) /
+        ((alpha+T)(s-1)) [1 - ((beta+T) / (beta+T+t))^(s-1)], its limit at s = 1 a log."""
         self._check_fitted()
         r, alpha, s, beta = (self.params_[k] for k in self.param_names)
-        x, tx, t = (np.asarray(v, dtype=float) for v in (frequency, recency, T))
-        p_alive = self.probability_alive(x, tx, t)
-        return (
-            p_alive
-            * (r + x)
-            * (beta + t)
-            / ((alpha + t) * (s - 1))
-            * (1 - ((beta + t) / (beta + t + t_future)) ** (s - 1))
-        )
+        x, t = np.asarray(frequency, dtype=float), np.asarray(T, dtype=float)
+        rate = (r + x) / (alpha + t)
+        ratio = np.log((beta + t + t_future) / (beta + t))
+        if abs(s - 1) < 1e-8:
+            return np.asarray(rate * (beta + t) * ratio, dtype=float)
+        return np.asarray(rate * (beta + t) / (s - 1) * -np.expm1(-(s - 1) * ratio), dtype=float)
 
 
 def _pairs(a: Array, b: Array) -> tuple[Array, Array, NDArray[np.intp]]:
@@ -947,7 +970,7 @@ class GammaGamma(_Model):
 
     def customer_lifetime_value(
         self,
-        purchases: BetaGeo,
+        purchases: PurchaseModel,
         frequency: ArrayLike,
         recency: ArrayLike,
         T: ArrayLike,
@@ -960,7 +983,7 @@ class GammaGamma(_Model):
         """Discounted expected spend over the next ``months`` months, per customer.
 
         Expected spend per purchase (this model) times the expected purchases in each month
-        (``purchases``, a fitted :class:`BetaGeo`), month k discounted by
+        (``purchases``, a fitted purchase model), month k discounted by
         ``(1 + monthly_discount) ** -k``. ``month_length`` is a month in the unit of T.
 
         Examples

@@ -56,6 +56,10 @@ class FeatureTest:
     rest_value: Any
     z: float | None = None  # (segment mean - overall mean) / overall sd
     lift: float | None = None  # for categories: share of the top value in segment / overall
+    #: Share of the segment that has the trait a name would cite (the category value; for
+    #: numbers, beyond the overall quartile on the segment's side); ``lift`` is then that
+    #: share over the same share among all customers.
+    share: float | None = None
 
 
 @dataclass
@@ -222,6 +226,7 @@ def profile_segments(
                         float(a.mean()),
                         float(b.mean()),
                         (float(a.mean()) - float(v.mean())) / sd,
+                        *_quartile_trait(a, v.dropna(), float(a.mean()) >= float(v.mean())),
                     ),
                 )
             )
@@ -235,7 +240,10 @@ def profile_segments(
             seg_share = col[inside].value_counts(normalize=True)
             all_share = col.value_counts(normalize=True)
             lift = (seg_share / all_share).dropna()
-            top = str(lift.idxmax())
+            # Name a segment after a value a real part of it has (not after a rare value
+            # that happens to be over-represented: 0.4% of a cluster is not its income band).
+            common = lift[seg_share.reindex(lift.index).fillna(0) >= MIN_TRAIT_SHARE]
+            top = str(common.idxmax()) if len(common) else str(seg_share.idxmax())
             raw.append(
                 (
                     s,
@@ -250,7 +258,8 @@ def profile_segments(
                         top,
                         str(col[~inside].mode().iat[0]) if (~inside).any() else None,
                         None,
-                        float(lift.max()),
+                        float(lift.get(top, 0.0)),
+                        float(seg_share.get(top, 0.0)),
                     ),
                 )
             )
@@ -308,6 +317,31 @@ def profile_segments(
     return Profiles(profiles, overall, rules, accuracy, baseline, n)
 
 
+#: A name cites a trait only when at least this share of the segment has it...
+MIN_TRAIT_SHARE = 0.30
+#: ...and it is this many times as common in the segment as among all customers.
+MIN_TRAIT_LIFT = 1.5
+
+
+def _quartile_trait(inside: pd.Series, everyone: pd.Series, high: bool) -> tuple[float, float]:
+    """(lift, share) of a numeric trait: the share of the segment beyond the overall upper
+    (``high``) or lower quartile, and that share over the same share among everyone."""
+    if high:
+        cut = float(everyone.quantile(0.75))
+        share, base = float((inside > cut).mean()), float((everyone > cut).mean())
+    else:
+        cut = float(everyone.quantile(0.25))
+        share, base = float((inside < cut).mean()), float((everyone < cut).mean())
+    return (share / base if base > 0 else 0.0), share
+
+
+def _citable(t: FeatureTest) -> bool:
+    """Whether a name may cite this trait: shared by enough of the segment, over-represented."""
+    if t.share is None:  # profiles stored before shares were recorded
+        return True
+    return t.share >= MIN_TRAIT_SHARE and (t.lift or 0.0) >= MIN_TRAIT_LIFT
+
+
 def _name(significant: list[FeatureTest], fallback: str) -> tuple[str, str]:
     en: list[str] = []
     es: list[str] = []
@@ -316,7 +350,7 @@ def _name(significant: list[FeatureTest], fallback: str) -> tuple[str, str]:
         key=lambda t: -abs(t.z or 0),
     )
     for t in nums:
-        if abs(t.z or 0) < 0.5:
+        if abs(t.z or 0) < 0.5 or not _citable(t):
             continue
         term = _term(t.feature, t.z or 0)
         if term and term[0] not in en:
@@ -327,7 +361,7 @@ def _name(significant: list[FeatureTest], fallback: str) -> tuple[str, str]:
         if len(en) == 3:
             break
     cats = sorted(
-        (t for t in significant if t.kind == "category" and (t.lift or 0) >= 1.5),
+        (t for t in significant if t.kind == "category" and _citable(t)),
         key=lambda t: -(t.lift or 0),
     )
     cats = [t for t in cats if t.feature != "top_category"]  # the spend mix already says it
