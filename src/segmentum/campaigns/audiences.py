@@ -23,9 +23,10 @@ from dataclasses import dataclass
 import ibis
 import ibis.expr.types as ir
 
-from segmentum.campaigns.fpgrowth import Rule, association_rules, fpgrowth
+from segmentum.campaigns.fpgrowth import Rule, association_rules, basket_items, fpgrowth
 from segmentum.errors import InputError
 from segmentum.features.customer import window_lines
+from segmentum.ingest.returns import links
 from segmentum.models.cluster import sample_rows
 from segmentum.segments.view import customer_view
 from segmentum.warehouse import Warehouse
@@ -71,7 +72,13 @@ def retention(wh: Warehouse, as_of: _dt.date | None = None, min_risk: float = 0.
         + was
     )
     return pick.select(
-        "customer_id", reason=reason, priority=pick.monetary * pick.churn_probability
+        "customer_id",
+        reason=reason,
+        priority=pick.monetary * pick.churn_probability,
+        why_tier=pick.value_tier,
+        why_spent=pick.monetary.cast("float64"),
+        why_risk=pick.churn_probability.cast("float64"),
+        why_was=pick._prev_risk.cast("float64") if last is not None else ibis.null("float64"),
     )
 
 
@@ -90,7 +97,15 @@ def winback(wh: Warehouse, as_of: _dt.date | None = None) -> ir.Table:
         + pick.recency_days.cast("string")
         + " days ago"
     )
-    return pick.select("customer_id", reason=reason, priority=pick.monetary)
+    return pick.select(
+        "customer_id",
+        reason=reason,
+        priority=pick.monetary,
+        why_stage=pick.lifecycle_stage,
+        why_spent=pick.monetary.cast("float64"),
+        why_tier=pick.value_tier,
+        why_days=pick.recency_days.cast("int64"),
+    )
 
 
 def up_sell(wh: Warehouse, as_of: _dt.date | None = None) -> ir.Table:
@@ -124,8 +139,16 @@ def up_sell(wh: Warehouse, as_of: _dt.date | None = None) -> ir.Table:
             + pick._freq_med.cast("int64").cast("string"),
         )
     )
+    ticket = pick.avg_order_value < pick._aov_med
     return pick.select(
-        "customer_id", reason=reason, priority=pick.clv.fill_null(0) - pick.monetary.fill_null(0)
+        "customer_id",
+        reason=reason,
+        priority=pick.clv.fill_null(0) - pick.monetary.fill_null(0),
+        why_kind=ibis.ifelse(ticket, "ticket", "frequency"),
+        why_clv=pick.clv.cast("float64"),
+        why_value=ibis.ifelse(ticket, pick.avg_order_value, pick.frequency).cast("float64"),
+        why_median=ibis.ifelse(ticket, pick._aov_med, pick._freq_med).cast("float64"),
+        why_segment=pick.rfm_segment,
     )
 
 
@@ -148,9 +171,9 @@ def mine_rules(
     """Association rules between items bought in the same invoice (a sample of invoices)."""
     if level not in ("category", "product_id"):
         raise InputError(f"unknown basket level {level!r}", "use category or product_id")
-    lines = window_lines(wh.table("transactions"), as_of)
-    lines = lines.filter(lines.is_purchase & lines[level].notnull())
-    pairs = lines.select(customer_id="invoice_id", item=lines[level]).distinct()
+    # Baskets net of returns: a cancelled item is not in its basket.
+    bought = basket_items(window_lines(wh.table("transactions"), as_of), links(wh), level)
+    pairs = bought.select(customer_id=bought.invoice_id, item=bought.item).distinct()
     # sample_rows samples by the id column: here whole invoices, about `sample` of them.
     invoices = pairs.select("customer_id").distinct()
     kept = sample_rows(invoices, sample)
@@ -187,11 +210,7 @@ def cross_sell(
     )
     rt = wh.from_arrow(rt.to_pyarrow(), "rules")
     lines = window_lines(wh.table("transactions"), as_of)
-    owned = (
-        lines.filter(lines.is_purchase & lines[level].notnull())
-        .select("customer_id", item=lines[level])
-        .distinct()
-    )
+    owned = basket_items(lines, links(wh), level).select("customer_id", "item").distinct()
     cand = owned.join(rt, owned.item == rt.antecedent).select(
         "customer_id", "antecedent", "consequent", "confidence", "lift"
     )
@@ -219,6 +238,9 @@ def cross_sell(
             reason=reason,
             priority=best.lift * best.confidence * best.monetary.fill_null(0),
             recommendation=best.consequent,
+            why_bought=best.antecedent,
+            why_missing=best.consequent,
+            why_lift=best.lift.cast("float64"),
         ),
         rules,
     )
@@ -237,6 +259,7 @@ def acquisition(wh: Warehouse, top: int | None = None) -> ir.Table:
         customer_id="prospect_id",
         reason="looks like " + latest.target + ": " + latest.reasons,
         priority=latest.score,
+        why_target=latest.target,
     )
 
 
@@ -250,17 +273,24 @@ def segment(wh: Warehouse, name: str, as_of: _dt.date | None = None) -> ir.Table
             "customer_id",
             reason="in discovered segment " + c.cluster_name,
             priority=ibis.literal(0.0),
+            why_kind=ibis.literal("cluster"),
+            why_segment=c.cluster_name,
         )
     from segmentum.segments.store import Segments
 
     m = Segments(wh).members(name, as_of)
     return m.select(
-        "customer_id", reason=ibis.literal(f"in segment {name}"), priority=ibis.literal(0.0)
+        "customer_id",
+        reason=ibis.literal(f"in segment {name}"),
+        priority=ibis.literal(0.0),
+        why_kind=ibis.literal("segment"),
+        why_segment=ibis.literal(name),
     )
 
 
 def build(wh: Warehouse, tactic: str, target: str = "", as_of: _dt.date | None = None) -> ir.Table:
-    """The audience of a tactic: customer_id, reason, priority (and recommendation)."""
+    """The audience of a tactic: customer_id, reason, priority, recommendation and the facts
+    behind the reason (``why_*`` columns, see :mod:`segmentum.campaigns.reasons`)."""
     if tactic == "retention":
         t = retention(wh, as_of)
     elif tactic == "winback":

@@ -1,15 +1,21 @@
 """Channels: files, email over SMTP, push and in-app through signed webhooks, web messages.
 
 Messages are Jinja templates rendered in a sandbox (a template cannot reach Python), per
-language (Spanish / English) and optionally per segment. A template file is YAML::
+language (Spanish and English, both required) and optionally per segment. A template file is
+YAML::
 
-    subject: {es: "Te echamos de menos, {{ first_name }}", en: "We miss you, {{ first_name }}"}
+    subject: {es: "Te echamos de menos", en: "We miss you"}
     body:
-      es: "Hola {{ first_name }}: {{ reason }}"
-      en: "Hi {{ first_name }}: {{ reason }}"
+      es: "{{ greeting }}: {{ reason }}{% if recommendation %}. Ve {{ recommendation }}{% endif %}"
+      en: "{{ greeting }}: {{ reason }}{% if recommendation %}. See {{ recommendation }}{% endif %}"
     segments:                      # optional overrides by RFM segment
       Champions:
         subject: {es: "...", en: "..."}
+
+:func:`check_template` runs when a campaign is created: a variable segmentum does not know,
+or one some recipients lack (``first_name``, ``segment``, ``recommendation`` outside
+cross-sell) written without a fallback, fails there with a clear error, so a person never
+reads ``Hi nan``.
 """
 
 from __future__ import annotations
@@ -28,11 +34,12 @@ from urllib.parse import parse_qs, urlparse
 
 import pandas as pd
 import yaml
-from jinja2 import StrictUndefined, TemplateError
+from jinja2 import StrictUndefined, TemplateError, meta
 from jinja2.sandbox import SandboxedEnvironment
 
+from segmentum.campaigns.reasons import greeting, missing
 from segmentum.config import Settings
-from segmentum.errors import ConfigError, InputError
+from segmentum.errors import ConfigError, DeliveryError, InputError
 from segmentum.history.log import post_signed
 
 SPANISH = {
@@ -62,12 +69,62 @@ SPANISH = {
 DEFAULT_TEMPLATE: dict[str, Any] = {
     "subject": {"es": "{{ campaign }}", "en": "{{ campaign }}"},
     "body": {
-        "es": "Hola {{ first_name or '' }}, tenemos algo para ti.",
-        "en": "Hi {{ first_name or '' }}, we have something for you.",
+        "es": "{{ greeting }}, tenemos algo para ti."
+        "{% if recommendation %} Te sugerimos {{ recommendation }}.{% endif %}",
+        "en": "{{ greeting }}, we have something for you."
+        "{% if recommendation %} We suggest {{ recommendation }}.{% endif %}",
     },
 }
 PERSONAL = ("first_name", "last_name", "email", "phone")
+LANGUAGES = ("es", "en")
+# What a template may use; the value each takes in the check at creation.
+VARIABLES: dict[str, str] = {
+    "campaign": "Campaign",
+    "greeting": "Hola Ana",
+    "first_name": "Ana",
+    "segment": "Champions",
+    "reason": "a reason",
+    "recommendation": "an item",
+    "customer_id": "C1",
+}
 _env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+
+
+class MissingValue(Exception):
+    """A template printed a value this recipient does not have."""
+
+
+class Missing:
+    """A value a recipient lacks: false in ``if`` / ``or`` / ``default(..., true)``, and an
+    error when printed, so a template can never write ``nan`` or ``None`` into a message."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __bool__(self) -> bool:
+        return False
+
+    def __str__(self) -> str:
+        raise MissingValue(self.name)
+
+    def __iter__(self) -> Any:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+
+def _parts(data: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    """(where, language, text) of every text of a template, segment overrides included."""
+    out = []
+    for part in ("subject", "body"):
+        for lang, text in (data.get(part) or {}).items():
+            out.append((part, str(lang), str(text)))
+    for seg, over in (data.get("segments") or {}).items():
+        for part in ("subject", "body"):
+            for lang, text in ((over or {}).get(part) or {}).items():
+                out.append((f"segments.{seg}.{part}", str(lang), str(text)))
+    return out
 
 
 def load_template(source: str | Path | Mapping[str, Any] | None) -> dict[str, Any]:
@@ -82,15 +139,58 @@ def load_template(source: str | Path | Mapping[str, Any] | None) -> dict[str, An
             data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
         except (OSError, yaml.YAMLError) as exc:
             raise InputError(f"{p}: cannot read the template: {exc}") from exc
-    if "body" not in data:
-        raise InputError("a template needs a body (with es and en texts)")
+    if not isinstance(data.get("body"), Mapping):
+        raise InputError(
+            "a template needs a body with es and en texts",
+            'write body: {es: "Hola...", en: "Hi..."}',
+        )
     for part in ("subject", "body"):
-        for lang, text in (data.get(part) or {}).items():
-            try:
-                _env.from_string(str(text))
-            except TemplateError as exc:
-                raise InputError(f"template {part}.{lang}: {exc}") from exc
+        texts = data.get(part) or {}
+        absent = [x for x in LANGUAGES if not str(texts.get(x) or "").strip()]
+        if texts and absent:
+            raise InputError(
+                f"the template's {part} has no {' or '.join(absent)} text",
+                "every message goes out in the recipient's language: write both es and en",
+            )
+    for where, lang, text in _parts(data):
+        try:
+            _env.from_string(text)
+        except TemplateError as exc:
+            raise InputError(f"template {where}.{lang}: {exc}") from exc
     return data
+
+
+def maybe_missing(tactic: str) -> tuple[str, ...]:
+    """Variables some recipients of a ``tactic`` campaign lack."""
+    names = ["first_name", "segment"]
+    if tactic != "cross_sell":
+        names.append("recommendation")
+    return tuple(names)
+
+
+def check_template(data: Mapping[str, Any], tactic: str) -> None:
+    """Fail now, with what to write instead, if the template could not be rendered for some
+    recipient: an unknown variable, or one some recipients lack printed without a fallback."""
+    for where, lang, text in _parts(data):
+        unknown = sorted(meta.find_undeclared_variables(_env.parse(text)) - VARIABLES.keys())
+        if unknown:
+            raise InputError(
+                f"template {where}.{lang} uses {', '.join(unknown)}, which segmentum does not know",
+                f"use {', '.join(VARIABLES)}",
+            )
+        tpl = _env.from_string(text)
+        for name in maybe_missing(tactic):
+            try:
+                tpl.render(**{**VARIABLES, name: Missing(name)})
+            except MissingValue as exc:
+                raise InputError(
+                    f"template {where}.{lang} writes {{{{ {name} }}}}, which some recipients "
+                    "do not have",
+                    f"write {{{{ {name} or '...' }}}} or {{% if {name} %}}...{{% endif %}}"
+                    + (" (or {{ greeting }})" if name == "first_name" else ""),
+                ) from exc
+            except TemplateError as exc:
+                raise InputError(f"template {where}.{lang}: {exc}") from exc
 
 
 def language(country: str | None, default: str = "en") -> str:
@@ -98,7 +198,14 @@ def language(country: str | None, default: str = "en") -> str:
 
 
 def render(template: Mapping[str, Any], lang: str, context: Mapping[str, Any]) -> tuple[str, str]:
-    """Subject and body for one recipient, with the segment's override when there is one."""
+    """Subject and body for one recipient, with the segment's override when there is one.
+
+    A missing value (None, NaN, NaT, blank) reaches the template as :class:`Missing`: it
+    takes a template's fallback, and printing it raises instead of writing ``nan``.
+    """
+    ctx = {k: Missing(k) if missing(v) else v for k, v in context.items()}
+    if "greeting" not in context:
+        ctx["greeting"] = greeting(lang, context.get("first_name"))
     part = dict(template)
     seg = (template.get("segments") or {}).get(context.get("segment"))
     if seg:
@@ -108,7 +215,12 @@ def render(template: Mapping[str, Any], lang: str, context: Mapping[str, Any]) -
         texts = part.get(key) or {}
         text = texts.get(lang) or texts.get("en") or texts.get("es") or ""
         try:
-            return _env.from_string(str(text)).render(**context)
+            return _env.from_string(str(text)).render(**ctx)
+        except MissingValue as exc:
+            raise InputError(
+                f"template {key}.{lang} needs {exc} and this recipient has none",
+                f"write {{{{ {exc} or '...' }}}} in the template",
+            ) from exc
         except TemplateError as exc:
             raise InputError(f"template {key}.{lang} failed for this recipient: {exc}") from exc
 
@@ -144,12 +256,32 @@ def write_files(
 # ------------------------------------------------------------------------------------ email
 
 
+class Failed(Exception):
+    """One message was not delivered; ``permanent`` ones are not retried."""
+
+    def __init__(self, message: str, permanent: bool) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+
+
 def smtp_connection(settings: Settings) -> smtplib.SMTP:
-    """An open SMTP connection: STARTTLS and login when configured."""
+    """An open SMTP connection: STARTTLS and login when configured.
+
+    A server that cannot be reached is a :class:`DeliveryError` (try again later); a server
+    that refuses the login or the TLS certificate is a :class:`ConfigError` (fix a setting).
+    """
     if not settings.smtp_host:
         raise ConfigError("no SMTP server is configured", "set smtp_host (and smtp_port)")
+    where = f"{settings.smtp_host}:{settings.smtp_port}"
     try:
         smtp = smtplib.SMTP(settings.smtp_host, settings.smtp_port, timeout=30)
+    except (OSError, smtplib.SMTPException) as exc:
+        raise DeliveryError(
+            f"cannot reach the SMTP server {where}: {exc}",
+            "check that it is running and that smtp_host and smtp_port point to it; nothing "
+            "was lost: run the send again",
+        ) from exc
+    try:
         smtp.ehlo()
         if settings.smtp_starttls:
             ctx = ssl.create_default_context(cafile=settings.smtp_cafile or None)
@@ -157,79 +289,95 @@ def smtp_connection(settings: Settings) -> smtplib.SMTP:
             smtp.ehlo()
         if settings.smtp_user:
             smtp.login(settings.smtp_user, settings.smtp_password)
+    except (smtplib.SMTPServerDisconnected, ConnectionError, TimeoutError) as exc:
+        smtp.close()
+        raise DeliveryError(
+            f"the SMTP server {where} closed the connection: {exc}",
+            "try again later; nothing was lost: run the send again",
+        ) from exc
     except (OSError, smtplib.SMTPException) as exc:
+        smtp.close()
         raise ConfigError(
-            f"cannot use the SMTP server {settings.smtp_host}:{settings.smtp_port}: {exc}",
-            "check smtp_host, smtp_port, smtp_starttls, smtp_user and smtp_password",
+            f"cannot use the SMTP server {where}: {exc}",
+            "check smtp_host, smtp_port, smtp_starttls, smtp_cafile, smtp_user and smtp_password",
         ) from exc
     return smtp
 
 
-def send_emails(
-    settings: Settings, messages: list[dict[str, str]]
-) -> tuple[list[str], dict[str, str]]:
-    """Send ``messages`` (key, to, subject, body); return the keys sent and the failures."""
-    sent: list[str] = []
-    failed: dict[str, str] = {}
-    if not messages:
-        return sent, failed
-    smtp = smtp_connection(settings)
-    try:
-        for m in messages:
-            msg = EmailMessage()
-            msg["From"] = settings.smtp_from
-            msg["To"] = m["to"]
-            msg["Subject"] = m["subject"]
-            msg["Message-ID"] = f"<{m['key']}@segmentum>"
-            msg.set_content(m["body"])
-            try:
-                smtp.send_message(msg)
-                sent.append(m["key"])
-            except smtplib.SMTPException as exc:
-                failed[m["key"]] = str(exc)
-    finally:
-        with contextlib.suppress(smtplib.SMTPException):
-            smtp.quit()
-    return sent, failed
+class Mailer:
+    """One SMTP connection for a send, one message at a time (reconnects once if dropped)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.smtp: smtplib.SMTP | None = None
+
+    def open(self) -> None:
+        if self.smtp is None:
+            self.smtp = smtp_connection(self.settings)
+
+    def send(self, key: str, to: str, subject: str, body: str) -> None:
+        """Deliver one message; :class:`Failed` says whether to retry it later."""
+        msg = EmailMessage()
+        msg["From"] = self.settings.smtp_from
+        msg["To"] = to
+        msg["Subject"] = subject
+        # The same Message-ID on a re-send lets a mail system drop the duplicate.
+        msg["Message-ID"] = f"<{key}@segmentum>"
+        msg.set_content(body)
+        self.open()
+        assert self.smtp is not None
+        try:
+            self.smtp.send_message(msg)
+        except smtplib.SMTPRecipientsRefused as exc:
+            codes = [c for c, _ in exc.recipients.values()]
+            raise Failed(f"address refused: {exc.recipients}", min(codes) >= 500) from exc
+        except smtplib.SMTPResponseException as exc:
+            raise Failed(f"SMTP {exc.smtp_code}: {exc.smtp_error!r}", exc.smtp_code >= 500) from exc
+        except (smtplib.SMTPException, OSError) as exc:
+            # The connection dropped: this message may or may not have arrived; retried later.
+            self.close()
+            raise Failed(f"connection lost: {exc}", False) from exc
+
+    def close(self) -> None:
+        if self.smtp is not None:
+            with contextlib.suppress(smtplib.SMTPException, OSError):
+                self.smtp.quit()
+            self.smtp = None
 
 
 # ------------------------------------------------------------------------------------ push
 
 
-def post_messages(
-    url: str,
-    secret: str,
-    messages: list[dict[str, Any]],
-    max_consecutive_failures: int = 3,
-    **kw: Any,
-) -> tuple[list[str], dict[str, str]]:
-    """One signed POST per message (idempotency key = campaign:customer), with retries.
+def permanent(error: str) -> bool:
+    """An HTTP error the endpoint will give again (4xx other than timeout and rate limit)."""
+    return error.startswith("HTTP 4") and error not in ("HTTP 408", "HTTP 429")
 
-    After ``max_consecutive_failures`` messages fail in a row the rest are not attempted.
-    """
-    if not url:
-        raise ConfigError(
-            "no endpoint is configured for this channel",
-            "set push_webhook_url or inapp_webhook_url",
+
+class Poster:
+    """Signed POSTs to a push or in-app endpoint, one message at a time, with retries."""
+
+    def __init__(self, url: str, secret: str, *, retries: int = 2, backoff: float = 0.2) -> None:
+        if not url:
+            raise ConfigError(
+                "no endpoint is configured for this channel",
+                "set push_webhook_url or inapp_webhook_url",
+            )
+        self.url, self.secret, self.retries, self.backoff = url, secret, retries, backoff
+
+    def open(self) -> None:
+        pass
+
+    def send(self, message: dict[str, Any]) -> None:
+        """POST one message (idempotency key ``campaign:customer``); :class:`Failed` if not."""
+        body = json.dumps(message, default=str).encode()
+        err = post_signed(
+            self.url, self.secret, body, message["key"], retries=self.retries, backoff=self.backoff
         )
-    sent: list[str] = []
-    failed: dict[str, str] = {}
-    streak = 0
-    for i, m in enumerate(messages):
-        body = json.dumps(m, default=str).encode()
-        err = post_signed(url, secret, body, m["key"], **kw)
-        if err is None:
-            sent.append(m["key"])
-            streak = 0
-            continue
-        failed[m["key"]] = err
-        streak += 1
-        if streak >= max_consecutive_failures:
-            # The endpoint is down: stop hammering it; the rest stay pending for the next send.
-            for rest in messages[i + 1 :]:
-                failed[rest["key"]] = f"not attempted: endpoint failing ({err})"
-            break
-    return sent, failed
+        if err is not None:
+            raise Failed(err, permanent(err))
+
+    def close(self) -> None:
+        pass
 
 
 # ------------------------------------------------------------------------------------ web

@@ -11,10 +11,14 @@ decides, for every member, one outcome with its reason:
   :mod:`segmentum.segments.reach`);
 - ``scheduled`` at the recipient's best weekday and hour in their own time zone.
 
-``send`` writes every row to ``campaign_sends`` (the log: key, group, status, reason,
-scheduled and sent times, error) and delivers what is due. A row sent is never sent again
-(the key ``campaign:customer`` is the idempotency key); a failed delivery stays ``pending``
-and is retried by the next ``send``.
+``send`` logs the plan once in ``campaign_sends`` (key, group, outcome, reason and the facts
+behind it, schedule; no personal data) and delivers what is due one message at a time: claim,
+send, mark, each committed on its own (:mod:`segmentum.campaigns.sendlog`), so a killed send
+repeats at most the one message in flight and a resume sends only what never went out.
+Addresses and names are read from ``customers`` at the moment of sending and not copied.
+
+Campaigns found only in ingested ``campaign_results`` (run by another tool, like the demo's
+``WINBACK-2025-10``) are listed as ``imported``: they can be measured, not sent.
 """
 
 from __future__ import annotations
@@ -35,19 +39,22 @@ import ibis.expr.types as ir
 import pandas as pd
 import pyarrow as pa
 
-from segmentum.campaigns import audiences
+from segmentum.campaigns import audiences, reasons, sendlog
 from segmentum.campaigns import channels as ch
+from segmentum.campaigns.sendlog import SendLog
 from segmentum.campaigns.timing import contact_times, next_send_time
 from segmentum.config import Settings, load_settings
-from segmentum.errors import InputError
+from segmentum.errors import DeliveryError, InputError
 from segmentum.segments.reach import contact_status
 from segmentum.segments.view import customer_view
 from segmentum.warehouse import Warehouse
 
 CHANNELS = ("email", "sms", "push", "inapp", "web", "file")
 CAMPAIGNS = "campaigns"
-SENDS = "campaign_sends"
-WEB = "web_messages"
+SENDS = sendlog.SENDS
+IMPORTED = "imported"
+# A channel that fails this many messages in a row is down: stop, keep the rest pending.
+MAX_CONSECUTIVE_FAILURES = 3
 
 
 @dataclass
@@ -70,6 +77,10 @@ class Campaign:
 
 @dataclass
 class SendReport:
+    """What one ``send`` did: ``delivered`` and ``failed`` count this run's messages;
+    ``retrying`` of the failed stay pending for the next send (the others were refused for
+    good); ``stopped`` says why delivery ended early (a server down), if it did."""
+
     campaign_id: str
     audience: int
     control: int
@@ -79,6 +90,9 @@ class SendReport:
     scheduled_later: int
     errors: list[str] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
+    retrying: int = 0
+    resumed: int = 0
+    stopped: str | None = None
 
 
 def control_value(seed: int, campaign_id: str, customer_id: str) -> float:
@@ -97,18 +111,73 @@ class Campaigns:
     def __init__(self, warehouse: Warehouse, settings: Settings | None = None) -> None:
         self.wh = warehouse
         self.settings = settings or load_settings()
+        self._currency: builtins.list[str | None] = []
+
+    @property
+    def currency(self) -> str | None:
+        """The currency amounts are in: the setting, or with ``auto`` the one most lines were
+        ingested in (None when unknown: amounts are then written without a sign)."""
+        if not self._currency:
+            code: str | None = self.settings.currency.upper()
+            if code == "AUTO":
+                code = None
+                if self.wh.has("transactions"):
+                    t = self.wh.table("transactions")
+                    if "currency" in t.columns:
+                        code = t.filter(t.currency.notnull()).currency.mode().to_pyarrow().as_py()
+            self._currency.append(code)
+        return self._currency[0]
 
     # ------------------------------------------------------------------ definitions
     def list(self) -> builtins.list[Campaign]:
-        if not self.wh.has(CAMPAIGNS):
+        """Campaigns created here, then those known only from ingested ``campaign_results``."""
+        mine = []
+        if self.wh.has(CAMPAIGNS):
+            mine = [Campaign(**r) for r in self.wh.table(CAMPAIGNS).to_pyarrow().to_pylist()]
+        return mine + self._imported({c.campaign_id for c in mine})
+
+    def _imported(self, known: set[str]) -> builtins.list[Campaign]:
+        if not self.wh.has("campaign_results"):
             return []
-        return [Campaign(**r) for r in self.wh.table(CAMPAIGNS).to_pyarrow().to_pylist()]
+        r = self.wh.table("campaign_results")
+        g = r.group_by("campaign_id").aggregate(
+            channel=r.channel.mode(),
+            control=(r.group == "control").cast("int64").sum(),
+            members=r.count(),
+            first=r.sent_at.min(),
+            cost=r.cost.mean(),
+        )
+        out = []
+        for x in g.order_by("first").to_pyarrow().to_pylist():
+            if x["campaign_id"] in known:
+                continue
+            out.append(
+                Campaign(
+                    x["campaign_id"],
+                    x["campaign_id"],
+                    IMPORTED,
+                    x["channel"] or "file",
+                    control_share=(x["control"] or 0) / max(x["members"], 1),
+                    cost_per_contact=0.0 if reasons.missing(x["cost"]) else float(x["cost"]),
+                    created_at=x["first"],
+                )
+            )
+        return out
 
     def get(self, key: str) -> Campaign:
         for c in self.list():
             if key in (c.campaign_id, c.name):
                 return c
         raise InputError(f"there is no campaign {key!r}", "list them: segmentum campaign list")
+
+    @staticmethod
+    def _sendable(c: Campaign) -> None:
+        if c.tactic == IMPORTED:
+            raise InputError(
+                f"campaign {c.name!r} was imported from campaign_results: it can be measured, "
+                "not planned or sent",
+                f"see its results: segmentum campaign results {c.name}",
+            )
 
     def create(
         self,
@@ -131,8 +200,10 @@ class Campaigns:
         share = self.settings.control_share if control_share is None else control_share
         if not 0 <= share < 1:
             raise InputError("the control share must be between 0 and 1 (e.g. 0.1)")
-        if any(c.name == name for c in self.list()):
+        if any(name in (c.name, c.campaign_id) for c in self.list()):
             raise InputError(f"a campaign named {name!r} already exists", "choose another name")
+        data = ch.load_template(template)
+        ch.check_template(data, tactic)
         slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:24] or "campaign"
         c = Campaign(
             f"{slug}-{uuid.uuid4().hex[:6]}",
@@ -140,13 +211,13 @@ class Campaigns:
             tactic,
             channel,
             target,
-            json.dumps(ch.load_template(template), ensure_ascii=False),
+            json.dumps(data, ensure_ascii=False),
             share,
             seed,
             cost_per_contact,
             _now(),
         )
-        rows = [asdict(x) for x in [*self.list(), c]]
+        rows = [asdict(x) for x in [*self.list(), c] if x.tactic != IMPORTED]
         schema = pa.schema(
             [
                 ("campaign_id", pa.string()),
@@ -166,6 +237,7 @@ class Campaigns:
 
     # ------------------------------------------------------------------ audience and plan
     def audience(self, c: Campaign, as_of: _dt.date | None = None) -> ir.Table:
+        self._sendable(c)
         return audiences.build(self.wh, c.tactic, c.target, as_of)
 
     def plan(
@@ -224,6 +296,11 @@ class Campaigns:
         df["language"] = [ch.language(x) for x in df.get("country", [None] * len(df))]
         return df
 
+    def prepare(self, c: Campaign, now: _dt.datetime | None = None) -> pd.DataFrame:
+        """Log the plan in ``campaign_sends`` without sending anything (a send does it first)."""
+        self._sendable(c)
+        return self._ensure_log(c, now or _now())
+
     def dry_run(
         self, c: Campaign, now: _dt.datetime | None = None, sample: int = 5
     ) -> dict[str, Any]:
@@ -231,11 +308,12 @@ class Campaigns:
         tpl = c.template_data
         examples = []
         for r in df[df.outcome.isin(["scheduled", "file"])].head(sample).to_dict("records"):
-            subject, body = ch.render(tpl, r.get("language", "en"), self._context(c, r))
+            lang = r.get("language") or "en"
+            subject, body = ch.render(tpl, lang, self._context(c, r, lang))
             examples.append(
                 {
                     "customer_id": r["customer_id"],
-                    "when": str(r.get("scheduled_at")),
+                    "when": None if reasons.missing(r.get("scheduled_at")) else r["scheduled_at"],
                     "why": r["reason"],
                     "subject": subject,
                     "body": body,
@@ -248,13 +326,21 @@ class Campaigns:
             "examples": examples,
         }
 
-    @staticmethod
-    def _context(c: Campaign, r: Mapping[Any, Any]) -> dict[str, Any]:
+    def _context(self, c: Campaign, r: Mapping[Any, Any], lang: str) -> dict[str, Any]:
+        """What a template may print for one recipient, in their language (missing values
+        stay missing: :func:`channels.render` never prints them)."""
+        args = r.get("reason_args")
+        if args is None:
+            args = reasons.facts(r)
+        why = reasons.text(c.tactic, args, lang, self.currency)
+        if why is None and lang == "en" and c.tactic == "acquisition":
+            why = r.get("reason")
         return {
             "campaign": c.name,
-            "first_name": r.get("first_name") or "",
+            "greeting": reasons.greeting(lang, r.get("first_name")),
+            "first_name": r.get("first_name"),
             "segment": r.get("rfm_segment"),
-            "reason": r.get("reason"),
+            "reason": why,
             "recommendation": r.get("recommendation"),
             "customer_id": r.get("customer_id"),
         }
@@ -268,87 +354,213 @@ class Campaigns:
         immediately: bool = False,
         out_dir: Path | None = None,
     ) -> SendReport:
-        """Log the plan (first time) and deliver every row that is due and not yet sent."""
+        """Log the plan (first time) and deliver every row that is due and not yet sent.
+
+        Each message is claimed, sent and marked in its own transaction; a message left
+        ``sending`` by a send that died is sent again first. Raises :class:`DeliveryError`
+        when the server cannot be reached before anything was sent.
+        """
+        self._sendable(c)
+        if c.channel == "sms":
+            raise InputError("SMS sending is not available yet", "export a file for your SMS tool")
         now = now or _now()
-        log = self._ensure_log(c, now)
-        due = log[
-            (log.status == "pending")
-            & (immediately | (log.scheduled_at.isna()) | (log.scheduled_at <= now))
-        ]
+        sendlog.upgrade(self.wh)
+        self._ensure_log(c, now)
+        slog = SendLog(self.wh, c.campaign_id, self.settings.send_lease_seconds)
+        resumed = slog.reclaim()
+        slog.forget_addresses(self.settings.contact_retention_days)
         files: list[str] = []
-        sent: list[str] = []
-        failed: dict[str, str] = {}
-        tpl = c.template_data
+        delivered = failed = retrying = 0
+        errors: list[str] = []
+        stopped: str | None = None
+        due_before = None if immediately else now
         if c.channel == "file":
-            todo = log[log.outcome == "file"]
-            if not todo.empty and (todo.status == "pending").any():
-                paths = ch.write_files(
-                    todo.drop(columns=["status", "error", "sent_at"], errors="ignore"),
-                    out_dir or Path("campaign-files"),
-                    c.campaign_id,
-                    self.settings,
-                    ("csv", "parquet", "json"),
-                )
-                files = [str(p) for p in paths]
-                sent = todo.key.tolist()
-        elif c.channel in ("email", "push", "inapp", "sms"):
-            msgs = []
-            for r in due.to_dict("records"):
-                subject, body = ch.render(tpl, r["language"], self._context(c, r))
-                msgs.append({**r, "subject": subject, "body": body})
-            if c.channel == "email":
-                sent, failed = ch.send_emails(
-                    self.settings,
-                    [
-                        {
-                            "key": m["key"],
-                            "to": m["email"],
-                            "subject": m["subject"],
-                            "body": m["body"],
-                        }
-                        for m in msgs
-                    ],
-                )
-            elif c.channel == "sms":
-                raise InputError(
-                    "SMS sending is not available yet", "export a file for your SMS tool"
-                )
-            else:
-                url = (
-                    self.settings.push_webhook_url
-                    if c.channel == "push"
-                    else self.settings.inapp_webhook_url
-                )
-                payloads = [
-                    {
-                        "key": m["key"],
-                        "campaign_id": c.campaign_id,
-                        "customer_id": m["customer_id"],
-                        "channel": c.channel,
-                        "title": m["subject"],
-                        "message": m["body"],
-                        "language": m["language"],
-                    }
-                    for m in msgs
-                ]
-                sent, failed = ch.post_messages(
-                    url, self.settings.channel_secret, payloads, retries=2, backoff=0.2
-                )
+            files = self._send_files(c, slog, now, out_dir)
         elif c.channel == "web":
-            sent = due.key.tolist()  # published: the web endpoint serves them from the log
-        self._mark(c, sent, failed, now)
+            # Published: the web endpoint serves them from the log from now on.
+            delivered = slog.publish(["scheduled"], now, due_before)
+        else:
+            delivered, failed, retrying, errors, stopped = self._deliver(c, slog, now, due_before)
+        slog.flush()
         log = self.log(c)
         return SendReport(
             c.campaign_id,
             len(log),
             int((log.group == "control").sum()),
             {str(k): int(v) for k, v in log.outcome.value_counts().items()},
-            len(sent),
-            len(failed),
-            int(((log.status == "pending") & (log.outcome == "scheduled")).sum()),
-            sorted(set(failed.values()))[:5],
+            delivered if c.channel != "file" else int(len(files) > 0),
+            failed,
+            int(((log.status == "pending") & (log.outcome == "scheduled")).sum()) - retrying,
+            errors[:5],
             files,
+            retrying,
+            resumed,
+            stopped,
         )
+
+    def _due(self, c: Campaign, due_before: _dt.datetime | None) -> pd.DataFrame:
+        """Pending messages due by ``due_before`` (all with None), with the recipient's
+        address and first name read from ``customers`` now (the log keeps neither)."""
+        s = self.wh.table(SENDS)
+        s = s.filter(
+            (s.campaign_id == c.campaign_id) & (s.status == "pending") & (s.outcome == "scheduled")
+        )
+        if due_before is not None:
+            s = s.filter(
+                s.scheduled_at.isnull() | (s.scheduled_at <= ibis.literal(due_before, "timestamp"))
+            )
+        s = s.select(
+            "key",
+            "customer_id",
+            "language",
+            "rfm_segment",
+            "recommendation",
+            "reason",
+            "reason_args",
+            "scheduled_at",
+        )
+        if self.wh.has("customers"):
+            p = self.wh.table("customers")
+            cols = [x for x in ch.PERSONAL if x in p.columns]
+            s = s.left_join(p.select("customer_id", *cols), "customer_id").drop("customer_id_right")
+        df = s.order_by(["scheduled_at", "key"]).to_pandas()
+        for col in ch.PERSONAL:
+            if col not in df.columns:
+                df[col] = None
+        return df
+
+    def _deliver(
+        self, c: Campaign, slog: SendLog, now: _dt.datetime, due_before: _dt.datetime | None
+    ) -> tuple[int, int, int, builtins.list[str], str | None]:
+        """Email, push and in-app: claim, send, mark, one message at a time."""
+        due = self._due(c, due_before)
+        if due.empty:
+            return 0, 0, 0, [], None
+        tpl = c.template_data
+        channel: ch.Mailer | ch.Poster
+        if c.channel == "email":
+            channel = ch.Mailer(self.settings)
+        else:
+            url = (
+                self.settings.push_webhook_url
+                if c.channel == "push"
+                else self.settings.inapp_webhook_url
+            )
+            channel = ch.Poster(url, self.settings.channel_secret)
+        channel.open()  # an unreachable server fails here, before anything is claimed
+        keep = self.settings.contact_retention_days > 0
+        delivered = failed = retrying = streak = 0
+        errors: builtins.list[str] = []
+        stopped: str | None = None
+        try:
+            for r in due.to_dict("records"):
+                if not slog.claim(r["key"]):
+                    continue  # another sender has it, or it went out meanwhile
+                lang = r.get("language") or "en"
+                address = r.get("email") if c.channel == "email" else r["customer_id"]
+                try:
+                    if reasons.missing(address):
+                        raise ch.Failed("no email address on file", permanent=True)
+                    try:
+                        subject, body = ch.render(tpl, lang, self._context(c, r, lang))
+                    except InputError as exc:
+                        raise ch.Failed(exc.message, permanent=True) from exc
+                    if isinstance(channel, ch.Mailer):
+                        channel.send(r["key"], str(address), subject, body)
+                    else:
+                        channel.send(
+                            {
+                                "key": r["key"],
+                                "campaign_id": c.campaign_id,
+                                "customer_id": r["customer_id"],
+                                "channel": c.channel,
+                                "title": subject,
+                                "message": body,
+                                "language": lang,
+                            }
+                        )
+                except ch.Failed as exc:
+                    failed += 1
+                    errors.append(f"{r['customer_id']}: {exc}")
+                    if exc.permanent:
+                        slog.failed(r["key"], str(exc))
+                        streak = 0
+                        continue
+                    slog.retry(r["key"], str(exc))
+                    retrying += 1
+                    streak += 1
+                    if streak >= MAX_CONSECUTIVE_FAILURES:
+                        # The server is down: stop hammering it; the rest stay pending.
+                        stopped = f"{c.channel} failing ({exc}): the rest stay pending"
+                        break
+                    continue
+                except DeliveryError as exc:  # the connection could not be opened again
+                    slog.retry(r["key"], exc.message)
+                    failed += 1
+                    retrying += 1
+                    errors.append(exc.message)
+                    stopped = exc.message
+                    break
+                except BaseException:
+                    # Not sent by us: back to pending (a kill -9 never gets here; see reclaim).
+                    slog.retry(r["key"], "interrupted before sending")
+                    raise
+                slog.sent(r["key"], now, str(address) if keep and c.channel == "email" else None)
+                delivered += 1
+                streak = 0
+        finally:
+            channel.close()
+        return delivered, failed, retrying, list(dict.fromkeys(errors)), stopped
+
+    def _send_files(
+        self, c: Campaign, slog: SendLog, now: _dt.datetime, out_dir: Path | None
+    ) -> builtins.list[str]:
+        """File campaigns: the whole treatment group in one set of files, then marked sent."""
+        s = self.wh.table(SENDS)
+        todo = s.filter((s.campaign_id == c.campaign_id) & (s.outcome == "file"))
+        if not int(todo.filter(todo.status == "pending").count().to_pyarrow().as_py()):
+            return []
+        cols = [
+            x
+            for x in todo.columns
+            if x
+            not in (
+                "status",
+                "error",
+                "sent_at",
+                "attempts",
+                "claim_token",
+                "claimed_at",
+                "address",
+            )
+        ]
+        todo = todo.select(*cols)
+        if self.settings.export_personal_data and self.wh.has("customers"):
+            p = self.wh.table("customers")
+            pc = [x for x in ch.PERSONAL if x in p.columns]
+            todo = todo.left_join(p.select("customer_id", *pc), "customer_id").drop(
+                "customer_id_right"
+            )
+        df = todo.order_by("key").to_pandas()
+        paths = ch.write_files(
+            df,
+            out_dir or Path("campaign-files"),
+            c.campaign_id,
+            self.settings,
+            ("csv", "parquet", "json"),
+        )
+        from segmentum import privacy
+
+        privacy.record_export(
+            self.wh,
+            paths,
+            source=f"campaign {c.campaign_id}",
+            customer_ids=df.customer_id.tolist(),
+            personal_data=self.settings.export_personal_data,
+            at=now,
+        )
+        slog.publish(["file"], now, None)
+        return [str(p) for p in paths]
 
     def log(self, c: Campaign) -> pd.DataFrame:
         if not self.wh.has(SENDS):
@@ -357,97 +569,70 @@ class Campaigns:
         return s.filter(s.campaign_id == c.campaign_id).to_pandas()
 
     def _ensure_log(self, c: Campaign, now: _dt.datetime) -> pd.DataFrame:
-        existing = self.log(c)
-        if not existing.empty:
-            return existing
-        df = self.plan(c, now=now)
-        tpl = c.template_data
-        keep = [
-            "customer_id",
-            "group",
-            "outcome",
-            "reason",
-            "scheduled_at",
-            "language",
-            "rfm_segment",
-            "email",
-            "phone",
-            "first_name",
-            "recommendation",
-        ]
-        for col in keep:
+        sendlog.upgrade(self.wh)
+        with sendlog.exclusive(self.wh, c.campaign_id):
+            existing = self.log(c)
+            if not existing.empty:
+                return existing
+            self.record_plan(c, self.plan(c, now=now), now)
+        return self.log(c)
+
+    def record_plan(self, c: Campaign, df: pd.DataFrame, now: _dt.datetime) -> None:
+        """Write a plan (one row per member: customer_id, group, outcome, reason, ``why_*``
+        facts, scheduled_at, language, rfm_segment, recommendation) as the campaign's log."""
+        for col in ("reason", "scheduled_at", "language", "rfm_segment", "recommendation"):
             if col not in df.columns:
                 df[col] = None
-        log = df[keep].copy()
-        log.insert(0, "campaign_id", c.campaign_id)
-        log.insert(0, "key", [f"{c.campaign_id}:{x}" for x in log.customer_id])
-        log["channel"] = c.channel
-        log["status"] = [
-            "pending" if o in ("scheduled", "file") else "not_sent" for o in log.outcome
-        ]
-        log["sent_at"] = pd.NaT
-        log["error"] = None
-        log["message"] = (
-            [
-                ch.render(tpl, r["language"] or "en", self._context(c, r))[1]
-                if r["outcome"] == "scheduled"
-                else None
-                for r in log.to_dict("records")
-            ]
-            if c.channel == "web"
-            else None
+        log = pd.DataFrame(
+            {
+                "key": [f"{c.campaign_id}:{x}" for x in df.customer_id],
+                "campaign_id": c.campaign_id,
+                "customer_id": df.customer_id.astype(str),
+                "group": df.group,
+                "outcome": df.outcome,
+                "reason": df.reason,
+                "reason_args": [reasons.dumps(r) for r in df.to_dict("records")],
+                "scheduled_at": df.scheduled_at,
+                "language": df.language,
+                "rfm_segment": df.rfm_segment,
+                "recommendation": df.recommendation,
+                "channel": c.channel,
+                "status": [
+                    "pending" if o in ("scheduled", "file") else "not_sent" for o in df.outcome
+                ],
+                "attempts": 0,
+                "claim_token": None,
+                "claimed_at": pd.NaT,
+                "sent_at": pd.NaT,
+                "error": None,
+                "address": None,
+                "logged_at": now,
+            }
         )
-        log["logged_at"] = now
         table = pa.Table.from_pandas(
             log.astype(
                 {
                     "scheduled_at": "datetime64[us]",
+                    "claimed_at": "datetime64[us]",
                     "sent_at": "datetime64[us]",
                     "logged_at": "datetime64[us]",
                 }
             ),
+            schema=sendlog.SCHEMA,
             preserve_index=False,
-        )
-        table = table.cast(
-            pa.schema(
-                [
-                    (f.name, pa.string() if pa.types.is_null(f.type) else f.type)
-                    for f in table.schema
-                ]
-            )
         )
         if self.wh.has(SENDS):
             self.wh.insert(SENDS, table)
         else:
             self.wh.write(SENDS, table)
-        return self.log(c)
-
-    def _mark(
-        self, c: Campaign, sent: builtins.list[str], failed: dict[str, str], now: _dt.datetime
-    ) -> None:
-        if not sent and not failed:
-            return
-        upd = pa.table(
-            {
-                "key": pa.array(sent + list(failed), pa.string()),
-                "_ok": pa.array([True] * len(sent) + [False] * len(failed)),
-                "_err": pa.array([None] * len(sent) + list(failed.values()), pa.string()),
-            }
-        )
-        u = self.wh.from_arrow(upd, "sendupd")
-        s = self.wh.table(SENDS)
-        j = s.left_join(u, "key").drop("key_right")
-        ok = j._ok.fill_null(False)
-        new = j.mutate(
-            status=ibis.ifelse(ok, "sent", j.status),
-            sent_at=ibis.ifelse(ok, ibis.literal(now, "timestamp"), j.sent_at),
-            error=ibis.ifelse(j._ok.notnull() & ~ok, j._err, j.error),
-        ).drop("_ok", "_err")
-        self.wh.write(SENDS, self.wh.materialize(new, "sends"))
 
     # ------------------------------------------------------------------ web messages
     def web_message(self, visitor: str, now: _dt.datetime | None = None) -> dict[str, Any] | None:
-        """The newest published web message for a visitor (customer id), or None."""
+        """The newest published web message for a visitor (customer id), or None.
+
+        Rendered when asked, from the campaign's template and the customer's current name:
+        the log keeps no copy of either.
+        """
         if not self.wh.has(SENDS):
             return None
         s = self.wh.table(SENDS)
@@ -458,4 +643,15 @@ class Campaigns:
         if not rows:
             return None
         r = rows[0]
-        return {"campaign_id": r["campaign_id"], "message": r["message"], "language": r["language"]}
+        if self.wh.has("customers"):
+            p = self.wh.table("customers")
+            cols = [x for x in ch.PERSONAL if x in p.columns]
+            found = p.filter(p.customer_id == visitor).select(*cols).limit(1)
+            r.update((found.to_pyarrow().to_pylist() or [{}])[0])
+        lang = r["language"] or "en"
+        try:
+            c = self.get(r["campaign_id"])
+            _, body = ch.render(c.template_data, lang, self._context(c, r, lang))
+        except InputError:
+            return None
+        return {"campaign_id": r["campaign_id"], "message": body, "language": lang}

@@ -13,6 +13,10 @@ campaign's effect:
 - ROI = (incremental revenue x margin - cost) / cost.
 
 Everything is also given per segment (the RFM segment at send time), to see who responded.
+
+Before there is anything to compare (nothing delivered yet, or no member of either group has
+converted), ``Results.ready`` is False and ``Results.note`` says so ("no results yet: 120 sent,
+0 outcomes"); a quantity that cannot be computed is None, never NaN.
 """
 
 from __future__ import annotations
@@ -31,19 +35,22 @@ from segmentum.warehouse import Warehouse
 
 @dataclass
 class Effect:
+    """Treatment against control for one group of members; None where it cannot be computed
+    (an empty group, no conversions anywhere)."""
+
     group: str
     treated: int
     control: int
-    conv_treated: float
-    conv_control: float
-    uplift: float
-    uplift_low: float
-    uplift_high: float
-    p_value: float
+    conv_treated: float | None
+    conv_control: float | None
+    uplift: float | None
+    uplift_low: float | None
+    uplift_high: float | None
+    p_value: float | None
     revenue_treated: float  # per member
     revenue_control: float
-    revenue_diff_low: float
-    revenue_diff_high: float
+    revenue_diff_low: float | None
+    revenue_diff_high: float | None
     incremental_revenue: float
     cost: float
     roi: float | None
@@ -55,14 +62,26 @@ class Results:
     source: str  # results or derived
     overall: Effect
     by_segment: list[Effect] = field(default_factory=list)
+    sent: int = 0  # treated members contacted
+    outcomes: int = 0  # conversions seen in either group
+    ready: bool = True
+    note: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "campaign_id": self.campaign_id,
             "source": self.source,
+            "ready": self.ready,
+            "note": self.note,
+            "sent": self.sent,
+            "outcomes": self.outcomes,
             "overall": self.overall.__dict__,
             "by_segment": [e.__dict__ for e in self.by_segment],
         }
+
+
+def _finite(x: float) -> float | None:
+    return x if math.isfinite(x) else None
 
 
 def effect(df: pd.DataFrame, label: str, cost_per_contact: float, margin: float) -> Effect:
@@ -76,7 +95,8 @@ def effect(df: pd.DataFrame, label: str, cost_per_contact: float, margin: float)
     se = math.sqrt(pt * (1 - pt) / nt + pc * (1 - pc) / nc) if nt and nc else math.nan
     pooled = (t.converted.sum() + c.converted.sum()) / (nt + nc) if nt and nc else math.nan
     se0 = math.sqrt(pooled * (1 - pooled) * (1 / nt + 1 / nc)) if nt and nc else math.nan
-    p = float(2 * stats.norm.sf(abs(diff / se0))) if se0 and se0 > 0 else 1.0
+    # No conversions (or only conversions) anywhere: the test has nothing to say.
+    p = float(2 * stats.norm.sf(abs(diff / se0))) if se0 > 0 else None
     rt = float(t.revenue.mean()) if nt else 0.0
     rc = float(c.revenue.mean()) if nc else 0.0
     if nt > 1 and nc > 1:
@@ -93,16 +113,16 @@ def effect(df: pd.DataFrame, label: str, cost_per_contact: float, margin: float)
         label,
         nt,
         nc,
-        pt,
-        pc,
-        diff,
-        diff - 1.96 * se,
-        diff + 1.96 * se,
+        _finite(pt),
+        _finite(pc),
+        _finite(diff),
+        _finite(diff - 1.96 * se),
+        _finite(diff + 1.96 * se),
         p,
         rt,
         rc,
-        (rt - rc) - q * se_r,
-        (rt - rc) + q * se_r,
+        _finite((rt - rc) - q * se_r),
+        _finite((rt - rc) + q * se_r),
         incremental,
         cost,
         roi,
@@ -127,6 +147,15 @@ def member_outcomes(
             seg = _segments_at_send(wh, campaign_id)
             df["segment"] = df.customer_id.map(seg).fillna("(unknown)")
             return df, "results"
+    if not wh.has("campaign_sends"):
+        empty: dict[str, list[Any]] = {
+            "customer_id": [],
+            "group": [],
+            "segment": [],
+            "converted": [],
+            "revenue": [],
+        }
+        return pd.DataFrame({**empty, "cost": []}), "derived"
     s = wh.table("campaign_sends")
     s = s.filter(s.campaign_id == campaign_id)
     members = s.filter((s.group == "control") | (s.status == "sent")).select(
@@ -169,9 +198,18 @@ def results(
     """Overall and per-segment effect of a campaign (segments with too few members skipped)."""
     df, source = member_outcomes(wh, campaign_id, settings.attribution_days)
     overall = effect(df, "all", cost_per_contact, settings.margin_rate)
+    sent = overall.treated
+    outcomes = int(df.converted.sum()) if len(df) else 0
+    if not sent or not overall.control or not outcomes:
+        note = (
+            f"no control group to compare with: {sent:,} sent, {outcomes:,} outcomes"
+            if sent and outcomes
+            else f"no results yet: {sent:,} sent, {outcomes:,} outcomes"
+        )
+        return Results(campaign_id, source, overall, [], sent, outcomes, False, note)
     by = []
     for seg, part in df.groupby("segment"):
         if (part.group == "treatment").sum() >= min_group and (part.group == "control").sum() >= 5:
             by.append(effect(part, str(seg), cost_per_contact, settings.margin_rate))
-    by.sort(key=lambda e: -e.uplift)
-    return Results(campaign_id, source, overall, by)
+    by.sort(key=lambda e: -(e.uplift or 0.0))
+    return Results(campaign_id, source, overall, by, sent, outcomes)

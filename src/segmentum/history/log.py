@@ -4,9 +4,16 @@
 ``exit`` events to ``segment_events``. Each event is also queued in ``webhook_outbox``;
 ``deliver`` POSTs pending events in batches to the configured endpoint, signed with
 HMAC-SHA256 (header ``X-Segmentum-Signature: sha256=<hex>``) and carrying an idempotency key
-(``X-Segmentum-Delivery``, the same on every retry of a batch). A failing endpoint loses
-nothing: events stay pending with their attempts and last error, and are retried (with
-exponential backoff within a call, and on the next run).
+(``X-Segmentum-Delivery``).
+
+A batch is fixed before its first POST: its events are written down with the batch's key
+(``batch_id``, a hash of their ids), and every retry, in the same call or any later one, sends
+exactly the same body under the same key. An event is never re-batched under a new key, so a
+receiver that keeps the keys it has seen drops every duplicate, even after it answered too
+late and the POST was retried. A failing endpoint loses nothing: the batch stays pending with
+its attempts and last error, and is retried (with exponential backoff within a call, and on
+the next run). Each batch's outcome is written as soon as it is known, so a killed delivery
+repeats at most the batch in flight, under its key.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
+from typing import Any
 
 import ibis
 import pyarrow as pa
@@ -71,6 +79,27 @@ def log_changes(wh: Warehouse, as_of: _dt.date, run_id: str, queue: bool = False
     return out
 
 
+_OUTBOX_COLUMNS = {
+    "event_id": "string",
+    "segment": "string",
+    "customer_id": "string",
+    "event": "string",
+    "as_of": "date",
+    "status": "string",
+    "attempts": "int64",
+    "last_error": "string",
+    "delivered_at": "timestamp",
+    "batch_id": "string",
+}
+
+
+def _upgrade(wh: Warehouse) -> None:
+    """An outbox written before batches were fixed gets its (empty) ``batch_id`` column."""
+    if wh.has(OUTBOX) and "batch_id" not in wh.table(OUTBOX).columns:
+        out = wh.table(OUTBOX)
+        wh.write(OUTBOX, wh.materialize(out.mutate(batch_id=ibis.null("string")), "obup"))
+
+
 def _enqueue(wh: Warehouse, events: ibis.expr.types.Table) -> None:
     key = (
         events.segment
@@ -91,7 +120,9 @@ def _enqueue(wh: Warehouse, events: ibis.expr.types.Table) -> None:
         attempts=ibis.literal(0, "int64"),
         last_error=ibis.null("string"),
         delivered_at=ibis.null("timestamp"),
+        batch_id=ibis.null("string"),
     )
+    _upgrade(wh)
     if wh.has(OUTBOX):
         out = wh.table(OUTBOX)
         new = rows.anti_join(out, "event_id")  # re-logging never duplicates a delivery
@@ -150,6 +181,25 @@ def post_signed(
     return error
 
 
+def _body(key: str, batch: list[dict[str, Any]]) -> bytes:
+    """The JSON of a batch: the same bytes every time for the same events."""
+    events = sorted(batch, key=lambda r: r["event_id"])
+    return json.dumps(
+        {
+            "delivery_id": key,
+            "events": [
+                {
+                    "segment": r["segment"],
+                    "customer_id": r["customer_id"],
+                    "event": r["event"],
+                    "as_of": r["as_of"].isoformat(),
+                }
+                for r in events
+            ],
+        }
+    ).encode()
+
+
 def deliver(
     wh: Warehouse,
     url: str,
@@ -160,72 +210,86 @@ def deliver(
     backoff: float = 0.5,
     timeout: float = 10.0,
 ) -> Delivery:
-    """POST every pending event; mark delivered ones, keep failed ones pending."""
+    """POST every pending event: first the batches already fixed (unchanged, same key), then
+    new batches of the events not yet in one; mark each batch as soon as its POST ends."""
     if not wh.has(OUTBOX):
         return Delivery(0, 0, 0, 0, [])
+    _upgrade(wh)
+    _fix_batches(wh, batch_size)
     out = wh.table(OUTBOX)
     pending = out.filter(out.status == "pending").order_by("event_id").to_pyarrow().to_pylist()
-    delivered: list[str] = []
-    failed: dict[str, str] = {}
-    batches = 0
+    batches: dict[str, list[dict[str, Any]]] = {}
+    for r in pending:
+        batches.setdefault(r["batch_id"], []).append(r)
+    delivered = failed = 0
     errors: list[str] = []
-    for i in range(0, len(pending), batch_size):
-        batch = pending[i : i + batch_size]
-        ids = [r["event_id"] for r in batch]
-        key = hashlib.sha256("|".join(ids).encode()).hexdigest()[:32]
-        body = json.dumps(
-            {
-                "delivery_id": key,
-                "events": [
-                    {
-                        "segment": r["segment"],
-                        "customer_id": r["customer_id"],
-                        "event": r["event"],
-                        "as_of": r["as_of"].isoformat(),
-                    }
-                    for r in batch
-                ],
-            }
-        ).encode()
-        batches += 1
+    for key, batch in batches.items():
         error = post_signed(
-            url, secret, body, key, retries=retries, backoff=backoff, timeout=timeout
+            url, secret, _body(key, batch), key, retries=retries, backoff=backoff, timeout=timeout
         )
+        _mark(wh, key, error, retries + 1)
         if error is None:
-            delivered.extend(ids)
+            delivered += len(batch)
         else:
-            failed.update({i_: error for i_ in ids})
+            failed += len(batch)
             errors.append(f"batch {key}: {error}")
-    if delivered or failed:
-        _update(wh, delivered, failed, retries + 1)
     still = int(wh.table(OUTBOX).filter(ibis._.status == "pending").count().to_pyarrow().as_py())
-    return Delivery(len(delivered), len(failed), still, batches, errors)
+    return Delivery(delivered, failed, still, len(batches), errors)
 
 
-def _update(wh: Warehouse, delivered: list[str], failed: dict[str, str], attempts: int) -> None:
-    now = _now()
-    upd = pa.table(
-        {
-            "event_id": pa.array(delivered + list(failed), pa.string()),
-            "ok": pa.array([True] * len(delivered) + [False] * len(failed)),
-            "err": pa.array([None] * len(delivered) + list(failed.values()), pa.string()),
-        }
-    )
-    u = wh.from_arrow(upd, "obu")
+def _fix_batches(wh: Warehouse, batch_size: int) -> None:
+    """Give every pending event without a batch one, written down before anything is sent."""
     out = wh.table(OUTBOX)
-    j = out.left_join(u, "event_id").drop("event_id_right")
-    touched = j.ok.notnull()
-    new = j.select(
-        "event_id",
-        "segment",
-        "customer_id",
-        "event",
-        "as_of",
-        status=ibis.ifelse(j.ok.fill_null(False), "delivered", j.status),
-        attempts=ibis.ifelse(touched, j.attempts + attempts, j.attempts),
-        last_error=ibis.ifelse(touched & ~j.ok.fill_null(False), j.err, j.last_error),
-        delivered_at=ibis.ifelse(
-            j.ok.fill_null(False), ibis.literal(now, "timestamp"), j.delivered_at
+    loose = out.filter((out.status == "pending") & out.batch_id.isnull())
+    ids = [
+        r["event_id"]
+        for r in loose.select("event_id").order_by("event_id").to_pyarrow().to_pylist()
+    ]
+    if not ids:
+        return
+    rows: list[tuple[str, str]] = []
+    for i in range(0, len(ids), batch_size):
+        chunk = ids[i : i + batch_size]
+        key = hashlib.sha256("|".join(chunk).encode()).hexdigest()[:32]
+        rows.extend((e, key) for e in chunk)
+    upd = wh.from_arrow(
+        pa.table(
+            {
+                "event_id": pa.array([e for e, _ in rows], pa.string()),
+                "_batch": pa.array([k for _, k in rows], pa.string()),
+            }
         ),
+        "obb",
     )
+    j = out.left_join(upd, "event_id").drop("event_id_right")
+    new = j.mutate(batch_id=ibis.coalesce(j.batch_id, j._batch)).select(*_OUTBOX_COLUMNS)
+    wh.write(OUTBOX, wh.materialize(new, "obf"))
+
+
+def _mark(wh: Warehouse, key: str, error: str | None, attempts: int) -> None:
+    """Record one batch's outcome at once (a killed delivery repeats only the batch in flight)."""
+    now = _now()
+    if wh.engine in ("duckdb", "postgres"):
+        if error is None:
+            wh.run_sql(
+                f"UPDATE {OUTBOX} SET status = 'delivered', delivered_at = ?, "
+                "attempts = attempts + ? WHERE batch_id = ? AND status = 'pending'",
+                [now, attempts, key],
+            )
+        else:
+            wh.run_sql(
+                f"UPDATE {OUTBOX} SET attempts = attempts + ?, last_error = ? "
+                "WHERE batch_id = ? AND status = 'pending'",
+                [attempts, error, key],
+            )
+        return
+    out = wh.table(OUTBOX)
+    hit = (out.batch_id == key) & (out.status == "pending")
+    ok = error is None
+    new = out.mutate(
+        status=ibis.ifelse(hit & ok, "delivered", out.status),
+        attempts=ibis.ifelse(hit, out.attempts + attempts, out.attempts),
+        last_error=ibis.ifelse(hit & (not ok), ibis.literal(error, "string"), out.last_error),
+        delivered_at=ibis.ifelse(hit & ok, ibis.literal(now, "timestamp"), out.delivered_at),
+    ).select(*_OUTBOX_COLUMNS)
     wh.write(OUTBOX, wh.materialize(new, "obn"))
