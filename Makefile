@@ -45,6 +45,8 @@ postgresql:
 run: install
 	$(BIN)/segmentum demo-data --out $(DEMO_DIR) --customers $(DEMO_CUSTOMERS)
 	$(BIN)/segmentum run --warehouse $(WAREHOUSE) --data $(DEMO_DIR)
+	# Past monthly snapshots, so the dashboard's migration, forecast and "what changed" have content.
+	$(BIN)/segmentum history backfill --warehouse $(WAREHOUSE) --periods 6
 	@if [ "$(SERVE)" = "1" ]; then \
 	  echo "Serving the dashboard (Ctrl+C to stop; make run SERVE=0 to skip)"; \
 	  $(BIN)/segmentum serve --new-key --warehouse $(WAREHOUSE); fi

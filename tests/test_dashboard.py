@@ -1,31 +1,37 @@
-"""The dashboard in a real headless Chromium (Debian's), driven by Playwright."""
+"""The dashboard in a real headless Chromium (Debian's), driven by Playwright: every page in
+both languages, sessions and CSRF, the builder, the charts' layout, accessibility (axe-core)."""
 
 from __future__ import annotations
 
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+import httpx
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
 from segmentum.report import build_report
 
-ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts" / "screenshots"
-
-
-@pytest.fixture(autouse=True)
-def _screenshots(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Every page a test opened is kept as a screenshot in test-artifacts/screenshots."""
-    OPENED.clear()
-    yield
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    name = request.node.name.replace("/", "_").replace("?", "_")
-    for i, page in enumerate(OPENED):
-        if not page.is_closed():
-            page.screenshot(path=str(ARTIFACTS / f"{name}-{i}.png"), full_page=True)
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = ROOT / "test-artifacts" / "screenshots"
+AXE = ROOT / "tests" / "assets" / "axe.min.js"
+PAGES = [
+    ("overview", "/dashboard", "#chart-rfm_segment"),
+    ("customer", "/dashboard/customer", "h1"),
+    ("segments", "/dashboard/segments", "#rule"),
+    ("explorer", "/dashboard/explorer?segment=vip", "#profile"),
+    ("micro", "/dashboard/micro?dimensions=value_tier,region", "#micro"),
+    ("geography", "/dashboard/geography", "#chart-geo"),
+    ("migration", "/dashboard/migration", "#chart-sankey"),
+    ("campaigns", "/dashboard/campaigns", "h1"),
+    ("data", "/dashboard/data", "#runs"),
+]
+# What must never reach a person.
+RAW = re.compile(r"\b(nan|NaN|None|NaT|null|undefined|inf)\b")
 
 
 @pytest.fixture(scope="module")
@@ -39,186 +45,354 @@ def browser() -> Iterator[Browser]:
         b.close()
 
 
-OPENED: list[Page] = []
+class Tab:
+    """A page with what it fetched and every console message and script error it raised."""
+
+    def __init__(self, browser: Browser, lang: str, width: int = 1280) -> None:
+        self.ctx = browser.new_context(
+            locale="es-ES" if lang == "es" else "en-US",
+            extra_http_headers={"Accept-Language": "es-ES" if lang == "es" else "en-US"},
+            viewport={"width": width, "height": 900},
+        )
+        self.page: Page = self.ctx.new_page()
+        self.hosts: list[str] = []
+        self.console: list[str] = []
+        self.page.on("request", lambda r: self.hosts.append(urlparse(r.url).hostname or ""))
+        self.page.on("console", lambda m: self.console.append(f"{m.type}: {m.text}"))
+        self.page.on("pageerror", lambda e: self.console.append(f"pageerror: {e}"))
+
+    def sign_in(self, server: dict[str, Any], key: str = "read") -> Page:
+        self.page.goto(server["url"] + "/dashboard")
+        assert "/login" in self.page.url
+        self.page.fill("#key", server["keys"][key])
+        self.page.click("#sign-in")
+        self.page.wait_for_url("**/dashboard")
+        return self.page
+
+    def shot(self, name: str) -> None:
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        self.page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+    def close(self) -> None:
+        self.ctx.close()
 
 
-def _page(browser: Browser, server: dict[str, Any], lang: str = "en") -> tuple[Page, list[str]]:
-    ctx = browser.new_context(
-        locale="es-ES" if lang == "es" else "en-US",
-        extra_http_headers={"Accept-Language": "es-ES" if lang == "es" else "en-US"},
-    )
-    page = ctx.new_page()
-    OPENED.append(page)
-    hosts: list[str] = []
-    page.on("request", lambda r: hosts.append(urlparse(r.url).hostname or ""))
-    return page, hosts
+@pytest.fixture
+def tab(browser: Browser) -> Iterator[Any]:
+    opened: list[Tab] = []
+
+    def make(lang: str = "en", width: int = 1280) -> Tab:
+        opened.append(Tab(browser, lang, width))
+        return opened[-1]
+
+    yield make
+    for t in opened:
+        t.close()
 
 
-def _sign_in(page: Page, server: dict[str, Any], key: str = "read") -> None:
-    page.goto(server["url"] + "/dashboard")
-    assert page.url.endswith("/login")
-    page.fill("#key", server["keys"][key])
-    page.click("#sign-in")
-    page.wait_for_url("**/dashboard")
+def _errors(t: Tab) -> list[str]:
+    return [c for c in t.console if c.startswith(("error", "pageerror"))]
 
 
-def test_sign_in_rejects_a_wrong_key(browser: Browser, server: dict[str, Any]) -> None:
-    page, _ = _page(browser, server)
-    page.goto(server["url"] + "/login")
-    page.fill("#key", "sgm_nope_nope")
-    page.click("#sign-in")
-    assert page.locator("#error").is_visible()
+def test_sign_in_rejects_a_wrong_key(tab: Any, server: dict[str, Any]) -> None:
+    t = tab("en")
+    t.page.goto(server["url"] + "/login")
+    t.page.fill("#key", "sgm_nope_nope")
+    t.page.click("#sign-in")
+    assert t.page.locator("#error").is_visible()
 
 
-def test_overview_draws_its_charts_offline(browser: Browser, server: dict[str, Any]) -> None:
-    page, hosts = _page(browser, server)
-    _sign_in(page, server)
-    assert "Overview" in page.inner_text("h1")
-    assert page.inner_text("#kpi-customers").replace(",", "").split()[-1].isdigit()
-    for chart in ("rfm_segment", "value_tier", "value_potential", "heatmap", "clv_histogram"):
-        page.wait_for_selector(f"#chart-{chart} .main-svg", timeout=10_000)
-    assert set(hosts) == {"127.0.0.1"}  # no CDN: everything is served by the app
-
-
-def test_language_follows_the_browser_and_can_be_switched(
-    browser: Browser, server: dict[str, Any]
+@pytest.mark.parametrize("lang", ["es", "en"])
+def test_every_page_renders_in_both_languages_without_raw_values(
+    tab: Any, server: dict[str, Any], lang: str
 ) -> None:
-    page, _ = _page(browser, server, lang="es")
-    _sign_in(page, server)
+    t = tab(lang)
+    page = t.sign_in(server)
+    for name, path, selector in PAGES:
+        resp = page.goto(server["url"] + path)
+        assert resp is not None and resp.status == 200, path
+        page.wait_for_selector(selector, timeout=15_000)
+        if page.locator("[data-chart]").count():
+            page.wait_for_selector("[data-chart][data-drawn]", timeout=15_000)
+        text = page.inner_text("body")
+        assert not RAW.findall(text), (path, RAW.findall(text))
+        assert page.locator("[aria-current=page]").first.inner_text() != ""
+        t.shot(f"{lang}-{name}")
+    assert set(t.hosts) == {"127.0.0.1"}  # no CDN: everything is served by the app
+    assert not _errors(t), _errors(t)  # no script error, no CSP violation
+
+
+def test_spanish_pages_use_spanish_words_and_numbers(tab: Any, server: dict[str, Any]) -> None:
+    t = tab("es")
+    page = t.sign_in(server)
     assert "Resumen" in page.inner_text("h1")
+    kpi = page.inner_text("#kpi-customers .kpi-value")
+    assert re.fullmatch(r"\d{1,3}(\.\d{3})*", kpi), kpi
+    page.wait_for_selector("#chart-rfm_segment[data-drawn]")
+    ticks = page.locator("#chart-rfm_segment .xtick text").all_inner_texts()
+    assert "Campeones" in ticks or "Leales" in ticks, ticks
+    for english in ("Champions", "Loyal", "high", "medium", "Stars", "Customers", "Revenue"):
+        assert english not in page.inner_text("main"), english
+    page.goto(server["url"] + "/dashboard/migration")
+    assert "high" not in page.inner_text("main")
+
+
+@pytest.mark.parametrize("width", [390, 1024, 1400, 1920])
+def test_overview_charts_fit_their_cards_on_first_load(
+    tab: Any, server: dict[str, Any], width: int
+) -> None:
+    t = tab("en", width)
+    page = t.sign_in(server)
+    page.wait_for_selector("#chart-rfm_segment[data-drawn]")
+    for chart in page.locator("[data-chart]").all():
+        chart.scroll_into_view_if_needed()
+        box = chart.bounding_box()
+        svg = chart.locator(".main-svg").first.bounding_box()
+        assert box and svg
+        assert svg["width"] <= box["width"] + 1 and svg["x"] >= box["x"] - 1
+        assert svg["width"] >= box["width"] - 2  # drawn at the card's width, not a default
+    # All eleven RFM segments, a title, a legend and the revenue axis.
+    rfm = page.locator("#chart-rfm_segment")
+    assert rfm.locator(".xtick").count() == len(
+        server["wh"].table("customer_classes").rfm_segment.name("s").to_pyarrow().unique()
+    ) or rfm.locator(".xtick").count() >= 9
+    assert rfm.locator(".gtitle").inner_text() == "RFM segments"
+    assert rfm.locator(".legend .traces").count() == 2
+    assert "Revenue share" in rfm.locator(".y2title").inner_text()
+    if width == 390:
+        assert page.evaluate("document.documentElement.scrollWidth") <= 392
+        t.shot("en-overview-390px")
+
+
+def test_clicking_an_rfm_bar_opens_those_customers_in_the_explorer(
+    tab: Any, server: dict[str, Any]
+) -> None:
+    t = tab("en")
+    page = t.sign_in(server)
+    page.wait_for_selector("#chart-rfm_segment[data-drawn]")
+    page.locator("#chart-rfm_segment .bars path").first.click(force=True)
+    page.wait_for_url("**/dashboard/explorer?rule=*")
+    assert "rfm_segment ==" in page.inner_text("#selection h2")
+    assert int(page.inner_text("#selection-size").replace(",", "")) > 0
+
+
+def test_language_switch_keeps_the_page_and_its_query(tab: Any, server: dict[str, Any]) -> None:
+    t = tab("es")
+    page = t.sign_in(server)
+    page.goto(server["url"] + "/dashboard/micro?dimensions=value_tier,region")
     page.click("#lang")
     page.wait_for_load_state()
-    assert "Overview" in page.inner_text("h1")
+    assert "dimensions=value_tier%2Cregion" in page.url and "lang=en" in page.url
+    assert page.inner_text("h1") == "Micro-segments"
     page.goto(server["url"] + "/dashboard/customer")  # the choice is remembered
-    assert "Customer lookup" in page.inner_text("h1")
+    assert page.inner_text("h1") == "Customers"
 
 
-def test_segment_builder_shows_live_size_and_errors(
-    browser: Browser, server: dict[str, Any]
-) -> None:
-    page, _ = _page(browser, server)
-    _sign_in(page, server)
+def test_builder_shows_size_revenue_and_reach_live(tab: Any, server: dict[str, Any]) -> None:
+    t = tab("en")
+    page = t.sign_in(server)
     page.goto(server["url"] + "/dashboard/segments")
     page.fill("#rule", "value_tier == 'high'")
-    page.wait_for_function("document.getElementById('result').textContent.startsWith('Size')")
-    assert "%" in page.inner_text("#result")
-    page.fill("#rule", "frequency >= 'x'")
-    page.wait_for_selector("#result.error")
-    assert "position" in page.inner_text("#result")
+    page.wait_for_selector("#summary")
+    assert page.inner_text("#size").startswith("Size")
+    assert "of revenue" in page.inner_text("#revenue")
+    assert page.locator("#reach tr").count() > 1
 
 
-def test_customer_lookup_page(browser: Browser, server: dict[str, Any]) -> None:
-    page, _ = _page(browser, server)
-    _sign_in(page, server)
-    cid = server["wh"].table("customer_features").customer_id.min().to_pyarrow().as_py()
-    page.goto(server["url"] + "/dashboard/customer")
-    page.fill("#customer-id", cid)
-    page.click("#search")
-    page.wait_for_selector("#customer")
-    text = page.inner_text("#customer")
-    assert "rfm_segment" in text and "best_hour_band" in text
-    page.fill("#customer-id", "nobody")
-    page.click("#search")
-    page.wait_for_selector("#not-found")
-
-
-def test_report_opens_offline_in_both_languages(
-    browser: Browser, server: dict[str, Any], tmp_path: Any
+def test_builder_error_keeps_the_hint_and_the_caret_under_the_fault(
+    tab: Any, server: dict[str, Any]
 ) -> None:
-    for lang, word in (("es", "Resumen"), ("en", "Overview")):
-        f = tmp_path / f"report-{lang}.html"
-        f.write_text(build_report(server["wh"], lang), encoding="utf-8")
-        page, hosts = _page(browser, server)
-        page.goto(f.as_uri())
-        assert word in page.inner_text("h2")
-        assert page.locator("svg").count() >= 3
-        assert all(h == "" for h in hosts)  # file:// only, nothing fetched
+    t = tab("es")
+    page = t.sign_in(server)
+    page.goto(server["url"] + "/dashboard/segments")
+    page.fill("#rule", "frequncy >= 2")
+    page.wait_for_selector("#result.error #caret")
+    assert "La regla tiene un error en la posición 1" in page.inner_text("#result")
+    lines = page.inner_text("#caret").split("\n")
+    assert lines[0] == "frequncy >= 2" and lines[1] == "^"
+    assert "frequency" in page.inner_text("#result")  # the server's "did you mean"
+    page.fill("#rule", "frequency >= 2 and  monetary > 'x'")
+    page.wait_for_selector("#result.error #caret")
+    rule, caret = page.inner_text("#caret").split("\n")[:2]
+    assert rule[len(caret) - 1] in "m'x"  # the caret stays under the character at fault
+    assert page.evaluate(
+        "getComputedStyle(document.getElementById('caret')).fontFamily"
+    ).lower().count("mono")
 
 
-@pytest.mark.parametrize(
-    ("path", "selector"),
-    [
-        ("/dashboard/explorer?segment=vip", "#profile"),
-        ("/dashboard/micro?dimensions=value_tier,region", "#micro"),
-        ("/dashboard/geography", "#chart-geo .main-svg"),
-        ("/dashboard/migration", "h1"),
-        ("/dashboard/campaigns", "h1"),
-        ("/dashboard/data", "#runs"),
-    ],
-)
-def test_every_page_renders(
-    browser: Browser, server: dict[str, Any], path: str, selector: str
+def test_builder_warns_on_a_value_no_customer_has(tab: Any, server: dict[str, Any]) -> None:
+    t = tab("es")
+    page = t.sign_in(server)
+    page.goto(server["url"] + "/dashboard/segments")
+    page.fill("#rule", "value_tier == 'hihg'")
+    page.wait_for_selector(".unknown-value")
+    assert "'high'" in page.inner_text(".unknown-value")
+    page.click(".unknown-value button")
+    page.wait_for_function("document.getElementById('rule').value.includes(\"'high'\")")
+    page.select_option("#suggest-column", "lifecycle_stage")
+    page.wait_for_selector("#suggestions button")
+    assert page.locator("#suggestions button").count() >= 2
+
+
+def test_saving_a_segment_computes_its_members_at_once(
+    tab: Any, server: dict[str, Any], tmp_path: Path
 ) -> None:
-    page, hosts = _page(browser, server, lang="es")
-    _sign_in(page, server)
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    resp = page.goto(server["url"] + path)
-    assert resp is not None and resp.status == 200
-    page.wait_for_selector(selector, timeout=10_000)
-    assert not errors and set(hosts) == {"127.0.0.1"}
-
-
-def test_build_and_save_a_segment_then_export_its_audience(
-    browser: Browser, server: dict[str, Any], tmp_path: Path
-) -> None:
-    page, _ = _page(browser, server)
-    _sign_in(page, server, key="admin")
+    t = tab("en")
+    page = t.sign_in(server, key="admin")
     page.goto(server["url"] + "/dashboard/segments")
     page.fill("#rule", "monetary > 500 and frequency >= 2")
-    page.wait_for_function("document.getElementById('result').textContent.startsWith('Size')")
-    size = int(page.inner_text("#result").split(":")[1].split("/")[0].replace(",", ""))
+    page.wait_for_selector("#summary")
+    size = int(page.inner_text("#size b").replace(",", ""))
     page.fill("#name", "browser_made")
     page.click("#save")
-    page.wait_for_function(
-        "document.getElementById('saved-msg').textContent.includes('browser_made')"
-    )
-    # Compute it, then export its members from the explorer.
-    import httpx
-
-    job = httpx.post(
-        server["url"] + "/v1/jobs/pipeline", headers={"X-API-Key": server["keys"]["admin"]}
-    ).json()
-    for _ in range(600):
-        if (
-            httpx.get(
-                server["url"] + f"/v1/jobs/{job['job_id']}",
-                headers={"X-API-Key": server["keys"]["admin"]},
-            ).json()["status"]
-            != "running"
-        ):
-            break
-        page.wait_for_timeout(100)
-    page.goto(server["url"] + "/dashboard/explorer?segment=browser_made")
+    page.wait_for_selector("#saved-msg a")
+    page.click("#saved-msg a")
+    page.wait_for_selector("#profile")
+    assert int(page.inner_text("#segment-size").replace(",", "")) == size
     with page.expect_download() as dl:
         page.click("#export")
     path = tmp_path / "audience.csv"
     dl.value.save_as(path)
     lines = path.read_text(encoding="utf-8").splitlines()
-    assert lines[0] == "customer_id" and len(lines) - 1 == size
+    assert lines[0].startswith("customer_id") and len(lines) - 1 == size
 
 
-def test_open_the_sankey(browser: Browser, server: dict[str, Any]) -> None:
-    page, _ = _page(browser, server)
-    _sign_in(page, server)
-    page.goto(server["url"] + "/dashboard/migration?by=value_tier")
-    page.wait_for_selector("#chart-sankey .main-svg", timeout=10_000)
-    assert page.locator("#chart-sankey .sankey-node").count() >= 3
-    assert page.locator("#forecast").count() == 1
+def test_micro_segment_typo_is_a_friendly_message(tab: Any, server: dict[str, Any]) -> None:
+    t = tab("es")
+    page = t.sign_in(server)
+    resp = page.goto(server["url"] + "/dashboard/micro?dimensions=value_tier,regoin")
+    assert resp is not None and resp.headers["content-type"].startswith("text/html")
+    assert "Una de esas dimensiones no existe" in page.inner_text("#error")
+    assert "{" not in page.inner_text("#error")
 
 
-def test_campaign_audience_and_schedule_page(browser: Browser, server: dict[str, Any]) -> None:
-    import httpx
+def test_micro_segments_are_a_collapsible_tree(tab: Any, server: dict[str, Any]) -> None:
+    t = tab("en")
+    page = t.sign_in(server)
+    page.goto(server["url"] + "/dashboard/micro")
+    tree = page.locator("#micro")
+    closed = tree.bounding_box()
+    assert closed and closed["height"] < 1200
+    first = tree.locator("details details > summary").first
+    first.click()
+    assert tree.locator("details details[open]").count() >= 1
 
-    c = httpx.post(
-        server["url"] + "/v1/campaigns",
-        json={"name": "Dashboard winback", "tactic": "winback", "channel": "email"},
-        headers={"X-API-Key": server["keys"]["admin"]},
-    ).json()
-    page, _ = _page(browser, server)
-    _sign_in(page, server)
-    page.goto(server["url"] + f"/dashboard/campaigns?c={c['campaign_id']}")
-    page.wait_for_selector("#plan")
-    text = page.inner_text("#outcomes")
-    assert "scheduled" in text and "control" in text
-    assert page.locator("#examples tr").count() > 1
+
+def test_customer_search_by_email_opens_the_profile(tab: Any, server: dict[str, Any]) -> None:
+    wh = server["wh"]
+    row = (
+        wh.table("customers")
+        .filter(lambda c: c.email.notnull())
+        .order_by("customer_id")
+        .limit(1)
+        .to_pyarrow()
+        .to_pylist()[0]
+    )
+    t = tab("es")
+    page = t.sign_in(server)
+    page.goto(server["url"] + "/dashboard/customer")
+    page.fill("#customer-id", "  " + row["email"].upper() + " ")
+    page.click("#search")
+    page.wait_for_selector("#customer")
+    assert row["customer_id"] in page.inner_text("#profile-title")
+    assert page.locator("#timeline li").count() >= 1
+    assert page.locator("[data-field=rfm_segment]").inner_text() not in ("", "—")
+    page.fill("#customer-id", "nobody-at-all")
+    page.click("#search")
+    page.wait_for_selector("#not-found")
+
+
+def test_pages_need_a_session_and_logout_ends_it(tab: Any, server: dict[str, Any]) -> None:
+    t = tab("en")
+    page = t.sign_in(server)
+    cookies = {c["name"]: c for c in t.ctx.cookies()}
+    assert cookies["segmentum_session"]["httpOnly"]
+    assert server["keys"]["read"] not in str(cookies)  # the key never sits in a cookie
+    page.click("#logout")
+    page.wait_for_url("**/login")
+    page.goto(server["url"] + "/dashboard/data")
+    assert "/login" in page.url
+    # The old session id no longer opens anything.
+    r = httpx.get(
+        server["url"] + "/dashboard",
+        cookies={"segmentum_session": cookies["segmentum_session"]["value"]},
+    )
+    assert r.status_code == 303 and "/login" in r.headers["location"]
+
+
+def test_state_changes_without_the_csrf_token_are_refused(
+    tab: Any, server: dict[str, Any]
+) -> None:
+    t = tab("en")
+    t.sign_in(server, key="admin")
+    sid = {c["name"]: c["value"] for c in t.ctx.cookies()}["segmentum_session"]
+    jar = {"segmentum_session": sid}
+    base = server["url"]
+    r = httpx.post(base + "/dashboard/api/segments", json={"name": "x", "rule": "frequency > 1"}, cookies=jar)
+    assert r.status_code == 403
+    r = httpx.post(base + "/dashboard/campaigns", data={"name": "x", "tactic": "winback", "channel": "email"}, cookies=jar)
+    assert r.status_code == 403
+    r = httpx.post(base + "/v1/segments", json={"name": "x", "rule": "frequency > 1"}, cookies=jar)
+    assert r.status_code == 403  # the API refuses a cookie without the token too
+    r = httpx.post(base + "/login", data={"key": server["keys"]["admin"]})
+    assert "error" in r.headers.get("location", "")  # the sign-in form has its own token
+
+
+def test_pages_carry_a_nonce_csp_and_cannot_be_framed(server: dict[str, Any]) -> None:
+    a = httpx.get(server["url"] + "/login")
+    b = httpx.get(server["url"] + "/login")
+    csp = a.headers["content-security-policy"]
+    assert "frame-ancestors 'none'" in csp and "script-src 'nonce-" in csp
+    assert "unsafe-inline" not in csp.split("script-src")[1].split(";")[0]
+    assert csp != b.headers["content-security-policy"]  # a new nonce per response
+    assert a.headers["x-frame-options"] == "DENY"
+
+
+@pytest.mark.parametrize("lang", ["es", "en"])
+def test_no_serious_accessibility_issue_on_any_page(
+    tab: Any, server: dict[str, Any], lang: str
+) -> None:
+    t = tab(lang)
+    page = t.sign_in(server)
+    found: list[str] = []
+    for _name, path, selector in PAGES:
+        page.goto(server["url"] + path)
+        page.wait_for_selector(selector, timeout=15_000)
+        page.add_script_tag(path=str(AXE))  # a test-only script: Playwright bypasses the CSP
+        res = page.evaluate(
+            "async () => (await axe.run(document, {resultTypes: ['violations']})).violations"
+            ".filter(v => ['serious', 'critical'].includes(v.impact))"
+            ".map(v => v.id + ': ' + v.nodes.slice(0, 3).map(n => n.target.join(' ')).join(', '))"
+        )
+        found += [f"{path}: {v}" for v in res]
+    assert not found, found
+
+
+def test_keyboard_reaches_the_navigation_and_shows_the_current_page(
+    tab: Any, server: dict[str, Any]
+) -> None:
+    t = tab("en")
+    page = t.sign_in(server)
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.className") == "skip-link"
+    for _ in range(12):
+        page.keyboard.press("Tab")
+        if page.evaluate("document.activeElement.id") == "nav-micro":
+            break
+    page.keyboard.press("Enter")
+    page.wait_for_url("**/dashboard/micro")
+    assert page.locator("#nav-micro").get_attribute("aria-current") == "page"
+
+
+def test_report_opens_offline_in_both_languages(
+    tab: Any, server: dict[str, Any], tmp_path: Any
+) -> None:
+    for lang, word in (("es", "Resumen"), ("en", "Overview")):
+        f = tmp_path / f"report-{lang}.html"
+        f.write_text(build_report(server["wh"], lang), encoding="utf-8")
+        t = tab(lang)
+        t.page.goto(f.as_uri())
+        assert word in t.page.inner_text("h2")
+        assert t.page.locator("svg").count() >= 3
+        assert all(h == "" for h in t.hosts)  # file:// only, nothing fetched
+

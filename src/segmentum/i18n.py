@@ -14,6 +14,7 @@ import datetime as _dt
 import functools
 import io
 import math
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -273,6 +274,76 @@ def date(value: Any, lang: str, fmt: str = "medium") -> str:
     if isinstance(value, _dt.date):
         return format_date(value, fmt, locale=babel_locale(lang))
     return str(value)
+
+
+# The rule checker's messages (segments.rules), matched by pattern so a Spanish page shows
+# them in Spanish; the quoted names and values inside stay as typed.
+_Q = r"('(?:[^'\\]|\\.)*'|\"[^\"]*\")"
+MESSAGES: tuple[tuple[str, tuple[str, str]], ...] = (
+    (rf"unknown column or segment {_Q}", N_("rule", "unknown column or segment %(1)s")),
+    (r"did you mean (.+)\?", N_("rule", "did you mean %(1)s?")),
+    (r"see the list of columns \(segmentum docs\)", N_("rule", "see the list of columns")),
+    (rf"unexpected character {_Q}", N_("rule", "unexpected character %(1)s")),
+    (r"this text is never closed", N_("rule", "this text is never closed")),
+    (r"the rule is empty", N_("rule", "the rule is empty")),
+    (r"this number is too large", N_("rule", "this number is too large")),
+    (rf"unknown function {_Q}", N_("rule", "unknown function %(1)s")),
+    (r"'(.+?)' needs a (\w+), got a (\w+)", N_("rule", "'%(1)s' needs a %(2)s, got a %(3)s")),
+    (r"'(.+?)' needs numbers, got a (\w+)", N_("rule", "'%(1)s' needs numbers, got a %(2)s")),
+    (
+        r"cannot compare a (\w+) with a (\w+) using '(.+?)'",
+        N_("rule", "cannot compare a %(1)s with a %(2)s using '%(3)s'"),
+    ),
+    (
+        rf"no customer has (\w+) = {_Q}, so this selects nobody",
+        N_("rule", "no customer has %(1)s = %(2)s, so this selects nobody"),
+    ),
+    (
+        rf"no customer has (\w+) = {_Q}, so this is true for everyone",
+        N_("rule", "no customer has %(1)s = %(2)s, so this is true for everyone"),
+    ),
+    (
+        rf"values are case-sensitive: did you mean {_Q}\?",
+        N_("rule", "values are case-sensitive: did you mean %(1)s?"),
+    ),
+    (
+        rf"{_Q} is the Spanish name of {_Q}: write (.+)",
+        N_("rule", "%(1)s is the Spanish name of %(2)s: write %(3)s"),
+    ),
+    (r"its values are (.+)", N_("rule", "its values are %(1)s")),
+    (r"expected (.+), found (.+)", N_("rule", "expected %(1)s, found %(2)s")),
+    (
+        r"null is not a value: test for it with 'is null' or 'is not null'",
+        N_("rule", "null is not a value: test for it with 'is null' or 'is not null'"),
+    ),
+    (r"the rule nests too deeply", N_("rule", "the rule nests too deeply")),
+    (r"(\w+)\(\) is not available here", N_("rule", "%(1)s() is not available here")),
+)
+_WORDS = {
+    N_("rule", "number"),
+    N_("rule", "text"),
+    N_("rule", "date"),
+    N_("rule", "boolean"),
+    N_("rule", "true/false value"),
+    N_("rule", "end of rule"),
+}
+
+
+def translate_message(lang: str, text: str | None) -> str:
+    """A library message in ``lang`` when its pattern is known (else unchanged)."""
+    if not text:
+        return ""
+    t = translations(lang)
+    kinds = {m for _, m in _WORDS}
+    for pattern, (ctx, msgid) in MESSAGES:
+        m = re.fullmatch(pattern, text.strip())
+        if m:
+            parts = {
+                str(i + 1): t.upgettext("rule", g) if g in kinds else g
+                for i, g in enumerate(m.groups())
+            }
+            return t.upgettext(ctx, msgid) % parts
+    return text
 
 
 # ---------------------------------------------------------------------- catalog upkeep

@@ -484,7 +484,10 @@ def csv_response(text: str, filename: str) -> PlainTextResponse:
 
 def user_error(page: Page, exc: SegmentumError) -> dict[str, str]:
     """A library error as a page shows it: a translated heading, the message and the hint."""
-    return {"message": exc.message, "hint": exc.hint or ""}
+    return {
+        "message": i18n.translate_message(page.lang, exc.message),
+        "hint": i18n.translate_message(page.lang, exc.hint),
+    }
 
 
 def as_json(value: Any) -> Any:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as _dt
 import itertools
 import json
+import re
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
@@ -281,12 +282,22 @@ def mount(
             p = wh_lock(lambda: Segments(svc.wh, svc.settings).preview(rule))
         except RuleError as exc:
             return problem_json(
-                422, exc.reason, exc.hint, position=exc.pos, text=exc.text, kind="rule"
+                422,
+                i18n.translate_message(lang, exc.reason),
+                i18n.translate_message(lang, exc.hint),
+                position=exc.pos,
+                text=exc.text,
+                kind="rule",
             )
         except SegmentumError as exc:
-            return problem_json(422, exc.message, exc.hint)
+            return problem_json(
+                422,
+                i18n.translate_message(lang, exc.message),
+                i18n.translate_message(lang, exc.hint),
+            )
         d = p.to_dict()
         out = {
+            "rule": rule,
             "size": d["size"],
             "customers": d["customers"],
             "share": d["share"],
@@ -297,7 +308,7 @@ def mount(
             "revenue_text": i18n.money(d["revenue"], lang, currency_of(svc)),
             "revenue_share_text": i18n.percent(d["revenue_share"], lang),
             "reach": _reach_rows(lang, d.get("reach")),
-            "warnings": _value_warnings(svc, rule),
+            "warnings": _warnings(lang, rule, p.warnings),
         }
         return JSONResponse(out)
 
@@ -915,30 +926,28 @@ def _distinct(svc: Any, column: str) -> list[str]:
     view, _ = customer_view(svc.wh)
     if column not in view.columns:
         return []
-    col = view[column].cast("string")
-    g = view.filter(col.notnull()).group_by(v=col).aggregate(n=view.count())
+    f = view.filter(view[column].notnull())
+    g = f.group_by(v=f[column].cast("string")).aggregate(n=f.count())
     return [r["v"] for r in g.order_by(ibis.desc("n")).limit(60).to_pyarrow().to_pylist()]
 
 
-def _value_warnings(svc: Any, rule: str) -> list[dict[str, str]]:
-    """``column == 'value'`` comparisons whose value exists nowhere in that column."""
-    import re
-
+def _warnings(lang: str, rule: str, warnings: list[Any]) -> list[dict[str, Any]]:
+    """The rule checker's warnings (a value no customer has), with the value as typed and the
+    stored value it suggests, so the page can offer a one-click fix."""
     out = []
-    for col, val in re.findall(r"\b([a-z_]+)\s*(?:==|=|!=|<>)\s*'((?:[^']|'')*)'", rule):
-        if col not in CATEGORICAL:
-            continue
-        known = svc.locked(lambda c=col: _distinct(svc, c))
-        value = val.replace("''", "'")
-        if known and value not in known:
-            import difflib
-
-            close = difflib.get_close_matches(value, known, n=1, cutoff=0.5)
-            # A Spanish label typed for an English stored value: suggest the stored one.
-            for v in known:
-                if i18n.label("es", col, v).lower() == value.lower():
-                    close = [v]
-            out.append({"column": col, "value": value, "suggestion": close[0] if close else ""})
+    for w in warnings:
+        typed = re.match(r"'((?:[^']|'')*)'|\"([^\"]*)\"", rule[w.position :])
+        hint = w.hint or ""
+        found = re.search(r"did you mean '((?:[^']|\\')*)'\?|write \w+ == '((?:[^']|\\')*)'", hint)
+        out.append(
+            {
+                "message": i18n.translate_message(lang, w.message),
+                "position": w.position,
+                "hint": i18n.translate_message(lang, hint),
+                "value": (typed.group(1) or typed.group(2) or "") if typed else "",
+                "suggestion": (found.group(1) or found.group(2) or "") if found else "",
+            }
+        )
     return out
 
 

@@ -86,16 +86,18 @@
       s.append(a, b);
       out.appendChild(s);
       (j.warnings || []).forEach(function (w) {
-        const p = el("p", {"class": "notice warn unknown-value"});
-        p.append(T.unknown_value + ": " + w.column + " = '" + w.value + "'");
-        if (w.suggestion) {
-          p.append(" — " + T.did_you_mean + " ");
-          const fix = el("button", {type: "button", "class": "secondary small"}, "'" + w.suggestion + "'");
+        const p = el("div", {"class": "notice warn unknown-value"});
+        p.appendChild(el("strong", {}, T.warning_at + " " + (w.position + 1) + ": " + T.unknown_value));
+        p.appendChild(el("pre", {"class": "caret"}, j.rule + "\n" + " ".repeat(w.position) + "^"));
+        p.appendChild(el("p", {}, w.message + (w.hint ? " (" + w.hint + ")" : "")));
+        if (w.suggestion && w.value) {
+          const fix = el("button", {type: "button", "class": "secondary small"},
+            T.replace_with + " '" + w.suggestion + "'");
           fix.addEventListener("click", function () {
             rule.value = rule.value.split("'" + w.value + "'").join("'" + w.suggestion + "'");
             rule.dispatchEvent(new Event("input"));
           });
-          p.append(fix, "?");
+          p.appendChild(fix);
         }
         out.appendChild(p);
       });
