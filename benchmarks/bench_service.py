@@ -1,20 +1,25 @@
-"""Service benchmark: customer lookup latency at 200 requests/s with 1M customers, page loads.
+"""Service benchmark: customer lookup latency at 200 requests/s with 1M customers, page loads,
+and both again while a pipeline job runs in its own process.
 
-    python benchmarks/bench_service.py
+    python benchmarks/bench_service.py              # bench-data/segments.duckdb, 1M customers
+    python benchmarks/bench_service.py --customers 100000   # a smaller demo warehouse
 
-Uses bench-data/segments.duckdb (prepared by bench_segments.py). Starts ``segmentum serve`` in
-its own process on 127.0.0.1 and drives it with an open-loop HTTP client (a request every 5 ms
-whatever the answers, so slow answers cannot hide queueing) for 30 s. The practical limit is
-the same point query on DuckDB in-process, without HTTP. Target: p99 under 20 ms.
+Starts ``segmentum serve`` in its own process on 127.0.0.1 and drives it with an open-loop HTTP
+client (a request every 5 ms whatever the answers, so slow answers cannot hide queueing) for
+30 s. The practical limit is the same point query on DuckDB in-process, without HTTP. Then it
+starts a pipeline job (``POST /v1/jobs/pipeline``) and repeats the load and the page loads while
+the job runs. Targets: p99 under 20 ms idle, under 50 ms during a job; pages under 1 s.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import random
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import duckdb
 import httpx
@@ -25,10 +30,33 @@ DB = DATA / "segments.duckdb"
 RATE, SECONDS, PORT = 200, 30, 8765
 
 
+def prepare_demo(customers: int) -> Path:
+    """A demo warehouse of ``customers`` customers run through the pipeline (built once)."""
+    from common import ensure_demo
+
+    db = DATA / f"service-{customers}.duckdb"
+    if db.exists():
+        return db
+    import segmentum
+    from segmentum import pipeline
+    from segmentum.config import load_settings
+    from segmentum.ingest import ingest
+
+    files = ensure_demo(customers)
+    settings = load_settings(env={}).with_overrides(discover_segments=False)
+    wh = segmentum.connect(f"duckdb:///{db}")
+    for name in ("customers", "transactions", "events", "campaign_results"):
+        ingest(name, files[name], warehouse=wh, settings=settings)
+    pipeline.run(wh, settings=settings)
+    wh.close()
+    return db
+
+
 def prepare() -> tuple[str, list[str]]:
     import segmentum
-    from segmentum.precompute import build_lookup, build_overview
+    from segmentum.precompute import build_lookup, build_overview, publish_read_models
     from segmentum.service.auth import create_key
+    from segmentum.service.state import StateStore
 
     wh = segmentum.connect(f"duckdb:///{DB}", memory_limit="4GB")
     from segmentum.history.snapshots import backfill, snapshot_dates
@@ -39,8 +67,9 @@ def prepare() -> tuple[str, list[str]]:
     if not wh.has("customer_lookup"):
         build_lookup(wh)
     build_overview(wh)  # what the pipeline leaves for the dashboard
-    print(f"  built the lookup table and the dashboard cache in {time.perf_counter() - t0:.1f} s")
-    key = create_key(wh, "bench", ["read"])
+    publish_read_models(wh)
+    print(f"  built and published the read models in {time.perf_counter() - t0:.1f} s")
+    key = create_key(StateStore.for_warehouse(wh.url), "bench", ["admin"])
     ids = wh.table("customer_lookup").customer_id.to_pyarrow().to_pylist()
     wh.close()
     random.seed(0)
@@ -53,7 +82,7 @@ def pct(xs: list[float], q: float) -> float:
 
 
 def limit(ids: list[str]) -> list[float]:
-    con = duckdb.connect(str(DB), read_only=True)
+    con = duckdb.connect(str(DB.with_name(DB.stem + ".serving.duckdb")), read_only=True)
     lat = []
     for cid in ids[:3000]:
         t0 = time.perf_counter()
@@ -91,36 +120,64 @@ async def load(key: str, ids: list[str]) -> tuple[list[float], int]:
     return lat, errors
 
 
-def pages(key: str) -> dict[str, float]:
+def pages(key: str, repeat: int = 5) -> dict[str, float]:
     out = {}
-    with httpx.Client(base_url=f"http://127.0.0.1:{PORT}", timeout=30) as c:
-        c.cookies.set("segmentum_key", key)
+    with httpx.Client(base_url=f"http://127.0.0.1:{PORT}", timeout=60) as c:
+        # Sign in as a browser does: the form's CSRF token, then the session cookie.
+        c.get("/login")
+        c.post("/login", data={"key": key, "csrf": c.cookies.get("segmentum_login_csrf", "")})
         for path in (
             "/dashboard",
             "/dashboard/geography",
             "/dashboard/micro",
-            "/dashboard/explorer?segment=vip",
             "/dashboard/migration",
             "/v1/overview",
             "/static/plotly.min.js",
         ):
             times = []
-            for _ in range(5):
+            for _ in range(repeat):
                 t0 = time.perf_counter()
                 r = c.get(path, headers={"X-API-Key": key})
-                r.raise_for_status()
                 times.append((time.perf_counter() - t0) * 1000)
-            out[path] = sorted(times)[2]
+                if r.status_code != 200:
+                    times[-1] = float("inf")  # an error page is no page
+            out[path] = sorted(times)[len(times) // 2]
     return out
 
 
+def during_job(key: str, ids: list[str]) -> tuple[list[float], int, dict[str, float], float]:
+    """Start a pipeline job, then the same load and page loads while it runs."""
+    head = {"X-API-Key": key}
+    base = f"http://127.0.0.1:{PORT}"
+    t0 = time.perf_counter()
+    job = httpx.post(f"{base}/v1/jobs/pipeline", headers=head, timeout=60).json()
+    time.sleep(3)  # past the child's start-up, into the run
+    lat, errors = asyncio.run(load(key, ids))
+    page = pages(key, repeat=3)
+    running = httpx.get(f"{base}/v1/jobs/{job['job_id']}", headers=head, timeout=60).json()
+    still = running["status"] == "running"
+    while running["status"] == "running":
+        time.sleep(1)
+        running = httpx.get(f"{base}/v1/jobs/{job['job_id']}", headers=head, timeout=60).json()
+    took = time.perf_counter() - t0
+    print(f"  pipeline job {running['status']} in {took:.0f} s (running through the load: {still})")
+    return lat, errors, page, took
+
+
 def main() -> None:
-    if not DB.exists():
+    global DB
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--customers", type=int, default=0, help="a demo warehouse of this size")
+    args = parser.parse_args()
+    if args.customers:
+        DB = prepare_demo(args.customers)
+    elif not DB.exists():
         import bench_segments
 
         bench_segments.prepare()
+    n = args.customers or 1_000_000
     key, ids = prepare()
-    print("service: customer lookup at 200 requests/s, 1M customers")
+    print(f"service: customer lookup at {RATE} requests/s, {n:,} customers")
     lim = limit(ids)
     server = subprocess.Popen(
         [
@@ -136,6 +193,7 @@ def main() -> None:
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
+        env={**__import__("os").environ, "SEGMENTUM_DISCOVER_SEGMENTS": "false"},
     )
     try:
         for _ in range(300):
@@ -147,12 +205,18 @@ def main() -> None:
         asyncio.run(load(key, ids[:2000]))  # warm-up pass at the same rate is too long: brief
         lat, errors = asyncio.run(load(key, ids))
         page = pages(key)
+        job_lat, job_errors, job_page, job_seconds = during_job(key, ids)
     finally:
         server.terminate()
         server.wait(10)
     rows = [
         ("practical limit: the same point query in-process (DuckDB)", lim, 0),
         (f"segmentum API over HTTP, open loop at {RATE}/s for {SECONDS} s", lat, errors),
+        (
+            f"the same while a pipeline job runs (its own process, {job_seconds:.0f} s)",
+            job_lat,
+            job_errors,
+        ),
     ]
     lines = [
         "| contender | requests | p50 (ms) | p95 (ms) | p99 (ms) | errors |",
@@ -163,13 +227,21 @@ def main() -> None:
         lines.append(
             f"| {name} | {len(xs):,} | {pct(xs, 0.5):.2f} | {pct(xs, 0.95):.2f} | {pct(xs, 0.99):.2f} | {err} |"
         )
+
+    def fmt(p: dict[str, float]) -> str:
+        return ", ".join(f"`{k}` {v:.0f} ms" for k, v in p.items())
+
     body = (
-        f"Customer lookup (`GET /v1/customers/{{id}}`) with 1,000,000 customers in the warehouse, "
-        f"client and server on the same 2-core machine ({machine()}). Target: p99 under 20 ms "
-        f"at 200 requests/s.\n\n" + "\n".join(lines) + "\n\nDashboard page loads (median of 5, "
-        "aggregates precomputed by the pipeline; target under 1 s): "
-        + ", ".join(f"`{k}` {v:.0f} ms" for k, v in page.items())
-        + "."
+        f"Customer lookup (`GET /v1/customers/{{id}}`) with {n:,} customers in the warehouse, "
+        f"client and server on the same machine ({machine()}). The server reads the published "
+        f"serving store; the pipeline job runs in its own process and holds the warehouse "
+        f"throughout. Targets: p99 under 20 ms at {RATE} requests/s, under 50 ms while a job "
+        f"runs; pages under 1 s.\n\n" + "\n".join(lines) + "\n\nDashboard page loads "
+        "(median, aggregates precomputed by the pipeline and read from the serving store): "
+        + fmt(page)
+        + ".\n\nThe same pages while the pipeline job runs: "
+        + fmt(job_page)
+        + " (`inf`: the page answered with an error)."
     )
     update_doc("service", "## Service\n\n" + body)
 

@@ -517,8 +517,30 @@ def busy_error(exc: BaseException, url: str | None = None) -> WarehouseBusyError
     )
 
 
+# How long opening a DuckDB file waits while another process (segmentum serve answering a
+# request, another command) has it open, before saying it is busy.
+LOCK_WAIT_SECONDS = 10.0
+
+
+def _open_duckdb(path: str, wait: float) -> Any:
+    import time
+
+    end = time.monotonic() + wait
+    while True:
+        try:
+            return ibis.duckdb.connect(path)
+        except Exception as exc:
+            if busy_error(exc) is None or time.monotonic() >= end:
+                raise
+            time.sleep(0.05)
+
+
 def connect(
-    url: str | None = None, *, spark_session: Any = None, memory_limit: str | None = None
+    url: str | None = None,
+    *,
+    spark_session: Any = None,
+    memory_limit: str | None = None,
+    lock_wait: float = LOCK_WAIT_SECONDS,
 ) -> Warehouse:
     """Open the warehouse at ``url``.
 
@@ -532,6 +554,9 @@ def connect(
         An existing SparkSession to use (a cluster's), instead of starting a local one.
     memory_limit
         DuckDB only: the most memory the engine may use before spilling to disk ("2GB").
+    lock_wait
+        DuckDB file only: seconds to wait while another process has the file open (the
+        server answering a request) before raising :class:`WarehouseBusyError`.
 
     Examples
     --------
@@ -553,7 +578,7 @@ def connect(
             path = _duckdb_path(url[len("duckdb://") :])
             if path and path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
-            backend = ibis.duckdb.connect(path or ":memory:")
+            backend = _open_duckdb(path or ":memory:", lock_wait)
             # Stored tables need no particular row order; dropping it lets big inserts stream.
             backend.raw_sql("SET preserve_insertion_order = false")
             backend.raw_sql("SET enable_progress_bar = false")

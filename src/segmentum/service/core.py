@@ -149,7 +149,7 @@ class Service:
         end = time.monotonic() + wait
         while True:
             try:
-                return connect(self.url, memory_limit=self.settings.memory_limit)
+                return connect(self.url, memory_limit=self.settings.memory_limit, lock_wait=0)
             except WarehouseBusyError as exc:
                 if time.monotonic() >= end:
                     raise busy(max(wait, 1.0), exc.message.split(" (process")[0]) from exc

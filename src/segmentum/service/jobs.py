@@ -195,7 +195,7 @@ def _open_warehouse(url: str, settings: Settings, recorder: _Recorder, wait: flo
     waited = False
     while True:
         try:
-            return connect(url, memory_limit=settings.memory_limit)
+            return connect(url, memory_limit=settings.memory_limit, lock_wait=0)
         except WarehouseBusyError:
             if time.monotonic() > end:
                 raise
