@@ -273,11 +273,9 @@ JSON_LAST = ["forget"]
 
 
 @pytest.fixture(scope="module")
-def json_db(tmp_path_factory: pytest.TempPathFactory, build_demo: Any) -> tuple[Path, Path]:
-    from segmentum.config import load_settings
-
-    settings = load_settings(env={}).with_overrides(discover_segments=False)
-    return build_demo(tmp_path_factory.mktemp("json"), customers=300, seed=5, settings=settings)
+def json_db(service_db: Path) -> tuple[Path, Path]:
+    """The demo warehouse the service tests share, and its demo files."""
+    return service_db, service_db.parent / "demo"
 
 
 def test_every_json_output_is_valid_json_on_a_narrow_terminal(
@@ -353,10 +351,15 @@ def test_every_json_output_is_valid_json_on_a_narrow_terminal(
         assert "NaN" not in out and "Infinity" not in out, name
 
 
-def test_micro_segments_json_in_a_real_40_column_terminal(json_db: tuple[Path, Path]) -> None:
+def test_micro_segments_json_in_a_real_40_column_terminal(
+    json_db: tuple[Path, Path], tmp_path: Path
+) -> None:
+    import shutil
+
+    shutil.copy(json_db[0], tmp_path / "w.duckdb")
     env = {**os.environ, "COLUMNS": "40"}
     out = subprocess.run(
-        [*BIN, "segment", "micro", "--json", "-w", f"duckdb:///{json_db[0]}"],
+        [*BIN, "segment", "micro", "--json", "-w", f"duckdb:///{tmp_path / 'w.duckdb'}"],
         capture_output=True,
         text=True,
         env=env,

@@ -27,6 +27,7 @@ from segmentum import demo, pipeline
 from segmentum.config import SETTINGS, load_settings
 from segmentum.errors import ExitCode, InputError, PartialFailure, SegmentumError
 from segmentum.ingest import IngestReport, ingest
+from segmentum.ingest.core import data_currency
 from segmentum.schema import INGESTIBLE
 from segmentum.warehouse import busy_error, connect
 
@@ -232,9 +233,16 @@ def demo_data_cmd(
         str, typer.Option("--format", help="csv or parquet (for invoice lines and events).")
     ] = "csv",
     b2b: Annotated[bool, typer.Option(help="Add firmographics and a prospects file.")] = False,
+    messy: Annotated[
+        bool,
+        typer.Option(
+            help="Invoices as real exports look: Spanish headers, float ids, C-cancellations, "
+            "UTC offsets, decimal commas, a currency column, bad dates (see messy.json)."
+        ),
+    ] = False,
 ) -> None:
     """Generate the synthetic demo retailer (planted segments, deterministic)."""
-    files = demo.generate(out, customers=customers, seed=seed, fmt=fmt, b2b=b2b)
+    files = demo.generate(out, customers=customers, seed=seed, fmt=fmt, b2b=b2b, messy=messy)
     t = Table(title=f"demo data in {out}", title_justify="left")
     t.add_column("table")
     t.add_column("file")
@@ -615,7 +623,7 @@ def segment_show_cmd(
         print_json(json.dumps({"segment": seg.__dict__, **p.to_dict()}, default=str))
         return
     console.print(f"[bold]{seg.name}[/bold]: {seg.description}")
-    print_preview(p, segments.settings.currency)
+    print_preview(p, data_currency(segments.wh, segments.settings)[0])
 
 
 @segment_app.command("preview")
@@ -631,7 +639,7 @@ def segment_preview_cmd(
     if as_json:
         print_json(json.dumps(p.to_dict(), default=str))
         return
-    print_preview(p, segments.settings.currency)
+    print_preview(p, data_currency(segments.wh, segments.settings)[0])
 
 
 @segment_app.command("compute")
@@ -1736,6 +1744,12 @@ def main(argv: list[str] | None = None) -> int:
         if busy is not None and not debug:
             _say(busy.message, busy.hint)
             return int(busy.exit_code)
+        if type(exc).__name__ == "OutOfMemoryException" and not debug:
+            _say(
+                f"the engine ran out of memory ({str(exc).splitlines()[0]})",
+                "raise the memory_limit setting, e.g. SEGMENTUM_MEMORY_LIMIT=4GB",
+            )
+            return int(ExitCode.WAREHOUSE)
         if debug:
             raise
         log = _write_error_log(exc, args)

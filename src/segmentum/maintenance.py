@@ -271,14 +271,15 @@ def doctor(wh: Warehouse, *, repair: bool = False) -> DoctorReport:
     --------
     >>> from segmentum.warehouse import connect
     >>> [f.check for f in doctor(connect("duckdb://")).findings]
-    ['stray files', 'rollup', 'orphan batches', 'pending sends']
+    ['stray files', 'orphan batches', 'rollup', 'pending sends']
     """
     from segmentum.warehouse import duckdb_file
 
     report = DoctorReport(wh.url)
     report.findings += _stray(wh, repair)
-    report.findings.append(_rollup(wh, repair))
+    # Orphan rows go before the rollup is checked: removing them changes the invoice lines.
     report.findings.append(_orphans(wh, repair))
+    report.findings.append(_rollup(wh, repair))
     report.findings.append(_sends(wh))
     path = duckdb_file(wh.url) if wh.engine == "duckdb" else None
     if path is not None:
