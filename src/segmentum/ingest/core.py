@@ -7,10 +7,12 @@ runs in the engine as one Ibis expression per file; only counts and small sample
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import datetime as _dt
 import uuid
 import zoneinfo
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,8 +25,13 @@ import pyarrow as pa
 from segmentum.config import Settings, load_settings
 from segmentum.errors import ConfigError, InputError
 from segmentum.features import rollup
-from segmentum.ingest import parsers, readers
-from segmentum.ingest.mapping import auto_map, load_mapping_file, missing_required
+from segmentum.ingest import parsers, readers, returns
+from segmentum.ingest.mapping import (
+    auto_map,
+    load_mapping_file,
+    looks_like_customer,
+    missing_required,
+)
 from segmentum.progress import Progress, Silent
 from segmentum.schema import (
     INGEST_BATCHES,
@@ -36,6 +43,14 @@ from segmentum.schema import (
 from segmentum.warehouse import Warehouse, connect
 
 _EMAIL = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
+# The column that says when a row happened, per table: checked against a plausible range.
+_EVENT_TIME = {"transactions": "timestamp", "events": "timestamp", "campaign_results": "sent_at"}
+# Columns holding money, per table: their signs tell the currency.
+_MONEY = {"transactions": ("amount", "unit_price", "discount")}
+# Fewer buyers than this share matching a customer record is almost always an id format problem.
+_MIN_ID_MATCH = 0.5
+# A share of exact duplicates above this usually means the export left out a column.
+_MANY_DUPLICATES = 0.1
 # Tables whose rows describe an entity: a newer row for the same key replaces the stored one.
 _UPSERT = {"customers", "products", "prospects", "campaign_results"}
 
@@ -58,9 +73,20 @@ class IngestReport:
     duplicates: int = 0
     already_loaded: int = 0
     updated: int = 0
+    return_lines: int = 0  # return lines of identified customers
+    returns_linked: int = 0  # of which linked to the purchase they undo
     skipped: bool = False
     mapping: dict[str, str] = field(default_factory=dict)
     ignored_columns: list[str] = field(default_factory=list)
+    #: The file's columns that define an "exact duplicate" (all of them, always).
+    duplicate_columns: list[str] = field(default_factory=list)
+    #: Zone assumed for times written without an offset, and what happened to those with one.
+    time_zone: str | None = None
+    #: Currency of the amounts (ISO code), from a currency column, signs in the amounts or the
+    #: ``currency`` setting; None when nothing says.
+    currency: str | None = None
+    #: Buyers without a customer record and customers without a purchase, after this batch.
+    id_match: dict[str, int] = field(default_factory=dict)
     conventions: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     reasons: dict[str, int] = field(default_factory=dict)
@@ -73,6 +99,15 @@ class IngestReport:
         return {k: getattr(self, k) for k in self.__dataclass_fields__} | {
             "balanced": self.balanced
         }
+
+
+@dataclass(frozen=True)
+class _Options:
+    """Per-call choices that change what a file must hold."""
+
+    anonymous: bool = False  # sales without a customer id are expected
+    no_amount: bool = False  # a log of purchases without amounts
+    load_day: _dt.date | None = None  # None: today
 
 
 @dataclass
@@ -95,6 +130,11 @@ class _Plan:
 
 
 # ------------------------------------------------------------------------------- helpers
+def _own_file(t: ir.Table) -> list[ir.Value]:
+    """Files read together (``_file``): checks that compare rows stay within each file."""
+    return [t._file] if "_file" in t.columns else []
+
+
 def _as_text(v: ir.Value) -> ir.StringValue:
     return v if v.type().is_string() else v.cast("string")
 
@@ -128,9 +168,12 @@ class _FileIngest:
         mapping: dict[str, str],
         settings: Settings,
         report: IngestReport,
+        opts: _Options | None = None,
     ) -> None:
         self.wh, self.spec, self.raw, self.mapping = wh, spec, raw, mapping
         self.settings, self.report = settings, report
+        self.opts = opts or _Options()
+        self.currency: str | None = None
         self.t = raw.table
         self._conventions: tuple[dict[str, str], dict[str, str], bool] = ({}, {}, False)
         self._plan = _Plan({}, [], {})
@@ -148,16 +191,26 @@ class _FileIngest:
                 comma, dot = parsers.decimal_evidence(col)
                 aggs[f"{name}__comma"], aggs[f"{name}__dot"] = comma, dot
                 number_cols.append(name)
+                if name in _MONEY.get(self.spec.name, ()):
+                    for code, n in parsers.currency_evidence(col).items():
+                        aggs[f"{name}__cur__{code}"] = n
             if kind in ("date", "timestamp") and col.type().is_string():
                 for k, v in parsers.date_evidence(col).items():
                     aggs[f"{name}__{k}"] = v
-                aggs[f"{name}__offsets"] = (
-                    col.strip().re_search(parsers._OFFSET).cast("int64").sum().fill_null(0)
-                )
+                text = col.strip()
+                has = text.re_search(parsers._OFFSET).fill_null(False)
+                off = text.re_extract(parsers._OFFSET, 1)
+                utc = has & off.re_search(r"^(Z|[+-]00:?00)$").fill_null(False)
+                aggs[f"{name}__utc"] = utc.cast("int64").sum().fill_null(0)
+                aggs[f"{name}__local"] = (has & ~utc).cast("int64").sum().fill_null(0)
+                aggs[f"{name}__off_lo"] = off.min(where=has & ~utc)
+                aggs[f"{name}__off_hi"] = off.max(where=has & ~utc)
                 date_cols.append(name)
         row: dict[str, Any] = {}
         if aggs:
             row = self.t.aggregate(**aggs).to_pyarrow().to_pylist()[0]
+        if self.spec.name in _MONEY:
+            self._decide_currency(row)
 
         decimals: dict[str, str] = {}
         if self.settings.decimal != "auto":
@@ -179,9 +232,17 @@ class _FileIngest:
             self.report.conventions[c] = f"decimal '{d}'"
 
         orders: dict[str, str] = {}
-        any_offset = False
+        any_utc = False
+        tz = self.settings.timezone
+        if any(self.spec.column(n).kind == "timestamp" for n in self.mapping):
+            self.report.time_zone = tz
         for c in date_cols:
-            any_offset |= int(row[f"{c}__offsets"]) > 0
+            n_utc, n_local = int(row[f"{c}__utc"]), int(row[f"{c}__local"])
+            any_utc |= n_utc > 0
+            if self.spec.column(c).kind == "timestamp":
+                self.report.conventions[f"{c} time zone"] = _zone_note(
+                    tz, n_local, n_utc, row[f"{c}__off_lo"], row[f"{c}__off_hi"]
+                )
             dayf, monthf = int(row[f"{c}__day_first"]), int(row[f"{c}__month_first"])
             amb = int(row[f"{c}__ambiguous"])
             if self.settings.date_order != "auto":
@@ -211,7 +272,7 @@ class _FileIngest:
             if amb or dayf or monthf:
                 fmt = "dd/mm/yyyy" if orders[c] == "dmy" else "mm/dd/yyyy"
                 self.report.conventions[c] = f"dates {fmt} ({label})"
-        return decimals, orders, any_offset
+        return decimals, orders, any_utc
 
     # ----------------------------------------------------------------------- plan
     def build_plan(self, decimals: dict[str, str], orders: dict[str, str]) -> _Plan:
@@ -267,6 +328,9 @@ class _FileIngest:
             if dtype.is_numeric():
                 return v != 0, ibis.literal(False), ""
             return (*parsers.parse_bool(_as_text(v)), "is not yes/no")
+        if kind == "id":
+            # 17850, "17850.0" and a float column holding 17850 are one customer.
+            return parsers.normalise_id(v), None, ""
         text = parsers.blank_to_null(_as_text(v))
         if kind == "email":
             e = text.lower()
@@ -294,6 +358,17 @@ class _FileIngest:
             if col in m:
                 checks.append(_Check(col, values[col].isnull(), message, empty))
 
+        when = _EVENT_TIME.get(name)
+        if when is not None and when in m:
+            self._date_range_checks(values[when], when, checks)
+        if "currency" in values:
+            label = ibis.literal(self.currency, "string")
+            given = (
+                parsers.normalise_currency(values["currency"], self.currency)
+                if "currency" in m
+                else label
+            )
+            values["currency"] = given.fill_null(label)
         if name == "transactions":
             required("timestamp")
             qty, price, amount = values["quantity"], values["unit_price"], values["amount"]
@@ -301,17 +376,24 @@ class _FileIngest:
             sign = ibis.ifelse(amount < 0, -1.0, 1.0)
             qty = qty.fill_null(sign) if "quantity" in m else sign
             is_return = (qty < 0) | (amount < 0).fill_null(False)
+            if "line_type" in m:  # a type column saying devolución / abono / credit note
+                is_return = is_return | returns.says_return(values["line_type"])
             qty = ibis.ifelse(is_return, -qty.abs(), qty)
             if "amount" in m:
                 amount = ibis.ifelse(is_return, -amount.abs(), amount)
                 if "unit_price" not in m:
                     price = ibis.ifelse(qty != 0, (amount + disc) / qty, ibis.null("float64"))
                 checks.append(_Check("amount", amount.isnull(), "is missing", empty))
-            else:
+            elif not self.opts.no_amount:
                 amount = ibis.ifelse(is_return, -1, 1) * (qty.abs() * price - disc)
                 checks.append(_Check("unit_price", price.isnull(), "is missing", empty))
             checks.append(
-                _Check("unit_price", (price < 0).fill_null(False), "is negative", _as_text(price))
+                _Check(
+                    "unit_price",
+                    (price < 0).fill_null(False),
+                    "is negative (an adjustment such as bad debt, not a sale)",
+                    _as_text(price),
+                )
             )
             checks.append(_Check("quantity", (qty == 0).fill_null(False), "is zero", _as_text(qty)))
             values["quantity"], values["unit_price"], values["amount"] = qty, price, amount
@@ -384,6 +466,92 @@ class _FileIngest:
                     )
                 )
 
+    def _decide_currency(self, row: Mapping[str, Any]) -> None:
+        """The currency of the file's amounts: a currency column, else the signs written in
+        the amounts or their headers (``12,50 €``, ``Total (£)``), else the setting."""
+        setting = self.settings.currency.upper()
+        if "currency" in self.mapping:
+            self.report.conventions["currency"] = f"from column '{self.mapping['currency']}'"
+            self.currency = None if setting == "AUTO" else setting
+            return
+        found: dict[str, list[str]] = {}
+        for key, n in row.items():
+            if "__cur__" in key and n:
+                name, code = key.split("__cur__")
+                found.setdefault(code, []).append(f"signs in '{self.mapping[name]}'")
+        for name in _MONEY[self.spec.name]:
+            if name in self.mapping:
+                for code in parsers.currency_in_header(self.mapping[name]):
+                    found.setdefault(code, []).append(f"header '{self.mapping[name]}'")
+        if "USD" in found:
+            found.pop("$", None)
+        if "$" in found:
+            # "$" is also the peso sign: the setting decides which dollar or peso it is.
+            code = setting if setting in parsers.DOLLAR_CODES else "USD"
+            found.setdefault(code, []).extend(found.pop("$"))
+            if code == "USD":
+                self.report.warnings.append(
+                    "'$' in the amounts read as US dollars; set currency (e.g. MXN, COP, ARS, "
+                    "CLP) if they are pesos"
+                )
+        if not found:
+            self.currency = None if setting == "AUTO" else setting
+            self.report.conventions["currency"] = (
+                "not stated in the file: amounts unlabelled (set currency, e.g. GBP, to label "
+                "them)"
+                if self.currency is None
+                else f"{self.currency} (setting currency)"
+            )
+            self.report.currency = self.currency
+            return
+        ranked = sorted(found, key=lambda c: -len(found[c]))
+        code = ranked[0]
+        self.currency = code
+        self.report.currency = code
+        self.report.conventions["currency"] = f"{code} (from the {', '.join(found[code])})"
+        if len(ranked) > 1:
+            self.report.warnings.append(
+                f"the amounts carry several currencies ({', '.join(ranked)}); every line is "
+                f"labelled {code}: load each currency into its own warehouse, or convert first"
+            )
+        if setting not in ("AUTO", code):
+            self.report.warnings.append(
+                f"the amounts are in {code} ({', '.join(found[code])}) but the currency "
+                f"setting says {setting}: lines are labelled {code}; change the setting to "
+                "match"
+            )
+
+    def _date_range_checks(self, ts: ir.Value, column: str, checks: list[_Check]) -> None:
+        """Dates after the load day or before ``earliest_date`` are typos, not history.
+
+        Left in, one line dated 2099 would move the default ``as_of`` and make every customer
+        look lapsed; one dated 1900 would stretch every customer's observed life.
+        """
+        # Wall-clock times run up to 14 hours ahead of UTC (Kiribati): the load day ends there.
+        ahead = _dt.datetime.now(_dt.UTC) + _dt.timedelta(hours=14)
+        last_day = self.opts.load_day or ahead.date()
+        after = _dt.datetime.combine(last_day + _dt.timedelta(days=1), _dt.time())
+        earliest = _dt.date.fromisoformat(str(self.settings.earliest_date))
+        start = _dt.datetime.combine(earliest, _dt.time())
+        # The value as written in the file (the parse check of the column carries it).
+        text = next((c.value for c in checks if c.column == column), _as_text(ts))
+        checks.append(
+            _Check(
+                column,
+                (ts >= ibis.literal(after, "timestamp")).fill_null(False),
+                f"is in the future (later than {last_day.isoformat()}, the load day)",
+                text,
+            )
+        )
+        checks.append(
+            _Check(
+                column,
+                (ts < ibis.literal(start, "timestamp")).fill_null(False),
+                f"is before {earliest.isoformat()} (setting earliest_date)",
+                text,
+            )
+        )
+
     # ------------------------------------------------------------------- stage
     def staged(self, any_offset: bool) -> ir.Table:
         """The file as canonical rows plus ``_reasons`` (empty when the row is accepted).
@@ -413,9 +581,26 @@ class _FileIngest:
             self.t = t.mutate(**pre)
         plan = self.build_plan(decimals, orders)
         base = self.t
+        # "Exact duplicate" means the same value in every column of the file, mapped or not:
+        # two sales that differ only in a column we do not load are still two sales.
+        source_cols = self.raw.columns
+        self.report.duplicate_columns = list(source_cols)
+        if self.wh.engine == "duckdb":
+            # One 64-bit hash of the row partitions several times faster than every column.
+            # Two different rows match only on a hash collision (about 3 in a million for a
+            # 10M-row file), and even then the row is quarantined, not lost.
+            dup_keys = {
+                "_dk0": ibis.struct({f"c{i}": base[c] for i, c in enumerate(source_cols)}).hash()
+            }
+        else:
+            dup_keys = {f"_dk{i}": base[c] for i, c in enumerate(source_cols)}
+        if "_file" in base.columns:
+            # Files read together: every check below stays within its own file.
+            dup_keys["_file"] = base._file
 
         l1 = base.select(
             _row=base._row.cast("int64"),
+            **dup_keys,
             **plan.values,
             **{f"_b{i}": c.bad.fill_null(False) for i, c in enumerate(plan.checks)},
             **{f"_v{i}": c.value for i, c in enumerate(plan.checks)},
@@ -437,7 +622,8 @@ class _FileIngest:
         self._plan = plan
 
         l2 = l1.select(
-            _row=l1._row,
+            "_row",
+            *dup_keys,
             **{name: v.cast(self.spec.column(name).dtype) for name, v in values.items()},
             **{f"_c{i}": c.bad.fill_null(False) for i, c in enumerate(checks)},
             **{f"_w{i}": c.value for i, c in enumerate(checks)},
@@ -465,6 +651,7 @@ class _FileIngest:
         )
         expr = l2.select(
             "_row",
+            *dup_keys,
             *[name for name in values],
             _reasons=reasons,
             _first_col=first_col,
@@ -476,16 +663,20 @@ class _FileIngest:
     def _apply_offsets(
         self, values: dict[str, ir.Value], base: ir.Table
     ) -> tuple[dict[str, ir.Value], ir.Table]:
-        """Timestamps written with a UTC offset move to the business time zone."""
+        """Timestamps written in UTC (``Z``, ``+00:00``) move to the business time zone.
+
+        A time written with any other offset is already the local time where the sale
+        happened: it is kept as written, so hour bands and weekdays describe the customer's
+        day, not the server's.
+        """
         tz = self.settings.timezone
-        utc = {k: values[k] - off.fill_null(0).as_interval("m") for k, off in self._offsets.items()}
+        in_utc = {k: (off == 0).fill_null(False) for k, off in self._offsets.items()}
+        utc = {k: values[k] for k in self._offsets}
         if tz.upper() == "UTC":
-            for k, v in utc.items():
-                values[k] = ibis.ifelse(self._offsets[k].notnull(), v, values[k])
             return values, base
         bounds_expr = base.aggregate(
-            **{f"lo_{k}": v.date().min() for k, v in utc.items()},
-            **{f"hi_{k}": v.date().max() for k, v in utc.items()},
+            **{f"lo_{k}": v.date().min(where=in_utc[k]) for k, v in utc.items()},
+            **{f"hi_{k}": v.date().max(where=in_utc[k]) for k, v in utc.items()},
         )
         bounds = bounds_expr.to_pyarrow().to_pylist()[0]
         los = [d for k, d in bounds.items() if k.startswith("lo_") and d is not None]
@@ -499,25 +690,19 @@ class _FileIngest:
             base = base.left_join(alias, base[f"_utc_{k}"].date() == alias[f"_utc_date_{k}"])
         for k in utc:
             local = base[f"_utc_{k}"] + base[f"_zone_min_{k}"].fill_null(0).as_interval("m")
-            values[k] = ibis.ifelse(self._offsets[k].notnull(), local, values[k])
+            values[k] = ibis.ifelse(in_utc[k], local, values[k])
         return values, base
 
     def _add_duplicate_checks(self, s: ir.Table) -> ir.Table:
         """Exact duplicates, repeated keys, and (for invoice lines) keys already stored."""
         spec, policy = self.spec, self.settings.duplicates
-        mapped = list(self.mapping)
         if spec.name == "transactions" and "line" not in self.mapping:
-            w = ibis.window(group_by=s.invoice_id, order_by=s._row)
+            w = ibis.window(group_by=[*_own_file(s), s.invoice_id], order_by=s._row)
             s = s.mutate(line=(ibis.row_number().over(w) + 1).cast("int64"))
-        content = [c for c in mapped if c in s.columns]
+        dup_keys = [c for c in s.columns if c.startswith("_dk")]
         # Window results become columns once, then are referenced (not recomputed) below.
-        part: list[ir.Value] = [s[c] for c in content]
-        if self.wh.engine == "duckdb":
-            # One 64-bit hash of the content partitions several times faster than every
-            # column. Two different rows match only on a hash collision (about 3 in a million
-            # for a 10M-row file), and even then the row is quarantined, not lost.
-            part = [ibis.struct({c: s[c] for c in content}).hash()]
-        s = s.mutate(_first_same=s._row.min().over(ibis.window(group_by=part)))
+        part: list[ir.Value] = [*_own_file(s), *(s[c] for c in dup_keys)]
+        s = s.mutate(_first_same=s._row.min().over(ibis.window(group_by=part))).drop(*dup_keys)
         exact = s._first_same != s._row
         reason = s._reasons
         if policy == "quarantine":
@@ -531,7 +716,8 @@ class _FileIngest:
         # Line numbers we assign ourselves are unique within an invoice: no need to check them.
         own_keys = spec.name == "transactions" and "line" not in self.mapping
         if key and all(k in s.columns for k in key) and not own_keys:
-            s = s.mutate(_first_key=s._row.min().over(ibis.window(group_by=[s[k] for k in key])))
+            by_key = ibis.window(group_by=[*_own_file(s), *(s[k] for k in key)])
+            s = s.mutate(_first_key=s._row.min().over(by_key))
             repeated = (s._first_key != s._row) & ~s._dup
             reason = reason + ibis.ifelse(
                 repeated,
@@ -559,6 +745,16 @@ class _FileIngest:
                 _reasons=s._reasons
                 + ibis.ifelse(s._hit.fill_null(False), "already in the warehouse; ", ""),
             ).drop("_hit")
+        if spec.name == "transactions" and "_file" in s.columns:
+            # Files read together: a line that an earlier file of the group brings is stored
+            # by the time this file's turn would have come, as if they were loaded one by one.
+            kept = ibis.ifelse(s._reasons == "", s._file, ibis.null("int64"))
+            first = kept.min().over(ibis.window(group_by=[s[k] for k in key]))
+            earlier = (first < s._file).fill_null(False)
+            s = s.mutate(
+                _loaded=s._loaded | earlier,
+                _reasons=s._reasons + ibis.ifelse(earlier, "already in the warehouse; ", ""),
+            )
         first_col = ibis.ifelse(
             s._first_col.isnull() & (s._reasons != ""),
             ibis.ifelse(s._loaded, key[0] if key else "row", "row"),
@@ -567,6 +763,20 @@ class _FileIngest:
         return s.mutate(
             _first_col=first_col,
         )
+
+
+def _zone_note(tz: str, n_local: int, n_utc: int, lo: str | None, hi: str | None) -> str:
+    """One sentence on how the times of a column were placed in time zones."""
+    parts = [f"times without an offset taken as written ({tz}, setting timezone)"]
+    if n_local:
+        span = lo if lo == hi else f"{lo} to {hi}"
+        parts.append(f"{n_local:,} with an offset ({span}) kept at the local time written")
+    if n_utc:
+        parts.append(
+            f"{n_utc:,} in UTC (Z) "
+            + ("kept in UTC" if tz.upper() == "UTC" else f"converted to {tz}")
+        )
+    return "; ".join(parts)
 
 
 def _raw_json(t: ir.Table, columns: list[str]) -> ir.StringValue:
@@ -592,6 +802,279 @@ def _raw_json(t: ir.Table, columns: list[str]) -> ir.StringValue:
     return out + "}"
 
 
+@dataclass(frozen=True)
+class IdMatch:
+    """How the buyers in ``transactions`` and the records in ``customers`` find each other."""
+
+    buyers: int  # distinct customer ids with at least one line
+    buyers_without_record: int
+    customers: int  # customer records
+    customers_without_purchase: int
+    example_buyer: str | None = None  # a buyer id without a record
+    example_customer: str | None = None  # a customer id without a purchase
+
+    @property
+    def matched(self) -> int:
+        return self.buyers - self.buyers_without_record
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__} | {
+            "matched": self.matched
+        }
+
+    def sentence(self) -> str:
+        """The counts in words, for summaries."""
+        if not self.customers:
+            return f"{self.buyers:,} buyers; no customer records loaded"
+        return (
+            f"{self.matched:,} of {self.buyers:,} buyers have a customer record "
+            f"({self.buyers_without_record:,} without); {self.customers_without_purchase:,} of "
+            f"{self.customers:,} customers have no purchase"
+        )
+
+    def warning(self) -> str | None:
+        """A plain warning when fewer than half of the buyers match a customer record."""
+        if not self.customers or not self.buyers or self.matched >= _MIN_ID_MATCH * self.buyers:
+            return None
+        examples = ""
+        if self.example_buyer is not None and self.example_customer is not None:
+            examples = (
+                f" (for example buyer '{self.example_buyer}' has no record, and customer "
+                f"'{self.example_customer}' no purchase)"
+            )
+        return (
+            f"only {self.matched:,} of {self.buyers:,} buyers have a customer record"
+            f"{examples}: profiles, countries and consents will be missing for the others. "
+            "Check that the customers file and the sales use the same customer id (same "
+            "column, same format, no prefix); numbers written as 17850.0 already match 17850"
+        )
+
+
+def id_match(wh: Warehouse) -> IdMatch | None:
+    """Buyers without a customer record and customers without a purchase (None: a table is
+    missing). Counted in the engine; only the counts and one example of each come back."""
+    if not (wh.has("transactions") and wh.has("customers")):
+        return None
+    tx = wh.table("transactions")
+    buyers = tx.filter(tx.customer_id.notnull()).select("customer_id").distinct()
+    cust = wh.table("customers")
+    records = cust.filter(cust.customer_id.notnull()).select("customer_id").distinct()
+    lonely_buyers = buyers.anti_join(records, "customer_id")
+    idle = records.anti_join(buyers, "customer_id")
+    row = (
+        buyers.aggregate(n=buyers.count())
+        .cross_join(records.aggregate(c=records.count()))
+        .cross_join(
+            lonely_buyers.aggregate(
+                lb=lonely_buyers.count(), eb=lonely_buyers.customer_id.min()
+            )
+        )
+        .cross_join(idle.aggregate(ic=idle.count(), ec=idle.customer_id.min()))
+        .to_pyarrow()
+        .to_pylist()[0]
+    )
+    return IdMatch(
+        buyers=int(row["n"]),
+        buyers_without_record=int(row["lb"]),
+        customers=int(row["c"]),
+        customers_without_purchase=int(row["ic"]),
+        example_buyer=row["eb"],
+        example_customer=row["ec"],
+    )
+
+
+def revenue_totals(wh: Warehouse, as_of: _dt.date | None = None) -> dict[str, Any]:
+    """Revenue from the stored net lines (sales minus returns) before ``as_of``, split into
+    identified and anonymous customers, with the customers whose lines net to zero or less.
+
+    ``identified + anonymous == total`` by construction: every stored line counts once.
+    Computed in the engine; only the totals come back.
+    """
+    tx = wh.table("transactions")
+    if as_of is not None:
+        cutoff = _dt.datetime(as_of.year, as_of.month, as_of.day)
+        tx = tx.filter(tx.timestamp < ibis.literal(cutoff, "timestamp"))
+    known = tx.customer_id.notnull()
+    totals = tx.aggregate(
+        total=tx.amount.sum(),
+        identified=tx.amount.sum(where=known),
+        anonymous=tx.amount.sum(where=~known),
+        lines_without_amount=tx.amount.isnull().cast("int64").sum(),
+        lines=tx.count(),
+    )
+    per = tx.filter(known).group_by("customer_id").aggregate(net=tx.amount.sum())
+    worse = per.aggregate(
+        nonpositive=(per.net <= 0).cast("int64").sum().fill_null(0),
+        nonpositive_amount=per.net.sum(where=per.net <= 0),
+    )
+    row = totals.cross_join(worse).to_pyarrow().to_pylist()[0]
+    return {
+        "total": float(row["total"] or 0.0),
+        "identified": float(row["identified"] or 0.0),
+        "anonymous": float(row["anonymous"] or 0.0),
+        "customers_net_nonpositive": int(row["nonpositive"] or 0),
+        "net_nonpositive_amount": float(row["nonpositive_amount"] or 0.0),
+        "has_amounts": int(row["lines_without_amount"] or 0) < int(row["lines"] or 0),
+    }
+
+
+def has_amounts(wh: Warehouse) -> bool:
+    """Whether any stored sale carries an amount (False for logs loaded with ``no_amount``)."""
+    tx = wh.table("transactions")
+    return bool(tx.amount.notnull().any().to_pyarrow().as_py())
+
+
+def data_currency(wh: Warehouse, settings: Settings) -> tuple[str, str | None]:
+    """The currency label of the stored amounts and a warning when they mix currencies.
+
+    The ``currency`` setting wins when it names one; with ``auto`` the labels ingest put on
+    the lines decide; an empty label means nothing said which currency it is.
+    """
+    setting = settings.currency.upper()
+    if setting != "AUTO":
+        return setting, None
+    if not wh.has("transactions") or "currency" not in wh.table("transactions").columns:
+        return "", None
+    tx = wh.table("transactions")
+    tx = tx.filter(tx.currency.notnull())
+    found = (
+        tx.group_by("currency")
+        .aggregate(n=tx.count())
+        .order_by(ibis.desc("n"))
+        .limit(5)
+        .to_pyarrow()
+        .to_pylist()
+    )
+    if not found:
+        return "", None
+    if len(found) == 1:
+        return str(found[0]["currency"]), None
+    codes = ", ".join(f"{r['currency']} ({int(r['n']):,} lines)" for r in found)
+    return str(found[0]["currency"]), (
+        f"the stored amounts are in several currencies ({codes}) and are added together as "
+        f"if they were one; keep one currency per warehouse, or convert before loading"
+    )
+
+
+_REASON_KIND = (
+    (r"row \d+", "row N"),  # "exact duplicate of row 12" and "row 40" are one reason
+    (r"^malformed line:.*$", "malformed line"),
+)
+
+
+def _reason_kind(reason: ir.StringValue) -> ir.StringValue:
+    for pattern, replacement in _REASON_KIND:
+        reason = reason.re_replace(pattern, replacement)
+    return reason
+
+
+def _quarantine_rows(
+    wh: Warehouse,
+    reason: str | None = None,
+    file: str | None = None,
+    batch: str | None = None,
+    table: str | None = None,
+) -> ir.Table:
+    q = wh.table(QUARANTINE.name)
+    if reason:
+        q = q.filter(q.reason.lower().contains(reason.lower()))
+    if file:
+        q = q.filter(q.file.contains(file))
+    if batch:
+        q = q.filter(q.batch_id == batch)
+    if table:
+        q = q.filter(q.table_name == table)
+    return q
+
+
+def quarantine_summary(
+    wh: Warehouse | str | None = None,
+    *,
+    reason: str | None = None,
+    file: str | None = None,
+    batch: str | None = None,
+    table: str | None = None,
+) -> list[dict[str, Any]]:
+    """Rejected rows grouped by reason: how many, and the first one as an example.
+
+    Parameters
+    ----------
+    wh
+        An open warehouse or its URL (default from settings).
+    reason, file
+        Keep only rows whose reason (case-insensitive) or file path contains this text.
+    batch, table
+        Keep only one ingest batch, or one target table.
+
+    Returns
+    -------
+    list of dict
+        One per reason, most rows first: ``reason``, ``rows``, ``files`` (how many files),
+        and the first example's ``file``, ``source_row``, ``column`` and ``value``.
+
+    Examples
+    --------
+    >>> import segmentum, tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> text = "customer_id,date,amount\\nA1,2024-01-01,x\\nA2,2024-01-02,y\\nA3,2024-01-03,5\\n"
+    >>> _ = (d / "s.csv").write_text(text)
+    >>> wh = segmentum.connect("duckdb://")
+    >>> _ = segmentum.ingest("transactions", d / "s.csv", warehouse=wh)
+    >>> [(r["reason"], r["rows"], r["source_row"]) for r in quarantine_summary(wh)]
+    [('amount is not a number', 2, 1)]
+    """
+    wh = wh if isinstance(wh, Warehouse) else connect(wh or load_settings().warehouse)
+    if not wh.has(QUARANTINE.name):
+        return []
+    q = _quarantine_rows(wh, reason, file, batch, table)
+    q = q.mutate(_kind=_reason_kind(q.reason))
+    w = ibis.window(group_by=q._kind, order_by=[q.file, q.source_row])
+    q = q.mutate(_n=ibis.row_number().over(w))
+    groups = q.group_by("_kind").aggregate(
+        rows=q.count(), files=q.file.nunique(), tables=q.table_name.nunique()
+    )
+    first = q.filter(q._n == 0).select(
+        "_kind", "table_name", "file", "source_row", "column", "value", "reason"
+    )
+    out = groups.join(first, "_kind").order_by([ibis.desc("rows"), "_kind"])
+    rows = out.to_pyarrow().to_pylist()
+    return [
+        {
+            "reason": r["_kind"],
+            "rows": int(r["rows"]),
+            "files": int(r["files"]),
+            "table": r["table_name"],
+            "file": r["file"],
+            "source_row": r["source_row"],
+            "column": r["column"],
+            "value": r["value"],
+            "example_reason": r["reason"],
+        }
+        for r in rows
+    ]
+
+
+def quarantine_rows(
+    wh: Warehouse | str | None = None,
+    *,
+    reason: str | None = None,
+    file: str | None = None,
+    batch: str | None = None,
+    table: str | None = None,
+    limit: int = 20,
+) -> list[dict[str, Any]]:
+    """The first ``limit`` rejected rows (by file and row) matching the same filters as
+    :func:`quarantine_summary`, each with its reason and the raw row as read."""
+    wh = wh if isinstance(wh, Warehouse) else connect(wh or load_settings().warehouse)
+    if not wh.has(QUARANTINE.name):
+        return []
+    q = _quarantine_rows(wh, reason, file, batch, table)
+    rows: list[dict[str, Any]] = (
+        q.order_by(["file", "source_row"]).limit(limit).to_pyarrow().to_pylist()
+    )
+    return rows
+
+
 # -------------------------------------------------------------------------------- public
 def ingest(
     table: str,
@@ -604,6 +1087,8 @@ def ingest(
     date_order: str | None = None,
     decimal: str | None = None,
     duplicates: str | None = None,
+    anonymous: bool = False,
+    no_amount: bool = False,
     progress: Progress | None = None,
 ) -> list[IngestReport]:
     """Load files into the canonical table ``table``, one atomic batch per file (or sheet).
@@ -621,6 +1106,12 @@ def ingest(
         Canonical column -> column in the file, or a YAML/TOML file with those pairs.
     date_order, decimal, duplicates
         Override the settings of the same name for this call.
+    anonymous
+        The sales really have no customer id: load them as anonymous even when a column
+        looks like a customer id (without it such a file is refused).
+    no_amount
+        The file is a log of purchases without amounts (loyalty-card data): amounts are left
+        empty, frequency models run and spend models are skipped.
 
     Returns
     -------
@@ -652,42 +1143,136 @@ def ingest(
     removed = wh.recover([spec.name, QUARANTINE.name])
     if removed:
         progress.step("recovered", f"removed {removed} rows of an interrupted batch")
-    reports = []
-    for path in paths:
-        for p, sh in readers.open_sources(wh, path, sheet):
-            reports.append(_ingest_one(wh, spec, p, sh, overrides, settings, progress))
+    opts = _Options(anonymous=anonymous, no_amount=no_amount)
+    sources = [pair for path in paths for pair in readers.open_sources(wh, path, sheet)]
+    reports = _ingest_files(wh, spec, sources, overrides, settings, progress, opts)
+    if reports and spec.name in ("transactions", "customers"):
+        match = id_match(wh)
+        for r in reports:
+            if not r.skipped:
+                r.id_match = match.to_dict() if match else {}
+        if match is not None and match.warning():
+            reports[-1].warnings.append(match.warning() or "")
     return reports
 
 
-def _ingest_one(
+def _ingest_files(
     wh: Warehouse,
     spec: Table,
-    path: Path,
-    sheet: str | None,
+    sources: list[tuple[Path, str | None]],
     overrides: Mapping[str, str | None] | None,
     settings: Settings,
     progress: Progress,
-) -> IngestReport:
-    report = IngestReport(table=spec.name, file=str(path), sheet=sheet)
-    where = f"{path}" + (f" [{sheet}]" if sheet else "")
-    sha = readers.file_sha256(path, sheet)
-    batches = wh.table(INGEST_BATCHES.name)
-    seen = batches.filter((batches.table_name == spec.name) & (batches.file_sha256 == sha))
-    prior = seen.limit(1).to_pyarrow().to_pylist()
-    if prior:
-        report.skipped = True
-        report.batch_id = prior[0]["batch_id"]
-        report.warnings.append(
-            f"this content was already loaded as batch {report.batch_id} "
-            f"on {prior[0]['loaded_at']:%Y-%m-%d %H:%M}; nothing done"
-        )
-        return report
+    opts: _Options,
+) -> list[IngestReport]:
+    """Load every (file, sheet) not loaded before; same-shaped CSV files are read together.
 
-    progress.step("read", where)
-    raw = readers.read(wh, path, sheet)
-    report.fmt, report.encoding, report.delimiter = raw.fmt, raw.encoding, raw.delimiter
+    Reading and checking a file costs mostly fixed work (building and compiling one large
+    query), so 300 daily exports read as one source load about as fast as one file holding
+    their lines. Files read together commit together; each keeps its own batch, counts and
+    quarantine rows. Tables whose newer rows replace stored ones load file by file, in order.
+    """
+    reports = [IngestReport(table=spec.name, file=str(p), sheet=sh) for p, sh in sources]
+    shas = [readers.file_sha256(p, sh) for p, sh in sources]
+    batches = wh.table(INGEST_BATCHES.name)
+    seen = batches.filter((batches.table_name == spec.name) & batches.file_sha256.isin(shas))
+    prior = {r["file_sha256"]: r for r in seen.to_pyarrow().to_pylist()}
+    first: dict[str, int] = {}
+    todo: list[int] = []
+    for i, (report, sha) in enumerate(zip(reports, shas, strict=True)):
+        if sha in prior:
+            report.skipped = True
+            report.batch_id = prior[sha]["batch_id"]
+            report.warnings.append(
+                f"this content was already loaded as batch {report.batch_id} "
+                f"on {prior[sha]['loaded_at']:%Y-%m-%d %H:%M}; nothing done"
+            )
+        elif sha in first:
+            report.skipped = True
+            report.warnings.append(
+                f"same content as {reports[first[sha]].file}, loaded in this run; nothing done"
+            )
+        else:
+            first[sha] = i
+            todo.append(i)
+    together = [
+        i for i in todo if spec.name not in _UPSERT and readers.file_format(sources[i][0]) == "csv"
+    ]
+    for i in todo:
+        if i not in together:
+            p, sh = sources[i]
+            progress.step("read", f"{p}" + (f" [{sh}]" if sh else ""))
+            _load_source(
+                wh,
+                spec,
+                lambda p=p, sh=sh: readers.read(wh, p, sh),
+                [reports[i]],
+                [shas[i]],
+                overrides,
+                settings,
+                progress,
+                opts,
+            )
+    if together:
+        index = {str(sources[i][0]): i for i in together}
+        progress.step(
+            "read",
+            f"{len(together)} CSV files" if len(together) > 1 else str(sources[together[0]][0]),
+        )
+        for raw in readers.read_csvs(wh, [sources[i][0] for i in together]):
+            mine = [index[f] for f in raw.parts]
+            try:
+                _load_source(
+                    wh,
+                    spec,
+                    lambda raw=raw: raw,
+                    [reports[i] for i in mine],
+                    [shas[i] for i in mine],
+                    overrides,
+                    settings,
+                    progress,
+                    opts,
+                )
+            except InputError:
+                if len(mine) == 1:
+                    raise
+                # A problem in the files as a whole (say, mixed date orders across them):
+                # load them one by one so the error, if any, names its own file.
+                for i in mine:
+                    _load_source(
+                        wh,
+                        spec,
+                        lambda i=i: readers.read_csv(wh, sources[i][0]),
+                        [reports[i]],
+                        [shas[i]],
+                        overrides,
+                        settings,
+                        progress,
+                        opts,
+                    )
+    return reports
+
+
+def _load_source(
+    wh: Warehouse,
+    spec: Table,
+    read: Callable[[], readers.RawSource],
+    reports: list[IngestReport],
+    shas: list[str],
+    overrides: Mapping[str, str | None] | None,
+    settings: Settings,
+    progress: Progress,
+    opts: _Options,
+) -> None:
+    raw = read()
+    for report in reports:
+        report.fmt, report.encoding, report.delimiter = raw.fmt, raw.encoding, raw.delimiter
+    first = reports[0]
+    where = first.file + (f" [{first.sheet}]" if first.sheet else "")
+    if len(reports) > 1:
+        where += f" (and {len(reports) - 1} more files read with it)"
     try:
-        return _load(wh, spec, raw, report, where, sha, overrides, settings, progress)
+        _load(wh, spec, raw, reports, where, shas, overrides, settings, progress, opts)
     finally:
         for tmp in raw.cleanup:
             tmp.unlink(missing_ok=True)
@@ -699,17 +1284,35 @@ def _load(
     wh: Warehouse,
     spec: Table,
     raw: readers.RawSource,
-    report: IngestReport,
+    reports: list[IngestReport],
     where: str,
-    sha: str,
+    shas: list[str],
     overrides: Mapping[str, str | None] | None,
     settings: Settings,
     progress: Progress,
-) -> IngestReport:
+    opts: _Options,
+) -> list[IngestReport]:
+    # Files read together share one mapping and one set of conventions: the first file's
+    # report collects them and the others receive a copy before the counts are written.
+    report = reports[0]
     columns = raw.columns
     mapping = auto_map(columns, spec, overrides)
+    if spec.name == "transactions" and opts.no_amount:
+        dropped = [mapping.pop(c) for c in ("amount", "unit_price", "discount") if c in mapping]
+        if dropped:
+            report.warnings.append(
+                f"--no-amount: column(s) {', '.join(repr(c) for c in dropped)} not loaded; "
+                "leave out --no-amount to load the amounts"
+            )
     missing = missing_required(mapping, spec)
+    if spec.name == "transactions" and opts.no_amount:
+        missing = [g for g in missing if "amount" not in g]
     if missing:
+        no_amount_hint = (
+            "; a log of purchases without amounts loads with --no-amount"
+            if spec.name == "transactions" and any("amount" in g for g in missing)
+            else ""
+        )
         needed = [" or ".join(g) for g in missing]
         examples = "; ".join(
             f"{g[0]}: e.g. {', '.join(spec.column(g[0]).synonyms[:3])}" for g in missing
@@ -718,17 +1321,19 @@ def _load(
             f"{where}: missing required column(s) {', '.join(needed)} for table '{spec.name}' "
             f"(the file has: {', '.join(columns)})",
             f"rename the column ({examples}) or pass --mapping with lines like "
-            f"'{missing[0][0]}: \"Your Column\"'",
+            f"'{missing[0][0]}: \"Your Column\"'{no_amount_hint}",
         )
     report.mapping = dict(mapping)
     report.ignored_columns = [c for c in columns if c not in mapping.values()]
+    if spec.name == "transactions":
+        _check_customer_column(report, mapping, where, opts)
     n_rows = int(raw.table.count().execute())
     n_bad_lines = int(raw.malformed.shape[0])
     if n_rows == 0 and n_bad_lines == 0:
         raise InputError(f"{where}: the file has a header but no rows", "export the data again")
 
     rd = raw.reader or wh
-    job = _FileIngest(rd, spec, raw, mapping, settings, report)
+    job = _FileIngest(rd, spec, raw, mapping, settings, report, opts)
     job._conventions = job.decide_conventions()
     progress.step("validate", where)
     staged = job.staged(job._conventions[2])
@@ -748,10 +1353,59 @@ def _load(
         moved.append(raw.table.get_name())
     try:
         _refuse_unreadable_columns(stage, job, where)
-        return _write(wh, spec, raw, stage, report, sha, n_rows, n_bad_lines, progress)
+        for other in reports[1:]:
+            for f in dataclasses.fields(IngestReport):
+                if f.name not in ("file", "sheet"):
+                    setattr(other, f.name, copy.deepcopy(getattr(report, f.name)))
+        return _write(wh, spec, raw, stage, reports, shas, progress)
     finally:
         for name in [stage.get_name(), *moved]:
             wh.drop(name)
+
+
+def _check_customer_column(
+    report: IngestReport, mapping: Mapping[str, str], where: str, opts: _Options
+) -> None:
+    """A sales file whose customer column went unrecognised must not load as anonymous sales.
+
+    Loaded silently, every sale would be anonymous and every customer would look like a
+    one-off buyer of nothing; refusing costs the user one flag.
+    """
+    if "customer_id" in mapping:
+        return
+    if opts.anonymous:
+        report.conventions["customer_id"] = "none: every sale loaded as anonymous (--anonymous)"
+        return
+    lookalikes = [c for c in report.ignored_columns if looks_like_customer(c)]
+    if lookalikes:
+        col = lookalikes[0]
+        raise InputError(
+            f"{where}: no customer id column recognised, but '{col}' looks like one",
+            f"if '{col}' identifies the buyer, pass --mapping with the line "
+            f"'customer_id: \"{col}\"'; if these sales really have no customer, pass --anonymous",
+        )
+    report.warnings.append(
+        "no customer id column: every sale is loaded as anonymous (it counts in revenue, not "
+        "in any customer); pass --anonymous to say this is expected, or --mapping to name the "
+        "column"
+    )
+
+
+def _note_duplicates(report: IngestReport, n_rows: int) -> None:
+    """Say what "exact duplicate" meant, and warn when it caught a large share of the file."""
+    cols = report.duplicate_columns
+    if not report.duplicates or not cols:
+        return
+    report.conventions["exact duplicates"] = (
+        f"same value in all {len(cols)} columns of the file ({', '.join(cols)})"
+    )
+    if report.duplicates > _MANY_DUPLICATES * n_rows:
+        report.warnings.append(
+            f"{report.duplicates:,} of {n_rows:,} rows ({report.duplicates / n_rows:.0%}) repeat "
+            f"an earlier row in every one of the file's {len(cols)} columns; if the export left "
+            "out a column that tells them apart (an invoice, line or customer id), export it "
+            "again with that column; --duplicates keep loads them as they are"
+        )
 
 
 def _refuse_unreadable_columns(stage: ir.Table, job: _FileIngest, where: str) -> None:
@@ -783,18 +1437,35 @@ def _write(
     spec: Table,
     raw: readers.RawSource,
     stage: ir.Table,
-    report: IngestReport,
-    sha: str,
-    n_rows: int,
-    n_bad_lines: int,
+    reports: list[IngestReport],
+    shas: list[str],
     progress: Progress,
-) -> IngestReport:
-    batch_id = uuid.uuid4().hex[:12]
-    report.batch_id = batch_id
+) -> list[IngestReport]:
+    """Write accepted rows, quarantine and one batch per file of the source, all or nothing."""
+    ids = [uuid.uuid4().hex[:12] for _ in reports]
+    for r, bid in zip(reports, ids, strict=True):
+        r.batch_id = bid
+    # Files read together commit together; the first file's batch names the transaction.
+    report, batch_id = reports[0], ids[0]
+    files = wh.from_arrow(
+        pa.table(
+            {
+                "_file": pa.array(range(len(ids)), pa.int64()),
+                "_batch_id": ids,
+                "_file_name": raw.parts,
+            }
+        ),
+        "files",
+    )
+    if "_file" not in stage.columns:
+        stage = stage.mutate(_file=ibis.literal(0, "int64"))
+    stage = stage.join(files, "_file")
     ok = stage._reasons == ""
     has_cid = "customer_id" in stage.columns
-    counts = (
-        stage.aggregate(
+    counted = (
+        stage.group_by("_file")
+        .aggregate(
+            rows=stage.count(),
             quarantined=(~ok).cast("int64").sum().fill_null(0),
             duplicates=stage._dup.cast("int64").sum().fill_null(0),
             loaded=stage._loaded.cast("int64").sum().fill_null(0),
@@ -803,76 +1474,96 @@ def _write(
             else ibis.literal(0, "int64"),
         )
         .to_pyarrow()
-        .to_pylist()[0]
+        .to_pylist()
     )
+    by_file = {int(r["_file"]): r for r in counted}
     canonical = [c.name for c in spec.columns]
     accepted = (
         stage.filter(ok)
-        .select(*canonical, batch_id=ibis.literal(batch_id), source_row=stage._row)
+        .select(*canonical, batch_id=stage._batch_id, source_row=stage._row)
         .cast(spec.ibis_schema)
     )
     # The raw text of rejected rows is rebuilt from the source by row number: carrying it for
     # every row through the checks would cost memory for rows that are accepted anyway.
     source = raw.table
-    source_json = source.select(_src_row=source._row, _raw=_raw_json(source, raw.columns))
+    source_json = source.select(
+        _src_row=source._row,
+        _src_file=source._file if "_file" in source.columns else ibis.literal(0, "int64"),
+        _raw=_raw_json(source, raw.columns),
+    )
     bad = stage.filter(~ok)
-    bad = bad.join(source_json, bad._row == source_json._src_row)
+    bad = bad.join(
+        source_json, (bad._row == source_json._src_row) & (bad._file == source_json._src_file)
+    )
     rejected = bad.select(
-        batch_id=ibis.literal(batch_id),
+        batch_id=bad._batch_id,
         table_name=ibis.literal(spec.name),
-        file=ibis.literal(raw.file),
+        file=bad._file_name,
         source_row=bad._row,
         column=bad._first_col,
         value=bad._first_val,
         reason=bad._reasons.re_replace(r";\s*$", ""),
         raw=bad._raw,
     ).cast(QUARANTINE.ibis_schema)
-    report.rows_read = n_rows + n_bad_lines
-    report.quarantined = int(counts["quarantined"]) + n_bad_lines
-    report.accepted = n_rows - int(counts["quarantined"])
-    report.duplicates, report.already_loaded = int(counts["duplicates"]), int(counts["loaded"])
-    report.anonymous = int(counts["anonymous"])
-    if spec.name in _UPSERT and wh.has(spec.name) and report.accepted:
+    lines = raw.malformed
+    bad_lines = lines.groupby("part").size().to_dict() if lines.shape[0] else {}
+    why = (
+        bad.group_by(bad._file, reason=bad._reasons.re_replace(r";\s*$", ""))
+        .aggregate(n=bad.count())
+        .to_pyarrow()
+        .to_pylist()
+    )
+    for i, r in enumerate(reports):
+        c = by_file.get(i, {})
+        n_rows, n_bad = int(c.get("rows", 0)), int(bad_lines.get(i, 0))
+        r.rows_read = n_rows + n_bad
+        r.quarantined = int(c.get("quarantined", 0)) + n_bad
+        r.accepted = n_rows - int(c.get("quarantined", 0))
+        r.duplicates, r.already_loaded = int(c.get("duplicates", 0)), int(c.get("loaded", 0))
+        r.anonymous = int(c.get("anonymous", 0))
+        _note_duplicates(r, n_rows)
+        mine = sorted((w for w in why if w["_file"] == i), key=lambda w: -int(w["n"]))[:10]
+        r.reasons = {w["reason"]: int(w["n"]) for w in mine}
+        if n_bad:
+            r.reasons["malformed line (wrong number of fields or bad quoting)"] = n_bad
+    if len(reports) == 1 and spec.name in _UPSERT and wh.has(spec.name) and report.accepted:
         stored = wh.table(spec.name).select(*spec.key)
         report.updated = int(accepted.semi_join(stored, list(spec.key)).count().execute())
-    reasons = (
-        rejected.group_by(rejected.reason)
-        .aggregate(n=rejected.count())
-        .order_by(ibis.desc("n"))
-        .limit(10)
-    )
-    report.reasons = {r["reason"]: int(r["n"]) for r in reasons.to_pyarrow().to_pylist()}
-    if n_bad_lines:
-        report.reasons["malformed line (wrong number of fields or bad quoting)"] = n_bad_lines
 
+    now = _dt.datetime.now(_dt.UTC).replace(tzinfo=None)
     batch_row = pa.table(
         {
-            "batch_id": [batch_id],
-            "table_name": [spec.name],
-            "file": [raw.file],
-            "sheet": pa.array([raw.sheet], pa.string()),
-            "file_sha256": [sha],
-            "loaded_at": pa.array(
-                [_dt.datetime.now(_dt.UTC).replace(tzinfo=None)], pa.timestamp("us")
-            ),
-            "rows_read": [report.rows_read],
-            "accepted": [report.accepted],
-            "quarantined": [report.quarantined],
-            "anonymous": [report.anonymous],
-            "duplicates": [report.duplicates],
-            "already_loaded": [report.already_loaded],
+            "batch_id": ids,
+            "table_name": [spec.name] * len(ids),
+            "file": [r.file for r in reports],
+            "sheet": pa.array([r.sheet for r in reports], pa.string()),
+            "file_sha256": shas,
+            "loaded_at": pa.array([now] * len(ids), pa.timestamp("us")),
+            "rows_read": [r.rows_read for r in reports],
+            "accepted": [r.accepted for r in reports],
+            "quarantined": [r.quarantined for r in reports],
+            "anonymous": [r.anonymous for r in reports],
+            "duplicates": [r.duplicates for r in reports],
+            "already_loaded": [r.already_loaded for r in reports],
         }
     )
-    malformed = _malformed_rows(raw, batch_id, spec.name)
+    malformed = _malformed_rows(raw, ids, spec.name)
     touched = [spec.name, QUARANTINE.name, INGEST_BATCHES.name]
-    progress.step("write", f"{report.accepted} rows")
+    progress.step("write", f"{sum(r.accepted for r in reports)} rows")
     with wh.batch(touched, batch_id):
         if report.updated:
             wh.delete_keys(spec.name, accepted, spec.key)
         wh.insert(spec.name, accepted)
         if spec.name == "transactions":
-            # The purchase-day rollup follows the lines in the same transaction.
-            rollup.absorb(wh, accepted)
+            # Returns are linked to their purchases and the purchase-day rollup follows the
+            # lines, in the same transaction.
+            linked = returns.update_links(wh, accepted, batch_id)
+            try:
+                rollup.absorb(wh, accepted, relinked=linked.customers)
+            finally:
+                linked.drop(wh)
+            report.return_lines, report.returns_linked = linked.return_lines, linked.linked
+            report.warnings.extend(linked.warnings())
         wh.insert(QUARANTINE.name, rejected)
         if malformed is not None:
             wh.insert(QUARANTINE.name, malformed)
@@ -881,19 +1572,25 @@ def _write(
         wh.insert(
             INGEST_BATCHES.name, wh.from_arrow(batch_row, "batch").cast(INGEST_BATCHES.ibis_schema)
         )
-    progress.step("done", f"{report.accepted} accepted, {report.quarantined} quarantined")
-    return report
+    wh.drop(files.get_name())
+    accepted_n, quarantined_n = (
+        sum(getattr(r, k) for r in reports) for k in ("accepted", "quarantined")
+    )
+    progress.step("done", f"{accepted_n} accepted, {quarantined_n} quarantined")
+    return reports
 
 
-def _malformed_rows(raw: readers.RawSource, batch_id: str, table: str) -> pd.DataFrame | None:
+def _malformed_rows(raw: readers.RawSource, ids: list[str], table: str) -> pd.DataFrame | None:
+    """Lines the reader set aside, each with its own file's batch."""
     m = raw.malformed
     if not m.shape[0]:
         return None
+    part = m["part"].astype("int64")
     return pd.DataFrame(
         {
-            "batch_id": batch_id,
+            "batch_id": part.map(dict(enumerate(ids))),
             "table_name": table,
-            "file": raw.file,
+            "file": part.map(dict(enumerate(raw.parts))),
             "source_row": m["line"].astype("int64"),
             "column": None,
             "value": None,
