@@ -230,7 +230,6 @@ def credentials(request: Request) -> ApiKey | None:
         key = auth[7:].strip()
     if key:
         return verify_key(svc.state, key)
-    safe = request.method in ("GET", "HEAD", "OPTIONS")
     sid = request.cookies.get(SESSION_COOKIE)
     if sid:
         s = svc.sessions.get(sid)
@@ -239,16 +238,13 @@ def credentials(request: Request) -> ApiKey | None:
         # A cookie is sent by the browser on its own: a change needs the session's CSRF token
         # too, which only the dashboard's own pages know.
         sent = request.headers.get("x-csrf-token", "")
+        safe = request.method in ("GET", "HEAD", "OPTIONS")
         if not safe and not hmac.compare_digest(sent, s.csrf):
             raise ApiProblem(
                 403, "Forbidden", "missing or wrong CSRF token", "send the X-CSRF-Token header"
             )
         return ApiKey(s.key_id, "", s.scopes)
-    if not safe:
-        return None
-    # The dashboard's former cookie held the key itself: honoured for reading only, until every
-    # page has moved to sessions.
-    return verify_key(svc.state, request.cookies.get("segmentum_key"))
+    return None
 
 
 def require(scope: str) -> Callable[[Request], Awaitable[ApiKey]]:

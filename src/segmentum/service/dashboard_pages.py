@@ -86,8 +86,10 @@ def mount(
             return page
         _ = page._
         o = svc.overview()
-        try:
-            prev = wh_lock(lambda: _previous_overview(svc.wh, o["as_of"]))
+        try:  # the serving store holds every cached date: no wait while a run holds the warehouse
+            prev = svc.read_models(
+                lambda wh: _previous_overview(wh, o["as_of"]), "dashboard_cache"
+            )
         except Exception:  # the warehouse is busy with a run: no comparison this time
             prev = None
         kpis = _kpis(page, o, prev)
@@ -422,12 +424,15 @@ def mount(
             cached = svc.overview().get("micro")
             if cached and tuple(dims) == DEFAULT_MICRO and cached["min_size"] == min_size:
                 return [SimpleNamespace(**n) for n in cached["nodes"]]
-            return micro_segments(svc.wh, dims, min_size=min_size, store=False).nodes
+            # Only views the cache lacks open the warehouse (busy while a run holds it).
+            return wh_lock(
+                lambda: micro_segments(svc.wh, dims, min_size=min_size, store=False).nodes
+            )
 
         error = None
         nodes: list[Any] = []
         try:
-            nodes = wh_lock(run)
+            nodes = run()
         except SegmentumError as exc:
             error = {"message": exc.message, "hint": ""}
             error["known"] = ", ".join(CATEGORICAL)
@@ -452,10 +457,10 @@ def mount(
 
         def run() -> list[dict[str, Any]]:
             cached = svc.overview().get("geography")
-            return cached if cached is not None else drilldown(svc.wh)
+            return cached if cached is not None else wh_lock(lambda: drilldown(svc.wh))
 
         try:
-            rows = wh_lock(run)
+            rows = run()
         except SegmentumError as exc:
             return render(page, "error.html", current="geography", error=user_error(page, exc))
         parents = [" > ".join(r["path"].split(" > ")[:-1]) for r in rows]
