@@ -77,7 +77,9 @@ def test_quarantines_rows_with_negative_price(wh: Warehouse, tmp_path: Path) -> 
     text = "customer_id,date,quantity,price\nA1,2024-03-05,1,10\nA2,2024-03-05,1,-4\n"
     r = load(wh, "transactions", write(tmp_path / "s.csv", text))
     assert (r.accepted, r.quarantined) == (1, 1)
-    assert quarantine(wh).reason.tolist() == ["unit_price is negative"]
+    assert quarantine(wh).reason.tolist() == [
+        "unit_price is negative (an adjustment such as bad debt, not a sale)"
+    ]
 
 
 def test_returns_are_negative_lines_linked_to_their_invoice(wh: Warehouse, tmp_path: Path) -> None:

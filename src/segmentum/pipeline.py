@@ -25,7 +25,7 @@ from segmentum.errors import ModelError, SegmentumError
 from segmentum.features import customer_features, default_as_of, purchase_days
 from segmentum.history.log import deliver, log_changes
 from segmentum.ingest import IngestReport, ingest, returns
-from segmentum.ingest.core import data_currency, id_match, revenue_totals
+from segmentum.ingest.core import data_currency, has_amounts, id_match, revenue_totals
 from segmentum.models.clv import ClvModels, fit_for_run
 from segmentum.models.clv import record as record_clv_models
 from segmentum.models.clv import score as clv_score
@@ -298,6 +298,12 @@ def run(
             "features", lambda: compute_features(wh, as_of, settings, summary.run_id)
         )
         summary.as_of = as_of_used
+        if not has_amounts(wh):
+            summary.warnings.append(
+                "spend models skipped: the sales were loaded without amounts (--no-amount); "
+                "purchase frequency, P(alive) and lifecycle are computed, spend, value tiers "
+                "and lifetime value are not"
+            )
         clv: ir.Table | None = None
         try:
             clv, models = step(

@@ -289,7 +289,8 @@ TRANSACTIONS = Table(
         Column(
             "timestamp",
             "timestamp",
-            "When the sale happened (business time zone).",
+            "When the sale happened, in local wall-clock time (times written with an offset "
+            "keep the time written; UTC times move to the business time zone).",
             (
                 "timestamp",
                 "invoicedate",
@@ -301,6 +302,13 @@ TRANSACTIONS = Table(
                 "fecha_factura",
                 "fecha_hora",
                 "fecha_pedido",
+                "fecha_compra",
+                "fecha_venta",
+                "fecha_operacion",
+                "fecha_ticket",
+                "created_at",
+                "paid_at",
+                "order_datetime",
             ),
         ),
         Column(

@@ -1,5 +1,5 @@
 """Ingestion: read user files, map their columns, validate, and load them with a quarantine."""
 
-from segmentum.ingest.core import IngestReport, ingest
+from segmentum.ingest.core import IngestReport, id_match, ingest, quarantine_summary
 
-__all__ = ["IngestReport", "ingest"]
+__all__ = ["IngestReport", "id_match", "ingest", "quarantine_summary"]

@@ -94,6 +94,7 @@ def bar_svg(labels: list[str], values: list[float], title: str, width: int = 640
 
 def build_report(wh: Warehouse, lang: str = "en", settings: Settings | None = None) -> str:
     """The whole report as one HTML string."""
+    from segmentum.ingest.core import data_currency
     from segmentum.precompute import overview
 
     if lang not in WORDS:
@@ -104,7 +105,7 @@ def build_report(wh: Warehouse, lang: str = "en", settings: Settings | None = No
     body = [
         f"<h1>{w['title']}</h1>",
         f"<p>{w['as_of']} {o['as_of']}: <b>{o['customers']:,}</b> {w['customers']}, "
-        f"<b>{o['revenue']:,.0f} {settings.currency}</b> {w['revenue']}</p>",
+        f"<b>{o['revenue']:,.0f} {data_currency(wh, settings)[0]}</b> {w['revenue']}</p>",
         f"<h2>{w['overview']}</h2>",
     ]
     names = _spanish_names() if lang == "es" else {}

@@ -100,8 +100,10 @@ def quintile(
     order = ibis.desc(value) if descending else value
     group = [by] if by is not None else None
     rank = ibis.rank().over(ibis.window(order_by=order, group_by=group))  # 0-based, min rank
-    n = value.count().over(ibis.window(group_by=group))
-    return (rank * 5 / n).floor().cast("int64") + 1
+    # A column with no values at all (amounts of a log loaded with --no-amount) scores NULL.
+    n = value.count().over(ibis.window(group_by=group)).nullif(0)
+    score = (rank * 5 / n).floor().cast("int64") + 1
+    return ibis.ifelse(value.isnull(), ibis.null("int64"), score)
 
 
 def rfm(
