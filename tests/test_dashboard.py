@@ -12,7 +12,7 @@ from urllib.parse import urlparse
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from segmentum.report import build_report
 
@@ -48,13 +48,15 @@ def browser() -> Iterator[Browser]:
 class Tab:
     """A page with what it fetched and every console message and script error it raised."""
 
-    def __init__(self, browser: Browser, lang: str, width: int = 1280) -> None:
+    def __init__(self, browser: Browser, lang: str, width: int = 1280, axe: bool = False) -> None:
         self.ctx = browser.new_context(
+            bypass_csp=axe,  # only to add axe-core, a test's own script, to the page
             locale="es-ES" if lang == "es" else "en-US",
             extra_http_headers={"Accept-Language": "es-ES" if lang == "es" else "en-US"},
             viewport={"width": width, "height": 900},
         )
         self.page: Page = self.ctx.new_page()
+        self.page.set_default_timeout(60_000)  # pages computed live on a busy two-core machine
         self.hosts: list[str] = []
         self.console: list[str] = []
         self.page.on("request", lambda r: self.hosts.append(urlparse(r.url).hostname or ""))
@@ -81,8 +83,8 @@ class Tab:
 def tab(browser: Browser) -> Iterator[Any]:
     opened: list[Tab] = []
 
-    def make(lang: str = "en", width: int = 1280) -> Tab:
-        opened.append(Tab(browser, lang, width))
+    def make(lang: str = "en", width: int = 1280, axe: bool = False) -> Tab:
+        opened.append(Tab(browser, lang, width, axe))
         return opened[-1]
 
     yield make
@@ -129,7 +131,7 @@ def test_spanish_pages_use_spanish_words_and_numbers(tab: Any, server: dict[str,
     kpi = page.inner_text("#kpi-customers .kpi-value")
     assert re.fullmatch(r"\d{1,3}(\.\d{3})*", kpi), kpi
     page.wait_for_selector("#chart-rfm_segment[data-drawn]")
-    ticks = page.locator("#chart-rfm_segment .xtick text").all_inner_texts()
+    ticks = page.locator("#chart-rfm_segment .xtick text").all_text_contents()
     assert "Campeones" in ticks or "Leales" in ticks, ticks
     for english in ("Champions", "Loyal", "high", "medium", "Stars", "Customers", "Revenue"):
         assert english not in page.inner_text("main"), english
@@ -156,9 +158,9 @@ def test_overview_charts_fit_their_cards_on_first_load(
     assert rfm.locator(".xtick").count() == len(
         server["wh"].table("customer_classes").rfm_segment.name("s").to_pyarrow().unique()
     ) or rfm.locator(".xtick").count() >= 9
-    assert rfm.locator(".gtitle").inner_text() == "RFM segments"
+    assert rfm.locator(".gtitle").text_content() == "RFM segments"
     assert rfm.locator(".legend .traces").count() == 2
-    assert "Revenue share" in rfm.locator(".y2title").inner_text()
+    assert "Revenue share" in (rfm.locator(".y2title").text_content() or "")
     if width == 390:
         assert page.evaluate("document.documentElement.scrollWidth") <= 392
         t.shot("en-overview-390px")
@@ -179,11 +181,12 @@ def test_clicking_an_rfm_bar_opens_those_customers_in_the_explorer(
 def test_language_switch_keeps_the_page_and_its_query(tab: Any, server: dict[str, Any]) -> None:
     t = tab("es")
     page = t.sign_in(server)
-    page.goto(server["url"] + "/dashboard/micro?dimensions=value_tier,region")
+    page.goto(server["url"] + "/dashboard/explorer?segment=vip")
     page.click("#lang")
     page.wait_for_load_state()
-    assert "dimensions=value_tier%2Cregion" in page.url and "lang=en" in page.url
-    assert page.inner_text("h1") == "Micro-segments"
+    assert "segment=vip" in page.url and "lang=en" in page.url
+    assert page.inner_text("h1") == "Segment explorer"
+    assert page.locator("#profile").count() == 1
     page.goto(server["url"] + "/dashboard/customer")  # the choice is remembered
     assert page.inner_text("h1") == "Customers"
 
@@ -213,8 +216,11 @@ def test_builder_error_keeps_the_hint_and_the_caret_under_the_fault(
     assert "frequency" in page.inner_text("#result")  # the server's "did you mean"
     page.fill("#rule", "frequency >= 2 and  monetary > 'x'")
     page.wait_for_selector("#result.error #caret")
+    expect(page.locator("#caret")).to_contain_text("monetary")
     rule, caret = page.inner_text("#caret").split("\n")[:2]
-    assert rule[len(caret) - 1] in "m'x"  # the caret stays under the character at fault
+    reported = int(re.search(r"(\d+):", page.inner_text("#result strong")).group(1))
+    assert caret.strip() == "^" and caret.index("^") + 1 == reported  # same offsets
+    assert rule == "frequency >= 2 and  monetary > 'x'"
     assert page.evaluate(
         "getComputedStyle(document.getElementById('caret')).fontFamily"
     ).lower().count("mono")
@@ -228,7 +234,7 @@ def test_builder_warns_on_a_value_no_customer_has(tab: Any, server: dict[str, An
     page.wait_for_selector(".unknown-value")
     assert "'high'" in page.inner_text(".unknown-value")
     page.click(".unknown-value button")
-    page.wait_for_function("document.getElementById('rule').value.includes(\"'high'\")")
+    expect(page.locator("#rule")).to_have_value(re.compile("'high'"))
     page.select_option("#suggest-column", "lifecycle_stage")
     page.wait_for_selector("#suggestions button")
     assert page.locator("#suggestions button").count() >= 2
@@ -352,13 +358,13 @@ def test_pages_carry_a_nonce_csp_and_cannot_be_framed(server: dict[str, Any]) ->
 def test_no_serious_accessibility_issue_on_any_page(
     tab: Any, server: dict[str, Any], lang: str
 ) -> None:
-    t = tab(lang)
+    t = tab(lang, axe=True)
     page = t.sign_in(server)
     found: list[str] = []
     for _name, path, selector in PAGES:
         page.goto(server["url"] + path)
         page.wait_for_selector(selector, timeout=15_000)
-        page.add_script_tag(path=str(AXE))  # a test-only script: Playwright bypasses the CSP
+        page.add_script_tag(path=str(AXE))
         res = page.evaluate(
             "async () => (await axe.run(document, {resultTypes: ['violations']})).violations"
             ".filter(v => ['serious', 'critical'].includes(v.impact))"
