@@ -379,12 +379,18 @@ def test_uplift_interval_covers_a_known_effect() -> None:
         }
     )
     e = effect(df, "all", cost_per_contact=0.05, margin=0.3)
+    assert e.uplift_low is not None and e.uplift_high is not None and e.p_value is not None
     assert e.uplift_low < 0.02 < e.uplift_high and e.p_value < 0.001
+    assert e.revenue_diff_low is not None and e.revenue_diff_high is not None
     assert e.revenue_diff_low < 0.02 * 50 < e.revenue_diff_high
     assert e.incremental_revenue == pytest.approx((e.revenue_treated - e.revenue_control) * nt)
     assert e.roi == pytest.approx((e.incremental_revenue * 0.3 - nt * 0.05) / (nt * 0.05))
     same = df.assign(converted=np.r_[rng.random(nt) < 0.1, rng.random(nc) < 0.1].astype(int))
-    assert effect(same, "all", 0.05, 0.3).p_value > 0.001
+    p_same = effect(same, "all", 0.05, 0.3).p_value
+    assert p_same is not None and p_same > 0.001
+    # No conversions anywhere: nothing to test, so no p-value (never a made-up 1.000).
+    none = df.assign(converted=0, revenue=0.0)
+    assert effect(none, "all", 0.05, 0.3).p_value is None
 
 
 def test_results_from_ingested_and_from_derived_conversions(cwh: Warehouse) -> None:
@@ -406,6 +412,24 @@ def test_results_from_ingested_and_from_derived_conversions(cwh: Warehouse) -> N
     buyers = set(window.customer_id)
     treated = log[log.status == "sent"].customer_id
     assert r.overall.conv_treated == pytest.approx(treated.isin(buyers).mean())
+
+
+def test_the_demos_past_campaign_can_be_measured_but_not_sent(
+    cwh: Warehouse, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cs = Campaigns(cwh, SETTINGS)
+    past = cs.get("WINBACK-2025-10")  # only in the ingested campaign_results
+    assert past.tactic == "imported" and past.channel == "email"
+    assert 0.05 < past.control_share < 0.15
+    assert main(["campaign", "list", "-w", cwh.url]) == 0
+    assert "WINBACK-2025-10" in capsys.readouterr().out
+    assert main(["campaign", "results", "WINBACK-2025-10", "-w", cwh.url]) == 0
+    out = capsys.readouterr().out
+    assert "results (results)" in out and "nan" not in out.lower()
+    with pytest.raises(InputError, match="imported from campaign_results"):
+        cs.send(past)
+    with pytest.raises(InputError, match="already exists"):
+        cs.create("WINBACK-2025-10", "winback", "email")
 
 
 def test_campaign_cli(cwh: Warehouse, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

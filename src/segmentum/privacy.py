@@ -11,7 +11,9 @@
   being contacted again (a suppression holds an id or an address and a reason, nothing else);
 - files written to disk cannot be edited from here: the exports that contained them (recorded
   by :func:`record_export` whenever segmentum writes an audience file) are listed, for the user
-  to delete or regenerate.
+  to delete or regenerate;
+- the serving store (the read models ``segmentum serve`` reads, copied out of the warehouse)
+  is published again from the erased warehouse.
 
 docs/privacy.md lists what personal data each table holds and for how long.
 """
@@ -29,6 +31,7 @@ import ibis
 import pyarrow as pa
 
 from segmentum.campaigns.sendlog import sql
+from segmentum.config import Settings, load_settings
 from segmentum.errors import InputError
 from segmentum.warehouse import Warehouse
 
@@ -118,6 +121,7 @@ class ForgetReport:
     kept: dict[str, int] = field(default_factory=dict)
     exports: list[dict[str, Any]] = field(default_factory=list)
     dry_run: bool = False
+    republished: bool = False
 
     @property
     def found(self) -> bool:
@@ -125,10 +129,27 @@ class ForgetReport:
 
 
 def _tables(wh: Warehouse) -> list[str]:
-    return sorted(n for n in wh.con.list_tables() if not n.startswith("_seg_"))
+    """The stored tables (not the scratch tables and in-memory views of this session)."""
+    names = set(wh.con.list_tables())
+    if wh.engine in ("duckdb", "postgres"):
+        names &= {
+            str(r[0])
+            for r in sql(
+                wh,
+                "SELECT table_name FROM information_schema.tables "
+                "WHERE table_type = 'BASE TABLE' AND table_catalog = current_database()",
+            )
+        }
+    return sorted(n for n in names if not n.startswith(("_seg_", "ibis_")))
 
 
-def forget(wh: Warehouse, customer_id: str, *, dry_run: bool = False) -> ForgetReport:
+def forget(
+    wh: Warehouse,
+    customer_id: str,
+    *,
+    dry_run: bool = False,
+    settings: Settings | None = None,
+) -> ForgetReport:
     """Erase ``customer_id`` from the warehouse (see the module docstring for what that means).
 
     Examples
@@ -172,7 +193,7 @@ def forget(wh: Warehouse, customer_id: str, *, dry_run: bool = False) -> ForgetR
                     else "DELETE FROM {}"
                 )
                 sql(wh, f"{verb.format(_quote(name))} WHERE {where}", [arg])
-        return report
+        return _republish(wh, report, settings)
     for name, action in plan:  # Spark: no row updates, rewrite the table
         t = wh.con.table(name)
         hit = _hit(t, name, customer_id)
@@ -183,6 +204,19 @@ def forget(wh: Warehouse, customer_id: str, *, dry_run: bool = False) -> ForgetR
         else:
             new = t.filter(~hit)
         wh.write(name, wh.materialize(new, "forget"))
+    return _republish(wh, report, settings)
+
+
+def _republish(wh: Warehouse, report: ForgetReport, settings: Settings | None) -> ForgetReport:
+    """Publish the serving store again, when there is one, so it no longer holds them."""
+    from segmentum.precompute import publish_read_models
+    from segmentum.serving import serving_path
+
+    settings = settings or load_settings()
+    target = serving_path(wh.url, settings.serving_store)
+    if report.found and target is not None and target.exists():
+        publish_read_models(wh, settings)
+        report.republished = True
     return report
 
 

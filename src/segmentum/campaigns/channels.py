@@ -203,7 +203,8 @@ def render(template: Mapping[str, Any], lang: str, context: Mapping[str, Any]) -
     A missing value (None, NaN, NaT, blank) reaches the template as :class:`Missing`: it
     takes a template's fallback, and printing it raises instead of writing ``nan``.
     """
-    ctx = {k: Missing(k) if missing(v) else v for k, v in context.items()}
+    ctx: dict[str, Any] = {k: Missing(k) for k in VARIABLES}
+    ctx.update({k: Missing(k) if missing(v) else v for k, v in context.items()})
     if "greeting" not in context:
         ctx["greeting"] = greeting(lang, context.get("first_name"))
     part = dict(template)

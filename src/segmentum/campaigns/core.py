@@ -299,7 +299,8 @@ class Campaigns:
     def prepare(self, c: Campaign, now: _dt.datetime | None = None) -> pd.DataFrame:
         """Log the plan in ``campaign_sends`` without sending anything (a send does it first)."""
         self._sendable(c)
-        return self._ensure_log(c, now or _now())
+        self._ensure_log(c, now or _now())
+        return self.log(c)
 
     def dry_run(
         self, c: Campaign, now: _dt.datetime | None = None, sample: int = 5
@@ -364,7 +365,6 @@ class Campaigns:
         if c.channel == "sms":
             raise InputError("SMS sending is not available yet", "export a file for your SMS tool")
         now = now or _now()
-        sendlog.upgrade(self.wh)
         self._ensure_log(c, now)
         slog = SendLog(self.wh, c.campaign_id, self.settings.send_lease_seconds)
         resumed = slog.reclaim()
@@ -375,22 +375,31 @@ class Campaigns:
         stopped: str | None = None
         due_before = None if immediately else now
         if c.channel == "file":
-            files = self._send_files(c, slog, now, out_dir)
+            files, delivered = self._send_files(c, slog, now, out_dir)
         elif c.channel == "web":
             # Published: the web endpoint serves them from the log from now on.
             delivered = slog.publish(["scheduled"], now, due_before)
         else:
             delivered, failed, retrying, errors, stopped = self._deliver(c, slog, now, due_before)
         slog.flush()
-        log = self.log(c)
+        s = self.wh.table(SENDS)
+        s = s.filter(s.campaign_id == c.campaign_id)
+        counts = s.group_by(["group", "outcome", "status"]).aggregate(n=s.count())
+        rows = counts.to_pyarrow().to_pylist()
+        outcomes: dict[str, int] = {}
+        for x in sorted(rows, key=lambda x: -x["n"]):
+            outcomes[x["outcome"]] = outcomes.get(x["outcome"], 0) + int(x["n"])
+        later = sum(
+            int(x["n"]) for x in rows if x["status"] == "pending" and x["outcome"] == "scheduled"
+        )
         return SendReport(
             c.campaign_id,
-            len(log),
-            int((log.group == "control").sum()),
-            {str(k): int(v) for k, v in log.outcome.value_counts().items()},
-            delivered if c.channel != "file" else int(len(files) > 0),
+            sum(int(x["n"]) for x in rows),
+            sum(int(x["n"]) for x in rows if x["group"] == "control"),
+            outcomes,
+            delivered,
             failed,
-            int(((log.status == "pending") & (log.outcome == "scheduled")).sum()) - retrying,
+            later - retrying,
             errors[:5],
             files,
             retrying,
@@ -514,12 +523,12 @@ class Campaigns:
 
     def _send_files(
         self, c: Campaign, slog: SendLog, now: _dt.datetime, out_dir: Path | None
-    ) -> builtins.list[str]:
+    ) -> tuple[builtins.list[str], int]:
         """File campaigns: the whole treatment group in one set of files, then marked sent."""
         s = self.wh.table(SENDS)
         todo = s.filter((s.campaign_id == c.campaign_id) & (s.outcome == "file"))
         if not int(todo.filter(todo.status == "pending").count().to_pyarrow().as_py()):
-            return []
+            return [], 0
         cols = [
             x
             for x in todo.columns
@@ -532,6 +541,7 @@ class Campaigns:
                 "claim_token",
                 "claimed_at",
                 "address",
+                "reason_args",
             )
         ]
         todo = todo.select(*cols)
@@ -559,8 +569,7 @@ class Campaigns:
             personal_data=self.settings.export_personal_data,
             at=now,
         )
-        slog.publish(["file"], now, None)
-        return [str(p) for p in paths]
+        return [str(p) for p in paths], slog.publish(["file"], now, None)
 
     def log(self, c: Campaign) -> pd.DataFrame:
         if not self.wh.has(SENDS):
@@ -568,14 +577,14 @@ class Campaigns:
         s = self.wh.table(SENDS)
         return s.filter(s.campaign_id == c.campaign_id).to_pandas()
 
-    def _ensure_log(self, c: Campaign, now: _dt.datetime) -> pd.DataFrame:
+    def _ensure_log(self, c: Campaign, now: _dt.datetime) -> None:
         sendlog.upgrade(self.wh)
         with sendlog.exclusive(self.wh, c.campaign_id):
-            existing = self.log(c)
-            if not existing.empty:
-                return existing
+            if self.wh.has(SENDS):
+                s = self.wh.table(SENDS)
+                if s.filter(s.campaign_id == c.campaign_id).count().to_pyarrow().as_py():
+                    return
             self.record_plan(c, self.plan(c, now=now), now)
-        return self.log(c)
 
     def record_plan(self, c: Campaign, df: pd.DataFrame, now: _dt.datetime) -> None:
         """Write a plan (one row per member: customer_id, group, outcome, reason, ``why_*``

@@ -142,7 +142,7 @@ class SendLog:
     # -------------------------------------------------------------------- recovery
     def reclaim(self) -> int:
         """Put back to ``pending`` the rows left in ``sending`` by a send that died."""
-        if not self.rows_level or not self.wh.has(SENDS):
+        if not self.rows_level:
             return 0
         rows = sql(
             self.wh,
@@ -284,8 +284,6 @@ class SendLog:
 
     def forget_addresses(self, keep_days: int) -> int:
         """Clear delivered addresses older than ``keep_days`` (all of them with 0)."""
-        if not self.wh.has(SENDS):
-            return 0
         cut = now() - _dt.timedelta(days=keep_days)
         if self.rows_level:
             return len(

@@ -1,0 +1,181 @@
+"""Personal data: the send log keeps only what a send needs, and ``forget`` erases a customer
+from every table (real DuckDB file, real SMTP server, files written to disk)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+import segmentum
+from killsends import TEMPLATE, SlowInbox, plan, start_smtp
+from segmentum.campaigns.core import Campaign, Campaigns
+from segmentum.cli import main
+from segmentum.config import Settings, load_settings
+from segmentum.history.log import OUTBOX
+from segmentum.ingest import ingest
+from segmentum.privacy import _tables, exports_of, forget
+from segmentum.warehouse import Warehouse
+
+SETTINGS = load_settings(env={}).with_overrides(
+    discover_segments=False, smtp_host="127.0.0.1", smtp_starttls=False
+)
+PERSONAL = ("email", "phone", "first_name", "last_name")
+
+CLIENTES = """id_cliente;nombre;apellidos;correo;telefono;pais;acepta_email
+C0001;Martina;García;c0001@example.com;+34600000001;España;si
+C0002;;López;c0002@example.com;+34600000002;España;si
+C0003;Lucía;Pérez;c0003@example.com;+34600000003;España;si
+C0004;Oliver;Smith;c0004@example.com;+44700000004;United Kingdom;si
+C0005;Hugo;Ruiz;c0005@example.com;+34600000005;España;si
+C0006;Emma;Jones;c0006@example.com;+44700000006;United Kingdom;si
+C0007;Pablo;Sanz;no-es-un-correo;+34600000007;España;talvez
+"""
+VENTAS = """factura;id_cliente;fecha;cantidad;importe
+F1;C0003;2025-01-05;1;20,00
+F2;C0003;2025-02-05;2;35,50
+F3;C0004;2025-02-06;1;12,00
+F4;C0005;fecha-mala;1;9,00
+F5;;2025-03-01;1;5,00
+"""
+
+
+@pytest.fixture(scope="module")
+def loaded(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Customers and sales loaded from Spanish exports, with a few rows quarantined."""
+    folder = tmp_path_factory.mktemp("privacy")
+    (folder / "clientes.csv").write_text(CLIENTES, encoding="utf-8")
+    (folder / "ventas.csv").write_text(VENTAS, encoding="utf-8")
+    w = segmentum.connect(f"duckdb:///{folder / 'p.duckdb'}")
+    ingest("customers", folder / "clientes.csv", warehouse=w, settings=SETTINGS)
+    ingest("transactions", folder / "ventas.csv", warehouse=w, settings=SETTINGS)
+    w.close()
+    return folder / "p.duckdb"
+
+
+@pytest.fixture
+def pwh(loaded: Path, copy_of: Any) -> Warehouse:
+    w: Warehouse = copy_of(loaded)
+    return w
+
+
+@pytest.fixture
+def inbox() -> Iterator[tuple[SlowInbox, int]]:
+    box = SlowInbox()
+    ctl, port = start_smtp(box)
+    yield box, port
+    ctl.stop()
+
+
+def _email_campaign(w: Warehouse, settings: Settings, name: str = "Vuelve") -> Campaign:
+    cs = Campaigns(w, settings)
+    c = cs.create(name, "winback", "email", template=TEMPLATE, control_share=0.2)
+    cust = w.table("customers").order_by("customer_id").to_pandas()
+    cust["consent_email"] = cust.consent_email.fillna(False).astype(bool)
+    cs.record_plan(c, plan(cust), dt.datetime(2026, 1, 5))
+    return c
+
+
+def test_the_send_log_holds_no_contact_data_and_addresses_only_when_retention_says_so(
+    pwh: Warehouse, inbox: tuple[SlowInbox, int]
+) -> None:
+    box, port = inbox
+    cs = Campaigns(pwh, SETTINGS.with_overrides(smtp_port=port))
+    c = _email_campaign(pwh, cs.settings)
+    r = cs.send(c, immediately=True)
+    assert r.delivered == len(box.got) > 0
+    log = cs.log(c)
+    assert not set(PERSONAL) & set(log.columns)  # the log never copies them
+    assert log.address.isna().all()  # contact_retention_days = 0: nothing kept
+    emails = set(pwh.table("customers").to_pandas().email.dropna())
+    text = log.astype(str).to_csv()
+    assert not [e for e in emails if e in text]
+    # With a retention period the address a message went to is kept, on delivered rows only.
+    keep = Campaigns(pwh, cs.settings.with_overrides(contact_retention_days=30))
+    c2 = _email_campaign(pwh, keep.settings, "Vuelve 2")
+    keep.send(c2, immediately=True)
+    log2 = keep.log(c2)
+    sent = log2[log2.status == "sent"]
+    assert sent.address.notna().all() and log2[log2.status != "sent"].address.isna().all()
+    assert set(log2[log2.group == "control"].address.dropna()) == set()
+    # Lowering the retention clears them at the next send.
+    Campaigns(pwh, cs.settings).send(c2, immediately=True)
+    assert Campaigns(pwh, cs.settings).log(c2).address.isna().all()
+
+
+def test_forget_erases_a_customer_everywhere_and_lists_the_files_that_held_them(
+    pwh: Warehouse, inbox: tuple[SlowInbox, int], tmp_path: Path
+) -> None:
+    _, port = inbox
+    settings = SETTINGS.with_overrides(smtp_port=port, export_personal_data=True)
+    cs = Campaigns(pwh, settings)
+    c = _email_campaign(pwh, settings)
+    cs.send(c, immediately=True)
+    # A file campaign writes the audience to disk (recorded in `exports`).
+    f = cs.create("Fichero", "winback", "file")
+    cust = pwh.table("customers").order_by("customer_id").to_pandas()
+    cust["consent_email"] = True
+    p = plan(cust).assign(outcome=lambda d: d.outcome.replace({"scheduled": "file"}))
+    cs.record_plan(f, p, dt.datetime(2026, 1, 5))
+    files = cs.send(f, out_dir=tmp_path / "out").files
+    assert "C0003" in Path(files[0]).read_text()
+    # Segment events queued for a webhook.
+    pwh.write(
+        OUTBOX,
+        pd.DataFrame(
+            {
+                "event_id": ["vip:C0003:enter:2026-01-01", "vip:C0004:enter:2026-01-01"],
+                "segment": "vip",
+                "customer_id": ["C0003", "C0004"],
+                "event": "enter",
+                "as_of": dt.date(2026, 1, 1),
+                "status": "pending",
+                "attempts": 0,
+                "last_error": pd.Series([None, None], dtype="string"),
+                "delivered_at": pd.NaT,
+                "batch_id": pd.Series([None, None], dtype="string"),
+            }
+        ),
+    )
+    revenue = pwh.table("transactions").amount.sum().to_pyarrow().as_py()
+    dry = forget(pwh, "C0003", dry_run=True)
+    assert dry.deleted["customers"] == 1 and dry.anonymized["transactions"] == 2
+    customers = pwh.table("customers")
+    assert customers.filter(customers.customer_id == "C0003").count().to_pyarrow().as_py() == 1
+    r = forget(pwh, "C0003")
+    assert {"customers", "campaign_sends", OUTBOX, "export_members"} <= set(r.deleted)
+    assert r.anonymized == {"transactions": 2}
+    assert sorted(Path(e["path"]).name for e in r.exports) == sorted(Path(x).name for x in files)
+    assert all(e["exists"] and e["personal_data"] for e in r.exports)
+    for name in _tables(pwh):  # every stored table
+        t = pwh.con.table(name)
+        if "customer_id" in t.columns:
+            assert not t.filter(t.customer_id == "C0003").count().to_pyarrow().as_py(), name
+    # Sales stay, now anonymous: revenue totals do not move.
+    assert pwh.table("transactions").amount.sum().to_pyarrow().as_py() == pytest.approx(revenue)
+    assert exports_of(pwh, "C0003") == [] and exports_of(pwh, "C0004")
+    assert not forget(pwh, "C0003").found
+
+
+def test_forget_on_the_command_line(pwh: Warehouse, capsys: pytest.CaptureFixture[str]) -> None:
+    url = pwh.url
+    quarantined = pwh.table("quarantine").to_pandas()
+    assert quarantined.raw.str.contains('"C0005"').any()  # the bad date row
+    pwh.close()
+    assert main(["forget", "C0005", "--dry-run", "-w", url]) == 0
+    out = capsys.readouterr().out
+    assert "customers: 1 rows would be deleted" in out and "quarantine" in out
+    assert main(["forget", "C0005", "-w", url]) == 0
+    assert "customers: 1 rows were deleted" in capsys.readouterr().out
+    assert main(["forget", "C0005", "-w", url]) == 0
+    assert "nothing to erase" in capsys.readouterr().out
+    w = segmentum.connect(url)
+    try:
+        q = w.table("quarantine").to_pandas()
+        assert not q.raw.str.contains('"C0005"').any()
+    finally:
+        w.close()
