@@ -236,8 +236,11 @@ def test_300_daily_files_keep_their_own_batch_counts_and_quarantine(
 
 
 def test_files_read_together_check_duplicates_per_file_and_overlaps_across_files(
-    wh: Warehouse, tmp_path: Path
+    backend: Warehouse, tmp_path: Path
 ) -> None:
+    # On PostgreSQL the files are read together in the embedded reader; Spark reads them one
+    # by one: the outcome is the same.
+    wh = backend
     head = "invoice,line,customer_id,date,amount\n"
     a = write(tmp_path / "a.csv", head + "F1,1,C1,2024-03-05,10\nF2,1,C2,2024-03-05,5\n")
     b = write(
@@ -275,3 +278,18 @@ def test_files_that_cannot_share_a_read_still_load_each_on_its_own(
     )
     reports = load(wh, [semi, comma, long_line])
     assert [(r.rows_read, r.accepted) for r in reports] == [(1, 1), (3, 3), (3, 2)]
+
+
+def test_the_command_line_summarises_many_files_one_line_each(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "exports"
+    folder.mkdir()
+    for d in range(6):
+        write(folder / f"v{d}.csv", HEADER + "".join(sales(3, 1 + 3 * d)))
+    url = f"duckdb:///{tmp_path / 'w.duckdb'}"
+    assert main(["ingest", "transactions", str(folder), "--warehouse", url]) == 0
+    out = capsys.readouterr().out
+    assert "6 files: ingest summary" in out and out.count("v5.csv") == 1
+    assert main(["ingest", "transactions", str(folder), "--warehouse", url]) == 0
+    assert capsys.readouterr().out.count("already loaded, skipped") == 6

@@ -105,6 +105,61 @@ def _pct(x: float | None) -> str:
     return f"{100 * (x or 0):.1f}%"
 
 
+# More files than this (a folder of daily exports) are summarised one line per file.
+_MANY_FILES = 5
+
+
+def print_ingest_files(reports: list[IngestReport]) -> None:
+    """Many files: the column mapping once, one line per file, totals and reasons summed."""
+    loaded = [r for r in reports if not r.skipped]
+    if loaded and loaded[0].mapping:
+        m = Table(title=f"{loaded[0].table}: column mapping", title_justify="left")
+        m.add_column("column in file")
+        m.add_column("canonical column")
+        for canon, src in loaded[0].mapping.items():
+            m.add_row(src, canon)
+        for src in loaded[0].ignored_columns:
+            m.add_row(src, "[dim](ignored)[/dim]")
+        console.print(m)
+    t = Table(title=f"{len(reports):,} files: ingest summary", title_justify="left")
+    for c in ("file", "rows read", "accepted", "quarantined", "batch"):
+        t.add_column(c, justify="left" if c in ("file", "batch") else "right")
+    for r in reports:
+        where = r.file + (f" [{r.sheet}]" if r.sheet else "")
+        if r.skipped:
+            t.add_row(where, "", "", "", "[yellow]already loaded, skipped[/yellow]")
+            continue
+        t.add_row(where, f"{r.rows_read:,}", f"{r.accepted:,}", f"{r.quarantined:,}", r.batch_id)
+    total = {
+        k: sum(getattr(r, k) for r in loaded) for k in ("rows_read", "accepted", "quarantined")
+    }
+    t.add_row(
+        "[bold]total[/bold]",
+        f"{total['rows_read']:,}",
+        f"{total['accepted']:,}",
+        f"{total['quarantined']:,}",
+        "[green]read = accepted + quarantined[/green]"
+        if all(r.balanced for r in loaded)
+        else "[red]counts do not add up[/red]",
+    )
+    console.print(t)
+    for w in dict.fromkeys(w for r in loaded for w in r.warnings):
+        console.print(f"  [yellow]warning:[/yellow] {w}")
+    reasons: dict[str, int] = {}
+    for r in loaded:
+        for reason, n in r.reasons.items():
+            reasons[reason] = reasons.get(reason, 0) + n
+    if reasons:
+        q = Table(
+            title="why rows were quarantined (see: segmentum quarantine)", title_justify="left"
+        )
+        q.add_column("reason")
+        q.add_column("rows", justify="right")
+        for reason, n in sorted(reasons.items(), key=lambda kv: -kv[1]):
+            q.add_row(reason, f"{n:,}")
+        console.print(q)
+
+
 def print_ingest_report(r: IngestReport) -> None:
     where = r.file + (f" [{r.sheet}]" if r.sheet else "")
     if r.skipped:
@@ -216,8 +271,11 @@ def ingest_cmd(
     if as_json:
         print_json(json.dumps([r.to_dict() for r in reports], default=str))
         return
-    for r in reports:
-        print_ingest_report(r)
+    if len(reports) > _MANY_FILES:
+        print_ingest_files(reports)
+    else:
+        for r in reports:
+            print_ingest_report(r)
     if reports and reports[-1].id_match:
         print_id_match(reports[-1].id_match)
 

@@ -12,7 +12,7 @@ import dataclasses
 import datetime as _dt
 import uuid
 import zoneinfo
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -1205,7 +1205,7 @@ def _ingest_files(
             _load_source(
                 wh,
                 spec,
-                lambda p=p, sh=sh: readers.read(wh, p, sh),
+                readers.read(wh, p, sh),
                 [reports[i]],
                 [shas[i]],
                 overrides,
@@ -1225,7 +1225,7 @@ def _ingest_files(
                 _load_source(
                     wh,
                     spec,
-                    lambda raw=raw: raw,
+                    raw,
                     [reports[i] for i in mine],
                     [shas[i] for i in mine],
                     overrides,
@@ -1242,7 +1242,7 @@ def _ingest_files(
                     _load_source(
                         wh,
                         spec,
-                        lambda i=i: readers.read_csv(wh, sources[i][0]),
+                        readers.read_csv(wh, sources[i][0]),
                         [reports[i]],
                         [shas[i]],
                         overrides,
@@ -1256,7 +1256,7 @@ def _ingest_files(
 def _load_source(
     wh: Warehouse,
     spec: Table,
-    read: Callable[[], readers.RawSource],
+    raw: readers.RawSource,
     reports: list[IngestReport],
     shas: list[str],
     overrides: Mapping[str, str | None] | None,
@@ -1264,7 +1264,7 @@ def _load_source(
     progress: Progress,
     opts: _Options,
 ) -> None:
-    raw = read()
+    """Load one source (a file, a sheet, or CSV files read together), then drop its copies."""
     for report in reports:
         report.fmt, report.encoding, report.delimiter = raw.fmt, raw.encoding, raw.delimiter
     first = reports[0]

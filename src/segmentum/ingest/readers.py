@@ -432,13 +432,13 @@ def _repair(text: _Text) -> _Repair:
                 delta = n - row
                 breaks.append((row, delta))
             if len(line) > MAX_LINE_BYTES:
-                size = f"{len(line) / 1e6:.1f} MB"
+                long = f"{len(line) / 1e6:.1f} MB"
                 limit = f"{MAX_LINE_BYTES / 1e6:g} MB"
                 bad.append(
                     (
                         row,
                         n,
-                        f"the line is {size} long, more than the {limit} a line may hold",
+                        f"the line is {long} long, more than the {limit} a line may hold",
                         _short(line),
                     )
                 )
@@ -639,8 +639,15 @@ def read_csvs(wh: Warehouse, paths: Sequence[Path]) -> Iterator[RawSource]:
         # Only DuckDB reads a list of files with each row's file name.
         shape = (t.delimiter, t.header) if rd.engine == "duckdb" else i
         shapes.setdefault(shape, []).append(t)
-    for group in shapes.values():
-        yield from _read_group(rd, group)
+    pending = list(shapes.values())
+    try:
+        while pending:
+            yield from _read_group(rd, pending.pop(0))
+    finally:
+        # The caller stopped early (an error in an earlier source): drop the copies not read.
+        for t in (t for group in pending for t in group):
+            for c in t.cleanup:
+                c.unlink(missing_ok=True)
 
 
 def _read_group(rd: Warehouse, group: list[_Text]) -> Iterator[RawSource]:
