@@ -155,9 +155,11 @@ def test_overview_charts_fit_their_cards_on_first_load(
         assert svg["width"] >= box["width"] - 2  # drawn at the card's width, not a default
     # All eleven RFM segments, a title, a legend and the revenue axis.
     rfm = page.locator("#chart-rfm_segment")
-    assert rfm.locator(".xtick").count() == len(
-        server["wh"].table("customer_classes").rfm_segment.name("s").to_pyarrow().unique()
-    ) or rfm.locator(".xtick").count() >= 9
+    assert (
+        rfm.locator(".xtick").count()
+        == len(server["wh"].table("customer_classes").rfm_segment.name("s").to_pyarrow().unique())
+        or rfm.locator(".xtick").count() >= 9
+    )
     assert rfm.locator(".gtitle").text_content() == "RFM segments"
     assert rfm.locator(".legend .traces").count() == 2
     assert "Revenue share" in (rfm.locator(".y2title").text_content() or "")
@@ -221,9 +223,11 @@ def test_builder_error_keeps_the_hint_and_the_caret_under_the_fault(
     reported = int(re.search(r"(\d+):", page.inner_text("#result strong")).group(1))
     assert caret.strip() == "^" and caret.index("^") + 1 == reported  # same offsets
     assert rule == "frequency >= 2 and  monetary > 'x'"
-    assert page.evaluate(
-        "getComputedStyle(document.getElementById('caret')).fontFamily"
-    ).lower().count("mono")
+    assert (
+        page.evaluate("getComputedStyle(document.getElementById('caret')).fontFamily")
+        .lower()
+        .count("mono")
+    )
 
 
 def test_builder_warns_on_a_value_no_customer_has(tab: Any, server: dict[str, Any]) -> None:
@@ -326,17 +330,21 @@ def test_pages_need_a_session_and_logout_ends_it(tab: Any, server: dict[str, Any
     assert r.status_code == 303 and "/login" in r.headers["location"]
 
 
-def test_state_changes_without_the_csrf_token_are_refused(
-    tab: Any, server: dict[str, Any]
-) -> None:
+def test_state_changes_without_the_csrf_token_are_refused(tab: Any, server: dict[str, Any]) -> None:
     t = tab("en")
     t.sign_in(server, key="admin")
     sid = {c["name"]: c["value"] for c in t.ctx.cookies()}["segmentum_session"]
     jar = {"segmentum_session": sid}
     base = server["url"]
-    r = httpx.post(base + "/dashboard/api/segments", json={"name": "x", "rule": "frequency > 1"}, cookies=jar)
+    r = httpx.post(
+        base + "/dashboard/api/segments", json={"name": "x", "rule": "frequency > 1"}, cookies=jar
+    )
     assert r.status_code == 403
-    r = httpx.post(base + "/dashboard/campaigns", data={"name": "x", "tactic": "winback", "channel": "email"}, cookies=jar)
+    r = httpx.post(
+        base + "/dashboard/campaigns",
+        data={"name": "x", "tactic": "winback", "channel": "email"},
+        cookies=jar,
+    )
     assert r.status_code == 403
     r = httpx.post(base + "/v1/segments", json={"name": "x", "rule": "frequency > 1"}, cookies=jar)
     assert r.status_code == 403  # the API refuses a cookie without the token too

@@ -66,9 +66,10 @@ def test_placeholders_survive_translation(extracted) -> None:  # type: ignore[no
         if found is None or not found.string:
             continue
         for pattern in (r"%\(\w+\)s", r"\{\{\s*\w+\s*\}\}"):
-            assert sorted(re.findall(pattern, m.id)) == sorted(
-                re.findall(pattern, found.string)
-            ), (m.id, found.string)
+            assert sorted(re.findall(pattern, m.id)) == sorted(re.findall(pattern, found.string)), (
+                m.id,
+                found.string,
+            )
 
 
 def test_templates_hold_no_text_outside_the_catalog() -> None:

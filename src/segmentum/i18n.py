@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from babel import Locale
-from babel.dates import format_date, format_datetime
+from babel.dates import format_date, format_time
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 from babel.numbers import format_decimal, parse_pattern
@@ -195,7 +195,9 @@ def label(lang: str, kind: str, value: Any) -> str:
     kind = _KIND.get(kind, kind)
     if kind not in _LABEL_KINDS:
         return text
-    return translations(lang).upgettext(kind, text)
+    found = translations(lang).upgettext(kind, text)
+    # English catalogs keep stored codes as msgids: shown as words ("no_consent" -> "no consent").
+    return found.replace("_", " ") if found == text else found
 
 
 def labeller(lang: str) -> Callable[[str, Any], str]:
@@ -270,7 +272,8 @@ def date(value: Any, lang: str, fmt: str = "medium") -> str:
         if value.time() == _dt.time():
             value = value.date()
     if isinstance(value, _dt.datetime):
-        return format_datetime(value, fmt, locale=babel_locale(lang))
+        loc = babel_locale(lang)
+        return f"{format_date(value, fmt, locale=loc)} {format_time(value, 'short', locale=loc)}"
     if isinstance(value, _dt.date):
         return format_date(value, fmt, locale=babel_locale(lang))
     return str(value)

@@ -83,9 +83,7 @@ def hostile_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[st
     wh = segmentum.connect(f"duckdb:///{path}")
     pipeline.run(wh, data=folder, settings=SETTINGS)
     backfill(wh, periods=2, settings=SETTINGS)
-    Segments(wh, SETTINGS).create(
-        "hostile", f"city == '{PAYLOADS[0]}'", description=PAYLOADS[1]
-    )
+    Segments(wh, SETTINGS).create("hostile", f"city == '{PAYLOADS[0]}'", description=PAYLOADS[1])
     Segments(wh, SETTINGS).compute()
     camp = Campaigns(wh, SETTINGS).create(PAYLOADS[2], "winback", "email")
     cid = wh.table("customers").customer_id.min().to_pyarrow().as_py()
@@ -120,6 +118,7 @@ def test_no_page_runs_script_from_the_data(hostile_server: dict[str, Any]) -> No
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=exe, headless=True, args=["--no-sandbox"])
         page = browser.new_page()
+        page.set_default_timeout(120_000)  # some pages are computed live on a busy machine
         problems: list[str] = []
         page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
         page.on("pageerror", lambda e: problems.append(str(e)))

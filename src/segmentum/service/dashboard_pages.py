@@ -87,9 +87,7 @@ def mount(
         _ = page._
         o = svc.overview()
         try:  # the serving store holds every cached date: no wait while a run holds the warehouse
-            prev = svc.read_models(
-                lambda wh: _previous_overview(wh, o["as_of"]), "dashboard_cache"
-            )
+            prev = svc.read_models(lambda wh: _previous_overview(wh, o["as_of"]), "dashboard_cache")
         except Exception:  # the warehouse is busy with a run: no comparison this time
             prev = None
         kpis = _kpis(page, o, prev)
@@ -283,9 +281,11 @@ def mount(
         try:
             p = wh_lock(lambda: Segments(svc.wh, svc.settings).preview(rule))
         except RuleError as exc:
+            # The preview is checked as a segment named "_preview": not the user's business.
+            reason = re.sub(r"^segment _preview: ", "", exc.reason)
             return problem_json(
                 422,
-                i18n.translate_message(lang, exc.reason),
+                i18n.translate_message(lang, reason),
                 i18n.translate_message(lang, exc.hint),
                 position=exc.pos,
                 text=exc.text,

@@ -185,9 +185,13 @@
 
   /* ---------------------------------------------------------------- campaigns */
   function campaignPreview() {
-    const sample = {first_name: lang === "es" ? "Martina" : "Alex", segment: "", campaign: ""};
+    const samples = {
+      es: {first_name: "Martina", greeting: "Hola Martina", reason: "hace tiempo que no te vemos", segment: "", campaign: ""},
+      en: {first_name: "Martina", greeting: "Hi Martina", reason: "it has been a while", segment: "", campaign: ""},
+    };
     const name = document.getElementById("campaign-name");
     [["es", "subject-es", "body-es"], ["en", "subject-en", "body-en"]].forEach(function (x) {
+      const sample = samples[x[0]];
       const s = document.getElementById(x[1]), b = document.getElementById(x[2]);
       const out = document.getElementById("preview-" + x[0]);
       if (!s || !b || !out) return;
