@@ -295,8 +295,17 @@ def test_a_common_dropout_probability_is_reported_not_hidden() -> None:
     assert m.params_["r"] == pytest.approx(0.5, rel=0.15)
     spend = np.where(x > 0, 20.0 + (np.arange(len(x)) % 7), np.nan)
     features = ibis.memtable({"x": x, "t_x": tx, "T": t, "monetary_value": spend})
-    notes = fit_models(features).notes
-    assert any("not identified separately" in n for n in notes), notes
+    only_bg = fit_models(features, models=("BG/NBD",))
+    assert not only_bg.dropout_identified
+    [note] = [n for n in only_bg.notes if "dropping out" in n]
+    # One whole sentence after another, none cut off (the run printed "...their ratio is").
+    assert note.startswith("BG/NBD could not tell customers' chances of dropping out apart")
+    assert note.endswith("calibrated on this data's own history instead.")
+    assert "10.0% chance after each purchase" in note or "chance after each purchase" in note
+    assert only_bg.notes_es[0].startswith("BG/NBD no distingue")
+    # Given the choice, a model that identifies who drops out is preferred.
+    chosen = fit_models(features)
+    assert chosen.dropout_identified and chosen.purchase_model != "BG/NBD", chosen.reason
 
 
 @pytest.mark.parametrize("model", [BetaGeo(), ModifiedBetaGeo(), ParetoNBD()])

@@ -816,6 +816,17 @@ class ParetoNBD(PurchaseModel):
         return np.asarray(rate * (beta + t) / (s - 1) * -np.expm1(-(s - 1) * ratio), dtype=float)
 
 
+def dropout_identified(model: PurchaseModel) -> bool:
+    """Whether the fit learned the dropout process: False when it ran to a bound (BG/NBD
+    family: a + b huge, every customer the same dropout chance, or a near 0, nobody drops
+    out; Pareto/NBD: s near 0 or beta huge). P(alive) is not a probability then."""
+    p = model.params_
+    if isinstance(model, BetaGeo):
+        a, b = p["a"], p["b"]
+        return not (a + b > 1e4 or a < 1e-3 or {"a", "b"} & set(model.at_bound_))
+    return not (p["s"] < 1e-3 or p["beta"] > 1e6 or model.at_bound_)
+
+
 def _pairs(a: Array, b: Array) -> tuple[Array, Array, NDArray[np.intp]]:
     """Distinct (a, b) pairs and, for every row, the index of its pair."""
     (ua, ub), inverse, _ = unique_rows(a, b)

@@ -10,9 +10,10 @@ concrete, *no purchase in the next ``horizon_days``*, and learned from what happ
 2. at ``as_of - 1 horizon`` (a date the mapping never saw) the same is done again, and the
    calibrated numbers are compared with what happened: the reliability table and the Brier
    score say how far to trust them;
-3. the supervised churn model (:mod:`segmentum.models.churn`, gradient boosting on the
-   customer features, itself calibrated the same way) is judged on the same later date; the
-   better of the two by Brier score gives the churn probability at ``as_of``.
+3. when the calibrated numbers rank customers poorly there (AUC below 0.7) or hardly beat
+   the base rate, the supervised churn model (:mod:`segmentum.models.churn`, gradient
+   boosting on the customer features, itself calibrated on a held-out part) is judged on the
+   same later date; the better of the two by Brier score gives the churn probability.
 
 Only per-customer summaries leave the engine; the calibrated model's numbers are computed per
 distinct (x, t_x, T) row and joined back.
@@ -35,6 +36,10 @@ from sklearn.metrics import brier_score_loss, roc_auc_score
 from segmentum.errors import ModelError
 from segmentum.features.customer import btyd_summary, purchase_days_before
 from segmentum.models.btyd import BetaGeo, PurchaseModel, unique_rows
+
+#: The calibrated purchase model is kept when it ranks this well on the check date (AUC) and
+#: beats the base rate's Brier score by 10%; otherwise the supervised model is tried too.
+GOOD_AUC = 0.7
 
 
 @dataclass
@@ -191,7 +196,8 @@ def calibrate_churn(
     }
     source_name = name
     supervised = None
-    if lines is not None and features is not None:
+    weak = not (rows[name][1] >= GOOD_AUC and rows[name][0] < 0.9 * rows["base rate"][0])
+    if weak and lines is not None and features is not None:
         supervised = _supervised(lines, fit_as_of, check_as_of, horizon_days, weeks)
         if supervised is not None:
             p_sup, y_sup, clf, iso_sup = supervised

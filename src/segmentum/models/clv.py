@@ -28,10 +28,17 @@ from segmentum.models.btyd import (
     GammaGamma,
     ModifiedBetaGeo,
     PurchaseModel,
+    dropout_identified,
     unique_rows,
 )
 from segmentum.models.calibrate import ChurnCalibration, calibrate_churn
-from segmentum.models.validate import CRITERION, PURCHASE_MODELS, choose, validate
+from segmentum.models.validate import (
+    CRITERION,
+    PURCHASE_MODELS,
+    Validation,
+    choose,
+    validate,
+)
 from segmentum.warehouse import Warehouse
 
 #: A holdout shorter than this (days) says too little to choose a model by.
@@ -68,6 +75,8 @@ class ClvModels:
     #: is not a probability (churn is then calibrated on the data's own history).
     dropout_identified: bool = True
     notes_es: list[str] = field(default_factory=list)
+    #: Every model compared: log-likelihood, holdout error, identified, what it was fitted on.
+    comparison: list[dict[str, Any]] = field(default_factory=list)
     #: How churn was calibrated when the dropout process is not identified.
     churn_calibration: ChurnCalibration | None = None
 
@@ -77,26 +86,13 @@ class ClvModels:
 
     def choice(self) -> dict[str, Any]:
         """The purchase model chosen, why, and every candidate's fit (for the run summary)."""
-        errors = self.holdout
-        crit = (
-            errors[CRITERION].astype(float).to_dict()
-            if errors is not None and CRITERION in errors
-            else {}
-        )
         return {
             "model": self.purchase_model,
             "reason": self.reason,
             "reason_es": self.reason_es,
             "dropout_identified": self.dropout_identified,
             "spend_basis": self.spend_basis,
-            "candidates": {
-                k: {
-                    "params": m.params_,
-                    "log_likelihood": m.log_likelihood_,
-                    "holdout_error": crit.get(k),
-                }
-                for k, m in self.candidates.items()
-            },
+            "candidates": {row["model"]: row for row in self.comparison},
             "churn_calibration": (
                 None
                 if self.churn_calibration is None
@@ -132,22 +128,51 @@ def fit_models(
     x, tx, t, n = (summary[c].to_numpy() for c in ("x", "t_x", "T", "n"))
     seen = t > 0  # customers observed for no time yet say nothing about rates
     candidates: dict[str, PurchaseModel] = {}
-    failures: dict[str, ModelError] = {}
-    for name in models:
+    failures: dict[str, str] = {}
+
+    def fit(name: str) -> PurchaseModel | None:
         try:
-            candidates[name] = PURCHASE_MODELS[name](penalizer=penalizer).fit(
-                x[seen], tx[seen], t[seen], weights=n[seen]
-            )
+            model = PURCHASE_MODELS[name](penalizer=penalizer)
+            candidates[name] = model.fit(x[seen], tx[seen], t[seen], weights=n[seen])
         except ModelError as exc:
-            failures[name] = exc
-    if not candidates:
-        raise next(iter(failures.values()))
-    holdout, why_none = _holdout_check(transactions, as_of, tuple(candidates), weeks)
-    loglik = {k: m.log_likelihood_ for k, m in candidates.items()}
-    chosen, reason, reason_es = choose(holdout, loglik)
+            failures[name] = str(exc)
+            return None
+        return candidates[name]
+
+    # With a holdout the models are compared on the calibration period (their fits there give
+    # the likelihoods too): only the chosen one is then fitted on all the data.
+    check, why_none = _holdout_check(transactions, as_of, models, weeks)
+    if check is not None:
+        failures.update(check.skipped)
+        fitted = check.models
+        holdout: pd.DataFrame | None = check.errors.drop(
+            index=[k for k in check.skipped if k in check.errors.index]
+        )
+    else:
+        fitted = {k: m for k in models if (m := fit(k)) is not None}
+        holdout = None
+        if not fitted:
+            raise ModelError(next(iter(failures.values())))
+    loglik = {k: m.log_likelihood_ for k, m in fitted.items()}
+    identified = {k: dropout_identified(m) for k, m in fitted.items()}
+    errors: dict[Any, float] = {} if holdout is None else holdout[CRITERION].astype(float).to_dict()
+    chosen, reason, reason_es = choose(holdout, loglik, identified)
     if why_none:
         reason += f" ({why_none[0]})"
         reason_es += f" ({why_none[1]})"
+    if chosen not in candidates and fit(chosen) is None:
+        raise ModelError(f"{chosen} could not be fitted on all the data: {failures[chosen]}")
+    comparison = [
+        {
+            "model": k,
+            "log_likelihood": loglik[k],
+            "holdout_error": errors.get(k),
+            "identified": identified[k],
+            "fitted_on": "all the data" if holdout is None else "calibration period",
+            "params": m.params_,
+        }
+        for k, m in fitted.items()
+    ]
     bg = candidates[chosen]
     f = f.filter(f["T"] > 0)
     rep = f.filter((f.x > 0) & (f.monetary_value > 0))
@@ -155,7 +180,7 @@ def fit_models(
     n_total = int(np.sum(n[seen]))
     repeat = int(np.sum(spend["n"].to_numpy()))
     out = ClvModels(
-        bg,
+        candidates[chosen],
         None,
         n_total,
         repeat,
@@ -166,6 +191,7 @@ def fit_models(
         reason=reason,
         reason_es=reason_es,
         holdout=holdout,
+        comparison=comparison,
     )
     for name, failure in failures.items():
         out.note(
@@ -181,8 +207,9 @@ def fit_models(
 
 def _holdout_check(
     transactions: ir.Table | None, as_of: _dt.date | None, names: tuple[str, ...], weeks: bool
-) -> tuple[pd.DataFrame | None, tuple[str, str] | None]:
-    """The holdout errors of every model, or why there are none (English, Spanish)."""
+) -> tuple[Validation | None, tuple[str, str] | None]:
+    """Every model fitted on a calibration period and judged on the holdout after it (the
+    last third of the history, at most a year), or why there is none (English, Spanish)."""
     if transactions is None or as_of is None:
         return None, None
     ts = "day" if "timestamp" not in transactions.columns else "timestamp"
@@ -213,12 +240,14 @@ def _holdout_check(
             f"the holdout check could not run: {exc}",
             f"no se pudo comprobar con un periodo de control: {exc}",
         )
-    return check.errors.drop(index=[k for k in check.skipped if k in check.errors.index]), None
+    return check, None
 
 
 def dropout_note(model: PurchaseModel) -> tuple[str, str] | None:
     """Whole sentences (English, Spanish) when the fit ran to a bound of the dropout
     parameters, so P(alive) is not identified; None when it is."""
+    if dropout_identified(model):
+        return None
     p = model.params_
     name = model.label
     if isinstance(model, BetaGeo):
@@ -528,22 +557,32 @@ def record(wh: Warehouse, models: ClvModels, as_of: _dt.date, run_id: str) -> No
     """Store the choice: ``clv_models`` (one row per purchase model fitted: parameters,
     likelihood, holdout error, whether chosen and why) and, when churn was calibrated,
     ``churn_calibration`` (the reliability table on the check date)."""
-    crit = models.choice()["candidates"]
     rows = pa.table(
         {
-            "model": list(models.candidates),
-            "chosen": [k == models.purchase_model for k in models.candidates],
-            "log_likelihood": [m.log_likelihood_ for m in models.candidates.values()],
+            "model": [c["model"] for c in models.comparison],
+            "chosen": [c["model"] == models.purchase_model for c in models.comparison],
+            "fitted_on": [c["fitted_on"] for c in models.comparison],
+            "log_likelihood": [c["log_likelihood"] for c in models.comparison],
             "holdout_error": pa.array(
-                [crit[k]["holdout_error"] for k in models.candidates], pa.float64()
+                [c["holdout_error"] for c in models.comparison], pa.float64()
             ),
-            "params": [json.dumps(m.params_) for m in models.candidates.values()],
-            "reason": [models.reason if k == models.purchase_model else "" for k in crit],
-            "reason_es": [models.reason_es if k == models.purchase_model else "" for k in crit],
-            "dropout_identified": [models.dropout_identified] * len(crit),
-            "spend_basis": [models.spend_basis] * len(crit),
-            "as_of": pa.array([as_of] * len(crit), pa.date32()),
-            "run_id": [run_id] * len(crit),
+            "dropout_identified": [c["identified"] for c in models.comparison],
+            "params": [json.dumps(c["params"]) for c in models.comparison],
+            "final_params": [
+                json.dumps(models.purchases.params_) if c["model"] == models.purchase_model else ""
+                for c in models.comparison
+            ],
+            "reason": [
+                models.reason if c["model"] == models.purchase_model else ""
+                for c in models.comparison
+            ],
+            "reason_es": [
+                models.reason_es if c["model"] == models.purchase_model else ""
+                for c in models.comparison
+            ],
+            "spend_basis": [models.spend_basis] * len(models.comparison),
+            "as_of": pa.array([as_of] * len(models.comparison), pa.date32()),
+            "run_id": [run_id] * len(models.comparison),
         }
     )
     wh.replace_where("clv_models", wh.from_arrow(rows, "clv_models_new"), "as_of", as_of)

@@ -24,9 +24,14 @@ import pandas as pd
 
 from segmentum.errors import InputError, ModelError
 from segmentum.features.customer import btyd_summary, purchase_days_before
-from segmentum.models.btyd import BetaGeo, ModifiedBetaGeo, ParetoNBD
+from segmentum.models.btyd import (
+    BetaGeo,
+    ModifiedBetaGeo,
+    ParetoNBD,
+    PurchaseModel,
+    dropout_identified,
+)
 
-PurchaseModel = BetaGeo | ParetoNBD
 #: The purchase models compared, by the name used in reports.
 PURCHASE_MODELS: dict[str, type[BetaGeo] | type[ParetoNBD]] = {
     "BG/NBD": BetaGeo,
@@ -251,7 +256,8 @@ def validate(
         index=pd.Index(["actual", *fitted, NAIVE], name="method"),
     )
     loglik = {k: m.log_likelihood_ for k, m in fitted.items()}
-    chosen, reason_en, reason_es = choose(errors, loglik)
+    identified = {k: dropout_identified(m) for k, m in fitted.items()}
+    chosen, reason_en, reason_es = choose(errors, loglik, identified)
     weekly["predicted"] = weekly[chosen]
     by_frequency["predicted"] = by_frequency[chosen]
     front = ["week", "actual", "predicted", "naive"]
@@ -273,16 +279,24 @@ def validate(
     )
 
 
-def choose(errors: pd.DataFrame | None, loglik: dict[str, float]) -> tuple[str, str, str]:
+def choose(
+    errors: pd.DataFrame | None,
+    loglik: dict[str, float],
+    identified: dict[str, bool] | None = None,
+) -> tuple[str, str, str]:
     """The purchase model to use, and why (English, Spanish).
 
     With a holdout (``errors`` from :func:`validate`): the smallest error of the holdout
     forecast by number of calibration purchases; models within 5% of it are told apart by
-    their log-likelihood (all have four parameters). Without one: the likelihood alone.
+    whether their dropout process is ``identified`` (a fit that ran to a bound gives no usable
+    P(alive)), then by their log-likelihood (all have four parameters). Without a holdout:
+    identified first, then the likelihood.
     """
     names = list(loglik)
+    ok = identified or {}
     if errors is None:
-        best = max(names, key=lambda k: loglik[k])
+        pool = [k for k in names if ok.get(k, True)] or names
+        best = max(pool, key=lambda k: loglik[k])
         others = ", ".join(f"{k} {_num(loglik[k], 1)}" for k in names if k != best)
         others_es = ", ".join(f"{k} {_num(loglik[k], 1, 'es')}" for k in names if k != best)
         return (
@@ -298,11 +312,13 @@ def choose(errors: pd.DataFrame | None, loglik: dict[str, float]) -> tuple[str, 
     err = {k: crit[k] for k in names}
     lowest = min(err.values())
     close = [k for k in names if err[k] <= lowest * 1.05 + 1e-12]
-    best = max(close, key=lambda k: loglik[k])
+    pool = [k for k in close if ok.get(k, True)] or close
+    best = max(pool, key=lambda k: loglik[k])
+    unidentified = [k for k in close if k not in pool]
     listing = ", ".join(f"{k} {_num(err[k], 3)}" for k in names if k != best)
     listing_es = ", ".join(f"{k} {_num(err[k], 3, 'es')}" for k in names if k != best)
     naive = crit[NAIVE]
-    if len(close) > 1:
+    if len(pool) > 1:
         why = (
             f"its holdout forecast is as close as the best (within 5%) and its log-likelihood "
             f"is the highest ({_num(loglik[best], 1)})"
@@ -314,6 +330,15 @@ def choose(errors: pd.DataFrame | None, loglik: dict[str, float]) -> tuple[str, 
     else:
         why = "its holdout forecast is the closest"
         why_es = "su previsión del periodo de control es la más cercana"
+    if unidentified:
+        why += (
+            f", and {', '.join(unidentified)}, as close, could not identify who drops out "
+            "(its fit ran to a bound)"
+        )
+        why_es += (
+            f", y {', '.join(unidentified)}, igual de cerca, no identifica quién abandona "
+            "(su ajuste llegó a un límite)"
+        )
     return (
         best,
         f"{best} was chosen: {why}. Mean error of holdout purchases per customer, by number "
