@@ -189,14 +189,20 @@ def _campaigns(wh: Warehouse, settings: Settings, w: dict[str, str]) -> str:
     rows = []
     for c in Campaigns(wh, settings).list():
         try:
-            r = results(wh, c.campaign_id, settings, c.cost_per_contact).overall
+            res = results(wh, c.campaign_id, settings, c.cost_per_contact)
         except Exception:  # a campaign not sent yet has no results
+            continue
+        if not res.ready:  # nothing to compare yet (no uplift, no p-value)
+            continue
+        r = res.overall
+        if r.uplift is None or r.uplift_low is None or r.uplift_high is None:
             continue
         roi = "" if r.roi is None else f"{r.roi:.2f}"
         rows.append(
             f"<tr><td>{_e(c.name)}</td><td>{r.treated:,}</td><td>{r.control:,}</td>"
             f"<td>{100 * r.uplift:+.1f} pp ({100 * r.uplift_low:+.1f}, {100 * r.uplift_high:+.1f})"
-            f"</td><td>{r.p_value:.3f}</td><td>{r.incremental_revenue:,.0f}</td><td>{roi}</td></tr>"
+            f"</td><td>{'' if r.p_value is None else f'{r.p_value:.3f}'}</td>"
+            f"<td>{r.incremental_revenue:,.0f}</td><td>{roi}</td></tr>"
         )
     if not rows:
         return f"<p>{w['none']}</p>"
