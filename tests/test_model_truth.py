@@ -6,8 +6,10 @@ from __future__ import annotations
 import ibis
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from segmentum.segments.classes import classify, lifecycle, lifecycle_note, value_tiers
+from segmentum.warehouse import Warehouse
 
 
 def features(**cols: object) -> ibis.Table:
@@ -119,3 +121,134 @@ def test_cluster_names_cite_only_traits_a_real_part_of_the_cluster_shares() -> N
     assert "income" not in one.name_en.lower()
     assert one.name_en == "Channel web"  # 100% of cluster 1 buy on the web, 57% overall
     assert one.name_es == "Canal web"
+
+
+def simulated_lines(
+    n: int, r: float, alpha: float, a: float, b: float, weeks: int, seed: int
+) -> pd.DataFrame:
+    """Invoice lines of BG/NBD customers acquired over the first half of ``weeks`` weeks."""
+    rng = np.random.default_rng(seed)
+    start = pd.Timestamp("2023-01-02")
+    lam, p = rng.gamma(r, 1 / alpha, n), rng.beta(a, b, n)
+    rows = []
+    for i in range(n):
+        t = rng.uniform(0, weeks / 2)
+        while t < weeks:
+            rows.append((f"c{i}", start + pd.Timedelta(days=int(t * 7)), 10.0 + i % 7))
+            if rng.random() < p[i]:
+                break
+            t += rng.exponential(1 / lam[i])
+    df = pd.DataFrame(rows, columns=["customer_id", "timestamp", "amount"])
+    return df.assign(quantity=1.0, invoice_id=[str(k) for k in range(len(df))])
+
+
+def test_churn_is_calibrated_on_history_when_dropout_is_not_identified(wh: Warehouse) -> None:
+    """Everyone has the same 10% chance of leaving after a purchase: BG/NBD's a and b run to
+    their bound. P(alive) is then not shown; churn is the calibrated chance of no purchase in
+    90 days, and on a date the calibration never saw it matches what happened."""
+    import datetime as dt
+
+    from segmentum.features import btyd_summary
+    from segmentum.models.clv import fit_for_run, record, score
+
+    lines = simulated_lines(2500, r=0.8, alpha=4.0, a=1e5, b=9e5, weeks=104, seed=2)
+    wh.write("transactions", pa.Table.from_pandas(lines, preserve_index=False))
+    tx = wh.table("transactions")
+    as_of = dt.date(2024, 12, 30)
+    feats = btyd_summary(tx, as_of)
+    models, churn = fit_for_run(wh, feats, as_of, source=tx, purchase_model="BG/NBD")
+    assert not models.dropout_identified and churn is not None
+    cal = models.churn_calibration
+    assert cal is not None and cal.source == "calibrated BG/NBD"
+    rel = cal.reliability
+    assert rel.customers.sum() > 1000 and len(rel) == 10
+    # Out of time: calibrated predictions within 0.08 of the observed rate in every decile.
+    assert (rel.predicted - rel.observed).abs().max() < 0.08, rel
+    brier = cal.metrics["Brier score"]
+    assert brier["calibrated BG/NBD"] < brier["base rate"]
+    assert "a date it never saw" in cal.sentence() and "nunca" not in cal.sentence()
+    out = score(wh, feats, models, as_of, churn=churn).execute()
+    scored = out[out.clv_status == "scored"]
+    assert scored.p_alive.isna().all()
+    assert (scored.churn_source == "calibrated BG/NBD").all()
+    assert scored.churn_probability.between(0, 1).all()
+    record(wh, models, as_of, "r1")
+    stored = wh.table("churn_calibration").execute()
+    assert len(stored) == 10 and set(stored.source) == {"calibrated BG/NBD"}
+    assert wh.table("clv_models").execute().chosen.tolist() == [True]
+
+
+def summary_frame(x: np.ndarray, tx: np.ndarray, t: np.ndarray, spend: np.ndarray) -> ibis.Table:
+    return ibis.memtable(
+        pd.DataFrame(
+            {
+                "customer_id": [f"c{i}" for i in range(len(x))],
+                "x": x,
+                "t_x": tx,
+                "T": t,
+                "monetary_value": np.where(x > 0, spend, np.nan),
+            }
+        )
+    )
+
+
+def test_constant_spend_uses_the_empirical_mean_with_a_label(wh: Warehouse) -> None:
+    import datetime as dt
+
+    from tests.test_models import simulate_bgnbd
+
+    from segmentum.models.clv import fit_models, score
+
+    x, tx, t = simulate_bgnbd(1500, 0.5, 5.0, 0.8, 2.5, 52.0, seed=1)
+    feats = summary_frame(x, tx, t, np.full(len(x), 19.99))
+    models = fit_models(feats, models=("BG/NBD",))
+    assert models.spend is None and models.spend_basis == "empirical_mean"
+    assert any("spends the same per purchase (19.99)" in n for n in models.notes)
+    out = score(wh, feats, models, dt.date(2025, 1, 1)).execute()
+    assert np.allclose(out.expected_spend.dropna(), 19.99)
+    assert set(out.spend_basis) == {"empirical_mean"}
+
+
+def test_spend_tied_to_frequency_is_not_given_to_gamma_gamma() -> None:
+    from tests.test_models import simulate_bgnbd
+
+    from segmentum.models.clv import fit_models
+
+    x, tx, t = simulate_bgnbd(1500, 0.5, 5.0, 0.8, 2.5, 52.0, seed=1)
+    rng = np.random.default_rng(3)
+    spend = 10.0 * x + rng.uniform(0, 5, len(x))  # frequent buyers spend more per purchase
+    models = fit_models(summary_frame(x, tx, t, spend), models=("BG/NBD",))
+    assert models.spend is None and models.spend_basis == "empirical_mean"
+    assert any("strongly correlated with purchase frequency" in n for n in models.notes)
+    assert any("muy correlacionado" in n for n in models.notes_es)
+
+
+def test_spend_that_varies_independently_keeps_gamma_gamma() -> None:
+    from tests.test_models import simulate_bgnbd
+
+    from segmentum.models.clv import fit_models
+
+    x, tx, t = simulate_bgnbd(1500, 0.5, 5.0, 0.8, 2.5, 52.0, seed=1)
+    spend = np.random.default_rng(4).gamma(4.0, 10.0, len(x))
+    models = fit_models(summary_frame(x, tx, t, spend), models=("BG/NBD",))
+    assert models.spend is not None and models.spend_basis == "gamma_gamma"
+
+
+def test_pareto_nbd_is_scored_in_the_engine_like_in_memory(wh: Warehouse) -> None:
+    import datetime as dt
+
+    from tests.test_models import simulate_bgnbd
+
+    from segmentum.models.clv import fit_models, score
+
+    x, tx, t = simulate_bgnbd(800, 0.5, 5.0, 0.8, 2.5, 52.0, seed=6)
+    spend = np.random.default_rng(4).gamma(4.0, 10.0, len(x))
+    feats = summary_frame(x, tx, t, spend)
+    models = fit_models(feats, models=("Pareto/NBD",))
+    out = score(wh, feats, models, dt.date(2025, 1, 1), monthly_discount=0.0).execute()
+    out = out.set_index("customer_id").loc[[f"c{i}" for i in range(len(x))]]
+    alive = models.purchases.probability_alive(x, tx, t)
+    np.testing.assert_allclose(out.p_alive, alive, rtol=1e-9)
+    expected = models.purchases.expected_purchases(12 * 365.25 / 12 / 7, x, tx, t)
+    np.testing.assert_allclose(out.expected_purchases, expected, rtol=1e-6)
+    assert set(out.purchase_model) == {"Pareto/NBD"}
