@@ -165,8 +165,8 @@ class KeyRing:
 # ---------------------------------------------------------------------- sessions
 @dataclass
 class Session:
-    """A signed-in browser. ``key`` is the raw key only in the process that created the session
-    (never stored); the scopes are read again from the key on every request."""
+    """A signed-in browser. ``key`` is the raw key only in the answer to :meth:`Sessions.create`
+    (it is never stored); the scopes are read again from the key on every request."""
 
     sid: str
     key: str
@@ -200,8 +200,6 @@ class Sessions:
         self.store = store or StateStore(":memory:")
         self.ttl = ttl.total_seconds()
         self.max_age = int(max_hours * 3600)
-        # Raw keys of the sessions this process opened, for callers that still re-check it.
-        self._keys: dict[str, str] = {}
 
     def create(self, key: str, key_id: str, scopes: list[str]) -> Session:
         now = time.time()
@@ -213,7 +211,6 @@ class Sessions:
                 "expires_at) VALUES (?, ?, ?, ?, ?, ?)",
                 (_hash(sid), key_id, csrf, now, now, self._expiry(now, now)),
             )
-        self._keys[_hash(sid)] = key
         return Session(sid, key, key_id, scopes, csrf, now, now)
 
     def _expiry(self, created: float, seen: float) -> float:
@@ -235,7 +232,6 @@ class Sessions:
                 return None
             if row["expires_at"] < now or row["revoked"] is None or row["revoked"]:
                 con.execute("DELETE FROM sessions WHERE sid_sha256 = ?", (h,))
-                self._keys.pop(h, None)
                 return None
             con.execute(
                 "UPDATE sessions SET seen_at = ?, expires_at = ? WHERE sid_sha256 = ?",
@@ -243,7 +239,7 @@ class Sessions:
             )
         return Session(
             sid,
-            self._keys.get(h, ""),
+            "",
             row["key_id"],
             _expand(row["scopes"]),
             row["csrf"],
@@ -252,9 +248,7 @@ class Sessions:
         )
 
     def end(self, sid: str) -> None:
-        h = _hash(sid)
-        self.store.execute("DELETE FROM sessions WHERE sid_sha256 = ?", (h,))
-        self._keys.pop(h, None)
+        self.store.execute("DELETE FROM sessions WHERE sid_sha256 = ?", (_hash(sid),))
 
     def end_key(self, key_id: str) -> None:
         """Sign out every browser that used a key (when it is revoked)."""
