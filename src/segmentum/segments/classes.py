@@ -331,7 +331,16 @@ def _alive_flags(out: ir.Table, clv: ir.Table, cuts: LifecycleCuts) -> ir.Table:
     alone (a "Star" that stopped buying months ago)."""
     if "p_alive" not in clv.columns:
         return out.mutate(alive_flag=ibis.null("string"), alive_flag_es=ibis.null("string"))
-    j = out.left_join(clv.select("customer_id", "p_alive"), "customer_id").drop("customer_id_right")
+    # When the model could not identify dropout, p_alive is empty: the calibrated churn
+    # probability says the same thing.
+    alive = (
+        clv.p_alive.fill_null(1 - clv.churn_probability)
+        if "churn_probability" in clv.columns
+        else clv.p_alive
+    )
+    j = out.left_join(clv.select("customer_id", p_alive=alive), "customer_id").drop(
+        "customer_id_right"
+    )
     times = j.recency_ratio.round(1).cast("string")
     silent = (j.p_alive >= 0.5) & (j.recency_ratio > cuts.lapsed)
     none = ibis.null("string")

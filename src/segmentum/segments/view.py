@@ -54,11 +54,17 @@ CLASS_COLUMNS = (
     "potential_tier",
     "value_potential",
     "value_potential_es",
+    "lifecycle_basis",
+    "alive_flag",
+    "alive_flag_es",
 )
 CLV_COLUMNS = (
     "clv_status",
     "p_alive",
     "churn_probability",
+    "churn_source",
+    "purchase_model",
+    "spend_basis",
     "expected_purchases",
     "expected_spend",
     "clv",
