@@ -49,8 +49,9 @@ def db(template: tuple[Path, list[str]], tmp_path: Path) -> Path:
     return target
 
 
-@pytest.fixture
-def inbox() -> Iterator[tuple[SlowInbox, int]]:
+@pytest.fixture(scope="module")
+def smtp() -> Iterator[tuple[SlowInbox, int]]:
+    """One slow SMTP server on 127.0.0.1 for the module (each test starts it empty)."""
     box = SlowInbox(DELAY)
     ctl, port = start_smtp(box)
     yield box, port
@@ -58,8 +59,19 @@ def inbox() -> Iterator[tuple[SlowInbox, int]]:
 
 
 @pytest.fixture
-def launcher(inbox: tuple[SlowInbox, int], tmp_path: Path) -> Iterator[Launcher]:
-    lau = Launcher(environment(inbox[1]), tmp_path)
+def inbox(smtp: tuple[SlowInbox, int]) -> tuple[SlowInbox, int]:
+    box, port = smtp
+    box.got.clear()
+    box.refuse = set()
+    box.delay = DELAY
+    return box, port
+
+
+@pytest.fixture(scope="module")
+def launcher(
+    smtp: tuple[SlowInbox, int], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Launcher]:
+    lau = Launcher(environment(smtp[1]), tmp_path_factory.mktemp("launcher"))
     yield lau
     lau.close()
 
@@ -115,6 +127,26 @@ def test_a_message_left_sending_by_a_dead_process_is_sent_again_and_the_rest_onc
         assert log.claim_token.isna().all()
     finally:
         wh.close()
+
+
+def test_consent_withdrawn_after_planning_is_respected_at_sending(
+    db: Path, inbox: tuple[SlowInbox, int], template: tuple[Path, list[str]]
+) -> None:
+    box, port = inbox
+    box.delay = 0
+    wh = segmentum.connect(f"duckdb:///{db}")
+    try:
+        wh.run_sql("UPDATE customers SET consent_email = false WHERE customer_id = 'C0003'")
+        cs = Campaigns(wh, _settings(port))
+        c = cs.get("Vuelve")
+        r = cs.send(c, immediately=True)
+        log = cs.log(c).set_index("customer_id")
+    finally:
+        wh.close()
+    assert "c0003@example.com" not in box.counts()
+    assert r.delivered == len(template[1]) - 1 and r.failed == 0
+    assert log.loc["C0003", "status"] == "not_sent"
+    assert "consent" in str(log.loc["C0003", "error"])
 
 
 # ------------------------------------------------------------------------- two senders at once

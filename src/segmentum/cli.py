@@ -1283,7 +1283,8 @@ def campaign_send_cmd(
         for k, v in plan["outcomes"].items():
             console.print(f"  {k}: {v:,}")
         for e in plan["examples"]:
-            console.print(f"[dim]{e['customer_id']} at {e['when']}: {e['why']}[/dim]")
+            when = f"at {e['when']:%Y-%m-%d %H:%M} UTC" if e["when"] is not None else "when sent"
+            console.print(f"[dim]{e['customer_id']} {when}: {e['why']}[/dim]")
             console.print(f"  {e['subject']} | {e['body']}")
         return
     r = cs.send(c, immediately=immediately, out_dir=out)

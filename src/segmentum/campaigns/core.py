@@ -430,7 +430,7 @@ class Campaigns:
         )
         if self.wh.has("customers"):
             p = self.wh.table("customers")
-            cols = [x for x in ch.PERSONAL if x in p.columns]
+            cols = [x for x in (*ch.PERSONAL, f"consent_{c.channel}") if x in p.columns]
             s = s.left_join(p.select("customer_id", *cols), "customer_id").drop("customer_id_right")
         df = s.order_by(["scheduled_at", "key"]).to_pandas()
         for col in ch.PERSONAL:
@@ -467,6 +467,11 @@ class Campaigns:
                     continue  # another sender has it, or it went out meanwhile
                 lang = r.get("language") or "en"
                 address = r.get("email") if c.channel == "email" else r["customer_id"]
+                consent = r.get(f"consent_{c.channel}")
+                if not reasons.missing(consent) and not bool(consent):
+                    # Withdrawn since the plan was made: consent is checked again at sending.
+                    slog.skip(r["key"], f"no {c.channel} consent any more")
+                    continue
                 try:
                     if reasons.missing(address):
                         raise ch.Failed("no email address on file", permanent=True)

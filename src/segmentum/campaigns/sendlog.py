@@ -189,6 +189,10 @@ class SendLog:
         """A transient failure: back to ``pending`` for the next send, with its error."""
         self._finish(key, "pending", error, None, None)
 
+    def skip(self, key: str, why: str) -> None:
+        """Not to be sent after all (consent withdrawn since the plan): ``not_sent``."""
+        self._finish(key, "not_sent", why, None, None)
+
     def failed(self, key: str, error: str) -> None:
         """A permanent failure (address refused, template cannot render): not retried."""
         self._finish(key, "failed", error, None, None)
