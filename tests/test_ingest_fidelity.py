@@ -325,10 +325,12 @@ def test_pound_signs_label_the_amounts_gbp_never_eur(wh: Warehouse, tmp_path: Pa
 
 
 def test_a_currency_column_labels_each_line(wh: Warehouse, tmp_path: Path) -> None:
-    text = "cliente,fecha,importe,Moneda\nA1,05/03/2024,10,€\nA2,05/03/2024,7,MXN\n"
-    load(wh, "transactions", write(tmp_path / "s.csv", text))
+    text = "cliente,fecha,importe,Moneda\nA1,05/03/2024,10,€\nA2,05/03/2024,7,MXN\nA3,05/03/2024,2,eur\n"
+    r = load(wh, "transactions", write(tmp_path / "s.csv", text))
     t = wh.table("transactions").order_by("source_row").execute()
-    assert t.currency.tolist() == ["EUR", "MXN"]
+    assert t.currency.tolist() == ["EUR", "MXN", "EUR"]
+    assert r.currency == "EUR" and r.conventions["currency"] == "EUR, MXN (from column 'Moneda')"
+    assert any("holds several currencies (EUR, MXN)" in w for w in r.warnings)
     _, warning = data_currency(wh, segmentum.load_settings(env={}))
     assert warning is not None and "several currencies" in warning
 

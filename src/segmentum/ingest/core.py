@@ -471,8 +471,28 @@ class _FileIngest:
         the amounts or their headers (``12,50 €``, ``Total (£)``), else the setting."""
         setting = self.settings.currency.upper()
         if "currency" in self.mapping:
-            self.report.conventions["currency"] = f"from column '{self.mapping['currency']}'"
+            src = self.mapping["currency"]
             self.currency = None if setting == "AUTO" else setting
+            code = parsers.normalise_currency(_as_text(self.t[src]), self.currency)
+            top = (
+                self.t.select(_c=code)
+                .group_by("_c")
+                .aggregate(_n=ibis._.count())
+                .order_by(ibis.desc("_n"))
+                .limit(3)
+                .to_pyarrow()
+                .to_pylist()
+            )
+            codes = [str(r["_c"]) for r in top if r["_c"] is not None]
+            self.report.currency = codes[0] if codes else self.currency
+            self.report.conventions["currency"] = (
+                f"{', '.join(codes) or 'none given'} (from column '{src}')"
+            )
+            if len(codes) > 1:
+                self.report.warnings.append(
+                    f"column '{src}' holds several currencies ({', '.join(codes)}): amounts in "
+                    "different currencies are added together in summaries; convert them first"
+                )
             return
         found: dict[str, list[str]] = {}
         for key, n in row.items():
