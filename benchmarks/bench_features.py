@@ -112,6 +112,7 @@ ABSORB = (
     SEG_PREP
     + """
 from segmentum.features import rollup
+from segmentum.ingest import returns
 day = last.date()
 con.execute(f"CREATE TEMP TABLE new_lines AS SELECT * FROM transactions WHERE timestamp >= DATE '{{day}}'")
 con.execute(f"DELETE FROM transactions WHERE timestamp >= DATE '{{day}}'")
@@ -120,7 +121,10 @@ n = con.execute("select count(*) from new_lines").fetchone()[0]
 t0 = time.perf_counter()
 with wh.batch([], "bench"):
     con.execute("INSERT INTO transactions SELECT * FROM new_lines")
-    rollup.absorb(wh, wh.con.table("new_lines"))
+    # As ingest does: link the batch's returns, then merge its days.
+    linked = returns.update_links(wh, wh.con.table("new_lines"), "bench")
+    rollup.absorb(wh, wh.con.table("new_lines"), relinked=linked.customers)
+    linked.drop(wh)
 print("SECONDS=%f" % (time.perf_counter() - t0))
 fresh = rollup._stored_fingerprint(wh) == wh.fingerprint(wh.table("transactions"), rollup.SOURCE_COLUMNS)
 print("LINES", n, "FRESH", fresh)

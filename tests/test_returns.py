@@ -61,8 +61,9 @@ def day_rows(t: object) -> list[tuple[str, dt.date, float, int]]:
 
 
 def test_online_retail_cancellations_link_to_the_line_they_cancel(
-    wh: Warehouse, tmp_path: Path
+    backend: Warehouse, tmp_path: Path
 ) -> None:
+    wh = backend
     report = load(wh, write(tmp_path / "retail.csv", RETAIL))
     assert (report.return_lines, report.returns_linked) == (3, 2)
     assert link_rows(wh) == [
@@ -122,8 +123,9 @@ def test_a_huge_order_cancelled_the_same_day_leaves_the_real_small_spend(
 
 
 def test_a_return_in_a_later_file_nets_against_the_earlier_files_day(
-    wh: Warehouse, tmp_path: Path
+    backend: Warehouse, tmp_path: Path
 ) -> None:
+    wh = backend
     jan = HEADER + (
         "1,A1,MUG,2,2024-01-10 10:00,5.00,7,ES\n"
         "2,A1,MUG,1,2024-01-20 10:00,5.00,7,ES\n"
@@ -186,7 +188,8 @@ def test_rollup_kept_by_ingest_equals_the_rollup_rebuilt(wh: Warehouse, tmp_path
     one.close()
 
 
-def test_baskets_leave_out_cancelled_items(wh: Warehouse, tmp_path: Path) -> None:
+def test_baskets_leave_out_cancelled_items(backend: Warehouse, tmp_path: Path) -> None:
+    wh = backend
     text = HEADER + (
         "10,A1,MUG,1,2024-01-10 10:00,5.00,7,ES\n"
         "10,B2,PLATE,2,2024-01-10 10:00,9.00,7,ES\n"

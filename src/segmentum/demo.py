@@ -676,14 +676,16 @@ def _messy_transactions(t: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def _messy_extras(t: pd.DataFrame, whale: str, day: pd.Timestamp) -> tuple[pd.DataFrame, dict]:
+def _messy_extras(
+    t: pd.DataFrame, whale: str, day: pd.Timestamp
+) -> tuple[pd.DataFrame, dict[str, object]]:
     """Lines every real export has somewhere: a huge order cancelled the same day, dates out
     of range, a bad-debt adjustment with a negative price."""
     base = t.iloc[0]
     huge_at = day + pd.Timedelta(hours=11)
 
     def row(**kw: object) -> dict[str, object]:
-        return {**base.to_dict(), **kw}
+        return {**{str(k): v for k, v in base.items()}, **kw}
 
     stamp = _with_offsets(pd.Series([huge_at, huge_at + pd.Timedelta(minutes=25)]))
     whale_id = f"{whale}.0"
@@ -734,7 +736,7 @@ def _messy_extras(t: pd.DataFrame, whale: str, day: pd.Timestamp) -> tuple[pd.Da
             Device=None,
         ),
     ]
-    notes = {
+    notes: dict[str, object] = {
         "huge_cancelled_order": {
             "customer_id": whale,
             "invoice": "9000001",

@@ -214,7 +214,9 @@ def cross_sell(
     cand = owned.join(rt, owned.item == rt.antecedent).select(
         "customer_id", "antecedent", "consequent", "confidence", "lift"
     )
-    has = owned.select("customer_id", consequent="item")
+    # Never suggest what they already tried, even if they returned it.
+    tried = lines.filter((lines.quantity > 0) & lines[level].notnull())
+    has = tried.select("customer_id", consequent=tried[level]).distinct()
     cand = cand.anti_join(has, ["customer_id", "consequent"])
     w = ibis.window(
         group_by=cand.customer_id,
