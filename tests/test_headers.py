@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from segmentum.ingest.mapping import auto_map, header_words
+from segmentum.ingest.mapping import auto_map, header_words, looks_like_customer
 from segmentum.schema import INGESTIBLE
 
 # (header as exported, table, canonical column). Gathered from Online Retail I/II, CDNOW,
@@ -173,3 +173,24 @@ def test_a_percentage_is_never_taken_for_an_amount() -> None:
 @pytest.mark.parametrize("header", ["Nº factura", "N.º factura", "Núm. factura", "N° Factura"])
 def test_ordinal_signs_dots_and_accents_fold_to_one_word(header: str) -> None:
     assert header_words(header) == ["numero", "factura"]
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("socio", True),
+        ("id_socio", True),
+        ("Nº socio", True),
+        ("cust", True),
+        ("client", True),
+        ("member_no", True),
+        ("Usuario", True),
+        ("Tarjeta fidelización", True),
+        ("Custom label", False),
+        ("Country", False),
+        ("Cupón", False),
+        ("Tienda", False),
+    ],
+)
+def test_headers_that_may_hide_a_customer_id_are_spotted(header: str, expected: bool) -> None:
+    assert looks_like_customer(header) is expected

@@ -193,6 +193,11 @@ _CUSTOMER_HINTS = (
 
 
 def looks_like_customer(name: str) -> bool:
-    """Whether a header not recognised as the customer id may still be one."""
-    key = normalise_name(name)
+    """Whether a header not recognised as the customer id may still be one.
+
+    >>> looks_like_customer("id_socio"), looks_like_customer("Custom label")
+    (True, False)
+    """
+    # "custom field" is not a customer, "customer_ref" and "cust" are.
+    key = re.sub(r"custom(?!er)", "", normalise_name(name))
     return any(h in key for h in _CUSTOMER_HINTS)
