@@ -232,7 +232,8 @@ def test_300_daily_files_keep_their_own_batch_counts_and_quarantine(
     tx = wh.table("transactions").execute()
     per_batch = tx.groupby("batch_id").size()
     assert per_batch[reports[0].batch_id] == 4 and per_batch[reports[7].batch_id] == 3
-    assert tx[tx.batch_id == reports[299].batch_id].source_row.tolist() == [1, 2, 3, 4]
+    last = tx[tx.batch_id == reports[299].batch_id].set_index("source_row").invoice_id
+    assert last.sort_index().to_dict() == {1: "F1197", 2: "F1198", 3: "F1199", 4: "F1200"}
 
 
 def test_files_read_together_check_duplicates_per_file_and_overlaps_across_files(
@@ -290,6 +291,6 @@ def test_the_command_line_summarises_many_files_one_line_each(
     url = f"duckdb:///{tmp_path / 'w.duckdb'}"
     assert main(["ingest", "transactions", str(folder), "--warehouse", url]) == 0
     out = capsys.readouterr().out
-    assert "6 files: ingest summary" in out and out.count("v5.csv") == 1
+    assert "6 files in" in out and out.count("v5.csv") == 1
     assert main(["ingest", "transactions", str(folder), "--warehouse", url]) == 0
     assert capsys.readouterr().out.count("already loaded, skipped") == 6

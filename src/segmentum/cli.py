@@ -121,11 +121,14 @@ def print_ingest_files(reports: list[IngestReport]) -> None:
         for src in loaded[0].ignored_columns:
             m.add_row(src, "[dim](ignored)[/dim]")
         console.print(m)
-    t = Table(title=f"{len(reports):,} files: ingest summary", title_justify="left")
+    # Files are named from their common folder so the table fits a terminal.
+    folder = os.path.commonpath([os.path.dirname(os.path.abspath(r.file)) for r in reports])
+    t = Table(title=f"{len(reports):,} files in {folder}: ingest summary", title_justify="left")
     for c in ("file", "rows read", "accepted", "quarantined", "batch"):
         t.add_column(c, justify="left" if c in ("file", "batch") else "right")
     for r in reports:
-        where = r.file + (f" [{r.sheet}]" if r.sheet else "")
+        where = os.path.relpath(os.path.abspath(r.file), folder)
+        where += f" [{r.sheet}]" if r.sheet else ""
         if r.skipped:
             t.add_row(where, "", "", "", "[yellow]already loaded, skipped[/yellow]")
             continue

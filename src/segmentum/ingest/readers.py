@@ -654,14 +654,22 @@ def _read_group(rd: Warehouse, group: list[_Text]) -> Iterator[RawSource]:
     delimiter = group[0].delimiter
     try:
         table, rejects = _engine_read(rd, [t.readable for t in group], delimiter)
-    except Exception:
-        if len(group) > 1:
-            # One file spoils the shared read (a runaway line): read each on its own.
-            for t in group:
-                yield from _read_group(rd, [t])
+    except Exception as exc:
+        if len(group) == 1:
+            # A line longer than the engine takes, or no CSV at all: the scanner tells which.
+            yield _read_repaired(rd, group[0])
             return
-        # A line longer than the engine takes, or no CSV at all: the scanner tells which.
-        yield _read_repaired(rd, group[0])
+        # Some file spoils the shared read (a runaway line, a dialect the engine cannot make
+        # out): set aside the files the error names, or else halve the group, and read on.
+        named = [t for t in group if f'"{os.path.abspath(t.readable)}"' in str(exc)]
+        if named:
+            yield from _read_group(rd, [t for t in group if t not in named])
+            for t in named:
+                yield from _read_group(rd, [t])
+        else:
+            half = len(group) // 2
+            yield from _read_group(rd, group[:half])
+            yield from _read_group(rd, group[half:])
         return
     malformed = _fast_rejects(rejects)
     read = _counts_by_part(table, len(group))
