@@ -66,7 +66,7 @@ def shop(
     path = tmp_path_factory.mktemp("journey") / "shop.duckdb"
     shutil.copyfile(service_db, path)
     settings = SERVICE_SETTINGS.with_overrides(
-        smtp_host="127.0.0.1", smtp_port=inbox[1], smtp_starttls=False
+        smtp_host="127.0.0.1", smtp_port=inbox[1], smtp_starttls=False, currency="EUR"
     )
     url = f"duckdb:///{path}"
     key = create_key(StateStore.for_warehouse(url, settings), "marketing", ["write"])

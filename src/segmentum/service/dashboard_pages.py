@@ -662,7 +662,8 @@ def _kpis(page: Page, o: dict[str, Any], prev: dict[str, Any] | None) -> list[di
     return [
         {
             "id": "kpi-customers",
-            "title": _("Customers"),
+            # Buyers: the micro-segment tree's "everyone" also counts those yet to buy.
+            "title": _("Customers with purchases"),
             "value": page.num(o["customers"]),
             "delta": delta("customers"),
         },
@@ -712,7 +713,9 @@ def _what_changed(page: Page, o: dict[str, Any]) -> dict[str, Any]:
             for s, n in net[:5]
         ],
         "alerts": len(alerts),
-        "alert_revenue": page.money(sum(float(a.get("revenue") or 0) for a in alerts)),
+        "alert_revenue": page.money(
+            sum(float(a.get("lifetime_spend") or a.get("revenue") or 0) for a in alerts)
+        ),
     }
 
 
