@@ -81,9 +81,15 @@ class _Model:
     param_names: tuple[str, ...] = ()
     _start: tuple[float, ...] = ()
 
-    def __init__(self, penalizer: float = 0.0, max_iter: int = 500) -> None:
+    def __init__(
+        self, penalizer: float = 0.0, max_iter: int = 500, standard_errors: bool = True
+    ) -> None:
         self.penalizer = penalizer
         self.max_iter = max_iter
+        #: False: skip the standard errors (and polish less tightly) when only the fit's
+        #: predictions and likelihood are needed, as when models are compared on a holdout;
+        #: Pareto/NBD's errors need a Hessian by differences, the slowest part of its fit.
+        self.standard_errors = standard_errors
 
     #: Models with an analytic Hessian provide ``_terms`` and set this.
     _analytic = False
@@ -257,7 +263,7 @@ class _Model:
                 if analytic:
                     lp, converged = self._newton(near, data, w)
         if not converged:
-            best = self._minimise(rows, w, starts)
+            best = self._minimise(rows, w, starts, rough=not self.standard_errors)
             if best is None or not np.all(np.isfinite(best.x)):
                 raise ModelError(
                     f"{type(self).__name__} did not converge",
@@ -278,7 +284,11 @@ class _Model:
             for n, v, u in zip(self.param_names, lp, self._log_upper(), strict=True)
             if v >= u - 1e-6
         ]
-        if analytic:
+        if not self.standard_errors:
+            k = len(self.param_names)
+            self.covariance_ = np.full((k, k), np.nan)
+            self.standard_errors_ = {n: float("nan") for n in self.param_names}
+        elif analytic:
             theta = np.exp(lp)
             with np.errstate(all="ignore"):
                 h = self._loglik_hess(theta, data, w)[2]
@@ -862,6 +872,12 @@ def _hyp2f1_and_slopes(
     sums (rows drop out as they converge). None when some row needs more than ``max_terms``.
     """
     a, b, z = (np.asarray(v, dtype=float) for v in np.broadcast_arrays(a, b, z))
+    # The terms fall no faster than z^n: reaching 1e-17 takes at least ln(1e17) / -ln(z)
+    # terms. When even that is over the limit, say so before summing thousands of terms for
+    # nothing (met with beta >> alpha, where z is within 1e-3 of 1).
+    z_max = float(np.max(z)) if z.size else 0.0
+    if z_max > 0 and 39.2 / -np.log(z_max) > max_terms:
+        return None
     h, h_a, h_b = np.ones_like(a), np.zeros_like(a), np.zeros_like(a)
     term = np.ones_like(a)  # (b)_n z^n / n!
     psi_gap = np.zeros_like(a)  # psi(b + n) - psi(b)

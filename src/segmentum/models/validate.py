@@ -169,7 +169,8 @@ def validate(
     skipped: dict[str, str] = {}
     for name in models:
         try:
-            fitted[name] = PURCHASE_MODELS[name]().fit(x, tx, t, weights=n)
+            # Compared on predictions and likelihood only: no standard errors needed.
+            fitted[name] = PURCHASE_MODELS[name](standard_errors=False).fit(x, tx, t, weights=n)
         except ModelError as exc:
             skipped[name] = str(exc)
     if not fitted:
