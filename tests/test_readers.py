@@ -294,3 +294,15 @@ def test_the_command_line_summarises_many_files_one_line_each(
     assert "6 files in" in out and out.count("v5.csv") == 1
     assert main(["ingest", "transactions", str(folder), "--warehouse", url]) == 0
     assert capsys.readouterr().out.count("already loaded, skipped") == 6
+
+
+def test_reads_a_utf16_export_with_a_broken_quote(wh: Warehouse, tmp_path: Path) -> None:
+    # Excel's "Unicode text" export: UTF-16 with a byte-order mark, tab-separated.
+    lines = [ln.replace(",", "\t") for ln in [HEADER, *sales(10)]]
+    lines[4] = 'F4\tC4\t2024-03-05\t2,5\t"sin cerrar\n'
+    path = tmp_path / "ventas.txt"
+    path.write_bytes("".join(lines).encode("utf-16"))
+    [r] = load(wh, path)
+    assert (r.encoding, r.delimiter) == ("utf-16", "\t")
+    assert (r.rows_read, r.accepted, r.quarantined) == (10, 9, 1)
+    assert quarantine(wh).source_row.tolist() == [4]
