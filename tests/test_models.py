@@ -410,3 +410,17 @@ def test_validation_needs_a_holdout(cdnow_lines: ir.Table) -> None:
 
     with pytest.raises(InputError, match="not after the calibration end"):
         validate(cdnow_lines, dt.date(1998, 7, 1), dt.date(1998, 6, 30))
+
+
+@pytest.mark.parametrize("cls", [BetaGeo, ModifiedBetaGeo, ParetoNBD])
+def test_a_fit_without_standard_errors_lands_on_the_same_estimates(
+    cls: type[BetaGeo] | type[ParetoNBD], cdnow_summary: pd.DataFrame
+) -> None:
+    """What the holdout comparison uses: the same optimum, no (costly) standard errors."""
+    s = cdnow_summary
+    full = cls().fit(s.x, s.t_x, s["T"])
+    quick = cls(standard_errors=False).fit(s.x, s.t_x, s["T"])
+    for k, v in full.params_.items():
+        assert quick.params_[k] == pytest.approx(v, rel=1e-3), k
+    assert quick.log_likelihood_ == pytest.approx(full.log_likelihood_, abs=1e-3)
+    assert all(np.isnan(v) for v in quick.standard_errors_.values())
