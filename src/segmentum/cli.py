@@ -60,6 +60,7 @@ def print_json(data: Any) -> None:
     sys.stdout.write(text + "\n")
     sys.stdout.flush()
 
+
 WarehouseOpt = Annotated[
     str | None,
     typer.Option(
