@@ -24,7 +24,7 @@ PAGES = [
     ("customer", "/dashboard/customer", "h1"),
     ("segments", "/dashboard/segments", "#rule"),
     ("explorer", "/dashboard/explorer?segment=vip", "#profile"),
-    ("micro", "/dashboard/micro?dimensions=value_tier,region", "#micro"),
+    ("micro", "/dashboard/micro", "#micro"),  # the cached default tree
     ("geography", "/dashboard/geography", "#chart-geo"),
     ("migration", "/dashboard/migration", "#chart-sankey"),
     ("campaigns", "/dashboard/campaigns", "h1"),
