@@ -67,11 +67,12 @@ def serve(url: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
         proc.wait(20)
 
 
-@pytest.fixture
-def served(service_db: Path, tmp_path: Path) -> Iterator[dict[str, Any]]:
+@pytest.fixture(scope="module")
+def served(service_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """A private copy of the demo warehouse (no serving store yet) served by a real
-    ``segmentum serve`` process, with an admin and a read key."""
-    db = tmp_path / "shop.duckdb"
+    ``segmentum serve`` process, with an admin and a read key (one server for the module:
+    starting one takes a while, and each test leaves state the others do not read)."""
+    db = tmp_path_factory.mktemp("served") / "shop.duckdb"
     shutil.copyfile(service_db, db)
     url = f"duckdb:///{db}"
     state = StateStore.for_warehouse(url)
