@@ -201,5 +201,6 @@ def test_a_marketers_day_in_the_dashboard(
     assert "recency_days" in page.inner_text("#result")
     snap("builder-typo")
 
-    assert not errors, errors
+    # The builder's preview answers 422 for the mistyped rule on purpose; the browser logs it.
+    assert not [e for e in errors if "status of 422" not in e], errors
     ctx.close()
