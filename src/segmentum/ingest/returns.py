@@ -315,13 +315,20 @@ def update_links(wh: Warehouse, lines: ir.Table, batch_id: str) -> LinkUpdate:
         rebuild(wh, batch_id=batch_id)
     else:
         if int(affected.count().execute()):
-            mine = tx.semi_join(affected, "customer_id")
-            fresh = wh.materialize(_stored(link_returns(mine), batch_id), "links")
+            # Their lines once, in a small table: linking reads them several times.
+            mine = wh.materialize(
+                tx.semi_join(affected, "customer_id").select(
+                    *[c for c in SOURCE_COLUMNS if c in tx.columns]
+                ),
+                "relink_lines",
+            )
             try:
+                fresh = wh.materialize(_stored(link_returns(mine), batch_id), "links")
                 wh.delete_keys(LINKS, affected, ["customer_id"])
                 wh.insert(LINKS, fresh)
-            finally:
                 wh.drop(fresh.get_name())
+            finally:
+                wh.drop(mine.get_name())
         save_fingerprint(wh, LINKS, (before[0] + added[0], before[1] + added[1]))
     if update.return_lines:
         stored = wh.table(LINKS)
