@@ -36,6 +36,10 @@ from segmentum.warehouse import Warehouse
 ROOT = Path(__file__).resolve().parents[1]
 # Pipeline runs in tests skip clustering unless a test asks for it (tests/test_segments.py does).
 os.environ.setdefault("SEGMENTUM_DISCOVER_SEGMENTS", "false")
+# ...and fit one purchase model instead of choosing among three on a holdout (the choice is
+# tested directly in tests/test_models.py and tests/test_model_truth.py; on a busy two-core
+# machine it multiplies the CLV step's time by about ten).
+os.environ.setdefault("SEGMENTUM_PURCHASE_MODEL", "MBG/NBD")
 # The CDNOW logs ship with the tests (public data, see tests/data/cdnow/README.md).
 CDNOW = ROOT / "tests" / "data" / "cdnow"
 

@@ -252,3 +252,28 @@ def test_pareto_nbd_is_scored_in_the_engine_like_in_memory(wh: Warehouse) -> Non
     expected = models.purchases.expected_purchases(12 * 365.25 / 12 / 7, x, tx, t)
     np.testing.assert_allclose(out.expected_purchases, expected, rtol=1e-6)
     assert set(out.purchase_model) == {"Pareto/NBD"}
+
+
+def test_the_run_chooses_its_purchase_model_on_a_holdout_and_says_why(wh: Warehouse) -> None:
+    import datetime as dt
+
+    from segmentum.features import btyd_summary
+    from segmentum.models.clv import fit_for_run, record
+
+    lines = simulated_lines(1200, r=0.8, alpha=4.0, a=0.8, b=2.5, weeks=104, seed=5)
+    wh.write("transactions", pa.Table.from_pandas(lines, preserve_index=False))
+    tx = wh.table("transactions")
+    as_of = dt.date(2024, 12, 30)
+    models, churn = fit_for_run(wh, btyd_summary(tx, as_of), as_of, source=tx)
+    assert {c["model"] for c in models.comparison} == {"BG/NBD", "MBG/NBD", "Pareto/NBD"}
+    assert all(c["holdout_error"] is not None for c in models.comparison)
+    assert all(c["fitted_on"] == "calibration period" for c in models.comparison)
+    assert models.reason.startswith(f"{models.purchase_model} was chosen")
+    assert models.reason_es.startswith(f"Se eligió {models.purchase_model}")
+    assert models.dropout_identified and churn is None
+    # The chosen model is refitted on all the data, with standard errors.
+    assert not np.isnan(list(models.purchases.standard_errors_.values())).any()
+    record(wh, models, as_of, "r1")
+    stored = wh.table("clv_models").execute()
+    assert len(stored) == 3 and stored.chosen.sum() == 1
+    assert stored.loc[stored.chosen, "reason"].iloc[0] == models.reason
