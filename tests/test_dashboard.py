@@ -218,7 +218,7 @@ def test_builder_error_keeps_the_hint_and_the_caret_under_the_fault(
     assert "frequency" in page.inner_text("#result")  # the server's "did you mean"
     page.fill("#rule", "frequency >= 2 and  monetary > 'x'")
     page.wait_for_selector("#result.error #caret")
-    expect(page.locator("#caret")).to_contain_text("monetary")
+    expect(page.locator("#caret")).to_contain_text("monetary", timeout=60_000)
     rule, caret = page.inner_text("#caret").split("\n")[:2]
     reported = int(re.search(r"(\d+):", page.inner_text("#result strong")).group(1))
     assert caret.strip() == "^" and caret.index("^") + 1 == reported  # same offsets
@@ -238,7 +238,7 @@ def test_builder_warns_on_a_value_no_customer_has(tab: Any, server: dict[str, An
     page.wait_for_selector(".unknown-value")
     assert "'high'" in page.inner_text(".unknown-value")
     page.click(".unknown-value button")
-    expect(page.locator("#rule")).to_have_value(re.compile("'high'"))
+    expect(page.locator("#rule")).to_have_value(re.compile("'high'"), timeout=60_000)
     page.select_option("#suggest-column", "lifecycle_stage")
     page.wait_for_selector("#suggestions button")
     assert page.locator("#suggestions button").count() >= 2
