@@ -261,6 +261,7 @@ JSON_ARGS: dict[str, list[str]] = {
     "churn evaluate": ["--train-as-of", "2025-04-01"],
     "segment show": ["big"],
     "segment preview": ["frequency >= 2 and value_tier == 'hihg'"],
+    "segment profile": ["big"],
     "history migration": ["--from", "{first}", "--to", "{last}"],
     "campaign audience": ["winback_test"],
     "campaign send": ["winback_test", "--dry-run"],
