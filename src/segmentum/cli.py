@@ -1131,6 +1131,9 @@ def history_runs_cmd(
     settings = load_settings()
     wh = connect(warehouse or settings.warehouse)
     if not wh.has("pipeline_runs"):
+        if as_json:
+            print_json([])
+            return
         console.print("no runs yet")
         return
     runs = wh.table("pipeline_runs").order_by(ibis.desc("started_at")).limit(limit)
@@ -1165,6 +1168,9 @@ def history_events_cmd(
     settings = load_settings()
     wh = connect(warehouse or settings.warehouse)
     if not wh.has("segment_events"):
+        if as_json:
+            print_json([])
+            return
         console.print("no membership changes recorded yet (they appear from the second run)")
         return
     ev = wh.table("segment_events")
