@@ -271,6 +271,8 @@ JSON_ARGS: dict[str, list[str]] = {
     "restore": ["{tmp}/backup", "--replace"],
 }
 # Run first (others read what they write) or last (it deletes a customer).
+# Commands whose data the (non-B2B) demo lacks: a clean user error, no output, is right there.
+JSON_WITHOUT_DATA = {"segment lookalike"}  # no prospects to score
 JSON_FIRST = ["history backfill", "backup"]
 JSON_LAST = ["restore", "forget"]
 
@@ -345,6 +347,9 @@ def test_every_json_output_is_valid_json_on_a_narrow_terminal(
         where = ["-w", url] if any("--warehouse" in p.opts for p in by_name[name].params) else []
         code = main([*name.split(), *args, "--json", *where])
         out, err = capsys.readouterr()
+        if name in JSON_WITHOUT_DATA and code == 2:
+            assert out == "" and err.startswith("error: ") and "hint: " in err, name
+            continue
         assert code == 0, f"{name}: {err}"
         try:
             json.loads(out)
