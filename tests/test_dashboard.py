@@ -409,4 +409,3 @@ def test_report_opens_offline_in_both_languages(
         assert word in t.page.inner_text("h2")
         assert t.page.locator("svg").count() >= 3
         assert all(h == "" for h in t.hosts)  # file:// only, nothing fetched
-

@@ -134,7 +134,9 @@ def test_the_table_holds_at_least_sixty_spellings() -> None:
 
 
 @pytest.mark.parametrize(("header", "table", "canonical"), HEADERS)
-def test_a_real_header_maps_to_its_canonical_column(header: str, table: str, canonical: str) -> None:
+def test_a_real_header_maps_to_its_canonical_column(
+    header: str, table: str, canonical: str
+) -> None:
     mapping = auto_map([header], INGESTIBLE[table])
     assert mapping == {canonical: header}
 

@@ -672,7 +672,9 @@ RETURN_LINKS = Table(
         Column("original_invoice_id", "id", "The purchase's invoice."),
         Column("original_line", "integer", "The purchase's line number."),
         Column("original_day", "date", "Day of the purchase: the return nets against it."),
-        Column("match", "category", "How it was found: invoice, exact, quantity, partial, product."),
+        Column(
+            "match", "category", "How it was found: invoice, exact, quantity, partial, product."
+        ),
         Column("quantity", "number", "Units returned (negative)."),
         Column("amount", "number", "Amount returned (negative)."),
         Column("invoice_cancelled", "bool", "The purchase's invoice nets to zero or less."),

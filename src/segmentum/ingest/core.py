@@ -517,8 +517,7 @@ class _FileIngest:
         if not found:
             self.currency = None if setting == "AUTO" else setting
             self.report.conventions["currency"] = (
-                "not stated in the file: amounts unlabelled (set currency, e.g. GBP, to label "
-                "them)"
+                "not stated in the file: amounts unlabelled (set currency, e.g. GBP, to label them)"
                 if self.currency is None
                 else f"{self.currency} (setting currency)"
             )
@@ -838,9 +837,7 @@ class IdMatch:
         return self.buyers - self.buyers_without_record
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.__dataclass_fields__} | {
-            "matched": self.matched
-        }
+        return {k: getattr(self, k) for k in self.__dataclass_fields__} | {"matched": self.matched}
 
     def sentence(self) -> str:
         """The counts in words, for summaries."""
@@ -885,9 +882,7 @@ def id_match(wh: Warehouse) -> IdMatch | None:
         buyers.aggregate(n=buyers.count())
         .cross_join(records.aggregate(c=records.count()))
         .cross_join(
-            lonely_buyers.aggregate(
-                lb=lonely_buyers.count(), eb=lonely_buyers.customer_id.min()
-            )
+            lonely_buyers.aggregate(lb=lonely_buyers.count(), eb=lonely_buyers.customer_id.min())
         )
         .cross_join(idle.aggregate(ic=idle.count(), ec=idle.customer_id.min()))
         .to_pyarrow()
