@@ -194,16 +194,34 @@ def test_customer_lookup_and_segments_over_http(server: dict[str, Any]) -> None:
     assert r.status_code == 201
     p = http.post(f"{base}/v1/segments/preview", json={"rule": "big"}, headers=admin).json()
     assert p["size"] > 0 and sum(p["reach"]["channels"]["email"].values()) == p["size"]
-    # Members are computed by a run (a pipeline job: tests/test_serving.py); here directly, on
-    # the file the server opens only per request.
-    from segmentum.segments.store import Segments
-
-    with segmentum.connect(f"duckdb:///{server['db']}") as wh:
-        Segments(wh, SETTINGS).compute(only=["big"])
+    # Saving computed the members at once: no run needed before the members API sees them.
+    assert r.json()["size"] == p["size"]
     m = http.get(f"{base}/v1/segments/big/members?limit=5", headers=admin).json()
     assert m["size"] == p["size"] and len(m["members"]) == 5
     csv = http.get(f"{base}/v1/exports/segments/big.csv", headers=admin).text
     assert csv.startswith("customer_id\n") and "@" not in csv  # no personal data by default
+
+
+def test_a_mistyped_rule_says_where_and_what_was_meant_without_internal_names(
+    server: dict[str, Any],
+) -> None:
+    base, read = server["url"], {"X-API-Key": server["keys"]["read"]}
+    r = http.post(f"{base}/v1/segments/preview", json={"rule": "frequncy >= 2"}, headers=read)
+    body = r.json()
+    assert r.status_code == 422 and "_preview" not in r.text
+    assert body["detail"].startswith("unknown column or segment 'frequncy' at position 1")
+    assert body["detail"].splitlines()[-1].strip() == "^" and "frequency" in body["hint"]
+    # The explorer's preview of a typed rule shows the same message, hint and caret.
+    svc = server["app"].state.svc
+    s = create_session(svc.sessions, server["keys"]["read"])
+    assert s is not None
+    page = http.get(
+        f"{base}/dashboard/explorer",
+        params={"rule": "frequncy >= 2", "lang": "en"},
+        cookies={SESSION_COOKIE: s.sid},
+    )
+    assert page.status_code == 200 and "_preview" not in page.text
+    assert "frequncy" in page.text and "did you mean frequency" in page.text
 
 
 def test_upload_and_ingest_report(server: dict[str, Any], tmp_path: Path) -> None:

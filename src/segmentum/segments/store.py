@@ -37,6 +37,8 @@ LEVELS = ("customer", "account")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 DEFINITIONS = "segment_definitions"
 MEMBERS = "segment_members"
+# The name a rule is checked under while it is only previewed (never saved).
+PREVIEW = "_preview"
 
 
 @dataclass
@@ -166,6 +168,16 @@ class Segments:
         self.validate(existing.values())
         self._save(existing.values())
         return seg
+
+    def create_and_compute(
+        self, name: str, rule: str, description: str = "", level: str = "customer"
+    ) -> tuple[Segment, int]:
+        """:meth:`create`, then compute its members at once (the API and the dashboard save
+        this way, so members, exports and campaigns see the segment before the next run).
+        Returns the segment and its size."""
+        seg = self.create(name, rule, description, level)
+        report = self.compute(only=[name])
+        return seg, int(report.sizes.get(name, 0))
 
     def edit(self, name: str, rule: str | None = None, description: str | None = None) -> Segment:
         seg = self.get(name)
@@ -301,9 +313,7 @@ class Segments:
             try:
                 t = R.check(s.rule, tree, scope)
             except R.RuleError as exc:
-                raise R.RuleError(
-                    f"segment {s.name}: {exc.reason}", exc.text, exc.pos, exc.hint
-                ) from exc
+                raise R.RuleError(_about(s.name, exc.reason), exc.text, exc.pos, exc.hint) from exc
             if t != R.BOOL:
                 raise InputError(
                     f"segment {s.name}: the rule gives a {t}, not true or false",
@@ -436,7 +446,7 @@ class Segments:
         if rule_or_name in segs:
             target = rule_or_name
         else:
-            target = "_preview"
+            target = PREVIEW
             segs[target] = Segment(target, rule_or_name.strip())
         if segs[target].level == "account":
             raise InputError("preview an account segment through a customer rule that uses it")
@@ -484,7 +494,13 @@ def _parse(seg: Segment, limits: R.Limits | None = None) -> R.Node:
     try:
         return R.parse(seg.rule, limits)
     except R.RuleError as exc:
-        raise R.RuleError(f"segment {seg.name}: {exc.reason}", exc.text, exc.pos, exc.hint) from exc
+        raise R.RuleError(_about(seg.name, exc.reason), exc.text, exc.pos, exc.hint) from exc
+
+
+def _about(name: str, reason: str) -> str:
+    """A rule error names the saved segment it is in; a previewed rule is the user's own text,
+    so its error stays as the rule checker wrote it (the caret and the hint are kept)."""
+    return reason if name == PREVIEW else f"segment {name}: {reason}"
 
 
 def _refs(seg: Segment) -> set[str]:

@@ -215,14 +215,16 @@ def create_app(
 
     @app.post("/v1/segments", tags=["segments"], status_code=201)
     def segments_create(body: SegmentIn, _: Write) -> dict[str, Any]:
+        """Save a segment and compute its members at once (``size`` in the answer), so its
+        members, export and campaigns need no pipeline run first."""
         from segmentum.segments.store import Segments
 
-        seg = svc.locked(
-            lambda: Segments(svc.wh, settings).create(
+        seg, size = svc.locked(
+            lambda: Segments(svc.wh, settings).create_and_compute(
                 body.name, body.rule, body.description, body.level
             )
         )
-        return seg.__dict__
+        return {**seg.__dict__, "size": size}
 
     @app.delete("/v1/segments/{name}", tags=["segments"], status_code=204)
     def segments_delete(name: str, _: Write) -> None:
