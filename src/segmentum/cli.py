@@ -984,15 +984,13 @@ def history_backfill_cmd(
 ) -> None:
     """Build past snapshots of the classes from the transaction history alone (point in time)."""
     from segmentum.history.snapshots import backfill
+    from segmentum.precompute import publish_read_models
 
     settings = load_settings()
-    r = backfill(
-        connect(warehouse or settings.warehouse),
-        freq=freq,
-        periods=periods,
-        settings=settings,
-        segments=segments,
-    )
+    wh = connect(warehouse or settings.warehouse)
+    r = backfill(wh, freq=freq, periods=periods, settings=settings, segments=segments)
+    # A server reads history from the serving store: publish the new snapshots to it.
+    publish_read_models(wh, settings)
     if as_json:
         print_json(json.dumps(r.__dict__, default=str))
         return

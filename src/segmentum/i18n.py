@@ -147,6 +147,9 @@ LABELS: tuple[tuple[str, str], ...] = (
     N_("state", "(none)"),
     N_("state", "in"),
     N_("state", "out"),
+    N_("scope", "read"),
+    N_("scope", "write"),
+    N_("scope", "admin"),
 )
 # Columns whose values are labels of another column's kind.
 _KIND = {
@@ -321,6 +324,27 @@ MESSAGES: tuple[tuple[str, tuple[str, str]], ...] = (
     ),
     (r"the rule nests too deeply", N_("rule", "the rule nests too deeply")),
     (r"(\w+)\(\) is not available here", N_("rule", "%(1)s() is not available here")),
+    (
+        r"(.+) is not a web address a webhook can be sent to",
+        N_("webhook", "%(1)s is not a web address a webhook can be sent to"),
+    ),
+    (
+        r"give the full address of your endpoint, like (.+)",
+        N_("webhook", "give the full address of your endpoint, like %(1)s"),
+    ),
+    (
+        r"a webhook address must not carry a user name or password",
+        N_("webhook", "a webhook address must not carry a user name or password"),
+    ),
+    (
+        r"the endpoint checks the X-Segmentum-Signature header instead",
+        N_("webhook", "the endpoint checks the X-Segmentum-Signature header instead"),
+    ),
+    (r"(.+) is already subscribed to (.+)", N_("webhook", "%(1)s is already subscribed to %(2)s")),
+    (
+        r"unsubscribe it first to get a new secret",
+        N_("webhook", "unsubscribe it first to get a new secret"),
+    ),
 )
 _WORDS = {
     N_("rule", "number"),

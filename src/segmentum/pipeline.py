@@ -24,6 +24,7 @@ from segmentum.config import Settings, load_settings
 from segmentum.errors import ModelError, SegmentumError
 from segmentum.features import customer_features, default_as_of, purchase_days
 from segmentum.history.log import deliver, log_changes
+from segmentum.history.webhooks import deliver_subscriptions, subscriptions
 from segmentum.ingest import IngestReport, ingest, returns
 from segmentum.ingest.core import data_currency, has_amounts, id_match, revenue_totals
 from segmentum.models.clv import ClvModels, fit_for_run
@@ -351,6 +352,13 @@ def run(
                     summary.warnings.append(
                         f"{sent.failed} segment events could not be delivered to the webhook "
                         f"({'; '.join(sent.errors[:2])}); they stay queued for the next run"
+                    )
+            if subscriptions(wh):
+                subs = step("segment webhooks", lambda: deliver_subscriptions(wh))
+                if subs.failed:
+                    summary.warnings.append(
+                        f"{subs.failed} segment events could not be delivered to subscribed "
+                        f"webhooks ({'; '.join(subs.errors[:2])}); they are sent again next run"
                     )
         if settings.discover_segments:
             try:

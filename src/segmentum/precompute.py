@@ -36,11 +36,15 @@ def publish_read_models(
 ) -> Published | None:
     """Publish the ``READ_MODELS`` of ``wh`` into its serving store (None when it has none:
     an in-memory, Spark or PostgreSQL warehouse without the ``serving_store`` setting)."""
+    from segmentum.page_models import PAGE_MODELS, build_page_models
+
     settings = settings or load_settings()
+    # Written even without a serving store: the service then reads them in the warehouse.
+    build_page_models(wh)
     target = serving_path(wh.url, settings.serving_store)
     if target is None:
         return None
-    return publish(wh, target, READ_MODELS, run_id=run_id)
+    return publish(wh, target, {**READ_MODELS, **PAGE_MODELS}, run_id=run_id)
 
 
 def build_lookup(wh: Warehouse, as_of: _dt.date | None = None) -> int:

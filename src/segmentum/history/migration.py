@@ -114,8 +114,16 @@ def labels_at(wh: Warehouse, classification: str, as_of: _dt.date) -> ir.Table:
     return c.select("customer_id", state=c[classification].cast("string").fill_null("(none)"))
 
 
+def _spend_lines(wh: Warehouse) -> ir.Table:
+    """Lines with ``customer_id``, ``timestamp`` and ``amount``: the transactions, or in the
+    serving store (which has none) their per-invoice totals, which sum to the same spend."""
+    if wh.has("transactions") or not wh.has("customer_invoices"):
+        return wh.table("transactions")
+    return wh.table("customer_invoices")
+
+
 def _spend_between(wh: Warehouse, start: _dt.date, end: _dt.date) -> ir.Table:
-    t = wh.table("transactions")
+    t = _spend_lines(wh)
     lo = ibis.literal(_dt.datetime(start.year, start.month, start.day), "timestamp")
     hi = ibis.literal(_dt.datetime(end.year, end.month, end.day), "timestamp")
     t = t.filter(t.customer_id.notnull() & (t.timestamp >= lo) & (t.timestamp < hi))
@@ -163,7 +171,7 @@ def migration(
     if key:
         good, bad = ALERTS[key]
         moved = j.filter(j.state_from.isin(list(good)) & j.state_to.isin(list(bad)))
-        t = wh.table("transactions")
+        t = _spend_lines(wh)
         hi = ibis.literal(_dt.datetime(date_to.year, date_to.month, date_to.day), "timestamp")
         t = t.filter(t.customer_id.notnull() & (t.timestamp < hi))
         lifetime = t.group_by("customer_id").aggregate(lifetime_spend=t.amount.sum())

@@ -118,12 +118,21 @@ class Service:
         """At start-up: carry keys over from a warehouse's old ``api_keys`` table, and publish
         the read models of a warehouse built before there was a serving store. Skipped while
         a command holds the warehouse (the next run publishes)."""
+        from segmentum.history.snapshots import snapshot_dates
+        from segmentum.page_models import SNAPSHOT_KPIS
         from segmentum.precompute import LOOKUP, publish_read_models
         from segmentum.service.auth import import_keys
 
+        def stale(store: ServingStore) -> bool:
+            # Published before the page read models existed, or before a backfill added
+            # snapshots (``segmentum history backfill`` after the run, as ``make run`` does).
+            if not store.published or not store.has(SNAPSHOT_KPIS):
+                return True
+            return store.read(snapshot_dates) != snapshot_dates(self.wh)
+
         def run() -> None:
             import_keys(self.wh, self.state)
-            if self.serving is not None and not self.serving.published and self.wh.has(LOOKUP):
+            if self.serving is not None and self.wh.has(LOOKUP) and stale(self.serving):
                 publish_read_models(self.wh, self.settings)
 
         if self.per_use:

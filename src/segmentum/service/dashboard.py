@@ -52,6 +52,7 @@ NAV = (
     ("campaigns", "/dashboard/campaigns"),
     ("data", "/dashboard/data"),
 )
+ADMIN_NAV = ("keys", "/dashboard/keys")  # shown to admin sessions only
 # Columns whose values are money, shares or dates when a table shows them.
 MONEY = {
     "revenue",
@@ -80,6 +81,7 @@ def _nav_titles(_: Callable[[str], str]) -> dict[str, str]:
         "migration": _("Migration"),
         "campaigns": _("Campaigns"),
         "data": _("Data"),
+        "keys": _("API keys"),
     }
 
 
@@ -314,10 +316,13 @@ def currency_of(svc: Any) -> str | None:
 
 def render(page: Page, template: str, status: int = 200, **ctx: Any) -> HTMLResponse:
     nav_titles = _nav_titles(page._)
+    links = list(NAV)
+    if page.session is not None and "admin" in page.session.scopes:
+        links.append(ADMIN_NAV)
     html = ENV.get_template(template).render(
         lang=page.lang,
         page=page,
-        nav=[(key, href, nav_titles[key]) for key, href in NAV],
+        nav=[(key, href, nav_titles[key]) for key, href in links],
         current=ctx.pop("current", ""),
         palette=PALETTE,
         **ctx,
@@ -454,6 +459,10 @@ def mount_dashboard(app: FastAPI, svc: Any) -> None:
     from segmentum.service import dashboard_pages as pages
 
     pages.mount(app, svc, page_or_login, csrf_ok, current_session)
+
+    from segmentum.service import dashboard_admin
+
+    dashboard_admin.mount(app, svc, page_or_login, csrf_ok)
 
 
 def _safe_next(target: str) -> str:

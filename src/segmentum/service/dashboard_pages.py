@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 
 from segmentum import i18n
 from segmentum.errors import SegmentumError
+from segmentum.page_models import ACTIVITY, DIRECTORY, INVOICES, SNAPSHOT_KPIS
 from segmentum.service.auth import Session
 from segmentum.service.dashboard import (
     PALETTE,
@@ -51,6 +52,8 @@ CATEGORICAL = (
     "clv_status",
     "trend",
 )
+# What the migration page and the overview's "what changed" read (in the serving store).
+HISTORY_TABLES = ("customer_classes", INVOICES)
 # Overview charts: the column, whether its bars follow a fixed order, and that order.
 ORDERS: dict[str, list[str]] = {
     "value_tier": ["high", "medium", "low"],
@@ -58,15 +61,18 @@ ORDERS: dict[str, list[str]] = {
 }
 
 
-def _previous_overview(wh: Any, as_of: str) -> dict[str, Any] | None:
-    from segmentum.precompute import CACHE
-
-    if not wh.has(CACHE):
-        return None
-    c = wh.table(CACHE)
-    c = c.filter(c.as_of < ibis.literal(_dt.date.fromisoformat(as_of), "date"))
-    rows = c.order_by(ibis.desc("as_of")).limit(1).to_pyarrow().to_pylist()
-    return json.loads(rows[0]["payload"]) if rows else None
+def _snapshot_kpis(wh: Any, as_of: str) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """The overview's figures at its own date and at the snapshot before it, both counted
+    the same way (``snapshot_kpis``); None where there is no such snapshot."""
+    if not wh.has(SNAPSHOT_KPIS):
+        return None, None
+    day = _dt.date.fromisoformat(str(as_of)[:10])
+    k = wh.table(SNAPSHOT_KPIS)
+    rows = k.filter(k.as_of <= ibis.literal(day, "date")).order_by(ibis.desc("as_of"))
+    found = rows.limit(2).to_pyarrow().to_pylist()
+    current = found[0] if found and found[0]["as_of"] == day else None
+    before = [r for r in found if r["as_of"] < day]
+    return current, (before[0] if before else None)
 
 
 def mount(
@@ -86,11 +92,11 @@ def mount(
             return page
         _ = page._
         o = svc.overview()
-        try:  # the serving store holds every cached date: no wait while a run holds the warehouse
-            prev = svc.read_models(lambda wh: _previous_overview(wh, o["as_of"]), "dashboard_cache")
-        except Exception:  # the warehouse is busy with a run: no comparison this time
-            prev = None
-        kpis = _kpis(page, o, prev)
+        try:  # from the serving store: no wait while a run holds the warehouse
+            now, prev = svc.read_models(lambda wh: _snapshot_kpis(wh, o["as_of"]), SNAPSHOT_KPIS)
+        except SegmentumError:  # not published and the warehouse is busy: no comparison
+            now, prev = None, None
+        kpis = _kpis(page, o, now, prev)
         charts = []
         for col, title in (
             ("rfm_segment", _("RFM segments")),
@@ -236,7 +242,7 @@ def mount(
         found = svc.customer(query) if query else None
         matches: list[dict[str, Any]] = []
         if query and found is None:
-            matches = wh_lock(lambda: _search(svc.wh, query))
+            matches = svc.read_models(lambda wh: _search(wh, query), DIRECTORY)
             if len(matches) == 1:
                 found = svc.customer(str(matches[0]["customer_id"]))
         profile = _profile(page, found, svc) if found else None
@@ -281,11 +287,9 @@ def mount(
         try:
             p = wh_lock(lambda: Segments(svc.wh, svc.settings).preview(rule))
         except RuleError as exc:
-            # The preview is checked as a segment named "_preview": not the user's business.
-            reason = re.sub(r"^segment _preview: ", "", exc.reason)
             return problem_json(
                 422,
-                i18n.translate_message(lang, reason),
+                i18n.translate_message(lang, exc.reason),
                 i18n.translate_message(lang, exc.hint),
                 position=exc.pos,
                 text=exc.text,
@@ -344,11 +348,9 @@ def mount(
         from segmentum.segments.store import Segments
 
         def run() -> dict[str, Any]:
-            store = Segments(svc.wh, svc.settings)
-            store.create(name, rule)
             # Members at once, so the explorer, the export and campaigns see them now.
-            report = store.compute(only=[name])
-            return {"name": name, "size": report.sizes.get(name, 0)}
+            _seg, size = Segments(svc.wh, svc.settings).create_and_compute(name, rule)
+            return {"name": name, "size": size}
 
         try:
             return JSONResponse(wh_lock(run), status_code=201)
@@ -361,26 +363,8 @@ def mount(
         page = page_or_login(request)
         if not isinstance(page, Page):
             return page
-        from segmentum.segments.store import Segments
-
-        def run() -> dict[str, Any]:
-            store = Segments(svc.wh, svc.settings)
-            ctx: dict[str, Any] = {"segments": store.list(), "segment": segment, "rule": rule}
-            if rule:
-                try:
-                    p = store.preview(rule, sample=20)
-                    ctx["preview"] = p.to_dict()
-                    ctx["reach"] = _reach_rows(page.lang, ctx["preview"].get("reach"))
-                except SegmentumError as exc:
-                    ctx["error"] = user_error(page, exc)
-            if segment:
-                try:
-                    ctx.update(_segment_detail(page, svc, store, segment))
-                except SegmentumError as exc:
-                    ctx["error"] = user_error(page, exc)
-            return ctx
-
-        return render(page, "explorer.html", current="explorer", **wh_lock(run))
+        ctx = wh_lock(lambda: explorer_context(page, svc, segment, rule))
+        return render(page, "explorer.html", current="explorer", **ctx)
 
     @app.get("/dashboard/export/{name}.csv", include_in_schema=False)
     def export(request: Request, name: str) -> Response:
@@ -497,7 +481,10 @@ def mount(
         page = page_or_login(request)
         if not isinstance(page, Page):
             return page
-        ctx = wh_lock(lambda: _migration(page, svc, by, date_from, date_to))
+        # From the serving store: the page keeps answering while a run holds the warehouse.
+        ctx = svc.read_models(
+            lambda wh: _migration(page, wh, by, date_from, date_to), *HISTORY_TABLES
+        )
         return render(page, "migration.html", current="migration", by=by, **ctx)
 
     # ------------------------------------------------------------------ campaigns
@@ -614,6 +601,40 @@ def mount(
         return render(page, "data.html", current="data", **ctx)
 
 
+def explorer_context(page: Page, svc: Any, segment: str, rule: str) -> dict[str, Any]:
+    """What the explorer shows: the saved segments, a typed rule's preview, one segment's
+    profile, members and (for admins) its webhook subscriptions. Inside ``svc.locked``."""
+    from segmentum.history.webhooks import subscriptions
+    from segmentum.segments.store import Segments
+
+    store = Segments(svc.wh, svc.settings)
+    ctx: dict[str, Any] = {"segments": store.list(), "segment": segment, "rule": rule}
+    if rule:
+        try:
+            p = store.preview(rule, sample=20)
+            ctx["preview"] = p.to_dict()
+            ctx["reach"] = _reach_rows(page.lang, ctx["preview"].get("reach"))
+        except SegmentumError as exc:
+            ctx["error"] = user_error(page, exc)
+    if segment:
+        try:
+            ctx.update(_segment_detail(page, svc, store, segment))
+        except SegmentumError as exc:
+            ctx["error"] = user_error(page, exc)
+        is_admin = page.session is not None and "admin" in page.session.scopes
+        if is_admin and "seg" in ctx:
+            ctx["webhooks"] = [
+                {
+                    "id": w.subscription_id,
+                    "url": w.url,
+                    "since": page.date(w.delivered_through),
+                    "error": w.last_error or "",
+                }
+                for w in subscriptions(svc.wh, segment)
+            ]
+    return ctx
+
+
 def _history_now(svc: Any) -> dict[str, Any]:
     """The overview's migration when the cache was built before the history existed (for
     example a backfill after the run), computed once per pair of snapshot dates."""
@@ -621,13 +642,13 @@ def _history_now(svc: Any) -> dict[str, Any]:
     from segmentum.precompute import _history
 
     try:
-        dates = svc.locked(lambda: snapshot_dates(svc.wh))
+        dates = svc.read_models(snapshot_dates, *HISTORY_TABLES)
         if len(dates) < 2:
             return {}
         memo: dict[Any, dict[str, Any]] = svc.__dict__.setdefault("dashboard_history", {})
         key = tuple(dates[-2:])
         if key not in memo:
-            memo[key] = svc.locked(lambda: _history(svc.wh))
+            memo[key] = svc.read_models(_history, *HISTORY_TABLES)
         return memo[key]
     except Exception:  # busy or not computable now: the panel is left out
         return {}
@@ -640,44 +661,50 @@ def language_of(request: Request) -> str:
 
 
 # ---------------------------------------------------------------------- helpers (no HTML)
-def _kpis(page: Page, o: dict[str, Any], prev: dict[str, Any] | None) -> list[dict[str, Any]]:
+def _kpis(
+    page: Page, o: dict[str, Any], now: dict[str, Any] | None, prev: dict[str, Any] | None
+) -> list[dict[str, Any]]:
+    """The overview's key figures, each with its change against the previous snapshot (an
+    empty ``delta`` when there is none to compare with)."""
     _ = page._
+    base = now or {"customers": o.get("customers"), "revenue": o.get("revenue")}
 
-    def delta(key: str, money: bool = False) -> str:
-        if not prev or prev.get(key) in (None, 0):
+    def per_customer(r: dict[str, Any] | None) -> float | None:
+        if not r or not r.get("customers"):
+            return None
+        return float(r.get("revenue") or 0.0) / float(r["customers"])
+
+    def delta(a: Any, b: Any) -> str:
+        if prev is None or i18n.is_missing(a) or i18n.is_missing(b) or not b:
             return ""
-        d = o[key] - prev[key]
-        text = page.money(abs(d)) if money else page.num(abs(d))
-        sign = "+" if d > 0 else ("−" if d < 0 else "±")
-        return f"{sign}{text} ({page.pct(d / prev[key])}) " + _("since %(date)s") % {
-            "date": page.date(prev["as_of"])
+        change = float(a) / float(b) - 1.0
+        sign = "+" if change > 0 else ("−" if change < 0 else "±")
+        return _("%(change)s vs %(date)s") % {
+            "change": sign + page.pct(abs(change)),
+            "date": page.date(prev["as_of"]),
         }
 
-    avg = o["revenue"] / o["customers"] if o.get("customers") else None
-    prev_avg = prev["revenue"] / prev["customers"] if prev and prev.get("customers") else None
-    avg_delta = ""
-    if avg is not None and prev_avg:
-        d = avg - prev_avg
-        avg_delta = ("+" if d > 0 else "−") + page.money(abs(d))
+    p = prev or {}
+    avg = per_customer(o)
     return [
         {
             "id": "kpi-customers",
             # Buyers: the micro-segment tree's "everyone" also counts those yet to buy.
             "title": _("Customers with purchases"),
             "value": page.num(o["customers"]),
-            "delta": delta("customers"),
+            "delta": delta(base.get("customers"), p.get("customers")),
         },
         {
             "id": "kpi-revenue",
             "title": _("Revenue"),
             "value": page.money(o["revenue"]),
-            "delta": delta("revenue", money=True),
+            "delta": delta(base.get("revenue"), p.get("revenue")),
         },
         {
             "id": "kpi-average",
             "title": _("Revenue per customer"),
             "value": page.money(avg),
-            "delta": avg_delta,
+            "delta": delta(per_customer(base), per_customer(prev)),
         },
     ]
 
@@ -719,11 +746,19 @@ def _what_changed(page: Page, o: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _directory(wh: Any) -> Any:
+    """Ids, names, emails and cities: the published directory, else the customers table."""
+    for name in (DIRECTORY, "customers"):
+        if wh.has(name):
+            return wh.table(name)
+    return None
+
+
 def _search(wh: Any, query: str) -> list[dict[str, Any]]:
     """Customers whose id, email or name matches, ignoring case and extra spaces."""
-    if not wh.has("customers"):
+    c = _directory(wh)
+    if c is None:
         return []
-    c = wh.table("customers")
     q = " ".join(query.lower().split())
     conds = [c.customer_id.cast("string").lower() == q]
     if "email" in c.columns:
@@ -829,8 +864,8 @@ def _profile(page: Page, found: dict[str, Any], svc: Any) -> dict[str, Any]:
         if fields:
             groups.append({"title": titles[key], "fields": fields})
     cid = str(found["customer_id"])
-    timeline = svc.locked(lambda: _timeline(page, svc.wh, cid))
-    person = svc.locked(lambda: _person(svc.wh, cid))
+    timeline = svc.read_models(lambda wh: _timeline(page, wh, cid), INVOICES, ACTIVITY)
+    person = svc.read_models(lambda wh: _person(wh, cid), DIRECTORY)
     return {
         "customer_id": cid,
         "as_of": page.date(found.get("as_of")),
@@ -841,29 +876,27 @@ def _profile(page: Page, found: dict[str, Any], svc: Any) -> dict[str, Any]:
 
 
 def _person(wh: Any, cid: str) -> dict[str, Any]:
-    if not wh.has("customers"):
+    c = _directory(wh)
+    if c is None:
         return {}
-    c = wh.table("customers")
     keep = [x for x in ("first_name", "last_name", "email", "city") if x in c.columns]
     rows = c.filter(c.customer_id == cid).select(*keep).limit(1).to_pyarrow().to_pylist()
     return {k: v for k, v in (rows[0] if rows else {}).items() if not i18n.is_missing(v)}
 
 
 def _timeline(page: Page, wh: Any, cid: str) -> list[dict[str, Any]]:
-    """Purchases, returns, events and messages of one customer, newest first."""
+    """Purchases, returns, events and messages of one customer, newest first (from the
+    ``customer_invoices`` and ``customer_activity`` read models)."""
     _ = page._
     items: list[dict[str, Any]] = []
-    if wh.has("transactions"):
-        t = wh.table("transactions")
+    if wh.has(INVOICES):
+        t = wh.table(INVOICES)
         t = t.filter(t.customer_id == cid)
-        g = t.group_by("invoice_id").aggregate(
-            when=t.timestamp.max(), amount=t.amount.sum(), lines=t.count()
-        )
-        for r in g.order_by(ibis.desc("when")).limit(40).to_pyarrow().to_pylist():
+        for r in t.order_by(ibis.desc("timestamp")).limit(40).to_pyarrow().to_pylist():
             ret = (r["amount"] or 0) < 0
             items.append(
                 {
-                    "when": r["when"],
+                    "when": r["timestamp"],
                     "kind": "return" if ret else "purchase",
                     "what": (_("Return") if ret else _("Purchase")) + f" {r['invoice_id']}",
                     "detail": page.money(r["amount"])
@@ -871,38 +904,17 @@ def _timeline(page: Page, wh: Any, cid: str) -> list[dict[str, Any]]:
                     + _("%(n)s lines") % {"n": page.num(r["lines"])},
                 }
             )
-    if wh.has("events"):
-        e = wh.table("events")
-        e = e.filter(e.customer_id == cid)
-        for r in (
-            e.select("timestamp", "event_type", "channel")
-            .order_by(ibis.desc("timestamp"))
-            .limit(20)
-            .to_pyarrow()
-            .to_pylist()
-        ):
-            items.append(
-                {
-                    "when": r["timestamp"],
-                    "kind": "event",
-                    "what": str(r["event_type"] or _("Event")).replace("_", " "),
-                    "detail": page.label("channel", r["channel"]) if r.get("channel") else "",
-                }
-            )
-    if wh.has("campaign_results"):
-        m = wh.table("campaign_results")
-        m = m.filter(m.customer_id == cid)
-        for r in m.order_by(ibis.desc("sent_at")).limit(20).to_pyarrow().to_pylist():
-            items.append(
-                {
-                    "when": r["sent_at"],
-                    "kind": "message",
-                    "what": _("Campaign %(name)s") % {"name": r["campaign_id"]},
-                    "detail": page.label("channel", r["channel"])
-                    + " · "
-                    + page.label("group", r["group"]),
-                }
-            )
+    if wh.has(ACTIVITY):
+        a = wh.table(ACTIVITY)
+        a = a.filter(a.customer_id == cid)
+        for r in a.order_by(ibis.desc("when")).limit(40).to_pyarrow().to_pylist():
+            channel = page.label("channel", r["channel"]) if r.get("channel") else ""
+            if r["kind"] == "message":
+                what = _("Campaign %(name)s") % {"name": r["what"]}
+                detail = channel + " · " + page.label("group", r["group"])
+            else:
+                what, detail = str(r["what"] or _("Event")).replace("_", " "), channel
+            items.append({"when": r["when"], "kind": r["kind"], "what": what, "detail": detail})
     items = [x for x in items if x["when"] is not None]
     items.sort(key=lambda x: x["when"], reverse=True)
     for x in items:
@@ -1079,19 +1091,19 @@ def _tree(page: Page, nodes: list[Any], dims: list[str]) -> dict[str, Any] | Non
     return root
 
 
-def _migration(page: Page, svc: Any, by: str, date_from: str, date_to: str) -> dict[str, Any]:
+def _migration(page: Page, wh: Any, by: str, date_from: str, date_to: str) -> dict[str, Any]:
     from segmentum.history.cohorts import forecast
     from segmentum.history.migration import migration
     from segmentum.history.snapshots import snapshot_dates
     from segmentum.precompute import overview
 
     _ = page._
-    dates = snapshot_dates(svc.wh)
+    dates = snapshot_dates(wh)
     ctx: dict[str, Any] = {"dates": [(str(d), page.date(d)) for d in dates]}
     if len(dates) < 2:
         ctx["empty"] = True
         return ctx
-    cache = overview(svc.wh)
+    cache = overview(wh)
     try:
         a = _dt.date.fromisoformat(date_from) if date_from else dates[-2]
         b = _dt.date.fromisoformat(date_to) if date_to else dates[-1]
@@ -1099,7 +1111,7 @@ def _migration(page: Page, svc: Any, by: str, date_from: str, date_to: str) -> d
         if cm and by == "value_tier" and (cm["from"], cm["to"]) == (str(a), str(b)):
             m = cm
         else:
-            m = migration(svc.wh, a, b, by).to_dict()
+            m = migration(wh, a, b, by).to_dict()
     except ValueError:
         ctx["error"] = {"message": _("Choose two snapshot dates from the lists."), "hint": ""}
         return ctx
@@ -1147,7 +1159,7 @@ def _migration(page: Page, svc: Any, by: str, date_from: str, date_to: str) -> d
         if cf and by == "value_tier" and cf.get("classification", "value_tier") == by:
             fc = cf
         else:
-            fc = forecast(svc.wh, by).to_dict()
+            fc = forecast(wh, by).to_dict()
         periods = len(fc["projected"])
         ctx["forecast_cols"] = [_("Now")] + [
             _("+%(n)s periods") % {"n": i + 1} for i in range(periods)
@@ -1173,7 +1185,7 @@ def _migration(page: Page, svc: Any, by: str, date_from: str, date_to: str) -> d
 
 def _campaigns(page: Page, svc: Any, selected: str) -> dict[str, Any]:
     from segmentum.campaigns.audiences import TACTICS
-    from segmentum.campaigns.core import CHANNELS, Campaigns
+    from segmentum.campaigns.core import CHANNELS, IMPORTED, Campaigns
     from segmentum.campaigns.measure import results
     from segmentum.segments.store import Segments
 
@@ -1215,6 +1227,15 @@ def _campaigns(page: Page, svc: Any, selected: str) -> dict[str, Any]:
     if selected:
         try:
             camp = cs.get(selected)
+            if camp.tactic == IMPORTED:
+                # Loaded with its results (the demo's past campaign): measured, never planned.
+                res = results(svc.wh, camp.campaign_id, svc.settings, camp.cost_per_contact)
+                ctx["imported"] = {
+                    "id": camp.campaign_id,
+                    "name": camp.name,
+                    "results": _results_rows(page, res.to_dict()),
+                }
+                return ctx
             plan = cs.dry_run(camp, sample=10)
             ctx["plan"] = {
                 "id": camp.campaign_id,

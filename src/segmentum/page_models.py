@@ -1,0 +1,137 @@
+"""Read models of the dashboard's customer and history pages, published beside the others.
+
+The customer profile (search, timeline), the migration page and the overview's change against
+the previous snapshot would otherwise open the warehouse, which a pipeline run holds for
+minutes. :func:`build_page_models` writes small tables shaped for those pages into the
+warehouse; :mod:`segmentum.precompute` publishes them into the serving store with the rest
+(``PAGE_MODELS``), together with the history tables the migration page reads as they are.
+
+- ``customer_invoices``: one row per invoice (``customer_id``, ``invoice_id``, ``timestamp``,
+  ``amount``, ``lines``), the spend the timeline lists and the migration sums between dates;
+- ``customer_activity``: each customer's latest events and messages (``kind`` event or message);
+- ``customer_directory``: id, name, email and city, for search by id, email or name;
+- ``snapshot_kpis``: customers with purchases and revenue at every snapshot date, point in time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import ibis
+import ibis.expr.types as ir
+
+from segmentum.errors import SegmentumError
+from segmentum.warehouse import Warehouse
+
+INVOICES = "customer_invoices"
+ACTIVITY = "customer_activity"
+DIRECTORY = "customer_directory"
+SNAPSHOT_KPIS = "snapshot_kpis"
+# Each customer's latest events and messages kept for the timeline (it shows at most 60 items).
+ACTIVITY_PER_CUSTOMER = 20
+# What the pages read, with the key each is indexed on in the serving store. The history tables
+# are copied as they are: the migration and its forecast run on them unchanged.
+PAGE_MODELS: dict[str, str | None] = {
+    INVOICES: "customer_id",
+    ACTIVITY: "customer_id",
+    DIRECTORY: "customer_id",
+    SNAPSHOT_KPIS: None,
+    "customer_classes": None,
+    "segment_members": None,
+    "customer_clusters": None,
+    "customer_clv": None,
+}
+DIRECTORY_COLUMNS = ("customer_id", "first_name", "last_name", "email", "city")
+
+
+def build_page_models(wh: Warehouse) -> list[str]:
+    """Write the page read models ``wh`` has the data for; returns the tables written."""
+    written = []
+    if wh.has("transactions"):
+        wh.write(INVOICES, _invoices(wh.table("transactions")))
+        written.append(INVOICES)
+    activity = _activity(wh)
+    if activity is not None:
+        wh.write(ACTIVITY, activity)
+        written.append(ACTIVITY)
+    if wh.has("customers"):
+        c = wh.table("customers")
+        wh.write(DIRECTORY, c.select(*[x for x in DIRECTORY_COLUMNS if x in c.columns]))
+        written.append(DIRECTORY)
+    # A warehouse without snapshots (or transactions) has nothing to compare against.
+    with contextlib.suppress(SegmentumError):
+        kpis = _snapshot_kpis(wh)
+        if kpis is not None:
+            wh.write(SNAPSHOT_KPIS, kpis)
+            written.append(SNAPSHOT_KPIS)
+    return written
+
+
+def _invoices(t: ir.Table) -> ir.Table:
+    t = t.filter(t.customer_id.notnull())
+    return t.group_by(["customer_id", "invoice_id"]).aggregate(
+        timestamp=t.timestamp.max(), amount=t.amount.sum(), lines=t.count()
+    )
+
+
+def _latest(t: ir.Table) -> ir.Table:
+    """Each customer's ``ACTIVITY_PER_CUSTOMER`` latest rows."""
+    w = ibis.window(group_by="customer_id", order_by=ibis.desc("when"))
+    t = t.mutate(_n=ibis.row_number().over(w))
+    return t.filter(t._n < ACTIVITY_PER_CUSTOMER).drop("_n")
+
+
+def _activity(wh: Warehouse) -> ir.Table | None:
+    parts = []
+    if wh.has("events"):
+        e = wh.table("events")
+        e = e.filter(e.customer_id.notnull() & e.timestamp.notnull())
+        parts.append(
+            _latest(
+                e.select(
+                    "customer_id",
+                    when=e.timestamp,
+                    kind=ibis.literal("event"),
+                    what=e.event_type.cast("string"),
+                    channel=e.channel.cast("string")
+                    if "channel" in e.columns
+                    else ibis.null("string"),
+                    group=ibis.null("string"),
+                )
+            )
+        )
+    if wh.has("campaign_results"):
+        m = wh.table("campaign_results")
+        m = m.filter(m.customer_id.notnull() & m.sent_at.notnull())
+        parts.append(
+            _latest(
+                m.select(
+                    "customer_id",
+                    when=m.sent_at,
+                    kind=ibis.literal("message"),
+                    what=m.campaign_id.cast("string"),
+                    channel=m.channel.cast("string"),
+                    group=m.group.cast("string"),
+                )
+            )
+        )
+    if not parts:
+        return None
+    out = parts[0]
+    for p in parts[1:]:
+        out = out.union(p)
+    return out
+
+
+def _snapshot_kpis(wh: Warehouse) -> ir.Table | None:
+    """Customers with purchases and revenue at each snapshot date, from the lines before it
+    (the same point-in-time summary the backfill classifies)."""
+    from segmentum.history.snapshots import history_summary, snapshot_dates
+
+    if not wh.has("transactions"):
+        return None
+    dates = snapshot_dates(wh)
+    if not dates:
+        return None
+    h = history_summary(wh.table("transactions"), dates)
+    return h.group_by("as_of").aggregate(customers=h.count(), revenue=h.monetary.sum())

@@ -1,0 +1,212 @@
+"""Dashboard pages over real HTTP with a real session (no browser needed): the overview's change
+against the previous snapshot, the imported campaign, the pages that read the serving store
+while another process holds the warehouse, and the admin-only pages."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from starlette.requests import Request
+
+from segmentum.campaigns.core import IMPORTED, Campaigns
+from segmentum.history.snapshots import history_summary, snapshot_dates
+from segmentum.history.webhooks import subscriptions
+from segmentum.service.auth import SESSION_COOKIE, Session, create_session
+from segmentum.service.dashboard import Page
+from segmentum.service.dashboard_pages import _kpis
+
+http = httpx.Client(timeout=120)
+RAW = re.compile(r"\b(nan|NaN|None|NaT|null|undefined|inf)\b")
+
+
+def _text(html: str) -> str:
+    html = re.sub(r"<script\b.*?</script>", " ", html, flags=re.S)
+    return re.sub(r"<[^>]+>", " ", html)
+
+
+@pytest.fixture
+def signed_in(server: dict[str, Any]) -> Iterator[Any]:
+    """A session for a key of the server (``read`` or ``admin``): its cookie jar and token."""
+    svc = server["app"].state.svc
+    made: list[Session] = []
+
+    def sign_in(key: str = "read") -> tuple[dict[str, str], str]:
+        s = create_session(svc.sessions, server["keys"][key])
+        assert s is not None
+        made.append(s)
+        return {SESSION_COOKIE: s.sid}, s.csrf
+
+    yield sign_in
+    for s in made:
+        svc.sessions.end(s.sid)
+
+
+def _expected_change(server: dict[str, Any]) -> tuple[float, float, str]:
+    """Customers and revenue at the last snapshot against the one before, from the history."""
+    wh = server["wh"]
+    dates = snapshot_dates(wh)
+    h = history_summary(wh.table("transactions"), dates[-2:])
+    rows = {
+        r["as_of"]: r
+        for r in h.group_by("as_of")
+        .aggregate(n=h.count(), revenue=h.monetary.sum())
+        .to_pyarrow()
+        .to_pylist()
+    }
+    before, now = rows[dates[-2]], rows[dates[-1]]
+    return now["n"] / before["n"] - 1, now["revenue"] / before["revenue"] - 1, str(dates[-2])
+
+
+@pytest.mark.parametrize(
+    ("lang", "pattern"),
+    [
+        ("es", r"([+−±])(\d+,\d)\xa0% frente al 1 (\w+) (\d{4})"),
+        ("en", r"([+−±])(\d+\.\d)% vs (\w+) 1, (\d{4})"),
+    ],
+)
+def test_every_kpi_shows_its_change_since_the_previous_snapshot(
+    server: dict[str, Any], signed_in: Any, lang: str, pattern: str
+) -> None:
+    jar, _ = signed_in()
+    html = http.get(f"{server['url']}/dashboard", params={"lang": lang}, cookies=jar).text
+    deltas = re.findall(r'class="kpi-delta">([^<]*)<', html)
+    assert len(deltas) == 3 and not RAW.findall(_text(html))
+    customers, revenue, _day = _expected_change(server)
+    for text, expected in zip(deltas[:2], (customers, revenue), strict=True):
+        m = re.fullmatch(pattern, text)
+        assert m, text
+        sign = {"+": 1, "−": -1, "±": 0}[m.group(1)]
+        shown = sign * float(m.group(2).replace(",", "."))
+        assert abs(shown - 100 * expected) <= 0.05 + 1e-9, (text, expected)
+
+
+def test_no_change_is_shown_without_a_previous_snapshot(server: dict[str, Any]) -> None:
+    request = Request({"type": "http", "method": "GET", "query_string": b"", "headers": []})
+    page = Page(request, server["app"].state.svc, None)
+    o = {"as_of": "2026-01-01", "customers": 10, "revenue": 1234.5}
+    kpis = _kpis(page, o, None, None)
+    assert [k["delta"] for k in kpis] == ["", "", ""]
+    assert all(k["value"] and not RAW.search(k["value"]) for k in kpis)
+    # A previous snapshot with no customers is nothing to compare with either (never inf).
+    empty = {"as_of": "2025-12-01", "customers": 0, "revenue": 0.0}
+    assert [k["delta"] for k in _kpis(page, o, None, empty)] == ["", "", ""]
+
+
+@pytest.mark.parametrize(
+    ("lang", "says"),
+    [
+        ("es", "se importó con sus resultados: se puede medir, no enviar"),
+        ("en", "was imported with its results: it can be measured, not sent"),
+    ],
+)
+def test_the_imported_campaign_shows_its_results_not_a_refused_dry_run(
+    server: dict[str, Any], signed_in: Any, lang: str, says: str
+) -> None:
+    imported = [c for c in Campaigns(server["wh"]).list() if c.tactic == IMPORTED]
+    assert imported, "the demo ships a past campaign with its results"
+    jar, _ = signed_in("admin")
+    r = http.get(
+        f"{server['url']}/dashboard/campaigns",
+        params={"c": imported[0].campaign_id, "lang": lang},
+        cookies=jar,
+    )
+    assert r.status_code == 200
+    assert says in _text(r.text)
+    assert 'id="results"' in r.text and 'id="plan"' not in r.text
+    assert 'id="plan-error"' not in r.text and "/send" not in r.text.split('id="imported"')[1]
+    assert not RAW.findall(_text(r.text))
+
+
+def test_history_and_customer_pages_answer_while_another_process_holds_the_warehouse(
+    server: dict[str, Any], signed_in: Any
+) -> None:
+    wh = server["wh"]
+    row = (
+        wh.table("customers")
+        .filter(lambda c: c.email.notnull())
+        .order_by("customer_id")
+        .limit(1)
+        .to_pyarrow()
+        .to_pylist()[0]
+    )
+    jar, _ = signed_in()
+    base = server["url"]
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('held', flush=True);"
+            " time.sleep(120)",
+            str(server["db"]),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        mig = http.get(f"{base}/dashboard/migration", cookies=jar)
+        assert mig.status_code == 200 and 'id="chart-sankey"' in mig.text
+        prof = http.get(f"{base}/dashboard/customer", params={"q": row["customer_id"]}, cookies=jar)
+        assert prof.status_code == 200 and 'id="timeline"' in prof.text
+        assert prof.text.count('<li class="tl-purchase"') >= 1
+        found = http.get(
+            f"{base}/dashboard/customer", params={"q": f"  {row['email'].upper()} "}, cookies=jar
+        )
+        assert found.status_code == 200 and row["customer_id"] in found.text
+        over = http.get(f"{base}/dashboard", cookies=jar)
+        assert over.status_code == 200 and 'id="what-changed"' in over.text
+        # The proof that the page did not go to the warehouse: a page that must, is busy.
+        assert http.get(f"{base}/dashboard/data", cookies=jar).status_code == 503
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_key_and_webhook_pages_are_for_admin_sessions_only(
+    server: dict[str, Any], signed_in: Any
+) -> None:
+    base = server["url"]
+    jar, token = signed_in("read")
+    page = http.get(f"{base}/dashboard/keys", cookies=jar)
+    assert page.status_code == 403 and 'id="nav-keys"' not in page.text
+    assert (
+        'id="webhooks"' not in http.get(f"{base}/dashboard/explorer?segment=vip", cookies=jar).text
+    )
+    made = http.post(
+        f"{base}/dashboard/keys", data={"csrf": token, "name": "x", "scopes": "admin"}, cookies=jar
+    )
+    assert made.status_code == 403 and "sgm_" not in made.text
+    hook = http.post(
+        f"{base}/dashboard/segments/vip/webhooks",
+        data={"csrf": token, "url": "http://127.0.0.1:9/hook"},
+        cookies=jar,
+    )
+    assert hook.status_code == 403
+    admin, admin_token = signed_in("admin")
+    assert 'id="nav-keys"' in http.get(f"{base}/dashboard", cookies=admin).text
+    # An admin's form without its session's token is refused, and nothing is made.
+    for path, data in (
+        ("/dashboard/keys", {"name": "x", "scopes": "read"}),
+        ("/dashboard/segments/vip/webhooks", {"url": "http://127.0.0.1:9/csrf"}),
+    ):
+        r = http.post(f"{base}{path}", data={**data, "csrf": "wrong"}, cookies=admin)
+        assert r.status_code == 403, path
+    listed = http.get(f"{base}/v1/keys", headers={"X-API-Key": server["keys"]["admin"]}).json()
+    assert not any(k["name"] == "x" for k in listed)
+    with_token = http.get(f"{base}/dashboard/explorer?segment=vip", cookies=admin).text
+    assert 'id="webhook-form"' in with_token and admin_token in with_token
+    assert not any(s.url.endswith("/csrf") for s in _subscriptions_of(server))
+
+
+def _subscriptions_of(server: dict[str, Any]) -> list[Any]:
+    import segmentum
+
+    # The served file is open only during a request: a test may read it between them.
+    with segmentum.connect(f"duckdb:///{server['db']}") as wh:
+        return subscriptions(wh)
