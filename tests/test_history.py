@@ -54,14 +54,6 @@ def test_period_ends() -> None:
     assert weeks[0] == dt.date(2025, 1, 6) and all(d.weekday() == 0 for d in weeks)
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason=(
-        "Open (issue 14 follow-up): the daily run now counts net purchases (cancelled orders "
-        "are not purchases) but the history backfill still summarises every positive line, "
-        "so customers whose only orders were cancelled appear in backfilled snapshots."
-    ),
-)
 def test_backfilled_snapshots_equal_what_a_daily_run_would_have_said(hwh: Warehouse) -> None:
     runs = hwh.table("customer_classes").select("as_of", "run_id").distinct().to_pandas()
     back_dates = sorted(pd.to_datetime(runs[runs.run_id.str.startswith("backfill")].as_of).dt.date)

@@ -54,8 +54,19 @@ def window_lines(
     (:func:`segmentum.ingest.returns.cancelled_invoices`); their lines are not purchases.
     """
     t = transactions
-    cutoff = _cutoff(as_of)
-    t = t.filter((t.timestamp < cutoff) & t.customer_id.notnull())
+    t = t.filter((t.timestamp < _cutoff(as_of)) & t.customer_id.notnull())
+    return mark_purchases(t, cancelled)
+
+
+def mark_purchases(lines: ir.Table, cancelled: ir.Table | None = None) -> ir.Table:
+    """``lines`` with their ``day`` and whether each is a net purchase or a return.
+
+    ``is_purchase``: a positive quantity on an invoice that the returns linked to it do not
+    cancel in full (``cancelled``, :func:`segmentum.ingest.returns.cancelled_invoices`);
+    ``is_return``: a negative quantity. Every reader of net purchases marks lines here, so
+    the daily run, the history backfill and the models agree on what a purchase is.
+    """
+    t = lines
     if cancelled is not None:
         gone = cancelled.select("customer_id", "invoice_id", _gone=ibis.literal(True))
         t = t.left_join(gone, ["customer_id", "invoice_id"])
@@ -366,10 +377,39 @@ def customer_features(
     return out.mutate(as_of=ibis.literal(as_of, "date"))
 
 
-def top_categories(transactions: ir.Table, as_of: _dt.date, n: int = 8) -> list[str]:
-    """The ``n`` categories with the most revenue before ``as_of`` (a small query)."""
-    lines = window_lines(transactions, as_of)
-    lines = lines.filter(lines.is_purchase & lines.category.notnull())
+def net_purchase_lines(
+    transactions: ir.Table, as_of: _dt.date, links: ir.Table | None = None
+) -> ir.Table:
+    """Purchase lines before ``as_of`` as they stand once returns are counted.
+
+    Lines of an order that its returns cancel in full are left out, and so is a line whose
+    units all came back; a line partly returned keeps what was kept: ``quantity`` and
+    ``amount`` less the units and money returned against it (never below zero). The same
+    lines are in the cross-sell baskets (:func:`segmentum.campaigns.fpgrowth.basket_items`).
+    ``links``: the stored ``return_links``; by default linked here.
+    """
+    links = net_links(transactions, links)
+    lines = window_lines(transactions, as_of, _returns.cancelled_invoices(links))
+    lines = lines.filter(lines.is_purchase)
+    back = _returns.returned_per_line(links)
+    t = lines.left_join(back, ["invoice_id", "line"])
+    t = t.drop(*[c for c in t.columns if c.endswith("_right")])
+    kept = t.quantity + t.returned.fill_null(0)
+    t = t.filter(kept > _returns.EPS)
+    net = t.amount + t.returned_amount.fill_null(0)
+    t = t.mutate(quantity=kept, amount=ibis.ifelse(net > 0, net, 0).cast(t.amount.type()))
+    return t.drop("returned", "returned_amount")
+
+
+def top_categories(
+    transactions: ir.Table, as_of: _dt.date, n: int = 8, links: ir.Table | None = None
+) -> list[str]:
+    """The ``n`` categories with the most net revenue before ``as_of`` (a small query).
+
+    Cancelled orders and returned units do not count (:func:`net_purchase_lines`).
+    """
+    lines = net_purchase_lines(transactions, as_of, links)
+    lines = lines.filter(lines.category.notnull())
     top = (
         lines.group_by("category")
         .aggregate(revenue=lines.amount.sum())
@@ -388,10 +428,15 @@ def mix_column(category: str) -> str:
     return "mix_" + (re.sub(r"[^a-z0-9]+", "_", ascii_.lower()).strip("_") or "other")
 
 
-def category_mix(transactions: ir.Table, as_of: _dt.date, categories: list[str]) -> ir.Table:
-    """Each customer's share of purchase spend in each of ``categories`` (one grouped pass)."""
-    lines = window_lines(transactions, as_of)
-    lines = lines.filter(lines.is_purchase)
+def category_mix(
+    transactions: ir.Table,
+    as_of: _dt.date,
+    categories: list[str],
+    links: ir.Table | None = None,
+) -> ir.Table:
+    """Each customer's share of net purchase spend in each of ``categories`` (one grouped
+    pass): cancelled orders and returned units do not count (:func:`net_purchase_lines`)."""
+    lines = net_purchase_lines(transactions, as_of, links)
     total = lines.amount.sum()
     aggs = {mix_column(c): lines.amount.sum(where=lines.category == c) for c in categories}
     g = lines.group_by("customer_id").aggregate(_total=total, **aggs)

@@ -5,9 +5,11 @@ Every pipeline run already stores ``customer_classes`` and ``segment_members`` w
 (weekly or monthly) from the transaction history alone, point in time (a snapshot at date D
 uses only lines strictly before D), in two engine passes:
 
-1. one grouped pass over the invoice lines: per customer and day, net spend and the number of
-   purchase invoices (a table about half the size of the lines);
-2. one pass joining those days to every snapshot date after them, grouped by customer and
+1. grouped passes over the invoice lines: per customer and day, spend and the number of
+   orders first bought that day, counted net as a daily run counts them (an order that its
+   returns cancel in full is not a purchase); and the net purchase days, read from the
+   purchase-day rollup the warehouse keeps;
+2. passes joining those days to every snapshot date after them, grouped by customer and
    date: frequency, monetary, first and last purchase day, number of purchase days.
 
 The classes of every date are then computed in one more pass by the same code as a daily run
@@ -28,7 +30,9 @@ import pyarrow as pa
 
 from segmentum.config import Settings, load_settings
 from segmentum.errors import InputError
-from segmentum.features.customer import default_as_of
+from segmentum.features import rollup
+from segmentum.features.customer import default_as_of, mark_purchases, net_links
+from segmentum.ingest import returns as _returns
 from segmentum.segments.classes import RFM_RULES, classify, load_rfm_rules
 from segmentum.warehouse import Warehouse
 
@@ -68,34 +72,61 @@ class BackfillReport:
     skipped: dict[str, str] = field(default_factory=dict)  # segment -> why not
 
 
-def history_summary(transactions: ir.Table, dates: list[_dt.date]) -> ir.Table:
-    """Per customer and snapshot date: the features the classes need, point in time."""
-    t = transactions.filter(transactions.customer_id.notnull())
-    t = t.mutate(day=t.timestamp.date())
-    buy_line = t.quantity > 0
-    promo = buy_line & (t.promo_code.notnull() | (t.discount.fill_null(0) > 0))
-    daily = t.group_by(["customer_id", "day"]).aggregate(
+def history_summary(
+    transactions: ir.Table,
+    dates: list[_dt.date],
+    *,
+    links: ir.Table | None = None,
+    days: ir.Table | None = None,
+) -> ir.Table:
+    """Per customer and snapshot date: the features the classes need, point in time.
+
+    Purchases are net, exactly as in a daily run (:func:`customer_features`): lines of an
+    invoice that its linked returns cancel in full are not purchases, and purchase days are
+    the days whose net spend stays above zero once the returns linked to them are counted
+    (:mod:`segmentum.features.rollup`). ``links`` is the warehouse's ``return_links`` and
+    ``days`` its purchase-day rollup (:func:`segmentum.features.rollup.purchase_days`); by
+    default both are computed here from ``transactions``.
+    """
+    links = net_links(transactions, links)
+    if days is None:
+        days = rollup.day_rollup(transactions, links)
+    t = mark_purchases(
+        transactions.filter(transactions.customer_id.notnull()).select(
+            "customer_id", "invoice_id", "timestamp", "quantity", "amount", "promo_code", "discount"
+        ),
+        _returns.cancelled_invoices(links),
+    )
+    buy = t.is_purchase
+    promo = buy & (t.promo_code.notnull() | (t.discount.fill_null(0) > 0))
+    spend = t.group_by(["customer_id", "day"]).aggregate(
         spend=t.amount.sum(),
-        gross=t.amount.sum(where=buy_line),
+        gross=t.amount.sum(where=buy),
         promo=t.amount.sum(where=promo),
-        invoices=t.invoice_id.nunique(where=buy_line),
     )
+    # An order counts once, from the first day it has a purchase line (as a daily run counts
+    # distinct invoices, even one whose lines span midnight).
+    p = t.filter(buy & t.invoice_id.notnull())
+    first = p.group_by(["customer_id", "invoice_id"]).aggregate(day=p.day.min())
+    orders = first.group_by(["customer_id", "day"]).aggregate(orders=first.count())
+    bought = rollup.bought(days).select("customer_id", "day")
+
     snaps = ibis.memtable(pa.table({"as_of": pa.array(dates, pa.date32())}))
-    j = daily.join(snaps, daily.day < snaps.as_of)
-    buy = j.invoices > 0
-    g = j.group_by(["customer_id", "as_of"]).aggregate(
-        frequency=j.invoices.sum(),
-        monetary=j.spend.sum(),
-        gross=j.gross.sum(),
-        promo=j.promo.sum(),
-        first_purchase=j.day.min(where=buy),
-        last_purchase=j.day.max(where=buy),
-        n_days=j.day.count(where=buy),
+    j = spend.join(snaps, spend.day < snaps.as_of)
+    money = j.group_by(["customer_id", "as_of"]).aggregate(
+        monetary=j.spend.sum(), gross=j.gross.sum(), promo=j.promo.sum()
     )
-    g = g.filter(g.frequency > 0)
+    j = orders.join(snaps, orders.day < snaps.as_of)
+    counted = j.group_by(["customer_id", "as_of"]).aggregate(frequency=j.orders.sum())
+    j = bought.join(snaps, bought.day < snaps.as_of)
+    span = j.group_by(["customer_id", "as_of"]).aggregate(
+        first_purchase=j.day.min(), last_purchase=j.day.max(), n_days=j.count()
+    )
+    # A customer is in a snapshot with a net order and a net purchase day, as in a daily run.
+    g = counted.join(money, ["customer_id", "as_of"]).join(span, ["customer_id", "as_of"])
     end = g.as_of - ibis.interval(days=1)
     x = (g.n_days - 1).cast("float64")
-    span = g.last_purchase.delta(g.first_purchase, unit="day").cast("float64")
+    gap = g.last_purchase.delta(g.first_purchase, unit="day").cast("float64")
     return g.select(
         "customer_id",
         "as_of",
@@ -104,7 +135,7 @@ def history_summary(transactions: ir.Table, dates: list[_dt.date]) -> ir.Table:
         recency_days=end.delta(g.last_purchase, unit="day"),
         tenure_days=end.delta(g.first_purchase, unit="day"),
         x=x,
-        interpurchase_mean=ibis.ifelse(x > 0, span / x, ibis.null("float64")),
+        interpurchase_mean=ibis.ifelse(x > 0, gap / x, ibis.null("float64")),
         avg_order_value=g.monetary / g.frequency,
         promo_share=ibis.ifelse(g.gross > 0, g.promo.fill_null(0) / g.gross, ibis.null("float64")),
         first_purchase=g.first_purchase,
@@ -137,7 +168,9 @@ def backfill(
         raise InputError(
             f"no whole {freq} between {first} and {last}", "use --freq week or more history"
         )
-    summary = wh.materialize(history_summary(tx, dates), "histsum")
+    days = rollup.purchase_days(wh)  # brings the return links up to date too
+    links = wh.table(_returns.LINKS)
+    summary = wh.materialize(history_summary(tx, dates, links=links, days=days), "histsum")
     rules = load_rfm_rules(settings.rfm_rules) if settings.rfm_rules else RFM_RULES
     run_id = "backfill-" + uuid.uuid4().hex[:8]
     out = classify(

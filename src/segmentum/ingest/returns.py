@@ -220,11 +220,17 @@ def cancelled_invoices(links: ir.Table) -> ir.Table:
 
 
 def returned_per_line(links: ir.Table) -> ir.Table:
-    """Units returned against each purchase line (``invoice_id``, ``line``, ``returned``, < 0)."""
+    """Units and amount returned against each purchase line (``invoice_id``, ``line``,
+    ``returned`` and ``returned_amount``, both < 0)."""
     g = links.group_by(["original_invoice_id", "original_line"]).aggregate(
-        returned=links.quantity.sum()
+        returned=links.quantity.sum(), returned_amount=links.amount.sum()
     )
-    return g.select(invoice_id=g.original_invoice_id, line=g.original_line, returned=g.returned)
+    return g.select(
+        invoice_id=g.original_invoice_id,
+        line=g.original_line,
+        returned=g.returned,
+        returned_amount=g.returned_amount,
+    )
 
 
 # ---------------------------------------------------------------------- the stored table

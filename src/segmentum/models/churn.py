@@ -20,7 +20,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import brier_score_loss, roc_auc_score
 
 from segmentum.errors import ModelError
-from segmentum.features.customer import customer_features, window_lines
+from segmentum.features.customer import customer_features, net_links, purchase_days_before
 from segmentum.models.btyd import BetaGeo
 
 FEATURES = (
@@ -59,13 +59,22 @@ class ChurnEvaluation:
 
 
 def labelled(
-    transactions: ir.Table, as_of: _dt.date, horizon_days: int, weeks: bool = True
+    transactions: ir.Table,
+    as_of: _dt.date,
+    horizon_days: int,
+    weeks: bool = True,
+    links: ir.Table | None = None,
 ) -> pd.DataFrame:
-    """Features at ``as_of`` with ``churned`` = no purchase in the following ``horizon_days``."""
-    feats = customer_features(transactions, as_of, weeks=weeks)
-    end = as_of + _dt.timedelta(days=horizon_days)
-    lines = window_lines(transactions, end)
-    later = lines.filter(lines.is_purchase & (lines.day >= ibis.literal(as_of, "date")))
+    """Features at ``as_of`` with ``churned`` = no purchase in the following ``horizon_days``.
+
+    A purchase is a net purchase day, as in the features: an order cancelled in the horizon
+    does not make its customer a buyer. ``links``: the stored ``return_links`` (by default
+    linked here).
+    """
+    links = net_links(transactions, links)
+    feats = customer_features(transactions, as_of, weeks=weeks, links=links)
+    days = purchase_days_before(transactions, as_of + _dt.timedelta(days=horizon_days), links)
+    later = days.filter(days.day >= ibis.literal(as_of, "date"))
     buyers = later.select("customer_id").distinct().mutate(_bought=ibis.literal(1))
     j = feats.left_join(buyers, "customer_id").drop("customer_id_right")
     df: pd.DataFrame = (

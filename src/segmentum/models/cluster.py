@@ -410,20 +410,25 @@ def fit_clusters(
 
 
 def clustering_frame(
-    features: ir.Table, transactions: ir.Table | None, as_of: _dt.date, mix: int = 8
+    features: ir.Table,
+    transactions: ir.Table | None,
+    as_of: _dt.date,
+    mix: int = 8,
+    links: ir.Table | None = None,
 ) -> tuple[ir.Table, list[str]]:
     """The features plus each customer's category spend mix (top ``mix`` categories), in-engine.
 
+    The mix is of net spend (``links``: the stored ``return_links``, by default linked here).
     Returns the table and the names of the mix columns (empty when ``mix`` is 0).
     """
     from segmentum.features.customer import category_mix, mix_column, top_categories
 
     if transactions is None or mix <= 0 or "category" not in transactions.columns:
         return features, []
-    cats = top_categories(transactions, as_of, mix)
+    cats = top_categories(transactions, as_of, mix, links)
     if len(cats) < 2:
         return features, []
-    m = category_mix(transactions, as_of, cats)
+    m = category_mix(transactions, as_of, cats, links)
     t = features.left_join(m, "customer_id").drop("customer_id_right")
     cols = [mix_column(c) for c in cats]
     return t.mutate(**{c: t[c].fill_null(0.0) for c in cols}), cols

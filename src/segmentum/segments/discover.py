@@ -17,6 +17,7 @@ import ibis
 import ibis.expr.types as ir
 import pyarrow as pa
 
+from segmentum.ingest.returns import links as return_links
 from segmentum.models.cluster import (
     DEFAULT_NUMERIC,
     ClusterResult,
@@ -107,7 +108,8 @@ def discover(
     view, as_of = customer_view(wh, as_of)
     view = view.filter(view.frequency > 0)
     tx = wh.table("transactions") if wh.has("transactions") else None
-    frame, mix_cols = clustering_frame(view, tx, as_of, mix)
+    links = return_links(wh) if tx is not None and mix > 0 else None
+    frame, mix_cols = clustering_frame(view, tx, as_of, mix, links)
     cols = list(numeric or DEFAULT_NUMERIC)
     weights = {c: math.sqrt(3 / len(mix_cols)) for c in mix_cols}
     wanted = list(

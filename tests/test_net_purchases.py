@@ -1,0 +1,199 @@
+"""Net purchases everywhere: the history backfill, the holdout check and the category mix
+count a cancelled order as no purchase, as the daily run's features do.
+
+Data shaped like real exports: customer ids written as floats (``17850.0``), ``C``-prefixed
+cancellations with negative quantities (UCI Online Retail), timestamps with a UTC offset.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import ibis.expr.types as ir
+import pandas as pd
+import pytest
+from tests.conftest import write
+
+import segmentum
+from segmentum.config import load_settings
+from segmentum.features import customer_features, purchase_days
+from segmentum.features.customer import category_mix, top_categories
+from segmentum.history.snapshots import backfill, history_summary
+from segmentum.ingest import returns
+from segmentum.models.validate import validate
+from segmentum.warehouse import Warehouse
+
+HEADER = (
+    "InvoiceNo,StockCode,Description,Category,Quantity,InvoiceDate,UnitPrice,CustomerID,Country\n"
+)
+EXPORT = HEADER + (
+    # 17850: a mug in January, a sofa in February cancelled the next morning, a mug in March
+    # (bought at 00:30 local time, still the 1st of March: the day stays the customer's).
+    "100,A1,MUG,Kitchen,2,2024-01-10T10:00:00+01:00,5.00,17850.0,ES\n"
+    "200,B2,SOFA,Furniture,1,2024-02-10T19:00:00+01:00,900.00,17850.0,ES\n"
+    "C201,B2,SOFA,Furniture,-1,2024-02-11T09:00:00+01:00,900.00,17850.0,ES\n"
+    "300,A1,MUG,Kitchen,1,2024-03-01T00:30:00+01:00,5.00,17850.0,ES\n"
+    # 13047: their only order, two sofas, cancelled twenty minutes later.
+    "400,B2,SOFA,Furniture,2,2024-01-20T12:00:00+01:00,900.00,13047.0,ES\n"
+    "C401,B2,SOFA,Furniture,-2,2024-01-20T12:20:00+01:00,900.00,13047.0,ES\n"
+    # 12583: three lamps and a mug; two lamps come back in February; mugs in March.
+    "500,L1,LAMP,Lighting,3,2024-01-15T18:00:00+01:00,40.00,12583.0,ES\n"
+    "500,A1,MUG,Kitchen,1,2024-01-15T18:00:00+01:00,5.00,12583.0,ES\n"
+    "C501,L1,LAMP,Lighting,-2,2024-02-02T10:00:00+01:00,40.00,12583.0,ES\n"
+    "510,A1,MUG,Kitchen,2,2024-03-12T10:00:00+01:00,5.00,12583.0,ES\n"
+    # 15100: a sofa in January, then a sofa in March returned in April (after the last
+    # snapshot: netting restates the past, as in a daily run).
+    "600,B2,SOFA,Furniture,1,2024-01-05T11:00:00+01:00,900.00,15100.0,ES\n"
+    "700,B2,SOFA,Furniture,1,2024-03-20T11:00:00+01:00,950.00,15100.0,ES\n"
+    "C701,B2,SOFA,Furniture,-1,2024-04-15T11:00:00+01:00,950.00,15100.0,ES\n"
+)
+DATES = [dt.date(2024, 2, 1), dt.date(2024, 3, 1), dt.date(2024, 4, 1)]
+COMPARED = [
+    "frequency",
+    "monetary",
+    "recency_days",
+    "tenure_days",
+    "x",
+    "avg_order_value",
+    "first_purchase",
+    "last_purchase",
+]
+
+
+@pytest.fixture(scope="module")
+def export_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("net")
+    path = root / "w.duckdb"
+    with segmentum.connect(f"duckdb:///{path}") as wh:
+        [report] = segmentum.ingest(
+            "transactions", write(root / "export.csv", EXPORT), warehouse=wh
+        )
+    assert report.balanced and report.quarantined == 0, report.reasons
+    assert (report.return_lines, report.returns_linked) == (4, 4)
+    return path
+
+
+@pytest.fixture
+def export(export_db: Path, copy_of: Any) -> Warehouse:
+    return copy_of(export_db)
+
+
+def test_history_summary_counts_net_purchases_as_a_daily_run_does(export: Warehouse) -> None:
+    wh = export
+    tx = wh.table("transactions")
+    days = purchase_days(wh)
+    hist = history_summary(tx, DATES, links=returns.links(wh), days=days).execute()
+    hist["as_of"] = pd.to_datetime(hist.as_of).dt.date
+    for d in DATES:
+        daily = customer_features(tx, d, links=returns.links(wh)).execute()
+        back = hist[hist.as_of == d]
+        assert sorted(back.customer_id) == sorted(daily.customer_id), d
+        a = back.set_index("customer_id").sort_index()[COMPARED]
+        b = daily.set_index("customer_id").sort_index()[COMPARED]
+        pd.testing.assert_frame_equal(a, b, check_dtype=False, check_index_type=False)
+    h = hist.set_index(["customer_id", "as_of"])
+    # The customer whose only order was cancelled is never a customer.
+    assert "13047" not in set(hist.customer_id)
+    # The cancelled sofa is neither an order nor a purchase day; the mugs are.
+    assert h.loc[("17850", dt.date(2024, 3, 1)), ["frequency", "monetary", "x"]].tolist() == [
+        1,
+        10.0,
+        0.0,
+    ]
+    assert h.loc[("17850", dt.date(2024, 4, 1)), ["frequency", "monetary", "x"]].tolist() == [
+        2,
+        15.0,
+        1.0,
+    ]
+    # The March sofa returned in April is no purchase as of April either.
+    assert h.loc[("15100", dt.date(2024, 4, 1)), "frequency"] == 1
+    last = h.loc[("15100", dt.date(2024, 4, 1)), "last_purchase"]
+    assert pd.Timestamp(last).date() == dt.date(2024, 1, 5)
+
+
+def test_backfilled_snapshots_leave_out_customers_whose_orders_were_cancelled(
+    export: Warehouse,
+) -> None:
+    settings = load_settings(env={}).with_overrides(discover_segments=False)
+    r = backfill(export, periods=None, settings=settings, segments=False)
+    assert r.dates == DATES
+    c = export.table("customer_classes").execute()
+    c["as_of"] = pd.to_datetime(c.as_of).dt.date
+    per_date = c.groupby("as_of").customer_id.apply(sorted).to_dict()
+    assert per_date == {
+        dt.date(2024, 2, 1): ["12583", "15100", "17850"],
+        dt.date(2024, 3, 1): ["12583", "15100", "17850"],
+        dt.date(2024, 4, 1): ["12583", "15100", "17850"],
+    }
+
+
+def test_category_mix_and_top_categories_count_only_what_was_kept(export: Warehouse) -> None:
+    wh = export
+    tx = wh.table("transactions")
+    links = returns.links(wh)
+    as_of = dt.date(2024, 4, 1)
+    # Kept: Furniture 900 (15100's January sofa; the other sofas were cancelled or came
+    # back), Lighting 40 (one lamp of three), Kitchen 10 + 5 + 5 + 10.
+    assert top_categories(tx, as_of, 8, links) == ["Furniture", "Lighting", "Kitchen"]
+    assert top_categories(tx, as_of, 8) == ["Furniture", "Lighting", "Kitchen"]
+    mix = category_mix(tx, as_of, ["Furniture", "Lighting", "Kitchen"], links).execute()
+    m = mix.set_index("customer_id").round(6)
+    assert "13047" not in m.index
+    assert m.loc["17850"].tolist() == [0.0, 0.0, 1.0]  # the sofa was cancelled
+    assert m.loc["12583"].tolist() == [0.0, round(40 / 55, 6), round(15 / 55, 6)]
+    assert m.loc["15100"].tolist() == [1.0, 0.0, 0.0]
+
+
+def _with_cancelled_orders(cd: pd.DataFrame, days: list[dt.date]) -> pd.DataFrame:
+    """CDNOW lines plus, for the first customers, a big order on each of ``days`` cancelled
+    an hour later (``C``-prefixed, negative quantity): none of them is a purchase."""
+    rows = []
+    customers = sorted(cd.customer_id.unique())[:60]
+    for i, cust in enumerate(customers):
+        day = days[i % len(days)]
+        ts = pd.Timestamp(day) + pd.Timedelta(hours=10)
+        inv = f"9{i:05d}"
+        rows.append((inv, cust, ts, 5.0, 500.0))
+        rows.append(("C" + inv, cust, ts + pd.Timedelta(hours=1), -5.0, -500.0))
+    extra = pd.DataFrame(
+        rows, columns=["invoice_id", "customer_id", "timestamp", "quantity", "amount"]
+    )
+    # A customer who already bought that day keeps the day, with or without netting.
+    mine = cd.assign(day=cd.timestamp.dt.date)
+    busy = set(zip(mine.customer_id, mine.day, strict=True))
+    extra = extra[
+        [(c, t.date()) not in busy for c, t in zip(extra.customer_id, extra.timestamp, strict=True)]
+    ]
+    out = pd.concat([cd, extra], ignore_index=True)
+    none = pd.Series([None] * len(out), dtype="string")
+    return out.assign(line=1, product_id="CD", original_invoice_id=none)
+
+
+def test_holdout_check_counts_net_purchases_in_calibration_and_holdout(
+    wh: Warehouse, cdnow_lines: ir.Table
+) -> None:
+    cd = cdnow_lines.execute()
+    clean = validate(cdnow_lines, dt.date(1997, 9, 30), models=("BG/NBD",))
+    # Cancelled orders in the calibration period (1997) and in the holdout (1998).
+    days = [dt.date(1997, 5, 14), dt.date(1997, 8, 2), dt.date(1998, 1, 20), dt.date(1998, 4, 7)]
+    wh.con.create_table("transactions", _with_cancelled_orders(cd, days))
+    assert int(wh.table("transactions").count().execute()) > len(cd) + 100
+    for source in (wh.table("transactions"), purchase_days(wh)):
+        v = validate(source, dt.date(1997, 9, 30), dt.date(1998, 6, 30), models=("BG/NBD",))
+        # The published CDNOW holdout count and the same fit: cancellations change nothing.
+        assert v.weekly.actual.iloc[-1] == clean.weekly.actual.iloc[-1] == 1882
+        assert v.weekly.actual.tolist() == clean.weekly.actual.tolist()
+        assert v.by_frequency.actual.tolist() == clean.by_frequency.actual.tolist()
+        assert v.by_frequency.customers.sum() == 2357
+        assert v.model.params_ == pytest.approx(clean.model.params_, rel=1e-9)
+
+
+def test_churn_labels_count_an_order_returned_later_as_no_purchase(export: Warehouse) -> None:
+    from segmentum.models.churn import labelled
+
+    df = labelled(export.table("transactions"), dt.date(2024, 3, 1), 30, weeks=False)
+    churned = df.set_index("customer_id").churned.to_dict()
+    # 15100's March sofa came back in April: not a purchase in the horizon; the mugs are.
+    assert churned == {"12583": 0, "15100": 1, "17850": 0}
