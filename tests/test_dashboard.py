@@ -409,3 +409,70 @@ def test_report_opens_offline_in_both_languages(
         assert word in t.page.inner_text("h2")
         assert t.page.locator("svg").count() >= 3
         assert all(h == "" for h in t.hosts)  # file:// only, nothing fetched
+
+
+def test_an_admin_makes_and_revokes_a_key_in_the_dashboard(
+    tab: Any, server: dict[str, Any]
+) -> None:
+    t = tab("es")
+    page = t.sign_in(server, key="admin")
+    page.on("dialog", lambda d: d.accept())
+    page.click("#nav-keys")
+    page.wait_for_url("**/dashboard/keys")
+    assert page.inner_text("h1") == "Claves de API"
+    page.fill("#key-name", "crm de prueba")
+    page.uncheck("#scope-read")
+    page.check("#scope-write")
+    page.click("#create-key-button")
+    page.wait_for_selector("#new-key")
+    key = page.inner_text("#new-key-value")
+    key_id = key.split("_")[1]
+    assert key.startswith("sgm_") and "/keys" in page.url and key not in page.url
+    assert "escritura" in page.inner_text(f"#key-{key_id}")
+    api = {"X-API-Key": key}
+    assert httpx.get(server["url"] + "/v1/segments", headers=api, timeout=60).status_code == 200
+    # Shown once: the list never shows it again.
+    page.goto(server["url"] + "/dashboard/keys")
+    assert key not in page.content()
+    page.click(f"#key-{key_id} button.revoke")
+    page.wait_for_selector("#revoked")
+    assert "revocada" in page.inner_text(f"#key-{key_id}")
+    assert httpx.get(server["url"] + "/v1/segments", headers=api, timeout=60).status_code == 401
+    # The admin's own key cannot be revoked from its own session.
+    own = server["keys"]["admin"].split("_")[1]
+    assert page.locator(f"#key-{own} button.revoke").count() == 0
+    assert not RAW.findall(page.inner_text("main"))
+    assert not _errors(t), _errors(t)
+
+
+def test_an_admin_subscribes_a_webhook_from_a_segment(tab: Any, server: dict[str, Any]) -> None:
+    import segmentum
+    from segmentum.history.webhooks import subscriptions
+
+    t = tab("en")
+    page = t.sign_in(server, key="admin")
+    page.on("dialog", lambda d: d.accept())
+    page.goto(server["url"] + "/dashboard/explorer?segment=vip")
+    page.wait_for_selector("#webhooks")
+    page.fill("#webhook-url", "http://127.0.0.1:9/crm-hook")
+    page.click("#subscribe-webhook")
+    page.wait_for_selector("#new-webhook-secret")
+    secret = page.inner_text("#new-webhook-secret")
+    assert secret.startswith("whsec_")
+    assert "127.0.0.1:9/crm-hook" in page.inner_text("#webhook-list")
+    page.fill("#webhook-url", "http://127.0.0.1:9/crm-hook")
+    page.click("#subscribe-webhook")
+    page.wait_for_selector("#webhook-error")
+    assert "already subscribed" in page.inner_text("#webhook-error")
+    with segmentum.connect(f"duckdb:///{server['db']}") as wh:
+        subs = subscriptions(wh, "vip")
+    assert [s.url for s in subs] == ["http://127.0.0.1:9/crm-hook"]
+    assert secret not in page.content().split('id="webhook-list"')[1]  # shown once, above
+    page.goto(server["url"] + "/dashboard/explorer?segment=vip")
+    assert secret not in page.content()
+    page.click("#webhook-list button.unsubscribe")
+    page.wait_for_selector("#webhooks .empty")
+    with segmentum.connect(f"duckdb:///{server['db']}") as wh:
+        assert subscriptions(wh, "vip") == []
+    # The repeated subscription is answered 422 on purpose; the browser logs that status.
+    assert not [e for e in _errors(t) if "status of 422" not in e], _errors(t)
