@@ -111,6 +111,7 @@ def test_no_page_runs_script_from_the_data(hostile_server: dict[str, Any]) -> No
         f"/dashboard/campaigns?c={quote(s['campaign'])}",
         "/dashboard/campaigns?c=" + quote(PAYLOADS[0]),
         "/dashboard/data",
+        "/dashboard/keys",
         "/login?next=" + quote("javascript:window.__xss=9"),
     ]
     exe = shutil.which("chromium") or shutil.which("chromium-browser")
