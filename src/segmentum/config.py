@@ -186,6 +186,12 @@ SETTINGS: tuple[Setting, ...] = (
         "How long the service waits for a warehouse another command holds before answering "
         "503 busy (Retry-After).",
     ),
+    Setting(
+        "lock_wait_seconds",
+        10.0,
+        "How long a command waits for a DuckDB warehouse another process holds before saying "
+        "it is busy (exit code 4).",
+    ),
     Setting("upload_max_mb", 200, "Largest file the API and the dashboard accept (413 beyond)."),
     Setting("api_docs", True, "Serve the API docs (/docs, /openapi.json) to holders of a key."),
     Setting("session_minutes", 60, "Dashboard sessions end after this many idle minutes."),
@@ -248,6 +254,7 @@ class Settings:
     serving_store: str = _DEFAULTS["serving_store"]
     state_store: str = _DEFAULTS["state_store"]
     busy_wait_seconds: float = _DEFAULTS["busy_wait_seconds"]
+    lock_wait_seconds: float = _DEFAULTS["lock_wait_seconds"]
     upload_max_mb: int = _DEFAULTS["upload_max_mb"]
     api_docs: bool = _DEFAULTS["api_docs"]
     session_minutes: int = _DEFAULTS["session_minutes"]

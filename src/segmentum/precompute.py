@@ -16,6 +16,7 @@ import math
 from typing import Any
 
 import ibis
+import numpy as np
 import pyarrow as pa
 
 from segmentum.config import Settings, load_settings
@@ -189,7 +190,8 @@ def _histogram(t: Any, column: str, bins: int = 20, log: bool = False) -> dict[s
 def build_overview(wh: Warehouse, as_of: _dt.date | None = None) -> dict[str, Any]:
     """Every dashboard aggregate, stored as JSON in ``dashboard_cache``."""
     view, as_of = customer_view(wh, as_of)
-    buyers = view.filter(view.frequency > 0)
+    # Computed once: the aggregates below then read one table instead of re-joining the view.
+    buyers = wh.materialize(view.filter(view.frequency > 0), "overview")
     totals = buyers.aggregate(n=buyers.count(), revenue=buyers.monetary.sum()).to_pyarrow()
     tot = totals.to_pylist()[0]
     out: dict[str, Any] = {
@@ -250,23 +252,44 @@ def build_overview(wh: Warehouse, as_of: _dt.date | None = None) -> dict[str, An
 
 
 def _segment_profiles(wh: Warehouse, as_of: _dt.date) -> dict[str, Any]:
-    """The explorer's profile of every saved customer segment (members against the rest)."""
-    from segmentum.segments.discover import profile_labels, segment_labels
+    """The explorer's profile of every saved customer segment (members against the rest).
+
+    One sample of customers and one read of their memberships serve every segment (the same
+    hash sample ``profile_labels`` draws), so the cost does not grow with the number of segments.
+    """
+    from segmentum.models.cluster import sample_rows
+    from segmentum.segments.discover import PROFILE_CATEGORICAL, PROFILE_NUMERIC, _profile_source
+    from segmentum.segments.profile import profile_segments
     from segmentum.segments.store import Segments
 
     out: dict[str, Any] = {}
     if not wh.has("segment_members"):
         return out
-    for seg in Segments(wh).list():
-        if seg.level != "customer":
-            continue
+    names = [s.name for s in Segments(wh).list() if s.level == "customer"]
+    if not names:
+        return out
+    view = _profile_source(wh, as_of)
+    keep = [c for c in ["customer_id", *PROFILE_NUMERIC, *PROFILE_CATEGORICAL] if c in view.columns]
+    df = sample_rows(view.filter(view.frequency > 0).select(*keep), 20_000)
+    if df.empty:
+        return out
+    ids = wh.from_arrow(pa.table({"customer_id": df.customer_id.astype(str)}), "sampled")
+    m = wh.table("segment_members")
+    m = m.filter(m.as_of == ibis.literal(as_of, "date")).select("segment", "customer_id")
+    m = m.semi_join(ids, "customer_id")
+    members: dict[str, set[str]] = {}
+    for row in m.to_pyarrow().to_pylist():
+        members.setdefault(row["segment"], set()).add(row["customer_id"])
+    numeric = [c for c in PROFILE_NUMERIC if c in df.columns]
+    categorical = [c for c in PROFILE_CATEGORICAL if c in df.columns]
+    for name in names:
+        inside = df.customer_id.isin(members.get(name, set()))
+        labelled = df.assign(segment=np.where(inside, "in", "out"))
         try:
-            prof = profile_labels(
-                wh, segment_labels(wh, seg.name, as_of), "segment", as_of, sample_size=20_000
-            )
+            prof = profile_segments(labelled, "segment", numeric, categorical, min_size=50)
         except (SegmentumError, ValueError):
-            continue  # not computed for this date, or too small to split
-        out[seg.name] = prof.to_dict()
+            continue  # too small to split
+        out[name] = prof.to_dict()
     return out
 
 

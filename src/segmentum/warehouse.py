@@ -104,10 +104,38 @@ class Warehouse:
         return self.con.table(name)
 
     def ensure(self, spec: Table) -> ir.Table:
-        """Create the canonical table ``spec`` empty if it does not exist yet."""
+        """Create the canonical table ``spec`` empty if it does not exist yet.
+
+        A table written by an earlier version of segmentum gets the columns added since
+        (``currency`` and ``line_type`` on ``transactions``), empty on the rows already there,
+        so new batches can be written beside old ones. Running it again changes nothing.
+        """
         if not self.has(spec.name):
             self.con.create_table(spec.name, schema=spec.ibis_schema)
+            return self.con.table(spec.name)
+        have = set(self.con.table(spec.name).columns)
+        missing = [(c, t) for c, t in spec.ibis_schema.items() if c not in have]
+        if missing:
+            self._add_columns(spec.name, missing)
         return self.con.table(spec.name)
+
+    def _add_columns(self, name: str, columns: Sequence[tuple[str, Any]]) -> None:
+        """``ALTER TABLE`` ``name`` to add empty ``columns`` (name, ibis type); names come
+        from the schema, never from a user, and are quoted all the same."""
+        import sqlglot as sg
+
+        dialect = self.con.compiler.dialect
+        mapper = self.con.compiler.type_mapper
+
+        def ident(s: str) -> str:
+            return str(sg.to_identifier(s, quoted=True).sql(dialect))
+
+        defs = [f"{ident(c)} {mapper.from_ibis(t).sql(dialect)}" for c, t in columns]
+        if self.engine == "pyspark":
+            self.con._session.sql(f"ALTER TABLE {ident(name)} ADD COLUMNS ({', '.join(defs)})")
+            return
+        for d in defs:
+            self.run_sql(f"ALTER TABLE {ident(name)} ADD COLUMN IF NOT EXISTS {d}")
 
     def _spark_frame(self, data: pa.Table | pd.DataFrame) -> Any:
         """A Spark DataFrame straight from Arrow (the pandas route turns NULL text into 'NaN')."""
@@ -517,11 +545,6 @@ def busy_error(exc: BaseException, url: str | None = None) -> WarehouseBusyError
     )
 
 
-# How long opening a DuckDB file waits while another process (segmentum serve answering a
-# request, another command) has it open, before saying it is busy.
-LOCK_WAIT_SECONDS = 10.0
-
-
 def _open_duckdb(path: str, wait: float) -> Any:
     import time
 
@@ -540,7 +563,7 @@ def connect(
     *,
     spark_session: Any = None,
     memory_limit: str | None = None,
-    lock_wait: float = LOCK_WAIT_SECONDS,
+    lock_wait: float | None = None,
 ) -> Warehouse:
     """Open the warehouse at ``url``.
 
@@ -556,7 +579,8 @@ def connect(
         DuckDB only: the most memory the engine may use before spilling to disk ("2GB").
     lock_wait
         DuckDB file only: seconds to wait while another process has the file open (the
-        server answering a request) before raising :class:`WarehouseBusyError`.
+        server answering a request) before raising :class:`WarehouseBusyError` (default: the
+        ``lock_wait_seconds`` setting, 10).
 
     Examples
     --------
@@ -565,10 +589,12 @@ def connect(
     'duckdb'
     """
     url = url or DEFAULT_URL
-    if memory_limit is None:
+    if memory_limit is None or lock_wait is None:
         from segmentum.config import load_settings
 
-        memory_limit = load_settings().memory_limit
+        settings = load_settings()
+        memory_limit = settings.memory_limit if memory_limit is None else memory_limit
+        lock_wait = settings.lock_wait_seconds if lock_wait is None else lock_wait
     if memory_limit and not re.fullmatch(r"\d+(\.\d+)?\s*[KMGT]i?B", memory_limit.strip(), re.I):
         raise WarehouseError(
             f"memory_limit {memory_limit!r} is not a size", "write it like 1GB or 512MB"

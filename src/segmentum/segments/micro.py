@@ -156,7 +156,9 @@ def micro_segments(
     if min_size < 1:
         raise InputError("the minimum cell size must be at least 1")
     view, as_of = customer_view(wh, as_of)
-    a = assign(view, dims, min_size)
+    # Computed once: every count below reads the stored cells, not the view's joins again.
+    view = wh.materialize(view, "microview")
+    a = wh.materialize(assign(view, dims, min_size), "micro")
     if store:
         out = a.select(
             "customer_id",
@@ -241,7 +243,7 @@ def drilldown(
     levels = [lvl for lvl in levels if lvl in view.columns]
     if not levels:
         raise InputError("the customers table has no geography columns", "load customers first")
-    t = _labels(view, levels)
+    t = wh.materialize(_labels(view, levels), "drill")
     rows: list[dict[str, Any]] = []
     for d in range(len(levels)):
         keys = [f"_d{i}" for i in range(d + 1)]
