@@ -104,7 +104,7 @@ def purchase_days(wh: Warehouse) -> ir.Table:
     fresh_links = wh.has(returns.LINKS) and (
         returns.stored_fingerprint(wh, returns.LINKS) == current
     )
-    if fresh_links and wh.has(PURCHASE_DAYS) and _stored_fingerprint(wh) == current:
+    if fresh_links and _current_shape(wh) and _stored_fingerprint(wh) == current:
         return bought(wh.table(PURCHASE_DAYS))
     return bought(rebuild(wh, current))
 
@@ -133,8 +133,8 @@ def absorb(wh: Warehouse, lines: ir.Table, relinked: ir.Table | None = None) -> 
     own. If the rollup was stale before, it stays detectably stale and the next reader
     rebuilds it; if there is no rollup yet, nothing is done (the first reader builds it).
     """
-    before = _stored_fingerprint(wh) if wh.has(PURCHASE_DAYS) else None
-    if before is None:
+    before = _stored_fingerprint(wh) if _current_shape(wh) else None
+    if before is None:  # none yet, or an earlier version's: the next reader builds it
         return
     added = wh.fingerprint(lines, SOURCE_COLUMNS)
     if added[0] == 0:
@@ -171,6 +171,14 @@ def absorb(wh: Warehouse, lines: ir.Table, relinked: ir.Table | None = None) -> 
 def window(days: ir.Table, as_of: _dt.date) -> ir.Table:
     """The rollup's days strictly before ``as_of`` (a point-in-time view)."""
     return days.filter(days.day < ibis.literal(as_of, "date"))
+
+
+def _current_shape(wh: Warehouse) -> bool:
+    """Whether the stored rollup exists with this version's columns (an earlier version's
+    has no ``returned``: it is rebuilt, never merged into)."""
+    return wh.has(PURCHASE_DAYS) and {"value", "lines", "returned"} <= set(
+        wh.table(PURCHASE_DAYS).columns
+    )
 
 
 def _stored_fingerprint(wh: Warehouse) -> tuple[int, int] | None:

@@ -951,24 +951,35 @@ def data_currency(wh: Warehouse, settings: Settings) -> tuple[str, str | None]:
     if not wh.has("transactions") or "currency" not in wh.table("transactions").columns:
         return "", None
     tx = wh.table("transactions")
-    tx = tx.filter(tx.currency.notnull())
-    found = (
+    tx = tx.filter(tx.amount.notnull())
+    counts = (
         tx.group_by("currency")
         .aggregate(n=tx.count())
         .order_by(ibis.desc("n"))
-        .limit(5)
         .to_pyarrow()
         .to_pylist()
     )
+    found = [r for r in counts if r["currency"] is not None][:5]
+    unlabelled = sum(int(r["n"]) for r in counts if r["currency"] is None)
     if not found:
         return "", None
-    if len(found) == 1:
-        return str(found[0]["currency"]), None
-    codes = ", ".join(f"{r['currency']} ({int(r['n']):,} lines)" for r in found)
-    return str(found[0]["currency"]), (
-        f"the stored amounts are in several currencies ({codes}) and are added together as "
-        f"if they were one; keep one currency per warehouse, or convert before loading"
-    )
+    code = str(found[0]["currency"])
+    notes = []
+    if len(found) > 1:
+        codes = ", ".join(f"{r['currency']} ({int(r['n']):,} lines)" for r in found)
+        notes.append(
+            f"the stored amounts are in several currencies ({codes}) and are added together "
+            "as if they were one; keep one currency per warehouse, or convert before loading"
+        )
+    if unlabelled:
+        # Lines loaded by a version before currencies were recorded, or from files that did
+        # not say: their label is a guess, so say which one was made.
+        notes.append(
+            f"{unlabelled:,} stored lines have no currency (loaded before segmentum recorded "
+            f"currencies, or from files that did not say) and are counted as {code}; if they "
+            'are in another currency, set currency (e.g. currency = "EUR" in segmentum.toml)'
+        )
+    return code, "; ".join(notes) or None
 
 
 _REASON_KIND = (
