@@ -209,6 +209,24 @@ def test_constant_spend_uses_the_empirical_mean_with_a_label(wh: Warehouse) -> N
     assert set(out.spend_basis) == {"empirical_mean"}
 
 
+def test_sales_without_amounts_skip_the_spend_model_and_say_so() -> None:
+    from tests.test_models import simulate_bgnbd
+
+    from segmentum.models.clv import fit_models
+
+    x, tx, t = simulate_bgnbd(800, 0.5, 5.0, 0.8, 2.5, 52.0, seed=2)
+    feats = summary_frame(x, tx, t, np.full(len(x), np.nan))
+    feats = feats.mutate(monetary=ibis.null("float64"))  # a log loaded with --no-amount
+    models = fit_models(feats, models=("BG/NBD",))
+    assert models.spend is None and models.spend_basis == "no_amounts"
+    assert models.notes == [
+        "spend models skipped: the sales were loaded without amounts (--no-amount); purchase "
+        "frequency, P(alive) and lifecycle are computed, spend, value tiers and lifetime value "
+        "are not"
+    ]
+    assert models.notes_es[0].startswith("modelos de gasto omitidos: las ventas se cargaron sin")
+
+
 def test_spend_tied_to_frequency_is_not_given_to_gamma_gamma() -> None:
     from tests.test_models import simulate_bgnbd
 

@@ -27,7 +27,7 @@ from segmentum.history.log import deliver, log_changes
 from segmentum.history.webhooks import deliver_subscriptions, subscriptions
 from segmentum.ingest import IngestReport, ingest, returns
 from segmentum.ingest.core import data_currency, has_amounts, id_match, revenue_totals
-from segmentum.models.clv import ClvModels, fit_for_run
+from segmentum.models.clv import NO_AMOUNTS, ClvModels, fit_for_run
 from segmentum.models.clv import record as record_clv_models
 from segmentum.models.clv import score as clv_score
 from segmentum.precompute import build_lookup, build_overview, publish_read_models
@@ -300,11 +300,7 @@ def run(
         )
         summary.as_of = as_of_used
         if not has_amounts(wh):
-            summary.warnings.append(
-                "spend models skipped: the sales were loaded without amounts (--no-amount); "
-                "purchase frequency, P(alive) and lifecycle are computed, spend, value tiers "
-                "and lifetime value are not"
-            )
+            summary.warnings.append(NO_AMOUNTS[0])
         clv: ir.Table | None = None
         try:
             clv, models = step(
@@ -315,7 +311,7 @@ def run(
                 **({"gamma_gamma": models.spend.params_} if models.spend else {}),
             }
             summary.purchase_model = models.choice()
-            summary.warnings.extend(models.notes)
+            summary.warnings.extend(n for n in models.notes if n not in summary.warnings)
         except ModelError as exc:
             # Too little history for the models is a fact about the data, not a failed run.
             summary.steps[-1]["status"] = "skipped"

@@ -45,6 +45,15 @@ from segmentum.warehouse import Warehouse
 MIN_HOLDOUT_DAYS = 28
 #: Above this correlation between frequency and spend per purchase, Gamma-Gamma is not used.
 STRONG_CORRELATION = 0.5
+#: What a run on sales without amounts says (English, Spanish).
+NO_AMOUNTS = (
+    "spend models skipped: the sales were loaded without amounts (--no-amount); purchase "
+    "frequency, P(alive) and lifecycle are computed, spend, value tiers and lifetime value "
+    "are not",
+    "modelos de gasto omitidos: las ventas se cargaron sin importes (--no-amount); se "
+    "calculan la frecuencia de compra, P(activo) y el ciclo de vida, pero no el gasto, los "
+    "niveles de valor ni el valor del cliente",
+)
 
 
 @dataclass
@@ -68,7 +77,8 @@ class ClvModels:
     reason_es: str = ""
     #: The holdout comparison the choice rests on (``Validation.errors``), when there was one.
     holdout: pd.DataFrame | None = None
-    #: ``gamma_gamma``, or ``empirical_mean`` when the spend model cannot be trusted.
+    #: ``gamma_gamma``, ``empirical_mean`` when the spend model cannot be trusted, or
+    #: ``no_amounts`` when the sales carry no amounts (spend is not modelled).
     spend_basis: str = "gamma_gamma"
     mean_spend: float = 0.0
     #: False when the fit ran to a bound: the dropout process is not identified, so P(alive)
@@ -201,7 +211,9 @@ def fit_models(
     if dropout is not None:
         out.dropout_identified = False
         out.note(*dropout)
-    _fit_spend(out, spend, penalizer)
+    # A log loaded without amounts has no spend at all (not too few repeat buyers).
+    amounts = "monetary" not in f.columns or bool(f.monetary.notnull().any().execute())
+    _fit_spend(out, spend, penalizer, amounts)
     return out
 
 
@@ -293,10 +305,15 @@ def dropout_note(model: PurchaseModel) -> tuple[str, str] | None:
     return None
 
 
-def _fit_spend(out: ClvModels, spend: pa.Table, penalizer: float) -> None:
+def _fit_spend(out: ClvModels, spend: pa.Table, penalizer: float, amounts: bool = True) -> None:
     """Gamma-Gamma on the repeat buyers' (x, mean spend), or the empirical mean with a note
     when its assumptions fail: spend the same for everyone, spend tied to frequency, too few
-    repeat buyers, or a fit that runs off to absurd parameters."""
+    repeat buyers, or a fit that runs off to absurd parameters. Without ``amounts`` (a log
+    loaded with ``--no-amount``) there is no spend to model: skipped, and the note says why."""
+    if not amounts:
+        out.spend, out.spend_basis, out.mean_spend = None, "no_amounts", 0.0
+        out.note(*NO_AMOUNTS)
+        return
     x = spend["x"].to_numpy().astype(float)
     m = spend["monetary_value"].to_numpy().astype(float)
     w = spend["n"].to_numpy().astype(float)
