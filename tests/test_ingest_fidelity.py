@@ -13,6 +13,7 @@ import datetime as dt
 import json
 import subprocess
 import sys
+import zoneinfo
 from pathlib import Path
 
 import pandas as pd
@@ -235,6 +236,88 @@ def test_utc_times_move_to_the_business_zone_and_local_ones_stay(
     t = wh.table("transactions").order_by("source_row").execute()
     assert t.timestamp.dt.hour.tolist() == [4, 4, 10, 10]
     assert "2 in UTC (Z) converted to America/Mexico_City" in r.conventions["timestamp time zone"]
+
+
+def _parquet_sales(path: Path, times: list[dt.datetime], zone: str) -> Path:
+    """A Parquet export as pyarrow writes it: float customer ids, a zone-aware timestamp
+    column (``timestamp[us, tz=...]``), a cancellation."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    n = len(times)
+    table = pa.table(
+        {
+            "InvoiceNo": [f"{536365 + i}" for i in range(n - 1)] + ["C536365"],
+            "StockCode": ["85123A"] * n,
+            "Quantity": [6.0] * (n - 1) + [-6.0],
+            "InvoiceDate": pa.array(times, pa.timestamp("us", tz=zone)),
+            "UnitPrice": [2.55] * n,
+            "CustomerID": [17850.0] * n,
+        }
+    )
+    pq.write_table(table, path)
+    assert str(pq.read_schema(path).field("InvoiceDate").type) == f"timestamp[us, tz={zone}]"
+    return path
+
+
+def test_a_parquet_time_zone_keeps_the_local_wall_clock_time_as_offsets_in_text_do(
+    wh: Warehouse, tmp_path: Path
+) -> None:
+    madrid = zoneinfo.ZoneInfo("Europe/Madrid")
+    # A Tuesday morning in winter (UTC+1), a Saturday just after midnight in summer (UTC+2:
+    # still Friday evening in UTC), and its cancellation.
+    times = [
+        dt.datetime(2024, 3, 5, 9, 30, tzinfo=madrid),
+        dt.datetime(2024, 7, 6, 0, 30, tzinfo=madrid),
+        dt.datetime(2024, 7, 6, 1, 0, tzinfo=madrid),
+    ]
+    path = _parquet_sales(tmp_path / "ventas.parquet", times, "Europe/Madrid")
+    r = load(wh, "transactions", path)
+    stored = wh.table("transactions").order_by("source_row").execute()
+    assert stored.timestamp.tolist() == [
+        pd.Timestamp("2024-03-05 09:30"),
+        pd.Timestamp("2024-07-06 00:30"),
+        pd.Timestamp("2024-07-06 01:00"),
+    ]
+    assert stored.customer_id.tolist() == ["17850"] * 3
+    note = r.conventions["timestamp time zone"]
+    assert (
+        note == "'InvoiceDate' is stored with time zone Europe/Madrid: kept at the local time there"
+    )
+    # The same sales exported as text with offsets are stored the same.
+    text = "InvoiceNo,StockCode,Quantity,InvoiceDate,UnitPrice,CustomerID\n" + "".join(
+        f"{inv},85123A,{q},{t.isoformat()},2.55,17850.0\n"
+        for inv, q, t in zip(["536365", "536366", "C536365"], [6, 6, -6], times, strict=True)
+    )
+    other = segmentum.connect(f"duckdb:///{tmp_path / 'csv.duckdb'}")
+    load(other, "transactions", write(tmp_path / "ventas.csv", text))
+    from_csv = other.table("transactions").order_by("source_row").execute()
+    other.close()
+    assert from_csv.timestamp.tolist() == stored.timestamp.tolist()
+
+
+def test_a_parquet_column_in_utc_moves_to_the_business_zone(wh: Warehouse, tmp_path: Path) -> None:
+    settings = segmentum.load_settings(env={}).with_overrides(timezone="America/Mexico_City")
+    utc = dt.UTC
+    times = [
+        dt.datetime(2024, 1, 15, 10, 0, tzinfo=utc),
+        dt.datetime(2024, 1, 15, 11, 0, tzinfo=utc),
+    ]
+    path = _parquet_sales(tmp_path / "orders.parquet", times, "UTC")
+    r = load(wh, "transactions", path, settings=settings)
+    hours = wh.table("transactions").order_by("source_row").execute().timestamp.dt.hour
+    assert hours.tolist() == [4, 5]  # UTC-6, as '2024-01-15T10:00:00Z' in text
+    assert r.conventions["timestamp time zone"] == (
+        "'InvoiceDate' is stored in UTC: converted to America/Mexico_City (setting timezone)"
+    )
+    # pandas writes a fixed offset as the zone (+05:30): the local time there is kept.
+    ist = dt.timezone(dt.timedelta(hours=5, minutes=30))
+    times = [dt.datetime(2024, 2, 1, 9, 0, tzinfo=ist), dt.datetime(2024, 2, 1, 9, 5, tzinfo=ist)]
+    other = segmentum.connect(f"duckdb:///{tmp_path / 'ist.duckdb'}")
+    load(other, "transactions", _parquet_sales(tmp_path / "ist.parquet", times, "+05:30"))
+    ts = other.table("transactions").order_by("source_row").execute().timestamp
+    other.close()
+    assert ts.tolist() == [pd.Timestamp("2024-02-01 09:00"), pd.Timestamp("2024-02-01 09:05")]
 
 
 # ----------------------------------------------------------------------- dates out of range

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import datetime as _dt
+import re
 import uuid
 import zoneinfo
 from collections.abc import Mapping, Sequence
@@ -178,6 +179,9 @@ class _FileIngest:
         self._conventions: tuple[dict[str, str], dict[str, str], bool] = ({}, {}, False)
         self._plan = _Plan({}, [], {})
         self._offsets: dict[str, ir.IntegerValue] = {}
+        #: The zone a column's UTC times are moved to, when not the ``timezone`` setting:
+        #: a Parquet column stored with its own zone (``timestamp[us, tz=Europe/Madrid]``).
+        self._zones: dict[str, str] = {}
 
     # ---------------------------------------------------------------- conventions
     def decide_conventions(self) -> tuple[dict[str, str], dict[str, str], bool]:
@@ -236,6 +240,15 @@ class _FileIngest:
         tz = self.settings.timezone
         if any(self.spec.column(n).kind == "timestamp" for n in self.mapping):
             self.report.time_zone = tz
+        for c, src in self.mapping.items():
+            zone = self.raw.zones.get(src)
+            if zone is not None and self.spec.column(c).kind == "timestamp":
+                # Instants in UTC, as a Parquet column with a time zone holds them: the same
+                # rule as offsets written in text (UTC to the business zone, any other zone
+                # kept at the local time there).
+                any_utc = True
+                self.report.time_zone = tz
+                self.report.conventions[f"{c} time zone"] = _stored_zone_note(src, zone, tz)
         for c in date_cols:
             n_utc, n_local = int(row[f"{c}__utc"]), int(row[f"{c}__local"])
             any_utc |= n_utc > 0
@@ -313,8 +326,14 @@ class _FileIngest:
             return num, bad, "is not a number"
         if kind in ("date", "timestamp"):
             if dtype.is_timestamp() or dtype.is_date():
+                # A zone-aware column reads as UTC wall-clock time (the engine's session zone).
                 ts: ir.Value = v.cast("timestamp")
                 bad = ibis.literal(False)
+                zone = self.raw.zones.get(v.get_name()) if dtype.is_timestamp() else None
+                if zone is not None and kind == "timestamp":
+                    self._offsets[col.name] = ibis.literal(0, "int64")
+                    if not _is_utc(zone):
+                        self._zones[col.name] = zone
             else:
                 parts = {k: self.t[f"_p__{col.name}__{k}"] for k in parsers.PARTS}
                 ts, bad = parsers.assemble_timestamp(parts, self.t[f"_f__{col.name}"])
@@ -686,28 +705,37 @@ class _FileIngest:
 
         A time written with any other offset is already the local time where the sale
         happened: it is kept as written, so hour bands and weekdays describe the customer's
-        day, not the server's.
+        day, not the server's. A column stored with its own zone (Parquet) holds instants in
+        UTC: they move to that zone's local time.
         """
-        tz = self.settings.timezone
         in_utc = {k: (off == 0).fill_null(False) for k, off in self._offsets.items()}
-        utc = {k: values[k] for k in self._offsets}
-        if tz.upper() == "UTC":
+        target = {k: self._zones.get(k, self.settings.timezone) for k in self._offsets}
+        utc = {k: values[k] for k in self._offsets if not _is_utc(target[k])}
+        fixed = {k: m for k in utc if (m := _fixed_minutes(target[k])) is not None}
+        for k, minutes in fixed.items():
+            local = utc.pop(k) + ibis.literal(minutes, "int64").as_interval("m")
+            values[k] = ibis.ifelse(in_utc[k], local, values[k])
+        if not utc:
             return values, base
         bounds_expr = base.aggregate(
             **{f"lo_{k}": v.date().min(where=in_utc[k]) for k, v in utc.items()},
             **{f"hi_{k}": v.date().max(where=in_utc[k]) for k, v in utc.items()},
         )
         bounds = bounds_expr.to_pyarrow().to_pylist()[0]
-        los = [d for k, d in bounds.items() if k.startswith("lo_") and d is not None]
-        his = [d for k, d in bounds.items() if k.startswith("hi_") and d is not None]
-        if not los:
-            return values, base
-        zones = self.wh.from_arrow(_zone_offsets(tz, min(los), max(his)), "zones")
+        zones: dict[str, ir.Table] = {}
         for k, v in utc.items():
-            alias = zones.rename(**{f"_utc_date_{k}": "_utc_date", f"_zone_min_{k}": "_zone_min"})
+            if bounds[f"lo_{k}"] is None:  # no time in UTC in this column
+                continue
+            zone = target[k]
+            if zone not in zones:
+                span = [bounds[f"{e}_{j}"] for j in utc if target[j] == zone for e in ("lo", "hi")]
+                days = [d for d in span if d is not None]
+                zones[zone] = self.wh.from_arrow(_zone_offsets(zone, min(days), max(days)), "zones")
+            alias = zones[zone].rename(
+                **{f"_utc_date_{k}": "_utc_date", f"_zone_min_{k}": "_zone_min"}
+            )
             base = base.mutate(**{f"_utc_{k}": v})
             base = base.left_join(alias, base[f"_utc_{k}"].date() == alias[f"_utc_date_{k}"])
-        for k in utc:
             local = base[f"_utc_{k}"] + base[f"_zone_min_{k}"].fill_null(0).as_interval("m")
             values[k] = ibis.ifelse(in_utc[k], local, values[k])
         return values, base
@@ -782,6 +810,31 @@ class _FileIngest:
         return s.mutate(
             _first_col=first_col,
         )
+
+
+_UTC_NAMES = {"UTC", "ETC/UTC", "Z", "GMT", "ETC/GMT", "UCT", "ETC/UCT", "ZULU", "UNIVERSAL"}
+
+
+def _is_utc(zone: str) -> bool:
+    return zone.strip().upper() in _UTC_NAMES or _fixed_minutes(zone) == 0
+
+
+def _fixed_minutes(zone: str) -> int | None:
+    """Minutes east of UTC of a fixed-offset zone such as ``+01:00`` (Arrow writes these for
+    pandas times with an offset); None for a named zone."""
+    m = re.fullmatch(r"\s*([+-])(\d{2}):?(\d{2})\s*", zone)
+    if m is None:
+        return None
+    minutes = int(m.group(2)) * 60 + int(m.group(3))
+    return -minutes if m.group(1) == "-" else minutes
+
+
+def _stored_zone_note(src: str, zone: str, tz: str) -> str:
+    """One sentence on a column stored with a time zone (Parquet)."""
+    if _is_utc(zone):
+        where = "kept in UTC" if _is_utc(tz) else f"converted to {tz} (setting timezone)"
+        return f"'{src}' is stored in UTC: {where}"
+    return f"'{src}' is stored with time zone {zone}: kept at the local time there"
 
 
 def _zone_note(tz: str, n_local: int, n_utc: int, lo: str | None, hi: str | None) -> str:

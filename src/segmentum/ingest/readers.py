@@ -85,6 +85,9 @@ class RawSource:
     reader: Warehouse | None = None
     #: The files read together, in the order of ``_file``; empty: only ``file``.
     files: list[str] = field(default_factory=list)
+    #: Time zone of each zone-aware timestamp column (Parquet ``timestamp[us, tz=...]``):
+    #: the engine reads its values as instants in UTC, the zone says where they were local.
+    zones: dict[str, str] = field(default_factory=dict)
 
     @property
     def columns(self) -> list[str]:
@@ -776,8 +779,30 @@ def read_parquet(wh: Warehouse, path: Path) -> RawSource:
             "check that the file is complete (not cut off by a failed copy)",
         ) from exc
     return RawSource(
-        table, str(path), None, "parquet", cleanup=[unpacked] if unpacked else [], reader=rd
+        table,
+        str(path),
+        None,
+        "parquet",
+        cleanup=[unpacked] if unpacked else [],
+        reader=rd,
+        zones=parquet_zones(unpacked or path),
     )
+
+
+def parquet_zones(path: Path) -> dict[str, str]:
+    """The time zone of each zone-aware timestamp column of a Parquet file, from its schema
+    (the engines keep only "in UTC"; Arrow keeps the zone's name, e.g. Europe/Madrid)."""
+    import pyarrow.parquet as pq
+
+    try:
+        schema = pq.read_schema(path)
+    except (OSError, pa.ArrowException):
+        return {}
+    return {
+        f.name: str(f.type.tz)
+        for f in schema
+        if pa.types.is_timestamp(f.type) and getattr(f.type, "tz", None)
+    }
 
 
 def read_jsonl(wh: Warehouse, path: Path) -> RawSource:
