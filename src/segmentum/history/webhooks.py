@@ -77,8 +77,12 @@ class Subscription:
 
 def _check_url(url: str) -> str:
     url = url.strip()
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    try:
+        parts = urllib.parse.urlsplit(url)
+        host = parts.hostname
+    except ValueError:  # an unbalanced [ of an IPv6 address, for one
+        host = None
+    if host is None or parts.scheme not in ("http", "https") or any(ord(c) < 33 for c in url):
         raise InputError(
             f"{url!r} is not a web address a webhook can be sent to",
             "give the full address of your endpoint, like https://crm.example.com/hooks/segmentum",
