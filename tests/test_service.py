@@ -87,6 +87,29 @@ def test_admins_manage_keys_over_the_api(server: dict[str, Any]) -> None:
     assert http.delete(f"{base}/v1/keys/{own}", headers=admin).status_code == 409
 
 
+def test_admins_subscribe_webhooks_to_a_segment_over_the_api(server: dict[str, Any]) -> None:
+    base = server["url"]
+    admin, read = {"X-API-Key": server["keys"]["admin"]}, {"X-API-Key": server["keys"]["read"]}
+    hooks = f"{base}/v1/segments/vip/webhooks"
+    body = {"url": "https://crm.example.com/api-hook"}
+    assert http.post(hooks, json=body, headers=read).status_code == 403
+    r = http.post(hooks, json=body, headers=admin)
+    assert r.status_code == 201, r.text
+    made = r.json()
+    assert made["secret"].startswith("whsec_") and made["segment"] == "vip"
+    listed = http.get(hooks, headers=admin).json()
+    assert [w["url"] for w in listed] == [body["url"]] and "secret" not in listed[0]
+    bad = http.post(hooks, json={"url": "ftp://x"}, headers=admin)
+    assert bad.status_code == 422 and "web address" in bad.json()["detail"]
+    assert (
+        http.post(f"{base}/v1/segments/nope/webhooks", json=body, headers=admin).status_code == 404
+    )
+    gone = f"{base}/v1/webhooks/{made['subscription_id']}"
+    assert http.delete(gone, headers=admin).status_code == 204
+    assert http.get(hooks, headers=admin).json() == []
+    assert http.delete(gone, headers=admin).status_code == 404
+
+
 def test_api_docs_need_a_key_and_load_nothing_from_another_host(server: dict[str, Any]) -> None:
     base, read = server["url"], {"X-API-Key": server["keys"]["read"]}
     for path in ("/docs", "/redoc", "/openapi.json"):
@@ -315,5 +338,5 @@ def test_the_service_and_dashboard_on_a_postgres_warehouse(
             resp = http.get(f"{base}/dashboard{page}", cookies=signed_in)
             assert resp.status_code == 200 and "<html" in resp.text, page
         page = http.get(f"{base}/dashboard/customer?id={cid}", cookies=signed_in)
-        assert cid in page.text
+        assert cid in page.text and 'id="timeline"' in page.text  # the read models, in PG
     wh.close()

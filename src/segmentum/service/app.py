@@ -442,8 +442,10 @@ def create_app(
         return PlainTextResponse(svc.locked(run), media_type="text/csv")
 
     from segmentum.service.keys import router as keys_router
+    from segmentum.service.webhooks import router as webhooks_router
 
     app.include_router(keys_router)
+    app.include_router(webhooks_router)
     if settings.api_docs:
         from segmentum.service.docs import mount_docs
 
