@@ -264,10 +264,12 @@ def test_a_parquet_time_zone_keeps_the_local_wall_clock_time_as_offsets_in_text_
     wh: Warehouse, tmp_path: Path
 ) -> None:
     madrid = zoneinfo.ZoneInfo("Europe/Madrid")
-    # A Tuesday morning in winter (UTC+1), a Saturday just after midnight in summer (UTC+2:
+    # A Tuesday morning in winter (UTC+1); 01:30 on the night the clocks go forward (00:30
+    # UTC, half an hour before the change); a Saturday just after midnight in summer (UTC+2:
     # still Friday evening in UTC), and its cancellation.
     times = [
         dt.datetime(2024, 3, 5, 9, 30, tzinfo=madrid),
+        dt.datetime(2024, 3, 31, 1, 30, tzinfo=madrid),
         dt.datetime(2024, 7, 6, 0, 30, tzinfo=madrid),
         dt.datetime(2024, 7, 6, 1, 0, tzinfo=madrid),
     ]
@@ -276,10 +278,11 @@ def test_a_parquet_time_zone_keeps_the_local_wall_clock_time_as_offsets_in_text_
     stored = wh.table("transactions").order_by("source_row").execute()
     assert stored.timestamp.tolist() == [
         pd.Timestamp("2024-03-05 09:30"),
+        pd.Timestamp("2024-03-31 01:30"),
         pd.Timestamp("2024-07-06 00:30"),
         pd.Timestamp("2024-07-06 01:00"),
     ]
-    assert stored.customer_id.tolist() == ["17850"] * 3
+    assert stored.customer_id.tolist() == ["17850"] * 4
     note = r.conventions["timestamp time zone"]
     assert (
         note == "'InvoiceDate' is stored with time zone Europe/Madrid: kept at the local time there"
@@ -287,7 +290,9 @@ def test_a_parquet_time_zone_keeps_the_local_wall_clock_time_as_offsets_in_text_
     # The same sales exported as text with offsets are stored the same.
     text = "InvoiceNo,StockCode,Quantity,InvoiceDate,UnitPrice,CustomerID\n" + "".join(
         f"{inv},85123A,{q},{t.isoformat()},2.55,17850.0\n"
-        for inv, q, t in zip(["536365", "536366", "C536365"], [6, 6, -6], times, strict=True)
+        for inv, q, t in zip(
+            ["536365", "536366", "536367", "C536365"], [6, 6, 6, -6], times, strict=True
+        )
     )
     other = segmentum.connect(f"duckdb:///{tmp_path / 'csv.duckdb'}")
     load(other, "transactions", write(tmp_path / "ventas.csv", text))

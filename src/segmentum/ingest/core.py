@@ -141,21 +141,47 @@ def _as_text(v: ir.Value) -> ir.StringValue:
 
 
 def _zone_offsets(tz: str, start: _dt.date, end: _dt.date) -> pa.Table:
-    """Minutes to add to UTC to get the business time zone, per UTC date (noon)."""
+    """Minutes to add to UTC to get the time zone ``tz``, per UTC date: ``_zone_min`` from
+    the start of the day, and on a day the clocks change, ``_zone_min_after`` from the
+    instant ``_switch_at`` (UTC) on, so times around the change land on the right hour."""
     try:
         zone = zoneinfo.ZoneInfo(tz)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
         raise ConfigError(
             f"unknown time zone {tz!r}", "use an IANA name such as Europe/Madrid or UTC"
         ) from exc
+
+    def offset(at: _dt.datetime) -> int:
+        delta = at.astimezone(zone).utcoffset() or _dt.timedelta(0)
+        return int(delta.total_seconds() // 60)
+
     days = (end - start).days + 1
     dates = [start + _dt.timedelta(days=i) for i in range(max(days, 0))]
-    offsets = []
+    before, after, switch = [], [], []
     for d in dates:
-        noon = _dt.datetime(d.year, d.month, d.day, 12, tzinfo=_dt.UTC)
-        delta = noon.astimezone(zone).utcoffset() or _dt.timedelta(0)
-        offsets.append(int(delta.total_seconds() // 60))
-    return pa.table({"_utc_date": pa.array(dates, pa.date32()), "_zone_min": offsets})
+        midnight = _dt.datetime(d.year, d.month, d.day, tzinfo=_dt.UTC)
+        first, last = offset(midnight), offset(midnight + _dt.timedelta(minutes=1439))
+        at = None
+        if first != last:  # the first minute of the day with the new offset
+            lo, hi = 0, 1439
+            while lo < hi:
+                mid = (lo + hi) // 2
+                if offset(midnight + _dt.timedelta(minutes=mid)) == last:
+                    hi = mid
+                else:
+                    lo = mid + 1
+            at = (midnight + _dt.timedelta(minutes=lo)).replace(tzinfo=None)
+        before.append(first)
+        after.append(last)
+        switch.append(at)
+    return pa.table(
+        {
+            "_utc_date": pa.array(dates, pa.date32()),
+            "_zone_min": pa.array(before, pa.int64()),
+            "_zone_min_after": pa.array(after, pa.int64()),
+            "_switch_at": pa.array(switch, pa.timestamp("us")),
+        }
+    )
 
 
 class _FileIngest:
@@ -732,11 +758,21 @@ class _FileIngest:
                 days = [d for d in span if d is not None]
                 zones[zone] = self.wh.from_arrow(_zone_offsets(zone, min(days), max(days)), "zones")
             alias = zones[zone].rename(
-                **{f"_utc_date_{k}": "_utc_date", f"_zone_min_{k}": "_zone_min"}
+                **{
+                    f"_utc_date_{k}": "_utc_date",
+                    f"_zone_min_{k}": "_zone_min",
+                    f"_zone_after_{k}": "_zone_min_after",
+                    f"_switch_at_{k}": "_switch_at",
+                }
             )
             base = base.mutate(**{f"_utc_{k}": v})
             base = base.left_join(alias, base[f"_utc_{k}"].date() == alias[f"_utc_date_{k}"])
-            local = base[f"_utc_{k}"] + base[f"_zone_min_{k}"].fill_null(0).as_interval("m")
+            at = base[f"_utc_{k}"]
+            switched = (
+                base[f"_switch_at_{k}"].notnull() & (at >= base[f"_switch_at_{k}"])
+            ).fill_null(False)
+            minutes = ibis.ifelse(switched, base[f"_zone_after_{k}"], base[f"_zone_min_{k}"])
+            local = at + minutes.fill_null(0).as_interval("m")
             values[k] = ibis.ifelse(in_utc[k], local, values[k])
         return values, base
 
