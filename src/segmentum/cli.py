@@ -492,12 +492,14 @@ def clv_validate_cmd(
 ) -> None:
     """Fit BG/NBD, MBG/NBD and Pareto/NBD on the calibration period, compare their holdout
     forecasts with what happened, choose one and say how it did."""
+    from segmentum.features import purchase_days
     from segmentum.models.validate import validate
 
     cal = _as_of(calibration_end)
     assert cal is not None
     wh = connect(warehouse or load_settings().warehouse)
-    v = validate(wh.table("transactions"), cal, _as_of(holdout_end))
+    # The stored purchase days: net of the stored return links, not relinked twice here.
+    v = validate(purchase_days(wh), cal, _as_of(holdout_end))
     out.write_text(v.to_html(), encoding="utf-8")
     if as_json:
         payload = {
