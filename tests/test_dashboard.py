@@ -414,7 +414,7 @@ def test_report_opens_offline_in_both_languages(
 def test_an_admin_makes_and_revokes_a_key_in_the_dashboard(
     tab: Any, server: dict[str, Any]
 ) -> None:
-    t = tab("es")
+    t = tab("es", axe=True)
     page = t.sign_in(server, key="admin")
     page.on("dialog", lambda d: d.accept())
     page.click("#nav-keys")
@@ -442,6 +442,7 @@ def test_an_admin_makes_and_revokes_a_key_in_the_dashboard(
     own = server["keys"]["admin"].split("_")[1]
     assert page.locator(f"#key-{own} button.revoke").count() == 0
     assert not RAW.findall(page.inner_text("main"))
+    assert not _serious_accessibility_issues(page)
     assert not _errors(t), _errors(t)
 
 
@@ -449,7 +450,7 @@ def test_an_admin_subscribes_a_webhook_from_a_segment(tab: Any, server: dict[str
     import segmentum
     from segmentum.history.webhooks import subscriptions
 
-    t = tab("en")
+    t = tab("en", axe=True)
     page = t.sign_in(server, key="admin")
     page.on("dialog", lambda d: d.accept())
     page.goto(server["url"] + "/dashboard/explorer?segment=vip")
@@ -460,6 +461,7 @@ def test_an_admin_subscribes_a_webhook_from_a_segment(tab: Any, server: dict[str
     secret = page.inner_text("#new-webhook-secret")
     assert secret.startswith("whsec_")
     assert "127.0.0.1:9/crm-hook" in page.inner_text("#webhook-list")
+    assert not _serious_accessibility_issues(page)
     page.fill("#webhook-url", "http://127.0.0.1:9/crm-hook")
     page.click("#subscribe-webhook")
     page.wait_for_selector("#webhook-error")
@@ -476,3 +478,14 @@ def test_an_admin_subscribes_a_webhook_from_a_segment(tab: Any, server: dict[str
         assert subscriptions(wh, "vip") == []
     # The repeated subscription is answered 422 on purpose; the browser logs that status.
     assert not [e for e in _errors(t) if "status of 422" not in e], _errors(t)
+
+
+def _serious_accessibility_issues(page: Page) -> list[str]:
+    """axe-core's serious and critical findings on the page as it is now."""
+    page.add_script_tag(path=str(AXE))
+    found: list[str] = page.evaluate(
+        "async () => (await axe.run(document, {resultTypes: ['violations']})).violations"
+        ".filter(v => ['serious', 'critical'].includes(v.impact))"
+        ".map(v => v.id + ': ' + v.nodes.slice(0, 3).map(n => n.target.join(' ')).join(', '))"
+    )
+    return found
