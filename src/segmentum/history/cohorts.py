@@ -2,7 +2,8 @@
 
 ``cohorts`` groups customers by the month of their first purchase (or by the first segment
 they were seen in) and follows, month by month, the share still buying and the revenue per
-customer, computed in the engine from the invoice lines.
+customer, computed in the engine from the net purchase days (cancelled orders are not
+purchases, returns count against the day of the purchase they undo).
 
 ``forecast`` projects segment sizes with a Markov chain: the transition rates between
 consecutive snapshots (pooled over the history, with customers who are not yet customers or are
@@ -22,6 +23,7 @@ import ibis.expr.types as ir
 import numpy as np
 
 from segmentum.errors import InputError
+from segmentum.features import purchase_days
 from segmentum.history.migration import labels_at
 from segmentum.history.snapshots import snapshot_dates
 from segmentum.warehouse import Warehouse
@@ -45,10 +47,11 @@ def cohorts(wh: Warehouse, by: str = "month", classification: str = "value_tier"
     ``by="month"``: cohort = month of first purchase. ``by="segment"``: cohort = the value of
     ``classification`` in the first snapshot the customer appears in.
     """
-    t = wh.table("transactions")
-    t = t.filter(t.customer_id.notnull() & (t.quantity > 0))
-    month = t.timestamp.truncate("M").date()
-    lines = t.select("customer_id", month=month, amount="amount")
+    # Net purchase days, as the features count them: an order cancelled in full is no
+    # purchase (a customer with nothing else is in no cohort), returns net against the day.
+    days = purchase_days(wh)
+    month = ibis.date(days.day.year(), days.day.month(), 1)
+    lines = days.select("customer_id", month=month, amount=days.value)
     active = lines.group_by(["customer_id", "month"]).aggregate(revenue=lines.amount.sum())
     first = active.group_by("customer_id").aggregate(first_month=active.month.min())
     j = active.join(first, "customer_id")
