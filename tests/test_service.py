@@ -51,6 +51,15 @@ def test_every_endpoint_but_health_needs_a_key(server: dict[str, Any]) -> None:
     assert http.get(f"{base}/v1/segments", headers=bearer).status_code == 200
 
 
+def test_a_key_in_a_cookie_opens_nothing(server: dict[str, Any]) -> None:
+    """Only a session id may travel in a cookie: the old raw-key cookie is not read at all."""
+    base, key = server["url"], server["keys"]["admin"]
+    for path in ("/v1/segments", "/v1/overview"):
+        assert http.get(f"{base}{path}", cookies={"segmentum_key": key}).status_code == 401
+    page = http.get(f"{base}/dashboard", cookies={"segmentum_key": key})
+    assert page.status_code == 303 and "/login" in page.headers["location"]
+
+
 def test_keys_are_stored_hashed_and_can_be_revoked(server: dict[str, Any]) -> None:
     state = server["app"].state.svc.state
     key = create_key(state, "temp", ["read"])
