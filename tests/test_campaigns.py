@@ -407,8 +407,12 @@ def test_results_from_ingested_and_from_derived_conversions(cwh: Warehouse) -> N
     assert r.source == "derived"
     assert r.overall.treated == (log.status == "sent").sum()
     assert r.overall.control == (log.group == "control").sum()
-    tx = cwh.table("transactions").to_pandas()
-    window = tx[(tx.quantity > 0) & (tx.timestamp >= "2025-06-01") & (tx.timestamp < "2025-06-15")]
+    # Conversions are net purchases: an order cancelled in full converts nobody.
+    from segmentum.features.customer import net_lines
+    from segmentum.ingest.returns import links
+
+    tx = net_lines(cwh.table("transactions"), links(cwh)).to_pandas()
+    window = tx[(tx.timestamp >= "2025-06-01") & (tx.timestamp < "2025-06-15")]
     buyers = set(window.customer_id)
     treated = log[log.status == "sent"].customer_id
     assert r.overall.conv_treated == pytest.approx(treated.isin(buyers).mean())

@@ -197,3 +197,38 @@ def test_churn_labels_count_an_order_returned_later_as_no_purchase(export: Wareh
     churned = df.set_index("customer_id").churned.to_dict()
     # 15100's March sofa came back in April: not a purchase in the horizon; the mugs are.
     assert churned == {"12583": 0, "15100": 1, "17850": 0}
+
+
+def test_a_cancelled_order_is_no_campaign_conversion(export: Warehouse) -> None:
+    import pyarrow as pa
+
+    from segmentum.campaigns.measure import member_outcomes
+
+    # A campaign sent on 1 February 2024; 14 days to convert. 17850's sofa (10 February) was
+    # cancelled the next morning; 12583's two lamps came back (a return, not an order);
+    # 15100 bought nothing then.
+    sent = dt.datetime(2024, 2, 1, 8, 0)
+    members = ["17850", "12583", "15100"]
+    export.write(
+        "campaign_sends",
+        pa.table(
+            {
+                "campaign_id": ["spring"] * 3,
+                "customer_id": members,
+                "group": ["treatment", "treatment", "control"],
+                "status": ["sent", "sent", "held_out"],
+                "rfm_segment": ["Loyal"] * 3,
+                "sent_at": pa.array([sent, sent, None], pa.timestamp("us")),
+                "scheduled_at": pa.array([sent] * 3, pa.timestamp("us")),
+                "logged_at": pa.array([sent] * 3, pa.timestamp("us")),
+            }
+        ),
+    )
+    df, source = member_outcomes(export, "spring", 14)
+    got = df.set_index("customer_id").loc[members]
+    assert source == "derived"
+    assert got.converted.tolist() == [0, 0, 0] and got.revenue.tolist() == [0.0, 0.0, 0.0]
+    # Within a month, 17850's March mug counts: what was kept, not what was ordered.
+    df, _ = member_outcomes(export, "spring", 31)
+    got = df.set_index("customer_id").loc[members]
+    assert got.converted.tolist() == [1, 0, 0] and got.revenue.tolist() == [5.0, 0.0, 0.0]

@@ -30,6 +30,8 @@ import pandas as pd
 from scipy import stats
 
 from segmentum.config import Settings
+from segmentum.features.customer import net_lines
+from segmentum.ingest.returns import links
 from segmentum.warehouse import Warehouse
 
 
@@ -165,7 +167,9 @@ def member_outcomes(
         start=ibis.coalesce(s.sent_at, s.scheduled_at, s.logged_at),
     )
     tx = wh.table("transactions")
-    tx = tx.filter(tx.customer_id.notnull() & (tx.quantity > 0))
+    # Net purchases: a cancelled order is no conversion, returned money is no revenue.
+    tx = net_lines(tx.filter(tx.customer_id.notnull()), links(wh))
+    tx = tx.select("customer_id", "timestamp", "amount")
     j = members.left_join(
         tx,
         (members.customer_id == tx.customer_id)

@@ -380,19 +380,27 @@ def customer_features(
 def net_purchase_lines(
     transactions: ir.Table, as_of: _dt.date, links: ir.Table | None = None
 ) -> ir.Table:
-    """Purchase lines before ``as_of`` as they stand once returns are counted.
+    """Purchase lines before ``as_of`` as they stand once returns are counted
+    (:func:`net_lines`). ``links``: the stored ``return_links``; by default linked here."""
+    links = net_links(transactions, links)
+    t = transactions
+    return net_lines(t.filter((t.timestamp < _cutoff(as_of)) & t.customer_id.notnull()), links)
+
+
+def net_lines(lines: ir.Table, links: ir.Table) -> ir.Table:
+    """The purchase lines of ``lines`` as they stand once returns are counted.
 
     Lines of an order that its returns cancel in full are left out, and so is a line whose
     units all came back; a line partly returned keeps what was kept: ``quantity`` and
-    ``amount`` less the units and money returned against it (never below zero). The same
-    lines are in the cross-sell baskets (:func:`segmentum.campaigns.fpgrowth.basket_items`).
-    ``links``: the stored ``return_links``; by default linked here.
+    ``amount`` less the units and money returned against it (never below zero), whenever the
+    return was made. The same lines are in the cross-sell baskets
+    (:func:`segmentum.campaigns.fpgrowth.basket_items`). ``links``: the stored
+    ``return_links`` (:func:`segmentum.ingest.returns.links`).
     """
-    links = net_links(transactions, links)
-    lines = window_lines(transactions, as_of, _returns.cancelled_invoices(links))
-    lines = lines.filter(lines.is_purchase)
+    marked = mark_purchases(lines, _returns.cancelled_invoices(links))
+    marked = marked.filter(marked.is_purchase)
     back = _returns.returned_per_line(links)
-    t = lines.left_join(back, ["invoice_id", "line"])
+    t = marked.left_join(back, ["invoice_id", "line"])
     t = t.drop(*[c for c in t.columns if c.endswith("_right")])
     kept = t.quantity + t.returned.fill_null(0)
     t = t.filter(kept > _returns.EPS)
