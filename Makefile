@@ -62,7 +62,8 @@ typecheck: install
 unit: install java openssl chromium postgresql
 	# One OpenMP/BLAS thread per process: tests run beside the servers they start, and spinning
 	# threads on a busy two-core machine make a model fit 15 times slower.
-	OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 $(BIN)/python -m pytest -q
+	# Two workers (pytest-xdist), one test file each at a time: module fixtures are built once.
+	OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 test: lint typecheck unit
 
