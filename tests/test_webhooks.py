@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from segmentum.cli import main
 from segmentum.errors import InputError
 from segmentum.history.log import log_changes
 from segmentum.history.webhooks import (
@@ -71,3 +72,23 @@ def test_a_new_subscription_starts_from_now_and_checks_its_address(
             subscribe(wh, "vip", url)
     with pytest.raises(InputError, match="no segment"):
         subscribe(wh, "nobody_saved_this", "https://crm.example.com/x")
+
+
+def test_the_cli_subscribes_lists_and_unsubscribes(
+    service_db: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    copy = tmp_path / "cli.duckdb"
+    copy.write_bytes(service_db.read_bytes())
+    url = f"duckdb:///{copy}"
+    hook = "https://crm.example.com/cli-hook"
+    assert main(["segment", "subscribe", "vip", hook, "-w", url]) == 0
+    out = capsys.readouterr().out
+    assert "whsec_" in out and hook in out
+    sub_id = out.split("(id ")[1].split(")")[0]
+    assert main(["segment", "webhooks", "vip", "-w", url]) == 0
+    listed = capsys.readouterr().out
+    assert sub_id in listed and "whsec_" not in listed
+    assert main(["segment", "subscribe", "vip", "ftp://x", "-w", url]) == 2
+    assert "not a web address" in capsys.readouterr().err
+    assert main(["segment", "unsubscribe", sub_id, "-w", url]) == 0
+    assert main(["segment", "unsubscribe", sub_id, "-w", url]) == 2

@@ -657,6 +657,56 @@ def segment_delete_cmd(name: str, warehouse: WarehouseOpt = None) -> None:
     console.print(f"deleted segment {name}")
 
 
+@segment_app.command("subscribe")
+def segment_subscribe_cmd(
+    name: Annotated[str, typer.Argument(help="The saved segment.")],
+    url: Annotated[str, typer.Argument(help="Your endpoint, e.g. https://crm.example.com/hook")],
+    since: Annotated[
+        str | None, typer.Option(help="Also send changes after this date (YYYY-MM-DD).")
+    ] = None,
+    warehouse: WarehouseOpt = None,
+) -> None:
+    """Send this segment's enter / exit events to URL after each run, signed (secret shown once)."""
+    from segmentum.history.webhooks import subscribe
+
+    settings = load_settings()
+    day = _date(since, "--since") if since else None
+    sub = subscribe(connect(warehouse or settings.warehouse), name, url, since=day)
+    console.print(f"subscribed {escape(sub.url)} to {sub.segment} (id {sub.subscription_id})")
+    console.print(f"signing secret (shown once): {sub.secret}", soft_wrap=True)
+
+
+@segment_app.command("webhooks")
+def segment_webhooks_cmd(
+    name: Annotated[str | None, typer.Argument(help="Only this segment's.")] = None,
+    warehouse: WarehouseOpt = None,
+) -> None:
+    """Webhook subscriptions: id, segment, address, changes sent up to, last error."""
+    from segmentum.history.webhooks import subscriptions
+
+    settings = load_settings()
+    t = Table(title="webhook subscriptions", title_justify="left")
+    for c in ("id", "segment", "url", "sent up to", "last error"):
+        t.add_column(c)
+    for w in subscriptions(connect(warehouse or settings.warehouse), name):
+        sent = str(w.delivered_through or "")
+        t.add_row(w.subscription_id, w.segment, w.url, sent, w.last_error or "")
+    console.print(t)
+
+
+@segment_app.command("unsubscribe")
+def segment_unsubscribe_cmd(
+    subscription_id: Annotated[str, typer.Argument(help="The id shown by: segment webhooks")],
+    warehouse: WarehouseOpt = None,
+) -> None:
+    """Stop a webhook subscription."""
+    from segmentum.history.webhooks import unsubscribe
+
+    settings = load_settings()
+    unsubscribe(connect(warehouse or settings.warehouse), subscription_id)
+    console.print(f"unsubscribed {subscription_id}")
+
+
 @segment_app.command("list")
 def segment_list_cmd(warehouse: WarehouseOpt = None, as_json: JsonOpt = False) -> None:
     """List saved segments."""
