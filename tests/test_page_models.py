@@ -6,7 +6,14 @@ import datetime as dt
 
 import pyarrow as pa
 
-from segmentum.page_models import ACTIVITY, DIRECTORY, INVOICES, SNAPSHOT_KPIS, build_page_models
+from segmentum.page_models import (
+    ACTIVITY,
+    ACTIVITY_PER_CUSTOMER,
+    DIRECTORY,
+    INVOICES,
+    SNAPSHOT_KPIS,
+    build_page_models,
+)
 from segmentum.warehouse import Warehouse
 
 
@@ -32,10 +39,11 @@ def test_page_read_models_on_every_engine(backend: Warehouse) -> None:
         "events",
         pa.table(
             {
-                "customer_id": ["a", "b"],
-                "timestamp": ts[:2],
-                "event_type": ["page_view", "add_to_cart"],
-                "channel": ["web", "app"],
+                # Customer a browsed 25 times: the timeline keeps the latest 20.
+                "customer_id": ["a"] * 25 + ["b"],
+                "timestamp": [ts[0] + dt.timedelta(hours=h) for h in range(25)] + [ts[1]],
+                "event_type": ["page_view"] * 25 + ["add_to_cart"],
+                "channel": ["web"] * 25 + ["app"],
             }
         ),
     )
@@ -76,5 +84,9 @@ def test_page_read_models_on_every_engine(backend: Warehouse) -> None:
     assert set(written) == {INVOICES, ACTIVITY, DIRECTORY, SNAPSHOT_KPIS}
     k = wh.table(SNAPSHOT_KPIS).order_by("as_of").to_pyarrow().to_pylist()
     assert [(r["customers"], r["revenue"]) for r in k] == [(1, 10.0), (2, 35.0)]
-    assert wh.table(ACTIVITY).count().to_pyarrow().as_py() == 3
+    a = wh.table(ACTIVITY)
+    kept = a.filter((a.customer_id == "a") & (a.kind == "event")).to_pyarrow().to_pylist()
+    assert len(kept) == ACTIVITY_PER_CUSTOMER == 20
+    assert min(r["when"] for r in kept) == ts[0] + dt.timedelta(hours=5)  # the oldest dropped
+    assert a.count().to_pyarrow().as_py() == 20 + 1 + 1  # and b's event, and a's message
     assert wh.table(INVOICES).count().to_pyarrow().as_py() == 3

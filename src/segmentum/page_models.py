@@ -78,7 +78,7 @@ def _latest(t: ir.Table) -> ir.Table:
     """Each customer's ``ACTIVITY_PER_CUSTOMER`` latest rows."""
     w = ibis.window(group_by="customer_id", order_by=ibis.desc("when"))
     t = t.mutate(_n=ibis.row_number().over(w))
-    return t.filter(t._n < ACTIVITY_PER_CUSTOMER).drop("_n")
+    return t.filter(t._n < ACTIVITY_PER_CUSTOMER).drop("_n")  # ibis counts rows from 0
 
 
 def _activity(wh: Warehouse) -> ir.Table | None:
