@@ -95,8 +95,14 @@ def test_backfill_computes_saved_segments_point_in_time(hwh: Warehouse) -> None:
     c["as_of"] = pd.to_datetime(c.as_of).dt.date
     tx = hwh.table("transactions").to_pandas()
     tx = tx[tx.customer_id.notna() & (tx.timestamp < pd.Timestamp(d))]
-    freq = tx[tx.quantity > 0].groupby("customer_id").invoice_id.nunique()
-    recent = tx[(tx.quantity > 0) & (tx.timestamp >= pd.Timestamp(d) - pd.Timedelta(days=30))]
+    # Purchases are net: orders that their linked returns cancel in full are not purchases.
+    lk = hwh.table("return_links").to_pandas()
+    lk = lk[lk.invoice_cancelled]
+    gone = set(zip(lk.customer_id, lk.original_invoice_id, strict=True))
+    kept = [(c, i) not in gone for c, i in zip(tx.customer_id, tx.invoice_id, strict=True)]
+    tx = tx[(tx.quantity > 0) & pd.Series(kept, index=tx.index)]
+    freq = tx.groupby("customer_id").invoice_id.nunique()
+    recent = tx[tx.timestamp >= pd.Timestamp(d) - pd.Timedelta(days=30)]
     high = set(c[(c.as_of == d) & (c.value_tier == "high")].customer_id)
     expected = high & set(freq[freq >= 3].index) & set(recent.customer_id)
     assert got == expected and len(got) > 10

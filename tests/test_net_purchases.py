@@ -232,3 +232,20 @@ def test_a_cancelled_order_is_no_campaign_conversion(export: Warehouse) -> None:
     df, _ = member_outcomes(export, "spring", 31)
     got = df.set_index("customer_id").loc[members]
     assert got.converted.tolist() == [1, 0, 0] and got.revenue.tolist() == [5.0, 0.0, 0.0]
+
+
+def test_rule_counts_of_purchases_leave_out_cancelled_orders(export: Warehouse) -> None:
+    from segmentum.segments import rules as R
+
+    text = "count(purchases, last 60 days) >= 1 and exists(category == 'Furniture')"
+    calls = {c: text for c in R.calls(R.parse(text))}
+    cancelled = returns.cancelled_invoices(returns.links(export))
+    agg = R.window_aggregates(
+        calls, export.table("transactions"), "transactions", dt.date(2024, 3, 1), calls, cancelled
+    )
+    got = agg.execute().set_index("customer_id").sort_index()
+    count_key, exists_key = (R.call_key(c) for c in calls)
+    # In the 60 days before March: 17850's mug counts, their sofa was cancelled (1, not 2);
+    # 13047's only order was cancelled (0, not 1); only 15100 kept a piece of furniture.
+    assert got[count_key].to_dict() == {"12583": 1.0, "13047": 0.0, "15100": 1.0, "17850": 1.0}
+    assert got[exists_key].to_dict() == {"12583": 0.0, "13047": 0.0, "15100": 1.0, "17850": 0.0}

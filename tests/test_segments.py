@@ -142,9 +142,12 @@ def test_window_functions_match_an_independent_sql_computation(whs: Warehouse) -
     con = whs.con.con
     expected = {
         "active": con.execute(
-            "select count(*) from (select customer_id from transactions where quantity > 0 "
+            "select count(*) from (select customer_id from transactions t where quantity > 0 "
             "and customer_id is not null and timestamp >= ?::date - interval 30 day "
-            "and timestamp < ?::date group by 1 having count(distinct invoice_id) >= 2)",
+            "and timestamp < ?::date and not exists (select 1 from return_links r where "
+            "r.invoice_cancelled and r.customer_id = t.customer_id "
+            "and r.original_invoice_id = t.invoice_id) "  # cancelled orders are not purchases
+            "group by 1 having count(distinct invoice_id) >= 2)",
             [as_of, as_of],
         ).fetchone()[0],
         "shoes": con.execute(

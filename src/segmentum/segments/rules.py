@@ -46,6 +46,7 @@ import ibis
 import ibis.expr.types as ir
 
 from segmentum.errors import InputError
+from segmentum.features.customer import mark_purchases
 
 # --------------------------------------------------------------------------------------------
 # Errors
@@ -859,10 +860,14 @@ def window_aggregates(
     table_name: str,
     as_of: _dt.date,
     text_of: Mapping[Call, str],
+    cancelled: ir.Table | None = None,
 ) -> ir.Table:
     """One pass over ``table``: every window call over it as a conditional aggregate per customer.
 
     All calls over the same table, from every rule, share this single grouped scan.
+    ``cancelled``: for transactions, the orders that returns cancel in full
+    (:func:`segmentum.ingest.returns.cancelled_invoices`): they are not purchases, as in the
+    features.
     """
     calls_ = list(dict.fromkeys(calls_))
     cutoff = ibis.literal(_dt.datetime(as_of.year, as_of.month, as_of.day), "timestamp")
@@ -870,6 +875,8 @@ def window_aggregates(
     t = table.filter(table.customer_id.notnull() & (table.timestamp < cutoff))
     if longest < 10**6:
         t = t.filter(t.timestamp >= cutoff - ibis.interval(days=longest))
+    if table_name == "transactions" and cancelled is not None:
+        t = mark_purchases(t, cancelled)
     mapping = LINE_COLUMNS[table_name]
     line_kinds = {k: kind_of(t.schema()[v]) for k, v in mapping.items() if v in t.columns}
     aggs: dict[str, ir.Scalar] = {}
@@ -879,7 +886,8 @@ def window_aggregates(
             cond = t.timestamp >= cutoff - ibis.interval(days=call.window.days)
         if table_name == "transactions" and call.func != "sum":
             # count / exists over purchases (the default) or returns; sum() is net of returns.
-            cond = cond & ((t.quantity < 0) if call.source == "returns" else (t.quantity > 0))
+            bought = t.is_purchase if "is_purchase" in t.columns else t.quantity > 0
+            cond = cond & ((t.quantity < 0) if call.source == "returns" else bought)
         if call.where is not None:
             where = compile_node(
                 text_of[call],

@@ -28,6 +28,7 @@ import yaml
 
 from segmentum.config import Settings, load_settings
 from segmentum.errors import InputError
+from segmentum.ingest.returns import cancelled_invoices, links
 from segmentum.segments import rules as R
 from segmentum.segments.reach import Reach, reach
 from segmentum.segments.view import account_view, customer_view
@@ -357,7 +358,9 @@ class Segments:
         base = view
         scans: dict[str, int] = {}
         for tname, cs in all_calls.items():
-            w = R.window_aggregates(cs, self.wh.table(tname), tname, as_of, cs)
+            # Purchases are net, as in the features: a cancelled order is not one.
+            gone = cancelled_invoices(links(self.wh)) if tname == "transactions" else None
+            w = R.window_aggregates(cs, self.wh.table(tname), tname, as_of, cs, gone)
             keys = list(dict.fromkeys(R.call_key(c) for c in cs))
             scans[tname] = len(keys)
             base = base.left_join(w, "customer_id").drop("customer_id_right")
