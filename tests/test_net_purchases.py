@@ -249,3 +249,17 @@ def test_rule_counts_of_purchases_leave_out_cancelled_orders(export: Warehouse) 
     # 13047's only order was cancelled (0, not 1); only 15100 kept a piece of furniture.
     assert got[count_key].to_dict() == {"12583": 1.0, "13047": 0.0, "15100": 1.0, "17850": 1.0}
     assert got[exists_key].to_dict() == {"12583": 0.0, "13047": 0.0, "15100": 1.0, "17850": 0.0}
+
+
+def test_a_cancelled_order_says_nothing_about_when_a_customer_buys(export: Warehouse) -> None:
+    from segmentum.campaigns.timing import _signals
+
+    s = _signals(export, dt.date(2024, 4, 1)).execute()
+    # 13047 ordered only once, and cancelled: no purchase signal. 17850's sofa ordered on a
+    # Saturday evening was cancelled: only their mugs (Wednesday, Friday) say when they buy.
+    assert "13047" not in set(s.customer_id)
+    mine = s[s.customer_id == "17850"]
+    assert sorted(zip(mine.weekday, mine.hour_band, strict=True)) == [
+        ("fri", "night"),
+        ("wed", "morning"),
+    ]

@@ -19,7 +19,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import ibis
 import ibis.expr.types as ir
 
-from segmentum.features.customer import HOUR_BANDS, WEEKDAYS
+from segmentum.features.customer import HOUR_BANDS, WEEKDAYS, mark_purchases
+from segmentum.ingest.returns import cancelled_invoices, links
 from segmentum.segments.view import customer_view
 from segmentum.warehouse import Warehouse
 
@@ -90,7 +91,10 @@ def _signals(wh: Warehouse, as_of: _dt.date) -> ir.Table:
     """Purchases and message opens / clicks: customer, hour band, weekday, device, channel."""
     cutoff = ibis.literal(_dt.datetime(as_of.year, as_of.month, as_of.day), "timestamp")
     tx = wh.table("transactions")
-    tx = tx.filter(tx.customer_id.notnull() & (tx.quantity > 0) & (tx.timestamp < cutoff))
+    tx = tx.filter(tx.customer_id.notnull() & (tx.timestamp < cutoff))
+    # Purchases as the features' preferences count them: a cancelled order is not one.
+    tx = mark_purchases(tx, cancelled_invoices(links(wh)))
+    tx = tx.filter(tx.is_purchase)
     signals = tx.select(
         "customer_id",
         hour_band=_band(tx.timestamp),
