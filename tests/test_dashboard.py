@@ -397,7 +397,7 @@ def test_report_opens_offline_in_both_languages(
 def test_an_admin_makes_and_revokes_a_key_in_the_dashboard(
     tab: Any, server: dict[str, Any]
 ) -> None:
-    t = tab("es", axe=True)
+    t = tab("es")
     page = t.sign_in(server, key="admin")
     page.on("dialog", lambda d: d.accept())
     page.click("#nav-keys")
@@ -433,7 +433,7 @@ def test_an_admin_subscribes_a_webhook_from_a_segment(tab: Any, server: dict[str
     import segmentum
     from segmentum.history.webhooks import subscriptions
 
-    t = tab("en", axe=True)
+    t = tab("en")
     page = t.sign_in(server, key="admin")
     page.on("dialog", lambda d: d.accept())
     page.goto(server["url"] + "/dashboard/explorer?segment=vip")
