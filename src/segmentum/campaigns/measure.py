@@ -166,9 +166,10 @@ def member_outcomes(
         segment=s.rfm_segment.fill_null("(unknown)"),
         start=ibis.coalesce(s.sent_at, s.scheduled_at, s.logged_at),
     )
-    tx = wh.table("transactions")
     # Net purchases: a cancelled order is no conversion, returned money is no revenue.
-    tx = net_lines(tx.filter(tx.customer_id.notnull()), links(wh))
+    returns = links(wh)  # first: it gives an older sales table the line columns it lacks
+    tx = wh.table("transactions")
+    tx = net_lines(tx.filter(tx.customer_id.notnull()), returns)
     tx = tx.select("customer_id", "timestamp", "amount")
     j = members.left_join(
         tx,

@@ -42,7 +42,7 @@ import ibis
 import ibis.expr.types as ir
 import pyarrow as pa
 
-from segmentum.schema import RETURN_LINKS
+from segmentum.schema import RETURN_LINKS, TRANSACTIONS
 from segmentum.warehouse import Warehouse
 
 LINKS = RETURN_LINKS.name
@@ -271,7 +271,9 @@ class LinkUpdate:
 
 def links(wh: Warehouse, fingerprint: tuple[int, int] | None = None) -> ir.Table:
     """The stored ``return_links``, rebuilt first if missing or stale against the lines."""
-    tx = wh.table("transactions")
+    wh.table("transactions")  # a clear error when no sales are loaded
+    # A table written by an older version (or by hand) gets the line columns it lacks, empty.
+    tx = wh.ensure(TRANSACTIONS)
     current = fingerprint or wh.fingerprint(tx, SOURCE_COLUMNS)
     if wh.has(LINKS) and stored_fingerprint(wh, LINKS) == current:
         return wh.table(LINKS)
