@@ -8,7 +8,7 @@ DEMO_DIR  ?= demo-data
 DEMO_CUSTOMERS ?= 5000
 SERVE ?= 1
 
-.PHONY: run test install java openssl chromium postgresql lint typecheck unit bench clean
+.PHONY: run test test-spark install java openssl chromium postgresql lint typecheck unit bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -66,6 +66,10 @@ unit: install java openssl chromium postgresql
 	OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 test: lint typecheck unit
+
+# Every test case on the local Spark session too (make test runs one per layer: spark_core).
+test-spark: install java
+	OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 --dist loadfile -m spark --all-spark
 
 bench: install java
 	cd benchmarks && ../$(BIN)/python run_all.py

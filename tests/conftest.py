@@ -51,6 +51,30 @@ os.environ.setdefault("SEGMENTUM_PURCHASE_MODEL", "MBG/NBD")
 CDNOW = ROOT / "tests" / "data" / "cdnow"
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--all-spark",
+        action="store_true",
+        help="run every test on the local Spark session, not only those marked spark_core",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``make test`` runs Spark on one test per layer (marked ``spark_core``: ingest, features
+    and classes, read models); ``make test-spark`` runs every Spark case. A Spark query on
+    test-sized data costs seconds of planning, so the full set takes longer than the rest of
+    the suite together on two cores."""
+    if config.getoption("--all-spark"):
+        return
+    kept, skipped = [], []
+    for item in items:
+        spark = item.get_closest_marker("spark") and not item.get_closest_marker("spark_core")
+        (skipped if spark else kept).append(item)
+    if skipped:
+        config.hook.pytest_deselected(items=skipped)
+        items[:] = kept
+
+
 @pytest.fixture
 def wh(tmp_path: Path) -> Iterator[Warehouse]:
     """A fresh warehouse in a real DuckDB file."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pyarrow as pa
+import pytest
 
 from segmentum.page_models import (
     ACTIVITY,
@@ -17,6 +18,7 @@ from segmentum.page_models import (
 from segmentum.warehouse import Warehouse
 
 
+@pytest.mark.spark_core
 def test_page_read_models_on_every_engine(backend: Warehouse) -> None:
     """Invoices, activity, directory and snapshot figures, built in the engine."""
     wh = backend

@@ -16,6 +16,7 @@ from segmentum.segments.classes import classify
 from segmentum.warehouse import Warehouse
 
 
+@pytest.mark.spark_core
 def test_ingest_reports_the_same_on_every_backend(backend: Warehouse, tmp_path: Path) -> None:
     text = "id_cliente;fecha;importe\nA1;05/03/2024 10:00;12,50\nA1;05/03/2024 10:00;12,50\nA2;31/02/2024;3\n;06/03/2024;1.234,50\n"
     [r] = segmentum.ingest("transactions", write(tmp_path / "s.csv", text), warehouse=backend)
@@ -26,6 +27,7 @@ def test_ingest_reports_the_same_on_every_backend(backend: Warehouse, tmp_path: 
 
 
 @pytest.mark.spark
+@pytest.mark.spark_core
 def test_features_and_classes_are_identical_on_duckdb_and_spark(
     tmp_path: Path, spark_session: object
 ) -> None:
