@@ -355,7 +355,11 @@ def _alive_flags(out: ir.Table, clv: ir.Table, cuts: LifecycleCuts) -> ir.Table:
     j = out.left_join(clv.select("customer_id", p_alive=alive), "customer_id").drop(
         "customer_id_right"
     )
-    times = j.recency_ratio.round(1).cast("string")
+    # One decimal written from integers: engines print a rounded float differently ("3.0" on
+    # DuckDB, "3" on PostgreSQL), and this text reaches people.
+    tenths = (j.recency_ratio * 10).round().cast("int64")
+    whole, tenth = (tenths // 10).cast("string"), (tenths % 10).cast("string")
+    times, veces = whole + "." + tenth, whole + "," + tenth  # 3.5x / 3,5 veces
     silent = (j.p_alive >= 0.5) & (j.recency_ratio > cuts.lapsed)
     none = ibis.null("string")
     return j.mutate(
@@ -366,7 +370,7 @@ def _alive_flags(out: ir.Table, clv: ir.Table, cuts: LifecycleCuts) -> ir.Table:
         ),
         alive_flag_es=ibis.ifelse(
             silent,
-            "sin comprar " + times + " veces su intervalo habitual: P(activo) no es fiable",
+            "sin comprar " + veces + " veces su intervalo habitual: P(activo) no es fiable",
             none,
         ),
     ).drop("p_alive")
