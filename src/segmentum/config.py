@@ -196,6 +196,34 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("api_docs", True, "Serve the API docs (/docs, /openapi.json) to holders of a key."),
     Setting("session_minutes", 60, "Dashboard sessions end after this many idle minutes."),
     Setting("session_max_hours", 12, "Dashboard sessions end this many hours after sign-in."),
+    Setting(
+        "market_geojson",
+        "",
+        "A GeoJSON file of your regions: the Market page and the report draw a choropleth of "
+        "penetration on it (empty: a sorted table and bars).",
+    ),
+    Setting(
+        "market_geojson_key",
+        "name",
+        "The GeoJSON feature property holding the region name or code used in the population.",
+    ),
+    Setting(
+        "market_best_share",
+        0.2,
+        "Share of market cells (by value per customer) taken as the best cells the white "
+        "space compares against.",
+    ),
+    Setting(
+        "market_min_customers",
+        10,
+        "Customers a cell needs before it can count among the best cells.",
+    ),
+    Setting(
+        "market_prior_customers",
+        10.0,
+        "Weight, in customers, of the base average in a cell's expected value per customer "
+        "(small cells lean on the average).",
+    ),
 )
 
 _DEFAULTS = {s.name: s.default for s in SETTINGS}
@@ -259,6 +287,11 @@ class Settings:
     api_docs: bool = _DEFAULTS["api_docs"]
     session_minutes: int = _DEFAULTS["session_minutes"]
     session_max_hours: int = _DEFAULTS["session_max_hours"]
+    market_geojson: str = _DEFAULTS["market_geojson"]
+    market_geojson_key: str = _DEFAULTS["market_geojson_key"]
+    market_best_share: float = _DEFAULTS["market_best_share"]
+    market_min_customers: int = _DEFAULTS["market_min_customers"]
+    market_prior_customers: float = _DEFAULTS["market_prior_customers"]
 
     def with_overrides(self, **changes: Any) -> Settings:
         """Return a copy with the non-None ``changes`` applied and validated."""

@@ -551,6 +551,90 @@ def _campaign_chunk(rng: np.random.Generator, ids: np.ndarray, seg: np.ndarray) 
     )
 
 
+# Survey answers: (promoter, detractor) probabilities per planted segment. Promotion hunters
+# are the planted detractor-heavy group, and their complaints are about late deliveries.
+_NPS_MIX = {
+    "loyal_high_value": (0.62, 0.08),
+    "promo_hunter": (0.12, 0.58),
+    "seasonal": (0.45, 0.15),
+    "one_off": (0.32, 0.24),
+    "lapsing": (0.28, 0.30),
+    "new": (0.42, 0.16),
+}
+_COMMENTS = {
+    "promoter": (
+        "Muy buena calidad y atención excelente",
+        "Todo perfecto, repetiré",
+        "Great quality and friendly staff",
+        "Me encanta la tienda, precio justo",
+        "Atención excelente en tienda",
+    ),
+    "passive": (
+        "Bien, aunque algo caro",
+        "Correcto, sin más",
+        "Good but the app is slow",
+        "La web podría ser más sencilla",
+    ),
+    "detractor": (
+        "La calidad no es la esperada",
+        "Atención al cliente lenta",
+        "Product broke after a week",
+        "Demasiado caro para lo que es",
+    ),
+    "late": (
+        "El envío llegó tarde otra vez",
+        "Envío tarde y sin seguimiento del pedido",
+        "El pedido llegó tarde y el envío fue caro",
+        "Late delivery again, tracking never updated",
+        "Gastos de envío caros y el envío llegó tarde",
+    ),
+}
+
+
+def _responses_chunk(
+    rng: np.random.Generator, ids: np.ndarray, seg: np.ndarray, first_day: np.ndarray
+) -> pd.DataFrame:
+    """Survey answers of a chunk: a third of customers answer once, some twice, a few anonymous."""
+    names = [s.name for s in SEGMENTS]
+    who = np.flatnonzero(rng.random(len(ids)) < 0.35)
+    again = who[rng.random(len(who)) < 0.15]
+    who = np.concatenate([who, again])
+    n = len(who)
+    start = np.maximum(first_day[who] + 1, DAYS - 540)
+    day = np.minimum(start + (rng.random(n) * (DAYS - start)).astype(int), DAYS - 1)
+    mix = np.array([_NPS_MIX[names[k]] for k in seg[who]]).reshape(n, 2)
+    u = rng.random(n)
+    kind = np.where(u < mix[:, 0], 2, np.where(u < mix[:, 0] + mix[:, 1], 0, 1))
+    nps = np.where(
+        kind == 2,
+        rng.integers(9, 11, n),
+        np.where(kind == 1, rng.integers(7, 9, n), rng.choice(7, n, p=_DETRACTOR_SCORES)),
+    )
+    csat = np.clip(np.where(kind == 2, 5, np.where(kind == 1, 4, 2)) - rng.integers(0, 2, n), 1, 5)
+    late = (seg[who] == names.index("promo_hunter")) & (kind == 0)
+    pools = np.where(late, 3, np.where(kind == 2, 0, np.where(kind == 1, 1, 2)))
+    labels = ("promoter", "passive", "detractor", "late")
+    comments = [_COMMENTS[labels[p]][int(rng.integers(len(_COMMENTS[labels[p]])))] for p in pools]
+    says = rng.random(n) < 0.7
+    when = pd.Timestamp(START) + pd.to_timedelta(day, unit="D")
+    when = when + pd.to_timedelta(rng.integers(9 * 60, 22 * 60, n), unit="min")
+    anonymous = rng.random(n) < 0.05
+    return pd.DataFrame(
+        {
+            "id_cliente": np.where(anonymous, None, ids[who]),
+            "fecha_respuesta": when.strftime("%Y-%m-%dT%H:%M:%S+01:00"),
+            "nps": nps,
+            "csat": np.where(rng.random(n) < 0.8, csat, None),
+            "comentario": np.where(says, np.array(comments, dtype=object), None),
+            "canal": rng.choice(["email", "web", "app"], n, p=[0.5, 0.3, 0.2]),
+        }
+    ).sort_values("fecha_respuesta", kind="stable")
+
+
+# Detractor scores 0-6: most unhappy customers give a 5 or a 6.
+_DETRACTOR_SCORES = np.array([0.04, 0.03, 0.05, 0.1, 0.13, 0.3, 0.35])
+
+
 def _prospects(rng: np.random.Generator, n: int) -> tuple[pd.DataFrame, np.ndarray]:
     df, seg, _ = _customers_chunk(rng, 10**7, n, b2b=True)
     df = df.rename(columns={"id_cliente": "id_lead"}).drop(columns=["fecha_alta"])
@@ -802,7 +886,7 @@ def generate(
     >>> import tempfile
     >>> files = generate(tempfile.mkdtemp(), customers=200)
     >>> sorted(files)
-    ['campaign_results', 'customers', 'events', 'ground_truth', 'products', 'segments', 'transactions']
+    ['campaign_results', 'customers', 'events', 'ground_truth', 'population', 'products', 'responses', 'segments', 'transactions']
     """
     if customers < 1:
         raise InputError("--customers must be at least 1")
@@ -820,12 +904,14 @@ def generate(
         "campaign_results": out / "campaign_results.csv",
         "ground_truth": out / "ground_truth.csv",
         "products": out / "products.csv",
+        "responses": out / "responses.csv",
     }
     # Every output is appended chunk by chunk: memory stays bounded at any size.
     tx = _Writer(files["transactions"], fmt)
     ev = _Writer(files["events"], fmt)
     camp = _Writer(files["campaign_results"], "csv")
     truth = _Writer(files["ground_truth"], "csv")
+    answers = _Writer(files["responses"], "csv")
     invoice = 100000
     notes: dict[str, object] = {}
     try:
@@ -857,8 +943,16 @@ def generate(
             ev.write(ev_chunk)
             camp.write(camp_chunk)
             truth.write(truth_chunk)
+            # Its own random stream: the other files stay as they were before surveys existed.
+            resp = _responses_chunk(np.random.default_rng([seed, start, 19]), ids, seg, first_day)
+            if messy:
+                # Written by a spreadsheet: float ids ("12350.0") that must still join.
+                resp["id_cliente"] = _numeric_ids(resp["id_cliente"]).map(
+                    lambda x: None if x is None else f"{x}.0"
+                )
+            answers.write(resp)
     finally:
-        for w in (tx, ev, camp, truth):
+        for w in (tx, ev, camp, truth, answers):
             w.close()
     per_cat = N_PRODUCTS // len(CATEGORIES)
     pd.DataFrame(
@@ -873,6 +967,10 @@ def generate(
     ).to_csv(files["products"], index=False)
     files["segments"] = out / "segments.yaml"
     files["segments"].write_text(DEMO_SEGMENTS, encoding="utf-8")
+    files["population"] = out / "poblacion.csv"
+    _population(customers, seed).to_csv(
+        files["population"], sep=";", decimal=",", index=False, encoding="utf-8"
+    )
     if messy:
         files["messy"] = out / "messy.json"
         files["messy"].write_text(json.dumps(notes, indent=2) + "\n", encoding="utf-8")
@@ -888,6 +986,70 @@ def generate(
             }
         ).to_csv(files["ground_truth"], mode="a", header=False, index=False)
     return files
+
+
+# The reference population (``poblacion.csv``): people per region, age band and sex, written as
+# a census export. Most regions have one customer per _PEOPLE_PER_CUSTOMER people; the planted
+# white space has ten times the people for its customers (same age mix and spend per head as
+# the best regions), and the decoy is as under-penetrated only among the young, who are worth
+# little here, with a poorer market.
+POPULATION_PLANTED = "Comunitat Valenciana"
+POPULATION_DECOY = "Lima"
+_PEOPLE_PER_CUSTOMER = 400.0
+_AGE_BANDS = ((18, 24), (25, 34), (35, 44), (45, 54), (55, 64), (65, 200))
+_SPEND_PER_HEAD = (300.0, 450.0, 600.0, 650.0, 550.0, 400.0)
+
+
+def _age_band_shares() -> np.ndarray:
+    """Share of customers in each of ``_AGE_BANDS``: ages are uniform within a segment's range."""
+    out = np.zeros(len(_AGE_BANDS))
+    for s in SEGMENTS:
+        ages = np.arange(s.ages[0], s.ages[1] + 1)
+        for i, (lo, hi) in enumerate(_AGE_BANDS):
+            out[i] += s.share * np.mean((ages >= lo) & (ages <= hi))
+    return out / out.sum()
+
+
+def _population(customers: int, seed: int) -> pd.DataFrame:
+    """The demo's census: expected customers per cell times people per customer, with noise."""
+    rng = np.random.default_rng([seed, 2 * 10**6])
+    regions: dict[tuple[str, str], float] = {}
+    for place, w in zip(PLACES, _PLACE_WEIGHTS, strict=True):
+        regions[(place[0], place[1])] = regions.get((place[0], place[1]), 0.0) + float(w)
+    total_w = sum(regions.values())
+    bands = _age_band_shares()
+    rows: list[tuple[object, ...]] = []
+    for (country, region), w in regions.items():
+        growth = 0.05 if region == POPULATION_DECOY else float(rng.uniform(0.005, 0.03))
+        factor = 0.35 if region == POPULATION_DECOY else float(rng.uniform(0.9, 1.1))
+        region_total = 0
+        for i, (lo, hi) in enumerate(_AGE_BANDS):
+            label = f"{lo} y más" if hi >= 200 else f"{lo}-{hi}"
+            per = _PEOPLE_PER_CUSTOMER
+            if region == POPULATION_PLANTED or (region == POPULATION_DECOY and hi <= 34):
+                per *= 10
+            for sexo, share in (("Mujer", 0.5), ("Hombre", 0.47)):
+                expected = customers * (w / total_w) * bands[i] * share
+                people = max(round(float(expected * per * rng.lognormal(0.0, 0.1))), 50)
+                region_total += people
+                size = people * _SPEND_PER_HEAD[i] * factor
+                rows.append((country, region, label, sexo, people, round(size, 2), growth))
+        # A census repeats each region's total: the market leaves such rows out.
+        rows.append((country, region, "Total", "Total", region_total, None, growth))
+    df = pd.DataFrame(
+        rows,
+        columns=[
+            "País",
+            "Comunidad",
+            "Tramo de edad",
+            "Sexo",
+            "Población",
+            "Gasto potencial",
+            "Crecimiento",
+        ],
+    )
+    df["Año"] = END.year
+    return df
 
 
 def load_ground_truth(wh: Warehouse, path: str | Path) -> int:

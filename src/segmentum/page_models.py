@@ -40,6 +40,12 @@ PAGE_MODELS: dict[str, str | None] = {
     "segment_members": None,
     "customer_clusters": None,
     "customer_clv": None,
+    "market_cells": None,  # the Market page (segmentum.market)
+    "market_runs": None,
+    # The Satisfaction page: per group, the monthly trend, the terms of the comments.
+    "satisfaction_segments": None,
+    "satisfaction_trend": None,
+    "satisfaction_terms": None,
 }
 DIRECTORY_COLUMNS = ("customer_id", "first_name", "last_name", "email", "city")
 

@@ -580,6 +580,117 @@ CAMPAIGN_RESULTS = Table(
     required=(("campaign_id",), ("customer_id",), ("group",)),
 )
 
+RESPONSES = Table(
+    "responses",
+    "Survey answers and reviews: NPS, CSAT, effort, ratings and what the customer wrote.",
+    (
+        Column(
+            "response_id",
+            "id",
+            "Response (review) id; optional.",
+            ("response_id", "review_id", "survey_response_id", "id_respuesta", "id_resena"),
+        ),
+        Column(
+            "customer_id",
+            "id",
+            "Customer id; empty for anonymous answers.",
+            (
+                "customer_id",
+                "customerid",
+                "client_id",
+                "id_cliente",
+                "cliente",
+                "codigo_cliente",
+                "user_id",
+            ),
+        ),
+        Column(
+            "timestamp",
+            "timestamp",
+            "When the answer was given (offsets handled as for sales).",
+            (
+                "timestamp",
+                "date",
+                "submitted_at",
+                "responded_at",
+                "created_at",
+                "fecha",
+                "fecha_respuesta",
+                "fecha_encuesta",
+                "fecha_hora",
+            ),
+        ),
+        Column(
+            "nps",
+            "integer",
+            "Likelihood to recommend, 0 to 10 (9-10 promoter, 7-8 passive, 0-6 detractor).",
+            ("nps", "nps_score", "recommend", "likelihood_to_recommend", "recomendacion"),
+        ),
+        Column(
+            "csat",
+            "integer",
+            "Satisfaction, 1 to 5 (4-5 satisfied).",
+            ("csat", "csat_score", "satisfaction", "satisfaccion"),
+        ),
+        Column(
+            "ces",
+            "integer",
+            "Customer effort, 1 (very easy) to 7 (very hard).",
+            ("ces", "ces_score", "effort", "esfuerzo"),
+        ),
+        Column(
+            "rating",
+            "number",
+            "Product or service rating, 1 to 5 stars.",
+            ("rating", "stars", "product_rating", "valoracion", "estrellas", "puntuacion"),
+        ),
+        Column(
+            "comment",
+            "text",
+            "What the customer wrote.",
+            ("comment", "text", "review", "feedback", "comentario", "texto", "opinion", "resena"),
+        ),
+        Column(
+            "channel",
+            "category",
+            "Where the answer came from: email, web, app, store, phone, review site...",
+            ("channel", "source", "canal", "origen"),
+        ),
+        Column(
+            "product_id",
+            "id",
+            "Product reviewed, when it is a product review.",
+            ("product_id", "sku", "producto", "id_producto", "articulo"),
+        ),
+        Column(
+            "order_id",
+            "id",
+            "Order (invoice) the answer is about.",
+            ("order_id", "invoice_id", "pedido", "id_pedido", "factura", "num_factura"),
+        ),
+        Column(
+            "campaign_id",
+            "id",
+            "Campaign that asked (a survey by web message), when any.",
+            ("campaign_id", "campaign", "campana", "id_campana", "survey", "encuesta"),
+        ),
+        Column(
+            "question",
+            "text",
+            "The question of a one-question survey, when not a score.",
+            ("question", "pregunta"),
+        ),
+        Column(
+            "answer",
+            "text",
+            "The option chosen in a one-question survey.",
+            ("answer", "option", "respuesta", "opcion"),
+        ),
+    ),
+    key=(),
+    required=(("timestamp",), ("nps", "csat", "ces", "rating", "comment", "answer")),
+)
+
 SUPPRESSIONS = Table(
     "suppressions",
     "People who must not be contacted (unsubscribed, complained, legal hold), by id or email.",
@@ -611,6 +722,108 @@ SUPPRESSIONS = Table(
     required=(("customer_id", "email"),),
 )
 
+POPULATION = Table(
+    "population",
+    "The market beyond the customer base: people (or companies) per cell, as a census or a "
+    "company register counts them. The dimension columns present define the cells "
+    "(see docs/market.md).",
+    (
+        Column("country", "text", "Country.", ("country", "pais")),
+        Column(
+            "region",
+            "text",
+            "Region name or code, written as the customers table writes it.",
+            ("region", "comunidad", "comunidad_autonoma", "ccaa", "region_code", "codigo_region"),
+        ),
+        Column(
+            "state",
+            "text",
+            "State or province, name or code.",
+            ("state", "province", "provincia", "estado", "departamento", "codigo_provincia"),
+        ),
+        Column(
+            "city",
+            "text",
+            "City or municipality.",
+            ("city", "town", "ciudad", "localidad", "municipio", "poblacion_nombre"),
+        ),
+        Column(
+            "age_band",
+            "text",
+            "Age band such as 18-24, 25 a 34, 65+ or 65 y más.",
+            ("age_band", "age_group", "age_range", "tramo_edad", "grupo_edad", "edad", "age"),
+        ),
+        Column(
+            "gender",
+            "gender",
+            "female, male (normalised from F/M/H/mujer/hombre...); Total rows are left out.",
+            ("gender", "sex", "sexo", "genero"),
+        ),
+        Column("industry", "category", "Industry or sector (B2B).", ("industry", "sector")),
+        Column(
+            "company_size",
+            "text",
+            "Company size band by employees, such as 1-9, 10-49, 250+ (B2B).",
+            (
+                "company_size",
+                "size_band",
+                "employee_band",
+                "tamano_empresa",
+                "tamano",
+                "tramo_empleados",
+                "estrato_asalariados",
+            ),
+        ),
+        Column(
+            "population",
+            "number",
+            "People (or companies) in the cell.",
+            (
+                "population",
+                "people",
+                "inhabitants",
+                "count",
+                "poblacion",
+                "habitantes",
+                "personas",
+                "companies",
+                "empresas",
+                "num_empresas",
+                "numero_empresas",
+            ),
+        ),
+        Column(
+            "market_size",
+            "number",
+            "Market size of the cell in money (demand potential), when known.",
+            (
+                "market_size",
+                "market_value",
+                "demand",
+                "potential_spend",
+                "tamano_mercado",
+                "mercado",
+                "demanda",
+                "gasto_potencial",
+            ),
+        ),
+        Column(
+            "growth",
+            "number",
+            "Trend of the cell: growth per year as a share (0.03 = +3 %), when known.",
+            ("growth", "trend", "crecimiento", "tendencia", "variacion", "evolucion"),
+        ),
+        Column(
+            "period",
+            "text",
+            "Year or period of the counts; the market uses the latest.",
+            ("period", "year", "periodo", "anio", "ano", "ejercicio"),
+        ),
+    ),
+    key=(),
+    required=(("population",),),
+)
+
 INGESTIBLE: dict[str, Table] = {
     t.name: t
     for t in (
@@ -621,6 +834,8 @@ INGESTIBLE: dict[str, Table] = {
         PROSPECTS,
         CAMPAIGN_RESULTS,
         SUPPRESSIONS,
+        RESPONSES,
+        POPULATION,
     )
 }
 

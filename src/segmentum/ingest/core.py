@@ -45,7 +45,14 @@ from segmentum.warehouse import Warehouse, connect
 
 _EMAIL = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
 # The column that says when a row happened, per table: checked against a plausible range.
-_EVENT_TIME = {"transactions": "timestamp", "events": "timestamp", "campaign_results": "sent_at"}
+_EVENT_TIME = {
+    "transactions": "timestamp",
+    "events": "timestamp",
+    "campaign_results": "sent_at",
+    "responses": "timestamp",
+}
+# Survey scores and the range each must fall in (inclusive), per canonical column.
+_SCORE_RANGES = {"nps": (0, 10), "csat": (1, 5), "ces": (1, 7), "rating": (0, 5)}
 # Columns holding money, per table: their signs tell the currency.
 _MONEY = {"transactions": ("amount", "unit_price", "discount")}
 # Fewer buyers than this share matching a customer record is almost always an id format problem.
@@ -491,6 +498,16 @@ class _FileIngest:
                         empty,
                     )
                 )
+            if name == "responses":
+                self._response_rules(values, checks)
+            if name == "population":
+                # A negative count or market size is a typo or a net change, never a size.
+                for col in ("population", "market_size"):
+                    if col in m:
+                        v = values[col]
+                        checks.append(
+                            _Check(col, (v < 0).fill_null(False), "is negative", _as_text(v))
+                        )
             if name == "campaign_results":
                 g = values["group"].lower()
                 g = ibis.cases(
@@ -510,6 +527,38 @@ class _FileIngest:
                         _as_text(g),
                     )
                 )
+
+    def _response_rules(self, values: dict[str, ir.Value], checks: list[_Check]) -> None:
+        """Scores outside their scale are typing mistakes (an 11 for NPS, a 0 for CSAT), and
+        an answer with no score, comment or option says nothing."""
+        for col, (lo, hi) in _SCORE_RANGES.items():
+            if col in self.mapping:
+                v = values[col]
+                checks.append(
+                    _Check(
+                        col,
+                        (~v.between(lo, hi)).fill_null(False),
+                        f"is not between {lo} and {hi}",
+                        _as_text(v),
+                    )
+                )
+        said = [values[c].notnull() for c in ("nps", "csat", "ces", "rating", "answer")]
+        said.append(values["comment"].notnull() & (values["comment"].strip() != ""))
+        anything = said[0]
+        for s in said[1:]:
+            anything = anything | s
+        first = next(
+            (c for c in ("nps", "csat", "ces", "rating", "comment", "answer") if c in self.mapping),
+            "nps",
+        )
+        checks.append(
+            _Check(
+                first,
+                ~anything.fill_null(False),
+                "is empty, and so are the other scores, the comment and the answer",
+                ibis.literal(""),
+            )
+        )
 
     def _decide_currency(self, row: Mapping[str, Any]) -> None:
         """The currency of the file's amounts: a currency column, else the signs written in
