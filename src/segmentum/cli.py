@@ -554,7 +554,9 @@ def churn_evaluate_cmd(
     train = _as_of(train_as_of)
     assert train is not None
     wh = connect(warehouse or load_settings().warehouse)
-    e = evaluate(wh.table("transactions"), train, horizon_days)
+    # Survey answers, when loaded, become features of a second model: the AUC change is shown.
+    answers = wh.table("responses") if wh.has("responses") else None
+    e = evaluate(wh.table("transactions"), train, horizon_days, responses=answers)
     if as_json:
         payload = {
             "train_as_of": e.train_as_of.isoformat(),
@@ -1011,6 +1013,169 @@ def segment_lookalike_cmd(
             str(row["rank"]), str(row["prospect_id"]), f"{row['score']:.3f}", str(row["reasons"])
         )
     console.print(t)
+
+
+market_app = typer.Typer(
+    help="The market beyond the customer base: penetration, index and white space per cell "
+    "of a reference population (docs/market.md)."
+)
+app.add_typer(market_app, name="market")
+
+
+def _market_rate(lo: Any, mid: Any, hi: Any, index: bool = False) -> str:
+    """'1.23% (0.98–1.51)' or '112 (95–131)'; a dash where there is no value."""
+
+    def one(v: Any) -> str:
+        if v is None or (isinstance(v, float) and not math.isfinite(v)):
+            return "—"
+        return f"{v:,.0f}" if index else f"{100 * v:.3f}%"
+
+    return f"{one(mid)} ({one(lo)}–{one(hi)})"
+
+
+@market_app.command("compute")
+def market_compute_cmd(as_of: AsOfOpt = None, warehouse: WarehouseOpt = None) -> None:
+    """Compute the market now (segmentum run does it when a population is loaded)."""
+    from segmentum.market import compute_market
+
+    settings = load_settings()
+    r = compute_market(connect(warehouse or settings.warehouse), _as_of(as_of), settings=settings)
+    console.print(
+        f"{len(r.cells):,} cells by {', '.join(r.dimensions)}"
+        + (f" (period {r.period})" if r.period else "")
+        + f"; {r.placed:,} of {r.customers:,} customers placed; overall penetration "
+        + _market_rate(None, r.overall_penetration, None).split(" (")[0]
+    )
+    for reason, n in r.unplaced.items():
+        console.print(f"  not placed: {n:,} customers ({reason})")
+    if r.skipped_rows:
+        console.print(f"  {r.skipped_rows:,} population rows left out (totals or empty cells)")
+    for note in r.notes:
+        console.print(f"  [dim]{escape(note)}[/dim]")
+
+
+@market_app.command("penetration")
+def market_penetration_cmd(
+    level: Annotated[
+        str | None,
+        typer.Option(help="Geography level (country, region, state, city); default the finest."),
+    ] = None,
+    cells: Annotated[bool, typer.Option("--cells", help="Every cell instead of places.")] = False,
+    top: Annotated[int, typer.Option(help="How many rows to show.")] = 30,
+    warehouse: WarehouseOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Penetration and index (100 = the base's average) per place or cell, with 95% intervals."""
+    from segmentum.market.export import PLACE_COLUMNS, places, records, stored
+
+    settings = load_settings()
+    wh = connect(warehouse or settings.warehouse)
+    if cells:
+        df, summary = stored(wh)
+        df = df.sort_values("index", ascending=False)
+        name, cols = "cell", ["cell", *PLACE_COLUMNS[1:]]
+    else:
+        name, df = places(wh, level)
+        df = df.sort_values("index", ascending=False)
+        cols = list(PLACE_COLUMNS)
+    rows = records(df, cols)
+    if as_json:
+        print_json({"level": name, "rows": rows})
+        return
+    t = Table(title=f"penetration by {name}")
+    for c in (name, "population", "customers", "penetration (95%)", "index (95%)"):
+        t.add_column(c, justify="left" if c == name else "right")
+    for r in rows[:top]:
+        t.add_row(
+            escape(str(r["cell" if cells else "place"])),
+            f"{r['population'] or 0:,.0f}",
+            f"{r['customers'] or 0:,}",
+            _market_rate(r["penetration_low"], r["penetration"], r["penetration_high"]),
+            _market_rate(r["index_low"], r["index"], r["index_high"], index=True),
+        )
+    console.print(t)
+
+
+@market_app.command("white-space")
+def market_white_space_cmd(
+    top: Annotated[int, typer.Option(help="How many cells to show.")] = 20,
+    warehouse: WarehouseOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Acquisition targets: large, under-penetrated cells that resemble the best cells."""
+    from segmentum.market.export import records, stored
+
+    settings = load_settings()
+    df, _ = stored(connect(warehouse or settings.warehouse))
+    df = df[df["white_space_rank"].notna()].sort_values("white_space_rank").head(top)
+    cols = [
+        "white_space_rank",
+        "cell",
+        "population",
+        "customers",
+        "penetration",
+        "index",
+        "expected_value",
+        "similarity",
+        "headroom",
+        "potential_value",
+        "white_space_score",
+    ]
+    rows = records(df, cols)
+    if as_json:
+        print_json(rows)
+        return
+    t = Table(title="white space (headroom x expected value x similarity)")
+    for c in ("rank", "cell", "population", "index", "value/customer", "similarity", "score"):
+        t.add_column(c, justify="left" if c == "cell" else "right")
+    for r in rows:
+        t.add_row(
+            str(r["white_space_rank"]),
+            escape(str(r["cell"])),
+            f"{r['population'] or 0:,.0f}",
+            "—" if r["index"] is None else f"{r['index']:,.0f}",
+            _money(r["expected_value"]),
+            f"{r['similarity'] or 0:.2f}",
+            f"{r['white_space_score'] or 0:,.0f}",
+        )
+    console.print(t)
+
+
+@market_app.command("export")
+def market_export_cmd(
+    fmt: Annotated[
+        str, typer.Option("--format", help="csv or geojson-properties (numbers per place).")
+    ] = "csv",
+    level: Annotated[
+        str | None,
+        typer.Option(help="Sum cells to a geography level (region...); CSV default: cells."),
+    ] = None,
+    geojson: Annotated[
+        Path | None,
+        typer.Option(help="A GeoJSON file: written back with the numbers in its properties."),
+    ] = None,
+    key: Annotated[
+        str | None, typer.Option(help="GeoJSON property holding the place (market_geojson_key).")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Write to this file instead of stdout.")] = None,
+    warehouse: WarehouseOpt = None,
+) -> None:
+    """Map-ready output: places keep the names or codes written in the population file."""
+    from segmentum.market.export import export_market
+
+    settings = load_settings()
+    text = export_market(
+        connect(warehouse or settings.warehouse),
+        fmt,
+        level=level,
+        geojson=geojson,
+        key=key or settings.market_geojson_key,
+    )
+    if out is None:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    else:
+        out.write_text(text, encoding="utf-8")
+        err.print(f"wrote {out}")
 
 
 history_app = typer.Typer(help="Segment history: snapshots, migration, cohorts, forecasts, runs.")

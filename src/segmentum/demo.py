@@ -621,11 +621,11 @@ def _responses_chunk(
     anonymous = rng.random(n) < 0.05
     return pd.DataFrame(
         {
-            "id_cliente": np.where(anonymous, None, ids[who]),
+            "id_cliente": np.where(anonymous, np.array(None), ids[who]),
             "fecha_respuesta": when.strftime("%Y-%m-%dT%H:%M:%S+01:00"),
             "nps": nps,
-            "csat": np.where(rng.random(n) < 0.8, csat, None),
-            "comentario": np.where(says, np.array(comments, dtype=object), None),
+            "csat": np.where(rng.random(n) < 0.8, csat, np.array(None)),
+            "comentario": np.where(says, np.array(comments, dtype=object), np.array(None)),
             "canal": rng.choice(["email", "web", "app"], n, p=[0.5, 0.3, 0.2]),
         }
     ).sort_values("fecha_respuesta", kind="stable")

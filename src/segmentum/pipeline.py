@@ -32,6 +32,8 @@ from segmentum.models.clv import record as record_clv_models
 from segmentum.models.clv import score as clv_score
 from segmentum.precompute import build_lookup, build_overview, publish_read_models
 from segmentum.progress import Progress, Silent
+from segmentum.satisfaction.compute import has_responses
+from segmentum.satisfaction.step import run as satisfaction_run
 from segmentum.segments.classes import RFM_RULES, classify, lifecycle_note, load_rfm_rules
 from segmentum.segments.discover import discover
 from segmentum.segments.store import Segments
@@ -45,6 +47,8 @@ DATA_FILES: dict[str, tuple[str, ...]] = {
     "events": ("events.csv", "events.parquet", "events.jsonl", "eventos.csv"),
     "campaign_results": ("campaign_results.csv", "campaign_results.parquet"),
     "prospects": ("prospects.csv", "prospects.parquet"),
+    "responses": ("responses.csv", "responses.parquet", "encuestas.csv", "respuestas.csv"),
+    "population": ("poblacion.csv", "population.csv", "population.parquet", "poblacion.xlsx"),
 }
 
 
@@ -77,6 +81,8 @@ class RunSummary:
     currency: str = ""
     revenue_check: dict[str, Any] = field(default_factory=dict)
     id_match: dict[str, Any] = field(default_factory=dict)
+    # Survey answers and the groups whose NPS differs from the rest (when responses exist).
+    satisfaction: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -101,6 +107,7 @@ class RunSummary:
             "currency": self.currency,
             "revenue_check": self.revenue_check,
             "id_match": self.id_match,
+            "satisfaction": self.satisfaction,
         }
 
 
@@ -382,6 +389,23 @@ def run(
             except ModelError as exc:
                 summary.steps[-1]["status"] = "skipped"
                 summary.warnings.append(f"segment discovery skipped: {exc}")
+        if has_responses(wh):
+            sat = step("satisfaction", lambda: satisfaction_run(wh, as_of_used, summary.run_id))
+            summary.satisfaction = sat.to_dict()
+        if wh.has("population"):
+            # The market beyond the customer base, when a reference population was loaded.
+            from segmentum.market import compute_market
+
+            try:
+                step(
+                    "market",
+                    lambda: compute_market(
+                        wh, as_of_used, settings=settings, run_id=summary.run_id
+                    ),
+                )
+            except SegmentumError as exc:  # a population that cannot be used: say so, go on
+                summary.steps[-1]["status"] = "skipped"
+                summary.warnings.append(f"market not computed: {exc}")
         step("customer lookup", lambda: build_lookup(wh, as_of_used))
         step("dashboard aggregates", lambda: build_overview(wh, as_of_used))
         step(

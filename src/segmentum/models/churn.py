@@ -42,6 +42,8 @@ FEATURES = (
     "t_x",
     "T",
 )
+# Added by evaluate(responses=...): how the customer answered surveys before the date.
+SATISFACTION_FEATURES = ("last_nps", "had_response")
 
 
 @dataclass
@@ -64,6 +66,7 @@ def labelled(
     horizon_days: int,
     weeks: bool = True,
     links: ir.Table | None = None,
+    responses: ir.Table | None = None,
 ) -> pd.DataFrame:
     """Features at ``as_of`` with ``churned`` = no purchase in the following ``horizon_days``.
 
@@ -77,14 +80,20 @@ def labelled(
     later = days.filter(days.day >= ibis.literal(as_of, "date"))
     buyers = later.select("customer_id").distinct().mutate(_bought=ibis.literal(1))
     j = feats.left_join(buyers, "customer_id").drop("customer_id_right")
+    if responses is not None:
+        from segmentum.satisfaction.compute import churn_features
+
+        sat = churn_features(responses, as_of)
+        j = j.left_join(sat, "customer_id").drop("customer_id_right")
+        j = j.mutate(had_response=j.had_response.fill_null(0))
     df: pd.DataFrame = (
         j.mutate(churned=(j._bought.isnull()).cast("int64")).drop("_bought").to_pandas()
     )
     return df
 
 
-def _matrix(df: pd.DataFrame) -> np.ndarray:
-    return df[list(FEATURES)].astype(float).to_numpy()
+def _matrix(df: pd.DataFrame, extra: tuple[str, ...] = ()) -> np.ndarray:
+    return df[[*FEATURES, *extra]].astype(float).to_numpy()
 
 
 def bgnbd_no_purchase(model: BetaGeo, df: pd.DataFrame, horizon_weeks: float) -> np.ndarray:
@@ -102,8 +111,15 @@ def evaluate(
     horizon_days: int = 90,
     *,
     random_state: int = 0,
+    responses: ir.Table | None = None,
 ) -> ChurnEvaluation:
-    """Train at ``train_as_of``, test at ``train_as_of + horizon_days``; compare with BG/NBD."""
+    """Train at ``train_as_of``, test at ``train_as_of + horizon_days``; compare with BG/NBD.
+
+    ``responses``: the survey answers; a second gradient-boosting model then learns from the
+    same features plus the customer's last NPS and whether they answered
+    (``SATISFACTION_FEATURES``), and both are scored on the same test date, so the change in AUC
+    is what satisfaction adds on this data.
+    """
     if horizon_days < 7:
         raise ModelError(
             f"horizon_days={horizon_days} is too short", "use 7 days or more (90 is usual)"
@@ -116,8 +132,8 @@ def evaluate(
             f"not enough history after {test_as_of} to label a {horizon_days}-day horizon",
             f"choose a train date on or before {latest}",
         )
-    train = labelled(transactions, train_as_of, horizon_days)
-    test = labelled(transactions, test_as_of, horizon_days)
+    train = labelled(transactions, train_as_of, horizon_days, responses=responses)
+    test = labelled(transactions, test_as_of, horizon_days, responses=responses)
     if train.churned.nunique() < 2:
         raise ModelError(
             "every customer in the training date has the same label",
@@ -133,16 +149,24 @@ def evaluate(
     bg = BetaGeo().fit(fit.x, fit.t_x, fit["T"])
     p_bg = bgnbd_no_purchase(bg, test.assign(T=test["T"].clip(lower=1e-6)), horizon_days / 7.0)
     y = test.churned.to_numpy()
+    scored = [("gradient boosting", p_gb), ("BG/NBD", p_bg)]
+    if responses is not None:
+        extra = HistGradientBoostingClassifier(
+            max_iter=200, learning_rate=0.08, random_state=random_state
+        )
+        extra.fit(_matrix(train, SATISFACTION_FEATURES), train.churned.to_numpy())
+        p_sat = extra.predict_proba(_matrix(test, SATISFACTION_FEATURES))[:, 1]
+        scored.insert(1, ("gradient boosting + satisfaction", p_sat))
     metrics = pd.DataFrame(
         {
-            "AUC": [roc_auc_score(y, p_gb), roc_auc_score(y, p_bg)],
-            "Brier score": [brier_score_loss(y, p_gb), brier_score_loss(y, p_bg)],
-            "mean predicted churn": [float(p_gb.mean()), float(p_bg.mean())],
+            "AUC": [roc_auc_score(y, p) for _, p in scored],
+            "Brier score": [brier_score_loss(y, p) for _, p in scored],
+            "mean predicted churn": [float(p.mean()) for _, p in scored],
         },
-        index=pd.Index(["gradient boosting", "BG/NBD"], name="model"),
+        index=pd.Index([name for name, _ in scored], name="model"),
     )
     rows = []
-    for name, p in (("gradient boosting", p_gb), ("BG/NBD", p_bg)):
+    for name, p in scored:
         bins = pd.qcut(p, 10, labels=False, duplicates="drop")
         cal = (
             pd.DataFrame({"bin": bins, "p": p, "y": y})

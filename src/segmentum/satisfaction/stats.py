@@ -1,0 +1,132 @@
+"""The statistics of satisfaction scores: NPS and its interval, CSAT, shares, tests between groups.
+
+Everything here works on counts and sums that the engine hands back, never on responses.
+
+NPS is the share of promoters (9-10) minus the share of detractors (0-6), in points (-100 to
+100). Each answer scores +1, 0 or -1, so the NPS is a mean and its variance per answer is
+``p_P + p_D - (p_P - p_D)^2``; the standard error is the square root of that over ``n``
+(the interval checked against a bootstrap in the tests).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from scipy.stats import norm
+
+# Two-sided 95 % intervals.
+Z95 = 1.959963984540054
+
+
+@dataclass(frozen=True)
+class Nps:
+    """An NPS with its interval, from the counts of promoters, passives and detractors."""
+
+    n: int
+    promoters: int
+    passives: int
+    detractors: int
+
+    @property
+    def score(self) -> float | None:
+        """NPS in points, -100 to 100 (None without answers)."""
+        if self.n == 0:
+            return None
+        return 100.0 * (self.promoters - self.detractors) / self.n
+
+    @property
+    def variance(self) -> float | None:
+        """Variance of one answer's score (+1 / 0 / -1)."""
+        if self.n == 0:
+            return None
+        p, d = self.promoters / self.n, self.detractors / self.n
+        return max(p + d - (p - d) ** 2, 0.0)
+
+    @property
+    def se(self) -> float | None:
+        """Standard error of the NPS, in points."""
+        var = self.variance
+        if var is None:
+            return None
+        return 100.0 * math.sqrt(var / self.n)
+
+    def interval(self, z: float = Z95) -> tuple[float | None, float | None]:
+        """The normal-approximation interval, clipped to [-100, 100]."""
+        s, se = self.score, self.se
+        if s is None or se is None:
+            return None, None
+        return max(-100.0, s - z * se), min(100.0, s + z * se)
+
+
+def nps_of(scores: Sequence[int]) -> Nps:
+    """The :class:`Nps` of a list of 0-10 answers.
+
+    >>> nps_of([10, 9, 8, 3]).score
+    25.0
+    """
+    p = sum(1 for s in scores if s >= 9)
+    d = sum(1 for s in scores if s <= 6)
+    return Nps(len(scores), p, len(scores) - p - d, d)
+
+
+def mean_interval(
+    n: int, total: float, total_sq: float, z: float = Z95
+) -> tuple[float | None, float | None, float | None]:
+    """Mean and its normal interval from the count, sum and sum of squares."""
+    if n == 0:
+        return None, None, None
+    mean = total / n
+    if n < 2:
+        return mean, None, None
+    var = max((total_sq - n * mean * mean) / (n - 1), 0.0)
+    half = z * math.sqrt(var / n)
+    return mean, mean - half, mean + half
+
+
+def wilson(k: int, n: int, z: float = Z95) -> tuple[float | None, float | None, float | None]:
+    """A share and its Wilson interval (well-behaved near 0 and 1 and for small ``n``)."""
+    if n == 0:
+        return None, None, None
+    p = k / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return p, max(0.0, centre - half), min(1.0, centre + half)
+
+
+def nps_difference(
+    a: Nps, b: Nps, min_n: int = 2
+) -> tuple[float | None, float | None, float | None]:
+    """Difference of two independent NPS (``a - b``, points), its z statistic and two-sided
+    p-value; None where either side has fewer than ``min_n`` answers or no spread.
+
+    The test assumes, as its null hypothesis, that both groups answer alike, so the variance
+    comes from the pooled answers (as in the two-proportion z test): a small group where
+    everyone happened to give a 10 has no spread of its own, but is no certainty either.
+    """
+    if a.n < min_n or b.n < min_n or a.score is None or b.score is None:
+        return (None if a.score is None or b.score is None else a.score - b.score), None, None
+    diff = a.score - b.score
+    pooled = Nps(
+        a.n + b.n, a.promoters + b.promoters, a.passives + b.passives, a.detractors + b.detractors
+    )
+    var = (pooled.variance or 0.0) * (1 / a.n + 1 / b.n)
+    if var <= 0:
+        return diff, None, None
+    z = diff / (100.0 * math.sqrt(var))
+    return diff, z, float(2 * norm.sf(abs(z)))
+
+
+def benjamini_hochberg(pvalues: Sequence[float | None]) -> list[float | None]:
+    """False-discovery-rate q-values (Benjamini-Hochberg) for many segments tested at once."""
+    ranked = sorted((p, i) for i, p in enumerate(pvalues) if p is not None)
+    m = len(ranked)
+    out: list[float | None] = [None] * len(pvalues)
+    running = 1.0
+    for rank in range(m, 0, -1):
+        p, i = ranked[rank - 1]
+        running = min(running, p * m / rank)
+        out[i] = running
+    return out
