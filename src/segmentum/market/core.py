@@ -552,6 +552,7 @@ def read_market(wh: Warehouse) -> tuple[pd.DataFrame, dict[str, Any]] | None:
     if not (wh.has(CELLS) and wh.has(RUNS)):
         return None
     cells = wh.table(CELLS).to_pyarrow().to_pandas()
+    cells["white_space_rank"] = cells["white_space_rank"].astype("Int64")
     runs = wh.table(RUNS).to_pyarrow().to_pylist()
     summary: dict[str, Any] = json.loads(runs[-1]["summary"]) if runs else {}
     return cells, summary

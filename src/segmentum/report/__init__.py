@@ -149,6 +149,9 @@ def build_report(wh: Warehouse, lang: str = "en", settings: Settings | None = No
     body.append(_migration(wh, w))
     body.append(f"<h2>{w['campaigns']}</h2>")
     body.append(_campaigns(wh, settings, w))
+    from segmentum.market.report import market_section
+
+    body.append(market_section(wh, lang, settings, data_currency(wh, settings)[0] or None))
     style = (
         "body{font-family:sans-serif;margin:24px;color:#222;max-width:1000px}"
         "table{border-collapse:collapse}td,th{border:1px solid #ddd;padding:3px 8px}"
