@@ -1071,7 +1071,7 @@ def market_penetration_cmd(
     settings = load_settings()
     wh = connect(warehouse or settings.warehouse)
     if cells:
-        df, summary = stored(wh)
+        df, _info = stored(wh)
         df = df.sort_values("index", ascending=False)
         name, cols = "cell", ["cell", *PLACE_COLUMNS[1:]]
     else:
@@ -1992,6 +1992,136 @@ def _usage_hint(exc: typer.TyperException) -> str:
 def _usage_message(exc: typer.TyperException) -> str:
     text = " ".join(exc.format_message().split())
     return text[:1].lower() + text[1:] if text else "the command line is not valid"
+
+
+satisfaction_app = typer.Typer(
+    help="Satisfaction: NPS and CSAT per segment, the words of the comments, valuable detractors."
+)
+app.add_typer(satisfaction_app, name="satisfaction")
+
+
+def _num(v: Any, digits: int = 0) -> str:
+    return "—" if v is None else f"{v:,.{digits}f}"
+
+
+@satisfaction_app.command("compute")
+def satisfaction_compute_cmd(
+    as_of: AsOfOpt = None, warehouse: WarehouseOpt = None, as_json: JsonOpt = False
+) -> None:
+    """Compute satisfaction again (segmentum run does it when responses are loaded)."""
+    from segmentum.satisfaction.step import run as satisfaction_run
+    from segmentum.segments.view import latest_as_of
+
+    wh = connect(warehouse or load_settings().warehouse)
+    result = satisfaction_run(wh, _as_of(as_of) or latest_as_of(wh))
+    if as_json:
+        print_json(result.to_dict())
+        return
+    console.print(
+        f"{result.responses:,} answers from {result.respondents:,} customers as of "
+        f"{result.as_of}; {len(result.flagged)} groups differ from the rest"
+    )
+
+
+@satisfaction_app.command("summary")
+def satisfaction_summary_cmd(
+    by: Annotated[
+        str | None,
+        typer.Option(
+            help="One dimension: all, segment, value_tier, lifecycle_stage, rfm_segment, "
+            "cluster, micro, campaign (default: every one)."
+        ),
+    ] = None,
+    warehouse: WarehouseOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """NPS with its 95% interval, CSAT, the share that answered, and the test against the rest."""
+    from segmentum.satisfaction.compute import stored_segments
+
+    rows = stored_segments(connect(warehouse or load_settings().warehouse), by)
+    if as_json:
+        print_json(rows)
+        return
+    t = Table(
+        title="satisfaction per group: NPS (-100 to 100) with its 95% interval, the NPS of "
+        "everyone else, and the false-discovery q of the difference",
+        title_justify="left",
+    )
+    cols = ["group", "customers", "answered", "NPS (95%)", "CSAT", "vs rest", "q", ""]
+    for c in ([] if by else ["dimension"]) + cols:
+        t.add_column(c, justify="left" if c in ("dimension", "group", "") else "right")
+    for r in rows:
+        interval = "" if r["nps_low"] is None else f" ({r['nps_low']:.0f} to {r['nps_high']:.0f})"
+        t.add_row(
+            *([] if by else [r["dimension"]]),
+            escape(str(r["segment"])),
+            f"{r['customers']:,}",
+            f"{r['respondents']:,} ({_pct(r['response_share'])})",
+            _num(r["nps"], 1) + interval,
+            _num(r["csat_mean"], 2),
+            _num(r["rest_nps"], 1),
+            "—" if r["q_value"] is None else f"{r['q_value']:.2g}",
+            {"worse": "[red]worse[/red]", "better": "[green]better[/green]"}.get(r["flag"], ""),
+        )
+    console.print(t)
+
+
+@satisfaction_app.command("terms")
+def satisfaction_terms_cmd(
+    segment: Annotated[str, typer.Argument(help="The group, e.g. promo_hunters or high.")],
+    by: Annotated[str, typer.Option(help="Its dimension (see summary).")] = "segment",
+    top: Annotated[int, typer.Option(help="Terms to show.")] = 10,
+    as_of: AsOfOpt = None,
+    warehouse: WarehouseOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The words and phrases that set a group's comments apart, with example quotes."""
+    from segmentum.satisfaction.text import segment_terms
+    from segmentum.segments.view import latest_as_of
+
+    wh = connect(warehouse or load_settings().warehouse)
+    found = segment_terms(wh, _as_of(as_of) or latest_as_of(wh), by, segment, top)
+    if as_json:
+        print_json([t.__dict__ for t in found])
+        return
+    if not found:
+        console.print(f"no term sets the comments of {escape(segment)} apart from the rest")
+        return
+    t = Table(title=f"what {segment} say more than the rest", title_justify="left")
+    for c in ("term", "z", "times", "times in rest", "for example"):
+        t.add_column(c, justify="right" if c in ("z", "times", "times in rest") else "left")
+    for x in found:
+        t.add_row(
+            escape(x.term),
+            f"{x.z:.1f}",
+            f"{x.count:,}",
+            f"{x.rest_count:,}",
+            escape(" | ".join(f'"{q}"' for q in x.quotes)),
+        )
+    console.print(t)
+
+
+@satisfaction_app.command("detractors")
+def satisfaction_detractors_cmd(
+    top: Annotated[int, typer.Option(help="How many, most valuable first.")] = 20,
+    warehouse: WarehouseOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Valuable customers whose latest NPS is 0-6, with what they said (a retention audience:
+    segmentum campaign create --tactic detractors)."""
+    from segmentum.satisfaction.audience import detractors
+
+    aud = detractors(connect(warehouse or load_settings().warehouse))
+    rows = aud.order_by(ibis.desc("priority")).limit(top).to_pyarrow().to_pylist()
+    if as_json:
+        print_json(rows)
+        return
+    t = Table(title=f"valuable detractors (top {top})", title_justify="left")
+    t.add_column("customer")
+    t.add_column("why")
+    for r in rows:
+        t.add_row(escape(str(r["customer_id"])), escape(str(r["reason"])))
+    console.print(t)
 
 
 def main(argv: list[str] | None = None) -> int:

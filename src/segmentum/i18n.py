@@ -98,6 +98,7 @@ LABELS: tuple[tuple[str, str], ...] = (
     N_("tactic", "up_sell"),
     N_("tactic", "acquisition"),
     N_("tactic", "segment"),
+    N_("tactic", "detractors"),
     N_("channel", "email"),
     N_("channel", "sms"),
     N_("channel", "push"),

@@ -13,6 +13,7 @@ can read, the priority orders the audience (highest first).
   whose potential (predicted CLV) is high.
 - ``acquisition``: prospects ranked by the look-alike model (``prospect_scores``).
 - ``segment``: every member of a saved rule segment or a discovered cluster.
+- ``detractors``: valuable customers whose latest NPS answer is 0-6, with what they said.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from segmentum.models.cluster import sample_rows
 from segmentum.segments.view import customer_view
 from segmentum.warehouse import Warehouse
 
-TACTICS = ("retention", "winback", "cross_sell", "up_sell", "acquisition", "segment")
+TACTICS = ("retention", "winback", "cross_sell", "up_sell", "acquisition", "segment", "detractors")
 
 
 def _money(v: ir.NumericValue) -> ir.StringValue:
@@ -304,6 +305,11 @@ def build(wh: Warehouse, tactic: str, target: str = "", as_of: _dt.date | None =
         return t
     elif tactic == "acquisition":
         t = acquisition(wh)
+    elif tactic == "detractors":
+        # Valuable customers whose latest NPS is 0-6 (see segmentum.satisfaction.audience).
+        from segmentum.satisfaction.audience import detractors
+
+        t = detractors(wh, as_of)
     elif tactic == "segment":
         if not target:
             raise InputError("a segment campaign needs --target NAME (or cluster:N)")

@@ -204,6 +204,12 @@ class Campaigns:
             raise InputError(f"a campaign named {name!r} already exists", "choose another name")
         data = ch.load_template(template)
         ch.check_template(data, tactic)
+        if data.get("survey") is not None:
+            from segmentum.satisfaction.survey import check_survey
+
+            if channel != "web":
+                raise InputError("a survey is shown by web message only", "use --channel web")
+            check_survey(data)
         slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:24] or "campaign"
         c = Campaign(
             f"{slug}-{uuid.uuid4().hex[:6]}",
@@ -668,4 +674,10 @@ class Campaigns:
             _, body = ch.render(c.template_data, lang, self._context(c, r, lang))
         except InputError:
             return None
-        return {"campaign_id": r["campaign_id"], "message": body, "language": lang}
+        out = {"campaign_id": r["campaign_id"], "message": body, "language": lang}
+        from segmentum.satisfaction.survey import survey_for
+
+        survey = survey_for(c.template_data, lang)
+        if survey is not None:  # a short survey rides with the message (see docs/satisfaction.md)
+            out["survey"] = survey
+        return out

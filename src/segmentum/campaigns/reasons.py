@@ -68,6 +68,11 @@ _TEXTS: dict[str, dict[str, str]] = {
         "en": " (bought together {lift}x more often than chance)",
     },
     "acquisition": {"es": "se parece a {target}", "en": "looks like {target}"},
+    "detractors": {
+        "es": "detractor (NPS {nps} el {when}), CLV {clv} (valor {tier})",
+        "en": "detractor (NPS {nps} on {when}), CLV {clv} ({tier} value)",
+    },
+    "detractors_said": {"es": ': "{comment}"', "en": ': "{comment}"'},
     "segment": {"es": "en el segmento {segment}", "en": "in segment {segment}"},
     "cluster": {
         "es": "en el segmento descubierto {segment}",
@@ -178,6 +183,17 @@ def text(
             return out
         if tactic == "acquisition":
             return say("acquisition", target=a["target"])
+        if tactic == "detractors":
+            out = say(
+                "detractors",
+                nps=i18n.number(a["nps"], lang, 0),
+                when=i18n.date(a["when"], lang),
+                clv=money("clv"),
+                tier=_word(lang, a["tier"]),
+            )
+            if "comment" in a:
+                out += say("detractors_said", comment=str(a["comment"])[:120])
+            return out
         if tactic == "segment":
             return say("cluster" if a.get("kind") == "cluster" else "segment", segment=a["segment"])
     except (KeyError, TypeError, ValueError):

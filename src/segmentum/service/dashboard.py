@@ -48,6 +48,8 @@ NAV = (
     ("explorer", "/dashboard/explorer"),
     ("micro", "/dashboard/micro"),
     ("geography", "/dashboard/geography"),
+    ("market", "/dashboard/market"),
+    ("satisfaction", "/dashboard/satisfaction"),
     ("migration", "/dashboard/migration"),
     ("campaigns", "/dashboard/campaigns"),
     ("data", "/dashboard/data"),
@@ -81,6 +83,8 @@ def _nav_titles(_: Callable[[str], str]) -> dict[str, str]:
         "migration": _("Migration"),
         "campaigns": _("Campaigns"),
         "data": _("Data"),
+        "market": _("Market"),
+        "satisfaction": _("Satisfaction"),
         "keys": _("API keys"),
     }
 

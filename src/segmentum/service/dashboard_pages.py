@@ -473,6 +473,41 @@ def mount(
         )[:15]
         return render(page, "geography.html", current="geography", chart=fig, top=top)
 
+    # ------------------------------------------------------------------ market
+    @app.get("/dashboard/market", include_in_schema=False)
+    def market(request: Request, level: str = "") -> Response:
+        page = page_or_login(request)
+        if not isinstance(page, Page):
+            return page
+        from segmentum.market.core import CELLS
+        from segmentum.service.market import market_page
+
+        try:
+            if not svc.read_models(lambda wh: wh.has(CELLS), CELLS):
+                return render(page, "market.html", current="market", m=None, error=None)
+            m = market_page(page, svc, level)
+        except SegmentumError as exc:
+            error = user_error(page, exc)
+            return render(page, "market.html", current="market", m=None, error=error)
+        return render(page, "market.html", current="market", m=m, error=None)
+
+    # ------------------------------------------------------------------ satisfaction
+    @app.get("/dashboard/satisfaction", include_in_schema=False)
+    def satisfaction(request: Request, by: str = "segment", group: str = "") -> Response:
+        page = page_or_login(request)
+        if not isinstance(page, Page):
+            return page
+        from segmentum.satisfaction.compute import SEGMENTS
+        from segmentum.service.satisfaction import satisfaction_page
+
+        here = {"current": "satisfaction", "s": None, "error": None}
+        try:
+            if svc.read_models(lambda wh: wh.has(SEGMENTS), SEGMENTS):
+                here["s"] = satisfaction_page(page, svc, by, group)
+        except SegmentumError as exc:
+            here["error"] = user_error(page, exc)
+        return render(page, "satisfaction.html", **here)
+
     # ------------------------------------------------------------------ migration
     @app.get("/dashboard/migration", include_in_schema=False)
     def migration_page(
