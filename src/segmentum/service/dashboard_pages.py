@@ -500,13 +500,14 @@ def mount(
         from segmentum.satisfaction.compute import SEGMENTS
         from segmentum.service.satisfaction import satisfaction_page
 
-        here = {"current": "satisfaction", "s": None, "error": None}
+        s: dict[str, Any] | None = None
+        error: dict[str, str] | None = None
         try:
             if svc.read_models(lambda wh: wh.has(SEGMENTS), SEGMENTS):
-                here["s"] = satisfaction_page(page, svc, by, group)
+                s = satisfaction_page(page, svc, by, group)
         except SegmentumError as exc:
-            here["error"] = user_error(page, exc)
-        return render(page, "satisfaction.html", **here)
+            error = user_error(page, exc)
+        return render(page, "satisfaction.html", current="satisfaction", s=s, error=error)
 
     # ------------------------------------------------------------------ migration
     @app.get("/dashboard/migration", include_in_schema=False)
