@@ -21,6 +21,7 @@ Grammar (lowest precedence first)::
              | exists '(' [source ','] rule [',' window] ')'
              | has_tag '(' 'tag' ')'
     window  := 'last' number ('day' | 'days' | 'week' | 'weeks' | 'month' | 'months')
+    source  := 'purchases' | 'returns' | 'events' | 'responses'
 
 Every input gives a syntax tree or a :class:`RuleError` pointing at a position, never another
 exception: nesting is bounded (``Limits.max_depth``: parentheses, ``not``, ``-``, calls, and
@@ -210,7 +211,7 @@ class Call(Node):
 
 
 FUNCTIONS = ("count", "sum", "exists", "has_tag")
-SOURCES = ("purchases", "returns", "events")
+SOURCES = ("purchases", "returns", "events", "responses")
 MEASURES = {"spend": "amount", "amount": "amount", "quantity": "quantity", "items": "quantity"}
 
 
@@ -577,6 +578,17 @@ LINE_COLUMNS: dict[str, dict[str, str]] = {
         "unit_price": "unit_price",
         "discount": "discount",
     },
+    # Survey answers and reviews (count(responses, nps <= 6, last 90 days)).
+    "responses": {
+        "nps": "nps",
+        "csat": "csat",
+        "ces": "ces",
+        "rating": "rating",
+        "channel": "channel",
+        "campaign_id": "campaign_id",
+        "product_id": "product_id",
+        "answer": "answer",
+    },
     "events": {
         "event": "event_type",
         "event_type": "event_type",
@@ -726,13 +738,16 @@ def check(text: str, node: Node, scope: Scope) -> str:
 
 
 def call_table(call: Call) -> str:
-    """The raw table a window call reads: transactions or events."""
+    """The raw table a window call reads: transactions, events or responses."""
     if call.func == "sum" or call.source in ("purchases", "returns"):
         return "transactions"
-    if call.source == "events":
-        return "events"
-    # exists(cond) / count(cond): events when the condition mentions the event type.
+    if call.source in ("events", "responses"):
+        return call.source
+    # exists(cond) / count(cond): events when the condition mentions the event type, survey
+    # answers when it mentions a score.
     used = names(call.where) if call.where is not None else set()
+    if used & {"nps", "csat", "ces", "rating"}:
+        return "responses"
     return "events" if used & {"event", "event_type", "campaign_id"} else "transactions"
 
 

@@ -271,7 +271,7 @@ class Segments:
             view = account_view(view)
         columns = {c: R.kind_of(t) for c, t in view.schema().items() if c != "customer_id"}
         lines: dict[str, dict[str, str]] = {}
-        for table in ("transactions", "events"):
+        for table in ("transactions", "events", "responses"):
             if self.wh.has(table):
                 sch = self.wh.table(table).schema()
                 lines[table] = {

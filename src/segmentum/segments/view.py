@@ -133,6 +133,12 @@ def customer_view(
         part = _at(wh, name, as_of, cols)
         if part is not None:
             view = view.left_join(part, "customer_id").drop("customer_id_right")
+    if wh.has("responses"):
+        # Survey answers as attributes: nps / csat (mean of the last 12 months), last_nps.
+        from segmentum.satisfaction.compute import per_customer
+
+        sat = per_customer(wh, as_of).select("customer_id", "nps", "csat", "last_nps")
+        view = view.left_join(sat, "customer_id").drop("customer_id_right")
     if profile is not None:
         p = profile
         end = ibis.literal(as_of, "date")
