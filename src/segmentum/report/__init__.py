@@ -152,6 +152,9 @@ def build_report(wh: Warehouse, lang: str = "en", settings: Settings | None = No
     from segmentum.market.report import market_section
 
     body.append(market_section(wh, lang, settings, data_currency(wh, settings)[0] or None))
+    from segmentum.satisfaction.report import satisfaction_section
+
+    body.append(satisfaction_section(wh, lang))
     style = (
         "body{font-family:sans-serif;margin:24px;color:#222;max-width:1000px}"
         "table{border-collapse:collapse}td,th{border:1px solid #ddd;padding:3px 8px}"
