@@ -26,6 +26,7 @@ PAGES = [
     ("explorer", "/dashboard/explorer?segment=vip", "#profile"),
     ("micro", "/dashboard/micro", "#micro"),  # the cached default tree
     ("geography", "/dashboard/geography", "#chart-geo"),
+    ("market", "/dashboard/market", "#white-space"),
     ("migration", "/dashboard/migration", "#chart-sankey"),
     ("campaigns", "/dashboard/campaigns", "h1"),
     ("data", "/dashboard/data", "#runs"),

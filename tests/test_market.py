@@ -5,6 +5,7 @@ API with a key, the CLI, the Market page in both languages and the report's map.
 from __future__ import annotations
 
 import json
+import math
 import re
 import shutil
 from collections.abc import Iterator
@@ -37,14 +38,14 @@ http = httpx.Client(timeout=120)
 # A census export with Spanish headers: a total row (left out), a negative count and a count
 # that is not a number (both quarantined).
 POPULATION_CSV = """\
-Comunidad;Sexo;Población;Gasto potencial;Año
-Norte;Mujer;1.000;50.000,00;2025
-Norte;Hombre;1.000;40.000,00;2025
-Sur;Mujer;2.000;60.000,00;2025
-Sur;Hombre;2.000;60.000,00;2025
-Total;Total;6.000;;2025
-Este;Mujer;-300;;2025
-Oeste;Mujer;muchos;;2025
+Comunidad;Sexo;Población;Gasto potencial;Crecimiento;Año
+Norte;Mujer;1.000;50.000,00;0,02;2025
+Norte;Hombre;1.000;40.000,00;0,04;2025
+Sur;Mujer;2.000;60.000,00;;2025
+Sur;Hombre;2.000;60.000,00;;2025
+Total;Total;6.000;;;2025
+Este;Mujer;-300;;;2025
+Oeste;Mujer;muchos;;;2025
 """
 
 
@@ -178,6 +179,9 @@ def test_region_rollup_recomputes_rates_from_sums(hand_made: dict[str, Any]) -> 
     assert by.loc["Norte", "customers"] == 30 and by.loc["Norte", "population"] == 2000
     assert by.loc["Norte", "index"] == pytest.approx(0.015 / (50 / 6000) * 100)
     assert by.loc["Sur", "penetration_high"] == pytest.approx(wilson_interval(20, 4000)[1])
+    assert by.loc["Norte", "growth"] == pytest.approx(0.03)  # averaged by population
+    assert by.loc["Norte", "market_share"] == pytest.approx(by.loc["Norte", "revenue"] / 90_000)
+    assert math.isnan(by.loc["Sur", "growth"])
 
 
 def test_cli_prints_penetration_white_space_and_map_ready_exports(

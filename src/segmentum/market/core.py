@@ -568,7 +568,11 @@ def rollup(cells: pd.DataFrame, level: str, overall: float | None) -> pd.DataFra
             f"the population has no {level} column",
             f"use one of: {', '.join(d for d in GEO if d in cells and cells[d].notna().any())}",
         )
-    c = cells[cells[level].notna()]
+    c = cells[cells[level].notna()].copy()
+    # Growth is averaged by population over the cells that give it.
+    has_growth = c["growth"].notna()
+    c["_growth_w"] = (c["growth"] * c["population"]).where(has_growth, 0.0)
+    c["_growth_n"] = c["population"].where(has_growth, 0.0)
     sums: dict[str, Any] = {
         "population": "sum",
         "customers": "sum",
@@ -578,6 +582,8 @@ def rollup(cells: pd.DataFrame, level: str, overall: float | None) -> pd.DataFra
         "headroom": "sum",
         "potential_value": "sum",
         "white_space_score": "sum",
+        "_growth_w": "sum",
+        "_growth_n": "sum",
     }
     g = c.groupby(level, sort=False).agg(sums).reset_index()
     pop = g["population"].to_numpy(float)
@@ -592,7 +598,9 @@ def rollup(cells: pd.DataFrame, level: str, overall: float | None) -> pd.DataFra
         g["clv_per_head"] = np.where(pop > 0, g["clv"] / np.where(pop > 0, pop, 1), np.nan)
         ms = g["market_size"].to_numpy(float)
         g["market_share"] = np.where(ms > 0, g["revenue"] / np.where(ms > 0, ms, 1), np.nan)
-    g = g.rename(columns={level: "place"})
+    gn = g["_growth_n"].to_numpy(float)
+    g["growth"] = np.where(gn > 0, g["_growth_w"] / np.where(gn > 0, gn, 1), np.nan)
+    g = g.drop(columns=["_growth_w", "_growth_n"]).rename(columns={level: "place"})
     return g.sort_values("white_space_score", ascending=False).reset_index(drop=True)
 
 

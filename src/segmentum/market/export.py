@@ -37,6 +37,7 @@ PLACE_COLUMNS = (
     "clv_per_head",
     "market_size",
     "market_share",
+    "growth",
     "headroom",
     "potential_value",
     "white_space_score",

@@ -86,8 +86,8 @@ def market_section(wh: Warehouse, lang: str, settings: Settings, currency: str |
     def pct(v: Any, digits: int = 3) -> str:
         return i18n.percent(v, lang, digits)
 
-    def money(v: Any) -> str:
-        return i18n.money(v, lang, currency)
+    def money(v: Any, digits: int = 0) -> str:
+        return i18n.money(v, lang, currency, digits)
 
     out = [f"<h2>{_e(_('Market'))}</h2>"]
     out.append(
@@ -111,8 +111,8 @@ def market_section(wh: Warehouse, lang: str, settings: Settings, currency: str |
                 f"<td>{_e(num(r['customers']))}</td><td>{_e(pct(r['penetration']))} "
                 f"({_e(pct(r['penetration_low']))} – {_e(pct(r['penetration_high']))})</td>"
                 f"<td>{_e(num(r['index'], 0))} ({_e(num(r['index_low'], 0))} – "
-                f"{_e(num(r['index_high'], 0))})</td><td>{_e(money(r['revenue_per_head']))}</td>"
-                f"<td>{_e(money(r['clv_per_head']))}</td></tr>"
+                f"{_e(num(r['index_high'], 0))})</td><td>{_e(money(r['revenue_per_head'], 2))}</td>"
+                f"<td>{_e(money(r['clv_per_head'], 2))}</td></tr>"
             )
         head = "".join(
             f"<th>{_e(t)}</th>"

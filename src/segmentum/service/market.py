@@ -202,9 +202,13 @@ def market_page(page: Page, svc: Service, level: str = "") -> dict[str, Any]:
                     page, r["penetration_low"], r["penetration"], r["penetration_high"]
                 ),
                 "index": _rate(page, r["index_low"], r["index"], r["index_high"], index=True),
-                "revenue_per_head": page.money(r["revenue_per_head"]),
-                "clv_per_head": page.money(r["clv_per_head"]),
+                # Cents matter per head: a region may bring 0.19 a person.
+                "revenue_per_head": i18n.money(
+                    r["revenue_per_head"], page.lang, page.currency, digits=2
+                ),
+                "clv_per_head": i18n.money(r["clv_per_head"], page.lang, page.currency, digits=2),
                 "market_share": page.pct(r["market_share"], 2),
+                "growth": page.pct(r["growth"], 1),
                 "white_space": page.money(r["white_space_score"]),
             }
         )
@@ -342,4 +346,3 @@ def _map_or_bars(page: Page, svc: Service, places: pd.DataFrame, level: str) -> 
         },
     )
     return out
-
