@@ -369,6 +369,33 @@ def compute_market(
     settings = settings or load_settings()
     notes: list[str] = []
     cells, dims, period, skipped, bands = _population(wh, notes)
+    # Both sides are computed once: the queries below would each compile and run them again
+    # (compiling the customer view is most of the step's time).
+    cells = wh.materialize(cells, "market_cells")
+    temps = [cells.get_name()]
+    try:
+        return _compute(
+            wh, cells, dims, period, skipped, bands, as_of, settings, run_id, store, notes, temps
+        )
+    finally:
+        for name in temps:
+            wh.drop(name)
+
+
+def _compute(
+    wh: Warehouse,
+    cells: ir.Table,
+    dims: list[str],
+    period: str | None,
+    skipped: int,
+    bands: dict[str, dict[str, tuple[float, float]]],
+    as_of: _dt.date | None,
+    settings: Settings,
+    run_id: str,
+    store: bool,
+    notes: list[str],
+    temps: list[str],
+) -> MarketResult:
     cust, as_of_used, b2b = _customers(wh, as_of, dims, bands)
     key_cols = [f"_k_{d}" for d in dims]
     reason: ir.Value = ibis.ifelse(cust._in_profile, ibis.null("string"), NO_RECORD)
@@ -387,7 +414,11 @@ def compute_market(
     marks = cells.select(*key_cols).mutate(_cell=ibis.literal(True))
     cust = _drop_right(cust.left_join(marks, key_cols))
     reason = ibis.coalesce(reason, ibis.ifelse(cust._cell.isnull(), NO_CELL, ibis.null("string")))
-    cust = cust.mutate(_reason=reason)
+    cust = wh.materialize(
+        cust.select("_unit", "revenue", "clv", "high", *key_cols, _reason=reason),
+        "market_customers",
+    )
+    temps.append(cust.get_name())
     placed = cust.filter(cust._reason.isnull())
     agg = placed.group_by(key_cols).aggregate(
         customers=placed._unit.nunique(),
