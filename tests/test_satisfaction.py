@@ -212,12 +212,12 @@ def test_rule_windows_over_responses(server: dict[str, Any]) -> None:
     mask = (r.nps <= 6) & (r.timestamp >= start) & (r.timestamp < np.datetime64(as_of))
     assert p.size == r[mask].customer_id.dropna().nunique() > 0
     # Two more rules in one pass (what compute does), without the reach a preview adds.
-    rules = {"implicit": "exists(nps <= 6, last 90 days)", "last": "last_nps <= 6"}
+    rules = {"implicit": "exists(nps <= 6, last 90 days)", "latest": "last_nps <= 6"}
     flags, _, _, _ = store._evaluate({n: Segment(n, x) for n, x in rules.items()}, as_of)
     got = flags.to_pandas()
     sizes = {n: int(got[next(c for c in got.columns if c.endswith(n))].sum()) for n in rules}
     assert sizes["implicit"] == p.size
-    assert sizes["last"] == int((per_customer(wh, as_of).to_pandas().last_nps <= 6).sum())
+    assert sizes["latest"] == int((per_customer(wh, as_of).to_pandas().last_nps <= 6).sum())
     with pytest.raises(segmentum.InputError, match="unknown column"):
         store.preview("count(responses, score <= 6) >= 1")
 
@@ -239,6 +239,11 @@ def test_the_api_needs_a_key_and_serves_groups_terms_and_detractors(
     det = http.get(f"{base}/v1/satisfaction/detractors", params={"top": 5}, headers=key).json()
     assert 0 < len(det) <= 5 and all(d["why_nps"] <= 6 for d in det)
     assert det == sorted(det, key=lambda d: -d["priority"])
+    trend = http.get(f"{base}/v1/satisfaction/trend", params={"by": "segment"}, headers=key).json()
+    assert trend["kind"] == "snapshot"  # the shared warehouse has backfilled snapshots
+    hunters = [p for p in trend["points"] if p["segment"] == "promo_hunters"]
+    assert len({p["snapshot"] for p in hunters}) >= 2
+    assert all(p["nps_low"] <= p["nps"] <= p["nps_high"] for p in hunters if p["nps_n"] > 1)
     answer = {"visitor": "C0000001", "campaign_id": "no-such-campaign", "nps": 9}
     r = http.post(f"{base}/v1/web-message/answer", json=answer, headers=key)
     assert r.status_code == 404

@@ -2009,11 +2009,14 @@ def satisfaction_compute_cmd(
     as_of: AsOfOpt = None, warehouse: WarehouseOpt = None, as_json: JsonOpt = False
 ) -> None:
     """Compute satisfaction again (segmentum run does it when responses are loaded)."""
+    from segmentum.precompute import publish_read_models
     from segmentum.satisfaction.step import run as satisfaction_run
     from segmentum.segments.view import latest_as_of
 
-    wh = connect(warehouse or load_settings().warehouse)
+    settings = load_settings()
+    wh = connect(warehouse or settings.warehouse)
     result = satisfaction_run(wh, _as_of(as_of) or latest_as_of(wh))
+    publish_read_models(wh, settings)  # the dashboard and the API read the new figures
     if as_json:
         print_json(result.to_dict())
         return
@@ -2062,6 +2065,48 @@ def satisfaction_summary_cmd(
             _num(r["rest_nps"], 1),
             "—" if r["q_value"] is None else f"{r['q_value']:.2g}",
             {"worse": "[red]worse[/red]", "better": "[green]better[/green]"}.get(r["flag"], ""),
+        )
+    console.print(t)
+
+
+@satisfaction_app.command("trend")
+def satisfaction_trend_cmd(
+    by: Annotated[
+        str, typer.Option(help="all, segment, value_tier or lifecycle_stage.")
+    ] = "value_tier",
+    warehouse: WarehouseOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """NPS at each snapshot date (segmentum history backfill), customers grouped as they were
+    then; with one snapshot only, NPS per month of all answers."""
+    from segmentum.satisfaction.compute import TREND, snapshot_dates, snapshot_trend
+
+    wh = connect(warehouse or load_settings().warehouse)
+    if len(snapshot_dates(wh, 2)) > 1:
+        rows = snapshot_trend(wh, by)
+        when, label = "snapshot", f"NPS by {by} at each snapshot (95% interval)"
+    else:
+        if not wh.has(TREND):
+            raise InputError("satisfaction has not been computed", "run: segmentum run")
+        t = wh.table(TREND)
+        rows = t.filter(t.dimension == "all").order_by("period").to_pyarrow().to_pylist()
+        when, label = (
+            "period",
+            "NPS per month, all answers (one snapshot only: see history backfill)",
+        )
+    if as_json:
+        print_json(rows)
+        return
+    t = Table(title=label, title_justify="left")
+    for c in ("group", "date", "answers", "NPS (95%)"):
+        t.add_column(c, justify="left" if c in ("group", "date") else "right")
+    for r in rows:
+        interval = "" if r["nps_low"] is None else f" ({r['nps_low']:.0f} to {r['nps_high']:.0f})"
+        t.add_row(
+            escape(str(r["segment"])),
+            str(r[when]),
+            f"{r.get('nps_n', r.get('n')) or 0:,}",
+            _num(r["nps"], 1) + interval,
         )
     console.print(t)
 

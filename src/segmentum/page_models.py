@@ -46,6 +46,7 @@ PAGE_MODELS: dict[str, str | None] = {
     "satisfaction_segments": None,
     "satisfaction_trend": None,
     "satisfaction_terms": None,
+    "satisfaction_history": None,
 }
 DIRECTORY_COLUMNS = ("customer_id", "first_name", "last_name", "email", "city")
 

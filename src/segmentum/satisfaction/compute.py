@@ -10,7 +10,9 @@ Tables written (each with ``as_of`` and ``run_id``):
 - ``customer_satisfaction``: one row per customer who answered (latest NPS, CSAT, comment...);
 - ``satisfaction_segments``: one row per dimension and group: NPS and its interval, CSAT,
   response share, the test against the rest (kept per ``as_of``: the trend over runs);
-- ``satisfaction_trend``: NPS per month and group, for the dimensions in ``TREND_DIMENSIONS``.
+- ``satisfaction_trend``: NPS per month and group, for the dimensions in ``TREND_DIMENSIONS``;
+- ``satisfaction_history``: NPS per snapshot date and group, each customer placed in the group
+  they belonged to at that date (when ``segmentum history backfill`` wrote snapshots).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ RESPONSES = "responses"
 CUSTOMERS = "customer_satisfaction"
 SEGMENTS = "satisfaction_segments"
 TREND = "satisfaction_trend"
+HISTORY = "satisfaction_history"
 # Groups of customers the statistics are given for, in the order pages show them.
 DIMENSIONS = (
     "all",
@@ -54,6 +57,8 @@ TREND_DIMENSIONS = ("all", "segment", "value_tier", "lifecycle_stage")
 WINDOW_DAYS = 365
 # Months of history in the trend.
 TREND_MONTHS = 24
+# Snapshots of the classes (segmentum history backfill) the history reaches back over, at most.
+MAX_SNAPSHOTS = 12
 # A group is flagged worse or better than the rest below this false-discovery rate.
 ALPHA = 0.05
 # Fewer NPS answers than this (in the group or the rest) are shown but not tested: the normal
@@ -334,6 +339,60 @@ def trend(wh: Warehouse, as_of: _dt.date, months: int = TREND_MONTHS) -> list[di
     return out
 
 
+def snapshot_dates(wh: Warehouse, most: int = MAX_SNAPSHOTS) -> list[_dt.date]:
+    """The latest ``most`` dates with stored classes, oldest first."""
+    if not wh.has("customer_classes"):
+        return []
+    c = wh.table("customer_classes")
+    found = c.select("as_of").distinct().order_by(ibis.desc("as_of")).limit(most)
+    return sorted(found.to_pyarrow().column(0).to_pylist())
+
+
+def snapshot_trend(
+    wh: Warehouse,
+    dimension: str | None = None,
+    window_days: int | None = WINDOW_DAYS,
+    most: int = MAX_SNAPSHOTS,
+) -> list[dict[str, Any]]:
+    """NPS per snapshot date and group: at each date, the latest answer of the year before it of
+    each customer, grouped as the customer was classified at that date."""
+    dims = [dimension] if dimension else list(TREND_DIMENSIONS)
+    out: list[dict[str, Any]] = []
+    for day in snapshot_dates(wh, most):
+        m = membership(wh, day)
+        m = m.filter(m.dimension.isin(dims))
+        sizes = m.group_by(["dimension", "segment"]).aggregate(customers=m.count())
+        counts = _group_counts(
+            m.join(per_customer(wh, day, window_days), "customer_id"), ["dimension", "segment"]
+        )
+        joined = sizes.left_join(counts, ["dimension", "segment"]).drop(
+            "dimension_right", "segment_right"
+        )
+        for g in joined.to_pyarrow().to_pylist():
+            d = describe(g, None)
+            out.append(
+                {
+                    "snapshot": day,
+                    **{
+                        k: d[k]
+                        for k in (
+                            "dimension",
+                            "segment",
+                            "customers",
+                            "respondents",
+                            "nps_n",
+                            "nps",
+                            "nps_low",
+                            "nps_high",
+                            "csat_mean",
+                        )
+                    },
+                }
+            )
+    out.sort(key=lambda r: (r["dimension"], r["segment"], r["snapshot"]))
+    return out
+
+
 def _arrow(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=schema)
 
@@ -367,6 +426,20 @@ _SEGMENT_SCHEMA = pa.schema(
             )
         ],
         ("flag", pa.string()),
+    ]
+)
+_HISTORY_SCHEMA = pa.schema(
+    [
+        ("snapshot", pa.date32()),
+        ("dimension", pa.string()),
+        ("segment", pa.string()),
+        ("customers", pa.int64()),
+        ("respondents", pa.int64()),
+        ("nps_n", pa.int64()),
+        ("nps", pa.float64()),
+        ("nps_low", pa.float64()),
+        ("nps_high", pa.float64()),
+        ("csat_mean", pa.float64()),
     ]
 )
 _TREND_SCHEMA = pa.schema(
@@ -406,6 +479,9 @@ def compute(
     wh.replace_where(SEGMENTS, seg, "as_of", as_of)
     tr = trend(wh, as_of)
     wh.write(TREND, wh.from_arrow(_arrow(tr, _TREND_SCHEMA), "sattrend").mutate(**stamp))
+    if len(snapshot_dates(wh, 2)) > 1:
+        hist = snapshot_trend(wh)
+        wh.write(HISTORY, wh.from_arrow(_arrow(hist, _HISTORY_SCHEMA), "sathist").mutate(**stamp))
     r = answered(wh, as_of, window_days)
     counts = r.aggregate(n=r.count(), people=r.customer_id.nunique()).to_pyarrow().to_pylist()[0]
     return SatisfactionRun(as_of, int(counts["n"]), int(counts["people"] or 0), rows)

@@ -63,6 +63,31 @@ def satisfaction_terms(
     return {"dimension": by, "segment": segment, "terms": rows}
 
 
+@router.get("/v1/satisfaction/trend")
+def satisfaction_trend(
+    request: Request,
+    _: Read,
+    by: Annotated[str, Query(pattern="^(all|segment|value_tier|lifecycle_stage)$")] = "all",
+) -> dict[str, Any]:
+    """NPS at each snapshot date, customers grouped as they were then (``kind`` snapshot), or,
+    with a single snapshot, NPS per month of all answers (``kind`` month)."""
+    from segmentum.satisfaction.compute import TREND, snapshot_dates, snapshot_trend
+
+    svc = _svc(request)
+
+    def run() -> dict[str, Any]:
+        wh = svc.wh
+        if len(snapshot_dates(wh, 2)) > 1:
+            return {"kind": "snapshot", "by": by, "points": snapshot_trend(wh, by)}
+        if not wh.has(TREND):
+            raise ApiProblem(404, "Not found", "satisfaction has not been computed")
+        t = wh.table(TREND)
+        rows = t.filter(t.dimension == "all").order_by("period").to_pyarrow().to_pylist()
+        return {"kind": "month", "by": "all", "points": rows}
+
+    return svc.locked(run)
+
+
 @router.get("/v1/satisfaction/detractors")
 def satisfaction_detractors(
     request: Request, _: Read, top: Annotated[int, Query(ge=1, le=10000)] = 100
@@ -151,7 +176,7 @@ def _verdict(page: Any, flag: str) -> str:
 
 
 def _read(wh: Any, by: str, group: str) -> dict[str, Any]:
-    from segmentum.satisfaction.compute import TREND, stored_segments
+    from segmentum.satisfaction.compute import HISTORY, TREND, stored_segments
     from segmentum.satisfaction.step import stored_terms
 
     rows = stored_segments(wh)
@@ -160,6 +185,10 @@ def _read(wh: Any, by: str, group: str) -> dict[str, Any]:
         t = wh.table(TREND)
         t = t.filter(t.dimension == "all").order_by("period")
         trend = t.to_pyarrow().to_pylist()
+    history: list[dict[str, Any]] = []
+    if wh.has(HISTORY):
+        h = wh.table(HISTORY)
+        history = h.filter(h.dimension == by).order_by("snapshot").to_pyarrow().to_pylist()
     flagged = [r for r in rows if r["flag"]]
     if not group:
         worse = [r for r in flagged if r["flag"] == "worse"]
@@ -170,6 +199,7 @@ def _read(wh: Any, by: str, group: str) -> dict[str, Any]:
     terms = stored_terms(wh, by_terms, group) if group else []
     return {
         "rows": rows,
+        "history": history,
         "trend": trend,
         "terms": terms,
         "terms_dim": by_terms,
@@ -316,6 +346,22 @@ def satisfaction_page(page: Any, svc: Service, by: str, group: str) -> dict[str,
         }
         for t in d["terms"]
     ]
+    dates = sorted({r["snapshot"] for r in d["history"]})
+    cells: dict[str, dict[Any, str]] = {}
+    for r in d["history"]:
+        value = page.num(r["nps"], 0)
+        band = _interval(page, r["nps_low"], r["nps_high"])
+        cells.setdefault(r["segment"], {})[r["snapshot"]] = f"{value} ({band})" if band else value
+    history = {
+        "dates": [page.date(x) for x in dates],
+        "rows": [
+            {
+                "group": _group_label(page, by, seg),
+                "values": [found.get(x, "—") for x in dates],
+            }
+            for seg, found in cells.items()
+        ],
+    }
     return {
         "kpis": kpis,
         "flagged": flagged,
@@ -325,6 +371,7 @@ def satisfaction_page(page: Any, svc: Service, by: str, group: str) -> dict[str,
         "table": table,
         "bars": bars if shown else None,
         "trend": line if len(trend) > 1 else None,
+        "history": history if len(dates) > 1 else None,
         "terms": terms,
         "terms_group": _group_label(page, d["terms_dim"], d["terms_group"])
         if d["terms_group"]
