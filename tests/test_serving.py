@@ -5,6 +5,7 @@ store published atomically, keys revoked from another process, busy answers."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import subprocess
@@ -318,6 +319,44 @@ def test_publish_replaces_the_store_atomically_under_a_reader(tmp_path: Path) ->
     assert again is not None and again.execute("select n from customer_lookup").fetchall() == [(7,)]
     assert store.info() is not None and store.info()["run_id"] == "r2"  # type: ignore[index]
     assert not list(tmp_path.glob(".*.tmp*"))  # nothing left half-written
+    wh.close()
+
+
+def test_published_documents_are_the_rows_the_api_built(tmp_path: Path) -> None:
+    """The lookup's JSON documents (SQLite, read per request) say what the row did, with NaN
+    and infinities as null, dates and timestamps in ISO form, lists as arrays; an unknown key
+    is None; a publish without documents removes the old ones."""
+    from segmentum.precompute import lookup_row
+    from segmentum.serving import documents_path
+
+    wh = segmentum.connect(f"duckdb:///{tmp_path / 'w.duckdb'}")
+    wh.write(
+        "customer_lookup",
+        wh.con.sql(
+            "select 'C' || range::varchar as customer_id, range as n, "
+            "case when range % 3 = 0 then 'nan'::double when range % 3 = 1 then 'inf'::double "
+            "else range / 7 end as x, date '2026-01-31' + range::int as d, "
+            "timestamp '2026-03-01 10:30:00' as ts, ['a', 'b''c'] as segs, "
+            "case when range = 2 then null else 'Zoë \"</script>' end as name from range(50)"
+        ),
+    )
+    target = tmp_path / "w.serving.duckdb"
+    publish(
+        wh, target, {"customer_lookup": "customer_id"}, documents={"customer_lookup": "customer_id"}
+    )
+    store = ServingStore(target)
+    cur = store.cursor()
+    for i in range(50):
+        doc = store.document("customer_lookup", f"C{i}")
+        assert isinstance(doc, str)
+        assert json.loads(doc) == lookup_row(cur, "?", f"C{i}")
+    assert json.loads(store.document("customer_lookup", "C0"))["x"] is None  # type: ignore[arg-type]
+    assert json.loads(store.document("customer_lookup", "C1"))["ts"] == "2026-03-01T10:30:00"  # type: ignore[arg-type]
+    assert store.document("customer_lookup", "nobody") is None
+    assert store.document("other", "C1") is False
+    publish(wh, target, {"customer_lookup": "customer_id"})
+    assert not documents_path(target).exists()
+    assert store.document("customer_lookup", "C1") is False  # the caller falls back to DuckDB
     wh.close()
 
 

@@ -192,6 +192,13 @@ SETTINGS: tuple[Setting, ...] = (
         "How long a command waits for a DuckDB warehouse another process holds before saying "
         "it is busy (exit code 4).",
     ),
+    Setting(
+        "job_nice",
+        10,
+        "CPU priority given up by pipeline and ingest jobs started from the API or the "
+        "dashboard (0-19, as nice; 0 runs them level with the server), so that lookups and "
+        "pages keep answering at once while a job uses every core.",
+    ),
     Setting("upload_max_mb", 200, "Largest file the API and the dashboard accept (413 beyond)."),
     Setting("api_docs", True, "Serve the API docs (/docs, /openapi.json) to holders of a key."),
     Setting("session_minutes", 60, "Dashboard sessions end after this many idle minutes."),
@@ -283,6 +290,7 @@ class Settings:
     state_store: str = _DEFAULTS["state_store"]
     busy_wait_seconds: float = _DEFAULTS["busy_wait_seconds"]
     lock_wait_seconds: float = _DEFAULTS["lock_wait_seconds"]
+    job_nice: int = _DEFAULTS["job_nice"]
     upload_max_mb: int = _DEFAULTS["upload_max_mb"]
     api_docs: bool = _DEFAULTS["api_docs"]
     session_minutes: int = _DEFAULTS["session_minutes"]

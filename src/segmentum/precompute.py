@@ -30,6 +30,8 @@ DEFAULT_MICRO = ("value_tier", "region", "city", "age_band")
 CACHE = "dashboard_cache"
 # What the service reads on the request path, with the key each is sorted and indexed on.
 READ_MODELS: dict[str, str | None] = {LOOKUP: "customer_id", CACHE: None}
+# Read models also published as one JSON document per key, for the API's point lookups.
+DOCUMENTS: dict[str, str] = {LOOKUP: "customer_id"}
 
 
 def publish_read_models(
@@ -45,7 +47,7 @@ def publish_read_models(
     target = serving_path(wh.url, settings.serving_store)
     if target is None:
         return None
-    return publish(wh, target, {**READ_MODELS, **PAGE_MODELS}, run_id=run_id)
+    return publish(wh, target, {**READ_MODELS, **PAGE_MODELS}, run_id=run_id, documents=DOCUMENTS)
 
 
 def build_lookup(wh: Warehouse, as_of: _dt.date | None = None) -> int:

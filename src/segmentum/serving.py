@@ -7,6 +7,12 @@ pipeline run the named read-model tables are copied from the warehouse, whatever
 Readers attach the file read-only and notice the rename on their next query (the file's inode
 changes), so a publish never waits for a reader and a reader never sees half a publish.
 
+Point lookups (one customer per API request, hundreds a second) are also published as JSON
+*documents* in a SQLite file beside it (``shop.serving.duckdb.docs.sqlite``): a primary-key read
+there costs tens of microseconds, against a millisecond or more for any DuckDB query, and the
+API sends the document as it is. It is renamed into place just before the DuckDB file, so one
+request reads one generation.
+
     >>> import segmentum, tempfile, pathlib
     >>> wh = segmentum.connect("duckdb://")
     >>> _ = wh.write("customer_lookup", wh.con.sql("select 'C1' as customer_id, 3 as frequency"))
@@ -24,6 +30,7 @@ import contextlib
 import datetime as _dt
 import json
 import os
+import sqlite3
 import threading
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -89,6 +96,7 @@ def publish(
     tables: Mapping[str, str | None] | Sequence[str],
     *,
     run_id: str | None = None,
+    documents: Mapping[str, str] | None = None,
 ) -> Published:
     """Copy ``tables`` from ``wh`` into a new DuckDB file and rename it over ``target``.
 
@@ -104,6 +112,9 @@ def publish(
         left out (a read model that a run skipped).
     run_id
         The pipeline run that produced them, kept in the ``_published`` table.
+    documents
+        Tables (among ``tables``) also written as one JSON document per key column value into
+        :func:`documents_path`, for :meth:`ServingStore.document`.
 
     Returns
     -------
@@ -114,7 +125,9 @@ def publish(
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
+    docs_tmp = tmp.with_name(tmp.name + ".docs")
     present = {name: key for name, key in specs.items() if wh.has(name)}
+    wanted = {n: k for n, k in (documents or {}).items() if n in present}
     out = Published(target, run_id=run_id)
     try:
         if wh.engine == "duckdb":
@@ -137,16 +150,69 @@ def publish(
                 [out.published_at, run_id, json.dumps(out.tables)],
             )
             con.execute("CHECKPOINT")
+            if wanted:
+                _write_documents(con, docs_tmp, wanted, out.published_at)
         finally:
             con.close()
         _fsync(tmp)
+        if wanted:
+            os.replace(docs_tmp, documents_path(target))
+        else:  # none this time: an older generation's documents must not outlive it
+            with contextlib.suppress(FileNotFoundError):
+                documents_path(target).unlink()
         os.replace(tmp, target)  # atomic: a reader sees the old file or the new one, never half
         _fsync(target.parent)
     finally:
-        for leftover in (tmp, tmp.with_name(tmp.name + ".wal")):
+        for leftover in (tmp, tmp.with_name(tmp.name + ".wal"), docs_tmp):
             with contextlib.suppress(FileNotFoundError):
                 leftover.unlink()
     return out
+
+
+def documents_path(target: str | Path) -> Path:
+    """The SQLite file of JSON documents published beside the serving store ``target``."""
+    target = Path(target)
+    return target.with_name(target.name + ".docs.sqlite")
+
+
+def _json_column(name: str, dtype: str) -> str:
+    """A column as it goes into a JSON document: what the API returned when it built the dict
+    in Python (NaN and infinities as null, timestamps in ISO form with a T)."""
+    q = _quote(name)
+    if dtype in ("DOUBLE", "FLOAT", "REAL") or dtype.startswith("DECIMAL"):
+        return f"CASE WHEN isfinite({q}::DOUBLE) THEN {q}::DOUBLE END"
+    if dtype.startswith("TIMESTAMP"):
+        return f"replace(CAST({q} AS VARCHAR), ' ', 'T')"
+    return q
+
+
+def _write_documents(
+    con: duckdb.DuckDBPyConnection, path: Path, tables: Mapping[str, str], published_at: str
+) -> None:
+    """One SQLite table per read model: (key, JSON of the whole row), keyed by the key column.
+    The JSON is built by DuckDB; rows move over in batches of 50,000."""
+    docs = sqlite3.connect(path)
+    try:
+        docs.execute("PRAGMA journal_mode=OFF")  # a fresh private file: renamed in when whole
+        docs.execute("PRAGMA synchronous=OFF")
+        docs.execute("CREATE TABLE _published (published_at TEXT)")
+        docs.execute("INSERT INTO _published VALUES (?)", (published_at,))
+        for name, key in tables.items():
+            cols = con.execute(f"DESCRIBE {_quote(name)}").fetchall()
+            fields = ", ".join(f"{_quote(c[0])} := {_json_column(c[0], c[1])}" for c in cols)
+            docs.execute(
+                f"CREATE TABLE {_quote(name)} (k TEXT PRIMARY KEY, doc TEXT NOT NULL) WITHOUT ROWID"
+            )
+            cur = con.execute(
+                f"SELECT CAST({_quote(key)} AS VARCHAR), to_json(struct_pack({fields}))::VARCHAR "
+                f"FROM {_quote(name)} WHERE {_quote(key)} IS NOT NULL"
+            )
+            while batch := cur.fetchmany(50_000):
+                docs.executemany(f"INSERT OR REPLACE INTO {_quote(name)} VALUES (?, ?)", batch)
+        docs.commit()
+    finally:
+        docs.close()
+    _fsync(path)
 
 
 def _copy_in_engine(wh: Warehouse, tmp: Path, specs: Mapping[str, str | None]) -> None:
@@ -267,6 +333,29 @@ class ServingStore:
             cur.execute("USE serving")
             self._local.cur, self._local.signature = cur, gen.signature
         return cur
+
+    def document(self, table: str, key: str) -> str | bool | None:
+        """The JSON document of ``key`` in ``table`` (published with ``documents=``); None when
+        there is no such key, False when no documents of ``table`` are published."""
+        path = documents_path(self.path)
+        try:
+            inode = os.stat(path).st_ino
+        except FileNotFoundError:
+            return False
+        held = getattr(self._local, "docs", None)
+        if held is None or held[0] != inode:
+            try:
+                con = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)
+                names = {r[0] for r in con.execute("SELECT name FROM sqlite_master")}
+            except sqlite3.Error:
+                return False
+            if held is not None:
+                held[1].close()
+            self._local.docs = held = (inode, con, names)
+        if table not in held[2]:
+            return False
+        row = held[1].execute(f"SELECT doc FROM {_quote(table)} WHERE k = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
 
     def read(self, fn: Callable[[Warehouse], T]) -> T | None:
         """``fn`` on an Ibis warehouse over the latest generation (one query at a time: Ibis

@@ -216,7 +216,12 @@ def create_app(
     async def customer(customer_id: str, _: Read) -> Response:
         from segmentum.precompute import LOOKUP
 
-        if svc.serving is not None and svc.serving.has(LOOKUP):
+        doc = svc.customer_document(customer_id)  # a primary-key read of tens of microseconds
+        if isinstance(doc, str):
+            return Response(doc, media_type="application/json")
+        if doc is None:
+            found = None
+        elif svc.serving is not None and svc.serving.has(LOOKUP):
             # An indexed point query of about a millisecond: cheaper on the event loop than a
             # hop to the thread pool.
             found = svc.customer(customer_id)

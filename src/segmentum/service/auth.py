@@ -139,7 +139,7 @@ def verify_key(store: StateStore, key: str | None) -> ApiKey | None:
     if not key or not key.startswith("sgm_") or key.count("_") < 2:
         return None
     _, key_id, secret = key.split("_", 2)
-    rows = store.query(
+    rows = store.read(
         "SELECT name, secret_sha256, scopes, revoked FROM api_keys WHERE key_id = ?", (key_id,)
     )
     if not rows or rows[0]["revoked"]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import hmac
+import json
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -201,6 +202,9 @@ class Service:
         from segmentum.precompute import LOOKUP, build_lookup, lookup_row
 
         store = self.serving
+        doc = self.customer_document(customer_id)
+        if doc is not False:
+            return None if doc is None else dict(json.loads(doc))
         if store is not None and store.has(LOOKUP):
             cur = store.cursor()
             if cur is not None:
@@ -219,6 +223,16 @@ class Service:
         if self.lookup_ready:
             return from_warehouse()  # a per-thread cursor: no need to queue behind the lock
         return self.locked(from_warehouse)
+
+    def customer_document(self, customer_id: str) -> str | bool | None:
+        """The customer's lookup row as published JSON text (sent by the API as it is); None
+        for an unknown customer, False when no documents are published (then use
+        :meth:`customer`)."""
+        from segmentum.precompute import LOOKUP
+
+        if self.serving is None:
+            return False
+        return self.serving.document(LOOKUP, customer_id)
 
     def _cursor(self, wh: Warehouse) -> Any:
         if self.per_use:
