@@ -203,8 +203,10 @@ class Service:
 
         store = self.serving
         doc = self.customer_document(customer_id)
-        if doc is not False:
-            return None if doc is None else dict(json.loads(doc))
+        if isinstance(doc, str):
+            return dict(json.loads(doc))
+        if doc is None:
+            return None
         if store is not None and store.has(LOOKUP):
             cur = store.cursor()
             if cur is not None:
