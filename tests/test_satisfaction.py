@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 import segmentum
+from segmentum.campaigns.channels import serve_web_messages
 from segmentum.campaigns.core import Campaigns
 from segmentum.config import load_settings
 from segmentum.satisfaction.compute import has_responses, per_customer, stored_segments
@@ -28,7 +29,7 @@ from segmentum.satisfaction.stats import (
     wilson,
 )
 from segmentum.satisfaction.step import stored_terms
-from segmentum.satisfaction.survey import record_answer, survey_for
+from segmentum.satisfaction.survey import answer_web_survey, survey_for
 from segmentum.satisfaction.text import distinguishing, log_odds, tokens
 from segmentum.segments.store import Segments
 from segmentum.service.auth import SESSION_COOKIE, create_session
@@ -205,21 +206,24 @@ def test_rule_windows_over_responses(server: dict[str, Any]) -> None:
 
     wh = server["wh"]
     store = Segments(wh, SETTINGS)
-    p = store.preview("count(responses, nps <= 6, last 90 days) >= 1")
-    as_of = p.as_of
-    r = wh.table("responses").to_pandas()  # a few hundred answers: small enough to check
-    start = np.datetime64(as_of - _dt.timedelta(days=90))
-    mask = (r.nps <= 6) & (r.timestamp >= start) & (r.timestamp < np.datetime64(as_of))
-    assert p.size == r[mask].customer_id.dropna().nunique() > 0
-    # Two more rules in one pass (what compute does), without the reach a preview adds.
-    rules = {"implicit": "exists(nps <= 6, last 90 days)", "latest": "last_nps <= 6"}
+    as_of = stored_segments(wh, "all")[0]["as_of"]
+    rules = {
+        "window": "count(responses, nps <= 6, last 90 days) >= 1",
+        "implicit": "exists(nps <= 6, last 90 days)",
+        "latest": "last_nps <= 6",
+    }
+    # All three in one pass over the answers, as a run computes saved segments.
     flags, _, _, _ = store._evaluate({n: Segment(n, x) for n, x in rules.items()}, as_of)
     got = flags.to_pandas()
     sizes = {n: int(got[next(c for c in got.columns if c.endswith(n))].sum()) for n in rules}
-    assert sizes["implicit"] == p.size
+    r = wh.table("responses").to_pandas()  # a few hundred answers: small enough to check
+    start = np.datetime64(as_of - _dt.timedelta(days=90))
+    mask = (r.nps <= 6) & (r.timestamp >= start) & (r.timestamp < np.datetime64(as_of))
+    assert sizes["window"] == r[mask].customer_id.dropna().nunique() > 0
+    assert sizes["implicit"] == sizes["window"]
     assert sizes["latest"] == int((per_customer(wh, as_of).to_pandas().last_nps <= 6).sum())
     with pytest.raises(segmentum.InputError, match="unknown column"):
-        store.preview("count(responses, score <= 6) >= 1")
+        store.validate([Segment("bad", "count(responses, score <= 6) >= 1")])
 
 
 # ----------------------------------------------------------------------------- API and page
@@ -294,16 +298,25 @@ def test_a_web_message_carries_a_survey_and_its_answers_come_back(
     cs.send(c, immediately=True)
     log = cs.log(c)
     member = str(log[log.status == "sent"].customer_id.iloc[0])
-    shown = cs.web_message(member)
-    assert shown is not None and shown["survey"]["kind"] == "nps"
-    assert shown["survey"]["question"] == survey_for(template, shown["language"])["question"]
-    row = record_answer(wh, c.campaign_id, member, c.template_data, nps=3, comment=" Tarde ")
-    assert row["campaign_id"] == c.campaign_id and row["comment"] == "Tarde"
+    web, _ = serve_web_messages(
+        cs.web_message, port=0, answer=lambda body: answer_web_survey(cs, body)
+    )
+    base = f"http://127.0.0.1:{web.server_address[1]}"
+    try:
+        shown = http.get(f"{base}/v1/web-message", params={"visitor": member}).json()
+        assert shown["survey"]["kind"] == "nps" and shown["survey"]["scale"] == [0, 10]
+        assert shown["survey"]["question"] == survey_for(template, shown["language"])["question"]
+        assert b"answer_url" in http.get(f"{base}/segmentum.js").content
+        url = base + shown["survey"]["answer_url"]
+        body = {"visitor": member, "campaign_id": c.campaign_id, "nps": 3, "comment": " Tarde "}
+        row = http.post(url, json=body).json()
+        assert row["campaign_id"] == c.campaign_id and row["comment"] == "Tarde"
+        again = http.post(url, json={**body, "nps": 5})
+        assert again.status_code == 400 and "already answered" in again.json()["error"]
+        stranger = http.post(url, json={**body, "visitor": "nobody"})
+        assert stranger.status_code == 400 and "was not sent" in stranger.json()["error"]
+        assert http.post(url, json={**body, "nps": 11}).status_code == 400
+    finally:
+        web.shutdown()
     stored = wh.table("responses").filter(lambda t: t.campaign_id == c.campaign_id).to_pandas()
     assert list(stored.nps) == [3] and list(stored.channel) == ["web"]
-    with pytest.raises(segmentum.InputError, match="already answered"):
-        record_answer(wh, c.campaign_id, member, c.template_data, nps=5)
-    with pytest.raises(segmentum.InputError, match="was not sent"):
-        record_answer(wh, c.campaign_id, "nobody", c.template_data, nps=5)
-    with pytest.raises(segmentum.InputError, match="0 to 10"):
-        record_answer(wh, c.campaign_id, member, c.template_data, nps=11)

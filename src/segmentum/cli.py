@@ -1628,13 +1628,18 @@ def campaign_serve_web_cmd(
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 8765,
     warehouse: WarehouseOpt = None,
 ) -> None:
-    """Serve web messages (GET /v1/web-message?visitor=ID) and the snippet (/segmentum.js)."""
+    """Serve web messages (GET /v1/web-message?visitor=ID), the snippet (/segmentum.js) and
+    survey answers (POST /v1/web-message/answer)."""
     import time
 
     from segmentum.campaigns.channels import serve_web_messages
+    from segmentum.satisfaction.survey import answer_web_survey
 
     cs = _campaigns(warehouse)
-    server, _ = serve_web_messages(cs.web_message, port=port)
+    # Survey answers of web-message campaigns come back to the same server.
+    server, _ = serve_web_messages(
+        cs.web_message, port=port, answer=lambda body: answer_web_survey(cs, body)
+    )
     console.print(f"serving web messages on http://127.0.0.1:{port} (Ctrl+C to stop)")
     try:
         while True:

@@ -399,16 +399,44 @@ SNIPPET = """\
         "padding:12px 16px;background:#fff;border:1px solid #ccc;border-radius:8px;" +
         "box-shadow:0 2px 8px rgba(0,0,0,.2)";
       box.textContent = m.message;
+      if (m.survey) ask(box, m);
       document.body.appendChild(box);
     });
+  // A short survey under the message: buttons 0-10 or the options; one click answers.
+  function ask(box, m) {
+    var q = document.createElement("p"), row = document.createElement("div");
+    q.textContent = m.survey.question;
+    var values = m.survey.kind === "nps" ? [0,1,2,3,4,5,6,7,8,9,10] : m.survey.options;
+    values.forEach(function (v) {
+      var b = document.createElement("button");
+      b.type = "button";
+      b.textContent = String(v);
+      b.onclick = function () {
+        var body = {visitor: visitor, campaign_id: m.campaign_id};
+        body[m.survey.kind === "nps" ? "nps" : "answer"] = v;
+        fetch(base + m.survey.answer_url, {method: "POST",
+          headers: {"Content-Type": "application/json"}, body: JSON.stringify(body)})
+          .then(function () {
+            box.textContent = m.language === "es" ? "¡Gracias!" : "Thank you!";
+          });
+      };
+      row.appendChild(b);
+    });
+    box.appendChild(q);
+    box.appendChild(row);
+  }
 })();
 """
 
 
 def serve_web_messages(
-    lookup: Any, host: str = "127.0.0.1", port: int = 8765
+    lookup: Any, host: str = "127.0.0.1", port: int = 8765, answer: Any = None
 ) -> tuple[ThreadingHTTPServer, threading.Thread]:
-    """A small HTTP server: GET /v1/web-message?visitor=ID and GET /segmentum.js."""
+    """A small HTTP server: GET /v1/web-message?visitor=ID and GET /segmentum.js; with
+    ``answer``, POST /v1/web-message/answer stores a survey answer (JSON body; see
+    :mod:`segmentum.satisfaction.survey`)."""
+    # One warehouse connection serves every request thread: one request at a time uses it.
+    busy = threading.Lock()
 
     class Handler(BaseHTTPRequestHandler):
         def _send(self, code: int, body: bytes, ctype: str) -> None:
@@ -431,8 +459,36 @@ def serve_web_messages(
             if not visitor:
                 self._send(400, b'{"error": "visitor is required"}', "application/json")
                 return
-            msg = lookup(visitor)
+            with busy:
+                msg = lookup(visitor)
             self._send(200, json.dumps(msg or {}).encode(), "application/json")
+
+        def do_OPTIONS(self) -> None:  # the browser asks before posting JSON to another origin
+            self.send_response(204)
+            self.send_header("Access-Control-Allow-Origin", "*")
+            self.send_header("Access-Control-Allow-Methods", "GET, POST")
+            self.send_header("Access-Control-Allow-Headers", "Content-Type")
+            self.end_headers()
+
+        def do_POST(self) -> None:
+            if answer is None or urlparse(self.path).path != "/v1/web-message/answer":
+                self._send(404, b'{"error": "not found"}', "application/json")
+                return
+            size = int(self.headers.get("Content-Length") or 0)
+            if size > 10_000:
+                self._send(413, b'{"error": "answer too large"}', "application/json")
+                return
+            try:
+                payload = json.loads(self.rfile.read(size) or b"{}")
+                if not isinstance(payload, dict):
+                    raise ValueError("expected a JSON object")
+                with busy:
+                    row = answer(payload)
+            except (ValueError, InputError) as exc:
+                body = json.dumps({"error": str(exc)}, ensure_ascii=False).encode()
+                self._send(400, body, "application/json")
+                return
+            self._send(200, json.dumps(row, default=str).encode(), "application/json")
 
         def log_message(self, *args: object) -> None:
             pass

@@ -177,3 +177,27 @@ def answers(wh: Warehouse, campaign_id: str) -> dict[str, Any]:
         "answers": sum(int(x["n"]) for x in g),
         "by_value": {str(x["value"]): int(x["n"]) for x in g},
     }
+
+
+def answer_web_survey(campaigns: Any, payload: Mapping[str, Any]) -> dict[str, Any]:
+    """Store an answer posted by the web snippet: ``{visitor, campaign_id, nps | answer,
+    comment}`` (``campaigns`` a :class:`~segmentum.campaigns.core.Campaigns`)."""
+    visitor, campaign_id = payload.get("visitor"), payload.get("campaign_id")
+    if not isinstance(visitor, str) or not isinstance(campaign_id, str):
+        raise InputError("an answer needs the visitor and the campaign_id", "send both as text")
+    c = campaigns.get(campaign_id)
+    if c.channel != "web":
+        raise InputError(f"campaign {campaign_id} is not a web message")
+    nps = payload.get("nps")
+    if nps is not None and (isinstance(nps, bool) or not isinstance(nps, int)):
+        raise InputError("nps must be a whole number from 0 to 10", "send nps: 0..10")
+    answer, comment = payload.get("answer"), payload.get("comment")
+    return record_answer(
+        campaigns.wh,
+        c.campaign_id,
+        visitor,
+        c.template_data,
+        nps=nps,
+        answer=None if answer is None else str(answer),
+        comment=None if comment is None else str(comment),
+    )

@@ -111,24 +111,15 @@ def satisfaction_detractors(
 def web_message_answer(request: Request, body: SurveyAnswerIn, _: Read) -> dict[str, Any]:
     """Store a visitor's answer to the survey of a web-message campaign they were shown."""
     from segmentum.campaigns.core import Campaigns
-    from segmentum.satisfaction.survey import record_answer
+    from segmentum.satisfaction.survey import answer_web_survey
 
     svc = _svc(request)
 
     def run() -> dict[str, Any]:
         cs = Campaigns(svc.wh, svc.settings)
-        c = cs.get(body.campaign_id)
-        if c.channel != "web":
+        if cs.get(body.campaign_id).channel != "web":
             raise ApiProblem(404, "Not found", f"campaign {body.campaign_id} is no web message")
-        return record_answer(
-            svc.wh,
-            c.campaign_id,
-            body.visitor,
-            c.template_data,
-            nps=body.nps,
-            answer=body.answer,
-            comment=body.comment,
-        )
+        return answer_web_survey(cs, body.model_dump())
 
     return svc.locked(run)
 
