@@ -13,13 +13,19 @@ from segmentum.service.core import ApiProblem, Read, Service
 
 router = APIRouter(tags=["satisfaction"])
 DIMENSIONS = "all|segment|value_tier|lifecycle_stage|rfm_segment|cluster|micro|campaign"
+# Names and ids are printable text: a control character (NUL) cannot be a group or a visitor.
+PRINTABLE = r"^[^\x00-\x1f\x7f]+$"
 
 
 class SurveyAnswerIn(BaseModel):
-    visitor: str = Field(min_length=1, max_length=200, description="The customer id.")
-    campaign_id: str = Field(min_length=1, max_length=200)
+    visitor: str = Field(
+        min_length=1, max_length=200, pattern=PRINTABLE, description="The customer id."
+    )
+    campaign_id: str = Field(min_length=1, max_length=200, pattern=PRINTABLE)
     nps: int | None = Field(default=None, ge=0, le=10, description="For an NPS survey.")
-    answer: str | None = Field(default=None, max_length=200, description="For a choice survey.")
+    answer: str | None = Field(
+        default=None, max_length=200, pattern=PRINTABLE, description="For a choice survey."
+    )
     comment: str | None = Field(default=None, max_length=2000)
 
 
@@ -46,7 +52,7 @@ def satisfaction(
 def satisfaction_terms(
     request: Request,
     _: Read,
-    segment: Annotated[str, Query(min_length=1, max_length=200)],
+    segment: Annotated[str, Query(min_length=1, max_length=200, pattern=PRINTABLE)],
     by: Annotated[str, Query(pattern=f"^({DIMENSIONS})$")] = "segment",
 ) -> dict[str, Any]:
     """The words and phrases that set a group's comments apart, with quotes (precomputed for
