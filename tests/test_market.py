@@ -332,3 +332,83 @@ def test_geojson_export_merges_the_numbers_into_the_users_features(
     assert by["COMUNIDAD DE MADRID"]["penetration"] > 0  # matched without regard to case
     assert "penetration" not in by["Atlántida"]
     assert load_geojson(GEOJSON)["type"] == "FeatureCollection"
+
+
+def test_market_page_draws_the_configured_geojson_or_says_why_not(server: dict[str, Any]) -> None:
+    svc = server["app"].state.svc
+    before = svc.settings
+    s = create_session(svc.sessions, server["keys"]["read"])
+    assert s is not None
+
+    def page(**settings: str) -> str:
+        svc.settings = before.with_overrides(market_geojson=str(GEOJSON), **settings)
+        r = http.get(
+            server["url"] + "/dashboard/market",
+            params={"lang": "es"},
+            cookies={SESSION_COOKIE: s.sid},
+        )
+        assert r.status_code == 200
+        return r.text
+
+    try:
+        html = page()
+        wrong_key = page(market_geojson_key="codigo")
+    finally:
+        svc.settings = before
+        svc.sessions.end(s.sid)
+    assert 'class="market-map"' in html and 'id="chart-market"' not in html
+    shape = re.search(r'<path [^>]*data-place="Comunitat Valenciana"><title>([^<]*)</title>', html)
+    assert shape is not None and shape.group(1).startswith("Comunitat Valenciana: índice ")
+    assert "índice por debajo de 50" in html  # the legend, in Spanish
+    assert 'id="map-error"' in wrong_key and "market_geojson_key" in wrong_key
+    assert 'id="chart-market"' in wrong_key  # the bars instead
+
+
+B2B_POPULATION = """\
+sector;estrato asalariados;empresas
+retail;1-9;100
+retail;10-49;50
+software;1-9;40
+software;10-49;10
+"""
+B2B_CUSTOMERS = """\
+id_cliente;id_empresa;sector;empleados
+K1;E1;Retail;5
+K2;E1;Retail;5
+K3;E2;retail;20
+K4;E3;Software;30
+K5;E4;software;400
+K6;E5;;3
+"""
+
+
+def test_b2b_cells_count_companies_by_industry_and_size_band(tmp_path: Path) -> None:
+    (tmp_path / "empresas.csv").write_text(B2B_POPULATION, encoding="utf-8")
+    (tmp_path / "clientes.csv").write_text(B2B_CUSTOMERS, encoding="utf-8")
+    wh = segmentum.connect("duckdb://")
+    ingest("population", tmp_path / "empresas.csv", warehouse=wh)
+    ingest("customers", tmp_path / "clientes.csv", warehouse=wh)
+    import datetime as dt
+
+    ids = [f"K{i}" for i in range(1, 7)]
+    wh.write(
+        "customer_features",
+        pa.table(
+            {
+                "customer_id": ids,
+                "as_of": pa.array([dt.date(2026, 1, 1)] * 6, pa.date32()),
+                "run_id": ["r"] * 6,
+                "frequency": [1] * 6,
+                "monetary": [10.0] * 6,
+            }
+        ),
+    )
+    r = compute_market(wh, store=False)
+    assert r.dimensions == ["industry", "company_size"]
+    cells = {(c["industry"], c["company_size"]): c for c in r.cells.to_dict("records")}
+    assert cells[("retail", "1-9")]["customers"] == 1  # two contacts of one company
+    assert cells[("retail", "1-9")]["penetration"] == pytest.approx(0.01)
+    assert cells[("retail", "10-49")]["customers"] == 1
+    assert cells[("software", "10-49")]["customers"] == 1
+    assert r.overall_penetration == pytest.approx(3 / 200)
+    assert r.unplaced == {"company_size not in the population": 1, "no industry": 1}

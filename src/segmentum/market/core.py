@@ -307,6 +307,8 @@ def _customers(
             keys[f"_k_{d}"] = ibis.null("string")
         elif d in BANDED:
             keys[f"_k_{d}"] = _band_of(buyers[source].cast("float64"), bands.get(d, {}))
+            # Known but in no band (an age of 17 against bands from 18) is not "missing".
+            keys[f"_has_{d}"] = buyers[source].notnull()
         else:
             keys[f"_k_{d}"] = _fold(buyers[source])
     in_profile = buyers.in_profile if "in_profile" in cols else ibis.literal(False)
@@ -401,7 +403,8 @@ def _compute(
     reason: ir.Value = ibis.ifelse(cust._in_profile, ibis.null("string"), NO_RECORD)
     for d in dims:
         k = cust[f"_k_{d}"]
-        reason = ibis.coalesce(reason, ibis.ifelse(k.isnull(), MISSING[d], ibis.null("string")))
+        missing = k.isnull() & ~cust[f"_has_{d}"] if f"_has_{d}" in cust.columns else k.isnull()
+        reason = ibis.coalesce(reason, ibis.ifelse(missing, MISSING[d], ibis.null("string")))
     for d in dims:
         known = cells.select(cells[f"_k_{d}"]).distinct().mutate(**{f"_in_{d}": ibis.literal(True)})
         cust = _drop_right(cust.left_join(known, f"_k_{d}"))
