@@ -390,6 +390,27 @@ def print_summary(s: pipeline.RunSummary, currency: str) -> None:
                 str(row["cluster"]), row["name"] + flags, row["name_es"], f"{row['customers']:,}"
             )
         console.print(t)
+    if s.market:
+        m = s.market
+        console.print(
+            f"market: {m['cells']:,} cells by {', '.join(m['dimensions'])}; overall penetration "
+            f"{_market_rate(None, m['overall_penetration'], None).split(' (')[0]}; "
+            f"{m['unplaced']:,} of {m['customers']:,} customers not placed "
+            "(segmentum market compute says why)"
+        )
+        for i, cell in enumerate(m.get("white_space") or [], 1):
+            console.print(f"  white space #{i}: {escape(str(cell))}")
+    sat = s.satisfaction
+    if sat:
+        console.print(
+            f"satisfaction: {sat['responses']:,} answers from {sat['respondents']:,} customers "
+            "in the last 12 months (segmentum satisfaction summary)"
+        )
+        for f in sat.get("flagged") or []:
+            console.print(
+                f"  {escape(str(f['segment']))} ({f['dimension']}): NPS {f['nps']:.1f} against "
+                f"{f['rest_nps']:.1f} for the rest, {f['flag']} (q {f['q_value']:.2g})"
+            )
     for w in s.warnings:
         console.print(f"[yellow]warning:[/yellow] {w}")
 

@@ -83,6 +83,8 @@ class RunSummary:
     id_match: dict[str, Any] = field(default_factory=dict)
     # Survey answers and the groups whose NPS differs from the rest (when responses exist).
     satisfaction: dict[str, Any] = field(default_factory=dict)
+    # The market beyond the customer base (when a population is loaded): summary, top targets.
+    market: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -108,6 +110,7 @@ class RunSummary:
             "revenue_check": self.revenue_check,
             "id_match": self.id_match,
             "satisfaction": self.satisfaction,
+            "market": self.market,
         }
 
 
@@ -397,12 +400,14 @@ def run(
             from segmentum.market import compute_market
 
             try:
-                step(
+                found = step(
                     "market",
                     lambda: compute_market(
                         wh, as_of_used, settings=settings, run_id=summary.run_id
                     ),
                 )
+                top = found.cells[found.cells["white_space_rank"].notna()].head(3)
+                summary.market = {**found.summary(), "white_space": list(top["cell"])}
             except SegmentumError as exc:  # a population that cannot be used: say so, go on
                 summary.steps[-1]["status"] = "skipped"
                 summary.warnings.append(f"market not computed: {exc}")
