@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 import segmentum
+from segmentum.campaigns import audiences, reasons
 from segmentum.campaigns.channels import serve_web_messages
 from segmentum.campaigns.core import Campaigns
 from segmentum.config import load_settings
@@ -320,3 +321,18 @@ def test_a_web_message_carries_a_survey_and_its_answers_come_back(
         web.shutdown()
     stored = wh.table("responses").filter(lambda t: t.campaign_id == c.campaign_id).to_pandas()
     assert list(stored.nps) == [3] and list(stored.channel) == ["web"]
+
+
+# ----------------------------------------------------------------------------- audience
+def test_valuable_detractors_are_a_campaign_audience_with_reasons_in_both_languages(
+    server: dict[str, Any],
+) -> None:
+    aud = audiences.build(server["wh"], "detractors").to_pandas()
+    assert len(aud) > 0 and (aud.why_nps <= 6).all()
+    assert (aud.why_tier.eq("high") | (aud.why_clv > 0)).all()
+    assert aud.reason.str.startswith("detractor (NPS ").all()
+    facts = {"nps": 3, "when": "2025-11-02", "clv": 1234.5, "tier": "high", "comment": "Tarde"}
+    es = reasons.text("detractors", facts, "es")
+    assert es == 'detractor (NPS 3 el 2 nov 2025), CLV 1.234\xa0€ (valor alto): "Tarde"'
+    en = reasons.text("detractors", {**facts, "comment": None}, "en")
+    assert en == "detractor (NPS 3 on Nov 2, 2025), CLV €1,234 (high value)"
