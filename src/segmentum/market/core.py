@@ -359,11 +359,13 @@ def compute_market(
     Examples
     --------
     >>> import segmentum, tempfile, pathlib
+    >>> from segmentum import demo, pipeline
+    >>> from segmentum.config import load_settings
     >>> from segmentum.market import compute_market
     >>> wh = segmentum.connect("duckdb://")
     >>> d = pathlib.Path(tempfile.mkdtemp())
-    >>> files = segmentum.demo.generate(d, customers=300)
-    >>> _ = segmentum.pipeline.run(wh, data=d, settings=segmentum.load_settings(env={}))
+    >>> files = demo.generate(d, customers=300)
+    >>> _ = pipeline.run(wh, data=d, settings=load_settings(env={}))
     >>> r = compute_market(wh)
     >>> r.dimensions
     ['country', 'region', 'age_band', 'gender']
