@@ -599,7 +599,7 @@ def rollup(cells: pd.DataFrame, level: str, overall: float | None) -> pd.DataFra
 
     The place keeps the spelling of the input (its name or code), so a map can join on it.
     """
-    if level not in cells.columns or cells[level].isna().all():
+    if level not in GEO or level not in cells.columns or cells[level].isna().all():
         raise InputError(
             f"the population has no {level} column",
             f"use one of: {', '.join(d for d in GEO if d in cells and cells[d].notna().any())}",

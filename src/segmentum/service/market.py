@@ -81,7 +81,7 @@ def market_summary(
 
     def run(wh: Any) -> dict[str, Any]:
         cells, summary = stored(wh)
-        used = _level(cells, level)
+        used = _level(cells, level or None)
         by_place = (
             records(rollup(cells, used, summary.get("overall_penetration")), PLACE_COLUMNS)
             if used
