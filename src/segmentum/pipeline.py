@@ -393,8 +393,12 @@ def run(
                 summary.steps[-1]["status"] = "skipped"
                 summary.warnings.append(f"segment discovery skipped: {exc}")
         if has_responses(wh):
-            sat = step("satisfaction", lambda: satisfaction_run(wh, as_of_used, summary.run_id))
-            summary.satisfaction = sat.to_dict()
+            try:
+                sat = step("satisfaction", lambda: satisfaction_run(wh, as_of_used, summary.run_id))
+                summary.satisfaction = sat.to_dict()
+            except SegmentumError as exc:  # answers that cannot be used: say so, go on
+                summary.steps[-1]["status"] = "skipped"
+                summary.warnings.append(f"satisfaction not computed: {exc}")
         if wh.has("population"):
             # The market beyond the customer base, when a reference population was loaded.
             from segmentum.market import compute_market

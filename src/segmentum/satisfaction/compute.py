@@ -196,11 +196,19 @@ def membership(wh: Warehouse, as_of: _dt.date) -> ir.Table:
         j = classes.select("customer_id", "value_tier").join(c, "customer_id")
         j = j.filter(j.region.notnull() & j.value_tier.notnull())
         part(j, "micro", j.value_tier + ibis.literal(" > ") + j.region)
-    if wh.has("campaign_results"):
+    sent: list[ir.Table] = []
+    if wh.has("campaign_results"):  # imported results: the treatment group was contacted
         cr = wh.table("campaign_results")
         cr = cr.filter((cr.group == "treatment") & cr.customer_id.notnull())
-        cr = cr.select("customer_id", "campaign_id").distinct()
-        part(cr, "campaign", cr.campaign_id)
+        sent.append(cr.select(customer_id=cr.customer_id.cast("string"), campaign=cr.campaign_id))
+    if wh.has("campaign_sends"):  # campaigns sent by segmentum (a web survey's audience too)
+        cs = wh.table("campaign_sends")
+        cs = cs.filter((cs.status == "sent") & cs.customer_id.notnull())
+        sent.append(cs.select(customer_id=cs.customer_id.cast("string"), campaign=cs.campaign_id))
+    if sent:
+        everyone = sent[0].union(sent[1]) if len(sent) > 1 else sent[0]
+        everyone = everyone.distinct()
+        part(everyone, "campaign", everyone.campaign)
     out = parts[0]
     for p in parts[1:]:
         out = out.union(p)
