@@ -1260,8 +1260,8 @@ def ingest(
     Parameters
     ----------
     table
-        ``customers``, ``transactions``, ``events``, ``products``, ``prospects`` or
-        ``campaign_results``.
+        ``customers``, ``transactions``, ``events``, ``products``, ``prospects``,
+        ``campaign_results``, ``suppressions``, ``responses`` (survey answers) or ``population``.
     files
         CSV, Parquet, Excel (.xlsx, every sheet unless ``sheet`` is given) or JSON-lines files.
     warehouse
