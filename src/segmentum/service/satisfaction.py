@@ -144,7 +144,9 @@ def dimension_titles(_: Any) -> dict[str, str]:
     }
 
 
-def _group_label(page: Any, dimension: str, segment: str) -> str:
+def _group_label(page: Any, dimension: str, segment: str, names: Any = None) -> str:
+    if dimension == "cluster" and names and page.lang == "es":
+        return str(names.get(segment, segment))
     if dimension in ("value_tier", "lifecycle_stage", "rfm_segment"):
         return str(page.label(dimension, segment))
     if dimension == "micro" and " > " in segment:
@@ -177,6 +179,14 @@ def _read(wh: Any, by: str, group: str) -> dict[str, Any]:
     from segmentum.satisfaction.step import stored_terms
 
     rows = stored_segments(wh)
+    # Discovered segments are stored by their English name; the page shows the Spanish one.
+    es_names: dict[str, str] = {}
+    if wh.has("customer_clusters"):
+        c = wh.table("customer_clusters")
+        if "cluster_name_es" in c.columns:
+            c = c.filter(c.as_of == c.as_of.max())
+            pairs = c.select("cluster_name", "cluster_name_es").distinct().to_pyarrow().to_pylist()
+            es_names = {str(p["cluster_name"]): str(p["cluster_name_es"]) for p in pairs}
     trend: list[dict[str, Any]] = []
     if wh.has(TREND):
         t = wh.table(TREND)
@@ -196,6 +206,7 @@ def _read(wh: Any, by: str, group: str) -> dict[str, Any]:
     terms = stored_terms(wh, by_terms, group) if group else []
     return {
         "rows": rows,
+        "es_names": es_names,
         "history": history,
         "trend": trend,
         "terms": terms,
@@ -215,6 +226,7 @@ def satisfaction_page(page: Any, svc: Service, by: str, group: str) -> dict[str,
     d = svc.read_models(lambda wh: _read(wh, by, group), SEGMENTS, TREND, TERMS)
     titles = dimension_titles(_)
     rows = d["rows"]
+    es_names = d["es_names"]
     present = [x for x in DIMENSIONS if x != "all" and any(r["dimension"] == x for r in rows)]
     if present and by not in present:
         by = present[0]
@@ -250,7 +262,7 @@ def satisfaction_page(page: Any, svc: Service, by: str, group: str) -> dict[str,
     mine = [r for r in rows if r["dimension"] == by]
     table = [
         {
-            "group": _group_label(page, by, r["segment"]),
+            "group": _group_label(page, by, r["segment"], es_names),
             "href": link(r),
             "customers": page.num(r["customers"]),
             "answered": page.num(r["respondents"]),
@@ -269,7 +281,7 @@ def satisfaction_page(page: Any, svc: Service, by: str, group: str) -> dict[str,
     flagged = [
         {
             "dimension": titles.get(r["dimension"], r["dimension"]),
-            "group": _group_label(page, r["dimension"], r["segment"]),
+            "group": _group_label(page, r["dimension"], r["segment"], es_names),
             "href": link(r),
             "nps": page.num(r["nps"], 1),
             "interval": _interval(page, r["nps_low"], r["nps_high"]),
@@ -287,7 +299,7 @@ def satisfaction_page(page: Any, svc: Service, by: str, group: str) -> dict[str,
             {
                 "type": "bar",
                 "name": _("Net Promoter Score (NPS)"),
-                "x": [_group_label(page, by, r["segment"]) for r in shown],
+                "x": [_group_label(page, by, r["segment"], es_names) for r in shown],
                 "y": [round(r["nps"], 1) for r in shown],
                 "error_y": {
                     "type": "data",
@@ -353,7 +365,7 @@ def satisfaction_page(page: Any, svc: Service, by: str, group: str) -> dict[str,
         "dates": [page.date(x) for x in dates],
         "rows": [
             {
-                "group": _group_label(page, by, seg),
+                "group": _group_label(page, by, seg, es_names),
                 "values": [found.get(x, "—") for x in dates],
             }
             for seg, found in cells.items()
@@ -370,7 +382,7 @@ def satisfaction_page(page: Any, svc: Service, by: str, group: str) -> dict[str,
         "trend": line if len(trend) > 1 else None,
         "history": history if len(dates) > 1 else None,
         "terms": terms,
-        "terms_group": _group_label(page, d["terms_dim"], d["terms_group"])
+        "terms_group": _group_label(page, d["terms_dim"], d["terms_group"], es_names)
         if d["terms_group"]
         else "",
     }
