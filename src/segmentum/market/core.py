@@ -28,7 +28,7 @@ from segmentum.config import Settings, load_settings
 from segmentum.errors import InputError
 from segmentum.market.stats import index_interval, wilson_arrays
 from segmentum.market.whitespace import score_white_space
-from segmentum.segments.view import customer_view
+from segmentum.segments.view import latest_as_of
 from segmentum.warehouse import Warehouse
 
 POPULATION = "population"
@@ -281,6 +281,45 @@ def _revenue(wh: Warehouse, as_of: _dt.date) -> ir.Table | None:
     return recent.group_by("customer_id").aggregate(revenue_12m=recent.amount.sum())
 
 
+# What the market reads of each customer (the full customer view costs more to compile).
+_PROFILE = ("birth_date", "age", *GEO, "gender", "company_id", "industry", "employees")
+
+
+def _at(wh: Warehouse, name: str, as_of: _dt.date, column: str) -> ir.Table | None:
+    if not wh.has(name) or column not in wh.table(name).columns:
+        return None
+    t = wh.table(name)
+    return t.filter(t.as_of == ibis.literal(as_of, "date")).select("customer_id", column)
+
+
+def _buyers(wh: Warehouse, as_of: _dt.date | None) -> tuple[ir.Table, _dt.date]:
+    """Customers with a purchase by ``as_of``: spend, CLV, value tier, demographics, age."""
+    as_of = as_of or latest_as_of(wh)
+    f = wh.table("customer_features")
+    t = f.filter((f.as_of == ibis.literal(as_of, "date")) & (f.frequency > 0)).select(
+        "customer_id", "monetary"
+    )
+    for name, column in (("customer_classes", "value_tier"), ("customer_clv", "clv")):
+        part = _at(wh, name, as_of, column)
+        if part is not None:
+            t = _drop_right(t.left_join(part, "customer_id"))
+    if wh.has("customers"):
+        c = wh.table("customers")
+        keep = [x for x in _PROFILE if x in c.columns]
+        c = c.select("customer_id", *keep).mutate(in_profile=ibis.literal(True))
+        if "birth_date" in keep:
+            end, born = ibis.literal(as_of, "date"), c.birth_date
+            later = (end.month() < born.month()) | (
+                (end.month() == born.month()) & (end.day() < born.day())
+            )
+            years = (end.year() - born.year()) - ibis.ifelse(later, 1, 0)
+            age = years.cast("int64")
+            c = c.mutate(age=ibis.coalesce(age, c.age.cast("int64")) if "age" in keep else age)
+        t = _drop_right(t.left_join(c, "customer_id"))
+        t = t.mutate(in_profile=t.in_profile.fill_null(False))
+    return t, as_of
+
+
 def _customers(
     wh: Warehouse,
     as_of: _dt.date | None,
@@ -288,8 +327,7 @@ def _customers(
     bands: dict[str, dict[str, tuple[float, float]]],
 ) -> tuple[ir.Table, _dt.date, bool]:
     """One row per buying customer with their cell keys (NULL where unknown)."""
-    view, as_of_used = customer_view(wh, as_of)
-    buyers = view.filter(view.frequency > 0)
+    buyers, as_of_used = _buyers(wh, as_of)
     rev = _revenue(wh, as_of_used)
     if rev is not None:
         buyers = _drop_right(buyers.left_join(rev, "customer_id"))
