@@ -495,6 +495,18 @@ def compute(
     return SatisfactionRun(as_of, int(counts["n"]), int(counts["people"] or 0), rows)
 
 
+def cluster_names_es(wh: Warehouse) -> dict[str, str]:
+    """English -> Spanish names of the latest discovered segments (groups are stored in English)."""
+    if not wh.has("customer_clusters"):
+        return {}
+    c = wh.table("customer_clusters")
+    if "cluster_name_es" not in c.columns:
+        return {}
+    c = c.filter(c.as_of == c.as_of.max())
+    pairs = c.select("cluster_name", "cluster_name_es").distinct().to_pyarrow().to_pylist()
+    return {str(p["cluster_name"]): str(p["cluster_name_es"]) for p in pairs}
+
+
 def stored_segments(
     wh: Warehouse, dimension: str | None = None, as_of: _dt.date | None = None
 ) -> list[dict[str, Any]]:

@@ -11,7 +11,7 @@ import html
 from typing import Any
 
 from segmentum import i18n
-from segmentum.satisfaction.compute import SEGMENTS, stored_segments
+from segmentum.satisfaction.compute import SEGMENTS, cluster_names_es, stored_segments
 from segmentum.satisfaction.step import stored_terms
 from segmentum.warehouse import Warehouse
 
@@ -68,9 +68,13 @@ def satisfaction_section(wh: Warehouse, lang: str) -> str:
     def num(v: Any, digits: int = 1) -> str:
         return i18n.number(v, lang, digits)
 
+    es_names = cluster_names_es(wh) if lang == "es" else {}
+
     def group(r: dict[str, Any]) -> str:
         if r["dimension"] in ("value_tier", "lifecycle_stage", "rfm_segment"):
             return i18n.label(lang, r["dimension"], r["segment"])
+        if r["dimension"] == "cluster":
+            return es_names.get(str(r["segment"]), str(r["segment"]))
         return str(r["segment"])
 
     def band(r: dict[str, Any]) -> str:

@@ -175,18 +175,12 @@ def _verdict(page: Any, flag: str) -> str:
 
 
 def _read(wh: Any, by: str, group: str) -> dict[str, Any]:
-    from segmentum.satisfaction.compute import HISTORY, TREND, stored_segments
+    from segmentum.satisfaction.compute import HISTORY, TREND, cluster_names_es, stored_segments
     from segmentum.satisfaction.step import stored_terms
 
     rows = stored_segments(wh)
     # Discovered segments are stored by their English name; the page shows the Spanish one.
-    es_names: dict[str, str] = {}
-    if wh.has("customer_clusters"):
-        c = wh.table("customer_clusters")
-        if "cluster_name_es" in c.columns:
-            c = c.filter(c.as_of == c.as_of.max())
-            pairs = c.select("cluster_name", "cluster_name_es").distinct().to_pyarrow().to_pylist()
-            es_names = {str(p["cluster_name"]): str(p["cluster_name_es"]) for p in pairs}
+    es_names = cluster_names_es(wh)
     trend: list[dict[str, Any]] = []
     if wh.has(TREND):
         t = wh.table(TREND)
