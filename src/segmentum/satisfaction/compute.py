@@ -471,16 +471,15 @@ def compute(
     run_id: str = "",
     window_days: int | None = WINDOW_DAYS,
 ) -> SatisfactionRun:
-    """Compute and store ``customer_satisfaction``, ``satisfaction_segments`` and
-    ``satisfaction_trend`` for ``as_of``.
+    """Compute and store ``customer_satisfaction``, ``satisfaction_segments``,
+    ``satisfaction_trend`` and (with snapshots) ``satisfaction_history`` for ``as_of``.
 
-    Examples
-    --------
-    >>> import segmentum  # doctest: +SKIP
-    >>> compute(segmentum.connect(), as_of).flagged  # doctest: +SKIP
+    Everything uses the answers of the ``window_days`` before ``as_of`` (the trend, its months),
+    as the rule attributes ``nps``, ``csat`` and ``last_nps`` do. ``result.flagged`` are the
+    groups whose NPS differs from the rest's.
     """
     stamp = {"as_of": ibis.literal(as_of, "date"), "run_id": ibis.literal(run_id)}
-    pc = per_customer(wh, as_of, None).mutate(**stamp)
+    pc = per_customer(wh, as_of, window_days).mutate(**stamp)
     wh.replace_where(CUSTOMERS, pc, "as_of", as_of)
     rows = segment_stats(wh, as_of, window_days)
     seg = wh.from_arrow(_arrow(rows, _SEGMENT_SCHEMA), "satseg").mutate(**stamp)
