@@ -1058,9 +1058,13 @@ def _market_rate(lo: Any, mid: Any, hi: Any, index: bool = False) -> str:
 def market_compute_cmd(as_of: AsOfOpt = None, warehouse: WarehouseOpt = None) -> None:
     """Compute the market now (segmentum run does it when a population is loaded)."""
     from segmentum.market import compute_market
+    from segmentum.precompute import publish_read_models
 
     settings = load_settings()
-    r = compute_market(connect(warehouse or settings.warehouse), _as_of(as_of), settings=settings)
+    wh = connect(warehouse or settings.warehouse)
+    r = compute_market(wh, _as_of(as_of), settings=settings)
+    # The service reads the published copy: publish, so the Market page shows these numbers.
+    publish_read_models(wh, settings)
     console.print(
         f"{len(r.cells):,} cells by {', '.join(r.dimensions)}"
         + (f" (period {r.period})" if r.period else "")
