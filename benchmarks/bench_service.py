@@ -91,15 +91,27 @@ def pct(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, int(q * len(xs)))]
 
 
-def limit(ids: list[str]) -> list[float]:
-    con = duckdb.connect(str(DB.with_name(DB.stem + ".serving.duckdb")), read_only=True)
-    lat = []
+def limit(ids: list[str]) -> tuple[list[float], list[float]]:
+    """The read the API does, in-process without HTTP: the customer's published JSON document
+    (SQLite, primary key); and for reference the same row by a DuckDB point query."""
+    import sqlite3
+
+    from segmentum.serving import documents_path
+
+    serving = DB.with_name(DB.stem + ".serving.duckdb")
+    docs = sqlite3.connect(f"{documents_path(serving).absolute().as_uri()}?mode=ro", uri=True)
+    con = duckdb.connect(str(serving), read_only=True)
+    doc_lat, row_lat = [], []
     for cid in ids[:3000]:
         t0 = time.perf_counter()
+        docs.execute("select doc from customer_lookup where k = ?", (cid,)).fetchone()
+        doc_lat.append((time.perf_counter() - t0) * 1000)
+        t0 = time.perf_counter()
         con.execute("select * from customer_lookup where customer_id = ?", [cid]).fetchone()
-        lat.append((time.perf_counter() - t0) * 1000)
+        row_lat.append((time.perf_counter() - t0) * 1000)
     con.close()
-    return lat
+    docs.close()
+    return doc_lat, row_lat
 
 
 async def _get(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, raw: bytes) -> int:
@@ -132,12 +144,11 @@ async def load(key: str, ids: list[str], seconds: int = SECONDS) -> tuple[list[f
         while (item := await queue.get()) is not None:
             due, cid = item
             raw = (
-                f"GET /v1/customers/{cid} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                f"X-API-Key: {key}\r\n\r\n"
+                f"GET /v1/customers/{cid} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-API-Key: {key}\r\n\r\n"
             ).encode()
             try:
                 status = await asyncio.wait_for(_get(reader, writer, raw), 30)
-            except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ValueError):
+            except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError):
                 status = 0
                 writer.close()
                 reader, writer = await asyncio.open_connection("127.0.0.1", PORT)
@@ -221,7 +232,7 @@ def main() -> None:
     n = args.customers or 1_000_000
     key, ids = prepare()
     print(f"service: customer lookup at {RATE} requests/s, {n:,} customers")
-    lim = limit(ids)
+    lim, duck = limit(ids)
     log = (DATA / "bench-service-server.log").open("wb")
     server = subprocess.Popen(
         [
@@ -254,7 +265,8 @@ def main() -> None:
         server.terminate()
         server.wait(10)
     rows = [
-        ("practical limit: the same point query in-process (DuckDB)", lim, 0),
+        ("practical limit: the same document read in-process (SQLite, no HTTP)", lim, 0),
+        ("for reference: the row by a DuckDB point query in-process", duck, 0),
         (f"segmentum API over HTTP, open loop at {RATE}/s for {SECONDS} s", lat, errors),
         (
             f"the same while a pipeline job runs (its own process, {job_seconds:.0f} s)",
@@ -279,9 +291,11 @@ def main() -> None:
         f"Customer lookup (`GET /v1/customers/{{id}}`) with {n:,} customers in the warehouse, "
         f"client and server on the same machine ({machine()}; load average "
         f"{__import__('os').getloadavg()[0]:.1f} when it ended: the machine was shared). "
-        f"The server reads the published "
-        f"serving store; the pipeline job runs in its own process and holds the warehouse "
-        f"throughout. Targets: p99 under 20 ms at {RATE} requests/s, under 50 ms while a job "
+        f"The server answers from the published "
+        f"JSON documents (SQLite, beside the serving store); the pipeline job runs in its own "
+        f"process at a lower CPU priority (setting `job_nice`) and holds the warehouse "
+        f"throughout, so the explorer, campaigns and data pages answer from the published read "
+        f"models meanwhile. Targets: p99 under 20 ms at {RATE} requests/s, under 50 ms while a job "
         f"runs; pages under 1 s.\n\n" + "\n".join(lines) + "\n\nDashboard page loads "
         "(median, aggregates precomputed by the pipeline and read from the serving store): "
         + fmt(page)

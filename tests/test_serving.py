@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -204,6 +205,22 @@ def test_a_killed_job_is_reported_failed(served: dict[str, Any]) -> None:
 def test_a_held_warehouse_gets_a_busy_answer_and_lookups_go_on(served: dict[str, Any]) -> None:
     http = served["http"]
     cid = a_customer(served["db"])
+    saved = http.get("/v1/segments").json()
+    segment = saved[0]["name"]
+    size = http.get(f"/v1/segments/{segment}/members", params={"limit": 1}).json()["size"]
+    campaign = http.get("/v1/campaigns").json()[0]["campaign_id"]
+    browser = httpx.Client(base_url=served["base"], timeout=120)
+    browser.get("/login")
+    browser.post(
+        "/login",
+        data={"key": served["keys"]["admin"], "csrf": browser.cookies.get("segmentum_login_csrf")},
+    )
+
+    def results_of(html: str) -> str:
+        found = re.search(r'<dl id="results">.*?</dl>', html, re.S)
+        return found.group(0) if found else ""
+
+    live = browser.get(f"/dashboard/campaigns?c={campaign}&lang=es").text
     holder = subprocess.Popen(
         [
             sys.executable,
@@ -223,10 +240,34 @@ def test_a_held_warehouse_gets_a_busy_answer_and_lookups_go_on(served: dict[str,
         assert "busy" in r.json()["detail"] and "retry" in r.json()["hint"]
         assert http.get(f"/v1/customers/{cid}").status_code == 200
         assert http.get("/v1/overview").status_code == 200
+        # The pages that read the warehouse answer from what was published, and say so.
+        for path in (
+            f"/dashboard/explorer?segment={segment}&lang=es",
+            f"/dashboard/explorer?segment={segment}&rule=frequency%20%3E%201&lang=en",
+            f"/dashboard/campaigns?c={campaign}&lang=es",
+            "/dashboard/data?lang=en",
+        ):
+            page = browser.get(path)
+            assert page.status_code == 200, path
+            assert 'id="published-note"' in page.text, path
+            if "lang=es" in path:
+                assert "esta página muestra lo publicado" in page.text
+            if "segment=" in path:
+                shown = re.search(r'id="segment-size">([^<]*)<', page.text)
+                assert shown is not None and re.sub(r"\D", "", shown.group(1)) == str(size)
+        assert (
+            "this needs the warehouse it holds"
+            in browser.get("/dashboard/explorer?rule=frequency%20%3E%201&lang=en").text
+        )
+        # The imported campaign's results, as published, are the ones measured live.
+        held = browser.get(f"/dashboard/campaigns?c={campaign}&lang=es").text
+        assert results_of(held) == results_of(live) and "<dd>" in results_of(live)
     finally:
         holder.kill()
         holder.wait()
     assert http.get("/v1/segments").status_code == 200
+    fresh = browser.get(f"/dashboard/explorer?segment={segment}")
+    assert fresh.status_code == 200 and 'id="published-note"' not in fresh.text
 
 
 def test_uploads_run_as_jobs_and_keep_server_paths_private(

@@ -10,7 +10,12 @@ warehouse; :mod:`segmentum.precompute` publishes them into the serving store wit
   ``amount``, ``lines``), the spend the timeline lists and the migration sums between dates;
 - ``customer_activity``: each customer's latest events and messages (``kind`` event or message);
 - ``customer_directory``: id, name, email and city, for search by id, email or name;
-- ``snapshot_kpis``: customers with purchases and revenue at every snapshot date, point in time.
+- ``snapshot_kpis``: customers with purchases and revenue at every snapshot date, point in time;
+- ``campaign_pages``: each campaign's measured results (JSON), for the campaigns page;
+- ``quarantine_recent``: the first rows quarantined by each load, for the data page.
+
+With them, the explorer, campaigns and data pages answer from the serving store while a run
+holds the warehouse (saying when the data were published), instead of waiting for the run.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ import contextlib
 
 import ibis
 import ibis.expr.types as ir
+import pyarrow as pa
+from ibis.common.exceptions import IbisError
 
 from segmentum.errors import SegmentumError
 from segmentum.warehouse import Warehouse
@@ -27,6 +34,10 @@ INVOICES = "customer_invoices"
 ACTIVITY = "customer_activity"
 DIRECTORY = "customer_directory"
 SNAPSHOT_KPIS = "snapshot_kpis"
+CAMPAIGN_PAGES = "campaign_pages"
+QUARANTINE_RECENT = "quarantine_recent"
+# Rows of each load's quarantine the data page lists.
+QUARANTINE_PER_BATCH = 100
 # Each customer's latest events and messages kept for the timeline (it shows at most 60 items).
 ACTIVITY_PER_CUSTOMER = 20
 # What the pages read, with the key each is indexed on in the serving store. The history tables
@@ -40,6 +51,14 @@ PAGE_MODELS: dict[str, str | None] = {
     "segment_members": None,
     "customer_clusters": None,
     "customer_clv": None,
+    # The explorer, campaigns and data pages while a run holds the warehouse.
+    "segment_definitions": None,
+    "campaigns": None,
+    "campaign_results": None,
+    CAMPAIGN_PAGES: None,
+    "pipeline_runs": None,
+    "ingest_batches": None,
+    QUARANTINE_RECENT: None,
     "market_cells": None,  # the Market page (segmentum.market)
     "market_runs": None,
     # The Satisfaction page: per group, the monthly trend, the terms of the comments.
@@ -65,6 +84,16 @@ def build_page_models(wh: Warehouse) -> list[str]:
         c = wh.table("customers")
         wh.write(DIRECTORY, c.select(*[x for x in DIRECTORY_COLUMNS if x in c.columns]))
         written.append(DIRECTORY)
+    if wh.has("quarantine"):
+        q = wh.table("quarantine")
+        w = ibis.window(group_by="batch_id", order_by="source_row")
+        q = q.mutate(_n=ibis.row_number().over(w))
+        wh.write(QUARANTINE_RECENT, q.filter(q._n < QUARANTINE_PER_BATCH).drop("_n"))
+        written.append(QUARANTINE_RECENT)
+    pages = _campaign_pages(wh)
+    if pages is not None:
+        wh.write(CAMPAIGN_PAGES, pages)
+        written.append(CAMPAIGN_PAGES)
     # A warehouse without snapshots (or transactions) has nothing to compare against.
     with contextlib.suppress(SegmentumError):
         kpis = _snapshot_kpis(wh)
@@ -72,6 +101,36 @@ def build_page_models(wh: Warehouse) -> list[str]:
             wh.write(SNAPSHOT_KPIS, kpis)
             written.append(SNAPSHOT_KPIS)
     return written
+
+
+def _campaign_pages(wh: Warehouse) -> pa.Table | None:
+    """Each campaign's results as the campaigns page shows them (JSON of ``Results``)."""
+    import json
+
+    from segmentum.campaigns.core import Campaigns
+    from segmentum.campaigns.measure import results
+    from segmentum.config import load_settings
+
+    settings = load_settings()
+    # A campaign table written by hand or by an older version may lack columns: the page then
+    # lists no published results, and the publish goes on.
+    unreadable = (SegmentumError, ValueError, KeyError, AttributeError, IbisError)
+    try:
+        campaigns = Campaigns(wh, settings).list()
+    except unreadable:
+        return None
+    rows = []
+    for camp in campaigns:
+        try:
+            r = results(wh, camp.campaign_id, settings, camp.cost_per_contact).to_dict()
+        except unreadable:
+            continue  # a campaign not measurable yet: the page shows it without results
+        rows.append({"campaign_id": camp.campaign_id, "results": json.dumps(r, default=str)})
+    if not rows:
+        return None
+    return pa.Table.from_pylist(
+        rows, schema=pa.schema([("campaign_id", pa.string()), ("results", pa.string())])
+    )
 
 
 def _invoices(t: ir.Table) -> ir.Table:

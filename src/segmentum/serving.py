@@ -271,7 +271,7 @@ class _Generation:
         if self._warehouse is None:
             import ibis
 
-            self._warehouse = Warehouse(ibis.duckdb.from_connection(self.con), url)
+            self._warehouse = Warehouse(ibis.duckdb.from_connection(self.con), url, read_only=True)
         return self._warehouse
 
 

@@ -61,9 +61,12 @@ class Warehouse:
         The URL it was opened from (for messages).
     """
 
-    def __init__(self, backend: Any, url: str) -> None:
+    def __init__(self, backend: Any, url: str, *, read_only: bool = False) -> None:
         self.con = backend
         self.url = url
+        # A published copy (the serving store): pages read it during a run, and skip what
+        # would need the warehouse itself (previews, dry runs, secrets).
+        self.read_only = read_only
         self.engine: str = backend.name
         self._reader: Warehouse | None = None
         # Files a killed process had left beside the database, removed when it was opened.

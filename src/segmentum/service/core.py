@@ -178,6 +178,44 @@ class Service:
                 self._local.wh = None
                 wh.close()
 
+    def fresh_or_published(self, fn: Callable[[], T], *tables: str) -> tuple[T, str | None]:
+        """``fn`` on the warehouse (as :meth:`locked`); when a job or a command holds it, at
+        once on the last published read models instead, if they hold ``tables``.
+
+        Returns the result and, for the published path, when it was published (pages say so),
+        else None. Inside ``fn``, :attr:`wh` is whichever of the two it runs on.
+        """
+        if not self.per_use or self.serving is None:
+            return self.locked(fn), None
+        with self.lock:
+            if getattr(self._local, "wh", None) is not None:
+                return fn(), None
+            try:
+                wh = connect(self.url, memory_limit=self.settings.memory_limit, lock_wait=0)
+            except WarehouseBusyError:
+                wh = None
+            if wh is not None:
+                self._local.wh = wh
+                try:
+                    return fn(), None
+                finally:
+                    self._local.wh = None
+                    wh.close()
+        store = self.serving
+        info = store.info() if store.published else None
+        if info is None or not all(store.has(t) for t in tables):
+            raise busy(self.settings.busy_wait_seconds)
+
+        def on_store(published: Warehouse) -> T:
+            self._local.wh = published
+            try:
+                return fn()
+            finally:
+                self._local.wh = None
+
+        result = store.read(on_store)
+        return result, str(info["published_at"])  # type: ignore[return-value]
+
     # ------------------------------------------------------------------ read models
     def read_models(self, fn: Callable[[Warehouse], T], *tables: str) -> T:
         """``fn`` on the serving store when it holds ``tables``, else on the warehouse.

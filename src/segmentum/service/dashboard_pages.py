@@ -4,6 +4,7 @@ other than through the catalogs."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import itertools
 import json
@@ -18,7 +19,14 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 
 from segmentum import i18n
 from segmentum.errors import SegmentumError
-from segmentum.page_models import ACTIVITY, DIRECTORY, INVOICES, SNAPSHOT_KPIS
+from segmentum.page_models import (
+    ACTIVITY,
+    CAMPAIGN_PAGES,
+    DIRECTORY,
+    INVOICES,
+    QUARANTINE_RECENT,
+    SNAPSHOT_KPIS,
+)
 from segmentum.service.auth import Session
 from segmentum.service.dashboard import (
     PALETTE,
@@ -363,8 +371,12 @@ def mount(
         page = page_or_login(request)
         if not isinstance(page, Page):
             return page
-        ctx = wh_lock(lambda: explorer_context(page, svc, segment, rule))
-        return render(page, "explorer.html", current="explorer", **ctx)
+        ctx, published = svc.fresh_or_published(
+            lambda: explorer_context(page, svc, segment, rule),
+            "segment_definitions",
+            "segment_members",
+        )
+        return render(page, "explorer.html", current="explorer", published=published, **ctx)
 
     @app.get("/dashboard/export/{name}.csv", include_in_schema=False)
     def export(request: Request, name: str) -> Response:
@@ -529,11 +541,12 @@ def mount(
         page = page_or_login(request)
         if not isinstance(page, Page):
             return page
-        ctx = wh_lock(lambda: _campaigns(page, svc, c))
+        ctx, published = svc.fresh_or_published(lambda: _campaigns(page, svc, c))
         return render(
             page,
             "campaigns.html",
             current="campaigns",
+            published=published,
             selected=c,
             segment=segment,
             can_write="write" in (page.session.scopes if page.session else []),
@@ -633,8 +646,8 @@ def mount(
         page = page_or_login(request)
         if not isinstance(page, Page):
             return page
-        ctx = wh_lock(lambda: _data(svc.wh, batch))
-        return render(page, "data.html", current="data", **ctx)
+        ctx, published = svc.fresh_or_published(lambda: _data(svc.wh, batch))
+        return render(page, "data.html", current="data", published=published, **ctx)
 
 
 def explorer_context(page: Page, svc: Any, segment: str, rule: str) -> dict[str, Any]:
@@ -645,7 +658,9 @@ def explorer_context(page: Page, svc: Any, segment: str, rule: str) -> dict[str,
 
     store = Segments(svc.wh, svc.settings)
     ctx: dict[str, Any] = {"segments": store.list(), "segment": segment, "rule": rule}
-    if rule:
+    if rule and svc.wh.read_only:
+        ctx["error"] = user_error(page, _busy_now(page))
+    elif rule:
         try:
             p = store.preview(rule, sample=20)
             ctx["preview"] = p.to_dict()
@@ -658,7 +673,8 @@ def explorer_context(page: Page, svc: Any, segment: str, rule: str) -> dict[str,
         except SegmentumError as exc:
             ctx["error"] = user_error(page, exc)
         is_admin = page.session is not None and "admin" in page.session.scopes
-        if is_admin and "seg" in ctx:
+        # Subscriptions hold their secrets: never published, so not listed during a run.
+        if is_admin and "seg" in ctx and not svc.wh.read_only:
             ctx["webhooks"] = [
                 {
                     "id": w.subscription_id,
@@ -1226,6 +1242,15 @@ def _campaigns(page: Page, svc: Any, selected: str) -> dict[str, Any]:
     from segmentum.segments.store import Segments
 
     cs = Campaigns(svc.wh, svc.settings)
+    published = svc.wh.read_only
+
+    def measured(camp: Any) -> dict[str, Any]:
+        """The campaign's results (``Results.to_dict``), as published during a run."""
+        if published:
+            return _published_results(svc.wh, camp.campaign_id)
+        r = results(svc.wh, camp.campaign_id, svc.settings, camp.cost_per_contact)
+        return r.to_dict()
+
     rows = []
     for camp in cs.list():
         row: dict[str, Any] = {
@@ -1240,16 +1265,16 @@ def _campaigns(page: Page, svc: Any, selected: str) -> dict[str, Any]:
             "roi": i18n.MISSING,
         }
         try:
-            r = results(svc.wh, camp.campaign_id, svc.settings, camp.cost_per_contact).overall
-            if r.treated:
+            r = measured(camp).get("overall") or {}
+            if r.get("treated"):
                 row.update(
-                    treated=page.num(r.treated),
-                    control=page.num(r.control),
-                    uplift=f"{i18n.points(r.uplift, page.lang)} "
-                    f"({i18n.points(r.uplift_low, page.lang)}, "
-                    f"{i18n.points(r.uplift_high, page.lang)})",
-                    p=page.num(r.p_value, 3),
-                    roi=page.pct(r.roi) if not i18n.is_missing(r.roi) else i18n.MISSING,
+                    treated=page.num(r["treated"]),
+                    control=page.num(r["control"]),
+                    uplift=f"{i18n.points(r['uplift'], page.lang)} "
+                    f"({i18n.points(r['uplift_low'], page.lang)}, "
+                    f"{i18n.points(r['uplift_high'], page.lang)})",
+                    p=page.num(r["p_value"], 3),
+                    roi=page.pct(r["roi"]) if not i18n.is_missing(r["roi"]) else i18n.MISSING,
                 )
         except Exception:
             pass
@@ -1265,12 +1290,15 @@ def _campaigns(page: Page, svc: Any, selected: str) -> dict[str, Any]:
             camp = cs.get(selected)
             if camp.tactic == IMPORTED:
                 # Loaded with its results (the demo's past campaign): measured, never planned.
-                res = results(svc.wh, camp.campaign_id, svc.settings, camp.cost_per_contact)
                 ctx["imported"] = {
                     "id": camp.campaign_id,
                     "name": camp.name,
-                    "results": _results_rows(page, res.to_dict()),
+                    "results": _results_rows(page, measured(camp)),
                 }
+                return ctx
+            if published:  # a dry run needs the warehouse: its results meanwhile
+                ctx["plan_error"] = user_error(page, _busy_now(page))
+                ctx["results"] = _results_rows(page, measured(camp))
                 return ctx
             plan = cs.dry_run(camp, sample=10)
             ctx["plan"] = {
@@ -1292,14 +1320,27 @@ def _campaigns(page: Page, svc: Any, selected: str) -> dict[str, Any]:
                     for x in plan["examples"]
                 ],
             }
-            try:
-                res = results(svc.wh, camp.campaign_id, svc.settings, camp.cost_per_contact)
-                ctx["results"] = _results_rows(page, res.to_dict())
-            except Exception:
-                pass
+            with contextlib.suppress(Exception):
+                ctx["results"] = _results_rows(page, measured(camp))
         except SegmentumError as exc:
             ctx["plan_error"] = user_error(page, exc)
     return ctx
+
+
+def _published_results(wh: Any, campaign_id: str) -> dict[str, Any]:
+    """A campaign's results as the last run published them (empty when it had none)."""
+    if not wh.has(CAMPAIGN_PAGES):
+        return {}
+    t = wh.table(CAMPAIGN_PAGES)
+    rows = t.filter(t.campaign_id == campaign_id).results.to_pyarrow().to_pylist()
+    return dict(json.loads(rows[0])) if rows else {}
+
+
+def _busy_now(page: Page) -> SegmentumError:
+    return SegmentumError(
+        page._("A run is updating the data: this needs the warehouse it holds."),
+        page._("Try again when the run has finished; the page shows what was published."),
+    )
 
 
 def _results_rows(page: Page, d: dict[str, Any]) -> dict[str, Any] | None:
@@ -1343,9 +1384,11 @@ def _data(wh: Any, batch: str) -> dict[str, Any]:
         ctx["runs"] = runs
     if wh.has("ingest_batches"):
         ctx["batches"] = wh.table("ingest_batches").order_by("loaded_at").to_pyarrow().to_pylist()
-    if wh.has("quarantine"):
-        q = wh.table("quarantine")
+    # The published copy holds each load's first rows (page_models.QUARANTINE_RECENT).
+    name = "quarantine" if wh.has("quarantine") else QUARANTINE_RECENT
+    if wh.has(name):
+        q = wh.table(name)
         if batch:
             q = q.filter(q.batch_id == batch)
-        ctx["quarantine"] = q.limit(100).to_pyarrow().to_pylist()
+        ctx["quarantine"] = q.order_by("source_row").limit(100).to_pyarrow().to_pylist()
     return ctx
