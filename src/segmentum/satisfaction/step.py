@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+from collections import Counter
 from typing import Any
 
 import ibis
 import pyarrow as pa
 
 from segmentum.errors import WarehouseError
-from segmentum.satisfaction.compute import SatisfactionRun, compute
-from segmentum.satisfaction.text import segment_terms
+from segmentum.satisfaction.compute import SatisfactionRun, answered, compute, membership
+from segmentum.satisfaction.text import MAX_COMMENTS, rank_terms, terms_of
 from segmentum.warehouse import Warehouse
 
 TERMS = "satisfaction_terms"
@@ -48,14 +49,27 @@ def run(wh: Warehouse, as_of: _dt.date, run_id: str = "") -> SatisfactionRun:
         if not r["flag"] and r["dimension"] == "segment" and (r["respondents"] or 0) >= 10
     ]
     rows: list[dict[str, Any]] = []
-    for g in groups[:TERM_GROUPS]:
-        found = segment_terms(wh, as_of, g["dimension"], g["segment"], TERMS_PER_GROUP)
-        for i, t in enumerate(found):
+    chosen = [(g["dimension"], g["segment"]) for g in groups[:TERM_GROUPS]]
+    said, members = _comments_and_members(wh, as_of, chosen)
+    # Each comment is split into terms once; a group's counts are its comments', the rest's
+    # what remains.
+    per_comment = [terms_of(text) for _, text in said]
+    total: Counter[str] = Counter()
+    for terms in per_comment:
+        total.update(terms)
+    for dim, seg in chosen:
+        mine = members.get((dim, seg), set())
+        inside = [i for i, (who, _) in enumerate(said) if who in mine]
+        fc: Counter[str] = Counter()
+        for i in inside:
+            fc.update(per_comment[i])
+        texts = [said[i][1] for i in inside]
+        for rank, t in enumerate(rank_terms(fc, total - fc, texts, top=TERMS_PER_GROUP), 1):
             rows.append(
                 {
-                    "dimension": g["dimension"],
-                    "segment": g["segment"],
-                    "rank": i + 1,
+                    "dimension": dim,
+                    "segment": seg,
+                    "rank": rank,
                     "term": t.term,
                     "z": t.z,
                     "delta": t.delta,
@@ -70,6 +84,32 @@ def run(wh: Warehouse, as_of: _dt.date, run_id: str = "") -> SatisfactionRun:
         table.mutate(as_of=ibis.literal(as_of, "date"), run_id=ibis.literal(run_id)),
     )
     return result
+
+
+def _comments_and_members(
+    wh: Warehouse, as_of: _dt.date, groups: list[tuple[str, str]]
+) -> tuple[list[tuple[str | None, str]], dict[tuple[str, str], set[str]]]:
+    """The latest comments (at most ``MAX_COMMENTS``, with who wrote them) and, for each group,
+    which of their writers belong to it: two queries for every group at once."""
+    r = answered(wh, as_of)
+    text = r.comment.strip()
+    r = r.filter(text.notnull() & (text != ""))
+    r = r.order_by(ibis.desc("timestamp")).limit(MAX_COMMENTS)
+    r = wh.materialize(r.select("customer_id", comment=r.comment.strip()), "satcomments")
+    said = [(x["customer_id"], str(x["comment"])) for x in r.to_pyarrow().to_pylist()]
+    members: dict[tuple[str, str], set[str]] = {}
+    if groups:
+        m = membership(wh, as_of)
+        writers = r.filter(r.customer_id.notnull()).select("customer_id").distinct()
+        m = m.filter(m.dimension.isin(sorted({d for d, _ in groups}))).semi_join(
+            writers, "customer_id"
+        )
+        wanted = set(groups)
+        for x in m.to_pyarrow().to_pylist():
+            key = (x["dimension"], x["segment"])
+            if key in wanted:
+                members.setdefault(key, set()).add(x["customer_id"])
+    return said, members
 
 
 def stored_terms(wh: Warehouse, dimension: str, segment: str) -> list[dict[str, Any]]:

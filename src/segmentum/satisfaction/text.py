@@ -117,7 +117,19 @@ def distinguishing(
     >>> [t.term for t in distinguishing(late, fine, top=2)]
     ['envío', 'tarde']
     """
-    fc, rc = counts(group), counts(others)
+    return rank_terms(counts(group), counts(others), group, top, min_count, z_min, quotes)
+
+
+def rank_terms(
+    fc: Counter[str],
+    rc: Counter[str],
+    group: Sequence[str],
+    top: int = 10,
+    min_count: int = MIN_COUNT,
+    z_min: float = Z_MIN,
+    quotes: int = 2,
+) -> list[Term]:
+    """:func:`distinguishing` from term counts already made (``group`` gives the quotes)."""
     scored = log_odds(fc, rc)
     chosen = sorted(
         (w for w, (_, z) in scored.items() if z >= z_min and fc.get(w, 0) >= min_count),
