@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+import pyarrow as pa
 import pytest
 
 import segmentum
@@ -152,8 +153,7 @@ def test_bad_answers_go_to_quarantine_with_file_row_column_and_cause(
         ";2025-03-06;6;2;Anónimo y descontento;web\n",
         encoding="utf-8",
     )
-    (c := tmp_path / "clientes.csv").write_text("id_cliente\n123\n", encoding="utf-8")
-    segmentum.ingest("customers", c, warehouse=wh)
+    wh.write("customers", pa.table({"customer_id": ["123"]}))  # as an integer id is stored
     r = segmentum.ingest("responses", f, warehouse=wh)[0]
     assert (r.rows_read, r.accepted, r.quarantined) == (6, 2, 4) and r.balanced
     q = wh.table("quarantine").filter(lambda t: t.table_name == "responses").to_pandas()
