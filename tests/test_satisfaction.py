@@ -21,6 +21,7 @@ from segmentum.campaigns import audiences, reasons
 from segmentum.campaigns.channels import serve_web_messages
 from segmentum.campaigns.core import Campaigns
 from segmentum.config import load_settings
+from segmentum.ingest.mapping import auto_map
 from segmentum.satisfaction.compute import has_responses, per_customer, stored_segments
 from segmentum.satisfaction.stats import (
     Nps,
@@ -33,6 +34,7 @@ from segmentum.satisfaction.stats import (
 from segmentum.satisfaction.step import stored_terms
 from segmentum.satisfaction.survey import answer_web_survey, survey_for
 from segmentum.satisfaction.text import distinguishing, log_odds, tokens
+from segmentum.schema import INGESTIBLE
 from segmentum.segments.store import Segments
 from segmentum.service.auth import SESSION_COOKIE, create_session
 
@@ -170,6 +172,24 @@ def test_bad_answers_go_to_quarantine_with_file_row_column_and_cause(
     assert stored.customer_id.isna().iloc[1]  # an anonymous answer is kept
     joined = wh.table("responses").join(wh.table("customers"), "customer_id").count()
     assert int(joined.to_pyarrow().as_py()) == 1
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        ["Nº cliente", "Fecha respuesta", "NPS", "Satisfacción", "Esfuerzo", "Valoración",
+         "Comentario", "Canal", "Cód. producto", "Nº pedido", "Campaña"],
+        ["Customer ID", "Submitted At", "NPS Score", "CSAT Score", "CES", "Rating", "Feedback",
+         "Source", "SKU", "Order ID", "Campaign"],
+    ],
+)  # fmt: skip
+def test_survey_exports_map_in_spanish_and_english(headers: list[str]) -> None:
+    mapping = auto_map(headers, INGESTIBLE["responses"])
+    assert list(mapping) == [
+        "customer_id", "timestamp", "nps", "csat", "ces", "rating", "comment", "channel",
+        "product_id", "order_id", "campaign_id",
+    ]  # fmt: skip
+    assert list(mapping.values()) == headers
 
 
 def test_a_warehouse_without_responses_has_no_satisfaction(wh: segmentum.Warehouse) -> None:
