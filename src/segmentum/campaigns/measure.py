@@ -86,6 +86,44 @@ def _finite(x: float) -> float | None:
     return x if math.isfinite(x) else None
 
 
+def _wilson(x: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    centre = (x + z * z / 2) / (n + z * z)
+    half = z * math.sqrt(x * (n - x) / n + z * z / 4) / (n + z * z)
+    return centre - half, centre + half
+
+
+def _newcombe(xt: int, nt: int, xc: int, nc: int) -> tuple[float, float]:
+    """95% interval of pt - pc by Newcombe's hybrid score method (1998, method 10): Wilson
+    intervals of each rate, combined. Unlike the Wald interval it stays honest with a small
+    control group or rates near 0 or 1, and agrees with the test below."""
+    if not nt or not nc:
+        return math.nan, math.nan
+    pt, pc = xt / nt, xc / nc
+    lt, ut = _wilson(xt, nt)
+    lc, uc = _wilson(xc, nc)
+    d = pt - pc
+    return d - math.sqrt((pt - lt) ** 2 + (uc - pc) ** 2), d + math.sqrt(
+        (ut - pt) ** 2 + (pc - lc) ** 2
+    )
+
+
+def _two_proportion_p(xt: int, nt: int, xc: int, nc: int) -> float | None:
+    """Two-sided p-value of no difference: the pooled z-test when every expected count is 5 or
+    more, else Fisher's exact test (the normal approximation misleads with a control group of
+    a dozen). None when nobody (or everybody) converted: there is nothing to test."""
+    if not nt or not nc:
+        return None
+    conv = xt + xc
+    if conv == 0 or conv == nt + nc:
+        return None
+    pooled = conv / (nt + nc)
+    expected = (nt * pooled, nt * (1 - pooled), nc * pooled, nc * (1 - pooled))
+    if min(expected) < 5:
+        return float(stats.fisher_exact([[xt, nt - xt], [xc, nc - xc]])[1])
+    se0 = math.sqrt(pooled * (1 - pooled) * (1 / nt + 1 / nc))
+    return float(2 * stats.norm.sf(abs((xt / nt - xc / nc) / se0)))
+
+
 def effect(df: pd.DataFrame, label: str, cost_per_contact: float, margin: float) -> Effect:
     """Uplift and ROI from one row per member: group, converted (0/1), revenue, cost."""
     t = df[df.group == "treatment"]
@@ -94,11 +132,9 @@ def effect(df: pd.DataFrame, label: str, cost_per_contact: float, margin: float)
     pt = float(t.converted.mean()) if nt else math.nan
     pc = float(c.converted.mean()) if nc else math.nan
     diff = pt - pc
-    se = math.sqrt(pt * (1 - pt) / nt + pc * (1 - pc) / nc) if nt and nc else math.nan
-    pooled = (t.converted.sum() + c.converted.sum()) / (nt + nc) if nt and nc else math.nan
-    se0 = math.sqrt(pooled * (1 - pooled) * (1 / nt + 1 / nc)) if nt and nc else math.nan
-    # No conversions (or only conversions) anywhere: the test has nothing to say.
-    p = float(2 * stats.norm.sf(abs(diff / se0))) if se0 > 0 else None
+    xt, xc = int(t.converted.sum()), int(c.converted.sum())
+    low, high = _newcombe(xt, nt, xc, nc)
+    p = _two_proportion_p(xt, nt, xc, nc)
     rt = float(t.revenue.mean()) if nt else 0.0
     rc = float(c.revenue.mean()) if nc else 0.0
     if nt > 1 and nc > 1:
@@ -118,8 +154,8 @@ def effect(df: pd.DataFrame, label: str, cost_per_contact: float, margin: float)
         _finite(pt),
         _finite(pc),
         _finite(diff),
-        _finite(diff - 1.96 * se),
-        _finite(diff + 1.96 * se),
+        _finite(low),
+        _finite(high),
         p,
         rt,
         rc,
