@@ -1706,6 +1706,59 @@ def forget_cmd(
         console.print("delete or regenerate the files above: they may contain this customer")
 
 
+audience_app = typer.Typer(help="Ad audiences: segments as customer-match files (hashed).")
+app.add_typer(audience_app, name="audience")
+
+_AD_DROPS = {
+    "no_consent": "no advertising consent (consent_ads)",
+    "invalid_phone": "no usable email, and the phone is not a valid number",
+    "no_contact": "no usable email or phone",
+}
+
+
+@audience_app.command("export")
+def audience_export_cmd(
+    segment: str,
+    fmt: Annotated[str, typer.Option("--format", help="google, meta or tiktok.")] = "google",
+    out: Annotated[
+        Path | None, typer.Option("--out", help="File to write (default SEGMENT-FORMAT.csv).")
+    ] = None,
+    region: Annotated[
+        str | None,
+        typer.Option("--region", help="ISO-2 country for phones without + and no country."),
+    ] = None,
+    as_of: AsOfOpt = None,
+    warehouse: WarehouseOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Write a segment as a Google Ads, Meta or TikTok customer-match file (SHA-256 hashed)."""
+    from segmentum.campaigns.adaudiences import export
+
+    settings = load_settings()
+    r = export(
+        connect(warehouse or settings.warehouse),
+        segment,
+        fmt,
+        settings,
+        out=out,
+        as_of=_as_of(as_of),
+        default_region=region,
+    )
+    if as_json:
+        print_json(r.to_dict())
+        return
+    console.print(
+        f"{r.exported:,} of {r.size:,} customers of {segment!r} written to {r.path} ({fmt})"
+    )
+    for reason, n in r.dropped.items():
+        if n:
+            console.print(f"  left out: {n:,} {_AD_DROPS[reason]}")
+    if r.phones_invalid_kept:
+        console.print(
+            f"  {r.phones_invalid_kept:,} exported by email only: their phone is not valid"
+        )
+
+
 key_app = typer.Typer(help="API keys for the REST service and the dashboard.")
 app.add_typer(key_app, name="api-key")
 

@@ -362,6 +362,10 @@ def _customers_chunk(
             "permiso_push": np.where(rng.random(n) < 0.5, "sí", "no"),
             "permiso_inapp": np.where(rng.random(n) < 0.6, "sí", "no"),
             "permiso_web": np.where(rng.random(n) < 0.9, "sí", "no"),
+            # Its own stream: drawing from ``rng`` would change every planted number after it.
+            "permiso_publicidad": np.where(
+                np.random.default_rng(start + 7919).random(n) < 0.6, "sí", "no"
+            ),
         }
     )
     if b2b:
@@ -637,7 +641,9 @@ _DETRACTOR_SCORES = np.array([0.04, 0.03, 0.05, 0.1, 0.13, 0.3, 0.35])
 
 def _prospects(rng: np.random.Generator, n: int) -> tuple[pd.DataFrame, np.ndarray]:
     df, seg, _ = _customers_chunk(rng, 10**7, n, b2b=True)
-    df = df.rename(columns={"id_cliente": "id_lead"}).drop(columns=["fecha_alta"])
+    df = df.rename(columns={"id_cliente": "id_lead"}).drop(
+        columns=["fecha_alta", "permiso_publicidad"]
+    )
     df["id_lead"] = df["id_lead"].str.replace("C", "L", n=1)
     return df, seg
 

@@ -237,6 +237,22 @@ CUSTOMERS = Table(
         *_PERSON,
         *_COMPANY,
         *_CONSENT,
+        Column(
+            "consent_ads",
+            "bool",
+            "The customer agreed to be shown ads from their data (customer-match audiences); "
+            "missing means no.",
+            (
+                "consent_ads",
+                "consent_advertising",
+                "ads_optin",
+                "optin_ads",
+                "consentimiento_publicidad",
+                "consentimiento_ads",
+                "acepta_publicidad",
+                "permiso_publicidad",
+            ),
+        ),
     ),
     key=("customer_id",),
     required=(("customer_id",),),

@@ -473,6 +473,35 @@ def create_app(
 
         return PlainTextResponse(svc.locked(run), media_type="text/csv")
 
+    @app.get("/v1/segments/{name}/ad-audience", tags=["data"], response_model=None)
+    def ad_audience(
+        name: str,
+        _: Write,
+        format: Annotated[str, Query(pattern="^(google|meta|tiktok)$")] = "google",
+        summary: bool = False,
+        region: Annotated[str | None, Query(pattern="^[A-Za-z]{2}$")] = None,
+    ) -> Response:
+        """A saved segment as a customer-match CSV (hashed; only customers with advertising
+        consent). The report (exported, dropped by reason) is in the ``X-Segmentum-Report``
+        header as JSON, or, with ``summary=true``, the whole answer."""
+        from segmentum.campaigns.adaudiences import build
+
+        def run() -> tuple[str, dict[str, Any]]:
+            text, report, _ids = build(svc.wh, name, format, settings, default_region=region)
+            return text, report.to_dict()
+
+        text, report = svc.locked(run)
+        if summary:
+            return JSONResponse(report)
+        return PlainTextResponse(
+            text,
+            media_type="text/csv",
+            headers={
+                "X-Segmentum-Report": json.dumps(report),
+                "Content-Disposition": f'attachment; filename="{name}-{format}.csv"',
+            },
+        )
+
     from segmentum.service.keys import router as keys_router
     from segmentum.service.market import router as market_router
     from segmentum.service.webhooks import router as webhooks_router

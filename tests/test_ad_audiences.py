@@ -1,0 +1,227 @@
+"""Customer-match audiences: each platform's published normalisation, E.164 phones from local
+forms, consent, a drop report that adds up, the CLI and the API."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import ibis
+import pytest
+from tests.conftest import serving
+
+from segmentum.campaigns.adaudiences import (
+    HEADERS,
+    build,
+    country_code,
+    normalize_email,
+    normalize_name,
+    normalize_phone,
+    normalize_zip,
+    sha256,
+)
+from segmentum.cli import main
+from segmentum.config import load_settings
+from segmentum.errors import ConfigError
+from segmentum.ingest import ingest
+from segmentum.privacy import exports_of
+from segmentum.service.app import create_app
+from segmentum.service.auth import create_key
+from segmentum.warehouse import Warehouse
+
+ON = load_settings(env={}).with_overrides(export_personal_data=True)
+
+
+def h(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def test_tiktok_email_hash_matches_its_published_example() -> None:
+    # TikTok's customer-file guide: "janedoe@gmail.com" hashes to d611...c69.
+    published = "d6117306485ed0e50afab3ac871e98f81699151f30281527d63ff5f233656c69"
+    assert sha256(normalize_email("janedoe@gmail.com", "tiktok")) == published
+    # Spaces, capitals and a +suffix (TikTok drops it) give the same hash.
+    assert sha256(normalize_email("  JaneDoe+promo@Gmail.COM ", "tiktok")) == published
+
+
+def test_google_drops_periods_only_in_gmail_addresses() -> None:
+    assert normalize_email(" Jane.Doe@GoogleMail.com", "google") == "janedoe@googlemail.com"
+    assert normalize_email("jane.doe@gmail.com", "google") == "janedoe@gmail.com"
+    assert normalize_email("jane.doe@empresa.es", "google") == "jane.doe@empresa.es"
+    # Meta asks for trimming and lower case, nothing else.
+    assert normalize_email(" Jane.Doe+x@Gmail.com ", "meta") == "jane.doe+x@gmail.com"
+    assert normalize_email("not an email", "google") == ""
+
+
+@pytest.mark.parametrize(
+    ("raw", "region", "e164"),
+    [
+        ("612 34 56 78", "es", "+34612345678"),
+        ("91 123 45 67", "ES", "+34911234567"),
+        ("0034 612-345-678", "ES", "+34612345678"),
+        ("55 1234 5678", "MX", "+525512345678"),
+        ("(33) 1234-5678", "MX", "+523312345678"),
+        ("(650) 253-0000", "US", "+16502530000"),
+        ("+1 650 253 0000", "ES", "+16502530000"),
+    ],
+)
+def test_local_phones_become_e164_with_the_customers_country(
+    raw: str, region: str, e164: str
+) -> None:
+    assert normalize_phone(raw, region) == e164
+
+
+def test_phones_that_are_not_numbers_are_invalid_and_blank_ones_empty() -> None:
+    assert normalize_phone("12345", "ES") is None
+    assert normalize_phone("llámame", "ES") is None
+    assert normalize_phone("  ", "ES") == ""
+
+
+def test_meta_and_tiktok_phones_are_digits_with_the_country_code() -> None:
+    # TikTok's example: the US number (657)777-0000 is normalised to "16577770000".
+    rec = {"email": "", "phone": "(657)777-0000", "country": "United States"}
+    text, _, _ = build_rows([rec], "tiktok")
+    assert list(csv.reader(io.StringIO(text)))[1] == ["", h("16577770000")]
+    text, _, _ = build_rows([rec], "meta")
+    assert list(csv.reader(io.StringIO(text)))[1][1] == h("16577770000")
+
+
+def test_meta_names_places_and_zips_follow_its_rules() -> None:
+    assert normalize_name(" María-José O'Neil ", "meta") == "maríajoséoneil"
+    assert normalize_name(" María   José ", "google") == "maría josé"
+    assert normalize_zip("94303-5300", "meta", "us") == "94303"
+    assert normalize_zip("WC2H 8LG", "meta", "gb") == "wc2h8lg"
+    assert normalize_zip(" 28010 ", "google", "es") == "28010"
+    assert [country_code(x) for x in ("España", "MEXICO", "México", "es", "Perú", "Narnia")] == [
+        "es",
+        "mx",
+        "mx",
+        "es",
+        "pe",
+        "",
+    ]
+
+
+CUSTOMERS = """id_cliente,nombre,apellidos,email,telefono,pais,provincia,ciudad,codigo_postal,permiso_publicidad
+C1,Lucía,García,Lucia.Garcia@Gmail.com,612 34 56 78,España,Madrid,Madrid,28010,sí
+C2,Mateo,López,,55 1234 5678,México,CDMX,Ciudad de México,06700,sí
+C3,Ana,Ruiz,,123 456 789,España,Sevilla,Sevilla,41010,sí
+C4,Leo,Sanz,,,España,Madrid,Madrid,28001,sí
+C5,Eva,Gil,eva@example.com,,España,Madrid,Madrid,28001,no
+C6,Hugo,Paz,hugo@example.com,,España,Madrid,Madrid,28001,
+C7,Sara,Vidal,sara@example.com,+34 000 000 000,España,Madrid,Madrid,28001,sí
+"""
+
+
+def build_rows(recs: list[dict[str, Any]], fmt: str) -> tuple[str, Any, list[str]]:
+    """Run the file-writing half on hand-made rows in an in-memory warehouse."""
+    import segmentum
+
+    wh = segmentum.connect("duckdb://")
+    rows = [{"customer_id": f"X{i}", "consent_ads": True, **r} for i, r in enumerate(recs)]
+    wh.write("customers", ibis.memtable(rows).to_pyarrow())
+    members = ibis.memtable({"customer_id": [r["customer_id"] for r in rows]})
+    return build(wh, "hand", fmt, ON, members=members)
+
+
+def loaded(wh: Warehouse, tmp_path: Path) -> Warehouse:
+    path = tmp_path / "clientes.csv"
+    path.write_text(CUSTOMERS, encoding="utf-8")
+    ingest("customers", path, warehouse=wh, settings=ON)
+    return wh
+
+
+def test_only_consenting_customers_go_out_and_the_report_adds_up(
+    wh: Warehouse, tmp_path: Path
+) -> None:
+    loaded(wh, tmp_path)
+    ids = ["C1", "C2", "C3", "C4", "C5", "C6", "C7", "C99"]  # C99: no profile at all
+    members = ibis.memtable({"customer_id": ids})
+    text, r, exported = build(wh, "test", "google", ON, members=members)
+    assert r.size == len(ids)
+    assert r.dropped == {"no_consent": 3, "invalid_phone": 1, "no_contact": 1}
+    assert r.exported + sum(r.dropped.values()) == r.size
+    assert exported == ["C1", "C2", "C7"] and r.phones_invalid_kept == 1
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert tuple(rows[0]) == HEADERS["google"]
+    assert rows[0]["Email"] == h("luciagarcia@gmail.com")
+    assert rows[0]["Phone"] == h("+34612345678")
+    assert rows[0]["First Name"] == h("lucía") and rows[0]["Country"] == "es"
+    assert rows[0]["Zip"] == "28010"
+    assert rows[1]["Email"] == "" and rows[1]["Phone"] == h("+525512345678")
+    assert rows[2]["Phone"] == ""  # +34 000... is no phone: exported by email only
+    for raw in ("lucia", "garcia", "612", "5512345678", "eva@", "sara@"):
+        assert raw.lower() not in text.lower()
+
+
+def test_an_export_needs_the_personal_data_setting(wh: Warehouse, tmp_path: Path) -> None:
+    loaded(wh, tmp_path)
+    off = load_settings(env={})
+    with pytest.raises(ConfigError, match="export_personal_data"):
+        build(wh, "test", "meta", off, members=ibis.memtable({"customer_id": ["C1"]}))
+
+
+def test_the_cli_writes_the_file_reports_and_records_the_export(
+    service_db: Path, copy_of: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    wh = copy_of(service_db)
+    url = wh.url
+    wh.close()
+    monkeypatch.setenv("SEGMENTUM_EXPORT_PERSONAL_DATA", "true")
+    out = tmp_path / "vip-meta.csv"
+    args = ["audience", "export", "vip", "--format", "meta", "--out", str(out), "-w", url]
+    assert main([*args, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    rows = list(csv.reader(out.open(encoding="utf-8")))
+    assert tuple(rows[0]) == HEADERS["meta"]
+    assert len(rows) - 1 == report["exported"] > 0
+    assert report["dropped"]["no_consent"] > 0
+    assert report["exported"] + sum(report["dropped"].values()) == report["size"]
+    assert all(len(v) == 64 for v in rows[1][:2])
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert f"{report['exported']:,} of {report['size']:,}" in printed
+    assert "no advertising consent" in printed
+    monkeypatch.delenv("SEGMENTUM_EXPORT_PERSONAL_DATA")
+    assert main([*args, "--format", "google"]) != 0
+    assert "export_personal_data" in capsys.readouterr().err
+    import segmentum
+
+    again = segmentum.connect(url)
+    try:  # both files are listed for the right to erasure of everyone in them
+        m = again.table("export_members").to_pyarrow()
+        assert m.num_rows == 2 * report["exported"]
+        one = m.column("customer_id")[0].as_py()
+        assert [Path(e["path"]).name for e in exports_of(again, one)] == [out.name] * 2
+    finally:
+        again.close()
+
+
+def test_the_api_needs_write_scope_and_the_personal_data_setting(server: dict[str, Any]) -> None:
+    base = f"{server['url']}/v1/segments/vip/ad-audience"
+    read = {"X-API-Key": server["keys"]["read"]}
+    admin = {"X-API-Key": server["keys"]["admin"]}
+    assert httpx.get(base, headers=read, timeout=60).status_code == 403
+    r = httpx.get(base, params={"format": "meta"}, headers=admin, timeout=60)
+    assert r.status_code == 409 and "export_personal_data" in r.json()["detail"]
+    bad = httpx.get(base, params={"format": "myspace"}, headers=admin, timeout=60)
+    assert bad.status_code == 422
+
+
+def test_the_api_returns_the_file_with_its_report(service_db: Path) -> None:
+    app = create_app(f"duckdb:///{service_db}", ON)
+    key = {"X-API-Key": create_key(app.state.svc.state, "ads", ["write"])}
+    with serving(app) as base, httpx.Client(base_url=base, headers=key, timeout=60) as client:
+        path = "/v1/segments/vip/ad-audience"
+        r = client.get(path, params={"format": "tiktok"})
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
+        report = json.loads(r.headers["X-Segmentum-Report"])
+        rows = list(csv.reader(io.StringIO(r.text)))
+        assert tuple(rows[0]) == HEADERS["tiktok"] and len(rows) - 1 == report["exported"] > 0
+        assert report["exported"] + sum(report["dropped"].values()) == report["size"]
+        assert client.get(path, params={"format": "tiktok", "summary": "true"}).json() == report
