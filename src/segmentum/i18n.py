@@ -99,6 +99,7 @@ LABELS: tuple[tuple[str, str], ...] = (
     N_("tactic", "acquisition"),
     N_("tactic", "segment"),
     N_("tactic", "detractors"),
+    N_("tactic", "imported"),
     N_("channel", "email"),
     N_("channel", "sms"),
     N_("channel", "push"),
