@@ -27,6 +27,7 @@ PAGES = [
     ("micro", "/dashboard/micro", "#micro"),  # the cached default tree
     ("geography", "/dashboard/geography", "#chart-geo"),
     ("market", "/dashboard/market", "#white-space"),
+    ("satisfaction", "/dashboard/satisfaction", "#satisfaction-groups"),
     ("migration", "/dashboard/migration", "#chart-sankey"),
     ("campaigns", "/dashboard/campaigns", "h1"),
     ("data", "/dashboard/data", "#runs"),

@@ -100,6 +100,8 @@ LABELS: tuple[tuple[str, str], ...] = (
     N_("tactic", "segment"),
     N_("tactic", "detractors"),
     N_("tactic", "imported"),
+    N_("test", "mann-whitney"),
+    N_("test", "chi-square"),
     N_("channel", "email"),
     N_("channel", "sms"),
     N_("channel", "push"),

@@ -1053,12 +1053,12 @@ def _segment_detail(page: Page, svc: Any, store: Any, segment: str) -> dict[str,
     if inside is not None:
         profile = {
             "name": inside.name_es if page.lang == "es" else inside.name_en,
-            "description": inside.description_es if page.lang == "es" else inside.description_en,
+            "description": _describe(page, inside),
             "flags": ", ".join(inside.flags),
             "tests": [
                 {
                     "feature": page.title(x.feature),
-                    "test": x.test,
+                    "test": page.label("test", x.test),
                     "effect": page.num(x.effect, 2),
                     "q": page.num(x.q_value, 3),
                     "segment": page.cell(x.feature, x.segment_value),
@@ -1069,6 +1069,40 @@ def _segment_detail(page: Page, svc: Any, store: Any, segment: str) -> dict[str,
             "tree_rules": prof.tree_rules,
         }
     return {"seg": seg, "size": size, "members": ids, "profile": profile}
+
+
+def _describe(page: Page, inside: Any) -> str:
+    """What sets the segment apart, in the page's language: column titles and values as the
+    page writes them (the profile's stored sentence names raw columns, with English numbers).
+    The same selection as ``segments.profile``: significant, with an effect of 0.1 or more."""
+    tests = [t for t in inside.tests if t.q_value < 0.05 and abs(t.effect) >= 0.1]
+    parts = []
+    for t in sorted(tests, key=lambda t: -abs(t.effect))[:4]:
+        if t.kind == "number":
+            parts.append(
+                page._("%(feature)s %(segment)s against %(rest)s in the rest")
+                % {
+                    "feature": page.title(t.feature),
+                    "segment": page.cell(t.feature, t.segment_value),
+                    "rest": page.cell(t.feature, t.rest_value),
+                }
+            )
+        else:
+            parts.append(
+                page._("%(feature)s: %(value)s, %(lift)s times as often")
+                % {
+                    "feature": page.title(t.feature),
+                    "value": page.cell(t.feature, t.segment_value),
+                    "lift": page.num(t.lift or 0.0, 1),
+                }
+            )
+    head = page._("%(size)s customers (%(share)s)") % {
+        "size": page.num(inside.size),
+        "share": page.pct(inside.share),
+    }
+    if not parts:
+        return head + ": " + page._("not clearly different from the rest")
+    return head + ": " + "; ".join(parts)
 
 
 # Persona card keys (segments.micro.PERSONA) back to the columns they describe.
