@@ -1759,6 +1759,84 @@ def audience_export_cmd(
         )
 
 
+@app.command("playbook")
+def playbook_cmd(
+    by: Annotated[
+        str, typer.Option("--by", help="rfm_segment, value_potential, lifecycle_stage or all.")
+    ] = "all",
+    lang: Annotated[str, typer.Option(help="es or en.")] = "en",
+    file: Annotated[
+        Path | None, typer.Option("--file", help="Your playbook YAML (default: the shipped one).")
+    ] = None,
+    uplift: Annotated[
+        float | None, typer.Option("--uplift", help="Assumed uplift, e.g. 0.05 (default: file).")
+    ] = None,
+    write_defaults: Annotated[
+        Path | None,
+        typer.Option("--write-defaults", help="Copy the default playbook here to edit, and stop."),
+    ] = None,
+    as_of: AsOfOpt = None,
+    warehouse: WarehouseOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """What to do with each segment: tactic, channel, timing, message, incentive, value at stake."""
+    import shutil
+
+    from segmentum.campaigns.playbook import DEFAULT_FILE, DIMENSIONS, playbook
+
+    if write_defaults is not None:
+        if write_defaults.exists():
+            raise InputError(f"{write_defaults} exists", "choose another name or delete it")
+        shutil.copyfile(DEFAULT_FILE, write_defaults)
+        console.print(f"wrote {write_defaults}: edit it, then segmentum playbook --file it")
+        return
+    if lang not in ("es", "en"):
+        raise InputError(f"--lang {lang!r} is not known", "use es or en")
+    dims = DIMENSIONS if by == "all" else (by,)
+    settings = load_settings()
+    plays, used = playbook(
+        connect(warehouse or settings.warehouse),
+        as_of=_as_of(as_of),
+        dimensions=dims,
+        path=file,
+        uplift=uplift,
+    )
+    if as_json:
+        print_json({"as_of": used.isoformat(), "plays": [p.to_dict() for p in plays]})
+        return
+    for dim in dims:
+        rows = [p for p in plays if p.dimension == dim]
+        if not rows:
+            continue
+        t = Table(title=f"{dim} ({used})", show_lines=True)
+        for col in ("segment", "customers", "value at stake", "what to do", "favours"):
+            t.add_column(col, overflow="fold")
+        for p in rows:
+            todo = (
+                f"{escape(p.tactic)} · {escape(p.channel)} · {escape(p.timing)}\n"
+                f"[italic]{escape(p.message.get(lang, ''))}[/italic]\n"
+                f"{escape(p.incentive_advice.get(lang, ''))}"
+                if p.in_playbook
+                else "[dim]not in the playbook file: add an entry for it[/dim]"
+            )
+            fav = ", ".join(f"{escape(str(f['category']))} ×{f['lift']:.2f}" for f in p.favours)
+            t.add_row(
+                escape(p.segment),
+                f"{p.size:,}",
+                f"{_money(p.value_at_stake)}\n"
+                f"[dim]CLV {_money(p.clv_total)} x {_pct(p.uplift)}[/dim]",
+                todo,
+                fav or "—",
+            )
+        console.print(t)
+    console.print(
+        "[bold]Assumption:[/bold] value at stake = the segment's total CLV x an assumed uplift "
+        "(set uplift in the playbook file or --uplift; measure it with segmentum campaign "
+        "results). Favours: categories whose share of the segment's spend is highest against "
+        "the base (lift)."
+    )
+
+
 key_app = typer.Typer(help="API keys for the REST service and the dashboard.")
 app.add_typer(key_app, name="api-key")
 
