@@ -23,6 +23,7 @@ from segmentum.campaigns.playbook import (
 )
 from segmentum.cli import main
 from segmentum.errors import InputError
+from segmentum.i18n import label
 
 
 def test_the_shipped_playbook_covers_every_named_segment() -> None:
@@ -89,13 +90,12 @@ def test_no_discount_for_full_price_buyers_and_perks_for_high_value() -> None:
     full_price = _play(100.0, 0.04)
     _ground(full_price, "discount", book, 0.10, 1.5, 100.0)
     assert full_price.incentive == "none"
-    assert (
-        "4 %" in full_price.incentive_advice["en"]
-        and "precio completo" in (full_price.incentive_advice["es"])
-    )
+    assert "(4% of spend" in full_price.incentive_advice["en"]
+    assert "(4\xa0% del gasto" in full_price.incentive_advice["es"]
     vip = _play(300.0, 0.4)
     _ground(vip, "small_discount", book, 0.10, 1.5, 100.0)
     assert vip.incentive == "perk" and "3.0x" in vip.incentive_advice["en"]
+    assert "3,0x" in vip.incentive_advice["es"]
     plain = _play(100.0, 0.4)
     _ground(plain, "discount", book, 0.10, 1.5, 100.0)
     assert plain.incentive == "discount"
@@ -129,8 +129,9 @@ def test_the_cli_prints_the_playbook_with_its_assumption(
     args = ["playbook", "--by", "rfm_segment", "--file", str(mine), "-w", url]
     assert main([*args, "--lang", "es", "--uplift", "0.1"]) == 0
     out = capsys.readouterr().out
-    assert "Champions" in out and "Assumption" in out and "uplift" in out
-    assert "Gracias" in out  # the Spanish message
+    assert label("es", "rfm_segment", "Champions") in out  # labels, texts and words in Spanish
+    assert "Gracias" in out and "reconocimiento" in out and "valor en juego" in out
+    assert "Supuesto" in out and "uplift" in out
     assert main([*args, "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert {p["dimension"] for p in data["plays"]} == {"rfm_segment"}

@@ -1804,37 +1804,40 @@ def playbook_cmd(
     if as_json:
         print_json({"as_of": used.isoformat(), "plays": [p.to_dict() for p in plays]})
         return
+    from segmentum import i18n
+    from segmentum.campaigns.playbook import load_playbook
+
+    words = load_playbook(file)["labels"][lang]
     for dim in dims:
         rows = [p for p in plays if p.dimension == dim]
         if not rows:
             continue
-        t = Table(title=f"{dim} ({used})", show_lines=True)
-        for col in ("segment", "customers", "value at stake", "what to do", "favours"):
-            t.add_column(col, overflow="fold")
+        t = Table(title=f"{dim} ({i18n.date(used, lang)})", show_lines=True)
+        for col in ("segment", "customers", "value_at_stake", "what_to_do", "favours"):
+            t.add_column(words[col], overflow="fold")
         for p in rows:
             todo = (
-                f"{escape(p.tactic)} · {escape(p.channel)} · {escape(p.timing)}\n"
+                f"{escape(p.tactic[lang])} · {escape(p.channel)} · {escape(p.timing[lang])}\n"
                 f"[italic]{escape(p.message.get(lang, ''))}[/italic]\n"
                 f"{escape(p.incentive_advice.get(lang, ''))}"
                 if p.in_playbook
-                else "[dim]not in the playbook file: add an entry for it[/dim]"
+                else f"[dim]{escape(words['missing'])}[/dim]"
             )
-            fav = ", ".join(f"{escape(str(f['category']))} ×{f['lift']:.2f}" for f in p.favours)
+            fav = ", ".join(
+                f"{escape(str(f['category']))} ×{i18n.number(f['lift'], lang, 2)}"
+                for f in p.favours
+            )
             t.add_row(
-                escape(p.segment),
-                f"{p.size:,}",
-                f"{_money(p.value_at_stake)}\n"
-                f"[dim]CLV {_money(p.clv_total)} x {_pct(p.uplift)}[/dim]",
+                escape(i18n.label(lang, dim, p.segment)),
+                i18n.number(p.size, lang, 0),
+                f"{i18n.number(p.value_at_stake, lang, 2)}\n"
+                f"[dim]CLV {i18n.number(p.clv_total, lang, 2)} x "
+                f"{i18n.percent(p.uplift, lang)}[/dim]",
                 todo,
-                fav or "—",
+                fav or i18n.MISSING,
             )
         console.print(t)
-    console.print(
-        "[bold]Assumption:[/bold] value at stake = the segment's total CLV x an assumed uplift "
-        "(set uplift in the playbook file or --uplift; measure it with segmentum campaign "
-        "results). Favours: categories whose share of the segment's spend is highest against "
-        "the base (lift)."
-    )
+    console.print(escape(words["assumption"]))
 
 
 key_app = typer.Typer(help="API keys for the REST service and the dashboard.")

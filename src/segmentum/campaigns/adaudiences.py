@@ -108,13 +108,30 @@ def normalize_phone(raw: Any, region: str | None) -> str | None:
     text = _text(raw)
     if not text:
         return ""
-    try:
-        n = phonenumbers.parse(text, (region or "").upper() or None)
-    except phonenumbers.NumberParseException:
-        return None
-    if not phonenumbers.is_valid_number(n):
-        return None
-    return phonenumbers.format_number(n, phonenumbers.PhoneNumberFormat.E164)
+    reg = (region or "").upper() or None
+    for candidate in (text, *_mexican_legacy(text, reg)):
+        try:
+            n = phonenumbers.parse(candidate, reg)
+        except phonenumbers.NumberParseException:
+            continue
+        if phonenumbers.is_valid_number(n):
+            return phonenumbers.format_number(n, phonenumbers.PhoneNumberFormat.E164)
+    return None
+
+
+def _mexican_legacy(text: str, region: str | None) -> tuple[str, ...]:
+    """Mexican numbers in the forms dialled before August 2019, still common in CRMs: the
+    mobile ``1`` after +52, and the 044 / 045 / 01 prefixes before the 10 digits."""
+    digits = re.sub(r"\D", "", text)
+    if text.lstrip().startswith("+"):
+        return ("+52" + digits[3:],) if digits.startswith("521") and len(digits) == 13 else ()
+    if region != "MX":
+        return ()
+    if digits[:3] in ("044", "045") and len(digits) == 13:
+        return (digits[3:],)
+    if digits.startswith("01") and len(digits) == 12:
+        return (digits[2:],)
+    return ()
 
 
 def _fold(text: str) -> str:

@@ -22,6 +22,7 @@ import ibis
 import ibis.expr.types as ir
 import yaml
 
+from segmentum import i18n
 from segmentum.errors import InputError
 from segmentum.warehouse import Warehouse
 
@@ -31,6 +32,15 @@ INCENTIVES = ("none", "perk", "small_discount", "discount")
 _ENTRY_KEYS = ("tactic", "channel", "timing", "incentive", "message")
 _LANGS = ("es", "en")
 _GROUNDED = ("full_price", "protect_margin")
+_LABELS = (
+    "segment",
+    "customers",
+    "value_at_stake",
+    "what_to_do",
+    "favours",
+    "missing",
+    "assumption",
+)
 
 
 @dataclass
@@ -45,9 +55,9 @@ class Play:
     promo_share: float | None
     uplift: float
     value_at_stake: float
-    tactic: str = ""
+    tactic: dict[str, str] = field(default_factory=dict)
     channel: str = ""
-    timing: str = ""
+    timing: dict[str, str] = field(default_factory=dict)
     message: dict[str, str] = field(default_factory=dict)
     incentive: str = "none"
     incentive_advice: dict[str, str] = field(default_factory=dict)
@@ -76,6 +86,11 @@ def load_playbook(path: str | Path | None = None) -> dict[str, Any]:
     uplift = data.get("uplift", 0.05)
     if not isinstance(uplift, int | float) or not 0 <= uplift <= 1:
         problems.append(f"uplift: {uplift!r} is not a share between 0 and 1")
+    labels = data.get("labels") or {}
+    for lang in _LANGS:
+        for key in _LABELS:
+            if not isinstance((labels.get(lang) or {}).get(key), str):
+                problems.append(f"labels.{lang}.{key}: missing")
     texts = data.get("incentives") or {}
     for kind in (*INCENTIVES, *_GROUNDED):
         for lang in _LANGS:
@@ -95,9 +110,13 @@ def load_playbook(path: str | Path | None = None) -> dict[str, Any]:
                     f"{where}.incentive: {entry.get('incentive')!r} is not one of "
                     + ", ".join(INCENTIVES)
                 )
-            msg = entry.get("message") or {}
-            if isinstance(msg, dict) and [x for x in _LANGS if not msg.get(x)]:
-                problems.append(f"{where}.message: needs both es and en")
+            for key in ("message", "tactic", "timing"):
+                text = entry.get(key)
+                one_language = key == "message" and key in entry and not isinstance(text, dict)
+                if one_language or (
+                    isinstance(text, dict) and [x for x in _LANGS if not text.get(x)]
+                ):
+                    problems.append(f"{where}.{key}: needs both es and en")
             up = entry.get("uplift", uplift)
             if not isinstance(up, int | float) or not 0 <= up <= 1:
                 problems.append(f"{where}.uplift: {up!r} is not a share between 0 and 1")
@@ -235,11 +254,18 @@ def playbook(
                 in_playbook=entry is not None,
             )
             if entry is not None:
-                play.tactic, play.channel = str(entry["tactic"]), str(entry["channel"])
-                play.timing, play.message = str(entry["timing"]), dict(entry["message"])
+                play.tactic, play.channel = _both(entry["tactic"]), str(entry["channel"])
+                play.timing, play.message = _both(entry["timing"]), _both(entry["message"])
                 _ground(play, str(entry["incentive"]), book, full_price, high_ratio, base_clv)
             plays.append(play)
     return plays, as_of
+
+
+def _both(text: Any) -> dict[str, str]:
+    """A text in both languages (the same words in both when the file gives one)."""
+    if isinstance(text, dict):
+        return {lang: str(text[lang]) for lang in _LANGS}
+    return dict.fromkeys(_LANGS, str(text))
 
 
 def _ground(
@@ -258,12 +284,13 @@ def _ground(
     if kind != "none" and promo is not None and promo <= full_price:
         kind = "none"
         advice = {
-            lang: texts["full_price"][lang].format(promo=f"{100 * promo:.0f} %") for lang in _LANGS
+            lang: texts["full_price"][lang].format(promo=i18n.percent(promo, lang, 0))
+            for lang in _LANGS
         }
     elif kind in ("small_discount", "discount") and ratio is not None and ratio >= high_ratio:
         kind = "perk"
         advice = {
-            lang: texts["protect_margin"][lang].format(ratio=f"{ratio:.1f}x")
+            lang: texts["protect_margin"][lang].format(ratio=i18n.number(ratio, lang, 1) + "x")
             + " "
             + texts["perk"][lang]
             for lang in _LANGS
