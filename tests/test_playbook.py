@@ -137,3 +137,21 @@ def test_the_cli_prints_the_playbook_with_its_assumption(
     assert {p["dimension"] for p in data["plays"]} == {"rfm_segment"}
     assert all(p["uplift"] == 0.05 for p in data["plays"])
     assert main([*args, "--by", "colour"]) != 0
+
+
+def test_the_api_serves_the_playbook_to_a_read_key(server: dict[str, Any]) -> None:
+    import httpx
+
+    r = httpx.get(
+        f"{server['url']}/v1/playbook",
+        params={"by": "lifecycle_stage", "uplift": 0.1},
+        headers={"X-API-Key": server["keys"]["read"]},
+        timeout=60,
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert "assumed" in body["assumption"] and body["plays"]
+    assert {p["dimension"] for p in body["plays"]} == {"lifecycle_stage"}
+    for p in body["plays"]:
+        assert p["value_at_stake"] == pytest.approx(p["clv_total"] * 0.1)
+    assert httpx.get(f"{server['url']}/v1/playbook", timeout=60).status_code == 401

@@ -473,6 +473,26 @@ def create_app(
 
         return PlainTextResponse(svc.locked(run), media_type="text/csv")
 
+    @app.get("/v1/playbook", tags=["campaigns"])
+    def playbook_view(
+        _: Read,
+        by: Annotated[
+            str, Query(pattern="^(all|rfm_segment|value_potential|lifecycle_stage)$")
+        ] = "all",
+        uplift: Annotated[float | None, Query(ge=0, le=1)] = None,
+    ) -> dict[str, Any]:
+        """What to do with each segment (the shipped playbook), with its size, value at stake
+        (CLV x ``assumed_uplift``, an assumption) and favoured categories."""
+        from segmentum.campaigns.playbook import DIMENSIONS, playbook
+
+        dims = DIMENSIONS if by == "all" else (by,)
+        plays, used = svc.locked(lambda: playbook(svc.wh, dimensions=dims, uplift=uplift))
+        return {
+            "as_of": used.isoformat(),
+            "assumption": "value_at_stake = clv_total x uplift; the uplift is assumed",
+            "plays": [p.to_dict() for p in plays],
+        }
+
     @app.get("/v1/segments/{name}/ad-audience", tags=["data"], response_model=None)
     def ad_audience(
         name: str,
