@@ -16,6 +16,7 @@ from segmentum.campaigns.playbook import (
     DEFAULT_FILE,
     DIMENSIONS,
     Play,
+    _banded,
     _ground,
     favoured_categories,
     load_playbook,
@@ -60,6 +61,9 @@ def test_every_segment_gets_its_size_clv_and_value_at_stake(service_db: Path, co
     assert champions.favours and all(x["lift"] >= 1.1 for x in champions.favours)
     lifts = [x["lift"] for x in champions.favours]
     assert lifts == sorted(lifts, reverse=True)
+    bands = champions.price_bands
+    assert {b["band"] for b in bands} <= {"entry", "mid", "premium"} and bands
+    assert sum(b["share"] for b in bands) == pytest.approx(1.0)
 
 
 def test_favoured_categories_are_the_highest_lift_against_the_base() -> None:
@@ -78,6 +82,20 @@ def test_favoured_categories_are_the_highest_lift_against_the_base() -> None:
     assert out["old"][0]["lift"] == pytest.approx(1.6)
     assert out["old"][0]["share"] == pytest.approx(0.8)
     assert out["young"][0] == pytest.approx({"category": "Entry", "share": 0.8, "lift": 1.6})
+    # Unit prices 10 to 50 cut in thirds: the old customer buys the premium range.
+    priced = ibis.memtable(
+        {
+            "customer_id": ["a1", "a1", "b1", "b1", "b2"],
+            "amount": [80.0, 20.0, 20.0, 40.0, 40.0],
+            "price": [50.0, 40.0, 10.0, 20.0, 30.0],
+            "category": ["Premium", "Entry", "Premium", "Entry", "Entry"],
+        }
+    )
+    banded = _banded(priced)
+    bands = favoured_categories(banded, view, "tier", "band")
+    assert bands["old"][0]["band"] == "premium"
+    assert bands["old"][0]["lift"] == pytest.approx(2.0)
+    assert "premium" not in {b["band"] for b in bands["young"]}
     wh.close()
 
 

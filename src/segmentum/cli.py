@@ -1827,6 +1827,9 @@ def playbook_cmd(
                 f"{escape(str(f['category']))} ×{i18n.number(f['lift'], lang, 2)}"
                 for f in p.favours
             )
+            band = p.price_bands[0] if p.price_bands else None
+            if band is not None and band["lift"] > 1:
+                fav += f"\n{words[band['band']]} ×{i18n.number(band['lift'], lang, 2)}"
             t.add_row(
                 escape(i18n.label(lang, dim, p.segment)),
                 i18n.number(p.size, lang, 0),
@@ -1834,7 +1837,7 @@ def playbook_cmd(
                 f"[dim]CLV {i18n.number(p.clv_total, lang, 2)} x "
                 f"{i18n.percent(p.uplift, lang)}[/dim]",
                 todo,
-                fav or i18n.MISSING,
+                fav.strip() or i18n.MISSING,
             )
         console.print(t)
     console.print(escape(words["assumption"]))

@@ -39,6 +39,9 @@ _LABELS = (
     "what_to_do",
     "favours",
     "missing",
+    "entry",
+    "mid",
+    "premium",
     "assumption",
 )
 
@@ -62,6 +65,8 @@ class Play:
     incentive: str = "none"
     incentive_advice: dict[str, str] = field(default_factory=dict)
     favours: list[dict[str, Any]] = field(default_factory=list)
+    # Entry, mid and premium price bands with their lift (highest first).
+    price_bands: list[dict[str, Any]] = field(default_factory=list)
     in_playbook: bool = True
 
     def to_dict(self) -> dict[str, Any]:
@@ -143,16 +148,45 @@ def _lines(wh: Warehouse, as_of: _dt.date) -> ir.Table | None:
             cat = (t.category if "category" in t.columns else ibis.null("string")).coalesce(
                 t.p_category
             )
-    t = t.select("customer_id", "amount", category=cat)
-    return t.filter(t.category.notnull())
+    price = (
+        ibis.ifelse(t.quantity > 0, t.amount / t.quantity, ibis.null("float64"))
+        if "quantity" in t.columns
+        else ibis.null("float64")
+    )
+    return t.select("customer_id", "amount", category=cat, price=price.cast("float64"))
+
+
+# Price bands: the base's unit prices cut in thirds (entry, mid, premium).
+PRICE_BANDS = ("entry", "mid", "premium")
+
+
+def _banded(lines: ir.Table) -> ir.Table:
+    """``lines`` with a ``band`` column from the base's unit-price terciles (null without a
+    price)."""
+    priced = lines.filter(lines.price.notnull())
+    cuts = priced.aggregate(
+        q1=priced.price.quantile(1 / 3), q2=priced.price.quantile(2 / 3)
+    ).to_pyarrow()
+    q1, q2 = cuts.column("q1")[0].as_py(), cuts.column("q2")[0].as_py()
+    if q1 is None or q2 is None:
+        return lines.mutate(band=ibis.null("string"))
+    band = ibis.cases(
+        (lines.price.isnull(), ibis.null("string")),
+        (lines.price <= q1, "entry"),
+        (lines.price <= q2, "mid"),
+        else_="premium",
+    )
+    return lines.mutate(band=band)
 
 
 def favoured_categories(
-    lines: ir.Table, view: ir.Table, dimension: str
+    lines: ir.Table, view: ir.Table, dimension: str, key: str = "category"
 ) -> dict[str, list[dict[str, Any]]]:
-    """Per segment of ``dimension``: every category with its share of the segment's spend and
-    its lift against the base (share in the segment / share in all purchases), computed in the
-    engine; only the small table of segments x categories comes back."""
+    """Per segment of ``dimension``: every category (or other ``key`` of the lines, such as
+    the price band) with its share of the segment's spend and its lift against the base
+    (share in the segment / share in all purchases), computed in the engine; only the small
+    table of segments x categories comes back."""
+    lines = lines.filter(lines[key].notnull()).select("customer_id", "amount", category=key)
     v = view.select("customer_id", seg=view[dimension]).filter(lambda x: x.seg.notnull())
     g = (
         lines.join(v, "customer_id")
@@ -168,7 +202,7 @@ def favoured_categories(
     out: dict[str, list[dict[str, Any]]] = {}
     for row in r.order_by([ibis.desc("lift"), "category"]).to_pyarrow().to_pylist():
         out.setdefault(str(row["seg"]), []).append(
-            {"category": row["category"], "share": row["share"], "lift": row["lift"]}
+            {key: row["category"], "share": row["share"], "lift": row["lift"]}
         )
     return out
 
@@ -199,20 +233,40 @@ def playbook(
     if uplift is not None and not 0 <= uplift <= 1:
         raise InputError(f"--uplift {uplift} is not a share between 0 and 1", "e.g. 0.05")
     book = load_playbook(path)
-    rules = book.get("rules") or {}
-    full_price = float(rules.get("full_price_promo_share", 0.10))
-    high_ratio = float(rules.get("high_value_clv_ratio", 1.5))
-    min_lift = float(rules.get("min_lift", 1.1))
-    top = int(rules.get("top_categories", 3))
     view, as_of = customer_view(wh, as_of)
     view = view.filter(view.frequency > 0)
     clv = view.clv.cast("float64") if "clv" in view.columns else ibis.null("float64")
     promo = (
         view.promo_share.cast("float64") if "promo_share" in view.columns else ibis.null("float64")
     )
-    view = view.mutate(clv_=clv, promo_=promo)
-    base_clv = _num(view.clv_.mean().to_pyarrow().as_py())
+    keep = [d for d in dimensions if d in view.columns]
+    # Computed once: every figure below reads these two small tables, not the joins behind.
+    view = wh.materialize(view.select("customer_id", *keep, clv_=clv, promo_=promo), "playbook")
+    temps = [view]
     lines = _lines(wh, as_of)
+    if lines is not None:
+        lines = wh.materialize(_banded(lines), "playbook_lines")
+        temps.append(lines)
+    try:
+        return _plays(book, view, lines, keep, uplift), as_of
+    finally:
+        for t in temps:
+            wh.drop(t.get_name())
+
+
+def _plays(
+    book: dict[str, Any],
+    view: ir.Table,
+    lines: ir.Table | None,
+    dimensions: list[str],
+    uplift: float | None,
+) -> list[Play]:
+    rules = book.get("rules") or {}
+    full_price = float(rules.get("full_price_promo_share", 0.10))
+    high_ratio = float(rules.get("high_value_clv_ratio", 1.5))
+    min_lift = float(rules.get("min_lift", 1.1))
+    top = int(rules.get("top_categories", 3))
+    base_clv = _num(view.clv_.mean().to_pyarrow().as_py())
     plays: list[Play] = []
     for dim in dimensions:
         if dim not in view.columns:
@@ -231,6 +285,7 @@ def playbook(
             .to_pylist()
         )
         favours = favoured_categories(lines, view, dim) if lines is not None else {}
+        bands = favoured_categories(lines, view, dim, "band") if lines is not None else {}
         entries = book.get(dim) or {}
         for s in stats:
             name = str(s["seg"])
@@ -251,6 +306,7 @@ def playbook(
                 up,
                 total * up,
                 favours=[f for f in favours.get(name, []) if f["lift"] >= min_lift][:top],
+                price_bands=bands.get(name, []),
                 in_playbook=entry is not None,
             )
             if entry is not None:
@@ -258,7 +314,7 @@ def playbook(
                 play.timing, play.message = _both(entry["timing"]), _both(entry["message"])
                 _ground(play, str(entry["incentive"]), book, full_price, high_ratio, base_clv)
             plays.append(play)
-    return plays, as_of
+    return plays
 
 
 def _both(text: Any) -> dict[str, str]:
