@@ -247,6 +247,8 @@ JSON_ARGS: dict[str, list[str]] = {
     "campaign audience": ["winback_test"],
     "campaign send": ["winback_test", "--dry-run"],
     "campaign results": ["winback_test"],
+    "satisfaction terms": ["promo_hunters"],
+    "audience export": ["big", "--format", "meta", "--out", "{tmp}/big-meta.csv"],
     "forget": ["{customer}"],
     "backup": ["{tmp}/backup"],
     "restore": ["{tmp}/backup", "--replace"],
@@ -285,6 +287,7 @@ def test_every_json_output_is_valid_json_on_a_narrow_terminal(
     # A terminal 40 columns wide: anything printed through the console would wrap.
     monkeypatch.setattr(cli, "console", Console(width=40, force_terminal=True))
     monkeypatch.setenv("COLUMNS", "40")
+    monkeypatch.setenv("SEGMENTUM_EXPORT_PERSONAL_DATA", "true")  # audience export needs it
     assert main(["segment", "create", "big", "monetary > 100", "-w", url]) == 0
     assert (
         main(
@@ -359,7 +362,12 @@ def _clv_validation(payload: dict[str, Any], tmp: Path) -> None:
 
 
 def _churn_evaluation(payload: dict[str, Any], _: Path) -> None:
-    assert [m["model"] for m in payload["metrics"]] == ["gradient boosting", "BG/NBD"]
+    # The demo has survey answers: the model with satisfaction is evaluated beside the others.
+    assert [m["model"] for m in payload["metrics"]] == [
+        "gradient boosting",
+        "gradient boosting + satisfaction",
+        "BG/NBD",
+    ]
 
 
 # What some --json outputs must say, beyond being JSON.

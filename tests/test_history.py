@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import ibis
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -75,6 +76,27 @@ def test_backfilled_snapshots_equal_what_a_daily_run_would_have_said(hwh: Wareho
     tx = hwh.table("transactions").to_pandas()
     starts = tx[tx.quantity > 0].groupby("customer_id").timestamp.min()
     assert not set(starts[starts >= pd.Timestamp(d)].index) & set(back.index)
+
+
+def test_a_backfill_keeps_the_snapshot_a_pipeline_run_wrote(hwh: Warehouse) -> None:
+    """A backfill through the run's own date keeps the run's classes (CLV, potential and
+    value x potential, which lines alone cannot rebuild) instead of emptying them."""
+    c = hwh.table("customer_classes")
+    runs = c.filter(~c.run_id.startswith("backfill-"))
+    latest = runs.as_of.max().to_pyarrow().as_py()
+    # A run dated on a month's first day (as the 800-customer demo's is): a backfill's date.
+    as_of = dt.date(latest.year, latest.month, 1)
+    run = runs.filter(runs.as_of == latest).mutate(as_of=ibis.literal(as_of, "date"))
+    hwh.replace_where("customer_classes", run, "as_of", as_of)
+    before = run.count().to_pyarrow().as_py()
+    r = backfill(hwh, periods=2, end=latest, settings=SETTINGS)
+    assert r.kept == [as_of] and as_of not in r.dates and r.dates
+    c = hwh.table("customer_classes")
+    at = c.filter(c.as_of == as_of)
+    assert at.count().to_pyarrow().as_py() == before
+    assert at.filter(at.run_id.startswith("backfill-")).count().to_pyarrow().as_py() == 0
+    assert at.potential_tier.notnull().sum().to_pyarrow().as_py() > 0
+    assert at.value_potential.notnull().sum().to_pyarrow().as_py() > 0
 
 
 def test_backfill_computes_saved_segments_point_in_time(hwh: Warehouse) -> None:

@@ -70,6 +70,8 @@ class BackfillReport:
     customers_last: int
     segments: list[str] = field(default_factory=list)  # saved segments backfilled
     skipped: dict[str, str] = field(default_factory=dict)  # segment -> why not
+    # Dates that already hold a pipeline run's snapshot, kept as they are (see backfill).
+    kept: list[_dt.date] = field(default_factory=list)
 
 
 def history_summary(
@@ -155,7 +157,10 @@ def backfill(
 ) -> BackfillReport:
     """Build past snapshots of ``customer_classes`` (weekly or monthly) from the lines alone.
 
-    Existing snapshots at those dates are replaced; other dates are kept.
+    Existing backfilled snapshots at those dates are replaced; other dates are kept. A date
+    whose snapshot a pipeline run wrote is kept too: it holds what a backfill cannot rebuild
+    (CLV, potential, value x potential, the segments that need them), so a backfill after
+    ``segmentum run`` no longer empties those columns for the run's own date.
     """
     settings = settings or load_settings()
     tx = wh.table("transactions")
@@ -168,6 +173,10 @@ def backfill(
         raise InputError(
             f"no whole {freq} between {first} and {last}", "use --freq week or more history"
         )
+    kept = _run_dates(wh, dates)
+    dates = [d for d in dates if d not in kept]
+    if not dates:
+        return BackfillReport("", [], 0, 0, kept=kept)
     days = rollup.purchase_days(wh)  # brings the return links up to date too
     links = wh.table(_returns.LINKS)
     summary = wh.materialize(history_summary(tx, dates, links=links, days=days), "histsum")
@@ -192,7 +201,22 @@ def backfill(
     n_last = int(
         out.filter(out.as_of == ibis.literal(dates[-1], "date")).count().to_pyarrow().as_py()
     )
-    return BackfillReport(run_id, dates, rows, n_last, done, skipped)
+    return BackfillReport(run_id, dates, rows, n_last, done, skipped, kept)
+
+
+def _run_dates(wh: Warehouse, dates: list[_dt.date]) -> list[_dt.date]:
+    """Those of ``dates`` whose snapshot in ``customer_classes`` a pipeline run wrote."""
+    if not wh.has("customer_classes"):
+        return []
+    c = wh.table("customer_classes")
+    if "run_id" not in c.columns:
+        return []
+    c = c.filter(
+        c.as_of.isin([ibis.literal(d, "date") for d in dates])
+        & ~c.run_id.fill_null("").startswith("backfill-")
+    )
+    found = c.select("as_of").distinct().to_pyarrow().column("as_of").to_pylist()
+    return sorted(d.date() if isinstance(d, _dt.datetime) else d for d in found)
 
 
 def backfill_segments(
