@@ -1236,10 +1236,16 @@ def history_backfill_cmd(
     if as_json:
         print_json(json.dumps(r.__dict__, default=str))
         return
-    console.print(
-        f"backfilled {len(r.dates)} snapshots ({r.dates[0]} to {r.dates[-1]}): "
-        f"{r.rows:,} customer-dates; {r.customers_last:,} customers at the last one"
-    )
+    if r.dates:
+        console.print(
+            f"backfilled {len(r.dates)} snapshots ({r.dates[0]} to {r.dates[-1]}): "
+            f"{r.rows:,} customer-dates; {r.customers_last:,} customers at the last one"
+        )
+    if r.kept:
+        console.print(
+            f"kept {len(r.kept)} snapshots a pipeline run wrote "
+            f"({', '.join(str(d) for d in r.kept)}): they hold CLV and potential"
+        )
     if r.segments:
         console.print(f"saved segments backfilled: {', '.join(r.segments)}")
     for name, why in r.skipped.items():
