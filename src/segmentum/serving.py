@@ -275,6 +275,36 @@ class _Generation:
         return self._warehouse
 
 
+class ThreadReader:
+    """A read-only-use SQLite connection per thread to one file, opened on first use and again
+    when the file is replaced (a new inode): hot paths read without a connect per request.
+
+    Each statement runs in autocommit, so it sees every write committed before it.
+    """
+
+    def __init__(self, path: Path, uri: str, timeout: float = 5.0) -> None:
+        self.path, self.uri, self.timeout = path, uri, timeout
+        self._local = threading.local()
+
+    def get(self) -> tuple[sqlite3.Connection, bool] | None:
+        """This thread's connection and whether it was just (re)opened; None when the file
+        does not exist."""
+        try:
+            inode = os.stat(self.path).st_ino
+        except FileNotFoundError:
+            return None
+        held = getattr(self._local, "held", None)
+        if held is not None and held[0] == inode:
+            return held[1], False
+        con = sqlite3.connect(self.uri, uri=True, timeout=self.timeout)
+        con.row_factory = sqlite3.Row
+        con.isolation_level = None  # autocommit: no read transaction left open
+        if held is not None:
+            held[1].close()
+        self._local.held = (inode, con)
+        return con, True
+
+
 class ServingStore:
     """Reads a serving store, following each publish without ever blocking it.
 
@@ -289,6 +319,8 @@ class ServingStore:
         self._lock = threading.Lock()
         self._gen: _Generation | None = None
         self._local = threading.local()
+        docs = documents_path(self.path)
+        self._docs = ThreadReader(docs, f"{docs.absolute().as_uri()}?mode=ro")
 
     def _current(self) -> _Generation | None:
         try:
@@ -337,24 +369,20 @@ class ServingStore:
     def document(self, table: str, key: str) -> str | bool | None:
         """The JSON document of ``key`` in ``table`` (published with ``documents=``); None when
         there is no such key, False when no documents of ``table`` are published."""
-        path = documents_path(self.path)
-        try:
-            inode = os.stat(path).st_ino
-        except FileNotFoundError:
+        found = self._docs.get()
+        if found is None:
             return False
-        held = getattr(self._local, "docs", None)
-        if held is None or held[0] != inode:
+        con, fresh = found
+        if fresh:  # a new generation of documents: which tables it holds
             try:
-                con = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)
-                names = {r[0] for r in con.execute("SELECT name FROM sqlite_master")}
+                self._local.doc_tables = {
+                    r[0] for r in con.execute("SELECT name FROM sqlite_master")
+                }
             except sqlite3.Error:
-                return False
-            if held is not None:
-                held[1].close()
-            self._local.docs = held = (inode, con, names)
-        if table not in held[2]:
+                self._local.doc_tables = set()
+        if table not in self._local.doc_tables:
             return False
-        row = held[1].execute(f"SELECT doc FROM {_quote(table)} WHERE k = ?", (key,)).fetchone()
+        row = con.execute(f"SELECT doc FROM {_quote(table)} WHERE k = ?", (key,)).fetchone()
         return None if row is None else str(row[0])
 
     def read(self, fn: Callable[[Warehouse], T]) -> T | None:

@@ -32,6 +32,7 @@ from scipy import stats
 from segmentum.config import Settings
 from segmentum.features.customer import net_lines
 from segmentum.ingest.returns import links
+from segmentum.stats import wilson_interval
 from segmentum.warehouse import Warehouse
 
 
@@ -86,12 +87,6 @@ def _finite(x: float) -> float | None:
     return x if math.isfinite(x) else None
 
 
-def _wilson(x: int, n: int, z: float = 1.959964) -> tuple[float, float]:
-    centre = (x + z * z / 2) / (n + z * z)
-    half = z * math.sqrt(x * (n - x) / n + z * z / 4) / (n + z * z)
-    return centre - half, centre + half
-
-
 def _newcombe(xt: int, nt: int, xc: int, nc: int) -> tuple[float, float]:
     """95% interval of pt - pc by Newcombe's hybrid score method (1998, method 10): Wilson
     intervals of each rate, combined. Unlike the Wald interval it stays honest with a small
@@ -99,8 +94,8 @@ def _newcombe(xt: int, nt: int, xc: int, nc: int) -> tuple[float, float]:
     if not nt or not nc:
         return math.nan, math.nan
     pt, pc = xt / nt, xc / nc
-    lt, ut = _wilson(xt, nt)
-    lc, uc = _wilson(xc, nc)
+    lt, ut = wilson_interval(xt, nt)
+    lc, uc = wilson_interval(xc, nc)
     d = pt - pc
     return d - math.sqrt((pt - lt) ** 2 + (uc - pc) ** 2), d + math.sqrt(
         (ut - pt) ** 2 + (pc - lc) ** 2

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 
 from scipy.stats import norm
 
+from segmentum.stats import Z95, wilson_interval
+
 # Two-sided 95 % intervals.
-Z95 = 1.959963984540054
 
 
 @dataclass(frozen=True)
@@ -89,11 +90,8 @@ def wilson(k: int, n: int, z: float = Z95) -> tuple[float | None, float | None, 
     """A share and its Wilson interval (well-behaved near 0 and 1 and for small ``n``)."""
     if n == 0:
         return None, None, None
-    p = k / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return p, max(0.0, centre - half), min(1.0, centre + half)
+    low, high = wilson_interval(k, n, z)
+    return k / n, low, high
 
 
 def nps_difference(

@@ -11,7 +11,6 @@ out for more than a few milliseconds.
 from __future__ import annotations
 
 import contextlib
-import os
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -19,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from segmentum.config import Settings, load_settings
-from segmentum.serving import warehouse_file
+from segmentum.serving import ThreadReader, warehouse_file
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS api_keys (
@@ -86,7 +85,6 @@ class StateStore:
 
     def __init__(self, path: str | Path, busy_seconds: float = 5.0) -> None:
         self.busy_seconds = busy_seconds
-        self._local = threading.local()
         self._anchor: sqlite3.Connection | None = None
         if str(path) == ":memory:":
             # A shared-cache in-memory database lives while one connection holds it open.
@@ -98,6 +96,9 @@ class StateStore:
             self.path = Path(path)
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.uri = self.path.absolute().as_uri()
+        self._reader = (
+            ThreadReader(self.path, self.uri, busy_seconds) if self.path is not None else None
+        )
         with self.connect() as con:
             if self.path is not None:
                 con.execute("PRAGMA journal_mode=WAL")
@@ -130,21 +131,10 @@ class StateStore:
         Each SELECT runs in autocommit, so it sees every write committed before it (a revoked
         key stops at once). The connection is reopened when the file is replaced.
         """
-        if self.path is None:
+        found = self._reader.get() if self._reader is not None else None
+        if found is None:  # in memory, or not created yet (query creates it)
             return self.query(sql, params)
-        try:
-            inode = os.stat(self.path).st_ino
-        except FileNotFoundError:
-            return self.query(sql, params)  # creates it
-        held = getattr(self._local, "reader", None)
-        if held is None or held[0] != inode:
-            con = sqlite3.connect(self.uri, uri=True, timeout=self.busy_seconds)
-            con.row_factory = sqlite3.Row
-            con.isolation_level = None  # autocommit: no read transaction left open
-            if held is not None:
-                held[1].close()
-            self._local.reader = held = (inode, con)
-        return [dict(r) for r in held[1].execute(sql, params).fetchall()]
+        return [dict(r) for r in found[0].execute(sql, params).fetchall()]
 
     def execute(self, sql: str, params: tuple[Any, ...] = ()) -> int:
         """Run one statement; the number of rows it changed."""
