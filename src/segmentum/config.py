@@ -135,6 +135,80 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("inapp_webhook_url", "", "Endpoint that delivers in-app messages (signed POSTs)."),
     Setting("channel_secret", "", "HMAC-SHA256 secret for push and in-app deliveries."),
     Setting(
+        "sms_provider",
+        "generic",
+        "SMS provider's request shape: generic (sms_url, sms_body_format, sms_generic_fields), "
+        "twilio, vonage, messagebird or infobip (see docs/sms.md).",
+        ("generic", "twilio", "vonage", "messagebird", "infobip"),
+    ),
+    Setting(
+        "sms_url",
+        "",
+        "SMS provider endpoint (empty: the preset's public URL; Infobip needs your base URL).",
+    ),
+    Setting("sms_user", "", "SMS account id or API key (Twilio Account SID, Vonage API key)."),
+    Setting(
+        "sms_password",
+        "",
+        "SMS auth token, API secret or access key (use the SEGMENTUM_SMS_PASSWORD variable).",
+    ),
+    Setting(
+        "sms_sender_id",
+        "",
+        "Sender of SMS: a phone number in E.164 (+34600111222) or an alphanumeric id of at "
+        "most 11 letters, digits and spaces (e.g. TIENDA).",
+    ),
+    Setting(
+        "sms_auth",
+        "basic",
+        "Generic provider: how to authenticate: basic (sms_user / sms_password), bearer, "
+        "header (sms_password in the sms_auth_header header) or none.",
+        ("basic", "bearer", "header", "none"),
+    ),
+    Setting("sms_auth_header", "X-API-Key", "Generic provider: header for sms_auth = header."),
+    Setting(
+        "sms_body_format",
+        "json",
+        "Generic provider: send the fields as a JSON object or as a form.",
+        ("json", "form"),
+    ),
+    Setting(
+        "sms_generic_fields",
+        "to={to},from={from},text={text},callback_url={callback},reference={ref}",
+        "Generic provider: the body's fields as name={placeholder} pairs separated by commas; "
+        "placeholders: {to} {to_digits} {from} {text} {callback} {ref} {encoding} {parts}.",
+    ),
+    Setting(
+        "sms_receipt_url",
+        "",
+        "Public URL of this service's receipt endpoint, e.g. "
+        "https://crm.example.com/v1/sms/receipts (empty: no delivery receipts asked for).",
+    ),
+    Setting(
+        "sms_receipt_secret",
+        "",
+        "Token the receipt URL carries (?token=...); receipts without it are refused "
+        "(use the SEGMENTUM_SMS_RECEIPT_SECRET variable).",
+    ),
+    Setting(
+        "sms_max_parts",
+        3,
+        "Longest SMS in parts (160 / 153 GSM-7 characters, 70 / 67 UCS-2 each); longer "
+        "messages fail with the reason instead of being cut.",
+    ),
+    Setting(
+        "sms_quiet_start",
+        "21:00",
+        "No SMS from this local time of the customer (HH:MM; equal to sms_quiet_end: no quiet "
+        "hours).",
+    ),
+    Setting("sms_quiet_end", "09:00", "SMS held back by quiet hours go out at this local time."),
+    Setting(
+        "sms_default_region",
+        "",
+        "ISO-2 country for phones written without + of customers with no country (e.g. ES).",
+    ),
+    Setting(
         "export_personal_data",
         False,
         "Include names, emails and phones in audience files (off: ids and segments only).",
@@ -276,6 +350,21 @@ class Settings:
     push_webhook_url: str = _DEFAULTS["push_webhook_url"]
     inapp_webhook_url: str = _DEFAULTS["inapp_webhook_url"]
     channel_secret: str = _DEFAULTS["channel_secret"]
+    sms_provider: str = _DEFAULTS["sms_provider"]
+    sms_url: str = _DEFAULTS["sms_url"]
+    sms_user: str = _DEFAULTS["sms_user"]
+    sms_password: str = _DEFAULTS["sms_password"]
+    sms_sender_id: str = _DEFAULTS["sms_sender_id"]
+    sms_auth: str = _DEFAULTS["sms_auth"]
+    sms_auth_header: str = _DEFAULTS["sms_auth_header"]
+    sms_body_format: str = _DEFAULTS["sms_body_format"]
+    sms_generic_fields: str = _DEFAULTS["sms_generic_fields"]
+    sms_receipt_url: str = _DEFAULTS["sms_receipt_url"]
+    sms_receipt_secret: str = _DEFAULTS["sms_receipt_secret"]
+    sms_max_parts: int = _DEFAULTS["sms_max_parts"]
+    sms_quiet_start: str = _DEFAULTS["sms_quiet_start"]
+    sms_quiet_end: str = _DEFAULTS["sms_quiet_end"]
+    sms_default_region: str = _DEFAULTS["sms_default_region"]
     export_personal_data: bool = _DEFAULTS["export_personal_data"]
     control_share: float = _DEFAULTS["control_share"]
     attribution_days: int = _DEFAULTS["attribution_days"]

@@ -117,11 +117,11 @@ class Missing:
 def _parts(data: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     """(where, language, text) of every text of a template, segment overrides included."""
     out = []
-    for part in ("subject", "body"):
+    for part in ("subject", "body", "sms"):
         for lang, text in (data.get(part) or {}).items():
             out.append((part, str(lang), str(text)))
     for seg, over in (data.get("segments") or {}).items():
-        for part in ("subject", "body"):
+        for part in ("subject", "body", "sms"):
             for lang, text in ((over or {}).get(part) or {}).items():
                 out.append((f"segments.{seg}.{part}", str(lang), str(text)))
     return out
@@ -140,11 +140,13 @@ def load_template(source: str | Path | Mapping[str, Any] | None) -> dict[str, An
         except (OSError, yaml.YAMLError) as exc:
             raise InputError(f"{p}: cannot read the template: {exc}") from exc
     if not isinstance(data.get("body"), Mapping):
-        raise InputError(
-            "a template needs a body with es and en texts",
-            'write body: {es: "Hola...", en: "Hi..."}',
-        )
-    for part in ("subject", "body"):
+        if not isinstance(data.get("sms"), Mapping):
+            raise InputError(
+                "a template needs a body with es and en texts",
+                'write body: {es: "Hola...", en: "Hi..."}',
+            )
+        data["body"] = data["sms"]  # an SMS-only template (see docs/sms.md)
+    for part in ("subject", "body", "sms"):
         texts = data.get(part) or {}
         absent = [x for x in LANGUAGES if not str(texts.get(x) or "").strip()]
         if texts and absent:

@@ -93,6 +93,8 @@ class SendReport:
     retrying: int = 0
     resumed: int = 0
     stopped: str | None = None
+    # SMS: the messages sent so far by their last delivery receipt (see campaigns.sms).
+    receipts: dict[str, int] | None = None
 
 
 def control_value(seed: int, campaign_id: str, customer_id: str) -> float:
@@ -299,6 +301,13 @@ class Campaigns:
                 df.best_hour_band, df.best_weekday, df.timezone, df.outcome, strict=True
             )
         ]
+        if c.channel == "sms":  # never planned inside the recipient's quiet hours
+            from segmentum.campaigns.sms import outside_quiet_hours
+
+            df["scheduled_at"] = [
+                pd.NaT if pd.isna(t) else outside_quiet_hours(t, tz, self.settings)
+                for t, tz in zip(df.scheduled_at, df.timezone, strict=True)
+            ]
         df["language"] = [ch.language(x) for x in df.get("country", [None] * len(df))]
         return df
 
@@ -317,6 +326,12 @@ class Campaigns:
         for r in df[df.outcome.isin(["scheduled", "file"])].head(sample).to_dict("records"):
             lang = r.get("language") or "en"
             subject, body = ch.render(tpl, lang, self._context(c, r, lang))
+            extra: dict[str, Any] = {}
+            if c.channel == "sms":
+                from segmentum.campaigns.sms import measure, render_text
+
+                subject, body = "", render_text(tpl, lang, self._context(c, r, lang))
+                extra = measure(body).to_dict()
             examples.append(
                 {
                     "customer_id": r["customer_id"],
@@ -324,6 +339,7 @@ class Campaigns:
                     "why": r["reason"],
                     "subject": subject,
                     "body": body,
+                    **extra,
                 }
             )
         return {
@@ -368,9 +384,9 @@ class Campaigns:
         when the server cannot be reached before anything was sent.
         """
         self._sendable(c)
-        if c.channel == "sms":
-            raise InputError("SMS sending is not available yet", "export a file for your SMS tool")
         now = now or _now()
+        if c.channel == "sms":
+            self.fold_sms_receipts()
         self._ensure_log(c, now)
         slog = SendLog(self.wh, c.campaign_id, self.settings.send_lease_seconds)
         resumed = slog.reclaim()
@@ -388,6 +404,11 @@ class Campaigns:
         else:
             delivered, failed, retrying, errors, stopped = self._deliver(c, slog, now, due_before)
         slog.flush()
+        receipts = None
+        if c.channel == "sms":
+            from segmentum.campaigns.sms import receipt_counts
+
+            receipts = receipt_counts(self.wh, c.campaign_id)
         s = self.wh.table(SENDS)
         s = s.filter(s.campaign_id == c.campaign_id)
         counts = s.group_by(["group", "outcome", "status"]).aggregate(n=s.count())
@@ -411,7 +432,17 @@ class Campaigns:
             retrying,
             resumed,
             stopped,
+            receipts,
         )
+
+    def fold_sms_receipts(self) -> int:
+        """Copy the SMS delivery receipts the service stored meanwhile into the warehouse."""
+        from segmentum.campaigns.sms import ReceiptStore, fold_receipts, receipts_path
+
+        path = receipts_path(self.wh.url, self.settings)
+        if path != ":memory:" and not Path(path).exists():
+            return 0
+        return fold_receipts(self.wh, ReceiptStore(path, self.settings.busy_wait_seconds))
 
     def _due(self, c: Campaign, due_before: _dt.datetime | None) -> pd.DataFrame:
         """Pending messages due by ``due_before`` (all with None), with the recipient's
@@ -436,7 +467,8 @@ class Campaigns:
         )
         if self.wh.has("customers"):
             p = self.wh.table("customers")
-            cols = [x for x in (*ch.PERSONAL, f"consent_{c.channel}") if x in p.columns]
+            extra = ("country", "timezone") if c.channel == "sms" else ()
+            cols = [x for x in (*ch.PERSONAL, f"consent_{c.channel}", *extra) if x in p.columns]
             s = s.left_join(p.select("customer_id", *cols), "customer_id").drop("customer_id_right")
         df = s.order_by(["scheduled_at", "key"]).to_pandas()
         for col in ch.PERSONAL:
@@ -447,14 +479,18 @@ class Campaigns:
     def _deliver(
         self, c: Campaign, slog: SendLog, now: _dt.datetime, due_before: _dt.datetime | None
     ) -> tuple[int, int, int, builtins.list[str], str | None]:
-        """Email, push and in-app: claim, send, mark, one message at a time."""
+        """Email, SMS, push and in-app: claim, send, mark, one message at a time."""
+        from segmentum.campaigns import sms
+
         due = self._due(c, due_before)
         if due.empty:
             return 0, 0, 0, [], None
         tpl = c.template_data
-        channel: ch.Mailer | ch.Poster
+        channel: ch.Mailer | ch.Poster | sms.SmsSender
         if c.channel == "email":
             channel = ch.Mailer(self.settings)
+        elif c.channel == "sms":
+            channel = sms.SmsSender.from_settings(self.settings)
         else:
             url = (
                 self.settings.push_webhook_url
@@ -469,10 +505,22 @@ class Campaigns:
         stopped: str | None = None
         try:
             for r in due.to_dict("records"):
+                if c.channel == "sms":
+                    wait = sms.quiet_until(now, r.get("timezone"), self.settings)
+                    if wait is not None:  # quiet hours where the customer is: later
+                        sendlog.sql(
+                            self.wh,
+                            f"UPDATE {SENDS} SET scheduled_at = ? "
+                            "WHERE key = ? AND status = 'pending'",
+                            [wait, r["key"]],
+                        )
+                        continue
                 if not slog.claim(r["key"]):
                     continue  # another sender has it, or it went out meanwhile
                 lang = r.get("language") or "en"
-                address = r.get("email") if c.channel == "email" else r["customer_id"]
+                address = {"email": r.get("email"), "sms": r.get("phone")}.get(
+                    c.channel, r["customer_id"]
+                )
                 consent = r.get(f"consent_{c.channel}")
                 if not reasons.missing(consent) and not bool(consent):
                     # Withdrawn since the plan was made: consent is checked again at sending.
@@ -480,13 +528,22 @@ class Campaigns:
                     continue
                 try:
                     if reasons.missing(address):
-                        raise ch.Failed("no email address on file", permanent=True)
+                        raise ch.Failed(f"no {c.channel} address on file", permanent=True)
                     try:
-                        subject, body = ch.render(tpl, lang, self._context(c, r, lang))
+                        ctx = self._context(c, r, lang)
+                        if isinstance(channel, sms.SmsSender):
+                            subject, body = "", sms.render_text(tpl, lang, ctx)
+                        else:
+                            subject, body = ch.render(tpl, lang, ctx)
                     except InputError as exc:
                         raise ch.Failed(exc.message, permanent=True) from exc
                     if isinstance(channel, ch.Mailer):
                         channel.send(r["key"], str(address), subject, body)
+                    elif isinstance(channel, sms.SmsSender):
+                        got = channel.send(str(address), body, r["key"], country=r.get("country"))
+                        if not got.ok:
+                            raise ch.Failed(got.error or got.status, got.permanent)
+                        address = got.to
                     else:
                         channel.send(
                             {
@@ -525,7 +582,8 @@ class Campaigns:
                     # Not sent by us: back to pending (a kill -9 never gets here; see reclaim).
                     slog.retry(r["key"], "interrupted before sending")
                     raise
-                slog.sent(r["key"], now, str(address) if keep and c.channel == "email" else None)
+                kept = str(address) if keep and c.channel in ("email", "sms") else None
+                slog.sent(r["key"], now, kept)
                 delivered += 1
                 streak = 0
         finally:

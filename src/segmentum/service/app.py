@@ -532,6 +532,9 @@ def create_app(
     from segmentum.service.satisfaction import router as satisfaction_router
 
     app.include_router(satisfaction_router)
+    from segmentum.service.sms import router as sms_router  # SMS receipts (docs/sms.md)
+
+    app.include_router(sms_router)
     if settings.api_docs:
         from segmentum.service.docs import mount_docs
 
