@@ -255,6 +255,25 @@ SETTINGS: tuple[Setting, ...] = (
         "warehouse, e.g. segmentum.state.sqlite, else segmentum.state.sqlite here).",
     ),
     Setting(
+        "flow_store",
+        "",
+        "SQLite file for triggered flows' state (empty: beside a DuckDB warehouse, e.g. "
+        "segmentum.flows.sqlite, else segmentum.flows.sqlite here).",
+    ),
+    Setting(
+        "flow_quiet_hours",
+        "21:00-09:00",
+        "Local hours of the customer when flows send nothing (a message waits for the end); "
+        "a flow may set its own; empty: none.",
+    ),
+    Setting(
+        "flow_runner",
+        False,
+        "segmentum serve also runs flows (a tick every flow_tick_seconds in a background "
+        "thread); off: run them with segmentum flow run.",
+    ),
+    Setting("flow_tick_seconds", 10.0, "Seconds between two flow ticks of a runner."),
+    Setting(
         "busy_wait_seconds",
         5.0,
         "How long the service waits for a warehouse another command holds before answering "
@@ -304,6 +323,27 @@ SETTINGS: tuple[Setting, ...] = (
         10.0,
         "Weight, in customers, of the base average in a cell's expected value per customer "
         "(small cells lean on the average).",
+    ),
+    Setting("realtime_batch_max", 1000, "Most events one POST /v1/events may carry."),
+    Setting(
+        "realtime_max_window_days",
+        90,
+        "Longest window a segment rule may use and still be evaluated live (its customers' "
+        "recent orders are published for this many days).",
+    ),
+    Setting(
+        "track_origins",
+        "",
+        "Web origins whose pages may send events with a track key (comma-separated, e.g. "
+        "https://shop.example.com); empty: no browser may.",
+    ),
+    Setting(
+        "realtime_retry_seconds",
+        0.5,
+        "First pause before a failed live webhook is sent again (it doubles, up to 5 minutes).",
+    ),
+    Setting(
+        "realtime_max_attempts", 12, "Attempts at one live webhook before it is marked failed."
     ),
 )
 
@@ -377,6 +417,10 @@ class Settings:
     error_log_dir: str = _DEFAULTS["error_log_dir"]
     serving_store: str = _DEFAULTS["serving_store"]
     state_store: str = _DEFAULTS["state_store"]
+    flow_store: str = _DEFAULTS["flow_store"]
+    flow_quiet_hours: str = _DEFAULTS["flow_quiet_hours"]
+    flow_runner: bool = _DEFAULTS["flow_runner"]
+    flow_tick_seconds: float = _DEFAULTS["flow_tick_seconds"]
     busy_wait_seconds: float = _DEFAULTS["busy_wait_seconds"]
     lock_wait_seconds: float = _DEFAULTS["lock_wait_seconds"]
     job_nice: int = _DEFAULTS["job_nice"]
@@ -389,6 +433,11 @@ class Settings:
     market_best_share: float = _DEFAULTS["market_best_share"]
     market_min_customers: int = _DEFAULTS["market_min_customers"]
     market_prior_customers: float = _DEFAULTS["market_prior_customers"]
+    realtime_batch_max: int = _DEFAULTS["realtime_batch_max"]
+    realtime_max_window_days: int = _DEFAULTS["realtime_max_window_days"]
+    track_origins: str = _DEFAULTS["track_origins"]
+    realtime_retry_seconds: float = _DEFAULTS["realtime_retry_seconds"]
+    realtime_max_attempts: int = _DEFAULTS["realtime_max_attempts"]
 
     def with_overrides(self, **changes: Any) -> Settings:
         """Return a copy with the non-None ``changes`` applied and validated."""

@@ -1,0 +1,202 @@
+"""Where flows keep their state: a SQLite file (WAL) beside the warehouse.
+
+Flows must keep running while a pipeline job holds the DuckDB warehouse, and every step of
+every customer is a small write that must survive a crash, so their state lives apart, in
+the way :mod:`segmentum.service.state` keeps keys and sessions: ``shop.duckdb`` ->
+``shop.flows.sqlite``. It holds the flows' definitions, one row per customer per flow entry
+(``runs``), every message (``messages``, with its idempotency key), the path each customer
+took (``path``), the triggers received, the cursors on the trigger sources, and a snapshot of
+what the flows need to know of each customer (``profiles``), copied from the warehouse
+whenever it is free.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from segmentum.config import Settings, load_settings
+from segmentum.serving import warehouse_file
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS flows (
+    name TEXT PRIMARY KEY,
+    yaml TEXT NOT NULL,
+    status TEXT NOT NULL,              -- draft | enabled | disabled
+    version INTEGER NOT NULL DEFAULT 1,
+    origin TEXT,                       -- the template or playbook it came from
+    start_seq INTEGER NOT NULL DEFAULT 0,  -- triggers up to this one predate enabling
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY,
+    flow TEXT NOT NULL,
+    customer_id TEXT NOT NULL,
+    grp TEXT,                          -- treatment | control (set by a split step)
+    status TEXT NOT NULL,              -- active | done | exited
+    step INTEGER NOT NULL DEFAULT 0,   -- the next step to run
+    due_at TEXT NOT NULL,              -- when the next step may run (UTC)
+    entered_at TEXT NOT NULL,
+    convert_until TEXT NOT NULL,
+    trigger_ref TEXT NOT NULL,
+    exit_reason TEXT,
+    exited_at TEXT,
+    left_at TEXT,
+    unsubscribed_at TEXT,
+    converted_at TEXT,
+    deferred INTEGER NOT NULL DEFAULT 0,
+    updated_at TEXT NOT NULL,
+    UNIQUE (flow, trigger_ref)
+);
+CREATE INDEX IF NOT EXISTS runs_due ON runs (status, due_at);
+CREATE INDEX IF NOT EXISTS runs_customer ON runs (customer_id, flow);
+CREATE TABLE IF NOT EXISTS messages (
+    key TEXT PRIMARY KEY,              -- the idempotency key: flow.run.step
+    run_id TEXT NOT NULL,
+    flow TEXT NOT NULL,
+    step INTEGER NOT NULL,
+    customer_id TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    status TEXT NOT NULL,              -- sending | sent | retry | failed
+    claim_token TEXT,
+    claimed_at TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    sent_at TEXT,
+    error TEXT
+);
+CREATE INDEX IF NOT EXISTS messages_customer ON messages (customer_id, sent_at);
+CREATE INDEX IF NOT EXISTS messages_flow ON messages (flow, step, status);
+CREATE TABLE IF NOT EXISTS path (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id TEXT NOT NULL,
+    flow TEXT NOT NULL,
+    customer_id TEXT NOT NULL,
+    step INTEGER,                      -- null: entering or leaving the flow
+    at TEXT NOT NULL,
+    what TEXT NOT NULL,                -- entered wait condition split sent skipped deferred
+                                       -- retry failed exited done
+    detail TEXT
+);
+CREATE INDEX IF NOT EXISTS path_run ON path (run_id, step);
+CREATE INDEX IF NOT EXISTS path_customer ON path (customer_id);
+CREATE INDEX IF NOT EXISTS path_flow ON path (flow, step, what);
+CREATE TABLE IF NOT EXISTS triggers (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    source TEXT NOT NULL,              -- realtime | batch | manual
+    kind TEXT NOT NULL,                -- enter | exit | event
+    name TEXT NOT NULL,                -- the segment or the event type
+    customer_id TEXT NOT NULL,
+    at TEXT NOT NULL,
+    ref TEXT NOT NULL UNIQUE,
+    properties TEXT
+);
+CREATE TABLE IF NOT EXISTS cursors (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS profiles (
+    customer_id TEXT PRIMARY KEY,
+    email TEXT,
+    phone TEXT,
+    first_name TEXT,
+    language TEXT,
+    tz TEXT,
+    birthday TEXT,                     -- MM-DD
+    next_purchase TEXT,                -- YYYY-MM-DD
+    last_purchase_at TEXT,
+    consent TEXT NOT NULL DEFAULT '{}',   -- channel -> 0/1
+    suppressed TEXT NOT NULL DEFAULT '[]',
+    attrs TEXT NOT NULL DEFAULT '{}',
+    segments TEXT NOT NULL DEFAULT '[]'
+);
+CREATE TABLE IF NOT EXISTS contacts (
+    customer_id TEXT NOT NULL,
+    at TEXT NOT NULL,
+    source TEXT NOT NULL,
+    PRIMARY KEY (customer_id, at, source)
+);
+CREATE TABLE IF NOT EXISTS columns (name TEXT PRIMARY KEY, kind TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS leases (name TEXT PRIMARY KEY, token TEXT NOT NULL, until REAL NOT NULL);
+"""
+
+
+def flows_path(url: str, settings: Settings | None = None) -> str:
+    """Where the flows of the warehouse at ``url`` keep their state: the ``flow_store``
+    setting, else beside a DuckDB file (``shop.duckdb`` -> ``shop.flows.sqlite``), else
+    ``segmentum.flows.sqlite`` here (in memory for an in-memory warehouse)."""
+    configured = getattr(settings or load_settings(), "flow_store", "")
+    if configured:
+        return str(configured)
+    if url in ("duckdb://", "duckdb:///:memory:"):
+        return ":memory:"
+    found = warehouse_file(url)
+    if found is not None:
+        return str(found.with_name(found.stem + ".flows.sqlite"))
+    return "segmentum.flows.sqlite"
+
+
+class FlowStore:
+    """The flows' SQLite file; every use is one short transaction on its own connection, so
+    the CLI, the service and a runner share it without waiting on each other for long."""
+
+    _memory_lock = threading.Lock()
+
+    def __init__(self, path: str | Path, busy_seconds: float = 10.0) -> None:
+        self.busy_seconds = busy_seconds
+        self._anchor: sqlite3.Connection | None = None
+        if str(path) == ":memory:":
+            with self._memory_lock:
+                self.uri = f"file:segmentum-flows-{id(self)}?mode=memory&cache=shared"
+                self._anchor = sqlite3.connect(self.uri, uri=True, check_same_thread=False)
+            self.path: Path | None = None
+        else:
+            self.path = Path(path)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.uri = self.path.absolute().as_uri()
+        con = sqlite3.connect(self.uri, uri=True, timeout=self.busy_seconds)
+        try:
+            if self.path is not None:
+                con.execute("PRAGMA journal_mode=WAL")
+            con.executescript(SCHEMA)
+        finally:
+            con.close()
+
+    @classmethod
+    def for_warehouse(cls, url: str, settings: Settings | None = None) -> FlowStore:
+        settings = settings or load_settings()
+        return cls(flows_path(url, settings), max(settings.busy_wait_seconds, 10.0))
+
+    @contextlib.contextmanager
+    def connect(self) -> Iterator[sqlite3.Connection]:
+        """One transaction (``BEGIN IMMEDIATE``: a writer waits its turn instead of failing
+        half-way), committed on success, rolled back on any error, then closed."""
+        con = sqlite3.connect(self.uri, uri=True, timeout=self.busy_seconds, isolation_level=None)
+        con.row_factory = sqlite3.Row
+        if self.path is not None:
+            # WAL with synchronous=NORMAL can lose the last commits on power loss but never
+            # on a process crash, which is the failure flows are built to survive.
+            con.execute("PRAGMA synchronous=NORMAL")
+        try:
+            con.execute("BEGIN IMMEDIATE")
+            yield con
+            con.execute("COMMIT")
+        except BaseException:
+            if con.in_transaction:
+                con.execute("ROLLBACK")
+            raise
+        finally:
+            con.close()
+
+    def query(self, sql: str, params: tuple[Any, ...] | list[Any] = ()) -> list[dict[str, Any]]:
+        con = sqlite3.connect(self.uri, uri=True, timeout=self.busy_seconds)
+        con.row_factory = sqlite3.Row
+        try:
+            return [dict(r) for r in con.execute(sql, tuple(params)).fetchall()]
+        finally:
+            con.close()
+
+    def execute(self, sql: str, params: tuple[Any, ...] | list[Any] = ()) -> int:
+        with self.connect() as con:
+            return con.execute(sql, tuple(params)).rowcount

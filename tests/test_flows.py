@@ -1,0 +1,393 @@
+"""Triggered flows against real parts: the demo warehouse (copied), a flows SQLite file, a
+real SMTP server on 127.0.0.1, and a real process killed in the middle of a tick."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from killsends import SlowInbox, start_smtp
+from segmentum.config import load_settings
+from segmentum.flows import FlowError, Flows, FlowStore, catalog, parse_flow
+
+SETTINGS = load_settings(env={}).with_overrides(
+    smtp_host="127.0.0.1", smtp_starttls=False, frequency_cap=10
+)
+T0 = dt.datetime(2026, 1, 14, 10, 0)  # a Wednesday, 11:00 in Madrid
+
+
+@pytest.fixture(scope="module")
+def smtp() -> Iterator[tuple[SlowInbox, int]]:
+    box = SlowInbox(0.0)
+    ctl, port = start_smtp(box)
+    yield box, port
+    ctl.stop()
+
+
+@pytest.fixture
+def inbox(smtp: tuple[SlowInbox, int]) -> tuple[SlowInbox, int]:
+    box, port = smtp
+    box.got.clear()
+    box.delay = 0.0
+    return box, port
+
+
+@pytest.fixture(scope="module")
+def synced(service_db: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The demo warehouse copied once, and a flows store synced from it once (each test
+    copies the store)."""
+    import segmentum
+
+    root = tmp_path_factory.mktemp("flows")
+    db = root / "w.duckdb"
+    shutil.copyfile(service_db, db)
+    store = root / "w.flows.sqlite"
+    wh = segmentum.connect(f"duckdb:///{db}")
+    try:
+        Flows(FlowStore(store), SETTINGS).sync(wh, T0)
+        people = (
+            wh.table("customers")
+            .select("customer_id", "email", "country", "timezone", "consent_email", "consent_push")
+            .to_pandas()
+        )
+    finally:
+        wh.close()
+    _checkpoint(store)
+    return {"db": db, "store": store, "people": people}
+
+
+def _checkpoint(path: Path) -> None:
+    con = sqlite3.connect(path)
+    con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    con.close()
+
+
+def _flows(synced: dict[str, Any], tmp_path: Path, port: int, **kw: Any) -> Flows:
+    target = tmp_path / "w.flows.sqlite"
+    shutil.copyfile(synced["store"], target)
+    return Flows(FlowStore(target), SETTINGS.with_overrides(smtp_port=port, **kw))
+
+
+def _people(synced: dict[str, Any], country: str, n: int) -> pd.DataFrame:
+    p = synced["people"]
+    p = p[(p.country == country) & p.consent_email & p.email.notnull()]
+    return p.sort_values("customer_id").head(n)
+
+
+FLOW = """
+name: cart
+trigger: {event: add_to_cart}
+exit: {converted: true}
+quiet_hours: "21:00-09:00"
+steps:
+  - wait: 1 hour
+  - condition: "clv > 0 or clv is null"
+  - send:
+      channel: email
+      subject: {es: "Tu carrito", en: "Your cart"}
+      body: {es: "{{ greeting }}, tu carrito te espera.", en: "{{ greeting }}, your cart awaits."}
+"""
+
+
+# ------------------------------------------------------------------------------ definitions
+
+
+def test_a_flow_with_mistakes_names_each_by_line_and_field_with_what_to_write() -> None:
+    text = """name: promo
+trigger: {event: add_to_cart}
+steps:
+  - wait: 1 huor
+  - condition: "clv >> 3"
+  - condition: "count(purchases, last 7 days) > 1"
+  - split: {control: 80%}
+  - send: {channel: fax, subject: {es: a, en: b}, body: {es: "hola {{ nombre }}", en: hi}}
+"""
+    with pytest.raises(FlowError) as exc:
+        parse_flow(text, "flows/promo.yaml")
+    got = {(p.line, p.field): p for p in exc.value.problems}
+    assert got[(4, "steps[0].wait")].hint.startswith("write a number and a unit")
+    assert "position 6" in got[(5, "steps[1].condition")].message
+    assert "not available here" in got[(6, "steps[2].condition")].message
+    assert "50%" in got[(7, "steps[3].split")].hint
+    assert got[(8, "steps[4].send.channel")].hint == "use email, push, inapp, sms"
+    assert "nombre" in got[(8, "steps[4].send")].message
+    assert str(exc.value).startswith("flows/promo.yaml, line 4, steps[0].wait:")
+    with pytest.raises(FlowError, match=r"line 2, .*not valid YAML"):
+        parse_flow("name: x\n  trigger: [", "bad.yaml")
+
+
+def test_every_template_is_a_valid_bilingual_flow_with_a_control_group(
+    synced: dict[str, Any], tmp_path: Path
+) -> None:
+    flows = _flows(synced, tmp_path, 25)
+    cols, segs = flows.scope()
+    assert len(catalog.names()) == 8
+    for name in catalog.names():
+        f = parse_flow(catalog.text(name), f"{name}.yaml", cols, segs)
+        assert f.control_share >= 0.1, name
+        assert any(s.kind == "send" for s in f.steps), name
+        for s in f.steps:
+            if s.kind == "send":
+                assert s.template and all(s.template["body"][lang] for lang in ("es", "en"))
+        made = flows.save(catalog.from_template(name, f"my_{name}"))
+        assert made.name == f"my_{name}"
+    assert "# Abandoned cart" in flows.row("my_abandoned_cart")["yaml"]  # comments kept
+
+
+# ------------------------------------------------------------------------------ journeys
+
+
+def test_a_customer_entering_a_segment_gets_the_email_after_the_wait(
+    synced: dict[str, Any], tmp_path: Path, inbox: tuple[SlowInbox, int], copy_of: Any
+) -> None:
+    box, port = inbox
+    flows = _flows(synced, tmp_path, port)
+    flows.save(FLOW.replace("{event: add_to_cart}", "{segment: vip}"))
+    flows.set_status("cart", "enabled")
+    who = _people(synced, "España", 1).iloc[0]
+    wh = copy_of(synced["db"])
+    # The pipeline's membership log: this customer entered 'vip' in a new computation.
+    wh.write(
+        "segment_events",
+        pd.DataFrame(
+            {
+                "segment": ["vip", "shoe_lovers"],
+                "customer_id": [who.customer_id, who.customer_id],
+                "event": ["enter", "enter"],
+                "as_of": [dt.date(2026, 1, 14)] * 2,
+                "previous_as_of": [dt.date(2026, 1, 7)] * 2,
+                "run_id": ["r2"] * 2,
+            }
+        ),
+    )
+    first = flows.tick(T0, wh=wh)
+    assert first.synced and first.entered == 1 and first.sent == 0
+    assert flows.tick(T0 + dt.timedelta(minutes=30)).sent == 0
+    assert not box.got
+    third = flows.tick(T0 + dt.timedelta(minutes=61))
+    assert third.sent == 1 and third.errors == []
+    [mail] = box.got
+    assert mail["To"] == who.email and mail["Subject"] == "Tu carrito"
+    assert "tu carrito te espera" in mail.get_content()
+    assert mail["Message-ID"].startswith("<cart.")
+    steps = [(r["step"], r["what"]) for r in flows.path(who.customer_id)]
+    assert steps == [(None, "entered"), (0, "wait"), (1, "condition"), (2, "sent"), (None, "done")]
+    assert flows.tick(T0 + dt.timedelta(hours=3)).sent == 0  # idempotent: nothing more to do
+
+
+def test_a_customer_who_buys_during_the_wait_exits_before_the_send(
+    synced: dict[str, Any], tmp_path: Path, inbox: tuple[SlowInbox, int]
+) -> None:
+    box, port = inbox
+    flows = _flows(synced, tmp_path, port)
+    flows.save(FLOW)
+    flows.set_status("cart", "enabled")
+    a, b = _people(synced, "España", 2).customer_id
+    for cid in (a, b):
+        flows.record("event", "add_to_cart", cid, T0, source="realtime")
+    flows.tick(T0)
+    flows.record("event", "purchase", a, T0 + dt.timedelta(minutes=20), source="realtime")
+    flows.tick(T0 + dt.timedelta(minutes=21))
+    assert flows.runs("cart", "exited")[0]["exit_reason"] == "converted"
+    assert flows.tick(T0 + dt.timedelta(hours=2)).sent == 1
+    assert [m["To"] for m in box.got] == [synced["people"].set_index("customer_id").email[b]]
+    assert flows.path(a)[-1]["what"] == "exited" and flows.path(a)[-1]["detail"] == "converted"
+
+
+def test_the_control_group_gets_nothing_and_is_measured_against_the_treated(
+    synced: dict[str, Any], tmp_path: Path, inbox: tuple[SlowInbox, int]
+) -> None:
+    box, port = inbox
+    flows = _flows(synced, tmp_path, port)
+    flows.save(FLOW.replace("steps:\n", "steps:\n  - split: {control: 40%}\n"))
+    flows.set_status("cart", "enabled")
+    people = _people(synced, "España", 60)
+    for cid in people.customer_id:
+        flows.record("event", "add_to_cart", cid, T0, source="realtime")
+    flows.tick(T0 + dt.timedelta(hours=2))
+    runs = pd.DataFrame(flows.runs("cart"))
+    treated = runs[runs.grp == "treatment"].customer_id
+    control = runs[runs.grp == "control"].customer_id
+    assert len(control) >= 10 and len(treated) >= 20
+    sent_to = {m["To"] for m in box.got}
+    emails = people.set_index("customer_id").email
+    assert sent_to == set(emails[list(treated)])
+    # Half of the treated buy within the attribution window, one in ten of the control.
+    buyers = list(treated[::2]) + list(control[::10])
+    for cid in buyers:
+        flows.record("event", "purchase", cid, T0 + dt.timedelta(days=1), source="realtime")
+    flows.tick(T0 + dt.timedelta(days=1, hours=1))
+    res = flows.results("cart")
+    send = res["steps"][-1]
+    assert send["sent"] == len(treated)
+    assert send["skipped"] == {"control": len(control)}
+    eff = send["effect"]
+    assert (eff["treated"], eff["control"]) == (len(treated), len(control))
+    assert eff["converted_treated"] == len(treated[::2])
+    assert eff["uplift"] == pytest.approx(
+        len(treated[::2]) / len(treated) - len(control[::10]) / len(control)
+    )
+    assert eff["uplift_low"] < eff["uplift"] < eff["uplift_high"]
+    assert 0 < eff["p_value"] < 0.05  # small control group: Fisher's exact test
+    assert res["effect"]["control"] == len(control) and res["converted"] == len(buyers)
+
+
+def test_quiet_hours_hold_a_message_until_the_customers_morning(
+    synced: dict[str, Any], tmp_path: Path, inbox: tuple[SlowInbox, int]
+) -> None:
+    box, port = inbox
+    flows = _flows(synced, tmp_path, port)
+    flows.save(FLOW)
+    flows.set_status("cart", "enabled")
+    madrid = _people(synced, "España", 1).customer_id.iloc[0]
+    mexico = _people(synced, "México", 1).customer_id.iloc[0]
+    night = dt.datetime(2026, 1, 14, 21, 30)  # 22:30 in Madrid, 15:30 in Mexico City
+    for cid in (madrid, mexico):
+        flows.record("event", "add_to_cart", cid, night, source="realtime")
+    rep = flows.tick(night + dt.timedelta(hours=1))
+    assert (rep.sent, rep.deferred) == (1, 1)
+    held = flows.path(madrid)[-1]
+    assert held["what"] == "deferred" and held["detail"] == "quiet hours until 2026-01-15 08:00:00"
+    assert flows.tick(dt.datetime(2026, 1, 15, 7, 59)).sent == 0  # 08:59 in Madrid
+    assert flows.tick(dt.datetime(2026, 1, 15, 8, 0)).sent == 1  # 09:00 in Madrid
+    assert len(box.got) == 2
+
+
+def test_the_frequency_cap_counts_messages_of_every_flow(
+    synced: dict[str, Any], tmp_path: Path, inbox: tuple[SlowInbox, int]
+) -> None:
+    box, port = inbox
+    flows = _flows(synced, tmp_path, port, frequency_cap=1, frequency_cap_days=7)
+    flows.save(FLOW)
+    flows.save(FLOW.replace("name: cart", "name: cart2"))
+    flows.set_status("cart", "enabled")
+    flows.set_status("cart2", "enabled")
+    cid = _people(synced, "España", 1).customer_id.iloc[0]
+    flows.record("event", "add_to_cart", cid, T0, source="realtime")
+    rep = flows.tick(T0 + dt.timedelta(hours=2))
+    assert (rep.sent, rep.skipped) == (1, 1)
+    skipped = [r for r in flows.path(cid) if r["what"] == "skipped"]
+    assert [r["detail"] for r in skipped] == ["capped"]
+    assert len(box.got) == 1
+
+
+# ------------------------------------------------------------------------------ crash safety
+
+KILLED_TICK = """
+import sys
+from segmentum.config import load_settings
+from segmentum.flows import Flows, FlowStore
+import datetime as dt
+s = load_settings(env={}).with_overrides(
+    smtp_host="127.0.0.1", smtp_port=int(sys.argv[2]), smtp_starttls=False, frequency_cap=10)
+print("ready", flush=True)
+Flows(FlowStore(sys.argv[1]), s).tick(dt.datetime.fromisoformat(sys.argv[3]))
+"""
+
+
+def test_a_tick_killed_mid_send_resumes_and_sends_each_message_once(
+    synced: dict[str, Any], tmp_path: Path, inbox: tuple[SlowInbox, int]
+) -> None:
+    box, port = inbox
+    box.delay = 0.05  # the server holds each message a moment: a kill lands mid-send
+    flows = _flows(synced, tmp_path, port)
+    flows.save(FLOW)
+    flows.set_status("cart", "enabled")
+    people = _people(synced, "España", 30)
+    for cid in people.customer_id:
+        flows.record("event", "add_to_cart", cid, T0, source="realtime")
+    flows.tick(T0)
+    assert flows.path is not None and flows.store.path is not None
+    when = (T0 + dt.timedelta(hours=2)).isoformat()
+    kills = 0
+    for wait_for in (5, 15):
+        proc = subprocess.Popen(
+            [sys.executable, "-c", KILLED_TICK, str(flows.store.path), str(port), when],
+            stdout=subprocess.PIPE,
+            env={**os.environ, "SEGMENTUM_CONFIG": "/nonexistent.toml"},
+        )
+        assert proc.stdout is not None and proc.stdout.readline().strip() == b"ready"
+        deadline = time.monotonic() + 60
+        while len(box.got) < wait_for and time.monotonic() < deadline:
+            time.sleep(0.002)
+        os.kill(proc.pid, signal.SIGKILL)
+        assert proc.wait() == -signal.SIGKILL
+        kills += 1
+    in_flight = flows.store.query("SELECT COUNT(*) AS n FROM messages WHERE status = 'sending'")
+    assert in_flight[0]["n"] <= 1  # at most the one message in flight at the kill
+    flows.tick(T0 + dt.timedelta(hours=2, minutes=1))
+    counts = box.counts()
+    expected = set(people.email)
+    assert set(counts) == expected  # nothing lost
+    assert sum(counts.values()) - len(expected) <= kills  # at most one repeat per kill
+    # A repeat carries the first one's Message-ID, so a mail system drops it.
+    ids: dict[str, set[str]] = {}
+    for m in box.got:
+        ids.setdefault(str(m["To"]), set()).add(str(m["Message-ID"]))
+    assert all(len(v) == 1 for v in ids.values())
+    runs = flows.runs("cart")
+    assert {r["status"] for r in runs} == {"done"} and len(runs) == len(expected)
+    sent = flows.store.query("SELECT COUNT(*) AS n FROM messages WHERE status = 'sent'")
+    assert sent[0]["n"] == len(expected)
+    assert json.loads(json.dumps(flows.results("cart")))["sent"] == len(expected)
+
+
+def test_tracked_events_and_segment_transitions_of_the_realtime_store_trigger_flows(
+    synced: dict[str, Any], tmp_path: Path, inbox: tuple[SlowInbox, int]
+) -> None:
+    from segmentum.realtime.store import RealtimeStore
+
+    box, port = inbox
+    url = f"duckdb:///{tmp_path / 'w.duckdb'}"
+    flows = _flows(synced, tmp_path, port)
+    flows.url = url
+    flows.save(FLOW)
+    flows.save(
+        FLOW.replace("name: cart", "name: vip").replace("{event: add_to_cart}", "{segment: vip}")
+    )
+    flows.set_status("cart", "enabled")
+    flows.set_status("vip", "enabled")
+    a, b = _people(synced, "España", 2).customer_id
+    rt = RealtimeStore.for_warehouse(url, SETTINGS)
+    rt.record(
+        [
+            {
+                "event_id": "e1",
+                "customer_id": a,
+                "event_type": "add_to_cart",
+                "at": "2026-01-14T10:00:00.000000Z",
+            },
+            {
+                "event_id": "e2",
+                "anonymous_id": "v9",
+                "event_type": "add_to_cart",
+                "at": "2026-01-14T10:00:00.000000Z",
+            },
+        ]
+    )
+    with rt.connect(write=True) as con:  # what the real-time engine writes on a rule change
+        for kind in ("enter", "exit"):
+            con.execute(
+                "INSERT INTO segment_transitions (customer_id, segment, kind, at) VALUES "
+                "(?, 'vip', ?, ?)",
+                (b, kind, f"2026-01-14T10:0{5 if kind == 'exit' else 0}:00.000000Z"),
+            )
+    rep = flows.tick(T0)
+    assert rep.entered == 2  # the anonymous visitor cannot be messaged: not entered
+    flows.tick(T0 + dt.timedelta(hours=2))
+    assert flows.runs("vip")[0]["exit_reason"] == "left_segment"
+    assert [m["To"] for m in box.got] == [synced["people"].set_index("customer_id").email[a]]
+    assert flows.tick(T0 + dt.timedelta(hours=3)).triggers == 0  # each taken once
