@@ -4,6 +4,7 @@ forms, consent, a drop report that adds up, the CLI and the API."""
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import hashlib
 import io
 import json
@@ -227,3 +228,219 @@ def test_the_api_returns_the_file_with_its_report(service_db: Path) -> None:
         assert tuple(rows[0]) == HEADERS["tiktok"] and len(rows) - 1 == report["exported"] > 0
         assert report["exported"] + sum(report["dropped"].values()) == report["size"]
         assert client.get(path, params={"format": "tiktok", "summary": "true"}).json() == report
+
+
+# ------------------------------------------------------------------ consent in the rule view
+
+
+def test_rules_can_use_advertising_consent_like_the_other_consents(
+    service_db: Path, copy_of: Any
+) -> None:
+    from segmentum.segments import rules
+    from segmentum.segments.view import customer_view
+
+    wh = copy_of(service_db)
+    view, _ = customer_view(wh)
+    assert "consent_ads" in view.columns and "consent_sms" in view.columns
+    c = wh.table("customers")
+    consenting = int(c.filter(c.consent_ads).count().to_pyarrow().as_py())
+    assert consenting == 508  # the demo's share
+    # The rule is parsed, type-checked against the view's columns and compiled, as saved
+    # segments are (an unknown column would be an error here).
+    text = "consent_ads == true and consent_sms == true"
+    node = rules.parse(text)
+    kinds = {name: rules.kind_of(t) for name, t in view.schema().items()}
+    rules.check(text, node, rules.Scope(kinds))
+    expr = rules.compile_node(text, node, lambda name: view[name], kinds)
+    both = int(view.filter(expr).count().to_pyarrow().as_py())
+    assert both == int(c.filter(c.consent_ads & c.consent_sms).count().to_pyarrow().as_py())
+    assert 0 < both < consenting
+
+
+# ------------------------------------------------------------------ retargeting
+
+RT_CUSTOMERS = [
+    ("R1", "r1@example.com", True),
+    ("R2", "r2@example.com", True),
+    ("R3", "r3@example.com", True),
+    ("R4", "r4@example.com", True),
+    ("R5", "r5@example.com", True),
+    ("R6", "r6@example.com", False),
+]
+# (customer, event, product, when): the window is the 7 days to 2026-03-31 12:00.
+RT_EVENTS = [
+    ("R1", "product_view", "P1", "2026-03-30 10:00"),  # never bought: in
+    ("R1", "product_view", "P2", "2026-03-29 10:00"),  # bought the next day: out
+    ("R2", "product_view", "P1", "2026-03-25 09:00"),  # in
+    ("R2", "add_to_cart", "P3", "2026-03-28 18:00"),  # bought P3 before, not since: in
+    ("R3", "add_to_cart", "P3", "2026-03-28 18:00"),  # bought, then cancelled the order: in
+    ("R4", "product_view", "P1", "2026-03-20 10:00"),  # before the window: out
+    ("R5", "cart_abandoned", None, "2026-03-30 20:00"),  # no product, bought something: out
+    ("R6", "cart_abandoned", "P4", "2026-03-30 21:00"),  # in, but no advertising consent
+    (None, "add_to_cart", "P4", "2026-03-30 21:00"),  # anonymous: out
+]
+# (invoice, customer, product, quantity, when, original invoice)
+RT_SALES = [
+    ("I1", "R1", "P2", 1.0, "2026-03-30 09:00", None),
+    ("I2", "R2", "P3", 1.0, "2026-03-27 09:00", None),
+    ("I3", "R3", "P3", 2.0, "2026-03-29 09:00", None),
+    ("C3", "R3", "P3", -2.0, "2026-03-30 09:00", "I3"),
+    ("I5", "R5", "P9", 1.0, "2026-03-31 08:00", None),
+]
+UNTIL = dt.datetime(2026, 3, 31, 12, 0)
+
+
+@pytest.fixture
+def shop(wh: Warehouse) -> Warehouse:
+    import pandas as pd
+
+    wh.write(
+        "customers",
+        pd.DataFrame(
+            {
+                "customer_id": [c for c, _, _ in RT_CUSTOMERS],
+                "email": [e for _, e, _ in RT_CUSTOMERS],
+                "country": "España",
+                "consent_ads": [a for _, _, a in RT_CUSTOMERS],
+            }
+        ),
+    )
+    wh.write(
+        "events",
+        pd.DataFrame(
+            {
+                "customer_id": [e[0] for e in RT_EVENTS],
+                "event_type": [e[1] for e in RT_EVENTS],
+                "product_id": [e[2] for e in RT_EVENTS],
+                "timestamp": pd.to_datetime([e[3] for e in RT_EVENTS]),
+            }
+        ),
+    )
+    wh.write(
+        "transactions",
+        pd.DataFrame(
+            {
+                "invoice_id": [s[0] for s in RT_SALES],
+                "line": 1,
+                "customer_id": [s[1] for s in RT_SALES],
+                "product_id": [s[2] for s in RT_SALES],
+                "quantity": [s[3] for s in RT_SALES],
+                "amount": [10.0 * s[3] for s in RT_SALES],
+                "timestamp": pd.to_datetime([s[4] for s in RT_SALES]),
+                "original_invoice_id": [s[5] for s in RT_SALES],
+            }
+        ),
+    )
+    return wh
+
+
+def test_retargeting_finds_who_viewed_or_carted_and_did_not_buy_it(shop: Warehouse) -> None:
+    from segmentum.campaigns.adaudiences import retargeting
+
+    def who(kind: str) -> dict[str, list[str]]:
+        members, _, start, end = retargeting(shop, kind, 7, until=UNTIL)
+        assert (start, end) == (UNTIL - dt.timedelta(days=7), UNTIL)
+        rows = members.order_by("customer_id").to_pyarrow().to_pylist()
+        return {r["customer_id"]: r["products"] or [] for r in rows}
+
+    assert who("viewed") == {"R1": ["P1"], "R2": ["P1"]}
+    assert who("carted") == {"R2": ["P3"], "R3": ["P3"], "R6": ["P4"]}
+
+
+def test_a_retargeting_export_keeps_consenting_customers_and_lists_the_products(
+    shop: Warehouse, tmp_path: Path
+) -> None:
+    from segmentum.campaigns.adaudiences import export_retargeting
+
+    out = tmp_path / "carted.csv"
+    text, products, r = export_retargeting(shop, "carted", 7, "meta", ON, out=out, until=UNTIL)
+    assert (r.size, r.exported, r.dropped["no_consent"]) == (3, 2, 1)
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert [x["email"] for x in rows] == [h("r2@example.com"), h("r3@example.com")]
+    assert tuple(rows[0]) == HEADERS["meta"]  # no product column: Meta's file has none
+    assert list(csv.reader(io.StringIO(products))) == [
+        ["product_id", "customers", "last_event_at"],
+        ["P3", "2", "2026-03-28T18:00:00"],
+        ["P4", "1", "2026-03-30T21:00:00"],
+    ]
+    assert out.read_text(encoding="utf-8") == text
+    assert Path(str(r.products_path)).read_text(encoding="utf-8") == products
+    assert "r2@example.com" not in text
+
+
+def test_retargeting_says_what_is_missing() -> None:
+    import segmentum
+    from segmentum.campaigns.adaudiences import retargeting
+    from segmentum.errors import InputError
+
+    empty = segmentum.connect("duckdb://")
+    with pytest.raises(InputError, match="no events"):
+        retargeting(empty, "viewed", 7)
+    with pytest.raises(InputError, match="viewed or carted"):
+        retargeting(empty, "bought", 7)
+
+
+# ------------------------------------------------------------------ look-alike seeds
+
+
+def test_the_seed_is_the_best_customers_by_clv_with_the_value_for_meta(
+    service_db: Path, copy_of: Any
+) -> None:
+    from segmentum.campaigns.adaudiences import export_seed
+
+    wh = copy_of(service_db)
+    clv = wh.table("customer_clv").to_pandas()  # one summary row per customer
+    clv = clv[(clv.as_of == clv.as_of.max()) & (clv.clv_status == "scored")]
+    best = clv.sort_values(["clv", "customer_id"], ascending=[False, True]).head(50)
+    cust = wh.table("customers").to_pandas().set_index("customer_id")
+    expected = best[cust.loc[best.customer_id, "consent_ads"].fillna(False).to_numpy()]
+    text, r = export_seed(wh, "meta", ON, top=50, write=False)
+    assert (r.top, r.scored, r.size) == (50, len(clv), 50)
+    assert r.exported == len(expected) and r.dropped["no_consent"] == 50 - len(expected)
+    assert r.min_clv == pytest.approx(best.clv.min()) and r.value_column
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert tuple(rows[0]) == (*HEADERS["meta"], "value")
+    values = [float(x["value"]) for x in rows]
+    assert sorted(values, reverse=True) == [round(v, 2) for v in expected.clv]
+    top_email = cust.loc[expected.customer_id.iloc[0], "email"].strip().lower()
+    assert max(rows, key=lambda x: float(x["value"]))["email"] == h(top_email)
+    # Google's Customer Match file has no value column; 5% of the scored, rounded up.
+    g_text, g = export_seed(wh, "google", ON, top_percent=5, write=False)
+    assert g.top == -(-len(clv) * 5 // 100) and "value" not in g_text.splitlines()[0]
+
+
+def test_the_cli_and_the_api_export_retargeting_and_seeds(
+    service_db: Path, copy_of: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    wh = copy_of(service_db)
+    url = wh.url
+    wh.close()
+    monkeypatch.setenv("SEGMENTUM_EXPORT_PERSONAL_DATA", "true")
+    out = tmp_path / "rt.csv"
+    args = ["audience", "retarget", "--carted", "--days", "30", "--platform", "google"]
+    assert main([*args, "--out", str(out), "-w", url, "--json"]) == 0
+    rt = json.loads(capsys.readouterr().out)
+    assert rt["exported"] + sum(rt["dropped"].values()) == rt["size"] > 0
+    assert len(out.read_text().splitlines()) == rt["exported"] + 1
+    assert main(["audience", "retarget", "--days", "30", "-w", url]) != 0  # which kind?
+    assert "--viewed or --carted" in capsys.readouterr().err
+    seed_out = tmp_path / "seed.csv"
+    assert main(["audience", "seed", "--top", "20", "--out", str(seed_out), "-w", url]) == 0
+    printed = capsys.readouterr().out
+    assert "of 20 best customers by CLV" in printed and "value column" in printed
+    # The API on the shared demo itself (it writes nothing; a copy would publish read models).
+    app = create_app(f"duckdb:///{service_db}", ON)
+    key = {"X-API-Key": create_key(app.state.svc.state, "ads", ["write"])}
+    with serving(app) as base, httpx.Client(base_url=base, headers=key, timeout=60) as client:
+        r = client.get("/v1/audiences/seed", params={"top": 20, "platform": "meta"})
+        assert r.status_code == 200 and r.text == seed_out.read_text(encoding="utf-8")
+        report = json.loads(r.headers["X-Segmentum-Report"])
+        assert report["top"] == 20 and report["value_column"]
+        rt_api = client.get(
+            "/v1/audiences/retargeting",
+            params={"kind": "carted", "days": 30, "platform": "google", "summary": "true"},
+        ).json()
+        assert {k: rt_api[k] for k in ("size", "exported")} == {
+            k: rt[k] for k in ("size", "exported")
+        }
+        assert client.get("/v1/audiences/seed", params={"platform": "meta"}).status_code == 422

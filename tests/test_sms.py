@@ -6,19 +6,30 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import shutil
 import socket
 import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
+import httpx
+import pandas as pd
 import pytest
+from tests.conftest import serving
 
+import segmentum
+from killsends import customers, plan
 from segmentum.campaigns import sms
+from segmentum.campaigns.core import Campaigns
 from segmentum.config import Settings, load_settings
 from segmentum.errors import ConfigError
+from segmentum.service.app import create_app
+from segmentum.service.auth import create_key
+from segmentum.service.state import StateStore, state_path
 
 BASE = load_settings(env={}).with_overrides(discover_segments=False)
 NOW = dt.datetime(2026, 1, 5, 11, 0)  # 12:00 in Madrid: outside quiet hours
@@ -389,3 +400,279 @@ def _closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+# --------------------------------------------------------------------- an SMS campaign
+
+
+def build_campaign(path: Path, settings: Settings, n: int = 10) -> tuple[str, list[str]]:
+    """A warehouse with one logged SMS winback campaign; returns its id and the phones that
+    must each get it once (two customers without SMS consent, two in the control group)."""
+    cust = customers(n)
+    cust["consent_sms"] = cust.consent_email
+    cust["timezone"] = ["Europe/Madrid" if c == "España" else "Europe/London" for c in cust.country]
+    wh = segmentum.connect(f"duckdb:///{path}")
+    try:
+        wh.write("customers", cust)
+        wh.write(
+            "transactions",
+            pd.DataFrame(
+                {
+                    "invoice_id": ["I1"],
+                    "customer_id": cust.customer_id[:1],
+                    "timestamp": pd.to_datetime(["2025-01-05"]),
+                    "quantity": [1.0],
+                    "amount": [20.0],
+                }
+            ),
+        )
+        cs = Campaigns(wh, settings)
+        c = cs.create("Texto", "winback", "sms", template=TEMPLATE, control_share=0.2)
+        p = plan(cust)
+        cs.record_plan(c, p, NOW - dt.timedelta(hours=1))
+    finally:
+        wh.close()
+    due = p[p.outcome == "scheduled"].customer_id
+    return c.campaign_id, sorted(cust.set_index("customer_id").loc[due].phone)
+
+
+@pytest.fixture(scope="module")
+def campaign_template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, list[str]]:
+    path = tmp_path_factory.mktemp("sms") / "template.duckdb"
+    cid, phones = build_campaign(path, BASE)
+    return path, cid, phones
+
+
+@pytest.fixture
+def db(campaign_template: tuple[Path, str, list[str]], tmp_path: Path) -> Path:
+    target = tmp_path / "w.duckdb"
+    shutil.copy(campaign_template[0], target)
+    return target
+
+
+def test_an_sms_campaign_reaches_each_consenting_phone_once_in_their_language(
+    db: Path, inbox: SmsInbox, campaign_template: tuple[Path, str, list[str]]
+) -> None:
+    _, cid, phones = campaign_template
+    wh = segmentum.connect(f"duckdb:///{db}")
+    try:
+        cs = Campaigns(wh, settings_for(inbox))
+        r = cs.send(cs.get("Texto"), now=NOW, immediately=True)
+        assert (r.delivered, r.failed, r.control) == (len(phones), 0, 2)
+        assert inbox.phones() == dict.fromkeys(phones, 1)
+        texts = {x["body"]["to"]: x["body"]["text"] for x in inbox.seen}
+        assert texts["+34600000002"].startswith("Hola Lucía: vuelve con un 10% menos")
+        assert "+34600000003" not in texts and "+34600000007" not in texts  # no SMS consent
+        assert texts["+34600000006"] == "Hi Emma: come back for 10% off today. Stop: STOP"
+        assert texts["+34600000004"].startswith("Hola: vuelve")  # no first name: no nan
+        assert all("nan" not in t and "None" not in t for t in texts.values())
+        assert {x["headers"]["idempotency-key"] for x in inbox.seen} == {
+            f"{cid}:{c}" for c in cs.log(cs.get("Texto")).query("status == 'sent'").customer_id
+        }
+        # A second send sends nothing again.
+        again = cs.send(cs.get("Texto"), now=NOW, immediately=True)
+        assert again.delivered == 0 and len(inbox.seen) == len(phones)
+    finally:
+        wh.close()
+
+
+def test_a_message_left_sending_by_a_dead_process_and_a_503_are_sent_once_later(
+    db: Path, inbox: SmsInbox, campaign_template: tuple[Path, str, list[str]]
+) -> None:
+    _, _, phones = campaign_template
+    wh = segmentum.connect(f"duckdb:///{db}")
+    try:
+        cs = Campaigns(wh, settings_for(inbox))
+        c = cs.get("Texto")
+        first = cs.log(c).query("status == 'pending'").key.iloc[0]
+        # What a send killed right after its claim leaves: a claim by a process that is gone.
+        wh.run_sql(
+            "UPDATE campaign_sends SET status = 'sending', claim_token = ?, claimed_at = ? "
+            "WHERE key = ?",
+            [f"{socket.gethostname()}/999999999/x", NOW, first],
+        )
+        calls = {"n": 0}
+
+        def flaky(req: dict[str, Any]) -> tuple[int, Any]:
+            calls["n"] += 1
+            return (503, {"error": "busy"}) if calls["n"] == 2 else (200, {"id": "ok"})
+
+        inbox.reply = flaky
+        r = cs.send(c, now=NOW, immediately=True)
+        assert r.resumed == 1 and r.retrying == 1 and r.delivered == len(phones) - 1
+        r2 = cs.send(c, now=NOW, immediately=True)
+        assert (r2.delivered, r2.failed) == (1, 0)
+        delivered = [x["body"]["to"] for x in inbox.seen]
+        # The 503 was answered, so that phone got one real message (and one refused attempt).
+        assert sorted(set(delivered)) == phones and len(delivered) == len(phones) + 1
+        assert (cs.log(c).query("outcome == 'scheduled'").status == "sent").all()
+    finally:
+        wh.close()
+
+
+def test_a_refused_number_fails_for_good_and_consent_withdrawn_is_respected(
+    db: Path, inbox: SmsInbox
+) -> None:
+    wh = segmentum.connect(f"duckdb:///{db}")
+    try:
+        wh.run_sql("UPDATE customers SET consent_sms = false WHERE customer_id = 'C0005'")
+        inbox.reply = lambda r: (
+            (400, {"error": "unknown number"})
+            if r["body"]["to"] == "+34600000008"
+            else (200, {"id": "ok"})
+        )
+        cs = Campaigns(wh, settings_for(inbox))
+        c = cs.get("Texto")
+        r = cs.send(c, now=NOW, immediately=True)
+        log = cs.log(c).set_index("customer_id")
+        assert log.loc["C0009", "status"] == "failed"
+        assert log.loc["C0009", "error"] == "HTTP 400: unknown number"
+        assert log.loc["C0005", "status"] == "not_sent"
+        assert r.failed == 1 and r.retrying == 0
+        assert "+34600000004" not in inbox.phones()
+    finally:
+        wh.close()
+
+
+def test_quiet_hours_hold_messages_until_morning_where_each_customer_lives(
+    db: Path, inbox: SmsInbox, campaign_template: tuple[Path, str, list[str]]
+) -> None:
+    _, _, phones = campaign_template
+    wh = segmentum.connect(f"duckdb:///{db}")
+    try:
+        cs = Campaigns(wh, settings_for(inbox))
+        c = cs.get("Texto")
+        # 20:30 UTC: 21:30 in Madrid (quiet), 20:30 in London (not yet).
+        evening = dt.datetime(2026, 1, 5, 20, 30)
+        r = cs.send(c, now=evening, immediately=True)
+        london = {x["body"]["to"] for x in inbox.seen}
+        assert london == {"+34600000000", "+34600000003", "+34600000006", "+34600000009"} & set(
+            phones
+        )
+        assert r.scheduled_later == len(phones) - len(london)
+        held = cs.log(c).query("status == 'pending'")
+        assert (held.scheduled_at == pd.Timestamp("2026-01-06 08:00")).all()  # 09:00 Madrid
+        later = cs.send(c, now=dt.datetime(2026, 1, 6, 8, 0))
+        assert later.delivered == len(held) and inbox.phones() == dict.fromkeys(phones, 1)
+    finally:
+        wh.close()
+
+
+def test_the_sms_text_comes_from_the_templates_sms_part_and_is_measured(db: Path, inbox: SmsInbox) -> None:
+    wh = segmentum.connect(f"duckdb:///{db}")
+    try:
+        cs = Campaigns(wh, settings_for(inbox))
+        c = cs.get("Texto")
+        tpl = c.template_data
+        lang_es = sms.render_text(tpl, "es", {"first_name": "Ana"})
+        assert lang_es == "Hola Ana: vuelve con un 10% menos hoy. Baja: STOP"
+        assert sms.measure(lang_es).to_dict() == {
+            "encoding": "GSM-7",
+            "parts": 1,
+            "units": len(lang_es),
+            "characters": len(lang_es),
+        }
+    finally:
+        wh.close()
+
+
+# --------------------------------------------------------------------- receipts
+
+
+def test_receipts_from_every_provider_are_stored_while_the_warehouse_is_held_and_counted(
+    db: Path, inbox: SmsInbox, tmp_path: Path
+) -> None:
+    s = settings_for(inbox, sms_receipt_url="http://testserver/v1/sms/receipts")
+    wh = segmentum.connect(f"duckdb:///{db}")
+    try:
+        cs = Campaigns(wh, s)
+        c = cs.get("Texto")
+        cs.send(c, now=NOW, immediately=True)
+        keys = sorted(cs.log(c).query("status == 'sent'").key)
+    finally:
+        wh.close()
+    url = f"duckdb:///{db}"
+    assert sms.receipts_path(url, s) == state_path(url, s)  # the service's own state file
+    state = StateStore.for_warehouse(url, s)
+    key = create_key(state, "reader", ["read"])
+    app = create_app(url, s)
+    holder = segmentum.connect(url)  # a pipeline job holding the warehouse meanwhile
+    try:
+        with serving(app) as base:
+            rx = f"{base}/v1/sms/receipts"
+            posted = [
+                httpx.post(
+                    f"{rx}/vonage?token=tok3n",
+                    data={"client-ref": keys[0], "messageId": "V1", "status": "delivered"},
+                ),
+                httpx.get(
+                    f"{rx}/messagebird",
+                    params={"token": "tok3n", "reference": keys[1], "id": "M", "status": "expired"},
+                ),
+                httpx.post(
+                    f"{rx}/infobip?token=tok3n",
+                    json={
+                        "results": [
+                            {
+                                "callbackData": keys[2],
+                                "messageId": "I",
+                                "status": {"groupName": "UNDELIVERABLE", "name": "X"},
+                            },
+                            {  # only at the operator: not final, not counted
+                                "callbackData": keys[3],
+                                "status": {
+                                    "groupName": "DELIVERED",
+                                    "name": "DELIVERED_TO_OPERATOR",
+                                },
+                            },
+                        ]
+                    },
+                ),
+                httpx.post(
+                    f"{rx}/generic?token=tok3n", json={"reference": keys[3], "status": "DELIVRD"}
+                ),
+                httpx.post(  # sent, then delivered: the last one counts
+                    f"{rx}/vonage?token=tok3n",
+                    data={"client-ref": keys[1], "status": "delivered"},
+                ),
+            ]
+            assert [p.status_code for p in posted] == [200] * 5, [p.text for p in posted]
+            assert [p.json()["stored"] for p in posted] == [1, 1, 1, 1, 1]
+            # Twilio: the reference rides in the URL, and the signature is checked.
+            form = {"MessageSid": "SM1", "MessageStatus": "undelivered", "ErrorCode": "30003"}
+            query = urllib.parse.urlencode({"token": "tok3n", "ref": keys[4]})
+            signed = sms.twilio_signature(
+                f"http://testserver/v1/sms/receipts/twilio?{query}", form, "pw"
+            )
+            ok = httpx.post(
+                f"{rx}/twilio?{query}", data=form, headers={"X-Twilio-Signature": signed}
+            )
+            forged = httpx.post(
+                f"{rx}/twilio?{query}", data=form, headers={"X-Twilio-Signature": "bad"}
+            )
+            assert (ok.status_code, forged.status_code) == (200, 403)
+            no_token = httpx.post(f"{rx}/vonage", data={"client-ref": keys[0], "status": "failed"})
+            assert no_token.status_code == 401
+            holder.close()
+            counts = httpx.get(
+                f"{base}/v1/campaigns/Texto/sms-receipts", headers={"X-API-Key": key}
+            )
+        assert counts.status_code == 200, counts.text
+        body = counts.json()
+        assert body["folded"] == 6
+        assert body["receipts"] == {
+            "delivered": 3,  # keys 0, 1 (expired, then delivered), 3
+            "failed": 2,  # keys 2 and 4
+            "expired": 0,
+            "no_receipt": len(keys) - 5,
+        }
+    finally:
+        holder.close()
+    # Folding again copies nothing twice, and a send reports the same counts.
+    wh = segmentum.connect(url)
+    try:
+        cs = Campaigns(wh, s)
+        assert cs.fold_sms_receipts() == 0
+        assert cs.send(cs.get("Texto"), now=NOW).receipts == body["receipts"]
+    finally:
+        wh.close()

@@ -1453,7 +1453,7 @@ def campaign_create_cmd(
     tactic: Annotated[
         str, typer.Option(help="retention, winback, cross_sell, up_sell, acquisition, segment.")
     ],
-    channel: Annotated[str, typer.Option(help="email, push, inapp, web or file.")],
+    channel: Annotated[str, typer.Option(help="email, sms, push, inapp, web or file.")],
     target: Annotated[
         str, typer.Option(help="Segment name (or cluster:N) for --tactic segment.")
     ] = "",
@@ -1554,6 +1554,9 @@ def campaign_send_cmd(
         )
         if r.resumed:
             console.print(f"  {r.resumed:,} interrupted by an earlier send: sent again")
+        if r.receipts:
+            got = ", ".join(f"{k} {v:,}" for k, v in r.receipts.items())
+            console.print(f"  SMS receipts: {got}")
         for k, v in r.outcomes.items():
             console.print(f"  {k}: {v:,}")
         for e in r.errors:
@@ -1584,9 +1587,17 @@ def campaign_results_cmd(
     cs = _campaigns(warehouse)
     c = cs.get(campaign)
     r = results(cs.wh, c.campaign_id, cs.settings, c.cost_per_contact)
+    receipts = None
+    if c.channel == "sms":  # delivery receipts the service stored meanwhile (docs/sms.md)
+        from segmentum.campaigns.sms import receipt_counts
+
+        cs.fold_sms_receipts()
+        receipts = receipt_counts(cs.wh, c.campaign_id)
     if as_json:
-        print_json(json.dumps(r.to_dict(), default=str))
+        print_json(json.dumps({**r.to_dict(), "sms_receipts": receipts}, default=str))
         return
+    if receipts is not None:
+        console.print(f"{c.name}: SMS " + ", ".join(f"{k} {v:,}" for k, v in receipts.items()))
     if not r.ready:
         console.print(f"{c.name}: {r.note}")
         return
@@ -1765,6 +1776,114 @@ def audience_export_cmd(
         )
 
 
+def _print_ad_report(r: Any, what: str) -> None:
+    console.print(f"{r.exported:,} of {r.size:,} {what} written to {r.path} ({r.format})")
+    for reason, n in r.dropped.items():
+        if n:
+            console.print(f"  left out: {n:,} {_AD_DROPS[reason]}")
+    if r.phones_invalid_kept:
+        console.print(
+            f"  {r.phones_invalid_kept:,} exported by email only: their phone is not valid"
+        )
+
+
+@audience_app.command("retarget")
+def audience_retarget_cmd(
+    viewed: Annotated[
+        bool, typer.Option("--viewed", help="Viewed a product and did not buy it.")
+    ] = False,
+    carted: Annotated[
+        bool, typer.Option("--carted", help="Added a product to the cart and did not buy it.")
+    ] = False,
+    days: Annotated[int, typer.Option("--days", help="Window: the last N days.")] = 30,
+    platform: Annotated[str, typer.Option("--platform", help="google, meta or tiktok.")] = "meta",
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="File to write (default retarget-KIND-Nd-PLATFORM.csv)."),
+    ] = None,
+    until: Annotated[
+        str | None,
+        typer.Option("--until", help="End of the window YYYY-MM-DD (default: the last event)."),
+    ] = None,
+    region: Annotated[
+        str | None,
+        typer.Option("--region", help="ISO-2 country for phones without + and no country."),
+    ] = None,
+    warehouse: WarehouseOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Customers who viewed or carted products in the last N days without buying them, as a
+    customer-match file, and the products in a second file."""
+    from segmentum.campaigns.adaudiences import export_retargeting
+
+    if viewed == carted:
+        raise InputError("say which: --viewed or --carted", "e.g. --carted --days 7")
+    end = None
+    if until is not None:
+        day = _as_of(until)
+        assert day is not None
+        end = _dt.datetime(day.year, day.month, day.day, 23, 59, 59)
+    settings = load_settings()
+    _, _, r = export_retargeting(
+        connect(warehouse or settings.warehouse),
+        "viewed" if viewed else "carted",
+        days,
+        platform,
+        settings,
+        out=out,
+        until=end,
+        default_region=region,
+    )
+    if as_json:
+        print_json(r.to_dict())
+        return
+    console.print(f"window: {r.since} to {r.until}")
+    _print_ad_report(r, f"customers who {r.kind} without buying")
+    console.print(f"{r.products:,} products in {r.products_path}")
+
+
+@audience_app.command("seed")
+def audience_seed_cmd(
+    top: Annotated[int | None, typer.Option("--top", help="The N best customers by CLV.")] = None,
+    top_percent: Annotated[
+        float | None, typer.Option("--top-percent", help="The best P% of scored customers.")
+    ] = None,
+    platform: Annotated[str, typer.Option("--platform", help="google, meta or tiktok.")] = "meta",
+    out: Annotated[
+        Path | None, typer.Option("--out", help="File to write (default seed-top-N-PLATFORM.csv).")
+    ] = None,
+    region: Annotated[
+        str | None,
+        typer.Option("--region", help="ISO-2 country for phones without + and no country."),
+    ] = None,
+    as_of: AsOfOpt = None,
+    warehouse: WarehouseOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The best customers by CLV as a look-alike seed (Meta: with the CLV as its value)."""
+    from segmentum.campaigns.adaudiences import export_seed
+
+    settings = load_settings()
+    _, r = export_seed(
+        connect(warehouse or settings.warehouse),
+        platform,
+        settings,
+        top=top,
+        top_percent=top_percent,
+        out=out,
+        as_of=_as_of(as_of),
+        default_region=region,
+    )
+    if as_json:
+        print_json(r.to_dict())
+        return
+    _print_ad_report(r, f"best customers by CLV (of {r.scored:,} scored)")
+    if r.min_clv is not None:
+        console.print(f"  CLV from {_money(r.min_clv)}, {_money(r.total_clv)} in all")
+    if r.value_column:
+        console.print("  the CLV is the value column, for a value-based look-alike")
+
+
 @app.command("playbook")
 def playbook_cmd(
     by: Annotated[
@@ -1849,6 +1968,93 @@ def playbook_cmd(
     console.print(escape(words["assumption"]))
 
 
+realtime_app = typer.Typer(help="Real-time segments: live membership, the event queue, webhooks.")
+app.add_typer(realtime_app, name="realtime")
+events_app = typer.Typer(help="Tracked events (what POST /v1/events records).")
+app.add_typer(events_app, name="events")
+
+
+def _realtime(warehouse: str | None) -> Any:
+    from segmentum.realtime.store import RealtimeStore
+
+    settings = load_settings()
+    return RealtimeStore.for_warehouse(warehouse or settings.warehouse, settings), settings
+
+
+@realtime_app.command("status")
+def realtime_status_cmd(warehouse: WarehouseOpt = None, as_json: JsonOpt = False) -> None:
+    """Which segments run live (and why the others do not), the last event, the events waiting
+    for the next run, and the webhook outbox. Works while a pipeline job holds the warehouse."""
+    store, _ = _realtime(warehouse)
+    st = store.status()
+    if as_json:
+        print_json(st)
+        return
+    t = Table(title="segments", title_justify="left")
+    for c in ("segment", "live", "why not"):
+        t.add_column(c)
+    for s in st["segments"]:
+        t.add_row(s["name"], "yes" if s["realtime"] else "no", escape(s["reason"]))
+    console.print(t)
+    last = st["last_event"]
+    console.print(
+        f"events: {st['events']:,} tracked, {st['pending_warehouse']:,} waiting for the next run"
+        + (f"; last {last['event_type']} at {last['at']}" if last else "")
+    )
+    box = st["outbox"]
+    console.print(
+        f"webhooks: {box['pending']:,} to send, {box['delivered']:,} delivered, "
+        f"{box['failed']:,} failed"
+    )
+    for e in st["outbox_errors"]:
+        where, why = escape(str(e["url"])), escape(str(e["last_error"]))
+        err.print(f"[yellow]last error:[/yellow] {where}: {why}")
+
+
+@events_app.command("track")
+def events_track_cmd(
+    file: Annotated[str, typer.Argument(help="A JSON-lines file of events, or - for stdin.")],
+    warehouse: WarehouseOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Record events from a file (one JSON object a line, as POST /v1/events takes them),
+    re-evaluate the live segments of their customers and send the webhooks."""
+    from segmentum.realtime.deliver import deliver_pending
+    from segmentum.realtime.engine import Engine
+    from segmentum.realtime.events import check_events
+    from segmentum.serving import ServingStore, serving_path
+
+    store, settings = _realtime(warehouse)
+    text = sys.stdin.read() if file == "-" else Path(file).read_text(encoding="utf-8")
+    events: list[Any] = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            try:
+                events.append(json.loads(line))
+            except ValueError as exc:
+                raise InputError(f"{file}, line {n}: not JSON ({exc})", "one event a line") from exc
+    rows, problems = check_events(events, timezone=settings.timezone)
+    if problems:
+        first = problems[0]
+        raise InputError(
+            f"{file}: {len(problems)} problem(s), nothing recorded; first: event "
+            f"{first.index + 1}, {first.field}: {first.message}",
+            first.hint,
+        )
+    target = serving_path(warehouse or settings.warehouse, settings.serving_store)
+    engine = Engine(store, ServingStore(target) if target else None, settings)
+    result = engine.track(rows)
+    sent = deliver_pending(store)
+    if as_json:
+        print_json({**result.to_dict(), "webhooks_delivered": sent.delivered})
+        return
+    r = result.report
+    console.print(
+        f"{r.read:,} events read: {r.accepted:,} recorded, {r.duplicates:,} already recorded; "
+        f"{len(result.transitions):,} segment changes, {sent.delivered:,} webhooks delivered"
+    )
+
+
 key_app = typer.Typer(help="API keys for the REST service and the dashboard.")
 app.add_typer(key_app, name="api-key")
 
@@ -1856,7 +2062,14 @@ app.add_typer(key_app, name="api-key")
 @key_app.command("create")
 def key_create_cmd(
     name: Annotated[str, typer.Option(help="Who or what uses the key.")],
-    scopes: Annotated[str, typer.Option(help="Comma-separated: read, write, admin.")] = "read",
+    scopes: Annotated[
+        str,
+        typer.Option(
+            "--scopes",
+            "--scope",
+            help="Comma-separated: read, write, admin, track (sends events only: for web pages).",
+        ),
+    ] = "read",
     warehouse: WarehouseOpt = None,
 ) -> None:
     """Create a key; it is printed once and stored only as a hash."""
@@ -2340,6 +2553,272 @@ def satisfaction_detractors_cmd(
     for r in rows:
         t.add_row(escape(str(r["customer_id"])), escape(str(r["reason"])))
     console.print(t)
+
+
+# ------------------------------------------------------------------------------------ flows
+
+flow_app = typer.Typer(
+    help="Triggered flows: templates, create, validate, enable, run, results, a customer's path."
+)
+app.add_typer(flow_app, name="flow")
+
+
+def _flows(warehouse: str | None) -> Any:
+    from segmentum.flows import Flows
+
+    settings = load_settings()
+    return Flows.for_warehouse(warehouse or settings.warehouse, settings)
+
+
+def _flow_errors(exc: SegmentumError) -> None:
+    from segmentum.flows import FlowError
+
+    if isinstance(exc, FlowError) and len(exc.problems) > 1:
+        for p in exc.problems[1:]:
+            err.print(
+                f"[red]error:[/red] {escape(str(p))}"
+                + (f" (hint: {escape(p.hint)})" if p.hint else "")
+            )
+    raise exc
+
+
+@flow_app.command("templates")
+def flow_templates_cmd(as_json: JsonOpt = False) -> None:
+    """The flows shipped for the classic tactics (copy one with segmentum flow new --from)."""
+    from segmentum.flows import catalog
+
+    rows = catalog.describe()
+    if as_json:
+        print_json(rows)
+        return
+    t = Table("template", "trigger", "what it does")
+    for r in rows:
+        trig = ", ".join(f"{k}: {v}" for k, v in r["trigger"].items())
+        t.add_row(r["template"], escape(trig), escape(str(r["description"].get("en", ""))))
+    console.print(t)
+
+
+@flow_app.command("new")
+def flow_new_cmd(
+    name: str,
+    template: Annotated[str, typer.Option("--from", help="A template: segmentum flow templates.")],
+    file: Annotated[Path | None, typer.Option("--file", help="Also write the YAML here.")] = None,
+    warehouse: WarehouseOpt = None,
+) -> None:
+    """Create a draft flow NAME from a template (edit it, then segmentum flow enable NAME)."""
+    from segmentum.flows import catalog
+
+    text = catalog.from_template(template, name)
+    if file is not None and file.exists():
+        raise InputError(f"{file} exists", "choose another file or delete it")
+    try:
+        _flows(warehouse).save(text, source=f"template {template}", origin=template, replace=False)
+    except SegmentumError as exc:
+        _flow_errors(exc)
+    if file is not None:
+        file.write_text(text, encoding="utf-8")
+    console.print(f"created the draft flow {escape(name)}" + (f" (YAML in {file})" if file else ""))
+
+
+@flow_app.command("save")
+def flow_save_cmd(file: Path, warehouse: WarehouseOpt = None) -> None:
+    """Create or update a flow from its YAML file (customers in it keep their place)."""
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InputError(f"cannot read {file}: {exc.strerror}", "check the path") from exc
+    try:
+        f = _flows(warehouse).save(text, source=str(file))
+    except SegmentumError as exc:
+        _flow_errors(exc)
+    console.print(f"saved the flow {escape(f.name)}")
+
+
+@flow_app.command("validate")
+def flow_validate_cmd(file: Path, warehouse: WarehouseOpt = None) -> None:
+    """Check a flow's YAML file; every problem is listed with its line."""
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InputError(f"cannot read {file}: {exc.strerror}", "check the path") from exc
+    try:
+        f = _flows(warehouse).check(text, str(file))
+    except SegmentumError as exc:
+        _flow_errors(exc)
+    console.print(f"{escape(str(file))}: the flow {escape(f.name)} is valid ({len(f.steps)} steps)")
+
+
+@flow_app.command("list")
+def flow_list_cmd(warehouse: WarehouseOpt = None, as_json: JsonOpt = False) -> None:
+    """Every flow with its state and counts."""
+    rows = _flows(warehouse).overview()
+    if as_json:
+        print_json(rows)
+        return
+    t = Table("flow", "state", "trigger", "entered", "active", "sent", "converted")
+    for r in rows:
+        t.add_row(
+            escape(r["name"]),
+            r["status"],
+            escape(str(r.get("trigger") or r.get("error") or "")),
+            *(f"{int(r[k] or 0):,}" for k in ("entered", "active", "sent", "converted")),
+        )
+    console.print(t)
+
+
+@flow_app.command("show")
+def flow_show_cmd(name: str, warehouse: WarehouseOpt = None, as_json: JsonOpt = False) -> None:
+    """A flow's YAML and state."""
+    row = _flows(warehouse).row(name)
+    if as_json:
+        print_json(row)
+        return
+    console.print(f"# {escape(name)}: {row['status']}, version {row['version']}")
+    sys.stdout.write(row["yaml"] if row["yaml"].endswith("\n") else row["yaml"] + "\n")
+
+
+@flow_app.command("enable")
+def flow_enable_cmd(name: str, warehouse: WarehouseOpt = None) -> None:
+    """Start a flow: customers enter on triggers from now on."""
+    _flows(warehouse).set_status(name, "enabled")
+    console.print(f"enabled {escape(name)}: run segmentum flow run (or flow_runner in serve)")
+
+
+@flow_app.command("disable")
+def flow_disable_cmd(name: str, warehouse: WarehouseOpt = None) -> None:
+    """Stop a flow: nobody enters; customers in it wait where they are."""
+    _flows(warehouse).set_status(name, "disabled")
+    console.print(f"disabled {escape(name)}")
+
+
+@flow_app.command("results")
+def flow_results_cmd(name: str, warehouse: WarehouseOpt = None, as_json: JsonOpt = False) -> None:
+    """Per step: reached, sent, skipped, converted, and uplift against the control group."""
+    res = _flows(warehouse).results(name)
+    if as_json:
+        print_json(res)
+        return
+    console.print(
+        f"{escape(name)}: {res['entered']:,} entered, {res['active']:,} in the flow, "
+        f"{res['sent']:,} sent, {res['converted']:,} converted"
+    )
+    t = Table(
+        "step", "reached", "sent", "skipped", "conv. treated", "conv. control", "uplift (95%)", "p"
+    )
+    for s in res["steps"]:
+        e = s["effect"]
+        up = (
+            f"{_pct(e['uplift'])} ({_pct(e['uplift_low'])} to {_pct(e['uplift_high'])})"
+            if e["uplift"] is not None
+            else "-"
+        )
+        t.add_row(
+            escape(f"{s['name']}: {s['detail']}"),
+            f"{s['reached']:,}",
+            f"{s['sent']:,}",
+            escape(", ".join(f"{k} {v}" for k, v in s["skipped"].items()) or "-"),
+            _pct(e["conv_treated"]) if e["conv_treated"] is not None else "-",
+            _pct(e["conv_control"]) if e["conv_control"] is not None else "-",
+            up,
+            f"{e['p_value']:.3f}" if e["p_value"] is not None else "-",
+        )
+    console.print(t)
+
+
+@flow_app.command("path")
+def flow_path_cmd(customer: str, warehouse: WarehouseOpt = None, as_json: JsonOpt = False) -> None:
+    """A customer's path through every flow: entered, each step, sent or skipped, exit."""
+    rows = _flows(warehouse).path(customer)
+    if as_json:
+        print_json(rows)
+        return
+    if not rows:
+        console.print(f"{escape(customer)} has not entered any flow")
+        return
+    t = Table("at (UTC)", "flow", "step", "what", "detail")
+    for r in rows:
+        step = "" if r["step"] is None else str(r["step"] + 1)
+        t.add_row(r["at"], escape(r["flow"]), step, r["what"], escape(str(r["detail"] or "")))
+    console.print(t)
+
+
+def _flow_runner(warehouse: str | None, every: float) -> Any:
+    from segmentum.flows import Runner
+    from segmentum.warehouse import WarehouseBusyError
+
+    flows = _flows(warehouse)
+    url = warehouse or load_settings().warehouse
+
+    def with_warehouse(fn: Any) -> Any:
+        try:
+            wh = connect(url, lock_wait=0)
+        except WarehouseBusyError:
+            return None  # a pipeline job has it: flows go on with what they copied last
+        try:
+            return fn(wh)
+        finally:
+            wh.close()
+
+    return Runner(flows, interval=every, with_warehouse=with_warehouse)
+
+
+@flow_app.command("tick")
+def flow_tick_cmd(
+    now: Annotated[
+        str | None,
+        typer.Option("--now", help="Act as if it were this UTC time (YYYY-MM-DD HH:MM)."),
+    ] = None,
+    warehouse: WarehouseOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """One round of every enabled flow (what flow run does every few seconds; for cron)."""
+    runner = _flow_runner(warehouse, 0)
+    if now is not None:
+        try:
+            at = _dt.datetime.fromisoformat(now)
+        except ValueError as exc:
+            raise InputError(
+                f"--now {now!r} is not a time", "write it as 2026-01-14 10:00"
+            ) from exc
+        rep = runner.flows.tick(at)
+    else:
+        rep = runner.once(True)
+    if as_json:
+        print_json(rep.to_dict())
+        return
+    console.print(
+        f"entered {rep.entered:,}, steps {rep.steps:,}, sent {rep.sent:,}, "
+        f"skipped {rep.skipped:,}, held for quiet hours {rep.deferred:,}, "
+        f"exited {rep.exited:,}, failed {rep.failed:,}"
+        + (" (another runner is ticking)" if rep.busy else "")
+    )
+    for e in rep.errors:
+        err.print(f"[yellow]warning:[/yellow] {escape(e)}")
+
+
+@flow_app.command("run")
+def flow_run_cmd(
+    every: Annotated[float | None, typer.Option("--every", help="Seconds between ticks.")] = None,
+    warehouse: WarehouseOpt = None,
+) -> None:
+    """Run every enabled flow until Ctrl+C (safe to stop at any moment: it resumes)."""
+    runner = _flow_runner(warehouse, every or load_settings().flow_tick_seconds)
+
+    def show(rep: Any) -> None:
+        if rep.entered or rep.sent or rep.exited or rep.failed:
+            err.print(
+                f"[dim]· entered {rep.entered}, sent {rep.sent}, exited {rep.exited}, "
+                f"failed {rep.failed}[/dim]"
+            )
+        for e in rep.errors:
+            err.print(f"[yellow]warning:[/yellow] {escape(e)}")
+
+    console.print(f"running flows every {runner.interval:g} s; Ctrl+C stops")
+    try:
+        runner.run(show)
+    except KeyboardInterrupt:
+        runner.stop.set()
+        console.print("stopped; the next run resumes every customer where they were")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -33,6 +33,7 @@ import datetime as _dt
 import functools
 import hashlib
 import io
+import math
 import re
 import unicodedata
 from collections.abc import Iterator
@@ -244,11 +245,14 @@ def build(
     as_of: _dt.date | None = None,
     default_region: str | None = None,
     members: ir.Table | None = None,
+    value: str | None = None,
 ) -> tuple[str, AdAudienceReport, list[str]]:
     """The CSV text of ``segment`` in ``fmt``, its report, and the exported customer ids.
 
     ``default_region`` (ISO-2) reads phones without ``+`` of customers with no known country.
     ``members`` (a table with ``customer_id``) replaces the saved segment's members.
+    ``value`` names a numeric column of ``members`` written, for Meta only, as the customer
+    value column ``value`` of a value-based look-alike seed (the other formats have none).
 
     Examples
     --------
@@ -267,17 +271,19 @@ def build(
         )
     c = wh.table("customers")
     cols = [x for x in (*_CONTACT, "consent_ads") if x in c.columns]
-    j = m.select("customer_id").left_join(c.select("customer_id", *cols), "customer_id")
+    with_value = value is not None and fmt == "meta"
+    carried = ["customer_id", *([value] if with_value and value else [])]
+    j = m.select(*carried).left_join(c.select("customer_id", *cols), "customer_id")
     consent = j.consent_ads.fill_null(False) if "consent_ads" in cols else ibis.literal(False)
     j = j.mutate(ok_=consent)
     counts = j.group_by("ok_").agg(n=j.count()).to_pyarrow().to_pylist()
     by = {bool(r["ok_"]): int(r["n"]) for r in counts}
     report.size = sum(by.values())
     report.dropped["no_consent"] = by.get(False, 0)
-    keep = j.filter(j.ok_).select("customer_id", *[x for x in _CONTACT if x in cols])
+    keep = j.filter(j.ok_).select(*carried, *[x for x in _CONTACT if x in cols])
     out = io.StringIO()
     w = csv.writer(out, lineterminator="\n")
-    w.writerow(HEADERS[fmt])
+    w.writerow((*HEADERS[fmt], "value") if with_value else HEADERS[fmt])
     ids: list[str] = []
     region_default = (default_region or "").lower()
     for rec in _batches(keep.order_by("customer_id")):
@@ -288,6 +294,9 @@ def build(
             report.dropped[reason] += 1
             continue
         report.phones_invalid_kept += phone is None
+        if with_value:
+            v = rec.get(str(value))
+            row.append("" if v is None or v != v else f"{max(float(v), 0.0):.2f}")
         w.writerow(row)
         ids.append(str(rec["customer_id"]))
     report.exported = len(ids)
@@ -329,3 +338,234 @@ def export(
     )
     report.path = str(path)
     return report
+
+
+# ------------------------------------------------------------------ retargeting and seeds
+
+# Which events make a customer a retargeting prospect.
+RETARGET_EVENTS: dict[str, tuple[str, ...]] = {
+    "viewed": ("product_view",),
+    "carted": ("add_to_cart", "cart_abandoned"),
+}
+PRODUCTS_HEADER = ("product_id", "customers", "last_event_at")
+
+
+@dataclass
+class RetargetReport(AdAudienceReport):
+    """An ad audience report, with the window and the products file."""
+
+    kind: str = ""
+    days: int = 0
+    since: str | None = None
+    until: str | None = None
+    products: int = 0
+    products_path: str | None = None
+
+
+def _end_of_data(wh: Warehouse) -> _dt.datetime:
+    """The latest event or sale: "now" for data that arrives in batches."""
+    ends = []
+    for name in ("events", "transactions"):
+        if wh.has(name):
+            got = wh.table(name).timestamp.max().to_pyarrow().as_py()
+            if got is not None:
+                ends.append(got)
+    if not ends:
+        raise InputError(
+            "there are no events to retarget from",
+            "load web and app events first: segmentum ingest events FILE",
+        )
+    return max(ends)
+
+
+def retargeting(
+    wh: Warehouse, kind: str, days: int, *, until: _dt.datetime | None = None
+) -> tuple[ir.Table, ir.Table, _dt.datetime, _dt.datetime]:
+    """Who ``kind`` (``viewed`` or ``carted``) a product in the ``days`` days up to ``until``
+    (default: the latest event or sale) and has not bought it since, in the warehouse.
+
+    A (customer, product) pair counts when the customer's last such event for the product
+    has no net purchase of the same product by them at or after it (for an event without a
+    product: no purchase at all at or after it). A cancelled order is no purchase.
+
+    Returns the members (``customer_id``, ``products``: the product ids, most recent first,
+    ``last_event_at``, ``events``), the products (``product_id``, ``customers``,
+    ``last_event_at``), and the window's start and end.
+    """
+    from segmentum.features.customer import mark_purchases
+    from segmentum.ingest.returns import cancelled_invoices, links
+
+    if kind not in RETARGET_EVENTS:
+        raise InputError(f"unknown retargeting kind {kind!r}", "use viewed or carted")
+    if days < 1:
+        raise InputError(f"--days must be 1 or more (got {days})", "e.g. --days 30")
+    if not wh.has("events"):
+        raise InputError(
+            "there are no events to retarget from",
+            "load web and app events first: segmentum ingest events FILE",
+        )
+    end = until or _end_of_data(wh)
+    start = end - _dt.timedelta(days=days)
+    lo, hi = ibis.literal(start, "timestamp"), ibis.literal(end, "timestamp")
+    ev = wh.table("events")
+    pid = ev.product_id.cast("string") if "product_id" in ev.columns else ibis.null("string")
+    e = ev.filter(
+        ev.customer_id.notnull()
+        & ev.event_type.isin(list(RETARGET_EVENTS[kind]))
+        & (ev.timestamp >= lo)
+        & (ev.timestamp <= hi)
+    ).select("customer_id", product_id=pid, at=ev.timestamp)
+    pairs = e.group_by(["customer_id", "product_id"]).aggregate(at=e.at.max(), n=e.count())
+    if wh.has("transactions"):
+        tx = wh.table("transactions")
+        tx = mark_purchases(
+            tx.filter(tx.customer_id.notnull() & (tx.timestamp >= lo)),
+            cancelled_invoices(links(wh)),
+        )
+        tx = tx.filter(tx.is_purchase)
+        tpid = tx.product_id.cast("string") if "product_id" in tx.columns else ibis.null("string")
+        bought = tx.select(b_customer=tx.customer_id, b_product=tpid, b_at=tx.timestamp)
+        pairs = pairs.anti_join(
+            bought,
+            [
+                pairs.customer_id == bought.b_customer,
+                bought.b_at >= pairs.at,
+                pairs.product_id.isnull() | (bought.b_product == pairs.product_id),
+            ],
+        )
+    members = pairs.group_by("customer_id").aggregate(
+        products=pairs.product_id.collect(order_by=[ibis.desc(pairs.at), pairs.product_id]),
+        last_event_at=pairs.at.max(),
+        events=pairs.n.sum(),
+    )
+    known = pairs.filter(pairs.product_id.notnull())
+    products = known.group_by("product_id").aggregate(
+        customers=known.customer_id.nunique(), last_event_at=known.at.max()
+    )
+    return members, products, start, end
+
+
+def export_retargeting(
+    wh: Warehouse,
+    kind: str,
+    days: int,
+    fmt: str,
+    settings: Settings,
+    *,
+    out: Path | None = None,
+    until: _dt.datetime | None = None,
+    default_region: str | None = None,
+    write: bool = True,
+) -> tuple[str, str, RetargetReport]:
+    """The customer-match CSV of a retargeting audience, the products CSV beside it (no
+    personal data: product, customers, last event), and the report; with ``write``, both
+    files are written (``retarget-KIND-DAYSd-FORMAT.csv`` and ``...-products.csv``) and the
+    export recorded."""
+    _check(fmt, settings)
+    members, products, start, end = retargeting(wh, kind, days, until=until)
+    name = f"retarget-{kind}-{days}d"
+    text, base, ids = build(wh, name, fmt, settings, members=members, default_region=default_region)
+    report = RetargetReport(**asdict(base), kind=kind, days=days)
+    report.since, report.until = start.isoformat(), end.isoformat()
+    rows = products.order_by([ibis.desc("customers"), "product_id"]).to_pyarrow().to_pylist()
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(PRODUCTS_HEADER)
+    for r in rows:
+        w.writerow([r["product_id"], r["customers"], r["last_event_at"].isoformat()])
+    report.products = len(rows)
+    if write:
+        path = out or Path(f"{name}-{fmt}.csv")
+        ppath = path.with_name(path.stem + "-products.csv")
+        _write_recorded(wh, path, text, ids, f"retargeting audience {name} ({fmt})")
+        ppath.write_text(buf.getvalue(), encoding="utf-8")
+        report.path, report.products_path = str(path), str(ppath)
+    return text, buf.getvalue(), report
+
+
+def _write_recorded(wh: Warehouse, path: Path, text: str, ids: list[str], source: str) -> None:
+    from segmentum import privacy
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    privacy.record_export(wh, [path], source=source, customer_ids=ids, personal_data=True)
+
+
+@dataclass
+class SeedReport(AdAudienceReport):
+    """An ad audience report for a look-alike seed: who was chosen and the CLV cut-off."""
+
+    top: int = 0
+    scored: int = 0
+    min_clv: float | None = None
+    total_clv: float = 0.0
+    as_of: str | None = None
+    value_column: bool = False
+
+
+def seed(
+    wh: Warehouse,
+    *,
+    top: int | None = None,
+    top_percent: float | None = None,
+    as_of: _dt.date | None = None,
+) -> tuple[ir.Table, int, _dt.date]:
+    """The best customers by CLV (``customer_clv``, status ``scored``), in the warehouse:
+    the ``top`` first, or the first ``top_percent`` % of the scored customers (rounded up).
+    Ties are broken by customer id, so the same data always gives the same seed.
+
+    Returns the members (``customer_id``, ``clv``), how many are scored, and the date.
+    """
+    if (top is None) == (top_percent is None):
+        raise InputError("give either --top N or --top-percent P", "e.g. --top 1000")
+    if top is not None and top < 1:
+        raise InputError(f"--top must be 1 or more (got {top})")
+    if top_percent is not None and not 0 < top_percent <= 100:
+        raise InputError(f"--top-percent must be above 0 and at most 100 (got {top_percent})")
+    if not wh.has("customer_clv"):
+        raise InputError(
+            "there is no customer lifetime value yet", "run the pipeline first: segmentum run"
+        )
+    c = wh.table("customer_clv")
+    used = as_of or c.as_of.max().to_pyarrow().as_py()
+    c = c.filter((c.as_of == ibis.literal(used, "date")) & (c.clv_status == "scored"))
+    c = c.filter(c.clv.notnull() & ~c.clv.isnan())
+    scored = int(c.count().to_pyarrow().as_py())
+    n = top if top is not None else math.ceil(scored * float(top_percent or 0) / 100)
+    best = c.order_by([ibis.desc(c.clv), c.customer_id]).limit(n).select("customer_id", "clv")
+    return best, scored, used
+
+
+def export_seed(
+    wh: Warehouse,
+    fmt: str,
+    settings: Settings,
+    *,
+    top: int | None = None,
+    top_percent: float | None = None,
+    out: Path | None = None,
+    as_of: _dt.date | None = None,
+    default_region: str | None = None,
+    write: bool = True,
+) -> tuple[str, SeedReport]:
+    """A look-alike seed of the best customers by CLV as a customer-match CSV (Meta: with the
+    CLV as its ``value`` column, for value-based look-alikes); with ``write`` the file is
+    written (``seed-top-N-FORMAT.csv``) and the export recorded."""
+    _check(fmt, settings)
+    members, scored, used = seed(wh, top=top, top_percent=top_percent, as_of=as_of)
+    name = f"seed-top-{top}" if top is not None else f"seed-top-{top_percent:g}pct"
+    text, base, ids = build(
+        wh, name, fmt, settings, members=members, default_region=default_region, value="clv"
+    )
+    stats = members.aggregate(n=members.count(), low=members.clv.min(), total=members.clv.sum())
+    got = stats.to_pyarrow().to_pylist()[0]
+    report = SeedReport(**asdict(base))
+    report.top, report.scored, report.as_of = int(got["n"]), scored, used.isoformat()
+    report.min_clv = None if got["low"] is None else float(got["low"])
+    report.total_clv = float(got["total"] or 0.0)
+    report.value_column = fmt == "meta"
+    if write:
+        path = out or Path(f"{name}-{fmt}.csv")
+        _write_recorded(wh, path, text, ids, f"look-alike seed {name} ({fmt})")
+        report.path = str(path)
+    return text, report

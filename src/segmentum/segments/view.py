@@ -41,6 +41,7 @@ PROFILE_COLUMNS = (
     "consent_push",
     "consent_inapp",
     "consent_web",
+    "consent_ads",
 )
 CLASS_COLUMNS = (
     "r_score",

@@ -532,9 +532,15 @@ def create_app(
     from segmentum.service.satisfaction import router as satisfaction_router
 
     app.include_router(satisfaction_router)
+    from segmentum.service.events import mount_events
+
+    mount_events(app, svc)  # POST /v1/events, GET /v1/realtime, the webhook worker thread
     from segmentum.service.sms import router as sms_router  # SMS receipts (docs/sms.md)
 
     app.include_router(sms_router)
+    from segmentum.service.audiences import router as audiences_router  # docs/ad-audiences.md
+
+    app.include_router(audiences_router)
     if settings.api_docs:
         from segmentum.service.docs import mount_docs
 
