@@ -391,3 +391,29 @@ def test_tracked_events_and_segment_transitions_of_the_realtime_store_trigger_fl
     assert flows.runs("vip")[0]["exit_reason"] == "left_segment"
     assert [m["To"] for m in box.got] == [synced["people"].set_index("customer_id").email[a]]
     assert flows.tick(T0 + dt.timedelta(hours=3)).triggers == 0  # each taken once
+
+
+def test_the_command_line_creates_validates_enables_and_reports_a_flow(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from segmentum.cli import main
+
+    w = ["-w", f"duckdb:///{tmp_path / 'shop.duckdb'}"]
+    yaml_file = tmp_path / "cart.yaml"
+    assert (
+        main(["flow", "new", "cart", "--from", "abandoned_cart", "--file", str(yaml_file), *w]) == 0
+    )
+    assert (tmp_path / "shop.flows.sqlite").exists()  # beside the warehouse
+    yaml_file.write_text(yaml_file.read_text().replace("wait: 1 hour", "wait: 1 huor"))
+    capsys.readouterr()
+    assert main(["flow", "validate", str(yaml_file), *w]) == 2
+    out = capsys.readouterr().err
+    assert "cart.yaml, line 15, steps[1].wait: '1 huor' is not a duration" in out
+    assert main(["flow", "save", str(yaml_file), *w]) == 2  # nothing saved
+    assert main(["flow", "enable", "cart", *w]) == 0
+    assert main(["flow", "list", "--json", *w]) == 0
+    [row] = json.loads(capsys.readouterr().out.split("\n", 1)[1])
+    assert (row["name"], row["status"], row["version"]) == ("cart", "enabled", 1)
+    assert main(["flow", "tick", "--now", "2026-01-14 10:00", "--json", *w]) == 0
+    assert json.loads(capsys.readouterr().out)["busy"] is False
+    assert main(["flow", "results", "nope", *w]) == 2
