@@ -305,6 +305,10 @@ def run(
                     "demo ground truth",
                     lambda: demo.load_ground_truth(wh, folder / "ground_truth.csv"),
                 )
+        from segmentum.realtime.drain import drain, waiting
+
+        if waiting(wh, settings):  # events sent to POST /v1/events since the last run
+            summary.ingest.extend(step("tracked events", lambda: drain(wh, settings, progress)))
         as_of_used, feats = step(
             "features", lambda: compute_features(wh, as_of, settings, summary.run_id)
         )

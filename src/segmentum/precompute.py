@@ -29,9 +29,14 @@ LOOKUP = "customer_lookup"
 DEFAULT_MICRO = ("value_tier", "region", "city", "age_band")
 CACHE = "dashboard_cache"
 # What the service reads on the request path, with the key each is sorted and indexed on.
-READ_MODELS: dict[str, str | None] = {LOOKUP: "customer_id", CACHE: None}
+# realtime_history: each customer's recent orders, for the live segment rules (segmentum.realtime).
+READ_MODELS: dict[str, str | None] = {
+    LOOKUP: "customer_id",
+    CACHE: None,
+    "realtime_history": "customer_id",
+}
 # Read models also published as one JSON document per key, for the API's point lookups.
-DOCUMENTS: dict[str, str] = {LOOKUP: "customer_id"}
+DOCUMENTS: dict[str, str] = {LOOKUP: "customer_id", "realtime_history": "customer_id"}
 
 
 def publish_read_models(
@@ -40,6 +45,7 @@ def publish_read_models(
     """Publish the ``READ_MODELS`` of ``wh`` into its serving store (None when it has none:
     an in-memory, Spark or PostgreSQL warehouse without the ``serving_store`` setting)."""
     from segmentum.page_models import PAGE_MODELS, build_page_models
+    from segmentum.realtime.sync import build_history, sync
 
     settings = settings or load_settings()
     # Written even without a serving store: the service then reads them in the warehouse.
@@ -47,7 +53,11 @@ def publish_read_models(
     target = serving_path(wh.url, settings.serving_store)
     if target is None:
         return None
-    return publish(wh, target, {**READ_MODELS, **PAGE_MODELS}, run_id=run_id, documents=DOCUMENTS)
+    with contextlib.suppress(SegmentumError):  # no usable sales: the live rules see none
+        build_history(wh, settings)
+    out = publish(wh, target, {**READ_MODELS, **PAGE_MODELS}, run_id=run_id, documents=DOCUMENTS)
+    sync(wh, settings)  # the live side's copy of the segments and webhook subscriptions
+    return out
 
 
 def build_lookup(wh: Warehouse, as_of: _dt.date | None = None) -> int:

@@ -104,6 +104,9 @@ def _rows(wh: Warehouse) -> list[dict[str, Any]]:
 
 def _save(wh: Warehouse, rows: list[dict[str, Any]]) -> None:
     wh.write(SUBSCRIPTIONS, pa.Table.from_pylist(rows, schema=_SCHEMA))
+    from segmentum.realtime.sync import sync
+
+    sync(wh, create=False)  # live enter / exit webhooks go to the new set at once
 
 
 def _latest_computation(wh: Warehouse, segment: str) -> _dt.date | None:

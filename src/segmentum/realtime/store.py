@@ -71,7 +71,8 @@ CREATE TABLE IF NOT EXISTS realtime_members (
 CREATE TABLE IF NOT EXISTS realtime_customers (
     customer_id TEXT PRIMARY KEY,
     evaluated_at TEXT NOT NULL,
-    due_at TEXT
+    due_at TEXT,
+    segments TEXT NOT NULL DEFAULT '[]'
 );
 CREATE INDEX IF NOT EXISTS realtime_customers_due ON realtime_customers (due_at);
 CREATE TABLE IF NOT EXISTS realtime_segments (
@@ -106,6 +107,7 @@ CREATE TABLE IF NOT EXISTS webhook_outbox (
     delivered_at REAL
 );
 CREATE INDEX IF NOT EXISTS webhook_outbox_pending ON webhook_outbox (status, next_at);
+CREATE INDEX IF NOT EXISTS webhook_outbox_order ON webhook_outbox (subscription_id, status, id);
 CREATE TABLE IF NOT EXISTS realtime_meta (k TEXT PRIMARY KEY, v TEXT);
 """
 
@@ -250,6 +252,11 @@ class RealtimeStore:
     def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
         with self.connect() as con:
             return [dict(r) for r in con.execute(sql, params).fetchall()]
+
+    def execute(self, sql: str, params: tuple[Any, ...] = ()) -> int:
+        """Run one statement; the number of rows it changed."""
+        with self.connect() as con:
+            return con.execute(sql, params).rowcount
 
     # ------------------------------------------------------------------ events
     def record(self, events: list[dict[str, Any]]) -> RecordReport:

@@ -20,7 +20,8 @@ Grammar (lowest precedence first)::
              | sum '(' measure [',' rule] [',' window] ')'
              | exists '(' [source ','] rule [',' window] ')'
              | has_tag '(' 'tag' ')'
-    window  := 'last' number ('day' | 'days' | 'week' | 'weeks' | 'month' | 'months')
+    window  := 'last' number ('hour' | 'hours' | 'day' | 'days' | 'week' | 'weeks'
+                              | 'month' | 'months')
     source  := 'purchases' | 'returns' | 'events' | 'responses'
 
 Every input gives a syntax tree or a :class:`RuleError` pointing at a position, never another
@@ -97,6 +98,8 @@ class Limits:
 
 KEYWORDS = {"and", "or", "not", "in", "between", "is", "null", "true", "false", "last"}
 UNITS = {"day": 1, "days": 1, "week": 7, "weeks": 7, "month": 30, "months": 30}
+# Hours: for real-time rules (``exists(event == 'cart_abandoned', last 1 hours)``).
+HOUR_UNITS = ("hour", "hours")
 _TOKEN = re.compile(
     r"""
     (?P<ws>\s+)
@@ -199,6 +202,15 @@ class IsNull(Node):
 @dataclass(frozen=True)
 class Window(Node):
     days: int
+    hours: int = 0  # a window in hours has days == 0
+
+    @property
+    def seconds(self) -> int:
+        return self.days * 86400 + self.hours * 3600
+
+    def interval(self) -> Any:
+        """The window as an Ibis interval."""
+        return ibis.interval(hours=self.hours) if self.hours else ibis.interval(days=self.days)
 
 
 @dataclass(frozen=True)
@@ -416,8 +428,21 @@ class Parser:
             self.fail("expected a number of days, weeks or months after 'last'")
         n = self.advance()
         unit = self.tok
+        if unit.kind == "name" and unit.value.lower() in HOUR_UNITS:
+            self.advance()
+            hours = float(n.value)
+            if hours != int(hours) or hours < 1:
+                raise RuleError("a window must be a whole number of hours >= 1", self.text, n.pos)
+            if hours > self.limits.max_window_days * 24:
+                raise RuleError(
+                    f"a window can be at most {self.limits.max_window_days:,} days",
+                    self.text,
+                    n.pos,
+                    "leave the window out to count the whole history",
+                )
+            return Window(t.pos, 0, int(hours))
         if unit.kind != "name" or unit.value.lower() not in UNITS:
-            self.fail("expected 'days', 'weeks' or 'months'")
+            self.fail("expected 'hours', 'days', 'weeks' or 'months'")
         self.advance()
         days = float(n.value) * UNITS[unit.value.lower()]
         if days != int(days) or days < 1:
@@ -764,7 +789,9 @@ def _canon(n: Node | None) -> str:
     if isinstance(n, Name):
         return n.name
     if isinstance(n, Call):
-        w = f"last{n.window.days}" if n.window else "all"
+        w = "all"
+        if n.window is not None:
+            w = f"last{n.window.hours}h" if n.window.hours else f"last{n.window.days}"
         return f"{n.func}({n.source},{_canon(n.where)},{w},{n.arg})"
     parts = [_canon(c) for c in children(n)]
     tag = getattr(n, "op", type(n).__name__) + str(getattr(n, "negated", ""))
@@ -886,10 +913,11 @@ def window_aggregates(
     """
     calls_ = list(dict.fromkeys(calls_))
     cutoff = ibis.literal(_dt.datetime(as_of.year, as_of.month, as_of.day), "timestamp")
-    longest = max((c.window.days if c.window else 10**6) for c in calls_)
+    windows = [c.window for c in calls_]
     t = table.filter(table.customer_id.notnull() & (table.timestamp < cutoff))
-    if longest < 10**6:
-        t = t.filter(t.timestamp >= cutoff - ibis.interval(days=longest))
+    if all(w is not None for w in windows):
+        longest = max((w for w in windows if w is not None), key=lambda w: w.seconds)
+        t = t.filter(t.timestamp >= cutoff - longest.interval())
     if table_name == "transactions" and cancelled is not None:
         t = mark_purchases(t, cancelled)
     mapping = LINE_COLUMNS[table_name]
@@ -898,7 +926,7 @@ def window_aggregates(
     for call in calls_:
         cond: ir.BooleanValue = ibis.literal(True)
         if call.window is not None:
-            cond = t.timestamp >= cutoff - ibis.interval(days=call.window.days)
+            cond = t.timestamp >= cutoff - call.window.interval()
         if table_name == "transactions" and call.func != "sum":
             # count / exists over purchases (the default) or returns; sum() is net of returns.
             bought = t.is_purchase if "is_purchase" in t.columns else t.quantity > 0

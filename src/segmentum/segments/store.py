@@ -145,6 +145,9 @@ class Segments:
             ]
         )
         self.wh.write(DEFINITIONS, pa.Table.from_pylist(rows, schema=schema))
+        from segmentum.realtime.sync import sync
+
+        sync(self.wh, self.settings, create=False)  # live evaluation follows at once
 
     def create(
         self,

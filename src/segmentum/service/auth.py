@@ -28,9 +28,15 @@ if TYPE_CHECKING:
     from starlette.requests import Request
 
 KEYS = "api_keys"
-SCOPES = ("read", "write", "admin")
-# admin implies write implies read
-IMPLIED = {"read": {"read"}, "write": {"read", "write"}, "admin": {"read", "write", "admin"}}
+SCOPES = ("read", "write", "admin", "track")
+# admin implies write implies read; track (sending events, e.g. from a web page) implies nothing
+# else, and only admin implies it
+IMPLIED = {
+    "read": {"read"},
+    "write": {"read", "write"},
+    "admin": {"read", "write", "admin", "track"},
+    "track": {"track"},
+}
 SESSION_COOKIE = "segmentum_session"
 
 
@@ -94,7 +100,7 @@ def create_key(where: StateStore | Warehouse, name: str, scopes: list[str]) -> s
     bad = [s for s in scopes if s not in SCOPES]
     if bad or not scopes:
         raise InputError(
-            f"unknown scope(s) {', '.join(bad) or '(none)'}", "use read, write or admin"
+            f"unknown scope(s) {', '.join(bad) or '(none)'}", "use read, write, admin or track"
         )
     if not name.strip():
         raise InputError("a key needs a name", "say who or what uses it: --name marketing")

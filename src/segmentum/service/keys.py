@@ -19,7 +19,7 @@ router = APIRouter(prefix="/v1/keys", tags=["keys"])
 
 class KeyIn(BaseModel):
     name: str = Field(min_length=1, max_length=200)
-    scopes: list[str] = Field(min_length=1, max_length=3, examples=[["read"]])
+    scopes: list[str] = Field(min_length=1, max_length=4, examples=[["read"]])
 
 
 def _svc(request: Request) -> Service:
@@ -50,7 +50,10 @@ def keys_create(request: Request, body: KeyIn, _: Admin) -> dict[str, Any]:
     bad = [s for s in body.scopes if s not in SCOPES]
     if bad:
         raise ApiProblem(
-            422, "Invalid request", f"unknown scope(s) {', '.join(bad)}", "use read, write or admin"
+            422,
+            "Invalid request",
+            f"unknown scope(s) {', '.join(bad)}",
+            "use read, write, admin or track",
         )
     svc = _svc(request)
     key = create_key(svc.state, body.name, body.scopes)
