@@ -10,6 +10,16 @@ import os
 # cores, where OpenMP's spinning threads made a 2 s gradient-boosting fit take 34 s.
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
+# Spark tuned for the tests' small data (and inherited by the CLI processes they start): a
+# JVM that stops at the quick JIT tier and no whole-stage code generation spend seconds less
+# compiling per query than they lose running it on a few thousand rows (the Spark feature test
+# took 130 s with the defaults and 44 s with these); one shuffle partition for a few rows.
+os.environ.setdefault(
+    "SEGMENTUM_SPARK_CONF",
+    "spark.sql.codegen.wholeStage=false;spark.sql.shuffle.partitions=1;"
+    "spark.sql.adaptive.enabled=false;"
+    "spark.driver.extraJavaOptions=-XX:TieredStopAtLevel=1 -XX:+UseSerialGC",
+)
 
 import contextlib
 import functools

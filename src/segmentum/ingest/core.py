@@ -212,6 +212,7 @@ class _FileIngest:
         self._conventions: tuple[dict[str, str], dict[str, str], bool] = ({}, {}, False)
         self._plan = _Plan({}, [], {})
         self._offsets: dict[str, ir.IntegerValue] = {}
+        self._clean: dict[str, str] = {}  # source column -> its cleaned-text column
         #: The zone a column's UTC times are moved to, when not the ``timezone`` setting:
         #: a Parquet column stored with its own zone (``timestamp[us, tz=Europe/Madrid]``).
         self._zones: dict[str, str] = {}
@@ -330,7 +331,9 @@ class _FileIngest:
             if src is None:
                 values[col.name] = ibis.null(col.dtype)
                 continue
-            value, bad, message = self._parse(col, self.t[src], decimals, orders)
+            value, bad, message = self._parse(
+                col, self.t[self._clean.get(src, src)], decimals, orders
+            )
             values[col.name] = value
             if bad is not None:
                 text = _as_text(self.t[src])
@@ -692,6 +695,21 @@ class _FileIngest:
                 )
                 pre.update({f"_p__{name}__{k}": v for k, v in parts.items()})
             self.t = t.mutate(**pre)
+        # Layer 0 too: each text column trimmed and its null spellings made NULL, once.
+        cleaned = [
+            src
+            for name, src in self.mapping.items()
+            if name not in texts
+            and self.spec.column(name).kind not in ("date", "timestamp")
+            and self.t[src].type().is_string()
+        ]
+        self._clean = {
+            src: f"{parsers.CLEAN_PREFIX}{i}" for i, src in enumerate(dict.fromkeys(cleaned))
+        }
+        if self._clean:
+            self.t = self.t.mutate(
+                **{c: parsers.blank_to_null(self.t[src]) for src, c in self._clean.items()}
+            )
         plan = self.build_plan(decimals, orders)
         base = self.t
         # "Exact duplicate" means the same value in every column of the file, mapped or not:

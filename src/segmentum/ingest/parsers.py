@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import ibis
+import ibis.expr.operations as ops
 import ibis.expr.types as ir
 
 # Currency signs and codes that exports glue to amounts.
@@ -32,8 +33,18 @@ def one_of(t: ir.StringValue, values: list[str]) -> ir.BooleanValue:
     return t.re_search("^(" + "|".join(re.escape(v) for v in values) + ")$")
 
 
+# A column whose name starts with this holds text blank_to_null has already cleaned (the
+# ingest's first layer computes it once per source column): every parser below starts with
+# blank_to_null, and re-inlining the cleaning into each of a parser's many references made
+# the SQL of one file hundreds of kilobytes long, slower to compile than to run.
+CLEAN_PREFIX = "_s__"
+
+
 def blank_to_null(s: ir.StringValue) -> ir.StringValue:
     """Trimmed text, with empty strings and the usual null spellings turned into NULL."""
+    op = s.op()
+    if isinstance(op, ops.Field) and op.name.startswith(CLEAN_PREFIX):
+        return s
     t = s.strip()
     return ibis.ifelse(
         one_of(t.lower(), ["", "null", "none", "nan", "n/a", "na", "#n/a", "-"]),
