@@ -75,8 +75,11 @@ def from_template(
         if message:
             body = dict(first["send"].get("body") or {})
             for lang in ("es", "en"):
-                if message.get(lang):
-                    body[lang] = "{{ greeting }}, " + _escape(str(message[lang]))
+                text = str(message.get(lang) or "").strip()
+                if text:
+                    if text[1:2].islower():  # "Hola Ana, gracias..." not "Hola Ana, Gracias..."
+                        text = text[0].lower() + text[1:]
+                    body[lang] = "{{ greeting }}, " + _escape(text)
             first["send"]["body"] = body
     if wait is not None:
         at = steps.index(first) if first is not None else len(steps)

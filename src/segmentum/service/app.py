@@ -541,6 +541,9 @@ def create_app(
     from segmentum.service.audiences import router as audiences_router  # docs/ad-audiences.md
 
     app.include_router(audiences_router)
+    from segmentum.service.flows import mount_flows  # docs/flows.md
+
+    mount_flows(app, svc)
     if settings.api_docs:
         from segmentum.service.docs import mount_docs
 

@@ -52,6 +52,7 @@ NAV = (
     ("satisfaction", "/dashboard/satisfaction"),
     ("migration", "/dashboard/migration"),
     ("campaigns", "/dashboard/campaigns"),
+    ("flows", "/dashboard/flows"),
     ("data", "/dashboard/data"),
 )
 ADMIN_NAV = ("keys", "/dashboard/keys")  # shown to admin sessions only
@@ -82,6 +83,7 @@ def _nav_titles(_: Callable[[str], str]) -> dict[str, str]:
         "geography": _("Geography"),
         "migration": _("Migration"),
         "campaigns": _("Campaigns"),
+        "flows": _("Flows"),
         "data": _("Data"),
         "market": _("Market"),
         "satisfaction": _("Satisfaction"),

@@ -667,11 +667,22 @@ def explorer_context(page: Page, svc: Any, segment: str, rule: str) -> dict[str,
             ctx["reach"] = _reach_rows(page.lang, ctx["preview"].get("reach"))
         except SegmentumError as exc:
             ctx["error"] = user_error(page, exc)
+    from segmentum.service.flows import playbook_context  # the segment's playbook, "apply"
+
+    ctx["play"] = playbook_context(page, svc, rule)
     if segment:
         try:
             ctx.update(_segment_detail(page, svc, store, segment))
         except SegmentumError as exc:
             ctx["error"] = user_error(page, exc)
+        from segmentum.realtime.store import RealtimeStore  # whether it runs live, and why not
+
+        for s in RealtimeStore.for_warehouse(svc.url, svc.settings).segments():
+            if s["name"] == segment:
+                ctx["live"] = {
+                    "on": s["realtime"],
+                    "why": i18n.translate_message(page.lang, s["reason"]),
+                }
         is_admin = page.session is not None and "admin" in page.session.scopes
         # Subscriptions hold their secrets: never published, so not listed during a run.
         if is_admin and "seg" in ctx and not svc.wh.read_only:
