@@ -558,7 +558,9 @@ def test_quiet_hours_hold_messages_until_morning_where_each_customer_lives(
         wh.close()
 
 
-def test_the_sms_text_comes_from_the_templates_sms_part_and_is_measured(db: Path, inbox: SmsInbox) -> None:
+def test_the_sms_text_comes_from_the_templates_sms_part_and_is_measured(
+    db: Path, inbox: SmsInbox
+) -> None:
     wh = segmentum.connect(f"duckdb:///{db}")
     try:
         cs = Campaigns(wh, settings_for(inbox))
