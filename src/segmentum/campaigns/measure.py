@@ -27,12 +27,11 @@ from typing import Any
 
 import ibis
 import pandas as pd
-from scipy import stats
 
 from segmentum.config import Settings
 from segmentum.features.customer import net_lines
 from segmentum.ingest.returns import links
-from segmentum.stats import wilson_interval
+from segmentum.stats import normal_two_sided_p, wilson_interval
 from segmentum.warehouse import Warehouse
 
 
@@ -114,9 +113,11 @@ def _two_proportion_p(xt: int, nt: int, xc: int, nc: int) -> float | None:
     pooled = conv / (nt + nc)
     expected = (nt * pooled, nt * (1 - pooled), nc * pooled, nc * (1 - pooled))
     if min(expected) < 5:
+        from scipy import stats
+
         return float(stats.fisher_exact([[xt, nt - xt], [xc, nc - xc]])[1])
     se0 = math.sqrt(pooled * (1 - pooled) * (1 / nt + 1 / nc))
-    return float(2 * stats.norm.sf(abs((xt / nt - xc / nc) / se0)))
+    return normal_two_sided_p((xt / nt - xc / nc) / se0)
 
 
 def effect(df: pd.DataFrame, label: str, cost_per_contact: float, margin: float) -> Effect:
@@ -133,6 +134,8 @@ def effect(df: pd.DataFrame, label: str, cost_per_contact: float, margin: float)
     rt = float(t.revenue.mean()) if nt else 0.0
     rc = float(c.revenue.mean()) if nc else 0.0
     if nt > 1 and nc > 1:
+        from scipy import stats
+
         vt, vc = t.revenue.var(ddof=1) / nt, c.revenue.var(ddof=1) / nc
         se_r = math.sqrt(vt + vc)
         dof = (vt + vc) ** 2 / ((vt**2) / (nt - 1) + (vc**2) / (nc - 1)) if se_r > 0 else 1.0

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike, NDArray
-from scipy import optimize, special
+from scipy import special
 
 from segmentum.errors import ModelError
 
@@ -166,6 +166,8 @@ class _Model:
             value = value + self.penalizer * float(np.sum(params**2))
             grad = grad + self.penalizer * 2 * params**2
             return value, grad
+
+        from scipy import optimize  # a second to import: only a fit needs it
 
         best = None
         upper = self._log_upper()

@@ -23,19 +23,21 @@ from __future__ import annotations
 
 import datetime as _dt
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import ibis
 import ibis.expr.types as ir
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-from sklearn.ensemble import HistGradientBoostingClassifier
-from sklearn.isotonic import IsotonicRegression
-from sklearn.metrics import brier_score_loss, roc_auc_score
 
 from segmentum.errors import ModelError
 from segmentum.features.customer import btyd_summary, purchase_days_before
 from segmentum.models.btyd import BetaGeo, PurchaseModel, unique_rows
+
+if TYPE_CHECKING:  # scikit-learn takes seconds to import: only the fits below need it
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.isotonic import IsotonicRegression
 
 #: The calibrated purchase model is kept when it ranks this well on the check date (AUC) and
 #: beats the base rate's Brier score by 10%; otherwise the supervised model is tried too.
@@ -141,6 +143,8 @@ def _reliability(raw: np.ndarray, calibrated: np.ndarray, y: np.ndarray) -> pd.D
 
 
 def _auc(y: np.ndarray, p: np.ndarray) -> float:
+    from sklearn.metrics import roc_auc_score
+
     return float(roc_auc_score(y, p)) if 0 < y.mean() < 1 else float("nan")
 
 
@@ -162,6 +166,9 @@ def calibrate_churn(
     (the invoice lines) and ``features`` (``customer_features`` at ``as_of``) the supervised
     churn model is trained too and kept when it scores better.
     """
+    from sklearn.isotonic import IsotonicRegression
+    from sklearn.metrics import brier_score_loss
+
     if horizon_days < 7:
         raise ModelError(
             f"horizon_days={horizon_days} is too short", "use 7 days or more (90 is usual)"
@@ -243,6 +250,9 @@ def _supervised(
 ) -> tuple[np.ndarray, np.ndarray, HistGradientBoostingClassifier, IsotonicRegression] | None:
     """Gradient boosting trained at ``fit_as_of`` (isotonic-calibrated on a held-out part),
     judged at ``check_as_of``: predictions, outcomes, the model and its calibration."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.isotonic import IsotonicRegression
+
     from segmentum.models.churn import FEATURES, labelled
 
     train = labelled(lines, fit_as_of, horizon_days, weeks=weeks)

@@ -14,9 +14,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from scipy.stats import norm
-
-from segmentum.stats import Z95, wilson_interval
+from segmentum.stats import Z95, normal_two_sided_p, wilson_interval
 
 # Two-sided 95 % intervals.
 
@@ -114,7 +112,7 @@ def nps_difference(
     if var <= 0:
         return diff, None, None
     z = diff / (100.0 * math.sqrt(var))
-    return diff, z, float(2 * norm.sf(abs(z)))
+    return diff, z, normal_two_sided_p(z)
 
 
 def benjamini_hochberg(pvalues: Sequence[float | None]) -> list[float | None]:
