@@ -275,6 +275,12 @@ def test_segments_say_whether_they_run_live_and_why_not(
     out = json.loads(capsys.readouterr().out)
     assert {s["name"] for s in out["segments"]} == set(segments)
     assert out["outbox"]["failed"] == 0
+    with httpx.Client(base_url=str(live["http"].base_url), timeout=30) as browser:
+        browser.get("/login")
+        csrf = browser.cookies.get("segmentum_login_csrf", "")
+        browser.post("/login", data={"key": live["keys"]["admin"], "csrf": csrf})
+        page = browser.get("/dashboard/explorer?segment=vip").text
+        assert "Solo por lotes: sin ventana de eventos o compras" in page
 
 
 def test_tracked_events_reach_the_warehouse_once_on_the_next_run(

@@ -154,6 +154,7 @@ LABELS: tuple[tuple[str, str], ...] = (
     N_("scope", "read"),
     N_("scope", "write"),
     N_("scope", "admin"),
+    N_("scope", "track"),
 )
 # Columns whose values are labels of another column's kind.
 _KIND = {
@@ -348,6 +349,55 @@ MESSAGES: tuple[tuple[str, tuple[str, str]], ...] = (
     (
         r"unsubscribe it first to get a new secret",
         N_("webhook", "unsubscribe it first to get a new secret"),
+    ),
+    # Why a saved segment is not evaluated live (segmentum.realtime.evaluate.plan_segment).
+    (
+        r"account segments are computed in batch",
+        N_("realtime", "account segments are computed in batch"),
+    ),
+    (
+        r"no event or purchase window: nothing a customer does changes it between runs",
+        N_(
+            "realtime",
+            "no event or purchase window: nothing a customer does changes it between runs",
+        ),
+    ),
+    (
+        r"survey answers \(responses\) are loaded in batch",
+        N_("realtime", "survey answers (responses) are loaded in batch"),
+    ),
+    (
+        r"returns come from the invoice export, in batch",
+        N_("realtime", "returns come from the invoice export, in batch"),
+    ),
+    (
+        r"(\w+)\(\) over the whole history is batch-only: give it a window \(last 30 days\)",
+        N_(
+            "realtime",
+            "%(1)s() over the whole history is batch-only: give it a window (last 30 days)",
+        ),
+    ),
+    (
+        r"a window longer than (\d+) days \(the realtime_max_window_days setting\)",
+        N_("realtime", "a window longer than %(1)s days (the realtime_max_window_days setting)"),
+    ),
+    (
+        r"conditions on purchase lines \(category, product\.\.\.\) are evaluated in batch",
+        N_(
+            "realtime", "conditions on purchase lines (category, product...) are evaluated in batch"
+        ),
+    ),
+    (
+        r"sums of quantities are evaluated in batch; sum\(spend\) runs live",
+        N_("realtime", "sums of quantities are evaluated in batch; sum(spend) runs live"),
+    ),
+    (
+        r"has_tag\(\) needs the customers' tags, which lookups do not publish",
+        N_("realtime", "has_tag() needs the customers' tags, which lookups do not publish"),
+    ),
+    (
+        r"uses (\w+), which the published customer lookup does not carry",
+        N_("realtime", "uses %(1)s, which the published customer lookup does not carry"),
     ),
 )
 _WORDS = {

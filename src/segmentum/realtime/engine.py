@@ -176,6 +176,12 @@ class Engine:
         (a cart abandoned more than an hour ago), so they leave without a new event."""
         now = now_utc()
         result = TrackResult(RecordReport())
+        due = self.store.query(
+            "SELECT 1 FROM realtime_customers WHERE due_at IS NOT NULL AND due_at <= ? LIMIT 1",
+            (iso(now),),
+        )
+        if not due:  # the usual case: a look without the write lock
+            return result
         with self.store.connect(write=True) as con:
             plans, names = self.plans(con)
             rows = con.execute(

@@ -26,6 +26,7 @@ from segmentum.realtime.events import batch_of, check_events
 from segmentum.realtime.store import RealtimeStore, get_meta
 from segmentum.service.auth import ApiKey
 from segmentum.service.core import PROBLEM, ApiProblem, Read, Service, require
+from segmentum.warehouse import connect
 
 router = APIRouter(tags=["events"])
 Track = Annotated[ApiKey, Depends(require("track"))]
@@ -169,8 +170,19 @@ def mount_events(app: FastAPI, svc: Service) -> None:
         with store.connect() as con:
             if get_meta(con, "segments_version") is not None:
                 return
-        with contextlib.suppress(ApiProblem, SegmentumError):
-            svc.locked(lambda: sync(svc.wh, settings, store=store))
+        if not svc.per_use:
+            with contextlib.suppress(ApiProblem, SegmentumError):
+                svc.locked(lambda: sync(svc.wh, settings, store=store))
+            return
+        try:
+            wh = connect(svc.url, memory_limit=settings.memory_limit, lock_wait=0)
+        except SegmentumError:
+            return
+        try:
+            with contextlib.suppress(SegmentumError):
+                sync(wh, settings, store=store)
+        finally:
+            wh.close()
 
     @contextlib.asynccontextmanager
     async def lifespan(a: Any) -> AsyncIterator[Any]:
