@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import shutil
+import signal
 import socket
 import threading
 import time
@@ -678,3 +680,74 @@ def test_receipts_from_every_provider_are_stored_while_the_warehouse_is_held_and
         assert cs.send(cs.get("Texto"), now=NOW).receipts == body["receipts"]
     finally:
         wh.close()
+
+
+def test_a_send_killed_with_sigkill_mid_way_resumes_with_each_phone_served_once_or_twice_at_most(
+    db: Path, inbox: SmsInbox, campaign_template: tuple[Path, str, list[str]]
+) -> None:
+    """A real ``segmentum campaign send`` process, killed while the provider holds a message."""
+    _, _, phones = campaign_template
+    inbox.delay = 0.3  # the provider takes each message, then answers 300 ms later
+    s = settings_for(inbox)
+    env = {
+        "SEGMENTUM_DISCOVER_SEGMENTS": "false",
+        "SEGMENTUM_SMS_URL": s.sms_url,
+        "SEGMENTUM_SMS_SENDER_ID": s.sms_sender_id,
+        "SEGMENTUM_SMS_USER": "acct",
+        "SEGMENTUM_SMS_PASSWORD": "pw",
+        "SEGMENTUM_SMS_QUIET_START": "00:00",  # the clock of the machine: no quiet hours
+        "SEGMENTUM_SMS_QUIET_END": "00:00",
+    }
+    argv = ["campaign", "send", "Texto", "--immediately", "-w", f"duckdb:///{db}"]
+    # The command's own main in a forked process (segmentum is imported already: a new
+    # interpreter would spend seconds importing it), killed as any process is.
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.environ.update(env)
+        from segmentum.cli import main
+
+        os._exit(main(argv))
+    deadline = time.monotonic() + 60
+    while len(inbox.seen) < 3 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.1)  # inside the provider's 300 ms: the message in flight is taken, unanswered
+    os.kill(pid, signal.SIGKILL)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(status), "the send ended before it could be killed"
+    taken = len(inbox.seen)
+    assert 3 <= taken < len(phones)
+    inbox.delay = 0.0
+    wh = segmentum.connect(f"duckdb:///{db}")
+    try:
+        cs = Campaigns(wh, s.with_overrides(sms_quiet_start="00:00", sms_quiet_end="00:00"))
+        r = cs.send(cs.get("Texto"), immediately=True)
+        assert r.resumed == 1 and r.failed == 0
+        got = inbox.phones()
+        assert set(got) == set(phones)  # nothing lost
+        assert sum(got.values()) - len(phones) <= 1  # only the one in flight, at most, twice
+        assert (cs.log(cs.get("Texto")).query("outcome == 'scheduled'").status == "sent").all()
+    finally:
+        wh.close()
+
+
+def test_an_sms_campaign_on_the_demo_is_planned_outside_quiet_hours_with_its_parts(
+    service_db: Path, copy_of: Any
+) -> None:
+    wh = copy_of(service_db)
+    s = BASE.with_overrides(sms_sender_id="TIENDA", sms_url="http://127.0.0.1:9/sms")
+    cs = Campaigns(wh, s)
+    c = cs.create("Texto demo", "winback", "sms", template=TEMPLATE)
+    now = dt.datetime(2026, 1, 5, 21, 0)
+    plan_ = cs.dry_run(c, now=now, sample=100_000)
+    examples = plan_["examples"]
+    assert len(examples) == plan_["outcomes"]["scheduled"] > 0
+    cust = wh.table("customers").to_pandas().set_index("customer_id")
+    for e in examples:  # never inside the customer's quiet hours
+        assert sms.quiet_until(e["when"], cust.loc[e["customer_id"], "timezone"], s) is None
+    # Planned only where there is SMS consent and a phone.
+    ids = [e["customer_id"] for e in examples]
+    assert cust.loc[ids, "consent_sms"].all() and cust.loc[ids, "phone"].notna().all()
+    assert plan_["outcomes"]["no_consent"] > 0
+    assert all(e["subject"] == "" and e["parts"] >= 1 for e in examples)
+    assert {e["encoding"] for e in examples} <= {"GSM-7", "UCS-2"}
+    assert all(e["body"].startswith(("Hola", "Hi", "Hello")) for e in examples)
