@@ -677,7 +677,13 @@ def test_receipts_from_every_provider_are_stored_while_the_warehouse_is_held_and
     try:
         cs = Campaigns(wh, s)
         assert cs.fold_sms_receipts() == 0
+        assert sms.ReceiptStore(sms.receipts_path(url, s)).unfolded() == []  # all moved over
         assert cs.send(cs.get("Texto"), now=NOW).receipts == body["receipts"]
+        # Each receipt names its customer, the column ``segmentum forget`` erases rows by.
+        stored = wh.table("sms_receipts").select("key", "customer_id").to_pyarrow().to_pylist()
+        assert {x["key"]: x["customer_id"] for x in stored} == {
+            k: k.split(":", 1)[1] for k in keys[:5]
+        }
     finally:
         wh.close()
 

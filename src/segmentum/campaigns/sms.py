@@ -840,17 +840,17 @@ class ReceiptStore:
             ).fetchall()
             return [dict(r) for r in rows]
 
-    def mark_folded(self, ids: list[int]) -> None:
+    def forget_folded(self, ids: list[int]) -> None:
+        """Delete receipts now in the warehouse (where ``segmentum forget`` finds them)."""
         with self._connect() as con:
-            con.executemany(
-                "UPDATE sms_receipts SET folded = 1 WHERE receipt_id = ?", [(i,) for i in ids]
-            )
+            con.executemany("DELETE FROM sms_receipts WHERE receipt_id = ?", [(i,) for i in ids])
 
 
 _RECEIPT_ARROW = pa.schema(
     [
         ("receipt_id", pa.int64()),
         ("key", pa.string()),
+        ("customer_id", pa.string()),
         ("provider", pa.string()),
         ("message_id", pa.string()),
         ("status", pa.string()),
@@ -864,17 +864,27 @@ _RECEIPT_ARROW = pa.schema(
 def fold_receipts(wh: Warehouse, store: ReceiptStore) -> int:
     """Copy the receipts waiting in ``store`` into the warehouse table ``sms_receipts``.
 
-    Safe to repeat after a crash between the copy and the mark: a receipt already in the
-    warehouse (same ``receipt_id``) is not copied twice.
+    Copied receipts are deleted from the store. Safe to repeat after a crash between the copy
+    and the delete: a receipt already in the warehouse (same ``receipt_id``) is not copied
+    twice.
     """
     rows = store.unfolded()
     if not rows:
         return 0
+    # The customer each message went to, from the send log (so the right to erasure finds
+    # their receipts); a message sent by other means (a flow) keeps its key only.
+    who: dict[str, str] = {}
+    if wh.has("campaign_sends"):
+        s = wh.table("campaign_sends")
+        keys = sorted({r["ref"] for r in rows})
+        found = s.filter(s.key.isin(keys)).select("key", "customer_id").to_pyarrow().to_pylist()
+        who = {x["key"]: x["customer_id"] for x in found}
     table = pa.Table.from_pylist(
         [
             {
                 "receipt_id": r["receipt_id"],
                 "key": r["ref"],
+                "customer_id": who.get(r["ref"]),
                 "provider": r["provider"],
                 "message_id": r["message_id"],
                 "status": r["status"],
@@ -898,7 +908,7 @@ def fold_receipts(wh: Warehouse, store: ReceiptStore) -> int:
             wh.insert(RECEIPTS, table)
     else:
         wh.write(RECEIPTS, table)
-    store.mark_folded([r["receipt_id"] for r in rows])
+    store.forget_folded([r["receipt_id"] for r in rows])
     return len(rows)
 
 
