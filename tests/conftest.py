@@ -269,15 +269,31 @@ SERVICE_SETTINGS = load_settings(env={}).with_overrides(discover_segments=True)
 
 @pytest.fixture(scope="session")
 def service_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small demo warehouse run through the whole pipeline, shared by the service tests."""
+    """A small demo warehouse run through the whole pipeline, shared by the service tests.
+
+    Built once for the whole run: under pytest-xdist the first worker to need it builds it
+    (holding a file lock) in the folder the workers share, and every worker, that one
+    included, serves and changes its own copy of the folder (the warehouse with its serving
+    store and demo files), so no two workers ever open one DuckDB file.
+    """
+    import fcntl
+
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    built = shared / "service-built"
+    with open(shared / "service-built.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (built / "done").exists():
+            shutil.rmtree(built, ignore_errors=True)
+            files = demo.generate(built / "demo", customers=800, seed=2)
+            wh = segmentum.connect(f"duckdb:///{built / 'w.duckdb'}")
+            pipeline.run(wh, data=files["transactions"].parent, settings=SERVICE_SETTINGS)
+            backfill(wh, periods=3, settings=SERVICE_SETTINGS)  # past snapshots for the Sankey
+            wh.close()
+            (built / "done").touch()
     root = tmp_path_factory.mktemp("service")
-    files = demo.generate(root / "demo", customers=800, seed=2)
-    path = root / "w.duckdb"
-    wh = segmentum.connect(f"duckdb:///{path}")
-    pipeline.run(wh, data=files["transactions"].parent, settings=SERVICE_SETTINGS)
-    backfill(wh, periods=3, settings=SERVICE_SETTINGS)  # past snapshots for the Sankey
-    wh.close()
-    return path
+    shutil.copytree(built, root, dirs_exist_ok=True, ignore=shutil.ignore_patterns("done"))
+    return root / "w.duckdb"
 
 
 @pytest.fixture(scope="session")
