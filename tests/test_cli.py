@@ -249,6 +249,8 @@ JSON_ARGS: dict[str, list[str]] = {
     "campaign results": ["winback_test"],
     "satisfaction terms": ["promo_hunters"],
     "audience export": ["big", "--format", "meta", "--out", "{tmp}/big-meta.csv"],
+    "audience retarget": ["--carted", "--days", "30", "--out", "{tmp}/rt.csv"],
+    "audience seed": ["--top", "20", "--out", "{tmp}/seed.csv"],
     "forget": ["{customer}"],
     "backup": ["{tmp}/backup"],
     "restore": ["{tmp}/backup", "--replace"],
