@@ -396,3 +396,22 @@ def test_hour_windows_run_in_batch_too(wh: Any) -> None:
     assert out == {"A": 1.0}  # B abandoned 4 hours before the day's end
     with pytest.raises(R.RuleError, match="whole number of hours"):
         R.parse("exists(event == 'x', last 0 hours)")
+
+
+def test_forgetting_a_customer_erases_what_was_tracked_live(live: dict[str, Any]) -> None:
+    from segmentum.privacy import forget
+
+    cid, store = live["buyers"][2], live["store"]
+    event = {"customer_id": cid, "event_type": "cart_abandoned"}
+    assert live["call"]("POST", "/v1/events", "track", json=event).status_code == 200
+    wh = segmentum.connect(live["url"])
+    try:
+        planned = forget(wh, cid, dry_run=True)
+    finally:
+        wh.close()
+    assert planned.deleted["realtime tracked_events"] == 1
+    assert planned.deleted["realtime segment_transitions"] >= 1  # entered cart_2h
+    assert store.forget(cid) == {
+        k.split(" ", 1)[1]: v for k, v in planned.deleted.items() if k.startswith("realtime ")
+    }
+    assert store.events_of(cid, _dt.datetime(2000, 1, 1, tzinfo=_dt.UTC)) == []

@@ -176,6 +176,12 @@ def forget(
         getattr(report, action)[name] = n
         if action != "kept":
             plan.append((name, action))
+    from segmentum.realtime.sync import open_for  # events tracked live, not yet in the tables
+
+    live = open_for(wh, settings, create=False)
+    if live is not None:
+        for name, n in live.forget(customer_id, dry_run=dry_run).items():
+            report.deleted[f"realtime {name}"] = n
     if dry_run:
         return report
     if wh.engine in ("duckdb", "postgres"):

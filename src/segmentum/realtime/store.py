@@ -198,6 +198,9 @@ class RealtimeStore:
     def __init__(self, path: str | Path, busy_seconds: float = 5.0) -> None:
         self.busy_seconds = busy_seconds
         self._anchor: sqlite3.Connection | None = None
+        self._write_lock = threading.Lock()
+        self._write_con: sqlite3.Connection | None = None
+        self._write_pid = 0
         if str(path) == ":memory:":
             # A shared-cache in-memory database lives while one connection holds it open.
             with self._memory_lock:
@@ -222,20 +225,17 @@ class RealtimeStore:
 
     @contextlib.contextmanager
     def connect(self, *, write: bool = False) -> Iterator[sqlite3.Connection]:
-        """A short-lived connection: one transaction, committed on success, then closed.
+        """One transaction, committed on success.
 
-        ``write``: take the write lock at once (``BEGIN IMMEDIATE``), so a read-modify-write
-        (membership, claiming outbox rows) cannot interleave with another writer's.
+        ``write``: on this store's one write connection, taking SQLite's write lock at once
+        (``BEGIN IMMEDIATE``), so a read-modify-write (membership, claiming outbox rows) cannot
+        interleave with another writer's. The threads of one process queue on a lock for it
+        (SQLite's own busy wait polls with sleeps, and starves some waiters under load); other
+        processes wait up to ``busy_seconds``. Otherwise a short-lived connection for reads.
         """
-        con = sqlite3.connect(self.uri, uri=True, timeout=self.busy_seconds)
-        con.row_factory = sqlite3.Row
-        if self.path is not None:
-            # WAL with NORMAL sync: a commit survives a process crash; only a power cut may
-            # lose the last transactions, never corrupt the file.
-            con.execute("PRAGMA synchronous=NORMAL")
-        try:
-            if write:
-                con.isolation_level = None
+        if write:
+            with self._write_lock:
+                con = self._writer()
                 con.execute("BEGIN IMMEDIATE")
                 try:
                     yield con
@@ -243,20 +243,47 @@ class RealtimeStore:
                     con.execute("ROLLBACK")
                     raise
                 con.execute("COMMIT")
-            else:
-                with con:
-                    yield con
+            return
+        con = self._open()
+        try:
+            with con:
+                yield con
         finally:
             con.close()
+
+    def _open(self, **kw: Any) -> sqlite3.Connection:
+        con = sqlite3.connect(self.uri, uri=True, timeout=self.busy_seconds, **kw)
+        con.row_factory = sqlite3.Row
+        if self.path is not None:
+            # WAL with NORMAL sync: a commit survives a process crash; only a power cut may
+            # lose the last transactions, never corrupt the file.
+            con.execute("PRAGMA synchronous=NORMAL")
+        return con
+
+    def _writer(self) -> sqlite3.Connection:
+        """The write connection, opened on first use (and again in a forked child)."""
+        import os
+
+        if self._write_con is None or self._write_pid != os.getpid():
+            self._write_con = self._open(check_same_thread=False, isolation_level=None)
+            self._write_pid = os.getpid()
+        return self._write_con
 
     def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
         with self.connect() as con:
             return [dict(r) for r in con.execute(sql, params).fetchall()]
 
     def execute(self, sql: str, params: tuple[Any, ...] = ()) -> int:
-        """Run one statement; the number of rows it changed."""
-        with self.connect() as con:
+        """Run one statement that writes; the number of rows it changed."""
+        with self.connect(write=True) as con:
             return con.execute(sql, params).rowcount
+
+    def close(self) -> None:
+        """Close the write connection (the next write opens it again)."""
+        with self._write_lock:
+            if self._write_con is not None:
+                self._write_con.close()
+                self._write_con = None
 
     # ------------------------------------------------------------------ events
     def record(self, events: list[dict[str, Any]]) -> RecordReport:
@@ -294,6 +321,31 @@ class RealtimeStore:
             (segment,),
         )
         return [r["customer_id"] for r in rows]
+
+    def forget(self, customer_id: str, *, dry_run: bool = False) -> dict[str, int]:
+        """Erase a customer (right to erasure): their tracked events, live membership,
+        transitions and the webhooks about them; rows per table (none erased with
+        ``dry_run``)."""
+        seqs = "SELECT seq FROM segment_transitions WHERE customer_id = ?"
+        counts: dict[str, int] = {}
+        with self.connect(write=True) as con:
+            for table, where in (
+                ("webhook_outbox", f"transition_seq IN ({seqs})"),
+                ("segment_transitions", "customer_id = ?"),
+                ("tracked_events", "customer_id = ?"),
+                ("realtime_members", "customer_id = ?"),
+                ("realtime_customers", "customer_id = ?"),
+            ):
+                n = int(
+                    con.execute(
+                        f"SELECT count(*) FROM {table} WHERE {where}", (customer_id,)
+                    ).fetchone()[0]
+                )
+                if n:
+                    counts[table] = n
+                    if not dry_run:
+                        con.execute(f"DELETE FROM {table} WHERE {where}", (customer_id,))
+        return counts
 
     def segments(self) -> list[dict[str, Any]]:
         """The saved segments as last synced, each with whether it runs live and why not."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import sqlite3
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -125,7 +126,16 @@ async def events_track(request: Request, _: Track) -> JSONResponse:
             media_type=PROBLEM,
             headers=cors,
         )
-    result = await run_in_threadpool(engine.track, rows)
+    try:
+        result = await run_in_threadpool(engine.track, rows)
+    except sqlite3.OperationalError as exc:  # another process held the store past busy_seconds
+        raise ApiProblem(
+            503,
+            "Busy",
+            f"the event store is busy ({exc})",
+            "send the batch again in a second: its event ids keep it from counting twice",
+            {**cors, "Retry-After": "1"},
+        ) from exc
     return JSONResponse(result.to_dict(), headers=cors)
 
 
