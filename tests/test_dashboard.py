@@ -30,6 +30,7 @@ PAGES = [
     ("satisfaction", "/dashboard/satisfaction", "#satisfaction-groups"),
     ("migration", "/dashboard/migration", "#chart-sankey"),
     ("campaigns", "/dashboard/campaigns", "h1"),
+    ("flows", "/dashboard/flows", "#flow-templates"),
     ("data", "/dashboard/data", "#runs"),
 ]
 # What must never reach a person.

@@ -417,3 +417,86 @@ def test_the_command_line_creates_validates_enables_and_reports_a_flow(
     assert main(["flow", "tick", "--now", "2026-01-14 10:00", "--json", *w]) == 0
     assert json.loads(capsys.readouterr().out)["busy"] is False
     assert main(["flow", "results", "nope", *w]) == 2
+
+
+# ------------------------------------------------------------------------------ service
+
+
+def test_the_api_creates_validates_enables_and_reports_flows(server: dict[str, Any]) -> None:
+    import httpx
+
+    base, keys = server["url"], server["keys"]
+    read, admin = {"X-API-Key": keys["read"]}, {"X-API-Key": keys["admin"]}
+    body = {"template": "win_back", "name": "api_win_back"}
+    assert httpx.post(base + "/v1/flows", json=body, headers=read, timeout=60).status_code == 403
+    made = httpx.post(base + "/v1/flows", json=body, headers=admin, timeout=60)
+    assert made.status_code == 201 and made.json()["status"] == "draft"
+    bad = httpx.post(
+        base + "/v1/flows/validate",
+        json={"yaml": "name: x\ntrigger: {segment: vip}\nsteps:\n  - wait: later\n"},
+        headers=read,
+        timeout=60,
+    )
+    assert bad.status_code == 422
+    assert (
+        bad.json()["problems"][0]["line"] == 4
+        and "duration" in bad.json()["problems"][0]["message"]
+    )
+    on = httpx.post(base + "/v1/flows/api_win_back/enable", headers=admin, timeout=60)
+    assert on.json()["status"] == "enabled"
+    res = httpx.get(base + "/v1/flows/api_win_back/results", headers=read, timeout=60).json()
+    assert res["trigger"] == "enter segment lapsed" and res["control_share"] == 0.15
+    assert [s["kind"] for s in res["steps"]][:2] == ["split", "send"]
+    listed = httpx.get(base + "/v1/flows", headers=read, timeout=60).json()
+    assert "api_win_back" in [f["name"] for f in listed]
+    assert httpx.get(base + "/v1/flows/nope", headers=read, timeout=60).status_code in (
+        400,
+        404,
+        422,
+    )
+
+
+def test_an_admin_applies_a_segments_playbook_as_a_draft_flow_in_the_browser(
+    server: dict[str, Any],
+) -> None:
+    from urllib.parse import quote
+
+    import httpx
+    from playwright.sync_api import sync_playwright
+
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert exe, "Chromium is not installed: `make test` installs it with apt-get"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=exe, headless=True, args=["--no-sandbox"])
+        ctx = browser.new_context(locale="es-ES", extra_http_headers={"Accept-Language": "es-ES"})
+        page = ctx.new_page()
+        page.set_default_timeout(60_000)
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.goto(server["url"] + "/login")
+        page.fill("#key", server["keys"]["admin"])
+        page.click("#sign-in")
+        page.wait_for_url("**/dashboard")
+        page.goto(server["url"] + "/dashboard/explorer?rule=" + quote("rfm_segment == 'Champions'"))
+        page.wait_for_selector("#playbook")
+        assert page.inner_text("#play-tactic").strip()  # the playbook's tactic, in Spanish
+        assert "Gracias" in page.inner_text("#play-message")
+        page.click("#apply-play")
+        page.wait_for_url("**/dashboard/flows/*")
+        assert page.locator("#created").is_visible()
+        assert page.inner_text("#flow-status") == "borrador"
+        name = page.url.split("/dashboard/flows/")[1].split("?")[0]
+        page.click("#enable-flow")
+        page.wait_for_selector("#disable-flow")
+        assert page.inner_text("#flow-status") == "activado"
+        assert page.locator("#flow-steps tbody tr").count() == 5
+        browser.close()
+    assert not errors, errors
+    flow = httpx.get(
+        server["url"] + f"/v1/flows/{name}",
+        headers={"X-API-Key": server["keys"]["read"]},
+        timeout=60,
+    ).json()
+    assert flow["status"] == "enabled" and flow["origin"] == "playbook"
+    assert "segment: Champions" in flow["yaml"] and "tienes acceso anticipado" in flow["yaml"]

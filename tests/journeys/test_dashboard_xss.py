@@ -10,6 +10,7 @@ page's own scripts must raise no error and no CSP violation.
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -89,6 +90,12 @@ def hostile_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[st
     cid = wh.table("customers").customer_id.min().to_pyarrow().as_py()
     wh.close()
     url = f"duckdb:///{path}"
+    from segmentum.flows import Flows  # a flow whose texts carry the payloads too
+
+    said = {"es": PAYLOADS[0], "en": PAYLOADS[1]}
+    send = {"channel": "email", "subject": said, "body": said}
+    flow = {"name": "hostile", "description": said, "trigger": {"segment": PAYLOADS[2]}}
+    Flows.for_warehouse(url, SETTINGS).save(json.dumps({**flow, "steps": [{"send": send}]}))
     key = create_key(StateStore.for_warehouse(url, SETTINGS), "admin", ["admin"])
     with serving(create_app(url, SETTINGS)) as base:
         yield {"url": base, "key": key, "campaign": camp.campaign_id, "customer": cid}
@@ -112,6 +119,9 @@ def test_no_page_runs_script_from_the_data(hostile_server: dict[str, Any]) -> No
         "/dashboard/campaigns?c=" + quote(PAYLOADS[0]),
         "/dashboard/data",
         "/dashboard/keys",
+        "/dashboard/flows",
+        "/dashboard/flows/hostile",
+        "/dashboard/explorer?rule=" + quote("rfm_segment == 'Champions'"),  # its playbook
         "/login?next=" + quote("javascript:window.__xss=9"),
     ]
     exe = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -75,11 +75,11 @@ def from_template(
         if message:
             body = dict(first["send"].get("body") or {})
             for lang in ("es", "en"):
-                text = str(message.get(lang) or "").strip()
-                if text:
-                    if text[1:2].islower():  # "Hola Ana, gracias..." not "Hola Ana, Gracias..."
-                        text = text[0].lower() + text[1:]
-                    body[lang] = "{{ greeting }}, " + _escape(text)
+                said = str(message.get(lang) or "").strip()
+                if said:
+                    if said[1:2].islower():  # "Hola Ana, gracias..." not "Hola Ana, Gracias..."
+                        said = said[0].lower() + said[1:]
+                    body[lang] = "{{ greeting }}, " + _escape(said)
             first["send"]["body"] = body
     if wait is not None:
         at = steps.index(first) if first is not None else len(steps)

@@ -313,6 +313,10 @@ def parse_flow(
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
+    except RecursionError as exc:
+        raise FlowError(
+            [Problem(source, None, "(yaml)", "the YAML nests too deeply", "write it flatter")]
+        ) from exc
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
@@ -425,8 +429,10 @@ def _trigger(c: _Checker, raw: Any) -> Trigger | None:
     if not isinstance(raw, dict):
         c.fail(("trigger",), "the flow has no trigger" if raw is None else "not a mapping", hint)
         return None
+    # YAML 1.1 reads a bare ``on`` key as true: it is the trigger's ``on`` all the same.
+    raw = {("on" if k is True else k): v for k, v in raw.items()}
     kinds = [k for k in ("segment", "event", "date") if k in raw]
-    extra = set(raw) - {"segment", "event", "date", "on", "before", "after"}
+    extra = set(map(str, raw)) - {"segment", "event", "date", "on", "before", "after"}
     for k in sorted(extra):
         c.fail(
             ("trigger", k),
@@ -573,11 +579,25 @@ def _steps(
                     f"{channel!r} is not a channel",
                     "use " + ", ".join(CHANNELS),
                 )
-            tpl = {k: v for k, v in value.items() if k in ("subject", "body", "segments")}
-            for k in sorted(set(value) - {"channel", "subject", "body", "segments"}):
+            tpl = {k: v for k, v in value.items() if k in ("subject", "body")}
+            for k in sorted(set(map(str, value)) - {"channel", "subject", "body"}):
                 c.fail(
                     (*path, "send", k), f"unknown field {k!r}", "a send has channel, subject, body"
                 )
+            shapes = [
+                part
+                for part, texts in tpl.items()
+                if not isinstance(texts, dict)
+                or not all(isinstance(t, str | int | float) for t in texts.values())
+            ]
+            for part in shapes:
+                c.fail(
+                    (*path, "send", part),
+                    f"the {part} is not a text in each language",
+                    f'write {part}: {{es: "...", en: "..."}}',
+                )
+            if shapes:
+                continue
             try:
                 loaded = ch.load_template(tpl)
                 ch.check_template(loaded, "flow")
