@@ -396,6 +396,22 @@ def test_missing_provider_settings_are_named(inbox: SmsInbox) -> None:
         sms.SmsSender.from_settings(settings_for(inbox, sms_provider="infobip", sms_url=""))
     with pytest.raises(ConfigError, match="sms_sender_id"):
         sms.SmsSender.from_settings(settings_for(inbox, sms_sender_id="Tienda_Online"))
+    with pytest.raises(ConfigError, match="sms_receipt_secret"):
+        sms.SmsSender.from_settings(settings_for(inbox, sms_receipt_secret=""))
+    with pytest.raises(ConfigError, match="HH:MM"):
+        sms.SmsSender.from_settings(settings_for(inbox, sms_quiet_start="9pm"))
+
+
+def test_an_sms_template_needs_both_languages_and_known_variables() -> None:
+    from segmentum.campaigns.channels import check_template, load_template
+    from segmentum.errors import InputError
+
+    only_sms = load_template({"sms": {"es": "Hola {{ greeting }}", "en": "Hi {{ greeting }}"}})
+    assert only_sms["body"] == only_sms["sms"]  # an SMS-only template is complete
+    with pytest.raises(InputError, match="sms has no en text"):
+        load_template({"body": TEMPLATE["body"], "sms": {"es": "Hola"}})
+    with pytest.raises(InputError, match="first_name"):
+        check_template({**TEMPLATE, "sms": {"es": "{{ first_name }}", "en": "Hi"}}, "winback")
 
 
 def _closed_port() -> int:

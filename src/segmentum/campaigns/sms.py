@@ -390,6 +390,14 @@ class SmsSender:
             _fields(settings.sms_generic_fields)
         if settings.sms_max_parts < 1:
             raise ConfigError("sms_max_parts must be 1 or more", "e.g. sms_max_parts = 3")
+        if settings.sms_receipt_url and not settings.sms_receipt_secret:
+            raise ConfigError(
+                "sms_receipt_url is set but sms_receipt_secret is not: the service would "
+                "refuse every receipt",
+                "set SEGMENTUM_SMS_RECEIPT_SECRET to a long random token (openssl rand -hex 16)",
+            )
+        _clock("sms_quiet_start", settings.sms_quiet_start)
+        _clock("sms_quiet_end", settings.sms_quiet_end)
         return cls(
             provider,
             url,
