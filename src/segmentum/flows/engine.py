@@ -114,6 +114,7 @@ class Flows:
         self.token = f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:8]}"
         self._channels: dict[str, Any] = {}
         self._down: dict[str, str] = {}
+        self._scope: tuple[dict[str, str], list[str] | None] | None = None
 
     @classmethod
     def for_warehouse(cls, url: str, settings: Settings | None = None) -> Flows:
@@ -124,6 +125,8 @@ class Flows:
     def scope(self) -> tuple[dict[str, str], list[str] | None]:
         """The columns (with their rule types) and segments a condition may use: those of
         the last warehouse sync, else the customer view's usual columns."""
+        if self._scope is not None:  # inside a tick: read once
+            return self._scope
         cols = {r["name"]: r["kind"] for r in self.store.query("SELECT name, kind FROM columns")}
         segs = self.store.query("SELECT value FROM cursors WHERE name = 'segments'")
         names = json.loads(segs[0]["value"]) if segs else None
@@ -411,11 +414,13 @@ class Flows:
             except (sqlite3.Error, OSError, WarehouseError) as exc:
                 rep.errors.append(f"real-time store: {exc}")
             flows = self._enabled()
+            self._scope = self.scope()
             self._take_triggers(flows, now, rep)
             self._dates(flows, now, rep)
             self._exits(flows, now, rep)
             self._advance(flows, now, rep)
         finally:
+            self._scope = None
             self._close_channels()
             self._release()
         return rep

@@ -13,6 +13,7 @@ whenever it is free.
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -146,6 +147,7 @@ class FlowStore:
     def __init__(self, path: str | Path, busy_seconds: float = 10.0) -> None:
         self.busy_seconds = busy_seconds
         self._anchor: sqlite3.Connection | None = None
+        self._local = threading.local()
         if str(path) == ":memory:":
             with self._memory_lock:
                 self.uri = f"file:segmentum-flows-{id(self)}?mode=memory&cache=shared"
@@ -168,35 +170,50 @@ class FlowStore:
         settings = settings or load_settings()
         return cls(flows_path(url, settings), max(settings.busy_wait_seconds, 10.0))
 
+    def _connection(self) -> sqlite3.Connection:
+        """This thread's own connection, kept open: opening and closing one per transaction
+        costs more than the transaction (the last close of a WAL file checkpoints it)."""
+        held = getattr(self._local, "con", None)
+        if held is None or held[0] != os.getpid():  # a forked child opens its own
+            con = sqlite3.connect(
+                self.uri,
+                uri=True,
+                timeout=self.busy_seconds,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+            con.row_factory = sqlite3.Row
+            if self.path is not None:
+                # WAL with synchronous=NORMAL can lose the last commits on power loss but
+                # never on a process crash, which is the failure flows are built to survive.
+                con.execute("PRAGMA synchronous=NORMAL")
+            self._local.con = held = (os.getpid(), con)
+        return held[1]
+
     @contextlib.contextmanager
     def connect(self) -> Iterator[sqlite3.Connection]:
         """One transaction (``BEGIN IMMEDIATE``: a writer waits its turn instead of failing
-        half-way), committed on success, rolled back on any error, then closed."""
-        con = sqlite3.connect(self.uri, uri=True, timeout=self.busy_seconds, isolation_level=None)
-        con.row_factory = sqlite3.Row
-        if self.path is not None:
-            # WAL with synchronous=NORMAL can lose the last commits on power loss but never
-            # on a process crash, which is the failure flows are built to survive.
-            con.execute("PRAGMA synchronous=NORMAL")
+        half-way), committed on success, rolled back on any error."""
+        con = self._connection()
+        con.execute("BEGIN IMMEDIATE")
         try:
-            con.execute("BEGIN IMMEDIATE")
             yield con
             con.execute("COMMIT")
         except BaseException:
             if con.in_transaction:
                 con.execute("ROLLBACK")
             raise
-        finally:
-            con.close()
 
     def query(self, sql: str, params: tuple[Any, ...] | list[Any] = ()) -> list[dict[str, Any]]:
-        con = sqlite3.connect(self.uri, uri=True, timeout=self.busy_seconds)
-        con.row_factory = sqlite3.Row
-        try:
-            return [dict(r) for r in con.execute(sql, tuple(params)).fetchall()]
-        finally:
-            con.close()
+        return [dict(r) for r in self._connection().execute(sql, tuple(params)).fetchall()]
 
     def execute(self, sql: str, params: tuple[Any, ...] | list[Any] = ()) -> int:
         with self.connect() as con:
             return con.execute(sql, tuple(params)).rowcount
+
+    def close(self) -> None:
+        """Close this thread's connection (others close with their threads)."""
+        held = getattr(self._local, "con", None)
+        if held is not None:
+            held[1].close()
+            self._local.con = None
