@@ -103,6 +103,7 @@ CREATE TABLE IF NOT EXISTS webhook_outbox (
     attempts INTEGER NOT NULL DEFAULT 0,
     next_at REAL NOT NULL,
     claimed_until REAL,
+    claimed_by TEXT,
     last_error TEXT,
     delivered_at REAL
 );
@@ -216,6 +217,10 @@ class RealtimeStore:
             if self.path is not None:
                 con.execute("PRAGMA journal_mode=WAL")
             con.executescript(SCHEMA)
+            # Columns added since the first version of the file.
+            have = {r[1] for r in con.execute("PRAGMA table_info(webhook_outbox)")}
+            if "claimed_by" not in have:
+                con.execute("ALTER TABLE webhook_outbox ADD COLUMN claimed_by TEXT")
 
     @classmethod
     def for_warehouse(cls, url: str, settings: Settings | None = None) -> RealtimeStore:
@@ -346,6 +351,29 @@ class RealtimeStore:
                     if not dry_run:
                         con.execute(f"DELETE FROM {table} WHERE {where}", (customer_id,))
         return counts
+
+    def prune(self, keep_days: int = 90, delivered_days: int = 7) -> dict[str, int]:
+        """Drop what nothing needs any more: tracked events already in the warehouse and
+        older than ``keep_days`` (the longest live window), transitions older than that, and
+        webhooks delivered more than ``delivered_days`` ago. Rows per table."""
+        now = now_utc()
+        old = iso(now - _dt.timedelta(days=keep_days))
+        sent = now.timestamp() - delivered_days * 86400
+        with self.connect(write=True) as con:
+            drained = int(get_meta(con, "drained_seq") or 0)
+            out = {
+                "tracked_events": con.execute(
+                    "DELETE FROM tracked_events WHERE seq <= ? AND at < ?", (drained, old)
+                ).rowcount,
+                "segment_transitions": con.execute(
+                    "DELETE FROM segment_transitions WHERE at < ?", (old,)
+                ).rowcount,
+                "webhook_outbox": con.execute(
+                    "DELETE FROM webhook_outbox WHERE status = 'delivered' AND delivered_at < ?",
+                    (sent,),
+                ).rowcount,
+            }
+        return out
 
     def segments(self) -> list[dict[str, Any]]:
         """The saved segments as last synced, each with whether it runs live and why not."""
