@@ -510,17 +510,10 @@ def create_app(
             text, report, _ids = build(svc.wh, name, format, settings, default_region=region)
             return text, report.to_dict()
 
+        from segmentum.service.audiences import csv_answer
+
         text, report = svc.locked(run)
-        if summary:
-            return JSONResponse(report)
-        return PlainTextResponse(
-            text,
-            media_type="text/csv",
-            headers={
-                "X-Segmentum-Report": json.dumps(report),
-                "Content-Disposition": f'attachment; filename="{name}-{format}.csv"',
-            },
-        )
+        return csv_answer(text, report, f"{name}-{format}", summary)
 
     from segmentum.service.keys import router as keys_router
     from segmentum.service.market import router as market_router

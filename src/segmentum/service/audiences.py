@@ -27,7 +27,8 @@ def _svc(request: Request) -> Service:
     return svc
 
 
-def _csv(text: str, report: dict[str, Any], name: str, summary: bool) -> Response:
+def csv_answer(text: str, report: dict[str, Any], name: str, summary: bool) -> Response:
+    """An audience CSV with its report in ``X-Segmentum-Report``, or the report alone."""
     if summary:
         return JSONResponse(report)
     return PlainTextResponse(
@@ -76,8 +77,8 @@ def retargeting_audience(
     text, products, report = svc.locked(run)
     name = f"retarget-{kind}-{days}d-{platform}"
     if file == "products":
-        return _csv(products, report, name + "-products", summary)
-    return _csv(text, report, name, summary)
+        return csv_answer(products, report, name + "-products", summary)
+    return csv_answer(text, report, name, summary)
 
 
 @router.get("/v1/audiences/seed", response_model=None)
@@ -111,4 +112,4 @@ def seed_audience(
         return text, r.to_dict()
 
     text, report = svc.locked(run)
-    return _csv(text, report, str(report["segment"]) + f"-{platform}", summary)
+    return csv_answer(text, report, str(report["segment"]) + f"-{platform}", summary)
