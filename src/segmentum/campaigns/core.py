@@ -325,13 +325,14 @@ class Campaigns:
         examples = []
         for r in df[df.outcome.isin(["scheduled", "file"])].head(sample).to_dict("records"):
             lang = r.get("language") or "en"
-            subject, body = ch.render(tpl, lang, self._context(c, r, lang))
             extra: dict[str, Any] = {}
             if c.channel == "sms":
                 from segmentum.campaigns.sms import measure, render_text
 
                 subject, body = "", render_text(tpl, lang, self._context(c, r, lang))
-                extra = measure(body).to_dict()
+                extra = measure(body).to_dict()  # encoding and parts, before it is paid for
+            else:
+                subject, body = ch.render(tpl, lang, self._context(c, r, lang))
             examples.append(
                 {
                     "customer_id": r["customer_id"],
@@ -508,12 +509,13 @@ class Campaigns:
                 if c.channel == "sms":
                     wait = sms.quiet_until(now, r.get("timezone"), self.settings)
                     if wait is not None:  # quiet hours where the customer is: later
-                        sendlog.sql(
-                            self.wh,
-                            f"UPDATE {SENDS} SET scheduled_at = ? "
-                            "WHERE key = ? AND status = 'pending'",
-                            [wait, r["key"]],
-                        )
+                        if slog.rows_level:  # (Spark: left as it is, checked again next send)
+                            sendlog.sql(
+                                self.wh,
+                                f"UPDATE {SENDS} SET scheduled_at = ? "
+                                "WHERE key = ? AND status = 'pending'",
+                                [wait, r["key"]],
+                            )
                         continue
                 if not slog.claim(r["key"]):
                     continue  # another sender has it, or it went out meanwhile
