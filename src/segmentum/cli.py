@@ -29,7 +29,7 @@ from segmentum.errors import ExitCode, InputError, PartialFailure, SegmentumErro
 from segmentum.ingest import IngestReport, ingest
 from segmentum.ingest.core import data_currency
 from segmentum.schema import INGESTIBLE
-from segmentum.warehouse import busy_error, connect
+from segmentum.warehouse import busy_error, connect, duckdb_file, engine_error
 
 app = typer.Typer(
     help="segmentum: customer segmentation and classification.",
@@ -423,22 +423,88 @@ def run_cmd(
     as_of: AsOfOpt = None,
     warehouse: WarehouseOpt = None,
     as_json: JsonOpt = False,
+    lock: Annotated[
+        Path | None,
+        typer.Option(
+            help="Hold this lock file for the run; if another run holds it, stop at once "
+            "(exit 4). Scheduled runs use it (segmentum schedule)."
+        ),
+    ] = None,
 ) -> None:
     """Run the main job: ingest new files, compute features and classes, print a summary."""
+    import contextlib
+
+    from segmentum.schedule import run_lock
+
     settings = load_settings()
-    summary = pipeline.run(
-        warehouse or settings.warehouse,
-        data=data,
-        as_of=_as_of(as_of),
-        settings=settings,
-        progress=ConsoleProgress(quiet=as_json),
-    )
+    with run_lock(lock) if lock is not None else contextlib.nullcontext():
+        summary = pipeline.run(
+            warehouse or settings.warehouse,
+            data=data,
+            as_of=_as_of(as_of),
+            settings=settings,
+            progress=ConsoleProgress(quiet=as_json),
+        )
     if as_json:
         print_json(json.dumps(summary.to_dict(), default=str))
         return
     for r in summary.ingest:
         print_ingest_report(r)
     print_summary(summary, settings.currency)
+
+
+@app.command("schedule")
+def schedule_cmd(
+    data: Annotated[Path, typer.Option(help="The folder your daily exports are written to.")],
+    warehouse: WarehouseOpt = None,
+    at: Annotated[str, typer.Option(help="Time of day, HH:MM (the machine's time).")] = "02:30",
+    fmt: Annotated[
+        str, typer.Option("--format", help="systemd (a timer) or cron (a crontab line).")
+    ] = "systemd",
+    name: Annotated[str, typer.Option(help="The job's name (unit or cron file).")] = (
+        "segmentum-daily"
+    ),
+    timezone: Annotated[
+        str | None, typer.Option(help="IANA time zone for --at (systemd only).")
+    ] = None,
+    install: Annotated[
+        bool, typer.Option("--install", help="Write the files (or the crontab line) too.")
+    ] = False,
+    system: Annotated[
+        bool,
+        typer.Option(
+            "--system", help="With --install: the system folders (/etc/...), needs root."
+        ),
+    ] = False,
+    target: Annotated[
+        Path | None,
+        typer.Option("--dir", help="With --install: write the files into this folder instead."),
+    ] = None,
+) -> None:
+    """Print (and with --install write) a daily ingest-and-run of a folder of exports, as a
+    systemd timer or a cron entry, locked so two runs never overlap."""
+    from segmentum import schedule as sched
+
+    if fmt not in sched.FORMATS:
+        raise InputError(f"--format {fmt!r} is not known", "use systemd or cron")
+    settings = load_settings()
+    plan = sched.make(data, warehouse or settings.warehouse, at, name, timezone=timezone)
+    if fmt == "systemd":
+        for file, text in sched.systemd_units(plan).items():
+            typer.echo(f"# {file}\n{text}")
+    else:
+        typer.echo(sched.cron_line(plan))
+    if not install:
+        typer.echo(
+            "# add --install to write "
+            + ("the unit files" if fmt == "systemd" else "the crontab entry")
+        )
+        return
+    done = sched.install(plan, fmt, target=target, system=system)
+    for path in done.files:
+        typer.echo(f"wrote {path}")
+    for step in done.next_steps:
+        typer.echo(f"now run: {step}" if fmt == "systemd" else f"installed; see: {step}")
 
 
 @app.command("features")
@@ -2123,6 +2189,13 @@ def serve_cmd(
         bool, typer.Option(help="Create and print an admin key for the dashboard.")
     ] = False,
     warehouse: WarehouseOpt = None,
+    serving: Annotated[
+        str | None,
+        typer.Option(
+            help="Serving store to answer lookups and pages from (duckdb:///path.duckdb); "
+            "default: beside a DuckDB warehouse, inside a pyspark:///folder one."
+        ),
+    ] = None,
 ) -> None:
     """Serve the REST API (docs at /docs) and the dashboard (/dashboard)."""
     import uvicorn
@@ -2131,6 +2204,8 @@ def serve_cmd(
     from segmentum.service.auth import create_key
 
     settings = load_settings()
+    if serving:  # duckdb:///abs/path.duckdb or a plain path
+        settings = settings.with_overrides(serving_store=str(duckdb_file(serving) or serving))
     # The server opens a DuckDB warehouse only for the moment a request needs it, so every
     # other command keeps working on the same file while it runs (docs/service.md).
     app_ = create_app(warehouse or settings.warehouse, settings)
@@ -2851,7 +2926,7 @@ def main(argv: list[str] | None = None) -> int:
         err.print("aborted")
         return 130
     except Exception as exc:
-        busy = busy_error(exc)
+        busy = busy_error(exc) or engine_error(exc)  # engine_error: Spark's, without the JVM stack
         if busy is not None and not debug:
             _say(busy.message, busy.hint)
             return int(busy.exit_code)

@@ -1,0 +1,159 @@
+"""segmentum schedule: the daily job's systemd timer and cron line, and the run lock."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from segmentum import schedule
+from segmentum.errors import ConfigError, WarehouseBusyError
+
+SEGMENTUM = Path(sys.executable).with_name("segmentum")
+
+
+@pytest.fixture
+def exports(tmp_path: Path) -> Path:
+    folder = tmp_path / "ventas diarias 100%"  # a space and a % sign: both need escaping
+    folder.mkdir()
+    return folder
+
+
+def _systemd_argv(line: str) -> list[str]:
+    """ExecStart's arguments as systemd reads them: its double quotes take the same backslash
+    escapes as the shell's, and it turns %% into % and $$ into $."""
+    value = line.removeprefix("ExecStart=").replace("%%", "%").replace("$$", "$")
+    return shlex.split(value)
+
+
+def test_the_systemd_units_run_this_segmentum_on_the_folder_with_the_lock(
+    exports: Path, tmp_path: Path
+) -> None:
+    plan = schedule.make(
+        exports, "duckdb:///shop.duckdb", "3:05", workdir=tmp_path, timezone="Europe/Madrid"
+    )
+    units = schedule.systemd_units(plan)
+    service, timer = units["segmentum-daily.service"], units["segmentum-daily.timer"]
+    [exec_line] = [x for x in service.splitlines() if x.startswith("ExecStart=")]
+    argv = _systemd_argv(exec_line)
+    assert argv == [
+        str(SEGMENTUM),
+        "run",
+        "--data",
+        str(exports),
+        "--warehouse",
+        f"duckdb:///{tmp_path / 'shop.duckdb'}",  # pinned to where it was scheduled from
+        "--lock",
+        str(tmp_path / ".segmentum-daily.lock"),
+    ]
+    assert "Type=oneshot" in service and "ventas diarias 100%%" in service
+    assert "OnCalendar=*-*-* 03:05:00 Europe/Madrid" in timer and "Persistent=true" in timer
+
+
+def test_the_cron_line_runs_through_a_real_shell_and_stops_when_a_run_holds_the_lock(
+    exports: Path, tmp_path: Path
+) -> None:
+    plan = schedule.make(exports, "duckdb:///shop.duckdb", "02:30", workdir=tmp_path)
+    line = schedule.cron_line(plan)
+    (
+        minute,
+        hour,
+        *_,
+    ) = line.split()[:5]
+    assert (minute, hour) == ("30", "2")
+    # cron hands everything after the fifth field to sh, with \% turned back into %.
+    command = line.split(" ", 5)[5].replace("\\%", "%")
+    with schedule.run_lock(plan.lock):
+        done = subprocess.run(["sh", "-c", command], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 4
+    log = (tmp_path / "segmentum-daily.log").read_text()
+    assert "another segmentum run holds the lock" in log and f"process {os.getpid()}" in log
+    assert "Traceback" not in log
+    assert not (tmp_path / "shop.duckdb").exists()  # the second run never started
+
+
+def test_a_killed_run_leaves_no_stale_lock(tmp_path: Path) -> None:
+    lock = tmp_path / "run.lock"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pathlib import Path; from segmentum.schedule import run_lock\n"
+            f"with run_lock(Path({str(lock)!r})):\n    print('held', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        with (
+            pytest.raises(WarehouseBusyError, match=f"process {holder.pid}"),
+            schedule.run_lock(lock),
+        ):
+            pass
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(10)
+        deadline = time.time() + 10
+        while True:  # the kernel drops the lock with the process
+            try:
+                with schedule.run_lock(lock):
+                    break
+            except WarehouseBusyError:
+                assert time.time() < deadline
+                time.sleep(0.05)
+    finally:
+        holder.kill()
+
+
+def test_install_writes_the_units_and_the_cron_file(exports: Path, tmp_path: Path) -> None:
+    out = subprocess.run(
+        [
+            str(SEGMENTUM),
+            "schedule",
+            "--data",
+            str(exports),
+            "--install",
+            "--dir",
+            str(tmp_path / "u"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    assert sorted(p.name for p in (tmp_path / "u").iterdir()) == [
+        "segmentum-daily.service",
+        "segmentum-daily.timer",
+    ]
+    assert "now run: systemctl --user enable --now segmentum-daily.timer" in out.stdout
+    plan = schedule.make(exports, "duckdb:///x.duckdb", workdir=tmp_path, name="tienda")
+    [cron] = schedule.install(plan, "cron", target=tmp_path / "cron.d").files
+    entry = cron.read_text().splitlines()[1].split()
+    assert entry[:5] == ["30", "2", "*", "*", "*"] and entry[5] == (
+        os.environ.get("USER") or "root"
+    )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "says"),
+    [
+        ({"at": "25:00"}, "is not a time of day"),
+        ({"name": "../etc/x"}, "cannot name a unit"),
+        ({"timezone": "Mars/Olympus"}, "is not a time zone"),
+    ],
+)
+def test_bad_values_are_named(exports: Path, kwargs: dict[str, str], says: str) -> None:
+    with pytest.raises(ConfigError, match=says):
+        schedule.make(exports, "duckdb:///x.duckdb", **kwargs)
+
+
+def test_a_missing_folder_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no such folder"):
+        schedule.make(tmp_path / "nope", "duckdb:///x.duckdb")
