@@ -50,6 +50,8 @@ class Hooks:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # kept alive, as a real endpoint would
+
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 now = time.perf_counter()
@@ -57,6 +59,7 @@ class Hooks:
                     outer.arrived.setdefault(str(e["cause_event_id"]), now)
                 outer.keys.append(self.headers["X-Segmentum-Delivery"])
                 self.send_response(200)
+                self.send_header("Content-Length", "0")
                 self.end_headers()
 
             def log_message(self, *args: object) -> None:

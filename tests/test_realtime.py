@@ -28,6 +28,7 @@ from segmentum.realtime.engine import Engine
 from segmentum.realtime.events import check_events
 from segmentum.realtime.store import RealtimeStore
 from segmentum.realtime.sync import build_history, sync
+from segmentum.segments.store import Segments
 from segmentum.service.app import create_app
 from segmentum.service.auth import create_key
 from segmentum.service.state import StateStore
@@ -54,6 +55,11 @@ def live(service_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     state = StateStore.for_warehouse(url, settings)
     keys = {k: create_key(state, f"{k} key", [k]) for k in ("track", "read", "admin")}
     receiver = Receiver()
+    wh = segmentum.connect(url)
+    try:  # saved before the service starts: its first start hands it to the live side
+        Segments(wh, settings).create("cart_2h", CART, "abandoned a cart, bought nothing since")
+    finally:
+        wh.close()
     app = create_app(url, settings)
     with serving(app) as base, httpx.Client(base_url=base, timeout=30) as http:
 
@@ -61,8 +67,6 @@ def live(service_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
             headers = {"X-API-Key": keys[key], **kw.pop("headers", {})}
             return http.request(method, path, headers=headers, **kw)
 
-        r = call("POST", "/v1/segments", "admin", json={"name": "cart_2h", "rule": CART})
-        assert r.status_code == 201, r.text
         r = call("POST", "/v1/segments/cart_2h/webhooks", "admin", json={"url": receiver.url})
         assert r.status_code == 201, r.text
         receiver.secret = r.json()["secret"]
