@@ -500,3 +500,90 @@ def test_an_admin_applies_a_segments_playbook_as_a_draft_flow_in_the_browser(
     ).json()
     assert flow["status"] == "enabled" and flow["origin"] == "playbook"
     assert "segment: Champions" in flow["yaml"] and "tienes acceso anticipado" in flow["yaml"]
+
+
+KILLED_PUSH = """
+import sys, datetime as dt
+from segmentum.config import load_settings
+from segmentum.flows import Flows, FlowStore
+s = load_settings(env={}).with_overrides(push_webhook_url=sys.argv[2], channel_secret="s3cret")
+Flows(FlowStore(sys.argv[1]), s).tick(dt.datetime.fromisoformat(sys.argv[3]))
+"""
+
+
+def test_a_push_in_flight_at_a_kill_is_sent_again_under_the_same_idempotency_key(
+    synced: dict[str, Any], tmp_path: Path
+) -> None:
+    import hashlib
+    import hmac
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    got: list[tuple[str, dict[str, Any]]] = []
+    taken = threading.Event()
+
+    class Slow(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            mac = hmac.new(b"s3cret", body, hashlib.sha256).hexdigest()
+            assert self.headers["X-Segmentum-Signature"] == "sha256=" + mac
+            got.append((self.headers["X-Segmentum-Delivery"], json.loads(body)))
+            if len(got) == 1:  # the first one is taken, then answered too late: killed by then
+                taken.set()
+                time.sleep(3)
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{srv.server_address[1]}/push"
+    flows = _flows(synced, tmp_path, 25, push_webhook_url=url, channel_secret="s3cret")
+    push = FLOW.replace("channel: email", "channel: push").replace("\n  - wait: 1 hour", "")
+    flows.save(push)
+    flows.set_status("cart", "enabled")
+    p = synced["people"]
+    cid = p[(p.country == "España") & p.consent_push].customer_id.iloc[0]
+    flows.record("event", "add_to_cart", cid, T0, source="realtime")
+    when = T0.isoformat()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILLED_PUSH, str(flows.store.path), url, when],
+        env={**os.environ, "SEGMENTUM_CONFIG": "/nonexistent.toml"},
+    )
+    try:
+        assert taken.wait(60)
+        os.kill(proc.pid, signal.SIGKILL)
+        assert proc.wait() == -signal.SIGKILL
+        [left] = flows.store.query("SELECT status FROM messages")
+        assert left["status"] == "sending"  # the outcome never came back
+        rep = flows.tick(T0 + dt.timedelta(minutes=1))
+    finally:
+        srv.shutdown()
+    assert rep.sent == 1
+    assert len(got) == 2 and got[0][0] == got[1][0]  # the receiver can drop the repeat
+    assert got[0][1]["body"] == got[1][1]["body"] and got[0][1]["customer_id"] == cid
+    assert [r["what"] for r in flows.path(cid)][-2:] == ["sent", "done"]
+
+
+def test_the_service_runs_flows_in_a_background_thread_when_enabled(tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    import segmentum
+    from segmentum.service.app import create_app
+
+    db = tmp_path / "shop.duckdb"
+    with segmentum.connect(f"duckdb:///{db}") as wh:
+        wh.write("customers", pd.DataFrame({"customer_id": ["C1"], "email": ["c1@example.com"]}))
+    settings = SETTINGS.with_overrides(flow_runner=True, flow_tick_seconds=0.05)
+    flows = Flows.for_warehouse(f"duckdb:///{db}", settings)
+    flows.save(FLOW.replace('  - condition: "clv > 0 or clv is null"\n', ""))
+    flows.set_status("cart", "enabled")
+    flows.record("event", "add_to_cart", "C1", dt.datetime.now(dt.UTC).replace(tzinfo=None))
+    with TestClient(create_app(f"duckdb:///{db}", settings)):
+        deadline = time.monotonic() + 30
+        while not flows.runs("cart") and time.monotonic() < deadline:
+            time.sleep(0.05)
+    [run] = flows.runs("cart")
+    assert run["customer_id"] == "C1" and run["step"] == 1  # entered, now waiting an hour

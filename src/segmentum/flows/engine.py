@@ -413,7 +413,7 @@ class Flows:
                 self.pull_realtime()
             except (sqlite3.Error, OSError, WarehouseError) as exc:
                 rep.errors.append(f"real-time store: {exc}")
-            flows = self._enabled()
+            flows = self._enabled(rep)
             self._scope = self.scope()
             self._take_triggers(flows, now, rep)
             self._dates(flows, now, rep)
@@ -446,7 +446,7 @@ class Flows:
     def _release(self) -> None:
         self.store.execute("DELETE FROM leases WHERE name = 'tick' AND token = ?", (self.token,))
 
-    def _enabled(self) -> dict[str, tuple[Flow, int]]:
+    def _enabled(self, rep: TickReport | None = None) -> dict[str, tuple[Flow, int]]:
         cols, segs = self.scope()
         out: dict[str, tuple[Flow, int]] = {}
         for r in self.store.query(
@@ -454,9 +454,11 @@ class Flows:
         ):
             try:
                 out[r["name"]] = (parse_flow(r["yaml"], r["name"], cols, segs), r["start_seq"])
-            except InputError:
-                # A flow that stopped checking (a column gone) waits: its customers pause.
-                continue
+            except InputError as exc:
+                # A flow that stopped checking (a column gone from the warehouse) waits, and
+                # says why: its customers pause where they are.
+                if rep is not None:
+                    rep.errors.append(f"flow {r['name']} is paused: {exc.message}")
         return out
 
     # triggers -> entries
