@@ -37,7 +37,7 @@ from segmentum.satisfaction.step import run as satisfaction_run
 from segmentum.segments.classes import RFM_RULES, classify, lifecycle_note, load_rfm_rules
 from segmentum.segments.discover import discover
 from segmentum.segments.store import Segments
-from segmentum.warehouse import Warehouse, connect
+from segmentum.warehouse import Warehouse, connect, engine_error
 
 # Files `segmentum run --data DIR` picks up, by table, in load order.
 DATA_FILES: dict[str, tuple[str, ...]] = {
@@ -268,13 +268,22 @@ def run(
         try:
             out = fn()
         except Exception as exc:
+            # An engine's own failure (Spark's come wrapped in a Java stack) becomes one line
+            # naming the step and the cause, in the run log and on the command line.
+            engine = engine_error(exc, f"step '{name}'")
             summary.steps.append(
                 {
                     "step": name,
                     "status": "failed",
-                    "error": str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+                    "error": engine.message
+                    if engine
+                    else str(exc).splitlines()[0]
+                    if str(exc)
+                    else type(exc).__name__,
                 }
             )
+            if engine is not None:
+                raise engine from exc
             raise
         summary.steps.append(
             {

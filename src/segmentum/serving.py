@@ -41,7 +41,7 @@ from typing import Any, TypeVar
 import duckdb
 
 from segmentum.errors import WarehouseError
-from segmentum.warehouse import Warehouse, _duckdb_path
+from segmentum.warehouse import Warehouse, _duckdb_path, spark_folder
 
 META = "_published"
 T = TypeVar("T")
@@ -51,11 +51,16 @@ def serving_path(url: str, configured: str = "") -> Path | None:
     """Where the serving store of the warehouse at ``url`` lives.
 
     ``configured`` (the ``serving_store`` setting) wins. Otherwise a DuckDB file warehouse gets
-    one beside it (``shop.duckdb`` -> ``shop.serving.duckdb``); an in-memory DuckDB, Spark or
-    PostgreSQL warehouse has none unless configured (the service then reads the warehouse).
+    one beside it (``shop.duckdb`` -> ``shop.serving.duckdb``), a Spark warehouse kept in a
+    folder (``pyspark:///data/wh``) one inside it (``/data/wh/segmentum.serving.duckdb``); an
+    in-memory DuckDB, a temporary Spark or a PostgreSQL warehouse has none unless configured
+    (the service then reads the warehouse).
     """
     if configured:
         return Path(configured)
+    folder = spark_folder(url)
+    if folder is not None:  # a Spark warehouse kept in a folder: the store goes inside it
+        return folder / "segmentum.serving.duckdb"
     warehouse = warehouse_file(url)
     if warehouse is None:
         return None

@@ -75,6 +75,18 @@ def _local_spark_session(warehouse_dir: str | None = None) -> Any:
     # and a later session then refuses to create them again: by default use a fresh folder.
     folder = warehouse_dir or tempfile.mkdtemp(prefix="segmentum-spark-")
     builder = builder.config("spark.sql.warehouse.dir", folder)
+    if warehouse_dir:
+        # A named folder is a warehouse that outlives the process (`segmentum run`, then
+        # `segmentum history backfill`...): its table catalog lives in an embedded Derby
+        # metastore inside it, which, like a DuckDB file, one process at a time may open.
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        builder = builder.config("spark.sql.catalogImplementation", "hive").config(
+            "spark.hadoop.javax.jdo.option.ConnectionURL",
+            f"jdbc:derby:;databaseName={Path(folder) / 'metastore_db'};create=true",
+        )
+        java = spark_conf_from_env().get("spark.driver.extraJavaOptions", "")
+        log = f"-Dderby.stream.error.file={Path(folder) / 'derby.log'}"  # not in the cwd
+        builder = builder.config("spark.driver.extraJavaOptions", f"{java} {log}".strip())
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel("ERROR")
     return session
@@ -127,6 +139,8 @@ class Warehouse:
             # What ibis's list_tables answers, without building and listing them all: a step
             # asks this for every table it touches, and the listing cost 7% of a run.
             return bool(self.con.con.execute(_DUCKDB_HAS, [name]).fetchall())
+        if self.engine == "pyspark":  # one catalog lookup (temporary views too), not a listing
+            return bool(self.con._session.catalog.tableExists(name))
         return name in self.con.list_tables()
 
     def table(self, name: str) -> ir.Table:
@@ -187,11 +201,11 @@ class Warehouse:
             self._spark_frame(obj).write.mode("overwrite").saveAsTable(name)
             return self.con.table(name)
         if self.engine == "pyspark" and isinstance(obj, ir.Table) and self.has(name):
-            # Spark cannot overwrite a table it is reading from: go through a staging table.
-            tmp = self.temp_name(name)
-            self.con.create_table(tmp, obj)
-            self.con.create_table(name, self.con.table(tmp), overwrite=True)
-            self.con.drop_table(tmp, force=True)
+            # Spark cannot overwrite a table it is reading from: go through a checkpointed
+            # stage (its rows no longer read the table's files).
+            staged = self.materialize(obj, "rewrite")
+            self.con.create_table(name, staged, overwrite=True)
+            self.drop(staged.get_name())
         else:
             self.con.create_table(name, obj, overwrite=True)
         self._gather_statistics(name)
@@ -234,8 +248,17 @@ class Warehouse:
         return self.write(name, combined)
 
     def insert(self, name: str, obj: ir.Table | pd.DataFrame | pa.Table) -> None:
-        if self.engine == "pyspark" and not isinstance(obj, ir.Table):
-            obj = self.from_arrow(obj, "insert")
+        if self.engine == "pyspark":
+            t = obj if isinstance(obj, ir.Table) else self.from_arrow(obj, "insert")
+            # ibis writes the query as SQL text and parses it back to wrap it in an INSERT;
+            # sqlglot's recursive parser runs out of stack on the ingest's deep queries (the
+            # quarantine of a B2B customers file). Spark takes the query itself instead;
+            # insertInto matches columns by position, so select them in the table's order.
+            schema = self.con.table(name).schema()
+            t = t.select(*(t[c].cast(dtype).name(c) for c, dtype in schema.items()))
+            self.con._run_pre_execute_hooks(t)
+            self.con._session.sql(self.con.compile(t)).write.insertInto(name)
+            return
         self.con.insert(name, obj)
         self._gather_statistics(name)
 
@@ -244,6 +267,13 @@ class Warehouse:
         name = self.temp_name(prefix)
         if self.engine == "duckdb":
             self.con.create_table(name, expr, temp=True)
+        elif self.engine == "pyspark":
+            # A temporary view of a checkpointed result: computed once, now, and kept by the
+            # executors (memory, spilling to disk) for this session only; a table would leave
+            # its Parquet files and a catalog entry behind after every step.
+            self.con._run_pre_execute_hooks(expr)
+            frame = self.con._session.sql(self.con.compile(expr)).localCheckpoint(eager=True)
+            frame.createOrReplaceTempView(name)
         else:
             self.con.create_table(name, expr)
         self._gather_statistics(name)
@@ -559,6 +589,35 @@ def _postgres_compat() -> None:
     PostgresCompiler.visit_Mean = visit_mean
 
 
+def _pyspark_compat() -> None:
+    """Teach ibis's PySpark compiler to trim the same characters as the other engines.
+
+    ibis 12 writes ``strip()`` as ``TRIM(' \\t\\n\\r\\v\\f' FROM s)``, but Spark SQL reads
+    ``\\v`` and ``\\f`` in a literal as the letters ``v`` and ``f``: every value lost its
+    leading and trailing f's and v's ("false" became "alse" and was quarantined as not yes/no,
+    "staff" became "sta"). ``lstrip``/``rstrip`` became Spark's ``ltrim``/``rtrim``, which trim only
+    spaces. Build the set from character codes instead (Python's ``string.whitespace``).
+    """
+    import sqlglot.expressions as sge
+    from ibis.backends.sql.compilers.pyspark import PySparkCompiler
+
+    if getattr(PySparkCompiler.visit_Strip, "_segmentum", False):
+        return
+
+    def trim(position: str) -> Any:
+        def visit(self: Any, op: Any, *, arg: Any) -> Any:
+            codes = (sge.convert(ord(c)) for c in " \t\n\r\x0b\x0c")
+            chars = self.f.concat(*(sge.Anonymous(this="char", expressions=[n]) for n in codes))
+            return sge.Trim(this=arg, expression=chars, position=position)
+
+        visit._segmentum = True  # type: ignore[attr-defined]
+        return visit
+
+    PySparkCompiler.visit_Strip = trim("BOTH")
+    PySparkCompiler.visit_LStrip = trim("LEADING")
+    PySparkCompiler.visit_RStrip = trim("TRAILING")
+
+
 def _duckdb_path(rest: str) -> str:
     """``/segmentum.duckdb`` is relative to the working folder; ``/tmp/x.duckdb`` is absolute."""
     if rest.startswith("//"):
@@ -567,6 +626,15 @@ def _duckdb_path(rest: str) -> str:
         parent = Path(rest).parent
         return rest if str(parent) != "/" and parent.is_dir() else rest[1:]
     return rest
+
+
+def spark_folder(url: str | None) -> Path | None:
+    """The folder a local Spark warehouse keeps its tables in (``pyspark:///data/wh``), or
+    None (another engine, or ``pyspark`` alone: a temporary folder)."""
+    if not url or not url.startswith(("pyspark://", "spark://")):
+        return None
+    rest = url.split("://", 1)[1]
+    return Path(rest).absolute() if rest else None
 
 
 def duckdb_file(url: str | None) -> Path | None:
@@ -578,6 +646,36 @@ def duckdb_file(url: str | None) -> Path | None:
         return None
     path = _duckdb_path(url[len("duckdb://") :])
     return Path(path) if path and path != ":memory:" else None
+
+
+_JAVA_FRAME = re.compile(r"^\s*at [\w$.<>]+\(")
+
+
+def engine_error(exc: BaseException, where: str = "") -> WarehouseError | None:
+    """The plain error to show for a failure inside the Spark engine (a query Spark refused,
+    a lost executor, a file gone from under a table), or None for any other exception.
+
+    Spark's errors arrive as Python exceptions wrapping a Java one, hundreds of lines long
+    with the JVM's stack: keep the line that names the cause, drop the stack.
+    """
+    module = type(exc).__module__ or ""
+    if not module.startswith(("pyspark", "py4j")):
+        return None
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    # A Py4JJavaError starts with "An error occurred while calling o123.sql." and puts the
+    # Java exception on the next line after ": "; the stack frames ("at ...") follow.
+    lines = [
+        ln.lstrip(": ").strip()
+        for ln in lines
+        if not _JAVA_FRAME.match(ln) and not ln.startswith(("An error occurred while", "JVM st"))
+    ]
+    cause = lines[0] if lines else type(exc).__name__
+    if len(cause) > 300:
+        cause = cause[:297] + "..."
+    return WarehouseError(
+        f"{where} failed on Spark: {cause}" if where else f"Spark failed: {cause}",
+        "the Spark driver log has the details; run again with --debug for the traceback",
+    )
 
 
 def busy_error(exc: BaseException, url: str | None = None) -> WarehouseBusyError | None:
@@ -670,10 +768,9 @@ def connect(
         if url.endswith(".duckdb"):
             return connect(f"duckdb:///{url}")
         if url.startswith(("pyspark", "spark")) or spark_session is not None:
-            rest = url.split("://", 1)[1].lstrip("/") if "://" in url else ""
-            session = spark_session or _local_spark_session(
-                str(Path(rest).absolute()) if rest else None
-            )
+            folder = spark_folder(url)
+            session = spark_session or _local_spark_session(str(folder) if folder else None)
+            _pyspark_compat()
             return Warehouse(ibis.pyspark.connect(session), url)
         if url.startswith(("postgres://", "postgresql://")):
             _postgres_compat()

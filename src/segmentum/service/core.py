@@ -100,6 +100,10 @@ class Service:
         # Children and other processes must find the same files whatever their working folder.
         self.url = f"duckdb:///{file.absolute()}" if file is not None else url
         self.per_use = self._shared is None and file is not None
+        # Spark: pages and lookups read the serving store (a Spark job per request is seconds).
+        self.batch_engine = url.startswith(("pyspark", "spark")) or (
+            isinstance(warehouse, Warehouse) and warehouse.engine == "pyspark"
+        )
         self.lock = threading.RLock()
         self._local = threading.local()
         self.state = StateStore.for_warehouse(self.url, settings)
@@ -185,25 +189,32 @@ class Service:
         Returns the result and, for the published path, when it was published (pages say so),
         else None. Inside ``fn``, :attr:`wh` is whichever of the two it runs on.
         """
-        if not self.per_use or self.serving is None:
+        if self.serving is None or not (self.per_use or self.batch_engine):
             return self.locked(fn), None
-        with self.lock:
-            if getattr(self._local, "wh", None) is not None:
-                return fn(), None
-            try:
-                wh = connect(self.url, memory_limit=self.settings.memory_limit, lock_wait=0)
-            except WarehouseBusyError:
-                wh = None
-            if wh is not None:
-                self._local.wh = wh
-                try:
+        if self.batch_engine and getattr(self._local, "wh", None) is not None:
+            return fn(), None
+        # Spark answers from the published copy first: a page must not start a Spark job
+        # (seconds of planning) per request. A DuckDB file is read fresh unless it is busy.
+        if not self.batch_engine:
+            with self.lock:
+                if getattr(self._local, "wh", None) is not None:
                     return fn(), None
-                finally:
-                    self._local.wh = None
-                    wh.close()
+                try:
+                    wh = connect(self.url, memory_limit=self.settings.memory_limit, lock_wait=0)
+                except WarehouseBusyError:
+                    wh = None
+                if wh is not None:
+                    self._local.wh = wh
+                    try:
+                        return fn(), None
+                    finally:
+                        self._local.wh = None
+                        wh.close()
         store = self.serving
         info = store.info() if store.published else None
         if info is None or not all(store.has(t) for t in tables):
+            if self.batch_engine:  # never published yet: the warehouse itself
+                return self.locked(fn), None
             raise busy(self.settings.busy_wait_seconds)
 
         def on_store(published: Warehouse) -> T:

@@ -19,6 +19,7 @@ from typing import Any
 
 from segmentum.config import Settings, load_settings
 from segmentum.serving import ThreadReader, warehouse_file
+from segmentum.warehouse import spark_folder
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS api_keys (
@@ -67,6 +68,9 @@ def state_path(url: str, settings: Settings | None = None) -> str:
     found = warehouse_file(url)
     if found is not None:
         return str(found.with_name(found.stem + ".state.sqlite"))
+    folder = spark_folder(url)
+    if folder is not None:  # a Spark warehouse kept in a folder: beside its serving store
+        return str(folder / "segmentum.state.sqlite")
     return "segmentum.state.sqlite"
 
 
