@@ -8,7 +8,7 @@ Starts ``segmentum serve`` in its own process on 127.0.0.1 and a webhook receive
 which notes when each delivery arrives. An open-loop client posts one event every 5 ms whatever
 the answers (so a slow server shows as queueing, not as a lower rate): for each customer a
 page view, an abandoned cart (entering the live segment ``bench_cart``), a product view and a
-purchase (leaving it), so half the events move a customer. The delay of a webhook counts from
+purchase (leaving it), a second apart, so half the events move a customer. The delay of a webhook counts from
 the moment its event was due to be posted to the moment the receiver has read it. Then a
 pipeline job starts (``POST /v1/jobs/pipeline``) and the load runs again while it holds the
 warehouse. The practical limit is the same record-and-evaluate of one event in-process, without
@@ -79,6 +79,8 @@ def prepare(db: Path) -> tuple[str, str, list[str]]:
     from segmentum.service.auth import create_key
     from segmentum.service.state import StateStore
 
+    for tail in ("", "-wal", "-shm"):  # a previous run's customers bought within the hour
+        db.with_name(db.stem + ".realtime.sqlite" + tail).unlink(missing_ok=True)
     wh = segmentum.connect(f"duckdb:///{db}")
     store = Segments(wh)
     if "bench_cart" in {s.name for s in store.list()}:
@@ -165,9 +167,10 @@ async def load(key: str, ids: list[str], seconds: int) -> tuple[dict[str, float]
     workers = [asyncio.create_task(worker()) for _ in range(CONNECTIONS)]
     start = time.perf_counter()
     run = uuid.uuid4().hex[:6]
+    wave = RATE  # a customer's four events a second apart: sent in order, not all at once
     for i in range(RATE * seconds):
-        cid = ids[(i // 4) % len(ids)]
-        kind = STEPS[i % 4]
+        cid = ids[(i % wave + wave * (i // (4 * wave))) % len(ids)]
+        kind = STEPS[(i // wave) % 4]
         event: dict[str, Any] = {"event_id": f"{run}-{i}", "customer_id": cid, "event_type": kind}
         if kind == "purchase":
             event.update(invoice_id=f"B-{run}-{i}", amount=42.5)
@@ -190,7 +193,7 @@ async def load(key: str, ids: list[str], seconds: int) -> tuple[dict[str, float]
 
 def delays(hooks: Hooks, due_of: dict[str, float]) -> tuple[list[float], int, int]:
     """Webhook delays (ms) of the moving events, how many were expected and how many came."""
-    moving = [e for e in due_of if int(e.rsplit("-", 1)[1]) % 4 in (1, 3)]
+    moving = [e for e in due_of if (int(e.rsplit("-", 1)[1]) // RATE) % 4 in (1, 3)]
     time.sleep(3)  # the last deliveries
     got = [(hooks.arrived[e] - due_of[e]) * 1000 for e in moving if e in hooks.arrived]
     return got, len(moving), len(got)

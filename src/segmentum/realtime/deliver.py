@@ -32,6 +32,7 @@ from segmentum.realtime.store import RealtimeStore
 log = logging.getLogger("segmentum.realtime")
 MAX_PAUSE = 300.0
 CLAIMANT = f"{socket.gethostname()}:{os.getpid()}"
+CHECKPOINT_SECONDS = 2.0  # the write-ahead log copied into the file, off the write path
 PRUNE_SECONDS = 3600.0  # how often old events, transitions and delivered webhooks are dropped
 
 
@@ -237,6 +238,8 @@ class Worker:
     def start(self) -> Worker:
         if self._thread is None or not self._thread.is_alive():
             release_dead_claims(self.engine.store)
+            self.engine.store.background_checkpoints = True
+            self.engine.store.close()  # reopened without automatic checkpoints
             self._stop.clear()
             self._thread = threading.Thread(
                 target=self._run, name="segmentum-realtime", daemon=True
@@ -257,7 +260,7 @@ class Worker:
         return self._thread is not None and self._thread.is_alive()
 
     def _run(self) -> None:
-        last_due, last_prune = 0.0, 0.0
+        last_due, last_prune, last_checkpoint = 0.0, 0.0, 0.0
         while not self._stop.is_set():
             self.engine.wake.clear()
             try:
@@ -271,6 +274,9 @@ class Worker:
                 if time.monotonic() - last_due >= 1.0:
                     last_due = time.monotonic()
                     self.engine.evaluate_due()
+                if time.monotonic() - last_checkpoint >= CHECKPOINT_SECONDS:
+                    last_checkpoint = time.monotonic()
+                    self.engine.store.checkpoint()
                 if time.monotonic() - last_prune >= PRUNE_SECONDS:
                     last_prune = time.monotonic()
                     self.engine.store.prune(self.engine.settings.realtime_max_window_days)
@@ -283,3 +289,5 @@ class Worker:
             if not sent.attempted:
                 self.engine.wake.wait(self.poll)
         self.poster.close()
+        self.engine.store.background_checkpoints = False
+        self.engine.store.close()

@@ -202,6 +202,8 @@ class RealtimeStore:
         self._write_lock = threading.Lock()
         self._write_con: sqlite3.Connection | None = None
         self._write_pid = 0
+        # Set by the service's worker thread, which then checkpoints (see _writer).
+        self.background_checkpoints = False
         if str(path) == ":memory:":
             # A shared-cache in-memory database lives while one connection holds it open.
             with self._memory_lock:
@@ -272,7 +274,21 @@ class RealtimeStore:
         if self._write_con is None or self._write_pid != os.getpid():
             self._write_con = self._open(check_same_thread=False, isolation_level=None)
             self._write_pid = os.getpid()
+            if self.background_checkpoints:
+                # A checkpoint after a commit runs inside the write lock, and its fsync can
+                # take seconds while a pipeline job loads the disk: the worker runs them.
+                self._write_con.execute("PRAGMA wal_autocheckpoint=0")
         return self._write_con
+
+    def checkpoint(self) -> None:
+        """Copy the write-ahead log into the file without stopping writers (PASSIVE)."""
+        if self.path is None:
+            return
+        con = self._open()
+        try:
+            con.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        finally:
+            con.close()
 
     def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
         with self.connect() as con:
