@@ -173,13 +173,27 @@ def test_a_customer_entering_a_segment_gets_the_email_after_the_wait(
             }
         ),
     )
+    # And another customer's RFM segment becomes Champions in the latest computation.
+    flows.save(
+        FLOW.replace("name: cart", "name: champs").replace(
+            "{event: add_to_cart}", "{segment: Champions}"
+        )
+    )
+    flows.set_status("champs", "enabled")
+    other = _people(synced, "España", 40).customer_id.iloc[-1]
+    wh.run_sql(
+        "UPDATE customer_classes SET rfm_segment = 'Champions' WHERE customer_id = ? "
+        "AND rfm_segment != 'Champions' AND as_of = (SELECT max(as_of) FROM customer_classes)",
+        [other],
+    )
     first = flows.tick(T0, wh=wh)
-    assert first.synced and first.entered == 1 and first.sent == 0
+    assert first.synced and first.entered == 2 and first.sent == 0
+    assert [r["customer_id"] for r in flows.runs("champs")] == [other]
     assert flows.tick(T0 + dt.timedelta(minutes=30)).sent == 0
     assert not box.got
     third = flows.tick(T0 + dt.timedelta(minutes=61))
-    assert third.sent == 1 and third.errors == []
-    [mail] = box.got
+    assert third.sent == 2 and third.errors == []
+    [mail] = [m for m in box.got if m["To"] == who.email]
     assert mail["To"] == who.email and mail["Subject"] == "Tu carrito"
     assert "tu carrito te espera" in mail.get_content()
     assert mail["Message-ID"].startswith("<cart.")
@@ -587,3 +601,74 @@ def test_the_service_runs_flows_in_a_background_thread_when_enabled(tmp_path: Pa
             time.sleep(0.05)
     [run] = flows.runs("cart")
     assert run["customer_id"] == "C1" and run["step"] == 1  # entered, now waiting an hour
+
+
+def test_a_birthday_or_an_expected_purchase_date_enters_customers_on_their_day(
+    synced: dict[str, Any], tmp_path: Path
+) -> None:
+    flows = _flows(synced, tmp_path, 25)
+    [row] = flows.store.query(
+        "SELECT customer_id, birthday FROM profiles WHERE birthday IS NOT NULL "
+        "ORDER BY customer_id LIMIT 1"
+    )
+    month, day = (int(x) for x in row["birthday"].split("-"))
+    flows.save(FLOW.replace("{event: add_to_cart}", "{date: birthday, before: 2 days}"))
+    flows.set_status("cart", "enabled")
+    bday = dt.datetime(2027, month, day, 9, 0)
+    flows.tick(bday - dt.timedelta(days=3))  # the first tick starts the daily clock
+    rep = flows.tick(bday - dt.timedelta(days=2))
+    ids = {r["customer_id"] for r in flows.runs("cart")}
+    same = flows.store.query(
+        "SELECT COUNT(*) AS n FROM profiles WHERE birthday = ?", (row["birthday"],)
+    )
+    assert row["customer_id"] in ids and rep.entered == same[0]["n"]
+    assert flows.tick(bday - dt.timedelta(days=2, hours=-1)).entered == 0  # once a day
+    [nxt] = flows.store.query(
+        "SELECT next_purchase FROM profiles WHERE next_purchase IS NOT NULL "
+        "ORDER BY next_purchase LIMIT 1"
+    )
+    flows.save(
+        FLOW.replace("name: cart", "name: again").replace(
+            "{event: add_to_cart}", "{date: expected_next_purchase, before: 3 days}"
+        )
+    )
+    flows.set_status("again", "enabled")
+    due = dt.date.fromisoformat(nxt["next_purchase"]) - dt.timedelta(days=3)
+    flows.tick(dt.datetime.combine(due, dt.time(8)) - dt.timedelta(days=1))
+    flows.tick(dt.datetime.combine(due, dt.time(8)))
+    assert flows.runs("again")
+
+
+def test_an_unsubscribe_event_takes_the_customer_out_of_the_flow(
+    synced: dict[str, Any], tmp_path: Path, inbox: tuple[SlowInbox, int]
+) -> None:
+    box, port = inbox
+    flows = _flows(synced, tmp_path, port)
+    flows.save(FLOW)
+    flows.set_status("cart", "enabled")
+    cid = _people(synced, "España", 1).customer_id.iloc[0]
+    flows.record("event", "add_to_cart", cid, T0, source="realtime")
+    flows.tick(T0)
+    flows.record("event", "unsubscribe", cid, T0 + dt.timedelta(minutes=5), source="realtime")
+    flows.tick(T0 + dt.timedelta(hours=2))
+    assert flows.runs("cart")[0]["exit_reason"] == "unsubscribed" and not box.got
+
+
+def test_quiet_hours_follow_the_customers_zone_from_their_country_or_region() -> None:
+    from segmentum.flows.quiet import quiet_until, zone_name
+
+    assert zone_name(None, "México", "Noroeste") == "America/Tijuana"
+    assert zone_name("Not/AZone", "España", "Islas Canarias") == "Atlantic/Canary"
+    assert zone_name(None, "Perú", None) == "America/Lima"
+    assert zone_name(None, "Atlantis", None, "Europe/Madrid") == "Europe/Madrid"
+    night = (dt.time(21), dt.time(9))
+    # 23:30 UTC in July is 01:30 in Madrid (summer time): quiet until 09:00 there, 07:00 UTC.
+    assert quiet_until(dt.datetime(2026, 7, 1, 23, 30), "Europe/Madrid", night) == dt.datetime(
+        2026, 7, 2, 7, 0
+    )
+    # 20:30 in Madrid in January (19:30 UTC) is not quiet yet; 21:00 is, until the morning.
+    assert quiet_until(dt.datetime(2026, 1, 14, 19, 30), "Europe/Madrid", night) is None
+    assert quiet_until(dt.datetime(2026, 1, 14, 20, 0), "Europe/Madrid", night) == dt.datetime(
+        2026, 1, 15, 8, 0
+    )
+    assert quiet_until(dt.datetime(2026, 1, 14, 3, 0), "America/Mexico_City", None) is None
