@@ -287,3 +287,72 @@ def test_history_cli(hwh: Warehouse, tmp_path: Path, capsys: pytest.CaptureFixtu
         main(["history", "migration", "--from", "2026-01-01", "--to", "2025-01-01", "-w", url]) == 2
     )
     assert main(["history", "backfill", "--freq", "fortnight", "-w", url]) == 2
+
+
+def test_one_pass_segment_backfill_equals_computing_each_date(
+    hwh: Warehouse, tmp_path: Path
+) -> None:
+    import yaml
+
+    from segmentum.features import rollup
+    from segmentum.history.segment_backfill import view_by_date
+    from segmentum.history.snapshots import backfill_segments, history_summary
+    from segmentum.segments.view import customer_view
+
+    if hwh.has("segment_definitions"):
+        hwh.drop("segment_definitions")
+    rules = {
+        "vip": "value_tier == 'high' and frequency >= 3",
+        "active_30": "count(purchases, last 30 days) >= 2",
+        "active_90": "count(purchases, last 90 days) >= 1",
+        "returners": "count(returns, last 90 days) >= 1",
+        "big_spend_90": "sum(spend, last 90 days) > 150",
+        "viewers": "exists(event == 'product_view', last 14 days)",
+        "ever_returned": "exists(returns)",
+        "winback": "vip and not active_90 and consent_email",
+        "loyal_active": "active_30 and rfm_segment in ('Champions', 'Loyal') and age_band != '65+'",
+        "rich_future": "clv > 100",  # CLV is not known at past dates: skipped
+        "rich_and_active": "rich_future and active_30",  # references a skipped segment
+    }
+    defs = tmp_path / "segments.yaml"
+    defs.write_text(yaml.safe_dump({"segments": [{"name": n, "rule": r} for n, r in rules.items()]}))
+    Segments(hwh, SETTINGS).load_yaml(defs)  # one check and one save for all
+    # The module fixture's backfill already wrote the classes of these dates.
+    dates = snapshot_dates(hwh)[-4:-1]
+    summary = hwh.materialize(
+        history_summary(
+            hwh.table("transactions"),
+            dates,
+            links=hwh.table("return_links"),
+            days=rollup.purchase_days(hwh),
+        )
+    )
+    done, skipped = backfill_segments(hwh, dates, summary, SETTINGS, "backfill-one-pass")
+    assert set(skipped) == {"rich_future", "rich_and_active"} and "clv" in skipped["rich_future"]
+    assert done == sorted(set(rules) - set(skipped))
+
+    def stored() -> pd.DataFrame:
+        m = hwh.table("segment_members").to_pandas()
+        m["as_of"] = pd.to_datetime(m.as_of).dt.date
+        return m[m.as_of.isin(dates)]
+
+    one_pass = stored()
+    assert set(one_pass.run_id) == {"backfill-one-pass"}
+    # The per-date path: Segments.compute at each date over that date's point-in-time summary.
+    at = Segments(hwh, SETTINGS)
+    at.features_at = lambda d: summary.filter(summary.as_of == d).drop("as_of")
+    # The by-date view offers every column of a date's view (a new view column must reach it).
+    one = customer_view(hwh, dates[0], features=at.features_at(dates[0]), with_clv=False)[0]
+    assert set(view_by_date(hwh, dates, summary).columns) == {*one.columns, "as_of"}
+    for d in dates:
+        at.compute(d, "per-date", only=done)
+    per_date = stored()
+    assert set(per_date.run_id) == {"per-date"}
+    for d in dates:
+        for name in done:
+            got = one_pass[(one_pass.as_of == d) & (one_pass.segment == name)].customer_id
+            want = per_date[(per_date.as_of == d) & (per_date.segment == name)].customer_id
+            assert sorted(got) == sorted(want), (d, name)
+    sizes = one_pass.groupby("segment").size()
+    # Every kind of rule selects somebody, so the comparison is not between empty sets.
+    assert all(sizes.get(n, 0) > 0 for n in done), sizes.to_dict()

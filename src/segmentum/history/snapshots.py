@@ -224,11 +224,16 @@ def backfill_segments(
 ) -> tuple[list[str], dict[str, str]]:
     """Compute the saved segments at every backfilled date, from the point-in-time summary.
 
+    All dates are evaluated in one partitioned pass
+    (:func:`segmentum.history.segment_backfill.members_by_date`) and written at once; the
+    members are those :meth:`Segments.compute` gives date by date.
+
     A segment whose rule needs something a past date does not have (a feature outside the
     summary, CLV, or a segment that is skipped) is skipped, with the reason.
     """
+    from segmentum.history.segment_backfill import members_by_date
     from segmentum.segments.rules import RuleError
-    from segmentum.segments.store import Segments
+    from segmentum.segments.store import MEMBERS, Segments
 
     store = Segments(wh, settings)
     segs = {s.name: s for s in store.list()}
@@ -257,8 +262,11 @@ def backfill_segments(
                 break
             skipped[name] = exc.message.splitlines()[0]
             del valid[name]
-    for d in dates:
-        store.compute(d, run_id, only=list(valid))
+    if valid:
+        # Every date in one partitioned pass, written at once (not one compute per date).
+        members = members_by_date(store, valid, dates, summary)
+        members = members.mutate(run_id=ibis.literal(run_id))
+        wh.replace_where(MEMBERS, members, "as_of", dates)
     return sorted(valid), skipped
 
 

@@ -903,23 +903,40 @@ def window_aggregates(
     as_of: _dt.date,
     text_of: Mapping[Call, str],
     cancelled: ir.Table | None = None,
+    dates: ir.Table | None = None,
 ) -> ir.Table:
     """One pass over ``table``: every window call over it as a conditional aggregate per customer.
 
     All calls over the same table, from every rule, share this single grouped scan.
     ``cancelled``: for transactions, the orders that returns cancel in full
     (:func:`segmentum.ingest.returns.cancelled_invoices`): they are not purchases, as in the
-    features.
+    features. ``dates`` (columns ``as_of`` and ``cutoff``, its midnight as a timestamp): the
+    history backfill's snapshot dates; each line then joins the dates whose windows hold it,
+    and the aggregates come per customer and ``as_of`` (``as_of`` is then ignored).
     """
     calls_ = list(dict.fromkeys(calls_))
-    cutoff = ibis.literal(_dt.datetime(as_of.year, as_of.month, as_of.day), "timestamp")
     windows = [c.window for c in calls_]
-    t = table.filter(table.customer_id.notnull() & (table.timestamp < cutoff))
+    longest = None
     if all(w is not None for w in windows):
         longest = max((w for w in windows if w is not None), key=lambda w: w.seconds)
-        t = t.filter(t.timestamp >= cutoff - longest.interval())
-    if table_name == "transactions" and cancelled is not None:
-        t = mark_purchases(t, cancelled)
+    keys = ["customer_id"]
+    if dates is None:
+        cutoff = ibis.literal(_dt.datetime(as_of.year, as_of.month, as_of.day), "timestamp")
+        t = table.filter(table.customer_id.notnull() & (table.timestamp < cutoff))
+        if longest is not None:
+            t = t.filter(t.timestamp >= cutoff - longest.interval())
+        if table_name == "transactions" and cancelled is not None:
+            t = mark_purchases(t, cancelled)
+    else:
+        t = table.filter(table.customer_id.notnull())
+        if table_name == "transactions" and cancelled is not None:
+            t = mark_purchases(t, cancelled)
+        on = [t.timestamp < dates.cutoff]
+        if longest is not None:
+            on.append(t.timestamp >= dates.cutoff - longest.interval())
+        t = t.join(dates.select("as_of", "cutoff"), on)
+        cutoff = t.cutoff
+        keys.append("as_of")
     mapping = LINE_COLUMNS[table_name]
     line_kinds = {k: kind_of(t.schema()[v]) for k, v in mapping.items() if v in t.columns}
     aggs: dict[str, ir.Scalar] = {}
@@ -947,7 +964,7 @@ def window_aggregates(
             aggs[key] = t.invoice_id.nunique(where=cond).cast("float64")
         else:
             aggs[key] = t.count(where=cond).cast("float64")
-    return t.group_by("customer_id").aggregate(**aggs)
+    return t.group_by(keys).aggregate(**aggs)
 
 
 # --------------------------------------------------------------------------------------------

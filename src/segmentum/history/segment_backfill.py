@@ -1,0 +1,174 @@
+"""Saved segments at every backfilled date in one partitioned pass.
+
+The history backfill's point-in-time summary already holds every snapshot date (its ``as_of``
+column). Here the customer view, every time-window aggregate and every rule are built once
+over all dates, keyed by ``(customer_id, as_of)``, as the class backfill does, instead of one
+:meth:`Segments.compute` per date: each line of a raw table joins the dates whose windows hold
+it (``line < as_of`` and ``line >= as_of - longest window``), one grouped scan gives every
+window call per customer and date, and segment references read the flags of the same date.
+All dates' members are written with one replace. The members are those that
+:meth:`Segments.compute` gives date by date (``tests/test_history.py`` compares them).
+
+Every rule feature is computed by date here. Two parts of the view are still built per date
+and stacked in the same expression, because the functions that define them take one date:
+survey scores (``nps``, ``csat``, ``last_nps``: :func:`segmentum.satisfaction.compute.per_customer`)
+and the account view of B2B segments (:func:`segmentum.segments.view.account_view`).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from collections.abc import Mapping
+
+import ibis
+import ibis.expr.types as ir
+import pyarrow as pa
+
+from segmentum.ingest.returns import cancelled_invoices, links
+from segmentum.segments import rules as R
+from segmentum.segments.store import Segment, Segments, _col, _levels, _order, _parse
+from segmentum.segments.view import CLASS_COLUMNS, PROFILE_COLUMNS, account_view, age_band
+from segmentum.warehouse import Warehouse
+
+KEYS = ["customer_id", "as_of"]
+
+
+def dates_table(dates: list[_dt.date]) -> ir.Table:
+    """The snapshot dates with their midnight as a timestamp (the window cutoff)."""
+    return ibis.memtable(
+        pa.table(
+            {
+                "as_of": pa.array(dates, pa.date32()),
+                "cutoff": pa.array(
+                    [_dt.datetime(d.year, d.month, d.day) for d in dates], pa.timestamp("us")
+                ),
+            }
+        )
+    )
+
+
+def _left(view: ir.Table, part: ir.Table, keys: list[str]) -> ir.Table:
+    return view.left_join(part, keys).drop(*[f"{k}_right" for k in keys])
+
+
+def view_by_date(wh: Warehouse, dates: list[_dt.date], summary: ir.Table) -> ir.Table:
+    """:func:`segmentum.segments.view.customer_view` (no CLV) for every date, with ``as_of``.
+
+    ``summary`` is the backfill's point-in-time summary (one row per customer and date).
+    """
+    snaps = dates_table(dates).select("as_of")
+    ids = summary.select(*KEYS)
+    profile = wh.table("customers") if wh.has("customers") else None
+    if profile is not None:
+        ids = ids.union(profile.select("customer_id").cross_join(snaps), distinct=True)
+    view = _left(ids, summary, KEYS)
+    view = view.mutate(frequency=view.frequency.fill_null(0), monetary=view.monetary.fill_null(0.0))
+    if wh.has("customer_classes"):
+        c = wh.table("customer_classes")
+        c = c.filter(c.as_of.isin([ibis.literal(d, "date") for d in dates]))
+        c = c.select(
+            "customer_id",
+            as_of=c.as_of.cast("date"),
+            **{k: c[k] for k in CLASS_COLUMNS if k in c.columns},
+        )
+        view = _left(view, c, KEYS)
+    if wh.has("responses"):
+        # Survey scores are defined for one date (a window of answers before it): stacked.
+        from segmentum.satisfaction.compute import per_customer
+
+        sat = ibis.union(
+            *[
+                per_customer(wh, d).select(
+                    "customer_id", "nps", "csat", "last_nps", as_of=ibis.literal(d, "date")
+                )
+                for d in dates
+            ]
+        )
+        view = _left(view, sat, KEYS)
+    if profile is not None:
+        p = profile.cross_join(snaps)
+        end = p.as_of
+        born = p.birth_date
+        years = (end.year() - born.year()) - ibis.ifelse(
+            (end.month() < born.month())
+            | ((end.month() == born.month()) & (end.day() < born.day())),
+            1,
+            0,
+        )
+        age = ibis.coalesce(years.cast("int64"), p.age.cast("int64"))
+        prof = p.select(
+            *KEYS,
+            age=age,
+            has_email=p.email.notnull() & (p.email.strip() != ""),
+            has_phone=p.phone.notnull() & (p.phone.strip() != ""),
+            in_profile=ibis.literal(True),
+            **{c: p[c] for c in PROFILE_COLUMNS if c in p.columns},
+        )
+        prof = prof.mutate(age_band=age_band(prof.age))
+        view = _left(view, prof, KEYS)
+        view = view.mutate(in_profile=view.in_profile.fill_null(False))
+    return view
+
+
+def members_by_date(
+    store: Segments, segs: Mapping[str, Segment], dates: list[_dt.date], summary: ir.Table
+) -> ir.Table:
+    """``(segment, customer_id, as_of)`` of every customer segment in ``segs`` at every date.
+
+    ``segs`` must already be valid at these dates (checked by the caller on one date's view).
+    """
+    wh = store.wh
+    view = wh.materialize(view_by_date(wh, dates, summary), "histview")
+    order = _order(segs)
+    last = dates[-1]  # only for the signature of _compile: rules do not read the date
+    accounts = [n for n in order if segs[n].level == "account"]
+    acc_flags: ir.Table | None = None
+    if accounts:
+        acc = ibis.union(
+            *[
+                account_view(
+                    view.filter(view.as_of == ibis.literal(d, "date")).drop("as_of")
+                ).mutate(as_of=ibis.literal(d, "date"))
+                for d in dates
+            ]
+        )
+        for level in _levels(segs, accounts):
+            acc = acc.mutate(
+                **{_col(n): store._compile(segs[n], acc, last, {}).fill_null(False) for n in level}
+            )
+            acc = wh.materialize(acc, "segacc")
+        acc_flags = acc.select("company_id", "as_of", *[_col(n) for n in accounts])
+    customers = [n for n in order if segs[n].level == "customer"]
+    all_calls: dict[str, dict[R.Call, str]] = {}
+    for n in customers:
+        for c in R.calls(_parse(segs[n], store.limits)):
+            all_calls.setdefault(R.call_table(c), {})[c] = segs[n].rule
+    base = view
+    snaps = dates_table(dates)
+    for tname, cs in all_calls.items():
+        gone = cancelled_invoices(links(wh)) if tname == "transactions" else None
+        w = R.window_aggregates(cs, wh.table(tname), tname, last, cs, gone, dates=snaps)
+        base = _left(base, w, KEYS)
+        base = base.mutate(
+            **{k: base[k].fill_null(0.0) for k in dict.fromkeys(map(R.call_key, cs))}
+        )
+    if acc_flags is not None and "company_id" in base.columns:
+        base = _left(base, acc_flags, ["company_id", "as_of"])
+        base = base.mutate(**{_col(n): base[_col(n)].fill_null(False) for n in accounts})
+    base = wh.materialize(base, "segbase")
+    flags = base.select(*KEYS)
+    for level in _levels(segs, customers):
+        full = base.join(flags, KEYS)
+        new = {_col(n): store._compile(segs[n], full, last, {}).fill_null(False) for n in level}
+        flags = wh.materialize(full.select(*flags.columns, **new), "segflags")
+    parts = [
+        flags.filter(flags[_col(n)]).select(
+            segment=ibis.literal(n), customer_id=flags.customer_id, as_of=flags.as_of
+        )
+        for n in customers
+    ]
+    if not parts:
+        return flags.limit(0).select(
+            segment=ibis.literal(""), customer_id="customer_id", as_of="as_of"
+        )
+    return ibis.union(*parts) if len(parts) > 1 else parts[0]
