@@ -659,17 +659,22 @@ class Flows:
         marks = ",".join("?" for _ in flows)
         seen: set[str] = set()
         while True:
+            # Runs still due after their turn (waiting on a busy channel) are skipped over.
             due = self.store.query(
                 f"SELECT * FROM runs WHERE status = 'active' AND due_at <= ? AND flow IN ({marks}) "
                 "ORDER BY due_at, run_id LIMIT ?",
-                (ts(now), *flows, BATCH),
+                (ts(now), *flows, BATCH + len(seen)),
             )
             due = [r for r in due if r["run_id"] not in seen]
             if not due:
                 return
-            for r in due:
-                seen.add(r["run_id"])
-                self._run(flows[r["flow"]][0], r, now, rep)
+            # The steps of many customers in one transaction; a send commits first (see _send).
+            with self.store.batch():
+                for i, r in enumerate(due, 1):
+                    seen.add(r["run_id"])
+                    self._run(flows[r["flow"]][0], r, now, rep)
+                    if i % 100 == 0:
+                        self.store.commit()  # other writers get a turn
 
     def _run(self, f: Flow, run: dict[str, Any], now: _dt.datetime, rep: TickReport) -> None:
         """Move one customer through every step that is due."""
@@ -822,10 +827,13 @@ class Flows:
                 return False
         if s.channel in self._down:
             return False
+        self.store.commit()  # what happened before is on disk before anything goes out
         if not self._claim(key, run, s, now):
             return False
+        self.store.commit()  # the claim is on disk before the channel is called
         assert prof is not None
         error, permanent = self._deliver(f, s, key, prof, run)
+        retry = False
         with self.store.connect() as con:
             if error is None:
                 con.execute(
@@ -851,14 +859,19 @@ class Flows:
                         (ts(now + wait), ts(now), run["run_id"]),
                     )
                     _log(con, run["run_id"], f.name, cid, s.index, now, "retry", error)
-                    return False
-                rep.failed += 1
+                    retry = True
+                else:
+                    rep.failed += 1
+        if retry:
+            self.store.commit()
+            return False
         self._next(
             run,
             now,
             "sent" if error is None else "failed",
             s.channel if error is None else str(error),
         )
+        self.store.commit()  # the outcome is on disk before the next message goes out
         return run["status"] == "active"
 
     def _claim(self, key: str, run: Mapping[str, Any], s: Step, now: _dt.datetime) -> bool:

@@ -193,8 +193,14 @@ class FlowStore:
     @contextlib.contextmanager
     def connect(self) -> Iterator[sqlite3.Connection]:
         """One transaction (``BEGIN IMMEDIATE``: a writer waits its turn instead of failing
-        half-way), committed on success, rolled back on any error."""
+        half-way), committed on success, rolled back on any error. Inside :meth:`batch` it
+        is part of the batch's transaction."""
         con = self._connection()
+        if getattr(self._local, "batch", False):
+            if not con.in_transaction:  # the batch's next transaction starts at its first write
+                con.execute("BEGIN IMMEDIATE")
+            yield con
+            return
         con.execute("BEGIN IMMEDIATE")
         try:
             yield con
@@ -203,6 +209,34 @@ class FlowStore:
             if con.in_transaction:
                 con.execute("ROLLBACK")
             raise
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Many small changes in one transaction (the steps of many customers): all of them
+        or none survive a crash, and none has had an effect outside the file, so a resumed
+        tick simply does them again. :meth:`commit` makes what is written so far durable
+        (before a message goes out)."""
+        con = self._connection()
+        self._local.batch = True
+        try:
+            yield
+            if con.in_transaction:
+                con.execute("COMMIT")
+        except BaseException:
+            if con.in_transaction:
+                con.execute("ROLLBACK")
+            raise
+        finally:
+            self._local.batch = False
+
+    def commit(self) -> None:
+        """Inside :meth:`batch`: commit what is written so far; the batch goes on in a new
+        transaction (a no-op outside one)."""
+        con = self._connection()
+        if getattr(self._local, "batch", False) and con.in_transaction:
+            # The next transaction begins at the next write: no lock is held meanwhile (while
+            # a message goes out, other processes may write).
+            con.execute("COMMIT")
 
     def query(self, sql: str, params: tuple[Any, ...] | list[Any] = ()) -> list[dict[str, Any]]:
         return [dict(r) for r in self._connection().execute(sql, tuple(params)).fetchall()]
