@@ -101,16 +101,18 @@ def advance(n: int, folder: Path) -> tuple[float, float, int]:
     ours = time.perf_counter() - t0
     steps = sum(r.steps for r in reports)
     assert reports[0].entered == n, reports[0]
-    # The limit: per step, the one committed transaction the engine cannot do without (move
-    # the customer, write the line of their path), with no logic around it.
+    # The limit: per step, the two statements the engine cannot do without (move the
+    # customer, write the line of their path), committed 100 customers at a time as the
+    # engine does, with no logic around them.
     con = sqlite3.connect(folder / "advance.flows.sqlite", isolation_level=None)
     con.execute("PRAGMA synchronous=NORMAL")
     runs = [r[0] for r in con.execute("SELECT run_id FROM runs")]
     t0 = time.perf_counter()
     done = 0
     while done < steps:
-        for run_id in runs:
-            con.execute("BEGIN IMMEDIATE")
+        for i, run_id in enumerate(runs):
+            if i % 100 == 0:
+                con.execute("BEGIN IMMEDIATE")
             con.execute(
                 "UPDATE runs SET step = step + 1, updated_at = ? WHERE run_id = ?", ("x", run_id)
             )
@@ -119,10 +121,13 @@ def advance(n: int, folder: Path) -> tuple[float, float, int]:
                 "VALUES (?, 'bench', 'c', 0, 'x', 'wait')",
                 (run_id,),
             )
-            con.execute("COMMIT")
             done += 1
+            if i % 100 == 99 or done >= steps:
+                con.execute("COMMIT")
             if done >= steps:
                 break
+        if con.in_transaction:
+            con.execute("COMMIT")
     bare = time.perf_counter() - t0
     con.close()
     return ours, bare, steps
@@ -182,17 +187,18 @@ def main() -> None:
         "",
         f"Measured on {machine()} (load average {load:.0f}: other work shared the cores; an "
         "idle machine is faster). `benchmarks/bench_flows.py`: flows' state in a SQLite file "
-        "(WAL), every step of every customer one committed transaction together with its line "
-        "in the customer's path.",
+        "(WAL); the steps of up to 100 customers are committed together, and every message is "
+        "committed before and after it goes out.",
         "",
         f"**Advancing customers**: {args.customers:,} customers enter a flow of six steps "
         "(control split, wait, condition, wait, condition, a push nobody agreed to) and three ticks move them to the end "
-        f"({steps:,} steps). The limit is the same number of bare SQLite transactions (one "
-        "update of the customer's state and one line of their path each), with no logic.",
+        f"({steps:,} steps). The limit is the bare SQL a step needs (one update of the "
+        "customer's state, one line of their path), committed 100 customers at a time, with "
+        "no logic around it.",
         "",
         "| contender | time (s) | steps/s | customers/s (6 steps) |",
         "|---|---:|---:|---:|",
-        f"| practical limit: bare SQLite transactions | {bare:.2f} | {steps / bare:,.0f} "
+        f"| practical limit: the bare SQL of each step | {bare:.2f} | {steps / bare:,.0f} "
         f"| {steps / bare / 6:,.0f} |",
         f"| `Flows.tick` (triggers, conditions, path) | {ours:.2f} | {steps / ours:,.0f} "
         f"| {args.customers / ours:,.0f} |",
