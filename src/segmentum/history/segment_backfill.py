@@ -118,12 +118,13 @@ def members_by_date(
     ``segs`` must already be valid at these dates (checked by the caller on one date's view).
     """
     wh = store.wh
-    view = wh.materialize(view_by_date(wh, dates, summary), "histview")
+    view = view_by_date(wh, dates, summary)
     order = _order(segs)
     last = dates[-1]  # only for the signature of _compile: rules do not read the date
     accounts = [n for n in order if segs[n].level == "account"]
     acc_flags: ir.Table | None = None
     if accounts:
+        view = wh.materialize(view, "histview")  # read once per date by the account view
         acc = ibis.union(
             *[
                 account_view(
