@@ -672,3 +672,50 @@ def test_quiet_hours_follow_the_customers_zone_from_their_country_or_region() ->
         2026, 1, 15, 8, 0
     )
     assert quiet_until(dt.datetime(2026, 1, 14, 3, 0), "America/Mexico_City", None) is None
+
+
+def test_an_sms_step_goes_out_through_the_sms_provider_adapter(
+    synced: dict[str, Any], tmp_path: Path
+) -> None:
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    got: list[dict[str, Any]] = []
+
+    class Provider(BaseHTTPRequestHandler):  # a generic SMS provider's JSON API
+        def do_POST(self) -> None:
+            got.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            body = b'{"id": "m-1"}'
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Provider)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        flows = _flows(
+            synced,
+            tmp_path,
+            25,
+            sms_url=f"http://127.0.0.1:{srv.server_address[1]}/sms",
+            sms_sender_id="TIENDA",
+        )
+        sms = FLOW.replace("channel: email", "channel: sms").replace("\n  - wait: 1 hour", "")
+        flows.save(sms)
+        flows.set_status("cart", "enabled")
+        cid = flows.store.query(
+            "SELECT customer_id FROM profiles WHERE json_extract(consent, '$.sms') = 1 "
+            "AND phone IS NOT NULL AND tz = 'Europe/Madrid' ORDER BY customer_id LIMIT 1"
+        )[0]["customer_id"]
+        flows.record("event", "add_to_cart", cid, T0, source="realtime")
+        assert flows.tick(T0).sent == 1
+    finally:
+        srv.shutdown()
+    [msg] = got
+    assert msg["to"].startswith("+34") and msg["from"] == "TIENDA"
+    assert "tu carrito te espera" in msg["text"] and msg["reference"].startswith("cart.")
