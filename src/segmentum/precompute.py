@@ -218,7 +218,8 @@ def build_overview(wh: Warehouse, as_of: _dt.date | None = None) -> dict[str, An
         g = buyers.group_by(["r_score", "f_score"]).aggregate(
             customers=buyers.count(), revenue=buyers.monetary.sum()
         )
-        out["rfm_heatmap"] = g.to_pyarrow().to_pylist()
+        # In a stated order: engines hand groups back in any order (Spark's differs).
+        out["rfm_heatmap"] = g.order_by(["r_score", "f_score"]).to_pyarrow().to_pylist()
     if "clv" in buyers.columns:
         out["clv_histogram"] = _histogram(buyers, "clv", log=True)
         out["churn_histogram"] = _histogram(buyers, "churn_probability")

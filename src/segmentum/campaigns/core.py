@@ -97,6 +97,15 @@ class SendReport:
     receipts: dict[str, int] | None = None
 
 
+def _most_common(t: ir.Table, column: str) -> Any:
+    """The most frequent non-null value of ``column`` (ties: the first in order), computed in
+    the engine on every backend (ibis has no ``mode()`` on Spark)."""
+    t = t.filter(t[column].notnull())
+    g = t.group_by(column).aggregate(_n=t.count()).order_by([ibis.desc("_n"), column]).limit(1)
+    rows = g.to_pyarrow().to_pylist()
+    return rows[0][column] if rows else None
+
+
 def control_value(seed: int, campaign_id: str, customer_id: str) -> float:
     """A reproducible number in [0, 1) for the control split."""
     h = hashlib.sha256(f"{seed}:{campaign_id}:{customer_id}".encode()).digest()
@@ -126,7 +135,7 @@ class Campaigns:
                 if self.wh.has("transactions"):
                     t = self.wh.table("transactions")
                     if "currency" in t.columns:
-                        code = t.filter(t.currency.notnull()).currency.mode().to_pyarrow().as_py()
+                        code = _most_common(t, "currency")
             self._currency.append(code)
         return self._currency[0]
 
@@ -143,12 +152,18 @@ class Campaigns:
             return []
         r = self.wh.table("campaign_results")
         g = r.group_by("campaign_id").aggregate(
-            channel=r.channel.mode(),
             control=(r.group == "control").cast("int64").sum(),
             members=r.count(),
             first=r.sent_at.min(),
             cost=r.cost.mean(),
         )
+        # The channel most members got (ties: the first by name); ibis has no mode() on Spark.
+        c = r.filter(r.channel.notnull())
+        n = c.group_by(["campaign_id", "channel"]).aggregate(_n=c.count())
+        rank = ibis.row_number().over(group_by="campaign_id", order_by=[ibis.desc("_n"), "channel"])
+        top = n.mutate(_rk=rank)
+        top = top.filter(top._rk == 0).select("campaign_id", "channel")
+        g = g.left_join(top, "campaign_id").drop("campaign_id_right")
         out = []
         for x in g.order_by("first").to_pyarrow().to_pylist():
             if x["campaign_id"] in known:
@@ -192,7 +207,10 @@ class Campaigns:
         control_share: float | None = None,
         cost_per_contact: float = 0.0,
         seed: int = 0,
+        campaign_id: str | None = None,
     ) -> Campaign:
+        """Define a campaign; ``campaign_id`` defaults to the name's slug and six random
+        characters (the id also seeds who lands in the control group)."""
         if tactic not in audiences.TACTICS:
             raise InputError(
                 f"unknown tactic {tactic!r}", f"use one of {', '.join(audiences.TACTICS)}"
@@ -202,8 +220,9 @@ class Campaigns:
         share = self.settings.control_share if control_share is None else control_share
         if not 0 <= share < 1:
             raise InputError("the control share must be between 0 and 1 (e.g. 0.1)")
-        if any(name in (c.name, c.campaign_id) for c in self.list()):
-            raise InputError(f"a campaign named {name!r} already exists", "choose another name")
+        for key in (name, campaign_id):
+            if key and any(key in (c.name, c.campaign_id) for c in self.list()):
+                raise InputError(f"a campaign named {key!r} already exists", "choose another name")
         data = ch.load_template(template)
         ch.check_template(data, tactic)
         if data.get("survey") is not None:
@@ -214,7 +233,7 @@ class Campaigns:
             check_survey(data)
         slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:24] or "campaign"
         c = Campaign(
-            f"{slug}-{uuid.uuid4().hex[:6]}",
+            campaign_id or f"{slug}-{uuid.uuid4().hex[:6]}",
             name,
             tactic,
             channel,
