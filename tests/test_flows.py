@@ -505,6 +505,9 @@ def test_an_admin_applies_a_segments_playbook_as_a_draft_flow_in_the_browser(
         page.wait_for_selector("#disable-flow")
         assert page.inner_text("#flow-status") == "activado"
         assert page.locator("#flow-steps tbody tr").count() == 5
+        page.goto(server["url"] + "/dashboard/flows?customer=" + quote("<b>C1</b>"))
+        assert page.locator("#path-empty").is_visible()  # nobody went through it yet
+        assert page.input_value("#path-customer") == "<b>C1</b>"
         browser.close()
     assert not errors, errors
     flow = httpx.get(

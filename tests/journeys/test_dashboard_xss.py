@@ -121,6 +121,7 @@ def test_no_page_runs_script_from_the_data(hostile_server: dict[str, Any]) -> No
         "/dashboard/keys",
         "/dashboard/flows",
         "/dashboard/flows/hostile",
+        "/dashboard/flows?customer=" + quote(PAYLOADS[1]),
         "/dashboard/explorer?rule=" + quote("rfm_segment == 'Champions'"),  # its playbook
         "/login?next=" + quote("javascript:window.__xss=9"),
     ]

@@ -9,10 +9,11 @@ run`` and the tests all call it, the tests with an explicit ``now``.
 
 Every change of a customer's state is written in the same SQLite transaction as the line of
 their path that says what happened (the steps of up to 100 customers commit together), so a
-process killed at any moment resumes where it stopped. A message is written ``sending`` under its idempotency key (``flow.run.step``) before the
-channel is called and ``sent`` after; a ``sending`` message left by a dead process is sent
-again under the same key (webhook receivers drop the repeat; an SMTP server gets the same
-Message-ID): nothing is lost, and at most the one message in flight at a kill is repeated.
+process killed at any moment resumes where it stopped. A message is written ``sending`` under
+its idempotency key (``flow.run.step``) before the channel is called and ``sent`` after; a
+``sending`` message left by a dead process is sent again under the same key (webhook receivers
+drop the repeat; an SMTP server gets the same Message-ID): nothing is lost, and at most the one
+message in flight at a kill is repeated.
 """
 
 from __future__ import annotations

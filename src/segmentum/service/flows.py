@@ -297,11 +297,14 @@ def _mount_pages(app: FastAPI, svc: Service) -> None:
         return ctx
 
     @app.get("/dashboard/flows", include_in_schema=False)
-    def flows_page(request: Request, created: str = "") -> Response:
+    def flows_page(request: Request, created: str = "", customer: str = "") -> Response:
         page = page_of(request)
         if not isinstance(page, Page):
             return page
-        return render(page, "flows.html", **list_context(page, created=created))
+        customer = customer.strip()[:200]
+        path = flows_of(svc).path(customer) if customer else None
+        ctx = list_context(page, created=created, customer=customer, path=path)
+        return render(page, "flows.html", **ctx)
 
     @app.get("/dashboard/flows/{name}", include_in_schema=False)
     def flow_page(request: Request, name: str, created: str = "") -> Response:
