@@ -86,27 +86,28 @@ def view_by_date(wh: Warehouse, dates: list[_dt.date], summary: ir.Table) -> ir.
         )
         view = _left(view, sat, KEYS)
     if profile is not None:
-        p = profile.cross_join(snaps)
-        end = p.as_of
-        born = p.birth_date
+        # The profile joins by customer alone; only the age depends on the date.
+        p = profile
+        prof = p.select(
+            "customer_id",
+            _born=p.birth_date,
+            _age=p.age,
+            has_email=p.email.notnull() & (p.email.strip() != ""),
+            has_phone=p.phone.notnull() & (p.phone.strip() != ""),
+            in_profile=ibis.literal(True),
+            **{c: p[c] for c in PROFILE_COLUMNS if c in p.columns},
+        )
+        view = _left(view, prof, ["customer_id"])
+        end, born = view.as_of, view._born
         years = (end.year() - born.year()) - ibis.ifelse(
             (end.month() < born.month())
             | ((end.month() == born.month()) & (end.day() < born.day())),
             1,
             0,
         )
-        age = ibis.coalesce(years.cast("int64"), p.age.cast("int64"))
-        prof = p.select(
-            *KEYS,
-            age=age,
-            has_email=p.email.notnull() & (p.email.strip() != ""),
-            has_phone=p.phone.notnull() & (p.phone.strip() != ""),
-            in_profile=ibis.literal(True),
-            **{c: p[c] for c in PROFILE_COLUMNS if c in p.columns},
-        )
-        prof = prof.mutate(age_band=age_band(prof.age))
-        view = _left(view, prof, KEYS)
-        view = view.mutate(in_profile=view.in_profile.fill_null(False))
+        age = ibis.coalesce(years.cast("int64"), view._age.cast("int64"))
+        view = view.mutate(age=age, in_profile=view.in_profile.fill_null(False))
+        view = view.mutate(age_band=age_band(view.age)).drop("_born", "_age")
     return view
 
 
@@ -144,7 +145,14 @@ def members_by_date(
     for n in customers:
         for c in R.calls(_parse(segs[n], store.limits)):
             all_calls.setdefault(R.call_table(c), {})[c] = segs[n].rule
-    base = view
+    # Only the columns the rules read travel on (the view has dozens, one row per date).
+    used = {"company_id"} if accounts else set()
+    for n in customers:
+        tree = _parse(segs[n], store.limits)
+        used |= R.names(tree)
+        if any(isinstance(x, R.Call) and x.func == "has_tag" for x in R.walk(tree)):
+            used.add("tags")
+    base = view.select(*KEYS, *[c for c in view.columns if c in used and c not in KEYS])
     snaps = dates_table(dates)
     for tname, cs in all_calls.items():
         gone = cancelled_invoices(links(wh)) if tname == "transactions" else None
@@ -156,12 +164,14 @@ def members_by_date(
     if acc_flags is not None and "company_id" in base.columns:
         base = _left(base, acc_flags, ["company_id", "as_of"])
         base = base.mutate(**{_col(n): base[_col(n)].fill_null(False) for n in accounts})
-    base = wh.materialize(base, "segbase")
-    flags = base.select(*KEYS)
+    # Level by level on the same rows (no join per level): a reference reads the flag column
+    # of the same customer and date; one table is computed in the end.
+    flags = base
     for level in _levels(segs, customers):
-        full = base.join(flags, KEYS)
-        new = {_col(n): store._compile(segs[n], full, last, {}).fill_null(False) for n in level}
-        flags = wh.materialize(full.select(*flags.columns, **new), "segflags")
+        flags = flags.mutate(
+            **{_col(n): store._compile(segs[n], flags, last, {}).fill_null(False) for n in level}
+        )
+    flags = wh.materialize(flags.select(*KEYS, *[_col(n) for n in customers]), "segflags")
     parts = [
         flags.filter(flags[_col(n)]).select(
             segment=ibis.literal(n), customer_id=flags.customer_id, as_of=flags.as_of
