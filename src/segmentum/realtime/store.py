@@ -37,6 +37,7 @@ from typing import Any
 
 from segmentum.config import Settings, load_settings
 from segmentum.serving import warehouse_file
+from segmentum.warehouse import spark_folder
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tracked_events (
@@ -158,6 +159,9 @@ def realtime_path(url: str, settings: Settings | None = None) -> str:
     found = warehouse_file(url)
     if found is not None:
         return str(found.with_name(found.stem + ".realtime.sqlite"))
+    folder = spark_folder(url)
+    if folder is not None:  # a Spark warehouse kept in a folder: inside it, as its state
+        return str(folder / "segmentum.realtime.sqlite")
     return "segmentum.realtime.sqlite"
 
 

@@ -20,7 +20,7 @@ from segmentum.config import Settings, load_settings
 from segmentum.realtime.evaluate import Plan, plan_segment
 from segmentum.realtime.store import RealtimeStore, iso, now_utc, realtime_path, set_meta
 from segmentum.serving import warehouse_file
-from segmentum.warehouse import Warehouse
+from segmentum.warehouse import Warehouse, spark_folder
 
 HISTORY = "realtime_history"
 
@@ -37,7 +37,8 @@ def open_for(
     if not Path(path).exists():
         if not create:
             return None
-        if warehouse_file(wh.url) is None and not settings.state_store:
+        beside = warehouse_file(wh.url) or spark_folder(wh.url)
+        if beside is None and not settings.state_store:
             return None  # it would land in whatever folder the command runs in
     return RealtimeStore(path, settings.busy_wait_seconds)
 

@@ -180,6 +180,8 @@ def mount_events(app: FastAPI, svc: Service) -> None:
         with store.connect() as con:
             if get_meta(con, "segments_version") is not None:
                 return
+        if svc.batch_engine:
+            return  # Spark: the run's publish mirrors them; a start-up must not start Spark
         if not svc.per_use:
             with contextlib.suppress(ApiProblem, SegmentumError):
                 svc.locked(lambda: sync(svc.wh, settings, store=store))
