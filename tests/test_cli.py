@@ -251,6 +251,10 @@ JSON_ARGS: dict[str, list[str]] = {
     "audience export": ["big", "--format", "meta", "--out", "{tmp}/big-meta.csv"],
     "audience retarget": ["--carted", "--days", "30", "--out", "{tmp}/rt.csv"],
     "audience seed": ["--top", "20", "--out", "{tmp}/seed.csv"],
+    "events track": ["{tmp}/events.jsonl"],
+    "flow show": ["welcome_test"],
+    "flow results": ["welcome_test"],
+    "flow path": ["{customer}"],
     "forget": ["{customer}"],
     "backup": ["{tmp}/backup"],
     "restore": ["{tmp}/backup", "--replace"],
@@ -307,6 +311,10 @@ def test_every_json_output_is_valid_json_on_a_narrow_terminal(
         )
         == 0
     )
+    assert main(["flow", "new", "welcome_test", "--from", "welcome", "-w", url]) == 0
+    (tmp_path / "events.jsonl").write_text(
+        json.dumps({"anonymous_id": "v-1", "event_type": "page_view"}) + "\n", encoding="utf-8"
+    )
     capsys.readouterr()
 
     commands = [
@@ -319,6 +327,8 @@ def test_every_json_output_is_valid_json_on_a_narrow_terminal(
     assert not missing, f"add arguments for {missing} to JSON_ARGS"
     order = [*JSON_FIRST, *[c for c in commands if c not in JSON_FIRST + JSON_LAST], *JSON_LAST]
     values: dict[str, str] = {"demo": str(json_db[1]), "tmp": str(tmp_path)}
+    with segmentum.connect(url) as wh:
+        values["customer"] = str(wh.table("customers").customer_id.min().execute())
     for name in order:
         if name not in commands:
             continue
@@ -326,9 +336,6 @@ def test_every_json_output_is_valid_json_on_a_narrow_terminal(
             with segmentum.connect(url) as wh:
                 dates = snapshot_dates(wh)
             values.update(first=dates[0].isoformat(), last=dates[-1].isoformat())
-        if name == "forget":
-            with segmentum.connect(url) as wh:
-                values["customer"] = str(wh.table("customers").customer_id.min().execute())
         args = [a.format(**values) for a in JSON_ARGS.get(name, [])]
         where = ["-w", url] if any("--warehouse" in p.opts for p in by_name[name].params) else []
         code = main([*name.split(), *args, "--json", *where])

@@ -67,6 +67,22 @@ def serving_path(url: str, configured: str = "") -> Path | None:
     return warehouse.with_name(warehouse.stem + ".serving.duckdb")
 
 
+def sidecar_sqlite(url: str, kind: str) -> str:
+    """Where a SQLite file of ``kind`` (state, realtime, flows) belonging to the warehouse at
+    ``url`` goes when no setting says: beside a DuckDB file (``shop.duckdb`` ->
+    ``shop.KIND.sqlite``), inside a Spark warehouse's folder, in memory for an in-memory
+    warehouse, else ``segmentum.KIND.sqlite`` in the working folder."""
+    if url in ("duckdb://", "duckdb:///:memory:"):
+        return ":memory:"
+    found = warehouse_file(url)
+    if found is not None:
+        return str(found.with_name(f"{found.stem}.{kind}.sqlite"))
+    folder = spark_folder(url)
+    if folder is not None:
+        return str(folder / f"segmentum.{kind}.sqlite")
+    return f"segmentum.{kind}.sqlite"
+
+
 def warehouse_file(url: str) -> Path | None:
     """The DuckDB file behind ``url``, or None when the warehouse is not a local file."""
     if url.startswith("duckdb://"):

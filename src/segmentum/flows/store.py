@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from segmentum.config import Settings, load_settings
-from segmentum.serving import warehouse_file
+from segmentum.serving import sidecar_sqlite
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS flows (
@@ -128,14 +128,7 @@ def flows_path(url: str, settings: Settings | None = None) -> str:
     setting, else beside a DuckDB file (``shop.duckdb`` -> ``shop.flows.sqlite``), else
     ``segmentum.flows.sqlite`` here (in memory for an in-memory warehouse)."""
     configured = getattr(settings or load_settings(), "flow_store", "")
-    if configured:
-        return str(configured)
-    if url in ("duckdb://", "duckdb:///:memory:"):
-        return ":memory:"
-    found = warehouse_file(url)
-    if found is not None:
-        return str(found.with_name(found.stem + ".flows.sqlite"))
-    return "segmentum.flows.sqlite"
+    return str(configured) if configured else sidecar_sqlite(url, "flows")
 
 
 class FlowStore:

@@ -36,8 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from segmentum.config import Settings, load_settings
-from segmentum.serving import warehouse_file
-from segmentum.warehouse import spark_folder
+from segmentum.serving import sidecar_sqlite
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tracked_events (
@@ -154,15 +153,7 @@ def realtime_path(url: str, settings: Settings | None = None) -> str:
         p = Path(configured)
         stem = p.name[: -len(".state.sqlite")] if p.name.endswith(".state.sqlite") else p.stem
         return str(p.with_name(stem + ".realtime.sqlite"))
-    if url in ("duckdb://", "duckdb:///:memory:"):
-        return ":memory:"
-    found = warehouse_file(url)
-    if found is not None:
-        return str(found.with_name(found.stem + ".realtime.sqlite"))
-    folder = spark_folder(url)
-    if folder is not None:  # a Spark warehouse kept in a folder: inside it, as its state
-        return str(folder / "segmentum.realtime.sqlite")
-    return "segmentum.realtime.sqlite"
+    return sidecar_sqlite(url, "realtime")
 
 
 @dataclass

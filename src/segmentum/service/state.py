@@ -18,8 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from segmentum.config import Settings, load_settings
-from segmentum.serving import ThreadReader, warehouse_file
-from segmentum.warehouse import spark_folder
+from segmentum.serving import ThreadReader, sidecar_sqlite
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS api_keys (
@@ -61,17 +60,7 @@ def state_path(url: str, settings: Settings | None = None) -> str:
     beside a DuckDB file warehouse (``shop.duckdb`` -> ``shop.state.sqlite``), else a
     private in-memory store for an in-memory warehouse, else ``segmentum.state.sqlite`` here."""
     configured = (settings or load_settings()).state_store
-    if configured:
-        return configured
-    if url in ("duckdb://", "duckdb:///:memory:"):
-        return ":memory:"
-    found = warehouse_file(url)
-    if found is not None:
-        return str(found.with_name(found.stem + ".state.sqlite"))
-    folder = spark_folder(url)
-    if folder is not None:  # a Spark warehouse kept in a folder: beside its serving store
-        return str(folder / "segmentum.state.sqlite")
-    return "segmentum.state.sqlite"
+    return configured or sidecar_sqlite(url, "state")
 
 
 class StateStore:
