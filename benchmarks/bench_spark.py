@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import tempfile
 
@@ -55,12 +56,10 @@ def main() -> None:
     work = tempfile.mkdtemp(prefix="bench-spark-")
     try:
         print(f"spark: the demo pipeline, {args.customers:,} customers, {lines:,} lines")
-        duck = measure(
-            "DuckDB (file)", RUN.format(url=f"duckdb:///{work}/w.duckdb", data=str(data))
-        )
+        duck = measure("DuckDB (file)", RUN.format(url=f"duckdb://{work}/w.duckdb", data=str(data)))
         spark = measure(
             "Spark local[2] (tables in a folder)",
-            RUN.format(url=f"pyspark:///{work}/spark", data=str(data)),
+            RUN.format(url=f"pyspark://{work}/spark", data=str(data)),
         )
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -76,7 +75,8 @@ def main() -> None:
         f"`segmentum run --data` on the demo with {args.customers:,} customers ({lines:,} "
         f"invoice lines, CSV), every step, clustering on ({machine()}). Spark runs "
         f"`local[2]` in the same machine; starting its session took {start:.1f} s more "
-        "(not counted below).",
+        f"(not counted below). Load average {os.getloadavg()[0]:.1f} when it ended: the "
+        "machine was shared, so read the ratio.",
         "",
         "| contender | time (s) | ratio to DuckDB | peak memory of the Python process (MB) |",
         "|---|---:|---:|---:|",

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
-from tests.conftest import write
+from tests.conftest import serving, write
 
 import segmentum
 from segmentum import demo, pipeline
+from segmentum.config import Settings, load_settings
 from segmentum.features import customer_features
 from segmentum.segments.classes import classify
 from segmentum.warehouse import Warehouse
@@ -90,3 +94,243 @@ def test_the_whole_pipeline_gives_the_same_answers_on_duckdb_and_postgres(
     assert int(pg.table("transactions").count().execute()) == int(
         duck.table("transactions").count().execute()
     )
+
+
+# ------------------------------------------------------------------ the whole product on Spark
+# Columns that name a run, a batch or when it happened: they differ between any two runs.
+_PER_RUN = {
+    "run_id",
+    "batch_id",
+    "started_at",
+    "finished_at",
+    "created_at",
+    "updated_at",
+    "refreshed_at",
+    "loaded_at",
+    "published_at",
+    "steps",  # the seconds each step took
+    "export_id",
+    "path",  # files written, each run in its own folder
+}
+# The model fits (CLV, churn) agree to the optimiser's tolerance, not to the last digit, as on
+# PostgreSQL, and so does what is computed from them; everything else to 1e-9.
+_FITTED = {
+    "customer_clv",
+    "clv_models",
+    "churn_calibration",
+    "market_cells",
+    "market_runs",
+    "dashboard_cache",
+    "campaign_pages",
+}
+_FITTED_COLUMNS = {"clv", "expected_purchases", "p_alive", "churn_probability"}
+_FITTED_COLUMNS |= {"expected_next_purchase"}
+# Each engine's own row hash: a change detector, equal only within one engine.
+_ENGINE_OWN = {("rollup_state", "checksum")}
+
+
+def _close(a: object, b: object, rtol: float) -> bool:
+    """Equal values, numbers within ``rtol`` (NaN and None alike), JSON text compared parsed."""
+    import json
+    import math
+
+    if isinstance(a, str) and isinstance(b, str) and a[:1] in "[{" and a != b:
+        try:
+            a, b = json.loads(a), json.loads(b)
+        except ValueError:
+            return False
+    if isinstance(a, dict) and isinstance(b, dict):
+        keys = (set(a) | set(b)) - _PER_RUN
+        return all(_close(a.get(k), b.get(k), rtol) for k in keys)
+    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
+        return len(a) == len(b) and all(_close(x, y, rtol) for x, y in zip(a, b, strict=True))
+    missing = [v is None or (isinstance(v, float) and math.isnan(v)) for v in (a, b)]
+    if any(missing):
+        return all(missing)
+    if isinstance(a, bool) or isinstance(b, bool):
+        return a == b
+    if isinstance(a, int | float) and isinstance(b, int | float):
+        return math.isclose(a, b, rel_tol=rtol, abs_tol=1e-12)
+    return a == b
+
+
+def _rows(wh: Warehouse, name: str) -> tuple[list[str], list[tuple[object, ...]]]:
+    t = wh.table(name)
+    cols = sorted(c for c in t.columns if c not in _PER_RUN and (name, c) not in _ENGINE_OWN)
+    data = t.select(*cols).to_pyarrow().to_pylist()
+
+    def key(r: dict[str, object]) -> tuple[str, ...]:
+        return tuple(str(r[c]) for c in cols if not isinstance(r[c], float))
+
+    ordered = sorted(data, key=key)
+    return cols, [
+        tuple(sorted(v) if isinstance(v, list) else v for v in r.values()) for r in ordered
+    ]
+
+
+def differences(a: Warehouse, b: Warehouse) -> list[str]:
+    """Every table of ``a`` and ``b`` compared: same tables, columns and rows; numbers within
+    1e-9 relative (1e-4 for model fits and what derives from them)."""
+    problems = []
+    # Staged results (_seg_*) and ibis's in-memory uploads (ibis_*) are not outputs.
+    names = [
+        sorted(n for n in wh.con.list_tables() if not n.startswith(("_", "ibis_"))) for wh in (a, b)
+    ]
+    if names[0] != names[1]:
+        problems.append(f"tables differ: {sorted(set(names[0]) ^ set(names[1]))}")
+    for name in sorted(set(names[0]) & set(names[1])):
+        (cols, x), (cols_b, y) = _rows(a, name), _rows(b, name)
+        if cols != cols_b:
+            problems.append(f"{name}: columns differ: {sorted(set(cols) ^ set(cols_b))}")
+            continue
+        if len(x) != len(y):
+            problems.append(f"{name}: {len(x)} rows against {len(y)}")
+            continue
+        for i, c in enumerate(cols):
+            rtol = 1e-4 if name in _FITTED or c in _FITTED_COLUMNS else 1e-9
+            bad = [(r[i], s[i]) for r, s in zip(x, y, strict=True) if not _close(r[i], s[i], rtol)]
+            if bad:
+                problems.append(f"{name}.{c}: {len(bad)} rows differ, e.g. {bad[0]!r}"[:400])
+    return problems
+
+
+def _whole_product(wh: Warehouse, data: Path, settings: Settings, out: Path) -> dict[str, Any]:
+    """Everything a user does after loading: the run, history, a campaign (audience, dry run,
+    a send to files), look-alikes and the report. Returns what does not land in a table."""
+    from segmentum.campaigns.core import Campaigns
+    from segmentum.history.cohorts import cohorts, forecast
+    from segmentum.history.migration import migration
+    from segmentum.history.snapshots import backfill, snapshot_dates
+    from segmentum.report import write_report
+    from segmentum.segments.lookalike import find_lookalikes
+
+    summary = pipeline.run(wh, data=data, settings=settings)
+    backfill(wh, periods=3, settings=settings)
+    dates = snapshot_dates(wh)
+    cs = Campaigns(wh, settings)
+    # The id seeds the control group: the same on both engines.
+    campaign = cs.create("vuelve", "winback", "file", seed=1, campaign_id="vuelve-e2e")
+    now = dt.datetime(2026, 1, 5, 9, 0)
+    plan = cs.dry_run(campaign, now=now)
+    sent = cs.send(campaign, now=now, immediately=True, out_dir=out / "sends")
+    files = sorted(p for p in (out / "sends").iterdir() if p.suffix in (".csv", ".json"))
+    alike = find_lookalikes(wh, "value_tier == 'high'", top=5)
+    report = write_report(wh, out / "report.html", "es")
+    return {
+        "steps": [(s["step"], s["status"]) for s in summary.steps],
+        "migration": migration(wh, dates[-2], dates[-1], "value_tier").to_dict(),
+        "cohorts": cohorts(wh).rows,
+        "forecast": forecast(wh, "value_tier").to_dict(),
+        "dry run": {k: v for k, v in plan.items() if k != "examples"},
+        "sent": (sent.delivered, sent.control, sent.failed),
+        # The same lines; their order in a file is the engine's.
+        "sent files": [(f.name, sorted(f.read_text(encoding="utf-8").splitlines())) for f in files],
+        "look-alikes": alike.top.drop(columns=["why"], errors="ignore").to_dict("records"),
+        "report": len(report.read_text()) > 10_000,
+    }
+
+
+@pytest.fixture(scope="module")
+def spark_and_duckdb(
+    tmp_path_factory: pytest.TempPathFactory, spark_session: Any
+) -> Iterator[dict[str, Any]]:
+    """The B2B demo (200 customers: prospects and look-alikes included) through the whole
+    product once on DuckDB and once on the session's Spark, which publishes a serving store."""
+    root = tmp_path_factory.mktemp("spark-e2e")
+    data = demo.generate(root / "demo", customers=200, seed=3, b2b=True)["transactions"].parent
+    settings = load_settings()
+    duck = segmentum.connect(f"duckdb:///{root / 'w.duckdb'}")
+    spark = segmentum.connect("pyspark", spark_session=spark_session)
+    spark_settings = settings.with_overrides(
+        serving_store=str(root / "spark.serving.duckdb"), state_store=str(root / "state.sqlite")
+    )
+    out = {
+        "duckdb": _whole_product(duck, data, settings, root / "duckdb"),
+        "pyspark": _whole_product(spark, data, spark_settings, root / "pyspark"),
+    }
+    yield {"duck": duck, "spark": spark, "settings": spark_settings, "out": out}
+    duck.close()
+    for name in spark.con.list_tables():
+        spark.drop(name)
+
+
+@pytest.mark.spark
+@pytest.mark.spark_core
+def test_the_whole_product_gives_the_same_answers_on_duckdb_and_spark(
+    spark_and_duckdb: dict[str, Any],
+) -> None:
+    """Every step of the run, history, a campaign, look-alikes and the report on a local Spark
+    session, against DuckDB: every table compared (numbers to 1e-9, model fits to 1e-4)."""
+    duck, spark, out = (spark_and_duckdb[k] for k in ("duck", "spark", "out"))
+    assert all(status == "ok" for _, status in out["duckdb"]["steps"]), out["duckdb"]["steps"]
+    assert out["duckdb"]["sent"][0] > 0 and out["duckdb"]["report"]
+    for key in out["duckdb"]:
+        assert _close(out["duckdb"][key], out["pyspark"][key], 1e-4), key
+    assert differences(duck, spark) == []
+
+
+@pytest.mark.spark
+@pytest.mark.spark_core
+def test_spark_serves_lookups_and_pages_from_the_serving_store_without_spark_jobs(
+    spark_and_duckdb: dict[str, Any], spark_session: Any
+) -> None:
+    """The Spark run published its read models into a DuckDB file: the API's lookups and the
+    dashboard's pages answer from it, and no request starts a Spark job."""
+    import httpx
+
+    from segmentum.service.app import create_app
+    from segmentum.service.auth import SESSION_COOKIE, create_key, create_session
+    from segmentum.service.state import StateStore
+
+    duck, spark, settings = (spark_and_duckdb[k] for k in ("duck", "spark", "settings"))
+    assert Path(settings.serving_store).is_file()
+    key = create_key(StateStore(settings.state_store), "admin", ["admin"])
+    app = create_app(spark, settings)
+    session = create_session(app.state.svc.sessions, key)
+    assert session is not None
+    expected = duck.table("customer_lookup").execute().set_index("customer_id")
+    ids = [str(expected.index.min()), str(expected.index.max())]
+    tracker = spark_session.sparkContext.statusTracker()
+    jobs_before = max(tracker.getJobIdsForGroup(None), default=-1)
+    with serving(app) as base, httpx.Client(timeout=120) as http:
+        head = {"X-API-Key": key}
+        for cid in ids:
+            got = http.get(f"{base}/v1/customers/{cid}", headers=head).json()
+            assert got["customer_id"] == cid
+            assert got["monetary"] == pytest.approx(expected.loc[cid, "monetary"], rel=1e-9)
+            assert got["rfm_segment"] == expected.loc[cid, "rfm_segment"]
+        assert http.get(f"{base}/v1/customers/nobody", headers=head).status_code == 404
+        overview = http.get(f"{base}/v1/overview", headers=head).json()
+        assert overview["customers"] == int((expected.frequency > 0).sum())
+        signed_in = {SESSION_COOKIE: session.sid}
+        for page in ("", "/migration", f"/customer?id={ids[0]}"):
+            resp = http.get(f"{base}/dashboard{page}", cookies=signed_in)
+            assert resp.status_code == 200 and "<html" in resp.text, page
+    assert max(tracker.getJobIdsForGroup(None), default=-1) == jobs_before
+
+
+@pytest.mark.spark
+@pytest.mark.spark_core
+def test_a_failure_inside_spark_is_a_failed_step_with_its_cause(
+    spark_and_duckdb: dict[str, Any], spark_session: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The invoice files vanish from under the table (runs last: it breaks the warehouse):
+    the run log and the command line name the step and Spark's cause, in one line."""
+    from segmentum.cli import main
+
+    spark = spark_and_duckdb["spark"]
+    for uri in spark_session.table("transactions").inputFiles():
+        Path(uri.removeprefix("file:")).unlink()
+    code = main(["run", "--warehouse", "pyspark"])  # the same session: getOrCreate finds it
+    said = capsys.readouterr().err
+    assert code == 4, said
+    assert "step 'features' failed on Spark:" in said and "does not exist" in said, said
+    assert "Traceback" not in said and "\tat " not in said and "org.apache" not in said
+    runs = spark.table("pipeline_runs").order_by("started_at").execute()
+    last = runs.iloc[-1]
+    assert last.status == "failed" and last.error.startswith("step 'features' failed on Spark")
+    assert json.loads(last.steps)[-1] == {
+        "step": "features",
+        "status": "failed",
+        "error": last.error.split(" (hint:")[0],
+    }

@@ -248,6 +248,10 @@ def build_overview(wh: Warehouse, as_of: _dt.date | None = None) -> dict[str, An
         except SegmentumError:
             pass  # no geography columns
     out["profiles"] = _segment_profiles(wh, as_of)
+    from segmentum.campaigns.core import Campaigns
+
+    # The currency amounts are in, for the pages (read from here, not from the warehouse).
+    out["currency"] = Campaigns(wh).currency
     out.update(_history(wh))
     row = pa.table(
         {

@@ -88,7 +88,9 @@ def _local_spark_session(warehouse_dir: str | None = None) -> Any:
         log = f"-Dderby.stream.error.file={Path(folder) / 'derby.log'}"  # not in the cwd
         builder = builder.config("spark.driver.extraJavaOptions", f"{java} {log}".strip())
     session = builder.getOrCreate()
-    session.sparkContext.setLogLevel("ERROR")
+    # Not ERROR: a failed task would print its Java stack on the terminal; the failed step
+    # reports the cause itself (engine_error).
+    session.sparkContext.setLogLevel("FATAL")
     return session
 
 
@@ -634,6 +636,8 @@ def spark_folder(url: str | None) -> Path | None:
     if not url or not url.startswith(("pyspark://", "spark://")):
         return None
     rest = url.split("://", 1)[1]
+    if rest.startswith("//"):  # pyspark:////data/wh: POSIX would keep the two slashes
+        rest = "/" + rest.lstrip("/")
     return Path(rest).absolute() if rest else None
 
 
@@ -649,6 +653,7 @@ def duckdb_file(url: str | None) -> Path | None:
 
 
 _JAVA_FRAME = re.compile(r"^\s*at [\w$.<>]+\(")
+_JAVA_CLASS = re.compile(r"^(?:[a-z_$][\w$]*\.)+[A-Z][\w$]*(?:Exception|Error): ")
 
 
 def engine_error(exc: BaseException, where: str = "") -> WarehouseError | None:
@@ -670,6 +675,13 @@ def engine_error(exc: BaseException, where: str = "") -> WarehouseError | None:
         if not _JAVA_FRAME.match(ln) and not ln.startswith(("An error occurred while", "JVM st"))
     ]
     cause = lines[0] if lines else type(exc).__name__
+    # "org.apache.spark.SparkException: [FAILED_READ_FILE...] ...": Spark's own error class
+    # says it; otherwise keep the exception's short name ("OutOfMemoryError: Java heap space").
+    found = _JAVA_CLASS.match(cause)
+    if found:
+        rest = cause[found.end() :]
+        short = found.group(0).rstrip(": ").rsplit(".", 1)[-1]
+        cause = rest if rest.startswith("[") or not rest else f"{short}: {rest}"
     if len(cause) > 300:
         cause = cause[:297] + "..."
     return WarehouseError(

@@ -311,9 +311,19 @@ def currency_of(svc: Any) -> str | None:
         code = (svc.settings.currency or "auto").upper()
         if code == "AUTO":
             from segmentum.campaigns.core import Campaigns
+            from segmentum.precompute import CACHE, overview
 
             try:
-                code = svc.locked(lambda: Campaigns(svc.wh, svc.settings).currency) or ""
+                # The run publishes it with the overview (a Spark job per page start is seconds).
+                published: Any = False
+                store = svc.serving
+                if store is not None and store.has(CACHE):
+                    published = (store.read(overview) or {}).get("currency", False)
+                code = (
+                    published
+                    if published is not False
+                    else svc.locked(lambda: Campaigns(svc.wh, svc.settings).currency)
+                ) or ""
             except Exception:  # the warehouse is busy: plain numbers this time
                 return None
         found = svc.dashboard_currency = code
