@@ -77,7 +77,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     the suite together on two cores."""
     if config.getoption("--all-spark"):
         return
-    kept, skipped = [], []
+    kept: list[pytest.Item] = []
+    skipped: list[pytest.Item] = []
     for item in items:
         spark = item.get_closest_marker("spark") and not item.get_closest_marker("spark_core")
         (skipped if spark else kept).append(item)

@@ -30,8 +30,8 @@ def test_ingest_reports_the_same_on_every_backend(backend: Warehouse, tmp_path: 
     assert sorted(backend.table("transactions").amount.execute()) == [12.5, 1234.5]
 
 
+# In `make test-spark` only: the whole-product comparison below covers features and classes.
 @pytest.mark.spark
-@pytest.mark.spark_core
 def test_features_and_classes_are_identical_on_duckdb_and_spark(
     tmp_path: Path, spark_session: object
 ) -> None:

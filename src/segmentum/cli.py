@@ -472,9 +472,7 @@ def schedule_cmd(
     ] = False,
     system: Annotated[
         bool,
-        typer.Option(
-            "--system", help="With --install: the system folders (/etc/...), needs root."
-        ),
+        typer.Option("--system", help="With --install: the system folders (/etc/...), needs root."),
     ] = False,
     target: Annotated[
         Path | None,
