@@ -936,7 +936,10 @@ class Flows:
             if s.channel == "email":
                 sender.send(key, str(prof["email"]), subject, body)
             elif s.channel == "sms":
-                sender.send(key, str(prof["phone"]), body, attrs.get("country"))
+                from segmentum.campaigns.sms import render_text  # the template's sms: text
+
+                text = render_text(s.template, lang, context)
+                sender.send(key, str(prof["phone"]), text, attrs.get("country"))
             else:
                 sender.send(
                     {

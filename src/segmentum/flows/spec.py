@@ -579,10 +579,13 @@ def _steps(
                     f"{channel!r} is not a channel",
                     "use " + ", ".join(CHANNELS),
                 )
-            tpl = {k: v for k, v in value.items() if k in ("subject", "body")}
-            for k in sorted(set(map(str, value)) - {"channel", "subject", "body"}):
+            # sms: the text of an SMS step when it should differ from the body (160 characters).
+            tpl = {k: v for k, v in value.items() if k in ("subject", "body", "sms")}
+            for k in sorted(set(map(str, value)) - {"channel", "subject", "body", "sms"}):
                 c.fail(
-                    (*path, "send", k), f"unknown field {k!r}", "a send has channel, subject, body"
+                    (*path, "send", k),
+                    f"unknown field {k!r}",
+                    "a send has channel, subject, body (and sms: the text of an SMS)",
                 )
             shapes = [
                 part

@@ -46,7 +46,7 @@ def _public_url(base: str, provider: str, query: str) -> str:
     return url + (f"?{query}" if query else "")
 
 
-@router.api_route("/v1/sms/receipts/{provider}", methods=["GET", "POST"])
+@router.post("/v1/sms/receipts/{provider}", operation_id="sms_receipt_post")
 async def sms_receipt(request: Request, provider: str) -> JSONResponse:
     """Store a provider's delivery receipt (JSON, form or query fields). Answers 200 with how
     many final statuses it held (intermediate ones, such as ``sent`` or ``buffered``, count
@@ -94,6 +94,12 @@ async def sms_receipt(request: Request, provider: str) -> JSONResponse:
         store = ReceiptStore(path, settings.busy_wait_seconds)
         await run_in_threadpool(store.add, receipts)
     return JSONResponse({"stored": len(receipts)})
+
+
+# Some providers (Vonage, by default) report with a GET and the fields in the query.
+router.add_api_route(
+    "/v1/sms/receipts/{provider}", sms_receipt, methods=["GET"], operation_id="sms_receipt_get"
+)
 
 
 @router.get("/v1/campaigns/{campaign}/sms-receipts")
