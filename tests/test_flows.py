@@ -296,6 +296,25 @@ def test_the_frequency_cap_counts_messages_of_every_flow(
     skipped = [r for r in flows.path(cid) if r["what"] == "skipped"]
     assert [r["detail"] for r in skipped] == ["capped"]
     assert len(box.got) == 1
+    # ... and a campaign planned the next day counts the flow's message against the same cap
+    # (the warehouse beside this flows file reads it).
+    import ibis
+
+    import segmentum
+    from segmentum.segments.reach import contact_status
+
+    shutil.copyfile(synced["db"], tmp_path / "w.duckdb")
+    wh = segmentum.connect(f"duckdb:///{tmp_path / 'w.duckdb'}")
+    try:
+        members = ibis.memtable({"customer_id": [str(cid)]})
+        settings = SETTINGS.with_overrides(frequency_cap=1, frequency_cap_days=7)
+        day_after = (T0 + dt.timedelta(days=1)).date()
+        status = contact_status(wh, members, day_after, settings).to_pandas()
+        assert status.status_email.tolist() == ["capped"]
+        status = contact_status(wh, members, day_after, settings.with_overrides(frequency_cap=2))
+        assert status.to_pandas().status_email.tolist() == ["reachable"]
+    finally:
+        wh.close()
 
 
 # ------------------------------------------------------------------------------ crash safety

@@ -104,6 +104,13 @@ def contact_status(
             ).select("customer_id")
             recent = recent.union(mine, distinct=False)
         counts = recent.group_by("customer_id").aggregate(_sends=recent.count())
+        flows = _flow_sends(wh, as_of, settings)
+        if flows is not None:  # messages flows sent count against the same cap
+            counts = (
+                counts.union(flows, distinct=False)
+                .group_by("customer_id")
+                .aggregate(_sends=lambda t: t._sends.sum())
+            )
         m = m.left_join(counts, "customer_id").drop("customer_id_right")
         capped = m._sends.fill_null(0) >= settings.frequency_cap
     contact = {
@@ -123,6 +130,44 @@ def contact_status(
             else_="reachable",
         )
     return m.select("customer_id", **out)
+
+
+def _flow_sends(wh: Warehouse, as_of: _dt.date, settings: Settings) -> ir.Table | None:
+    """Messages the flows sent in the cap's window, counted per customer, or None without
+    any. They live in the flows' SQLite file beside the warehouse (flows run while a job holds
+    it); only the per-customer counts travel into the engine."""
+    import sqlite3
+    from pathlib import Path
+
+    import pyarrow as pa
+
+    from segmentum.flows.store import flows_path
+
+    path = flows_path(wh.url, settings)
+    if path == ":memory:" or not Path(path).exists():
+        return None
+    end = _dt.datetime(as_of.year, as_of.month, as_of.day)
+    start = end - _dt.timedelta(days=settings.frequency_cap_days)
+    con = sqlite3.connect(Path(path).absolute().as_uri() + "?mode=ro", uri=True, timeout=10)
+    try:
+        rows = con.execute(
+            "SELECT customer_id, COUNT(*) FROM messages WHERE status = 'sent' "
+            "AND sent_at >= ? AND sent_at < ? GROUP BY customer_id",
+            (start.isoformat(sep=" "), end.isoformat(sep=" ")),
+        ).fetchall()
+    except sqlite3.OperationalError:  # a flows file from before the messages table
+        return None
+    finally:
+        con.close()
+    if not rows:
+        return None
+    data = pa.table(
+        {
+            "customer_id": pa.array([str(r[0]) for r in rows], pa.string()),
+            "_sends": pa.array([int(r[1]) for r in rows], pa.int64()),
+        }
+    )
+    return wh.from_arrow(data, "flowsends")
 
 
 def reach(wh: Warehouse, members: ir.Table, as_of: _dt.date, settings: Settings) -> Reach:
