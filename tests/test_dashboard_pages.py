@@ -211,3 +211,87 @@ def _subscriptions_of(server: dict[str, Any]) -> list[Any]:
     # The served file is open only during a request: a test may read it between them.
     with segmentum.connect(f"duckdb:///{server['db']}") as wh:
         return subscriptions(wh)
+
+
+def _expected_email_hashes(server: dict[str, Any], segment: str, fmt: str) -> tuple[int, set[str]]:
+    """The segment's size and its consenting members' email hashes, normalised here as the
+    platform's guide says (trimmed, lower-cased; Google: no periods before @gmail.com)."""
+    import hashlib
+
+    from segmentum.segments.store import Segments
+
+    wh = server["wh"]
+    m = Segments(wh).members(segment).distinct()
+    c = wh.table("customers")
+    j = m.left_join(c.select("customer_id", "email", "consent_ads"), "customer_id")
+    rows = j.select("email", "consent_ads").to_pyarrow().to_pylist()
+    out = set()
+    for r in rows:
+        if not r["consent_ads"] or not r["email"]:
+            continue
+        local, domain = r["email"].strip().lower().rsplit("@", 1)
+        if fmt == "google" and domain in ("gmail.com", "googlemail.com"):
+            local = local.replace(".", "")
+        out.add(hashlib.sha256(f"{local}@{domain}".encode()).hexdigest())
+    return len(rows), out
+
+
+@pytest.mark.parametrize(
+    ("lang", "fmt", "header", "says"),
+    [
+        ("es", "meta", "email,phone,fn,ln,zip,ct,st,country", "Meta: {n} de {size} miembros van"),
+        (
+            "en",
+            "google",
+            "Email,Phone,First Name,Last Name,Country,Zip",
+            "Ads: {n} of {size} members",
+        ),
+    ],
+)
+def test_the_explorer_downloads_a_saved_segment_as_an_ad_audience_with_its_drop_report(
+    server: dict[str, Any],
+    signed_in: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    lang: str,
+    fmt: str,
+    header: str,
+    says: str,
+) -> None:
+    import csv
+    import io
+    import json
+
+    base, svc = server["url"], server["app"].state.svc
+    explorer = f"{base}/dashboard/explorer"
+    download = f"{base}/dashboard/ad-audience/vip.csv"
+    # Hashed emails are personal data: a read session gets neither the links nor the file.
+    reader, _ = signed_in("read")
+    page = http.get(explorer, params={"segment": "vip", "lang": lang}, cookies=reader).text
+    assert 'id="ad-audience-scope"' in page and "ad-download-" not in page
+    assert http.get(download, params={"format": fmt}, cookies=reader).status_code == 403
+    admin, _ = signed_in("admin")
+    # ...and with export_personal_data off (the default), nobody does.
+    page = http.get(explorer, params={"segment": "vip", "lang": lang}, cookies=admin).text
+    assert 'id="ad-audience-off"' in page and "ad-download-" not in page
+    assert http.get(download, params={"format": fmt}, cookies=admin).status_code == 409
+    monkeypatch.setattr(svc, "settings", svc.settings.with_overrides(export_personal_data=True))
+    params = {"segment": "vip", "audience": fmt, "lang": lang}
+    page = http.get(explorer, params=params, cookies=admin).text
+    for p in ("google", "meta", "tiktok"):
+        assert f'href="/dashboard/ad-audience/vip.csv?format={p}"' in page
+    r = http.get(download, params={"format": fmt}, cookies=admin)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(r.text)))
+    assert r.text.splitlines()[0] == header
+    size, hashes = _expected_email_hashes(server, "vip", fmt)
+    email = header.split(",")[0]
+    assert {x[email] for x in rows if x[email]} == hashes and hashes
+    report = json.loads(r.headers["X-Segmentum-Report"])
+    assert report["size"] == size and report["exported"] == len(rows)
+    assert report["exported"] + sum(report["dropped"].values()) == size
+    # The page's report says the same numbers, in the page's language.
+    text = _text(page)
+    assert says.format(n=len(rows), size=size) in text and not RAW.findall(text)
+    table = page.split('id="ad-report"')[1].split("</table>")[0]
+    shown = dict(re.findall(r'data-reason="(\w+)"><td>[^<]+</td><td>([^<]+)</td>', table))
+    assert shown == {k: str(v) for k, v in report["dropped"].items()}

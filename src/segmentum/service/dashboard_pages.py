@@ -15,7 +15,7 @@ from urllib.parse import urlencode
 
 import ibis
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 
 from segmentum import i18n
 from segmentum.errors import SegmentumError
@@ -367,12 +367,14 @@ def mount(
 
     # ------------------------------------------------------------------ explorer
     @app.get("/dashboard/explorer", include_in_schema=False)
-    def explorer(request: Request, segment: str = "", rule: str = "") -> Response:
+    def explorer(
+        request: Request, segment: str = "", rule: str = "", audience: str = ""
+    ) -> Response:
         page = page_or_login(request)
         if not isinstance(page, Page):
             return page
         ctx, published = svc.fresh_or_published(
-            lambda: explorer_context(page, svc, segment, rule),
+            lambda: explorer_context(page, svc, segment, rule, audience),
             "segment_definitions",
             "segment_members",
         )
@@ -401,6 +403,34 @@ def mount(
             return csv_response(wh_lock(run), f"{name}.csv")
         except SegmentumError as exc:
             return render(page, "error.html", status=404, error=user_error(page, exc))
+
+    @app.get("/dashboard/ad-audience/{name}.csv", include_in_schema=False)
+    def ad_audience(request: Request, name: str, format: str = "google") -> Response:
+        """The saved segment as a customer-match CSV, as ``GET /v1/segments/{name}/ad-audience``
+        answers it (report in ``X-Segmentum-Report``), for a session allowed to write."""
+        page = page_or_login(request)
+        if not isinstance(page, Page):
+            return page
+        from segmentum.campaigns.adaudiences import FORMATS, build
+        from segmentum.service.audiences import csv_answer
+
+        if not _can_export(page):
+            return PlainTextResponse(
+                page._("An ad audience needs a key with the write scope."), 403
+            )
+        if format not in FORMATS:
+            return PlainTextResponse(page._("Choose Google Ads, Meta or TikTok."), 422)
+
+        def run() -> tuple[str, dict[str, Any]]:
+            text, report, _ids = build(svc.wh, name, format, svc.settings)
+            return text, report.to_dict()
+
+        try:
+            text, report = wh_lock(run)
+        except SegmentumError as exc:
+            status = 409 if not svc.settings.export_personal_data else 404
+            return render(page, "error.html", status=status, error=user_error(page, exc))
+        return csv_answer(text, report, f"{name}-{format}", False)
 
     # ------------------------------------------------------------------ micro-segments
     @app.get("/dashboard/micro", include_in_schema=False)
@@ -650,9 +680,12 @@ def mount(
         return render(page, "data.html", current="data", published=published, **ctx)
 
 
-def explorer_context(page: Page, svc: Any, segment: str, rule: str) -> dict[str, Any]:
+def explorer_context(
+    page: Page, svc: Any, segment: str, rule: str, audience: str = ""
+) -> dict[str, Any]:
     """What the explorer shows: the saved segments, a typed rule's preview, one segment's
-    profile, members and (for admins) its webhook subscriptions. Inside ``svc.locked``."""
+    profile, members, its ad audience for the ``audience`` platform and (for admins) its
+    webhook subscriptions. Inside ``svc.locked``."""
     from segmentum.history.webhooks import subscriptions
     from segmentum.segments.store import Segments
 
@@ -675,6 +708,8 @@ def explorer_context(page: Page, svc: Any, segment: str, rule: str) -> dict[str,
             ctx.update(_segment_detail(page, svc, store, segment))
         except SegmentumError as exc:
             ctx["error"] = user_error(page, exc)
+        if "seg" in ctx:
+            ctx["ad"] = _ad_audience(page, svc, segment, audience)
         from segmentum.realtime.store import RealtimeStore  # whether it runs live, and why not
 
         for s in RealtimeStore.for_warehouse(svc.url, svc.settings).segments():
@@ -696,6 +731,42 @@ def explorer_context(page: Page, svc: Any, segment: str, rule: str) -> dict[str,
                 for w in subscriptions(svc.wh, segment)
             ]
     return ctx
+
+
+def _can_export(page: Page) -> bool:
+    # Hashed emails and phones are personal data: the API exports them with the write scope.
+    return page.session is not None and "write" in page.session.scopes
+
+
+def _ad_audience(page: Page, svc: Any, segment: str, platform: str) -> dict[str, Any]:
+    """The explorer's ad audience panel: whether this session may download, and for the
+    chosen ``platform`` who goes into the file and who is left out, and why."""
+    from segmentum.campaigns.adaudiences import DROP_REASONS, FORMATS, build
+
+    ad: dict[str, Any] = {
+        "allowed": _can_export(page),
+        "personal": bool(svc.settings.export_personal_data),
+        "platforms": FORMATS,
+        "chosen": platform if platform in FORMATS else "",
+    }
+    if not (ad["allowed"] and ad["personal"] and ad["chosen"]):
+        return ad
+    if svc.wh.read_only:
+        ad["error"] = user_error(page, _busy_now(page))
+        return ad
+    try:
+        _text, report, _ids = build(svc.wh, segment, platform, svc.settings)
+    except SegmentumError as exc:
+        ad["error"] = user_error(page, exc)
+        return ad
+    ad["report"] = {
+        "size": page.num(report.size),
+        "exported": page.num(report.exported),
+        "share": page.pct(report.exported / report.size) if report.size else i18n.MISSING,
+        "dropped": [(r, page.num(report.dropped.get(r, 0))) for r in DROP_REASONS],
+        "phones_invalid_kept": page.num(report.phones_invalid_kept),
+    }
+    return ad
 
 
 def _history_now(svc: Any) -> dict[str, Any]:
