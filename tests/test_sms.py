@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -30,7 +31,7 @@ from segmentum.campaigns.core import Campaigns
 from segmentum.config import Settings, load_settings
 from segmentum.errors import ConfigError
 from segmentum.service.app import create_app
-from segmentum.service.auth import create_key
+from segmentum.service.auth import SESSION_COOKIE, create_key, create_session
 from segmentum.service.state import StateStore, state_path
 
 BASE = load_settings(env={}).with_overrides(discover_segments=False)
@@ -677,6 +678,18 @@ def test_receipts_from_every_provider_are_stored_while_the_warehouse_is_held_and
             counts = httpx.get(
                 f"{base}/v1/campaigns/Texto/sms-receipts", headers={"X-API-Key": key}
             )
+            # The dashboard's campaign page shows the same counts, in both languages.
+            session = create_session(app.state.svc.sessions, key)
+            assert session is not None
+            pages = {
+                lang: httpx.get(
+                    f"{base}/dashboard/campaigns",
+                    params={"c": c.campaign_id, "lang": lang},
+                    cookies={SESSION_COOKIE: session.sid},
+                    timeout=60,
+                ).text
+                for lang in ("es", "en")
+            }
         assert counts.status_code == 200, counts.text
         body = counts.json()
         assert body["folded"] == 6
@@ -686,6 +699,17 @@ def test_receipts_from_every_provider_are_stored_while_the_warehouse_is_held_and
             "expired": 0,
             "no_receipt": len(keys) - 5,
         }
+        for lang, words in (
+            ("es", ("Entregados", "Fallidos", "Caducados", "Sin acuse todavía")),
+            ("en", ("Delivered", "Failed", "Expired", "No receipt yet")),
+        ):
+            card = pages[lang].split('id="sms-receipts"')[1].split("</article>")[0]
+            shown = re.findall(r'data-receipt="(\w+)"><td>([^<]+)</td><td>([^<]+)</td>', card)
+            assert shown == [
+                (k, w, str(body["receipts"][k]))
+                for k, w in zip(body["receipts"], words, strict=True)
+            ], lang
+            assert f"{len(keys)} SMS" in card
     finally:
         holder.close()
     # Folding again copies nothing twice, and a send reports the same counts.
