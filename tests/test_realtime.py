@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import re
 import shutil
 import sqlite3
 import time
@@ -21,16 +22,17 @@ import pytest
 from tests.conftest import SERVICE_SETTINGS, Receiver, serving
 
 import segmentum
+from segmentum import i18n
 from segmentum.cli import main
 from segmentum.realtime.deliver import Worker
 from segmentum.realtime.drain import drain
 from segmentum.realtime.engine import Engine
 from segmentum.realtime.events import check_events
-from segmentum.realtime.store import RealtimeStore
+from segmentum.realtime.store import RealtimeStore, parse_iso
 from segmentum.realtime.sync import build_history, sync
 from segmentum.segments.store import Segments
 from segmentum.service.app import create_app
-from segmentum.service.auth import create_key
+from segmentum.service.auth import SESSION_COOKIE, create_key, create_session
 from segmentum.service.state import StateStore
 from segmentum.serving import ServingStore, publish
 
@@ -107,6 +109,26 @@ def _local(minutes_ago: float, hours: int = 1) -> str:
     return when.isoformat(timespec="seconds")
 
 
+def _live_numbers(live: dict[str, Any], lang: str) -> dict[str, str]:
+    """The explorer's live numbers for ``cart_2h`` (a read session); the last event received
+    is checked against the store here, in the page's words."""
+    s = create_session(live["app"].state.svc.sessions, live["keys"]["read"])
+    assert s is not None
+    r = live["http"].get(
+        "/dashboard/explorer",
+        params={"segment": "cart_2h", "lang": lang},
+        cookies={SESSION_COOKIE: s.sid},
+    )
+    page = r.text
+    got = dict(re.findall(r'<dd data-live="([\w-]+)">([^<]*)</dd>', page))
+    received = live["store"].status()["last_event"]["received_at"]
+    when = i18n.date(parse_iso(received).replace(tzinfo=None), lang)
+    words = {"es": ("Miembros ahora (en vivo)", "hora UTC"), "en": ("Members now (live)", "UTC")}
+    assert got.pop("last-event") == f"{when} ({words[lang][1]})"
+    assert words[lang][0] in page
+    return got
+
+
 def test_a_tracked_cart_abandonment_enters_and_a_purchase_exits_with_signed_webhooks_once(
     live: dict[str, Any],
 ) -> None:
@@ -149,6 +171,7 @@ def test_a_tracked_cart_abandonment_enters_and_a_purchase_exits_with_signed_webh
         "as_of": None,
         "transition_seq": None,
     }
+    assert _live_numbers(live, "es") == {"members": "1", "waiting": "0"}
 
     # The worker goes down; the purchase's exit waits in the outbox, and the endpoint fails once.
     live["app"].state.realtime_worker.stop()
@@ -164,6 +187,7 @@ def test_a_tracked_cart_abandonment_enters_and_a_purchase_exits_with_signed_webh
     r = call("POST", "/v1/events", "track", json=purchase)
     assert [t["kind"] for t in r.json()["transitions"] if t["segment"] == "cart_2h"] == ["exit"]
     assert r.json()["webhooks_queued"] == 1
+    assert _live_numbers(live, "en") == {"members": "0", "waiting": "1"}
     again = call("POST", "/v1/events", "track", json=batch).json()  # a client's retry
     assert (again["accepted"], again["duplicates"], again["transitions"]) == (0, 2, [])
     time.sleep(0.2)

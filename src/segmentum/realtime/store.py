@@ -396,6 +396,39 @@ class RealtimeStore:
             r["realtime"] = bool(r["realtime"])
         return rows
 
+    def segment_status(self, segment: str) -> dict[str, Any]:
+        """One segment's live numbers: its members now, the last event the live side received
+        (any customer's, as ``received_at`` UTC text), the segment's last change, and its
+        webhooks still waiting to be delivered."""
+        with self.connect() as con:
+            one = con.execute
+            members = int(
+                one(
+                    "SELECT count(*) FROM realtime_members WHERE segment = ?", (segment,)
+                ).fetchone()[0]
+            )
+            last = one(
+                "SELECT received_at FROM tracked_events ORDER BY seq DESC LIMIT 1"
+            ).fetchone()
+            change = one(
+                "SELECT kind, at FROM segment_transitions WHERE segment = ? "
+                "ORDER BY seq DESC LIMIT 1",
+                (segment,),
+            ).fetchone()
+            waiting = int(
+                one(
+                    "SELECT count(*) FROM webhook_outbox o JOIN segment_transitions t "
+                    "ON t.seq = o.transition_seq WHERE t.segment = ? AND o.status = 'pending'",
+                    (segment,),
+                ).fetchone()[0]
+            )
+        return {
+            "members": members,
+            "last_event_received": last["received_at"] if last else None,
+            "last_change": dict(change) if change else None,
+            "webhooks_waiting": waiting,
+        }
+
     def status(self) -> dict[str, Any]:
         """Queue depths, the last event and transition, and the segments that run live."""
         with self.connect() as con:

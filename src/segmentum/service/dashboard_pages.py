@@ -712,12 +712,15 @@ def explorer_context(
             ctx["ad"] = _ad_audience(page, svc, segment, audience)
         from segmentum.realtime.store import RealtimeStore  # whether it runs live, and why not
 
-        for s in RealtimeStore.for_warehouse(svc.url, svc.settings).segments():
+        live = RealtimeStore.for_warehouse(svc.url, svc.settings)
+        for s in live.segments():
             if s["name"] == segment:
                 ctx["live"] = {
                     "on": s["realtime"],
                     "why": i18n.translate_message(page.lang, s["reason"]),
                 }
+                if s["realtime"]:
+                    ctx["live"].update(_live_numbers(page, live.segment_status(segment)))
         is_admin = page.session is not None and "admin" in page.session.scopes
         # Subscriptions hold their secrets: never published, so not listed during a run.
         if is_admin and "seg" in ctx and not svc.wh.read_only:
@@ -731,6 +734,18 @@ def explorer_context(
                 for w in subscriptions(svc.wh, segment)
             ]
     return ctx
+
+
+def _live_numbers(page: Page, st: dict[str, Any]) -> dict[str, str]:
+    """A live segment's members now, the last event received (UTC) and webhooks waiting."""
+    from segmentum.realtime.store import parse_iso
+
+    last = st["last_event_received"]
+    return {
+        "members": page.num(st["members"]),
+        "last_event": page.date(parse_iso(last).replace(tzinfo=None)) if last else "",
+        "waiting": page.num(st["webhooks_waiting"]),
+    }
 
 
 def _can_export(page: Page) -> bool:
