@@ -295,3 +295,54 @@ def test_the_explorer_downloads_a_saved_segment_as_an_ad_audience_with_its_drop_
     table = page.split('id="ad-report"')[1].split("</table>")[0]
     shown = dict(re.findall(r'data-reason="(\w+)"><td>[^<]+</td><td>([^<]+)</td>', table))
     assert shown == {k: str(v) for k, v in report["dropped"].items()}
+
+
+@pytest.mark.parametrize("lang", ["es", "en"])
+def test_the_campaigns_page_downloads_retargeting_and_seed_audiences_like_the_api(
+    server: dict[str, Any], signed_in: Any, monkeypatch: pytest.MonkeyPatch, lang: str
+) -> None:
+    import json
+
+    base, svc = server["url"], server["app"].state.svc
+    page_url = f"{base}/dashboard/campaigns"
+    seed = f"{base}/dashboard/audiences/seed.csv"
+    reader, _ = signed_in("read")
+    page = http.get(page_url, params={"lang": lang}, cookies=reader).text
+    assert 'id="behaviour-audiences-scope"' in page and "seed-form" not in page
+    assert http.get(seed, params={"top": 20}, cookies=reader).status_code == 403
+    admin, _ = signed_in("admin")
+    page = http.get(page_url, params={"lang": lang}, cookies=admin).text
+    assert 'id="behaviour-audiences-off"' in page and "seed-form" not in page
+    monkeypatch.setattr(svc, "settings", svc.settings.with_overrides(export_personal_data=True))
+    page = http.get(page_url, params={"lang": lang}, cookies=admin).text
+    assert 'action="/dashboard/audiences/seed.csv"' in page
+    assert 'action="/dashboard/audiences/retargeting.csv"' in page
+    text = _text(page)
+    assert ("Semilla para públicos similares" if lang == "es" else "Look-alike seed") in text
+    assert not RAW.findall(text)
+    head = {"X-API-Key": server["keys"]["admin"]}
+    for url, params, api in (
+        (seed, {"top": 20, "platform": "meta"}, "/v1/audiences/seed"),
+        (
+            f"{base}/dashboard/audiences/retargeting.csv",
+            {"behaviour": "carted", "days": 90, "platform": "google"},
+            "/v1/audiences/retargeting",
+        ),
+    ):
+        got = http.get(url, params=params, cookies=admin)
+        assert got.status_code == 200 and got.headers["content-type"].startswith("text/csv")
+        report = json.loads(got.headers["X-Segmentum-Report"])
+        assert report["exported"] == len(got.text.splitlines()) - 1
+        assert report["exported"] + sum(report["dropped"].values()) == report["size"]
+        api_params = (
+            {**params, "kind": params.get("behaviour", "")} if "behaviour" in params else params
+        )
+        same = http.get(f"{base}{api}", params=api_params, headers=head)
+        assert same.status_code == 200 and same.text == got.text
+    assert (
+        json.loads(http.get(seed, params={"top": 20}, cookies=admin).headers["X-Segmentum-Report"])[
+            "size"
+        ]
+        == 20
+    )
+    assert http.get(seed, params={"platform": "myspace"}, cookies=admin).status_code == 422

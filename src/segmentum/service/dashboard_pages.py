@@ -432,6 +432,54 @@ def mount(
             return render(page, "error.html", status=status, error=user_error(page, exc))
         return csv_answer(text, report, f"{name}-{format}", False)
 
+    @app.get("/dashboard/audiences/{kind}.csv", include_in_schema=False)
+    def behaviour_audience(
+        request: Request,
+        kind: str,
+        platform: str = "meta",
+        behaviour: str = "carted",
+        days: int = 30,
+        top: int = 1000,
+    ) -> Response:
+        """A retargeting audience (``kind`` retargeting: viewed or carted in the last ``days``
+        without buying) or a look-alike seed (``kind`` seed: the ``top`` customers by CLV), as
+        ``GET /v1/audiences/retargeting`` and ``/seed`` answer them, for a session allowed to
+        write."""
+        page = page_or_login(request)
+        if not isinstance(page, Page):
+            return page
+        from segmentum.campaigns.adaudiences import FORMATS, export_retargeting, export_seed
+        from segmentum.service.audiences import csv_answer
+
+        if not _can_export(page):
+            return PlainTextResponse(
+                page._("An ad audience needs a key with the write scope."), 403
+            )
+        if (
+            kind not in ("retargeting", "seed")
+            or platform not in FORMATS
+            or behaviour not in ("viewed", "carted")
+            or not 1 <= days <= 3650
+            or top < 1
+        ):
+            return PlainTextResponse(page._("Choose Google Ads, Meta or TikTok."), 422)
+
+        def run() -> tuple[str, dict[str, Any], str]:
+            if kind == "seed":
+                text, seeds = export_seed(svc.wh, platform, svc.settings, top=top, write=False)
+                return text, seeds.to_dict(), f"seed-top{top}-{platform}"
+            text, _products, found = export_retargeting(
+                svc.wh, behaviour, days, platform, svc.settings, write=False
+            )
+            return text, found.to_dict(), f"retarget-{behaviour}-{days}d-{platform}"
+
+        try:
+            text, report, name = wh_lock(run)
+        except SegmentumError as exc:
+            status = 409 if not svc.settings.export_personal_data else 404
+            return render(page, "error.html", status=status, error=user_error(page, exc))
+        return csv_answer(text, report, name, False)
+
     # ------------------------------------------------------------------ micro-segments
     @app.get("/dashboard/micro", include_in_schema=False)
     def micro(request: Request, dimensions: str = "value_tier,region,city,age_band") -> Response:
@@ -580,6 +628,7 @@ def mount(
             selected=c,
             segment=segment,
             can_write="write" in (page.session.scopes if page.session else []),
+            ad_personal=bool(svc.settings.export_personal_data),
             **ctx,
         )
 
