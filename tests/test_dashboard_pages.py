@@ -220,11 +220,18 @@ def _expected_email_hashes(server: dict[str, Any], segment: str, fmt: str) -> tu
 
     from segmentum.segments.store import Segments
 
-    wh = server["wh"]
-    m = Segments(wh).members(segment).distinct()
-    c = wh.table("customers")
-    j = m.left_join(c.select("customer_id", "email", "consent_ads"), "customer_id")
-    rows = j.select("email", "consent_ads").to_pyarrow().to_pylist()
+    # The served warehouse itself (other tests of this worker may have changed it since the
+    # read copy was taken), read under the service's own lock.
+    svc = server["app"].state.svc
+
+    def read() -> list[dict[str, Any]]:
+        wh = svc.wh
+        m = Segments(wh).members(segment).distinct()
+        c = wh.table("customers")
+        j = m.left_join(c.select("customer_id", "email", "consent_ads"), "customer_id")
+        return j.select("email", "consent_ads").to_pyarrow().to_pylist()
+
+    rows = svc.locked(read)
     out = set()
     for r in rows:
         if not r["consent_ads"] or not r["email"]:
