@@ -523,10 +523,15 @@ def test_an_admin_applies_a_segments_playbook_as_a_draft_flow_in_the_browser(
         page.click("#enable-flow")
         page.wait_for_selector("#disable-flow")
         assert page.inner_text("#flow-status") == "activado"
+        # The trigger in Spanish words, not the YAML's English ("enter segment Champions").
+        assert page.inner_text("#flow-trigger") == "entra en el segmento Champions"
         assert page.locator("#flow-steps tbody tr").count() == 5
         page.goto(server["url"] + "/dashboard/flows?customer=" + quote("<b>C1</b>"))
         assert page.locator("#path-empty").is_visible()  # nobody went through it yet
         assert page.input_value("#path-customer") == "<b>C1</b>"
+        templates = page.inner_text("#flow-templates")
+        assert "evento add_to_cart" in templates and "3 días antes de" in templates
+        assert "event:" not in templates and "segment:" not in templates
         browser.close()
     assert not errors, errors
     flow = httpx.get(

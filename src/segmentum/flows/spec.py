@@ -469,6 +469,14 @@ def _trigger(c: _Checker, raw: Any) -> Trigger | None:
     return Trigger(kind, name, on, offset)
 
 
+def trigger_of(raw: Any) -> Trigger | None:
+    """The trigger written in ``raw`` (a flow's ``trigger:`` mapping), for listings; ``None``
+    when it has problems (parsing the whole flow names them)."""
+    c = _Checker("trigger", {})
+    found = _trigger(c, raw)
+    return None if c.problems else found
+
+
 def _exits(c: _Checker, raw: Any) -> Exits:
     if raw is None:
         return Exits()

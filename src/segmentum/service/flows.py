@@ -23,6 +23,7 @@ from pydantic import BaseModel, Field
 
 from segmentum.errors import InputError, SegmentumError
 from segmentum.flows import FlowError, Flows, Runner, catalog
+from segmentum.flows.spec import trigger_of
 from segmentum.service.core import Admin, ApiProblem, Read, Service
 
 router = APIRouter(tags=["flows"])
@@ -260,11 +261,15 @@ def _mount_pages(app: FastAPI, svc: Service) -> None:
         rows = flows.overview()
         for r in rows:
             r["description_text"] = (r.get("description") or {}).get(page.lang, "")
+            r["trig"] = None
+            if r.get("trigger"):
+                with contextlib.suppress(SegmentumError):
+                    r["trig"] = flows.flow(r["name"]).trigger
         templates = [
             {
                 "name": t["template"],
                 "description": (t["description"] or {}).get(page.lang, t["template"]),
-                "trigger": ", ".join(f"{k}: {v}" for k, v in t["trigger"].items()),
+                "trigger": trigger_of(t["trigger"]),
             }
             for t in catalog.describe()
         ]
@@ -289,7 +294,7 @@ def _mount_pages(app: FastAPI, svc: Service) -> None:
             return ctx
         ctx["detail"] = {
             "row": row,
-            "trigger": f.trigger.describe(),
+            "trigger": f.trigger,
             "description": (f.description or {}).get(page.lang, ""),
             "control_share": f.control_share,
             "results": res,
