@@ -23,6 +23,11 @@ SAME_IN_SPANISH = {
 }
 
 
+def _forms(text: str | tuple[str, ...] | list[str]) -> list[str]:
+    """A message's text, or its plural forms."""
+    return [text] if isinstance(text, str) else list(text)
+
+
 def _catalog(lang: str):  # type: ignore[no-untyped-def]
     po = i18n.LOCALE_DIR / lang / "LC_MESSAGES" / "messages.po"
     with po.open("rb") as f:
@@ -41,9 +46,9 @@ def test_every_text_has_a_spanish_translation_that_is_not_english(extracted) -> 
         if not m.id:
             continue
         found = es.get(m.id, context=m.context)
-        if found is None or not found.string:
+        if found is None or not all(_forms(found.string)):
             missing.append((m.context, m.id))
-        elif found.string == m.id and m.id not in SAME_IN_SPANISH:
+        elif any(f in _forms(m.id) for f in _forms(found.string)) and m.id not in SAME_IN_SPANISH:
             english.append((m.context, m.id))
     assert not missing, f"add Spanish for these (python -m segmentum.i18n, then edit es): {missing}"
     assert not english, f"these are still English in the Spanish catalog: {english}"
@@ -54,7 +59,7 @@ def test_every_text_is_in_the_english_catalog(extracted) -> None:  # type: ignor
     missing = [
         (m.context, m.id)
         for m in extracted
-        if m.id and not ((e := en.get(m.id, context=m.context)) and e.string)
+        if m.id and not ((e := en.get(m.id, context=m.context)) and all(_forms(e.string)))
     ]
     assert not missing, f"run: python -m segmentum.i18n ({missing})"
 
@@ -63,13 +68,15 @@ def test_placeholders_survive_translation(extracted) -> None:  # type: ignore[no
     es = _catalog("es")
     for m in extracted:
         found = es.get(m.id, context=m.context) if m.id else None
-        if found is None or not found.string:
+        if found is None or not all(_forms(found.string)):
             continue
         for pattern in (r"%\(\w+\)s", r"\{\{\s*\w+\s*\}\}"):
-            assert sorted(re.findall(pattern, m.id)) == sorted(re.findall(pattern, found.string)), (
-                m.id,
-                found.string,
-            )
+            for form in _forms(found.string):  # every plural form keeps the plural's placeholders
+                source = _forms(m.id)[-1]
+                assert sorted(re.findall(pattern, source)) == sorted(re.findall(pattern, form)), (
+                    m.id,
+                    form,
+                )
 
 
 def test_templates_hold_no_text_outside_the_catalog() -> None:
@@ -134,3 +141,21 @@ def test_pandas_nat_is_a_dash() -> None:
 
     assert i18n.date(pd.NaT, "es") == i18n.MISSING
     assert i18n.number(pd.NA, "en") == i18n.MISSING
+
+
+@pytest.mark.parametrize(
+    ("lang", "one", "many"),
+    [
+        ("es", "1 cliente de alto a medio", "1.204 clientes de alto a medio"),
+        ("en", "1 customer from alto to medio", "1,204 customers from alto to medio"),
+    ],
+)
+def test_counts_take_the_plural_their_number_needs(lang: str, one: str, many: str) -> None:
+    from segmentum.service.dashboard import _env
+
+    template = _env().from_string(
+        '{{ ngettext("%(num)s customer from %(a)s to %(b)s", '
+        '"%(num)s customers from %(a)s to %(b)s", n, num=shown, a="alto", b="medio") }}'
+    )
+    assert template.render(lang=lang, n=1, shown=i18n.number(1, lang)) == one
+    assert template.render(lang=lang, n=1204, shown=i18n.number(1204, lang)) == many

@@ -399,6 +399,33 @@ MESSAGES: tuple[tuple[str, tuple[str, str]], ...] = (
         r"uses (\w+), which the published customer lookup does not carry",
         N_("realtime", "uses %(1)s, which the published customer lookup does not carry"),
     ),
+    # A PostgreSQL serving store that cannot be used (segmentum.serving_postgres).
+    (
+        r"cannot reach the serving store (\S+) \(setting serving_store\): (.+)",
+        N_("serving", "cannot reach the serving store %(1)s (setting serving_store): %(2)s"),
+    ),
+    (
+        r"the serving store (\S+) \(setting serving_store\) refused the login: (.+)",
+        N_("serving", "the serving store %(1)s (setting serving_store) refused the login: %(2)s"),
+    ),
+    (
+        r"check the host, port and database in the serving_store setting "
+        r"\(SEGMENTUM_SERVING_STORE\) and that PostgreSQL is running there",
+        N_(
+            "serving",
+            "check the host, port and database in the serving_store setting "
+            "(SEGMENTUM_SERVING_STORE) and that PostgreSQL is running there",
+        ),
+    ),
+    (
+        r"check the user name and password in the serving_store setting "
+        r"\(SEGMENTUM_SERVING_STORE\)",
+        N_(
+            "serving",
+            "check the user name and password in the serving_store setting "
+            "(SEGMENTUM_SERVING_STORE)",
+        ),
+    ),
 )
 _WORDS = {
     N_("rule", "number"),
@@ -449,8 +476,12 @@ def extract_messages() -> Any:
     for filename, lineno, message, comments, context in extract_from_dir(
         root, method_map, options, keywords=keywords
     ):
-        if not message or not isinstance(message, str):
-            continue  # plural forms are not used
+        if isinstance(message, tuple):  # ngettext: (singular, plural[, count expression])
+            message = tuple(m for m in message[:2] if m)
+            if len(message) != 2:
+                continue
+        if not message:
+            continue
         catalog.add(message, None, [(filename, lineno)], auto_comments=comments, context=context)
     return catalog
 
@@ -474,9 +505,11 @@ def update_catalogs() -> dict[str, int]:
         catalog.update(template, no_fuzzy_matching=True)
         catalog.obsolete.clear()
         for m in catalog:
-            if m.id and lang == "en" and not m.string:
+            if m.id and lang == "en" and not any(m.string if m.pluralizable else [m.string]):
                 m.string = m.id
-        missing[lang] = sum(1 for m in catalog if m.id and not m.string)
+        missing[lang] = sum(
+            1 for m in catalog if m.id and not all(m.string if m.pluralizable else [m.string])
+        )
         with po.open("wb") as f:
             write_po(f, catalog, width=100, omit_header=False, sort_output=True)
     translations.cache_clear()

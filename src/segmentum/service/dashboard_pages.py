@@ -930,6 +930,7 @@ def _what_changed(page: Page, o: dict[str, Any]) -> dict[str, Any]:
                 "source": page.label(by, f["source"]),
                 "target": page.label(by, f["target"]),
                 "customers": page.num(f["customers"]),
+                "count": int(f["customers"]),
             }
             for f in moves[:5]
         ],
