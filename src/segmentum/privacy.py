@@ -216,11 +216,11 @@ def forget(
 def _republish(wh: Warehouse, report: ForgetReport, settings: Settings | None) -> ForgetReport:
     """Publish the serving store again, when there is one, so it no longer holds them."""
     from segmentum.precompute import publish_read_models
-    from segmentum.serving import serving_path
+    from segmentum.serving import published_before, serving_path
 
     settings = settings or load_settings()
     target = serving_path(wh.url, settings.serving_store)
-    if report.found and target is not None and target.exists():
+    if report.found and target is not None and published_before(target):
         publish_read_models(wh, settings)
         report.republished = True
     return report

@@ -44,20 +44,22 @@ from segmentum.errors import WarehouseError
 from segmentum.warehouse import Warehouse, _duckdb_path, spark_folder
 
 META = "_published"
+_PG_SCHEMES = ("postgres://", "postgresql://")
 T = TypeVar("T")
 
 
-def serving_path(url: str, configured: str = "") -> Path | None:
+def serving_path(url: str, configured: str = "") -> Path | str | None:
     """Where the serving store of the warehouse at ``url`` lives.
 
-    ``configured`` (the ``serving_store`` setting) wins. Otherwise a DuckDB file warehouse gets
+    ``configured`` (the ``serving_store`` setting) wins: a file, or a ``postgresql://`` URL
+    (returned as it is: :mod:`segmentum.serving_postgres`). Otherwise a DuckDB file warehouse gets
     one beside it (``shop.duckdb`` -> ``shop.serving.duckdb``), a Spark warehouse kept in a
     folder (``pyspark:///data/wh``) one inside it (``/data/wh/segmentum.serving.duckdb``); an
     in-memory DuckDB, a temporary Spark or a PostgreSQL warehouse has none unless configured
     (the service then reads the warehouse).
     """
     if configured:
-        return Path(configured)
+        return configured if configured.startswith(_PG_SCHEMES) else Path(configured)
     folder = spark_folder(url)
     if folder is not None:  # a Spark warehouse kept in a folder: the store goes inside it
         return folder / "segmentum.serving.duckdb"
@@ -97,7 +99,7 @@ def warehouse_file(url: str) -> Path | None:
 class Published:
     """What one publish wrote: rows per table, when, and from which pipeline run."""
 
-    path: Path
+    path: Path | str
     tables: dict[str, int] = field(default_factory=dict)
     published_at: str = ""
     run_id: str | None = None
@@ -126,7 +128,8 @@ def publish(
     wh
         The warehouse holding the read models (any engine).
     target
-        The serving store's file.
+        The serving store's file, or a ``postgresql://`` URL: the tables then go into a new
+        schema of that database (:mod:`segmentum.serving_postgres`).
     tables
         Table names, or a mapping of name to a key column: the copy is sorted by that column and
         indexed on it, so a point lookup reads a few blocks. Tables the warehouse lacks are
@@ -143,6 +146,10 @@ def publish(
         Rows written per table.
     """
     specs = dict(tables) if isinstance(tables, Mapping) else dict.fromkeys(tables)
+    if str(target).startswith(_PG_SCHEMES):
+        from segmentum import serving_postgres
+
+        return serving_postgres.publish(wh, str(target), specs, run_id=run_id, documents=documents)
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
@@ -326,26 +333,46 @@ class ThreadReader:
         return con, True
 
 
+def published_before(target: str | Path) -> bool:
+    """Whether anything was ever published to the serving store ``target``."""
+    if str(target).startswith(_PG_SCHEMES):
+        return ServingStore(target).published
+    return Path(target).exists()
+
+
 class ServingStore:
     """Reads a serving store, following each publish without ever blocking it.
 
     Parameters
     ----------
     path
-        The serving store's file (it may not exist yet: every read then says so with None).
+        The serving store's file (it may not exist yet: every read then says so with None),
+        or a ``postgresql://`` URL, which gives a
+        :class:`segmentum.serving_postgres.PostgresServingStore`.
     """
 
+    path: Path | str
+    # How a parameter is written in a query on :meth:`cursor`.
+    placeholder = "?"
+
+    def __new__(cls, path: str | Path) -> ServingStore:
+        if cls is ServingStore and str(path).startswith(_PG_SCHEMES):
+            from segmentum.serving_postgres import PostgresServingStore
+
+            return super().__new__(PostgresServingStore)
+        return super().__new__(cls)
+
     def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
+        self.path = self._file = Path(path)
         self._lock = threading.Lock()
         self._gen: _Generation | None = None
         self._local = threading.local()
-        docs = documents_path(self.path)
+        docs = documents_path(self._file)
         self._docs = ThreadReader(docs, f"{docs.absolute().as_uri()}?mode=ro")
 
     def _current(self) -> _Generation | None:
         try:
-            st = os.stat(self.path)
+            st = os.stat(self._file)
         except FileNotFoundError:
             return None
         signature = (st.st_ino, st.st_mtime_ns, st.st_size)
@@ -354,7 +381,7 @@ class ServingStore:
             with self._lock:
                 if self._gen is None or self._gen.signature != signature:
                     try:
-                        self._gen = _Generation(self.path, signature)
+                        self._gen = _Generation(self._file, signature)
                     except duckdb.Error as exc:
                         raise WarehouseError(
                             f"cannot read the serving store {self.path}: {exc}".splitlines()[0],
