@@ -143,6 +143,9 @@ def test_spanish_pages_use_spanish_words_and_numbers(tab: Any, server: dict[str,
         assert english not in page.inner_text("main"), english
     page.goto(server["url"] + "/dashboard/migration")
     assert "high" not in page.inner_text("main")
+    page.goto(server["url"] + "/dashboard/data")  # loaded tables by their Spanish names
+    tables = page.locator("#batches tbody tr td:nth-child(2)").all_text_contents()
+    assert "ventas" in tables and "transactions" not in tables, tables
 
 
 @pytest.mark.parametrize("width", [390, 1024, 1400, 1920])

@@ -155,6 +155,14 @@ LABELS: tuple[tuple[str, str], ...] = (
     N_("scope", "write"),
     N_("scope", "admin"),
     N_("scope", "track"),
+    N_("table_name", "customers"),
+    N_("table_name", "products"),
+    N_("table_name", "transactions"),
+    N_("table_name", "events"),
+    N_("table_name", "campaign_results"),
+    N_("table_name", "prospects"),
+    N_("table_name", "responses"),
+    N_("table_name", "population"),
 )
 # Columns whose values are labels of another column's kind.
 _KIND = {
