@@ -1,0 +1,496 @@
+"""Scale benchmark: the whole product at 1M, 10M and 100M invoice lines on one machine.
+
+    cd benchmarks && ../.venv/bin/python bench_scale.py --lines 1M 10M
+    nohup nice -n 19 ../.venv/bin/python bench_scale.py --lines 100M --deadline 12:10 &
+    cd benchmarks && ../.venv/bin/python bench_scale.py --spark 10M   # Spark local[2] against DuckDB
+    cd benchmarks && ../.venv/bin/python bench_scale.py --doc          # rewrite the doc section
+
+For each size, on a fresh DuckDB file, each step is one ``segmentum`` command in its own
+process, as a user would type it (wall time, peak resident memory of the process and its
+children sampled together):
+
+1. ``segmentum ingest`` of every file of the demo folder (invoice lines and events from Parquet);
+2. the full ``segmentum run`` (every step, the 20 saved rules of the segments benchmark loaded
+   from ``SEGMENTUM_SEGMENTS_FILE`` and computed; per-step seconds from its run log);
+3. ``segmentum segment compute``: the 20 saved segments alone;
+4. ``segmentum history backfill``: 24 monthly snapshots of the classes and the saved segments.
+
+DuckDB runs with ``SEGMENTUM_MEMORY_LIMIT`` (4GB here) and spills to the folder beside the file
+(``<file>.tmp``); the target is a peak under 8 GB for every step. Results accumulate in
+``bench-data/scale-results.json`` (one run may add the 100M size while another adds Spark) and
+the doc section is written from everything there.
+
+With ``--spark``, the same ingest and run (and, time allowing, segments and backfill) on a local
+Spark session (``pyspark:///folder``, ``local[2]``, the driver's memory set through
+``SEGMENTUM_SPARK_CONF``), for the ratio to DuckDB per step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import fcntl
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from common import DATA, ensure_demo, machine, update_doc
+
+SIZES = {"1M": 87_000, "10M": 870_000, "100M": 8_700_000}
+RESULTS = DATA / "scale-results.json"
+SEGMENTUM = str(Path(sys.executable).with_name("segmentum"))
+MEMORY_LIMIT = "4GB"
+TARGET_MB = 8 * 1024
+SPARK_CONF = "spark.driver.memory=5g;spark.sql.shuffle.partitions=8"
+
+
+# ------------------------------------------------------------------ measuring one command
+def _tree_rss(pid: int, cpu: dict[int, float]) -> int:
+    """Resident bytes of a process and all its children (the JVM of a Spark session too);
+    updates ``cpu`` with each process's CPU seconds so far (the last seen value is kept)."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0
+    total = 0
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
+            total += p.memory_info().rss
+            t = p.cpu_times()
+            cpu[p.pid] = t.user + t.system
+    return total
+
+
+def measure_cli(name: str, args: list[str], env: dict[str, str], timeout: float) -> dict[str, Any]:
+    """Run ``segmentum <args>``; wall seconds, peak MB (process tree), stdout, status."""
+    peak = [0]
+    cpu: dict[int, float] = {}
+    done = threading.Event()
+    start = time.perf_counter()
+    with open(DATA / "scale-last-stderr.log", "wb") as err:
+        proc = subprocess.Popen(
+            [SEGMENTUM, *args],
+            stdout=subprocess.PIPE,
+            stderr=err,
+            env=env,
+            start_new_session=True,  # its own process group: a timeout ends the JVM too
+        )
+
+        def sample() -> None:
+            while not done.is_set():
+                peak[0] = max(peak[0], _tree_rss(proc.pid, cpu))
+                done.wait(0.2)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        out: list[bytes] = []
+        reader = threading.Thread(target=lambda: out.append(proc.stdout.read()), daemon=True)  # type: ignore[union-attr]
+        reader.start()
+        status, timed_out = 0, False
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.perf_counter() - start > timeout:
+                timed_out = True
+                os.killpg(proc.pid, signal.SIGKILL)
+                _, status, usage = os.wait4(proc.pid, 0)
+                break
+            time.sleep(0.2)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        done.set()
+        sampler.join()
+        reader.join(5)
+    seconds = time.perf_counter() - start
+    # ru_maxrss covers the process (and the largest waited-for child); the sampled sum covers
+    # the whole tree at once (a Spark driver's JVM beside Python).
+    peak_mb = max(peak[0] / 2**20, usage.ru_maxrss / 1024)
+    # CPU seconds measure the work whatever else the shared machine runs: the process's own
+    # (with its waited-for children) or, if more, the tree's as last sampled.
+    cpu_s = max(usage.ru_utime + usage.ru_stime, sum(cpu.values()))
+    stderr = (DATA / "scale-last-stderr.log").read_text(errors="replace")
+    result = {
+        "step": name,
+        "seconds": round(seconds, 2),
+        "peak_mb": round(peak_mb),
+        "cpu_seconds": round(cpu_s, 2),
+        "status": "timed out" if timed_out else ("ok" if proc.returncode == 0 else "failed"),
+        "stdout": (out[0] if out else b"").decode(errors="replace"),
+    }
+    if result["status"] != "ok":
+        result["error"] = stderr[-2000:]
+    flag = "" if result["status"] == "ok" else f"  ** {result['status']} **"
+    print(f"  {name:<40} {seconds:9.1f} s {cpu_s:9.1f} cpu-s {peak_mb:8.0f} MB{flag}", flush=True)
+    if result["status"] == "failed":
+        print(stderr[-2000:], flush=True)
+    return result
+
+
+def _json(stdout: str) -> Any:
+    """The JSON a ``--json`` command printed (whatever came before it ignored)."""
+    i = stdout.find("{")
+    return json.loads(stdout[i:]) if i >= 0 else {}
+
+
+# ------------------------------------------------------------------ results file
+@contextlib.contextmanager
+def _results() -> Iterator[dict[str, Any]]:
+    """The results file, locked while it is read and rewritten (two runs may add to it)."""
+    DATA.mkdir(exist_ok=True)
+    with open(DATA / "scale-results.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        data = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+        yield data
+        RESULTS.write_text(json.dumps(data, indent=1))
+
+
+def _record(engine: str, label: str, key: str, value: Any) -> None:
+    with _results() as data:
+        data.setdefault(engine, {}).setdefault(label, {})[key] = value
+
+
+def _add_step(engine: str, label: str, step: dict[str, Any]) -> None:
+    kept = {k: v for k, v in step.items() if k != "stdout"}
+    with _results() as data:
+        steps = data.setdefault(engine, {}).setdefault(label, {}).setdefault("steps", [])
+        steps[:] = [s for s in steps if s["step"] != kept["step"]] + [kept]
+
+
+# ------------------------------------------------------------------ one size
+def _segments_yaml() -> Path:
+    import bench_segments
+
+    bench_segments.write_yaml()
+    return bench_segments.YAML
+
+
+def _demo(customers: int) -> dict[str, Path]:
+    """The demo folder for ``customers`` (made once; another helper's copy is waited for)."""
+    folder = DATA / f"demo-{customers}"
+    busy = DATA / f"demo-{customers}.generating"
+    while busy.exists() and not (folder / ".done").exists():
+        print(f"  waiting for demo-{customers} (being generated by another run)", flush=True)
+        time.sleep(30)
+    files = ensure_demo(customers)
+    (folder / ".done").write_text("ok")
+    return files
+
+
+def _ingest_order(files: dict[str, Path]) -> list[tuple[str, Path]]:
+    from segmentum.pipeline import DATA_FILES
+
+    folder = files["transactions"].parent
+    order = []
+    for table, names in DATA_FILES.items():
+        found = next((folder / n for n in names if (folder / n).is_file()), None)
+        if found is not None:
+            order.append((table, found))
+    return order
+
+
+def run_size(
+    label: str, engine: str, steps: list[str], deadline: float, timeout: float, keep: bool
+) -> None:
+    customers = SIZES[label]
+    files = _demo(customers)
+    if engine == "duckdb":
+        db = DATA / f"scale-{customers}.duckdb"
+        url = f"duckdb:///{db}"
+    else:
+        db = DATA / f"scale-spark-{customers}"
+        url = f"pyspark:///{db}"
+    env = {
+        **os.environ,
+        "SEGMENTUM_MEMORY_LIMIT": MEMORY_LIMIT,
+        "SEGMENTUM_SPARK_CONF": SPARK_CONF,
+        "SEGMENTUM_CONFIG": str(DATA / "no-such-segmentum.toml"),  # defaults, not a local toml
+    }
+    print(f"scale [{engine}] {label} lines ({customers:,} customers): {url}", flush=True)
+    if "ingest" in steps:
+        for suffix in ("", ".wal", ".tmp"):
+            p = Path(f"{db}{suffix}")
+            if p.is_dir():
+                shutil.rmtree(p)
+            else:
+                p.unlink(missing_ok=True)
+        for extra in DATA.glob(f"{db.name}.*"):  # serving store, realtime and state files
+            shutil.rmtree(extra) if extra.is_dir() else extra.unlink()
+        with _results() as data:
+            data.setdefault(engine, {})[label] = {"customers": customers, "steps": []}
+    _record(engine, label, "machine", machine())
+
+    def go(name: str, args: list[str]) -> dict[str, Any] | None:
+        left = deadline - time.time()
+        if left < 60:
+            print(f"  {name}: not started, the deadline has passed", flush=True)
+            _add_step(engine, label, {"step": name, "status": "not started (deadline)"})
+            return None
+        r = measure_cli(name, [*args, "-w", url], env, min(timeout, left))
+        r["load"] = round(os.getloadavg()[0], 1)
+        _add_step(engine, label, r)
+        return r
+
+    if "ingest" in steps:
+        for table, path in _ingest_order(files):
+            r = go(f"ingest {table}", ["ingest", table, str(path), "--json"])
+            if not r or r["status"] != "ok":
+                return
+        if engine == "duckdb":
+            import duckdb
+
+            with duckdb.connect(str(db), read_only=True) as con:
+                row = con.execute("select count(*) from transactions").fetchone()
+            _record(engine, label, "lines", int(row[0]) if row else 0)
+    if "run" in steps:
+        # The run loads the 20 saved rules itself (segments_file) and computes them.
+        env["SEGMENTUM_SEGMENTS_FILE"] = str(_segments_yaml())
+        r = go("run", ["run", "--json"])
+        del env["SEGMENTUM_SEGMENTS_FILE"]
+        if r and r["status"] == "ok":
+            summary = _json(r["stdout"])
+            _record(
+                engine,
+                label,
+                "run_steps",
+                {s["step"]: s.get("seconds", 0.0) for s in summary.get("steps", [])},
+            )
+        if not r or r["status"] != "ok":
+            return
+    if "segments" in steps:
+        r = go("segment compute (20 saved)", ["segment", "compute", "--json"])
+    if "backfill" in steps:
+        r = go("history backfill (24 months)", ["history", "backfill", "--periods", "24", "--json"])
+    if not keep and engine == "duckdb" and label == "100M":
+        db.unlink(missing_ok=True)
+
+
+# ------------------------------------------------------------------ the doc section
+STEP_ROWS = (
+    "ingest (all files)",
+    "run",
+    "segment compute (20 saved)",
+    "history backfill (24 months)",
+)
+
+
+def _rows(entry: dict[str, Any]) -> list[dict[str, Any]]:
+    """The measured steps, the ingest processes folded into one row (sum of time, max peak)."""
+    steps = entry.get("steps", [])
+    ingest = [s for s in steps if s["step"].startswith("ingest ")]
+    rows = []
+    if ingest:
+        ok = all(s.get("status") == "ok" for s in ingest)
+        rows.append(
+            {
+                "step": "ingest (all files)",
+                "seconds": sum(s.get("seconds", 0.0) for s in ingest),
+                "peak_mb": max(s.get("peak_mb", 0) for s in ingest),
+                "status": "ok" if ok else next(s["status"] for s in ingest if s["status"] != "ok"),
+            }
+        )
+    rows += [s for s in steps if s["step"] in STEP_ROWS[1:]]
+    return rows
+
+
+def _fmt(x: float) -> str:
+    return f"{x:,.1f}" if x < 100 else f"{x:,.0f}"
+
+
+def render() -> None:
+    data = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    duck = data.get("duckdb", {})
+    out = [
+        "## Scale: 1M, 10M and 100M invoice lines on one machine",
+        "",
+        "The demo retailer (`segmentum demo-data --format parquet`) at three sizes, on a fresh "
+        "DuckDB file each, every step one `segmentum` command in its own process as a user "
+        "would type it: `segmentum ingest` of every file (invoice lines and events from "
+        "Parquet), the full `segmentum run` (every step, with the 20 saved rules of the "
+        "segments benchmark), `segmentum segment compute` (the 20 saved segments alone) and "
+        "`segmentum history backfill` (24 monthly snapshots of the classes and the saved "
+        f"segments). DuckDB ran with `SEGMENTUM_MEMORY_LIMIT={MEMORY_LIMIT}`, spilling to the "
+        "folder beside the file. Peak memory is the resident memory of the command and its "
+        "children, sampled together; the target is under 8 GB for every step. The machine "
+        "(2 cores, 24 GB) was shared with other benchmark jobs while this ran (load average "
+        "in the last column): read the growth and the ratios, not the seconds.",
+        "",
+        "| lines | customers | step | time (s) | peak memory (MB) | s per million lines | load |",
+        "|---:|---:|---|---:|---:|---:|---:|",
+    ]
+    ok_sizes = []
+    for label in SIZES:
+        entry = duck.get(label)
+        if not entry:
+            continue
+        lines = entry.get("lines", 0)
+        for r in _rows(entry):
+            status = r.get("status", "ok")
+            if status != "ok":
+                out.append(
+                    f"| {lines:,} | {entry['customers']:,} | {r['step']} | {status} | "
+                    f"{r.get('peak_mb', 0):,} | | {r.get('load', '')} |"
+                )
+                continue
+            per = r["seconds"] / (lines / 1e6) if lines else 0.0
+            over = " (over 8 GB)" if r["peak_mb"] > TARGET_MB else ""
+            out.append(
+                f"| {lines:,} | {entry['customers']:,} | {r['step']} | {_fmt(r['seconds'])} | "
+                f"{r['peak_mb']:,}{over} | {per:.2f} | {r.get('load', '')} |"
+            )
+        ok_sizes.append(label)
+    out += ["", *_growth(duck), *_run_steps(duck), *_spark(data), *_notes(duck)]
+    update_doc("scale", "\n".join(out))
+
+
+def _growth(duck: dict[str, Any]) -> list[str]:
+    """How each step's cost grows from one size to the next, against the lines."""
+    pairs = [(a, b) for a, b in (("1M", "10M"), ("10M", "100M")) if a in duck and b in duck]
+    if not pairs:
+        return []
+    out = [
+        "How cost grows (time ratio between sizes against the ratio of lines; 1.0 or less "
+        "means linear or better):",
+        "",
+        "| step | " + " | ".join(f"{a} to {b}: time x / lines x" for a, b in pairs) + " |",
+        "|---|" + "---:|" * len(pairs),
+    ]
+    for step in STEP_ROWS:
+        cells = []
+        for a, b in pairs:
+            ra = {r["step"]: r for r in _rows(duck[a])}.get(step)
+            rb = {r["step"]: r for r in _rows(duck[b])}.get(step)
+            la, lb = duck[a].get("lines", 0), duck[b].get("lines", 0)
+            if (
+                not (ra and rb and la and lb)
+                or "ok" not in (ra["status"], rb["status"])
+                or (ra["status"] != "ok" or rb["status"] != "ok")
+            ):
+                cells.append("not measured")
+                continue
+            tx, lx = rb["seconds"] / ra["seconds"], lb / la
+            cells.append(f"{tx:.1f}x / {lx:.1f}x = {tx / lx:.2f}")
+        out.append(f"| {step} | " + " | ".join(cells) + " |")
+    return [*out, ""]
+
+
+def _run_steps(duck: dict[str, Any]) -> list[str]:
+    """The run's own steps (from its run log) at every size measured."""
+    sizes = [label for label in SIZES if duck.get(label, {}).get("run_steps")]
+    if not sizes:
+        return []
+    names: list[str] = []
+    for label in sizes:
+        names += [n for n in duck[label]["run_steps"] if n not in names]
+    out = [
+        "Inside `segmentum run` (seconds per step, from `pipeline_runs`):",
+        "",
+        "| step | " + " | ".join(f"{s} lines" for s in sizes) + " |",
+        "|---|" + "---:|" * len(sizes),
+    ]
+    for n in names:
+        cells = [duck[s]["run_steps"].get(n) for s in sizes]
+        out.append(
+            f"| {n} | " + " | ".join("" if c is None else _fmt(float(c)) for c in cells) + " |"
+        )
+    return [*out, ""]
+
+
+def _spark(data: dict[str, Any]) -> list[str]:
+    out: list[str] = []
+    for label in SIZES:
+        spark = data.get("pyspark", {}).get(label)
+        duck = data.get("duckdb", {}).get(label)
+        if spark and duck:
+            out += _spark_size(label, spark, duck)
+    return out
+
+
+def _spark_size(label: str, spark: dict[str, Any], duck: dict[str, Any]) -> list[str]:
+    out = [
+        f"### Spark local[2] against DuckDB at {label} lines",
+        "",
+        "The same commands on `pyspark:///folder` (a local session, `local[2]`, "
+        f'`SEGMENTUM_SPARK_CONF="{SPARK_CONF}"`; each command starts its own session, about '
+        "15 s, counted). Peak memory includes the driver's JVM.",
+        "",
+        "| step | DuckDB (s) | Spark (s) | Spark / DuckDB | DuckDB peak (MB) | Spark peak (MB) |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    d_rows = {r["step"]: r for r in _rows(duck)}
+    for r in _rows(spark):
+        d = d_rows.get(r["step"])
+        if not d:
+            continue
+        if r.get("status") != "ok":
+            out.append(
+                f"| {r['step']} | {_fmt(d['seconds'])} | {r.get('status')} | | "
+                f"{d['peak_mb']:,} | {r.get('peak_mb', 0):,} |"
+            )
+            continue
+        out.append(
+            f"| {r['step']} | {_fmt(d['seconds'])} | {_fmt(r['seconds'])} | "
+            f"{r['seconds'] / d['seconds']:.1f}x | {d['peak_mb']:,} | {r['peak_mb']:,} |"
+        )
+    rs, rd = spark.get("run_steps", {}), duck.get("run_steps", {})
+    if rs and rd:
+        worst = sorted(rs, key=lambda s: -float(rs[s]))[:6]
+        out += [
+            "",
+            "Slowest steps of the run on Spark (Spark s against DuckDB s): "
+            + ", ".join(f"{s} {float(rs[s]):.0f} against {float(rd.get(s, 0)):.0f}" for s in worst)
+            + ".",
+        ]
+    return [*out, ""]
+
+
+def _notes(duck: dict[str, Any]) -> list[str]:
+    missing = [
+        f"{label} ({s['step']}: {s['status']})"
+        for label, e in duck.items()
+        for s in e.get("steps", [])
+        if s.get("status") != "ok"
+    ]
+    return [f"Not finished: {'; '.join(missing)}.", ""] if missing else []
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--lines", nargs="*", default=[], choices=list(SIZES))
+    ap.add_argument("--spark", nargs="*", default=[], choices=list(SIZES))
+    ap.add_argument(
+        "--steps", default="ingest,run,segments,backfill", help="comma-separated subset"
+    )
+    ap.add_argument("--deadline", default="", help="HH:MM UTC: no step runs past it")
+    ap.add_argument("--timeout", type=float, default=3 * 3600, help="seconds per step")
+    ap.add_argument("--keep", action="store_true", help="keep the 100M warehouse")
+    ap.add_argument("--doc", action="store_true", help="only rewrite the doc section")
+    args = ap.parse_args()
+    deadline = time.time() + 365 * 86400
+    if args.deadline:
+        hh, mm = (int(x) for x in args.deadline.split(":"))
+        now = dt.datetime.now(dt.UTC)
+        deadline = now.replace(hour=hh, minute=mm, second=0).timestamp()
+    steps = args.steps.split(",")
+    for label in args.lines:
+        run_size(label, "duckdb", steps, deadline, args.timeout, args.keep)
+        render()
+    for label in args.spark:
+        run_size(label, "pyspark", steps, deadline, args.timeout, args.keep)
+        render()
+    render()
+
+
+if __name__ == "__main__":
+    main()
