@@ -2190,8 +2190,9 @@ def serve_cmd(
     serving: Annotated[
         str | None,
         typer.Option(
-            help="Serving store to answer lookups and pages from (duckdb:///path.duckdb); "
-            "default: beside a DuckDB warehouse, inside a pyspark:///folder one."
+            help="Serving store to answer lookups and pages from (duckdb:///path.duckdb, or "
+            "postgresql://user@host/db for several replicas); default: beside a DuckDB "
+            "warehouse, inside a pyspark:///folder one."
         ),
     ] = None,
 ) -> None:
@@ -2202,7 +2203,7 @@ def serve_cmd(
     from segmentum.service.auth import create_key
 
     settings = load_settings()
-    if serving:  # duckdb:///abs/path.duckdb or a plain path
+    if serving:  # duckdb:///abs/path.duckdb, a plain path or a postgresql:// URL
         settings = settings.with_overrides(serving_store=str(duckdb_file(serving) or serving))
     # The server opens a DuckDB warehouse only for the moment a request needs it, so every
     # other command keeps working on the same file while it runs (docs/service.md).

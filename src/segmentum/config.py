@@ -245,8 +245,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "serving_store",
         "",
-        "DuckDB file the service reads its read models from (empty: beside a DuckDB warehouse, "
-        "e.g. segmentum.serving.duckdb; other warehouses publish only when it is set).",
+        "DuckDB file the service reads its read models from, or a postgresql://user@host/db URL "
+        "(several service replicas, a cluster without shared disk); empty: beside a DuckDB "
+        "warehouse, e.g. segmentum.serving.duckdb; other warehouses publish only when it is set.",
     ),
     Setting(
         "state_store",

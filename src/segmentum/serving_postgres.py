@@ -153,12 +153,13 @@ def publish(
         row = con.execute(f"SELECT nextval('{where.name}.generation_seq')").fetchone()
         generation = int(row[0]) if row else 0
         schema = where.generation_schema(generation)
-        con.execute(
-            f"INSERT INTO {where.name}.generations VALUES (%s, %s, now())", [generation, schema]
-        )
-        con.execute(f"CREATE SCHEMA {schema}")
-        try:
-            local = duckdb.connect()  # turns each Arrow batch into COPY text and documents
+        # All or nothing: a publish that fails or is killed leaves no schema behind.
+        with con.transaction():
+            con.execute(
+                f"INSERT INTO {where.name}.generations VALUES (%s, %s, now())", [generation, schema]
+            )
+            con.execute(f"CREATE SCHEMA {schema}")
+            local = duckdb.connect()  # turns other engines' Arrow batches into COPY text
             try:
                 for name, key in present.items():
                     out.tables[name] = _copy_table(con, local, wh, schema, name, key, wanted)
@@ -170,34 +171,33 @@ def publish(
                 "%s::text AS run_id, %s::text AS tables",
                 [out.published_at, run_id, json.dumps(out.tables)],
             )
-            for name in present:
+            for name in present:  # the planner's statistics, for the pages' queries
                 con.execute(f"ANALYZE {schema}.{_quote(name)}")
-            row = con.execute(f"SELECT generation FROM {where.name}.current").fetchone()
-            previous = int(row[0]) if row else None
-            # The switch: one statement, so a reader resolves the old generation or the new.
-            con.execute(
-                f"INSERT INTO {where.name}.current VALUES (true, %s, %s, %s, %s, %s) "
-                "ON CONFLICT (only_row) DO UPDATE SET generation = EXCLUDED.generation, "
-                "published_at = EXCLUDED.published_at, run_id = EXCLUDED.run_id, "
-                "tables = EXCLUDED.tables, documents = EXCLUDED.documents",
-                [
-                    generation,
-                    out.published_at,
-                    run_id,
-                    json.dumps({**out.tables, META: 1}),
-                    json.dumps(sorted(wanted)),
-                ],
-            )
-        except BaseException:
-            with contextlib.suppress(psycopg.Error):
-                con.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
-                con.execute(
-                    f"DELETE FROM {where.name}.generations WHERE generation = %s", [generation]
-                )
-            raise
+        row = con.execute(f"SELECT generation FROM {where.name}.current").fetchone()
+        previous = int(row[0]) if row else None
+        # The switch: one statement, so a reader resolves the old generation or the new.
+        con.execute(
+            f"INSERT INTO {where.name}.current VALUES (true, %s, %s, %s, %s, %s) "
+            "ON CONFLICT (only_row) DO UPDATE SET generation = EXCLUDED.generation, "
+            "published_at = EXCLUDED.published_at, run_id = EXCLUDED.run_id, "
+            "tables = EXCLUDED.tables, documents = EXCLUDED.documents",
+            [
+                generation,
+                out.published_at,
+                run_id,
+                json.dumps({**out.tables, META: 1}),
+                json.dumps(sorted(wanted)),
+            ],
+        )
         _drop_old(con, where, keep={generation, previous})
     except psycopg.OperationalError as exc:
         raise store_error(where, exc) from None
+    except psycopg.Error as exc:
+        cause = " ".join(str(exc).split()) or type(exc).__name__
+        raise WarehouseError(
+            f"cannot publish to the serving store {where.shown}: {cause}",
+            "the current generation was kept; see the PostgreSQL server's log",
+        ) from exc
     finally:
         con.close()  # ends the session: its advisory locks go with it
     return out
@@ -315,40 +315,62 @@ def _copy_table(
     key: str | None,
     documents: Mapping[str, str],
 ) -> int:
-    """Stream ``name`` from the warehouse in Arrow batches into ``schema`` with COPY (and its
-    JSON documents, built by DuckDB as the DuckDB store builds them); returns the rows."""
-    reader = wh.table(name).to_pyarrow_batches(chunk_size=BATCH_ROWS)
-    local.register("_batch", pa.Table.from_batches([], schema=reader.schema))
-    described = [(r[0], r[1]) for r in local.execute("DESCRIBE _batch").fetchall()]
-    local.unregister("_batch")
-    columns = [(c, *_column(c, t)) for c, t in described]
-    target = f"{schema}.{_quote(name)}"
-    con.execute(f"CREATE TABLE {target} ({', '.join(f'{_quote(c)} {t}' for c, t, _ in columns)})")
-    select = f"SELECT {', '.join(expr for _, _, expr in columns)} FROM _batch"
-    names = ", ".join(_quote(c) for c, _, _ in columns)
-    doc_key = documents.get(name)
-    docs = f"{schema}.{_quote('_documents_' + name)}"
-    doc_select = ""
-    if doc_key:
-        con.execute(f"CREATE TABLE {docs} (k text NOT NULL, doc text NOT NULL)")
-        fields = ", ".join(f"{_quote(c)} := {_json_column(c, t)}" for c, t in described)
-        doc_select = (
-            f"SELECT CAST({_quote(doc_key)} AS VARCHAR), "
-            f"CAST(to_json(struct_pack({fields})) AS VARCHAR) "
-            f"FROM _batch WHERE {_quote(doc_key)} IS NOT NULL"
-        )
-    rows = 0
-    for batch in reader:
-        if not batch.num_rows:
-            continue
-        rows += batch.num_rows
-        local.register("_batch", pa.Table.from_batches([batch]))
-        try:
-            _copy_rows(con, f"COPY {target} ({names}) FROM STDIN (FORMAT csv)", local, select)
-            if doc_select:
-                _copy_rows(con, f"COPY {docs} (k, doc) FROM STDIN (FORMAT csv)", local, doc_select)
-        finally:
+    """Copy ``name`` into ``schema`` with COPY, with its JSON documents built by DuckDB as the
+    DuckDB store builds them; returns the rows. A DuckDB warehouse writes the COPY text
+    itself; other engines hand over Arrow batches that ``local`` (DuckDB) turns into it."""
+    reader: pa.RecordBatchReader | None = None
+    if wh.engine == "duckdb":
+        src, relation = wh.con.con.cursor(), _quote(name)
+    else:
+        reader = wh.table(name).to_pyarrow_batches(chunk_size=BATCH_ROWS)
+        src, relation = local, "_batch"
+        local.register("_batch", pa.Table.from_batches([], schema=reader.schema))
+    try:
+        described = [(r[0], r[1]) for r in src.execute(f"DESCRIBE {relation}").fetchall()]
+        columns = [(c, *_column(c, t)) for c, t in described]
+        target = f"{schema}.{_quote(name)}"
+        ddl = ", ".join(f"{_quote(c)} {t}" for c, t, _ in columns)
+        con.execute(f"CREATE TABLE {target} ({ddl})")
+        names = ", ".join(_quote(c) for c, _, _ in columns)
+        copies = [
+            (
+                f"COPY {target} ({names}) FROM STDIN (FORMAT csv)",
+                f"SELECT {', '.join(expr for _, _, expr in columns)} FROM {relation}",
+            )
+        ]
+        doc_key = documents.get(name)
+        docs = f"{schema}.{_quote('_documents_' + name)}"
+        if doc_key:
+            con.execute(f"CREATE TABLE {docs} (k text NOT NULL, doc text NOT NULL)")
+            fields = ", ".join(f"{_quote(c)} := {_json_column(c, t)}" for c, t in described)
+            copies.append(
+                (
+                    f"COPY {docs} (k, doc) FROM STDIN (FORMAT csv)",
+                    f"SELECT CAST({_quote(doc_key)} AS VARCHAR), "
+                    f"CAST(to_json(struct_pack({fields})) AS VARCHAR) "
+                    f"FROM {relation} WHERE {_quote(doc_key)} IS NOT NULL",
+                )
+            )
+        if reader is None:
+            rows = sum(_copy_rows(con, statement, src, query) for statement, query in copies[:1])
+            for statement, query in copies[1:]:
+                _copy_rows(con, statement, src, query)
+        else:
             local.unregister("_batch")
+            rows = 0
+            for batch in reader:
+                if not batch.num_rows:
+                    continue
+                rows += batch.num_rows
+                local.register("_batch", pa.Table.from_batches([batch]))
+                try:
+                    for statement, query in copies:
+                        _copy_rows(con, statement, local, query)
+                finally:
+                    local.unregister("_batch")
+    finally:
+        if reader is None:
+            src.close()
     if key:
         con.execute(f"CREATE INDEX ON {target} ({_quote(key)})")
     if doc_key:
@@ -357,14 +379,20 @@ def _copy_table(
 
 
 def _copy_rows(
-    con: psycopg.Connection[Any], statement: str, local: duckdb.DuckDBPyConnection, query: str
-) -> None:
-    """One COPY of ``query`` on the registered batch, as CSV text (values quoted, NULL empty)."""
-    text = local.execute(query).fetch_arrow_table()
-    sink = pa.BufferOutputStream()
-    pacsv.write_csv(text, sink, pacsv.WriteOptions(include_header=False, quoting_style="needed"))
+    con: psycopg.Connection[Any], statement: str, src: duckdb.DuckDBPyConnection, query: str
+) -> int:
+    """One COPY of what DuckDB's ``query`` returns, as CSV text in batches (values quoted,
+    NULL left empty); returns the rows."""
+    options = pacsv.WriteOptions(include_header=False, quoting_style="needed")
+    rows = 0
     with con.cursor() as cur, cur.copy(statement) as copy:
-        copy.write(sink.getvalue().to_pybytes())
+        for batch in src.execute(query).fetch_record_batch(BATCH_ROWS):
+            if batch.num_rows:
+                sink = pa.BufferOutputStream()
+                pacsv.write_csv(pa.Table.from_batches([batch]), sink, options)
+                copy.write(sink.getvalue().to_pybytes())
+                rows += batch.num_rows
+    return rows
 
 
 def _primary_key(con: psycopg.Connection[Any], docs: str) -> None:
