@@ -177,6 +177,25 @@ def test_overview_charts_fit_their_cards_on_first_load(
         t.shot("en-overview-390px")
 
 
+def test_axis_labels_are_drawn_inside_their_chart(tab: Any, server: dict[str, Any]) -> None:
+    # The satisfaction page's group names and months were cut off at the card's bottom edge.
+    t = tab("es")
+    page = t.sign_in(server)
+    page.goto(server["url"] + "/dashboard/satisfaction")
+    for chart_id in ("#chart-nps", "#chart-trend"):
+        chart = page.locator(chart_id)
+        page.wait_for_selector(f"{chart_id}[data-drawn]")
+        svg = chart.locator(".main-svg").first.bounding_box()
+        ticks = chart.locator(".xtick text").all()
+        assert svg and ticks
+        for tick in ticks:
+            label = tick.bounding_box()
+            assert label and label["y"] + label["height"] <= svg["y"] + svg["height"] + 1, (
+                chart_id,
+                tick.text_content(),
+            )
+
+
 def test_clicking_an_rfm_bar_opens_those_customers_in_the_explorer(
     tab: Any, server: dict[str, Any]
 ) -> None:

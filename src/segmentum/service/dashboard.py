@@ -380,10 +380,16 @@ def chart(
         "paper_bgcolor": "rgba(0,0,0,0)",
         "plot_bgcolor": "rgba(0,0,0,0)",
     }
+    # Tick labels grow the margin instead of being cut off at the card's edge.
+    axes = {
+        axis: {"automargin": True, **layout.get(axis, {})}
+        for axis in ("xaxis", "yaxis")
+        if not any(d.get("type") in ("pie", "sankey") for d in data)
+    }
     return {
         "id": chart_id,
         "data": data,
-        "layout": {**base, **layout},
+        "layout": {**base, **layout, **axes},
         "links": links or [],
         "height": layout.get("height", 380),
     }
