@@ -18,6 +18,7 @@ SAME_IN_SPANISH = {
     "Control",
     "Email",
     "Error",
+    "incremental",
     "no",
     "webhook",
 }

@@ -1395,7 +1395,7 @@ def _migration(page: Page, wh: Any, by: str, date_from: str, date_to: str) -> di
             fc = forecast(wh, by).to_dict()
         periods = len(fc["projected"])
         ctx["forecast_cols"] = [_("Now")] + [
-            _("+%(n)s periods") % {"n": i + 1} for i in range(periods)
+            _("Period +%(n)s") % {"n": i + 1} for i in range(periods)
         ]
         ctx["forecast"] = [
             {
