@@ -21,7 +21,7 @@ import ibis.expr.types as ir
 
 from segmentum.features.customer import HOUR_BANDS, WEEKDAYS, mark_purchases
 from segmentum.ingest.returns import cancelled_invoices, links
-from segmentum.segments.view import customer_view
+from segmentum.segments.view import customer_view, latest_as_of
 from segmentum.warehouse import Warehouse
 
 BAND_HOUR = {"night": 3, "morning": 10, "afternoon": 14, "evening": 18, "late": 21}
@@ -45,42 +45,95 @@ def _weekday(ts: ir.TimestampValue) -> ir.StringValue:
     return ibis.cases(*((idx == i, n) for i, n in enumerate(WEEKDAYS)), else_=ibis.null("string"))
 
 
-def _shrunk_best(signals: ir.Table, column: str, segments: ir.Table, k: float) -> ir.Table:
-    """customer_id, best value of ``column`` and its posterior share."""
-    s = signals.filter(signals[column].notnull())
-    counts = s.group_by(["customer_id", column]).aggregate(n=s.count().cast("float64"))
-    counts = counts.join(segments, "customer_id")
-    seg = counts.group_by(["_seg", column]).aggregate(sn=counts.n.sum())
-    seg = seg.mutate(p=seg.sn / seg.sn.sum().over(ibis.window(group_by=seg._seg)))
-    own_tot = counts.group_by("customer_id").aggregate(tot=counts.n.sum())
-    # Every (customer, value) the segment knows, with the customer's own count (0 if none).
-    cand = segments.join(seg, "_seg").select("customer_id", column, "p")
-    cand = cand.left_join(counts.select("customer_id", column, "n"), ["customer_id", column]).drop(
-        "customer_id_right", f"{column}_right"
+DIMENSIONS = ("hour_band", "weekday", "device", "channel")
+
+
+def _segments(wh: Warehouse, as_of: _dt.date) -> ir.Table:
+    """customer_id and RFM segment (``_seg``) of every customer of the customer view.
+
+    The same customers as :func:`customer_view` (those with features for ``as_of`` and those in
+    the profile), read without the view's other joins: only the segment is needed here.
+    """
+    feats = wh.table("customer_features")
+    ids = feats.filter(feats.as_of == ibis.literal(as_of, "date")).select("customer_id")
+    if wh.has("customers"):
+        ids = ids.union(wh.table("customers").select("customer_id"), distinct=True)
+    if not wh.has("customer_classes"):
+        return ids.mutate(_seg=ibis.literal("(none)"))
+    c = wh.table("customer_classes")
+    c = c.filter(c.as_of == ibis.literal(as_of, "date")).select("customer_id", "rfm_segment")
+    j = ids.left_join(c, "customer_id")
+    return j.select("customer_id", _seg=j.rfm_segment.fill_null("(none)"))
+
+
+def _counts(signals: ir.Table, segments: ir.Table) -> ir.Table:
+    """One row per customer, dimension and value: customer_id, _seg, dim, value, n."""
+    # One grouping of the signals first (the lines of an order share their hour, day and
+    # device), then each dimension from that small table instead of from every line.
+    fine = signals.group_by(["customer_id", *DIMENSIONS]).aggregate(
+        n=signals.count().cast("float64")
     )
-    # Customers with no signal of this kind get their segment's habit (own total 0).
-    cand = cand.left_join(own_tot, "customer_id").drop("customer_id_right")
-    post = (cand.n.fill_null(0.0) + k * cand.p) / (cand.tot.fill_null(0.0) + k)
-    cand = cand.mutate(post=post)
-    w = ibis.window(group_by=cand.customer_id, order_by=[ibis.desc(cand.post), cand[column]])
+    parts = []
+    for col in DIMENSIONS:
+        s = fine.filter(fine[col].notnull())
+        g = s.group_by(["customer_id", col]).aggregate(n=s.n.sum())
+        parts.append(g.select("customer_id", dim=ibis.literal(col), value=g[col], n=g.n))
+    counts = ibis.union(*parts)
+    return counts.join(segments, "customer_id").select("customer_id", "_seg", "dim", "value", "n")
+
+
+def _shrunk_best(counts: ir.Table, segments: ir.Table, k: float) -> ir.Table:
+    """customer_id, dim, best value and its posterior share, for every customer and dimension
+    their segment has signals for."""
+    seg = counts.group_by(["dim", "_seg", "value"]).aggregate(sn=counts.n.sum())
+    seg = seg.mutate(p=seg.sn / seg.sn.sum().over(ibis.window(group_by=[seg.dim, seg._seg])))
+    own_tot = counts.group_by(["customer_id", "dim"]).aggregate(tot=counts.n.sum())
+    # Candidates: the customer's own values, and their segment's top value if they never showed
+    # it. A value they never showed scores k x its share, so none beats the segment's top one,
+    # and every value they showed scores more than k x its share: nothing else can win. The
+    # same best as over every value the segment knows, without a customers x values table.
+    top_w = ibis.window(group_by=[seg.dim, seg._seg], order_by=[ibis.desc(seg.p), seg.value])
+    top = seg.mutate(_rk=ibis.row_number().over(top_w))
+    top = top.filter(top._rk == 0).select("dim", "_seg", "value", "p")
+    own = counts.join(seg.select("dim", "_seg", "value", "p"), ["dim", "_seg", "value"]).select(
+        "customer_id", "dim", "value", "n", "p"
+    )
+    unseen = (
+        segments.join(top, "_seg")
+        .select("customer_id", "dim", "value", "p")
+        .anti_join(counts, ["customer_id", "dim", "value"])
+    )
+    cand = own.union(unseen.mutate(n=ibis.literal(0.0)).select(own.columns))
+    cand = cand.left_join(own_tot, ["customer_id", "dim"]).drop("customer_id_right", "dim_right")
+    cand = cand.mutate(post=(cand.n + k * cand.p) / (cand.tot.fill_null(0.0) + k))
+    w = ibis.window(
+        group_by=[cand.customer_id, cand.dim], order_by=[ibis.desc(cand.post), cand.value]
+    )
     best = cand.mutate(_rk=ibis.row_number().over(w))
-    best = best.filter(best._rk == 0)
-    return best.select(
-        "customer_id", **{f"best_{column}": best[column], f"{column}_confidence": best.post}
-    )
+    return best.filter(best._rk == 0).select("customer_id", "dim", "value", "post")
 
 
 def contact_times(
     wh: Warehouse, as_of: _dt.date | None = None, k: float = 5.0, store: bool = True
 ) -> ir.Table:
     """Best hour band, weekday, device and channel for every customer with any signal."""
-    view, as_of = customer_view(wh, as_of)
-    segments = view.select("customer_id", _seg=view.rfm_segment.fill_null("(none)"))
-    signals = _signals(wh, as_of)
-    out = segments.select("customer_id")
-    for col in ("hour_band", "weekday", "device", "channel"):
-        best = _shrunk_best(signals, col, segments, k)
-        out = out.left_join(best, "customer_id").drop("customer_id_right")
+    as_of = as_of or latest_as_of(wh)
+    # The two inputs every dimension reads, computed once: the customers' segments and the
+    # signals counted per customer, dimension and value (one pass over the lines and events).
+    segments = wh.materialize(_segments(wh, as_of), "ct_segments")
+    counts = wh.materialize(_counts(_signals(wh, as_of), segments), "ct_counts")
+    best = _shrunk_best(counts, segments, k)
+    pivot = best.group_by("customer_id").aggregate(
+        **{
+            name: expr
+            for col in DIMENSIONS
+            for name, expr in (
+                (f"best_{col}", best.value.max(where=best.dim == col)),
+                (f"{col}_confidence", best.post.max(where=best.dim == col)),
+            )
+        }
+    )
+    out = segments.select("customer_id").left_join(pivot, "customer_id").drop("customer_id_right")
     out = out.mutate(as_of=ibis.literal(as_of, "date"))
     if not store:
         return out
