@@ -123,7 +123,7 @@ def _signed_in(app: Any) -> tuple[dict[str, str], dict[str, str]]:
 def test_the_service_answers_from_postgres_as_from_duckdb(stores: dict[str, Any]) -> None:
     """The same app on the same warehouse, once reading each store, while another process
     holds the warehouse (a run): lookups, the overview, the serving info, and the dashboard's
-    explorer (segment members) and campaigns page answer from the published copy, alike."""
+    explorer (segment members) and campaigns pages answer from the published copy, alike."""
     from segmentum.service.app import create_app
 
     db, ids = stores["db"], stores["ids"]
@@ -157,7 +157,7 @@ def test_the_service_answers_from_postgres_as_from_duckdb(stores: dict[str, Any]
                 for page in ("/dashboard/explorer?segment=vip", "/dashboard/campaigns"):
                     resp = http.get(page, cookies=cookies)
                     assert resp.status_code == 200, (kind, page)
-                    assert 'id="published-note"' in resp.text, (kind, page)
+                    assert 'id="published-note"' in resp.text, (kind, page)  # the published copy
                     got[page] = _visible_text(resp.text)
             answers[kind] = got
     finally:
@@ -259,7 +259,8 @@ def test_a_reader_sees_whole_generations_while_publishes_run(postgres_url: str) 
     doc = store.document("a", "K3")
     assert isinstance(doc, str) and '"tags":["x","y\\"3"]' in doc and '"g":7' in doc
     assert store.read(lambda w: w.table("a").tags.to_pyarrow().to_pylist()[0]) == ["x", 'y"1']
-    assert store.info()["generation"] == 7  # type: ignore[index]
+    info = store.info()
+    assert info is not None and info["generation"] == 7 and info["run_id"] == "r7"
     wh.close()
 
 

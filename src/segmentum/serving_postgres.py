@@ -145,7 +145,7 @@ def publish(
     where = location(url)
     present = {name: key for name, key in tables.items() if wh.has(name)}
     wanted = {n: k for n, k in (documents or {}).items() if n in present}
-    out = Published(url, run_id=run_id)
+    out = Published(where.shown, run_id=run_id)  # no password in what is logged
     con = _connect(where)
     try:
         con.execute("SELECT pg_advisory_lock(%s, 0)", [where.lock_class])  # one publish at a time
