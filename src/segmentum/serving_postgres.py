@@ -417,12 +417,14 @@ class _Pointer:
 
 
 class _Held:
-    """One pooled connection, the search path it was last pointed at, and its Ibis warehouse."""
+    """One pooled connection, the search path it was last pointed at, its Ibis warehouse and
+    the generation its last document lookup read."""
 
     def __init__(self, con: psycopg.Connection[Any]) -> None:
         self.con = con
         self.schema: str | None = None
         self.wh: Warehouse | None = None
+        self.pointer: _Pointer | None = None
 
 
 class _Pool:
@@ -539,22 +541,36 @@ class PostgresServingStore(ServingStore):
         return None
 
     def document(self, table: str, key: str) -> str | bool | None:
+        """The JSON document of ``key`` in ``table``: None when there is no such key, False
+        when ``table`` has no published documents.
+
+        One round trip: the query reads the pointer and the document of the generation this
+        connection read last in one statement (one snapshot); when the pointer has moved on,
+        it resolves the new generation and asks again.
+        """
         import psycopg
 
+        docs = _quote("_documents_" + table)
         with self._connection() as held:
-            for _ in range(2):  # again if a publish dropped the generation in between
-                found = self._pointer(held)
-                if found is None or table not in found.documents:
-                    return False
-                schema = self.where.generation_schema(found.generation)
+            for _ in range(3):
+                known = held.pointer
+                if known is None or table not in known.documents:
+                    known = held.pointer = self._pointer(held)
+                    if known is None or table not in known.documents:
+                        return False
+                schema = self.where.generation_schema(known.generation)
                 try:
                     row = held.con.execute(
-                        f"SELECT doc FROM {schema}.{_quote('_documents_' + table)} WHERE k = %s",
+                        f"SELECT c.generation, (SELECT doc FROM {schema}.{docs} WHERE k = %s) "
+                        f"FROM {self.where.name}.current c",
                         [key],
                     ).fetchone()
-                except psycopg.errors.UndefinedTable:
+                except psycopg.errors.UndefinedTable:  # dropped since: resolve again
+                    held.pointer = None
                     continue
-                return None if row is None else str(row[0])
+                if row is not None and row[0] == known.generation:
+                    return None if row[1] is None else str(row[1])
+                held.pointer = None  # a publish switched generations: resolve again
         return False
 
     def read(self, fn: Callable[[Warehouse], T]) -> T | None:
