@@ -19,7 +19,7 @@ from tests.conftest import SERVICE_SETTINGS, _free_port
 
 import segmentum
 from segmentum import i18n
-from segmentum.errors import WarehouseError
+from segmentum.errors import ConfigError, WarehouseError
 from segmentum.page_models import PAGE_MODELS
 from segmentum.precompute import DOCUMENTS, LOOKUP, READ_MODELS, overview
 from segmentum.serving import ServingStore, publish, serving_path
@@ -287,6 +287,9 @@ def test_an_unreachable_store_or_a_refused_login_is_one_line_naming_the_setting(
     assert "(setting serving_store) refused the login" in refused.value.message
     assert 'role "nobody" does not exist' in refused.value.message
     assert i18n.translate_message("es", refused.value.message).startswith("el almacén de servicio")
+
+    with pytest.raises(ConfigError, match=r"the serving_store setting .* is not postgresql://"):
+        ServingStore(f"{closed}/Not-A-Name")
 
     # `segmentum serve` stops before listening, with the one line and the warehouse exit code.
     db = tmp_path / "shop.duckdb"

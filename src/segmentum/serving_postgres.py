@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import duckdb
 import pyarrow as pa
@@ -40,9 +40,8 @@ if TYPE_CHECKING:
     import psycopg
 
 T = TypeVar("T")
-SCHEMES = ("postgres://", "postgresql://")
 DEFAULT_NAME = "segmentum_serving"
-# Connections one process keeps to the store: a point lookup holds one for two short queries,
+# Connections one process keeps to the store: a point lookup holds one for one short query,
 # a page for its few; more would only add server processes per replica.
 POOL_SIZE = 4
 # How long a request waits for a free connection before it is told the store is busy.
@@ -58,11 +57,6 @@ _HINT_REACH = (
 _HINT_LOGIN = (
     "check the user name and password in the serving_store setting (SEGMENTUM_SERVING_STORE)"
 )
-
-
-def is_postgres(target: str | Path | None) -> bool:
-    """Whether a serving store ``target`` is a PostgreSQL URL (else a DuckDB file)."""
-    return target is not None and str(target).startswith(SCHEMES)
 
 
 @dataclass(frozen=True)
@@ -84,13 +78,15 @@ class Location:
 
 
 def location(url: str) -> Location:
-    """Parse ``postgresql://user:password@host:port/database[/store_name]``."""
+    """Parse ``postgresql://user:password@host:port/database[/store_name][?options]``."""
     parts = urlsplit(url)
     segments = [s for s in parts.path.split("/") if s]
-    netloc = parts.netloc
-    if parts.password:
-        netloc = netloc.replace(f":{parts.password}@", ":***@", 1)
-    shown = urlunsplit(parts._replace(netloc=netloc))
+    userinfo, at, hostport = parts.netloc.rpartition("@")
+    hidden = parts.netloc
+    if at and ":" in userinfo:  # the password never goes into a message or a log
+        hidden = f"{userinfo.split(':', 1)[0]}:***@{hostport}"
+    query = f"?{parts.query}" if parts.query else ""
+    shown = f"{parts.scheme}://{hidden}{parts.path}{query}"
     name = segments[1] if len(segments) == 2 else DEFAULT_NAME
     if len(segments) > 2 or not re.fullmatch(r"[a-z][a-z0-9_]{0,40}", name):
         raise ConfigError(
@@ -98,8 +94,8 @@ def location(url: str) -> Location:
             "or postgresql://user@host/database/name",
             "a name is lower-case letters, digits and _ (at most 41), starting with a letter",
         )
-    path = f"/{segments[0]}" if segments else ""
-    return Location(urlunsplit(parts._replace(path=path)), name, shown)
+    database = f"/{segments[0]}" if segments else ""
+    return Location(f"{parts.scheme}://{parts.netloc}{database}{query}", name, shown)
 
 
 def store_error(where: Location, exc: BaseException) -> WarehouseError:
