@@ -261,6 +261,13 @@ def test_a_reader_sees_whole_generations_while_publishes_run(postgres_url: str) 
     assert store.read(lambda w: w.table("a").tags.to_pyarrow().to_pylist()[0]) == ["x", 'y"1']
     info = store.info()
     assert info is not None and info["generation"] == 7 and info["run_id"] == "r7"
+    # The server closes the pool's idle connections (a restart): the next reads reconnect.
+    with psycopg.connect(postgres_url, autocommit=True) as con:
+        con.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    assert store.document("a", "K3") == doc and store.has("b")
     wh.close()
 
 

@@ -508,20 +508,25 @@ class PostgresServingStore(ServingStore):
             return None
         return None if row is None else _Pointer(*row)
 
-    @contextlib.contextmanager
-    def _connection(self) -> Iterator[_Held]:
+    def _run(self, fn: Callable[[_Held], T]) -> T:
+        """``fn`` on a pooled connection. A connection the server closed while it sat idle (a
+        restart, an idle timeout) fails on first use: it is dropped and ``fn`` runs again on
+        another, so only an unreachable server reaches the caller, as one line."""
         import psycopg
 
-        try:
-            with self._pool.connection() as held:
-                yield held
-        except psycopg.OperationalError as exc:
-            raise store_error(self.where, exc) from None
+        for attempt in range(self._pool.size + 1):
+            held: _Held | None = None
+            try:
+                with self._pool.connection() as held:
+                    return fn(held)
+            except psycopg.OperationalError as exc:
+                if held is None or not held.con.broken or attempt == self._pool.size:
+                    raise store_error(self.where, exc) from None
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def current(self) -> _Pointer | None:
         """The current generation (None before the first publish)."""
-        with self._connection() as held:
-            return self._pointer(held)
+        return self._run(self._pointer)
 
     @property
     def published(self) -> bool:
@@ -547,7 +552,8 @@ class PostgresServingStore(ServingStore):
         import psycopg
 
         docs = _quote("_documents_" + table)
-        with self._connection() as held:
+
+        def lookup(held: _Held) -> str | bool | None:
             for _ in range(3):
                 known = held.pointer
                 if known is None or table not in known.documents:
@@ -567,15 +573,18 @@ class PostgresServingStore(ServingStore):
                 if row is not None and row[0] == known.generation:
                     return None if row[1] is None else str(row[1])
                 held.pointer = None  # a publish switched generations: resolve again
-        return False
+            return False
+
+        return self._run(lookup)
 
     def read(self, fn: Callable[[Warehouse], T]) -> T | None:
         """``fn`` on an Ibis warehouse over the current generation (None before the first
         publish); its queries all read that generation."""
         import psycopg
 
-        with self._connection() as held:
-            cls = self.where.lock_class
+        cls = self.where.lock_class
+
+        def on_generation(held: _Held) -> T | None:
             try:  # resolve and hold in one statement
                 row = held.con.execute(
                     f"SELECT generation, pg_advisory_lock_shared(%s, generation) "
@@ -597,6 +606,8 @@ class PostgresServingStore(ServingStore):
                 if not held.con.closed and not held.con.broken:
                     held.con.execute("SELECT pg_advisory_unlock_shared(%s, %s)", [cls, generation])
 
+        return self._run(on_generation)
+
     def _warehouse(self, held: _Held) -> Warehouse:
         if held.wh is None:
             import ibis
@@ -604,7 +615,8 @@ class PostgresServingStore(ServingStore):
             from segmentum.warehouse import _postgres_compat
 
             _postgres_compat()
-            held.wh = Warehouse(ibis.postgres.from_connection(held.con), self.url, read_only=True)
+            backend = ibis.postgres.from_connection(held.con)
+            held.wh = Warehouse(backend, self.where.shown, read_only=True)
         return held.wh
 
     def info(self) -> dict[str, Any] | None:
