@@ -13,6 +13,11 @@ there costs tens of microseconds, against a millisecond or more for any DuckDB q
 API sends the document as it is. It is renamed into place just before the DuckDB file, so one
 request reads one generation.
 
+For several service replicas, or a cluster whose driver shares no disk with the service, the
+``serving_store`` setting may be a ``postgresql://`` URL instead: :func:`publish` and
+:class:`ServingStore` then hand over to :mod:`segmentum.serving_postgres` (a schema per
+generation, switched in one statement), with the same reading interface.
+
     >>> import segmentum, tempfile, pathlib
     >>> wh = segmentum.connect("duckdb://")
     >>> _ = wh.write("customer_lookup", wh.con.sql("select 'C1' as customer_id, 3 as frequency"))
