@@ -494,6 +494,11 @@ def extract_messages() -> Any:
     return catalog
 
 
+def _forms(text: Any) -> list[str]:
+    """A catalog entry's text, or its plural forms."""
+    return [str(x or "") for x in text] if isinstance(text, tuple | list) else [str(text or "")]
+
+
 def update_catalogs() -> dict[str, int]:
     """Merge newly extracted texts into every ``.po`` (English ones filled with the msgid);
     returns how many entries of each language still need a translation."""
@@ -513,11 +518,9 @@ def update_catalogs() -> dict[str, int]:
         catalog.update(template, no_fuzzy_matching=True)
         catalog.obsolete.clear()
         for m in catalog:
-            if m.id and lang == "en" and not any(m.string if m.pluralizable else [m.string]):
+            if m.id and lang == "en" and not any(_forms(m.string)):
                 m.string = m.id
-        missing[lang] = sum(
-            1 for m in catalog if m.id and not all(m.string if m.pluralizable else [m.string])
-        )
+        missing[lang] = sum(1 for m in catalog if m.id and not all(_forms(m.string)))
         with po.open("wb") as f:
             write_po(f, catalog, width=100, omit_header=False, sort_output=True)
     translations.cache_clear()
