@@ -55,6 +55,10 @@ class WarehouseBusyError(WarehouseError):
     """Another process (``segmentum serve``, another command) holds the warehouse file open."""
 
 
+class StoreUnreachableError(WarehouseError):
+    """A server the service reads from (the PostgreSQL serving store) cannot be reached now."""
+
+
 class ModelError(SegmentumError):
     """A model cannot be fitted or used on the data given."""
 

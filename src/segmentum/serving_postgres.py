@@ -32,7 +32,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from segmentum.errors import ConfigError, WarehouseError
+from segmentum.errors import ConfigError, StoreUnreachableError, WarehouseError
 from segmentum.serving import META, Published, ServingStore, _json_column, _quote
 from segmentum.warehouse import Warehouse
 
@@ -107,7 +107,7 @@ def store_error(where: Location, exc: BaseException) -> WarehouseError:
             f"the serving store {where.shown} (setting serving_store) refused the login: {cause}",
             _HINT_LOGIN,
         )
-    return WarehouseError(
+    return StoreUnreachableError(
         f"cannot reach the serving store {where.shown} (setting serving_store): {cause}",
         _HINT_REACH,
     )

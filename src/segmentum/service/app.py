@@ -29,7 +29,13 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from segmentum.config import Settings, load_settings
-from segmentum.errors import ConfigError, SegmentumError, WarehouseBusyError, WarehouseError
+from segmentum.errors import (
+    ConfigError,
+    SegmentumError,
+    StoreUnreachableError,
+    WarehouseBusyError,
+    WarehouseError,
+)
 from segmentum.schema import INGESTIBLE
 from segmentum.service.core import (
     PROBLEM,
@@ -168,6 +174,8 @@ def create_app(
         if isinstance(exc, WarehouseBusyError):
             b = busy(settings.busy_wait_seconds)
             return problem(b.status, b.title, b.detail, b.hint, b.headers)
+        if isinstance(exc, StoreUnreachableError):  # a server down: retry, not a state
+            return problem(503, "Unavailable", exc.message, exc.hint, {"Retry-After": "5"})
         if isinstance(exc, WarehouseError):
             return problem(409, "Not available yet", exc.message, exc.hint)
         if isinstance(exc, ConfigError):
