@@ -160,6 +160,14 @@ def test_the_service_answers_from_postgres_as_from_duckdb(stores: dict[str, Any]
                     assert 'id="published-note"' in resp.text, (kind, page)  # the published copy
                     got[page] = _visible_text(resp.text)
             answers[kind] = got
+        # The store going away while the service runs: a 503 to retry, naming the setting.
+        closed = f"postgresql://segmentum@127.0.0.1:{_free_port()}/shop"
+        app = create_app(f"duckdb:///{db}", SERVICE_SETTINGS.with_overrides(serving_store=closed))
+        head, _ = _signed_in(app)
+        with TestClient(app) as http:
+            down = http.get(f"/v1/customers/{ids[0]}", headers=head)
+        assert down.status_code == 503 and down.headers["Retry-After"] == "5", down.text
+        assert "cannot reach the serving store" in down.json()["detail"]
     finally:
         holder.communicate("", timeout=30)
     assert answers["pg"] == answers["duckdb"]
