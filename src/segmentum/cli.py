@@ -1762,29 +1762,77 @@ def forget_cmd(
     ] = False,
     warehouse: WarehouseOpt = None,
     as_json: JsonOpt = False,
+    lang: Annotated[str, typer.Option(help="es or en.")] = "en",
 ) -> None:
-    """Erase one customer (right to erasure): every table, the outbox; lists files on disk."""
+    """Erase one customer (right to erasure): every table, the outbox; lists files on disk and
+    downloads from the service."""
+    from segmentum import i18n
     from segmentum.privacy import forget
 
+    if lang not in i18n.LANGUAGES:
+        raise InputError(f"--lang {lang!r} is not known", "use es or en")
+    _ = i18n.translations(lang).ugettext
     settings = load_settings()
     r = forget(connect(warehouse or settings.warehouse), customer_id, dry_run=dry_run)
     if as_json:
         print_json(json.dumps(r.__dict__, default=str))
         return
     if not r.found and not r.exports:
-        console.print(f"no table holds customer {customer_id!r}: nothing to erase")
+        console.print(
+            escape(_("no table holds customer %(id)r: nothing to erase") % {"id": customer_id})
+        )
         return
-    verb = "would be" if dry_run else "were"
-    for label, rows in (("deleted", r.deleted), ("unlinked (kept as anonymous)", r.anonymized)):
+    done = (
+        (_("%(table)s: %(n)s rows would be deleted"), r.deleted),
+        (_("%(table)s: %(n)s rows would be unlinked (kept as anonymous)"), r.anonymized),
+        (_("%(table)s: %(n)s rows kept (so they are never contacted again)"), r.kept),
+    )
+    if not dry_run:
+        done = (
+            (_("%(table)s: %(n)s rows were deleted"), r.deleted),
+            (_("%(table)s: %(n)s rows were unlinked (kept as anonymous)"), r.anonymized),
+            done[2],
+        )
+    for text, rows in done:
         for table, n in rows.items():
-            console.print(f"  {table}: {n:,} rows {verb} {label}")
-    for table, n in r.kept.items():
-        console.print(f"  {table}: {n:,} rows kept (so they are never contacted again)")
+            console.print("  " + escape(text % {"table": table, "n": i18n.number(n, lang, 0)}))
     for e in r.exports:
-        state = "" if e["exists"] else " (no longer on disk)"
-        console.print(f"[yellow]file:[/yellow] {e['path']}{state}: written {e['written_at']}")
+        where = e["path"] if e["exists"] else _("%(path)s (no longer on disk)") % e
+        line = _("file: %(path)s: written %(at)s") % {"path": where, "at": e["written_at"]}
+        console.print(escape(line), style="yellow", highlight=False)
     if r.exports:
-        console.print("delete or regenerate the files above: they may contain this customer")
+        console.print(_("delete or regenerate the files above: they may contain this customer"))
+    kinds = {
+        "segment export": _("segment export"),
+        "ad audience": _("ad audience"),
+        "retargeting audience": _("retargeting audience"),
+        "look-alike seed": _("look-alike seed"),
+    }
+    for d in r.downloads:
+        what = kinds.get(d["kind"], d["kind"]) + (f" {d['segment']}" if d["segment"] else "")
+        what += f" ({d['platform']})" if d["platform"] else ""
+        line = _(
+            "downloaded: %(what)s, %(rows)s rows%(personal)s, by key %(name)s (%(key)s) "
+            "through %(via)s (%(endpoint)s) on %(at)s UTC"
+        ) % {
+            "what": what,
+            "rows": i18n.number(d["rows"], lang, 0),
+            "personal": _(" with personal data") if d["personal_data"] else "",
+            "name": d["key_name"] or "?",
+            "key": d["key_id"],
+            "via": _("the API") if d["via"] == "api" else _("the dashboard"),
+            "endpoint": d["endpoint"],
+            "at": f"{i18n.date(d['at'], lang)} {d['at']:%H:%M:%S}",
+        }
+        console.print(escape(line), style="yellow", highlight=False)
+    if r.downloads:
+        console.print(
+            _(
+                "ask the people above to delete the downloaded files: they may contain this "
+                "customer (%(n)s downloads)"
+            )
+            % {"n": i18n.number(len(r.downloads), lang, 0)}
+        )
 
 
 audience_app = typer.Typer(help="Ad audiences: segments as customer-match files (hashed).")

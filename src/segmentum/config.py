@@ -226,6 +226,12 @@ SETTINGS: tuple[Setting, ...] = (
         0,
         "Days the send log keeps the address a message went to (0: cleared on delivery).",
     ),
+    Setting(
+        "download_retention_days",
+        365,
+        "Days the service remembers who downloaded personal data or customer ids (segment "
+        "exports, ad audiences), for segmentum forget to list; 0: kept until purged.",
+    ),
     Setting("rule_max_depth", 40, "Deepest nesting of parentheses and 'not' in a segment rule."),
     Setting(
         "rule_max_window_days",
@@ -412,6 +418,7 @@ class Settings:
     margin_rate: float = _DEFAULTS["margin_rate"]
     send_lease_seconds: int = _DEFAULTS["send_lease_seconds"]
     contact_retention_days: int = _DEFAULTS["contact_retention_days"]
+    download_retention_days: int = _DEFAULTS["download_retention_days"]
     rule_max_depth: int = _DEFAULTS["rule_max_depth"]
     rule_max_window_days: int = _DEFAULTS["rule_max_window_days"]
     rule_value_check_max_distinct: int = _DEFAULTS["rule_value_check_max_distinct"]

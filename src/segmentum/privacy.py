@@ -12,6 +12,10 @@
 - files written to disk cannot be edited from here: the exports that contained them (recorded
   by :func:`record_export` whenever segmentum writes an audience file) are listed, for the user
   to delete or regenerate;
+- files downloaded from the service (segment exports, ad audiences: recorded in the service's
+  state file, ``downloads`` and ``download_members``) are listed with the key that asked and
+  when, and the customer's membership rows are deleted (the download's record stays, without
+  them);
 - the serving store (the read models ``segmentum serve`` reads, copied out of the warehouse)
   is published again from the erased warehouse.
 
@@ -20,9 +24,11 @@ docs/privacy.md lists what personal data each table holds and for how long.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
+import sqlite3
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +43,8 @@ from segmentum.warehouse import Warehouse
 
 EXPORTS = "exports"
 EXPORT_MEMBERS = "export_members"
+# In the service's state file (segmentum.service.state): what left through the API and dashboard.
+DOWNLOADS = "service downloads"
 # Lines whose customer link is removed rather than the line itself (the sale happened).
 ANONYMIZED = ("transactions", "events")
 # Kept on purpose (see the module docstring).
@@ -111,6 +119,99 @@ def exports_of(wh: Warehouse, customer_id: str) -> list[dict[str, Any]]:
     return rows
 
 
+def state_file(url: str, settings: Settings | None = None) -> Path | None:
+    """The service's state file of the warehouse at ``url``, found as the service finds it
+    (``segmentum.service.state.state_path``: the ``state_store`` setting, else beside a DuckDB
+    file); None for an in-memory warehouse, whose service state lives and dies with it."""
+    from segmentum.serving import sidecar_sqlite
+
+    path = (settings or load_settings()).state_store or sidecar_sqlite(url, "state")
+    return None if path == ":memory:" else Path(path)
+
+
+@contextlib.contextmanager
+def _state(url: str, settings: Settings | None) -> Iterator[sqlite3.Connection | None]:
+    """The state file's open connection (one transaction), or None when there is no file or
+    no download was ever recorded in it: reading never creates it."""
+    settings = settings or load_settings()
+    path = state_file(url, settings)
+    if path is None or not path.is_file():
+        yield None
+        return
+    con = sqlite3.connect(
+        f"{path.absolute().as_uri()}?mode=rw", uri=True, timeout=settings.busy_wait_seconds
+    )
+    con.row_factory = sqlite3.Row
+    try:
+        with con:
+            tables = {
+                r[0]
+                for r in con.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'table' "
+                    "AND name IN ('downloads', 'download_members')"
+                )
+            }
+            yield con if len(tables) == 2 else None
+    finally:
+        con.close()
+
+
+def _downloads(con: sqlite3.Connection, customer_id: str) -> list[dict[str, Any]]:
+    rows = con.execute(
+        "SELECT d.download_id, d.at, d.key_id, d.key_name, d.via, d.endpoint, d.kind, "
+        "d.segment, d.platform, d.rows, d.personal_data FROM downloads d "
+        "JOIN download_members m ON m.download_id = d.download_id "
+        "WHERE m.customer_id = ? ORDER BY d.at, d.download_id",
+        (customer_id,),
+    ).fetchall()
+    out = [dict(r) for r in rows]
+    for r in out:
+        r["at"] = _dt.datetime.fromisoformat(r["at"])
+        r["personal_data"] = bool(r["personal_data"])
+    return out
+
+
+def downloads_of(
+    url: str, customer_id: str, settings: Settings | None = None
+) -> list[dict[str, Any]]:
+    """The files downloaded from the service with this customer in them, oldest first: when
+    (``at``, UTC), who (``key_id``, ``key_name``), through what (``via``: api or dashboard,
+    ``endpoint``, ``kind``, ``segment``, ``platform``), ``rows`` and ``personal_data``."""
+    with _state(url, settings) as con:
+        return [] if con is None else _downloads(con, str(customer_id))
+
+
+def purge_downloads(con: sqlite3.Connection, before: _dt.datetime) -> int:
+    """Delete the download records made before ``before`` (UTC) with their members, on an
+    open connection to the state file; how many downloads went."""
+    cutoff = (before.isoformat(timespec="seconds"),)
+    if con.execute("SELECT 1 FROM downloads WHERE at < ? LIMIT 1", cutoff).fetchone() is None:
+        return 0  # the common case, checked at every download: no scan of the members
+    con.execute(
+        "DELETE FROM download_members WHERE download_id IN "
+        "(SELECT download_id FROM downloads WHERE at < ?)",
+        cutoff,
+    )
+    return int(con.execute("DELETE FROM downloads WHERE at < ?", cutoff).rowcount)
+
+
+def purge_old_downloads(
+    url: str, settings: Settings | None = None, *, days: int | None = None
+) -> int:
+    """Delete the service's download records older than ``days`` (default: the
+    ``download_retention_days`` setting, where 0 keeps them all; ``days=0`` deletes them all);
+    how many went. The service does it on its own at every download; this is for a state file
+    no download has touched for a while, or for a shorter period once."""
+    settings = settings or load_settings()
+    keep = settings.download_retention_days if days is None else days
+    if days is None and keep == 0:  # the setting's 0: kept until purged by hand
+        return 0
+    if keep < 0:
+        raise InputError(f"days must be 0 or more (got {keep})", "e.g. --days 365")
+    with _state(url, settings) as con:
+        return 0 if con is None else purge_downloads(con, _now() - _dt.timedelta(days=keep))
+
+
 @dataclass
 class ForgetReport:
     """What :func:`forget` did (or would do, with ``dry_run``): rows per table."""
@@ -120,6 +221,7 @@ class ForgetReport:
     anonymized: dict[str, int] = field(default_factory=dict)
     kept: dict[str, int] = field(default_factory=dict)
     exports: list[dict[str, Any]] = field(default_factory=list)
+    downloads: list[dict[str, Any]] = field(default_factory=list)
     dry_run: bool = False
     republished: bool = False
 
@@ -182,6 +284,11 @@ def forget(
     if live is not None:
         for name, n in live.forget(customer_id, dry_run=dry_run).items():
             report.deleted[f"realtime {name}"] = n
+    with _state(wh.url, settings) as con:
+        if con is not None:
+            report.downloads = _downloads(con, customer_id)
+    if report.downloads:
+        report.deleted[DOWNLOADS] = len(report.downloads)
     if dry_run:
         return report
     if wh.engine in ("duckdb", "postgres"):
@@ -199,7 +306,7 @@ def forget(
                     else "DELETE FROM {}"
                 )
                 sql(wh, f"{verb.format(_quote(name))} WHERE {where}", [arg])
-        return _republish(wh, report, settings)
+        return _republish(wh, _forget_downloads(wh, report, settings), settings)
     for name, action in plan:  # Spark: no row updates, rewrite the table
         t = wh.con.table(name)
         hit = _hit(t, name, customer_id)
@@ -210,7 +317,21 @@ def forget(
         else:
             new = t.filter(~hit)
         wh.write(name, wh.materialize(new, "forget"))
-    return _republish(wh, report, settings)
+    return _republish(wh, _forget_downloads(wh, report, settings), settings)
+
+
+def _forget_downloads(
+    wh: Warehouse, report: ForgetReport, settings: Settings | None
+) -> ForgetReport:
+    """Take the customer out of the service's download records, once the warehouse is done
+    (a failed erase leaves them listed for the next try). The downloads stay, without them."""
+    if report.downloads:
+        with _state(wh.url, settings) as con:
+            if con is not None:
+                con.execute(
+                    "DELETE FROM download_members WHERE customer_id = ?", (report.customer_id,)
+                )
+    return report
 
 
 def _republish(wh: Warehouse, report: ForgetReport, settings: Settings | None) -> ForgetReport:

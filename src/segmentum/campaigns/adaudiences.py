@@ -37,7 +37,7 @@ import math
 import re
 import unicodedata
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -74,9 +74,16 @@ class AdAudienceReport:
     # Exported through their email while their phone could not be read (phone left blank).
     phones_invalid_kept: int = 0
     path: str | None = None
+    # The ids in the file (retargeting and seeds), for whoever records where it went; not
+    # part of the report.
+    customer_ids: list[str] = field(default_factory=list, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return asdict(replace(self, customer_ids=[]), dict_factory=_without_ids)
+
+
+def _without_ids(items: list[tuple[str, Any]]) -> dict[str, Any]:
+    return {k: v for k, v in items if k != "customer_ids"}
 
 
 def sha256(value: str) -> str:
@@ -466,6 +473,7 @@ def export_retargeting(
     name = f"retarget-{kind}-{days}d"
     text, base, ids = build(wh, name, fmt, settings, members=members, default_region=default_region)
     report = RetargetReport(**asdict(base), kind=kind, days=days)
+    report.customer_ids = ids
     report.since, report.until = start.isoformat(), end.isoformat()
     rows = products.order_by([ibis.desc("customers"), "product_id"]).to_pyarrow().to_pylist()
     buf = io.StringIO()
@@ -560,6 +568,7 @@ def export_seed(
     stats = members.aggregate(n=members.count(), low=members.clv.min(), total=members.clv.sum())
     got = stats.to_pyarrow().to_pylist()[0]
     report = SeedReport(**asdict(base))
+    report.customer_ids = ids
     report.top, report.scored, report.as_of = int(got["n"]), scored, used.isoformat()
     report.min_clv = None if got["low"] is None else float(got["low"])
     report.total_clv = float(got["total"] or 0.0)

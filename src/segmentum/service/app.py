@@ -467,19 +467,37 @@ def create_app(
         return job
 
     @app.get("/v1/exports/segments/{name}.csv", tags=["data"], response_class=PlainTextResponse)
-    def export_segment(name: str, _: Read) -> PlainTextResponse:
+    def export_segment(name: str, key: Read, request: Request) -> PlainTextResponse:
+        """A segment's members; with ``export_personal_data`` also their first name, email
+        and phone, which then needs the write scope (as ad audiences do). Recorded for
+        ``segmentum forget`` (docs/privacy.md)."""
         from segmentum.segments.store import Segments
 
-        def run() -> str:
-            m = Segments(svc.wh, settings).members(name)
+        personal = svc.settings.export_personal_data
+        if personal and "write" not in key.scopes:
+            raise ApiProblem(
+                403,
+                "Forbidden",
+                "this key lacks the 'write' scope: the export holds names, emails and phones "
+                "(export_personal_data is on)",
+                "use a key with the write scope, as for ad audiences",
+            )
+
+        def run() -> tuple[str, list[Any]]:
+            m = Segments(svc.wh, svc.settings).members(name)
             cols = ["customer_id"]
-            if settings.export_personal_data and svc.wh.has("customers"):
+            if personal and svc.wh.has("customers"):
                 c = svc.wh.table("customers").select("customer_id", "first_name", "email", "phone")
                 m = m.left_join(c, "customer_id").drop("customer_id_right")
                 cols = ["customer_id", "first_name", "email", "phone"]
-            return m.select(*cols).order_by("customer_id").to_pandas().to_csv(index=False)
+            df = m.select(*cols).order_by("customer_id").to_pandas()
+            return df.to_csv(index=False), df["customer_id"].tolist()
 
-        return PlainTextResponse(svc.locked(run), media_type="text/csv")
+        from segmentum.service.audiences import record_download
+
+        text, ids = svc.locked(run)
+        record_download(request, key.key_id, "segment export", ids, personal, segment=name)
+        return PlainTextResponse(text, media_type="text/csv")
 
     @app.get("/v1/playbook", tags=["campaigns"])
     def playbook_view(
@@ -504,7 +522,8 @@ def create_app(
     @app.get("/v1/segments/{name}/ad-audience", tags=["data"], response_model=None)
     def ad_audience(
         name: str,
-        _: Write,
+        key: Write,
+        request: Request,
         format: Annotated[str, Query(pattern="^(google|meta|tiktok)$")] = "google",
         summary: bool = False,
         region: Annotated[str | None, Query(pattern="^[A-Za-z]{2}$")] = None,
@@ -514,13 +533,15 @@ def create_app(
         header as JSON, or, with ``summary=true``, the whole answer."""
         from segmentum.campaigns.adaudiences import build
 
-        def run() -> tuple[str, dict[str, Any]]:
-            text, report, _ids = build(svc.wh, name, format, settings, default_region=region)
-            return text, report.to_dict()
+        def run() -> tuple[str, dict[str, Any], list[str]]:
+            text, report, ids = build(svc.wh, name, format, settings, default_region=region)
+            return text, report.to_dict(), ids
 
-        from segmentum.service.audiences import csv_answer
+        from segmentum.service.audiences import csv_answer, record_download
 
-        text, report = svc.locked(run)
+        text, report, ids = svc.locked(run)
+        if not summary:
+            record_download(request, key.key_id, "ad audience", ids, platform=format, segment=name)
         return csv_answer(text, report, f"{name}-{format}", summary)
 
     from segmentum.service.keys import router as keys_router

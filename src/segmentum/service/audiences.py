@@ -3,13 +3,15 @@ retargeting audiences from events and look-alike seeds of the best customers by 
 
 Each answers the customer-match CSV, with the report (exported, dropped by reason) in the
 ``X-Segmentum-Report`` header, or with ``summary=true`` the report alone. The retargeting
-answer's products file is ``GET ...&file=products``.
+answer's products file is ``GET ...&file=products``. Every file with customers in it is
+recorded with the key that asked (:func:`record_download`), for ``segmentum forget``.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import json
+from collections.abc import Iterable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
@@ -25,6 +27,33 @@ Region = Annotated[str | None, Query(pattern="^[A-Za-z]{2}$")]
 def _svc(request: Request) -> Service:
     svc: Service = request.app.state.svc
     return svc
+
+
+def record_download(
+    request: Request,
+    key_id: str,
+    kind: str,
+    customer_ids: Iterable[object],
+    personal_data: bool = True,
+    *,
+    segment: str | None = None,
+    platform: str | None = None,
+) -> str | None:
+    """Record that this request downloaded a file with these customers (API or dashboard), in
+    the state store, for ``segmentum forget`` (docs/privacy.md); the download id."""
+    svc = _svc(request)
+    path = request.url.path
+    return svc.state.record_download(
+        key_id=key_id,
+        via="dashboard" if path.startswith("/dashboard") else "api",
+        endpoint=path,
+        kind=kind,
+        customer_ids=customer_ids,
+        personal_data=personal_data,
+        segment=segment,
+        platform=platform,
+        keep_days=svc.settings.download_retention_days,
+    )
 
 
 def csv_answer(text: str, report: dict[str, Any], name: str, summary: bool) -> Response:
@@ -44,7 +73,7 @@ def csv_answer(text: str, report: dict[str, Any], name: str, summary: bool) -> R
 @router.get("/v1/audiences/retargeting", response_model=None)
 def retargeting_audience(
     request: Request,
-    _: Write,
+    key: Write,
     kind: Annotated[str, Query(pattern="^(viewed|carted)$")] = "carted",
     days: Annotated[int, Query(ge=1, le=3650)] = 30,
     platform: Platform = "meta",
@@ -61,7 +90,7 @@ def retargeting_audience(
     svc = _svc(request)
     end = None if until is None else _dt.datetime.combine(until, _dt.time(23, 59, 59))
 
-    def run() -> tuple[str, str, dict[str, Any]]:
+    def run() -> tuple[str, str, dict[str, Any], list[str]]:
         text, products, r = export_retargeting(
             svc.wh,
             kind,
@@ -72,19 +101,24 @@ def retargeting_audience(
             default_region=region,
             write=False,
         )
-        return text, products, r.to_dict()
+        return text, products, r.to_dict(), r.customer_ids
 
-    text, products, report = svc.locked(run)
+    text, products, report, ids = svc.locked(run)
     name = f"retarget-{kind}-{days}d-{platform}"
-    if file == "products":
+    if file == "products":  # products and counts: nobody named
         return csv_answer(products, report, name + "-products", summary)
+    if not summary:
+        what = str(report["segment"])
+        record_download(
+            request, key.key_id, "retargeting audience", ids, segment=what, platform=platform
+        )
     return csv_answer(text, report, name, summary)
 
 
 @router.get("/v1/audiences/seed", response_model=None)
 def seed_audience(
     request: Request,
-    _: Write,
+    key: Write,
     top: Annotated[int | None, Query(ge=1)] = None,
     top_percent: Annotated[float | None, Query(gt=0, le=100)] = None,
     platform: Platform = "meta",
@@ -99,7 +133,7 @@ def seed_audience(
         raise ApiProblem(422, "Invalid request", "give either top or top_percent", "e.g. top=1000")
     svc = _svc(request)
 
-    def run() -> tuple[str, dict[str, Any]]:
+    def run() -> tuple[str, dict[str, Any], list[str]]:
         text, r = export_seed(
             svc.wh,
             platform,
@@ -109,7 +143,12 @@ def seed_audience(
             default_region=region,
             write=False,
         )
-        return text, r.to_dict()
+        return text, r.to_dict(), r.customer_ids
 
-    text, report = svc.locked(run)
+    text, report, ids = svc.locked(run)
+    if not summary:
+        what = str(report["segment"])
+        record_download(
+            request, key.key_id, "look-alike seed", ids, segment=what, platform=platform
+        )
     return csv_answer(text, report, str(report["segment"]) + f"-{platform}", summary)

@@ -386,23 +386,35 @@ def mount(
         if not isinstance(page, Page):
             return page
         from segmentum.segments.store import Segments
+        from segmentum.service.audiences import record_download
 
-        def run() -> str:
+        personal = svc.settings.export_personal_data
+        if personal and not _can_export(page):  # names, emails, phones: as the API asks
+            return PlainTextResponse(
+                page._("Exporting names, emails and phones needs a key with the write scope."),
+                403,
+            )
+
+        def run() -> tuple[str, list[Any]]:
             m = Segments(svc.wh, svc.settings).members(name)
             cols = ["customer_id"]
-            if svc.settings.export_personal_data and svc.wh.has("customers"):
+            if personal and svc.wh.has("customers"):
                 c = svc.wh.table("customers")
                 keep = [x for x in ("first_name", "email", "phone") if x in c.columns]
                 m = m.left_join(c.select("customer_id", *keep), "customer_id").drop(
                     "customer_id_right"
                 )
                 cols += keep
-            return str(m.select(*cols).order_by("customer_id").to_pandas().to_csv(index=False))
+            df = m.select(*cols).order_by("customer_id").to_pandas()
+            return str(df.to_csv(index=False)), df["customer_id"].tolist()
 
         try:
-            return csv_response(wh_lock(run), f"{name}.csv")
+            text, ids = wh_lock(run)
         except SegmentumError as exc:
             return render(page, "error.html", status=404, error=user_error(page, exc))
+        assert page.session is not None  # page_or_login signed them in
+        record_download(request, page.session.key_id, "segment export", ids, personal, segment=name)
+        return csv_response(text, f"{name}.csv")
 
     @app.get("/dashboard/ad-audience/{name}.csv", include_in_schema=False)
     def ad_audience(request: Request, name: str, format: str = "google") -> Response:
@@ -412,7 +424,7 @@ def mount(
         if not isinstance(page, Page):
             return page
         from segmentum.campaigns.adaudiences import FORMATS, build
-        from segmentum.service.audiences import csv_answer
+        from segmentum.service.audiences import csv_answer, record_download
 
         if not _can_export(page):
             return PlainTextResponse(
@@ -421,15 +433,19 @@ def mount(
         if format not in FORMATS:
             return PlainTextResponse(page._("Choose Google Ads, Meta or TikTok."), 422)
 
-        def run() -> tuple[str, dict[str, Any]]:
-            text, report, _ids = build(svc.wh, name, format, svc.settings)
-            return text, report.to_dict()
+        def run() -> tuple[str, dict[str, Any], list[str]]:
+            text, report, ids = build(svc.wh, name, format, svc.settings)
+            return text, report.to_dict(), ids
 
         try:
-            text, report = wh_lock(run)
+            text, report, ids = wh_lock(run)
         except SegmentumError as exc:
             status = 409 if not svc.settings.export_personal_data else 404
             return render(page, "error.html", status=status, error=user_error(page, exc))
+        assert page.session is not None  # _can_export checked it
+        record_download(
+            request, page.session.key_id, "ad audience", ids, segment=name, platform=format
+        )
         return csv_answer(text, report, f"{name}-{format}", False)
 
     @app.get("/dashboard/audiences/{kind}.csv", include_in_schema=False)
@@ -449,7 +465,7 @@ def mount(
         if not isinstance(page, Page):
             return page
         from segmentum.campaigns.adaudiences import FORMATS, export_retargeting, export_seed
-        from segmentum.service.audiences import csv_answer
+        from segmentum.service.audiences import csv_answer, record_download
 
         if not _can_export(page):
             return PlainTextResponse(
@@ -464,20 +480,25 @@ def mount(
         ):
             return PlainTextResponse(page._("Choose Google Ads, Meta or TikTok."), 422)
 
-        def run() -> tuple[str, dict[str, Any], str]:
+        def run() -> tuple[str, dict[str, Any], str, list[str]]:
             if kind == "seed":
                 text, seeds = export_seed(svc.wh, platform, svc.settings, top=top, write=False)
-                return text, seeds.to_dict(), f"seed-top{top}-{platform}"
+                return text, seeds.to_dict(), f"seed-top{top}-{platform}", seeds.customer_ids
             text, _products, found = export_retargeting(
                 svc.wh, behaviour, days, platform, svc.settings, write=False
             )
-            return text, found.to_dict(), f"retarget-{behaviour}-{days}d-{platform}"
+            name = f"retarget-{behaviour}-{days}d-{platform}"
+            return text, found.to_dict(), name, found.customer_ids
 
         try:
-            text, report, name = wh_lock(run)
+            text, report, name, ids = wh_lock(run)
         except SegmentumError as exc:
             status = 409 if not svc.settings.export_personal_data else 404
             return render(page, "error.html", status=status, error=user_error(page, exc))
+        assert page.session is not None  # _can_export checked it
+        what = "look-alike seed" if kind == "seed" else "retargeting audience"
+        segment = str(report["segment"])
+        record_download(request, page.session.key_id, what, ids, segment=segment, platform=platform)
         return csv_answer(text, report, name, False)
 
     # ------------------------------------------------------------------ micro-segments
