@@ -1,0 +1,424 @@
+"""Every step of ``segmentum run`` against its hand-written limit, at 870,000 demo customers.
+
+    python benchmarks/bench_steps.py
+
+Prepares (once) bench-data/steps-870000.duckdb: the demo retailer's Parquet export (about 10M
+invoice lines) ingested, the 20 saved segments of the segments benchmark loaded, and one
+pipeline run (so the purchase-day rollup and the return links exist, as on any day after the
+first). Then, each in its own process on a fresh copy:
+
+- segmentum: ``pipeline.run`` (what ``segmentum run`` calls) with the default settings; every
+  step's seconds come from ``pipeline_runs.steps``, its peak memory from the process's peak RSS
+  reset at each step;
+- for every step, the limit: the same output written by hand in raw DuckDB SQL (model fits:
+  the minimal numpy / scikit-learn call on the same summary), in the structure that profiled
+  fastest. Each limit prints a CHECK line beside segmentum's, so the answers can be compared.
+
+Writes the table into docs/benchmarks.md (section ``steps``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from pathlib import Path
+
+from common import DATA, Result, ensure_demo, machine, measure, update_doc
+
+CUSTOMERS = 870_000
+DB = DATA / f"steps-{CUSTOMERS}.duckdb"
+HERE = Path(__file__).resolve().parent
+
+
+def prepare() -> Path:
+    """The benchmark's warehouse (built once, then copied for every measurement)."""
+    if DB.exists():
+        return DB
+    import bench_segments
+    import segmentum
+    from segmentum import pipeline
+    from segmentum.config import load_settings
+    from segmentum.ingest import ingest
+    from segmentum.segments.store import Segments
+
+    files = ensure_demo(CUSTOMERS)
+    t0 = time.perf_counter()
+    tmp = DB.with_suffix(".tmp.duckdb")
+    ingested = DB.with_suffix(".ingested")  # the ingest (the long part) survives a failure after
+    settings = load_settings(env={})
+    if not ingested.exists():
+        tmp.unlink(missing_ok=True)
+    wh = segmentum.connect(f"duckdb:///{tmp}")
+    if not ingested.exists():
+        for name in ("customers", "products", "transactions", "events", "campaign_results"):
+            ingest(name, files[name], warehouse=wh, settings=settings)
+            print(f"  ingested {name} ({time.perf_counter() - t0:.0f} s)", flush=True)
+        ingested.write_text("ok")
+    # A first run (the rollup, the return links, the stored features the rules validate
+    # against), then the 20 saved segments: every measured run is a day after the first.
+    pipeline.run(wh, settings=settings.with_overrides(discover_segments=False))
+    bench_segments.write_yaml()
+    Segments(wh, settings).load_yaml(bench_segments.YAML)
+    wh.close()
+    tmp.rename(DB)
+    ingested.unlink()
+    print(f"  prepared {DB.name} in {time.perf_counter() - t0:.0f} s", flush=True)
+    return DB
+
+
+# segmentum's run: each step's peak memory is the process's peak resident set since the step
+# began (the kernel's high-water mark, reset at every step through /proc/self/clear_refs).
+RUN = """
+import re, time, json, segmentum
+from segmentum import pipeline
+from segmentum.config import load_settings
+
+def hwm():
+    return int(re.search(r"VmHWM:\\s+(\\d+)", open("/proc/self/status").read()).group(1)) / 1024
+
+class Peaks:
+    def __init__(self):
+        self.name, self.peaks = None, {{}}
+    def close(self):
+        if self.name:
+            self.peaks[self.name] = max(self.peaks.get(self.name, 0), hwm())
+    def step(self, name, detail=""):
+        if detail:
+            return
+        self.close()
+        self.name = name
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+
+settings = load_settings(env={{}})
+wh = segmentum.connect("duckdb:///" + {db!r})
+peaks = Peaks()
+t0 = time.perf_counter()
+s = pipeline.run(wh, settings=settings, progress=peaks)
+print("SECONDS=%f" % (time.perf_counter() - t0))
+peaks.close()
+runs = wh.table("pipeline_runs")
+steps = json.loads(runs.filter(runs.run_id == s.run_id).steps.execute()[0])
+print("STEPS=" + json.dumps([{{**st, "peak_mb": peaks.peaks.get(st["step"])}} for st in steps]))
+con = wh.con.con
+d = str(s.as_of)
+for step, sql in {checks!r}.items():
+    print("CHECK", step, "|", con.execute(sql.replace("{{as_of}}", d)).fetchone())
+"""
+
+# What each step's output is compared on: segmentum's table / the limit's, the same numbers.
+CHECKS = {
+    "features": "select count(*), sum(x), round(sum(T), 3) from customer_features "
+    "where as_of = DATE '{as_of}'",
+    "contact times": "select count(*), count(best_weekday), count(best_device), "
+    "round(sum(hour_band_confidence + weekday_confidence), 4) from contact_times "
+    "where as_of = DATE '{as_of}'",
+    "segments": "select count(*) from segment_members where as_of = DATE '{as_of}'",
+    "discover segments": "select count(*), count(distinct cluster) from customer_clusters "
+    "where as_of = DATE '{as_of}'",
+    "customer lookup": "select count(*), count(best_hour_band), count(segments), "
+    "count(cluster_name), round(sum(coalesce(clv, 0)), 2), count(age_band) from customer_lookup",
+}
+LIMIT_CHECKS = {
+    "features": "select count(*), sum(x), round(sum(T), 3) from raw_features",
+    "contact times": CHECKS["contact times"].replace("contact_times", "limit_contact_times"),
+    "segments": "select count(*) from limit_members",
+    "discover segments": "select count(*), count(distinct cluster) from limit_clusters",
+    "customer lookup": CHECKS["customer lookup"].replace("customer_lookup", "limit_lookup"),
+}
+
+PREP = """
+import time, duckdb
+from segmentum.config import load_settings
+con = duckdb.connect({db!r})
+# The same memory limit as segmentum's own connection (the setting's default).
+con.execute("SET memory_limit = '%s'" % load_settings(env={{}}).memory_limit)
+con.execute("SET preserve_insertion_order = false")
+as_of = con.execute("select max(as_of) from customer_features").fetchone()[0]
+"""
+
+LIMIT_SQL = (
+    PREP
+    + """
+sql = open({sql!r}).read().replace("{{as_of}}", str(as_of))
+t0 = time.perf_counter()
+con.execute(sql)
+print("SECONDS=%f" % (time.perf_counter() - t0))
+print("CHECK", "|", con.execute({check!r}.replace("{{as_of}}", str(as_of))).fetchone())
+"""
+)
+
+LIMIT_SEGMENTS = (
+    PREP
+    + """
+sql = {sql!r}
+t0 = time.perf_counter()
+con.execute(sql, {{"d": as_of}})
+print("SECONDS=%f" % (time.perf_counter() - t0))
+print("CHECK", "|", con.execute({check!r}).fetchone())
+"""
+)
+
+# The CLV step's floor: the BTYD summary the features hold, brought back as numbers, one
+# BG/NBD and one Gamma-Gamma fit (maximum likelihood, scipy), 12-month CLV, written back.
+LIMIT_CLV = (
+    PREP
+    + """
+import numpy as np, pyarrow as pa
+from segmentum.models import BetaGeo, GammaGamma
+t0 = time.perf_counter()
+s = con.execute(f"select customer_id, x, t_x, T, monetary_value from customer_features "
+                f"where as_of = DATE '{{as_of}}' and T > 0").df()
+bg = BetaGeo().fit(s.x, s.t_x, s["T"])
+rep = s[(s.x > 0) & (s.monetary_value > 0)]
+gg = GammaGamma().fit(rep.x, rep.monetary_value)
+clv = gg.customer_lifetime_value(bg, s.x, s.t_x, s["T"], s.monetary_value.fillna(0),
+                                 months=12, monthly_discount=0.01)
+out = pa.table({{"customer_id": s.customer_id.to_numpy(), "clv": np.asarray(clv, float)}})
+con.execute("create or replace table limit_clv as select * from out")
+print("SECONDS=%f" % (time.perf_counter() - t0))
+print("CHECK", "|", con.execute("select count(*) from limit_clv").fetchone())
+"""
+)
+
+# Discovery's minimum: the same frame (features and the net spend mix of the top 8
+# categories) in SQL, the same 20k hash sample, the same transform, the same scikit-learn
+# fits (GMM, diagonal, k = 2..10, n_init=2; silhouette on 4,000, Calinski-Harabasz,
+# Davies-Bouldin; 5 bootstrap refits of the chosen k), and every customer assigned by one SQL
+# statement from the fitted means and variances. No profiles or names.
+LIMIT_DISCOVER = (
+    PREP
+    + '''
+import math, numpy as np
+from sklearn.mixture import GaussianMixture
+from sklearn.metrics import (adjusted_rand_score, calinski_harabasz_score,
+                             davies_bouldin_score, silhouette_score)
+cols = ["frequency", "avg_order_value", "promo_share", "tenure_days", "recency_days",
+        "interpurchase_mean", "trend"]
+t0 = time.perf_counter()
+con.execute(f"""create or replace temp table net as
+  select t.customer_id, t.category, t.amount + coalesce(r.ret, 0) as amount
+  from transactions t
+  left join (select original_invoice_id as invoice_id, original_line as line,
+                    sum(amount) as ret from return_links group by 1, 2) r
+    on r.invoice_id = t.invoice_id and r.line = t.line
+  where t.customer_id is not null and t.quantity > 0 and t.timestamp < TIMESTAMP '{{as_of}}'
+    and not exists (select 1 from return_links g where g.invoice_cancelled
+                    and g.customer_id = t.customer_id and g.original_invoice_id = t.invoice_id)""")
+cats = [r[0] for r in con.execute("select category from net where category is not null "
+                                 "group by 1 order by sum(amount) desc, 1 limit 8").fetchall()]
+mix = ", ".join(f"coalesce(sum(amount) filter (where category = ${{i + 1}}), 0) / "
+                f"nullif(sum(amount), 0) as m{{i}}" for i in range(len(cats)))
+fcols = ", ".join("f." + c for c in cols)
+mcols = ", ".join(f"coalesce(m.m{{i}}, 0) as m{{i}}" for i in range(len(cats)))
+con.execute(f"""create or replace temp table frame as
+  select f.customer_id, {{fcols}}, {{mcols}}
+  from customer_features f left join (select customer_id, {{mix}} from net group by 1) m
+    using (customer_id)
+  where f.as_of = DATE '{{as_of}}' and f.frequency > 0""", cats)
+total = con.execute("select count(*) from frame").fetchone()[0]
+keep = int(100000 * 20000 / total) + 1
+df = con.execute(f"select * from frame where abs(hash(customer_id || '#0')) % 100000 < {{keep}} "
+                 "order by customer_id").df()
+names = cols + [f"m{{i}}" for i in range(len(cats))]
+weight = {{c: (math.sqrt(3 / len(cats)) if c.startswith("m") else 1.0) for c in names}}
+fill, logs, center, scale, x = {{}}, [], {{}}, {{}}, []
+for c in names:
+    v = df[c].astype(float)
+    fill[c] = float(v.median())
+    v = v.fillna(fill[c])
+    if v.min() >= 0 and v.skew() > 1.0:
+        logs.append(c)
+        v = np.log1p(v)
+    center[c], scale[c] = float(v.mean()), float(v.std()) or 1.0
+    x.append(((v - center[c]) / scale[c] * weight[c]).to_numpy())
+x = np.column_stack(x)
+def fit(k, data, seed):
+    return GaussianMixture(k, covariance_type="diag", n_init=2, random_state=seed,
+                           reg_covar=1e-4).fit(data)
+rng = np.random.default_rng(0)
+sil = rng.choice(len(x), min(len(x), 4000), replace=False)
+scores = {{}}
+for k in range(2, 11):
+    g = fit(k, x, 0)
+    lab = g.predict(x)
+    scores[k] = (g, lab, silhouette_score(x[sil], lab[sil]), calinski_harabasz_score(x, lab),
+                 davies_bouldin_score(x, lab), g.bic(x))
+def rank(vals):
+    return {{k: r for r, k in enumerate(sorted(vals, key=vals.get))}}
+r1 = rank({{k: -v[2] for k, v in scores.items()}})
+r2 = rank({{k: -v[3] for k, v in scores.items()}})
+r3 = rank({{k: v[4] for k, v in scores.items()}})
+best = min(scores, key=lambda k: ((r1[k] + r2[k] + r3[k]) / 3, k))
+g, lab = scores[best][0], scores[best][1]
+aris = []
+for b in range(5):
+    idx = np.random.default_rng(1 + b).choice(len(x), len(x))
+    aris.append(adjusted_rand_score(lab, fit(best, x[idx], 1 + b).predict(x)))
+z = []
+for c in names:
+    v = f"coalesce({{c}}::double, {{fill[c]}})"
+    if c in logs:
+        v = f"ln(greatest({{v}}, 0) + 1)"
+    z.append(f"(({{v}} - {{center[c]}}) / {{scale[c]}} * {{weight[c]}})")
+ll = []
+for j in range(best):
+    terms = " + ".join(
+        f"(({{z[i]}} - {{g.means_[j, i]}}) ^ 2 / {{g.covariances_[j, i]}} "
+        f"+ {{math.log(g.covariances_[j, i])}})" for i in range(len(names)))
+    ll.append(f"{{-math.log(g.weights_[j])}} + 0.5 * ({{terms}})")
+con.execute(f"""create or replace table limit_clusters as
+  select customer_id, list_position(l, list_min(l)) - 1 as cluster
+  from (select customer_id, [{{", ".join(ll)}}] as l from frame)""")
+print("SECONDS=%f" % (time.perf_counter() - t0))
+print("K=%d, stability ARI %.3f" % (best, float(np.mean(aris))))
+print("CHECK", "|", con.execute({check!r}).fetchone())
+'''
+)
+
+# Steps without a hand-written limit yet (stated in the table).
+NO_LIMIT = {
+    "dashboard aggregates": "no limit yet (a dozen aggregates, the micro-segment tree, the "
+    "saved segments' profiles)",
+    "publish read models": "no limit yet (a copy into the serving file and a JSON document "
+    "per customer)",
+}
+
+
+def limits(db: Path) -> dict[str, Result]:
+    """Each step's limit, measured in its own process on the run's copy (its inputs)."""
+    import bench_segments
+
+    out: dict[str, Result] = {}
+    sqls = {
+        "features": (HERE / "limit_features.sql", LIMIT_CHECKS["features"]),
+        "contact times": (HERE / "limit_contact_times.sql", LIMIT_CHECKS["contact times"]),
+        "customer lookup": (HERE / "limit_lookup.sql", LIMIT_CHECKS["customer lookup"]),
+    }
+    for step, (sql, check) in sqls.items():
+        out[step] = measure(
+            f"limit: {step} ({sql.name})",
+            LIMIT_SQL.format(db=str(db), sql=str(sql), check=check),
+        )
+    out["clv"] = measure(
+        "limit: clv (one BG/NBD + Gamma-Gamma fit in memory)", LIMIT_CLV.format(db=str(db))
+    )
+    flags = ",\n".join(f"({sql}) as {name}" for name, _, sql in bench_segments.RULES)
+    unions = " union all ".join(
+        f"select '{name}' as segment, customer_id from flags where {name}"
+        for name, _, _ in bench_segments.RULES
+    )
+    seg_sql = bench_segments.LIMIT.split("sql = '''", 1)[1].split("'''", 1)[0]
+    seg_sql = seg_sql.replace("{flags}", flags).replace("{unions}", unions)
+    out["segments"] = measure(
+        "limit: segments (bench_segments' one statement)",
+        LIMIT_SEGMENTS.format(db=str(db), sql=seg_sql, check=LIMIT_CHECKS["segments"]),
+    )
+    out["discover segments"] = measure(
+        "limit: discover segments (SQL frame, scikit-learn fits, SQL assignment)",
+        LIMIT_DISCOVER.format(db=str(db), check=LIMIT_CHECKS["discover segments"]),
+    )
+    return out
+
+
+def _checks(output: str) -> dict[str, str]:
+    found = {}
+    for line in output.splitlines():
+        if line.startswith("CHECK"):
+            step, _, value = line[len("CHECK") :].partition("|")
+            found[step.strip()] = value.strip()
+    return found
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--db", help="an existing prepared warehouse instead of the 870k one")
+    ap.add_argument("--label", default=f"{CUSTOMERS:,} demo customers")
+    args = ap.parse_args()
+    src = Path(args.db) if args.db else prepare()
+    copy = DATA / "steps-run.duckdb"
+    shutil.copy(src, copy)
+    print(f"steps: segmentum run against each step's limit, {args.label}")
+    run = measure("segmentum run (every step)", RUN.format(db=str(copy), checks=CHECKS))
+    steps = json.loads(run.output.split("STEPS=", 1)[1].splitlines()[0])
+    ours = _checks(run.output)
+    lim = limits(copy)
+    import duckdb
+
+    with duckdb.connect(str(copy), read_only=True) as con:
+        (n_lines,) = con.execute("select count(*) from transactions").fetchone() or (0,)
+        (n_cust,) = con.execute("select count(*) from customers").fetchone() or (0,)
+    rows = [
+        "| step | segmentum (s) | limit (s) | ratio | peak memory, segmentum (MB) "
+        "| peak memory, limit (MB) |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    over = []
+    for st in steps:
+        name, secs = st["step"], float(st.get("seconds") or 0.0)
+        peak = st.get("peak_mb") or 0.0
+        if name in lim:
+            r = lim[name]
+            ratio = secs / r.seconds if r.seconds else float("inf")
+            if ratio > 1.5:
+                over.append(name)
+            rows.append(
+                f"| {name} | {secs:.2f} | {r.seconds:.2f} | {ratio:.2f}x | {peak:,.0f} "
+                f"| {r.peak_mb:,.0f} |"
+            )
+        else:
+            why = NO_LIMIT.get(name, "no limit yet")
+            rows.append(f"| {name} | {secs:.2f} | {why} | | {peak:,.0f} | |")
+    total = sum(float(st.get("seconds") or 0.0) for st in steps)
+    checks = "\n".join(
+        f"- {step}: segmentum {ours.get(step, '?')}; limit {_checks(r.output).get('', '?')}"
+        for step, r in lim.items()
+        if step in ours
+    )
+    disc = next(
+        (ln for ln in lim["discover segments"].output.splitlines() if ln.startswith("K=")), ""
+    )
+    body = f"""## Every step of `segmentum run` against its limit
+
+`segmentum run` on {args.label} ({n_cust:,} customers in the profile, {n_lines / 1e6:.2f}M
+invoice lines, the 20 saved segments of the segments benchmark, discovery on), a day after a
+first run; {machine()}. **The machine was shared** with other benchmarks and test runs while
+this ran: read the ratios, not the seconds. Each contender ran in its own process, one after
+the other; the limits ran on the run's own output (their inputs). Target: every step within
+1.5x of its limit. Whole run: {total:.1f} s of steps, {run.peak_mb:,.0f} MB peak.
+
+{chr(10).join(rows)}
+
+Over 1.5x: {", ".join(over) if over else "none"}.
+
+What each limit is (all in [benchmarks/](../benchmarks/), run by `bench_steps.py`):
+
+- **features**: [limit_features.sql](../benchmarks/limit_features.sql), every feature of
+  `customer_features` by hand (see the features section). The pipeline's step also computes
+  the engagement features from events and campaign results, which the limit does not.
+- **clv**: the BTYD summary read back, one BG/NBD and one Gamma-Gamma fit in memory and the
+  12-month CLV written back. The step fits three purchase models on a holdout of the history
+  to choose one and calibrates churn: this limit is a floor, not the same work.
+- **contact times**: [limit_contact_times.sql](../benchmarks/limit_contact_times.sql), the
+  signals counted once per customer, dimension and value (GROUPING SETS over one scan of the
+  lines and the events), shrunk toward the RFM segment, the best value by ARG_MIN.
+- **segments**: the segments benchmark's one hand-written statement for the 20 rules (its
+  own age bands and gourmet window: the same cost, a slightly different answer).
+- **discover segments**: the frame (features and the net spend mix of the top 8 categories)
+  in SQL, the same 20k hash sample and transform, the same scikit-learn fits (GMM for
+  k = 2..10, three indices, 5 bootstrap refits) and every customer assigned in one SQL
+  statement; no profiles or names ({disc}).
+- **customer lookup**: [limit_lookup.sql](../benchmarks/limit_lookup.sql), the same columns
+  joined by hand, sorted by id, with the same index.
+
+Same answers (segmentum; the limit):
+{checks}
+"""
+    update_doc("steps", body)
+    copy.unlink()
+
+
+if __name__ == "__main__":
+    main()
