@@ -19,11 +19,11 @@ import httpx
 import pytest
 from tests.conftest import serving
 
-import segmentum
+from segmentum import i18n
 from segmentum.campaigns.adaudiences import normalize_email
 from segmentum.cli import main
 from segmentum.config import load_settings
-from segmentum.privacy import DOWNLOADS, downloads_of, forget, purge_old_downloads, state_file
+from segmentum.privacy import DOWNLOADS, downloads_of, purge_old_downloads, state_file
 from segmentum.service.app import create_app
 from segmentum.service.auth import SESSION_COOKIE, create_key, create_session
 from segmentum.service.state import StateStore, state_path
@@ -44,7 +44,8 @@ def served(service_db: Path, tmp_path: Path) -> Iterator[dict[str, Any]]:
     writer = create_key(svc.state, "Ana (marketing)", ["write"])
     reader = create_key(svc.state, "Luis (analytics)", ["read"])
     session = create_session(svc.sessions, create_key(svc.state, "Eva (agency)", ["write"]))
-    assert session is not None
+    looker = create_session(svc.sessions, reader)
+    assert session is not None and looker is not None
     with serving(app) as base:
         yield {
             "url": url,
@@ -53,6 +54,7 @@ def served(service_db: Path, tmp_path: Path) -> Iterator[dict[str, Any]]:
             "writer": {"X-API-Key": writer},
             "reader": {"X-API-Key": reader},
             "cookies": {SESSION_COOKIE: session.sid},
+            "reader_cookies": {SESSION_COOKIE: looker.sid},
             "state": tmp_path / "w.state.sqlite",
         }
 
@@ -76,7 +78,7 @@ def _in_ad_audience(export: list[dict[str, str]], audience: str) -> str:
 
 
 def test_forget_lists_every_download_of_a_customer_with_the_key_and_erases_them(
-    served: dict[str, Any], capsys: pytest.CaptureFixture[str]
+    served: dict[str, Any], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with httpx.Client(base_url=served["base"], timeout=60) as http:
         # Names, emails and phones in the export: a read key is refused, as for ad audiences.
@@ -107,26 +109,22 @@ def test_forget_lists_every_download_of_a_customer_with_the_key_and_erases_them(
     assert f"vip (meta), {dash_rows} filas" in out and "Eva (agency)" in out
     assert "desde el panel (/dashboard/ad-audience/vip.csv)" in out
     assert "(3 descargas)" in out and "Luis" not in out  # the refused read key got nothing
+    assert f"{i18n.date(dt.datetime.now(dt.UTC).date(), 'es')} " in out and " UTC" in out
     assert len(downloads_of(url, who, ON)) == 3
-    assert main(["forget", who, "--dry-run", "--json", "-w", url]) == 0
-    listed = json.loads(capsys.readouterr().out)["downloads"]
-    assert [(d["key_name"], d["kind"], d["via"], d["rows"]) for d in listed] == [
+    members = _count(served["state"], "download_members")
+
+    # The real thing, as data. (No serving store for this call: publishing it again is
+    # tested with forget itself and takes seconds.)
+    monkeypatch.setenv("SEGMENTUM_SERVING_STORE", str(served["state"].with_name("none.duckdb")))
+    assert main(["forget", who, "--json", "-w", url]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["deleted"][DOWNLOADS] == 3 and r["deleted"]["customers"] == 1
+    assert [(d["key_name"], d["kind"], d["via"], d["rows"]) for d in r["downloads"]] == [
         ("Ana (marketing)", "segment export", "api", len(export)),
         ("Ana (marketing)", "ad audience", "api", exported),
         ("Eva (agency)", "ad audience", "dashboard", dash_rows),
     ]
-    assert all(d["personal_data"] for d in listed)
-
-    # The real thing. (No serving store for this call: publishing it again is tested with
-    # forget itself and takes seconds.)
-    members = _count(served["state"], "download_members")
-    wh = segmentum.connect(url)
-    try:
-        settings = ON.with_overrides(serving_store=str(served["state"].with_name("none.duckdb")))
-        r = forget(wh, who, settings=settings)
-    finally:
-        wh.close()
-    assert r.deleted[DOWNLOADS] == 3 and len(r.downloads) == 3
+    assert all(d["personal_data"] for d in r["downloads"])
     assert downloads_of(url, who, ON) == []
     assert _count(served["state"], "download_members") == members - 3
     assert _count(served["state"], "downloads") == 3  # who downloaded what stays, without them
@@ -142,7 +140,13 @@ def test_files_that_name_nobody_are_not_recorded_and_ids_alone_are(
         assert summary.status_code == 200 and summary.json()["exported"] > 0
         products = http.get("/v1/audiences/retargeting", params={"days": 3650, "file": "products"})
         assert products.status_code == 200 and products.text.startswith("product_id")
-        assert not state.exists() or _count(state, "downloads") == 0
+        # A read session gets neither the export of names, emails and phones nor its button.
+        cookies = served["reader_cookies"]
+        assert http.get("/dashboard/export/vip.csv", cookies=cookies).status_code == 403
+        page = http.get("/dashboard/explorer", params={"segment": "vip"}, cookies=cookies)
+        assert page.status_code == 200 and 'id="ad-audience-scope"' in page.text
+        assert 'id="export"' not in page.text
+        assert _count(state, "downloads") == 0
         seed = http.get("/v1/audiences/seed", params={"top": 5})
         seeded = json.loads(seed.headers["X-Segmentum-Report"])["exported"]
         assert seed.status_code == 200 and len(seed.text.splitlines()) - 1 == seeded > 0

@@ -1822,7 +1822,7 @@ def forget_cmd(
             "key": d["key_id"],
             "via": _("the API") if d["via"] == "api" else _("the dashboard"),
             "endpoint": d["endpoint"],
-            "at": f"{i18n.date(d['at'], lang)} {d['at']:%H:%M:%S}",
+            "at": f"{i18n.date(d['at'].date(), lang)} {d['at']:%H:%M:%S}",
         }
         console.print(escape(line), style="yellow", highlight=False)
     if r.downloads:
