@@ -117,7 +117,9 @@ def discover(
             ["customer_id", *cols, *mix_cols, *categorical, *PROFILE_NUMERIC, *PROFILE_CATEGORICAL]
         )
     )
-    frame = frame.select(*[c for c in wanted if c in frame.columns])
+    # Computed once: the sample, the assignment of every customer and the sizes read it (the
+    # spend mix alone is a grouping of every invoice line, and the view joins five tables).
+    frame = wh.materialize(frame.select(*[c for c in wanted if c in frame.columns]), "discover")
     sample = sample_rows(frame, sample_size, seed)
     result = fit_clusters(
         sample,

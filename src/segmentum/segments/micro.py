@@ -145,6 +145,7 @@ def micro_segments(
     as_of: _dt.date | None = None,
     store: bool = True,
     personas: bool = True,
+    view: ir.Table | None = None,
 ) -> MicroTree:
     """Build the micro-segment tree over ``dimensions`` (coarse to fine) and store the leaves.
 
@@ -155,9 +156,11 @@ def micro_segments(
         raise InputError("give at least one dimension", "e.g. --dimensions region,city,age_band")
     if min_size < 1:
         raise InputError("the minimum cell size must be at least 1")
-    view, as_of = customer_view(wh, as_of)
-    # Computed once: every count below reads the stored cells, not the view's joins again.
-    view = wh.materialize(view, "microview")
+    if view is None or as_of is None:
+        # Computed once: every count below reads the stored cells, not the view's joins again.
+        view, as_of = customer_view(wh, as_of)
+        view = wh.materialize(view, "microview")
+    # (else ``view``: the customer view for ``as_of``, already computed by the caller)
     a = wh.materialize(assign(view, dims, min_size), "micro")
     if store:
         out = a.select(
@@ -236,10 +239,17 @@ def persona_cards(view: ir.Table, assigned: ir.Table) -> dict[str, dict[str, Any
 
 
 def drilldown(
-    wh: Warehouse, levels: Sequence[str] = GEO_LEVELS, as_of: _dt.date | None = None
+    wh: Warehouse,
+    levels: Sequence[str] = GEO_LEVELS,
+    as_of: _dt.date | None = None,
+    view: ir.Table | None = None,
 ) -> list[dict[str, Any]]:
-    """Customers, revenue and average CLV at every level of a hierarchy (default: geography)."""
-    view, as_of = customer_view(wh, as_of)
+    """Customers, revenue and average CLV at every level of a hierarchy (default: geography).
+
+    ``view``: the customer view for ``as_of`` when the caller has it computed already.
+    """
+    if view is None or as_of is None:
+        view, as_of = customer_view(wh, as_of)
     levels = [lvl for lvl in levels if lvl in view.columns]
     if not levels:
         raise InputError("the customers table has no geography columns", "load customers first")
