@@ -430,9 +430,23 @@ def run_cmd(
             "(exit 4). Scheduled runs use it (segmentum schedule)."
         ),
     ] = None,
+    full: Annotated[
+        bool,
+        typer.Option(
+            "--full",
+            help="Recompute everything, not only what changed since the last run.",
+        ),
+    ] = False,
+    lang: Annotated[str, typer.Option(help="Language of the summary: es or en.")] = "en",
 ) -> None:
-    """Run the main job: ingest new files, compute features and classes, print a summary."""
+    """Run the main job: ingest new files, compute features and classes, print a summary.
+
+    After the first run only what changed since the last one is computed again (a full run
+    when that cannot be exact; the summary says which kind ran and why)."""
     import contextlib
+
+    if lang not in ("es", "en"):
+        raise InputError(f"--lang {lang!r} is not known", "use es or en")
 
     from segmentum.schedule import run_lock
 
@@ -444,6 +458,7 @@ def run_cmd(
             as_of=_as_of(as_of),
             settings=settings,
             progress=ConsoleProgress(quiet=as_json),
+            full=full,
         )
     if as_json:
         print_json(json.dumps(summary.to_dict(), default=str))
@@ -451,6 +466,19 @@ def run_cmd(
     for r in summary.ingest:
         print_ingest_report(r)
     print_summary(summary, settings.currency)
+    print_run_kind(summary, lang)
+
+
+def print_run_kind(s: pipeline.RunSummary, lang: str) -> None:
+    """Which kind of run this was and why, and what the CLV models did, in ``lang``."""
+    from segmentum import i18n, incremental
+
+    if not s.plan:
+        return
+    suffix = "_es" if lang == "es" else ""
+    kind = i18n.translations(lang).upgettext("run", incremental.KINDS[s.kind][1])
+    console.print(f"[bold]{escape(kind)}[/bold]: {escape(s.plan['why' + suffix])}")
+    console.print(f"[dim]{escape(s.plan['models_why' + suffix])}[/dim]")
 
 
 @app.command("schedule")
@@ -1452,7 +1480,7 @@ def history_runs_cmd(
         print_json(json.dumps(rows, default=str))
         return
     t = Table(title="pipeline runs")
-    for c in ("run", "started", "as of", "status", "steps"):
+    for c in ("run", "started", "as of", "status", "kind", "steps"):
         t.add_column(c)
     for r in rows:
         steps = json.loads(r["steps"] or "[]")
@@ -1463,7 +1491,11 @@ def history_runs_cmd(
             for s in steps
         )
         status = "[green]ok[/green]" if r["status"] == "ok" else f"[red]{r['status']}[/red]"
-        t.add_row(r["run_id"], str(r["started_at"])[:19], str(r["as_of"]), status, desc)
+        # Runs of an earlier version have no kind: shown as a dash, never None.
+        kind = f"{r['kind']}: {r['why']}" if r.get("kind") else "—"
+        t.add_row(
+            r["run_id"], str(r["started_at"])[:19], str(r["as_of"]), status, escape(kind), desc
+        )
     console.print(t)
 
 

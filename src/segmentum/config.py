@@ -119,6 +119,24 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("segments_file", "", "YAML file of saved segments to load on every run (optional)."),
     Setting("discover_segments", True, "Discover segments by clustering on every pipeline run."),
     Setting(
+        "refit_every_days",
+        7,
+        "Days between refits of the CLV and churn models on incremental runs (the days "
+        "between score with the stored fit).",
+    ),
+    Setting(
+        "refit_drift_share",
+        0.10,
+        "Refit the CLV and churn models early once this share of customers changed since "
+        "the last fit.",
+    ),
+    Setting(
+        "incremental_max_changed_share",
+        0.30,
+        "A run recomputes everything when more than this share of customers changed since "
+        "the last run (an incremental run would cost as much).",
+    ),
+    Setting(
         "webhook_url",
         "",
         "Endpoint that receives segment enter / exit events as signed POSTs (empty: none).",
@@ -385,6 +403,9 @@ class Settings:
     frequency_cap_days: int = _DEFAULTS["frequency_cap_days"]
     segments_file: str = _DEFAULTS["segments_file"]
     discover_segments: bool = _DEFAULTS["discover_segments"]
+    refit_every_days: int = _DEFAULTS["refit_every_days"]
+    refit_drift_share: float = _DEFAULTS["refit_drift_share"]
+    incremental_max_changed_share: float = _DEFAULTS["incremental_max_changed_share"]
     webhook_url: str = _DEFAULTS["webhook_url"]
     webhook_secret: str = _DEFAULTS["webhook_secret"]
     smtp_host: str = _DEFAULTS["smtp_host"]

@@ -18,7 +18,7 @@ import ibis
 import ibis.expr.types as ir
 import pyarrow as pa
 
-from segmentum import demo
+from segmentum import demo, incremental
 from segmentum.campaigns.timing import contact_times
 from segmentum.config import Settings, load_settings
 from segmentum.errors import ModelError, SegmentumError
@@ -85,6 +85,10 @@ class RunSummary:
     satisfaction: dict[str, Any] = field(default_factory=dict)
     # The market beyond the customer base (when a population is loaded): summary, top targets.
     market: dict[str, Any] = field(default_factory=dict)
+    # Which kind of run this was (full / incremental) and why, and why the models were
+    # refitted or not (segmentum.incremental.Plan.to_dict).
+    kind: str = ""
+    plan: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -111,6 +115,8 @@ class RunSummary:
             "id_match": self.id_match,
             "satisfaction": self.satisfaction,
             "market": self.market,
+            "kind": self.kind,
+            "plan": self.plan,
         }
 
 
@@ -128,9 +134,21 @@ def _share_table(classes: ir.Table, features: ir.Table, column: str) -> list[dic
 
 
 def compute_features(
-    wh: Warehouse, as_of: _dt.date | None, settings: Settings, run_id: str
+    wh: Warehouse,
+    as_of: _dt.date | None,
+    settings: Settings,
+    run_id: str,
+    plan: incremental.Plan | None = None,
 ) -> tuple[_dt.date, ir.Table]:
-    """Compute and store ``customer_features`` for ``as_of`` (default: after the last sale)."""
+    """Compute and store ``customer_features`` for ``as_of`` (default: after the last sale).
+
+    With an incremental ``plan``, only its changed customers are computed again; the others'
+    rows are carried from the last run (:mod:`segmentum.incremental`).
+    """
+    if plan is not None and plan.kind == incremental.INCREMENTAL:
+        feats = incremental.features(wh, plan, settings.weeks).mutate(run_id=ibis.literal(run_id))
+        stored = wh.replace_where("customer_features", feats, "as_of", plan.as_of)
+        return plan.as_of, stored.filter(stored.as_of == ibis.literal(plan.as_of, "date"))
     tx = wh.table("transactions")
     as_of = as_of or default_as_of(tx)
     events = wh.table("events") if wh.has("events") else None
@@ -222,9 +240,33 @@ def refresh_read_models(wh: Warehouse, as_of: _dt.date) -> None:
         build_overview(wh, as_of)
 
 
+def score_with_stored(
+    wh: Warehouse,
+    features: ir.Table,
+    as_of: _dt.date,
+    settings: Settings,
+    run_id: str,
+    models: dict[str, Any],
+) -> tuple[ir.Table, ClvModels]:
+    """Store ``customer_clv`` scored with a stored fit (an incremental day between refits)."""
+    scored, fitted = incremental.score_stored(wh, features, models, as_of, settings)
+    stored = wh.replace_where(
+        "customer_clv", scored.mutate(run_id=ibis.literal(run_id)), "as_of", as_of
+    )
+    return stored.filter(stored.as_of == ibis.literal(as_of, "date")), fitted
+
+
 def _record_run(
     wh: Warehouse, summary: RunSummary, started: _dt.datetime, status: str, error: str | None
 ) -> None:
+    # Which kind of run and why (added columns: a run log of an earlier version gets them).
+    kind = pa.array([summary.kind or None], pa.string())
+    why = pa.array([summary.plan.get("why") if summary.plan else None], pa.string())
+    if wh.has("pipeline_runs"):
+        have = set(wh.table("pipeline_runs").columns)
+        missing = [(c, "string") for c in ("kind", "why") if c not in have]
+        if missing:
+            wh._add_columns("pipeline_runs", missing)
     row = pa.table(
         {
             "run_id": [summary.run_id],
@@ -236,6 +278,8 @@ def _record_run(
             "status": [status],
             "steps": [json.dumps(summary.steps)],
             "error": pa.array([error], pa.string()),
+            "kind": kind,
+            "why": why,
         }
     )
     if wh.has("pipeline_runs"):
@@ -251,10 +295,14 @@ def run(
     as_of: _dt.date | None = None,
     settings: Settings | None = None,
     progress: Progress | None = None,
+    full: bool = False,
 ) -> RunSummary:
     """Run the pipeline: ingest the files found in ``data`` (if given), features, classes.
 
-    Every run is recorded in ``pipeline_runs`` with its steps, whether it succeeded or not.
+    After the first run only what changed since the last one is computed again, unless
+    ``full`` (or a change that an incremental run cannot follow exactly, see
+    :mod:`segmentum.incremental`). Every run is recorded in ``pipeline_runs`` with its kind,
+    why, and its steps, whether it succeeded or not.
     """
     settings = settings or load_settings()
     progress = progress or Silent()
@@ -318,22 +366,47 @@ def run(
 
         if waiting(wh, settings):  # events sent to POST /v1/events since the last run
             summary.ingest.extend(step("tracked events", lambda: drain(wh, settings, progress)))
+        target = as_of or default_as_of(wh.table("transactions"))
+        plan = step("plan", lambda: incremental.plan(wh, target, settings, full=full))
+        summary.kind, summary.plan = plan.kind, plan.to_dict()
+        summary.steps[-1].update(kind=plan.kind, reason=plan.reason)
         as_of_used, feats = step(
-            "features", lambda: compute_features(wh, as_of, settings, summary.run_id)
+            "features", lambda: compute_features(wh, target, settings, summary.run_id, plan)
         )
+        summary.steps[-1].update(
+            kind=plan.kind,
+            customers_computed=plan.changed_count if plan.changed is not None else None,
+        )
+        if plan.changed is not None:
+            wh.drop(plan.changed.get_name())
         summary.as_of = as_of_used
+        fitted: dict[str, Any] | None = None
         if not has_amounts(wh):
             summary.warnings.append(NO_AMOUNTS[0])
         clv: ir.Table | None = None
+        stored_models = plan.previous.models if plan.previous and not plan.refit else None
         try:
-            clv, models = step(
-                "clv", lambda: compute_clv(wh, feats, as_of_used, settings, summary.run_id)
-            )
+            if stored_models is not None:
+                clv, models = step(
+                    "clv",
+                    lambda: score_with_stored(
+                        wh, feats, as_of_used, settings, summary.run_id, stored_models
+                    ),
+                )
+                summary.steps[-1].update(kind="stored fit", reason=plan.refit_reason)
+            else:
+                clv, models = step(
+                    "clv", lambda: compute_clv(wh, feats, as_of_used, settings, summary.run_id)
+                )
+                summary.steps[-1].update(kind="refit", reason=plan.refit_reason)
+                fitted = incremental.models_state(models)
             summary.models = {
                 **{name: m.params_ for name, m in models.candidates.items()},
                 **({"gamma_gamma": models.spend.params_} if models.spend else {}),
             }
-            summary.purchase_model = models.choice()
+            summary.purchase_model = (
+                models.choice() if stored_models is None else stored_models["choice"]
+            )
             summary.warnings.extend(n for n in models.notes if n not in summary.warnings)
         except ModelError as exc:
             # Too little history for the models is a fact about the data, not a failed run.
@@ -435,6 +508,15 @@ def run(
             lambda: publish_read_models(wh, settings, summary.run_id),
         )
         step("summary", lambda: _summarise(wh, summary, feats, classes, settings))
+        step(
+            "save run state",
+            lambda: incremental.save_state(
+                wh,
+                incremental.state_after(
+                    wh, plan, summary.run_id, settings, summary.customers, fitted
+                ),
+            ),
+        )
     except BaseException as exc:
         message = (
             str(exc)

@@ -60,6 +60,10 @@ class ChurnCalibration:
     #: The churn probability at ``as_of``: keyed by (x, t_x, T) for the purchase model, by
     #: customer_id for the supervised model.
     scores: pa.Table = field(repr=False)
+    #: The isotonic map from the purchase model's P(no purchase) to churn (its thresholds,
+    #: x and y) when that model's numbers were kept: a day scored with stored models applies
+    #: it again (:mod:`segmentum.incremental`). None for the supervised model.
+    mapping: tuple[list[float], list[float]] | None = None
 
     def sentence(self, lang: str = "en") -> str:
         """What the numbers are and how sure we are, in one sentence."""
@@ -240,8 +244,11 @@ def calibrate_churn(
                 "churn_source": [source_name] * len(now),
             }
         )
+    mapping = (
+        (iso.X_thresholds_.tolist(), iso.y_thresholds_.tolist()) if source_name == name else None
+    )
     return ChurnCalibration(
-        horizon_days, fit_as_of, check_as_of, source_name, reliability, metrics, scores
+        horizon_days, fit_as_of, check_as_of, source_name, reliability, metrics, scores, mapping
     )
 
 

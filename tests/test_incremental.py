@@ -1,0 +1,338 @@
+"""The daily run that costs what changed: a month of new days, each run incrementally, gives
+the same features, classes and CLV scores as a full recompute; fallbacks say why."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import ibis
+import numpy as np
+import pandas as pd
+import pytest
+
+import segmentum
+from segmentum import incremental, pipeline
+from segmentum.config import Settings, load_settings
+from segmentum.features import customer_features, default_as_of, purchase_days
+from segmentum.ingest import returns
+from segmentum.segments.classes import classify
+from segmentum.warehouse import Warehouse, connect
+
+FIRST_DAY = dt.date(2024, 1, 1)
+SPLIT = dt.date(2024, 12, 1)  # the first (full) run sees every line before this day
+DAYS = 30
+CATEGORIES = ("Moda", "Calzado", "Hogar", "Electrónica", "Belleza", "Deporte")
+DEVICES = ("mobile", "desktop", "tablet")
+
+
+def _generate(customers: int = 300, seed: int = 7) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A year of invoice lines and events shaped like a real export: float ids, offsets in
+    the timestamps, returns linked to their purchase, a cancelled order, promo codes."""
+    rng = np.random.default_rng(seed)
+    lines: list[dict[str, Any]] = []
+    events: list[dict[str, Any]] = []
+    n_inv = 0
+    span = (dt.date(2024, 12, 31) - FIRST_DAY).days
+    for c in range(customers):
+        cid = f"{10000 + c}.0"
+        start = int(rng.integers(0, span))
+        rate = rng.gamma(1.2, 1 / 25)  # purchase days per day
+        day = start
+        while day <= span:
+            n_inv += 1
+            inv = f"F{n_inv:06d}"
+            hour = int(rng.integers(7, 23))
+            when = dt.datetime.combine(FIRST_DAY + dt.timedelta(days=day), dt.time(hour, 15))
+            stamp = when.strftime("%Y-%m-%dT%H:%M:%S") + ("+01:00" if c % 3 else "")
+            device = DEVICES[int(rng.integers(0, 3))]
+            promo = "VERANO10" if rng.random() < 0.2 else ""
+            for ln in range(1, int(rng.integers(1, 4)) + 1):
+                q = int(rng.integers(1, 4))
+                price = round(float(rng.gamma(2.0, 15.0)) + 1, 2)
+                product = f"P{int(rng.integers(1, 60)):03d}"
+                lines.append(
+                    {
+                        "invoice": inv,
+                        "line": ln,
+                        "customer_id": cid,
+                        "date": stamp,
+                        "product_id": product,
+                        "category": CATEGORIES[int(product[1:]) % len(CATEGORIES)],
+                        "quantity": q,
+                        "amount": round(q * price, 2),
+                        "promo_code": promo,
+                        "device": device,
+                        "channel": "online" if device != "desktop" or c % 2 else "store",
+                        "original_invoice": "",
+                        "_day": when.date(),
+                    }
+                )
+                back = rng.random()
+                if back < 0.08:  # returned a few days later (a cancellation when whole)
+                    later = when + dt.timedelta(days=int(rng.integers(0, 12)), hours=1)
+                    lines.append(
+                        {
+                            **lines[-1],
+                            "invoice": f"R{n_inv:06d}{ln}",
+                            "line": 1,
+                            "date": later.strftime("%Y-%m-%dT%H:%M:%S"),
+                            "quantity": -q,
+                            "amount": -lines[-1]["amount"],
+                            "original_invoice": inv,
+                            "_day": later.date(),
+                        }
+                    )
+            if rng.random() < 0.5:
+                ev_day = when + dt.timedelta(days=int(rng.integers(0, 5)), minutes=30)
+                events.append(
+                    {
+                        "event_id": f"E{len(events):06d}",
+                        "customer_id": cid,
+                        "event_type": ("cart_abandoned", "email_open", "email_click")[
+                            int(rng.integers(0, 3))
+                        ],
+                        "timestamp": ev_day.strftime("%Y-%m-%dT%H:%M:%S"),
+                        "device": device,
+                        "_day": ev_day.date(),
+                    }
+                )
+            day += max(1, int(rng.exponential(1 / rate)))
+    # One whole order cancelled on the day it was placed.
+    first = next(r for r in lines if r["_day"] >= SPLIT + dt.timedelta(days=3))
+    lines.append(
+        {
+            **first,
+            "invoice": "CANCEL1",
+            "quantity": -first["quantity"],
+            "amount": -first["amount"],
+            "original_invoice": first["invoice"],
+        }
+    )
+    return pd.DataFrame(lines), pd.DataFrame(events)
+
+
+def _write(df: pd.DataFrame, path: Path) -> Path:
+    df.drop(columns="_day").to_csv(path, index=False)
+    return path
+
+
+def _load(wh: Warehouse, table: str, df: pd.DataFrame, path: Path) -> None:
+    if len(df):
+        [report] = segmentum.ingest(table, _write(df, path), warehouse=wh)
+        assert report.quarantined == 0, report.to_dict()
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[pd.DataFrame, pd.DataFrame]:
+    return _generate()
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return load_settings()
+
+
+def _cut(day: dt.date) -> Any:
+    return ibis.literal(dt.datetime(day.year, day.month, day.day), "timestamp")
+
+
+@pytest.fixture(scope="module")
+def source(
+    tmp_path_factory: pytest.TempPathFactory, data: tuple[pd.DataFrame, pd.DataFrame]
+) -> Path:
+    """The year's lines and events, ingested once from export-shaped CSV files."""
+    d = tmp_path_factory.mktemp("incremental")
+    lines, events = data
+    wh = connect(f"duckdb:///{d / 'source.duckdb'}")
+    _load(wh, "transactions", lines, d / "lines.csv")
+    _load(wh, "events", events, d / "events.csv")
+    wh.close()
+    return d / "source.duckdb"
+
+
+def _copy_days(src: Warehouse, wh: Warehouse, lo: dt.date | None, hi: dt.date) -> None:
+    """Add the source's lines and events dated in [lo, hi) to ``wh`` as stored rows."""
+    for name in ("transactions", "events"):
+        t = src.table(name)
+        cond = t.timestamp < _cut(hi)
+        if lo is not None:
+            cond &= t.timestamp >= _cut(lo)
+        rows = t.filter(cond).to_pyarrow()
+        if not wh.has(name):
+            wh.write(name, rows)
+        elif rows.num_rows:
+            wh.insert(name, rows)
+
+
+@pytest.fixture(scope="module")
+def first_db(tmp_path_factory: pytest.TempPathFactory, source: Path) -> Path:
+    """A warehouse with the history before SPLIT, run once (full); tests work on copies."""
+    path = tmp_path_factory.mktemp("incremental_first") / "w.duckdb"
+    src, wh = connect(f"duckdb:///{source}"), connect(f"duckdb:///{path}")
+    _copy_days(src, wh, None, SPLIT)
+    summary = pipeline.run(wh, settings=load_settings())
+    assert summary.kind == "full" and summary.plan["reason"] == "first_run"
+    src.close()
+    wh.close()
+    return path
+
+
+@pytest.fixture
+def first_run(first_db: Path, tmp_path: Path) -> Iterator[Warehouse]:
+    shutil.copy(first_db, tmp_path / "w.duckdb")
+    wh = connect(f"duckdb:///{tmp_path / 'w.duckdb'}")
+    yield wh
+    wh.close()
+
+
+def _day_run(wh: Warehouse, settings: Settings, run_id: str) -> incremental.Plan:
+    """The pipeline's core steps as a daily run does them: plan, features, CLV, classes."""
+    target = default_as_of(wh.table("transactions"))
+    p = incremental.plan(wh, target, settings)
+    as_of, feats = pipeline.compute_features(wh, target, settings, run_id, p)
+    assert p.previous is not None
+    if not p.refit and p.previous.models is not None:
+        clv, _ = pipeline.score_with_stored(wh, feats, as_of, settings, run_id, p.previous.models)
+        fitted = None
+    else:
+        clv, models = pipeline.compute_clv(wh, feats, as_of, settings, run_id)
+        fitted = incremental.models_state(models)
+    pipeline.compute_classes(wh, feats, as_of, settings, run_id, clv)
+    n = int(feats.count().to_pyarrow().as_py())
+    incremental.save_state(wh, incremental.state_after(wh, p, run_id, settings, n, fitted))
+    if p.changed is not None:
+        wh.drop(p.changed.get_name())
+    return p
+
+
+def _frame(t: Any) -> pd.DataFrame:
+    df: pd.DataFrame = t.drop(*[c for c in ("run_id", "as_of") if c in t.columns]).to_pandas()
+    return df.sort_values("customer_id").reset_index(drop=True)
+
+
+def _same(got: pd.DataFrame, want: pd.DataFrame, what: str) -> None:
+    assert list(got.customer_id) == list(want.customer_id), what
+    assert set(got.columns) == set(want.columns), what
+    for c in want.columns:
+        a, b = got[c], want[c]
+        if pd.api.types.is_float_dtype(b):
+            x, y = a.to_numpy(float), b.to_numpy(float)
+            ok = (np.isnan(x) & np.isnan(y)) | np.isclose(x, y, rtol=1e-9, atol=1e-12)
+            assert ok.all(), f"{what}.{c}: {got.customer_id[~ok].tolist()[:5]}"
+        else:
+            diff = ~((a == b) | (a.isna() & b.isna()))
+            assert not diff.any(), f"{what}.{c}: {got.customer_id[diff].tolist()[:5]}"
+
+
+def _full_recompute(wh: Warehouse, as_of: dt.date, settings: Settings) -> Any:
+    """Every customer's features from every line, as a full run computes them."""
+    days = purchase_days(wh)
+    return customer_features(
+        wh.table("transactions"),
+        as_of,
+        events=wh.table("events"),
+        weeks=settings.weeks,
+        days=days,
+        links=wh.table(returns.LINKS),
+    )
+
+
+def test_a_month_of_incremental_days_equals_a_full_recompute_every_day(
+    first_run: Warehouse, source: Path, settings: Settings
+) -> None:
+    wh, src = first_run, connect(f"duckdb:///{source}")
+    # Refits on the weekly schedule; drift is tested apart (300 customers move fast).
+    settings = Settings(**{**settings.__dict__, "refit_drift_share": 0.9})
+    kinds: list[str] = []
+    refits: list[str] = []
+    for i in range(DAYS):
+        day = SPLIT + dt.timedelta(days=i)
+        _copy_days(src, wh, day, day + dt.timedelta(days=1))
+        p = _day_run(wh, settings, f"day{i:02d}")
+        kinds.append(p.kind)
+        refits.append(p.refit_reason)
+        as_of = p.as_of
+        at = ibis.literal(as_of, "date")
+        stored = wh.table("customer_features")
+        got = _frame(stored.filter(stored.as_of == at))
+        full = wh.materialize(_full_recompute(wh, as_of, settings), "full")
+        _same(got, _frame(full), f"features {as_of}")
+        # CLV and classes from the full recompute, with the same fitted models.
+        state = incremental.load_state(wh)
+        assert state is not None and state.models is not None
+        want_clv, _ = incremental.score_stored(wh, full, state.models, as_of, settings)
+        want_clv = wh.materialize(want_clv, "clv")
+        clv = wh.table("customer_clv")
+        _same(_frame(clv.filter(clv.as_of == at)), _frame(want_clv), f"clv {as_of}")
+        classes = wh.table("customer_classes")
+        _same(
+            _frame(classes.filter(classes.as_of == at)),
+            _frame(classify(full, clv=want_clv)),
+            f"classes {as_of}",
+        )
+    src.close()
+    assert kinds == ["incremental"] * DAYS
+    # Refitted on the schedule (every 7 days), scored with the stored fit in between.
+    assert refits.count("refit_due") == DAYS // 7, refits
+    assert refits.count("stored_fit") == DAYS - DAYS // 7, refits
+
+
+def test_the_run_log_says_which_kind_ran_and_why(
+    first_run: Warehouse,
+    data: tuple[pd.DataFrame, pd.DataFrame],
+    settings: Settings,
+    tmp_path: Path,
+) -> None:
+    wh = first_run
+    lines, _ = data
+    day = SPLIT
+    _load(wh, "transactions", lines[lines._day == day], tmp_path / "d0.csv")
+    s = pipeline.run(wh, settings=settings)
+    assert s.kind == "incremental" and s.plan["reason"] == "changed"
+    assert 0 < s.plan["changed_customers"] < s.customers
+    feats_step = next(x for x in s.steps if x["step"] == "features")
+    assert feats_step["kind"] == "incremental"
+    assert feats_step["customers_computed"] == s.plan["changed_customers"]
+    assert "customers changed since" in s.plan["why"]
+    assert "clientes cambiaron desde" in s.plan["why_es"]
+    forced = pipeline.run(wh, settings=settings, full=True)
+    assert forced.kind == "full" and forced.plan["reason"] == "forced"
+    assert forced.plan["models"] == "refit_full"
+    # A backfilled day: lines dated before the last run's date arrive.
+    old = lines[lines._day == SPLIT - dt.timedelta(days=400)]
+    late = lines[(lines._day < SPLIT) & (lines._day > SPLIT - dt.timedelta(days=60))].head(3)
+    late = late.assign(invoice=[f"LATE{i}" for i in range(len(late))])
+    assert old.empty and len(late) == 3
+    _load(wh, "transactions", late, tmp_path / "late.csv")
+    back = pipeline.run(wh, settings=settings)
+    assert back.kind == "full" and back.plan["reason"] == "backfill"
+    assert "a backfilled day" in back.plan["why"] and "3" in back.plan["why"]
+    # Settings the numbers depend on changed.
+    changed = Settings(**{**settings.__dict__, "clv_horizon_months": 6})
+    s2 = pipeline.run(wh, settings=changed)
+    assert s2.plan["reason"] == "settings" and "clv_horizon_months" in s2.plan["why"]
+    runs = wh.table("pipeline_runs").order_by("started_at").to_pandas()
+    assert list(runs.kind) == ["full", "incremental", "full", "full", "full"]
+    assert runs.why.iloc[-1].startswith("settings the features or models depend on changed")
+
+
+def test_too_many_changed_customers_fall_back_to_a_full_run(
+    first_run: Warehouse,
+    data: tuple[pd.DataFrame, pd.DataFrame],
+    settings: Settings,
+    tmp_path: Path,
+) -> None:
+    wh = first_run
+    lines, _ = data
+    week = lines[(lines._day >= SPLIT) & (lines._day < SPLIT + dt.timedelta(days=7))]
+    _load(wh, "transactions", week, tmp_path / "week.csv")
+    strict = Settings(**{**settings.__dict__, "incremental_max_changed_share": 0.01})
+    p = incremental.plan(wh, default_as_of(wh.table("transactions")), strict)
+    assert p.kind == "full" and p.reason == "too_many_changed"
+    assert "más de 1,0" in p.message("es") or "más de 1 " in p.message("es")
+    assert math.isclose(p.params["limit"], 0.01)
