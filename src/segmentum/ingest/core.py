@@ -125,7 +125,9 @@ class _Check:
     column: str
     bad: ir.BooleanValue
     message: str
-    value: ir.StringValue
+    # The offending value, in any type: written as text only for the rows that fail (a cast
+    # of every number and date to text cost more than the check).
+    value: ir.Value
 
 
 @dataclass
@@ -235,9 +237,15 @@ class _FileIngest:
             if kind in ("date", "timestamp") and col.type().is_string():
                 for k, v in parsers.date_evidence(col).items():
                     aggs[f"{name}__{k}"] = v
-                text = col.strip()
-                has = text.re_search(parsers._OFFSET).fill_null(False)
-                off = text.re_extract(parsers._OFFSET, 1)
+                text = parsers.strip(col)
+                # An offset follows a time (h:mm): Z at the end, or a sign after the first
+                # colon. Other values skip the regular expressions.
+                after = text.substr(text.find(":"))
+                maybe = text.contains(":") & (
+                    text.endswith("Z") | after.contains("+") | after.contains("-")
+                )
+                has = ibis.ifelse(maybe, text.re_search(parsers._OFFSET), False).fill_null(False)
+                off = ibis.ifelse(maybe, text.re_extract(parsers._OFFSET, 1), ibis.null("string"))
                 utc = has & off.re_search(r"^(Z|[+-]00:?00)$").fill_null(False)
                 aggs[f"{name}__utc"] = utc.cast("int64").sum().fill_null(0)
                 aggs[f"{name}__local"] = (has & ~utc).cast("int64").sum().fill_null(0)
@@ -336,7 +344,7 @@ class _FileIngest:
             )
             values[col.name] = value
             if bad is not None:
-                text = _as_text(self.t[src])
+                text = self.t[src]
                 checks.append(_Check(col.name, bad, message, text))
                 if col.kind in ("number", "integer", "date", "timestamp", "bool"):
                     typed[col.name] = bad
@@ -447,10 +455,10 @@ class _FileIngest:
                     "unit_price",
                     (price < 0).fill_null(False),
                     "is negative (an adjustment such as bad debt, not a sale)",
-                    _as_text(price),
+                    price,
                 )
             )
-            checks.append(_Check("quantity", (qty == 0).fill_null(False), "is zero", _as_text(qty)))
+            checks.append(_Check("quantity", (qty == 0).fill_null(False), "is zero", qty))
             values["quantity"], values["unit_price"], values["amount"] = qty, price, amount
             values["discount"] = values["discount"].fill_null(0.0)
             cid = values["customer_id"]
@@ -474,7 +482,7 @@ class _FileIngest:
                         "age",
                         (~age.between(0, 120)).fill_null(False),
                         "is not between 0 and 120",
-                        _as_text(age),
+                        age,
                     )
                 )
             if "birth_date" in m:
@@ -484,7 +492,7 @@ class _FileIngest:
                         "birth_date",
                         (bd > ibis.today()).fill_null(False),
                         "is in the future",
-                        _as_text(bd),
+                        bd,
                     )
                 )
         else:
@@ -508,9 +516,7 @@ class _FileIngest:
                 for col in ("population", "market_size"):
                     if col in m:
                         v = values[col]
-                        checks.append(
-                            _Check(col, (v < 0).fill_null(False), "is negative", _as_text(v))
-                        )
+                        checks.append(_Check(col, (v < 0).fill_null(False), "is negative", v))
             if name == "campaign_results":
                 g = values["group"].lower()
                 g = ibis.cases(
@@ -527,7 +533,7 @@ class _FileIngest:
                         "group",
                         ~parsers.one_of(g, ["treatment", "control"]),
                         "is not treatment or control",
-                        _as_text(g),
+                        g,
                     )
                 )
 
@@ -542,7 +548,7 @@ class _FileIngest:
                         col,
                         (~v.between(lo, hi)).fill_null(False),
                         f"is not between {lo} and {hi}",
-                        _as_text(v),
+                        v,
                     )
                 )
         said = [values[c].notnull() for c in ("nps", "csat", "ces", "rating", "answer")]
@@ -650,7 +656,7 @@ class _FileIngest:
         earliest = _dt.date.fromisoformat(str(self.settings.earliest_date))
         start = _dt.datetime.combine(earliest, _dt.time())
         # The value as written in the file (the parse check of the column carries it).
-        text = next((c.value for c in checks if c.column == column), _as_text(ts))
+        text = next((c.value for c in checks if c.column == column), ts)
         checks.append(
             _Check(
                 column,
@@ -776,10 +782,18 @@ class _FileIngest:
             else none
         )
         first_val = (
-            ibis.cases(*((f, l2[f"_w{i}"]) for i, f in enumerate(flags)), else_=none)
+            ibis.cases(*((f, _as_text(l2[f"_w{i}"])) for i, f in enumerate(flags)), else_=none)
             if checks
             else none
         )
+        if checks:
+            # Nearly every row passes: one test of the flags spares it building the texts.
+            failed = flags[0]
+            for f in flags[1:]:
+                failed = failed | f
+            reasons = ibis.ifelse(failed, reasons, "")
+            first_col = ibis.ifelse(failed, first_col, none)
+            first_val = ibis.ifelse(failed, first_val, none)
         expr = l2.select(
             "_row",
             *dup_keys,
@@ -789,7 +803,7 @@ class _FileIngest:
             _first_val=first_val,
             **{f"_bad__{k}": l2[f"_c{i}"] for k, i in typed_index.items()},
         )
-        return self._add_duplicate_checks(expr)
+        return self._number_lines(expr)
 
     def _apply_offsets(
         self, values: dict[str, ir.Value], base: ir.Table
@@ -843,76 +857,147 @@ class _FileIngest:
             values[k] = ibis.ifelse(in_utc[k], local, values[k])
         return values, base
 
-    def _add_duplicate_checks(self, s: ir.Table) -> ir.Table:
-        """Exact duplicates, repeated keys, and (for invoice lines) keys already stored."""
-        spec, policy = self.spec, self.settings.duplicates
-        if spec.name == "transactions" and "line" not in self.mapping:
+    def _number_lines(self, s: ir.Table) -> ir.Table:
+        """Invoice lines without a line column are numbered in file order within each invoice."""
+        if self.spec.name == "transactions" and "line" not in self.mapping:
             w = ibis.window(group_by=[*_own_file(s), s.invoice_id], order_by=s._row)
             s = s.mutate(line=(ibis.row_number().over(w) + 1).cast("int64"))
-        dup_keys = [c for c in s.columns if c.startswith("_dk")]
-        # Window results become columns once, then are referenced (not recomputed) below.
-        part: list[ir.Value] = [*_own_file(s), *(s[c] for c in dup_keys)]
-        s = s.mutate(_first_same=s._row.min().over(ibis.window(group_by=part))).drop(*dup_keys)
-        exact = s._first_same != s._row
-        reason = s._reasons
-        if policy == "quarantine":
-            reason = reason + ibis.ifelse(
-                exact,
-                ibis.literal("exact duplicate of row ") + s._first_same.cast("string") + "; ",
-                "",
-            )
-        s = s.mutate(_dup=exact)
+        return s
+
+    def repeats(self, stage: ir.Table, wh: Warehouse) -> ir.Table | None:
+        """The rows of ``stage`` that repeat others or are already stored, with the reasons
+        to add: ``_row`` (and ``_file``), ``_extra``, ``_dup``, ``_loaded``. None when the
+        table has no such check to make.
+
+        Exact duplicates (same value in every column of the file, within each file),
+        repeated keys (within each file), keys the warehouse already holds (invoice lines),
+        and, for files read together, keys an earlier file of the group brings.
+
+        A window over every row would shuffle every column (7 of the 18 seconds of a
+        1.4M-line file). Repeats are rare: aggregates of the keys alone find the groups of
+        two rows or more, a semi-join finds the stored keys, and the rules then run on those
+        few rows only. Rows outside them have a key and a content of their own: none of the
+        rules can fire for them.
+        """
+        spec, policy = self.spec, self.settings.duplicates
+        files = _own_file(stage)
+        dup_keys = [stage[c] for c in stage.columns if c.startswith("_dk")]
         key = list(spec.key)
         # Line numbers we assign ourselves are unique within an invoice: no need to check them.
-        own_keys = spec.name == "transactions" and "line" not in self.mapping
-        if key and all(k in s.columns for k in key) and not own_keys:
-            by_key = ibis.window(group_by=[*_own_file(s), *(s[k] for k in key)])
-            s = s.mutate(_first_key=s._row.min().over(by_key))
-            repeated = (s._first_key != s._row) & ~s._dup
-            reason = reason + ibis.ifelse(
-                repeated,
-                ibis.literal(f"{'/'.join(key)} repeats row ") + s._first_key.cast("string") + "; ",
+        key_check = bool(key) and not (spec.name == "transactions" and "line" not in self.mapping)
+        together = spec.name == "transactions" and bool(files)
+        stored = (
+            wh.table(spec.name)
+            if spec.name == "transactions" and int(wh.table(spec.name).count().execute()) > 0
+            else None
+        )
+        # Two rows with the same text in every column have the same key when the key is
+        # read straight from the file: the key groups then hold every exact duplicate.
+        by_key = key_check and all(k in self.mapping for k in key)
+        groups: list[list[ir.Value]] = []
+        if key_check or together:
+            # Across files: holds each file's groups. On DuckDB one 64-bit hash of the key
+            # groups faster than its columns; a collision only adds rows to check below.
+            keys = [stage[k] for k in key]
+            if wh.engine == "duckdb":
+                keys = [ibis.struct({f"k{i}": k for i, k in enumerate(keys)}).hash()]
+            groups.append(keys)
+        if not by_key:
+            groups.append([*files, *dup_keys])
+        parts = []
+        for cols in groups:
+            names = {f"_g{i}": c for i, c in enumerate(cols)}
+            many = stage.group_by(**names).aggregate(_n=stage.count())
+            many = many.filter(many._n > 1)
+            parts.append(
+                stage.semi_join(
+                    many, [c.identical_to(many[n]) for n, c in zip(names, cols, strict=True)]
+                ).select("_row", *files)
+            )
+        hit: ir.Table | None = None
+        if stored is not None:
+            # The stored keys the file brings (a table built from the file's keys, probed by
+            # the stored lines), then the rows that bring them.
+            hit = stored.select(*key).semi_join(stage.select(*key), key).distinct()
+            parts.append(stage.semi_join(hit, key).select("_row", *files))
+        if not parts:
+            return None
+        rows = parts[0]
+        for other in parts[1:]:
+            rows = rows.union(other)  # distinct
+        on = ["_row", *(["_file"] if files else [])]
+        few = stage.semi_join(rows, on)
+        if hit is not None:
+            few = few.left_join(hit.mutate(_hit=ibis.literal(True)), key)
+            few = few.drop(*[f"{k}_right" for k in key if f"{k}_right" in few.columns])
+            few = few.mutate(_hit=few._hit.fill_null(False))
+        else:
+            few = few.mutate(_hit=ibis.literal(False))
+        first_same = few._row.min().over(
+            ibis.window(group_by=[*_own_file(few), *(few[c.get_name()] for c in dup_keys)])
+        )
+        few = few.mutate(_first_same=first_same)
+        exact = few._first_same != few._row
+        extra = ibis.literal("")
+        if policy == "quarantine":
+            extra = extra + ibis.ifelse(
+                exact,
+                ibis.literal("exact duplicate of row ") + few._first_same.cast("string") + "; ",
                 "",
             )
-        return s.mutate(_reasons=reason)
-
-    def mark_stored(self, s: ir.Table, wh: Warehouse) -> ir.Table:
-        """Invoice lines the warehouse already holds (``_loaded``), and the column at fault.
-
-        Separate from the other checks because it reads the warehouse, which need not be the
-        engine that parsed the file.
-        """
-        spec = self.spec
-        key = list(spec.key)
-        s = s.mutate(_loaded=ibis.literal(False))
-        if spec.name == "transactions" and int(wh.table(spec.name).count().execute()) > 0:
-            stored = wh.table(spec.name).select(*key).distinct().mutate(_hit=ibis.literal(True))
-            s = s.left_join(stored, key).drop(
-                [f"{k}_right" for k in key if f"{k}_right" in s.columns]
+        few = few.mutate(_dup=exact, _extra=extra)
+        if key_check:
+            first_key = few._row.min().over(
+                ibis.window(group_by=[*_own_file(few), *(few[k] for k in key)])
             )
-            s = s.mutate(
-                _loaded=s._hit.fill_null(False),
-                _reasons=s._reasons
-                + ibis.ifelse(s._hit.fill_null(False), "already in the warehouse; ", ""),
-            ).drop("_hit")
-        if spec.name == "transactions" and "_file" in s.columns:
+            few = few.mutate(_first_key=first_key)
+            repeated = (few._first_key != few._row) & ~few._dup
+            few = few.mutate(
+                _extra=few._extra
+                + ibis.ifelse(
+                    repeated,
+                    ibis.literal(f"{'/'.join(key)} repeats row ")
+                    + few._first_key.cast("string")
+                    + "; ",
+                    "",
+                )
+            )
+        few = few.mutate(
+            _extra=few._extra + ibis.ifelse(few._hit, "already in the warehouse; ", ""),
+            _loaded=few._hit,
+        )
+        if together:
             # Files read together: a line that an earlier file of the group brings is stored
             # by the time this file's turn would have come, as if they were loaded one by one.
-            kept = ibis.ifelse(s._reasons == "", s._file, ibis.null("int64"))
-            first = kept.min().over(ibis.window(group_by=[s[k] for k in key]))
-            earlier = (first < s._file).fill_null(False)
-            s = s.mutate(
-                _loaded=s._loaded | earlier,
-                _reasons=s._reasons + ibis.ifelse(earlier, "already in the warehouse; ", ""),
+            kept = ibis.ifelse(few._reasons + few._extra == "", few._file, ibis.null("int64"))
+            first = kept.min().over(ibis.window(group_by=[few[k] for k in key]))
+            earlier = (first < few._file).fill_null(False)
+            few = few.mutate(
+                _loaded=few._loaded | earlier,
+                _extra=few._extra + ibis.ifelse(earlier, "already in the warehouse; ", ""),
             )
+        return few.select(*on, "_extra", "_dup", "_loaded")
+
+    def checked(self, stage: ir.Table, extra: ir.Table | None) -> ir.Table:
+        """``stage`` with the reasons of :meth:`repeats` added, ``_dup`` and ``_loaded``."""
+        key = list(self.spec.key)
+        if extra is None:
+            s = stage.mutate(_dup=ibis.literal(False), _loaded=ibis.literal(False))
+        else:
+            on = ["_row", *(["_file"] if "_file" in stage.columns else [])]
+            x = extra.rename(**{f"_x{c}": c for c in on})
+            s = stage.left_join(x, [stage[c] == x[f"_x{c}"] for c in on])
+            s = s.mutate(
+                _reasons=s._reasons + s._extra.fill_null(""),
+                _dup=s._dup.fill_null(False),
+                _loaded=s._loaded.fill_null(False),
+            ).drop("_extra", *[f"_x{c}" for c in on])
         first_col = ibis.ifelse(
             s._first_col.isnull() & (s._reasons != ""),
             ibis.ifelse(s._loaded, key[0] if key else "row", "row"),
             s._first_col,
         )
-        return s.mutate(
-            _first_col=first_col,
-        )
+        return s.mutate(_first_col=first_col)
 
 
 _UTC_NAMES = {"UTC", "ETC/UTC", "Z", "GMT", "ETC/GMT", "UCT", "ETC/UCT", "ZULU", "UNIVERSAL"}
@@ -1520,28 +1605,29 @@ def _load(
     progress.step("validate", where)
     staged = job.staged(job._conventions[2])
     moved: list[str] = []
-    if rd is wh:
-        stage = wh.materialize(job.mark_stored(staged, wh), "ingest")
-    else:
+    stage = rd.materialize(staged, "ingest")
+    if rd is not wh:
         # Rows are parsed and checked where the file was read (regular expressions by the
         # hundred are what an embedded engine is fast at); the warehouse then receives the
         # checked rows and the source, and adds the checks against what it already holds.
-        checked = rd.materialize(staged, "ingest")
-        adopted = wh.adopt(checked, "checked")
-        rd.drop(checked.get_name())
-        stage = wh.materialize(job.mark_stored(adopted, wh), "ingest")
-        wh.drop(adopted.get_name())
+        adopted = wh.adopt(stage, "checked")
+        rd.drop(stage.get_name())
+        stage = adopted
         raw.table = wh.adopt(raw.table)
         moved.append(raw.table.get_name())
+    extra: ir.Table | None = None
     try:
         _refuse_unreadable_columns(stage, job, where)
+        found = job.repeats(stage, wh)
+        if found is not None:
+            extra = wh.materialize(found, "repeats")
         for other in reports[1:]:
             for f in dataclasses.fields(IngestReport):
                 if f.name not in ("file", "sheet"):
                     setattr(other, f.name, copy.deepcopy(getattr(report, f.name)))
-        return _write(wh, spec, raw, stage, reports, shas, progress)
+        return _write(wh, spec, raw, job.checked(stage, extra), reports, shas, progress)
     finally:
-        for name in [stage.get_name(), *moved]:
+        for name in [stage.get_name(), *moved, *([] if extra is None else [extra.get_name()])]:
             wh.drop(name)
 
 
@@ -1629,19 +1715,26 @@ def _write(
         r.batch_id = bid
     # Files read together commit together; the first file's batch names the transaction.
     report, batch_id = reports[0], ids[0]
-    files = wh.from_arrow(
-        pa.table(
-            {
-                "_file": pa.array(range(len(ids)), pa.int64()),
-                "_batch_id": ids,
-                "_file_name": raw.parts,
-            }
-        ),
-        "files",
-    )
+    files: ir.Table | None = None
     if "_file" not in stage.columns:
-        stage = stage.mutate(_file=ibis.literal(0, "int64"))
-    stage = stage.join(files, "_file")
+        # One file: its batch and name are constants, not a join.
+        stage = stage.mutate(
+            _file=ibis.literal(0, "int64"),
+            _batch_id=ibis.literal(batch_id, "string"),
+            _file_name=ibis.literal(raw.parts[0], "string"),
+        )
+    else:
+        files = wh.from_arrow(
+            pa.table(
+                {
+                    "_file": pa.array(range(len(ids)), pa.int64()),
+                    "_batch_id": ids,
+                    "_file_name": raw.parts,
+                }
+            ),
+            "files",
+        )
+        stage = stage.join(files, "_file")
     ok = stage._reasons == ""
     has_cid = "customer_id" in stage.columns
     counted = (
@@ -1689,11 +1782,14 @@ def _write(
     ).cast(QUARANTINE.ibis_schema)
     lines = raw.malformed
     bad_lines = lines.groupby("part").size().to_dict() if lines.shape[0] else {}
+    any_bad = any(int(c["quarantined"]) for c in counted)
     why = (
         bad.group_by(bad._file, reason=bad._reasons.re_replace(r";\s*$", ""))
         .aggregate(n=bad.count())
         .to_pyarrow()
         .to_pylist()
+        if any_bad
+        else []
     )
     for i, r in enumerate(reports):
         c = by_file.get(i, {})
@@ -1746,7 +1842,8 @@ def _write(
                 linked.drop(wh)
             report.return_lines, report.returns_linked = linked.return_lines, linked.linked
             report.warnings.extend(linked.warnings())
-        wh.insert(QUARANTINE.name, rejected)
+        if any_bad:
+            wh.insert(QUARANTINE.name, rejected)
         if malformed is not None:
             wh.insert(QUARANTINE.name, malformed)
         # Listeners may stop here (tests kill the process) to prove the batch is all-or-nothing.
@@ -1754,7 +1851,8 @@ def _write(
         wh.insert(
             INGEST_BATCHES.name, wh.from_arrow(batch_row, "batch").cast(INGEST_BATCHES.ibis_schema)
         )
-    wh.drop(files.get_name())
+    if files is not None:
+        wh.drop(files.get_name())
     accepted_n, quarantined_n = (
         sum(getattr(r, k) for r in reports) for k in ("accepted", "quarantined")
     )

@@ -241,7 +241,8 @@ class LinkUpdate:
     return_lines: int = 0  # return lines of identified customers in the batch
     linked: int = 0  # of which linked to a purchase
     c_prefixed_sales: int = 0  # lines on C-prefixed invoices with a positive quantity
-    customers: ir.Table | None = None  # customers whose links were recomputed (a temp table)
+    customers: ir.Table | None = None  # customers whose links were recomputed
+    temporary: bool = False  # customers is a temporary table (drop it)
 
     def warnings(self) -> list[str]:
         """What the user should know, in plain words."""
@@ -264,9 +265,9 @@ class LinkUpdate:
         return out
 
     def drop(self, wh: Warehouse) -> None:
-        if self.customers is not None:
+        if self.customers is not None and self.temporary:
             wh.drop(self.customers.get_name())
-            self.customers = None
+        self.customers = None
 
 
 def links(wh: Warehouse, fingerprint: tuple[int, int] | None = None) -> ir.Table:
@@ -313,15 +314,20 @@ def update_links(wh: Warehouse, lines: ir.Table, batch_id: str) -> LinkUpdate:
         return_lines=int(counts["returns"] or 0), c_prefixed_sales=int(counts["c_sales"] or 0)
     )
     before = stored_fingerprint(wh, LINKS) if wh.has(LINKS) else None
-    added = wh.fingerprint(lines, SOURCE_COLUMNS)
     tx = wh.table("transactions")
-    stored = wh.table(LINKS) if before is not None else None
-    affected = wh.materialize(_relinked_customers(tx, lines, stored), "relink")
-    update.customers = affected
     if before is None:
         # No links yet (a new warehouse, or one loaded before links existed): link everything.
+        # The customers are left as a query (it reads only the lines, which stay as they
+        # are): only a purchase-day rollup built before the links reads it, and the first
+        # load of a large file has none (computing it cost a tenth of the load).
+        update.customers = _relinked_customers(tx, lines, None)
         rebuild(wh, batch_id=batch_id)
     else:
+        added = wh.fingerprint(lines, SOURCE_COLUMNS)
+        stored = wh.table(LINKS)
+        affected = wh.materialize(_relinked_customers(tx, lines, stored), "relink")
+        update.customers = affected
+        update.temporary = True
         if int(affected.count().execute()):
             # Their lines once, in a small table: linking reads them several times.
             mine = wh.materialize(

@@ -1,0 +1,108 @@
+"""Ingest checks that compare rows: exact duplicates, repeated keys and keys already stored,
+found by aggregates over a whole batch (not only neighbouring rows), and the cheap paths the
+parsers take for clean values."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from tests.conftest import write
+
+import segmentum
+from segmentum.warehouse import Warehouse
+
+HEADER = "InvoiceNo,Line,CustomerID,InvoiceDate,StockCode,Quantity,UnitPrice\n"
+
+
+def line(invoice: str, n: int, customer: str = "C1", qty: str = "1") -> str:
+    return f"{invoice},{n},{customer},2024-01-02 10:00,P1,{qty},3.5\n"
+
+
+def load(wh: Warehouse, path: Path) -> segmentum.IngestReport:
+    [report] = segmentum.ingest("transactions", path, warehouse=wh)
+    assert report.balanced
+    return report
+
+
+def reasons(wh: Warehouse) -> dict[int, str]:
+    q = wh.table("quarantine").execute()
+    return dict(zip(q.source_row.tolist(), q.reason.tolist(), strict=True))
+
+
+def test_duplicates_and_repeated_keys_far_apart_in_a_big_batch_are_each_quarantined(
+    wh: Warehouse, tmp_path: Path
+) -> None:
+    rows = [line(f"F{i}", 1) for i in range(2000)]
+    rows[1900] = line("F10", 1)  # the same text as row 11: an exact duplicate
+    rows[1999] = line("F20", 1, customer="C9")  # the key of row 21 with other values
+    rows[1000] = line("", 1)  # no invoice: missing, reported once
+    rows[1200] = line("", 1)  # the same text again: missing and a duplicate of row 1501
+    r = load(wh, write(tmp_path / "big.csv", HEADER + "".join(rows)))
+    assert (r.rows_read, r.accepted, r.quarantined, r.duplicates) == (2000, 1996, 4, 2)
+    assert reasons(wh) == {
+        1901: "exact duplicate of row 11",
+        2000: "invoice_id/line repeats row 21",
+        1001: "invoice_id is missing",
+        1201: "invoice_id is missing; exact duplicate of row 1001",
+    }
+    assert wh.table("transactions").count().execute() == 1996
+
+
+def test_only_the_lines_already_stored_are_refused_when_an_export_overlaps_the_last(
+    wh: Warehouse, tmp_path: Path
+) -> None:
+    load(wh, write(tmp_path / "monday.csv", HEADER + "".join(line(f"M{i}", 1) for i in range(50))))
+    overlap = [line(f"M{i}", 1) for i in range(40, 50)] + [line(f"T{i}", 1) for i in range(20)]
+    r = load(wh, write(tmp_path / "tuesday.csv", HEADER + "".join(overlap)))
+    assert (r.rows_read, r.accepted, r.quarantined, r.already_loaded) == (30, 20, 10, 10)
+    assert set(reasons(wh).values()) == {"already in the warehouse"}
+    assert sorted(reasons(wh)) == list(range(1, 11))
+    q = wh.table("quarantine").execute()
+    assert set(q.column) == {"invoice_id"}
+    assert wh.table("transactions").count().execute() == 70
+
+
+def test_padded_text_is_trimmed_and_null_spellings_are_empty(wh: Warehouse, tmp_path: Path) -> None:
+    text = (
+        "invoice,customer_id,date,amount,channel\n"
+        "I1,\t C1 \t,2024-01-02,5,  web\n"
+        "I2,C2\t,2024-01-02 , 6 ,N/A\n"
+        "I3,  null ,2024-01-03,7,Tienda \n"
+        "I4,C4,2024-01-03,8,store\n"
+    )
+    r = load(wh, write(tmp_path / "padded.csv", text))
+    assert (r.accepted, r.quarantined) == (4, 0)
+    t = wh.table("transactions").order_by("source_row").execute()
+    assert t.customer_id.tolist()[:2] == ["C1", "C2"]
+    assert pd.isna(t.customer_id.tolist()[2])
+    assert t.customer_id.tolist()[3] == "C4"
+    assert t.sales_channel.tolist()[0] == "web"
+    assert pd.isna(t.sales_channel.tolist()[1])
+    assert t.sales_channel.tolist()[2:] == ["store", "store"]
+    assert t.amount.tolist() == [5.0, 6.0, 7.0, 8.0]
+
+
+def test_a_bad_number_in_a_typed_parquet_column_is_shown_as_text(
+    wh: Warehouse, tmp_path: Path
+) -> None:
+    path = tmp_path / "sales.parquet"
+    pq.write_table(
+        pa.table(
+            {
+                "invoice": ["I1", "I2", "I3"],
+                "customer_id": ["C1", "C2", "C3"],
+                "date": pa.array([pd.Timestamp("2024-01-02")] * 3, pa.timestamp("us")),
+                "quantity": [1, 2, 1],
+                "unit_price": [2.5, -4.25, 3.0],
+            }
+        ),
+        path,
+    )
+    r = load(wh, path)
+    assert (r.accepted, r.quarantined) == (2, 1)
+    q = wh.table("quarantine").execute()
+    assert (q.source_row[0], q.column[0], q.value[0]) == (2, "unit_price", "-4.25")
+    assert q.reason[0].startswith("unit_price is negative")
