@@ -98,6 +98,16 @@ SETTINGS: tuple[Setting, ...] = (
         "DuckDB: memory the engine may use before it spills to disk (e.g. 1GB, 4GB).",
     ),
     Setting(
+        "temp_directory",
+        "",
+        "DuckDB: folder it spills to beyond memory_limit (empty: beside the file, <file>.tmp).",
+    ),
+    Setting(
+        "max_temp_size",
+        "",
+        "DuckDB: the most disk spilling may take, e.g. 50GB (empty: 90% of the free disk).",
+    ),
+    Setting(
         "currency",
         "auto",
         "Currency of the amounts: auto (from a currency column or the signs in the amounts: "
@@ -395,6 +405,8 @@ class Settings:
     churn_horizon_days: int = _DEFAULTS["churn_horizon_days"]
     rfm_rules: str = _DEFAULTS["rfm_rules"]
     memory_limit: str = _DEFAULTS["memory_limit"]
+    temp_directory: str = _DEFAULTS["temp_directory"]
+    max_temp_size: str = _DEFAULTS["max_temp_size"]
     currency: str = _DEFAULTS["currency"]
     weeks: bool = _DEFAULTS["weeks"]
     value_tier_cuts: tuple[float, float] = field(default=_DEFAULTS["value_tier_cuts"])

@@ -717,6 +717,26 @@ def _open_duckdb(path: str, wait: float) -> Any:
             time.sleep(0.05)
 
 
+def _spill_settings(backend: Any) -> None:
+    """Where DuckDB spills beyond memory_limit and how much disk it may take (settings
+    ``temp_directory`` and ``max_temp_size``; DuckDB's own defaults when empty): left alone, a
+    big query may fill 90% of the free disk."""
+    from segmentum.config import load_settings
+
+    settings = load_settings()
+    if settings.temp_directory:
+        folder = settings.temp_directory.replace("'", "''")
+        backend.raw_sql(f"SET temp_directory = '{folder}'")
+    size = settings.max_temp_size.strip()
+    if size:
+        if not re.fullmatch(r"\d+(\.\d+)?\s*[KMGT]i?B", size, re.I):
+            backend.disconnect()  # the file's lock goes with it
+            raise WarehouseError(
+                f"max_temp_size {size!r} is not a size", "write it like 50GB or 500MB"
+            )
+        backend.raw_sql(f"SET max_temp_directory_size = '{size}'")
+
+
 def connect(
     url: str | None = None,
     *,
@@ -769,6 +789,7 @@ def connect(
             backend.raw_sql("SET enable_progress_bar = false")
             if memory_limit:
                 backend.raw_sql(f"SET memory_limit = '{memory_limit}'")
+            _spill_settings(backend)
             wh = Warehouse(backend, url)
             if path and path != ":memory:":
                 # Holding the file's lock now, nobody else can be using its spill folder: what
