@@ -79,7 +79,8 @@ def measure_cli(name: str, args: list[str], env: dict[str, str], timeout: float)
     cpu: dict[int, float] = {}
     done = threading.Event()
     start = time.perf_counter()
-    with open(DATA / "scale-last-stderr.log", "wb") as err:
+    err_path = DATA / f"scale-stderr-{os.getpid()}.log"  # one per run: runs go side by side
+    with open(err_path, "wb") as err:
         proc = subprocess.Popen(
             [SEGMENTUM, *args],
             stdout=subprocess.PIPE,
@@ -120,7 +121,7 @@ def measure_cli(name: str, args: list[str], env: dict[str, str], timeout: float)
     # CPU seconds measure the work whatever else the shared machine runs: the process's own
     # (with its waited-for children) or, if more, the tree's as last sampled.
     cpu_s = max(usage.ru_utime + usage.ru_stime, sum(cpu.values()))
-    stderr = (DATA / "scale-last-stderr.log").read_text(errors="replace")
+    stderr = err_path.read_text(errors="replace")
     result = {
         "step": name,
         "seconds": round(seconds, 2),
@@ -318,6 +319,8 @@ def _rows(entry: dict[str, Any]) -> list[dict[str, Any]]:
     steps = entry.get("steps", [])
     ingest = [s for s in steps if s["step"].startswith("ingest ")]
     rows = []
+    if any(s.get("status") != "ok" for s in ingest):
+        return list(steps)  # an unfinished ingest: each command as it went
     if ingest:
         bad = [s["status"] for s in ingest if s.get("status") != "ok"]
         loads = [s["load"] for s in ingest if "load" in s]
@@ -356,7 +359,7 @@ def render() -> None:
         "folder beside the file (`<file>.tmp`). Peak memory is the resident memory of the "
         "command and its children, sampled together; the target is under 8 GB for every step. "
         f"The machine ({machine()}, 24 GB) was **shared with other benchmark and test jobs** "
-        "while this ran (load average 5 to 12 on 2 cores; the last column is the load when "
+        "while this ran (load average 10 to 18 on 2 cores; the last column is the load when "
         "the step ended), so wall times are inflated several times; CPU seconds (user + "
         "system, the command and its children) measure the work itself, and the growth below "
         "is read from them.",
@@ -546,6 +549,11 @@ def _spark_size(label: str, spark: dict[str, Any], duck: dict[str, Any]) -> list
 
 
 def _notes(data: dict[str, Any]) -> list[str]:
+    said = [
+        f"{label} lines: {e['note']}"
+        for label, e in data.get("duckdb", {}).items()
+        if e.get("note")
+    ]
     missing = [
         f"{engine} {label}: {s['step']} ({s['status']})"
         for engine, sizes in data.items()
@@ -553,7 +561,8 @@ def _notes(data: dict[str, Any]) -> list[str]:
         for s in e.get("steps", [])
         if s.get("status") != "ok"
     ]
-    return [f"Not finished: {'; '.join(missing)}.", ""] if missing else []
+    out = [f"Not finished: {'; '.join(missing)}.", ""] if missing else []
+    return [*out, *(x for n in said for x in (n, ""))]
 
 
 def main() -> None:
