@@ -264,7 +264,7 @@ def _record_run(
     why = pa.array([summary.plan.get("why") if summary.plan else None], pa.string())
     if wh.has("pipeline_runs"):
         have = set(wh.table("pipeline_runs").columns)
-        missing = [(c, "string") for c in ("kind", "why") if c not in have]
+        missing = [(c, ibis.dtype("string")) for c in ("kind", "why") if c not in have]
         if missing:
             wh._add_columns("pipeline_runs", missing)
     row = pa.table(
