@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 import segmentum
-from segmentum import incremental, pipeline
+from segmentum import cli, incremental, pipeline
 from segmentum.config import Settings, load_settings
 from segmentum.features import customer_features, default_as_of, purchase_days
 from segmentum.ingest import returns
@@ -287,6 +287,7 @@ def test_the_run_log_says_which_kind_ran_and_why(
     data: tuple[pd.DataFrame, pd.DataFrame],
     settings: Settings,
     tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     wh = first_run
     lines, _ = data
@@ -300,25 +301,29 @@ def test_the_run_log_says_which_kind_ran_and_why(
     assert feats_step["customers_computed"] == s.plan["changed_customers"]
     assert "customers changed since" in s.plan["why"]
     assert "clientes cambiaron desde" in s.plan["why_es"]
+    # The command line says it in the language asked for.
+    cli.print_run_kind(s, "es")
+    out = capsys.readouterr().out
+    assert "incremental:" in out and "clientes cambiaron desde" in out and "modelos" in out
     forced = pipeline.run(wh, settings=settings, full=True)
     assert forced.kind == "full" and forced.plan["reason"] == "forced"
     assert forced.plan["models"] == "refit_full"
+    runs = wh.table("pipeline_runs").order_by("started_at").to_pandas()
+    assert list(runs.kind) == ["full", "incremental", "full"]
+    assert list(runs.why)[1:] == [s.plan["why"], "a full run was asked for (--full)"]
+    # Settings the numbers depend on changed (the plan alone: no further run needed).
+    target = default_as_of(wh.table("transactions"))
+    changed = Settings(**{**settings.__dict__, "clv_horizon_months": 6})
+    p = incremental.plan(wh, target, changed)
+    assert p.kind == "full" and p.reason == "settings" and "clv_horizon_months" in p.message()
+    assert "cambiaron ajustes" in p.message("es")
     # A backfilled day: lines dated before the last run's date arrive.
-    old = lines[lines._day == SPLIT - dt.timedelta(days=400)]
     late = lines[(lines._day < SPLIT) & (lines._day > SPLIT - dt.timedelta(days=60))].head(3)
     late = late.assign(invoice=[f"LATE{i}" for i in range(len(late))])
-    assert old.empty and len(late) == 3
     _load(wh, "transactions", late, tmp_path / "late.csv")
-    back = pipeline.run(wh, settings=settings)
-    assert back.kind == "full" and back.plan["reason"] == "backfill"
-    assert "a backfilled day" in back.plan["why"] and "3" in back.plan["why"]
-    # Settings the numbers depend on changed.
-    changed = Settings(**{**settings.__dict__, "clv_horizon_months": 6})
-    s2 = pipeline.run(wh, settings=changed)
-    assert s2.plan["reason"] == "settings" and "clv_horizon_months" in s2.plan["why"]
-    runs = wh.table("pipeline_runs").order_by("started_at").to_pandas()
-    assert list(runs.kind) == ["full", "incremental", "full", "full", "full"]
-    assert runs.why.iloc[-1].startswith("settings the features or models depend on changed")
+    p = incremental.plan(wh, target, settings)
+    assert p.kind == "full" and p.reason == "backfill" and p.params["lines"] == 3
+    assert "a backfilled day" in p.message() and "con retraso" in p.message("es")
 
 
 def test_too_many_changed_customers_fall_back_to_a_full_run(
