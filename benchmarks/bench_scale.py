@@ -452,11 +452,19 @@ def _run_steps(duck: dict[str, Any]) -> list[str]:
         "| step | " + " | ".join(f"{s} lines" for s in sizes) + " |",
         "|---|" + "---:|" * len(sizes),
     ]
+    for label in sizes:  # a failed run: its failing step, after those that finished
+        failed = duck[label].get("run_failed_step")
+        if failed and failed not in names:
+            names.append(failed)
+
+    def cell(label: str, n: str) -> str:
+        c = duck[label]["run_steps"].get(n)
+        if c is None:
+            return "**failed**" if duck[label].get("run_failed_step") == n else ""
+        return _fmt(float(c))
+
     for n in names:
-        cells = [duck[s]["run_steps"].get(n) for s in sizes]
-        out.append(
-            f"| {n} | " + " | ".join("" if c is None else _fmt(float(c)) for c in cells) + " |"
-        )
+        out.append(f"| {n} | " + " | ".join(cell(s, n) for s in sizes) + " |")
     return [*out, ""]
 
 
