@@ -378,7 +378,11 @@ def render() -> None:
             status = r.get("status", "ok")
             if status != "ok":
                 peak = f"{r['peak_mb']:,}" if "peak_mb" in r else ""
-                out.append(f"{head} {status} | | {peak} | | {r.get('load', '')} |")
+                spent = f" after {_fmt(r['seconds'])} s" if r.get("seconds") else ""
+                cpu_so_far = _fmt(r["cpu_seconds"]) if r.get("cpu_seconds") else ""
+                out.append(
+                    f"{head} {status}{spent} | {cpu_so_far} | {peak} | | {r.get('load', '')} |"
+                )
                 continue
             cpu = r.get("cpu_seconds", 0.0)
             per = f"{cpu / (lines / 1e6):.1f}" if lines and cpu else ""
