@@ -87,29 +87,44 @@ def link_returns(lines: ir.Table) -> ir.Table:
     ``invoice_cancelled``: whether the original invoice nets to zero or less once every return
     linked to it is counted (a cancelled order).
     """
-    t = lines.filter(lines.customer_id.notnull() & lines.timestamp.notnull())
-    stated = t.original_invoice_id if "original_invoice_id" in t.columns else ibis.null("string")
-    product = t.product_id if "product_id" in t.columns else ibis.null("string")
-    base = t.select(
-        "invoice_id",
-        "customer_id",
-        "timestamp",
-        "quantity",
-        "amount",
-        product_id=product,
-        stated=stated,
-        # Lines without a number are one line per invoice (CDNOW-style logs).
-        line=t.line if "line" in t.columns else ibis.literal(1, "int64"),
-    )
-    rets = base.filter(base.quantity < 0)
-    buys = base.filter(base.quantity > 0).select(
-        o_invoice_id=base.invoice_id,
-        o_line=base.line,
-        o_customer_id=base.customer_id,
-        o_timestamp=base.timestamp,
-        o_quantity=base.quantity,
-        o_amount=base.amount,
-        o_product_id=base.product_id,
+
+    def base(sign: int) -> ir.Table:
+        # Returns and purchases are each read from the lines themselves: a shared selection
+        # of every line would be kept whole (a common table) for the two readers.
+        t = lines.filter(
+            lines.customer_id.notnull()
+            & lines.timestamp.notnull()
+            & ((lines.quantity < 0) if sign < 0 else (lines.quantity > 0))
+        )
+        stated = (
+            t.original_invoice_id if "original_invoice_id" in t.columns else ibis.null("string")
+        )
+        product = t.product_id if "product_id" in t.columns else ibis.null("string")
+        return t.select(
+            "invoice_id",
+            "customer_id",
+            "timestamp",
+            "quantity",
+            "amount",
+            product_id=product,
+            stated=stated,
+            # Lines without a number are one line per invoice (CDNOW-style logs).
+            line=t.line if "line" in t.columns else ibis.literal(1, "int64"),
+        )
+
+    rets = base(-1)
+    bought_all = base(1)
+    # Only the purchases of customers with a return line can be linked or cancelled (every
+    # join below matches the customer): a few percent of the lines.
+    bought_all = bought_all.filter(bought_all.customer_id.isin(rets.customer_id))
+    buys = bought_all.select(
+        o_invoice_id=bought_all.invoice_id,
+        o_line=bought_all.line,
+        o_customer_id=bought_all.customer_id,
+        o_timestamp=bought_all.timestamp,
+        o_quantity=bought_all.quantity,
+        o_amount=bought_all.amount,
+        o_product_id=bought_all.product_id,
     )
 
     def candidates(pairs: ir.Table, by_invoice: bool) -> ir.Table:
