@@ -242,6 +242,7 @@ def _full_recompute(wh: Warehouse, as_of: dt.date, settings: Settings) -> Any:
     )
 
 
+@pytest.mark.slow  # 30 runs and 30 full recomputes: see the report's measured time
 def test_a_month_of_incremental_days_equals_a_full_recompute_every_day(
     first_run: Warehouse, source: Path, settings: Settings
 ) -> None:
