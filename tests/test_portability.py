@@ -127,6 +127,9 @@ _FITTED_COLUMNS = {"clv", "expected_purchases", "p_alive", "churn_probability"}
 _FITTED_COLUMNS |= {"expected_next_purchase"}
 # Each engine's own row hash: a change detector, equal only within one engine.
 _ENGINE_OWN = {("rollup_state", "checksum")}
+# The incremental run's saved state: that engine's fingerprints of the lines, the run id and
+# the fitted models (as in customer_clv, to the optimiser's tolerance).
+_ENGINE_OWN |= {("run_state", "state")}
 
 
 def _close(a: object, b: object, rtol: float) -> bool:
@@ -324,13 +327,13 @@ def test_a_failure_inside_spark_is_a_failed_step_with_its_cause(
     code = main(["run", "--warehouse", "pyspark"])  # the same session: getOrCreate finds it
     said = capsys.readouterr().err
     assert code == 4, said
-    assert "step 'features' failed on Spark:" in said and "does not exist" in said, said
+    assert "step 'plan' failed on Spark:" in said and "does not exist" in said, said
     assert "Traceback" not in said and "\tat " not in said and "org.apache" not in said
     runs = spark.table("pipeline_runs").order_by("started_at").execute()
     last = runs.iloc[-1]
-    assert last.status == "failed" and last.error.startswith("step 'features' failed on Spark")
+    assert last.status == "failed" and last.error.startswith("step 'plan' failed on Spark")
     assert json.loads(last.steps)[-1] == {
-        "step": "features",
+        "step": "plan",
         "status": "failed",
         "error": last.error.split(" (hint:")[0],
     }

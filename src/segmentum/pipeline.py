@@ -366,8 +366,14 @@ def run(
 
         if waiting(wh, settings):  # events sent to POST /v1/events since the last run
             summary.ingest.extend(step("tracked events", lambda: drain(wh, settings, progress)))
-        target = as_of or default_as_of(wh.table("transactions"))
-        plan = step("plan", lambda: incremental.plan(wh, target, settings, full=full))
+        # Inside the step: a warehouse without its lines fails as a step, with its cause.
+        plan = step(
+            "plan",
+            lambda: incremental.plan(
+                wh, as_of or default_as_of(wh.table("transactions")), settings, full=full
+            ),
+        )
+        target = plan.as_of
         summary.kind, summary.plan = plan.kind, plan.to_dict()
         summary.steps[-1].update(kind=plan.kind, reason=plan.reason)
         as_of_used, feats = step(
