@@ -17,6 +17,7 @@ import pytest
 
 import segmentum
 from segmentum import cli, incremental, pipeline
+from segmentum.campaigns import timing
 from segmentum.config import Settings, load_settings
 from segmentum.features import customer_features, default_as_of, purchase_days
 from segmentum.ingest import returns
@@ -190,8 +191,11 @@ def first_run(first_db: Path, tmp_path: Path) -> Iterator[Warehouse]:
     wh.close()
 
 
-def _day_run(wh: Warehouse, settings: Settings, run_id: str) -> incremental.Plan:
-    """The pipeline's core steps as a daily run does them: plan, features, CLV, classes."""
+def _day_run(
+    wh: Warehouse, settings: Settings, run_id: str, contact: bool = False
+) -> incremental.Plan:
+    """The pipeline's core steps as a daily run does them: plan, features, CLV, classes
+    (and contact times when ``contact``)."""
     target = default_as_of(wh.table("transactions"))
     p = incremental.plan(wh, target, settings)
     as_of, feats = pipeline.compute_features(wh, target, settings, run_id, p)
@@ -203,6 +207,8 @@ def _day_run(wh: Warehouse, settings: Settings, run_id: str) -> incremental.Plan
         clv, models = pipeline.compute_clv(wh, feats, as_of, settings, run_id)
         fitted = incremental.models_state(models)
     pipeline.compute_classes(wh, feats, as_of, settings, run_id, clv)
+    if contact:
+        timing.contact_times(wh, as_of, changed=p.changed, since=p.previous.as_of)
     n = int(feats.count().to_pyarrow().as_py())
     incremental.save_state(wh, incremental.state_after(wh, p, run_id, settings, n, fitted))
     if p.changed is not None:
@@ -281,6 +287,46 @@ def test_a_month_of_incremental_days_equals_a_full_recompute_every_day(
     # Refitted on the schedule (every 7 days), scored with the stored fit in between.
     assert refits.count("refit_due") == DAYS // 7, refits
     assert refits.count("stored_fit") == DAYS - DAYS // 7, refits
+
+
+def test_contact_times_of_incremental_days_equal_a_full_count(
+    first_run: Warehouse, source: Path, settings: Settings
+) -> None:
+    """Only the changed customers' signals are counted again; the others' stored counts are
+    carried, and the best times come out as a full count gives them (a cancelled order on
+    the fourth day included)."""
+    wh, src = first_run, connect(f"duckdb:///{source}")
+    assert wh.has(timing.COUNTS)  # the first, full run stored its counts
+    # Three days at once, then the fourth (two runs: the second starts from counts an
+    # incremental run stored).
+    for i, (lo, hi) in enumerate(((0, 3), (3, 4))):
+        _copy_days(src, wh, SPLIT + dt.timedelta(days=lo), SPLIT + dt.timedelta(days=hi))
+        p = _day_run(wh, settings, f"ct{i}", contact=True)
+        assert p.kind == "incremental" and 0 < p.changed_count < p.customers
+        at = ibis.literal(p.as_of, "date")
+        stored = wh.table("contact_times")
+        full = timing.contact_times(wh, p.as_of, store=False)
+        _same(_frame(stored.filter(stored.as_of == at)), _frame(full), f"contact {p.as_of}")
+    src.close()
+    # The stored counts are what an unchanged customer's answer comes from: with their hour
+    # counts ten times over, the same customer is surer of their best hour; the other
+    # dimensions (shrunk apart) do not move.
+    counts = wh.table(timing.COUNTS)
+    who = counts.filter(counts.dim == "hour_band").customer_id.max().to_pyarrow().as_py()
+    before = _frame(wh.table("contact_times").filter(lambda t: t.as_of == at))
+    mine = (counts.customer_id == who) & (counts.dim == "hour_band")
+    wh.write(
+        timing.COUNTS,
+        wh.materialize(counts.mutate(n=ibis.ifelse(mine, counts.n * 10, counts.n))),
+    )
+    nobody = wh.from_arrow(pd.DataFrame({"customer_id": pd.Series([], dtype=str)}))
+    again = _frame(
+        timing.contact_times(wh, p.as_of, store=False, changed=nobody, since=p.as_of)
+    ).set_index("customer_id")
+    was = before.set_index("customer_id")
+    assert again.hour_band_confidence[who] > was.hour_band_confidence[who]
+    others = again.index != who
+    assert (again.best_weekday[others].fillna("") == was.best_weekday[others].fillna("")).all()
 
 
 def test_the_run_log_says_which_kind_ran_and_why(

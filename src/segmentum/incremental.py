@@ -627,7 +627,20 @@ def score_stored(
     """``customer_clv`` rows for every customer, scored with the stored fit (not stored)."""
     models = restore_models(state)
     churn = stored_churn(wh, features, models, state, settings.weeks)
-    scored = clv_score(
+    return scores(wh, features, models, as_of, settings, churn), models
+
+
+def scores(
+    wh: Warehouse,
+    features: ir.Table,
+    models: ClvModels,
+    as_of: _dt.date,
+    settings: Settings,
+    churn: ir.Table | None,
+) -> ir.Table:
+    """``customer_clv`` rows scored with ``models`` and the settings' horizon, discount and
+    minimum history: the same call for a fresh fit and a stored one."""
+    return clv_score(
         wh,
         features,
         models,
@@ -638,4 +651,3 @@ def score_stored(
         weeks=settings.weeks,
         churn=churn,
     )
-    return scored, models

@@ -29,7 +29,6 @@ from segmentum.ingest import IngestReport, ingest, returns
 from segmentum.ingest.core import data_currency, has_amounts, id_match, revenue_totals
 from segmentum.models.clv import NO_AMOUNTS, ClvModels, fit_for_run
 from segmentum.models.clv import record as record_clv_models
-from segmentum.models.clv import score as clv_score
 from segmentum.precompute import build_lookup, build_overview, publish_read_models
 from segmentum.progress import Progress, Silent
 from segmentum.satisfaction.compute import has_responses
@@ -184,17 +183,9 @@ def compute_clv(
         weeks=settings.weeks,
     )
     record_clv_models(wh, models, as_of, run_id)
-    scored = clv_score(
-        wh,
-        features,
-        models,
-        as_of,
-        horizon_months=settings.clv_horizon_months,
-        monthly_discount=settings.clv_monthly_discount,
-        min_weeks=settings.clv_min_weeks,
-        weeks=settings.weeks,
-        churn=churn,
-    ).mutate(run_id=ibis.literal(run_id))
+    scored = incremental.scores(wh, features, models, as_of, settings, churn).mutate(
+        run_id=ibis.literal(run_id)
+    )
     stored = wh.replace_where("customer_clv", scored, "as_of", as_of)
     return stored.filter(stored.as_of == ibis.literal(as_of, "date")), models
 
@@ -313,6 +304,7 @@ def run(
     def step(name: str, fn: Callable[[], Any]) -> Any:
         t0 = _dt.datetime.now(_dt.UTC)
         progress.step(name)
+        before = wh.temp_tables()
         try:
             out = fn()
         except Exception as exc:
@@ -333,6 +325,8 @@ def run(
             if engine is not None:
                 raise engine from exc
             raise
+        # What the step staged and does not hand on is freed now, not at the end of the run.
+        wh.release(before, out)
         summary.steps.append(
             {
                 "step": name,
@@ -383,8 +377,6 @@ def run(
             kind=plan.kind,
             customers_computed=plan.changed_count if plan.changed is not None else None,
         )
-        if plan.changed is not None:
-            wh.drop(plan.changed.get_name())
         summary.as_of = as_of_used
         fitted: dict[str, Any] | None = None
         if not has_amounts(wh):
@@ -425,7 +417,18 @@ def run(
         note = lifecycle_note(feats)
         if note:
             summary.warnings.append(note[0])
-        step("contact times", lambda: contact_times(wh, as_of_used))
+        step(
+            "contact times",
+            lambda: contact_times(
+                wh,
+                as_of_used,
+                changed=plan.changed,
+                since=plan.previous.as_of if plan.previous else None,
+            ),
+        )
+        summary.steps[-1].update(kind=plan.kind)
+        if plan.changed is not None:
+            wh.drop(plan.changed.get_name())
         seg_files = [Path(settings.segments_file)] if settings.segments_file else []
         if data is not None and (Path(data) / "segments.yaml").is_file():
             seg_files.append(Path(data) / "segments.yaml")

@@ -33,6 +33,34 @@ _DUCKDB_HAS = (
 )
 
 
+def _tables_read(obj: Any, seen: set[int] | None = None, depth: int = 0) -> set[str]:
+    """Names of the tables that the Ibis expressions inside ``obj`` read."""
+    import ibis.expr.operations as ops
+
+    seen = set() if seen is None else seen
+    if obj is None or isinstance(obj, str | bytes | int | float | bool) or depth > 6:
+        return set()
+    if id(obj) in seen:
+        return set()
+    seen.add(id(obj))
+    if isinstance(obj, ir.Expr):
+        return {op.name for op in obj.op().find(ops.DatabaseTable)}
+    if isinstance(obj, pd.DataFrame | pa.Table):
+        return set()
+    if isinstance(obj, Mapping):
+        items: Iterable[Any] = obj.values()
+    elif isinstance(obj, list | tuple | set | frozenset):
+        items = obj
+    elif hasattr(obj, "__dict__"):
+        items = vars(obj).values()
+    else:
+        return set()
+    names: set[str] = set()
+    for item in items:
+        names |= _tables_read(item, seen, depth + 1)
+    return names
+
+
 def spark_conf_from_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """Extra Spark settings for the local session from ``SEGMENTUM_SPARK_CONF``:
     ``key=value`` pairs separated by ``;`` (a value may hold spaces and ``=``), e.g.
@@ -283,6 +311,39 @@ class Warehouse:
 
     def drop(self, name: str) -> None:
         self.con.drop_table(name, force=True)
+
+    def temp_tables(self) -> set[str]:
+        """The temporary tables this connection holds (``materialize``, ``from_arrow``, staged
+        files): DuckDB keeps them in its buffer pool, Spark in the executors' block stores."""
+        if self.engine == "duckdb":
+            rows = self.con.con.execute(
+                "SELECT table_name FROM duckdb_tables() WHERE temporary "
+                "AND starts_with(table_name, '_seg_')"
+            ).fetchall()
+            return {r[0] for r in rows}
+        if self.engine == "pyspark":
+            return {
+                t.name
+                for t in self.con._session.catalog.listTables()
+                if t.isTemporary and t.name.startswith("_seg_")
+            }
+        return set()
+
+    def release(self, before: set[str], keep: Any = None) -> list[str]:
+        """Drop the temporary tables made since ``before`` (a :meth:`temp_tables` answer)
+        that no table expression inside ``keep`` reads; return their names.
+
+        A long run made hundreds of them and held them all to the end: at 10M lines they
+        filled DuckDB's memory limit by the last steps. ``keep`` is searched through tuples,
+        lists, dicts and objects' attributes, so a step's result keeps what it refers to.
+        """
+        made = self.temp_tables() - before
+        if not made:
+            return []
+        dropped = sorted(made - _tables_read(keep))
+        for name in dropped:
+            self.drop(name)
+        return dropped
 
     @staticmethod
     def temp_name(prefix: str) -> str:

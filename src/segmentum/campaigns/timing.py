@@ -46,6 +46,8 @@ def _weekday(ts: ir.TimestampValue) -> ir.StringValue:
 
 
 DIMENSIONS = ("hour_band", "weekday", "device", "channel")
+#: Every customer's signals counted per dimension and value, for the next day's run.
+COUNTS = "contact_counts"
 
 
 def _segments(wh: Warehouse, as_of: _dt.date) -> ir.Table:
@@ -66,8 +68,8 @@ def _segments(wh: Warehouse, as_of: _dt.date) -> ir.Table:
     return j.select("customer_id", _seg=j.rfm_segment.fill_null("(none)"))
 
 
-def _counts(signals: ir.Table, segments: ir.Table) -> ir.Table:
-    """One row per customer, dimension and value: customer_id, _seg, dim, value, n."""
+def _counts(signals: ir.Table) -> ir.Table:
+    """One row per customer, dimension and value: customer_id, dim, value, n."""
     # One grouping of the signals first (the lines of an order share their hour, day and
     # device), then each dimension from that small table instead of from every line.
     fine = signals.group_by(["customer_id", *DIMENSIONS]).aggregate(
@@ -78,8 +80,19 @@ def _counts(signals: ir.Table, segments: ir.Table) -> ir.Table:
         s = fine.filter(fine[col].notnull())
         g = s.group_by(["customer_id", col]).aggregate(n=s.n.sum())
         parts.append(g.select("customer_id", dim=ibis.literal(col), value=g[col], n=g.n))
-    counts = ibis.union(*parts)
-    return counts.join(segments, "customer_id").select("customer_id", "_seg", "dim", "value", "n")
+    return ibis.union(*parts)
+
+
+def _stored_counts(wh: Warehouse, at: _dt.date) -> ir.Table | None:
+    """The signal counts the last run stored, when they were counted for ``at``."""
+    if not wh.has(COUNTS):
+        return None
+    stored = wh.table(COUNTS)
+    if set(stored.columns) != {"customer_id", "dim", "value", "n", "as_of"}:
+        return None
+    dates = stored.aggregate(lo=stored.as_of.min(), hi=stored.as_of.max()).to_pyarrow()
+    lo, hi = dates.column("lo")[0].as_py(), dates.column("hi")[0].as_py()
+    return stored if lo == hi == at else None
 
 
 def _shrunk_best(counts: ir.Table, segments: ir.Table, k: float) -> ir.Table:
@@ -114,14 +127,37 @@ def _shrunk_best(counts: ir.Table, segments: ir.Table, k: float) -> ir.Table:
 
 
 def contact_times(
-    wh: Warehouse, as_of: _dt.date | None = None, k: float = 5.0, store: bool = True
+    wh: Warehouse,
+    as_of: _dt.date | None = None,
+    k: float = 5.0,
+    store: bool = True,
+    *,
+    changed: ir.Table | None = None,
+    since: _dt.date | None = None,
 ) -> ir.Table:
-    """Best hour band, weekday, device and channel for every customer with any signal."""
+    """Best hour band, weekday, device and channel for every customer with any signal.
+
+    On an incremental day (``changed``: the ids of the customers with lines, events or
+    results dated on or after ``since``, the last run's date), only their signals are
+    counted again; everybody else's counts are the ones stored for ``since`` (their lines
+    before the cut did not change, the run's plan checked it). The shrinkage toward the
+    segments is computed over everybody, as in a full run, so the answer is the same.
+    """
     as_of = as_of or latest_as_of(wh)
     # The two inputs every dimension reads, computed once: the customers' segments and the
     # signals counted per customer, dimension and value (one pass over the lines and events).
     segments = wh.materialize(_segments(wh, as_of), "ct_segments")
-    counts = wh.materialize(_counts(_signals(wh, as_of), segments), "ct_counts")
+    stored = _stored_counts(wh, since) if changed is not None and since is not None else None
+    if stored is not None and changed is not None:
+        ids = changed.select("customer_id")
+        fresh = _counts(_signals(wh, as_of, only=ids))
+        kept = stored.anti_join(ids, "customer_id").select("customer_id", "dim", "value", "n")
+        raw = wh.materialize(kept.union(fresh.cast(kept.schema())), "ct_raw")
+    else:
+        raw = wh.materialize(_counts(_signals(wh, as_of)), "ct_raw")
+    if store:  # what the next day's run starts from
+        wh.write(COUNTS, raw.mutate(as_of=ibis.literal(as_of, "date")))
+    counts = raw.join(segments, "customer_id").select("customer_id", "_seg", "dim", "value", "n")
     best = _shrunk_best(counts, segments, k)
     pivot = best.group_by("customer_id").aggregate(
         **{
@@ -140,11 +176,14 @@ def contact_times(
     return wh.replace_where("contact_times", out, "as_of", as_of)
 
 
-def _signals(wh: Warehouse, as_of: _dt.date) -> ir.Table:
-    """Purchases and message opens / clicks: customer, hour band, weekday, device, channel."""
+def _signals(wh: Warehouse, as_of: _dt.date, only: ir.Table | None = None) -> ir.Table:
+    """Purchases and message opens / clicks: customer, hour band, weekday, device, channel
+    (of the customers in ``only`` when given)."""
     cutoff = ibis.literal(_dt.datetime(as_of.year, as_of.month, as_of.day), "timestamp")
     tx = wh.table("transactions")
     tx = tx.filter(tx.customer_id.notnull() & (tx.timestamp < cutoff))
+    if only is not None:
+        tx = tx.semi_join(only, "customer_id")
     # Purchases as the features' preferences count them: a cancelled order is not one.
     tx = mark_purchases(tx, cancelled_invoices(links(wh)))
     tx = tx.filter(tx.is_purchase)
@@ -162,6 +201,8 @@ def _signals(wh: Warehouse, as_of: _dt.date) -> ir.Table:
             & ev.event_type.isin(list(MESSAGE_EVENTS))
             & (ev.timestamp < cutoff)
         )
+        if only is not None:
+            ev = ev.semi_join(only, "customer_id")
         chan = ibis.cases(
             *((ev.event_type == e, c) for e, c in MESSAGE_EVENTS.items()),
             else_=ibis.null("string"),

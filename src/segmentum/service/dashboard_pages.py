@@ -92,6 +92,16 @@ def mount(
 ) -> None:
     wh_lock = svc.locked
 
+    def _exporter(request: Request) -> Page | Response:
+        """The page of a session allowed to download an ad audience (hashed emails and
+        phones), a sign-in redirect, or a 403 saying which scope is missing."""
+        page = page_or_login(request)
+        if isinstance(page, Page) and not _can_export(page):
+            return PlainTextResponse(
+                page._("An ad audience needs a key with the write scope."), 403
+            )
+        return page
+
     # ------------------------------------------------------------------ overview
     @app.get("/dashboard", include_in_schema=False)
     def overview(request: Request) -> Response:
@@ -420,16 +430,12 @@ def mount(
     def ad_audience(request: Request, name: str, format: str = "google") -> Response:
         """The saved segment as a customer-match CSV, as ``GET /v1/segments/{name}/ad-audience``
         answers it (report in ``X-Segmentum-Report``), for a session allowed to write."""
-        page = page_or_login(request)
+        page = _exporter(request)
         if not isinstance(page, Page):
             return page
         from segmentum.campaigns.adaudiences import FORMATS, build
         from segmentum.service.audiences import csv_answer, record_download
 
-        if not _can_export(page):
-            return PlainTextResponse(
-                page._("An ad audience needs a key with the write scope."), 403
-            )
         if format not in FORMATS:
             return PlainTextResponse(page._("Choose Google Ads, Meta or TikTok."), 422)
 
@@ -461,16 +467,12 @@ def mount(
         without buying) or a look-alike seed (``kind`` seed: the ``top`` customers by CLV), as
         ``GET /v1/audiences/retargeting`` and ``/seed`` answer them, for a session allowed to
         write."""
-        page = page_or_login(request)
+        page = _exporter(request)
         if not isinstance(page, Page):
             return page
         from segmentum.campaigns.adaudiences import FORMATS, export_retargeting, export_seed
         from segmentum.service.audiences import csv_answer, record_download
 
-        if not _can_export(page):
-            return PlainTextResponse(
-                page._("An ad audience needs a key with the write scope."), 403
-            )
         if (
             kind not in ("retargeting", "seed")
             or platform not in FORMATS
