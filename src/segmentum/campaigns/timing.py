@@ -157,7 +157,10 @@ def contact_times(
         raw = wh.materialize(_counts(_signals(wh, as_of)), "ct_raw")
     if store:  # what the next day's run starts from
         wh.write(COUNTS, raw.mutate(as_of=ibis.literal(as_of, "date")))
-    counts = raw.join(segments, "customer_id").select("customer_id", "_seg", "dim", "value", "n")
+    counts = wh.materialize(
+        raw.join(segments, "customer_id").select("customer_id", "_seg", "dim", "value", "n"),
+        "ct_counts",
+    )
     best = _shrunk_best(counts, segments, k)
     pivot = best.group_by("customer_id").aggregate(
         **{
