@@ -404,3 +404,12 @@ def test_micro_segments_json_in_a_real_40_column_terminal(
     assert out.returncode == 0, out.stderr
     tree = json.loads(out.stdout)
     assert tree["dimensions"] and all("\n" not in str(v) for v in tree.values())
+
+
+def test_amounts_have_their_currency_when_known_and_no_negative_zero() -> None:
+    from segmentum import cli
+
+    assert cli._amount(1234.5, "EUR") == "1,234.50 EUR"
+    assert cli._amount(1234.5, "") == "1,234.50"  # no currency in the data: no dangling space
+    assert cli._amount(-0.001, "") == "0.00"  # returns that cancel the purchases exactly
+    assert cli._money(-12.5) == "-12.50"

@@ -99,7 +99,13 @@ def _as_of(value: str | None) -> _dt.date | None:
 
 
 def _money(x: float | None) -> str:
-    return f"{(x or 0):,.2f}"
+    text = f"{(x or 0):,.2f}"
+    return "0.00" if text == "-0.00" else text  # a sum that rounds to zero has no sign
+
+
+def _amount(x: float | None, currency: str) -> str:
+    """An amount with its currency when the data has one (no dangling space when not)."""
+    return f"{_money(x)} {currency}" if currency else _money(x)
 
 
 def _pct(x: float | None) -> str:
@@ -334,15 +340,15 @@ def print_summary(s: pipeline.RunSummary, currency: str) -> None:
     currency = s.currency if s.currency or currency.lower() == "auto" else currency
     console.print(
         f"\n[bold]segmentum[/bold] run {s.run_id} as of {s.as_of}: "
-        f"{s.customers:,} customers, revenue {_money(s.revenue)} {currency}"
+        f"{s.customers:,} customers, revenue {_amount(s.revenue, currency)}"
         f" (+ {_money(s.anonymous_revenue)} from anonymous sales"
-        f" = {_money(s.revenue + s.anonymous_revenue)} {currency} in the stored lines)"
+        f" = {_amount(s.revenue + s.anonymous_revenue, currency)} in the stored lines)"
     )
     rc = s.revenue_check
     if rc.get("customers_net_nonpositive"):
         console.print(
             f"{rc['customers_net_nonpositive']:,} customers' lines net to zero or less "
-            f"({_money(rc['net_nonpositive_amount'])} {currency}): they returned as much as "
+            f"({_amount(rc['net_nonpositive_amount'], currency)}): they returned as much as "
             "they bought, or more"
         )
     if s.id_match:
@@ -714,7 +720,7 @@ def print_preview(p: Any, currency: str) -> None:
     t.add_column(style="bold")
     t.add_column(justify="right")
     t.add_row("customers", f"{p.size:,} of {p.customers:,} ({_pct(p.share)})")
-    t.add_row("revenue", f"{_money(p.revenue)} {currency} ({_pct(p.revenue_share)})")
+    t.add_row("revenue", f"{_amount(p.revenue, currency)} ({_pct(p.revenue_share)})")
     if p.reach:
         t.add_row("identified (email or phone)", f"{p.reach.identified:,}")
         t.add_row("anonymous (no contact data)", f"{p.reach.anonymous:,}")
