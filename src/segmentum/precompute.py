@@ -188,7 +188,10 @@ def _histogram(t: Any, column: str, bins: int = 20, log: bool = False) -> dict[s
     if lo is None or hi is None or hi <= lo:
         return {"edges": [], "counts": []}
     width = (hi - lo) / bins
-    b = ibis.least(((v - lo) / width).floor().cast("int64"), bins - 1)
+    # Clamped at both ends: on Spark the values are computed again for this query, and a sum
+    # added up in another order can land a hair below the minimum read above (a -1 bin once
+    # overwrote the last bin's count).
+    b = ibis.greatest(ibis.least(((v - lo) / width).floor().cast("int64"), bins - 1), 0)
     g = f.group_by(bin=b).aggregate(n=f.count())
     counts = [0] * bins
     for r in g.to_pyarrow().to_pylist():
