@@ -40,8 +40,9 @@ print("SECONDS=%f" % (time.perf_counter() - t0))
 
 
 # Said with every run: the machine is shared, so ratios within one run are what to read.
-SHARED = """The machine was shared with other jobs while this ran (2 cores, load average above 10
-at times): times are inflated and noisy, the ratios of one run are what to compare.
+SHARED = """Measured on a quiet machine (nothing else ran; load average about 1). Earlier figures
+(4.19x Parquet and 4.39x CSV, 2026-12-01) were taken under load (10 and more on 2 cores), which
+slowed the raw copy more than segmentum's ingest: the ratios here are the ones to compare.
 
 What changed for issue #18 (profiled with DuckDB's JSON profiler and per-step CPU time; CPU
 seconds on 1.38M Parquet lines unless said):
@@ -60,12 +61,21 @@ seconds on 1.38M Parquet lines unless said):
 - Return links on a first load: purchases are read only for customers with a return line,
   and the relinked-customers table is not built (12M lines: same 337,835 links).
 - Before these changes (2026-11-24, a quiet machine): 6.48x for Parquet (10.07M lines) and
-  7.71x for CSV (1.15M lines). The 3x target is not reached yet. Where the 12M-line load
-  spends its CPU now: parse into the staged copy 31 s, insert 38 s, return links 28 s,
-  repeats 6 s, counts and checks 4 s.
-- Still to do: at 12M lines the parsed file (about 2 GB before compression) no longer fits
-  in the 1 GB memory_limit and spills; the row with memory_limit 8GB shows the cost. A
-  two-pass load (check, then insert straight from the file) would not need the copy."""
+  7.71x for CSV (1.15M lines). **The 3x target is not reached yet.**
+- Where the time goes now (1.38M Parquet lines, quiet machine, wall seconds; the raw copy
+  takes 1.67): parse and check into the staged copy 1.79, repeats 0.43, insert into the lines
+  table 2.00, return links 0.88, reading and counting 0.44. The insert is the INSERT operator
+  itself (DuckDB's profiler: the scan and the join feeding it take under 0.1 s): the lines
+  table has 20 columns against the file's 13 (amount, line type, currency, batch, source row
+  and the optional columns), so writing it costs more than the whole raw copy. What is left to
+  cut is the parse into the staged copy and the return links; a two-pass load (check, then
+  insert straight from the file) would save the staged copy's write and read but parse twice.
+- At 12M lines the parsed file (about 2 GB before compression) no longer fits in the 1 GB
+  memory_limit and spills: the ratio is worse there (4.9x) than at 1.38M lines (3.7x on the
+  same quiet machine). With memory_limit 8GB the 12M-line load took 32.7 s against 42.8 s,
+  but in the run just before 54.9 s against 46.8 s: the machine's noise is as large as the
+  effect, and the 8 GB peak breaks the memory target. Measure the 12M-line rows more than
+  once before reading a trend into them."""
 
 
 def fresh(name: str) -> str:

@@ -91,10 +91,16 @@ def ensure_demo(customers: int) -> dict[str, Path]:
     marker = out / "files.json"
     if marker.exists():
         return {k: Path(v) for k, v in json.loads(marker.read_text()).items()}
-    from segmentum import demo
-
+    # Generated in a process of its own: a child started from this one inherits its peak
+    # memory as a starting point, so every later measurement would report the generator's.
     t0 = time.perf_counter()
-    files = demo.generate(out, customers=customers, fmt="parquet", chunk=100_000)
+    code = (
+        "import json, sys; from segmentum import demo; "
+        f"files = demo.generate({str(out)!r}, customers={customers}, fmt='parquet', "
+        "chunk=100_000); print(json.dumps({k: str(v) for k, v in files.items()}))"
+    )
+    done = subprocess.run([str(PY), "-c", code], check=True, capture_output=True, text=True)
+    files = {k: Path(v) for k, v in json.loads(done.stdout.strip().splitlines()[-1]).items()}
     print(f"  generated demo data for {customers:,} customers in {time.perf_counter() - t0:.1f} s")
     marker.write_text(json.dumps({k: str(v) for k, v in files.items()}))
     return files
