@@ -90,6 +90,15 @@ def test_demo_and_run_print_a_summary(tmp_path: Path) -> None:
         and "RFM segments" in out.stdout
         and "Value tiers" in out.stdout
     )
+    # The same summary in Spanish: headings, labels and numbers (12,3 %, 1.234,56).
+    es = run("run", "--data", "demo", "--lang", "es", cwd=tmp_path)
+    assert es.returncode == 0, es.stderr
+    text = " ".join(es.stdout.split())  # rich wraps long lines at the terminal's width
+    for words in ("clientes, ingresos", "Segmentos RFM", "Niveles de valor", "% clientes"):
+        assert words in text, words
+    for words in ("customers, revenue", "RFM segments", "Value tiers", "% customers", "warning:"):
+        assert words not in text, words
+    assert re.search(r"\b\d{1,3},\d %", text) and re.search(r"\d\.\d{3},\d{2}\b", text), text
     # `run --json`, `clv validate --json` and `churn evaluate --json` are checked, content
     # included, in test_every_json_output_is_valid_json_on_a_narrow_terminal.
 

@@ -20,6 +20,7 @@ SAME_IN_SPANISH = {
     "Error",
     "incremental",
     "no",
+    "total",
     "webhook",
 }
 

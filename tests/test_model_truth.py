@@ -123,6 +123,27 @@ def test_cluster_names_cite_only_traits_a_real_part_of_the_cluster_shares() -> N
     assert one.name_es == "Canal web"
 
 
+def test_a_cluster_is_never_named_after_a_missing_value() -> None:
+    """Most of cluster 1 has no device on record (apps that do not send one): the missing
+    value is still tested as a category, but "device (missing)" names nothing a marketer can
+    use; the device the rest of the cluster does have may name it."""
+    from segmentum.segments.profile import profile_segments
+
+    rng = np.random.default_rng(1)
+    n = 1000
+    seg = np.repeat(["0", "1"], n)
+    device = np.r_[
+        np.where(np.arange(n) < 500, "desktop", "mobile"),
+        np.where(np.arange(n) < 700, None, "tablet"),
+    ]
+    df = pd.DataFrame({"seg": seg, "preferred_device": device, "monetary": rng.gamma(2, 50, 2 * n)})
+    profiles = profile_segments(df, "seg", ["monetary"], ["preferred_device"])
+    one = next(p for p in profiles.segments if p.segment == "1")
+    test = next(t for t in one.tests if t.feature == "preferred_device")
+    assert test.q_value < 0.05 and test.segment_value == "tablet"
+    assert "missing" not in one.name_en.lower() and "missing" not in one.name_es.lower()
+
+
 def simulated_lines(
     n: int, r: float, alpha: float, a: float, b: float, weeks: int, seed: int
 ) -> pd.DataFrame:

@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from segmentum import demo, pipeline
+from segmentum import demo, i18n, pipeline
 from segmentum.config import SETTINGS, load_settings
 from segmentum.errors import ExitCode, InputError, PartialFailure, SegmentumError
 from segmentum.ingest import IngestReport, ingest
@@ -98,144 +98,178 @@ def _as_of(value: str | None) -> _dt.date | None:
         raise InputError(f"--as-of {value!r} is not a date", "write it as YYYY-MM-DD") from exc
 
 
-def _money(x: float | None) -> str:
-    text = f"{(x or 0):,.2f}"
-    return "0.00" if text == "-0.00" else text  # a sum that rounds to zero has no sign
+def _money(x: float | None, lang: str = "en") -> str:
+    # A sum that rounds to zero has no sign.
+    v = 0.0 if round(x or 0, 2) == 0 else float(x or 0)
+    return f"{v:,.2f}" if lang == "en" else i18n.number(v, lang, 2)
 
 
-def _amount(x: float | None, currency: str) -> str:
+def _amount(x: float | None, currency: str, lang: str = "en") -> str:
     """An amount with its currency when the data has one (no dangling space when not)."""
-    return f"{_money(x)} {currency}" if currency else _money(x)
+    return f"{_money(x, lang)} {currency}" if currency else _money(x, lang)
 
 
-def _pct(x: float | None) -> str:
-    return f"{100 * (x or 0):.1f}%"
+def _pct(x: float | None, lang: str = "en") -> str:
+    return f"{100 * (x or 0):.1f}%" if lang == "en" else i18n.percent(x or 0, lang)
+
+
+def _count(n: int | float, lang: str = "en") -> str:
+    return f"{int(n):,}" if lang == "en" else i18n.number(n, lang, 0)
 
 
 # More files than this (a folder of daily exports) are summarised one line per file.
 _MANY_FILES = 5
 
 
-def print_ingest_files(reports: list[IngestReport]) -> None:
+def print_ingest_files(reports: list[IngestReport], lang: str = "en") -> None:
     """Many files: the column mapping once, one line per file, totals and reasons summed."""
+    _ = i18n.translations(lang).ugettext
     loaded = [r for r in reports if not r.skipped]
     if loaded and loaded[0].mapping:
-        m = Table(title=f"{loaded[0].table}: column mapping", title_justify="left")
-        m.add_column("column in file")
-        m.add_column("canonical column")
-        for canon, src in loaded[0].mapping.items():
-            m.add_row(src, canon)
-        for src in loaded[0].ignored_columns:
-            m.add_row(src, "[dim](ignored)[/dim]")
-        console.print(m)
+        _print_mapping(_("%(table)s: column mapping") % {"table": loaded[0].table}, loaded[0], lang)
     # Files are named from their common folder so the table fits a terminal.
     folder = os.path.commonpath([os.path.dirname(os.path.abspath(r.file)) for r in reports])
-    t = Table(title=f"{len(reports):,} files in {folder}: ingest summary", title_justify="left")
-    for c in ("file", "rows read", "accepted", "quarantined", "batch"):
-        t.add_column(c, justify="left" if c in ("file", "batch") else "right")
+    t = Table(
+        title=_("%(n)s files in %(folder)s: ingest summary")
+        % {"n": _count(len(reports), lang), "folder": folder},
+        title_justify="left",
+    )
+    for c in (_("file"), _("rows read"), _("accepted"), _("quarantined"), _("batch")):
+        t.add_column(c, justify="left" if c in (_("file"), _("batch")) else "right")
     for r in reports:
         where = os.path.relpath(os.path.abspath(r.file), folder)
         where += f" [{r.sheet}]" if r.sheet else ""
         if r.skipped:
-            t.add_row(where, "", "", "", "[yellow]already loaded, skipped[/yellow]")
+            t.add_row(where, "", "", "", "[yellow]" + _("already loaded, skipped") + "[/yellow]")
             continue
-        t.add_row(where, f"{r.rows_read:,}", f"{r.accepted:,}", f"{r.quarantined:,}", r.batch_id)
+        t.add_row(
+            where,
+            _count(r.rows_read, lang),
+            _count(r.accepted, lang),
+            _count(r.quarantined, lang),
+            r.batch_id,
+        )
     total = {
         k: sum(getattr(r, k) for r in loaded) for k in ("rows_read", "accepted", "quarantined")
     }
     t.add_row(
-        "[bold]total[/bold]",
-        f"{total['rows_read']:,}",
-        f"{total['accepted']:,}",
-        f"{total['quarantined']:,}",
-        "[green]read = accepted + quarantined[/green]"
-        if all(r.balanced for r in loaded)
-        else "[red]counts do not add up[/red]",
+        "[bold]" + _("total") + "[/bold]",
+        _count(total["rows_read"], lang),
+        _count(total["accepted"], lang),
+        _count(total["quarantined"], lang),
+        _balanced(all(r.balanced for r in loaded), lang),
     )
     console.print(t)
     for w in dict.fromkeys(w for r in loaded for w in r.warnings):
-        console.print(f"  [yellow]warning:[/yellow] {w}")
+        console.print("  [yellow]" + _("warning:") + f"[/yellow] {w}")
     reasons: dict[str, int] = {}
     for r in loaded:
         for reason, n in r.reasons.items():
             reasons[reason] = reasons.get(reason, 0) + n
-    if reasons:
-        q = Table(
-            title="why rows were quarantined (see: segmentum quarantine)", title_justify="left"
-        )
-        q.add_column("reason")
-        q.add_column("rows", justify="right")
-        for reason, n in sorted(reasons.items(), key=lambda kv: -kv[1]):
-            q.add_row(reason, f"{n:,}")
-        console.print(q)
+    _print_reasons(sorted(reasons.items(), key=lambda kv: -kv[1]), lang)
 
 
-def print_ingest_report(r: IngestReport) -> None:
+def _print_mapping(title: str, r: IngestReport, lang: str) -> None:
+    _ = i18n.translations(lang).ugettext
+    m = Table(title=title, title_justify="left")
+    m.add_column(_("column in file"))
+    m.add_column(_("canonical column"))
+    for canon, src in r.mapping.items():
+        m.add_row(src, canon)
+    for src in r.ignored_columns:
+        m.add_row(src, "[dim]" + _("(ignored)") + "[/dim]")
+    console.print(m)
+
+
+def _balanced(ok: bool, lang: str) -> str:
+    _ = i18n.translations(lang).ugettext
+    if ok:
+        return "[green]" + _("read = accepted + quarantined") + "[/green]"
+    return "[red]" + _("counts do not add up") + "[/red]"
+
+
+def _print_reasons(reasons: list[tuple[str, int]], lang: str) -> None:
+    """Why rows were quarantined, most frequent first (the reasons are the checks' own words)."""
+    if not reasons:
+        return
+    _ = i18n.translations(lang).ugettext
+    q = Table(
+        title=_("why rows were quarantined (see: segmentum quarantine)"), title_justify="left"
+    )
+    q.add_column(_("reason"))
+    q.add_column(_("rows"), justify="right")
+    for reason, n in reasons:
+        q.add_row(reason, _count(n, lang))
+    console.print(q)
+
+
+def print_ingest_report(r: IngestReport, lang: str = "en") -> None:
+    _ = i18n.translations(lang).ugettext
     where = r.file + (f" [{r.sheet}]" if r.sheet else "")
     if r.skipped:
         console.print(f"[yellow]{where}[/yellow]: {'; '.join(r.warnings)}")
         return
     if r.mapping:
-        m = Table(title=f"{where} → {r.table}: column mapping", title_justify="left")
-        m.add_column("column in file")
-        m.add_column("canonical column")
-        for canon, src in r.mapping.items():
-            m.add_row(src, canon)
-        for src in r.ignored_columns:
-            m.add_row(src, "[dim](ignored)[/dim]")
-        console.print(m)
-    t = Table(title=f"{where}: ingest summary", title_justify="left", show_header=False)
+        _print_mapping(
+            _("%(file)s → %(table)s: column mapping") % {"file": where, "table": r.table}, r, lang
+        )
+    t = Table(
+        title=_("%(file)s: ingest summary") % {"file": where},
+        title_justify="left",
+        show_header=False,
+    )
     t.add_column(style="bold")
     t.add_column(justify="right")
-    t.add_row("rows read", f"{r.rows_read:,}")
-    t.add_row("accepted", f"{r.accepted:,}")
-    t.add_row("quarantined", f"{r.quarantined:,}")
+    t.add_row(_("rows read"), _count(r.rows_read, lang))
+    t.add_row(_("accepted"), _count(r.accepted, lang))
+    t.add_row(_("quarantined"), _count(r.quarantined, lang))
     if r.table in ("transactions", "events"):
-        t.add_row("  anonymous (no customer id)", f"{r.anonymous:,}")
+        t.add_row("  " + _("anonymous (no customer id)"), _count(r.anonymous, lang))
     if r.updated:
-        t.add_row("  replaced an earlier row", f"{r.updated:,}")
-    t.add_row("exact duplicates", f"{r.duplicates:,}")
+        t.add_row("  " + _("replaced an earlier row"), _count(r.updated, lang))
+    t.add_row(_("exact duplicates"), _count(r.duplicates, lang))
     if r.already_loaded:
-        t.add_row("already in the warehouse", f"{r.already_loaded:,}")
+        t.add_row(_("already in the warehouse"), _count(r.already_loaded, lang))
     if r.return_lines:
         t.add_row(
-            "return lines linked to their purchase",
-            f"{r.returns_linked:,} of {r.return_lines:,} "
-            f"({_pct(r.returns_linked / r.return_lines)})",
+            _("return lines linked to their purchase"),
+            _("%(linked)s of %(lines)s (%(share)s)")
+            % {
+                "linked": _count(r.returns_linked, lang),
+                "lines": _count(r.return_lines, lang),
+                "share": _pct(r.returns_linked / r.return_lines, lang),
+            },
         )
-    t.add_row(
-        "check",
-        "[green]read = accepted + quarantined[/green]"
-        if r.balanced
-        else "[red]counts do not add up[/red]",
-    )
-    t.add_row("batch", r.batch_id or "")
+    t.add_row(_("check"), _balanced(r.balanced, lang))
+    t.add_row(_("batch"), r.batch_id or "")
     console.print(t)
     for k, v in r.conventions.items():
         console.print(f"  [dim]{k}: {v}[/dim]")
     for w in r.warnings:
-        console.print(f"  [yellow]warning:[/yellow] {w}")
-    if r.reasons:
-        q = Table(
-            title="why rows were quarantined (see: segmentum quarantine)", title_justify="left"
-        )
-        q.add_column("reason")
-        q.add_column("rows", justify="right")
-        for reason, n in r.reasons.items():
-            q.add_row(reason, f"{n:,}")
-        console.print(q)
+        console.print("  [yellow]" + _("warning:") + f"[/yellow] {w}")
+    _print_reasons(list(r.reasons.items()), lang)
 
 
-def print_id_match(m: dict[str, Any]) -> None:
+def print_id_match(m: dict[str, Any], lang: str = "en") -> None:
     """Buyers without a customer record and customers without a purchase, in one line."""
+    _ = i18n.translations(lang).ugettext
     if not m.get("customers"):
-        console.print(f"[dim]{m['buyers']:,} buyers; no customer records loaded[/dim]")
+        text = _("%(buyers)s buyers; no customer records loaded") % {
+            "buyers": _count(m["buyers"], lang)
+        }
+        console.print(f"[dim]{text}[/dim]")
         return
-    console.print(
-        f"[dim]customers: {m['matched']:,} of {m['buyers']:,} buyers have a customer record "
-        f"({m['buyers_without_record']:,} without); {m['customers_without_purchase']:,} of "
-        f"{m['customers']:,} customers have no purchase[/dim]"
-    )
+    text = _(
+        "customers: %(matched)s of %(buyers)s buyers have a customer record (%(without)s "
+        "without); %(idle)s of %(customers)s customers have no purchase"
+    ) % {
+        "matched": _count(m["matched"], lang),
+        "buyers": _count(m["buyers"], lang),
+        "without": _count(m["buyers_without_record"], lang),
+        "idle": _count(m["customers_without_purchase"], lang),
+        "customers": _count(m["customers"], lang),
+    }
+    console.print(f"[dim]{text}[/dim]")
 
 
 @app.command("ingest")
@@ -261,8 +295,11 @@ def ingest_cmd(
     ] = False,
     warehouse: WarehouseOpt = None,
     as_json: JsonOpt = False,
+    lang: Annotated[str, typer.Option(help="Language of the report: es or en.")] = "en",
 ) -> None:
     """Load files into a table; rejected rows go to quarantine with their reasons."""
+    if lang not in i18n.LANGUAGES:
+        raise InputError(f"--lang {lang!r} is not known", "use es or en")
     settings = load_settings()
     reports = ingest(
         table,
@@ -282,12 +319,12 @@ def ingest_cmd(
         print_json(json.dumps([r.to_dict() for r in reports], default=str))
         return
     if len(reports) > _MANY_FILES:
-        print_ingest_files(reports)
+        print_ingest_files(reports, lang)
     else:
         for r in reports:
-            print_ingest_report(r)
+            print_ingest_report(r, lang)
     if reports and reports[-1].id_match:
-        print_id_match(reports[-1].id_match)
+        print_id_match(reports[-1].id_match, lang)
 
 
 @app.command("demo-data")
@@ -320,56 +357,81 @@ def demo_data_cmd(
     console.print(t)
 
 
-def _print_shares(title: str, rows: list[dict[str, Any]], key: str) -> None:
+def _print_shares(title: str, rows: list[dict[str, Any]], key: str, lang: str = "en") -> None:
+    _ = i18n.translations(lang).ugettext
     t = Table(title=title, title_justify="left")
-    for c in ("", "customers", "% customers", "revenue", "% revenue"):
+    for c in ("", _("customers"), _("% customers"), _("revenue"), _("% revenue")):
         t.add_column(c, justify="left" if not c else "right")
     for r in rows:
         t.add_row(
-            str(r[key]),
-            f"{r['customers']:,}",
-            _pct(r["customer_share"]),
-            _money(r["revenue"]),
-            _pct(r["revenue_share"]),
+            str(r[key]) if lang == "en" else i18n.label(lang, key, r[key]),
+            _count(r["customers"], lang),
+            _pct(r["customer_share"], lang),
+            _money(r["revenue"], lang),
+            _pct(r["revenue_share"], lang),
         )
     console.print(t)
 
 
-def print_summary(s: pipeline.RunSummary, currency: str) -> None:
+def print_summary(s: pipeline.RunSummary, currency: str, lang: str = "en") -> None:
+    _ = i18n.translations(lang).ugettext
     # The amounts' own currency (from ingest) wins over a label the caller passes in.
     currency = s.currency if s.currency or currency.lower() == "auto" else currency
-    console.print(
-        f"\n[bold]segmentum[/bold] run {s.run_id} as of {s.as_of}: "
-        f"{s.customers:,} customers, revenue {_amount(s.revenue, currency)}"
-        f" (+ {_money(s.anonymous_revenue)} from anonymous sales"
-        f" = {_amount(s.revenue + s.anonymous_revenue, currency)} in the stored lines)"
-    )
+    head = _(
+        "run %(run)s as of %(as_of)s: %(customers)s customers, revenue %(revenue)s "
+        "(+ %(anonymous)s from anonymous sales = %(total)s in the stored lines)"
+    ) % {
+        "run": s.run_id,
+        "as_of": s.as_of if lang == "en" else i18n.date(s.as_of, lang),
+        "customers": _count(s.customers, lang),
+        "revenue": _amount(s.revenue, currency, lang),
+        "anonymous": _money(s.anonymous_revenue, lang),
+        "total": _amount(s.revenue + s.anonymous_revenue, currency, lang),
+    }
+    console.print(f"\n[bold]segmentum[/bold] {head}")
     rc = s.revenue_check
     if rc.get("customers_net_nonpositive"):
         console.print(
-            f"{rc['customers_net_nonpositive']:,} customers' lines net to zero or less "
-            f"({_amount(rc['net_nonpositive_amount'], currency)}): they returned as much as "
-            "they bought, or more"
+            _(
+                "%(n)s customers' lines net to zero or less (%(amount)s): they returned as "
+                "much as they bought, or more"
+            )
+            % {
+                "n": _count(rc["customers_net_nonpositive"], lang),
+                "amount": _amount(rc["net_nonpositive_amount"], currency, lang),
+            }
         )
     if s.id_match:
-        print_id_match(s.id_match)
+        print_id_match(s.id_match, lang)
     if s.returns.get("return_lines"):
         rt = s.returns
         console.print(
-            f"returns: {rt['linked']:,} of {rt['return_lines']:,} return lines linked to the "
-            f"purchase they undo ({_pct(rt['linked_share'])}); "
-            f"{rt['cancelled_orders']:,} orders cancelled in full are not counted as purchases"
+            _(
+                "returns: %(linked)s of %(lines)s return lines linked to the purchase they "
+                "undo (%(share)s); %(cancelled)s orders cancelled in full are not counted as "
+                "purchases"
+            )
+            % {
+                "linked": _count(rt["linked"], lang),
+                "lines": _count(rt["return_lines"], lang),
+                "share": _pct(rt["linked_share"], lang),
+                "cancelled": _count(rt["cancelled_orders"], lang),
+            }
         )
-    _print_shares("RFM segments", s.rfm_segments, "rfm_segment")
-    _print_shares("Value tiers (Pareto 80/15/5)", s.value_tiers, "value_tier")
+    _print_shares(_("RFM segments"), s.rfm_segments, "rfm_segment", lang)
+    _print_shares(_("Value tiers (Pareto 80/15/5)"), s.value_tiers, "value_tier", lang)
     _print_shares(
-        "Lifecycle stages (against each customer's own rhythm)", s.lifecycle, "lifecycle_stage"
+        _("Lifecycle stages (against each customer's own rhythm)"),
+        s.lifecycle,
+        "lifecycle_stage",
+        lang,
     )
     if s.value_potential:
         _print_shares(
-            "Value x potential (past spend x predicted 12-month value)",
+            _("Value x potential (past spend x predicted 12-month value)"),
             s.value_potential,
             "value_potential",
+            lang,
         )
     if s.purchase_model:
         chosen = s.purchase_model["model"]
@@ -377,48 +439,88 @@ def print_summary(s: pipeline.RunSummary, currency: str) -> None:
         if "gamma_gamma" in s.models:
             gg = s.models["gamma_gamma"]
             parts.append("Gamma-Gamma " + ", ".join(f"{k}={v:.3g}" for k, v in gg.items()))
-        console.print(f"[dim]models: {escape('; '.join(parts))}[/dim]")
-        console.print(f"purchase model: {escape(s.purchase_model['reason'])}")
+        console.print("[dim]" + _("models:") + f" {escape('; '.join(parts))}[/dim]")
+        reason = s.purchase_model.get("reason_es" if lang == "es" else "reason")
+        reason = reason or s.purchase_model["reason"]
+        console.print(_("purchase model:") + f" {escape(reason)}")
     if s.segments:
-        t = Table(title="Saved segments", title_justify="left")
-        t.add_column("segment")
-        t.add_column("customers", justify="right")
+        t = Table(title=_("Saved segments"), title_justify="left")
+        t.add_column(_("segment"))
+        t.add_column(_("customers"), justify="right")
         for name, n in s.segments.items():
-            t.add_row(name, f"{n:,}")
+            t.add_row(escape(name), _count(n, lang))
         console.print(t)
     if s.clusters:
-        t = Table(title="Discovered segments (clustering)", title_justify="left")
-        for c in ("cluster", "name", "nombre", "customers"):
-            t.add_column(c, justify="right" if c == "customers" else "left")
+        t = Table(title=_("Discovered segments (clustering)"), title_justify="left")
+        t.add_column(_("cluster"))
+        t.add_column(_("name"))
+        if lang == "en":
+            t.add_column("nombre")
+        t.add_column(_("customers"), justify="right")
         for row in s.clusters:
             flags = f" ({', '.join(row['flags'])})" if row["flags"] else ""
-            t.add_row(
-                str(row["cluster"]), row["name"] + flags, row["name_es"], f"{row['customers']:,}"
-            )
+            names = [row["name"] + flags, row["name_es"]] if lang == "en" else [row["name_es"]]
+            t.add_row(str(row["cluster"]), *names, _count(row["customers"], lang))
         console.print(t)
     if s.market:
         m = s.market
+        rate = _market_rate(None, m["overall_penetration"], None).split(" (")[0]
+        if lang != "en" and m["overall_penetration"] is not None:
+            rate = i18n.percent(m["overall_penetration"], lang, 3)
         console.print(
-            f"market: {m['cells']:,} cells by {', '.join(m['dimensions'])}; overall penetration "
-            f"{_market_rate(None, m['overall_penetration'], None).split(' (')[0]}; "
-            f"{m['unplaced']:,} of {m['customers']:,} customers not placed "
-            "(segmentum market compute says why)"
+            _(
+                "market: %(cells)s cells by %(dims)s; overall penetration %(rate)s; "
+                "%(unplaced)s of %(customers)s customers not placed (segmentum market compute "
+                "says why)"
+            )
+            % {
+                "cells": _count(m["cells"], lang),
+                "dims": ", ".join(m["dimensions"]),
+                "rate": rate,
+                "unplaced": _count(m["unplaced"], lang),
+                "customers": _count(m["customers"], lang),
+            }
         )
         for i, cell in enumerate(m.get("white_space") or [], 1):
-            console.print(f"  white space #{i}: {escape(str(cell))}")
+            console.print(
+                "  " + _("white space #%(i)s: %(cell)s") % {"i": i, "cell": escape(str(cell))}
+            )
     sat = s.satisfaction
     if sat:
         console.print(
-            f"satisfaction: {sat['responses']:,} answers from {sat['respondents']:,} customers "
-            "in the last 12 months (segmentum satisfaction summary)"
+            _(
+                "satisfaction: %(answers)s answers from %(customers)s customers in the last 12 "
+                "months (segmentum satisfaction summary)"
+            )
+            % {
+                "answers": _count(sat["responses"], lang),
+                "customers": _count(sat["respondents"], lang),
+            }
         )
         for f in sat.get("flagged") or []:
             console.print(
-                f"  {escape(str(f['segment']))} ({f['dimension']}): NPS {f['nps']:.1f} against "
-                f"{f['rest_nps']:.1f} for the rest, {f['flag']} (q {f['q_value']:.2g})"
+                "  "
+                + _(
+                    "%(segment)s (%(dimension)s): NPS %(nps)s against %(rest)s for the rest, "
+                    "%(flag)s (q %(q)s)"
+                )
+                % {
+                    "segment": escape(
+                        str(f["segment"])
+                        if lang == "en"
+                        else i18n.label(lang, f["dimension"], f["segment"])
+                    ),
+                    "dimension": f["dimension"],
+                    "nps": f"{f['nps']:.1f}" if lang == "en" else i18n.number(f["nps"], lang, 1),
+                    "rest": f"{f['rest_nps']:.1f}"
+                    if lang == "en"
+                    else i18n.number(f["rest_nps"], lang, 1),
+                    "flag": {"better": _("better"), "worse": _("worse")}.get(f["flag"], f["flag"]),
+                    "q": f"{f['q_value']:.2g}",
+                }
             )
     for w in s.warnings:
-        console.print(f"[yellow]warning:[/yellow] {w}")
+        console.print("[yellow]" + _("warning:") + f"[/yellow] {w}")
 
 
 @app.command("run")
@@ -470,8 +572,8 @@ def run_cmd(
         print_json(json.dumps(summary.to_dict(), default=str))
         return
     for r in summary.ingest:
-        print_ingest_report(r)
-    print_summary(summary, settings.currency)
+        print_ingest_report(r, lang)
+    print_summary(summary, settings.currency, lang)
     print_run_kind(summary, lang)
 
 

@@ -251,8 +251,14 @@ def profile_segments(
             lift = (seg_share / all_share).dropna()
             # Name a segment after a value a real part of it has (not after a rare value
             # that happens to be over-represented: 0.4% of a cluster is not its income band).
-            common = lift[seg_share.reindex(lift.index).fillna(0) >= MIN_TRAIT_SHARE]
-            top = str(common.idxmax()) if len(common) else str(seg_share.idxmax())
+            # Nor after a missing value: "device (missing)" tells a marketer nothing. Missing
+            # still counts as a category in the test above.
+            lift = lift.drop("(missing)", errors="ignore")
+            named = seg_share.drop("(missing)", errors="ignore")
+            if named.empty:
+                continue
+            common = lift[named.reindex(lift.index).fillna(0) >= MIN_TRAIT_SHARE]
+            top = str(common.idxmax()) if len(common) else str(named.idxmax())
             raw.append(
                 (
                     s,
