@@ -103,6 +103,23 @@ def test_demo_and_run_print_a_summary(tmp_path: Path) -> None:
     # included, in test_every_json_output_is_valid_json_on_a_narrow_terminal.
 
 
+def test_the_spanish_run_summary_gives_its_warnings_in_spanish(tmp_path: Path) -> None:
+    # Real-export shape: float ids in the sales, a CRM that writes its ids with a prefix.
+    data = tmp_path / "exports"
+    data.mkdir()
+    lines = "".join(
+        f"{17850 + i % 4}.0,2024-0{1 + i % 6}-{10 + i % 9}T10:00:00+01:00,{5 + i}\n"
+        for i in range(24)
+    )
+    write(data / "ventas.csv", "Customer ID,InvoiceDate,Amount\n" + lines)
+    write(data / "clientes.csv", "id_cliente,pais\nC-17850,ES\nC-17851,MX\n")
+    out = run("run", "--data", "exports", "--lang", "es", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    text = " ".join(out.stdout.split())
+    assert "aviso: solo 0 de 4 compradores tienen ficha de cliente" in text, text
+    assert "warning:" not in text and "buyers have a customer record" not in text, text
+
+
 # ---------------------------------------------------------------------------- the contract
 
 

@@ -161,3 +161,34 @@ def test_counts_take_the_plural_their_number_needs(lang: str, one: str, many: st
     )
     assert template.render(lang=lang, n=1, shown=i18n.number(1, lang)) == one
     assert template.render(lang=lang, n=1204, shown=i18n.number(1204, lang)) == many
+
+
+def test_every_quarantine_reason_of_a_messy_export_reads_in_spanish(tmp_path: Path) -> None:
+    # A real-export shape: Spanish headers, comma decimals, a repeated row, a text amount,
+    # a date in the future, a negative quantity, a missing customer, a zero quantity.
+    import segmentum
+
+    text = (
+        "cliente;fecha;cantidad;importe\n"
+        "A1;05/03/2024;2;12,50\n"
+        "A1;05/03/2024;2;12,50\n"
+        "A2;15/03/2024;1;doce\n"
+        "A3;15/03/2099;1;3,10\n"
+        "A4;16/03/2024;0;3,10\n"
+        "A5;17/03/2024;x;3,10\n"
+    )
+    (tmp_path / "ventas.csv").write_text(text, encoding="utf-8")
+    wh = segmentum.connect(f"duckdb:///{tmp_path / 'q.duckdb'}")
+    try:
+        [r] = segmentum.ingest("transactions", tmp_path / "ventas.csv", warehouse=wh)
+        reasons = list(r.reasons)
+    finally:
+        wh.close()
+    assert len(reasons) >= 4, reasons
+    for reason in reasons:
+        es = i18n.translate_reason("es", reason)
+        assert es != reason and not re.search(r"\b(is|of|the|row)\b", es), (reason, es)
+        assert i18n.translate_reason("en", reason) == reason
+    # Several reasons of one row are translated one by one; an unknown one stays as written.
+    joined = i18n.translate_reason("es", "amount is not a number; customer_id is missing; odd")
+    assert joined == "amount no es un número; falta customer_id; odd"

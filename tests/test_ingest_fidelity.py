@@ -103,6 +103,10 @@ def test_fewer_than_half_buyers_matching_a_customer_warns_with_a_hint(
     assert "same customer id" in warning and "'C-13078'" in warning
     m = id_match(wh)
     assert m is not None and (m.matched, m.customers_without_purchase) == (0, 2)
+    # The run summary says the same in Spanish (rule 9).
+    es = m.warning("es")
+    assert es is not None and es.startswith("solo 0 de 3 compradores tienen ficha de cliente")
+    assert "mismo id de cliente" in es and "'C-13078'" in es
 
 
 # ---------------------------------------------------------------------- unrecognised columns
@@ -426,6 +430,8 @@ def test_a_currency_column_labels_each_line(wh: Warehouse, tmp_path: Path) -> No
     assert any("holds several currencies (EUR, MXN)" in w for w in r.warnings)
     _, warning = data_currency(wh, segmentum.load_settings(env={}))
     assert warning is not None and "several currencies" in warning
+    _, es = data_currency(wh, segmentum.load_settings(env={}), lang="es")
+    assert es is not None and "varias monedas (EUR (2 líneas), MXN (1 líneas))" in es
 
 
 def test_without_any_sign_the_amounts_stay_unlabelled(wh: Warehouse, tmp_path: Path) -> None:

@@ -424,3 +424,24 @@ def test_a_fit_without_standard_errors_lands_on_the_same_estimates(
         assert quick.params_[k] == pytest.approx(v, rel=1e-3), k
     assert quick.log_likelihood_ == pytest.approx(full.log_likelihood_, abs=1e-3)
     assert all(np.isnan(v) for v in quick.standard_errors_.values())
+
+
+@pytest.mark.parametrize("cls", [BetaGeo, ModifiedBetaGeo])
+def test_a_forecast_that_overflows_falls_back_to_the_no_dropout_limit(cls: type) -> None:
+    # Known answer: as dropout vanishes (mean p = a / (a + b) -> 0) the forecast of a
+    # customer alive tends to the NBD one, (r + x) / (alpha + T) * t.
+    x, t = np.array([0.0, 2.0, 5.0]), np.array([20.0, 30.0, 40.0])
+    m = cls()
+    m.params_ = {"r": 3.0, "alpha": 10.0, "a": 0.01, "b": 1e4}
+    assert np.allclose(m.expected_if_alive(8.0, x, t), (3 + x) / (10 + t) * 8, rtol=1e-5)
+    # A fit at the edge of the parameter space (seen on a 4-customer export): r and b so
+    # large that the hypergeometric function overflows. The forecast stays a number, equal
+    # to that limit, and the model says how many histories needed it.
+    r, alpha = 1.98e7, 8.14e7
+    m.params_ = {"r": r, "alpha": alpha, "a": 7.75e-8, "b": 7.57e4}
+    with np.errstate(all="ignore"):
+        assert np.isnan(m.expected_if_alive(8.0, x, t)).all()
+    expected, discounted = m.purchases_if_alive(x, t, 12, 0.01, 4.0)
+    assert np.allclose(expected, (r + x) / (alpha + t) * 48.0, rtol=1e-12)
+    assert np.isfinite(discounted).all() and (discounted < expected).all()
+    assert m.bounded_pairs_ == 3

@@ -20,6 +20,7 @@ from typing import Any
 
 import duckdb
 import httpx
+import pyarrow as pa
 import pytest
 from tests.conftest import _free_port
 
@@ -415,3 +416,22 @@ def test_publish_copies_from_another_engine_through_arrow(tmp_path: Path) -> Non
     _copy_through_arrow(wh, con, {"dashboard_cache": None})
     assert con.execute("select payload from dashboard_cache").fetchall() == [(1,)]
     con.close()
+
+
+def test_dashboard_histograms_skip_values_that_are_not_numbers(tmp_path: Path) -> None:
+    # A model that could not score a customer may leave NaN: the histogram counts the
+    # numbers, never crashes on a NaN bound, and a column of NaN alone has no histogram.
+    from segmentum.precompute import _histogram
+
+    wh = segmentum.connect(f"duckdb:///{tmp_path / 'h.duckdb'}")
+    try:
+        t = wh.from_arrow(
+            pa.table({"clv": [float("nan"), 0.0, 10.0, 99.0, None], "nan": [float("nan")] * 5}),
+            "hist",
+        )
+        h = _histogram(t, "clv", bins=4, log=True)
+        assert sum(h["counts"]) == 3 and h["counts"][0] == 1 and h["counts"][-1] == 1
+        assert h["edges"][0] == pytest.approx(0.0) and h["edges"][-1] == pytest.approx(99.0)
+        assert _histogram(t, "nan") == {"edges": [], "counts": []}
+    finally:
+        wh.close()

@@ -160,13 +160,26 @@ def print_ingest_files(reports: list[IngestReport], lang: str = "en") -> None:
         _balanced(all(r.balanced for r in loaded), lang),
     )
     console.print(t)
-    for w in dict.fromkeys(w for r in loaded for w in r.warnings):
+    for w in dict.fromkeys(w for r in loaded for w in _report_warnings(r, lang)):
         console.print("  [yellow]" + _("warning:") + f"[/yellow] {w}")
     reasons: dict[str, int] = {}
     for r in loaded:
         for reason, n in r.reasons.items():
             reasons[reason] = reasons.get(reason, 0) + n
     _print_reasons(sorted(reasons.items(), key=lambda kv: -kv[1]), lang)
+
+
+def _report_warnings(r: IngestReport, lang: str) -> list[str]:
+    """The report's warnings in the language asked (English when a translation is missing)."""
+    if lang == "es" and len(r.warnings_es) == len(r.warnings):
+        return r.warnings_es
+    return r.warnings
+
+
+def _report_conventions(r: IngestReport, lang: str) -> dict[str, str]:
+    if lang == "es" and len(r.conventions_es) == len(r.conventions):
+        return r.conventions_es
+    return r.conventions
 
 
 def _print_mapping(title: str, r: IngestReport, lang: str) -> None:
@@ -199,7 +212,7 @@ def _print_reasons(reasons: list[tuple[str, int]], lang: str) -> None:
     q.add_column(_("reason"))
     q.add_column(_("rows"), justify="right")
     for reason, n in reasons:
-        q.add_row(reason, _count(n, lang))
+        q.add_row(i18n.translate_reason(lang, reason), _count(n, lang))
     console.print(q)
 
 
@@ -207,7 +220,7 @@ def print_ingest_report(r: IngestReport, lang: str = "en") -> None:
     _ = i18n.translations(lang).ugettext
     where = r.file + (f" [{r.sheet}]" if r.sheet else "")
     if r.skipped:
-        console.print(f"[yellow]{where}[/yellow]: {'; '.join(r.warnings)}")
+        console.print(f"[yellow]{where}[/yellow]: {'; '.join(_report_warnings(r, lang))}")
         return
     if r.mapping:
         _print_mapping(
@@ -243,9 +256,9 @@ def print_ingest_report(r: IngestReport, lang: str = "en") -> None:
     t.add_row(_("check"), _balanced(r.balanced, lang))
     t.add_row(_("batch"), r.batch_id or "")
     console.print(t)
-    for k, v in r.conventions.items():
+    for k, v in _report_conventions(r, lang).items():
         console.print(f"  [dim]{k}: {v}[/dim]")
-    for w in r.warnings:
+    for w in _report_warnings(r, lang):
         console.print("  [yellow]" + _("warning:") + f"[/yellow] {w}")
     _print_reasons(list(r.reasons.items()), lang)
 
@@ -519,7 +532,8 @@ def print_summary(s: pipeline.RunSummary, currency: str, lang: str = "en") -> No
                     "q": f"{f['q_value']:.2g}",
                 }
             )
-    for w in s.warnings:
+    shown = s.warnings_es if lang == "es" and len(s.warnings_es) == len(s.warnings) else s.warnings
+    for w in shown:
         console.print("[yellow]" + _("warning:") + f"[/yellow] {w}")
 
 

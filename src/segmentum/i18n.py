@@ -435,6 +435,76 @@ MESSAGES: tuple[tuple[str, tuple[str, str]], ...] = (
         ),
     ),
 )
+#: Why ingest quarantined a row: a column and what is wrong with it, or a repeat. A reason
+#: joins several with "; " (see segmentum.ingest.core); each is translated on its own.
+_C = r"([\w ]+?)"
+REASONS: tuple[tuple[str, tuple[str, str]], ...] = (
+    (rf"{_C} is not a whole number", N_("quarantine", "%(1)s is not a whole number")),
+    (rf"{_C} is not a number", N_("quarantine", "%(1)s is not a number")),
+    (rf"{_C} is not a date", N_("quarantine", "%(1)s is not a date")),
+    (rf"{_C} is not a date/time", N_("quarantine", "%(1)s is not a date/time")),
+    (rf"{_C} is not yes/no", N_("quarantine", "%(1)s is not yes/no")),
+    (rf"{_C} is not an email address", N_("quarantine", "%(1)s is not an email address")),
+    (rf"{_C} is not a phone number", N_("quarantine", "%(1)s is not a phone number")),
+    (rf"{_C} is missing", N_("quarantine", "%(1)s is missing")),
+    (
+        rf"{_C} is missing \(and so is anonymous_id\)",
+        N_("quarantine", "%(1)s is missing (and so is anonymous_id)"),
+    ),
+    (
+        rf"{_C} is negative \(an adjustment such as bad debt, not a sale\)",
+        N_("quarantine", "%(1)s is negative (an adjustment such as bad debt, not a sale)"),
+    ),
+    (rf"{_C} is negative", N_("quarantine", "%(1)s is negative")),
+    (rf"{_C} is zero", N_("quarantine", "%(1)s is zero")),
+    (
+        rf"{_C} is not between (\S+) and (\S+)",
+        N_("quarantine", "%(1)s is not between %(2)s and %(3)s"),
+    ),
+    (rf"{_C} is in the future", N_("quarantine", "%(1)s is in the future")),
+    (
+        rf"{_C} is in the future \(later than (\S+), the load day\)",
+        N_("quarantine", "%(1)s is in the future (later than %(2)s, the load day)"),
+    ),
+    (
+        rf"{_C} is before (\S+) \(setting earliest_date\)",
+        N_("quarantine", "%(1)s is before %(2)s (setting earliest_date)"),
+    ),
+    (rf"{_C} is not treatment or control", N_("quarantine", "%(1)s is not treatment or control")),
+    (
+        rf"{_C} is empty, and so are the other scores, the comment and the answer",
+        N_("quarantine", "%(1)s is empty, and so are the other scores, the comment and the answer"),
+    ),
+    (r"exact duplicate of row (\S+)", N_("quarantine", "exact duplicate of row %(1)s")),
+    (r"already in the warehouse", N_("quarantine", "already in the warehouse")),
+    (
+        r"malformed line \(wrong number of fields or bad quoting\)",
+        N_("quarantine", "malformed line (wrong number of fields or bad quoting)"),
+    ),
+    (r"malformed line: (.+)", N_("quarantine", "malformed line: %(1)s")),
+    (r"malformed line", N_("quarantine", "malformed line")),
+)
+
+
+def translate_reason(lang: str, reason: str | None) -> str:
+    """Why a row was quarantined, in ``lang`` (each of its "; "-joined parts; a part whose
+    pattern is unknown stays as written)."""
+    if not reason:
+        return ""
+    if lang == "en":
+        return reason
+    t = translations(lang)
+    out = []
+    for part in reason.split("; "):
+        for pattern, (ctx, msgid) in REASONS:
+            m = re.fullmatch(pattern, part.strip())
+            if m:
+                part = t.upgettext(ctx, msgid) % {str(i + 1): g for i, g in enumerate(m.groups())}
+                break
+        out.append(part)
+    return "; ".join(out)
+
+
 _WORDS = {
     N_("rule", "number"),
     N_("rule", "text"),

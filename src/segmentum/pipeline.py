@@ -26,7 +26,7 @@ from segmentum.features import customer_features, default_as_of, purchase_days
 from segmentum.history.log import deliver, log_changes
 from segmentum.history.webhooks import deliver_subscriptions, subscriptions
 from segmentum.ingest import IngestReport, ingest, returns
-from segmentum.ingest.core import data_currency, has_amounts, id_match, revenue_totals
+from segmentum.ingest.core import currency_check, has_amounts, id_match, revenue_totals
 from segmentum.models.clv import NO_AMOUNTS, ClvModels, fit_for_run
 from segmentum.models.clv import record as record_clv_models
 from segmentum.precompute import build_lookup, build_overview, publish_read_models
@@ -68,6 +68,8 @@ class RunSummary:
     models: dict[str, dict[str, float]] = field(default_factory=dict)
     value_potential: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    # The same warnings in Spanish, one for one (a library's own message stays as it came).
+    warnings_es: list[str] = field(default_factory=list)
     segments: dict[str, int] = field(default_factory=dict)
     segment_changes: dict[str, int] = field(default_factory=dict)
     clusters: list[dict[str, Any]] = field(default_factory=list)
@@ -89,6 +91,12 @@ class RunSummary:
     kind: str = ""
     plan: dict[str, Any] = field(default_factory=dict)
 
+    def warn(self, en: str, es: str | None = None) -> None:
+        """A warning for the summary, in English and Spanish (once)."""
+        if en and en not in self.warnings:
+            self.warnings.append(en)
+            self.warnings_es.append(es or en)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "run_id": self.run_id,
@@ -104,6 +112,7 @@ class RunSummary:
             "models": self.models,
             "value_potential": self.value_potential,
             "warnings": self.warnings,
+            "warnings_es": self.warnings_es,
             "segments": self.segments,
             "segment_changes": self.segment_changes,
             "clusters": self.clusters,
@@ -380,7 +389,7 @@ def run(
         summary.as_of = as_of_used
         fitted: dict[str, Any] | None = None
         if not has_amounts(wh):
-            summary.warnings.append(NO_AMOUNTS[0])
+            summary.warn(*NO_AMOUNTS)
         clv: ir.Table | None = None
         stored_models = plan.previous.models if plan.previous and not plan.refit else None
         try:
@@ -405,18 +414,23 @@ def run(
             summary.purchase_model = (
                 models.choice() if stored_models is None else stored_models["choice"]
             )
-            summary.warnings.extend(n for n in models.notes if n not in summary.warnings)
+            notes_es = models.notes_es if len(models.notes_es) == len(models.notes) else []
+            for i, n in enumerate(models.notes):
+                summary.warn(n, notes_es[i] if notes_es else None)
         except ModelError as exc:
             # Too little history for the models is a fact about the data, not a failed run.
             summary.steps[-1]["status"] = "skipped"
-            summary.warnings.append(f"customer lifetime value not computed: {exc}")
+            summary.warn(
+                f"customer lifetime value not computed: {exc}",
+                f"valor del cliente no calculado: {exc}",
+            )
         classes = step(
             "classes",
             lambda: compute_classes(wh, feats, as_of_used, settings, summary.run_id, clv),
         )
         note = lifecycle_note(feats)
         if note:
-            summary.warnings.append(note[0])
+            summary.warn(*note)
         step(
             "contact times",
             lambda: contact_times(
@@ -450,16 +464,22 @@ def run(
                     lambda: deliver(wh, settings.webhook_url, settings.webhook_secret),
                 )
                 if sent.failed:
-                    summary.warnings.append(
+                    why = "; ".join(sent.errors[:2])
+                    summary.warn(
                         f"{sent.failed} segment events could not be delivered to the webhook "
-                        f"({'; '.join(sent.errors[:2])}); they stay queued for the next run"
+                        f"({why}); they stay queued for the next run",
+                        f"{sent.failed} eventos de segmento no se pudieron entregar al webhook "
+                        f"({why}); siguen en cola para la próxima ejecución",
                     )
             if subscriptions(wh):
                 subs = step("segment webhooks", lambda: deliver_subscriptions(wh))
                 if subs.failed:
-                    summary.warnings.append(
+                    why = "; ".join(subs.errors[:2])
+                    summary.warn(
                         f"{subs.failed} segment events could not be delivered to subscribed "
-                        f"webhooks ({'; '.join(subs.errors[:2])}); they are sent again next run"
+                        f"webhooks ({why}); they are sent again next run",
+                        f"{subs.failed} eventos de segmento no se pudieron entregar a los webhooks "
+                        f"suscritos ({why}); se envían de nuevo en la próxima ejecución",
                     )
         if settings.discover_segments:
             try:
@@ -477,23 +497,29 @@ def run(
                     }
                     for p in found.profiles.segments
                 ]
-                summary.warnings.extend(
-                    []
-                    if found.result.stability_ari >= 0.6
-                    else [
-                        f"discovered segments are unstable (ARI {found.result.stability_ari:.2f})"
-                    ]
-                )
+                ari = found.result.stability_ari
+                if ari < 0.6:
+                    summary.warn(
+                        f"discovered segments are unstable (ARI {ari:.2f})",
+                        f"los segmentos descubiertos son inestables (ARI {ari:.2f})".replace(
+                            ".", ","
+                        ),
+                    )
             except ModelError as exc:
                 summary.steps[-1]["status"] = "skipped"
-                summary.warnings.append(f"segment discovery skipped: {exc}")
+                summary.warn(
+                    f"segment discovery skipped: {exc}",
+                    f"descubrimiento de segmentos omitido: {exc}",
+                )
         if has_responses(wh):
             try:
                 sat = step("satisfaction", lambda: satisfaction_run(wh, as_of_used, summary.run_id))
                 summary.satisfaction = sat.to_dict()
             except SegmentumError as exc:  # answers that cannot be used: say so, go on
                 summary.steps[-1]["status"] = "skipped"
-                summary.warnings.append(f"satisfaction not computed: {exc}")
+                summary.warn(
+                    f"satisfaction not computed: {exc}", f"satisfacción no calculada: {exc}"
+                )
         if wh.has("population"):
             # The market beyond the customer base, when a reference population was loaded.
             from segmentum.market import compute_market
@@ -509,7 +535,7 @@ def run(
                 summary.market = {**found.summary(), "white_space": list(top["cell"])}
             except SegmentumError as exc:  # a population that cannot be used: say so, go on
                 summary.steps[-1]["status"] = "skipped"
-                summary.warnings.append(f"market not computed: {exc}")
+                summary.warn(f"market not computed: {exc}", f"mercado no calculado: {exc}")
         step("customer lookup", lambda: build_lookup(wh, as_of_used))
         step("dashboard aggregates", lambda: build_overview(wh, as_of_used))
         step(
@@ -554,12 +580,13 @@ def _summarise(
     summary.revenue_check = check
     summary.revenue = check["identified"]
     summary.anonymous_revenue = check["anonymous"]
-    summary.currency, mixed = data_currency(wh, settings or load_settings())
-    summary.warnings.extend([mixed] if mixed else [])
+    summary.currency, mixed = currency_check(wh, settings or load_settings())
+    if mixed:
+        summary.warn(*mixed)
     match = id_match(wh)
     summary.id_match = match.to_dict() if match else {}
     if match is not None and match.warning():
-        summary.warnings.append(match.warning() or "")
+        summary.warn(match.warning() or "", match.warning("es"))
     summary.returns = returns.summary(wh, checked=True)
     summary.rfm_segments = _share_table(classes, feats, "rfm_segment")
     summary.value_tiers = _share_table(classes, feats, "value_tier")

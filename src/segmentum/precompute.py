@@ -180,12 +180,14 @@ def _shares(t: Any, column: str) -> list[dict[str, Any]]:
 
 
 def _histogram(t: Any, column: str, bins: int = 20, log: bool = False) -> dict[str, Any]:
+    # NaN is not a value to count (a model that could not score a customer may leave one).
     f = t.filter(t[column].notnull())
+    f = f.filter(~f[column].cast("float64").isnan())
     v = f[column].cast("float64")
     v = (ibis.greatest(v, 0.0) + 1.0).ln() if log else v
     s = f.aggregate(lo=v.min(), hi=v.max()).to_pyarrow().to_pylist()[0]
     lo, hi = s["lo"], s["hi"]
-    if lo is None or hi is None or hi <= lo:
+    if lo is None or hi is None or not (math.isfinite(lo) and math.isfinite(hi)) or hi <= lo:
         return {"edges": [], "counts": []}
     width = (hi - lo) / bins
     # Clamped at both ends: on Spark the values are computed again for this query, and a sum

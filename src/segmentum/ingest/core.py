@@ -98,10 +98,23 @@ class IngestReport:
     conventions: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     reasons: dict[str, int] = field(default_factory=dict)
+    #: The conventions and warnings in Spanish (keys in Spanish too), for ``--lang es``.
+    conventions_es: dict[str, str] = field(default_factory=dict)
+    warnings_es: list[str] = field(default_factory=list)
 
     @property
     def balanced(self) -> bool:
         return self.rows_read == self.accepted + self.quarantined
+
+    def warn(self, en: str, es: str) -> None:
+        """A warning for the report, in English and Spanish."""
+        self.warnings.append(en)
+        self.warnings_es.append(es)
+
+    def convention(self, key: str, en: str, key_es: str, es: str) -> None:
+        """How something in the file was read, in English and Spanish."""
+        self.conventions[key] = en
+        self.conventions_es[key_es] = es
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__} | {
@@ -269,13 +282,17 @@ class _FileIngest:
                 comma, dot = int(row[f"{c}__comma"]), int(row[f"{c}__dot"])
                 decimals[c] = parsers.decide_decimal(comma, dot, file_default)
                 if comma and dot:
-                    self.report.warnings.append(
+                    self.report.warn(
                         f"column '{self.mapping[c]}' mixes decimal conventions ({dot} values read "
                         f"with '.', {comma} with ','); reading '{decimals[c]}' as the decimal "
-                        "separator, the others are quarantined (set --decimal to choose)"
+                        "separator, the others are quarantined (set --decimal to choose)",
+                        f"la columna '{self.mapping[c]}' mezcla separadores decimales ({dot} "
+                        f"valores leídos con '.', {comma} con ','); se lee '{decimals[c]}' como "
+                        "separador decimal y los demás van a cuarentena (use --decimal para "
+                        "elegir)",
                     )
         for c, d in decimals.items():
-            self.report.conventions[c] = f"decimal '{d}'"
+            self.report.convention(c, f"decimal '{d}'", c, f"decimal '{d}'")
 
         orders: dict[str, str] = {}
         any_utc = False
@@ -290,13 +307,22 @@ class _FileIngest:
                 # kept at the local time there).
                 any_utc = True
                 self.report.time_zone = tz
-                self.report.conventions[f"{c} time zone"] = _stored_zone_note(src, zone, tz)
+                self.report.convention(
+                    f"{c} time zone",
+                    _stored_zone_note(src, zone, tz),
+                    f"zona horaria de {c}",
+                    _stored_zone_note(src, zone, tz, "es"),
+                )
         for c in date_cols:
             n_utc, n_local = int(row[f"{c}__utc"]), int(row[f"{c}__local"])
             any_utc |= n_utc > 0
             if self.spec.column(c).kind == "timestamp":
-                self.report.conventions[f"{c} time zone"] = _zone_note(
-                    tz, n_local, n_utc, row[f"{c}__off_lo"], row[f"{c}__off_hi"]
+                lo, hi = row[f"{c}__off_lo"], row[f"{c}__off_hi"]
+                self.report.convention(
+                    f"{c} time zone",
+                    _zone_note(tz, n_local, n_utc, lo, hi),
+                    f"zona horaria de {c}",
+                    _zone_note(tz, n_local, n_utc, lo, hi, "es"),
                 )
             dayf, monthf = int(row[f"{c}__day_first"]), int(row[f"{c}__month_first"])
             amb = int(row[f"{c}__ambiguous"])
@@ -319,14 +345,22 @@ class _FileIngest:
                 orders[c] = self.settings.ambiguous_date_order
                 label = "assumed"
                 if amb:
-                    self.report.warnings.append(
+                    self.report.warn(
                         f"column '{self.mapping[c]}': all {amb} dates like 03/04/2024 read both "
                         f"ways; assumed {'day' if orders[c] == 'dmy' else 'month'} first "
-                        "(override with --date-order)"
+                        "(override with --date-order)",
+                        f"columna '{self.mapping[c]}': las {amb} fechas como 03/04/2024 se leen "
+                        "de las dos maneras; se supuso "
+                        f"{'el día' if orders[c] == 'dmy' else 'el mes'} primero (cámbielo con "
+                        "--date-order)",
                     )
             if amb or dayf or monthf:
                 fmt = "dd/mm/yyyy" if orders[c] == "dmy" else "mm/dd/yyyy"
-                self.report.conventions[c] = f"dates {fmt} ({label})"
+                fmt_es = "dd/mm/aaaa" if orders[c] == "dmy" else "mm/dd/aaaa"
+                label_es = _LABELS_ES.get(label, label)
+                self.report.convention(
+                    c, f"dates {fmt} ({label})", c, f"fechas {fmt_es} ({label_es})"
+                )
         return decimals, orders, any_utc
 
     # ----------------------------------------------------------------------- plan
@@ -588,59 +622,93 @@ class _FileIngest:
             )
             codes = [str(r["_c"]) for r in top if r["_c"] is not None]
             self.report.currency = codes[0] if codes else self.currency
-            self.report.conventions["currency"] = (
-                f"{', '.join(codes) or 'none given'} (from column '{src}')"
+            self.report.convention(
+                "currency",
+                f"{', '.join(codes) or 'none given'} (from column '{src}')",
+                "moneda",
+                f"{', '.join(codes) or 'no indicada'} (de la columna '{src}')",
             )
             if len(codes) > 1:
-                self.report.warnings.append(
+                self.report.warn(
                     f"column '{src}' holds several currencies ({', '.join(codes)}): amounts in "
-                    "different currencies are added together in summaries; convert them first"
+                    "different currencies are added together in summaries; convert them first",
+                    f"la columna '{src}' contiene varias monedas ({', '.join(codes)}): los "
+                    "importes en monedas distintas se suman juntos en los resúmenes; conviértalos "
+                    "antes",
                 )
             return
         found: dict[str, list[str]] = {}
+        found_es: dict[str, list[str]] = {}
         for key, n in row.items():
             if "__cur__" in key and n:
                 name, code = key.split("__cur__")
                 found.setdefault(code, []).append(f"signs in '{self.mapping[name]}'")
+                found_es.setdefault(code, []).append(f"los signos de '{self.mapping[name]}'")
         for name in _MONEY[self.spec.name]:
             if name in self.mapping:
                 for code in parsers.currency_in_header(self.mapping[name]):
                     found.setdefault(code, []).append(f"header '{self.mapping[name]}'")
+                    found_es.setdefault(code, []).append(f"el encabezado '{self.mapping[name]}'")
         if "USD" in found:
             found.pop("$", None)
+            found_es.pop("$", None)
         if "$" in found:
             # "$" is also the peso sign: the setting decides which dollar or peso it is.
             code = setting if setting in parsers.DOLLAR_CODES else "USD"
             found.setdefault(code, []).extend(found.pop("$"))
+            found_es.setdefault(code, []).extend(found_es.pop("$"))
             if code == "USD":
-                self.report.warnings.append(
+                self.report.warn(
                     "'$' in the amounts read as US dollars; set currency (e.g. MXN, COP, ARS, "
-                    "CLP) if they are pesos"
+                    "CLP) if they are pesos",
+                    "'$' en los importes se lee como dólares estadounidenses; fije currency "
+                    "(p. ej. MXN, COP, ARS, CLP) si son pesos",
                 )
         if not found:
             self.currency = None if setting == "AUTO" else setting
-            self.report.conventions["currency"] = (
-                "not stated in the file: amounts unlabelled (set currency, e.g. GBP, to label them)"
-                if self.currency is None
-                else f"{self.currency} (setting currency)"
-            )
+            if self.currency is None:
+                self.report.convention(
+                    "currency",
+                    "not stated in the file: amounts unlabelled (set currency, e.g. GBP, to "
+                    "label them)",
+                    "moneda",
+                    "el fichero no la indica: importes sin moneda (fije currency, p. ej. EUR, "
+                    "para etiquetarlos)",
+                )
+            else:
+                self.report.convention(
+                    "currency",
+                    f"{self.currency} (setting currency)",
+                    "moneda",
+                    f"{self.currency} (ajuste currency)",
+                )
             self.report.currency = self.currency
             return
         ranked = sorted(found, key=lambda c: -len(found[c]))
         code = ranked[0]
         self.currency = code
         self.report.currency = code
-        self.report.conventions["currency"] = f"{code} (from the {', '.join(found[code])})"
+        self.report.convention(
+            "currency",
+            f"{code} (from the {', '.join(found[code])})",
+            "moneda",
+            f"{code} (según {', '.join(found_es[code])})",
+        )
         if len(ranked) > 1:
-            self.report.warnings.append(
+            self.report.warn(
                 f"the amounts carry several currencies ({', '.join(ranked)}); every line is "
-                f"labelled {code}: load each currency into its own warehouse, or convert first"
+                f"labelled {code}: load each currency into its own warehouse, or convert first",
+                f"los importes llevan varias monedas ({', '.join(ranked)}); todas las líneas se "
+                f"etiquetan {code}: cargue cada moneda en su propio almacén, o convierta antes",
             )
         if setting not in ("AUTO", code):
-            self.report.warnings.append(
+            self.report.warn(
                 f"the amounts are in {code} ({', '.join(found[code])}) but the currency "
                 f"setting says {setting}: lines are labelled {code}; change the setting to "
-                "match"
+                "match",
+                f"los importes están en {code} ({', '.join(found_es[code])}) pero el ajuste "
+                f"currency dice {setting}: las líneas se etiquetan {code}; cambie el ajuste "
+                "para que coincida",
             )
 
     def _date_range_checks(self, ts: ir.Value, column: str, checks: list[_Check]) -> None:
@@ -1017,16 +1085,42 @@ def _fixed_minutes(zone: str) -> int | None:
     return -minutes if m.group(1) == "-" else minutes
 
 
-def _stored_zone_note(src: str, zone: str, tz: str) -> str:
+#: How a date order was decided, in Spanish.
+_LABELS_ES = {"set": "fijado", "detected": "detectado", "assumed": "supuesto"}
+
+
+def _stored_zone_note(src: str, zone: str, tz: str, lang: str = "en") -> str:
     """One sentence on a column stored with a time zone (Parquet)."""
+    if lang == "es":
+        if _is_utc(zone):
+            where = (
+                "se mantiene en UTC" if _is_utc(tz) else f"se convierte a {tz} (ajuste timezone)"
+            )
+            return f"'{src}' está guardada en UTC: {where}"
+        return f"'{src}' está guardada con zona horaria {zone}: se mantiene la hora local de allí"
     if _is_utc(zone):
         where = "kept in UTC" if _is_utc(tz) else f"converted to {tz} (setting timezone)"
         return f"'{src}' is stored in UTC: {where}"
     return f"'{src}' is stored with time zone {zone}: kept at the local time there"
 
 
-def _zone_note(tz: str, n_local: int, n_utc: int, lo: str | None, hi: str | None) -> str:
+def _zone_note(
+    tz: str, n_local: int, n_utc: int, lo: str | None, hi: str | None, lang: str = "en"
+) -> str:
     """One sentence on how the times of a column were placed in time zones."""
+    if lang == "es":
+        parts = [f"horas sin desfase tomadas tal como están escritas ({tz}, ajuste timezone)"]
+        if n_local:
+            span = lo if lo == hi else f"{lo} a {hi}"
+            parts.append(
+                f"{_n_es(n_local)} con desfase ({span}) se mantienen a la hora local escrita"
+            )
+        if n_utc:
+            parts.append(
+                f"{_n_es(n_utc)} en UTC (Z) "
+                + ("se mantienen en UTC" if tz.upper() == "UTC" else f"se convierten a {tz}")
+            )
+        return "; ".join(parts)
     parts = [f"times without an offset taken as written ({tz}, setting timezone)"]
     if n_local:
         span = lo if lo == hi else f"{lo} to {hi}"
@@ -1090,15 +1184,27 @@ class IdMatch:
             f"{self.customers:,} customers have no purchase"
         )
 
-    def warning(self) -> str | None:
+    def warning(self, lang: str = "en") -> str | None:
         """A plain warning when fewer than half of the buyers match a customer record."""
         if not self.customers or not self.buyers or self.matched >= _MIN_ID_MATCH * self.buyers:
             return None
+        es = lang == "es"
         examples = ""
         if self.example_buyer is not None and self.example_customer is not None:
             examples = (
-                f" (for example buyer '{self.example_buyer}' has no record, and customer "
+                f" (por ejemplo, el comprador '{self.example_buyer}' no tiene ficha y el cliente "
+                f"'{self.example_customer}' no tiene compras)"
+                if es
+                else f" (for example buyer '{self.example_buyer}' has no record, and customer "
                 f"'{self.example_customer}' no purchase)"
+            )
+        if es:
+            return (
+                f"solo {_n_es(self.matched)} de {_n_es(self.buyers)} compradores tienen ficha de "
+                f"cliente{examples}: a los demás les faltarán perfil, país y consentimientos. "
+                "Compruebe que el fichero de clientes y las ventas usan el mismo id de cliente "
+                "(misma columna, mismo formato, sin prefijo); los números escritos como 17850.0 "
+                "ya coinciden con 17850"
             )
         return (
             f"only {self.matched:,} of {self.buyers:,} buyers have a customer record"
@@ -1106,6 +1212,11 @@ class IdMatch:
             "Check that the customers file and the sales use the same customer id (same "
             "column, same format, no prefix); numbers written as 17850.0 already match 17850"
         )
+
+
+def _n_es(n: int) -> str:
+    """A count the Spanish way (1.234)."""
+    return f"{n:,}".replace(",", ".")
 
 
 def id_match(wh: Warehouse) -> IdMatch | None:
@@ -1180,12 +1291,18 @@ def has_amounts(wh: Warehouse) -> bool:
     return bool(tx.amount.notnull().any().to_pyarrow().as_py())
 
 
-def data_currency(wh: Warehouse, settings: Settings) -> tuple[str, str | None]:
+def data_currency(wh: Warehouse, settings: Settings, lang: str = "en") -> tuple[str, str | None]:
     """The currency label of the stored amounts and a warning when they mix currencies.
 
     The ``currency`` setting wins when it names one; with ``auto`` the labels ingest put on
     the lines decide; an empty label means nothing said which currency it is.
     """
+    code, notes = currency_check(wh, settings)
+    return code, (notes[1] if lang == "es" else notes[0]) if notes else None
+
+
+def currency_check(wh: Warehouse, settings: Settings) -> tuple[str, tuple[str, str] | None]:
+    """The currency label and, when the amounts mix currencies, a warning (English, Spanish)."""
     setting = settings.currency.upper()
     if setting != "AUTO":
         return setting, None
@@ -1205,22 +1322,34 @@ def data_currency(wh: Warehouse, settings: Settings) -> tuple[str, str | None]:
     if not found:
         return "", None
     code = str(found[0]["currency"])
-    notes = []
+    en: list[str] = []
+    es: list[str] = []
     if len(found) > 1:
         codes = ", ".join(f"{r['currency']} ({int(r['n']):,} lines)" for r in found)
-        notes.append(
+        en.append(
             f"the stored amounts are in several currencies ({codes}) and are added together "
             "as if they were one; keep one currency per warehouse, or convert before loading"
+        )
+        codes = ", ".join(f"{r['currency']} ({_n_es(int(r['n']))} líneas)" for r in found)
+        es.append(
+            f"los importes guardados están en varias monedas ({codes}) y se suman como si "
+            "fueran una; guarde una sola moneda por almacén, o convierta antes de cargar"
         )
     if unlabelled:
         # Lines loaded by a version before currencies were recorded, or from files that did
         # not say: their label is a guess, so say which one was made.
-        notes.append(
+        en.append(
             f"{unlabelled:,} stored lines have no currency (loaded before segmentum recorded "
             f"currencies, or from files that did not say) and are counted as {code}; if they "
             'are in another currency, set currency (e.g. currency = "EUR" in segmentum.toml)'
         )
-    return code, "; ".join(notes) or None
+        es.append(
+            f"{_n_es(unlabelled)} líneas guardadas no tienen moneda (cargadas antes de que "
+            f"segmentum registrara monedas, o de ficheros que no la indicaban) y se cuentan "
+            f'como {code}; si están en otra moneda, fije currency (p. ej. currency = "EUR" '
+            "en segmentum.toml)"
+        )
+    return code, ("; ".join(en), "; ".join(es)) if en else None
 
 
 _REASON_KIND = (
@@ -1419,7 +1548,7 @@ def ingest(
             if not r.skipped:
                 r.id_match = match.to_dict() if match else {}
         if match is not None and match.warning():
-            reports[-1].warnings.append(match.warning() or "")
+            reports[-1].warn(match.warning() or "", match.warning("es") or "")
     return reports
 
 
@@ -1450,14 +1579,18 @@ def _ingest_files(
         if sha in prior:
             report.skipped = True
             report.batch_id = prior[sha]["batch_id"]
-            report.warnings.append(
+            report.warn(
                 f"this content was already loaded as batch {report.batch_id} "
-                f"on {prior[sha]['loaded_at']:%Y-%m-%d %H:%M}; nothing done"
+                f"on {prior[sha]['loaded_at']:%Y-%m-%d %H:%M}; nothing done",
+                f"este contenido ya se cargó como lote {report.batch_id} "
+                f"el {prior[sha]['loaded_at']:%d/%m/%Y %H:%M}; no se hizo nada",
             )
         elif sha in first:
             report.skipped = True
-            report.warnings.append(
-                f"same content as {reports[first[sha]].file}, loaded in this run; nothing done"
+            report.warn(
+                f"same content as {reports[first[sha]].file}, loaded in this run; nothing done",
+                f"mismo contenido que {reports[first[sha]].file}, cargado en esta ejecución; no "
+                "se hizo nada",
             )
         else:
             first[sha] = i
@@ -1567,9 +1700,12 @@ def _load(
     if spec.name == "transactions" and opts.no_amount:
         dropped = [mapping.pop(c) for c in ("amount", "unit_price", "discount") if c in mapping]
         if dropped:
-            report.warnings.append(
-                f"--no-amount: column(s) {', '.join(repr(c) for c in dropped)} not loaded; "
-                "leave out --no-amount to load the amounts"
+            cols = ", ".join(repr(c) for c in dropped)
+            report.warn(
+                f"--no-amount: column(s) {cols} not loaded; leave out --no-amount to load the "
+                "amounts",
+                f"--no-amount: columna(s) {cols} no cargadas; quite --no-amount para cargar los "
+                "importes",
             )
     missing = missing_required(mapping, spec)
     if spec.name == "transactions" and opts.no_amount:
@@ -1642,7 +1778,12 @@ def _check_customer_column(
     if "customer_id" in mapping:
         return
     if opts.anonymous:
-        report.conventions["customer_id"] = "none: every sale loaded as anonymous (--anonymous)"
+        report.convention(
+            "customer_id",
+            "none: every sale loaded as anonymous (--anonymous)",
+            "customer_id",
+            "ninguno: todas las ventas se cargan como anónimas (--anonymous)",
+        )
         return
     lookalikes = [c for c in report.ignored_columns if looks_like_customer(c)]
     if lookalikes:
@@ -1652,10 +1793,13 @@ def _check_customer_column(
             f"if '{col}' identifies the buyer, pass --mapping with the line "
             f"'customer_id: \"{col}\"'; if these sales really have no customer, pass --anonymous",
         )
-    report.warnings.append(
+    report.warn(
         "no customer id column: every sale is loaded as anonymous (it counts in revenue, not "
         "in any customer); pass --anonymous to say this is expected, or --mapping to name the "
-        "column"
+        "column",
+        "no hay columna de id de cliente: todas las ventas se cargan como anónimas (cuentan en "
+        "los ingresos, no en ningún cliente); use --anonymous para indicar que es lo esperado, "
+        "o --mapping para nombrar la columna",
     )
 
 
@@ -1664,15 +1808,23 @@ def _note_duplicates(report: IngestReport, n_rows: int) -> None:
     cols = report.duplicate_columns
     if not report.duplicates or not cols:
         return
-    report.conventions["exact duplicates"] = (
-        f"same value in all {len(cols)} columns of the file ({', '.join(cols)})"
+    report.convention(
+        "exact duplicates",
+        f"same value in all {len(cols)} columns of the file ({', '.join(cols)})",
+        "duplicados exactos",
+        f"mismo valor en las {len(cols)} columnas del fichero ({', '.join(cols)})",
     )
     if report.duplicates > _MANY_DUPLICATES * n_rows:
-        report.warnings.append(
-            f"{report.duplicates:,} of {n_rows:,} rows ({report.duplicates / n_rows:.0%}) repeat "
+        share = report.duplicates / n_rows
+        report.warn(
+            f"{report.duplicates:,} of {n_rows:,} rows ({share:.0%}) repeat "
             f"an earlier row in every one of the file's {len(cols)} columns; if the export left "
             "out a column that tells them apart (an invoice, line or customer id), export it "
-            "again with that column; --duplicates keep loads them as they are"
+            "again with that column; --duplicates keep loads them as they are",
+            f"{_n_es(report.duplicates)} de {_n_es(n_rows)} filas ({share * 100:.0f} %) repiten "
+            f"una fila anterior en las {len(cols)} columnas del fichero; si la exportación omitió "
+            "una columna que las distingue (un id de factura, de línea o de cliente), exporte "
+            "de nuevo con esa columna; --duplicates keep las carga tal cual",
         )
 
 
@@ -1841,7 +1993,8 @@ def _write(
             finally:
                 linked.drop(wh)
             report.return_lines, report.returns_linked = linked.return_lines, linked.linked
-            report.warnings.extend(linked.warnings())
+            for en, es in linked.warnings():
+                report.warn(en, es)
         if any_bad:
             wh.insert(QUARANTINE.name, rejected)
         if malformed is not None:

@@ -259,23 +259,38 @@ class LinkUpdate:
     customers: ir.Table | None = None  # customers whose links were recomputed
     temporary: bool = False  # customers is a temporary table (drop it)
 
-    def warnings(self) -> list[str]:
-        """What the user should know, in plain words."""
+    def warnings(self) -> list[tuple[str, str]]:
+        """What the user should know, in plain words (English, Spanish)."""
         out = []
         if self.c_prefixed_sales:
+            n_es = f"{self.c_prefixed_sales:,}".replace(",", ".")
             out.append(
-                f"{self.c_prefixed_sales:,} lines on invoices numbered like cancellations "
-                "(C followed by digits) have a positive quantity and were loaded as sales; if "
-                "they are cancellations, export them with negative quantities or map a type "
-                "column (e.g. tipo_documento = devolución)"
+                (
+                    f"{self.c_prefixed_sales:,} lines on invoices numbered like cancellations "
+                    "(C followed by digits) have a positive quantity and were loaded as sales; "
+                    "if they are cancellations, export them with negative quantities or map a "
+                    "type column (e.g. tipo_documento = devolución)",
+                    f"{n_es} líneas de facturas numeradas como anulaciones (C seguida de "
+                    "dígitos) tienen cantidad positiva y se cargaron como ventas; si son "
+                    "anulaciones, expórtelas con cantidades negativas o asigne una columna de "
+                    "tipo (p. ej. tipo_documento = devolución)",
+                )
             )
         unlinked = self.return_lines - self.linked
         if self.return_lines and unlinked * 2 > self.return_lines:
+            linked_es = f"{self.linked:,}".replace(",", ".")
+            lines_es = f"{self.return_lines:,}".replace(",", ".")
             out.append(
-                f"only {self.linked:,} of {self.return_lines:,} return lines could be linked to "
-                "the purchase they undo (same customer and product, earlier invoice); the "
-                "others count against the day they were made (see segmentum's docs/ingest.md, "
-                "'Returns and cancellations')"
+                (
+                    f"only {self.linked:,} of {self.return_lines:,} return lines could be linked "
+                    "to the purchase they undo (same customer and product, earlier invoice); "
+                    "the others count against the day they were made (see segmentum's "
+                    "docs/ingest.md, 'Returns and cancellations')",
+                    f"solo {linked_es} de {lines_es} líneas de devolución se pudieron enlazar con "
+                    "la compra que deshacen (mismo cliente y producto, factura anterior); las "
+                    "demás cuentan en el día en que se hicieron (vea docs/ingest.md de "
+                    "segmentum, 'Returns and cancellations')",
+                )
             )
         return out
 

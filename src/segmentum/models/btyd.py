@@ -365,6 +365,8 @@ class PurchaseModel(_Model):
 
     #: The model's name in messages and reports.
     label = ""
+    #: Distinct (x, T) pairs whose forecast overflowed in the last purchases_if_alive call.
+    bounded_pairs_: int = 0
 
     def fit(
         self,
@@ -392,6 +394,21 @@ class PurchaseModel(_Model):
         x, tx, t = (np.asarray(v, dtype=float) for v in (frequency, recency, T))
         return self.expected_if_alive(t_future, x, t) * self.probability_alive(x, tx, t)
 
+    def _if_alive_or_bound(self, t_future: float, x: Array, t: Array) -> Array:
+        """:meth:`expected_if_alive`, and where its hypergeometric function overflows (a fit
+        at the edge of the parameter space, e.g. r and b in the millions), the purchases of a
+        customer who stays active through the horizon: (r + x) / (alpha + T) * t, the limit
+        the forecast tends to as dropout vanishes, and an upper bound otherwise. How many
+        distinct (x, T) pairs needed it is kept in ``bounded_pairs_``."""
+        with np.errstate(all="ignore"):
+            out = np.asarray(self.expected_if_alive(t_future, x, t), dtype=float)
+        bad = ~np.isfinite(out) | (out < 0)
+        if bad.any():
+            r, alpha = self.params_["r"], self.params_["alpha"]
+            out = np.where(bad, (r + x) / (alpha + t) * t_future, out)
+            self.bounded_pairs_ = max(self.bounded_pairs_, int(bad.sum()))
+        return out
+
     def purchases_if_alive(
         self,
         frequency: ArrayLike,
@@ -410,7 +427,7 @@ class PurchaseModel(_Model):
         (ux, ut), inverse, _ = unique_rows(frequency, T)
         cumulative = np.vstack(
             [np.zeros(len(ux))]
-            + [self.expected_if_alive(k * month_length, ux, ut) for k in range(1, months + 1)]
+            + [self._if_alive_or_bound(k * month_length, ux, ut) for k in range(1, months + 1)]
         )
         discount = (1 + monthly_discount) ** -np.arange(1, months + 1)
         discounted = (np.diff(cumulative, axis=0) * discount[:, None]).sum(axis=0)

@@ -56,6 +56,11 @@ NO_AMOUNTS = (
 )
 
 
+def _es(x: float, spec: str) -> str:
+    """A number the Spanish way (1.234,56) for the notes' Spanish text."""
+    return format(x, spec).translate(str.maketrans(",.", ".,"))
+
+
 @dataclass
 class ClvModels:
     """The fitted models, what they were fitted on, and which purchase model was chosen why."""
@@ -91,6 +96,8 @@ class ClvModels:
     churn_calibration: ChurnCalibration | None = None
 
     def note(self, en: str, es: str) -> None:
+        if en in self.notes:
+            return
         self.notes.append(en)
         self.notes_es.append(es)
 
@@ -323,8 +330,8 @@ def _fit_spend(out: ClvModels, spend: pa.Table, penalizer: float, amounts: bool 
         "Expected spend per purchase is each customer's own mean repeat spend (the "
         f"average, {mean:,.2f}, for one-time buyers) instead of a Gamma-Gamma forecast.",
         "El gasto esperado por compra es la media de las compras repetidas de cada cliente "
-        f"(la media general, {mean:,.2f}, para quien compró una vez) en lugar de la previsión "
-        "Gamma-Gamma.",
+        f"(la media general, {_es(mean, ',.2f')}, para quien compró una vez) en lugar de la "
+        "previsión Gamma-Gamma.",
     )
 
     def empirical(en: str, es: str) -> None:
@@ -341,16 +348,17 @@ def _fit_spend(out: ClvModels, spend: pa.Table, penalizer: float, amounts: bool 
         return empirical(
             f"Every repeat buyer spends the same per purchase ({mean:,.2f}): there is no "
             "variation for a spend model to learn.",
-            f"Todos los clientes que repiten gastan lo mismo por compra ({mean:,.2f}): no hay "
-            "variación de la que aprender un modelo de gasto.",
+            "Todos los clientes que repiten gastan lo mismo por compra "
+            f"({_es(mean, ',.2f')}): no hay variación de la que aprender un modelo de gasto.",
         )
     corr = _weighted_corr(x, m, w)
     if abs(corr) > STRONG_CORRELATION:
         return empirical(
             f"Spend per purchase is strongly correlated with purchase frequency (r = {corr:.2f}); "
             "Gamma-Gamma assumes they are independent, so its forecasts would be biased.",
-            f"El gasto por compra está muy correlacionado con la frecuencia (r = {corr:.2f}); "
-            "Gamma-Gamma supone que son independientes y sus previsiones estarían sesgadas.",
+            "El gasto por compra está muy correlacionado con la frecuencia "
+            f"(r = {_es(corr, '.2f')}); Gamma-Gamma supone que son independientes y sus "
+            "previsiones estarían sesgadas.",
         )
     try:
         gg = GammaGamma(penalizer=penalizer).fit(x, m, weights=w)
@@ -373,7 +381,7 @@ def _fit_spend(out: ClvModels, spend: pa.Table, penalizer: float, amounts: bool 
             f"Spend per purchase is correlated with purchase frequency (r = {corr:.2f}); "
             "Gamma-Gamma assumes independence, so spend forecasts for frequent buyers are "
             "less reliable.",
-            f"El gasto por compra está correlacionado con la frecuencia (r = {corr:.2f}); "
+            f"El gasto por compra está correlacionado con la frecuencia (r = {_es(corr, '.2f')}); "
             "Gamma-Gamma supone independencia, así que la previsión de gasto de los clientes "
             "frecuentes es menos fiable.",
         )
@@ -397,9 +405,22 @@ def _pair_predictions(
         u = features.select("x", "T").distinct().to_pyarrow()
     (x, t), _, _ = unique_rows(u["x"].to_numpy(), u["T"].to_numpy())
     month = WEEKS_PER_MONTH if weeks else WEEKS_PER_MONTH * 7
+    models.purchases.bounded_pairs_ = 0
     expected, discounted = models.purchases.purchases_if_alive(
         x, t, horizon_months, monthly_discount, month
     )
+    bounded = models.purchases.bounded_pairs_
+    if bounded:
+        models.note(
+            f"The {models.purchase_model} forecast formula overflowed for {bounded:,} of "
+            f"{len(x):,} purchase histories (the fit is at the edge of its parameter space); "
+            "their expected purchases assume they stay active through the horizon, an upper "
+            "bound.",
+            f"La fórmula de previsión de {models.purchase_model} se desbordó en "
+            f"{_es(bounded, ',d')} de {_es(len(x), ',d')} historias de compra (el ajuste está "
+            "en el borde de su espacio de parámetros); sus compras esperadas suponen que siguen "
+            "activos durante todo el horizonte, una cota superior.",
+        )
     return pa.table(
         {"x": x, "T": t, "_expected_if_alive": expected, "_discounted_if_alive": discounted}
     )

@@ -749,6 +749,11 @@ def mount(
         if not isinstance(page, Page):
             return page
         ctx, published = svc.fresh_or_published(lambda: _data(svc.wh, batch))
+        # Why each row was rejected, in the page's language (the stored reason is English).
+        ctx["quarantine"] = [
+            {**r, "reason": i18n.translate_reason(page.lang, r.get("reason"))}
+            for r in ctx.get("quarantine") or []
+        ]
         return render(page, "data.html", current="data", published=published, **ctx)
 
 
