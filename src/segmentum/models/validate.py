@@ -213,8 +213,12 @@ def validate(
     weekly["naive"] = [float(np.sum(n * rate * h)) for h in spans]
     per_row = {"naive": rate * horizon}
     for name, model in fitted.items():
-        weekly[name] = [float(np.sum(n * model.expected_purchases(h, x, tx, t))) for h in spans]
-        per_row[name] = model.expected_purchases(horizon, x, tx, t)
+        # expected_purchases = expected_if_alive(h) * P(alive): P(alive) does not depend on
+        # the horizon, and for Pareto/NBD it is the costly part (a hypergeometric function per
+        # row), so it is computed once, not once per week of the holdout.
+        alive = model.probability_alive(x, tx, t)
+        weekly[name] = [float(np.sum(n * model.expected_if_alive(h, x, t) * alive)) for h in spans]
+        per_row[name] = model.expected_if_alive(horizon, x, t) * alive
 
     rows = pd.DataFrame({"x": x, "n": n, **{k: v * n for k, v in per_row.items()}})
     sums = rows.groupby("x").sum()
