@@ -360,18 +360,29 @@ class Segments:
                 all_calls.setdefault(R.call_table(c), {})[c] = segs[n].rule
         base = view
         scans: dict[str, int] = {}
+        window_keys: set[str] = set()
         for tname, cs in all_calls.items():
             # Purchases are net, as in the features: a cancelled order is not one.
             gone = cancelled_invoices(links(self.wh)) if tname == "transactions" else None
             w = R.window_aggregates(cs, self.wh.table(tname), tname, as_of, cs, gone)
             keys = list(dict.fromkeys(R.call_key(c) for c in cs))
+            window_keys.update(keys)
             scans[tname] = len(keys)
             base = base.left_join(w, "customer_id").drop("customer_id_right")
             base = base.mutate(**{k: base[k].fill_null(0.0) for k in keys})
         if acc_flags is not None and "company_id" in base.columns:
             base = base.left_join(acc_flags, "company_id").drop("company_id_right")
             base = base.mutate(**{_col(n): base[_col(n)].fill_null(False) for n in accounts})
-        base = self.wh.materialize(base, "segbase")
+        # Only the columns the rules read are stored: the customer view is wide (features,
+        # classes, CLV, profile, contact times), and writing all of it cost more than the rules.
+        used: set[str] = {"customer_id"}
+        for n in customers:
+            tree = _parse(segs[n], self.limits)
+            used |= R.names(tree)
+            if any(isinstance(c, R.Call) and c.func == "has_tag" for c in R.walk(tree)):
+                used.add("tags")
+        keep = [c for c in base.columns if c in used or c.startswith("seg__") or c in window_keys]
+        base = self.wh.materialize(base.select(*keep), "segbase")
         flags = base.select("customer_id")
         for level in _levels(segs, customers):
             full = base.join(flags, "customer_id")
