@@ -107,7 +107,9 @@ def build_lookup(wh: Warehouse, as_of: _dt.date | None = None) -> int:
         )
         if c in view.columns
     ]
-    t = view.select(*keep)
+    # Computed once into a table before the joins below: joined as an expression, the wide
+    # view's plan held more than a 1GB memory limit at 870,000 customers (out of memory).
+    t = wh.materialize(view.select(*keep), "lookup")
     if wh.has("contact_times"):
         ct = wh.table("contact_times")
         ct = ct.filter(ct.as_of == ct.as_of.max()).select(
