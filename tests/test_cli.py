@@ -120,6 +120,26 @@ def test_the_spanish_run_summary_gives_its_warnings_in_spanish(tmp_path: Path) -
     assert "warning:" not in text and "buyers have a customer record" not in text, text
 
 
+def test_hostile_headers_values_and_file_names_print_as_written(tmp_path: Path) -> None:
+    # Rich reads [tags] in text: a header, value or file name with "[/...]" used to end the
+    # ingest report and `segmentum quarantine` with a MarkupError traceback.
+    name = "ventas [/b].csv"
+    write(
+        tmp_path / name,
+        "customer_id,date,amount,[/red]nota\nA1,2024-01-01,3,x\nA2,2024-01-02,[/bold]7,y\n",
+    )
+    for lang in ("en", "es"):
+        out = run("ingest", "transactions", name, "--lang", lang, cwd=tmp_path)
+        assert out.returncode == 0, out.stderr
+        text = " ".join(out.stdout.split())
+        assert "ventas [/b].csv" in text and "[/red]nota" in text, text
+    rows = run("quarantine", "--rows", cwd=tmp_path)
+    assert rows.returncode == 0, rows.stderr
+    assert "[/bold]7" in rows.stdout and "Traceback" not in rows.stderr
+    summary = run("quarantine", cwd=tmp_path)
+    assert summary.returncode == 0 and "[/bold]7" in summary.stdout, summary.stderr
+
+
 # ---------------------------------------------------------------------------- the contract
 
 

@@ -131,14 +131,14 @@ def print_ingest_files(reports: list[IngestReport], lang: str = "en") -> None:
     folder = os.path.commonpath([os.path.dirname(os.path.abspath(r.file)) for r in reports])
     t = Table(
         title=_("%(n)s files in %(folder)s: ingest summary")
-        % {"n": _count(len(reports), lang), "folder": folder},
+        % {"n": _count(len(reports), lang), "folder": escape(folder)},
         title_justify="left",
     )
     for c in (_("file"), _("rows read"), _("accepted"), _("quarantined"), _("batch")):
         t.add_column(c, justify="left" if c in (_("file"), _("batch")) else "right")
     for r in reports:
         where = os.path.relpath(os.path.abspath(r.file), folder)
-        where += f" [{r.sheet}]" if r.sheet else ""
+        where = escape(where + (f" [{r.sheet}]" if r.sheet else ""))
         if r.skipped:
             t.add_row(where, "", "", "", "[yellow]" + _("already loaded, skipped") + "[/yellow]")
             continue
@@ -161,7 +161,7 @@ def print_ingest_files(reports: list[IngestReport], lang: str = "en") -> None:
     )
     console.print(t)
     for w in dict.fromkeys(w for r in loaded for w in _report_warnings(r, lang)):
-        console.print("  [yellow]" + _("warning:") + f"[/yellow] {w}")
+        console.print("  [yellow]" + _("warning:") + f"[/yellow] {escape(w)}")
     reasons: dict[str, int] = {}
     for r in loaded:
         for reason, n in r.reasons.items():
@@ -187,10 +187,11 @@ def _print_mapping(title: str, r: IngestReport, lang: str) -> None:
     m = Table(title=title, title_justify="left")
     m.add_column(_("column in file"))
     m.add_column(_("canonical column"))
+    # Headers, file names and values come from the user's files: escaped, never read as markup.
     for canon, src in r.mapping.items():
-        m.add_row(src, canon)
+        m.add_row(escape(src), canon)
     for src in r.ignored_columns:
-        m.add_row(src, "[dim]" + _("(ignored)") + "[/dim]")
+        m.add_row(escape(src), "[dim]" + _("(ignored)") + "[/dim]")
     console.print(m)
 
 
@@ -212,15 +213,15 @@ def _print_reasons(reasons: list[tuple[str, int]], lang: str) -> None:
     q.add_column(_("reason"))
     q.add_column(_("rows"), justify="right")
     for reason, n in reasons:
-        q.add_row(i18n.translate_reason(lang, reason), _count(n, lang))
+        q.add_row(escape(i18n.translate_reason(lang, reason)), _count(n, lang))
     console.print(q)
 
 
 def print_ingest_report(r: IngestReport, lang: str = "en") -> None:
     _ = i18n.translations(lang).ugettext
-    where = r.file + (f" [{r.sheet}]" if r.sheet else "")
+    where = escape(r.file + (f" [{r.sheet}]" if r.sheet else ""))
     if r.skipped:
-        console.print(f"[yellow]{where}[/yellow]: {'; '.join(_report_warnings(r, lang))}")
+        console.print(f"[yellow]{where}[/yellow]: {escape('; '.join(_report_warnings(r, lang)))}")
         return
     if r.mapping:
         _print_mapping(
@@ -257,9 +258,9 @@ def print_ingest_report(r: IngestReport, lang: str = "en") -> None:
     t.add_row(_("batch"), r.batch_id or "")
     console.print(t)
     for k, v in _report_conventions(r, lang).items():
-        console.print(f"  [dim]{k}: {v}[/dim]")
+        console.print(f"  [dim]{escape(k)}: {escape(v)}[/dim]")
     for w in _report_warnings(r, lang):
-        console.print("  [yellow]" + _("warning:") + f"[/yellow] {w}")
+        console.print("  [yellow]" + _("warning:") + f"[/yellow] {escape(w)}")
     _print_reasons(list(r.reasons.items()), lang)
 
 
@@ -2464,7 +2465,7 @@ def quarantine_cmd(
             example = f"{Path(r['file']).name} row {r['source_row']}"
             if r["column"]:
                 example += f", {r['column']} = '{r['value'] or ''}'"
-            t.add_row(r["reason"], f"{r['rows']:,}", f"{r['files']:,}", example)
+            t.add_row(escape(r["reason"]), f"{r['rows']:,}", f"{r['files']:,}", escape(example))
         console.print(t)
         console.print("[dim]the rows themselves: segmentum quarantine --rows [--reason ...][/dim]")
         return
@@ -2477,11 +2478,11 @@ def quarantine_cmd(
         t.add_column(c)
     for r in rows:
         t.add_row(
-            Path(r["file"]).name,
+            escape(Path(r["file"]).name),
             str(r["source_row"]),
-            r["column"] or "",
-            r["value"] or "",
-            r["reason"],
+            escape(r["column"] or ""),
+            escape(r["value"] or ""),
+            escape(r["reason"]),
         )
     console.print(t)
 
