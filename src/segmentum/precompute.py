@@ -110,24 +110,35 @@ def build_lookup(wh: Warehouse, as_of: _dt.date | None = None) -> int:
     # Computed once into a table before the joins below: joined as an expression, the wide
     # view's plan held more than a 1GB memory limit at 870,000 customers (out of memory).
     t = wh.materialize(view.select(*keep), "lookup")
+    # The other parts (contact times, saved segments, discovered segment) are joined to the
+    # ids first, narrow, and then to the wide base in one 1:1 join: joined to the base one by
+    # one, the plan held more than a 4GB limit at 8.7M customers (600MB at 870,000).
+    extra = t.select("customer_id")
+    parts = 0
     if wh.has("contact_times"):
         ct = wh.table("contact_times")
         ct = ct.filter(ct.as_of == ct.as_of.max()).select(
             "customer_id", "best_hour_band", "best_weekday", "best_device", "best_channel"
         )
-        t = t.left_join(ct, "customer_id").drop("customer_id_right")
+        extra = extra.left_join(ct, "customer_id").drop("customer_id_right")
+        parts += 1
     if wh.has("segment_members"):
         m = wh.table("segment_members")
         m = m.filter(m.as_of == ibis.literal(as_of, "date"))
         # collect() then sort(): Spark cannot order an order-sensitive aggregate (issue 18).
         segs = m.group_by("customer_id").aggregate(segments=m.segment.collect().sort())
-        t = t.left_join(segs, "customer_id").drop("customer_id_right")
+        extra = extra.left_join(segs, "customer_id").drop("customer_id_right")
+        parts += 1
     if wh.has("customer_clusters"):
         c = wh.table("customer_clusters")
         c = c.filter(c.as_of == ibis.literal(as_of, "date")).select(
             "customer_id", "cluster_name", "cluster_name_es"
         )
-        t = t.left_join(c, "customer_id").drop("customer_id_right")
+        extra = extra.left_join(c, "customer_id").drop("customer_id_right")
+        parts += 1
+    if parts:
+        extra = wh.materialize(extra, "lookup_extra")
+        t = t.left_join(extra, "customer_id").drop("customer_id_right")
     t = t.mutate(as_of=ibis.literal(as_of, "date")).order_by("customer_id")
     out = wh.write(LOOKUP, t)
     if wh.url.startswith("duckdb"):
