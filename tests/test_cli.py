@@ -123,16 +123,19 @@ def test_the_spanish_run_summary_gives_its_warnings_in_spanish(tmp_path: Path) -
 def test_hostile_headers_values_and_file_names_print_as_written(tmp_path: Path) -> None:
     # Rich reads [tags] in text: a header, value or file name with "[/...]" used to end the
     # ingest report and `segmentum quarantine` with a MarkupError traceback.
-    name = "ventas [/b].csv"
+    name = "ventas [b].csv"  # a file name cannot hold "/": an opening tag, read as bold
     write(
         tmp_path / name,
         "customer_id,date,amount,[/red]nota\nA1,2024-01-01,3,x\nA2,2024-01-02,[/bold]7,y\n",
     )
-    for lang in ("en", "es"):
-        out = run("ingest", "transactions", name, "--lang", lang, cwd=tmp_path)
-        assert out.returncode == 0, out.stderr
-        text = " ".join(out.stdout.split())
-        assert "ventas [/b].csv" in text and "[/red]nota" in text, text
+    out = run("ingest", "transactions", name, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    text = " ".join(out.stdout.split())
+    assert "ventas [b].csv" in text and "[/red]nota" in text, text
+    # The same file again, in Spanish: skipped, and said so with its name as written.
+    again = run("ingest", "transactions", name, "--lang", "es", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "ventas [b].csv: este contenido ya se cargó" in " ".join(again.stdout.split())
     rows = run("quarantine", "--rows", cwd=tmp_path)
     assert rows.returncode == 0, rows.stderr
     assert "[/bold]7" in rows.stdout and "Traceback" not in rows.stderr
