@@ -206,6 +206,11 @@ def write_doc(r: dict[str, Any]) -> None:
             rows.append(f"| {step} | | {inc[step]:.2f} | |")
     ratio = r["incremental_s"] / r["full_s"]
     plan = r["plan"]
+    busy = (
+        "nothing else ran"
+        if max(r["load_average"]) <= 3
+        else "shared with other jobs: the absolute times are inflated"
+    )
     body = f"""## Incremental runs: the new-day run against a full run
 
 `benchmarks/bench_incremental.py`: the demo data for {r["customers"]:,} customers
@@ -231,10 +236,9 @@ fit (the test compares both with the same fit: identical).
 
 {chr(10).join(rows)}
 
-Machine: {r["machine"]}. **The machine was shared** with other benchmark and test runs (load
-average {r["load_average"][0]:.1f} / {r["load_average"][1]:.1f} / {r["load_average"][2]:.1f} at the
-end, on 2 cores): the absolute times are inflated, the two runs measured back to back are what
-to compare.
+Machine: {r["machine"]}; load average {r["load_average"][0]:.1f} / {r["load_average"][1]:.1f} /
+{r["load_average"][2]:.1f} at the end, on 2 cores ({busy}). The two runs measured back to back
+are what to compare.
 """
     update_doc("incremental", body)
 

@@ -141,6 +141,13 @@ def test_hostile_headers_values_and_file_names_print_as_written(tmp_path: Path) 
     assert "[/bold]7" in rows.stdout and "Traceback" not in rows.stderr
     summary = run("quarantine", cwd=tmp_path)
     assert summary.returncode == 0 and "[/bold]7" in summary.stdout, summary.stderr
+    # In Spanish: the tables and the reasons.
+    es = run("quarantine", "--lang", "es", cwd=tmp_path)
+    assert es.returncode == 0, es.stderr
+    text = " ".join(es.stdout.split())
+    assert "cuarentena: 1 filas por motivo" in text and "amount no es un número" in text, text
+    es_rows = run("quarantine", "--rows", "--lang", "es", cwd=tmp_path)
+    assert "amount no es un número" in " ".join(es_rows.stdout.split()), es_rows.stdout
 
 
 # ---------------------------------------------------------------------------- the contract

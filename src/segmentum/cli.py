@@ -2447,10 +2447,14 @@ def quarantine_cmd(
     limit: Annotated[int, typer.Option(help="Rows to show with --rows.")] = 20,
     warehouse: WarehouseOpt = None,
     as_json: JsonOpt = False,
+    lang: Annotated[str, typer.Option(help="Language of the tables: es or en.")] = "en",
 ) -> None:
     """Rejected rows summarised by reason (count, first example); --rows lists them."""
     from segmentum.ingest.core import quarantine_rows, quarantine_summary
 
+    if lang not in i18n.LANGUAGES:
+        raise InputError(f"--lang {lang!r} is not known", "use es or en")
+    _ = i18n.translations(lang).ugettext
     wh = connect(warehouse or load_settings().warehouse)
     if not rows_:
         summary = quarantine_summary(wh, reason=reason, file=file, batch=batch)
@@ -2458,23 +2462,40 @@ def quarantine_cmd(
             print_json(json.dumps(summary, default=str))
             return
         total = sum(r["rows"] for r in summary)
-        t = Table(title=f"quarantine: {total:,} rows by reason", title_justify="left")
-        for c in ("reason", "rows", "files", "first example (file, row, column, value)"):
-            t.add_column(c, justify="right" if c in ("rows", "files") else "left")
+        t = Table(
+            title=_("quarantine: %(n)s rows by reason") % {"n": _count(total, lang)},
+            title_justify="left",
+        )
+        t.add_column(_("reason"))
+        t.add_column(_("rows"), justify="right")
+        t.add_column(_("files"), justify="right")
+        t.add_column(_("first example (file, row, column, value)"))
         for r in summary:
-            example = f"{Path(r['file']).name} row {r['source_row']}"
+            example = _("%(file)s row %(row)s") % {
+                "file": Path(r["file"]).name,
+                "row": r["source_row"],
+            }
             if r["column"]:
                 example += f", {r['column']} = '{r['value'] or ''}'"
-            t.add_row(escape(r["reason"]), f"{r['rows']:,}", f"{r['files']:,}", escape(example))
+            t.add_row(
+                escape(i18n.translate_reason(lang, r["reason"])),
+                _count(r["rows"], lang),
+                _count(r["files"], lang),
+                escape(example),
+            )
         console.print(t)
-        console.print("[dim]the rows themselves: segmentum quarantine --rows [--reason ...][/dim]")
+        console.print(
+            "[dim]"
+            + escape(_("the rows themselves: segmentum quarantine --rows [--reason ...]"))
+            + "[/dim]"
+        )
         return
     rows = quarantine_rows(wh, reason=reason, file=file, batch=batch, limit=limit)
     if as_json:
         print_json(json.dumps(rows, default=str))
         return
-    t = Table(title=f"quarantine (first {limit})", title_justify="left")
-    for c in ("file", "row", "column", "value", "reason"):
+    t = Table(title=_("quarantine (first %(n)s)") % {"n": limit}, title_justify="left")
+    for c in (_("file"), _("row"), _("column"), _("value"), _("reason")):
         t.add_column(c)
     for r in rows:
         t.add_row(
@@ -2482,7 +2503,7 @@ def quarantine_cmd(
             str(r["source_row"]),
             escape(r["column"] or ""),
             escape(r["value"] or ""),
-            escape(r["reason"]),
+            escape(i18n.translate_reason(lang, r["reason"])),
         )
     console.print(t)
 
