@@ -226,6 +226,11 @@ def _write_documents(
     The JSON is built by DuckDB; rows move over in batches of 50,000."""
     docs = sqlite3.connect(path)
     try:
+        # Pages of 16 KB, set before the first table: a document is about 1 KB, more than a
+        # 4 KB page keeps inside a WITHOUT ROWID b-tree, so every row spilled into an overflow
+        # page of its own (4.0 GB for 870,000 customers; 16 KB pages: a quarter of it, written
+        # four times faster, and point reads as fast).
+        docs.execute("PRAGMA page_size=16384")
         docs.execute("PRAGMA journal_mode=OFF")  # a fresh private file: renamed in when whole
         docs.execute("PRAGMA synchronous=OFF")
         docs.execute("CREATE TABLE _published (published_at TEXT)")
