@@ -6,6 +6,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 from tests.conftest import write
@@ -84,3 +85,61 @@ def test_a_killed_ingest_leaves_the_warehouse_unchanged(tmp_path: Path, url: str
         tx = wh.table("transactions")
         assert rollup._stored_fingerprint(wh) == wh.fingerprint(tx, rollup.SOURCE_COLUMNS)
         assert wh.table(rollup.PURCHASE_DAYS).count().execute() == 1 + 2000
+
+
+def test_replacing_a_date_keeps_every_other_row_on_every_engine(backend: Any) -> None:
+    """``replace_where``: the rows of the dates replaced go, the new ones come, every other
+    date and a row without a date stay; the new rows may be computed from the rows they
+    replace. DuckDB and PostgreSQL do it in place, in one transaction; new rows that cannot be
+    stored leave the table as it was."""
+    import datetime as dt
+
+    import ibis
+    import pyarrow as pa
+
+    wh = backend
+    d1, d2, d3 = dt.date(2025, 1, 1), dt.date(2025, 2, 1), dt.date(2025, 3, 1)
+    wh.write(
+        "snap",
+        pa.table(
+            {
+                "customer_id": ["a", "b", "a", "b", "z"],
+                "as_of": pa.array([d1, d1, d2, d2, None], pa.date32()),
+                "score": [1.0, 2.0, 3.0, 4.0, 9.0],
+            }
+        ),
+    )
+    t = wh.table("snap")
+    # d2 again, from its own rows (doubled), plus a new customer; columns in another order.
+    again = t.filter(t.as_of == ibis.literal(d2)).mutate(score=t.score * 2)
+    again = again.select("score", "as_of", "customer_id").union(
+        ibis.memtable({"score": [5.0], "as_of": [d2], "customer_id": ["c"]}).cast(again.schema())
+    )
+    wh.replace_where("snap", again, "as_of", d2)
+    nodate = ("z", None, 9.0)
+
+    def rows() -> list[tuple[Any, ...]]:
+        got = wh.table("snap").to_pyarrow().to_pylist()
+        return sorted(
+            ((r["customer_id"], r["as_of"], r["score"]) for r in got), key=lambda r: str(r)
+        )
+
+    assert rows() == sorted(
+        [("a", d1, 1.0), ("b", d1, 2.0), ("a", d2, 6.0), ("b", d2, 8.0), ("c", d2, 5.0), nodate],
+        key=lambda r: str(r),
+    )
+    # Several dates at once; one of them not stored yet.
+    new = ibis.memtable({"customer_id": ["a", "q"], "as_of": [d1, d3], "score": [7.0, 8.0]}).cast(
+        wh.table("snap").schema()
+    )
+    wh.replace_where("snap", new, "as_of", [d1, d3])
+    assert rows() == sorted(
+        [("a", d1, 7.0), ("a", d2, 6.0), ("b", d2, 8.0), ("c", d2, 5.0), ("q", d3, 8.0), nodate],
+        key=lambda r: str(r),
+    )
+    if wh.engine in ("duckdb", "postgres"):
+        before = rows()
+        broken = ibis.memtable({"customer_id": ["x"], "as_of": [d1], "score": ["not a number"]})
+        with pytest.raises(Exception):  # noqa: B017 - the engine's own conversion error
+            wh.replace_where("snap", broken, "as_of", d1)
+        assert rows() == before

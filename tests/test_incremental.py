@@ -332,6 +332,54 @@ def test_contact_times_of_incremental_days_equal_a_full_count(
     assert (again.best_weekday[others].fillna("") == was.best_weekday[others].fillna("")).all()
 
 
+def test_page_models_of_incremental_days_equal_a_full_build(
+    first_run: Warehouse, source: Path, settings: Settings
+) -> None:
+    """The customer pages' invoices and activity: an incremental run rebuilds only the changed
+    customers' rows and keeps the others; the tables equal a build from every line and event
+    (two runs: the second starts from rows an incremental run wrote)."""
+    from segmentum import page_models
+
+    wh, src = first_run, connect(f"duckdb:///{source}")
+    assert wh.has(page_models.INVOICES) and wh.has(page_models.ACTIVITY)  # the first run's
+
+    def rows(t: Any, *by: str) -> pd.DataFrame:
+        df: pd.DataFrame = t.to_pandas()
+        return df.sort_values(list(by), ignore_index=True)
+
+    for i, (lo, hi) in enumerate(((0, 3), (3, 4))):
+        _copy_days(src, wh, SPLIT + dt.timedelta(days=lo), SPLIT + dt.timedelta(days=hi))
+        target = default_as_of(wh.table("transactions"))
+        p = incremental.plan(wh, target, settings)
+        assert p.kind == "incremental" and p.changed is not None and p.previous is not None
+        # The rows rebuilt have the stored tables' columns: the rows are updated, not rewritten.
+        tx = wh.table("transactions")
+        fresh = page_models._invoices(tx, p.changed)
+        assert page_models._same_columns(fresh, wh.table(page_models.INVOICES))
+        fresh_activity = page_models._activity(wh, p.changed)
+        assert fresh_activity is not None
+        assert page_models._same_columns(fresh_activity, wh.table(page_models.ACTIVITY))
+        written = page_models.build_page_models(wh, p.changed, p.previous.as_of)
+        assert {page_models.INVOICES, page_models.ACTIVITY} <= set(written)
+        _same(
+            rows(wh.table(page_models.INVOICES), "customer_id", "invoice_id"),
+            rows(page_models._invoices(wh.table("transactions")), "customer_id", "invoice_id"),
+            f"invoices day {hi}",
+        )
+        full = page_models._activity(wh)
+        assert full is not None
+        _same(
+            rows(wh.table(page_models.ACTIVITY), "customer_id", "when", "kind", "what"),
+            rows(full, "customer_id", "when", "kind", "what"),
+            f"activity day {hi}",
+        )
+        changed = int(p.changed.count().to_pyarrow().as_py())
+        assert 0 < changed < p.customers
+        wh.drop(p.changed.get_name())
+        _day_run(wh, settings, f"pages{i}")
+    src.close()
+
+
 def test_the_run_log_says_which_kind_ran_and_why(
     first_run: Warehouse,
     data: tuple[pd.DataFrame, pd.DataFrame],
@@ -343,11 +391,15 @@ def test_the_run_log_says_which_kind_ran_and_why(
     lines, _ = data
     day = SPLIT
     _load(wh, "transactions", lines[lines._day == day], tmp_path / "d0.csv")
+    # With discovered segments (the first run had none: this day fits them); no drift refit.
+    settings = settings.with_overrides(discover_segments=True, refit_drift_share=0.9)
     s = pipeline.run(wh, settings=settings)
     assert s.kind == "incremental" and s.plan["reason"] == "changed"
     assert 0 < s.plan["changed_customers"] < s.customers
     feats_step = next(x for x in s.steps if x["step"] == "features")
     assert feats_step["kind"] == "incremental"
+    disc = next(x for x in s.steps if x["step"] == "discover segments")
+    assert disc["kind"] == "refit"  # nothing kept yet
     assert feats_step["customers_computed"] == s.plan["changed_customers"]
     assert "customers changed since" in s.plan["why"]
     assert "clientes cambiaron desde" in s.plan["why_es"]
@@ -357,10 +409,22 @@ def test_the_run_log_says_which_kind_ran_and_why(
     assert "incremental:" in out and "clientes cambiaron desde" in out and "modelos" in out
     forced = pipeline.run(wh, settings=settings, full=True)
     assert forced.kind == "full" and forced.plan["reason"] == "forced"
+    disc = next(x for x in forced.steps if x["step"] == "discover segments")
+    assert disc["kind"] == "refit" and disc["fitted_as_of"] == forced.as_of.isoformat()
+    # The next day, between refits: the clusters of the forced run's fit, assigned again.
+    nxt = SPLIT + dt.timedelta(days=1)
+    _load(wh, "transactions", lines[lines._day == nxt], tmp_path / "d1.csv")
+    later = pipeline.run(wh, settings=settings)
+    assert later.kind == "incremental" and later.plan["models"] == "stored_fit"
+    disc = next(x for x in later.steps if x["step"] == "discover segments")
+    assert disc["kind"] == "stored fit" and disc["fitted_as_of"] == forced.as_of.isoformat()
+    cl = wh.table("customer_clusters")
+    cl = cl.filter(cl.as_of == ibis.literal(later.as_of, "date")).to_pandas()
+    assert cl.cluster.notna().all() and len(cl) > 0
     assert forced.plan["models"] == "refit_full"
     runs = wh.table("pipeline_runs").order_by("started_at").to_pandas()
-    assert list(runs.kind) == ["full", "incremental", "full"]
-    assert list(runs.why)[1:] == [s.plan["why"], "a full run was asked for (--full)"]
+    assert list(runs.kind) == ["full", "incremental", "full", "incremental"]
+    assert list(runs.why)[1:3] == [s.plan["why"], "a full run was asked for (--full)"]
     # Settings the numbers depend on changed (the plan alone: no further run needed).
     target = default_as_of(wh.table("transactions"))
     changed = Settings(**{**settings.__dict__, "clv_horizon_months": 6})

@@ -17,7 +17,7 @@ from segmentum.cli import main
 from segmentum.config import load_settings
 from segmentum.errors import InputError
 from segmentum.ingest import ingest
-from segmentum.models.cluster import clustering_frame, fit_clusters
+from segmentum.models.cluster import DEFAULT_NUMERIC, clustering_frame, fit_clusters
 from segmentum.segments import rules as R
 from segmentum.segments.discover import discover, profile_labels, segment_labels
 from segmentum.segments.lookalike import find_lookalikes
@@ -334,6 +334,35 @@ def test_discovered_segments_recover_the_planted_ones(retail_db: Path, copy_of: 
     # Profiles: every cluster named in both languages, differences tested and corrected.
     assert all(p.name_en and p.name_es for p in d.profiles.segments)
     assert d.profiles.tree_accuracy > d.profiles.tree_baseline + 0.3
+
+
+def test_a_kept_cluster_model_assigns_everybody_as_on_the_day_it_was_fitted(
+    retail_db: Path, copy_of: Any
+) -> None:
+    """An incremental day keeps the last fit (``reuse``): no new fit, the same clusters for
+    the same customers, its JSON-kept parameters labelling as the fitted model did; other
+    settings fit again."""
+    from segmentum.segments.discover import stored_model
+
+    wh = copy_of(retail_db)
+    first = discover(wh, bootstrap=2, k_range=range(3, 7))
+    assert first.refitted
+    a = wh.table("customer_clusters").to_pandas().set_index("customer_id").sort_index()
+    kept = discover(wh, bootstrap=2, k_range=range(3, 7), reuse=True, run_id="kept")
+    assert not kept.refitted
+    assert kept.fitted_as_of == first.as_of and kept.result.k == first.result.k
+    assert kept.result.scores == first.result.scores  # the fit's, not a new one
+    assert (kept.result.sample_labels == first.result.sample_labels).all()
+    b = wh.table("customer_clusters").to_pandas().set_index("customer_id").sort_index()
+    assert (b.run_id == "kept").all() and len(b) == len(a)  # the date's rows replaced
+    assert (a.cluster == b.cluster).all() and (a.cluster_name == b.cluster_name).all()
+    asked = {"method": "gmm", "numeric": list(DEFAULT_NUMERIC), "categorical": [], "mix": 8}
+    assert stored_model(wh, asked, first.as_of) is not None
+    # Other settings: nothing kept fits them, so the model is fitted again.
+    assert stored_model(wh, {**asked, "method": "kmeans"}, first.as_of) is None
+    assert stored_model(wh, asked, first.as_of - dt.timedelta(days=1)) is None
+    other = discover(wh, method="kmeans", bootstrap=2, k_range=range(3, 7), reuse=True)
+    assert other.result.method == "kmeans" and other.result.scores != first.result.scores
 
 
 @pytest.mark.parametrize("method", ["kmeans", "kprototypes"])

@@ -21,6 +21,8 @@ holds the warehouse (saying when the data were published), instead of waiting fo
 from __future__ import annotations
 
 import contextlib
+import datetime as _dt
+from collections.abc import Callable
 
 import ibis
 import ibis.expr.types as ir
@@ -70,15 +72,30 @@ PAGE_MODELS: dict[str, str | None] = {
 DIRECTORY_COLUMNS = ("customer_id", "first_name", "last_name", "email", "city")
 
 
-def build_page_models(wh: Warehouse) -> list[str]:
-    """Write the page read models ``wh`` has the data for; returns the tables written."""
+def build_page_models(
+    wh: Warehouse, changed: ir.Table | None = None, since: _dt.date | None = None
+) -> list[str]:
+    """Write the page read models ``wh`` has the data for; returns the tables written.
+
+    An incremental run passes the customers it computed again (``changed``, a ``customer_id``
+    column) and the last run's date (``since``): the invoices and the activity of everybody
+    else are then kept as the last run wrote them, and only the changed customers' rows are
+    rebuilt from their own lines, events and messages (the lines, events and campaign results
+    dated before ``since`` are the ones the last run saw, or the run would be a full one).
+    """
     written = []
     if wh.has("transactions"):
-        wh.write(INVOICES, _invoices(wh.table("transactions")))
+        tx = wh.table("transactions")
+        if not _update(wh, INVOICES, changed, since, "timestamp", lambda ids: _invoices(tx, ids)):
+            wh.write(INVOICES, _invoices(tx))
         written.append(INVOICES)
-    activity = _activity(wh)
-    if activity is not None:
-        wh.write(ACTIVITY, activity)
+    updated = _update(wh, ACTIVITY, changed, since, "when", lambda ids: _activity(wh, ids))
+    if not updated:
+        activity = _activity(wh)
+        if activity is not None:
+            wh.write(ACTIVITY, activity)
+            updated = True
+    if updated:
         written.append(ACTIVITY)
     if wh.has("customers"):
         c = wh.table("customers")
@@ -133,8 +150,49 @@ def _campaign_pages(wh: Warehouse) -> pa.Table | None:
     )
 
 
-def _invoices(t: ir.Table) -> ir.Table:
+def _update(
+    wh: Warehouse,
+    name: str,
+    changed: ir.Table | None,
+    since: _dt.date | None,
+    when: str,
+    build: Callable[[ir.Table], ir.Table | None],
+) -> bool:
+    """Rebuild only the rows of ``name`` of the ``changed`` customers (and of anybody whose
+    stored rows are dated on or after ``since``: lines of that date may have gone since);
+    False when the table cannot be updated so (a full run, no table yet, other columns)."""
+    if changed is None or since is None or not wh.has(name):
+        return False
+    old = wh.table(name)
+    cutoff = ibis.literal(_dt.datetime(since.year, since.month, since.day), "timestamp")
+    late = old.filter(old[when] >= cutoff)
+    ids = changed.select("customer_id").union(
+        late.select(customer_id=late.customer_id.cast(changed.customer_id.type()))
+    )
+    ids = wh.materialize(ids.distinct(), "pagekeys")
+    try:
+        fresh = build(ids)
+        if fresh is None or not _same_columns(fresh, old):
+            return False
+        wh.delete_keys(name, ids, ["customer_id"])
+        wh.insert(name, fresh.select(*old.columns))
+    finally:
+        wh.drop(ids.get_name())
+    return True
+
+
+def _same_columns(a: ir.Table, b: ir.Table) -> bool:
+    """The same column names and types, whether or not a type admits nulls."""
+    sa, sb = a.schema(), b.schema()
+    return set(sa.names) == set(sb.names) and all(
+        sa[c].copy(nullable=True) == sb[c].copy(nullable=True) for c in sa.names
+    )
+
+
+def _invoices(t: ir.Table, ids: ir.Table | None = None) -> ir.Table:
     t = t.filter(t.customer_id.notnull())
+    if ids is not None:
+        t = t.semi_join(ids, "customer_id")
     return t.group_by(["customer_id", "invoice_id"]).aggregate(
         timestamp=t.timestamp.max(), amount=t.amount.sum(), lines=t.count()
     )
@@ -147,10 +205,19 @@ def _latest(t: ir.Table) -> ir.Table:
     return t.filter(t._n < ACTIVITY_PER_CUSTOMER).drop("_n")  # ibis counts rows from 0
 
 
-def _activity(wh: Warehouse) -> ir.Table | None:
+def _activity(wh: Warehouse, ids: ir.Table | None = None) -> ir.Table | None:
+    """Each customer's latest events and messages (those of ``ids`` only, when given)."""
+
+    def of(t: ir.Table) -> ir.Table:
+        if ids is None:
+            return t
+        return t.semi_join(
+            ids.select(customer_id=ids.customer_id.cast(t.customer_id.type())), "customer_id"
+        )
+
     parts = []
     if wh.has("events"):
-        e = wh.table("events")
+        e = of(wh.table("events"))
         e = e.filter(e.customer_id.notnull() & e.timestamp.notnull())
         parts.append(
             _latest(
@@ -167,7 +234,7 @@ def _activity(wh: Warehouse) -> ir.Table | None:
             )
         )
     if wh.has("campaign_results"):
-        m = wh.table("campaign_results")
+        m = of(wh.table("campaign_results"))
         m = m.filter(m.customer_id.notnull() & m.sent_at.notnull())
         parts.append(
             _latest(
@@ -192,12 +259,18 @@ def _activity(wh: Warehouse) -> ir.Table | None:
 def _snapshot_kpis(wh: Warehouse) -> ir.Table | None:
     """Customers with purchases and revenue at each snapshot date, from the lines before it
     (the same point-in-time summary the backfill classifies)."""
-    from segmentum.history.snapshots import history_summary, snapshot_dates
+    from segmentum.features import rollup
+    from segmentum.history.snapshots import snapshot_dates, snapshot_totals
+    from segmentum.ingest import returns
 
     if not wh.has("transactions"):
         return None
     dates = snapshot_dates(wh)
     if not dates:
         return None
-    h = history_summary(wh.table("transactions"), dates)
-    return h.group_by("as_of").aggregate(customers=h.count(), revenue=h.monetary.sum())
+    tx = wh.table("transactions")
+    if not set(returns.SOURCE_COLUMNS) <= set(tx.columns):  # not loaded by segmentum ingest
+        return snapshot_totals(tx, dates)
+    # The purchase-day rollup and the return links the run keeps (brought up to date if stale).
+    days = rollup.purchase_days(wh)
+    return snapshot_totals(tx, dates, links=wh.table(returns.LINKS), days=days)

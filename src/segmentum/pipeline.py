@@ -441,8 +441,6 @@ def run(
             ),
         )
         summary.steps[-1].update(kind=plan.kind)
-        if plan.changed is not None:
-            wh.drop(plan.changed.get_name())
         seg_files = [Path(settings.segments_file)] if settings.segments_file else []
         if data is not None and (Path(data) / "segments.yaml").is_file():
             seg_files.append(Path(data) / "segments.yaml")
@@ -483,9 +481,19 @@ def run(
                     )
         if settings.discover_segments:
             try:
+                # Refitted with the CLV models (on their schedule); kept in between.
                 found = step(
                     "discover segments",
-                    lambda: discover(wh, as_of_used, run_id=summary.run_id),
+                    lambda: discover(
+                        wh,
+                        as_of_used,
+                        run_id=summary.run_id,
+                        reuse=plan.kind == incremental.INCREMENTAL and not plan.refit,
+                    ),
+                )
+                summary.steps[-1].update(
+                    kind="refit" if found.refitted else "stored fit",
+                    fitted_as_of=(found.fitted_as_of or found.as_of).isoformat(),
                 )
                 summary.clusters = [
                     {
@@ -540,8 +548,16 @@ def run(
         step("dashboard aggregates", lambda: build_overview(wh, as_of_used))
         step(
             "publish read models",
-            lambda: publish_read_models(wh, settings, summary.run_id),
+            lambda: publish_read_models(
+                wh,
+                settings,
+                summary.run_id,
+                changed=plan.changed,
+                since=plan.previous.as_of if plan.previous else None,
+            ),
         )
+        if plan.changed is not None:  # made by the plan; read by contact times and publish
+            wh.drop(plan.changed.get_name())
         step("summary", lambda: _summarise(wh, summary, feats, classes, settings))
         step(
             "save run state",

@@ -16,6 +16,7 @@ import math
 from typing import Any
 
 import ibis
+import ibis.expr.types as ir
 import numpy as np
 import pyarrow as pa
 
@@ -40,16 +41,23 @@ DOCUMENTS: dict[str, str] = {LOOKUP: "customer_id", "realtime_history": "custome
 
 
 def publish_read_models(
-    wh: Warehouse, settings: Settings | None = None, run_id: str | None = None
+    wh: Warehouse,
+    settings: Settings | None = None,
+    run_id: str | None = None,
+    *,
+    changed: ir.Table | None = None,
+    since: _dt.date | None = None,
 ) -> Published | None:
     """Publish the ``READ_MODELS`` of ``wh`` into its serving store (None when it has none:
-    an in-memory, Spark or PostgreSQL warehouse without the ``serving_store`` setting)."""
+    an in-memory, Spark or PostgreSQL warehouse without the ``serving_store`` setting).
+    ``changed`` and ``since``: an incremental run's changed customers and the last run's date
+    (:func:`segmentum.page_models.build_page_models` rebuilds only their page rows)."""
     from segmentum.page_models import PAGE_MODELS, build_page_models
     from segmentum.realtime.sync import build_history, sync
 
     settings = settings or load_settings()
     # Written even without a serving store: the service then reads them in the warehouse.
-    build_page_models(wh)
+    build_page_models(wh, changed, since)
     target = serving_path(wh.url, settings.serving_store)
     if target is None:
         return None

@@ -33,6 +33,11 @@ _DUCKDB_HAS = (
 )
 
 
+def _ident(name: str) -> str:
+    """A quoted SQL identifier (DuckDB and PostgreSQL)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
 def _tables_read(obj: Any, seen: set[int] | None = None, depth: int = 0) -> set[str]:
     """Names of the tables that the Ibis expressions inside ``obj`` read."""
     import ibis.expr.operations as ops
@@ -259,10 +264,16 @@ class Warehouse:
         if not self.has(name):
             return self.write(name, obj)
         current = self.con.table(name)
-        if isinstance(value, list | tuple):  # several keys at once (e.g. backfilled dates)
-            kept = current.filter(~current[column].isin([ibis.literal(v) for v in value]))
-        else:
-            kept = current.filter(current[column] != ibis.literal(value))
+        values = list(value) if isinstance(value, list | tuple) else [value]
+        if (
+            self.engine in _TRANSACTIONAL
+            and set(obj.columns) == set(current.columns)
+            and all(v is not None for v in values)
+        ):
+            return self._replace_in_place(name, obj, column, values)
+        # Several keys at once (e.g. backfilled dates); rows without a key are kept.
+        hit = current[column].isin([ibis.literal(v) for v in values])
+        kept = current.filter(~hit | current[column].isnull())
         if set(obj.columns) == set(current.columns):
             return self.write(name, kept.union(obj.select(current.columns).cast(current.schema())))
         schema = dict(current.schema().items())
@@ -276,6 +287,51 @@ class Warehouse:
 
         combined = self.materialize(widen(kept).union(widen(obj)), "widen")
         return self.write(name, combined)
+
+    def _replace_in_place(
+        self, name: str, obj: ir.Table, column: str, values: Sequence[Any]
+    ) -> ir.Table:
+        """DuckDB, PostgreSQL: delete the replaced rows and insert the new ones, in one
+        transaction. The rows of other dates are not rewritten: a daily run adds a snapshot a
+        day to the history tables, and rewriting them whole made every run dearer than the
+        last. ``obj`` is staged first, so it may read the rows it replaces."""
+        current = self.con.table(name)
+        staged = self.materialize(obj.select(*current.columns).cast(current.schema()), "replace")
+        table, col = _ident(name), _ident(column)
+        cols = ", ".join(_ident(c) for c in current.columns)
+        marks = ", ".join("?" for _ in values)
+        try:
+            with self._transaction():
+                self.run_sql(f"DELETE FROM {table} WHERE {col} IN ({marks})", values)
+                self.run_sql(
+                    f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {_ident(staged.get_name())}"
+                )
+        finally:
+            self.drop(staged.get_name())
+        self._gather_statistics(name)
+        return self.con.table(name)
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """One transaction around the block (DuckDB, PostgreSQL); inside :meth:`batch`, that
+        batch's transaction."""
+        if self.engine == "postgres":
+            with self.con.con.transaction():
+                yield
+            return
+        import duckdb
+
+        try:
+            self.con.con.execute("BEGIN TRANSACTION")
+        except duckdb.TransactionException:  # already in one: it commits or rolls back all
+            yield
+            return
+        try:
+            yield
+        except BaseException:
+            self.con.con.execute("ROLLBACK")
+            raise
+        self.con.con.execute("COMMIT")
 
     def insert(self, name: str, obj: ir.Table | pd.DataFrame | pa.Table) -> None:
         if self.engine == "pyspark":

@@ -74,22 +74,11 @@ class BackfillReport:
     kept: list[_dt.date] = field(default_factory=list)
 
 
-def history_summary(
-    transactions: ir.Table,
-    dates: list[_dt.date],
-    *,
-    links: ir.Table | None = None,
-    days: ir.Table | None = None,
-) -> ir.Table:
-    """Per customer and snapshot date: the features the classes need, point in time.
-
-    Purchases are net, exactly as in a daily run (:func:`customer_features`): lines of an
-    invoice that its linked returns cancel in full are not purchases, and purchase days are
-    the days whose net spend stays above zero once the returns linked to them are counted
-    (:mod:`segmentum.features.rollup`). ``links`` is the warehouse's ``return_links`` and
-    ``days`` its purchase-day rollup (:func:`segmentum.features.rollup.purchase_days`); by
-    default both are computed here from ``transactions``.
-    """
+def _daily_parts(
+    transactions: ir.Table, links: ir.Table | None, days: ir.Table | None
+) -> tuple[ir.Table, ir.Table, ir.Table]:
+    """Per customer and day: net spend (with the gross and promotional spend), orders first
+    bought that day, and the net purchase days; what every snapshot is summed from."""
     links = net_links(transactions, links)
     if days is None:
         days = rollup.day_rollup(transactions, links)
@@ -112,8 +101,31 @@ def history_summary(
     first = p.group_by(["customer_id", "invoice_id"]).aggregate(day=p.day.min())
     orders = first.group_by(["customer_id", "day"]).aggregate(orders=first.count())
     bought = rollup.bought(days).select("customer_id", "day")
+    return spend, orders, bought
 
-    snaps = ibis.memtable(pa.table({"as_of": pa.array(dates, pa.date32())}))
+
+def _dates_table(dates: list[_dt.date]) -> ir.Table:
+    return ibis.memtable(pa.table({"as_of": pa.array(dates, pa.date32())}))
+
+
+def history_summary(
+    transactions: ir.Table,
+    dates: list[_dt.date],
+    *,
+    links: ir.Table | None = None,
+    days: ir.Table | None = None,
+) -> ir.Table:
+    """Per customer and snapshot date: the features the classes need, point in time.
+
+    Purchases are net, exactly as in a daily run (:func:`customer_features`): lines of an
+    invoice that its linked returns cancel in full are not purchases, and purchase days are
+    the days whose net spend stays above zero once the returns linked to them are counted
+    (:mod:`segmentum.features.rollup`). ``links`` is the warehouse's ``return_links`` and
+    ``days`` its purchase-day rollup (:func:`segmentum.features.rollup.purchase_days`); by
+    default both are computed here from ``transactions``.
+    """
+    spend, orders, bought = _daily_parts(transactions, links, days)
+    snaps = _dates_table(dates)
     j = spend.join(snaps, spend.day < snaps.as_of)
     money = j.group_by(["customer_id", "as_of"]).aggregate(
         monetary=j.spend.sum(), gross=j.gross.sum(), promo=j.promo.sum()
@@ -143,6 +155,42 @@ def history_summary(
         first_purchase=g.first_purchase,
         last_purchase=g.last_purchase,
     )
+
+
+def snapshot_totals(
+    transactions: ir.Table,
+    dates: list[_dt.date],
+    *,
+    links: ir.Table | None = None,
+    days: ir.Table | None = None,
+) -> ir.Table:
+    """Per snapshot date: the customers in it and their revenue (``as_of``, ``customers``,
+    ``revenue``), the sums of :func:`history_summary` over its customers, without a row per
+    customer and date.
+
+    A customer is in every snapshot after the day they first have a net order, spend and a net
+    purchase day (the latest of those three first days, their *entry*); a day's spend counts in
+    a snapshot when both the day and the entry precede it. So the spend is summed once by the
+    later of its day and the entry, and each date adds up the days before it: the cost follows
+    the lines, not lines x dates (a daily run adds a snapshot date every day).
+    """
+    spend, orders, bought = _daily_parts(transactions, links, days)
+
+    def first(t: ir.Table, name: str) -> ir.Table:
+        return t.group_by("customer_id").aggregate(**{name: t.day.min()})
+
+    s, o, b = first(spend, "s"), first(orders, "o"), first(bought, "b")
+    e = s.join(o, "customer_id").join(b, "customer_id")
+    entry = e.select("customer_id", entry=ibis.greatest(e.s, e.o, e.b))
+    j = spend.join(entry, "customer_id")
+    by_day = j.group_by(day=ibis.greatest(j.day, j.entry)).aggregate(revenue=j.spend.sum())
+    joined = entry.group_by(day=entry.entry).aggregate(customers=entry.count())
+    snaps = _dates_table(dates)
+    r = by_day.join(snaps, by_day.day < snaps.as_of)
+    r = r.group_by("as_of").aggregate(revenue=r.revenue.sum())
+    c = joined.join(snaps, joined.day < snaps.as_of)
+    c = c.group_by("as_of").aggregate(customers=c.customers.sum())
+    return c.join(r, "as_of").select("as_of", "customers", "revenue")
 
 
 def backfill(

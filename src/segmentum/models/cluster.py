@@ -25,7 +25,7 @@ from __future__ import annotations
 import datetime as _dt
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import ibis
@@ -221,6 +221,37 @@ class ClusterResult:
             "scores": [s.__dict__ for s in self.scores],
         }
 
+    # kept between runs ------------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        """What assigning customers needs, as JSON-ready numbers (no pickles: a warehouse's
+        rows are data, never code): the transform, the model's parameters and the scores the
+        fit was chosen by. :func:`restore` makes a result from it."""
+        m = self.model
+        if self.method == "gmm":
+            params = {
+                "weights": m.weights_.tolist(),
+                "means": m.means_.tolist(),
+                "covariances": m.covariances_.tolist(),
+            }
+        elif self.method == "kmeans":
+            params = {"centers": m.cluster_centers_.tolist()}
+        else:
+            params = {
+                "centers": m.centers_.tolist(),
+                "modes": m.modes_.tolist(),
+                "gamma": m.gamma,
+            }
+        return {
+            "method": self.method,
+            "k": self.k,
+            "transform": asdict(self.transform),
+            "params": params,
+            "scores": [asdict(sc) for sc in self.scores],
+            "stability_ari": self.stability_ari,
+            "stability_sd": self.stability_sd,
+            "sample_size": self.sample_size,
+        }
+
     # assignment in the engine ---------------------------------------------------------------
     def assign(self, t: ir.Table) -> ir.Table:
         """customer_id and cluster (0..k-1) for every row of ``t``, computed by the engine."""
@@ -263,6 +294,68 @@ class ClusterResult:
             *[(s[f"_s{j}"] == s._best, j) for j in range(self.k)], else_=ibis.null("int64")
         )
         return s.select("customer_id", cluster=label.cast("int64"))
+
+
+@dataclass
+class StoredMixture:
+    """A diagonal Gaussian mixture's parameters, as a fit left them: it labels as
+    scikit-learn's ``predict`` does (the largest weighted log density)."""
+
+    weights_: np.ndarray
+    means_: np.ndarray
+    covariances_: np.ndarray
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        var = self.covariances_[None, :, :]
+        ll = np.log(self.weights_)[None, :] - 0.5 * (
+            ((x[:, None, :] - self.means_[None, :, :]) ** 2 / var) + np.log(var)
+        ).sum(axis=2)
+        return np.asarray(ll.argmax(axis=1))
+
+
+@dataclass
+class StoredCentres:
+    """k-means centres as a fit left them: the nearest centre labels."""
+
+    cluster_centers_: np.ndarray
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        d = ((x[:, None, :] - self.cluster_centers_[None, :, :]) ** 2).sum(axis=2)
+        return np.asarray(d.argmin(axis=1))
+
+
+def restore(state: dict[str, Any], sample: pd.DataFrame) -> ClusterResult:
+    """A fitted result from :meth:`ClusterResult.state`, with ``sample`` labelled by it (for
+    the profiles): the same assignment as the day it was fitted, without fitting again."""
+    method, p = state["method"], state["params"]
+    tr = Transform(**state["transform"])
+    model: Any
+    if method == "gmm":
+        model = StoredMixture(
+            np.asarray(p["weights"], float),
+            np.asarray(p["means"], float),
+            np.asarray(p["covariances"], float),
+        )
+    elif method == "kmeans":
+        model = StoredCentres(np.asarray(p["centers"], float))
+    else:
+        model = KPrototypes(int(state["k"]), gamma=float(p["gamma"]))
+        model.centers_ = np.asarray(p["centers"], float)
+        model.modes_ = np.asarray(p["modes"], int)
+    x = tr.numbers(sample) if method == "kprototypes" else tr.onehot(sample)
+    labels = _predict(method, model, x, tr.codes(sample))
+    return ClusterResult(
+        method,
+        int(state["k"]),
+        tr,
+        [KScore(**sc) for sc in state["scores"]],
+        float(state["stability_ari"]),
+        float(state["stability_sd"]),
+        int(state["sample_size"]),
+        model,
+        labels,
+        sample,
+    )
 
 
 def _onehot_exprs(t: ir.Table, tr: Transform) -> list[ir.FloatingValue]:
@@ -415,20 +508,34 @@ def clustering_frame(
     as_of: _dt.date,
     mix: int = 8,
     links: ir.Table | None = None,
+    categories: list[str] | None = None,
 ) -> tuple[ir.Table, list[str]]:
     """The features plus each customer's category spend mix (top ``mix`` categories), in-engine.
 
     The mix is of net spend (``links``: the stored ``return_links``, by default linked here).
+    ``categories``: those of a stored model, instead of today's top ``mix``.
     Returns the table and the names of the mix columns (empty when ``mix`` is 0).
     """
-    from segmentum.features.customer import category_mix, mix_column, top_categories
+    from segmentum.features.customer import category_mix, mix_column
 
     if transactions is None or mix <= 0 or "category" not in transactions.columns:
         return features, []
-    cats = top_categories(transactions, as_of, mix, links)
+    cats = mix_categories(transactions, as_of, mix, links) if categories is None else categories
     if len(cats) < 2:
         return features, []
     m = category_mix(transactions, as_of, cats, links)
     t = features.left_join(m, "customer_id").drop("customer_id_right")
     cols = [mix_column(c) for c in cats]
     return t.mutate(**{c: t[c].fill_null(0.0) for c in cols}), cols
+
+
+def mix_categories(
+    transactions: ir.Table | None, as_of: _dt.date, mix: int, links: ir.Table | None = None
+) -> list[str]:
+    """The categories of the spend mix :func:`clustering_frame` adds (none when ``mix`` is 0
+    or the lines have no category)."""
+    from segmentum.features.customer import top_categories
+
+    if transactions is None or mix <= 0 or "category" not in transactions.columns:
+        return []
+    return top_categories(transactions, as_of, mix, links)

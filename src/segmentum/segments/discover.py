@@ -12,6 +12,7 @@ import math
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import ibis
 import ibis.expr.types as ir
@@ -23,6 +24,8 @@ from segmentum.models.cluster import (
     ClusterResult,
     clustering_frame,
     fit_clusters,
+    mix_categories,
+    restore,
     sample_rows,
 )
 from segmentum.segments.profile import Profiles, profile_segments
@@ -63,11 +66,16 @@ class Discovery:
     result: ClusterResult
     profiles: Profiles
     sizes: dict[int, int]
+    # The day the model was fitted: this run's, or an earlier one's when it was kept (reuse).
+    fitted_as_of: _dt.date | None = None
+    refitted: bool = True
 
     def to_dict(self) -> dict[str, object]:
         return {
             "run_id": self.run_id,
             "as_of": self.as_of.isoformat(),
+            "fitted_as_of": (self.fitted_as_of or self.as_of).isoformat(),
+            "refitted": self.refitted,
             **self.result.to_dict(),
             "sizes": self.sizes,
             "profiles": self.profiles.to_dict(),
@@ -88,6 +96,7 @@ def discover(
     bootstrap: int = 5,
     seed: int = 0,
     run_id: str | None = None,
+    reuse: bool = False,
 ) -> Discovery:
     """Find segments nobody defined, and store every customer's cluster.
 
@@ -103,14 +112,24 @@ def discover(
         is weighted to count as three features together.
     sample_size
         Customers the models are fitted on; every customer is then assigned in the engine.
+    reuse
+        Keep the model the last discovery fitted, when it was fitted with these settings (an
+        incremental daily run between refits): every customer is assigned and the segments
+        profiled again, without fitting (nor choosing k, nor the bootstrap) again. The
+        clusters then keep their meaning from day to day; the stability reported is the fit's.
     """
     run_id = run_id or uuid.uuid4().hex[:12]
     view, as_of = customer_view(wh, as_of)
     view = view.filter(view.frequency > 0)
     tx = wh.table("transactions") if wh.has("transactions") else None
     links = return_links(wh) if tx is not None and mix > 0 else None
-    frame, mix_cols = clustering_frame(view, tx, as_of, mix, links)
     cols = list(numeric or DEFAULT_NUMERIC)
+    asked = {"method": method, "numeric": cols, "categorical": list(categorical), "mix": mix}
+    if k is not None:
+        asked["k"] = k
+    kept = stored_model(wh, asked, as_of) if reuse else None
+    cats = kept["categories"] if kept else mix_categories(tx, as_of, mix, links)
+    frame, mix_cols = clustering_frame(view, tx, as_of, mix, links, categories=cats)
     weights = {c: math.sqrt(3 / len(mix_cols)) for c in mix_cols}
     wanted = list(
         dict.fromkeys(
@@ -121,17 +140,21 @@ def discover(
     # spend mix alone is a grouping of every invoice line, and the view joins five tables).
     frame = wh.materialize(frame.select(*[c for c in wanted if c in frame.columns]), "discover")
     sample = sample_rows(frame, sample_size, seed)
-    result = fit_clusters(
-        sample,
-        method=method,
-        numeric=[*cols, *mix_cols],
-        categorical=categorical,
-        weights=weights,
-        k_range=k_range,
-        k=k,
-        bootstrap=bootstrap,
-        seed=seed,
-    )
+    if kept:
+        result, fitted_as_of = restore(kept["model"], sample), kept["fitted_as_of"]
+    else:
+        result = fit_clusters(
+            sample,
+            method=method,
+            numeric=[*cols, *mix_cols],
+            categorical=categorical,
+            weights=weights,
+            k_range=k_range,
+            k=k,
+            bootstrap=bootstrap,
+            seed=seed,
+        )
+        fitted_as_of = as_of.isoformat()
     labelled = sample.assign(cluster=result.sample_labels)
     profiles = profile_segments(
         labelled,
@@ -165,7 +188,10 @@ def discover(
     cur = stored.filter(stored.run_id == run_id)
     rows = cur.group_by("cluster").aggregate(n=cur.count()).to_pyarrow().to_pylist()
     sizes = {int(r["cluster"]): int(r["n"]) for r in rows}
-    disc = Discovery(run_id, as_of, result, profiles, sizes)
+    disc = Discovery(
+        run_id, as_of, result, profiles, sizes, _dt.date.fromisoformat(fitted_as_of), not kept
+    )
+    model = {**asked, "categories": cats, "fitted_as_of": fitted_as_of, "model": result.state()}
     record = pa.table(
         {
             "run_id": [run_id],
@@ -175,7 +201,7 @@ def discover(
             "created_at": pa.array(
                 [_dt.datetime.now(_dt.UTC).replace(tzinfo=None)], pa.timestamp("us")
             ),
-            "summary": [json.dumps(disc.to_dict(), default=str)],
+            "summary": [json.dumps({**disc.to_dict(), "kept": model}, default=str)],
         }
     )
     if wh.has("cluster_runs"):
@@ -183,6 +209,27 @@ def discover(
     else:
         wh.write("cluster_runs", record)
     return disc
+
+
+def stored_model(wh: Warehouse, asked: dict[str, object], as_of: _dt.date) -> dict[str, Any] | None:
+    """The model the latest discovery kept (``cluster_runs``), when it was fitted with the
+    settings ``asked`` on or before ``as_of``; None otherwise (then a fit is due)."""
+    if not wh.has("cluster_runs"):
+        return None
+    runs = wh.table("cluster_runs")
+    runs = runs.filter(runs.as_of <= ibis.literal(as_of, "date"))
+    rows = runs.order_by(ibis.desc("created_at")).limit(1).to_pyarrow().to_pylist()
+    if not rows:
+        return None
+    try:
+        kept = json.loads(rows[0]["summary"]).get("kept")
+    except (TypeError, ValueError):
+        return None
+    if not isinstance(kept, dict) or any(kept.get(key) != v for key, v in asked.items()):
+        return None
+    if "k" not in asked and "k" in kept:
+        return None
+    return kept
 
 
 def profile_labels(
