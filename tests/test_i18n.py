@@ -192,3 +192,48 @@ def test_every_quarantine_reason_of_a_messy_export_reads_in_spanish(tmp_path: Pa
     # Several reasons of one row are translated one by one; an unknown one stays as written.
     joined = i18n.translate_reason("es", "amount is not a number; customer_id is missing; odd")
     assert joined == "amount no es un número; falta customer_id; odd"
+
+
+def test_why_a_model_was_not_fitted_reads_in_spanish() -> None:
+    """The run summary's warnings carry the models' own errors: raised here by the models
+    themselves, they read in Spanish, hint included, and as ``str()`` in English."""
+    import datetime as dt
+
+    import ibis
+    import numpy as np
+
+    from segmentum.errors import ModelError
+    from segmentum.models.btyd import BetaGeo, GammaGamma
+    from segmentum.models.calibrate import calibrate_churn
+    from segmentum.models.cluster import fit_clusters
+
+    raised: list[ModelError] = []
+    for attempt in (
+        lambda: BetaGeo().fit([0, 0, 1], [0, 0, 3], [10, 10, 10]),
+        lambda: GammaGamma().fit([1], [10.0]),
+        lambda: calibrate_churn(
+            BetaGeo(),
+            ibis.memtable({"day": [dt.date(2025, 1, 1)]}),
+            dt.date(2025, 6, 10),
+        ),
+        lambda: fit_clusters(
+            __import__("pandas").DataFrame({"customer_id": ["a"] * 20, "x": np.arange(20.0)}),
+            numeric=["x"],
+        ),
+    ):
+        with pytest.raises(ModelError) as info:
+            attempt()
+        raised.append(info.value)
+    spanish = [i18n.error_text("es", e) for e in raised]
+    assert spanish == [
+        "BG/NBD necesita clientes que repitan compra para aprender: 1 de 3 clientes volvieron "
+        "a comprar (sugerencia: espere a tener más historial o use un periodo más largo)",
+        "Gamma-Gamma necesita clientes que repitan compra: solo hay 1 "
+        "(sugerencia: espere a tener más historial)",
+        "no se puede calibrar el abandono: el historial (160 días) es más corto que tres "
+        "horizontes de 90 días (sugerencia: espere a tener más historial o use un horizonte de "
+        "abandono más corto)",
+        "20 clientes son demasiado pocos para buscar 10 grupos "
+        "(sugerencia: use un rango de k menor o más datos)",
+    ]
+    assert [i18n.error_text("en", e) for e in raised] == [str(e) for e in raised]

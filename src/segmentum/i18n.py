@@ -434,6 +434,63 @@ MESSAGES: tuple[tuple[str, tuple[str, str]], ...] = (
             "(SEGMENTUM_SERVING_STORE)",
         ),
     ),
+    # Why a model was not fitted: the run summary's warnings (segmentum.models).
+    (
+        r"churn cannot be calibrated: the history \((\d+) days\) is shorter than three "
+        r"(\d+)-day horizons",
+        N_(
+            "model",
+            "churn cannot be calibrated: the history (%(1)s days) is shorter than three "
+            "%(2)s-day horizons",
+        ),
+    ),
+    (
+        r"wait for more history, or use a shorter churn horizon",
+        N_("model", "wait for more history, or use a shorter churn horizon"),
+    ),
+    (
+        r"there is no history to calibrate churn on",
+        N_("model", "there is no history to calibrate churn on"),
+    ),
+    (
+        r"(\S+) needs repeat buyers to learn from: (\d+) of (\d+) customers bought again",
+        N_(
+            "model",
+            "%(1)s needs repeat buyers to learn from: %(2)s of %(3)s customers bought again",
+        ),
+    ),
+    (
+        r"wait for more history, or use a longer period",
+        N_("model", "wait for more history, or use a longer period"),
+    ),
+    (
+        r"Gamma-Gamma needs repeat buyers: only (\d+) found",
+        N_("model", "Gamma-Gamma needs repeat buyers: only %(1)s found"),
+    ),
+    (r"wait for more history", N_("model", "wait for more history")),
+    (r"(\S+) did not converge", N_("model", "%(1)s did not converge")),
+    (
+        r"check the data, or add a small penalizer",
+        N_("model", "check the data, or add a small penalizer"),
+    ),
+    (
+        r"no purchase model could be fitted on the calibration period: (.+)",
+        N_("model", "no purchase model could be fitted on the calibration period: %(1)s"),
+    ),
+    (
+        r"choose a later --calibration-end so more customers have bought twice",
+        N_("model", "choose a later --calibration-end so more customers have bought twice"),
+    ),
+    (
+        r"(\d+) customers are too few to look for (\d+) clusters",
+        N_("model", "%(1)s customers are too few to look for %(2)s clusters"),
+    ),
+    (r"use a smaller k range or more data", N_("model", "use a smaller k range or more data")),
+    (
+        r"no clustering found more than one group",
+        N_("model", "no clustering found more than one group"),
+    ),
+    (r"add more varied features", N_("model", "add more varied features")),
 )
 #: Why ingest quarantined a row: a column and what is wrong with it, or a repeat. A reason
 #: joins several with "; " (see segmentum.ingest.core); each is translated on its own.
@@ -530,6 +587,20 @@ def translate_message(lang: str, text: str | None) -> str:
             }
             return t.upgettext(ctx, msgid) % parts
     return text
+
+
+_HINT = N_("error", "hint")  # what a user error says to do: "message (hint: ...)"
+
+
+def error_text(lang: str, exc: Any) -> str:
+    """A user error (its message and hint) in ``lang``, as ``str(exc)`` reads it in English;
+    the parts whose pattern is unknown stay as written."""
+    message = translate_message(lang, getattr(exc, "message", None) or str(exc))
+    hint = getattr(exc, "hint", None)
+    if not hint:
+        return message
+    word = translations(lang).upgettext(*_HINT)
+    return f"{message} ({word}: {translate_message(lang, hint)})"
 
 
 # ---------------------------------------------------------------------- catalog upkeep

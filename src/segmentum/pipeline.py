@@ -18,7 +18,7 @@ import ibis
 import ibis.expr.types as ir
 import pyarrow as pa
 
-from segmentum import demo, incremental
+from segmentum import demo, i18n, incremental
 from segmentum.campaigns.timing import contact_times
 from segmentum.config import Settings, load_settings
 from segmentum.errors import ModelError, SegmentumError
@@ -422,7 +422,7 @@ def run(
             summary.steps[-1]["status"] = "skipped"
             summary.warn(
                 f"customer lifetime value not computed: {exc}",
-                f"valor del cliente no calculado: {exc}",
+                f"valor del cliente no calculado: {i18n.error_text('es', exc)}",
             )
         classes = step(
             "classes",
@@ -517,7 +517,7 @@ def run(
                 summary.steps[-1]["status"] = "skipped"
                 summary.warn(
                     f"segment discovery skipped: {exc}",
-                    f"descubrimiento de segmentos omitido: {exc}",
+                    f"descubrimiento de segmentos omitido: {i18n.error_text('es', exc)}",
                 )
         if has_responses(wh):
             try:
@@ -526,7 +526,8 @@ def run(
             except SegmentumError as exc:  # answers that cannot be used: say so, go on
                 summary.steps[-1]["status"] = "skipped"
                 summary.warn(
-                    f"satisfaction not computed: {exc}", f"satisfacción no calculada: {exc}"
+                    f"satisfaction not computed: {exc}",
+                    f"satisfacción no calculada: {i18n.error_text('es', exc)}",
                 )
         if wh.has("population"):
             # The market beyond the customer base, when a reference population was loaded.
@@ -543,7 +544,10 @@ def run(
                 summary.market = {**found.summary(), "white_space": list(top["cell"])}
             except SegmentumError as exc:  # a population that cannot be used: say so, go on
                 summary.steps[-1]["status"] = "skipped"
-                summary.warn(f"market not computed: {exc}", f"mercado no calculado: {exc}")
+                summary.warn(
+                    f"market not computed: {exc}",
+                    f"mercado no calculado: {i18n.error_text('es', exc)}",
+                )
         step("customer lookup", lambda: build_lookup(wh, as_of_used))
         step("dashboard aggregates", lambda: build_overview(wh, as_of_used))
         step(
