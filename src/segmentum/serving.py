@@ -35,6 +35,7 @@ import contextlib
 import datetime as _dt
 import json
 import os
+import shutil
 import sqlite3
 import threading
 import uuid
@@ -108,6 +109,9 @@ class Published:
     tables: dict[str, int] = field(default_factory=dict)
     published_at: str = ""
     run_id: str | None = None
+    # Dated tables whose earlier dates were carried from the last generation (only the dates
+    # that changed were copied).
+    carried: list[str] = field(default_factory=list)
 
 
 def _quote(name: str) -> str:
@@ -164,19 +168,20 @@ def publish(
     out = Published(target, run_id=run_id)
     try:
         if wh.engine == "duckdb":
-            _copy_in_engine(wh, tmp, present)
+            out.carried = _copy_in_engine(wh, tmp, present, target)
             con = duckdb.connect(str(tmp))
         else:
             con = duckdb.connect(str(tmp))
             _copy_through_arrow(wh, con, present)
         try:
             for name, key in present.items():
-                if key:
+                if key and name not in out.carried:
                     index = _quote(f"{name}_{key}")
                     con.execute(f"CREATE INDEX {index} ON {_quote(name)} ({_quote(key)})")
                 row = con.execute(f"SELECT count(*) FROM {_quote(name)}").fetchone()
                 out.tables[name] = int(row[0]) if row else 0
             out.published_at = _dt.datetime.now(_dt.UTC).replace(tzinfo=None).isoformat()
+            con.execute(f"DROP TABLE IF EXISTS {META}")
             con.execute(
                 f"CREATE TABLE {META} AS SELECT ?::TIMESTAMP AS published_at, ? AS run_id, "
                 "? AS tables",
@@ -253,18 +258,91 @@ def _write_documents(
     _fsync(path)
 
 
-def _copy_in_engine(wh: Warehouse, tmp: Path, specs: Mapping[str, str | None]) -> None:
-    """DuckDB: the warehouse attaches the new file and copies with one statement a table."""
+def _copy_in_engine(
+    wh: Warehouse, tmp: Path, specs: Mapping[str, str | None], last: Path | None = None
+) -> list[str]:
+    """DuckDB: the warehouse attaches the new file and copies with one statement a table.
+
+    With ``last`` (the generation being replaced), the new file starts as a copy of it: the
+    tables kept per date (``as_of`` and ``run_id`` columns: classes, clusters, CLV, segment
+    members, a snapshot a run) then only get the dates that changed, deleted and inserted,
+    instead of their whole history every day; every other table is copied whole as before.
+    Returns the dated tables so carried.
+    """
+    carried: list[str] = []
+    fresh = last is None or not last.is_file()
+    if not fresh:
+        assert last is not None
+        shutil.copyfile(last, tmp)
     alias = f"_publish_{uuid.uuid4().hex[:8]}"
-    wh.con.raw_sql(f"ATTACH {_sql_string(str(tmp))} AS {alias}")
     try:
+        wh.con.raw_sql(f"ATTACH {_sql_string(str(tmp))} AS {alias}")
+    except duckdb.Error:  # the last generation cannot be opened (another version): start anew
+        tmp.unlink(missing_ok=True)
+        fresh = True
+        wh.con.raw_sql(f"ATTACH {_sql_string(str(tmp))} AS {alias}")
+    try:
+        held = set() if fresh else _tables_of(wh, alias)
+        for name in held - set(specs):  # a read model the warehouse no longer has
+            wh.con.raw_sql(f"DROP TABLE {alias}.{_quote(name)}")
         for name, key in specs.items():
+            if name in held and _sync_dates(wh, alias, name):
+                carried.append(name)
+                continue
             order = f" ORDER BY {_quote(key)}" if key else ""
             wh.con.raw_sql(
-                f"CREATE TABLE {alias}.{_quote(name)} AS SELECT * FROM {_quote(name)}{order}"
+                f"CREATE OR REPLACE TABLE {alias}.{_quote(name)} AS "
+                f"SELECT * FROM {_quote(name)}{order}"
             )
     finally:
         wh.con.raw_sql(f"DETACH {alias}")
+    return carried
+
+
+def _tables_of(wh: Warehouse, alias: str) -> set[str]:
+    rows = wh.run_sql("SELECT table_name FROM duckdb_tables() WHERE database_name = ?", [alias])
+    return {str(r[0]) for r in rows}
+
+
+def _columns(wh: Warehouse, database: str, name: str) -> list[tuple[str, str]]:
+    rows = wh.run_sql(
+        "SELECT column_name, data_type FROM duckdb_columns() "
+        "WHERE database_name = ? AND table_name = ? AND schema_name = 'main' "
+        "ORDER BY column_index",
+        [database, name],
+    )
+    return [(str(r[0]), str(r[1])) for r in rows]
+
+
+def _sync_dates(wh: Warehouse, alias: str, name: str) -> bool:
+    """Bring ``alias.name`` (the last generation's copy) to the warehouse's rows of ``name``
+    date by date: the dates whose runs or row counts differ are deleted and inserted again.
+    False when the table is not kept per date, or its columns changed (then it is copied
+    whole)."""
+    mine = wh.run_sql("SELECT current_database()")[0][0]
+    cols = _columns(wh, str(mine), name)
+    if not {"as_of", "run_id"} <= {c for c, _ in cols} or cols != _columns(wh, alias, name):
+        return False
+    target, source = f"{alias}.{_quote(name)}", _quote(name)
+
+    def dates(table: str) -> dict[Any, set[tuple[Any, int]]]:
+        out: dict[Any, set[tuple[Any, int]]] = {}
+        for as_of, run_id, n in wh.run_sql(
+            f"SELECT as_of, run_id, count(*) FROM {table} GROUP BY ALL"
+        ):
+            out.setdefault(as_of, set()).add((run_id, n))
+        return out
+
+    now, before = dates(source), dates(target)
+    gone = [d for d in before if before[d] != now.get(d)]
+    new = [d for d in now if now[d] != before.get(d)]
+    for batch, sql in (
+        (gone, f"DELETE FROM {target} WHERE as_of IS NOT DISTINCT FROM ?"),
+        (new, f"INSERT INTO {target} SELECT * FROM {source} WHERE as_of IS NOT DISTINCT FROM ?"),
+    ):
+        for d in batch:
+            wh.run_sql(sql, [d])
+    return True
 
 
 def _copy_through_arrow(
