@@ -1,16 +1,16 @@
 """Incremental runs: the run after one new day of invoices against a full run, at 10M lines.
 
-    cd benchmarks && nice -n 19 ../.venv/bin/python bench_incremental.py   # 870,000 customers
+    cd benchmarks && nice -n 19 ../.venv/bin/python bench_incremental.py   # 870,000 customers, 3 days
 
 The demo data for 870,000 customers (about 12M invoice lines, ``segmentum demo-data --format
-parquet``, reused from ``bench-data/``) is split at its last whole day. On a fresh DuckDB file, each
-step is one ``segmentum`` command in its own process, as a user would type it:
+parquet``, reused from ``bench-data/``) is split before its last ``--days`` whole days. On a fresh
+DuckDB file, each step is one ``segmentum`` command in its own process, as a user would type it:
 
-1. ``segmentum ingest`` of the lines and events before that day (no profile files);
+1. ``segmentum ingest`` of the lines and events before those days (no profile files);
 2. ``segmentum run``: the first run (full);
-3. ``segmentum ingest`` of that day's lines and events;
-4. ``segmentum run``: incremental (the measured new-day run);
-5. ``segmentum run --full`` on the same data: the full run it is compared with.
+3. for each new day: ``segmentum ingest`` of its lines and events, then ``segmentum run``
+   (incremental: the measured new-day runs);
+4. ``segmentum run --full`` on the same data: the full run they are compared with.
 
 Per-step seconds come from each run's log (``--json``). The incremental run's features, CLV
 scores and classes are then compared with the full run's (rows differing by more than 1e-9
@@ -45,36 +45,46 @@ def _sh(args: list[str], env: dict[str, str]) -> tuple[float, str]:
     return took, proc.stdout
 
 
-def _split(files: dict[str, Path], out: Path) -> dict[str, Any]:
-    """The demo's lines and events before its last whole day, and on it, as Parquet."""
+def _split(files: dict[str, Path], out: Path, days: int) -> dict[str, Any]:
+    """The demo's lines and events before its last ``days`` whole days, and each of those
+    days, as Parquet (``history*.parquet``, ``day{k}*.parquet``)."""
+    import datetime as dt
+
     import duckdb
 
     out.mkdir(parents=True, exist_ok=True)
     con = duckdb.connect()
     tx, ev = str(files["transactions"]), str(files["events"])
     # The demo's very last day is partial (a few hundred lines, and a million message events
-    # stamped on it): the day before is an ordinary day, and the new day here.
+    # stamped on it): the days before it are ordinary days, and the new days here.
     last = con.execute(
         f"SELECT max(InvoiceDate)::DATE - INTERVAL 1 DAY FROM read_parquet('{tx}')"
     ).fetchone()
     assert last is not None
-    day = last[0].date() if hasattr(last[0], "date") else last[0]
+    end = last[0].date() if hasattr(last[0], "date") else last[0]
+    first = end - dt.timedelta(days=days - 1)
     parts = {
-        "history.parquet": (tx, "InvoiceDate", "<"),
-        "day.parquet": (tx, "InvoiceDate", "="),
-        "history_events.parquet": (ev, "timestamp", "<"),
-        "day_events.parquet": (ev, "timestamp", "="),
+        "history.parquet": (tx, "InvoiceDate", f"< DATE '{first}'"),
+        "history_events.parquet": (ev, "timestamp", f"< DATE '{first}'"),
     }
+    for k in range(days):
+        d = first + dt.timedelta(days=k)
+        parts[f"day{k}.parquet"] = (tx, "InvoiceDate", f"= DATE '{d}'")
+        parts[f"day{k}_events.parquet"] = (ev, "timestamp", f"= DATE '{d}'")
     counts = {}
-    for name, (src, col, op) in parts.items():
+    for name, (src, col, cond) in parts.items():
         if not (out / name).exists():
             con.execute(
-                f"COPY (SELECT * FROM read_parquet('{src}') WHERE {col}::DATE {op} DATE '{day}') "
+                f"COPY (SELECT * FROM read_parquet('{src}') WHERE {col}::DATE {cond}) "
                 f"TO '{out / name}' (FORMAT parquet)"
             )
         row = con.execute(f"SELECT count(*) FROM read_parquet('{out / name}')").fetchone()
         counts[name] = int(row[0]) if row else 0
-    return {"day": str(day), "counts": counts}
+    return {
+        "day": str(end),
+        "days": [str(first + dt.timedelta(days=k)) for k in range(days)],
+        "counts": counts,
+    }
 
 
 def _steps(stdout: str) -> tuple[dict[str, float], dict[str, Any]]:
@@ -126,10 +136,11 @@ def _compare(db: Path) -> dict[str, int]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--customers", type=int, default=870_000)
+    ap.add_argument("--days", type=int, default=3, help="new days, each ingested then run")
     args = ap.parse_args()
     files = ensure_demo(args.customers)
-    folder = DATA / f"incremental-{args.customers}"
-    split = _split(files, folder)
+    folder = DATA / f"incremental-{args.customers}-{args.days}d"
+    split = _split(files, folder, args.days)
     db = DATA / f"incremental-{args.customers}.duckdb"
     for p in (db, Path(f"{db}.wal")):
         p.unlink(missing_ok=True)
@@ -147,14 +158,27 @@ def main() -> None:
         load += _sh([*ing, table, str(path), "-w", url], env)[0]
     first, out = _sh([SEGMENTUM, "run", "--json", "-w", url], env)
     first_steps, first_summary = _steps(out)
-    day_ingest = 0.0
-    for table, path in (
-        ("transactions", folder / "day.parquet"),
-        ("events", folder / "day_events.parquet"),
-    ):
-        day_ingest += _sh([*ing, table, str(path), "-w", url], env)[0]
-    inc, out = _sh([SEGMENTUM, "run", "--json", "-w", url], env)
-    inc_steps, inc_summary = _steps(out)
+    daily = []
+    for k, day in enumerate(split["days"]):
+        day_ingest = 0.0
+        for table, path in (
+            ("transactions", folder / f"day{k}.parquet"),
+            ("events", folder / f"day{k}_events.parquet"),
+        ):
+            day_ingest += _sh([*ing, table, str(path), "-w", url], env)[0]
+        inc, out = _sh([SEGMENTUM, "run", "--json", "-w", url], env)
+        inc_steps, inc_summary = _steps(out)
+        daily.append(
+            {
+                "day": day,
+                "ingest_s": day_ingest,
+                "run_s": inc,
+                "kind": inc_summary["plan"]["kind"],
+                "models": inc_summary["plan"].get("models"),
+                "changed": inc_summary["plan"].get("changed_customers"),
+                "steps": inc_steps,
+            }
+        )
     import duckdb
 
     con = duckdb.connect(str(db))
@@ -175,6 +199,7 @@ def main() -> None:
         "first_run_s": first,
         "day_ingest_s": day_ingest,
         "incremental_s": inc,
+        "daily": daily,
         "full_s": full,
         "first_steps": first_steps,
         "incremental_steps": inc_steps,
@@ -190,9 +215,35 @@ def main() -> None:
     write_doc(result)
 
 
+def _daily_table(days: list[dict[str, Any]], full: float) -> str:
+    """One row a new day: the day's ingest and run, against the full run."""
+    if not days:
+        return ""
+    rows = [
+        "| new day | ingest (s) | `segmentum run` (s) | kind | models | customers recomputed "
+        "| share of the full run |",
+        "|---|---:|---:|---|---|---:|---:|",
+    ]
+    for d in days:
+        rows.append(
+            f"| {d['day']} | {d['ingest_s']:.1f} | {d['run_s']:.1f} | {d['kind']} | "
+            f"{d['models'] or ''} | {d['changed'] or 0:,} | {d['run_s'] / full:.0%} |"
+        )
+    return "\n".join(rows) + (
+        "\n\nEvery run adds a snapshot to the tables kept per date, so the days show whether "
+        "a daily run grows with the history it keeps (it should not)."
+    )
+
+
 def write_doc(r: dict[str, Any]) -> None:
     inc, full = r["incremental_steps"], r["full_steps"]
-    lines_total = sum(r["split"]["counts"][k] for k in ("history.parquet", "day.parquet"))
+    counts = r["split"]["counts"]
+    lines_total = sum(v for k, v in counts.items() if "events" not in k)
+    days = r.get("daily") or []
+    last_lines = counts.get(f"day{len(days) - 1}.parquet", counts.get("day.parquet", 0))
+    last_events = counts.get(
+        f"day{len(days) - 1}_events.parquet", counts.get("day_events.parquet", 0)
+    )
     rows = [
         "| step | full run (s) | new-day run (s) | share of full |",
         "|---|---:|---:|---:|",
@@ -214,17 +265,19 @@ def write_doc(r: dict[str, Any]) -> None:
     body = f"""## Incremental runs: the new-day run against a full run
 
 `benchmarks/bench_incremental.py`: the demo data for {r["customers"]:,} customers
-({lines_total:,} invoice lines) split at its last whole day ({r["split"]["day"]}, {r["split"]["counts"]["day.parquet"]:,}
-lines and {r["split"]["counts"]["day_events.parquet"]:,} events). The history is ingested and run
-once (full, {r["first_run_s"]:.0f} s; invoice lines and events only: no customer profiles, so no saved segments); the last day is ingested ({r["day_ingest_s"]:.1f} s) and
-`segmentum run` runs incrementally; then `segmentum run --full` recomputes the same day. Each
-command in its own process, DuckDB with a {MEMORY_LIMIT} memory limit, wall time of the
-command (per-step seconds from the run log).
+({lines_total:,} invoice lines) split before its last {max(len(days), 1)} whole days (the last,
+{r["split"]["day"]}, has {last_lines:,} lines and {last_events:,} events). The history is ingested and run
+once (full, {r["first_run_s"]:.0f} s; invoice lines and events only: no customer profiles, so no saved segments); then each new day is ingested and
+`segmentum run` runs incrementally; after the last day `segmentum run --full` recomputes the
+same day. Each command in its own process, DuckDB with a {MEMORY_LIMIT} memory limit, wall
+time of the command (per-step seconds from the run log).
+
+{_daily_table(days, r["full_s"])}
 
 | run | time (s) | share of the full run (target under {TARGET:.0%}) |
 |---|---:|---:|
 | `segmentum run --full` | {r["full_s"]:.1f} | 100% |
-| `segmentum run` after one new day (incremental) | {r["incremental_s"]:.1f} | {ratio:.0%} |
+| `segmentum run` after the last new day (incremental) | {r["incremental_s"]:.1f} | {ratio:.0%} |
 
 The incremental run: {plan["why"]}; {plan["models_why"]}.
 Rows of the incremental run's tables that differ from the full run's (beyond 1e-9 relative):

@@ -22,6 +22,7 @@ from segmentum.config import Settings, load_settings
 from segmentum.features import customer_features, default_as_of, rollup
 from segmentum.ingest import returns
 from segmentum.segments.classes import classify
+from segmentum.serving import ServingStore, serving_path
 from segmentum.warehouse import Warehouse, connect
 
 FIRST_DAY = dt.date(2024, 1, 1)
@@ -352,14 +353,16 @@ def test_page_models_of_incremental_days_equal_a_full_build(
         target = default_as_of(wh.table("transactions"))
         p = incremental.plan(wh, target, settings)
         assert p.kind == "incremental" and p.changed is not None and p.previous is not None
+        keys = page_models.page_keys(wh, p.changed, p.previous.as_of)
         # The rows rebuilt have the stored tables' columns: the rows are updated, not rewritten.
         tx = wh.table("transactions")
-        fresh = page_models._invoices(tx, p.changed)
+        fresh = page_models._invoices(tx, keys)
         assert page_models._same_columns(fresh, wh.table(page_models.INVOICES))
-        fresh_activity = page_models._activity(wh, p.changed)
+        fresh_activity = page_models._activity(wh, keys)
         assert fresh_activity is not None
         assert page_models._same_columns(fresh_activity, wh.table(page_models.ACTIVITY))
-        written = page_models.build_page_models(wh, p.changed, p.previous.as_of)
+        written = page_models.build_page_models(wh, keys)
+        wh.drop(keys.get_name())
         assert {page_models.INVOICES, page_models.ACTIVITY} <= set(written)
         _same(
             rows(wh.table(page_models.INVOICES), "customer_id", "invoice_id"),
@@ -421,6 +424,17 @@ def test_the_run_log_says_which_kind_ran_and_why(
     cl = wh.table("customer_clusters")
     cl = cl.filter(cl.as_of == ibis.literal(later.as_of, "date")).to_pandas()
     assert cl.cluster.notna().all() and len(cl) > 0
+    # The serving store got only the changed customers' page rows and the new dates, and
+    # holds what the warehouse holds.
+    pub = next(x for x in later.steps if x["step"] == "publish read models")
+    assert {"customer_invoices", "customer_activity", "customer_classes"} <= set(pub["carried"])
+    store = ServingStore(serving_path(wh.url))
+    cur = store.cursor()
+    assert cur is not None
+    for table in ("customer_invoices", "customer_activity", "customer_classes", "customer_clv"):
+        got = sorted(cur.execute(f"select * from {table}").fetchall(), key=str)
+        want = sorted(wh.con.con.execute(f"select * from {table}").fetchall(), key=str)
+        assert got == want, table
     assert forced.plan["models"] == "refit_full"
     runs = wh.table("pipeline_runs").order_by("started_at").to_pandas()
     assert list(runs.kind) == ["full", "incremental", "full", "incremental"]

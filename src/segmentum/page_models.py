@@ -72,24 +72,22 @@ PAGE_MODELS: dict[str, str | None] = {
 DIRECTORY_COLUMNS = ("customer_id", "first_name", "last_name", "email", "city")
 
 
-def build_page_models(
-    wh: Warehouse, changed: ir.Table | None = None, since: _dt.date | None = None
-) -> list[str]:
+def build_page_models(wh: Warehouse, keys: ir.Table | None = None) -> list[str]:
     """Write the page read models ``wh`` has the data for; returns the tables written.
 
-    An incremental run passes the customers it computed again (``changed``, a ``customer_id``
-    column) and the last run's date (``since``): the invoices and the activity of everybody
-    else are then kept as the last run wrote them, and only the changed customers' rows are
-    rebuilt from their own lines, events and messages (the lines, events and campaign results
-    dated before ``since`` are the ones the last run saw, or the run would be a full one).
+    An incremental run passes the customers whose rows changed (``keys``, from
+    :func:`page_keys`): the invoices and the activity of everybody else are then kept as the
+    last run wrote them, and only those customers' rows are rebuilt from their own lines,
+    events and messages (the lines, events and campaign results dated before the last run are
+    the ones it saw, or the run would be a full one).
     """
     written = []
     if wh.has("transactions"):
         tx = wh.table("transactions")
-        if not _update(wh, INVOICES, changed, since, "timestamp", lambda ids: _invoices(tx, ids)):
+        if not _update(wh, INVOICES, keys, lambda ids: _invoices(tx, ids)):
             wh.write(INVOICES, _invoices(tx))
         written.append(INVOICES)
-    updated = _update(wh, ACTIVITY, changed, since, "when", lambda ids: _activity(wh, ids))
+    updated = _update(wh, ACTIVITY, keys, lambda ids: _activity(wh, ids))
     if not updated:
         activity = _activity(wh)
         if activity is not None:
@@ -150,34 +148,33 @@ def _campaign_pages(wh: Warehouse) -> pa.Table | None:
     )
 
 
+def page_keys(wh: Warehouse, changed: ir.Table, since: _dt.date) -> ir.Table:
+    """The customers whose page rows an incremental run rebuilds (materialised): the
+    ``changed`` ones, and anybody whose stored invoices or activity are dated on or after
+    ``since`` (lines of that date may have gone since)."""
+    ids = changed.select("customer_id")
+    cutoff = ibis.literal(_dt.datetime(since.year, since.month, since.day), "timestamp")
+    for name, when in ((INVOICES, "timestamp"), (ACTIVITY, "when")):
+        if wh.has(name):
+            old = wh.table(name)
+            late = old.filter(old[when] >= cutoff)
+            ids = ids.union(late.select(customer_id=late.customer_id.cast(ids.customer_id.type())))
+    return wh.materialize(ids.distinct(), "pagekeys")
+
+
 def _update(
-    wh: Warehouse,
-    name: str,
-    changed: ir.Table | None,
-    since: _dt.date | None,
-    when: str,
-    build: Callable[[ir.Table], ir.Table | None],
+    wh: Warehouse, name: str, keys: ir.Table | None, build: Callable[[ir.Table], ir.Table | None]
 ) -> bool:
-    """Rebuild only the rows of ``name`` of the ``changed`` customers (and of anybody whose
-    stored rows are dated on or after ``since``: lines of that date may have gone since);
+    """Rebuild only the rows of ``name`` of the customers in ``keys`` (:func:`page_keys`);
     False when the table cannot be updated so (a full run, no table yet, other columns)."""
-    if changed is None or since is None or not wh.has(name):
+    if keys is None or not wh.has(name):
         return False
     old = wh.table(name)
-    cutoff = ibis.literal(_dt.datetime(since.year, since.month, since.day), "timestamp")
-    late = old.filter(old[when] >= cutoff)
-    ids = changed.select("customer_id").union(
-        late.select(customer_id=late.customer_id.cast(changed.customer_id.type()))
-    )
-    ids = wh.materialize(ids.distinct(), "pagekeys")
-    try:
-        fresh = build(ids)
-        if fresh is None or not _same_columns(fresh, old):
-            return False
-        wh.delete_keys(name, ids, ["customer_id"])
-        wh.insert(name, fresh.select(*old.columns))
-    finally:
-        wh.drop(ids.get_name())
+    fresh = build(keys)
+    if fresh is None or not _same_columns(fresh, old):
+        return False
+    wh.delete_keys(name, keys, ["customer_id"])
+    wh.insert(name, fresh.select(*old.columns))
     return True
 
 

@@ -550,7 +550,7 @@ def run(
                 )
         step("customer lookup", lambda: build_lookup(wh, as_of_used))
         step("dashboard aggregates", lambda: build_overview(wh, as_of_used))
-        step(
+        published = step(
             "publish read models",
             lambda: publish_read_models(
                 wh,
@@ -558,8 +558,11 @@ def run(
                 summary.run_id,
                 changed=plan.changed,
                 since=plan.previous.as_of if plan.previous else None,
+                last_run=plan.previous.run_id if plan.previous else None,
             ),
         )
+        if published is not None and published.carried:  # copied only where they changed
+            summary.steps[-1].update(carried=published.carried)
         if plan.changed is not None:  # made by the plan; read by contact times and publish
             wh.drop(plan.changed.get_name())
         step("summary", lambda: _summarise(wh, summary, feats, classes, settings))

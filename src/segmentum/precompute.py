@@ -47,23 +47,40 @@ def publish_read_models(
     *,
     changed: ir.Table | None = None,
     since: _dt.date | None = None,
+    last_run: str | None = None,
 ) -> Published | None:
     """Publish the ``READ_MODELS`` of ``wh`` into its serving store (None when it has none:
     an in-memory, Spark or PostgreSQL warehouse without the ``serving_store`` setting).
-    ``changed`` and ``since``: an incremental run's changed customers and the last run's date
-    (:func:`segmentum.page_models.build_page_models` rebuilds only their page rows)."""
-    from segmentum.page_models import PAGE_MODELS, build_page_models
+    ``changed``, ``since`` and ``last_run``: an incremental run's changed customers, the last
+    run's date and id. Only those customers' page rows are rebuilt
+    (:func:`segmentum.page_models.build_page_models`), and when the serving store still holds
+    the last run's generation, only their rows are copied into the next one."""
+    from segmentum.page_models import ACTIVITY, INVOICES, PAGE_MODELS, build_page_models, page_keys
     from segmentum.realtime.sync import build_history, sync
 
     settings = settings or load_settings()
-    # Written even without a serving store: the service then reads them in the warehouse.
-    build_page_models(wh, changed, since)
-    target = serving_path(wh.url, settings.serving_store)
-    if target is None:
-        return None
-    with contextlib.suppress(SegmentumError):  # no usable sales: the live rules see none
-        build_history(wh, settings)
-    out = publish(wh, target, {**READ_MODELS, **PAGE_MODELS}, run_id=run_id, documents=DOCUMENTS)
+    keys = page_keys(wh, changed, since) if changed is not None and since is not None else None
+    try:
+        # Written even without a serving store: the service then reads them in the warehouse.
+        build_page_models(wh, keys)
+        target = serving_path(wh.url, settings.serving_store)
+        if target is None:
+            return None
+        with contextlib.suppress(SegmentumError):  # no usable sales: the live rules see none
+            build_history(wh, settings)
+        keyed = {INVOICES: keys, ACTIVITY: keys} if keys is not None and last_run else None
+        out = publish(
+            wh,
+            target,
+            {**READ_MODELS, **PAGE_MODELS},
+            run_id=run_id,
+            documents=DOCUMENTS,
+            keyed=keyed,
+            base_run=last_run,
+        )
+    finally:
+        if keys is not None:
+            wh.drop(keys.get_name())
     sync(wh, settings)  # the live side's copy of the segments and webhook subscriptions
     return out
 

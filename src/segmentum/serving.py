@@ -129,6 +129,8 @@ def publish(
     *,
     run_id: str | None = None,
     documents: Mapping[str, str] | None = None,
+    keyed: Mapping[str, Any] | None = None,
+    base_run: str | None = None,
 ) -> Published:
     """Copy ``tables`` from ``wh`` into a new DuckDB file and rename it over ``target``.
 
@@ -148,6 +150,11 @@ def publish(
     documents
         Tables (among ``tables``) also written as one JSON document per key column value into
         :func:`documents_path`, for :meth:`ServingStore.document`.
+    keyed, base_run
+        Tables (among ``tables``) whose rows changed since the publish of run ``base_run``
+        only for the key values in an Ibis table of the warehouse (its column named as the
+        table's key): when the store holds that run's generation, only those keys' rows are
+        copied into the next one (DuckDB warehouses; the others copy everything).
 
     Returns
     -------
@@ -168,7 +175,9 @@ def publish(
     out = Published(target, run_id=run_id)
     try:
         if wh.engine == "duckdb":
-            out.carried = _copy_in_engine(wh, tmp, present, target)
+            out.carried = _copy_in_engine(
+                wh, tmp, present, target, keyed=keyed or {}, base_run=base_run
+            )
             con = duckdb.connect(str(tmp))
         else:
             con = duckdb.connect(str(tmp))
@@ -259,15 +268,22 @@ def _write_documents(
 
 
 def _copy_in_engine(
-    wh: Warehouse, tmp: Path, specs: Mapping[str, str | None], last: Path | None = None
+    wh: Warehouse,
+    tmp: Path,
+    specs: Mapping[str, str | None],
+    last: Path | None = None,
+    *,
+    keyed: Mapping[str, Any] | None = None,
+    base_run: str | None = None,
 ) -> list[str]:
     """DuckDB: the warehouse attaches the new file and copies with one statement a table.
 
     With ``last`` (the generation being replaced), the new file starts as a copy of it: the
     tables kept per date (``as_of`` and ``run_id`` columns: classes, clusters, CLV, segment
     members, a snapshot a run) then only get the dates that changed, deleted and inserted,
-    instead of their whole history every day; every other table is copied whole as before.
-    Returns the dated tables so carried.
+    instead of their whole history every day. The ``keyed`` tables (see :func:`publish`) get
+    only their changed keys' rows when the last generation is run ``base_run``'s. Every other
+    table is copied whole. Returns the tables carried over.
     """
     carried: list[str] = []
     fresh = last is None or not last.is_file()
@@ -283,10 +299,15 @@ def _copy_in_engine(
         wh.con.raw_sql(f"ATTACH {_sql_string(str(tmp))} AS {alias}")
     try:
         held = set() if fresh else _tables_of(wh, alias)
+        follows = bool(base_run) and META in held and _published_run(wh, alias) == base_run
         for name in held - set(specs):  # a read model the warehouse no longer has
             wh.con.raw_sql(f"DROP TABLE {alias}.{_quote(name)}")
         for name, key in specs.items():
-            if name in held and _sync_dates(wh, alias, name):
+            keys = (keyed or {}).get(name)
+            by_key = follows and key is not None and keys is not None
+            if name in held and (
+                _sync_keys(wh, alias, name, key, keys) if by_key else _sync_dates(wh, alias, name)
+            ):
                 carried.append(name)
                 continue
             order = f" ORDER BY {_quote(key)}" if key else ""
@@ -312,6 +333,26 @@ def _columns(wh: Warehouse, database: str, name: str) -> list[tuple[str, str]]:
         [database, name],
     )
     return [(str(r[0]), str(r[1])) for r in rows]
+
+
+def _published_run(wh: Warehouse, alias: str) -> str | None:
+    rows = wh.run_sql(f"SELECT run_id FROM {alias}.{META}")
+    return str(rows[0][0]) if rows and rows[0][0] is not None else None
+
+
+def _sync_keys(wh: Warehouse, alias: str, name: str, key: Any, keys: Any) -> bool:
+    """Replace the rows of ``keys`` (an Ibis table of key values) in ``alias.name``, the last
+    generation's copy, by the warehouse's; False when the columns changed or the row counts
+    then disagree (the table is then copied whole)."""
+    mine = str(wh.run_sql("SELECT current_database()")[0][0])
+    if _columns(wh, mine, name) != _columns(wh, alias, name):
+        return False
+    target, source, k = f"{alias}.{_quote(name)}", _quote(name), _quote(str(key))
+    chosen = f"SELECT {k} FROM {_quote(keys.get_name())}"
+    wh.run_sql(f"DELETE FROM {target} WHERE {k} IN ({chosen})")
+    wh.run_sql(f"INSERT INTO {target} SELECT * FROM {source} WHERE {k} IN ({chosen})")
+    here = wh.run_sql(f"SELECT count(*) FROM {target}")[0][0]
+    return bool(here == wh.run_sql(f"SELECT count(*) FROM {source}")[0][0])
 
 
 def _sync_dates(wh: Warehouse, alias: str, name: str) -> bool:
