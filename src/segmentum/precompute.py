@@ -136,33 +136,39 @@ def build_lookup(wh: Warehouse, as_of: _dt.date | None = None) -> int:
     # view's plan held more than a 1GB memory limit at 870,000 customers (out of memory).
     t = wh.materialize(view.select(*keep), "lookup")
     # The other parts (contact times, saved segments, discovered segment) are joined to the
-    # ids first, narrow, and then to the wide base in one 1:1 join: joined to the base one by
-    # one, the plan held more than a 4GB limit at 8.7M customers (600MB at 870,000).
-    extra = t.select("customer_id")
-    parts = 0
+    # ids first, narrow, one join a statement, and then to the wide base in one 1:1 join:
+    # joined to the base one by one, the plan held more than a 4GB limit at 8.7M customers
+    # (600MB at 870,000); the three narrow joins in one statement still held three hash
+    # tables of 8.7M rows at once (out of memory at 8.7M customers, 4GB).
+    parts: list[ir.Table] = []
     if wh.has("contact_times"):
         ct = wh.table("contact_times")
         ct = ct.filter(ct.as_of == ct.as_of.max()).select(
             "customer_id", "best_hour_band", "best_weekday", "best_device", "best_channel"
         )
-        extra = extra.left_join(ct, "customer_id").drop("customer_id_right")
-        parts += 1
+        parts.append(ct)
     if wh.has("segment_members"):
         m = wh.table("segment_members")
         m = m.filter(m.as_of == ibis.literal(as_of, "date"))
         # collect() then sort(): Spark cannot order an order-sensitive aggregate (issue 18).
-        segs = m.group_by("customer_id").aggregate(segments=m.segment.collect().sort())
-        extra = extra.left_join(segs, "customer_id").drop("customer_id_right")
-        parts += 1
+        parts.append(m.group_by("customer_id").aggregate(segments=m.segment.collect().sort()))
     if wh.has("customer_clusters"):
         c = wh.table("customer_clusters")
-        c = c.filter(c.as_of == ibis.literal(as_of, "date")).select(
-            "customer_id", "cluster_name", "cluster_name_es"
+        parts.append(
+            c.filter(c.as_of == ibis.literal(as_of, "date")).select(
+                "customer_id", "cluster_name", "cluster_name_es"
+            )
         )
-        extra = extra.left_join(c, "customer_id").drop("customer_id_right")
-        parts += 1
-    if parts:
-        extra = wh.materialize(extra, "lookup_extra")
+    extra: ir.Table | None = None
+    for part in parts:
+        base = t.select("customer_id") if extra is None else extra
+        staged = wh.materialize(
+            base.left_join(part, "customer_id").drop("customer_id_right"), "lookup_extra"
+        )
+        if extra is not None:
+            wh.drop(extra.get_name())
+        extra = staged
+    if extra is not None:
         t = t.left_join(extra, "customer_id").drop("customer_id_right")
     t = t.mutate(as_of=ibis.literal(as_of, "date")).order_by("customer_id")
     out = wh.write(LOOKUP, t)

@@ -50,6 +50,10 @@ from segmentum.errors import WarehouseError
 from segmentum.warehouse import Warehouse, _duckdb_path, spark_folder
 
 META = "_published"
+# Results kept per date (``as_of``, ``run_id``), only ever written a whole date at a time
+# (``Warehouse.replace_where``, the history backfill) or deleted from (``segmentum forget``):
+# a publish copies only their dates whose runs or row counts changed.
+DATED = ("customer_classes", "customer_clusters", "customer_clv", "segment_members")
 _PG_SCHEMES = ("postgres://", "postgresql://")
 T = TypeVar("T")
 
@@ -279,8 +283,8 @@ def _copy_in_engine(
     """DuckDB: the warehouse attaches the new file and copies with one statement a table.
 
     With ``last`` (the generation being replaced), the new file starts as a copy of it: the
-    tables kept per date (``as_of`` and ``run_id`` columns: classes, clusters, CLV, segment
-    members, a snapshot a run) then only get the dates that changed, deleted and inserted,
+    tables kept per date (``DATED``: classes, clusters, CLV, segment members, a snapshot a
+    run) then only get the dates that changed, deleted and inserted,
     instead of their whole history every day. The ``keyed`` tables (see :func:`publish`) get
     only their changed keys' rows when the last generation is run ``base_run``'s. Every other
     table is copied whole. Returns the tables carried over.
@@ -360,6 +364,8 @@ def _sync_dates(wh: Warehouse, alias: str, name: str) -> bool:
     date by date: the dates whose runs or row counts differ are deleted and inserted again.
     False when the table is not kept per date, or its columns changed (then it is copied
     whole)."""
+    if name not in DATED:
+        return False
     mine = wh.run_sql("SELECT current_database()")[0][0]
     cols = _columns(wh, str(mine), name)
     if not {"as_of", "run_id"} <= {c for c, _ in cols} or cols != _columns(wh, alias, name):
