@@ -113,8 +113,8 @@ class Published:
     tables: dict[str, int] = field(default_factory=dict)
     published_at: str = ""
     run_id: str | None = None
-    # Dated tables whose earlier dates were carried from the last generation (only the dates
-    # that changed were copied).
+    # Tables carried from the last generation: only their changed dates (``DATED``) or their
+    # changed keys (``keyed``) were copied.
     carried: list[str] = field(default_factory=list)
 
 
@@ -339,6 +339,12 @@ def _columns(wh: Warehouse, database: str, name: str) -> list[tuple[str, str]]:
     return [(str(r[0]), str(r[1])) for r in rows]
 
 
+def _columns_kept(wh: Warehouse, alias: str, name: str) -> bool:
+    """Whether ``alias.name`` (the last generation's copy) has the warehouse table's columns."""
+    mine = str(wh.run_sql("SELECT current_database()")[0][0])
+    return _columns(wh, mine, name) == _columns(wh, alias, name)
+
+
 def _published_run(wh: Warehouse, alias: str) -> str | None:
     rows = wh.run_sql(f"SELECT run_id FROM {alias}.{META}")
     return str(rows[0][0]) if rows and rows[0][0] is not None else None
@@ -348,8 +354,7 @@ def _sync_keys(wh: Warehouse, alias: str, name: str, key: Any, keys: Any) -> boo
     """Replace the rows of ``keys`` (an Ibis table of key values) in ``alias.name``, the last
     generation's copy, by the warehouse's; False when the columns changed or the row counts
     then disagree (the table is then copied whole)."""
-    mine = str(wh.run_sql("SELECT current_database()")[0][0])
-    if _columns(wh, mine, name) != _columns(wh, alias, name):
+    if not _columns_kept(wh, alias, name):
         return False
     target, source, k = f"{alias}.{_quote(name)}", _quote(name), _quote(str(key))
     chosen = f"SELECT {k} FROM {_quote(keys.get_name())}"
@@ -364,11 +369,9 @@ def _sync_dates(wh: Warehouse, alias: str, name: str) -> bool:
     date by date: the dates whose runs or row counts differ are deleted and inserted again.
     False when the table is not kept per date, or its columns changed (then it is copied
     whole)."""
-    if name not in DATED:
+    if name not in DATED or not _columns_kept(wh, alias, name):
         return False
-    mine = wh.run_sql("SELECT current_database()")[0][0]
-    cols = _columns(wh, str(mine), name)
-    if not {"as_of", "run_id"} <= {c for c, _ in cols} or cols != _columns(wh, alias, name):
+    if not {"as_of", "run_id"} <= {c for c, _ in _columns(wh, alias, name)}:  # an older table
         return False
     target, source = f"{alias}.{_quote(name)}", _quote(name)
 
