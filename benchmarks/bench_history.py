@@ -175,7 +175,7 @@ def main() -> None:
             f"### Segment backfill, {size}\n\n"
             f"20 saved segments x 24 monthly dates in one partitioned pass against the class "
             f"backfill, {size} from {n_lines / 1e6:.2f}M invoice lines ({machine()}; the "
-            "machine was shared with other benchmarks and test runs: read the ratio).\n\n"
+            "two rows ran one after the other in one run: read the ratio).\n\n"
             "| contender | time (s) | peak memory (MB) |\n|---|---:|---:|\n"
             + "\n".join(
                 f"| {r.name} | {r.seconds:.1f} | {r.peak_mb:,.0f} |" for r in (ours, with_segments)

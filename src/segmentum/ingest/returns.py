@@ -88,44 +88,45 @@ def link_returns(lines: ir.Table) -> ir.Table:
     linked to it is counted (a cancelled order).
     """
 
-    def base(sign: int) -> ir.Table:
-        # Returns and purchases are each read from the lines themselves: a shared selection
-        # of every line would be kept whole (a common table) for the two readers.
-        t = lines.filter(
-            lines.customer_id.notnull()
-            & lines.timestamp.notnull()
-            & ((lines.quantity < 0) if sign < 0 else (lines.quantity > 0))
+    has_product = "product_id" in lines.columns
+    has_stated = "original_invoice_id" in lines.columns
+
+    def base(t: ir.Table, sign: int) -> ir.Table:
+        t = t.filter(
+            t.customer_id.notnull()
+            & t.timestamp.notnull()
+            & ((t.quantity < 0) if sign < 0 else (t.quantity > 0))
         )
-        stated = (
-            t.original_invoice_id if "original_invoice_id" in t.columns else ibis.null("string")
-        )
-        product = t.product_id if "product_id" in t.columns else ibis.null("string")
         return t.select(
             "invoice_id",
             "customer_id",
             "timestamp",
             "quantity",
             "amount",
-            product_id=product,
-            stated=stated,
+            product_id=t.product_id if has_product else ibis.null("string"),
+            stated=t.original_invoice_id if has_stated else ibis.null("string"),
             # Lines without a number are one line per invoice (CDNOW-style logs).
             line=t.line if "line" in t.columns else ibis.literal(1, "int64"),
         )
 
-    rets = base(-1)
-    bought_all = base(1)
-    # Only the purchases of customers with a return line can be linked or cancelled (every
-    # join below matches the customer): a few percent of the lines.
-    bought_all = bought_all.filter(bought_all.customer_id.isin(rets.customer_id))
-    buys = bought_all.select(
-        o_invoice_id=bought_all.invoice_id,
-        o_line=bought_all.line,
-        o_customer_id=bought_all.customer_id,
-        o_timestamp=bought_all.timestamp,
-        o_quantity=bought_all.quantity,
-        o_amount=bought_all.amount,
-        o_product_id=bought_all.product_id,
-    )
+    rets = base(lines, -1)
+
+    def purchases(keys: ir.Table, on: list[tuple[str, str]]) -> ir.Table:
+        # Only purchases that share a key with a return can be linked or cancelled: a few
+        # percent of the lines. Each reader takes its own purchases straight from the lines
+        # (the key filter first), so no selection of every purchase is kept whole as a common
+        # table for several readers, and every hash table is built on the returns' keys.
+        t = lines.semi_join(keys, [lines[a] == keys[b] for a, b in on])
+        b = base(t, 1)
+        return b.select(
+            o_invoice_id=b.invoice_id,
+            o_line=b.line,
+            o_customer_id=b.customer_id,
+            o_timestamp=b.timestamp,
+            o_quantity=b.quantity,
+            o_amount=b.amount,
+            o_product_id=b.product_id,
+        )
 
     def candidates(pairs: ir.Table, by_invoice: bool) -> ir.Table:
         same_qty = pairs.o_quantity == -pairs.quantity
@@ -160,6 +161,10 @@ def link_returns(lines: ir.Table) -> ir.Table:
         )
 
     named = rets.filter(rets.stated.notnull())
+    buys = purchases(
+        named.select("customer_id", "stated"),
+        [("customer_id", "customer_id"), ("invoice_id", "stated")],
+    )
     by_invoice = named.join(
         buys,
         [
@@ -169,6 +174,14 @@ def link_returns(lines: ir.Table) -> ir.Table:
             | named.product_id.isnull()
             | buys.o_product_id.isnull(),
         ],
+    )
+    buys = (
+        purchases(
+            rets.select("customer_id", "product_id"),
+            [("customer_id", "customer_id"), ("product_id", "product_id")],
+        )
+        if has_product
+        else buys.limit(0)
     )
     by_product = rets.join(
         buys,
@@ -196,12 +209,9 @@ def link_returns(lines: ir.Table) -> ir.Table:
     returned = links.group_by(["customer_id", "o_invoice_id"]).aggregate(
         _returned=links.amount.sum()
     )
-    bought = buys.semi_join(
-        returned,
-        [
-            buys.o_customer_id == returned.customer_id,
-            buys.o_invoice_id == returned.o_invoice_id,
-        ],
+    bought = purchases(
+        returned.select("customer_id", "o_invoice_id"),
+        [("customer_id", "customer_id"), ("invoice_id", "o_invoice_id")],
     )
     totals = bought.group_by(["o_customer_id", "o_invoice_id"]).aggregate(
         _bought=bought.o_amount.sum()
