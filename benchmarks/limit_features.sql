@@ -1,8 +1,21 @@
 CREATE OR REPLACE TABLE raw_features AS
-WITH l AS NOT MATERIALIZED (
-  SELECT customer_id, invoice_id, product_id, category, sales_channel, device, quantity, amount,
-         promo_code, discount, timestamp, CAST(timestamp AS DATE) AS day
-  FROM transactions WHERE customer_id IS NOT NULL AND timestamp < TIMESTAMP '{as_of}'),
+-- Net purchases, as the pipeline counts them: lines of an order its linked returns cancel in
+-- full are left out, and so is a line whose units all came back; a line partly returned keeps
+-- what was kept. Return lines stay (they are the returns).
+WITH gone AS (SELECT DISTINCT customer_id, original_invoice_id AS invoice_id, TRUE AS g
+              FROM return_links WHERE invoice_cancelled),
+back AS (SELECT original_invoice_id AS invoice_id, original_line AS line,
+                SUM(quantity) AS rq, SUM(amount) AS ra FROM return_links GROUP BY 1, 2),
+l AS NOT MATERIALIZED (
+  SELECT t.customer_id, t.invoice_id, t.product_id, t.category, t.sales_channel, t.device,
+         CASE WHEN t.quantity > 0 THEN t.quantity + COALESCE(b.rq, 0) ELSE t.quantity END AS quantity,
+         CASE WHEN t.quantity > 0 THEN GREATEST(t.amount + COALESCE(b.ra, 0), 0) ELSE t.amount END AS amount,
+         t.promo_code, t.discount, t.timestamp, CAST(t.timestamp AS DATE) AS day
+  FROM transactions t
+  LEFT JOIN back b ON b.invoice_id = t.invoice_id AND b.line = t.line
+  LEFT JOIN gone c ON c.customer_id = t.customer_id AND c.invoice_id = t.invoice_id
+  WHERE t.customer_id IS NOT NULL AND t.timestamp < TIMESTAMP '{as_of}'
+    AND NOT (t.quantity > 0 AND (COALESCE(c.g, FALSE) OR t.quantity + COALESCE(b.rq, 0) <= 1e-6))),
 base AS (
   SELECT customer_id,
     SUM(amount) AS monetary,
@@ -73,4 +86,32 @@ FROM base b JOIN freq f ON f.customer_id = b.customer_id AND f.frequency > 0
 LEFT JOIN prods p ON p.customer_id = b.customer_id
 LEFT JOIN gaps g ON g.customer_id = b.customer_id LEFT JOIN chan ON chan.customer_id = b.customer_id LEFT JOIN dev ON dev.customer_id = b.customer_id
 LEFT JOIN band ON band.customer_id = b.customer_id LEFT JOIN wday ON wday.customer_id = b.customer_id LEFT JOIN cat ON cat.customer_id = b.customer_id
-LEFT JOIN btyd bt ON bt.customer_id = b.customer_id
+LEFT JOIN btyd bt ON bt.customer_id = b.customer_id;
+
+-- engagement: events and campaign results before the date (bench_features.py runs only the
+-- statement above: its warehouse holds the invoice lines alone).
+CREATE OR REPLACE TABLE raw_features AS
+WITH ev AS (
+  SELECT customer_id,
+    COUNT(*) FILTER (WHERE event_type = 'cart_abandoned') AS cart_abandonments,
+    COUNT(*) FILTER (WHERE event_type = 'email_open') AS email_opens,
+    COUNT(*) FILTER (WHERE event_type = 'email_click') AS email_clicks,
+    COUNT(*) FILTER (WHERE event_type = 'push_open') AS push_opens,
+    COUNT(*) FILTER (WHERE event_type = 'push_click') AS push_clicks
+  FROM events WHERE customer_id IS NOT NULL AND timestamp < TIMESTAMP '{as_of}' GROUP BY 1),
+sends AS (
+  SELECT customer_id,
+    COUNT(*) FILTER (WHERE channel = 'email' AND "group" = 'treatment') AS email_sends,
+    COUNT(*) FILTER (WHERE channel = 'push' AND "group" = 'treatment') AS push_sends
+  FROM campaign_results WHERE sent_at < TIMESTAMP '{as_of}' GROUP BY 1)
+SELECT r.* EXCLUDE (as_of),
+  COALESCE(ev.cart_abandonments, 0) AS cart_abandonments, COALESCE(ev.email_opens, 0) AS email_opens,
+  COALESCE(ev.email_clicks, 0) AS email_clicks, COALESCE(ev.push_opens, 0) AS push_opens,
+  COALESCE(ev.push_clicks, 0) AS push_clicks,
+  CASE WHEN s.email_sends > 0 THEN COALESCE(ev.email_opens, 0) / s.email_sends END AS email_open_rate,
+  CASE WHEN s.push_sends > 0 THEN COALESCE(ev.push_opens, 0) / s.push_sends END AS push_open_rate,
+  CASE WHEN ev.email_opens > 0 THEN ev.email_clicks / ev.email_opens END AS email_click_rate,
+  CASE WHEN ev.push_opens > 0 THEN ev.push_clicks / ev.push_opens END AS push_click_rate,
+  r.as_of
+FROM raw_features r LEFT JOIN ev ON ev.customer_id = r.customer_id
+LEFT JOIN sends s ON s.customer_id = r.customer_id;
