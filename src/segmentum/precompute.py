@@ -351,11 +351,14 @@ def _segment_profiles(wh: Warehouse, as_of: _dt.date) -> dict[str, Any]:
         members.setdefault(row["segment"], set()).add(row["customer_id"])
     numeric = [c for c in PROFILE_NUMERIC if c in df.columns]
     categorical = [c for c in PROFILE_CATEGORICAL if c in df.columns]
+    shared: dict[str, Any] = {}  # the sample's columns, prepared once for every segment
     for name in names:
         inside = df.customer_id.isin(members.get(name, set()))
         labelled = df.assign(segment=np.where(inside, "in", "out"))
         try:
-            prof = profile_segments(labelled, "segment", numeric, categorical, min_size=50)
+            prof = profile_segments(
+                labelled, "segment", numeric, categorical, min_size=50, shared=shared
+            )
         except (SegmentumError, ValueError):
             continue  # too small to split
         out[name] = prof.to_dict()

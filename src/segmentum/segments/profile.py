@@ -167,8 +167,15 @@ def profile_segments(
     alpha: float = 0.05,
     tree_depth: int = 3,
     seed: int = 0,
+    shared: dict[str, Any] | None = None,
 ) -> Profiles:
-    """Test, profile and name every segment of ``df[label]`` against the rest."""
+    """Test, profile and name every segment of ``df[label]`` against the rest.
+
+    ``shared``: a dict the caller passes again with the same rows and columns under other
+    labels (members of one saved segment after another): what depends only on the columns
+    (their values, spread, shares and the tree's design matrix) is computed on the first call
+    and reused.
+    """
     from scipy import stats
     from sklearn.model_selection import train_test_split
     from sklearn.tree import DecisionTreeClassifier, export_text
@@ -181,8 +188,27 @@ def profile_segments(
     categorical = [c for c in categorical if c in df.columns]
     raw: list[tuple[str, FeatureTest]] = []
     overall: list[dict[str, Any]] = []
+    mirror: dict[str, Any] = {}
+    overall_tables: dict[str, tuple[float, float, float]] = {}
+    # Per column once, whatever the number of segments: the values, their spread and shares.
+    if shared is None or shared.get("rows") != (n, tuple(numeric), tuple(categorical)):
+        shared = {} if shared is None else shared
+        shared.clear()
+        shared["rows"] = (n, tuple(numeric), tuple(categorical))
+        nums: dict[str, tuple[pd.Series, pd.Series, float, float, _Quartiles]] = {}
+        cats: dict[str, tuple[pd.Series, pd.Series]] = {}
+        shared["nums"], shared["cats"] = nums, cats
+        for c in numeric:
+            v = pd.to_numeric(df[c], errors="coerce")
+            present = v.dropna()
+            if np.ptp(present) if len(present) else 0:
+                nums[c] = (v, present, float(v.std()) or 1.0, float(v.mean()), _quartiles(present))
+        for c in categorical:
+            col = df[c].fillna("(missing)").astype(str)
+            cats[c] = (col, col.value_counts(normalize=True))
+    nums, cats = shared["nums"], shared["cats"]
     for c in numeric:
-        v = pd.to_numeric(df[c], errors="coerce")
+        v = nums[c][0] if c in nums else pd.to_numeric(df[c], errors="coerce")
         groups = [v[df[label] == s].dropna().to_numpy() for s in segs]
         groups = [g for g in groups if len(g)]
         if len(groups) > 1 and np.ptp(np.concatenate(groups)) > 0:
@@ -202,6 +228,7 @@ def profile_segments(
         if tab.shape[0] > 1 and tab.shape[1] > 1:
             chi2, p, _, _ = stats.chi2_contingency(tab)
             v_ = np.sqrt(chi2 / (tab.to_numpy().sum() * (min(tab.shape) - 1)))
+            overall_tables["\0" + c] = (float(chi2), float(p), float(v_))
             overall.append(
                 {
                     "feature": c,
@@ -211,16 +238,24 @@ def profile_segments(
                     "cramers_v": float(v_),
                 }
             )
+    labels = df[label].to_numpy()
+    mirror.update(overall_tables if len(segs) == 2 else {})
+    # Two segments (members against the rest) share their tests: the same rank-sum test seen
+    # from the other side (U and n1 * n2 - U, one p-value) and the same table with its rows
+    # swapped (one chi-square). Computed for the first, mirrored for the second.
     for s in segs:
-        inside = df[label] == s
-        for c in numeric:
-            v = pd.to_numeric(df[c], errors="coerce")
+        inside = pd.Series(labels == s, index=df.index)
+        for c, (v, _, sd, mean, quartiles) in nums.items():
             a, b = v[inside].dropna(), v[~inside].dropna()
-            if len(a) == 0 or len(b) == 0 or np.ptp(v.dropna()) == 0:
+            if len(a) == 0 or len(b) == 0:
                 continue
-            u, p = stats.mannwhitneyu(a, b, alternative="two-sided")
+            if len(segs) == 2 and c in mirror:
+                u_other, p = mirror[c][:2]
+                u = len(a) * len(b) - u_other
+            else:
+                u, p = stats.mannwhitneyu(a, b, alternative="two-sided")
+                mirror[c] = (float(u), float(p))
             r = 1.0 - 2.0 * u / (len(a) * len(b))  # rank-biserial: > 0 means segment lower
-            sd = float(v.std()) or 1.0
             raw.append(
                 (
                     s,
@@ -234,20 +269,23 @@ def profile_segments(
                         -r,
                         float(a.mean()),
                         float(b.mean()),
-                        (float(a.mean()) - float(v.mean())) / sd,
-                        *_quartile_trait(a, v.dropna(), float(a.mean()) >= float(v.mean())),
+                        (float(a.mean()) - mean) / sd,
+                        *_quartile_trait(a, quartiles, float(a.mean()) >= mean),
                     ),
                 )
             )
-        for c in categorical:
-            col = df[c].fillna("(missing)").astype(str)
-            tab = _crosstab(inside, col)
-            if tab.shape[0] < 2 or tab.shape[1] < 2:
-                continue
-            chi2, p, _, _ = stats.chi2_contingency(tab)
-            v_ = float(np.sqrt(chi2 / (tab.to_numpy().sum() * (min(tab.shape) - 1))))
+        for c, (col, all_share) in cats.items():
+            key = "\0" + c
+            if len(segs) == 2 and key in mirror:
+                chi2, p, v_ = mirror[key]
+            else:
+                tab = _crosstab(inside, col)
+                if tab.shape[0] < 2 or tab.shape[1] < 2:
+                    continue
+                chi2, p, _, _ = stats.chi2_contingency(tab)
+                v_ = float(np.sqrt(chi2 / (tab.to_numpy().sum() * (min(tab.shape) - 1))))
+                mirror[key] = (float(chi2), float(p), v_)
             seg_share = col[inside].value_counts(normalize=True)
-            all_share = col.value_counts(normalize=True)
             lift = (seg_share / all_share).dropna()
             # Name a segment after a value a real part of it has (not after a rare value
             # that happens to be over-represented: 0.4% of a cluster is not its income band).
@@ -308,17 +346,20 @@ def profile_segments(
             )
         )
     # A shallow tree that reproduces the labels as readable rules.
-    x = (
-        df[numeric]
-        .apply(pd.to_numeric, errors="coerce")
-        .fillna(df[numeric].median(numeric_only=True))
-    )
-    x = x.fillna(0.0)
-    if categorical:
-        x = pd.concat(
-            [x, pd.get_dummies(df[categorical].fillna("(missing)").astype(str)).astype(float)],
-            axis=1,
+    if "x" not in shared:
+        x = (
+            df[numeric]
+            .apply(pd.to_numeric, errors="coerce")
+            .fillna(df[numeric].median(numeric_only=True))
         )
+        x = x.fillna(0.0)
+        if categorical:
+            x = pd.concat(
+                [x, pd.get_dummies(df[categorical].fillna("(missing)").astype(str)).astype(float)],
+                axis=1,
+            )
+        shared["x"] = x
+    x = shared["x"]
     y = df[label]
     stratify = y if y.value_counts().min() >= 2 else None
     xtr, xte, ytr, yte = train_test_split(x, y, test_size=0.3, random_state=seed, stratify=stratify)
@@ -338,15 +379,23 @@ MIN_TRAIT_SHARE = 0.30
 MIN_TRAIT_LIFT = 1.5
 
 
-def _quartile_trait(inside: pd.Series, everyone: pd.Series, high: bool) -> tuple[float, float]:
+_Quartiles = tuple[tuple[float, float], tuple[float, float]]
+
+
+def _quartiles(everyone: pd.Series) -> _Quartiles:
+    """The overall lower and upper quartiles with the share of everyone beyond each."""
+    low, high = float(everyone.quantile(0.25)), float(everyone.quantile(0.75))
+    return (low, float((everyone < low).mean())), (high, float((everyone > high).mean()))
+
+
+def _quartile_trait(inside: pd.Series, quartiles: _Quartiles, high: bool) -> tuple[float, float]:
     """(lift, share) of a numeric trait: the share of the segment beyond the overall upper
     (``high``) or lower quartile, and that share over the same share among everyone."""
+    (low_cut, low_base), (high_cut, high_base) = quartiles
     if high:
-        cut = float(everyone.quantile(0.75))
-        share, base = float((inside > cut).mean()), float((everyone > cut).mean())
+        share, base = float((inside > high_cut).mean()), high_base
     else:
-        cut = float(everyone.quantile(0.25))
-        share, base = float((inside < cut).mean()), float((everyone < cut).mean())
+        share, base = float((inside < low_cut).mean()), low_base
     return (share / base if base > 0 else 0.0), share
 
 
