@@ -28,6 +28,8 @@ from segmentum.warehouse import Warehouse
 
 LOOKUP = "customer_lookup"
 DEFAULT_MICRO = ("value_tier", "region", "city", "age_band")
+# The classes the overview shows as shares of the buyers.
+SHARES = ("rfm_segment", "value_tier", "lifecycle_stage", "value_potential")
 CACHE = "dashboard_cache"
 # What the service reads on the request path, with the key each is sorted and indexed on.
 # realtime_history: each customer's recent orders, for the live segment rules (segmentum.realtime).
@@ -250,11 +252,17 @@ def _histogram(t: Any, column: str, bins: int = 20, log: bool = False) -> dict[s
 
 def build_overview(wh: Warehouse, as_of: _dt.date | None = None) -> dict[str, Any]:
     """Every dashboard aggregate, stored as JSON in ``dashboard_cache``."""
+    from segmentum.segments.micro import PERSONA, drilldown, micro_segments
+    from segmentum.segments.view import GEO_LEVELS
+
     view, as_of = customer_view(wh, as_of)
-    # Computed once: the aggregates below, the geography and the micro-segments then read one
-    # table instead of joining the view again (three times at a million customers).
-    view = wh.materialize(view, "overview")
-    buyers = wh.materialize(view.filter(view.frequency > 0), "buyers")
+    # Computed once, with only the columns read below: the aggregates, the geography and the
+    # micro-segments then read one narrow table instead of joining the view again.
+    used = {"customer_id", "frequency", "monetary", "r_score", "f_score", "clv", "tags"}
+    used |= {*SHARES, "churn_probability", *GEO_LEVELS, *DEFAULT_MICRO, *PERSONA}
+    view = wh.materialize(view.select(*[c for c in view.columns if c in used]), "overview")
+    # The buyers are nearly everybody: filtered as each aggregate reads them, not copied.
+    buyers = view.filter(view.frequency > 0)
     totals = buyers.aggregate(n=buyers.count(), revenue=buyers.monetary.sum()).to_pyarrow()
     tot = totals.to_pylist()[0]
     out: dict[str, Any] = {
@@ -262,7 +270,7 @@ def build_overview(wh: Warehouse, as_of: _dt.date | None = None) -> dict[str, An
         "customers": int(tot["n"]),
         "revenue": float(tot["revenue"] or 0.0),
     }
-    for col in ("rfm_segment", "value_tier", "lifecycle_stage", "value_potential"):
+    for col in SHARES:
         if col in buyers.columns:
             out[col] = _shares(buyers, col)
     if "r_score" in buyers.columns:
@@ -284,8 +292,6 @@ def build_overview(wh: Warehouse, as_of: _dt.date | None = None) -> dict[str, An
             .to_pyarrow()
             .to_pylist()
         )
-    from segmentum.segments.micro import drilldown, micro_segments
-
     if wh.has("customers"):
         try:
             out["geography"] = drilldown(wh, as_of=as_of, view=view)
