@@ -67,6 +67,8 @@ def prepare() -> Path:
     wh.close()
     tmp.rename(DB)
     ingested.unlink()
+    for leftover in DATA.glob(f"{tmp.name.removesuffix('.duckdb')}.*"):  # its serving stores
+        leftover.unlink()
     print(f"  prepared {DB.name} in {time.perf_counter() - t0:.0f} s", flush=True)
     return DB
 
@@ -532,7 +534,10 @@ Same answers (segmentum; the limit):
 {checks}
 """
     update_doc("steps", body)
-    copy.unlink()
+    # The copy and what the run and the publish limit wrote beside it (serving stores, their
+    # documents, the live rules' store).
+    for leftover in DATA.glob(f"{copy.name.removesuffix('.duckdb')}.*"):
+        leftover.unlink()
 
 
 if __name__ == "__main__":
