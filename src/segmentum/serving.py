@@ -188,9 +188,11 @@ def publish(
             _copy_through_arrow(wh, con, present)
         try:
             for name, key in present.items():
-                if key and name not in out.carried:
+                if key:  # a table carried over keeps its index, unless its rows were synced
                     index = _quote(f"{name}_{key}")
-                    con.execute(f"CREATE INDEX {index} ON {_quote(name)} ({_quote(key)})")
+                    con.execute(
+                        f"CREATE INDEX IF NOT EXISTS {index} ON {_quote(name)} ({_quote(key)})"
+                    )
                 row = con.execute(f"SELECT count(*) FROM {_quote(name)}").fetchone()
                 out.tables[name] = int(row[0]) if row else 0
             out.published_at = _dt.datetime.now(_dt.UTC).replace(tzinfo=None).isoformat()
@@ -358,6 +360,15 @@ def _sync_keys(wh: Warehouse, alias: str, name: str, key: Any, keys: Any) -> boo
         return False
     target, source, k = f"{alias}.{_quote(name)}", _quote(name), _quote(str(key))
     chosen = f"SELECT {k} FROM {_quote(keys.get_name())}"
+    # Without its index: DuckDB updates an index row by row on a delete (45 s for the 30,000
+    # changed customers' rows of the invoices and the activity at 870,000 customers, against
+    # 0.3 s without it and 1.4 s to build it again). publish() builds it again.
+    for schema, index in wh.run_sql(
+        "SELECT schema_name, index_name FROM duckdb_indexes() "
+        "WHERE database_name = ? AND table_name = ?",
+        [alias, name],
+    ):
+        wh.run_sql(f"DROP INDEX {alias}.{_quote(str(schema))}.{_quote(str(index))}")
     wh.run_sql(f"DELETE FROM {target} WHERE {k} IN ({chosen})")
     wh.run_sql(f"INSERT INTO {target} SELECT * FROM {source} WHERE {k} IN ({chosen})")
     here = wh.run_sql(f"SELECT count(*) FROM {target}")[0][0]
