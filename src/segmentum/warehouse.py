@@ -38,6 +38,18 @@ def _ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def _reads_only_others(expr: ir.Table, name: str) -> bool:
+    """Whether ``expr`` reads warehouse tables only, and not ``name``: its query can then feed
+    a delete-and-insert of ``name`` directly (no rows of Ibis's own to register first, no SQL
+    text whose tables are unknown)."""
+    import ibis.expr.operations as ops
+
+    op = expr.op()
+    if op.find((ops.InMemoryTable, ops.SQLQueryResult, ops.SQLStringView, ops.UnboundTable)):
+        return False
+    return name not in {t.name for t in op.find(ops.DatabaseTable)}
+
+
 def _tables_read(obj: Any, seen: set[int] | None = None, depth: int = 0) -> set[str]:
     """Names of the tables that the Ibis expressions inside ``obj`` read."""
     import ibis.expr.operations as ops
@@ -294,20 +306,23 @@ class Warehouse:
         """DuckDB, PostgreSQL: delete the replaced rows and insert the new ones, in one
         transaction. The rows of other dates are not rewritten: a daily run adds a snapshot a
         day to the history tables, and rewriting them whole made every run dearer than the
-        last. ``obj`` is staged first, so it may read the rows it replaces."""
+        last. ``obj`` is inserted straight from its query when it reads only other warehouse
+        tables; when it reads ``name`` itself (or rows Ibis holds, or SQL text), it is staged
+        first, so that it reads the rows it replaces as they were."""
         current = self.con.table(name)
-        staged = self.materialize(obj.select(*current.columns).cast(current.schema()), "replace")
+        shaped = obj.select(*current.columns).cast(current.schema())
+        staged = None if _reads_only_others(shaped, name) else self.materialize(shaped, "replace")
+        source = f"({self.con.compile(shaped)})" if staged is None else _ident(staged.get_name())
         table, col = _ident(name), _ident(column)
         cols = ", ".join(_ident(c) for c in current.columns)
         marks = ", ".join("?" for _ in values)
         try:
             with self._transaction():
                 self.run_sql(f"DELETE FROM {table} WHERE {col} IN ({marks})", values)
-                self.run_sql(
-                    f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {_ident(staged.get_name())}"
-                )
+                self.run_sql(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {source} AS _new")
         finally:
-            self.drop(staged.get_name())
+            if staged is not None:
+                self.drop(staged.get_name())
         self._gather_statistics(name)
         return self.con.table(name)
 

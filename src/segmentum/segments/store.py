@@ -382,12 +382,17 @@ class Segments:
             if any(isinstance(c, R.Call) and c.func == "has_tag" for c in R.walk(tree)):
                 used.add("tags")
         keep = [c for c in base.columns if c in used or c.startswith("seg__") or c in window_keys]
-        base = self.wh.materialize(base.select(*keep), "segbase")
-        flags = base.select("customer_id")
+        # One statement for every level: a level's rules read the columns of the levels before
+        # it in the same row (no table of the view between levels: writing it and joining it
+        # back once a level cost more than the rules).
+        full = base.select(*keep)
         for level in _levels(segs, customers):
-            full = base.join(flags, "customer_id")
-            new = {_col(n): self._compile(segs[n], full, as_of, {}).fill_null(False) for n in level}
-            flags = self.wh.materialize(full.select(*flags.columns, **new), "segflags")
+            full = full.mutate(
+                **{_col(n): self._compile(segs[n], full, as_of, {}).fill_null(False) for n in level}
+            )
+        flags = self.wh.materialize(
+            full.select("customer_id", *[_col(n) for n in customers]), "segflags"
+        )
         return flags, as_of, order, scans
 
     def _compile(
