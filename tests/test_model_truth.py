@@ -144,6 +144,51 @@ def test_a_cluster_is_never_named_after_a_missing_value() -> None:
     assert "missing" not in one.name_en.lower() and "missing" not in one.name_es.lower()
 
 
+def test_the_shared_rank_tests_give_scipys_numbers() -> None:
+    """The profiles rank a column once for every labelling of the same rows (the dashboard
+    profiles 20 saved segments on one sample): Kruskal-Wallis and Mann-Whitney from those
+    ranks equal scipy's on each group's values, with ties, missing values, three groups, and
+    tiny groups (scipy's exact test, which the shared ranks leave to scipy)."""
+    from scipy import stats
+
+    from segmentum.segments.profile import _Ranks
+
+    rng = np.random.default_rng(7)
+    n = 3000
+    values = pd.Series(rng.integers(0, 40, n).astype(float))  # many ties
+    values[rng.random(n) < 0.1] = np.nan
+    labels = rng.choice(np.array(["a", "b", "c"]), n, p=[0.5, 0.3, 0.2])
+    ranks = _Ranks(values)
+    groups = [values[labels == g].dropna().to_numpy() for g in ("a", "b", "c")]
+    h, p = ranks.kruskal(labels, ["a", "b", "c"])
+    want = stats.kruskal(*groups)
+    assert np.isclose(h, want.statistic, rtol=1e-12) and np.isclose(p, want.pvalue, rtol=1e-9)
+    for inside in (labels == "b", labels != "b"):
+        got = ranks.mann_whitney(inside)
+        assert got is not None
+        w = stats.mannwhitneyu(
+            values[inside].dropna(), values[~inside].dropna(), alternative="two-sided"
+        )
+        assert got[0] == w.statistic and np.isclose(got[1], w.pvalue, rtol=1e-12)
+    # Continuous values without ties, a group of 5 against 6: scipy's exact distribution.
+    small = _Ranks(pd.Series(rng.normal(size=11)))
+    assert small.mann_whitney(np.arange(11) < 5) is None
+    # The profile as a whole: its tests on shared ranks are scipy's.
+    df = pd.DataFrame({"seg": np.where(labels == "b", "in", "out"), "monetary": values})
+    prof = profile_segments_tests(df)
+    u = stats.mannwhitneyu(groups[1], values[labels != "b"].dropna(), alternative="two-sided")
+    assert prof["in"].statistic == u.statistic and np.isclose(prof["in"].p_value, u.pvalue)
+
+
+def profile_segments_tests(df: pd.DataFrame) -> dict[str, object]:
+    from segmentum.segments.profile import profile_segments
+
+    profiles = profile_segments(df, "seg", ["monetary"], min_size=10)
+    return {
+        p.segment: next(t for t in p.tests if t.feature == "monetary") for p in profiles.segments
+    }
+
+
 def simulated_lines(
     n: int, r: float, alpha: float, a: float, b: float, weeks: int, seed: int
 ) -> pd.DataFrame:
