@@ -44,10 +44,9 @@ def _reads_only_others(expr: ir.Table, name: str) -> bool:
     text whose tables are unknown)."""
     import ibis.expr.operations as ops
 
-    op = expr.op()
-    if op.find((ops.InMemoryTable, ops.SQLQueryResult, ops.SQLStringView, ops.UnboundTable)):
+    if expr.op().find((ops.InMemoryTable, ops.SQLQueryResult, ops.SQLStringView, ops.UnboundTable)):
         return False
-    return name not in {t.name for t in op.find(ops.DatabaseTable)}
+    return name not in _tables_read(expr)
 
 
 def _tables_read(obj: Any, seen: set[int] | None = None, depth: int = 0) -> set[str]:

@@ -252,34 +252,28 @@ def profile_segments(
         shared["rows"] = (n, tuple(numeric), tuple(categorical))
         nums: dict[str, tuple[pd.Series, pd.Series, float, float, _Quartiles]] = {}
         cats: dict[str, tuple[pd.Series, pd.Series]] = {}
-        shared["nums"], shared["cats"] = nums, cats
+        ranked: dict[str, _Ranks] = {}
+        shared["nums"], shared["cats"], shared["ranks"] = nums, cats, ranked
         for c in numeric:
             v = pd.to_numeric(df[c], errors="coerce")
             present = v.dropna()
             if np.ptp(present) if len(present) else 0:
                 nums[c] = (v, present, float(v.std()) or 1.0, float(v.mean()), _quartiles(present))
-                shared["ranks:" + c] = _Ranks(v)
+                ranked[c] = _Ranks(v)
         for c in categorical:
             col = df[c].fillna("(missing)").astype(str)
             cats[c] = (col, col.value_counts(normalize=True))
-    nums, cats = shared["nums"], shared["cats"]
+    nums, cats, ranked = shared["nums"], shared["cats"], shared["ranks"]
+    labels = df[label].to_numpy()
     for c in numeric:
-        v = nums[c][0] if c in nums else pd.to_numeric(df[c], errors="coerce")
-        ranks = shared.get("ranks:" + c)
-        if ranks is not None:  # ranked once for every labelling of these rows
-            lab = df[label].to_numpy()
-            found = [s for s in segs if np.any(~np.isnan(ranks.ranks[lab == s]))]
-            if len(found) < 2:
-                continue
-            h, p = ranks.kruskal(lab, found)
-            m = ranks.n
-        else:
-            groups = [v[df[label] == s].dropna().to_numpy() for s in segs]
-            groups = [g for g in groups if len(g)]
-            if not (len(groups) > 1 and np.ptp(np.concatenate(groups)) > 0):
-                continue
-            h, p = stats.kruskal(*groups)
-            m = sum(len(g) for g in groups)
+        ranks = ranked.get(c)
+        if ranks is None:  # no values, or all the same: nothing to test
+            continue
+        found = [s for s in segs if np.any(~np.isnan(ranks.ranks[labels == s]))]
+        if len(found) < 2:
+            continue
+        h, p = ranks.kruskal(labels, found)
+        m = ranks.n
         overall.append(
             {
                 "feature": c,
@@ -304,7 +298,6 @@ def profile_segments(
                     "cramers_v": float(v_),
                 }
             )
-    labels = df[label].to_numpy()
     mirror.update(overall_tables if len(segs) == 2 else {})
     # Two segments (members against the rest) share their tests: the same rank-sum test seen
     # from the other side (U and n1 * n2 - U, one p-value) and the same table with its rows
@@ -319,7 +312,7 @@ def profile_segments(
                 u_other, p = mirror[c][:2]
                 u = len(a) * len(b) - u_other
             else:
-                fast = shared["ranks:" + c].mann_whitney(inside.to_numpy())
+                fast = ranked[c].mann_whitney(inside.to_numpy())
                 u, p = fast or stats.mannwhitneyu(a, b, alternative="two-sided")
                 mirror[c] = (float(u), float(p))
             r = 1.0 - 2.0 * u / (len(a) * len(b))  # rank-biserial: > 0 means segment lower
