@@ -22,7 +22,8 @@ from segmentum.warehouse import connect
 
 def main(path: str, memory_limit: str = "4GB") -> dict[str, object]:
     wh = connect(f"duckdb:///{path}", memory_limit=memory_limit)
-    as_of = wh.table(timing.COUNTS).as_of.max().to_pyarrow().as_py()
+    as_of = timing.counts_as_of(wh)
+    assert as_of is not None, "run segmentum run first: no stored signal counts"
     day = as_of - dt.timedelta(days=1)
 
     def cut(d: dt.date) -> ibis.Expr:

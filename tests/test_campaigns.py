@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import ibis
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -28,7 +29,13 @@ from segmentum.campaigns.channels import render, serve_web_messages
 from segmentum.campaigns.core import Campaigns, control_value
 from segmentum.campaigns.fpgrowth import association_rules, brute_force_supports, fpgrowth
 from segmentum.campaigns.measure import effect, results
-from segmentum.campaigns.timing import contact_times, next_send_time, segment_times
+from segmentum.campaigns.timing import (
+    DIMENSIONS,
+    contact_times,
+    counts_as_of,
+    next_send_time,
+    segment_times,
+)
 from segmentum.cli import main
 from segmentum.config import load_settings
 from segmentum.errors import InputError
@@ -125,6 +132,46 @@ def test_best_time_is_shrunk_toward_the_segment(cwh: Warehouse) -> None:
     few = t.loc[f.index[f.frequency == 1].intersection(t.index)].hour_band_confidence.mean()
     many = t.loc[f.index[f.frequency >= 10].intersection(t.index)].hour_band_confidence.mean()
     assert many > few
+
+
+def test_best_times_equal_the_posterior_over_every_value_of_the_segment(cwh: Warehouse) -> None:
+    """The engine's answer against the definition, in pandas: for every customer and dimension,
+    the posterior share (own count + k x segment share) / (own total + k) of every value their
+    RFM segment has signals for; the best is the largest, ties to the first value in order."""
+    k = 5.0
+    as_of = cwh.table("contact_times").as_of.max().to_pyarrow().as_py()
+    assert counts_as_of(cwh) == as_of
+    counts = cwh.table("contact_counts").to_pandas()
+    cls = cwh.table("customer_classes")
+    cls = cls.filter(cls.as_of == ibis.literal(as_of, "date")).to_pandas()
+    seg = cls.set_index("customer_id").rfm_segment
+    assert len(seg) > 1000
+    got = cwh.table("contact_times").to_pandas().set_index("customer_id")
+    counts = counts[counts.customer_id.isin(got.index)]  # the customers the view knows
+    counts["_seg"] = counts.customer_id.map(seg).fillna("(none)")
+    shares = counts.groupby(["dim", "_seg", "value"]).n.sum()
+    shares = shares / shares.groupby(level=["dim", "_seg"]).transform("sum")
+    own = counts.set_index(["customer_id", "dim", "value"]).n
+    totals = counts.groupby(["customer_id", "dim"]).n.sum()
+    rng = np.random.default_rng(7)
+    checked = 0
+    for cid in rng.choice(got.index.to_numpy(), size=400, replace=False):
+        s = seg.get(cid, "(none)")
+        for dim in DIMENSIONS:
+            if (dim, s) not in shares.index.droplevel("value"):
+                assert pd.isna(got.at[cid, f"best_{dim}"])
+                continue
+            tot = float(totals.get((cid, dim), 0.0))
+            post = {
+                v: (float(own.get((cid, dim, v), 0.0)) + k * p) / (tot + k)
+                for v, p in shares.xs((dim, s), level=["dim", "_seg"]).items()
+            }
+            top = max(post.values())
+            best = min(v for v, q in post.items() if q == top)
+            assert got.at[cid, f"best_{dim}"] == best, (cid, dim, post)
+            assert got.at[cid, f"{dim}_confidence"] == pytest.approx(top, rel=1e-12)
+            checked += 1
+    assert checked > 1000
 
 
 def test_segment_times_are_distributions(cwh: Warehouse) -> None:

@@ -20,6 +20,7 @@ from segmentum import cli, incremental, pipeline
 from segmentum.campaigns import timing
 from segmentum.config import Settings, load_settings
 from segmentum.features import customer_features, default_as_of, rollup
+from segmentum.history.snapshots import snapshot_dates, snapshot_parts, snapshot_totals
 from segmentum.ingest import returns
 from segmentum.segments.classes import classify
 from segmentum.serving import ServingStore, serving_path
@@ -376,6 +377,20 @@ def test_page_models_of_incremental_days_equal_a_full_build(
             rows(full, "customer_id", "when", "kind", "what"),
             f"activity day {hi}",
         )
+        # The snapshot KPIs' per-customer parts: only the keys' rows replaced, the same as
+        # parts from every line; the KPIs of every snapshot date summed from them.
+        assert page_models.SNAPSHOT_KPIS in written
+        parts = snapshot_parts(tx, links=wh.table(returns.LINKS), days=rollup.purchase_days(wh))
+        _same(
+            rows(wh.table(page_models.KPI_PARTS), "customer_id", "day"),
+            rows(parts, "customer_id", "day"),
+            f"KPI parts day {hi}",
+        )
+        got = rows(wh.table(page_models.SNAPSHOT_KPIS), "as_of")
+        want = rows(snapshot_totals(tx, snapshot_dates(wh)), "as_of")  # links made here
+        assert len(got) >= 1 and list(got.as_of) == list(want.as_of)
+        assert list(got.customers) == list(want.customers), f"KPI customers day {hi}"
+        assert np.allclose(got.revenue, want.revenue, rtol=1e-9), f"KPI revenue day {hi}"
         changed = int(p.changed.count().to_pyarrow().as_py())
         assert 0 < changed < p.customers
         wh.drop(p.changed.get_name())

@@ -38,6 +38,8 @@ DIRECTORY = "customer_directory"
 SNAPSHOT_KPIS = "snapshot_kpis"
 CAMPAIGN_PAGES = "campaign_pages"
 QUARANTINE_RECENT = "quarantine_recent"
+#: Each customer's part of the snapshot KPIs (warehouse only: what a daily run updates).
+KPI_PARTS = "snapshot_kpi_parts"
 # Rows of each load's quarantine the data page lists.
 QUARANTINE_PER_BATCH = 100
 # Each customer's latest events and messages kept for the timeline (it shows at most 60 items).
@@ -111,7 +113,7 @@ def build_page_models(wh: Warehouse, keys: ir.Table | None = None) -> list[str]:
         written.append(CAMPAIGN_PAGES)
     # A warehouse without snapshots (or transactions) has nothing to compare against.
     with contextlib.suppress(SegmentumError):
-        kpis = _snapshot_kpis(wh)
+        kpis = _snapshot_kpis(wh, keys)
         if kpis is not None:
             wh.write(SNAPSHOT_KPIS, kpis)
             written.append(SNAPSHOT_KPIS)
@@ -253,11 +255,16 @@ def _activity(wh: Warehouse, ids: ir.Table | None = None) -> ir.Table | None:
     return out
 
 
-def _snapshot_kpis(wh: Warehouse) -> ir.Table | None:
+def _snapshot_kpis(wh: Warehouse, keys: ir.Table | None = None) -> ir.Table | None:
     """Customers with purchases and revenue at each snapshot date, from the lines before it
-    (the same point-in-time summary the backfill classifies)."""
+    (the same point-in-time summary the backfill classifies).
+
+    Summed from each customer's parts (``snapshot_kpi_parts``, kept in the warehouse): an
+    incremental run (``keys``, see :func:`page_keys`) replaces only those customers' parts,
+    which follow from their own lines alone; a full run writes them all.
+    """
     from segmentum.features import rollup
-    from segmentum.history.snapshots import snapshot_dates, snapshot_totals
+    from segmentum.history.snapshots import snapshot_dates, snapshot_parts, totals_from_parts
     from segmentum.ingest import returns
 
     if not wh.has("transactions"):
@@ -267,7 +274,20 @@ def _snapshot_kpis(wh: Warehouse) -> ir.Table | None:
         return None
     tx = wh.table("transactions")
     if not set(returns.SOURCE_COLUMNS) <= set(tx.columns):  # not loaded by segmentum ingest
-        return snapshot_totals(tx, dates)
+        return totals_from_parts(snapshot_parts(tx), dates)
     # The purchase-day rollup and the return links the run keeps (brought up to date if stale).
     days = rollup.purchase_days(wh)
-    return snapshot_totals(tx, dates, links=wh.table(returns.LINKS), days=days)
+    links = wh.table(returns.LINKS)
+
+    def parts(ids: ir.Table | None) -> ir.Table:
+        if ids is None:
+            return snapshot_parts(tx, links=links, days=days)
+        return snapshot_parts(
+            tx.semi_join(ids, "customer_id"),
+            links=links.semi_join(ids, "customer_id"),
+            days=days.semi_join(ids, "customer_id"),
+        )
+
+    if keys is None or not _update(wh, KPI_PARTS, keys, parts):
+        wh.write(KPI_PARTS, parts(None))
+    return totals_from_parts(wh.table(KPI_PARTS), dates)

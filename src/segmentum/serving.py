@@ -177,11 +177,17 @@ def publish(
     present = {name: key for name, key in specs.items() if wh.has(name)}
     wanted = {n: k for n, k in (documents or {}).items() if n in present}
     out = Published(target, run_id=run_id)
+    # A DuckDB warehouse writes the documents from its own tables, on a second connection, while
+    # the tables are copied: the documents cost as much as the copy and mostly wait on the disk.
+    background = _Documents(wh, docs_tmp, wanted) if wanted and wh.engine == "duckdb" else None
     try:
         if wh.engine == "duckdb":
-            out.carried = _copy_in_engine(
-                wh, tmp, present, target, keyed=keyed or {}, base_run=base_run
-            )
+            try:
+                out.carried = _copy_in_engine(
+                    wh, tmp, present, target, keyed=keyed or {}, base_run=base_run
+                )
+            finally:
+                done = background.wait() if background is not None else False
             con = duckdb.connect(str(tmp))
         else:
             con = duckdb.connect(str(tmp))
@@ -203,7 +209,9 @@ def publish(
                 [out.published_at, run_id, json.dumps(out.tables)],
             )
             con.execute("CHECKPOINT")
-            if wanted:
+            if wanted and background is not None and done:
+                _stamp_documents(docs_tmp, out.published_at)
+            elif wanted:  # another engine, or the background writer failed: from the copy
                 _write_documents(con, docs_tmp, wanted, out.published_at)
         finally:
             con.close()
@@ -239,11 +247,57 @@ def _json_column(name: str, dtype: str) -> str:
     return q
 
 
+class _Documents:
+    """:func:`_write_documents` from a DuckDB warehouse's tables, in a thread of its own with its
+    own connection (a cursor of the warehouse's database), while the caller goes on."""
+
+    def __init__(self, wh: Warehouse, path: Path, tables: Mapping[str, str]) -> None:
+        self.error: BaseException | None = None
+        self._cur = wh.con.con.cursor()
+        self._path = path
+        self._thread = threading.Thread(
+            target=self._run, args=(tables,), name="segmentum-documents", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, tables: Mapping[str, str]) -> None:
+        try:
+            _write_documents(self._cur, self._path, tables, None)
+        except BaseException as exc:  # reported by wait(); written again from the copy then
+            self.error = exc
+        finally:
+            self._cur.close()
+
+    def wait(self) -> bool:
+        """Whether the documents were written (False: write them from the copy instead)."""
+        self._thread.join()
+        if self.error is not None:
+            with contextlib.suppress(FileNotFoundError):
+                self._path.unlink()
+            return False
+        return True
+
+
+def _stamp_documents(path: Path, published_at: str) -> None:
+    """Record in the documents when the generation they go with was published."""
+    docs = sqlite3.connect(path)
+    try:
+        docs.execute("INSERT INTO _published VALUES (?)", (published_at,))
+        docs.commit()
+    finally:
+        docs.close()
+    _fsync(path)
+
+
 def _write_documents(
-    con: duckdb.DuckDBPyConnection, path: Path, tables: Mapping[str, str], published_at: str
+    con: duckdb.DuckDBPyConnection,
+    path: Path,
+    tables: Mapping[str, str],
+    published_at: str | None,
 ) -> None:
     """One SQLite table per read model: (key, JSON of the whole row), keyed by the key column.
-    The JSON is built by DuckDB; rows move over in batches of 50,000."""
+    The JSON is built by DuckDB; rows move over in batches of 50,000. Without ``published_at``,
+    :func:`_stamp_documents` records it later (the file is not synced until then)."""
     docs = sqlite3.connect(path)
     try:
         # Pages of 16 KB, set before the first table: a document is about 1 KB, more than a
@@ -254,7 +308,8 @@ def _write_documents(
         docs.execute("PRAGMA journal_mode=OFF")  # a fresh private file: renamed in when whole
         docs.execute("PRAGMA synchronous=OFF")
         docs.execute("CREATE TABLE _published (published_at TEXT)")
-        docs.execute("INSERT INTO _published VALUES (?)", (published_at,))
+        if published_at is not None:
+            docs.execute("INSERT INTO _published VALUES (?)", (published_at,))
         for name, key in tables.items():
             cols = con.execute(f"DESCRIBE {_quote(name)}").fetchall()
             fields = ", ".join(f"{_quote(c[0])} := {_json_column(c[0], c[1])}" for c in cols)

@@ -48,6 +48,8 @@ def _weekday(ts: ir.TimestampValue) -> ir.StringValue:
 DIMENSIONS = ("hour_band", "weekday", "device", "channel")
 #: Every customer's signals counted per dimension and value, for the next day's run.
 COUNTS = "contact_counts"
+#: The date those counts were counted for (one row).
+COUNTS_AS_OF = "contact_counts_as_of"
 
 
 def _segments(wh: Warehouse, as_of: _dt.date) -> ir.Table:
@@ -83,47 +85,76 @@ def _counts(signals: ir.Table) -> ir.Table:
     return ibis.union(*parts)
 
 
+def counts_as_of(wh: Warehouse) -> _dt.date | None:
+    """The date the stored signal counts (``contact_counts``) were counted for, if any."""
+    if not wh.has(COUNTS_AS_OF) or not wh.has(COUNTS):
+        return None
+    rows = wh.table(COUNTS_AS_OF).to_pyarrow().column("as_of").to_pylist()
+    return rows[0] if len(rows) == 1 else None
+
+
 def _stored_counts(wh: Warehouse, at: _dt.date) -> ir.Table | None:
     """The signal counts the last run stored, when they were counted for ``at``."""
-    if not wh.has(COUNTS):
+    if counts_as_of(wh) != at:
         return None
     stored = wh.table(COUNTS)
-    if set(stored.columns) != {"customer_id", "dim", "value", "n", "as_of"}:
-        return None
-    dates = stored.aggregate(lo=stored.as_of.min(), hi=stored.as_of.max()).to_pyarrow()
-    lo, hi = dates.column("lo")[0].as_py(), dates.column("hi")[0].as_py()
-    return stored if lo == hi == at else None
+    return stored if set(stored.columns) == {"customer_id", "dim", "value", "n"} else None
 
 
-def _shrunk_best(counts: ir.Table, segments: ir.Table, k: float) -> ir.Table:
-    """customer_id, dim, best value and its posterior share, for every customer and dimension
-    their segment has signals for."""
+def _mark_counts(wh: Warehouse, at: _dt.date | None) -> None:
+    """Say which date the stored counts are for (``None``: they are being rewritten, and a
+    run that stops now leaves counts no later run trusts)."""
+    if at is None:
+        if wh.has(COUNTS_AS_OF):
+            wh.drop(COUNTS_AS_OF)
+        return
+    wh.write(COUNTS_AS_OF, ibis.memtable({"as_of": [at]}, schema={"as_of": "date"}))
+
+
+def _best(counts: ir.Table, segments: ir.Table, k: float) -> ir.Table:
+    """customer_id, then ``best_<dim>`` and ``<dim>_confidence`` for every dimension: the
+    value with the largest posterior share and that share, for every customer of
+    ``segments`` (empty where their segment has no signal of that dimension).
+
+    A value the customer never showed scores ``k x`` its segment share, so of those only the
+    segment's top value can win, and only against the customer's best own value (every value
+    they showed scores more than ``k x`` its share). So one pass over the counts, grouped by
+    customer, finds each dimension's best own value (ties to the first value in order, as the
+    segment's top), and the segment's top value is compared with it: the same answer as over
+    every value the segment knows, without a customers x values table or a window over it.
+    """
     seg = counts.group_by(["dim", "_seg", "value"]).aggregate(sn=counts.n.sum())
     seg = seg.mutate(p=seg.sn / seg.sn.sum().over(ibis.window(group_by=[seg.dim, seg._seg])))
-    own_tot = counts.group_by(["customer_id", "dim"]).aggregate(tot=counts.n.sum())
-    # Candidates: the customer's own values, and their segment's top value if they never showed
-    # it. A value they never showed scores k x its share, so none beats the segment's top one,
-    # and every value they showed scores more than k x its share: nothing else can win. The
-    # same best as over every value the segment knows, without a customers x values table.
     top_w = ibis.window(group_by=[seg.dim, seg._seg], order_by=[ibis.desc(seg.p), seg.value])
     top = seg.mutate(_rk=ibis.row_number().over(top_w))
-    top = top.filter(top._rk == 0).select("dim", "_seg", "value", "p")
-    own = counts.join(seg.select("dim", "_seg", "value", "p"), ["dim", "_seg", "value"]).select(
-        "customer_id", "dim", "value", "n", "p"
+    top = top.filter(top._rk == 0)
+    tops = top.group_by("_seg").aggregate(
+        **{f"_tv_{c}": top.value.max(where=top.dim == c) for c in DIMENSIONS},
+        **{f"_tp_{c}": top.p.max(where=top.dim == c) for c in DIMENSIONS},
     )
-    unseen = (
-        segments.join(top, "_seg")
-        .select("customer_id", "dim", "value", "p")
-        .anti_join(counts, ["customer_id", "dim", "value"])
+    own = counts.join(seg.select("dim", "_seg", "value", "p"), ["dim", "_seg", "value"])
+    own = own.mutate(score=own.n + k * own.p)  # the posterior's numerator
+    first = ibis.struct({"s": -own.score, "v": own.value})  # highest score, then first value
+    per = own.group_by("customer_id").aggregate(
+        **{f"_v_{c}": own.value.argmin(first, where=own.dim == c) for c in DIMENSIONS},
+        **{f"_s_{c}": own.score.max(where=own.dim == c) for c in DIMENSIONS},
+        **{f"_n_{c}": own.n.sum(where=own.dim == c) for c in DIMENSIONS},
     )
-    cand = own.union(unseen.mutate(n=ibis.literal(0.0)).select(own.columns))
-    cand = cand.left_join(own_tot, ["customer_id", "dim"]).drop("customer_id_right", "dim_right")
-    cand = cand.mutate(post=(cand.n + k * cand.p) / (cand.tot.fill_null(0.0) + k))
-    w = ibis.window(
-        group_by=[cand.customer_id, cand.dim], order_by=[ibis.desc(cand.post), cand.value]
-    )
-    best = cand.mutate(_rk=ibis.row_number().over(w))
-    return best.filter(best._rk == 0).select("customer_id", "dim", "value", "post")
+    j = segments.left_join(per, "customer_id").drop("customer_id_right")
+    j = j.left_join(tops, "_seg").drop("_seg_right")
+    cols: dict[str, ir.Value] = {}
+    for c in DIMENSIONS:
+        total = j[f"_n_{c}"].fill_null(0.0) + k
+        mine = j[f"_s_{c}"] / total
+        theirs = (0.0 + k * j[f"_tp_{c}"]) / total
+        take_top = (
+            j[f"_s_{c}"].isnull()
+            | (theirs > mine)
+            | ((theirs == mine) & (j[f"_tv_{c}"] < j[f"_v_{c}"]))
+        )
+        cols[f"best_{c}"] = ibis.ifelse(take_top, j[f"_tv_{c}"], j[f"_v_{c}"])
+        cols[f"{c}_confidence"] = ibis.ifelse(take_top, theirs, mine)
+    return j.select("customer_id", **cols)
 
 
 def contact_times(
@@ -140,8 +171,9 @@ def contact_times(
     On an incremental day (``changed``: the ids of the customers with lines, events or
     results dated on or after ``since``, the last run's date), only their signals are
     counted again; everybody else's counts are the ones stored for ``since`` (their lines
-    before the cut did not change, the run's plan checked it). The shrinkage toward the
-    segments is computed over everybody, as in a full run, so the answer is the same.
+    before the cut did not change, the run's plan checked it), and only the changed
+    customers' stored counts are replaced. The shrinkage toward the segments is computed
+    over everybody, as in a full run, so the answer is the same.
     """
     as_of = as_of or latest_as_of(wh)
     # The two inputs every dimension reads, computed once: the customers' segments and the
@@ -150,30 +182,28 @@ def contact_times(
     stored = _stored_counts(wh, since) if changed is not None and since is not None else None
     if stored is not None and changed is not None:
         ids = changed.select("customer_id")
-        fresh = _counts(_signals(wh, as_of, only=ids))
-        kept = stored.anti_join(ids, "customer_id").select("customer_id", "dim", "value", "n")
-        raw = wh.materialize(kept.union(fresh.cast(kept.schema())), "ct_raw")
+        fresh = _counts(_signals(wh, as_of, only=ids)).cast(stored.schema())
+        if store:  # the changed customers' counts replace theirs, the others' stay
+            fresh = wh.materialize(fresh, "ct_fresh")
+            _mark_counts(wh, None)
+            wh.delete_keys(COUNTS, ids, ["customer_id"])
+            wh.insert(COUNTS, fresh)
+            _mark_counts(wh, as_of)
+            raw = wh.table(COUNTS)
+        else:
+            kept = stored.anti_join(ids, "customer_id")
+            raw = wh.materialize(kept.union(fresh), "ct_raw")
     else:
         raw = wh.materialize(_counts(_signals(wh, as_of)), "ct_raw")
-    if store:  # what the next day's run starts from
-        wh.write(COUNTS, raw.mutate(as_of=ibis.literal(as_of, "date")))
+        if store:  # what the next day's run starts from
+            _mark_counts(wh, None)
+            wh.write(COUNTS, raw)
+            _mark_counts(wh, as_of)
     counts = wh.materialize(
         raw.join(segments, "customer_id").select("customer_id", "_seg", "dim", "value", "n"),
         "ct_counts",
     )
-    best = _shrunk_best(counts, segments, k)
-    pivot = best.group_by("customer_id").aggregate(
-        **{
-            name: expr
-            for col in DIMENSIONS
-            for name, expr in (
-                (f"best_{col}", best.value.max(where=best.dim == col)),
-                (f"{col}_confidence", best.post.max(where=best.dim == col)),
-            )
-        }
-    )
-    out = segments.select("customer_id").left_join(pivot, "customer_id").drop("customer_id_right")
-    out = out.mutate(as_of=ibis.literal(as_of, "date"))
+    out = _best(counts, segments, k).mutate(as_of=ibis.literal(as_of, "date"))
     if not store:
         return out
     return wh.replace_where("contact_times", out, "as_of", as_of)

@@ -157,22 +157,22 @@ def history_summary(
     )
 
 
-def snapshot_totals(
+def snapshot_parts(
     transactions: ir.Table,
-    dates: list[_dt.date],
     *,
     links: ir.Table | None = None,
     days: ir.Table | None = None,
 ) -> ir.Table:
-    """Per snapshot date: the customers in it and their revenue (``as_of``, ``customers``,
-    ``revenue``), the sums of :func:`history_summary` over its customers, without a row per
-    customer and date.
+    """What each customer adds to the snapshots after each day (``customer_id``, ``day``,
+    ``customers``, ``revenue``): :func:`snapshot_totals` is their sum over the days before each
+    date.
 
     A customer is in every snapshot after the day they first have a net order, spend and a net
-    purchase day (the latest of those three first days, their *entry*); a day's spend counts in
-    a snapshot when both the day and the entry precede it. So the spend is summed once by the
-    later of its day and the entry, and each date adds up the days before it: the cost follows
-    the lines, not lines x dates (a daily run adds a snapshot date every day).
+    purchase day (the latest of those three first days, their *entry*: ``customers`` is 1 on
+    it); a day's spend counts in a snapshot when both the day and the entry precede it, so it
+    is summed under the later of the two. The rows of a customer follow from their own lines
+    only (returns link within a customer), so a daily run replaces only the changed customers'
+    rows (:func:`segmentum.page_models.build_page_models`).
     """
     spend, orders, bought = _daily_parts(transactions, links, days)
 
@@ -183,14 +183,50 @@ def snapshot_totals(
     e = s.join(o, "customer_id").join(b, "customer_id")
     entry = e.select("customer_id", entry=ibis.greatest(e.s, e.o, e.b))
     j = spend.join(entry, "customer_id")
-    by_day = j.group_by(day=ibis.greatest(j.day, j.entry)).aggregate(revenue=j.spend.sum())
-    joined = entry.group_by(day=entry.entry).aggregate(customers=entry.count())
+    money = j.select(
+        "customer_id",
+        day=ibis.greatest(j.day, j.entry),
+        customers=ibis.literal(0, "int64"),
+        revenue=j.spend,
+    )
+    joined = entry.select(
+        "customer_id",
+        day=entry.entry,
+        customers=ibis.literal(1, "int64"),
+        revenue=ibis.literal(0.0, "float64"),
+    )
+    both = money.union(joined.cast(money.schema()))
+    return both.group_by(["customer_id", "day"]).aggregate(
+        customers=both.customers.sum(), revenue=both.revenue.sum()
+    )
+
+
+def totals_from_parts(parts: ir.Table, dates: list[_dt.date]) -> ir.Table:
+    """Per snapshot date: customers and revenue (``as_of``, ``customers``, ``revenue``), summed
+    from :func:`snapshot_parts`: a day's parts count in every date after it. The parts are
+    first summed per day, so the cost follows the days, not customers x dates."""
+    by_day = parts.group_by("day").aggregate(
+        customers=parts.customers.sum(), revenue=parts.revenue.sum()
+    )
     snaps = _dates_table(dates)
-    r = by_day.join(snaps, by_day.day < snaps.as_of)
-    r = r.group_by("as_of").aggregate(revenue=r.revenue.sum())
-    c = joined.join(snaps, joined.day < snaps.as_of)
-    c = c.group_by("as_of").aggregate(customers=c.customers.sum())
-    return c.join(r, "as_of").select("as_of", "customers", "revenue")
+    j = by_day.join(snaps, by_day.day < snaps.as_of)
+    return j.group_by("as_of").aggregate(customers=j.customers.sum(), revenue=j.revenue.sum())
+
+
+def snapshot_totals(
+    transactions: ir.Table,
+    dates: list[_dt.date],
+    *,
+    links: ir.Table | None = None,
+    days: ir.Table | None = None,
+) -> ir.Table:
+    """Per snapshot date: the customers in it and their revenue (``as_of``, ``customers``,
+    ``revenue``), the sums of :func:`history_summary` over its customers, without a row per
+    customer and date (see :func:`snapshot_parts`): the cost follows the lines, not lines x
+    dates (a daily run adds a snapshot date every day).
+    """
+    parts = snapshot_parts(transactions, links=links, days=days)
+    return totals_from_parts(parts, dates)
 
 
 def backfill(
