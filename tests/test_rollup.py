@@ -129,3 +129,38 @@ def test_fingerprint_is_additive_and_order_free(backend: Warehouse, tmp_path: Pa
     changed = tx.mutate(amount=(tx.invoice_id == "F4").ifelse(tx.amount + 1, tx.amount))
     assert wh.fingerprint(changed, cols) != whole
     assert wh.fingerprint(tx.filter(tx.invoice_id == "none"), cols) == (0, 0)
+
+
+def test_fingerprints_are_taken_once_while_the_lines_are_only_read(
+    backend: Warehouse, tmp_path: Path
+) -> None:
+    """A run reads the lines many times (the return links and the rollup check them each
+    time): inside ``reading_only`` a fingerprint is remembered, and writing the lines there is
+    refused, so a remembered fingerprint can never be stale."""
+    from segmentum.errors import WarehouseError
+
+    wh = backend
+    load(wh, write(tmp_path / "jan.csv", JAN))
+    tx = wh.table("transactions")
+    cols = rollup.SOURCE_COLUMNS
+    whole = wh.fingerprint(tx, cols)
+    with wh.reading_only(["transactions"]):
+        assert wh.fingerprint(tx, cols) == whole
+        assert len(wh._fingerprints) == 1
+        assert wh.fingerprint(wh.table("transactions"), cols) == whole  # the same query
+        assert len(wh._fingerprints) == 1
+        part = wh.fingerprint(tx.filter(tx.invoice_id < "F3"), cols)
+        assert len(wh._fingerprints) == 2 and part[0] < whole[0]
+        staged = wh.materialize(tx.select(*cols))  # another table: not remembered
+        assert wh.fingerprint(staged, cols) == whole and len(wh._fingerprints) == 2
+        with pytest.raises(WarehouseError, match="only read"):
+            wh.write("transactions", tx.filter(tx.invoice_id != "F3"))
+        with pytest.raises(WarehouseError, match="only read"):
+            wh.insert("transactions", tx.limit(1))
+        with pytest.raises(WarehouseError, match="only read"):
+            wh.delete_keys("transactions", tx.select("customer_id").limit(1), ["customer_id"])
+        assert rows(purchase_days(wh)) == rows(rollup.day_rollup(tx))
+    assert wh._fingerprints == {}
+    # Outside the block every call scans again and sees a change.
+    wh.write("transactions", wh.materialize(tx.filter(tx.invoice_id != "F3")))
+    assert wh.fingerprint(wh.table("transactions"), cols)[0] < whole[0]

@@ -5,6 +5,7 @@ Each step writes its results back to the warehouse with the ``as_of`` date and t
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import traceback
@@ -309,6 +310,7 @@ def run(
     wh = warehouse if isinstance(warehouse, Warehouse) else connect(warehouse or settings.warehouse)
     summary = RunSummary(run_id=uuid.uuid4().hex[:12])
     started = _dt.datetime.now(_dt.UTC).replace(tzinfo=None)
+    loaded = contextlib.ExitStack()
 
     def step(name: str, fn: Callable[[], Any]) -> Any:
         t0 = _dt.datetime.now(_dt.UTC)
@@ -369,6 +371,9 @@ def run(
 
         if waiting(wh, settings):  # events sent to POST /v1/events since the last run
             summary.ingest.extend(step("tracked events", lambda: drain(wh, settings, progress)))
+        # From here on the run only reads what was loaded: the fingerprints that tell whether
+        # the return links and the purchase-day rollup are current are taken once, not per step.
+        loaded.enter_context(wh.reading_only(("transactions", "events", "campaign_results")))
         # Inside the step: a warehouse without its lines fails as a step, with its cause.
         plan = step(
             "plan",
@@ -581,8 +586,10 @@ def run(
             if isinstance(exc, SegmentumError)
             else "".join(traceback.format_exception_only(exc)).strip()
         )
+        loaded.close()
         _record_run(wh, summary, started, "failed", message)
         raise
+    loaded.close()
     _record_run(wh, summary, started, "ok", None)
     return summary
 

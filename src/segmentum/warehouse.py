@@ -49,6 +49,16 @@ def _reads_only_others(expr: ir.Table, name: str) -> bool:
     return name not in _tables_read(expr)
 
 
+def _reads_only_tables(expr: ir.Table, names: frozenset[str]) -> bool:
+    """Whether ``expr`` reads stored tables among ``names`` and nothing else."""
+    import ibis.expr.operations as ops
+
+    if expr.op().find((ops.InMemoryTable, ops.SQLQueryResult, ops.SQLStringView, ops.UnboundTable)):
+        return False
+    read = _tables_read(expr)
+    return bool(read) and read <= names
+
+
 def _tables_read(obj: Any, seen: set[int] | None = None, depth: int = 0) -> set[str]:
     """Names of the tables that the Ibis expressions inside ``obj`` read."""
     import ibis.expr.operations as ops
@@ -159,6 +169,9 @@ class Warehouse:
         self._reader: Warehouse | None = None
         # Files a killed process had left beside the database, removed when it was opened.
         self.cleaned_on_open: list[str] = []
+        # Tables only read for now (:meth:`reading_only`), and the fingerprints taken over them.
+        self._frozen: frozenset[str] = frozenset()
+        self._fingerprints: dict[str, tuple[int, int]] = {}
 
     @property
     def placeholder(self) -> str:
@@ -243,6 +256,7 @@ class Warehouse:
 
     def write(self, name: str, obj: ir.Table | pd.DataFrame | pa.Table) -> ir.Table:
         """Replace table ``name`` with ``obj`` (results of a step: features, classes...)."""
+        self._writable(name)
         if self.engine == "pyspark" and not isinstance(obj, ir.Table):
             self._spark_frame(obj).write.mode("overwrite").saveAsTable(name)
             return self.con.table(name)
@@ -272,6 +286,7 @@ class Warehouse:
         When the columns differ (a new version adds one, or a step was skipped), both sides are
         widened to the union of the columns, missing values empty: the history is never dropped.
         """
+        self._writable(name)
         if not self.has(name):
             return self.write(name, obj)
         current = self.con.table(name)
@@ -348,6 +363,7 @@ class Warehouse:
         self.con.con.execute("COMMIT")
 
     def insert(self, name: str, obj: ir.Table | pd.DataFrame | pa.Table) -> None:
+        self._writable(name)
         if self.engine == "pyspark":
             t = obj if isinstance(obj, ir.Table) else self.from_arrow(obj, "insert")
             # ibis writes the query as SQL text and parses it back to wrap it in an INSERT;
@@ -478,6 +494,7 @@ class Warehouse:
 
     def delete_keys(self, name: str, keys: ir.Table, key: Sequence[str]) -> None:
         """Delete from ``name`` the rows whose ``key`` columns appear in ``keys``."""
+        self._writable(name)
         if self.engine in _TRANSACTIONAL:
             staged = self.materialize(keys.select(*key).distinct(), "keys")
             cols = ", ".join(f'"{k}"' for k in key)
@@ -638,6 +655,27 @@ class Warehouse:
         return self.con.read_json(str(path), table_name=self.temp_name("json"))
 
     # ------------------------------------------------------------- change detection
+    @contextlib.contextmanager
+    def reading_only(self, names: Sequence[str]) -> Iterator[None]:
+        """Within the block, the tables ``names`` are only read (a pipeline run after its
+        ingest: the invoice lines, events and campaign results). A fingerprint of a query over
+        them alone is then taken once and remembered until the block ends; any write to them
+        through this warehouse inside the block is a programming error and raises."""
+        before, memo = self._frozen, self._fingerprints
+        self._frozen, self._fingerprints = before | frozenset(names), {}
+        try:
+            yield
+        finally:
+            self._frozen, self._fingerprints = before, memo
+
+    def _writable(self, *names: str) -> None:
+        hit = sorted(set(names) & self._frozen)
+        if hit:
+            raise WarehouseError(
+                f"{', '.join(hit)} cannot be written now: it is only read during this step",
+                "this is a defect in segmentum: please report it",
+            )
+
     def fingerprint(self, t: ir.Table, columns: Sequence[str]) -> tuple[int, int]:
         """The row count and an order-free checksum of ``columns`` of ``t``.
 
@@ -648,6 +686,13 @@ class Warehouse:
         columns (0.2 s for 10M invoice lines on DuckDB).
         """
         inner = self.con.compile(t.select(*columns))
+        if self._frozen and _reads_only_tables(t, self._frozen):
+            if inner not in self._fingerprints:
+                self._fingerprints[inner] = self._fingerprint(inner, columns)
+            return self._fingerprints[inner]
+        return self._fingerprint(inner, columns)
+
+    def _fingerprint(self, inner: str, columns: Sequence[str]) -> tuple[int, int]:
         quote = "`" if self.engine == "pyspark" else '"'
         cols = ", ".join(f"{quote}{c}{quote}" for c in columns)
         if self.engine == "duckdb":
