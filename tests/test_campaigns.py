@@ -174,6 +174,23 @@ def test_best_times_equal_the_posterior_over_every_value_of_the_segment(cwh: War
     assert checked > 1000
 
 
+def test_best_times_are_the_same_for_free_text_values(
+    cwh: Warehouse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With many values in a dimension (devices written as free text, say) the best values are
+    picked from one row per customer, dimension and value instead of one column per value:
+    the same answer either way."""
+    from segmentum.campaigns import timing
+
+    as_of = counts_as_of(cwh)
+    wide = cwh.materialize(contact_times(cwh, as_of, store=False))
+    monkeypatch.setattr(timing, "WIDE_VALUES", 0)
+    long = cwh.materialize(contact_times(cwh, as_of, store=False))
+    assert wide.count().to_pyarrow().as_py() > 1000
+    assert wide.difference(long).count().to_pyarrow().as_py() == 0
+    assert long.difference(wide).count().to_pyarrow().as_py() == 0
+
+
 def test_segment_times_are_distributions(cwh: Warehouse) -> None:
     rows = pd.DataFrame(segment_times(cwh))
     sums = rows.groupby(["segment", "dimension"]).share.sum()

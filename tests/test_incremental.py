@@ -429,6 +429,12 @@ def test_the_run_log_says_which_kind_ran_and_why(
     assert forced.kind == "full" and forced.plan["reason"] == "forced"
     disc = next(x for x in forced.steps if x["step"] == "discover segments")
     assert disc["kind"] == "refit" and disc["fitted_as_of"] == forced.as_of.isoformat()
+    # The forced run kept every customer's spend mix for the next day.
+    from segmentum.features.customer import category_mix
+    from segmentum.segments import discover as found
+
+    kept_mix = found._mix_state(wh)
+    assert kept_mix is not None and kept_mix["as_of"] == forced.as_of.isoformat()
     # The next day, between refits: the clusters of the forced run's fit, assigned again.
     nxt = SPLIT + dt.timedelta(days=1)
     _load(wh, "transactions", lines[lines._day == nxt], tmp_path / "d1.csv")
@@ -439,6 +445,13 @@ def test_the_run_log_says_which_kind_ran_and_why(
     cl = wh.table("customer_clusters")
     cl = cl.filter(cl.as_of == ibis.literal(later.as_of, "date")).to_pandas()
     assert cl.cluster.notna().all() and len(cl) > 0
+    # Only the changed customers' mix was computed again (the same categories, the last run's
+    # mix): it equals everybody's mix computed from every line.
+    assert found._mix_state(wh) == {**kept_mix, "as_of": later.as_of.isoformat()}
+    every = category_mix(
+        wh.table("transactions"), later.as_of, kept_mix["categories"], wh.table(returns.LINKS)
+    )
+    _same(_frame(wh.table(found.MIX)), _frame(every), "spend mix")
     # The serving store got only the changed customers' page rows and the new dates, and
     # holds what the warehouse holds.
     pub = next(x for x in later.steps if x["step"] == "publish read models")

@@ -494,6 +494,8 @@ def run(
                         as_of_used,
                         run_id=summary.run_id,
                         reuse=plan.kind == incremental.INCREMENTAL and not plan.refit,
+                        changed=plan.changed,
+                        since=plan.previous.as_of if plan.previous else None,
                     ),
                 )
                 summary.steps[-1].update(

@@ -14,6 +14,9 @@ their own time zone, expressed in UTC for the sender.
 from __future__ import annotations
 
 import datetime as _dt
+import functools
+import operator
+from collections.abc import Sequence
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import ibis
@@ -50,6 +53,8 @@ DIMENSIONS = ("hour_band", "weekday", "device", "channel")
 COUNTS = "contact_counts"
 #: The date those counts were counted for (one row).
 COUNTS_AS_OF = "contact_counts_as_of"
+#: Up to this many values a dimension, the best values are picked across one column per value.
+WIDE_VALUES = 32
 
 
 def _segments(wh: Warehouse, as_of: _dt.date) -> ir.Table:
@@ -109,6 +114,63 @@ def _mark_counts(wh: Warehouse, at: _dt.date | None) -> None:
             wh.drop(COUNTS_AS_OF)
         return
     wh.write(COUNTS_AS_OF, ibis.memtable({"as_of": [at]}, schema={"as_of": "date"}))
+
+
+def _values(raw: ir.Table) -> dict[str, list[str]]:
+    """The values each dimension has among the counts, in order."""
+    rows = raw.group_by(["dim", "value"]).aggregate().to_pyarrow().to_pylist()
+    return {d: sorted(r["value"] for r in rows if r["dim"] == d) for d in DIMENSIONS}
+
+
+def _total(cols: Sequence[ir.NumericValue]) -> ir.NumericValue:
+    return functools.reduce(operator.add, cols)
+
+
+def _best_wide(
+    raw: ir.Table, segments: ir.Table, values: dict[str, list[str]], k: float
+) -> ir.Table:
+    """:func:`_best` with one column per dimension and value (when each dimension has at most
+    ``WIDE_VALUES`` values): every customer's counts in one row, the segments' shares joined
+    to it by segment, and the best value picked across the columns. The same answer (the
+    values in order, so a tie goes to the first, and a value the segment never saw scores 0)
+    from one grouping of the counts, without a join of every count to its segment."""
+    col = {(d, v): f"_n{i}_{j}" for i, d in enumerate(DIMENSIONS) for j, v in enumerate(values[d])}
+    per = raw.group_by("customer_id").aggregate(
+        **{c: raw.n.sum(where=(raw.dim == d) & (raw.value == v)) for (d, v), c in col.items()}
+    )
+    j = segments.left_join(per, "customer_id").drop("customer_id_right")
+    j = j.mutate(**{c: j[c].fill_null(0.0) for c in col.values()})
+    seg = j.group_by("_seg").aggregate(**{f"_s{c}": j[c].sum() for c in col.values()})
+    shares: dict[str, ir.Value] = {}
+    for d in DIMENSIONS:
+        cols = [col[(d, v)] for v in values[d]]
+        if cols:
+            total = _total([seg[f"_s{c}"] for c in cols])
+            for c in cols:  # a segment without signals of the dimension has no best value
+                shares[f"_p{c}"] = ibis.ifelse(total > 0, seg[f"_s{c}"] / total, None)
+    j = j.join(seg.select("_seg", **shares), "_seg")
+    j = j.mutate(**{f"_x{c}": j[c] + k * j[f"_p{c}"] for c in col.values()})  # numerators
+    tops: dict[str, ir.Value] = {}
+    for d in DIMENSIONS:
+        cols = [col[(d, v)] for v in values[d]]
+        if cols:
+            tops[f"_m_{d}"] = ibis.greatest(*[j[f"_x{c}"] for c in cols])
+            tops[f"_t_{d}"] = _total([j[c] for c in cols])
+    j = j.mutate(**tops)
+    out: dict[str, ir.Value] = {}
+    for d in DIMENSIONS:
+        cols = [col[(d, v)] for v in values[d]]
+        if not cols:
+            out[f"best_{d}"] = ibis.null("string")
+            out[f"{d}_confidence"] = ibis.null("float64")
+            continue
+        top = j[f"_m_{d}"]
+        out[f"best_{d}"] = ibis.cases(
+            *((j[f"_x{c}"] == top, v) for v, c in zip(values[d], cols, strict=True)),
+            else_=ibis.null("string"),
+        )
+        out[f"{d}_confidence"] = top / (j[f"_t_{d}"] + k)
+    return j.select("customer_id", **out)
 
 
 def _best(counts: ir.Table, segments: ir.Table, k: float) -> ir.Table:
@@ -199,11 +261,16 @@ def contact_times(
             _mark_counts(wh, None)
             wh.write(COUNTS, raw)
             _mark_counts(wh, as_of)
-    counts = wh.materialize(
-        raw.join(segments, "customer_id").select("customer_id", "_seg", "dim", "value", "n"),
-        "ct_counts",
-    )
-    out = _best(counts, segments, k).mutate(as_of=ibis.literal(as_of, "date"))
+    values = _values(raw)
+    if max((len(v) for v in values.values()), default=0) <= WIDE_VALUES:
+        best = _best_wide(raw, segments, values, k)
+    else:  # free-text devices, say: one row per customer, dimension and value instead
+        counts = wh.materialize(
+            raw.join(segments, "customer_id").select("customer_id", "_seg", "dim", "value", "n"),
+            "ct_counts",
+        )
+        best = _best(counts, segments, k)
+    out = best.mutate(as_of=ibis.literal(as_of, "date"))
     if not store:
         return out
     return wh.replace_where("contact_times", out, "as_of", as_of)

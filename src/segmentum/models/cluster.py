@@ -509,11 +509,13 @@ def clustering_frame(
     mix: int = 8,
     links: ir.Table | None = None,
     categories: list[str] | None = None,
+    shares: ir.Table | None = None,
 ) -> tuple[ir.Table, list[str]]:
     """The features plus each customer's category spend mix (top ``mix`` categories), in-engine.
 
     The mix is of net spend (``links``: the stored ``return_links``, by default linked here).
-    ``categories``: those of a stored model, instead of today's top ``mix``.
+    ``categories``: those of a stored model, instead of today's top ``mix``. ``shares``: the
+    mix of those categories already computed (:func:`segmentum.features.customer.category_mix`).
     Returns the table and the names of the mix columns (empty when ``mix`` is 0).
     """
     from segmentum.features.customer import category_mix, mix_column
@@ -523,7 +525,7 @@ def clustering_frame(
     cats = mix_categories(transactions, as_of, mix, links) if categories is None else categories
     if len(cats) < 2:
         return features, []
-    m = category_mix(transactions, as_of, cats, links)
+    m = category_mix(transactions, as_of, cats, links) if shares is None else shares
     t = features.left_join(m, "customer_id").drop("customer_id_right")
     cols = [mix_column(c) for c in cats]
     return t.mutate(**{c: t[c].fill_null(0.0) for c in cols}), cols

@@ -18,6 +18,7 @@ import ibis
 import ibis.expr.types as ir
 import pyarrow as pa
 
+from segmentum.features.customer import category_mix
 from segmentum.ingest.returns import links as return_links
 from segmentum.models.cluster import (
     DEFAULT_NUMERIC,
@@ -32,6 +33,8 @@ from segmentum.segments.profile import Profiles, profile_segments
 from segmentum.segments.view import customer_view
 from segmentum.warehouse import Warehouse
 
+#: Every customer's category spend mix, kept for the next day's run, and what it was made for.
+MIX, MIX_STATE = "cluster_mix", "cluster_mix_state"
 PROFILE_NUMERIC = (
     "monetary",
     "frequency",
@@ -97,6 +100,8 @@ def discover(
     seed: int = 0,
     run_id: str | None = None,
     reuse: bool = False,
+    changed: ir.Table | None = None,
+    since: _dt.date | None = None,
 ) -> Discovery:
     """Find segments nobody defined, and store every customer's cluster.
 
@@ -117,6 +122,10 @@ def discover(
         incremental daily run between refits): every customer is assigned and the segments
         profiled again, without fitting (nor choosing k, nor the bootstrap) again. The
         clusters then keep their meaning from day to day; the stability reported is the fit's.
+    changed, since
+        An incremental day's changed customers and the last run's date: the category spend
+        mix, kept in ``cluster_mix``, is then computed again only for them (it follows from a
+        customer's own lines alone).
     """
     run_id = run_id or uuid.uuid4().hex[:12]
     view, as_of = customer_view(wh, as_of)
@@ -129,7 +138,8 @@ def discover(
         asked["k"] = k
     kept = stored_model(wh, asked, as_of) if reuse else None
     cats = kept["categories"] if kept else mix_categories(tx, as_of, mix, links)
-    frame, mix_cols = clustering_frame(view, tx, as_of, mix, links, categories=cats)
+    shares = _spend_mix(wh, tx, as_of, cats, links, changed, since) if tx is not None else None
+    frame, mix_cols = clustering_frame(view, tx, as_of, mix, links, categories=cats, shares=shares)
     weights = {c: math.sqrt(3 / len(mix_cols)) for c in mix_cols}
     wanted = list(
         dict.fromkeys(
@@ -209,6 +219,64 @@ def discover(
     else:
         wh.write("cluster_runs", record)
     return disc
+
+
+def _spend_mix(
+    wh: Warehouse,
+    tx: ir.Table,
+    as_of: _dt.date,
+    categories: list[str],
+    links: ir.Table | None,
+    changed: ir.Table | None,
+    since: _dt.date | None,
+) -> ir.Table | None:
+    """Every customer's spend mix in ``categories``, kept in ``cluster_mix`` for the next day:
+    when the kept mix is the last run's (``since``) for the same categories, only the
+    ``changed`` customers' rows are computed again; otherwise everybody's."""
+    if len(categories) < 2 or links is None or "category" not in tx.columns:
+        return None
+    mine = {"as_of": since.isoformat() if since else None, "categories": categories}
+    ids = changed.select("customer_id") if changed is not None else None
+    if ids is not None and since is not None and wh.has(MIX) and _mix_state(wh) == mine:
+        fresh = wh.materialize(
+            category_mix(
+                tx.semi_join(ids, "customer_id"),
+                as_of,
+                categories,
+                links.semi_join(ids, "customer_id"),
+            ),
+            "mix_fresh",
+        )
+        if fresh.schema() == wh.table(MIX).schema():
+            _mark_mix(wh, None)
+            wh.delete_keys(MIX, ids, ["customer_id"])
+            wh.insert(MIX, fresh.select(*wh.table(MIX).columns))
+            _mark_mix(wh, {"as_of": as_of.isoformat(), "categories": categories})
+            return wh.table(MIX)
+    _mark_mix(wh, None)
+    wh.write(MIX, category_mix(tx, as_of, categories, links))
+    _mark_mix(wh, {"as_of": as_of.isoformat(), "categories": categories})
+    return wh.table(MIX)
+
+
+def _mix_state(wh: Warehouse) -> dict[str, Any] | None:
+    if not wh.has(MIX_STATE):
+        return None
+    rows = wh.table(MIX_STATE).to_pyarrow().column("state").to_pylist()
+    try:
+        return json.loads(rows[0]) if len(rows) == 1 else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _mark_mix(wh: Warehouse, state: dict[str, Any] | None) -> None:
+    """Which date and categories ``cluster_mix`` holds (None: it is being rewritten, and a run
+    that stops now leaves a mix no later run trusts)."""
+    if state is None:
+        if wh.has(MIX_STATE):
+            wh.drop(MIX_STATE)
+        return
+    wh.write(MIX_STATE, pa.table({"state": [json.dumps(state)]}))
 
 
 def stored_model(wh: Warehouse, asked: dict[str, object], as_of: _dt.date) -> dict[str, Any] | None:
