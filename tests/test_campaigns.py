@@ -189,6 +189,21 @@ def test_best_times_are_the_same_for_free_text_values(
     assert wide.count().to_pyarrow().as_py() > 1000
     assert wide.difference(long).count().to_pyarrow().as_py() == 0
     assert long.difference(wide).count().to_pyarrow().as_py() == 0
+    # A dimension with one value (only email opens) and one with none (no devices).
+    monkeypatch.undo()
+    counts = cwh.table(timing.COUNTS)
+    keep = (counts.dim == "hour_band") | (counts.dim == "weekday") | (counts.value == "email")
+    cwh.write(timing.COUNTS, cwh.materialize(counts.filter(keep)))
+    nobody = cwh.materialize(counts.select("customer_id").limit(0))
+    narrow = contact_times(cwh, as_of, store=False, changed=nobody, since=as_of).to_pandas()
+    assert set(narrow.best_channel.dropna()) == {"email"} and narrow.best_device.isna().all()
+    assert narrow.best_weekday.notna().all()
+    monkeypatch.setattr(timing, "WIDE_VALUES", 0)
+    again = contact_times(cwh, as_of, store=False, changed=nobody, since=as_of).to_pandas()
+    key = ["customer_id"]
+    pd.testing.assert_frame_equal(
+        narrow.sort_values(key, ignore_index=True), again.sort_values(key, ignore_index=True)
+    )
 
 
 def test_segment_times_are_distributions(cwh: Warehouse) -> None:

@@ -154,7 +154,8 @@ def _best_wide(
     for d in DIMENSIONS:
         cols = [col[(d, v)] for v in values[d]]
         if cols:
-            tops[f"_m_{d}"] = ibis.greatest(*[j[f"_x{c}"] for c in cols])
+            scores = [j[f"_x{c}"] for c in cols]  # Spark's greatest wants two or more
+            tops[f"_m_{d}"] = ibis.greatest(*scores) if len(scores) > 1 else scores[0]
             tops[f"_t_{d}"] = _total([j[c] for c in cols])
     j = j.mutate(**tops)
     out: dict[str, ir.Value] = {}
