@@ -452,6 +452,22 @@ def test_the_run_log_says_which_kind_ran_and_why(
         wh.table("transactions"), later.as_of, kept_mix["categories"], wh.table(returns.LINKS)
     )
     _same(_frame(wh.table(found.MIX)), _frame(every), "spend mix")
+    # The run read the changed customers' lines once, staged by its plan: the page rows and
+    # the KPI parts it rebuilt from them equal a build from every line.
+    from segmentum import page_models
+
+    tx = wh.table("transactions")
+    for name, want, by in (
+        (page_models.INVOICES, page_models._invoices(tx), ["customer_id", "invoice_id"]),
+        (
+            page_models.KPI_PARTS,
+            snapshot_parts(tx, links=wh.table(returns.LINKS), days=rollup.purchase_days(wh)),
+            ["customer_id", "day"],
+        ),
+    ):
+        got = wh.table(name).to_pandas().sort_values(by, ignore_index=True)
+        _same(got, want.to_pandas().sort_values(by, ignore_index=True), f"{name} after the run")
+    assert not any(t.startswith("_seg_changed") for t in wh.temp_tables())  # released
     # The serving store got only the changed customers' page rows and the new dates, and
     # holds what the warehouse holds.
     pub = next(x for x in later.steps if x["step"] == "publish read models")
