@@ -201,16 +201,6 @@ class Plan:
     refit: bool = True
     refit_reason: str = "refit_full"
     refit_params: dict[str, Any] = field(default_factory=dict)
-    #: The changed customers' rows of the tables the steps read again for them (invoice lines,
-    #: events, campaign results, return links, purchase days), each staged once for the run
-    #: instead of one scan of every line per step (:func:`changed_rows`).
-    rows: dict[str, ir.Table] = field(default_factory=dict)
-
-    def release(self, wh: Warehouse) -> None:
-        """Drop what the plan staged (the changed customers and their rows)."""
-        for t in [*self.rows.values(), *([self.changed] if self.changed is not None else [])]:
-            wh.drop(t.get_name())
-        self.rows, self.changed = {}, None
 
     def message(self, lang: str = "en", reason: str | None = None) -> str:
         """Why, as a person reads it (``lang``: es or en)."""
@@ -393,28 +383,7 @@ def plan(wh: Warehouse, as_of: _dt.date, settings: Settings, *, full: bool = Fal
         checked=checked,
     )
     _plan_refit(p, last, settings)
-    p.rows = changed_rows(wh, changed)
     return p
-
-
-#: ``Plan.rows`` key of the changed customers' purchase days.
-DAYS = "purchase_days"
-
-
-def changed_rows(wh: Warehouse, changed: ir.Table) -> dict[str, ir.Table]:
-    """The ``changed`` customers' rows of every table the incremental steps read for them,
-    staged: the invoice lines, events and campaign results (those loaded), the return links
-    and the purchase days (both brought up to date first)."""
-    days = purchase_days(wh)  # brings the rollup and the return links up to date first
-    sources = {"transactions": wh.table("transactions"), returns.LINKS: wh.table(returns.LINKS)}
-    sources[DAYS] = days
-    for name in ("events", "campaign_results"):
-        if wh.has(name):
-            sources[name] = wh.table(name)
-    return {
-        name: wh.materialize(t.semi_join(changed, "customer_id"), "changed_rows")
-        for name, t in sources.items()
-    }
 
 
 def _plan_refit(p: Plan, last: State, settings: Settings) -> None:
@@ -471,20 +440,29 @@ def features(wh: Warehouse, p: Plan, weeks: bool = True) -> ir.Table:
     again from their own lines, everybody else's carried from the last run and moved on."""
     assert p.previous is not None and p.changed is not None
     as_of, changed = p.as_of, p.changed
-    rows = p.rows or changed_rows(wh, changed)
+    days = purchase_days(wh)  # brings the rollup and the return links up to date first
+    mine = [
+        wh.materialize(wh.table("transactions").semi_join(changed, "customer_id"), "inc_lines"),
+        wh.materialize(days.semi_join(changed, "customer_id"), "inc_days"),
+        wh.materialize(wh.table(returns.LINKS).semi_join(changed, "customer_id"), "inc_links"),
+    ]
+    extra: dict[str, ir.Table | None] = {"events": None, "campaign_results": None}
+    for name in extra:
+        if wh.has(name):
+            extra[name] = wh.materialize(wh.table(name).semi_join(changed, "customer_id"), "inc")
+            mine.append(extra[name])
     fresh = customer_features(
-        rows["transactions"],
+        mine[0],
         as_of,
-        events=rows.get("events"),
-        campaign_results=rows.get("campaign_results"),
+        events=extra["events"],
+        campaign_results=extra["campaign_results"],
         weeks=weeks,
-        days=rows[DAYS],
-        links=rows[returns.LINKS],
+        days=mine[1],
+        links=mine[2],
     )
     fresh = wh.materialize(fresh, "inc_features")
-    if not p.rows:  # staged here for this call only
-        for t in rows.values():
-            wh.drop(t.get_name())
+    for t in mine:
+        wh.drop(t.get_name())
     prev = _stored_features(wh, p.previous.as_of).anti_join(changed, "customer_id")
     # The same expressions as customer_features: identical numbers, not merely close ones.
     end = ibis.literal(as_of, "date") - ibis.interval(days=1)

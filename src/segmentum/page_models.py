@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 
 import ibis
 import ibis.expr.types as ir
@@ -74,29 +74,19 @@ PAGE_MODELS: dict[str, str | None] = {
 DIRECTORY_COLUMNS = ("customer_id", "first_name", "last_name", "email", "city")
 
 
-def build_page_models(
-    wh: Warehouse, keys: ir.Table | None = None, rows: Mapping[str, ir.Table] | None = None
-) -> list[str]:
+def build_page_models(wh: Warehouse, keys: ir.Table | None = None) -> list[str]:
     """Write the page read models ``wh`` has the data for; returns the tables written.
 
     An incremental run passes the customers whose rows changed (``keys``, from
     :func:`page_keys`): the invoices and the activity of everybody else are then kept as the
     last run wrote them, and only those customers' rows are rebuilt from their own lines,
     events and messages (the lines, events and campaign results dated before the last run are
-    the ones it saw, or the run would be a full one). ``rows``: the keys' lines, return links
-    and purchase days already staged (:attr:`segmentum.incremental.Plan.rows`, when the keys
-    are exactly the plan's changed customers).
+    the ones it saw, or the run would be a full one).
     """
     written = []
-    staged = rows or {}
     if wh.has("transactions"):
         tx = wh.table("transactions")
-
-        def invoices(ids: ir.Table) -> ir.Table:
-            mine = staged.get("transactions")
-            return _invoices(tx, ids) if mine is None else _invoices(mine)
-
-        if not _update(wh, INVOICES, keys, invoices):
+        if not _update(wh, INVOICES, keys, lambda ids: _invoices(tx, ids)):
             wh.write(INVOICES, _invoices(tx))
         written.append(INVOICES)
     updated = _update(wh, ACTIVITY, keys, lambda ids: _activity(wh, ids))
@@ -123,7 +113,7 @@ def build_page_models(
         written.append(CAMPAIGN_PAGES)
     # A warehouse without snapshots (or transactions) has nothing to compare against.
     with contextlib.suppress(SegmentumError):
-        kpis = _snapshot_kpis(wh, keys, staged)
+        kpis = _snapshot_kpis(wh, keys)
         if kpis is not None:
             wh.write(SNAPSHOT_KPIS, kpis)
             written.append(SNAPSHOT_KPIS)
@@ -265,9 +255,7 @@ def _activity(wh: Warehouse, ids: ir.Table | None = None) -> ir.Table | None:
     return out
 
 
-def _snapshot_kpis(
-    wh: Warehouse, keys: ir.Table | None = None, rows: Mapping[str, ir.Table] | None = None
-) -> ir.Table | None:
+def _snapshot_kpis(wh: Warehouse, keys: ir.Table | None = None) -> ir.Table | None:
     """Customers with purchases and revenue at each snapshot date, from the lines before it
     (the same point-in-time summary the backfill classifies).
 
@@ -294,10 +282,6 @@ def _snapshot_kpis(
     def parts(ids: ir.Table | None) -> ir.Table:
         if ids is None:
             return snapshot_parts(tx, links=links, days=days)
-        if rows and {"transactions", returns.LINKS, "purchase_days"} <= set(rows):
-            return snapshot_parts(
-                rows["transactions"], links=rows[returns.LINKS], days=rows["purchase_days"]
-            )
         return snapshot_parts(
             tx.semi_join(ids, "customer_id"),
             links=links.semi_join(ids, "customer_id"),

@@ -443,7 +443,6 @@ def run(
                 as_of_used,
                 changed=plan.changed,
                 since=plan.previous.as_of if plan.previous else None,
-                rows=plan.rows,
             ),
         )
         summary.steps[-1].update(kind=plan.kind)
@@ -497,7 +496,6 @@ def run(
                         reuse=plan.kind == incremental.INCREMENTAL and not plan.refit,
                         changed=plan.changed,
                         since=plan.previous.as_of if plan.previous else None,
-                        rows=plan.rows,
                     ),
                 )
                 summary.steps[-1].update(
@@ -568,12 +566,12 @@ def run(
                 changed=plan.changed,
                 since=plan.previous.as_of if plan.previous else None,
                 last_run=plan.previous.run_id if plan.previous else None,
-                rows=plan.rows,
             ),
         )
         if published is not None and published.carried:  # copied only where they changed
             summary.steps[-1].update(carried=published.carried)
-        plan.release(wh)  # the changed customers and their rows, read up to publish
+        if plan.changed is not None:  # made by the plan; read by contact times and publish
+            wh.drop(plan.changed.get_name())
         step("summary", lambda: _summarise(wh, summary, feats, classes, settings))
         step(
             "save run state",

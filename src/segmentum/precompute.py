@@ -13,7 +13,6 @@ import contextlib
 import datetime as _dt
 import json
 import math
-from collections.abc import Mapping
 from typing import Any
 
 import ibis
@@ -51,16 +50,13 @@ def publish_read_models(
     changed: ir.Table | None = None,
     since: _dt.date | None = None,
     last_run: str | None = None,
-    rows: Mapping[str, ir.Table] | None = None,
 ) -> Published | None:
     """Publish the ``READ_MODELS`` of ``wh`` into its serving store (None when it has none:
     an in-memory, Spark or PostgreSQL warehouse without the ``serving_store`` setting).
     ``changed``, ``since`` and ``last_run``: an incremental run's changed customers, the last
     run's date and id. Only those customers' page rows are rebuilt
     (:func:`segmentum.page_models.build_page_models`), and when the serving store still holds
-    the last run's generation, only their rows are copied into the next one. ``rows``: the
-    changed customers' rows the plan staged (:attr:`segmentum.incremental.Plan.rows`), read
-    instead of the whole tables when the page keys are exactly those customers."""
+    the last run's generation, only their rows are copied into the next one."""
     from segmentum.page_models import ACTIVITY, INVOICES, PAGE_MODELS, build_page_models, page_keys
     from segmentum.realtime.sync import build_history, sync
 
@@ -68,13 +64,7 @@ def publish_read_models(
     keys = page_keys(wh, changed, since) if changed is not None and since is not None else None
     try:
         # Written even without a serving store: the service then reads them in the warehouse.
-        same = (
-            keys is not None
-            and changed is not None
-            and bool(rows)
-            and int(keys.anti_join(changed, "customer_id").count().to_pyarrow().as_py()) == 0
-        )
-        build_page_models(wh, keys, rows if same else None)
+        build_page_models(wh, keys)
         target = serving_path(wh.url, settings.serving_store)
         if target is None:
             return None

@@ -16,7 +16,7 @@ from __future__ import annotations
 import datetime as _dt
 import functools
 import operator
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import ibis
@@ -228,7 +228,6 @@ def contact_times(
     *,
     changed: ir.Table | None = None,
     since: _dt.date | None = None,
-    rows: Mapping[str, ir.Table] | None = None,
 ) -> ir.Table:
     """Best hour band, weekday, device and channel for every customer with any signal.
 
@@ -237,8 +236,7 @@ def contact_times(
     counted again; everybody else's counts are the ones stored for ``since`` (their lines
     before the cut did not change, the run's plan checked it), and only the changed
     customers' stored counts are replaced. The shrinkage toward the segments is computed
-    over everybody, as in a full run, so the answer is the same. ``rows``: the changed
-    customers' lines and events already staged (:attr:`segmentum.incremental.Plan.rows`).
+    over everybody, as in a full run, so the answer is the same.
     """
     as_of = as_of or latest_as_of(wh)
     # The two inputs every dimension reads, computed once: the customers' segments and the
@@ -247,7 +245,7 @@ def contact_times(
     stored = _stored_counts(wh, since) if changed is not None and since is not None else None
     if stored is not None and changed is not None:
         ids = changed.select("customer_id")
-        fresh = _counts(_signals(wh, as_of, only=ids, rows=rows)).cast(stored.schema())
+        fresh = _counts(_signals(wh, as_of, only=ids)).cast(stored.schema())
         if store:  # the changed customers' counts replace theirs, the others' stay
             fresh = wh.materialize(fresh, "ct_fresh")
             _mark_counts(wh, None)
@@ -279,19 +277,13 @@ def contact_times(
     return wh.replace_where("contact_times", out, "as_of", as_of)
 
 
-def _signals(
-    wh: Warehouse,
-    as_of: _dt.date,
-    only: ir.Table | None = None,
-    rows: Mapping[str, ir.Table] | None = None,
-) -> ir.Table:
+def _signals(wh: Warehouse, as_of: _dt.date, only: ir.Table | None = None) -> ir.Table:
     """Purchases and message opens / clicks: customer, hour band, weekday, device, channel
     (of the customers in ``only`` when given)."""
     cutoff = ibis.literal(_dt.datetime(as_of.year, as_of.month, as_of.day), "timestamp")
-    staged = rows if only is not None and rows else {}
-    tx = staged.get("transactions", wh.table("transactions"))
+    tx = wh.table("transactions")
     tx = tx.filter(tx.customer_id.notnull() & (tx.timestamp < cutoff))
-    if only is not None and "transactions" not in staged:
+    if only is not None:
         tx = tx.semi_join(only, "customer_id")
     # Purchases as the features' preferences count them: a cancelled order is not one.
     tx = mark_purchases(tx, cancelled_invoices(links(wh)))
@@ -304,14 +296,14 @@ def _signals(
         channel=ibis.null("string"),
     )
     if wh.has("events"):
-        ev = staged.get("events", wh.table("events"))
+        ev = wh.table("events")
         ev = ev.filter(
             ev.customer_id.notnull()
             & ev.event_type.isin(list(MESSAGE_EVENTS))
             & (ev.timestamp < cutoff)
         )
         if only is not None:
-            ev = ev if "events" in staged else ev.semi_join(only, "customer_id")
+            ev = ev.semi_join(only, "customer_id")
         chan = ibis.cases(
             *((ev.event_type == e, c) for e, c in MESSAGE_EVENTS.items()),
             else_=ibis.null("string"),

@@ -10,7 +10,7 @@ import datetime as _dt
 import json
 import math
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +19,6 @@ import ibis.expr.types as ir
 import pyarrow as pa
 
 from segmentum.features.customer import category_mix
-from segmentum.ingest.returns import LINKS
 from segmentum.ingest.returns import links as return_links
 from segmentum.models.cluster import (
     DEFAULT_NUMERIC,
@@ -103,7 +102,6 @@ def discover(
     reuse: bool = False,
     changed: ir.Table | None = None,
     since: _dt.date | None = None,
-    rows: Mapping[str, ir.Table] | None = None,
 ) -> Discovery:
     """Find segments nobody defined, and store every customer's cluster.
 
@@ -127,8 +125,7 @@ def discover(
     changed, since
         An incremental day's changed customers and the last run's date: the category spend
         mix, kept in ``cluster_mix``, is then computed again only for them (it follows from a
-        customer's own lines alone). ``rows``: their lines and return links already staged
-        (:attr:`segmentum.incremental.Plan.rows`).
+        customer's own lines alone).
     """
     run_id = run_id or uuid.uuid4().hex[:12]
     view, as_of = customer_view(wh, as_of)
@@ -141,9 +138,7 @@ def discover(
         asked["k"] = k
     kept = stored_model(wh, asked, as_of) if reuse else None
     cats = kept["categories"] if kept else mix_categories(tx, as_of, mix, links)
-    shares = (
-        _spend_mix(wh, tx, as_of, cats, links, changed, since, rows) if tx is not None else None
-    )
+    shares = _spend_mix(wh, tx, as_of, cats, links, changed, since) if tx is not None else None
     frame, mix_cols = clustering_frame(view, tx, as_of, mix, links, categories=cats, shares=shares)
     weights = {c: math.sqrt(3 / len(mix_cols)) for c in mix_cols}
     wanted = list(
@@ -201,8 +196,8 @@ def discover(
     )
     stored = wh.replace_where("customer_clusters", out, "as_of", as_of)
     cur = stored.filter(stored.run_id == run_id)
-    counted = cur.group_by("cluster").aggregate(n=cur.count()).to_pyarrow().to_pylist()
-    sizes = {int(r["cluster"]): int(r["n"]) for r in counted}
+    rows = cur.group_by("cluster").aggregate(n=cur.count()).to_pyarrow().to_pylist()
+    sizes = {int(r["cluster"]): int(r["n"]) for r in rows}
     disc = Discovery(
         run_id, as_of, result, profiles, sizes, _dt.date.fromisoformat(fitted_as_of), not kept
     )
@@ -234,7 +229,6 @@ def _spend_mix(
     links: ir.Table | None,
     changed: ir.Table | None,
     since: _dt.date | None,
-    rows: Mapping[str, ir.Table] | None = None,
 ) -> ir.Table | None:
     """Every customer's spend mix in ``categories``, kept in ``cluster_mix`` for the next day:
     when the kept mix is the last run's (``since``) for the same categories, only the
@@ -244,10 +238,15 @@ def _spend_mix(
     mine = {"as_of": since.isoformat() if since else None, "categories": categories}
     ids = changed.select("customer_id") if changed is not None else None
     if ids is not None and since is not None and wh.has(MIX) and _mix_state(wh) == mine:
-        staged = rows or {}
-        mine = staged.get("transactions", tx.semi_join(ids, "customer_id"))
-        their_links = staged.get(LINKS, links.semi_join(ids, "customer_id"))
-        fresh = wh.materialize(category_mix(mine, as_of, categories, their_links), "mix_fresh")
+        fresh = wh.materialize(
+            category_mix(
+                tx.semi_join(ids, "customer_id"),
+                as_of,
+                categories,
+                links.semi_join(ids, "customer_id"),
+            ),
+            "mix_fresh",
+        )
         if fresh.schema() == wh.table(MIX).schema():
             _mark_mix(wh, None)
             wh.delete_keys(MIX, ids, ["customer_id"])
