@@ -6,6 +6,7 @@ Everything else receives a :class:`Warehouse` and works with Ibis table expressi
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import tempfile
@@ -42,20 +43,20 @@ def _reads_only_others(expr: ir.Table, name: str) -> bool:
     """Whether ``expr`` reads warehouse tables only, and not ``name``: its query can then feed
     a delete-and-insert of ``name`` directly (no rows of Ibis's own to register first, no SQL
     text whose tables are unknown)."""
+    return _reads_stored_only(expr) and name not in _tables_read(expr)
+
+
+def _reads_stored_only(expr: ir.Table) -> bool:
+    """Whether ``expr`` reads stored tables only (no rows Ibis holds, no SQL text)."""
     import ibis.expr.operations as ops
 
-    if expr.op().find((ops.InMemoryTable, ops.SQLQueryResult, ops.SQLStringView, ops.UnboundTable)):
-        return False
-    return name not in _tables_read(expr)
+    kinds = (ops.InMemoryTable, ops.SQLQueryResult, ops.SQLStringView, ops.UnboundTable)
+    return not expr.op().find(kinds)
 
 
 def _reads_only_tables(expr: ir.Table, names: frozenset[str]) -> bool:
     """Whether ``expr`` reads stored tables among ``names`` and nothing else."""
-    import ibis.expr.operations as ops
-
-    if expr.op().find((ops.InMemoryTable, ops.SQLQueryResult, ops.SQLStringView, ops.UnboundTable)):
-        return False
-    read = _tables_read(expr)
+    read = _tables_read(expr) if _reads_stored_only(expr) else set()
     return bool(read) and read <= names
 
 
@@ -655,6 +656,27 @@ class Warehouse:
         return self.con.read_json(str(path), table_name=self.temp_name("json"))
 
     # ------------------------------------------------------------- change detection
+    def marked(self, name: str) -> dict[str, Any] | None:
+        """The state a step recorded in the one-row table ``name`` (:meth:`mark`), if any."""
+        if not self.has(name):
+            return None
+        rows = self.table(name).to_pyarrow().column("state").to_pylist()
+        try:
+            found = json.loads(rows[0]) if len(rows) == 1 else None
+        except (TypeError, ValueError):
+            return None
+        return found if isinstance(found, dict) else None
+
+    def mark(self, name: str, state: dict[str, Any] | None) -> None:
+        """Record what a kept table holds (``state``, JSON) in the one-row table ``name``;
+        None removes it, so that a step stopped while it rewrites that table leaves nothing
+        a later step trusts."""
+        if state is None:
+            if self.has(name):
+                self.drop(name)
+            return
+        self.write(name, pa.table({"state": [json.dumps(state, sort_keys=True)]}))
+
     @contextlib.contextmanager
     def reading_only(self, names: Sequence[str]) -> Iterator[None]:
         """Within the block, the tables ``names`` are only read (a pipeline run after its

@@ -51,7 +51,7 @@ def _weekday(ts: ir.TimestampValue) -> ir.StringValue:
 DIMENSIONS = ("hour_band", "weekday", "device", "channel")
 #: Every customer's signals counted per dimension and value, for the next day's run.
 COUNTS = "contact_counts"
-#: The date those counts were counted for (one row).
+#: The date those counts were counted for (:meth:`Warehouse.mark`).
 COUNTS_AS_OF = "contact_counts_as_of"
 #: Up to this many values a dimension, the best values are picked across one column per value.
 WIDE_VALUES = 32
@@ -92,10 +92,11 @@ def _counts(signals: ir.Table) -> ir.Table:
 
 def counts_as_of(wh: Warehouse) -> _dt.date | None:
     """The date the stored signal counts (``contact_counts``) were counted for, if any."""
-    if not wh.has(COUNTS_AS_OF) or not wh.has(COUNTS):
+    state = wh.marked(COUNTS_AS_OF) if wh.has(COUNTS) else None
+    try:
+        return _dt.date.fromisoformat(state["as_of"]) if state else None
+    except (KeyError, TypeError, ValueError):
         return None
-    rows = wh.table(COUNTS_AS_OF).to_pyarrow().column("as_of").to_pylist()
-    return rows[0] if len(rows) == 1 else None
 
 
 def _stored_counts(wh: Warehouse, at: _dt.date) -> ir.Table | None:
@@ -104,16 +105,6 @@ def _stored_counts(wh: Warehouse, at: _dt.date) -> ir.Table | None:
         return None
     stored = wh.table(COUNTS)
     return stored if set(stored.columns) == {"customer_id", "dim", "value", "n"} else None
-
-
-def _mark_counts(wh: Warehouse, at: _dt.date | None) -> None:
-    """Say which date the stored counts are for (``None``: they are being rewritten, and a
-    run that stops now leaves counts no later run trusts)."""
-    if at is None:
-        if wh.has(COUNTS_AS_OF):
-            wh.drop(COUNTS_AS_OF)
-        return
-    wh.write(COUNTS_AS_OF, ibis.memtable({"as_of": [at]}, schema={"as_of": "date"}))
 
 
 def _values(raw: ir.Table) -> dict[str, list[str]]:
@@ -248,10 +239,10 @@ def contact_times(
         fresh = _counts(_signals(wh, as_of, only=ids)).cast(stored.schema())
         if store:  # the changed customers' counts replace theirs, the others' stay
             fresh = wh.materialize(fresh, "ct_fresh")
-            _mark_counts(wh, None)
+            wh.mark(COUNTS_AS_OF, None)
             wh.delete_keys(COUNTS, ids, ["customer_id"])
             wh.insert(COUNTS, fresh)
-            _mark_counts(wh, as_of)
+            wh.mark(COUNTS_AS_OF, {"as_of": as_of.isoformat()})
             raw = wh.table(COUNTS)
         else:
             kept = stored.anti_join(ids, "customer_id")
@@ -259,9 +250,9 @@ def contact_times(
     else:
         raw = wh.materialize(_counts(_signals(wh, as_of)), "ct_raw")
         if store:  # what the next day's run starts from
-            _mark_counts(wh, None)
+            wh.mark(COUNTS_AS_OF, None)
             wh.write(COUNTS, raw)
-            _mark_counts(wh, as_of)
+            wh.mark(COUNTS_AS_OF, {"as_of": as_of.isoformat()})
     values = _values(raw)
     if max((len(v) for v in values.values()), default=0) <= WIDE_VALUES:
         best = _best_wide(raw, segments, values, k)

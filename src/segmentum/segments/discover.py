@@ -248,35 +248,20 @@ def _spend_mix(
             "mix_fresh",
         )
         if fresh.schema() == wh.table(MIX).schema():
-            _mark_mix(wh, None)
+            wh.mark(MIX_STATE, None)
             wh.delete_keys(MIX, ids, ["customer_id"])
             wh.insert(MIX, fresh.select(*wh.table(MIX).columns))
-            _mark_mix(wh, {"as_of": as_of.isoformat(), "categories": categories})
+            wh.mark(MIX_STATE, {"as_of": as_of.isoformat(), "categories": categories})
             return wh.table(MIX)
-    _mark_mix(wh, None)
+    wh.mark(MIX_STATE, None)
     wh.write(MIX, category_mix(tx, as_of, categories, links))
-    _mark_mix(wh, {"as_of": as_of.isoformat(), "categories": categories})
+    wh.mark(MIX_STATE, {"as_of": as_of.isoformat(), "categories": categories})
     return wh.table(MIX)
 
 
 def _mix_state(wh: Warehouse) -> dict[str, Any] | None:
-    if not wh.has(MIX_STATE):
-        return None
-    rows = wh.table(MIX_STATE).to_pyarrow().column("state").to_pylist()
-    try:
-        return json.loads(rows[0]) if len(rows) == 1 else None
-    except (TypeError, ValueError):
-        return None
-
-
-def _mark_mix(wh: Warehouse, state: dict[str, Any] | None) -> None:
-    """Which date and categories ``cluster_mix`` holds (None: it is being rewritten, and a run
-    that stops now leaves a mix no later run trusts)."""
-    if state is None:
-        if wh.has(MIX_STATE):
-            wh.drop(MIX_STATE)
-        return
-    wh.write(MIX_STATE, pa.table({"state": [json.dumps(state)]}))
+    """Which date and categories ``cluster_mix`` holds."""
+    return wh.marked(MIX_STATE)
 
 
 def stored_model(wh: Warehouse, asked: dict[str, object], as_of: _dt.date) -> dict[str, Any] | None:
