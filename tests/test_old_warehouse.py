@@ -161,3 +161,24 @@ def test_the_upgrade_adds_the_columns_on_duckdb_and_postgres(backend: Warehouse)
     got = wh.table("transactions").order_by("invoice_id").to_pyarrow()
     assert got.column("currency").to_pylist() == [None, "EUR"]
     assert got.column("amount").to_pylist() == [5.0, 7.0]
+
+
+def test_a_kept_count_date_in_the_previous_layout_is_counted_again(old: Warehouse) -> None:
+    """The previous version kept the date of the stored contact counts as a column ``as_of``;
+    a run after the upgrade does not trust it (nor stop on it): it counts every customer again,
+    and the next run keeps the new marker."""
+    from segmentum.campaigns import timing
+
+    settings = load_settings(env={}).with_overrides(discover_segments=False)
+    day = dt.date(2024, 3, 1)
+    pipeline.run(old, as_of=day, settings=settings, full=True)
+    kept = old.table("contact_times").to_pandas().sort_values("customer_id", ignore_index=True)
+    assert timing.counts_as_of(old) == day
+    old.write(timing.COUNTS_AS_OF, ibis.memtable({"as_of": [day]}, schema={"as_of": "date"}))
+    assert old.marked(timing.COUNTS_AS_OF) is None and timing.counts_as_of(old) is None
+    again = pipeline.run(old, as_of=day, settings=settings)  # stopped on the old marker before
+    assert "contact times" in [s["step"] for s in again.steps]
+    got = old.table("contact_times").to_pandas().sort_values("customer_id", ignore_index=True)
+    assert len(got) == 2
+    pd.testing.assert_frame_equal(got, kept)
+    assert timing.counts_as_of(old) == day

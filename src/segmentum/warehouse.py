@@ -660,7 +660,10 @@ class Warehouse:
         """The state a step recorded in the one-row table ``name`` (:meth:`mark`), if any."""
         if not self.has(name):
             return None
-        rows = self.table(name).to_pyarrow().column("state").to_pylist()
+        t = self.table(name)
+        if "state" not in t.columns:  # written by an older version: nothing to trust
+            return None
+        rows = t.to_pyarrow().column("state").to_pylist()
         try:
             found = json.loads(rows[0]) if len(rows) == 1 else None
         except (TypeError, ValueError):
