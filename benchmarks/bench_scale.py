@@ -239,7 +239,21 @@ def run_size(
         for extra in DATA.glob(f"{db.name}.*"):  # serving store, realtime and state files
             shutil.rmtree(extra) if extra.is_dir() else extra.unlink()
         with _results() as data:
-            data.setdefault(engine, {})[label] = {"customers": customers, "steps": []}
+            # A fresh warehouse: the rows of the steps measured now are replaced; the others
+            # (a run measured another day on the same data) stay, with their notes.
+            kept = data.setdefault(engine, {}).get(label, {})
+            again = {"run": "run", "segments": "segment compute", "backfill": "history backfill"}
+            redo = [again[s] for s in steps if s in again]
+            old = [
+                x
+                for x in kept.get("steps", [])
+                if not x["step"].startswith(("ingest ", "run --data", *redo))
+            ]
+            entry = {**kept, "customers": customers, "steps": old}
+            if "run" in steps:
+                entry.pop("run_steps", None)
+                entry.pop("run_failed_step", None)
+            data[engine][label] = entry
     _record(engine, label, "machine", machine())
 
     def go(name: str, args: list[str]) -> dict[str, Any] | None:

@@ -244,6 +244,96 @@ def test_forecast_recovers_a_known_markov_chain(wh: Warehouse) -> None:
     assert np.allclose([f.projected[0][s] for s in "abc"], last @ np.array(f.transition)[:, :3])
 
 
+def test_forecast_steps_a_month_whatever_daily_snapshots_lie_between(wh: Warehouse) -> None:
+    """Monthly snapshots from a known chain, and daily runs in the last months (nobody moves
+    in a day here): the chain still steps a month, and it recovers the monthly matrix; stepping
+    from every snapshot instead mixes days with months (what the forecast did before)."""
+    rng = np.random.default_rng(1)
+    p = np.array([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.2, 0.1, 0.7]])
+    names = np.array(["a", "b", "c"])
+    n = 20_000
+    state = rng.choice(3, n, p=[0.4, 0.4, 0.2])
+    ids = [f"c{i}" for i in range(n)]
+    frames = []
+    for t in range(8):
+        month = dt.date(2025, 1 + t, 1)
+        days = [month] + ([month + dt.timedelta(days=k) for k in range(1, 6)] if t >= 5 else [])
+        for d in days:  # a daily run's snapshot: the same classes as the month's first
+            frames.append(
+                pd.DataFrame({"customer_id": ids, "as_of": d, "rfm_segment": names[state]})
+            )
+        state = np.array([rng.choice(3, p=p[s]) for s in state])
+    wh.write("customer_classes", pa.Table.from_pandas(pd.concat(frames), preserve_index=False))
+    monthly = forecast(wh, "rfm_segment", periods=2)
+    assert monthly.freq == "month" and len(monthly.dates) == 8
+    assert all(d.day == 1 for d in monthly.dates)
+    assert np.allclose(np.array(monthly.transition)[:, :3], p, atol=0.015)
+    every = forecast(wh, "rfm_segment", periods=2, freq="all")
+    assert len(every.dates) == 8 + 3 * 5
+    stay = np.diag(np.array(every.transition)[:, :3])
+    assert (stay > np.diag(p) + 0.1).all()  # pulled toward "nobody moves": days, not months
+    with pytest.raises(segmentum.errors.InputError, match="unknown forecast step"):
+        forecast(wh, "rfm_segment", freq="fortnight")
+
+
+def test_old_daily_snapshots_are_thinned_to_one_a_month(
+    wh: Warehouse, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The retention rule on a known calendar: every day of the last history_daily_days, then
+    the first snapshot of each month for history_months months; the two newest dates and the
+    backfilled ones always stay; --dry-run removes nothing."""
+    from segmentum.history.retention import keep_dates
+
+    days = [dt.date(2026, 1, 1) + dt.timedelta(days=i) for i in range(100)]  # to Apr 10
+    kept = keep_dates(days, daily_days=7, months=3)
+    week = {dt.date(2026, 4, d) for d in range(4, 11)}
+    assert kept == {dt.date(2026, 2, 1), dt.date(2026, 3, 1), dt.date(2026, 4, 1)} | week
+    assert keep_dates(days, daily_days=7, months=0) == kept | {dt.date(2026, 1, 1)}
+    assert keep_dates(days, daily_days=0, months=1) == {
+        dt.date(2026, 4, 1),
+        dt.date(2026, 4, 9),
+        dt.date(2026, 4, 10),
+    }
+    with pytest.raises(segmentum.errors.InputError, match="cannot be negative"):
+        keep_dates(days, daily_days=-1, months=0)
+    # In a warehouse: run-written days of two months, and a backfilled month start.
+    runs = [dt.date(2026, 2, 20) + dt.timedelta(days=i) for i in range(20)]  # to Mar 11
+    rows = [("c1", d, "Loyal", f"run{i}") for i, d in enumerate(runs)]
+    rows += [("c1", dt.date(2026, 1, 1), "New", "backfill-1a2b3c4d")]
+    for name in ("customer_classes", "customer_features"):
+        wh.write(
+            name,
+            pa.table(
+                {
+                    "customer_id": [r[0] for r in rows],
+                    "as_of": pa.array([r[1] for r in rows], pa.date32()),
+                    "rfm_segment": [r[2] for r in rows],
+                    "run_id": [r[3] for r in rows],
+                }
+            ),
+        )
+    monkeypatch.setenv("SEGMENTUM_HISTORY_DAILY_DAYS", "5")
+    assert main(["history", "prune", "--dry-run", "--json", "-w", wh.url]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    gone = [  # Feb 20 and Mar 1 open their months; Mar 7 to 11 are the last five days
+        d.isoformat()
+        for d in runs
+        if dt.date(2026, 2, 20) < d <= dt.date(2026, 3, 6) and d != dt.date(2026, 3, 1)
+    ]
+    assert plan["dry_run"] and plan["dates"] == gone and plan["rows"] == 2 * len(gone)
+    assert len(snapshot_dates(wh)) == 21  # nothing removed yet
+    assert main(["history", "prune", "-w", wh.url]) == 0
+    assert f"removed {len(gone)} snapshot dates" in capsys.readouterr().out
+    left = [d.isoformat() for d in snapshot_dates(wh)]
+    assert left == ["2026-01-01", "2026-02-20", "2026-03-01"] + [
+        f"2026-03-{d:02d}" for d in range(7, 12)
+    ]
+    f = wh.table("customer_features").as_of.nunique().to_pyarrow().as_py()
+    assert f == len(left)
+    assert main(["history", "prune", "-w", wh.url]) == 0
+    assert "nothing to remove" in capsys.readouterr().out
+
+
 def test_failed_runs_are_recorded_and_shown(
     wh: Warehouse, capsys: pytest.CaptureFixture[str]
 ) -> None:

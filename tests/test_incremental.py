@@ -517,3 +517,44 @@ def test_too_many_changed_customers_fall_back_to_a_full_run(
     assert p.kind == "full" and p.reason == "too_many_changed"
     assert "más de 1,0" in p.message("es") or "más de 1 " in p.message("es")
     assert math.isclose(p.params["limit"], 0.01)
+
+
+def test_daily_runs_keep_recent_days_and_a_snapshot_a_month(
+    first_run: Warehouse, source: Path, settings: Settings
+) -> None:
+    """The retention journey: daily runs after the first; the run that ends the window
+    removes the older days' snapshots (not the month's first, not the last two), says so in
+    its run log, publishes the history without them, and the next day is still incremental."""
+    wh, src = first_run, connect(f"duckdb:///{source}")
+    settings = settings.with_overrides(history_daily_days=2, refit_drift_share=0.9)
+    first = snapshot_dates(wh)[-1]
+    for i in range(2):  # two more days, as the core steps of a daily run write them
+        _copy_days(src, wh, SPLIT + dt.timedelta(days=i), SPLIT + dt.timedelta(days=i + 1))
+        _day_run(wh, settings, f"keep{i}")
+    days = snapshot_dates(wh)
+    assert len(days) == 3 and days[0] == first
+    _copy_days(src, wh, SPLIT + dt.timedelta(days=2), SPLIT + dt.timedelta(days=3))
+    s = pipeline.run(wh, settings=settings)
+    assert s.kind == "incremental" and s.as_of is not None
+    step = next(x for x in s.steps if x["step"] == "history retention")
+    # The newest two (today, yesterday) stay; so does the first of the month (the first run's).
+    gone = [d for d in days if d not in (first, days[-1])]
+    assert first.day == 1 and step["removed_dates"] == [d.isoformat() for d in gone]
+    assert step["removed_rows"] > 0
+    left = [first, days[-1], s.as_of]
+    for name in ("customer_features", "customer_classes", "customer_clv", "contact_times"):
+        t = wh.table(name)
+        stored = sorted(t.select("as_of").distinct().as_of.to_pyarrow().to_pylist())
+        # (the core steps above write no contact times: the full runs' days only)
+        assert stored == (left if name != "contact_times" else [first, s.as_of]), name
+    # The serving store holds the same history (publish removed the gone date there too).
+    store = ServingStore(serving_path(wh.url, settings.serving_store))
+    cur = store.cursor()
+    assert cur is not None
+    served = cur.execute("SELECT DISTINCT as_of FROM customer_classes ORDER BY 1").fetchall()
+    assert [r[0] for r in served] == left
+    # The next day still runs incrementally from the kept newest snapshot.
+    _copy_days(src, wh, SPLIT + dt.timedelta(days=3), SPLIT + dt.timedelta(days=4))
+    nxt = pipeline.run(wh, settings=settings)
+    assert nxt.kind == "incremental"
+    src.close()

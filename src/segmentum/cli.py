@@ -1477,6 +1477,37 @@ def history_dates_cmd(warehouse: WarehouseOpt = None) -> None:
     console.print(", ".join(d.isoformat() for d in dates) or "no snapshots yet")
 
 
+@history_app.command("prune")
+def history_prune_cmd(
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="List what would go; remove nothing.")
+    ] = False,
+    warehouse: WarehouseOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Thin old daily snapshots to one a month (history_daily_days, history_months); every
+    run does it too."""
+    from segmentum.history.retention import prune
+
+    settings = load_settings()
+    wh = connect(warehouse or settings.warehouse)
+    out = prune(wh, settings, dry_run=dry_run)
+    if as_json:
+        print_json(json.dumps(out.to_dict()))
+        return
+    keep = f"every snapshot of the last {out.daily_days} days, then the first of each month" + (
+        f" for {out.months} months" if out.months else ""
+    )
+    if not out.removed:
+        console.print(f"nothing to remove (kept: {keep})")
+        return
+    verb = "would remove" if dry_run else "removed"
+    console.print(
+        f"{verb} {len(out.dates)} snapshot dates ({out.rows:,} rows): "
+        f"{', '.join(out.dates)}; kept: {keep}"
+    )
+
+
 @history_app.command("migration")
 def history_migration_cmd(
     date_from: Annotated[str, typer.Option("--from", help="Start snapshot date.")],
@@ -1552,6 +1583,13 @@ def history_cohorts_cmd(
 def history_forecast_cmd(
     by: Annotated[str, typer.Option(help="The classification to project.")] = "rfm_segment",
     periods: Annotated[int, typer.Option(help="Periods ahead.")] = 3,
+    freq: Annotated[
+        str,
+        typer.Option(
+            help="A period: month (the first snapshot of each month), week, or all (every "
+            "snapshot)."
+        ),
+    ] = "month",
     html: Annotated[Path | None, typer.Option(help="Write an HTML page.")] = None,
     warehouse: WarehouseOpt = None,
     as_json: JsonOpt = False,
@@ -1561,13 +1599,14 @@ def history_forecast_cmd(
     from segmentum.history.cohorts import forecast
 
     settings = load_settings()
-    f = forecast(connect(warehouse or settings.warehouse), by, periods)
+    f = forecast(connect(warehouse or settings.warehouse), by, periods, freq=freq)
     if html:
         html.write_text(report_html(forecast=f), encoding="utf-8")
     if as_json:
         print_json(json.dumps(f.to_dict(), default=str))
         return
-    t = Table(title=f"{by}: now and the next {periods} periods")
+    unit = {"month": "months", "week": "weeks"}.get(freq, "periods")
+    t = Table(title=f"{by}: now and the next {periods} {unit}")
     t.add_column("segment")
     t.add_column("now", justify="right")
     for i in range(periods):

@@ -260,6 +260,17 @@ SETTINGS: tuple[Setting, ...] = (
         "Days the service remembers who downloaded personal data or customer ids (segment "
         "exports, ad audiences), for segmentum forget to list; 0: kept until purged.",
     ),
+    Setting(
+        "history_daily_days",
+        35,
+        "Days every run's snapshot (features, classes, CLV, clusters, contact times, segment "
+        "members) is kept; older ones keep the first of each month.",
+    ),
+    Setting(
+        "history_months",
+        0,
+        "Months the monthly snapshots are kept after that; 0: for ever.",
+    ),
     Setting("rule_max_depth", 40, "Deepest nesting of parentheses and 'not' in a segment rule."),
     Setting(
         "rule_max_window_days",
@@ -452,6 +463,8 @@ class Settings:
     send_lease_seconds: int = _DEFAULTS["send_lease_seconds"]
     contact_retention_days: int = _DEFAULTS["contact_retention_days"]
     download_retention_days: int = _DEFAULTS["download_retention_days"]
+    history_daily_days: int = _DEFAULTS["history_daily_days"]
+    history_months: int = _DEFAULTS["history_months"]
     rule_max_depth: int = _DEFAULTS["rule_max_depth"]
     rule_max_window_days: int = _DEFAULTS["rule_max_window_days"]
     rule_value_check_max_distinct: int = _DEFAULTS["rule_value_check_max_distinct"]

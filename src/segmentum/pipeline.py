@@ -24,6 +24,7 @@ from segmentum.campaigns.timing import contact_times
 from segmentum.config import Settings, load_settings
 from segmentum.errors import ModelError, SegmentumError
 from segmentum.features import customer_features, default_as_of, purchase_days
+from segmentum.history import retention
 from segmentum.history.log import deliver, log_changes
 from segmentum.history.webhooks import deliver_subscriptions, subscriptions
 from segmentum.ingest import IngestReport, ingest, returns
@@ -557,6 +558,13 @@ def run(
                 )
         step("customer lookup", lambda: build_lookup(wh, as_of_used))
         step("dashboard aggregates", lambda: build_overview(wh, as_of_used))
+        # Older daily snapshots thinned to one a month, before publish copies the history.
+        pruned = step(
+            "history retention",
+            lambda: retention.prune(wh, settings, protect=[as_of_used]),
+        )
+        if pruned is not None and pruned.removed:
+            summary.steps[-1].update(removed_dates=pruned.dates, removed_rows=pruned.rows)
         published = step(
             "publish read models",
             lambda: publish_read_models(

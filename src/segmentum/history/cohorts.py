@@ -109,6 +109,7 @@ class Forecast:
     backtest_mape: float | None  # mean absolute percentage error of one-step forecasts
     baseline_mape: float | None  # the same for "no change" (next period = this period)
     backtest: list[dict[str, Any]] = field(default_factory=list)
+    freq: str = "month"  # the step of the chain: one snapshot a month, a week, or every one
 
     def to_dict(self) -> dict[str, Any]:
         d = self.__dict__.copy()
@@ -142,15 +143,48 @@ def _transition_counts(
     return counts, arrivals
 
 
+FREQS = ("month", "week", "all")
+
+
+def grid(dates: list[_dt.date], freq: str) -> list[_dt.date]:
+    """One snapshot a period: the first date of each calendar month (``month``) or ISO week
+    (``week``); ``all``: every date. Daily runs between backfilled month starts would otherwise
+    make a chain whose steps are a month here and a day there.
+
+    >>> import datetime as dt
+    >>> days = [dt.date(2025, 11, 1)] + [dt.date(2025, 12, d) for d in (1, 2, 3)]
+    >>> [d.isoformat() for d in grid(days, "month")], len(grid(days, "all"))
+    (['2025-11-01', '2025-12-01'], 4)
+    """
+    if freq not in FREQS:
+        raise InputError(f"unknown forecast step {freq!r}", f"use one of: {', '.join(FREQS)}")
+    if freq == "all":
+        return list(dates)
+    seen: dict[tuple[int, int], _dt.date] = {}
+    for d in sorted(dates):
+        key = (d.year, d.month) if freq == "month" else tuple(d.isocalendar())[:2]
+        seen.setdefault(key, d)  # type: ignore[arg-type]
+    return sorted(seen.values())
+
+
 def forecast(
-    wh: Warehouse, classification: str = "rfm_segment", periods: int = 3, min_history: int = 3
+    wh: Warehouse,
+    classification: str = "rfm_segment",
+    periods: int = 3,
+    min_history: int = 3,
+    freq: str = "month",
 ) -> Forecast:
-    """Markov projection of segment sizes, with its one-step backtest error."""
-    dates = snapshot_dates(wh)
+    """Markov projection of segment sizes, with its one-step backtest error.
+
+    The chain steps from one snapshot to the next on the ``freq`` grid (:func:`grid`): a
+    period is a month by default, whatever mix of backfilled and daily snapshots is stored.
+    """
+    dates = grid(snapshot_dates(wh), freq)
     if len(dates) < 2:
         raise InputError(
-            "a forecast needs at least two snapshots",
-            "build past ones: segmentum history backfill",
+            f"a forecast needs snapshots from at least two periods (one {freq} apart)",
+            "build past ones: segmentum history backfill"
+            + ("; or step from every snapshot: --freq all" if freq != "all" else ""),
         )
     labels = _pairs(wh, classification, dates)
     sizes = []
@@ -204,4 +238,5 @@ def forecast(
         float(np.mean(errors)) if errors else None,
         float(np.mean(base_errors)) if base_errors else None,
         backtest,
+        freq,
     )
