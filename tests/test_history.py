@@ -276,6 +276,17 @@ def test_forecast_steps_a_month_whatever_daily_snapshots_lie_between(wh: Warehou
         forecast(wh, "rfm_segment", freq="fortnight")
 
 
+def test_the_default_migration_is_month_on_month_with_daily_snapshots() -> None:
+    from segmentum.history.snapshots import month_before
+
+    d = dt.date
+    daily = [d(2025, 11, 1), d(2025, 12, 1)] + [d(2026, 1, k) for k in range(1, 16)]
+    assert month_before(daily) == d(2025, 12, 1)  # not Jan 14
+    assert month_before([d(2026, 2, 28), d(2026, 3, 30), d(2026, 3, 31)]) == d(2026, 2, 28)
+    assert month_before([d(2026, 3, 20), d(2026, 3, 31)]) == d(2026, 3, 20)  # none that old
+    assert month_before([d(2025, 10, 1), d(2025, 11, 1), d(2025, 12, 1)]) == d(2025, 11, 1)
+
+
 def test_old_daily_snapshots_are_thinned_to_one_a_month(
     wh: Warehouse, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -372,16 +372,18 @@ def _segment_profiles(wh: Warehouse, as_of: _dt.date) -> dict[str, Any]:
 
 
 def _history(wh: Warehouse) -> dict[str, Any]:
-    """The migration page's default view: value tiers between the last two snapshots, and the
+    """The migration page's default view: value tiers from a month before the newest snapshot
+    (:func:`~segmentum.history.snapshots.month_before`) to the newest, and the
     forecast of value tiers."""
     from segmentum.history.cohorts import forecast
     from segmentum.history.migration import migration
-    from segmentum.history.snapshots import snapshot_dates
+    from segmentum.history.snapshots import month_before, snapshot_dates
 
     dates = snapshot_dates(wh)
     if len(dates) < 2:
         return {}
-    out: dict[str, Any] = {"migration": migration(wh, dates[-2], dates[-1], "value_tier").to_dict()}
+    start = month_before(dates)
+    out: dict[str, Any] = {"migration": migration(wh, start, dates[-1], "value_tier").to_dict()}
     with contextlib.suppress(SegmentumError):  # too few snapshots to backtest
         out["forecast"] = forecast(wh, "value_tier").to_dict()
     return out

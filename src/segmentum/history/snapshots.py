@@ -354,6 +354,23 @@ def backfill_segments(
     return sorted(valid), skipped
 
 
+def month_before(dates: list[_dt.date]) -> _dt.date:
+    """The default start of a migration ending at the newest of ``dates`` (oldest first, at
+    least two): the newest snapshot a month or more before it, so that daily runs compare
+    month on month, not yesterday with today; the oldest when none is that old.
+
+    >>> import datetime as dt
+    >>> days = [dt.date(2025, 11, 1), dt.date(2025, 12, 1), dt.date(2025, 12, 2)]
+    >>> month_before(days).isoformat(), month_before(days[1:]).isoformat()
+    ('2025-11-01', '2025-12-01')
+    """
+    newest = dates[-1]
+    back = newest.replace(day=1) - _dt.timedelta(days=1)  # the day before newest's month
+    cutoff = back.replace(day=min(newest.day, back.day))  # the same day a month earlier
+    older = [d for d in dates[:-1] if d <= cutoff]
+    return older[-1] if older else dates[0]
+
+
 def snapshot_dates(wh: Warehouse) -> list[_dt.date]:
     """Every ``as_of`` with stored classes, oldest first."""
     if not wh.has("customer_classes"):

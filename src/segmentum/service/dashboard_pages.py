@@ -1355,7 +1355,7 @@ def _tree(page: Page, nodes: list[Any], dims: list[str]) -> dict[str, Any] | Non
 def _migration(page: Page, wh: Any, by: str, date_from: str, date_to: str) -> dict[str, Any]:
     from segmentum.history.cohorts import forecast
     from segmentum.history.migration import migration
-    from segmentum.history.snapshots import snapshot_dates
+    from segmentum.history.snapshots import month_before, snapshot_dates
     from segmentum.precompute import overview
 
     _ = page._
@@ -1366,7 +1366,7 @@ def _migration(page: Page, wh: Any, by: str, date_from: str, date_to: str) -> di
         return ctx
     cache = overview(wh)
     try:
-        a = _dt.date.fromisoformat(date_from) if date_from else dates[-2]
+        a = _dt.date.fromisoformat(date_from) if date_from else month_before(dates)
         b = _dt.date.fromisoformat(date_to) if date_to else dates[-1]
         cm = cache.get("migration")
         if cm and by == "value_tier" and (cm["from"], cm["to"]) == (str(a), str(b)):
