@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import doctest
+import importlib
+import pkgutil
+from pathlib import Path
+
 from tests.conftest import ROOT
 
+import segmentum
 from segmentum import schema
 from segmentum.cli import app
 from segmentum.config import SETTINGS
@@ -29,3 +35,18 @@ def test_every_command_is_documented() -> None:
 def test_the_readme_starts_with_the_two_commands() -> None:
     head = (ROOT / "README.md").read_text(encoding="utf-8")[:800]
     assert "make run" in head and "make test" in head
+
+
+def test_the_examples_in_the_docstrings_run() -> None:
+    """Every ``>>>`` example in the package's docstrings gives what it says."""
+    checked, failed = 0, []
+    for info in pkgutil.walk_packages(segmentum.__path__, "segmentum."):
+        spec = importlib.util.find_spec(info.name)
+        origin = getattr(spec, "origin", None) or ""
+        if not origin.endswith(".py") or ">>>" not in Path(origin).read_text(encoding="utf-8"):
+            continue
+        result = doctest.testmod(importlib.import_module(info.name), report=False)
+        checked += result.attempted
+        if result.failed:
+            failed.append(info.name)
+    assert checked > 30 and not failed

@@ -126,8 +126,9 @@ def text(
 
     Examples
     --------
-    >>> text("winback", {"stage": "lapsed", "spent": 39984.4, "tier": "high", "days": 120}, "es")
-    'inactivo tras gastar 39.984 € (valor alto); última compra hace 120 días'
+    >>> facts = {"stage": "lapsed", "spent": 39984.4, "tier": "high", "days": 120}
+    >>> print(text("winback", facts, "es"))
+    inactivo tras gastar 39.984\xa0€ (valor alto); última compra hace 120 días
     """
     if isinstance(args, str):
         try:
