@@ -202,7 +202,18 @@ def test_bgnbd_recovers_known_parameters_from_simulated_data() -> None:
         assert lo - 0.1 * v < v < hi + 0.1 * v, (k, m.params_[k])
 
 
-@pytest.mark.parametrize("theta", [(0.55, 10.58, 0.61, 11.67), (1.26, 9.5, 0.23, 1.53)])
+@pytest.mark.parametrize(
+    "theta",
+    [
+        (0.55, 10.58, 0.61, 11.67),
+        (1.26, 9.5, 0.23, 1.53),
+        # One scale hundreds of times the other: for customers seen on one day only the
+        # hypergeometric argument is within 0.003 of 1, and those rows' slopes come from
+        # differences, the others' from the series (both branches).
+        (0.8, 0.08, 0.5, 30.0),
+        (0.8, 40.0, 0.5, 0.1),
+    ],
+)
 def test_pareto_nbd_gradient_matches_finite_differences(theta: tuple[float, ...]) -> None:
     """Both branches (alpha below and above beta) of the analytic Pareto/NBD gradient, whose
     hypergeometric slopes come from their power series."""
@@ -223,6 +234,10 @@ def test_pareto_nbd_gradient_matches_finite_differences(theta: tuple[float, ...]
     steps = 1e-6 * np.eye(4)
     numeric = [(value(lp + d) - value(lp - d)) / 2e-6 for d in steps]
     np.testing.assert_allclose(grad, numeric, rtol=1e-5, atol=1e-3)
+    r, alpha, s, beta = theta
+    near_one = abs(alpha - beta) / max(alpha, beta) > np.exp(-39.2 / 5000)
+    # Every row has its slopes: the whole-likelihood differences are not needed.
+    assert model._loglik_grad(r, alpha, s, beta, x, tx, t, data[3:]) is not None, near_one
 
 
 def test_the_hypergeometric_series_matches_scipy() -> None:

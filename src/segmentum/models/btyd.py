@@ -737,9 +737,10 @@ class ParetoNBD(PurchaseModel):
         """Negative log-likelihood and its analytic gradient in the log-parameters.
 
         The derivatives of the hypergeometric terms in their parameters come from their power
-        series (see :func:`_hyp2f1_and_slopes`); where a series would need more than a few
-        thousand terms (an argument very close to 1, only met far from any optimum), the
-        gradient falls back to central differences.
+        series (see :func:`_log_hyp2f1_slopes`); the rows whose series would need more than a
+        few thousand terms (an argument very close to 1) take central differences of those
+        terms, on those rows alone. Only when a slope is not finite does the whole gradient
+        fall back to central differences of the log-likelihood.
         """
         x, tx, t = data[:3]
         pairs = data[3:]
@@ -781,15 +782,12 @@ class ParetoNBD(PurchaseModel):
             a = r + s + xs
             b = s + 1 + 0 * xs if case_a else r + xs
             z = diff / (big + ts)
-            series = _hyp2f1_and_slopes(a, b, z)
-            if series is None:
+            slopes = _log_hyp2f1_slopes(a, b, z)
+            if slopes is None:
                 return None
-            h, h_a, h_b = series
-            # dH/dz in closed form; ratios to H from the same series.
-            h_z = a * b / (a + 1) * special.hyp2f1(a + 1, b + 1, a + 2, z)
-            la, lb, lz = h_a / h, h_b / h, h_z / h
+            log_h, la, lb, lz = slopes
             log_big = np.log(big + ts)
-            value = np.log(h) - a * log_big
+            value = log_h - a * log_big
             if case_a:  # big = alpha, z = (alpha - beta) / (alpha + t)
                 g = [
                     la - log_big,
@@ -892,6 +890,56 @@ def _log_hyp2f1(a: Array, b: Array | float, c: Array, z: Array) -> Array:
         out = out.copy()
         out[bad] = -bb * np.log1p(-zb) + np.log(special.hyp2f1(cb - ab, bb, cb, zb / (zb - 1)))
     return out
+
+
+def _log_hyp2f1_slopes(
+    a: Array, b: Array, z: Array, max_terms: int = 300
+) -> tuple[Array, Array, Array, Array] | None:
+    """log H and d log H / da, db, dz for H = 2F1(a, b; a+1; z), 0 <= z < 1, every row.
+
+    Rows whose power series converges within ``max_terms`` take their slopes from it
+    (:func:`_hyp2f1_and_slopes`); the others (z close to 1 or a large b: one of the Pareto/NBD
+    scales many times the other) from central differences of log H in a and b, on those rows
+    alone: summing thousands of terms in numpy costs more than SciPy's 2F1 at a few points
+    (a Pareto/NBD fit on 293,000 distinct rows of 870,000 customers: 53 s with every slope
+    from differences of the whole likelihood, 75 s with series up to 5,000 terms, 29 s
+    so). dH/dz is in closed form for both. None when a slope is not finite.
+    """
+    a, b, z = (np.asarray(v, dtype=float) for v in np.broadcast_arrays(a, b, z))
+    log_h, la, lb, lz = (np.zeros_like(a) for _ in range(4))
+    # The series' terms grow until n ~ b z / (1 - z), then fall no faster than z^n (1e-17 after
+    # ln(1e17) / -ln(z) more): rows that cannot finish within max_terms are not started.
+    with np.errstate(divide="ignore"):
+        needed = b * z / np.maximum(1 - z, 1e-300) + 39.2 / -np.log(np.where(z > 0, z, 0.5))
+    quick = needed <= max_terms
+    series = _hyp2f1_and_slopes(a[quick], b[quick], z[quick], max_terms) if quick.any() else None
+    if series is None:  # some row of the series needed more terms: the differences for all
+        quick[:] = False
+    else:
+        h, h_a, h_b = series
+        aq, bq, zq = a[quick], b[quick], z[quick]
+        log_h[quick], la[quick], lb[quick] = np.log(h), h_a / h, h_b / h
+        lz[quick] = aq * bq / (aq + 1) * special.hyp2f1(aq + 1, bq + 1, aq + 2, zq) / h
+    slow = ~quick
+    if slow.any():
+        a_, b_, z_ = a[slow], b[slow], z[slow]
+        log_h[slow] = _log_hyp2f1(a_, b_, a_ + 1, z_)
+        da, db = 1e-6 * np.maximum(1.0, a_), 1e-6 * np.maximum(1.0, b_)
+        up, down = (
+            _log_hyp2f1(a_ + da, b_, a_ + 1 + da, z_),
+            _log_hyp2f1(a_ - da, b_, a_ + 1 - da, z_),
+        )
+        la[slow] = (up - down) / (2 * da)
+        up, down = _log_hyp2f1(a_, b_ + db, a_ + 1, z_), _log_hyp2f1(a_, b_ - db, a_ + 1, z_)
+        lb[slow] = (up - down) / (2 * db)
+        lz[slow] = (
+            a_ * b_ / (a_ + 1) * np.exp(_log_hyp2f1(a_ + 1, b_ + 1, a_ + 2, z_) - log_h[slow])
+        )
+    if not (np.all(np.isfinite(la[slow])) and np.all(np.isfinite(lb[slow]))):
+        return None
+    if not np.all(np.isfinite(lz[slow])):
+        return None
+    return log_h, la, lb, lz
 
 
 def _hyp2f1_and_slopes(
