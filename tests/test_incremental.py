@@ -520,7 +520,7 @@ def test_too_many_changed_customers_fall_back_to_a_full_run(
 
 
 def test_daily_runs_keep_recent_days_and_a_snapshot_a_month(
-    first_run: Warehouse, source: Path, settings: Settings
+    first_run: Warehouse, source: Path, settings: Settings, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The retention journey: daily runs after the first; the run that ends the window
     removes the older days' snapshots (not the month's first, not the last two), says so in
@@ -540,7 +540,11 @@ def test_daily_runs_keep_recent_days_and_a_snapshot_a_month(
     # The newest two (today, yesterday) stay; so does the first of the month (the first run's).
     gone = [d for d in days if d not in (first, days[-1])]
     assert first.day == 1 and step["removed_dates"] == [d.isoformat() for d in gone]
-    assert step["removed_rows"] > 0
+    assert step["removed_rows"] > 0 and step["kept_days"] == 2
+    # The summary says so, in the language asked for.
+    cli.print_summary(s, "", "es")
+    said = " ".join(capsys.readouterr().out.split())
+    assert "historial: 1 foto diaria antigua" in said and gone[0].isoformat() in said
     left = [first, days[-1], s.as_of]
     for name in ("customer_features", "customer_classes", "customer_clv", "contact_times"):
         t = wh.table(name)

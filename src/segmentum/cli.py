@@ -432,6 +432,24 @@ def print_summary(s: pipeline.RunSummary, currency: str, lang: str = "en") -> No
                 "cancelled": _count(rt["cancelled_orders"], lang),
             }
         )
+    kept = next((x for x in s.steps if x.get("removed_dates")), None)
+    if kept is not None:
+        ngettext = i18n.translations(lang).ungettext
+        console.print(
+            ngettext(
+                "history: %(n)s older daily snapshot (%(rows)s rows) thinned to the first of "
+                "its month: %(dates)s; every day of the last %(days)s days is kept",
+                "history: %(n)s older daily snapshots (%(rows)s rows) thinned to the first of "
+                "their month: %(dates)s; every day of the last %(days)s days is kept",
+                len(kept["removed_dates"]),
+            )
+            % {
+                "n": _count(len(kept["removed_dates"]), lang),
+                "rows": _count(kept.get("removed_rows", 0), lang),
+                "dates": ", ".join(kept["removed_dates"]),
+                "days": _count(kept.get("kept_days", 0), lang),
+            }
+        )
     _print_shares(_("RFM segments"), s.rfm_segments, "rfm_segment", lang)
     _print_shares(_("Value tiers (Pareto 80/15/5)"), s.value_tiers, "value_tier", lang)
     _print_shares(

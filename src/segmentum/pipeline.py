@@ -564,7 +564,9 @@ def run(
             lambda: retention.prune(wh, settings, protect=[as_of_used]),
         )
         if pruned is not None and pruned.removed:
-            summary.steps[-1].update(removed_dates=pruned.dates, removed_rows=pruned.rows)
+            summary.steps[-1].update(
+                removed_dates=pruned.dates, removed_rows=pruned.rows, kept_days=pruned.daily_days
+            )
         published = step(
             "publish read models",
             lambda: publish_read_models(
