@@ -405,6 +405,13 @@ def render() -> None:
                 f"{head} {_fmt(r['seconds'])} | {_fmt(cpu) if cpu else ''} | "
                 f"{r['peak_mb']:,}{over} | {per} | {r.get('load', '')} |"
             )
+    when = {
+        label: e.get("measured") or str(e.get("machine", ""))[-10:]
+        for label, e in duck.items()
+        if e.get("steps")
+    }
+    if len(set(when.values())) > 1:  # sizes measured on different days: say which
+        out += ["", "Measured: " + "; ".join(f"{k} lines on {v}" for k, v in when.items()) + "."]
     spark = _spark(data)
     if not spark and SPARK_BEFORE.exists():
         # Not rerun: the last Spark measurement, kept with its date and conditions.

@@ -550,16 +550,27 @@ def translate_reason(lang: str, reason: str | None) -> str:
         return ""
     if lang == "en":
         return reason
+    return "; ".join(_translated(lang, REASONS, part) or part for part in reason.split("; "))
+
+
+def _translated(
+    lang: str,
+    table: tuple[tuple[str, tuple[str, str]], ...],
+    text: str,
+    words: frozenset[str] = frozenset(),
+) -> str | None:
+    """``text`` in ``lang`` by the first (pattern, (context, msgid)) of ``table`` it matches,
+    the pattern's groups filled in (those among ``words`` translated too); None: no match."""
     t = translations(lang)
-    out = []
-    for part in reason.split("; "):
-        for pattern, (ctx, msgid) in REASONS:
-            m = re.fullmatch(pattern, part.strip())
-            if m:
-                part = t.upgettext(ctx, msgid) % {str(i + 1): g for i, g in enumerate(m.groups())}
-                break
-        out.append(part)
-    return "; ".join(out)
+    for pattern, (ctx, msgid) in table:
+        m = re.fullmatch(pattern, text.strip())
+        if m:
+            parts = {
+                str(i + 1): t.upgettext("rule", g) if g in words else g
+                for i, g in enumerate(m.groups())
+            }
+            return str(t.upgettext(ctx, msgid) % parts)
+    return None
 
 
 _WORDS = {
@@ -576,17 +587,7 @@ def translate_message(lang: str, text: str | None) -> str:
     """A library message in ``lang`` when its pattern is known (else unchanged)."""
     if not text:
         return ""
-    t = translations(lang)
-    kinds = {m for _, m in _WORDS}
-    for pattern, (ctx, msgid) in MESSAGES:
-        m = re.fullmatch(pattern, text.strip())
-        if m:
-            parts = {
-                str(i + 1): t.upgettext("rule", g) if g in kinds else g
-                for i, g in enumerate(m.groups())
-            }
-            return t.upgettext(ctx, msgid) % parts
-    return text
+    return _translated(lang, MESSAGES, text, frozenset(m for _, m in _WORDS)) or text
 
 
 _HINT = N_("error", "hint")  # what a user error says to do: "message (hint: ...)"
