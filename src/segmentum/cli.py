@@ -29,7 +29,7 @@ from segmentum.errors import ExitCode, InputError, PartialFailure, SegmentumErro
 from segmentum.ingest import IngestReport, ingest
 from segmentum.ingest.core import data_currency
 from segmentum.schema import INGESTIBLE
-from segmentum.warehouse import busy_error, connect, duckdb_file, engine_error
+from segmentum.warehouse import busy_error, connect, duckdb_file, engine_error, resource_error
 
 app = typer.Typer(
     help="segmentum: customer segmentation and classification.",
@@ -3210,12 +3210,10 @@ def main(argv: list[str] | None = None) -> int:
         if busy is not None and not debug:
             _say(busy.message, busy.hint)
             return int(busy.exit_code)
-        if type(exc).__name__ == "OutOfMemoryException" and not debug:
-            _say(
-                f"the engine ran out of memory ({str(exc).splitlines()[0]})",
-                "raise the memory_limit setting, e.g. SEGMENTUM_MEMORY_LIMIT=4GB",
-            )
-            return int(ExitCode.WAREHOUSE)
+        limits = resource_error(exc)  # out of memory or of disk: the machine's, not a bug
+        if limits is not None and not debug:
+            _say(limits.message, limits.hint)
+            return int(limits.exit_code)
         if debug:
             raise
         log = _write_error_log(exc, args)

@@ -6,6 +6,7 @@ Everything else receives a :class:`Warehouse` and works with Ibis table expressi
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
@@ -889,6 +890,39 @@ def engine_error(exc: BaseException, where: str = "") -> WarehouseError | None:
         f"{where} failed on Spark: {cause}" if where else f"Spark failed: {cause}",
         "the Spark driver log has the details; run again with --debug for the traceback",
     )
+
+
+def resource_error(exc: BaseException) -> WarehouseError | None:
+    """The plain error to show when the engine ran out of memory or of disk (a machine's
+    limits, not a bug), or None for any other exception.
+
+    >>> import duckdb
+    >>> e = duckdb.IOException('IO Error: Could not write file "/d/w.duckdb.tmp/x.tmp": '
+    ...                        "No space left on device")
+    >>> resource_error(e).message
+    'the disk is full: could not write "/d/w.duckdb.tmp/x.tmp"'
+    """
+    text = str(exc)
+    first = text.splitlines()[0] if text else type(exc).__name__
+    full = "No space left on device" in text or getattr(exc, "errno", None) == errno.ENOSPC
+    if full:
+        written = re.search(r'Could not write file "([^"]+)"', text)
+        where = f': could not write "{written.group(1)}"' if written else f" ({first})"
+        return WarehouseError(
+            f"the disk is full{where}",
+            "free space on that disk, or point the temp_directory setting at a bigger one "
+            "(DuckDB spills what does not fit in memory_limit there; by default a folder beside "
+            "the warehouse file, <file>.tmp); then run the command again",
+        )
+    if type(exc).__name__ == "OutOfMemoryException":
+        temp = "max_temp_directory_size" in text
+        return WarehouseError(
+            f"the engine ran out of memory ({first})",
+            "raise the max_temp_size setting, or free disk space, so that it can spill more"
+            if temp
+            else "raise the memory_limit setting, e.g. SEGMENTUM_MEMORY_LIMIT=4GB",
+        )
+    return None
 
 
 def busy_error(exc: BaseException, url: str | None = None) -> WarehouseBusyError | None:

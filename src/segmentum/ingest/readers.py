@@ -34,8 +34,8 @@ import ibis.expr.types as ir
 import pandas as pd
 import pyarrow as pa
 
-from segmentum.errors import InputError
-from segmentum.warehouse import Warehouse
+from segmentum.errors import InputError, WarehouseError
+from segmentum.warehouse import Warehouse, resource_error
 
 SNIFF_BYTES = 64 * 1024
 _CHUNK = 8 * 1024 * 1024
@@ -551,6 +551,14 @@ def _counts_by_part(table: ir.Table, parts: int) -> list[int]:
     return counts
 
 
+def _limits(exc: BaseException, path: object) -> None:
+    """Out of memory or of disk while reading ``path``: say that (the machine's limit), not
+    that the file cannot be read."""
+    limits = resource_error(exc)
+    if limits is not None:
+        raise WarehouseError(f"{path}: {limits.message}", limits.hint) from exc
+
+
 def _read_repaired(rd: Warehouse, text: _Text) -> RawSource:
     """Read a file whose engine count did not match its lines: scan, set aside, read clean."""
     fixed = _repair(text)
@@ -560,6 +568,7 @@ def _read_repaired(rd: Warehouse, text: _Text) -> RawSource:
     except Exception as exc:
         for p in cleanup:
             p.unlink(missing_ok=True)
+        _limits(exc, text.path)
         raise InputError(
             f"{text.path}: cannot be read as CSV ({str(exc).splitlines()[0]})",
             "check that it is a text export with a header row",
@@ -774,6 +783,7 @@ def read_parquet(wh: Warehouse, path: Path) -> RawSource:
     except Exception as exc:
         if unpacked is not None:
             unpacked.unlink(missing_ok=True)
+        _limits(exc, path)
         raise InputError(
             f"{path}: cannot be read as Parquet ({str(exc).splitlines()[0]})",
             "check that the file is complete (not cut off by a failed copy)",
@@ -815,6 +825,7 @@ def read_jsonl(wh: Warehouse, path: Path) -> RawSource:
     except Exception as exc:
         if unpacked is not None:
             unpacked.unlink(missing_ok=True)
+        _limits(exc, path)
         raise InputError(
             f"{path}: cannot be read as JSON lines ({str(exc).splitlines()[0]})",
             "each line must be one JSON object with the same keys",
