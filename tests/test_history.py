@@ -46,6 +46,33 @@ def hwh(history_db: Path, copy_of: Any) -> Warehouse:
     return copy_of(history_db)
 
 
+def test_a_backfill_in_batches_of_dates_equals_one_pass(
+    hwh: Warehouse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A base too big for one pass over every date (millions of customers x 24 dates) is
+    backfilled a few dates at a time: the same classes and saved segments at every date."""
+    from segmentum.history import snapshots
+
+    def table(name: str) -> pd.DataFrame:
+        df: pd.DataFrame = hwh.table(name).drop("run_id").to_pandas()
+        key = [c for c in ("as_of", "segment", "customer_id") if c in df.columns]
+        return df.sort_values(key, ignore_index=True)
+
+    one = backfill(hwh, periods=6, settings=SETTINGS)
+    whole = {n: table(n) for n in ("customer_classes", "segment_members")}
+    customers = int(hwh.table("customer_classes").customer_id.nunique().to_pyarrow().as_py())
+    monkeypatch.setattr(snapshots, "BATCH_ROWS", 2 * customers)  # two dates a pass
+    assert len(snapshots.date_batches(one.dates, customers)) == 3
+    batched = backfill(hwh, periods=6, settings=SETTINGS)
+    assert batched.dates == one.dates and batched.rows == one.rows
+    assert batched.customers_last == one.customers_last
+    assert batched.segments == one.segments and batched.skipped == one.skipped
+    for name, want in whole.items():
+        got = table(name)
+        assert len(got) > 1000, name
+        pd.testing.assert_frame_equal(got, want, check_like=True)
+
+
 def test_period_ends() -> None:
     assert period_ends(dt.date(2024, 11, 15), dt.date(2025, 2, 1)) == [
         dt.date(2024, 12, 1),

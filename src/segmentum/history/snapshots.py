@@ -263,29 +263,55 @@ def backfill(
         return BackfillReport("", [], 0, 0, kept=kept)
     days = rollup.purchase_days(wh)  # brings the return links up to date too
     links = wh.table(_returns.LINKS)
-    summary = wh.materialize(history_summary(tx, dates, links=links, days=days), "histsum")
     rules = load_rfm_rules(settings.rfm_rules) if settings.rfm_rules else RFM_RULES
     run_id = "backfill-" + uuid.uuid4().hex[:8]
-    out = classify(
-        summary,
-        rules=rules,
-        tier_cuts=settings.value_tier_cuts,
-        tier_method=settings.value_tier_method,
-        score_cuts=settings.value_tier_score_cuts,
-        by_date=True,
-    )
-    out = out.mutate(run_id=ibis.literal(run_id))
-    out = wh.materialize(out, "histcls")
-    # Backfilled dates are replaced, every other date kept; CLV-based columns stay empty.
-    wh.replace_where("customer_classes", out, "as_of", dates)
-    done, skipped = (
-        backfill_segments(wh, dates, summary, settings, run_id) if segments else ([], {})
-    )
-    rows = int(out.count().to_pyarrow().as_py())
-    n_last = int(
-        out.filter(out.as_of == ibis.literal(dates[-1], "date")).count().to_pyarrow().as_py()
-    )
+    rows, n_last = 0, 0
+    done: list[str] = []
+    skipped: dict[str, str] = {}
+    for batch in date_batches(dates, int(days.customer_id.nunique().to_pyarrow().as_py() or 0)):
+        summary = wh.materialize(history_summary(tx, batch, links=links, days=days), "histsum")
+        out = classify(
+            summary,
+            rules=rules,
+            tier_cuts=settings.value_tier_cuts,
+            tier_method=settings.value_tier_method,
+            score_cuts=settings.value_tier_score_cuts,
+            by_date=True,
+        )
+        out = out.mutate(run_id=ibis.literal(run_id))
+        out = wh.materialize(out, "histcls")
+        # Backfilled dates are replaced, every other date kept; CLV-based columns stay empty.
+        wh.replace_where("customer_classes", out, "as_of", batch)
+        if segments:
+            these, why = backfill_segments(wh, batch, summary, settings, run_id)
+            done = list(dict.fromkeys([*done, *these]))
+            skipped.update(why)
+        rows += int(out.count().to_pyarrow().as_py())
+        if batch[-1] == dates[-1]:
+            last_day = out.filter(out.as_of == ibis.literal(dates[-1], "date"))
+            n_last = int(last_day.count().to_pyarrow().as_py())
+        for staged in (out, summary):  # a batch's rows, written: the next batch needs room
+            wh.drop(staged.get_name())
     return BackfillReport(run_id, dates, rows, n_last, done, skipped, kept)
+
+
+#: Customer-dates one backfill pass holds at most (its point-in-time summary and classes):
+#: 24 monthly dates of 8.7 million customers in one pass spilled more than the free disk.
+BATCH_ROWS = 40_000_000
+
+
+def date_batches(dates: list[_dt.date], customers: int) -> list[list[_dt.date]]:
+    """``dates`` in consecutive groups of at most :data:`BATCH_ROWS` customer-dates each
+    (at least one date a group): every date's classes and segments depend on that date alone,
+    so the groups give what one pass over every date gives.
+
+    >>> import datetime as dt
+    >>> days = [dt.date(2025, m, 1) for m in range(1, 7)]
+    >>> [len(b) for b in date_batches(days, 15_000_000)], len(date_batches(days, 1000))
+    ([2, 2, 2], 1)
+    """
+    size = max(1, BATCH_ROWS // max(customers, 1))
+    return [dates[i : i + size] for i in range(0, len(dates), size)]
 
 
 def _run_dates(wh: Warehouse, dates: list[_dt.date]) -> list[_dt.date]:
