@@ -327,6 +327,7 @@ STEP_ROWS = (
     "run",
     "segment compute (20 saved)",
     "history backfill (24 months)",
+    "history backfill (24 months, classes only)",
 )
 
 
