@@ -413,11 +413,7 @@ def render() -> None:
     }
     if len(set(when.values())) > 1:  # sizes measured on different days: say which
         out += ["", "Measured: " + "; ".join(f"{k} lines on {v}" for k, v in when.items()) + "."]
-    spark = _spark(data)
-    if not spark and SPARK_BEFORE.exists():
-        # Not rerun: the last Spark measurement, kept with its date and conditions.
-        spark = [SPARK_BEFORE.read_text(encoding="utf-8")]
-    out += ["", *_growth(duck), *_run_steps(duck), *spark, *_notes(data)]
+    out += ["", *_growth(duck), *_run_steps(duck), *_spark(data), *_notes(data)]
     update_doc("scale", "\n".join(out))
 
 
@@ -523,6 +519,9 @@ def _spark(data: dict[str, Any]) -> list[str]:
         duck = data.get("duckdb", {}).get(label)
         if spark and duck:
             out += _spark_size(label, spark, duck)
+        elif label == "1M" and SPARK_BEFORE.exists():
+            # Not rerun: the last Spark measurement, kept with its date and conditions.
+            out += [SPARK_BEFORE.read_text(encoding="utf-8")]
     return [*out, *_cluster_note()] if out else []
 
 
@@ -559,9 +558,19 @@ def _cluster_note() -> list[str]:
 
 
 def _spark_size(label: str, spark: dict[str, Any], duck: dict[str, Any]) -> list[str]:
+    loads = [s["load"] for s in spark.get("steps", []) if "load" in s]
+    day = str(spark.get("machine", ""))[-10:]
+    duck_day = duck.get("measured") or str(duck.get("machine", ""))[-10:]
     out = [
-        f"### Spark local[2] against DuckDB at {label} lines",
+        f"### Spark local[2] against DuckDB at {label} lines (measured {day}"
+        + (f", load {max(loads):.1f} when it ended" if loads else "")
+        + ")",
         "",
+        *(
+            [f"DuckDB's figures are those of the table above, measured on {duck_day}.", ""]
+            if duck_day and duck_day != day
+            else []
+        ),
         "The same work on `pyspark:///folder`: one `segmentum run --data` command (a local "
         f'session, `local[2]`, `SEGMENTUM_SPARK_CONF="{SPARK_CONF}"`, starting the session '
         "counted) ingests the same files and runs every step with the same 20 saved rules; "
@@ -613,7 +622,11 @@ def _spark_size(label: str, spark: dict[str, Any], duck: dict[str, Any]) -> list
             "|---|---:|---:|---:|",
         ]
         for n in rs:
-            a, b = float(rd.get(n, 0.0)), float(rs[n])
+            b = float(rs[n])
+            if n not in rd:  # a DuckDB step not kept apart (its ingest commands as one row)
+                out.append(f"| {n} |  | {_fmt(b)} |  |")
+                continue
+            a = float(rd[n])
             if a or b:
                 ratio = f"{b / a:.1f}x" if a >= 0.05 else ""
                 out.append(f"| {n} | {_fmt(a)} | {_fmt(b)} | {ratio} |")

@@ -99,6 +99,12 @@ def test_demo_and_run_print_a_summary(tmp_path: Path) -> None:
     for words in ("customers, revenue", "RFM segments", "Value tiers", "% customers", "warning:"):
         assert words not in text, words
     assert re.search(r"\b\d{1,3},\d %", text) and re.search(r"\d\.\d{3},\d{2}\b", text), text
+    # Its progress lines name the steps in Spanish too (the run log keeps the English names).
+    steps = " ".join(es.stderr.split())
+    for words in ("· variables de cliente", "· clasificaciones", "· publicar modelos de lectura"):
+        assert words in steps, steps
+    for words in ("· features", "· classes", "· publish read models", "· contact times"):
+        assert words not in steps, steps
     # `run --json`, `clv validate --json` and `churn evaluate --json` are checked, content
     # included, in test_every_json_output_is_valid_json_on_a_narrow_terminal.
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ import pyarrow as pa
 import pytest
 
 import segmentum
-from segmentum import pipeline
+from segmentum import i18n, pipeline
 from segmentum.cli import main
 from segmentum.config import load_settings
 from segmentum.features import purchase_days
@@ -360,6 +361,9 @@ def test_old_daily_snapshots_are_thinned_to_one_a_month(
     ]
     assert plan["dry_run"] and plan["dates"] == gone and plan["rows"] == 2 * len(gone)
     assert len(snapshot_dates(wh)) == 21  # nothing removed yet
+    assert main(["history", "prune", "--dry-run", "--lang", "es", "-w", wh.url]) == 0
+    said = capsys.readouterr().out
+    assert f"se eliminarían {len(gone)} fechas de fotos" in said and "días" in said, said
     assert main(["history", "prune", "-w", wh.url]) == 0
     assert f"removed {len(gone)} snapshot dates" in capsys.readouterr().out
     left = [d.isoformat() for d in snapshot_dates(wh)]
@@ -370,6 +374,8 @@ def test_old_daily_snapshots_are_thinned_to_one_a_month(
     assert f == len(left)
     assert main(["history", "prune", "-w", wh.url]) == 0
     assert "nothing to remove" in capsys.readouterr().out
+    assert main(["history", "prune", "--lang", "es", "-w", wh.url]) == 0
+    assert "nada que eliminar" in capsys.readouterr().out
 
 
 def test_failed_runs_are_recorded_and_shown(
@@ -383,6 +389,20 @@ def test_failed_runs_are_recorded_and_shown(
     assert steps[-1]["status"] == "failed" and "transactions" in steps[-1]["error"]
     assert main(["history", "runs", "-w", wh.url]) == 0
     assert "failed" in capsys.readouterr().out
+    # In Spanish: the step, its state and the run's state are Spanish words (the run log
+    # stores English), on the command line and on the dashboard's data page.
+    assert main(["history", "runs", "--lang", "es", "-w", wh.url]) == 0
+    # The table folds long cells over lines: read its words without the folds and borders.
+    out = re.sub(r"[\s│┃]+", "", capsys.readouterr().out)
+    failed_step = steps[-1]["step"]
+    assert i18n.step_name("es", failed_step) != failed_step
+    assert i18n.step_name("es", failed_step) in out and "fallido" in out, out
+    assert "failed:" not in out and "pipelineruns" not in out and "hint" not in out, out
+    from segmentum.service.dashboard_pages import _data, _failed_step
+
+    shown = _failed_step("es", _data(wh, "")["runs"][0]["failed_step"])
+    assert shown.startswith(i18n.step_name("es", failed_step) + ": "), shown
+    assert _failed_step("en", _data(wh, "")["runs"][0]["failed_step"]).startswith(failed_step)
 
 
 def test_history_cli(hwh: Warehouse, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -78,15 +78,25 @@ AsOfOpt = Annotated[
 ]
 
 
-class ConsoleProgress:
-    """Prints the library's progress steps as dim lines."""
+LangOpt = Annotated[str, typer.Option(help="Language of what is printed: es or en.")]
 
-    def __init__(self, quiet: bool = False) -> None:
+
+def _check_lang(lang: str) -> None:
+    if lang not in i18n.LANGUAGES:
+        raise InputError(f"--lang {lang!r} is not known", "use es or en")
+
+
+class ConsoleProgress:
+    """Prints the library's progress steps as dim lines, in ``lang``."""
+
+    def __init__(self, quiet: bool = False, lang: str = "en") -> None:
         self.quiet = quiet
+        self.lang = lang
 
     def step(self, name: str, detail: str = "") -> None:
         if not self.quiet and name not in ("before_commit",):
-            err.print(f"[dim]· {name} {detail}[/dim]")
+            text = i18n.translate_message(self.lang, detail) if detail else ""
+            err.print(f"[dim]· {escape(i18n.step_name(self.lang, name))} {escape(text)}[/dim]")
 
 
 def _as_of(value: str | None) -> _dt.date | None:
@@ -327,7 +337,7 @@ def ingest_cmd(
         duplicates=duplicates,
         anonymous=anonymous,
         no_amount=no_amount,
-        progress=ConsoleProgress(quiet=as_json),
+        progress=ConsoleProgress(quiet=as_json, lang=lang),
     )
     if as_json:
         print_json(json.dumps([r.to_dict() for r in reports], default=str))
@@ -598,7 +608,7 @@ def run_cmd(
             data=data,
             as_of=_as_of(as_of),
             settings=settings,
-            progress=ConsoleProgress(quiet=as_json),
+            progress=ConsoleProgress(quiet=as_json, lang=lang),
             full=full,
         )
     if as_json:
@@ -1456,11 +1466,14 @@ def history_backfill_cmd(
     ] = True,
     warehouse: WarehouseOpt = None,
     as_json: JsonOpt = False,
+    lang: LangOpt = "en",
 ) -> None:
     """Build past snapshots of the classes from the transaction history alone (point in time)."""
     from segmentum.history.snapshots import backfill
     from segmentum.precompute import publish_read_models
 
+    _check_lang(lang)
+    t = i18n.translations(lang)
     settings = load_settings()
     wh = connect(warehouse or settings.warehouse)
     r = backfill(wh, freq=freq, periods=periods, settings=settings, segments=segments)
@@ -1471,28 +1484,56 @@ def history_backfill_cmd(
         return
     if r.dates:
         console.print(
-            f"backfilled {len(r.dates)} snapshots ({r.dates[0]} to {r.dates[-1]}): "
-            f"{r.rows:,} customer-dates; {r.customers_last:,} customers at the last one"
+            t.ungettext(
+                "backfilled %(n)s snapshot (%(first)s to %(last)s): %(rows)s customer-dates; "
+                "%(customers)s customers at the last one",
+                "backfilled %(n)s snapshots (%(first)s to %(last)s): %(rows)s customer-dates; "
+                "%(customers)s customers at the last one",
+                len(r.dates),
+            )
+            % {
+                "n": len(r.dates),
+                "first": i18n.date(r.dates[0], lang),
+                "last": i18n.date(r.dates[-1], lang),
+                "rows": _count(r.rows, lang),
+                "customers": _count(r.customers_last, lang),
+            }
         )
     if r.kept:
         console.print(
-            f"kept {len(r.kept)} snapshots a pipeline run wrote "
-            f"({', '.join(str(d) for d in r.kept)}): they hold CLV and potential"
+            t.ungettext(
+                "kept %(n)s snapshot a pipeline run wrote (%(dates)s): it holds CLV and potential",
+                "kept %(n)s snapshots a pipeline run wrote (%(dates)s): they hold CLV and "
+                "potential",
+                len(r.kept),
+            )
+            % {"n": len(r.kept), "dates": ", ".join(i18n.date(d, lang) for d in r.kept)}
         )
     if r.segments:
-        console.print(f"saved segments backfilled: {', '.join(r.segments)}")
+        console.print(
+            t.ugettext("saved segments backfilled: %(names)s")
+            % {"names": escape(", ".join(r.segments))}
+        )
     for name, why in r.skipped.items():
-        console.print(f"[yellow]skipped[/yellow] {name}: {why}")
+        word = t.ugettext("skipped")
+        console.print(
+            f"[yellow]{word}[/yellow] {escape(name)}: {escape(i18n.translate_message(lang, why))}"
+        )
 
 
 @history_app.command("dates")
-def history_dates_cmd(warehouse: WarehouseOpt = None) -> None:
+def history_dates_cmd(warehouse: WarehouseOpt = None, lang: LangOpt = "en") -> None:
     """The dates with stored snapshots."""
     from segmentum.history.snapshots import snapshot_dates
 
+    _check_lang(lang)
     settings = load_settings()
     dates = snapshot_dates(connect(warehouse or settings.warehouse))
-    console.print(", ".join(d.isoformat() for d in dates) or "no snapshots yet")
+    # ISO dates in both languages: they are what --from and --to take.
+    console.print(
+        ", ".join(d.isoformat() for d in dates)
+        or i18n.translations(lang).ugettext("no snapshots yet")
+    )
 
 
 @history_app.command("prune")
@@ -1502,28 +1543,49 @@ def history_prune_cmd(
     ] = False,
     warehouse: WarehouseOpt = None,
     as_json: JsonOpt = False,
+    lang: LangOpt = "en",
 ) -> None:
     """Thin old daily snapshots to one a month (history_daily_days, history_months); every
     run does it too."""
     from segmentum.history.retention import prune
 
+    _check_lang(lang)
+    t = i18n.translations(lang)
     settings = load_settings()
     wh = connect(warehouse or settings.warehouse)
     out = prune(wh, settings, dry_run=dry_run)
     if as_json:
         print_json(json.dumps(out.to_dict()))
         return
-    keep = f"every snapshot of the last {out.daily_days} days, then the first of each month" + (
-        f" for {out.months} months" if out.months else ""
-    )
+    keep = t.ungettext(
+        "every snapshot of the last %(n)s day, then the first of each month",
+        "every snapshot of the last %(n)s days, then the first of each month",
+        out.daily_days,
+    ) % {"n": out.daily_days}
+    if out.months:
+        keep += t.ungettext(" for %(n)s month", " for %(n)s months", out.months) % {"n": out.months}
     if not out.removed:
-        console.print(f"nothing to remove (kept: {keep})")
+        console.print(t.ugettext("nothing to remove (kept: %(keep)s)") % {"keep": keep})
         return
-    verb = "would remove" if dry_run else "removed"
-    console.print(
-        f"{verb} {len(out.dates)} snapshot dates ({out.rows:,} rows): "
-        f"{', '.join(out.dates)}; kept: {keep}"
-    )
+    said = {
+        "n": len(out.dates),
+        "rows": _count(out.rows, lang),
+        "dates": ", ".join(i18n.date(d, lang) for d in out.dates),
+        "keep": keep,
+    }
+    if dry_run:
+        text = t.ungettext(
+            "would remove %(n)s snapshot date (%(rows)s rows): %(dates)s; kept: %(keep)s",
+            "would remove %(n)s snapshot dates (%(rows)s rows): %(dates)s; kept: %(keep)s",
+            len(out.dates),
+        )
+    else:
+        text = t.ungettext(
+            "removed %(n)s snapshot date (%(rows)s rows): %(dates)s; kept: %(keep)s",
+            "removed %(n)s snapshot dates (%(rows)s rows): %(dates)s; kept: %(keep)s",
+            len(out.dates),
+        )
+    console.print(text % said)
 
 
 @history_app.command("migration")
@@ -1644,37 +1706,56 @@ def history_runs_cmd(
     limit: Annotated[int, typer.Option(help="How many runs.")] = 10,
     warehouse: WarehouseOpt = None,
     as_json: JsonOpt = False,
+    lang: LangOpt = "en",
 ) -> None:
     """Pipeline runs with their steps; a failed step is shown with its error."""
+    from segmentum import incremental
+
+    _check_lang(lang)
+    _ = i18n.translations(lang).ugettext
     settings = load_settings()
     wh = connect(warehouse or settings.warehouse)
     if not wh.has("pipeline_runs"):
         if as_json:
             print_json([])
             return
-        console.print("no runs yet")
+        console.print(_("no runs yet"))
         return
     runs = wh.table("pipeline_runs").order_by(ibis.desc("started_at")).limit(limit)
     rows = runs.to_pyarrow().to_pylist()
     if as_json:
         print_json(json.dumps(rows, default=str))
         return
-    t = Table(title="pipeline runs")
-    for c in ("run", "started", "as of", "status", "kind", "steps"):
+    t = Table(title=_("pipeline runs"))
+    for c in (_("run"), _("started"), _("as of"), _("status"), _("kind")):
         t.add_column(c)
+    t.add_column(_("steps"), overflow="fold")  # a failed step's cause is read whole
     for r in rows:
         steps = json.loads(r["steps"] or "[]")
         desc = ", ".join(
-            f"{s['step']} [red]failed: {s.get('error', '')}[/red]"
+            f"{escape(i18n.step_name(lang, s['step']))} [red]"
+            f"{escape(i18n.label(lang, 'status', 'failed'))}: "
+            f"{escape(i18n.translate_message(lang, s.get('error', '')))}[/red]"
             if s["status"] == "failed"
-            else f"{s['step']} ({s['status']})"
+            else f"{escape(i18n.step_name(lang, s['step']))} "
+            f"({escape(i18n.label(lang, 'status', s['status']))})"
             for s in steps
         )
-        status = "[green]ok[/green]" if r["status"] == "ok" else f"[red]{r['status']}[/red]"
+        word = escape(i18n.label(lang, "status", r["status"]))
+        status = f"[green]{word}[/green]" if r["status"] == "ok" else f"[red]{word}[/red]"
         # Runs of an earlier version have no kind: shown as a dash, never None.
-        kind = f"{r['kind']}: {r['why']}" if r.get("kind") else "—"
+        kind = "—"
+        if r.get("kind") in incremental.KINDS:
+            why = (r.get("why_es") if lang == "es" else None) or r.get("why") or ""
+            kind = f"{i18n.translations(lang).upgettext('run', incremental.KINDS[r['kind']][1])}"
+            kind += f": {why}" if why else ""
         t.add_row(
-            r["run_id"], str(r["started_at"])[:19], str(r["as_of"]), status, escape(kind), desc
+            r["run_id"],
+            i18n.date(r["started_at"], lang, "short") if r["started_at"] else "—",
+            i18n.date(r["as_of"], lang) if r["as_of"] else "—",
+            status,
+            escape(kind),
+            desc,
         )
     console.print(t)
 

@@ -163,6 +163,39 @@ LABELS: tuple[tuple[str, str], ...] = (
     N_("table_name", "prospects"),
     N_("table_name", "responses"),
     N_("table_name", "population"),
+    # The steps of `segmentum run` (pipeline.run), as the run log, the progress lines and the
+    # data page show them.
+    N_("step", "plan"),
+    N_("step", "features"),
+    N_("step", "clv"),
+    N_("step", "classes"),
+    N_("step", "contact times"),
+    N_("step", "segments"),
+    N_("step", "membership log"),
+    N_("step", "webhooks"),
+    N_("step", "segment webhooks"),
+    N_("step", "discover segments"),
+    N_("step", "satisfaction"),
+    N_("step", "market"),
+    N_("step", "customer lookup"),
+    N_("step", "dashboard aggregates"),
+    N_("step", "history retention"),
+    N_("step", "publish read models"),
+    N_("step", "summary"),
+    N_("step", "save run state"),
+    N_("step", "demo ground truth"),
+    N_("step", "tracked events"),
+    # The steps of an ingest, as its progress lines show them.
+    N_("step", "recovered"),
+    N_("step", "read"),
+    N_("step", "validate"),
+    N_("step", "write"),
+    N_("step", "done"),
+)
+# Steps named with what they work on: "ingest customers", "load segments rules.yaml".
+_STEP_PREFIXES = (
+    (N_("step", "ingest %(1)s"), "ingest ", "table_name"),
+    (N_("step", "load segments %(1)s"), "load segments ", None),
 )
 # Columns whose values are labels of another column's kind.
 _KIND = {
@@ -214,6 +247,19 @@ def label(lang: str, kind: str, value: Any) -> str:
     found = translations(lang).upgettext(kind, text)
     # English catalogs keep stored codes as msgids: shown as words ("no_consent" -> "no consent").
     return found.replace("_", " ") if found == text else found
+
+
+def step_name(lang: str, name: Any) -> str:
+    """A pipeline step's name (as ``pipeline_runs`` stores it) in ``lang``."""
+    if is_missing(name):
+        return MISSING
+    text = str(name)
+    for (ctx, msgid), prefix, kind in _STEP_PREFIXES:
+        if text.startswith(prefix):
+            rest = text[len(prefix) :]
+            what = label(lang, kind, rest) if kind else rest
+            return str(translations(lang).upgettext(ctx, msgid) % {"1": what})
+    return label(lang, "step", text)
 
 
 def labeller(lang: str) -> Callable[[str, Any], str]:
@@ -491,6 +537,30 @@ MESSAGES: tuple[tuple[str, tuple[str, str]], ...] = (
         N_("model", "no clustering found more than one group"),
     ),
     (r"add more varied features", N_("model", "add more varied features")),
+    # A warehouse without a table (Warehouse.table), and what to do.
+    (
+        r"the warehouse (\S+) has no table '(\w+)'",
+        N_("warehouse", "the warehouse %(1)s has no table '%(2)s'"),
+    ),
+    (
+        r"load it first: segmentum ingest (\w+) FILE",
+        N_("warehouse", "load it first: segmentum ingest %(1)s FILE"),
+    ),
+    (
+        r"run the pipeline first: segmentum run",
+        N_("warehouse", "run the pipeline first: segmentum run"),
+    ),
+    # What an ingest's progress lines say about a step (segmentum.ingest.core).
+    (r"(\d+) rows", N_("progress", "%(1)s rows")),
+    (r"(\d+) CSV files", N_("progress", "%(1)s CSV files")),
+    (
+        r"(\d+) accepted, (\d+) quarantined",
+        N_("progress", "%(1)s accepted, %(2)s quarantined"),
+    ),
+    (
+        r"removed (\d+) rows of an interrupted batch",
+        N_("progress", "removed %(1)s rows of an interrupted batch"),
+    ),
 )
 #: Why ingest quarantined a row: a column and what is wrong with it, or a repeat. A reason
 #: joins several with "; " (see segmentum.ingest.core); each is translated on its own.
@@ -584,10 +654,18 @@ _WORDS = {
 
 
 def translate_message(lang: str, text: str | None) -> str:
-    """A library message in ``lang`` when its pattern is known (else unchanged)."""
+    """A library message in ``lang`` when its pattern is known (else unchanged); a stored
+    user error, "message (hint: what to do)", part by part."""
     if not text:
         return ""
-    return _translated(lang, MESSAGES, text, frozenset(m for _, m in _WORDS)) or text
+    words = frozenset(m for _, m in _WORDS)
+    found = _translated(lang, MESSAGES, text, words)
+    if found is None and lang != "en":
+        parts = re.fullmatch(r"(.+) \(hint: (.+)\)", text.strip(), flags=re.S)
+        if parts:
+            message, hint = (_translated(lang, MESSAGES, x, words) or x for x in parts.groups())
+            return f"{message} ({translations(lang).upgettext(*_HINT)}: {hint})"
+    return found or text
 
 
 _HINT = N_("error", "hint")  # what a user error says to do: "message (hint: ...)"

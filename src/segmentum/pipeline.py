@@ -264,9 +264,10 @@ def _record_run(
     # Which kind of run and why (added columns: a run log of an earlier version gets them).
     kind = pa.array([summary.kind or None], pa.string())
     why = pa.array([summary.plan.get("why") if summary.plan else None], pa.string())
+    why_es = pa.array([summary.plan.get("why_es") if summary.plan else None], pa.string())
     if wh.has("pipeline_runs"):
         have = set(wh.table("pipeline_runs").columns)
-        missing = [(c, ibis.dtype("string")) for c in ("kind", "why") if c not in have]
+        missing = [(c, ibis.dtype("string")) for c in ("kind", "why", "why_es") if c not in have]
         if missing:
             wh._add_columns("pipeline_runs", missing)
     row = pa.table(
@@ -282,6 +283,7 @@ def _record_run(
             "error": pa.array([error], pa.string()),
             "kind": kind,
             "why": why,
+            "why_es": why_es,
         }
     )
     if wh.has("pipeline_runs"):

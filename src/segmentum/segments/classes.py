@@ -144,7 +144,9 @@ def pareto_tiers(
     equal values always get the same tier (an order by id would split a tie across a cut).
     """
     keys = ["customer_id", *([by] if by else [])]
-    keyed = t.select(*keys, _v=t[column].cast("float64").fill_null(0.0))
+    # Rounded to a millionth: a sum of the same lines added in another order (another pass,
+    # another engine, more threads) differs in its last bits, and would split a tie in two.
+    keyed = t.select(*keys, _v=t[column].cast("float64").fill_null(0.0).round(6))
     level_keys = [*([by] if by else []), "_v"]
     levels = keyed.group_by(level_keys).aggregate(_s=ibis.greatest(keyed._v, 0.0).sum())
     group = [levels[by]] if by else None

@@ -754,6 +754,14 @@ def mount(
             {**r, "reason": i18n.translate_reason(page.lang, r.get("reason"))}
             for r in ctx.get("quarantine") or []
         ]
+        ctx["runs"] = [
+            {
+                **r,
+                "failed_step": _failed_step(page.lang, r.get("failed_step")),
+                "error": i18n.translate_message(page.lang, r.get("error")),
+            }
+            for r in ctx.get("runs") or []
+        ]
         return render(page, "data.html", current="data", published=published, **ctx)
 
 
@@ -1591,6 +1599,14 @@ def _results_rows(page: Page, d: dict[str, Any]) -> dict[str, Any] | None:
     return {"rows": out}
 
 
+def _failed_step(lang: str, failed: Any) -> str:
+    """The step a run failed in and why, in ``lang`` ("" when none failed)."""
+    if not failed:
+        return ""
+    name, error = failed
+    return f"{i18n.step_name(lang, name)}: {i18n.translate_message(lang, error)}"
+
+
 def _data(wh: Any, batch: str) -> dict[str, Any]:
     ctx: dict[str, Any] = {}
     if wh.has("pipeline_runs"):
@@ -1604,9 +1620,9 @@ def _data(wh: Any, batch: str) -> dict[str, Any]:
         for r in runs:
             steps = json.loads(r.get("steps") or "[]")
             failed = [x for x in steps if x.get("status") == "failed"]
-            r["failed_step"] = (
-                f"{failed[0]['step']}: {failed[0].get('error', '')}" if failed else ""
-            )
+            # Named in the page's language by data_page (the run log stores English).
+            r["failed_step"] = (failed[0]["step"], failed[0].get("error", "")) if failed else ""
+            r.pop("steps", None)
         ctx["runs"] = runs
     if wh.has("ingest_batches"):
         ctx["batches"] = wh.table("ingest_batches").order_by("loaded_at").to_pyarrow().to_pylist()
