@@ -273,8 +273,9 @@ def test_a_member_leaves_when_the_abandoned_cart_falls_out_of_the_window(
 ) -> None:
     call, store = live["call"], live["store"]
     cid = live["buyers"][1]
-    # Abandoned 2 hours ago less a second: a member now, and not a second later.
-    event = {"customer_id": cid, "event_type": "cart_abandoned", "timestamp": _local(120 - 1 / 60)}
+    # Abandoned 2 hours ago less a few seconds: a member now, and not once they have passed
+    # (a second's margin was too little on a loaded machine: the event arrived already out).
+    event = {"customer_id": cid, "event_type": "cart_abandoned", "timestamp": _local(120 - 6 / 60)}
     r = call("POST", "/v1/events", "track", json=event)
     assert [t["kind"] for t in r.json()["transitions"] if t["segment"] == "cart_2h"] == ["enter"]
 
@@ -285,7 +286,7 @@ def test_a_member_leaves_when_the_abandoned_cart_falls_out_of_the_window(
             if t["customer_id"] == cid and t["segment"] == "cart_2h"
         ]
 
-    assert _wait(lambda: [t["kind"] for t in mine()] == ["enter", "exit"], 8)
+    assert _wait(lambda: [t["kind"] for t in mine()] == ["enter", "exit"], 20)
     exit_ = mine()[-1]
     assert exit_["cause_event_id"] is None  # the clock, not an event
 
