@@ -431,6 +431,27 @@ def test_history_cli(hwh: Warehouse, tmp_path: Path, capsys: pytest.CaptureFixtu
     assert main(["history", "forecast", "--by", "lifecycle_stage", "--json", "-w", url]) == 0
     assert '"backtest_mape"' in capsys.readouterr().out
     assert main(["history", "cohorts", "-w", url]) == 0
+    assert "retention by cohort" in capsys.readouterr().out
+    # The same in Spanish: words, class names, numbers and dates (1 jul 2025, 12,5 %).
+    es = ["--lang", "es", "-w", url]
+    assert main(["history", "migration", "--from", "2025-07-01", "--to", "2026-01-01", *es]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "cambio neto" in out and "1 jul 2025" in out and "Campeones" in out, out
+    assert "net change" not in out and "Champions" not in out, out
+    assert main(["history", "forecast", "--by", "lifecycle_stage", *es]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "ahora y los próximos 3 meses" in out and "error de la prueba" in out, out
+    assert re.search(r"MAPE\) \d+,\d\s%", out) and "active" not in out, out
+    assert main(["history", "cohorts", *es]) == 0
+    out = capsys.readouterr().out
+    assert "cohorte" in out and re.search(r"\d\s%", out) and "retention" not in out, out
+    assert "ene 2025" in out and "2025-01-01" not in out, out
+    assert main(["history", "events", *es]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "cambios de pertenencia" in out and " enter " not in out, out
+    assert main(["history", "runs", *es]) == 0
+    out = re.sub(r"[\s│┃]+", "", capsys.readouterr().out)
+    assert "variablesdecliente(correcto)" in out and "features" not in out, out
     assert (
         main(["history", "migration", "--from", "2026-01-01", "--to", "2025-01-01", "-w", url]) == 2
     )

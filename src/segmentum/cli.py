@@ -1598,11 +1598,14 @@ def history_migration_cmd(
     html: Annotated[Path | None, typer.Option(help="Write an HTML page with the Sankey.")] = None,
     warehouse: WarehouseOpt = None,
     as_json: JsonOpt = False,
+    lang: LangOpt = "en",
 ) -> None:
     """Who moved between segments from one date to another, and who is slipping."""
     from segmentum.history.charts import report_html
     from segmentum.history.migration import migration
 
+    _check_lang(lang)
+    tr = i18n.translations(lang)
     settings = load_settings()
     wh = connect(warehouse or settings.warehouse)
     m = migration(wh, _date(date_from, "--from"), _date(date_to, "--to"), by)
@@ -1611,23 +1614,43 @@ def history_migration_cmd(
     if as_json:
         print_json(json.dumps(m.to_dict(), default=str))
         return
-    t = Table(title=f"{by}: {m.date_from} → {m.date_to} (customers)", title_justify="left")
-    t.add_column("from \\ to")
+    kind = by if by in ("rfm_segment", "value_tier", "lifecycle_stage") else "state"
+
+    def state(x: str) -> str:
+        return escape(i18n.label(lang, kind, x))
+
+    title = tr.ugettext("%(by)s: %(from)s → %(to)s (customers)") % {
+        "by": by,
+        "from": i18n.date(m.date_from, lang),
+        "to": i18n.date(m.date_to, lang),
+    }
+    t = Table(title=escape(title), title_justify="left")
+    t.add_column(tr.ugettext("from \\ to"))
     for s_ in m.states:
-        t.add_column(s_, justify="right")
+        t.add_column(state(s_), justify="right")
     for a in m.states:
         if sum(m.counts[a].values()):
-            t.add_row(a, *(f"{m.counts[a][b]:,}" if m.counts[a][b] else "" for b in m.states))
+            t.add_row(
+                state(a),
+                *(_count(m.counts[a][b], lang) if m.counts[a][b] else "" for b in m.states),
+            )
     console.print(t)
-    net = ", ".join(f"{k} {v:+,}" for k, v in m.net_change().items() if v)
-    console.print(f"net change: {net}")
+    net = ", ".join(
+        f"{state(k)} {'+' if v > 0 else '-'}{_count(abs(v), lang)}"
+        for k, v in m.net_change().items()
+        if v
+    )
+    console.print(tr.ugettext("net change: %(net)s") % {"net": net or "0"})
     if m.alerts:
-        console.print(
-            f"[yellow]alert:[/yellow] {len(m.alerts)} valuable customers moved to a risky state "
-            f"(top: {', '.join(str(a['customer_id']) for a in m.alerts[:5])})"
-        )
+        top = escape(", ".join(str(a["customer_id"]) for a in m.alerts[:5]))
+        said = tr.ungettext(
+            "%(n)s valuable customer moved to a risky state (top: %(top)s)",
+            "%(n)s valuable customers moved to a risky state (top: %(top)s)",
+            len(m.alerts),
+        ) % {"n": _count(len(m.alerts), lang), "top": top}
+        console.print(f"[yellow]{tr.ugettext('alert:')}[/yellow] {said}")
     if html:
-        console.print(f"wrote {html}")
+        console.print(tr.ugettext("wrote %(file)s") % {"file": escape(str(html))})
 
 
 @history_app.command("cohorts")
@@ -1637,11 +1660,14 @@ def history_cohorts_cmd(
     html: Annotated[Path | None, typer.Option(help="Write an HTML page.")] = None,
     warehouse: WarehouseOpt = None,
     as_json: JsonOpt = False,
+    lang: LangOpt = "en",
 ) -> None:
     """Retention and revenue curves by cohort."""
     from segmentum.history.charts import report_html
     from segmentum.history.cohorts import cohorts
 
+    _check_lang(lang)
+    tr = i18n.translations(lang)
     settings = load_settings()
     c = cohorts(connect(warehouse or settings.warehouse), by, classification)
     if html:
@@ -1650,13 +1676,32 @@ def history_cohorts_cmd(
         print_json(json.dumps(c.rows, default=str))
         return
     mat = c.matrix()
-    t = Table(title=f"retention by {by} cohort (months since first purchase)")
-    t.add_column("cohort")
+    title = (
+        tr.ugettext("retention by cohort of first purchase month (months since first purchase)")
+        if by == "month"
+        else tr.ugettext("retention by %(by)s cohort (months since first purchase)")
+        % {"by": classification}
+    )
+    t = Table(title=escape(title))
+    t.add_column(tr.ugettext("cohort"))
     for p_ in range(7):
         t.add_column(str(p_), justify="right")
     for cohort, vals in sorted(mat.items()):
-        t.add_row(cohort, *(f"{100 * vals[p_]:.0f}%" if p_ in vals else "" for p_ in range(7)))
+        name = _month(cohort, lang) if by == "month" else i18n.label(lang, classification, cohort)
+        t.add_row(
+            escape(name),
+            *(i18n.percent(vals[p_], lang, 0) if p_ in vals else "" for p_ in range(7)),
+        )
     console.print(t)
+
+
+def _month(value: Any, lang: str) -> str:
+    """A month as a person reads it ("ene 2024" / "Jan 2024"); as stored when not a date."""
+    try:
+        day = _dt.date.fromisoformat(str(value)[:10])
+    except ValueError:
+        return str(value)
+    return i18n.date(day, lang, "MMM y")
 
 
 @history_app.command("forecast")
@@ -1673,11 +1718,14 @@ def history_forecast_cmd(
     html: Annotated[Path | None, typer.Option(help="Write an HTML page.")] = None,
     warehouse: WarehouseOpt = None,
     as_json: JsonOpt = False,
+    lang: LangOpt = "en",
 ) -> None:
     """Markov projection of segment sizes, with its backtest error."""
     from segmentum.history.charts import report_html
     from segmentum.history.cohorts import forecast
 
+    _check_lang(lang)
+    tr = i18n.translations(lang)
     settings = load_settings()
     f = forecast(connect(warehouse or settings.warehouse), by, periods, freq=freq)
     if html:
@@ -1685,19 +1733,35 @@ def history_forecast_cmd(
     if as_json:
         print_json(json.dumps(f.to_dict(), default=str))
         return
-    unit = {"month": "months", "week": "weeks"}.get(freq, "periods")
-    t = Table(title=f"{by}: now and the next {periods} {unit}")
-    t.add_column("segment")
-    t.add_column("now", justify="right")
+    if freq == "month":
+        ahead = tr.ungettext("the next %(n)s month", "the next %(n)s months", periods)
+    elif freq == "week":
+        ahead = tr.ungettext("the next %(n)s week", "the next %(n)s weeks", periods)
+    else:
+        ahead = tr.ungettext("the next %(n)s period", "the next %(n)s periods", periods)
+    title = tr.ugettext("%(by)s: now and %(ahead)s") % {
+        "by": by,
+        "ahead": ahead % {"n": periods},
+    }
+    t = Table(title=escape(title))
+    t.add_column(tr.ugettext("segment"))
+    t.add_column(tr.ugettext("now"), justify="right")
     for i in range(periods):
         t.add_column(f"+{i + 1}", justify="right")
     for s_ in f.states:
-        t.add_row(s_, f"{f.observed[-1].get(s_, 0):,}", *(f"{p[s_]:,.0f}" for p in f.projected))
+        t.add_row(
+            escape(i18n.label(lang, by, s_)),
+            _count(f.observed[-1].get(s_, 0), lang),
+            *(_count(round(p[s_]), lang) for p in f.projected),
+        )
     console.print(t)
-    if f.backtest_mape is not None:
+    if f.backtest_mape is not None and f.baseline_mape is not None:
         console.print(
-            f"one-step backtest error (MAPE) {f.backtest_mape:.1f}% against "
-            f"{f.baseline_mape:.1f}% for 'no change'"
+            tr.ugettext("one-step backtest error (MAPE) %(mape)s against %(base)s for 'no change'")
+            % {
+                "mape": i18n.percent(f.backtest_mape / 100, lang),
+                "base": i18n.percent(f.baseline_mape / 100, lang),
+            }
         )
 
 
@@ -1766,15 +1830,18 @@ def history_events_cmd(
     limit: Annotated[int, typer.Option(help="How many events.")] = 20,
     warehouse: WarehouseOpt = None,
     as_json: JsonOpt = False,
+    lang: LangOpt = "en",
 ) -> None:
     """The membership log: who entered or left a segment, and when."""
+    _check_lang(lang)
+    _ = i18n.translations(lang).ugettext
     settings = load_settings()
     wh = connect(warehouse or settings.warehouse)
     if not wh.has("segment_events"):
         if as_json:
             print_json([])
             return
-        console.print("no membership changes recorded yet (they appear from the second run)")
+        console.print(_("no membership changes recorded yet (they appear from the second run)"))
         return
     ev = wh.table("segment_events")
     if segment:
@@ -1785,11 +1852,16 @@ def history_events_cmd(
     if as_json:
         print_json(json.dumps(data, default=str))
         return
-    t = Table(title="segment membership changes")
-    for c in ("as of", "segment", "event", "customers"):
+    t = Table(title=_("segment membership changes"))
+    for c in (_("as of"), _("segment"), _("event"), _("customers")):
         t.add_column(c)
     for r in data:
-        t.add_row(str(r["as_of"]), r["segment"], r["event"], f"{r['n']:,}")
+        t.add_row(
+            i18n.date(r["as_of"], lang),
+            escape(r["segment"]),
+            i18n.label(lang, "event", r["event"]),
+            _count(r["n"], lang),
+        )
     console.print(t)
 
 

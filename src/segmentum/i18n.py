@@ -151,6 +151,8 @@ LABELS: tuple[tuple[str, str], ...] = (
     N_("state", "(none)"),
     N_("state", "in"),
     N_("state", "out"),
+    N_("event", "enter"),
+    N_("event", "exit"),
     N_("scope", "read"),
     N_("scope", "write"),
     N_("scope", "admin"),
