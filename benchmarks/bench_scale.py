@@ -517,7 +517,7 @@ def _spark(data: dict[str, Any]) -> list[str]:
     for label in SIZES:
         spark = data.get("pyspark", {}).get(label)
         duck = data.get("duckdb", {}).get(label)
-        if spark and duck:
+        if spark and duck and spark.get("steps"):
             out += _spark_size(label, spark, duck)
         elif label == "1M" and SPARK_BEFORE.exists():
             # Not rerun: the last Spark measurement, kept with its date and conditions.
