@@ -438,6 +438,12 @@ def test_history_cli(hwh: Warehouse, tmp_path: Path, capsys: pytest.CaptureFixtu
     out = " ".join(capsys.readouterr().out.split())
     assert "cambio neto" in out and "1 jul 2025" in out and "Campeones" in out, out
     assert "net change" not in out and "Champions" not in out, out
+    a, b = (d.isoformat() for d in snapshot_dates(hwh)[-2:])  # the run's date holds CLV
+    migrate = ["history", "migration", "--from", a, "--to", b, "--by", "value_potential"]
+    assert main([*migrate, *es]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    english = [m for k, m in i18n.LABELS if k == "value_potential" and f" {m} " in out]
+    assert "Valor x potencial" in out and not english, out
     assert main(["history", "forecast", "--by", "lifecycle_stage", *es]) == 0
     out = " ".join(capsys.readouterr().out.split())
     assert "ahora y los próximos 3 meses" in out and "error de la prueba" in out, out
@@ -566,3 +572,36 @@ def test_snapshot_totals_add_up_what_the_per_customer_summary_says(hwh: Warehous
     build_page_models(hwh)  # what the published page model holds
     k = hwh.table(SNAPSHOT_KPIS).to_pandas().sort_values("as_of", ignore_index=True)
     assert k.customers.tolist() == want.customers.tolist()
+
+
+def test_a_forecast_of_clusters_steps_between_the_snapshots_that_hold_them(hwh: Warehouse) -> None:
+    """The discovered clusters are stored by the runs, not backfilled: a forecast of them steps
+    between the dates that have them, and says so when fewer than two do (it printed numpy
+    warnings and an empty table)."""
+    from segmentum.history.cohorts import grid
+
+    dates = grid(snapshot_dates(hwh), "month")
+    ids = hwh.table("customer_classes").customer_id.to_pyarrow().to_pylist()[:60]
+
+    def clusters(days: list[dt.date]) -> None:
+        rows = [(c, d, i % 3) for d in days for i, c in enumerate(ids)]
+        hwh.write(
+            "customer_clusters",
+            pa.table(
+                {
+                    "customer_id": [r[0] for r in rows],
+                    "as_of": pa.array([r[1] for r in rows], pa.date32()),
+                    "cluster": [r[2] for r in rows],
+                    "cluster_name": [f"group {r[2]}" for r in rows],
+                    "cluster_name_es": [f"grupo {r[2]}" for r in rows],
+                }
+            ),
+        )
+
+    clusters(dates[-1:])
+    with pytest.raises(segmentum.errors.InputError, match="stored at 1 of the"):
+        forecast(hwh, "cluster")
+    clusters(dates[-3:])  # three months of the grid (the table written again)
+    f = forecast(hwh, "cluster", periods=2)
+    assert f.states == ["group 0", "group 1", "group 2"] and len(f.dates) == 3
+    assert sum(f.observed[-1].values()) == len(ids) and len(f.projected) == 2

@@ -14,6 +14,7 @@ import math
 import os
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -29,7 +30,14 @@ from segmentum.errors import ExitCode, InputError, PartialFailure, SegmentumErro
 from segmentum.ingest import IngestReport, ingest
 from segmentum.ingest.core import data_currency
 from segmentum.schema import INGESTIBLE
-from segmentum.warehouse import busy_error, connect, duckdb_file, engine_error, resource_error
+from segmentum.warehouse import (
+    Warehouse,
+    busy_error,
+    connect,
+    duckdb_file,
+    engine_error,
+    resource_error,
+)
 
 app = typer.Typer(
     help="segmentum: customer segmentation and classification.",
@@ -1588,6 +1596,35 @@ def history_prune_cmd(
     console.print(text % said)
 
 
+def _class_title(by: str, lang: str) -> str:
+    """A classification (``--by``) as a person reads it: "Segmento RFM", "Segmento vip"."""
+    from segmentum.service.dashboard import column_titles
+
+    _ = i18n.translations(lang).ugettext
+    titles = column_titles(_)
+    if by.startswith("segment:"):
+        return f"{titles['segment']} {by.split(':', 1)[1]}"
+    return titles.get("cluster_name" if by == "cluster" else by, by)
+
+
+def _class_words(wh: Warehouse, by: str, lang: str) -> Callable[[str], str]:
+    """The states of a classification in ``lang``: class names, in / out of a saved segment,
+    the discovered clusters by their Spanish names."""
+    if by == "cluster":
+        names: dict[str, str] = {}
+        if lang == "es" and wh.has("customer_clusters"):
+            c = wh.table("customer_clusters")
+            pairs = c.select("cluster_name", "cluster_name_es").distinct().to_pyarrow()
+            names = {
+                str(a): str(b)
+                for a, b in zip(*pairs.to_pydict().values(), strict=True)
+                if a is not None and b is not None
+            }
+        return lambda x: names.get(x, x)
+    kind = "state" if by.startswith("segment:") else by
+    return lambda x: i18n.label(lang, kind, x)
+
+
 @history_app.command("migration")
 def history_migration_cmd(
     date_from: Annotated[str, typer.Option("--from", help="Start snapshot date.")],
@@ -1614,13 +1651,13 @@ def history_migration_cmd(
     if as_json:
         print_json(json.dumps(m.to_dict(), default=str))
         return
-    kind = by if by in ("rfm_segment", "value_tier", "lifecycle_stage") else "state"
+    words = _class_words(wh, by, lang)
 
     def state(x: str) -> str:
-        return escape(i18n.label(lang, kind, x))
+        return escape(words(x))
 
     title = tr.ugettext("%(by)s: %(from)s → %(to)s (customers)") % {
-        "by": by,
+        "by": _class_title(by, lang),
         "from": i18n.date(m.date_from, lang),
         "to": i18n.date(m.date_to, lang),
     }
@@ -1648,7 +1685,8 @@ def history_migration_cmd(
             "%(n)s valuable customers moved to a risky state (top: %(top)s)",
             len(m.alerts),
         ) % {"n": _count(len(m.alerts), lang), "top": top}
-        console.print(f"[yellow]{tr.ugettext('alert:')}[/yellow] {said}")
+        alert = tr.ugettext("alert:")
+        console.print(f"[yellow]{escape(alert)}[/yellow] {said}")
     if html:
         console.print(tr.ugettext("wrote %(file)s") % {"file": escape(str(html))})
 
@@ -1680,7 +1718,7 @@ def history_cohorts_cmd(
         tr.ugettext("retention by cohort of first purchase month (months since first purchase)")
         if by == "month"
         else tr.ugettext("retention by %(by)s cohort (months since first purchase)")
-        % {"by": classification}
+        % {"by": _class_title(classification, lang)}
     )
     t = Table(title=escape(title))
     t.add_column(tr.ugettext("cohort"))
@@ -1727,7 +1765,8 @@ def history_forecast_cmd(
     _check_lang(lang)
     tr = i18n.translations(lang)
     settings = load_settings()
-    f = forecast(connect(warehouse or settings.warehouse), by, periods, freq=freq)
+    wh = connect(warehouse or settings.warehouse)
+    f = forecast(wh, by, periods, freq=freq)
     if html:
         html.write_text(report_html(forecast=f), encoding="utf-8")
     if as_json:
@@ -1739,8 +1778,9 @@ def history_forecast_cmd(
         ahead = tr.ungettext("the next %(n)s week", "the next %(n)s weeks", periods)
     else:
         ahead = tr.ungettext("the next %(n)s period", "the next %(n)s periods", periods)
+    words = _class_words(wh, by, lang)
     title = tr.ugettext("%(by)s: now and %(ahead)s") % {
-        "by": by,
+        "by": _class_title(by, lang),
         "ahead": ahead % {"n": periods},
     }
     t = Table(title=escape(title))
@@ -1750,7 +1790,7 @@ def history_forecast_cmd(
         t.add_column(f"+{i + 1}", justify="right")
     for s_ in f.states:
         t.add_row(
-            escape(i18n.label(lang, by, s_)),
+            escape(words(s_)),
             _count(f.observed[-1].get(s_, 0), lang),
             *(_count(round(p[s_]), lang) for p in f.projected),
         )

@@ -191,6 +191,19 @@ def forecast(
     for lab in labels:
         rows = lab.group_by("state").aggregate(n=lab.count()).to_pyarrow().to_pylist()
         sizes.append({r["state"]: int(r["n"]) for r in rows})
+    # A classification kept only at some snapshots (the discovered clusters are stored by the
+    # runs, not backfilled): the chain steps between the dates that have it.
+    held = [i for i, d in enumerate(sizes) if d]
+    if len(held) < 2:
+        raise InputError(
+            f"{classification} is stored at {len(held)} of the {len(dates)} snapshots on the "
+            f"{freq} grid: a forecast needs it at two or more",
+            "forecast a class that the backfill keeps (rfm_segment, value_tier, "
+            "lifecycle_stage), or step from every snapshot: --freq all",
+        )
+    dates = [dates[i] for i in held]
+    labels = [labels[i] for i in held]
+    sizes = [sizes[i] for i in held]
     states = sorted({s for d in sizes for s in d})
     k = len(states)
     steps = [_transition_counts(labels[i], labels[i + 1], states) for i in range(len(dates) - 1)]
@@ -216,6 +229,8 @@ def forecast(
         pred = step(prev, p, arr)
         actual = np.array([sizes[t].get(s, 0) for s in states], float)
         mask = actual > 0
+        if not mask.any():
+            continue
         mape = float(np.mean(np.abs(pred[mask] - actual[mask]) / actual[mask])) * 100
         naive = float(np.mean(np.abs(prev[mask] - actual[mask]) / actual[mask])) * 100
         errors.append(mape)
