@@ -411,7 +411,16 @@ def test_report_opens_offline_in_both_languages(
 ) -> None:
     for lang, word in (("es", "Resumen"), ("en", "Overview")):
         f = tmp_path / f"report-{lang}.html"
-        f.write_text(build_report(server["wh"], lang), encoding="utf-8")
+        html = build_report(server["wh"], lang)
+        f.write_text(html, encoding="utf-8")
+        # Dates, counts and money in the report's language ("31 dic 2025: 1.000 clientes,
+        # 5.312.197 €"; it said "2025-12-31: 1,000 clientes, 5,312,197 EUR").
+        head = re.search(r"<p>(a fecha de|as of) (.*?)</p>", html)
+        assert head is not None, html[:500]
+        if lang == "es":
+            assert re.match(r"\d{1,2} \w{3} \d{4}: <b>[\d.]+</b> clientes, <b>[\d.]+", head[2])
+        else:
+            assert re.match(r"\w{3} \d{1,2}, \d{4}: <b>[\d,]+</b> customers", head[2])
         t = tab(lang)
         t.page.goto(f.as_uri())
         assert word in t.page.inner_text("h2")

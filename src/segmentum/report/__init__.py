@@ -14,6 +14,7 @@ from typing import Any
 
 import ibis
 
+from segmentum import i18n
 from segmentum.config import Settings, load_settings
 from segmentum.errors import InputError
 from segmentum.warehouse import Warehouse
@@ -39,6 +40,7 @@ WORDS = {
         "uplift": "uplift",
         "roi": "ROI",
         "share": "share",
+        "level": "95%",
     },
     "es": {
         "title": "Informe de la base de clientes",
@@ -60,6 +62,7 @@ WORDS = {
         "uplift": "incremento",
         "roi": "ROI",
         "share": "cuota",
+        "level": "95 %",
     },
 }
 
@@ -68,8 +71,10 @@ def _e(x: Any) -> str:
     return html.escape(str(x))
 
 
-def bar_svg(labels: list[str], values: list[float], title: str, width: int = 640) -> str:
-    """Horizontal bars with their values (a chart that needs no script)."""
+def bar_svg(
+    labels: list[str], values: list[float], title: str, width: int = 640, lang: str = "en"
+) -> str:
+    """Horizontal bars with their values (a chart that needs no script), numbers in ``lang``."""
     if not labels:
         return ""
     row, left = 22, 190
@@ -87,7 +92,7 @@ def bar_svg(labels: list[str], values: list[float], title: str, width: int = 640
         parts.append(
             f'<rect x="{left}" y="{y + 3}" width="{w:.1f}" height="{row - 6}" fill="#4e79a7"/>'
         )
-        parts.append(f'<text x="{left + w + 4:.1f}" y="{y + 14}">{v:,.0f}</text>')
+        parts.append(f'<text x="{left + w + 4:.1f}" y="{y + 14}">{i18n.number(v, lang, 0)}</text>')
     parts.append("</svg>")
     return "".join(parts)
 
@@ -104,8 +109,10 @@ def build_report(wh: Warehouse, lang: str = "en", settings: Settings | None = No
     o = overview(wh)
     body = [
         f"<h1>{w['title']}</h1>",
-        f"<p>{w['as_of']} {o['as_of']}: <b>{o['customers']:,}</b> {w['customers']}, "
-        f"<b>{o['revenue']:,.0f} {data_currency(wh, settings)[0]}</b> {w['revenue']}</p>",
+        f"<p>{w['as_of']} {_e(i18n.date(o['as_of'], lang))}: "
+        f"<b>{_e(i18n.number(o['customers'], lang, 0))}</b> {w['customers']}, "
+        f"<b>{_e(i18n.money(o['revenue'], lang, data_currency(wh, settings)[0]))}</b> "
+        f"{w['revenue']}</p>",
         f"<h2>{w['overview']}</h2>",
     ]
     names = _spanish_names() if lang == "es" else {}
@@ -116,11 +123,13 @@ def build_report(wh: Warehouse, lang: str = "en", settings: Settings | None = No
     ):
         rows = o.get(key) or []
         labels = [names.get(str(r["name"]), str(r["name"])) for r in rows]
-        body.append(bar_svg(labels, [r["customers"] for r in rows], title))
+        body.append(bar_svg(labels, [r["customers"] for r in rows], title, lang=lang))
     body.append(f"<h2>{w['segments']}</h2>")
     segs = o.get("segments") or []
     body.append(
-        bar_svg([s["segment"] for s in segs], [s["customers"] for s in segs], w["segments"])
+        bar_svg(
+            [s["segment"] for s in segs], [s["customers"] for s in segs], w["segments"], lang=lang
+        )
         if segs
         else f"<p>{w['none']}</p>"
     )
@@ -142,13 +151,14 @@ def build_report(wh: Warehouse, lang: str = "en", settings: Settings | None = No
         h = o.get(key)
         if h and h["counts"]:
             labels = [
-                f"{a:,.2f}–{b:,.2f}" for a, b in zip(h["edges"][:-1], h["edges"][1:], strict=True)
+                f"{i18n.number(a, lang, 2)}–{i18n.number(b, lang, 2)}"
+                for a, b in zip(h["edges"][:-1], h["edges"][1:], strict=True)
             ]
-            body.append(bar_svg(labels, h["counts"], title))
+            body.append(bar_svg(labels, h["counts"], title, lang=lang))
     body.append(f"<h2>{w['migration']}</h2>")
     body.append(_migration(wh, w))
     body.append(f"<h2>{w['campaigns']}</h2>")
-    body.append(_campaigns(wh, settings, w))
+    body.append(_campaigns(wh, settings, w, lang))
     from segmentum.market.report import market_section
 
     body.append(market_section(wh, lang, settings, data_currency(wh, settings)[0] or None))
@@ -188,7 +198,7 @@ def _migration(wh: Warehouse, w: dict[str, str]) -> str:
     return sankey_svg(migration(wh, dates[-2], dates[-1], "value_tier"))
 
 
-def _campaigns(wh: Warehouse, settings: Settings, w: dict[str, str]) -> str:
+def _campaigns(wh: Warehouse, settings: Settings, w: dict[str, str], lang: str = "en") -> str:
     from segmentum.campaigns.core import Campaigns
     from segmentum.campaigns.measure import results
 
@@ -203,17 +213,19 @@ def _campaigns(wh: Warehouse, settings: Settings, w: dict[str, str]) -> str:
         r = res.overall
         if r.uplift is None or r.uplift_low is None or r.uplift_high is None:
             continue
-        roi = "" if r.roi is None else f"{r.roi:.2f}"
+        roi = i18n.number(r.roi, lang, 2)
+        interval = f"{i18n.points(r.uplift_low, lang)}, {i18n.points(r.uplift_high, lang)}"
         rows.append(
-            f"<tr><td>{_e(c.name)}</td><td>{r.treated:,}</td><td>{r.control:,}</td>"
-            f"<td>{100 * r.uplift:+.1f} pp ({100 * r.uplift_low:+.1f}, {100 * r.uplift_high:+.1f})"
-            f"</td><td>{'' if r.p_value is None else f'{r.p_value:.3f}'}</td>"
-            f"<td>{r.incremental_revenue:,.0f}</td><td>{roi}</td></tr>"
+            f"<tr><td>{_e(c.name)}</td><td>{i18n.number(r.treated, lang, 0)}</td>"
+            f"<td>{i18n.number(r.control, lang, 0)}</td>"
+            f"<td>{_e(i18n.points(r.uplift, lang))} ({_e(interval)})</td>"
+            f"<td>{i18n.number(r.p_value, lang, 3)}</td>"
+            f"<td>{i18n.number(r.incremental_revenue, lang, 0)}</td><td>{_e(roi)}</td></tr>"
         )
     if not rows:
         return f"<p>{w['none']}</p>"
     head = (
-        f"<tr><th></th><th>T</th><th>C</th><th>{w['uplift']} (95%)</th><th>p</th>"
+        f"<tr><th></th><th>T</th><th>C</th><th>{w['uplift']} ({w['level']})</th><th>p</th>"
         f"<th>+{w['revenue']}</th><th>{w['roi']}</th></tr>"
     )
     return f"<table>{head}{''.join(rows)}</table>"
