@@ -184,6 +184,14 @@ def test_migration_matrix_adds_up_and_matches_pandas(hwh: Warehouse) -> None:
     assert spends == sorted(spends, reverse=True)
     page = report_html(migration=m)
     assert "<svg" in page and "Transition matrix" in page and "<script" not in page
+    # The same page in Spanish: words, class names, dates and numbers (no English left).
+    es = report_html(migration=m, lang="es", state=lambda x: i18n.label("es", "rfm_segment", x))
+    text = " ".join(re.sub(r"<style>.*?</style>|<[^>]+>", " ", es).split())
+    assert '<html lang="es">' in es and "Matriz de transición" in text, text[:300]
+    assert i18n.date(m.date_from, "es") in text and "Campeones" in text, text[:600]
+    for english in ("Transition", "Net change", "Champions", "customers", "from \\ to"):
+        assert english not in text, english
+    assert not re.search(r"\d,\d{3}\b", text), text  # thousands with a dot in Spanish
 
 
 def test_membership_log_and_signed_webhooks_lose_nothing(hwh: Warehouse, receiver: Any) -> None:
@@ -444,8 +452,10 @@ def test_history_cli(hwh: Warehouse, tmp_path: Path, capsys: pytest.CaptureFixtu
     out = " ".join(capsys.readouterr().out.split())
     english = [m for k, m in i18n.LABELS if k == "value_potential" and f" {m} " in out]
     assert "Valor x potencial" in out and not english, out
-    assert main(["history", "forecast", "--by", "lifecycle_stage", *es]) == 0
+    fc = tmp_path / "f.html"
+    assert main(["history", "forecast", "--by", "lifecycle_stage", "--html", str(fc), *es]) == 0
     out = " ".join(capsys.readouterr().out.split())
+    assert f"escrito {fc}" in out and "Continua: observado" in fc.read_text(), out
     assert "ahora y los próximos 3 meses" in out and "error de la prueba" in out, out
     assert re.search(r"MAPE\) \d+,\d\s%", out) and "active" not in out, out
     assert main(["history", "cohorts", *es]) == 0

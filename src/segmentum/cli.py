@@ -1647,7 +1647,10 @@ def history_migration_cmd(
     wh = connect(warehouse or settings.warehouse)
     m = migration(wh, _date(date_from, "--from"), _date(date_to, "--to"), by)
     if html:
-        html.write_text(report_html(migration=m), encoding="utf-8")
+        page = report_html(
+            migration=m, lang=lang, state=_class_words(wh, by, lang), by=_class_title(by, lang)
+        )
+        html.write_text(page, encoding="utf-8")
     if as_json:
         print_json(json.dumps(m.to_dict(), default=str))
         return
@@ -1709,7 +1712,13 @@ def history_cohorts_cmd(
     settings = load_settings()
     c = cohorts(connect(warehouse or settings.warehouse), by, classification)
     if html:
-        html.write_text(report_html(cohorts=c), encoding="utf-8")
+        page = report_html(
+            cohorts=c,
+            lang=lang,
+            state=lambda x: i18n.label(lang, classification, x),
+            by=_class_title(classification, lang),
+        )
+        html.write_text(page, encoding="utf-8")
     if as_json:
         print_json(json.dumps(c.rows, default=str))
         return
@@ -1731,6 +1740,8 @@ def history_cohorts_cmd(
             *(i18n.percent(vals[p_], lang, 0) if p_ in vals else "" for p_ in range(7)),
         )
     console.print(t)
+    if html:
+        console.print(tr.ugettext("wrote %(file)s") % {"file": escape(str(html))})
 
 
 def _month(value: Any, lang: str) -> str:
@@ -1768,7 +1779,10 @@ def history_forecast_cmd(
     wh = connect(warehouse or settings.warehouse)
     f = forecast(wh, by, periods, freq=freq)
     if html:
-        html.write_text(report_html(forecast=f), encoding="utf-8")
+        page = report_html(
+            forecast=f, lang=lang, state=_class_words(wh, by, lang), by=_class_title(by, lang)
+        )
+        html.write_text(page, encoding="utf-8")
     if as_json:
         print_json(json.dumps(f.to_dict(), default=str))
         return
@@ -1803,6 +1817,8 @@ def history_forecast_cmd(
                 "base": i18n.percent(f.baseline_mape / 100, lang),
             }
         )
+    if html:
+        console.print(tr.ugettext("wrote %(file)s") % {"file": escape(str(html))})
 
 
 @history_app.command("runs")

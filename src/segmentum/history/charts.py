@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import datetime as _dt
 import html
+from collections.abc import Callable
 from typing import Any
 
+from segmentum import i18n
 from segmentum.history.cohorts import Cohorts, Forecast
 from segmentum.history.migration import Migration
 
@@ -28,8 +31,27 @@ def _e(x: Any) -> str:
     return html.escape(str(x))
 
 
-def sankey_svg(m: Migration, width: int = 900, height: int = 520) -> str:
-    """Two columns of states (start, end) with bands proportional to the customers moving."""
+def _as_is(x: str) -> str:
+    return x
+
+
+def _day(value: Any, lang: str) -> str:
+    """A snapshot date in ``lang`` (as stored when it is not a date)."""
+    if isinstance(value, _dt.date):
+        return i18n.date(value, lang)
+    return str(value)
+
+
+def sankey_svg(
+    m: Migration,
+    width: int = 900,
+    height: int = 520,
+    lang: str = "en",
+    state: Callable[[str], str] = _as_is,
+) -> str:
+    """Two columns of states (start, end) with bands proportional to the customers moving;
+    dates and counts in ``lang``, each state as ``state`` names it."""
+    num = i18n.number
     flows = [f for f in m.flows() if f["customers"] > 0]
     total = sum(f["customers"] for f in flows) or 1
     left = [s for s in m.states if any(f["source"] == s for f in flows)]
@@ -52,8 +74,8 @@ def sankey_svg(m: Migration, width: int = 900, height: int = 520) -> str:
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
         f'font-family="sans-serif" font-size="12">',
-        f'<text x="{x0}" y="18" text-anchor="end">{_e(m.date_from)}</text>',
-        f'<text x="{x1}" y="18">{_e(m.date_to)}</text>',
+        f'<text x="{x0}" y="18" text-anchor="end">{_e(_day(m.date_from, lang))}</text>',
+        f'<text x="{x1}" y="18">{_e(_day(m.date_to, lang))}</text>',
     ]
     for f in sorted(flows, key=lambda f: (left.index(f["source"]), right.index(f["target"]))):
         h = f["customers"] * scale
@@ -67,7 +89,8 @@ def sankey_svg(m: Migration, width: int = 900, height: int = 520) -> str:
         )
         parts.append(
             f'<path d="{path}" fill="{colour[f["source"]]}" fill-opacity="0.35">'
-            f"<title>{_e(f['source'])} → {_e(f['target'])}: {f['customers']:,}</title></path>"
+            f"<title>{_e(state(f['source']))} → {_e(state(f['target']))}: "
+            f"{num(f['customers'], lang, 0)}</title></path>"
         )
     for s in left:
         y, end = lp[s][0], lp[s][1]
@@ -76,7 +99,8 @@ def sankey_svg(m: Migration, width: int = 900, height: int = 520) -> str:
             f'<rect x="{x0}" y="{y}" width="{bar}" height="{end - y}" fill="{colour[s]}"/>'
         )
         parts.append(
-            f'<text x="{x0 - 6}" y="{(y + end) / 2 + 4}" text-anchor="end">{_e(s)} ({n:,})</text>'
+            f'<text x="{x0 - 6}" y="{(y + end) / 2 + 4}" text-anchor="end">'
+            f"{_e(state(s))} ({num(n, lang, 0)})</text>"
         )
     for s in right:
         y, end = rp[s][0], rp[s][1]
@@ -84,27 +108,43 @@ def sankey_svg(m: Migration, width: int = 900, height: int = 520) -> str:
         parts.append(
             f'<rect x="{x1}" y="{y}" width="{bar}" height="{end - y}" fill="{colour[s]}"/>'
         )
-        parts.append(f'<text x="{x1 + bar + 6}" y="{(y + end) / 2 + 4}">{_e(s)} ({n:,})</text>')
+        parts.append(
+            f'<text x="{x1 + bar + 6}" y="{(y + end) / 2 + 4}">{_e(state(s))} '
+            f"({num(n, lang, 0)})</text>"
+        )
     parts.append("</svg>")
     return "".join(parts)
 
 
-def _matrix_table(m: Migration) -> str:
+def _matrix_table(m: Migration, lang: str = "en", state: Callable[[str], str] = _as_is) -> str:
+    t = i18n.translations(lang)
     pct = m.percentages
-    head = "".join(f"<th>{_e(s)}</th>" for s in m.states)
+    head = "".join(f"<th>{_e(state(s))}</th>" for s in m.states)
     rows = []
     for a in m.states:
         cells = "".join(
-            f'<td title="{m.counts[a][b]:,} customers" '
+            f'<td title="{_e(_customers(t, m.counts[a][b], lang))}" '
             f'style="background:rgba(78,121,167,{pct[a][b] / 100:.2f})">'
-            f"{m.counts[a][b]:,}<br><small>{pct[a][b]:.0f}%</small></td>"
+            f"{i18n.number(m.counts[a][b], lang, 0)}<br>"
+            f"<small>{_e(i18n.percent(pct[a][b] / 100, lang, 0))}</small></td>"
             for b in m.states
         )
-        rows.append(f"<tr><th>{_e(a)}</th>{cells}</tr>")
-    return f"<table><tr><th>from \\ to</th>{head}</tr>{''.join(rows)}</table>"
+        rows.append(f"<tr><th>{_e(state(a))}</th>{cells}</tr>")
+    corner = _e(t.ugettext("from \\ to"))
+    return f"<table><tr><th>{corner}</th>{head}</tr>{''.join(rows)}</table>"
 
 
-def _forecast_svg(fc: Forecast, width: int = 900, height: int = 320) -> str:
+def _customers(t: Any, n: int, lang: str) -> str:
+    return str(t.ungettext("%(n)s customer", "%(n)s customers", n) % {"n": i18n.number(n, lang, 0)})
+
+
+def _forecast_svg(
+    fc: Forecast,
+    width: int = 900,
+    height: int = 320,
+    lang: str = "en",
+    state: Callable[[str], str] = _as_is,
+) -> str:
     n_obs = len(fc.observed)
     series = {
         s: [d.get(s, 0) for d in fc.observed] + [p[s] for p in fc.projected] for s in fc.states
@@ -137,14 +177,22 @@ def _forecast_svg(fc: Forecast, width: int = 900, height: int = 320) -> str:
             'stroke-dasharray="5,4"/>'
         )
         _, ly = xy(n - 1, vals[-1])
-        parts.append(f'<text x="{left + w + 6}" y="{ly + 4}" fill="{c}">{_e(s)}</text>')
-    parts.append(f'<text x="{left}" y="{height - 8}">{_e(fc.dates[0])}</text>')
-    parts.append(f'<text x="{xs}" y="{height - 8}" text-anchor="middle">{_e(fc.dates[-1])}</text>')
+        parts.append(f'<text x="{left + w + 6}" y="{ly + 4}" fill="{c}">{_e(state(s))}</text>')
+    first, last = (_e(_day(d, lang)) for d in (fc.dates[0], fc.dates[-1]))
+    parts.append(f'<text x="{left}" y="{height - 8}">{first}</text>')
+    parts.append(f'<text x="{xs}" y="{height - 8}" text-anchor="middle">{last}</text>')
     parts.append("</svg>")
     return "".join(parts)
 
 
-def _cohort_table(c: Cohorts, value: str = "retention", max_periods: int = 13) -> str:
+def _cohort_table(
+    c: Cohorts,
+    value: str = "retention",
+    max_periods: int = 13,
+    lang: str = "en",
+    state: Callable[[str], str] = _as_is,
+) -> str:
+    t = i18n.translations(lang)
     mat = c.matrix(value)
     periods = list(range(max_periods))
     head = "".join(f"<th>{p}</th>" for p in periods)
@@ -152,74 +200,117 @@ def _cohort_table(c: Cohorts, value: str = "retention", max_periods: int = 13) -
     for cohort, vals in sorted(mat.items()):
         cells = "".join(
             f'<td style="background:rgba(89,161,79,{min(vals.get(p, 0.0), 1.0):.2f})">'
-            f"{100 * vals[p]:.0f}%</td>"
+            f"{_e(i18n.percent(vals[p], lang, 0))}</td>"
             if p in vals
             else "<td></td>"
             for p in periods
         )
-        rows.append(f"<tr><th>{_e(cohort)}</th>{cells}</tr>")
-    first = "<th>cohort \\ months since first purchase</th>"
+        rows.append(f"<tr><th>{_e(_cohort_name(cohort, c.by, lang, state))}</th>{cells}</tr>")
+    corner = t.ugettext("cohort \\ months since first purchase")
+    first = f"<th>{_e(corner)}</th>"
     return f"<table><tr>{first}{head}</tr>{''.join(rows)}</table>"
+
+
+def _cohort_name(cohort: str, by: str, lang: str, state: Callable[[str], str]) -> str:
+    """A cohort as a person reads it: its month ("ene 2025") or its class."""
+    if by != "month":
+        return state(cohort)
+    try:
+        return i18n.date(_dt.date.fromisoformat(str(cohort)[:10]), lang, "MMM y")
+    except ValueError:
+        return str(cohort)
 
 
 def report_html(
     migration: Migration | None = None,
     forecast: Forecast | None = None,
     cohorts: Cohorts | None = None,
-    title: str = "segmentum · segment history",
+    title: str | None = None,
+    *,
+    lang: str = "en",
+    state: Callable[[str], str] = _as_is,
+    by: str | None = None,
 ) -> str:
-    """One HTML page with whatever parts are given."""
+    """One HTML page with whatever parts are given, in ``lang``: ``state`` names the states
+    of the classification, ``by`` the classification itself (both as stored by default)."""
+    t = i18n.translations(lang)
+    _ = t.ugettext
+    title = title or _("segmentum · segment history")
     body = [f"<h1>{_e(title)}</h1>"]
     if migration is not None:
         m = migration
+        heading = _("Migration of %(by)s: %(from)s → %(to)s") % {
+            "by": by or m.classification,
+            "from": _day(m.date_from, lang),
+            "to": _day(m.date_to, lang),
+        }
+        body.append(f"<h2>{_e(heading)}</h2>")
+        body.append(sankey_svg(m, lang=lang, state=state))
         body.append(
-            f"<h2>Migration of {_e(m.classification)}: {_e(m.date_from)} → {_e(m.date_to)}</h2>"
+            "<h3>" + _e(_("Transition matrix (customers, share of the starting state)")) + "</h3>"
         )
-        body.append(sankey_svg(m))
-        body.append("<h3>Transition matrix (customers, % of the starting state)</h3>")
-        body.append(_matrix_table(m))
+        body.append(_matrix_table(m, lang, state))
         net = m.net_change()
         body.append(
-            "<h3>Net change</h3><ul>"
-            + "".join(f"<li>{_e(s)}: {v:+,}</li>" for s, v in net.items() if v)
+            "<h3>"
+            + _e(_("Net change"))
+            + "</h3><ul>"
+            + "".join(
+                f"<li>{_e(state(s))}: {'+' if v > 0 else '-'}{i18n.number(abs(v), lang, 0)}</li>"
+                for s, v in net.items()
+                if v
+            )
             + "</ul>"
         )
         if m.alerts:
+            alert = t.ungettext(
+                "Alert: %(n)s valuable customer moved to a risky state",
+                "Alert: %(n)s valuable customers moved to a risky state",
+                len(m.alerts),
+            ) % {"n": i18n.number(len(m.alerts), lang, 0)}
+            cols = (_("customer"), _("from"), _("to"), _("spend before"))
+            body.append(f"<h3>{_e(alert)}</h3>")
             body.append(
-                f"<h3>Alert: {len(m.alerts)} valuable customers moved to a risky state</h3>"
-            )
-            body.append(
-                "<table><tr><th>customer</th><th>from</th><th>to</th><th>spend before</th></tr>"
+                "<table><tr>"
+                + "".join(f"<th>{_e(c)}</th>" for c in cols)
+                + "</tr>"
                 + "".join(
-                    f"<tr><td>{_e(a['customer_id'])}</td><td>{_e(a['state_from'])}</td>"
-                    f"<td>{_e(a['state_to'])}</td>"
-                    f"<td>{(a.get('lifetime_spend') or 0):,.2f}</td></tr>"
+                    f"<tr><td>{_e(a['customer_id'])}</td><td>{_e(state(a['state_from']))}</td>"
+                    f"<td>{_e(state(a['state_to']))}</td>"
+                    f"<td>{_e(i18n.number(a.get('lifetime_spend') or 0, lang, 2))}</td></tr>"
                     for a in m.alerts[:50]
                 )
                 + "</table>"
             )
     if forecast is not None:
         fc = forecast
-        err = (
-            ""
-            if fc.backtest_mape is None
-            else (
-                f" One-step backtest error (MAPE): {fc.backtest_mape:.1f}% "
-                f"(no-change baseline: {fc.baseline_mape:.1f}%)."
-            )
-        )
-        body.append(f"<h2>Forecast of {_e(fc.classification)} sizes</h2>")
-        body.append(f"<p>Solid: observed; dashed: Markov projection.{_e(err)}</p>")
-        body.append(_forecast_svg(fc))
+        err = ""
+        if fc.backtest_mape is not None and fc.baseline_mape is not None:
+            err = " " + _(
+                "One-step backtest error (MAPE): %(mape)s (no-change baseline: %(base)s)."
+            ) % {
+                "mape": i18n.percent(fc.backtest_mape / 100, lang),
+                "base": i18n.percent(fc.baseline_mape / 100, lang),
+            }
+        heading = _("Forecast of %(by)s sizes") % {"by": by or fc.classification}
+        body.append(f"<h2>{_e(heading)}</h2>")
+        legend = _("Solid: observed; dashed: Markov projection.")
+        body.append(f"<p>{_e(legend)}{_e(err)}</p>")
+        body.append(_forecast_svg(fc, lang=lang, state=state))
     if cohorts is not None:
-        body.append(f"<h2>Retention by {_e(cohorts.by)} cohort</h2>")
-        body.append(_cohort_table(cohorts))
+        heading = (
+            _("Retention by month of first purchase")
+            if cohorts.by == "month"
+            else _("Retention by %(by)s cohort") % {"by": by or cohorts.by}
+        )
+        body.append(f"<h2>{_e(heading)}</h2>")
+        body.append(_cohort_table(cohorts, lang=lang, state=state))
     style = (
         "body{font-family:sans-serif;margin:24px;color:#222}"
         "table{border-collapse:collapse;font-size:12px;margin:8px 0}"
         "td,th{border:1px solid #ddd;padding:3px 6px;text-align:right}"
     )
     return (
-        f'<!doctype html><html><head><meta charset="utf-8"><title>{_e(title)}</title>'
-        f"<style>{style}</style></head><body>{''.join(body)}</body></html>"
+        f'<!doctype html><html lang="{_e(lang)}"><head><meta charset="utf-8">'
+        f"<title>{_e(title)}</title><style>{style}</style></head><body>{''.join(body)}</body></html>"
     )

@@ -156,7 +156,7 @@ def build_report(wh: Warehouse, lang: str = "en", settings: Settings | None = No
             ]
             body.append(bar_svg(labels, h["counts"], title, lang=lang))
     body.append(f"<h2>{w['migration']}</h2>")
-    body.append(_migration(wh, w))
+    body.append(_migration(wh, w, lang))
     body.append(f"<h2>{w['campaigns']}</h2>")
     body.append(_campaigns(wh, settings, w, lang))
     from segmentum.market.report import market_section
@@ -187,7 +187,7 @@ def _spanish_names() -> dict[str, str]:
     return out
 
 
-def _migration(wh: Warehouse, w: dict[str, str]) -> str:
+def _migration(wh: Warehouse, w: dict[str, str], lang: str = "en") -> str:
     from segmentum.history.charts import sankey_svg
     from segmentum.history.migration import migration
     from segmentum.history.snapshots import snapshot_dates
@@ -195,7 +195,8 @@ def _migration(wh: Warehouse, w: dict[str, str]) -> str:
     dates = snapshot_dates(wh)
     if len(dates) < 2:
         return f"<p>{w['none']}</p>"
-    return sankey_svg(migration(wh, dates[-2], dates[-1], "value_tier"))
+    m = migration(wh, dates[-2], dates[-1], "value_tier")
+    return sankey_svg(m, lang=lang, state=lambda x: i18n.label(lang, "value_tier", x))
 
 
 def _campaigns(wh: Warehouse, settings: Settings, w: dict[str, str], lang: str = "en") -> str:
