@@ -119,11 +119,17 @@ def test_the_spanish_run_summary_gives_its_warnings_in_spanish(tmp_path: Path) -
     )
     write(data / "ventas.csv", "Customer ID,InvoiceDate,Amount\n" + lines)
     write(data / "clientes.csv", "id_cliente,pais\nC-17850,ES\nC-17851,MX\n")
+    # A file whose name the run does not read (a dated export): said, not skipped silently.
+    write(data / "ventas_2024-07.csv", "Customer ID,InvoiceDate,Amount\n" + lines)
     out = run("run", "--data", "exports", "--lang", "es", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     text = " ".join(out.stdout.split())
     assert "aviso: solo 0 de 4 compradores tienen ficha de cliente" in text, text
     assert "warning:" not in text and "buyers have a customer record" not in text, text
+    assert "archivos no cargados" in text and "ventas_2024-07.csv" in text, text
+    # A folder that is not there is an error (the run went on without loading anything).
+    missing = run("run", "--data", "exportz", cwd=tmp_path)
+    assert missing.returncode == 2 and "exportz: no such folder" in missing.stderr, missing
 
 
 def test_hostile_headers_values_and_file_names_print_as_written(tmp_path: Path) -> None:

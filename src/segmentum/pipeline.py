@@ -22,7 +22,7 @@ import pyarrow as pa
 from segmentum import demo, i18n, incremental
 from segmentum.campaigns.timing import contact_times
 from segmentum.config import Settings, load_settings
-from segmentum.errors import ModelError, SegmentumError
+from segmentum.errors import InputError, ModelError, SegmentumError
 from segmentum.features import customer_features, default_as_of, purchase_days
 from segmentum.history import retention
 from segmentum.history.log import deliver, log_changes
@@ -258,6 +258,34 @@ def score_with_stored(
     return stored.filter(stored.as_of == ibis.literal(as_of, "date")), fitted
 
 
+# Data files a folder may hold that `run --data` reads by name (DATA_FILES) or on purpose.
+_DATA_SUFFIXES = (".csv", ".tsv", ".txt", ".parquet", ".xlsx", ".xls", ".json", ".jsonl")
+_READ_ON_PURPOSE = {"ground_truth.csv", "segments.yaml"}
+
+
+def _warn_unread(folder: Path, summary: RunSummary) -> None:
+    """Say which data files of ``folder`` a run does not load (their names are not known):
+    a file dropped there was skipped without a word."""
+    known = {n for names in DATA_FILES.values() for n in names} | _READ_ON_PURPOSE
+    unread = sorted(
+        f.name
+        for f in folder.iterdir()
+        if f.is_file()
+        and not f.name.startswith(".")
+        and f.suffix.lower() in _DATA_SUFFIXES
+        and f.name not in known
+    )
+    if unread:
+        files = ", ".join(unread[:10]) + (f" (+{len(unread) - 10})" if len(unread) > 10 else "")
+        summary.warn(
+            f"files not loaded, their names are not ones the run reads: {files}; name them like "
+            "transactions.csv or customers.csv, or load them with segmentum ingest TABLE FILE",
+            f"archivos no cargados, sus nombres no son de los que lee la ejecución: {files}; "
+            "llámelos como ventas.csv o clientes.csv, o cárguelos con segmentum ingest TABLA "
+            "ARCHIVO",
+        )
+
+
 def _record_run(
     wh: Warehouse, summary: RunSummary, started: _dt.datetime, status: str, error: str | None
 ) -> None:
@@ -353,6 +381,12 @@ def run(
     try:
         if data is not None:
             folder = Path(data)
+            if not folder.is_dir():
+                raise InputError(
+                    f"{folder}: no such folder",
+                    "give the folder your exports are in: segmentum run --data FOLDER",
+                )
+            _warn_unread(folder, summary)
             for table, names in DATA_FILES.items():
                 for name in names:
                     if (folder / name).is_file():
