@@ -155,6 +155,9 @@ def test_the_cli_prints_the_playbook_with_its_assumption(
     assert {p["dimension"] for p in data["plays"]} == {"rfm_segment"}
     assert all(p["uplift"] == 0.05 for p in data["plays"])
     assert main([*args, "--by", "colour"]) != 0
+    # A date without stored classes: an error that says so (it printed only the footer).
+    assert main([*args, "--as-of", "1999-01-31"]) == 2
+    assert "no customer classes are stored at 1999-01-31" in capsys.readouterr().err
 
 
 def test_the_api_serves_the_playbook_to_a_read_key(server: dict[str, Any]) -> None:

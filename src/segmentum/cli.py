@@ -2459,10 +2459,15 @@ def playbook_cmd(
         path=file,
         uplift=uplift,
     )
+    if not plays:  # a date without stored classes: say so, not an empty page
+        raise InputError(
+            f"no customer classes are stored at {used.isoformat()}",
+            "use a date with snapshots (segmentum history dates), or leave out --as-of for "
+            "the latest",
+        )
     if as_json:
         print_json({"as_of": used.isoformat(), "plays": [p.to_dict() for p in plays]})
         return
-    from segmentum import i18n
     from segmentum.campaigns.playbook import load_playbook
 
     words = load_playbook(file)["labels"][lang]
@@ -2470,7 +2475,8 @@ def playbook_cmd(
         rows = [p for p in plays if p.dimension == dim]
         if not rows:
             continue
-        t = Table(title=f"{dim} ({i18n.date(used, lang)})", show_lines=True)
+        title = f"{_class_title(dim, lang)} ({i18n.date(used, lang)})"
+        t = Table(title=escape(title), show_lines=True)
         for col in ("segment", "customers", "value_at_stake", "what_to_do", "favours"):
             t.add_column(words[col], overflow="fold")
         for p in rows:
