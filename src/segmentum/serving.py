@@ -469,7 +469,8 @@ def _sync_dates(wh: Warehouse, alias: str, name: str) -> bool:
 def _copy_through_arrow(
     wh: Warehouse, con: duckdb.DuckDBPyConnection, specs: Mapping[str, str | None]
 ) -> None:
-    """Other engines (Spark, PostgreSQL): the rows stream over in Arrow batches."""
+    """Other engines (Spark, PostgreSQL): the rows come over as Arrow (Ibis's PySpark backend
+    collects each table whole into the driver before the first batch)."""
     for name, key in specs.items():
         reader = wh.table(name).to_pyarrow_batches(chunk_size=100_000)
         con.register("_incoming", reader)
