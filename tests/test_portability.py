@@ -287,6 +287,8 @@ def test_spark_serves_lookups_and_pages_from_the_serving_store_without_spark_job
 
     duck, spark, settings = (spark_and_duckdb[k] for k in ("duck", "spark", "settings"))
     assert Path(settings.serving_store).is_file()
+    # A local session hands the read models over as Parquet files, removed once copied.
+    assert not list(Path(settings.serving_store).parent.glob(".*.parquet"))
     key = create_key(StateStore(settings.state_store), "admin", ["admin"])
     app = create_app(spark, settings)
     session = create_session(app.state.svc.sessions, key)

@@ -196,7 +196,11 @@ def publish(
             # tables in the Spark driver's Python process (5.6 GB beside the JVM).
             limit = load_settings().memory_limit
             con = duckdb.connect(str(tmp), config={"memory_limit": limit} if limit else {})
-            _copy_through_arrow(wh, con, present)
+            try:
+                _copy_through_arrow(wh, con, present, tmp)
+            finally:
+                for leftover in tmp.parent.glob(f".{tmp.name}.*.parquet"):
+                    shutil.rmtree(leftover, ignore_errors=True)
         try:
             for name, key in present.items():
                 if key:  # a table carried over keeps its index, unless its rows were synced
@@ -467,18 +471,54 @@ def _sync_dates(wh: Warehouse, alias: str, name: str) -> bool:
 
 
 def _copy_through_arrow(
-    wh: Warehouse, con: duckdb.DuckDBPyConnection, specs: Mapping[str, str | None]
+    wh: Warehouse, con: duckdb.DuckDBPyConnection, specs: Mapping[str, str | None], near: Path
 ) -> None:
-    """Other engines (Spark, PostgreSQL): the rows come over as Arrow (Ibis's PySpark backend
-    collects each table whole into the driver before the first batch)."""
+    """Other engines (Spark, PostgreSQL): the rows come over as Arrow. A local Spark session
+    hands each table over as Parquet instead (:func:`_spark_parquet`), written into a folder
+    beside ``near``."""
+    staged = _spark_parquet(wh, specs, near)
     for name, key in specs.items():
+        order = f" ORDER BY {_quote(key)}" if key else ""
+        files = staged.get(name)
+        if files is not None:
+            con.execute(
+                f"CREATE TABLE {_quote(name)} AS SELECT * FROM "
+                f"read_parquet({_sql_string(str(files / '*.parquet'))}){order}"
+            )
+            shutil.rmtree(files, ignore_errors=True)
+            continue
+        # Ibis's PySpark backend collects a whole table into the driver (through pandas)
+        # before the first batch: the fallback for sessions whose executors write elsewhere.
         reader = wh.table(name).to_pyarrow_batches(chunk_size=100_000)
         con.register("_incoming", reader)
         try:
-            order = f" ORDER BY {_quote(key)}" if key else ""
             con.execute(f"CREATE TABLE {_quote(name)} AS SELECT * FROM _incoming{order}")
         finally:
             con.unregister("_incoming")
+
+
+def _spark_parquet(wh: Warehouse, specs: Mapping[str, str | None], near: Path) -> dict[str, Path]:
+    """Each table of ``specs`` written by a local Spark session as Parquet into a folder beside
+    ``near``, for DuckDB to read: collected through the driver instead, the 10M-line run's read
+    models (5M invoice rows, 5.5M activity rows) took 789 s and 5.9 GB of Python. Only where
+    the executors share the driver's disk (``local`` master); elsewhere nothing (Arrow)."""
+    if wh.engine != "pyspark":
+        return {}
+    session = wh.con._session
+    if not str(session.sparkContext.master).startswith("local"):
+        return {}
+    folder = near.with_name(f".{near.name}.{uuid.uuid4().hex[:8]}.parquet")
+    out: dict[str, Path] = {}
+    try:
+        for name in specs:
+            files = folder / name
+            session.table(name).write.mode("overwrite").parquet(str(files))
+            if any(files.glob("*.parquet")):  # an empty table may leave no file to read
+                out[name] = files
+    except Exception:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    return out
 
 
 def _fsync(path: Path) -> None:
