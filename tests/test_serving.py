@@ -403,8 +403,9 @@ def test_published_documents_are_the_rows_the_api_built(tmp_path: Path) -> None:
 
 
 def test_publish_copies_from_another_engine_through_arrow(tmp_path: Path) -> None:
-    """The generic path (Spark, PostgreSQL): rows stream over in Arrow batches. An in-memory
-    DuckDB warehouse opened through Ibis's generic route stands in for them here."""
+    """The generic path (PostgreSQL, Spark on a cluster): rows come over as Arrow. An in-memory
+    DuckDB warehouse opened through Ibis's generic route stands in for them here (a local Spark
+    session hands Parquet files over instead: tests/test_portability.py)."""
     import ibis
 
     from segmentum.serving import _copy_through_arrow
@@ -413,7 +414,7 @@ def test_publish_copies_from_another_engine_through_arrow(tmp_path: Path) -> Non
     wh = Warehouse(ibis.duckdb.connect(), "other://")
     wh.write("dashboard_cache", wh.con.sql("select 1 as payload"))
     con = duckdb.connect(str(tmp_path / "s.duckdb"))
-    _copy_through_arrow(wh, con, {"dashboard_cache": None})
+    _copy_through_arrow(wh, con, {"dashboard_cache": None}, tmp_path / "s.duckdb")
     assert con.execute("select payload from dashboard_cache").fetchall() == [(1,)]
     con.close()
 
