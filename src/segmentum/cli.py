@@ -330,8 +330,7 @@ def ingest_cmd(
     lang: Annotated[str, typer.Option(help="Language of the report: es or en.")] = "en",
 ) -> None:
     """Load files into a table; rejected rows go to quarantine with their reasons."""
-    if lang not in i18n.LANGUAGES:
-        raise InputError(f"--lang {lang!r} is not known", "use es or en")
+    _check_lang(lang)
     settings = load_settings()
     reports = ingest(
         table,
@@ -604,8 +603,7 @@ def run_cmd(
     when that cannot be exact; the summary says which kind ran and why)."""
     import contextlib
 
-    if lang not in ("es", "en"):
-        raise InputError(f"--lang {lang!r} is not known", "use es or en")
+    _check_lang(lang)
 
     from segmentum.schedule import run_lock
 
@@ -1734,7 +1732,9 @@ def history_cohorts_cmd(
     for p_ in range(7):
         t.add_column(str(p_), justify="right")
     for cohort, vals in sorted(mat.items()):
-        name = _month(cohort, lang) if by == "month" else i18n.label(lang, classification, cohort)
+        name = (
+            i18n.month(cohort, lang) if by == "month" else i18n.label(lang, classification, cohort)
+        )
         t.add_row(
             escape(name),
             *(i18n.percent(vals[p_], lang, 0) if p_ in vals else "" for p_ in range(7)),
@@ -1742,15 +1742,6 @@ def history_cohorts_cmd(
     console.print(t)
     if html:
         console.print(tr.ugettext("wrote %(file)s") % {"file": escape(str(html))})
-
-
-def _month(value: Any, lang: str) -> str:
-    """A month as a person reads it ("ene 2024" / "Jan 2024"); as stored when not a date."""
-    try:
-        day = _dt.date.fromisoformat(str(value)[:10])
-    except ValueError:
-        return str(value)
-    return i18n.date(day, lang, "MMM y")
 
 
 @history_app.command("forecast")
@@ -2190,8 +2181,7 @@ def forget_cmd(
     from segmentum import i18n
     from segmentum.privacy import forget
 
-    if lang not in i18n.LANGUAGES:
-        raise InputError(f"--lang {lang!r} is not known", "use es or en")
+    _check_lang(lang)
     _ = i18n.translations(lang).ugettext
     settings = load_settings()
     r = forget(connect(warehouse or settings.warehouse), customer_id, dry_run=dry_run)
@@ -2448,8 +2438,7 @@ def playbook_cmd(
         shutil.copyfile(DEFAULT_FILE, write_defaults)
         console.print(f"wrote {write_defaults}: edit it, then segmentum playbook --file it")
         return
-    if lang not in ("es", "en"):
-        raise InputError(f"--lang {lang!r} is not known", "use es or en")
+    _check_lang(lang)
     dims = DIMENSIONS if by == "all" else (by,)
     settings = load_settings()
     plays, used = playbook(
@@ -2724,8 +2713,7 @@ def quarantine_cmd(
     """Rejected rows summarised by reason (count, first example); --rows lists them."""
     from segmentum.ingest.core import quarantine_rows, quarantine_summary
 
-    if lang not in i18n.LANGUAGES:
-        raise InputError(f"--lang {lang!r} is not known", "use es or en")
+    _check_lang(lang)
     _ = i18n.translations(lang).ugettext
     wh = connect(warehouse or load_settings().warehouse)
     if not rows_:

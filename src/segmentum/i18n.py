@@ -343,6 +343,16 @@ def date(value: Any, lang: str, fmt: str = "medium") -> str:
     return str(value)
 
 
+def month(value: Any, lang: str) -> str:
+    """A month as a person reads it ("ene 2024" / "Jan 2024") from a date or ISO text; as
+    written when it is not a date."""
+    try:
+        day = _dt.date.fromisoformat(str(value)[:10])
+    except ValueError:
+        return str(value)
+    return date(day, lang, "MMM y")
+
+
 # The rule checker's messages (segments.rules), matched by pattern so a Spanish page shows
 # them in Spanish; the quoted names and values inside stay as typed.
 _Q = r"('(?:[^'\\]|\\.)*'|\"[^\"]*\")"

@@ -213,12 +213,7 @@ def _cohort_table(
 
 def _cohort_name(cohort: str, by: str, lang: str, state: Callable[[str], str]) -> str:
     """A cohort as a person reads it: its month ("ene 2025") or its class."""
-    if by != "month":
-        return state(cohort)
-    try:
-        return i18n.date(_dt.date.fromisoformat(str(cohort)[:10]), lang, "MMM y")
-    except ValueError:
-        return str(cohort)
+    return i18n.month(cohort, lang) if by == "month" else state(cohort)
 
 
 def report_html(
