@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pandas as pd
 import pytest
 from tests.conftest import serving, write
@@ -312,6 +314,97 @@ def test_spark_serves_lookups_and_pages_from_the_serving_store_without_spark_job
             resp = http.get(f"{base}/dashboard{page}", cookies=signed_in)
             assert resp.status_code == 200 and "<html" in resp.text, page
     assert max(tracker.getJobIdsForGroup(None), default=-1) == jobs_before
+
+
+HANDED = {
+    "customer_lookup": "customer_id",
+    "segment_members": "customer_id",
+    "dashboard_cache": None,
+}
+
+
+def _sorted_rows(frame: pd.DataFrame) -> list[tuple[Any, ...]]:
+    """The rows as plain values, in one order: lists as tuples, missing values as None,
+    numbers as floats to 12 significant digits, times as pandas timestamps."""
+
+    def plain(v: Any) -> Any:
+        if hasattr(v, "tolist") and not isinstance(v, str):
+            v = v.tolist()
+        if isinstance(v, list | tuple):
+            return tuple(plain(x) for x in v)
+        if v is None or v is pd.NA or v is pd.NaT or (isinstance(v, float) and v != v):
+            return None
+        if isinstance(v, bool | str):
+            return v
+        if isinstance(v, int | float):
+            return float(f"{v:.12g}")
+        if isinstance(v, dt.date):
+            return pd.Timestamp(v)
+        return v
+
+    return sorted((tuple(plain(v) for v in row) for row in frame.itertuples(index=False)), key=repr)
+
+
+@pytest.mark.spark
+@pytest.mark.spark_core
+def test_spark_hands_read_models_over_through_a_folder_both_sides_mount(
+    spark_and_duckdb: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cluster's executors write the read models into the spark_handoff folder, named as
+    Spark names it (spark_handoff_uri) and read by this machine under its own path (here a
+    link to the same folder, as a mount): the store holds the Spark tables' rows, and the
+    folder is left empty; a folder this machine does not see is an error naming both."""
+    from segmentum.errors import WarehouseError
+    from segmentum.serving import publish
+
+    spark = spark_and_duckdb["spark"]
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (tmp_path / "mount").symlink_to(shared)
+    monkeypatch.setenv("SEGMENTUM_SPARK_HANDOFF", str(tmp_path / "mount"))
+    monkeypatch.setenv("SEGMENTUM_SPARK_HANDOFF_URI", f"file://{shared}")
+    out = publish(spark, tmp_path / "store.duckdb", HANDED, run_id="handed")
+    con = duckdb.connect(str(tmp_path / "store.duckdb"), read_only=True)
+    for name in HANDED:
+        assert out.tables[name] == len(spark.table(name).execute()) > 0, name
+        got = _sorted_rows(con.execute(f"SELECT * FROM {name}").df())
+        assert got == _sorted_rows(spark.table(name).execute()), name
+    con.close()
+    assert list(shared.iterdir()) == []
+
+    monkeypatch.setenv("SEGMENTUM_SPARK_HANDOFF_URI", f"file://{tmp_path / 'elsewhere'}")
+    with pytest.raises(WarehouseError) as err:
+        publish(spark, tmp_path / "other.duckdb", HANDED)
+    assert "is not there on this machine" in str(err.value) and "spark_handoff_uri" in str(
+        err.value.hint
+    )
+    assert not (tmp_path / "other.duckdb").exists()
+    assert list(shared.iterdir()) == [] and list((tmp_path / "elsewhere").iterdir()) == []
+
+
+@pytest.mark.spark
+@pytest.mark.spark_core
+@pytest.mark.postgres
+def test_spark_publishes_to_postgres_through_parquet(
+    spark_and_duckdb: dict[str, Any], postgres_url: str, tmp_path: Path
+) -> None:
+    """A Spark session publishing into a PostgreSQL serving store hands the tables over as
+    Parquet too (not collected through pandas): the same rows and JSON documents as the
+    Spark tables, and no hand-off folder left behind."""
+    from segmentum.serving import ServingStore, publish
+
+    spark = spark_and_duckdb["spark"]
+    pg = postgres_url.replace("postgres://", "postgresql://")
+    out = publish(spark, pg, HANDED, run_id="spark", documents={"customer_lookup": "customer_id"})
+    lookup = spark.table("customer_lookup").execute()
+    assert out.tables["customer_lookup"] == len(lookup)
+    assert out.tables["segment_members"] == len(spark.table("segment_members").execute())
+    store = ServingStore(pg)
+    for cid in lookup.customer_id.astype(str)[:5]:
+        doc = store.document("customer_lookup", cid)
+        assert isinstance(doc, str) and json.loads(doc)["customer_id"] == cid
+    store.close()
+    assert not list(Path(tempfile.gettempdir()).glob(".serving.segmentum-*.parquet"))
 
 
 @pytest.mark.spark

@@ -295,6 +295,19 @@ SETTINGS: tuple[Setting, ...] = (
         "warehouse, e.g. segmentum.serving.duckdb; other warehouses publish only when it is set.",
     ),
     Setting(
+        "spark_handoff",
+        "",
+        "Spark: folder, as this machine sees it, where the executors write the read models as "
+        "Parquet for publishing (a filesystem they all mount: NFS, /dbfs/...); empty: beside the "
+        "serving store on a local session, collected through the driver on a cluster.",
+    ),
+    Setting(
+        "spark_handoff_uri",
+        "",
+        "Spark: the spark_handoff folder as the executors name it (e.g. dbfs:/tmp/segmentum); "
+        "empty: the same path.",
+    ),
+    Setting(
         "state_store",
         "",
         "SQLite file for API keys, dashboard sessions and jobs (empty: beside a DuckDB "
@@ -470,6 +483,8 @@ class Settings:
     rule_value_check_max_distinct: int = _DEFAULTS["rule_value_check_max_distinct"]
     error_log_dir: str = _DEFAULTS["error_log_dir"]
     serving_store: str = _DEFAULTS["serving_store"]
+    spark_handoff: str = _DEFAULTS["spark_handoff"]
+    spark_handoff_uri: str = _DEFAULTS["spark_handoff_uri"]
     state_store: str = _DEFAULTS["state_store"]
     flow_store: str = _DEFAULTS["flow_store"]
     flow_quiet_hours: str = _DEFAULTS["flow_quiet_hours"]

@@ -477,48 +477,83 @@ def _copy_through_arrow(
     hands each table over as Parquet instead (:func:`_spark_parquet`), written into a folder
     beside ``near``."""
     staged = _spark_parquet(wh, specs, near)
-    for name, key in specs.items():
-        order = f" ORDER BY {_quote(key)}" if key else ""
-        files = staged.get(name)
-        if files is not None:
-            con.execute(
-                f"CREATE TABLE {_quote(name)} AS SELECT * FROM "
-                f"read_parquet({_sql_string(str(files / '*.parquet'))}){order}"
-            )
-            shutil.rmtree(files, ignore_errors=True)
-            continue
-        # Ibis's PySpark backend collects a whole table into the driver (through pandas)
-        # before the first batch: the fallback for sessions whose executors write elsewhere.
-        reader = wh.table(name).to_pyarrow_batches(chunk_size=100_000)
-        con.register("_incoming", reader)
-        try:
-            con.execute(f"CREATE TABLE {_quote(name)} AS SELECT * FROM _incoming{order}")
-        finally:
-            con.unregister("_incoming")
+    try:
+        for name, key in specs.items():
+            order = f" ORDER BY {_quote(key)}" if key else ""
+            files = staged.get(name)
+            if files is not None:
+                con.execute(
+                    f"CREATE TABLE {_quote(name)} AS SELECT * FROM "
+                    f"read_parquet({_sql_string(str(files / '*.parquet'))}){order}"
+                )
+                shutil.rmtree(files, ignore_errors=True)
+                continue
+            # Ibis's PySpark backend collects a whole table into the driver (through pandas)
+            # before the first batch: the fallback for sessions whose executors write elsewhere.
+            reader = wh.table(name).to_pyarrow_batches(chunk_size=100_000)
+            con.register("_incoming", reader)
+            try:
+                con.execute(f"CREATE TABLE {_quote(name)} AS SELECT * FROM _incoming{order}")
+            finally:
+                con.unregister("_incoming")
+    finally:
+        _drop_handoff(staged)
 
 
 def _spark_parquet(wh: Warehouse, specs: Mapping[str, str | None], near: Path) -> dict[str, Path]:
-    """Each table of ``specs`` written by a local Spark session as Parquet into a folder beside
-    ``near``, for DuckDB to read: collected through the driver instead, the 10M-line run's read
-    models (5M invoice rows, 5.5M activity rows) took 789 s and 5.9 GB of Python. Only where
-    the executors share the driver's disk (``local`` master); elsewhere nothing (Arrow)."""
+    """Each table of ``specs`` written by Spark as Parquet into a folder that this process
+    reads too, for DuckDB to read: collected through the driver instead, the 10M-line run's
+    read models (5M invoice rows, 5.5M activity rows) took 789 s and 5.9 GB of Python.
+
+    The folder is the ``spark_handoff`` setting's (a filesystem the executors and this machine
+    both mount; ``spark_handoff_uri`` names it as Spark does), else one beside ``near`` when
+    the executors share this disk (``local`` master). Neither: nothing (Arrow, collected).
+    The caller removes the folders with :func:`_drop_handoff`."""
     if wh.engine != "pyspark":
         return {}
     session = wh.con._session
-    if not str(session.sparkContext.master).startswith("local"):
+    settings = load_settings()
+    run = f"segmentum-{uuid.uuid4().hex[:12]}.parquet"
+    if settings.spark_handoff:
+        folder = Path(settings.spark_handoff).expanduser() / run
+        uri = settings.spark_handoff_uri or str(Path(settings.spark_handoff).expanduser())
+        uri = f"{uri.rstrip('/')}/{run}"
+    elif str(session.sparkContext.master).startswith("local"):
+        folder = near.with_name(f".{near.name}.{run}")
+        uri = str(folder)
+    else:
         return {}
-    folder = near.with_name(f".{near.name}.{uuid.uuid4().hex[:8]}.parquet")
     out: dict[str, Path] = {}
     try:
         for name in specs:
+            session.table(name).write.mode("overwrite").parquet(f"{uri}/{name}")
             files = folder / name
-            session.table(name).write.mode("overwrite").parquet(str(files))
+            if not files.is_dir():  # written, but not where this machine looks
+                _handoff_error(folder, uri)
             if any(files.glob("*.parquet")):  # an empty table may leave no file to read
                 out[name] = files
     except Exception:
         shutil.rmtree(folder, ignore_errors=True)
+        with contextlib.suppress(Exception):  # where Spark wrote, when this machine cannot see it
+            path = session._jvm.org.apache.hadoop.fs.Path(uri)
+            path.getFileSystem(session._jsc.hadoopConfiguration()).delete(path, True)
         raise
     return out
+
+
+def _handoff_error(folder: Path, uri: str) -> None:
+    """Spark wrote a read model where this machine does not see it."""
+    raise WarehouseError(
+        f"Spark wrote the read models to {uri}, but {folder} is not there on this machine",
+        "set spark_handoff to the folder as this machine sees it, and spark_handoff_uri to "
+        "the same folder as the Spark executors name it (a filesystem both mount)",
+    )
+
+
+def _drop_handoff(staged: Mapping[str, Path]) -> None:
+    """Remove the folder that :func:`_spark_parquet` wrote (the parent of its tables)."""
+    for parent in {p.parent for p in staged.values()}:
+        shutil.rmtree(parent, ignore_errors=True)
 
 
 def _fsync(path: Path) -> None:

@@ -33,7 +33,15 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from segmentum.errors import ConfigError, StoreUnreachableError, WarehouseError
-from segmentum.serving import META, Published, ServingStore, _json_column, _quote
+from segmentum.serving import (
+    META,
+    Published,
+    ServingStore,
+    _drop_handoff,
+    _json_column,
+    _quote,
+    _spark_parquet,
+)
 from segmentum.warehouse import Warehouse
 
 if TYPE_CHECKING:
@@ -156,11 +164,16 @@ def publish(
             )
             con.execute(f"CREATE SCHEMA {schema}")
             local = duckdb.connect()  # turns other engines' Arrow batches into COPY text
+            # Spark hands its tables over as Parquet where it can (as for a DuckDB store)
+            staged = _spark_parquet(wh, present, _handoff_near())
             try:
                 for name, key in present.items():
-                    out.tables[name] = _copy_table(con, local, wh, schema, name, key, wanted)
+                    out.tables[name] = _copy_table(
+                        con, local, wh, schema, name, key, wanted, staged.get(name)
+                    )
             finally:
                 local.close()
+                _drop_handoff(staged)
             out.published_at = _dt.datetime.now(_dt.UTC).replace(tzinfo=None).isoformat()
             con.execute(
                 f"CREATE TABLE {schema}.{META} AS SELECT %s::timestamp AS published_at, "
@@ -197,6 +210,18 @@ def publish(
     finally:
         con.close()  # ends the session: its advisory locks go with it
     return out
+
+
+def _handoff_near() -> Path:
+    """Where a local Spark session's Parquet hand-off goes (beside this name): the
+    temp_directory setting, else the system's temporary folder."""
+    import tempfile
+
+    from segmentum.config import load_settings
+
+    folder = Path(load_settings().temp_directory or tempfile.gettempdir()).expanduser()
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / "serving"
 
 
 def _ensure_control(con: psycopg.Connection[Any], where: Location) -> None:
@@ -310,15 +335,25 @@ def _copy_table(
     name: str,
     key: str | None,
     documents: Mapping[str, str],
+    parquet: Path | None = None,
 ) -> int:
     """Copy ``name`` into ``schema`` with COPY, with its JSON documents built by DuckDB as the
     DuckDB store builds them; returns the rows. A DuckDB warehouse writes the COPY text
-    itself; other engines hand over Arrow batches that ``local`` (DuckDB) turns into it."""
+    itself; other engines hand over Arrow batches that ``local`` (DuckDB) turns into it, read
+    from ``parquet`` (the folder of the table's files that Spark wrote) where given."""
     reader: pa.RecordBatchReader | None = None
     if wh.engine == "duckdb":
         src, relation = wh.con.con.cursor(), _quote(name)
     else:
-        reader = wh.table(name).to_pyarrow_batches(chunk_size=BATCH_ROWS)
+        if parquet is not None:  # a cursor of its own: ``local`` runs the COPY queries
+            files = str(parquet / "*.parquet").replace("'", "''")
+            reader = (
+                local.cursor()
+                .execute(f"SELECT * FROM read_parquet('{files}')")
+                .fetch_record_batch(BATCH_ROWS)
+            )
+        else:
+            reader = wh.table(name).to_pyarrow_batches(chunk_size=BATCH_ROWS)
         src, relation = local, "_batch"
         local.register("_batch", pa.Table.from_batches([], schema=reader.schema))
     try:
