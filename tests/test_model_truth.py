@@ -7,6 +7,7 @@ import ibis
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pytest
 
 from segmentum.segments.classes import classify, lifecycle, lifecycle_note, value_tiers
 from segmentum.warehouse import Warehouse
@@ -160,7 +161,7 @@ def test_the_shared_rank_tests_give_scipys_numbers() -> None:
     labels = rng.choice(np.array(["a", "b", "c"]), n, p=[0.5, 0.3, 0.2])
     ranks = _Ranks(values)
     groups = [values[labels == g].dropna().to_numpy() for g in ("a", "b", "c")]
-    h, p = ranks.kruskal(labels, ["a", "b", "c"])
+    h, p = ranks.kruskal([labels == g for g in ("a", "b", "c")])
     want = stats.kruskal(*groups)
     assert np.isclose(h, want.statistic, rtol=1e-12) and np.isclose(p, want.pvalue, rtol=1e-9)
     for inside in (labels == "b", labels != "b"):
@@ -178,6 +179,77 @@ def test_the_shared_rank_tests_give_scipys_numbers() -> None:
     prof = profile_segments_tests(df)
     u = stats.mannwhitneyu(groups[1], values[labels != "b"].dropna(), alternative="two-sided")
     assert prof["in"].statistic == u.statistic and np.isclose(prof["in"].p_value, u.pvalue)
+
+
+def test_profiles_counted_from_codes_give_what_pandas_gives_ties_included() -> None:
+    """The profiles count categories with bincount over codes and compare labels once a
+    segment: every segment's traits are those the plain pandas expressions give, including
+    ties (two values wholly inside a segment have the same lift: the first in the aligned
+    order names it), missing values, and three groups; the tree is scikit-learn's on the
+    names."""
+    from scipy import stats
+    from sklearn.model_selection import train_test_split
+    from sklearn.tree import DecisionTreeClassifier
+
+    from segmentum.segments.profile import MIN_TRAIT_SHARE, profile_segments
+
+    rng = np.random.default_rng(11)
+    for trial in range(24):
+        n = int(rng.integers(40, 2500))
+        df = pd.DataFrame(
+            {
+                "monetary": rng.gamma(2, 50, n).round(0),
+                "age": np.where(rng.random(n) < 0.1, np.nan, rng.integers(18, 80, n)),
+                "gender": rng.choice(np.array(["female", "male", None], object), n),
+                "city": rng.choice(list("abcdefg"), n),
+            }
+        )
+        df["seg"] = (
+            np.where(df.city.isin(["a", "b"]), "in", "out")  # a and b: the same lift
+            if trial % 3 == 0
+            else rng.choice(["x", "y", "z"], n)
+            if trial % 3 == 1
+            else np.where(rng.random(n) < 0.15, "in", "out")
+        )
+        shared: dict[str, object] = {}
+        for _ in range(2):  # the second call reads what the first shared
+            prof = profile_segments(
+                df, "seg", ["monetary", "age"], ["gender", "city"], shared=shared
+            )
+        for seg in prof.segments:
+            inside = df.seg == seg.segment
+            got = {t.feature: t for t in seg.tests}
+            for c in ("monetary", "age"):
+                a, b = df[c][inside].dropna(), df[c][~inside].dropna()
+                assert got[c].segment_value == a.mean() and got[c].rest_value == b.mean()
+            for c in ("gender", "city"):
+                col = df[c].fillna("(missing)").astype(str)
+                share = col[inside].value_counts(normalize=True)
+                lift = (
+                    (share / col.value_counts(normalize=True))
+                    .dropna()
+                    .drop("(missing)", errors="ignore")
+                )
+                named = share.drop("(missing)", errors="ignore")
+                common = lift[named.reindex(lift.index).fillna(0) >= MIN_TRAIT_SHARE]
+                top = str(common.idxmax()) if len(common) else str(named.idxmax())
+                t = got[c]
+                assert (t.segment_value, t.lift, t.share) == (top, lift[top], share[top]), c
+                assert t.rest_value == col[~inside].mode().iat[0]
+                chi2 = stats.chi2_contingency(pd.crosstab(inside, col))[0]
+                assert t.statistic == pytest.approx(chi2, rel=1e-12)
+        y = df.seg.astype(str)
+        strat = y if y.value_counts().min() >= 2 else None
+        xtr, xte, ytr, yte = train_test_split(
+            shared["x"], y, test_size=0.3, random_state=0, stratify=strat
+        )
+        tree = DecisionTreeClassifier(
+            max_depth=3, min_samples_leaf=max(5, n // 200), random_state=0
+        )
+        tree.fit(xtr, ytr)
+        assert prof.tree_accuracy == (tree.predict(xte) == yte).mean()
+        assert prof.tree_baseline == yte.value_counts(normalize=True).max()
+        assert all(f"class: {s}" in prof.tree_rules for s in set(tree.predict(xte)))
 
 
 def profile_segments_tests(df: pd.DataFrame) -> dict[str, object]:

@@ -161,29 +161,29 @@ class _Ranks:
     its ties' term: the rank tests of any labelling of the same rows read them, instead of
     ranking the column again for every segment."""
 
-    __slots__ = ("n", "ranks", "tie_term")
+    __slots__ = ("n", "present", "ranks", "tie_term", "values")
 
     def __init__(self, values: pd.Series) -> None:
         from scipy import stats
 
         x = values.to_numpy(dtype=np.float64, na_value=np.nan)
         present = ~np.isnan(x)
+        self.values, self.present = x, present
         self.ranks = np.full(len(x), np.nan)
         self.ranks[present] = stats.rankdata(x[present])
         t = np.unique(x[present], return_counts=True)[1].astype(np.float64)
         self.n = int(present.sum())
         self.tie_term = float(np.sum(t**3 - t))
 
-    def kruskal(self, labels: np.ndarray, groups: Sequence[str]) -> tuple[float, float]:
-        """Kruskal-Wallis H and its p-value over ``groups`` (each a label of ``labels``), as
+    def kruskal(self, groups: Sequence[np.ndarray]) -> tuple[float, float]:
+        """Kruskal-Wallis H and its p-value over ``groups`` (each a mask of the rows), as
         ``scipy.stats.kruskal`` gives them for the groups' present values."""
         from scipy import special
 
         n = self.n
         ssbn = 0.0
         for g in groups:
-            r = self.ranks[labels == g]
-            r = r[~np.isnan(r)]
+            r = self.ranks[g & self.present]
             ssbn += float(np.sum(r)) ** 2 / len(r)
         h = 12.0 / (n * (n + 1)) * ssbn - 3 * (n + 1)
         h /= 1 - self.tie_term / (n**3 - n)
@@ -209,6 +209,68 @@ class _Ranks:
         with np.errstate(divide="ignore", invalid="ignore"):
             z = (u - n1 * n2 / 2 - 0.5) / s
         return u1, float(np.clip(2 * special.ndtr(-z), 0.0, 1.0))
+
+
+class _Coded:
+    """A category column (missing already "(missing)") as codes of its sorted values, so that
+    every labelling of the same rows counts it with ``np.bincount`` instead of pandas'
+    grouping. Each answer is the one the pandas expressions in the comments give, ties
+    included (the order of ``value_counts`` and of the aligned division)."""
+
+    __slots__ = ("by_count", "codes", "counts", "n", "values")
+
+    def __init__(self, col: pd.Series) -> None:
+        codes, values = pd.factorize(col, sort=True)
+        self.codes = codes
+        self.values = [str(v) for v in values]
+        self.counts = np.bincount(codes, minlength=len(self.values))
+        self.n = len(codes)
+        # col.value_counts() order: count descending, ties in order of first appearance
+        self.by_count = self._by_count(codes, self.counts)
+
+    @staticmethod
+    def _by_count(codes: np.ndarray, counts: np.ndarray) -> list[int]:
+        first = np.full(len(counts), len(codes))
+        np.minimum.at(first, codes, np.arange(len(codes)))
+        return sorted(np.flatnonzero(counts).tolist(), key=lambda k: (-counts[k], first[k]))
+
+    def table(self, inside: np.ndarray) -> np.ndarray:
+        """``_crosstab(inside, col)``: rows False then True (those present), a column a value."""
+        seg = np.bincount(self.codes[inside], minlength=len(self.values))
+        rows = [
+            r for r, there in ((self.counts - seg, (~inside).any()), (seg, inside.any())) if there
+        ]
+        return np.vstack(rows) if rows else np.zeros((0, len(self.values)), dtype=np.int64)
+
+    def trait(self, inside: np.ndarray) -> tuple[str, float, float] | None:
+        """The value a name would cite, its lift and its share of the segment: ``top``,
+        ``lift.get(top)``, ``seg_share.get(top)`` of the pandas version (seg_share the
+        segment's value_counts(normalize=True); lift = (seg_share / all_share), without
+        "(missing)"); None when the segment holds no value but "(missing)"."""
+        codes = self.codes[inside]
+        seg = np.bincount(codes, minlength=len(self.values))
+        n_in = len(codes)
+        order = self._by_count(codes, seg)  # seg_share's index order
+        named = [k for k in order if self.values[k] != "(missing)"]
+        if not named:
+            return None
+        share = {k: seg[k] / n_in for k in order}
+        lift = {k: share[k] / (self.counts[k] / self.n) for k in order}
+        # The division aligns the two indexes: sorted, unless they are the same in one order.
+        aligned = order if order == self.by_count else sorted(order)
+        common = [
+            k for k in aligned if self.values[k] != "(missing)" and share[k] >= MIN_TRAIT_SHARE
+        ]
+        top = max(common, key=lambda k: lift[k]) if common else named[0]  # first of the ties
+        return self.values[top], float(lift[top]), float(share[top])
+
+    def mode(self, rows: np.ndarray) -> str | None:
+        """``col[rows].mode().iat[0]``: the most common value, the first in sorted order."""
+        if not rows.any():
+            return None
+        return self.values[
+            int(np.argmax(np.bincount(self.codes[rows], minlength=len(self.values))))
+        ]
 
 
 def profile_segments(
@@ -251,7 +313,7 @@ def profile_segments(
         shared.clear()
         shared["rows"] = (n, tuple(numeric), tuple(categorical))
         nums: dict[str, tuple[pd.Series, pd.Series, float, float, _Quartiles]] = {}
-        cats: dict[str, tuple[pd.Series, pd.Series]] = {}
+        cats: dict[str, tuple[pd.Series, _Coded]] = {}
         ranked: dict[str, _Ranks] = {}
         shared["nums"], shared["cats"], shared["ranks"] = nums, cats, ranked
         for c in numeric:
@@ -262,17 +324,19 @@ def profile_segments(
                 ranked[c] = _Ranks(v)
         for c in categorical:
             col = df[c].fillna("(missing)").astype(str)
-            cats[c] = (col, col.value_counts(normalize=True))
+            cats[c] = (col, _Coded(col))
     nums, cats, ranked = shared["nums"], shared["cats"], shared["ranks"]
     labels = df[label].to_numpy()
+    # Each segment's rows, compared once (not once a column: the labels are strings).
+    masks = {s: labels == s for s in segs}
     for c in numeric:
         ranks = ranked.get(c)
         if ranks is None:  # no values, or all the same: nothing to test
             continue
-        found = [s for s in segs if np.any(~np.isnan(ranks.ranks[labels == s]))]
+        found = [s for s in segs if ranks.present[masks[s]].any()]
         if len(found) < 2:
             continue
-        h, p = ranks.kruskal(labels, found)
+        h, p = ranks.kruskal([masks[s] for s in found])
         m = ranks.n
         overall.append(
             {
@@ -303,16 +367,17 @@ def profile_segments(
     # from the other side (U and n1 * n2 - U, one p-value) and the same table with its rows
     # swapped (one chi-square). Computed for the first, mirrored for the second.
     for s in segs:
-        inside = pd.Series(labels == s, index=df.index)
-        for c, (v, _, sd, mean, quartiles) in nums.items():
-            a, b = v[inside].dropna(), v[~inside].dropna()
+        inside = masks[s]
+        for c, (_, _, sd, mean, quartiles) in nums.items():
+            values = ranked[c].values
+            a, b = values[inside & ranked[c].present], values[~inside & ranked[c].present]
             if len(a) == 0 or len(b) == 0:
                 continue
             if len(segs) == 2 and c in mirror:
                 u_other, p = mirror[c][:2]
                 u = len(a) * len(b) - u_other
             else:
-                fast = ranked[c].mann_whitney(inside.to_numpy())
+                fast = ranked[c].mann_whitney(inside)
                 u, p = fast or stats.mannwhitneyu(a, b, alternative="two-sided")
                 mirror[c] = (float(u), float(p))
             r = 1.0 - 2.0 * u / (len(a) * len(b))  # rank-biserial: > 0 means segment lower
@@ -334,29 +399,21 @@ def profile_segments(
                     ),
                 )
             )
-        for c, (col, all_share) in cats.items():
+        for c, (_, coded) in cats.items():
             key = "\0" + c
             if len(segs) == 2 and key in mirror:
                 chi2, p, v_ = mirror[key]
             else:
-                tab = _crosstab(inside, col)
-                if tab.shape[0] < 2 or tab.shape[1] < 2:
+                pairs = coded.table(inside)
+                if pairs.shape[0] < 2 or pairs.shape[1] < 2:
                     continue
-                chi2, p, _, _ = stats.chi2_contingency(tab)
-                v_ = float(np.sqrt(chi2 / (tab.to_numpy().sum() * (min(tab.shape) - 1))))
+                chi2, p, _, _ = stats.chi2_contingency(pairs)
+                v_ = float(np.sqrt(chi2 / (pairs.sum() * (min(pairs.shape) - 1))))
                 mirror[key] = (float(chi2), float(p), v_)
-            seg_share = col[inside].value_counts(normalize=True)
-            lift = (seg_share / all_share).dropna()
-            # Name a segment after a value a real part of it has (not after a rare value
-            # that happens to be over-represented: 0.4% of a cluster is not its income band).
-            # Nor after a missing value: "device (missing)" tells a marketer nothing. Missing
-            # still counts as a category in the test above.
-            lift = lift.drop("(missing)", errors="ignore")
-            named = seg_share.drop("(missing)", errors="ignore")
-            if named.empty:
+            trait = coded.trait(inside)
+            if trait is None:  # only missing values inside
                 continue
-            common = lift[named.reindex(lift.index).fillna(0) >= MIN_TRAIT_SHARE]
-            top = str(common.idxmax()) if len(common) else str(named.idxmax())
+            top, lift, share = trait
             raw.append(
                 (
                     s,
@@ -369,10 +426,10 @@ def profile_segments(
                         1.0,
                         v_,
                         top,
-                        str(col[~inside].mode().iat[0]) if (~inside).any() else None,
+                        coded.mode(~inside),
                         None,
-                        float(lift.get(top, 0.0)),
-                        float(seg_share.get(top, 0.0)),
+                        lift,
+                        share,
                     ),
                 )
             )
@@ -420,16 +477,23 @@ def profile_segments(
             )
         shared["x"] = x
     x = shared["x"]
-    y = df[label]
-    stratify = y if y.value_counts().min() >= 2 else None
+    # The labels as the segments' positions in sorted order, as scikit-learn encodes them
+    # (the same split and tree as with the names, without sorting 20,000 strings twice).
+    y = np.zeros(n, dtype=np.int64)
+    for i, s in enumerate(segs):
+        y[masks[s]] = i
+    stratify = y if np.bincount(y).min() >= 2 else None
     xtr, xte, ytr, yte = train_test_split(x, y, test_size=0.3, random_state=seed, stratify=stratify)
     tree = DecisionTreeClassifier(
         max_depth=tree_depth, min_samples_leaf=max(5, n // 200), random_state=seed
     )
     tree.fit(xtr, ytr)
     accuracy = float((tree.predict(xte) == yte).mean())
-    baseline = float(yte.value_counts(normalize=True).max())
-    rules = export_text(tree, feature_names=[str(c) for c in x.columns], decimals=2)
+    baseline = float(np.bincount(yte).max() / len(yte))
+    names = [str(segs[k]) for k in tree.classes_]
+    rules = export_text(
+        tree, feature_names=[str(c) for c in x.columns], class_names=names, decimals=2
+    )
     return Profiles(profiles, overall, rules, accuracy, baseline, n)
 
 
@@ -448,7 +512,7 @@ def _quartiles(everyone: pd.Series) -> _Quartiles:
     return (low, float((everyone < low).mean())), (high, float((everyone > high).mean()))
 
 
-def _quartile_trait(inside: pd.Series, quartiles: _Quartiles, high: bool) -> tuple[float, float]:
+def _quartile_trait(inside: np.ndarray, quartiles: _Quartiles, high: bool) -> tuple[float, float]:
     """(lift, share) of a numeric trait: the share of the segment beyond the overall upper
     (``high``) or lower quartile, and that share over the same share among everyone."""
     (low_cut, low_base), (high_cut, high_base) = quartiles
