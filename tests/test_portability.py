@@ -390,7 +390,8 @@ def test_spark_publishes_to_postgres_through_parquet(
 ) -> None:
     """A Spark session publishing into a PostgreSQL serving store hands the tables over as
     Parquet too (not collected through pandas): the same rows and JSON documents as the
-    Spark tables, and no hand-off folder left behind."""
+    Spark tables, no hand-off folder left behind, and the next publish carries the dates of
+    the membership history that did not change."""
     from segmentum.serving import ServingStore, publish
 
     spark = spark_and_duckdb["spark"]
@@ -404,6 +405,10 @@ def test_spark_publishes_to_postgres_through_parquet(
         doc = store.document("customer_lookup", cid)
         assert isinstance(doc, str) and json.loads(doc)["customer_id"] == cid
     store.close()
+    # The next publish copies the membership's unchanged dates inside PostgreSQL.
+    again = publish(spark, pg, HANDED, run_id="spark2")
+    assert again.carried == ["segment_members"]
+    assert again.tables == out.tables
     assert not list(Path(tempfile.gettempdir()).glob(".serving.segmentum-*.parquet"))
 
 

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 from tests.conftest import SERVICE_SETTINGS, _free_port
@@ -182,6 +183,54 @@ def _visible_text(html: str) -> str:
     text = re.sub(r"<[^>]+>", " ", html)
     text = re.sub(r"\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}(:\d{2})?(\.\d+)?", "TIME", text)
     return " ".join(text.split())
+
+
+def test_a_daily_publish_sends_only_the_dates_of_the_history_that_changed(
+    service_db: Path, postgres_url: str, tmp_path: Path
+) -> None:
+    """The tables kept per date (classes, CLV, clusters, segment members) grow by a snapshot
+    a run: the next generation copies the dates the last one holds inside PostgreSQL and is
+    sent only the new date, a date rerun since (another run id) and any table whose columns
+    changed; what readers see equals the warehouse, date by date and row by row."""
+    from segmentum.serving import DATED
+
+    db = tmp_path / "shop.duckdb"
+    shutil.copyfile(service_db, db)
+    pg = postgres_url.replace("postgres://", "postgresql://")
+    wh = segmentum.connect(f"duckdb:///{db}")
+    try:
+        first = publish(wh, pg, MODELS, run_id="r1", documents=DOCUMENTS)
+        assert first.carried == []
+        con = wh.con.con
+        for table in ("customer_classes", "customer_clusters", "customer_clv"):
+            (last,) = con.execute(f"SELECT max(as_of) FROM {table}").fetchone() or (None,)
+            con.execute(  # the next day's snapshot
+                f"INSERT INTO {table} SELECT * REPLACE (as_of + 1 AS as_of, 'r2' AS run_id) "
+                f"FROM {table} WHERE as_of = ?",
+                [last],
+            )
+        # the clusters' earliest date rerun (another run id), the CLV given a column
+        con.execute(
+            "UPDATE customer_clusters SET run_id = 'again' WHERE as_of = (SELECT "
+            "min(as_of) FROM customer_clusters)"
+        )
+        con.execute("ALTER TABLE customer_clv ADD COLUMN uplift DOUBLE DEFAULT 1.5")
+        second = publish(wh, pg, MODELS, run_id="r2", documents=DOCUMENTS)
+        # the clusters' only earlier date was rerun: nothing of theirs to carry
+        assert set(second.carried) == {"customer_classes", "segment_members"}
+        store = ServingStore(pg)
+        for table in DATED:
+            if not wh.has(table):
+                continue
+            cols = [c for c in wh.table(table).columns]
+            want = wh.table(table).execute().sort_values(cols).reset_index(drop=True)
+            got = store.read(lambda w, t=table: w.table(t).execute())
+            assert got is not None and second.tables[table] == len(want) == len(got), table
+            got = got[cols].sort_values(cols).reset_index(drop=True)
+            pd.testing.assert_frame_equal(got, want, check_dtype=False, obj=table)
+        store.close()
+    finally:
+        wh.close()
 
 
 def test_a_reader_sees_whole_generations_while_publishes_run(postgres_url: str) -> None:

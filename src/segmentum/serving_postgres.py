@@ -34,6 +34,7 @@ import pyarrow.csv as pacsv
 
 from segmentum.errors import ConfigError, StoreUnreachableError, WarehouseError
 from segmentum.serving import (
+    DATED,
     META,
     Published,
     ServingStore,
@@ -157,6 +158,7 @@ def publish(
         row = con.execute(f"SELECT nextval('{where.name}.generation_seq')").fetchone()
         generation = int(row[0]) if row else 0
         schema = where.generation_schema(generation)
+        last = _current_schema(con, where)
         # All or nothing: a publish that fails or is killed leaves no schema behind.
         with con.transaction():
             con.execute(
@@ -168,9 +170,12 @@ def publish(
             staged = _spark_parquet(wh, present, _handoff_near())
             try:
                 for name, key in present.items():
-                    out.tables[name] = _copy_table(
-                        con, local, wh, schema, name, key, wanted, staged.get(name)
+                    kept = _dates_kept(con, wh, last, name) if last and name in DATED else []
+                    out.tables[name], carried = _copy_table(
+                        con, local, wh, schema, name, key, wanted, staged.get(name), (last, kept)
                     )
+                    if carried:
+                        out.carried.append(name)
             finally:
                 local.close()
                 _drop_handoff(staged)
@@ -210,6 +215,77 @@ def publish(
     finally:
         con.close()  # ends the session: its advisory locks go with it
     return out
+
+
+def _current_schema(con: psycopg.Connection[Any], where: Location) -> str | None:
+    """The schema of the generation readers see now (None before the first publish)."""
+    row = con.execute(
+        f"SELECT g.schema_name FROM {where.name}.current c "
+        f"JOIN {where.name}.generations g ON g.generation = c.generation"
+    ).fetchone()
+    return str(row[0]) if row else None
+
+
+def _dates_kept(con: psycopg.Connection[Any], wh: Warehouse, last: str, name: str) -> list[Any]:
+    """The dates of ``name`` (a table kept per date, ``DATED``) whose rows the last generation
+    already holds: the same runs with the same row counts in the warehouse and in ``last``.
+    A daily run adds one date, so the history is copied inside PostgreSQL instead of sent
+    again from the warehouse every day."""
+    exists = con.execute("SELECT to_regclass(%s)", [f"{last}.{_quote(name)}"]).fetchone()
+    t = wh.table(name)
+    if not exists or exists[0] is None or not {"as_of", "run_id"} <= set(t.columns):
+        return []
+
+    def dates(rows: Any) -> dict[Any, set[tuple[Any, int]]]:
+        out: dict[Any, set[tuple[Any, int]]] = {}
+        for as_of, run_id, n in rows:
+            if as_of is not None:
+                out.setdefault(as_of, set()).add((run_id, int(n)))
+        return out
+
+    here = t.group_by(["as_of", "run_id"]).aggregate(n=t.count()).to_pyarrow().to_pylist()
+    now = dates((r["as_of"], r["run_id"], r["n"]) for r in here)
+    try:
+        before = dates(
+            con.execute(
+                f"SELECT as_of, run_id, count(*) FROM {last}.{_quote(name)} GROUP BY 1, 2"
+            ).fetchall()
+        )
+    except Exception:  # the last generation's table has no such columns: copy it whole
+        return []
+    return sorted(d for d in now if now[d] == before.get(d))
+
+
+def _carry_dates(
+    con: psycopg.Connection[Any], last: str, target: str, name: str, kept: list[Any]
+) -> int | None:
+    """Copy the rows of the dates ``kept`` from the last generation's ``name`` into ``target``
+    (just created with the same columns) inside PostgreSQL; None (nothing copied) when the
+    two tables' columns differ, e.g. after an upgrade added one."""
+    import psycopg
+
+    def columns(table: str) -> list[tuple[str, str]]:
+        return [
+            (str(a), str(b))
+            for a, b in con.execute(
+                "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
+                "WHERE attrelid = to_regclass(%s) AND attnum > 0 AND NOT attisdropped "
+                "ORDER BY attnum",
+                [table],
+            ).fetchall()
+        ]
+
+    if columns(target) != columns(f"{last}.{_quote(name)}"):
+        return None
+    try:
+        with con.transaction():  # a savepoint: a failure leaves the new table empty
+            cur = con.execute(
+                f"INSERT INTO {target} SELECT * FROM {last}.{_quote(name)} WHERE as_of = ANY(%s)",
+                [kept],
+            )
+    except psycopg.Error:
+        return None
+    return int(cur.rowcount)
 
 
 def _handoff_near() -> Path:
@@ -336,24 +412,43 @@ def _copy_table(
     key: str | None,
     documents: Mapping[str, str],
     parquet: Path | None = None,
-) -> int:
+    carry: tuple[str | None, list[Any]] = (None, []),
+) -> tuple[int, int]:
     """Copy ``name`` into ``schema`` with COPY, with its JSON documents built by DuckDB as the
-    DuckDB store builds them; returns the rows. A DuckDB warehouse writes the COPY text
+    DuckDB store builds them; returns the rows, and those of them carried. A DuckDB warehouse
+    writes the COPY text
     itself; other engines hand over Arrow batches that ``local`` (DuckDB) turns into it, read
-    from ``parquet`` (the folder of the table's files that Spark wrote) where given."""
+    from ``parquet`` (the folder of the table's files that Spark wrote) where given.
+
+    ``carry``: the last generation's schema and the dates of ``name`` it already holds
+    (:func:`_dates_kept`): those rows are copied from there inside PostgreSQL, and only the
+    other dates' rows are sent."""
+    last, kept = carry
+    skip = ""  # the dates carried, left out of what is sent
+    if last and kept:
+        listed = ", ".join(f"DATE '{d.isoformat()}'" for d in kept)
+        skip = f" WHERE as_of IS NULL OR as_of NOT IN ({listed})"
     reader: pa.RecordBatchReader | None = None
     if wh.engine == "duckdb":
         src, relation = wh.con.con.cursor(), _quote(name)
+        if skip:
+            src.execute(
+                f"CREATE OR REPLACE TEMP VIEW _publish_part AS SELECT * FROM {relation}{skip}"
+            )
+            relation = "_publish_part"
     else:
         if parquet is not None:  # a cursor of its own: ``local`` runs the COPY queries
             files = str(parquet / "*.parquet").replace("'", "''")
             reader = (
                 local.cursor()
-                .execute(f"SELECT * FROM read_parquet('{files}')")
+                .execute(f"SELECT * FROM read_parquet('{files}'){skip}")
                 .fetch_record_batch(BATCH_ROWS)
             )
         else:
-            reader = wh.table(name).to_pyarrow_batches(chunk_size=BATCH_ROWS)
+            t = wh.table(name)
+            if skip:
+                t = t.filter(t.as_of.isnull() | ~t.as_of.isin(kept))
+            reader = t.to_pyarrow_batches(chunk_size=BATCH_ROWS)
         src, relation = local, "_batch"
         local.register("_batch", pa.Table.from_batches([], schema=reader.schema))
     try:
@@ -363,6 +458,17 @@ def _copy_table(
         ddl = ", ".join(f"{_quote(c)} {t}" for c, t, _ in columns)
         con.execute(f"CREATE TABLE {target} ({ddl})")
         names = ", ".join(_quote(c) for c, _, _ in columns)
+        carried = _carry_dates(con, last, target, name, kept) if last and kept else 0
+        if carried is None:  # the columns changed: everything is sent
+            carried = 0
+            if reader is None:
+                relation = _quote(name)
+            elif parquet is not None:
+                whole = str(parquet / "*.parquet").replace("'", "''")
+                query = f"SELECT * FROM read_parquet('{whole}')"
+                reader = local.cursor().execute(query).fetch_record_batch(BATCH_ROWS)
+            else:
+                reader = wh.table(name).to_pyarrow_batches(chunk_size=BATCH_ROWS)
         copies = [
             (
                 f"COPY {target} ({names}) FROM STDIN (FORMAT csv)",
@@ -406,7 +512,7 @@ def _copy_table(
         con.execute(f"CREATE INDEX ON {target} ({_quote(key)})")
     if doc_key:
         _primary_key(con, docs)
-    return rows
+    return rows + carried, carried
 
 
 def _copy_rows(
