@@ -574,10 +574,11 @@ def _cluster_note(ratios: list[str]) -> list[str]:
         "Derby metastore. What does not change: the models are fitted on the driver from "
         "summaries of at most one row per customer (grouped where purchase histories repeat), "
         "so the driver's memory follows the customers, not the lines; the serving store "
-        "is published to a DuckDB file on the driver (on a cluster each read model is "
-        "collected whole into the driver's memory: the largest sets what the driver needs; a "
-        "local session hands them over as Parquet), and the fixed cost per query stays: a "
-        "cluster does not make small data faster (docs/running-on-spark.md).",
+        "is published to a DuckDB file on the driver (the executors write each read model as "
+        "Parquet into a folder the driver also mounts, the `spark_handoff` setting; without "
+        "one each read model is collected whole into the driver's memory, and the largest "
+        "sets what the driver needs), and the fixed cost per query stays: a cluster does not "
+        "make small data faster (docs/running-on-spark.md).",
         "",
     ]
 

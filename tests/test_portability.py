@@ -371,6 +371,14 @@ def test_spark_hands_read_models_over_through_a_folder_both_sides_mount(
         assert got == _sorted_rows(spark.table(name).execute()), name
     con.close()
     assert list(shared.iterdir()) == []
+    # The next publish keeps the membership's dates the store holds; Spark writes no rows.
+    again = publish(spark, tmp_path / "store.duckdb", HANDED, run_id="again")
+    assert again.carried == ["segment_members"] and again.tables == out.tables
+    con = duckdb.connect(str(tmp_path / "store.duckdb"), read_only=True)
+    got = _sorted_rows(con.execute("SELECT * FROM segment_members").df())
+    assert got == _sorted_rows(spark.table("segment_members").execute())
+    con.close()
+    assert list(shared.iterdir()) == []
 
     monkeypatch.setenv("SEGMENTUM_SPARK_HANDOFF_URI", f"file://{tmp_path / 'elsewhere'}")
     with pytest.raises(WarehouseError) as err:

@@ -419,6 +419,43 @@ def test_publish_copies_from_another_engine_through_arrow(tmp_path: Path) -> Non
     con.close()
 
 
+def test_another_engine_sends_only_the_dates_of_the_history_that_changed(tmp_path: Path) -> None:
+    """Publishing from another engine into the DuckDB store: the next generation starts from
+    the last one, keeps the dates of a table kept per date that it holds as the warehouse does
+    (same runs, same counts), and receives the new date and a date rerun since; the store
+    then holds exactly the warehouse's rows. A read model no longer made leaves the store."""
+    import ibis
+
+    from segmentum.warehouse import Warehouse
+
+    wh = Warehouse(ibis.duckdb.connect(), "other://")
+    con = wh.con.con
+    con.execute(
+        "CREATE TABLE customer_classes AS SELECT * FROM (VALUES "
+        "('a', DATE '2025-01-01', 'r1', 'high'), ('b', DATE '2025-01-01', 'r1', 'low'), "
+        "('a', DATE '2025-01-02', 'r2', 'high'), ('b', DATE '2025-01-02', 'r2', 'low')) "
+        "t(customer_id, as_of, run_id, value_tier)"
+    )
+    con.execute("CREATE TABLE dashboard_cache AS SELECT 1 AS payload")
+    target = tmp_path / "s.duckdb"
+    models = {"customer_classes": None, "dashboard_cache": None}
+    assert publish(wh, target, models).carried == []
+    con.execute(
+        "UPDATE customer_classes SET run_id = 'r2b', value_tier = 'mid' "
+        "WHERE as_of = DATE '2025-01-02' AND customer_id = 'b'"
+    )
+    con.execute("INSERT INTO customer_classes VALUES ('a', DATE '2025-01-03', 'r3', 'low')")
+    con.execute("DROP TABLE dashboard_cache")
+    out = publish(wh, target, models)
+    assert out.carried == ["customer_classes"] and out.tables == {"customer_classes": 5}
+    store = duckdb.connect(str(target), read_only=True)
+    query = "SELECT * FROM customer_classes ORDER BY ALL"
+    assert store.execute(query).fetchall() == con.execute(query).fetchall()
+    tables = {r[0] for r in store.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+    assert "dashboard_cache" not in tables
+    store.close()
+
+
 def test_dashboard_histograms_skip_values_that_are_not_numbers(tmp_path: Path) -> None:
     # A model that could not score a customer may leave NaN: the histogram counts the
     # numbers, never crashes on a NaN bound, and a column of NaN alone has no histogram.

@@ -195,9 +195,18 @@ def publish(
             # table by its key, and DuckDB's default (80% of the machine) held a 10M-line run's
             # tables in the Spark driver's Python process (5.6 GB beside the JVM).
             limit = load_settings().memory_limit
-            con = duckdb.connect(str(tmp), config={"memory_limit": limit} if limit else {})
+            if target.is_file():  # the history kept per date is carried from the last one
+                shutil.copyfile(target, tmp)
             try:
-                _copy_through_arrow(wh, con, present, tmp)
+                con = duckdb.connect(str(tmp), config={"memory_limit": limit} if limit else {})
+            except duckdb.Error:  # the last generation cannot be opened (another version)
+                tmp.unlink(missing_ok=True)
+                con = duckdb.connect(str(tmp), config={"memory_limit": limit} if limit else {})
+            try:
+                out.carried = _copy_through_arrow(wh, con, present, tmp)
+            except BaseException:
+                con.close()
+                raise
             finally:
                 for leftover in tmp.parent.glob(f".{tmp.name}.*.parquet"):
                     shutil.rmtree(leftover, ignore_errors=True)
@@ -472,35 +481,91 @@ def _sync_dates(wh: Warehouse, alias: str, name: str) -> bool:
 
 def _copy_through_arrow(
     wh: Warehouse, con: duckdb.DuckDBPyConnection, specs: Mapping[str, str | None], near: Path
-) -> None:
-    """Other engines (Spark, PostgreSQL): the rows come over as Arrow. A local Spark session
-    hands each table over as Parquet instead (:func:`_spark_parquet`), written into a folder
-    beside ``near``."""
-    staged = _spark_parquet(wh, specs, near)
+) -> list[str]:
+    """Other engines (Spark, PostgreSQL): the rows come over as Arrow. A Spark session hands
+    each table over as Parquet instead (:func:`_spark_parquet`) where it can.
+
+    ``con`` is the new generation, a copy of the last one where there was one: of the tables
+    kept per date (``DATED``), the dates it already holds (:func:`_dates_held`) stay, and only
+    the other dates' rows come over. Every other table is replaced whole. Returns the tables
+    carried."""
+    held = {str(r[0]) for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+    for name in held - set(specs) - {META}:  # a read model the warehouse no longer has
+        con.execute(f"DROP TABLE {_quote(name)}")
+    kept = {n: _dates_held(wh, con, n) for n in specs if n in DATED and n in held}
+    kept = {n: d for n, d in kept.items() if d}
+    for name in set(specs) & held - set(kept):
+        con.execute(f"DROP TABLE {_quote(name)}")
+    staged = _spark_parquet(wh, specs, near, kept)
     try:
         for name, key in specs.items():
             order = f" ORDER BY {_quote(key)}" if key else ""
+            dates = kept.get(name)
+            if dates:  # the dates not kept go, and come again from the warehouse
+                listed = ", ".join(f"DATE '{d.isoformat()}'" for d in dates)
+                con.execute(
+                    f"DELETE FROM {_quote(name)} WHERE as_of IS NULL OR as_of NOT IN ({listed})"
+                )
+            into = (
+                f"INSERT INTO {_quote(name)} BY NAME"
+                if dates
+                else f"CREATE TABLE {_quote(name)} AS"
+            )
             files = staged.get(name)
             if files is not None:
                 con.execute(
-                    f"CREATE TABLE {_quote(name)} AS SELECT * FROM "
+                    f"{into} SELECT * FROM "
                     f"read_parquet({_sql_string(str(files / '*.parquet'))}){order}"
                 )
                 shutil.rmtree(files, ignore_errors=True)
                 continue
             # Ibis's PySpark backend collects a whole table into the driver (through pandas)
             # before the first batch: the fallback for sessions whose executors write elsewhere.
-            reader = wh.table(name).to_pyarrow_batches(chunk_size=100_000)
+            t = wh.table(name)
+            if dates:
+                t = t.filter(t.as_of.isnull() | ~t.as_of.isin(dates))
+            reader = t.to_pyarrow_batches(chunk_size=100_000)
             con.register("_incoming", reader)
             try:
-                con.execute(f"CREATE TABLE {_quote(name)} AS SELECT * FROM _incoming{order}")
+                con.execute(f"{into} SELECT * FROM _incoming{order}")
             finally:
                 con.unregister("_incoming")
     finally:
         _drop_handoff(staged)
+    return sorted(kept)
 
 
-def _spark_parquet(wh: Warehouse, specs: Mapping[str, str | None], near: Path) -> dict[str, Path]:
+def _dates_held(wh: Warehouse, con: duckdb.DuckDBPyConnection, name: str) -> list[Any]:
+    """The dates of ``name`` that the last generation (``con``) holds as the warehouse does:
+    the same runs with the same row counts, and the same columns."""
+    t = wh.table(name)
+    if not {"as_of", "run_id"} <= set(t.columns):
+        return []
+    mine = [str(r[0]) for r in con.execute(f"DESCRIBE {_quote(name)}").fetchall()]
+    if mine != list(t.columns):
+        return []
+
+    def dates(rows: Any) -> dict[Any, set[tuple[Any, int]]]:
+        out: dict[Any, set[tuple[Any, int]]] = {}
+        for as_of, run, n in rows:
+            if as_of is not None:
+                out.setdefault(as_of, set()).add((run, int(n)))
+        return out
+
+    here = t.group_by(["as_of", "run_id"]).aggregate(n=t.count()).to_pyarrow().to_pylist()
+    now = dates((r["as_of"], r["run_id"], r["n"]) for r in here)
+    before = dates(
+        con.execute(f"SELECT as_of, run_id, count(*) FROM {_quote(name)} GROUP BY ALL").fetchall()
+    )
+    return sorted(d for d in now if now[d] == before.get(d))
+
+
+def _spark_parquet(
+    wh: Warehouse,
+    specs: Mapping[str, str | None],
+    near: Path,
+    kept: Mapping[str, Sequence[Any]] | None = None,
+) -> dict[str, Path]:
     """Each table of ``specs`` written by Spark as Parquet into a folder that this process
     reads too, for DuckDB to read: collected through the driver instead, the 10M-line run's
     read models (5M invoice rows, 5.5M activity rows) took 789 s and 5.9 GB of Python.
@@ -508,6 +573,7 @@ def _spark_parquet(wh: Warehouse, specs: Mapping[str, str | None], near: Path) -
     The folder is the ``spark_handoff`` setting's (a filesystem the executors and this machine
     both mount; ``spark_handoff_uri`` names it as Spark does), else one beside ``near`` when
     the executors share this disk (``local`` master). Neither: nothing (Arrow, collected).
+    ``kept``: dates of a table already published (only the other dates are written).
     The caller removes the folders with :func:`_drop_handoff`."""
     if wh.engine != "pyspark":
         return {}
@@ -526,7 +592,13 @@ def _spark_parquet(wh: Warehouse, specs: Mapping[str, str | None], near: Path) -
     out: dict[str, Path] = {}
     try:
         for name in specs:
-            session.table(name).write.mode("overwrite").parquet(f"{uri}/{name}")
+            frame = session.table(name)
+            dates = (kept or {}).get(name)
+            if dates:
+                from pyspark.sql import functions as F
+
+                frame = frame.where(F.col("as_of").isNull() | ~F.col("as_of").isin(list(dates)))
+            frame.write.mode("overwrite").parquet(f"{uri}/{name}")
             files = folder / name
             if not files.is_dir():  # written, but not where this machine looks
                 _handoff_error(folder, uri)
