@@ -39,7 +39,7 @@ import shutil
 import sqlite3
 import threading
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -545,7 +545,16 @@ def _dates_held(wh: Warehouse, con: duckdb.DuckDBPyConnection, name: str) -> lis
     if mine != list(t.columns):
         return []
 
-    def dates(rows: Any) -> dict[Any, set[tuple[Any, int]]]:
+    held = con.execute(f"SELECT as_of, run_id, count(*) FROM {_quote(name)} GROUP BY ALL")
+    return dates_unchanged(t, held.fetchall())
+
+
+def dates_unchanged(t: Any, held: Iterable[tuple[Any, Any, int]]) -> list[Any]:
+    """The dates of ``t`` (an Ibis table kept per date) that a copy holds as it does: ``held``
+    lists the copy's (as_of, run_id, rows); a date is unchanged when it has the same runs with
+    the same row counts on both sides."""
+
+    def runs(rows: Iterable[tuple[Any, Any, int]]) -> dict[Any, set[tuple[Any, int]]]:
         out: dict[Any, set[tuple[Any, int]]] = {}
         for as_of, run, n in rows:
             if as_of is not None:
@@ -553,10 +562,7 @@ def _dates_held(wh: Warehouse, con: duckdb.DuckDBPyConnection, name: str) -> lis
         return out
 
     here = t.group_by(["as_of", "run_id"]).aggregate(n=t.count()).to_pyarrow().to_pylist()
-    now = dates((r["as_of"], r["run_id"], r["n"]) for r in here)
-    before = dates(
-        con.execute(f"SELECT as_of, run_id, count(*) FROM {_quote(name)} GROUP BY ALL").fetchall()
-    )
+    now, before = runs((r["as_of"], r["run_id"], r["n"]) for r in here), runs(held)
     return sorted(d for d in now if now[d] == before.get(d))
 
 

@@ -42,6 +42,7 @@ from segmentum.serving import (
     _json_column,
     _quote,
     _spark_parquet,
+    dates_unchanged,
 )
 from segmentum.warehouse import Warehouse
 
@@ -236,24 +237,14 @@ def _dates_kept(con: psycopg.Connection[Any], wh: Warehouse, last: str, name: st
     if not exists or exists[0] is None or not {"as_of", "run_id"} <= set(t.columns):
         return []
 
-    def dates(rows: Any) -> dict[Any, set[tuple[Any, int]]]:
-        out: dict[Any, set[tuple[Any, int]]] = {}
-        for as_of, run_id, n in rows:
-            if as_of is not None:
-                out.setdefault(as_of, set()).add((run_id, int(n)))
-        return out
-
-    here = t.group_by(["as_of", "run_id"]).aggregate(n=t.count()).to_pyarrow().to_pylist()
-    now = dates((r["as_of"], r["run_id"], r["n"]) for r in here)
     try:
-        before = dates(
-            con.execute(
+        with con.transaction():  # a savepoint: a failed read leaves the publish going
+            held = con.execute(
                 f"SELECT as_of, run_id, count(*) FROM {last}.{_quote(name)} GROUP BY 1, 2"
             ).fetchall()
-        )
     except Exception:  # the last generation's table has no such columns: copy it whole
         return []
-    return sorted(d for d in now if now[d] == before.get(d))
+    return dates_unchanged(t, held)
 
 
 def _carry_dates(
