@@ -202,14 +202,11 @@ def publish(
             except duckdb.Error:  # the last generation cannot be opened (another version)
                 tmp.unlink(missing_ok=True)
                 con = duckdb.connect(str(tmp), config={"memory_limit": limit} if limit else {})
-            try:
+            try:  # the hand-off's files are removed by _copy_through_arrow, whatever happens
                 out.carried = _copy_through_arrow(wh, con, present, tmp)
             except BaseException:
                 con.close()
                 raise
-            finally:
-                for leftover in tmp.parent.glob(f".{tmp.name}.*.parquet"):
-                    shutil.rmtree(leftover, ignore_errors=True)
         try:
             for name, key in present.items():
                 if key:  # a table carried over keeps its index, unless its rows were synced
@@ -610,6 +607,8 @@ def _spark_parquet(
                 _handoff_error(folder, uri)
             if any(files.glob("*.parquet")):  # an empty table may leave no file to read
                 out[name] = files
+        if not out:  # nothing to read: _drop_handoff would not find the folder
+            shutil.rmtree(folder, ignore_errors=True)
     except Exception:
         shutil.rmtree(folder, ignore_errors=True)
         with contextlib.suppress(Exception):  # where Spark wrote, when this machine cannot see it

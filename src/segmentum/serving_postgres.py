@@ -167,13 +167,22 @@ def publish(
             )
             con.execute(f"CREATE SCHEMA {schema}")
             local = duckdb.connect()  # turns other engines' Arrow batches into COPY text
-            # Spark hands its tables over as Parquet where it can (as for a DuckDB store)
-            staged = _spark_parquet(wh, present, _handoff_near())
+            # The dates of the history the last generation holds stay out of what is sent;
+            # Spark hands the rest over as Parquet where it can (as for a DuckDB store).
+            kept = {n: _dates_kept(con, wh, last, n) for n in present if last and n in DATED}
+            staged = _spark_parquet(wh, present, _handoff_near(), kept)
             try:
                 for name, key in present.items():
-                    kept = _dates_kept(con, wh, last, name) if last and name in DATED else []
                     out.tables[name], carried = _copy_table(
-                        con, local, wh, schema, name, key, wanted, staged.get(name), (last, kept)
+                        con,
+                        local,
+                        wh,
+                        schema,
+                        name,
+                        key,
+                        wanted,
+                        staged.get(name),
+                        (last, kept.get(name, [])),
                     )
                     if carried:
                         out.carried.append(name)
@@ -407,9 +416,9 @@ def _copy_table(
 ) -> tuple[int, int]:
     """Copy ``name`` into ``schema`` with COPY, with its JSON documents built by DuckDB as the
     DuckDB store builds them; returns the rows, and those of them carried. A DuckDB warehouse
-    writes the COPY text
-    itself; other engines hand over Arrow batches that ``local`` (DuckDB) turns into it, read
-    from ``parquet`` (the folder of the table's files that Spark wrote) where given.
+    writes the COPY text itself; other engines hand over Arrow batches that ``local`` (DuckDB)
+    turns into it, read from ``parquet`` (the folder of the table's files that Spark wrote,
+    without the dates carried) where given.
 
     ``carry``: the last generation's schema and the dates of ``name`` it already holds
     (:func:`_dates_kept`): those rows are copied from there inside PostgreSQL, and only the
@@ -432,7 +441,7 @@ def _copy_table(
             files = str(parquet / "*.parquet").replace("'", "''")
             reader = (
                 local.cursor()
-                .execute(f"SELECT * FROM read_parquet('{files}'){skip}")
+                .execute(f"SELECT * FROM read_parquet('{files}')")
                 .fetch_record_batch(BATCH_ROWS)
             )
         else:
@@ -454,11 +463,7 @@ def _copy_table(
             carried = 0
             if reader is None:
                 relation = _quote(name)
-            elif parquet is not None:
-                whole = str(parquet / "*.parquet").replace("'", "''")
-                query = f"SELECT * FROM read_parquet('{whole}')"
-                reader = local.cursor().execute(query).fetch_record_batch(BATCH_ROWS)
-            else:
+            else:  # the hand-off lacks the dates that were to be carried: collected whole
                 reader = wh.table(name).to_pyarrow_batches(chunk_size=BATCH_ROWS)
         copies = [
             (

@@ -312,19 +312,18 @@ def profile_segments(
         shared = {} if shared is None else shared
         shared.clear()
         shared["rows"] = (n, tuple(numeric), tuple(categorical))
-        nums: dict[str, tuple[pd.Series, pd.Series, float, float, _Quartiles]] = {}
-        cats: dict[str, tuple[pd.Series, _Coded]] = {}
+        nums: dict[str, tuple[float, float, _Quartiles]] = {}
+        cats: dict[str, _Coded] = {}
         ranked: dict[str, _Ranks] = {}
         shared["nums"], shared["cats"], shared["ranks"] = nums, cats, ranked
         for c in numeric:
             v = pd.to_numeric(df[c], errors="coerce")
             present = v.dropna()
             if np.ptp(present) if len(present) else 0:
-                nums[c] = (v, present, float(v.std()) or 1.0, float(v.mean()), _quartiles(present))
+                nums[c] = (float(v.std()) or 1.0, float(v.mean()), _quartiles(present))
                 ranked[c] = _Ranks(v)
         for c in categorical:
-            col = df[c].fillna("(missing)").astype(str)
-            cats[c] = (col, _Coded(col))
+            cats[c] = _Coded(df[c].fillna("(missing)").astype(str))
     nums, cats, ranked = shared["nums"], shared["cats"], shared["ranks"]
     labels = df[label].to_numpy()
     # Each segment's rows, compared once (not once a column: the labels are strings).
@@ -368,7 +367,7 @@ def profile_segments(
     # swapped (one chi-square). Computed for the first, mirrored for the second.
     for s in segs:
         inside = masks[s]
-        for c, (_, _, sd, mean, quartiles) in nums.items():
+        for c, (sd, mean, quartiles) in nums.items():
             values = ranked[c].values
             a, b = values[inside & ranked[c].present], values[~inside & ranked[c].present]
             if len(a) == 0 or len(b) == 0:
@@ -399,7 +398,7 @@ def profile_segments(
                     ),
                 )
             )
-        for c, (_, coded) in cats.items():
+        for c, coded in cats.items():
             key = "\0" + c
             if len(segs) == 2 and key in mirror:
                 chi2, p, v_ = mirror[key]
