@@ -99,6 +99,11 @@ def test_demo_and_run_print_a_summary(tmp_path: Path) -> None:
     for words in ("customers, revenue", "RFM segments", "Value tiers", "% customers", "warning:"):
         assert words not in text, words
     assert re.search(r"\b\d{1,3},\d %", text) and re.search(r"\d\.\d{3},\d{2}\b", text), text
+    # Model parameters in the language's digits, never "2.74e+05"; the market's dimensions
+    # and white-space cells in words, not column names and stored codes.
+    assert not re.search(r"\de[+-]\d", text) and re.search(r"modelos: \S+ r=\d+,\d", text), text
+    assert "celdas por país, región" in text and "age_band" not in text, text
+    assert re.search(r"espacio en blanco n\.º 1: [^:]*· (mujer|hombre)", text), text
     # Its progress lines name the steps in Spanish too (the run log keeps the English names).
     steps = " ".join(es.stderr.split())
     for words in ("· variables de cliente", "· clasificaciones", "· publicar modelos de lectura"):

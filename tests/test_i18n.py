@@ -124,6 +124,39 @@ def test_numbers_money_shares_and_dates_follow_the_locale(
     assert i18n.date("2026-03-01", lang) == day
 
 
+@pytest.mark.parametrize(
+    ("value", "es", "en"),
+    [
+        (2.74e5, "274.000", "274,000"),  # a model's parameter at its bound: no "2.74e+05"
+        (3.0249e6, "3.020.000", "3,020,000"),
+        (0.50612, "0,506", "0.506"),
+        (248.3, "248", "248"),
+        (1.234e-5, "0,0000123", "0.0000123"),
+        (1e-12, "0", "0"),
+    ],
+)
+def test_model_parameters_read_in_significant_digits_without_exponents(
+    value: float, es: str, en: str
+) -> None:
+    assert (i18n.significant(value, "es"), i18n.significant(value, "en")) == (es, en)
+
+
+def test_a_number_that_rounds_to_zero_has_no_sign() -> None:
+    # An NPS interval's low end of -0.3 shown without decimals read "-0".
+    assert i18n.number(-0.3, "es", 0) == "0" and i18n.number(-0.004, "en", 2) == "0.00"
+    assert i18n.percent(-0.00001, "es") == "0,0\xa0%" and i18n.number(-0.6, "en", 0) == "-1"
+
+
+def test_progress_counts_are_grouped_and_reason_dates_read_in_the_language() -> None:
+    assert i18n.translate_message("es", "12,027,027 rows") == "12.027.027 filas"
+    assert i18n.translate_message("en", "1,204 accepted, 3 quarantined") == (
+        "1,204 accepted, 3 quarantined"
+    )
+    reason = "timestamp is before 1990-01-01 (setting earliest_date)"
+    assert "1 ene 1990" in i18n.translate_reason("es", reason)
+    assert i18n.translate_reason("en", reason) == reason  # stored as written
+
+
 def test_money_in_the_configured_currency() -> None:
     assert i18n.money(1200, "en", "GBP") == "£1,200"
     assert i18n.money(1200, "es", "MXN") == "1.200\xa0MXN"

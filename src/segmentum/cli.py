@@ -484,10 +484,13 @@ def print_summary(s: pipeline.RunSummary, currency: str, lang: str = "en") -> No
         )
     if s.purchase_model:
         chosen = s.purchase_model["model"]
-        parts = [f"{chosen} " + ", ".join(f"{k}={v:.3g}" for k, v in s.models[chosen].items())]
+
+        def params(values: dict[str, float]) -> str:
+            return ", ".join(f"{k}={i18n.significant(v, lang)}" for k, v in values.items())
+
+        parts = [f"{chosen} {params(s.models[chosen])}"]
         if "gamma_gamma" in s.models:
-            gg = s.models["gamma_gamma"]
-            parts.append("Gamma-Gamma " + ", ".join(f"{k}={v:.3g}" for k, v in gg.items()))
+            parts.append(f"Gamma-Gamma {params(s.models['gamma_gamma'])}")
         console.print("[dim]" + _("models:") + f" {escape('; '.join(parts))}[/dim]")
         reason = s.purchase_model.get("reason_es" if lang == "es" else "reason")
         reason = reason or s.purchase_model["reason"]
@@ -512,7 +515,10 @@ def print_summary(s: pipeline.RunSummary, currency: str, lang: str = "en") -> No
             t.add_row(str(row["cluster"]), *names, _count(row["customers"], lang))
         console.print(t)
     if s.market:
+        from segmentum.service.dashboard import column_titles
+
         m = s.market
+        titles = column_titles(_)
         rate = _market_rate(None, m["overall_penetration"], None).split(" (")[0]
         if lang != "en" and m["overall_penetration"] is not None:
             rate = i18n.percent(m["overall_penetration"], lang, 3)
@@ -524,13 +530,18 @@ def print_summary(s: pipeline.RunSummary, currency: str, lang: str = "en") -> No
             )
             % {
                 "cells": _count(m["cells"], lang),
-                "dims": ", ".join(m["dimensions"]),
+                "dims": ", ".join(
+                    escape(titles.get(d, d.replace("_", " ")).lower()) for d in m["dimensions"]
+                ),
                 "rate": rate,
                 "unplaced": _count(m["unplaced"], lang),
                 "customers": _count(m["customers"], lang),
             }
         )
-        for i, cell in enumerate(m.get("white_space") or [], 1):
+        parts = m.get("white_space_parts") or [None] * len(m.get("white_space") or [])
+        for i, (cell, by_dim) in enumerate(zip(m.get("white_space") or [], parts, strict=True), 1):
+            if by_dim:
+                cell = " · ".join(i18n.label(lang, d, v) for d, v in by_dim.items())
             console.print(
                 "  " + _("white space #%(i)s: %(cell)s") % {"i": i, "cell": escape(str(cell))}
             )
@@ -2998,7 +3009,7 @@ def satisfaction_summary_cmd(
     for c in ([] if by else ["dimension"]) + cols:
         t.add_column(c, justify="left" if c in ("dimension", "group", "") else "right")
     for r in rows:
-        interval = "" if r["nps_low"] is None else f" ({r['nps_low']:.0f} to {r['nps_high']:.0f})"
+        interval = _nps_interval(r["nps_low"], r["nps_high"])
         t.add_row(
             *([] if by else [r["dimension"]]),
             escape(str(r["segment"])),
@@ -3011,6 +3022,13 @@ def satisfaction_summary_cmd(
             {"worse": "[red]worse[/red]", "better": "[green]better[/green]"}.get(r["flag"], ""),
         )
     console.print(t)
+
+
+def _nps_interval(low: float | None, high: float | None) -> str:
+    """' (-3 to 12)': the ends rounded, never "-0"; empty when there is no interval."""
+    if low is None or high is None:
+        return ""
+    return f" ({i18n.number(low, 'en', 0)} to {i18n.number(high, 'en', 0)})"
 
 
 @satisfaction_app.command("trend")
@@ -3045,7 +3063,7 @@ def satisfaction_trend_cmd(
     for c in ("group", "date", "answers", "NPS (95%)"):
         t.add_column(c, justify="left" if c in ("group", "date") else "right")
     for r in rows:
-        interval = "" if r["nps_low"] is None else f" ({r['nps_low']:.0f} to {r['nps_high']:.0f})"
+        interval = _nps_interval(r["nps_low"], r["nps_high"])
         t.add_row(
             escape(str(r["segment"])),
             str(r[when]),

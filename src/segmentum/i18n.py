@@ -289,7 +289,21 @@ def number(value: Any, lang: str, digits: int | None = None) -> str:
     if digits is None:
         digits = 0 if abs(v) >= 10 or float(v).is_integer() else 2
     fmt = "#,##0" + ("." + "0" * digits if digits else "")
+    # A number that rounds to zero has no sign ("-0" reads as a different number).
+    v = 0.0 if round(v, digits) == 0 else v
     return format_decimal(v, format=fmt, locale=babel_locale(lang))
+
+
+def significant(value: Any, lang: str, digits: int = 3) -> str:
+    """A model's parameter to ``digits`` significant digits, never in scientific notation:
+    ``274.000`` / ``274,000``, ``0,0000123`` (below 1e-10: ``0``)."""
+    if is_missing(value):
+        return MISSING
+    v = float(value)
+    if v == 0 or not math.isfinite(v) or abs(v) < 1e-10:
+        return number(0 if math.isfinite(v) else v, lang, 0)
+    places = digits - 1 - math.floor(math.log10(abs(v)))
+    return number(round(v, places), lang, max(0, places))
 
 
 def percent(value: Any, lang: str, digits: int = 1) -> str:
@@ -299,7 +313,8 @@ def percent(value: Any, lang: str, digits: int = 1) -> str:
     loc = babel_locale(lang)
     pattern = parse_pattern(loc.percent_formats[None])
     pattern.frac_prec = (digits, digits)
-    return pattern.apply(float(value), loc)
+    v = float(value)
+    return pattern.apply(0.0 if round(v, digits + 2) == 0 else v, loc)
 
 
 def points(value: Any, lang: str, digits: int = 1) -> str:
@@ -563,14 +578,14 @@ MESSAGES: tuple[tuple[str, tuple[str, str]], ...] = (
         N_("warehouse", "run the pipeline first: segmentum run"),
     ),
     # What an ingest's progress lines say about a step (segmentum.ingest.core).
-    (r"(\d+) rows", N_("progress", "%(1)s rows")),
-    (r"(\d+) CSV files", N_("progress", "%(1)s CSV files")),
+    (r"([\d,]+) rows", N_("progress", "%(1)s rows")),
+    (r"([\d,]+) CSV files", N_("progress", "%(1)s CSV files")),
     (
-        r"(\d+) accepted, (\d+) quarantined",
+        r"([\d,]+) accepted, ([\d,]+) quarantined",
         N_("progress", "%(1)s accepted, %(2)s quarantined"),
     ),
     (
-        r"removed (\d+) rows of an interrupted batch",
+        r"removed ([\d,]+) rows of an interrupted batch",
         N_("progress", "removed %(1)s rows of an interrupted batch"),
     ),
 )
@@ -644,13 +659,20 @@ def _translated(
     """``text`` in ``lang`` by the first (pattern, (context, msgid)) of ``table`` it matches,
     the pattern's groups filled in (those among ``words`` translated too); None: no match."""
     t = translations(lang)
+
+    def part(ctx: str, g: str) -> str:
+        if g in words:
+            return str(t.upgettext("rule", g))
+        if ctx == "progress" and re.fullmatch(r"[\d,]+", g):
+            return number(int(g.replace(",", "")), lang, 0)  # a count, grouped
+        if lang != "en" and re.fullmatch(r"\d{4}-\d{2}-\d{2}", g):
+            return date(g, lang)  # a day as the language writes it
+        return g
+
     for pattern, (ctx, msgid) in table:
         m = re.fullmatch(pattern, text.strip())
         if m:
-            parts = {
-                str(i + 1): t.upgettext("rule", g) if g in words else g
-                for i, g in enumerate(m.groups())
-            }
+            parts = {str(i + 1): part(ctx, g) for i, g in enumerate(m.groups())}
             return str(t.upgettext(ctx, msgid) % parts)
     return None
 

@@ -585,7 +585,16 @@ def run(
                     ),
                 )
                 top = found.cells[found.cells["white_space_rank"].notna()].head(3)
-                summary.market = {**found.summary(), "white_space": list(top["cell"])}
+                # Each cell's places and bands by dimension, for labels in the reader's language.
+                parts = [
+                    {d: str(r[d]) for d in found.dimensions if r.get(d) not in (None, "")}
+                    for r in top.to_dict("records")
+                ]
+                summary.market = {
+                    **found.summary(),
+                    "white_space": list(top["cell"]),
+                    "white_space_parts": parts,
+                }
             except SegmentumError as exc:  # a population that cannot be used: say so, go on
                 summary.steps[-1]["status"] = "skipped"
                 summary.warn(

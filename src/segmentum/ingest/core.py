@@ -1538,7 +1538,7 @@ def ingest(
         wh.ensure(t)
     removed = wh.recover([spec.name, QUARANTINE.name])
     if removed:
-        progress.step("recovered", f"removed {removed} rows of an interrupted batch")
+        progress.step("recovered", f"removed {removed:,} rows of an interrupted batch")
     opts = _Options(anonymous=anonymous, no_amount=no_amount)
     sources = [pair for path in paths for pair in readers.open_sources(wh, path, sheet)]
     reports = _ingest_files(wh, spec, sources, overrides, settings, progress, opts)
@@ -1617,7 +1617,7 @@ def _ingest_files(
         index = {str(sources[i][0]): i for i in together}
         progress.step(
             "read",
-            f"{len(together)} CSV files" if len(together) > 1 else str(sources[together[0]][0]),
+            f"{len(together):,} CSV files" if len(together) > 1 else str(sources[together[0]][0]),
         )
         for raw in readers.read_csvs(wh, [sources[i][0] for i in together]):
             mine = [index[f] for f in raw.parts]
@@ -1979,7 +1979,7 @@ def _write(
     )
     malformed = _malformed_rows(raw, ids, spec.name)
     touched = [spec.name, QUARANTINE.name, INGEST_BATCHES.name]
-    progress.step("write", f"{sum(r.accepted for r in reports)} rows")
+    progress.step("write", f"{sum(r.accepted for r in reports):,} rows")
     with wh.batch(touched, batch_id):
         if report.updated:
             wh.delete_keys(spec.name, accepted, spec.key)
@@ -2009,7 +2009,7 @@ def _write(
     accepted_n, quarantined_n = (
         sum(getattr(r, k) for r in reports) for k in ("accepted", "quarantined")
     )
-    progress.step("done", f"{accepted_n} accepted, {quarantined_n} quarantined")
+    progress.step("done", f"{accepted_n:,} accepted, {quarantined_n:,} quarantined")
     return reports
 
 

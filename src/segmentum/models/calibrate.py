@@ -33,6 +33,7 @@ import pyarrow as pa
 
 from segmentum.errors import ModelError
 from segmentum.features.customer import btyd_summary, purchase_days_before
+from segmentum.i18n import date, number
 from segmentum.models.btyd import BetaGeo, PurchaseModel, unique_rows
 
 if TYPE_CHECKING:  # scikit-learn takes seconds to import: only the fits below need it
@@ -70,18 +71,24 @@ class ChurnCalibration:
         m = self.metrics
         scores = m["Brier score"].astype(float).to_dict()
         brier, base = scores[self.source], scores["base rate"]
+        day = date(self.check_as_of, lang)
         if lang == "es":
+            source = (
+                "del modelo supervisado de fuga, entrenado"
+                if self.source == "supervised churn model"
+                else "del modelo " + self.source.replace("calibrated ", "") + " calibrado"
+            )
             return (
-                f"La probabilidad de fuga (no comprar en {self.horizon_days} días) viene de "
-                f"{self.source}, calibrado con la historia: en {self.check_as_of}, fecha que "
-                f"no vio, su puntuación de Brier fue {brier:.3f} (la tasa media sola daría "
-                f"{base:.3f})."
+                f"La probabilidad de fuga (no comprar en {self.horizon_days} días) viene "
+                f"{source} con la historia de estos datos: el {day}, fecha que no vio, su "
+                f"puntuación de Brier fue {number(brier, lang, 3)} (la tasa media sola daría "
+                f"{number(base, lang, 3)})."
             )
         return (
             f"Churn probability (no purchase in {self.horizon_days} days) comes from "
-            f"{self.source}, calibrated on the data's own history: on {self.check_as_of}, a "
-            f"date it never saw, its Brier score was {brier:.3f} (the base rate alone "
-            f"would score {base:.3f})."
+            f"{self.source}, calibrated on the data's own history: on {day}, a "
+            f"date it never saw, its Brier score was {number(brier, lang, 3)} (the base rate "
+            f"alone would score {number(base, lang, 3)})."
         )
 
 

@@ -22,6 +22,8 @@ import pandas as pd
 import pyarrow as pa
 
 from segmentum.errors import InputError, ModelError
+from segmentum.i18n import percent
+from segmentum.i18n import significant as sig
 from segmentum.models.btyd import (
     WEEKS_PER_MONTH,
     BetaGeo,
@@ -271,43 +273,46 @@ def dropout_note(model: PurchaseModel) -> tuple[str, str] | None:
     name = model.label
     if isinstance(model, BetaGeo):
         a, b = p["a"], p["b"]
+        en = {"a": sig(a, "en"), "b": sig(b, "en"), "share": percent(a / (a + b), "en")}
+        es = {"a": sig(a, "es"), "b": sig(b, "es"), "share": percent(a / (a + b), "es")}
         if a + b > 1e4 or {"a", "b"} & set(model.at_bound_):
             # Beta(a, b) with a + b this large is nearly a point mass: the likelihood keeps
             # rising slowly as a and b grow together, so only their ratio means something.
             return (
-                f"{name} could not tell customers' chances of dropping out apart: the fit ran to "
-                f"a bound (a = {a:.3g}, b = {b:.3g}), which means everyone gets the same "
-                f"{a / (a + b):.1%} chance after each purchase. P(alive) is therefore not "
-                "a probability to act on; churn probabilities are calibrated on this data's "
-                "own history instead.",
+                f"{name} could not tell customers' chances of dropping out apart: the fit ran "
+                "to a bound (a = {a}, b = {b}), which means everyone gets the same {share} "
+                "chance after each purchase. P(alive) is therefore not a probability to act "
+                "on; churn probabilities are calibrated on this data's own history "
+                "instead.".format(**en),
                 f"{name} no distingue la probabilidad de abandono de cada cliente: el ajuste "
-                f"llegó a un límite (a = {a:.3g}, b = {b:.3g}), es decir, todos tienen la misma "
-                f"probabilidad, {a / (a + b):.1%}, tras cada compra. P(activo) no es por tanto "
-                "una probabilidad en la que basarse; la probabilidad de fuga se calibra con la "
-                "propia historia de estos datos.",
+                "llegó a un límite (a = {a}, b = {b}), es decir, todos tienen la misma "
+                "probabilidad, {share}, tras cada compra. P(activo) no es por tanto una "
+                "probabilidad en la que basarse; la probabilidad de fuga se calibra con la "
+                "propia historia de estos datos.".format(**es),
             )
         if a < 1e-3:
             return (
-                f"{name} estimates that almost nobody drops out (a = {a:.2g}, at the bound "
-                "near zero): the data show no dropout to learn from, so P(alive) is close to "
-                "1 for everyone and is not a probability to act on; churn probabilities are "
-                "calibrated on this data's own history instead.",
-                f"{name} estima que casi nadie abandona (a = {a:.2g}, en el límite cercano a "
-                "cero): los datos no muestran abandonos de los que aprender, así que P(activo) "
-                "ronda 1 para todos y no es una probabilidad en la que basarse; la probabilidad "
-                "de fuga se calibra con la propia historia de estos datos.",
+                f"{name} estimates that almost nobody drops out (a = {sig(a, 'en', 2)}, at "
+                "the bound near zero): the data show no dropout to learn from, so P(alive) is "
+                "close to 1 for everyone and is not a probability to act on; churn "
+                "probabilities are calibrated on this data's own history instead.",
+                f"{name} estima que casi nadie abandona (a = {sig(a, 'es', 2)}, en el límite "
+                "cercano a cero): los datos no muestran abandonos de los que aprender, así que "
+                "P(activo) ronda 1 para todos y no es una probabilidad en la que basarse; la "
+                "probabilidad de fuga se calibra con la propia historia de estos datos.",
             )
         return None
     s, beta = p["s"], p["beta"]
     if s < 1e-3 or beta > 1e6 or model.at_bound_:
         return (
             f"{name} could not estimate how long customers stay: the fit ran to a bound "
-            f"(s = {s:.3g}, beta = {beta:.3g}). P(alive) is therefore not a probability to "
-            "act on; churn probabilities are calibrated on this data's own history instead.",
+            f"(s = {sig(s, 'en')}, beta = {sig(beta, 'en')}). P(alive) is therefore not a "
+            "probability to act on; churn probabilities are calibrated on this data's own "
+            "history instead.",
             f"{name} no pudo estimar cuánto tiempo siguen los clientes: el ajuste llegó a un "
-            f"límite (s = {s:.3g}, beta = {beta:.3g}). P(activo) no es por tanto una "
-            "probabilidad en la que basarse; la probabilidad de fuga se calibra con la propia "
-            "historia de estos datos.",
+            f"límite (s = {sig(s, 'es')}, beta = {sig(beta, 'es')}). P(activo) no es por tanto "
+            "una probabilidad en la que basarse; la probabilidad de fuga se calibra con la "
+            "propia historia de estos datos.",
         )
     return None
 
@@ -370,10 +375,10 @@ def _fit_spend(out: ClvModels, spend: pa.Table, penalizer: float, amounts: bool 
     p, q, g = (gg.params_[k] for k in ("p", "q", "gamma"))
     if not gg.converged_ or q <= 1 or max(p, q, g) > 1e8:
         return empirical(
-            f"The spend model ran off to absurd parameters (p = {p:.3g}, q = {q:.3g}, "
-            f"gamma = {g:.3g}).",
-            f"El modelo de gasto dio parámetros absurdos (p = {p:.3g}, q = {q:.3g}, "
-            f"gamma = {g:.3g}).",
+            f"The spend model ran off to absurd parameters (p = {sig(p, 'en')}, "
+            f"q = {sig(q, 'en')}, gamma = {sig(g, 'en')}).",
+            f"El modelo de gasto dio parámetros absurdos (p = {sig(p, 'es')}, "
+            f"q = {sig(q, 'es')}, gamma = {sig(g, 'es')}).",
         )
     out.spend = gg
     if abs(corr) > 0.3:

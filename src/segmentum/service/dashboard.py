@@ -131,6 +131,7 @@ def column_titles(_: Callable[[str], str]) -> dict[str, str]:
         "gender": _("Gender"),
         "country": _("Country"),
         "region": _("Region"),
+        "state": _("State or province"),
         "city": _("City"),
         "age": _("Age"),
         "income_band": _("Income band"),
