@@ -167,6 +167,37 @@ def test_hostile_headers_values_and_file_names_print_as_written(tmp_path: Path) 
     assert "amount no es un número" in " ".join(es_rows.stdout.split()), es_rows.stdout
 
 
+def test_the_language_setting_and_lang_give_error_lines_and_tables_in_spanish(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("SEGMENTUM_LANGUAGE", raising=False)
+    # English by default: the error and what to do.
+    assert main(["run", "--data", "nope"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "error: nope: no such folder hint: give the folder your exports are in" in err, err
+    # --lang es: the same lines in Spanish.
+    assert main(["run", "--data", "nope", "--lang", "es"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "error: nope: no existe esa carpeta sugerencia: indique la carpeta" in err, err
+    # The language setting: every command's error lines, and the tables of those with --lang.
+    monkeypatch.setenv("SEGMENTUM_LANGUAGE", "es")
+    assert main(["ingest", "transactions", "nada.csv"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "nada.csv: no existe ese archivo sugerencia: revise la ruta" in err, err
+    write(tmp_path / "ventas.csv", "customer_id,date,amount\nA1,2024-01-01,3\nA2,2024-01-02,x\n")
+    assert main(["ingest", "transactions", "ventas.csv"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "leídas = aceptadas + en cuarentena" in out and "rows read" not in out, out
+    assert main(["ingest", "transactions", "ventas.csv", "--lang", "en"]) == 0  # --lang wins
+    assert "already loaded" in " ".join(capsys.readouterr().out.split())
+    # A setting that is not a language is said in English, with the setting named.
+    monkeypatch.setenv("SEGMENTUM_LANGUAGE", "fr")
+    assert main(["batches"]) == 3
+    err = " ".join(capsys.readouterr().err.split())
+    assert "error: setting language='fr' is not allowed hint: use one of en, es" in err, err
+
+
 # ---------------------------------------------------------------------------- the contract
 
 

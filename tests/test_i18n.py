@@ -18,6 +18,7 @@ SAME_IN_SPANISH = {
     "Control",
     "Email",
     "Error",
+    "error",
     "incremental",
     "no",
     "total",
@@ -155,6 +156,17 @@ def test_progress_counts_are_grouped_and_reason_dates_read_in_the_language() -> 
     reason = "timestamp is before 1990-01-01 (setting earliest_date)"
     assert "1 ene 1990" in i18n.translate_reason("es", reason)
     assert i18n.translate_reason("en", reason) == reason  # stored as written
+
+
+def test_a_rules_error_reads_in_spanish_with_its_position_and_suggestions() -> None:
+    msg = "unknown column or segment 'monetry' at position 1:"
+    assert i18n.translate_message("es", msg) == (
+        "columna o segmento desconocido 'monetry' en la posición 1:"
+    )
+    assert i18n.translate_message("es", "did you mean monetary or country?") == (
+        "¿querías decir monetary o country?"
+    )
+    assert i18n.translate_message("en", msg) == msg
 
 
 def test_money_in_the_configured_currency() -> None:

@@ -86,12 +86,28 @@ AsOfOpt = Annotated[
 ]
 
 
-LangOpt = Annotated[str, typer.Option(help="Language of what is printed: es or en.")]
+LangOpt = Annotated[
+    str | None,
+    typer.Option(help="Language of what is printed: es or en (default: the language setting)."),
+]
 
 
-def _check_lang(lang: str) -> None:
+def _check_lang(lang: str | None) -> str:
+    """The language asked for with --lang, or else the ``language`` setting's."""
+    if lang is None:
+        return _language_setting()
     if lang not in i18n.LANGUAGES:
         raise InputError(f"--lang {lang!r} is not known", "use es or en")
+    return lang
+
+
+def _language_setting() -> str:
+    """The ``language`` setting; English when the settings cannot be read (that error is
+    reported by the command that reads them)."""
+    try:
+        return load_settings().language
+    except SegmentumError:
+        return "en"
 
 
 class ConsoleProgress:
@@ -327,10 +343,13 @@ def ingest_cmd(
     ] = False,
     warehouse: WarehouseOpt = None,
     as_json: JsonOpt = False,
-    lang: Annotated[str, typer.Option(help="Language of the report: es or en.")] = "en",
+    lang: Annotated[
+        str | None,
+        typer.Option(help="Language of the report: es or en (default: the language setting)."),
+    ] = None,
 ) -> None:
     """Load files into a table; rejected rows go to quarantine with their reasons."""
-    _check_lang(lang)
+    lang = _check_lang(lang)
     settings = load_settings()
     reports = ingest(
         table,
@@ -606,7 +625,10 @@ def run_cmd(
             help="Recompute everything, not only what changed since the last run.",
         ),
     ] = False,
-    lang: Annotated[str, typer.Option(help="Language of the summary: es or en.")] = "en",
+    lang: Annotated[
+        str | None,
+        typer.Option(help="Language of the summary: es or en (default: the language setting)."),
+    ] = None,
 ) -> None:
     """Run the main job: ingest new files, compute features and classes, print a summary.
 
@@ -614,7 +636,7 @@ def run_cmd(
     when that cannot be exact; the summary says which kind ran and why)."""
     import contextlib
 
-    _check_lang(lang)
+    lang = _check_lang(lang)
 
     from segmentum.schedule import run_lock
 
@@ -1483,13 +1505,13 @@ def history_backfill_cmd(
     ] = True,
     warehouse: WarehouseOpt = None,
     as_json: JsonOpt = False,
-    lang: LangOpt = "en",
+    lang: LangOpt = None,
 ) -> None:
     """Build past snapshots of the classes from the transaction history alone (point in time)."""
     from segmentum.history.snapshots import backfill
     from segmentum.precompute import publish_read_models
 
-    _check_lang(lang)
+    lang = _check_lang(lang)
     t = i18n.translations(lang)
     settings = load_settings()
     wh = connect(warehouse or settings.warehouse)
@@ -1539,11 +1561,11 @@ def history_backfill_cmd(
 
 
 @history_app.command("dates")
-def history_dates_cmd(warehouse: WarehouseOpt = None, lang: LangOpt = "en") -> None:
+def history_dates_cmd(warehouse: WarehouseOpt = None, lang: LangOpt = None) -> None:
     """The dates with stored snapshots."""
     from segmentum.history.snapshots import snapshot_dates
 
-    _check_lang(lang)
+    lang = _check_lang(lang)
     settings = load_settings()
     dates = snapshot_dates(connect(warehouse or settings.warehouse))
     # ISO dates in both languages: they are what --from and --to take.
@@ -1560,13 +1582,13 @@ def history_prune_cmd(
     ] = False,
     warehouse: WarehouseOpt = None,
     as_json: JsonOpt = False,
-    lang: LangOpt = "en",
+    lang: LangOpt = None,
 ) -> None:
     """Thin old daily snapshots to one a month (history_daily_days, history_months); every
     run does it too."""
     from segmentum.history.retention import prune
 
-    _check_lang(lang)
+    lang = _check_lang(lang)
     t = i18n.translations(lang)
     settings = load_settings()
     wh = connect(warehouse or settings.warehouse)
@@ -1644,13 +1666,13 @@ def history_migration_cmd(
     html: Annotated[Path | None, typer.Option(help="Write an HTML page with the Sankey.")] = None,
     warehouse: WarehouseOpt = None,
     as_json: JsonOpt = False,
-    lang: LangOpt = "en",
+    lang: LangOpt = None,
 ) -> None:
     """Who moved between segments from one date to another, and who is slipping."""
     from segmentum.history.charts import report_html
     from segmentum.history.migration import migration
 
-    _check_lang(lang)
+    lang = _check_lang(lang)
     tr = i18n.translations(lang)
     settings = load_settings()
     wh = connect(warehouse or settings.warehouse)
@@ -1710,13 +1732,13 @@ def history_cohorts_cmd(
     html: Annotated[Path | None, typer.Option(help="Write an HTML page.")] = None,
     warehouse: WarehouseOpt = None,
     as_json: JsonOpt = False,
-    lang: LangOpt = "en",
+    lang: LangOpt = None,
 ) -> None:
     """Retention and revenue curves by cohort."""
     from segmentum.history.charts import report_html
     from segmentum.history.cohorts import cohorts
 
-    _check_lang(lang)
+    lang = _check_lang(lang)
     tr = i18n.translations(lang)
     settings = load_settings()
     c = cohorts(connect(warehouse or settings.warehouse), by, classification)
@@ -1769,13 +1791,13 @@ def history_forecast_cmd(
     html: Annotated[Path | None, typer.Option(help="Write an HTML page.")] = None,
     warehouse: WarehouseOpt = None,
     as_json: JsonOpt = False,
-    lang: LangOpt = "en",
+    lang: LangOpt = None,
 ) -> None:
     """Markov projection of segment sizes, with its backtest error."""
     from segmentum.history.charts import report_html
     from segmentum.history.cohorts import forecast
 
-    _check_lang(lang)
+    lang = _check_lang(lang)
     tr = i18n.translations(lang)
     settings = load_settings()
     wh = connect(warehouse or settings.warehouse)
@@ -1828,12 +1850,12 @@ def history_runs_cmd(
     limit: Annotated[int, typer.Option(help="How many runs.")] = 10,
     warehouse: WarehouseOpt = None,
     as_json: JsonOpt = False,
-    lang: LangOpt = "en",
+    lang: LangOpt = None,
 ) -> None:
     """Pipeline runs with their steps; a failed step is shown with its error."""
     from segmentum import incremental
 
-    _check_lang(lang)
+    lang = _check_lang(lang)
     _ = i18n.translations(lang).ugettext
     settings = load_settings()
     wh = connect(warehouse or settings.warehouse)
@@ -1888,10 +1910,10 @@ def history_events_cmd(
     limit: Annotated[int, typer.Option(help="How many events.")] = 20,
     warehouse: WarehouseOpt = None,
     as_json: JsonOpt = False,
-    lang: LangOpt = "en",
+    lang: LangOpt = None,
 ) -> None:
     """The membership log: who entered or left a segment, and when."""
-    _check_lang(lang)
+    lang = _check_lang(lang)
     _ = i18n.translations(lang).ugettext
     settings = load_settings()
     wh = connect(warehouse or settings.warehouse)
@@ -2185,14 +2207,16 @@ def forget_cmd(
     ] = False,
     warehouse: WarehouseOpt = None,
     as_json: JsonOpt = False,
-    lang: Annotated[str, typer.Option(help="es or en.")] = "en",
+    lang: Annotated[
+        str | None, typer.Option(help="es or en (default: the language setting).")
+    ] = None,
 ) -> None:
     """Erase one customer (right to erasure): every table, the outbox; lists files on disk and
     downloads from the service."""
     from segmentum import i18n
     from segmentum.privacy import forget
 
-    _check_lang(lang)
+    lang = _check_lang(lang)
     _ = i18n.translations(lang).ugettext
     settings = load_settings()
     r = forget(connect(warehouse or settings.warehouse), customer_id, dry_run=dry_run)
@@ -2423,7 +2447,9 @@ def playbook_cmd(
     by: Annotated[
         str, typer.Option("--by", help="rfm_segment, value_potential, lifecycle_stage or all.")
     ] = "all",
-    lang: Annotated[str, typer.Option(help="es or en.")] = "en",
+    lang: Annotated[
+        str | None, typer.Option(help="es or en (default: the language setting).")
+    ] = None,
     file: Annotated[
         Path | None, typer.Option("--file", help="Your playbook YAML (default: the shipped one).")
     ] = None,
@@ -2449,7 +2475,7 @@ def playbook_cmd(
         shutil.copyfile(DEFAULT_FILE, write_defaults)
         console.print(f"wrote {write_defaults}: edit it, then segmentum playbook --file it")
         return
-    _check_lang(lang)
+    lang = _check_lang(lang)
     dims = DIMENSIONS if by == "all" else (by,)
     settings = load_settings()
     plays, used = playbook(
@@ -2695,12 +2721,15 @@ def serve_cmd(
 @app.command("report")
 def report_cmd(
     out: Annotated[Path, typer.Option(help="HTML file to write.")] = Path("segmentum-report.html"),
-    lang: Annotated[str, typer.Option(help="es or en.")] = "en",
+    lang: Annotated[
+        str | None, typer.Option(help="es or en (default: the language setting).")
+    ] = None,
     warehouse: WarehouseOpt = None,
 ) -> None:
     """Write one self-contained HTML report (charts embedded, opens offline)."""
     from segmentum.report import write_report
 
+    lang = _check_lang(lang)
     settings = load_settings()
     p = write_report(connect(warehouse or settings.warehouse), out, lang)
     console.print(f"wrote {p}")
@@ -2719,12 +2748,15 @@ def quarantine_cmd(
     limit: Annotated[int, typer.Option(help="Rows to show with --rows.")] = 20,
     warehouse: WarehouseOpt = None,
     as_json: JsonOpt = False,
-    lang: Annotated[str, typer.Option(help="Language of the tables: es or en.")] = "en",
+    lang: Annotated[
+        str | None,
+        typer.Option(help="Language of the tables: es or en (default: the language setting)."),
+    ] = None,
 ) -> None:
     """Rejected rows summarised by reason (count, first example); --rows lists them."""
     from segmentum.ingest.core import quarantine_rows, quarantine_summary
 
-    _check_lang(lang)
+    lang = _check_lang(lang)
     _ = i18n.translations(lang).ugettext
     wh = connect(warehouse or load_settings().warehouse)
     if not rows_:
@@ -2928,12 +2960,28 @@ def _write_error_log(exc: BaseException, args: list[str]) -> Path | None:
     return None
 
 
-def _say(message: str, hint: str | None = None) -> None:
-    """An ``error:`` line and, when there is one, a ``hint:`` line; never wrapped (a rule's
-    error adds the rule and a caret under the position at fault)."""
-    err.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
+def _say(message: str, hint: str | None = None, lang: str = "en") -> None:
+    """An ``error:`` line and, when there is one, a ``hint:`` line, in ``lang`` where the
+    message's pattern is known; never wrapped (a rule's error adds the rule and a caret under
+    the position at fault)."""
+    t = i18n.translations(lang)
+    word, hint_word = t.upgettext(*i18n.ERROR_WORD), t.upgettext(*i18n.HINT_WORD)
+    message = "\n".join(i18n.translate_message(lang, line) for line in message.split("\n"))
+    err.print(f"[red]{word}:[/red] {escape(message)}", highlight=False, soft_wrap=True)
     if hint:
-        err.print(f"[dim]hint: {escape(hint)}[/dim]", highlight=False, soft_wrap=True)
+        hint = i18n.translate_message(lang, hint)
+        err.print(f"[dim]{hint_word}: {escape(hint)}[/dim]", highlight=False, soft_wrap=True)
+
+
+def _asked_language(args: list[str]) -> str:
+    """The language of a command's error lines: its --lang, else the language setting."""
+    for i, a in enumerate(args):
+        value = a.split("=", 1)[1] if a.startswith("--lang=") else None
+        if a == "--lang" and i + 1 < len(args):
+            value = args[i + 1]
+        if value is not None:
+            return value if value in i18n.LANGUAGES else "en"
+    return _language_setting()
 
 
 def _usage_hint(exc: typer.TyperException) -> str:
@@ -3406,12 +3454,13 @@ def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     args = [a for a in args if a != "--debug"]
+    lang = _asked_language(args)
     try:
         app(args=args, standalone_mode=False, prog_name="segmentum")
     except SegmentumError as exc:
         if debug:
             raise
-        _say(exc.message, exc.hint)
+        _say(exc.message, exc.hint, lang)
         return int(exc.exit_code)
     except typer.Exit as exc:
         return int(exc.exit_code or 0)
@@ -3421,7 +3470,7 @@ def main(argv: list[str] | None = None) -> int:
         if type(exc).__name__ == "NoArgsIsHelpError":  # a group named without a command
             exc.show()  # type: ignore[attr-defined]
             return int(ExitCode.USAGE)
-        _say(_usage_message(exc), _usage_hint(exc))
+        _say(_usage_message(exc), _usage_hint(exc), lang)
         return int(ExitCode.USAGE)
     except (typer.Abort, KeyboardInterrupt):
         err.print("aborted")
@@ -3429,11 +3478,11 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         busy = busy_error(exc) or engine_error(exc)  # engine_error: Spark's, without the JVM stack
         if busy is not None and not debug:
-            _say(busy.message, busy.hint)
+            _say(busy.message, busy.hint, lang)
             return int(busy.exit_code)
         limits = resource_error(exc)  # out of memory or of disk: the machine's, not a bug
         if limits is not None and not debug:
-            _say(limits.message, limits.hint)
+            _say(limits.message, limits.hint, lang)
             return int(limits.exit_code)
         if debug:
             raise

@@ -29,6 +29,13 @@ class Setting:
 SETTINGS: tuple[Setting, ...] = (
     Setting("warehouse", "duckdb:///segmentum.duckdb", "Where the data lives: an Ibis URL."),
     Setting(
+        "language",
+        "en",
+        "Language the command line prints in when a command is not given --lang: en or es "
+        "(tables, numbers, dates, progress, error and hint lines).",
+        ("en", "es"),
+    ),
+    Setting(
         "date_order",
         "auto",
         "How to read dates like 03/04/2024: auto (detect from the data), dmy or mdy.",
@@ -414,6 +421,7 @@ class Settings:
     """All settings in one typed object; build it with :func:`load_settings`."""
 
     warehouse: str = _DEFAULTS["warehouse"]
+    language: str = _DEFAULTS["language"]
     date_order: str = _DEFAULTS["date_order"]
     ambiguous_date_order: str = _DEFAULTS["ambiguous_date_order"]
     decimal: str = _DEFAULTS["decimal"]

@@ -577,6 +577,21 @@ MESSAGES: tuple[tuple[str, tuple[str, str]], ...] = (
         r"run the pipeline first: segmentum run",
         N_("warehouse", "run the pipeline first: segmentum run"),
     ),
+    # The command line's most common mistakes: a path that is not there.
+    (r"(.+): no such folder", N_("path", "%(1)s: no such folder")),
+    (r"(.+): no such file", N_("path", "%(1)s: no such file")),
+    (
+        r"give the folder your exports are in: segmentum run --data FOLDER",
+        N_("path", "give the folder your exports are in: segmentum run --data FOLDER"),
+    ),
+    (
+        r"give the folder your daily exports are written to",
+        N_("path", "give the folder your daily exports are written to"),
+    ),
+    (
+        r"check the path \(relative paths start where you run the command\)",
+        N_("path", "check the path (relative paths start where you run the command)"),
+    ),
     # What an ingest's progress lines say about a step (segmentum.ingest.core).
     (r"([\d,]+) rows", N_("progress", "%(1)s rows")),
     (r"([\d,]+) CSV files", N_("progress", "%(1)s CSV files")),
@@ -663,6 +678,8 @@ def _translated(
     def part(ctx: str, g: str) -> str:
         if g in words:
             return str(t.upgettext("rule", g))
+        if ctx == "rule" and " or " in g:  # "did you mean a or b?"
+            return g.replace(" or ", f" {t.upgettext(*_OR)} ")
         if ctx == "progress" and re.fullmatch(r"[\d,]+", g):
             return number(int(g.replace(",", "")), lang, 0)  # a count, grouped
         if lang != "en" and re.fullmatch(r"\d{4}-\d{2}-\d{2}", g):
@@ -677,6 +694,8 @@ def _translated(
     return None
 
 
+_AT = N_("rule", "at position %(1)s")  # where in a rule an error is
+_OR = N_("rule", "or")  # between the names of a "did you mean a or b?"
 _WORDS = {
     N_("rule", "number"),
     N_("rule", "text"),
@@ -695,6 +714,12 @@ def translate_message(lang: str, text: str | None) -> str:
     words = frozenset(m for _, m in _WORDS)
     found = _translated(lang, MESSAGES, text, words)
     if found is None and lang != "en":
+        # A rule's error: "message at position 7:" (the rule and a caret follow on their lines).
+        at = re.fullmatch(r"(.+) at position (\d+):", text.strip())
+        if at:
+            head = _translated(lang, MESSAGES, at.group(1), words) or at.group(1)
+            where = translations(lang).upgettext(*_AT) % {"1": at.group(2)}
+            return f"{head} {where}:"
         parts = re.fullmatch(r"(.+) \(hint: (.+)\)", text.strip(), flags=re.S)
         if parts:
             message, hint = (_translated(lang, MESSAGES, x, words) or x for x in parts.groups())
@@ -703,6 +728,8 @@ def translate_message(lang: str, text: str | None) -> str:
 
 
 _HINT = N_("error", "hint")  # what a user error says to do: "message (hint: ...)"
+HINT_WORD = _HINT
+ERROR_WORD = N_("error", "error")  # the command line's "error: ..." line
 
 
 def error_text(lang: str, exc: Any) -> str:
