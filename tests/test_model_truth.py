@@ -3,6 +3,8 @@ silent customer the model still calls alive."""
 
 from __future__ import annotations
 
+import re
+
 import ibis
 import numpy as np
 import pandas as pd
@@ -433,3 +435,31 @@ def test_the_run_chooses_its_purchase_model_on_a_holdout_and_says_why(wh: Wareho
     stored = wh.table("clv_models").execute()
     assert len(stored) == 3 and stored.chosen.sum() == 1
     assert stored.loc[stored.chosen, "reason"].iloc[0] == models.reason
+
+
+def test_a_segments_description_names_its_columns_in_words_and_writes_numbers_in_its_language() -> (
+    None
+):
+    """The descriptions the dashboard, the report and `segment profile` show: column titles,
+    not column names; 1.234,5 and 12,3 % in Spanish; labels of stored codes translated."""
+    from segmentum.segments.profile import profile_segments
+
+    rng = np.random.default_rng(3)
+    n = 2000
+    inside = rng.random(n) < 0.2
+    df = pd.DataFrame(
+        {
+            "recency_days": np.where(inside, rng.normal(20, 5, n), rng.normal(1500, 300, n)),
+            "mix_shoes": np.where(inside, 0.6, 0.1) + rng.normal(0, 0.02, n),
+            "gender": np.where(inside, "female", rng.choice(["female", "male"], n)),
+            "seg": np.where(inside, "in", "out"),
+        }
+    )
+    found = profile_segments(df, "seg", ["recency_days", "mix_shoes"], ["gender"])
+    [p] = [p for p in found.segments if p.segment == "in"]
+    en, es = p.description_en, p.description_es
+    assert "recency_days" not in en + es and "mix_shoes" not in en + es, (en, es)
+    assert "Days since last purchase" in en and "share of spend on shoes" in en, en
+    assert "Días desde la última compra" in es and "parte del gasto en shoes" in es, es
+    assert re.search(r"\d\.\d{3},\d", es) and re.search(r"\d{1,2},\d\xa0%", es), es
+    assert re.search(r"\d,\d{3}\.\d", en) and re.search(r"\(\d{1,2}\.\d%\)", en), en

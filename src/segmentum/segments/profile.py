@@ -19,12 +19,16 @@ when a stability score (bootstrap adjusted Rand index, from the clustering) is b
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from segmentum import i18n
+from segmentum.titles import column_title
 
 # Words for a feature that is clearly above (+) or below (-) the average: (English, Spanish).
 VOCABULARY: dict[str, tuple[tuple[str, str], tuple[str, str]]] = {
@@ -563,26 +567,43 @@ def _name(significant: list[FeatureTest], fallback: str) -> tuple[str, str]:
     return " · ".join(en).capitalize(), " · ".join(es).capitalize()
 
 
+def _feature_title(feature: str, lang: str) -> str:
+    """A tested column as people read it: its title, or "share of spend on shoes" for a
+    category's share of the spend mix."""
+    if feature.startswith("mix_"):
+        category = feature[4:].replace("_", " ")
+        return f"share of spend on {category}" if lang == "en" else f"parte del gasto en {category}"
+    return column_title(lang, feature)
+
+
 def _describe(significant: list[FeatureTest], size: int, n: int, lang: str) -> str:
-    share = 100 * size / n if n else 0.0
+    """The segment's size and its four clearest differences from the rest, in ``lang``: the
+    columns by their titles, the numbers and shares as the language writes them."""
     parts = []
     for t in sorted(significant, key=lambda t: -abs(t.effect))[:4]:
+        name = _feature_title(t.feature, lang)
         if t.kind == "number":
-            if lang == "en":
-                parts.append(f"{t.feature} {t.segment_value:,.1f} vs {t.rest_value:,.1f} elsewhere")
-            else:
-                parts.append(
-                    f"{t.feature} {t.segment_value:,.1f} frente a {t.rest_value:,.1f} en el resto"
-                )
+            a_share = t.feature.startswith("mix_") or t.feature.endswith(("_share", "_rate"))
+            fmt = i18n.percent if a_share else functools.partial(i18n.number, digits=1)
+            this, rest = (fmt(v, lang) for v in (t.segment_value, t.rest_value))
+            parts.append(
+                f"{name} {this} vs {rest} elsewhere"
+                if lang == "en"
+                else f"{name}: {this} frente a {rest} en el resto"
+            )
         else:
-            if lang == "en":
-                parts.append(f"{t.feature} = {t.segment_value} {t.lift:.1f}x as often")
-            else:
-                parts.append(f"{t.feature} = {t.segment_value} {t.lift:.1f} veces más frecuente")
+            value = i18n.label(lang, t.feature, t.segment_value)
+            lift = i18n.number(t.lift, lang, 1)
+            parts.append(
+                f"{name} = {value} {lift}x as often"
+                if lang == "en"
+                else f"{name} = {value}, {lift} veces más frecuente"
+            )
+    count, share = i18n.number(size, lang, 0), i18n.percent(size / n if n else 0.0, lang)
     if lang == "en":
-        head = f"{size:,} customers ({share:.1f}%)"
+        head = f"{count} customers ({share})"
         return head + (
             ": " + "; ".join(parts) if parts else ": not clearly different from the rest"
         )
-    head = f"{size:,} clientes ({share:.1f}%)"
+    head = f"{count} clientes ({share})"
     return head + (": " + "; ".join(parts) if parts else ": sin diferencias claras con el resto")
