@@ -517,3 +517,124 @@ def test_amounts_have_their_currency_when_known_and_no_negative_zero() -> None:
     assert cli._amount(1234.5, "") == "1,234.50"  # no currency in the data: no dangling space
     assert cli._amount(-0.001, "") == "0.00"  # returns that cancel the purchases exactly
     assert cli._money(-12.5) == "-12.50"
+
+
+# ------------------------------------------------------------------ tables in the language
+
+
+@pytest.fixture
+def spanish(
+    json_db: tuple[Path, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> Any:
+    """Runs a command on a copy of the demo warehouse; returns what it printed, one line."""
+    import shutil
+
+    from rich.console import Console
+
+    from segmentum import cli
+
+    shutil.copy(json_db[0], tmp_path / "w.duckdb")
+    url = f"duckdb:///{tmp_path / 'w.duckdb'}"
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("SEGMENTUM_LANGUAGE", raising=False)
+    # Wide enough that no cell wraps: the texts are checked whole.
+    monkeypatch.setattr(cli, "console", Console(width=400, force_terminal=False))
+    capsys.readouterr()
+
+    def run(*args: str) -> str:
+        assert main([*args, "-w", url]) == 0, capsys.readouterr().err
+        out, err = capsys.readouterr()
+        text = " ".join((out + err).split())
+        for word in ("nan", "None", "NaT"):
+            assert not re.search(rf"\b{word}\b", text), (args, word, text)
+        return text
+
+    return run
+
+
+SPANISH_MONEY = r"\d{1,3}(\.\d{3})+,\d{2}\b"  # 791.137,61
+SPANISH_SHARE = r"\d+,\d %"  # 76,4 % (the no-break space is a space once split)
+
+
+def test_segment_commands_and_classify_print_in_spanish(spanish: Any) -> None:
+    listed = spanish("segment", "list", "--lang", "es")
+    assert "segmentos" in listed and "nombre" in listed and "descripción" in listed, listed
+    assert "│ cliente │" in listed and "│ customer │" not in listed, listed
+    for english in ("┃ name", "level", "description"):
+        assert english not in listed, english
+    for show in (
+        spanish("segment", "show", "vip", "--lang", "es"),
+        spanish("segment", "preview", "value_tier == 'high'", "--lang", "es"),
+    ):
+        assert "(a fecha de 1 ene 2026)" in show and "clientes" in show, show
+        assert re.search(r"\d+ de \d+ \(" + SPANISH_SHARE + r"\)", show), show
+        assert re.search(SPANISH_MONEY, show) and "alcance por canal" in show, show
+        assert "correo electrónico" in show and "sin consentimiento" in show, show
+        assert "p. ej." in show, show
+        for english in ("as of", "revenue", "identified", "reach by channel", "e.g.", "│ email"):
+            assert english not in show, english
+    # A rule's warning too.
+    typo = spanish("segment", "preview", "value_tier == 'hihg'", "--lang", "es")
+    assert "aviso: ningún cliente tiene value_tier = 'hihg'" in typo, typo
+    assert "(posición 15)" in typo, typo
+    classes = spanish("classify", "--lang", "es")
+    assert "Segmentos RFM a fecha de" in classes and "Niveles de valor" in classes, classes
+    assert "Campeones" in classes and "│ alto" in classes and "% ingresos" in classes, classes
+    assert re.search(SPANISH_MONEY, classes) and re.search(SPANISH_SHARE, classes), classes
+    for english in ("RFM segments", "Value tiers", "Champions", "% revenue", "│ high"):
+        assert english not in classes, english
+    # English stays the default.
+    assert "reach by channel" in spanish("segment", "show", "vip")
+
+
+def test_satisfaction_tables_print_in_spanish(spanish: Any) -> None:
+    summary = spanish("satisfaction", "summary", "--lang", "es")
+    assert "satisfacción por grupo" in summary and "respondieron" in summary, summary
+    assert "Niveles de valor" in summary and "Segmentos RFM" in summary, summary
+    assert "│ alto │" in summary and "Campeones" in summary and "Todos los clientes" in summary
+    assert re.search(r"-?\d+,\d \(de -?\d+ a -?\d+\)", summary), summary  # 7,5 (de -3 a 18)
+    assert re.search(r"\d+ \(" + SPANISH_SHARE + r"\)", summary), summary
+    for english in ("per group", "answered", "vs rest", "value_tier", "│ high", " to ", "│ all"):
+        assert english not in summary, english
+    trend = spanish("satisfaction", "trend", "--lang", "es")
+    assert "NPS por niveles de valor en cada foto" in trend and "respuestas" in trend, trend
+    assert "1 ene 2026" in trend and "│ alto │" in trend, trend
+    for english in ("snapshot", "answers", "2026-01-01", "│ high", " to "):
+        assert english not in trend, english
+
+
+def test_market_tables_print_in_spanish(spanish: Any) -> None:
+    places = spanish("market", "penetration", "--lang", "es")
+    assert "penetración por región" in places and "población" in places, places
+    assert re.search(r"\d+,\d{3} % \(\d+,\d{3} %–\d+,\d{3} %\)", places), places  # 0,327 %
+    cells = spanish("market", "penetration", "--cells", "--lang", "es")
+    assert "penetración por celda" in cells and re.search(r"· (hombre|mujer) │", cells), cells
+    space = spanish("market", "white-space", "--lang", "es")
+    assert "espacio en blanco" in space and "similitud" in space and "puntuación" in space
+    assert re.search(r"\d+,\d{2} │ 0,\d{2} │", space) and "· hombre" in space, space
+    for text in (places, cells, space):
+        for english in ("penetration", "population", "customers", "index", "male", "rank"):
+            assert english not in text, english
+
+
+def test_segment_profiles_micro_geo_and_discover_print_in_spanish(spanish: Any) -> None:
+    geo = spanish("segment", "geo", "--lang", "es")
+    assert "geografía" in geo and "lugar" in geo and "CLV medio" in geo, geo
+    assert re.search(SPANISH_MONEY, geo), geo
+    micro = spanish("segment", "micro", "--lang", "es")
+    assert "microsegmentos (nivel de valor > región" in micro and "perfil tipo" in micro, micro
+    assert "todos los clientes" in micro and "│ alto " in micro and "género: " in micro, micro
+    assert re.search(SPANISH_MONEY, micro), micro
+    profile = spanish("segment", "profile", "--by", "value_tier", "--lang", "es")
+    assert "alto " in profile and "clientes (" in profile, profile
+    assert "el árbol de reglas (profundidad 3)" in profile and "segmento medium" not in profile
+    found = spanish("segment", "discover", "--k", "3", "--sample", "500", "--lang", "es")
+    assert "puntuaciones por número de grupos" in found and "silueta" in found, found
+    assert "k elegido = 3" in found and "ajustado con" in found, found
+    for text in (geo, micro, profile, found):
+        for english in ("customers", "revenue", "avg CLV", "persona", "rule tree", "age band"):
+            assert english not in text, english
+        assert "│ high" not in text and "geography" not in text and "silhouette" not in text

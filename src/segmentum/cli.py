@@ -754,9 +754,14 @@ def features_cmd(
 
 @app.command("classify")
 def classify_cmd(
-    as_of: AsOfOpt = None, warehouse: WarehouseOpt = None, as_json: JsonOpt = False
+    as_of: AsOfOpt = None,
+    warehouse: WarehouseOpt = None,
+    as_json: JsonOpt = False,
+    lang: LangOpt = None,
 ) -> None:
     """Compute customer_classes (RFM, value tier, lifecycle) and show their sizes and revenue."""
+    lang = _check_lang(lang)
+    _ = i18n.translations(lang).ugettext
     settings = load_settings()
     wh = connect(warehouse or settings.warehouse)
     used, feats = pipeline.compute_features(wh, _as_of(as_of), settings, "classify-cli")
@@ -771,8 +776,9 @@ def classify_cmd(
             )
         )
         return
-    _print_shares(f"RFM segments as of {used}", rfm, "rfm_segment")
-    _print_shares("Value tiers", tiers, "value_tier")
+    day = used.isoformat() if lang == "en" else i18n.date(used, lang)
+    _print_shares(_("RFM segments as of %(date)s") % {"date": day}, rfm, "rfm_segment", lang)
+    _print_shares(_("Value tiers"), tiers, "value_tier", lang)
 
 
 clv_app = typer.Typer(help="Customer lifetime value: check the purchase model on your data.")
@@ -899,32 +905,79 @@ def _segments(warehouse: str | None) -> Any:
     return Segments(connect(warehouse or settings.warehouse), settings)
 
 
-def print_preview(p: Any, currency: str) -> None:
-    t = Table(title=f"{p.rule}  (as of {p.as_of})", title_justify="left", show_header=False)
+def _reach_buckets(_: Callable[[str], str]) -> dict[str, str]:
+    """The columns of a segment's reach by channel, as a person reads them."""
+    return {
+        "reachable": _("reachable"),
+        "no_contact": _("no contact"),
+        "no_consent": _("no consent"),
+        "suppressed": _("suppressed"),
+        "capped": _("capped"),
+    }
+
+
+def print_preview(p: Any, currency: str, lang: str = "en") -> None:
+    _ = i18n.translations(lang).ugettext
+    day = str(p.as_of) if lang == "en" else i18n.date(p.as_of, lang)
+    t = Table(
+        title=_("%(rule)s  (as of %(date)s)") % {"rule": escape(p.rule), "date": day},
+        title_justify="left",
+        show_header=False,
+    )
     t.add_column(style="bold")
     t.add_column(justify="right")
-    t.add_row("customers", f"{p.size:,} of {p.customers:,} ({_pct(p.share)})")
-    t.add_row("revenue", f"{_amount(p.revenue, currency)} ({_pct(p.revenue_share)})")
+    t.add_row(
+        _("customers"),
+        _("%(size)s of %(total)s (%(share)s)")
+        % {
+            "size": _count(p.size, lang),
+            "total": _count(p.customers, lang),
+            "share": _pct(p.share, lang),
+        },
+    )
+    t.add_row(
+        _("revenue"),
+        f"{_amount(p.revenue, currency, lang)} ({_pct(p.revenue_share, lang)})",
+    )
     if p.reach:
-        t.add_row("identified (email or phone)", f"{p.reach.identified:,}")
-        t.add_row("anonymous (no contact data)", f"{p.reach.anonymous:,}")
+        t.add_row(_("identified (email or phone)"), _count(p.reach.identified, lang))
+        t.add_row(_("anonymous (no contact data)"), _count(p.reach.anonymous, lang))
     console.print(t)
     if p.reach:
-        r = Table(title="reach by channel", title_justify="left")
-        r.add_column("channel")
-        for b in ("reachable", "no_contact", "no_consent", "suppressed", "capped"):
-            r.add_column(b.replace("_", " "), justify="right")
+        buckets = _reach_buckets(_)
+        r = Table(title=_("reach by channel"), title_justify="left")
+        r.add_column(_("channel"))
+        for b in buckets.values():
+            r.add_column(b, justify="right")
         for ch, counts in p.reach.channels.items():
-            r.add_row(ch, *(f"{v:,}" for v in counts.values()))
+            r.add_row(
+                escape(ch if lang == "en" else i18n.label(lang, "channel", ch)),
+                *(_count(counts.get(b, 0), lang) for b in buckets),
+            )
         console.print(r)
     if p.sample:
-        console.print(f"[dim]e.g. {', '.join(p.sample)}[/dim]")
-    _print_rule_warnings(p.warnings)
+        sample = escape(", ".join(p.sample))
+        console.print("[dim]" + _("e.g. %(ids)s") % {"ids": sample} + "[/dim]")
+    _print_rule_warnings(p.warnings, lang)
 
 
-def _print_rule_warnings(warnings: list[Any]) -> None:
+def _rule_warning(w: Any, lang: str) -> str:
+    """A rule's warning ("no customer has ... (position 7); did you mean ...?") in ``lang``."""
+    if lang == "en" or not hasattr(w, "message"):
+        return str(w)
+    _ = i18n.translations(lang).ugettext
+    text = _("%(message)s (position %(n)s)") % {
+        "message": i18n.translate_message(lang, w.message),
+        "n": _count(w.position + 1, lang),
+    }
+    return text + (f"; {i18n.translate_message(lang, w.hint)}" if w.hint else "")
+
+
+def _print_rule_warnings(warnings: list[Any], lang: str = "en") -> None:
+    word = i18n.translations(lang).ugettext("warning:")
     for w in warnings:
-        err.print(f"[yellow]warning:[/yellow] {escape(str(w))}", highlight=False, soft_wrap=True)
+        text = _rule_warning(w, lang)
+        err.print(f"[yellow]{word}[/yellow] {escape(text)}", highlight=False, soft_wrap=True)
 
 
 @segment_app.command("create")
@@ -1013,36 +1066,58 @@ def segment_unsubscribe_cmd(
 
 
 @segment_app.command("list")
-def segment_list_cmd(warehouse: WarehouseOpt = None, as_json: JsonOpt = False) -> None:
+def segment_list_cmd(
+    warehouse: WarehouseOpt = None, as_json: JsonOpt = False, lang: LangOpt = None
+) -> None:
     """List saved segments."""
+    lang = _check_lang(lang)
+    tr = i18n.translations(lang)
+    _ = tr.ugettext
     segs = _segments(warehouse).list()
     if as_json:
         print_json(json.dumps([s.__dict__ for s in segs], default=str))
         return
-    t = Table(title=f"{len(segs)} segments", title_justify="left")
-    for c in ("name", "level", "rule", "description"):
+    title = tr.ungettext("%(n)s segment", "%(n)s segments", len(segs)) % {
+        "n": _count(len(segs), lang)
+    }
+    t = Table(title=title, title_justify="left")
+    for c in (_("name"), _("level"), _("rule"), _("description")):
         t.add_column(c)
     for s in segs:
-        t.add_row(s.name, s.level, s.rule, s.description)
+        t.add_row(
+            escape(s.name),
+            s.level if lang == "en" else i18n.label(lang, "level", s.level),
+            escape(s.rule),
+            escape(s.description or ""),
+        )
     console.print(t)
 
 
 @segment_app.command("show")
 def segment_show_cmd(
-    name: str, as_of: AsOfOpt = None, warehouse: WarehouseOpt = None, as_json: JsonOpt = False
+    name: str,
+    as_of: AsOfOpt = None,
+    warehouse: WarehouseOpt = None,
+    as_json: JsonOpt = False,
+    lang: LangOpt = None,
 ) -> None:
     """A segment's definition and its current size, revenue and reach."""
+    lang = _check_lang(lang)
+    _ = i18n.translations(lang).ugettext
     segments = _segments(warehouse)
     seg = segments.get(name)
     if seg.level == "account":
-        console.print(f"[bold]{seg.name}[/bold] (account): {seg.rule}")
+        console.print(
+            _("%(name)s (account): %(rule)s")
+            % {"name": f"[bold]{escape(seg.name)}[/bold]", "rule": escape(seg.rule)}
+        )
         return
     p = segments.preview(name, _as_of(as_of))
     if as_json:
         print_json(json.dumps({"segment": seg.__dict__, **p.to_dict()}, default=str))
         return
-    console.print(f"[bold]{seg.name}[/bold]: {seg.description}")
-    print_preview(p, data_currency(segments.wh, segments.settings)[0])
+    console.print(f"[bold]{escape(seg.name)}[/bold]: {escape(seg.description or '')}")
+    print_preview(p, data_currency(segments.wh, segments.settings)[0], lang)
 
 
 @segment_app.command("preview")
@@ -1051,14 +1126,16 @@ def segment_preview_cmd(
     as_of: AsOfOpt = None,
     warehouse: WarehouseOpt = None,
     as_json: JsonOpt = False,
+    lang: LangOpt = None,
 ) -> None:
     """Size, revenue and reach of a rule, without saving anything."""
+    lang = _check_lang(lang)
     segments = _segments(warehouse)
     p = segments.preview(rule, _as_of(as_of))
     if as_json:
         print_json(json.dumps(p.to_dict(), default=str))
         return
-    print_preview(p, data_currency(segments.wh, segments.settings)[0])
+    print_preview(p, data_currency(segments.wh, segments.settings)[0], lang)
 
 
 @segment_app.command("compute")
@@ -1093,15 +1170,36 @@ def segment_export_cmd(file: Path, warehouse: WarehouseOpt = None) -> None:
     console.print(f"wrote {file}")
 
 
-def _print_profiles(profiles: Any) -> None:
+def _print_profiles(profiles: Any, lang: str = "en", kind: str = "") -> None:
+    """Each segment's names and description (English: both names), then the rule tree's fit.
+
+    ``kind``: the column the segments are values of, so their labels read in ``lang``."""
+    _ = i18n.translations(lang).ugettext
+    words = {
+        "small": _("small"),
+        "not_distinct": _("not distinct"),
+        "unstable": _("unstable"),
+    }
     for sp in profiles.segments:
-        flags = f" [yellow]({', '.join(sp.flags)})[/yellow]" if sp.flags else ""
-        console.print(f"[bold]{sp.segment}[/bold] {sp.name_en} / {sp.name_es}{flags}")
-        console.print(f"  {sp.description_en}")
-    console.print(
-        f"[dim]rule tree (depth 3) reproduces the labels with accuracy "
-        f"{_pct(profiles.tree_accuracy)} (majority class: {_pct(profiles.tree_baseline)})[/dim]"
-    )
+        flags = ", ".join(words.get(f, f) if lang != "en" else f for f in sp.flags)
+        flags = f" [yellow]({escape(flags)})[/yellow]" if flags else ""
+        if lang == "en":
+            console.print(f"[bold]{sp.segment}[/bold] {sp.name_en} / {sp.name_es}{flags}")
+            console.print(f"  {sp.description_en}")
+            continue
+        seg = i18n.label(lang, kind, sp.segment) if kind else str(sp.segment)
+        # A group nothing sets apart is named after itself: its label says it once.
+        name = "" if sp.name_es == f"segmento {sp.segment}" else f" {escape(sp.name_es)}"
+        console.print(f"[bold]{escape(seg)}[/bold]{name}{flags}")
+        console.print(f"  {escape(sp.description_es)}")
+    text = _(
+        "rule tree (depth 3) reproduces the labels with accuracy %(accuracy)s "
+        "(majority class: %(baseline)s)"
+    ) % {
+        "accuracy": _pct(profiles.tree_accuracy, lang),
+        "baseline": _pct(profiles.tree_baseline, lang),
+    }
+    console.print(f"[dim]{text}[/dim]")
 
 
 @segment_app.command("discover")
@@ -1121,10 +1219,13 @@ def segment_discover_cmd(
     as_of: AsOfOpt = None,
     warehouse: WarehouseOpt = None,
     as_json: JsonOpt = False,
+    lang: LangOpt = None,
 ) -> None:
     """Find segments nobody defined: clustering with k chosen automatically, then profiled."""
     from segmentum.segments.discover import discover
 
+    lang = _check_lang(lang)
+    _ = i18n.translations(lang).ugettext
     settings = load_settings()
     d = discover(
         connect(warehouse or settings.warehouse),
@@ -1139,27 +1240,43 @@ def segment_discover_cmd(
     if as_json:
         print_json(json.dumps(d.to_dict(), default=str))
         return
-    t = Table(title=f"{method}: scores by number of clusters", title_justify="left")
-    for c in ("k", "silhouette", "Calinski-Harabasz", "Davies-Bouldin", "BIC"):
+    t = Table(
+        title=_("%(method)s: scores by number of clusters") % {"method": escape(method)},
+        title_justify="left",
+    )
+    for c in ("k", _("silhouette"), "Calinski-Harabasz", "Davies-Bouldin", "BIC"):
         t.add_column(c, justify="right")
+
+    def num(v: Any, digits: int) -> str:
+        if lang == "en":
+            return "" if v is None else f"{v:,.{digits}f}"
+        return i18n.number(v, lang, digits)
+
     for sc in d.result.scores:
         mark = " ◀" if sc.k == d.result.k else ""
         t.add_row(
             f"{sc.k}{mark}",
-            f"{sc.silhouette:.3f}",
-            f"{sc.calinski_harabasz:,.0f}",
-            f"{sc.davies_bouldin:.3f}",
-            "" if sc.bic is None else f"{sc.bic:,.0f}",
+            num(sc.silhouette, 3),
+            num(sc.calinski_harabasz, 0),
+            num(sc.davies_bouldin, 3),
+            num(sc.bic, 0),
         )
     console.print(t)
     console.print(
-        f"chose k = {d.result.k} (best mean rank of the three indices); "
-        f"stability (bootstrap mean adjusted Rand "
-        f"index): {d.result.stability_ari:.2f} ± {d.result.stability_sd:.2f}; "
-        f"fitted on {d.result.sample_size:,} customers, assigned in the engine: "
-        f"{sum(d.sizes.values()):,}"
+        _(
+            "chose k = %(k)s (best mean rank of the three indices); stability (bootstrap mean "
+            "adjusted Rand index): %(ari)s ± %(sd)s; fitted on %(sample)s customers, assigned "
+            "in the engine: %(assigned)s"
+        )
+        % {
+            "k": d.result.k,
+            "ari": num(d.result.stability_ari, 2),
+            "sd": num(d.result.stability_sd, 2),
+            "sample": _count(d.result.sample_size, lang),
+            "assigned": _count(sum(d.sizes.values()), lang),
+        }
     )
-    _print_profiles(d.profiles)
+    _print_profiles(d.profiles, lang)
     if rules:
         console.print(d.profiles.tree_rules)
 
@@ -1176,11 +1293,13 @@ def segment_profile_cmd(
     as_of: AsOfOpt = None,
     warehouse: WarehouseOpt = None,
     as_json: JsonOpt = False,
+    lang: LangOpt = None,
 ) -> None:
     """Significance tests, effect sizes, names and a rule tree for segments."""
     from segmentum.segments.discover import profile_labels, segment_labels
     from segmentum.segments.view import customer_view
 
+    lang = _check_lang(lang)
     settings = load_settings()
     wh = connect(warehouse or settings.warehouse)
     when = _as_of(as_of)
@@ -1201,7 +1320,8 @@ def segment_profile_cmd(
     if as_json:
         print_json(json.dumps(profiles.to_dict(), default=str))
         return
-    _print_profiles(profiles)
+    # A saved segment's groups are "in" and "out"; a column's, its stored values.
+    _print_profiles(profiles, lang, "state" if label == "segment" else label)
 
 
 @segment_app.command("micro")
@@ -1215,10 +1335,14 @@ def segment_micro_cmd(
     as_of: AsOfOpt = None,
     warehouse: WarehouseOpt = None,
     as_json: JsonOpt = False,
+    lang: LangOpt = None,
 ) -> None:
     """Micro-segments: the dimensions crossed into a tree; small cells merged upward."""
-    from segmentum.segments.micro import micro_segments, tree_json
+    from segmentum.segments.micro import MISSING, PERSONA, micro_segments, tree_json
+    from segmentum.service.dashboard import column_titles
 
+    lang = _check_lang(lang)
+    _ = i18n.translations(lang).ugettext
     settings = load_settings()
     tree = micro_segments(
         connect(warehouse or settings.warehouse),
@@ -1229,18 +1353,51 @@ def segment_micro_cmd(
     if as_json:
         print_json(tree_json(tree))
         return
-    t = Table(title=f"micro-segments ({' > '.join(tree.dimensions)}; min {tree.min_size})")
-    for c in ("segment", "customers", "stay here", "revenue", "avg CLV", "persona"):
-        t.add_column(c, justify="left" if c in ("segment", "persona") else "right")
+    titles = column_titles(_)
+    dims = [
+        d if lang == "en" else titles.get(d, d.replace("_", " ")).lower() for d in tree.dimensions
+    ]
+    t = Table(
+        title=_("micro-segments (%(dimensions)s; min %(min)s)")
+        % {"dimensions": escape(" > ".join(dims)), "min": _count(tree.min_size, lang)}
+    )
+    heads = (_("segment"), _("customers"), _("stay here"), _("revenue"), _("avg CLV"))
+    for c in (*heads, _("persona")):
+        t.add_column(c, justify="left" if c in (_("segment"), _("persona")) else "right")
+    # The persona's fields: their column (for the value's label) and their name in ``lang``.
+    column = {v: k for k, v in PERSONA.items()}
+    fields = {
+        "age band": _("age band"),
+        "gender": _("gender"),
+        "place": _("place"),
+        "behaviour": _("behaviour"),
+        "value": _("value"),
+        "best time": _("best time"),
+        "best day": _("best day"),
+        "channel": _("channel"),
+        "device": _("device"),
+        "lifestyle": _("lifestyle"),
+    }
+
+    def value(dimension: str, v: Any) -> str:
+        if lang == "en":
+            return str(v)
+        return i18n.label(lang, "value" if v == MISSING else dimension, v)
+
     for n in tree.nodes:
-        persona = ", ".join(f"{k}: {v['value']}" for k, v in n.persona.items())
+        persona = ", ".join(
+            f"{fields.get(k, k)}: {value(column.get(k, ''), v['value'])}"
+            for k, v in n.persona.items()
+        )
+        dimension = tree.dimensions[n.depth - 1] if 0 < n.depth <= len(tree.dimensions) else ""
+        name = value(dimension, n.value) if n.value else _("all customers")
         t.add_row(
-            ("  " * n.depth) + (n.value or "all customers"),
-            f"{n.customers:,}",
-            f"{n.own:,}" if n.own else "",
-            _money(n.revenue),
-            "" if n.avg_clv is None else _money(n.avg_clv),
-            persona,
+            ("  " * n.depth) + escape(name),
+            _count(n.customers, lang),
+            _count(n.own, lang) if n.own else "",
+            _money(n.revenue, lang),
+            "" if n.avg_clv is None else _money(n.avg_clv, lang),
+            escape(persona),
         )
     console.print(t)
 
@@ -1253,25 +1410,28 @@ def segment_geo_cmd(
     as_of: AsOfOpt = None,
     warehouse: WarehouseOpt = None,
     as_json: JsonOpt = False,
+    lang: LangOpt = None,
 ) -> None:
     """Geography drill-down: customers, revenue and average CLV at every level."""
     from segmentum.segments.micro import drilldown
 
+    lang = _check_lang(lang)
+    _ = i18n.translations(lang).ugettext
     settings = load_settings()
     rows = drilldown(connect(warehouse or settings.warehouse), levels.split(","), _as_of(as_of))
     if as_json:
         print_json(json.dumps(rows, default=str))
         return
-    t = Table(title="geography")
-    for c in ("place", "customers", "revenue", "avg CLV"):
-        t.add_column(c, justify="left" if c == "place" else "right")
+    t = Table(title=_("geography"))
+    for c in (_("place"), _("customers"), _("revenue"), _("avg CLV")):
+        t.add_column(c, justify="left" if c == _("place") else "right")
     depth = {lvl: i for i, lvl in enumerate(levels.split(","))}
     for r in rows:
         t.add_row(
-            "  " * depth.get(r["level"], 0) + r["name"],
-            f"{r['customers']:,}",
-            _money(r["revenue"]),
-            "" if r["avg_clv"] is None else _money(r["avg_clv"]),
+            "  " * depth.get(r["level"], 0) + escape(str(r["name"])),
+            _count(r["customers"], lang),
+            _money(r["revenue"], lang),
+            "" if r["avg_clv"] is None else _money(r["avg_clv"], lang),
         )
     console.print(t)
 
@@ -1325,15 +1485,33 @@ market_app = typer.Typer(
 app.add_typer(market_app, name="market")
 
 
-def _market_rate(lo: Any, mid: Any, hi: Any, index: bool = False) -> str:
+def _market_rate(lo: Any, mid: Any, hi: Any, index: bool = False, lang: str = "en") -> str:
     """'1.23% (0.98–1.51)' or '112 (95–131)'; a dash where there is no value."""
 
     def one(v: Any) -> str:
         if v is None or (isinstance(v, float) and not math.isfinite(v)):
-            return "—"
+            return i18n.MISSING
+        if lang != "en":
+            return i18n.number(v, lang, 0) if index else i18n.percent(v, lang, 3)
         return f"{v:,.0f}" if index else f"{100 * v:.3f}%"
 
     return f"{one(mid)} ({one(lo)}–{one(hi)})"
+
+
+def _market_cells(df: Any, lang: str) -> list[str]:
+    """Each market cell's name, its labels in ``lang`` ('España · Andalucía · 35-44 · mujer')."""
+    from segmentum.market.core import DIMENSIONS
+
+    if lang == "en" or "cell" not in df.columns:
+        return [str(c) for c in df["cell"]] if "cell" in df.columns else []
+    dims = [d for d in DIMENSIONS if d in df.columns]
+    return [
+        " · ".join(
+            i18n.label(lang, d, r[d]) for d in dims if not i18n.is_missing(r[d]) and r[d] != ""
+        )
+        or str(r["cell"])
+        for r in df[[*dims, "cell"]].to_dict("records")
+    ]
 
 
 @market_app.command("compute")
@@ -1371,10 +1549,14 @@ def market_penetration_cmd(
     top: Annotated[int, typer.Option(help="How many rows to show.")] = 30,
     warehouse: WarehouseOpt = None,
     as_json: JsonOpt = False,
+    lang: LangOpt = None,
 ) -> None:
     """Penetration and index (100 = the base's average) per place or cell, with 95% intervals."""
     from segmentum.market.export import PLACE_COLUMNS, places, records, stored
+    from segmentum.service.dashboard import column_titles
 
+    lang = _check_lang(lang)
+    _ = i18n.translations(lang).ugettext
     settings = load_settings()
     wh = connect(warehouse or settings.warehouse)
     if cells:
@@ -1389,16 +1571,22 @@ def market_penetration_cmd(
     if as_json:
         print_json({"level": name, "rows": rows})
         return
-    t = Table(title=f"penetration by {name}")
-    for c in (name, "population", "customers", "penetration (95%)", "index (95%)"):
-        t.add_column(c, justify="left" if c == name else "right")
-    for r in rows[:top]:
+    titles = column_titles(_)
+    where = _("cell") if cells else titles.get(name, name.replace("_", " ")).lower()
+    if lang == "en":
+        where = name  # as --level takes it
+    names = _market_cells(df, lang) if cells else [str(r["place"]) for r in rows]
+    t = Table(title=_("penetration by %(level)s") % {"level": escape(where)})
+    heads = (where, _("population"), _("customers"), _("penetration (95%)"), _("index (95%)"))
+    for c in heads:
+        t.add_column(escape(c), justify="left" if c == where else "right")
+    for r, place in zip(rows[:top], names, strict=False):
         t.add_row(
-            escape(str(r["cell" if cells else "place"])),
-            f"{r['population'] or 0:,.0f}",
-            f"{r['customers'] or 0:,}",
-            _market_rate(r["penetration_low"], r["penetration"], r["penetration_high"]),
-            _market_rate(r["index_low"], r["index"], r["index_high"], index=True),
+            escape(place),
+            _count(round(r["population"] or 0), lang),
+            _count(r["customers"] or 0, lang),
+            _market_rate(r["penetration_low"], r["penetration"], r["penetration_high"], lang=lang),
+            _market_rate(r["index_low"], r["index"], r["index_high"], index=True, lang=lang),
         )
     console.print(t)
 
@@ -1408,12 +1596,15 @@ def market_white_space_cmd(
     top: Annotated[int, typer.Option(help="How many cells to show.")] = 20,
     warehouse: WarehouseOpt = None,
     as_json: JsonOpt = False,
+    lang: LangOpt = None,
 ) -> None:
     """Acquisition targets: large, under-penetrated cells that resemble the best cells."""
     from segmentum.market.export import records, stored
 
+    lang = _check_lang(lang)
+    _ = i18n.translations(lang).ugettext
     settings = load_settings()
-    df, _ = stored(connect(warehouse or settings.warehouse))
+    df, _info = stored(connect(warehouse or settings.warehouse))
     df = df[df["white_space_rank"].notna()].sort_values("white_space_rank").head(top)
     cols = [
         "white_space_rank",
@@ -1432,18 +1623,27 @@ def market_white_space_cmd(
     if as_json:
         print_json(rows)
         return
-    t = Table(title="white space (headroom x expected value x similarity)")
-    for c in ("rank", "cell", "population", "index", "value/customer", "similarity", "score"):
-        t.add_column(c, justify="left" if c == "cell" else "right")
-    for r in rows:
+    t = Table(title=_("white space (headroom x expected value x similarity)"))
+    heads = (
+        _("rank"),
+        _("cell"),
+        _("population"),
+        _("index"),
+        _("value/customer"),
+        _("similarity"),
+        _("score"),
+    )
+    for c in heads:
+        t.add_column(c, justify="left" if c == _("cell") else "right")
+    for r, cell in zip(rows, _market_cells(df, lang), strict=True):
         t.add_row(
-            str(r["white_space_rank"]),
-            escape(str(r["cell"])),
-            f"{r['population'] or 0:,.0f}",
-            "—" if r["index"] is None else f"{r['index']:,.0f}",
-            _money(r["expected_value"]),
-            f"{r['similarity'] or 0:.2f}",
-            f"{r['white_space_score'] or 0:,.0f}",
+            _count(r["white_space_rank"], lang),
+            escape(cell),
+            _count(round(r["population"] or 0), lang),
+            _market_rate(None, r["index"], None, index=True, lang=lang).split(" (")[0],
+            _money(r["expected_value"], lang),
+            i18n.number(r["similarity"] or 0, lang, 2),
+            _count(round(r["white_space_score"] or 0), lang),
         )
     console.print(t)
 
@@ -3003,8 +3203,46 @@ satisfaction_app = typer.Typer(
 app.add_typer(satisfaction_app, name="satisfaction")
 
 
-def _num(v: Any, digits: int = 0) -> str:
-    return "—" if v is None else f"{v:,.{digits}f}"
+def _num(v: Any, digits: int = 0, lang: str = "en") -> str:
+    if lang != "en":
+        return i18n.number(v, lang, digits)
+    return i18n.MISSING if i18n.is_missing(v) else f"{v:,.{digits}f}"
+
+
+def _sat_group(lang: str, dimension: str, segment: Any, cluster_es: dict[str, str]) -> str:
+    """A satisfaction group as a person reads it in ``lang`` (stored in English)."""
+    text = str(segment)
+    if lang == "en":
+        return text
+    if dimension == "all":
+        return i18n.translations(lang).ugettext("All customers")
+    if dimension == "cluster":
+        return cluster_es.get(text, text)
+    if dimension in ("value_tier", "lifecycle_stage", "rfm_segment"):
+        return i18n.label(lang, dimension, text)
+    if dimension == "micro" and " > " in text:
+        tier, place = text.split(" > ", 1)
+        return f"{i18n.label(lang, 'value_tier', tier)} > {place}"
+    return text
+
+
+def _sat_dimension(lang: str, dimension: str) -> str:
+    """A satisfaction dimension's name in ``lang`` (English: as stored, what --by takes)."""
+    if lang == "en":
+        return dimension
+    from segmentum.service.satisfaction import dimension_titles
+
+    titles = dimension_titles(i18n.translations(lang).ugettext)
+    return str(titles.get(dimension, dimension.replace("_", " ")))
+
+
+def _q_value(q: Any, lang: str) -> str:
+    """A false-discovery q: two significant digits; in Spanish, below 0.001 as "< 0,001"."""
+    if lang == "en":
+        return i18n.MISSING if i18n.is_missing(q) else f"{q:.2g}"
+    if not i18n.is_missing(q) and q < 0.001:
+        return f"< {i18n.number(0.001, lang, 3)}"
+    return i18n.significant(q, lang, 2)
 
 
 @satisfaction_app.command("compute")
@@ -3040,43 +3278,59 @@ def satisfaction_summary_cmd(
     ] = None,
     warehouse: WarehouseOpt = None,
     as_json: JsonOpt = False,
+    lang: LangOpt = None,
 ) -> None:
     """NPS with its 95% interval, CSAT, the share that answered, and the test against the rest."""
-    from segmentum.satisfaction.compute import stored_segments
+    from segmentum.satisfaction.compute import cluster_names_es, stored_segments
 
-    rows = stored_segments(connect(warehouse or load_settings().warehouse), by)
+    lang = _check_lang(lang)
+    _ = i18n.translations(lang).ugettext
+    wh = connect(warehouse or load_settings().warehouse)
+    rows = stored_segments(wh, by)
     if as_json:
         print_json(rows)
         return
+    cluster_es = cluster_names_es(wh) if lang != "en" else {}
     t = Table(
-        title="satisfaction per group: NPS (-100 to 100) with its 95% interval, the NPS of "
-        "everyone else, and the false-discovery q of the difference",
+        title=_(
+            "satisfaction per group: NPS (-100 to 100) with its 95% interval, the NPS of "
+            "everyone else, and the false-discovery q of the difference"
+        ),
         title_justify="left",
     )
-    cols = ["group", "customers", "answered", "NPS (95%)", "CSAT", "vs rest", "q", ""]
-    for c in ([] if by else ["dimension"]) + cols:
-        t.add_column(c, justify="left" if c in ("dimension", "group", "") else "right")
+    left = {_("dimension"), _("group"), ""}
+    cols = [_("group"), _("customers"), _("answered"), _("NPS (95%)"), "CSAT", _("vs rest")]
+    for c in ([] if by else [_("dimension")]) + [*cols, "q", ""]:
+        t.add_column(c, justify="left" if c in left else "right")
+    flags = {
+        "worse": "[red]" + _("worse") + "[/red]",
+        "better": "[green]" + _("better") + "[/green]",
+    }
     for r in rows:
-        interval = _nps_interval(r["nps_low"], r["nps_high"])
+        interval = _nps_interval(r["nps_low"], r["nps_high"], lang)
         t.add_row(
-            *([] if by else [r["dimension"]]),
-            escape(str(r["segment"])),
-            f"{r['customers']:,}",
-            f"{r['respondents']:,} ({_pct(r['response_share'])})",
-            _num(r["nps"], 1) + interval,
-            _num(r["csat_mean"], 2),
-            _num(r["rest_nps"], 1),
-            "—" if r["q_value"] is None else f"{r['q_value']:.2g}",
-            {"worse": "[red]worse[/red]", "better": "[green]better[/green]"}.get(r["flag"], ""),
+            *([] if by else [escape(_sat_dimension(lang, r["dimension"]))]),
+            escape(_sat_group(lang, r["dimension"], r["segment"], cluster_es)),
+            _count(r["customers"] or 0, lang),
+            f"{_count(r['respondents'] or 0, lang)} ({_pct(r['response_share'], lang)})",
+            _num(r["nps"], 1, lang) + interval,
+            _num(r["csat_mean"], 2, lang),
+            _num(r["rest_nps"], 1, lang),
+            _q_value(r["q_value"], lang),
+            flags.get(r["flag"], ""),
         )
     console.print(t)
 
 
-def _nps_interval(low: float | None, high: float | None) -> str:
+def _nps_interval(low: float | None, high: float | None, lang: str = "en") -> str:
     """' (-3 to 12)': the ends rounded, never "-0"; empty when there is no interval."""
-    if low is None or high is None:
+    if i18n.is_missing(low) or i18n.is_missing(high):
         return ""
-    return f" ({i18n.number(low, 'en', 0)} to {i18n.number(high, 'en', 0)})"
+    text = i18n.translations(lang).ugettext("%(low)s to %(high)s") % {
+        "low": i18n.number(low, lang, 0),
+        "high": i18n.number(high, lang, 0),
+    }
+    return f" ({text})"
 
 
 @satisfaction_app.command("trend")
@@ -3086,37 +3340,55 @@ def satisfaction_trend_cmd(
     ] = "value_tier",
     warehouse: WarehouseOpt = None,
     as_json: JsonOpt = False,
+    lang: LangOpt = None,
 ) -> None:
     """NPS at each snapshot date (segmentum history backfill), customers grouped as they were
     then; with one snapshot only, NPS per month of all answers."""
-    from segmentum.satisfaction.compute import TREND, snapshot_dates, snapshot_trend
+    from segmentum.satisfaction.compute import (
+        TREND,
+        cluster_names_es,
+        snapshot_dates,
+        snapshot_trend,
+    )
 
+    lang = _check_lang(lang)
+    _ = i18n.translations(lang).ugettext
     wh = connect(warehouse or load_settings().warehouse)
     if len(snapshot_dates(wh, 2)) > 1:
         rows = snapshot_trend(wh, by)
-        when, label = "snapshot", f"NPS by {by} at each snapshot (95% interval)"
+        dimension = by
+        name = by if lang == "en" else _sat_dimension(lang, by).lower()
+        when, label = (
+            "snapshot",
+            _("NPS by %(dimension)s at each snapshot (95%% interval)") % {"dimension": name},
+        )
     else:
         if not wh.has(TREND):
             raise InputError("satisfaction has not been computed", "run: segmentum run")
         t = wh.table(TREND)
         rows = t.filter(t.dimension == "all").order_by("period").to_pyarrow().to_pylist()
+        dimension = "all"
         when, label = (
             "period",
-            "NPS per month, all answers (one snapshot only: see history backfill)",
+            _("NPS per month, all answers (one snapshot only: see history backfill)"),
         )
     if as_json:
         print_json(rows)
         return
-    t = Table(title=label, title_justify="left")
-    for c in ("group", "date", "answers", "NPS (95%)"):
-        t.add_column(c, justify="left" if c in ("group", "date") else "right")
+    cluster_es = cluster_names_es(wh) if lang != "en" else {}
+    t = Table(title=escape(label), title_justify="left")
+    for c in (_("group"), _("date"), _("answers"), _("NPS (95%)")):
+        t.add_column(c, justify="left" if c in (_("group"), _("date")) else "right")
     for r in rows:
-        interval = _nps_interval(r["nps_low"], r["nps_high"])
+        interval = _nps_interval(r["nps_low"], r["nps_high"], lang)
+        day = r[when]
+        if lang != "en":
+            day = i18n.month(day, lang) if when == "period" else i18n.date(day, lang)
         t.add_row(
-            escape(str(r["segment"])),
-            str(r[when]),
-            f"{r.get('nps_n', r.get('n')) or 0:,}",
-            _num(r["nps"], 1) + interval,
+            escape(_sat_group(lang, dimension, r["segment"], cluster_es)),
+            str(day),
+            _count(r.get("nps_n", r.get("n")) or 0, lang),
+            _num(r["nps"], 1, lang) + interval,
         )
     console.print(t)
 

@@ -165,6 +165,9 @@ LABELS: tuple[tuple[str, str], ...] = (
     N_("table_name", "prospects"),
     N_("table_name", "responses"),
     N_("table_name", "population"),
+    # A saved segment's level (segment list).
+    N_("level", "customer"),
+    N_("level", "account"),
     # The steps of `segmentum run` (pipeline.run), as the run log, the progress lines and the
     # data page show them.
     N_("step", "plan"),
