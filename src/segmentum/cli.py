@@ -534,13 +534,11 @@ def print_summary(s: pipeline.RunSummary, currency: str, lang: str = "en") -> No
             t.add_row(str(row["cluster"]), *names, _count(row["customers"], lang))
         console.print(t)
     if s.market:
-        from segmentum.service.dashboard import column_titles
+        from segmentum.titles import column_titles
 
         m = s.market
         titles = column_titles(_)
-        rate = _market_rate(None, m["overall_penetration"], None).split(" (")[0]
-        if lang != "en" and m["overall_penetration"] is not None:
-            rate = i18n.percent(m["overall_penetration"], lang, 3)
+        rate = _market_rate(None, m["overall_penetration"], None, lang=lang).split(" (")[0]
         console.print(
             _(
                 "market: %(cells)s cells by %(dims)s; overall penetration %(rate)s; "
@@ -1339,7 +1337,7 @@ def segment_micro_cmd(
 ) -> None:
     """Micro-segments: the dimensions crossed into a tree; small cells merged upward."""
     from segmentum.segments.micro import MISSING, PERSONA, micro_segments, tree_json
-    from segmentum.service.dashboard import column_titles
+    from segmentum.titles import column_titles
 
     lang = _check_lang(lang)
     _ = i18n.translations(lang).ugettext
@@ -1553,7 +1551,7 @@ def market_penetration_cmd(
 ) -> None:
     """Penetration and index (100 = the base's average) per place or cell, with 95% intervals."""
     from segmentum.market.export import PLACE_COLUMNS, places, records, stored
-    from segmentum.service.dashboard import column_titles
+    from segmentum.titles import column_titles
 
     lang = _check_lang(lang)
     _ = i18n.translations(lang).ugettext
@@ -1829,7 +1827,7 @@ def history_prune_cmd(
 
 def _class_title(by: str, lang: str) -> str:
     """A classification (``--by``) as a person reads it: "Segmento RFM", "Segmento vip"."""
-    from segmentum.service.dashboard import column_titles
+    from segmentum.titles import column_titles
 
     _ = i18n.translations(lang).ugettext
     titles = column_titles(_)
