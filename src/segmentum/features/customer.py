@@ -24,6 +24,14 @@ HOUR_BANDS = (
     (20, 24, "late"),
 )
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+# The event types counted per customer, in the order of their feature columns.
+EVENT_COUNTS = {
+    "cart_abandonments": "cart_abandoned",
+    "email_opens": "email_open",
+    "email_clicks": "email_click",
+    "push_opens": "push_open",
+    "push_clicks": "push_click",
+}
 
 
 def default_as_of(transactions: ir.Table) -> _dt.date:
@@ -66,17 +74,21 @@ def mark_purchases(lines: ir.Table, cancelled: ir.Table | None = None) -> ir.Tab
     ``is_return``: a negative quantity. Every reader of net purchases marks lines here, so
     the daily run, the history backfill and the models agree on what a purchase is.
     """
-    t = lines
-    if cancelled is not None:
-        gone = cancelled.select("customer_id", "invoice_id", _gone=ibis.literal(True))
-        t = t.left_join(gone, ["customer_id", "invoice_id"])
-        t = t.drop("customer_id_right", "invoice_id_right")
-        t = t.mutate(_gone=t._gone.fill_null(False))
-    else:
-        t = t.mutate(_gone=ibis.literal(False))
-    return t.mutate(
-        day=t.timestamp.date(), is_purchase=(t.quantity > 0) & ~t._gone, is_return=t.quantity < 0
-    ).drop("_gone")
+    # One projection over the join: each extra select is a level the SQL compiler walks again.
+    if cancelled is None:
+        return lines.mutate(
+            day=lines.timestamp.date(),
+            is_purchase=lines.quantity > 0,
+            is_return=lines.quantity < 0,
+        )
+    gone = cancelled.select("customer_id", "invoice_id", _gone=ibis.literal(True))
+    t = lines.left_join(gone, ["customer_id", "invoice_id"])
+    return t.select(
+        *lines.columns,
+        day=t.timestamp.date(),
+        is_purchase=(t.quantity > 0) & ~t._gone.fill_null(False),
+        is_return=t.quantity < 0,
+    )
 
 
 def net_links(transactions: ir.Table, links: ir.Table | None) -> ir.Table:
@@ -279,14 +291,16 @@ def customer_features(
     cat = purchases("category", "amount")
     cats = cat.group_by(["customer_id", "category"]).aggregate(_value=cat.amount.sum())
 
-    base = base.join(orders.filter(orders.frequency > 0), "customer_id")
-    base = base.join(span, "customer_id")
-    base = base.left_join(distinct_products, "customer_id").drop("customer_id_right")
+    base = (
+        base.join(orders.filter(orders.frequency > 0), "customer_id")
+        .join(span, "customer_id")
+        .left_join(distinct_products, "customer_id")
+    )
     gross = base.gross_spend
     ordered = base.ordered_spend
     last90, prev90 = base.spend_last_90.fill_null(0), base.spend_prev_90.fill_null(0)
     feats = base.select(
-        "customer_id",
+        base.customer_id,
         "frequency",
         "monetary",
         recency_days=_days_between(end, base.last_purchase),
@@ -326,55 +340,49 @@ def customer_features(
         _mode(slots, "weekday", "_lines", "preferred_weekday"),
         _mode(cats, "category", "_value", "top_category"),
     ]
-    btyd = _btyd_from_days(days, as_of, weeks)
-    out = feats.left_join(gap_stats, "customer_id").drop("customer_id_right")
-    for m in modes:
-        out = out.left_join(m, "customer_id").drop("customer_id_right")
-    out = out.left_join(btyd, "customer_id").drop("customer_id_right")
-    out = out.drop(
-        "preferred_channel_share",
-        "preferred_device_share",
-        "preferred_hour_band_share",
-        "preferred_weekday_share",
-    )
-
+    # One chain of joins and one projection: each join followed by its own select nests the
+    # expression one level deeper, and compiling it cost more than running it on small data.
+    parts = [gap_stats, *modes, _btyd_from_days(days, as_of, weeks)]
     if events is not None:
         ev = events.filter((events.timestamp < _cutoff(as_of)) & events.customer_id.notnull())
         et = ev.event_type
-        ev_agg = ev.group_by("customer_id").aggregate(
-            cart_abandonments=(et == "cart_abandoned").cast("int64").sum(),
-            email_opens=(et == "email_open").cast("int64").sum(),
-            email_clicks=(et == "email_click").cast("int64").sum(),
-            push_opens=(et == "push_open").cast("int64").sum(),
-            push_clicks=(et == "push_click").cast("int64").sum(),
+        parts.append(
+            ev.group_by("customer_id").aggregate(
+                **{c: (et == k).cast("int64").sum() for c, k in EVENT_COUNTS.items()}
+            )
         )
-        out = out.left_join(ev_agg, "customer_id").drop("customer_id_right")
-        for c in ("cart_abandonments", "email_opens", "email_clicks", "push_opens", "push_clicks"):
-            out = out.mutate(**{c: out[c].fill_null(0)})
         if campaign_results is not None:
             cr = campaign_results.filter(campaign_results.sent_at < _cutoff(as_of))
-            sends = cr.group_by("customer_id").aggregate(
-                email_sends=cr.count(where=(cr.channel == "email") & (cr.group == "treatment")),
-                push_sends=cr.count(where=(cr.channel == "push") & (cr.group == "treatment")),
+            treated = cr.group == "treatment"
+            parts.append(
+                cr.group_by("customer_id").aggregate(
+                    email_sends=cr.count(where=(cr.channel == "email") & treated),
+                    push_sends=cr.count(where=(cr.channel == "push") & treated),
+                )
             )
-            out = out.left_join(sends, "customer_id").drop("customer_id_right")
-            out = out.mutate(
-                email_open_rate=ibis.ifelse(
-                    out.email_sends > 0, out.email_opens / out.email_sends, ibis.null("float64")
-                ),
-                push_open_rate=ibis.ifelse(
-                    out.push_sends > 0, out.push_opens / out.push_sends, ibis.null("float64")
-                ),
-            ).drop("email_sends", "push_sends")
-        out = out.mutate(
-            email_click_rate=ibis.ifelse(
-                out.email_opens > 0, out.email_clicks / out.email_opens, ibis.null("float64")
-            ),
-            push_click_rate=ibis.ifelse(
-                out.push_opens > 0, out.push_clicks / out.push_opens, ibis.null("float64")
-            ),
-        )
-    return out.mutate(as_of=ibis.literal(as_of, "date"))
+    out = feats
+    for i, part in enumerate(parts):
+        out = out.left_join(part, "customer_id", rname=f"{{name}}_{i}")
+    preferred = ("channel", "device", "hour_band", "weekday")
+    dropped = {*(f"preferred_{n}_share" for n in preferred), *EVENT_COUNTS}
+    dropped |= {"email_sends", "push_sends"}
+    keep = [c for c in out.columns if c not in dropped and not c.startswith("customer_id_")]
+    extra: dict[str, ir.Value] = {}
+    if events is not None:
+        n = {c: out[c].fill_null(0) for c in EVENT_COUNTS}
+        extra.update(n)
+        if campaign_results is not None:
+            for ch in ("email", "push"):
+                sends = out[f"{ch}_sends"]
+                extra[f"{ch}_open_rate"] = ibis.ifelse(
+                    sends > 0, n[f"{ch}_opens"] / sends, ibis.null("float64")
+                )
+        for ch in ("email", "push"):
+            opens = n[f"{ch}_opens"]
+            extra[f"{ch}_click_rate"] = ibis.ifelse(
+                opens > 0, n[f"{ch}_clicks"] / opens, ibis.null("float64")
+            )
+    return out.select(*keep, **extra, as_of=ibis.literal(as_of, "date"))
 
 
 def net_purchase_lines(
