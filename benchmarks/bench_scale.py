@@ -576,8 +576,9 @@ def _cluster_note(ratios: list[str]) -> list[str]:
         "so the driver's memory follows the customers, not the lines; the serving store "
         "is published to a DuckDB file on the driver (the executors write each read model as "
         "Parquet into a folder the driver also mounts, the `spark_handoff` setting; without "
-        "one each read model is collected whole into the driver's memory, and the largest "
-        "sets what the driver needs), and the fixed cost per query stays: a cluster does not "
+        "one each read model streams through the driver a partition at a time, so a "
+        "partition, not a read model, sets what the driver needs), and the fixed cost per "
+        "query stays: a cluster does not "
         "make small data faster (docs/running-on-spark.md).",
         "",
     ]

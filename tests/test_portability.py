@@ -392,6 +392,56 @@ def test_spark_hands_read_models_over_through_a_folder_both_sides_mount(
 
 @pytest.mark.spark
 @pytest.mark.spark_core
+def test_without_a_shared_folder_the_read_models_stream_through_the_driver(
+    spark_and_duckdb: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cluster whose executors share no folder with this machine (forced here with
+    spark_handoff = driver): each read model comes through the driver a partition at a time,
+    as Arrow written on the executors, with the rows and types Ibis's own collection gives
+    (a float NaN is a null there too); no Parquet folder is written."""
+    import pyarrow as pa
+
+    from segmentum.serving import publish
+
+    spark = spark_and_duckdb["spark"]
+    monkeypatch.setenv("SEGMENTUM_SPARK_HANDOFF", "driver")
+    store = tmp_path / "store.duckdb"
+    out = publish(spark, store, HANDED, run_id="streamed")
+    con = duckdb.connect(str(store), read_only=True)
+    for name in HANDED:
+        want = spark.table(name).execute()
+        assert out.tables[name] == len(want) > 0, name
+        assert _sorted_rows(con.execute(f"SELECT * FROM {name}").df()) == _sorted_rows(want)
+    con.close()
+    assert [p.name for p in tmp_path.iterdir() if "parquet" in p.name] == []
+
+    # Batches of a table with every kind of value, against Ibis's whole collection.
+    probe = spark.from_arrow(
+        pa.table(
+            {
+                "id": ["a", "b", None, "ñandú"] * 40,
+                "n": pa.array([1, None, 3, 4] * 40, pa.int64()),
+                "x": pa.array([1.5, float("nan"), None, -2.0] * 40, pa.float64()),
+                "day": pa.array([dt.date(2025, 1, 1), None, dt.date(2024, 2, 29), None] * 40),
+                "at": pa.array([dt.datetime(2025, 1, 1, 13, 5, 7, 123456), None] * 80),
+                "ok": [True, False, None, True] * 40,
+            }
+        ),
+        "probe",
+    )
+    probe = probe.mutate(small=probe.n.cast("int32"))
+    streamed = spark.batches(probe, 7).read_all()
+    whole = probe.to_pyarrow()
+    assert streamed.schema == whole.schema
+    key = [("id", "ascending"), ("n", "ascending"), ("at", "ascending")]
+    assert streamed.sort_by(key).to_pylist() == whole.sort_by(key).to_pylist()
+    assert streamed.column("x").null_count == whole.column("x").null_count == 80
+    empty = spark.batches(probe.filter(probe.n > 100)).read_all()
+    assert empty.num_rows == 0 and empty.schema == whole.schema
+
+
+@pytest.mark.spark
+@pytest.mark.spark_core
 @pytest.mark.postgres
 def test_spark_publishes_to_postgres_through_parquet(
     spark_and_duckdb: dict[str, Any], postgres_url: str, tmp_path: Path

@@ -306,7 +306,8 @@ SETTINGS: tuple[Setting, ...] = (
         "",
         "Spark: folder, as this machine sees it, where the executors write the read models as "
         "Parquet for publishing (a filesystem they all mount: NFS, /dbfs/...); empty: beside the "
-        "serving store on a local session, collected through the driver on a cluster.",
+        "serving store on a local session, streamed through the driver a partition at a time "
+        "on a cluster; driver: always streamed through the driver.",
     ),
     Setting(
         "spark_handoff_uri",

@@ -516,12 +516,12 @@ def _copy_through_arrow(
                 )
                 shutil.rmtree(files, ignore_errors=True)
                 continue
-            # Ibis's PySpark backend collects a whole table into the driver (through pandas)
-            # before the first batch: the fallback for sessions whose executors write elsewhere.
+            # A Spark session whose executors write nowhere this machine reads: the rows come
+            # through the driver a partition at a time (Warehouse.batches).
             t = wh.table(name)
             if dates:
                 t = t.filter(t.as_of.isnull() | ~t.as_of.isin(dates))
-            reader = t.to_pyarrow_batches(chunk_size=100_000)
+            reader = wh.batches(t)
             con.register("_incoming", reader)
             try:
                 con.execute(f"{into} SELECT * FROM _incoming{order}")
@@ -575,7 +575,8 @@ def _spark_parquet(
 
     The folder is the ``spark_handoff`` setting's (a filesystem the executors and this machine
     both mount; ``spark_handoff_uri`` names it as Spark does), else one beside ``near`` when
-    the executors share this disk (``local`` master). Neither: nothing (Arrow, collected).
+    the executors share this disk (``local`` master). Neither, or ``driver``: nothing (the
+    rows are then streamed through the driver, :meth:`Warehouse.batches`).
     ``kept``: dates of a table already published (only the other dates are written).
     The caller removes the folders with :func:`_drop_handoff`."""
     if wh.engine != "pyspark":
@@ -583,6 +584,8 @@ def _spark_parquet(
     session = wh.con._session
     settings = load_settings()
     run = f"segmentum-{uuid.uuid4().hex[:12]}.parquet"
+    if settings.spark_handoff == "driver":  # no folder: through the driver (Warehouse.batches)
+        return {}
     if settings.spark_handoff:
         folder = Path(settings.spark_handoff).expanduser() / run
         uri = settings.spark_handoff_uri or str(Path(settings.spark_handoff).expanduser())

@@ -448,7 +448,7 @@ def _copy_table(
             t = wh.table(name)
             if skip:
                 t = t.filter(t.as_of.isnull() | ~t.as_of.isin(kept))
-            reader = t.to_pyarrow_batches(chunk_size=BATCH_ROWS)
+            reader = wh.batches(t, BATCH_ROWS)
         src, relation = local, "_batch"
         local.register("_batch", pa.Table.from_batches([], schema=reader.schema))
     try:
@@ -464,7 +464,7 @@ def _copy_table(
             if reader is None:
                 relation = _quote(name)
             else:  # the hand-off lacks the dates that were to be carried: collected whole
-                reader = wh.table(name).to_pyarrow_batches(chunk_size=BATCH_ROWS)
+                reader = wh.batches(wh.table(name), BATCH_ROWS)
         copies = [
             (
                 f"COPY {target} ({names}) FROM STDIN (FORMAT csv)",

@@ -10,6 +10,7 @@ import errno
 import json
 import os
 import re
+import sys
 import tempfile
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -125,6 +126,10 @@ def _local_spark_session(warehouse_dir: str | None = None) -> Any:
         .config("spark.sql.ansi.enabled", "false")
         .config("spark.ui.showConsoleProgress", "false")  # bars would tear our own output
     )
+    # The local workers run this interpreter (with pyarrow), not whatever python3 is first on
+    # the PATH: reading a read model in batches runs Python on them. PySpark reads the
+    # variable when the context starts.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     for key, value in spark_conf_from_env().items():
         builder = builder.config(key, value)
     # Without a metastore Spark forgets its tables when the session ends but keeps their files,
@@ -454,6 +459,18 @@ class Warehouse:
         else:
             self.con.create_table(name, data)
         return self.con.table(name)
+
+    def batches(self, t: ir.Table, chunk_size: int = 100_000) -> pa.RecordBatchReader:
+        """The rows of ``t`` as Arrow batches, read as they come.
+
+        On Spark, Ibis collects the whole result into the driver (through pandas) before the
+        first batch; here each executor turns its partition into Arrow and the driver fetches
+        one partition at a time, so its memory follows the largest partition, not the table
+        (a read model of millions of rows on a cluster whose executors share no folder with
+        the driver)."""
+        if self.engine != "pyspark":
+            return t.to_pyarrow_batches(chunk_size=chunk_size)
+        return _spark_batches(self.con, t)
 
     # ----------------------------------------------------- engines that cannot read files
     def reader(self) -> Warehouse:
@@ -1057,3 +1074,42 @@ def connect(
         f"unknown warehouse URL {url!r}",
         "use duckdb:///path.duckdb, pyspark, or postgres://user:password@host/db",
     )
+
+
+def _spark_batches(con: Any, t: ir.Table) -> pa.RecordBatchReader:
+    """``t`` from a PySpark backend ``con`` as a stream of Arrow batches (see
+    :meth:`Warehouse.batches`): each partition is serialised to Arrow IPC on its executor
+    (``mapInArrow``) and fetched on its own (``toLocalIterator``)."""
+    schema = t.schema().to_pyarrow()
+    frame = con._session.sql(con.compile(t))
+
+    def to_ipc(parts: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        import pyarrow as pa  # on the executor
+
+        for part in parts:
+            sink = pa.BufferOutputStream()
+            with pa.ipc.new_stream(sink, part.schema) as out:
+                out.write_batch(part)
+            yield pa.record_batch([pa.array([sink.getvalue().to_pybytes()], pa.binary())], ["ipc"])
+
+    def fetched() -> Iterator[pa.RecordBatch]:
+        for row in frame.mapInArrow(to_ipc, "ipc binary").toLocalIterator():
+            for part in pa.ipc.open_stream(row.ipc):
+                if part.num_rows:
+                    yield _as_ibis_gives(part, schema)
+
+    return pa.RecordBatchReader.from_batches(schema, fetched())
+
+
+def _as_ibis_gives(part: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+    """A batch of Spark's Arrow as Ibis's own conversion gives it: the expression's types
+    (timestamps in the session's zone, 32-bit integers...) and a float NaN as a null (Ibis
+    goes through pandas, where the two are one)."""
+    import pyarrow.compute as pc
+
+    table = pa.Table.from_batches([part]).cast(schema)
+    for i, field in enumerate(schema):
+        if pa.types.is_floating(field.type):
+            col = table.column(i)
+            table = table.set_column(i, field, pc.if_else(pc.is_nan(col), None, col))
+    return table.combine_chunks().to_batches()[0]
