@@ -1059,7 +1059,14 @@ def connect(
             return Warehouse(ibis.pyspark.connect(session), url)
         if url.startswith(("postgres://", "postgresql://")):
             _postgres_compat()
-            return Warehouse(ibis.connect(url), url)
+            backend = ibis.connect(url)
+            # The warehouse runs analytic statements over whole tables. PostgreSQL estimates
+            # correlated filters (a return line: negative quantity and an original invoice)
+            # at a few rows, then plans nested loops that scan a table once per row (linking
+            # the returns of 1,500 customers took 4.7 s instead of 0.1 s). Hash and merge
+            # joins are then preferred; a join with no alternative still loops.
+            backend.raw_sql("SET enable_nestloop = off")
+            return Warehouse(backend, url)
     except WarehouseError:
         raise
     except Exception as exc:
