@@ -22,7 +22,12 @@ from segmentum.campaigns.channels import serve_web_messages
 from segmentum.campaigns.core import Campaigns
 from segmentum.config import load_settings
 from segmentum.ingest.mapping import auto_map
-from segmentum.satisfaction.compute import has_responses, per_customer, stored_segments
+from segmentum.satisfaction.compute import (
+    WINDOW_DAYS,
+    has_responses,
+    per_customer,
+    stored_segments,
+)
 from segmentum.satisfaction.stats import (
     Nps,
     benjamini_hochberg,
@@ -36,6 +41,7 @@ from segmentum.satisfaction.survey import answer_web_survey, survey_for
 from segmentum.satisfaction.text import distinguishing, log_odds, tokens
 from segmentum.schema import INGESTIBLE
 from segmentum.segments.store import Segments
+from segmentum.segments.view import customer_view
 from segmentum.service.auth import SESSION_COOKIE, create_session
 
 http = httpx.Client(timeout=120)
@@ -351,6 +357,16 @@ def test_valuable_detractors_are_a_campaign_audience_with_reasons_in_both_langua
     assert len(aud) > 0 and (aud.why_nps <= 6).all()
     assert (aud.why_tier.eq("high") | (aud.why_clv > 0)).all()
     assert aud.reason.str.startswith("detractor (NPS ").all()
+    # Valuable: the high value tier, or a CLV in the top 20 % of every customer's (not of
+    # the detractors' only): each detractor at or above that cut is in the audience.
+    wh = server["wh"]
+    view, as_of = customer_view(wh)
+    cut = view.clv.quantile(0.8).to_pyarrow().as_py()
+    s = per_customer(wh, as_of, WINDOW_DAYS)
+    s = s.filter(s.last_nps <= 6)
+    unhappy = view.join(s, "customer_id").select("customer_id", "clv").to_pandas()
+    assert cut is not None and (unhappy.clv >= cut).sum() > 0
+    assert set(unhappy.customer_id[unhappy.clv >= cut]) <= set(aud.customer_id)
     facts = {"nps": 3, "when": "2025-11-02", "clv": 1234.5, "tier": "high", "comment": "Tarde"}
     es = reasons.text("detractors", facts, "es")
     assert es == 'detractor (NPS 3 el 2 nov 2025), CLV 1.234\xa0€ (valor alto): "Tarde"'

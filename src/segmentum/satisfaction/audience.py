@@ -40,7 +40,9 @@ def detractors(
     j = v.join(s, "customer_id")
     worth = j.clv if "clv" in j.columns else j.monetary
     j = j.mutate(_worth=worth.cast("float64").fill_null(0.0))
-    cut = j.aggregate(q=v.clv.quantile(1 - clv_share)) if "clv" in v.columns else None
+    # The top share of every customer's CLV, not of the detractors' (the value tier beside
+    # it is judged against everybody too).
+    cut = v.aggregate(q=v.clv.quantile(1 - clv_share)) if "clv" in v.columns else None
     valuable = j.value_tier == "high"
     if cut is not None:
         j = j.cross_join(cut)
