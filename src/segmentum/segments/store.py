@@ -358,9 +358,7 @@ class Segments:
         for n in customers:
             for c in R.calls(_parse(segs[n], self.limits)):
                 all_calls.setdefault(R.call_table(c), {})[c] = segs[n].rule
-        # The window aggregates and account flags joined to the view in one chain (a select
-        # after each join nests the expression, and compiling it cost more than running it).
-        joined: list[tuple[ir.Table, str, Any]] = []  # (table, key, the value for no row)
+        base = view
         scans: dict[str, int] = {}
         window_keys: set[str] = set()
         for tname, cs in all_calls.items():
@@ -370,15 +368,11 @@ class Segments:
             keys = list(dict.fromkeys(R.call_key(c) for c in cs))
             window_keys.update(keys)
             scans[tname] = len(keys)
-            joined.append((w, "customer_id", 0.0))
-        if acc_flags is not None and "company_id" in view.columns:
-            joined.append((acc_flags, "company_id", False))
-        j = view
-        for i, (part, key, _) in enumerate(joined):
-            j = j.left_join(part, key, rname=f"{{name}}_{i}")
-        columns: dict[str, ir.Value] = {c: j[c] for c in view.columns}
-        for part, key, empty in joined:
-            columns.update({c: j[c].fill_null(empty) for c in part.columns if c != key})
+            base = base.left_join(w, "customer_id").drop("customer_id_right")
+            base = base.mutate(**{k: base[k].fill_null(0.0) for k in keys})
+        if acc_flags is not None and "company_id" in base.columns:
+            base = base.left_join(acc_flags, "company_id").drop("company_id_right")
+            base = base.mutate(**{_col(n): base[_col(n)].fill_null(False) for n in accounts})
         # Only the columns the rules read are stored: the customer view is wide (features,
         # classes, CLV, profile, contact times), and writing all of it cost more than the rules.
         used: set[str] = {"customer_id"}
@@ -387,11 +381,11 @@ class Segments:
             used |= R.names(tree)
             if any(isinstance(c, R.Call) and c.func == "has_tag" for c in R.walk(tree)):
                 used.add("tags")
-        keep = [c for c in columns if c in used or c.startswith("seg__") or c in window_keys]
+        keep = [c for c in base.columns if c in used or c.startswith("seg__") or c in window_keys]
         # One statement for every level: a level's rules read the columns of the levels before
         # it in the same row (no table of the view between levels: writing it and joining it
         # back once a level cost more than the rules).
-        full = j.select(**{c: columns[c] for c in keep})
+        full = base.select(*keep)
         for level in _levels(segs, customers):
             full = full.mutate(
                 **{_col(n): self._compile(segs[n], full, as_of, {}).fill_null(False) for n in level}

@@ -125,22 +125,21 @@ def customer_view(
     profile = wh.table("customers") if wh.has("customers") else None
     if profile is not None:
         ids = ids.union(profile.select("customer_id"), distinct=True)
-    # Every part joined in one chain and chosen in one projection: a select after each join
-    # nests the expression a level deeper, and every step that reads the view (segments,
-    # dashboard, discovery, campaigns) compiled it again at a cost above running it.
-    parts: list[ir.Table] = [feats]
-    stored: list[tuple[str, tuple[str, ...]]] = [("customer_classes", CLASS_COLUMNS)]
+    view = ids.left_join(feats, "customer_id").drop("customer_id_right")
+    view = view.mutate(frequency=view.frequency.fill_null(0), monetary=view.monetary.fill_null(0.0))
+    parts: list[tuple[str, tuple[str, ...]]] = [("customer_classes", CLASS_COLUMNS)]
     if with_clv:
-        stored.append(("customer_clv", CLV_COLUMNS))
-    for name, cols in stored:
+        parts.append(("customer_clv", CLV_COLUMNS))
+    for name, cols in parts:
         part = _at(wh, name, as_of, cols)
         if part is not None:
-            parts.append(part)
+            view = view.left_join(part, "customer_id").drop("customer_id_right")
     if wh.has("responses"):
         # Survey answers as attributes: nps / csat (mean of the last 12 months), last_nps.
         from segmentum.satisfaction.compute import per_customer
 
-        parts.append(per_customer(wh, as_of).select("customer_id", "nps", "csat", "last_nps"))
+        sat = per_customer(wh, as_of).select("customer_id", "nps", "csat", "last_nps")
+        view = view.left_join(sat, "customer_id").drop("customer_id_right")
     if profile is not None:
         p = profile
         end = ibis.literal(as_of, "date")
@@ -161,17 +160,9 @@ def customer_view(
             in_profile=ibis.literal(True),
             **keep,
         )
-        parts.append(prof.mutate(age_band=age_band(prof.age)))
-    j = ids
-    for i, part in enumerate(parts):
-        j = j.left_join(part, "customer_id", rname=f"{{name}}_{i}")
-    columns: dict[str, ir.Value] = {"customer_id": j.customer_id}
-    for part in parts:
-        columns.update({c: j[c] for c in part.columns if c != "customer_id"})
-    columns.update(frequency=j.frequency.fill_null(0), monetary=j.monetary.fill_null(0.0))
-    if profile is not None:
-        columns["in_profile"] = j.in_profile.fill_null(False)
-    view = j.select(**columns)
+        prof = prof.mutate(age_band=age_band(prof.age))
+        view = view.left_join(prof, "customer_id").drop("customer_id_right")
+        view = view.mutate(in_profile=view.in_profile.fill_null(False))
     return view, as_of
 
 
