@@ -13,6 +13,7 @@ import pytest
 from segmentum.errors import InputError, ModelError
 from segmentum.features import btyd_summary
 from segmentum.models import BetaGeo, GammaGamma, ModifiedBetaGeo, ParetoNBD
+from segmentum.models.btyd import compress, dropout_identified
 
 
 @pytest.fixture
@@ -200,6 +201,62 @@ def test_bgnbd_recovers_known_parameters_from_simulated_data() -> None:
     for k, v in truth.items():
         lo, hi = m.summary().loc[k, ["lower", "upper"]]
         assert lo - 0.1 * v < v < hi + 0.1 * v, (k, m.params_[k])
+
+
+def simulate_same_dropout(n: int, p: float, seed: int) -> tuple[np.ndarray, ...]:
+    """BG/NBD customers who all share one dropout chance ``p`` (Beta(a, b) a point mass: the
+    likelihood rises toward a, b -> infinity), each observed for their own T."""
+    rng = np.random.default_rng(seed)
+    lam = rng.gamma(0.4, 1 / 2.0, n)
+    T = rng.uniform(5.0, 100.0, n)
+    x, tx, t = np.zeros(n), np.zeros(n), np.zeros(n)
+    alive = np.ones(n, dtype=bool)
+    while alive.any():
+        t = np.where(alive, t + rng.exponential(1 / lam), t)
+        alive &= t <= T
+        x += alive
+        tx = np.where(alive, t, tx)
+        alive &= rng.random(n) > p
+    return x, tx, T
+
+
+@pytest.mark.parametrize("n", [3_000, 60_000])  # fitted on all rows; walked on a sample first
+def test_bgnbd_on_its_bound_converges_on_the_face_of_the_box(n: int) -> None:
+    """When every customer has the same dropout chance, BG/NBD's b runs to its bound (1e7)
+    and a follows it: the fit holds b there and finishes on the other parameters (Newton on
+    the face). It must converge, say which parameter is on its bound, find the true dropout
+    chance, and be the bounded problem's maximum: no better point from bounded L-BFGS, no
+    slope left in the free parameters, and the likelihood still rising through the bound."""
+    x, tx, T = simulate_same_dropout(n, 0.1, seed=5)
+    m = BetaGeo().fit(x, tx, T)
+    assert m.converged_ and "b" in m.at_bound_
+    assert m.params_["b"] == pytest.approx(1e7)
+    p = m.params_["a"] / (m.params_["a"] + m.params_["b"])
+    assert p == pytest.approx(0.1, rel=0.2)
+    assert not dropout_identified(m)
+    from scipy import optimize
+
+    (cx, ctx, ct), w = compress(x, tx, T)
+    data = m._prepare((cx, ctx, ct), w)
+    lp = np.log([m.params_[k] for k in m.param_names])
+    upper = m._log_upper()
+    with np.errstate(all="ignore"):  # bounded L-BFGS's trial points overflow on the way
+        ref = optimize.minimize(
+            lambda v: m._nll(np.clip(v, -25, 25), data, w),
+            np.log([1.0, 1.0, 1.0, 1.0]),
+            jac=True,
+            method="L-BFGS-B",
+            bounds=[(None, u if u < 25 else None) for u in upper],
+            options={"maxiter": 5000, "ftol": 1e-15, "gtol": 1e-10},
+        )
+    ours, grad = m._nll(lp, data, w)
+    # Not worse than bounded L-BFGS (beyond the rounding of lnG at 1e7, 1e-8 relative).
+    assert ours <= ref.fun + 1e-8 * abs(ref.fun)
+    # The slope (negative log-likelihood, per log-parameter) is flat in r, alpha and a, and
+    # the likelihood does not fall toward b's bound (beyond its rounding: flat there).
+    scale = abs(ours) * 1e-8
+    assert np.all(np.abs(grad[:3]) < max(scale, 1e-3)), grad
+    assert grad[3] < scale
 
 
 @pytest.mark.parametrize(
