@@ -92,7 +92,7 @@ class MicroTree:
         }
 
 
-def _labels(view: ir.Table, dims: Sequence[str]) -> ir.Table:
+def _labels(view: ir.Table, dims: Sequence[str], keep: Sequence[str] = ()) -> ir.Table:
     missing = [d for d in dims if d not in view.columns]
     if missing:
         known = ", ".join(sorted(c for c in view.columns if not c.startswith("_")))
@@ -103,18 +103,27 @@ def _labels(view: ir.Table, dims: Sequence[str]) -> ir.Table:
     cols = {f"_d{i}": view[d].cast("string").fill_null(MISSING) for i, d in enumerate(dims)}
     extra = {"_rev": view.monetary.fill_null(0.0).cast("float64")}
     extra["_clv"] = view.clv.cast("float64") if "clv" in view.columns else ibis.null("float64")
-    return view.select("customer_id", **cols, **extra)
+    carried = [c for c in keep if c in view.columns and c not in ("customer_id", *cols, *extra)]
+    return view.select("customer_id", *carried, **cols, **extra)
 
 
-def assign(view: ir.Table, dims: Sequence[str], min_size: int) -> ir.Table:
-    """customer_id, micro_segment (the path of the deepest big-enough cell) and its depth."""
-    t = _labels(view, dims)
-    # Size of every prefix cell, as a window count: depth d counts customers sharing _d0.._d(d-1).
-    sizes = {
-        f"_n{d}": t.count().over(ibis.window(group_by=[t[f"_d{i}"] for i in range(d + 1)]))
-        for d in range(len(dims))
-    }
-    t = t.mutate(**sizes)
+def assign(
+    view: ir.Table, dims: Sequence[str], min_size: int, keep: Sequence[str] = ()
+) -> ir.Table:
+    """customer_id, micro_segment (the path of the deepest big-enough cell) and its depth;
+    ``keep``: columns of the view carried along (the personas' columns)."""
+    t = _labels(view, dims, keep)
+    # Size of every prefix cell (depth d counts the customers sharing _d0.._dd): the finest
+    # cells counted once, the coarser ones summed from them, joined back on the cell. (A
+    # window count per depth sorted every customer once per depth: 1.4 s against 0.45 s at
+    # 870,000 customers.)
+    keys = [f"_d{i}" for i in range(len(dims))]
+    cells = t.group_by(keys).aggregate(**{f"_n{len(dims) - 1}": t.count()})
+    for d in range(len(dims) - 1):
+        prefix = keys[: d + 1]
+        sizes = cells.group_by(prefix).aggregate(**{f"_n{d}": cells[f"_n{len(dims) - 1}"].sum()})
+        cells = cells.join(sizes, prefix)
+    t = t.join(cells, keys)
     # Depth kept = number of leading levels whose cell is big enough (monotone: cells only shrink).
     depth: ir.IntegerValue = ibis.literal(0)
     ok: ir.BooleanValue = ibis.literal(True)
@@ -161,7 +170,8 @@ def micro_segments(
         view, as_of = customer_view(wh, as_of)
         view = wh.materialize(view, "microview")
     # (else ``view``: the customer view for ``as_of``, already computed by the caller)
-    a = wh.materialize(assign(view, dims, min_size), "micro")
+    keep = [*PERSONA, "tags"] if personas else []
+    a = wh.materialize(assign(view, dims, min_size, keep), "micro")
     if store:
         out = a.select(
             "customer_id",
@@ -216,10 +226,17 @@ def persona_cards(
     column's count reads one narrow table instead of joining the view again.
     """
     cols = ["customer_id", *(c for c in (*PERSONA, "tags") if c in view.columns)]
-    j = assigned.select("customer_id", "micro_segment").join(view.select(*cols), "customer_id")
-    if wh is not None:
-        j = wh.materialize(j, "persona")
+    if all(c in assigned.columns for c in cols):  # assigned with the persona columns kept
+        j = assigned
+    else:
+        j = assigned.select("customer_id", "micro_segment").join(view.select(*cols), "customer_id")
+        if wh is not None:
+            j = wh.materialize(j, "persona")
     cards: dict[str, dict[str, Any]] = {}
+    # Every persona column's counts in one query (one statement instead of one per column);
+    # the top value ranks on the column's own values (numbers as numbers), then is written
+    # as text.
+    parts = []
     for col, label in PERSONA.items():
         if col not in j.columns:
             continue
@@ -229,9 +246,19 @@ def persona_cards(
         tot = counts.n.sum().over(ibis.window(group_by=counts.micro_segment))
         top = counts.mutate(_rk=ibis.row_number().over(w), _share=counts.n / tot)
         top = top.filter(top._rk == 0)
-        for row in top.to_pyarrow().to_pylist():
-            cards.setdefault(row["micro_segment"], {})[label] = {
-                "value": str(row[col]),
+        parts.append(
+            top.select(
+                "micro_segment",
+                _label=ibis.literal(label),
+                _value=top[col].cast("string"),
+                _share=top._share,
+            )
+        )
+    if parts:
+        tops = parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
+        for row in tops.to_pyarrow().to_pylist():
+            cards.setdefault(row["micro_segment"], {})[row["_label"]] = {
+                "value": str(row["_value"]),
                 "share": round(float(row["_share"]), 3),
             }
     if "tags" in j.columns:
