@@ -708,7 +708,10 @@ def main() -> None:
     if args.deadline:
         hh, mm = (int(x) for x in args.deadline.split(":"))
         now = dt.datetime.now(dt.UTC)
-        deadline = now.replace(hour=hh, minute=mm, second=0).timestamp()
+        at = now.replace(hour=hh, minute=mm, second=0, microsecond=0)
+        if at <= now:  # past midnight: the next day's
+            at += dt.timedelta(days=1)
+        deadline = at.timestamp()
     steps = args.steps.split(",")
     for label in args.lines:
         run_size(label, "duckdb", steps, deadline, args.timeout, args.keep, args.parquet_first)
