@@ -6,6 +6,7 @@ import datetime as dt
 import email
 import email.policy
 import json
+import re
 import socket
 import ssl
 import subprocess
@@ -540,7 +541,7 @@ def test_the_demos_past_campaign_can_be_measured_but_not_sent(
     assert "WINBACK-2025-10" in capsys.readouterr().out
     assert main(["campaign", "results", "WINBACK-2025-10", "-w", cwh.url]) == 0
     out = capsys.readouterr().out
-    assert "results (results)" in out and "nan" not in out.lower()
+    assert "results (loaded results)" in out and "nan" not in out.lower()
     with pytest.raises(InputError, match="imported from campaign_results"):
         cs.send(past)
     with pytest.raises(InputError, match="already exists"):
@@ -564,3 +565,44 @@ def test_campaign_cli(cwh: Warehouse, capsys: pytest.CaptureFixture[str], tmp_pa
     assert (
         main(["campaign", "create", "Bad", "--tactic", "spam", "--channel", "file", "-w", url]) == 2
     )
+
+
+def test_the_campaign_journey_in_spanish(
+    cwh: Warehouse, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """create -> list -> audience -> dry run -> send -> results with --lang es: every line
+    in Spanish (labels, counts and reasons), none of the English words, no nan or None."""
+    url = cwh.url
+    es = ["--lang", "es", "-w", url]
+    args = ["campaign", "create", "Regreso", "--tactic", "winback", "--channel", "file"]
+    assert main([*args, *es]) == 0
+    out = capsys.readouterr().out
+    assert "campaña" in out and "creada" in out and "recuperación" in out.lower()
+    assert main(["campaign", "list", *es]) == 0
+    out = capsys.readouterr().out
+    assert "campañas" in out and "táctica" in out and "Regreso" in out
+    assert main(["campaign", "audience", "Regreso", *es]) == 0
+    out = capsys.readouterr().out
+    assert "clientes (" in out and "por qué" in out
+    # The reasons are sentences in Spanish ("inactivo tras gastar ..."), not the logged English.
+    assert "inactivo" in out or "última compra" in out
+    assert main(["campaign", "send", "Regreso", "--dry-run", *es]) == 0
+    out = capsys.readouterr().out
+    assert "en la audiencia" in out
+    assert main(["campaign", "send", "Regreso", "--out", str(tmp_path), *es]) == 0
+    out = capsys.readouterr().out
+    assert "entregados ahora" in out and "grupo de control" in out and "escrito" in out
+    assert main(["campaign", "results", "Regreso", *es]) == 0
+    results_out = capsys.readouterr().out
+    assert main(["campaign", "results", "WINBACK-2025-10", *es]) == 0
+    imported = capsys.readouterr().out
+    assert "resultados (resultados cargados)" in imported and "todos" in imported
+    assert "(unknown)" not in imported and "(desc" in imported  # the column is narrow
+    assert main(["campaign", "times", *es]) == 0
+    times = capsys.readouterr().out
+    assert "mejor momento y canal por segmento" in times and "franja" in times
+    everything = out + results_out + imported + times
+    for english in ("delivered now", "in the audience", "customers (", "results (", "treated"):
+        assert english not in everything, english
+    for missing in ("nan", "None", "NaT"):
+        assert not re.search(rf"\b{missing}\b", everything), missing

@@ -16,6 +16,7 @@ TEMPLATES = Path(i18n.__file__).parent / "service" / "templates"
 SAME_IN_SPANISH = {
     "CLV",
     "Control",
+    "control",
     "Email",
     "Error",
     "error",

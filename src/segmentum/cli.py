@@ -2168,8 +2168,11 @@ def campaign_create_cmd(
     control_share: Annotated[float | None, typer.Option(help="Share held out.")] = None,
     cost_per_contact: Annotated[float, typer.Option(help="Cost of one contact.")] = 0.0,
     warehouse: WarehouseOpt = None,
+    lang: LangOpt = None,
 ) -> None:
     """Define a campaign (nothing is sent)."""
+    lang = _check_lang(lang)
+    _ = i18n.translations(lang).ugettext
     c = _campaigns(warehouse).create(
         name,
         tactic,
@@ -2179,17 +2182,32 @@ def campaign_create_cmd(
         control_share=control_share,
         cost_per_contact=cost_per_contact,
     )
-    console.print(f"created campaign [bold]{c.campaign_id}[/bold] ({c.tactic} by {c.channel})")
+    console.print(
+        _("created campaign %(id)s (%(tactic)s by %(channel)s)")
+        % {
+            "id": f"[bold]{escape(c.campaign_id)}[/bold]",
+            "tactic": escape(i18n.label(lang, "tactic", c.tactic)),
+            "channel": escape(i18n.label(lang, "channel", c.channel)),
+        }
+    )
 
 
 @campaign_app.command("list")
-def campaign_list_cmd(warehouse: WarehouseOpt = None) -> None:
+def campaign_list_cmd(warehouse: WarehouseOpt = None, lang: LangOpt = None) -> None:
     """List campaigns."""
-    t = Table(title="campaigns")
-    for c in ("id", "name", "tactic", "channel", "control"):
+    lang = _check_lang(lang)
+    _ = i18n.translations(lang).ugettext
+    t = Table(title=_("campaigns"))
+    for c in (_("id"), _("name"), _("tactic"), _("channel"), _("control")):
         t.add_column(c)
     for c in _campaigns(warehouse).list():
-        t.add_row(c.campaign_id, c.name, c.tactic, c.channel, _pct(c.control_share))
+        t.add_row(
+            escape(c.campaign_id),
+            escape(c.name),
+            escape(i18n.label(lang, "tactic", c.tactic)),
+            escape(i18n.label(lang, "channel", c.channel)),
+            _pct(c.control_share, lang),
+        )
     console.print(t)
 
 
@@ -2199,8 +2217,11 @@ def campaign_audience_cmd(
     limit: Annotated[int, typer.Option(help="Rows to show.")] = 10,
     warehouse: WarehouseOpt = None,
     as_json: JsonOpt = False,
+    lang: LangOpt = None,
 ) -> None:
     """Who is in the audience and why."""
+    lang = _check_lang(lang)
+    tr = i18n.translations(lang)
     cs = _campaigns(warehouse)
     c = cs.get(campaign)
     aud = cs.audience(c)
@@ -2209,12 +2230,23 @@ def campaign_audience_cmd(
     if as_json:
         print_json(json.dumps({"size": n, "top": rows}, default=str))
         return
-    t = Table(title=f"{c.name}: {n:,} customers ({c.tactic})")
-    t.add_column("customer")
-    t.add_column("why")
+    title = tr.ungettext(
+        "%(name)s: %(n)s customer (%(tactic)s)", "%(name)s: %(n)s customers (%(tactic)s)", n
+    ) % {"name": c.name, "n": _count(n, lang), "tactic": i18n.label(lang, "tactic", c.tactic)}
+    t = Table(title=escape(title))
+    t.add_column(tr.ugettext("customer"))
+    t.add_column(tr.ugettext("why"))
     for r in rows:
-        t.add_row(str(r["customer_id"]), str(r["reason"]))
+        t.add_row(escape(str(r["customer_id"])), escape(cs.why(c, r, lang)))
     console.print(t)
+
+
+def _receipts(counts: dict[str, int], lang: str) -> str:
+    """SMS delivery receipts as "delivered 10, expired 1", in ``lang``."""
+    tr = i18n.translations(lang)
+    return ", ".join(
+        f"{tr.upgettext('sms_status', k)} {_count(v, lang)}" for k, v in counts.items()
+    )
 
 
 @campaign_app.command("send")
@@ -2227,6 +2259,7 @@ def campaign_send_cmd(
     out: Annotated[Path | None, typer.Option(help="Folder for file campaigns.")] = None,
     warehouse: WarehouseOpt = None,
     as_json: JsonOpt = False,
+    lang: LangOpt = None,
 ) -> None:
     """Send what is due (run it again later for the rest); --dry-run shows who, when and why.
 
@@ -2235,41 +2268,66 @@ def campaign_send_cmd(
     """
     from segmentum.errors import DeliveryError, PartialFailure
 
+    lang = _check_lang(lang)
+    _ = i18n.translations(lang).ugettext
     cs = _campaigns(warehouse)
     c = cs.get(campaign)
     if dry_run:
-        plan = cs.dry_run(c)
+        plan = cs.dry_run(c, lang=lang)
         if as_json:
             print_json(json.dumps(plan, default=str))
             return
-        console.print(f"[bold]{c.name}[/bold]: {plan['audience']:,} in the audience")
+        console.print(
+            _("%(name)s: %(n)s in the audience")
+            % {"name": f"[bold]{escape(c.name)}[/bold]", "n": _count(plan["audience"], lang)}
+        )
         for k, v in plan["outcomes"].items():
-            console.print(f"  {k}: {v:,}")
+            console.print(f"  {escape(i18n.label(lang, 'outcome', k))}: {_count(v, lang)}")
         for e in plan["examples"]:
-            when = f"at {e['when']:%Y-%m-%d %H:%M} UTC" if e["when"] is not None else "when sent"
-            console.print(f"[dim]{e['customer_id']} {when}: {e['why']}[/dim]")
-            console.print(f"  {e['subject']} | {e['body']}")
+            when = (
+                _("at %(when)s UTC") % {"when": i18n.date(e["when"], lang)}
+                if e["when"] is not None
+                else _("when sent")
+            )
+            console.print(f"[dim]{escape(str(e['customer_id']))} {when}: {escape(e['why'])}[/dim]")
+            console.print(f"  {escape(e['subject'])} | {escape(e['body'])}")
         return
     r = cs.send(c, immediately=immediately, out_dir=out)
     if as_json:
         print_json(json.dumps(r.__dict__, default=str))
     else:
         console.print(
-            f"{c.name}: {r.delivered:,} delivered now, {r.scheduled_later:,} scheduled later, "
-            f"{r.failed:,} failed ({r.retrying:,} kept pending for the next send), "
-            f"{r.control:,} in the control group"
+            _(
+                "%(name)s: %(delivered)s delivered now, %(later)s scheduled later, %(failed)s "
+                "failed (%(retrying)s kept pending for the next send), %(control)s in the "
+                "control group"
+            )
+            % {
+                "name": escape(c.name),
+                "delivered": _count(r.delivered, lang),
+                "later": _count(r.scheduled_later, lang),
+                "failed": _count(r.failed, lang),
+                "retrying": _count(r.retrying, lang),
+                "control": _count(r.control, lang),
+            }
         )
         if r.resumed:
-            console.print(f"  {r.resumed:,} interrupted by an earlier send: sent again")
+            console.print(
+                "  "
+                + _("%(n)s interrupted by an earlier send: sent again")
+                % {"n": _count(r.resumed, lang)}
+            )
         if r.receipts:
-            got = ", ".join(f"{k} {v:,}" for k, v in r.receipts.items())
-            console.print(f"  SMS receipts: {got}")
+            console.print(
+                "  " + _("SMS receipts: %(counts)s") % {"counts": _receipts(r.receipts, lang)}
+            )
         for k, v in r.outcomes.items():
-            console.print(f"  {k}: {v:,}")
+            console.print(f"  {escape(i18n.label(lang, 'outcome', k))}: {_count(v, lang)}")
         for e in r.errors:
-            console.print(f"[yellow]error:[/yellow] {e}")
+            word = i18n.translations(lang).upgettext(*i18n.ERROR_WORD)
+            console.print(f"[yellow]{word}:[/yellow] {escape(i18n.translate_message(lang, e))}")
         for f in r.files:
-            console.print(f"wrote {f}")
+            console.print(_("wrote %(path)s") % {"path": escape(str(f))})
     if r.failed and not r.delivered:
         raise DeliveryError(
             f"{r.failed:,} of {r.failed:,} messages failed: {r.stopped or r.errors[0]}",
@@ -2286,11 +2344,13 @@ def campaign_send_cmd(
 
 @campaign_app.command("results")
 def campaign_results_cmd(
-    campaign: str, warehouse: WarehouseOpt = None, as_json: JsonOpt = False
+    campaign: str, warehouse: WarehouseOpt = None, as_json: JsonOpt = False, lang: LangOpt = None
 ) -> None:
     """Treatment against control: uplift with its interval and p-value, incremental revenue, ROI."""
     from segmentum.campaigns.measure import results
 
+    lang = _check_lang(lang)
+    _ = i18n.translations(lang).ugettext
     cs = _campaigns(warehouse)
     c = cs.get(campaign)
     r = results(cs.wh, c.campaign_id, cs.settings, c.cost_per_contact)
@@ -2304,40 +2364,52 @@ def campaign_results_cmd(
         print_json(json.dumps({**r.to_dict(), "sms_receipts": receipts}, default=str))
         return
     if receipts is not None:
-        console.print(f"{c.name}: SMS " + ", ".join(f"{k} {v:,}" for k, v in receipts.items()))
+        console.print(
+            _("%(name)s: SMS %(counts)s")
+            % {"name": escape(c.name), "counts": _receipts(receipts, lang)}
+        )
     if not r.ready:
-        console.print(f"{c.name}: {r.note}")
+        note = i18n.translate_message(lang, r.note)
+        console.print(f"{escape(c.name)}: {escape(note)}")
         return
 
     def pp(x: float | None) -> str:
-        return "" if x is None else f"{100 * x:+.1f}"
+        return "" if x is None else i18n.points(x, lang).removesuffix(" pp")
 
-    t = Table(title=f"{c.name}: results ({r.source})")
-    for col in (
-        "group",
-        "treated",
-        "control",
-        "conv. T",
-        "conv. C",
-        "uplift (95% CI)",
-        "p",
-        "incr. revenue",
-        "ROI",
+    # Where the outcomes come from: loaded campaign results, or purchases after the send.
+    source = {"results": _("loaded results"), "derived": _("purchases after the send")}.get(
+        r.source, r.source
+    )
+    t = Table(
+        title=escape(_("%(name)s: results (%(source)s)") % {"name": c.name, "source": source})
+    )
+    for col, left in (
+        (_("group"), True),
+        (_("treated"), False),
+        (_("control"), False),
+        (_("conv. T"), False),
+        (_("conv. C"), False),
+        (_("uplift (95% CI)"), False),
+        ("p", False),
+        (_("incr. revenue"), False),
+        ("ROI", False),
     ):
-        t.add_column(col, justify="left" if col == "group" else "right")
+        t.add_column(col, justify="left" if left else "right")
     for e in [r.overall, *r.by_segment]:
+        # "all" and "(unknown)" are words of ours; the others RFM segments.
+        kind = "value" if e.group in ("all", "(unknown)") else "rfm_segment"
         t.add_row(
-            e.group,
-            f"{e.treated:,}",
-            f"{e.control:,}",
-            _pct(e.conv_treated),
-            _pct(e.conv_control),
+            escape(i18n.label(lang, kind, e.group)),
+            _count(e.treated, lang),
+            _count(e.control, lang),
+            _pct(e.conv_treated, lang),
+            _pct(e.conv_control, lang),
             f"{pp(e.uplift)} pp ({pp(e.uplift_low)}, {pp(e.uplift_high)})"
             if e.uplift is not None
             else "",
-            "" if e.p_value is None else f"{e.p_value:.3f}",
-            _money(e.incremental_revenue),
-            "" if e.roi is None else f"{e.roi:.2f}",
+            "" if e.p_value is None else i18n.number(e.p_value, lang, 3),
+            _money(e.incremental_revenue, lang),
+            "" if e.roi is None else i18n.number(e.roi, lang, 2),
         )
     console.print(t)
 
@@ -2347,10 +2419,13 @@ def campaign_times_cmd(
     segment: Annotated[str | None, typer.Option(help="Only this RFM segment.")] = None,
     warehouse: WarehouseOpt = None,
     as_json: JsonOpt = False,
+    lang: LangOpt = None,
 ) -> None:
     """When and where each segment buys and opens messages (hour band, weekday, device, channel)."""
     from segmentum.campaigns.timing import segment_times
 
+    lang = _check_lang(lang)
+    _ = i18n.translations(lang).ugettext
     settings = load_settings()
     rows = segment_times(connect(warehouse or settings.warehouse))
     if segment:
@@ -2360,15 +2435,19 @@ def campaign_times_cmd(
         return
     best: dict[str, dict[str, str]] = {}
     for r in rows:  # rows come most common first
+        dim = str(r["dimension"])
         best.setdefault(str(r["segment"]), {}).setdefault(
-            str(r["dimension"]),
-            f"{r['value']} ({_pct(float(r['share']))})",  # type: ignore[arg-type]
+            dim,
+            f"{i18n.label(lang, dim, r['value'])} ({_pct(float(r['share']), lang)})",  # type: ignore[arg-type]
         )
-    t = Table(title="best time and channel by segment")
-    for c in ("segment", "hour band", "weekday", "device", "channel"):
+    t = Table(title=_("best time and channel by segment"))
+    for c in (_("segment"), _("hour band"), _("weekday"), _("device"), _("channel")):
         t.add_column(c)
     for seg, d in best.items():
-        t.add_row(seg, *(d.get(k, "") for k in ("hour_band", "weekday", "device", "channel")))
+        t.add_row(
+            escape(i18n.label(lang, "rfm_segment", seg)),
+            *(escape(d.get(k, "")) for k in ("hour_band", "weekday", "device", "channel")),
+        )
     console.print(t)
 
 
@@ -2376,6 +2455,7 @@ def campaign_times_cmd(
 def campaign_serve_web_cmd(
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 8765,
     warehouse: WarehouseOpt = None,
+    lang: LangOpt = None,
 ) -> None:
     """Serve web messages (GET /v1/web-message?visitor=ID), the snippet (/segmentum.js) and
     survey answers (POST /v1/web-message/answer)."""
@@ -2384,12 +2464,16 @@ def campaign_serve_web_cmd(
     from segmentum.campaigns.channels import serve_web_messages
     from segmentum.satisfaction.survey import answer_web_survey
 
+    lang = _check_lang(lang)
+    _ = i18n.translations(lang).ugettext
     cs = _campaigns(warehouse)
     # Survey answers of web-message campaigns come back to the same server.
-    server, _ = serve_web_messages(
+    server, _port = serve_web_messages(
         cs.web_message, port=port, answer=lambda body: answer_web_survey(cs, body)
     )
-    console.print(f"serving web messages on http://127.0.0.1:{port} (Ctrl+C to stop)")
+    console.print(
+        _("serving web messages on %(url)s (Ctrl+C to stop)") % {"url": f"http://127.0.0.1:{port}"}
+    )
     try:
         while True:
             time.sleep(3600)

@@ -337,8 +337,14 @@ class Campaigns:
         return self.log(c)
 
     def dry_run(
-        self, c: Campaign, now: _dt.datetime | None = None, sample: int = 5
+        self,
+        c: Campaign,
+        now: _dt.datetime | None = None,
+        sample: int = 5,
+        lang: str | None = None,
     ) -> dict[str, Any]:
+        """Who would be contacted and when, the outcome counts and a few rendered examples;
+        ``lang``: the examples' reasons in that language (else as logged, in English)."""
         df = self.plan(c, now=now)
         tpl = c.template_data
         examples = []
@@ -356,7 +362,7 @@ class Campaigns:
                 {
                     "customer_id": r["customer_id"],
                     "when": None if reasons.missing(r.get("scheduled_at")) else r["scheduled_at"],
-                    "why": r["reason"],
+                    "why": self.why(c, r, lang) if lang else r["reason"],
                     "subject": subject,
                     "body": body,
                     **extra,
@@ -368,6 +374,14 @@ class Campaigns:
             "outcomes": df.outcome.value_counts().to_dict(),
             "examples": examples,
         }
+
+    def why(self, c: Campaign, r: Mapping[Any, Any], lang: str) -> str:
+        """Why ``r`` is in the audience, as a sentence in ``lang`` (the logged English reason
+        when its facts are not enough for one)."""
+        args = r.get("reason_args")
+        if args is None:
+            args = reasons.facts(r)
+        return reasons.text(c.tactic, args, lang, self.currency) or str(r.get("reason") or "")
 
     def _context(self, c: Campaign, r: Mapping[Any, Any], lang: str) -> dict[str, Any]:
         """What a template may print for one recipient, in their language (missing values

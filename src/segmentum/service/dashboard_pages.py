@@ -1519,7 +1519,7 @@ def _campaigns(page: Page, svc: Any, selected: str) -> dict[str, Any]:
                 return ctx
             if camp.channel == "sms":
                 ctx["sms"] = _sms_receipts(page, cs, camp)
-            plan = cs.dry_run(camp, sample=10)
+            plan = cs.dry_run(camp, sample=10, lang=page.lang)
             ctx["plan"] = {
                 "id": camp.campaign_id,
                 "name": plan["campaign"],
