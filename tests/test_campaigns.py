@@ -602,7 +602,8 @@ def test_the_campaign_journey_in_spanish(
     times = capsys.readouterr().out
     assert "mejor momento y canal por segmento" in times and "franja" in times
     everything = out + results_out + imported + times
-    for english in ("delivered now", "in the audience", "customers (", "results (", "treated"):
+    english_words = ("delivered now", "in the audience", "customers (", "results (", "treated")
+    for english in (*english_words, "no results yet", "no control group", "outcomes"):
         assert english not in everything, english
     for missing in ("nan", "None", "NaT"):
         assert not re.search(rf"\b{missing}\b", everything), missing

@@ -283,3 +283,17 @@ def test_why_a_model_was_not_fitted_reads_in_spanish() -> None:
         "(sugerencia: use un rango de k menor o más datos)",
     ]
     assert [i18n.error_text("en", e) for e in raised] == [str(e) for e in raised]
+
+
+def test_a_failed_send_and_an_unmeasured_campaign_read_in_spanish() -> None:
+    from segmentum.errors import DeliveryError
+
+    err = DeliveryError(
+        "1,200 of 1,200 messages failed: connection refused",
+        "nothing failed is lost: fix the cause and run the send again",
+    )
+    text = i18n.error_text("es", err)
+    assert text.startswith("fallaron 1.200 de 1.200 mensajes: connection refused")
+    assert "vuelva a lanzar el envío" in text and "nothing" not in text
+    note = i18n.translate_message("es", "no results yet: 3,000 sent, 0 outcomes")
+    assert note == "aún no hay resultados: 3.000 enviados, 0 resultados"

@@ -606,6 +606,28 @@ MESSAGES: tuple[tuple[str, tuple[str, str]], ...] = (
         r"removed ([\d,]+) rows of an interrupted batch",
         N_("progress", "removed %(1)s rows of an interrupted batch"),
     ),
+    # A campaign's send and results (segmentum.cli, segmentum.campaigns.measure).
+    (
+        r"([\d,]+) of ([\d,]+) messages failed: (.+)",
+        N_("campaign", "%(1)s of %(2)s messages failed: %(3)s"),
+    ),
+    (r"([\d,]+) of ([\d,]+) messages failed", N_("campaign", "%(1)s of %(2)s messages failed")),
+    (
+        r"nothing failed is lost: fix the cause and run the send again",
+        N_("campaign", "nothing failed is lost: fix the cause and run the send again"),
+    ),
+    (
+        r"run the send again to retry those kept pending",
+        N_("campaign", "run the send again to retry those kept pending"),
+    ),
+    (
+        r"no control group to compare with: ([\d,]+) sent, ([\d,]+) outcomes",
+        N_("campaign", "no control group to compare with: %(1)s sent, %(2)s outcomes"),
+    ),
+    (
+        r"no results yet: ([\d,]+) sent, ([\d,]+) outcomes",
+        N_("campaign", "no results yet: %(1)s sent, %(2)s outcomes"),
+    ),
 )
 #: Why ingest quarantined a row: a column and what is wrong with it, or a repeat. A reason
 #: joins several with "; " (see segmentum.ingest.core); each is translated on its own.
@@ -683,7 +705,7 @@ def _translated(
             return str(t.upgettext("rule", g))
         if ctx == "rule" and " or " in g:  # "did you mean a or b?"
             return g.replace(" or ", f" {t.upgettext(*_OR)} ")
-        if ctx == "progress" and re.fullmatch(r"[\d,]+", g):
+        if ctx in ("progress", "campaign") and re.fullmatch(r"[\d,]+", g):
             return number(int(g.replace(",", "")), lang, 0)  # a count, grouped
         if lang != "en" and re.fullmatch(r"\d{4}-\d{2}-\d{2}", g):
             return date(g, lang)  # a day as the language writes it
