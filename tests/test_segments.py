@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from pathlib import Path
 from typing import Any
 
@@ -437,6 +438,59 @@ def test_cli_segment_commands(whs: Warehouse, capsys: pytest.CaptureFixture[str]
     assert "vip" in capsys.readouterr().out
     assert main(["segment", "micro", "--dimensions", "region,city", "-w", url]) == 0
     assert main(["segment", "delete", "nope", "-w", url]) == 2
+
+
+def test_the_segment_journey_in_spanish(
+    whs: Warehouse, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """create -> edit -> compute -> export -> import -> webhooks -> look-alikes -> delete with
+    --lang es: every line in Spanish, counts and dates as Spanish writes them."""
+    es = ["--lang", "es", "-w", whs.url]
+    assert main(["segment", "create", "vip", "value_tier == 'high'", *es]) == 0
+    assert (
+        main(["segment", "edit", "vip", "--rule", "value_tier == 'high' and frequency > 1", *es])
+        == 0
+    )
+    assert main(["segment", "compute", *es]) == 0
+    yaml = tmp_path / "segmentos.yaml"
+    assert main(["segment", "export", str(yaml), *es]) == 0
+    assert main(["segment", "import", str(yaml), *es]) == 0
+    hook = ["segment", "subscribe", "vip", "https://crm.example.com/hook", *es]
+    assert main(hook) == 0
+    assert main(["segment", "webhooks", *es]) == 0
+    assert main(["segment", "lookalike", "--top", "5", *es]) == 0
+    out = capsys.readouterr().out
+    for spanish in (
+        "segmento vip guardado",
+        "segmento vip actualizado",
+        "segmentos a ",
+        "escrito",
+        "cargado 1 segmento de",
+        "suscrito a vip",
+        "secreto de firma",
+        "suscripciones de webhook",
+        "parecidos a",
+        "prospectos puntuados",
+    ):
+        assert spanish in out, spanish
+    sub_id = re.search(r"\(id (\w+)\)", out)
+    assert sub_id
+    assert main(["segment", "unsubscribe", sub_id.group(1), *es]) == 0
+    assert main(["segment", "delete", "vip", *es]) == 0
+    out += capsys.readouterr().out
+    assert "cancelada" in out and "segmento vip borrado" in out
+    for english in (
+        "saved segment",
+        "segments as of",
+        "loaded 1",
+        "subscribed",
+        "look-alikes",
+        "prospects scored",
+        "deleted segment",
+        "wrote ",
+    ):
+        assert english not in out, english
+    assert not re.search(r"\b(nan|None|NaT)\b", out)
 
 
 def test_the_pipeline_loads_the_demo_segments_and_discovers(

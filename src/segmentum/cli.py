@@ -985,13 +985,19 @@ def segment_create_cmd(
     description: Annotated[str, typer.Option(help="What the segment is for.")] = "",
     level: Annotated[str, typer.Option(help="customer or account (B2B companies).")] = "customer",
     warehouse: WarehouseOpt = None,
+    lang: LangOpt = None,
 ) -> None:
     """Check a rule and save it as a segment (nothing is saved when the rule has an error)."""
+    lang = _check_lang(lang)
+    _ = i18n.translations(lang).ugettext
     segments = _segments(warehouse)
     seg = segments.create(name, rule, description, level)
-    console.print(f"saved segment [bold]{seg.name}[/bold]: {escape(seg.rule)}")
+    console.print(
+        _("saved segment %(name)s: %(rule)s")
+        % {"name": f"[bold]{escape(seg.name)}[/bold]", "rule": escape(seg.rule)}
+    )
     if level == "customer":
-        _print_rule_warnings(segments.warnings(seg.rule))
+        _print_rule_warnings(segments.warnings(seg.rule), lang)
 
 
 @segment_app.command("edit")
@@ -1000,17 +1006,26 @@ def segment_edit_cmd(
     rule: Annotated[str | None, typer.Option(help="New rule.")] = None,
     description: Annotated[str | None, typer.Option(help="New description.")] = None,
     warehouse: WarehouseOpt = None,
+    lang: LangOpt = None,
 ) -> None:
     """Change a segment's rule or description (checked before it is saved)."""
+    lang = _check_lang(lang)
+    _ = i18n.translations(lang).ugettext
     seg = _segments(warehouse).edit(name, rule, description)
-    console.print(f"updated segment [bold]{seg.name}[/bold]: {seg.rule}")
+    console.print(
+        _("updated segment %(name)s: %(rule)s")
+        % {"name": f"[bold]{escape(seg.name)}[/bold]", "rule": escape(seg.rule)}
+    )
 
 
 @segment_app.command("delete")
-def segment_delete_cmd(name: str, warehouse: WarehouseOpt = None) -> None:
+def segment_delete_cmd(name: str, warehouse: WarehouseOpt = None, lang: LangOpt = None) -> None:
     """Delete a segment and its stored membership (refused while others reference it)."""
+    lang = _check_lang(lang)
     _segments(warehouse).delete(name)
-    console.print(f"deleted segment {name}")
+    console.print(
+        i18n.translations(lang).ugettext("deleted segment %(name)s") % {"name": escape(name)}
+    )
 
 
 @segment_app.command("subscribe")
@@ -1021,32 +1036,44 @@ def segment_subscribe_cmd(
         str | None, typer.Option(help="Also send changes after this date (YYYY-MM-DD).")
     ] = None,
     warehouse: WarehouseOpt = None,
+    lang: LangOpt = None,
 ) -> None:
     """Send this segment's enter / exit events to URL after each run, signed (secret shown once)."""
     from segmentum.history.webhooks import subscribe
 
+    lang = _check_lang(lang)
+    _ = i18n.translations(lang).ugettext
     settings = load_settings()
     day = _date(since, "--since") if since else None
     sub = subscribe(connect(warehouse or settings.warehouse), name, url, since=day)
-    console.print(f"subscribed {escape(sub.url)} to {sub.segment} (id {sub.subscription_id})")
-    console.print(f"signing secret (shown once): {sub.secret}", soft_wrap=True)
+    console.print(
+        _("subscribed %(url)s to %(segment)s (id %(id)s)")
+        % {"url": escape(sub.url), "segment": escape(sub.segment), "id": sub.subscription_id}
+    )
+    console.print(
+        _("signing secret (shown once): %(secret)s") % {"secret": sub.secret}, soft_wrap=True
+    )
 
 
 @segment_app.command("webhooks")
 def segment_webhooks_cmd(
     name: Annotated[str | None, typer.Argument(help="Only this segment's.")] = None,
     warehouse: WarehouseOpt = None,
+    lang: LangOpt = None,
 ) -> None:
     """Webhook subscriptions: id, segment, address, changes sent up to, last error."""
     from segmentum.history.webhooks import subscriptions
 
+    lang = _check_lang(lang)
+    _ = i18n.translations(lang).ugettext
     settings = load_settings()
-    t = Table(title="webhook subscriptions", title_justify="left")
-    for c in ("id", "segment", "url", "sent up to", "last error"):
+    t = Table(title=_("webhook subscriptions"), title_justify="left")
+    for c in (_("id"), _("segment"), _("address"), _("sent up to"), _("last error")):
         t.add_column(c)
     for w in subscriptions(connect(warehouse or settings.warehouse), name):
-        sent = str(w.delivered_through or "")
-        t.add_row(w.subscription_id, w.segment, w.url, sent, w.last_error or "")
+        sent = "" if w.delivered_through is None else i18n.date(w.delivered_through, lang)
+        error = i18n.translate_message(lang, w.last_error) if w.last_error else ""
+        t.add_row(escape(w.subscription_id), escape(w.segment), escape(w.url), sent, escape(error))
     console.print(t)
 
 
@@ -1054,13 +1081,17 @@ def segment_webhooks_cmd(
 def segment_unsubscribe_cmd(
     subscription_id: Annotated[str, typer.Argument(help="The id shown by: segment webhooks")],
     warehouse: WarehouseOpt = None,
+    lang: LangOpt = None,
 ) -> None:
     """Stop a webhook subscription."""
     from segmentum.history.webhooks import unsubscribe
 
+    lang = _check_lang(lang)
     settings = load_settings()
     unsubscribe(connect(warehouse or settings.warehouse), subscription_id)
-    console.print(f"unsubscribed {subscription_id}")
+    console.print(
+        i18n.translations(lang).ugettext("unsubscribed %(id)s") % {"id": escape(subscription_id)}
+    )
 
 
 @segment_app.command("list")
@@ -1138,34 +1169,47 @@ def segment_preview_cmd(
 
 @segment_app.command("compute")
 def segment_compute_cmd(
-    as_of: AsOfOpt = None, warehouse: WarehouseOpt = None, as_json: JsonOpt = False
+    as_of: AsOfOpt = None,
+    warehouse: WarehouseOpt = None,
+    as_json: JsonOpt = False,
+    lang: LangOpt = None,
 ) -> None:
     """Compute the membership of every saved segment (stored in segment_members)."""
+    lang = _check_lang(lang)
+    _ = i18n.translations(lang).ugettext
     rep = _segments(warehouse).compute(_as_of(as_of))
     if as_json:
         print_json(json.dumps(rep.__dict__, default=str))
         return
-    t = Table(title=f"segments as of {rep.as_of}", title_justify="left")
-    t.add_column("segment")
-    t.add_column("customers", justify="right")
+    t = Table(
+        title=_("segments as of %(date)s") % {"date": i18n.date(rep.as_of, lang)},
+        title_justify="left",
+    )
+    t.add_column(_("segment"))
+    t.add_column(_("customers"), justify="right")
     for n in rep.order:
         if n in rep.sizes:
-            t.add_row(n, f"{rep.sizes[n]:,}")
+            t.add_row(escape(n), _count(rep.sizes[n], lang))
     console.print(t)
 
 
 @segment_app.command("import")
-def segment_import_cmd(file: Path, warehouse: WarehouseOpt = None) -> None:
+def segment_import_cmd(file: Path, warehouse: WarehouseOpt = None, lang: LangOpt = None) -> None:
     """Create or replace the segments listed in a YAML file (all are checked first)."""
+    lang = _check_lang(lang)
     segs = _segments(warehouse).load_yaml(file)
-    console.print(f"loaded {len(segs)} segments from {file}")
+    text = i18n.translations(lang).ungettext(
+        "loaded %(n)s segment from %(file)s", "loaded %(n)s segments from %(file)s", len(segs)
+    )
+    console.print(text % {"n": _count(len(segs), lang), "file": escape(str(file))})
 
 
 @segment_app.command("export")
-def segment_export_cmd(file: Path, warehouse: WarehouseOpt = None) -> None:
+def segment_export_cmd(file: Path, warehouse: WarehouseOpt = None, lang: LangOpt = None) -> None:
     """Write every saved segment to a YAML file."""
+    lang = _check_lang(lang)
     _segments(warehouse).dump_yaml(file)
-    console.print(f"wrote {file}")
+    console.print(i18n.translations(lang).ugettext("wrote %(path)s") % {"path": escape(str(file))})
 
 
 def _print_profiles(profiles: Any, lang: str = "en", kind: str = "") -> None:
@@ -1443,10 +1487,13 @@ def segment_lookalike_cmd(
     as_of: AsOfOpt = None,
     warehouse: WarehouseOpt = None,
     as_json: JsonOpt = False,
+    lang: LangOpt = None,
 ) -> None:
     """Rank prospects by resemblance to a segment (stored in prospect_scores)."""
     from segmentum.segments.lookalike import find_lookalikes
 
+    lang = _check_lang(lang)
+    _ = i18n.translations(lang).ugettext
     settings = load_settings()
     r = find_lookalikes(
         connect(warehouse or settings.warehouse), target, as_of=_as_of(as_of), top=top
@@ -1461,19 +1508,55 @@ def segment_lookalike_cmd(
         return
     m = r.model
     console.print(
-        f"look-alikes of [bold]{target}[/bold]: cross-validated AUC {m.cv_auc:.3f} ± "
-        f"{m.cv_auc_sd:.3f} (gradient boosting for reference: {m.gbm_auc:.3f}); "
-        f"trained on {m.positives:,} members and {m.negatives:,} others; "
-        f"{r.scored:,} prospects scored"
+        _(
+            "look-alikes of %(target)s: cross-validated AUC %(auc)s ± %(sd)s (gradient boosting "
+            "for reference: %(gbm)s); trained on %(members)s members and %(others)s others; "
+            "%(scored)s prospects scored"
+        )
+        % {
+            "target": f"[bold]{escape(target)}[/bold]",
+            "auc": i18n.number(m.cv_auc, lang, 3),
+            "sd": i18n.number(m.cv_auc_sd, lang, 3),
+            "gbm": i18n.number(m.gbm_auc, lang, 3),
+            "members": _count(m.positives, lang),
+            "others": _count(m.negatives, lang),
+            "scored": _count(r.scored, lang),
+        }
     )
     t = Table()
-    for c in ("rank", "prospect", "score", "why"):
-        t.add_column(c, justify="right" if c in ("rank", "score") else "left")
+    for c, right in ((_("rank"), True), (_("prospect"), False), (_("score"), True)):
+        t.add_column(c, justify="right" if right else "left")
+    t.add_column(_("why"))
     for row in r.top.to_dict("records"):
         t.add_row(
-            str(row["rank"]), str(row["prospect_id"]), f"{row['score']:.3f}", str(row["reasons"])
+            _count(row["rank"], lang),
+            escape(str(row["prospect_id"])),
+            i18n.number(row["score"], lang, 3),
+            escape(_lookalike_reasons(str(row["reasons"]), lang)),
         )
     console.print(t)
+
+
+def _lookalike_reasons(text: str, lang: str) -> str:
+    """A prospect's reasons ("region = Andalucía; age; tag deporte", the model's feature
+    names) with the columns and values as ``lang`` writes them."""
+    if lang == "en" or not text:
+        return text
+    from segmentum.titles import column_title
+
+    _ = i18n.translations(lang).ugettext
+    out = []
+    for part in text.split("; "):
+        if " = " in part:
+            col, value = part.split(" = ", 1)
+            out.append(f"{column_title(lang, col)} = {i18n.label(lang, col, value)}")
+        elif part.startswith("tag "):
+            out.append(_("tag %(tag)s") % {"tag": part[4:]})
+        elif part.endswith(" unknown"):
+            out.append(_("%(column)s unknown") % {"column": column_title(lang, part[:-8])})
+        else:
+            out.append(column_title(lang, part))
+    return "; ".join(out)
 
 
 market_app = typer.Typer(
