@@ -203,6 +203,12 @@ def test_the_cli_writes_the_file_reports_and_records_the_export(
         assert [Path(e["path"]).name for e in exports_of(again, one)] == [out.name] * 2
     finally:
         again.close()
+    # In Spanish: the report's lines through the catalogs, counts as Spanish writes them.
+    monkeypatch.setenv("SEGMENTUM_EXPORT_PERSONAL_DATA", "true")
+    assert main([*args, "--lang", "es"]) == 0
+    printed = capsys.readouterr().out
+    assert "sin consentimiento publicitario" in printed and "excluidos:" in printed
+    assert "clientes de 'vip' escritos en" in printed and "left out" not in printed
 
 
 def test_the_api_needs_write_scope_and_the_personal_data_setting(server: dict[str, Any]) -> None:
@@ -428,6 +434,16 @@ def test_the_cli_and_the_api_export_retargeting_and_seeds(
     assert main(["audience", "seed", "--top", "20", "--out", str(seed_out), "-w", url]) == 0
     printed = capsys.readouterr().out
     assert "of 20 best customers by CLV" in printed and "value column" in printed
+    # The same in Spanish: every line through the catalogs, counts and dates as Spanish writes.
+    assert main([*args, "--out", str(out), "-w", url, "--lang", "es"]) == 0
+    printed = capsys.readouterr().out
+    assert "ventana: del" in printed and "añadieron al carrito sin comprar" in printed
+    assert "productos en" in printed and "written" not in printed and "window" not in printed
+    es_seed = ["audience", "seed", "--top", "20", "--out", str(seed_out), "--lang", "es"]
+    assert main([*es_seed, "-w", url]) == 0
+    printed = capsys.readouterr().out
+    assert "de 20 mejores clientes por CLV" in printed and "columna de valor" in printed
+    assert "CLV desde" in printed and "best customers" not in printed
     # The API on the shared demo itself (it writes nothing; a copy would publish read models).
     app = create_app(f"duckdb:///{service_db}", ON)
     key = {"X-API-Key": create_key(app.state.svc.state, "ads", ["write"])}

@@ -2649,11 +2649,15 @@ def forget_cmd(
 audience_app = typer.Typer(help="Ad audiences: segments as customer-match files (hashed).")
 app.add_typer(audience_app, name="audience")
 
-_AD_DROPS = {
-    "no_consent": "no advertising consent (consent_ads)",
-    "invalid_phone": "no usable email, and the phone is not a valid number",
-    "no_contact": "no usable email or phone",
-}
+
+def _ad_drops(lang: str) -> dict[str, str]:
+    """Why customers are left out of an ad audience, in ``lang``."""
+    _ = i18n.translations(lang).ugettext
+    return {
+        "no_consent": _("no advertising consent (consent_ads)"),
+        "invalid_phone": _("no usable email, and the phone is not a valid number"),
+        "no_contact": _("no usable email or phone"),
+    }
 
 
 @audience_app.command("export")
@@ -2670,10 +2674,12 @@ def audience_export_cmd(
     as_of: AsOfOpt = None,
     warehouse: WarehouseOpt = None,
     as_json: JsonOpt = False,
+    lang: LangOpt = None,
 ) -> None:
     """Write a segment as a Google Ads, Meta or TikTok customer-match file (SHA-256 hashed)."""
     from segmentum.campaigns.adaudiences import export
 
+    lang = _check_lang(lang)
     settings = load_settings()
     r = export(
         connect(warehouse or settings.warehouse),
@@ -2687,26 +2693,33 @@ def audience_export_cmd(
     if as_json:
         print_json(r.to_dict())
         return
+    what = i18n.translations(lang).ugettext("customers of %(segment)s") % {"segment": repr(segment)}
+    _print_ad_report(r, what, lang)
+
+
+def _print_ad_report(r: Any, what: str, lang: str = "en") -> None:
+    _ = i18n.translations(lang).ugettext
     console.print(
-        f"{r.exported:,} of {r.size:,} customers of {segment!r} written to {r.path} ({fmt})"
+        _("%(exported)s of %(size)s %(what)s written to %(path)s (%(format)s)")
+        % {
+            "exported": _count(r.exported, lang),
+            "size": _count(r.size, lang),
+            "what": escape(what),
+            "path": escape(str(r.path)),
+            "format": escape(r.format),
+        }
     )
+    drops = _ad_drops(lang)
     for reason, n in r.dropped.items():
         if n:
-            console.print(f"  left out: {n:,} {_AD_DROPS[reason]}")
+            console.print(
+                "  " + _("left out: %(n)s %(why)s") % {"n": _count(n, lang), "why": drops[reason]}
+            )
     if r.phones_invalid_kept:
         console.print(
-            f"  {r.phones_invalid_kept:,} exported by email only: their phone is not valid"
-        )
-
-
-def _print_ad_report(r: Any, what: str) -> None:
-    console.print(f"{r.exported:,} of {r.size:,} {what} written to {r.path} ({r.format})")
-    for reason, n in r.dropped.items():
-        if n:
-            console.print(f"  left out: {n:,} {_AD_DROPS[reason]}")
-    if r.phones_invalid_kept:
-        console.print(
-            f"  {r.phones_invalid_kept:,} exported by email only: their phone is not valid"
+            "  "
+            + _("%(n)s exported by email only: their phone is not valid")
+            % {"n": _count(r.phones_invalid_kept, lang)}
         )
 
 
@@ -2734,11 +2747,14 @@ def audience_retarget_cmd(
     ] = None,
     warehouse: WarehouseOpt = None,
     as_json: JsonOpt = False,
+    lang: LangOpt = None,
 ) -> None:
     """Customers who viewed or carted products in the last N days without buying them, as a
     customer-match file, and the products in a second file."""
     from segmentum.campaigns.adaudiences import export_retargeting
 
+    lang = _check_lang(lang)
+    _ = i18n.translations(lang).ugettext
     if viewed == carted:
         raise InputError("say which: --viewed or --carted", "e.g. --carted --days 7")
     end = None
@@ -2747,7 +2763,7 @@ def audience_retarget_cmd(
         assert day is not None
         end = _dt.datetime(day.year, day.month, day.day, 23, 59, 59)
     settings = load_settings()
-    _, _, r = export_retargeting(
+    _file, _products, r = export_retargeting(
         connect(warehouse or settings.warehouse),
         "viewed" if viewed else "carted",
         days,
@@ -2760,9 +2776,19 @@ def audience_retarget_cmd(
     if as_json:
         print_json(r.to_dict())
         return
-    console.print(f"window: {r.since} to {r.until}")
-    _print_ad_report(r, f"customers who {r.kind} without buying")
-    console.print(f"{r.products:,} products in {r.products_path}")
+    console.print(
+        _("window: %(since)s to %(until)s")
+        % {"since": i18n.date(r.since, lang), "until": i18n.date(r.until, lang)}
+    )
+    what = {
+        "viewed": _("customers who viewed without buying"),
+        "carted": _("customers who carted without buying"),
+    }.get(r.kind, r.kind)
+    _print_ad_report(r, what, lang)
+    console.print(
+        _("%(n)s products in %(path)s")
+        % {"n": _count(r.products, lang), "path": escape(str(r.products_path))}
+    )
 
 
 @audience_app.command("seed")
@@ -2782,12 +2808,15 @@ def audience_seed_cmd(
     as_of: AsOfOpt = None,
     warehouse: WarehouseOpt = None,
     as_json: JsonOpt = False,
+    lang: LangOpt = None,
 ) -> None:
     """The best customers by CLV as a look-alike seed (Meta: with the CLV as its value)."""
     from segmentum.campaigns.adaudiences import export_seed
 
+    lang = _check_lang(lang)
+    _ = i18n.translations(lang).ugettext
     settings = load_settings()
-    _, r = export_seed(
+    _file, r = export_seed(
         connect(warehouse or settings.warehouse),
         platform,
         settings,
@@ -2800,11 +2829,16 @@ def audience_seed_cmd(
     if as_json:
         print_json(r.to_dict())
         return
-    _print_ad_report(r, f"best customers by CLV (of {r.scored:,} scored)")
+    what = _("best customers by CLV (of %(n)s scored)") % {"n": _count(r.scored, lang)}
+    _print_ad_report(r, what, lang)
     if r.min_clv is not None:
-        console.print(f"  CLV from {_money(r.min_clv)}, {_money(r.total_clv)} in all")
+        console.print(
+            "  "
+            + _("CLV from %(low)s, %(total)s in all")
+            % {"low": _money(r.min_clv, lang), "total": _money(r.total_clv, lang)}
+        )
     if r.value_column:
-        console.print("  the CLV is the value column, for a value-based look-alike")
+        console.print("  " + _("the CLV is the value column, for a value-based look-alike"))
 
 
 @app.command("playbook")
