@@ -638,3 +638,61 @@ def test_segment_profiles_micro_geo_and_discover_print_in_spanish(spanish: Any) 
         for english in ("customers", "revenue", "avg CLV", "persona", "rule tree", "age band"):
             assert english not in text, english
         assert "│ high" not in text and "geography" not in text and "silhouette" not in text
+
+
+def test_the_model_and_data_commands_in_spanish(
+    json_db: tuple[Path, Path],
+    copy_of: Any,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """features, clv validate, churn evaluate and batches with --lang es: titles, headers,
+    model names, the verdict and its reason in Spanish; counts and dates as Spanish writes
+    them; no English headers left, no nan/None/NaT."""
+    import re
+
+    wh = copy_of(json_db[0])
+    url = wh.url
+    wh.close()
+    es = ["--lang", "es", "-w", url]
+    assert main(["features", *es]) == 0
+    assert (
+        main(
+            [
+                "clv",
+                "validate",
+                "--calibration-end",
+                "2025-06-30",
+                "--out",
+                str(tmp_path / "v.html"),
+                *es,
+            ]
+        )
+        == 0
+    )
+    assert main(["churn", "evaluate", "--train-as-of", "2025-04-01", *es]) == 0
+    assert main(["batches", *es]) == 0
+    out = capsys.readouterr().out
+    for spanish in (
+        "clientes, ingresos",
+        "compradores recurrentes",
+        "Modelos de compra ajustados hasta el",
+        "ingenuo",
+        "fuga = sin compra en 90 días",
+        "fuga media",
+        "lotes de carga",
+        "ventas",
+    ):
+        assert spanish in out, spanish
+    for english in (
+        "repeat buyers",
+        "Purchase models",
+        "holdout purchases",
+        "naive",
+        "churned",
+        "mean predicted",
+        "ingest batches",
+        "quarantined",
+    ):
+        assert english not in out, english
+    assert not re.search(r"\b(nan|None|NaT)\b", out)

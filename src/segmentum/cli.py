@@ -723,9 +723,14 @@ def schedule_cmd(
 
 @app.command("features")
 def features_cmd(
-    as_of: AsOfOpt = None, warehouse: WarehouseOpt = None, as_json: JsonOpt = False
+    as_of: AsOfOpt = None,
+    warehouse: WarehouseOpt = None,
+    as_json: JsonOpt = False,
+    lang: LangOpt = None,
 ) -> None:
     """Compute customer_features as of a date (only data before it is used)."""
+    lang = _check_lang(lang)
+    _ = i18n.translations(lang).ugettext
     settings = load_settings()
     wh = connect(warehouse or settings.warehouse)
     used, feats = pipeline.compute_features(wh, _as_of(as_of), settings, "features-cli")
@@ -744,9 +749,17 @@ def features_cmd(
         print_json(json.dumps({"as_of": used.isoformat(), **stats}, default=str))
         return
     console.print(
-        f"customer_features as of {used}: {stats['customers']:,} customers, "
-        f"revenue {_money(stats['revenue'])}, "
-        f"{stats['repeat_buyers']:,} repeat buyers, median recency {stats['median_recency']} days"
+        _(
+            "customer_features as of %(date)s: %(customers)s customers, revenue %(revenue)s, "
+            "%(repeat)s repeat buyers, median recency %(days)s days"
+        )
+        % {
+            "date": used.isoformat() if lang == "en" else i18n.date(used, lang),
+            "customers": _count(stats["customers"] or 0, lang),
+            "revenue": _money(stats["revenue"], lang),
+            "repeat": _count(stats["repeat_buyers"] or 0, lang),
+            "days": i18n.number(stats["median_recency"], lang, 0),
+        }
     )
 
 
@@ -796,12 +809,15 @@ def clv_validate_cmd(
     ] = Path("clv-validation.html"),
     warehouse: WarehouseOpt = None,
     as_json: JsonOpt = False,
+    lang: LangOpt = None,
 ) -> None:
     """Fit BG/NBD, MBG/NBD and Pareto/NBD on the calibration period, compare their holdout
     forecasts with what happened, choose one and say how it did."""
     from segmentum.features import purchase_days
-    from segmentum.models.validate import validate
+    from segmentum.models.validate import NAIVE, validate
 
+    lang = _check_lang(lang)
+    _ = i18n.translations(lang).ugettext
     cal = _as_of(calibration_end)
     assert cal is not None
     wh = connect(warehouse or load_settings().warehouse)
@@ -823,22 +839,32 @@ def clv_validate_cmd(
         }
         print_json(json.dumps(payload, default=float))
         return
+    day = (lambda d: str(d)) if lang == "en" else (lambda d: i18n.date(d, lang))
     t = Table(
-        title=f"Purchase models fitted to {cal}, holdout to {v.holdout_end}", title_justify="left"
+        title=_("Purchase models fitted to %(cal)s, holdout to %(end)s")
+        % {"cal": day(cal), "end": day(v.holdout_end)},
+        title_justify="left",
     )
-    for c in ("method", "holdout purchases", "error of total", "MAE weekly", "MAE by x"):
-        t.add_column(c, justify="right" if c != "method" else "left")
+    for c, left in (
+        (_("method"), True),
+        (_("holdout purchases"), False),
+        (_("error of total"), False),
+        (_("MAE weekly"), False),
+        (_("MAE by x"), False),
+    ):
+        t.add_column(c, justify="left" if left else "right")
+    methods = {"actual": _("actual"), NAIVE: _("naive (calibration rate)")}
     for method, row in v.errors.iterrows():
         t.add_row(
-            str(method),
-            f"{row.iloc[0]:,.0f}",
-            _pct(row.iloc[1]),
-            f"{row.iloc[2]:,.1f}",
-            f"{row.iloc[3]:.3f}",
+            escape(methods.get(str(method), str(method))),
+            _count(row.iloc[0], lang),
+            _pct(row.iloc[1], lang),
+            i18n.number(row.iloc[2], lang, 1),
+            i18n.number(row.iloc[3], lang, 3),
         )
     console.print(t)
-    console.print(f"[bold]{escape(v.verdict())}[/bold]")
-    console.print(escape(v.reason_en))
+    console.print(f"[bold]{escape(v.verdict(lang))}[/bold]")
+    console.print(escape(v.reason_en if lang == "en" else v.reason_es))
     console.print(f"charts and tables: {out}")
 
 
@@ -854,10 +880,13 @@ def churn_evaluate_cmd(
     ] = 90,
     warehouse: WarehouseOpt = None,
     as_json: JsonOpt = False,
+    lang: LangOpt = None,
 ) -> None:
     """Train gradient boosting at one date, test it on the next horizon, compare with BG/NBD."""
     from segmentum.models.churn import evaluate
 
+    lang = _check_lang(lang)
+    _ = i18n.translations(lang).ugettext
     train = _as_of(train_as_of)
     assert train is not None
     wh = connect(warehouse or load_settings().warehouse)
@@ -875,19 +904,38 @@ def churn_evaluate_cmd(
         }
         print_json(json.dumps(payload, default=float))
         return
+    day = (lambda d: str(d)) if lang == "en" else (lambda d: i18n.date(d, lang))
     t = Table(
-        title=f"churn = no purchase in {horizon_days} days; trained at {e.train_as_of}, "
-        f"tested at {e.test_as_of} on {e.customers:,} customers ({_pct(e.churn_rate)} churned)",
+        title=_(
+            "churn = no purchase in %(days)s days; trained at %(train)s, tested at %(test)s on "
+            "%(n)s customers (%(rate)s churned)"
+        )
+        % {
+            "days": _count(horizon_days, lang),
+            "train": day(e.train_as_of),
+            "test": day(e.test_as_of),
+            "n": _count(e.customers, lang),
+            "rate": _pct(e.churn_rate, lang),
+        },
         title_justify="left",
     )
-    for c in ("model", "AUC", "Brier score", "mean predicted churn"):
-        t.add_column(c, justify="left" if c == "model" else "right")
+    for c, left in (
+        (_("model"), True),
+        ("AUC", False),
+        (_("Brier score"), False),
+        (_("mean predicted churn"), False),
+    ):
+        t.add_column(c, justify="left" if left else "right")
+    models = {
+        "gradient boosting": _("gradient boosting"),
+        "gradient boosting + satisfaction": _("gradient boosting + satisfaction"),
+    }
     for name, row in e.metrics.iterrows():
         t.add_row(
-            str(name),
-            f"{row['AUC']:.3f}",
-            f"{row['Brier score']:.3f}",
-            _pct(row["mean predicted churn"]),
+            escape(models.get(str(name), str(name))),
+            i18n.number(row["AUC"], lang, 3),
+            i18n.number(row["Brier score"], lang, 3),
+            _pct(row["mean predicted churn"], lang),
         )
     console.print(t)
 
@@ -3211,25 +3259,40 @@ def quarantine_cmd(
 
 
 @app.command("batches")
-def batches_cmd(warehouse: WarehouseOpt = None, as_json: JsonOpt = False) -> None:
+def batches_cmd(
+    warehouse: WarehouseOpt = None, as_json: JsonOpt = False, lang: LangOpt = None
+) -> None:
     """List ingested files with their counts."""
+    lang = _check_lang(lang)
+    _ = i18n.translations(lang).ugettext
     wh = connect(warehouse or load_settings().warehouse)
     rows = wh.table("ingest_batches").order_by("loaded_at").to_pyarrow().to_pylist()
     if as_json:
         print_json(json.dumps(rows, default=str))
         return
-    t = Table(title="ingest batches", title_justify="left")
-    for c in ("batch", "table", "file", "loaded (UTC)", "read", "accepted", "quarantined"):
+    t = Table(title=_("ingest batches"), title_justify="left")
+    for c in (
+        _("batch"),
+        _("table"),
+        _("file"),
+        _("loaded (UTC)"),
+        _("read"),
+        _("accepted"),
+        _("quarantined"),
+    ):
         t.add_column(c)
     for r in rows:
+        when = (
+            f"{r['loaded_at']:%Y-%m-%d %H:%M}" if lang == "en" else i18n.date(r["loaded_at"], lang)
+        )
         t.add_row(
-            r["batch_id"],
-            r["table_name"],
-            Path(r["file"]).name,
-            f"{r['loaded_at']:%Y-%m-%d %H:%M}",
-            f"{r['rows_read']:,}",
-            f"{r['accepted']:,}",
-            f"{r['quarantined']:,}",
+            escape(r["batch_id"]),
+            escape(i18n.label(lang, "table_name", r["table_name"])),
+            escape(Path(r["file"]).name),
+            when,
+            _count(r["rows_read"], lang),
+            _count(r["accepted"], lang),
+            _count(r["quarantined"], lang),
         )
     console.print(t)
 
