@@ -696,3 +696,20 @@ def test_the_model_and_data_commands_in_spanish(
     ):
         assert english not in out, english
     assert not re.search(r"\b(nan|None|NaT)\b", out)
+
+
+def test_satisfaction_and_market_commands_in_spanish(spanish: Any) -> None:
+    """satisfaction compute, terms and detractors and market compute with --lang es."""
+    computed = spanish("satisfaction", "compute", "--lang", "es")
+    assert re.search(r"respuestas de [\d.]+ clientes a \d+ \w+ \d{4}", computed), computed
+    assert "del resto" in computed and "answers" not in computed, computed
+    terms = spanish("satisfaction", "terms", "promo_hunters", "--lang", "es")
+    assert "dicen más que el resto" in terms or "ningún término" in terms, terms
+    assert "say more" not in terms and "times in rest" not in terms, terms
+    detractors = spanish("satisfaction", "detractors", "--top", "5", "--lang", "es")
+    assert "detractores valiosos (los 5 primeros)" in detractors, detractors
+    assert re.search(r"detractor \(NPS \d+ el \d+ \w+ \d{4}\), CLV [\d.]+ \(valor", detractors)
+    assert " value)" not in detractors and " on 20" not in detractors, detractors
+    market = spanish("market", "compute", "--lang", "es")
+    assert "celdas por" in market and "clientes ubicados" in market, market
+    assert "penetración global" in market and "cells by" not in market, market

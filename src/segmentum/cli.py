@@ -1644,28 +1644,57 @@ def _market_cells(df: Any, lang: str) -> list[str]:
 
 
 @market_app.command("compute")
-def market_compute_cmd(as_of: AsOfOpt = None, warehouse: WarehouseOpt = None) -> None:
+def market_compute_cmd(
+    as_of: AsOfOpt = None, warehouse: WarehouseOpt = None, lang: LangOpt = None
+) -> None:
     """Compute the market now (segmentum run does it when a population is loaded)."""
     from segmentum.market import compute_market
     from segmentum.precompute import publish_read_models
+    from segmentum.service.market import dimension_titles, reason_text
 
+    lang = _check_lang(lang)
+    tr = i18n.translations(lang)
+    _ = tr.ugettext
     settings = load_settings()
     wh = connect(warehouse or settings.warehouse)
     r = compute_market(wh, _as_of(as_of), settings=settings)
     # The service reads the published copy: publish, so the Market page shows these numbers.
     publish_read_models(wh, settings)
+    dims = dimension_titles(_) if lang != "en" else {}
+    period = _(" (period %(period)s)") % {"period": r.period} if r.period else ""
     console.print(
-        f"{len(r.cells):,} cells by {', '.join(r.dimensions)}"
-        + (f" (period {r.period})" if r.period else "")
-        + f"; {r.placed:,} of {r.customers:,} customers placed; overall penetration "
-        + _market_rate(None, r.overall_penetration, None).split(" (")[0]
+        escape(
+            _(
+                "%(cells)s cells by %(dimensions)s%(period)s; %(placed)s of %(customers)s "
+                "customers placed; overall penetration %(rate)s"
+            )
+            % {
+                "cells": _count(len(r.cells), lang),
+                "dimensions": ", ".join(dims.get(d, d) for d in r.dimensions),
+                "period": period,
+                "placed": _count(r.placed, lang),
+                "customers": _count(r.customers, lang),
+                "rate": _market_rate(None, r.overall_penetration, None, lang=lang).split(" (")[0],
+            }
+        )
     )
+    why = reason_text(_)
     for reason, n in r.unplaced.items():
-        console.print(f"  not placed: {n:,} customers ({reason})")
+        console.print(
+            "  "
+            + escape(
+                _("not placed: %(n)s customers (%(why)s)")
+                % {"n": _count(n, lang), "why": why.get(reason, reason)}
+            )
+        )
     if r.skipped_rows:
-        console.print(f"  {r.skipped_rows:,} population rows left out (totals or empty cells)")
+        console.print(
+            "  "
+            + _("%(n)s population rows left out (totals or empty cells)")
+            % {"n": _count(r.skipped_rows, lang)}
+        )
     for note in r.notes:
-        console.print(f"  [dim]{escape(note)}[/dim]")
+        console.print(f"  [dim]{escape(i18n.translate_message(lang, note))}[/dim]")
 
 
 @market_app.command("penetration")
@@ -1795,10 +1824,12 @@ def market_export_cmd(
     ] = None,
     out: Annotated[Path | None, typer.Option(help="Write to this file instead of stdout.")] = None,
     warehouse: WarehouseOpt = None,
+    lang: LangOpt = None,
 ) -> None:
     """Map-ready output: places keep the names or codes written in the population file."""
     from segmentum.market.export import export_market
 
+    lang = _check_lang(lang)
     settings = load_settings()
     text = export_market(
         connect(warehouse or settings.warehouse),
@@ -1811,7 +1842,7 @@ def market_export_cmd(
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
     else:
         out.write_text(text, encoding="utf-8")
-        err.print(f"wrote {out}")
+        err.print(i18n.translations(lang).ugettext("wrote %(path)s") % {"path": escape(str(out))})
 
 
 history_app = typer.Typer(help="Segment history: snapshots, migration, cohorts, forecasts, runs.")
@@ -3509,13 +3540,18 @@ def _q_value(q: Any, lang: str) -> str:
 
 @satisfaction_app.command("compute")
 def satisfaction_compute_cmd(
-    as_of: AsOfOpt = None, warehouse: WarehouseOpt = None, as_json: JsonOpt = False
+    as_of: AsOfOpt = None,
+    warehouse: WarehouseOpt = None,
+    as_json: JsonOpt = False,
+    lang: LangOpt = None,
 ) -> None:
     """Compute satisfaction again (segmentum run does it when responses are loaded)."""
     from segmentum.precompute import publish_read_models
     from segmentum.satisfaction.step import run as satisfaction_run
     from segmentum.segments.view import latest_as_of
 
+    lang = _check_lang(lang)
+    tr = i18n.translations(lang)
     settings = load_settings()
     wh = connect(warehouse or settings.warehouse)
     result = satisfaction_run(wh, _as_of(as_of) or latest_as_of(wh))
@@ -3523,9 +3559,19 @@ def satisfaction_compute_cmd(
     if as_json:
         print_json(result.to_dict())
         return
+    flagged = tr.ungettext(
+        "%(n)s group differs from the rest",
+        "%(n)s groups differ from the rest",
+        len(result.flagged),
+    ) % {"n": _count(len(result.flagged), lang)}
     console.print(
-        f"{result.responses:,} answers from {result.respondents:,} customers as of "
-        f"{result.as_of}; {len(result.flagged)} groups differ from the rest"
+        tr.ugettext("%(answers)s answers from %(customers)s customers as of %(date)s; %(flagged)s")
+        % {
+            "answers": _count(result.responses, lang),
+            "customers": _count(result.respondents, lang),
+            "date": str(result.as_of) if lang == "en" else i18n.date(result.as_of, lang),
+            "flagged": flagged,
+        }
     )
 
 
@@ -3663,28 +3709,44 @@ def satisfaction_terms_cmd(
     as_of: AsOfOpt = None,
     warehouse: WarehouseOpt = None,
     as_json: JsonOpt = False,
+    lang: LangOpt = None,
 ) -> None:
     """The words and phrases that set a group's comments apart, with example quotes."""
     from segmentum.satisfaction.text import segment_terms
     from segmentum.segments.view import latest_as_of
 
+    lang = _check_lang(lang)
+    _ = i18n.translations(lang).ugettext
     wh = connect(warehouse or load_settings().warehouse)
     found = segment_terms(wh, _as_of(as_of) or latest_as_of(wh), by, segment, top)
     if as_json:
         print_json([t.__dict__ for t in found])
         return
+    group = i18n.label(lang, by, segment)
     if not found:
-        console.print(f"no term sets the comments of {escape(segment)} apart from the rest")
+        console.print(
+            _("no term sets the comments of %(group)s apart from the rest")
+            % {"group": escape(group)}
+        )
         return
-    t = Table(title=f"what {segment} say more than the rest", title_justify="left")
-    for c in ("term", "z", "times", "times in rest", "for example"):
-        t.add_column(c, justify="right" if c in ("z", "times", "times in rest") else "left")
+    t = Table(
+        title=escape(_("what %(group)s say more than the rest") % {"group": group}),
+        title_justify="left",
+    )
+    for c, right in (
+        (_("term"), False),
+        ("z", True),
+        (_("times"), True),
+        (_("times in rest"), True),
+        (_("for example"), False),
+    ):
+        t.add_column(c, justify="right" if right else "left")
     for x in found:
         t.add_row(
             escape(x.term),
-            f"{x.z:.1f}",
-            f"{x.count:,}",
-            f"{x.rest_count:,}",
+            i18n.number(x.z, lang, 1),
+            _count(x.count, lang),
+            _count(x.rest_count, lang),
             escape(" | ".join(f'"{q}"' for q in x.quotes)),
         )
     console.print(t)
@@ -3695,21 +3757,31 @@ def satisfaction_detractors_cmd(
     top: Annotated[int, typer.Option(help="How many, most valuable first.")] = 20,
     warehouse: WarehouseOpt = None,
     as_json: JsonOpt = False,
+    lang: LangOpt = None,
 ) -> None:
     """Valuable customers whose latest NPS is 0-6, with what they said (a retention audience:
     segmentum campaign create --tactic detractors)."""
+    from segmentum.campaigns import reasons
     from segmentum.satisfaction.audience import detractors
 
-    aud = detractors(connect(warehouse or load_settings().warehouse))
+    lang = _check_lang(lang)
+    _ = i18n.translations(lang).ugettext
+    settings = load_settings()
+    wh = connect(warehouse or settings.warehouse)
+    aud = detractors(wh)
     rows = aud.order_by(ibis.desc("priority")).limit(top).to_pyarrow().to_pylist()
     if as_json:
         print_json(rows)
         return
-    t = Table(title=f"valuable detractors (top {top})", title_justify="left")
-    t.add_column("customer")
-    t.add_column("why")
+    currency = data_currency(wh, settings)[0]
+    t = Table(
+        title=_("valuable detractors (top %(n)s)") % {"n": _count(top, lang)}, title_justify="left"
+    )
+    t.add_column(_("customer"))
+    t.add_column(_("why"))
     for r in rows:
-        t.add_row(escape(str(r["customer_id"])), escape(str(r["reason"])))
+        why = reasons.text("detractors", reasons.facts(r), lang, currency) or str(r["reason"])
+        t.add_row(escape(str(r["customer_id"])), escape(why))
     console.print(t)
 
 

@@ -628,6 +628,54 @@ MESSAGES: tuple[tuple[str, tuple[str, str]], ...] = (
         r"no results yet: ([\d,]+) sent, ([\d,]+) outcomes",
         N_("campaign", "no results yet: %(1)s sent, %(2)s outcomes"),
     ),
+    # What the market step notes about the population and the white space (segmentum.market).
+    (
+        r"(\S+) values (.+) name no range of numbers: no customer can be placed in those cells",
+        N_(
+            "market",
+            "%(1)s values %(2)s name no range of numbers: no customer can be placed in those cells",
+        ),
+    ),
+    (
+        r"B2B population: customers are counted as companies \(company_id\)",
+        N_("market", "B2B population: customers are counted as companies (company_id)"),
+    ),
+    (
+        r"([\d,]+) cells appear in more than one population row: their counts were added "
+        r"\(load one file per period, with a period column when you keep several\)",
+        N_(
+            "market",
+            "%(1)s cells appear in more than one population row: their counts were added (load "
+            "one file per period, with a period column when you keep several)",
+        ),
+    ),
+    (
+        r"([\d,]+) cells hold more customers than people: their penetration has no interval "
+        r"\(check the population's units or the places' spelling\)",
+        N_(
+            "market",
+            "%(1)s cells hold more customers than people: their penetration has no interval "
+            "(check the population's units or the places' spelling)",
+        ),
+    ),
+    (
+        r"white space not scored: fewer than two cells have ([\d,]+) customers \(lower the "
+        r"market_min_customers setting, or use coarser cells\)",
+        N_(
+            "market",
+            "white space not scored: fewer than two cells have %(1)s customers (lower the "
+            "market_min_customers setting, or use coarser cells)",
+        ),
+    ),
+    (
+        r"white space: ([\d,]+) best cells by value per customer, pooled penetration (\S+%); "
+        r"headroom measured against (\S+%)",
+        N_(
+            "market",
+            "white space: %(1)s best cells by value per customer, pooled penetration %(2)s; "
+            "headroom measured against %(3)s",
+        ),
+    ),
 )
 #: Why ingest quarantined a row: a column and what is wrong with it, or a repeat. A reason
 #: joins several with "; " (see segmentum.ingest.core); each is translated on its own.
@@ -705,7 +753,10 @@ def _translated(
             return str(t.upgettext("rule", g))
         if ctx == "rule" and " or " in g:  # "did you mean a or b?"
             return g.replace(" or ", f" {t.upgettext(*_OR)} ")
-        if ctx in ("progress", "campaign") and re.fullmatch(r"[\d,]+", g):
+        if lang != "en" and re.fullmatch(r"-?\d+\.\d+%", g):  # a share: 0.2587%
+            digits = len(g.split(".")[1]) - 1
+            return percent(float(g[:-1]) / 100, lang, digits)
+        if ctx in ("progress", "campaign", "market") and re.fullmatch(r"[\d,]+", g):
             return number(int(g.replace(",", "")), lang, 0)  # a count, grouped
         if lang != "en" and re.fullmatch(r"\d{4}-\d{2}-\d{2}", g):
             return date(g, lang)  # a day as the language writes it
