@@ -713,3 +713,31 @@ def test_satisfaction_and_market_commands_in_spanish(spanish: Any) -> None:
     market = spanish("market", "compute", "--lang", "es")
     assert "celdas por" in market and "clientes ubicados" in market, market
     assert "penetración global" in market and "cells by" not in market, market
+
+
+def test_operations_commands_in_spanish(spanish: Any, tmp_path: Path) -> None:
+    """doctor, backup and restore, API keys, the live segments' status and event tracking
+    with --lang es."""
+    doctor = spanish("doctor", "--lang", "es")
+    assert "revisión:" in doctor and "lo encontrado" in doctor and "bien" in doctor, doctor
+    assert "what was found" not in doctor, doctor
+    saved = spanish("backup", str(tmp_path / "copia"), "--lang", "es")
+    assert re.search(r"copiadas \d+ tablas \([\d.]+ filas\) en", saved), saved
+    back = spanish("restore", str(tmp_path / "copia"), "--replace", "--lang", "es")
+    assert re.search(r"restauradas \d+ tablas \([\d.]+ filas\) en", back), back
+    made = spanish("api-key", "create", "--name", "equipo", "--scope", "read,track", "--lang", "es")
+    assert "se muestra una sola vez" in made, made
+    keys = spanish("api-key", "list", "--lang", "es")
+    assert "permisos" in keys and "lectura" in keys and "equipo" in keys, keys
+    key_id = made.split()[0].split("_")[1]
+    assert f"{key_id} revocada" in spanish("api-key", "revoke", key_id, "--lang", "es")
+    (tmp_path / "eventos.jsonl").write_text(
+        json.dumps({"anonymous_id": "v-9", "event_type": "page_view"}) + "\n", encoding="utf-8"
+    )
+    tracked = spanish("events", "track", str(tmp_path / "eventos.jsonl"), "--lang", "es")
+    assert "eventos leídos: 1 registrados" in tracked, tracked
+    status = spanish("realtime", "status", "--lang", "es")
+    assert "en vivo" in status and "eventos: " in status and "por enviar" in status, status
+    for text in (doctor, saved, back, keys, tracked, status):
+        for english in ("backed up", "restored", "scopes", "events read", "to send", "live "):
+            assert english not in text, (english, text)

@@ -3025,33 +3025,53 @@ def _realtime(warehouse: str | None) -> Any:
 
 
 @realtime_app.command("status")
-def realtime_status_cmd(warehouse: WarehouseOpt = None, as_json: JsonOpt = False) -> None:
+def realtime_status_cmd(
+    warehouse: WarehouseOpt = None, as_json: JsonOpt = False, lang: LangOpt = None
+) -> None:
     """Which segments run live (and why the others do not), the last event, the events waiting
     for the next run, and the webhook outbox. Works while a pipeline job holds the warehouse."""
-    store, _ = _realtime(warehouse)
+    lang = _check_lang(lang)
+    _ = i18n.translations(lang).ugettext
+    store, _settings = _realtime(warehouse)
     st = store.status()
     if as_json:
         print_json(st)
         return
-    t = Table(title="segments", title_justify="left")
-    for c in ("segment", "live", "why not"):
+    t = Table(title=_("segments"), title_justify="left")
+    for c in (_("segment"), _("live"), _("why not")):
         t.add_column(c)
     for s in st["segments"]:
-        t.add_row(s["name"], "yes" if s["realtime"] else "no", escape(s["reason"]))
+        t.add_row(
+            escape(s["name"]),
+            _("yes") if s["realtime"] else _("no"),
+            escape(i18n.translate_message(lang, s["reason"])),
+        )
     console.print(t)
     last = st["last_event"]
-    console.print(
-        f"events: {st['events']:,} tracked, {st['pending_warehouse']:,} waiting for the next run"
-        + (f"; last {last['event_type']} at {last['at']}" if last else "")
-    )
+    line = _("events: %(n)s tracked, %(waiting)s waiting for the next run") % {
+        "n": _count(st["events"], lang),
+        "waiting": _count(st["pending_warehouse"], lang),
+    }
+    if last:
+        at = last["at"] if lang == "en" else i18n.date(last["at"], lang)
+        line += _("; last %(event)s at %(at)s") % {
+            "event": escape(str(last["event_type"])),
+            "at": at,
+        }
+    console.print(line)
     box = st["outbox"]
     console.print(
-        f"webhooks: {box['pending']:,} to send, {box['delivered']:,} delivered, "
-        f"{box['failed']:,} failed"
+        _("webhooks: %(pending)s to send, %(delivered)s delivered, %(failed)s failed")
+        % {
+            "pending": _count(box["pending"], lang),
+            "delivered": _count(box["delivered"], lang),
+            "failed": _count(box["failed"], lang),
+        }
     )
     for e in st["outbox_errors"]:
-        where, why = escape(str(e["url"])), escape(str(e["last_error"]))
-        err.print(f"[yellow]last error:[/yellow] {where}: {why}")
+        where = escape(str(e["url"]))
+        why = escape(i18n.translate_message(lang, str(e["last_error"])))
+        err.print(f"[yellow]{_('last error:')}[/yellow] {where}: {why}")
 
 
 @events_app.command("track")
@@ -3059,6 +3079,7 @@ def events_track_cmd(
     file: Annotated[str, typer.Argument(help="A JSON-lines file of events, or - for stdin.")],
     warehouse: WarehouseOpt = None,
     as_json: JsonOpt = False,
+    lang: LangOpt = None,
 ) -> None:
     """Record events from a file (one JSON object a line, as POST /v1/events takes them),
     re-evaluate the live segments of their customers and send the webhooks."""
@@ -3067,6 +3088,7 @@ def events_track_cmd(
     from segmentum.realtime.events import check_events
     from segmentum.serving import ServingStore, serving_path
 
+    lang = _check_lang(lang)
     store, settings = _realtime(warehouse)
     text = sys.stdin.read() if file == "-" else Path(file).read_text(encoding="utf-8")
     events: list[Any] = []
@@ -3093,8 +3115,17 @@ def events_track_cmd(
         return
     r = result.report
     console.print(
-        f"{r.read:,} events read: {r.accepted:,} recorded, {r.duplicates:,} already recorded; "
-        f"{len(result.transitions):,} segment changes, {sent.delivered:,} webhooks delivered"
+        i18n.translations(lang).ugettext(
+            "%(read)s events read: %(accepted)s recorded, %(duplicates)s already recorded; "
+            "%(changes)s segment changes, %(delivered)s webhooks delivered"
+        )
+        % {
+            "read": _count(r.read, lang),
+            "accepted": _count(r.accepted, lang),
+            "duplicates": _count(r.duplicates, lang),
+            "changes": _count(len(result.transitions), lang),
+            "delivered": _count(sent.delivered, lang),
+        }
     )
 
 
@@ -3114,48 +3145,66 @@ def key_create_cmd(
         ),
     ] = "read",
     warehouse: WarehouseOpt = None,
+    lang: LangOpt = None,
 ) -> None:
-    """Create a key; it is printed once and stored only as a hash."""
+    """Create a key; it is printed once and stored only as a hash (the key alone on stdout;
+    what it is for on stderr, in ``--lang``)."""
     from segmentum.service.auth import create_key
     from segmentum.service.state import StateStore
 
     settings = load_settings()
     # Keys live in the state store beside the warehouse: this works while serve runs.
     store = StateStore.for_warehouse(warehouse or settings.warehouse, settings)
+    lang = _check_lang(lang)
     key = create_key(store, name, [s.strip() for s in scopes.split(",")])
     console.print(key, soft_wrap=True)
+    err.print(
+        i18n.translations(lang).ugettext(
+            "the key above is shown once: keep it now (only its hash is stored)"
+        ),
+        style="dim",
+    )
 
 
 @key_app.command("list")
-def key_list_cmd(warehouse: WarehouseOpt = None) -> None:
+def key_list_cmd(warehouse: WarehouseOpt = None, lang: LangOpt = None) -> None:
     """Keys with their scopes (never the secrets)."""
     from segmentum.service.auth import list_keys
     from segmentum.service.state import StateStore
 
+    lang = _check_lang(lang)
+    _ = i18n.translations(lang).ugettext
     settings = load_settings()
-    t = Table(title="API keys")
-    for c in ("id", "name", "scopes", "created", "revoked"):
+    t = Table(title=_("API keys"))
+    for c in (_("id"), _("name"), _("scopes"), _("created"), _("revoked")):
         t.add_column(c)
     for k in list_keys(StateStore.for_warehouse(warehouse or settings.warehouse, settings)):
+        scopes = [x.strip() for x in str(k["scopes"]).strip("[]").replace("'", "").split(",")]
+        created = (
+            str(k["created_at"])[:19]
+            if lang == "en"
+            else i18n.date(str(k["created_at"])[:19], lang)
+        )
         t.add_row(
-            str(k["key_id"]),
-            str(k["name"]),
-            str(k["scopes"]),
-            str(k["created_at"])[:19],
-            "yes" if k["revoked"] else "",
+            escape(str(k["key_id"])),
+            escape(str(k["name"])),
+            escape(", ".join(i18n.label(lang, "scope", x) for x in scopes if x)),
+            created,
+            _("yes") if k["revoked"] else "",
         )
     console.print(t)
 
 
 @key_app.command("revoke")
-def key_revoke_cmd(key_id: str, warehouse: WarehouseOpt = None) -> None:
+def key_revoke_cmd(key_id: str, warehouse: WarehouseOpt = None, lang: LangOpt = None) -> None:
     """Revoke a key by its id."""
     from segmentum.service.auth import revoke_key
     from segmentum.service.state import StateStore
 
+    lang = _check_lang(lang)
     settings = load_settings()
     revoke_key(StateStore.for_warehouse(warehouse or settings.warehouse, settings), key_id)
-    console.print(f"revoked {key_id}")
+    console.print(i18n.translations(lang).ugettext("revoked %(id)s") % {"id": escape(key_id)})
 
 
 @app.command("serve")
@@ -3354,22 +3403,34 @@ def doctor_cmd(
     ] = False,
     warehouse: WarehouseOpt = None,
     as_json: JsonOpt = False,
+    lang: LangOpt = None,
 ) -> None:
     """Check the warehouse for what interrupted processes leave behind, and repair it."""
     from segmentum.maintenance import doctor
 
+    lang = _check_lang(lang)
+    _ = i18n.translations(lang).ugettext
     settings = load_settings()
     report = doctor(connect(warehouse or settings.warehouse), repair=repair)
     if as_json:
         print_json(report.to_dict())
     else:
         style = {"ok": "green", "info": "dim", "problem": "red", "repaired": "yellow"}
-        t = Table(title=f"doctor: {report.url}", title_justify="left")
-        for c in ("check", "status", "what was found"):
+        words = {
+            "ok": _("ok"),
+            "info": _("info"),
+            "problem": _("problem"),
+            "repaired": _("repaired"),
+        }
+        t = Table(title=escape(_("doctor: %(url)s") % {"url": report.url}), title_justify="left")
+        for c in (_("check"), _("status"), _("what was found")):
             t.add_column(c)
         for f in report.findings:
-            text = escape(f.message) + (f"\n[dim]{escape(f.hint)}[/dim]" if f.hint else "")
-            t.add_row(f.check, f"[{style[f.status]}]{f.status}[/{style[f.status]}]", text)
+            message = i18n.translate_message(lang, f.message)
+            hint = i18n.translate_message(lang, f.hint) if f.hint else ""
+            text = escape(message) + (f"\n[dim]{escape(hint)}[/dim]" if hint else "")
+            status = f"[{style[f.status]}]{words.get(f.status, f.status)}[/{style[f.status]}]"
+            t.add_row(escape(i18n.translate_message(lang, f.check)), status, text)
         console.print(t)
     if report.problems:
         raise PartialFailure(
@@ -3385,10 +3446,12 @@ def backup_cmd(
     path: Annotated[Path, typer.Argument(help="A new folder for the backup.")],
     warehouse: WarehouseOpt = None,
     as_json: JsonOpt = False,
+    lang: LangOpt = None,
 ) -> None:
     """Copy every table of a DuckDB warehouse into a new folder (Parquet and a manifest)."""
     from segmentum.maintenance import backup
 
+    lang = _check_lang(lang)
     settings = load_settings()
     with connect(warehouse or settings.warehouse) as wh:
         r = backup(wh, path)
@@ -3396,7 +3459,14 @@ def backup_cmd(
         print_json(r.to_dict())
         return
     rows = sum(r.tables.values())
-    console.print(f"backed up {len(r.tables)} tables ({rows:,} rows) to {r.path}")
+    console.print(
+        i18n.translations(lang).ugettext("backed up %(n)s tables (%(rows)s rows) to %(path)s")
+        % {
+            "n": _count(len(r.tables), lang),
+            "rows": _count(rows, lang),
+            "path": escape(str(r.path)),
+        }
+    )
 
 
 @app.command("restore")
@@ -3407,17 +3477,26 @@ def restore_cmd(
     ] = False,
     warehouse: WarehouseOpt = None,
     as_json: JsonOpt = False,
+    lang: LangOpt = None,
 ) -> None:
     """Restore a backup into a DuckDB warehouse (checked table by table before it is used)."""
     from segmentum.maintenance import restore
 
+    lang = _check_lang(lang)
     settings = load_settings()
     r = restore(path, warehouse or settings.warehouse, replace=replace)
     if as_json:
         print_json(r.to_dict())
         return
     rows = sum(r.tables.values())
-    console.print(f"restored {len(r.tables)} tables ({rows:,} rows) into {r.path}")
+    console.print(
+        i18n.translations(lang).ugettext("restored %(n)s tables (%(rows)s rows) into %(path)s")
+        % {
+            "n": _count(len(r.tables), lang),
+            "rows": _count(rows, lang),
+            "path": escape(str(r.path)),
+        }
+    )
 
 
 def _error_log_dir() -> Path:
