@@ -450,6 +450,32 @@ def test_the_command_line_creates_validates_enables_and_reports_a_flow(
     assert main(["flow", "tick", "--now", "2026-01-14 10:00", "--json", *w]) == 0
     assert json.loads(capsys.readouterr().out)["busy"] is False
     assert main(["flow", "results", "nope", *w]) == 2
+    # The same journey read in Spanish: states, triggers, steps and counts through the
+    # catalogs, the words the Flows page uses.
+    capsys.readouterr()
+    es = ["--lang", "es", *w]
+    assert main(["flow", "templates", "--lang", "es"]) == 0
+    assert main(["flow", "list", *es]) == 0
+    assert main(["flow", "show", "cart", *es]) == 0
+    assert main(["flow", "results", "cart", *es]) == 0
+    assert main(["flow", "tick", "--now", "2026-01-14 11:00", *es]) == 0
+    assert main(["flow", "path", "nobody", *es]) == 0
+    assert main(["flow", "disable", "cart", *es]) == 0
+    out = capsys.readouterr().out
+    for spanish in (
+        "plantilla",
+        "qué hace",
+        "activado",  # the state
+        "versión 1",
+        "mensajes enviados",
+        "Llegar",  # the column is narrow: "Llegaron" may be cut
+        "entraron 0",
+        "Este cliente no ha entrado en ningún flujo",
+        "cart desactivado",
+    ):
+        assert spanish in out, (spanish, out)
+    for english in ("what it does", "enabled", "version", "messages sent", "entered 0", "has not"):
+        assert english not in out, english
 
 
 # ------------------------------------------------------------------------------ service

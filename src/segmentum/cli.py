@@ -8,6 +8,7 @@ tracebacks instead. ``--json`` output is written as plain text, never wrapped to
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import math
@@ -3891,19 +3892,92 @@ def _flow_errors(exc: SegmentumError) -> None:
     raise exc
 
 
+def _flow_words(lang: str) -> dict[str, dict[str, str]]:
+    """A flow's states, step kinds, reasons and path events as the Flows page words them."""
+    _ = i18n.translations(lang).ugettext
+    return {
+        "status": {"draft": _("draft"), "enabled": _("enabled"), "disabled": _("disabled")},
+        "kind": {
+            "wait": _("Wait"),
+            "condition": _("Condition"),
+            "send": _("Send"),
+            "split": _("Control group"),
+        },
+        "reason": {
+            "control": _("control group"),
+            "capped": _("frequency cap"),
+            "no_consent": _("no consent"),
+            "suppressed": _("suppressed"),
+            "no_address": _("no address"),
+            "unknown_customer": _("unknown customer"),
+            "converted": _("bought"),
+            "left_segment": _("left the segment"),
+            "unsubscribed": _("unsubscribed"),
+            "condition_false": _("condition not met"),
+            "completed": _("completed"),
+            "treatment": _("treatment group"),
+            "true": _("met"),
+            "false": _("not met"),
+        },
+        "what": {
+            "entered": _("entered"),
+            "wait": _("waiting"),
+            "condition": _("condition"),
+            "split": _("group"),
+            "sent": _("sent"),
+            "skipped": _("skipped"),
+            "deferred": _("held for quiet hours"),
+            "retry": _("will retry"),
+            "failed": _("failed"),
+            "exited": _("left"),
+            "done": _("finished"),
+        },
+    }
+
+
+def _flow_trigger(trigger: Any, lang: str) -> str:
+    """A flow's trigger (a ``Trigger``, or a template's ``trigger:`` mapping) as the Flows page
+    says it ("enters the segment vip")."""
+    from segmentum.flows.spec import trigger_of
+
+    if isinstance(trigger, dict):
+        trigger = trigger_of(trigger)
+    if trigger is None:
+        return ""
+    _ = i18n.translations(lang).ugettext
+    kind, name = trigger.kind, str(trigger.name)
+    dates = {"birthday": _("birthday"), "expected_next_purchase": _("expected next purchase")}
+    if kind == "segment" and trigger.on == "exit":
+        return _("leaves the segment %(name)s") % {"name": name}
+    if kind == "segment":
+        return _("enters the segment %(name)s") % {"name": name}
+    if kind == "event":
+        return _("event %(name)s") % {"name": name}
+    days = int(trigger.offset_days or 0)
+    date = dates.get(name, name)
+    if days < 0:
+        return _("%(days)s days before the %(date)s") % {"days": _count(-days, lang), "date": date}
+    if days > 0:
+        return _("%(days)s days after the %(date)s") % {"days": _count(days, lang), "date": date}
+    return _("on the %(date)s") % {"date": date}
+
+
 @flow_app.command("templates")
-def flow_templates_cmd(as_json: JsonOpt = False) -> None:
+def flow_templates_cmd(as_json: JsonOpt = False, lang: LangOpt = None) -> None:
     """The flows shipped for the classic tactics (copy one with segmentum flow new --from)."""
     from segmentum.flows import catalog
 
+    lang = _check_lang(lang)
+    _ = i18n.translations(lang).ugettext
     rows = catalog.describe()
     if as_json:
         print_json(rows)
         return
-    t = Table("template", "trigger", "what it does")
+    t = Table(_("template"), _("trigger"), _("what it does"))
     for r in rows:
-        trig = ", ".join(f"{k}: {v}" for k, v in r["trigger"].items())
-        t.add_row(r["template"], escape(trig), escape(str(r["description"].get("en", ""))))
+        trig = _flow_trigger(r["trigger"], lang)
+        desc = r["description"].get(lang) or r["description"].get("en", "")
+        t.add_row(r["template"], escape(trig), escape(str(desc)))
     console.print(t)
 
 
@@ -3913,10 +3987,13 @@ def flow_new_cmd(
     template: Annotated[str, typer.Option("--from", help="A template: segmentum flow templates.")],
     file: Annotated[Path | None, typer.Option("--file", help="Also write the YAML here.")] = None,
     warehouse: WarehouseOpt = None,
+    lang: LangOpt = None,
 ) -> None:
     """Create a draft flow NAME from a template (edit it, then segmentum flow enable NAME)."""
     from segmentum.flows import catalog
 
+    lang = _check_lang(lang)
+    _ = i18n.translations(lang).ugettext
     text = catalog.from_template(template, name)
     if file is not None and file.exists():
         raise InputError(f"{file} exists", "choose another file or delete it")
@@ -3926,12 +4003,16 @@ def flow_new_cmd(
         _flow_errors(exc)
     if file is not None:
         file.write_text(text, encoding="utf-8")
-    console.print(f"created the draft flow {escape(name)}" + (f" (YAML in {file})" if file else ""))
+    line = _("created the draft flow %(name)s") % {"name": escape(name)}
+    if file:
+        line += _(" (YAML in %(file)s)") % {"file": escape(str(file))}
+    console.print(line)
 
 
 @flow_app.command("save")
-def flow_save_cmd(file: Path, warehouse: WarehouseOpt = None) -> None:
+def flow_save_cmd(file: Path, warehouse: WarehouseOpt = None, lang: LangOpt = None) -> None:
     """Create or update a flow from its YAML file (customers in it keep their place)."""
+    lang = _check_lang(lang)
     try:
         text = file.read_text(encoding="utf-8")
     except OSError as exc:
@@ -3940,12 +4021,15 @@ def flow_save_cmd(file: Path, warehouse: WarehouseOpt = None) -> None:
         f = _flows(warehouse).save(text, source=str(file))
     except SegmentumError as exc:
         _flow_errors(exc)
-    console.print(f"saved the flow {escape(f.name)}")
+    console.print(
+        i18n.translations(lang).ugettext("saved the flow %(name)s") % {"name": escape(f.name)}
+    )
 
 
 @flow_app.command("validate")
-def flow_validate_cmd(file: Path, warehouse: WarehouseOpt = None) -> None:
+def flow_validate_cmd(file: Path, warehouse: WarehouseOpt = None, lang: LangOpt = None) -> None:
     """Check a flow's YAML file; every problem is listed with its line."""
+    lang = _check_lang(lang)
     try:
         text = file.read_text(encoding="utf-8")
     except OSError as exc:
@@ -3954,100 +4038,182 @@ def flow_validate_cmd(file: Path, warehouse: WarehouseOpt = None) -> None:
         f = _flows(warehouse).check(text, str(file))
     except SegmentumError as exc:
         _flow_errors(exc)
-    console.print(f"{escape(str(file))}: the flow {escape(f.name)} is valid ({len(f.steps)} steps)")
+    said = i18n.translations(lang).ungettext(
+        "%(file)s: the flow %(name)s is valid (%(n)s step)",
+        "%(file)s: the flow %(name)s is valid (%(n)s steps)",
+        len(f.steps),
+    )
+    console.print(
+        said % {"file": escape(str(file)), "name": escape(f.name), "n": _count(len(f.steps), lang)}
+    )
 
 
 @flow_app.command("list")
-def flow_list_cmd(warehouse: WarehouseOpt = None, as_json: JsonOpt = False) -> None:
+def flow_list_cmd(
+    warehouse: WarehouseOpt = None, as_json: JsonOpt = False, lang: LangOpt = None
+) -> None:
     """Every flow with its state and counts."""
-    rows = _flows(warehouse).overview()
+    lang = _check_lang(lang)
+    _ = i18n.translations(lang).ugettext
+    flows = _flows(warehouse)
+    rows = flows.overview()
     if as_json:
         print_json(rows)
         return
-    t = Table("flow", "state", "trigger", "entered", "active", "sent", "converted")
+    states = _flow_words(lang)["status"]
+    t = Table(
+        _("Flow"), _("Status"), _("Trigger"), _("Entered"), _("In the flow"), _("Sent"), _("Bought")
+    )
     for r in rows:
+        trig = ""
+        if r.get("trigger"):
+            with contextlib.suppress(SegmentumError):
+                trig = _flow_trigger(flows.flow(r["name"]).trigger, lang)
+        error = i18n.translate_message(lang, str(r.get("error") or ""))
         t.add_row(
             escape(r["name"]),
-            r["status"],
-            escape(str(r.get("trigger") or r.get("error") or "")),
-            *(f"{int(r[k] or 0):,}" for k in ("entered", "active", "sent", "converted")),
+            states.get(r["status"], r["status"]),
+            escape(trig or error),
+            *(_count(int(r[k] or 0), lang) for k in ("entered", "active", "sent", "converted")),
         )
     console.print(t)
 
 
 @flow_app.command("show")
-def flow_show_cmd(name: str, warehouse: WarehouseOpt = None, as_json: JsonOpt = False) -> None:
+def flow_show_cmd(
+    name: str, warehouse: WarehouseOpt = None, as_json: JsonOpt = False, lang: LangOpt = None
+) -> None:
     """A flow's YAML and state."""
+    lang = _check_lang(lang)
+    _ = i18n.translations(lang).ugettext
     row = _flows(warehouse).row(name)
     if as_json:
         print_json(row)
         return
-    console.print(f"# {escape(name)}: {row['status']}, version {row['version']}")
+    status = _flow_words(lang)["status"].get(row["status"], row["status"])
+    console.print(
+        "# "
+        + _("%(name)s: %(status)s, version %(version)s")
+        % {"name": escape(name), "status": status, "version": _count(row["version"], lang)}
+    )
     sys.stdout.write(row["yaml"] if row["yaml"].endswith("\n") else row["yaml"] + "\n")
 
 
 @flow_app.command("enable")
-def flow_enable_cmd(name: str, warehouse: WarehouseOpt = None) -> None:
+def flow_enable_cmd(name: str, warehouse: WarehouseOpt = None, lang: LangOpt = None) -> None:
     """Start a flow: customers enter on triggers from now on."""
+    lang = _check_lang(lang)
     _flows(warehouse).set_status(name, "enabled")
-    console.print(f"enabled {escape(name)}: run segmentum flow run (or flow_runner in serve)")
+    console.print(
+        i18n.translations(lang).ugettext(
+            "enabled %(name)s: run segmentum flow run (or flow_runner in serve)"
+        )
+        % {"name": escape(name)}
+    )
 
 
 @flow_app.command("disable")
-def flow_disable_cmd(name: str, warehouse: WarehouseOpt = None) -> None:
+def flow_disable_cmd(name: str, warehouse: WarehouseOpt = None, lang: LangOpt = None) -> None:
     """Stop a flow: nobody enters; customers in it wait where they are."""
+    lang = _check_lang(lang)
     _flows(warehouse).set_status(name, "disabled")
-    console.print(f"disabled {escape(name)}")
+    console.print(i18n.translations(lang).ugettext("disabled %(name)s") % {"name": escape(name)})
 
 
 @flow_app.command("results")
-def flow_results_cmd(name: str, warehouse: WarehouseOpt = None, as_json: JsonOpt = False) -> None:
+def flow_results_cmd(
+    name: str, warehouse: WarehouseOpt = None, as_json: JsonOpt = False, lang: LangOpt = None
+) -> None:
     """Per step: reached, sent, skipped, converted, and uplift against the control group."""
+    lang = _check_lang(lang)
+    _ = i18n.translations(lang).ugettext
     res = _flows(warehouse).results(name)
     if as_json:
         print_json(res)
         return
+    words = _flow_words(lang)
     console.print(
-        f"{escape(name)}: {res['entered']:,} entered, {res['active']:,} in the flow, "
-        f"{res['sent']:,} sent, {res['converted']:,} converted"
+        _(
+            "%(entered)s entered, %(active)s in the flow now, %(sent)s messages sent, "
+            "%(converted)s bought."
+        )
+        % {
+            "entered": _count(res["entered"], lang),
+            "active": _count(res["active"], lang),
+            "sent": _count(res["sent"], lang),
+            "converted": _count(res["converted"], lang),
+        }
     )
     t = Table(
-        "step", "reached", "sent", "skipped", "conv. treated", "conv. control", "uplift (95%)", "p"
+        _("Step"),
+        _("Reached"),
+        _("Sent"),
+        _("Skipped"),
+        _("Bought, treated"),
+        _("Bought, control"),
+        _("Uplift (95%% interval)") % {},
+        _("p-value"),
     )
+    dash = "–"
     for s in res["steps"]:
         e = s["effect"]
         up = (
-            f"{_pct(e['uplift'])} ({_pct(e['uplift_low'])} to {_pct(e['uplift_high'])})"
+            f"{_pct(e['uplift'], lang)} ({_pct(e['uplift_low'], lang)} – "
+            f"{_pct(e['uplift_high'], lang)})"
             if e["uplift"] is not None
-            else "-"
+            else dash
+        )
+        kind = words["kind"].get(s.get("kind", ""), s.get("kind", ""))
+        if s.get("kind") == "send":
+            detail = i18n.label(lang, "channel", s.get("channel"))
+        elif s.get("kind") == "split":  # "control 10%": the share, as the locale writes it
+            share = res.get("control_share")
+            detail = str(s["detail"]) if share is None else _pct(share, lang)
+        else:  # a wait or a condition as written in the flow's YAML
+            detail = str(s["detail"])
+        skipped = ", ".join(
+            f"{words['reason'].get(k, k)} {_count(v, lang)}" for k, v in s["skipped"].items()
         )
         t.add_row(
-            escape(f"{s['name']}: {s['detail']}"),
-            f"{s['reached']:,}",
-            f"{s['sent']:,}",
-            escape(", ".join(f"{k} {v}" for k, v in s["skipped"].items()) or "-"),
-            _pct(e["conv_treated"]) if e["conv_treated"] is not None else "-",
-            _pct(e["conv_control"]) if e["conv_control"] is not None else "-",
+            escape(f"{kind}: {detail}" if kind else f"{s['name']}: {detail}"),
+            _count(s["reached"], lang),
+            _count(s["sent"], lang) if s.get("kind") == "send" else dash,
+            escape(skipped or dash),
+            _pct(e["conv_treated"], lang) if e["conv_treated"] is not None else dash,
+            _pct(e["conv_control"], lang) if e["conv_control"] is not None else dash,
             up,
-            f"{e['p_value']:.3f}" if e["p_value"] is not None else "-",
+            i18n.number(e["p_value"], lang, 3) if e["p_value"] is not None else dash,
         )
     console.print(t)
 
 
 @flow_app.command("path")
-def flow_path_cmd(customer: str, warehouse: WarehouseOpt = None, as_json: JsonOpt = False) -> None:
+def flow_path_cmd(
+    customer: str, warehouse: WarehouseOpt = None, as_json: JsonOpt = False, lang: LangOpt = None
+) -> None:
     """A customer's path through every flow: entered, each step, sent or skipped, exit."""
+    lang = _check_lang(lang)
+    _ = i18n.translations(lang).ugettext
     rows = _flows(warehouse).path(customer)
     if as_json:
         print_json(rows)
         return
     if not rows:
-        console.print(f"{escape(customer)} has not entered any flow")
+        console.print(_("This customer has not entered any flow."))
         return
-    t = Table("at (UTC)", "flow", "step", "what", "detail")
+    words = _flow_words(lang)
+    t = Table(_("When (UTC)"), _("Flow"), _("Step"), _("What happened"), _("Detail"))
     for r in rows:
-        step = "" if r["step"] is None else str(r["step"] + 1)
-        t.add_row(r["at"], escape(r["flow"]), step, r["what"], escape(str(r["detail"] or "")))
+        step = "" if r["step"] is None else _count(r["step"] + 1, lang)
+        detail = str(r["detail"] or "")
+        detail = words["reason"].get(detail, i18n.translate_message(lang, detail))
+        t.add_row(
+            r["at"] if lang == "en" else i18n.date(r["at"], lang),
+            escape(r["flow"]),
+            step,
+            words["what"].get(r["what"], r["what"]),
+            escape(detail),
+        )
     console.print(t)
 
 
@@ -4071,6 +4237,18 @@ def _flow_runner(warehouse: str | None, every: float) -> Any:
     return Runner(flows, interval=every, with_warehouse=with_warehouse)
 
 
+def _tick_line(rep: Any, lang: str) -> str:
+    _ = i18n.translations(lang).ugettext
+    line = _(
+        "entered %(entered)s, steps %(steps)s, sent %(sent)s, skipped %(skipped)s, held for "
+        "quiet hours %(deferred)s, exited %(exited)s, failed %(failed)s"
+    ) % {
+        k: _count(getattr(rep, k), lang)
+        for k in ("entered", "steps", "sent", "skipped", "deferred", "exited", "failed")
+    }
+    return line + (_(" (another runner is ticking)") if rep.busy else "")
+
+
 @flow_app.command("tick")
 def flow_tick_cmd(
     now: Annotated[
@@ -4079,8 +4257,10 @@ def flow_tick_cmd(
     ] = None,
     warehouse: WarehouseOpt = None,
     as_json: JsonOpt = False,
+    lang: LangOpt = None,
 ) -> None:
     """One round of every enabled flow (what flow run does every few seconds; for cron)."""
+    lang = _check_lang(lang)
     runner = _flow_runner(warehouse, 0)
     if now is not None:
         try:
@@ -4095,39 +4275,39 @@ def flow_tick_cmd(
     if as_json:
         print_json(rep.to_dict())
         return
-    console.print(
-        f"entered {rep.entered:,}, steps {rep.steps:,}, sent {rep.sent:,}, "
-        f"skipped {rep.skipped:,}, held for quiet hours {rep.deferred:,}, "
-        f"exited {rep.exited:,}, failed {rep.failed:,}"
-        + (" (another runner is ticking)" if rep.busy else "")
-    )
+    console.print(_tick_line(rep, lang))
+    word = i18n.translations(lang).ugettext("warning:")
     for e in rep.errors:
-        err.print(f"[yellow]warning:[/yellow] {escape(e)}")
+        err.print(f"[yellow]{word}[/yellow] {escape(i18n.translate_message(lang, e))}")
 
 
 @flow_app.command("run")
 def flow_run_cmd(
     every: Annotated[float | None, typer.Option("--every", help="Seconds between ticks.")] = None,
     warehouse: WarehouseOpt = None,
+    lang: LangOpt = None,
 ) -> None:
     """Run every enabled flow until Ctrl+C (safe to stop at any moment: it resumes)."""
+    lang = _check_lang(lang)
+    _ = i18n.translations(lang).ugettext
     runner = _flow_runner(warehouse, every or load_settings().flow_tick_seconds)
+    word = _("warning:")
 
     def show(rep: Any) -> None:
         if rep.entered or rep.sent or rep.exited or rep.failed:
-            err.print(
-                f"[dim]· entered {rep.entered}, sent {rep.sent}, exited {rep.exited}, "
-                f"failed {rep.failed}[/dim]"
-            )
+            err.print(f"[dim]· {_tick_line(rep, lang)}[/dim]")
         for e in rep.errors:
-            err.print(f"[yellow]warning:[/yellow] {escape(e)}")
+            err.print(f"[yellow]{word}[/yellow] {escape(i18n.translate_message(lang, e))}")
 
-    console.print(f"running flows every {runner.interval:g} s; Ctrl+C stops")
+    console.print(
+        _("running flows every %(seconds)s s; Ctrl+C stops")
+        % {"seconds": i18n.number(runner.interval, lang)}
+    )
     try:
         runner.run(show)
     except KeyboardInterrupt:
         runner.stop.set()
-        console.print("stopped; the next run resumes every customer where they were")
+        console.print(_("stopped; the next run resumes every customer where they were"))
 
 
 def main(argv: list[str] | None = None) -> int:
