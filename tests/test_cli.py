@@ -741,3 +741,23 @@ def test_operations_commands_in_spanish(spanish: Any, tmp_path: Path) -> None:
     for text in (doctor, saved, back, keys, tracked, status):
         for english in ("backed up", "restored", "scopes", "events read", "to send", "live "):
             assert english not in text, (english, text)
+
+
+def test_demo_data_and_schedule_in_spanish(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from rich.console import Console
+
+    from segmentum import cli
+
+    monkeypatch.setattr(cli, "console", Console(width=200, force_terminal=False))
+    out = tmp_path / "demo"
+    assert main(["demo-data", "--out", str(out), "--customers", "60", "--lang", "es"]) == 0
+    made = capsys.readouterr().out
+    assert "datos de demostración en" in made and "tamaño" in made and "ventas" in made, made
+    assert re.search(r"\d+,\d MB", made) and "demo data in" not in made, made
+    args = ["schedule", "--data", str(out), "--format", "cron", "-w", "duckdb:///w.duckdb"]
+    assert main([*args, "--lang", "es"]) == 0
+    cron = capsys.readouterr().out
+    assert "# añada --install para escribir la entrada de crontab" in cron, cron
+    assert "add --install" not in cron, cron

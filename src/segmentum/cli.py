@@ -396,15 +396,22 @@ def demo_data_cmd(
             "UTC offsets, decimal commas, a currency column, bad dates (see messy.json)."
         ),
     ] = False,
+    lang: LangOpt = None,
 ) -> None:
     """Generate the synthetic demo retailer (planted segments, deterministic)."""
+    lang = _check_lang(lang)
+    _ = i18n.translations(lang).ugettext
     files = demo.generate(out, customers=customers, seed=seed, fmt=fmt, b2b=b2b, messy=messy)
-    t = Table(title=f"demo data in {out}", title_justify="left")
-    t.add_column("table")
-    t.add_column("file")
-    t.add_column("size", justify="right")
+    t = Table(title=escape(_("demo data in %(folder)s") % {"folder": out}), title_justify="left")
+    t.add_column(_("table"))
+    t.add_column(_("file"))
+    t.add_column(_("size"), justify="right")
     for name, path in files.items():
-        t.add_row(name, str(path), f"{path.stat().st_size / 1e6:.1f} MB")
+        t.add_row(
+            escape(i18n.label(lang, "table_name", name)),
+            escape(str(path)),
+            f"{i18n.number(path.stat().st_size / 1e6, lang, 1)} MB",
+        )
     console.print(t)
 
 
@@ -695,11 +702,14 @@ def schedule_cmd(
         Path | None,
         typer.Option("--dir", help="With --install: write the files into this folder instead."),
     ] = None,
+    lang: LangOpt = None,
 ) -> None:
     """Print (and with --install write) a daily ingest-and-run of a folder of exports, as a
     systemd timer or a cron entry, locked so two runs never overlap."""
     from segmentum import schedule as sched
 
+    lang = _check_lang(lang)
+    _ = i18n.translations(lang).ugettext
     if fmt not in sched.FORMATS:
         raise InputError(f"--format {fmt!r} is not known", "use systemd or cron")
     settings = load_settings()
@@ -711,15 +721,20 @@ def schedule_cmd(
         typer.echo(sched.cron_line(plan))
     if not install:
         typer.echo(
-            "# add --install to write "
-            + ("the unit files" if fmt == "systemd" else "the crontab entry")
+            "# "
+            + (
+                _("add --install to write the unit files")
+                if fmt == "systemd"
+                else _("add --install to write the crontab entry")
+            )
         )
         return
     done = sched.install(plan, fmt, target=target, system=system)
     for path in done.files:
-        typer.echo(f"wrote {path}")
+        typer.echo(_("wrote %(path)s") % {"path": path})
     for step in done.next_steps:
-        typer.echo(f"now run: {step}" if fmt == "systemd" else f"installed; see: {step}")
+        said = _("now run: %(step)s") if fmt == "systemd" else _("installed; see: %(step)s")
+        typer.echo(said % {"step": step})
 
 
 @app.command("features")
@@ -3224,6 +3239,7 @@ def serve_cmd(
             "warehouse, inside a pyspark:///folder one."
         ),
     ] = None,
+    lang: LangOpt = None,
 ) -> None:
     """Serve the REST API (docs at /docs) and the dashboard (/dashboard)."""
     import uvicorn
@@ -3231,6 +3247,8 @@ def serve_cmd(
     from segmentum.service.app import create_app
     from segmentum.service.auth import create_key
 
+    lang = _check_lang(lang)
+    _ = i18n.translations(lang).ugettext
     settings = load_settings()
     if serving:  # duckdb:///abs/path.duckdb, a plain path or a postgresql:// URL
         settings = settings.with_overrides(serving_store=str(duckdb_file(serving) or serving))
@@ -3238,11 +3256,15 @@ def serve_cmd(
     # other command keeps working on the same file while it runs (docs/service.md).
     app_ = create_app(warehouse or settings.warehouse, settings)
     console.print(
-        f"dashboard: http://{host}:{port}/dashboard   API docs: http://{host}:{port}/docs"
+        _("dashboard: %(dashboard)s   API docs: %(docs)s")
+        % {
+            "dashboard": f"http://{host}:{port}/dashboard",
+            "docs": f"http://{host}:{port}/docs",
+        }
     )
     if new_key:
         key = create_key(app_.state.svc.state, "dashboard", ["admin"])
-        console.print(f"login key: {key}", soft_wrap=True)
+        console.print(_("login key: %(key)s") % {"key": key}, soft_wrap=True)
     uvicorn.run(app_, host=host, port=port, log_level="warning")
 
 
