@@ -761,3 +761,21 @@ def test_demo_data_and_schedule_in_spanish(
     cron = capsys.readouterr().out
     assert "# añada --install para escribir la entrada de crontab" in cron, cron
     assert "add --install" not in cron, cron
+
+
+def test_settings_list_in_spanish(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every setting's help is a catalog entry: segmentum settings --lang es reads in Spanish."""
+    from rich.console import Console
+
+    from segmentum import cli
+    from segmentum.config import SETTINGS
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(cli, "console", Console(width=1000, force_terminal=False))
+    assert main(["settings", "--lang", "es"]) == 0
+    out = capsys.readouterr().out
+    assert "ajustes" in out and "valor" in out and "Dónde están los datos" in out, out[:500]
+    english = [s.name for s in SETTINGS if s.help in out]
+    assert not english, f"still English: {english}"

@@ -3401,9 +3401,11 @@ def batches_cmd(
 
 
 @app.command("settings")
-def settings_cmd(as_json: JsonOpt = False) -> None:
+def settings_cmd(as_json: JsonOpt = False, lang: LangOpt = None) -> None:
     """List every setting with its current value (segmentum.toml and SEGMENTUM_* variables)."""
     current = load_settings()
+    lang = _check_lang(lang)
+    tr = i18n.translations(lang)
     rows = [
         {"name": s.name, "value": getattr(current, s.name), "default": s.default, "help": s.help}
         for s in SETTINGS
@@ -3411,11 +3413,12 @@ def settings_cmd(as_json: JsonOpt = False) -> None:
     if as_json:
         print_json(json.dumps(rows, default=str))
         return
-    t = Table(title="settings", title_justify="left")
-    for c in ("name", "value", "help"):
+    t = Table(title=tr.ugettext("settings"), title_justify="left")
+    for c in (tr.ugettext("name"), tr.ugettext("value"), tr.ugettext("help")):
         t.add_column(c)
     for r in rows:
-        t.add_row(r["name"], str(r["value"]), r["help"])
+        # The help texts are catalog entries of context "setting" (i18n.extract_messages).
+        t.add_row(r["name"], escape(str(r["value"])), escape(tr.upgettext("setting", r["help"])))
     console.print(t)
 
 

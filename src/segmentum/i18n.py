@@ -848,6 +848,11 @@ def extract_messages() -> Any:
         if not message:
             continue
         catalog.add(message, None, [(filename, lineno)], auto_comments=comments, context=context)
+    # The settings' help texts (segmentum settings), written once in config.SETTINGS.
+    from segmentum.config import SETTINGS
+
+    for s in SETTINGS:
+        catalog.add(s.help, None, [("config.py", 0)], context="setting")
     return catalog
 
 
