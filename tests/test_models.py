@@ -539,3 +539,18 @@ def test_a_large_fit_is_the_same_whatever_the_row_order_and_reaches_the_best_opt
     full = ModifiedBetaGeo(standard_errors=False)
     res = full._minimise((x, tx, t), w, [np.log(full._start), np.zeros(4)])
     assert a.log_likelihood_ >= -res.fun - 1e-6 * abs(res.fun)
+
+
+def test_the_threaded_hypergeometric_gives_scipys_values_exactly() -> None:
+    """Large arrays are split across threads (2F1 releases the GIL): the values are SciPy's,
+    element for element, in order, for arrays on either side of the split size."""
+    from scipy import special
+
+    from segmentum.models import btyd
+
+    rng = np.random.default_rng(11)
+    for n in (btyd._HYP2F1_SPLIT - 1, btyd._HYP2F1_SPLIT * 3 + 7):
+        a = 150 + rng.uniform(0, 20, n)
+        b = 0.65 + rng.integers(0, 30, n)
+        z = rng.uniform(0.9, 0.9995, n)
+        np.testing.assert_array_equal(btyd._hyp2f1(a, b, a + 1, z), special.hyp2f1(a, b, a + 1, z))

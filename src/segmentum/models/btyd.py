@@ -8,6 +8,8 @@ come from the Hessian of the log-likelihood at the optimum (delta method to the 
 
 from __future__ import annotations
 
+import itertools
+import os
 from typing import Any
 
 import numpy as np
@@ -916,9 +918,40 @@ def _pairs(a: Array, b: Array) -> tuple[Array, Array, NDArray[np.intp]]:
     return ua, ub, inverse
 
 
+# Rows above which SciPy's 2F1 is split across threads: it releases the GIL, and near z = 1
+# (Pareto/NBD with one scale many times the other) it costs microseconds a row (a fit calls
+# it on 8,000 to 21,000 distinct pairs at a time at 870,000 customers).
+_HYP2F1_SPLIT = 4_000
+_hyp2f1_pool: Any = None
+
+
+def _hyp2f1(a: Any, b: Any, c: Any, z: Any) -> Array:
+    """``special.hyp2f1`` element by element, large arrays in one chunk per core (the same
+    values: every element is computed alone). 2F1 alone runs twice as fast on 2 cores; the
+    Pareto/NBD holdout fit of 870,000 demo customers went from 17.5 s to 15.3 s (the series
+    and the array arithmetic around it stay on one core)."""
+    global _hyp2f1_pool
+    a, b, c, z = np.broadcast_arrays(*(np.asarray(v, dtype=float) for v in (a, b, c, z)))
+    workers = min(4, os.cpu_count() or 1)
+    if a.ndim != 1 or a.size < _HYP2F1_SPLIT or workers < 2:
+        return np.asarray(special.hyp2f1(a, b, c, z), dtype=float)
+    if _hyp2f1_pool is None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _hyp2f1_pool = ThreadPoolExecutor(workers, thread_name_prefix="segmentum-hyp2f1")
+    edges = np.linspace(0, a.size, workers + 1).astype(int)
+
+    def chunk(ij: tuple[int, int]) -> Array:
+        i, j = ij
+        return np.asarray(special.hyp2f1(a[i:j], b[i:j], c[i:j], z[i:j]), dtype=float)
+
+    parts = list(_hyp2f1_pool.map(chunk, itertools.pairwise(edges)))
+    return np.concatenate(parts)
+
+
 def _log_hyp2f1(a: Array, b: Array | float, c: Array, z: Array) -> Array:
     """log 2F1(a, b; c; z) for 0 <= z < 1, switching to a transformation when it overflows."""
-    direct = special.hyp2f1(a, b, c, z)
+    direct = _hyp2f1(a, b, c, z)
     with np.errstate(divide="ignore", invalid="ignore"):
         out = np.log(direct)
     bad = ~np.isfinite(out) | (direct <= 0)
@@ -929,7 +962,7 @@ def _log_hyp2f1(a: Array, b: Array | float, c: Array, z: Array) -> Array:
         bb = np.broadcast_to(b, np.shape(out))[bad]
         cb = np.broadcast_to(c, np.shape(out))[bad]
         out = out.copy()
-        out[bad] = -bb * np.log1p(-zb) + np.log(special.hyp2f1(cb - ab, bb, cb, zb / (zb - 1)))
+        out[bad] = -bb * np.log1p(-zb) + np.log(_hyp2f1(cb - ab, bb, cb, zb / (zb - 1)))
     return out
 
 
@@ -960,7 +993,7 @@ def _log_hyp2f1_slopes(
         h, h_a, h_b = series
         aq, bq, zq = a[quick], b[quick], z[quick]
         log_h[quick], la[quick], lb[quick] = np.log(h), h_a / h, h_b / h
-        lz[quick] = aq * bq / (aq + 1) * special.hyp2f1(aq + 1, bq + 1, aq + 2, zq) / h
+        lz[quick] = aq * bq / (aq + 1) * _hyp2f1(aq + 1, bq + 1, aq + 2, zq) / h
     slow = ~quick
     if slow.any():
         a_, b_, z_ = a[slow], b[slow], z[slow]
