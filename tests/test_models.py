@@ -554,3 +554,19 @@ def test_the_threaded_hypergeometric_gives_scipys_values_exactly() -> None:
         b = 0.65 + rng.integers(0, 30, n)
         z = rng.uniform(0.9, 0.9995, n)
         np.testing.assert_array_equal(btyd._hyp2f1(a, b, a + 1, z), special.hyp2f1(a, b, a + 1, z))
+
+
+def test_the_threaded_hypergeometric_works_in_a_forked_child() -> None:
+    """A child forked after the pool started gets a pool of its own (threads do not survive a
+    fork): it answers instead of waiting for threads that are not there."""
+    import multiprocessing
+
+    from segmentum.models import btyd
+
+    n = btyd._HYP2F1_SPLIT * 2
+    a, z = np.full(n, 160.0), np.full(n, 0.99)
+    expected = btyd._hyp2f1(a, 1.5, a + 1, z)  # the parent's pool exists now
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(1) as pool:
+        got = pool.apply_async(btyd._hyp2f1, (a, 1.5, a + 1, z)).get(timeout=60)
+    np.testing.assert_array_equal(got, expected)

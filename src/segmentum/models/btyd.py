@@ -935,17 +935,19 @@ def _hyp2f1(a: Any, b: Any, c: Any, z: Any) -> Array:
     workers = min(4, os.cpu_count() or 1)
     if a.ndim != 1 or a.size < _HYP2F1_SPLIT or workers < 2:
         return np.asarray(special.hyp2f1(a, b, c, z), dtype=float)
-    if _hyp2f1_pool is None:
+    # A forked child inherits the pool object but not its threads: it makes its own.
+    if _hyp2f1_pool is None or _hyp2f1_pool[0] != os.getpid():
         from concurrent.futures import ThreadPoolExecutor
 
-        _hyp2f1_pool = ThreadPoolExecutor(workers, thread_name_prefix="segmentum-hyp2f1")
+        pool = ThreadPoolExecutor(workers, thread_name_prefix="segmentum-hyp2f1")
+        _hyp2f1_pool = (os.getpid(), pool)
     edges = np.linspace(0, a.size, workers + 1).astype(int)
 
     def chunk(ij: tuple[int, int]) -> Array:
         i, j = ij
         return np.asarray(special.hyp2f1(a[i:j], b[i:j], c[i:j], z[i:j]), dtype=float)
 
-    parts = list(_hyp2f1_pool.map(chunk, itertools.pairwise(edges)))
+    parts = list(_hyp2f1_pool[1].map(chunk, itertools.pairwise(edges)))
     return np.concatenate(parts)
 
 
