@@ -377,7 +377,10 @@ hour, so compare ratios. What changed:
   (1.4 s), churn calibration (two more fits, 2.5 s, then the reliability table), Gamma-Gamma,
   scoring and the writes; the limit is the final fit and Gamma-Gamma alone. The Pareto/NBD
   fit is what is left to cut: its hypergeometric terms near z = 1 take SciPy's 2F1 five
-  times per distinct pair (value and central differences).
+  times per distinct pair (value and central differences). Since this table: 2F1 over large
+  arrays runs in one chunk per core (SciPy releases the GIL; identical values), which took
+  the Pareto/NBD fit from 17.5 s to 15.3 s and the step from 38.5 s to 33.4 s in a process of
+  its own.
 - **dashboard aggregates**: the micro-segment cell sizes come from one count of the finest
   cells joined back instead of a window count per depth, and the personas read the assigned
   table instead of joining the view again (7.0 s -> 3.9 s in a process of its own). The limit
