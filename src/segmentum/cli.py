@@ -3918,52 +3918,16 @@ def _flow_errors(exc: SegmentumError) -> None:
 
 
 def _flow_words(lang: str) -> dict[str, dict[str, str]]:
-    """A flow's states, step kinds, reasons and path events as the Flows page words them."""
-    _ = i18n.translations(lang).ugettext
-    return {
-        "status": {"draft": _("draft"), "enabled": _("enabled"), "disabled": _("disabled")},
-        "kind": {
-            "wait": _("Wait"),
-            "condition": _("Condition"),
-            "send": _("Send"),
-            "split": _("Control group"),
-        },
-        "reason": {
-            "control": _("control group"),
-            "capped": _("frequency cap"),
-            "no_consent": _("no consent"),
-            "suppressed": _("suppressed"),
-            "no_address": _("no address"),
-            "unknown_customer": _("unknown customer"),
-            "converted": _("bought"),
-            "left_segment": _("left the segment"),
-            "unsubscribed": _("unsubscribed"),
-            "condition_false": _("condition not met"),
-            "completed": _("completed"),
-            "treatment": _("treatment group"),
-            "true": _("met"),
-            "false": _("not met"),
-        },
-        "what": {
-            "entered": _("entered"),
-            "wait": _("waiting"),
-            "condition": _("condition"),
-            "split": _("group"),
-            "sent": _("sent"),
-            "skipped": _("skipped"),
-            "deferred": _("held for quiet hours"),
-            "retry": _("will retry"),
-            "failed": _("failed"),
-            "exited": _("left"),
-            "done": _("finished"),
-        },
-    }
+    from segmentum.flows.words import flow_words
+
+    return flow_words(lang)
 
 
 def _flow_trigger(trigger: Any, lang: str) -> str:
     """A flow's trigger (a ``Trigger``, or a template's ``trigger:`` mapping) as the Flows page
     says it ("enters the segment vip")."""
     from segmentum.flows.spec import trigger_of
+    from segmentum.flows.words import flow_words
 
     if isinstance(trigger, dict):
         trigger = trigger_of(trigger)
@@ -3971,7 +3935,7 @@ def _flow_trigger(trigger: Any, lang: str) -> str:
         return ""
     _ = i18n.translations(lang).ugettext
     kind, name = trigger.kind, str(trigger.name)
-    dates = {"birthday": _("birthday"), "expected_next_purchase": _("expected next purchase")}
+    dates = flow_words(lang)["date"]
     if kind == "segment" and trigger.on == "exit":
         return _("leaves the segment %(name)s") % {"name": name}
     if kind == "segment":

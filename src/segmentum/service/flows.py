@@ -24,6 +24,7 @@ from pydantic import BaseModel, Field
 from segmentum.errors import InputError, SegmentumError
 from segmentum.flows import FlowError, Flows, Runner, catalog
 from segmentum.flows.spec import trigger_of
+from segmentum.flows.words import flow_words
 from segmentum.service.core import Admin, ApiProblem, Read, Service
 
 router = APIRouter(tags=["flows"])
@@ -275,6 +276,7 @@ def _mount_pages(app: FastAPI, svc: Service) -> None:
         ]
         return {
             "current": "flows",
+            "words": flow_words(page.lang),
             "flows": rows,
             "templates": templates,
             "admin": is_admin(page),
