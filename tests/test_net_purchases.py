@@ -251,6 +251,69 @@ def test_rule_counts_of_purchases_leave_out_cancelled_orders(export: Warehouse) 
     assert got[exists_key].to_dict() == {"12583": 0.0, "13047": 0.0, "15100": 1.0, "17850": 0.0}
 
 
+def test_rule_windows_at_many_dates_equal_the_windows_of_each_date(export: Warehouse) -> None:
+    """The backfill adds up each customer's days (``_windows_by_day``) instead of joining every
+    line with every date whose window holds it; both must give each date's own answer: for
+    windows of days, over all time, of hours (the line-level join), and for an invoice whose
+    lines fall on two days (distinct invoices do not add up over days: the line-level join)."""
+    from segmentum.history.segment_backfill import dates_table
+    from segmentum.segments import rules as R
+
+    wh = export
+    # Events, one on the last day before a date and one at midnight (the next day's).
+    wh.con.raw_sql(
+        "create table events as select * from (values "
+        "('17850', TIMESTAMP '2024-02-29 23:59:00', 'product_view'), "
+        "('17850', TIMESTAMP '2024-03-01 00:00:00', 'product_view'), "
+        "('12583', TIMESTAMP '2024-01-31 08:00:00', 'product_view'), "
+        "('12583', TIMESTAMP '2024-01-31 09:00:00', 'cart_abandoned'), "
+        "('15100', TIMESTAMP '2023-12-01 10:00:00', 'product_view')) t(customer_id, timestamp, "
+        "event_type)"
+    )
+    # A copy of the lines where order 510 has a second line the next day.
+    wh.con.raw_sql(
+        "create table split_tx as select * from transactions union all "
+        "select * replace (timestamp + interval 1 day as timestamp, 99 as line) "
+        "from transactions where invoice_id = '510'"
+    )
+    tx_rules = [
+        "count(purchases, last 60 days) >= 1 and sum(spend, category == 'Kitchen', last 30 days) > 1",
+        "count(returns, last 45 days) >= 1 and exists(category == 'Furniture')",
+        "sum(quantity, last 31 days) > 0 and count(purchases) >= 2",
+    ]
+    ev_rules = [
+        "count(events, event == 'product_view', last 1 days) >= 1",
+        "exists(event == 'cart_abandoned', last 30 days) and count(events) >= 1",
+    ]
+    hour_rule = ["count(events, event == 'product_view', last 6 hours) >= 1"]
+    dates = [dt.date(2024, 2, 1), dt.date(2024, 3, 1), dt.date(2024, 3, 13), dt.date(2024, 5, 1)]
+    cancelled = returns.cancelled_invoices(returns.links(wh))
+    assert R._invoices_within_a_day(wh.table("transactions"))
+    assert not R._invoices_within_a_day(wh.table("split_tx"))
+    compared = 0
+    for tname, table, texts in [
+        ("transactions", "transactions", tx_rules),
+        ("transactions", "split_tx", tx_rules),
+        ("events", "events", ev_rules),
+        ("events", "events", ev_rules + hour_rule),
+    ]:
+        calls = {c: t for t in texts for c in R.calls(R.parse(t))}
+        gone = cancelled if tname == "transactions" else None
+        keys = list(dict.fromkeys(map(R.call_key, calls)))
+        many = R.window_aggregates(
+            calls, wh.table(table), tname, dates[-1], calls, gone, dates=dates_table(dates)
+        ).execute()
+        for d in dates:
+            one = R.window_aggregates(calls, wh.table(table), tname, d, calls, gone).execute()
+            got = many[many.as_of.astype(str) == d.isoformat()].set_index("customer_id")[keys]
+            want = one.set_index("customer_id")[keys]
+            got = got.reindex(want.index.union(got.index)).fillna(0.0).sort_index()
+            want = want.reindex(got.index).fillna(0.0)
+            pd.testing.assert_frame_equal(got, want, check_exact=False, rtol=1e-12)
+            compared += int((want != 0).to_numpy().sum())
+    assert compared > 20  # the windows hold lines at these dates: not a comparison of zeros
+
+
 def test_a_cancelled_order_says_nothing_about_when_a_customer_buys(export: Warehouse) -> None:
     from segmentum.campaigns.timing import _signals
 
