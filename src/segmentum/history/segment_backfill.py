@@ -3,9 +3,11 @@
 The history backfill's point-in-time summary already holds every snapshot date (its ``as_of``
 column). Here the customer view, every time-window aggregate and every rule are built once
 over all dates, keyed by ``(customer_id, as_of)``, as the class backfill does, instead of one
-:meth:`Segments.compute` per date: each line of a raw table joins the dates whose windows hold
-it (``line < as_of`` and ``line >= as_of - longest window``), one grouped scan gives every
-window call per customer and date, and segment references read the flags of the same date.
+:meth:`Segments.compute` per date: the lines of a raw table are added up per customer and day
+once, each day joins the dates whose windows hold it (``day < as_of`` and
+``day >= as_of - longest window``), one grouped scan gives every window call per customer and
+date (:func:`segmentum.segments.rules.window_aggregates`), and segment references read the
+flags of the same date.
 All dates' members are written with one replace. The members are those that
 :meth:`Segments.compute` gives date by date (``tests/test_history.py`` compares them).
 
