@@ -300,9 +300,15 @@ class Warehouse:
         values = list(value) if isinstance(value, list | tuple) else [value]
         if (
             self.engine in _TRANSACTIONAL
-            and set(obj.columns) == set(current.columns)
+            and set(obj.columns) <= set(current.columns)
             and all(v is not None for v in values)
         ):
+            # Columns the new rows lack are empty in them (a history backfill has no CLV):
+            # the other dates' rows stay where they are, not rewritten with the table.
+            schema = current.schema()
+            obj = obj.mutate(
+                **{c: ibis.null(schema[c]) for c in current.columns if c not in obj.columns}
+            )
             return self._replace_in_place(name, obj, column, values)
         # Several keys at once (e.g. backfilled dates); rows without a key are kept.
         hit = current[column].isin([ibis.literal(v) for v in values])
