@@ -93,6 +93,36 @@ def test_features_match_hand_computed_values(backend: Warehouse) -> None:
     assert a.trend == pytest.approx(1.0)
 
 
+def test_money_sums_are_the_sums_of_the_prices(backend: Warehouse) -> None:
+    """Prices in cents do not add up exactly in binary floating point: 0.10 + 0.20 is
+    0.30000000000000004, and 3,000 lines of 0.10 add up to a neighbour of 300 that depends on
+    the order of addition (engines add in whatever order their threads finish). Money sums
+    are rounded to a millionth: the features, the history summary and a rule's time window
+    say 0.3 and 300.0, so ``monetary > 0.3`` leaves the first customer out and
+    ``monetary >= 300`` takes the second in, on every run."""
+    import math
+
+    from segmentum.history.snapshots import history_summary
+    from segmentum.segments import rules as R
+
+    assert 0.1 + 0.2 != 0.3 and sum([0.1] * 3000) != 300.0 and math.fsum([0.1] * 3000) == 300.0
+    rows = [
+        line("F1", "A", "2024-01-10 10:00", 1, 0.1),
+        line("F2", "A", "2024-01-12 10:00", 1, 0.2),
+    ]
+    rows += [line(f"G{i}", "B", f"2024-01-{1 + i % 28:02d} 10:00", 1, 0.1) for i in range(3000)]
+    tx = transactions(backend, rows)
+    want = {"A": 0.3, "B": 300.0}
+    f = customer_features(tx, AS_OF, weeks=False).execute().set_index("customer_id")
+    assert f.monetary.to_dict() == want and f.spend_last_90.to_dict() == want
+    h = history_summary(tx, [AS_OF]).execute().set_index("customer_id")
+    assert h.monetary.to_dict() == want
+    text = "sum(spend, last 60 days) > 0.3"
+    calls = {c: text for c in R.calls(R.parse(text))}
+    w = R.window_aggregates(calls, tx, "transactions", AS_OF, calls).execute()
+    assert w.set_index("customer_id")[R.call_key(next(iter(calls)))].to_dict() == want
+
+
 def test_btyd_summary_in_weeks(backend: Warehouse) -> None:
     tx = transactions(backend, ROWS)
     s = btyd_summary(tx, AS_OF).execute().set_index("customer_id")

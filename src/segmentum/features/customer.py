@@ -66,6 +66,18 @@ def window_lines(
     return mark_purchases(t, cancelled)
 
 
+#: Money sums are rounded to a millionth of the currency unit, so that a sum of prices in cents
+#: has one value whatever order the engine adds the lines in: threads and engines add them in
+#: different orders, and a customer's 300.00 came out as 300.00000000000006 in one run and
+#: 299.99999999999994 in another, in and out of a rule's ``monetary > 300``.
+MONEY_DIGITS = 6
+
+
+def money(total: ir.NumericValue) -> ir.NumericValue:
+    """A sum of money, rounded to :data:`MONEY_DIGITS` decimals."""
+    return total.round(MONEY_DIGITS)
+
+
 def mark_purchases(lines: ir.Table, cancelled: ir.Table | None = None) -> ir.Table:
     """``lines`` with their ``day`` and whether each is a net purchase or a return.
 
@@ -249,14 +261,14 @@ def customer_features(
     buy = lines.is_purchase
     promo = (lines.promo_code.notnull() | (lines.discount.fill_null(0) > 0)) & buy
     base = lines.group_by("customer_id").aggregate(
-        monetary=lines.amount.sum(),
-        gross_spend=lines.amount.sum(where=buy),
-        ordered_spend=lines.amount.sum(where=lines.quantity > 0),
-        returned_spend=-lines.amount.sum(where=lines.is_return),
+        monetary=money(lines.amount.sum()),
+        gross_spend=money(lines.amount.sum(where=buy)),
+        ordered_spend=money(lines.amount.sum(where=lines.quantity > 0)),
+        returned_spend=money(-lines.amount.sum(where=lines.is_return)),
         items=lines.quantity.sum(where=buy),
-        promo_spend=lines.amount.sum(where=promo),
-        spend_last_90=lines.amount.sum(where=lines.day >= d90),
-        spend_prev_90=lines.amount.sum(where=(lines.day >= d180) & (lines.day < d90)),
+        promo_spend=money(lines.amount.sum(where=promo)),
+        spend_last_90=money(lines.amount.sum(where=lines.day >= d90)),
+        spend_prev_90=money(lines.amount.sum(where=(lines.day >= d180) & (lines.day < d90))),
     )
     inv = purchases("invoice_id")
     orders = inv.group_by("customer_id").aggregate(frequency=inv.invoice_id.nunique())

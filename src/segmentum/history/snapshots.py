@@ -31,7 +31,7 @@ import pyarrow as pa
 from segmentum.config import Settings, load_settings
 from segmentum.errors import InputError
 from segmentum.features import rollup
-from segmentum.features.customer import default_as_of, mark_purchases, net_links
+from segmentum.features.customer import default_as_of, mark_purchases, money, net_links
 from segmentum.ingest import returns as _returns
 from segmentum.segments.classes import RFM_RULES, classify, load_rfm_rules
 from segmentum.warehouse import Warehouse
@@ -127,8 +127,8 @@ def history_summary(
     spend, orders, bought = _daily_parts(transactions, links, days)
     snaps = _dates_table(dates)
     j = spend.join(snaps, spend.day < snaps.as_of)
-    money = j.group_by(["customer_id", "as_of"]).aggregate(
-        monetary=j.spend.sum(), gross=j.gross.sum(), promo=j.promo.sum()
+    spent = j.group_by(["customer_id", "as_of"]).aggregate(
+        monetary=money(j.spend.sum()), gross=money(j.gross.sum()), promo=money(j.promo.sum())
     )
     j = orders.join(snaps, orders.day < snaps.as_of)
     counted = j.group_by(["customer_id", "as_of"]).aggregate(frequency=j.orders.sum())
@@ -137,7 +137,7 @@ def history_summary(
         first_purchase=j.day.min(), last_purchase=j.day.max(), n_days=j.count()
     )
     # A customer is in a snapshot with a net order and a net purchase day, as in a daily run.
-    g = counted.join(money, ["customer_id", "as_of"]).join(span, ["customer_id", "as_of"])
+    g = counted.join(spent, ["customer_id", "as_of"]).join(span, ["customer_id", "as_of"])
     end = g.as_of - ibis.interval(days=1)
     x = (g.n_days - 1).cast("float64")
     gap = g.last_purchase.delta(g.first_purchase, unit="day").cast("float64")

@@ -23,12 +23,14 @@ comparison with a missing value is unknown, and unknown is not a member.
 from __future__ import annotations
 
 import datetime as _dt
+import math
 import operator
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from segmentum.features.customer import MONEY_DIGITS
 from segmentum.realtime.store import parse_iso
 from segmentum.segments import rules as R
 
@@ -240,7 +242,8 @@ class Customer:
             return hits > 0 if call.func == "exists" else float(hits)
         orders = [o for o in self.orders if self._counted(o.at, call.window)]
         if call.func == "sum":
-            return float(sum(o.amount or 0.0 for o in orders))
+            # Rounded as the batch's money sums are (segmentum.features.customer.money).
+            return round(math.fsum(o.amount or 0.0 for o in orders), MONEY_DIGITS)
         return len(orders) > 0 if call.func == "exists" else float(len(orders))
 
 

@@ -48,7 +48,7 @@ import ibis
 import ibis.expr.types as ir
 
 from segmentum.errors import InputError
-from segmentum.features.customer import mark_purchases
+from segmentum.features.customer import mark_purchases, money
 
 # --------------------------------------------------------------------------------------------
 # Errors
@@ -952,7 +952,7 @@ def window_aggregates(
         key = call_key(call)
         if call.func == "sum":
             col = MEASURES[call.source or "spend"]
-            aggs[key] = t[col].sum(where=cond).cast("float64")
+            aggs[key] = money(t[col].sum(where=cond)).cast("float64")
         elif table_name == "transactions":
             aggs[key] = t.invoice_id.nunique(where=cond).cast("float64")
         else:
@@ -1048,7 +1048,10 @@ def _windows_by_day(
     for call in calls_:
         key = call_key(call)
         within = j.age <= call.window.days if call.window is not None else None
-        aggs[key] = j[key].sum(where=within).fill_null(0).cast("float64")
+        total = j[key].sum(where=within)
+        if call.func == "sum":
+            total = money(total)
+        aggs[key] = total.fill_null(0).cast("float64")
     return j.group_by(["customer_id", "as_of"]).aggregate(**aggs)
 
 
