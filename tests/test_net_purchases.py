@@ -288,8 +288,8 @@ def test_rule_windows_at_many_dates_equal_the_windows_of_each_date(export: Wareh
     hour_rule = ["count(events, event == 'product_view', last 6 hours) >= 1"]
     dates = [dt.date(2024, 2, 1), dt.date(2024, 3, 1), dt.date(2024, 3, 13), dt.date(2024, 5, 1)]
     cancelled = returns.cancelled_invoices(returns.links(wh))
-    assert R._invoices_within_a_day(wh.table("transactions"))
-    assert not R._invoices_within_a_day(wh.table("split_tx"))
+    assert R.invoices_within_a_day(wh.table("transactions"))
+    assert not R.invoices_within_a_day(wh.table("split_tx"))
     compared = 0
     for tname, table, texts in [
         ("transactions", "transactions", tx_rules),

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime as _dt
 from collections.abc import Mapping
+from typing import Any
 
 import ibis
 import ibis.expr.types as ir
@@ -114,11 +115,17 @@ def view_by_date(wh: Warehouse, dates: list[_dt.date], summary: ir.Table) -> ir.
 
 
 def members_by_date(
-    store: Segments, segs: Mapping[str, Segment], dates: list[_dt.date], summary: ir.Table
+    store: Segments,
+    segs: Mapping[str, Segment],
+    dates: list[_dt.date],
+    summary: ir.Table,
+    memo: dict[str, Any] | None = None,
 ) -> ir.Table:
     """``(segment, customer_id, as_of)`` of every customer segment in ``segs`` at every date.
 
     ``segs`` must already be valid at these dates (checked by the caller on one date's view).
+    ``memo``: what holds for every batch of a backfill's dates (whether each invoice's lines
+    are on one day: a pass over every line), kept from one batch to the next.
     """
     wh = store.wh
     view = view_by_date(wh, dates, summary)
@@ -164,8 +171,16 @@ def members_by_date(
         staged.append(base.get_name())
     snaps = dates_table(dates)
     for tname, cs in all_calls.items():
-        gone = cancelled_invoices(links(wh)) if tname == "transactions" else None
-        w = R.window_aggregates(cs, wh.table(tname), tname, last, cs, gone, dates=snaps)
+        gone, one_day = None, None
+        if tname == "transactions":
+            gone = cancelled_invoices(links(wh))
+            if memo is not None and any(c.func != "sum" for c in cs):
+                if "one_day_invoices" not in memo:
+                    memo["one_day_invoices"] = R.invoices_within_a_day(wh.table(tname))
+                one_day = memo["one_day_invoices"]
+        w = R.window_aggregates(
+            cs, wh.table(tname), tname, last, cs, gone, dates=snaps, one_day_invoices=one_day
+        )
         w = wh.materialize(w, "segwin")
         staged.append(w.get_name())
         base = _left(base, w, KEYS)

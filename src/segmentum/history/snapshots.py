@@ -23,6 +23,7 @@ from __future__ import annotations
 import datetime as _dt
 import uuid
 from dataclasses import dataclass, field
+from typing import Any
 
 import ibis
 import ibis.expr.types as ir
@@ -268,6 +269,7 @@ def backfill(
     rows, n_last = 0, 0
     done: list[str] = []
     skipped: dict[str, str] = {}
+    memo: dict[str, Any] = {}  # what the segments' batches share (see members_by_date)
     for batch in date_batches(dates, int(days.customer_id.nunique().to_pyarrow().as_py() or 0)):
         summary = wh.materialize(history_summary(tx, batch, links=links, days=days), "histsum")
         out = classify(
@@ -283,7 +285,7 @@ def backfill(
         # Backfilled dates are replaced, every other date kept; CLV-based columns stay empty.
         wh.replace_where("customer_classes", out, "as_of", batch)
         if segments:
-            these, why = backfill_segments(wh, batch, summary, settings, run_id)
+            these, why = backfill_segments(wh, batch, summary, settings, run_id, memo)
             done = list(dict.fromkeys([*done, *these]))
             skipped.update(why)
         rows += int(out.count().to_pyarrow().as_py())
@@ -330,7 +332,12 @@ def _run_dates(wh: Warehouse, dates: list[_dt.date]) -> list[_dt.date]:
 
 
 def backfill_segments(
-    wh: Warehouse, dates: list[_dt.date], summary: ir.Table, settings: Settings, run_id: str
+    wh: Warehouse,
+    dates: list[_dt.date],
+    summary: ir.Table,
+    settings: Settings,
+    run_id: str,
+    memo: dict[str, Any] | None = None,
 ) -> tuple[list[str], dict[str, str]]:
     """Compute the saved segments at every backfilled date, from the point-in-time summary.
 
@@ -374,7 +381,7 @@ def backfill_segments(
             del valid[name]
     if valid:
         # Every date in one partitioned pass, written at once (not one compute per date).
-        members = members_by_date(store, valid, dates, summary)
+        members = members_by_date(store, valid, dates, summary, memo)
         members = members.mutate(run_id=ibis.literal(run_id))
         wh.replace_where(MEMBERS, members, "as_of", dates)
     return sorted(valid), skipped

@@ -904,6 +904,7 @@ def window_aggregates(
     text_of: Mapping[Call, str],
     cancelled: ir.Table | None = None,
     dates: ir.Table | None = None,
+    one_day_invoices: bool | None = None,
 ) -> ir.Table:
     """One pass over ``table``: every window call over it as a conditional aggregate per customer.
 
@@ -913,13 +914,16 @@ def window_aggregates(
     features. ``dates`` (columns ``as_of`` and ``cutoff``, its midnight as a timestamp): the
     history backfill's snapshot dates; each line then joins the dates whose windows hold it,
     and the aggregates come per customer and ``as_of`` (``as_of`` is then ignored).
+    ``one_day_invoices``: whether every invoice of ``table`` has its lines on one day
+    (:func:`invoices_within_a_day`), when the caller knows; checked here otherwise.
     """
     calls_ = list(dict.fromkeys(calls_))
     windows = [c.window for c in calls_]
     # Whole-day windows (or none) over many dates: add up days, not lines (_windows_by_day).
     by_day = dates is not None and calls_ and all(w is None or not w.hours for w in windows)
     if by_day and table_name == "transactions" and any(c.func != "sum" for c in calls_):
-        by_day = _invoices_within_a_day(table)  # distinct invoices add up over days
+        # Distinct invoices add up over days only when no invoice spans two.
+        by_day = invoices_within_a_day(table) if one_day_invoices is None else one_day_invoices
     if by_day and dates is not None:
         return _windows_by_day(calls_, table, table_name, text_of, cancelled, dates)
     longest = None
@@ -982,7 +986,7 @@ def _call_conditions(
     return out
 
 
-def _invoices_within_a_day(table: ir.Table) -> bool:
+def invoices_within_a_day(table: ir.Table) -> bool:
     """Whether no invoice has lines on two days: then counting each day's distinct invoices
     and adding the days gives the distinct invoices of a window of days."""
     t = table.filter(table.customer_id.notnull())
@@ -1007,8 +1011,8 @@ def _windows_by_day(
     ``(as_of, day, age)`` pairs (age: days before ``as_of``, up to the longest window, or to
     the first day for a call over all time), and the days are added up per customer and date.
     Joining the raw lines with every date whose window holds them repeated each line once per
-    date (on 120 million lines the spill outgrew the disk). The results are those of the line-level
-    join: a window of ``n`` days before ``as_of`` holds exactly the lines of the days
+    date (on 120 million lines the spill outgrew the disk). The results are those of the
+    line-level join: a window of ``n`` days before ``as_of`` holds exactly the lines of the days
     ``as_of - n`` to ``as_of - 1`` (the cutoff is midnight); distinct invoices add up over days
     because the caller checked that no invoice has lines on two days.
     """
