@@ -54,28 +54,53 @@ def _left(view: ir.Table, part: ir.Table, keys: list[str]) -> ir.Table:
     return view.left_join(part, keys).drop(*[f"{k}_right" for k in keys])
 
 
-def view_by_date(wh: Warehouse, dates: list[_dt.date], summary: ir.Table) -> ir.Table:
+def view_by_date(
+    wh: Warehouse,
+    dates: list[_dt.date],
+    summary: ir.Table,
+    columns: set[str] | None = None,
+) -> ir.Table:
     """:func:`segmentum.segments.view.customer_view` (no CLV) for every date, with ``as_of``.
 
     ``summary`` is the backfill's point-in-time summary (one row per customer and date).
+    ``columns``: only these of the view's columns are needed (the rest may be left out, and
+    the parts of the view that hold none of them are not joined); with them, the parts are
+    stored as they are joined (one statement joining them all for 8.7 million customers x 4
+    dates ran out of memory in DuckDB at 4 GB, where each join alone spills and passes).
     """
+    stage = columns is not None
+
+    def need(*names: str) -> bool:
+        return columns is None or any(n in columns for n in names)
+
+    staged: list[ir.Table] = []
+
+    def store(t: ir.Table) -> ir.Table:
+        if not stage:
+            return t
+        t = wh.materialize(t, "histview")
+        staged.append(t)
+        return t
+
     snaps = dates_table(dates).select("as_of")
     ids = summary.select(*KEYS)
     profile = wh.table("customers") if wh.has("customers") else None
     if profile is not None:
         ids = ids.union(profile.select("customer_id").cross_join(snaps), distinct=True)
     view = _left(ids, summary, KEYS)
-    view = view.mutate(frequency=view.frequency.fill_null(0), monetary=view.monetary.fill_null(0.0))
-    if wh.has("customer_classes"):
+    view = store(
+        view.mutate(frequency=view.frequency.fill_null(0), monetary=view.monetary.fill_null(0.0))
+    )
+    if wh.has("customer_classes") and need(*CLASS_COLUMNS):
         c = wh.table("customer_classes")
         c = c.filter(c.as_of.isin([ibis.literal(d, "date") for d in dates]))
         c = c.select(
             "customer_id",
             as_of=c.as_of.cast("date"),
-            **{k: c[k] for k in CLASS_COLUMNS if k in c.columns},
+            **{k: c[k] for k in CLASS_COLUMNS if k in c.columns and need(k)},
         )
-        view = _left(view, c, KEYS)
-    if wh.has("responses"):
+        view = store(_left(view, c, KEYS))
+    if wh.has("responses") and need("nps", "csat", "last_nps"):
         # Survey scores are defined for one date (a window of answers before it): stacked.
         from segmentum.satisfaction.compute import per_customer
 
@@ -87,8 +112,9 @@ def view_by_date(wh: Warehouse, dates: list[_dt.date], summary: ir.Table) -> ir.
                 for d in dates
             ]
         )
-        view = _left(view, sat, KEYS)
-    if profile is not None:
+        view = store(_left(view, sat, KEYS))
+    wanted = {"age", "age_band", "has_email", "has_phone", "in_profile", *PROFILE_COLUMNS}
+    if profile is not None and need(*wanted):
         # The profile joins by customer alone; only the age depends on the date.
         p = profile
         prof = p.select(
@@ -98,7 +124,7 @@ def view_by_date(wh: Warehouse, dates: list[_dt.date], summary: ir.Table) -> ir.
             has_email=p.email.notnull() & (p.email.strip() != ""),
             has_phone=p.phone.notnull() & (p.phone.strip() != ""),
             in_profile=ibis.literal(True),
-            **{c: p[c] for c in PROFILE_COLUMNS if c in p.columns},
+            **{c: p[c] for c in PROFILE_COLUMNS if c in p.columns and need(c)},
         )
         view = _left(view, prof, ["customer_id"])
         end, born = view.as_of, view._born
@@ -111,6 +137,12 @@ def view_by_date(wh: Warehouse, dates: list[_dt.date], summary: ir.Table) -> ir.
         age = ibis.coalesce(years.cast("int64"), view._age.cast("int64"))
         view = view.mutate(age=age, in_profile=view.in_profile.fill_null(False))
         view = view.mutate(age_band=age_band(view.age)).drop("_born", "_age")
+    if columns is not None:
+        view = view.select(*KEYS, *[c for c in view.columns if c in columns and c not in KEYS])
+    if stage:
+        view = wh.materialize(view, "histview")
+        for t in staged:
+            wh.drop(t.get_name())
     return view
 
 
@@ -128,27 +160,9 @@ def members_by_date(
     are on one day: a pass over every line), kept from one batch to the next.
     """
     wh = store.wh
-    view = view_by_date(wh, dates, summary)
     order = _order(segs)
     last = dates[-1]  # only for the signature of _compile: rules do not read the date
     accounts = [n for n in order if segs[n].level == "account"]
-    acc_flags: ir.Table | None = None
-    if accounts:
-        view = wh.materialize(view, "histview")  # read once per date by the account view
-        acc = ibis.union(
-            *[
-                account_view(
-                    view.filter(view.as_of == ibis.literal(d, "date")).drop("as_of")
-                ).mutate(as_of=ibis.literal(d, "date"))
-                for d in dates
-            ]
-        )
-        for level in _levels(segs, accounts):
-            acc = acc.mutate(
-                **{_col(n): store._compile(segs[n], acc, last, {}).fill_null(False) for n in level}
-            )
-            acc = wh.materialize(acc, "segacc")
-        acc_flags = acc.select("company_id", "as_of", *[_col(n) for n in accounts])
     customers = [n for n in order if segs[n].level == "customer"]
     all_calls: dict[str, dict[R.Call, str]] = {}
     for n in customers:
@@ -165,9 +179,28 @@ def members_by_date(
     # holding every join of the view and both window scans ran out of memory at 8.7 million
     # customers x 4 dates (DuckDB, memory_limit 4GB), where each part alone spills and passes.
     staged: list[str] = []
-    base = view.select(*KEYS, *[c for c in view.columns if c in used and c not in KEYS])
-    if all_calls:
-        base = wh.materialize(base, "segbase")
+    acc_flags: ir.Table | None = None
+    if accounts:
+        # The account view reads every column of the view, once per date.
+        view = wh.materialize(view_by_date(wh, dates, summary), "histview")
+        staged.append(view.get_name())
+        acc = ibis.union(
+            *[
+                account_view(
+                    view.filter(view.as_of == ibis.literal(d, "date")).drop("as_of")
+                ).mutate(as_of=ibis.literal(d, "date"))
+                for d in dates
+            ]
+        )
+        for level in _levels(segs, accounts):
+            acc = acc.mutate(
+                **{_col(n): store._compile(segs[n], acc, last, {}).fill_null(False) for n in level}
+            )
+            acc = wh.materialize(acc, "segacc")
+        acc_flags = acc.select("company_id", "as_of", *[_col(n) for n in accounts])
+        base = view.select(*KEYS, *[c for c in view.columns if c in used and c not in KEYS])
+    else:
+        base = view_by_date(wh, dates, summary, columns=used)  # stored, with these columns
         staged.append(base.get_name())
     snaps = dates_table(dates)
     for tname, cs in all_calls.items():
