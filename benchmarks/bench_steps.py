@@ -453,11 +453,17 @@ hour, so compare ratios. What changed:
   its own.
 - **dashboard aggregates**: the micro-segment cell sizes come from one count of the finest
   cells joined back instead of a window count per depth, and the personas read the assigned
-  table instead of joining the view again (7.0 s -> 3.9 s in a process of its own). The limit
-  still does less: no per-customer micro-segment assignment, no personas, no tier forecast,
-  and the saved segments' profiles as means and histograms, where the step also fits each
-  segment's describing tree and its chi-square tests (1.4 s of the step).
-- **segments**: unchanged code; 1.49x here against 2.12x on the busier machine."""
+  table instead of joining the view again (7.0 s -> 3.9 s in a process of its own). That
+  table's limit did less than the step (3.76x): no per-customer micro-segment assignment, no
+  personas, and the saved segments' profiles as means and histograms only. Since the
+  seventh session (2026-12-05) the limit does the step's whole job but the tier forecast
+  (0.1 s): every customer's cell, the cells' own counts and personas in SQL, and each saved
+  segment's tests and describing tree on the same sample (bench_steps.LIMIT_DASHBOARD).
+- **segments**: unchanged code; 1.49x here against 2.12x on the busier machine.
+
+Since the sixth session's table (seventh session, 2026-12-05): money sums are rounded to a
+millionth (the classes' check sum moved by 4 score points: customers whose spend tied once
+rounded), the history backfill's changes do not touch the run."""
 
 
 def limits(db: Path) -> dict[str, Result]:
