@@ -1023,27 +1023,22 @@ def _windows_by_day(
         t = t.mutate(day=t.timestamp.date())
     conds = _call_conditions(calls_, t, table_name, text_of)
     keys = ["customer_id", "day"]
-    if table_name == "transactions" and any(c.func != "sum" for c in calls_):
-        # Distinct invoices without a DISTINCT aggregate (one hash table of every customer,
-        # day and invoice per call, held in memory: 120 million lines ran out of it): one
-        # row per invoice and day first, saying which calls it meets, then a plain sum.
-        per_invoice: dict[str, ir.Scalar] = {}
-        for call in calls_:
-            key = call_key(call)
-            if call.func == "sum":
-                per_invoice[key] = t[MEASURES[call.source or "spend"]].sum(where=conds[call])
-            else:
-                per_invoice[key] = (conds[call] & t.invoice_id.notnull()).cast("int64").max()
-        t = t.group_by([*keys, "invoice_id"]).aggregate(**per_invoice)
-        per_day = {call_key(c): t[call_key(c)].sum() for c in calls_}
-    else:
-        per_day = {}
-        for call in calls_:
-            key = call_key(call)
-            if call.func == "sum":
-                per_day[key] = t[MEASURES[call.source or "spend"]].sum(where=conds[call])
-            else:
-                per_day[key] = t.count(where=conds[call])
+    # Distinct invoices without a DISTINCT aggregate (one hash table of every customer, day
+    # and invoice per call, held in memory: 120 million lines ran out of it): one row per
+    # invoice and day first, saying which calls it meets, then a plain sum.
+    by_invoice = table_name == "transactions" and any(c.func != "sum" for c in calls_)
+    per_day: dict[str, ir.Scalar] = {}
+    for call in calls_:
+        key, cond = call_key(call), conds[call]
+        if call.func == "sum":
+            per_day[key] = t[MEASURES[call.source or "spend"]].sum(where=cond)
+        elif by_invoice:
+            per_day[key] = (cond & t.invoice_id.notnull()).cast("int64").max()
+        else:
+            per_day[key] = t.count(where=cond)
+    if by_invoice:
+        t = t.group_by([*keys, "invoice_id"]).aggregate(**per_day)
+        per_day = {key: t[key].sum() for key in per_day}
     days = t.group_by(keys).aggregate(**per_day)
     snaps = dates.select("as_of").to_pyarrow().column("as_of").to_pylist()
     if all(c.window is not None for c in calls_):
