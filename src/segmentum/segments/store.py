@@ -331,8 +331,12 @@ class Segments:
         segs: Mapping[str, Segment],
         as_of: _dt.date | None,
         wanted: Iterable[str] | None = None,
+        *,
+        stage: bool = True,
     ) -> tuple[ir.Table, _dt.date, builtins.list[str], dict[str, int]]:
-        """A table of customer_id and one boolean column per segment, computed in the engine."""
+        """A table of customer_id and one boolean column per segment, computed in the engine
+        (written to a temporary table, or with ``stage=False`` left as a query for a caller
+        that reads it once)."""
         view, as_of = self._view(as_of)
         order = self.validate(segs.values(), view)
         if wanted is not None:
@@ -390,9 +394,9 @@ class Segments:
             full = full.mutate(
                 **{_col(n): self._compile(segs[n], full, as_of, {}).fill_null(False) for n in level}
             )
-        flags = self.wh.materialize(
-            full.select("customer_id", *[_col(n) for n in customers]), "segflags"
-        )
+        flags = full.select("customer_id", *[_col(n) for n in customers])
+        if stage:
+            flags = self.wh.materialize(flags, "segflags")
         return flags, as_of, order, scans
 
     def _compile(
@@ -427,16 +431,18 @@ class Segments:
         if not segs:
             _, as_of = self._view(as_of)
             return ComputeReport(as_of, run_id, [], {}, {})
-        flags, as_of, order, scans = self._evaluate(segs, as_of)
+        # The flags are read once, turned into (segment, customer) rows as they are computed:
+        # no table of them in between.
+        flags, as_of, order, scans = self._evaluate(segs, as_of, stage=False)
         customers = [n for n in order if segs[n].level == "customer"]
-        parts = [
-            flags.filter(flags[_col(n)]).select(
-                segment=ibis.literal(n), customer_id=flags.customer_id
+        if customers:
+            # Each customer's segments as an array (a name where the flag is set), unnested:
+            # the same on every engine (Ibis's unpivot quotes the names on PostgreSQL).
+            names = ibis.array(
+                [ibis.ifelse(flags[_col(n)], n, ibis.null("string")) for n in customers]
             )
-            for n in customers
-        ]
-        if parts:
-            members = ibis.union(*parts) if len(parts) > 1 else parts[0]
+            long = flags.select("customer_id", segment=names.unnest())
+            members = long.filter(long.segment.notnull())
         else:
             members = flags.limit(0).select(segment=ibis.literal(""), customer_id="customer_id")
         members = members.mutate(as_of=ibis.literal(as_of, "date"), run_id=ibis.literal(run_id))
