@@ -460,6 +460,15 @@ def test_validation_on_cdnow_tracks_the_holdout_better_than_the_naive_baseline(
     assert v.by_frequency.customers.sum() == 2357
     page = v.to_html()
     assert page.count("<svg") == 2 and "under-predicts" in page
+    # The run's choice reads the criterion alone: without the week-by-week curves the
+    # criterion, the totals and the choice are the same, and only the holdout's end is kept.
+    quick = validate(cdnow_lines, dt.date(1997, 9, 30), curves=False)
+    assert quick.chosen == v.chosen and list(quick.weekly.week) == [39]
+    assert quick.weekly.actual.iloc[-1] == 1882
+    crit = "mean absolute error, by calibration purchases"
+    for col in (crit, "total holdout purchases", "relative error of the total"):
+        assert quick.errors[col].to_numpy() == pytest.approx(err[col].to_numpy(), rel=1e-12)
+    assert quick.errors["mean absolute error, weekly cumulative"].iloc[1:].isna().all()
 
 
 def test_model_choice_lets_the_likelihood_decide_between_equally_good_forecasts() -> None:

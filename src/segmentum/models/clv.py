@@ -255,6 +255,7 @@ def _holdout_check(
             last_day,
             models=names,
             weeks=weeks,
+            curves=False,  # the choice reads the criterion alone
         )
     except (ModelError, InputError) as exc:
         return None, (
