@@ -585,3 +585,62 @@ def test_a_daily_publish_copies_only_the_dates_that_changed(tmp_path: Path) -> N
         d[0] for d in cur.execute("select * from customer_classes limit 1").description
     ]
     wh.close()
+
+
+def test_a_command_that_changed_little_keeps_what_the_store_already_holds(tmp_path: Path) -> None:
+    """A history backfill or the market publishes with ``reuse``: the tables whose rows the
+    serving store holds already stay there (the lookup and its documents untouched: 12 GB at
+    100M lines), the changed ones come over, and a table changed behind the store's back is
+    copied and its documents written again."""
+    import datetime as dt
+
+    from segmentum.serving import documents_path
+
+    wh = segmentum.connect(f"duckdb:///{tmp_path / 'w.duckdb'}")
+    wh.write(
+        "customer_lookup",
+        wh.con.sql("select 'C' || range::varchar as customer_id, range as n from range(3000)"),
+    )
+    wh.write("market_cells", wh.con.sql("select range as cell, 1.5 as share from range(10)"))
+
+    def snapshot(day: dt.date) -> Any:
+        return wh.con.sql(
+            f"select 'C' || range::varchar as customer_id, DATE '{day}' as as_of, "
+            f"'run' as run_id, (range % 3)::varchar as tier from range(3000)"
+        )
+
+    wh.replace_where(
+        "customer_classes", snapshot(dt.date(2025, 6, 1)), "as_of", dt.date(2025, 6, 1)
+    )
+    target = tmp_path / "w.serving.duckdb"
+    specs = {"customer_lookup": "customer_id", "customer_classes": None, "market_cells": None}
+    docs = {"customer_lookup": "customer_id"}
+    publish(wh, target, specs, documents=docs)
+    inode = documents_path(target).stat().st_ino
+    store = ServingStore(target)
+    # A backfill adds past snapshots; the market changes its cells.
+    past = dt.date(2025, 1, 1)
+    wh.replace_where("customer_classes", snapshot(past), "as_of", past)
+    wh.write("market_cells", wh.con.sql("select range as cell, 2.5 as share from range(12)"))
+    out = publish(wh, target, specs, documents=docs, reuse=True)
+    assert sorted(out.carried) == ["customer_classes", "customer_lookup"]
+    assert documents_path(target).stat().st_ino == inode  # the documents were not written
+    cur = store.cursor()
+    assert cur is not None
+    for table in specs:
+        want = sorted(wh.con.con.execute(f"select * from {table}").fetchall(), key=str)
+        assert sorted(cur.execute(f"select * from {table}").fetchall(), key=str) == want, table
+    assert json.loads(store.document("customer_lookup", "C7"))["n"] == 7  # type: ignore[arg-type]
+    assert cur.execute(  # the kept lookup keeps its index
+        "select count(*) from duckdb_indexes() where table_name = 'customer_lookup'"
+    ).fetchone() == (1,)
+    # The lookup changed without a publish (one row): copied, and its documents written again.
+    wh.con.raw_sql("update customer_lookup set n = -1 where customer_id = 'C7'")
+    out = publish(wh, target, specs, documents=docs, reuse=True)
+    assert "customer_lookup" not in out.carried
+    assert documents_path(target).stat().st_ino != inode
+    assert json.loads(store.document("customer_lookup", "C7"))["n"] == -1  # type: ignore[arg-type]
+    cur = store.cursor()
+    assert cur is not None
+    assert cur.execute("select n from customer_lookup where customer_id = 'C7'").fetchone() == (-1,)
+    wh.close()

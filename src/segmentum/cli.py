@@ -1674,8 +1674,9 @@ def market_compute_cmd(
     settings = load_settings()
     wh = connect(warehouse or settings.warehouse)
     r = compute_market(wh, _as_of(as_of), settings=settings)
-    # The service reads the published copy: publish, so the Market page shows these numbers.
-    publish_read_models(wh, settings)
+    # The service reads the published copy: publish, so the Market page shows these numbers
+    # (only what changed: the market's tables).
+    publish_read_models(wh, settings, only=())
     dims = dimension_titles(_) if lang != "en" else {}
     period = _(" (period %(period)s)") % {"period": r.period} if r.period else ""
     console.print(
@@ -1885,6 +1886,7 @@ def history_backfill_cmd(
 ) -> None:
     """Build past snapshots of the classes from the transaction history alone (point in time)."""
     from segmentum.history.snapshots import backfill
+    from segmentum.page_models import SNAPSHOT_KPIS
     from segmentum.precompute import publish_read_models
 
     lang = _check_lang(lang)
@@ -1892,8 +1894,9 @@ def history_backfill_cmd(
     settings = load_settings()
     wh = connect(warehouse or settings.warehouse)
     r = backfill(wh, freq=freq, periods=periods, settings=settings, segments=segments)
-    # A server reads history from the serving store: publish the new snapshots to it.
-    publish_read_models(wh, settings)
+    # A server reads history from the serving store: publish the new snapshots to it (and
+    # the overview's comparison with them); what the backfill did not change stays there.
+    publish_read_models(wh, settings, only=(SNAPSHOT_KPIS,))
     if as_json:
         print_json(json.dumps(r.__dict__, default=str))
         return
@@ -3660,7 +3663,8 @@ def satisfaction_compute_cmd(
     settings = load_settings()
     wh = connect(warehouse or settings.warehouse)
     result = satisfaction_run(wh, _as_of(as_of) or latest_as_of(wh))
-    publish_read_models(wh, settings)  # the dashboard and the API read the new figures
+    # The dashboard and the API read the new figures (only what changed is published).
+    publish_read_models(wh, settings, only=())
     if as_json:
         print_json(result.to_dict())
         return

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 import ibis
 import ibis.expr.types as ir
@@ -74,8 +74,11 @@ PAGE_MODELS: dict[str, str | None] = {
 DIRECTORY_COLUMNS = ("customer_id", "first_name", "last_name", "email", "city")
 
 
-def build_page_models(wh: Warehouse, keys: ir.Table | None = None) -> list[str]:
+def build_page_models(
+    wh: Warehouse, keys: ir.Table | None = None, *, only: Collection[str] | None = None
+) -> list[str]:
     """Write the page read models ``wh`` has the data for; returns the tables written.
+    ``only``: just these (the others are left as they are).
 
     An incremental run passes the customers whose rows changed (``keys``, from
     :func:`page_keys`): the invoices and the activity of everybody else are then kept as the
@@ -83,6 +86,15 @@ def build_page_models(wh: Warehouse, keys: ir.Table | None = None) -> list[str]:
     events and messages (the lines, events and campaign results dated before the last run are
     the ones it saw, or the run would be a full one).
     """
+    if only is not None:
+        written = []
+        if SNAPSHOT_KPIS in only:
+            with contextlib.suppress(SegmentumError):
+                kpis = _snapshot_kpis(wh, None, reuse_parts=True)
+                if kpis is not None:
+                    wh.write(SNAPSHOT_KPIS, kpis)
+                    written.append(SNAPSHOT_KPIS)
+        return written
     written = []
     if wh.has("transactions"):
         tx = wh.table("transactions")
@@ -255,13 +267,18 @@ def _activity(wh: Warehouse, ids: ir.Table | None = None) -> ir.Table | None:
     return out
 
 
-def _snapshot_kpis(wh: Warehouse, keys: ir.Table | None = None) -> ir.Table | None:
+def _snapshot_kpis(
+    wh: Warehouse, keys: ir.Table | None = None, *, reuse_parts: bool = False
+) -> ir.Table | None:
     """Customers with purchases and revenue at each snapshot date, from the lines before it
     (the same point-in-time summary the backfill classifies).
 
     Summed from each customer's parts (``snapshot_kpi_parts``, kept in the warehouse): an
     incremental run (``keys``, see :func:`page_keys`) replaces only those customers' parts,
-    which follow from their own lines alone; a full run writes them all.
+    which follow from their own lines alone; a full run writes them all. ``reuse_parts``
+    (new snapshot dates, the same lines: a history backfill): the stored parts are summed
+    again as they are when they were built from the lines as they are now (the lines'
+    fingerprint, recorded with them).
     """
     from segmentum.features import rollup
     from segmentum.history.snapshots import snapshot_dates, snapshot_parts, totals_from_parts
@@ -288,6 +305,12 @@ def _snapshot_kpis(wh: Warehouse, keys: ir.Table | None = None) -> ir.Table | No
             days=days.semi_join(ids, "customer_id"),
         )
 
-    if keys is None or not _update(wh, KPI_PARTS, keys, parts):
-        wh.write(KPI_PARTS, parts(None))
+    lines = wh.fingerprint(tx, returns.SOURCE_COLUMNS)
+    current = (
+        reuse_parts and wh.has(KPI_PARTS) and returns.stored_fingerprint(wh, KPI_PARTS) == lines
+    )
+    if not current:
+        if keys is None or not _update(wh, KPI_PARTS, keys, parts):
+            wh.write(KPI_PARTS, parts(None))
+        returns.save_fingerprint(wh, KPI_PARTS, lines)
     return totals_from_parts(wh.table(KPI_PARTS), dates)

@@ -13,6 +13,7 @@ import contextlib
 import datetime as _dt
 import json
 import math
+from collections.abc import Collection
 from typing import Any
 
 import ibis
@@ -50,13 +51,19 @@ def publish_read_models(
     changed: ir.Table | None = None,
     since: _dt.date | None = None,
     last_run: str | None = None,
+    only: Collection[str] | None = None,
 ) -> Published | None:
     """Publish the ``READ_MODELS`` of ``wh`` into its serving store (None when it has none:
     an in-memory, Spark or PostgreSQL warehouse without the ``serving_store`` setting).
     ``changed``, ``since`` and ``last_run``: an incremental run's changed customers, the last
     run's date and id. Only those customers' page rows are rebuilt
     (:func:`segmentum.page_models.build_page_models`), and when the serving store still holds
-    the last run's generation, only their rows are copied into the next one."""
+    the last run's generation, only their rows are copied into the next one.
+
+    ``only``: a command that changed no invoice lines, events or customers (a history
+    backfill, the market, satisfaction) names the page models it changed; only those are
+    built again, and every table the serving store already holds unchanged is kept there,
+    with the lookup's documents (:func:`segmentum.serving.publish`, ``reuse``)."""
     from segmentum.page_models import ACTIVITY, INVOICES, PAGE_MODELS, build_page_models, page_keys
     from segmentum.realtime.sync import build_history, sync
 
@@ -64,12 +71,13 @@ def publish_read_models(
     keys = page_keys(wh, changed, since) if changed is not None and since is not None else None
     try:
         # Written even without a serving store: the service then reads them in the warehouse.
-        build_page_models(wh, keys)
+        build_page_models(wh, keys, only=only)
         target = serving_path(wh.url, settings.serving_store)
         if target is None:
             return None
-        with contextlib.suppress(SegmentumError):  # no usable sales: the live rules see none
-            build_history(wh, settings)
+        if only is None:  # the live rules' history comes from the lines
+            with contextlib.suppress(SegmentumError):  # no usable sales: the live rules see none
+                build_history(wh, settings)
         keyed = {INVOICES: keys, ACTIVITY: keys} if keys is not None and last_run else None
         out = publish(
             wh,
@@ -79,6 +87,7 @@ def publish_read_models(
             documents=DOCUMENTS,
             keyed=keyed,
             base_run=last_run,
+            reuse=only is not None,
         )
     finally:
         if keys is not None:
