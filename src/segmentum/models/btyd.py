@@ -706,6 +706,11 @@ class ParetoNBD(PurchaseModel):
 
     param_names = ("r", "alpha", "s", "beta")
     _start = (0.5, 10.0, 0.5, 10.0)
+    # When every customer has about the same dropout rate mu, the likelihood keeps rising as s
+    # and beta grow together (Gamma(s, beta) tends to a point mass at mu = s / beta): no
+    # finite maximum. Past 1e7 the predictions no longer change; stop there and say so
+    # (``at_bound_``), as for BG/NBD's a and b.
+    _upper = (None, None, 1e7, 1e7)
     label = "Pareto/NBD"
 
     def fit(
@@ -739,7 +744,8 @@ class ParetoNBD(PurchaseModel):
         def log_f(xs: Array, ts: Array) -> Array:
             rsx_u = r + s + xs
             b_u: Array | float = s + 1 if alpha >= beta else r + xs
-            return _log_hyp2f1(rsx_u, b_u, rsx_u + 1, diff / (big + ts)) - rsx_u * np.log(big + ts)
+            w = (min(alpha, beta) + ts) / (big + ts)
+            return _log_h(rsx_u, b_u, diff / (big + ts), w) - rsx_u * np.log(big + ts)
 
         if pairs is None:
             log_f1, log_f2 = log_f(x, tx), log_f(x, t)
@@ -825,7 +831,7 @@ class ParetoNBD(PurchaseModel):
             a = r + s + xs
             b = s + 1 + 0 * xs if case_a else r + xs
             z = diff / (big + ts)
-            slopes = _log_hyp2f1_slopes(a, b, z)
+            slopes = _log_hyp2f1_slopes(a, b, z, w=(min(alpha, beta) + ts) / (big + ts))
             if slopes is None:
                 return None
             log_h, la, lb, lz = slopes
@@ -968,8 +974,25 @@ def _log_hyp2f1(a: Array, b: Array | float, c: Array, z: Array) -> Array:
     return out
 
 
+def _log_h(a: Array, b: Array | float, z: Array, w: Array) -> Array:
+    """log 2F1(a, b; a+1; z), ``w`` = 1 - z: rows with z near 1 from the connection of z with
+    1 - z (:func:`_connection_slopes`), the others (and any it cannot take) from SciPy."""
+    a, b, z, w = (np.asarray(v, dtype=float) for v in np.broadcast_arrays(a, b, z, w))
+    out = np.empty_like(a)
+    near = np.flatnonzero(w < 0.1)
+    done = np.zeros(len(a), dtype=bool)
+    if len(near):
+        log_h, _, _, ok = _connection_slopes(a[near], b[near], w[near])
+        out[near[ok]] = log_h[ok]
+        done[near[ok]] = True
+    rest = ~done
+    if rest.any():
+        out[rest] = _log_hyp2f1(a[rest], b[rest], a[rest] + 1, z[rest])
+    return out
+
+
 def _log_hyp2f1_slopes(
-    a: Array, b: Array, z: Array, max_terms: int = 300
+    a: Array, b: Array, z: Array, max_terms: int = 300, w: Array | None = None
 ) -> tuple[Array, Array, Array, Array] | None:
     """log H and d log H / da, db, dz for H = 2F1(a, b; a+1; z), 0 <= z < 1, every row.
 
@@ -979,9 +1002,14 @@ def _log_hyp2f1_slopes(
     alone: summing thousands of terms in numpy costs more than SciPy's 2F1 at a few points
     (a Pareto/NBD fit on 293,000 distinct rows of 870,000 customers: 53 s with every slope
     from differences of the whole likelihood, 75 s with series up to 5,000 terms, 29 s
-    so). dH/dz is in closed form for both. None when a slope is not finite.
+    so). Most of those rows (z near 1) take the connection of z with 1 - z instead
+    (:func:`_connection_slopes`, a short series in 1 - z: no SciPy 2F1 at all); only the rows
+    it cannot take (b near a whole number) are left to the differences. ``w`` is 1 - z when
+    the caller has it more exactly than 1 - z. dH/dz is in closed form for all. None when a
+    slope is not finite.
     """
     a, b, z = (np.asarray(v, dtype=float) for v in np.broadcast_arrays(a, b, z))
+    w = 1 - z if w is None else np.broadcast_to(np.asarray(w, dtype=float), z.shape)
     log_h, la, lb, lz = (np.zeros_like(a) for _ in range(4))
     # The series' terms grow until n ~ b z / (1 - z), then fall no faster than z^n (1e-17 after
     # ln(1e17) / -ln(z) more): rows that cannot finish within max_terms are not started.
@@ -997,6 +1025,14 @@ def _log_hyp2f1_slopes(
         log_h[quick], la[quick], lb[quick] = np.log(h), h_a / h, h_b / h
         lz[quick] = aq * bq / (aq + 1) * _hyp2f1(aq + 1, bq + 1, aq + 2, zq) / h
     slow = ~quick
+    if slow.any():
+        far = np.flatnonzero(slow)
+        c_log_h, c_la, c_lb, c_ok = _connection_slopes(a[far], b[far], w[far])
+        took = far[c_ok]
+        log_h[took], la[took], lb[took] = c_log_h[c_ok], c_la[c_ok], c_lb[c_ok]
+        # dH/dz = a / z ((1 - z)^-b - H) (from z^a H = a * integral_0^z t^(a-1) (1-t)^-b dt).
+        lz[took] = a[took] / z[took] * np.expm1(-b[took] * np.log(w[took]) - log_h[took])
+        slow[took] = False
     if slow.any():
         a_, b_, z_ = a[slow], b[slow], z[slow]
         log_h[slow] = _log_hyp2f1(a_, b_, a_ + 1, z_)
@@ -1016,6 +1052,83 @@ def _log_hyp2f1_slopes(
     if not np.all(np.isfinite(lz[slow])):
         return None
     return log_h, la, lb, lz
+
+
+def _connection_slopes(
+    a: Array, b: Array, w: Array, max_terms: int = 400
+) -> tuple[Array, Array, Array, NDArray[np.bool_]]:
+    """log H and d log H / da, db for H = 2F1(a, b; a+1; z), z = 1 - ``w`` close to 1,
+    from the connection of z with 1 - z (DLMF 15.8.4 with c = a + 1):
+
+    H = G(a+1) G(1-b) / G(a+1-b) z^-a + a / (b-1) w^(1-b) 2F1(1, a+1-b; 2-b; w),
+
+    the second function a power series in the small w (terms t_n+1 = t_n (a+1-b+n) / (2-b+n)
+    w), its slopes in a and b summed with it (digamma differences as running sums). Here
+    a + 1 - b > 0 (Pareto/NBD: r + x or s + 1). Rows are ``ok`` where the series settled
+    within ``max_terms`` and neither the two terms nor the series' own terms cancel by more
+    than four digits (b near a whole number puts both terms near a pole); the caller takes
+    the others another way.
+    """
+    a, b, w = (np.asarray(v, dtype=float) for v in np.broadcast_arrays(a, b, w))
+    n_rows = len(a)
+    log_h, la, lb = np.zeros(n_rows), np.zeros(n_rows), np.zeros(n_rows)
+    ok = (w > 0) & (w < 0.5) & (np.abs(b - np.round(b)) > 1e-6)
+    u = a + 1 - b
+    ok &= u > 0
+    # The series, on the rows that can use it.
+    idx = np.flatnonzero(ok)
+    au, bu, uu, wu = a[idx], b[idx], u[idx], w[idx]
+    f, fa, fb = np.ones(len(idx)), np.zeros(len(idx)), np.zeros(len(idx))
+    term, s1, s2, size = (
+        np.ones(len(idx)),
+        np.zeros(len(idx)),
+        np.zeros(len(idx)),
+        np.ones(len(idx)),
+    )
+    active = np.arange(len(idx))
+    for n in range(max_terms):
+        if len(active) == 0:
+            break
+        ua, ba, wa = uu[active], bu[active], wu[active]
+        s1[active] += 1.0 / (ua + n)
+        s2[active] += 1.0 / (2 - ba + n)
+        ratio = (ua + n) / (2 - ba + n) * wa
+        term[active] *= ratio
+        t = term[active]
+        f[active] += t
+        fa[active] += t * s1[active]
+        fb[active] += t * (s2[active] - s1[active])
+        size[active] += np.abs(t)
+        # Past the terms whose sign turns (n > b - 2) and falling: done once negligible.
+        done = (n > ba - 2) & (np.abs(ratio) < 1) & (np.abs(t) <= 1e-17 * np.abs(f[active]))
+        active = active[~done]
+    settled = np.ones(len(idx), dtype=bool)
+    settled[active] = False
+    # The two terms in logs, scaled together, with their signs: P, and Q = q0 F2.
+    log_z = np.log1p(-wu)
+    log_p = special.gammaln(au + 1) + special.gammaln(1 - bu) - special.gammaln(uu) - au * log_z
+    log_q0 = np.log(au) - np.log(np.abs(bu - 1)) + (1 - bu) * np.log(wu)
+    top = np.maximum(log_p, log_q0 + np.log(size))
+    p_ = special.gammasgn(1 - bu) * np.exp(log_p - top)
+    q0 = np.sign(bu - 1) * np.exp(log_q0 - top)
+    h = p_ + q0 * f
+    # Rounding: about 1e-16 of P and of the series' terms (their sizes summed), against H.
+    good = settled & (h > 0) & (np.abs(p_) + np.abs(q0) * size <= 1e4 * h)
+    # Slopes: P's from the gamma functions and z^-a; Q's from q0 = a / (b-1) w^(1-b) and the
+    # series' sums (no division by F2, which can be near 0 while Q is a small correction).
+    dp_a = special.digamma(au + 1) - special.digamma(uu) - log_z
+    dp_b = special.digamma(uu) - special.digamma(1 - bu)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        h_safe = np.where(good, h, 1.0)
+        slope_a = (p_ * dp_a + q0 * (f / au + fa)) / h_safe
+        slope_b = (p_ * dp_b + q0 * (f * (-1.0 / (bu - 1) - np.log(wu)) + fb)) / h_safe
+        value = top + np.log(h_safe)
+    good &= np.isfinite(slope_a) & np.isfinite(slope_b) & np.isfinite(value)
+    rows = idx[good]
+    log_h[rows], la[rows], lb[rows] = value[good], slope_a[good], slope_b[good]
+    ok[:] = False
+    ok[rows] = True
+    return log_h, la, lb, ok
 
 
 def _hyp2f1_and_slopes(
