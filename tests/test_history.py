@@ -678,5 +678,24 @@ def test_a_backfill_publishes_its_snapshots_and_keeps_what_it_did_not_change(
     assert isinstance(store.document("customer_lookup", a_customer_id(hwh)), str)
 
 
+def test_a_backfill_before_anything_was_published_publishes_every_read_model(
+    history_db: Path, copy_of: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Nothing to keep yet: the first publish, after a backfill, builds and publishes every
+    read model, as a run's would (the customer pages' invoices too)."""
+    from segmentum.serving import ServingStore, documents_path, serving_path
+
+    wh = copy_of(history_db)  # the copy has no serving store beside it
+    target = serving_path(wh.url)
+    assert target is not None and not target.exists()
+    assert main(["history", "backfill", "--periods", "3", "-w", wh.url]) == 0
+    capsys.readouterr()
+    cur = ServingStore(target).cursor()
+    assert cur is not None
+    for table in ("customer_invoices", "customer_lookup", "snapshot_kpis", "customer_classes"):
+        assert cur.execute(f"select count(*) from {table}").fetchone()[0] > 0, table
+    assert documents_path(target).exists()
+
+
 def a_customer_id(wh: Warehouse) -> str:
     return str(wh.table("customer_lookup").customer_id.min().to_pyarrow().as_py())

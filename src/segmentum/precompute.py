@@ -24,7 +24,7 @@ import pyarrow as pa
 from segmentum.config import Settings, load_settings
 from segmentum.errors import SegmentumError
 from segmentum.segments.view import customer_view
-from segmentum.serving import Published, publish, serving_path
+from segmentum.serving import Published, publish, published_before, serving_path
 from segmentum.warehouse import Warehouse
 
 LOOKUP = "customer_lookup"
@@ -69,10 +69,12 @@ def publish_read_models(
 
     settings = settings or load_settings()
     keys = page_keys(wh, changed, since) if changed is not None and since is not None else None
+    target = serving_path(wh.url, settings.serving_store)
+    if only is not None and (target is None or not published_before(target)):
+        only = None  # nothing published yet (or no store): every read model, as a run does
     try:
         # Written even without a serving store: the service then reads them in the warehouse.
         build_page_models(wh, keys, only=only)
-        target = serving_path(wh.url, settings.serving_store)
         if target is None:
             return None
         if only is None:  # the live rules' history comes from the lines
