@@ -87,14 +87,8 @@ def build_page_models(
     the ones it saw, or the run would be a full one).
     """
     if only is not None:
-        written = []
-        if SNAPSHOT_KPIS in only:
-            with contextlib.suppress(SegmentumError):
-                kpis = _snapshot_kpis(wh, None, reuse_parts=True)
-                if kpis is not None:
-                    wh.write(SNAPSHOT_KPIS, kpis)
-                    written.append(SNAPSHOT_KPIS)
-        return written
+        reused = SNAPSHOT_KPIS in only and _write_kpis(wh, None, reuse_parts=True)
+        return [SNAPSHOT_KPIS] if reused else []
     written = []
     if wh.has("transactions"):
         tx = wh.table("transactions")
@@ -123,13 +117,20 @@ def build_page_models(
     if pages is not None:
         wh.write(CAMPAIGN_PAGES, pages)
         written.append(CAMPAIGN_PAGES)
-    # A warehouse without snapshots (or transactions) has nothing to compare against.
+    if _write_kpis(wh, keys):
+        written.append(SNAPSHOT_KPIS)
+    return written
+
+
+def _write_kpis(wh: Warehouse, keys: ir.Table | None, *, reuse_parts: bool = False) -> bool:
+    """Write ``snapshot_kpis`` (:func:`_snapshot_kpis`); False when there is nothing to
+    write (a warehouse without snapshots or transactions has nothing to compare against)."""
     with contextlib.suppress(SegmentumError):
-        kpis = _snapshot_kpis(wh, keys)
+        kpis = _snapshot_kpis(wh, keys, reuse_parts=reuse_parts)
         if kpis is not None:
             wh.write(SNAPSHOT_KPIS, kpis)
-            written.append(SNAPSHOT_KPIS)
-    return written
+            return True
+    return False
 
 
 def _campaign_pages(wh: Warehouse) -> pa.Table | None:

@@ -236,20 +236,18 @@ def publish(
                 [out.published_at, run_id, json.dumps(out.tables)],
             )
             con.execute("CHECKPOINT")
-            if kept_docs:
-                pass
-            elif wanted and background is not None and done:
-                _stamp_documents(docs_tmp, out.published_at)
-            elif wanted:  # another engine, the background writer failed, or reused: the copy
-                _write_documents(con, docs_tmp, wanted, out.published_at)
+            if wanted and not kept_docs:
+                if background is not None and done:
+                    _stamp_documents(docs_tmp, out.published_at)
+                else:  # another engine, the background writer failed, or reused: the copy
+                    _write_documents(con, docs_tmp, wanted, out.published_at)
         finally:
             con.close()
         _fsync(tmp)
-        if kept_docs:  # the same documents go with the new generation (its stamp the last)
-            pass
-        elif wanted:
+        # Kept documents go with the new generation as they are (their stamp the last one's).
+        if wanted and not kept_docs:
             os.replace(docs_tmp, documents_path(target))
-        else:  # none this time: an older generation's documents must not outlive it
+        elif not wanted:  # none this time: an older generation's documents must not outlive it
             with contextlib.suppress(FileNotFoundError):
                 documents_path(target).unlink()
         os.replace(tmp, target)  # atomic: a reader sees the old file or the new one, never half
