@@ -106,3 +106,40 @@ def test_a_bad_number_in_a_typed_parquet_column_is_shown_as_text(
     q = wh.table("quarantine").execute()
     assert (q.source_row[0], q.column[0], q.value[0]) == (2, "unit_price", "-4.25")
     assert q.reason[0].startswith("unit_price is negative")
+
+
+def _repeat_rows(wh: Warehouse, path: Path) -> list[int]:
+    """The rows the repeat checks look at again for ``path`` (the step before the rules)."""
+    from segmentum.config import load_settings
+    from segmentum.ingest import core, readers
+    from segmentum.ingest.mapping import auto_map
+    from segmentum.schema import TRANSACTIONS
+
+    wh.ensure(TRANSACTIONS)
+    raw = readers.read(wh, path, None)
+    report = core.IngestReport(table="transactions", file=str(path))
+    mapping = auto_map(raw.columns, TRANSACTIONS, None)
+    job = core._FileIngest(wh, TRANSACTIONS, raw, mapping, load_settings(), report, core._Options())
+    job._conventions = job.decide_conventions()
+    rows, hit = job.repeat_rows(job.staged(job._conventions[2]), wh)
+    assert hit is None  # nothing stored yet
+    return [] if rows is None else sorted(rows.execute()._row.tolist())
+
+
+def test_one_repeated_key_sends_only_its_own_rows_to_the_repeat_checks(
+    wh: Warehouse, tmp_path: Path
+) -> None:
+    # The rows of the groups that repeat, not every row of the file: a join that compared the
+    # groups' hash with itself once sent all 2,000 rows as soon as one key repeated (the
+    # answers stayed right, the checks ran on the whole file).
+    rows = [line(f"F{i}", 1) for i in range(2000)]
+    rows[1500] = line("F7", 1, customer="C9")
+    csv = write(tmp_path / "sales.csv", HEADER + "".join(rows))
+    assert _repeat_rows(wh, csv) == [8, 1501]
+    parquet = tmp_path / "sales.parquet"
+    pd.read_csv(csv, dtype=str).to_parquet(parquet)
+    assert _repeat_rows(wh, parquet) == [8, 1501]
+    assert _repeat_rows(wh, write(tmp_path / "clean.csv", HEADER + line("A", 1))) == []
+    r = load(wh, csv)
+    assert (r.accepted, r.quarantined) == (1999, 1)
+    assert reasons(wh) == {1501: "invoice_id/line repeats row 8"}

@@ -241,12 +241,7 @@ class _FileIngest:
             kind = self.spec.column(name).kind
             col = self.t[src]
             if kind in ("number", "integer") and col.type().is_string():
-                comma, dot = parsers.decimal_evidence(col)
-                aggs[f"{name}__comma"], aggs[f"{name}__dot"] = comma, dot
                 number_cols.append(name)
-                if name in _MONEY.get(self.spec.name, ()):
-                    for code, n in parsers.currency_evidence(col).items():
-                        aggs[f"{name}__cur__{code}"] = n
             if kind in ("date", "timestamp") and col.type().is_string():
                 for k, v in parsers.date_evidence(col).items():
                     aggs[f"{name}__{k}"] = v
@@ -268,6 +263,17 @@ class _FileIngest:
         row: dict[str, Any] = {}
         if aggs:
             row = self.t.aggregate(**aggs).to_pyarrow().to_pylist()[0]
+        for name in number_cols:
+            # Numbers repeat (quantities, prices): their evidence is read once per distinct
+            # value, weighted by how many rows hold it (a tenth of the time of every row).
+            col = self.t[self.mapping[name]]
+            g = self.t.group_by(_v=col).aggregate(_n=self.t.count())
+            comma, dot = parsers.decimal_evidence(g._v, g._n)
+            evidence = {f"{name}__comma": comma, f"{name}__dot": dot}
+            if name in _MONEY.get(self.spec.name, ()):
+                for code, n in parsers.currency_evidence(g._v, g._n).items():
+                    evidence[f"{name}__cur__{code}"] = n
+            row.update(g.aggregate(**evidence).to_pyarrow().to_pylist()[0])
         if self.spec.name in _MONEY:
             self._decide_currency(row)
 
@@ -925,17 +931,25 @@ class _FileIngest:
             values[k] = ibis.ifelse(in_utc[k], local, values[k])
         return values, base
 
+    @property
+    def numbers_lines(self) -> bool:
+        """Whether the invoice lines get their numbers here (the file has no line column)."""
+        return self.spec.name == "transactions" and "line" not in self.mapping
+
     def _number_lines(self, s: ir.Table) -> ir.Table:
         """Invoice lines without a line column are numbered in file order within each invoice."""
-        if self.spec.name == "transactions" and "line" not in self.mapping:
+        if self.numbers_lines:
             w = ibis.window(group_by=[*_own_file(s), s.invoice_id], order_by=s._row)
             s = s.mutate(line=(ibis.row_number().over(w) + 1).cast("int64"))
         return s
 
-    def repeats(self, stage: ir.Table, wh: Warehouse) -> ir.Table | None:
-        """The rows of ``stage`` that repeat others or are already stored, with the reasons
-        to add: ``_row`` (and ``_file``), ``_extra``, ``_dup``, ``_loaded``. None when the
-        table has no such check to make.
+    def repeat_rows(
+        self, stage: ir.Table, wh: Warehouse
+    ) -> tuple[ir.Table | None, ir.Table | None]:
+        """The rows of ``stage`` that may repeat others or be already stored (``_row``, and
+        ``_file``; a temporary table) and the stored keys the file brings (a temporary table,
+        or None on a first load). ``(None, None)`` when the table has no such check to make.
+        :meth:`repeats` then decides, on those rows alone, which of them are repeats.
 
         Exact duplicates (same value in every column of the file, within each file),
         repeated keys (within each file), keys the warehouse already holds (invoice lines),
@@ -947,7 +961,7 @@ class _FileIngest:
         few rows only. Rows outside them have a key and a content of their own: none of the
         rules can fire for them.
         """
-        spec, policy = self.spec, self.settings.duplicates
+        spec = self.spec
         files = _own_file(stage)
         dup_keys = [stage[c] for c in stage.columns if c.startswith("_dk")]
         key = list(spec.key)
@@ -973,28 +987,60 @@ class _FileIngest:
         if not by_key:
             groups.append([*files, *dup_keys])
         parts = []
+        temps: list[ir.Table] = []
         for cols in groups:
             names = {f"_g{i}": c for i, c in enumerate(cols)}
-            many = stage.group_by(**names).aggregate(_n=stage.count())
-            many = many.filter(many._n > 1)
+            # The group columns are named on both sides: written against ``stage`` in the
+            # join, Ibis took them for the aggregate's own columns and the condition compared
+            # those with themselves (every row matched as soon as one group repeated).
+            tagged = stage.select("_row", *files, **names)
+            many = tagged.group_by(*names).aggregate(_n=tagged.count())
+            many = wh.materialize(many.filter(many._n > 1), "repeat_groups")
+            temps.append(many)
+            if not int(many.count().execute()):  # nothing repeats: no rows to find
+                continue
             parts.append(
-                stage.semi_join(
-                    many, [c.identical_to(many[n]) for n, c in zip(names, cols, strict=True)]
-                ).select("_row", *files)
+                tagged.semi_join(many, [tagged[n].identical_to(many[n]) for n in names]).select(
+                    "_row", *files
+                )
             )
         hit: ir.Table | None = None
         if stored is not None:
             # The stored keys the file brings (a table built from the file's keys, probed by
             # the stored lines), then the rows that bring them.
-            hit = stored.select(*key).semi_join(stage.select(*key), key).distinct()
-            parts.append(stage.semi_join(hit, key).select("_row", *files))
+            hit = wh.materialize(
+                stored.select(*key).semi_join(stage.select(*key), key).distinct(), "stored_keys"
+            )
+            if int(hit.count().execute()):
+                parts.append(stage.semi_join(hit, key).select("_row", *files))
+            else:  # the usual new day: none of its keys is stored
+                wh.drop(hit.get_name())
+                hit = None
         if not parts:
-            return None
+            for t in temps:
+                wh.drop(t.get_name())
+            return None, None
         rows = parts[0]
         for other in parts[1:]:
             rows = rows.union(other)  # distinct
+        try:
+            return wh.materialize(rows, "repeat_rows"), hit
+        finally:
+            for t in temps:
+                wh.drop(t.get_name())
+
+    def repeats(self, flagged: ir.Table, rows: ir.Table, hit: ir.Table | None) -> ir.Table:
+        """Of the ``rows`` found by :meth:`repeat_rows` (all of them among ``flagged``), those
+        that repeat others or are already stored, with the reasons to add: ``_row`` (and
+        ``_file``), ``_extra``, ``_dup``, ``_loaded``."""
+        spec, policy = self.spec, self.settings.duplicates
+        files = _own_file(flagged)
+        dup_keys = [flagged[c] for c in flagged.columns if c.startswith("_dk")]
+        key = list(spec.key)
+        key_check = bool(key) and not (spec.name == "transactions" and "line" not in self.mapping)
+        together = spec.name == "transactions" and bool(files)
         on = ["_row", *(["_file"] if files else [])]
-        few = stage.semi_join(rows, on)
+        few = flagged.semi_join(rows, on)
         if hit is not None:
             few = few.left_join(hit.mutate(_hit=ibis.literal(True)), key)
             few = few.drop(*[f"{k}_right" for k in key if f"{k}_right" in few.columns])
@@ -1045,6 +1091,32 @@ class _FileIngest:
                 _extra=few._extra + ibis.ifelse(earlier, "already in the warehouse; ", ""),
             )
         return few.select(*on, "_extra", "_dup", "_loaded")
+
+    def flagged(self, stage: ir.Table, rows: ir.Table | None, wh: Warehouse) -> ir.Table:
+        """The rows of ``stage`` that fail a check or are among ``rows`` (:meth:`repeat_rows`):
+        every row that may be rejected, with all its columns (a temporary table). Every other
+        row is accepted as parsed.
+
+        Which rows those are takes the checks alone; their columns are then parsed again from
+        those rows of the file only (every value of a row depends on that row alone), instead
+        of parsing every column of every row to keep a few.
+        """
+        on = ["_row", *(["_file"] if "_file" in stage.columns else [])]
+        if rows is None:
+            which = stage.filter(stage._reasons != "").select(*on)
+        else:
+            mark = rows.select(**{f"_h{c}": rows[c] for c in on}).mutate(_hit=ibis.literal(True))
+            both = stage.left_join(mark, [stage[c] == mark[f"_h{c}"] for c in on])
+            which = both.filter((both._reasons != "") | both._hit.notnull()).select(*on)
+        ids = wh.materialize(which, "flagged_rows")
+        try:
+            source = self.raw.table
+            few = stage.op().replace({source.op(): source.semi_join(ids, on).op()}).to_expr()
+            if few.equals(stage):  # the parsed rows were written down: read them from there
+                few = stage.semi_join(ids, on)
+            return wh.materialize(few, "flagged")
+        finally:
+            wh.drop(ids.get_name())
 
     def checked(self, stage: ir.Table, extra: ir.Table | None) -> ir.Table:
         """``stage`` with the reasons of :meth:`repeats` added, ``_dup`` and ``_loaded``."""
@@ -1740,30 +1812,59 @@ def _load(
     job._conventions = job.decide_conventions()
     progress.step("validate", where)
     staged = job.staged(job._conventions[2])
-    moved: list[str] = []
-    stage = rd.materialize(staged, "ingest")
-    if rd is not wh:
-        # Rows are parsed and checked where the file was read (regular expressions by the
-        # hundred are what an embedded engine is fast at); the warehouse then receives the
-        # checked rows and the source, and adds the checks against what it already holds.
-        adopted = wh.adopt(stage, "checked")
-        rd.drop(stage.get_name())
-        stage = adopted
-        raw.table = wh.adopt(raw.table)
-        moved.append(raw.table.get_name())
-    extra: ir.Table | None = None
+    temps: list[str] = []
+    # Typed columns (Parquet) are cheaper to read again than parsed rows are to write down
+    # (writing every column of a 12M-line file's parse took longer than the parse): on
+    # DuckDB each pass below (the keys that repeat, the rows that fail, the insert) reads
+    # what it needs straight from the file. Text (CSV) costs more to parse than to write;
+    # Spark would run the parse again as a job per pass; PostgreSQL cannot read the file;
+    # lines numbered by a window over every row would be numbered again by each pass: there
+    # the parsed rows are written once.
+    if wh.engine == "duckdb" and rd is wh and raw.fmt == "parquet" and not job.numbers_lines:
+        stage = staged
+    else:
+        stage = rd.materialize(staged, "ingest")
+        temps.append(stage.get_name())
+        if rd is not wh:
+            # Rows are parsed and checked where the file was read (regular expressions by
+            # the hundred are what an embedded engine is fast at); the warehouse then
+            # receives the checked rows and the source, and adds the checks against what it
+            # already holds.
+            adopted = wh.adopt(stage, "checked")
+            rd.drop(stage.get_name())
+            stage = adopted
+            raw.table = wh.adopt(raw.table)
+            temps = [stage.get_name(), raw.table.get_name()]
     try:
-        _refuse_unreadable_columns(stage, job, where)
-        found = job.repeats(stage, wh)
-        if found is not None:
-            extra = wh.materialize(found, "repeats")
+        rows, hit = job.repeat_rows(stage, wh)
+        temps += [t.get_name() for t in (rows, hit) if t is not None]
+        flagged = job.flagged(stage, rows, wh)
+        temps.append(flagged.get_name())
+        _refuse_unreadable_columns(stage, flagged, job, where)
+        extra: ir.Table | None = None
+        if rows is not None:
+            extra = wh.materialize(job.repeats(flagged, rows, hit), "repeats")
+            temps.append(extra.get_name())
+        checked = wh.materialize(job.checked(flagged, extra), "checked")
+        temps.append(checked.get_name())
         for other in reports[1:]:
             for f in dataclasses.fields(IngestReport):
                 if f.name not in ("file", "sheet"):
                     setattr(other, f.name, copy.deepcopy(getattr(report, f.name)))
-        return _write(wh, spec, raw, job.checked(stage, extra), reports, shas, progress)
+        read = (
+            {0: n_rows}
+            if "_file" not in raw.table.columns
+            else {
+                int(r["_file"]): int(r["n"])
+                for r in raw.table.group_by("_file")
+                .aggregate(n=raw.table.count())
+                .to_pyarrow()
+                .to_pylist()
+            }
+        )
+        return _write(wh, spec, raw, stage, checked, read, reports, shas, progress)
     finally:
-        for name in [stage.get_name(), *moved, *([] if extra is None else [extra.get_name()])]:
+        for name in temps:
             wh.drop(name)
 
 
@@ -1828,21 +1929,35 @@ def _note_duplicates(report: IngestReport, n_rows: int) -> None:
         )
 
 
-def _refuse_unreadable_columns(stage: ir.Table, job: _FileIngest, where: str) -> None:
-    """A column of which no value can be read is a wrong mapping, not a row problem."""
+def _refuse_unreadable_columns(
+    stage: ir.Table, flagged: ir.Table, job: _FileIngest, where: str
+) -> None:
+    """A column of which no value can be read is a wrong mapping, not a row problem.
+
+    Every unreadable value is among the ``flagged`` rows; the other rows are read only for
+    the columns that have unreadable values, to see whether any value of theirs was read.
+    """
     flags = list(job._plan.typed)
     if not flags:
         return
     aggs = {}
     for c in flags:
-        aggs[f"bad_{c}"] = stage[f"_bad__{c}"].cast("int64").sum().fill_null(0)
-        aggs[f"present_{c}"] = stage[c].notnull().cast("int64").sum().fill_null(0)
-        aggs[f"example_{c}"] = stage._first_val.min(
-            where=stage[f"_bad__{c}"] & (stage._first_col == c)
+        aggs[f"bad_{c}"] = flagged[f"_bad__{c}"].cast("int64").sum().fill_null(0)
+        aggs[f"present_{c}"] = flagged[c].notnull().cast("int64").sum().fill_null(0)
+        aggs[f"example_{c}"] = flagged._first_val.min(
+            where=flagged[f"_bad__{c}"] & (flagged._first_col == c)
         )
-    row = stage.aggregate(**aggs).to_pyarrow().to_pylist()[0]
-    for c in flags:
-        if row[f"bad_{c}"] > 0 and row[f"present_{c}"] == 0:
+    row = flagged.aggregate(**aggs).to_pyarrow().to_pylist()[0]
+    suspects = [c for c in flags if row[f"bad_{c}"] > 0 and row[f"present_{c}"] == 0]
+    if not suspects:
+        return
+    present = (
+        stage.aggregate(**{c: stage[c].notnull().cast("int64").sum() for c in suspects})
+        .to_pyarrow()
+        .to_pylist()[0]
+    )
+    for c in suspects:
+        if not present[c]:
             kind = job.spec.column(c).kind
             raise InputError(
                 f"{where}: column '{job.mapping[c]}' (mapped to {c}) holds no readable "
@@ -1857,25 +1972,37 @@ def _write(
     spec: Table,
     raw: readers.RawSource,
     stage: ir.Table,
+    checked: ir.Table,
+    read: Mapping[int, int],
     reports: list[IngestReport],
     shas: list[str],
     progress: Progress,
 ) -> list[IngestReport]:
-    """Write accepted rows, quarantine and one batch per file of the source, all or nothing."""
+    """Write accepted rows, quarantine and one batch per file of the source, all or nothing.
+
+    ``stage`` holds every parsed row; ``checked`` those that may be rejected, with their final
+    reasons (:meth:`_FileIngest.checked`); every row of ``stage`` outside ``checked`` is
+    accepted as it is. ``read``: rows read per file (``_file``).
+    """
     ids = [uuid.uuid4().hex[:12] for _ in reports]
     for r, bid in zip(reports, ids, strict=True):
         r.batch_id = bid
     # Files read together commit together; the first file's batch names the transaction.
     report, batch_id = reports[0], ids[0]
     files: ir.Table | None = None
-    if "_file" not in stage.columns:
-        # One file: its batch and name are constants, not a join.
-        stage = stage.mutate(
-            _file=ibis.literal(0, "int64"),
-            _batch_id=ibis.literal(batch_id, "string"),
-            _file_name=ibis.literal(raw.parts[0], "string"),
-        )
-    else:
+    on = ["_row", *(["_file"] if "_file" in stage.columns else [])]
+
+    def with_batch(t: ir.Table) -> ir.Table:
+        if files is None:
+            # One file: its batch and name are constants, not a join.
+            return t.mutate(
+                _file=ibis.literal(0, "int64"),
+                _batch_id=ibis.literal(batch_id, "string"),
+                _file_name=ibis.literal(raw.parts[0], "string"),
+            )
+        return t.join(files, "_file")
+
+    if "_file" in stage.columns:
         files = wh.from_arrow(
             pa.table(
                 {
@@ -1886,30 +2013,31 @@ def _write(
             ),
             "files",
         )
-        stage = stage.join(files, "_file")
-    ok = stage._reasons == ""
-    has_cid = "customer_id" in stage.columns
+    few = with_batch(checked)
+    ok = few._reasons == ""
     counted = (
-        stage.group_by("_file")
+        few.group_by("_file")
         .aggregate(
-            rows=stage.count(),
+            rows=few.count(),
             quarantined=(~ok).cast("int64").sum().fill_null(0),
-            duplicates=stage._dup.cast("int64").sum().fill_null(0),
-            loaded=stage._loaded.cast("int64").sum().fill_null(0),
-            anonymous=(ok & stage.customer_id.isnull()).cast("int64").sum().fill_null(0)
-            if has_cid and spec.name in ("transactions", "events")
-            else ibis.literal(0, "int64"),
+            duplicates=few._dup.cast("int64").sum().fill_null(0),
+            loaded=few._loaded.cast("int64").sum().fill_null(0),
         )
         .to_pyarrow()
         .to_pylist()
     )
     by_file = {int(r["_file"]): r for r in counted}
     canonical = [c.name for c in spec.columns]
-    accepted = (
-        stage.filter(ok)
-        .select(*canonical, batch_id=stage._batch_id, source_row=stage._row)
-        .cast(spec.ibis_schema)
-    )
+
+    def lines(t: ir.Table) -> ir.Table:
+        return t.select(*canonical, batch_id=t._batch_id, source_row=t._row).cast(spec.ibis_schema)
+
+    # The rows outside ``checked`` are accepted as parsed; of those in it, the ones that
+    # passed every check (the first of a group of repeats).
+    n_few = sum(int(c["rows"]) for c in counted)
+    accepted = lines(with_batch(stage if not n_few else stage.anti_join(checked, on)))
+    if n_few > sum(int(c["quarantined"]) for c in counted):
+        accepted = accepted.union(lines(few.filter(ok)), distinct=False)
     # The raw text of rejected rows is rebuilt from the source by row number: carrying it for
     # every row through the checks would cost memory for rows that are accepted anyway.
     source = raw.table
@@ -1918,7 +2046,7 @@ def _write(
         _src_file=source._file if "_file" in source.columns else ibis.literal(0, "int64"),
         _raw=_raw_json(source, raw.columns),
     )
-    bad = stage.filter(~ok)
+    bad = few.filter(~ok)
     bad = bad.join(
         source_json, (bad._row == source_json._src_row) & (bad._file == source_json._src_file)
     )
@@ -1932,8 +2060,8 @@ def _write(
         reason=bad._reasons.re_replace(r";\s*$", ""),
         raw=bad._raw,
     ).cast(QUARANTINE.ibis_schema)
-    lines = raw.malformed
-    bad_lines = lines.groupby("part").size().to_dict() if lines.shape[0] else {}
+    malformed_lines = raw.malformed
+    bad_lines = malformed_lines.groupby("part").size().to_dict() if malformed_lines.shape[0] else {}
     any_bad = any(int(c["quarantined"]) for c in counted)
     why = (
         bad.group_by(bad._file, reason=bad._reasons.re_replace(r";\s*$", ""))
@@ -1945,12 +2073,11 @@ def _write(
     )
     for i, r in enumerate(reports):
         c = by_file.get(i, {})
-        n_rows, n_bad = int(c.get("rows", 0)), int(bad_lines.get(i, 0))
+        n_rows, n_bad = int(read.get(i, 0)), int(bad_lines.get(i, 0))
         r.rows_read = n_rows + n_bad
         r.quarantined = int(c.get("quarantined", 0)) + n_bad
         r.accepted = n_rows - int(c.get("quarantined", 0))
         r.duplicates, r.already_loaded = int(c.get("duplicates", 0)), int(c.get("loaded", 0))
-        r.anonymous = int(c.get("anonymous", 0))
         _note_duplicates(r, n_rows)
         mine = sorted((w for w in why if w["_file"] == i), key=lambda w: -int(w["n"]))[:10]
         r.reasons = {w["reason"]: int(w["n"]) for w in mine}
@@ -1960,8 +2087,70 @@ def _write(
         stored = wh.table(spec.name).select(*spec.key)
         report.updated = int(accepted.semi_join(stored, list(spec.key)).count().execute())
 
+    malformed = _malformed_rows(raw, ids, spec.name)
+    touched = [spec.name, QUARANTINE.name, INGEST_BATCHES.name]
+    progress.step("write", f"{sum(r.accepted for r in reports):,} rows")
+    # On a first load the batch is the whole table: no filter on the batch to read it back.
+    first = spec.name in ("transactions", "events") and not int(
+        wh.table(spec.name).count().execute()
+    )
+    with wh.batch(touched, batch_id):
+        if report.updated:
+            wh.delete_keys(spec.name, accepted, spec.key)
+        wh.insert(spec.name, accepted)
+        # What follows reads the batch's rows as stored (a scan of a few columns of the new
+        # rows), not the parse of the file again.
+        target = wh.table(spec.name)
+        new = target if first else target.filter(target.batch_id.isin(ids))
+        if spec.name in ("transactions", "events") and "customer_id" in stage.columns:
+            nameless = new.filter(new.customer_id.isnull())
+            anonymous = {
+                r["batch_id"]: int(r["n"])
+                for r in nameless.group_by("batch_id")
+                .aggregate(n=nameless.count())
+                .to_pyarrow()
+                .to_pylist()
+            }
+            for r in reports:
+                r.anonymous = anonymous.get(r.batch_id or "", 0)
+        if spec.name == "transactions":
+            # Returns are linked to their purchases and the purchase-day rollup follows the
+            # lines, in the same transaction.
+            linked = returns.update_links(wh, new, batch_id)
+            try:
+                rollup.absorb(wh, new, relinked=linked.customers)
+            finally:
+                linked.drop(wh)
+            report.return_lines, report.returns_linked = linked.return_lines, linked.linked
+            for en, es in linked.warnings():
+                report.warn(en, es)
+        if any_bad:
+            wh.insert(QUARANTINE.name, rejected)
+        if malformed is not None:
+            wh.insert(QUARANTINE.name, malformed)
+        # Listeners may stop here (tests kill the process) to prove the batch is all-or-nothing.
+        progress.step("before_commit", batch_id)
+        wh.insert(
+            INGEST_BATCHES.name,
+            wh.from_arrow(_batch_rows(reports, ids, spec, shas), "batch").cast(
+                INGEST_BATCHES.ibis_schema
+            ),
+        )
+    if files is not None:
+        wh.drop(files.get_name())
+    accepted_n, quarantined_n = (
+        sum(getattr(r, k) for r in reports) for k in ("accepted", "quarantined")
+    )
+    progress.step("done", f"{accepted_n:,} accepted, {quarantined_n:,} quarantined")
+    return reports
+
+
+def _batch_rows(
+    reports: list[IngestReport], ids: list[str], spec: Table, shas: list[str]
+) -> pa.Table:
+    """The ``ingest_batches`` rows of one write, one per file."""
     now = _dt.datetime.now(_dt.UTC).replace(tzinfo=None)
-    batch_row = pa.table(
+    return pa.table(
         {
             "batch_id": ids,
             "table_name": [spec.name] * len(ids),
@@ -1977,40 +2166,6 @@ def _write(
             "already_loaded": [r.already_loaded for r in reports],
         }
     )
-    malformed = _malformed_rows(raw, ids, spec.name)
-    touched = [spec.name, QUARANTINE.name, INGEST_BATCHES.name]
-    progress.step("write", f"{sum(r.accepted for r in reports):,} rows")
-    with wh.batch(touched, batch_id):
-        if report.updated:
-            wh.delete_keys(spec.name, accepted, spec.key)
-        wh.insert(spec.name, accepted)
-        if spec.name == "transactions":
-            # Returns are linked to their purchases and the purchase-day rollup follows the
-            # lines, in the same transaction.
-            linked = returns.update_links(wh, accepted, batch_id)
-            try:
-                rollup.absorb(wh, accepted, relinked=linked.customers)
-            finally:
-                linked.drop(wh)
-            report.return_lines, report.returns_linked = linked.return_lines, linked.linked
-            for en, es in linked.warnings():
-                report.warn(en, es)
-        if any_bad:
-            wh.insert(QUARANTINE.name, rejected)
-        if malformed is not None:
-            wh.insert(QUARANTINE.name, malformed)
-        # Listeners may stop here (tests kill the process) to prove the batch is all-or-nothing.
-        progress.step("before_commit", batch_id)
-        wh.insert(
-            INGEST_BATCHES.name, wh.from_arrow(batch_row, "batch").cast(INGEST_BATCHES.ibis_schema)
-        )
-    if files is not None:
-        wh.drop(files.get_name())
-    accepted_n, quarantined_n = (
-        sum(getattr(r, k) for r in reports) for k in ("accepted", "quarantined")
-    )
-    progress.step("done", f"{accepted_n:,} accepted, {quarantined_n:,} quarantined")
-    return reports
 
 
 def _malformed_rows(raw: readers.RawSource, ids: list[str], table: str) -> pd.DataFrame | None:

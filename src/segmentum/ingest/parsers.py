@@ -77,7 +77,16 @@ def blank_to_null(s: ir.StringValue) -> ir.StringValue:
     return ibis.ifelse(short & one_of(t.lower(), _NULL_WORDS), ibis.null("string"), t)
 
 
-def decimal_evidence(s: ir.StringValue) -> tuple[ir.IntegerScalar, ir.IntegerScalar]:
+def _count(flag: ir.BooleanValue, weight: ir.IntegerValue | None) -> ir.IntegerScalar:
+    """How many rows ``flag`` holds for; each row counts ``weight`` times when given (the
+    evidence of a column's distinct values, each with how many rows hold it)."""
+    n = flag.cast("int64") if weight is None else ibis.ifelse(flag, weight, 0)
+    return n.sum().fill_null(0)
+
+
+def decimal_evidence(
+    s: ir.StringValue, weight: ir.IntegerValue | None = None
+) -> tuple[ir.IntegerScalar, ir.IntegerScalar]:
     """Counts of values that can only be read with ',' and with '.' as the decimal separator."""
     text = strip(s)
     # A value the engine reads as a number has no currency to remove (the regular
@@ -85,7 +94,7 @@ def decimal_evidence(s: ir.StringValue) -> tuple[ir.IntegerScalar, ir.IntegerSca
     core = ibis.ifelse(text.try_cast("float64").isnull(), text.re_replace(_CURRENCY, ""), text)
     comma = ibis.ifelse(core.contains(","), core.re_search(_COMMA_EVIDENCE), False)
     dot = ibis.ifelse(core.contains("."), core.re_search(_DOT_EVIDENCE), False)
-    return comma.cast("int64").sum().fill_null(0), dot.cast("int64").sum().fill_null(0)
+    return _count(comma, weight), _count(dot, weight)
 
 
 def decide_decimal(comma: int, dot: int, fallback: str = ".") -> str:
@@ -430,13 +439,15 @@ _CURRENCY_WORDS = {
 }
 
 
-def currency_evidence(s: ir.StringValue) -> dict[str, ir.IntegerScalar]:
+def currency_evidence(
+    s: ir.StringValue, weight: ir.IntegerValue | None = None
+) -> dict[str, ir.IntegerScalar]:
     """Counts of values in an amount column written with each currency's sign or code."""
     text = strip(s)
     # A value the engine reads as a plain number carries no sign: it skips the ten searches.
     signed = text.try_cast("float64").isnull()
     return {
-        code: ibis.ifelse(signed, text.re_search(pattern), False).cast("int64").sum().fill_null(0)
+        code: _count(ibis.ifelse(signed, text.re_search(pattern), False).fill_null(False), weight)
         for code, pattern in CURRENCY_SIGNS.items()
     }
 
