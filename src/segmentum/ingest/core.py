@@ -234,18 +234,32 @@ class _FileIngest:
 
     # ---------------------------------------------------------------- conventions
     def decide_conventions(self) -> tuple[dict[str, str], dict[str, str], bool]:
-        """Decimal separator per number column, date order per date column, any UTC offsets."""
-        aggs: dict[str, ir.Scalar] = {}
+        """Decimal separator per number column, date order per date column, any UTC offsets.
+
+        The evidence is read once per distinct value of a column, weighted by how many rows
+        hold it: quantities and prices repeat, and the lines of an invoice share its time
+        (a fraction of the time of reading every row).
+        """
         number_cols, date_cols = [], []
         for name, src in self.mapping.items():
             kind = self.spec.column(name).kind
-            col = self.t[src]
-            if kind in ("number", "integer") and col.type().is_string():
-                number_cols.append(name)
-            if kind in ("date", "timestamp") and col.type().is_string():
-                for k, v in parsers.date_evidence(col).items():
-                    aggs[f"{name}__{k}"] = v
-                text = parsers.strip(col)
+            if self.t[src].type().is_string():
+                if kind in ("number", "integer"):
+                    number_cols.append(name)
+                elif kind in ("date", "timestamp"):
+                    date_cols.append(name)
+        row: dict[str, Any] = {}
+        for name in [*number_cols, *date_cols]:
+            g = self.t.group_by(_v=self.t[self.mapping[name]]).aggregate(_n=self.t.count())
+            if name in number_cols:
+                comma, dot = parsers.decimal_evidence(g._v, g._n)
+                aggs: dict[str, ir.Scalar] = {f"{name}__comma": comma, f"{name}__dot": dot}
+                if name in _MONEY.get(self.spec.name, ()):
+                    for code, n in parsers.currency_evidence(g._v, g._n).items():
+                        aggs[f"{name}__cur__{code}"] = n
+            else:
+                aggs = {f"{name}__{k}": v for k, v in parsers.date_evidence(g._v, g._n).items()}
+                text = parsers.strip(g._v)
                 # An offset follows a time (h:mm): Z at the end, or a sign after the first
                 # colon. Other values skip the regular expressions.
                 after = text.substr(text.find(":"))
@@ -255,25 +269,11 @@ class _FileIngest:
                 has = ibis.ifelse(maybe, text.re_search(parsers._OFFSET), False).fill_null(False)
                 off = ibis.ifelse(maybe, text.re_extract(parsers._OFFSET, 1), ibis.null("string"))
                 utc = has & off.re_search(r"^(Z|[+-]00:?00)$").fill_null(False)
-                aggs[f"{name}__utc"] = utc.cast("int64").sum().fill_null(0)
-                aggs[f"{name}__local"] = (has & ~utc).cast("int64").sum().fill_null(0)
+                aggs[f"{name}__utc"] = ibis.ifelse(utc, g._n, 0).sum().fill_null(0)
+                aggs[f"{name}__local"] = ibis.ifelse(has & ~utc, g._n, 0).sum().fill_null(0)
                 aggs[f"{name}__off_lo"] = off.min(where=has & ~utc)
                 aggs[f"{name}__off_hi"] = off.max(where=has & ~utc)
-                date_cols.append(name)
-        row: dict[str, Any] = {}
-        if aggs:
-            row = self.t.aggregate(**aggs).to_pyarrow().to_pylist()[0]
-        for name in number_cols:
-            # Numbers repeat (quantities, prices): their evidence is read once per distinct
-            # value, weighted by how many rows hold it (a tenth of the time of every row).
-            col = self.t[self.mapping[name]]
-            g = self.t.group_by(_v=col).aggregate(_n=self.t.count())
-            comma, dot = parsers.decimal_evidence(g._v, g._n)
-            evidence = {f"{name}__comma": comma, f"{name}__dot": dot}
-            if name in _MONEY.get(self.spec.name, ()):
-                for code, n in parsers.currency_evidence(g._v, g._n).items():
-                    evidence[f"{name}__cur__{code}"] = n
-            row.update(g.aggregate(**evidence).to_pyarrow().to_pylist()[0])
+            row.update(g.aggregate(**aggs).to_pyarrow().to_pylist()[0])
         if self.spec.name in _MONEY:
             self._decide_currency(row)
 

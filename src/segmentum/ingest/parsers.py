@@ -161,7 +161,7 @@ class DateEvidence:
     example_month_first: str | None = None
 
 
-def date_evidence(s: ir.StringValue) -> dict[str, ir.Scalar]:
+def date_evidence(s: ir.StringValue, weight: ir.IntegerValue | None = None) -> dict[str, ir.Scalar]:
     """Aggregates that tell whether ``nn/nn/yyyy`` values in ``s`` are day-first or month-first."""
     text = strip(s)
     # nn/nn/yyyy has its first separator second or third: other values skip the regex.
@@ -174,9 +174,9 @@ def date_evidence(s: ir.StringValue) -> dict[str, ir.Scalar]:
     month_first = is_xyz & (b > 12) & (a <= 12)
     amb = is_xyz & (a <= 12) & (b <= 12)
     return {
-        "day_first": day_first.cast("int64").sum().fill_null(0),
-        "month_first": month_first.cast("int64").sum().fill_null(0),
-        "ambiguous": amb.cast("int64").sum().fill_null(0),
+        "day_first": _count(day_first.fill_null(False), weight),
+        "month_first": _count(month_first.fill_null(False), weight),
+        "ambiguous": _count(amb.fill_null(False), weight),
         "example_day_first": text.min(where=day_first),
         "example_month_first": text.min(where=month_first),
     }

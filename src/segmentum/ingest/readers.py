@@ -516,8 +516,10 @@ def _engine_read(
             table = rd.materialize(v, "raw")
             rd.drop(names.get_name())
         else:
-            row = view._row.cast("int64") if numbered else ibis.row_number() + 1
-            table = rd.materialize(view.mutate(_row=row), "raw")
+            if numbered:
+                table = rd.materialize(view.mutate(_row=view._row.cast("int64")), "raw")
+            else:
+                table = rd.numbered(view, "raw")
     return table, rd.csv_rejects(rejects)
 
 
