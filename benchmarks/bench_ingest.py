@@ -40,42 +40,36 @@ print("SECONDS=%f" % (time.perf_counter() - t0))
 
 
 # Said with every run: the machine is shared, so ratios within one run are what to read.
-SHARED = """Measured on a quiet machine (nothing else ran; load average about 1). Earlier figures
-(4.19x Parquet and 4.39x CSV, 2026-12-01) were taken under load (10 and more on 2 cores), which
-slowed the raw copy more than segmentum's ingest: the ratios here are the ones to compare.
+SHARED = """Measured on a quiet machine (nothing else ran; load average about 1). The 12M-line
+Parquet load is **within 3x** (2.51x; 4.89x on 2026-12-04); the CSV load is not yet (3.87x;
+5.61x before).
 
-What changed for issue #18 (profiled with DuckDB's JSON profiler and per-step CPU time; CPU
-seconds on 1.38M Parquet lines unless said):
+What changed on 2026-12-05 (issue #18; wall seconds on 12M Parquet lines, quiet machine):
 
-- Exact duplicates and repeated keys: a window over every row (it shuffled every column, 7 of
-  the 18 s of the parse query) became one aggregate of the keys that keeps groups of two rows
-  or more; the rules then run on those few rows (12M lines: 6.4 CPU-s, all rows checked).
-- Keys already stored: the stored keys are probed with the file's keys instead of taking the
-  distinct keys of the whole stored table.
-- Text cleaning: the trim of white space ran on every value (0.19 microseconds each); a test of
-  both ends sends only padded values to it (0.05). Null spellings are compared only for text
-  of 4 characters or less, canonical channel and device words skip the searches, and values
-  that cast as plain numbers skip the currency and decimal searches.
-- Failing values are written as text only for the rows that fail (a cast of every number).
-- Parse query: 3.06 -> 2.60 CPU-s on one thread; whole ingest 16.3 -> 12.5 CPU-s.
-- Return links on a first load: purchases are read only for customers with a return line,
-  and the relinked-customers table is not built (12M lines: same 337,835 links).
-- Before these changes (2026-11-24, a quiet machine): 6.48x for Parquet (10.07M lines) and
-  7.71x for CSV (1.15M lines). **The 3x target is not reached yet.**
-- Where the time goes now (1.38M Parquet lines, quiet machine, wall seconds; the raw copy
-  takes 1.67): parse and check into the staged copy 1.79, repeats 0.43, insert into the lines
-  table 2.00, return links 0.88, reading and counting 0.44. The insert is the INSERT operator
-  itself (DuckDB's profiler: the scan and the join feeding it take under 0.1 s): the lines
-  table has 20 columns against the file's 13 (amount, line type, currency, batch, source row
-  and the optional columns), so writing it costs more than the whole raw copy. What is left to
-  cut is the parse into the staged copy and the return links; a two-pass load (check, then
-  insert straight from the file) would save the staged copy's write and read but parse twice.
-- At 12M lines the parsed file (about 2 GB before compression) no longer fits in the 1 GB
-  memory_limit and spills: the ratio is worse there (4.9x) than at 1.38M lines (3.7x on the
-  same quiet machine). With memory_limit 8GB the 12M-line load took 32.7 s against 42.8 s,
-  but in the run just before 54.9 s against 46.8 s: the machine's noise is as large as the
-  effect, and the 8 GB peak breaks the memory target. Measure the 12M-line rows more than
-  once before reading a trend into them."""
+- The parsed rows are no longer written to a temporary table when the file is Parquet. Writing
+  the parse (every column of 12M lines) took longer than the parse itself (8.1 s against 4.7 s
+  for computing it), so each pass reads what it needs from the file again: the keys that
+  repeat (an aggregate of the key's hash: 2.2 s), the rows that fail a check (the checks
+  alone, 1.3 s), and the insert (parse and write, 15.8 s, of which the write of the 20
+  columns of the lines table is 12.7 s: a plain copy of that table inside DuckDB takes as
+  long). The few flagged rows are parsed again in full from those rows of the file only.
+  CSV keeps writing the parse once: text costs more to parse than to write (two parses of
+  the 1.4M-line CSV took 10.9 s against 8.9 s).
+- A join of the repeat check compared the key groups' hash with itself: as soon as one key
+  repeated, every row of the file went through the repeat rules (the answers were right,
+  the cost was a window over the whole file). It now sends the rows of the repeating groups
+  only (tested), and a file with no repeated key and no stored key skips the second pass.
+- After the insert, the batch's counts (anonymous lines, return lines) read the new rows of
+  the lines table instead of parsing the file once more.
+- CSV: rows are numbered by the temporary table's own row ids (numbering them with a window
+  took as long as reading the file: 1.9 s -> 1.1 s), and the decimal, currency and date-order
+  evidence is read once per distinct value, weighted by its rows (1.4 s -> 0.6 s).
+- Where the CSV time goes now (1.4M lines, best run, wall seconds; the limit takes 2.0):
+  checking the file (hash, encoding, line count: three reads in Python) 0.55, reading the
+  text 1.0, conventions 0.6, parse and checks written once 1.9, insert 1.4, return links
+  1.0. What is left to reach 3x there: one Python read of the file instead of three, and
+  the parse into the staged copy (1.6 s of computing for 13 text columns).
+- Before the changes of 2026-11-24: 6.48x for Parquet (10.07M lines) and 7.71x for CSV."""
 
 
 def fresh(name: str) -> str:
