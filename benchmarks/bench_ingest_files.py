@@ -15,12 +15,16 @@ import shutil
 from common import DATA, machine, measure, update_doc
 
 LOAD = """
-import glob, time, segmentum
+import glob, os, time, segmentum
+# Each run into a fresh file: the second of two runs would otherwise find the content loaded.
+for p in ({db!r}, {db!r} + ".wal"):
+    if os.path.exists(p):
+        os.unlink(p)
 files = sorted(glob.glob({pattern!r}))
 t0 = time.perf_counter()
 reports = segmentum.ingest("transactions", files, warehouse="duckdb:///{db}")
 print("SECONDS=%f" % (time.perf_counter() - t0))
-assert all(r.balanced for r in reports)
+assert all(r.balanced and not r.skipped for r in reports)
 print("ROWS", len(reports), sum(r.rows_read for r in reports), sum(r.accepted for r in reports))
 """
 
