@@ -143,3 +143,38 @@ def test_one_repeated_key_sends_only_its_own_rows_to_the_repeat_checks(
     r = load(wh, csv)
     assert (r.accepted, r.quarantined) == (1999, 1)
     assert reasons(wh) == {1501: "invoice_id/line repeats row 8"}
+
+
+def test_a_parquet_export_is_checked_like_the_same_rows_in_csv(tmp_path: Path) -> None:
+    # Parquet is read again by each pass (the parse is not written down) and the flagged rows
+    # are parsed again from those rows of the file; CSV writes its parse once. Both must
+    # reject the same rows for the same reasons, on a first load and on an overlapping one.
+    first = [line(f"F{i}", 1) for i in range(300)]
+    first[120] = line("F7", 1)  # an exact duplicate of row 8
+    first[200] = line("F9", 1, customer="C2")  # the key of row 10 with other values
+    first[250] = line("F250", 1, qty="x")  # not a number
+    second = [line(f"F{i}", 1) for i in range(290, 300)] + [line(f"G{i}", 1) for i in range(5)]
+    seen = []
+    for fmt in ("csv", "parquet"):
+        w = segmentum.connect(f"duckdb:///{tmp_path / f'{fmt}.duckdb'}")
+        counts = []
+        for name, rows in (("first", first), ("second", second)):
+            csv = write(tmp_path / f"{name}.csv", HEADER + "".join(rows))
+            path = csv
+            if fmt == "parquet":
+                path = tmp_path / f"{name}.parquet"
+                pd.read_csv(csv, dtype=str, keep_default_na=False).to_parquet(path)
+            r = load(w, path)
+            counts.append((r.rows_read, r.accepted, r.quarantined, r.duplicates, r.already_loaded))
+        q = w.table("quarantine").execute().sort_values(["source_row", "reason"])
+        stored = w.table("transactions").execute().sort_values(["invoice_id", "line"])
+        seen.append(
+            (
+                counts,
+                list(zip(q.source_row, q.column, q.value, q.reason, strict=True)),
+                stored[["invoice_id", "customer_id", "quantity", "source_row"]].to_numpy().tolist(),
+            )
+        )
+        w.close()
+    assert seen[0][0] == [(300, 297, 3, 1, 0), (15, 5, 10, 0, 10)]
+    assert seen[0] == seen[1]
