@@ -966,7 +966,7 @@ class _FileIngest:
         dup_keys = [stage[c] for c in stage.columns if c.startswith("_dk")]
         key = list(spec.key)
         # Line numbers we assign ourselves are unique within an invoice: no need to check them.
-        key_check = bool(key) and not (spec.name == "transactions" and "line" not in self.mapping)
+        key_check = bool(key) and not self.numbers_lines
         together = spec.name == "transactions" and bool(files)
         stored = (
             wh.table(spec.name)
@@ -1037,7 +1037,7 @@ class _FileIngest:
         files = _own_file(flagged)
         dup_keys = [flagged[c] for c in flagged.columns if c.startswith("_dk")]
         key = list(spec.key)
-        key_check = bool(key) and not (spec.name == "transactions" and "line" not in self.mapping)
+        key_check = bool(key) and not self.numbers_lines
         together = spec.name == "transactions" and bool(files)
         on = ["_row", *(["_file"] if files else [])]
         few = flagged.semi_join(rows, on)
