@@ -153,6 +153,12 @@ class _Plan:
 
 
 # ------------------------------------------------------------------------------- helpers
+def _row_key(t: ir.Table) -> list[str]:
+    """The columns that name a row of the source: its number, and its file when several
+    files are read together."""
+    return ["_row", *(["_file"] if "_file" in t.columns else [])]
+
+
 def _own_file(t: ir.Table) -> list[ir.Value]:
     """Files read together (``_file``): checks that compare rows stay within each file."""
     return [t._file] if "_file" in t.columns else []
@@ -1039,7 +1045,7 @@ class _FileIngest:
         key = list(spec.key)
         key_check = bool(key) and not self.numbers_lines
         together = spec.name == "transactions" and bool(files)
-        on = ["_row", *(["_file"] if files else [])]
+        on = _row_key(flagged)
         few = flagged.semi_join(rows, on)
         if hit is not None:
             few = few.left_join(hit.mutate(_hit=ibis.literal(True)), key)
@@ -1101,7 +1107,7 @@ class _FileIngest:
         those rows of the file only (every value of a row depends on that row alone), instead
         of parsing every column of every row to keep a few.
         """
-        on = ["_row", *(["_file"] if "_file" in stage.columns else [])]
+        on = _row_key(stage)
         if rows is None:
             which = stage.filter(stage._reasons != "").select(*on)
         else:
@@ -1124,7 +1130,7 @@ class _FileIngest:
         if extra is None:
             s = stage.mutate(_dup=ibis.literal(False), _loaded=ibis.literal(False))
         else:
-            on = ["_row", *(["_file"] if "_file" in stage.columns else [])]
+            on = _row_key(stage)
             x = extra.rename(**{f"_x{c}": c for c in on})
             s = stage.left_join(x, [stage[c] == x[f"_x{c}"] for c in on])
             s = s.mutate(
@@ -1990,7 +1996,7 @@ def _write(
     # Files read together commit together; the first file's batch names the transaction.
     report, batch_id = reports[0], ids[0]
     files: ir.Table | None = None
-    on = ["_row", *(["_file"] if "_file" in stage.columns else [])]
+    on = _row_key(stage)
 
     def with_batch(t: ir.Table) -> ir.Table:
         if files is None:
