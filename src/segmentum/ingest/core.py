@@ -264,21 +264,29 @@ class _FileIngest:
                     for code, n in parsers.currency_evidence(g._v, g._n).items():
                         aggs[f"{name}__cur__{code}"] = n
             else:
-                aggs = {f"{name}__{k}": v for k, v in parsers.date_evidence(g._v, g._n).items()}
-                text = parsers.strip(g._v)
+                # Each value's text, whether it may hold an offset, the offset and whether it
+                # is UTC: one projection each, so no aggregate below computes them again.
+                g = g.mutate(_v=parsers.strip(g._v))
+                text = g._v
                 # An offset follows a time (h:mm): Z at the end, or a sign after the first
                 # colon. Other values skip the regular expressions.
                 after = text.substr(text.find(":"))
-                maybe = text.contains(":") & (
-                    text.endswith("Z") | after.contains("+") | after.contains("-")
+                g = g.mutate(
+                    _maybe=text.contains(":")
+                    & (text.endswith("Z") | after.contains("+") | after.contains("-"))
                 )
-                has = ibis.ifelse(maybe, text.re_search(parsers._OFFSET), False).fill_null(False)
-                off = ibis.ifelse(maybe, text.re_extract(parsers._OFFSET, 1), ibis.null("string"))
-                utc = has & off.re_search(r"^(Z|[+-]00:?00)$").fill_null(False)
-                aggs[f"{name}__utc"] = ibis.ifelse(utc, g._n, 0).sum().fill_null(0)
-                aggs[f"{name}__local"] = ibis.ifelse(has & ~utc, g._n, 0).sum().fill_null(0)
-                aggs[f"{name}__off_lo"] = off.min(where=has & ~utc)
-                aggs[f"{name}__off_hi"] = off.max(where=has & ~utc)
+                g = g.mutate(
+                    _off=ibis.ifelse(
+                        g._maybe, g._v.re_extract(parsers._OFFSET, 1), ibis.null("string")
+                    )
+                )
+                g = g.mutate(_has=(g._off.notnull() & (g._off != "")).fill_null(False))
+                g = g.mutate(_utc=g._has & g._off.re_search(r"^(Z|[+-]00:?00)$").fill_null(False))
+                aggs = {f"{name}__{k}": v for k, v in parsers.date_evidence(g._v, g._n).items()}
+                aggs[f"{name}__utc"] = ibis.ifelse(g._utc, g._n, 0).sum().fill_null(0)
+                aggs[f"{name}__local"] = ibis.ifelse(g._has & ~g._utc, g._n, 0).sum().fill_null(0)
+                aggs[f"{name}__off_lo"] = g._off.min(where=g._has & ~g._utc)
+                aggs[f"{name}__off_hi"] = g._off.max(where=g._has & ~g._utc)
             row.update(g.aggregate(**aggs).to_pyarrow().to_pylist()[0])
         if self.spec.name in _MONEY:
             self._decide_currency(row)
@@ -763,12 +771,20 @@ class _FileIngest:
         """
         self._offsets = {}
         decimals, orders, _ = self._conventions
-        # Layer 0: date/time text split into integer parts, one column each.
+        # Layer 0: each text column trimmed and its null spellings made NULL, once.
+        strings = [src for src in self.mapping.values() if self.t[src].type().is_string()]
+        self._clean = {
+            src: f"{parsers.CLEAN_PREFIX}{i}" for i, src in enumerate(dict.fromkeys(strings))
+        }
+        if self._clean:
+            self.t = self.t.mutate(
+                **{c: parsers.blank_to_null(self.t[src]) for src, c in self._clean.items()}
+            )
+        # Layer 1: date/time text (cleaned) split into integer parts, one column each.
         texts = {
-            name: src
+            name: self._clean[src]
             for name, src in self.mapping.items()
-            if self.spec.column(name).kind in ("date", "timestamp")
-            and self.t[src].type().is_string()
+            if self.spec.column(name).kind in ("date", "timestamp") and src in self._clean
         }
         if texts:
             t = self.t.mutate(
@@ -781,21 +797,6 @@ class _FileIngest:
                 )
                 pre.update({f"_p__{name}__{k}": v for k, v in parts.items()})
             self.t = t.mutate(**pre)
-        # Layer 0 too: each text column trimmed and its null spellings made NULL, once.
-        cleaned = [
-            src
-            for name, src in self.mapping.items()
-            if name not in texts
-            and self.spec.column(name).kind not in ("date", "timestamp")
-            and self.t[src].type().is_string()
-        ]
-        self._clean = {
-            src: f"{parsers.CLEAN_PREFIX}{i}" for i, src in enumerate(dict.fromkeys(cleaned))
-        }
-        if self._clean:
-            self.t = self.t.mutate(
-                **{c: parsers.blank_to_null(self.t[src]) for src, c in self._clean.items()}
-            )
         plan = self.build_plan(decimals, orders)
         base = self.t
         # "Exact duplicate" means the same value in every column of the file, mapped or not:

