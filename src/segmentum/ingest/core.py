@@ -2128,7 +2128,7 @@ def _write(
         if spec.name == "transactions":
             # Returns are linked to their purchases and the purchase-day rollup follows the
             # lines, in the same transaction.
-            linked = returns.update_links(wh, new, batch_id)
+            linked = returns.update_links(wh, new, batch_id, whole=first)
             try:
                 rollup.absorb(wh, new, relinked=linked.customers)
             finally:

@@ -332,20 +332,22 @@ def rebuild(
     return table
 
 
-def update_links(wh: Warehouse, lines: ir.Table, batch_id: str) -> LinkUpdate:
+def update_links(wh: Warehouse, lines: ir.Table, batch_id: str, whole: bool = False) -> LinkUpdate:
     """Relink the customers of newly inserted ``lines`` (already in ``transactions``).
 
     Call it in the same batch as the insert. Only the customers whose links the new lines can
     change are relinked (:func:`_relinked_customers`), every one of their return lines, so the
-    result is the same as linking the whole table again. Returns the counts for the ingest
-    report and the relinked customers (a temporary table: :meth:`LinkUpdate.drop` it).
+    result is the same as linking the whole table again. ``whole``: ``lines`` is every line
+    of the table (a first load). Returns the counts for the ingest report and the relinked
+    customers (a temporary table: :meth:`LinkUpdate.drop` it).
     """
+    # Invoice numbers rarely start with a C: the regular expression reads only those that do.
+    c_like = lines.invoice_id.startswith("C") | lines.invoice_id.startswith("c")
+    c_prefixed = ibis.ifelse(c_like, lines.invoice_id.re_search(C_PREFIX), False)
     counts = (
         lines.aggregate(
             returns=((lines.quantity < 0) & lines.customer_id.notnull()).cast("int64").sum(),
-            c_sales=(lines.invoice_id.re_search(C_PREFIX).fill_null(False) & (lines.quantity > 0))
-            .cast("int64")
-            .sum(),
+            c_sales=(c_prefixed.fill_null(False) & (lines.quantity > 0)).cast("int64").sum(),
         )
         .to_pyarrow()
         .to_pylist()[0]
@@ -386,7 +388,12 @@ def update_links(wh: Warehouse, lines: ir.Table, batch_id: str) -> LinkUpdate:
         save_fingerprint(wh, LINKS, (before[0] + added[0], before[1] + added[1]))
     if update.return_lines:
         stored = wh.table(LINKS)
-        update.linked = int(stored.semi_join(lines, ["invoice_id", "line"]).count().execute())
+        # Links built from nothing on a first load are all the new lines'; otherwise count
+        # those of the new lines.
+        mine = (
+            stored if whole and before is None else stored.semi_join(lines, ["invoice_id", "line"])
+        )
+        update.linked = int(mine.count().execute())
     return update
 
 
