@@ -178,3 +178,56 @@ def test_a_parquet_export_is_checked_like_the_same_rows_in_csv(tmp_path: Path) -
         w.close()
     assert seen[0][0] == [(300, 297, 3, 1, 0), (15, 5, 10, 0, 10)]
     assert seen[0] == seen[1]
+
+
+def test_lines_without_a_line_column_are_numbered_alike_from_parquet_and_csv(
+    tmp_path: Path,
+) -> None:
+    # Parquet read again by each pass numbers its lines once in a narrow table joined where
+    # needed; CSV numbers them in its written parse. Same numbers (file order within each
+    # invoice, lines of an invoice far apart), same rejects, same keys found already stored.
+    header = "InvoiceNo,CustomerID,InvoiceDate,StockCode,Quantity,UnitPrice\n"
+
+    def row(invoice: str, product: str, qty: str = "1") -> str:
+        return f"{invoice},C1,2024-01-02 10:00,{product},{qty},3.5\n"
+
+    first = [row(f"F{i}", "P1") for i in range(200)]
+    first[10] = row("M1", "P1")
+    first[90] = row("M1", "P2")  # the same invoice, 80 rows later: its line 2
+    first[150] = row("M1", "P3", qty="x")  # line 3, not a number
+    first[160] = row("M1", "P2")  # an exact duplicate of row 91 (line 4 of M1)
+    second = [row("M1", "P1"), row("M1", "P2"), row("N1", "P1")]  # M1/1 and M1/2 are stored
+    seen = []
+    for fmt in ("csv", "parquet"):
+        w = segmentum.connect(f"duckdb:///{tmp_path / f'{fmt}.duckdb'}")
+        counts = []
+        for name, rows in (("first", first), ("second", second)):
+            csv = write(tmp_path / f"{name}.csv", header + "".join(rows))
+            path = csv
+            if fmt == "parquet":
+                path = tmp_path / f"{name}.parquet"
+                pd.read_csv(csv, dtype=str, keep_default_na=False).to_parquet(path)
+            r = load(w, path)
+            counts.append((r.rows_read, r.accepted, r.quarantined, r.duplicates, r.already_loaded))
+        q = w.table("quarantine").execute()
+        stored = w.table("transactions").execute().sort_values(["invoice_id", "line"])
+        seen.append(
+            (
+                counts,
+                sorted(zip(q.source_row, q.reason, strict=True)),
+                stored[["invoice_id", "line", "product_id", "source_row"]].to_numpy().tolist(),
+            )
+        )
+        w.close()
+    counts, rejected, stored = seen[0]
+    assert counts == [(200, 198, 2, 1, 0), (3, 1, 2, 0, 2)]
+    m1 = [r for r in stored if r[0] == "M1"]
+    assert m1 == [["M1", 1, "P1", 11], ["M1", 2, "P2", 91]]
+    assert ["N1", 1, "P1", 3] in stored
+    assert sorted(rejected) == [
+        (1, "already in the warehouse"),
+        (2, "already in the warehouse"),
+        (151, "quantity is not a number"),
+        (161, "exact duplicate of row 91"),
+    ]
+    assert seen[0] == seen[1]

@@ -13,7 +13,7 @@ import datetime as _dt
 import re
 import uuid
 import zoneinfo
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -237,6 +237,10 @@ class _FileIngest:
         #: The zone a column's UTC times are moved to, when not the ``timezone`` setting:
         #: a Parquet column stored with its own zone (``timestamp[us, tz=Europe/Madrid]``).
         self._zones: dict[str, str] = {}
+        #: Lines without a line column numbered apart (``_row``, ``line``; a temporary
+        #: table) when the parse is not written down: see :meth:`_number_lines`.
+        self.defer_numbers = False
+        self.line_numbers: ir.Table | None = None
 
     # ---------------------------------------------------------------- conventions
     def decide_conventions(self) -> tuple[dict[str, str], dict[str, str], bool]:
@@ -944,11 +948,34 @@ class _FileIngest:
         return self.spec.name == "transactions" and "line" not in self.mapping
 
     def _number_lines(self, s: ir.Table) -> ir.Table:
-        """Invoice lines without a line column are numbered in file order within each invoice."""
-        if self.numbers_lines:
-            w = ibis.window(group_by=[*_own_file(s), s.invoice_id], order_by=s._row)
-            s = s.mutate(line=(ibis.row_number().over(w) + 1).cast("int64"))
+        """Invoice lines without a line column are numbered in file order within each invoice.
+
+        With ``defer_numbers`` (each pass reads the file again instead of a written parse) the
+        numbers are computed once into a narrow table (the row, its file, its number: the
+        window sorts the invoice and the row only, not every parsed column) and
+        :meth:`numbered` joins them where a pass needs them.
+        """
+        if not self.numbers_lines:
+            return s
+        w = ibis.window(group_by=[*_own_file(s), s.invoice_id], order_by=s._row)
+        number = (ibis.row_number().over(w) + 1).cast("int64")
+        if not self.defer_numbers:
+            return s.mutate(line=number)
+        keys = _row_key(s)
+        self.line_numbers = self.wh.materialize(
+            s.select(*keys, "invoice_id").mutate(line=number).drop("invoice_id"), "line_numbers"
+        )
         return s
+
+    def numbered(self, t: ir.Table) -> ir.Table:
+        """``t`` (rows of the parse) with the line numbers of :meth:`_number_lines` in ``line``."""
+        if self.line_numbers is None:
+            return t
+        keys = _row_key(t)
+        nums = self.line_numbers.rename(**{f"_n{k}": k for k in keys})
+        rest = t.drop("line")
+        j = rest.join(nums, [rest[k] == nums[f"_n{k}"] for k in keys])
+        return j.select(*t.columns)
 
     def repeat_rows(
         self, stage: ir.Table, wh: Warehouse
@@ -1015,11 +1042,12 @@ class _FileIngest:
         if stored is not None:
             # The stored keys the file brings (a table built from the file's keys, probed by
             # the stored lines), then the rows that bring them.
+            keyed = self.numbered(stage)  # lines numbered here: the numbers are the key
             hit = wh.materialize(
-                stored.select(*key).semi_join(stage.select(*key), key).distinct(), "stored_keys"
+                stored.select(*key).semi_join(keyed.select(*key), key).distinct(), "stored_keys"
             )
             if int(hit.count().execute()):
-                parts.append(stage.semi_join(hit, key).select("_row", *files))
+                parts.append(keyed.semi_join(hit, key).select("_row", *files))
             else:  # the usual new day: none of its keys is stored
                 wh.drop(hit.get_name())
                 hit = None
@@ -1121,7 +1149,7 @@ class _FileIngest:
             few = stage.op().replace({source.op(): source.semi_join(ids, on).op()}).to_expr()
             if few.equals(stage):  # the parsed rows were written down: read them from there
                 few = stage.semi_join(ids, on)
-            return wh.materialize(few, "flagged")
+            return wh.materialize(self.numbered(few), "flagged")
         finally:
             wh.drop(ids.get_name())
 
@@ -1818,16 +1846,21 @@ def _load(
     job = _FileIngest(rd, spec, raw, mapping, settings, report, opts)
     job._conventions = job.decide_conventions()
     progress.step("validate", where)
-    staged = job.staged(job._conventions[2])
-    temps: list[str] = []
     # Typed columns (Parquet) are cheaper to read again than parsed rows are to write down
     # (writing every column of a 12M-line file's parse took longer than the parse): on
     # DuckDB each pass below (the keys that repeat, the rows that fail, the insert) reads
     # what it needs straight from the file. Text (CSV) costs more to parse than to write;
-    # Spark would run the parse again as a job per pass; PostgreSQL cannot read the file;
-    # lines numbered by a window over every row would be numbered again by each pass: there
-    # the parsed rows are written once.
-    if wh.engine == "duckdb" and rd is wh and raw.fmt == "parquet" and not job.numbers_lines:
+    # Spark would run the parse again as a job per pass; PostgreSQL cannot read the file:
+    # there the parsed rows are written once. Lines without a line column read this way are
+    # numbered apart, once, in a narrow table (job.numbered joins the numbers where a pass
+    # needs them): numbering the parse by a window moved every parsed column through a sort.
+    direct = wh.engine == "duckdb" and rd is wh and raw.fmt == "parquet"
+    job.defer_numbers = direct
+    staged = job.staged(job._conventions[2])
+    temps: list[str] = []
+    if job.line_numbers is not None:
+        temps.append(job.line_numbers.get_name())
+    if direct:
         stage = staged
     else:
         stage = rd.materialize(staged, "ingest")
@@ -1869,7 +1902,7 @@ def _load(
                 .to_pylist()
             }
         )
-        return _write(wh, spec, raw, stage, checked, read, reports, shas, progress)
+        return _write(wh, spec, raw, stage, checked, read, reports, shas, progress, job.numbered)
     finally:
         for name in temps:
             wh.drop(name)
@@ -1984,6 +2017,7 @@ def _write(
     reports: list[IngestReport],
     shas: list[str],
     progress: Progress,
+    numbered: Callable[[ir.Table], ir.Table] = lambda t: t,
 ) -> list[IngestReport]:
     """Write accepted rows, quarantine and one batch per file of the source, all or nothing.
 
@@ -2042,7 +2076,9 @@ def _write(
     # The rows outside ``checked`` are accepted as parsed; of those in it, the ones that
     # passed every check (the first of a group of repeats).
     n_few = sum(int(c["rows"]) for c in counted)
-    accepted = lines(with_batch(stage if not n_few else stage.anti_join(checked, on)))
+    # ``numbered``: line numbers assigned apart join the rows written (the checked rows have
+    # theirs already).
+    accepted = lines(with_batch(numbered(stage if not n_few else stage.anti_join(checked, on))))
     if n_few > sum(int(c["quarantined"]) for c in counted):
         accepted = accepted.union(lines(few.filter(ok)), distinct=False)
     # The raw text of rejected rows is rebuilt from the source by row number: carrying it for
