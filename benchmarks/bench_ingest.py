@@ -133,6 +133,25 @@ def main() -> None:
     )
     shutil.copy(DATA / "ingest-seg.duckdb", DATA / "warehouse.duckdb")
 
+    # The same lines without their line column (UCI Online Retail's shape): numbered here, in
+    # file order within each invoice.
+    noline = DATA / f"noline-{args.customers}.parquet"
+    if not noline.exists():
+        import duckdb
+
+        duckdb.execute(
+            f"COPY (SELECT * EXCLUDE (Line) FROM read_parquet('{path}')) TO '{noline}' "
+            "(FORMAT parquet)"
+        )
+    seg_noline = measure(
+        "segmentum ingest, no line column (lines numbered)",
+        SEGMENTUM.format(path=str(noline), db=fresh("ingest-seg-noline.duckdb")),
+    )
+    raw_noline = measure(
+        "limit: DuckDB CREATE TABLE AS read_parquet, no line column",
+        RAW_PARQUET.format(path=str(noline), db=fresh("ingest-raw-noline.duckdb")),
+    )
+
     from segmentum import demo
 
     csv_dir = DATA / f"demo-csv-{args.csv_customers}"
@@ -167,6 +186,10 @@ and imports; peak memory is the process's maximum resident set size.
 **{lines:,} invoice lines from Parquet** (`segmentum demo-data --format parquet --customers {args.customers}`):
 
 {table([seg, seg_big, raw], raw)}
+
+**The same lines without a line column** (each invoice's lines numbered in file order):
+
+{table([seg_noline, raw_noline], raw_noline)}
 
 **{csv_lines:,} invoice lines from CSV** (all values parsed from text: numbers, dates):
 

@@ -364,6 +364,30 @@ def test_publish_replaces_the_store_atomically_under_a_reader(tmp_path: Path) ->
     wh.close()
 
 
+def test_a_table_written_sorted_is_copied_in_its_order_and_others_are_sorted(
+    tmp_path: Path,
+) -> None:
+    wh = segmentum.connect(f"duckdb:///{tmp_path / 'w.duckdb'}")
+    rows = "select 'C' || lpad((range * 7919 % 20000)::varchar, 5, '0') as customer_id, range as n"
+    wh.write("customer_lookup", wh.con.sql(f"{rows} from range(20000) order by customer_id"))
+    wh.write("realtime_history", wh.con.sql(f"{rows} from range(20000)"))  # not sorted
+    target = serving_path(wh.url)
+    publish(
+        wh,
+        target,
+        {"customer_lookup": "customer_id", "realtime_history": "customer_id"},
+        presorted=("customer_lookup",),
+    )
+    con = duckdb.connect(str(target), read_only=True)
+    for table in ("customer_lookup", "realtime_history"):
+        ids = [
+            r[0] for r in con.execute(f"select customer_id from {table} order by rowid").fetchall()
+        ]
+        assert len(ids) == 20000 and ids == sorted(ids), table  # a point lookup reads one block
+    con.close()
+    wh.close()
+
+
 def test_published_documents_are_the_rows_the_api_built(tmp_path: Path) -> None:
     """The lookup's JSON documents (SQLite, read per request) say what the row did, with NaN
     and infinities as null, dates and timestamps in ISO form, lists as arrays; an unknown key

@@ -90,6 +90,7 @@ def publish_read_models(
             keyed=keyed,
             base_run=last_run,
             reuse=only is not None,
+            presorted=(LOOKUP,),  # build_lookup writes it sorted by id
         )
     finally:
         if keys is not None:

@@ -39,7 +39,7 @@ import shutil
 import sqlite3
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -137,6 +137,7 @@ def publish(
     keyed: Mapping[str, Any] | None = None,
     base_run: str | None = None,
     reuse: bool = False,
+    presorted: Collection[str] = (),
 ) -> Published:
     """Copy ``tables`` from ``wh`` into a new DuckDB file and rename it over ``target``.
 
@@ -166,6 +167,9 @@ def publish(
         table whose rows the last generation already holds (the same fingerprint on both
         sides) is kept as it is, and so are the documents when every table they come from is
         (DuckDB warehouses). At 100M invoice lines the lookup's documents alone are 12 GB.
+    presorted
+        Tables the warehouse holds already sorted by their key: copied in their order, not
+        sorted again (DuckDB warehouses).
 
     Returns
     -------
@@ -195,7 +199,14 @@ def publish(
         if wh.engine == "duckdb":
             try:
                 out.carried = _copy_in_engine(
-                    wh, tmp, present, target, keyed=keyed or {}, base_run=base_run, reuse=reuse
+                    wh,
+                    tmp,
+                    present,
+                    target,
+                    keyed=keyed or {},
+                    base_run=base_run,
+                    reuse=reuse,
+                    presorted=presorted,
                 )
             finally:
                 done = background.wait() if background is not None else False
@@ -336,6 +347,10 @@ def _write_documents(
         docs.execute("PRAGMA page_size=16384")
         docs.execute("PRAGMA journal_mode=OFF")  # a fresh private file: renamed in when whole
         docs.execute("PRAGMA synchronous=OFF")
+        # A private file: no other connection to make room for, and a 256 MB page cache that
+        # keeps the b-tree's upper pages while a million documents go in (4.3 -> 2.7 s).
+        docs.execute("PRAGMA locking_mode=EXCLUSIVE")
+        docs.execute("PRAGMA cache_size=-262144")
         docs.execute("CREATE TABLE _published (published_at TEXT)")
         if published_at is not None:
             docs.execute("INSERT INTO _published VALUES (?)", (published_at,))
@@ -366,6 +381,7 @@ def _copy_in_engine(
     keyed: Mapping[str, Any] | None = None,
     base_run: str | None = None,
     reuse: bool = False,
+    presorted: Collection[str] = (),
 ) -> list[str]:
     """DuckDB: the warehouse attaches the new file and copies with one statement a table.
 
@@ -402,6 +418,14 @@ def _copy_in_engine(
                 or (reuse and _unchanged(wh, alias, name))
             ):
                 carried.append(name)
+                continue
+            if key and name in presorted:
+                # Written sorted by its key: copied in its order instead of sorted again.
+                with wh.file_order():
+                    wh.con.raw_sql(
+                        f"CREATE OR REPLACE TABLE {alias}.{_quote(name)} AS "
+                        f"SELECT * FROM {_quote(name)}"
+                    )
                 continue
             order = f" ORDER BY {_quote(key)}" if key else ""
             wh.con.raw_sql(
