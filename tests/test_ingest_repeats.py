@@ -5,6 +5,7 @@ parsers take for clean values."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
@@ -145,6 +146,36 @@ def test_one_repeated_key_sends_only_its_own_rows_to_the_repeat_checks(
     assert reasons(wh) == {1501: "invoice_id/line repeats row 8"}
 
 
+def _as_csv_and_parquet(
+    tmp_path: Path, header: str, loads: list[list[str]], stored_columns: list[str]
+) -> list[tuple[list[tuple[int, ...]], list[tuple[Any, ...]], list[list[Any]]]]:
+    """Each load of ``loads`` (rows of text under ``header``) into a CSV warehouse and into a
+    Parquet one: per format, the counts of each load, the quarantine rows (source row, column,
+    value, reason) and the stored lines' ``stored_columns``."""
+    seen = []
+    for fmt in ("csv", "parquet"):
+        w = segmentum.connect(f"duckdb:///{tmp_path / f'{fmt}.duckdb'}")
+        counts = []
+        for i, rows in enumerate(loads):
+            path = write(tmp_path / f"load{i}.csv", header + "".join(rows))
+            if fmt == "parquet":
+                csv, path = path, tmp_path / f"load{i}.parquet"
+                pd.read_csv(csv, dtype=str, keep_default_na=False).to_parquet(path)
+            r = load(w, path)
+            counts.append((r.rows_read, r.accepted, r.quarantined, r.duplicates, r.already_loaded))
+        q = w.table("quarantine").execute()
+        stored = w.table("transactions").execute().sort_values(["invoice_id", "line"])
+        seen.append(
+            (
+                counts,
+                sorted(zip(q.source_row, q.column, q.value, q.reason, strict=True), key=str),
+                stored[stored_columns].to_numpy().tolist(),
+            )
+        )
+        w.close()
+    return seen
+
+
 def test_a_parquet_export_is_checked_like_the_same_rows_in_csv(tmp_path: Path) -> None:
     # Parquet is read again by each pass (the parse is not written down) and the flagged rows
     # are parsed again from those rows of the file; CSV writes its parse once. Both must
@@ -154,28 +185,9 @@ def test_a_parquet_export_is_checked_like_the_same_rows_in_csv(tmp_path: Path) -
     first[200] = line("F9", 1, customer="C2")  # the key of row 10 with other values
     first[250] = line("F250", 1, qty="x")  # not a number
     second = [line(f"F{i}", 1) for i in range(290, 300)] + [line(f"G{i}", 1) for i in range(5)]
-    seen = []
-    for fmt in ("csv", "parquet"):
-        w = segmentum.connect(f"duckdb:///{tmp_path / f'{fmt}.duckdb'}")
-        counts = []
-        for name, rows in (("first", first), ("second", second)):
-            csv = write(tmp_path / f"{name}.csv", HEADER + "".join(rows))
-            path = csv
-            if fmt == "parquet":
-                path = tmp_path / f"{name}.parquet"
-                pd.read_csv(csv, dtype=str, keep_default_na=False).to_parquet(path)
-            r = load(w, path)
-            counts.append((r.rows_read, r.accepted, r.quarantined, r.duplicates, r.already_loaded))
-        q = w.table("quarantine").execute().sort_values(["source_row", "reason"])
-        stored = w.table("transactions").execute().sort_values(["invoice_id", "line"])
-        seen.append(
-            (
-                counts,
-                list(zip(q.source_row, q.column, q.value, q.reason, strict=True)),
-                stored[["invoice_id", "customer_id", "quantity", "source_row"]].to_numpy().tolist(),
-            )
-        )
-        w.close()
+    seen = _as_csv_and_parquet(
+        tmp_path, HEADER, [first, second], ["invoice_id", "customer_id", "quantity", "source_row"]
+    )
     assert seen[0][0] == [(300, 297, 3, 1, 0), (15, 5, 10, 0, 10)]
     assert seen[0] == seen[1]
 
@@ -197,34 +209,15 @@ def test_lines_without_a_line_column_are_numbered_alike_from_parquet_and_csv(
     first[150] = row("M1", "P3", qty="x")  # line 3, not a number
     first[160] = row("M1", "P2")  # an exact duplicate of row 91 (line 4 of M1)
     second = [row("M1", "P1"), row("M1", "P2"), row("N1", "P1")]  # M1/1 and M1/2 are stored
-    seen = []
-    for fmt in ("csv", "parquet"):
-        w = segmentum.connect(f"duckdb:///{tmp_path / f'{fmt}.duckdb'}")
-        counts = []
-        for name, rows in (("first", first), ("second", second)):
-            csv = write(tmp_path / f"{name}.csv", header + "".join(rows))
-            path = csv
-            if fmt == "parquet":
-                path = tmp_path / f"{name}.parquet"
-                pd.read_csv(csv, dtype=str, keep_default_na=False).to_parquet(path)
-            r = load(w, path)
-            counts.append((r.rows_read, r.accepted, r.quarantined, r.duplicates, r.already_loaded))
-        q = w.table("quarantine").execute()
-        stored = w.table("transactions").execute().sort_values(["invoice_id", "line"])
-        seen.append(
-            (
-                counts,
-                sorted(zip(q.source_row, q.reason, strict=True)),
-                stored[["invoice_id", "line", "product_id", "source_row"]].to_numpy().tolist(),
-            )
-        )
-        w.close()
+    seen = _as_csv_and_parquet(
+        tmp_path, header, [first, second], ["invoice_id", "line", "product_id", "source_row"]
+    )
     counts, rejected, stored = seen[0]
     assert counts == [(200, 198, 2, 1, 0), (3, 1, 2, 0, 2)]
     m1 = [r for r in stored if r[0] == "M1"]
     assert m1 == [["M1", 1, "P1", 11], ["M1", 2, "P2", 91]]
     assert ["N1", 1, "P1", 3] in stored
-    assert sorted(rejected) == [
+    assert sorted((r[0], r[3]) for r in rejected) == [
         (1, "already in the warehouse"),
         (2, "already in the warehouse"),
         (151, "quantity is not a number"),
