@@ -432,6 +432,14 @@ def _copy_in_engine(
                 f"CREATE OR REPLACE TABLE {alias}.{_quote(name)} AS "
                 f"SELECT * FROM {_quote(name)}{order}"
             )
+        # The key indexes are built here, while the documents are still being written on the
+        # other connection, not after waiting for them (publish's own pass then finds them).
+        for name, key in specs.items():
+            if key:
+                wh.con.raw_sql(
+                    f"CREATE INDEX IF NOT EXISTS {_quote(f'{name}_{key}')} "
+                    f"ON {alias}.{_quote(name)} ({_quote(key)})"
+                )
     finally:
         wh.con.raw_sql(f"DETACH {alias}")
     return carried
