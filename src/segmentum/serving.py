@@ -233,10 +233,7 @@ def publish(
         try:
             for name, key in present.items():
                 if key:  # a table carried over keeps its index, unless its rows were synced
-                    index = _quote(f"{name}_{key}")
-                    con.execute(
-                        f"CREATE INDEX IF NOT EXISTS {index} ON {_quote(name)} ({_quote(key)})"
-                    )
+                    con.execute(_create_index(name, key))
                 row = con.execute(f"SELECT count(*) FROM {_quote(name)}").fetchone()
                 out.tables[name] = int(row[0]) if row else 0
             out.published_at = _dt.datetime.now(_dt.UTC).replace(tzinfo=None).isoformat()
@@ -419,30 +416,28 @@ def _copy_in_engine(
             ):
                 carried.append(name)
                 continue
-            if key and name in presorted:
-                # Written sorted by its key: copied in its order instead of sorted again.
-                with wh.file_order():
-                    wh.con.raw_sql(
-                        f"CREATE OR REPLACE TABLE {alias}.{_quote(name)} AS "
-                        f"SELECT * FROM {_quote(name)}"
-                    )
-                continue
-            order = f" ORDER BY {_quote(key)}" if key else ""
-            wh.con.raw_sql(
-                f"CREATE OR REPLACE TABLE {alias}.{_quote(name)} AS "
-                f"SELECT * FROM {_quote(name)}{order}"
-            )
+            # A table written sorted by its key is copied in its order, not sorted again.
+            in_order = bool(key) and name in presorted
+            order = f" ORDER BY {_quote(key)}" if key and not in_order else ""
+            with wh.file_order() if in_order else contextlib.nullcontext():
+                wh.con.raw_sql(
+                    f"CREATE OR REPLACE TABLE {alias}.{_quote(name)} AS "
+                    f"SELECT * FROM {_quote(name)}{order}"
+                )
         # The key indexes are built here, while the documents are still being written on the
         # other connection, not after waiting for them (publish's own pass then finds them).
         for name, key in specs.items():
             if key:
-                wh.con.raw_sql(
-                    f"CREATE INDEX IF NOT EXISTS {_quote(f'{name}_{key}')} "
-                    f"ON {alias}.{_quote(name)} ({_quote(key)})"
-                )
+                wh.con.raw_sql(_create_index(name, key, alias))
     finally:
         wh.con.raw_sql(f"DETACH {alias}")
     return carried
+
+
+def _create_index(name: str, key: str, database: str | None = None) -> str:
+    """The statement that indexes table ``name`` on ``key`` (in ``database`` when given), once."""
+    table = f"{database}.{_quote(name)}" if database else _quote(name)
+    return f"CREATE INDEX IF NOT EXISTS {_quote(f'{name}_{key}')} ON {table} ({_quote(key)})"
 
 
 def _tables_of(wh: Warehouse, alias: str) -> set[str]:
