@@ -23,7 +23,7 @@ from segmentum.features import customer_features, default_as_of, rollup
 from segmentum.history.snapshots import snapshot_dates, snapshot_parts, snapshot_totals
 from segmentum.ingest import returns
 from segmentum.segments.classes import classify
-from segmentum.serving import ServingStore, serving_path
+from segmentum.serving import _PARTS, ServingStore, serving_path
 from segmentum.warehouse import Warehouse, connect
 
 FIRST_DAY = dt.date(2024, 1, 1)
@@ -479,10 +479,13 @@ def test_the_run_log_says_which_kind_ran_and_why(
         got = sorted(cur.execute(f"select * from {table}").fetchall(), key=str)
         want = sorted(wh.con.con.execute(f"select * from {table}").fetchall(), key=str)
         assert got == want, table
-    # The tables synced by key were indexed again (the sync drops the index: a delete on an
-    # indexed DuckDB table updates it row by row), so a customer's rows are still one lookup.
+    # The tables synced by key are kept in parts, each indexed (recent's index built again
+    # after the sync), so a customer's rows are still read through indexes.
     indexed = {r[0] for r in cur.execute("SELECT table_name FROM duckdb_indexes()").fetchall()}
-    assert {"customer_invoices", "customer_activity", "customer_lookup"} <= indexed
+    parts = {f"{t}__{p}" for t in ("customer_invoices", "customer_activity") for p in _PARTS}
+    assert {*parts, "customer_lookup"} <= indexed
+    recent = cur.execute("SELECT count(*) FROM customer_invoices__recent").fetchone()
+    assert recent is not None and recent[0] > 0  # synced, not copied whole
     assert forced.plan["models"] == "refit_full"
     runs = wh.table("pipeline_runs").order_by("started_at").to_pandas()
     assert list(runs.kind) == ["full", "incremental", "full", "incremental"]

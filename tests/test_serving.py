@@ -668,3 +668,83 @@ def test_a_command_that_changed_little_keeps_what_the_store_already_holds(tmp_pa
     assert cur is not None
     assert cur.execute("select n from customer_lookup where customer_id = 'C7'").fetchone() == (-1,)
     wh.close()
+
+
+def test_a_table_synced_by_key_is_kept_in_parts_that_read_as_the_warehouse(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Customer invoices synced by key: the store keeps a sorted base, the rows of the keys
+    changed since (recent) and those keys, behind a view of the table's name. Day by day only
+    recent is rewritten; the view always equals the warehouse (a changed customer's rows
+    replaced, a new one added, one whose rows went); once recent outgrows its share of base,
+    the table is copied whole again. Every part is indexed on the key."""
+    from segmentum import serving
+
+    # Recent may hold 15 rows beside base's 3,000 (a day adds 4): copied whole on day 4.
+    monkeypatch.setattr(serving, "RECENT_SHARE", 0.005)
+    wh = segmentum.connect(f"duckdb:///{tmp_path / 'w.duckdb'}")
+    target = serving_path(wh.url)
+    assert target is not None
+    specs: dict[str, str | None] = {"customer_invoices": "customer_id"}
+    wh.write(
+        "customer_invoices",
+        wh.con.sql(
+            "select 'C' || (range // 3)::varchar as customer_id, range as invoice, "
+            "0 as day from range(3000)"
+        ),
+    )
+    out = publish(wh, target, specs, run_id="r0", keyed={"customer_invoices": None})
+    store = ServingStore(target)
+
+    def parts() -> dict[str, int]:
+        cur = store.cursor()
+        assert cur is not None
+        return {
+            p: cur.execute(f"select count(*) from customer_invoices__{p}").fetchone()[0]  # type: ignore[index]
+            for p in ("base", "recent", "keys")
+        }
+
+    assert out.carried == [] and parts() == {"base": 3000, "recent": 0, "keys": 0}
+    base = 3000
+    last, since, copies = "r0", 0, []
+    for day in range(1, 9):
+        changed = [f"C{day * 7}", f"C{day * 7 + 1}", f"N{day}"]  # N: a new customer
+        ids = ", ".join(f"'{c}'" for c in changed)
+        wh.con.raw_sql(f"delete from customer_invoices where customer_id in ({ids})")
+        wh.con.raw_sql(
+            "insert into customer_invoices select customer_id, 100000 * ? + range, ? "
+            f"from (values {', '.join(f'({c!r})' for c in changed[:1] + changed[2:])}) "
+            "as c(customer_id), range(2)".replace("?", str(day))
+        )  # changed[1] lost its rows: its key is changed, it has none now
+        keys = wh.materialize(wh.con.sql(f"select unnest([{ids}]) as customer_id"), "keys")
+        run = f"r{day}"
+        out = publish(
+            wh, target, specs, run_id=run, keyed={"customer_invoices": keys}, base_run=last
+        )
+        last = run
+        cur = store.cursor()
+        assert cur is not None
+        want = sorted(wh.con.con.execute("select * from customer_invoices").fetchall())
+        assert sorted(cur.execute("select * from customer_invoices").fetchall()) == want, day
+        got = cur.execute(
+            "select invoice from customer_invoices where customer_id = ? order by 1", [changed[0]]
+        ).fetchall()
+        assert got == [(100000 * day,), (100000 * day + 1,)]
+        sizes, since = parts(), since + 1
+        if out.carried:  # synced: base untouched, recent holds the changed keys' rows
+            assert out.carried == ["customer_invoices"] and sizes["base"] == base
+            assert sizes["keys"] == 3 * since and sizes["recent"] == 4 * since
+        else:  # copied whole again: base is the warehouse's table, recent empty
+            assert sizes == {"base": len(want), "recent": 0, "keys": 0}
+            copies.append(day)
+            since = 0
+        base = sizes["base"]
+    assert copies == [4, 8]
+    cur = store.cursor()
+    assert cur is not None
+    indexed = {r[0] for r in cur.execute("select table_name from duckdb_indexes()").fetchall()}
+    assert indexed == {f"customer_invoices__{p}" for p in ("base", "recent", "keys")}
+    # A publish that follows another run (or none): copied whole, in parts.
+    out = publish(wh, target, specs, run_id="other", keyed={"customer_invoices": None})
+    assert out.carried == [] and parts()["recent"] == 0
+    wh.close()

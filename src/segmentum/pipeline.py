@@ -38,6 +38,7 @@ from segmentum.satisfaction.step import run as satisfaction_run
 from segmentum.segments.classes import RFM_RULES, classify, lifecycle_note, load_rfm_rules
 from segmentum.segments.discover import discover
 from segmentum.segments.store import Segments
+from segmentum.serving import serving_path
 from segmentum.warehouse import Warehouse, connect, engine_error
 
 # Files `segmentum run --data DIR` picks up, by table, in load order.
@@ -601,7 +602,9 @@ def run(
                     f"market not computed: {exc}",
                     f"mercado no calculado: {i18n.error_text('es', exc)}",
                 )
-        step("customer lookup", lambda: build_lookup(wh, as_of_used))
+        # Indexed in the warehouse only where no serving store gets an indexed copy.
+        indexed = serving_path(wh.url, settings.serving_store) is None
+        step("customer lookup", lambda: build_lookup(wh, as_of_used, indexed=indexed))
         step("dashboard aggregates", lambda: build_overview(wh, as_of_used))
         # Older daily snapshots thinned to one a month, before publish copies the history.
         pruned = step(

@@ -80,7 +80,9 @@ def publish_read_models(
         if only is None:  # the live rules' history comes from the lines
             with contextlib.suppress(SegmentumError):  # no usable sales: the live rules see none
                 build_history(wh, settings)
-        keyed = {INVOICES: keys, ACTIVITY: keys} if keys is not None and last_run else None
+        # Kept in parts in the serving store (serving._PARTS), synced by key after a run that
+        # follows the last published one; None: copied whole.
+        keyed = dict.fromkeys((INVOICES, ACTIVITY), keys if last_run else None)
         out = publish(
             wh,
             target,
@@ -99,7 +101,11 @@ def publish_read_models(
     return out
 
 
-def build_lookup(wh: Warehouse, as_of: _dt.date | None = None) -> int:
+def build_lookup(wh: Warehouse, as_of: _dt.date | None = None, *, indexed: bool = True) -> int:
+    """Write ``customer_lookup`` for ``as_of``; returns its rows. ``indexed``: a DuckDB
+    warehouse also indexes it on the id, for the service's point lookups there. A run whose
+    warehouse publishes a serving store passes False: the service reads the store's copy
+    (indexed there), and the warehouse's index cost a second of every run (870,000 rows)."""
     view, as_of = customer_view(wh, as_of)
     keep = [
         c
@@ -186,7 +192,7 @@ def build_lookup(wh: Warehouse, as_of: _dt.date | None = None) -> int:
         t = t.left_join(extra, "customer_id").drop("customer_id_right")
     t = t.mutate(as_of=ibis.literal(as_of, "date")).order_by("customer_id")
     out = wh.write(LOOKUP, t)
-    if wh.url.startswith("duckdb"):
+    if indexed and wh.url.startswith("duckdb"):
         # An ART index makes a point lookup read a few blocks instead of scanning the table.
         wh.con.raw_sql(f"CREATE INDEX IF NOT EXISTS {LOOKUP}_id ON {LOOKUP} (customer_id)")
     return int(out.count().to_pyarrow().as_py())
