@@ -62,11 +62,9 @@ typecheck: install
 unit: install java openssl chromium postgresql
 	# One OpenMP/BLAS thread per process: tests run beside the servers they start, and spinning
 	# threads on a busy two-core machine make a model fit 15 times slower.
-	# Three workers (pytest-xdist) on two cores, one test file each at a time (module fixtures
-	# are built once): with two, the workers kept 1.4 cores busy (the rest of the time they
-	# wait on servers, browsers, the JVM and subprocesses they start).
+	# Two workers (pytest-xdist), one test file each at a time: module fixtures are built once.
 	# The 30 slowest tests and fixtures are listed at the end (where the suite's time goes).
-	OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 3 --dist loadfile \
+	OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 --dist loadfile \
 		--durations=30 $(PYTEST_ARGS)
 
 test: lint typecheck unit
