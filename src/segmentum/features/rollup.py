@@ -153,10 +153,17 @@ def absorb(wh: Warehouse, lines: ir.Table, relinked: ir.Table | None = None) -> 
     new = wh.materialize(_rollup(lines, None), "new_days")
     try:
         days = wh.table(PURCHASE_DAYS)
-        both = days.semi_join(new, _KEY).union(new)
+        # Each new (customer, day) plus what the rollup holds for it (both sides are keyed
+        # by it). One reference to each table: Spark failed to plan the new days read twice
+        # (a semi join and a union of them: "key not found: customer_id").
+        old = days.select(*_KEY, _value=days.value, _lines=days.lines, _returned=days.returned)
+        both = new.left_join(old, _KEY)
         merged = wh.materialize(
-            both.group_by(_KEY).aggregate(
-                value=both.value.sum(), lines=both.lines.sum(), returned=both.returned.sum()
+            both.select(
+                *_KEY,
+                value=both.value + both._value.fill_null(0),
+                lines=both.lines + both._lines.fill_null(0),
+                returned=both.returned + both._returned.fill_null(0),
             ),
             "merged_days",
         )

@@ -35,6 +35,7 @@ by a fingerprint, as the purchase-day rollup is: lines changed outside ingest ca
 from __future__ import annotations
 
 import datetime as _dt
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -77,7 +78,7 @@ def says_return(text: ir.StringValue) -> ir.BooleanValue:
 
 
 # ---------------------------------------------------------------------- the expression
-def link_returns(lines: ir.Table) -> ir.Table:
+def link_returns(lines: ir.Table, stage: Callable[[ir.Table], ir.Table] | None = None) -> ir.Table:
     """Each linkable return line of ``lines`` with the purchase line it undoes.
 
     ``lines`` holds invoice lines with the canonical columns (``transactions`` or part of it:
@@ -86,6 +87,11 @@ def link_returns(lines: ir.Table) -> ir.Table:
     :data:`MATCH_KINDS`), the return's ``quantity`` and ``amount`` (negative), and
     ``invoice_cancelled``: whether the original invoice nets to zero or less once every return
     linked to it is counted (a cancelled order).
+
+    ``stage``: writes the chosen links down (a temporary table) before the cancelled orders
+    are found from them. On DuckDB, left as one query, the planner took the links for the
+    larger side and built its hash table on every purchase line instead (2.5 s of a 4.8 s
+    link of 12M lines; 3.7 s staged).
     """
 
     has_product = "product_id" in lines.columns
@@ -204,6 +210,8 @@ def link_returns(lines: ir.Table) -> ir.Table:
     )
     cand = cand.mutate(_pick=ibis.row_number().over(best))
     links = cand.filter(cand._pick == 0)
+    if stage is not None:
+        links = stage(links.drop("_pick", "_rank"))
 
     # A cancelled order: its purchase lines and every return linked to them net to nothing.
     returned = links.group_by(["customer_id", "o_invoice_id"]).aggregate(
@@ -327,7 +335,17 @@ def rebuild(
     """Link every return line of ``transactions`` again and record the lines' fingerprint."""
     tx = wh.table("transactions")
     fingerprint = fingerprint or wh.fingerprint(tx, SOURCE_COLUMNS)
-    table = wh.write(LINKS, _stored(link_returns(tx), batch_id))
+    staged: list[ir.Table] = []
+
+    def stage(t: ir.Table) -> ir.Table:
+        staged.append(wh.materialize(t, "link_picks"))
+        return staged[-1]
+
+    try:
+        table = wh.write(LINKS, _stored(link_returns(tx, stage), batch_id))
+    finally:
+        for t in staged:
+            wh.drop(t.get_name())
     save_fingerprint(wh, LINKS, fingerprint)
     return table
 
