@@ -246,10 +246,8 @@ def publish(
                 raise
         try:
             for name, key in present.items():
-                if key:  # a table carried over keeps its index, unless its rows were synced
-                    in_parts = wh.engine == "duckdb" and name in (keyed or {})
-                    for sql in _index_statements(name, key, in_parts):
-                        con.execute(sql)
+                if key and wh.engine != "duckdb":  # a DuckDB warehouse indexed them as it copied
+                    con.execute(_create_index(name, key))
                 row = con.execute(f"SELECT count(*) FROM {_quote(name)}").fetchone()
                 out.tables[name] = int(row[0]) if row else 0
             out.published_at = _dt.datetime.now(_dt.UTC).replace(tzinfo=None).isoformat()
