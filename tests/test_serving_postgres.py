@@ -182,6 +182,9 @@ def _visible_text(html: str) -> str:
     html = re.sub(r'name="csrf[^"]*" content="[^"]*"', "", html)
     text = re.sub(r"<[^>]+>", " ", html)
     text = re.sub(r"\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}(:\d{2})?(\.\d+)?", "TIME", text)
+    # The published note's time as the page writes it ("5 dic 2026 19:40 (UTC)"): the two
+    # stores are published a minute apart on a busy machine.
+    text = re.sub(r"\d{1,2}:\d{2} \(UTC\)", "TIME (UTC)", text)
     return " ".join(text.split())
 
 
