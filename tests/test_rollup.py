@@ -131,6 +131,30 @@ def test_fingerprint_is_additive_and_order_free(backend: Warehouse, tmp_path: Pa
     assert wh.fingerprint(tx.filter(tx.invoice_id == "none"), cols) == (0, 0)
 
 
+def test_several_fingerprints_of_one_table_in_one_scan_equal_each_taken_alone(
+    backend: Warehouse, tmp_path: Path
+) -> None:
+    """A run's plan fingerprints the lines dated before its day (its own columns) and the
+    return links check every line (theirs): one scan gives both, the same numbers as two, and
+    inside ``reading_only`` both are remembered for the steps that ask again."""
+    wh = backend
+    load(wh, write(tmp_path / "jan.csv", JAN))
+    tx = wh.table("transactions")
+    cols = rollup.SOURCE_COLUMNS
+    early = tx.timestamp < dt.datetime(2024, 1, 10)
+    # NULL for the anonymous line: a filter drops that row, and so does the part.
+    mine = tx.customer_id == "A"
+    parts = [(early, ["invoice_id", "amount"]), (None, cols), (mine, cols)]
+    alone = [wh.fingerprint(tx if c is None else tx.filter(c), cs) for c, cs in parts]
+    assert 0 < alone[0][0] < alone[1][0] and alone[2][0] == 5
+    assert wh.fingerprints(tx, parts) == alone
+    with wh.reading_only(["transactions"]):
+        assert wh.fingerprints(tx, parts[:2]) == alone[:2]
+        assert len(wh._fingerprints) == 2
+        assert wh.fingerprint(wh.table("transactions"), cols) == alone[1]  # remembered
+        assert wh.fingerprints(tx, parts) == alone and len(wh._fingerprints) == 3
+
+
 def test_fingerprints_are_taken_once_while_the_lines_are_only_read(
     backend: Warehouse, tmp_path: Path
 ) -> None:

@@ -280,8 +280,12 @@ def _fingerprint(
     columns: tuple[str, ...],
     lo: _dt.date | None,
     hi: _dt.date,
+    whole: tuple[str, ...] = (),
 ) -> tuple[int, int] | None:
-    """Fingerprint of ``name``'s rows with ``column`` in [lo, hi) (None: no such table)."""
+    """Fingerprint of ``name``'s rows with ``column`` in [lo, hi) (None: no such table).
+
+    ``whole``: columns of a fingerprint of every row taken in the same scan and remembered
+    for the run (the return links' and the purchase-day rollup's check of the lines)."""
     if not wh.has(name):
         return None
     t = wh.table(name)
@@ -289,6 +293,8 @@ def _fingerprint(
     cond = t[column] < _cutoff(hi)
     if lo is not None:
         cond &= t[column] >= _cutoff(lo)
+    if whole and all(c in t.columns for c in whole):
+        return wh.fingerprints(t, [(cond, cols), (None, whole)])[0]
     return wh.fingerprint(t.filter(cond), cols)
 
 
@@ -298,7 +304,9 @@ def fingerprints(
     """Fingerprints of the lines, events and campaign results dated before ``as_of`` (from
     ``since`` on, when given: the additive part a day adds)."""
     return {
-        "lines": _fingerprint(wh, "transactions", "timestamp", LINE_COLUMNS, since, as_of),
+        "lines": _fingerprint(
+            wh, "transactions", "timestamp", LINE_COLUMNS, since, as_of, returns.SOURCE_COLUMNS
+        ),
         "events": _fingerprint(wh, "events", "timestamp", EVENT_COLUMNS, since, as_of),
         "results": _fingerprint(wh, "campaign_results", "sent_at", RESULT_COLUMNS, since, as_of),
     }

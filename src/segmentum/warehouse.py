@@ -56,6 +56,12 @@ def _reads_stored_only(expr: ir.Table) -> bool:
     return not expr.op().find(kinds)
 
 
+def _flag(cond: ir.BooleanValue | None) -> ir.BooleanValue:
+    """A part's condition as a column: true where it holds, false where it does not or is NULL
+    (the rows a filter on it drops)."""
+    return ibis.literal(True) if cond is None else cond.fill_null(False)
+
+
 def _reads_only_tables(expr: ir.Table, names: frozenset[str]) -> bool:
     """Whether ``expr`` reads stored tables among ``names`` and nothing else."""
     read = _tables_read(expr) if _reads_stored_only(expr) else set()
@@ -764,19 +770,70 @@ class Warehouse:
             return self._fingerprints[inner]
         return self._fingerprint(inner, columns)
 
-    def _fingerprint(self, inner: str, columns: Sequence[str]) -> tuple[int, int]:
+    def fingerprints(
+        self,
+        base: ir.Table,
+        parts: Sequence[tuple[ir.BooleanValue | None, Sequence[str]]],
+    ) -> list[tuple[int, int]]:
+        """Several fingerprints of ``base`` in one scan: for each part, that of the rows where
+        its condition holds (every row for None) over its columns, the same numbers as
+        :meth:`fingerprint` of ``base.filter(condition)`` gives, and remembered as it would
+        be (a run fingerprints the lines for its plan and for the return links: one scan of
+        12M lines, 1.4 s, instead of two)."""
+        keyed = [
+            (self.con.compile((base if cond is None else base.filter(cond)).select(*cols)), cols)
+            for cond, cols in parts
+        ]
+        memo = bool(self._frozen) and _reads_only_tables(base, self._frozen)
+        got = {
+            key: self._fingerprints[key] for key, _ in keyed if memo and key in self._fingerprints
+        }
+        todo = [i for i, (key, _) in enumerate(keyed) if key not in got]
+        if todo:
+            names = list(dict.fromkeys(c for i in todo for c in parts[i][1]))
+            flags = {f"_fp{i}": _flag(parts[i][0]) for i in todo}
+            inner = self.con.compile(base.select(*names, **flags))
+            found = self._fingerprint_rows(inner, [(f"_fp{i}", parts[i][1]) for i in todo])
+            got.update((keyed[i][0], f) for i, f in zip(todo, found, strict=True))
+            if memo:
+                self._fingerprints.update(got)
+        return [got[key] for key, _ in keyed]
+
+    def _row_hash(self, columns: Sequence[str]) -> str:
         quote = "`" if self.engine == "pyspark" else '"'
         cols = ", ".join(f"{quote}{c}{quote}" for c in columns)
         if self.engine == "duckdb":
-            row_hash = f"hash({cols}) >> 33"
-        elif self.engine == "pyspark":
-            row_hash = f"CAST(hash({cols}) AS BIGINT)"
-        elif self.engine == "postgres":
+            return f"hash({cols}) >> 33"
+        if self.engine == "pyspark":
+            return f"CAST(hash({cols}) AS BIGINT)"
+        if self.engine == "postgres":
             text = ", ".join(f"COALESCE(\"{c}\"::text, '\\N')" for c in columns)
-            row_hash = f"hashtextextended(concat_ws('|', {text}), 0) >> 33"
-        else:  # pragma: no cover - only the three engines above are supported
-            raise WarehouseError(f"no row hash for the {self.engine} engine")
+            return f"hashtextextended(concat_ws('|', {text}), 0) >> 33"
+        raise WarehouseError(f"no row hash for the {self.engine} engine")  # pragma: no cover
+
+    def _fingerprint_rows(
+        self, inner: str, parts: Sequence[tuple[str, Sequence[str]]]
+    ) -> list[tuple[int, int]]:
+        """Count and checksum of the rows of ``inner`` where each part's flag column holds."""
+        quote = "`" if self.engine == "pyspark" else '"'
+        sums = []
+        for flag, columns in parts:
+            on = f"{quote}{flag}{quote}"
+            sums.append(f"SUM(CASE WHEN {on} THEN 1 ELSE 0 END)")
+            sums.append(
+                f"CAST(COALESCE(SUM(CASE WHEN {on} THEN {self._row_hash(columns)} END), 0)"
+                " AS BIGINT)"
+            )
+        row = self._one_row(f"SELECT {', '.join(sums)} FROM ({inner}) AS _fp")
+        return [(int(row[2 * i] or 0), int(row[2 * i + 1])) for i in range(len(parts))]
+
+    def _fingerprint(self, inner: str, columns: Sequence[str]) -> tuple[int, int]:
+        row_hash = self._row_hash(columns)
         sql = f"SELECT COUNT(*), CAST(COALESCE(SUM({row_hash}), 0) AS BIGINT) FROM ({inner}) AS _fp"
+        row = self._one_row(sql)
+        return int(row[0]), int(row[1])
+
+    def _one_row(self, sql: str) -> Sequence[Any]:
         if self.engine == "pyspark":
             row = self.con._session.sql(sql).collect()[0]
         elif self.engine == "duckdb":
@@ -786,7 +843,7 @@ class Warehouse:
                 cur.execute(sql)
                 row = cur.fetchone()
         assert row is not None
-        return int(row[0]), int(row[1])
+        return tuple(row)
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
