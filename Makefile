@@ -70,8 +70,11 @@ unit: install java openssl chromium postgresql
 test: lint typecheck unit
 
 # Every test case on the local Spark session too (make test runs one per layer: spark_core).
+# The Spark cases `make test` leaves out (it runs one per layer, marked spark_core): about
+# 8 minutes on two cores. CI runs them after `make test`.
 test-spark: install java
-	OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 --dist loadfile -m spark --all-spark
+	OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 --dist loadfile \
+		-m "spark and not spark_core" --all-spark
 
 bench: install java
 	cd benchmarks && ../$(BIN)/python run_all.py

@@ -72,9 +72,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """``make test`` runs Spark on one test per layer (marked ``spark_core``: ingest, features
-    and classes, read models); ``make test-spark`` runs every Spark case. A Spark query on
-    test-sized data costs seconds of planning, so the full set takes longer than the rest of
-    the suite together on two cores."""
+    and classes, read models); ``make test-spark`` (``--all-spark``, CI runs it next) the
+    other Spark cases. A Spark query on test-sized data costs seconds of planning: those cases
+    take about 8 minutes on two cores."""
     if config.getoption("--all-spark"):
         return
     kept: list[pytest.Item] = []
