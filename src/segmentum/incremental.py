@@ -304,8 +304,16 @@ def fingerprints(
     """Fingerprints of the lines, events and campaign results dated before ``as_of`` (from
     ``since`` on, when given: the additive part a day adds)."""
     return {
+        # A check of every line by the same scan (the plan's: one scan, not two); a day's
+        # part (``since``) reads only its own rows.
         "lines": _fingerprint(
-            wh, "transactions", "timestamp", LINE_COLUMNS, since, as_of, returns.SOURCE_COLUMNS
+            wh,
+            "transactions",
+            "timestamp",
+            LINE_COLUMNS,
+            since,
+            as_of,
+            () if since else returns.SOURCE_COLUMNS,
         ),
         "events": _fingerprint(wh, "events", "timestamp", EVENT_COLUMNS, since, as_of),
         "results": _fingerprint(wh, "campaign_results", "sent_at", RESULT_COLUMNS, since, as_of),

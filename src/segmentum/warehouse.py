@@ -789,14 +789,16 @@ class Warehouse:
             key: self._fingerprints[key] for key, _ in keyed if memo and key in self._fingerprints
         }
         todo = [i for i, (key, _) in enumerate(keyed) if key not in got]
-        if todo:
+        if len(todo) == 1:  # a filter, not a flag: the engine skips the blocks it rules out
+            got[keyed[todo[0]][0]] = self._fingerprint(*keyed[todo[0]])
+        elif todo:
             names = list(dict.fromkeys(c for i in todo for c in parts[i][1]))
             flags = {f"_fp{i}": _flag(parts[i][0]) for i in todo}
             inner = self.con.compile(base.select(*names, **flags))
             found = self._fingerprint_rows(inner, [(f"_fp{i}", parts[i][1]) for i in todo])
             got.update((keyed[i][0], f) for i, f in zip(todo, found, strict=True))
-            if memo:
-                self._fingerprints.update(got)
+        if memo:
+            self._fingerprints.update(got)
         return [got[key] for key, _ in keyed]
 
     def _row_hash(self, columns: Sequence[str]) -> str:
