@@ -763,12 +763,7 @@ class Warehouse:
         except for a hash coincidence (about 1 in 2 billion per change). Costs one scan of the
         columns (0.2 s for 10M invoice lines on DuckDB).
         """
-        inner = self.con.compile(t.select(*columns))
-        if self._frozen and _reads_only_tables(t, self._frozen):
-            if inner not in self._fingerprints:
-                self._fingerprints[inner] = self._fingerprint(inner, columns)
-            return self._fingerprints[inner]
-        return self._fingerprint(inner, columns)
+        return self.fingerprints(t, [(None, columns)])[0]
 
     def fingerprints(
         self,
