@@ -224,3 +224,33 @@ def test_lines_without_a_line_column_are_numbered_alike_from_parquet_and_csv(
         (161, "exact duplicate of row 91"),
     ]
     assert seen[0] == seen[1]
+
+
+def test_rows_repeated_twice_or_three_times_are_found_with_or_without_a_line_column(
+    tmp_path: Path,
+) -> None:
+    # Groups of two rows (the usual repeat) are taken from the aggregate that finds them;
+    # a group of three needs a second pass for its middle row. Both, from CSV and Parquet.
+    rows = [line(f"F{i}", 1) for i in range(60)]
+    rows[10] = line("F3", 1)  # a pair: row 11 repeats row 4
+    rows[20] = rows[30] = line("F5", 1)  # a triple: rows 21 and 31 repeat row 6
+    seen = _as_csv_and_parquet(tmp_path / "pairs", HEADER, [rows], ["invoice_id", "source_row"])
+    assert seen[0][0] == [(60, 57, 3, 3, 0)]
+    assert [(r[0], r[3]) for r in seen[0][1]] == [
+        (11, "exact duplicate of row 4"),
+        (21, "exact duplicate of row 6"),
+        (31, "exact duplicate of row 6"),
+    ]
+    assert seen[0] == seen[1]
+    # Without a line column (lines numbered here), each invoice's lines one after another.
+    header = "InvoiceNo,CustomerID,InvoiceDate,StockCode,Quantity,UnitPrice\n"
+    bare = [f"F{i},C1,2024-01-02 10:00,P1,1,3.5\n" for i in range(60)]
+    bare.insert(4, bare[3])  # rows 4 and 5: F3's lines 1 and 2, the same text
+    bare.insert(43, bare[42].replace(",P1,", ",P2,"))  # rows 43 and 44: F41's two lines
+    seen = _as_csv_and_parquet(
+        tmp_path / "bare", header, [bare], ["invoice_id", "line", "product_id", "source_row"]
+    )
+    assert seen[0][0] == [(62, 61, 1, 1, 0)]
+    assert [(r[0], r[3]) for r in seen[0][1]] == [(5, "exact duplicate of row 4")]
+    assert ["F41", 1, "P1", 43] in seen[0][2] and ["F41", 2, "P2", 44] in seen[0][2]
+    assert seen[0] == seen[1]

@@ -241,6 +241,9 @@ class _FileIngest:
         #: table) when the parse is not written down: see :meth:`_number_lines`.
         self.defer_numbers = False
         self.line_numbers: ir.Table | None = None
+        #: ``line_numbers`` holds each invoice's first row (its lines are contiguous), not a
+        #: number for every row.
+        self._numbers_by_invoice = False
 
     # ---------------------------------------------------------------- conventions
     def decide_conventions(self) -> tuple[dict[str, str], dict[str, str], bool]:
@@ -961,6 +964,20 @@ class _FileIngest:
         number = (ibis.row_number().over(w) + 1).cast("int64")
         if not self.defer_numbers:
             return s.mutate(line=number)
+        # Exports list an invoice's lines one after another: then a line's number is its row
+        # less its invoice's first row, and an aggregate of the invoices (a million rows for
+        # 12M lines) replaces a window that sorts every row. Files that interleave invoices
+        # are numbered by the window.
+        by = [*_own_file(s), s.invoice_id]
+        firsts = s.group_by(*by).aggregate(
+            _first=s._row.min(), _spread=s._row.max() - s._row.min() + 1 - s.count()
+        )
+        firsts = self.wh.materialize(firsts, "line_firsts")
+        if not int(firsts.filter(firsts._spread != 0).count().execute()):
+            self.line_numbers = firsts
+            self._numbers_by_invoice = True
+            return s
+        self.wh.drop(firsts.get_name())
         keys = _row_key(s)
         self.line_numbers = self.wh.materialize(
             s.select(*keys, "invoice_id").mutate(line=number).drop("invoice_id"), "line_numbers"
@@ -971,6 +988,12 @@ class _FileIngest:
         """``t`` (rows of the parse) with the line numbers of :meth:`_number_lines` in ``line``."""
         if self.line_numbers is None:
             return t
+        if self._numbers_by_invoice:
+            by = [*(["_file"] if "_file" in t.columns else []), "invoice_id"]
+            firsts = self.line_numbers.drop("_spread").rename(**{f"_n{k}": k for k in by})
+            rest = t.drop("line")
+            j = rest.join(firsts, [rest[k].identical_to(firsts[f"_n{k}"]) for k in by])
+            return j.mutate(line=(j._row - j._first + 1).cast("int64")).select(*t.columns)
         keys = _row_key(t)
         nums = self.line_numbers.rename(**{f"_n{k}": k for k in keys})
         rest = t.drop("line")
@@ -1028,10 +1051,19 @@ class _FileIngest:
             # join, Ibis took them for the aggregate's own columns and the condition compared
             # those with themselves (every row matched as soon as one group repeated).
             tagged = stage.select("_row", *files, **names)
-            many = tagged.group_by(*names).aggregate(_n=tagged.count())
+            many = tagged.group_by(*names).aggregate(
+                _n=tagged.count(), _lo=tagged._row.min(), _hi=tagged._row.max()
+            )
             many = wh.materialize(many.filter(many._n > 1), "repeat_groups")
             temps.append(many)
-            if not int(many.count().execute()):  # nothing repeats: no rows to find
+            sizes = many.aggregate(groups=many.count(), most=many._n.max()).to_pyarrow()
+            if not sizes["groups"][0].as_py():  # nothing repeats: no rows to find
+                continue
+            if not files and sizes["most"][0].as_py() == 2:
+                # Pairs only (the usual repeat: a line exported twice): their rows are the
+                # first and the last of each group, with no second pass over the file (1.65 s
+                # of 12M lines).
+                parts.append(many.select(_row=many._lo).union(many.select(_row=many._hi)))
                 continue
             parts.append(
                 tagged.semi_join(many, [tagged[n].identical_to(many[n]) for n in names]).select(
