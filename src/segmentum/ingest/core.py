@@ -241,9 +241,6 @@ class _FileIngest:
         #: table) when the parse is not written down: see :meth:`_number_lines`.
         self.defer_numbers = False
         self.line_numbers: ir.Table | None = None
-        #: ``line_numbers`` holds each invoice's first row (its lines are contiguous), not a
-        #: number for every row.
-        self._numbers_by_invoice = False
 
     # ---------------------------------------------------------------- conventions
     def decide_conventions(self) -> tuple[dict[str, str], dict[str, str], bool]:
@@ -974,8 +971,7 @@ class _FileIngest:
         )
         firsts = self.wh.materialize(firsts, "line_firsts")
         if not int(firsts.filter(firsts._spread != 0).count().execute()):
-            self.line_numbers = firsts
-            self._numbers_by_invoice = True
+            self.line_numbers = firsts  # each invoice's first row (_first), not row numbers
             return s
         self.wh.drop(firsts.get_name())
         keys = _row_key(s)
@@ -988,8 +984,8 @@ class _FileIngest:
         """``t`` (rows of the parse) with the line numbers of :meth:`_number_lines` in ``line``."""
         if self.line_numbers is None:
             return t
-        if self._numbers_by_invoice:
-            by = [*(["_file"] if "_file" in t.columns else []), "invoice_id"]
+        if "_first" in self.line_numbers.columns:  # contiguous invoices: see _number_lines
+            by = [*(c.get_name() for c in _own_file(t)), "invoice_id"]
             firsts = self.line_numbers.drop("_spread").rename(**{f"_n{k}": k for k in by})
             rest = t.drop("line")
             j = rest.join(firsts, [rest[k].identical_to(firsts[f"_n{k}"]) for k in by])
