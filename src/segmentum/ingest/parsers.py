@@ -174,14 +174,28 @@ class DateEvidence:
     example_month_first: str | None = None
 
 
-def date_evidence(s: ir.StringValue, weight: ir.IntegerValue | None = None) -> dict[str, ir.Scalar]:
-    """Aggregates that tell whether ``nn/nn/yyyy`` values in ``s`` are day-first or month-first."""
+def date_parts(s: ir.StringValue) -> tuple[ir.IntegerValue, ir.IntegerValue]:
+    """The first two numbers of ``nn/nn/yyyy`` values (NULL for other values)."""
     text = strip(s)
     # nn/nn/yyyy has its first separator second or third: other values skip the regex.
     head = text.substr(1, 2)
     maybe = head.contains("/") | head.contains("-") | head.contains(".")
     a = ibis.ifelse(maybe, text.re_extract(_XYZ, 1), ibis.null("string")).try_cast("int64")
     b = ibis.ifelse(maybe, text.re_extract(_XYZ, 2), ibis.null("string")).try_cast("int64")
+    return a, b
+
+
+def date_evidence(
+    s: ir.StringValue,
+    weight: ir.IntegerValue | None = None,
+    parts: tuple[ir.IntegerValue, ir.IntegerValue] | None = None,
+) -> dict[str, ir.Scalar]:
+    """Aggregates that tell whether ``nn/nn/yyyy`` values in ``s`` are day-first or month-first.
+
+    ``parts``: :func:`date_parts` of ``s`` when the caller holds them as columns (each
+    aggregate repeats them several times: as expressions they made the query's text long)."""
+    text = strip(s)
+    a, b = parts if parts is not None else date_parts(text)
     is_xyz = a.notnull() & b.notnull()
     day_first = is_xyz & (a > 12) & (b <= 12)
     month_first = is_xyz & (b > 12) & (a <= 12)
