@@ -434,6 +434,37 @@ MESSAGES: tuple[tuple[str, tuple[str, str]], ...] = (
         r"unsubscribe it first to get a new secret",
         N_("webhook", "unsubscribe it first to get a new secret"),
     ),
+    # A saved segment that cannot be saved as written (segmentum.segments.store.validate).
+    (rf"{_Q} cannot be a segment name", N_("segment", "%(1)s cannot be a segment name")),
+    (
+        r"use letters, digits and _ \(not starting with a digit\), e\.g\. (\w+)",
+        N_("segment", "use letters, digits and _ (not starting with a digit), e.g. %(1)s"),
+    ),
+    (
+        r"segment (\w+): level must be customer or account",
+        N_("segment", "segment %(1)s: level must be customer or account"),
+    ),
+    (rf"segment name {_Q} is also a column", N_("segment", "segment name %(1)s is also a column")),
+    (r"choose another name", N_("segment", "choose another name")),
+    (
+        r"segment (\w+): an account segment needs the companies of the customers",
+        N_("segment", "segment %(1)s: an account segment needs the companies of the customers"),
+    ),
+    (
+        r"load a customers file with a company_id column \(segmentum ingest customers\)",
+        N_(
+            "segment",
+            "load a customers file with a company_id column (segmentum ingest customers)",
+        ),
+    ),
+    (
+        r"segment (\w+): the rule gives a (\w+), not true or false",
+        N_("segment", "segment %(1)s: the rule gives a %(2)s, not true or false"),
+    ),
+    (
+        r"compare it with something, e\.g\. monetary > 100",
+        N_("segment", "compare it with something, e.g. monetary > 100"),
+    ),
     # Why a saved segment is not evaluated live (segmentum.realtime.evaluate.plan_segment).
     (
         r"account segments are computed in batch",

@@ -165,3 +165,45 @@ def test_local_times_are_kept_and_bad_dates_do_not_move_the_as_of(journey: Journ
 
 def test_amounts_are_labelled_in_the_exports_currency(journey: Journey) -> None:
     assert journey.summary.currency == journey.notes["currency"] == "GBP"
+
+
+def test_a_shop_with_only_its_invoice_export_can_save_segments(
+    journey: Journey,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The invoice file alone (no customer list): the run, a saved segment computed and
+    backfilled; an account segment (which needs the customers' companies) is refused with
+    what to load, in either language, never a traceback."""
+    from segmentum.cli import main
+
+    folder = tmp_path / "only-invoices"
+    folder.mkdir()
+    (folder / "facturas.csv").write_bytes((journey.folder / "facturas.csv").read_bytes())
+    url = f"duckdb:///{tmp_path / 'only.duckdb'}"
+    monkeypatch.chdir(tmp_path)
+
+    def run(*args: str) -> tuple[int, str, str]:
+        code = main([*args, "--warehouse", url])
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    assert run("run", "--data", str(folder))[0] == 0
+    assert run("segment", "create", "loyal", "frequency >= 3")[0] == 0
+    for lang, said, hint in (
+        ("en", "an account segment needs the companies", "company_id column"),
+        ("es", "un segmento de cuentas necesita las empresas", "columna company_id"),
+    ):
+        rule = ("segment", "create", "big_co", "contacts > 5", "--level", "account")
+        code, out, err = run(*rule, "--lang", lang)
+        assert code == 2 and "Traceback" not in out + err, err
+        assert said in " ".join(err.split()) and hint in " ".join(err.split()), err
+    code, out, _ = run("segment", "compute", "--json")
+    assert code == 0
+    with segmentum.connect(url) as wh:
+        f = wh.table("customer_features")
+        loyal = f.filter(f.frequency >= 3).count().to_pyarrow().as_py()
+    assert json.loads(out)["sizes"] == {"loyal": loyal} and loyal > 0
+    code, out, err = run("history", "backfill", "--periods", "2")
+    assert code == 0 and "loyal" in out, out + err

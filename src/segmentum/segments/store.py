@@ -271,6 +271,8 @@ class Segments:
         if view is None:
             view = self._view()[0]
         if level == "account":
+            if "company_id" not in view.columns:  # no customers file, or none with companies
+                return R.Scope({}, {}, {}, allow_windows=False)
             view = account_view(view)
         columns = {c: R.kind_of(t) for c, t in view.schema().items() if c != "customer_id"}
         lines: dict[str, dict[str, str]] = {}
@@ -295,7 +297,8 @@ class Segments:
         segs = {s.name: s for s in segments}
         if view is None:
             view = self._view()[0]
-        scopes = {lvl: self.scope(lvl, view) for lvl in LEVELS}
+        levels = {"customer"} | {s.level for s in segs.values() if s.level in LEVELS}
+        scopes = {lvl: self.scope(lvl, view) for lvl in LEVELS if lvl in levels}
         for s in segs.values():
             if not _NAME.match(s.name) or s.name.lower() in R.KEYWORDS | set(R.FUNCTIONS):
                 raise InputError(
@@ -304,6 +307,11 @@ class Segments:
                 )
             if s.level not in LEVELS:
                 raise InputError(f"segment {s.name}: level must be customer or account")
+            if s.level == "account" and "company_id" not in view.columns:
+                raise InputError(
+                    f"segment {s.name}: an account segment needs the companies of the customers",
+                    "load a customers file with a company_id column (segmentum ingest customers)",
+                )
             if s.name in scopes[s.level].columns:
                 raise InputError(f"segment name {s.name!r} is also a column", "choose another name")
         for s in segs.values():
