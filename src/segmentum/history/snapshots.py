@@ -115,6 +115,7 @@ def history_summary(
     *,
     links: ir.Table | None = None,
     days: ir.Table | None = None,
+    parts: tuple[ir.Table, ir.Table, ir.Table] | None = None,
 ) -> ir.Table:
     """Per customer and snapshot date: the features the classes need, point in time.
 
@@ -123,9 +124,10 @@ def history_summary(
     the days whose net spend stays above zero once the returns linked to them are counted
     (:mod:`segmentum.features.rollup`). ``links`` is the warehouse's ``return_links`` and
     ``days`` its purchase-day rollup (:func:`segmentum.features.rollup.purchase_days`); by
-    default both are computed here from ``transactions``.
+    default both are computed here from ``transactions``. ``parts``: the customer-day tables
+    these give (:func:`_daily_parts`), when the caller computed them once for several calls.
     """
-    spend, orders, bought = _daily_parts(transactions, links, days)
+    spend, orders, bought = parts or _daily_parts(transactions, links, days)
     snaps = _dates_table(dates)
     j = spend.join(snaps, spend.day < snaps.as_of)
     spent = j.group_by(["customer_id", "as_of"]).aggregate(
@@ -270,8 +272,17 @@ def backfill(
     done: list[str] = []
     skipped: dict[str, str] = {}
     memo: dict[str, Any] = {}  # what the segments' batches share (see members_by_date)
-    for batch in date_batches(dates, int(days.customer_id.nunique().to_pyarrow().as_py() or 0)):
-        summary = wh.materialize(history_summary(tx, batch, links=links, days=days), "histsum")
+    batches = date_batches(dates, int(days.customer_id.nunique().to_pyarrow().as_py() or 0))
+    # Several batches: the lines' customer-day sums are computed once, not once a batch (at
+    # 100M lines, six passes over every line).
+    parts = None
+    if len(batches) > 1:
+        a, b, c = (wh.materialize(x, "histparts") for x in _daily_parts(tx, links, days))
+        parts = (a, b, c)
+    for batch in batches:
+        summary = wh.materialize(
+            history_summary(tx, batch, links=links, days=days, parts=parts), "histsum"
+        )
         out = classify(
             summary,
             rules=rules,
@@ -294,6 +305,8 @@ def backfill(
             n_last = int(last_day.count().to_pyarrow().as_py())
         for staged in (out, summary):  # a batch's rows, written: the next batch needs room
             wh.drop(staged.get_name())
+    for staged in parts or ():
+        wh.drop(staged.get_name())
     return BackfillReport(run_id, dates, rows, n_last, done, skipped, kept)
 
 
