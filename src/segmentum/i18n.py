@@ -819,19 +819,38 @@ def translate_message(lang: str, text: str | None) -> str:
     if not text:
         return ""
     words = frozenset(m for _, m in _WORDS)
-    found = _translated(lang, MESSAGES, text, words)
+    found = _known(lang, text, words)
     if found is None and lang != "en":
         # A rule's error: "message at position 7:" (the rule and a caret follow on their lines).
         at = re.fullmatch(r"(.+) at position (\d+):", text.strip())
         if at:
-            head = _translated(lang, MESSAGES, at.group(1), words) or at.group(1)
+            head = _known(lang, at.group(1), words) or at.group(1)
             where = translations(lang).upgettext(*_AT) % {"1": at.group(2)}
             return f"{head} {where}:"
         parts = re.fullmatch(r"(.+) \(hint: (.+)\)", text.strip(), flags=re.S)
         if parts:
-            message, hint = (_translated(lang, MESSAGES, x, words) or x for x in parts.groups())
+            message, hint = (_known(lang, x, words) or x for x in parts.groups())
             return f"{message} ({translations(lang).upgettext(*_HINT)}: {hint})"
     return found or text
+
+
+# A saved segment's error names the segment first: "segment vip: <the rule's message>".
+_ABOUT_SEGMENT = N_("segment", "segment %(1)s: %(2)s")
+
+
+def _known(lang: str, text: str, words: frozenset[str]) -> str | None:
+    """``text`` in ``lang`` when its pattern is known, also after a segment's name; None
+    when it is not."""
+    found = _translated(lang, MESSAGES, text, words)
+    about = None if found is not None else re.fullmatch(r"segment (\w+): (.+)", text.strip())
+    if about:
+        inner = _known(lang, about.group(2), words)
+        if inner is not None:
+            found = translations(lang).upgettext(*_ABOUT_SEGMENT) % {
+                "1": about.group(1),
+                "2": inner,
+            }
+    return found
 
 
 _HINT = N_("error", "hint")  # what a user error says to do: "message (hint: ...)"

@@ -199,6 +199,9 @@ def test_a_shop_with_only_its_invoice_export_can_save_segments(
         code, out, err = run(*rule, "--lang", lang)
         assert code == 2 and "Traceback" not in out + err, err
         assert said in " ".join(err.split()) and hint in " ".join(err.split()), err
+    # A Spanish rule word is answered in Spanish, the segment's name first.
+    code, _, err = run("segment", "create", "mayores", "edad >= 30", "--lang", "es")
+    assert code == 2 and "segmento mayores: columna o segmento desconocido 'edad'" in err, err
     code, out, _ = run("segment", "compute", "--json")
     assert code == 0
     with segmentum.connect(url) as wh:
