@@ -1433,8 +1433,12 @@ def segment_profile_cmd(
 @segment_app.command("micro")
 def segment_micro_cmd(
     dimensions: Annotated[
-        str, typer.Option(help="Comma-separated columns, coarse to fine.")
-    ] = "value_tier,region,city,age_band",
+        str,
+        typer.Option(
+            help="Comma-separated columns, coarse to fine (default: value_tier,region,city,"
+            "age_band; without a customers file value_tier,lifecycle_stage,rfm_segment)."
+        ),
+    ] = "",
     min_size: Annotated[
         int | None, typer.Option(help="Smallest cell (default: setting micro_segment_min_size).")
     ] = None,
@@ -1452,7 +1456,7 @@ def segment_micro_cmd(
     settings = load_settings()
     tree = micro_segments(
         connect(warehouse or settings.warehouse),
-        [d.strip() for d in dimensions.split(",") if d.strip()],
+        [d.strip() for d in dimensions.split(",") if d.strip()] or None,
         min_size=min_size or settings.micro_segment_min_size,
         as_of=_as_of(as_of),
     )

@@ -28,7 +28,6 @@ from segmentum.serving import Published, publish, published_before, serving_path
 from segmentum.warehouse import Warehouse
 
 LOOKUP = "customer_lookup"
-DEFAULT_MICRO = ("value_tier", "region", "city", "age_band")
 # The classes the overview shows as shares of the buyers.
 SHARES = ("rfm_segment", "value_tier", "lifecycle_stage", "value_potential")
 CACHE = "dashboard_cache"
@@ -270,14 +269,27 @@ def _histogram(t: Any, column: str, bins: int = 20, log: bool = False) -> dict[s
 
 def build_overview(wh: Warehouse, as_of: _dt.date | None = None) -> dict[str, Any]:
     """Every dashboard aggregate, stored as JSON in ``dashboard_cache``."""
-    from segmentum.segments.micro import PERSONA, drilldown, micro_segments
+    from segmentum.segments.micro import (
+        BEHAVIOUR_DIMENSIONS,
+        DEFAULT_DIMENSIONS,
+        PERSONA,
+        drilldown,
+        micro_segments,
+    )
     from segmentum.segments.view import GEO_LEVELS
 
     view, as_of = customer_view(wh, as_of)
     # Computed once, with only the columns read below: the aggregates, the geography and the
     # micro-segments then read one narrow table instead of joining the view again.
     used = {"customer_id", "frequency", "monetary", "r_score", "f_score", "clv", "tags"}
-    used |= {*SHARES, "churn_probability", *GEO_LEVELS, *DEFAULT_MICRO, *PERSONA}
+    used |= {
+        *SHARES,
+        "churn_probability",
+        *GEO_LEVELS,
+        *DEFAULT_DIMENSIONS,
+        *BEHAVIOUR_DIMENSIONS,
+        *PERSONA,
+    }
     view = wh.materialize(view.select(*[c for c in view.columns if c in used]), "overview")
     # The buyers are nearly everybody: filtered as each aggregate reads them, not copied.
     buyers = view.filter(view.frequency > 0)
@@ -311,18 +323,18 @@ def build_overview(wh: Warehouse, as_of: _dt.date | None = None) -> dict[str, An
             .to_pylist()
         )
     if wh.has("customers"):
-        try:
+        with contextlib.suppress(SegmentumError):  # no geography columns
             out["geography"] = drilldown(wh, as_of=as_of, view=view)
-            out["micro"] = micro_segments(
-                wh,
-                list(DEFAULT_MICRO),
-                min_size=load_settings().micro_segment_min_size,
-                as_of=as_of,
-                store=False,
-                view=view,
-            ).to_dict()
-        except SegmentumError:
-            pass  # no geography columns
+    with contextlib.suppress(SegmentumError):
+        # The default tree: place and age, or the classes without a customers file.
+        out["micro"] = micro_segments(
+            wh,
+            None,
+            min_size=load_settings().micro_segment_min_size,
+            as_of=as_of,
+            store=False,
+            view=view,
+        ).to_dict()
     out["profiles"] = _segment_profiles(wh, as_of)
     from segmentum.campaigns.core import Campaigns
 

@@ -167,6 +167,12 @@ def test_amounts_are_labelled_in_the_exports_currency(journey: Journey) -> None:
     assert journey.summary.currency == journey.notes["currency"] == "GBP"
 
 
+def wh_customers(url: str) -> int:
+    """Customers with features (buyers) in the warehouse at ``url``."""
+    with segmentum.connect(url) as wh:
+        return int(wh.table("customer_features").count().to_pyarrow().as_py())
+
+
 def test_a_shop_with_only_its_invoice_export_can_save_segments(
     journey: Journey,
     tmp_path: Path,
@@ -208,5 +214,10 @@ def test_a_shop_with_only_its_invoice_export_can_save_segments(
         f = wh.table("customer_features")
         loyal = f.filter(f.frequency >= 3).count().to_pyarrow().as_py()
     assert json.loads(out)["sizes"] == {"loyal": loyal} and loyal > 0
+    # Micro-segments by default: no place or age without a customers file, so the classes.
+    code, out, _ = run("segment", "micro", "--json")
+    tree = json.loads(out)
+    assert code == 0 and tree["dimensions"] == ["value_tier", "lifecycle_stage", "rfm_segment"]
+    assert tree["nodes"][0]["customers"] == wh_customers(url)
     code, out, err = run("history", "backfill", "--periods", "2")
     assert code == 0 and "loyal" in out, out + err

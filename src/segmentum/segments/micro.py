@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -92,6 +92,29 @@ class MicroTree:
         }
 
 
+#: The dimensions a micro-segment tree crosses when none are asked for: value, then where the
+#: customer lives and their age (from the customers file).
+DEFAULT_DIMENSIONS = ("value_tier", "region", "city", "age_band")
+#: Without a customers file (only the invoice export) there is no place or age: the classes.
+BEHAVIOUR_DIMENSIONS = ("value_tier", "lifecycle_stage", "rfm_segment")
+
+
+def default_dimensions(columns: Iterable[str]) -> list[str]:
+    """The default dimensions the customer view's ``columns`` hold: :data:`DEFAULT_DIMENSIONS`
+    when the customers file gives at least one besides the value tier, else the classes.
+
+    >>> default_dimensions(["value_tier", "city", "lifecycle_stage", "rfm_segment"])
+    ['value_tier', 'city']
+    >>> default_dimensions(["value_tier", "lifecycle_stage", "rfm_segment"])
+    ['value_tier', 'lifecycle_stage', 'rfm_segment']
+    """
+    have = set(columns)
+    found = [d for d in DEFAULT_DIMENSIONS if d in have]
+    if len(found) > 1:
+        return found
+    return [d for d in BEHAVIOUR_DIMENSIONS if d in have]
+
+
 def _labels(view: ir.Table, dims: Sequence[str], keep: Sequence[str] = ()) -> ir.Table:
     missing = [d for d in dims if d not in view.columns]
     if missing:
@@ -148,7 +171,7 @@ def assign(
 
 def micro_segments(
     wh: Warehouse,
-    dimensions: Sequence[str],
+    dimensions: Sequence[str] | None,
     *,
     min_size: int = 50,
     as_of: _dt.date | None = None,
@@ -159,9 +182,9 @@ def micro_segments(
     """Build the micro-segment tree over ``dimensions`` (coarse to fine) and store the leaves.
 
     Writes ``micro_segments`` (customer_id, micro_segment, depth, as_of) when ``store``.
+    ``dimensions`` None: :func:`default_dimensions` of the customer view.
     """
-    dims = list(dimensions)
-    if not dims:
+    if dimensions is not None and not list(dimensions):
         raise InputError("give at least one dimension", "e.g. --dimensions region,city,age_band")
     if min_size < 1:
         raise InputError("the minimum cell size must be at least 1")
@@ -169,6 +192,7 @@ def micro_segments(
         # Computed once: every count below reads the stored cells, not the view's joins again.
         view, as_of = customer_view(wh, as_of)
         view = wh.materialize(view, "microview")
+    dims = list(dimensions) if dimensions is not None else default_dimensions(view.columns)
     # (else ``view``: the customer view for ``as_of``, already computed by the caller)
     keep = [*PERSONA, "tags"] if personas else []
     a = wh.materialize(assign(view, dims, min_size, keep), "micro")

@@ -302,12 +302,14 @@ def create_app(
     @app.get("/v1/micro-segments", tags=["segments"])
     def micro(
         _: Read,
-        dimensions: Annotated[str, Query(max_length=300)] = "value_tier,region,city",
+        dimensions: Annotated[str, Query(max_length=300)] = "",
         min_size: Annotated[int, Query(ge=1, le=1_000_000)] = 50,
     ) -> dict[str, Any]:
+        """Micro-segments over ``dimensions`` (comma-separated, coarse to fine); none given:
+        value_tier, region, city, age_band, or without a customers file the classes."""
         from segmentum.segments.micro import micro_segments
 
-        dims = [d.strip() for d in dimensions.split(",") if d.strip()]
+        dims = [d.strip() for d in dimensions.split(",") if d.strip()] or None
         return svc.locked(
             lambda: micro_segments(svc.wh, dims, min_size=min_size, store=False).to_dict()
         )

@@ -505,26 +505,33 @@ def mount(
 
     # ------------------------------------------------------------------ micro-segments
     @app.get("/dashboard/micro", include_in_schema=False)
-    def micro(request: Request, dimensions: str = "value_tier,region,city,age_band") -> Response:
+    def micro(request: Request, dimensions: str = "") -> Response:
         page = page_or_login(request)
         if not isinstance(page, Page):
             return page
         from types import SimpleNamespace
 
-        from segmentum.precompute import DEFAULT_MICRO
         from segmentum.segments.micro import micro_segments
 
+        # None asked for: the default tree (place and age, or the classes without customers).
         dims = [d.strip() for d in dimensions.split(",") if d.strip()]
         min_size = svc.settings.micro_segment_min_size
 
         def run() -> list[Any]:
             cached = svc.overview().get("micro")
-            if cached and tuple(dims) == DEFAULT_MICRO and cached["min_size"] == min_size:
+            if (
+                cached
+                and (not dims or dims == list(cached["dimensions"]))
+                and cached["min_size"] == min_size
+            ):
+                dims[:] = cached["dimensions"]
                 return [SimpleNamespace(**n) for n in cached["nodes"]]
             # Only views the cache lacks open the warehouse (busy while a run holds it).
-            return wh_lock(
-                lambda: micro_segments(svc.wh, dims, min_size=min_size, store=False).nodes
+            tree = wh_lock(
+                lambda: micro_segments(svc.wh, dims or None, min_size=min_size, store=False)
             )
+            dims[:] = tree.dimensions
+            return tree.nodes
 
         error = None
         nodes: list[Any] = []
@@ -538,7 +545,7 @@ def mount(
             page,
             "micro.html",
             current="micro",
-            dimensions=dimensions,
+            dimensions=",".join(dims) or dimensions,
             tree=tree,
             error=error,
             known=list(CATEGORICAL),
