@@ -472,6 +472,7 @@ def test_the_command_line_creates_validates_enables_and_reports_a_flow(
         "entraron 0",
         "Este cliente no ha entrado en ningún flujo",
         "cart desactivado",
+        "1 hora",  # the wait, in the language
     ):
         assert spanish in out, (spanish, out)
     for english in ("what it does", "enabled", "version", "messages sent", "entered 0", "has not"):

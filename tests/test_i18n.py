@@ -297,3 +297,15 @@ def test_a_failed_send_and_an_unmeasured_campaign_read_in_spanish() -> None:
     assert "vuelva a lanzar el envío" in text and "nothing" not in text
     note = i18n.translate_message("es", "no results yet: 3,000 sent, 0 outcomes")
     assert note == "aún no hay resultados: 3.000 enviados, 0 resultados"
+
+
+def test_durations_read_in_their_largest_whole_unit() -> None:
+    assert [i18n.duration(s, "es") for s in (604800, 1209600, 86400, 7200, 60, 90)] == [
+        "1 semana",
+        "2 semanas",
+        "1 día",
+        "2 horas",
+        "1 minuto",
+        "90 segundos",
+    ]
+    assert i18n.duration(3 * 86400, "en") == "3 days" and i18n.duration(None, "en") == i18n.MISSING

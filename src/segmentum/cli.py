@@ -4166,7 +4166,9 @@ def flow_results_cmd(
         elif s.get("kind") == "split":  # "control 10%": the share, as the locale writes it
             share = res.get("control_share")
             detail = str(s["detail"]) if share is None else _pct(share, lang)
-        else:  # a wait or a condition as written in the flow's YAML
+        elif s.get("kind") == "wait" and s.get("seconds"):
+            detail = i18n.duration(s["seconds"], lang)
+        else:  # a condition as written in the flow's YAML
             detail = str(s["detail"])
         skipped = ", ".join(
             f"{words['reason'].get(k, k)} {_count(v, lang)}" for k, v in s["skipped"].items()

@@ -320,6 +320,30 @@ def percent(value: Any, lang: str, digits: int = 1) -> str:
     return pattern.apply(0.0 if round(v, digits + 2) == 0 else v, loc)
 
 
+def duration(seconds: Any, lang: str) -> str:
+    """A wait as a person reads it, in its largest whole unit: ``1 week``, ``3 días``."""
+    if is_missing(seconds):
+        return MISSING
+    secs = int(seconds)
+    t = translations(lang)
+    n = secs
+    if secs >= 604800 and secs % 604800 == 0:
+        n = secs // 604800
+        text = t.ungettext("%(n)s week", "%(n)s weeks", n)
+    elif secs >= 86400 and secs % 86400 == 0:
+        n = secs // 86400
+        text = t.ungettext("%(n)s day", "%(n)s days", n)
+    elif secs >= 3600 and secs % 3600 == 0:
+        n = secs // 3600
+        text = t.ungettext("%(n)s hour", "%(n)s hours", n)
+    elif secs >= 60 and secs % 60 == 0:
+        n = secs // 60
+        text = t.ungettext("%(n)s minute", "%(n)s minutes", n)
+    else:
+        text = t.ungettext("%(n)s second", "%(n)s seconds", n)
+    return text % {"n": number(n, lang, 0)}
+
+
 def points(value: Any, lang: str, digits: int = 1) -> str:
     """A difference of shares (0.021) in percentage points: ``+2,1 pp``."""
     if is_missing(value):

@@ -219,5 +219,14 @@ def test_a_shop_with_only_its_invoice_export_can_save_segments(
     tree = json.loads(out)
     assert code == 0 and tree["dimensions"] == ["value_tier", "lifecycle_stage", "rfm_segment"]
     assert tree["nodes"][0]["customers"] == wh_customers(url)
+    # A win-back to a file: recipients without a country read the shop's language (setting).
+    monkeypatch.setenv("SEGMENTUM_LANGUAGE", "es")
+    code, _, err = run("campaign", "create", "vuelve", "--tactic", "winback", "--channel", "file")
+    assert code == 0, err
+    code, _, err = run("campaign", "send", "vuelve", "--out", str(tmp_path / "sends"))
+    assert code == 0, err
+    sent = pd.read_csv(next((tmp_path / "sends").glob("*.csv")))
+    assert len(sent) > 0 and set(sent.language) == {"es"}
+    monkeypatch.delenv("SEGMENTUM_LANGUAGE")
     code, out, err = run("history", "backfill", "--periods", "2")
     assert code == 0 and "loyal" in out, out + err

@@ -195,8 +195,15 @@ def check_template(data: Mapping[str, Any], tactic: str) -> None:
                 raise InputError(f"template {where}.{lang}: {exc}") from exc
 
 
-def language(country: str | None, default: str = "en") -> str:
-    return "es" if country in SPANISH else default
+def language(country: Any, default: str = "en") -> str:
+    """The language a recipient reads: Spanish in a Spanish-speaking country, English in any
+    other; ``default`` (the shop's ``language`` setting) when the country is not known (no
+    customers file, or an empty country)."""
+    if country in SPANISH:
+        return "es"
+    if country is None or pd.isna(country) or not str(country).strip():
+        return default if default in LANGUAGES else "en"
+    return "en"
 
 
 def render(template: Mapping[str, Any], lang: str, context: Mapping[str, Any]) -> tuple[str, str]:

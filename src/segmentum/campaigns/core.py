@@ -327,7 +327,8 @@ class Campaigns:
                 pd.NaT if pd.isna(t) else outside_quiet_hours(t, tz, self.settings)
                 for t, tz in zip(df.scheduled_at, df.timezone, strict=True)
             ]
-        df["language"] = [ch.language(x) for x in df.get("country", [None] * len(df))]
+        shop = self.settings.language
+        df["language"] = [ch.language(x, shop) for x in df.get("country", [None] * len(df))]
         return df
 
     def prepare(self, c: Campaign, now: _dt.datetime | None = None) -> pd.DataFrame:

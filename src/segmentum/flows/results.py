@@ -91,6 +91,8 @@ def flow_results(flows: Flows, flow: Flow) -> dict[str, Any]:
                 "kind": s.kind,
                 "channel": s.channel,
                 "detail": _detail(s),
+                # A wait's length, for a page or command to write in its language.
+                "seconds": int(s.duration.total_seconds()) if s.duration is not None else None,
                 "reached": nt + nc,
                 "sent": int(outcomes.get("sent", 0)),
                 "failed": int(outcomes.get("failed", 0)),

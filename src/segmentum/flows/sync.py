@@ -130,7 +130,7 @@ def snapshot(
                 email,
                 r.get("phone"),
                 r.get("first_name"),
-                ch.language(r.get("country")),
+                ch.language(r.get("country"), settings.language),
                 tz,
                 birth.strftime("%m-%d") if isinstance(birth, _dt.date) else None,
                 (nxt.date() if isinstance(nxt, _dt.datetime) else nxt).isoformat()

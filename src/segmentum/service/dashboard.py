@@ -163,6 +163,9 @@ class Page:
     def date(self, v: Any) -> str:
         return i18n.date(v, self.lang)
 
+    def duration(self, seconds: Any) -> str:
+        return i18n.duration(seconds, self.lang)
+
     def title(self, column: str) -> str:
         return self.columns.get(column, column.replace("_", " "))
 
