@@ -309,3 +309,13 @@ def test_durations_read_in_their_largest_whole_unit() -> None:
         "90 segundos",
     ]
     assert i18n.duration(3 * 86400, "en") == "3 days" and i18n.duration(None, "en") == i18n.MISSING
+
+
+def test_what_the_rule_parser_expected_reads_in_spanish() -> None:
+    said = "expected a column, a segment, a value or '(', found the end of the rule"
+    assert i18n.translate_message("es", said) == (
+        "se esperaba una columna, un segmento, un valor o '(' y se encontró el final de la regla"
+    )
+    assert i18n.translate_message("es", "did you mean 'Madrid' or 'Málaga'?") == (
+        "¿querías decir 'Madrid' o 'Málaga'?"
+    )

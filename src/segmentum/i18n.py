@@ -806,8 +806,16 @@ def _translated(
     def part(ctx: str, g: str) -> str:
         if g in words:
             return str(t.upgettext("rule", g))
-        if ctx == "rule" and " or " in g:  # "did you mean a or b?"
-            return g.replace(" or ", f" {t.upgettext(*_OR)} ")
+        if ctx == "rule" and (" or " in g or ", " in g):  # "did you mean a or b?"
+            pieces = re.split(r"(, | or )", g)
+            return "".join(
+                f" {t.upgettext(*_OR)} "
+                if p == " or "
+                else str(t.upgettext("rule", p))
+                if p in words
+                else p
+                for p in pieces
+            )
         if lang != "en" and re.fullmatch(r"-?\d+\.\d+%", g):  # a share: 0.2587%
             digits = len(g.split(".")[1]) - 1
             return percent(float(g[:-1]) / 100, lang, digits)
@@ -834,6 +842,12 @@ _WORDS = {
     N_("rule", "boolean"),
     N_("rule", "true/false value"),
     N_("rule", "end of rule"),
+    # What the rule parser expected and found: "expected a column, a segment, a value or '(',
+    # found the end of the rule".
+    N_("rule", "a column"),
+    N_("rule", "a segment"),
+    N_("rule", "a value"),
+    N_("rule", "the end of the rule"),
 }
 
 
