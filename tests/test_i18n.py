@@ -319,3 +319,9 @@ def test_what_the_rule_parser_expected_reads_in_spanish() -> None:
     assert i18n.translate_message("es", "did you mean 'Madrid' or 'Málaga'?") == (
         "¿querías decir 'Madrid' o 'Málaga'?"
     )
+
+
+def test_event_types_read_in_the_page_language_and_the_shops_own_as_written() -> None:
+    assert i18n.label("es", "event_type", "cart_abandoned") == "carrito abandonado"
+    assert i18n.label("en", "event_type", "cart_abandoned") == "cart abandoned"
+    assert i18n.label("es", "event_type", "wishlist_add") == "wishlist add"

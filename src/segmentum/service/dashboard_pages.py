@@ -1155,7 +1155,9 @@ def _timeline(page: Page, wh: Any, cid: str) -> list[dict[str, Any]]:
                 what = _("Campaign %(name)s") % {"name": r["what"]}
                 detail = channel + " · " + page.label("group", r["group"])
             else:
-                what, detail = str(r["what"] or _("Event")).replace("_", " "), channel
+                # A known event type in the page's language; the shop's own as written.
+                what = page.label("event_type", r["what"]) if r["what"] else _("Event")
+                detail = channel
             items.append({"when": r["when"], "kind": r["kind"], "what": what, "detail": detail})
     items = [x for x in items if x["when"] is not None]
     items.sort(key=lambda x: x["when"], reverse=True)
