@@ -881,7 +881,7 @@ def clv_validate_cmd(
     console.print(t)
     console.print(f"[bold]{escape(v.verdict(lang))}[/bold]")
     console.print(escape(v.reason_en if lang == "en" else v.reason_es))
-    console.print(f"charts and tables: {out}")
+    console.print(_("charts and tables: %(path)s") % {"path": escape(str(out))})
 
 
 churn_app = typer.Typer(help="Churn: a supervised model checked on a later date, beside BG/NBD.")
@@ -2970,13 +2970,16 @@ def playbook_cmd(
 
     from segmentum.campaigns.playbook import DEFAULT_FILE, DIMENSIONS, playbook
 
+    lang = _check_lang(lang)
     if write_defaults is not None:
         if write_defaults.exists():
             raise InputError(f"{write_defaults} exists", "choose another name or delete it")
         shutil.copyfile(DEFAULT_FILE, write_defaults)
-        console.print(f"wrote {write_defaults}: edit it, then segmentum playbook --file it")
+        said = i18n.translations(lang).ugettext(
+            "wrote %(path)s: edit it, then segmentum playbook --file it"
+        )
+        console.print(said % {"path": escape(str(write_defaults))})
         return
-    lang = _check_lang(lang)
     dims = DIMENSIONS if by == "all" else (by,)
     settings = load_settings()
     plays, used = playbook(
@@ -3289,7 +3292,7 @@ def report_cmd(
     lang = _check_lang(lang)
     settings = load_settings()
     p = write_report(connect(warehouse or settings.warehouse), out, lang)
-    console.print(f"wrote {p}")
+    console.print(i18n.translations(lang).ugettext("wrote %(path)s") % {"path": escape(str(p))})
 
 
 @app.command("quarantine")
