@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from pathlib import Path
@@ -325,3 +326,14 @@ def test_event_types_read_in_the_page_language_and_the_shops_own_as_written() ->
     assert i18n.label("es", "event_type", "cart_abandoned") == "carrito abandonado"
     assert i18n.label("en", "event_type", "cart_abandoned") == "cart abandoned"
     assert i18n.label("es", "event_type", "wishlist_add") == "wishlist add"
+
+
+def test_what_doctor_finds_reads_in_spanish_with_spanish_numbers() -> None:
+    es = functools.partial(i18n.translate_message, "es")
+    assert es("the purchase-day rollup matches 12,345 lines") == (
+        "el resumen de días de compra coincide con 12.345 líneas"
+    )
+    assert es("1,234.5 MB on disk, 3.5 MB of it free space") == (
+        "1.234,5 MB en disco, 3,5 MB de ello espacio libre"
+    )
+    assert es("stray files") == "archivos sueltos"

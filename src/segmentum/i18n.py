@@ -418,6 +418,8 @@ def month(value: Any, lang: str) -> str:
 # The rule checker's messages (segments.rules), matched by pattern so a Spanish page shows
 # them in Spanish; the quoted names and values inside stay as typed.
 _Q = r"('(?:[^'\\]|\\.)*'|\"[^\"]*\")"
+_N = r"([\d,]+)"  # a count as the library writes it: 1,234
+_MB = r"([\d,]+\.\d MB)"  # a size as segmentum doctor writes it
 MESSAGES: tuple[tuple[str, tuple[str, str]], ...] = (
     (rf"unknown column or segment {_Q}", N_("rule", "unknown column or segment %(1)s")),
     (r"did you mean (.+)\?", N_("rule", "did you mean %(1)s?")),
@@ -477,6 +479,106 @@ MESSAGES: tuple[tuple[str, tuple[str, str]], ...] = (
     (
         r"unsubscribe it first to get a new secret",
         N_("webhook", "unsubscribe it first to get a new secret"),
+    ),
+    # What segmentum doctor checks and finds (segmentum.maintenance).
+    ("stray files", N_("doctor", "stray files")),
+    ("rollup", N_("doctor", "rollup")),
+    ("orphan batches", N_("doctor", "orphan batches")),
+    ("pending sends", N_("doctor", "pending sends")),
+    ("size", N_("doctor", "size")),
+    ("no stray files or staging tables", N_("doctor", "no stray files or staging tables")),
+    ("no invoice lines loaded yet", N_("doctor", "no invoice lines loaded yet")),
+    (
+        "the purchase-day rollup is built on first use",
+        N_("doctor", "the purchase-day rollup is built on first use"),
+    ),
+    (
+        "the purchase-day rollup matches ([\\d,]+) lines",
+        N_("doctor", "the purchase-day rollup matches %(1)s lines"),
+    ),
+    (
+        "the purchase-day rollup was out of date: rebuilt",
+        N_("doctor", "the purchase-day rollup was out of date: rebuilt"),
+    ),
+    (
+        "the purchase-day rollup does not match the invoice lines \\(changed outside ingest\\)",
+        N_(
+            "doctor",
+            "the purchase-day rollup does not match the invoice lines (changed outside ingest)",
+        ),
+    ),
+    (
+        "rebuild it: segmentum doctor --repair \\(the next features run would also do it\\)",
+        N_(
+            "doctor",
+            "rebuild it: segmentum doctor --repair (the next features run would also do it)",
+        ),
+    ),
+    ("nothing loaded yet", N_("doctor", "nothing loaded yet")),
+    (
+        "every loaded row belongs to a recorded batch",
+        N_("doctor", "every loaded row belongs to a recorded batch"),
+    ),
+    (
+        "removed rows of unfinished loads: (.+)",
+        N_("doctor", "removed rows of unfinished loads: %(1)s"),
+    ),
+    (
+        "rows of loads that never finished: (.+)",
+        N_("doctor", "rows of loads that never finished: %(1)s"),
+    ),
+    (
+        "remove them: segmentum doctor --repair, then load those files again",
+        N_("doctor", "remove them: segmentum doctor --repair, then load those files again"),
+    ),
+    ("no campaign has been sent yet", N_("doctor", "no campaign has been sent yet")),
+    ("nothing waits to be sent", N_("doctor", "nothing waits to be sent")),
+    (
+        rf"{_N} messages wait to be sent in (.+?); {_N} were being sent when a send stopped",
+        N_(
+            "doctor",
+            "%(1)s messages wait to be sent in %(2)s; %(3)s were being sent when a send stopped",
+        ),
+    ),
+    (
+        "([\\d,]+) messages wait to be sent in (.+)",
+        N_("doctor", "%(1)s messages wait to be sent in %(2)s"),
+    ),
+    (
+        "send what is due: segmentum campaign send (\\S+)",
+        N_("doctor", "send what is due: segmentum campaign send %(1)s"),
+    ),
+    (
+        rf"{_MB} on disk, {_MB} of it free space, {_MB} of log not yet folded in",
+        N_("doctor", "%(1)s on disk, %(2)s of it free space, %(3)s of log not yet folded in"),
+    ),
+    (
+        rf"{_MB} on disk, {_MB} of it free space",
+        N_("doctor", "%(1)s on disk, %(2)s of it free space"),
+    ),
+    (
+        rf"{_MB} on disk, {_MB} of it free space \(left by interrupted or replaced loads\)",
+        N_(
+            "doctor",
+            "%(1)s on disk, %(2)s of it free space (left by interrupted or replaced loads)",
+        ),
+    ),
+    (
+        "compact it: segmentum doctor --repair \\(nothing else may use it meanwhile\\)",
+        N_("doctor", "compact it: segmentum doctor --repair (nothing else may use it meanwhile)"),
+    ),
+    (
+        "remove them: segmentum doctor --repair",
+        N_("doctor", "remove them: segmentum doctor --repair"),
+    ),
+    ("drop them: segmentum doctor --repair", N_("doctor", "drop them: segmentum doctor --repair")),
+    (
+        "([\\d,]+) staging tables left by interrupted steps",
+        N_("doctor", "%(1)s staging tables left by interrupted steps"),
+    ),
+    (
+        "([\\d,]+) staging tables left by interrupted steps: dropped",
+        N_("doctor", "%(1)s staging tables left by interrupted steps: dropped"),
     ),
     # A saved segment that cannot be saved as written (segmentum.segments.store.validate).
     (rf"{_Q} cannot be a segment name", N_("segment", "%(1)s cannot be a segment name")),
@@ -839,8 +941,10 @@ def _translated(
         if lang != "en" and re.fullmatch(r"-?\d+\.\d+%", g):  # a share: 0.2587%
             digits = len(g.split(".")[1]) - 1
             return percent(float(g[:-1]) / 100, lang, digits)
-        if ctx in ("progress", "campaign", "market") and re.fullmatch(r"[\d,]+", g):
+        if ctx in ("progress", "campaign", "market", "doctor") and re.fullmatch(r"[\d,]+", g):
             return number(int(g.replace(",", "")), lang, 0)  # a count, grouped
+        if ctx == "doctor" and re.fullmatch(r"[\d,]+\.\d MB", g):  # a size: 1,234.5 MB
+            return number(float(g[:-3].replace(",", "")), lang, 1) + " MB"
         if lang != "en" and re.fullmatch(r"\d{4}-\d{2}-\d{2}", g):
             return date(g, lang)  # a day as the language writes it
         return g
