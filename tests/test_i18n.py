@@ -337,3 +337,14 @@ def test_what_doctor_finds_reads_in_spanish_with_spanish_numbers() -> None:
         "1.234,5 MB en disco, 3,5 MB de ello espacio libre"
     )
     assert es("stray files") == "archivos sueltos"
+
+
+def test_what_a_page_needs_and_the_warehouse_lacks_reads_in_spanish() -> None:
+    said = "no prospects have been scored (hint: run: segmentum segment lookalike --target ...)"
+    assert i18n.translate_message("es", said) == (
+        "aún no se ha puntuado ningún cliente potencial "
+        "(sugerencia: ejecute: segmentum segment lookalike --target ...)"
+    )
+    assert i18n.translate_message("es", "unknown dimension(s): regoin") == (
+        "dimensiones desconocidas: regoin"
+    )

@@ -580,6 +580,27 @@ MESSAGES: tuple[tuple[str, tuple[str, str]], ...] = (
         "([\\d,]+) staging tables left by interrupted steps: dropped",
         N_("doctor", "%(1)s staging tables left by interrupted steps: dropped"),
     ),
+    # What a page or command needs and the warehouse lacks yet.
+    (
+        r"the customers table has no geography columns",
+        N_("missing", "the customers table has no geography columns"),
+    ),
+    (r"load customers first", N_("missing", "load customers first")),
+    (r"no prospects have been scored", N_("missing", "no prospects have been scored")),
+    (
+        r"run: segmentum segment lookalike --target \.\.\.",
+        N_("missing", "run: segmentum segment lookalike --target ..."),
+    ),
+    (r"there are no survey responses", N_("missing", "there are no survey responses")),
+    (
+        r"load them: segmentum ingest responses FILE",
+        N_("missing", "load them: segmentum ingest responses FILE"),
+    ),
+    (r"unknown dimension\(s\): (.+)", N_("missing", "unknown dimension(s): %(1)s")),
+    (
+        r"dimensions are columns of the customer view: (.+)",
+        N_("missing", "dimensions are columns of the customer view: %(1)s"),
+    ),
     # A saved segment that cannot be saved as written (segmentum.segments.store.validate).
     (rf"{_Q} cannot be a segment name", N_("segment", "%(1)s cannot be a segment name")),
     (

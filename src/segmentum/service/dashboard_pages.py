@@ -538,7 +538,7 @@ def mount(
         try:
             nodes = run()
         except SegmentumError as exc:
-            error = {"message": exc.message, "hint": ""}
+            error = {"message": i18n.translate_message(page.lang, exc.message), "hint": ""}
             error["known"] = ", ".join(CATEGORICAL)
         tree = _tree(page, nodes, dims)
         return render(
