@@ -243,6 +243,16 @@ def test_a_mistyped_rule_says_where_and_what_was_meant_without_internal_names(
     assert r.status_code == 422 and "_preview" not in r.text
     assert body["detail"].startswith("unknown column or segment 'frequncy' at position 1")
     assert body["detail"].splitlines()[-1].strip() == "^" and "frequency" in body["hint"]
+    # A client that asks for Spanish reads the detail and hint in Spanish; the title is the same.
+    es = http.post(
+        f"{base}/v1/segments/preview",
+        json={"rule": "frequncy >= 2"},
+        headers={**read, "Accept-Language": "es-ES,es;q=0.9"},
+    ).json()
+    assert es["title"] == body["title"] and es["status"] == 422
+    assert es["detail"].startswith("columna o segmento desconocido 'frequncy' en la posición 1")
+    assert es["detail"].splitlines()[-1].strip() == "^" and "frequency" in es["hint"]
+    assert es["hint"] != body["hint"]
     # The explorer's preview of a typed rule shows the same message, hint and caret.
     svc = server["app"].state.svc
     s = create_session(svc.sessions, server["keys"]["read"])

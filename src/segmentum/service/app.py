@@ -28,6 +28,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from segmentum import i18n
 from segmentum.config import Settings, load_settings
 from segmentum.errors import (
     ConfigError,
@@ -170,18 +171,26 @@ def create_app(
         return problem(exc.status, exc.title, exc.detail, exc.hint, exc.headers)
 
     @app.exception_handler(SegmentumError)
-    async def _user_error(_: Request, exc: SegmentumError) -> JSONResponse:
+    async def _user_error(request: Request, exc: SegmentumError) -> JSONResponse:
         if isinstance(exc, WarehouseBusyError):
             b = busy(settings.busy_wait_seconds)
             return problem(b.status, b.title, b.detail, b.hint, b.headers)
+        # The detail and hint in Spanish when the client asks for it (Accept-Language: es);
+        # the title stays the same in every language, for programs to match on.
+        spanish = request.headers.get("accept-language", "").strip().lower().startswith("es")
+        said, hint = exc.message, exc.hint
+        if spanish:  # a rule's error: its first line is the message, the rule and caret follow
+            first, *rest = said.split("\n")
+            said = "\n".join([i18n.translate_message("es", first), *rest])
+            hint = i18n.translate_message("es", hint) if hint else hint
         if isinstance(exc, StoreUnreachableError):  # a server down: retry, not a state
-            return problem(503, "Unavailable", exc.message, exc.hint, {"Retry-After": "5"})
+            return problem(503, "Unavailable", said, hint, {"Retry-After": "5"})
         if isinstance(exc, WarehouseError):
-            return problem(409, "Not available yet", exc.message, exc.hint)
+            return problem(409, "Not available yet", said, hint)
         if isinstance(exc, ConfigError):
-            return problem(409, "Not configured", exc.message, exc.hint)
+            return problem(409, "Not configured", said, hint)
         status = 404 if "there is no" in exc.message else 422
-        return problem(status, "Cannot do that", exc.message, exc.hint)
+        return problem(status, "Cannot do that", said, hint)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
