@@ -279,6 +279,7 @@ def build_overview(wh: Warehouse, as_of: _dt.date | None = None) -> dict[str, An
     from segmentum.segments.view import GEO_LEVELS
 
     view, as_of = customer_view(wh, as_of)
+    columns = sorted(view.columns)  # what rules and pages may use (the builder offers these)
     # Computed once, with only the columns read below: the aggregates, the geography and the
     # micro-segments then read one narrow table instead of joining the view again.
     used = {"customer_id", "frequency", "monetary", "r_score", "f_score", "clv", "tags"}
@@ -296,6 +297,7 @@ def build_overview(wh: Warehouse, as_of: _dt.date | None = None) -> dict[str, An
     totals = buyers.aggregate(n=buyers.count(), revenue=buyers.monetary.sum()).to_pyarrow()
     tot = totals.to_pylist()[0]
     out: dict[str, Any] = {
+        "columns": columns,
         "as_of": as_of.isoformat(),
         "customers": int(tot["n"]),
         "revenue": float(tot["revenue"] or 0.0),

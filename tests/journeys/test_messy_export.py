@@ -230,3 +230,23 @@ def test_a_shop_with_only_its_invoice_export_can_save_segments(
     monkeypatch.delenv("SEGMENTUM_LANGUAGE")
     code, out, err = run("history", "backfill", "--periods", "2")
     assert code == 0 and "loyal" in out, out + err
+    # The dashboard's builder and micro page offer the columns this shop has: the classes,
+    # not a region or age band; its default tree opens, in Spanish.
+    import httpx
+    from tests.conftest import serving
+
+    from segmentum.service.app import create_app
+    from segmentum.service.auth import SESSION_COOKIE, create_key, create_session
+
+    app = create_app(url, load_settings())
+    svc = app.state.svc
+    session = create_session(svc.sessions, create_key(svc.state, "shop", ["read"]))
+    assert session is not None
+    jar = {SESSION_COOKIE: session.sid}
+    with serving(app) as base:
+        builder = httpx.get(f"{base}/dashboard/segments", params={"lang": "es"}, cookies=jar)
+        micro = httpx.get(f"{base}/dashboard/micro", params={"lang": "es"}, cookies=jar)
+    assert builder.status_code == 200 and micro.status_code == 200
+    assert 'value="value_tier"' in builder.text and 'value="region"' not in builder.text
+    assert 'value="age_band"' not in builder.text and 'id="error"' not in micro.text
+    assert 'value="value_tier,lifecycle_stage,rfm_segment"' in micro.text

@@ -58,8 +58,16 @@ CATEGORICAL = (
     "preferred_device",
     "top_category",
     "clv_status",
-    "trend",
 )
+
+
+def _offered(svc: Any) -> list[str]:
+    """The categorical columns this warehouse's customer view has (from the last run's cached
+    overview; all of them before a run): no region or age without a customers file."""
+    have = svc.overview().get("columns")
+    return [c for c in CATEGORICAL if have is None or c in have]
+
+
 # What the migration page and the overview's "what changed" read (in the serving store).
 HISTORY_TABLES = ("customer_classes", INVOICES)
 # Overview charts: the column, whether its bars follow a fixed order, and that order.
@@ -285,7 +293,7 @@ def mount(
             "builder.html",
             current="segments",
             rule=rule,
-            columns=list(CATEGORICAL),
+            columns=_offered(svc),
             can_write="write" in (page.session.scopes if page.session else []),
         )
 
@@ -539,7 +547,7 @@ def mount(
             nodes = run()
         except SegmentumError as exc:
             error = {"message": i18n.translate_message(page.lang, exc.message), "hint": ""}
-            error["known"] = ", ".join(CATEGORICAL)
+            error["known"] = ", ".join(_offered(svc))
         tree = _tree(page, nodes, dims)
         return render(
             page,
@@ -548,7 +556,7 @@ def mount(
             dimensions=",".join(dims) or dimensions,
             tree=tree,
             error=error,
-            known=list(CATEGORICAL),
+            known=_offered(svc),
         )
 
     # ------------------------------------------------------------------ geography
