@@ -2358,7 +2358,8 @@ def campaign_create_cmd(
     """Define a campaign (nothing is sent)."""
     lang = _check_lang(lang)
     _ = i18n.translations(lang).ugettext
-    c = _campaigns(warehouse).create(
+    cs = _campaigns(warehouse)
+    c = cs.create(
         name,
         tactic,
         channel,
@@ -2375,6 +2376,25 @@ def campaign_create_cmd(
             "channel": escape(i18n.label(lang, "channel", c.channel)),
         }
     )
+    # Saved, but its audience needs data the warehouse does not hold yet: say so now.
+    needs = {
+        "acquisition": (
+            "prospect_scores",
+            _(
+                "no prospects have been scored yet: its audience is empty until you run "
+                "segmentum segment lookalike --target ..."
+            ),
+        ),
+        "detractors": (
+            "responses",
+            _(
+                "there are no survey answers yet: its audience is empty until you load them "
+                "(segmentum ingest responses FILE)"
+            ),
+        ),
+    }
+    if c.tactic in needs and not cs.wh.has(needs[c.tactic][0]):
+        console.print(f"[yellow]{escape(needs[c.tactic][1])}[/yellow]")
 
 
 @campaign_app.command("list")

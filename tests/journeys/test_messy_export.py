@@ -227,6 +227,11 @@ def test_a_shop_with_only_its_invoice_export_can_save_segments(
     assert code == 0, err
     sent = pd.read_csv(next((tmp_path / "sends").glob("*.csv")))
     assert len(sent) > 0 and set(sent.language) == {"es"}
+    # An acquisition campaign is saved, and told at once that there are no prospects yet.
+    code, out, err = run(
+        "campaign", "create", "nuevos", "--tactic", "acquisition", "--channel", "file"
+    )
+    assert code == 0 and "aún no se ha puntuado ningún cliente potencial" in " ".join(out.split())
     monkeypatch.delenv("SEGMENTUM_LANGUAGE")
     code, out, err = run("history", "backfill", "--periods", "2")
     assert code == 0 and "loyal" in out, out + err
