@@ -1944,13 +1944,18 @@ def history_backfill_cmd(
 
 
 @history_app.command("dates")
-def history_dates_cmd(warehouse: WarehouseOpt = None, lang: LangOpt = None) -> None:
+def history_dates_cmd(
+    warehouse: WarehouseOpt = None, as_json: JsonOpt = False, lang: LangOpt = None
+) -> None:
     """The dates with stored snapshots."""
     from segmentum.history.snapshots import snapshot_dates
 
     lang = _check_lang(lang)
     settings = load_settings()
     dates = snapshot_dates(connect(warehouse or settings.warehouse))
+    if as_json:
+        print_json(json.dumps([d.isoformat() for d in dates]))
+        return
     # ISO dates in both languages: they are what --from and --to take.
     console.print(
         ", ".join(d.isoformat() for d in dates)
@@ -2398,10 +2403,17 @@ def campaign_create_cmd(
 
 
 @campaign_app.command("list")
-def campaign_list_cmd(warehouse: WarehouseOpt = None, lang: LangOpt = None) -> None:
+def campaign_list_cmd(
+    warehouse: WarehouseOpt = None, as_json: JsonOpt = False, lang: LangOpt = None
+) -> None:
     """List campaigns."""
     lang = _check_lang(lang)
     _ = i18n.translations(lang).ugettext
+    if as_json:
+        fields = ("campaign_id", "name", "tactic", "channel", "target", "control_share", "seed")
+        rows = [{k: getattr(c, k) for k in fields} for c in _campaigns(warehouse).list()]
+        print_json(json.dumps(rows, default=str))
+        return
     t = Table(title=_("campaigns"))
     for c in (_("id"), _("name"), _("tactic"), _("channel"), _("control")):
         t.add_column(c)
