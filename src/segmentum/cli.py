@@ -3225,7 +3225,9 @@ def key_create_cmd(
 
 
 @key_app.command("list")
-def key_list_cmd(warehouse: WarehouseOpt = None, lang: LangOpt = None) -> None:
+def key_list_cmd(
+    warehouse: WarehouseOpt = None, as_json: JsonOpt = False, lang: LangOpt = None
+) -> None:
     """Keys with their scopes (never the secrets)."""
     from segmentum.service.auth import list_keys
     from segmentum.service.state import StateStore
@@ -3233,11 +3235,28 @@ def key_list_cmd(warehouse: WarehouseOpt = None, lang: LangOpt = None) -> None:
     lang = _check_lang(lang)
     _ = i18n.translations(lang).ugettext
     settings = load_settings()
+    keys = list_keys(StateStore.for_warehouse(warehouse or settings.warehouse, settings))
+    split = [
+        [x.strip() for x in str(k["scopes"]).strip("[]").replace("'", "").split(",") if x.strip()]
+        for k in keys
+    ]
+    if as_json:
+        rows = [
+            {
+                "key_id": str(k["key_id"]),
+                "name": str(k["name"]),
+                "scopes": scopes,
+                "created_at": str(k["created_at"])[:19],
+                "revoked": bool(k["revoked"]),
+            }
+            for k, scopes in zip(keys, split, strict=True)
+        ]
+        print_json(json.dumps(rows))
+        return
     t = Table(title=_("API keys"))
     for c in (_("id"), _("name"), _("scopes"), _("created"), _("revoked")):
         t.add_column(c)
-    for k in list_keys(StateStore.for_warehouse(warehouse or settings.warehouse, settings)):
-        scopes = [x.strip() for x in str(k["scopes"]).strip("[]").replace("'", "").split(",")]
+    for k, scopes in zip(keys, split, strict=True):
         created = (
             str(k["created_at"])[:19]
             if lang == "en"
