@@ -607,15 +607,13 @@ MESSAGES: tuple[tuple[str, tuple[str, str]], ...] = (
         r"use letters, digits and _ \(not starting with a digit\), e\.g\. (\w+)",
         N_("segment", "use letters, digits and _ (not starting with a digit), e.g. %(1)s"),
     ),
-    (
-        r"segment (\w+): level must be customer or account",
-        N_("segment", "segment %(1)s: level must be customer or account"),
-    ),
+    # After "segment NAME: " (see _known), which is translated apart.
+    (r"level must be customer or account", N_("segment", "level must be customer or account")),
     (rf"segment name {_Q} is also a column", N_("segment", "segment name %(1)s is also a column")),
     (r"choose another name", N_("segment", "choose another name")),
     (
-        r"segment (\w+): an account segment needs the companies of the customers",
-        N_("segment", "segment %(1)s: an account segment needs the companies of the customers"),
+        r"an account segment needs the companies of the customers",
+        N_("segment", "an account segment needs the companies of the customers"),
     ),
     (
         r"load a customers file with a company_id column \(segmentum ingest customers\)",
@@ -625,8 +623,8 @@ MESSAGES: tuple[tuple[str, tuple[str, str]], ...] = (
         ),
     ),
     (
-        r"segment (\w+): the rule gives a (\w+), not true or false",
-        N_("segment", "segment %(1)s: the rule gives a %(2)s, not true or false"),
+        r"the rule gives a (\w+), not true or false",
+        N_("segment", "the rule gives a %(1)s, not true or false"),
     ),
     (
         r"compare it with something, e\.g\. monetary > 100",

@@ -525,26 +525,25 @@ def mount(
         dims = [d.strip() for d in dimensions.split(",") if d.strip()]
         min_size = svc.settings.micro_segment_min_size
 
-        def run() -> list[Any]:
+        def run() -> tuple[list[str], list[Any]]:
+            """The tree's dimensions (the default ones when none were asked for) and nodes."""
             cached = svc.overview().get("micro")
             if (
                 cached
                 and (not dims or dims == list(cached["dimensions"]))
                 and cached["min_size"] == min_size
             ):
-                dims[:] = cached["dimensions"]
-                return [SimpleNamespace(**n) for n in cached["nodes"]]
+                return list(cached["dimensions"]), [SimpleNamespace(**n) for n in cached["nodes"]]
             # Only views the cache lacks open the warehouse (busy while a run holds it).
             tree = wh_lock(
                 lambda: micro_segments(svc.wh, dims or None, min_size=min_size, store=False)
             )
-            dims[:] = tree.dimensions
-            return tree.nodes
+            return tree.dimensions, tree.nodes
 
         error = None
         nodes: list[Any] = []
         try:
-            nodes = run()
+            dims, nodes = run()
         except SegmentumError as exc:
             error = {"message": i18n.translate_message(page.lang, exc.message), "hint": ""}
             error["known"] = ", ".join(_offered(svc))
