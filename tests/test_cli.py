@@ -779,3 +779,128 @@ def test_settings_list_in_spanish(
     assert "ajustes" in out and "valor" in out and "Dónde están los datos" in out, out[:500]
     english = [s.name for s in SETTINGS if s.help in out]
     assert not english, f"still English: {english}"
+
+
+# ------------------------------------------------------------------ user errors in the language
+
+# Words of an English message; a Spanish line has none once commands, options, paths and
+# quoted values (which stay as typed) are taken out.
+_ENGLISH = re.compile(
+    r"\b(the|is|are|there|has|have|not|must|cannot|yet|first|them|with|of|and|or|to|was|"
+    r"hint|found|unknown|missing|invalid|see|usage|such|give|load|run|got|please)\b"
+)
+
+
+def _english_in(line: str) -> list[str]:
+    text = re.sub(r"'[^']*'|\"[^\"]*\"", " ", line)
+    text = re.sub(r"segmentum(?: [a-z][\w-]*)+(?: [A-Z]+)?", " ", text)  # a command to paste
+    text = re.sub(r"--[\w-]+|\S*[/:=_.<>]\S*", " ", text)  # options, paths, URLs, settings
+    return _ENGLISH.findall(text)
+
+
+def test_user_errors_of_segment_history_market_satisfaction_audience_and_restore_in_spanish(
+    json_db: tuple[Path, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The mistakes a user makes with these commands (a name that is not there, data not
+    loaded yet, a bad value, a folder that is no backup) read in Spanish with --lang es: the
+    error and what to do, the values as typed."""
+    import shutil
+
+    import segmentum
+
+    shutil.copy(json_db[0], tmp_path / "w.duckdb")
+    full = f"duckdb:///{tmp_path / 'w.duckdb'}"
+    empty = f"duckdb:///{tmp_path / 'vacio.duckdb'}"
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("SEGMENTUM_LANGUAGE", raising=False)
+    monkeypatch.setenv("SEGMENTUM_ERROR_LOG_DIR", str(tmp_path / "logs"))
+    capsys.readouterr()
+
+    def said(*args: str) -> str:
+        got = main([*args, "--lang", "es"])
+        line = " ".join(capsys.readouterr().err.split())
+        assert got in (2, 3, 4), (args, got, line)  # a usage, setting or warehouse error
+        assert line.startswith("error: ") and not _english_in(line), (args, line)
+        return line
+
+    dates = ["--from", "2020-01-01", "--to", "2020-06-01"]
+    # A name that is not there, and a mistyped one.
+    assert "no hay ningún segmento llamado 'nope' sugerencia: consulte la lista" in said(
+        "segment", "show", "nope", "-w", full
+    )
+    assert "sugerencia: ¿querías decir vip?" in said("segment", "show", "vipp", "-w", full)
+    # Data not loaded or computed yet.
+    for args in (
+        ["segment", "show", "vip"],
+        ["segment", "lookalike"],
+        ["history", "migration", *dates, "--by", "cluster"],
+        ["market", "compute"],
+        ["market", "penetration"],
+        ["market", "white-space"],
+        ["market", "export"],
+        ["satisfaction", "compute"],
+        ["satisfaction", "summary"],
+        ["satisfaction", "trend"],
+        ["satisfaction", "terms", "high"],
+        ["satisfaction", "detractors"],
+        ["audience", "seed", "--top", "10"],
+    ):
+        said(*args, "-w", empty)
+    assert said("market", "compute", "-w", empty) == (
+        "error: aún no hay población de referencia sugerencia: cargue una: segmentum ingest "
+        "population ARCHIVO (vea docs/market.md)"
+    )
+    # Bad arguments.
+    assert "no hay fotos de cluster del 1 ene 2020 ni del 1 jun 2020" in said(
+        "history", "migration", *dates, "--by", "cluster", "-w", full
+    )
+    said("history", "migration", "--from", "2020-06-01", "--to", "2020-01-01", "-w", full)
+    assert "--from 'ayer' no es una fecha" in said(
+        "history", "migration", "--from", "ayer", "--to", "2020-01-01", "-w", full
+    )
+    said("history", "migration", *dates, "--by", "tier", "-w", full)
+    said("market", "penetration", "--level", "barrio", "-w", full)
+    said("market", "export", "--format", "xml", "-w", full)
+    said("market", "export", "--format", "geojson-properties", "--geojson", "mapa.json", "-w", full)
+    said("audience", "retarget", "-w", full)
+    # Ad audiences need the personal-data setting first, then good values.
+    said("audience", "seed", "--top", "10", "-w", full)
+    monkeypatch.setenv("SEGMENTUM_EXPORT_PERSONAL_DATA", "true")
+    said("audience", "export", "vip", "--format", "tiktak", "-w", full)
+    said("audience", "export", "nope", "-w", full)
+    # A date the segment was not computed on writes an empty file (it once failed as a bug).
+    assert main(["audience", "export", "vip", "--as-of", "2020-01-01", "-w", full]) == 0
+    assert "0 of 0 customers of 'vip' written" in " ".join(capsys.readouterr().out.split())
+    said("audience", "retarget", "--carted", "--days", "0", "-w", full)
+    assert "--until 'ayer' no es una fecha" in said(
+        "audience", "retarget", "--carted", "--until", "ayer", "-w", full
+    )
+    said("audience", "seed", "-w", full)
+    said("audience", "seed", "--top", "0", "-w", full)
+    assert "(se indicó 150)" in said("audience", "seed", "--top-percent", "150", "-w", full)
+    said("audience", "retarget", "--carted", "-w", empty)
+    # A look-alike target whose rule has a mistake: said as in a preview, no internal name.
+    (tmp_path / "leads.csv").write_text("prospect_id,country\nP1,España\n", encoding="utf-8")
+    assert main(["ingest", "prospects", "leads.csv", "-w", full]) == 0
+    capsys.readouterr()
+    typo = said("segment", "lookalike", "--target", "monetary > 1e12", "-w", full)
+    assert "en la posición 13:" in typo and "_" not in typo.split("^")[0], typo
+    # restore: a folder that is no backup, a damaged manifest, a warehouse with data.
+    said("restore", "nada", "-w", f"duckdb:///{tmp_path / 'r.duckdb'}")
+    (tmp_path / "copia").mkdir()
+    (tmp_path / "copia" / "segmentum-backup.json").write_text("{}", encoding="utf-8")
+    said("restore", "copia", "-w", f"duckdb:///{tmp_path / 'r.duckdb'}")
+    with segmentum.connect(empty) as wh:
+        from segmentum.maintenance import backup
+
+        backup(wh, tmp_path / "buena")
+    said("restore", "buena", "-w", full)
+    said("restore", "buena", "-w", "postgres://u:p@localhost/db")
+    # The command line's own refusals.
+    said("restore")
+    said("market", "penetration", "--top", "muchos")
+    said("audience", "seed", "--nope")
+    said("market", "nope")

@@ -2893,8 +2893,7 @@ def audience_retarget_cmd(
         raise InputError("say which: --viewed or --carted", "e.g. --carted --days 7")
     end = None
     if until is not None:
-        day = _as_of(until)
-        assert day is not None
+        day = _date(until, "--until")
         end = _dt.datetime(day.year, day.month, day.day, 23, 59, 59)
     settings = load_settings()
     _file, _products, r = export_retargeting(
@@ -4410,6 +4409,7 @@ def main(argv: list[str] | None = None) -> int:
             f"the details are in {log}; please attach that file to a bug report"
             if log
             else "run the command again with --debug to see the details",
+            lang,
         )
         return int(ExitCode.INTERNAL)
     return int(ExitCode.OK)

@@ -791,6 +791,364 @@ MESSAGES: tuple[tuple[str, tuple[str, str]], ...] = (
         r"check the path \(relative paths start where you run the command\)",
         N_("path", "check the path (relative paths start where you run the command)"),
     ),
+    # A saved segment a command names (segmentum.segments.store).
+    (rf"there is no segment named {_Q}", N_("segment", "there is no segment named %(1)s")),
+    (r"list them: segmentum segment list", N_("segment", "list them: segmentum segment list")),
+    (
+        rf"a segment named {_Q} already exists",
+        N_("segment", "a segment named %(1)s already exists"),
+    ),
+    (
+        r"edit it \(segmentum segment edit (\w+)\) or choose another name",
+        N_("segment", "edit it (segmentum segment edit %(1)s) or choose another name"),
+    ),
+    (rf"segment {_Q} has not been computed", N_("segment", "segment %(1)s has not been computed")),
+    (r"run: segmentum segment compute", N_("segment", "run: segmentum segment compute")),
+    (
+        r"preview an account segment through a customer rule that uses it",
+        N_("segment", "preview an account segment through a customer rule that uses it"),
+    ),
+    (
+        r"segments reference each other in a cycle: (.+)",
+        N_("segment", "segments reference each other in a cycle: %(1)s"),
+    ),
+    (
+        r"a segment cannot depend on itself, directly or through others",
+        N_("segment", "a segment cannot depend on itself, directly or through others"),
+    ),
+    # What the customer view needs (segmentum.segments.view).
+    (r"there are no customer features yet", N_("missing", "there are no customer features yet")),
+    (r"customer_features is empty", N_("missing", "customer_features is empty")),
+    (r"run the pipeline: segmentum run", N_("missing", "run the pipeline: segmentum run")),
+    # Look-alikes of a segment among the prospects (segmentum.segments.lookalike).
+    (r"there are no prospects to score", N_("lookalike", "there are no prospects to score")),
+    (
+        r"load them: segmentum ingest prospects FILE",
+        N_("lookalike", "load them: segmentum ingest prospects FILE"),
+    ),
+    (
+        rf"the segment has {_N} members and {_N} non-members: too few to learn from",
+        N_(
+            "lookalike",
+            "the segment has %(1)s members and %(2)s non-members: too few to learn from",
+        ),
+    ),
+    (
+        r"choose a segment with at least 20 customers in and out",
+        N_("lookalike", "choose a segment with at least 20 customers in and out"),
+    ),
+    (
+        r"customers and prospects share no usable column",
+        N_("lookalike", "customers and prospects share no usable column"),
+    ),
+    # Segment history (segmentum.history.migration).
+    (r"no segment has been computed yet", N_("history", "no segment has been computed yet")),
+    (rf"unknown classification {_Q}", N_("history", "unknown classification %(1)s")),
+    (
+        r"use a column of customer_classes \(rfm_segment, value_tier, lifecycle_stage\.\.\.\), "
+        r"segment:NAME or cluster",
+        N_(
+            "history",
+            "use a column of customer_classes (rfm_segment, value_tier, lifecycle_stage...), "
+            "segment:NAME or cluster",
+        ),
+    ),
+    (r"--to must be after --from", N_("history", "--to must be after --from")),
+    (
+        r"no snapshots of (\S+) on (\S+) or (\S+)",
+        N_("history", "no snapshots of %(1)s on %(2)s or %(3)s"),
+    ),
+    (
+        r"list the dates with: segmentum history dates",
+        N_("history", "list the dates with: segmentum history dates"),
+    ),
+    # The market: a reference population, and what was computed from it (segmentum.market).
+    (r"there is no reference population yet", N_("market", "there is no reference population yet")),
+    (
+        r"load one: segmentum ingest population FILE \(see docs/market\.md\)",
+        N_("market", "load one: segmentum ingest population FILE (see docs/market.md)"),
+    ),
+    (r"the population table is empty", N_("market", "the population table is empty")),
+    (r"the population has no (\S+) column", N_("market", "the population has no %(1)s column")),
+    (
+        r"the population has no place columns \(country, region, state, city\)",
+        N_("market", "the population has no place columns (country, region, state, city)"),
+    ),
+    (
+        r"export the cells instead: leave out --level",
+        N_("market", "export the cells instead: leave out --level"),
+    ),
+    (r"the market has not been computed", N_("market", "the market has not been computed")),
+    (
+        r"load a population \(segmentum ingest population FILE\), then segmentum run or "
+        r"segmentum market compute",
+        N_(
+            "market",
+            "load a population (segmentum ingest population FILE), then segmentum run or "
+            "segmentum market compute",
+        ),
+    ),
+    (r"GeoJSON file (.+) not found", N_("market", "GeoJSON file %(1)s not found")),
+    (
+        r"check the market_geojson setting \(a path to a file\)",
+        N_("market", "check the market_geojson setting (a path to a file)"),
+    ),
+    (
+        r"GeoJSON file (.+?) cannot be read: (.+)",
+        N_("market", "GeoJSON file %(1)s cannot be read: %(2)s"),
+    ),
+    (r"export it again as GeoJSON \(UTF-8\)", N_("market", "export it again as GeoJSON (UTF-8)")),
+    (
+        r"GeoJSON file (.+) is not a FeatureCollection",
+        N_("market", "GeoJSON file %(1)s is not a FeatureCollection"),
+    ),
+    (
+        r"the map needs a FeatureCollection of Polygon or MultiPolygon features",
+        N_("market", "the map needs a FeatureCollection of Polygon or MultiPolygon features"),
+    ),
+    # Satisfaction (segmentum.satisfaction).
+    (
+        r"satisfaction has not been computed",
+        N_("satisfaction", "satisfaction has not been computed"),
+    ),
+    (
+        r"load responses \(segmentum ingest responses FILE\), then run: segmentum run",
+        N_(
+            "satisfaction",
+            "load responses (segmentum ingest responses FILE), then run: segmentum run",
+        ),
+    ),
+    (r"run: segmentum run", N_("satisfaction", "run: segmentum run")),
+    (
+        r"there are no customer classes for (\S+)",
+        N_("satisfaction", "there are no customer classes for %(1)s"),
+    ),
+    # Ad audiences (segmentum.campaigns.adaudiences).
+    (rf"unknown ad audience format {_Q}", N_("audience", "unknown ad audience format %(1)s")),
+    (
+        r"ad audiences hold hashed emails and phones, which are still personal data, and "
+        r"export_personal_data is off",
+        N_(
+            "audience",
+            "ad audiences hold hashed emails and phones, which are still personal data, and "
+            "export_personal_data is off",
+        ),
+    ),
+    (
+        r"set export_personal_data = true in segmentum\.toml \(or "
+        r"SEGMENTUM_EXPORT_PERSONAL_DATA=true\) once your privacy notice covers advertising",
+        N_(
+            "audience",
+            "set export_personal_data = true in segmentum.toml (or "
+            "SEGMENTUM_EXPORT_PERSONAL_DATA=true) once your privacy notice covers advertising",
+        ),
+    ),
+    (
+        r"no customers are loaded: an ad audience needs their emails or phones and consent",
+        N_(
+            "audience",
+            "no customers are loaded: an ad audience needs their emails or phones and consent",
+        ),
+    ),
+    (r"segmentum ingest customers FILE", N_("audience", "segmentum ingest customers FILE")),
+    (
+        r"there are no events to retarget from",
+        N_("audience", "there are no events to retarget from"),
+    ),
+    (
+        r"load web and app events first: segmentum ingest events FILE",
+        N_("audience", "load web and app events first: segmentum ingest events FILE"),
+    ),
+    (rf"unknown retargeting kind {_Q}", N_("audience", "unknown retargeting kind %(1)s")),
+    (r"use viewed or carted", N_("audience", "use viewed or carted")),
+    (r"say which: --viewed or --carted", N_("audience", "say which: --viewed or --carted")),
+    (
+        r"give either --top N or --top-percent P",
+        N_("audience", "give either --top N or --top-percent P"),
+    ),
+    (
+        r"there is no customer lifetime value yet",
+        N_("audience", "there is no customer lifetime value yet"),
+    ),
+    # A value an option does not allow, and what the command line itself refuses (Click).
+    (
+        r"(--[\w-]+) must be 1 or more \(got (\S+)\)",
+        N_("usage", "%(1)s must be 1 or more (got %(2)s)"),
+    ),
+    (
+        r"(--[\w-]+) must be above 0 and at most 100 \(got (\S+)\)",
+        N_("usage", "%(1)s must be above 0 and at most 100 (got %(2)s)"),
+    ),
+    (rf"(--[\w-]+) {_Q} is not a date", N_("usage", "%(1)s %(2)s is not a date")),
+    (r"write it as YYYY-MM-DD", N_("usage", "write it as YYYY-MM-DD")),
+    (rf"unknown format {_Q}", N_("usage", "unknown format %(1)s")),
+    (r"use one of: (.+)", N_("usage", "use one of: %(1)s")),
+    (r"use ((?:[\w-]+, )+[\w-]+)", N_("usage", "use %(1)s")),
+    (r"e\.g\. (.+)", N_("usage", "e.g. %(1)s")),
+    (r"missing argument '(.+)'\.?", N_("usage", "missing argument '%(1)s'")),
+    (r"missing option '(.+)'\.?", N_("usage", "missing option '%(1)s'")),
+    (
+        r"no such option: (\S+) \(Possible options: (.+)\)",
+        N_("usage", "no such option: %(1)s (possible options: %(2)s)"),
+    ),
+    (r"no such option: (\S+)", N_("usage", "no such option: %(1)s")),
+    (r"no such command '(.+)'\.?", N_("usage", "no such command '%(1)s'")),
+    (
+        r"got unexpected extra argument\(s\) \((.+)\)",
+        N_("usage", "got unexpected extra argument(s) (%(1)s)"),
+    ),
+    (
+        r"invalid value for '(.+)': Input should be a valid integer, unable to parse string as "
+        r"an integer",
+        N_("usage", "invalid value for '%(1)s': it must be a whole number"),
+    ),
+    (
+        r"invalid value for '(.+)': Input should be a valid number, unable to parse string as "
+        r"a number",
+        N_("usage", "invalid value for '%(1)s': it must be a number"),
+    ),
+    (r"invalid value for '(.+)': (.+)", N_("usage", "invalid value for '%(1)s': %(2)s")),
+    (r"usage: (.+); see (.+) --help", N_("usage", "usage: %(1)s; see %(2)s --help")),
+    (r"see segmentum --help", N_("usage", "see segmentum --help")),
+    # Backups (segmentum.maintenance).
+    (
+        r"(.+) is not a segmentum backup \(no (\S+) in it\)",
+        N_("backup", "%(1)s is not a segmentum backup (no %(2)s in it)"),
+    ),
+    (
+        r"give the folder that segmentum backup wrote",
+        N_("backup", "give the folder that segmentum backup wrote"),
+    ),
+    (
+        r"restore works into a DuckDB warehouse file, not into (.+)",
+        N_("backup", "restore works into a DuckDB warehouse file, not into %(1)s"),
+    ),
+    (
+        r"give a URL like duckdb:///restored\.duckdb",
+        N_("backup", "give a URL like duckdb:///restored.duckdb"),
+    ),
+    (
+        r"the warehouse (\S+) already holds data",
+        N_("backup", "the warehouse %(1)s already holds data"),
+    ),
+    (
+        r"restore into a new file \(--warehouse duckdb:///restored\.duckdb\), or pass --replace "
+        r"to overwrite it",
+        N_(
+            "backup",
+            "restore into a new file (--warehouse duckdb:///restored.duckdb), or pass --replace "
+            "to overwrite it",
+        ),
+    ),
+    (
+        r"(.+): the backup cannot be imported \((.+)\)",
+        N_("backup", "%(1)s: the backup cannot be imported (%(2)s)"),
+    ),
+    (
+        r"check that the folder is complete \(every \.parquet file the manifest lists\)",
+        N_("backup", "check that the folder is complete (every .parquet file the manifest lists)"),
+    ),
+    (
+        r"(.+): the restored tables do not match the backup's manifest: (.+)",
+        N_("backup", "%(1)s: the restored tables do not match the backup's manifest: %(2)s"),
+    ),
+    (
+        r"the backup folder is damaged; use another backup",
+        N_("backup", "the backup folder is damaged; use another backup"),
+    ),
+    (
+        r"(.+) already exists and is not an empty folder",
+        N_("backup", "%(1)s already exists and is not an empty folder"),
+    ),
+    (
+        r"back up into a new folder, e\.g\. backups/2024-06-30",
+        N_("backup", "back up into a new folder, e.g. backups/2024-06-30"),
+    ),
+    (
+        r"(backup|restore) works on a DuckDB warehouse file, not on (.+)",
+        N_("backup", "%(1)s works on a DuckDB warehouse file, not on %(2)s"),
+    ),
+    (
+        r"use the engine's own tools \(pg_dump for PostgreSQL, your lake's snapshots for Spark\)",
+        N_(
+            "backup",
+            "use the engine's own tools (pg_dump for PostgreSQL, your lake's snapshots for Spark)",
+        ),
+    ),
+    (r"(.+) cannot be read: (.+)", N_("backup", "%(1)s cannot be read: %(2)s")),
+    # A warehouse another process holds (segmentum.warehouse.busy_error), for every command.
+    (
+        r"the warehouse (\S+) is busy: segmentum serve or another command has it open "
+        r"\(process (\d+)\)",
+        N_(
+            "warehouse",
+            "the warehouse %(1)s is busy: segmentum serve or another command has it open "
+            "(process %(2)s)",
+        ),
+    ),
+    (
+        r"the warehouse (\S+) is busy: segmentum serve or another command has it open",
+        N_(
+            "warehouse",
+            "the warehouse %(1)s is busy: segmentum serve or another command has it open",
+        ),
+    ),
+    (
+        r"the warehouse is busy: segmentum serve or another command has it open",
+        N_("warehouse", "the warehouse is busy: segmentum serve or another command has it open"),
+    ),
+    (
+        r"wait for that command to finish, or stop segmentum serve, then run this again",
+        N_(
+            "warehouse",
+            "wait for that command to finish, or stop segmentum serve, then run this again",
+        ),
+    ),
+    # What any command says when it cannot go on (segmentum.cli.main, warehouse.resource_error).
+    (
+        r"unexpected error \((\w+)\): this is a bug in segmentum",
+        N_("error", "unexpected error (%(1)s): this is a bug in segmentum"),
+    ),
+    (
+        r"the details are in (.+); please attach that file to a bug report",
+        N_("error", "the details are in %(1)s; please attach that file to a bug report"),
+    ),
+    (
+        r"run the command again with --debug to see the details",
+        N_("error", "run the command again with --debug to see the details"),
+    ),
+    (
+        r"the disk is full: could not write (.+)",
+        N_("error", "the disk is full: could not write %(1)s"),
+    ),
+    (r"the disk is full \((.+)\)", N_("error", "the disk is full (%(1)s)")),
+    (
+        r"free space on that disk, or point the temp_directory setting at a bigger one \(DuckDB "
+        r"spills what does not fit in memory_limit there; by default a folder beside the "
+        r"warehouse file, <file>\.tmp\); then run the command again",
+        N_(
+            "error",
+            "free space on that disk, or point the temp_directory setting at a bigger one (DuckDB "
+            "spills what does not fit in memory_limit there; by default a folder beside the "
+            "warehouse file, <file>.tmp); then run the command again",
+        ),
+    ),
+    (r"the engine ran out of memory \((.+)\)", N_("error", "the engine ran out of memory (%(1)s)")),
+    (
+        r"raise the max_temp_size setting, or free disk space, so that it can spill more",
+        N_(
+            "error",
+            "raise the max_temp_size setting, or free disk space, so that it can spill more",
+        ),
+    ),
+    (
+        r"raise the memory_limit setting, e\.g\. SEGMENTUM_MEMORY_LIMIT=4GB",
+        N_("error", "raise the memory_limit setting, e.g. SEGMENTUM_MEMORY_LIMIT=4GB"),
+    ),
+    (
+        r"(.+) is damaged: it is not the manifest segmentum backup writes",
+        N_("backup", "%(1)s is damaged: it is not the manifest segmentum backup writes"),
+    ),
     # What an ingest's progress lines say about a step (segmentum.ingest.core).
     (r"([\d,]+) rows", N_("progress", "%(1)s rows")),
     (r"([\d,]+) CSV files", N_("progress", "%(1)s CSV files")),
@@ -960,8 +1318,12 @@ def _translated(
         if lang != "en" and re.fullmatch(r"-?\d+\.\d+%", g):  # a share: 0.2587%
             digits = len(g.split(".")[1]) - 1
             return percent(float(g[:-1]) / 100, lang, digits)
-        if ctx in ("progress", "campaign", "market", "doctor") and re.fullmatch(r"[\d,]+", g):
+        if ctx in ("progress", "campaign", "market", "doctor", "lookalike") and re.fullmatch(
+            r"[\d,]+", g
+        ):
             return number(int(g.replace(",", "")), lang, 0)  # a count, grouped
+        if ctx == "usage" and re.fullmatch(r"-?\d+(\.\d+)?", g):  # a value given to an option
+            return number(float(g), lang, len(g.partition(".")[2]))
         if ctx == "doctor" and re.fullmatch(r"[\d,]+\.\d MB", g):  # a size: 1,234.5 MB
             return number(float(g[:-3].replace(",", "")), lang, 1) + " MB"
         if lang != "en" and re.fullmatch(r"\d{4}-\d{2}-\d{2}", g):
@@ -1000,14 +1362,15 @@ def translate_message(lang: str, text: str | None) -> str:
     if not text:
         return ""
     words = frozenset(m for _, m in _WORDS)
+    # A rule's error: "message at position 7:" (the rule and a caret follow on their lines);
+    # split first, as a pattern ending in "found (.+)" would swallow the position.
+    at = re.fullmatch(r"(.+) at position (\d+):", text.strip()) if lang != "en" else None
+    if at:
+        head = _known(lang, at.group(1), words) or at.group(1)
+        where = translations(lang).upgettext(*_AT) % {"1": at.group(2)}
+        return f"{head} {where}:"
     found = _known(lang, text, words)
     if found is None and lang != "en":
-        # A rule's error: "message at position 7:" (the rule and a caret follow on their lines).
-        at = re.fullmatch(r"(.+) at position (\d+):", text.strip())
-        if at:
-            head = _known(lang, at.group(1), words) or at.group(1)
-            where = translations(lang).upgettext(*_AT) % {"1": at.group(2)}
-            return f"{head} {where}:"
         parts = re.fullmatch(r"(.+) \(hint: (.+)\)", text.strip(), flags=re.S)
         if parts:
             message, hint = (_known(lang, x, words) or x for x in parts.groups())

@@ -399,7 +399,10 @@ def restore(source: str | Path, url: str, *, replace: bool = False) -> BackupRep
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
         expected = {str(k): int(v) for k, v in manifest["tables"].items()}
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise InputError(f"{manifest_path} cannot be read: {exc}") from exc
+        raise InputError(
+            f"{manifest_path} is damaged: it is not the manifest segmentum backup writes",
+            "the backup folder is damaged; use another backup",
+        ) from exc
     path = duckdb_file(url)
     if path is None:
         raise WarehouseError(

@@ -94,7 +94,10 @@ def record_export(
         schema=_EXPORTS_SCHEMA,
     )
     members = pa.table(
-        {"export_id": pa.array([export_id] * len(ids), pa.string()), "customer_id": ids}
+        {
+            "export_id": pa.array([export_id] * len(ids), pa.string()),
+            "customer_id": pa.array(ids, pa.string()),  # typed: an empty export has none
+        }
     )
     for name, data in ((EXPORTS, files), (EXPORT_MEMBERS, members)):
         if wh.has(name):

@@ -529,7 +529,7 @@ def seed(
     if top is not None and top < 1:
         raise InputError(f"--top must be 1 or more (got {top})")
     if top_percent is not None and not 0 < top_percent <= 100:
-        raise InputError(f"--top-percent must be above 0 and at most 100 (got {top_percent})")
+        raise InputError(f"--top-percent must be above 0 and at most 100 (got {top_percent:g})")
     if not wh.has("customer_clv"):
         raise InputError(
             "there is no customer lifetime value yet", "run the pipeline first: segmentum run"

@@ -52,7 +52,7 @@ def find_lookalikes(
     seed: int = 0,
 ) -> Lookalikes:
     """Score every prospect by resemblance to ``target`` (a rule or a saved segment's name)."""
-    from segmentum.segments.store import Segment, Segments, _col
+    from segmentum.segments.store import PREVIEW, Segment, Segments, _col
 
     if not wh.has("prospects"):
         raise InputError(
@@ -60,8 +60,10 @@ def find_lookalikes(
         )
     store = Segments(wh)
     segs = {s.name: s for s in store.list()}
-    name = target if target in segs else "_target"
-    if name == "_target":
+    # A rule is evaluated as a preview is: its errors are the user's own text, named by no
+    # segment (an internal name would show in them).
+    name = target if target in segs else PREVIEW
+    if name == PREVIEW:
         segs[name] = Segment(name, target)
     flags, as_of, _, _ = store._evaluate(segs, as_of, wanted=[name])
     profile = wh.table("customers")
