@@ -698,6 +698,36 @@ def test_the_model_and_data_commands_in_spanish(
     assert not re.search(r"\b(nan|None|NaT)\b", out)
 
 
+def test_clv_validate_writes_its_page_in_the_language(spanish: Any, tmp_path: Path) -> None:
+    """The HTML page of clv validate: titles, chart legends, table headings, dates and numbers
+    in Spanish with --lang es; English by default."""
+    args = ["clv", "validate", "--calibration-end", "2025-07-01"]
+    spanish(*args, "--out", str(tmp_path / "es.html"), "--lang", "es")
+    page = (tmp_path / "es.html").read_text(encoding="utf-8")
+    text = " ".join(re.sub(r"<style>.*?</style>|<[^>]+>", " ", page).split())
+    assert "<html lang='es'>" in page and "Comprobación del modelo de compra" in text, text
+    assert "validación del CLV" in text and "Semana a semana" in text and "Errores" in text
+    assert re.search(r"datos anteriores al 2 jul 2025; validación hasta el \d+ \w+ \d{4}", text)
+    assert re.search(r"Parámetros: r = \d+,\d+", text) and "semana: de 1 a" in text, text
+    assert "ingenuo (ritmo de calibración)" in text and re.search(SPANISH_SHARE, text), text
+    for english in (
+        "Purchase model",
+        "fitted on",
+        "holdout",
+        "Week by week",
+        "predicted",
+        "actual",
+        "naive",
+        "-predicts",
+        "chosen",
+        "max ",
+    ):
+        assert english not in text, english
+    spanish(*args, "--out", str(tmp_path / "en.html"))
+    english_page = (tmp_path / "en.html").read_text(encoding="utf-8")
+    assert "Purchase model check" in english_page and "Week by week" in english_page
+
+
 def test_satisfaction_and_market_commands_in_spanish(spanish: Any) -> None:
     """satisfaction compute, terms and detractors and market compute with --lang es."""
     computed = spanish("satisfaction", "compute", "--lang", "es")

@@ -839,7 +839,7 @@ def clv_validate_cmd(
     wh = connect(warehouse or load_settings().warehouse)
     # The stored purchase days: net of the stored return links, not relinked twice here.
     v = validate(purchase_days(wh), cal, _as_of(holdout_end))
-    out.write_text(v.to_html(), encoding="utf-8")
+    out.write_text(v.to_html(lang), encoding="utf-8")
     if as_json:
         payload = {
             "model": v.chosen,

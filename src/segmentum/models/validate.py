@@ -22,6 +22,7 @@ import ibis.expr.types as ir
 import numpy as np
 import pandas as pd
 
+from segmentum import i18n
 from segmentum.errors import InputError, ModelError
 from segmentum.features.customer import btyd_summary, purchase_days_before
 from segmentum.models.btyd import (
@@ -67,41 +68,107 @@ class Validation:
         """The chosen model's holdout forecast in words, against the naive baseline."""
         return verdict(self.errors, self.chosen, lang)
 
-    def to_html(self) -> str:
-        """A self-contained page: the two tracking charts (inline SVG) and the tables."""
+    def to_html(self, lang: str = "en") -> str:
+        """A self-contained page in ``lang``: the two tracking charts (inline SVG) and the
+        tables, numbers and dates as the language writes them."""
+        _ = i18n.translations(lang).ugettext
+        words = {
+            "actual": _("actual"),
+            "predicted": _("predicted"),
+            "naive": _("naive"),
+            NAIVE: _("naive (calibration rate)"),
+            "week": _("week"),
+            "x": _("calibration purchases"),
+            "customers": _("customers"),
+        }
         charts = [
-            _svg_lines("Cumulative repeat purchases in the holdout", self.weekly, "week"),
             _svg_lines(
-                "Holdout purchases per customer by calibration purchases", self.by_frequency, "x"
+                _("Cumulative repeat purchases in the holdout"), self.weekly, "week", words, lang
+            ),
+            _svg_lines(
+                _("Holdout purchases per customer by calibration purchases"),
+                self.by_frequency,
+                "x",
+                words,
+                lang,
             ),
         ]
-        tables = [
-            self.errors.to_html(float_format=lambda v: f"{v:,.3f}"),
-            self.by_frequency.to_html(index=False, float_format=lambda v: f"{v:,.3f}"),
-            self.weekly.to_html(index=False, float_format=lambda v: f"{v:,.1f}"),
+        heads = [_("method"), _("holdout purchases"), _("error of total")]
+        heads += [_("MAE weekly"), _("MAE by x")]
+        errors = [
+            [
+                words.get(str(method), str(method)),
+                i18n.number(row.iloc[0], lang, 0),
+                i18n.percent(row.iloc[1], lang),
+                i18n.number(row.iloc[2], lang, 1),
+                i18n.number(row.iloc[3], lang, 3),
+            ]
+            for method, row in self.errors.iterrows()
         ]
-        params = ", ".join(f"{k} = {v:.4g}" for k, v in self.model.params_.items())
+        tables = [
+            _table(heads, errors),
+            _frame_table(self.by_frequency, words, lang, 3),
+            _frame_table(self.weekly, words, lang, 1),
+        ]
+        params = ", ".join(
+            f"{k} = {i18n.significant(v, lang, 4)}" for k, v in self.model.params_.items()
+        )
         start = self.calibration_end + _dt.timedelta(days=1)
+        fitted = _(
+            "%(model)s fitted on data before %(start)s; holdout to %(end)s. Parameters: %(params)s."
+        ) % {
+            "model": self.chosen,
+            "start": i18n.date(start, lang),
+            "end": i18n.date(self.holdout_end, lang),
+            "params": params,
+        }
+        reason = self.reason_es if lang == "es" else self.reason_en
+        title, check = _("segmentum: CLV validation"), _("Purchase model check")
+        sections = (_("Errors"), _("By number of calibration purchases"), _("Week by week"))
+        e = html.escape
         return (
-            "<!doctype html><meta charset='utf-8'><title>segmentum: CLV validation</title>"
+            f"<!doctype html><html lang='{e(lang)}'><meta charset='utf-8'><title>{e(title)}</title>"
             "<style>body{font-family:sans-serif;max-width:960px;margin:auto}table{border-collapse:collapse}"
             "td,th{padding:2px 8px;border-bottom:1px solid #ddd;text-align:right}</style>"
-            "<h1>Purchase model check</h1>"
-            f"<p>{html.escape(self.chosen)} fitted on data before {start}; "
-            f"holdout to {self.holdout_end}. Parameters: {html.escape(params)}.</p>"
-            f"<p><strong>{html.escape(self.verdict())}</strong></p>"
-            f"<p>{html.escape(self.reason_en)}</p>"
+            f"<h1>{e(check)}</h1><p>{e(fitted)}</p><p><strong>{e(self.verdict(lang))}</strong></p>"
+            f"<p>{e(reason)}</p>"
             + "".join(charts)
-            + "<h2>Errors</h2>"
-            + tables[0]
-            + "<h2>By number of calibration purchases</h2>"
-            + tables[1]
-            + "<h2>Week by week</h2>"
-            + tables[2]
+            + "".join(f"<h2>{e(h)}</h2>{t}" for h, t in zip(sections, tables, strict=True))
         )
 
 
-def _svg_lines(title: str, df: pd.DataFrame, xcol: str, width: int = 900, height: int = 300) -> str:
+def _table(heads: list[str], rows: list[list[str]]) -> str:
+    """An HTML table of texts already formatted (escaped here)."""
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in heads)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _frame_table(df: pd.DataFrame, words: dict[str, str], lang: str, digits: int) -> str:
+    """A tracking table: its columns named in ``lang`` (a model keeps its name), the counts
+    whole, the purchases to ``digits`` decimals."""
+    whole = ("week", "customers")
+    rows = [
+        [
+            str(v) if c == "x" else i18n.number(v, lang, 0 if c in whole else digits)
+            for c, v in r.items()
+        ]
+        for r in df.to_dict("records")
+    ]
+    return _table([words.get(str(c), str(c)) for c in df.columns], rows)
+
+
+def _svg_lines(
+    title: str,
+    df: pd.DataFrame,
+    xcol: str,
+    words: dict[str, str],
+    lang: str,
+    width: int = 900,
+    height: int = 300,
+) -> str:
     series = [("actual", "#222"), ("predicted", "#d62728"), ("naive", "#1f77b4")]
     xs = pd.to_numeric(df[xcol].astype(str).str.rstrip("+")).to_numpy(dtype=float)
     ymax = float(max(df[c].max() for c, _ in series)) or 1.0
@@ -112,19 +179,28 @@ def _svg_lines(title: str, df: pd.DataFrame, xcol: str, width: int = 900, height
         py = height - 30 - y / ymax * (height - 50)
         return f"{px:.1f},{py:.1f}"
 
+    def e(col: str) -> str:
+        return html.escape(words.get(col, col))
+
     lines = "".join(
         f"<polyline fill='none' stroke='{color}' stroke-width='2' points='"
         + " ".join(pt(x, y) for x, y in zip(xs, df[col].to_numpy(dtype=float), strict=True))
-        + f"'><title>{col}</title></polyline>"
+        + f"'><title>{e(col)}</title></polyline>"
         for col, color in series
     )
     legend = "".join(
-        f"<text x='{60 + 110 * i}' y='15' fill='{c}'>{n}</text>" for i, (n, c) in enumerate(series)
+        f"<text x='{60 + 110 * i}' y='15' fill='{c}'>{e(n)}</text>"
+        for i, (n, c) in enumerate(series)
     )
+    span = i18n.translations(lang).ugettext("%(x)s: %(low)s to %(high)s; at most %(max)s") % {
+        "x": words.get(xcol, xcol),
+        "low": i18n.number(xmin, lang),
+        "high": i18n.number(xmax, lang),
+        "max": i18n.number(ymax, lang, 1),
+    }
     return (
         f"<h2>{html.escape(title)}</h2><svg width='{width}' height='{height}' role='img'>"
-        f"{legend}<text x='5' y='{height - 10}'>{xcol}: {xmin:g}..{xmax:g}; "
-        f"max {ymax:,.1f}</text>{lines}</svg>"
+        f"{legend}<text x='5' y='{height - 10}'>{html.escape(span)}</text>{lines}</svg>"
     )
 
 
