@@ -799,16 +799,26 @@ def test_settings_list_in_spanish(
     """Every setting's help is a catalog entry: segmentum settings --lang es reads in Spanish."""
     from rich.console import Console
 
-    from segmentum import cli
+    from segmentum import cli, i18n
     from segmentum.config import SETTINGS
 
     monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("SEGMENTUM_LANGUAGE", raising=False)
     monkeypatch.setattr(cli, "console", Console(width=1000, force_terminal=False))
     assert main(["settings", "--lang", "es"]) == 0
     out = capsys.readouterr().out
     assert "ajustes" in out and "valor" in out and "Dónde están los datos" in out, out[:500]
     english = [s.name for s in SETTINGS if s.help in out]
     assert not english, f"still English: {english}"
+    # --json too: the help of every setting in the language asked for, English by default.
+    assert main(["settings", "--json", "--lang", "es"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["name"] for r in rows] == [s.name for s in SETTINGS]
+    still = [s.name for s, r in zip(SETTINGS, rows, strict=True) if r["help"] == s.help]
+    assert not still, f"still English in --json: {still}"
+    assert rows[0]["help"] == i18n.translations("es").upgettext("setting", SETTINGS[0].help)
+    assert main(["settings", "--json"]) == 0
+    assert [r["help"] for r in json.loads(capsys.readouterr().out)] == [s.help for s in SETTINGS]
 
 
 # ------------------------------------------------------------------ user errors in the language

@@ -3466,8 +3466,14 @@ def settings_cmd(as_json: JsonOpt = False, lang: LangOpt = None) -> None:
     current = load_settings()
     lang = _check_lang(lang)
     tr = i18n.translations(lang)
+    # The help texts are catalog entries of context "setting" (i18n.extract_messages).
     rows = [
-        {"name": s.name, "value": getattr(current, s.name), "default": s.default, "help": s.help}
+        {
+            "name": s.name,
+            "value": getattr(current, s.name),
+            "default": s.default,
+            "help": tr.upgettext("setting", s.help),
+        }
         for s in SETTINGS
     ]
     if as_json:
@@ -3477,8 +3483,7 @@ def settings_cmd(as_json: JsonOpt = False, lang: LangOpt = None) -> None:
     for c in (tr.ugettext("name"), tr.ugettext("value"), tr.ugettext("help")):
         t.add_column(c)
     for r in rows:
-        # The help texts are catalog entries of context "setting" (i18n.extract_messages).
-        t.add_row(r["name"], escape(str(r["value"])), escape(tr.upgettext("setting", r["help"])))
+        t.add_row(r["name"], escape(str(r["value"])), escape(r["help"]))
     console.print(t)
 
 
