@@ -25,7 +25,8 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 from scipy import stats
 
 import segmentum
-from segmentum.campaigns import audiences
+from segmentum import i18n
+from segmentum.campaigns import audiences, reasons
 from segmentum.campaigns.channels import render, serve_web_messages
 from segmentum.campaigns.core import Campaigns, control_value
 from segmentum.campaigns.fpgrowth import association_rules, brute_force_supports, fpgrowth
@@ -607,3 +608,72 @@ def test_the_campaign_journey_in_spanish(
         assert english not in everything, english
     for missing in ("nan", "None", "NaT"):
         assert not re.search(rf"\b{missing}\b", everything), missing
+
+
+def test_a_dry_run_says_why_in_the_readers_language_and_writes_in_the_recipients(
+    cwh: Warehouse, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A shop whose customers read English, looked at in Spanish: the dry run's reasons (CLI,
+    dashboard "Por qué", API with Accept-Language) follow the person looking; the messages stay
+    in each recipient's language; the file channel's log keeps the English reason."""
+    import httpx
+
+    from conftest import serving
+    from segmentum.service.app import create_app
+    from segmentum.service.auth import SESSION_COOKIE, create_key, create_session
+
+    cwh.con.raw_sql("UPDATE customers SET country = 'Ireland'")  # English readers
+    camp = Campaigns(cwh, SETTINGS).create("Return", "winback", "email")
+    es = ["campaign", "send", "Return", "--dry-run", "-w", cwh.url]
+    assert main([*es, "--lang", "es"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "tras gastar" in out and "after spending" not in out, out
+    assert re.search(r"\| (Hi|Hello)\b", out) and "Hola" not in out, out
+    assert main(es) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "after spending" in out and "tras gastar" not in out, out
+    # Every outcome a plan gives reads in Spanish (those without an email: "sin contacto"), and
+    # an up-sell's RFM segment too.
+    assert i18n.label("es", "outcome", "no_contact") == "sin contacto"
+    facts = {"kind": "frequency", "clv": 900, "value": 2, "median": 3, "segment": "Champions"}
+    assert "mediana de Campeones (3)" in str(reasons.text("up_sell", facts, "es"))
+    key = create_key(cwh, "admin", ["admin"])
+    app = create_app(cwh, SETTINGS)
+    session = create_session(app.state.svc.sessions, key)
+    assert session is not None
+    with serving(app) as base:
+        for lang, says, not_said in (
+            ("es", "tras gastar", "after spending"),
+            ("en", "after spending", "tras gastar"),
+        ):
+            page = httpx.get(
+                f"{base}/dashboard/campaigns",
+                params={"c": camp.campaign_id, "lang": lang},
+                cookies={SESSION_COOKIE: session.sid},
+                timeout=120,
+            ).text
+            table = page.split("</h3>", 1)[1] if "</h3>" in page else page
+            assert says in table and not_said not in table, (lang, table[:2000])
+        plan = httpx.post(
+            f"{base}/v1/campaigns/{camp.campaign_id}/dry-run",
+            headers={"X-API-Key": key, "Accept-Language": "es-ES,es;q=0.9"},
+            timeout=120,
+        ).json()
+        assert all("tras gastar" in x["why"] for x in plan["examples"]), plan["examples"]
+        assert all(x["subject"] and "Hola" not in x["body"] for x in plan["examples"])
+        plan = httpx.post(
+            f"{base}/v1/campaigns/{camp.campaign_id}/dry-run",
+            headers={"X-API-Key": key},
+            timeout=120,
+        ).json()
+        assert all("after spending" in x["why"] for x in plan["examples"]), plan["examples"]
+    # The file channel's reason column is the logged English reason, whatever --lang says.
+    cs = Campaigns(cwh, SETTINGS)
+    file_camp = cs.create("ReturnFile", "winback", "file")
+    sent = ["campaign", "send", "ReturnFile", "--out", str(tmp_path), "--lang", "es"]
+    assert main([*sent, "-w", cwh.url]) == 0
+    capsys.readouterr()
+    [written] = tmp_path.glob("*.csv")
+    why = pd.read_csv(written)["reason"]
+    assert len(why) and not why.str.contains("tras gastar").any(), why.head()
+    assert set(why) <= set(cs.log(file_camp).reason)

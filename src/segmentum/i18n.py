@@ -88,6 +88,7 @@ LABELS: tuple[tuple[str, str], ...] = (
     N_("outcome", "no_consent"),
     N_("outcome", "unsubscribed"),
     N_("outcome", "no_address"),
+    N_("outcome", "no_contact"),
     N_("outcome", "capped"),
     N_("outcome", "unreachable"),
     N_("outcome", "suppressed"),

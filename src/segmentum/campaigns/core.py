@@ -345,20 +345,21 @@ class Campaigns:
         lang: str | None = None,
     ) -> dict[str, Any]:
         """Who would be contacted and when, the outcome counts and a few rendered examples;
-        ``lang``: the examples' reasons in that language (else as logged, in English)."""
+        ``lang``: the language of the person looking, that the examples' reasons are said in
+        (else as logged, in English). Each message is rendered in its recipient's language."""
         df = self.plan(c, now=now)
         tpl = c.template_data
         examples = []
         for r in df[df.outcome.isin(["scheduled", "file"])].head(sample).to_dict("records"):
-            lang = r.get("language") or "en"
+            recipient = r.get("language") or "en"
             extra: dict[str, Any] = {}
             if c.channel == "sms":
                 from segmentum.campaigns.sms import measure, render_text
 
-                subject, body = "", render_text(tpl, lang, self._context(c, r, lang))
+                subject, body = "", render_text(tpl, recipient, self._context(c, r, recipient))
                 extra = measure(body).to_dict()  # encoding and parts, before it is paid for
             else:
-                subject, body = ch.render(tpl, lang, self._context(c, r, lang))
+                subject, body = ch.render(tpl, recipient, self._context(c, r, recipient))
             examples.append(
                 {
                     "customer_id": r["customer_id"],

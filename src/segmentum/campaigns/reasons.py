@@ -175,7 +175,7 @@ def text(
                 clv=money("clv"),
                 value=fmt("value"),
                 median=fmt("median"),
-                segment=a["segment"],
+                segment=i18n.label(lang, "rfm_segment", a["segment"]),
             )
         if tactic == "cross_sell":
             out = say("cross_sell", bought=a["bought"], missing=a["missing"])

@@ -374,12 +374,16 @@ def create_app(
         return svc.locked(run)
 
     @app.post("/v1/campaigns/{campaign}/dry-run", tags=["campaigns"])
-    def campaigns_dry_run(campaign: str, _: Read) -> dict[str, Any]:
+    def campaigns_dry_run(request: Request, campaign: str, _: Read) -> dict[str, Any]:
         from segmentum.campaigns.core import Campaigns
+
+        # Why each example is in the audience, in the client's language (Accept-Language);
+        # the messages themselves in each recipient's.
+        spanish = request.headers.get("accept-language", "").strip().lower().startswith("es")
 
         def run() -> dict[str, Any]:
             cs = Campaigns(svc.wh, settings)
-            return cs.dry_run(cs.get(campaign))
+            return cs.dry_run(cs.get(campaign), lang="es" if spanish else "en")
 
         return svc.locked(run)
 
