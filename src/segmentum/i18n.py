@@ -1273,6 +1273,7 @@ REASONS: tuple[tuple[str, tuple[str, str]], ...] = (
         N_("quarantine", "%(1)s is empty, and so are the other scores, the comment and the answer"),
     ),
     (r"exact duplicate of row (\S+)", N_("quarantine", "exact duplicate of row %(1)s")),
+    (r"([\w/]+) repeats row (\S+)", N_("quarantine", "%(1)s repeats row %(2)s")),
     (r"already in the warehouse", N_("quarantine", "already in the warehouse")),
     (
         r"malformed line \(wrong number of fields or bad quoting\)",

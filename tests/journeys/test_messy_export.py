@@ -255,3 +255,40 @@ def test_a_shop_with_only_its_invoice_export_can_save_segments(
     assert 'value="value_tier"' in builder.text and 'value="region"' not in builder.text
     assert 'value="age_band"' not in builder.text and 'id="error"' not in micro.text
     assert 'value="value_tier,lifecycle_stage,rfm_segment"' in micro.text
+
+
+def test_the_invoice_export_given_as_the_customers_file_is_called_what_it_is(
+    journey: Journey,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``segmentum ingest customers facturas.csv``: the invoice lines load as a few customers
+    and thousands of quarantined repeats, and the report says this is an invoice export and
+    how to load it, in both languages; the real customers file gets no such warning."""
+    from rich.console import Console
+
+    from segmentum import cli
+    from segmentum.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(cli, "console", Console(width=400, force_terminal=False))  # no wraps
+    monkeypatch.delenv("SEGMENTUM_LANGUAGE", raising=False)
+    invoices = str(journey.folder / "facturas.csv")
+    for lang, says in (
+        ("es", "parece un fichero de líneas de factura, no una lista de clientes"),
+        ("en", "this looks like a file of invoice lines, not a customer list"),
+    ):
+        url = f"duckdb:///{tmp_path / f'{lang}.duckdb'}"
+        assert main(["ingest", "customers", invoices, "-w", url, "--lang", lang]) == 0
+        out = " ".join(capsys.readouterr().out.split())
+        assert says in out, out
+        assert f"segmentum ingest transactions {invoices}" in out, out
+        assert "Nº factura" in out and "Uds." in out, out
+    url = f"duckdb:///{tmp_path / 'es.duckdb'}"
+    assert main(["quarantine", "-w", url, "--lang", "es"]) == 0
+    said = " ".join(capsys.readouterr().out.split())
+    assert "customer_id ya aparece en la fila" in said and "repeats row" not in said, said
+    customers = str(journey.folder / "clientes.csv")
+    assert main(["ingest", "customers", customers, "-w", f"duckdb:///{tmp_path / 'c.duckdb'}"]) == 0
+    assert "invoice lines" not in " ".join(capsys.readouterr().out.split())

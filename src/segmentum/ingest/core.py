@@ -38,6 +38,7 @@ from segmentum.schema import (
     INGEST_BATCHES,
     INGESTIBLE,
     QUARANTINE,
+    TRANSACTIONS,
     Column,
     Table,
 )
@@ -2042,6 +2043,37 @@ def _note_duplicates(report: IngestReport, n_rows: int) -> None:
         )
 
 
+# Columns only invoice lines carry: a customers file with two of them is an invoice export.
+_INVOICE_COLUMNS = ("invoice_id", "quantity", "unit_price", "amount")
+
+
+def _note_invoice_lines(report: IngestReport, n_rows: int, repeats: int) -> None:
+    """Warn when a customers file looks like invoice lines: invoice columns among those it
+    ignored (read from the header), or most rows repeating a customer id (counted already)."""
+    sales = auto_map(report.ignored_columns, TRANSACTIONS)
+    found = [sales[c] for c in _INVOICE_COLUMNS if c in sales]
+    if len(found) < 2 and not (n_rows and repeats > n_rows / 2):
+        return
+    said_en, said_es = [], []
+    if len(found) >= 2:
+        names = ", ".join(found)
+        said_en.append(f"it has invoice-line columns ({names})")
+        said_es.append(f"tiene columnas de líneas de factura ({names})")
+    if repeats:
+        said_en.append(f"{repeats:,} of {n_rows:,} rows repeat a customer id")
+        said_es.append(f"{_n_es(repeats)} de {_n_es(n_rows)} filas repiten un id de cliente")
+    report.warn(
+        "this looks like a file of invoice lines, not a customer list: "
+        + "; ".join(said_en)
+        + f"; load invoice lines with: segmentum ingest transactions {report.file} (a customers "
+        "file has one row per customer)",
+        "parece un fichero de líneas de factura, no una lista de clientes: "
+        + "; ".join(said_es)
+        + f"; cargue las líneas de factura con: segmentum ingest transactions {report.file} (un "
+        "fichero de clientes tiene una fila por cliente)",
+    )
+
+
 def _refuse_unreadable_columns(
     stage: ir.Table, flagged: ir.Table, job: _FileIngest, where: str
 ) -> None:
@@ -2200,8 +2232,11 @@ def _write(
         r.accepted = n_rows - int(c.get("quarantined", 0))
         r.duplicates, r.already_loaded = int(c.get("duplicates", 0)), int(c.get("loaded", 0))
         _note_duplicates(r, n_rows)
-        mine = sorted((w for w in why if w["_file"] == i), key=lambda w: -int(w["n"]))[:10]
-        r.reasons = {w["reason"]: int(w["n"]) for w in mine}
+        mine = sorted((w for w in why if w["_file"] == i), key=lambda w: -int(w["n"]))
+        r.reasons = {w["reason"]: int(w["n"]) for w in mine[:10]}
+        if spec.name == "customers":
+            repeats = sum(int(w["n"]) for w in mine if "customer_id repeats row" in w["reason"])
+            _note_invoice_lines(r, n_rows, repeats)
         if n_bad:
             r.reasons["malformed line (wrong number of fields or bad quoting)"] = n_bad
     if len(reports) == 1 and spec.name in _UPSERT and wh.has(spec.name) and report.accepted:
