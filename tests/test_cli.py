@@ -348,6 +348,7 @@ JSON_ARGS: dict[str, list[str]] = {
     "segment profile": ["big"],
     "history migration": ["--from", "{first}", "--to", "{last}"],
     "history backfill": ["--periods", "2"],
+    "campaign create": ["json_test", "--tactic", "acquisition", "--channel", "file"],
     "campaign audience": ["winback_test"],
     "campaign send": ["winback_test", "--dry-run"],
     "campaign results": ["winback_test"],
@@ -367,7 +368,7 @@ JSON_ARGS: dict[str, list[str]] = {
 # Commands whose data the (non-B2B) demo lacks: a clean user error, no output, is right there.
 JSON_WITHOUT_DATA = {"segment lookalike"}  # no prospects to score
 JSON_FIRST = ["history backfill", "backup"]
-JSON_LAST = ["restore", "forget"]
+JSON_LAST = ["segment webhooks", "restore", "forget"]
 
 
 @pytest.fixture(scope="module")
@@ -440,6 +441,10 @@ def test_every_json_output_is_valid_json_on_a_narrow_terminal(
             with segmentum.connect(url) as wh:
                 dates = snapshot_dates(wh)
             values.update(first=dates[0].isoformat(), last=dates[-1].isoformat())
+        if name == "segment webhooks":  # one to list (no run follows that would deliver to it)
+            hook = ["segment", "subscribe", "big", "https://crm.example.com/hook", "-w", url]
+            assert main(hook) == 0
+            capsys.readouterr()
         args = [a.format(**values) for a in JSON_ARGS.get(name, [])]
         where = ["-w", url] if any("--warehouse" in p.opts for p in by_name[name].params) else []
         code = main([*name.split(), *args, "--json", *where])
@@ -483,11 +488,25 @@ def _churn_evaluation(payload: dict[str, Any], _: Path) -> None:
     ]
 
 
+def _created_campaign(payload: dict[str, Any], _: Path) -> None:
+    # The demo has scored no prospects: the acquisition campaign is saved and says it waits.
+    assert payload["name"] == "json_test" and payload["tactic"] == "acquisition"
+    assert payload["needs"] == "prospect_scores" and payload["template"]
+
+
+def _webhooks(payload: list[dict[str, Any]], _: Path) -> None:
+    [hook] = payload
+    assert hook["segment"] == "big" and hook["url"] == "https://crm.example.com/hook"
+    assert "secret" not in hook  # shown once, when subscribed; never listed
+
+
 # What some --json outputs must say, beyond being JSON.
 JSON_CONTENT: dict[str, Any] = {
     "run": _run_summary,
     "clv validate": _clv_validation,
     "churn evaluate": _churn_evaluation,
+    "campaign create": _created_campaign,
+    "segment webhooks": _webhooks,
 }
 
 

@@ -1123,6 +1123,7 @@ def segment_subscribe_cmd(
 def segment_webhooks_cmd(
     name: Annotated[str | None, typer.Argument(help="Only this segment's.")] = None,
     warehouse: WarehouseOpt = None,
+    as_json: JsonOpt = False,
     lang: LangOpt = None,
 ) -> None:
     """Webhook subscriptions: id, segment, address, changes sent up to, last error."""
@@ -1131,10 +1132,14 @@ def segment_webhooks_cmd(
     lang = _check_lang(lang)
     _ = i18n.translations(lang).ugettext
     settings = load_settings()
+    found = subscriptions(connect(warehouse or settings.warehouse), name)
+    if as_json:  # as GET /v1/webhooks answers them: never the secret
+        print_json(json.dumps([w.public() for w in found]))
+        return
     t = Table(title=_("webhook subscriptions"), title_justify="left")
     for c in (_("id"), _("segment"), _("address"), _("sent up to"), _("last error")):
         t.add_column(c)
-    for w in subscriptions(connect(warehouse or settings.warehouse), name):
+    for w in found:
         sent = "" if w.delivered_through is None else i18n.date(w.delivered_through, lang)
         error = i18n.translate_message(lang, w.last_error) if w.last_error else ""
         t.add_row(escape(w.subscription_id), escape(w.segment), escape(w.url), sent, escape(error))
@@ -2358,6 +2363,7 @@ def campaign_create_cmd(
     control_share: Annotated[float | None, typer.Option(help="Share held out.")] = None,
     cost_per_contact: Annotated[float, typer.Option(help="Cost of one contact.")] = 0.0,
     warehouse: WarehouseOpt = None,
+    as_json: JsonOpt = False,
     lang: LangOpt = None,
 ) -> None:
     """Define a campaign (nothing is sent)."""
@@ -2372,14 +2378,6 @@ def campaign_create_cmd(
         template=template,
         control_share=control_share,
         cost_per_contact=cost_per_contact,
-    )
-    console.print(
-        _("created campaign %(id)s (%(tactic)s by %(channel)s)")
-        % {
-            "id": f"[bold]{escape(c.campaign_id)}[/bold]",
-            "tactic": escape(i18n.label(lang, "tactic", c.tactic)),
-            "channel": escape(i18n.label(lang, "channel", c.channel)),
-        }
     )
     # Saved, but its audience needs data the warehouse does not hold yet: say so now.
     needs = {
@@ -2398,7 +2396,25 @@ def campaign_create_cmd(
             ),
         ),
     }
-    if c.tactic in needs and not cs.wh.has(needs[c.tactic][0]):
+    lacking = (
+        needs[c.tactic][0] if c.tactic in needs and not cs.wh.has(needs[c.tactic][0]) else None
+    )
+    if as_json:
+        fields = ("campaign_id", "name", "tactic", "channel", "target", "control_share", "seed")
+        row: dict[str, Any] = {k: getattr(c, k) for k in fields}
+        # The table its audience waits for (None: it has what it needs).
+        row.update(cost_per_contact=c.cost_per_contact, template=c.template_data, needs=lacking)
+        print_json(json.dumps(row, default=str))
+        return
+    console.print(
+        _("created campaign %(id)s (%(tactic)s by %(channel)s)")
+        % {
+            "id": f"[bold]{escape(c.campaign_id)}[/bold]",
+            "tactic": escape(i18n.label(lang, "tactic", c.tactic)),
+            "channel": escape(i18n.label(lang, "channel", c.channel)),
+        }
+    )
+    if lacking:
         console.print(f"[yellow]{escape(needs[c.tactic][1])}[/yellow]")
 
 
