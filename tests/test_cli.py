@@ -963,3 +963,53 @@ def test_user_errors_of_segment_history_market_satisfaction_audience_and_restore
     said("market", "penetration", "--top", "muchos")
     said("audience", "seed", "--nope")
     said("market", "nope")
+
+
+def test_user_errors_of_campaigns_flows_keys_and_models_read_in_spanish(
+    json_db: tuple[Path, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """More mistakes, said in Spanish with --lang es; a file that is not there is a user error
+    (exit 2), never an unexpected one."""
+    import shutil
+
+    shutil.copy(json_db[0], tmp_path / "w.duckdb")
+    full = f"duckdb:///{tmp_path / 'w.duckdb'}"
+    empty = f"duckdb:///{tmp_path / 'vacio.duckdb'}"
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("SEGMENTUM_LANGUAGE", raising=False)
+    capsys.readouterr()
+
+    def said(*args: str) -> str:
+        got = main([*args, "--lang", "es"])
+        line = " ".join(capsys.readouterr().err.split())
+        assert got in (2, 3, 4), (args, got, line)
+        assert line.startswith("error: ") and not _english_in(line), (args, line)
+        return line
+
+    assert "no hay ninguna campaña 'nope'" in said("campaign", "audience", "nope", "-w", full)
+    said("campaign", "send", "nope", "--dry-run", "-w", full)
+    said("campaign", "create", "x", "--tactic", "spam", "--channel", "file", "-w", full)
+    said("campaign", "create", "x", "--tactic", "winback", "--channel", "fax", "-w", full)
+    said("flow", "show", "nope", "-w", full)
+    said("flow", "new", "x", "--from", "nope", "-w", full)
+    said("api-key", "revoke", "nope", "-w", full)
+    said("api-key", "create", "--name", "x", "--scope", "todo", "-w", full)
+    said("segment", "unsubscribe", "nope", "-w", full)
+    said("playbook", "--by", "nope", "-w", full)
+    said("ingest", "ventas", "x.csv", "-w", empty)
+    said("demo-data", "--out", "demo", "--customers", "0")
+    said("history", "forecast", "-w", empty)
+    said("clv", "validate", "--calibration-end", "2030-01-01", "-w", full)
+    said("churn", "evaluate", "--train-as-of", "2030-01-01", "-w", full)
+    for args in (
+        ["segment", "import", "nada.yaml"],
+        ["events", "track", "nada.jsonl"],
+        ["flow", "save", "nada.yaml"],
+        ["flow", "validate", "nada.yaml"],
+    ):
+        assert "nada." in said(*args, "-w", full) and "no existe ese archivo" in said(
+            *args, "-w", full
+        )

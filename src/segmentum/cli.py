@@ -124,6 +124,21 @@ class ConsoleProgress:
             err.print(f"[dim]· {escape(i18n.step_name(self.lang, name))} {escape(text)}[/dim]")
 
 
+def _read_text(path: Path) -> str:
+    """A text file the user named; a path that is not there is their mistake, said as such."""
+    if not path.is_file():
+        raise InputError(
+            f"{path}: no such file",
+            "check the path (relative paths start where you run the command)",
+        )
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(
+            f"cannot read {path}: {exc}".splitlines()[0], "save it as UTF-8 text"
+        ) from exc
+
+
 def _as_of(value: str | None) -> _dt.date | None:
     if value is None:
         return None
@@ -3163,7 +3178,7 @@ def events_track_cmd(
 
     lang = _check_lang(lang)
     store, settings = _realtime(warehouse)
-    text = sys.stdin.read() if file == "-" else Path(file).read_text(encoding="utf-8")
+    text = sys.stdin.read() if file == "-" else _read_text(Path(file))
     events: list[Any] = []
     for n, line in enumerate(text.splitlines(), 1):
         if line.strip():
@@ -4084,10 +4099,7 @@ def flow_new_cmd(
 def flow_save_cmd(file: Path, warehouse: WarehouseOpt = None, lang: LangOpt = None) -> None:
     """Create or update a flow from its YAML file (customers in it keep their place)."""
     lang = _check_lang(lang)
-    try:
-        text = file.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise InputError(f"cannot read {file}: {exc.strerror}", "check the path") from exc
+    text = _read_text(file)
     try:
         f = _flows(warehouse).save(text, source=str(file))
     except SegmentumError as exc:
@@ -4101,10 +4113,7 @@ def flow_save_cmd(file: Path, warehouse: WarehouseOpt = None, lang: LangOpt = No
 def flow_validate_cmd(file: Path, warehouse: WarehouseOpt = None, lang: LangOpt = None) -> None:
     """Check a flow's YAML file; every problem is listed with its line."""
     lang = _check_lang(lang)
-    try:
-        text = file.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise InputError(f"cannot read {file}: {exc.strerror}", "check the path") from exc
+    text = _read_text(file)
     try:
         f = _flows(warehouse).check(text, str(file))
     except SegmentumError as exc:

@@ -1150,6 +1150,87 @@ MESSAGES: tuple[tuple[str, tuple[str, str]], ...] = (
         r"(.+) is damaged: it is not the manifest segmentum backup writes",
         N_("backup", "%(1)s is damaged: it is not the manifest segmentum backup writes"),
     ),
+    # Campaigns (segmentum.campaigns.core, playbook).
+    (rf"there is no campaign {_Q}", N_("campaign", "there is no campaign %(1)s")),
+    (r"list them: segmentum campaign list", N_("campaign", "list them: segmentum campaign list")),
+    (rf"unknown tactic {_Q}", N_("campaign", "unknown tactic %(1)s")),
+    (rf"unknown channel {_Q}", N_("campaign", "unknown channel %(1)s")),
+    (r"use one of ((?:[\w-]+, )+[\w-]+)", N_("campaign", "use one of %(1)s")),
+    (
+        rf"a campaign named {_Q} already exists",
+        N_("campaign", "a campaign named %(1)s already exists"),
+    ),
+    (
+        r"the control share must be between 0 and 1 \(e\.g\. 0\.1\)",
+        N_("campaign", "the control share must be between 0 and 1 (e.g. 0.1)"),
+    ),
+    (
+        r"a survey is shown by web message only",
+        N_("campaign", "a survey is shown by web message only"),
+    ),
+    (r"use --channel web", N_("campaign", "use --channel web")),
+    (r"cannot make a playbook by (.+)", N_("campaign", "cannot make a playbook by %(1)s")),
+    # Flows (segmentum.flows).
+    (rf"there is no flow named {_Q}", N_("flow", "there is no flow named %(1)s")),
+    (r"flows: (.+)", N_("flow", "flows: %(1)s")),
+    (r"create one: segmentum flow new", N_("flow", "create one: segmentum flow new")),
+    (rf"there is no flow template named {_Q}", N_("flow", "there is no flow template named %(1)s")),
+    (r"templates: (.+)", N_("flow", "templates: %(1)s")),
+    (r"cannot read (.+?): (.+)", N_("path", "cannot read %(1)s: %(2)s")),
+    (r"save it as UTF-8 text", N_("path", "save it as UTF-8 text")),
+    # API keys (segmentum.service.auth) and webhook subscriptions (segmentum.history.webhooks).
+    (rf"no key {_Q}", N_("key", "no key %(1)s")),
+    (r"list them: segmentum api-key list", N_("key", "list them: segmentum api-key list")),
+    (r"unknown scope\(s\) (.+)", N_("key", "unknown scope(s) %(1)s")),
+    (r"use read, write, admin or track", N_("key", "use read, write, admin or track")),
+    (
+        rf"there is no webhook subscription {_Q}",
+        N_("webhook", "there is no webhook subscription %(1)s"),
+    ),
+    # Forecasts and model checks (segmentum.history.cohorts, segmentum.models).
+    (
+        r"a forecast needs snapshots from at least two periods \(one month apart\)",
+        N_("history", "a forecast needs snapshots from at least two periods (one month apart)"),
+    ),
+    (
+        r"a forecast needs snapshots from at least two periods \(one week apart\)",
+        N_("history", "a forecast needs snapshots from at least two periods (one week apart)"),
+    ),
+    (
+        r"a forecast needs snapshots from at least two periods \(one all apart\)",
+        N_("history", "a forecast needs snapshots from at least two periods (one all apart)"),
+    ),
+    (
+        r"build past ones: segmentum history backfill; or step from every snapshot: --freq all",
+        N_(
+            "history",
+            "build past ones: segmentum history backfill; or step from every snapshot: --freq all",
+        ),
+    ),
+    (
+        r"build past ones: segmentum history backfill",
+        N_("history", "build past ones: segmentum history backfill"),
+    ),
+    (
+        r"not enough history after (\S+) to label a (\d+)-day horizon",
+        N_("model", "not enough history after %(1)s to label a %(2)s-day horizon"),
+    ),
+    (
+        r"choose a train date on or before (\S+)",
+        N_("model", "choose a train date on or before %(1)s"),
+    ),
+    (
+        r"the holdout ends (\S+), not after the calibration end (\S+)",
+        N_("model", "the holdout ends %(1)s, not after the calibration end %(2)s"),
+    ),
+    (
+        r"choose an earlier --calibration-end so some purchases fall after it",
+        N_("model", "choose an earlier --calibration-end so some purchases fall after it"),
+    ),
+    # Loading files (segmentum.ingest, segmentum.demo).
+    (rf"unknown table {_Q}", N_("ingest", "unknown table %(1)s")),
+    (r"choose one of: (.+)", N_("ingest", "choose one of: %(1)s")),
+    (r"--customers must be at least 1", N_("ingest", "--customers must be at least 1")),
     # What an ingest's progress lines say about a step (segmentum.ingest.core).
     (r"([\d,]+) rows", N_("progress", "%(1)s rows")),
     (r"([\d,]+) CSV files", N_("progress", "%(1)s CSV files")),

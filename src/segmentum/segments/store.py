@@ -213,6 +213,11 @@ class Segments:
     def load_yaml(self, path: str | Path) -> builtins.list[Segment]:
         """Create or replace the segments listed in a YAML file; all are checked first."""
         p = Path(path)
+        if not p.is_file():
+            raise InputError(
+                f"{p}: no such file",
+                "check the path (relative paths start where you run the command)",
+            )
         try:
             data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
         except (OSError, yaml.YAMLError) as exc:
