@@ -993,6 +993,15 @@ def test_user_errors_of_campaigns_flows_keys_and_models_read_in_spanish(
     said("campaign", "send", "nope", "--dry-run", "-w", full)
     said("campaign", "create", "x", "--tactic", "spam", "--channel", "file", "-w", full)
     said("campaign", "create", "x", "--tactic", "winback", "--channel", "fax", "-w", full)
+    # A segment campaign without its segment is refused when created, not at its first send.
+    no_target = ["campaign", "create", "y", "--tactic", "segment", "--channel", "file"]
+    assert "necesita --target NOMBRE" in said(*no_target, "-w", full)
+    assert main(["campaign", "list", "--json", "-w", full]) == 0
+    assert "y" not in [c["name"] for c in json.loads(capsys.readouterr().out)]
+    # Ingest's bookkeeping before any load: what to do is load something, not "ingest batches".
+    assert "aún no se ha cargado nada: segmentum ingest TABLA ARCHIVO" in said(
+        "batches", "-w", empty
+    )
     said("flow", "show", "nope", "-w", full)
     said("flow", "new", "x", "--from", "nope", "-w", full)
     said("api-key", "revoke", "nope", "-w", full)

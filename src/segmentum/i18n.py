@@ -777,6 +777,10 @@ MESSAGES: tuple[tuple[str, tuple[str, str]], ...] = (
         r"run the pipeline first: segmentum run",
         N_("warehouse", "run the pipeline first: segmentum run"),
     ),
+    (
+        r"nothing has been loaded yet: segmentum ingest TABLE FILE",
+        N_("warehouse", "nothing has been loaded yet: segmentum ingest TABLE FILE"),
+    ),
     # The command line's most common mistakes: a path that is not there.
     (r"(.+): no such folder", N_("path", "%(1)s: no such folder")),
     (r"(.+): no such file", N_("path", "%(1)s: no such file")),
@@ -1169,6 +1173,10 @@ MESSAGES: tuple[tuple[str, tuple[str, str]], ...] = (
         N_("campaign", "a survey is shown by web message only"),
     ),
     (r"use --channel web", N_("campaign", "use --channel web")),
+    (
+        r"a segment campaign needs --target NAME \(or cluster:N\)",
+        N_("campaign", "a segment campaign needs --target NAME (or cluster:N)"),
+    ),
     (r"cannot make a playbook by (.+)", N_("campaign", "cannot make a playbook by %(1)s")),
     # Flows (segmentum.flows).
     (rf"there is no flow named {_Q}", N_("flow", "there is no flow named %(1)s")),

@@ -23,7 +23,7 @@ import pandas as pd
 import pyarrow as pa
 
 from segmentum.errors import WarehouseBusyError, WarehouseError
-from segmentum.schema import ALL_TABLES, Table
+from segmentum.schema import ALL_TABLES, INGESTIBLE, Table
 
 DEFAULT_URL = "duckdb:///segmentum.duckdb"
 _TRANSACTIONAL = {"duckdb", "postgres"}
@@ -220,11 +220,12 @@ class Warehouse:
     def table(self, name: str) -> ir.Table:
         """The table ``name``; a clear error when it has not been loaded yet."""
         if not self.has(name):
-            hint = (
-                f"load it first: segmentum ingest {name} FILE"
-                if name in ALL_TABLES
-                else "run the pipeline first: segmentum run"
-            )
+            if name in INGESTIBLE:
+                hint = f"load it first: segmentum ingest {name} FILE"
+            elif name in ALL_TABLES:  # ingest's own bookkeeping (batches, quarantine...)
+                hint = "nothing has been loaded yet: segmentum ingest TABLE FILE"
+            else:
+                hint = "run the pipeline first: segmentum run"
             raise WarehouseError(f"the warehouse {self.url} has no table '{name}'", hint)
         return self.con.table(name)
 

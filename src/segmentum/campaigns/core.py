@@ -217,6 +217,11 @@ class Campaigns:
             )
         if channel not in CHANNELS:
             raise InputError(f"unknown channel {channel!r}", f"use one of {', '.join(CHANNELS)}")
+        if tactic == "segment" and not target.strip():
+            # Refused now, not at the first dry run or send: its audience is that segment.
+            raise InputError(
+                "a segment campaign needs --target NAME (or cluster:N)", "e.g. --target vip"
+            )
         share = self.settings.control_share if control_share is None else control_share
         if not 0 <= share < 1:
             raise InputError("the control share must be between 0 and 1 (e.g. 0.1)")
