@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import re
 from pathlib import Path
 from typing import Any
@@ -264,6 +265,15 @@ def test_a_mistyped_rule_says_where_and_what_was_meant_without_internal_names(
     )
     assert page.status_code == 200 and "_preview" not in page.text
     assert "frequncy" in page.text and "did you mean frequency" in page.text
+    # In Spanish too: the message with its position, the suggestion (the rule is kept as typed).
+    page = http.get(
+        f"{base}/dashboard/explorer",
+        params={"rule": "frequncy >= 2", "lang": "es"},
+        cookies={SESSION_COOKIE: s.sid},
+    )
+    said = " ".join(re.sub(r"<[^>]+>", " ", html.unescape(page.text)).split())
+    assert "columna o segmento desconocido 'frequncy' en la posición 1:" in said, said
+    assert "¿querías decir frequency?" in said and "unknown column" not in said, said
 
 
 def test_upload_and_ingest_report(server: dict[str, Any], tmp_path: Path) -> None:

@@ -409,9 +409,12 @@ def csv_response(text: str, filename: str) -> PlainTextResponse:
 
 
 def user_error(page: Page, exc: SegmentumError) -> dict[str, str]:
-    """A library error as a page shows it: a translated heading, the message and the hint."""
+    """A library error as a page shows it: a translated heading, the message and the hint.
+    A rule's error is translated line by line (its rule and caret follow the message)."""
     return {
-        "message": i18n.translate_message(page.lang, exc.message),
+        "message": "\n".join(
+            i18n.translate_message(page.lang, line) for line in exc.message.split("\n")
+        ),
         "hint": i18n.translate_message(page.lang, exc.hint),
     }
 
