@@ -339,6 +339,11 @@ def test_email_campaign_over_starttls_with_auth_reaches_only_consented_treatment
     assert cust.loc[sent.customer_id].consent_email.all()
     assert not log[log.outcome == "no_consent"].customer_id.isin(sent.customer_id).any()
     got = {m["To"]: m for m in inbox.messages}
+    # Every message has its own well-formed Message-ID and a Date.
+    ids = [str(m["Message-ID"]) for m in inbox.messages]
+    assert len(set(ids)) == len(ids)
+    assert all(re.fullmatch(r"<[\w.-]+@[\w.-]+>", i) for i in ids), ids[:3]
+    assert all(m["Date"] for m in inbox.messages)
     one = sent.iloc[0]
     msg = got[cust.loc[one.customer_id].email]
     assert cust.loc[one.customer_id].first_name in str(msg["Subject"])
@@ -346,7 +351,14 @@ def test_email_campaign_over_starttls_with_auth_reaches_only_consented_treatment
     # Sending again sends nothing twice.
     again = cs.send(c, immediately=True)
     assert again.delivered == 0 and len(inbox.messages) == len(sent)
-    # The contacts now count toward the frequency cap.
+    # The contacts now count toward the frequency cap, today (the data's date is in the
+    # past) as on the data's next day: a second campaign to them sent now is capped.
+    one_cap = settings.with_overrides(frequency_cap=1)
+    again_today = Campaigns(cwh, one_cap).create("Otra", "winback", "email", template=TEMPLATE)
+    plan = Campaigns(cwh, one_cap).plan(again_today)
+    contacted = plan[plan.customer_id.isin(sent.customer_id)]
+    assert len(contacted) == len(sent) and (contacted.outcome == "capped").sum() > 0
+    assert set(contacted.outcome) <= {"capped", "control"}
     capped = reach(
         cwh,
         cwh.from_arrow(pa.table({"customer_id": sent.customer_id.tolist()})),
@@ -354,6 +366,43 @@ def test_email_campaign_over_starttls_with_auth_reaches_only_consented_treatment
         settings.with_overrides(frequency_cap=1),
     )
     assert capped.channels["email"]["capped"] == len(sent)
+
+
+class RefusingInbox(Inbox):
+    """Refuses for good every address whose local part ends in 1, naming it as servers do."""
+
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, options: Any
+    ) -> str:
+        if address.split("@")[0].endswith("1"):
+            return f"550 5.1.1 <{address}>: Recipient address rejected"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+
+def test_a_refused_address_is_logged_and_shown_without_the_address(cwh: Warehouse) -> None:
+    inbox = RefusingInbox()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    ctl = Controller(inbox, hostname="127.0.0.1", port=port)
+    ctl.start()
+    try:
+        settings = SETTINGS.with_overrides(
+            smtp_host="127.0.0.1", smtp_port=port, smtp_starttls=False
+        )
+        cs = Campaigns(cwh, settings)
+        c = cs.create("Rechazos", "winback", "email", template=TEMPLATE, control_share=0.0)
+        r = cs.send(c, immediately=True)
+    finally:
+        ctl.stop()
+    log = cs.log(c)
+    refused = log[log.status == "failed"]
+    assert r.failed == len(refused) > 0 and r.delivered == len(inbox.messages) > 0
+    # Why, with the server's code and words, but never the recipient's address.
+    assert refused.error.str.startswith("address refused: 550 5.1.1 <<address>>").all()
+    assert not log.error.fillna("").str.contains("@").any()
+    assert r.errors and not any("@" in e for e in r.errors)
 
 
 def test_wrong_smtp_password_is_a_clear_error(
@@ -420,7 +469,16 @@ def test_files_leave_out_personal_data_unless_configured(cwh: Warehouse, tmp_pat
     cs2 = Campaigns(cwh, SETTINGS.with_overrides(export_personal_data=True))
     c2 = cs2.create("Export PII", "winback", "file")
     r2 = cs2.send(c2, out_dir=tmp_path / "pii")
-    assert "email" in pd.read_csv(r2.files[0]).columns
+    pii = pd.read_csv(r2.files[0], dtype={"customer_id": str}).set_index("customer_id")
+    assert "email" in pii.columns
+    # Only the contacts each customer allows: an email where they consent to email, a phone
+    # where they consent to SMS (the tool the file goes to cannot check).
+    cust = cwh.table("customers").to_pandas().set_index("customer_id").loc[pii.index]
+    no_mail = cust.consent_email.fillna(False) == False  # noqa: E712
+    no_sms = cust.consent_sms.fillna(False) == False  # noqa: E712
+    assert no_mail.any() and no_sms.any() and (~no_mail & cust.email.notna()).any()
+    assert pii.email[no_mail].isna().all() and pii.phone[no_sms].isna().all()
+    assert (pii.email[~no_mail & cust.email.notna()] == cust.email[~no_mail]).all()
 
 
 def test_web_messages_are_served_with_a_snippet(cwh: Warehouse) -> None:

@@ -21,7 +21,10 @@ reads ``Hi nan``.
 from __future__ import annotations
 
 import contextlib
+import email.utils
+import hashlib
 import json
+import re
 import smtplib
 import ssl
 import threading
@@ -266,12 +269,48 @@ def write_files(
 # ------------------------------------------------------------------------------------ email
 
 
+# What looks like an email address or an international phone number in a server's answer.
+_CONTACT = re.compile(r"[^\s<>'\"(),;:\[\]{}]+@[^\s<>'\"(),;:\[\]{}]+|\+\d[\d\s.()-]{6,}\d")
+
+
+def scrub(text: str) -> str:
+    """``text`` without the email addresses and phone numbers in it: a delivery's error is
+    logged and printed, and a recipient's address must not be (it is personal data).
+
+    >>> scrub("address refused: {'ana@example.com': (550, '5.1.1 <ana@example.com> unknown')}")
+    "address refused: {'<address>': (550, '5.1.1 <<address>> unknown')}"
+    >>> scrub("21211 invalid 'To' number +34 606 826 684")
+    "21211 invalid 'To' number <phone>"
+    """
+    return _CONTACT.sub(lambda m: "<address>" if "@" in m.group() else "<phone>", text)
+
+
 class Failed(Exception):
-    """One message was not delivered; ``permanent`` ones are not retried."""
+    """One message was not delivered; ``permanent`` ones are not retried. The message says
+    why without the recipient's address or phone (:func:`scrub`)."""
 
     def __init__(self, message: str, permanent: bool) -> None:
-        super().__init__(message)
+        super().__init__(scrub(message))
         self.permanent = permanent
+
+
+def message_id(key: str, sender: str = "") -> str:
+    """The ``Message-ID`` of the message ``key`` (``campaign:customer``, a flow's step): the
+    same on every re-send of that message, so a mail system can drop the repeat, and different
+    for every other message. RFC 5322 allows only letters, digits and a few signs around its
+    ``@``, so the key is hashed, after a readable prefix; the domain is the sender's.
+
+    >>> message_id("vuelve-correo-c2499f:10007", "Tienda <hola@tienda.es>")
+    '<vuelve-correo-c2499f.851d8429ffbc7dfbe3b1524c@tienda.es>'
+    >>> message_id("x:1") == message_id("x:1") != message_id("x:2")
+    True
+    """
+    prefix = re.sub(r"[^A-Za-z0-9_-]+", "-", key.split(":")[0].split(".")[0]).strip("-")[:40]
+    digest = hashlib.sha256(key.encode("utf-8")).hexdigest()[:24]
+    domain = email.utils.parseaddr(sender)[1].rpartition("@")[2]
+    if not re.fullmatch(r"[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*", domain):
+        domain = "segmentum"
+    return f"<{prefix or 'm'}.{digest}@{domain}>"
 
 
 def smtp_connection(settings: Settings) -> smtplib.SMTP:
@@ -314,6 +353,11 @@ def smtp_connection(settings: Settings) -> smtplib.SMTP:
     return smtp
 
 
+def _said(answer: bytes | str) -> str:
+    """A server's answer as text (not a Python bytes literal)."""
+    return answer.decode("utf-8", "replace") if isinstance(answer, bytes) else str(answer)
+
+
 class Mailer:
     """One SMTP connection for a send, one message at a time (reconnects once if dropped)."""
 
@@ -331,18 +375,21 @@ class Mailer:
         msg["From"] = self.settings.smtp_from
         msg["To"] = to
         msg["Subject"] = subject
+        msg["Date"] = email.utils.formatdate(usegmt=True)
         # The same Message-ID on a re-send lets a mail system drop the duplicate.
-        msg["Message-ID"] = f"<{key}@segmentum>"
+        msg["Message-ID"] = message_id(key, self.settings.smtp_from)
         msg.set_content(body)
         self.open()
         assert self.smtp is not None
         try:
             self.smtp.send_message(msg)
         except smtplib.SMTPRecipientsRefused as exc:
-            codes = [c for c, _ in exc.recipients.values()]
-            raise Failed(f"address refused: {exc.recipients}", min(codes) >= 500) from exc
+            answers = list(exc.recipients.values())
+            code, said = min(answers, key=lambda a: a[0])
+            raise Failed(f"address refused: {code} {_said(said)}", code >= 500) from exc
         except smtplib.SMTPResponseException as exc:
-            raise Failed(f"SMTP {exc.smtp_code}: {exc.smtp_error!r}", exc.smtp_code >= 500) from exc
+            code = exc.smtp_code
+            raise Failed(f"SMTP {code}: {_said(exc.smtp_error)}", code >= 500) from exc
         except (smtplib.SMTPException, OSError) as exc:
             # The connection dropped: this message may or may not have arrived; retried later.
             self.close()

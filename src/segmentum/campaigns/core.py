@@ -285,7 +285,7 @@ class Campaigns:
             return df
         view, as_of = customer_view(self.wh, as_of)
         status_channel = "email" if c.channel == "file" else c.channel
-        st = contact_status(self.wh, aud, as_of, self.settings)
+        st = contact_status(self.wh, aud, as_of, self.settings, now)
         st = st.select("customer_id", "identified", status=st[f"status_{status_channel}"])
         prof_cols = [
             x
@@ -657,11 +657,7 @@ class Campaigns:
         ]
         todo = todo.select(*cols)
         if self.settings.export_personal_data and self.wh.has("customers"):
-            p = self.wh.table("customers")
-            pc = [x for x in ch.PERSONAL if x in p.columns]
-            todo = todo.left_join(p.select("customer_id", *pc), "customer_id").drop(
-                "customer_id_right"
-            )
+            todo = self._with_contacts(todo, now)
         df = todo.order_by("key").to_pandas()
         paths = ch.write_files(
             df,
@@ -681,6 +677,28 @@ class Campaigns:
             at=now,
         )
         return [str(p) for p in paths], slog.publish(["file"], now, None)
+
+    def _with_contacts(self, todo: ir.Table, now: _dt.datetime) -> ir.Table:
+        """``todo`` with each member's name, and their email and phone only where they may
+        be used: an email where the customer consents to email and is not suppressed for it,
+        a phone likewise for SMS (a file goes to another tool, which cannot check either)."""
+        p = self.wh.table("customers")
+        pc = [x for x in ch.PERSONAL if x in p.columns]
+        st = contact_status(self.wh, todo.select("customer_id"), now.date(), self.settings, now)
+        allowed = {"email": "status_email", "phone": "status_sms"}
+        p = p.select("customer_id", *pc).join(st, "customer_id")
+        p = p.select(
+            "customer_id",
+            *(
+                ibis.ifelse(
+                    p[allowed[x]].isin(("reachable", "capped")), p[x], ibis.null(p[x].type())
+                ).name(x)
+                if x in allowed
+                else p[x]
+                for x in pc
+            ),
+        )
+        return todo.left_join(p, "customer_id").drop("customer_id_right")
 
     def log(self, c: Campaign) -> pd.DataFrame:
         if not self.wh.has(SENDS):

@@ -39,9 +39,15 @@ class Reach:
 
 
 def contact_status(
-    wh: Warehouse, members: ir.Table, as_of: _dt.date, settings: Settings
+    wh: Warehouse,
+    members: ir.Table,
+    as_of: _dt.date,
+    settings: Settings,
+    now: _dt.datetime | None = None,
 ) -> ir.Table:
-    """Per member: identified, and for every channel the bucket it falls in (in-engine)."""
+    """Per member: identified, and for every channel the bucket it falls in (in-engine).
+    ``now`` (UTC, naive; the present by default): the moment a send would go out, for the
+    frequency cap (:func:`_windows`)."""
     m = members.select("customer_id").distinct()
     if wh.has("customers"):
         c = wh.table("customers")
@@ -86,31 +92,8 @@ def contact_status(
     else:
         m = m.mutate(**{f"_supp_{name}": ibis.literal(False) for name in CHANNELS})
     capped = ibis.literal(False)
-    if wh.has("campaign_results") and settings.frequency_cap > 0:
-        r = wh.table("campaign_results")
-        end = ibis.literal(_dt.datetime(as_of.year, as_of.month, as_of.day), "timestamp")
-        recent = r.filter(
-            (r.group == "treatment")
-            & (r.sent_at >= end - ibis.interval(days=settings.frequency_cap_days))
-            & (r.sent_at < end)
-        )
-        recent = recent.select("customer_id")
-        if wh.has("campaign_sends"):  # sends made by segmentum itself
-            cs = wh.table("campaign_sends")
-            mine = cs.filter(
-                (cs.status == "sent")
-                & (cs.sent_at >= end - ibis.interval(days=settings.frequency_cap_days))
-                & (cs.sent_at < end)
-            ).select("customer_id")
-            recent = recent.union(mine, distinct=False)
-        counts = recent.group_by("customer_id").aggregate(_sends=recent.count())
-        flows = _flow_sends(wh, as_of, settings)
-        if flows is not None:  # messages flows sent count against the same cap
-            counts = (
-                counts.union(flows, distinct=False)
-                .group_by("customer_id")
-                .aggregate(_sends=lambda t: t._sends.sum())
-            )
+    counts = _recent_contacts(wh, as_of, settings, now) if settings.frequency_cap > 0 else None
+    if counts is not None:
         m = m.left_join(counts, "customer_id").drop("customer_id_right")
         capped = m._sends.fill_null(0) >= settings.frequency_cap
     contact = {
@@ -132,7 +115,62 @@ def contact_status(
     return m.select("customer_id", **out)
 
 
-def _flow_sends(wh: Warehouse, as_of: _dt.date, settings: Settings) -> ir.Table | None:
+def _windows(
+    as_of: _dt.date, settings: Settings, now: _dt.datetime | None
+) -> list[tuple[_dt.datetime, _dt.datetime]]:
+    """The periods whose contacts count toward the frequency cap: the ``frequency_cap_days``
+    before the data's date (``as_of``: a plan for a day in the data, contacts imported with
+    it) and those before ``now`` (the messages segmentum itself just sent: a campaign sent
+    this morning counts for one sent this afternoon, before any run has moved ``as_of``).
+    A contact in either counts once; on live data the two are the same days.
+
+    >>> from segmentum.config import load_settings
+    >>> w = _windows(_dt.date(2025, 12, 30), load_settings(env={}), _dt.datetime(2026, 12, 6, 9))
+    >>> [(a.date().isoformat(), b.isoformat(sep=" ")) for a, b in w]
+    [('2025-12-23', '2025-12-30 00:00:00'), ('2026-11-29', '2026-12-06 09:00:00')]
+    """
+    now = now or _dt.datetime.now(_dt.UTC).replace(tzinfo=None)
+    days = _dt.timedelta(days=settings.frequency_cap_days)
+    end = _dt.datetime(as_of.year, as_of.month, as_of.day)
+    return [(end - days, end), (now - days, now)]
+
+
+def _within(ts: ir.TimestampValue, windows: list[tuple[_dt.datetime, _dt.datetime]]) -> ir.Value:
+    out = ibis.literal(False)
+    for lo, hi in windows:
+        out |= (ts >= ibis.literal(lo, "timestamp")) & (ts < ibis.literal(hi, "timestamp"))
+    return out
+
+
+def _recent_contacts(
+    wh: Warehouse, as_of: _dt.date, settings: Settings, now: _dt.datetime | None
+) -> ir.Table | None:
+    """Contacts per customer in the cap's windows: campaign results loaded from files (the
+    treatment group), segmentum's own campaign sends and the flows' messages; None if none."""
+    windows = _windows(as_of, settings, now)
+    counts: list[ir.Table] = []
+    if wh.has("campaign_results"):
+        r = wh.table("campaign_results")
+        hit = r.filter((r.group == "treatment") & _within(r.sent_at, windows))
+        counts.append(hit.group_by("customer_id").aggregate(_sends=hit.count()))
+    if wh.has("campaign_sends"):  # sends made by segmentum itself
+        cs = wh.table("campaign_sends")
+        hit = cs.filter((cs.status == "sent") & _within(cs.sent_at, windows))
+        counts.append(hit.group_by("customer_id").aggregate(_sends=hit.count()))
+    flows = _flow_sends(wh, windows, settings)
+    if flows is not None:  # messages flows sent count against the same cap
+        counts.append(flows)
+    if not counts:
+        return None
+    every = counts[0]
+    for more in counts[1:]:
+        every = every.union(more, distinct=False)
+    return every.group_by("customer_id").aggregate(_sends=lambda t: t._sends.sum())
+
+
+def _flow_sends(
+    wh: Warehouse, windows: list[tuple[_dt.datetime, _dt.datetime]], settings: Settings
+) -> ir.Table | None:
     """Messages the flows sent in the cap's window, counted per customer, or None without
     any. They live in the flows' SQLite file beside the warehouse (flows run while a job holds
     it); only the per-customer counts travel into the engine."""
@@ -146,14 +184,14 @@ def _flow_sends(wh: Warehouse, as_of: _dt.date, settings: Settings) -> ir.Table 
     path = flows_path(wh.url, settings)
     if path == ":memory:" or not Path(path).exists():
         return None
-    end = _dt.datetime(as_of.year, as_of.month, as_of.day)
-    start = end - _dt.timedelta(days=settings.frequency_cap_days)
+    within = " OR ".join("(sent_at >= ? AND sent_at < ?)" for _ in windows)
+    bounds = [t.isoformat(sep=" ") for w in windows for t in w]
     con = sqlite3.connect(Path(path).absolute().as_uri() + "?mode=ro", uri=True, timeout=10)
     try:
         rows = con.execute(
             "SELECT customer_id, COUNT(*) FROM messages WHERE status = 'sent' "
-            "AND sent_at >= ? AND sent_at < ? GROUP BY customer_id",
-            (start.isoformat(sep=" "), end.isoformat(sep=" ")),
+            f"AND ({within}) GROUP BY customer_id",
+            bounds,
         ).fetchall()
     except sqlite3.OperationalError:  # a flows file from before the messages table
         return None
