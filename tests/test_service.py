@@ -235,6 +235,22 @@ def test_customer_lookup_and_segments_over_http(server: dict[str, Any]) -> None:
     assert csv.startswith("customer_id\n") and "@" not in csv  # no personal data by default
 
 
+def test_the_apis_own_refusals_read_in_spanish_for_a_spanish_client(
+    server: dict[str, Any],
+) -> None:
+    """What a route refuses (no such customer, no key) is said in Spanish to a client that
+    asks for it (Accept-Language: es), with the same status and title; English otherwise."""
+    base, read = server["url"], {"X-API-Key": server["keys"]["read"]}
+    es = {"Accept-Language": "es-ES,es;q=0.9"}
+    en = http.get(f"{base}/v1/customers/nope", headers=read).json()
+    said = http.get(f"{base}/v1/customers/nope", headers={**read, **es}).json()
+    assert en["detail"] == "there is no customer 'nope'" and en["title"] == said["title"]
+    assert said["detail"] == "no hay ningún cliente 'nope'" and said["status"] == 404
+    anonymous = http.get(f"{base}/v1/segments", headers=es).json()
+    assert anonymous["detail"] == "se necesita una clave de API válida", anonymous
+    assert anonymous["hint"].startswith("envíela como X-API-Key"), anonymous
+
+
 def test_a_mistyped_rule_says_where_and_what_was_meant_without_internal_names(
     server: dict[str, Any],
 ) -> None:

@@ -1015,6 +1015,25 @@ MESSAGES: tuple[tuple[str, tuple[str, str]], ...] = (
     (r"invalid value for '(.+)': (.+)", N_("usage", "invalid value for '%(1)s': %(2)s")),
     (r"usage: (.+); see (.+) --help", N_("usage", "usage: %(1)s; see %(2)s --help")),
     (r"see segmentum --help", N_("usage", "see segmentum --help")),
+    # What the REST API answers a request it cannot serve (segmentum.service).
+    (rf"there is no customer {_Q}", N_("api", "there is no customer %(1)s")),
+    (rf"there is no table {_Q}", N_("api", "there is no table %(1)s")),
+    (rf"there is no job {_Q}", N_("api", "there is no job %(1)s")),
+    (rf"as_of {_Q} is not a date", N_("api", "as_of %(1)s is not a date")),
+    (r"a valid API key is required", N_("api", "a valid API key is required")),
+    (
+        r"send it as X-API-Key; create one with: segmentum api-key create",
+        N_("api", "send it as X-API-Key; create one with: segmentum api-key create"),
+    ),
+    (rf"this key lacks the {_Q} scope", N_("api", "this key lacks the %(1)s scope")),
+    (rf"the population has no {_Q} level", N_("api", "the population has no %(1)s level")),
+    (
+        r"the population has no places: load one with country, region, state or city columns",
+        N_(
+            "api",
+            "the population has no places: load one with country, region, state or city columns",
+        ),
+    ),
     # Backups (segmentum.maintenance).
     (
         r"(.+) is not a segmentum backup \(no (\S+) in it\)",

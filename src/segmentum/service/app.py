@@ -167,8 +167,13 @@ def create_app(
 
     # ------------------------------------------------------------------ errors
     @app.exception_handler(ApiProblem)
-    async def _api_problem(_: Request, exc: ApiProblem) -> JSONResponse:
-        return problem(exc.status, exc.title, exc.detail, exc.hint, exc.headers)
+    async def _api_problem(request: Request, exc: ApiProblem) -> JSONResponse:
+        # As a user error: the detail and hint in Spanish when asked for, the title the same.
+        said, hint = exc.detail, exc.hint
+        if request.headers.get("accept-language", "").strip().lower().startswith("es"):
+            said = i18n.translate_message("es", said)
+            hint = i18n.translate_message("es", hint) if hint else hint
+        return problem(exc.status, exc.title, said, hint, exc.headers)
 
     @app.exception_handler(SegmentumError)
     async def _user_error(request: Request, exc: SegmentumError) -> JSONResponse:

@@ -65,7 +65,10 @@ def _level(cells: pd.DataFrame, level: str | None) -> str | None:
             400,
             "Bad level",
             f"the population has no {level!r} level",
-            f"use one of: {', '.join(levels) or '(none: the population has no places)'}",
+            f"use one of: {', '.join(levels)}"
+            if levels
+            else "the population has no places: load one with country, region, state or city "
+            "columns",
         )
     return level
 
