@@ -985,6 +985,7 @@ def test_user_errors_of_campaigns_flows_keys_and_models_read_in_spanish(
     def said(*args: str) -> str:
         got = main([*args, "--lang", "es"])
         line = " ".join(capsys.readouterr().err.split())
+        line = line[line.find("error: ") :]  # after any progress lines
         assert got in (2, 3, 4), (args, got, line)
         assert line.startswith("error: ") and not _english_in(line), (args, line)
         return line
@@ -1009,6 +1010,10 @@ def test_user_errors_of_campaigns_flows_keys_and_models_read_in_spanish(
     said("segment", "unsubscribe", "nope", "-w", full)
     said("playbook", "--by", "nope", "-w", full)
     said("ingest", "ventas", "x.csv", "-w", empty)
+    write(tmp_path / "sin_importe.csv", "cliente,fecha\nA1,2024-01-01\n")
+    missing = said("ingest", "transactions", "sin_importe.csv", "-w", empty)
+    assert "necesita la columna amount o unit_price" in missing, missing
+    assert "(amount: p. ej. amount," in missing and "--no-amount" in missing, missing
     said("demo-data", "--out", "demo", "--customers", "0")
     said("history", "forecast", "-w", empty)
     said("clv", "validate", "--calibration-end", "2030-01-01", "-w", full)

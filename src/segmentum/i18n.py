@@ -1255,6 +1255,29 @@ MESSAGES: tuple[tuple[str, tuple[str, str]], ...] = (
         N_("model", "choose an earlier --calibration-end so some purchases fall after it"),
     ),
     # Loading files (segmentum.ingest, segmentum.demo).
+    (
+        r"(.+): missing required column\(s\) (.+) for table '(\w+)' \(the file has: (.*)\)",
+        N_(
+            "ingest",
+            "%(1)s: missing required column(s) %(2)s for table '%(3)s' (the file has: %(4)s)",
+        ),
+    ),
+    (
+        r"rename the column \((.+)\) or pass --mapping with lines like '(\w+): \"Your Column\"'; "
+        r"a log of purchases without amounts loads with --no-amount",
+        N_(
+            "ingest",
+            "rename the column (%(1)s) or pass --mapping with lines like '%(2)s: \"Your Column\"'; "
+            "a log of purchases without amounts loads with --no-amount",
+        ),
+    ),
+    (
+        r"rename the column \((.+)\) or pass --mapping with lines like '(\w+): \"Your Column\"'",
+        N_(
+            "ingest",
+            "rename the column (%(1)s) or pass --mapping with lines like '%(2)s: \"Your Column\"'",
+        ),
+    ),
     (rf"unknown table {_Q}", N_("ingest", "unknown table %(1)s")),
     (r"choose one of: (.+)", N_("ingest", "choose one of: %(1)s")),
     (r"--customers must be at least 1", N_("ingest", "--customers must be at least 1")),
@@ -1432,6 +1455,10 @@ def _translated(
             r"[\d,]+", g
         ):
             return number(int(g.replace(",", "")), lang, 0)  # a count, grouped
+        if ctx == "ingest" and lang != "en":  # the columns a file lacks, and their synonyms
+            g = g.replace(" or ", f" {t.upgettext(*_OR)} ").replace(
+                ": e.g. ", f": {t.upgettext(*_EG)} "
+            )
         if ctx == "usage" and re.fullmatch(r"-?\d+(\.\d+)?", g):  # a value given to an option
             return number(float(g), lang, len(g.partition(".")[2]))
         if ctx == "doctor" and re.fullmatch(r"[\d,]+\.\d MB", g):  # a size: 1,234.5 MB
@@ -1450,6 +1477,7 @@ def _translated(
 
 _AT = N_("rule", "at position %(1)s")  # where in a rule an error is
 _OR = N_("rule", "or")  # between the names of a "did you mean a or b?"
+_EG = N_("usage", "e.g.")  # before examples inside a message: "amount: e.g. amount, total"
 _WORDS = {
     N_("rule", "number"),
     N_("rule", "text"),
