@@ -392,17 +392,8 @@ def choose(
     if errors is None:
         pool = [k for k in names if ok.get(k, True)] or names
         best = max(pool, key=lambda k: loglik[k])
-        others = ", ".join(f"{k} {_num(loglik[k], 1)}" for k in names if k != best)
-        others_es = ", ".join(f"{k} {_num(loglik[k], 1, 'es')}" for k in names if k != best)
-        return (
-            best,
-            f"{best} was chosen for the highest log-likelihood ({_num(loglik[best], 1)}"
-            + (f"; {others}" if others else "")
-            + "); there was not enough history for a holdout check.",
-            f"Se eligió {best} por la mayor log-verosimilitud ({_num(loglik[best], 1, 'es')}"
-            + (f"; {others_es}" if others_es else "")
-            + "); no había historia suficiente para comprobarlo con un periodo de control.",
-        )
+        en, es = (_likelihood_reason(lang, best, names, loglik) for lang in ("en", "es"))
+        return best, en, es
     crit: dict[Any, float] = errors[CRITERION].astype(float).to_dict()
     err = {k: crit[k] for k in names}
     lowest = min(err.values())
@@ -410,101 +401,97 @@ def choose(
     pool = [k for k in close if ok.get(k, True)] or close
     best = max(pool, key=lambda k: loglik[k])
     unidentified = [k for k in close if k not in pool]
-    listing = ", ".join(f"{k} {_num(err[k], 3)}" for k in names if k != best)
-    listing_es = ", ".join(f"{k} {_num(err[k], 3, 'es')}" for k in names if k != best)
-    naive = crit[NAIVE]
-    if len(pool) > 1:
-        why = (
-            f"its holdout forecast is as close as the best (within 5%) and its log-likelihood "
-            f"is the highest ({_num(loglik[best], 1)})"
+    why = {
+        lang: _holdout_reason(
+            lang, best, names, err, crit[NAIVE], loglik, len(pool) > 1, unidentified
         )
-        why_es = (
-            "su previsión del periodo de control es tan buena como la mejor (a menos del 5 %) "
-            f"y su log-verosimilitud es la mayor ({_num(loglik[best], 1, 'es')})"
-        )
+        for lang in ("en", "es")
+    }
+    return best, why["en"], why["es"]
+
+
+def _likelihood_reason(lang: str, best: str, names: list[str], loglik: dict[str, float]) -> str:
+    """Why ``best`` was chosen without a holdout, in ``lang``."""
+    t = i18n.translations(lang)
+    said = i18n.number(loglik[best], lang, 1)
+    others = ", ".join(f"{k} {i18n.number(loglik[k], lang, 1)}" for k in names if k != best)
+    return t.ugettext(
+        "%(model)s was chosen for the highest log-likelihood (%(loglik)s); there was not "
+        "enough history for a holdout check."
+    ) % {"model": best, "loglik": f"{said}; {others}" if others else said}
+
+
+def _holdout_reason(
+    lang: str,
+    best: str,
+    names: list[str],
+    err: dict[str, float],
+    naive: float,
+    loglik: dict[str, float],
+    tied: bool,
+    unidentified: list[str],
+) -> str:
+    """Why ``best`` was chosen on the holdout, in ``lang``."""
+    t = i18n.translations(lang)
+    if tied:
+        why = t.ugettext(
+            "its holdout forecast is as close as the best (within 5%%) and its log-likelihood "
+            "is the highest (%(loglik)s)"
+        ) % {"loglik": i18n.number(loglik[best], lang, 1)}
     else:
-        why = "its holdout forecast is the closest"
-        why_es = "su previsión del periodo de control es la más cercana"
+        why = t.ugettext("its holdout forecast is the closest")
     if unidentified:
-        why += (
-            f", and {', '.join(unidentified)}, as close, could not identify who drops out "
-            "(its fit ran to a bound)"
-        )
-        why_es += (
-            f", y {', '.join(unidentified)}, igual de cerca, no identifica quién abandona "
-            "(su ajuste llegó a un límite)"
-        )
+        why += t.ugettext(
+            ", and %(models)s, as close, could not identify who drops out (its fit ran to a bound)"
+        ) % {"models": ", ".join(unidentified)}
+    listing = ", ".join(f"{k} {i18n.number(err[k], lang, 3)}" for k in names if k != best)
+    against = (
+        t.ugettext(" (against %(others)s; naive baseline %(naive)s).")
+        % {"others": listing, "naive": i18n.number(naive, lang, 3)}
+        if listing
+        else "."
+    )
     return (
-        best,
-        f"{best} was chosen: {why}. Mean error of holdout purchases per customer, by number "
-        f"of calibration purchases: {_num(err[best], 3)}"
-        + (f" (against {listing}; naive baseline {_num(naive, 3)})." if listing else "."),
-        f"Se eligió {best}: {why_es}. Error medio de compras por cliente en el periodo de "
-        f"control, por número de compras previas: {_num(err[best], 3, 'es')}"
-        + (
-            f" (frente a {listing_es}; referencia ingenua {_num(naive, 3, 'es')})."
-            if listing_es
-            else "."
-        ),
+        t.ugettext(
+            "%(model)s was chosen: %(why)s. Mean error of holdout purchases per customer, by "
+            "number of calibration purchases: %(error)s"
+        )
+        % {"model": best, "why": why, "error": i18n.number(err[best], lang, 3)}
+        + against
     )
 
 
 def verdict(errors: pd.DataFrame, model: str, lang: str = "en") -> str:
     """One sentence on ``model``'s holdout forecast: the error of the total and the naive
     baseline compared by the error by number of calibration purchases."""
+    t = i18n.translations(lang)
     totals: dict[Any, float] = errors["total holdout purchases"].astype(float).to_dict()
     crit: dict[Any, float] = errors[CRITERION].astype(float).to_dict()
     actual, predicted = totals["actual"], totals[model]
     rel = predicted / actual - 1 if actual else float("nan")
     mine, naive = crit[model], crit[NAIVE]
-    es = lang == "es"
-    pct = _num(abs(rel) * 100, 0, lang) + (" %" if es else "%")
-    counts = (
-        f"({_num(predicted, 0, lang)} previstas, {_num(actual, 0, lang)} reales)"
-        if es
-        else f"({_num(predicted, 0)} predicted, {_num(actual, 0)} actual)"
-    )
+    counts = t.ugettext("(%(predicted)s predicted, %(actual)s actual)") % {
+        "predicted": i18n.number(predicted, lang, 0),
+        "actual": i18n.number(actual, lang, 0),
+    }
+    said = {"counts": counts, "pct": i18n.percent(abs(rel), lang, 0)}
     if not np.isfinite(rel):
-        total = (
-            "no hubo compras repetidas en el periodo de control"
-            if es
-            else "there were no repeat purchases in the holdout"
-        )
+        total = t.ugettext("there were no repeat purchases in the holdout")
     elif abs(rel) < 0.02:
-        total = (
-            f"acierta el total de compras repetidas con menos del 2 % de error {counts}"
-            if es
-            else f"matches repeat purchases in the holdout within 2% {counts}"
-        )
+        total = t.ugettext("matches repeat purchases in the holdout within 2%% %(counts)s") % said
     elif rel < 0:
-        total = (
-            f"subestima las compras repetidas del periodo de control en un {pct} {counts}"
-            if es
-            else f"under-predicts repeat purchases in the holdout by {pct} {counts}"
-        )
+        total = t.ugettext("under-predicts repeat purchases in the holdout by %(pct)s %(counts)s")
+        total %= said
     else:
-        total = (
-            f"sobrestima las compras repetidas del periodo de control en un {pct} {counts}"
-            if es
-            else f"over-predicts repeat purchases in the holdout by {pct} {counts}"
-        )
-    errs = f"{_num(mine, 3, lang)} {'frente a' if es else 'against'} {_num(naive, 3, lang)}"
+        total = t.ugettext("over-predicts repeat purchases in the holdout by %(pct)s %(counts)s")
+        total %= said
+    errs = {"mine": i18n.number(mine, lang, 3), "naive": i18n.number(naive, lang, 3)}
     if mine < naive:
-        baseline = (
-            f"mejor que la referencia ingenua (error medio por cliente {errs})"
-            if es
-            else f"better than the naive baseline (mean error per customer {errs})"
+        baseline = t.ugettext(
+            "better than the naive baseline (mean error per customer %(mine)s against %(naive)s)"
         )
     else:
-        baseline = (
-            f"no mejor que la referencia ingenua (error medio por cliente {errs})"
-            if es
-            else f"no better than the naive baseline (mean error per customer {errs})"
+        baseline = t.ugettext(
+            "no better than the naive baseline (mean error per customer %(mine)s against %(naive)s)"
         )
-    return f"{model} {total}; {baseline}."
-
-
-def _num(v: float, digits: int, lang: str = "en") -> str:
-    """A number with thousands separators in the language's convention (1,882.5 / 1.882,5)."""
-    text = f"{v:,.{digits}f}"
-    return text.translate(str.maketrans(",.", ".,")) if lang == "es" else text
+    return f"{model} {total}; {baseline % errs}."
