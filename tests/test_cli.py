@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -857,22 +858,26 @@ def _english_in(line: str) -> list[str]:
     return _ENGLISH.findall(text)
 
 
-def test_user_errors_of_segment_history_market_satisfaction_audience_and_restore_in_spanish(
+@dataclass
+class SpanishErrors:
+    """A copy of the demo warehouse (``full``), one with nothing in it (``empty``), and
+    ``said``: a command run with --lang es that must fail as a user error, its error line."""
+
+    full: str
+    empty: str
+    said: Any
+
+
+@pytest.fixture
+def spanish_errors(
     json_db: tuple[Path, Path],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
-) -> None:
-    """The mistakes a user makes with these commands (a name that is not there, data not
-    loaded yet, a bad value, a folder that is no backup) read in Spanish with --lang es: the
-    error and what to do, the values as typed."""
+) -> SpanishErrors:
     import shutil
 
-    import segmentum
-
     shutil.copy(json_db[0], tmp_path / "w.duckdb")
-    full = f"duckdb:///{tmp_path / 'w.duckdb'}"
-    empty = f"duckdb:///{tmp_path / 'vacio.duckdb'}"
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("SEGMENTUM_LANGUAGE", raising=False)
     monkeypatch.setenv("SEGMENTUM_ERROR_LOG_DIR", str(tmp_path / "logs"))
@@ -881,10 +886,28 @@ def test_user_errors_of_segment_history_market_satisfaction_audience_and_restore
     def said(*args: str) -> str:
         got = main([*args, "--lang", "es"])
         line = " ".join(capsys.readouterr().err.split())
+        line = line[line.find("error: ") :]  # after any progress lines
         assert got in (2, 3, 4), (args, got, line)  # a usage, setting or warehouse error
         assert line.startswith("error: ") and not _english_in(line), (args, line)
         return line
 
+    return SpanishErrors(
+        f"duckdb:///{tmp_path / 'w.duckdb'}", f"duckdb:///{tmp_path / 'vacio.duckdb'}", said
+    )
+
+
+def test_user_errors_of_segment_history_market_satisfaction_audience_and_restore_in_spanish(
+    spanish_errors: SpanishErrors,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The mistakes a user makes with these commands (a name that is not there, data not
+    loaded yet, a bad value, a folder that is no backup) read in Spanish with --lang es: the
+    error and what to do, the values as typed."""
+    import segmentum
+
+    full, empty, said = spanish_errors.full, spanish_errors.empty, spanish_errors.said
     dates = ["--from", "2020-01-01", "--to", "2020-06-01"]
     # A name that is not there, and a mistyped one.
     assert "no hay ningún segmento llamado 'nope' sugerencia: consulte la lista" in said(
@@ -966,30 +989,11 @@ def test_user_errors_of_segment_history_market_satisfaction_audience_and_restore
 
 
 def test_user_errors_of_campaigns_flows_keys_and_models_read_in_spanish(
-    json_db: tuple[Path, Path],
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
+    spanish_errors: SpanishErrors, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """More mistakes, said in Spanish with --lang es; a file that is not there is a user error
     (exit 2), never an unexpected one."""
-    import shutil
-
-    shutil.copy(json_db[0], tmp_path / "w.duckdb")
-    full = f"duckdb:///{tmp_path / 'w.duckdb'}"
-    empty = f"duckdb:///{tmp_path / 'vacio.duckdb'}"
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("SEGMENTUM_LANGUAGE", raising=False)
-    capsys.readouterr()
-
-    def said(*args: str) -> str:
-        got = main([*args, "--lang", "es"])
-        line = " ".join(capsys.readouterr().err.split())
-        line = line[line.find("error: ") :]  # after any progress lines
-        assert got in (2, 3, 4), (args, got, line)
-        assert line.startswith("error: ") and not _english_in(line), (args, line)
-        return line
-
+    full, empty, said = spanish_errors.full, spanish_errors.empty, spanish_errors.said
     assert "no hay ninguna campaña 'nope'" in said("campaign", "audience", "nope", "-w", full)
     said("campaign", "send", "nope", "--dry-run", "-w", full)
     said("campaign", "create", "x", "--tactic", "spam", "--channel", "file", "-w", full)
