@@ -351,6 +351,12 @@ def test_email_campaign_over_starttls_with_auth_reaches_only_consented_treatment
     # Sending again sends nothing twice.
     again = cs.send(c, immediately=True)
     assert again.delivered == 0 and len(inbox.messages) == len(sent)
+    # After the send, the dry run is the logged plan with what was done, not a new plan.
+    after = cs.dry_run(c)
+    assert after["logged"] and after["audience"] == len(log) == r.audience
+    assert after["outcomes"]["sent"] == len(sent)
+    assert sum(after["outcomes"].values()) == len(log)
+    assert after["outcomes"].get("control", 0) == r.control
     # The contacts now count toward the frequency cap, today (the data's date is in the
     # past) as on the data's next day: a second campaign to them sent now is capped.
     one_cap = settings.with_overrides(frequency_cap=1)

@@ -194,6 +194,34 @@ def test_nested_segments_are_computed_in_order_once_and_agree_with_their_parts(
     assert members == set(view.customer_id[south])
 
 
+def test_saving_one_segment_keeps_the_others_members_and_a_new_one_is_computed_on_use(
+    whs: Warehouse,
+) -> None:
+    segs = Segments(whs, SETTINGS)
+    segs.create("big", "monetary > 500")
+    segs.create("often", "frequency >= 5")
+    rep = segs.compute()
+
+    def sizes() -> dict[str, int]:
+        m = whs.table("segment_members")
+        m = m.filter(m.as_of == rep.as_of)
+        rows = m.group_by("segment").aggregate(n=m.count())
+        return {r["segment"]: r["n"] for r in rows.to_pyarrow().to_pylist()}
+
+    before = sizes()
+    assert before == {"big": rep.sizes["big"], "often": rep.sizes["often"]} and all(before.values())
+    # Saving from the API or the dashboard computes that segment alone: the others stay.
+    _, n = segs.create_and_compute("recent", "recency_days <= 30")
+    assert sizes() == {**before, "recent": n} and n > 0
+    # Saved from the command line and used before any computation (a campaign to it): it is
+    # computed then, not read as an empty audience.
+    segs.create("small", "monetary <= 500")
+    small = set(segs.members("small").to_pandas().customer_id)
+    assert small and sizes() == {**before, "recent": n, "small": len(small)}
+    again = segs.compute()  # every segment at once gives the same members
+    assert again.sizes == sizes() and set(segs.members("small").to_pandas().customer_id) == small
+
+
 def test_preview_counts_add_up_and_respect_suppressions_and_caps(
     whs: Warehouse, tmp_path: Path
 ) -> None:

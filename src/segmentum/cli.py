@@ -2657,7 +2657,7 @@ def campaign_results_cmd(
             else "",
             "" if e.p_value is None else i18n.number(e.p_value, lang, 3),
             _money(e.incremental_revenue, lang),
-            "" if e.roi is None else i18n.number(e.roi, lang, 2),
+            "" if e.roi is None else i18n.percent(e.roi, lang),
         )
     console.print(t)
 

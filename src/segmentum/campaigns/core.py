@@ -351,11 +351,26 @@ class Campaigns:
     ) -> dict[str, Any]:
         """Who would be contacted and when, the outcome counts and a few rendered examples;
         ``lang``: the language of the person looking, that the examples' reasons are said in
-        (else as logged, in English). Each message is rendered in its recipient's language."""
+        (else as logged, in English). Each message is rendered in its recipient's language.
+
+        Once the campaign has been sent (its plan logged at the first send), the plan is the
+        logged one, which every later send follows: its members, and each one's outcome as
+        done so far (``sent``, ``failed``; ``no_consent`` where consent was withdrawn before
+        the send; the others as planned), not a new plan on today's data."""
         df = self.plan(c, now=now)
+        logged = self.log(c)
+        if len(logged):
+            done = logged.status.map({"sent": "sent", "failed": "failed"})
+            withdrawn = (logged.status == "not_sent") & logged.outcome.isin(["scheduled", "file"])
+            done = done.where(~withdrawn, "no_consent")
+            logged = logged.assign(outcome=done.where(done.notna(), logged.outcome))
+            by_id = logged.set_index("customer_id")
+            df = df[df.customer_id.isin(by_id.index)].copy()
+            for col in ("outcome", "scheduled_at", "reason", "group"):
+                df[col] = by_id[col].reindex(df.customer_id).to_numpy()
         tpl = c.template_data
         examples = []
-        for r in df[df.outcome.isin(["scheduled", "file"])].head(sample).to_dict("records"):
+        for r in df[df.outcome.isin(["scheduled", "file", "sent"])].head(sample).to_dict("records"):
             recipient = r.get("language") or "en"
             extra: dict[str, Any] = {}
             if c.channel == "sms":
@@ -375,11 +390,13 @@ class Campaigns:
                     **extra,
                 }
             )
+        plan = logged if len(logged) else df
         return {
             "campaign": c.name,
-            "audience": len(df),
-            "outcomes": df.outcome.value_counts().to_dict(),
+            "audience": len(plan),
+            "outcomes": plan.outcome.value_counts().to_dict(),
             "examples": examples,
+            "logged": bool(len(logged)),  # the plan of the sends made, not a new one
         }
 
     def why(self, c: Campaign, r: Mapping[Any, Any], lang: str) -> str:

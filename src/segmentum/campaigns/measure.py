@@ -57,6 +57,24 @@ class Effect:
     cost: float
     roi: float | None
 
+    @property
+    def verdict(self) -> str | None:
+        """What the uplift's 95% interval says: ``raised`` (all of it above zero: the campaign
+        raised conversion), ``lowered`` (all below), ``unclear`` (it includes zero: this
+        data cannot tell an effect from chance); None without an interval.
+
+        >>> from dataclasses import replace
+        >>> e = Effect("all", 300, 100, .1, .05, .05, .01, .09, .04, 0, 0, None, None, 0, 0, None)
+        >>> below = replace(e, uplift_low=-0.09, uplift_high=-0.01)
+        >>> e.verdict, replace(e, uplift_low=-0.01).verdict, below.verdict
+        ('raised', 'unclear', 'lowered')
+        """
+        if self.uplift_low is None or self.uplift_high is None:
+            return None
+        if self.uplift_low > 0:
+            return "raised"
+        return "lowered" if self.uplift_high < 0 else "unclear"
+
 
 @dataclass
 class Results:

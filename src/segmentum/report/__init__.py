@@ -214,7 +214,7 @@ def _campaigns(wh: Warehouse, settings: Settings, w: dict[str, str], lang: str =
         r = res.overall
         if r.uplift is None or r.uplift_low is None or r.uplift_high is None:
             continue
-        roi = i18n.number(r.roi, lang, 2)
+        roi = i18n.percent(r.roi, lang)
         interval = f"{i18n.points(r.uplift_low, lang)}, {i18n.points(r.uplift_high, lang)}"
         rows.append(
             f"<tr><td>{_e(c.name)}</td><td>{i18n.number(r.treated, lang, 0)}</td>"

@@ -458,18 +458,40 @@ class Segments:
             members = long.filter(long.segment.notnull())
         else:
             members = flags.limit(0).select(segment=ibis.literal(""), customer_id="customer_id")
-        members = members.mutate(as_of=ibis.literal(as_of, "date"), run_id=ibis.literal(run_id))
-        stored = self.wh.replace_where(MEMBERS, members, "as_of", as_of)
-        cur = stored.filter(stored.as_of == ibis.literal(as_of, "date"))
+        day = ibis.literal(as_of, "date")
+        members = members.mutate(as_of=day, run_id=ibis.literal(run_id))
+        kept = None
+        if only is not None and self.wh.has(MEMBERS):
+            # Some segments only: the date's members of the others stay as they are.
+            st = self.wh.table(MEMBERS)
+            others = st.filter((st.as_of == day) & ~st.segment.isin(list(segs)))
+            others = others.select(*(others[c].cast(members[c].type()) for c in members.columns))
+            kept = self.wh.materialize(members.union(others, distinct=False), "segkeep")
+        stored = self.wh.replace_where(
+            MEMBERS, kept if kept is not None else members, "as_of", as_of
+        )
+        if kept is not None:
+            self.wh.drop(kept.get_name())
+        cur = stored.filter((stored.as_of == day) & stored.segment.isin(list(segs)))
         counts = cur.group_by("segment").aggregate(n=cur.count()).to_pyarrow().to_pylist()
         sizes = {n: 0 for n in customers}
         sizes.update({r["segment"]: int(r["n"]) for r in counts})
         return ComputeReport(as_of, run_id, order, sizes, scans)
 
     def members(self, name: str, as_of: _dt.date | None = None) -> ir.Table:
-        """Customer ids in a segment, from the last computation for ``as_of`` (default latest)."""
+        """Customer ids in a segment, from the last computation for ``as_of`` (default latest).
+
+        A segment saved since the last computation (``segment create``, then a campaign to it)
+        is computed now, alone, when the warehouse can be written: it has no members yet, not
+        an empty audience."""
         self.get(name)
-        if not self.wh.has(MEMBERS):
+        never = not self.wh.has(MEMBERS)
+        if not never and as_of is None:
+            st = self.wh.table(MEMBERS)
+            never = not int(st.filter(st.segment == name).count().to_pyarrow().as_py())
+        if never and as_of is None and not self.wh.read_only:
+            self.compute(only=[name])
+        elif never:
             raise InputError(
                 f"segment {name!r} has not been computed", "run: segmentum segment compute"
             )
