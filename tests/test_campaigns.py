@@ -463,6 +463,25 @@ def test_sends_wait_for_each_recipients_best_time(cwh: Warehouse, receiver: Any)
     assert len(receiver.seen) == first.delivered + later.delivered
 
 
+def test_a_template_names_the_segment_in_the_recipients_language(cwh: Warehouse) -> None:
+    tpl = {
+        "subject": {"es": "Hola", "en": "Hi"},
+        "body": {"es": "{{ segment or '-' }}", "en": "{{ segment or '-' }}"},
+    }
+    cs = Campaigns(cwh, SETTINGS)
+    c = cs.create("Segmento", "winback", "email", template=tpl, control_share=0.0)
+    plan = cs.plan(c).set_index("customer_id")
+    examples = cs.dry_run(c, sample=200)["examples"]
+    for e in examples:
+        lang, rfm = plan.language[e["customer_id"]], plan.rfm_segment[e["customer_id"]]
+        assert e["body"] == ("-" if i18n.is_missing(rfm) else i18n.label(lang, "rfm_segment", rfm))
+    assert any(
+        plan.language[e["customer_id"]] == "es"
+        and e["body"] != str(plan.rfm_segment[e["customer_id"]])
+        for e in examples
+    )  # "Campeones", not "Champions"
+
+
 def test_files_leave_out_personal_data_unless_configured(cwh: Warehouse, tmp_path: Path) -> None:
     cs = Campaigns(cwh, SETTINGS)
     c = cs.create("Export", "winback", "file")
@@ -607,6 +626,14 @@ def test_the_demos_past_campaign_can_be_measured_but_not_sent(
     assert main(["campaign", "results", "WINBACK-2025-10", "-w", cwh.url]) == 0
     out = capsys.readouterr().out
     assert "results (loaded results)" in out and "nan" not in out.lower()
+    r = results(cwh, past.campaign_id, SETTINGS)
+    flat = " ".join(out.split())
+    said = {
+        "raised": "The campaign raised conversion",
+        "lowered": "The campaign lowered conversion",
+        "unclear": "No clear effect yet",
+    }
+    assert said[str(r.overall.verdict)] in flat
     with pytest.raises(InputError, match="imported from campaign_results"):
         cs.send(past)
     with pytest.raises(InputError, match="already exists"):
@@ -663,6 +690,12 @@ def test_the_campaign_journey_in_spanish(
     imported = capsys.readouterr().out
     assert "resultados (resultados cargados)" in imported and "todos" in imported
     assert "(unknown)" not in imported and "(desc" in imported  # the column is narrow
+    # Said in words under the table: what the interval shows and how each number is counted.
+    flat = " ".join(imported.split())
+    verdicts = ("subió la conversión", "bajó la conversión", "Aún no hay un efecto claro")
+    assert sum(v in flat for v in verdicts) == 1, flat
+    assert "Conversión e ingresos: según los resultados de campaña cargados" in flat
+    assert "ROI: los ingresos incrementales por el margen (30 %)" in flat
     assert main(["campaign", "times", *es]) == 0
     times = capsys.readouterr().out
     assert "mejor momento y canal por segmento" in times and "franja" in times

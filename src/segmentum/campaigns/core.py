@@ -39,6 +39,7 @@ import ibis.expr.types as ir
 import pandas as pd
 import pyarrow as pa
 
+from segmentum import i18n
 from segmentum.campaigns import audiences, reasons, sendlog
 from segmentum.campaigns import channels as ch
 from segmentum.campaigns.sendlog import SendLog
@@ -414,13 +415,15 @@ class Campaigns:
         if args is None:
             args = reasons.facts(r)
         why = reasons.text(c.tactic, args, lang, self.currency)
+        seg = r.get("rfm_segment")
         if why is None and lang == "en" and c.tactic == "acquisition":
             why = r.get("reason")
         return {
             "campaign": c.name,
             "greeting": reasons.greeting(lang, r.get("first_name")),
             "first_name": r.get("first_name"),
-            "segment": r.get("rfm_segment"),
+            # The RFM segment's name as the recipient reads it ("Campeones", not "Champions").
+            "segment": None if reasons.missing(seg) else i18n.label(lang, "rfm_segment", seg),
             "reason": why,
             "recommendation": r.get("recommendation"),
             "customer_id": r.get("customer_id"),

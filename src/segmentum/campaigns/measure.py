@@ -95,8 +95,8 @@ class Results:
             "note": self.note,
             "sent": self.sent,
             "outcomes": self.outcomes,
-            "overall": self.overall.__dict__,
-            "by_segment": [e.__dict__ for e in self.by_segment],
+            "overall": {**self.overall.__dict__, "verdict": self.overall.verdict},
+            "by_segment": [{**e.__dict__, "verdict": e.verdict} for e in self.by_segment],
         }
 
 
