@@ -463,6 +463,32 @@ def test_sends_wait_for_each_recipients_best_time(cwh: Warehouse, receiver: Any)
     assert len(receiver.seen) == first.delivered + later.delivered
 
 
+def test_another_campaigns_control_group_is_held_out_while_it_is_measured(
+    cwh: Warehouse, tmp_path: Path
+) -> None:
+    cs = Campaigns(cwh, SETTINGS)
+    first = cs.create("Primera", "winback", "file", control_share=0.3)
+    cs.send(first, out_dir=tmp_path)
+    log = cs.log(first)
+    controls = set(log.customer_id[log.group == "control"])
+    second = cs.create("Segunda", "winback", "file", control_share=0.1)
+    plan = cs.plan(second)
+    treated = plan[plan.group == "treatment"]
+    held = treated[treated.customer_id.isin(controls)]
+    assert len(held) > 0 and set(held.outcome) == {"held_out"}
+    assert not (treated[~treated.customer_id.isin(controls)].outcome == "held_out").any()
+    sent = cs.send(second, out_dir=tmp_path / "2")
+    files = pd.read_csv(sent.files[0], dtype={"customer_id": str})
+    assert not set(files.customer_id) & controls  # the first campaign's control stays clean
+    # After its results window the first campaign's control is free again; off, never held.
+    later = dt.datetime.now() + dt.timedelta(days=SETTINGS.attribution_days + 1)
+    assert "held_out" not in set(
+        cs.plan(cs.create("Tercera", "winback", "file"), now=later).outcome
+    )
+    off = Campaigns(cwh, SETTINGS.with_overrides(protect_controls=False))
+    assert "held_out" not in set(off.plan(off.create("Cuarta", "winback", "file")).outcome)
+
+
 def test_a_template_names_the_segment_in_the_recipients_language(cwh: Warehouse) -> None:
     tpl = {
         "subject": {"es": "Hola", "en": "Hi"},

@@ -119,6 +119,14 @@ def test_the_imported_campaign_shows_its_results_not_a_refused_dry_run(
     assert r.status_code == 200
     assert says in _text(r.text)
     assert 'id="results"' in r.text and 'id="plan"' not in r.text
+    # The uplift with its interval, and under the figures what they mean in words.
+    text = _text(r.text)
+    assert re.search(r"pp \([-+−]?\d+[.,]\d pp, [-+−]?\d+[.,]\d pp\)", text), text
+    verdicts = {
+        "es": ("subió la conversión", "bajó la conversión", "Aún no hay un efecto claro"),
+        "en": ("raised conversion", "lowered conversion", "No clear effect yet"),
+    }[lang]
+    assert sum(v in text for v in verdicts) == 1 and "ROI:" in text, text
     assert 'id="plan-error"' not in r.text and "/send" not in r.text.split('id="imported"')[1]
     assert not RAW.findall(_text(r.text))
 

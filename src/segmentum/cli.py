@@ -2601,7 +2601,7 @@ def campaign_results_cmd(
     campaign: str, warehouse: WarehouseOpt = None, as_json: JsonOpt = False, lang: LangOpt = None
 ) -> None:
     """Treatment against control: uplift with its interval and p-value, incremental revenue, ROI."""
-    from segmentum.campaigns.measure import results
+    from segmentum.campaigns.measure import explain, results
 
     lang = _check_lang(lang)
     _ = i18n.translations(lang).ugettext
@@ -2666,56 +2666,8 @@ def campaign_results_cmd(
             "" if e.roi is None else i18n.percent(e.roi, lang),
         )
     console.print(t)
-    for line in _results_said(r, cs.settings, lang):
+    for line in explain(r.to_dict(), cs.settings, lang):
         console.print(escape(line))
-
-
-def _results_said(r: Any, settings: Any, lang: str) -> list[str]:
-    """What the results table means, in words: the verdict of the uplift's interval and how
-    conversions, the interval and ROI were counted."""
-    _ = i18n.translations(lang).ugettext
-    e = r.overall
-    words = {
-        "uplift": i18n.points(abs(e.uplift or 0.0), lang).lstrip("+"),
-        "low": i18n.points(e.uplift_low, lang),
-        "high": i18n.points(e.uplift_high, lang),
-        "p": i18n.number(e.p_value, lang, 3),
-    }
-    said = {
-        "raised": _(
-            "The campaign raised conversion by %(uplift)s: the 95%% interval (%(low)s to "
-            "%(high)s) is above zero, so this is an effect, not chance (p = %(p)s)."
-        ),
-        "lowered": _(
-            "The campaign lowered conversion by %(uplift)s: the 95%% interval (%(low)s to "
-            "%(high)s) is below zero (p = %(p)s)."
-        ),
-        "unclear": _(
-            "No clear effect yet: the 95%% interval of the uplift (%(low)s to %(high)s) "
-            "includes zero, so the difference may be chance (p = %(p)s); more customers or a "
-            "longer wait would narrow it."
-        ),
-    }
-    out = [said[e.verdict] % words] if e.verdict in said else []
-    if r.source == "derived":
-        out.append(
-            _(
-                "Converted: bought within %(days)s days of the send (the control group: of "
-                "the day the campaign was planned); a cancelled order is no purchase."
-            )
-            % {"days": i18n.number(settings.attribution_days, lang, 0)}
-        )
-    else:
-        out.append(_("Converted and revenue: as the loaded campaign results say."))
-    out.append(
-        _(
-            "Uplift: the treated group's conversion less the control group's, in percentage "
-            "points. ROI: the incremental revenue times the margin (%(margin)s), less the "
-            "cost, over the cost."
-        )
-        % {"margin": i18n.percent(settings.margin_rate, lang, 0)}
-    )
-    return out
 
 
 @campaign_app.command("times")

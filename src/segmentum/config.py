@@ -252,6 +252,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("attribution_days", 14, "Days after a send in which a purchase counts as converted."),
     Setting("margin_rate", 0.3, "Gross margin on revenue, for campaign ROI."),
     Setting(
+        "protect_controls",
+        True,
+        "Hold out of a campaign the customers in another campaign's control group while that "
+        "campaign's results are measured (attribution_days).",
+    ),
+    Setting(
         "send_lease_seconds",
         300,
         "A message claimed by a send that stopped answering is sent again after this long.",
@@ -482,6 +488,7 @@ class Settings:
     control_share: float = _DEFAULTS["control_share"]
     attribution_days: int = _DEFAULTS["attribution_days"]
     margin_rate: float = _DEFAULTS["margin_rate"]
+    protect_controls: bool = _DEFAULTS["protect_controls"]
     send_lease_seconds: int = _DEFAULTS["send_lease_seconds"]
     contact_retention_days: int = _DEFAULTS["contact_retention_days"]
     download_retention_days: int = _DEFAULTS["download_retention_days"]

@@ -90,6 +90,7 @@ LABELS: tuple[tuple[str, str], ...] = (
     N_("outcome", "no_address"),
     N_("outcome", "no_contact"),
     N_("outcome", "capped"),
+    N_("outcome", "held_out"),
     N_("outcome", "unreachable"),
     N_("outcome", "suppressed"),
     N_("outcome", "anonymous"),

@@ -22,12 +22,14 @@ converted), ``Results.ready`` is False and ``Results.note`` says so ("no results
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import ibis
 import pandas as pd
 
+from segmentum import i18n
 from segmentum.config import Settings
 from segmentum.features.customer import net_lines
 from segmentum.ingest.returns import links
@@ -270,3 +272,53 @@ def results(
             by.append(effect(part, str(seg), cost_per_contact, settings.margin_rate))
     by.sort(key=lambda e: -(e.uplift or 0.0))
     return Results(campaign_id, source, overall, by, sent, outcomes)
+
+
+def explain(r: Mapping[str, Any], settings: Settings, lang: str) -> list[str]:
+    """What results (:meth:`Results.to_dict`) mean, in words, in ``lang``: the verdict of the
+    uplift's interval and how conversion, uplift and ROI were counted (the CLI prints them
+    under its table, the dashboard under its figures)."""
+    _ = i18n.translations(lang).ugettext
+    e = r.get("overall") or {}
+    words = {
+        "uplift": i18n.points(abs(e.get("uplift") or 0.0), lang).lstrip("+"),
+        "low": i18n.points(e.get("uplift_low"), lang),
+        "high": i18n.points(e.get("uplift_high"), lang),
+        "p": i18n.number(e.get("p_value"), lang, 3),
+    }
+    said = {
+        "raised": _(
+            "The campaign raised conversion by %(uplift)s: the 95%% interval (%(low)s to "
+            "%(high)s) is above zero, so this is an effect, not chance (p = %(p)s)."
+        ),
+        "lowered": _(
+            "The campaign lowered conversion by %(uplift)s: the 95%% interval (%(low)s to "
+            "%(high)s) is below zero (p = %(p)s)."
+        ),
+        "unclear": _(
+            "No clear effect yet: the 95%% interval of the uplift (%(low)s to %(high)s) "
+            "includes zero, so the difference may be chance (p = %(p)s); more customers or a "
+            "longer wait would narrow it."
+        ),
+    }
+    verdict = e.get("verdict")
+    out = [said[verdict] % words] if verdict in said else []
+    if r.get("source") == "derived":
+        out.append(
+            _(
+                "Converted: bought within %(days)s days of the send (the control group: of "
+                "the day the campaign was planned); a cancelled order is no purchase."
+            )
+            % {"days": i18n.number(settings.attribution_days, lang, 0)}
+        )
+    else:
+        out.append(_("Converted and revenue: as the loaded campaign results say."))
+    out.append(
+        _(
+            "Uplift: the treated group's conversion less the control group's, in percentage "
+            "points. ROI: the incremental revenue times the margin (%(margin)s), less the "
+            "cost, over the cost."
+        )
+        % {"margin": i18n.percent(settings.margin_rate, lang, 0)}
+    )
+    return out

@@ -18,6 +18,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 
 from segmentum import i18n
+from segmentum.config import Settings
 from segmentum.errors import SegmentumError
 from segmentum.page_models import (
     ACTIVITY,
@@ -1526,12 +1527,12 @@ def _campaigns(page: Page, svc: Any, selected: str) -> dict[str, Any]:
                 ctx["imported"] = {
                     "id": camp.campaign_id,
                     "name": camp.name,
-                    "results": _results_rows(page, measured(camp)),
+                    "results": _results_rows(page, measured(camp), svc.settings),
                 }
                 return ctx
             if published:  # a dry run needs the warehouse: its results meanwhile
                 ctx["plan_error"] = user_error(page, _busy_now(page))
-                ctx["results"] = _results_rows(page, measured(camp))
+                ctx["results"] = _results_rows(page, measured(camp), svc.settings)
                 return ctx
             if camp.channel == "sms":
                 ctx["sms"] = _sms_receipts(page, cs, camp)
@@ -1556,7 +1557,7 @@ def _campaigns(page: Page, svc: Any, selected: str) -> dict[str, Any]:
                 ],
             }
             with contextlib.suppress(Exception):
-                ctx["results"] = _results_rows(page, measured(camp))
+                ctx["results"] = _results_rows(page, measured(camp), svc.settings)
         except SegmentumError as exc:
             ctx["plan_error"] = user_error(page, exc)
     return ctx
@@ -1593,10 +1594,17 @@ def _busy_now(page: Page) -> SegmentumError:
     )
 
 
-def _results_rows(page: Page, d: dict[str, Any]) -> dict[str, Any] | None:
+def _results_rows(page: Page, d: dict[str, Any], settings: Settings) -> dict[str, Any] | None:
+    """A campaign's results as the page shows them: the figures, then what they mean in words
+    (:func:`measure.explain`); before there is anything to compare, why (no outcomes yet, no
+    control group) instead of figures of zero."""
+    from segmentum.campaigns.measure import explain
+
     overall = d.get("overall") or {}
     if not overall or not overall.get("treated"):
         return None
+    if not d.get("ready", True):
+        return {"rows": [], "said": [i18n.translate_message(page.lang, d.get("note"))]}
     keys = ("treated", "control", "conv_treated", "conv_control", "uplift", "p_value", "roi")
     out = []
     for k in keys:
@@ -1607,12 +1615,17 @@ def _results_rows(page: Page, d: dict[str, Any]) -> dict[str, Any] | None:
             text = page.pct(v)
         elif k == "uplift":
             text = i18n.points(v, page.lang)
+            if not i18n.is_missing(overall.get("uplift_low")):
+                low, high = (
+                    i18n.points(overall[x], page.lang) for x in ("uplift_low", "uplift_high")
+                )
+                text += f" ({low}, {high})"
         elif k == "p_value":
             text = page.num(v, 3)
         else:
             text = page.num(v)
         out.append({"key": k, "value": text})
-    return {"rows": out}
+    return {"rows": out, "said": explain(d, settings, page.lang)}
 
 
 def _failed_step(lang: str, failed: Any) -> str:
