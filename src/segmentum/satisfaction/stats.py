@@ -52,11 +52,25 @@ class Nps:
         return 100.0 * math.sqrt(var / self.n)
 
     def interval(self, z: float = Z95) -> tuple[float | None, float | None]:
-        """The normal-approximation interval, clipped to [-100, 100]."""
-        s, se = self.score, self.se
-        if s is None or se is None:
+        """The adjusted-Wald interval of Rocks (2016, The American Statistician 70(4)), the
+        best of the methods compared there: 3 answers added to ``n``, 3/4 of one to the
+        promoters and to the detractors, and the normal interval around the adjusted score,
+        clipped to [-100, 100]. The plain interval (``score`` +- z ``se``) has no width when
+        every answer is the same (six passives: "0 (0 to 0)"), and covers far less than 95%
+        in small groups.
+
+        >>> lo, hi = Nps(6, 0, 6, 0).interval()
+        >>> round(lo, 1), round(hi, 1)
+        (-26.7, 26.7)
+        """
+        if self.n == 0:
             return None, None
-        return max(-100.0, s - z * se), min(100.0, s + z * se)
+        n = self.n + 3
+        p, d = (self.promoters + 0.75) / n, (self.detractors + 0.75) / n
+        half = 100.0 * z * math.sqrt(max(p + d - (p - d) ** 2, 0.0) / n)
+        mid, score = 100.0 * (p - d), self.score or 0.0
+        # One answer (+-100) can fall outside; the interval always holds the score it is of.
+        return max(-100.0, min(mid - half, score)), min(100.0, max(mid + half, score))
 
 
 def nps_of(scores: Sequence[int]) -> Nps:
