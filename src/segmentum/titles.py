@@ -45,7 +45,7 @@ def column_titles(_: Callable[[str], str]) -> dict[str, str]:
         "churn_probability": _("Churn probability"),
         "expected_purchases": _("Expected purchases (12 months)"),
         "clv": _("Customer lifetime value"),
-        "expected_next_purchase": _("Next expected purchase"),
+        "expected_next_purchase": _("Next purchase, if still active"),
         "age_band": _("Age band"),
         "gender": _("Gender"),
         "country": _("Country"),
