@@ -220,6 +220,10 @@ def test_saving_one_segment_keeps_the_others_members_and_a_new_one_is_computed_o
     assert small and sizes() == {**before, "recent": n, "small": len(small)}
     again = segs.compute()  # every segment at once gives the same members
     assert again.sizes == sizes() and set(segs.members("small").to_pandas().customer_id) == small
+    # Editing a rule computes the members again (not the old rule's until the next run).
+    segs.edit("small", rule="monetary <= 100")
+    smaller = set(segs.members("small").to_pandas().customer_id)
+    assert smaller < small and sizes()["small"] == len(smaller)
 
 
 def test_preview_counts_add_up_and_respect_suppressions_and_caps(

@@ -193,7 +193,12 @@ class Segments:
             seg.created_at,
             _now(),
         )
-        return self.create(new.name, new.rule, new.description, new.level, replace=True)
+        saved = self.create(new.name, new.rule, new.description, new.level, replace=True)
+        if new.rule != seg.rule and self.wh.has(MEMBERS) and not self.wh.read_only:
+            # The old rule's members would feed campaigns and exports until the next run, and
+            # the segments built on this one change with it: all computed again, now.
+            self.compute()
+        return saved
 
     def delete(self, name: str) -> None:
         """Delete a segment; refused while other segments reference it."""
