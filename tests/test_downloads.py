@@ -19,6 +19,7 @@ import httpx
 import pytest
 from tests.conftest import serving
 
+import segmentum
 from segmentum import i18n
 from segmentum.campaigns.adaudiences import normalize_email
 from segmentum.cli import main
@@ -88,6 +89,18 @@ def test_forget_lists_every_download_of_a_customer_with_the_key_and_erases_them(
         assert got.status_code == 200
         export = list(csv.DictReader(io.StringIO(got.text)))
         assert export and {"email", "phone"} <= set(export[0])
+        # An email only for customers who consent to email, a phone only with SMS consent.
+        copy = served["url"].removeprefix("duckdb:///") + ".consent.duckdb"
+        shutil.copyfile(served["url"].removeprefix("duckdb:///"), copy)
+        with segmentum.connect(f"duckdb:///{copy}") as wh:
+            people = wh.table("customers").to_pandas().set_index("customer_id")
+        ok_mail = people.consent_email.fillna(False).astype(bool)
+        ok_sms = people.consent_sms.fillna(False).astype(bool)
+        assert all(not r["email"] or ok_mail[r["customer_id"]] for r in export)
+        assert all(not r["phone"] or ok_sms[r["customer_id"]] for r in export)
+        assert any(r["email"] for r in export) and any(
+            not ok_mail[r["customer_id"]] for r in export
+        )
         ad = http.get(
             "/v1/segments/vip/ad-audience", params={"format": "google"}, headers=served["writer"]
         )

@@ -46,7 +46,7 @@ from segmentum.campaigns.sendlog import SendLog
 from segmentum.campaigns.timing import contact_times, next_send_time
 from segmentum.config import Settings, load_settings
 from segmentum.errors import DeliveryError, InputError
-from segmentum.segments.reach import contact_status
+from segmentum.segments.reach import allowed_contacts, contact_status
 from segmentum.segments.view import customer_view
 from segmentum.warehouse import Warehouse
 
@@ -698,7 +698,8 @@ class Campaigns:
         ]
         todo = todo.select(*cols)
         if self.settings.export_personal_data and self.wh.has("customers"):
-            todo = self._with_contacts(todo, now)
+            people = allowed_contacts(self.wh, todo, self.settings, ch.PERSONAL, now)
+            todo = todo.left_join(people, "customer_id").drop("customer_id_right")
         df = todo.order_by("key").to_pandas()
         paths = ch.write_files(
             df,
@@ -718,28 +719,6 @@ class Campaigns:
             at=now,
         )
         return [str(p) for p in paths], slog.publish(["file"], now, None)
-
-    def _with_contacts(self, todo: ir.Table, now: _dt.datetime) -> ir.Table:
-        """``todo`` with each member's name, and their email and phone only where they may
-        be used: an email where the customer consents to email and is not suppressed for it,
-        a phone likewise for SMS (a file goes to another tool, which cannot check either)."""
-        p = self.wh.table("customers")
-        pc = [x for x in ch.PERSONAL if x in p.columns]
-        st = contact_status(self.wh, todo.select("customer_id"), now.date(), self.settings, now)
-        allowed = {"email": "status_email", "phone": "status_sms"}
-        p = p.select("customer_id", *pc).join(st, "customer_id")
-        p = p.select(
-            "customer_id",
-            *(
-                ibis.ifelse(
-                    p[allowed[x]].isin(("reachable", "capped")), p[x], ibis.null(p[x].type())
-                ).name(x)
-                if x in allowed
-                else p[x]
-                for x in pc
-            ),
-        )
-        return todo.left_join(p, "customer_id").drop("customer_id_right")
 
     def log(self, c: Campaign) -> pd.DataFrame:
         if not self.wh.has(SENDS):

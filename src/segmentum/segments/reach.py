@@ -9,6 +9,7 @@ and ``capped`` (already contacted ``frequency_cap`` times in the last ``frequenc
 from __future__ import annotations
 
 import datetime as _dt
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -206,6 +207,36 @@ def _flow_sends(
         }
     )
     return wh.from_arrow(data, "flowsends")
+
+
+def allowed_contacts(
+    wh: Warehouse,
+    members: ir.Table,
+    settings: Settings,
+    columns: Sequence[str],
+    now: _dt.datetime | None = None,
+) -> ir.Table:
+    """``members``' ``columns`` of the customers table (names, email, phone) for a file that
+    leaves segmentum (a campaign's audience file, a segment export): an email only where the
+    customer consents to email and is not suppressed for it, a phone likewise for SMS, since
+    the tool the file goes to can check neither. The caller checks ``export_personal_data``.
+    """
+    now = now or _dt.datetime.now(_dt.UTC).replace(tzinfo=None)
+    p = wh.table("customers")
+    cols = [x for x in columns if x in p.columns]
+    st = contact_status(wh, members.select("customer_id"), now.date(), settings, now)
+    allowed = {"email": "status_email", "phone": "status_sms"}
+    p = p.select("customer_id", *cols).join(st, "customer_id")
+    may = ("reachable", "capped")
+    return p.select(
+        "customer_id",
+        *(
+            ibis.ifelse(p[allowed[x]].isin(may), p[x], ibis.null(p[x].type())).name(x)
+            if x in allowed
+            else p[x]
+            for x in cols
+        ),
+    )
 
 
 def reach(wh: Warehouse, members: ir.Table, as_of: _dt.date, settings: Settings) -> Reach:

@@ -491,6 +491,7 @@ def create_app(
         """A segment's members; with ``export_personal_data`` also their first name, email
         and phone, which then needs the write scope (as ad audiences do). Recorded for
         ``segmentum forget`` (docs/privacy.md)."""
+        from segmentum.segments.reach import allowed_contacts
         from segmentum.segments.store import Segments
 
         personal = svc.settings.export_personal_data
@@ -507,9 +508,11 @@ def create_app(
             m = Segments(svc.wh, svc.settings).members(name)
             cols = ["customer_id"]
             if personal and svc.wh.has("customers"):
-                c = svc.wh.table("customers").select("customer_id", "first_name", "email", "phone")
+                # Contacts only where the customer allows that channel (docs/privacy.md).
+                wanted = ("first_name", "email", "phone")
+                c = allowed_contacts(svc.wh, m, svc.settings, wanted)
                 m = m.left_join(c, "customer_id").drop("customer_id_right")
-                cols = ["customer_id", "first_name", "email", "phone"]
+                cols = ["customer_id", *(x for x in wanted if x in c.columns)]
             df = m.select(*cols).order_by("customer_id").to_pandas()
             return df.to_csv(index=False), df["customer_id"].tolist()
 
