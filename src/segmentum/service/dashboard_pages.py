@@ -404,6 +404,7 @@ def mount(
         page = page_or_login(request)
         if not isinstance(page, Page):
             return page
+        from segmentum.segments.reach import allowed_contacts
         from segmentum.segments.store import Segments
         from segmentum.service.audiences import record_download
 
@@ -418,12 +419,10 @@ def mount(
             m = Segments(svc.wh, svc.settings).members(name)
             cols = ["customer_id"]
             if personal and svc.wh.has("customers"):
-                c = svc.wh.table("customers")
-                keep = [x for x in ("first_name", "email", "phone") if x in c.columns]
-                m = m.left_join(c.select("customer_id", *keep), "customer_id").drop(
-                    "customer_id_right"
-                )
-                cols += keep
+                # As the API's export: a contact only where the customer allows the channel.
+                c = allowed_contacts(svc.wh, m, svc.settings, ("first_name", "email", "phone"))
+                m = m.left_join(c, "customer_id").drop("customer_id_right")
+                cols += [x for x in c.columns if x != "customer_id"]
             df = m.select(*cols).order_by("customer_id").to_pandas()
             return str(df.to_csv(index=False)), df["customer_id"].tolist()
 
