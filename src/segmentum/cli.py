@@ -597,6 +597,12 @@ def print_summary(s: pipeline.RunSummary, currency: str, lang: str = "en") -> No
                 "customers": _count(sat["respondents"], lang),
             }
         )
+        # A discovered segment's Spanish name, as the clusters table above writes it.
+        spanish_clusters = {
+            pre + str(c["name"]): pre + str(c.get("name_es") or c["name"])
+            for c in s.clusters or []
+            for pre in ("", f"{c['cluster']}: ")
+        }
         for f in sat.get("flagged") or []:
             console.print(
                 "  "
@@ -608,15 +614,16 @@ def print_summary(s: pipeline.RunSummary, currency: str, lang: str = "en") -> No
                     "segment": escape(
                         str(f["segment"])
                         if lang == "en"
-                        else i18n.label(lang, f["dimension"], f["segment"])
+                        else spanish_clusters.get(str(f["segment"]))
+                        or i18n.label(lang, f["dimension"], f["segment"])
                     ),
-                    "dimension": f["dimension"],
+                    "dimension": _sat_dimension(lang, f["dimension"]),
                     "nps": f"{f['nps']:.1f}" if lang == "en" else i18n.number(f["nps"], lang, 1),
                     "rest": f"{f['rest_nps']:.1f}"
                     if lang == "en"
                     else i18n.number(f["rest_nps"], lang, 1),
                     "flag": {"better": _("better"), "worse": _("worse")}.get(f["flag"], f["flag"]),
-                    "q": f"{f['q_value']:.2g}",
+                    "q": _q_value(f["q_value"], lang),
                 }
             )
     shown = s.warnings_es if lang == "es" and len(s.warnings_es) == len(s.warnings) else s.warnings
