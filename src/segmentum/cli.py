@@ -3529,8 +3529,24 @@ def settings_cmd(as_json: JsonOpt = False, lang: LangOpt = None) -> None:
     for c in (tr.ugettext("name"), tr.ugettext("value"), tr.ugettext("help")):
         t.add_column(c)
     for r in rows:
-        t.add_row(r["name"], escape(str(r["value"])), escape(r["help"]))
+        t.add_row(r["name"], escape(_as_written(r["value"])), escape(r["help"]))
     console.print(t)
+
+
+def _as_written(value: Any) -> str:
+    """A setting's value as segmentum.toml writes it, in every language (it is what a user
+    types there): ``true``, ``[12.0, 8.0]``, ``0.01``; nothing for an unset one.
+
+    >>> [_as_written(v) for v in (True, (12.0, 8.0), 0.01, None, "es")]
+    ['true', '[12.0, 8.0]', '0.01', '', 'es']
+    """
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_as_written(v) for v in value) + "]"
+    return str(value)
 
 
 @app.command("doctor")
