@@ -830,6 +830,8 @@ def test_settings_list_in_spanish(
     assert "ajustes" in out and "valor" in out and "Dónde están los datos" in out, out[:500]
     english = [s.name for s in SETTINGS if s.help in out]
     assert not english, f"still English: {english}"
+    # Values as segmentum.toml writes them, not Python's True or tuples.
+    assert " true " in out and "[12.0, 8.0]" in out and "True" not in out and "(12.0" not in out
     # --json too: the help of every setting in the language asked for, English by default.
     assert main(["settings", "--json", "--lang", "es"]) == 0
     rows = json.loads(capsys.readouterr().out)
