@@ -179,3 +179,20 @@ def test_forget_on_the_command_line(pwh: Warehouse, capsys: pytest.CaptureFixtur
         assert not q.raw.str.contains('"C0005"').any()
     finally:
         w.close()
+
+
+def test_forget_names_the_files_written_with_a_readable_date(
+    pwh: Warehouse, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from segmentum.privacy import record_export
+
+    f = tmp_path / "audiencia.csv"
+    f.write_text("customer_id\nC0005\n", encoding="utf-8")
+    at = dt.datetime(2026, 12, 6, 6, 33, 0, 544544)
+    record_export(pwh, [f], source="test", customer_ids=["C0005"], personal_data=False, at=at)
+    url = pwh.url
+    pwh.close()
+    assert main(["forget", "C0005", "--dry-run", "-w", url, "--lang", "es"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"{f}: escrito el 6 dic 2026 06:33 UTC" in out, out
+    assert ".544544" not in out

@@ -2789,7 +2789,9 @@ def forget_cmd(
             console.print("  " + escape(text % {"table": table, "n": i18n.number(n, lang, 0)}))
     for e in r.exports:
         where = e["path"] if e["exists"] else _("%(path)s (no longer on disk)") % e
-        line = _("file: %(path)s: written %(at)s") % {"path": where, "at": e["written_at"]}
+        at = e["written_at"]
+        when = f"{i18n.date(at.date(), lang)} {at:%H:%M} UTC" if hasattr(at, "date") else str(at)
+        line = _("file: %(path)s: written %(at)s") % {"path": where, "at": when}
         console.print(escape(line), style="yellow", highlight=False)
     if r.exports:
         console.print(_("delete or regenerate the files above: they may contain this customer"))
