@@ -180,6 +180,10 @@ def test_a_marketers_day_in_the_dashboard(
     assert not any(RAW.search(s) for s in subjects)
     assert page.locator("#campaigns tbody tr").count() >= 1
     assert not RAW.findall(page.inner_text("main"))
+    # Once sent, the page shows the logged plan with what was done, not a new dry run.
+    assert page.inner_text("#plan h3").startswith(("Sent:", "Enviada:"))
+    done = [r.inner_text() for r in page.locator("#outcomes tbody tr").all()]
+    assert any(r.startswith(("sent", "enviado")) for r in done), done
     snap("sent")
 
     # A customer found by email, case and spaces ignored; the profile with its timeline.

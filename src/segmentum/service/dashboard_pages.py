@@ -1540,6 +1540,7 @@ def _campaigns(page: Page, svc: Any, selected: str) -> dict[str, Any]:
                 "id": camp.campaign_id,
                 "name": plan["campaign"],
                 "audience": page.num(plan["audience"]),
+                "logged": plan.get("logged", False),
                 "outcomes": [
                     {"outcome": page.label("outcome", k), "customers": page.num(v)}
                     for k, v in plan["outcomes"].items()
