@@ -184,6 +184,9 @@ def test_a_marketers_day_in_the_dashboard(
     assert page.inner_text("#plan h3").startswith(("Sent:", "Enviada:"))
     done = [r.inner_text() for r in page.locator("#outcomes tbody tr").all()]
     assert any(r.startswith(("sent", "enviado")) for r in done), done
+    # No purchases since the send yet: the list shows no uplift, not "0.0 pp".
+    row = page.locator("#campaigns tbody tr", has_text=f"Win-back {lang}").inner_text()
+    assert " pp" not in row, row
     snap("sent")
 
     # A customer found by email, case and spaces ignored; the profile with its timeline.

@@ -1498,8 +1498,9 @@ def _campaigns(page: Page, svc: Any, selected: str) -> dict[str, Any]:
             "roi": i18n.MISSING,
         }
         try:
-            r = measured(camp).get("overall") or {}
-            if r.get("treated"):
+            d = measured(camp)
+            r = d.get("overall") or {}
+            if r.get("treated") and d.get("ready", True):  # no outcomes yet: no uplift of 0
                 row.update(
                     treated=page.num(r["treated"]),
                     control=page.num(r["control"]),
