@@ -160,3 +160,53 @@ def test_classify_after_a_run_keeps_the_potential_tier_and_the_lookup_agrees(
     wh = segmentum.connect(url)
     assert filled() == before
     wh.close()
+
+
+@pytest.mark.parametrize("model", ["BG/NBD", "MBG/NBD", "Pareto/NBD"])
+@pytest.mark.parametrize("keyed_by", ["customer", "summary"])
+def test_a_calibrated_churn_table_scores_with_every_purchase_model(
+    wh: Warehouse, demo_files: dict[str, Path], model: str, keyed_by: str
+) -> None:
+    """The run joins the calibrated churn model's probabilities to the scores. With Pareto/NBD
+    (whose P(alive) is computed per distinct row, not in the engine) building the scores
+    raised an Ibis IntegrityError, so `segmentum run` crashed wherever the automatic choice
+    picked Pareto/NBD on data with enough history for the churn model."""
+    load(wh, demo_files)
+    as_of = dt.date(2026, 1, 1)
+    feats = customer_features(wh.table("transactions"), as_of)
+    models = fit_models(feats, models=(model,))
+    assert models.purchase_model == model
+    f = feats.select("customer_id", "x", "t_x", "T").execute()
+    half = f.iloc[: len(f) // 2]  # the others fall back to 1 - P(alive)
+    if keyed_by == "customer":
+        churn = pa.table(
+            {
+                "customer_id": half.customer_id.to_numpy(),
+                "churn_probability": np.full(len(half), 0.25),
+                "churn_source": ["gradient boosting"] * len(half),
+            }
+        )
+    else:
+        keys = half[["x", "t_x", "T"]].drop_duplicates()
+        f = f.merge(keys.assign(_in=True), on=["x", "t_x", "T"], how="left")
+        half = f[f._in.fillna(False).astype(bool)]
+        churn = pa.table(
+            {
+                **{k: keys[k].to_numpy() for k in ("x", "t_x", "T")},
+                "churn_probability": np.full(len(keys), 0.25),
+                "churn_source": ["gradient boosting"] * len(keys),
+            }
+        )
+    scored = score(wh, feats, models, as_of, churn=wh.from_arrow(churn, "churn")).execute()
+    c = scored.set_index("customer_id")
+    ok = c.clv_status == "scored"
+    calibrated = c.index.isin(half.customer_id) & ok
+    assert calibrated.any() and (ok & ~calibrated).any()
+    assert (c.churn_probability[calibrated] == 0.25).all()
+    assert (c.churn_source[calibrated] == "gradient boosting").all()
+    rest = ok & ~calibrated
+    r = f.set_index("customer_id").loc[c.index[rest]]
+    alive = models.purchases.probability_alive(r.x, r.t_x, r["T"])
+    np.testing.assert_allclose(c.churn_probability[rest], 1 - alive, rtol=1e-9)
+    assert (c.churn_source[rest] == model).all()
+    assert len(c) == len(f)

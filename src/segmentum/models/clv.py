@@ -503,7 +503,21 @@ def score(
         rows = wh.from_arrow(_alive_rows(models, features), "clv_alive")
         j = j.join(rows, ["x", "t_x", "T"])
         j = j.drop(*[c for c in ("x_right", "t_x_right", "T_right") if c in j.columns])
+    churn_p: Any = None
+    churn_source: Any = ibis.literal(models.purchase_model)
+    if churn is not None:
+        # Calibrated churn: keyed by (x, t_x, T) for a purchase model, by customer otherwise.
+        # Joined before any value below is built: every value must come from this ``j``
+        # (values of the table before the join cannot be projected from it).
+        keys = ["customer_id"] if "customer_id" in churn.columns else ["x", "t_x", "T"]
+        c = churn.select(*keys, _churn="churn_probability", _churn_source="churn_source")
+        j = j.left_join(c, keys)
+        j = j.drop(*[f"{k}_right" for k in keys if f"{k}_right" in j.columns])
+        churn_p = j._churn.fill_null(1 - j._alive)
+        churn_source = j._churn_source.fill_null(models.purchase_model)
     alive = j._alive
+    if churn_p is None:
+        churn_p = 1 - alive
     m = j.monetary_value.fill_null(0.0)
     if models.spend is not None:
         p, q, g = (models.spend.params_[k] for k in ("p", "q", "gamma"))
@@ -518,16 +532,6 @@ def score(
     gap_days = (j["T"] + alpha) / (j.x + r) * (7.0 if weeks else 1.0)
     next_date = ibis.literal(as_of, "date") + gap_days.round().cast("int64").as_interval("D")
     identified = models.dropout_identified
-    churn_p, churn_source = 1 - alive, ibis.literal(models.purchase_model)
-    if churn is not None:
-        # Calibrated churn: keyed by (x, t_x, T) for a purchase model, by customer otherwise.
-        keys = ["customer_id"] if "customer_id" in churn.columns else ["x", "t_x", "T"]
-        c = churn.select(*keys, _churn="churn_probability", _churn_source="churn_source")
-        j = j.left_join(c, keys)
-        j = j.drop(*[f"{k}_right" for k in keys if f"{k}_right" in j.columns])
-        alive = j._alive
-        churn_p = j._churn.fill_null(1 - alive)
-        churn_source = j._churn_source.fill_null(models.purchase_model)
     out = j.select(
         "customer_id",
         clv_status=ibis.ifelse(too_new, "too_new", "scored"),
