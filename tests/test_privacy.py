@@ -168,9 +168,9 @@ def test_forget_on_the_command_line(pwh: Warehouse, capsys: pytest.CaptureFixtur
     pwh.close()
     assert main(["forget", "C0005", "--dry-run", "-w", url]) == 0
     out = capsys.readouterr().out
-    assert "customers: 1 rows would be deleted" in out and "quarantine" in out
+    assert "customers: 1 row would be deleted" in out and "quarantine" in out
     assert main(["forget", "C0005", "-w", url]) == 0
-    assert "customers: 1 rows were deleted" in capsys.readouterr().out
+    assert "customers: 1 row was deleted" in capsys.readouterr().out
     assert main(["forget", "C0005", "-w", url]) == 0
     assert "nothing to erase" in capsys.readouterr().out
     w = segmentum.connect(url)
@@ -179,6 +179,22 @@ def test_forget_on_the_command_line(pwh: Warehouse, capsys: pytest.CaptureFixtur
         assert not q.raw.str.contains('"C0005"').any()
     finally:
         w.close()
+
+
+def test_forget_counts_rows_in_the_singular_and_plural_of_the_command_language(
+    pwh: Warehouse, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = pwh.url
+    pwh.close()
+    assert main(["forget", "C0003", "--dry-run", "-w", url, "--lang", "es"]) == 0
+    out = capsys.readouterr().out
+    assert "customers: se borraría 1 fila\n" in out, out
+    assert "transactions: se desvincularían 2 filas (se conservan como anónimas)" in out, out
+    assert main(["forget", "C0003", "-w", url, "--lang", "es"]) == 0
+    out = capsys.readouterr().out
+    assert "customers: 1 fila borrada\n" in out, out
+    assert "transactions: 2 filas desvinculadas" in out, out
+    assert "1 filas" not in out
 
 
 def test_forget_names_the_files_written_with_a_readable_date(

@@ -2773,20 +2773,42 @@ def forget_cmd(
             escape(_("no table holds customer %(id)r: nothing to erase") % {"id": customer_id})
         )
         return
-    done = (
-        (_("%(table)s: %(n)s rows would be deleted"), r.deleted),
-        (_("%(table)s: %(n)s rows would be unlinked (kept as anonymous)"), r.anonymized),
-        (_("%(table)s: %(n)s rows kept (so they are never contacted again)"), r.kept),
-    )
-    if not dry_run:
-        done = (
-            (_("%(table)s: %(n)s rows were deleted"), r.deleted),
-            (_("%(table)s: %(n)s rows were unlinked (kept as anonymous)"), r.anonymized),
-            done[2],
+    ngettext = i18n.translations(lang).ungettext
+
+    def say(text: str, table: str, n: int) -> None:
+        console.print("  " + escape(text % {"table": table, "n": i18n.number(n, lang, 0)}))
+
+    for table, n in r.deleted.items():
+        if dry_run:
+            text = ngettext(
+                "%(table)s: %(n)s row would be deleted", "%(table)s: %(n)s rows would be deleted", n
+            )
+        else:
+            text = ngettext(
+                "%(table)s: %(n)s row was deleted", "%(table)s: %(n)s rows were deleted", n
+            )
+        say(text, table, n)
+    for table, n in r.anonymized.items():
+        if dry_run:
+            text = ngettext(
+                "%(table)s: %(n)s row would be unlinked (kept as anonymous)",
+                "%(table)s: %(n)s rows would be unlinked (kept as anonymous)",
+                n,
+            )
+        else:
+            text = ngettext(
+                "%(table)s: %(n)s row was unlinked (kept as anonymous)",
+                "%(table)s: %(n)s rows were unlinked (kept as anonymous)",
+                n,
+            )
+        say(text, table, n)
+    for table, n in r.kept.items():
+        text = ngettext(
+            "%(table)s: %(n)s row kept (so it is never contacted again)",
+            "%(table)s: %(n)s rows kept (so they are never contacted again)",
+            n,
         )
-    for text, rows in done:
-        for table, n in rows.items():
-            console.print("  " + escape(text % {"table": table, "n": i18n.number(n, lang, 0)}))
+        say(text, table, n)
     for e in r.exports:
         where = e["path"] if e["exists"] else _("%(path)s (no longer on disk)") % e
         at = e["written_at"]
@@ -2804,9 +2826,12 @@ def forget_cmd(
     for d in r.downloads:
         what = kinds.get(d["kind"], d["kind"]) + (f" {d['segment']}" if d["segment"] else "")
         what += f" ({d['platform']})" if d["platform"] else ""
-        line = _(
+        line = ngettext(
+            "downloaded: %(what)s, %(rows)s row%(personal)s, by key %(name)s (%(key)s) "
+            "through %(via)s (%(endpoint)s) on %(at)s UTC",
             "downloaded: %(what)s, %(rows)s rows%(personal)s, by key %(name)s (%(key)s) "
-            "through %(via)s (%(endpoint)s) on %(at)s UTC"
+            "through %(via)s (%(endpoint)s) on %(at)s UTC",
+            d["rows"],
         ) % {
             "what": what,
             "rows": i18n.number(d["rows"], lang, 0),
@@ -2820,9 +2845,12 @@ def forget_cmd(
         console.print(escape(line), style="yellow", highlight=False)
     if r.downloads:
         console.print(
-            _(
+            ngettext(
+                "ask the person above to delete the downloaded file: it may contain this "
+                "customer (%(n)s download)",
                 "ask the people above to delete the downloaded files: they may contain this "
-                "customer (%(n)s downloads)"
+                "customer (%(n)s downloads)",
+                len(r.downloads),
             )
             % {"n": i18n.number(len(r.downloads), lang, 0)}
         )
