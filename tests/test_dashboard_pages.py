@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 from starlette.requests import Request
+from tests.conftest import serving
 
 from segmentum.campaigns.core import IMPORTED, Campaigns
 from segmentum.history.snapshots import history_summary, snapshot_dates
@@ -361,3 +362,79 @@ def test_the_campaigns_page_downloads_retargeting_and_seed_audiences_like_the_ap
         == 20
     )
     assert http.get(seed, params={"platform": "myspace"}, cookies=admin).status_code == 422
+
+
+def _hold(db: Any) -> subprocess.Popen[str]:
+    """Another process holding the DuckDB file ``db`` (as a pipeline run does)."""
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('held', flush=True);"
+            " time.sleep(120)",
+            str(db),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    return holder
+
+
+def test_the_customer_timeline_shows_what_segmentum_sent_at_once_and_after_a_publish(
+    service_db: Any, tmp_path: Any
+) -> None:
+    """A marketer sends a campaign, then opens a recipient's page: the timeline listed only
+    campaigns loaded from results files, never the messages segmentum itself sent. It now says
+    what became of each (sent, control group, no consent...) in the page's language, at once
+    (read from the send log while the warehouse is free) and, after the next publish, while a
+    run holds the warehouse (from the published activity)."""
+    import shutil
+
+    import segmentum
+    from segmentum.config import load_settings
+    from segmentum.precompute import publish_read_models
+    from segmentum.service.app import create_app
+    from segmentum.service.auth import create_key
+
+    for name in ("w.duckdb", "w.serving.duckdb", "w.serving.duckdb.docs.sqlite"):
+        if service_db.with_name(name).exists():
+            shutil.copyfile(service_db.with_name(name), tmp_path / name)
+    db = tmp_path / "w.duckdb"
+    settings = load_settings(env={})
+    with segmentum.connect(f"duckdb:///{db}") as wh:
+        cs = Campaigns(wh, settings)
+        camp = cs.create("Vuelve pronto", "winback", "file")
+        cs.send(camp, out_dir=tmp_path / "out")
+        log = cs.log(camp)
+    sent = str(log[log.status == "sent"].customer_id.iloc[0])
+    control = str(log[log.outcome == "control"].customer_id.iloc[0])
+    app = create_app(f"duckdb:///{db}", settings)
+    session = create_session(app.state.svc.sessions, create_key(app.state.svc.state, "r", ["read"]))
+    assert session is not None
+    jar = {SESSION_COOKIE: session.sid}
+
+    def timeline(base: str, cid: str, lang: str) -> str:
+        page = http.get(f"{base}/dashboard/customer", params={"q": cid, "lang": lang}, cookies=jar)
+        assert page.status_code == 200, page.text[:500]
+        assert 'id="timeline"' in page.text, page.text[:2000]
+        items = page.text.split('id="timeline"', 1)[1].split("</ol>", 1)[0]
+        assert not RAW.search(_text(items)), items
+        return " ".join(_text(items).split())
+
+    with serving(app) as base:
+        es = timeline(base, sent, "es")
+        assert "Campaña Vuelve pronto" in es and "enviado" in es, es
+        assert "Campaign Vuelve pronto" in timeline(base, sent, "en")
+        held = timeline(base, control, "es")
+        assert "Campaña Vuelve pronto" in held and "grupo de control" in held, held
+        # The next publish (a run's last step) carries them; a run then holds the warehouse.
+        with segmentum.connect(f"duckdb:///{db}") as wh:
+            publish_read_models(wh, settings)
+        holder = _hold(db)
+        try:
+            es = timeline(base, sent, "es")
+            assert "Campaña Vuelve pronto" in es and "enviado" in es, es
+        finally:
+            holder.kill()
+            holder.wait()

@@ -92,3 +92,68 @@ def test_page_read_models_on_every_engine(backend: Warehouse) -> None:
     assert min(r["when"] for r in kept) == ts[0] + dt.timedelta(hours=5)  # the oldest dropped
     assert a.count().to_pyarrow().as_py() == 20 + 1 + 1  # and b's event, and a's message
     assert wh.table(INVOICES).count().to_pyarrow().as_py() == 3
+
+
+def test_a_daily_run_adds_the_messages_sent_since_the_last_one_to_the_timeline(
+    wh: Warehouse,
+) -> None:
+    """Campaigns are sent between runs, to customers who may buy nothing: an incremental run
+    rebuilds the activity of the customers messaged since the stored activity was built, not
+    only of those with new lines."""
+    from segmentum.campaigns import sendlog
+    from segmentum.page_models import page_keys
+
+    day = dt.datetime(2025, 11, 5)
+    wh.write(
+        "transactions",
+        pa.table(
+            {
+                "invoice_id": ["i1", "i2"],
+                "customer_id": ["a", "b"],
+                "timestamp": [day, day],
+                "amount": [10.0, 5.0],
+            }
+        ),
+    )
+
+    def log(customer: str, campaign: str, status: str, outcome: str, at: dt.datetime) -> None:
+        row = {n: [None] for n in sendlog.SCHEMA.names}
+        row.update(
+            key=[f"{campaign}:{customer}"],
+            campaign_id=[campaign],
+            customer_id=[customer],
+            group=["control" if outcome == "control" else "treatment"],
+            outcome=[outcome],
+            channel=["email"],
+            status=[status],
+            attempts=[1],
+            sent_at=[at if status == "sent" else None],
+            logged_at=[at],
+        )
+        t = pa.table(row, schema=sendlog.SCHEMA)
+        wh.insert(sendlog.SENDS, t) if wh.has(sendlog.SENDS) else wh.write(sendlog.SENDS, t)
+
+    first = dt.datetime(2026, 1, 10, 9)
+    log("a", "Enero", "sent", "scheduled", first)
+    build_page_models(wh)
+    a = wh.table(ACTIVITY)
+    got = a.filter(a.outcome.notnull()).to_pyarrow().to_pylist()
+    assert [(r["customer_id"], r["what"], r["outcome"], r["when"]) for r in got] == [
+        ("a", "Enero", "sent", first)
+    ]
+    # Later: b is in the next campaign's control group, c has no consent; nobody bought.
+    later = dt.datetime(2026, 2, 1, 9)
+    log("b", "Febrero", "not_sent", "control", later)
+    log("c", "Febrero", "not_sent", "no_consent", later)
+    log("b", "Pendiente", "pending", "scheduled", later)  # not done yet: not shown
+    nobody = wh.from_arrow(pa.table({"customer_id": pa.array([], pa.string())}), "nobody")
+    keys = page_keys(wh, nobody, dt.date(2025, 11, 6))
+    assert sorted(keys.customer_id.to_pyarrow().to_pylist()) == ["b", "c"]  # a: seen already
+    build_page_models(wh, keys)
+    a = wh.table(ACTIVITY)
+    got = a.filter(a.outcome.notnull()).order_by("customer_id").to_pyarrow().to_pylist()
+    assert [(r["customer_id"], r["what"], r["outcome"]) for r in got] == [
+        ("a", "Enero", "sent"),
+        ("b", "Febrero", "control"),
+        ("c", "Febrero", "no_consent"),
+    ]

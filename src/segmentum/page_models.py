@@ -8,7 +8,9 @@ warehouse; :mod:`segmentum.precompute` publishes them into the serving store wit
 
 - ``customer_invoices``: one row per invoice (``customer_id``, ``invoice_id``, ``timestamp``,
   ``amount``, ``lines``), the spend the timeline lists and the migration sums between dates;
-- ``customer_activity``: each customer's latest events and messages (``kind`` event or message);
+- ``customer_activity``: each customer's latest events and messages (``kind`` event or message):
+  messages from loaded campaign results and those segmentum sent or held back itself
+  (``outcome``: sent, failed, control, no_consent...; null for loaded results and events);
 - ``customer_directory``: id, name, email and city, for search by id, email or name;
 - ``snapshot_kpis``: customers with purchases and revenue at every snapshot date, point in time;
 - ``campaign_pages``: each campaign's measured results (JSON), for the campaigns page;
@@ -38,6 +40,7 @@ DIRECTORY = "customer_directory"
 SNAPSHOT_KPIS = "snapshot_kpis"
 CAMPAIGN_PAGES = "campaign_pages"
 QUARANTINE_RECENT = "quarantine_recent"
+SENDS = "campaign_sends"  # segmentum.campaigns.sendlog.SENDS (its log of every message)
 #: Each customer's part of the snapshot KPIs (warehouse only: what a daily run updates).
 KPI_PARTS = "snapshot_kpi_parts"
 # Rows of each load's quarantine the data page lists.
@@ -165,16 +168,50 @@ def _campaign_pages(wh: Warehouse) -> pa.Table | None:
 
 def page_keys(wh: Warehouse, changed: ir.Table, since: _dt.date) -> ir.Table:
     """The customers whose page rows an incremental run rebuilds (materialised): the
-    ``changed`` ones, and anybody whose stored invoices or activity are dated on or after
-    ``since`` (lines of that date may have gone since)."""
+    ``changed`` ones, anybody whose stored invoices or activity are dated on or after
+    ``since`` (lines of that date may have gone since), and anybody segmentum messaged (or
+    held back) since the activity was built."""
     ids = changed.select("customer_id")
     cutoff = ibis.literal(_dt.datetime(since.year, since.month, since.day), "timestamp")
     for name, when in ((INVOICES, "timestamp"), (ACTIVITY, "when")):
         if wh.has(name):
             old = wh.table(name)
             late = old.filter(old[when] >= cutoff)
+            if "outcome" in old.columns:  # sends are dated when sent, not by the data: below
+                late = late.filter(late.outcome.isnull())
             ids = ids.union(late.select(customer_id=late.customer_id.cast(ids.customer_id.type())))
+    if wh.has(SENDS):
+        sends = _shown_sends(wh.table(SENDS))
+        if wh.has(ACTIVITY) and "outcome" in wh.table(ACTIVITY).columns:
+            # Sends are made between runs, whatever the data's date: those after the newest
+            # send the stored activity shows (a retried send gets a later time).
+            old = wh.table(ACTIVITY)
+            seen = old.filter(old.outcome.notnull())["when"].max().to_pyarrow().as_py()
+            if seen is not None:
+                sends = sends.filter(sends["when"] > ibis.literal(seen, "timestamp"))
+        ids = ids.union(
+            sends.select(customer_id=sends.customer_id.cast(ids.customer_id.type())).distinct()
+        )
     return wh.materialize(ids.distinct(), "pagekeys")
+
+
+def _shown_sends(s: ir.Table) -> ir.Table:
+    """The send log's rows a customer's timeline shows, as activity rows: messages sent or
+    failed (when sent or tried) and those held back (control group, no consent, capped: when
+    the plan was logged); messages still due are not shown."""
+    s = s.filter(s.customer_id.notnull() & (s.status.isin(["sent", "failed", "not_sent"])))
+    done = s.status.isin(["sent", "failed"])
+    return s.select(
+        "customer_id",
+        when=ibis.ifelse(done, s.sent_at.fill_null(s.claimed_at), s.logged_at).fill_null(
+            s.logged_at
+        ),
+        kind=ibis.literal("message"),
+        what=s.campaign_id.cast("string"),
+        channel=s.channel.cast("string"),
+        group=s.group.cast("string"),
+        outcome=ibis.ifelse(done, s.status, s.outcome).cast("string"),
+    )
 
 
 def _update(
@@ -242,6 +279,7 @@ def _activity(wh: Warehouse, ids: ir.Table | None = None) -> ir.Table | None:
                     if "channel" in e.columns
                     else ibis.null("string"),
                     group=ibis.null("string"),
+                    outcome=ibis.null("string"),
                 )
             )
         )
@@ -257,9 +295,13 @@ def _activity(wh: Warehouse, ids: ir.Table | None = None) -> ir.Table | None:
                     what=m.campaign_id.cast("string"),
                     channel=m.channel.cast("string"),
                     group=m.group.cast("string"),
+                    outcome=ibis.null("string"),
                 )
             )
         )
+    if wh.has(SENDS):
+        sends = _shown_sends(of(wh.table(SENDS)))
+        parts.append(_latest(sends.filter(sends["when"].notnull())))
     if not parts:
         return None
     out = parts[0]
@@ -315,3 +357,33 @@ def _snapshot_kpis(
             wh.write(KPI_PARTS, parts(None))
         returns.save_fingerprint(wh, KPI_PARTS, lines)
     return totals_from_parts(wh.table(KPI_PARTS), dates)
+
+
+def sent_activity(wh: Warehouse, customer_id: str) -> list[dict[str, object]] | None:
+    """One customer's messages in segmentum's send log as activity rows, newest first, read
+    when asked (a send made after the last run shows at once); None when ``wh`` has no log
+    (a serving store: the published activity then holds them as of the last run)."""
+    if not wh.has(SENDS):
+        return None
+    s = wh.table(SENDS)
+    rows = _shown_sends(s.filter(s.customer_id == customer_id))
+    rows = rows.filter(rows["when"].notnull()).order_by(ibis.desc("when"))
+    found = list(rows.limit(ACTIVITY_PER_CUSTOMER).to_pyarrow().to_pylist())
+    names = campaign_names(wh, {str(r["what"]) for r in found})
+    return [{**r, "name": names.get(str(r["what"]))} for r in found]
+
+
+def campaign_names(wh: Warehouse, ids: Collection[str]) -> dict[str, str]:
+    """The names campaigns created here were given, by id (loaded results name a campaign
+    by its id: those are not here)."""
+    if not ids or not wh.has("campaigns"):
+        return {}
+    c = wh.table("campaigns")
+    if "name" not in c.columns:
+        return {}
+    rows = c.filter(c.campaign_id.isin(sorted(ids))).select("campaign_id", "name")
+    return {
+        str(r["campaign_id"]): str(r["name"])
+        for r in rows.to_pyarrow().to_pylist()
+        if r["name"] is not None and str(r["name"]).strip()
+    }

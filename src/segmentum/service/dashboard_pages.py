@@ -27,6 +27,8 @@ from segmentum.page_models import (
     INVOICES,
     QUARANTINE_RECENT,
     SNAPSHOT_KPIS,
+    campaign_names,
+    sent_activity,
 )
 from segmentum.service.auth import Session
 from segmentum.service.dashboard import (
@@ -1113,7 +1115,10 @@ def _profile(page: Page, found: dict[str, Any], svc: Any) -> dict[str, Any]:
         if fields:
             groups.append({"title": titles[key], "fields": fields})
     cid = str(found["customer_id"])
-    timeline = svc.read_models(lambda wh: _timeline(page, wh, cid), INVOICES, ACTIVITY)
+    # segmentum's own messages from its send log when the warehouse is free (a campaign sent
+    # since the last run shows at once), else as the last run published them.
+    sent, _ = svc.fresh_or_published(lambda: sent_activity(svc.wh, cid), ACTIVITY)
+    timeline = svc.read_models(lambda wh: _timeline(page, wh, cid, sent), INVOICES, ACTIVITY)
     person = svc.read_models(lambda wh: _person(wh, cid), DIRECTORY)
     return {
         "customer_id": cid,
@@ -1133,9 +1138,12 @@ def _person(wh: Any, cid: str) -> dict[str, Any]:
     return {k: v for k, v in (rows[0] if rows else {}).items() if not i18n.is_missing(v)}
 
 
-def _timeline(page: Page, wh: Any, cid: str) -> list[dict[str, Any]]:
+def _timeline(
+    page: Page, wh: Any, cid: str, sent: list[dict[str, Any]] | None = None
+) -> list[dict[str, Any]]:
     """Purchases, returns, events and messages of one customer, newest first (from the
-    ``customer_invoices`` and ``customer_activity`` read models)."""
+    ``customer_invoices`` and ``customer_activity`` read models; ``sent``: the messages of
+    segmentum's send log read just now, which replace the published ones)."""
     _ = page._
     items: list[dict[str, Any]] = []
     if wh.has(INVOICES):
@@ -1153,19 +1161,29 @@ def _timeline(page: Page, wh: Any, cid: str) -> list[dict[str, Any]]:
                     + _("%(n)s lines") % {"n": page.num(r["lines"])},
                 }
             )
+    rows: list[dict[str, Any]] = []
     if wh.has(ACTIVITY):
         a = wh.table(ACTIVITY)
         a = a.filter(a.customer_id == cid)
-        for r in a.order_by(ibis.desc("when")).limit(40).to_pyarrow().to_pylist():
-            channel = page.label("channel", r["channel"]) if r.get("channel") else ""
-            if r["kind"] == "message":
-                what = _("Campaign %(name)s") % {"name": r["what"]}
-                detail = channel + " · " + page.label("group", r["group"])
-            else:
-                # A known event type in the page's language; the shop's own as written.
-                what = page.label("event_type", r["what"]) if r["what"] else _("Event")
-                detail = channel
-            items.append({"when": r["when"], "kind": r["kind"], "what": what, "detail": detail})
+        rows = a.order_by(ibis.desc("when")).limit(40).to_pyarrow().to_pylist()
+    if sent is not None:
+        rows = [r for r in rows if r.get("outcome") is None] + sent
+    names = campaign_names(wh, {str(r["what"]) for r in rows if r["kind"] == "message"})
+    for r in rows:
+        channel = page.label("channel", r["channel"]) if r.get("channel") else ""
+        if r["kind"] == "message":
+            name = r.get("name") or names.get(str(r["what"])) or r["what"]
+            what = _("Campaign %(name)s") % {"name": name}
+            # A message segmentum sent or held back says what became of it; one from
+            # loaded results, the group it was in.
+            outcome = r.get("outcome")
+            status = page.label("outcome", outcome) if outcome else page.label("group", r["group"])
+            detail = " · ".join(x for x in (channel, status) if x)
+        else:
+            # A known event type in the page's language; the shop's own as written.
+            what = page.label("event_type", r["what"]) if r["what"] else _("Event")
+            detail = channel
+        items.append({"when": r["when"], "kind": r["kind"], "what": what, "detail": detail})
     items = [x for x in items if x["when"] is not None]
     items.sort(key=lambda x: x["when"], reverse=True)
     for x in items:
