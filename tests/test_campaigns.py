@@ -685,6 +685,38 @@ def test_campaign_cli(cwh: Warehouse, capsys: pytest.CaptureFixture[str], tmp_pa
     )
 
 
+def test_a_campaign_without_a_template_has_its_tactics_subject_not_its_name(
+    cwh: Warehouse, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """The subject says what the message is about in the recipient's language; create and the
+    dry run name it and how to write another."""
+    url = cwh.url
+    cwh.con.raw_sql(
+        "UPDATE customers SET country = CASE WHEN hash(customer_id) % 2 = 0 THEN 'España' "
+        "ELSE 'Ireland' END"
+    )
+    cwh.close()
+    args = ["campaign", "create", "winback_test", "--tactic", "winback", "--channel", "email"]
+    assert main([*args, "-w", url, "--lang", "es"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "asunto: Te echamos de menos (el predeterminado de esta táctica" in out, out
+    assert "cree la campaña con --template" in out, out
+    assert main(["campaign", "send", "winback_test", "--dry-run", "-w", url, "--json"]) == 0
+    examples = json.loads(capsys.readouterr().out)["examples"]
+    subjects = {x["subject"] for x in examples}
+    assert subjects == {"Te echamos de menos", "We miss you"}, subjects
+    assert main(["campaign", "send", "winback_test", "--dry-run", "-w", url]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "subject: We miss you (the default for this tactic" in out, out
+    assert "winback_test |" not in out
+    # A template's own subject is used, and nothing is said about it.
+    (tmp_path / "t.yaml").write_text(json.dumps(TEMPLATE), encoding="utf-8")
+    args = ["campaign", "create", "Own", "--tactic", "winback", "--channel", "email"]
+    assert main([*args, "--template", str(tmp_path / "t.yaml"), "-w", url]) == 0
+    assert main(["campaign", "send", "Own", "--dry-run", "-w", url]) == 0
+    assert "the default for this tactic" not in capsys.readouterr().out
+
+
 def test_the_campaign_journey_in_spanish(
     cwh: Warehouse, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:

@@ -2432,6 +2432,7 @@ def campaign_create_cmd(
         row: dict[str, Any] = {k: getattr(c, k) for k in fields}
         # The table its audience waits for (None: it has what it needs).
         row.update(cost_per_contact=c.cost_per_contact, template=c.template_data, needs=lacking)
+        row.update(default_subject=c.default_subject)
         print_json(json.dumps(row, default=str))
         return
     console.print(
@@ -2444,6 +2445,31 @@ def campaign_create_cmd(
     )
     if lacking:
         console.print(f"[yellow]{escape(needs[c.tactic][1])}[/yellow]")
+    _say_default_subject(c, lang)
+
+
+# Channels whose messages show a subject (a push's or web message's title).
+_SUBJECT_CHANNELS = ("email", "push", "inapp", "web")
+
+
+def _say_default_subject(c: Any, lang: str) -> None:
+    """Name the subject a campaign without one in its template sends, and how to set one."""
+    if c.channel not in _SUBJECT_CHANNELS or not c.default_subject:
+        return
+    _ = i18n.translations(lang).ugettext
+    subject = c.template_data["subject"][lang]
+    console.print(
+        escape(
+            _(
+                "subject: %(subject)s (the default for this tactic, in each recipient's "
+                "language); to write your own, create the campaign with --template FILE.yaml "
+                "(subject and body in es and en, see docs/campaigns.md)"
+            )
+            % {"subject": subject}
+        ),
+        style="dim",
+        highlight=False,
+    )
 
 
 @campaign_app.command("list")
@@ -2544,6 +2570,8 @@ def campaign_send_cmd(
         )
         for k, v in plan["outcomes"].items():
             console.print(f"  {escape(i18n.label(lang, 'outcome', k))}: {_count(v, lang)}")
+        if plan["examples"]:
+            _say_default_subject(c, lang)
         for e in plan["examples"]:
             when = (
                 _("at %(when)s UTC") % {"when": i18n.date(e["when"], lang)}

@@ -40,6 +40,7 @@ import yaml
 from jinja2 import StrictUndefined, TemplateError, meta
 from jinja2.sandbox import SandboxedEnvironment
 
+from segmentum import i18n
 from segmentum.campaigns.reasons import greeting, missing
 from segmentum.config import Settings
 from segmentum.errors import ConfigError, DeliveryError, InputError
@@ -69,8 +70,18 @@ SPANISH = {
     "República Dominicana",
     "Cuba",
 }
+# A campaign created without a template gets the subject of its tactic (never its internal
+# name). Addressed to the customer like the default body ("tenemos algo para ti"): tú.
+DEFAULT_SUBJECTS: dict[str, tuple[str, str]] = {
+    "retention": i18n.N_("email subject", "Thank you for being with us"),
+    "winback": i18n.N_("email subject", "We miss you"),
+    "cross_sell": i18n.N_("email subject", "Something you may like"),
+    "up_sell": i18n.N_("email subject", "Picked for you"),
+    "acquisition": i18n.N_("email subject", "Nice to meet you"),
+    "detractors": i18n.N_("email subject", "We want to do better"),
+}
+OTHER_SUBJECT = i18n.N_("email subject", "Something for you")
 DEFAULT_TEMPLATE: dict[str, Any] = {
-    "subject": {"es": "{{ campaign }}", "en": "{{ campaign }}"},
     "body": {
         "es": "{{ greeting }}, tenemos algo para ti."
         "{% if recommendation %} Te sugerimos {{ recommendation }}.{% endif %}",
@@ -128,6 +139,12 @@ def _parts(data: Mapping[str, Any]) -> list[tuple[str, str, str]]:
             for lang, text in ((over or {}).get(part) or {}).items():
                 out.append((f"segments.{seg}.{part}", str(lang), str(text)))
     return out
+
+
+def default_subject(tactic: str) -> dict[str, str]:
+    """The subject, in each language, of a ``tactic`` campaign whose template has none."""
+    context, text = DEFAULT_SUBJECTS.get(tactic, OTHER_SUBJECT)
+    return {lang: i18n.translations(lang).upgettext(context, text) for lang in LANGUAGES}
 
 
 def load_template(source: str | Path | Mapping[str, Any] | None) -> dict[str, Any]:

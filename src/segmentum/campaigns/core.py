@@ -75,6 +75,11 @@ class Campaign:
     def template_data(self) -> dict[str, Any]:
         return json.loads(self.template) if self.template else ch.DEFAULT_TEMPLATE
 
+    @property
+    def default_subject(self) -> bool:
+        """Whether its messages carry its tactic's default subject (no template gave one)."""
+        return self.template_data.get("subject") == ch.default_subject(self.tactic)
+
 
 @dataclass
 class SendReport:
@@ -230,6 +235,8 @@ class Campaigns:
             if key and any(key in (c.name, c.campaign_id) for c in self.list()):
                 raise InputError(f"a campaign named {key!r} already exists", "choose another name")
         data = ch.load_template(template)
+        if not data.get("subject"):
+            data = {**data, "subject": ch.default_subject(tactic)}
         ch.check_template(data, tactic)
         if data.get("survey") is not None:
             from segmentum.satisfaction.survey import check_survey
