@@ -333,6 +333,26 @@ def test_spanish_rfm_names_point_to_the_stored_value() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("column", "typed", "stored"),
+    [
+        ("value_tier", "alto", "high"),
+        ("potential_tier", "Demasiado nuevo", "too_new"),
+        ("value_potential", "Estrellas", "Stars"),
+        ("lifecycle_stage", "perdido", "lost"),
+        ("lifecycle_stage", "en riesgo", "at_risk"),
+        ("clv_status", "sin compras", "no_purchases"),
+        ("preferred_device", "móvil", "mobile"),
+    ],
+)
+def test_spanish_class_names_point_to_the_stored_value(
+    column: str, typed: str, stored: str
+) -> None:
+    tree = R.parse(f"{column} == '{typed}'")
+    [w] = R.value_warnings(tree, {column: sorted({stored, "other"})})
+    assert w.hint == f"'{typed}' is the Spanish name of '{stored}': write {column} == '{stored}'"
+
+
 # ------------------------------------------------------------------------------ over HTTP
 
 

@@ -276,6 +276,16 @@ def label(lang: str, kind: str, value: Any) -> str:
     return found.replace("_", " ") if found == text else found
 
 
+def spoken_names(lang: str, column: str) -> dict[str, str]:
+    """What a page in ``lang`` calls each stored value of ``column``, lower case, mapped to the
+    stored value (``{"alto": "high", ...}`` for ``value_tier``); empty for a column whose values
+    are not labels. Only names that differ from the stored value."""
+    kind = _KIND.get(column, column)
+    t = translations(lang)
+    names = ((t.upgettext(kind, m), m) for k, m in LABELS if k == kind)
+    return {name.lower(): m for name, m in names if name != m}
+
+
 def step_name(lang: str, name: Any) -> str:
     """A pipeline step's name (as ``pipeline_runs`` stores it) in ``lang``."""
     if is_missing(name):

@@ -1116,12 +1116,33 @@ def distinct_values(
     return out
 
 
+# Text columns whose stored values a Spanish page shows translated (i18n labels): a rule typed
+# with the name a person reads there gets the stored value as its hint.
+LABELLED_COLUMNS = (
+    "rfm_segment",
+    "value_tier",
+    "potential_tier",
+    "value_potential",
+    "lifecycle_stage",
+    "clv_status",
+    "gender",
+    "preferred_channel",
+    "preferred_device",
+    "preferred_hour_band",
+    "preferred_weekday",
+)
+
+
 def display_aliases() -> dict[str, dict[str, str]]:
-    """Names a person may type instead of the stored value: the Spanish names of the RFM
-    segments (``'Campeones'`` for ``'Champions'``), by column, lower case."""
+    """Names a person may type instead of the stored value, by column, lower case: the Spanish
+    names of the classes (``'Campeones'`` for ``'Champions'``, ``'alto'`` for ``'high'``,
+    ``'perdido'`` for ``'lost'``)."""
+    from segmentum import i18n
     from segmentum.segments.classes import RFM_RULES
 
-    return {"rfm_segment": {r.name_es.lower(): r.name for r in RFM_RULES}}
+    out = {col: i18n.spoken_names("es", col) for col in LABELLED_COLUMNS}
+    out["rfm_segment"].update({r.name_es.lower(): r.name for r in RFM_RULES})
+    return out
 
 
 def value_warnings(
