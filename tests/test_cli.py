@@ -325,6 +325,44 @@ def test_a_warehouse_held_by_another_process_is_exit_4_busy(tmp_path: Path) -> N
     assert run("settings", cwd=tmp_path).returncode == 0
 
 
+def test_an_unreachable_postgres_warehouse_is_said_in_the_users_language_without_its_password(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import socket
+
+    monkeypatch.chdir(tmp_path)
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"postgresql://ana:s3cret@127.0.0.1:{port}/shop"
+    monkeypatch.setenv("SEGMENTUM_LANGUAGE", "es")
+    assert main(["batches", "-w", url]) == 4
+    err = " ".join(capsys.readouterr().err.split())
+    said = f"no se puede conectar con el almacén PostgreSQL postgresql://ana:***@127.0.0.1:{port}"
+    assert said in err, err
+    assert "compruebe el host, el puerto y la base de datos de la URL del almacén" in err, err
+    assert "s3cret" not in err and "DuckDB" not in err and "Traceback" not in err, err
+    monkeypatch.setenv("SEGMENTUM_LANGUAGE", "en")
+    assert main(["batches", "-w", url]) == 4
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"cannot reach the PostgreSQL warehouse postgresql://ana:***@127.0.0.1:{port}" in err
+    assert "check the host, port and database in the warehouse URL" in err, err
+    assert "s3cret" not in err and "DuckDB" not in err, err
+
+
+@pytest.mark.postgres
+def test_a_refused_postgres_login_says_to_check_the_user_and_password(
+    postgres_server: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = postgres_server.replace("postgres://segmentum@", "postgresql://nobody:s3cret@")
+    assert main(["batches", "-w", f"{url}/postgres", "--lang", "es"]) == 4
+    err = " ".join(capsys.readouterr().err.split())
+    assert "el almacén PostgreSQL postgresql://nobody:***@127.0.0.1" in err, err
+    assert "rechazó el inicio de sesión" in err and 'role "nobody" does not exist' in err, err
+    assert "compruebe el usuario y la contraseña de la URL del almacén" in err, err
+    assert "s3cret" not in err, err
+
+
 def test_the_exit_code_table_in_the_docs_is_the_one_in_the_code() -> None:
     from tests.conftest import ROOT
 

@@ -691,6 +691,28 @@ MESSAGES: tuple[tuple[str, tuple[str, str]], ...] = (
         r"uses (\w+), which the published customer lookup does not carry",
         N_("realtime", "uses %(1)s, which the published customer lookup does not carry"),
     ),
+    # A PostgreSQL warehouse that cannot be used (segmentum.warehouse.connect).
+    (
+        r"cannot reach the PostgreSQL warehouse (\S+): (.+)",
+        N_("warehouse", "cannot reach the PostgreSQL warehouse %(1)s: %(2)s"),
+    ),
+    (
+        r"the PostgreSQL warehouse (\S+) refused the login: (.+)",
+        N_("warehouse", "the PostgreSQL warehouse %(1)s refused the login: %(2)s"),
+    ),
+    (
+        r"check the host, port and database in the warehouse URL, and that PostgreSQL is "
+        r"running there and accepts connections from this machine",
+        N_(
+            "warehouse",
+            "check the host, port and database in the warehouse URL, and that PostgreSQL is "
+            "running there and accepts connections from this machine",
+        ),
+    ),
+    (
+        r"check the user name and password in the warehouse URL",
+        N_("warehouse", "check the user name and password in the warehouse URL"),
+    ),
     # A PostgreSQL serving store that cannot be used (segmentum.serving_postgres).
     (
         r"cannot reach the serving store (\S+) \(setting serving_store\): (.+)",

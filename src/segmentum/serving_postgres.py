@@ -44,7 +44,7 @@ from segmentum.serving import (
     _spark_parquet,
     dates_unchanged,
 )
-from segmentum.warehouse import Warehouse
+from segmentum.warehouse import Warehouse, without_password
 
 if TYPE_CHECKING:
     import psycopg
@@ -91,12 +91,8 @@ def location(url: str) -> Location:
     """Parse ``postgresql://user:password@host:port/database[/store_name][?options]``."""
     parts = urlsplit(url)
     segments = [s for s in parts.path.split("/") if s]
-    userinfo, at, hostport = parts.netloc.rpartition("@")
-    hidden = parts.netloc
-    if at and ":" in userinfo:  # the password never goes into a message or a log
-        hidden = f"{userinfo.split(':', 1)[0]}:***@{hostport}"
     query = f"?{parts.query}" if parts.query else ""
-    shown = f"{parts.scheme}://{hidden}{parts.path}{query}"
+    shown = without_password(url)  # the password never goes into a message or a log
     name = segments[1] if len(segments) == 2 else DEFAULT_NAME
     if len(segments) > 2 or not re.fullmatch(r"[a-z][a-z0-9_]{0,40}", name):
         raise ConfigError(

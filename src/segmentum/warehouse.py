@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import ibis
 import ibis.expr.types as ir
@@ -1143,7 +1144,10 @@ def connect(
             return Warehouse(ibis.pyspark.connect(session), url)
         if url.startswith(("postgres://", "postgresql://")):
             _postgres_compat()
-            backend = ibis.connect(url)
+            try:
+                backend = ibis.connect(url)
+            except Exception as exc:
+                raise _postgres_error(url, exc) from exc
             # The warehouse runs analytic statements over whole tables. PostgreSQL estimates
             # correlated filters (a return line: negative quantity and an original invoice)
             # at a few rows, then plans nested loops that scan a table once per row (linking
@@ -1159,12 +1163,47 @@ def connect(
         if busy is not None:
             raise busy from exc
         raise WarehouseError(
-            f"cannot open the warehouse {url}: {exc}".splitlines()[0],
+            f"cannot open the warehouse {without_password(url)}: {exc}".splitlines()[0],
             "check the URL and that no other process holds the DuckDB file open",
         ) from exc
     raise WarehouseError(
-        f"unknown warehouse URL {url!r}",
+        f"unknown warehouse URL {without_password(url)!r}",
         "use duckdb:///path.duckdb, pyspark, or postgres://user:password@host/db",
+    )
+
+
+def without_password(url: str) -> str:
+    """``url`` as it may be shown or logged: its password, if any, replaced by ``***``.
+
+    >>> without_password("postgresql://ana:s3cret@db.example.com:5432/shop")
+    'postgresql://ana:***@db.example.com:5432/shop'
+    """
+    parts = urlsplit(url)
+    userinfo, at, hostport = parts.netloc.rpartition("@")
+    if not (at and ":" in userinfo):
+        return url
+    netloc = f"{userinfo.split(':', 1)[0]}:***@{hostport}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _postgres_error(url: str, exc: BaseException) -> WarehouseError:
+    """One line for a PostgreSQL warehouse that cannot be used: the server cannot be reached,
+    or it refused the login (never the password, never a hint about DuckDB files)."""
+    shown = without_password(url)
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    password = urlsplit(url).password
+    if password:
+        text = text.replace(password, "***")
+    cause = text.removeprefix("connection failed: ")
+    if re.search(r"password|authentication|role \S+ does not exist", cause):
+        return WarehouseError(
+            f"the PostgreSQL warehouse {shown} refused the login: {cause}",
+            "check the user name and password in the warehouse URL",
+        )
+    return WarehouseError(
+        f"cannot reach the PostgreSQL warehouse {shown}: {cause}",
+        "check the host, port and database in the warehouse URL, and that PostgreSQL is "
+        "running there and accepts connections from this machine",
     )
 
 
