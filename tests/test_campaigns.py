@@ -356,7 +356,10 @@ def test_email_campaign_over_starttls_with_auth_reaches_only_consented_treatment
     assert after["logged"] and after["audience"] == len(log) == r.audience
     assert after["outcomes"]["sent"] == len(sent)
     assert sum(after["outcomes"].values()) == len(log)
-    assert after["outcomes"].get("control", 0) == r.control
+    # The control group's members who would have had a message; the others keep why not.
+    control = log[log.group == "control"]
+    assert after["outcomes"].get("control", 0) == (control.outcome == "control").sum()
+    assert len(control) == r.control and (control.outcome == "control").sum() < r.control
     # The contacts now count toward the frequency cap, today (the data's date is in the
     # past) as on the data's next day: a second campaign to them sent now is capped.
     one_cap = settings.with_overrides(frequency_cap=1)
@@ -463,30 +466,111 @@ def test_sends_wait_for_each_recipients_best_time(cwh: Warehouse, receiver: Any)
     assert len(receiver.seen) == first.delivered + later.delivered
 
 
-def test_another_campaigns_control_group_is_held_out_while_it_is_measured(
+def test_a_control_member_gets_what_a_treated_one_would_have_had(cwh: Warehouse) -> None:
+    """The control group is compared with the members who would have been messaged: a
+    control member who cannot be reached keeps that outcome (no consent...), and one who
+    could be has the time the message would have gone out."""
+    cs = Campaigns(cwh, SETTINGS)
+    now = dt.datetime(2026, 1, 5, 12, 0)
+    plan = cs.plan(cs.create("Grupos", "winback", "email", control_share=0.3), now=now)
+    everyone = cs.plan(cs.create("Todos", "winback", "email", control_share=0.0), now=now)
+    ctl = plan[plan.group == "control"].set_index("customer_id")
+    would = everyone.set_index("customer_id").loc[ctl.index]
+    assert len(ctl) > 50 and (ctl.outcome == "control").sum() > 10
+    assert ((ctl.outcome == "control") == (would.outcome == "scheduled")).all()
+    blocked = ctl.outcome != "control"
+    assert blocked.any() and (ctl.outcome[blocked] == would.outcome[blocked]).all()
+    assert (ctl.scheduled_at[~blocked] == would.scheduled_at[~blocked]).all()
+    assert ctl.scheduled_at[blocked].isna().all()
+
+
+def test_a_later_campaign_reaches_a_campaigns_treated_and_control_groups_alike(
     cwh: Warehouse, tmp_path: Path
 ) -> None:
-    cs = Campaigns(cwh, SETTINGS)
+    """A control group means "not contacted by this campaign": the next campaign must treat
+    its two groups alike, or its effect counts as the first one's. The frequency cap counts
+    a control member as contacted when their message would have gone out; holding the
+    control group out of the next campaign (the old protect_controls) left the treated group
+    open to it alone."""
+    capped = SETTINGS.with_overrides(frequency_cap=1)
+    cs = Campaigns(cwh, capped)
     first = cs.create("Primera", "winback", "file", control_share=0.3)
     cs.send(first, out_dir=tmp_path)
     log = cs.log(first)
-    controls = set(log.customer_id[log.group == "control"])
-    second = cs.create("Segunda", "winback", "file", control_share=0.1)
-    plan = cs.plan(second)
-    treated = plan[plan.group == "treatment"]
-    held = treated[treated.customer_id.isin(controls)]
-    assert len(held) > 0 and set(held.outcome) == {"held_out"}
-    assert not (treated[~treated.customer_id.isin(controls)].outcome == "held_out").any()
-    sent = cs.send(second, out_dir=tmp_path / "2")
-    files = pd.read_csv(sent.files[0], dtype={"customer_id": str})
-    assert not set(files.customer_id) & controls  # the first campaign's control stays clean
-    # After its results window the first campaign's control is free again; off, never held.
-    later = dt.datetime.now() + dt.timedelta(days=SETTINGS.attribution_days + 1)
-    assert "held_out" not in set(
-        cs.plan(cs.create("Tercera", "winback", "file"), now=later).outcome
+    assert set(log.outcome) == {"file", "control"}
+    groups = log.set_index("customer_id").group
+    plan = cs.plan(cs.create("Segunda", "winback", "email")).set_index("customer_id")
+    both = plan.loc[plan.index.intersection(groups.index)]
+    assert len(both) > 50
+    # Every member of the first campaign has had one contact (real or held back): capped
+    # (where not unreachable anyway), in either of its groups; nobody is held out any more.
+    for group in ("treatment", "control"):
+        members = both[groups.reindex(both.index) == group]
+        assert len(members) > 5 and "capped" in set(members.outcome), group
+        assert not members.outcome.isin(["scheduled", "control"]).any(), group
+    assert "held_out" not in set(plan.outcome)
+    # Off: only the messages sent count, and the first campaign's control group is reachable.
+    off = Campaigns(cwh, capped.with_overrides(protect_controls=False))
+    plan = off.plan(off.create("Tercera", "winback", "email")).set_index("customer_id")
+    ctl = plan.loc[plan.index.intersection(groups.index[groups == "control"])]
+    assert "scheduled" in set(ctl.outcome) and "capped" not in set(ctl.outcome)
+
+
+def test_a_campaign_without_effect_shows_none_when_reachable_customers_buy_more(
+    tmp_path: Path,
+) -> None:
+    """Known answer: no effect at all, but the customers who can be reached buy three times
+    as often as those who cannot. Comparing the messages sent with every control member
+    reported an uplift of about 10 points with a p-value near zero; compared with the control
+    members who would have been messaged, the interval holds zero."""
+    from segmentum.campaigns import sendlog
+    from segmentum.warehouse import connect
+
+    rng = np.random.default_rng(3)
+    n = 4000
+    ids = [f"C{i:05d}" for i in range(n)]
+    reachable = rng.random(n) < 0.5
+    control = rng.random(n) < 0.2
+    sent_at = dt.datetime(2026, 3, 2, 10)
+    log = {col: [None] * n for col in sendlog.SCHEMA.names}
+    log.update(
+        key=[f"K:{c}" for c in ids],
+        campaign_id=["K"] * n,
+        customer_id=ids,
+        group=["control" if x else "treatment" for x in control],
+        outcome=[
+            ("control" if c else "scheduled") if r else "no_consent"
+            for r, c in zip(reachable, control, strict=True)
+        ],
+        channel=["email"] * n,
+        status=["sent" if treated else "not_sent" for treated in reachable & ~control],
+        sent_at=[sent_at if treated else None for treated in reachable & ~control],
+        scheduled_at=[sent_at if r else None for r in reachable],
+        logged_at=[sent_at - dt.timedelta(hours=1)] * n,
     )
-    off = Campaigns(cwh, SETTINGS.with_overrides(protect_controls=False))
-    assert "held_out" not in set(off.plan(off.create("Cuarta", "winback", "file")).outcome)
+    buys = rng.random(n) < np.where(reachable, 0.3, 0.1)  # the same in both groups
+    who = [c for c, b in zip(ids, buys, strict=True) if b]
+    wh = connect(f"duckdb:///{tmp_path / 'w.duckdb'}")
+    wh.write(sendlog.SENDS, pa.table(log, schema=sendlog.SCHEMA))
+    wh.write(
+        "transactions",
+        pa.table(
+            {
+                "invoice_id": [f"F{i}" for i in range(len(who))],
+                "line": [1] * len(who),
+                "customer_id": who,
+                "timestamp": [sent_at + dt.timedelta(days=3)] * len(who),
+                "quantity": [1.0] * len(who),
+                "amount": [50.0] * len(who),
+            }
+        ),
+    )
+    overall = results(wh, "K", SETTINGS).overall
+    assert overall.treated == int((reachable & ~control).sum())
+    assert overall.control == int((reachable & control).sum())
+    assert overall.uplift_low < 0 < overall.uplift_high, overall
+    assert abs(overall.uplift) < 0.05
+    wh.close()
 
 
 def test_a_template_names_the_segment_in_the_recipients_language(cwh: Warehouse) -> None:
@@ -628,7 +712,10 @@ def test_results_from_ingested_and_from_derived_conversions(cwh: Warehouse) -> N
     log = cs.log(c)
     assert r.source == "derived"
     assert r.overall.treated == (log.status == "sent").sum()
-    assert r.overall.control == (log.group == "control").sum()
+    # Like with like: the control members who would have had a message (here every one
+    # consenting to web messages), not those who could not have.
+    assert r.overall.control == (log.outcome == "control").sum()
+    assert 0 < r.overall.control < (log.group == "control").sum()
     # Conversions are net purchases: an order cancelled in full converts nobody.
     from segmentum.features.customer import net_lines
     from segmentum.ingest.returns import links

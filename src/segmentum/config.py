@@ -254,8 +254,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "protect_controls",
         True,
-        "Hold out of a campaign the customers in another campaign's control group while that "
-        "campaign's results are measured (attribution_days).",
+        "The frequency cap counts a control-group member as contacted when their message would "
+        "have gone out, so that later campaigns reach a campaign's two groups alike.",
     ),
     Setting(
         "send_lease_seconds",

@@ -321,15 +321,14 @@ class Campaigns:
             for cid in df.customer_id
         ]
         df["outcome"] = df.status.where(df.status != "reachable", "scheduled")
-        df.loc[df.group == "control", "outcome"] = "control"
         if c.channel == "file":
-            df.loc[df.group == "treatment", "outcome"] = "file"
-        held = self._controls_elsewhere(c, now)
-        if held:
-            # In another campaign's control group while its results are being measured:
-            # contacting them would make that group no control (treated by this campaign).
-            hit = df.outcome.isin(["scheduled", "file"]) & df.customer_id.isin(held)
-            df.loc[hit, "outcome"] = "held_out"
+            df["outcome"] = "file"  # the file goes to another system: every member is in it
+        # The control group is measured against the members who would have been contacted:
+        # a control member keeps the outcome a treated one would have had, "control" where
+        # that was a message (scheduled when it would have gone out), else why not (no
+        # consent, capped...). Compared with all of the control group instead, the customers
+        # who can be reached (who consent, and so buy more) made any campaign look effective.
+        would = df.outcome.isin(["scheduled", "file"])
         for col in ("best_hour_band", "best_weekday", "timezone"):
             if col not in df.columns:
                 df[col] = None
@@ -339,6 +338,7 @@ class Campaigns:
                 df.best_hour_band, df.best_weekday, df.timezone, df.outcome, strict=True
             )
         ]
+        df.loc[(df.group == "control") & would, "outcome"] = "control"
         if c.channel == "sms":  # never planned inside the recipient's quiet hours
             from segmentum.campaigns.sms import outside_quiet_hours
 
@@ -349,21 +349,6 @@ class Campaigns:
         shop = self.settings.language
         df["language"] = [ch.language(x, shop) for x in df.get("country", [None] * len(df))]
         return df
-
-    def _controls_elsewhere(self, c: Campaign, now: _dt.datetime) -> set[str]:
-        """Customers in the control group of another campaign planned in the last
-        ``attribution_days`` (its results still counting), when ``protect_controls`` is on."""
-        if not self.settings.protect_controls or not self.wh.has(SENDS):
-            return set()
-        s = self.wh.table(SENDS)
-        since = now - _dt.timedelta(days=self.settings.attribution_days)
-        ctl = s.filter(
-            (s.group == "control")
-            & (s.campaign_id != c.campaign_id)
-            & (s.logged_at >= ibis.literal(since, "timestamp"))
-        )
-        ids = ctl.select("customer_id").distinct().to_pyarrow().column(0).to_pylist()
-        return {str(x) for x in ids}
 
     def prepare(self, c: Campaign, now: _dt.datetime | None = None) -> pd.DataFrame:
         """Log the plan in ``campaign_sends`` without sending anything (a send does it first)."""

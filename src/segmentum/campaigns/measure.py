@@ -21,6 +21,7 @@ converted), ``Results.ready`` is False and ``Results.note`` says so ("no results
 
 from __future__ import annotations
 
+import datetime as _dt
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -186,9 +187,20 @@ def effect(df: pd.DataFrame, label: str, cost_per_contact: float, margin: float)
 
 
 def member_outcomes(
-    wh: Warehouse, campaign_id: str, attribution_days: int
+    wh: Warehouse,
+    campaign_id: str,
+    attribution_days: int,
+    now: _dt.datetime | None = None,
 ) -> tuple[pd.DataFrame, str]:
-    """One row per member (both groups): group, segment, converted, revenue, cost."""
+    """One row per member (both groups): group, segment, converted, revenue, cost.
+
+    From segmentum's own send log, like is compared with like: the treated members whose
+    message went out (sent, or tried and failed: leaving out the failures would leave out
+    the customers whose address bounced), and the control members who would have got one
+    (outcome ``control``: reachable, and due by ``now``, the present by default), each from
+    the moment it went out or would have. Members who could not be contacted (no consent,
+    capped...) are in neither group, and a message still due is not counted on either side.
+    """
     if wh.has("campaign_results"):
         r = wh.table("campaign_results")
         r = r.filter(r.campaign_id == campaign_id)
@@ -214,11 +226,18 @@ def member_outcomes(
         return pd.DataFrame({**empty, "cost": []}), "derived"
     s = wh.table("campaign_sends")
     s = s.filter(s.campaign_id == campaign_id)
-    members = s.filter((s.group == "control") | (s.status == "sent")).select(
+    now = now or _dt.datetime.now(_dt.UTC).replace(tzinfo=None)
+    due = s.scheduled_at.isnull() | (s.scheduled_at <= ibis.literal(now, "timestamp"))
+    control = (s.group == "control") & due
+    if "outcome" in s.columns:  # a log from before outcomes: every control member
+        control &= s.outcome.fill_null("control") == "control"
+    treated = (s.group == "treatment") & s.status.isin(["sent", "failed"])
+    times = [s[c] for c in ("sent_at", "claimed_at", "scheduled_at", "logged_at") if c in s.columns]
+    members = s.filter(control | treated).select(
         "customer_id",
         "group",
         segment=s.rfm_segment.fill_null("(unknown)"),
-        start=ibis.coalesce(s.sent_at, s.scheduled_at, s.logged_at),
+        start=ibis.coalesce(*times),
     )
     # Net purchases: a cancelled order is no conversion, returned money is no revenue.
     returns = links(wh)  # first: it gives an older sales table the line columns it lacks
@@ -306,8 +325,9 @@ def explain(r: Mapping[str, Any], settings: Settings, lang: str) -> list[str]:
     if r.get("source") == "derived":
         out.append(
             _(
-                "Converted: bought within %(days)s days of the send (the control group: of "
-                "the day the campaign was planned); a cancelled order is no purchase."
+                "Converted: bought within %(days)s days of the message (the control group: "
+                "of when theirs would have gone out); only members who could be messaged are "
+                "compared; a cancelled order is no purchase."
             )
             % {"days": i18n.number(settings.attribution_days, lang, 0)}
         )

@@ -146,17 +146,30 @@ def _within(ts: ir.TimestampValue, windows: list[tuple[_dt.datetime, _dt.datetim
 def _recent_contacts(
     wh: Warehouse, as_of: _dt.date, settings: Settings, now: _dt.datetime | None
 ) -> ir.Table | None:
-    """Contacts per customer in the cap's windows: campaign results loaded from files (the
-    treatment group), segmentum's own campaign sends and the flows' messages; None if none."""
+    """Contacts per customer in the cap's windows: campaign results loaded from files,
+    segmentum's own campaign sends and the flows' messages; None if none.
+
+    With ``protect_controls`` (the default) a control-group member counts as contacted when
+    the message they were held back from would have gone out: the cap must treat a
+    campaign's two groups alike, or the next campaign would reach more of its control group
+    (nobody messaged them) than of its treated group, and the first campaign's measured
+    uplift would shrink by the second's effect."""
     windows = _windows(as_of, settings, now)
     counts: list[ir.Table] = []
     if wh.has("campaign_results"):
         r = wh.table("campaign_results")
-        hit = r.filter((r.group == "treatment") & _within(r.sent_at, windows))
+        hit = r.filter(
+            ((r.group == "treatment") | ibis.literal(settings.protect_controls))
+            & _within(r.sent_at, windows)
+        )
         counts.append(hit.group_by("customer_id").aggregate(_sends=hit.count()))
     if wh.has("campaign_sends"):  # sends made by segmentum itself
         cs = wh.table("campaign_sends")
-        hit = cs.filter((cs.status == "sent") & _within(cs.sent_at, windows))
+        sent = (cs.status == "sent") & _within(cs.sent_at, windows)
+        if settings.protect_controls:
+            would = (cs.group == "control") & (cs.outcome == "control")
+            sent |= would & _within(cs.scheduled_at.fill_null(cs.logged_at), windows)
+        hit = cs.filter(sent)
         counts.append(hit.group_by("customer_id").aggregate(_sends=hit.count()))
     flows = _flow_sends(wh, windows, settings)
     if flows is not None:  # messages flows sent count against the same cap
