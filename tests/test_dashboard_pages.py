@@ -146,19 +146,8 @@ def test_history_and_customer_pages_answer_while_another_process_holds_the_wareh
     )
     jar, _ = signed_in()
     base = server["url"]
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('held', flush=True);"
-            " time.sleep(120)",
-            str(server["db"]),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    holder = _hold(server["db"])
     try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
         mig = http.get(f"{base}/dashboard/migration", cookies=jar)
         assert mig.status_code == 200 and 'id="chart-sankey"' in mig.text
         prof = http.get(f"{base}/dashboard/customer", params={"q": row["customer_id"]}, cookies=jar)
