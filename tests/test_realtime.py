@@ -237,6 +237,41 @@ def test_bad_events_are_refused_whole_naming_the_event_and_field(live: dict[str,
     assert store.status()["events"] == before
 
 
+def test_the_events_refusals_read_in_spanish_for_a_spanish_client(live: dict[str, Any]) -> None:
+    """A bad batch, a body that is not JSON, too many events, a site not allowed: each said in
+    Spanish (detail, hint and each event's problem) to Accept-Language: es; the title and the
+    field names stay the same for programs."""
+    call = live["call"]
+    es = {"Accept-Language": "es-ES,es;q=0.9"}
+    bad = {"events": [{"event_type": "page_view"}, {"customer_id": "C1", "event_type": "x y"}]}
+    r = call("POST", "/v1/events", "track", json=bad, headers=es)
+    body = r.json()
+    assert r.status_code == 422 and body["title"] == "Invalid events", body
+    assert body["detail"] == "2 de 2 eventos tienen problemas; no se ha guardado nada", body
+    assert body["hint"].startswith("corríjalos y envíe el lote de nuevo"), body
+    said = [(e["field"], e["message"]) for e in body["errors"]]
+    assert said == [
+        ("customer_id", "falta (y también anonymous_id)"),
+        ("event_type", "'x y' no es un tipo de evento"),
+    ], said
+    assert body["errors"][1]["hint"].startswith("use minúsculas"), body
+    r = call("POST", "/v1/events", "track", content=b"{not json", headers=es)
+    assert r.json()["detail"].startswith("el cuerpo no es JSON: "), r.json()
+    assert r.json()["hint"].startswith('envíe {"events": '), r.json()
+    too_many = {"events": [{"customer_id": "C1", "event_type": "page_view"}] * 1001}
+    r = call("POST", "/v1/events", "track", json=too_many, headers=es)
+    assert r.status_code == 413, r.text
+    assert (
+        r.json()["detail"] == "el lote tiene 1.001 eventos; se aceptan como mucho 1.000 de una vez"
+    )
+    assert r.json()["hint"] == "envíe lotes más pequeños"
+    elsewhere = {**es, "Origin": "https://evil.example"}
+    r = call("POST", "/v1/events", "track", json=bad, headers=elsewhere)
+    assert r.status_code == 403 and r.json()["title"] == "Forbidden"
+    assert r.json()["detail"] == "las páginas de https://evil.example no pueden enviar eventos"
+    assert r.json()["hint"].startswith("añada el sitio al ajuste track_origins")
+
+
 def test_only_track_and_admin_keys_send_events_and_a_track_key_reads_nothing(
     live: dict[str, Any],
 ) -> None:

@@ -190,6 +190,11 @@ def test_a_session_cookie_authenticates_the_api_and_writes_need_its_csrf_token(
     body = {"rule": "frequency > 2"}
     r = http.post(f"{base}/v1/segments/preview", json=body, cookies=cookie)
     assert r.status_code == 403 and "CSRF" in r.json()["detail"]
+    es = {"Accept-Language": "es-ES,es;q=0.9"}
+    r = http.post(f"{base}/v1/segments/preview", json=body, cookies=cookie, headers=es)
+    assert r.status_code == 403 and r.json()["title"] == "Forbidden"
+    assert r.json()["detail"] == "falta el token CSRF o es incorrecto", r.json()
+    assert r.json()["hint"] == "envíe la cabecera X-CSRF-Token", r.json()
     r = http.post(
         f"{base}/v1/segments/preview",
         json=body,

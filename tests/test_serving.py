@@ -239,6 +239,10 @@ def test_a_held_warehouse_gets_a_busy_answer_and_lookups_go_on(served: dict[str,
         assert r.status_code == 503 and int(r.headers["retry-after"]) >= 1
         assert r.headers["content-type"] == "application/problem+json"
         assert "busy" in r.json()["detail"] and "retry" in r.json()["hint"]
+        r = http.get("/v1/segments", headers={"Accept-Language": "es"})
+        assert r.status_code == 503 and r.json()["title"] == "Busy"
+        assert "está ocupado" in r.json()["detail"], r.json()
+        assert r.json()["hint"].startswith("vuelva a intentarlo en unos segundos"), r.json()
         assert http.get(f"/v1/customers/{cid}").status_code == 200
         assert http.get("/v1/overview").status_code == 200
         # The pages that read the warehouse answer from what was published, and say so.
@@ -331,6 +335,15 @@ def test_uploads_over_the_size_limit_get_413(service_db: Path, tmp_path: Path) -
                 timeout=120,
             )
             assert r.status_code == 413 and "1 MB" in r.json()["detail"]
+            r = httpx.post(
+                f"{base}/v1/ingest/suppressions",
+                files={"file": ("big.csv", big)},
+                headers={"X-API-Key": key, "Accept-Language": "es"},
+                timeout=120,
+            )
+            assert r.status_code == 413 and r.json()["title"] == "File too large"
+            assert r.json()["detail"] == "la petición ocupa más de 1 MB", r.json()
+            assert r.json()["hint"].startswith("divida el fichero, o suba el ajuste"), r.json()
     finally:
         if old is None:
             ENV.pop("SEGMENTUM_UPLOAD_MAX_MB")

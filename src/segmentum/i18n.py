@@ -1067,6 +1067,121 @@ MESSAGES: tuple[tuple[str, tuple[str, str]], ...] = (
             "the population has no places: load one with country, region, state or city columns",
         ),
     ),
+    # What the service refuses before doing anything (segmentum.service).
+    (r"the file is larger than ([\d,]+) MB", N_("api", "the file is larger than %(1)s MB")),
+    (r"the request is larger than ([\d,]+) MB", N_("api", "the request is larger than %(1)s MB")),
+    (
+        r"split it, or raise the upload_max_mb setting",
+        N_("api", "split it, or raise the upload_max_mb setting"),
+    ),
+    (
+        r"split the file, or raise the upload_max_mb setting",
+        N_("api", "split the file, or raise the upload_max_mb setting"),
+    ),
+    (r"missing or wrong CSRF token", N_("api", "missing or wrong CSRF token")),
+    (r"send the X-CSRF-Token header", N_("api", "send the X-CSRF-Token header")),
+    (
+        r"the warehouse is busy: a pipeline run or another command is using it",
+        N_("api", "the warehouse is busy: a pipeline run or another command is using it"),
+    ),
+    (
+        r"retry in a few seconds; lookups and the dashboard's cached pages keep working",
+        N_("api", "retry in a few seconds; lookups and the dashboard's cached pages keep working"),
+    ),
+    # The events API (segmentum.service.events, segmentum.realtime.events).
+    (r"pages on (\S+) may not send events", N_("api", "pages on %(1)s may not send events")),
+    (
+        r"add the site to the track_origins setting \(e\.g\. (\S+)\)",
+        N_("api", "add the site to the track_origins setting (e.g. %(1)s)"),
+    ),
+    (r"the request is larger than ([\d,]+) KB", N_("api", "the request is larger than %(1)s KB")),
+    (r"send smaller batches", N_("api", "send smaller batches")),
+    (r"the body is not JSON: (.+)", N_("api", "the body is not JSON: %(1)s")),
+    (r"send (\{.+\})", N_("api", "send %(1)s")),
+    (
+        r'"events" must be a list of event objects',
+        N_("api", '"events" must be a list of event objects'),
+    ),
+    (
+        r'send one event object, or (\{"events": \[\.\.\.\]\})',
+        N_("api", "send one event object, or %(1)s"),
+    ),
+    (r"the batch holds no events", N_("api", "the batch holds no events")),
+    (
+        r"the batch holds ([\d,]+) events; at most ([\d,]+) are accepted at once",
+        N_("api", "the batch holds %(1)s events; at most %(2)s are accepted at once"),
+    ),
+    (
+        r"([\d,]+) of ([\d,]+) events have problems; nothing was stored",
+        N_("api", "%(1)s of %(2)s events have problems; nothing was stored"),
+    ),
+    (
+        r"fix them and send the batch again \(an event_id already stored is counted once\)",
+        N_("api", "fix them and send the batch again (an event_id already stored is counted once)"),
+    ),
+    (r"the event store is busy \((.+)\)", N_("api", "the event store is busy (%(1)s)")),
+    (
+        r"send the batch again in a second: its event ids keep it from counting twice",
+        N_("api", "send the batch again in a second: its event ids keep it from counting twice"),
+    ),
+    # One event's problem (segmentum.realtime.events.check_events): the field is named apart.
+    (r"is not a JSON object", N_("api", "is not a JSON object")),
+    (r"is not a field of an event", N_("api", "is not a field of an event")),
+    (
+        r"put extra data in properties; fields: (.+)",
+        N_("api", "put extra data in properties; fields: %(1)s"),
+    ),
+    (r"must be text or a number", N_("api", "must be text or a number")),
+    (r"is longer than ([\d,]+) characters", N_("api", "is longer than %(1)s characters")),
+    (r"send a shorter id", N_("api", "send a shorter id")),
+    (r"is missing \(and so is anonymous_id\)", N_("api", "is missing (and so is anonymous_id)")),
+    (
+        r"send the customer's id, or the visitor's cookie id as anonymous_id",
+        N_("api", "send the customer's id, or the visitor's cookie id as anonymous_id"),
+    ),
+    (r"is missing", N_("api", "is missing")),
+    (rf"{_Q} is not an event type", N_("api", "%(1)s is not an event type")),
+    (
+        r"use lower-case letters, digits and _, starting with a letter: add_to_cart",
+        N_("api", "use lower-case letters, digits and _, starting with a letter: add_to_cart"),
+    ),
+    (rf"{_Q} is not a time", N_("api", "%(1)s is not a time")),
+    (
+        r"send ISO 8601 with its offset, e\.g\. (\S+) \(or leave it out for now\)",
+        N_("api", "send ISO 8601 with its offset, e.g. %(1)s (or leave it out for now)"),
+    ),
+    (r"(.+) is in the future", N_("api", "%(1)s is in the future")),
+    (
+        r"check the sender's clock and time zone offset",
+        N_("api", "check the sender's clock and time zone offset"),
+    ),
+    (r"(.+) is before (\d{4}-\d{2}-\d{2})", N_("api", "%(1)s is before %(2)s")),
+    (
+        r"check the date \(the earliest_date setting sets the limit\)",
+        N_("api", "check the date (the earliest_date setting sets the limit)"),
+    ),
+    (r"must be a number", N_("api", "must be a number")),
+    (rf"{_Q} is not a number", N_("api", "%(1)s is not a number")),
+    (r"must be a finite number", N_("api", "must be a finite number")),
+    (r"is missing on a purchase", N_("api", "is missing on a purchase")),
+    (
+        r"send the order's invoice id: the invoice export brings the same order later, and the "
+        r"id keeps it from counting twice",
+        N_(
+            "api",
+            "send the order's invoice id: the invoice export brings the same order later, and "
+            "the id keeps it from counting twice",
+        ),
+    ),
+    (r"is negative on a purchase", N_("api", "is negative on a purchase")),
+    (r"send returns from the invoice export", N_("api", "send returns from the invoice export")),
+    (r"must be a JSON object", N_("api", "must be a JSON object")),
+    (r"must be text", N_("api", "must be text")),
+    (r"is larger than ([\d,]+) bytes", N_("api", "is larger than %(1)s bytes")),
+    (
+        r"keep a few small values; product details belong in the catalogue",
+        N_("api", "keep a few small values; product details belong in the catalogue"),
+    ),
     # Backups (segmentum.maintenance).
     (
         r"(.+) is not a segmentum backup \(no (\S+) in it\)",
@@ -1484,7 +1599,7 @@ def _translated(
         if lang != "en" and re.fullmatch(r"-?\d+\.\d+%", g):  # a share: 0.2587%
             digits = len(g.split(".")[1]) - 1
             return percent(float(g[:-1]) / 100, lang, digits)
-        if ctx in ("progress", "campaign", "market", "doctor", "lookalike") and re.fullmatch(
+        if ctx in ("progress", "campaign", "market", "doctor", "lookalike", "api") and re.fullmatch(
             r"[\d,]+", g
         ):
             return number(int(g.replace(",", "")), lang, 0)  # a count, grouped

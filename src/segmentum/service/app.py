@@ -46,6 +46,8 @@ from segmentum.service.core import (
     Write,
     busy,
     problem,
+    translated,
+    wants_spanish,
 )
 from segmentum.warehouse import Warehouse
 
@@ -130,16 +132,20 @@ class _BodyLimit:
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http":
-            for name, value in scope["headers"]:
-                if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
-                    response = problem(
-                        413,
-                        "File too large",
+            headers = dict(scope["headers"])
+            size = headers.get(b"content-length", b"")
+            if size.isdigit() and int(size) > self.max_bytes:
+                response = problem(
+                    413,
+                    "File too large",
+                    *translated(
+                        wants_spanish(headers.get(b"accept-language")),
                         f"the request is larger than {self.max_mb} MB",
                         "split the file, or raise the upload_max_mb setting",
-                    )
-                    await response(scope, receive, send)
-                    return
+                    ),
+                )
+                await response(scope, receive, send)
+                return
         await self.app(scope, receive, send)
 
 
@@ -169,33 +175,32 @@ def create_app(
     @app.exception_handler(ApiProblem)
     async def _api_problem(request: Request, exc: ApiProblem) -> JSONResponse:
         # As a user error: the detail and hint in Spanish when asked for, the title the same.
-        said, hint = exc.detail, exc.hint
-        if request.headers.get("accept-language", "").strip().lower().startswith("es"):
-            said = i18n.translate_message("es", said)
-            hint = i18n.translate_message("es", hint) if hint else hint
-        return problem(exc.status, exc.title, said, hint, exc.headers)
+        spanish = wants_spanish(request.headers.get("accept-language"))
+        return problem(
+            exc.status, exc.title, *translated(spanish, exc.detail, exc.hint), exc.headers
+        )
 
     @app.exception_handler(SegmentumError)
     async def _user_error(request: Request, exc: SegmentumError) -> JSONResponse:
-        if isinstance(exc, WarehouseBusyError):
-            b = busy(settings.busy_wait_seconds)
-            return problem(b.status, b.title, b.detail, b.hint, b.headers)
         # The detail and hint in Spanish when the client asks for it (Accept-Language: es);
         # the title stays the same in every language, for programs to match on.
-        spanish = request.headers.get("accept-language", "").strip().lower().startswith("es")
-        said, hint = exc.message, exc.hint
+        spanish = wants_spanish(request.headers.get("accept-language"))
+        if isinstance(exc, WarehouseBusyError):
+            b = busy(settings.busy_wait_seconds)
+            return problem(b.status, b.title, *translated(spanish, b.detail, b.hint), b.headers)
+        detail, hint = exc.message, exc.hint
         if spanish:  # a rule's error: its first line is the message, the rule and caret follow
-            first, *rest = said.split("\n")
-            said = "\n".join([i18n.translate_message("es", first), *rest])
+            first, *rest = detail.split("\n")
+            detail = "\n".join([i18n.translate_message("es", first), *rest])
             hint = i18n.translate_message("es", hint) if hint else hint
         if isinstance(exc, StoreUnreachableError):  # a server down: retry, not a state
-            return problem(503, "Unavailable", said, hint, {"Retry-After": "5"})
+            return problem(503, "Unavailable", detail, hint, {"Retry-After": "5"})
         if isinstance(exc, WarehouseError):
-            return problem(409, "Not available yet", said, hint)
+            return problem(409, "Not available yet", detail, hint)
         if isinstance(exc, ConfigError):
-            return problem(409, "Not configured", said, hint)
+            return problem(409, "Not configured", detail, hint)
         status = 404 if "there is no" in exc.message else 422
-        return problem(status, "Cannot do that", said, hint)
+        return problem(status, "Cannot do that", detail, hint)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -384,7 +389,7 @@ def create_app(
 
         # Why each example is in the audience, in the client's language (Accept-Language);
         # the messages themselves in each recipient's.
-        spanish = request.headers.get("accept-language", "").strip().lower().startswith("es")
+        spanish = wants_spanish(request.headers.get("accept-language"))
 
         def run() -> dict[str, Any]:
             cs = Campaigns(svc.wh, settings)

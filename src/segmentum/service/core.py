@@ -22,6 +22,7 @@ from typing import Annotated, Any, TypeVar
 from fastapi import Depends, Request
 from fastapi.responses import JSONResponse
 
+from segmentum import i18n
 from segmentum.config import Settings
 from segmentum.errors import WarehouseBusyError
 from segmentum.service.auth import SESSION_COOKIE, ApiKey, KeyRing, Sessions, verify_key
@@ -66,6 +67,21 @@ def problem(
     if hint:
         body["hint"] = hint
     return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
+
+
+def wants_spanish(accept_language: str | bytes | None) -> bool:
+    """Whether a client asked for Spanish (``Accept-Language: es...``): its errors then carry
+    their detail and hint in Spanish; the title stays the same, for programs to match on."""
+    if isinstance(accept_language, bytes):
+        accept_language = accept_language.decode("latin-1")
+    return (accept_language or "").strip().lower().startswith("es")
+
+
+def translated(spanish: bool, detail: str, hint: str | None) -> tuple[str, str | None]:
+    """A problem's detail and hint in the client's language (see :func:`wants_spanish`)."""
+    if not spanish:
+        return detail, hint
+    return i18n.translate_message("es", detail), i18n.translate_message("es", hint) or None
 
 
 def busy(seconds: float, detail: str | None = None) -> ApiProblem:

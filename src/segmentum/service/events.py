@@ -26,7 +26,15 @@ from segmentum.realtime.engine import Engine
 from segmentum.realtime.events import batch_of, check_events
 from segmentum.realtime.store import RealtimeStore, get_meta
 from segmentum.service.auth import ApiKey
-from segmentum.service.core import PROBLEM, ApiProblem, Read, Service, require
+from segmentum.service.core import (
+    PROBLEM,
+    ApiProblem,
+    Read,
+    Service,
+    require,
+    translated,
+    wants_spanish,
+)
 from segmentum.warehouse import connect
 
 router = APIRouter(tags=["events"])
@@ -112,15 +120,23 @@ async def events_track(request: Request, _: Track) -> JSONResponse:
     rows, problems = check_events(events, timezone=settings.timezone, earliest=_earliest(settings))
     if problems:
         n = len({p.index for p in problems})
+        spanish = wants_spanish(request.headers.get("accept-language"))
+        detail, hint = translated(
+            spanish,
+            f"{n:,} of {len(events):,} events have problems; nothing was stored",
+            "fix them and send the batch again (an event_id already stored is counted once)",
+        )
+        errors = [p.to_dict() for p in problems[:100]]
+        for e in errors:
+            e["message"], e["hint"] = translated(spanish, e["message"], e["hint"])
         return JSONResponse(
             {
                 "type": "about:blank",
                 "title": "Invalid events",
                 "status": 422,
-                "detail": f"{n} of {len(events)} events have problems; nothing was stored",
-                "hint": "fix them and send the batch again (an event_id already stored is "
-                "counted once)",
-                "errors": [p.to_dict() for p in problems[:100]],
+                "detail": detail,
+                "hint": hint,
+                "errors": errors,
             },
             status_code=422,
             media_type=PROBLEM,
