@@ -4,6 +4,7 @@ parsers take for clean values."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -254,3 +255,25 @@ def test_rows_repeated_twice_or_three_times_are_found_with_or_without_a_line_col
     assert [(r[0], r[3]) for r in seen[0][1]] == [(5, "exact duplicate of row 4")]
     assert ["F41", 1, "P1", 43] in seen[0][2] and ["F41", 2, "P2", 44] in seen[0][2]
     assert seen[0] == seen[1]
+
+
+def test_the_quarantine_summary_shows_the_repeated_id_and_the_row_it_repeats(
+    tmp_path: Path, capsys: Any
+) -> None:
+    from segmentum.cli import main
+    from segmentum.ingest import quarantine_summary
+
+    text = "customer_id,country\nC1,Spain\nC2,Spain\nC1,France\nC3,Spain\nC3,Italy\n"
+    path = write(tmp_path / "clientes.csv", text)
+    url = f"duckdb:///{tmp_path / 'w.duckdb'}"
+    with segmentum.connect(url) as wh:
+        segmentum.ingest("customers", path, warehouse=wh)
+        [first] = quarantine_summary(wh)
+    assert first["reason"] == "customer_id repeats row N" and first["rows"] == 2
+    assert (first["source_row"], first["column"], first["value"]) == (3, "customer_id", "C1")
+    assert first["example_reason"] == "customer_id repeats row 1"
+    assert main(["quarantine", "-w", url, "--lang", "es"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    # The table wraps its cells on a narrow terminal: the pieces, in order.
+    assert re.search(r"customer_id = 'C1' .*\(customer_id ya aparece en .*la fila 1\)", out), out
+    assert "= ''" not in out

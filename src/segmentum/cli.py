@@ -3492,8 +3492,10 @@ def quarantine_cmd(
                 "file": Path(r["file"]).name,
                 "row": r["source_row"],
             }
-            if r["column"]:
-                example += f", {r['column']} = '{r['value'] or ''}'"
+            if r["column"] and r["value"] is not None:
+                example += f", {r['column']} = '{r['value']}'"
+            if r["example_reason"] != r["reason"]:  # "repeats row N": which row it repeats
+                example += f" ({i18n.translate_reason(lang, r['example_reason'])})"
             t.add_row(
                 escape(i18n.translate_reason(lang, r["reason"])),
                 _count(r["rows"], lang),

@@ -1241,12 +1241,15 @@ class _FileIngest:
                 _dup=s._dup.fill_null(False),
                 _loaded=s._loaded.fill_null(False),
             ).drop("_extra", *[f"_x{c}" for c in on])
-        first_col = ibis.ifelse(
-            s._first_col.isnull() & (s._reasons != ""),
-            ibis.ifelse(s._loaded, key[0] if key else "row", "row"),
-            s._first_col,
-        )
-        return s.mutate(_first_col=first_col)
+        # A repeat or a line already stored fails no check of its own: its example is the
+        # (first) key column and its value (customer_id = 'C1'), not an empty value.
+        repeat = s._first_col.isnull() & (s._reasons != "")
+        if key:
+            return s.mutate(
+                _first_col=ibis.ifelse(repeat, key[0], s._first_col),
+                _first_val=ibis.ifelse(repeat, _as_text(s[key[0]]), s._first_val),
+            )
+        return s.mutate(_first_col=ibis.ifelse(repeat, "row", s._first_col))
 
 
 _UTC_NAMES = {"UTC", "ETC/UTC", "Z", "GMT", "ETC/GMT", "UCT", "ETC/UCT", "ZULU", "UNIVERSAL"}
