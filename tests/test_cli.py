@@ -400,6 +400,7 @@ JSON_ARGS: dict[str, list[str]] = {
     "flow results": ["welcome_test"],
     "flow path": ["{customer}"],
     "forget": ["{customer}"],
+    "segment subscribe": ["big", "https://crm.example.com/json-hook"],
     "backup": ["{tmp}/backup"],
     "restore": ["{tmp}/backup", "--replace"],
 }
@@ -407,7 +408,8 @@ JSON_ARGS: dict[str, list[str]] = {
 # Commands whose data the (non-B2B) demo lacks: a clean user error, no output, is right there.
 JSON_WITHOUT_DATA = {"segment lookalike"}  # no prospects to score
 JSON_FIRST = ["history backfill", "backup"]
-JSON_LAST = ["segment webhooks", "restore", "forget"]
+# After every command that could run the pipeline (it would deliver to the subscriptions).
+JSON_LAST = ["segment subscribe", "segment webhooks", "restore", "forget"]
 
 
 @pytest.fixture(scope="module")
@@ -533,10 +535,17 @@ def _created_campaign(payload: dict[str, Any], _: Path) -> None:
     assert payload["needs"] == "prospect_scores" and payload["template"]
 
 
+def _subscribed(payload: dict[str, Any], _: Path) -> None:
+    assert payload["segment"] == "big" and payload["url"] == "https://crm.example.com/json-hook"
+    assert payload["subscription_id"] and len(payload["secret"]) >= 32  # shown this once
+
+
 def _webhooks(payload: list[dict[str, Any]], _: Path) -> None:
-    [hook] = payload
-    assert hook["segment"] == "big" and hook["url"] == "https://crm.example.com/hook"
-    assert "secret" not in hook  # shown once, when subscribed; never listed
+    assert [h["url"] for h in payload] == [
+        "https://crm.example.com/json-hook",
+        "https://crm.example.com/hook",
+    ]
+    assert all(h["segment"] == "big" and "secret" not in h for h in payload)  # never listed
 
 
 # What some --json outputs must say, beyond being JSON.
@@ -545,6 +554,7 @@ JSON_CONTENT: dict[str, Any] = {
     "clv validate": _clv_validation,
     "churn evaluate": _churn_evaluation,
     "campaign create": _created_campaign,
+    "segment subscribe": _subscribed,
     "segment webhooks": _webhooks,
 }
 

@@ -1122,6 +1122,7 @@ def segment_subscribe_cmd(
         str | None, typer.Option(help="Also send changes after this date (YYYY-MM-DD).")
     ] = None,
     warehouse: WarehouseOpt = None,
+    as_json: JsonOpt = False,
     lang: LangOpt = None,
 ) -> None:
     """Send this segment's enter / exit events to URL after each run, signed (secret shown once)."""
@@ -1132,6 +1133,9 @@ def segment_subscribe_cmd(
     settings = load_settings()
     day = _date(since, "--since") if since else None
     sub = subscribe(connect(warehouse or settings.warehouse), name, url, since=day)
+    if as_json:  # as POST /v1/segments/{name}/webhooks answers it: the secret, this once
+        print_json(json.dumps(sub.public()))
+        return
     console.print(
         _("subscribed %(url)s to %(segment)s (id %(id)s)")
         % {"url": escape(sub.url), "segment": escape(sub.segment), "id": sub.subscription_id}
