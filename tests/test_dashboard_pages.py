@@ -414,7 +414,9 @@ def test_the_customer_timeline_shows_what_segmentum_sent_at_once_and_after_a_pub
     with serving(app) as base:
         es = timeline(base, sent, "es")
         assert "Campaña Vuelve pronto" in es and "enviado" in es, es
-        assert "Campaign Vuelve pronto" in timeline(base, sent, "en")
+        assert " 1 líneas" not in es, es  # one line, in the singular
+        en = timeline(base, sent, "en")
+        assert "Campaign Vuelve pronto" in en and " 1 lines" not in en, en
         held = timeline(base, control, "es")
         assert "Campaña Vuelve pronto" in held and "grupo de control" in held, held
         # The next publish (a run's last step) carries them; a run then holds the warehouse.

@@ -327,7 +327,9 @@ def explain(r: Mapping[str, Any], settings: Settings, lang: str) -> list[str]:
             _(
                 "Converted: bought within %(days)s days of the message (the control group: "
                 "of when theirs would have gone out); only members who could be messaged are "
-                "compared; a cancelled order is no purchase."
+                "compared; a cancelled order is no purchase. A purchase counts for every "
+                "campaign that reached the customer before it: compare campaigns by their "
+                "uplift, each against its own control group, not by their conversions."
             )
             % {"days": i18n.number(settings.attribution_days, lang, 0)}
         )

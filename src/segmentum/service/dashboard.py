@@ -146,6 +146,7 @@ class Page:
         self.currency = currency_of(svc)
         t = i18n.translations(self.lang)
         self._ = t.ugettext
+        self.ngettext = t.ungettext
         self.columns = column_titles(self._)
 
     def label(self, kind: str, value: Any) -> str:

@@ -1158,7 +1158,8 @@ def _timeline(
                     "what": (_("Return") if ret else _("Purchase")) + f" {r['invoice_id']}",
                     "detail": page.money(r["amount"])
                     + " · "
-                    + _("%(n)s lines") % {"n": page.num(r["lines"])},
+                    + page.ngettext("%(n)s line", "%(n)s lines", int(r["lines"] or 0))
+                    % {"n": page.num(r["lines"])},
                 }
             )
     rows: list[dict[str, Any]] = []
