@@ -466,13 +466,16 @@ def test_sends_wait_for_each_recipients_best_time(cwh: Warehouse, receiver: Any)
     assert len(receiver.seen) == first.delivered + later.delivered
 
 
-def test_a_control_member_gets_what_a_treated_one_would_have_had(cwh: Warehouse) -> None:
+def test_a_control_member_gets_what_a_treated_one_would_have_had(
+    cwh: Warehouse, capsys: pytest.CaptureFixture[str]
+) -> None:
     """The control group is compared with the members who would have been messaged: a
     control member who cannot be reached keeps that outcome (no consent...), and one who
     could be has the time the message would have gone out."""
     cs = Campaigns(cwh, SETTINGS)
     now = dt.datetime(2026, 1, 5, 12, 0)
-    plan = cs.plan(cs.create("Grupos", "winback", "email", control_share=0.3), now=now)
+    camp = cs.create("Grupos", "winback", "email", control_share=0.3)
+    plan = cs.plan(camp, now=now)
     everyone = cs.plan(cs.create("Todos", "winback", "email", control_share=0.0), now=now)
     ctl = plan[plan.group == "control"].set_index("customer_id")
     would = everyone.set_index("customer_id").loc[ctl.index]
@@ -482,6 +485,13 @@ def test_a_control_member_gets_what_a_treated_one_would_have_had(cwh: Warehouse)
     assert blocked.any() and (ctl.outcome[blocked] == would.outcome[blocked]).all()
     assert (ctl.scheduled_at[~blocked] == would.scheduled_at[~blocked]).all()
     assert ctl.scheduled_at[blocked].isna().all()
+    # The dry run says how many were drawn and how many of them are compared.
+    dry = cs.dry_run(camp, now=now)
+    assert dry["control_group"] == len(ctl) > dry["outcomes"]["control"] == (~blocked).sum()
+    assert main(["campaign", "send", "Grupos", "--dry-run", "-w", cwh.url, "--lang", "es"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    drawn = i18n.number(len(ctl), "es")
+    assert f"{drawn} elegidos al azar para el grupo de control: los " in out, out
 
 
 def test_a_later_campaign_reaches_a_campaigns_treated_and_control_groups_alike(

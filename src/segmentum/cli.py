@@ -2574,6 +2574,21 @@ def campaign_send_cmd(
         )
         for k, v in plan["outcomes"].items():
             console.print(f"  {escape(i18n.label(lang, 'outcome', k))}: {_count(v, lang)}")
+        compared = int(plan["outcomes"].get("control", 0))
+        if plan.get("control_group", 0) > compared:
+            console.print(
+                "[dim]"
+                + _(
+                    "%(drawn)s drawn at random for the control group: the %(compared)s who "
+                    "would have been messaged are compared with the treated; the others could "
+                    "not have been (their reason is counted above)"
+                )
+                % {
+                    "drawn": _count(plan["control_group"], lang),
+                    "compared": _count(compared, lang),
+                }
+                + "[/dim]"
+            )
         if plan["examples"]:
             _say_default_subject(c, lang)
         for e in plan["examples"]:

@@ -408,6 +408,9 @@ class Campaigns:
         return {
             "campaign": c.name,
             "audience": len(plan),
+            # Drawn at random; those of them who would have been messaged have the outcome
+            # "control" (the others, why not), and only those are compared.
+            "control_group": int((plan.group == "control").sum()),
             "outcomes": plan.outcome.value_counts().to_dict(),
             "examples": examples,
             "logged": bool(len(logged)),  # the plan of the sends made, not a new one
