@@ -331,6 +331,10 @@ def test_spanish_rfm_names_point_to_the_stored_value() -> None:
     assert (
         w.hint == "'Campeones' is the Spanish name of 'Champions': write rfm_segment == 'Champions'"
     )
+    # The operator as written: a hint for != (or not in) keeps it.
+    for rule in ("rfm_segment != 'Campeones'", "rfm_segment not in ('Campeones', 'Lost')"):
+        [w] = R.value_warnings(R.parse(rule), {"rfm_segment": ["Champions", "Lost"]})
+        assert w.hint.endswith("write rfm_segment != 'Champions'"), (rule, w.hint)
 
 
 @pytest.mark.parametrize(

@@ -1164,7 +1164,7 @@ def value_warnings(
         by_case = {k.lower(): k for k in known}
         close = difflib.get_close_matches(value, known, n=1, cutoff=0.6)
         if alias is not None and alias in known:
-            hint = f"{value!r} is the Spanish name of {alias!r}: write {col} == {alias!r}"
+            hint = f"{value!r} is the Spanish name of {alias!r}: write {col} {op} {alias!r}"
         elif value.lower() in by_case:
             hint = f"values are case-sensitive: did you mean {by_case[value.lower()]!r}?"
         elif close:

@@ -1228,7 +1228,9 @@ def _warnings(lang: str, rule: str, warnings: list[Any]) -> list[dict[str, Any]]
     for w in warnings:
         typed = re.match(r"'((?:[^']|'')*)'|\"([^\"]*)\"", rule[w.position :])
         hint = w.hint or ""
-        found = re.search(r"did you mean '((?:[^']|\\')*)'\?|write \w+ == '((?:[^']|\\')*)'", hint)
+        found = re.search(
+            r"did you mean '((?:[^']|\\')*)'\?|write \w+ (?:==|!=) '((?:[^']|\\')*)'", hint
+        )
         out.append(
             {
                 "message": i18n.translate_message(lang, w.message),
