@@ -166,6 +166,10 @@ def test_a_marketers_day_in_the_dashboard(
     assert page.locator("#outcomes tbody tr").count() >= 1
     assert page.locator("#examples tbody tr").count() >= 1
     assert not RAW.findall(page.inner_text("#plan"))
+    # Some of the control group could not have been messaged (no consent): the page says
+    # how many were drawn and how many of them are compared.
+    note = page.inner_text("#control-note")
+    assert ("for the control group" if lang == "en" else "para el grupo de control") in note
     snap("dry-run")
 
     # Send to the SMTP server on 127.0.0.1, then the results.

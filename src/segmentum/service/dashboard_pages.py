@@ -1567,6 +1567,16 @@ def _campaigns(page: Page, svc: Any, selected: str) -> dict[str, Any]:
                     {"outcome": page.label("outcome", k), "customers": page.num(v)}
                     for k, v in plan["outcomes"].items()
                 ],
+                # Drawn for the control group, and of them those compared (who would have
+                # been messaged): said when some could not have been.
+                "control": (
+                    {
+                        "drawn": page.num(plan["control_group"]),
+                        "compared": page.num(plan["outcomes"].get("control", 0)),
+                    }
+                    if plan.get("control_group", 0) > plan["outcomes"].get("control", 0)
+                    else None
+                ),
                 "examples": [
                     {
                         "customer_id": x["customer_id"],
