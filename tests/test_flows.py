@@ -317,6 +317,52 @@ def test_the_frequency_cap_counts_messages_of_every_flow(
         wh.close()
 
 
+def test_flows_count_a_campaigns_control_member_as_contacted_like_its_treated_ones(
+    tmp_path: Path,
+) -> None:
+    """The flows' frequency cap reads the campaigns' send log: a control member who would have
+    been messaged counts as contacted when the message would have gone out, as a treated one
+    does when it went, so a flow does not reach a campaign's control group more than its
+    treated group (the campaign's measured uplift would shrink by the flow's effect)."""
+    import pyarrow as pa
+
+    import segmentum
+    from segmentum.campaigns import sendlog
+    from segmentum.flows.sync import snapshot
+
+    now = dt.datetime(2026, 3, 10, 12)
+    rows = [  # customer, group, outcome, status, sent_at, scheduled_at
+        ("t1", "treatment", "scheduled", "sent", now - dt.timedelta(days=1), None),
+        ("c1", "control", "control", "not_sent", None, now - dt.timedelta(days=1)),
+        ("c2", "control", "control", "not_sent", None, now + dt.timedelta(days=1)),  # not yet
+        ("c3", "control", "no_consent", "not_sent", None, None),  # could not have been
+        ("t2", "treatment", "scheduled", "pending", None, now + dt.timedelta(days=1)),
+    ]
+    log = {n: [None] * len(rows) for n in sendlog.SCHEMA.names}
+    log.update(
+        key=[f"K:{r[0]}" for r in rows],
+        campaign_id=["K"] * len(rows),
+        customer_id=[r[0] for r in rows],
+        group=[r[1] for r in rows],
+        outcome=[r[2] for r in rows],
+        status=[r[3] for r in rows],
+        sent_at=[r[4] for r in rows],
+        scheduled_at=[r[5] for r in rows],
+        channel=["email"] * len(rows),
+        logged_at=[now - dt.timedelta(days=2)] * len(rows),
+    )
+    wh = segmentum.connect(f"duckdb:///{tmp_path / 'w.duckdb'}")
+    try:
+        wh.write("customers", pa.table({"customer_id": [r[0] for r in rows]}))
+        wh.write(sendlog.SENDS, pa.table(log, schema=sendlog.SCHEMA))
+        got = sorted(c for c, _, _ in snapshot(wh, now, SETTINGS).contacts)
+        assert got == ["c1", "t1"]
+        off = SETTINGS.with_overrides(protect_controls=False)
+        assert sorted(c for c, _, _ in snapshot(wh, now, off).contacts) == ["t1"]
+    finally:
+        wh.close()
+
+
 # ------------------------------------------------------------------------------ crash safety
 
 KILLED_TICK = """

@@ -148,8 +148,20 @@ def snapshot(
     if wh.has("campaign_sends") and settings.frequency_cap > 0:
         cs = wh.table("campaign_sends")
         since = now - _dt.timedelta(days=settings.frequency_cap_days)
-        recent = cs.filter((cs.status == "sent") & (cs.sent_at >= ibis.literal(since, "timestamp")))
-        for r in recent.select("customer_id", "sent_at", "campaign_id").to_pyarrow().to_pylist():
+        at = cs.sent_at
+        contacted = cs.status == "sent"
+        if settings.protect_controls:
+            # A campaign's control member counts as contacted when their message would have
+            # gone out (segmentum.segments.reach._recent_contacts says why).
+            held = (cs.group == "control") & (cs.outcome == "control")
+            at = ibis.ifelse(held, cs.scheduled_at.fill_null(cs.logged_at), cs.sent_at)
+            contacted |= held
+        recent = cs.filter(
+            contacted
+            & (at >= ibis.literal(since, "timestamp"))
+            & (at <= ibis.literal(now, "timestamp"))
+        ).select("customer_id", "campaign_id", sent_at=at)
+        for r in recent.to_pyarrow().to_pylist():
             snap.contacts.append(
                 (
                     str(r["customer_id"]),
