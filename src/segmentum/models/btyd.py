@@ -1069,6 +1069,15 @@ def _connection_slopes(
     than four digits (b near a whole number puts both terms near a pole); the caller takes
     the others another way.
     """
+    # Rows whose series or terms overflow are not ``ok`` (checked at the end): the overflow
+    # is expected there, not a warning for whoever runs a fit (8 lines of numpy on stderr).
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        return _connection_series(a, b, w, max_terms)
+
+
+def _connection_series(
+    a: Array, b: Array, w: Array, max_terms: int
+) -> tuple[Array, Array, Array, NDArray[np.bool_]]:
     a, b, w = (np.asarray(v, dtype=float) for v in np.broadcast_arrays(a, b, w))
     n_rows = len(a)
     log_h, la, lb = np.zeros(n_rows), np.zeros(n_rows), np.zeros(n_rows)

@@ -301,9 +301,13 @@ def validate(
         # expected_purchases = expected_if_alive(h) * P(alive): P(alive) does not depend on
         # the horizon, and for Pareto/NBD it is the costly part (a hypergeometric function per
         # row), so it is computed once, not once per week of the holdout.
-        alive = model.probability_alive(x, tx, t)
-        weekly[name] = [float(np.sum(n * model.expected_if_alive(h, x, t) * alive)) for h in spans]
-        per_row[name] = model.expected_if_alive(horizon, x, t) * alive
+        # The forecasts the scores use: where the hypergeometric function overflows (a fit at
+        # the edge of the parameter space) its bound, not NaN, which the sums below skipped,
+        # so such a model was judged as forecasting no purchases and looked best.
+        with np.errstate(all="ignore"):
+            alive = model.probability_alive(x, tx, t)
+        weekly[name] = [float(np.sum(n * model._if_alive_or_bound(h, x, t) * alive)) for h in spans]
+        per_row[name] = model._if_alive_or_bound(horizon, x, t) * alive
 
     rows = pd.DataFrame({"x": x, "n": n, **{k: v * n for k, v in per_row.items()}})
     sums = rows.groupby("x").sum()
