@@ -348,3 +348,19 @@ def test_what_a_page_needs_and_the_warehouse_lacks_reads_in_spanish() -> None:
     assert i18n.translate_message("es", "unknown dimension(s): regoin") == (
         "dimensiones desconocidas: regoin"
     )
+
+
+def test_a_share_of_nothing_and_a_segments_flags_read_as_words() -> None:
+    """Walked on an export whose amounts are all zero: the English tables printed "nan%" for
+    the revenue share; the Spanish report listed discovered segments' flags in English."""
+    from segmentum import cli
+
+    for lang in ("en", "es"):
+        assert cli._pct(float("nan"), lang) == i18n.MISSING
+        assert cli._pct(None, lang) == i18n.MISSING
+    assert cli._pct(0.25, "en") == "25.0%"
+    words = [i18n.segment_flag("es", f) for f in ("small", "not_distinct", "unstable")]
+    assert words == [
+        i18n.translations("es").ugettext(w) for w in ("small", "not distinct", "unstable")
+    ]
+    assert not any(w in ("small", "not_distinct", "not distinct", "unstable") for w in words)

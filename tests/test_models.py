@@ -715,3 +715,53 @@ def test_fitting_five_customers_prints_no_numpy_warning() -> None:
         warnings.simplefilter("error", RuntimeWarning)
         models = fit_models(f, transactions=t, as_of=as_of)
     assert models.purchase_model in ("BG/NBD", "MBG/NBD", "Pareto/NBD")
+
+
+def _one_line_a_day(rows: list[tuple[str, dt.date, float]]) -> Any:
+    import pyarrow as pa
+
+    import segmentum
+
+    wh = segmentum.connect("duckdb://")
+    n = len(rows)
+    wh.write(
+        "transactions",
+        pa.table(
+            {
+                "invoice_id": [f"I{i:06d}" for i in range(n)],
+                "line": [1] * n,
+                "customer_id": [r[0] for r in rows],
+                "timestamp": [dt.datetime.combine(r[1], dt.time(12)) for r in rows],
+                "quantity": [1.0] * n,
+                "amount": [r[2] for r in rows],
+            }
+        ),
+    )
+    return wh
+
+
+def test_the_reasons_given_when_a_model_cannot_be_fitted_name_the_real_cause() -> None:
+    """Walked on tiny exports: every amount zero was explained as "only 0 repeat buyers"
+    (most had bought again), and a shop whose customers all first bought on the last day
+    was told to "load transactions and compute features first" (it had)."""
+    from segmentum import i18n
+    from segmentum.models.clv import fit_models
+
+    first = dt.date(2025, 1, 6)
+    free = [
+        (f"Z{c:03d}", first + dt.timedelta(days=7 * k + c % 5), 0.0)
+        for c in range(120)
+        for k in range(1 + c % 4)
+    ]
+    wh = _one_line_a_day(free)
+    f = btyd_summary(wh.table("transactions"), dt.date(2025, 3, 1))
+    notes = " ".join(fit_models(f).notes)
+    assert "No repeat buyer spent anything" in notes and "Only 0" not in notes, notes
+    one_day = [(f"D{c:03d}", dt.date(2025, 6, 15), 20.0 + c) for c in range(50)]
+    wh = _one_line_a_day(one_day)
+    f = btyd_summary(wh.table("transactions"), dt.date(2025, 6, 16))
+    with pytest.raises(ModelError, match="first bought on the data's last day") as caught:
+        fit_models(f)
+    assert "compute features first" not in str(caught.value)
+    es = i18n.error_text("es", caught.value)
+    assert es.startswith("todos los clientes compraron por primera vez"), es

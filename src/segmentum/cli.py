@@ -160,6 +160,8 @@ def _amount(x: float | None, currency: str, lang: str = "en") -> str:
 
 
 def _pct(x: float | None, lang: str = "en") -> str:
+    if i18n.is_missing(x):  # a share of nothing (no revenue at all): not "nan%"
+        return i18n.MISSING
     return f"{100 * (x or 0):.1f}%" if lang == "en" else i18n.percent(x or 0, lang)
 
 
@@ -1312,13 +1314,8 @@ def _print_profiles(profiles: Any, lang: str = "en", kind: str = "") -> None:
 
     ``kind``: the column the segments are values of, so their labels read in ``lang``."""
     _ = i18n.translations(lang).ugettext
-    words = {
-        "small": _("small"),
-        "not_distinct": _("not distinct"),
-        "unstable": _("unstable"),
-    }
     for sp in profiles.segments:
-        flags = ", ".join(words.get(f, f) if lang != "en" else f for f in sp.flags)
+        flags = ", ".join(i18n.segment_flag(lang, f) if lang != "en" else f for f in sp.flags)
         flags = f" [yellow]({escape(flags)})[/yellow]" if flags else ""
         if lang == "en":
             console.print(f"[bold]{sp.segment}[/bold] {sp.name_en} / {sp.name_es}{flags}")

@@ -299,6 +299,14 @@ def step_name(lang: str, name: Any) -> str:
     return label(lang, "step", text)
 
 
+def segment_flag(lang: str, flag: str) -> str:
+    """A discovered segment's warning flag (``small``, ``not_distinct``, ``unstable``) in
+    ``lang``."""
+    _ = translations(lang).ugettext
+    words = {"small": _("small"), "not_distinct": _("not distinct"), "unstable": _("unstable")}
+    return words.get(flag, flag.replace("_", " "))
+
+
 def labeller(lang: str) -> Callable[[str, Any], str]:
     return functools.partial(label, lang)
 
@@ -757,6 +765,23 @@ MESSAGES: tuple[tuple[str, tuple[str, str]], ...] = (
     (
         r"there is no history to calibrate churn on",
         N_("model", "there is no history to calibrate churn on"),
+    ),
+    (
+        r"every customer first bought on the data's last day: no time to learn purchase rates "
+        r"from",
+        N_(
+            "model",
+            "every customer first bought on the data's last day: no time to learn purchase "
+            "rates from",
+        ),
+    ),
+    (
+        r"lifetime values need weeks of purchases; they are computed once the history is "
+        r"longer",
+        N_(
+            "model",
+            "lifetime values need weeks of purchases; they are computed once the history is longer",
+        ),
     ),
     (
         r"(\S+) needs repeat buyers to learn from: (\d+) of (\d+) customers bought again",

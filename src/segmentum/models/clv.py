@@ -146,6 +146,12 @@ def fit_models(
     summary = f.group_by(["x", "t_x", "T"]).aggregate(n=f.count()).to_pyarrow()
     x, tx, t, n = (summary[c].to_numpy() for c in ("x", "t_x", "T", "n"))
     seen = t > 0  # customers observed for no time yet say nothing about rates
+    if len(t) and not seen.any():
+        raise ModelError(
+            "every customer first bought on the data's last day: no time to learn purchase "
+            "rates from",
+            "lifetime values need weeks of purchases; they are computed once the history is longer",
+        )
     candidates: dict[str, PurchaseModel] = {}
     failures: dict[str, str] = {}
 
@@ -344,6 +350,16 @@ def _fit_spend(out: ClvModels, spend: pa.Table, penalizer: float, amounts: bool 
         out.spend, out.spend_basis = None, "empirical_mean"
         out.note(f"{en} {fallback[0]}", f"{es} {fallback[1]}")
 
+    if not w.sum():
+        # Repeat buyers whose purchases are all worth nothing are not counted here: saying
+        # "only 0 repeat buyers" sent people looking for a frequency problem.
+        return empirical(
+            "No repeat buyer spent anything (their purchases' amounts are zero or missing): "
+            "there is no spend to model. A log without amounts loads with --no-amount.",
+            "Ningún cliente que repitió gastó nada (los importes de sus compras son cero o "
+            "faltan): no hay gasto que modelar. Un registro sin importes se carga con "
+            "--no-amount.",
+        )
     if w.sum() < 10:
         return empirical(
             f"Only {int(w.sum())} repeat buyers: too few to fit a spend model.",

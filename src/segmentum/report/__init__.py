@@ -141,7 +141,8 @@ def build_report(wh: Warehouse, lang: str = "en", settings: Settings | None = No
         for p in summary["profiles"]["segments"]:
             name = p["name_es"] if lang == "es" else p["name_en"]
             desc = p["description_es"] if lang == "es" else p["description_en"]
-            flags = f" <i>({', '.join(p['flags'])})</i>" if p["flags"] else ""
+            said = ", ".join(i18n.segment_flag(lang, f) for f in p["flags"])
+            flags = f" <i>({_e(said)})</i>" if p["flags"] else ""
             items.append(f"<li><b>{_e(name)}</b>{flags}: {_e(desc)}</li>")
         body.append("<ul>" + "".join(items) + "</ul>")
     else:
