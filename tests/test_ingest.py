@@ -154,6 +154,51 @@ def test_new_files_append(wh: Warehouse, tmp_path: Path) -> None:
     assert wh.table("transactions").count().execute() == 2
 
 
+def test_a_few_lines_dated_long_after_every_other_sale_are_flagged(
+    wh: Warehouse, tmp_path: Path
+) -> None:
+    """Walked as a daily load: one line of the day's file had its year mistyped (2026 for
+    2025). It was accepted without a word (it is before the load day), and the next run dated
+    the analysis a year on: every customer lapsed. The load now says so, in both languages,
+    and keeps the line (nothing is lost); an ordinary next day says nothing."""
+    days = [dt.date(2025, 6, 1) + dt.timedelta(days=i) for i in range(23)]
+    rows = "".join(f"F{i},C{i % 9},{d},{10 + i}\n" for i, d in enumerate(days))
+    first = load(
+        wh, "transactions", write(tmp_path / "a.csv", "invoice,customer_id,date,amount\n" + rows)
+    )
+    assert not any("mistyped" in w for w in first.warnings)
+    normal = load(
+        wh,
+        "transactions",
+        write(tmp_path / "b.csv", "invoice,customer_id,date,amount\nG1,C1,2025-06-24,5\n"),
+    )
+    assert not any("mistyped" in w for w in normal.warnings)
+    typo = load(
+        wh,
+        "transactions",
+        write(
+            tmp_path / "c.csv",
+            "invoice,customer_id,date,amount\nH1,C2,2025-06-25,7\nH2,C3,2026-06-25,9\n",
+        ),
+    )
+    assert typo.accepted == 2 and typo.quarantined == 0
+    [said] = [w for w in typo.warnings if "mistyped" in w]
+    assert "1 line(s) dated 2026-06-25 to 2026-06-25 come 365 days after" in said, said
+    assert "--as-of 2025-06-26" in said, said
+    [dicho] = [w for w in typo.warnings_es if "mal escrito" in w]
+    assert "la última, el 2025-06-25" in dicho, dicho
+    # On a first load too: three stragglers a year after everything else.
+    other = segmentum.connect(f"duckdb:///{tmp_path / 'other.duckdb'}")
+    late = "".join(f"L{i},C{i},2026-06-0{i + 1},5\n" for i in range(3))
+    r = load(
+        other,
+        "transactions",
+        write(tmp_path / "d.csv", "invoice,customer_id,date,amount\n" + rows + late),
+    )
+    assert any("3 line(s) dated 2026-06-01 to 2026-06-03" in w for w in r.warnings), r.warnings
+    other.close()
+
+
 def test_missing_required_columns_are_all_named_with_a_hint(wh: Warehouse, tmp_path: Path) -> None:
     with pytest.raises(InputError) as err:
         segmentum.ingest(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import datetime as _dt
+import itertools
 import re
 import uuid
 import zoneinfo
@@ -2115,6 +2116,57 @@ def _refuse_unreadable_columns(
             )
 
 
+# A few lines dated this long after all the others are most likely a mistyped year.
+LATE_GAP_DAYS = 60
+
+
+def _warn_late_lines(report: IngestReport, new: ir.Table, before: _dt.date | None) -> None:
+    """Warn when a few of the loaded lines are dated long after all the others (a mistyped
+    year: 2026-06-23 for 2025-06-23). Such a line is accepted (it is before the load day),
+    and the next run would date the whole analysis from it: every customer would lapse.
+
+    ``before``: the latest line stored before this load (None on a first load). Reads the
+    load's latest days (at most 200 rows), newest first, for a gap of ``LATE_GAP_DAYS``
+    after which at most 3 lines, or 0.5% of the load, remain.
+    """
+    dated = new.filter(new.timestamp.notnull())
+    days = (
+        dated.group_by(day=dated.timestamp.date())
+        .aggregate(n=dated.count())
+        .order_by(ibis.desc("day"))
+        .limit(200)
+        .to_pyarrow()
+        .to_pylist()
+    )
+    if not days:
+        return
+    total = int(new.count().to_pyarrow().as_py())
+    allowed = max(3, int(0.005 * total))
+    seen = 0
+    points = [(r["day"], int(r["n"])) for r in days]
+    if before is not None:
+        points.append((before, total + 1))  # the stored history: never "a few lines"
+    for (d, n), (prev, _) in itertools.pairwise(points):
+        seen += n
+        if seen > allowed:
+            return
+        if (d - prev).days > LATE_GAP_DAYS:  # newest first: d is the oldest of the late days
+            first_late, last_late = d, points[0][0]
+            gap = (first_late - prev).days
+            report.warn(
+                f"{seen} line(s) dated {first_late} to {last_late} come {gap} days after every "
+                f"other sale (the latest on {prev}): a mistyped year? The next run would date "
+                "the analysis from them, and every customer would look lapsed; check them in "
+                f"the file, or run with --as-of {prev + _dt.timedelta(days=1)}",
+                f"{seen} línea(s) con fecha del {first_late} al {last_late} llegan {gap} días "
+                f"después de todas las demás ventas (la última, el {prev}): ¿un año mal "
+                "escrito? La próxima ejecución fecharía el análisis a partir de ellas y todos "
+                "los clientes parecerían perdidos; revíselas en el fichero, o ejecute con "
+                f"--as-of {prev + _dt.timedelta(days=1)}",
+            )
+            return
+
+
 def _write(
     wh: Warehouse,
     spec: Table,
@@ -2253,6 +2305,10 @@ def _write(
     first = spec.name in ("transactions", "events") and not int(
         wh.table(spec.name).count().execute()
     )
+    before: _dt.date | None = None
+    if spec.name == "transactions" and not first:
+        latest = wh.table(spec.name).timestamp.max().to_pyarrow().as_py()
+        before = latest.date() if latest is not None else None
     with wh.batch(touched, batch_id):
         if report.updated:
             wh.delete_keys(spec.name, accepted, spec.key)
@@ -2273,6 +2329,7 @@ def _write(
             for r in reports:
                 r.anonymous = anonymous.get(r.batch_id or "", 0)
         if spec.name == "transactions":
+            _warn_late_lines(report, new, before)
             # Returns are linked to their purchases and the purchase-day rollup follows the
             # lines, in the same transaction.
             linked = returns.update_links(wh, new, batch_id, whole=first)
