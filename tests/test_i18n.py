@@ -364,3 +364,17 @@ def test_a_share_of_nothing_and_a_segments_flags_read_as_words() -> None:
         i18n.translations("es").ugettext(w) for w in ("small", "not distinct", "unstable")
     ]
     assert not any(w in ("small", "not_distinct", "not distinct", "unstable") for w in words)
+
+
+def test_a_micro_segments_value_tier_reads_in_spanish_wherever_satisfaction_is_shown() -> None:
+    """The Spanish run summary and report named a satisfaction micro-segment "high > Comunidad
+    de Madrid": the CLI's tables translated the value tier, the others did not (one function
+    for all of them now)."""
+    tier = i18n.label("es", "value_tier", "high")
+    assert tier != "high"
+    got = i18n.satisfaction_group("es", "micro", "high > Comunidad de Madrid")
+    assert got == f"{tier} > Comunidad de Madrid"
+    assert i18n.satisfaction_group("en", "micro", "high > Madrid") == "high > Madrid"
+    assert (
+        i18n.satisfaction_group("es", "cluster", "3: Big spenders", {"3: Big spenders": "x"}) == "x"
+    )

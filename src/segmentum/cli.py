@@ -617,7 +617,7 @@ def print_summary(s: pipeline.RunSummary, currency: str, lang: str = "en") -> No
                         str(f["segment"])
                         if lang == "en"
                         else spanish_clusters.get(str(f["segment"]))
-                        or i18n.label(lang, f["dimension"], f["segment"])
+                        or i18n.satisfaction_group(lang, f["dimension"], f["segment"])
                     ),
                     "dimension": _sat_dimension(lang, f["dimension"]),
                     "nps": f"{f['nps']:.1f}" if lang == "en" else i18n.number(f["nps"], lang, 1),
@@ -3810,23 +3810,6 @@ def _num(v: Any, digits: int = 0, lang: str = "en") -> str:
     return i18n.MISSING if i18n.is_missing(v) else f"{v:,.{digits}f}"
 
 
-def _sat_group(lang: str, dimension: str, segment: Any, cluster_es: dict[str, str]) -> str:
-    """A satisfaction group as a person reads it in ``lang`` (stored in English)."""
-    text = str(segment)
-    if lang == "en":
-        return text
-    if dimension == "all":
-        return i18n.translations(lang).ugettext("All customers")
-    if dimension == "cluster":
-        return cluster_es.get(text, text)
-    if dimension in ("value_tier", "lifecycle_stage", "rfm_segment"):
-        return i18n.label(lang, dimension, text)
-    if dimension == "micro" and " > " in text:
-        tier, place = text.split(" > ", 1)
-        return f"{i18n.label(lang, 'value_tier', tier)} > {place}"
-    return text
-
-
 def _sat_dimension(lang: str, dimension: str) -> str:
     """A satisfaction dimension's name in ``lang`` (English: as stored, what --by takes)."""
     if lang == "en":
@@ -3927,7 +3910,7 @@ def satisfaction_summary_cmd(
         interval = _nps_interval(r["nps_low"], r["nps_high"], lang)
         t.add_row(
             *([] if by else [escape(_sat_dimension(lang, r["dimension"]))]),
-            escape(_sat_group(lang, r["dimension"], r["segment"], cluster_es)),
+            escape(i18n.satisfaction_group(lang, r["dimension"], r["segment"], cluster_es)),
             _count(r["customers"] or 0, lang),
             f"{_count(r['respondents'] or 0, lang)} ({_pct(r['response_share'], lang)})",
             _num(r["nps"], 1, lang) + interval,
@@ -4002,7 +3985,7 @@ def satisfaction_trend_cmd(
         if lang != "en":
             day = i18n.month(day, lang) if when == "period" else i18n.date(day, lang)
         t.add_row(
-            escape(_sat_group(lang, dimension, r["segment"], cluster_es)),
+            escape(i18n.satisfaction_group(lang, dimension, r["segment"], cluster_es)),
             str(day),
             _count(r.get("nps_n", r.get("n")) or 0, lang),
             _num(r["nps"], 1, lang) + interval,

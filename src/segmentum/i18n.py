@@ -15,7 +15,7 @@ import functools
 import io
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -297,6 +297,27 @@ def step_name(lang: str, name: Any) -> str:
             what = label(lang, kind, rest) if kind else rest
             return str(translations(lang).upgettext(ctx, msgid) % {"1": what})
     return label(lang, "step", text)
+
+
+def satisfaction_group(
+    lang: str, dimension: str, segment: Any, cluster_names: Mapping[str, str] | None = None
+) -> str:
+    """A satisfaction group (stored in English) as a person reads it in ``lang``: a class in
+    its words, a discovered segment by its name there (``cluster_names``), a micro-segment's
+    value tier in its words ("alto > Comunidad de Madrid")."""
+    text = str(segment)
+    if lang == "en":
+        return text
+    if dimension == "all":
+        return translations(lang).ugettext("All customers")
+    if dimension == "cluster":
+        return (cluster_names or {}).get(text, text)
+    if dimension in ("value_tier", "lifecycle_stage", "rfm_segment"):
+        return label(lang, dimension, text)
+    if dimension == "micro" and " > " in text:
+        tier, place = text.split(" > ", 1)
+        return f"{label(lang, 'value_tier', tier)} > {place}"
+    return text
 
 
 def segment_flag(lang: str, flag: str) -> str:

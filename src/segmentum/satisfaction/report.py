@@ -71,11 +71,7 @@ def satisfaction_section(wh: Warehouse, lang: str) -> str:
     es_names = cluster_names_es(wh) if lang == "es" else {}
 
     def group(r: dict[str, Any]) -> str:
-        if r["dimension"] in ("value_tier", "lifecycle_stage", "rfm_segment"):
-            return i18n.label(lang, r["dimension"], r["segment"])
-        if r["dimension"] == "cluster":
-            return es_names.get(str(r["segment"]), str(r["segment"]))
-        return str(r["segment"])
+        return i18n.satisfaction_group(lang, r["dimension"], r["segment"], es_names)
 
     def band(r: dict[str, Any]) -> str:
         if r["nps_low"] is None:
