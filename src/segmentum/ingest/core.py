@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import datetime as _dt
-import itertools
 import re
 import uuid
 import zoneinfo
@@ -2126,39 +2125,29 @@ def _warn_late_lines(report: IngestReport, new: ir.Table, before: _dt.date | Non
     and the next run would date the whole analysis from it: every customer would lapse.
 
     ``before``: the latest line stored before this load (None on a first load). Reads the
-    load's latest days (at most 200 rows), newest first, for a gap of ``LATE_GAP_DAYS``
-    after which at most 3 lines, or 0.5% of the load, remain.
+    load's newest lines (a top-N of one column, at most 1,001) for a gap of more than
+    ``LATE_GAP_DAYS`` after which at most 3 lines, or 0.5% of the load, remain.
     """
-    dated = new.filter(new.timestamp.notnull())
-    days = (
-        dated.group_by(day=dated.timestamp.date())
-        .aggregate(n=dated.count())
-        .order_by(ibis.desc("day"))
-        .limit(200)
-        .to_pyarrow()
-        .to_pylist()
-    )
-    if not days:
-        return
     total = int(new.count().to_pyarrow().as_py())
-    allowed = max(3, int(0.005 * total))
-    seen = 0
-    points = [(r["day"], int(r["n"])) for r in days]
+    allowed = min(1000, max(3, int(0.005 * total)))
+    dated = new.filter(new.timestamp.notnull())
+    newest = dated.order_by(ibis.desc("timestamp")).limit(allowed + 1).timestamp
+    points = [(t.date(), True) for t in newest.to_pyarrow().to_pylist()]
     if before is not None:
-        points.append((before, total + 1))  # the stored history: never "a few lines"
-    for (d, n), (prev, _) in itertools.pairwise(points):
-        seen += n
-        if seen > allowed:
+        points.append((before, False))  # the stored history
+    points.sort(key=lambda p: p[0], reverse=True)
+    for k in range(1, min(len(points), allowed + 1)):
+        (d, loaded), (prev, _) = points[k - 1], points[k]
+        if not loaded:  # the stored history is among the newest: nothing loaded stands out
             return
         if (d - prev).days > LATE_GAP_DAYS:  # newest first: d is the oldest of the late days
-            first_late, last_late = d, points[0][0]
-            gap = (first_late - prev).days
+            first_late, last_late, gap = d, points[0][0], (d - prev).days
             report.warn(
-                f"{seen} line(s) dated {first_late} to {last_late} come {gap} days after every "
+                f"{k} line(s) dated {first_late} to {last_late} come {gap} days after every "
                 f"other sale (the latest on {prev}): a mistyped year? The next run would date "
                 "the analysis from them, and every customer would look lapsed; check them in "
                 f"the file, or run with --as-of {prev + _dt.timedelta(days=1)}",
-                f"{seen} línea(s) con fecha del {first_late} al {last_late} llegan {gap} días "
+                f"{k} línea(s) con fecha del {first_late} al {last_late} llegan {gap} días "
                 f"después de todas las demás ventas (la última, el {prev}): ¿un año mal "
                 "escrito? La próxima ejecución fecharía el análisis a partir de ellas y todos "
                 "los clientes parecerían perdidos; revíselas en el fichero, o ejecute con "
