@@ -140,7 +140,7 @@ def subscribe(
         subscription_id=secrets.token_hex(6),
         segment=segment,
         url=url,
-        created_at=_dt.datetime.now(_dt.UTC).replace(tzinfo=None, microsecond=0),
+        created_at=_dt.datetime.now(_dt.UTC).replace(tzinfo=None),  # shown to the second
         delivered_through=since if since is not None else _latest_computation(wh, segment),
         secret="whsec_" + secrets.token_urlsafe(24),
     )
