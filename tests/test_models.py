@@ -642,29 +642,14 @@ def test_the_threaded_hypergeometric_works_in_a_forked_child() -> None:
     np.testing.assert_array_equal(got, expected)
 
 
-def test_the_model_comparison_scores_fits_at_the_edge_of_the_parameter_space(
-    tmp_path: Any,
-) -> None:
-    """Known answer: customers who buy at one steady rate and never drop out. The BG/NBD
-    family's fit then runs to the edge of its parameter space (r and alpha in the millions),
-    where the hypergeometric function of the forecast overflows: the comparison summed those
-    forecasts as NaN (skipped), judged BG/NBD and MBG/NBD as forecasting almost nothing (a
-    mean error of 7.8 purchases against 0.25) and dropped them. With the bound the scores
-    use, every model forecasts the holdout within a few percent, as it should here."""
+def _lines_warehouse(rows: list[tuple[str, dt.datetime, float]]) -> Any:
+    """An in-memory warehouse whose invoice lines are ``rows`` (customer, time, amount), one
+    line an invoice."""
     import pyarrow as pa
 
     import segmentum
-    from segmentum.models.validate import validate
 
-    rng = np.random.default_rng(11)
-    start = dt.datetime(2023, 7, 1)
-    rows: list[tuple[str, dt.datetime]] = []
-    for c in range(1500):
-        day = float(rng.uniform(0, 30))
-        while day < 730:
-            rows.append((f"P{c:05d}", start + dt.timedelta(days=day)))
-            day += float(rng.exponential(50.0))
-    wh = segmentum.connect(f"duckdb:///{tmp_path / 'w.duckdb'}")
+    wh = segmentum.connect("duckdb://")
     n = len(rows)
     wh.write(
         "transactions",
@@ -675,10 +660,31 @@ def test_the_model_comparison_scores_fits_at_the_edge_of_the_parameter_space(
                 "customer_id": [r[0] for r in rows],
                 "timestamp": [r[1] for r in rows],
                 "quantity": [1.0] * n,
-                "amount": [50.0] * n,
+                "amount": [r[2] for r in rows],
             }
         ),
     )
+    return wh
+
+
+def test_the_model_comparison_scores_fits_at_the_edge_of_the_parameter_space() -> None:
+    """Known answer: customers who buy at one steady rate and never drop out. The BG/NBD
+    family's fit then runs to the edge of its parameter space (r and alpha in the millions),
+    where the hypergeometric function of the forecast overflows: the comparison summed those
+    forecasts as NaN (skipped), judged BG/NBD and MBG/NBD as forecasting almost nothing (a
+    mean error of 7.8 purchases against 0.25) and dropped them. With the bound the scores
+    use, every model forecasts the holdout within a few percent, as it should here."""
+    from segmentum.models.validate import validate
+
+    rng = np.random.default_rng(11)
+    start = dt.datetime(2023, 7, 1)
+    rows: list[tuple[str, dt.datetime]] = []
+    for c in range(1500):
+        day = float(rng.uniform(0, 30))
+        while day < 730:
+            rows.append((f"P{c:05d}", start + dt.timedelta(days=day)))
+            day += float(rng.exponential(50.0))
+    wh = _lines_warehouse([(c, when, 50.0) for c, when in rows])
     v = validate(wh.table("transactions"), dt.date(2024, 12, 31), curves=False)
     e = v.errors
     actual = e.loc["actual", "total holdout purchases"]
@@ -717,29 +723,6 @@ def test_fitting_five_customers_prints_no_numpy_warning() -> None:
     assert models.purchase_model in ("BG/NBD", "MBG/NBD", "Pareto/NBD")
 
 
-def _one_line_a_day(rows: list[tuple[str, dt.date, float]]) -> Any:
-    import pyarrow as pa
-
-    import segmentum
-
-    wh = segmentum.connect("duckdb://")
-    n = len(rows)
-    wh.write(
-        "transactions",
-        pa.table(
-            {
-                "invoice_id": [f"I{i:06d}" for i in range(n)],
-                "line": [1] * n,
-                "customer_id": [r[0] for r in rows],
-                "timestamp": [dt.datetime.combine(r[1], dt.time(12)) for r in rows],
-                "quantity": [1.0] * n,
-                "amount": [r[2] for r in rows],
-            }
-        ),
-    )
-    return wh
-
-
 def test_the_reasons_given_when_a_model_cannot_be_fitted_name_the_real_cause() -> None:
     """Walked on tiny exports: every amount zero was explained as "only 0 repeat buyers"
     (most had bought again), and a shop whose customers all first bought on the last day
@@ -748,17 +731,18 @@ def test_the_reasons_given_when_a_model_cannot_be_fitted_name_the_real_cause() -
     from segmentum.models.clv import fit_models
 
     first = dt.date(2025, 1, 6)
+    noon = dt.datetime.combine(first, dt.time(12))
     free = [
-        (f"Z{c:03d}", first + dt.timedelta(days=7 * k + c % 5), 0.0)
+        (f"Z{c:03d}", noon + dt.timedelta(days=7 * k + c % 5), 0.0)
         for c in range(120)
         for k in range(1 + c % 4)
     ]
-    wh = _one_line_a_day(free)
+    wh = _lines_warehouse(free)
     f = btyd_summary(wh.table("transactions"), dt.date(2025, 3, 1))
     notes = " ".join(fit_models(f).notes)
     assert "No repeat buyer spent anything" in notes and "Only 0" not in notes, notes
-    one_day = [(f"D{c:03d}", dt.date(2025, 6, 15), 20.0 + c) for c in range(50)]
-    wh = _one_line_a_day(one_day)
+    one_day = [(f"D{c:03d}", dt.datetime(2025, 6, 15, 12), 20.0 + c) for c in range(50)]
+    wh = _lines_warehouse(one_day)
     f = btyd_summary(wh.table("transactions"), dt.date(2025, 6, 16))
     with pytest.raises(ModelError, match="first bought on the data's last day") as caught:
         fit_models(f)

@@ -9,6 +9,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 
+from segmentum import i18n
 from segmentum.service.core import ApiProblem, Read, Service
 
 router = APIRouter(tags=["satisfaction"])
@@ -145,8 +146,9 @@ def dimension_titles(_: Any) -> dict[str, str]:
 
 
 def _group_label(page: Any, dimension: str, segment: str, names: Any = None) -> str:
-    if dimension == "cluster" and names and page.lang == "es":
-        return str(names.get(segment, segment))
+    if page.lang != "en":  # as the command line and the report say it
+        return i18n.satisfaction_group(page.lang, dimension, segment, names)
+    # English pages show the classes in words too ("at risk"), unlike the command line.
     if dimension in ("value_tier", "lifecycle_stage", "rfm_segment"):
         return str(page.label(dimension, segment))
     if dimension == "micro" and " > " in segment:
