@@ -384,7 +384,7 @@ class Campaigns:
                 df[col] = by_id[col].reindex(df.customer_id).to_numpy()
         tpl = c.template_data
         examples = []
-        for r in df[df.outcome.isin(["scheduled", "file", "sent"])].head(sample).to_dict("records"):
+        for r in _one_per_language(df[df.outcome.isin(["scheduled", "file", "sent"])], sample):
             recipient = r.get("language") or "en"
             extra: dict[str, Any] = {}
             if c.channel == "sms":
@@ -814,3 +814,15 @@ class Campaigns:
         if survey is not None:  # a short survey rides with the message (see docs/satisfaction.md)
             out["survey"] = survey
         return out
+
+
+def _one_per_language(df: pd.DataFrame, sample: int) -> list[dict[str, Any]]:
+    """Up to ``sample`` rows of ``df`` in its order, the first of each recipient language
+    before any second one: a marketer sees every language the audience is written to, not
+    five examples in the language that happens to come first."""
+    if "language" not in df.columns or df.empty:
+        return df.head(sample).to_dict("records")
+    lang = df["language"].fillna("en")
+    first = ~lang.duplicated()
+    picked = pd.concat([df[first], df[~first]]).head(sample)
+    return df[df.index.isin(picked.index)].to_dict("records")
