@@ -10,7 +10,8 @@ import pyarrow as pa
 import pytest
 
 import segmentum
-from segmentum import demo, pipeline
+from segmentum import demo, incremental, pipeline
+from segmentum.config import load_settings
 from segmentum.features import customer_features
 from segmentum.models.clv import fit_models, score
 from segmentum.segments.classes import GRID, classify
@@ -129,7 +130,7 @@ def test_churn_evaluation_needs_history_after_the_test_date(
 
 
 def test_classify_after_a_run_keeps_the_potential_tier_and_the_lookup_agrees(
-    tmp_path: Path, service_db: Path
+    tmp_path: Path, service_db: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """`segmentum classify` recomputes classes on its own: it must reuse the run's CLV rows
     (today both the potential tier and the grid went from every customer to none) and refresh
@@ -155,10 +156,17 @@ def test_classify_after_a_run_keeps_the_potential_tier_and_the_lookup_agrees(
     before = filled()
     assert before[0] > 500 and before[0] == before[1] == before[2]
     wh.close()
+    for name in ("SEGMENTUM_DISCOVER_SEGMENTS", "SEGMENTUM_PURCHASE_MODEL"):
+        monkeypatch.delenv(name)  # the settings the warehouse was run with (SERVICE_SETTINGS)
     out = CliRunner().invoke(app, ["classify", "--warehouse", url])
     assert out.exit_code == 0, out.output
     wh = segmentum.connect(url)
     assert filled() == before
+    # The run's features were current, so they were kept: the next run is still incremental
+    # (it was a full one, "the stored features ... were rewritten since the last run").
+    day = incremental.load_state(wh).as_of
+    plan = incremental.plan(wh, day, load_settings())
+    assert (plan.kind, plan.changed_count) == (incremental.INCREMENTAL, 0), plan.reason
     wh.close()
 
 

@@ -815,7 +815,7 @@ def classify_cmd(
     _ = i18n.translations(lang).ugettext
     settings = load_settings()
     wh = connect(warehouse or settings.warehouse)
-    used, feats = pipeline.compute_features(wh, _as_of(as_of), settings, "classify-cli")
+    used, feats = pipeline.current_features(wh, _as_of(as_of), settings, "classify-cli")
     classes = pipeline.compute_classes(wh, feats, used, settings, "classify-cli", reuse_clv=True)
     pipeline.refresh_read_models(wh, used)
     rfm = pipeline._share_table(classes, feats, "rfm_segment")

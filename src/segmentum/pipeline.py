@@ -179,6 +179,25 @@ def compute_features(
     return as_of, stored.filter(stored.as_of == ibis.literal(as_of, "date"))
 
 
+def current_features(
+    wh: Warehouse, as_of: _dt.date | None, settings: Settings, run_id: str
+) -> tuple[_dt.date, ir.Table]:
+    """The features of ``as_of`` for a command other than the run (``segmentum classify``):
+    the last run's own rows where they are current (its day, nothing loaded since), else
+    computed and stored. Rewriting current rows under another run id would make the next run
+    a full one (its plan cannot tell them from features computed on other data)."""
+    target = as_of or default_as_of(wh.table("transactions"))
+    last = incremental.load_state(wh)
+    if last is not None and last.as_of == target:
+        p = incremental.plan(wh, target, settings)
+        if p.changed is not None:
+            wh.drop(p.changed.get_name())
+        if p.kind == incremental.INCREMENTAL and p.changed_count == 0:
+            f = wh.table("customer_features")
+            return target, f.filter(f.as_of == ibis.literal(target, "date"))
+    return compute_features(wh, target, settings, run_id)
+
+
 def compute_clv(
     wh: Warehouse, features: ir.Table, as_of: _dt.date, settings: Settings, run_id: str
 ) -> tuple[ir.Table, ClvModels]:
