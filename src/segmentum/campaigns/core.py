@@ -816,7 +816,7 @@ class Campaigns:
         return out
 
 
-def _one_per_language(df: pd.DataFrame, sample: int) -> list[dict[str, Any]]:
+def _one_per_language(df: pd.DataFrame, sample: int) -> list[dict[Any, Any]]:
     """Up to ``sample`` rows of ``df`` in its order, the first of each recipient language
     before any second one: a marketer sees every language the audience is written to, not
     five examples in the language that happens to come first."""
