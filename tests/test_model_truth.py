@@ -311,11 +311,33 @@ def test_churn_is_calibrated_on_history_when_dropout_is_not_identified(wh: Wareh
     scored = out[out.clv_status == "scored"]
     assert scored.p_alive.isna().all()
     assert (scored.churn_source == "calibrated BG/NBD").all()
-    assert scored.churn_probability.between(0, 1).all()
+    # A probability from a finite sample is never exactly 0 or 1 (Jeffreys' prior per step).
+    assert scored.churn_probability.between(0, 1, inclusive="neither").all()
     record(wh, models, as_of, "r1")
     stored = wh.table("churn_calibration").execute()
     assert len(stored) == 10 and set(stored.source) == {"calibrated BG/NBD"}
     assert wh.table("clv_models").execute().chosen.tolist() == [True]
+
+
+def test_the_churn_map_gives_each_step_its_posterior_mean_and_stays_monotone() -> None:
+    """Known answer: raw scores in bands whose customers churn 0 of 40, 30 of 60 and 40 of 40
+    (the churners first in each band, so each band is one isotonic step). Each step says
+    (k + 1/2) / (n + 1), not 0%, 50% and 100%. Then 1 of 10 below 12 of 100: shrunk, the small
+    step (13.6%) would sit above the big one (12.4%); they are pooled, weighted by size."""
+    from segmentum.models.calibrate import _isotonic_map
+
+    def bands(*counts: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        ys = [np.r_[np.ones(k), np.zeros(n - k)] for k, n in counts]
+        return np.linspace(0, 1, sum(n for _, n in counts)), np.concatenate(ys)
+
+    raw, churned = bands((0, 40), (30, 60), (40, 40))
+    p = np.interp(raw, *_isotonic_map(raw, churned))
+    assert np.allclose(np.unique(p), [0.5 / 41, 30.5 / 61, 40.5 / 41])
+    assert (np.diff(p) >= 0).all()
+    raw, churned = bands((1, 10), (12, 100))
+    p = np.interp(raw, *_isotonic_map(raw, churned))
+    pooled = (10 * 1.5 / 11 + 100 * 12.5 / 101) / 110
+    assert np.allclose(p, pooled)
 
 
 def summary_frame(x: np.ndarray, tx: np.ndarray, t: np.ndarray, spend: np.ndarray) -> ibis.Table:
