@@ -316,7 +316,10 @@ def test_churn_is_calibrated_on_history_when_dropout_is_not_identified(wh: Wareh
     record(wh, models, as_of, "r1")
     stored = wh.table("churn_calibration").execute()
     assert len(stored) == 10 and set(stored.source) == {"calibrated BG/NBD"}
-    assert wh.table("clv_models").execute().chosen.tolist() == [True]
+    stored = wh.table("clv_models").execute()
+    assert stored.chosen.tolist() == [True]
+    # The fit that scores (all the data) ran to its bound: the row says so of final_params.
+    assert stored.final_dropout_identified.tolist() == [False]
 
 
 def test_the_churn_map_gives_each_step_its_posterior_mean_and_stays_monotone() -> None:

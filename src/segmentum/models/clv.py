@@ -636,6 +636,16 @@ def record(wh: Warehouse, models: ClvModels, as_of: _dt.date, run_id: str) -> No
                 json.dumps(models.purchases.params_) if c["model"] == models.purchase_model else ""
                 for c in models.comparison
             ],
+            # ``dropout_identified`` is said of ``params`` (the fit the choice compared, on the
+            # calibration period where there was one); this, of ``final_params``, the fit the
+            # scores use: one can run to a bound where the other did not.
+            "final_dropout_identified": pa.array(
+                [
+                    models.dropout_identified if c["model"] == models.purchase_model else None
+                    for c in models.comparison
+                ],
+                pa.bool_(),
+            ),
             "reason": [
                 models.reason if c["model"] == models.purchase_model else ""
                 for c in models.comparison
