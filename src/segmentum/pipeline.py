@@ -301,7 +301,7 @@ def _warn_unread(folder: Path, summary: RunSummary) -> None:
             f"files not loaded, their names are not ones the run reads: {files}; name them like "
             "transactions.csv or customers.csv, or load them with segmentum ingest TABLE FILE",
             f"archivos no cargados, sus nombres no son de los que lee la ejecución: {files}; "
-            "llámelos como ventas.csv o clientes.csv, o cárguelos con segmentum ingest TABLA "
+            "llámalos como ventas.csv o clientes.csv, o cárgalos con segmentum ingest TABLA "
             "ARCHIVO",
         )
 

@@ -358,7 +358,7 @@ class _FileIngest:
                         "separator, the others are quarantined (set --decimal to choose)",
                         f"la columna '{self.mapping[c]}' mezcla separadores decimales ({dot} "
                         f"valores leídos con '.', {comma} con ','); se lee '{decimals[c]}' como "
-                        "separador decimal y los demás van a cuarentena (use --decimal para "
+                        "separador decimal y los demás van a cuarentena (usa --decimal para "
                         "elegir)",
                     )
         for c, d in decimals.items():
@@ -421,7 +421,7 @@ class _FileIngest:
                         "(override with --date-order)",
                         f"columna '{self.mapping[c]}': las {amb} fechas como 03/04/2024 se leen "
                         "de las dos maneras; se supuso "
-                        f"{'el día' if orders[c] == 'dmy' else 'el mes'} primero (cámbielo con "
+                        f"{'el día' if orders[c] == 'dmy' else 'el mes'} primero (cámbialo con "
                         "--date-order)",
                     )
             if amb or dayf or monthf:
@@ -703,7 +703,7 @@ class _FileIngest:
                     f"column '{src}' holds several currencies ({', '.join(codes)}): amounts in "
                     "different currencies are added together in summaries; convert them first",
                     f"la columna '{src}' contiene varias monedas ({', '.join(codes)}): los "
-                    "importes en monedas distintas se suman juntos en los resúmenes; conviértalos "
+                    "importes en monedas distintas se suman juntos en los resúmenes; conviértelos "
                     "antes",
                 )
             return
@@ -731,7 +731,7 @@ class _FileIngest:
                 self.report.warn(
                     "'$' in the amounts read as US dollars; set currency (e.g. MXN, COP, ARS, "
                     "CLP) if they are pesos",
-                    "'$' en los importes se lee como dólares estadounidenses; fije currency "
+                    "'$' en los importes se lee como dólares estadounidenses; fija currency "
                     "(p. ej. MXN, COP, ARS, CLP) si son pesos",
                 )
         if not found:
@@ -742,7 +742,7 @@ class _FileIngest:
                     "not stated in the file: amounts unlabelled (set currency, e.g. GBP, to "
                     "label them)",
                     "moneda",
-                    "el fichero no la indica: importes sin moneda (fije currency, p. ej. EUR, "
+                    "el fichero no la indica: importes sin moneda (fija currency, p. ej. EUR, "
                     "para etiquetarlos)",
                 )
             else:
@@ -769,7 +769,7 @@ class _FileIngest:
                 f"the amounts carry several currencies ({', '.join(ranked)}); every line is "
                 f"labelled {code}: load each currency into its own warehouse, or convert first",
                 f"los importes llevan varias monedas ({', '.join(ranked)}); todas las líneas se "
-                f"etiquetan {code}: cargue cada moneda en su propio almacén, o convierta antes",
+                f"etiquetan {code}: carga cada moneda en su propio almacén, o convierte antes",
             )
         if setting not in ("AUTO", code):
             self.report.warn(
@@ -777,7 +777,7 @@ class _FileIngest:
                 f"setting says {setting}: lines are labelled {code}; change the setting to "
                 "match",
                 f"los importes están en {code} ({', '.join(found_es[code])}) pero el ajuste "
-                f"currency dice {setting}: las líneas se etiquetan {code}; cambie el ajuste "
+                f"currency dice {setting}: las líneas se etiquetan {code}; cambia el ajuste "
                 "para que coincida",
             )
 
@@ -1386,7 +1386,7 @@ class IdMatch:
             return (
                 f"solo {_n_es(self.matched)} de {_n_es(self.buyers)} compradores tienen ficha de "
                 f"cliente{examples}: a los demás les faltarán perfil, país y consentimientos. "
-                "Compruebe que el fichero de clientes y las ventas usan el mismo id de cliente "
+                "Comprueba que el fichero de clientes y las ventas usan el mismo id de cliente "
                 "(misma columna, mismo formato, sin prefijo); los números escritos como 17850.0 "
                 "ya coinciden con 17850"
             )
@@ -1517,7 +1517,7 @@ def currency_check(wh: Warehouse, settings: Settings) -> tuple[str, tuple[str, s
         codes = ", ".join(f"{r['currency']} ({_n_es(int(r['n']))} líneas)" for r in found)
         es.append(
             f"los importes guardados están en varias monedas ({codes}) y se suman como si "
-            "fueran una; guarde una sola moneda por almacén, o convierta antes de cargar"
+            "fueran una; guarda una sola moneda por almacén, o convierte antes de cargar"
         )
     if unlabelled:
         # Lines loaded by a version before currencies were recorded, or from files that did
@@ -1530,7 +1530,7 @@ def currency_check(wh: Warehouse, settings: Settings) -> tuple[str, tuple[str, s
         es.append(
             f"{_n_es(unlabelled)} líneas guardadas no tienen moneda (cargadas antes de que "
             f"segmentum registrara monedas, o de ficheros que no la indicaban) y se cuentan "
-            f'como {code}; si están en otra moneda, fije currency (p. ej. currency = "EUR" '
+            f'como {code}; si están en otra moneda, fija currency (p. ej. currency = "EUR" '
             "en segmentum.toml)"
         )
     return code, ("; ".join(en), "; ".join(es)) if en else None
@@ -1888,7 +1888,7 @@ def _load(
             report.warn(
                 f"--no-amount: column(s) {cols} not loaded; leave out --no-amount to load the "
                 "amounts",
-                f"--no-amount: columna(s) {cols} no cargadas; quite --no-amount para cargar los "
+                f"--no-amount: columna(s) {cols} no cargadas; quita --no-amount para cargar los "
                 "importes",
             )
     missing = missing_required(mapping, spec)
@@ -2016,7 +2016,7 @@ def _check_customer_column(
         "in any customer); pass --anonymous to say this is expected, or --mapping to name the "
         "column",
         "no hay columna de id de cliente: todas las ventas se cargan como anónimas (cuentan en "
-        "los ingresos, no en ningún cliente); use --anonymous para indicar que es lo esperado, "
+        "los ingresos, no en ningún cliente); usa --anonymous para indicar que es lo esperado, "
         "o --mapping para nombrar la columna",
     )
 
@@ -2041,7 +2041,7 @@ def _note_duplicates(report: IngestReport, n_rows: int) -> None:
             "again with that column; --duplicates keep loads them as they are",
             f"{_n_es(report.duplicates)} de {_n_es(n_rows)} filas ({share * 100:.0f} %) repiten "
             f"una fila anterior en las {len(cols)} columnas del fichero; si la exportación omitió "
-            "una columna que las distingue (un id de factura, de línea o de cliente), exporte "
+            "una columna que las distingue (un id de factura, de línea o de cliente), exporta "
             "de nuevo con esa columna; --duplicates keep las carga tal cual",
         )
 
@@ -2072,7 +2072,7 @@ def _note_invoice_lines(report: IngestReport, n_rows: int, repeats: int) -> None
         "file has one row per customer)",
         "parece un fichero de líneas de factura, no una lista de clientes: "
         + "; ".join(said_es)
-        + f"; cargue las líneas de factura con: segmentum ingest transactions {report.file} (un "
+        + f"; carga las líneas de factura con: segmentum ingest transactions {report.file} (un "
         "fichero de clientes tiene una fila por cliente)",
     )
 
@@ -2150,7 +2150,7 @@ def _warn_late_lines(report: IngestReport, new: ir.Table, before: _dt.date | Non
                 f"{k} línea(s) con fecha del {first_late} al {last_late} llegan {gap} días "
                 f"después de todas las demás ventas (la última, el {prev}): ¿un año mal "
                 "escrito? La próxima ejecución fecharía el análisis a partir de ellas y todos "
-                "los clientes parecerían perdidos; revíselas en el fichero, o ejecute con "
+                "los clientes parecerían perdidos; revísalas en el fichero, o ejecuta con "
                 f"--as-of {prev + _dt.timedelta(days=1)}",
             )
             return

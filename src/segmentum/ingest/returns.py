@@ -290,7 +290,7 @@ class LinkUpdate:
                     "type column (e.g. tipo_documento = devolución)",
                     f"{n_es} líneas de facturas numeradas como anulaciones (C seguida de "
                     "dígitos) tienen cantidad positiva y se cargaron como ventas; si son "
-                    "anulaciones, expórtelas con cantidades negativas o asigne una columna de "
+                    "anulaciones, expórtalas con cantidades negativas o asigna una columna de "
                     "tipo (p. ej. tipo_documento = devolución)",
                 )
             )
@@ -306,7 +306,7 @@ class LinkUpdate:
                     "docs/ingest.md, 'Returns and cancellations')",
                     f"solo {linked_es} de {lines_es} líneas de devolución se pudieron enlazar con "
                     "la compra que deshacen (mismo cliente y producto, factura anterior); las "
-                    "demás cuentan en el día en que se hicieron (vea docs/ingest.md de "
+                    "demás cuentan en el día en que se hicieron (consulta docs/ingest.md de "
                     "segmentum, 'Returns and cancellations')",
                 )
             )
