@@ -797,7 +797,7 @@ def test_a_campaign_without_a_template_has_its_tactics_subject_not_its_name(
     assert main([*args, "-w", url, "--lang", "es"]) == 0
     out = " ".join(capsys.readouterr().out.split())
     assert "asunto: Te echamos de menos (el predeterminado de esta táctica" in out, out
-    assert "cree la campaña con --template" in out, out
+    assert "crea la campaña con --template" in out, out
     assert main(["campaign", "send", "winback_test", "--dry-run", "-w", url, "--json"]) == 0
     examples = json.loads(capsys.readouterr().out)["examples"]
     subjects = {x["subject"] for x in examples}

@@ -180,12 +180,12 @@ def test_the_language_setting_and_lang_give_error_lines_and_tables_in_spanish(
     # --lang es: the same lines in Spanish.
     assert main(["run", "--data", "nope", "--lang", "es"]) == 2
     err = " ".join(capsys.readouterr().err.split())
-    assert "error: nope: no existe esa carpeta sugerencia: indique la carpeta" in err, err
+    assert "error: nope: no existe esa carpeta sugerencia: indica la carpeta" in err, err
     # The language setting: every command's error lines, and the tables of those with --lang.
     monkeypatch.setenv("SEGMENTUM_LANGUAGE", "es")
     assert main(["ingest", "transactions", "nada.csv"]) == 2
     err = " ".join(capsys.readouterr().err.split())
-    assert "nada.csv: no existe ese archivo sugerencia: revise la ruta" in err, err
+    assert "nada.csv: no existe ese archivo sugerencia: revisa la ruta" in err, err
     write(tmp_path / "ventas.csv", "customer_id,date,amount\nA1,2024-01-01,3\nA2,2024-01-02,x\n")
     assert main(["ingest", "transactions", "ventas.csv"]) == 0
     out = " ".join(capsys.readouterr().out.split())
@@ -340,7 +340,7 @@ def test_an_unreachable_postgres_warehouse_is_said_in_the_users_language_without
     err = " ".join(capsys.readouterr().err.split())
     said = f"no se puede conectar con el almacén PostgreSQL postgresql://ana:***@127.0.0.1:{port}"
     assert said in err, err
-    assert "compruebe el host, el puerto y la base de datos de la URL del almacén" in err, err
+    assert "comprueba el host, el puerto y la base de datos de la URL del almacén" in err, err
     assert "s3cret" not in err and "DuckDB" not in err and "Traceback" not in err, err
     monkeypatch.setenv("SEGMENTUM_LANGUAGE", "en")
     assert main(["batches", "-w", url]) == 4
@@ -359,7 +359,7 @@ def test_a_refused_postgres_login_says_to_check_the_user_and_password(
     err = " ".join(capsys.readouterr().err.split())
     assert "el almacén PostgreSQL postgresql://nobody:***@127.0.0.1" in err, err
     assert "rechazó el inicio de sesión" in err and 'role "nobody" does not exist' in err, err
-    assert "compruebe el usuario y la contraseña de la URL del almacén" in err, err
+    assert "comprueba el usuario y la contraseña de la URL del almacén" in err, err
     assert "s3cret" not in err, err
 
 
@@ -857,7 +857,7 @@ def test_demo_data_and_schedule_in_spanish(
     args = ["schedule", "--data", str(out), "--format", "cron", "-w", "duckdb:///w.duckdb"]
     assert main([*args, "--lang", "es"]) == 0
     cron = capsys.readouterr().out
-    assert "# añada --install para escribir la entrada de crontab" in cron, cron
+    assert "# añade --install para escribir la entrada de crontab" in cron, cron
     assert "add --install" not in cron, cron
 
 
@@ -960,7 +960,7 @@ def test_user_errors_of_segment_history_market_satisfaction_audience_and_restore
     full, empty, said = spanish_errors.full, spanish_errors.empty, spanish_errors.said
     dates = ["--from", "2020-01-01", "--to", "2020-06-01"]
     # A name that is not there, and a mistyped one.
-    assert "no hay ningún segmento llamado 'nope' sugerencia: consulte la lista" in said(
+    assert "no hay ningún segmento llamado 'nope' sugerencia: consulta la lista" in said(
         "segment", "show", "nope", "-w", full
     )
     assert "sugerencia: ¿querías decir vip?" in said("segment", "show", "vipp", "-w", full)
@@ -982,8 +982,8 @@ def test_user_errors_of_segment_history_market_satisfaction_audience_and_restore
     ):
         said(*args, "-w", empty)
     assert said("market", "compute", "-w", empty) == (
-        "error: aún no hay población de referencia sugerencia: cargue una: segmentum ingest "
-        "population ARCHIVO (vea docs/market.md)"
+        "error: aún no hay población de referencia sugerencia: carga una: segmentum ingest "
+        "population ARCHIVO (consulta docs/market.md)"
     )
     # Bad arguments.
     assert "no hay fotos de cluster del 1 ene 2020 ni del 1 jun 2020" in said(

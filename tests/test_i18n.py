@@ -274,14 +274,14 @@ def test_why_a_model_was_not_fitted_reads_in_spanish() -> None:
     spanish = [i18n.error_text("es", e) for e in raised]
     assert spanish == [
         "BG/NBD necesita clientes que repitan compra para aprender: 1 de 3 clientes volvieron "
-        "a comprar (sugerencia: espere a tener más historial o use un periodo más largo)",
+        "a comprar (sugerencia: espera a tener más historial o usa un periodo más largo)",
         "Gamma-Gamma necesita clientes que repitan compra: solo hay 1 "
-        "(sugerencia: espere a tener más historial)",
+        "(sugerencia: espera a tener más historial)",
         "no se puede calibrar el abandono: el historial (160 días) es más corto que tres "
-        "horizontes de 90 días (sugerencia: espere a tener más historial o use un horizonte de "
+        "horizontes de 90 días (sugerencia: espera a tener más historial o usa un horizonte de "
         "abandono más corto)",
         "20 clientes son demasiado pocos para buscar 10 grupos "
-        "(sugerencia: use un rango de k menor o más datos)",
+        "(sugerencia: usa un rango de k menor o más datos)",
     ]
     assert [i18n.error_text("en", e) for e in raised] == [str(e) for e in raised]
 
@@ -295,7 +295,7 @@ def test_a_failed_send_and_an_unmeasured_campaign_read_in_spanish() -> None:
     )
     text = i18n.error_text("es", err)
     assert text.startswith("fallaron 1.200 de 1.200 mensajes: connection refused")
-    assert "vuelva a lanzar el envío" in text and "nothing" not in text
+    assert "vuelve a lanzar el envío" in text and "nothing" not in text
     note = i18n.translate_message("es", "no results yet: 3,000 sent, 0 outcomes")
     assert note == "aún no hay resultados: 3.000 enviados, 0 resultados"
 
@@ -343,7 +343,7 @@ def test_what_a_page_needs_and_the_warehouse_lacks_reads_in_spanish() -> None:
     said = "no prospects have been scored (hint: run: segmentum segment lookalike --target ...)"
     assert i18n.translate_message("es", said) == (
         "aún no se ha puntuado ningún cliente potencial "
-        "(sugerencia: ejecute: segmentum segment lookalike --target ...)"
+        "(sugerencia: ejecuta: segmentum segment lookalike --target ...)"
     )
     assert i18n.translate_message("es", "unknown dimension(s): regoin") == (
         "dimensiones desconocidas: regoin"
@@ -378,3 +378,79 @@ def test_a_micro_segments_value_tier_reads_in_spanish_wherever_satisfaction_is_s
     assert (
         i18n.satisfaction_group("es", "cluster", "3: Big spenders", {"3: Big spenders": "x"}) == "x"
     )
+
+
+# Usted forms that cannot be tú: the usted imperatives of the verbs segmentum's hints use, the
+# same with a pronoun attached ("cárguelos", "edítelo": only an imperative takes one), "usted"
+# itself, and "cree" before an article ("cree la campaña"; "cree que" is "believes"). Left
+# out, because correct text has them too: "use" and "revise" in code (English words), "haga",
+# "tenga", "borre", "vea", "pueda" (someone else's subjunctive: "nada de lo que haga el
+# cliente", "a quien tenga una clave", "pide a la persona de arriba que borre el fichero"),
+# "su", "puede", "debe" (mostly "its" and "it can / must" of a thing) and nouns that look like
+# verbs ("ajuste", "alcance", "corte"). The words kept are third-person subjunctives too ("para
+# que el cliente vuelva"): a text that means that goes in _USTED_ALLOWED with the reason.
+_USTED_ONLY = (
+    r"ustedes?|ejecute|compruebe|cargue|revise|indique|elija|añada|escriba|vuelva|corrija|"
+    r"consulte|pruebe|espere|envíe|guarde|pida|ponga|fije|convierta|asigne|exporte|cambie|"
+    r"aumente|libere|omita|divida|restaure|detenga|genere|adjunte|previsualice|"
+    r"cree\s+(?:la|el|las|los|una?)|"
+    r"(?:ejecúte|cárgue|revíse|elíja|escríba|corríja|envíe|guárde|expórte|bórre|elimíne|"
+    r"cámbie|omíta|divída|compácte|compáre|edíte|rehága|conviérta|lláme)(?:l[oa]s?|les?)"
+)
+_USTED = re.compile(rf"(?<!\w)(?:{_USTED_ONLY})(?!\w)", re.IGNORECASE)
+# Usted imperatives that are also common subjunctives ("quien la use", "que lo use") or English:
+# in the catalog, where they open a clause ("use otra copia", "(vea docs/sms.md)", "o use ...").
+_USTED_OPENING = re.compile(r"(?:^|[;:(¿¡]\s*|\b[oy]\s+)(?:use|vea|haga|cree)(?!\w)", re.I)
+_USTED_ALLOWED: dict[str, str] = {}  # msgid or source file -> why its match is not usted
+# Source files whose Spanish is not segmentum talking to its user.
+_NOT_ADDRESSED = {"satisfaction/stopwords.py": "words to ignore in customers' comments"}
+
+
+def _python_strings(path: Path) -> list[tuple[int, str]]:
+    """Every string literal of a module (f-strings with their fields as "{}")."""
+    import ast
+
+    found, pieces = [], set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.JoinedStr):
+            pieces.update(id(v) for v in node.values)
+            text = "".join(v.value if isinstance(v, ast.Constant) else "{}" for v in node.values)
+            found.append((node.lineno, text))
+        elif (
+            isinstance(node, ast.Constant)
+            and isinstance(node.value, str)
+            and id(node) not in pieces
+        ):
+            found.append((node.lineno, node.value))
+    return found
+
+
+def test_spanish_addresses_the_user_as_tu_never_usted() -> None:
+    """Spanish text speaks to the user in one register, tú ("ejecuta segmentum run", "elige
+    un segmento", "tu archivo"), as the dashboard and the campaign copy do and as current
+    Spanish software style guides (Microsoft's among them) prescribe; the catalog's hints once
+    mixed in usted ("ejecute", "cree la campaña", "su archivo"). Every Spanish msgstr (the
+    Spanish side of i18n.MESSAGES and REASONS included, as their msgids live in the catalog)
+    and every string literal of the package's Python (warnings written in both languages
+    there) is searched, whole word and ignoring case, for forms that are only usted: see
+    _USTED_ONLY for the list and for why "use", "su" or "puede" are not in it."""
+    found = []
+    for m in _catalog("es"):
+        msgid = m.id if isinstance(m.id, str) else m.id[0]
+        if not m.id or msgid in _USTED_ALLOWED:
+            continue
+        forms = _forms(m.string)
+        hits = [(h, f) for f in forms if (h := _USTED.search(f) or _USTED_OPENING.search(f))]
+        if hits:  # the first form that has one (a plural's forms share their wording)
+            hit, form = hits[0]
+            found.append(f"{msgid!r} ({m.context or 'no context'}): {hit.group()!r} in {form!r}")
+    root = Path(i18n.__file__).parent
+    for path in sorted(root.rglob("*.py")):
+        name = path.relative_to(root).as_posix()
+        if name in _NOT_ADDRESSED or name in _USTED_ALLOWED:
+            continue
+        for line, text in _python_strings(path):
+            hit = _USTED.search(text)
+            if hit and hit.group().lower() != "revise":  # "revise" is English too
+                found.append(f"{name}:{line}: {hit.group()!r} in {text!r}")
+    assert not found, "Spanish addresses the user as tú; these are usted:\n" + "\n".join(found)

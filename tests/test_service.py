@@ -194,7 +194,7 @@ def test_a_session_cookie_authenticates_the_api_and_writes_need_its_csrf_token(
     r = http.post(f"{base}/v1/segments/preview", json=body, cookies=cookie, headers=es)
     assert r.status_code == 403 and r.json()["title"] == "Forbidden"
     assert r.json()["detail"] == "falta el token CSRF o es incorrecto", r.json()
-    assert r.json()["hint"] == "envíe la cabecera X-CSRF-Token", r.json()
+    assert r.json()["hint"] == "envía la cabecera X-CSRF-Token", r.json()
     r = http.post(
         f"{base}/v1/segments/preview",
         json=body,
@@ -253,7 +253,7 @@ def test_the_apis_own_refusals_read_in_spanish_for_a_spanish_client(
     assert said["detail"] == "no hay ningún cliente 'nope'" and said["status"] == 404
     anonymous = http.get(f"{base}/v1/segments", headers=es).json()
     assert anonymous["detail"] == "se necesita una clave de API válida", anonymous
-    assert anonymous["hint"].startswith("envíela como X-API-Key"), anonymous
+    assert anonymous["hint"].startswith("envíala como X-API-Key"), anonymous
 
 
 def test_a_mistyped_rule_says_where_and_what_was_meant_without_internal_names(

@@ -242,7 +242,7 @@ def test_a_held_warehouse_gets_a_busy_answer_and_lookups_go_on(served: dict[str,
         r = http.get("/v1/segments", headers={"Accept-Language": "es"})
         assert r.status_code == 503 and r.json()["title"] == "Busy"
         assert "está ocupado" in r.json()["detail"], r.json()
-        assert r.json()["hint"].startswith("vuelva a intentarlo en unos segundos"), r.json()
+        assert r.json()["hint"].startswith("vuelve a intentarlo en unos segundos"), r.json()
         assert http.get(f"/v1/customers/{cid}").status_code == 200
         assert http.get("/v1/overview").status_code == 200
         # The pages that read the warehouse answer from what was published, and say so.
@@ -343,7 +343,7 @@ def test_uploads_over_the_size_limit_get_413(service_db: Path, tmp_path: Path) -
             )
             assert r.status_code == 413 and r.json()["title"] == "File too large"
             assert r.json()["detail"] == "la petición ocupa más de 1 MB", r.json()
-            assert r.json()["hint"].startswith("divida el fichero, o suba el ajuste"), r.json()
+            assert r.json()["hint"].startswith("divide el fichero, o sube el ajuste"), r.json()
     finally:
         if old is None:
             ENV.pop("SEGMENTUM_UPLOAD_MAX_MB")
