@@ -298,6 +298,8 @@ def test_a_failed_send_and_an_unmeasured_campaign_read_in_spanish() -> None:
     assert "vuelve a lanzar el envío" in text and "nothing" not in text
     note = i18n.translate_message("es", "no results yet: 3,000 sent, 0 outcomes")
     assert note == "aún no hay resultados: 3.000 enviados, 0 resultados"
+    note = i18n.translate_message("es", "no results yet: 2,990 sent, 10 failed, 0 outcomes")
+    assert note == "aún no hay resultados: 2.990 enviados, 10 fallidos, 0 resultados"
 
 
 def test_durations_read_in_their_largest_whole_unit() -> None:

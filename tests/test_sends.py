@@ -425,8 +425,8 @@ def test_results_before_any_delivery_say_so_instead_of_nan(
     cs = Campaigns(wh, SETTINGS)
     r = results(wh, cs.get("Vuelve").campaign_id, SETTINGS)
     wh.close()
-    assert not r.ready and r.note == "no results yet: 0 sent, 0 outcomes"
+    assert not r.ready and r.note == "no results yet: 0 sent, 0 failed, 0 outcomes"
     assert r.overall.p_value is None and r.overall.uplift is None
     assert main(["campaign", "results", "Vuelve", "-w", f"duckdb:///{db}"]) == 0
     out = capsys.readouterr().out
-    assert "no results yet: 0 sent, 0 outcomes" in out and "nan" not in out.lower()
+    assert "no results yet: 0 sent, 0 failed, 0 outcomes" in out and "nan" not in out.lower()

@@ -28,6 +28,8 @@ import segmentum
 from killsends import customers, plan
 from segmentum.campaigns import sms
 from segmentum.campaigns.core import Campaigns
+from segmentum.campaigns.measure import results
+from segmentum.cli import main
 from segmentum.config import Settings, load_settings
 from segmentum.errors import ConfigError
 from segmentum.service.app import create_app
@@ -551,6 +553,35 @@ def test_a_refused_number_fails_for_good_and_consent_withdrawn_is_respected(
         assert "+34600000004" not in inbox.phones()
     finally:
         wh.close()
+
+
+def test_results_count_messages_that_all_failed_as_failed_not_sent(
+    db: Path,
+    inbox: SmsInbox,
+    campaign_template: tuple[Path, str, list[str]],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    _, cid, phones = campaign_template
+    inbox.reply = lambda r: (400, {"error": "unknown number"})
+    wh = segmentum.connect(f"duckdb:///{db}")
+    try:
+        cs = Campaigns(wh, settings_for(inbox))
+        assert cs.send(cs.get("Texto"), now=NOW, immediately=True).failed == len(phones)
+        r = results(wh, cid, BASE)
+    finally:
+        wh.close()
+    n = len(phones)
+    # The statistics still compare every treated member; the counts keep sent and failed apart.
+    assert (r.sent, r.failed, r.treated, r.overall.treated) == (0, n, n, n)
+    assert r.note == f"no results yet: 0 sent, {n} failed, 0 outcomes"
+    w = ["-w", f"duckdb:///{db}"]
+    assert main(["campaign", "results", "Texto", *w]) == 0
+    assert f"0 sent, {n} failed" in capsys.readouterr().out
+    assert main(["campaign", "results", "Texto", "--json", *w]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert (d["sent"], d["failed"], d["treated"]) == (0, n, n)
+    assert main(["campaign", "results", "Texto", "--lang", "es", *w]) == 0
+    assert f"0 enviados, {n} fallidos" in capsys.readouterr().out
 
 
 def test_quiet_hours_hold_messages_until_morning_where_each_customer_lives(

@@ -16,7 +16,12 @@ Everything is also given per segment (the RFM segment at send time), to see who 
 
 Before there is anything to compare (nothing delivered yet, or no member of either group has
 converted), ``Results.ready`` is False and ``Results.note`` says so ("no results yet: 120 sent,
-0 outcomes"); a quantity that cannot be computed is None, never NaN.
+3 failed, 0 outcomes"); a quantity that cannot be computed is None, never NaN.
+
+The treated group is every member whose message went out or was tried: a message that
+bounced or was refused is part of sending, and leaving it out would compare the reachable
+treated with the whole control group. What users read keeps the two apart, though:
+``Results.sent`` and ``Results.failed`` count them, ``Results.treated`` is their sum.
 """
 
 from __future__ import annotations
@@ -85,10 +90,16 @@ class Results:
     source: str  # results or derived
     overall: Effect
     by_segment: list[Effect] = field(default_factory=list)
-    sent: int = 0  # treated members contacted
+    sent: int = 0  # treated members whose message went out
     outcomes: int = 0  # conversions seen in either group
     ready: bool = True
     note: str | None = None
+    failed: int = 0  # treated members whose message was tried and failed (bounced, refused)
+
+    @property
+    def treated(self) -> int:
+        """The members the statistics call treated: sent and failed alike."""
+        return self.sent + self.failed
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -97,6 +108,8 @@ class Results:
             "ready": self.ready,
             "note": self.note,
             "sent": self.sent,
+            "failed": self.failed,
+            "treated": self.treated,
             "outcomes": self.outcomes,
             "overall": {**self.overall.__dict__, "verdict": self.overall.verdict},
             "by_segment": [{**e.__dict__, "verdict": e.verdict} for e in self.by_segment],
@@ -192,7 +205,8 @@ def member_outcomes(
     attribution_days: int,
     now: _dt.datetime | None = None,
 ) -> tuple[pd.DataFrame, str]:
-    """One row per member (both groups): group, segment, converted, revenue, cost.
+    """One row per member (both groups): group, segment, converted, revenue, cost, and for
+    a derived outcome the send's status (``sent`` or ``failed``; ``control``).
 
     From segmentum's own send log, like is compared with like: the treated members whose
     message went out (sent, or tried and failed: leaving out the failures would leave out
@@ -236,6 +250,7 @@ def member_outcomes(
     members = s.filter(control | treated).select(
         "customer_id",
         "group",
+        status=ibis.ifelse(s.group == "treatment", s.status, "control"),
         segment=s.rfm_segment.fill_null("(unknown)"),
         start=ibis.coalesce(*times),
     )
@@ -250,7 +265,7 @@ def member_outcomes(
         & (tx.timestamp >= members.start)
         & (tx.timestamp < members.start + ibis.interval(days=attribution_days)),
     )
-    g = j.group_by(["customer_id", "group", "segment"]).aggregate(
+    g = j.group_by(["customer_id", "group", "status", "segment"]).aggregate(
         revenue=j.amount.sum().fill_null(0.0), lines=j.amount.count()
     )
     df = g.mutate(converted=(g.lines > 0).cast("int64")).to_pandas()
@@ -276,21 +291,27 @@ def results(
     """Overall and per-segment effect of a campaign (segments with too few members skipped)."""
     df, source = member_outcomes(wh, campaign_id, settings.attribution_days)
     overall = effect(df, "all", cost_per_contact, settings.margin_rate)
-    sent = overall.treated
+    treated = overall.treated
+    # Loaded results say who was treated, not how the message fared: all of them count as sent.
+    failed = 0
+    if "status" in df:
+        failed = int(((df.group == "treatment") & (df.status == "failed")).sum())
+    sent = treated - failed
     outcomes = int(df.converted.sum()) if len(df) else 0
-    if not sent or not overall.control or not outcomes:
+    if not treated or not overall.control or not outcomes:
+        counts = f"{sent:,} sent, {failed:,} failed, {outcomes:,} outcomes"
         note = (
-            f"no control group to compare with: {sent:,} sent, {outcomes:,} outcomes"
-            if sent and outcomes
-            else f"no results yet: {sent:,} sent, {outcomes:,} outcomes"
+            f"no control group to compare with: {counts}"
+            if treated and outcomes
+            else f"no results yet: {counts}"
         )
-        return Results(campaign_id, source, overall, [], sent, outcomes, False, note)
+        return Results(campaign_id, source, overall, [], sent, outcomes, False, note, failed)
     by = []
     for seg, part in df.groupby("segment"):
         if (part.group == "treatment").sum() >= min_group and (part.group == "control").sum() >= 5:
             by.append(effect(part, str(seg), cost_per_contact, settings.margin_rate))
     by.sort(key=lambda e: -(e.uplift or 0.0))
-    return Results(campaign_id, source, overall, by, sent, outcomes)
+    return Results(campaign_id, source, overall, by, sent, outcomes, failed=failed)
 
 
 def explain(r: Mapping[str, Any], settings: Settings, lang: str) -> list[str]:

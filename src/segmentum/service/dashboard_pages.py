@@ -1657,6 +1657,9 @@ def _results_rows(page: Page, d: dict[str, Any], settings: Settings) -> dict[str
         else:
             text = page.num(v)
         out.append({"key": k, "value": text})
+        if k == "treated" and d.get("failed"):
+            # Treated counts the messages that failed too (they were sent to try): say how many.
+            out += [{"key": x, "value": page.num(d.get(x, 0))} for x in ("sent", "failed")]
     return {"rows": out, "said": explain(d, settings, page.lang)}
 
 
