@@ -2717,6 +2717,11 @@ def campaign_results_cmd(
             "" if e.roi is None else i18n.percent(e.roi, lang),
         )
     console.print(t)
+    if r.failed:  # treated counts them too: a message that bounced was still sent to try
+        console.print(
+            _("Treated: %(sent)s sent, %(failed)s failed (bounced or refused).")
+            % {"sent": _count(r.sent, lang), "failed": _count(r.failed, lang)}
+        )
     for line in explain(r.to_dict(), cs.settings, lang):
         console.print(escape(line))
 
@@ -2728,11 +2733,6 @@ def campaign_times_cmd(
     as_json: JsonOpt = False,
     lang: LangOpt = None,
 ) -> None:
-    if r.failed:  # treated counts them too: a message that bounced was still sent to try
-        console.print(
-            _("Treated: %(sent)s sent, %(failed)s failed (bounced or refused).")
-            % {"sent": _count(r.sent, lang), "failed": _count(r.failed, lang)}
-        )
     """When and where each segment buys and opens messages (hour band, weekday, device, channel)."""
     from segmentum.campaigns.timing import segment_times
 
