@@ -67,6 +67,74 @@ def test_only_the_lines_already_stored_are_refused_when_an_export_overlaps_the_l
     assert wh.table("transactions").count().execute() == 70
 
 
+def test_events_and_survey_answers_of_an_overlapping_export_are_added_once(
+    wh: Warehouse, tmp_path: Path
+) -> None:
+    """Facts without a key (events, survey answers): a row equal in every column to a stored
+    one is the same fact exported again, not a second one. Loading December's export, which
+    repeats November's answers, added all of them again (every NPS counted twice). Empty
+    values (no comment, no campaign) match empty values."""
+    ev = "customer_id,timestamp,event_type,product_id\n"
+    nov = [
+        f"C{i},2024-11-0{1 + i % 9} 10:00:00,page_view,{'' if i % 2 else 'P1'}\n" for i in range(30)
+    ]
+    dec = [*nov[20:], "C1,2024-12-01 09:00:00,add_to_cart,P2\n"]
+    [a] = segmentum.ingest(
+        "events", write(tmp_path / "ev_nov.csv", ev + "".join(nov)), warehouse=wh
+    )
+    [b] = segmentum.ingest(
+        "events", write(tmp_path / "ev_dic.csv", ev + "".join(dec)), warehouse=wh
+    )
+    assert (a.accepted, b.rows_read, b.accepted, b.already_loaded) == (30, 11, 1, 10)
+    assert b.rows_read == b.accepted + b.quarantined
+    assert wh.table("events").count().execute() == 31
+    head = "Cliente;Fecha;Recomendación;Comentario\n"
+    answers = [
+        f"C{i};0{1 + i % 9}/11/2024;{i % 11};{'' if i % 3 else 'muy bien'}\n" for i in range(40)
+    ]
+    more = [*answers, "C7;02/12/2024;9;\n", "C8;02/12/2024;9;\n"]
+    [c] = segmentum.ingest(
+        "responses", write(tmp_path / "enc.csv", head + "".join(answers)), warehouse=wh
+    )
+    [d] = segmentum.ingest(
+        "responses", write(tmp_path / "enc_dic.csv", head + "".join(more)), warehouse=wh
+    )
+    assert (c.accepted, d.rows_read, d.accepted, d.already_loaded) == (40, 42, 2, 40)
+    assert wh.table("responses").count().execute() == 42
+    q = wh.table("quarantine").execute()
+    assert set(q.reason) == {"already in the warehouse"} and len(q) == 50
+
+
+def test_a_corrected_census_replaces_the_cells_it_corrects(wh: Warehouse, tmp_path: Path) -> None:
+    """A population count is a cell (its place, band and period) and its numbers: loading a
+    corrected file replaced nothing and added every row again (every penetration halved, and
+    no way back). A later row for the same cell now replaces the stored one; a new cell is
+    added; two rows of one cell in one file (one per sex) are still summed by the market."""
+    head = "CCAA;Habitantes;Año\n"
+    first = "Madrid;7000;2025\nGalicia;n/d;2025\nAndalucía;8000;2025\n"
+    a = segmentum.ingest("population", write(tmp_path / "p.csv", head + first), warehouse=wh)[0]
+    assert (a.accepted, a.quarantined) == (2, 1)
+    fixed = "Madrid;7100;2025\nGalicia;2000;2025\nAndalucía;8000;2025\nMadrid;6900;2024\n"
+    b = segmentum.ingest("population", write(tmp_path / "p2.csv", head + fixed), warehouse=wh)[0]
+    assert (b.rows_read, b.accepted, b.updated) == (4, 4, 2)
+    rows = wh.table("population").execute()
+    got = {(r.region, r.period): r.population for r in rows.itertuples()}
+    assert got == {
+        ("Madrid", "2025"): 7100,
+        ("Galicia", "2025"): 2000,
+        ("Andalucía", "2025"): 8000,
+        ("Madrid", "2024"): 6900,
+    }
+    # A file without a period: its cells (no period) replace the cells without one.
+    head = "CCAA;Habitantes\n"
+    for n in (100, 120):
+        segmentum.ingest(
+            "population", write(tmp_path / f"np{n}.csv", f"{head}Ceuta;{n}\n"), warehouse=wh
+        )
+    ceuta = wh.table("population").execute().query("region == 'Ceuta'")
+    assert ceuta.population.tolist() == [120]
+
+
 def test_padded_text_is_trimmed_and_null_spellings_are_empty(wh: Warehouse, tmp_path: Path) -> None:
     text = (
         "invoice,customer_id,date,amount,channel\n"

@@ -32,6 +32,26 @@ def test_ingest_reports_the_same_on_every_backend(backend: Warehouse, tmp_path: 
     assert sorted(backend.table("transactions").amount.execute()) == [12.5, 1234.5]
 
 
+@pytest.mark.spark_core
+def test_loading_again_adds_only_new_facts_and_replaces_corrected_cells_on_every_backend(
+    backend: Warehouse, tmp_path: Path
+) -> None:
+    """An overlapping survey export adds only its new answers (empty comments match), and a
+    corrected census replaces the cells it corrects (a cell without a period is a cell)."""
+    head = "cliente;fecha;nps;comentario\n"
+    rows = "A1;05/03/2024;9;\nA2;05/03/2024;3;lento\n"
+    segmentum.ingest("responses", write(tmp_path / "r1.csv", head + rows), warehouse=backend)
+    more = rows + "A3;06/03/2024;10;\n"
+    [r] = segmentum.ingest("responses", write(tmp_path / "r2.csv", head + more), warehouse=backend)
+    assert (r.accepted, r.already_loaded) == (1, 2)
+    assert int(backend.table("responses").count().execute()) == 3
+    for n in (7000, 7100):
+        text = f"region;population\nMadrid;{n}\nCeuta;80\n"
+        segmentum.ingest("population", write(tmp_path / f"p{n}.csv", text), warehouse=backend)
+    got = backend.table("population").execute().sort_values("region")
+    assert got.population.tolist() == [80, 7100]
+
+
 # In `make test-spark` only: the whole-product comparison below covers features and classes.
 @pytest.mark.spark
 def test_features_and_classes_are_identical_on_duckdb_and_spark(

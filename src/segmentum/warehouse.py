@@ -548,20 +548,29 @@ class Warehouse:
         self._gather_statistics(name)
         return self.con.table(name)
 
-    def delete_keys(self, name: str, keys: ir.Table, key: Sequence[str]) -> None:
-        """Delete from ``name`` the rows whose ``key`` columns appear in ``keys``."""
+    def delete_keys(
+        self, name: str, keys: ir.Table, key: Sequence[str], *, empty_matches: bool = False
+    ) -> None:
+        """Delete from ``name`` the rows whose ``key`` columns appear in ``keys``; with
+        ``empty_matches``, an empty value matches an empty value (a population cell without a
+        period is the same cell again), else it matches nothing (SQL's equality)."""
         self._writable(name)
         if self.engine in _TRANSACTIONAL:
             staged = self.materialize(keys.select(*key).distinct(), "keys")
+            other = f'"{staged.get_name()}"'
             cols = ", ".join(f'"{k}"' for k in key)
-            self.con.raw_sql(
-                f'DELETE FROM "{name}" WHERE ({cols}) IN (SELECT {cols} FROM "{staged.get_name()}")'
-            )
+            if empty_matches:
+                same = " AND ".join(f'k."{c}" IS NOT DISTINCT FROM "{name}"."{c}"' for c in key)
+                where = f"EXISTS (SELECT 1 FROM {other} AS k WHERE {same})"
+            else:
+                where = f"({cols}) IN (SELECT {cols} FROM {other})"
+            self.con.raw_sql(f'DELETE FROM "{name}" WHERE {where}')
             self.drop(staged.get_name())
             return
         current = self.con.table(name)
-        kept = current.anti_join(keys.select(*key).distinct(), list(key))
-        self.write(name, kept)
+        gone = keys.select(*key).distinct()
+        on = [current[k].identical_to(gone[k]) for k in key] if empty_matches else list(key)
+        self.write(name, current.anti_join(gone, on))
 
     def delete_batch(self, names: Sequence[str], batch_id: str) -> None:
         """Remove every row a batch wrote (the compensation of engines without transactions)."""

@@ -62,6 +62,28 @@ _MIN_ID_MATCH = 0.5
 _MANY_DUPLICATES = 0.1
 # Tables whose rows describe an entity: a newer row for the same key replaces the stored one.
 _UPSERT = {"customers", "products", "prospects", "campaign_results"}
+#: Tables of facts without a key: a row equal in every column to a stored one is the same
+#: fact exported again (an export that overlaps an earlier one), not a second fact.
+_APPEND_ONLY = {"events", "responses", "suppressions"}
+#: The counts of a population cell, not cells of their own: a later file's row for the same
+#: cell (every other column equal, empty or not) replaces the stored one.
+_POPULATION_MEASURES = {"population", "market_size", "growth"}
+
+
+def _replaced_by(spec: Table, accepted: ir.Table) -> list[str]:
+    """The columns whose values, when already stored, make a new row replace the stored one:
+    the key of customers, products, prospects and campaign results; the cell of a population
+    count (a corrected census replaces the numbers it corrects; rows of one cell in one file,
+    such as one per sex, are summed as before). Empty for the tables that only append."""
+    if spec.name in _UPSERT:
+        return list(spec.key)
+    if spec.name == "population":
+        return [
+            c.name
+            for c in spec.columns
+            if c.name in accepted.columns and c.name not in _POPULATION_MEASURES
+        ]
+    return []
 
 
 @dataclass
@@ -1042,6 +1064,24 @@ class _FileIngest:
         j = rest.join(nums, [rest[k] == nums[f"_n{k}"] for k in keys])
         return j.select(*t.columns)
 
+    def _stored_columns(self, t: ir.Table) -> list[str]:
+        """The columns that tell a row of ``t`` is already stored: the key of invoice lines;
+        every column of the table for facts without a key (events, survey answers, population
+        counts, suppressions), where an overlapping export repeats whole rows. Empty for the
+        tables whose newer rows replace the stored ones (customers, products...)."""
+        if self.spec.name == "transactions":
+            return list(self.spec.key)
+        if self.spec.name in _APPEND_ONLY:
+            return [c.name for c in self.spec.columns if c.name in t.columns]
+        return []
+
+    def _same(self, a: ir.Table, b: ir.Table, cols: list[str]) -> list[ir.BooleanValue]:
+        """Join conditions for :meth:`_stored_columns`: keys are never empty; the columns of
+        a fact without a key often are, and two empty values are the same value."""
+        if self.spec.name == "transactions":
+            return [a[c] == b[c] for c in cols]
+        return [a[c].identical_to(b[c]) for c in cols]
+
     def repeat_rows(
         self, stage: ir.Table, wh: Warehouse
     ) -> tuple[ir.Table | None, ir.Table | None]:
@@ -1067,9 +1107,10 @@ class _FileIngest:
         # Line numbers we assign ourselves are unique within an invoice: no need to check them.
         key_check = bool(key) and not self.numbers_lines
         together = spec.name == "transactions" and bool(files)
+        stored_cols = self._stored_columns(stage)
         stored = (
             wh.table(spec.name)
-            if spec.name == "transactions" and int(wh.table(spec.name).count().execute()) > 0
+            if stored_cols and int(wh.table(spec.name).count().execute()) > 0
             else None
         )
         # Two rows with the same text in every column have the same key when the key is
@@ -1117,11 +1158,16 @@ class _FileIngest:
             # The stored keys the file brings (a table built from the file's keys, probed by
             # the stored lines), then the rows that bring them.
             keyed = self.numbered(stage)  # lines numbered here: the numbers are the key
+            mine = keyed.select(*stored_cols)
+            theirs = stored.select(*stored_cols)
             hit = wh.materialize(
-                stored.select(*key).semi_join(keyed.select(*key), key).distinct(), "stored_keys"
+                theirs.semi_join(mine, self._same(theirs, mine, stored_cols)).distinct(),
+                "stored_keys",
             )
             if int(hit.count().execute()):
-                parts.append(keyed.semi_join(hit, key).select("_row", *files))
+                parts.append(
+                    keyed.semi_join(hit, self._same(keyed, hit, stored_cols)).select("_row", *files)
+                )
             else:  # the usual new day: none of its keys is stored
                 wh.drop(hit.get_name())
                 hit = None
@@ -1151,8 +1197,10 @@ class _FileIngest:
         on = _row_key(flagged)
         few = flagged.semi_join(rows, on)
         if hit is not None:
-            few = few.left_join(hit.mutate(_hit=ibis.literal(True)), key)
-            few = few.drop(*[f"{k}_right" for k in key if f"{k}_right" in few.columns])
+            cols = self._stored_columns(flagged)
+            marked = hit.mutate(_hit=ibis.literal(True))
+            few = few.left_join(marked, self._same(few, marked, cols))
+            few = few.drop(*[f"{k}_right" for k in cols if f"{k}_right" in few.columns])
             few = few.mutate(_hit=few._hit.fill_null(False))
         else:
             few = few.mutate(_hit=ibis.literal(False))
@@ -2283,9 +2331,11 @@ def _write(
             _note_invoice_lines(r, n_rows, repeats)
         if n_bad:
             r.reasons["malformed line (wrong number of fields or bad quoting)"] = n_bad
-    if len(reports) == 1 and spec.name in _UPSERT and wh.has(spec.name) and report.accepted:
-        stored = wh.table(spec.name).select(*spec.key)
-        report.updated = int(accepted.semi_join(stored, list(spec.key)).count().execute())
+    replace_by = _replaced_by(spec, accepted)
+    if len(reports) == 1 and replace_by and wh.has(spec.name) and report.accepted:
+        stored = wh.table(spec.name).select(*replace_by)
+        same = [accepted[k].identical_to(stored[k]) for k in replace_by]
+        report.updated = int(accepted.semi_join(stored, same).count().execute())
 
     malformed = _malformed_rows(raw, ids, spec.name)
     touched = [spec.name, QUARANTINE.name, INGEST_BATCHES.name]
@@ -2300,7 +2350,7 @@ def _write(
         before = latest.date() if latest is not None else None
     with wh.batch(touched, batch_id):
         if report.updated:
-            wh.delete_keys(spec.name, accepted, spec.key)
+            wh.delete_keys(spec.name, accepted, replace_by, empty_matches=not spec.key)
         wh.insert(spec.name, accepted)
         # What follows reads the batch's rows as stored (a scan of a few columns of the new
         # rows), not the parse of the file again.
