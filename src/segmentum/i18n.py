@@ -1501,6 +1501,18 @@ MESSAGES: tuple[tuple[str, tuple[str, str]], ...] = (
         N_("campaign", "run the send again to retry those kept pending"),
     ),
     (
+        r"no control group to compare with: ([\d,]+) sent, ([\d,]+) failed, ([\d,]+) outcomes",
+        N_(
+            "campaign",
+            "no control group to compare with: %(1)s sent, %(2)s failed, %(3)s outcomes",
+        ),
+    ),
+    (
+        r"no results yet: ([\d,]+) sent, ([\d,]+) failed, ([\d,]+) outcomes",
+        N_("campaign", "no results yet: %(1)s sent, %(2)s failed, %(3)s outcomes"),
+    ),
+    # The same, as results published before failures were counted apart said it.
+    (
         r"no control group to compare with: ([\d,]+) sent, ([\d,]+) outcomes",
         N_("campaign", "no control group to compare with: %(1)s sent, %(2)s outcomes"),
     ),
@@ -1600,18 +1612,6 @@ REASONS: tuple[tuple[str, tuple[str, str]], ...] = (
     (r"exact duplicate of row (\S+)", N_("quarantine", "exact duplicate of row %(1)s")),
     (r"([\w/]+) repeats row (\S+)", N_("quarantine", "%(1)s repeats row %(2)s")),
     (r"already in the warehouse", N_("quarantine", "already in the warehouse")),
-    (
-        r"no control group to compare with: ([\d,]+) sent, ([\d,]+) failed, ([\d,]+) outcomes",
-        N_(
-            "campaign",
-            "no control group to compare with: %(1)s sent, %(2)s failed, %(3)s outcomes",
-        ),
-    ),
-    (
-        r"no results yet: ([\d,]+) sent, ([\d,]+) failed, ([\d,]+) outcomes",
-        N_("campaign", "no results yet: %(1)s sent, %(2)s failed, %(3)s outcomes"),
-    ),
-    # The same, as results published before failures were counted apart said it.
     (
         r"malformed line \(wrong number of fields or bad quoting\)",
         N_("quarantine", "malformed line (wrong number of fields or bad quoting)"),
