@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -13,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from segmentum import schedule
-from segmentum.errors import ConfigError, WarehouseBusyError
+from segmentum.cli import main
+from segmentum.errors import InputError, WarehouseBusyError
 
 SEGMENTUM = Path(sys.executable).with_name("segmentum")
 
@@ -150,10 +152,49 @@ def test_install_writes_the_units_and_the_cron_file(exports: Path, tmp_path: Pat
     ],
 )
 def test_bad_values_are_named(exports: Path, kwargs: dict[str, str], says: str) -> None:
-    with pytest.raises(ConfigError, match=says):
+    with pytest.raises(InputError, match=says):
         schedule.make(exports, "duckdb:///x.duckdb", **kwargs)
 
 
 def test_a_missing_folder_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="no such folder"):
+    with pytest.raises(InputError, match="no such folder"):
         schedule.make(tmp_path / "nope", "duckdb:///x.duckdb")
+
+
+def test_a_cron_entry_with_a_time_zone_is_read_in_that_zone_through_cron_tz(
+    exports: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["schedule", "--data", str(exports), "--format", "cron", "--timezone", "Europe/Madrid"]
+    assert main([*argv, "--at", "02:30"]) == 0
+    zone, entry, *notes = capsys.readouterr().out.splitlines()
+    assert zone == "CRON_TZ=Europe/Madrid" and entry.startswith("30 2 * * * cd ")
+    assert any("Debian's classic cron ignores CRON_TZ" in n for n in notes)
+    plan = schedule.make(exports, "duckdb:///x.duckdb", workdir=tmp_path, timezone="Asia/Tokyo")
+    [cron] = schedule.install(plan, "cron", target=tmp_path / "cron.d").files
+    assert cron.read_text().splitlines()[1:3][0] == "CRON_TZ=Asia/Tokyo"
+    assert "CRON_TZ" not in schedule.cron_line(schedule.make(exports, "duckdb:///x.duckdb"))
+
+
+@pytest.mark.parametrize(
+    ("option", "says"),
+    [
+        (["--at", "25:99"], "no es una hora del día"),
+        (["--timezone", "Marte/Olympus"], "no es una zona horaria"),
+        (["--name", "../x"], "no sirve como nombre"),
+        (["--format", "crontab"], "no es un formato conocido"),
+    ],
+)
+def test_a_bad_schedule_value_is_a_usage_error_in_the_users_language(
+    exports: Path, option: list[str], says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["schedule", "--data", str(exports), *option, "--lang", "es"]) == 2
+    err = capsys.readouterr().err
+    assert says in err and "sugerencia: " in err and "Traceback" not in err
+    assert not re.search(r"\b(use|write|give)\b", err), err
+
+
+def test_a_missing_data_folder_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["schedule", "--data", str(tmp_path / "nope"), "--lang", "es"]) == 2
+    assert "no existe esa carpeta" in capsys.readouterr().err

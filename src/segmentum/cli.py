@@ -705,7 +705,7 @@ def print_run_kind(s: pipeline.RunSummary, lang: str) -> None:
 def schedule_cmd(
     data: Annotated[Path, typer.Option(help="The folder your daily exports are written to.")],
     warehouse: WarehouseOpt = None,
-    at: Annotated[str, typer.Option(help="Time of day, HH:MM (the machine's time).")] = "02:30",
+    at: Annotated[str, typer.Option(help="Time of day, HH:MM (the machine's time, or --timezone's).")] = "02:30",
     fmt: Annotated[
         str, typer.Option("--format", help="systemd (a timer) or cron (a crontab line).")
     ] = "systemd",
@@ -713,7 +713,7 @@ def schedule_cmd(
         "segmentum-daily"
     ),
     timezone: Annotated[
-        str | None, typer.Option(help="IANA time zone for --at (systemd only).")
+        str | None, typer.Option(help="IANA time zone for --at (cron: a CRON_TZ line).")
     ] = None,
     install: Annotated[
         bool, typer.Option("--install", help="Write the files (or the crontab line) too.")
@@ -743,6 +743,15 @@ def schedule_cmd(
             typer.echo(f"# {file}\n{text}")
     else:
         typer.echo(sched.cron_line(plan))
+        if plan.timezone:
+            typer.echo(
+                "# "
+                + _(
+                    "CRON_TZ: cronie and systemd-cron run it at %(at)s in %(zone)s; Debian's "
+                    "classic cron ignores CRON_TZ and runs it at %(at)s in the machine's zone"
+                )
+                % {"at": plan.at.strftime("%H:%M"), "zone": plan.timezone}
+            )
     if not install:
         typer.echo(
             "# "

@@ -875,6 +875,24 @@ MESSAGES: tuple[tuple[str, tuple[str, str]], ...] = (
         r"check the path \(relative paths start where you run the command\)",
         N_("path", "check the path (relative paths start where you run the command)"),
     ),
+    # segmentum schedule's values (segmentum.schedule).
+    (rf"--at {_Q} is not a time of day", N_("usage", "--at %(1)s is not a time of day")),
+    (
+        r"write it as HH:MM, e\.g\. --at 02:30",
+        N_("usage", "write it as HH:MM, e.g. --at 02:30"),
+    ),
+    (rf"--timezone {_Q} is not a time zone", N_("usage", "--timezone %(1)s is not a time zone")),
+    (r"use an IANA name: Europe/Madrid", N_("usage", "use an IANA name: Europe/Madrid")),
+    (
+        rf"--name {_Q} cannot name a unit or cron file",
+        N_("usage", "--name %(1)s cannot name a unit or cron file"),
+    ),
+    (
+        r"use letters, digits, '-', '_' and '\.', e\.g\. segmentum-daily",
+        N_("usage", "use letters, digits, '-', '_' and '.', e.g. segmentum-daily"),
+    ),
+    (rf"--format {_Q} is not known", N_("usage", "--format %(1)s is not known")),
+    (r"use systemd or cron", N_("usage", "use systemd or cron")),
     # A saved segment a command names (segmentum.segments.store).
     (rf"there is no segment named {_Q}", N_("segment", "there is no segment named %(1)s")),
     (r"list them: segmentum segment list", N_("segment", "list them: segmentum segment list")),

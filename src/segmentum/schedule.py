@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from segmentum.errors import ConfigError, WarehouseBusyError
+from segmentum.errors import ConfigError, InputError, WarehouseBusyError
 
 FORMATS = ("systemd", "cron")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -44,7 +44,7 @@ class Schedule:
     warehouse
         The warehouse URL the run writes to.
     at
-        Local time of day (the machine's zone, or ``timezone`` for systemd).
+        Local time of day (the machine's zone, or ``timezone``).
     name
         The job's name: the unit files' and the cron file's.
     workdir
@@ -54,7 +54,8 @@ class Schedule:
     lock
         The lock file every scheduled run takes.
     timezone
-        An IANA zone for the time (systemd only; cron uses the machine's).
+        An IANA zone for the time: systemd's ``OnCalendar`` takes it, cron's line is preceded
+        by ``CRON_TZ`` (cronie, systemd-cron; Debian's classic cron ignores it).
     """
 
     data: Path
@@ -87,16 +88,17 @@ def make(
     workdir: Path | None = None,
     timezone: str | None = None,
 ) -> Schedule:
-    """A :class:`Schedule` with every path made absolute and every value checked."""
+    """A :class:`Schedule` with every path made absolute and every value checked (a bad one is
+    an :class:`InputError`, the user's to fix: exit code 2)."""
     hm = re.fullmatch(r"\s*(\d{1,2}):(\d{2})\s*", at)
     try:
         when = _dt.time(int(hm.group(1)), int(hm.group(2))) if hm else _dt.time.fromisoformat(at)
     except ValueError:
-        raise ConfigError(
+        raise InputError(
             f"--at {at!r} is not a time of day", "write it as HH:MM, e.g. --at 02:30"
         ) from None
     if not _NAME.match(name):
-        raise ConfigError(
+        raise InputError(
             f"--name {name!r} cannot name a unit or cron file",
             "use letters, digits, '-', '_' and '.', e.g. segmentum-daily",
         )
@@ -106,12 +108,12 @@ def make(
         try:
             zoneinfo.ZoneInfo(timezone)
         except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-            raise ConfigError(
+            raise InputError(
                 f"--timezone {timezone!r} is not a time zone", "use an IANA name: Europe/Madrid"
             ) from None
     folder = data.expanduser().resolve()
     if not folder.is_dir():
-        raise ConfigError(
+        raise InputError(
             f"--data {data}: no such folder",
             "give the folder your daily exports are written to",
         )
@@ -205,7 +207,9 @@ def cron_line(s: Schedule, user: str | None = None) -> str:
     """One crontab line (with a user column for ``/etc/cron.d`` when ``user`` is given).
 
     The output goes to a log file beside the lock; ``%`` is escaped because cron turns it
-    into a newline.
+    into a newline. With a time zone the line is preceded by ``CRON_TZ=zone``: cronie and
+    systemd-cron then read the time in that zone, summer time included (a time converted
+    once to the machine's zone would be an hour off half the year).
     """
     log = s.workdir / f"{s.name}.log"
     shell = (
@@ -214,7 +218,8 @@ def cron_line(s: Schedule, user: str | None = None) -> str:
         + f" >> {shlex.quote(str(log))} 2>&1"
     ).replace("%", "\\%")
     who = f" {user}" if user else ""
-    return f"{s.at.minute} {s.at.hour} * * *{who} {shell}"
+    zone = f"CRON_TZ={s.timezone}\n" if s.timezone else ""
+    return f"{zone}{s.at.minute} {s.at.hour} * * *{who} {shell}"
 
 
 # ------------------------------------------------------------------------------------ install
@@ -277,10 +282,10 @@ def _add_to_crontab(s: Schedule) -> str:
     kept, skip = [], False
     for line in lines:
         if line == marker:
-            skip = True  # the line after the marker is the old entry
+            skip = True  # the lines after the marker are the old entry (and its CRON_TZ)
             continue
         if skip:
-            skip = False
+            skip = line.startswith("CRON_TZ=")
             continue
         kept.append(line)
     text = "\n".join([*kept, marker, cron_line(s)]) + "\n"
