@@ -1081,3 +1081,32 @@ def test_user_errors_of_campaigns_flows_keys_and_models_read_in_spanish(
         assert "nada." in said(*args, "-w", full) and "no existe ese archivo" in said(
             *args, "-w", full
         )
+
+
+@pytest.mark.parametrize("lang", ["en", "es"])
+def test_the_summary_tells_returns_from_lines_of_amount_zero(
+    lang: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Customers whose lines net to zero because every line is at zero (free items, prices
+    missing; CDNOW has such lines) were said to have returned as much as they bought."""
+    from segmentum import cli, pipeline
+
+    s = pipeline.RunSummary("r1", revenue_check={})
+    s.revenue_check = {
+        "customers_net_nonpositive": 3,
+        "net_nonpositive_amount": -5.9,
+        "customers_only_zero_lines": 1,
+    }
+    cli.print_summary(s, "EUR", lang)
+    said = " ".join(capsys.readouterr().out.split())
+    if lang == "en":
+        assert "2 customers returned as much as they bought, or more" in said, said
+        assert "1 customer has only lines of amount zero" in said, said
+    else:
+        assert "2 clientes devolvieron tanto como compraron, o más" in said, said
+        assert "1 cliente solo tiene líneas de importe cero" in said, said
+    s.revenue_check["customers_only_zero_lines"] = 0
+    cli.print_summary(s, "EUR", lang)
+    said = " ".join(capsys.readouterr().out.split())
+    assert ("3 customers returned" if lang == "en" else "3 clientes devolvieron") in said
+    assert "zero" not in said and "cero" not in said

@@ -466,6 +466,8 @@ def test_headline_revenue_is_identified_plus_anonymous_and_counts_net_negative_c
     text = RETAIL_II + (
         # Customer 17000 only returned goods bought before the export started.
         "C489500,22087,PAPER BUNTING WHITE LACE,-2,2009-12-02 10:00:00,2.95,17000.0,France\n"
+        # Customer 17001 only got a free gift: nothing returned, nothing paid.
+        "489600,22088,FREE GIFT,1,2009-12-02 11:00:00,0,17001.0,France\n"
     )
     load(wh, "transactions", write(tmp_path / "online_retail_II.csv", text))
     lines = wh.table("transactions").amount.sum().execute()
@@ -473,7 +475,8 @@ def test_headline_revenue_is_identified_plus_anonymous_and_counts_net_negative_c
     assert totals["identified"] + totals["anonymous"] == pytest.approx(totals["total"])
     assert totals["total"] == pytest.approx(lines)
     assert totals["anonymous"] == pytest.approx(8 * 1.69)
-    assert totals["customers_net_nonpositive"] == 1
+    assert totals["customers_net_nonpositive"] == 2
+    assert totals["customers_only_zero_lines"] == 1  # not described as a return
     assert totals["net_nonpositive_amount"] == pytest.approx(-5.9)
 
 

@@ -465,16 +465,32 @@ def print_summary(s: pipeline.RunSummary, currency: str, lang: str = "en") -> No
     }
     console.print(f"\n[bold]segmentum[/bold] {head}")
     rc = s.revenue_check
-    if rc.get("customers_net_nonpositive"):
+    free = int(rc.get("customers_only_zero_lines") or 0)
+    returned = int(rc.get("customers_net_nonpositive") or 0) - free
+    if returned > 0:
         console.print(
-            _(
-                "%(n)s customers' lines net to zero or less (%(amount)s): they returned as "
-                "much as they bought, or more"
+            i18n.translations(lang).ungettext(
+                "%(n)s customer returned as much as they bought, or more (their lines net to "
+                "%(amount)s)",
+                "%(n)s customers returned as much as they bought, or more (their lines net to "
+                "%(amount)s)",
+                returned,
             )
             % {
-                "n": _count(rc["customers_net_nonpositive"], lang),
+                "n": _count(returned, lang),
                 "amount": _amount(rc["net_nonpositive_amount"], currency, lang),
             }
+        )
+    if free > 0:
+        console.print(
+            i18n.translations(lang).ungettext(
+                "%(n)s customer has only lines of amount zero (free items, or prices missing "
+                "from the export)",
+                "%(n)s customers have only lines of amount zero (free items, or prices missing "
+                "from the export)",
+                free,
+            )
+            % {"n": _count(free, lang)}
         )
     if s.id_match:
         print_id_match(s.id_match, lang)

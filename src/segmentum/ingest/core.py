@@ -1501,10 +1501,16 @@ def revenue_totals(wh: Warehouse, as_of: _dt.date | None = None) -> dict[str, An
         lines_without_amount=tx.amount.isnull().cast("int64").sum(),
         lines=tx.count(),
     )
-    per = tx.filter(known).group_by("customer_id").aggregate(net=tx.amount.sum())
+    per = (
+        tx.filter(known)
+        .group_by("customer_id")
+        .aggregate(net=tx.amount.sum(), returned=(tx.amount < 0).any())
+    )
     worse = per.aggregate(
         nonpositive=(per.net <= 0).cast("int64").sum().fill_null(0),
         nonpositive_amount=per.net.sum(where=per.net <= 0),
+        # Every line at zero and none returned: free items or prices missing, not returns.
+        only_zero=((per.net == 0) & ~per.returned.fill_null(False)).cast("int64").sum(),
     )
     row = totals.cross_join(worse).to_pyarrow().to_pylist()[0]
     return {
@@ -1513,6 +1519,7 @@ def revenue_totals(wh: Warehouse, as_of: _dt.date | None = None) -> dict[str, An
         "anonymous": float(row["anonymous"] or 0.0),
         "customers_net_nonpositive": int(row["nonpositive"] or 0),
         "net_nonpositive_amount": float(row["nonpositive_amount"] or 0.0),
+        "customers_only_zero_lines": int(row["only_zero"] or 0),
         "has_amounts": int(row["lines_without_amount"] or 0) < int(row["lines"] or 0),
     }
 
