@@ -1110,3 +1110,18 @@ def test_the_summary_tells_returns_from_lines_of_amount_zero(
     said = " ".join(capsys.readouterr().out.split())
     assert ("3 customers returned" if lang == "en" else "3 clientes devolvieron") in said
     assert "zero" not in said and "cero" not in said
+
+
+def test_the_summary_says_how_many_respondents_are_in_no_group(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from segmentum import cli, pipeline
+
+    s = pipeline.RunSummary("r1")
+    s.satisfaction = {"responses": 111, "respondents": 96, "outside": 3, "outside_example": "ZZ"}
+    cli.print_summary(s, "EUR", "es")
+    said = " ".join(capsys.readouterr().out.split())
+    assert "111 respuestas de 96 clientes" in said, said
+    assert (
+        "3 de ellos no están en ningún grupo: no son clientes con compras (por ejemplo, ZZ)" in said
+    )

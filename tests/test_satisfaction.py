@@ -391,3 +391,31 @@ def test_valuable_detractors_are_a_campaign_audience_with_reasons_in_both_langua
     assert es == 'detractor (NPS 3 el 2 nov 2025), CLV 1.234\xa0€ (valor alto): "Tarde"'
     en = reasons.text("detractors", {**facts, "comment": None}, "en")
     assert en == "detractor (NPS 3 on Nov 2, 2025), CLV €1,234 (high value)"
+
+
+def test_answers_from_ids_that_are_not_customers_are_named_on_ingest_and_in_the_run(
+    service_db: Path, tmp_path: Path
+) -> None:
+    """Answers from ids no customer has (a survey tool's own ids, a typo) were loaded without
+    a word, and the run said "111 answers from 96 customers" where the groups (and the
+    dashboard) counted 93. Ingest warns, naming one, and the run says how many are in no
+    group."""
+    from segmentum.satisfaction.compute import compute
+
+    (tmp_path / "w.duckdb").write_bytes(service_db.read_bytes())
+    wh = segmentum.connect(f"duckdb:///{tmp_path / 'w.duckdb'}")
+    f = tmp_path / "encuestas_extra.csv"
+    f.write_text(
+        "id_cliente;fecha;nps\nZZZ-404;2025-12-01;2\nZZZ-404;2025-12-02;3\nC9999999;2025-12-03;10\n",
+        encoding="utf-8",
+    )
+    r = segmentum.ingest("responses", f, warehouse=wh)[0]
+    assert r.accepted == 3
+    assert any("3 answer(s) from 2 id(s)" in w and "'C9999999'" in w for w in r.warnings)
+    assert any("comprueba que la exportación" in w for w in r.warnings_es)
+    as_of = wh.table("customer_classes").as_of.max().to_pyarrow().as_py()
+    run = compute(wh, as_of)
+    overall = next(x for x in run.rows if x["dimension"] == "all")
+    assert run.outside >= 2 and run.outside_example is not None
+    assert run.respondents - run.outside == overall["respondents"]
+    wh.close()

@@ -615,6 +615,18 @@ def print_summary(s: pipeline.RunSummary, currency: str, lang: str = "en") -> No
                 "customers": _count(sat["respondents"], lang),
             }
         )
+        if sat.get("outside"):
+            console.print(
+                "  "
+                + i18n.translations(lang).ungettext(
+                    "%(n)s of them is in no group: not a customer with a purchase (e.g. "
+                    "%(id)s); the groups' numbers count without them",
+                    "%(n)s of them are in no group: not customers with a purchase (e.g. "
+                    "%(id)s); the groups' numbers count without them",
+                    int(sat["outside"]),
+                )
+                % {"n": _count(sat["outside"], lang), "id": escape(str(sat["outside_example"]))}
+            )
         # A discovered segment's Spanish name, as the clusters table above writes it.
         spanish_clusters = {
             pre + str(c["name"]): pre + str(c.get("name_es") or c["name"])

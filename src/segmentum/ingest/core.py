@@ -2211,6 +2211,42 @@ def _warn_late_lines(report: IngestReport, new: ir.Table, before: _dt.date | Non
             return
 
 
+def _warn_unknown_respondents(wh: Warehouse, report: IngestReport, new: ir.Table) -> None:
+    """Warn when answers come from ids that neither the customers nor the invoice lines know
+    (a survey tool's own ids, a typo): they are kept, and count in the overall answers but in
+    no segment, so the groups' numbers rest on fewer people than the file holds."""
+    known = [
+        wh.table(t).select(customer_id=wh.table(t).customer_id.cast("string"))
+        for t in ("customers", "transactions")
+        if wh.has(t)
+    ]
+    if not known:  # nothing to compare with yet (answers loaded first)
+        return
+    ids = known[0] if len(known) == 1 else known[0].union(known[1], distinct=False)
+    who = new.filter(new.customer_id.notnull())
+    who = who.select(customer_id=who.customer_id.cast("string"))
+    unknown = who.anti_join(ids, "customer_id")
+    row = (
+        unknown.aggregate(
+            answers=unknown.count(), ids=unknown.customer_id.nunique(), e=unknown.customer_id.min()
+        )
+        .to_pyarrow()
+        .to_pylist()[0]
+    )
+    if not row["answers"]:
+        return
+    n, people, example = int(row["answers"]), int(row["ids"]), row["e"]
+    report.warn(
+        f"{n} answer(s) from {people} id(s) that are neither in the customers nor in the "
+        f"invoice lines (e.g. '{example}'): they are kept and count in the overall answers, "
+        "in no segment; check that the survey export uses your customer ids",
+        f"{n} respuesta(s) de {people} id(s) que no están ni en los clientes ni en las líneas "
+        f"de factura (por ejemplo, '{example}'): se guardan y cuentan en el total de "
+        "respuestas, en ningún segmento; comprueba que la exportación de la encuesta usa tus "
+        "ids de cliente",
+    )
+
+
 def _write(
     wh: Warehouse,
     spec: Table,
@@ -2374,6 +2410,8 @@ def _write(
             }
             for r in reports:
                 r.anonymous = anonymous.get(r.batch_id or "", 0)
+        if spec.name == "responses":
+            _warn_unknown_respondents(wh, report, new)
         if spec.name == "transactions":
             _warn_late_lines(report, new, before)
             # Returns are linked to their purchases and the purchase-day rollup follows the

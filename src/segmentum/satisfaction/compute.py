@@ -74,6 +74,9 @@ class SatisfactionRun:
     responses: int = 0
     respondents: int = 0
     rows: list[dict[str, Any]] = field(default_factory=list)
+    #: Of ``respondents``, those in no group: not customers with a purchase as of ``as_of``.
+    outside: int = 0
+    outside_example: str | None = None
 
     @property
     def flagged(self) -> list[dict[str, Any]]:
@@ -84,6 +87,8 @@ class SatisfactionRun:
             "as_of": self.as_of.isoformat(),
             "responses": self.responses,
             "respondents": self.respondents,
+            "outside": self.outside,
+            "outside_example": self.outside_example,
             "flagged": [
                 {k: r[k] for k in ("dimension", "segment", "nps", "rest_nps", "q_value", "flag")}
                 for r in self.flagged
@@ -491,7 +496,20 @@ def compute(
         wh.write(HISTORY, wh.from_arrow(_arrow(hist, _HISTORY_SCHEMA), "sathist").mutate(**stamp))
     r = answered(wh, as_of, window_days)
     counts = r.aggregate(n=r.count(), people=r.customer_id.nunique()).to_pyarrow().to_pylist()[0]
-    return SatisfactionRun(as_of, int(counts["n"]), int(counts["people"] or 0), rows)
+    # Respondents outside every group: ids no customer with a purchase has (unknown ids, or
+    # customers who never bought); the groups, "all" included, count without them.
+    out = SatisfactionRun(as_of, int(counts["n"]), int(counts["people"] or 0), rows)
+    base = _latest(wh, "customer_classes", as_of)
+    if base is not None:
+        who = r.filter(r.customer_id.notnull())
+        who = who.select(customer_id=who.customer_id.cast("string")).distinct()
+        outside = who.anti_join(
+            base.select(customer_id=base.customer_id.cast("string")), "customer_id"
+        )
+        o = outside.aggregate(n=outside.count(), e=outside.customer_id.min())
+        row = o.to_pyarrow().to_pylist()[0]
+        out.outside, out.outside_example = int(row["n"] or 0), row["e"]
+    return out
 
 
 def cluster_names_es(wh: Warehouse) -> dict[str, str]:
