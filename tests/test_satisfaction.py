@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as _dt
 import math
 import re
+import shutil
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ import segmentum
 from segmentum.campaigns import audiences, reasons
 from segmentum.campaigns.channels import serve_web_messages
 from segmentum.campaigns.core import Campaigns
+from segmentum.cli import main
 from segmentum.config import load_settings
 from segmentum.ingest.mapping import auto_map
 from segmentum.satisfaction.compute import (
@@ -297,6 +299,41 @@ def test_the_api_needs_a_key_and_serves_groups_terms_and_detractors(
     answer = {"visitor": "C0000001", "campaign_id": "no-such-campaign", "nps": 9}
     r = http.post(f"{base}/v1/web-message/answer", json=answer, headers=key)
     assert r.status_code == 404
+
+
+def test_an_unknown_dimension_or_group_is_refused_naming_those_there_are(
+    server: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "copy.duckdb"
+    shutil.copyfile(server["db"].with_name("read-copy.duckdb"), db)
+    w = ["-w", f"duckdb:///{db}"]
+    assert main(["satisfaction", "summary", "--by", "nonsense", *w]) == 2
+    err = capsys.readouterr().err
+    assert "'nonsense' is not a satisfaction dimension" in err and "value_tier" in err
+    assert main(["satisfaction", "terms", "nonexistent", *w, "--lang", "es"]) == 2
+    err = capsys.readouterr().err
+    assert "no hay ningún grupo 'nonexistent'" in err and "promo_hunters" in err
+    assert main(["satisfaction", "terms", "nonexistent", "--by", "micro", *w]) == 2
+    assert "segmentum satisfaction summary --by micro" in capsys.readouterr().err
+    assert main(["satisfaction", "terms", "promo_hunters", *w]) == 0  # a real group still works
+    capsys.readouterr()
+
+
+def test_the_api_refuses_a_bad_dimension_with_a_hint_in_the_clients_language(
+    server: dict[str, Any],
+) -> None:
+    base, key = server["url"], {"X-API-Key": server["keys"]["read"]}
+    r = http.get(f"{base}/v1/satisfaction", params={"by": "x"}, headers=key)
+    assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json"
+    assert r.json()["hint"] == (
+        "use one of: all, segment, value_tier, lifecycle_stage, rfm_segment, cluster, micro, "
+        "campaign"
+    )
+    es = {**key, "Accept-Language": "es"}
+    r = http.get(f"{base}/v1/satisfaction/trend", params={"by": "x"}, headers=es)
+    assert r.json()["hint"] == "usa uno de estos: all, segment, value_tier, lifecycle_stage"
+    r = http.get(f"{base}/v1/satisfaction/detractors", params={"top": "many"}, headers=key)
+    assert r.status_code == 422 and r.json()["hint"] == "see the parameters it takes: /docs"
 
 
 @pytest.mark.parametrize(

@@ -893,6 +893,24 @@ MESSAGES: tuple[tuple[str, tuple[str, str]], ...] = (
     ),
     (rf"--format {_Q} is not known", N_("usage", "--format %(1)s is not known")),
     (r"use systemd or cron", N_("usage", "use systemd or cron")),
+    # A satisfaction dimension or group a command names (segmentum.satisfaction).
+    (
+        rf"{_Q} is not a satisfaction dimension",
+        N_("satisfaction", "%(1)s is not a satisfaction dimension"),
+    ),
+    (
+        rf"there is no group {_Q} in (\w+)",
+        N_("satisfaction", "there is no group %(1)s in %(2)s"),
+    ),
+    (
+        r"list them: segmentum satisfaction summary --by (\w+)",
+        N_("satisfaction", "list them: segmentum satisfaction summary --by %(1)s"),
+    ),
+    # A query parameter the API's schema refuses (segmentum.service.app).
+    (
+        r"see the parameters it takes: /docs",
+        N_("api", "see the parameters it takes: /docs"),
+    ),
     # A saved segment a command names (segmentum.segments.store).
     (rf"there is no segment named {_Q}", N_("segment", "there is no segment named %(1)s")),
     (r"list them: segmentum segment list", N_("segment", "list them: segmentum segment list")),

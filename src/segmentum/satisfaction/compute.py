@@ -25,7 +25,7 @@ import ibis
 import ibis.expr.types as ir
 import pyarrow as pa
 
-from segmentum.errors import WarehouseError
+from segmentum.errors import InputError, WarehouseError
 from segmentum.satisfaction.stats import (
     Nps,
     benjamini_hochberg,
@@ -369,6 +369,8 @@ def snapshot_trend(
 ) -> list[dict[str, Any]]:
     """NPS per snapshot date and group: at each date, the latest answer of the year before it of
     each customer, grouped as the customer was classified at that date."""
+    if dimension:
+        check_dimension(dimension, TREND_DIMENSIONS)
     dims = [dimension] if dimension else list(TREND_DIMENSIONS)
     out: list[dict[str, Any]] = []
     for day in snapshot_dates(wh, most):
@@ -524,10 +526,23 @@ def cluster_names_es(wh: Warehouse) -> dict[str, str]:
     return {str(p["cluster_name"]): str(p["cluster_name_es"]) for p in pairs}
 
 
+def check_dimension(dimension: str, allowed: tuple[str, ...] = DIMENSIONS) -> None:
+    """Refuse a dimension that is not one of ``allowed``: the user mistyped it, and an empty
+    table would read as "no customer answered"."""
+    if dimension not in allowed:
+        raise InputError(
+            f"{dimension!r} is not a satisfaction dimension",
+            f"use one of: {', '.join(allowed)}",
+        )
+
+
 def stored_segments(
     wh: Warehouse, dimension: str | None = None, as_of: _dt.date | None = None
 ) -> list[dict[str, Any]]:
-    """The stored statistics of the latest (or given) ``as_of``, optionally one dimension."""
+    """The stored statistics of the latest (or given) ``as_of``, optionally one dimension
+    (an unknown one is an :class:`InputError` naming those there are)."""
+    if dimension:
+        check_dimension(dimension)
     if not wh.has(SEGMENTS):
         raise WarehouseError(
             "satisfaction has not been computed",

@@ -26,9 +26,14 @@ from dataclasses import dataclass, field
 
 import ibis
 
-from segmentum.satisfaction.compute import WINDOW_DAYS, answered, membership
+from segmentum.errors import InputError
+from segmentum.satisfaction.compute import WINDOW_DAYS, answered, check_dimension, membership
 from segmentum.satisfaction.stopwords import STOP_WORDS
 from segmentum.warehouse import Warehouse
+
+# An unknown group's error names the groups there are, up to this many (micro-segments are
+# hundreds: then it says where to list them).
+MAX_GROUPS_NAMED = 20
 
 _WORD = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)?", re.UNICODE)
 # Comments read per comparison at most (the latest ones): enough for stable term counts.
@@ -185,6 +190,19 @@ def comments(
 def segment_terms(
     wh: Warehouse, as_of: _dt.date, dimension: str, segment: str, top: int = 10
 ) -> list[Term]:
-    """The terms that set the comments of ``segment`` (in ``dimension``) apart."""
+    """The terms that set the comments of ``segment`` (in ``dimension``) apart; a dimension or
+    group that is not there is an :class:`InputError` naming those that are (no terms would
+    read as "nothing sets them apart")."""
+    check_dimension(dimension)
+    m = membership(wh, as_of)
+    m = m.filter(m.dimension == dimension).select("segment").distinct()
+    groups = sorted(str(x) for x in m.segment.to_pyarrow().to_pylist() if x is not None)
+    if segment not in groups:
+        hint = (
+            f"use one of: {', '.join(groups)}"
+            if 0 < len(groups) <= MAX_GROUPS_NAMED
+            else f"list them: segmentum satisfaction summary --by {dimension}"
+        )
+        raise InputError(f"there is no group {segment!r} in {dimension}", hint)
     group, rest = comments(wh, as_of, dimension, segment)
     return distinguishing(group, rest, top=top)

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import re
 import shutil
 import tempfile
 import traceback
+from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any
@@ -149,6 +151,18 @@ class _BodyLimit:
         await self.app(scope, receive, send)
 
 
+def _validation_hint(error: Mapping[str, Any]) -> str:
+    """What to send instead of a value the schema refuses: the values a closed list allows
+    (a pattern such as ``^(all|segment)$``, a literal), else where the parameters are."""
+    ctx = error.get("ctx") or {}
+    choices = re.fullmatch(r"\^\(([\w|-]+)\)\$", str(ctx.get("pattern", "")))
+    if choices:
+        return f"use one of: {', '.join(choices.group(1).split('|'))}"
+    if ctx.get("expected"):
+        return f"use one of: {ctx['expected']}"
+    return "see the parameters it takes: /docs"
+
+
 def create_app(
     warehouse: Warehouse | str | None = None, settings: Settings | None = None
 ) -> FastAPI:
@@ -203,10 +217,14 @@ def create_app(
         return problem(status, "Cannot do that", detail, hint)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(x) for x in first.get("loc", ()))
-        return problem(422, "Invalid request", f"{where}: {first.get('msg', 'invalid')}")
+        spanish = wants_spanish(request.headers.get("accept-language"))
+        hint = _validation_hint(first)
+        if spanish:
+            hint = i18n.translate_message("es", hint)
+        return problem(422, "Invalid request", f"{where}: {first.get('msg', 'invalid')}", hint)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
