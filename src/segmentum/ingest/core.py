@@ -1160,6 +1160,14 @@ class _FileIngest:
             keyed = self.numbered(stage)  # lines numbered here: the numbers are the key
             mine = keyed.select(*stored_cols)
             theirs = stored.select(*stored_cols)
+            if spec.name in _APPEND_ONLY and "timestamp" in stored_cols:
+                # Only stored rows within the file's dates can equal its rows: the stored
+                # table is read by its zone maps, not whole (a new day of events against
+                # millions stored).
+                span = mine.aggregate(lo=mine.timestamp.min(), hi=mine.timestamp.max())
+                lo, hi = span.to_pyarrow().to_pylist()[0].values()
+                if lo is not None:
+                    theirs = theirs.filter(theirs.timestamp.between(lo, hi))
             hit = wh.materialize(
                 theirs.semi_join(mine, self._same(theirs, mine, stored_cols)).distinct(),
                 "stored_keys",
