@@ -105,6 +105,16 @@ def test_events_and_survey_answers_of_an_overlapping_export_are_added_once(
     assert set(q.reason) == {"already in the warehouse"} and len(q) == 50
 
 
+def test_a_value_out_of_range_is_shown_as_the_file_wrote_it(wh: Warehouse, tmp_path: Path) -> None:
+    """The quarantine showed a rating of '6' as '6.0' (the parsed number), which is not in
+    the file the user searches."""
+    text = "cliente;fecha;valoracion;edad\nC1;01/03/2025;6;\n"
+    segmentum.ingest("responses", write(tmp_path / "r.csv", text), warehouse=wh)
+    segmentum.ingest("customers", write(tmp_path / "c.csv", "cliente;edad\nC1;150\n"), warehouse=wh)
+    q = wh.table("quarantine").execute()
+    assert sorted(zip(q.column, q.value, strict=True)) == [("age", "150"), ("rating", "6")]
+
+
 def test_a_corrected_census_replaces_the_cells_it_corrects(wh: Warehouse, tmp_path: Path) -> None:
     """A population count is a cell (its place, band and period) and its numbers: loading a
     corrected file replaced nothing and added every row again (every penetration halved, and

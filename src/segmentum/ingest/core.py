@@ -166,6 +166,12 @@ class _Check:
     value: ir.Value
 
 
+def _as_written(checks: list[_Check], column: str, parsed: ir.Value) -> ir.Value:
+    """``column``'s value as the file wrote it, for a reason's example: the text its parse
+    check keeps (the first check of the column), else ``parsed``."""
+    return next((c.value for c in checks if c.column == column), parsed)
+
+
 @dataclass
 class _Plan:
     """The parsed columns and the checks of one file, ready to be evaluated together."""
@@ -608,7 +614,7 @@ class _FileIngest:
                         "age",
                         (~age.between(0, 120)).fill_null(False),
                         "is not between 0 and 120",
-                        age,
+                        _as_written(checks, "age", age),
                     )
                 )
             if "birth_date" in m:
@@ -642,7 +648,8 @@ class _FileIngest:
                 for col in ("population", "market_size"):
                     if col in m:
                         v = values[col]
-                        checks.append(_Check(col, (v < 0).fill_null(False), "is negative", v))
+                        written = _as_written(checks, col, v)
+                        checks.append(_Check(col, (v < 0).fill_null(False), "is negative", written))
             if name == "campaign_results":
                 g = values["group"].lower()
                 g = ibis.cases(
@@ -674,7 +681,7 @@ class _FileIngest:
                         col,
                         (~v.between(lo, hi)).fill_null(False),
                         f"is not between {lo} and {hi}",
-                        v,
+                        _as_written(checks, col, v),  # '6', not the parsed 6.0
                     )
                 )
         said = [values[c].notnull() for c in ("nps", "csat", "ces", "rating", "answer")]
