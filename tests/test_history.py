@@ -699,3 +699,19 @@ def test_a_backfill_before_anything_was_published_publishes_every_read_model(
 
 def a_customer_id(wh: Warehouse) -> str:
     return str(wh.table("customer_lookup").customer_id.min().to_pyarrow().as_py())
+
+
+def test_history_dates_and_runs_write_dates_as_the_language_does(
+    hwh: Warehouse, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`history dates --lang es` printed ISO dates only, `history runs --lang es` "6/12/26
+    11:35" beside "1 ene 2026": one style, the language's (dates keeps the value --from takes)."""
+    assert main(["history", "dates", "--lang", "es", "-w", hwh.url]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"│ 1 jul 2025\s+│ 2025-07-01\s+│", out), out
+    assert main(["history", "runs", "--lang", "es", "-w", hwh.url]) == 0
+    out = re.sub(r"[\s│┃]+", "", capsys.readouterr().out)
+    started = hwh.table("pipeline_runs").started_at.max().to_pyarrow().as_py()
+    day, _, time = i18n.date(started, "es").rpartition(" ")  # "6 dic 2026", "11:35"
+    assert day.replace(" ", "") in out and time in out, (day, time, out)
+    assert not re.search(r"\d{1,2}/\d{1,2}/\d{2}", out), out

@@ -2021,11 +2021,17 @@ def history_dates_cmd(
     if as_json:
         print_json(json.dumps([d.isoformat() for d in dates]))
         return
-    # ISO dates in both languages: they are what --from and --to take.
-    console.print(
-        ", ".join(d.isoformat() for d in dates)
-        or i18n.translations(lang).ugettext("no snapshots yet")
-    )
+    _ = i18n.translations(lang).ugettext
+    if not dates:
+        console.print(_("no snapshots yet"))
+        return
+    # Each date as the language writes it, beside the value --from and --to take.
+    t = Table(title=_("snapshot dates"))
+    t.add_column(_("date"))
+    t.add_column(_("--from / --to"))
+    for d in dates:
+        t.add_row(i18n.date(d, lang), d.isoformat())
+    console.print(t)
 
 
 @history_app.command("prune")
@@ -2348,7 +2354,7 @@ def history_runs_cmd(
             kind += f": {why}" if why else ""
         t.add_row(
             r["run_id"],
-            i18n.date(r["started_at"], lang, "short") if r["started_at"] else "—",
+            i18n.date(r["started_at"], lang) if r["started_at"] else "—",
             i18n.date(r["as_of"], lang) if r["as_of"] else "—",
             status,
             escape(kind),
