@@ -986,7 +986,7 @@ def test_user_errors_of_segment_history_market_satisfaction_audience_and_restore
         "population ARCHIVO (consulta docs/market.md)"
     )
     # Bad arguments.
-    assert "no hay fotos de cluster del 1 ene 2020 ni del 1 jun 2020" in said(
+    assert "no hay foto del 1 ene 2020: la más cercana es del " in said(
         "history", "migration", *dates, "--by", "cluster", "-w", full
     )
     said("history", "migration", "--from", "2020-06-01", "--to", "2020-01-01", "-w", full)

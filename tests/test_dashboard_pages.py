@@ -429,3 +429,40 @@ def test_the_customer_timeline_shows_what_segmentum_sent_at_once_and_after_a_pub
         finally:
             holder.kill()
             holder.wait()
+
+
+def test_a_migration_from_a_day_without_a_snapshot_is_refused_by_the_api_and_the_page(
+    server: dict[str, Any], signed_in: Any
+) -> None:
+    """`GET /v1/migration?from=<a day between two snapshots>` answered 200 with everyone as
+    "(not yet a customer)", and so did the page for such a link: a 404 problem naming the
+    nearest snapshots and how to build more, in the client's language; the page says the same."""
+    from segmentum import i18n
+
+    dates = snapshot_dates(server["wh"])
+    day = dates[0] + (dates[1] - dates[0]) // 2
+    assert dates[0] < day < dates[1]
+    base, read = server["url"], {"X-API-Key": server["keys"]["read"]}
+    params = {"from": str(day), "to": str(dates[-1]), "by": "value_tier"}
+    en = http.get(f"{base}/v1/migration", params=params, headers=read)
+    assert en.status_code == 404, en.text
+    said = en.json()
+    assert said["detail"] == (
+        f"there is no snapshot on {day}: the nearest are {dates[0]} and {dates[1]}"
+    ), said
+    assert said["hint"].endswith("segmentum history backfill"), said
+    es = http.get(f"{base}/v1/migration", params=params, headers={**read, "Accept-Language": "es"})
+    assert es.status_code == 404 and es.json()["title"] == said["title"]
+    d = {k: i18n.date(v, "es") for k, v in (("day", day), ("a", dates[0]), ("b", dates[1]))}
+    detail = f"no hay foto del {d['day']}: las más cercanas son del {d['a']} y del {d['b']}"
+    assert es.json()["detail"] == detail, es.json()
+    assert es.json()["hint"].startswith("elige una fecha que tenga foto"), es.json()
+    jar, _ = signed_in()
+    page = http.get(
+        f"{base}/dashboard/migration",
+        params={"date_from": str(day), "date_to": str(dates[-1]), "lang": "es"},
+        cookies=jar,
+    )
+    assert page.status_code == 200 and 'id="error"' in page.text
+    text = " ".join(_text(page.text).split())
+    assert detail in text and 'id="chart-sankey"' not in page.text, text

@@ -415,6 +415,7 @@ def test_failed_runs_are_recorded_and_shown(
 
 def test_history_cli(hwh: Warehouse, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     url = hwh.url
+    newest = str(snapshot_dates(hwh)[-1])  # the run's date (a day without one is refused)
     page = tmp_path / "m.html"
     assert (
         main(
@@ -424,7 +425,7 @@ def test_history_cli(hwh: Warehouse, tmp_path: Path, capsys: pytest.CaptureFixtu
                 "--from",
                 "2025-07-01",
                 "--to",
-                "2026-01-01",
+                newest,
                 "--by",
                 "value_tier",
                 "--html",
@@ -442,7 +443,7 @@ def test_history_cli(hwh: Warehouse, tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "retention by cohort" in capsys.readouterr().out
     # The same in Spanish: words, class names, numbers and dates (1 jul 2025, 12,5 %).
     es = ["--lang", "es", "-w", url]
-    assert main(["history", "migration", "--from", "2025-07-01", "--to", "2026-01-01", *es]) == 0
+    assert main(["history", "migration", "--from", "2025-07-01", "--to", newest, *es]) == 0
     out = " ".join(capsys.readouterr().out.split())
     assert "cambio neto" in out and "1 jul 2025" in out and "Campeones" in out, out
     assert "net change" not in out and "Champions" not in out, out
@@ -699,6 +700,82 @@ def test_a_backfill_before_anything_was_published_publishes_every_read_model(
 
 def a_customer_id(wh: Warehouse) -> str:
     return str(wh.table("customer_lookup").customer_id.min().to_pyarrow().as_py())
+
+
+def test_a_migration_from_a_day_without_a_snapshot_names_the_nearest_dates(
+    hwh: Warehouse, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A day between two monthly snapshots was read as a base where everyone was new (exit
+    0, the whole base "(not yet a customer)"): it is an error naming the nearest snapshots."""
+    dates = snapshot_dates(hwh)
+    assert dt.date(2025, 7, 1) in dates and dt.date(2025, 8, 1) in dates
+    with pytest.raises(
+        segmentum.errors.InputError,
+        match=r"there is no snapshot on 2025-07-15: the nearest are 2025-07-01 and 2025-08-01",
+    ):
+        migration(hwh, dt.date(2025, 7, 15), dates[-1], "value_tier")
+    later = dates[-1] + dt.timedelta(days=10)
+    with pytest.raises(segmentum.errors.InputError, match=rf"the nearest is {dates[-1]} \(hint"):
+        migration(hwh, dates[0], later, "value_tier")
+    cmd = ["history", "migration", "--from", "2025-07-15", "--to", str(dates[-1])]
+    assert main([*cmd, "--by", "value_tier", "--lang", "es", "-w", hwh.url]) == 2
+    said = capsys.readouterr()
+    text = " ".join((said.out + said.err).split())
+    assert "no hay foto del 15 jul 2025: las más cercanas son del 1 jul 2025 y del 1 ago 2025" in (
+        text
+    ), text
+    assert "segmentum history backfill" in text and "aún no era cliente" not in text, text
+
+
+def test_a_migration_of_clusters_says_which_dates_hold_them(
+    hwh: Warehouse, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Clusters are not backfilled: a migration from a date without them made everyone new.
+    It names the dates that hold clusters; between two of them, the states that are not
+    clusters read in the page's language ("(not yet a customer)" was shown under --lang es)."""
+    dates = snapshot_dates(hwh)
+    ids = hwh.table("customer_classes").customer_id.to_pyarrow().to_pylist()[:60]
+
+    def clusters(at: dict[dt.date, list[str]]) -> None:
+        rows = [(c, d, i % 3) for d, who in at.items() for i, c in enumerate(who)]
+        hwh.write(
+            "customer_clusters",
+            pa.table(
+                {
+                    "customer_id": [r[0] for r in rows],
+                    "as_of": pa.array([r[1] for r in rows], pa.date32()),
+                    "cluster": [r[2] for r in rows],
+                    "cluster_name": [f"group {r[2]}" for r in rows],
+                    "cluster_name_es": [f"grupo {r[2]}" for r in rows],
+                }
+            ),
+        )
+
+    clusters({dates[-1]: ids})
+    with pytest.raises(
+        segmentum.errors.InputError, match=f"clusters are stored on {dates[-1]} only"
+    ):
+        migration(hwh, dates[0], dates[-1], "cluster")
+    clusters({dates[-2]: ids[:40], dates[-1]: ids})
+    with pytest.raises(
+        segmentum.errors.InputError,
+        match=f"the snapshot of {dates[0]} holds no discovered clusters; the dates that do: "
+        f"{dates[-2]}, {dates[-1]}",
+    ):
+        migration(hwh, dates[0], dates[-1], "cluster")
+    m = migration(hwh, dates[-2], dates[-1], "cluster")
+    assert sum(m.counts["(not yet a customer)"].values()) == 20
+    es = ["--by", "cluster", "--lang", "es", "-w", hwh.url]
+    assert main(["history", "migration", "--from", str(dates[0]), "--to", str(dates[-1]), *es]) == 2
+    said = capsys.readouterr()
+    text = " ".join((said.out + said.err).split())
+    assert f"la foto del {i18n.date(dates[0], 'es')} no tiene grupos descubiertos" in text, text
+    assert (
+        main(["history", "migration", "--from", str(dates[-2]), "--to", str(dates[-1]), *es]) == 0
+    )
+    out = re.sub(r"[\s│┃]+", " ", capsys.readouterr().out)
+    assert "grupo 0" in out and "(aún no era cliente)" in out.replace("( ", "("), out
+    assert "not yet" not in out and "customer)" not in out, out
 
 
 def test_history_dates_and_runs_write_dates_as_the_language_does(

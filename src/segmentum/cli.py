@@ -2110,7 +2110,8 @@ def _class_words(wh: Warehouse, by: str, lang: str) -> Callable[[str], str]:
                 for a, b in zip(*pairs.to_pydict().values(), strict=True)
                 if a is not None and b is not None
             }
-        return lambda x: names.get(x, x)
+        # "(not yet a customer)" and "(gone)" are words of the page, not cluster names.
+        return lambda x: names.get(x) or (i18n.label(lang, "state", x) if x[:1] == "(" else x)
     kind = "state" if by.startswith("segment:") else by
     return lambda x: i18n.label(lang, kind, x)
 

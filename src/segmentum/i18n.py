@@ -982,6 +982,74 @@ MESSAGES: tuple[tuple[str, tuple[str, str]], ...] = (
         r"list the dates with: segmentum history dates",
         N_("history", "list the dates with: segmentum history dates"),
     ),
+    (r"there are no snapshots yet", N_("history", "there are no snapshots yet")),
+    (
+        r"run the pipeline \(segmentum run\) or build past ones: segmentum history backfill",
+        N_(
+            "history",
+            "run the pipeline (segmentum run) or build past ones: segmentum history backfill",
+        ),
+    ),
+    (
+        r"there is no snapshot on (\S+): the nearest are (\S+) and (\S+)",
+        N_("history", "there is no snapshot on %(1)s: the nearest are %(2)s and %(3)s"),
+    ),
+    (
+        r"there is no snapshot on (\S+): the nearest is (\S+)",
+        N_("history", "there is no snapshot on %(1)s: the nearest is %(2)s"),
+    ),
+    (
+        r"choose a date that has one \(segmentum history dates lists them\), or build "
+        r"snapshots for past dates: segmentum history backfill",
+        N_(
+            "history",
+            "choose a date that has one (segmentum history dates lists them), or build "
+            "snapshots for past dates: segmentum history backfill",
+        ),
+    ),
+    (
+        r"the discovered clusters are stored on (\S+) only: a migration of clusters needs two "
+        r"dates that hold them",
+        N_(
+            "history",
+            "the discovered clusters are stored on %(1)s only: a migration of clusters needs "
+            "two dates that hold them",
+        ),
+    ),
+    (
+        r"no snapshot holds discovered clusters: a migration of clusters needs two dates that "
+        r"hold them",
+        N_(
+            "history",
+            "no snapshot holds discovered clusters: a migration of clusters needs two dates "
+            "that hold them",
+        ),
+    ),
+    (
+        r"the snapshot of (\S+) holds no discovered clusters; the dates that do: (.+)",
+        N_(
+            "history",
+            "the snapshot of %(1)s holds no discovered clusters; the dates that do: %(2)s",
+        ),
+    ),
+    (
+        r"clusters are stored by pipeline runs, not by the backfill: compare a class instead "
+        r"\(--by rfm_segment, value_tier or lifecycle_stage\)",
+        N_(
+            "history",
+            "clusters are stored by pipeline runs, not by the backfill: compare a class "
+            "instead (--by rfm_segment, value_tier or lifecycle_stage)",
+        ),
+    ),
+    (
+        r"clusters are stored by pipeline runs, not by the backfill: choose two of those "
+        r"dates, or compare a class \(--by rfm_segment, value_tier or lifecycle_stage\)",
+        N_(
+            "history",
+            "clusters are stored by pipeline runs, not by the backfill: choose two of those "
+            "dates, or compare a class (--by rfm_segment, value_tier or lifecycle_stage)",
+        ),
+    ),
     # The market: a reference population, and what was computed from it (segmentum.market).
     (r"there is no reference population yet", N_("market", "there is no reference population yet")),
     (
@@ -1705,8 +1773,8 @@ def _translated(
             return number(float(g), lang, len(g.partition(".")[2]))
         if ctx == "doctor" and re.fullmatch(r"[\d,]+\.\d MB", g):  # a size: 1,234.5 MB
             return number(float(g[:-3].replace(",", "")), lang, 1) + " MB"
-        if lang != "en" and re.fullmatch(r"\d{4}-\d{2}-\d{2}", g):
-            return date(g, lang)  # a day as the language writes it
+        if lang != "en" and re.fullmatch(r"\d{4}-\d{2}-\d{2}(, \d{4}-\d{2}-\d{2})*", g):
+            return ", ".join(date(d, lang) for d in g.split(", "))  # days as the language writes
         return g
 
     for pattern, (ctx, msgid) in table:

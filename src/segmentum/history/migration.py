@@ -3,7 +3,9 @@
 Works for any classification stored by date: a column of ``customer_classes`` (``rfm_segment``,
 ``value_tier``, ``lifecycle_stage``, ``value_potential``), a saved rule segment
 (``segment:NAME``: in / out) or the discovered clusters (``cluster``). Customers present at
-only one of the two dates appear as ``(not yet a customer)`` or ``(gone)``.
+only one of the two dates appear as ``(not yet a customer)`` or ``(gone)``; a date with no
+snapshot (or, for clusters, none that holds them) is an error naming the nearest dates that have
+one.
 
 All counting happens in the engine; only the matrix (states x states) and the alert list
 come back.
@@ -114,6 +116,69 @@ def labels_at(wh: Warehouse, classification: str, as_of: _dt.date) -> ir.Table:
     return c.select("customer_id", state=c[classification].cast("string").fill_null("(none)"))
 
 
+def _held_dates(wh: Warehouse, classification: str) -> list[_dt.date]:
+    """The snapshot dates that hold ``classification``: the dates of ``customer_classes``, or
+    for ``cluster`` those of ``customer_clusters`` (the runs store clusters, the backfill
+    does not)."""
+    table = "customer_clusters" if classification == "cluster" else "customer_classes"
+    if not wh.has(table):
+        return []
+    found = wh.table(table).select("as_of").distinct().as_of.to_pyarrow().to_pylist()
+    return sorted(d.date() if isinstance(d, _dt.datetime) else d for d in found)
+
+
+def _nearest(dates: list[_dt.date], day: _dt.date) -> list[_dt.date]:
+    """The dates of ``dates`` (oldest first) just before and just after ``day``."""
+    before = [d for d in dates if d < day]
+    after = [d for d in dates if d > day]
+    return before[-1:] + after[:1]
+
+
+def check_dates(wh: Warehouse, classification: str, *days: _dt.date) -> None:
+    """Raise a user error naming each of ``days`` without a snapshot of ``classification``,
+    with the nearest dates that have one: a date without a snapshot would otherwise read as
+    a base where everyone is new (or gone)."""
+    snapshots = _held_dates(wh, "rfm_segment")
+    if not snapshots:
+        raise InputError(
+            "there are no snapshots yet",
+            "run the pipeline (segmentum run) or build past ones: segmentum history backfill",
+        )
+    for day in days:
+        if day in snapshots:
+            continue
+        near = _nearest(snapshots, day)
+        raise InputError(
+            f"there is no snapshot on {day}: the nearest "
+            + (f"are {near[0]} and {near[1]}" if len(near) == 2 else f"is {near[0]}"),
+            "choose a date that has one (segmentum history dates lists them), or build "
+            "snapshots for past dates: segmentum history backfill",
+        )
+    if classification != "cluster":
+        return
+    held = _held_dates(wh, "cluster")
+    for day in days:
+        if day in held:
+            continue
+        if len(held) < 2:
+            said = (
+                f"the discovered clusters are stored on {held[0]} only"
+                if held
+                else "no snapshot holds discovered clusters"
+            )
+            raise InputError(
+                said + ": a migration of clusters needs two dates that hold them",
+                "clusters are stored by pipeline runs, not by the backfill: compare a class "
+                "instead (--by rfm_segment, value_tier or lifecycle_stage)",
+            )
+        raise InputError(
+            f"the snapshot of {day} holds no discovered clusters; the dates that do: "
+            + ", ".join(str(d) for d in held[-12:]),
+            "clusters are stored by pipeline runs, not by the backfill: choose two of those "
+            "dates, or compare a class (--by rfm_segment, value_tier or lifecycle_stage)",
+        )
+
+
 def _spend_lines(wh: Warehouse) -> ir.Table:
     """Lines with ``customer_id``, ``timestamp`` and ``amount``: the transactions, or in the
     serving store (which has none) their per-invoice totals, which sum to the same spend."""
@@ -141,6 +206,9 @@ def migration(
     """The transition matrix between two snapshot dates, and the valuable-to-risky alerts."""
     if date_to <= date_from:
         raise InputError("--to must be after --from")
+    if classification != "cluster":  # a mistyped name is said before any date
+        labels_at(wh, classification, date_from)
+    check_dates(wh, classification, date_from, date_to)
     a = labels_at(wh, classification, date_from).rename(state_from="state")
     b = labels_at(wh, classification, date_to).rename(state_to="state").view()
     j = a.outer_join(b, "customer_id")
