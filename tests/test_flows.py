@@ -280,6 +280,50 @@ def test_quiet_hours_hold_a_message_until_the_customers_morning(
     assert len(box.got) == 2
 
 
+def test_results_count_the_messages_held_for_quiet_hours_until_they_go_out(
+    synced: dict[str, Any], tmp_path: Path, inbox: tuple[SlowInbox, int]
+) -> None:
+    _, port = inbox
+    flows = _flows(synced, tmp_path, port)
+    flows.save(FLOW)
+    flows.set_status("cart", "enabled")
+    madrid = _people(synced, "España", 3).customer_id
+    mexico = _people(synced, "México", 2).customer_id
+    night = dt.datetime(2026, 1, 14, 21, 30)  # 22:30 in Madrid, 15:30 in Mexico City
+    for cid in (*madrid, *mexico):
+        flows.record("event", "add_to_cart", cid, night, source="realtime")
+    flows.tick(night + dt.timedelta(hours=1))
+    send = flows.results("cart")["steps"][-1]
+    # Every customer who reached the send is counted somewhere: sent, skipped or waiting.
+    assert (send["reached"], send["sent"], send["waiting"]) == (5, 2, 3)
+    assert send["reached"] == send["sent"] + sum(send["skipped"].values()) + send["waiting"]
+    flows.tick(dt.datetime(2026, 1, 15, 8, 0))  # 09:00 in Madrid: the quiet hours are over
+    send = flows.results("cart")["steps"][-1]
+    assert (send["sent"], send["waiting"], send["deferred"]) == (5, 0, 3)
+
+
+def test_a_customer_who_never_consented_leaves_for_no_consent_not_unsubscribed(
+    synced: dict[str, Any], tmp_path: Path, inbox: tuple[SlowInbox, int]
+) -> None:
+    box, port = inbox
+    flows = _flows(synced, tmp_path, port)
+    flows.save(FLOW)
+    flows.set_status("cart", "enabled")
+    p = synced["people"]
+    never = p[~p.consent_email.fillna(False).astype(bool) & p.email.notnull()]
+    never = never.sort_values("customer_id").customer_id.iloc[0]
+    quit_ = _people(synced, "España", 1).customer_id.iloc[0]
+    # This one withdrew consent the day before, outside any flow.
+    flows.record("event", "unsubscribe", quit_, T0 - dt.timedelta(days=1), source="realtime")
+    flows.tick(T0 - dt.timedelta(days=1))
+    for cid in (never, quit_):
+        flows.record("event", "add_to_cart", cid, T0, source="realtime")
+    flows.tick(T0 + dt.timedelta(hours=2))
+    reasons = {r["customer_id"]: r["exit_reason"] for r in flows.runs("cart")}
+    assert reasons == {never: "no_consent", quit_: "unsubscribed"} and not box.got
+    assert flows.results("cart")["exits"] == {"no_consent": 1, "unsubscribed": 1}
+
+
 def test_the_frequency_cap_counts_messages_of_every_flow(
     synced: dict[str, Any], tmp_path: Path, inbox: tuple[SlowInbox, int]
 ) -> None:

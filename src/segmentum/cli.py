@@ -733,7 +733,9 @@ def print_run_kind(s: pipeline.RunSummary, lang: str) -> None:
 def schedule_cmd(
     data: Annotated[Path, typer.Option(help="The folder your daily exports are written to.")],
     warehouse: WarehouseOpt = None,
-    at: Annotated[str, typer.Option(help="Time of day, HH:MM (the machine's time, or --timezone's).")] = "02:30",
+    at: Annotated[
+        str, typer.Option(help="Time of day, HH:MM (the machine's time, or --timezone's).")
+    ] = "02:30",
     fmt: Annotated[
         str, typer.Option("--format", help="systemd (a timer) or cron (a crontab line).")
     ] = "systemd",
@@ -4343,7 +4345,8 @@ def flow_disable_cmd(name: str, warehouse: WarehouseOpt = None, lang: LangOpt = 
 def flow_results_cmd(
     name: str, warehouse: WarehouseOpt = None, as_json: JsonOpt = False, lang: LangOpt = None
 ) -> None:
-    """Per step: reached, sent, skipped, converted, and uplift against the control group."""
+    """Per step: reached, sent, skipped, held for quiet hours, converted, and uplift against the
+    control group."""
     lang = _check_lang(lang)
     _ = i18n.translations(lang).ugettext
     res = _flows(warehouse).results(name)
@@ -4363,11 +4366,14 @@ def flow_results_cmd(
             "converted": _count(res["converted"], lang),
         }
     )
+    # Held for quiet hours: a column only while some are (the table is wide enough already).
+    held = sum(int(s.get("waiting") or 0) for s in res["steps"])
     t = Table(
         _("Step"),
         _("Reached"),
         _("Sent"),
         _("Skipped"),
+        *([_("Waiting")] if held else []),
         _("Bought, treated"),
         _("Bought, control"),
         _("Uplift (95%% interval)") % {},
@@ -4400,12 +4406,27 @@ def flow_results_cmd(
             _count(s["reached"], lang),
             _count(s["sent"], lang) if s.get("kind") == "send" else dash,
             escape(skipped or dash),
+            # Waiting for the quiet hours to end: sent then (reached = sent + skipped + these).
+            *(
+                [_count(s.get("waiting", 0), lang) if s.get("kind") == "send" else dash]
+                * bool(held)
+            ),
             _pct(e["conv_treated"], lang) if e["conv_treated"] is not None else dash,
             _pct(e["conv_control"], lang) if e["conv_control"] is not None else dash,
             up,
             i18n.number(e["p_value"], lang, 3) if e["p_value"] is not None else dash,
         )
     console.print(t)
+    if held:
+        tr = i18n.translations(lang)
+        console.print(
+            tr.ungettext(
+                "Waiting: %(n)s message held for the quiet hours, sent when they end.",
+                "Waiting: %(n)s messages held for the quiet hours, sent when they end.",
+                held,
+            )
+            % {"n": _count(held, lang)}
+        )
 
 
 @flow_app.command("path")

@@ -40,11 +40,10 @@ from segmentum.config import Settings, load_settings
 from segmentum.errors import ConfigError, DeliveryError, InputError, WarehouseError
 from segmentum.flows import evaluate, quiet
 from segmentum.flows.spec import DEFAULT_COLUMNS, FLOW_NAMES, Flow, Step, parse_flow, parse_quiet
-from segmentum.flows.store import FlowStore
+from segmentum.flows.store import UNSUBSCRIBE_EVENTS, UNSUBSCRIBE_TRIGGER, FlowStore
 from segmentum.warehouse import Warehouse
 
 PURCHASE_EVENTS = ("purchase", "order_completed", "checkout_completed")
-UNSUBSCRIBE_EVENTS = ("unsubscribe", "unsubscribed", "consent_withdrawn")
 MAX_ATTEMPTS = 5
 # Classes whose changes between two syncs are segment enter / exit triggers.
 CLASS_TRIGGERS = ("rfm_segment", "lifecycle_stage", "value_potential")
@@ -794,9 +793,11 @@ class Flows:
             if blocked:
                 rep.skipped += 1
                 if blocked in ("no_consent", "suppressed") and f.exits.unsubscribed:
+                    # Never having consented is not unsubscribing: each leaves with its reason.
+                    why = "unsubscribed" if self._unsubscribed(cid, blocked) else "no_consent"
                     with self.store.connect() as con:
                         _log(con, run["run_id"], f.name, cid, s.index, now, "skipped", blocked)
-                        if _finish(con, run, "exited", "unsubscribed", now):
+                        if _finish(con, run, "exited", why, now):
                             rep.exited += 1
                     return False
                 self._next(run, now, "skipped", blocked)
@@ -984,6 +985,20 @@ class Flows:
                 sender.close()
         self._channels.clear()
         self._down.clear()
+
+    def _unsubscribed(self, cid: str, blocked: str) -> bool:
+        """Whether a customer the channel refuses chose so: on the suppression list, or an
+        unsubscribe event of theirs came in (before this run, too); without either they never
+        gave consent, which is no unsubscribing."""
+        if blocked == "suppressed":
+            return True
+        # Written as the store's partial index triggers_unsubscribe is, so it is used.
+        return bool(
+            self.store.query(
+                f"SELECT 1 FROM triggers WHERE customer_id = ? AND {UNSUBSCRIBE_TRIGGER} LIMIT 1",
+                (cid,),
+            )
+        )
 
     def _quiet(self, f: Flow) -> tuple[_dt.time, _dt.time] | None:
         if f.quiet_hours != "default":

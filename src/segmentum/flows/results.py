@@ -1,7 +1,7 @@
 """A flow's results: per step, how many customers reached it, were sent a message, skipped
-(and why), and converted; and the uplift of the treated over the flow's control group among
-those who reached the step, with Newcombe's interval and the same test as campaigns (Fisher's
-exact test when a group is small)."""
+(and why), are held for quiet hours now (sent when they end), and converted; and the uplift of
+the treated over the flow's control group among those who reached the step, with Newcombe's
+interval and the same test as campaigns (Fisher's exact test when a group is small)."""
 
 from __future__ import annotations
 
@@ -84,6 +84,13 @@ def flow_results(flows: Flows, flow: Flow) -> dict[str, Any]:
             )
         }
         skipped = {k.split(":", 1)[1]: v for k, v in outcomes.items() if k.startswith("skipped:")}
+        # Held for quiet hours now: still active at this step, due when the quiet hours end
+        # (``deferred`` above counts every run ever held here, sent since or not).
+        waiting = q(
+            "SELECT COUNT(*) AS n FROM runs WHERE flow = ? AND step = ? AND status = 'active' "
+            "AND deferred = 1",
+            (name, s.index),
+        )[0]["n"]
         steps.append(
             {
                 "index": s.index,
@@ -97,6 +104,7 @@ def flow_results(flows: Flows, flow: Flow) -> dict[str, Any]:
                 "sent": int(outcomes.get("sent", 0)),
                 "failed": int(outcomes.get("failed", 0)),
                 "deferred": int(outcomes.get("deferred", 0)),
+                "waiting": int(waiting or 0),
                 "skipped": skipped,
                 "converted": xt + xc,
                 "effect": _effect(xt, nt, xc, nc),

@@ -23,6 +23,13 @@ from typing import Any
 from segmentum.config import Settings, load_settings
 from segmentum.serving import sidecar_sqlite
 
+# Events by which a customer withdraws consent, and the condition that picks them out of
+# ``triggers`` (the partial index below is written with it).
+UNSUBSCRIBE_EVENTS = ("unsubscribe", "unsubscribed", "consent_withdrawn")
+UNSUBSCRIBE_TRIGGER = "kind = 'event' AND name IN ({})".format(
+    ", ".join(f"'{n}'" for n in UNSUBSCRIBE_EVENTS)
+)
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS flows (
     name TEXT PRIMARY KEY,
@@ -96,6 +103,8 @@ CREATE TABLE IF NOT EXISTS triggers (
     ref TEXT NOT NULL UNIQUE,
     properties TEXT
 );
+-- Who unsubscribed (flows tell it from never having consented): only those events.
+CREATE INDEX IF NOT EXISTS triggers_unsubscribe ON triggers (customer_id) WHERE {unsubscribe};
 CREATE TABLE IF NOT EXISTS cursors (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS profiles (
     customer_id TEXT PRIMARY KEY,
@@ -120,7 +129,7 @@ CREATE TABLE IF NOT EXISTS contacts (
 );
 CREATE TABLE IF NOT EXISTS columns (name TEXT PRIMARY KEY, kind TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS leases (name TEXT PRIMARY KEY, token TEXT NOT NULL, until REAL NOT NULL);
-"""
+""".replace("{unsubscribe}", UNSUBSCRIBE_TRIGGER)
 
 
 def flows_path(url: str, settings: Settings | None = None) -> str:
