@@ -380,7 +380,9 @@ def test_a_web_message_carries_a_survey_and_its_answers_come_back(
     c = cs.create("Survey", "segment", "web", target="promo_hunters", template=template)
     cs.send(c, immediately=True)
     log = cs.log(c)
-    member = str(log[log.status == "sent"].customer_id.iloc[0])
+    sent = log[log.status == "sent"]
+    # A visitor asked in Spanish: the answer keeps the question as they read it.
+    member = str(sent[sent.language == "es"].customer_id.iloc[0])
     web, _ = serve_web_messages(
         cs.web_message, port=0, answer=lambda body: answer_web_survey(cs, body)
     )
@@ -394,6 +396,7 @@ def test_a_web_message_carries_a_survey_and_its_answers_come_back(
         body = {"visitor": member, "campaign_id": c.campaign_id, "nps": 3, "comment": " Tarde "}
         row = http.post(url, json=body).json()
         assert row["campaign_id"] == c.campaign_id and row["comment"] == "Tarde"
+        assert shown["language"] == "es" and row["question"] == shown["survey"]["question"]
         again = http.post(url, json={**body, "nps": 5})
         assert again.status_code == 400 and "already answered" in again.json()["error"]
         stranger = http.post(url, json={**body, "visitor": "nobody"})

@@ -118,17 +118,21 @@ def record_answer(
             )
         nps = None
     sent = wh.table(SENDS) if wh.has(SENDS) else None
-    if sent is None or not int(
-        sent.filter(
+    theirs = (
+        []
+        if sent is None
+        else sent.filter(
             (sent.campaign_id == campaign_id)
             & (sent.customer_id == visitor)
             & (sent.channel == "web")
             & (sent.status == "sent")
         )
-        .count()
+        .select("language")
+        .limit(1)
         .to_pyarrow()
-        .as_py()
-    ):
+        .to_pylist()
+    )
+    if not theirs:
         raise InputError(
             f"visitor {visitor!r} was not sent campaign {campaign_id}",
             "only the campaign's audience can answer its survey",
@@ -140,6 +144,8 @@ def record_answer(
         raise InputError(f"visitor {visitor!r} already answered campaign {campaign_id}")
     when = (now or _dt.datetime.now(_dt.UTC)).replace(tzinfo=None, microsecond=0)
     text = (comment or "").strip()[:MAX_COMMENT] or None
+    lang = theirs[0]["language"] or "en"
+    lang = lang if lang in DEFAULT_QUESTION else "en"
     row = {
         "response_id": uuid.uuid4().hex[:16],
         "customer_id": visitor,
@@ -153,7 +159,8 @@ def record_answer(
         "product_id": None,
         "order_id": None,
         "campaign_id": campaign_id,
-        "question": str(_in("en", survey.get("question"), DEFAULT_QUESTION["en"])),
+        # The question as this visitor was asked it (the language their message was in).
+        "question": str(_in(lang, survey.get("question"), DEFAULT_QUESTION.get(lang))),
         "answer": answer,
         "batch_id": f"survey:{campaign_id}",
         "source_row": None,
