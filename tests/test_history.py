@@ -778,6 +778,47 @@ def test_a_migration_of_clusters_says_which_dates_hold_them(
     assert "not yet" not in out and "customer)" not in out, out
 
 
+RETAIL = "InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country\n" + (
+    # 17850 and 13047 first buy in January; nobody of January buys in February.
+    "536365,85123A,WHITE HANGING HEART,6,2025-01-10 08:26,2.55,17850.0,United Kingdom\n"
+    "536366,22633,HAND WARMER UNION JACK,6,2025-01-15 08:28,1.85,13047.0,United Kingdom\n"
+    "536390,85123A,WHITE HANGING HEART,6,2025-03-05 10:00,2.95,17850.0,United Kingdom\n"
+    # 12583 first buys in March and never again; April is the newest month.
+    "536400,22633,HAND WARMER UNION JACK,12,2025-03-02 10:00,1.85,12583.0,France\n"
+    "536410,22960,JAM MAKING SET,1,2025-04-20 11:00,4.25,13047.0,United Kingdom\n"
+)
+
+
+def test_a_month_nobody_bought_in_is_0_percent_and_each_cohort_shows_its_size(
+    wh: Warehouse, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A month a cohort was observed in with no buyer was left out (blank, and no JSON row:
+    an average of the rows was biased up); only months not reached yet are absent."""
+    (tmp_path / "retail.csv").write_text(RETAIL, encoding="utf-8")
+    segmentum.ingest("transactions", tmp_path / "retail.csv", warehouse=wh)
+    c = cohorts(wh)
+    got = {(r["cohort"], r["period"]): (r["customers"], r["retention"]) for r in c.rows}
+    assert got == {
+        ("2025-01-01", 0): (2, 1.0),
+        ("2025-01-01", 1): (2, 0.0),  # February: observed, nobody bought
+        ("2025-01-01", 2): (2, 0.5),
+        ("2025-01-01", 3): (2, 0.5),
+        ("2025-03-01", 0): (1, 1.0),
+        ("2025-03-01", 1): (1, 0.0),  # April: observed; May is not, so no row
+    }, got
+    assert main(["history", "cohorts", "--lang", "es", "-w", wh.url]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if "2025" in line]
+    cells = [[x.strip() for x in line.replace("\xa0", " ").split("│")[1:-1]] for line in rows]
+    assert cells == [
+        ["ene 2025", "2", "100 %", "0 %", "50 %", "50 %", "", "", ""],
+        ["mar 2025", "1", "100 %", "0 %", "", "", "", "", ""],
+    ], cells
+    assert main(["history", "cohorts", "--json", "-w", wh.url]) == 0
+    assert len(json.loads(capsys.readouterr().out)) == 6
+    page = report_html(cohorts=c, lang="es")
+    assert "<th>clientes</th>" in page and "<td>2</td>" in page and ">0\xa0%</td>" in page, page
+
+
 def test_history_dates_and_runs_write_dates_as_the_language_does(
     hwh: Warehouse, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -2224,14 +2224,18 @@ def history_cohorts_cmd(
     )
     t = Table(title=escape(title))
     t.add_column(tr.ugettext("cohort"))
+    t.add_column(tr.ugettext("customers"), justify="right")
     for p_ in range(7):
         t.add_column(str(p_), justify="right")
+    sizes = c.sizes()
     for cohort, vals in sorted(mat.items()):
         name = (
             i18n.month(cohort, lang) if by == "month" else i18n.label(lang, classification, cohort)
         )
+        # Blank: a month not reached yet; a month reached with no buyer is 0 %.
         t.add_row(
             escape(name),
+            _count(sizes[cohort], lang),
             *(i18n.percent(vals[p_], lang, 0) if p_ in vals else "" for p_ in range(7)),
         )
     console.print(t)

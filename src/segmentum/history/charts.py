@@ -195,10 +195,12 @@ def _cohort_table(
     t = i18n.translations(lang)
     mat = c.matrix(value)
     periods = list(range(max_periods))
-    head = "".join(f"<th>{p}</th>" for p in periods)
+    head = f"<th>{_e(t.ugettext('customers'))}</th>" + "".join(f"<th>{p}</th>" for p in periods)
+    sizes = c.sizes()
     rows = []
     for cohort, vals in sorted(mat.items()):
-        cells = "".join(
+        # An empty cell: a month not reached yet; a month reached with no buyer reads 0 %.
+        cells = f"<td>{_e(i18n.number(sizes[cohort], lang, 0))}</td>" + "".join(
             f'<td style="background:rgba(89,161,79,{min(vals.get(p, 0.0), 1.0):.2f})">'
             f"{_e(i18n.percent(vals[p], lang, 0))}</td>"
             if p in vals

@@ -3,7 +3,9 @@
 ``cohorts`` groups customers by the month of their first purchase (or by the first segment
 they were seen in) and follows, month by month, the share still buying and the revenue per
 customer, computed in the engine from the net purchase days (cancelled orders are not
-purchases, returns count against the day of the purchase they undo).
+purchases, returns count against the day of the purchase they undo). Every month from a
+cohort's first to the newest month with purchases has a row (0 when nobody bought); months not
+reached yet have none.
 
 ``forecast`` projects segment sizes with a Markov chain: the transition rates between
 consecutive snapshots (pooled over the history, with customers who are not yet customers or are
@@ -35,10 +37,16 @@ class Cohorts:
     rows: list[dict[str, Any]]  # cohort, period, customers, active, retention, revenue, ...
 
     def matrix(self, value: str = "retention") -> dict[str, dict[int, float]]:
+        """cohort -> period -> value; a period not reached yet is absent (a period reached
+        with no buyer is 0)."""
         out: dict[str, dict[int, float]] = {}
         for r in self.rows:
             out.setdefault(str(r["cohort"]), {})[int(r["period"])] = float(r[value] or 0.0)
         return out
+
+    def sizes(self) -> dict[str, int]:
+        """cohort -> its customers."""
+        return {str(r["cohort"]): int(r["customers"]) for r in self.rows}
 
 
 def cohorts(wh: Warehouse, by: str = "month", classification: str = "value_tier") -> Cohorts:
@@ -65,6 +73,9 @@ def cohorts(wh: Warehouse, by: str = "month", classification: str = "value_tier"
         sizes = first.group_by(cohort=first.first_month.cast("string")).aggregate(
             size=first.count()
         )
+        starts = first.group_by(cohort=first.first_month.cast("string")).aggregate(
+            start=first.first_month.min()
+        )
     elif by == "segment":
         if not wh.has("customer_classes"):
             raise InputError("no snapshots yet", "run the pipeline or segmentum history backfill")
@@ -78,6 +89,8 @@ def cohorts(wh: Warehouse, by: str = "month", classification: str = "value_tier"
         )
         keyed = j.join(firstseg, "customer_id")
         sizes = firstseg.group_by("cohort").aggregate(size=firstseg.count())
+        buyers = firstseg.join(first, "customer_id")
+        starts = buyers.group_by("cohort").aggregate(start=buyers.first_month.min())
     else:
         raise InputError(f"unknown cohort key {by!r}", "use month or segment")
     g = keyed.group_by(["cohort", "period"]).aggregate(
@@ -94,7 +107,41 @@ def cohorts(wh: Warehouse, by: str = "month", classification: str = "value_tier"
         revenue_per_customer=g.revenue / g.size,
     )
     rows = g.order_by(["cohort", "period"]).to_pyarrow().to_pylist()
-    return Cohorts(by, rows)
+    last = active.month.max().to_pyarrow().as_py()
+    begun = {r["cohort"]: r["start"] for r in starts.to_pyarrow().to_pylist()}
+    return Cohorts(by, _with_empty_periods(rows, begun, last))
+
+
+def _with_empty_periods(
+    rows: list[dict[str, Any]], starts: dict[str, _dt.date], last: _dt.date | None
+) -> list[dict[str, Any]]:
+    """``rows`` with a row of zeros for every period a cohort has been observed in (from its
+    first month to the newest month with purchases) and had no buyer: a month nobody bought
+    in is 0 %, not missing, and only the months not reached yet are absent."""
+    found: dict[str, dict[int, dict[str, Any]]] = {}
+    for r in rows:
+        found.setdefault(str(r["cohort"]), {})[int(r["period"])] = r
+    out = []
+    for cohort, periods in found.items():
+        size = next(iter(periods.values()))["customers"]
+        start = starts.get(cohort)
+        reached = max(periods)
+        if start is not None and last is not None:
+            reached = max(reached, (last.year - start.year) * 12 + last.month - start.month)
+        for p in range(reached + 1):
+            out.append(
+                periods.get(p)
+                or {
+                    "cohort": cohort,
+                    "period": p,
+                    "customers": size,
+                    "active": 0,
+                    "retention": 0.0,
+                    "revenue": 0.0,
+                    "revenue_per_customer": 0.0,
+                }
+            )
+    return out
 
 
 @dataclass
