@@ -819,6 +819,39 @@ def test_a_month_nobody_bought_in_is_0_percent_and_each_cohort_shows_its_size(
     assert "<th>clientes</th>" in page and "<td>2</td>" in page and ">0\xa0%</td>" in page, page
 
 
+def test_a_forecast_by_week_on_monthly_snapshots_is_refused(
+    wh: Warehouse, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Monthly snapshots asked for --freq week gave the monthly forecast labelled as weeks
+    ("the next 3 weeks", "freq": "week"): it is refused, saying why and what to do."""
+    ids = [f"c{i}" for i in range(30)]
+    months = [dt.date(2025, m, 1) for m in range(1, 7)]
+    frames = [
+        pd.DataFrame({"customer_id": ids, "as_of": d, "rfm_segment": ["Loyal", "Lost", "New"] * 10})
+        for d in months
+    ]
+    wh.write("customer_classes", pa.Table.from_pandas(pd.concat(frames), preserve_index=False))
+    assert forecast(wh, "rfm_segment", freq="month").freq == "month"
+    with pytest.raises(
+        segmentum.errors.InputError,
+        match="the snapshots are 31 days apart: a forecast by week needs a snapshot every week",
+    ):
+        forecast(wh, "rfm_segment", freq="week")
+    cmd = ["history", "forecast", "--freq", "week", "-w", wh.url]
+    assert main([*cmd, "--json"]) == 2
+    said = capsys.readouterr()
+    assert '"freq"' not in said.out and "--freq month" in said.out + said.err
+    assert main([*cmd, "--lang", "es"]) == 2
+    said = capsys.readouterr()
+    text = " ".join((said.out + said.err).split())
+    assert "una previsión por semanas necesita una foto cada semana" in text, text
+    assert "próximas" not in text, text
+    weeks = [dt.date(2025, 6, 2) + dt.timedelta(weeks=k) for k in range(5)]
+    frames = [f.assign(as_of=d) for f, d in zip(frames, weeks, strict=False)]
+    wh.write("customer_classes", pa.Table.from_pandas(pd.concat(frames), preserve_index=False))
+    assert forecast(wh, "rfm_segment", freq="week").dates == weeks
+
+
 def test_history_dates_and_runs_write_dates_as_the_language_does(
     hwh: Warehouse, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -1537,6 +1537,38 @@ MESSAGES: tuple[tuple[str, tuple[str, str]], ...] = (
         N_("history", "build past ones: segmentum history backfill"),
     ),
     (
+        r"the snapshots are (\d+) days apart: a forecast by week needs a snapshot every week",
+        N_(
+            "history",
+            "the snapshots are %(1)s days apart: a forecast by week needs a snapshot every week",
+        ),
+    ),
+    (
+        r"forecast by month \(--freq month\), or build weekly snapshots: "
+        r"segmentum history backfill --freq week",
+        N_(
+            "history",
+            "forecast by month (--freq month), or build weekly snapshots: "
+            "segmentum history backfill --freq week",
+        ),
+    ),
+    (
+        r"the snapshots are (\d+) days apart: a forecast by month needs a snapshot every month",
+        N_(
+            "history",
+            "the snapshots are %(1)s days apart: a forecast by month needs a snapshot every month",
+        ),
+    ),
+    (
+        r"build monthly snapshots: segmentum history backfill --freq month; or step from every "
+        r"snapshot: --freq all",
+        N_(
+            "history",
+            "build monthly snapshots: segmentum history backfill --freq month; or step from "
+            "every snapshot: --freq all",
+        ),
+    ),
+    (
         r"not enough history after (\S+) to label a (\d+)-day horizon",
         N_("model", "not enough history after %(1)s to label a %(2)s-day horizon"),
     ),
@@ -1672,6 +1704,112 @@ MESSAGES: tuple[tuple[str, tuple[str, str]], ...] = (
             "headroom measured against %(3)s",
         ),
     ),
+    # What a flow's YAML gets wrong, and what to write (segmentum.flows.spec); each problem's
+    # message and hint, translated one by one (see flow_problem).
+    (
+        r"a flow is a mapping with name, trigger and steps",
+        N_("flow", "a flow is a mapping with name, trigger and steps"),
+    ),
+    (r"start from a template", N_("flow", "start from a template")),
+    (rf"unknown field {_Q}", N_("flow", "unknown field %(1)s")),
+    (r"fields: (.+)", N_("flow", "fields: %(1)s")),
+    (rf"{_Q} is not a flow name", N_("flow", "%(1)s is not a flow name")),
+    (r"the flow has no name", N_("flow", "the flow has no name")),
+    (
+        r"write name: abandoned_cart \(letters, digits, _ \. -; up to 80\)",
+        N_("flow", "write name: abandoned_cart (letters, digits, _ . -; up to 80)"),
+    ),
+    (
+        r"write the description in both languages",
+        N_("flow", "write the description in both languages"),
+    ),
+    (r'e\.g\. \{es: "\.\.\.", en: "\.\.\."\}', N_("flow", 'e.g. {es: "...", en: "..."}')),
+    (rf"{_Q} is not allowed", N_("flow", "%(1)s is not allowed")),
+    (
+        r"write never, always or a duration, e\.g\. 30 days",
+        N_("flow", "write never, always or a duration, e.g. 30 days"),
+    ),
+    (rf"{_Q} is not a duration", N_("flow", "%(1)s is not a duration")),
+    (r"e\.g\. (\d+) days", N_("flow", "e.g. %(1)s days")),
+    (rf"{_Q} is not a range of hours", N_("flow", "%(1)s is not a range of hours")),
+    (
+        r'write quiet_hours: "21:00-09:00", or false for none',
+        N_("flow", 'write quiet_hours: "21:00-09:00", or false for none'),
+    ),
+    (r"the flow has no trigger", N_("flow", "the flow has no trigger")),
+    (r"not a mapping", N_("flow", "not a mapping")),
+    (
+        r"write one of  trigger: \{segment: NAME\},  trigger: \{event: cart_abandoned\}  or  "
+        r"trigger: \{date: birthday\}",
+        N_(
+            "flow",
+            "write one of  trigger: {segment: NAME},  trigger: {event: cart_abandoned}  or  "
+            "trigger: {date: birthday}",
+        ),
+    ),
+    (
+        r"give exactly one of segment, event or date",
+        N_("flow", "give exactly one of segment, event or date"),
+    ),
+    (r"the segment is empty", N_("flow", "the segment is empty")),
+    (r"the event is empty", N_("flow", "the event is empty")),
+    (r"the date is empty", N_("flow", "the date is empty")),
+    (r"write on: enter or on: exit", N_("flow", "write on: enter or on: exit")),
+    (rf"{_Q} is not a date segmentum knows", N_("flow", "%(1)s is not a date segmentum knows")),
+    (r"use birthday or expected_next_purchase", N_("flow", "use birthday or expected_next_purchase")),
+    (r"before / after are for date triggers", N_("flow", "before / after are for date triggers")),
+    (r"remove them", N_("flow", "remove them")),
+    (
+        r"e\.g\. exit: \{converted: true, left_segment: true\}",
+        N_("flow", "e.g. exit: {converted: true, left_segment: true}"),
+    ),
+    (rf"unknown exit rule {_Q}", N_("flow", "unknown exit rule %(1)s")),
+    (r"exit rules: (.+)", N_("flow", "exit rules: %(1)s")),
+    (rf"{_Q} is not true or false", N_("flow", "%(1)s is not true or false")),
+    (r"write (\w+): true", N_("flow", "write %(1)s: true")),
+    (r"the flow has no steps", N_("flow", "the flow has no steps")),
+    (
+        r"add steps: a list of wait, condition, send, split",
+        N_("flow", "add steps: a list of wait, condition, send, split"),
+    ),
+    (r"a step is a mapping", N_("flow", "a step is a mapping")),
+    (r"e\.g\. - wait: 1 hour", N_("flow", "e.g. - wait: 1 hour")),
+    (
+        r"a step is exactly one of wait, condition, send or split",
+        N_("flow", "a step is exactly one of wait, condition, send or split"),
+    ),
+    (r"a (\w+) step has (\w+) and an optional name", N_("flow", "a %(1)s step has %(2)s and an optional name")),
+    (
+        r"write a number and a unit: 30 minutes, 2 hours, 1 day, 1 week",
+        N_("flow", "write a number and a unit: 30 minutes, 2 hours, 1 day, 1 week"),
+    ),
+    (r"write exit or continue", N_("flow", "write exit or continue")),
+    (
+        r"see the rule language in docs/segments\.md",
+        N_("flow", "see the rule language in docs/segments.md"),
+    ),
+    (rf"{_Q} is not a control share", N_("flow", "%(1)s is not a control share")),
+    (
+        r"write split: \{control: 10%\} \(between 0% and 50%\)",
+        N_("flow", "write split: {control: 10%%} (between 0%% and 50%%)"),
+    ),
+    (r"a send is a mapping", N_("flow", "a send is a mapping")),
+    (r"give channel, subject and body", N_("flow", "give channel, subject and body")),
+    (rf"{_Q} is not a channel", N_("flow", "%(1)s is not a channel")),
+    (
+        r"a send has channel, subject, body \(and sms: the text of an SMS\)",
+        N_("flow", "a send has channel, subject, body (and sms: the text of an SMS)"),
+    ),
+    (
+        r"the (subject|body|sms) is not a text in each language",
+        N_("flow", "the %(1)s is not a text in each language"),
+    ),
+    (
+        r'write (subject|body|sms): \{es: "\.\.\.", en: "\.\.\."\}',
+        N_("flow", 'write %(1)s: {es: "...", en: "..."}'),
+    ),
+    (r"the flow never sends anything", N_("flow", "the flow never sends anything")),
+    (r"add a send step", N_("flow", "add a send step")),
 )
 #: Why ingest quarantined a row: a column and what is wrong with it, or a repeat. A reason
 #: joins several with "; " (see segmentum.ingest.core); each is translated on its own.
@@ -1824,6 +1962,41 @@ def translate_message(lang: str, text: str | None) -> str:
             message, hint = (_known(lang, x, words) or x for x in parts.groups())
             return f"{message} ({translations(lang).upgettext(*_HINT)}: {hint})"
     return found or text
+
+
+def flow_problem(lang: str, problem: Any) -> tuple[str, str | None]:
+    """A flow's problem (``segmentum.flows.spec.Problem``) in ``lang``: "file, line 15,
+    steps[1].wait: message" and its hint, each part through the catalogs."""
+    t = translations(lang)
+    message = _flow_message(lang, str(problem.message))
+    parts = {"source": problem.source, "field": problem.field, "message": message}
+    if problem.line:
+        parts["line"] = number(problem.line, lang, 0) if lang != "en" else str(problem.line)
+        text = t.upgettext("flow", "%(source)s, line %(line)s, %(field)s: %(message)s") % parts
+    else:
+        text = t.upgettext("flow", "%(source)s, %(field)s: %(message)s") % parts
+    hint = translate_message(lang, problem.hint) if problem.hint else None
+    return text, hint
+
+
+def flow_more_problems(lang: str, more: int) -> str:
+    """What follows the first of several problems: "(and 2 more problems)"."""
+    t = translations(lang)
+    said = t.ungettext("(and %(n)s more problem)", "(and %(n)s more problems)", more)
+    return str(said % {"n": number(more, lang, 0) if lang != "en" else str(more)})
+
+
+def _flow_message(lang: str, text: str) -> str:
+    """A flow problem's message: a condition's rule error ("<reason> at position 6 of 'clv >>
+    3'") has the rule parser's reason inside; anything else is a MESSAGES pattern."""
+    at = re.fullmatch(r"(.+) at position (\d+) of (.+)", text, flags=re.S)
+    if at and lang != "en":
+        reason = translate_message(lang, at.group(1))
+        return str(
+            translations(lang).upgettext("flow", "%(reason)s at position %(at)s of %(rule)s")
+            % {"reason": reason, "at": at.group(2), "rule": at.group(3)}
+        )
+    return translate_message(lang, text)
 
 
 # A saved segment's error names the segment first: "segment vip: <the rule's message>".

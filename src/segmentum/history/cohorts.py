@@ -17,6 +17,7 @@ from the ones before it and comparing with what was observed.
 from __future__ import annotations
 
 import datetime as _dt
+import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -214,6 +215,32 @@ def grid(dates: list[_dt.date], freq: str) -> list[_dt.date]:
     return sorted(seen.values())
 
 
+# The longest typical step (median days between the grid's snapshots) a period may have: a
+# chain on monthly snapshots asked to step by weeks would label each month a week.
+MAX_STEP_DAYS = {"week": 10, "month": 45}
+
+
+def _check_step(dates: list[_dt.date], freq: str) -> None:
+    """Raise a user error when the snapshots on the ``freq`` grid are further apart than one
+    ``freq``: the projection's steps would be labelled as periods they are not."""
+    if freq not in MAX_STEP_DAYS or len(dates) < 2:
+        return
+    step = int(np.median([(b - a).days for a, b in itertools.pairwise(dates)]))
+    if step <= MAX_STEP_DAYS[freq]:
+        return
+    if freq == "week":
+        raise InputError(
+            f"the snapshots are {step} days apart: a forecast by week needs a snapshot every week",
+            "forecast by month (--freq month), or build weekly snapshots: "
+            "segmentum history backfill --freq week",
+        )
+    raise InputError(
+        f"the snapshots are {step} days apart: a forecast by month needs a snapshot every month",
+        "build monthly snapshots: segmentum history backfill --freq month; or step from every "
+        "snapshot: --freq all",
+    )
+
+
 def forecast(
     wh: Warehouse,
     classification: str = "rfm_segment",
@@ -251,6 +278,7 @@ def forecast(
     dates = [dates[i] for i in held]
     labels = [labels[i] for i in held]
     sizes = [sizes[i] for i in held]
+    _check_step(dates, freq)
     states = sorted({s for d in sizes for s in d})
     k = len(states)
     steps = [_transition_counts(labels[i], labels[i + 1], states) for i in range(len(dates) - 1)]
