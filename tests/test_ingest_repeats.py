@@ -113,6 +113,11 @@ def test_a_value_out_of_range_is_shown_as_the_file_wrote_it(wh: Warehouse, tmp_p
     segmentum.ingest("customers", write(tmp_path / "c.csv", "cliente;edad\nC1;150\n"), warehouse=wh)
     q = wh.table("quarantine").execute()
     assert sorted(zip(q.column, q.value, strict=True)) == [("age", "150"), ("rating", "6")]
+    # The example names the column as the file does, which is what the user searches for.
+    from segmentum.ingest import quarantine_summary
+
+    named = {r["column"]: r["header"] for r in quarantine_summary(wh)}
+    assert named == {"rating": "valoracion", "age": "edad"}
 
 
 def test_a_corrected_census_replaces_the_cells_it_corrects(wh: Warehouse, tmp_path: Path) -> None:

@@ -3520,6 +3520,13 @@ def report_cmd(
     console.print(i18n.translations(lang).ugettext("wrote %(path)s") % {"path": escape(str(p))})
 
 
+def _named_column(r: dict[str, Any]) -> str:
+    """A quarantined row's column as the file names it, with the canonical name: the header
+    is what the user searches their export for."""
+    column = r.get("column") or ""
+    return f"{r['header']} ({column})" if r.get("header") else column
+
+
 @app.command("quarantine")
 def quarantine_cmd(
     reason: Annotated[
@@ -3564,7 +3571,7 @@ def quarantine_cmd(
                 "row": r["source_row"],
             }
             if r["column"] and r["value"] is not None:
-                example += f", {r['column']} = '{r['value']}'"
+                example += f", {_named_column(r)} = '{r['value']}'"
             if r["example_reason"] != r["reason"]:  # "repeats row N": which row it repeats
                 example += f" ({i18n.translate_reason(lang, r['example_reason'])})"
             t.add_row(
@@ -3591,7 +3598,7 @@ def quarantine_cmd(
         t.add_row(
             escape(Path(r["file"]).name),
             str(r["source_row"]),
-            escape(r["column"] or ""),
+            escape(_named_column(r)),
             escape(r["value"] or ""),
             escape(i18n.translate_reason(lang, r["reason"])),
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import datetime as _dt
+import json
 import re
 import uuid
 import zoneinfo
@@ -1684,7 +1685,7 @@ def quarantine_summary(
         rows=q.count(), files=q.file.nunique(), tables=q.table_name.nunique()
     )
     first = q.filter(q._n == 0).select(
-        "_kind", "table_name", "file", "source_row", "column", "value", "reason"
+        "_kind", "table_name", "file", "source_row", "column", "value", "reason", "raw"
     )
     out = groups.join(first, "_kind").order_by([ibis.desc("rows"), "_kind"])
     rows = out.to_pyarrow().to_pylist()
@@ -1698,10 +1699,31 @@ def quarantine_summary(
             "source_row": r["source_row"],
             "column": r["column"],
             "value": r["value"],
+            # The column as the file names it ("Recomendación" for nps), when it differs.
+            "header": _file_column(r["raw"], r["table_name"], r["column"], r["value"]),
             "example_reason": r["reason"],
         }
         for r in rows
     ]
+
+
+def _file_column(raw: str | None, table: str, column: str | None, value: str | None) -> str | None:
+    """The file's own name for the canonical ``column`` of a quarantined row: its header that
+    maps to ``column`` as ingest maps headers, checked against the value shown (a load with
+    an explicit mapping may have used another). None when it is the same name or unknown."""
+    spec = INGESTIBLE.get(table)
+    if not raw or not column or spec is None:
+        return None
+    try:
+        row = json.loads(raw)
+        header = auto_map(list(row), spec).get(column) if isinstance(row, dict) else None
+    except (ValueError, InputError):
+        return None
+    if header is None or header.strip().lower() == column.lower():
+        return None
+    if value not in (None, "") and str(row.get(header)).strip() != str(value).strip():
+        return None
+    return str(header)
 
 
 def quarantine_rows(
@@ -1722,6 +1744,8 @@ def quarantine_rows(
     rows: list[dict[str, Any]] = (
         q.order_by(["file", "source_row"]).limit(limit).to_pyarrow().to_pylist()
     )
+    for r in rows:
+        r["header"] = _file_column(r["raw"], r["table_name"], r["column"], r["value"])
     return rows
 
 
