@@ -3520,13 +3520,6 @@ def report_cmd(
     console.print(i18n.translations(lang).ugettext("wrote %(path)s") % {"path": escape(str(p))})
 
 
-def _named_column(r: dict[str, Any]) -> str:
-    """A quarantined row's column as the file names it, with the canonical name: the header
-    is what the user searches their export for."""
-    column = r.get("column") or ""
-    return f"{r['header']} ({column})" if r.get("header") else column
-
-
 @app.command("quarantine")
 def quarantine_cmd(
     reason: Annotated[
@@ -3546,7 +3539,7 @@ def quarantine_cmd(
     ] = None,
 ) -> None:
     """Rejected rows summarised by reason (count, first example); --rows lists them."""
-    from segmentum.ingest.core import quarantine_rows, quarantine_summary
+    from segmentum.ingest.core import named_column, quarantine_rows, quarantine_summary
 
     lang = _check_lang(lang)
     _ = i18n.translations(lang).ugettext
@@ -3571,7 +3564,7 @@ def quarantine_cmd(
                 "row": r["source_row"],
             }
             if r["column"] and r["value"] is not None:
-                example += f", {_named_column(r)} = '{r['value']}'"
+                example += f", {named_column(r)} = '{r['value']}'"
             if r["example_reason"] != r["reason"]:  # "repeats row N": which row it repeats
                 example += f" ({i18n.translate_reason(lang, r['example_reason'])})"
             t.add_row(
@@ -3598,7 +3591,7 @@ def quarantine_cmd(
         t.add_row(
             escape(Path(r["file"]).name),
             str(r["source_row"]),
-            escape(_named_column(r)),
+            escape(named_column(r)),
             escape(r["value"] or ""),
             escape(i18n.translate_reason(lang, r["reason"])),
         )

@@ -251,7 +251,10 @@ def test_a_shop_with_only_its_invoice_export_can_save_segments(
     with serving(app) as base:
         builder = httpx.get(f"{base}/dashboard/segments", params={"lang": "es"}, cookies=jar)
         micro = httpx.get(f"{base}/dashboard/micro", params={"lang": "es"}, cookies=jar)
+        data = httpx.get(f"{base}/dashboard/data", params={"lang": "es"}, cookies=jar)
     assert builder.status_code == 200 and micro.status_code == 200
+    # The rejected lines name their column as the export does (the dates out of range).
+    assert "Fecha factura (timestamp)" in data.text, data.text[-3000:]
     assert 'value="value_tier"' in builder.text and 'value="region"' not in builder.text
     assert 'value="age_band"' not in builder.text and 'id="error"' not in micro.text
     assert 'value="value_tier,lifecycle_stage,rfm_segment"' in micro.text

@@ -1707,6 +1707,18 @@ def quarantine_summary(
     ]
 
 
+def named_column(r: Mapping[str, Any]) -> str:
+    """A quarantined row's column as the file names it, with the canonical name after it
+    ("Recomendación (nps)"): the header is what the user searches their export for."""
+    column = r.get("column") or ""
+    header = (
+        r["header"]
+        if "header" in r
+        else _file_column(r.get("raw"), r.get("table_name") or "", column, r.get("value"))
+    )
+    return f"{header} ({column})" if header else column
+
+
 def _file_column(raw: str | None, table: str, column: str | None, value: str | None) -> str | None:
     """The file's own name for the canonical ``column`` of a quarantined row: its header that
     maps to ``column`` as ingest maps headers, checked against the value shown (a load with

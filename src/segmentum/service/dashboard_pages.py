@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse,
 from segmentum import i18n
 from segmentum.config import Settings
 from segmentum.errors import SegmentumError
+from segmentum.ingest.core import named_column
 from segmentum.page_models import (
     ACTIVITY,
     CAMPAIGN_PAGES,
@@ -767,7 +768,11 @@ def mount(
         ctx, published = svc.fresh_or_published(lambda: _data(svc.wh, batch))
         # Why each row was rejected, in the page's language (the stored reason is English).
         ctx["quarantine"] = [
-            {**r, "reason": i18n.translate_reason(page.lang, r.get("reason"))}
+            {
+                **r,
+                "reason": i18n.translate_reason(page.lang, r.get("reason")),
+                "column": named_column(r),  # as the file names it
+            }
             for r in ctx.get("quarantine") or []
         ]
         ctx["runs"] = [
