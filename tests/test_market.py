@@ -27,7 +27,7 @@ from segmentum.market import compute_market, parse_band, read_market, rollup, wi
 from segmentum.market.export import export_market
 from segmentum.market.geo import choropleth_svg, load_geojson
 from segmentum.report import build_report
-from segmentum.service.auth import SESSION_COOKIE, create_session
+from segmentum.service.auth import SESSION_COOKIE, create_key, create_session
 from segmentum.warehouse import Warehouse
 
 HERE = Path(__file__).parent
@@ -431,3 +431,39 @@ def test_b2b_cells_count_companies_by_industry_and_size_band(tmp_path: Path) -> 
     assert cells[("software", "10-49")]["customers"] == 1
     assert r.overall_penetration == pytest.approx(3 / 200)
     assert r.unplaced == {"company_size not in the population": 1, "no industry": 1}
+
+
+def test_a_cell_counted_in_two_rows_is_said_on_the_page_and_in_the_api_in_spanish(
+    hand_made: dict[str, Any], tmp_path: Path
+) -> None:
+    """The market sums the rows of a cell that one file writes twice, and says so; only the
+    command line said it (the API in English only, the Market page not at all), so a reader
+    of the page took the halved penetrations at face value."""
+    from tests.conftest import serving
+
+    from segmentum.service.app import create_app
+
+    shutil.copyfile(hand_made["path"], tmp_path / "m.duckdb")
+    url = f"duckdb:///{tmp_path / 'm.duckdb'}"
+    wh = segmentum.connect(url)
+    text = "Comunidad;Sexo;Población;Año\nNorte;Mujer;600;2025\nNorte;Mujer;400;2025\n"
+    (tmp_path / "norte.csv").write_text(text, encoding="utf-8")
+    settings = load_settings(env={})
+    [r] = ingest("population", tmp_path / "norte.csv", warehouse=wh, settings=settings)
+    assert r.updated == 2  # the stored cell replaced by the file's two rows of it
+    result = compute_market(wh, settings=settings, run_id="t2")
+    assert any("more than one population row" in n for n in result.notes), result.notes
+    wh.close()
+    app = create_app(url, settings)
+    svc = app.state.svc
+    key = create_key(svc.state, "reader", ["read"])
+    s = create_session(svc.sessions, key)
+    assert s is not None
+    with serving(app) as base:
+        page = http.get(
+            base + "/dashboard/market", params={"lang": "es"}, cookies={SESSION_COOKIE: s.sid}
+        )
+        api = http.get(base + "/v1/market", headers={"X-API-Key": key}).json()
+    assert page.status_code == 200
+    assert "aparecen en más de una fila de población" in page.text, page.text[-2000:]
+    assert any("se sumaron sus cifras" in n for n in api["notes_es"]), api

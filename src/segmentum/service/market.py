@@ -93,6 +93,7 @@ def market_summary(
         ws = cells[cells["white_space_rank"].notna()].sort_values("white_space_rank").head(top)
         return {
             **summary,
+            "notes_es": [i18n.translate_message("es", n) for n in summary.get("notes") or []],
             "level": used,
             "places": by_place,
             "white_space": records(ws, WHITE_SPACE_COLUMNS),
@@ -242,6 +243,9 @@ def market_page(page: Page, svc: Service, level: str = "") -> dict[str, Any]:
         "skipped": page.num(summary.get("skipped_rows") or 0),
         "has_skipped": bool(summary.get("skipped_rows")),
         "unplaced": unplaced,
+        # What the computation warned about (cells counted in several rows...), in the
+        # page's language: the figures above depend on it.
+        "notes": [i18n.translate_message(page.lang, n) for n in summary.get("notes") or []],
         "levels": [(lv, dimension_titles(_)[lv]) for lv in levels],
         "level": used or "",
         "level_title": dimension_titles(_).get(used or "", ""),
