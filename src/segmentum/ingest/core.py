@@ -1074,13 +1074,17 @@ class _FileIngest:
 
     def _stored_columns(self, t: ir.Table) -> list[str]:
         """The columns that tell a row of ``t`` is already stored: the key of invoice lines;
-        every column of the table for facts without a key (events, survey answers, population
-        counts, suppressions), where an overlapping export repeats whole rows. Empty for the
-        tables whose newer rows replace the stored ones (customers, products...)."""
+        every column of the table for facts without a key (events, survey answers,
+        suppressions), where an overlapping export repeats whole rows (those the stored table
+        has too: one written by an earlier version may lack a newer column). Empty for the
+        tables whose newer rows replace the stored ones (customers, products, population
+        cells: see :func:`_replaced_by`)."""
         if self.spec.name == "transactions":
             return list(self.spec.key)
         if self.spec.name in _APPEND_ONLY:
-            return [c.name for c in self.spec.columns if c.name in t.columns]
+            name = self.spec.name
+            stored = set(self.wh.table(name).columns) if self.wh.has(name) else set()
+            return [c.name for c in self.spec.columns if c.name in t.columns and c.name in stored]
         return []
 
     def _same(self, a: ir.Table, b: ir.Table, cols: list[str]) -> list[ir.BooleanValue]:
