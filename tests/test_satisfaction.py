@@ -451,7 +451,8 @@ def test_answers_from_ids_that_are_not_customers_are_named_on_ingest_and_in_the_
     )
     r = segmentum.ingest("responses", f, warehouse=wh)[0]
     assert r.accepted == 3
-    assert any("3 answer(s) from 2 id(s)" in w and "'C9999999'" in w for w in r.warnings)
+    assert any("3 answers from 2 ids that are" in w and "'C9999999'" in w for w in r.warnings)
+    assert any(w.startswith("3 respuestas de 2 ids que no están") for w in r.warnings_es)
     assert any("comprueba que la exportación" in w for w in r.warnings_es)
     as_of = wh.table("customer_classes").as_of.max().to_pyarrow().as_py()
     run = compute(wh, as_of)

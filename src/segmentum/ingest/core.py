@@ -2291,14 +2291,22 @@ def _warn_unknown_respondents(wh: Warehouse, report: IngestReport, new: ir.Table
     if not row["answers"]:
         return
     n, people, example = int(row["answers"]), int(row["ids"]), row["e"]
+    answers = (
+        (f"{n} answer" if n == 1 else f"{n:,} answers")
+        + f" from {people:,} id"
+        + ("" if people == 1 else "s")
+    )
+    respuestas = (f"{n} respuesta" if n == 1 else f"{_n_es(n)} respuestas") + (
+        f" de {_n_es(people)} id" + ("" if people == 1 else "s")
+    )
     report.warn(
-        f"{n} answer(s) from {people} id(s) that are neither in the customers nor in the "
-        f"invoice lines (e.g. '{example}'): they are kept and count in the overall answers, "
-        "in no segment; check that the survey export uses your customer ids",
-        f"{n} respuesta(s) de {people} id(s) que no están ni en los clientes ni en las líneas "
-        f"de factura (por ejemplo, '{example}'): se guardan y cuentan en el total de "
-        "respuestas, en ningún segmento; comprueba que la exportación de la encuesta usa tus "
-        "ids de cliente",
+        f"{answers} that {'is' if people == 1 else 'are'} neither in the customers nor in the "
+        f"invoice lines (e.g. '{example}'): kept, they count in the overall answers and in no "
+        "segment; check that the survey export uses your customer ids",
+        f"{respuestas} que no {'está' if people == 1 else 'están'} ni en los clientes ni en "
+        f"las líneas de factura (por ejemplo, '{example}'): se guardan y cuentan en el total "
+        "de respuestas, en ningún segmento; comprueba que la exportación de la encuesta usa "
+        "tus ids de cliente",
     )
 
 
