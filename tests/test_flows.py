@@ -569,6 +569,51 @@ def test_the_command_line_creates_validates_enables_and_reports_a_flow(
         assert english not in out, english
 
 
+def test_flow_validate_names_every_problem_in_spanish_under_lang_es(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from segmentum.cli import main
+
+    w = ["-w", f"duckdb:///{tmp_path / 'shop.duckdb'}"]
+    yaml_file = tmp_path / "cart.yaml"
+    bad = FLOW.replace("wait: 1 hour", "wait: 1 huor").replace("clv > 0 or clv is null", "clv >> 3")
+    yaml_file.write_text(bad, encoding="utf-8")
+    assert main(["flow", "validate", str(yaml_file), *w, "--lang", "es"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "cart.yaml, línea 7, steps[0].wait: '1 huor' no es una duración" in err, err
+    assert "(y 1 problema más)" in err and "escribe un número y una unidad" in err, err
+    assert "en la posición 6 de 'clv >> 3'" in err, err
+    assert "consulta el lenguaje de reglas" in err, err
+    for english in ("line ", "is not a duration", "more problem", "at position", "write a"):
+        assert english not in err, (english, err)
+
+
+@pytest.mark.parametrize(
+    ("what", "detail", "es", "en"),
+    [
+        ("entered", "event add_to_cart", "evento add_to_cart", "event add_to_cart"),
+        ("entered", "enter segment lapsed", "entra en el segmento lapsed", None),
+        ("wait", "until 2026-12-06 11:41:30", "hasta el 6 dic 2026 11:41", None),
+        (
+            "deferred",
+            "quiet hours until 2026-12-06 12:00:00",
+            "horas de descanso hasta el 6 dic 2026 12:00",
+            "quiet hours until 2026-12-06 12:00:00",
+        ),
+        ("sent", "email", "correo electrónico", None),
+        ("skipped", "no_consent", "sin consentimiento", "no consent"),
+    ],
+)
+def test_a_path_step_reads_in_the_users_language(
+    what: str, detail: str, es: str, en: str | None
+) -> None:
+    from segmentum.flows.words import path_detail
+
+    assert path_detail("es", what, detail) == es
+    if en is not None:
+        assert path_detail("en", what, detail) == en
+
+
 # ------------------------------------------------------------------------------ service
 
 

@@ -302,6 +302,43 @@ def test_a_failed_send_and_an_unmeasured_campaign_read_in_spanish() -> None:
     assert note == "aún no hay resultados: 2.990 enviados, 10 fallidos, 0 resultados"
 
 
+def test_why_an_sms_failed_and_the_sender_setting_read_in_spanish() -> None:
+    from segmentum.errors import ConfigError, DeliveryError
+
+    why = (
+        "the message takes 5 UCS-2 parts (283 UCS-2 units) and sms_max_parts is 3: shorten the "
+        "template or avoid characters outside GSM-7 (e.g. á, ç, emoji)"
+    )
+    said = i18n.failure_reason("es", f"C0000452: {why}")
+    assert said.startswith("C0000452: el mensaje ocupa 5 partes UCS-2 (283 unidades UCS-2)")
+    assert "acorta la plantilla" in said and "shorten" not in said
+    err = DeliveryError(f"10 of 10 messages failed: C0000250: {why}", None)
+    assert "fallaron 10 de 10 mensajes: C0000250: el mensaje ocupa" in i18n.error_text("es", err)
+    assert (
+        i18n.failure_reason("es", "C1: HTTP 400: unknown number") == "C1: HTTP 400: unknown number"
+    )
+    sender = ConfigError(
+        "sms_sender_id='TIENDA ONLINE 24' is not a valid sender",
+        "an alphanumeric sender id has 1 to 11 letters (A-Z, a-z), digits and spaces, with at "
+        "least one letter; a numeric one is a phone number such as +34600111222",
+    )
+    text = i18n.error_text("es", sender)
+    assert "no es un remitente válido" in text and "un remitente alfanumérico" in text, text
+    assert "letters" not in text and "valid sender" not in text, text
+
+
+def test_a_web_survey_answer_that_cannot_be_stored_is_refused_in_spanish() -> None:
+    for english, spanish in (
+        ("nps must be a whole number from 0 to 10", "nps debe ser un número entero de 0 a 10"),
+        ("visitor 'V1' already answered campaign c-1", "el visitante 'V1' ya respondió"),
+        ("visitor 'V1' was not sent campaign c-1", "al visitante 'V1' no se le envió"),
+        ("campaign c-1 asks no survey", "la campaña c-1 no hace ninguna encuesta"),
+        ("Input should be less than or equal to 10", "el valor debe ser como máximo 10"),
+        ("Field required", "falta este campo"),
+    ):
+        assert i18n.translate_message("es", english).startswith(spanish), english
+
+
 def test_durations_read_in_their_largest_whole_unit() -> None:
     assert [i18n.duration(s, "es") for s in (604800, 1209600, 86400, 7200, 60, 90)] == [
         "1 semana",

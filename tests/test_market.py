@@ -213,6 +213,47 @@ def test_cli_prints_penetration_white_space_and_map_ready_exports(
     assert "unknown format 'xml'" in err and "csv, geojson-properties" in err
 
 
+@pytest.mark.parametrize(
+    ("lang", "said", "not_said"),
+    [
+        (
+            "es",
+            (
+                "sin ubicar: 1 cliente (",
+                "1 fila de población excluida",
+                "la mejor celda por valor por cliente, penetración conjunta 2,0 %",
+            ),
+            ("1 clientes", "1 filas", "las 1 mejores", "2,0000"),
+        ),
+        (
+            "en",
+            (
+                "not placed: 1 customer (",
+                "1 population row left out",
+                "the best cell by value per customer, pooled penetration 2.0%",
+            ),
+            ("1 customers", "1 population rows", "1 best cells", "2.0000"),
+        ),
+    ],
+)
+def test_market_compute_says_one_as_one_and_shares_with_one_decimal(
+    hand_made: dict[str, Any],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    lang: str,
+    said: tuple[str, ...],
+    not_said: tuple[str, ...],
+) -> None:
+    db = tmp_path / "m.duckdb"
+    shutil.copyfile(hand_made["path"], db)
+    assert main(["market", "compute", "-w", f"duckdb:///{db}", "--lang", lang]) == 0
+    out = " ".join(capsys.readouterr().out.split())  # the console wraps long lines
+    for text in said:
+        assert text in out, (text, out)
+    for text in not_said:
+        assert text not in out, (text, out)
+
+
 def test_the_same_market_on_every_backend(backend: Warehouse, tmp_path: Path) -> None:
     if backend.engine == "duckdb":
         pytest.skip("DuckDB: the known-answer tests above run on the same data (hand_made)")

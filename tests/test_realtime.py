@@ -479,3 +479,38 @@ def test_forgetting_a_customer_erases_what_was_tracked_live(live: dict[str, Any]
         k.split(" ", 1)[1]: v for k, v in planned.deleted.items() if k.startswith("realtime ")
     }
     assert store.events_of(cid, _dt.datetime(2000, 1, 1, tzinfo=_dt.UTC)) == []
+
+
+@pytest.mark.parametrize(
+    ("lang", "not_json", "problem"),
+    [
+        (
+            "es",
+            ("eventos.jsonl, línea 2: no es JSON", "escribe un evento por línea"),
+            ("1 problema, no se ha registrado nada; el primero: evento 1, event_type: falta",),
+        ),
+        (
+            "en",
+            ("eventos.jsonl, line 2: not JSON", "write one event a line"),
+            ("1 problem, nothing recorded; first: event 1, event_type: is missing",),
+        ),
+    ],
+)
+def test_events_track_says_what_is_wrong_with_a_file_in_the_users_language(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    lang: str,
+    not_json: tuple[str, ...],
+    problem: tuple[str, ...],
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    w = ["-w", f"duckdb:///{tmp_path / 'shop.duckdb'}", "--lang", lang]
+    Path("eventos.jsonl").write_text('{"anonymous_id": "v-9", "event_type": "page_view"}\n{oops\n')
+    assert main(["events", "track", "eventos.jsonl", *w]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert all(text in err for text in not_json), err
+    Path("eventos.jsonl").write_text('{"anonymous_id": "v-9"}\n')
+    assert main(["events", "track", "eventos.jsonl", *w]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert all(text in err for text in problem) and "problem(s)" not in err, err

@@ -336,6 +336,20 @@ def test_the_api_refuses_a_bad_dimension_with_a_hint_in_the_clients_language(
     assert r.status_code == 422 and r.json()["hint"] == "see the parameters it takes: /docs"
 
 
+def test_a_web_message_answer_the_schema_refuses_is_explained_in_spanish(
+    server: dict[str, Any],
+) -> None:
+    key = {"X-API-Key": server["keys"]["read"], "Accept-Language": "es"}
+    answer = {"visitor": "C0000001", "campaign_id": "x", "nps": 11}
+    r = http.post(f"{server['url']}/v1/web-message/answer", json=answer, headers=key)
+    assert r.status_code == 422
+    body = r.json()
+    assert body["detail"] == "body.nps: el valor debe ser como máximo 10", body
+    assert body["hint"] == "consulta los parámetros que admite: /docs", body
+    r = http.post(f"{server['url']}/v1/web-message/answer", json={"nps": 5}, headers=key)
+    assert r.json()["detail"] == "body.visitor: falta este campo", r.json()
+
+
 @pytest.mark.parametrize(
     ("lang", "words"),
     [

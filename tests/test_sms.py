@@ -584,6 +584,33 @@ def test_results_count_messages_that_all_failed_as_failed_not_sent(
     assert f"0 enviados, {n} fallidos" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize(
+    ("lang", "counts"),
+    [
+        ("es", "mensajes SMS 0 entregados, 0 fallidos, 0 caducados, {n} aún sin acuse de recibo"),
+        ("en", "SMS 0 delivered, 0 failed, 0 expired, {n} without a receipt yet"),
+    ],
+)
+def test_receipt_counts_are_words_that_agree_with_their_numbers(
+    db: Path,
+    inbox: SmsInbox,
+    campaign_template: tuple[Path, str, list[str]],
+    capsys: pytest.CaptureFixture[str],
+    lang: str,
+    counts: str,
+) -> None:
+    _, _, phones = campaign_template
+    wh = segmentum.connect(f"duckdb:///{db}")
+    try:
+        cs = Campaigns(wh, settings_for(inbox))
+        assert cs.send(cs.get("Texto"), now=NOW, immediately=True).delivered == len(phones)
+    finally:
+        wh.close()
+    assert main(["campaign", "results", "Texto", "-w", f"duckdb:///{db}", "--lang", lang]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert counts.format(n=len(phones)) in out and "no_receipt" not in out, out
+
+
 def test_quiet_hours_hold_messages_until_morning_where_each_customer_lives(
     db: Path, inbox: SmsInbox, campaign_template: tuple[Path, str, list[str]]
 ) -> None:

@@ -1771,14 +1771,22 @@ def market_compute_cmd(
         console.print(
             "  "
             + escape(
-                _("not placed: %(n)s customers (%(why)s)")
+                i18n.translations(lang).ungettext(
+                    "not placed: %(n)s customer (%(why)s)",
+                    "not placed: %(n)s customers (%(why)s)",
+                    n,
+                )
                 % {"n": _count(n, lang), "why": why.get(reason, reason)}
             )
         )
     if r.skipped_rows:
         console.print(
             "  "
-            + _("%(n)s population rows left out (totals or empty cells)")
+            + i18n.translations(lang).ungettext(
+                "%(n)s population row left out (a total or an empty cell)",
+                "%(n)s population rows left out (totals or empty cells)",
+                r.skipped_rows,
+            )
             % {"n": _count(r.skipped_rows, lang)}
         )
     for note in r.notes:
@@ -2580,11 +2588,24 @@ def campaign_audience_cmd(
 
 
 def _receipts(counts: dict[str, int], lang: str) -> str:
-    """SMS delivery receipts as "delivered 10, expired 1", in ``lang``."""
+    """SMS delivery receipts as "10 delivered, 1 expired", in ``lang`` (each count agreeing
+    with its word; ``no_receipt``: no receipt yet)."""
     tr = i18n.translations(lang)
-    return ", ".join(
-        f"{tr.upgettext('sms_status', k)} {_count(v, lang)}" for k, v in counts.items()
-    )
+
+    def one(status: str, n: int) -> str:
+        if status == "delivered":
+            said = tr.ungettext("%(n)s delivered", "%(n)s delivered", n)
+        elif status == "failed":
+            said = tr.ungettext("%(n)s failed", "%(n)s failed", n)
+        elif status == "expired":
+            said = tr.ungettext("%(n)s expired", "%(n)s expired", n)
+        elif status == "no_receipt":
+            said = tr.ungettext("%(n)s without a receipt yet", "%(n)s without a receipt yet", n)
+        else:  # a status a provider added: its code, as stored
+            said = f"%(n)s {status}"
+        return str(said % {"n": _count(n, lang)})
+
+    return ", ".join(one(k, int(v)) for k, v in counts.items())
 
 
 @campaign_app.command("send")
@@ -2680,7 +2701,7 @@ def campaign_send_cmd(
             console.print(f"  {escape(i18n.label(lang, 'outcome', k))}: {_count(v, lang)}")
         for e in r.errors:
             word = i18n.translations(lang).upgettext(*i18n.ERROR_WORD)
-            console.print(f"[yellow]{word}:[/yellow] {escape(i18n.translate_message(lang, e))}")
+            console.print(f"[yellow]{word}:[/yellow] {escape(i18n.failure_reason(lang, e))}")
         for f in r.files:
             console.print(_("wrote %(path)s") % {"path": escape(str(f))})
     if r.failed and not r.delivered:
@@ -3027,7 +3048,11 @@ def _print_ad_report(r: Any, what: str, lang: str = "en") -> None:
     if r.phones_invalid_kept:
         console.print(
             "  "
-            + _("%(n)s exported by email only: their phone is not valid")
+            + i18n.translations(lang).ungettext(
+                "%(n)s exported by email only: their phone is not valid",
+                "%(n)s exported by email only: their phones are not valid",
+                r.phones_invalid_kept,
+            )
             % {"n": _count(r.phones_invalid_kept, lang)}
         )
 
@@ -3321,6 +3346,7 @@ def events_track_cmd(
     from segmentum.serving import ServingStore, serving_path
 
     lang = _check_lang(lang)
+    tr = i18n.translations(lang)
     store, settings = _realtime(warehouse)
     text = sys.stdin.read() if file == "-" else _read_text(Path(file))
     events: list[Any] = []
@@ -3329,13 +3355,30 @@ def events_track_cmd(
             try:
                 events.append(json.loads(line))
             except ValueError as exc:
-                raise InputError(f"{file}, line {n}: not JSON ({exc})", "one event a line") from exc
+                raise InputError(
+                    tr.ugettext("%(file)s, line %(n)s: not JSON (%(error)s)")
+                    % {"file": file, "n": _count(n, lang), "error": exc},
+                    tr.ugettext("write one event a line, each a JSON object"),
+                ) from exc
     rows, problems = check_events(events, timezone=settings.timezone)
     if problems:
         first = problems[0]
+        said = tr.ungettext(
+            "%(file)s: %(n)s problem, nothing recorded; first: event %(event)s, %(field)s: "
+            "%(message)s",
+            "%(file)s: %(n)s problems, nothing recorded; first: event %(event)s, %(field)s: "
+            "%(message)s",
+            len(problems),
+        )
         raise InputError(
-            f"{file}: {len(problems)} problem(s), nothing recorded; first: event "
-            f"{first.index + 1}, {first.field}: {first.message}",
+            said
+            % {
+                "file": file,
+                "n": _count(len(problems), lang),
+                "event": _count(first.index + 1, lang),
+                "field": first.field,
+                "message": i18n.translate_message(lang, first.message),
+            },
             first.hint,
         )
     target = serving_path(warehouse or settings.warehouse, settings.serving_store)
@@ -4147,16 +4190,20 @@ def _flows(warehouse: str | None) -> Any:
     return Flows.for_warehouse(warehouse or settings.warehouse, settings)
 
 
-def _flow_errors(exc: SegmentumError) -> None:
+def _flow_errors(exc: SegmentumError, lang: str = "en") -> None:
+    """Every problem of a flow's YAML in ``lang``, each with its hint: the first (with how
+    many more there are) ends the command as its error."""
     from segmentum.flows import FlowError
 
-    if isinstance(exc, FlowError) and len(exc.problems) > 1:
-        for p in exc.problems[1:]:
-            err.print(
-                f"[red]error:[/red] {escape(str(p))}"
-                + (f" (hint: {escape(p.hint)})" if p.hint else "")
-            )
-    raise exc
+    if not isinstance(exc, FlowError):
+        raise exc
+    said = [i18n.flow_problem(lang, p) for p in exc.problems]
+    for text, hint in said[1:]:
+        _say(text, hint, lang)
+    first, hint = said[0]
+    if len(said) > 1:
+        first += " " + i18n.flow_more_problems(lang, len(said) - 1)
+    raise InputError(first, hint) from exc
 
 
 def _flow_words(lang: str) -> dict[str, dict[str, str]]:
@@ -4231,7 +4278,7 @@ def flow_new_cmd(
     try:
         _flows(warehouse).save(text, source=f"template {template}", origin=template, replace=False)
     except SegmentumError as exc:
-        _flow_errors(exc)
+        _flow_errors(exc, lang)
     if file is not None:
         file.write_text(text, encoding="utf-8")
     line = _("created the draft flow %(name)s") % {"name": escape(name)}
@@ -4248,7 +4295,7 @@ def flow_save_cmd(file: Path, warehouse: WarehouseOpt = None, lang: LangOpt = No
     try:
         f = _flows(warehouse).save(text, source=str(file))
     except SegmentumError as exc:
-        _flow_errors(exc)
+        _flow_errors(exc, lang)
     console.print(
         i18n.translations(lang).ugettext("saved the flow %(name)s") % {"name": escape(f.name)}
     )
@@ -4262,7 +4309,7 @@ def flow_validate_cmd(file: Path, warehouse: WarehouseOpt = None, lang: LangOpt 
     try:
         f = _flows(warehouse).check(text, str(file))
     except SegmentumError as exc:
-        _flow_errors(exc)
+        _flow_errors(exc, lang)
     said = i18n.translations(lang).ungettext(
         "%(file)s: the flow %(name)s is valid (%(n)s step)",
         "%(file)s: the flow %(name)s is valid (%(n)s steps)",
@@ -4438,6 +4485,8 @@ def flow_path_cmd(
     customer: str, warehouse: WarehouseOpt = None, as_json: JsonOpt = False, lang: LangOpt = None
 ) -> None:
     """A customer's path through every flow: entered, each step, sent or skipped, exit."""
+    from segmentum.flows.words import path_detail
+
     lang = _check_lang(lang)
     _ = i18n.translations(lang).ugettext
     rows = _flows(warehouse).path(customer)
@@ -4451,8 +4500,7 @@ def flow_path_cmd(
     t = Table(_("When (UTC)"), _("Flow"), _("Step"), _("What happened"), _("Detail"))
     for r in rows:
         step = "" if r["step"] is None else _count(r["step"] + 1, lang)
-        detail = str(r["detail"] or "")
-        detail = words["reason"].get(detail, i18n.translate_message(lang, detail))
+        detail = path_detail(lang, r["what"], r["detail"])
         t.add_row(
             r["at"] if lang == "en" else i18n.date(r["at"], lang),
             escape(r["flow"]),

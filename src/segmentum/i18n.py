@@ -1696,6 +1696,15 @@ MESSAGES: tuple[tuple[str, tuple[str, str]], ...] = (
         ),
     ),
     (
+        r"white space: the best cell by value per customer, pooled penetration (\S+%); "
+        r"headroom measured against (\S+%)",
+        N_(
+            "market",
+            "white space: the best cell by value per customer, pooled penetration %(1)s; "
+            "headroom measured against %(2)s",
+        ),
+    ),
+    (
         r"white space: ([\d,]+) best cells by value per customer, pooled penetration (\S+%); "
         r"headroom measured against (\S+%)",
         N_(
@@ -1704,6 +1713,107 @@ MESSAGES: tuple[tuple[str, tuple[str, str]], ...] = (
             "headroom measured against %(3)s",
         ),
     ),
+    # Why an SMS was not sent, and the sender setting (segmentum.campaigns.sms).
+    (
+        r"the message takes (\d+) (\S+) parts \(([\d,]+) (?:septets|UCS-2 units)\) and "
+        r"sms_max_parts is (\d+): shorten the template or avoid characters outside GSM-7 "
+        r"\(e\.g\. á, ç, emoji\)",
+        N_(
+            "sms",
+            "the message takes %(1)s %(2)s parts (%(3)s UCS-2 units) and sms_max_parts is "
+            "%(4)s: shorten the template or avoid characters outside GSM-7 (e.g. á, ç, emoji)",
+        ),
+    ),
+    (
+        r"the message takes (\d+) (\S+) parts \(([\d,]+) septets\) and sms_max_parts is "
+        r"(\d+): shorten the template",
+        N_(
+            "sms",
+            "the message takes %(1)s %(2)s parts (%(3)s septets) and sms_max_parts is %(4)s: "
+            "shorten the template",
+        ),
+    ),
+    (rf"{_Q} is not a valid phone number", N_("sms", "%(1)s is not a valid phone number")),
+    (r"the message is empty", N_("sms", "the message is empty")),
+    (r"no SMS sender is configured", N_("sms", "no SMS sender is configured")),
+    (
+        r"set sms_sender_id to your number in E\.164 \(\+34600111222\) or an alphanumeric id "
+        r"of at most 11 characters \(e\.g\. TIENDA\)",
+        N_(
+            "sms",
+            "set sms_sender_id to your number in E.164 (+34600111222) or an alphanumeric id "
+            "of at most 11 characters (e.g. TIENDA)",
+        ),
+    ),
+    (
+        rf"sms_sender_id={_Q} is not a valid sender",
+        N_("sms", "sms_sender_id=%(1)s is not a valid sender"),
+    ),
+    (
+        r"an alphanumeric sender id has 1 to 11 letters \(A-Z, a-z\), digits and spaces, "
+        r"with at least one letter; a numeric one is a phone number such as \+34600111222",
+        N_(
+            "sms",
+            "an alphanumeric sender id has 1 to 11 letters (A-Z, a-z), digits and spaces, "
+            "with at least one letter; a numeric one is a phone number such as +34600111222",
+        ),
+    ),
+    # A web-message survey's answer that cannot be stored (segmentum.satisfaction.survey).
+    (r"campaign (\S+) asks no survey", N_("survey", "campaign %(1)s asks no survey")),
+    (
+        r"nps must be a whole number from 0 to 10",
+        N_("survey", "nps must be a whole number from 0 to 10"),
+    ),
+    (r"send nps: 0\.\.10", N_("survey", "send nps: 0..10")),
+    (
+        rf"{_Q} is not one of the survey's options",
+        N_("survey", "%(1)s is not one of the survey's options"),
+    ),
+    (r"send one of: (.+)", N_("survey", "send one of: %(1)s")),
+    (
+        rf"visitor {_Q} was not sent campaign (\S+)",
+        N_("survey", "visitor %(1)s was not sent campaign %(2)s"),
+    ),
+    (
+        r"only the campaign's audience can answer its survey",
+        N_("survey", "only the campaign's audience can answer its survey"),
+    ),
+    (
+        rf"visitor {_Q} already answered campaign (\S+)",
+        N_("survey", "visitor %(1)s already answered campaign %(2)s"),
+    ),
+    (
+        r"an answer needs the visitor and the campaign_id",
+        N_("survey", "an answer needs the visitor and the campaign_id"),
+    ),
+    (r"send both as text", N_("survey", "send both as text")),
+    (r"campaign (\S+) is not a web message", N_("survey", "campaign %(1)s is not a web message")),
+    (r"campaign (\S+) is no web message", N_("survey", "campaign %(1)s is not a web message")),
+    # What the API's schema says of a value it refuses (pydantic's words).
+    (r"Field required", N_("api", "the field is required")),
+    (
+        r"Input should be less than or equal to (\S+)",
+        N_("api", "the value must be at most %(1)s"),
+    ),
+    (
+        r"Input should be greater than or equal to (\S+)",
+        N_("api", "the value must be at least %(1)s"),
+    ),
+    (r"Input should be less than (\S+)", N_("api", "the value must be below %(1)s")),
+    (r"Input should be greater than (\S+)", N_("api", "the value must be above %(1)s")),
+    (r"Input should be a valid integer.*", N_("api", "the value must be a whole number")),
+    (r"Input should be a valid number.*", N_("api", "the value must be a number")),
+    (r"Input should be a valid string", N_("api", "the value must be text")),
+    (
+        r"String should have at most (\d+) characters?",
+        N_("api", "the text must have at most %(1)s characters"),
+    ),
+    (
+        r"String should have at least (\d+) characters?",
+        N_("api", "the text must have at least %(1)s characters"),
+    ),
+    (rf"String should match pattern {_Q}", N_("api", "the text does not have the form %(1)s")),
+    (r"JSON decode error", N_("api", "the body is not valid JSON")),
     # What a flow's YAML gets wrong, and what to write (segmentum.flows.spec); each problem's
     # message and hint, translated one by one (see flow_problem).
     (
@@ -1756,7 +1866,10 @@ MESSAGES: tuple[tuple[str, tuple[str, str]], ...] = (
     (r"the date is empty", N_("flow", "the date is empty")),
     (r"write on: enter or on: exit", N_("flow", "write on: enter or on: exit")),
     (rf"{_Q} is not a date segmentum knows", N_("flow", "%(1)s is not a date segmentum knows")),
-    (r"use birthday or expected_next_purchase", N_("flow", "use birthday or expected_next_purchase")),
+    (
+        r"use birthday or expected_next_purchase",
+        N_("flow", "use birthday or expected_next_purchase"),
+    ),
     (r"before / after are for date triggers", N_("flow", "before / after are for date triggers")),
     (r"remove them", N_("flow", "remove them")),
     (
@@ -1778,7 +1891,10 @@ MESSAGES: tuple[tuple[str, tuple[str, str]], ...] = (
         r"a step is exactly one of wait, condition, send or split",
         N_("flow", "a step is exactly one of wait, condition, send or split"),
     ),
-    (r"a (\w+) step has (\w+) and an optional name", N_("flow", "a %(1)s step has %(2)s and an optional name")),
+    (
+        r"a (\w+) step has (\w+) and an optional name",
+        N_("flow", "a %(1)s step has %(2)s and an optional name"),
+    ),
     (
         r"write a number and a unit: 30 minutes, 2 hours, 1 day, 1 week",
         N_("flow", "write a number and a unit: 30 minutes, 2 hours, 1 day, 1 week"),
@@ -1903,6 +2019,8 @@ def _translated(
             r"[\d,]+", g
         ):
             return number(int(g.replace(",", "")), lang, 0)  # a count, grouped
+        if ctx == "campaign" and lang != "en" and " " in g:  # why a message failed, inside
+            return failure_reason(lang, g)
         if ctx == "ingest" and lang != "en":  # the columns a file lacks, and their synonyms
             g = g.replace(" or ", f" {t.upgettext(*_OR)} ").replace(
                 ": e.g. ", f": {t.upgettext(*_EG)} "
@@ -1964,17 +2082,34 @@ def translate_message(lang: str, text: str | None) -> str:
     return found or text
 
 
+_FLOW_AT_LINE = N_("flow", "%(source)s, line %(line)s, %(field)s: %(message)s")
+_FLOW_RULE = N_("flow", "%(reason)s at position %(at)s of %(rule)s")
+
+
+def failure_reason(lang: str, text: str) -> str:
+    """Why a message failed, in ``lang``: a known reason, also after the customer it is about
+    ("C0001: the message takes 5 UCS-2 parts..."); a provider's own words stay as given."""
+    if lang == "en":
+        return text
+    known = _translated(lang, MESSAGES, text)
+    if known is not None:
+        return known
+    about = re.fullmatch(r"(\S+): (.+)", text.strip(), flags=re.S)
+    inner = _translated(lang, MESSAGES, about.group(2)) if about else None
+    return f"{about.group(1)}: {inner}" if about and inner is not None else text
+
+
 def flow_problem(lang: str, problem: Any) -> tuple[str, str | None]:
     """A flow's problem (``segmentum.flows.spec.Problem``) in ``lang``: "file, line 15,
     steps[1].wait: message" and its hint, each part through the catalogs."""
     t = translations(lang)
-    message = _flow_message(lang, str(problem.message))
+    message = flow_problem_message(lang, str(problem.message))
     parts = {"source": problem.source, "field": problem.field, "message": message}
     if problem.line:
         parts["line"] = number(problem.line, lang, 0) if lang != "en" else str(problem.line)
-        text = t.upgettext("flow", "%(source)s, line %(line)s, %(field)s: %(message)s") % parts
+        text = t.upgettext(*_FLOW_AT_LINE) % parts
     else:
-        text = t.upgettext("flow", "%(source)s, %(field)s: %(message)s") % parts
+        text = f"{problem.source}, {problem.field}: {message}"  # no words to translate
     hint = translate_message(lang, problem.hint) if problem.hint else None
     return text, hint
 
@@ -1986,14 +2121,14 @@ def flow_more_problems(lang: str, more: int) -> str:
     return str(said % {"n": number(more, lang, 0) if lang != "en" else str(more)})
 
 
-def _flow_message(lang: str, text: str) -> str:
-    """A flow problem's message: a condition's rule error ("<reason> at position 6 of 'clv >>
-    3'") has the rule parser's reason inside; anything else is a MESSAGES pattern."""
+def flow_problem_message(lang: str, text: str) -> str:
+    """A flow problem's message in ``lang``: a condition's rule error ("<reason> at position 6
+    of 'clv >> 3'") has the rule parser's reason inside; anything else is a MESSAGES pattern."""
     at = re.fullmatch(r"(.+) at position (\d+) of (.+)", text, flags=re.S)
     if at and lang != "en":
         reason = translate_message(lang, at.group(1))
         return str(
-            translations(lang).upgettext("flow", "%(reason)s at position %(at)s of %(rule)s")
+            translations(lang).upgettext(*_FLOW_RULE)
             % {"reason": reason, "at": at.group(2), "rule": at.group(3)}
         )
     return translate_message(lang, text)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
+
 from segmentum import i18n
+from segmentum.flows.spec import CHANNELS
 
 
 def flow_words(lang: str) -> dict[str, dict[str, str]]:
@@ -48,3 +51,54 @@ def flow_words(lang: str) -> dict[str, dict[str, str]]:
         },
         "date": {"birthday": _("birthday"), "expected_next_purchase": _("expected next purchase")},
     }
+
+
+def path_detail(lang: str, what: str, detail: str | None) -> str:
+    """A path row's stored detail as a person reads it in ``lang``: the trigger a customer
+    entered on ("event add_to_cart"), a wait's or the quiet hours' end ("until 2026-12-06
+    11:41:30", dates as the language writes them), a channel, a reason; an error as sent."""
+    if not detail:
+        return ""
+    _ = i18n.translations(lang).ugettext
+    until = re.fullmatch(r"(quiet hours )?until (\S+ \S+)", detail)
+    if until:
+        # English keeps the stored time, as the path's own column does; others their format.
+        when = until.group(2) if lang == "en" else i18n.date(until.group(2), lang)
+        said = _("quiet hours until %(when)s") if until.group(1) else _("until %(when)s")
+        return said % {"when": when}
+    if what == "entered":
+        return _trigger_detail(lang, detail)
+    if what in ("sent", "failed", "retry") and detail in CHANNELS:
+        return i18n.label(lang, "channel", detail)
+    reason = flow_words(lang)["reason"].get(detail)
+    return reason or i18n.translate_message(lang, detail)
+
+
+def _trigger_detail(lang: str, text: str) -> str:
+    """What a customer entered on, as ``Trigger.describe`` stored it: "enter segment vip",
+    "exit segment vip", "event add_to_cart", "3 days before birthday", "birthday"."""
+    _ = i18n.translations(lang).ugettext
+    seg = re.fullmatch(r"(enter|exit) segment (.+)", text)
+    if seg:
+        said = (
+            _("enters the segment %(name)s")
+            if seg.group(1) == "enter"
+            else _("leaves the segment %(name)s")
+        )
+        return said % {"name": seg.group(2)}
+    event = re.fullmatch(r"event (.+)", text)
+    if event:
+        return _("event %(name)s") % {"name": event.group(1)}
+    dates = flow_words(lang)["date"]
+    offset = re.fullmatch(r"(\d+) days (before|after) (\w+)", text)
+    if offset:
+        days, side, name = offset.groups()
+        said = (
+            _("%(days)s days before the %(date)s")
+            if side == "before"
+            else _("%(days)s days after the %(date)s")
+        )
+        return said % {"days": i18n.number(int(days), lang, 0), "date": dates.get(name, name)}
+    if text in dates:
+        return _("on the %(date)s") % {"date": dates[text]}
+    return text

@@ -129,8 +129,17 @@ def score_white_space(
     rank = pd.array([None] * n, dtype="Int64")
     rank[ranked] = np.arange(1, len(ranked) + 1)
     df["white_space_rank"] = rank
+    best_cells = f"{n_best:,} best cells" if n_best != 1 else "the best cell"
     notes.append(
-        f"white space: {n_best} best cells by value per customer, pooled penetration "
-        f"{best_pen:.4%}; headroom measured against {benchmark:.4%}"
+        f"white space: {best_cells} by value per customer, pooled penetration "
+        f"{_share(best_pen)}; headroom measured against {_share(benchmark)}"
     )
     return df
+
+
+def _share(x: float) -> str:
+    """A penetration for a note: one decimal, as shares are shown everywhere ("2.0%"); two
+    significant digits below 0.1 %, where one decimal would read 0.0% ("0.021%")."""
+    if x == 0 or x >= 0.001:
+        return f"{x:.1%}"
+    return f"{x:.{1 - math.floor(math.log10(x * 100))}%}"

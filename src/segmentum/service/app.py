@@ -221,10 +221,10 @@ def create_app(
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(x) for x in first.get("loc", ()))
         spanish = wants_spanish(request.headers.get("accept-language"))
-        hint = _validation_hint(first)
-        if spanish:
-            hint = i18n.translate_message("es", hint)
-        return problem(422, "Invalid request", f"{where}: {first.get('msg', 'invalid')}", hint)
+        hint, said = _validation_hint(first), str(first.get("msg", "invalid"))
+        if spanish:  # pydantic's words too, as far as the catalog knows them
+            hint, said = i18n.translate_message("es", hint), i18n.translate_message("es", said)
+        return problem(422, "Invalid request", f"{where}: {said}", hint)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -21,10 +21,11 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel, Field
 
+from segmentum import i18n
 from segmentum.errors import InputError, SegmentumError
 from segmentum.flows import FlowError, Flows, Runner, catalog
 from segmentum.flows.spec import trigger_of
-from segmentum.flows.words import flow_words
+from segmentum.flows.words import flow_words, path_detail
 from segmentum.service.core import Admin, ApiProblem, Read, Service
 
 router = APIRouter(tags=["flows"])
@@ -310,6 +311,15 @@ def _mount_pages(app: FastAPI, svc: Service) -> None:
             return page
         customer = customer.strip()[:200]
         path = flows_of(svc).path(customer) if customer else None
+        if path:  # each detail and time as the page's language writes them
+            path = [
+                {
+                    **r,
+                    "at": r["at"] if page.lang == "en" else page.date(r["at"]),
+                    "detail": path_detail(page.lang, r["what"], r["detail"]),
+                }
+                for r in path
+            ]
         ctx = list_context(page, created=created, customer=customer, path=path)
         return render(page, "flows.html", **ctx)
 
@@ -343,7 +353,16 @@ def _mount_pages(app: FastAPI, svc: Service) -> None:
                 text = catalog.from_template(template, name)
             f = flows.save(text, source="yaml", origin=template or None, replace=not template)
         except FlowError as exc:
-            ctx = list_context(page, problems=exc.problems, form={"yaml": text, "name": name})
+            problems = [
+                {
+                    "line": p.line,
+                    "field": p.field,
+                    "message": i18n.flow_problem_message(page.lang, p.message),
+                    "hint": i18n.translate_message(page.lang, p.hint) if p.hint else None,
+                }
+                for p in exc.problems
+            ]
+            ctx = list_context(page, problems=problems, form={"yaml": text, "name": name})
             return render(page, "flows.html", status=422, **ctx)
         except SegmentumError as exc:
             ctx = list_context(page, form_error=user_error(page, exc), form={"yaml": text})
