@@ -431,6 +431,77 @@ def test_the_customer_timeline_shows_what_segmentum_sent_at_once_and_after_a_pub
             holder.wait()
 
 
+def test_the_customer_timeline_shows_what_the_automated_flows_sent_or_held_back(
+    service_db: Any, tmp_path: Any
+) -> None:
+    """docs/service.md promises a timeline of the messages segmentum sent or held back itself:
+    the cart flow's email to a customer was missing (only campaign sends were listed). Read
+    from the flows' own store at once, in the page's language; a customer the flow held back
+    (no consent) says so."""
+    import datetime as dt
+    import shutil
+
+    import segmentum
+    from killsends import SlowInbox, start_smtp
+    from segmentum.config import load_settings
+    from segmentum.flows import Flows, FlowStore
+    from segmentum.flows.store import flows_path
+    from segmentum.service.app import create_app
+    from segmentum.service.auth import create_key
+
+    for name in ("w.duckdb", "w.serving.duckdb", "w.serving.duckdb.docs.sqlite"):
+        if service_db.with_name(name).exists():
+            shutil.copyfile(service_db.with_name(name), tmp_path / name)
+    url = f"duckdb:///{tmp_path / 'w.duckdb'}"
+    settings = load_settings(env={})
+    box = SlowInbox(0.0)
+    ctl, port = start_smtp(box)
+    t0 = dt.datetime(2026, 1, 14, 10, 0)  # 11:00 in Madrid: no quiet hours
+    try:
+        flows = Flows(
+            FlowStore(flows_path(url, settings)),
+            settings.with_overrides(smtp_host="127.0.0.1", smtp_starttls=False, smtp_port=port),
+        )
+        with segmentum.connect(url) as wh:
+            flows.sync(wh, t0)
+            people = wh.table("customers").to_pandas()
+        spain = people[(people.country == "España") & people.email.notnull()]
+        spain = spain.sort_values("customer_id")
+        mailed = str(spain[spain.consent_email.fillna(False).astype(bool)].customer_id.iloc[0])
+        held = str(spain[~spain.consent_email.fillna(False).astype(bool)].customer_id.iloc[0])
+        flows.save(
+            "name: cart\ntrigger: {event: add_to_cart}\nquiet_hours: false\nsteps:\n"
+            "  - send:\n      channel: email\n"
+            '      subject: {es: "Tu carrito", en: "Your cart"}\n'
+            '      body: {es: "{{ greeting }}, tu carrito.", en: "{{ greeting }}, your cart."}\n'
+        )
+        flows.set_status("cart", "enabled")
+        for cid in (mailed, held):
+            flows.record("event", "add_to_cart", cid, t0, source="realtime")
+        assert flows.tick(t0).sent == 1 and len(box.got) == 1
+    finally:
+        ctl.stop()
+    app = create_app(url, settings)
+    session = create_session(app.state.svc.sessions, create_key(app.state.svc.state, "r", ["read"]))
+    assert session is not None
+    jar = {SESSION_COOKIE: session.sid}
+
+    def timeline(base: str, cid: str, lang: str) -> str:
+        page = http.get(f"{base}/dashboard/customer", params={"q": cid, "lang": lang}, cookies=jar)
+        assert page.status_code == 200, page.text[:500]
+        items = page.text.split('id="timeline"', 1)[1].split("</ol>", 1)[0]
+        assert not RAW.search(_text(items)), items
+        return " ".join(_text(items).split())
+
+    with serving(app) as base:
+        es = timeline(base, mailed, "es")
+        assert "Flujo cart correo electrónico · enviado" in es, es
+        en = timeline(base, mailed, "en")
+        assert "Flow cart email · sent" in en, en
+        no = timeline(base, held, "es")
+        assert "Flujo cart correo electrónico · sin consentimiento" in no, no
+
+
 def test_a_migration_from_a_day_without_a_snapshot_is_refused_by_the_api_and_the_page(
     server: dict[str, Any], signed_in: Any
 ) -> None:

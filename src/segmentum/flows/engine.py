@@ -37,7 +37,7 @@ from segmentum.campaigns import channels as ch
 from segmentum.campaigns.reasons import greeting
 from segmentum.campaigns.sendlog import _alive
 from segmentum.config import Settings, load_settings
-from segmentum.errors import ConfigError, DeliveryError, InputError, WarehouseError
+from segmentum.errors import ConfigError, DeliveryError, InputError, SegmentumError, WarehouseError
 from segmentum.flows import evaluate, quiet
 from segmentum.flows.spec import DEFAULT_COLUMNS, FLOW_NAMES, Flow, Step, parse_flow, parse_quiet
 from segmentum.flows.store import UNSUBSCRIBE_EVENTS, UNSUBSCRIBE_TRIGGER, FlowStore
@@ -1031,6 +1031,48 @@ class Flows:
             "WHERE p.customer_id = ? ORDER BY p.id",
             (customer_id,),
         )
+
+    def activity(self, customer_id: str, limit: int = 40) -> list[dict[str, Any]]:
+        """The messages flows sent a customer, tried and failed, or held back (control group,
+        no consent, frequency cap...), newest first, read now: rows as the customer timeline
+        shows activity (``when``, ``kind`` message, ``flow`` and ``what``: the flow's name,
+        ``channel``, ``group``, ``outcome``: sent, failed or why it was held back)."""
+        rows = self.store.query(
+            "SELECT m.flow, m.step, m.channel, m.status AS outcome, "
+            "COALESCE(m.sent_at, m.claimed_at) AS at, r.grp FROM messages m "
+            "LEFT JOIN runs r ON r.run_id = m.run_id "
+            "WHERE m.customer_id = ? AND m.status IN ('sent', 'failed') "
+            "UNION ALL "
+            "SELECT p.flow, p.step, NULL, p.detail, p.at, r.grp FROM path p "
+            "LEFT JOIN runs r ON r.run_id = p.run_id "
+            "WHERE p.customer_id = ? AND p.what = 'skipped' "
+            "ORDER BY at DESC LIMIT ?",
+            (customer_id, customer_id, limit),
+        )
+        steps: dict[str, tuple[Step, ...]] = {}
+        out = []
+        for r in rows:
+            channel = r["channel"]
+            if channel is None:  # held back: the path keeps the step, its flow the channel
+                if r["flow"] not in steps:
+                    try:
+                        steps[r["flow"]] = self.flow(r["flow"]).steps
+                    except SegmentumError:  # a flow deleted or no longer valid
+                        steps[r["flow"]] = ()
+                found = [s for s in steps[r["flow"]] if s.index == r["step"]]
+                channel = found[0].channel if found else None
+            out.append(
+                {
+                    "when": parse_ts(r["at"]) if r["at"] else None,
+                    "kind": "message",
+                    "flow": r["flow"],
+                    "what": r["flow"],
+                    "channel": channel,
+                    "group": r["grp"],
+                    "outcome": r["outcome"],
+                }
+            )
+        return out
 
     def runs(self, name: str, status: str | None = None) -> list[dict[str, Any]]:
         sql = "SELECT * FROM runs WHERE flow = ?" + (" AND status = ?" if status else "")

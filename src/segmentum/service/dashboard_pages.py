@@ -10,6 +10,7 @@ import itertools
 import json
 import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -20,6 +21,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse,
 from segmentum import i18n
 from segmentum.config import Settings
 from segmentum.errors import SegmentumError
+from segmentum.flows.words import flow_words
 from segmentum.ingest.core import named_column
 from segmentum.page_models import (
     ACTIVITY,
@@ -1123,7 +1125,10 @@ def _profile(page: Page, found: dict[str, Any], svc: Any) -> dict[str, Any]:
     # segmentum's own messages from its send log when the warehouse is free (a campaign sent
     # since the last run shows at once), else as the last run published them.
     sent, _ = svc.fresh_or_published(lambda: sent_activity(svc.wh, cid), ACTIVITY)
-    timeline = svc.read_models(lambda wh: _timeline(page, wh, cid, sent), INVOICES, ACTIVITY)
+    # The flows' messages, from their own store (SQLite, readable while a run holds the
+    # warehouse): read now, as a flow may have sent one a minute ago.
+    flows = _flow_activity(svc, cid)
+    timeline = svc.read_models(lambda wh: _timeline(page, wh, cid, sent, flows), INVOICES, ACTIVITY)
     person = svc.read_models(lambda wh: _person(wh, cid), DIRECTORY)
     return {
         "customer_id": cid,
@@ -1132,6 +1137,18 @@ def _profile(page: Page, found: dict[str, Any], svc: Any) -> dict[str, Any]:
         "timeline": timeline,
         "person": person,
     }
+
+
+def _flow_activity(svc: Any, cid: str) -> list[dict[str, Any]]:
+    """The messages automated flows sent (or held back) to ``cid``, from the flows' store
+    when there is one (none is created for a page view)."""
+    from segmentum.flows.store import flows_path
+    from segmentum.service.flows import flows_of
+
+    where = flows_path(svc.url, svc.settings)
+    if where != ":memory:" and not Path(where).exists():
+        return []
+    return flows_of(svc).activity(cid)
 
 
 def _person(wh: Any, cid: str) -> dict[str, Any]:
@@ -1144,11 +1161,16 @@ def _person(wh: Any, cid: str) -> dict[str, Any]:
 
 
 def _timeline(
-    page: Page, wh: Any, cid: str, sent: list[dict[str, Any]] | None = None
+    page: Page,
+    wh: Any,
+    cid: str,
+    sent: list[dict[str, Any]] | None = None,
+    flows: list[dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """Purchases, returns, events and messages of one customer, newest first (from the
     ``customer_invoices`` and ``customer_activity`` read models; ``sent``: the messages of
-    segmentum's send log read just now, which replace the published ones)."""
+    segmentum's send log read just now, which replace the published ones; ``flows``: those
+    of the automated flows, from their own store)."""
     _ = page._
     items: list[dict[str, Any]] = []
     if wh.has(INVOICES):
@@ -1175,9 +1197,19 @@ def _timeline(
     if sent is not None:
         rows = [r for r in rows if r.get("outcome") is None] + sent
     names = campaign_names(wh, {str(r["what"]) for r in rows if r["kind"] == "message"})
-    for r in rows:
+    reasons = flow_words(page.lang)["reason"]
+    for r in [*rows, *(flows or [])]:
         channel = page.label("channel", r["channel"]) if r.get("channel") else ""
-        if r["kind"] == "message":
+        if r.get("flow"):  # a flow's message: sent, failed, or held back and why
+            what = _("Flow %(name)s") % {"name": r["flow"]}
+            outcome = r.get("outcome") or ""
+            status = (
+                page.label("outcome", outcome)
+                if outcome in ("sent", "failed")
+                else reasons.get(outcome, outcome)
+            )
+            detail = " · ".join(x for x in (channel, status) if x)
+        elif r["kind"] == "message":
             name = r.get("name") or names.get(str(r["what"])) or r["what"]
             what = _("Campaign %(name)s") % {"name": name}
             # A message segmentum sent or held back says what became of it; one from
