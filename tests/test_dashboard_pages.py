@@ -87,6 +87,32 @@ def test_every_kpi_shows_its_change_since_the_previous_snapshot(
         assert abs(shown - 100 * expected) <= 0.05 + 1e-9, (text, expected)
 
 
+def test_campaign_results_say_sent_and_failed_beside_treated(server: dict[str, Any]) -> None:
+    """Treated counts the messages that failed too (what the statistics compare): the page
+    says how many went out and how many failed beside it."""
+    from segmentum.service.dashboard_pages import _results_rows
+
+    request = Request({"type": "http", "method": "GET", "query_string": b"", "headers": []})
+    page = Page(request, server["app"].state.svc, None)
+    overall = {
+        "treated": 1200,
+        "control": 130,
+        "conv_treated": 0.05,
+        "conv_control": 0.03,
+        "uplift": 0.02,
+        "uplift_low": 0.001,
+        "uplift_high": 0.04,
+        "p_value": 0.04,
+        "roi": None,
+        "verdict": "raised",
+    }
+    d = {"ready": True, "source": "derived", "sent": 1190, "failed": 10, "overall": overall}
+    shown = _results_rows(page, d, server["app"].state.svc.settings)
+    assert shown is not None
+    rows = {r["key"]: r["value"] for r in shown["rows"]}
+    assert (rows["treated"], rows["sent"], rows["failed"]) == ("1.200", "1.190", "10")  # es
+
+
 def test_no_change_is_shown_without_a_previous_snapshot(server: dict[str, Any]) -> None:
     request = Request({"type": "http", "method": "GET", "query_string": b"", "headers": []})
     page = Page(request, server["app"].state.svc, None)

@@ -334,6 +334,8 @@ def test_the_api_refuses_a_bad_dimension_with_a_hint_in_the_clients_language(
     assert r.json()["hint"] == "usa uno de estos: all, segment, value_tier, lifecycle_stage"
     r = http.get(f"{base}/v1/satisfaction/detractors", params={"top": "many"}, headers=key)
     assert r.status_code == 422 and r.json()["hint"] == "see the parameters it takes: /docs"
+    r = http.get(f"{base}/v1/satisfaction/terms", params={"segment": "nonexistent"}, headers=key)
+    assert r.status_code == 404 and "promo_hunters" in r.json()["hint"], r.json()
 
 
 def test_a_web_message_answer_the_schema_refuses_is_explained_in_spanish(
