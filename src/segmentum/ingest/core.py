@@ -1072,7 +1072,7 @@ class _FileIngest:
         j = rest.join(nums, [rest[k] == nums[f"_n{k}"] for k in keys])
         return j.select(*t.columns)
 
-    def _stored_columns(self, t: ir.Table) -> list[str]:
+    def _stored_columns(self, t: ir.Table, wh: Warehouse) -> list[str]:
         """The columns that tell a row of ``t`` is already stored: the key of invoice lines;
         every column of the table for facts without a key (events, survey answers,
         suppressions), where an overlapping export repeats whole rows (those the stored table
@@ -1082,8 +1082,8 @@ class _FileIngest:
         if self.spec.name == "transactions":
             return list(self.spec.key)
         if self.spec.name in _APPEND_ONLY:
-            name = self.spec.name
-            stored = set(self.wh.table(name).columns) if self.wh.has(name) else set()
+            name = self.spec.name  # ``wh`` is the target (on PostgreSQL not the staging DuckDB)
+            stored = set(wh.table(name).columns) if wh.has(name) else set()
             return [c.name for c in self.spec.columns if c.name in t.columns and c.name in stored]
         return []
 
@@ -1119,7 +1119,7 @@ class _FileIngest:
         # Line numbers we assign ourselves are unique within an invoice: no need to check them.
         key_check = bool(key) and not self.numbers_lines
         together = spec.name == "transactions" and bool(files)
-        stored_cols = self._stored_columns(stage)
+        stored_cols = self._stored_columns(stage, wh)
         stored = (
             wh.table(spec.name)
             if stored_cols and int(wh.table(spec.name).count().execute()) > 0
@@ -1217,7 +1217,7 @@ class _FileIngest:
         on = _row_key(flagged)
         few = flagged.semi_join(rows, on)
         if hit is not None:
-            cols = self._stored_columns(flagged)
+            cols = list(hit.columns)  # the stored columns compared (:meth:`repeat_rows`)
             marked = hit.mutate(_hit=ibis.literal(True))
             few = few.left_join(marked, self._same(few, marked, cols))
             few = few.drop(*[f"{k}_right" for k in cols if f"{k}_right" in few.columns])
