@@ -812,6 +812,13 @@ def test_a_campaign_without_a_template_has_its_tactics_subject_not_its_name(
     assert main([*args, "--template", str(tmp_path / "t.yaml"), "-w", url]) == 0
     assert main(["campaign", "send", "Own", "--dry-run", "-w", url]) == 0
     assert "the default for this tactic" not in capsys.readouterr().out
+    # A template of one's own without a subject: the fix is to add one to that file.
+    bodies = {k: v for k, v in TEMPLATE.items() if k != "subject" and k != "segments"}
+    (tmp_path / "b.yaml").write_text(json.dumps(bodies), encoding="utf-8")
+    args = ["campaign", "create", "Body", "--tactic", "winback", "--channel", "email"]
+    assert main([*args, "--template", str(tmp_path / "b.yaml"), "-w", url, "--lang", "es"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "tu plantilla no tiene asunto" in out and "--template FILE" not in out, out
 
 
 def test_the_campaign_journey_in_spanish(

@@ -98,7 +98,7 @@ def test_a_killed_ingest_leaves_no_stray_files_after_the_next_open(tmp_path: Pat
 
 
 def test_doctor_finds_and_repairs_a_stale_rollup_and_rows_of_an_unfinished_load(
-    demo_db: Path, tmp_path: Path
+    demo_db: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     url = _copy(demo_db, tmp_path / "w.duckdb")
     with segmentum.connect(url) as wh:
@@ -113,6 +113,11 @@ def test_doctor_finds_and_repairs_a_stale_rollup_and_rows_of_an_unfinished_load(
         assert set(found) == {"rollup", "orphan batches"}
         assert "25 in transactions" in found["orphan batches"].message
     assert main(["doctor", "-w", url]) == 1  # problems: exit 1, "some items failed"
+    capsys.readouterr()
+    assert main(["doctor", "-w", url, "--lang", "es"]) == 1
+    out = capsys.readouterr()
+    said = " ".join((out.out + out.err).split())
+    assert "se encontraron 2 problemas" in said and "repáralos: segmentum doctor" in said, said
     assert main(["doctor", "--repair", "-w", url]) == 0
     with segmentum.connect(url) as wh:
         report = doctor(wh)

@@ -2515,17 +2515,27 @@ def _say_default_subject(c: Any, lang: str) -> None:
     """Name the subject a campaign without one in its template sends, and how to set one."""
     if c.channel not in _SUBJECT_CHANNELS or not c.default_subject:
         return
+    from segmentum.campaigns import channels
+
     _ = i18n.translations(lang).ugettext
     subject = c.template_data["subject"][lang]
+    # A template of the user's own that gives a body but no subject: the fix is in that file.
+    own = c.template_data.get("body") != channels.DEFAULT_TEMPLATE.get("body")
+    text = (
+        _(
+            "subject: %(subject)s (the default for this tactic, in each recipient's "
+            "language): your template has no subject; to write your own, add one to it "
+            "(subject: with es and en, see docs/campaigns.md) and create the campaign again"
+        )
+        if own
+        else _(
+            "subject: %(subject)s (the default for this tactic, in each recipient's "
+            "language); to write your own, create the campaign with --template FILE.yaml "
+            "(subject and body in es and en, see docs/campaigns.md)"
+        )
+    )
     console.print(
-        escape(
-            _(
-                "subject: %(subject)s (the default for this tactic, in each recipient's "
-                "language); to write your own, create the campaign with --template FILE.yaml "
-                "(subject and body in es and en, see docs/campaigns.md)"
-            )
-            % {"subject": subject}
-        ),
+        escape(text % {"subject": subject}),
         style="dim",
         highlight=False,
     )
@@ -3761,7 +3771,9 @@ def doctor_cmd(
         console.print(t)
     if report.problems:
         raise PartialFailure(
-            f"{len(report.problems)} problem(s) found",
+            "1 problem found"
+            if len(report.problems) == 1
+            else f"{len(report.problems)} problems found",
             "repair them: segmentum doctor --repair" if not repair else None,
             failed=len(report.problems),
             total=len(report.findings),

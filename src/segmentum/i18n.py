@@ -522,6 +522,12 @@ MESSAGES: tuple[tuple[str, tuple[str, str]], ...] = (
         N_("webhook", "unsubscribe it first to get a new secret"),
     ),
     # What segmentum doctor checks and finds (segmentum.maintenance).
+    (r"1 problem found", N_("doctor", "1 problem found")),
+    (r"([\d,]+) problems found", N_("doctor", "%(1)s problems found")),
+    (
+        r"repair them: segmentum doctor --repair",
+        N_("doctor", "repair them: segmentum doctor --repair"),
+    ),
     ("stray files", N_("doctor", "stray files")),
     ("rollup", N_("doctor", "rollup")),
     ("orphan batches", N_("doctor", "orphan batches")),
