@@ -835,7 +835,10 @@ def test_a_send_killed_with_sigkill_mid_way_resumes_with_each_phone_served_once_
 
 
 def test_an_sms_campaign_on_the_demo_is_planned_outside_quiet_hours_with_its_parts(
-    service_db: Path, copy_of: Any
+    service_db: Path,
+    copy_of: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     wh = copy_of(service_db)
     s = BASE.with_overrides(sms_sender_id="TIENDA", sms_url="http://127.0.0.1:9/sms")
@@ -855,3 +858,11 @@ def test_an_sms_campaign_on_the_demo_is_planned_outside_quiet_hours_with_its_par
     assert all(e["subject"] == "" and e["parts"] >= 1 for e in examples)
     assert {e["encoding"] for e in examples} <= {"GSM-7", "UCS-2"}
     assert all(e["body"].startswith(("Hola", "Hi", "Hello")) for e in examples)
+    # The text dry run says what each example is billed as, not only --json.
+    url = wh.url
+    wh.close()
+    monkeypatch.setenv("SEGMENTUM_SMS_SENDER_ID", "TIENDA")
+    monkeypatch.setenv("SEGMENTUM_SMS_URL", "http://127.0.0.1:9/sms")
+    assert main(["campaign", "send", "Texto demo", "--dry-run", "-w", url, "--lang", "es"]) == 0
+    said = " ".join(capsys.readouterr().out.split())
+    assert re.search(r"\((GSM-7|UCS-2), \d+ partes?\)", said), said

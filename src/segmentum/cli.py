@@ -2677,6 +2677,11 @@ def campaign_send_cmd(
             )
             console.print(f"[dim]{escape(str(e['customer_id']))} {when}: {escape(e['why'])}[/dim]")
             console.print(f"  {escape(e['subject'])} | {escape(e['body'])}")
+            if "parts" in e:  # an SMS: what it is billed as, before it is sent
+                parts = i18n.translations(lang).ungettext(
+                    "%(encoding)s, %(n)s part", "%(encoding)s, %(n)s parts", int(e["parts"])
+                ) % {"encoding": e["encoding"], "n": _count(e["parts"], lang)}
+                console.print(f"  [dim]({escape(parts)})[/dim]")
         return
     r = cs.send(c, immediately=immediately, out_dir=out)
     if as_json:
