@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -396,6 +396,26 @@ def _hold(db: Any) -> subprocess.Popen[str]:
     return holder
 
 
+def _timeline_reader(app: Any) -> Callable[[str, str, str], str]:
+    """``timeline(base, customer_id, lang)``: the customer page's timeline as text, read with
+    a new session of ``app`` (no raw values in it)."""
+    from segmentum.service.auth import create_key
+
+    session = create_session(app.state.svc.sessions, create_key(app.state.svc.state, "r", ["read"]))
+    assert session is not None
+    jar = {SESSION_COOKIE: session.sid}
+
+    def timeline(base: str, cid: str, lang: str) -> str:
+        page = http.get(f"{base}/dashboard/customer", params={"q": cid, "lang": lang}, cookies=jar)
+        assert page.status_code == 200, page.text[:500]
+        assert 'id="timeline"' in page.text, page.text[:2000]
+        items = page.text.split('id="timeline"', 1)[1].split("</ol>", 1)[0]
+        assert not RAW.search(_text(items)), items
+        return " ".join(_text(items).split())
+
+    return timeline
+
+
 def test_the_customer_timeline_shows_what_segmentum_sent_at_once_and_after_a_publish(
     service_db: Any, tmp_path: Any
 ) -> None:
@@ -410,7 +430,6 @@ def test_the_customer_timeline_shows_what_segmentum_sent_at_once_and_after_a_pub
     from segmentum.config import load_settings
     from segmentum.precompute import publish_read_models
     from segmentum.service.app import create_app
-    from segmentum.service.auth import create_key
 
     for name in ("w.duckdb", "w.serving.duckdb", "w.serving.duckdb.docs.sqlite"):
         if service_db.with_name(name).exists():
@@ -425,17 +444,7 @@ def test_the_customer_timeline_shows_what_segmentum_sent_at_once_and_after_a_pub
     sent = str(log[log.status == "sent"].customer_id.iloc[0])
     control = str(log[log.outcome == "control"].customer_id.iloc[0])
     app = create_app(f"duckdb:///{db}", settings)
-    session = create_session(app.state.svc.sessions, create_key(app.state.svc.state, "r", ["read"]))
-    assert session is not None
-    jar = {SESSION_COOKIE: session.sid}
-
-    def timeline(base: str, cid: str, lang: str) -> str:
-        page = http.get(f"{base}/dashboard/customer", params={"q": cid, "lang": lang}, cookies=jar)
-        assert page.status_code == 200, page.text[:500]
-        assert 'id="timeline"' in page.text, page.text[:2000]
-        items = page.text.split('id="timeline"', 1)[1].split("</ol>", 1)[0]
-        assert not RAW.search(_text(items)), items
-        return " ".join(_text(items).split())
+    timeline = _timeline_reader(app)
 
     with serving(app) as base:
         es = timeline(base, sent, "es")
@@ -473,7 +482,6 @@ def test_the_customer_timeline_shows_what_the_automated_flows_sent_or_held_back(
     from segmentum.flows import Flows, FlowStore
     from segmentum.flows.store import flows_path
     from segmentum.service.app import create_app
-    from segmentum.service.auth import create_key
 
     for name in ("w.duckdb", "w.serving.duckdb", "w.serving.duckdb.docs.sqlite"):
         if service_db.with_name(name).exists():
@@ -508,16 +516,7 @@ def test_the_customer_timeline_shows_what_the_automated_flows_sent_or_held_back(
     finally:
         ctl.stop()
     app = create_app(url, settings)
-    session = create_session(app.state.svc.sessions, create_key(app.state.svc.state, "r", ["read"]))
-    assert session is not None
-    jar = {SESSION_COOKIE: session.sid}
-
-    def timeline(base: str, cid: str, lang: str) -> str:
-        page = http.get(f"{base}/dashboard/customer", params={"q": cid, "lang": lang}, cookies=jar)
-        assert page.status_code == 200, page.text[:500]
-        items = page.text.split('id="timeline"', 1)[1].split("</ol>", 1)[0]
-        assert not RAW.search(_text(items)), items
-        return " ".join(_text(items).split())
+    timeline = _timeline_reader(app)
 
     with serving(app) as base:
         es = timeline(base, mailed, "es")

@@ -599,6 +599,24 @@ def test_snapshot_totals_add_up_what_the_per_customer_summary_says(hwh: Warehous
     assert k.customers.tolist() == want.customers.tolist()
 
 
+def _write_clusters(hwh: Warehouse, at: dict[dt.date, list[str]]) -> None:
+    """``customer_clusters`` (written again whole): on each date, its customers in three
+    clusters by turn, named "group N" ("grupo N" in Spanish)."""
+    rows = [(c, d, i % 3) for d, who in at.items() for i, c in enumerate(who)]
+    hwh.write(
+        "customer_clusters",
+        pa.table(
+            {
+                "customer_id": [r[0] for r in rows],
+                "as_of": pa.array([r[1] for r in rows], pa.date32()),
+                "cluster": [r[2] for r in rows],
+                "cluster_name": [f"group {r[2]}" for r in rows],
+                "cluster_name_es": [f"grupo {r[2]}" for r in rows],
+            }
+        ),
+    )
+
+
 def test_a_forecast_of_clusters_steps_between_the_snapshots_that_hold_them(hwh: Warehouse) -> None:
     """The discovered clusters are stored by the runs, not backfilled: a forecast of them steps
     between the dates that have them, and says so when fewer than two do (it printed numpy
@@ -609,19 +627,7 @@ def test_a_forecast_of_clusters_steps_between_the_snapshots_that_hold_them(hwh: 
     ids = hwh.table("customer_classes").customer_id.to_pyarrow().to_pylist()[:60]
 
     def clusters(days: list[dt.date]) -> None:
-        rows = [(c, d, i % 3) for d in days for i, c in enumerate(ids)]
-        hwh.write(
-            "customer_clusters",
-            pa.table(
-                {
-                    "customer_id": [r[0] for r in rows],
-                    "as_of": pa.array([r[1] for r in rows], pa.date32()),
-                    "cluster": [r[2] for r in rows],
-                    "cluster_name": [f"group {r[2]}" for r in rows],
-                    "cluster_name_es": [f"grupo {r[2]}" for r in rows],
-                }
-            ),
-        )
+        _write_clusters(hwh, {d: ids for d in days})
 
     clusters(dates[-1:])
     with pytest.raises(segmentum.errors.InputError, match="stored at 1 of the"):
@@ -737,19 +743,7 @@ def test_a_migration_of_clusters_says_which_dates_hold_them(
     ids = hwh.table("customer_classes").customer_id.to_pyarrow().to_pylist()[:60]
 
     def clusters(at: dict[dt.date, list[str]]) -> None:
-        rows = [(c, d, i % 3) for d, who in at.items() for i, c in enumerate(who)]
-        hwh.write(
-            "customer_clusters",
-            pa.table(
-                {
-                    "customer_id": [r[0] for r in rows],
-                    "as_of": pa.array([r[1] for r in rows], pa.date32()),
-                    "cluster": [r[2] for r in rows],
-                    "cluster_name": [f"group {r[2]}" for r in rows],
-                    "cluster_name_es": [f"grupo {r[2]}" for r in rows],
-                }
-            ),
-        )
+        _write_clusters(hwh, at)
 
     clusters({dates[-1]: ids})
     with pytest.raises(
