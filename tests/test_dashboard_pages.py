@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
+import ibis
 import pytest
 from starlette.requests import Request
 from tests.conftest import serving
@@ -562,3 +563,30 @@ def test_a_migration_from_a_day_without_a_snapshot_is_refused_by_the_api_and_the
     assert page.status_code == 200 and 'id="error"' in page.text
     text = " ".join(_text(page.text).split())
     assert detail in text and 'id="chart-sankey"' not in page.text, text
+
+
+def test_an_events_channel_is_where_it_happened_not_a_message_channel(service_db: Any) -> None:
+    """A page view on the website read "mensaje web" (a message shown on the site) on a
+    Spanish customer page, because events and purchases shared the message channels' labels:
+    they are told apart, in the timeline and in a customer's preferred channel."""
+    from segmentum import i18n
+    from segmentum.config import load_settings
+    from segmentum.service.app import create_app
+
+    assert i18n.label("es", "preferred_channel", "web") == "sitio web"
+    assert i18n.label("es", "best_channel", "web") == "mensaje web"
+    import segmentum
+
+    with segmentum.connect(f"duckdb:///{service_db}") as wh:
+        e = wh.table("events")
+        e = e.filter((e.channel == "web") & (e.event_type == "page_view"))
+        last = e.group_by("customer_id").aggregate(at=e.timestamp.max())
+        cid = str(last.order_by(ibis.desc("at")).limit(1).to_pyarrow().to_pylist()[0]["customer_id"])
+    app = create_app(f"duckdb:///{service_db}", load_settings(env={}))
+    timeline = _timeline_reader(app)
+    with serving(app) as base:
+        es = timeline(base, cid, "es")
+        assert "sitio web" in es and "mensaje web" not in es, es
+        assert "website" not in es
+        if "abierto" in es:  # an email's open keeps the message channel's name
+            assert "abierto correo electrónico" in es, es

@@ -375,8 +375,20 @@ def test_tracked_events_reach_the_warehouse_once_on_the_next_run(
     try:
         ev = wh.table("events")
         before, sales = ev.count().execute(), wh.table("transactions").count().execute()
-        reports = drain(wh, live["settings"])  # what the pipeline's "tracked events" step runs
+        steps: list[tuple[str, str]] = []
+
+        class Steps:
+            def step(self, name: str, detail: str = "") -> None:
+                steps.append((name, detail))
+
+        # what the pipeline's "tracked events" step runs
+        reports = drain(wh, live["settings"], Steps())
         assert sum(r.rows_read for r in reports) == waiting
+        # The progress names the events by their range and store, not a temporary file.
+        read = [d for name, d in steps if name == "read"]
+        store = str(live["store"].path)
+        assert read == [f"tracked events 1 to {waiting} from {store}"], steps
+        assert not any("segmentum-tracked-" in d for _, d in steps), steps
         assert all(r.rows_read == r.accepted + r.quarantined for r in reports)
         assert ev.count().execute() == before + sum(r.accepted for r in reports)
         assert drain(wh, live["settings"]) == []  # nothing twice

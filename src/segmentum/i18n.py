@@ -116,6 +116,13 @@ LABELS: tuple[tuple[str, str], ...] = (
     N_("channel", "store"),
     N_("channel", "online"),
     N_("channel", "app"),
+    # Where a customer bought or browsed (invoice lines' and events' channel): "web" is the
+    # shop's website here, where a message channel "web" is a message shown on it.
+    N_("sales_channel", "store"),
+    N_("sales_channel", "online"),
+    N_("sales_channel", "web"),
+    N_("sales_channel", "app"),
+    N_("sales_channel", "phone"),
     # The event types segmentum knows (segmentum.realtime.events.KNOWN_TYPES).
     N_("event_type", "page_view"),
     N_("event_type", "product_view"),
@@ -228,7 +235,7 @@ _STEP_PREFIXES = (
 _KIND = {
     "segment": "rfm_segment",
     "best_channel": "channel",
-    "preferred_channel": "channel",
+    "preferred_channel": "sales_channel",
     "best_device": "device",
     "preferred_device": "device",
     "preferred_hour_band": "hour_band",
@@ -241,6 +248,8 @@ _KIND = {
     "target": "value_tier",
 }
 _LABEL_KINDS = {k for k, _ in LABELS}
+# Where a customer bought or browsed (the stored values with a ``sales_channel`` label).
+SALES_CHANNELS = frozenset(m for k, m in LABELS if k == "sales_channel")
 _STATES = {m for k, m in LABELS if k == "state" and m.startswith("(")}
 
 
@@ -462,6 +471,10 @@ _Q = r"('(?:[^'\\]|\\.)*'|\"[^\"]*\")"
 _N = r"([\d,]+)"  # a count as the library writes it: 1,234
 _MB = r"([\d,]+\.\d MB)"  # a size as segmentum doctor writes it
 MESSAGES: tuple[tuple[str, tuple[str, str]], ...] = (
+    (
+        r"tracked events (\d+) to (\d+) from (.+)",
+        N_("ingest", "tracked events %(1)s to %(2)s from %(3)s"),
+    ),
     (rf"unknown column or segment {_Q}", N_("rule", "unknown column or segment %(1)s")),
     (r"did you mean (.+)\?", N_("rule", "did you mean %(1)s?")),
     (r"see the list of columns \(segmentum docs\)", N_("rule", "see the list of columns")),

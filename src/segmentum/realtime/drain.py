@@ -69,6 +69,21 @@ def _line(e: dict[str, Any]) -> str:
     )
 
 
+class _Named:
+    """Progress that names a batch of tracked events by its range and store, not by the
+    temporary file it is loaded from."""
+
+    def __init__(self, progress: Progress, folder: Path, store: str) -> None:
+        self.progress, self.folder, self.store = progress, str(folder), store
+
+    def step(self, name: str, detail: str = "") -> None:
+        m = _NAME.search(detail) if detail.startswith(self.folder) else None
+        if m:
+            first, last = (int(g) for g in m.groups())
+            detail = f"tracked events {first} to {last} from {self.store}"
+        self.progress.step(name, detail)
+
+
 def drain(
     wh: Warehouse, settings: Settings | None = None, progress: Progress | None = None
 ) -> list[IngestReport]:
@@ -82,13 +97,14 @@ def drain(
     after = drained_through(wh)
     reports: list[IngestReport] = []
     folder = Path(tempfile.mkdtemp(prefix="segmentum-tracked-"))
+    named = _Named(progress, folder, path) if progress is not None else None
     try:
         while rows := store.events_since(after, CHUNK):
             first, last = rows[0]["seq"], rows[-1]["seq"]
             file = folder / f"tracked-events-{first:012d}-{last:012d}.jsonl"
             file.write_text("".join(_line(e) + "\n" for e in rows), encoding="utf-8")
             reports.extend(
-                ingest("events", file, warehouse=wh, settings=settings, progress=progress)
+                ingest("events", file, warehouse=wh, settings=settings, progress=named)
             )
             after = last
             with store.connect(write=True) as con:

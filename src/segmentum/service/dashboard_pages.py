@@ -1220,7 +1220,11 @@ def _timeline(
         else:
             # A known event type in the page's language; the shop's own as written.
             what = page.label("event_type", r["what"]) if r["what"] else _("Event")
-            detail = channel
+            # An event's channel is where it happened (the website, the app); an email's
+            # open or click keeps the message channel's name.
+            ch = r.get("channel")
+            kind = "sales_channel" if ch in i18n.SALES_CHANNELS else "channel"
+            detail = page.label(kind, ch) if ch else ""
         items.append({"when": r["when"], "kind": r["kind"], "what": what, "detail": detail})
     items = [x for x in items if x["when"] is not None]
     items.sort(key=lambda x: x["when"], reverse=True)
