@@ -581,7 +581,9 @@ def test_an_events_channel_is_where_it_happened_not_a_message_channel(service_db
         e = wh.table("events")
         e = e.filter((e.channel == "web") & (e.event_type == "page_view"))
         last = e.group_by("customer_id").aggregate(at=e.timestamp.max())
-        cid = str(last.order_by(ibis.desc("at")).limit(1).to_pyarrow().to_pylist()[0]["customer_id"])
+        cid = str(
+            last.order_by(ibis.desc("at")).limit(1).to_pyarrow().to_pylist()[0]["customer_id"]
+        )
     app = create_app(f"duckdb:///{service_db}", load_settings(env={}))
     timeline = _timeline_reader(app)
     with serving(app) as base:

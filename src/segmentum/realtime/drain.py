@@ -103,9 +103,7 @@ def drain(
             first, last = rows[0]["seq"], rows[-1]["seq"]
             file = folder / f"tracked-events-{first:012d}-{last:012d}.jsonl"
             file.write_text("".join(_line(e) + "\n" for e in rows), encoding="utf-8")
-            reports.extend(
-                ingest("events", file, warehouse=wh, settings=settings, progress=named)
-            )
+            reports.extend(ingest("events", file, warehouse=wh, settings=settings, progress=named))
             after = last
             with store.connect(write=True) as con:
                 set_meta(con, "drained_seq", str(last))
