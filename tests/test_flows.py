@@ -322,6 +322,19 @@ def test_a_customer_who_never_consented_leaves_for_no_consent_not_unsubscribed(
     reasons = {r["customer_id"]: r["exit_reason"] for r in flows.runs("cart")}
     assert reasons == {never: "no_consent", quit_: "unsubscribed"} and not box.got
     assert flows.results("cart")["exits"] == {"no_consent": 1, "unsubscribed": 1}
+    # A store written before the two were told apart said "unsubscribed" for both: opening
+    # it again corrects the one who never consented, once, and leaves the other.
+    with flows.store.connect() as con:
+        con.execute("UPDATE runs SET exit_reason = 'unsubscribed'")
+        con.execute("UPDATE path SET detail = 'unsubscribed' WHERE what = 'exited'")
+    with flows.store.connect() as con:
+        con.execute("PRAGMA user_version = 0")
+    again = FlowStore(flows.store.path)
+    reasons = {r["customer_id"]: r["exit_reason"] for r in again.query("SELECT * FROM runs")}
+    assert reasons == {never: "no_consent", quit_: "unsubscribed"}
+    exits = again.query("SELECT customer_id, detail FROM path WHERE what = 'exited'")
+    assert {r["customer_id"]: r["detail"] for r in exits} == reasons
+    assert again.query("PRAGMA user_version")[0]["user_version"] == 1
 
 
 def test_the_frequency_cap_counts_messages_of_every_flow(

@@ -131,6 +131,37 @@ CREATE TABLE IF NOT EXISTS columns (name TEXT PRIMARY KEY, kind TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS leases (name TEXT PRIMARY KEY, token TEXT NOT NULL, until REAL NOT NULL);
 """.replace("{unsubscribe}", UNSUBSCRIBE_TRIGGER)
 
+# Changes to what older versions stored, applied once each (``PRAGMA user_version``).
+MIGRATIONS = (
+    # 1: runs that left because the channel had no consent were recorded as "unsubscribed"
+    # before flows told never having consented from unsubscribing: the same test now, on
+    # what the run logged (skipped for no consent, never for the suppression list) and the
+    # unsubscribe events received.
+    """
+    UPDATE runs SET exit_reason = 'no_consent'
+    WHERE exit_reason = 'unsubscribed'
+      AND EXISTS (SELECT 1 FROM path p WHERE p.run_id = runs.run_id
+                  AND p.what = 'skipped' AND p.detail = 'no_consent')
+      AND NOT EXISTS (SELECT 1 FROM path p WHERE p.run_id = runs.run_id
+                      AND p.what = 'skipped' AND p.detail = 'suppressed')
+      AND NOT EXISTS (SELECT 1 FROM triggers t WHERE t.customer_id = runs.customer_id
+                      AND {unsubscribe});
+    UPDATE path SET detail = 'no_consent'
+    WHERE what = 'exited' AND detail = 'unsubscribed'
+      AND run_id IN (SELECT run_id FROM runs WHERE exit_reason = 'no_consent');
+    """.replace(
+        "{unsubscribe}",
+        UNSUBSCRIBE_TRIGGER.replace("kind", "t.kind").replace("name IN", "t.name IN"),
+    ),
+)
+
+
+def _migrate(con: sqlite3.Connection) -> None:
+    """Apply the migrations this file has not had yet, each in its own transaction."""
+    done = int(con.execute("PRAGMA user_version").fetchone()[0])
+    for i, script in enumerate(MIGRATIONS[done:], start=done + 1):
+        con.executescript(f"BEGIN IMMEDIATE; {script} PRAGMA user_version = {i}; COMMIT;")
+
 
 def flows_path(url: str, settings: Settings | None = None) -> str:
     """Where the flows of the warehouse at ``url`` keep their state: the ``flow_store``
@@ -164,6 +195,7 @@ class FlowStore:
             if self.path is not None:
                 con.execute("PRAGMA journal_mode=WAL")
             con.executescript(SCHEMA)
+            _migrate(con)
         finally:
             con.close()
 
