@@ -112,6 +112,10 @@ con = wh.con.con
 d = str(s.as_of)
 for step, sql in {checks!r}.items():
     print("CHECK", step, "|", con.execute(sql.replace("{{as_of}}", d)).fetchone())
+# The summary and the run state are not tables: the same numbers from what the run returned.
+from segmentum import incremental
+print("CHECK", "summary", "|", (round(s.revenue, 2), s.returns["return_lines"], s.id_match["buyers"]))
+print("CHECK", "save run state", "|", tuple(incremental.load_state(wh).lines))
 """
 
 # What each step's output is compared on: segmentum's table / the limit's, the same numbers.
@@ -143,6 +147,9 @@ LIMIT_CHECKS = {
     "segments": "select count(*) from limit_members",
     "discover segments": "select count(*), count(distinct cluster) from limit_clusters",
     "customer lookup": CHECKS["customer lookup"].replace("customer_lookup", "limit_lookup"),
+    "summary": "select round(identified, 2), (select return_lines from limit_summary_returns), "
+    "(select buyers from limit_summary_ids) from limit_summary",
+    "save run state": "select n, checksum from limit_run_state where part = 'lines'",
     # g = 63: the grand total row of the GROUPING SETS (every one of the six columns rolled up).
     "dashboard aggregates": "select customers, round(revenue, 2) from limit_dashboard_shares "
     "where g = 63",
@@ -519,7 +526,12 @@ print("CHECK", "|", c.execute("select count(*) from customer_lookup").fetchone()
 """
 )
 
-NO_LIMIT: dict[str, str] = {}
+# Steps of a full run too small for a limit to mean anything: one query's round trip.
+NO_LIMIT: dict[str, str] = {
+    "plan": "none: one row read (the last run's state)",
+    "membership log": "none: no earlier date of the saved segments here, so one query",
+    "history retention": "none: no snapshot past retention here, so one query a table",
+}
 
 
 # What the run took before this benchmark's changes (kept as the reference the changes are
@@ -604,6 +616,8 @@ def limits(db: Path) -> dict[str, Result]:
         "classes": (HERE / "limit_classes.sql", LIMIT_CHECKS["classes"]),
         "contact times": (HERE / "limit_contact_times.sql", LIMIT_CHECKS["contact times"]),
         "customer lookup": (HERE / "limit_lookup.sql", LIMIT_CHECKS["customer lookup"]),
+        "summary": (HERE / "limit_summary.sql", LIMIT_CHECKS["summary"]),
+        "save run state": (HERE / "limit_run_state.sql", LIMIT_CHECKS["save run state"]),
     }
     for step, (sql, check) in sqls.items():
         out[step] = measure(
@@ -776,6 +790,13 @@ What each limit is (all in [benchmarks/](../benchmarks/), run by `bench_steps.py
   in SQL, the same 20k hash sample and transform, the same scikit-learn fits (GMM for
   k = 2..10, three indices, 5 bootstrap refits) and every customer assigned in one SQL
   statement; no profiles or names ({disc}).
+- **summary**: [limit_summary.sql](../benchmarks/limit_summary.sql), the summary's numbers
+  by hand: revenue from the net lines (identified, anonymous, customers netting to zero or
+  less), currencies, buyers without a record and customers without a purchase, return lines
+  and their links, invoices cancelled in full, the size and revenue of each class.
+- **save run state**: [limit_run_state.sql](../benchmarks/limit_run_state.sql), the counts
+  and checksums the next run's plan is checked against (lines, events, campaign results)
+  in one scan of each table.
 - **customer lookup**: [limit_lookup.sql](../benchmarks/limit_lookup.sql), the same columns
   joined by hand, sorted by id, with the same index.
 - **dashboard aggregates**: [limit_dashboard.sql](../benchmarks/limit_dashboard.sql), the
