@@ -1125,3 +1125,27 @@ def test_the_summary_says_how_many_respondents_are_in_no_group(
     assert (
         "3 de ellos no están en ningún grupo: no son clientes con compras (por ejemplo, ZZ)" in said
     )
+
+
+def test_a_mistyped_warehouse_is_refused_not_created(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A walk: `history cohorts -w pyspark:///.../mnie` (a typo) created an empty warehouse
+    and said it had no transactions (exit 4); `segment list` said "0 segments". Commands that
+    read a warehouse refuse one that is not there (exit 2) and create nothing; those that
+    start one (ingest, run) still do."""
+    for url, path in (
+        (f"duckdb:///{tmp_path / 'mnie.duckdb'}", tmp_path / "mnie.duckdb"),
+        (f"pyspark:///{tmp_path / 'mnie'}", tmp_path / "mnie"),
+    ):
+        for args in (["segment", "list"], ["history", "cohorts"], ["quarantine"]):
+            assert main([*args, "-w", url, "--lang", "es"]) == 2, args
+            said = capsys.readouterr().err
+            assert f"no hay ningún almacén en {path}" in said, said
+            assert "revisa la ruta" in said and "Traceback" not in said
+        assert not path.exists()
+    assert list(tmp_path.iterdir()) == []
+    data = tmp_path / "d.csv"
+    data.write_text("customer_id,email\nC1,a@b.c\n", encoding="utf-8")
+    assert main(["ingest", "customers", str(data), "-w", f"duckdb:///{tmp_path / 'w.duckdb'}"]) == 0
+    assert (tmp_path / "w.duckdb").exists()

@@ -493,3 +493,47 @@ def test_spanish_addresses_the_user_as_tu_never_usted() -> None:
             if hit and hit.group().lower() != "revise":  # "revise" is English too
                 found.append(f"{name}:{line}: {hit.group()!r} in {text!r}")
     assert not found, "Spanish addresses the user as tú; these are usted:\n" + "\n".join(found)
+
+
+def test_every_thing_the_rule_parser_expects_is_said_in_spanish() -> None:
+    """A walk: `segment preview "... and (frequency >= 5" --lang es` said "se esperaba ')' to
+    close the parenthesis". Every "expected ..." of the parser, read from its source, comes
+    out in Spanish."""
+    import inspect
+
+    from segmentum.segments import rules
+
+    src = inspect.getsource(rules)
+    whats = re.findall(r'self\.expect\("\w+", "[^"]*", "([^"]+)"\)', src)
+    whats += re.findall(r'self\.fail\("expected ([^"]+)"\)', src)
+    assert len(whats) >= 14
+    for what in whats:
+        said = i18n.translate_message("es", f"expected {what}, found 'x'")
+        assert said.startswith("se esperaba ") and what not in said, said
+
+
+def test_what_a_walk_found_in_english_on_spanish_pages_is_spanish() -> None:
+    """A walk in Spanish read "Tramo de ingresos: low" on a customer page, look-alike reasons
+    "acquisition channel = social; employees", and "entra en el segmento Champions" on the
+    Flows page. The income band's values, the customer file's columns and a flow's class
+    trigger are said in Spanish; a saved segment keeps its own name."""
+    from segmentum.cli import _lookalike_reasons
+    from segmentum.flows.words import _trigger_detail, segment_name
+    from segmentum.titles import column_title
+
+    assert [i18n.label("es", "income_band", v) for v in ("low", "medium", "high")] == [
+        "bajo",
+        "medio",
+        "alto",
+    ]
+    said = _lookalike_reasons("acquisition_channel = social; employees; postal_code unknown", "es")
+    assert "acquisition" not in said and "employees" not in said and "postal_code" not in said
+    assert said.startswith("Canal de captación = ") and "Empleados" in said, said
+    assert column_title("es", "consent_email") != column_title("en", "consent_email")
+    assert segment_name("es", "Champions") == i18n.label("es", "rfm_segment", "Champions")
+    assert segment_name("es", "Champions") != "Champions"
+    assert segment_name("es", "lapsed") == i18n.label("es", "lifecycle_stage", "lapsed")
+    assert segment_name("es", "mis_vip") == "mis_vip"
+    assert _trigger_detail("es", "enter segment Champions") == (
+        f"entra en el segmento {segment_name('es', 'Champions')}"
+    )

@@ -303,6 +303,7 @@ def test_spark_serves_lookups_and_pages_from_the_serving_store_without_spark_job
     dashboard's pages answer from it, and no request starts a Spark job."""
     import httpx
 
+    from segmentum.precompute import refresh_published
     from segmentum.service.app import create_app
     from segmentum.service.auth import SESSION_COOKIE, create_key, create_session
     from segmentum.service.state import StateStore
@@ -312,6 +313,9 @@ def test_spark_serves_lookups_and_pages_from_the_serving_store_without_spark_job
     # A local session hands the read models over as Parquet files, removed once copied.
     assert not list(Path(settings.serving_store).parent.glob(".*.parquet"))
     key = create_key(StateStore(settings.state_store), "admin", ["admin"])
+    # What the commands after the run changed (the campaign, its send) is published, as each
+    # command does at its end: the app below would otherwise publish it at its first page.
+    refresh_published(spark, settings)
     app = create_app(spark, settings)
     session = create_session(app.state.svc.sessions, key)
     assert session is not None
@@ -334,6 +338,70 @@ def test_spark_serves_lookups_and_pages_from_the_serving_store_without_spark_job
             resp = http.get(f"{base}/dashboard{page}", cookies=signed_in)
             assert resp.status_code == 200 and "<html" in resp.text, page
     assert max(tracker.getJobIdsForGroup(None), default=-1) == jobs_before
+
+
+@pytest.mark.spark
+@pytest.mark.spark_core
+def test_spark_pages_show_what_a_command_changed_since_the_run(
+    spark_and_duckdb: dict[str, Any], spark_session: Any
+) -> None:
+    """On Spark the explorer, campaigns and data pages read the published copy: a segment
+    saved and a campaign created after the run were missing, under a banner saying that a run
+    was updating the data (none was), and the explorer refused a rule's preview. What a
+    command changes is now published at its end (only those tables; the customers' documents
+    stay); the pages list it without a banner and read no Spark table, and a preview asked
+    for runs on Spark."""
+    import httpx
+
+    from segmentum.campaigns.core import Campaigns
+    from segmentum.precompute import refresh_published
+    from segmentum.segments.store import Segments
+    from segmentum.service.app import create_app
+    from segmentum.service.auth import SESSION_COOKIE, create_key, create_session
+    from segmentum.service.state import StateStore
+    from segmentum.serving import ServingStore, documents_path
+
+    spark, settings = spark_and_duckdb["spark"], spark_and_duckdb["settings"]
+    docs = documents_path(settings.serving_store).stat().st_mtime_ns
+    Segments(spark, settings).create_and_compute("grandes_e2e", "monetary > 100")
+    Campaigns(spark, settings).create("Vuelve e2e", "winback", "file", seed=2)
+    assert {"segment_definitions", "segment_members", "campaigns"} <= spark.changed
+    published = refresh_published(spark, settings)
+    assert (
+        {"segment_definitions", "segment_members", "campaigns", "campaign_pages"}
+        >= set(published)
+        >= {"segment_definitions", "segment_members", "campaigns"}
+    )
+    assert not spark.changed and refresh_published(spark, settings) == []
+    assert documents_path(settings.serving_store).stat().st_mtime_ns == docs
+    store = ServingStore(settings.serving_store)
+    names = store.read(lambda w: set(w.table("segment_definitions").execute().name))
+    assert names is not None and "grandes_e2e" in names
+    members = spark.table("segment_members")
+    size = int(members.filter(members.segment == "grandes_e2e").count().execute())
+    held = store.read(lambda w: w.table("segment_members").execute())
+    assert held is not None and int((held.segment == "grandes_e2e").sum()) == size > 0
+    assert store.document("customer_lookup", str(held.customer_id.iloc[0])) is not None
+
+    key = create_key(StateStore(settings.state_store), "admin", ["admin"])
+    app = create_app(spark, settings)
+    session = create_session(app.state.svc.sessions, key)
+    assert session is not None
+    tracker = spark_session.sparkContext.statusTracker()
+    jobs_before = max(tracker.getJobIdsForGroup(None), default=-1)
+    with serving(app) as base, httpx.Client(timeout=300) as http:
+        jar = {SESSION_COOKIE: session.sid}
+        for page, shown in (("explorer", "grandes_e2e"), ("campaigns", "Vuelve e2e"), ("data", "")):
+            resp = http.get(f"{base}/dashboard/{page}", cookies=jar)
+            assert resp.status_code == 200 and shown in resp.text, page
+            assert 'id="published-note"' not in resp.text, page
+        assert max(tracker.getJobIdsForGroup(None), default=-1) == jobs_before
+        preview = http.get(
+            f"{base}/dashboard/explorer", params={"rule": "monetary > 100"}, cookies=jar
+        )
+        assert preview.status_code == 200
+        assert "this needs the warehouse it holds" not in preview.text
+        assert f"{size:,}" in preview.text or str(size) in preview.text
 
 
 HANDED = {

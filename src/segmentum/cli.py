@@ -34,11 +34,37 @@ from segmentum.schema import INGESTIBLE
 from segmentum.warehouse import (
     Warehouse,
     busy_error,
-    connect,
     duckdb_file,
     engine_error,
     resource_error,
+    spark_folder,
 )
+from segmentum.warehouse import connect as _open_warehouse
+
+# Commands that may start a warehouse where there is none; every other one reads one, and a
+# path that leads nowhere is a typo to say, not a new empty warehouse to create.
+_STARTS = {"ingest", "run", "restore", "demo-data", "schedule", "settings"}
+_may_start = [True]
+
+
+def connect(url: str | None = None, **kwargs: Any) -> Warehouse:
+    """Open the warehouse a command names; refused when it is not there and the command
+    does not start one (a mistyped ``-w`` created an empty warehouse, and said "0 segments")."""
+    target = url or load_settings().warehouse
+    if not _may_start[0]:
+        folder = spark_folder(target)
+        file = duckdb_file(target) if folder is None else None
+        missing = folder if folder is not None and not folder.is_dir() else None
+        if file is not None and not file.exists():
+            missing = file
+        if missing is not None:
+            raise InputError(
+                f"there is no warehouse at {missing}",
+                "check the path (--warehouse or the warehouse setting); segmentum run --data "
+                "FOLDER or segmentum ingest starts one",
+            )
+    return _open_warehouse(target, **kwargs)
+
 
 app = typer.Typer(
     help="segmentum: customer segmentation and classification.",
@@ -4621,18 +4647,52 @@ def flow_run_cmd(
         console.print(_("stopped; the next run resumes every customer where they were"))
 
 
+def _publish_changes(warehouses: list[Any], lang: str) -> None:
+    """After a command that changed a Spark warehouse (a segment saved, a campaign sent), the
+    pages' published copy gets those tables (:func:`segmentum.precompute.refresh_published`):
+    they read it, not Spark. A failure there leaves the command done: said as a warning."""
+    from segmentum.precompute import refresh_published
+
+    for wh in warehouses:
+        try:
+            refresh_published(wh)
+        except Exception as exc:  # the command's own work is done and stays
+            found = engine_error(exc) or resource_error(exc)
+            cause = found.message if found is not None else str(exc).splitlines()[0]
+            _ = i18n.translations(lang).ugettext
+            err.print(
+                f"[yellow]{escape(_('warning:'))}[/yellow] "
+                + escape(
+                    _("the dashboard shows this change after the next run (%(cause)s)")
+                    % {"cause": i18n.translate_message(lang, cause)}
+                )
+            )
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app and turn every way it can end into an exit code.
 
     Returns the code (``ExitCode``): usage errors 2 with one line and the usage, user errors
     their own code with one line and a hint, unexpected errors 70 with a log file.
     """
+    try:
+        return _main(argv)
+    finally:
+        _may_start[0] = True  # a program calling the commands' functions itself opens freely
+
+
+def _main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     args = [a for a in args if a != "--debug"]
     lang = _asked_language(args)
+    from segmentum.warehouse import opened
+
+    before = {id(w) for w in opened()}
+    _may_start[0] = not args or args[0] in _STARTS
     try:
         app(args=args, standalone_mode=False, prog_name="segmentum")
+        _publish_changes([w for w in opened() if id(w) not in before], lang)
     except SegmentumError as exc:
         if debug:
             raise

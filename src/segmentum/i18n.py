@@ -57,6 +57,9 @@ LABELS: tuple[tuple[str, str], ...] = (
     N_("value_tier", "high"),
     N_("value_tier", "medium"),
     N_("value_tier", "low"),
+    N_("income_band", "high"),
+    N_("income_band", "medium"),
+    N_("income_band", "low"),
     N_("potential_tier", "high"),
     N_("potential_tier", "medium"),
     N_("potential_tier", "low"),
@@ -471,6 +474,33 @@ _Q = r"('(?:[^'\\]|\\.)*'|\"[^\"]*\")"
 _N = r"([\d,]+)"  # a count as the library writes it: 1,234
 _MB = r"([\d,]+\.\d MB)"  # a size as segmentum doctor writes it
 MESSAGES: tuple[tuple[str, tuple[str, str]], ...] = (
+    (
+        r"(.+): column '(.+)' mixes day-first and month-first dates \(e\.g\. '(.*)' and '(.*)'\)",
+        N_(
+            "ingest",
+            "%(1)s: column '%(2)s' mixes day-first and month-first dates (e.g. '%(3)s' and "
+            "'%(4)s')",
+        ),
+    ),
+    (
+        r"choose one with --date-order dmy or --date-order mdy; values that do not fit are "
+        r"quarantined",
+        N_(
+            "ingest",
+            "choose one with --date-order dmy or --date-order mdy; values that do not fit are "
+            "quarantined",
+        ),
+    ),
+    (r"there is no warehouse at (.+)", N_("warehouse", "there is no warehouse at %(1)s")),
+    (
+        r"check the path \(--warehouse or the warehouse setting\); segmentum run --data FOLDER "
+        r"or segmentum ingest starts one",
+        N_(
+            "warehouse",
+            "check the path (--warehouse or the warehouse setting); segmentum run --data "
+            "FOLDER or segmentum ingest starts one",
+        ),
+    ),
     (
         r"tracked events (\d+) to (\d+) from (.+)",
         N_("ingest", "tracked events %(1)s to %(2)s from %(3)s"),
@@ -2076,6 +2106,20 @@ _WORDS = {
     N_("rule", "a segment"),
     N_("rule", "a value"),
     N_("rule", "the end of the rule"),
+    N_("rule", "'(' to open the list of values"),
+    N_("rule", "',' or ')' to close the list"),
+    N_("rule", "'and' between the two bounds"),
+    N_("rule", "'null' after 'is'"),
+    N_("rule", "a number after '-'"),
+    N_("rule", "a value (a number, a 'text' in quotes, true or false)"),
+    N_("rule", "')' to close the parenthesis"),
+    N_("rule", "a number of days, weeks or months after 'last'"),
+    N_("rule", "'hours', 'days', 'weeks' or 'months'"),
+    N_("rule", "a tag in quotes, e.g. has_tag('travel')"),
+    N_("rule", "')' after the tag"),
+    N_("rule", "',' or ')'"),
+    N_("rule", "one window only"),
+    N_("rule", "')' to close the call"),
 }
 
 

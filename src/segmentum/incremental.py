@@ -104,7 +104,8 @@ REASONS: dict[str, tuple[str, str]] = {
     "as_of_back": N_("run", "the date %(as_of)s is before the last run's (%(last)s)"),
     "backfill": N_(
         "run",
-        "%(lines)s lines dated before the last run's date (%(last)s) arrived: a backfilled day",
+        "lines dated before the last run's date (%(last)s) arrived, %(lines)s in all: a "
+        "backfilled day",
     ),
     "old_lines_changed": N_(
         "run", "lines dated before the last run's date (%(last)s) were changed or deleted"

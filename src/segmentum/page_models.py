@@ -91,7 +91,12 @@ def build_page_models(
     """
     if only is not None:
         reused = SNAPSHOT_KPIS in only and _write_kpis(wh, None, reuse_parts=True)
-        return [SNAPSHOT_KPIS] if reused else []
+        small = [
+            name
+            for name, write in ((QUARANTINE_RECENT, _quarantine_recent), (CAMPAIGN_PAGES, _pages))
+            if name in only and write(wh)
+        ]
+        return [SNAPSHOT_KPIS] * bool(reused) + small
     written = []
     if wh.has("transactions"):
         tx = wh.table("transactions")
@@ -110,15 +115,9 @@ def build_page_models(
         c = wh.table("customers")
         wh.write(DIRECTORY, c.select(*[x for x in DIRECTORY_COLUMNS if x in c.columns]))
         written.append(DIRECTORY)
-    if wh.has("quarantine"):
-        q = wh.table("quarantine")
-        w = ibis.window(group_by="batch_id", order_by="source_row")
-        q = q.mutate(_n=ibis.row_number().over(w))
-        wh.write(QUARANTINE_RECENT, q.filter(q._n < QUARANTINE_PER_BATCH).drop("_n"))
+    if _quarantine_recent(wh):
         written.append(QUARANTINE_RECENT)
-    pages = _campaign_pages(wh)
-    if pages is not None:
-        wh.write(CAMPAIGN_PAGES, pages)
+    if _pages(wh):
         written.append(CAMPAIGN_PAGES)
     if _write_kpis(wh, keys):
         written.append(SNAPSHOT_KPIS)
@@ -134,6 +133,25 @@ def _write_kpis(wh: Warehouse, keys: ir.Table | None, *, reuse_parts: bool = Fal
             wh.write(SNAPSHOT_KPIS, kpis)
             return True
     return False
+
+
+def _quarantine_recent(wh: Warehouse) -> bool:
+    """Write the first rejected rows of each batch (the data page's); False without any."""
+    if not wh.has("quarantine"):
+        return False
+    q = wh.table("quarantine")
+    w = ibis.window(group_by="batch_id", order_by="source_row")
+    q = q.mutate(_n=ibis.row_number().over(w))
+    wh.write(QUARANTINE_RECENT, q.filter(q._n < QUARANTINE_PER_BATCH).drop("_n"))
+    return True
+
+
+def _pages(wh: Warehouse) -> bool:
+    """Write each campaign's results as its page shows them; False without any."""
+    pages = _campaign_pages(wh)
+    if pages is not None:
+        wh.write(CAMPAIGN_PAGES, pages)
+    return pages is not None
 
 
 def _campaign_pages(wh: Warehouse) -> pa.Table | None:

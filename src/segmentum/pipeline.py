@@ -283,10 +283,39 @@ _DATA_SUFFIXES = (".csv", ".tsv", ".txt", ".parquet", ".xlsx", ".xls", ".json", 
 _READ_ON_PURPOSE = {"ground_truth.csv", "segments.yaml"}
 
 
+def data_files(folder: Path) -> dict[str, list[Path]]:
+    """The files of ``folder`` that ``run --data`` loads, by table, in the order it loads them:
+    the table's own name (``ventas.csv``), then the exports named after it with anything after
+    a ``_``, ``-`` or ``.`` (``ventas_2025-06-30.csv``, ``transactions-2.parquet``), sorted by
+    name, so dated daily exports go in day by day. A file already loaded is skipped by ingest
+    (the same content is recognised)."""
+    files = sorted(f for f in folder.iterdir() if f.is_file() and not f.name.startswith("."))
+    out: dict[str, list[Path]] = {}
+    for table, names in DATA_FILES.items():
+        exact = next((folder / n for n in names if (folder / n).is_file()), None)
+        kinds = {(Path(n).stem.lower(), Path(n).suffix.lower()) for n in names}
+        dated = [
+            f
+            for f in files
+            if f != exact
+            and any(
+                f.suffix.lower() == suffix
+                and f.stem.lower().startswith(stem)
+                and f.stem[len(stem) : len(stem) + 1] in ("_", "-", ".")
+                and len(f.stem) > len(stem) + 1
+                for stem, suffix in kinds
+            )
+        ]
+        if exact is not None or dated:
+            out[table] = ([exact] if exact is not None else []) + dated
+    return out
+
+
 def _warn_unread(folder: Path, summary: RunSummary) -> None:
     """Say which data files of ``folder`` a run does not load (their names are not known):
     a file dropped there was skipped without a word."""
-    known = {n for names in DATA_FILES.values() for n in names} | _READ_ON_PURPOSE
+    known = {f.name for found in data_files(folder).values() for f in found} | _READ_ON_PURPOSE
+    known |= {n for names in DATA_FILES.values() for n in names}
     unread = sorted(
         f.name
         for f in folder.iterdir()
@@ -299,10 +328,11 @@ def _warn_unread(folder: Path, summary: RunSummary) -> None:
         files = ", ".join(unread[:10]) + (f" (+{len(unread) - 10})" if len(unread) > 10 else "")
         summary.warn(
             f"files not loaded, their names are not ones the run reads: {files}; name them like "
-            "transactions.csv or customers.csv, or load them with segmentum ingest TABLE FILE",
+            "transactions.csv or customers.csv (or transactions_2025-06-30.csv), or load them with "
+            "segmentum ingest TABLE FILE",
             f"archivos no cargados, sus nombres no son de los que lee la ejecución: {files}; "
-            "llámalos como ventas.csv o clientes.csv, o cárgalos con segmentum ingest TABLA "
-            "ARCHIVO",
+            "llámalos como ventas.csv o clientes.csv (o ventas_2025-06-30.csv), o cárgalos "
+            "con segmentum ingest TABLA ARCHIVO",
         )
 
 
@@ -407,18 +437,15 @@ def run(
                     "give the folder your exports are in: segmentum run --data FOLDER",
                 )
             _warn_unread(folder, summary)
-            for table, names in DATA_FILES.items():
-                for name in names:
-                    if (folder / name).is_file():
-                        path = folder / name
-                        reports = step(
-                            f"ingest {table}",
-                            lambda t=table, p=path: ingest(  # type: ignore[misc]
-                                t, p, warehouse=wh, settings=settings, progress=progress
-                            ),
-                        )
-                        summary.ingest.extend(reports)
-                        break
+            for table, paths in data_files(folder).items():
+                for path in paths:
+                    reports = step(
+                        f"ingest {table}",
+                        lambda t=table, p=path: ingest(  # type: ignore[misc]
+                            t, p, warehouse=wh, settings=settings, progress=progress
+                        ),
+                    )
+                    summary.ingest.extend(reports)
             if (folder / "ground_truth.csv").is_file():
                 step(
                     "demo ground truth",

@@ -24,7 +24,7 @@ import pyarrow as pa
 from segmentum.config import Settings, load_settings
 from segmentum.errors import SegmentumError
 from segmentum.segments.view import customer_view
-from segmentum.serving import Published, publish, published_before, serving_path
+from segmentum.serving import Published, publish, published_before, refresh, serving_path
 from segmentum.warehouse import Warehouse
 
 LOOKUP = "customer_lookup"
@@ -98,6 +98,46 @@ def publish_read_models(
             wh.drop(keys.get_name())
     sync(wh, settings)  # the live side's copy of the segments and webhook subscriptions
     return out
+
+
+def refresh_published(wh: Warehouse, settings: Settings | None = None) -> list[str]:
+    """Bring what a command changed into the serving store of a Spark warehouse, whose pages
+    read the published copy (a Spark job per request would take seconds): a segment saved or
+    computed, a campaign created or sent, a file loaded. Only the read models it changed are
+    copied (the campaigns' and the quarantine's pages built again first); a change to the
+    customers' own rows publishes everything, as a run does. Nothing for other engines (their
+    pages read the warehouse), before the first publish, or when nothing changed. Returns the
+    tables published."""
+    from segmentum.campaigns.sendlog import SENDS
+    from segmentum.page_models import (
+        CAMPAIGN_PAGES,
+        PAGE_MODELS,
+        QUARANTINE_RECENT,
+        build_page_models,
+    )
+
+    if wh.engine != "pyspark" or wh.read_only or not wh.changed:
+        return []
+    settings = settings or load_settings()
+    target = serving_path(wh.url, settings.serving_store)
+    if target is None or str(target).startswith(("postgres://", "postgresql://")):
+        return []
+    if not published_before(target):
+        return []
+    changed = set(wh.changed)
+    if changed & set(DOCUMENTS):
+        published = publish_read_models(wh, settings)
+        return sorted(published.tables) if published is not None else []
+    derived = {
+        CAMPAIGN_PAGES: {"campaigns", SENDS, "campaign_results"},
+        QUARANTINE_RECENT: {"quarantine"},
+    }
+    build_page_models(wh, only=[m for m, sources in derived.items() if changed & sources])
+    names = set(wh.changed) & (set(READ_MODELS) | set(PAGE_MODELS))
+    if names:
+        refresh(wh, target, names)
+    wh.changed.clear()
+    return sorted(names)
 
 
 def build_lookup(wh: Warehouse, as_of: _dt.date | None = None, *, indexed: bool = True) -> int:

@@ -39,7 +39,7 @@ import shutil
 import sqlite3
 import threading
 import uuid
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -197,6 +197,23 @@ def publish(
         return serving_postgres.publish(wh, str(target), specs, run_id=run_id, documents=documents)
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    with _publishing(target):
+        out = _publish_file(wh, target, specs, run_id, documents, keyed, base_run, reuse, presorted)
+    wh.changed.clear()  # everything the pages read is as the warehouse now holds it
+    return out
+
+
+def _publish_file(
+    wh: Warehouse,
+    target: Path,
+    specs: dict[str, str | None],
+    run_id: str | None,
+    documents: Mapping[str, str] | None,
+    keyed: Mapping[str, Any] | None,
+    base_run: str | None,
+    reuse: bool,
+    presorted: Collection[str],
+) -> Published:
     tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
     docs_tmp = tmp.with_name(tmp.name + ".docs")
     present = {name: key for name, key in specs.items() if wh.has(name)}
@@ -278,6 +295,79 @@ def publish(
         for leftover in (tmp, tmp.with_name(tmp.name + ".wal"), docs_tmp):
             with contextlib.suppress(FileNotFoundError):
                 leftover.unlink()
+    return out
+
+
+@contextlib.contextmanager
+def _publishing(target: Path) -> Iterator[None]:
+    """One publish of ``target`` at a time across processes: a command's :func:`refresh`
+    copies the generation a run's publish has finished, never one it is replacing."""
+    import fcntl
+
+    with open(target.with_name(f".{target.name}.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def refresh(wh: Warehouse, target: str | Path, names: Collection[str]) -> Published | None:
+    """Replace the tables ``names`` of the last published generation by the warehouse's rows,
+    keeping every other table and the documents as they are: what a command changed (a segment
+    saved, a campaign sent) reaches the pages that read the serving store without publishing
+    everything again. A new generation renamed over the old one, as :func:`publish` makes it;
+    None when nothing was published yet (the next run publishes everything). Tables the
+    warehouse no longer has are dropped. Not for the tables published as documents."""
+    target = Path(target)
+    if not target.is_file():
+        return None
+    with _publishing(target):
+        if not target.is_file():
+            return None
+        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
+        out = Published(target)
+        try:
+            shutil.copyfile(target, tmp)
+            limit = load_settings().memory_limit
+            con = duckdb.connect(str(tmp), config={"memory_limit": limit} if limit else {})
+            try:
+                row = con.execute(f"SELECT run_id, tables FROM {META}").fetchone()
+                out.run_id = row[0] if row else None
+                out.tables = dict(json.loads(row[1])) if row and row[1] else {}
+                views = {
+                    str(r[0])
+                    for r in con.execute(
+                        "SELECT view_name FROM duckdb_views() WHERE NOT internal"
+                    ).fetchall()
+                }
+                for name in sorted(names):
+                    kind = "VIEW" if name in views else "TABLE"
+                    con.execute(f"DROP {kind} IF EXISTS {_quote(name)}")
+                    out.tables.pop(name, None)
+                    if not wh.has(name):
+                        continue
+                    con.register("_incoming", wh.batches(wh.table(name)))
+                    try:
+                        con.execute(f"CREATE TABLE {_quote(name)} AS SELECT * FROM _incoming")
+                    finally:
+                        con.unregister("_incoming")
+                    got = con.execute(f"SELECT count(*) FROM {_quote(name)}").fetchone()
+                    out.tables[name] = int(got[0]) if got else 0
+                out.published_at = _dt.datetime.now(_dt.UTC).replace(tzinfo=None).isoformat()
+                con.execute(f"DROP TABLE IF EXISTS {META}")
+                con.execute(
+                    f"CREATE TABLE {META} AS SELECT ?::TIMESTAMP AS published_at, ? AS run_id, "
+                    "? AS tables",
+                    [out.published_at, out.run_id, json.dumps(out.tables)],
+                )
+                con.execute("CHECKPOINT")
+            finally:
+                con.close()
+            _fsync(tmp)
+            os.replace(tmp, target)
+            _fsync(target.parent)
+        finally:
+            for leftover in (tmp, tmp.with_name(tmp.name + ".wal")):
+                with contextlib.suppress(FileNotFoundError):
+                    leftover.unlink()
     return out
 
 

@@ -117,6 +117,26 @@ def column_titles(_: Callable[[str], str]) -> dict[str, str]:
         "lifetime_spend": _("Lifetime spend"),
         "preferred_weekday": _("Preferred weekday"),
         "tags": _("Lifestyle"),
+        # The customer file's own columns (look-alike reasons, the customer page).
+        "birth_date": _("Birth date"),
+        "postal_code": _("Postal code"),
+        "neighbourhood": _("Neighbourhood"),
+        "signup_date": _("Signed up"),
+        "acquisition_channel": _("Acquisition channel"),
+        "occupation": _("Occupation"),
+        "timezone": _("Time zone"),
+        "company_id": _("Company id"),
+        "company": _("Company"),
+        "industry": _("Industry"),
+        "employees": _("Employees"),
+        "annual_revenue": _("Annual revenue"),
+        "consent_email": _("Email consent"),
+        "consent_sms": _("SMS consent"),
+        "consent_push": _("Push consent"),
+        "consent_inapp": _("In-app consent"),
+        "consent_web": _("Web message consent"),
+        "consent_ads": _("Ad audience consent"),
+        "prospect_id": _("Prospect"),
     }
 
 

@@ -13,6 +13,7 @@ import re
 import sys
 import tempfile
 import uuid
+import weakref
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -188,6 +189,11 @@ class Warehouse:
         # Tables only read for now (:meth:`reading_only`), and the fingerprints taken over them.
         self._frozen: frozenset[str] = frozenset()
         self._fingerprints: dict[str, tuple[int, int]] = {}
+        # Tables written since it was opened or last published into its serving store: what
+        # a command changed that the pages of a Spark warehouse read from the published copy
+        # (:func:`segmentum.precompute.refresh_published`).
+        self.changed: set[str] = set()
+        _OPENED.add(self)
 
     @property
     def placeholder(self) -> str:
@@ -764,6 +770,7 @@ class Warehouse:
                 f"{', '.join(hit)} cannot be written now: it is only read during this step",
                 "this is a defect in segmentum: please report it",
             )
+        self.changed.update(names)
 
     def fingerprint(self, t: ir.Table, columns: Sequence[str]) -> tuple[int, int]:
         """The row count and an order-free checksum of ``columns`` of ``t``.
@@ -1081,6 +1088,15 @@ def _spill_settings(backend: Any) -> None:
                 f"max_temp_size {size!r} is not a size", "write it like 50GB or 500MB"
             )
         backend.raw_sql(f"SET max_temp_directory_size = '{size}'")
+
+
+# Every warehouse this process opened and still holds (the CLI publishes what each changed).
+_OPENED: weakref.WeakSet[Warehouse] = weakref.WeakSet()
+
+
+def opened() -> list[Warehouse]:
+    """The warehouses this process has opened and still references."""
+    return list(_OPENED)
 
 
 def connect(

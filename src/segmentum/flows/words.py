@@ -74,6 +74,19 @@ def path_detail(lang: str, what: str, detail: str | None) -> str:
     return reason or i18n.translate_message(lang, detail)
 
 
+# The classes a flow may enter on (segmentum.flows.engine.CLASS_TRIGGERS), whose stored values
+# a page shows in its language; a saved segment keeps the name it was given.
+_CLASS_KINDS = ("rfm_segment", "lifecycle_stage", "value_potential")
+
+
+def segment_name(lang: str, name: str) -> str:
+    """A flow trigger's segment as ``lang`` names it: ``Champions`` -> ``Campeones``."""
+    for kind in _CLASS_KINDS:
+        if (kind, name) in i18n.LABELS:
+            return i18n.label(lang, kind, name)
+    return name
+
+
 def _trigger_detail(lang: str, text: str) -> str:
     """What a customer entered on, as ``Trigger.describe`` stored it: "enter segment vip",
     "exit segment vip", "event add_to_cart", "3 days before birthday", "birthday"."""
@@ -85,7 +98,7 @@ def _trigger_detail(lang: str, text: str) -> str:
             if seg.group(1) == "enter"
             else _("leaves the segment %(name)s")
         )
-        return said % {"name": seg.group(2)}
+        return said % {"name": segment_name(lang, seg.group(2))}
     event = re.fullmatch(r"event (.+)", text)
     if event:
         return _("event %(name)s") % {"name": event.group(1)}

@@ -1130,6 +1130,7 @@ LABELLED_COLUMNS = (
     "preferred_device",
     "preferred_hour_band",
     "preferred_weekday",
+    "income_band",
 )
 
 

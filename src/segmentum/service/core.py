@@ -226,6 +226,7 @@ class Service:
                     finally:
                         self._local.wh = None
                         wh.close()
+        self.publish_own_changes()
         store = self.serving
         info = store.info() if store.published else None
         if info is None or not all(store.has(t) for t in tables):
@@ -243,6 +244,17 @@ class Service:
         result = store.read(on_store)
         return result, str(info["published_at"])  # type: ignore[return-value]
 
+    def publish_own_changes(self) -> None:
+        """Spark: what this service wrote to the warehouse (a segment saved from the explorer,
+        a campaign sent) goes into the serving store its pages read, before the next page."""
+        wh = self._shared
+        if not self.batch_engine or wh is None or not wh.changed:
+            return
+        from segmentum.precompute import refresh_published
+
+        with self.lock:
+            refresh_published(wh, self.settings)
+
     # ------------------------------------------------------------------ read models
     def read_models(self, fn: Callable[[Warehouse], T], *tables: str) -> T:
         """``fn`` on the serving store when it holds ``tables``, else on the warehouse.
@@ -250,6 +262,7 @@ class Service:
         Use it for what the pipeline precomputes (``customer_lookup``, ``dashboard_cache``):
         it keeps answering while a run or a command holds the warehouse.
         """
+        self.publish_own_changes()
         store = self.serving
         if store is not None and all(store.has(t) for t in tables or ("_published",)):
             return store.read(fn)  # type: ignore[return-value]

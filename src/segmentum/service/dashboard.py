@@ -33,6 +33,7 @@ from jinja2.runtime import Context
 
 from segmentum import i18n
 from segmentum.errors import SegmentumError
+from segmentum.flows.words import segment_name
 from segmentum.service.auth import SESSION_COOKIE, Session, Sessions, create_session
 from segmentum.titles import column_titles
 
@@ -122,6 +123,8 @@ def _env() -> Environment:
 
 
 ENV = _env()
+# A flow trigger's segment in the page's language (the Flows page).
+ENV.globals["segment_name"] = segment_name
 
 
 def language(request: Request) -> str:

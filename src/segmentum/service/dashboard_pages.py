@@ -397,12 +397,20 @@ def mount(
         page = page_or_login(request)
         if not isinstance(page, Page):
             return page
-        ctx, published = svc.fresh_or_published(
-            lambda: explorer_context(page, svc, segment, rule, audience),
-            "segment_definitions",
-            "segment_members",
+
+        def explore() -> dict[str, Any]:
+            return explorer_context(page, svc, segment, rule, audience)
+
+        if (rule or audience) and svc.batch_engine:
+            # Spark: a rule's preview or an audience asked for runs on the warehouse (seconds).
+            ctx, published = svc.locked(explore), None
+        else:
+            ctx, published = svc.fresh_or_published(
+                explore, "segment_definitions", "segment_members"
+            )
+        return render(
+            page, "explorer.html", current="explorer", published=_note(svc, published), **ctx
         )
-        return render(page, "explorer.html", current="explorer", published=published, **ctx)
 
     @app.get("/dashboard/export/{name}.csv", include_in_schema=False)
     def export(request: Request, name: str) -> Response:
@@ -661,12 +669,15 @@ def mount(
         page = page_or_login(request)
         if not isinstance(page, Page):
             return page
-        ctx, published = svc.fresh_or_published(lambda: _campaigns(page, svc, c))
+        if c and svc.batch_engine:  # Spark: the chosen campaign's dry run is a job (seconds)
+            ctx, published = svc.locked(lambda: _campaigns(page, svc, c)), None
+        else:
+            ctx, published = svc.fresh_or_published(lambda: _campaigns(page, svc, c))
         return render(
             page,
             "campaigns.html",
             current="campaigns",
-            published=published,
+            published=_note(svc, published),
             selected=c,
             segment=segment,
             can_write="write" in (page.session.scopes if page.session else []),
@@ -785,7 +796,7 @@ def mount(
             }
             for r in ctx.get("runs") or []
         ]
-        return render(page, "data.html", current="data", published=published, **ctx)
+        return render(page, "data.html", current="data", published=_note(svc, published), **ctx)
 
 
 def explorer_context(
@@ -1658,6 +1669,12 @@ def _published_results(wh: Any, campaign_id: str) -> dict[str, Any]:
     t = wh.table(CAMPAIGN_PAGES)
     rows = t.filter(t.campaign_id == campaign_id).results.to_pyarrow().to_pylist()
     return dict(json.loads(rows[0])) if rows else {}
+
+
+def _note(svc: Any, published: str | None) -> str | None:
+    """When a page says it shows what was published because a run holds the warehouse: never
+    on Spark, whose pages always read the published copy (kept current by every command)."""
+    return None if svc.batch_engine else published
 
 
 def _busy_now(page: Page) -> SegmentumError:
