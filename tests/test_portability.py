@@ -583,3 +583,34 @@ def test_a_failure_inside_spark_is_a_failed_step_with_its_cause(
         "status": "failed",
         "error": last.error.split(" (hint:")[0],
     }
+
+
+@pytest.mark.spark
+@pytest.mark.spark_core
+def test_a_command_on_spark_prints_only_its_own_lines(tmp_path: Path) -> None:
+    """A walk: every command on a Spark folder printed Spark's own lines (a warning about the
+    host name, 'Setting default log level to "WARN"'), --lang es too. Only segmentum's lines
+    remain (and the JVM's one note about its incubator modules, which no setting silences)."""
+    import subprocess
+    import sys
+
+    data = write(tmp_path / "clientes.csv", "customer_id,email\nC1,a@b.c\nC2,d@e.f\n")
+    exe = Path(sys.executable).with_name("segmentum")
+    done = subprocess.run(
+        [str(exe), "ingest", "customers", str(data), "-w", f"pyspark:///{tmp_path / 'wh'}"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "2 accepted" in done.stderr
+    said = [
+        line
+        for line in done.stderr.splitlines()
+        if line.strip()
+        and not line.startswith("·")  # segmentum's progress (a long path wraps: its rest)
+        and str(tmp_path) not in line
+        and "incubator modules" not in line
+    ]
+    assert said == [], said
+    assert "log level" not in done.stdout and "WARN" not in done.stdout

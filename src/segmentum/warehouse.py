@@ -117,6 +117,9 @@ def spark_conf_from_env(environ: Mapping[str, str] | None = None) -> dict[str, s
     return conf
 
 
+SPARK_LOG_CONFIG = "spark-log4j2.properties"
+
+
 def _local_spark_session(warehouse_dir: str | None = None) -> Any:
     try:
         from pyspark.sql import SparkSession
@@ -138,8 +141,15 @@ def _local_spark_session(warehouse_dir: str | None = None) -> Any:
     # the PATH: reading a read model in batches runs Python on them. PySpark reads the
     # variable when the context starts.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    # A local session binds to this machine: Spark would otherwise warn on every command
+    # that the host name resolves to a loopback address.
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     for key, value in spark_conf_from_env().items():
         builder = builder.config(key, value)
+    # Spark's own log lines (warnings, "Setting default log level") stay off the terminal.
+    java = [spark_conf_from_env().get("spark.driver.extraJavaOptions", "")]
+    if "log4j2.configurationFile" not in java[0]:  # the user's own log settings win
+        java.append(f"-Dlog4j2.configurationFile={Path(__file__).with_name(SPARK_LOG_CONFIG)}")
     # Without a metastore Spark forgets its tables when the session ends but keeps their files,
     # and a later session then refuses to create them again: by default use a fresh folder.
     folder = warehouse_dir or tempfile.mkdtemp(prefix="segmentum-spark-")
@@ -153,9 +163,8 @@ def _local_spark_session(warehouse_dir: str | None = None) -> Any:
             "spark.hadoop.javax.jdo.option.ConnectionURL",
             f"jdbc:derby:;databaseName={Path(folder) / 'metastore_db'};create=true",
         )
-        java = spark_conf_from_env().get("spark.driver.extraJavaOptions", "")
-        log = f"-Dderby.stream.error.file={Path(folder) / 'derby.log'}"  # not in the cwd
-        builder = builder.config("spark.driver.extraJavaOptions", f"{java} {log}".strip())
+        java.append(f"-Dderby.stream.error.file={Path(folder) / 'derby.log'}")  # not in the cwd
+    builder = builder.config("spark.driver.extraJavaOptions", " ".join(j for j in java if j))
     session = builder.getOrCreate()
     # Not ERROR: a failed task would print its Java stack on the terminal; the failed step
     # reports the cause itself (engine_error).
