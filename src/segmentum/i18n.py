@@ -2008,6 +2008,13 @@ REASONS: tuple[tuple[str, tuple[str, str]], ...] = (
         N_("quarantine", "%(1)s is in the future (later than %(2)s, the load day)"),
     ),
     (
+        rf"{_C} is in the future \(later than (\S+), today in the time zone furthest ahead\)",
+        N_(
+            "quarantine",
+            "%(1)s is in the future (later than %(2)s, today in the time zone furthest ahead)",
+        ),
+    ),
+    (
         rf"{_C} is before (\S+) \(setting earliest_date\)",
         N_("quarantine", "%(1)s is before %(2)s (setting earliest_date)"),
     ),

@@ -829,7 +829,9 @@ class _FileIngest:
             _Check(
                 column,
                 (ts >= ibis.literal(after, "timestamp")).fill_null(False),
-                f"is in the future (later than {last_day.isoformat()}, the load day)",
+                # Not "the load day": it may already be tomorrow in the zones ahead of UTC.
+                f"is in the future (later than {last_day.isoformat()}, today in the time zone "
+                "furthest ahead)",
                 text,
             )
         )
