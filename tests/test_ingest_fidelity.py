@@ -568,3 +568,21 @@ def test_the_run_summary_reports_matching_currency_and_revenue_that_adds_up(
     assert s.revenue_check["total"] == pytest.approx(lines)
     assert (s.id_match["matched"], s.id_match["customers_without_purchase"]) == (2, 1)
     assert s.currency == ""
+
+
+def test_reasons_with_as_many_rows_are_listed_in_one_order_on_every_engine(
+    wh: Warehouse, tmp_path: Path
+) -> None:
+    """A walk saw the same file's reasons in another order on Spark than on DuckDB (equal
+    counts came back in the engine's order): most rows first, ties by the reason."""
+    text = (
+        "customer_id,date,amount\n"
+        "A1,2099-01-01,5\n"  # in the future
+        "A2,1899-12-31,5\n"  # before earliest_date
+        "A3,2024-03-06,7\n"
+        "A4,2024-03-06,\n"  # no amount
+    )
+    r = load(wh, "transactions", write(tmp_path / "s.csv", text))
+    assert r.quarantined >= 2
+    counts = list(r.reasons.items())
+    assert counts == sorted(counts, key=lambda kv: (-kv[1], kv[0])), counts

@@ -2432,7 +2432,10 @@ def _write(
         r.accepted = n_rows - int(c.get("quarantined", 0))
         r.duplicates, r.already_loaded = int(c.get("duplicates", 0)), int(c.get("loaded", 0))
         _note_duplicates(r, n_rows)
-        mine = sorted((w for w in why if w["_file"] == i), key=lambda w: -int(w["n"]))
+        # Most rows first; ties by reason, so every engine lists them in the same order.
+        mine = sorted(
+            (w for w in why if w["_file"] == i), key=lambda w: (-int(w["n"]), str(w["reason"]))
+        )
         r.reasons = {w["reason"]: int(w["n"]) for w in mine[:10]}
         if spec.name == "customers":
             repeats = sum(int(w["n"]) for w in mine if "customer_id repeats row" in w["reason"])
