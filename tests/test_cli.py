@@ -125,14 +125,14 @@ def test_the_spanish_run_summary_gives_its_warnings_in_spanish(tmp_path: Path) -
     )
     write(data / "ventas.csv", "Customer ID,InvoiceDate,Amount\n" + lines)
     write(data / "clientes.csv", "id_cliente,pais\nC-17850,ES\nC-17851,MX\n")
-    # A file whose name the run does not read (a dated export): said, not skipped silently.
-    write(data / "ventas_2024-07.csv", "Customer ID,InvoiceDate,Amount\n" + lines)
+    # A file whose name the run does not read: said, not skipped silently.
+    write(data / "notas_2024-07.csv", "Customer ID,InvoiceDate,Amount\n" + lines)
     out = run("run", "--data", "exports", "--lang", "es", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     text = " ".join(out.stdout.split())
     assert "aviso: solo 0 de 4 compradores tienen ficha de cliente" in text, text
     assert "warning:" not in text and "buyers have a customer record" not in text, text
-    assert "archivos no cargados" in text and "ventas_2024-07.csv" in text, text
+    assert "archivos no cargados" in text and "notas_2024-07.csv" in text, text
     # A folder that is not there is an error (the run went on without loading anything).
     missing = run("run", "--data", "exportz", cwd=tmp_path)
     assert missing.returncode == 2 and "exportz: no such folder" in missing.stderr, missing
@@ -927,7 +927,10 @@ def spanish_errors(
 ) -> SpanishErrors:
     import shutil
 
+    import segmentum
+
     shutil.copy(json_db[0], tmp_path / "w.duckdb")
+    segmentum.connect(f"duckdb:///{tmp_path / 'vacio.duckdb'}").close()  # there, and empty
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("SEGMENTUM_LANGUAGE", raising=False)
     monkeypatch.setenv("SEGMENTUM_ERROR_LOG_DIR", str(tmp_path / "logs"))

@@ -605,7 +605,7 @@ def test_flow_validate_names_every_problem_in_spanish_under_lang_es(
     ("what", "detail", "es", "en"),
     [
         ("entered", "event add_to_cart", "evento add_to_cart", "event add_to_cart"),
-        ("entered", "enter segment lapsed", "entra en el segmento lapsed", None),
+        ("entered", "enter segment lapsed", "entra en el segmento inactivo", None),
         ("wait", "until 2026-12-06 11:41:30", "hasta el 6 dic 2026 11:41", None),
         (
             "deferred",
@@ -698,8 +698,9 @@ def test_an_admin_applies_a_segments_playbook_as_a_draft_flow_in_the_browser(
         page.click("#enable-flow")
         page.wait_for_selector("#disable-flow")
         assert page.inner_text("#flow-status") == "activado"
-        # The trigger in Spanish words, not the YAML's English ("enter segment Champions").
-        assert page.inner_text("#flow-trigger") == "entra en el segmento Champions"
+        # The trigger in Spanish words, not the YAML's English ("enter segment Champions"),
+        # the class by its Spanish name.
+        assert page.inner_text("#flow-trigger") == "entra en el segmento Campeones"
         assert page.locator("#flow-steps tbody tr").count() == 5
         page.goto(server["url"] + "/dashboard/flows?customer=" + quote("<b>C1</b>"))
         assert page.locator("#path-empty").is_visible()  # nobody went through it yet

@@ -596,11 +596,14 @@ def test_a_command_on_spark_prints_only_its_own_lines(tmp_path: Path) -> None:
 
     data = write(tmp_path / "clientes.csv", "customer_id,email\nC1,a@b.c\nC2,d@e.f\n")
     exe = Path(sys.executable).with_name("segmentum")
+    import os
+
     done = subprocess.run(
         [str(exe), "ingest", "customers", str(data), "-w", f"pyspark:///{tmp_path / 'wh'}"],
         capture_output=True,
         text=True,
         timeout=600,
+        env={**os.environ, "COLUMNS": "400"},  # no progress line wrapped into pieces
     )
     assert done.returncode == 0, done.stderr
     assert "2 accepted" in done.stderr
