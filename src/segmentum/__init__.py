@@ -7,6 +7,19 @@ from segmentum.warehouse import Warehouse, connect
 
 __version__ = "0.1.0"
 
+# Modules a program reaches from the package alone (``segmentum.pipeline.run(wh)``), imported
+# the first time they are named: ``import segmentum`` stays light.
+_LAZY = ("pipeline", "features", "history", "campaigns", "segments", "models", "precompute")
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        import importlib
+
+        return importlib.import_module(f"segmentum.{name}")
+    raise AttributeError(f"module 'segmentum' has no attribute {name!r}")
+
+
 __all__ = [
     "ConfigError",
     "IngestReport",
