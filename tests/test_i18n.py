@@ -537,3 +537,16 @@ def test_what_a_walk_found_in_english_on_spanish_pages_is_spanish() -> None:
     assert _trigger_detail("es", "enter segment Champions") == (
         f"entra en el segmento {segment_name('es', 'Champions')}"
     )
+
+
+def test_a_probability_is_never_rounded_to_a_certainty() -> None:
+    """A docs walk read "churn risk 100%" in a retention reason for 0.99896, where models.md
+    promises that no customer is told 0% or 100% (Jeffreys' prior on the calibration)."""
+    from segmentum.campaigns import reasons
+
+    assert i18n.probability(0.99896, "en") == ">99%"
+    assert i18n.probability(0.99896, "es") == ">99\xa0%"
+    assert i18n.probability(0.004, "en") == "<1%" and i18n.probability(0.5, "en") == "50%"
+    assert i18n.probability(1.0, "en") == "100%" and i18n.probability(0.0, "en") == "0%"
+    said = reasons.text("retention", {"tier": "high", "spent": 13850, "risk": 0.99896}, "en")
+    assert said is not None and said.endswith("churn risk >99%"), said

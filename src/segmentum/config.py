@@ -284,7 +284,11 @@ SETTINGS: tuple[Setting, ...] = (
         0,
         "Months the monthly snapshots are kept after that; 0: for ever.",
     ),
-    Setting("rule_max_depth", 40, "Deepest nesting of parentheses and 'not' in a segment rule."),
+    Setting(
+        "rule_max_depth",
+        40,
+        "Deepest nesting in a segment rule (parentheses, 'not', '-', calls, runs of arithmetic).",
+    ),
     Setting(
         "rule_max_window_days",
         36525,

@@ -393,6 +393,19 @@ def percent(value: Any, lang: str, digits: int = 1) -> str:
     return pattern.apply(0.0 if round(v, digits + 2) == 0 else v, loc)
 
 
+def probability(value: Any, lang: str, digits: int = 0) -> str:
+    """A probability as a share, never rounded to a certainty it is not: 0.99896 is ``>99%``,
+    0.001 ``<1%`` (exactly 0 and 1 stay ``0%`` and ``100%``)."""
+    if is_missing(value):
+        return MISSING
+    v, step = float(value), 10.0 ** -(digits + 2)
+    if 0 < v < step / 2:
+        return "<" + percent(step, lang, digits)
+    if 1 - step / 2 <= v < 1:
+        return ">" + percent(1 - step, lang, digits)
+    return percent(v, lang, digits)
+
+
 def duration(seconds: Any, lang: str) -> str:
     """A wait as a person reads it, in its largest whole unit: ``1 week``, ``3 días``."""
     if is_missing(seconds):

@@ -267,13 +267,7 @@ def _publish_file(
                     con.execute(_create_index(name, key))
                 row = con.execute(f"SELECT count(*) FROM {_quote(name)}").fetchone()
                 out.tables[name] = int(row[0]) if row else 0
-            out.published_at = _dt.datetime.now(_dt.UTC).replace(tzinfo=None).isoformat()
-            con.execute(f"DROP TABLE IF EXISTS {META}")
-            con.execute(
-                f"CREATE TABLE {META} AS SELECT ?::TIMESTAMP AS published_at, ? AS run_id, "
-                "? AS tables",
-                [out.published_at, run_id, json.dumps(out.tables)],
-            )
+            _stamp(con, out)
             con.execute("CHECKPOINT")
             if wanted and not kept_docs:
                 if background is not None and done:
@@ -296,6 +290,16 @@ def _publish_file(
             with contextlib.suppress(FileNotFoundError):
                 leftover.unlink()
     return out
+
+
+def _stamp(con: duckdb.DuckDBPyConnection, out: Published) -> None:
+    """Write the generation's ``_published`` row: now, the run, the rows per table."""
+    out.published_at = _dt.datetime.now(_dt.UTC).replace(tzinfo=None).isoformat()
+    con.execute(f"DROP TABLE IF EXISTS {META}")
+    con.execute(
+        f"CREATE TABLE {META} AS SELECT ?::TIMESTAMP AS published_at, ? AS run_id, ? AS tables",
+        [out.published_at, out.run_id, json.dumps(out.tables)],
+    )
 
 
 @contextlib.contextmanager
@@ -351,13 +355,7 @@ def refresh(wh: Warehouse, target: str | Path, names: Collection[str]) -> Publis
                         con.unregister("_incoming")
                     got = con.execute(f"SELECT count(*) FROM {_quote(name)}").fetchone()
                     out.tables[name] = int(got[0]) if got else 0
-                out.published_at = _dt.datetime.now(_dt.UTC).replace(tzinfo=None).isoformat()
-                con.execute(f"DROP TABLE IF EXISTS {META}")
-                con.execute(
-                    f"CREATE TABLE {META} AS SELECT ?::TIMESTAMP AS published_at, ? AS run_id, "
-                    "? AS tables",
-                    [out.published_at, out.run_id, json.dumps(out.tables)],
-                )
+                _stamp(con, out)
                 con.execute("CHECKPOINT")
             finally:
                 con.close()

@@ -152,10 +152,10 @@ def text(
                 "retention",
                 tier=_word(lang, a["tier"]),
                 spent=money("spent"),
-                risk=i18n.percent(a["risk"], lang, 0),
+                risk=i18n.probability(a["risk"], lang),
             )
             if "was" in a:
-                out += say("retention_was", was=i18n.percent(a["was"], lang, 0))
+                out += say("retention_was", was=i18n.probability(a["was"], lang))
             return out
         if tactic == "winback":
             out = say(
