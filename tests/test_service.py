@@ -254,6 +254,15 @@ def test_the_apis_own_refusals_read_in_spanish_for_a_spanish_client(
     anonymous = http.get(f"{base}/v1/segments", headers=es).json()
     assert anonymous["detail"] == "se necesita una clave de API válida", anonymous
     assert anonymous["hint"].startswith("envíala como X-API-Key"), anonymous
+    # The framework's own refusals too (a walk read "detail": "Not Found" in Spanish).
+    nowhere = http.get(f"{base}/v1/nowhere", headers={**read, **es})
+    assert nowhere.status_code == 404 and nowhere.json()["title"] == "Not found"
+    assert nowhere.json()["detail"] == "no existe la ruta /v1/nowhere", nowhere.json()
+    assert nowhere.json()["hint"] == "las rutas están en /docs"
+    english = http.get(f"{base}/v1/nowhere", headers=read).json()
+    assert english["detail"] == "there is no route /v1/nowhere"
+    wrong = http.delete(f"{base}/v1/segments", headers={**read, **es})
+    assert wrong.status_code == 405 and "no está permitido en /v1/segments" in wrong.text
 
 
 def test_a_mistyped_rule_says_where_and_what_was_meant_without_internal_names(

@@ -487,6 +487,9 @@ _Q = r"('(?:[^'\\]|\\.)*'|\"[^\"]*\")"
 _N = r"([\d,]+)"  # a count as the library writes it: 1,234
 _MB = r"([\d,]+\.\d MB)"  # a size as segmentum doctor writes it
 MESSAGES: tuple[tuple[str, tuple[str, str]], ...] = (
+    (r"there is no route (\S+)", N_("api", "there is no route %(1)s")),
+    (r"(\S+) is not allowed on (\S+)", N_("api", "%(1)s is not allowed on %(2)s")),
+    (r"the routes are listed at /docs", N_("api", "the routes are listed at /docs")),
     (
         r"(.+): column '(.+)' mixes day-first and month-first dates \(e\.g\. '(.*)' and '(.*)'\)",
         N_(

@@ -227,8 +227,24 @@ def create_app(
         return problem(422, "Invalid request", f"{where}: {said}", hint)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return problem(exc.status_code, "Error", str(exc.detail))
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # The framework's own answers (no such route, a method the route does not take) said
+        # as the others are, in the client's language.
+        spanish = wants_spanish(request.headers.get("accept-language"))
+        path = request.url.path
+        if exc.status_code == 404 and str(exc.detail) == "Not Found":
+            said = translated(
+                spanish, f"there is no route {path}", "the routes are listed at /docs"
+            )
+            return problem(404, "Not found", *said)
+        if exc.status_code == 405:
+            said = translated(
+                spanish,
+                f"{request.method} is not allowed on {path}",
+                "the routes are listed at /docs",
+            )
+            return problem(405, "Method not allowed", *said, dict(exc.headers or {}))
+        return problem(exc.status_code, "Error", str(exc.detail), None, dict(exc.headers or {}))
 
     @app.exception_handler(Exception)
     async def _internal(_: Request, exc: Exception) -> JSONResponse:  # pragma: no cover
