@@ -77,7 +77,9 @@ SELECT b.customer_id, f.frequency, b.monetary,
   CASE WHEN b.gross > 0 THEN COALESCE(b.returned, 0) / b.gross END AS return_rate,
   CASE WHEN b.gross > 0 THEN COALESCE(b.promo, 0) / b.gross END AS promo_share,
   COALESCE(p.distinct_products, 0) AS distinct_products, b.l90 AS spend_last_90, b.p90 AS spend_prev_90,
-  CASE WHEN b.l90 + b.p90 > 0 THEN (b.l90 - b.p90) / (b.l90 + b.p90) END AS trend,
+  CASE WHEN greatest(b.l90, 0) + greatest(b.p90, 0) > 0
+       THEN (greatest(b.l90, 0) - greatest(b.p90, 0)) / (greatest(b.l90, 0) + greatest(b.p90, 0))
+  END AS trend,
   g.interpurchase_mean, g.interpurchase_std,
   chan.preferred_channel, dev.preferred_device, band.preferred_hour_band, wday.preferred_weekday,
   cat.top_category, cat.top_category_share,

@@ -244,3 +244,25 @@ def test_an_edited_rfm_rule_table_is_used_and_checked(tmp_path: Path, wh: Wareho
     (tmp_path / "bad.yaml").write_text("- {name: Top, r: [5, 5], f: [5, 5]}\n")
     with pytest.raises(ConfigError, match="R1F1"):
         load_rfm_rules(tmp_path / "bad.yaml")
+
+
+def test_the_trend_stays_between_minus_one_and_one_when_returns_exceed_purchases(
+    backend: Warehouse,
+) -> None:
+    """A docs walk found trends of -3.14 and an empty one where the two 90-day periods were not
+    both 0: returns made a period's net spend negative. Such a period counts as no spend."""
+    tx = transactions(
+        backend,
+        [
+            line("G1", "C", "2023-09-01 10:00", 1, 100, "X", "P1"),  # the 90 days before
+            line("G2", "C", "2023-12-20 10:00", 1, 40, "X", "P2"),
+            line("S1", "C", "2024-01-10 10:00", -2, 75, "X", "P3"),  # returns: net -110 lately
+            line("G3", "D", "2023-10-01 10:00", 1, 136, "X", "P1"),
+            line("S2", "D", "2024-01-10 10:00", -1, 136, "X", "P1"),  # the 90 days: net -136
+            line("G4", "D", "2023-08-20 10:00", 1, 50, "X", "P4"),
+        ],
+    )
+    f = customer_features(tx, AS_OF, weeks=False).execute().set_index("customer_id")
+    assert f.loc["C", "spend_last_90"] < 0 < f.loc["C", "spend_prev_90"]
+    assert f.loc["C", "trend"] == pytest.approx(-1.0)
+    assert f.trend.dropna().between(-1, 1).all(), f[["spend_last_90", "spend_prev_90", "trend"]]

@@ -331,9 +331,9 @@ def customer_features(
         spend_last_90=last90,
         spend_prev_90=prev90,
         # -1 (all spend in the 90 days before) .. +1 (all in the last 90 days); NULL when neither.
-        trend=ibis.ifelse(
-            (last90 + prev90) > 0, (last90 - prev90) / (last90 + prev90), ibis.null("float64")
-        ),
+        # A period whose returns exceed its purchases counts as no spend: the net is negative
+        # there, and the ratio would leave -1..+1 (or vanish when the two periods cancel).
+        trend=_trend(ibis.greatest(last90, 0.0), ibis.greatest(prev90, 0.0)),
     )
 
     # Time between purchase days: mean and spread, from the day table.
@@ -475,3 +475,8 @@ def category_mix(
             for k in aggs
         },
     )
+
+
+def _trend(last: ir.NumericValue, prev: ir.NumericValue) -> ir.FloatingValue:
+    """(last - prev) / (last + prev) of two non-negative spends; NULL when both are 0."""
+    return ibis.ifelse((last + prev) > 0, (last - prev) / (last + prev), ibis.null("float64"))
