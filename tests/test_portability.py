@@ -362,6 +362,7 @@ def test_spark_pages_show_what_a_command_changed_since_the_run(
     from segmentum.serving import ServingStore, documents_path
 
     spark, settings = spark_and_duckdb["spark"], spark_and_duckdb["settings"]
+    refresh_published(spark, settings)  # what the fixture's commands left (run alone too)
     docs = documents_path(settings.serving_store).stat().st_mtime_ns
     Segments(spark, settings).create_and_compute("grandes_e2e", "monetary > 100")
     Campaigns(spark, settings).create("Vuelve e2e", "winback", "file", seed=2)

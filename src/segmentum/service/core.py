@@ -202,8 +202,9 @@ class Service:
         """``fn`` on the warehouse (as :meth:`locked`); when a job or a command holds it, at
         once on the last published read models instead, if they hold ``tables``.
 
-        Returns the result and, for the published path, when it was published (pages say so),
-        else None. Inside ``fn``, :attr:`wh` is whichever of the two it runs on.
+        Returns the result and, for the published path of a busy DuckDB file, when it was
+        published (pages say so), else None. Inside ``fn``, :attr:`wh` is whichever of the two
+        it runs on.
         """
         if self.serving is None or not (self.per_use or self.batch_engine):
             return self.locked(fn), None
@@ -242,7 +243,10 @@ class Service:
                 self._local.wh = None
 
         result = store.read(on_store)
-        return result, str(info["published_at"])  # type: ignore[return-value]
+        # Spark's pages always read the published copy (kept current by every command): no
+        # page says it shows an older publish there.
+        when = None if self.batch_engine else str(info["published_at"])
+        return result, when  # type: ignore[return-value]
 
     def publish_own_changes(self) -> None:
         """Spark: what this service wrote to the warehouse (a segment saved from the explorer,

@@ -408,9 +408,7 @@ def mount(
             ctx, published = svc.fresh_or_published(
                 explore, "segment_definitions", "segment_members"
             )
-        return render(
-            page, "explorer.html", current="explorer", published=_note(svc, published), **ctx
-        )
+        return render(page, "explorer.html", current="explorer", published=published, **ctx)
 
     @app.get("/dashboard/export/{name}.csv", include_in_schema=False)
     def export(request: Request, name: str) -> Response:
@@ -677,7 +675,7 @@ def mount(
             page,
             "campaigns.html",
             current="campaigns",
-            published=_note(svc, published),
+            published=published,
             selected=c,
             segment=segment,
             can_write="write" in (page.session.scopes if page.session else []),
@@ -796,7 +794,7 @@ def mount(
             }
             for r in ctx.get("runs") or []
         ]
-        return render(page, "data.html", current="data", published=_note(svc, published), **ctx)
+        return render(page, "data.html", current="data", published=published, **ctx)
 
 
 def explorer_context(
@@ -1669,12 +1667,6 @@ def _published_results(wh: Any, campaign_id: str) -> dict[str, Any]:
     t = wh.table(CAMPAIGN_PAGES)
     rows = t.filter(t.campaign_id == campaign_id).results.to_pyarrow().to_pylist()
     return dict(json.loads(rows[0])) if rows else {}
-
-
-def _note(svc: Any, published: str | None) -> str | None:
-    """When a page says it shows what was published because a run holds the warehouse: never
-    on Spark, whose pages always read the published copy (kept current by every command)."""
-    return None if svc.batch_engine else published
 
 
 def _busy_now(page: Page) -> SegmentumError:
