@@ -821,6 +821,50 @@ def test_a_campaign_without_a_template_has_its_tactics_subject_not_its_name(
     assert "tu plantilla no tiene asunto" in out and "--template FILE" not in out, out
 
 
+def test_a_templates_mistakes_are_refused_in_spanish_with_what_to_write(
+    cwh: Warehouse, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Every way a template file can be wrong is refused at create (exit 2, nothing created)
+    and, under --lang es, said and hinted in Spanish: the template's own keys and Jinja's own
+    words are what stay as written."""
+    url = cwh.url
+    cwh.close()
+    wrong = {
+        "missing.yaml": None,
+        "nobody.yaml": {"subject": {"es": "Hola", "en": "Hi"}},
+        "half.yaml": {"body": {"es": "Hola", "en": ""}},
+        "unknown.yaml": {"body": {"es": "Hola {{ nombre }}", "en": "Hi"}},
+        "fallback.yaml": {"body": {"es": "Hola {{ first_name }}", "en": "Hi"}},
+        "syntax.yaml": {"body": {"es": "Hola {% if %}", "en": "Hi"}},
+    }
+    said = {}
+    for name, content in wrong.items():
+        if content is not None:
+            (tmp_path / name).write_text(json.dumps(content), encoding="utf-8")
+        args = ["campaign", "create", "Mal", "--tactic", "winback", "--channel", "email"]
+        code = main([*args, "--template", str(tmp_path / name), "-w", url, "--lang", "es"])
+        captured = capsys.readouterr()
+        said[name] = " ".join((captured.err + captured.out).split())
+        assert code == 2, (name, said[name])
+        assert "sugerencia:" in said[name], said[name]
+        assert "hint" not in said[name] and "Traceback" not in said[name], said[name]
+    assert "missing.yaml: no existe ese archivo" in said["missing.yaml"], said["missing.yaml"]
+    assert "una plantilla necesita un body con textos es y en" in said["nobody.yaml"]
+    assert "el body de la plantilla no tiene texto en" in said["half.yaml"]
+    assert "escribe los dos, es y en" in said["half.yaml"]
+    assert "la plantilla body.es usa nombre, que segmentum no conoce" in said["unknown.yaml"]
+    assert "que algunos destinatarios no tienen" in said["fallback.yaml"]
+    assert "escribe {{ first_name or '...' }} o {% if first_name %}" in said["fallback.yaml"]
+    assert "la plantilla body.es no es válida: Expected an expression" in said["syntax.yaml"]
+    assert "revisa las marcas {{ }} y {% %}" in said["syntax.yaml"]
+    for text in said.values():
+        words = text.replace(str(tmp_path), "")
+        for english in ("template", "which", "write", "recipients", "check the", "no such"):
+            assert english not in words, text
+    assert main(["campaign", "list", "-w", url, "--json"]) == 0
+    assert "Mal" not in capsys.readouterr().out
+
+
 def test_the_campaign_journey_in_spanish(
     cwh: Warehouse, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:

@@ -1560,6 +1560,69 @@ MESSAGES: tuple[tuple[str, tuple[str, str]], ...] = (
         N_("campaign", "a segment campaign needs --target NAME (or cluster:N)"),
     ),
     (r"cannot make a playbook by (.+)", N_("campaign", "cannot make a playbook by %(1)s")),
+    # Message templates (segmentum.campaigns.channels); Jinja's own words stay as it wrote them.
+    (
+        r"(.+): cannot read the template: (.+)",
+        N_("template", "%(1)s: cannot read the template: %(2)s"),
+    ),
+    (
+        r"a template needs a body with es and en texts",
+        N_("template", "a template needs a body with es and en texts"),
+    ),
+    (
+        r'write body: \{es: "Hola\.\.\.", en: "Hi\.\.\."\}',
+        N_("template", 'write body: {es: "Hola...", en: "Hi..."}'),
+    ),
+    (r"the template's (\w+) has no es text", N_("template", "the template's %(1)s has no es text")),
+    (r"the template's (\w+) has no en text", N_("template", "the template's %(1)s has no en text")),
+    (
+        r"the template's (\w+) has no es or en text",
+        N_("template", "the template's %(1)s has no es or en text"),
+    ),
+    (
+        r"every message goes out in the recipient's language: write both es and en",
+        N_("template", "every message goes out in the recipient's language: write both es and en"),
+    ),
+    (
+        r"template (\S+) uses (.+), which segmentum does not know",
+        N_("template", "template %(1)s uses %(2)s, which segmentum does not know"),
+    ),
+    (
+        r"template (\S+) writes \{\{ (\w+) \}\}, which some recipients do not have",
+        N_("template", "template %(1)s writes {{ %(2)s }}, which some recipients do not have"),
+    ),
+    (
+        r"write \{\{ (\w+) or '\.\.\.' \}\} or \{% if (\w+) %\}\.\.\.\{% endif %\}",
+        N_("template", "write {{ %(1)s or '...' }} or {%% if %(2)s %%}...{%% endif %%}"),
+    ),
+    (
+        r"write \{\{ (\w+) or '\.\.\.' \}\} or \{% if (\w+) %\}\.\.\.\{% endif %\} "
+        r"\(or \{\{ greeting \}\}\)",
+        N_(
+            "template",
+            "write {{ %(1)s or '...' }} or {%% if %(2)s %%}...{%% endif %%} (or {{ greeting }})",
+        ),
+    ),
+    (
+        r"template (\S+) needs (\w+) and this recipient has none",
+        N_("template", "template %(1)s needs %(2)s and this recipient has none"),
+    ),
+    (
+        r"write \{\{ (\w+) or '\.\.\.' \}\} in the template",
+        N_("template", "write {{ %(1)s or '...' }} in the template"),
+    ),
+    (
+        r"template (\S+) failed for this recipient: (.+)",
+        N_("template", "template %(1)s failed for this recipient: %(2)s"),
+    ),
+    (
+        r"check the \{\{ \}\} and \{% %\} marks of that text: every one opened is closed",
+        N_(
+            "template",
+            "check the {{ }} and {%% %%} marks of that text: every one opened is closed",
+        ),
+    ),
+    (r"template (\S+): (.+)", N_("template", "template %(1)s: %(2)s")),
     # Flows (segmentum.flows).
     (rf"there is no flow named {_Q}", N_("flow", "there is no flow named %(1)s")),
     (r"flows: (.+)", N_("flow", "flows: %(1)s")),

@@ -147,6 +147,10 @@ def default_subject(tactic: str) -> dict[str, str]:
     return {lang: i18n.translations(lang).upgettext(context, text) for lang in LANGUAGES}
 
 
+# What to do about a template text Jinja cannot read (its own message says where).
+SYNTAX_HINT = "check the {{ }} and {% %} marks of that text: every one opened is closed"
+
+
 def load_template(source: str | Path | Mapping[str, Any] | None) -> dict[str, Any]:
     """A template from a YAML file or a mapping (default: a neutral bilingual message)."""
     if source is None or source == "":
@@ -155,6 +159,11 @@ def load_template(source: str | Path | Mapping[str, Any] | None) -> dict[str, An
         data = dict(source)
     else:
         p = Path(source)
+        if not p.is_file():
+            raise InputError(
+                f"{p}: no such file",
+                "check the path (relative paths start where you run the command)",
+            )
         try:
             data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
         except (OSError, yaml.YAMLError) as exc:
@@ -178,7 +187,7 @@ def load_template(source: str | Path | Mapping[str, Any] | None) -> dict[str, An
         try:
             _env.from_string(text)
         except TemplateError as exc:
-            raise InputError(f"template {where}.{lang}: {exc}") from exc
+            raise InputError(f"template {where}.{lang}: {exc}", SYNTAX_HINT) from exc
     return data
 
 
@@ -212,7 +221,7 @@ def check_template(data: Mapping[str, Any], tactic: str) -> None:
                     + (" (or {{ greeting }})" if name == "first_name" else ""),
                 ) from exc
             except TemplateError as exc:
-                raise InputError(f"template {where}.{lang}: {exc}") from exc
+                raise InputError(f"template {where}.{lang}: {exc}", SYNTAX_HINT) from exc
 
 
 def language(country: Any, default: str = "en") -> str:
