@@ -375,6 +375,18 @@ def test_email_campaign_over_starttls_with_auth_reaches_only_consented_treatment
         settings.with_overrides(frequency_cap=1),
     )
     assert capped.channels["email"]["capped"] == len(sent)
+    # The sent campaign's examples are its logged members with their logged reasons, also
+    # once today's data would plan another audience (here: no one bought anything).
+    cwh.con.raw_sql("UPDATE customer_features SET frequency = 0, monetary = 0")
+    later = cs.dry_run(c, lang="en")
+    assert later["logged"] and later["audience"] == len(log) and later["examples"]
+    by_id = log.set_index("customer_id")
+    for x in later["examples"]:
+        row = by_id.loc[x["customer_id"]]
+        assert row.status == "sent", x
+        assert x["why"] == reasons.text(c.tactic, row.reason_args, "en", cs.currency), x
+        name = cust.loc[x["customer_id"]].first_name
+        assert name in x["subject"] or name in x["body"], x
 
 
 class RefusingInbox(Inbox):

@@ -370,21 +370,27 @@ class Campaigns:
         Once the campaign has been sent (its plan logged at the first send), the plan is the
         logged one, which every later send follows: its members, and each one's outcome as
         done so far (``sent``, ``failed``; ``no_consent`` where consent was withdrawn before
-        the send; the others as planned), not a new plan on today's data."""
-        df = self.plan(c, now=now)
+        the send; the others as planned), not a new plan on today's data: the examples are
+        logged members, with the reason logged for each (only their first name is read now,
+        as a send reads it)."""
         logged = self.log(c)
         if len(logged):
             done = logged.status.map({"sent": "sent", "failed": "failed"})
             withdrawn = (logged.status == "not_sent") & logged.outcome.isin(["scheduled", "file"])
             done = done.where(~withdrawn, "no_consent")
             logged = logged.assign(outcome=done.where(done.notna(), logged.outcome))
-            by_id = logged.set_index("customer_id")
-            df = df[df.customer_id.isin(by_id.index)].copy()
-            for col in ("outcome", "scheduled_at", "reason", "group"):
-                df[col] = by_id[col].reindex(df.customer_id).to_numpy()
+            df = logged.sort_values(["scheduled_at", "key"], na_position="last", kind="stable")
+            df = df.reset_index(drop=True)
+        else:
+            df = self.plan(c, now=now)
+        picked = _one_per_language(df[df.outcome.isin(["scheduled", "file", "sent"])], sample)
+        if len(logged):
+            names = self._first_names([r["customer_id"] for r in picked])
+            for r in picked:
+                r["first_name"] = names.get(str(r["customer_id"]))
         tpl = c.template_data
         examples = []
-        for r in _one_per_language(df[df.outcome.isin(["scheduled", "file", "sent"])], sample):
+        for r in picked:
             recipient = r.get("language") or "en"
             extra: dict[str, Any] = {}
             if c.channel == "sms":
@@ -415,6 +421,17 @@ class Campaigns:
             "examples": examples,
             "logged": bool(len(logged)),  # the plan of the sends made, not a new one
         }
+
+    def _first_names(self, ids: builtins.list[Any]) -> dict[str, Any]:
+        """The first names of a few customers, read now (the send log keeps none)."""
+        if not ids or not self.wh.has("customers"):
+            return {}
+        p = self.wh.table("customers")
+        if "first_name" not in p.columns:
+            return {}
+        p = p.filter(p.customer_id.cast("string").isin([str(x) for x in ids]))
+        rows = p.select(cid=p.customer_id.cast("string"), name=p.first_name).to_pyarrow()
+        return {r["cid"]: r["name"] for r in rows.to_pylist()}
 
     def why(self, c: Campaign, r: Mapping[Any, Any], lang: str) -> str:
         """Why ``r`` is in the audience, as a sentence in ``lang`` (the logged English reason
