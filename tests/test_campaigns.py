@@ -30,7 +30,7 @@ from segmentum.campaigns import audiences, reasons
 from segmentum.campaigns.channels import render, serve_web_messages
 from segmentum.campaigns.core import Campaigns, control_value
 from segmentum.campaigns.fpgrowth import association_rules, brute_force_supports, fpgrowth
-from segmentum.campaigns.measure import effect, results
+from segmentum.campaigns.measure import effect, explain, results
 from segmentum.campaigns.timing import (
     DIMENSIONS,
     contact_times,
@@ -749,6 +749,46 @@ def test_results_from_ingested_and_from_derived_conversions(cwh: Warehouse) -> N
     assert r.overall.conv_treated == pytest.approx(treated.isin(buyers).mean())
 
 
+def test_loaded_results_are_broken_down_by_the_segments_from_before_the_send(
+    cwh: Warehouse,
+) -> None:
+    """A campaign segmentum did not send has no segments logged: its loaded results are
+    broken down by the RFM segment of each customer in the last classes computed before its
+    first send (a later snapshot could have been changed by the campaign), and say which."""
+    camp = "WINBACK-2025-10"  # the demo's, sent on 2025-10-06
+    bare = results(cwh, camp, SETTINGS)
+    assert bare.by_segment == [] and bare.segments_as_of is None
+    said = " ".join(explain(bare.to_dict(), SETTINGS, "en"))
+    assert "Not broken down by segment" in said
+    # Classes from before the send (here the latest ones, dated 2025-10-01), and a later
+    # snapshot that must not be read (everybody 'Champions').
+    cols = ", ".join(c for c in cwh.table("customer_classes").columns if c != "as_of")
+    latest = "(SELECT max(as_of) FROM customer_classes)"
+    cwh.con.raw_sql(
+        f"INSERT INTO customer_classes ({cols}, as_of) SELECT {cols}, DATE '2025-10-01' "
+        f"FROM customer_classes WHERE as_of = {latest}"
+    )
+    cwh.con.raw_sql(
+        f"INSERT INTO customer_classes ({cols}, as_of) SELECT "
+        + cols.replace("rfm_segment", "'Champions' AS rfm_segment", 1)
+        + ", DATE '2025-10-20' FROM customer_classes WHERE as_of = DATE '2025-10-01'"
+    )
+    r = results(cwh, camp, SETTINGS)
+    assert r.segments_as_of == "2025-10-01"
+    k = cwh.table("customer_classes")
+    before = k.filter(k.as_of == dt.date(2025, 10, 1)).to_pandas()
+    loaded = cwh.table("campaign_results").to_pandas()
+    loaded = loaded[loaded.campaign_id == camp].merge(before, on="customer_id", how="left")
+    loaded["rfm_segment"] = loaded.rfm_segment.fillna("(unknown)")
+    sizes = loaded[loaded.group == "treatment"].groupby("rfm_segment").size()
+    assert r.by_segment and {e.group for e in r.by_segment} < set(sizes.index)
+    for e in r.by_segment:  # each row counts that snapshot's members of the segment
+        assert e.treated == sizes[e.group], e.group
+    assert sum(e.treated for e in r.by_segment) <= r.overall.treated
+    es = " ".join(explain(r.to_dict(), SETTINGS, "es"))
+    assert "Segmentos: el segmento RFM de cada cliente el 1 oct 2025" in es, es
+
+
 def test_the_demos_past_campaign_can_be_measured_but_not_sent(
     cwh: Warehouse, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -907,7 +947,9 @@ def test_the_campaign_journey_in_spanish(
     assert main(["campaign", "results", "WINBACK-2025-10", *es]) == 0
     imported = capsys.readouterr().out
     assert "resultados (resultados cargados)" in imported and "todos" in imported
-    assert "(unknown)" not in imported and "(desc" in imported  # the column is narrow
+    # No classes from before its send: no breakdown (a lone "unknown" row repeated "all").
+    assert "(unknown)" not in imported and "(desc" not in imported
+    assert "Sin desglose por segmento" in " ".join(imported.split())
     # Said in words under the table: what the interval shows and how each number is counted.
     flat = " ".join(imported.split())
     verdicts = ("subió la conversión", "bajó la conversión", "Aún no hay un efecto claro")

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import ibis
+import ibis.expr.types as ir
 import pandas as pd
 
 from segmentum import i18n
@@ -95,6 +96,9 @@ class Results:
     ready: bool = True
     note: str | None = None
     failed: int = 0  # treated members whose message was tried and failed (bounced, refused)
+    # Loaded results without a send log of ours: the day of the classes the segments are
+    # read from (the last computed before the send); None: not broken down by segment.
+    segments_as_of: str | None = None
 
     @property
     def treated(self) -> int:
@@ -113,6 +117,7 @@ class Results:
             "outcomes": self.outcomes,
             "overall": {**self.overall.__dict__, "verdict": self.overall.verdict},
             "by_segment": [{**e.__dict__, "verdict": e.verdict} for e in self.by_segment],
+            "segments_as_of": self.segments_as_of,
         }
 
 
@@ -226,8 +231,11 @@ def member_outcomes(
                 revenue=r.revenue.fill_null(0.0),
                 cost=r.cost,
             ).to_pandas()
-            seg = _segments_at_send(wh, campaign_id)
+            seg, day = _segments_at_send(wh, campaign_id), None
+            if not seg:  # not sent by segmentum: the classes from before the send
+                seg, day = _segments_before(wh, r)
             df["segment"] = df.customer_id.map(seg).fillna("(unknown)")
+            df.attrs["segments_as_of"] = day
             return df, "results"
     if not wh.has("campaign_sends"):
         empty: dict[str, list[Any]] = {
@@ -281,6 +289,27 @@ def _segments_at_send(wh: Warehouse, campaign_id: str) -> dict[str, str]:
     return dict(zip(s.customer_id, s.rfm_segment.fillna("(unknown)"), strict=True))
 
 
+def _segments_before(wh: Warehouse, r: ir.Table) -> tuple[dict[str, str], str | None]:
+    """Loaded results of a campaign segmentum did not send: each customer's RFM segment from
+    the last classes computed before its first send (what the campaign cannot have changed),
+    and their day; nothing when no classes are that old (``history backfill`` makes them)."""
+    if not wh.has("customer_classes") or "sent_at" not in r.columns:
+        return {}, None
+    first = r.sent_at.min().to_pyarrow().as_py()
+    if first is None:
+        return {}, None
+    k = wh.table("customer_classes")
+    day = k.filter(k.as_of <= ibis.literal(first.date(), "date")).as_of.max()
+    day = day.to_pyarrow().as_py()
+    if day is None:
+        return {}, None
+    k = k.filter(k.as_of == ibis.literal(day, "date")).select("customer_id", "rfm_segment")
+    ids = r.select(cid=r.customer_id.cast("string")).distinct()
+    j = ids.inner_join(k, ids.cid == k.customer_id.cast("string")).select("cid", "rfm_segment")
+    rows = j.to_pyarrow().to_pylist()
+    return {x["cid"]: x["rfm_segment"] for x in rows if x["rfm_segment"]}, str(day)
+
+
 def results(
     wh: Warehouse,
     campaign_id: str,
@@ -311,7 +340,12 @@ def results(
         if (part.group == "treatment").sum() >= min_group and (part.group == "control").sum() >= 5:
             by.append(effect(part, str(seg), cost_per_contact, settings.margin_rate))
     by.sort(key=lambda e: -(e.uplift or 0.0))
-    return Results(campaign_id, source, overall, by, sent, outcomes, failed=failed)
+    if [e.group for e in by] == ["(unknown)"]:
+        by = []  # one row of "(unknown)" repeats the overall one: no breakdown to show
+    day = df.attrs.get("segments_as_of") if by else None
+    return Results(
+        campaign_id, source, overall, by, sent, outcomes, failed=failed, segments_as_of=day
+    )
 
 
 def explain(r: Mapping[str, Any], settings: Settings, lang: str) -> list[str]:
@@ -356,6 +390,21 @@ def explain(r: Mapping[str, Any], settings: Settings, lang: str) -> list[str]:
         )
     else:
         out.append(_("Converted and revenue: as the loaded campaign results say."))
+        if r.get("segments_as_of"):
+            out.append(
+                _(
+                    "Segments: the RFM segment each customer was in on %(day)s, the last "
+                    "classes computed before the campaign was sent."
+                )
+                % {"day": i18n.date(r["segments_as_of"], lang)}
+            )
+        elif not r.get("by_segment") and r.get("ready", True):
+            out.append(
+                _(
+                    "Not broken down by segment: no classes were computed before the campaign "
+                    "was sent (segmentum history backfill computes them for past dates)."
+                )
+            )
     out.append(
         _(
             "Uplift: the treated group's conversion less the control group's, in percentage "
