@@ -245,6 +245,41 @@ def test_every_tactic_explains_each_member(cwh: Warehouse) -> None:
         audiences.build(cwh, "segment")
 
 
+def test_retention_says_what_the_churn_risk_was_and_skips_risks_that_fell(
+    cwh: Warehouse,
+) -> None:
+    """With an earlier run's churn risk, the retention audience keeps the customers whose
+    risk rose and says what it was ("(was 40%)", "(antes 40 %)"); a risk that fell is not a
+    reason to act."""
+    first = audiences.retention(cwh).to_pandas()
+    assert len(first) > 10 and not first.reason.str.contains("was").any()  # one run only
+    clv = cwh.table("customer_clv")
+    latest = clv.as_of.max().to_pyarrow().as_py()
+    cols = ", ".join(c for c in clv.columns if c != "as_of")
+    # The day before: every risk 0.1 lower, except half of the first audience's, higher.
+    fell = sorted(first.customer_id)[::2]
+    marks = ", ".join(f"'{x}'" for x in fell)
+    risk = (
+        f"CASE WHEN customer_id IN ({marks}) THEN least(churn_probability + 0.05, 1.0) "
+        "ELSE greatest(churn_probability - 0.1, 0.0) END AS churn_probability"
+    )
+    day = latest - dt.timedelta(days=1)
+    cwh.con.raw_sql(
+        f"INSERT INTO customer_clv ({cols}, as_of) SELECT "
+        + cols.replace("churn_probability", risk, 1)
+        + f", DATE '{day}' FROM customer_clv WHERE as_of = DATE '{latest}'"
+    )
+    now = audiences.retention(cwh).to_pandas().set_index("customer_id")
+    assert set(now.index) == set(first.customer_id) - set(fell)
+    before = clv.filter(clv.as_of == day).to_pandas().set_index("customer_id")
+    for cid, row in now.head(20).iterrows():
+        was = round(before.churn_probability[cid] * 100)
+        assert row.reason.endswith(f"(was {was}%)"), row.reason
+        assert row.why_was == pytest.approx(before.churn_probability[cid])
+        es = reasons.text("retention", reasons.facts(row.to_dict()), "es")
+        assert es is not None and "(antes " in es, es
+
+
 # ------------------------------------------------------------------------- channels
 
 
