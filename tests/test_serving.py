@@ -373,6 +373,10 @@ def test_publish_replaces_the_store_atomically_under_a_reader(tmp_path: Path) ->
     again = store.cursor()
     assert again is not None and again.execute("select n from customer_lookup").fetchall() == [(7,)]
     assert store.info() is not None and store.info()["run_id"] == "r2"  # type: ignore[index]
+    # A publish between runs (a history backfill's) names no run: the store still holds that
+    # run's results, and says so (it said null).
+    publish(wh, target, {"customer_lookup": "customer_id"}, reuse=True)
+    assert store.info()["run_id"] == "r2"  # type: ignore[index]
     assert not list(tmp_path.glob(".*.tmp*"))  # nothing left half-written
     wh.close()
 

@@ -166,7 +166,9 @@ def publish(
         indexed on it, so a point lookup reads a few blocks. Tables the warehouse lacks are
         left out (a read model that a run skipped).
     run_id
-        The pipeline run that produced them, kept in the ``_published`` table.
+        The pipeline run that produced them, kept in the ``_published`` table; None: the last
+        generation's (a command between runs, e.g. a history backfill, publishes what is still
+        that run's results with the rows it added).
     documents
         Tables (among ``tables``) also written as one JSON document per key column value into
         :func:`documents_path`, for :meth:`ServingStore.document`.
@@ -194,13 +196,28 @@ def publish(
     if str(target).startswith(_PG_SCHEMES):
         from segmentum import serving_postgres
 
+        if run_id is None and published_before(target):
+            run_id = (ServingStore(target).info() or {}).get("run_id")
         return serving_postgres.publish(wh, str(target), specs, run_id=run_id, documents=documents)
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     with _publishing(target):
+        run_id = run_id if run_id is not None else _last_run(target)
         out = _publish_file(wh, target, specs, run_id, documents, keyed, base_run, reuse, presorted)
     wh.changed.clear()  # everything the pages read is as the warehouse now holds it
     return out
+
+
+def _last_run(target: Path) -> str | None:
+    """The run of the generation ``target`` holds (None: none published, or no run named)."""
+    if not target.is_file():
+        return None
+    try:
+        with duckdb.connect(str(target), read_only=True) as con:
+            row = con.execute(f"SELECT run_id FROM {META}").fetchone()
+    except duckdb.Error:  # an unreadable or older generation: a new one names no run
+        return None
+    return None if row is None or row[0] is None else str(row[0])
 
 
 def _publish_file(
