@@ -447,6 +447,11 @@ def test_history_cli(hwh: Warehouse, tmp_path: Path, capsys: pytest.CaptureFixtu
     out = " ".join(capsys.readouterr().out.split())
     assert "cambio neto" in out and "1 jul 2025" in out and "Campeones" in out, out
     assert "net change" not in out and "Champions" not in out, out
+    # Eleven RFM segments do not fit 80 columns by name: the states are numbered, each name
+    # whole on its row (it was cut to "Ca…" in every column).
+    assert "…" not in out and "Las columnas van numeradas como las filas" in out, out
+    rows = [i18n.label("es", "rfm_segment", x) for x in ("Champions", "At Risk", "Hibernating")]
+    assert all(re.search(rf"\b\d+ {re.escape(r)}\b", out) for r in rows), out
     a, b = (d.isoformat() for d in snapshot_dates(hwh)[-2:])  # the run's date holds CLV
     migrate = ["history", "migration", "--from", a, "--to", b, "--by", "value_potential"]
     assert main([*migrate, *es]) == 0

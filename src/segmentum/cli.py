@@ -2192,16 +2192,26 @@ def history_migration_cmd(
         "to": i18n.date(m.date_to, lang),
     }
     t = Table(title=escape(title), title_justify="left")
+    cells = {
+        a: [_count(m.counts[a][b], lang) if m.counts[a][b] else "" for b in m.states]
+        for a in m.states
+    }
+    # A column per state, as wide as its name or its largest count (3 for borders, padding).
+    wide = max((len(words(a)) for a in m.states), default=0) + 3
+    wide += sum(
+        max(len(words(b)), *(len(cells[a][j]) for a in m.states)) + 3
+        for j, b in enumerate(m.states)
+    )
+    numbered = wide > console.width  # the names would be cut ("Ca…"): number the states
     t.add_column(tr.ugettext("from \\ to"))
-    for s_ in m.states:
-        t.add_column(state(s_), justify="right")
-    for a in m.states:
+    for i, s_ in enumerate(m.states, 1):
+        t.add_column(str(i) if numbered else state(s_), justify="right")
+    for i, a in enumerate(m.states, 1):
         if sum(m.counts[a].values()):
-            t.add_row(
-                state(a),
-                *(_count(m.counts[a][b], lang) if m.counts[a][b] else "" for b in m.states),
-            )
+            t.add_row(f"{i} {state(a)}" if numbered else state(a), *cells[a])
     console.print(t)
+    if numbered:
+        console.print(tr.ugettext("The columns are numbered as the rows."))
     net = ", ".join(
         f"{state(k)} {'+' if v > 0 else '-'}{_count(abs(v), lang)}"
         for k, v in m.net_change().items()
