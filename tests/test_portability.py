@@ -588,6 +588,57 @@ def test_a_failure_inside_spark_is_a_failed_step_with_its_cause(
 
 @pytest.mark.spark
 @pytest.mark.spark_core
+def test_a_second_command_on_a_spark_folder_in_use_is_told_who_holds_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Spark folder's metastore admits one process at a time: a second command failed deep
+    in Spark ("Unable to instantiate SessionHiveMetaStoreClient"). It now waits a moment
+    (lock_wait_seconds), then says, in the user's language, that the warehouse is busy, which
+    process holds it and what to do; nothing of Spark is started."""
+    import os
+    import subprocess
+    import sys
+
+    from segmentum.cli import main
+
+    url = f"pyspark:///{tmp_path / 'wh'}"
+    data = write(tmp_path / "clientes.csv", "customer_id,email\nC1,a@b.c\n")
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time, segmentum\n"
+            "from segmentum.ingest import ingest\n"
+            f"wh = segmentum.connect({url!r})\n"
+            f"ingest('customers', {str(data)!r}, warehouse=wh)\n"
+            "print('holding', flush=True)\n"
+            "sys.stdin.read()\n",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, "SEGMENTUM_SPARK_CONF": "spark.driver.memory=1g"},
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "holding"
+        monkeypatch.setenv("SEGMENTUM_LOCK_WAIT_SECONDS", "1")
+        code = main(["segment", "list", "-w", url, "--lang", "es"])
+        said = capsys.readouterr()
+        text = " ".join((said.err + said.out).split())
+        assert code != 0 and "ocupado" in text and f"(proceso {holder.pid})" in text, text
+        assert "Traceback" not in text and "HiveMetaStore" not in text, text
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.close()  # the holder ends: the folder is free again
+        holder.wait(timeout=120)
+    from segmentum.warehouse import _SPARK_FOLDERS
+
+    assert str((tmp_path / "wh").resolve()) not in _SPARK_FOLDERS  # this process held nothing
+
+
+@pytest.mark.spark
+@pytest.mark.spark_core
 def test_a_command_on_spark_prints_only_its_own_lines(tmp_path: Path) -> None:
     """A walk: every command on a Spark folder printed Spark's own lines (a warning about the
     host name, 'Setting default log level to "WARN"'), --lang es too. Only segmentum's lines

@@ -1099,6 +1099,48 @@ def _spill_settings(backend: Any) -> None:
         backend.raw_sql(f"SET max_temp_directory_size = '{size}'")
 
 
+# The Spark folders this process holds (its session's embedded metastore stays booted until
+# the process ends, so the hold does too).
+_SPARK_FOLDERS: dict[str, Any] = {}
+
+
+def _hold_spark_folder(folder: Path, wait: float, url: str) -> None:
+    """Hold a local Spark warehouse's folder for this process, waiting up to ``wait`` seconds
+    for another process to let it go. Its Derby metastore admits one process at a time: the
+    second one failed deep inside Spark ("Unable to instantiate SessionHiveMetaStoreClient")
+    and now hears, like a busy DuckDB file, who holds it and what to do."""
+    import fcntl
+    import time
+
+    key = str(folder.resolve())
+    if key in _SPARK_FOLDERS:
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    handle = open(folder / ".segmentum.lock", "a+", encoding="utf-8")  # noqa: SIM115 - held
+    end = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except OSError:
+            if time.monotonic() >= end:
+                handle.seek(0)
+                holder = handle.read().strip()
+                handle.close()
+                raise WarehouseBusyError(
+                    f"the warehouse {url} is busy: segmentum serve or another command has it "
+                    "open" + (f" (process {holder})" if holder.isdigit() else ""),
+                    "wait for that command to finish, or stop segmentum serve, then run this "
+                    "again",
+                ) from None
+            time.sleep(0.1)
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    _SPARK_FOLDERS[key] = handle
+
+
 # Every warehouse this process opened and still holds (the CLI publishes what each changed).
 _OPENED: weakref.WeakSet[Warehouse] = weakref.WeakSet()
 
@@ -1173,6 +1215,8 @@ def connect(
             return connect(f"duckdb:///{url}")
         if url.startswith(("pyspark", "spark")) or spark_session is not None:
             folder = spark_folder(url)
+            if folder is not None and spark_session is None:
+                _hold_spark_folder(Path(folder), lock_wait, url)
             session = spark_session or _local_spark_session(str(folder) if folder else None)
             _pyspark_compat()
             return Warehouse(ibis.pyspark.connect(session), url)
