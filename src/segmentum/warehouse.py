@@ -1130,8 +1130,7 @@ def _hold_spark_folder(folder: Path, wait: float, url: str) -> None:
                 raise WarehouseBusyError(
                     f"the warehouse {url} is busy: segmentum serve or another command has it "
                     "open" + (f" (process {holder})" if holder.isdigit() else ""),
-                    "wait for that command to finish, or stop segmentum serve, then run this "
-                    "again",
+                    "wait for that command to finish, or stop segmentum serve, then run this again",
                 ) from None
             time.sleep(0.1)
     handle.seek(0)
