@@ -30,7 +30,7 @@ from segmentum.campaigns import audiences, reasons
 from segmentum.campaigns.channels import render, serve_web_messages
 from segmentum.campaigns.core import Campaigns, control_value
 from segmentum.campaigns.fpgrowth import association_rules, brute_force_supports, fpgrowth
-from segmentum.campaigns.measure import effect, explain, results
+from segmentum.campaigns.measure import effect, explain, member_outcomes, results
 from segmentum.campaigns.timing import (
     DIMENSIONS,
     contact_times,
@@ -42,6 +42,7 @@ from segmentum.cli import main
 from segmentum.config import load_settings
 from segmentum.errors import InputError
 from segmentum.segments.reach import reach
+from segmentum.segments.store import Segments
 from segmentum.warehouse import Warehouse
 
 SETTINGS = load_settings(env={}).with_overrides(discover_segments=False)
@@ -754,6 +755,59 @@ def test_uplift_interval_and_p_value_agree_with_a_small_control_group() -> None:
     )
     assert big.uplift_low is not None and big.uplift_low < 0 < big.uplift_high  # type: ignore[operator]
     assert big.p_value is not None and big.p_value > 0.05
+
+
+def test_a_send_of_everything_now_measures_the_control_group_from_now_too(
+    cwh: Warehouse,
+) -> None:
+    """A walk: "send now" sent every planned message at once, while the control members
+    kept their later planned times; results taken meanwhile compared the 203 sent with a
+    control group of 0 (none due yet). The control members' times come forward with it."""
+    cs = Campaigns(cwh, SETTINGS)
+    c = cs.create("Ahora", "winback", "web", control_share=0.3)
+    now = dt.datetime(2025, 6, 1, 6, 0)
+    plan = cs.plan(c, now=now)
+    later = plan[(plan.outcome == "control") & (plan.scheduled_at > now)]
+    assert len(later) > 0  # planned for later in the week, at each one's best time
+    cs.send(c, immediately=True, now=now)
+    log = cs.log(c)
+    control = log[log.outcome == "control"]
+    assert len(control) == (plan.outcome == "control").sum()
+    assert (control.scheduled_at <= now).all()
+    df, _ = member_outcomes(cwh, c.campaign_id, SETTINGS.attribution_days, now=now)
+    assert (df.group == "control").sum() == len(control) > 0
+    assert (df.group == "treatment").sum() == (log.status == "sent").sum() > 0
+    # A send on schedule leaves the later ones where they are (they are not due yet).
+    c2 = cs.create("Luego", "winback", "web", control_share=0.3, seed=5)
+    cs.send(c2, now=now)
+    log2 = cs.log(c2)
+    assert (log2[log2.outcome == "control"].scheduled_at > now).any()
+
+
+def test_a_segment_campaign_never_tells_customers_the_segments_name(
+    cwh: Warehouse, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A walk: every email of a segment campaign said "Hola Leo: en el segmento vip_dormidos"
+    ({{ reason }} printed the marketer's why). The customer's reason is the template's
+    fallback; a template printing {{ reason }} bare is refused at create, saying why."""
+    Segments(cwh, SETTINGS).create_and_compute("vip_dormidos", "monetary > 100")
+    cs = Campaigns(cwh, SETTINGS)
+    bare = {"body": {"es": "{{ greeting }}: {{ reason }}.", "en": "{{ greeting }}: {{ reason }}."}}
+    with pytest.raises(InputError, match="which a segment campaign cannot fill in"):
+        cs.create("Mal", "segment", "web", target="vip_dormidos", template=bare)
+    own = {
+        "body": {
+            "es": "{{ greeting }}: {{ reason or 'tenemos novedades' }}.",
+            "en": "{{ greeting }}: {{ reason or 'there is news' }}.",
+        }
+    }
+    c = cs.create("Bien", "segment", "web", target="vip_dormidos", template=own)
+    plan = cs.dry_run(c, sample=20, lang="es")
+    assert plan["examples"]
+    for x in plan["examples"]:
+        assert "vip_dormidos" not in x["body"], x
+        assert "tenemos novedades" in x["body"] or "there is news" in x["body"], x
+        assert "vip_dormidos" in x["why"]  # the marketer still reads why
 
 
 def test_results_from_ingested_and_from_derived_conversions(cwh: Warehouse) -> None:

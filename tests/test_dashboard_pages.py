@@ -112,6 +112,21 @@ def test_campaign_results_say_sent_and_failed_beside_treated(server: dict[str, A
     assert shown is not None
     rows = {r["key"]: r["value"] for r in shown["rows"]}
     assert (rows["treated"], rows["sent"], rows["failed"]) == ("1.200", "1.190", "10")  # es
+    # An ROI built on a revenue difference that may be chance is not shown as a figure: the
+    # words under the table say why (a walk saw 968% beside "no clear effect yet").
+    chance = {**overall, "roi": 9.683, "revenue_clear": False}
+    chance |= {"revenue_diff_low": -1.96, "revenue_diff_high": 5.52}
+    shown = _results_rows(page, {**d, "overall": chance}, server["app"].state.svc.settings)
+    assert shown is not None
+    rows = {r["key"]: r["value"] for r in shown["rows"]}
+    assert rows["roi"] == "—" and "968" not in " ".join(shown["said"])
+    assert any(
+        "El ROI no se muestra" in x and "-1,96" in x.replace("−", "-") for x in shown["said"]
+    )
+    clear = {**chance, "revenue_clear": True, "revenue_diff_low": 0.5}
+    shown = _results_rows(page, {**d, "overall": clear}, server["app"].state.svc.settings)
+    assert shown is not None
+    assert {r["key"]: r["value"] for r in shown["rows"]}["roi"].startswith("968")
 
 
 def test_no_change_is_shown_without_a_previous_snapshot(server: dict[str, Any]) -> None:

@@ -2796,8 +2796,11 @@ def campaign_results_cmd(
             % {"name": escape(c.name), "counts": _receipts(receipts, lang)}
         )
     if not r.ready:
+        from segmentum.campaigns.measure import waiting
+
         note = i18n.translate_message(lang, r.note)
         console.print(f"{escape(c.name)}: {escape(note)}")
+        console.print(escape(waiting(r.to_dict(), cs.settings, lang)))
         return
 
     def pp(x: float | None) -> str:
@@ -2836,7 +2839,7 @@ def campaign_results_cmd(
             else "",
             "" if e.p_value is None else i18n.number(e.p_value, lang, 3),
             _money(e.incremental_revenue, lang),
-            "" if e.roi is None else i18n.percent(e.roi, lang),
+            "" if e.roi is None or not e.revenue_clear else i18n.percent(e.roi, lang),
         )
     console.print(t)
     if r.failed:  # treated counts them too: a message that bounced was still sent to try

@@ -1588,6 +1588,19 @@ MESSAGES: tuple[tuple[str, tuple[str, str]], ...] = (
         N_("template", "template %(1)s uses %(2)s, which segmentum does not know"),
     ),
     (
+        r"template (\S+) writes \{\{ reason \}\}, which a segment campaign cannot fill in for "
+        r"its customers \(a segment's name is not for them\)",
+        N_(
+            "template",
+            "template %(1)s writes {{ reason }}, which a segment campaign cannot fill in for its "
+            "customers (a segment's name is not for them)",
+        ),
+    ),
+    (
+        r"write why in your own words, or \{\{ reason or '\.\.\.' \}\}",
+        N_("template", "write why in your own words, or {{ reason or '...' }}"),
+    ),
+    (
         r"template (\S+) writes \{\{ (\w+) \}\}, which some recipients do not have",
         N_("template", "template %(1)s writes {{ %(2)s }}, which some recipients do not have"),
     ),

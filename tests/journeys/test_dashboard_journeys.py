@@ -116,7 +116,8 @@ def test_a_marketers_day_in_the_dashboard(
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    page.on("dialog", lambda d: d.accept())
+    asked: list[str] = []
+    page.on("dialog", lambda d: (asked.append(d.message), d.accept()))
     shot = 0
 
     def snap(name: str) -> None:
@@ -155,16 +156,22 @@ def test_a_marketers_day_in_the_dashboard(
     page.fill("#campaign-name", f"Win-back {lang}")
     page.select_option("#campaign-tactic", "winback")
     page.select_option("#campaign-channel", "email")
-    page.fill("#subject-es", "Te echamos de menos")
+    page.fill("#subject-es", "Te echamos de menos{% if first_name %}, {{ first_name }}{% endif %}")
     page.fill("#body-es", "{{ greeting }}, vuelve: tenemos novedades.")
     page.fill("#subject-en", "We miss you")
-    page.fill("#body-en", "{{ greeting }}, come back: there is news.")
+    page.fill("#body-en", "{{ greeting }}, come back: {{ recommendation or 'there is news' }}.")
+    # The preview renders what the message will say: the if block and the fallback too.
+    assert "Te echamos de menos, Martina" in page.inner_text("#preview-es")
+    assert "{%" not in page.inner_text("#preview-es")
     assert "Hola Martina, vuelve" in page.inner_text("#preview-es")
     assert "Hi Martina, come back" in page.inner_text("#preview-en")
     page.click("#create")
     page.wait_for_selector("#plan")
     assert page.locator("#outcomes tbody tr").count() >= 1
     assert page.locator("#examples tbody tr").count() >= 1
+    # Each example shows the message itself, as its recipient will read it.
+    bodies = " ".join(b.text_content() or "" for b in page.locator("#examples pre").all())
+    assert "vuelve: tenemos novedades" in bodies or "come back:" in bodies, bodies
     assert not RAW.findall(page.inner_text("#plan"))
     # Some of the control group could not have been messaged (no consent): the page says
     # how many were drawn and how many of them are compared.
@@ -188,9 +195,13 @@ def test_a_marketers_day_in_the_dashboard(
     assert page.inner_text("#plan h3").startswith(("Sent:", "Enviada:"))
     done = [r.inner_text() for r in page.locator("#outcomes tbody tr").all()]
     assert any(r.startswith(("sent", "enviado")) for r in done), done
-    # No purchases since the send yet: the list shows no uplift, not "0.0 pp".
+    # No purchases since the send yet: the list shows no uplift, not "0.0 pp", but who was
+    # treated and who is compared; nothing is left to send, and the page says so.
     row = page.locator("#campaigns tbody tr", has_text=f"Win-back {lang}").inner_text()
-    assert " pp" not in row, row
+    assert " pp" not in row and re.search(r"\t\d[\d.,]*\t", row), row
+    assert page.locator("#send").count() == 0 and page.locator("#nothing-due").count() == 1
+    # The confirmation said how many messages would go, and that the schedule is overridden.
+    assert asked and re.search(r"\d", asked[-1]), asked
     snap("sent")
 
     # A customer found by email, case and spaces ignored; the profile with its timeline.

@@ -191,11 +191,18 @@ def load_template(source: str | Path | Mapping[str, Any] | None) -> dict[str, An
     return data
 
 
+# Tactics whose reason names a saved segment or a cluster: said to the marketer, never
+# printed for the customer (``{{ reason }}`` takes the template's fallback).
+NO_CUSTOMER_REASON = ("segment",)
+
+
 def maybe_missing(tactic: str) -> tuple[str, ...]:
     """Variables some recipients of a ``tactic`` campaign lack."""
     names = ["first_name", "segment"]
     if tactic != "cross_sell":
         names.append("recommendation")
+    if tactic in NO_CUSTOMER_REASON:
+        names.append("reason")
     return tuple(names)
 
 
@@ -214,6 +221,13 @@ def check_template(data: Mapping[str, Any], tactic: str) -> None:
             try:
                 tpl.render(**{**VARIABLES, name: Missing(name)})
             except MissingValue as exc:
+                if name == "reason":
+                    raise InputError(
+                        f"template {where}.{lang} writes {{{{ reason }}}}, which a segment "
+                        "campaign cannot fill in for its customers (a segment's name is not "
+                        "for them)",
+                        "write why in your own words, or {{ reason or '...' }}",
+                    ) from exc
                 raise InputError(
                     f"template {where}.{lang} writes {{{{ {name} }}}}, which some recipients "
                     "do not have",

@@ -403,7 +403,7 @@ class Campaigns:
             examples.append(
                 {
                     "customer_id": r["customer_id"],
-                    "when": None if reasons.missing(r.get("scheduled_at")) else r["scheduled_at"],
+                    "when": _when(r),
                     "why": self.why(c, r, lang) if lang else r["reason"],
                     "subject": subject,
                     "body": body,
@@ -451,6 +451,10 @@ class Campaigns:
         seg = r.get("rfm_segment")
         if why is None and lang == "en" and c.tactic == "acquisition":
             why = r.get("reason")
+        if c.tactic in ch.NO_CUSTOMER_REASON:
+            # "in the segment vip_dormidos" tells the marketer why, not the customer: a saved
+            # segment's name is ours. The template's fallback is printed instead.
+            why = None
         return {
             "campaign": c.name,
             "greeting": reasons.greeting(lang, r.get("first_name")),
@@ -490,6 +494,8 @@ class Campaigns:
         errors: list[str] = []
         stopped: str | None = None
         due_before = None if immediately else now
+        if due_before is None or c.channel == "file":  # everything goes now: the controls too
+            slog.controls_due(now)
         if c.channel == "file":
             files, delivered = self._send_files(c, slog, now, out_dir)
         elif c.channel == "web":
@@ -831,6 +837,14 @@ class Campaigns:
         if survey is not None:  # a short survey rides with the message (see docs/satisfaction.md)
             out["survey"] = survey
         return out
+
+
+def _when(r: Mapping[Any, Any]) -> Any:
+    """When a message went out (a sent one) or is to go (the plan's time); None: unknown."""
+    for col in ("sent_at", "scheduled_at") if r.get("status") == "sent" else ("scheduled_at",):
+        if not reasons.missing(r.get(col)):
+            return r[col]
+    return None
 
 
 def _one_per_language(df: pd.DataFrame, sample: int) -> list[dict[Any, Any]]:

@@ -67,6 +67,13 @@ class Effect:
     roi: float | None
 
     @property
+    def revenue_clear(self) -> bool:
+        """Whether the revenue per member differs beyond chance (its 95% interval is all above
+        or all below zero): only then is the ROI built on it a figure to act on."""
+        low, high = self.revenue_diff_low, self.revenue_diff_high
+        return low is not None and high is not None and (low > 0 or high < 0)
+
+    @property
     def verdict(self) -> str | None:
         """What the uplift's 95% interval says: ``raised`` (all of it above zero: the campaign
         raised conversion), ``lowered`` (all below), ``unclear`` (it includes zero: this
@@ -115,8 +122,8 @@ class Results:
             "failed": self.failed,
             "treated": self.treated,
             "outcomes": self.outcomes,
-            "overall": {**self.overall.__dict__, "verdict": self.overall.verdict},
-            "by_segment": [{**e.__dict__, "verdict": e.verdict} for e in self.by_segment],
+            "overall": _effect_dict(self.overall),
+            "by_segment": [_effect_dict(e) for e in self.by_segment],
             "segments_as_of": self.segments_as_of,
         }
 
@@ -202,6 +209,10 @@ def effect(df: pd.DataFrame, label: str, cost_per_contact: float, margin: float)
         cost,
         roi,
     )
+
+
+def _effect_dict(e: Effect) -> dict[str, Any]:
+    return {**e.__dict__, "verdict": e.verdict, "revenue_clear": e.revenue_clear}
 
 
 def member_outcomes(
@@ -348,6 +359,18 @@ def results(
     )
 
 
+def waiting(r: Mapping[str, Any], settings: Settings, lang: str) -> str:
+    """What results that are not ready wait for, in ``lang`` (loaded results need no wait)."""
+    _ = i18n.translations(lang).ugettext
+    if r.get("source") == "results":
+        return _("Load the campaign's results (segmentum ingest campaign_results FILE).")
+    return _(
+        "A conversion is a purchase within %(days)s days of the message (for the control group, "
+        "of when theirs would have gone out), counted once its invoices are loaded "
+        "(segmentum run --data, or segmentum ingest)."
+    ) % {"days": i18n.number(settings.attribution_days, lang, 0)}
+
+
 def explain(r: Mapping[str, Any], settings: Settings, lang: str) -> list[str]:
     """What results (:meth:`Results.to_dict`) mean, in words, in ``lang``: the verdict of the
     uplift's interval and how conversion, uplift and ROI were counted (the CLI prints them
@@ -413,4 +436,16 @@ def explain(r: Mapping[str, Any], settings: Settings, lang: str) -> list[str]:
         )
         % {"margin": i18n.percent(settings.margin_rate, lang, 0)}
     )
+    if e.get("roi") is not None and not e.get("revenue_clear"):
+        out.append(
+            _(
+                "The ROI is not shown: the revenue per member of the two groups differs by "
+                "%(low)s to %(high)s (95%% interval), which includes zero, so the incremental "
+                "revenue it is built on may be chance."
+            )
+            % {
+                "low": i18n.money(e.get("revenue_diff_low"), lang, None, 2),
+                "high": i18n.money(e.get("revenue_diff_high"), lang, None, 2),
+            }
+        )
     return out

@@ -254,6 +254,31 @@ class SendLog:
         )
         return len(got)
 
+    def controls_due(self, at: _dt.datetime) -> int:
+        """A send of everything at once (``send --now``, a file): the control members' messages
+        would have gone out at ``at`` too, not at the later times planned for them, so both
+        groups are measured from the same moment (left at their times, the control group was
+        not due yet, and the results compared the sent messages with nobody). Returns how
+        many control rows were brought forward."""
+        if self.rows_level:
+            got = sql(
+                self.wh,
+                f"UPDATE {SENDS} SET scheduled_at = ? WHERE campaign_id = ? "
+                "AND outcome = 'control' AND scheduled_at > ? RETURNING key",
+                [at, self.campaign_id, at],
+            )
+            return len(got)
+        s = self.wh.table(SENDS)
+        when = ibis.literal(at, "timestamp")
+        hit = (
+            (s.campaign_id == self.campaign_id) & (s.outcome == "control") & (s.scheduled_at > when)
+        )
+        n = int(s.filter(hit).count().to_pyarrow().as_py())
+        if n:
+            moved = s.mutate(scheduled_at=ibis.ifelse(hit, when, s.scheduled_at))
+            self.wh.write(SENDS, self.wh.materialize(moved.select(*SCHEMA.names), "sends"))
+        return n
+
     def flush(self) -> None:
         """Spark: write the outcomes gathered so far (one rewrite of the log)."""
         if not self._pending:

@@ -9,7 +9,7 @@ import datetime as _dt
 import itertools
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -1571,15 +1571,15 @@ def _campaigns(page: Page, svc: Any, selected: str) -> dict[str, Any]:
         try:
             d = measured(camp)
             r = d.get("overall") or {}
+            if r.get("treated"):  # sent: who was treated and compared, from the first send
+                row.update(treated=page.num(r["treated"]), control=page.num(r["control"]))
             if r.get("treated") and d.get("ready", True):  # no outcomes yet: no uplift of 0
                 row.update(
-                    treated=page.num(r["treated"]),
-                    control=page.num(r["control"]),
                     uplift=f"{i18n.points(r['uplift'], page.lang)} "
                     f"({i18n.points(r['uplift_low'], page.lang)}, "
                     f"{i18n.points(r['uplift_high'], page.lang)})",
                     p=page.num(r["p_value"], 3),
-                    roi=page.pct(r["roi"]) if not i18n.is_missing(r["roi"]) else i18n.MISSING,
+                    roi=page.pct(r["roi"]) if _roi_shown(r) else i18n.MISSING,
                 )
         except Exception:
             pass
@@ -1613,6 +1613,8 @@ def _campaigns(page: Page, svc: Any, selected: str) -> dict[str, Any]:
                 "name": plan["campaign"],
                 "audience": page.num(plan["audience"]),
                 "logged": plan.get("logged", False),
+                # Messages still to go (planned, not yet sent): what "send now" would send.
+                "pending": sum(plan["outcomes"].get(k, 0) for k in ("scheduled", "file")),
                 "outcomes": [
                     {"outcome": page.label("outcome", k), "customers": page.num(v)}
                     for k, v in plan["outcomes"].items()
@@ -1630,7 +1632,10 @@ def _campaigns(page: Page, svc: Any, selected: str) -> dict[str, Any]:
                 "examples": [
                     {
                         "customer_id": x["customer_id"],
-                        "when": page.date(x["when"]) if x["when"] not in ("NaT", "None") else "",
+                        # Times are kept in UTC: said, so 2:00 is not read as local time.
+                        "when": f"{page.date(x['when'])} UTC"
+                        if not i18n.is_missing(x["when"]) and str(x["when"]) not in ("NaT", "None")
+                        else "",
                         "why": x["why"],
                         "subject": x["subject"],
                         "body": x.get("body", ""),
@@ -1686,14 +1691,19 @@ def _results_rows(page: Page, d: dict[str, Any], settings: Settings) -> dict[str
     if not overall or not overall.get("treated"):
         return None
     if not d.get("ready", True):
-        return {"rows": [], "said": [i18n.translate_message(page.lang, d.get("note"))]}
+        from segmentum.campaigns.measure import waiting
+
+        note = i18n.translate_message(page.lang, d.get("note"))
+        return {"rows": [], "said": [note, waiting(d, settings, page.lang)]}
     keys = ("treated", "control", "conv_treated", "conv_control", "uplift", "p_value", "roi")
     out = []
     for k in keys:
         if k not in overall:
             continue
         v = overall[k]
-        if k.startswith("conv") or k == "roi":
+        if k == "roi" and not _roi_shown(overall):
+            text = i18n.MISSING  # the revenue difference could be chance: see the words below
+        elif k.startswith("conv") or k == "roi":
             text = page.pct(v)
         elif k == "uplift":
             text = i18n.points(v, page.lang)
@@ -1711,6 +1721,13 @@ def _results_rows(page: Page, d: dict[str, Any], settings: Settings) -> dict[str
             # Treated counts the messages that failed too (they were sent to try): say how many.
             out += [{"key": x, "value": page.num(d.get(x, 0))} for x in ("sent", "failed")]
     return {"rows": out, "said": explain(d, settings, page.lang)}
+
+
+def _roi_shown(effect: Mapping[str, Any]) -> bool:
+    """Whether an effect's ROI is a number to show: there is one, and its revenue difference
+    is not chance (``revenue_clear``; 968% on a difference whose interval includes zero
+    reads as a success it is not)."""
+    return not i18n.is_missing(effect.get("roi")) and bool(effect.get("revenue_clear"))
 
 
 def _failed_step(lang: str, failed: Any) -> str:

@@ -190,19 +190,31 @@
       en: {first_name: "Martina", greeting: "Hi Martina", reason: "it has been a while", segment: "", campaign: ""},
     };
     const name = document.getElementById("campaign-name");
+    const tactic = document.getElementById("campaign-tactic");
     [["es", "subject-es", "body-es"], ["en", "subject-en", "body-en"]].forEach(function (x) {
-      const sample = samples[x[0]];
       const s = document.getElementById(x[1]), b = document.getElementById(x[2]);
       const out = document.getElementById("preview-" + x[0]);
       if (!s || !b || !out) return;
+      function value(k) {
+        if (k === "campaign") return name ? name.value : "";
+        // A segment campaign has no reason to tell its customers: the fallback is printed.
+        if (k === "reason" && tactic && tactic.value === "segment") return "";
+        return samples[x[0]][k];
+      }
       function fill(text) {
-        return text.replace(/\{\{\s*(\w+)[^}]*\}\}/g, function (_, k) {
-          if (k === "campaign") return name ? name.value : "";
-          return sample[k] !== undefined ? sample[k] : "{{ " + k + " }}";
-        });
+        // {% if x %}...{% endif %} (not nested), then {{ x }} and {{ x or 'fallback' }}.
+        text = text.replace(/\{%\s*if\s+(\w+)\s*%\}([\s\S]*?)\{%\s*endif\s*%\}/g,
+          function (_, k, inner) { return value(k) ? inner : ""; });
+        return text.replace(/\{\{\s*(\w+)(?:\s+or\s+(['"])(.*?)\2)?\s*\}\}/g,
+          function (all, k, q, fallback) {
+            const v = value(k);
+            if (v) return v;
+            if (fallback !== undefined) return fallback;
+            return v === undefined ? all : "";
+          });
       }
       function draw() { out.textContent = fill(s.value) + "\n\n" + fill(b.value); }
-      [s, b, name].forEach((i) => i && i.addEventListener("input", draw));
+      [s, b, name, tactic].forEach((i) => i && i.addEventListener(i === tactic ? "change" : "input", draw));
       draw();
     });
     document.querySelectorAll("form[data-confirm]").forEach(function (f) {
