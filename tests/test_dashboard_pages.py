@@ -607,3 +607,55 @@ def test_an_events_channel_is_where_it_happened_not_a_message_channel(service_db
         assert "website" not in es
         if "abierto" in es:  # an email's open keeps the message channel's name
             assert "abierto correo electrónico" in es, es
+
+
+def test_saving_a_segment_and_creating_a_campaign_refuse_in_the_pages_language(
+    server: dict[str, Any], signed_in: Any
+) -> None:
+    """A walk on the Spanish builder and campaign form: a segment's bad or taken name and the
+    form's mistakes were said in English, naming the command line's --target and a template's
+    'body.es'. They are said in Spanish, of the form's own fields."""
+    jar, csrf = signed_in("admin")
+    base = server["url"]
+    save = f"{base}/dashboard/api/segments?lang=es"
+    head = {"X-CSRF-Token": csrf}
+    said = []
+    for name in ("", "vip dormidos"):
+        r = http.post(save, json={"name": name, "rule": "monetary > 1"}, cookies=jar, headers=head)
+        assert r.status_code == 422
+        said.append(r.json())
+    assert said[0]["detail"] == "'' no puede ser el nombre de un segmento", said[0]
+    assert said[1]["hint"].startswith("usa letras, dígitos y _"), said[1]
+    ok = http.post(save, json={"name": "dup_es", "rule": "monetary > 1"}, cookies=jar, headers=head)
+    assert ok.status_code == 201
+    again = http.post(
+        save, json={"name": "dup_es", "rule": "monetary > 1"}, cookies=jar, headers=head
+    )
+    assert again.json()["detail"] == "ya existe un segmento llamado 'dup_es'", again.json()
+    gone = http.post(save, json={"name": "x", "rule": "monetary > 1"}, cookies={}, headers=head)
+    assert gone.status_code == 401 and "vuelve a entrar" in gone.json()["detail"]
+    form = {
+        "csrf": csrf,
+        "name": "Sin segmento",
+        "tactic": "segment",
+        "channel": "file",
+        "target": "",
+        "subject_es": "Hola",
+        "body_es": "{{ greeting }",
+        "subject_en": "Hi",
+        "body_en": "Hi",
+    }
+    create = f"{base}/dashboard/campaigns?lang=es"
+    r = http.post(create, data=form, cookies=jar)
+    text = _text(r.text)
+    assert r.status_code == 422 and "Elige el segmento al que va la campaña" in text, text
+    assert "--target" not in text
+    r = http.post(create, data={**form, "target": "dup_es"}, cookies=jar)
+    text = " ".join(_text(r.text).split())
+    assert r.status_code == 422 and "la plantilla «Cuerpo (español)» no es válida" in text, text
+    assert "body.es" not in text and "revisa las marcas" in text, text
+    import segmentum
+    from segmentum.segments.store import Segments
+
+    with segmentum.connect(f"duckdb:///{server['db']}") as wh:  # the other tests' warehouse
+        Segments(wh).delete("dup_es")

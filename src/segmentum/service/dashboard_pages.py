@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse,
 
 from segmentum import i18n
 from segmentum.config import Settings
-from segmentum.errors import SegmentumError
+from segmentum.errors import InputError, SegmentumError
 from segmentum.flows.words import flow_words
 from segmentum.ingest.core import named_column
 from segmentum.page_models import (
@@ -307,7 +307,7 @@ def mount(
     async def api_preview(request: Request) -> Response:
         s = current_session(request)
         if s is None:
-            return problem_json(401, "sign in again")
+            return problem_json(401, _said(request, "sign in again: your session has ended"))
         if not csrf_ok(request, s, None):
             return problem_json(403, "bad CSRF token")
         body = await request.json()
@@ -354,7 +354,7 @@ def mount(
     def api_values(request: Request, column: str = "") -> Response:
         s = current_session(request)
         if s is None:
-            return problem_json(401, "sign in again")
+            return problem_json(401, _said(request, "sign in again: your session has ended"))
         if column not in CATEGORICAL:
             return JSONResponse({"column": column, "values": []})
         lang = language_of(request)
@@ -370,11 +370,13 @@ def mount(
     async def api_save(request: Request) -> Response:
         s = current_session(request)
         if s is None:
-            return problem_json(401, "sign in again")
+            return problem_json(401, _said(request, "sign in again: your session has ended"))
         if not csrf_ok(request, s, None):
-            return problem_json(403, "bad CSRF token")
+            return problem_json(403, _said(request, "the form expired: reload the page"))
         if "write" not in s.scopes:
-            return problem_json(403, "this key cannot save segments (it needs the write scope)")
+            return problem_json(
+                403, _said(request, "this key cannot save segments (it needs the write scope)")
+            )
         body = await request.json()
         name, rule = str(body.get("name", "")).strip(), str(body.get("rule", "")).strip()
         from segmentum.segments.store import Segments
@@ -387,7 +389,9 @@ def mount(
         try:
             return JSONResponse(wh_lock(run), status_code=201)
         except SegmentumError as exc:
-            return problem_json(422, exc.message, exc.hint)
+            lang = language_of(request)
+            message = i18n.translate_message(lang, exc.message)
+            return problem_json(422, message, i18n.translate_message(lang, exc.hint) or None)
 
     # ------------------------------------------------------------------ explorer
     @app.get("/dashboard/explorer", include_in_schema=False)
@@ -703,6 +707,9 @@ def mount(
             }
 
         def run() -> str:
+            if f.get("tactic") == "segment" and not f.get("target", "").strip():
+                # Said of the form's own field, not of the command line's --target.
+                raise InputError(page._("Choose the segment the campaign is for (Segment)."))
             share = float(f.get("control_share") or 10) / 100
             camp = Campaigns(svc.wh, svc.settings).create(
                 f.get("name", "").strip(),
@@ -721,6 +728,16 @@ def mount(
         except (SegmentumError, ValueError) as exc:
             err = exc if isinstance(exc, SegmentumError) else SegmentumError(str(exc))
             ctx = wh_lock(lambda: _campaigns(page, svc, ""))
+            said = user_error(page, err)
+            # A template's part is named as the form labels it ("body.es": Body (Spanish)).
+            fields = {
+                "subject.es": page._("Subject (Spanish)"),
+                "body.es": page._("Body (Spanish)"),
+                "subject.en": page._("Subject (English)"),
+                "body.en": page._("Body (English)"),
+            }
+            for key, label in fields.items():
+                said = {k: v.replace(f" {key}", f" «{label}»") for k, v in said.items()}
             return render(
                 page,
                 "campaigns.html",
@@ -730,7 +747,7 @@ def mount(
                 segment=f.get("target", ""),
                 can_write=True,
                 form=f,
-                form_error=user_error(page, err),
+                form_error=said,
                 **ctx,
             )
         return RedirectResponse(f"/dashboard/campaigns?{urlencode({'c': cid})}", 303)
@@ -918,6 +935,18 @@ def _history_now(svc: Any) -> dict[str, Any]:
         return memo[key]
     except Exception:  # busy or not computable now: the panel is left out
         return {}
+
+
+_REFUSALS = (
+    i18n.N_("dashboard", "sign in again: your session has ended"),
+    i18n.N_("dashboard", "the form expired: reload the page"),
+    i18n.N_("dashboard", "this key cannot save segments (it needs the write scope)"),
+)
+
+
+def _said(request: Request, text: str) -> str:
+    """One of the dashboard API's ``_REFUSALS`` in the page's language."""
+    return str(i18n.translations(language_of(request)).upgettext("dashboard", text))
 
 
 def language_of(request: Request) -> str:
