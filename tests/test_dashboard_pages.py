@@ -659,3 +659,26 @@ def test_saving_a_segment_and_creating_a_campaign_refuse_in_the_pages_language(
 
     with segmentum.connect(f"duckdb:///{server['db']}") as wh:  # the other tests' warehouse
         Segments(wh).delete("dup_es")
+
+
+def test_the_decision_tree_is_said_in_the_pages_language(server: dict[str, Any]) -> None:
+    """A walk: the Spanish explorer showed scikit-learn's own text ("|--- monetary <= 920.20",
+    "class: out"): column names, decimal points and English words."""
+    import numpy as np
+    import pandas as pd
+    from sklearn.tree import DecisionTreeClassifier, export_text
+
+    from segmentum.service.dashboard_pages import _tree_text
+
+    x = pd.DataFrame(
+        {"monetary": [100.0, 2000.5, 3000.0, 50.0], "region_Andalucía": [1.0, 0.0, 1.0, 0.0]}
+    )
+    tree = DecisionTreeClassifier(random_state=0).fit(x, np.array([1, 0, 0, 1]))
+    rules = export_text(tree, feature_names=list(x.columns), class_names=["in", "out"], decimals=2)
+    request = Request({"type": "http", "method": "GET", "query_string": b"", "headers": []})
+    page = Page(request, server["app"].state.svc, None)
+    text = _tree_text(page, rules)
+    assert "monetary" not in text and "class:" not in text and " in\n" not in text + "\n", text
+    assert re.search(r"\d+,\d{2}", text) and "en el segmento" in text, text
+    assert text.count("|---") == rules.count("|---")
+    assert _tree_text(page, "") == ""

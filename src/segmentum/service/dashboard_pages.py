@@ -1365,9 +1365,45 @@ def _segment_detail(page: Page, svc: Any, store: Any, segment: str) -> dict[str,
                 }
                 for x in inside.tests[:12]
             ],
-            "tree_rules": prof.tree_rules,
+            "tree_rules": _tree_text(page, prof.tree_rules),
         }
     return {"seg": seg, "size": size, "members": ids, "profile": profile}
+
+
+_TREE_LINE = re.compile(
+    r"(?P<lead>[| ]*)\|--- (?:class: (?P<cls>.*)|(?P<col>\S+) (?P<op><=|>)\s+(?P<at>\S+))"
+)
+
+
+def _tree_text(page: Page, rules: str) -> str:
+    """scikit-learn's text of a decision tree ("|--- monetary <= 920.20", "class: in"), said
+    as the page says things: column titles, the locale's numbers, "region = Andalucía" for
+    a category's yes/no column, and the segment's side in words."""
+    from segmentum.segments.discover import PROFILE_CATEGORICAL
+
+    sides = {"in": page._("in the segment"), "out": page._("not in it")}
+    out = []
+    for line in rules.splitlines():
+        m = _TREE_LINE.fullmatch(line.rstrip())
+        if m is None:
+            out.append(line)
+            continue
+        lead = m["lead"] + "|--- "
+        if m["cls"] is not None:
+            out.append(lead + sides.get(m["cls"], m["cls"]))
+            continue
+        col, op, at = m["col"], m["op"], m["at"]
+        kind = next((c for c in PROFILE_CATEGORICAL if col.startswith(c + "_")), None)
+        if kind is not None:  # a category's yes/no column: split at 0.5
+            value = page.label(kind, col[len(kind) + 1 :])
+            out.append(f"{lead}{page.title(kind)} {'≠' if op == '<=' else '='} {value}")
+            continue
+        try:
+            number = page.num(float(at), 2)
+        except ValueError:
+            number = at
+        out.append(f"{lead}{page.title(col)} {'≤' if op == '<=' else '>'} {number}")
+    return "\n".join(out)
 
 
 def _describe(page: Page, inside: Any) -> str:
