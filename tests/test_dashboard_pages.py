@@ -682,3 +682,23 @@ def test_the_decision_tree_is_said_in_the_pages_language(server: dict[str, Any])
     assert re.search(r"\d+,\d{2}", text) and "en el segmento" in text, text
     assert text.count("|---") == rules.count("|---")
     assert _tree_text(page, "") == ""
+
+
+def test_a_segments_profile_says_what_its_share_is_of(
+    server: dict[str, Any], signed_in: Any
+) -> None:
+    """A walk: the builder said 311 of 2,000 (15.6%) and the explorer 311 customers (15.7%):
+    the profile's share is of the customers it profiles (buyers), and now says so."""
+    from segmentum.segments.store import Segments
+
+    saved = Segments(server["wh"]).list()
+    assert saved, "the demo ships saved segments"
+    jar, _ = signed_in()
+    r = http.get(
+        f"{server['url']}/dashboard/explorer",
+        params={"segment": saved[0].name, "lang": "es"},
+        cookies=jar,
+    )
+    text = " ".join(_text(r.text).split())
+    assert r.status_code == 200
+    assert re.search(r"[\d.]+ de los [\d.]+ clientes analizados \(\d+,\d\s%\)", text), text

@@ -1431,8 +1431,12 @@ def _describe(page: Page, inside: Any) -> str:
                     "lift": page.num(t.lift or 0.0, 1),
                 }
             )
-    head = page._("%(size)s customers (%(share)s)") % {
+    # The profile compares customers with features (buyers): its share is of them, not of
+    # every customer as the builder's is, so the base is said (15.7% here, 15.6% there).
+    base = round(inside.size / inside.share) if inside.share else 0
+    head = page._("%(size)s of the %(n)s customers profiled (%(share)s)") % {
         "size": page.num(inside.size),
+        "n": page.num(base),
         "share": page.pct(inside.share),
     }
     if not parts:
