@@ -913,7 +913,7 @@ def test_campaign_cli(cwh: Warehouse, capsys: pytest.CaptureFixture[str], tmp_pa
         == 0
     )
     assert main(["campaign", "audience", "Vuelve", "-w", url]) == 0
-    assert "customers (winback)" in capsys.readouterr().out
+    assert "customers (win-back)" in capsys.readouterr().out
     assert main(["campaign", "send", "Vuelve", "--dry-run", "-w", url]) == 0
     assert main(["campaign", "send", "Vuelve", "--out", str(tmp_path), "-w", url]) == 0
     assert "wrote" in capsys.readouterr().out

@@ -28,6 +28,7 @@ import datetime as _dt
 import hashlib
 import json
 import re
+import unicodedata
 import uuid
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -244,7 +245,9 @@ class Campaigns:
             if channel != "web":
                 raise InputError("a survey is shown by web message only", "use --channel web")
             check_survey(data)
-        slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:24] or "campaign"
+        # "Recuperación diciembre" -> recuperacion-diciembre (accents dropped, not the letter).
+        plain = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+        slug = re.sub(r"[^a-z0-9]+", "-", plain.lower()).strip("-")[:24] or "campaign"
         c = Campaign(
             campaign_id or f"{slug}-{uuid.uuid4().hex[:6]}",
             name,

@@ -1359,7 +1359,7 @@ def _segment_detail(page: Page, svc: Any, store: Any, segment: str) -> dict[str,
                     "feature": page.title(x.feature),
                     "test": page.label("test", x.test),
                     "effect": page.num(x.effect, 2),
-                    "q": page.num(x.q_value, 3),
+                    "q": "< " + page.num(0.001, 3) if x.q_value < 0.001 else page.num(x.q_value, 3),
                     "segment": page.cell(x.feature, x.segment_value),
                     "rest": page.cell(x.feature, x.rest_value),
                 }
