@@ -637,6 +637,68 @@ def test_a_second_command_on_a_spark_folder_in_use_is_told_who_holds_it(
     assert str((tmp_path / "wh").resolve()) not in _SPARK_FOLDERS  # this process held nothing
 
 
+SERVE_AND_LET_GO = """
+import fcntl, sys
+from segmentum.config import load_settings
+from segmentum.service.core import Service
+
+url, lock = sys.argv[1], sys.argv[2]
+
+def free():
+    with open(lock, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return False
+        fcntl.flock(f, fcntl.LOCK_UN)
+        return True
+
+svc = Service(url, load_settings())
+print("inside", svc.locked(lambda: (svc.wh.has("customers"), free())), flush=True)
+print("after", free(), flush=True)
+count = lambda: int(svc.wh.table("customers").count().execute())
+print("again", svc.locked(lambda: svc.locked(count)), free(), flush=True)
+"""
+
+
+@pytest.mark.spark
+@pytest.mark.spark_core
+def test_a_server_on_a_spark_folder_lets_it_go_after_each_use(tmp_path: Path) -> None:
+    """`segmentum serve` on a Spark folder held it from its first page that needed the
+    warehouse (a rule's preview, a dry run) until it stopped, so the nightly `segmentum run`
+    on that folder failed. The server now lets the folder go after each use (publishing
+    what it wrote first) and opens it again when next needed."""
+    import os
+    import subprocess
+    import sys
+
+    url = f"pyspark:///{tmp_path / 'wh'}"
+    data = write(tmp_path / "clientes.csv", "customer_id,email\nC1,a@b.c\nC2,d@e.f\n")
+    env = {**os.environ, "SEGMENTUM_SPARK_CONF": "spark.driver.memory=1g"}
+    exe = Path(sys.executable).with_name("segmentum")
+    made = subprocess.run(
+        [str(exe), "ingest", "customers", str(data), "-w", url],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert made.returncode == 0, made.stderr
+    lock = tmp_path / "wh" / ".segmentum.lock"
+    served = subprocess.run(
+        [sys.executable, "-c", SERVE_AND_LET_GO, url, str(lock)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert served.returncode == 0, served.stderr[-3000:]
+    said = dict(line.split(" ", 1) for line in served.stdout.splitlines() if " " in line)
+    assert said["inside"] == "(True, False)", said  # held while in use
+    assert said["after"] == "True", said  # free between uses: a run may take it
+    assert said["again"] == "2 True", said  # opened again (nested uses: once), let go again
+
+
 @pytest.mark.spark
 @pytest.mark.spark_core
 def test_a_command_on_spark_prints_only_its_own_lines(tmp_path: Path) -> None:

@@ -1140,6 +1140,30 @@ def _hold_spark_folder(folder: Path, wait: float, url: str) -> None:
     _SPARK_FOLDERS[key] = handle
 
 
+def release_spark_folder(wh: Warehouse) -> bool:
+    """Let a local Spark warehouse's folder go: its session stopped, its Derby metastore shut
+    down, the folder's lock released, so that another process (the nightly ``segmentum run``)
+    may open it. ``wh`` is done with; a later :func:`connect` in this process starts a new
+    session (about a second: the JVM stays). False when this process did not hold it."""
+    folder = spark_folder(wh.url) if wh.engine == "pyspark" else None
+    if folder is None:
+        return False
+    handle = _SPARK_FOLDERS.pop(str(Path(folder).resolve()), None)
+    if handle is None:
+        return False
+    session = wh.con._session
+    jvm = session._jvm
+    try:
+        session.stop()
+        with contextlib.suppress(Exception):  # Derby says it has shut down by raising
+            jvm.java.sql.DriverManager.getConnection("jdbc:derby:;shutdown=true")
+        jvm.org.apache.derby.jdbc.EmbeddedDriver()  # registered again for the next session
+    finally:
+        handle.close()  # the lock goes with the file
+    _OPENED.discard(wh)
+    return True
+
+
 # Every warehouse this process opened and still holds (the CLI publishes what each changed).
 _OPENED: weakref.WeakSet[Warehouse] = weakref.WeakSet()
 

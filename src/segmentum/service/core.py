@@ -134,6 +134,11 @@ class Service:
         self.jobs = Jobs(self.state, self.url, settings)
         self.jobs.held_open = self._shared is not None and file is not None
         self.lookup_ready = False
+        # A local Spark folder this service opens itself (``segmentum serve -w pyspark:///``)
+        # is let go after each use: one process at a time may hold it, and the nightly run
+        # must find it free. One given to the app stays as its owner left it.
+        self._lets_go = self._shared is None and self.batch_engine
+        self._depth = 0
 
     def prepare(self) -> None:
         """At start-up: carry keys over from a warehouse's old ``api_keys`` table, and publish
@@ -189,7 +194,13 @@ class Service:
         """Run ``fn`` with the warehouse open as :attr:`wh` (one call at a time per process)."""
         with self.lock:
             if not self.per_use or getattr(self._local, "wh", None) is not None:
-                return fn()
+                self._depth += 1
+                try:
+                    return fn()
+                finally:
+                    self._depth -= 1
+                    if self._depth == 0:
+                        self._let_go()
             wh = self._open()
             self._local.wh = wh
             try:
@@ -247,6 +258,20 @@ class Service:
         # page says it shows an older publish there.
         when = None if self.batch_engine else str(info["published_at"])
         return result, when  # type: ignore[return-value]
+
+    def _let_go(self) -> None:
+        """Spark folder of its own: publish what this service wrote, then let the folder go
+        (the next use opens it again)."""
+        wh = self._shared
+        if not self._lets_go or wh is None:
+            return
+        from segmentum.warehouse import release_spark_folder
+
+        try:
+            self.publish_own_changes()
+        finally:
+            if release_spark_folder(wh):
+                self._shared = None
 
     def publish_own_changes(self) -> None:
         """Spark: what this service wrote to the warehouse (a segment saved from the explorer,
