@@ -153,6 +153,15 @@ def test_a_marketers_day_in_the_dashboard(
 
     # A win-back email campaign with a bilingual template, then its dry run.
     page.goto(shop["url"] + "/dashboard/campaigns")
+    # Until edited, the message follows the tactic: its own subject (the form always
+    # proposed the win-back's "Te echamos de menos", also for a cross-sell).
+    from segmentum import i18n
+
+    page.select_option("#campaign-tactic", "cross_sell")
+    cross = i18n.translations("es").upgettext("email subject", "Something you may like")
+    assert page.input_value("#subject-es") == cross
+    assert page.input_value("#subject-en") == "Something you may like"
+    assert "vuelve" not in page.input_value("#body-es")
     page.fill("#campaign-name", f"Win-back {lang}")
     page.select_option("#campaign-tactic", "winback")
     page.select_option("#campaign-channel", "email")

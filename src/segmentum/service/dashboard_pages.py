@@ -1655,6 +1655,7 @@ def _campaigns(page: Page, svc: Any, selected: str) -> dict[str, Any]:
         rows.append(row)
     ctx: dict[str, Any] = {
         "campaigns": rows,
+        "defaults": _form_defaults(),
         "tactics": [(t, page.label("tactic", t)) for t in TACTICS],
         "channels": [(c, page.label("channel", c)) for c in CHANNELS],
         "saved_segments": [s.name for s in Segments(svc.wh, svc.settings).list()],
@@ -1790,6 +1791,28 @@ def _results_rows(page: Page, d: dict[str, Any], settings: Settings) -> dict[str
             # Treated counts the messages that failed too (they were sent to try): say how many.
             out += [{"key": x, "value": page.num(d.get(x, 0))} for x in ("sent", "failed")]
     return {"rows": out, "said": explain(d, settings, page.lang)}
+
+
+def _form_defaults() -> dict[str, dict[str, str]]:
+    """The new-campaign form's message for each tactic until it is edited: the tactic's own
+    subject, a neutral body (a win-back asks the customer back), in both languages."""
+    from segmentum.campaigns.audiences import TACTICS
+    from segmentum.campaigns.channels import DEFAULT_TEMPLATE, default_subject
+
+    neutral = DEFAULT_TEMPLATE["body"]
+    back = {
+        "es": "{{ greeting }}, vuelve y descubre las novedades.",
+        "en": "{{ greeting }}, come back and see what is new.",
+    }
+    out = {}
+    for t in TACTICS:
+        subject, body = default_subject(t), back if t == "winback" else neutral
+        out[t] = {
+            f"{part}_{lang}": text[lang]
+            for part, text in (("subject", subject), ("body", body))
+            for lang in ("es", "en")
+        }
+    return out
 
 
 def _roi_shown(effect: Mapping[str, Any]) -> bool:

@@ -217,6 +217,23 @@
       [s, b, name, tactic].forEach((i) => i && i.addEventListener(i === tactic ? "change" : "input", draw));
       draw();
     });
+    // Until edited, the message follows the tactic (its own subject; a neutral body).
+    const form = document.getElementById("campaign-form");
+    if (form && tactic && form.dataset.defaults) {
+      const defaults = JSON.parse(form.dataset.defaults);
+      let shown = tactic.value;
+      tactic.addEventListener("change", function () {
+        const was = defaults[shown] || {}, now = defaults[tactic.value] || {};
+        ["subject_es", "body_es", "subject_en", "body_en"].forEach(function (k) {
+          const field = form.querySelector("[name=" + k + "]");
+          if (field && now[k] !== undefined && field.value === (was[k] || "")) field.value = now[k];
+        });
+        shown = tactic.value;
+        form.querySelectorAll("#subject-es, #body-es, #subject-en, #body-en").forEach(function (i) {
+          i.dispatchEvent(new Event("input"));
+        });
+      });
+    }
     document.querySelectorAll("form[data-confirm]").forEach(function (f) {
       f.addEventListener("submit", function (ev) {
         if (!window.confirm(f.dataset.confirm)) { ev.preventDefault(); return; }
