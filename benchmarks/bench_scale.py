@@ -17,8 +17,9 @@ children sampled together):
 
 DuckDB runs with ``SEGMENTUM_MEMORY_LIMIT`` (4GB here) and spills to the folder beside the file
 (``<file>.tmp``); the target is a peak under 8 GB for every step. Results accumulate in
-``bench-data/scale-results.json`` (one run may add the 100M size while another adds Spark) and
-the doc section is written from everything there.
+``benchmarks/scale-results.json`` (kept in the repository: one run may add the 100M size while
+another adds Spark, on another day or machine) and the doc section is written from everything
+there.
 
 With ``--spark``, the same ingest and run (and, time allowing, segments and backfill) on a local
 Spark session (``pyspark:///folder``, ``local[2]``, the driver's memory set through
@@ -46,7 +47,9 @@ from typing import Any
 from common import DATA, ensure_demo, machine, update_doc
 
 SIZES = {"1M": 87_000, "10M": 870_000, "100M": 8_700_000}
-RESULTS = DATA / "scale-results.json"
+# Kept in the repository, not in bench-data/: a 100M run takes hours, and its figures must
+# outlive the machine that measured them (the doc section is rendered from every size here).
+RESULTS = Path(__file__).resolve().parent / "scale-results.json"
 # The Spark subsection of the last Spark measurement, shown while no newer one is in RESULTS.
 SPARK_BEFORE = Path(__file__).resolve().parent / "scale_spark_1M.md"
 SEGMENTUM = str(Path(sys.executable).with_name("segmentum"))
