@@ -322,6 +322,8 @@ def run_size(
         r = go("history backfill (24 months)", ["history", "backfill", "--periods", "24", "--json"])
     if not keep and engine == "duckdb" and label == "100M":
         db.unlink(missing_ok=True)
+        for extra in DATA.glob(f"{db.name}.*"):  # its serving store and documents: 21 GB
+            extra.unlink(missing_ok=True)
 
 
 # ------------------------------------------------------------------ the doc section
