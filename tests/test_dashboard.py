@@ -284,6 +284,8 @@ def test_saving_a_segment_computes_its_members_at_once(
     page.fill("#name", "browser_made")
     page.click("#save")
     page.wait_for_selector("#saved-msg a")
+    # What has it now and what waits for the next run (the overview's list, a customer's).
+    assert "after the next run" in page.inner_text("#saved-msg")
     page.click("#saved-msg a")
     page.wait_for_selector("#profile")
     assert int(page.inner_text("#segment-size").replace(",", "")) == size

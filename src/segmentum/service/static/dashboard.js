@@ -174,6 +174,7 @@
         if (r.ok) {
           msg.append(T.saved.replace("%(n)s", j.size) + " ");
           msg.appendChild(el("a", {href: "/dashboard/explorer?segment=" + encodeURIComponent(j.name)}, j.name));
+          if (T.later) msg.append(". " + T.later);
         } else {
           msg.textContent = j.detail + (j.hint ? " (" + j.hint + ")" : "");
         }
