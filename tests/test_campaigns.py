@@ -37,6 +37,7 @@ from segmentum.campaigns.timing import (
     counts_as_of,
     next_send_time,
     segment_times,
+    stored_counts,
 )
 from segmentum.cli import main
 from segmentum.config import load_settings
@@ -144,7 +145,7 @@ def test_best_times_equal_the_posterior_over_every_value_of_the_segment(cwh: War
     k = 5.0
     as_of = cwh.table("contact_times").as_of.max().to_pyarrow().as_py()
     assert counts_as_of(cwh) == as_of
-    counts = cwh.table("contact_counts").to_pandas()
+    counts = stored_counts(cwh).to_pandas()
     cls = cwh.table("customer_classes")
     cls = cls.filter(cls.as_of == ibis.literal(as_of, "date")).to_pandas()
     seg = cls.set_index("customer_id").rfm_segment
@@ -192,11 +193,13 @@ def test_best_times_are_the_same_for_free_text_values(
     assert wide.count().to_pyarrow().as_py() > 1000
     assert wide.difference(long).count().to_pyarrow().as_py() == 0
     assert long.difference(wide).count().to_pyarrow().as_py() == 0
-    # A dimension with one value (only email opens) and one with none (no devices).
+    # A dimension with one value (only email opens) and one with none (no devices), from
+    # counts kept one row per customer, dimension and value (as free-text devices keep them).
     monkeypatch.undo()
-    counts = cwh.table(timing.COUNTS)
+    counts = cwh.materialize(stored_counts(cwh))
     keep = (counts.dim == "hour_band") | (counts.dim == "weekday") | (counts.value == "email")
     cwh.write(timing.COUNTS, cwh.materialize(counts.filter(keep)))
+    cwh.mark(timing.COUNTS_AS_OF, {"as_of": as_of.isoformat(), "shape": "long"})
     nobody = cwh.materialize(counts.select("customer_id").limit(0))
     narrow = contact_times(cwh, as_of, store=False, changed=nobody, since=as_of).to_pandas()
     assert set(narrow.best_channel.dropna()) == {"email"} and narrow.best_device.isna().all()
@@ -207,6 +210,37 @@ def test_best_times_are_the_same_for_free_text_values(
     pd.testing.assert_frame_equal(
         narrow.sort_values(key, ignore_index=True), again.sort_values(key, ignore_index=True)
     )
+
+
+def test_a_device_the_day_brings_counts_everybody_again(cwh: Warehouse) -> None:
+    """The counts are kept one column a device; a changed customer's new device (a smart TV
+    nobody had) has no column, so the day's run counts every customer again, and the answer
+    is a full count's."""
+    from segmentum.campaigns import timing
+
+    as_of = counts_as_of(cwh)
+    assert as_of is not None
+    assert "smart_tv" not in (cwh.marked(timing.COUNTS_AS_OF) or {})["values"]["device"]
+    tx = cwh.table("transactions")
+    line = tx.filter((tx.quantity > 0) & tx.customer_id.notnull()).order_by("invoice_id").limit(1)
+    new = line.mutate(
+        invoice_id=ibis.literal("TV-1"),
+        device=ibis.literal("smart_tv"),
+        timestamp=ibis.literal(dt.datetime.combine(as_of, dt.time()) - dt.timedelta(hours=3)),
+    )
+    cwh.insert("transactions", cwh.materialize(new.select(*tx.columns)))
+    who = line.customer_id.to_pyarrow().to_pylist()[0]
+    changed = cwh.materialize(line.select("customer_id"))
+    contact_times(cwh, as_of, changed=changed, since=as_of)
+    assert "smart_tv" in (cwh.marked(timing.COUNTS_AS_OF) or {})["values"]["device"]
+    counts = stored_counts(cwh).to_pandas()
+    mine = counts[(counts.customer_id == who) & (counts.dim == "device")]
+    assert mine.set_index("value").n.get("smart_tv") == 1.0
+    stored = cwh.table("contact_times")
+    stored = stored.filter(stored.as_of == ibis.literal(as_of, "date"))
+    full = cwh.materialize(contact_times(cwh, as_of, store=False))
+    assert stored.count().to_pyarrow().as_py() == full.count().to_pyarrow().as_py() > 1000
+    assert stored.difference(full).count().to_pyarrow().as_py() == 0
 
 
 def test_segment_times_are_distributions(cwh: Warehouse) -> None:

@@ -316,13 +316,19 @@ def test_contact_times_of_incremental_days_equal_a_full_count(
     # The stored counts are what an unchanged customer's answer comes from: with their hour
     # counts ten times over, the same customer is surer of their best hour; the other
     # dimensions (shrunk apart) do not move.
-    counts = wh.table(timing.COUNTS)
-    who = counts.filter(counts.dim == "hour_band").customer_id.max().to_pyarrow().as_py()
+    long = timing.stored_counts(wh)
+    who = long.filter(long.dim == "hour_band").customer_id.max().to_pyarrow().as_py()
     before = _frame(wh.table("contact_times").filter(lambda t: t.as_of == at))
-    mine = (counts.customer_id == who) & (counts.dim == "hour_band")
+    # The counts are kept one row a customer, one column a dimension and value.
+    values = (wh.marked(timing.COUNTS_AS_OF) or {})["values"]
+    hours = [c for (d, _), c in timing._wide_columns(values).items() if d == "hour_band"]
+    counts = wh.table(timing.COUNTS)
+    mine = counts.customer_id == who
     wh.write(
         timing.COUNTS,
-        wh.materialize(counts.mutate(n=ibis.ifelse(mine, counts.n * 10, counts.n))),
+        wh.materialize(
+            counts.mutate(**{c: ibis.ifelse(mine, counts[c] * 10, counts[c]) for c in hours})
+        ),
     )
     nobody = wh.from_arrow(pd.DataFrame({"customer_id": pd.Series([], dtype=str)}))
     again = _frame(

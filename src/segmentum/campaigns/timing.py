@@ -99,12 +99,43 @@ def counts_as_of(wh: Warehouse) -> _dt.date | None:
         return None
 
 
-def _stored_counts(wh: Warehouse, at: _dt.date) -> ir.Table | None:
-    """The signal counts the last run stored, when they were counted for ``at``."""
-    if counts_as_of(wh) != at:
+def _wide_columns(values: dict[str, list[str]]) -> dict[tuple[str, str], str]:
+    """The column of each dimension and value in the wide counts (by position: a device
+    written as free text is not a column name every engine takes)."""
+    return {(d, v): f"_n{i}_{j}" for i, d in enumerate(DIMENSIONS) for j, v in enumerate(values[d])}
+
+
+def _stored_counts(
+    wh: Warehouse, at: _dt.date
+) -> tuple[ir.Table, dict[str, list[str]] | None] | None:
+    """The signal counts the last run stored, when they were counted for ``at``, and the
+    values of their columns (None: one row per customer, dimension and value)."""
+    state = wh.marked(COUNTS_AS_OF) if wh.has(COUNTS) else None
+    if counts_as_of(wh) != at or state is None:
         return None
     stored = wh.table(COUNTS)
-    return stored if set(stored.columns) == {"customer_id", "dim", "value", "n"} else None
+    values = state.get("values")
+    if isinstance(values, dict) and set(values) == set(DIMENSIONS):
+        wide = ["customer_id", *_wide_columns(values).values()]
+        return (stored, values) if list(stored.columns) == wide else None
+    if state.get("shape") == "long" and set(stored.columns) == {"customer_id", "dim", "value", "n"}:
+        return stored, None
+    return None  # written by an older version: counted again
+
+
+def stored_counts(wh: Warehouse) -> ir.Table:
+    """The stored signal counts one row per customer, dimension and value (customer_id, dim,
+    value, n; counts above zero), whichever shape they are kept in."""
+    state = wh.marked(COUNTS_AS_OF) or {}
+    stored = wh.table(COUNTS)
+    values = state.get("values")
+    if not isinstance(values, dict):
+        return stored
+    parts = []
+    for (d, v), c in _wide_columns(values).items():
+        s = stored.filter(stored[c] > 0)
+        parts.append(s.select("customer_id", dim=ibis.literal(d), value=ibis.literal(v), n=s[c]))
+    return ibis.union(*parts)
 
 
 def _values(raw: ir.Table) -> dict[str, list[str]]:
@@ -113,22 +144,73 @@ def _values(raw: ir.Table) -> dict[str, list[str]]:
     return {d: sorted(r["value"] for r in rows if r["dim"] == d) for d in DIMENSIONS}
 
 
+def _devices(wh: Warehouse, as_of: _dt.date, only: ir.Table | None = None) -> list[str]:
+    """The devices of the lines and message events before ``as_of`` (of the customers in
+    ``only``): every device a signal can carry, and maybe one only a cancelled order has,
+    which no customer shows: its column counts 0 everywhere and never wins."""
+    cutoff = ibis.literal(_dt.datetime(as_of.year, as_of.month, as_of.day), "timestamp")
+    found: set[str] = set()
+    for name in ("transactions", "events"):
+        if not wh.has(name):
+            continue
+        t = wh.table(name)
+        if "device" not in t.columns:
+            continue
+        keep = t.customer_id.notnull() & (t.timestamp < cutoff) & t.device.notnull()
+        if name == "events":
+            keep &= t.event_type.isin(list(MESSAGE_EVENTS))
+        t = t.filter(keep)
+        if only is not None:
+            t = t.semi_join(only, "customer_id")
+        found |= set(t.select("device").distinct().to_pyarrow().column(0).to_pylist())
+    return sorted(found)
+
+
+def _all_values(devices: Sequence[str]) -> dict[str, list[str]]:
+    """Every value each dimension can take: the fixed hour bands, weekdays and channels, and
+    ``devices``. A value nobody shows adds a column of zeros, which never wins (every value
+    a customer or their segment shows scores more), so the answer is the one over the values
+    found."""
+    return {
+        "hour_band": sorted(name for _, _, name in HOUR_BANDS),
+        "weekday": sorted(WEEKDAYS),
+        "device": sorted(devices),
+        "channel": sorted(set(MESSAGE_EVENTS.values())),
+    }
+
+
+def _wide_counts(signals: ir.Table, values: dict[str, list[str]]) -> ir.Table:
+    """Every customer's signals counted per dimension and value in one row (one grouping of
+    the signals: no row per customer, dimension and value, which at 100M lines was 75M rows
+    written and grouped again)."""
+    col = _wide_columns(values)
+    return signals.group_by("customer_id").aggregate(
+        # Integers summed, then cast: Spark reads a 1.0 in SQL as a decimal.
+        **{c: ibis.ifelse(signals[d] == v, 1, 0).sum().cast("float64") for (d, v), c in col.items()}
+    )
+
+
+def _pivot(raw: ir.Table, values: dict[str, list[str]]) -> ir.Table:
+    """Counts kept one row per customer, dimension and value, as :func:`_wide_counts` gives."""
+    col = _wide_columns(values)
+    return raw.group_by("customer_id").aggregate(
+        **{c: raw.n.sum(where=(raw.dim == d) & (raw.value == v)) for (d, v), c in col.items()}
+    )
+
+
 def _total(cols: Sequence[ir.NumericValue]) -> ir.NumericValue:
     return functools.reduce(operator.add, cols)
 
 
 def _best_wide(
-    raw: ir.Table, segments: ir.Table, values: dict[str, list[str]], k: float
+    per: ir.Table, segments: ir.Table, values: dict[str, list[str]], k: float
 ) -> ir.Table:
-    """:func:`_best` with one column per dimension and value (when each dimension has at most
-    ``WIDE_VALUES`` values): every customer's counts in one row, the segments' shares joined
-    to it by segment, and the best value picked across the columns. The same answer (the
-    values in order, so a tie goes to the first, and a value the segment never saw scores 0)
-    from one grouping of the counts, without a join of every count to its segment."""
-    col = {(d, v): f"_n{i}_{j}" for i, d in enumerate(DIMENSIONS) for j, v in enumerate(values[d])}
-    per = raw.group_by("customer_id").aggregate(
-        **{c: raw.n.sum(where=(raw.dim == d) & (raw.value == v)) for (d, v), c in col.items()}
-    )
+    """:func:`_best` from the wide counts (``per``: one column per dimension and value, when
+    each dimension has at most ``WIDE_VALUES`` values): the segments' shares joined to each
+    customer's row by segment, and the best value picked across the columns. The same answer
+    (the values in order, so a tie goes to the first, and a value the segment never saw scores
+    0) without a join of every count to its segment."""
+    col = _wide_columns(values)
     j = segments.left_join(per, "customer_id").drop("customer_id_right")
     j = j.mutate(**{c: j[c].fill_null(0.0) for c in col.values()})
     seg = j.group_by("_seg").aggregate(**{f"_s{c}": j[c].sum() for c in col.values()})
@@ -233,35 +315,55 @@ def contact_times(
     # The two inputs every dimension reads, computed once: the customers' segments and the
     # signals counted per customer, dimension and value (one pass over the lines and events).
     segments = wh.materialize(_segments(wh, as_of), "ct_segments")
-    stored = _stored_counts(wh, since) if changed is not None and since is not None else None
-    if stored is not None and changed is not None:
+    found = _stored_counts(wh, since) if changed is not None and since is not None else None
+    if found is not None and found[1] is not None and changed is not None:
+        # A device the day brought that the stored columns lack: everybody counted again.
+        new = _devices(wh, as_of, only=changed.select("customer_id"))
+        found = found if set(new) <= set(found[1]["device"]) else None
+    if found is not None and changed is not None:
+        stored, kept_values = found
         ids = changed.select("customer_id")
-        fresh = _counts(_signals(wh, as_of, only=ids)).cast(stored.schema())
+        signals = _signals(wh, as_of, only=ids)
+        fresh = (
+            _wide_counts(signals, kept_values) if kept_values is not None else _counts(signals)
+        ).cast(stored.schema())
         if store:  # the changed customers' counts replace theirs, the others' stay
             fresh = wh.materialize(fresh, "ct_fresh")
+            state = wh.marked(COUNTS_AS_OF)
             wh.mark(COUNTS_AS_OF, None)
             wh.delete_keys(COUNTS, ids, ["customer_id"])
             wh.insert(COUNTS, fresh)
-            wh.mark(COUNTS_AS_OF, {"as_of": as_of.isoformat()})
+            wh.mark(COUNTS_AS_OF, {**(state or {}), "as_of": as_of.isoformat()})
             raw = wh.table(COUNTS)
         else:
             kept = stored.anti_join(ids, "customer_id")
             raw = wh.materialize(kept.union(fresh), "ct_raw")
+        values = kept_values
     else:
-        raw = wh.materialize(_counts(_signals(wh, as_of)), "ct_raw")
+        devices = _devices(wh, as_of)
+        values = _all_values(devices) if len(devices) <= WIDE_VALUES else None
+        signals = _signals(wh, as_of)
+        counted = _wide_counts(signals, values) if values is not None else _counts(signals)
+        raw = wh.materialize(counted, "ct_raw")
         if store:  # what the next day's run starts from
             wh.mark(COUNTS_AS_OF, None)
             wh.write(COUNTS, raw)
-            wh.mark(COUNTS_AS_OF, {"as_of": as_of.isoformat()})
-    values = _values(raw)
-    if max((len(v) for v in values.values()), default=0) <= WIDE_VALUES:
+            shape = {"values": values} if values is not None else {"shape": "long"}
+            wh.mark(COUNTS_AS_OF, {"as_of": as_of.isoformat(), **shape})
+    if values is not None:
         best = _best_wide(raw, segments, values, k)
-    else:  # free-text devices, say: one row per customer, dimension and value instead
-        counts = wh.materialize(
-            raw.join(segments, "customer_id").select("customer_id", "_seg", "dim", "value", "n"),
-            "ct_counts",
-        )
-        best = _best(counts, segments, k)
+    else:  # one row per customer, dimension and value (free-text devices, say)
+        values = _values(raw)
+        if max((len(v) for v in values.values()), default=0) <= WIDE_VALUES:
+            best = _best_wide(_pivot(raw, values), segments, values, k)
+        else:
+            counts = wh.materialize(
+                raw.join(segments, "customer_id").select(
+                    "customer_id", "_seg", "dim", "value", "n"
+                ),
+                "ct_counts",
+            )
+            best = _best(counts, segments, k)
     out = best.mutate(as_of=ibis.literal(as_of, "date"))
     if not store:
         return out
