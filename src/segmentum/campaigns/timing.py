@@ -65,10 +65,8 @@ def _segments(wh: Warehouse, as_of: _dt.date) -> ir.Table:
     """
     feats = wh.table("customer_features")
     ids = feats.filter(feats.as_of == ibis.literal(as_of, "date")).select("customer_id")
-    if wh.has("customers"):  # both keyed by customer_id: one full outer join (see the view)
-        p = wh.table("customers").select(_profile_id="customer_id")
-        j = ids.outer_join(p, ids.customer_id == p._profile_id)
-        ids = j.select(customer_id=ibis.coalesce(j.customer_id, j._profile_id)).view()
+    if wh.has("customers"):
+        ids = ids.union(wh.table("customers").select("customer_id"), distinct=True)
     if not wh.has("customer_classes"):
         return ids.mutate(_seg=ibis.literal("(none)"))
     c = wh.table("customer_classes")

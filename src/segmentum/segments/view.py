@@ -121,15 +121,11 @@ def customer_view(
         if as_of is None:
             raise ValueError("as_of is required with features")
         feats = features
+    ids = feats.select("customer_id")
     profile = wh.table("customers") if wh.has("customers") else None
-    view = feats
     if profile is not None:
-        # Every customer with features or in the profile (one row each: both are keyed by
-        # customer_id), from one full outer join: a distinct union of the ids joined back to
-        # the features took twice as long.
-        ids = profile.select(_profile_id="customer_id")
-        j = feats.outer_join(ids, feats.customer_id == ids._profile_id)
-        view = j.mutate(customer_id=ibis.coalesce(j.customer_id, j._profile_id)).drop("_profile_id")
+        ids = ids.union(profile.select("customer_id"), distinct=True)
+    view = ids.left_join(feats, "customer_id").drop("customer_id_right")
     view = view.mutate(frequency=view.frequency.fill_null(0), monetary=view.monetary.fill_null(0.0))
     parts: list[tuple[str, tuple[str, ...]]] = [("customer_classes", CLASS_COLUMNS)]
     if with_clv:
