@@ -107,19 +107,41 @@ def quintile(
     return ibis.ifelse(value.isnull(), ibis.null("int64"), score)
 
 
+def _quintiles(
+    t: ir.Table, column: str, name: str, *, descending: bool, by: str | None
+) -> ir.Table:
+    """:func:`quintile` of ``column`` for every row of ``t`` (its keys and ``name``), from its
+    distinct values: each value's rank is the count of the values before it, summed over a
+    window of the distinct values (a few hundred days or visit counts; at most one a row for
+    money) and joined back, instead of a window over every row (at 8.7M customers, three
+    sorts of every row, spilling)."""
+    keys = ["customer_id", *([by] if by else [])]
+    grp = [*([by] if by else []), column]
+    v = t.filter(t[column].notnull())
+    levels = v.group_by(grp).aggregate(_c=v.count())
+    part = [levels[by]] if by else None
+    order = ibis.desc(levels[column]) if descending else levels[column]
+    upto = ibis.window(group_by=part, order_by=order, preceding=None, following=0)
+    before = levels._c.sum().over(upto) - levels._c  # values strictly before: the min rank
+    n = levels._c.sum().over(ibis.window(group_by=part))
+    levels = levels.select(*grp, _score=(before * 5 / n).floor().cast("int64") + 1)
+    j = t.select(*keys, column).left_join(levels, grp)
+    return j.select(*keys, **{name: j._score})
+
+
 def rfm(
     features: ir.Table, rules: Sequence[RfmRule] = RFM_RULES, by: str | None = None
 ) -> ir.Table:
     """R, F and M quintile scores, the RFM code and the named segment (English and Spanish)."""
     f = features
-    g = f[by] if by else None
-    scored = f.select(
-        "customer_id",
-        *([by] if by else []),
-        r_score=quintile(-f.recency_days.cast("float64"), by=g),
-        f_score=quintile(f.frequency.cast("float64"), by=g),
-        m_score=quintile(f.monetary, by=g),
-    )
+    keys = ["customer_id", *([by] if by else [])]
+    # Recency: fewer days scores higher (the rank of -recency), as :func:`quintile` gives.
+    parts = [
+        _quintiles(f, "recency_days", "r_score", descending=True, by=by),
+        _quintiles(f, "frequency", "f_score", descending=False, by=by),
+        _quintiles(f, "monetary", "m_score", descending=False, by=by),
+    ]
+    scored = parts[0].join(parts[1], keys).join(parts[2], keys)
     r, fr = scored.r_score, scored.f_score
     cond = [(r.between(x.r[0], x.r[1]) & fr.between(x.f[0], x.f[1])) for x in rules]
     return scored.mutate(
