@@ -781,9 +781,12 @@ What each limit is (all in [benchmarks/](../benchmarks/), run by `bench_steps.py
   key), and the lookup's and live history's rows as JSON documents in SQLite. The step also
   builds the page models (per-invoice rows, activity, directory) and the live rules' history
   it publishes, and syncs the live side.
-- **contact times**: [limit_contact_times.sql](../benchmarks/limit_contact_times.sql), the
-  signals counted once per customer, dimension and value (GROUPING SETS over one scan of the
-  lines and the events), shrunk toward the RFM segment, the best value by ARG_MIN.
+- **contact times**: [limit_contact_times.sql](../benchmarks/limit_contact_times.sql), every
+  customer's signals counted in one row, one column per value (one grouping of the lines and
+  events with FILTER counts; the demo's values written out, where the tool finds the devices
+  first), shrunk toward the RFM segment per column, the best value by GREATEST (since
+  2026-12-06; before, one row per customer, dimension and value by GROUPING SETS, which the
+  step now beat by half).
 - **segments**: the segments benchmark's one hand-written statement for the 20 rules (its
   own age bands and gourmet window: the same cost, a slightly different answer).
 - **discover segments**: the frame (features and the net spend mix of the top 8 categories)
