@@ -177,6 +177,20 @@ def test_money_in_the_configured_currency() -> None:
     assert i18n.money(1200, "es", None) == "1.200"  # currency unknown: a plain number
 
 
+def test_histogram_bins_print_as_many_decimals_as_keep_them_apart() -> None:
+    """A small base's CLV bins are under one euro wide: whole euros printed "1 € – 1 €"."""
+    from segmentum.service.dashboard_pages import _bin_labels
+
+    def euros(v: float, digits: int) -> str:
+        return i18n.money(v, "es", "EUR", digits)
+
+    narrow = _bin_labels([0.0, 0.45, 0.9, 1.35, 1.8], euros)
+    assert narrow[2] == "0,9\xa0€ – 1,4\xa0€" and len(set(narrow)) == 4
+    assert _bin_labels([0.0, 100.0, 200.0], euros) == ["0\xa0€ – 100\xa0€", "100\xa0€ – 200\xa0€"]
+    shares = _bin_labels([0.0, 0.05, 0.1], lambda v, d: i18n.percent(v, "en", d))
+    assert shares == ["0% – 5%", "5% – 10%"]
+
+
 @pytest.mark.parametrize("missing", [None, math.nan, math.inf, float("nan")])
 def test_a_missing_value_is_a_dash_never_nan_or_none(missing: object) -> None:
     for lang in i18n.LANGUAGES:

@@ -161,8 +161,8 @@ class Page:
     def pct(self, v: Any, digits: int = 1) -> str:
         return i18n.percent(v, self.lang, digits)
 
-    def money(self, v: Any) -> str:
-        return i18n.money(v, self.lang, self.currency)
+    def money(self, v: Any, digits: int = 0) -> str:
+        return i18n.money(v, self.lang, self.currency, digits)
 
     def date(self, v: Any) -> str:
         return i18n.date(v, self.lang)

@@ -67,6 +67,16 @@ CATEGORICAL = (
 )
 
 
+def _bin_labels(edges: list[float], fmt: Callable[[Any, int], str]) -> list[str]:
+    """``a – b`` for each bin, with as few decimals as keep the edges apart (the CLV bins of
+    a small base are under one unit wide: whole units printed a bin "1 – 1")."""
+    for digits in range(3):
+        texts = [fmt(e, digits) for e in edges]
+        if all(a != b for a, b in itertools.pairwise(texts)):
+            break
+    return [f"{a} – {b}" for a, b in itertools.pairwise(texts)]
+
+
 def _offered(svc: Any) -> list[str]:
     """The categorical columns this warehouse's customer view has (from the last run's cached
     overview; all of them before a run): no region or age without a customers file."""
@@ -223,9 +233,8 @@ def mount(
             h = o.get(key)
             if not h or not h.get("counts"):
                 continue
-            edges = h["edges"]
-            fmt = page.money if is_money else (lambda v: page.pct(v, 0))
-            labels = [f"{fmt(a)} – {fmt(b)}" for a, b in itertools.pairwise(edges)]
+            fmt = page.money if is_money else page.pct
+            labels = _bin_labels(h["edges"], fmt)
             charts.append(
                 chart(
                     f"chart-{key}",
