@@ -70,8 +70,18 @@ MONEY = {
     "avg_order_value",
     "avg_clv",
 }
-SHARES = {"share", "revenue_share", "customer_share", "promo_share", "return_rate"}
-PROBABILITIES = {"p_alive", "churn_probability", "p", "p_value", "q", "q_value"}
+# Chances a customer is alive or leaves are shown as percentages, as everywhere else (the
+# audiences' reasons, the CLI); a test's p- and q-values stay numbers.
+SHARES = {
+    "share",
+    "revenue_share",
+    "customer_share",
+    "promo_share",
+    "return_rate",
+    "p_alive",
+    "churn_probability",
+}
+PROBABILITIES = {"p", "p_value", "q", "q_value"}
 DATES = {"as_of", "started_at", "loaded_at", "when", "created_at", "expected_next_purchase"}
 
 
