@@ -337,6 +337,9 @@ def test_customer_search_by_email_opens_the_profile(tab: Any, server: dict[str, 
     assert row["customer_id"] in page.inner_text("#profile-title")
     assert page.locator("#timeline li").count() >= 1
     assert page.locator("[data-field=rfm_segment]").inner_text() not in ("", "—")
+    # Chances as percentages, as the audiences' reasons say them ("87,5 %", not "0,875").
+    churn = page.locator("[data-field=churn_probability]").inner_text()
+    assert re.fullmatch(r"\d{1,3},\d\xa0%", churn), churn
     page.fill("#customer-id", "nobody-at-all")
     page.click("#search")
     page.wait_for_selector("#not-found")
