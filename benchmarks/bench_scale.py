@@ -208,6 +208,14 @@ def _ingest_order(files: dict[str, Path], parquet_first: bool) -> list[tuple[str
     return order
 
 
+def _sidecars(db: Path) -> list[Path]:
+    """The files beside a warehouse: DuckDB's own (``<name>.wal``) and those named after its
+    stem (``<stem>.serving.duckdb`` and its documents, ``<stem>.realtime.sqlite``); the
+    second kind was left behind, a gigabyte each at 10M."""
+    found = {*DATA.glob(f"{db.name}.*"), *DATA.glob(f"{db.stem}.*")}
+    return sorted(p for p in found if p != db)
+
+
 def run_size(
     label: str,
     engine: str,
@@ -239,7 +247,7 @@ def run_size(
                 shutil.rmtree(p)
             else:
                 p.unlink(missing_ok=True)
-        for extra in DATA.glob(f"{db.name}.*"):  # serving store, realtime and state files
+        for extra in _sidecars(db):  # serving store, realtime and state files
             shutil.rmtree(extra) if extra.is_dir() else extra.unlink()
         with _results() as data:
             # A fresh warehouse: the rows of the steps measured now are replaced; the others
@@ -325,7 +333,7 @@ def run_size(
         r = go("history backfill (24 months)", ["history", "backfill", "--periods", "24", "--json"])
     if not keep and engine == "duckdb" and label == "100M":
         db.unlink(missing_ok=True)
-        for extra in DATA.glob(f"{db.name}.*"):  # its serving store and documents: 21 GB
+        for extra in _sidecars(db):  # its serving store and documents: 21 GB
             extra.unlink(missing_ok=True)
 
 
