@@ -312,8 +312,9 @@ def contact_times(
     over everybody, as in a full run, so the answer is the same.
     """
     as_of = as_of or latest_as_of(wh)
-    # The two inputs every dimension reads, computed once: the customers' segments and the
-    # signals counted per customer, dimension and value (one pass over the lines and events).
+    # The two inputs every dimension reads, computed once: the customers' segments and their
+    # signals counted, one row a customer and one column a value (one pass over the lines
+    # and events; one row per customer, dimension and value for free-text devices).
     segments = wh.materialize(_segments(wh, as_of), "ct_segments")
     found = _stored_counts(wh, since) if changed is not None and since is not None else None
     if found is not None and found[1] is not None and changed is not None:
