@@ -91,27 +91,13 @@ def check_rfm_rules(rules: Sequence[RfmRule]) -> None:
         )
 
 
-def quintile(
-    value: ir.NumericValue, *, descending: bool = False, by: ir.Value | None = None
-) -> ir.IntegerValue:
-    """Scores 1-5 by rank: equal values share a score (the lowest rank of the tie).
-
-    ``by`` scores each group separately (e.g. every snapshot date in one pass).
-    """
-    order = ibis.desc(value) if descending else value
-    group = [by] if by is not None else None
-    rank = ibis.rank().over(ibis.window(order_by=order, group_by=group))  # 0-based, min rank
-    # A column with no values at all (amounts of a log loaded with --no-amount) scores NULL.
-    n = value.count().over(ibis.window(group_by=group)).nullif(0)
-    score = (rank * 5 / n).floor().cast("int64") + 1
-    return ibis.ifelse(value.isnull(), ibis.null("int64"), score)
-
-
 def _quintiles(
     t: ir.Table, column: str, name: str, *, descending: bool, by: str | None
 ) -> ir.Table:
-    """:func:`quintile` of ``column`` for every row of ``t`` (its keys and ``name``), from its
-    distinct values: each value's rank is the count of the values before it, summed over a
+    """Scores 1-5 of ``column`` by rank for every row of ``t`` (its keys and ``name``; equal
+    values share the score of their lowest rank, no value scores NULL; ``by`` scores each
+    group apart, e.g. every snapshot date in one pass), from its distinct values: each
+    value's rank is the count of the values before it, summed over a
     window of the distinct values (a few hundred days or visit counts; at most one a row for
     money) and joined back, instead of a window over every row (at 8.7M customers, three
     sorts of every row, spilling)."""
@@ -135,7 +121,7 @@ def rfm(
     """R, F and M quintile scores, the RFM code and the named segment (English and Spanish)."""
     f = features
     keys = ["customer_id", *([by] if by else [])]
-    # Recency: fewer days scores higher (the rank of -recency), as :func:`quintile` gives.
+    # Recency: fewer days scores higher (ranked in descending order).
     parts = [
         _quintiles(f, "recency_days", "r_score", descending=True, by=by),
         _quintiles(f, "frequency", "f_score", descending=False, by=by),
