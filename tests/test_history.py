@@ -64,7 +64,9 @@ def test_a_backfill_in_batches_of_dates_equals_one_pass(
     customers = int(hwh.table("customer_classes").customer_id.nunique().to_pyarrow().as_py())
     monkeypatch.setattr(snapshots, "BATCH_ROWS", 2 * customers)  # two dates a pass
     assert len(snapshots.date_batches(one.dates, customers)) == 3
+    staged = hwh.temp_tables()
     batched = backfill(hwh, periods=6, settings=SETTINGS)
+    assert hwh.temp_tables() <= staged  # what the batches shared is dropped at the end
     assert batched.dates == one.dates and batched.rows == one.rows
     assert batched.customers_last == one.customers_last
     assert batched.segments == one.segments and batched.skipped == one.skipped

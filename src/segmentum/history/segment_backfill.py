@@ -151,13 +151,15 @@ def members_by_date(
     segs: Mapping[str, Segment],
     dates: list[_dt.date],
     summary: ir.Table,
-    memo: dict[str, Any] | None = None,
+    memo: dict[Any, Any] | None = None,
 ) -> ir.Table:
     """``(segment, customer_id, as_of)`` of every customer segment in ``segs`` at every date.
 
     ``segs`` must already be valid at these dates (checked by the caller on one date's view).
     ``memo``: what holds for every batch of a backfill's dates (whether each invoice's lines
-    are on one day: a pass over every line), kept from one batch to the next.
+    are on one day, each window's lines added up per customer and day: passes over every
+    line), kept from one batch to the next; the caller drops its tables
+    (:func:`drop_memo`).
     """
     wh = store.wh
     order = _order(segs)
@@ -204,15 +206,23 @@ def members_by_date(
         staged.append(base.get_name())
     snaps = dates_table(dates)
     for tname, cs in all_calls.items():
-        gone, one_day = None, None
+        gone, one_day, days = None, None, None
+        table, calls_ = wh.table(tname), list(dict.fromkeys(cs))
         if tname == "transactions":
             gone = cancelled_invoices(links(wh))
             if memo is not None and any(c.func != "sum" for c in cs):
                 if "one_day_invoices" not in memo:
-                    memo["one_day_invoices"] = R.invoices_within_a_day(wh.table(tname))
+                    memo["one_day_invoices"] = R.invoices_within_a_day(table)
                 one_day = memo["one_day_invoices"]
+        if memo is not None and R.by_whole_days(calls_, table, tname, one_day):
+            # Each line's day, added up once for every batch of dates (not once a batch).
+            key = ("window_days", tname, tuple(calls_))
+            if key not in memo:
+                days = R.window_days(calls_, table, tname, cs, gone)
+                memo[key] = wh.materialize(days.order_by("day"), "segdays")
+            days = memo[key]
         w = R.window_aggregates(
-            cs, wh.table(tname), tname, last, cs, gone, dates=snaps, one_day_invoices=one_day
+            cs, table, tname, last, cs, gone, dates=snaps, one_day_invoices=one_day, days=days
         )
         w = wh.materialize(w, "segwin")
         staged.append(w.get_name())
@@ -244,3 +254,10 @@ def members_by_date(
             segment=ibis.literal(""), customer_id="customer_id", as_of="as_of"
         )
     return ibis.union(*parts) if len(parts) > 1 else parts[0]
+
+
+def drop_memo(wh: Warehouse, memo: Mapping[Any, Any]) -> None:
+    """Drop the tables :func:`members_by_date` kept in ``memo`` for a backfill's batches."""
+    for value in memo.values():
+        if isinstance(value, ir.Table):
+            wh.drop(value.get_name())

@@ -271,7 +271,7 @@ def backfill(
     rows, n_last = 0, 0
     done: list[str] = []
     skipped: dict[str, str] = {}
-    memo: dict[str, Any] = {}  # what the segments' batches share (see members_by_date)
+    memo: dict[Any, Any] = {}  # what the segments' batches share (see members_by_date)
     batches = date_batches(dates, int(days.customer_id.nunique().to_pyarrow().as_py() or 0))
     # Several batches: the lines' customer-day sums are computed once, not once a batch (at
     # 100M lines, six passes over every line).
@@ -296,7 +296,9 @@ def backfill(
         # Backfilled dates are replaced, every other date kept; CLV-based columns stay empty.
         wh.replace_where("customer_classes", out, "as_of", batch)
         if segments:
-            these, why = backfill_segments(wh, batch, summary, settings, run_id, memo)
+            these, why = backfill_segments(
+                wh, batch, summary, settings, run_id, memo if len(batches) > 1 else None
+            )
             done = list(dict.fromkeys([*done, *these]))
             skipped.update(why)
         rows += int(out.count().to_pyarrow().as_py())
@@ -307,6 +309,9 @@ def backfill(
             wh.drop(staged.get_name())
     for staged in parts or ():
         wh.drop(staged.get_name())
+    from segmentum.history.segment_backfill import drop_memo
+
+    drop_memo(wh, memo)
     return BackfillReport(run_id, dates, rows, n_last, done, skipped, kept)
 
 
@@ -353,7 +358,7 @@ def backfill_segments(
     summary: ir.Table,
     settings: Settings,
     run_id: str,
-    memo: dict[str, Any] | None = None,
+    memo: dict[Any, Any] | None = None,
 ) -> tuple[list[str], dict[str, str]]:
     """Compute the saved segments at every backfilled date, from the point-in-time summary.
 
@@ -397,9 +402,11 @@ def backfill_segments(
             del valid[name]
     if valid:
         # Every date in one partitioned pass, written at once (not one compute per date).
+        before = wh.temp_tables()
         members = members_by_date(store, valid, dates, summary, memo)
         members = members.mutate(run_id=ibis.literal(run_id))
         wh.replace_where(MEMBERS, members, "as_of", dates)
+        wh.release(before, keep=memo)  # the batch's flags; what later batches share stays
     return sorted(valid), skipped
 
 
