@@ -76,30 +76,6 @@ def test_a_backfill_in_batches_of_dates_equals_one_pass(
         pd.testing.assert_frame_equal(got, want, check_like=True)
 
 
-def test_a_summary_from_carried_days_equals_one_from_every_day(hwh: Warehouse) -> None:
-    """The batches of a backfill carry each customer's days before the batch in one row
-    (``carry``) and read only the days since (``since``): the point-in-time summary is the
-    one every day gives, carried once or twice."""
-    from segmentum.history import snapshots as S
-    from segmentum.ingest.returns import LINKS
-
-    tx = hwh.table("transactions")
-    parts = S._daily_parts(tx, hwh.table(LINKS), purchase_days(hwh))
-    dates = S.period_ends(dt.date(2024, 1, 1), dt.date(2025, 12, 31))[-6:]
-
-    def summary(p: S.Parts, these: list[dt.date]) -> pd.DataFrame:
-        df: pd.DataFrame = S.history_summary(tx, these, parts=p).to_pandas()
-        return df.sort_values(["as_of", "customer_id"], ignore_index=True)
-
-    want = summary(parts, dates[2:])
-    once = S.since(parts, S.carry(parts, dates[1]), dates[1])
-    pd.testing.assert_frame_equal(summary(once, dates[2:]), want)
-    twice = S.since(parts, S.carry(once, dates[3]), dates[3])
-    later = want[want.as_of > pd.Timestamp(dates[3])].reset_index(drop=True)
-    pd.testing.assert_frame_equal(summary(twice, dates[4:]), later)
-    assert len(later) > 1000 and later.monetary.sum() > 0
-
-
 def test_period_ends() -> None:
     assert period_ends(dt.date(2024, 11, 15), dt.date(2025, 2, 1)) == [
         dt.date(2024, 12, 1),

@@ -128,7 +128,6 @@ def history_summary(
     these give (:func:`_daily_parts`), when the caller computed them once for several calls.
     """
     spend, orders, bought = parts or _daily_parts(transactions, links, days)
-    bought = _spans(bought)
     snaps = _dates_table(dates)
     j = spend.join(snaps, spend.day < snaps.as_of)
     spent = j.group_by(["customer_id", "as_of"]).aggregate(
@@ -138,7 +137,7 @@ def history_summary(
     counted = j.group_by(["customer_id", "as_of"]).aggregate(frequency=j.orders.sum())
     j = bought.join(snaps, bought.day < snaps.as_of)
     span = j.group_by(["customer_id", "as_of"]).aggregate(
-        first_purchase=j.lo.min(), last_purchase=j.hi.max(), n_days=j.n.sum().cast("int64")
+        first_purchase=j.day.min(), last_purchase=j.day.max(), n_days=j.count()
     )
     # A customer is in a snapshot with a net order and a net purchase day, as in a daily run.
     g = counted.join(spent, ["customer_id", "as_of"]).join(span, ["customer_id", "as_of"])
@@ -158,65 +157,6 @@ def history_summary(
         promo_share=ibis.ifelse(g.gross > 0, g.promo.fill_null(0) / g.gross, ibis.null("float64")),
         first_purchase=g.first_purchase,
         last_purchase=g.last_purchase,
-    )
-
-
-Parts = tuple[ir.Table, ir.Table, ir.Table]
-
-
-def _spans(bought: ir.Table) -> ir.Table:
-    """Purchase days as spans (``lo``, ``hi``: first and last day; ``n``: how many days), the
-    shape a customer's days before a date take once they are carried in one row
-    (:func:`carry`)."""
-    if "n" in bought.columns:
-        return bought
-    return bought.select(
-        "customer_id", "day", lo=bought.day, hi=bought.day, n=ibis.literal(1, "int64")
-    )
-
-
-def since(parts: Parts, carried: Parts | None, day: _dt.date | None) -> Parts:
-    """``parts`` (:func:`_daily_parts`) from ``day`` on, with ``carried`` (:func:`carry` at
-    ``day``: each customer's days before it in one row): what :func:`history_summary` needs
-    for dates after ``day``."""
-    if carried is None or day is None:
-        return parts
-    start = ibis.literal(day, "date")
-    out = []
-    for part, rows in zip(parts, carried, strict=True):
-        if part.columns != rows.columns:
-            part = _spans(part)
-        out.append(rows.union(part.filter(part.day >= start).select(*rows.columns)))
-    return out[0], out[1], out[2]
-
-
-def carry(parts: Parts, day: _dt.date) -> Parts:
-    """Each customer's ``parts`` before ``day`` added up into one row dated the day before it
-    (spend, orders, and the purchase days as a span): the summary at any later date is the
-    same from these rows and the days from ``day`` on (:func:`since`) as from every day.
-
-    A backfill in batches of dates carries them from one batch to the next, so that each
-    batch reads the days since the last one and a row a customer, not every day before its
-    dates again (at 100M lines one date a batch: about 12 times the days over 24 dates).
-    """
-    spend, orders, bought = parts
-    end = ibis.literal(day - _dt.timedelta(days=1), "date")
-    before = ibis.literal(day, "date")
-    s = spend.filter(spend.day < before)
-    s = s.group_by("customer_id").aggregate(
-        day=end, spend=s.spend.sum(), gross=s.gross.sum(), promo=s.promo.sum()
-    )
-    o = orders.filter(orders.day < before)
-    o = o.group_by("customer_id").aggregate(day=end, orders=o.orders.sum().cast("int64"))
-    b = _spans(bought)
-    b = b.filter(b.day < before)
-    b = b.group_by("customer_id").aggregate(
-        day=end, lo=b.lo.min(), hi=b.hi.max(), n=b.n.sum().cast("int64")
-    )
-    return (
-        s.cast(spend.select(*s.columns).schema()),
-        o.cast(orders.select(*o.columns).schema()),
-        b,
     )
 
 
@@ -335,19 +275,14 @@ def backfill(
     batches = date_batches(dates, int(days.customer_id.nunique().to_pyarrow().as_py() or 0))
     # Several batches: the lines' customer-day sums are computed once, not once a batch (at
     # 100M lines, six passes over every line).
-    parts: Parts | None = None
-    carried: Parts | None = None  # each customer's days before the batch, in one row
+    parts = None
     if len(batches) > 1:
-        parts = _stage(wh, _daily_parts(tx, links, days), "histparts")
-    for i, batch in enumerate(batches):
-        recent = since(parts, carried, batches[i - 1][-1] if i else None) if parts else None
+        a, b, c = (wh.materialize(x, "histparts") for x in _daily_parts(tx, links, days))
+        parts = (a, b, c)
+    for batch in batches:
         summary = wh.materialize(
-            history_summary(tx, batch, links=links, days=days, parts=recent), "histsum"
+            history_summary(tx, batch, links=links, days=days, parts=parts), "histsum"
         )
-        if recent is not None and i + 1 < len(batches):
-            old, carried = carried, _stage(wh, carry(recent, batch[-1]), "histcarry")
-            for staged in old or ():
-                wh.drop(staged.get_name())
         out = classify(
             summary,
             rules=rules,
@@ -372,17 +307,12 @@ def backfill(
             n_last = int(last_day.count().to_pyarrow().as_py())
         for staged in (out, summary):  # a batch's rows, written: the next batch needs room
             wh.drop(staged.get_name())
-    for staged in (*(parts or ()), *(carried or ())):
+    for staged in parts or ():
         wh.drop(staged.get_name())
     from segmentum.history.segment_backfill import drop_memo
 
     drop_memo(wh, memo)
     return BackfillReport(run_id, dates, rows, n_last, done, skipped, kept)
-
-
-def _stage(wh: Warehouse, parts: Parts, prefix: str) -> Parts:
-    a, b, c = (wh.materialize(x, prefix) for x in parts)
-    return a, b, c
 
 
 #: Customer-dates one backfill pass holds at most (its point-in-time summary and classes):
