@@ -563,6 +563,18 @@ class Warehouse:
         self._gather_statistics(name)
         return self.con.table(name)
 
+    def delete_where(self, name: str, column: str, values: Sequence[Any]) -> bool:
+        """Delete the rows of ``name`` whose ``column`` is one of ``values``, in one statement,
+        on engines that delete in place (DuckDB, PostgreSQL); False elsewhere (Spark rewrites
+        the table in :meth:`replace_where` anyway), or when there is no such table."""
+        if self.engine not in _TRANSACTIONAL or not values or not self.has(name):
+            return False
+        self._writable(name)
+        marks = ", ".join("?" for _ in values)
+        with self._transaction():
+            self.run_sql(f"DELETE FROM {_ident(name)} WHERE {_ident(column)} IN ({marks})", values)
+        return True
+
     def delete_keys(
         self, name: str, keys: ir.Table, key: Sequence[str], *, empty_matches: bool = False
     ) -> None:

@@ -244,8 +244,10 @@ def backfill(
 ) -> BackfillReport:
     """Build past snapshots of ``customer_classes`` (weekly or monthly) from the lines alone.
 
-    Existing backfilled snapshots at those dates are replaced; other dates are kept. A date
-    whose snapshot a pipeline run wrote is kept too: it holds what a backfill cannot rebuild
+    Existing backfilled snapshots at those dates are replaced (the classes, and with
+    ``segments`` the members of every saved segment at those dates: a segment that cannot be
+    backfilled has none there); other dates are kept. A date whose snapshot a pipeline run
+    wrote is kept too: it holds what a backfill cannot rebuild
     (CLV, potential, value x potential, the segments that need them), so a backfill after
     ``segmentum run`` no longer empties those columns for the run's own date.
     """
@@ -264,6 +266,14 @@ def backfill(
     dates = [d for d in dates if d not in kept]
     if not dates:
         return BackfillReport("", [], 0, 0, kept=kept)
+    # The old snapshots of these dates go first, in one statement: deleted in each batch's
+    # own transaction, they cost a checkpoint a batch (on 10M lines in 24 batches, 38 s of a
+    # 154 s backfill). Each batch then only adds its rows.
+    wh.delete_where("customer_classes", "as_of", dates)
+    if segments:
+        from segmentum.segments.store import MEMBERS
+
+        wh.delete_where(MEMBERS, "as_of", dates)
     days = rollup.purchase_days(wh)  # brings the return links up to date too
     links = wh.table(_returns.LINKS)
     rules = load_rfm_rules(settings.rfm_rules) if settings.rfm_rules else RFM_RULES
