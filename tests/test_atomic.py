@@ -158,3 +158,12 @@ def test_replacing_a_date_keeps_every_other_row_on_every_engine(backend: Any) ->
         with pytest.raises(Exception):  # noqa: B017 - the engine's own conversion error
             wh.replace_where("snap", broken, "as_of", d1)
         assert rows() == before
+    # A backfill deletes the dates it replaces first, in one statement (DuckDB, PostgreSQL);
+    # Spark rewrites the table in replace_where instead and deletes nothing here.
+    deleted = wh.delete_where("snap", "as_of", [d1, d3])
+    assert deleted == (wh.engine in ("duckdb", "postgres"))
+    if deleted:
+        assert rows() == sorted(
+            [("a", d2, 6.0), ("b", d2, 8.0), ("c", d2, 5.0), nodate], key=lambda r: str(r)
+        )
+    assert not wh.delete_where("not_there", "as_of", [d1])
