@@ -533,6 +533,7 @@ def _copy_in_engine(
             wh.con.raw_sql(f"DROP VIEW {alias}.{_quote(name)}")
         for name in held - set(specs) - parts:  # a read model the warehouse no longer has
             wh.con.raw_sql(f"DROP TABLE {alias}.{_quote(name)}")
+        whole: dict[str, str | None] = {}  # copied whole, once the old copies are dropped
         for name, key in specs.items():
             keys = keyed.get(name)
             if name in split:
@@ -545,18 +546,25 @@ def _copy_in_engine(
                 else:
                     _copy_in_parts(wh, alias, name, str(key), dropping=name in held)
                 continue
-            if name in held and (
-                _sync_dates(wh, alias, name) or (reuse and _unchanged(wh, alias, name))
-            ):
-                carried.append(name)
-                continue
+            if name in held:
+                synced = _sync_dates(wh, alias, name)
+                if synced or (synced is None and reuse and _unchanged(wh, alias, name)):
+                    carried.append(name)
+                    continue
+                wh.con.raw_sql(f"DROP TABLE {alias}.{_quote(name)}")
+            whole[name] = key
+        if whole.keys() & held:
+            # The dropped copies' space is only used again after a checkpoint: written over
+            # them (CREATE OR REPLACE), the file kept both (1.17 GB -> 1.63 GB on 10M lines
+            # after a history backfill), and the next publish copies the file.
+            wh.con.raw_sql(f"CHECKPOINT {alias}")
+        for name, key in whole.items():
             # A table written sorted by its key is copied in its order, not sorted again.
             in_order = bool(key) and name in presorted
             order = f" ORDER BY {_quote(key)}" if key and not in_order else ""
             with wh.file_order() if in_order else contextlib.nullcontext():
                 wh.con.raw_sql(
-                    f"CREATE OR REPLACE TABLE {alias}.{_quote(name)} AS "
-                    f"SELECT * FROM {_quote(name)}{order}"
+                    f"CREATE TABLE {alias}.{_quote(name)} AS SELECT * FROM {_quote(name)}{order}"
                 )
         # The key indexes are built here, while the documents are still being written on the
         # other connection, not after waiting for them (publish's own pass then finds them).
@@ -684,15 +692,16 @@ def _unchanged(wh: Warehouse, alias: str, name: str) -> bool:
     return mine == theirs
 
 
-def _sync_dates(wh: Warehouse, alias: str, name: str) -> bool:
+def _sync_dates(wh: Warehouse, alias: str, name: str) -> bool | None:
     """Bring ``alias.name`` (the last generation's copy) to the warehouse's rows of ``name``
-    date by date: the dates whose runs or row counts differ are deleted and inserted again.
-    False when the table is not kept per date, or its columns changed (then it is copied
-    whole)."""
+    date by date: the dates whose runs or row counts differ are deleted and inserted again
+    (True). False, changing nothing, when that would delete and insert more rows than the
+    table holds (a history backfill replaces most dates: copying the table whole costs about
+    half as much). None when the table is not kept per date, or its columns changed."""
     if name not in DATED or not _columns_kept(wh, alias, name):
-        return False
+        return None
     if not {"as_of", "run_id"} <= {c for c, _ in _columns(wh, alias, name)}:  # an older table
-        return False
+        return None
     target, source = f"{alias}.{_quote(name)}", _quote(name)
 
     def dates(table: str) -> dict[Any, set[tuple[Any, int]]]:
@@ -703,15 +712,23 @@ def _sync_dates(wh: Warehouse, alias: str, name: str) -> bool:
             out.setdefault(as_of, set()).add((run_id, n))
         return out
 
+    def rows(held: dict[Any, set[tuple[Any, int]]], which: Iterable[Any]) -> int:
+        return sum(n for d in which for _, n in held[d])
+
     now, before = dates(source), dates(target)
     gone = [d for d in before if before[d] != now.get(d)]
     new = [d for d in now if now[d] != before.get(d)]
+    if rows(before, gone) + rows(now, new) > rows(now, now):
+        return False
     for batch, sql in (
-        (gone, f"DELETE FROM {target} WHERE as_of IS NOT DISTINCT FROM ?"),
-        (new, f"INSERT INTO {target} SELECT * FROM {source} WHERE as_of IS NOT DISTINCT FROM ?"),
+        (gone, f"DELETE FROM {target} WHERE "),
+        (new, f"INSERT INTO {target} SELECT * FROM {source} WHERE "),
     ):
-        for d in batch:
-            wh.run_sql(sql, [d])
+        if batch:  # one statement for all the dates (each a scan of the source)
+            days = [d for d in batch if d is not None]
+            marks = [f"as_of IN ({', '.join('?' for _ in days)})"] if days else []
+            cond = " OR ".join([*marks, *(["as_of IS NULL"] if None in batch else [])])
+            wh.run_sql(sql + cond, days)
     return True
 
 
