@@ -724,7 +724,7 @@ def _sync_dates(wh: Warehouse, alias: str, name: str) -> bool | None:
         (gone, f"DELETE FROM {target} WHERE "),
         (new, f"INSERT INTO {target} SELECT * FROM {source} WHERE "),
     ):
-        if batch:  # one statement for all the dates (each a scan of the source)
+        if batch:  # one statement for all the dates, not one a date (a scan of the source each)
             days = [d for d in batch if d is not None]
             marks = [f"as_of IN ({', '.join('?' for _ in days)})"] if days else []
             cond = " OR ".join([*marks, *(["as_of IS NULL"] if None in batch else [])])
