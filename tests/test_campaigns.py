@@ -42,6 +42,7 @@ from segmentum.campaigns.timing import (
 from segmentum.cli import main
 from segmentum.config import load_settings
 from segmentum.errors import InputError
+from segmentum.page_models import CAMPAIGN_PAGES, PLAN_EXAMPLES, build_page_models
 from segmentum.segments.reach import reach
 from segmentum.segments.store import Segments
 from segmentum.warehouse import Warehouse
@@ -457,6 +458,21 @@ def test_email_campaign_over_starttls_with_auth_reaches_only_consented_treatment
         assert x["why"] == reasons.text(c.tactic, row.reason_args, "en", cs.currency), x
         name = cust.loc[x["customer_id"]].first_name
         assert name in x["subject"] or name in x["body"], x
+    # Picked in the engine (the log is never read whole): the log's first members by
+    # scheduled time, the first in each recipient language before any second one.
+    ordered = log.sort_values(["scheduled_at", "key"], na_position="last", kind="stable")
+    ordered = ordered[ordered.status == "sent"]
+    first = ~ordered.language.fillna("en").duplicated()
+    picked = pd.concat([ordered[first], ordered[~first]]).head(7).index
+    wanted = ordered[ordered.index.isin(picked)].customer_id.tolist()
+    assert [x["customer_id"] for x in cs.dry_run(c, sample=7)["examples"]] == wanted
+    # The campaigns page keeps the sent plan with the published read models: the same dry
+    # run from there, without the sales or the customers (Spark's pages, a busy DuckDB file).
+    assert build_page_models(cwh, only=[CAMPAIGN_PAGES]) == [CAMPAIGN_PAGES]
+    for lang, sample in (("en", 5), ("es", 3), ("en", PLAN_EXAMPLES)):
+        stored = Campaigns(cwh, settings).published_dry_run(c.campaign_id, sample, lang)
+        assert stored == cs.dry_run(c, sample=sample, lang=lang), (lang, sample)
+    assert Campaigns(cwh, settings).published_dry_run(again_today.campaign_id) is None
 
 
 class RefusingInbox(Inbox):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import html
 import json
 import tempfile
 from collections.abc import Iterator
@@ -303,6 +304,7 @@ def test_spark_serves_lookups_and_pages_from_the_serving_store_without_spark_job
     dashboard's pages answer from it, and no request starts a Spark job."""
     import httpx
 
+    from segmentum.campaigns.core import Campaigns
     from segmentum.precompute import refresh_published
     from segmentum.service.app import create_app
     from segmentum.service.auth import SESSION_COOKIE, create_key, create_session
@@ -337,7 +339,21 @@ def test_spark_serves_lookups_and_pages_from_the_serving_store_without_spark_job
         for page in ("", "/migration", f"/customer?id={ids[0]}"):
             resp = http.get(f"{base}/dashboard{page}", cookies=signed_in)
             assert resp.status_code == 200 and "<html" in resp.text, page
+        # The sent campaign's plan (the dry run of the sends made) is published with it.
+        dry = http.post(f"{base}/v1/campaigns/vuelve-e2e/dry-run", headers=head).json()
+        page = http.get(f"{base}/dashboard/campaigns?c=vuelve-e2e&lang=es", cookies=signed_in)
     assert max(tracker.getJobIdsForGroup(None), default=-1) == jobs_before
+    cs = Campaigns(duck, settings)
+    want = cs.dry_run(cs.get("vuelve-e2e"), lang="en")
+    assert dry["logged"] and want["logged"] and dry["examples"]
+    assert [pd.Timestamp(x.pop("when")) for x in dry["examples"]] == [
+        pd.Timestamp(x.pop("when")) for x in want["examples"]
+    ]
+    assert dry == want
+    assert page.status_code == 200 and 'id="published-note"' not in page.text
+    audience = f"{want['audience']:,}".replace(",", ".")
+    assert f": {audience} clientes en la audiencia</h2>" in page.text
+    assert all(f">{html.escape(x['customer_id'])}</a>" in page.text for x in want["examples"])
 
 
 @pytest.mark.spark

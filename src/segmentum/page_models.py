@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import json
 from collections.abc import Callable, Collection
+from typing import Any
 
 import ibis
 import ibis.expr.types as ir
@@ -39,6 +41,8 @@ ACTIVITY = "customer_activity"
 DIRECTORY = "customer_directory"
 SNAPSHOT_KPIS = "snapshot_kpis"
 CAMPAIGN_PAGES = "campaign_pages"
+#: Members of a sent campaign its page shows (the dry run's examples there).
+PLAN_EXAMPLES = 10
 QUARANTINE_RECENT = "quarantine_recent"
 SENDS = "campaign_sends"  # segmentum.campaigns.sendlog.SENDS (its log of every message)
 #: Each customer's part of the snapshot KPIs (warehouse only: what a daily run updates).
@@ -155,9 +159,10 @@ def _pages(wh: Warehouse) -> bool:
 
 
 def _campaign_pages(wh: Warehouse) -> pa.Table | None:
-    """Each campaign's results as the campaigns page shows them (JSON of ``Results``)."""
-    import json
-
+    """Each campaign as the campaigns page shows it: its results (JSON of ``Results``) and,
+    once sent, its logged plan (JSON of :meth:`Campaigns.logged_plan`: the counts and the
+    page's examples), so the page can show a sent campaign without the warehouse (Spark, or
+    a DuckDB file a run holds)."""
     from segmentum.campaigns.core import Campaigns
     from segmentum.campaigns.measure import results
     from segmentum.config import load_settings
@@ -167,21 +172,47 @@ def _campaign_pages(wh: Warehouse) -> pa.Table | None:
     # lists no published results, and the publish goes on.
     unreadable = (SegmentumError, ValueError, KeyError, AttributeError, IbisError)
     try:
-        campaigns = Campaigns(wh, settings).list()
+        cs = Campaigns(wh, settings)
+        campaigns = cs.list()
     except unreadable:
         return None
+    plans: dict[str, dict[str, Any]] = {}
+    with contextlib.suppress(*unreadable):
+        plans = cs.logged_plans([c.campaign_id for c in campaigns], PLAN_EXAMPLES)
     rows = []
     for camp in campaigns:
-        try:
+        measured = None
+        with contextlib.suppress(*unreadable):
             r = results(wh, camp.campaign_id, settings, camp.cost_per_contact).to_dict()
-        except unreadable:
-            continue  # a campaign not measurable yet: the page shows it without results
-        rows.append({"campaign_id": camp.campaign_id, "results": json.dumps(r, default=str)})
+            measured = json.dumps(r, default=str)
+        logged = plans.get(camp.campaign_id)
+        plan = json.dumps(logged, default=str) if logged is not None else None
+        if measured is None and plan is None:
+            continue  # a campaign neither sent nor measurable yet: listed without either
+        rows.append({"campaign_id": camp.campaign_id, "results": measured or "{}", "plan": plan})
     if not rows:
         return None
-    return pa.Table.from_pylist(
-        rows, schema=pa.schema([("campaign_id", pa.string()), ("results", pa.string())])
+    schema = pa.schema(
+        [("campaign_id", pa.string()), ("results", pa.string()), ("plan", pa.string())]
     )
+    return pa.Table.from_pylist(rows, schema=schema)
+
+
+def published_plan(wh: Warehouse, campaign_id: str) -> dict[str, Any] | None:
+    """A sent campaign's logged plan as :func:`build_page_models` kept it (None: not sent, or
+    published before plans were kept), its times as datetimes again."""
+    if not wh.has(CAMPAIGN_PAGES) or "plan" not in wh.table(CAMPAIGN_PAGES).columns:
+        return None
+    t = wh.table(CAMPAIGN_PAGES)
+    got = t.filter(t.campaign_id == campaign_id).plan.to_pyarrow().to_pylist()
+    if not got or got[0] is None:
+        return None
+    plan: dict[str, Any] = json.loads(got[0])
+    for member in plan["members"]:
+        for k in ("scheduled_at", "sent_at"):
+            if isinstance(member.get(k), str):
+                member[k] = _dt.datetime.fromisoformat(member[k])
+    return plan
 
 
 def page_keys(wh: Warehouse, changed: ir.Table, since: _dt.date) -> ir.Table:

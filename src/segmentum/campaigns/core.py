@@ -375,25 +375,138 @@ class Campaigns:
         done so far (``sent``, ``failed``; ``no_consent`` where consent was withdrawn before
         the send; the others as planned), not a new plan on today's data: the examples are
         logged members, with the reason logged for each (only their first name is read now,
-        as a send reads it)."""
-        logged = self.log(c)
-        if len(logged):
-            done = logged.status.map({"sent": "sent", "failed": "failed"})
-            withdrawn = (logged.status == "not_sent") & logged.outcome.isin(["scheduled", "file"])
-            done = done.where(~withdrawn, "no_consent")
-            logged = logged.assign(outcome=done.where(done.notna(), logged.outcome))
-            df = logged.sort_values(["scheduled_at", "key"], na_position="last", kind="stable")
-            df = df.reset_index(drop=True)
-        else:
-            df = self.plan(c, now=now)
+        as a send reads it): :meth:`logged_plan`."""
+        logged = self.logged_plan(c, sample)
+        if logged is not None:
+            return self.present(c, logged, lang)
+        df = self.plan(c, now=now)
         picked = _one_per_language(df[df.outcome.isin(["scheduled", "file", "sent"])], sample)
-        if len(logged):
-            names = self._first_names([r["customer_id"] for r in picked])
-            for r in picked:
-                r["first_name"] = names.get(str(r["customer_id"]))
+        plan = {
+            "audience": len(df),
+            # Drawn at random; those of them who would have been messaged have the outcome
+            # "control" (the others, why not), and only those are compared.
+            "control_group": int((df.group == "control").sum()),
+            "outcomes": {str(k): int(v) for k, v in df.outcome.value_counts().items()},
+            "members": picked,
+            "logged": False,
+        }
+        return self.present(c, plan, lang)
+
+    def logged_plan(self, c: Campaign, sample: int = 5) -> dict[str, Any] | None:
+        """A sent campaign's plan as its log holds it (None before the first send): the
+        audience, the control group drawn, the members by outcome as done so far, and up to
+        ``sample`` members to show (in the log's order, the first of each recipient language
+        before any second one), each with the first name read now. Counted in the engine: the
+        log of a large campaign is never read whole. JSON-ready, so the campaigns page can
+        keep it with the published read models (:func:`segmentum.page_models.build_page_models`)
+        and show it without the warehouse (:meth:`present`)."""
+        return self.logged_plans([c.campaign_id], sample).get(c.campaign_id)
+
+    def logged_plans(self, ids: builtins.list[str], sample: int) -> dict[str, dict[str, Any]]:
+        """:meth:`logged_plan` of each campaign of ``ids`` that was sent, in three queries
+        whatever their number (on Spark each query is a job)."""
+        if not ids or not self.wh.has(SENDS):
+            return {}
+        s = self.wh.table(SENDS)
+        s = s.filter(s.campaign_id.isin(ids))
+        # What each message's send did so far; a withdrawn consent stops a planned message.
+        s = s.mutate(
+            outcome=ibis.cases(
+                (s.status == "sent", "sent"),
+                (s.status == "failed", "failed"),
+                (
+                    (s.status == "not_sent") & s.outcome.isin(["scheduled", "file"]),
+                    "no_consent",
+                ),
+                else_=s.outcome,
+            )
+        )
+        counts = (
+            s.group_by(["campaign_id", "outcome"])
+            .aggregate(n=s.count(), control=(s["group"] == "control").cast("int64").sum())
+            .to_pyarrow()
+            .to_pylist()
+        )
+        if not counts:
+            return {}
+        counts.sort(key=lambda r: (-int(r["n"]), str(r["outcome"])))
+        shown = s.filter(s.outcome.isin(["scheduled", "file", "sent"]))
+        order = [ibis.asc(shown.scheduled_at, nulls_first=False), shown.key]
+        lang = shown.language.fill_null("en")
+        first = ibis.window(group_by=[shown.campaign_id, lang], order_by=order)
+        shown = shown.mutate(_later=ibis.row_number().over(first) > 0)
+        order = [shown._later, ibis.asc(shown.scheduled_at, nulls_first=False), shown.key]
+        pick = ibis.window(group_by=shown.campaign_id, order_by=order)
+        shown = shown.mutate(_pick=ibis.row_number().over(pick))
+        keep = ["campaign_id", "customer_id", "outcome", "status", "scheduled_at", "sent_at"]
+        keep += ["reason", "reason_args", "language", "rfm_segment", "recommendation", "key"]
+        picked = (
+            shown.filter(shown._pick < sample)
+            .select(*[k for k in keep if k in shown.columns])
+            .to_pyarrow()
+            .to_pylist()
+        )
+        # Shown in the log's order (scheduled time, missing last; then the key).
+        picked.sort(key=lambda r: (r["scheduled_at"] is None, r["scheduled_at"] or 0, r["key"]))
+        names = self._first_names([r["customer_id"] for r in picked])
+        plans: dict[str, dict[str, Any]] = {}
+        for r in counts:
+            plan = plans.setdefault(
+                str(r["campaign_id"]),
+                {
+                    "audience": 0,
+                    "control_group": 0,
+                    "outcomes": {},
+                    "members": [],
+                    "logged": True,
+                    # Kept with the plan: where it is shown again, the sales it was read from
+                    # may not be there to say what currency amounts are in.
+                    "currency": self.currency,
+                },
+            )
+            plan["audience"] += int(r["n"])
+            plan["control_group"] += int(r["control"] or 0)
+            plan["outcomes"][str(r["outcome"])] = int(r["n"])
+        for r in picked:
+            r["first_name"] = names.get(str(r["customer_id"]))
+            plans[str(r.pop("campaign_id"))]["members"].append(r)
+        return plans
+
+    def published_dry_run(
+        self, key: str, sample: int = 5, lang: str | None = None
+    ) -> dict[str, Any] | None:
+        """:meth:`dry_run` of a sent campaign from the read models published with it, on a
+        serving store (None when it holds no plan for it: not sent, or not published)."""
+        from segmentum.page_models import published_plan
+
+        try:
+            c = self.get(key)
+        except InputError:
+            return None
+        plan = published_plan(self.wh, c.campaign_id)
+        if plan is None:
+            return None
+        members = plan["members"]
+        first: set[str] = set()
+        firsts = []
+        for i, r in enumerate(members):
+            if (r.get("language") or "en") not in first:
+                first.add(r.get("language") or "en")
+                firsts.append(i)
+        shown = set((firsts + [i for i in range(len(members)) if i not in firsts])[:sample])
+        # The page keeps more members than a dry run shows: the same pick among them.
+        plan["members"] = [r for i, r in enumerate(members) if i in shown]
+        return self.present(c, plan, lang)
+
+    def present(self, c: Campaign, plan: Mapping[str, Any], lang: str | None) -> dict[str, Any]:
+        """A plan (:meth:`logged_plan`, or today's for a campaign not sent yet) as
+        :meth:`dry_run` returns it: its members rendered as examples, each message in its
+        recipient's language, why each is in the audience in ``lang`` (else as logged)."""
+        if "currency" in plan and not self._currency:
+            self._currency.append(plan["currency"])
         tpl = c.template_data
         examples = []
-        for r in picked:
+        for r in plan["members"]:
             recipient = r.get("language") or "en"
             extra: dict[str, Any] = {}
             if c.channel == "sms":
@@ -413,16 +526,13 @@ class Campaigns:
                     **extra,
                 }
             )
-        plan = logged if len(logged) else df
         return {
             "campaign": c.name,
-            "audience": len(plan),
-            # Drawn at random; those of them who would have been messaged have the outcome
-            # "control" (the others, why not), and only those are compared.
-            "control_group": int((plan.group == "control").sum()),
-            "outcomes": plan.outcome.value_counts().to_dict(),
+            "audience": int(plan["audience"]),
+            "control_group": int(plan["control_group"]),
+            "outcomes": dict(plan["outcomes"]),
             "examples": examples,
-            "logged": bool(len(logged)),  # the plan of the sends made, not a new one
+            "logged": bool(plan["logged"]),  # the plan of the sends made, not a new one
         }
 
     def _first_names(self, ids: builtins.list[Any]) -> dict[str, Any]:

@@ -429,6 +429,16 @@ def create_app(
             cs = Campaigns(svc.wh, settings)
             return cs.dry_run(cs.get(campaign), lang="es" if spanish else "en")
 
+        if svc.batch_engine and svc.serving is not None:
+            # Spark: a sent campaign's plan as published (a job per request takes seconds).
+            svc.publish_own_changes()
+            stored = svc.serving.read(
+                lambda wh: Campaigns(wh, settings).published_dry_run(
+                    campaign, lang="es" if spanish else "en"
+                )
+            )
+            if stored is not None:
+                return stored
         return svc.locked(run)
 
     @app.post("/v1/campaigns/{campaign}/send", tags=["campaigns"])

@@ -28,9 +28,11 @@ from segmentum.page_models import (
     CAMPAIGN_PAGES,
     DIRECTORY,
     INVOICES,
+    PLAN_EXAMPLES,
     QUARANTINE_RECENT,
     SNAPSHOT_KPIS,
     campaign_names,
+    published_plan,
     sent_activity,
 )
 from segmentum.service.auth import Session
@@ -680,7 +682,9 @@ def mount(
         page = page_or_login(request)
         if not isinstance(page, Page):
             return page
-        if c and svc.batch_engine:  # Spark: the chosen campaign's dry run is a job (seconds)
+        if c and svc.batch_engine and not _published_campaign(svc, c):
+            # Spark: a plan for a campaign not sent yet is a job (seconds); a sent one's plan
+            # and an imported one's results are published.
             ctx, published = svc.locked(lambda: _campaigns(page, svc, c)), None
         else:
             ctx, published = svc.fresh_or_published(lambda: _campaigns(page, svc, c))
@@ -1680,13 +1684,19 @@ def _campaigns(page: Page, svc: Any, selected: str) -> dict[str, Any]:
                     "results": _results_rows(page, measured(camp), svc.settings),
                 }
                 return ctx
-            if published:  # a dry run needs the warehouse: its results meanwhile
-                ctx["plan_error"] = user_error(page, _busy_now(page))
-                ctx["results"] = _results_rows(page, measured(camp), svc.settings)
-                return ctx
-            if camp.channel == "sms":
-                ctx["sms"] = _sms_receipts(page, cs, camp)
-            plan = cs.dry_run(camp, sample=10, lang=page.lang)
+            if published:
+                # A sent campaign's plan is published with it; a new plan needs the warehouse
+                # (its results meanwhile).
+                stored = published_plan(svc.wh, camp.campaign_id)
+                if stored is None:
+                    ctx["plan_error"] = user_error(page, _busy_now(page))
+                    ctx["results"] = _results_rows(page, measured(camp), svc.settings)
+                    return ctx
+                plan = cs.present(camp, stored, page.lang)
+            else:
+                if camp.channel == "sms":
+                    ctx["sms"] = _sms_receipts(page, cs, camp)
+                plan = cs.dry_run(camp, sample=PLAN_EXAMPLES, lang=page.lang)
             ctx["plan"] = {
                 "id": camp.campaign_id,
                 "name": plan["campaign"],
@@ -1727,6 +1737,25 @@ def _campaigns(page: Page, svc: Any, selected: str) -> dict[str, Any]:
         except SegmentumError as exc:
             ctx["plan_error"] = user_error(page, exc)
     return ctx
+
+
+def _published_campaign(svc: Any, key: str) -> bool:
+    """Whether the serving store can show campaign ``key`` as the warehouse would: one sent
+    (its logged plan published) or imported (results only)."""
+    from segmentum.campaigns.core import IMPORTED, Campaigns
+
+    store = svc.serving
+    if store is None or not store.published or not store.has(CAMPAIGN_PAGES):
+        return False
+
+    def answers(wh: Any) -> bool:
+        try:
+            camp = Campaigns(wh, svc.settings).get(key)
+        except SegmentumError:
+            return False
+        return camp.tactic == IMPORTED or published_plan(wh, camp.campaign_id) is not None
+
+    return bool(store.read(answers))
 
 
 def _sms_receipts(page: Page, cs: Any, camp: Any) -> dict[str, Any]:
