@@ -773,3 +773,34 @@ def test_a_table_synced_by_key_is_kept_in_parts_that_read_as_the_warehouse(
     out = publish(wh, target, specs, run_id="other", keyed={"customer_invoices": None})
     assert out.carried == [] and parts()["recent"] == 0
     wh.close()
+
+
+def test_a_table_kept_in_parts_copied_whole_again_leaves_no_old_copy_in_the_file(
+    tmp_path: Path,
+) -> None:
+    """A table kept in parts is copied whole again when recent outgrows its share (about
+    weekly) or a run follows another: the new generation starts as a copy of the last file,
+    and its old parts' space must be freed before the new ones are written, or the file
+    holds both (30 MB -> 60 MB here)."""
+    wh = segmentum.connect(f"duckdb:///{tmp_path / 'w.duckdb'}")
+    target = serving_path(wh.url)
+    assert target is not None
+    specs: dict[str, str | None] = {"customer_invoices": "customer_id"}
+    wh.write(
+        "customer_invoices",
+        wh.con.sql(
+            "select 'C' || (range // 3)::varchar as customer_id, range as invoice, "
+            "range * 1.5 as amount, 'x' || range::varchar as note from range(400000)"
+        ),
+    )
+    sizes = []
+    for run in range(3):
+        out = publish(wh, target, specs, run_id=f"r{run}", keyed={"customer_invoices": None})
+        assert out.carried == []
+        sizes.append(Path(target).stat().st_size)
+    assert max(sizes) <= 1.1 * sizes[0], sizes
+    cur = ServingStore(target).cursor()
+    assert cur is not None
+    want = wh.con.con.execute("select sum(invoice), count(*) from customer_invoices").fetchall()
+    assert cur.execute("select sum(invoice), count(*) from customer_invoices").fetchall() == want
+    wh.close()

@@ -534,6 +534,7 @@ def _copy_in_engine(
         for name in held - set(specs) - parts:  # a read model the warehouse no longer has
             wh.con.raw_sql(f"DROP TABLE {alias}.{_quote(name)}")
         whole: dict[str, str | None] = {}  # copied whole, once the old copies are dropped
+        in_parts_whole: dict[str, str] = {}  # the same for tables kept in parts
         for name, key in specs.items():
             keys = keyed.get(name)
             if name in split:
@@ -544,7 +545,12 @@ def _copy_in_engine(
                 ):
                     carried.append(name)
                 else:
-                    _copy_in_parts(wh, alias, name, str(key), dropping=name in held)
+                    # Copied whole below, in new parts: the old ones go first (see there).
+                    kind = "VIEW" if name in views else "TABLE"
+                    wh.con.raw_sql(f"DROP {kind} IF EXISTS {alias}.{_quote(name)}")
+                    for p in _PARTS:
+                        wh.con.raw_sql(f"DROP TABLE IF EXISTS {alias}.{_quote(_part(name, p))}")
+                    in_parts_whole[name] = str(key)
                 continue
             if name in held:
                 synced = _sync_dates(wh, alias, name)
@@ -553,11 +559,14 @@ def _copy_in_engine(
                     continue
                 wh.con.raw_sql(f"DROP TABLE {alias}.{_quote(name)}")
             whole[name] = key
-        if whole.keys() & held:
+        if whole.keys() & held or {_part(n, "base") for n in in_parts_whole} & held:
             # The dropped copies' space is only used again after a checkpoint: written over
             # them (CREATE OR REPLACE), the file kept both (1.17 GB -> 1.63 GB on 10M lines
-            # after a history backfill), and the next publish copies the file.
+            # after a history backfill; a table kept in parts, copied whole again about once
+            # a week, doubled its space), and the next publish copies the file.
             wh.con.raw_sql(f"CHECKPOINT {alias}")
+        for name, key in in_parts_whole.items():
+            _copy_in_parts(wh, alias, name, key)
         for name, key in whole.items():
             # A table written sorted by its key is copied in its order, not sorted again.
             in_order = bool(key) and name in presorted
@@ -582,21 +591,19 @@ def _part(name: str, part: str) -> str:
     return f"{name}__{part}"
 
 
-def _copy_in_parts(wh: Warehouse, alias: str, name: str, key: str, *, dropping: bool) -> None:
+def _copy_in_parts(wh: Warehouse, alias: str, name: str, key: str) -> None:
     """Copy ``name`` whole into ``alias`` as its parts: base sorted by ``key``, recent and keys
-    empty, and the view of its name over them (``dropping``: the generation holds it as a
-    table, from an older publish, which goes)."""
+    empty, and the view of its name over them (none of them there yet)."""
     base, recent, keys = (f"{alias}.{_quote(_part(name, p))}" for p in _PARTS)
     b, r, ks = (_quote(_part(name, p)) for p in _PARTS)
     k = _quote(key)
     src = _quote(name)
-    wh.con.raw_sql(f"DROP {'TABLE' if dropping else 'VIEW'} IF EXISTS {alias}.{src}")
-    wh.con.raw_sql(f"CREATE OR REPLACE TABLE {base} AS SELECT * FROM {src} ORDER BY {k}")
-    wh.con.raw_sql(f"CREATE OR REPLACE TABLE {recent} AS SELECT * FROM {src} LIMIT 0")
-    wh.con.raw_sql(f"CREATE OR REPLACE TABLE {keys} AS SELECT {k} FROM {src} LIMIT 0")
+    wh.con.raw_sql(f"CREATE TABLE {base} AS SELECT * FROM {src} ORDER BY {k}")
+    wh.con.raw_sql(f"CREATE TABLE {recent} AS SELECT * FROM {src} LIMIT 0")
+    wh.con.raw_sql(f"CREATE TABLE {keys} AS SELECT {k} FROM {src} LIMIT 0")
     # Unqualified: a view reads the tables of its own database (the file, once renamed).
     wh.con.raw_sql(
-        f"CREATE OR REPLACE VIEW {alias}.{src} AS SELECT * FROM {b} AS b WHERE NOT EXISTS "
+        f"CREATE VIEW {alias}.{src} AS SELECT * FROM {b} AS b WHERE NOT EXISTS "
         f"(SELECT 1 FROM {ks} AS c WHERE c.{k} = b.{k}) UNION ALL SELECT * FROM {r}"
     )
 
