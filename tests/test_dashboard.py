@@ -14,6 +14,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from segmentum.config import load_settings
 from segmentum.report import build_report
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -175,6 +176,25 @@ def test_overview_charts_fit_their_cards_on_first_load(
     if width == 390:
         assert page.evaluate("document.documentElement.scrollWidth") <= 392
         t.shot("en-overview-390px")
+
+
+def test_pages_with_wide_tables_fit_a_phone(tab: Any, server: dict[str, Any]) -> None:
+    """At 390 px the explorer's tests table and decision tree, the satisfaction page's row of
+    tabs and the keys table's hidden header made the page 667-732 px wide: they now scroll
+    in their own box or wrap, and the page does not."""
+    from segmentum.segments.store import Segments
+
+    [seg, *_] = Segments(server["wh"], load_settings(env={})).list()
+    t = tab("es", 390)
+    page = t.sign_in(server, "admin")
+    for path in (f"/dashboard/explorer?segment={seg.name}", "/dashboard/satisfaction"):
+        page.goto(server["url"] + path)
+        for details in page.locator("main details").all():
+            details.evaluate("d => { d.open = true; }")
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 392, (path, width)
+    page.goto(server["url"] + "/dashboard/keys")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 392
 
 
 def test_axis_labels_are_drawn_inside_their_chart(tab: Any, server: dict[str, Any]) -> None:

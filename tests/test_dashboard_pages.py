@@ -470,6 +470,35 @@ def test_the_customer_timeline_shows_what_segmentum_sent_at_once_and_after_a_pub
         assert "Campaign Vuelve pronto" in en and " 1 lines" not in en, en
         held = timeline(base, control, "es")
         assert "Campaña Vuelve pronto" in held and "grupo de control" in held, held
+        # The file the send wrote on the server, downloaded from the campaign's page.
+        from segmentum.service.auth import create_key
+
+        reader = create_session(
+            app.state.svc.sessions, create_key(app.state.svc.state, "f", ["read"])
+        )
+        assert reader is not None
+        jar = {SESSION_COOKIE: reader.sid}
+        shown = http.get(
+            f"{base}/dashboard/campaigns", params={"c": camp.campaign_id, "lang": "es"}, cookies=jar
+        ).text
+        link = f"/dashboard/campaigns/{camp.campaign_id}/file.csv"
+        assert f'href="{link}"' in shown and "Descargar el archivo (CSV)" in shown
+        got = http.get(base + link, cookies=jar)
+        assert got.status_code == 200 and got.headers["content-type"].startswith("text/csv")
+        import io
+
+        import pandas as pd
+
+        written = pd.read_csv(tmp_path / "out" / f"{camp.campaign_id}.csv")
+        downloaded = pd.read_csv(io.StringIO(got.text))
+        assert list(downloaded.columns) == list(written.columns)
+        assert (
+            sorted(downloaded.customer_id)
+            == sorted(written.customer_id)
+            == sorted(log[log.outcome == "file"].customer_id)
+        )
+        nothing = http.get(f"{base}/dashboard/campaigns/WINBACK-2025-10/file.csv", cookies=jar)
+        assert nothing.status_code == 404 and "no tiene archivo" in nothing.text  # as chosen
         # The next publish (a run's last step) carries them; a run then holds the warehouse.
         with segmentum.connect(f"duckdb:///{db}") as wh:
             publish_read_models(wh, settings)
@@ -624,14 +653,17 @@ def test_saving_a_segment_and_creating_a_campaign_refuse_in_the_pages_language(
         r = http.post(save, json={"name": name, "rule": "monetary > 1"}, cookies=jar, headers=head)
         assert r.status_code == 422
         said.append(r.json())
-    assert said[0]["detail"] == "'' no puede ser el nombre de un segmento", said[0]
-    assert said[1]["hint"].startswith("usa letras, dígitos y _"), said[1]
+    assert said[0]["detail"] == "escribe un nombre para el segmento", said[0]
+    assert said[1]["hint"].startswith("usa letras sin tilde ni ñ, dígitos y _"), said[1]
     ok = http.post(save, json={"name": "dup_es", "rule": "monetary > 1"}, cookies=jar, headers=head)
     assert ok.status_code == 201
     again = http.post(
         save, json={"name": "dup_es", "rule": "monetary > 1"}, cookies=jar, headers=head
     )
     assert again.json()["detail"] == "ya existe un segmento llamado 'dup_es'", again.json()
+    # The hint names the page's own list, not the command line's `segment edit`.
+    assert again.json()["hint"].startswith("Elige otro nombre"), again.json()
+    assert "segmentum" not in again.json()["hint"]
     gone = http.post(save, json={"name": "x", "rule": "monetary > 1"}, cookies={}, headers=head)
     assert gone.status_code == 401 and "vuelve a entrar" in gone.json()["detail"]
     form = {
@@ -650,8 +682,10 @@ def test_saving_a_segment_and_creating_a_campaign_refuse_in_the_pages_language(
     text = _text(r.text)
     assert r.status_code == 422 and "Elige el segmento al que va la campaña" in text, text
     assert "--target" not in text
-    r = http.post(create, data={**form, "target": "dup_es"}, cookies=jar)
+    r = http.post(create, data={**form, "target": "dup_es", "control_share": "20"}, cookies=jar)
     text = " ".join(_text(r.text).split())
+    # What was typed stays in the form, the control group's share too (it went back to 10).
+    assert re.search(r'id="campaign-control"[^>]*value="20"', r.text), r.text
     assert r.status_code == 422 and "la plantilla «Cuerpo (español)» no es válida" in text, text
     assert "body.es" not in text and "revisa las marcas" in text, text
     import segmentum
@@ -702,3 +736,80 @@ def test_a_segments_profile_says_what_its_share_is_of(
     text = " ".join(_text(r.text).split())
     assert r.status_code == 200
     assert re.search(r"[\d.]+ de los [\d.]+ clientes analizados \(\d+,\d\s%\)", text), text
+
+
+def test_customer_search_ignores_accents_and_says_how_many_matched(
+    server: dict[str, Any], signed_in: Callable[..., tuple[dict[str, str], str]]
+) -> None:
+    """A marketer types names without accents ("garcia" for García) and sees how many
+    customers matched when the page lists only the first ones."""
+    import unicodedata
+
+    def plain(text: str) -> str:
+        return unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+
+    c = server["wh"].table("customers")
+    counts = c.group_by("last_name").aggregate(n=c.count()).order_by(ibis.desc("n"))
+    name, n = next(
+        (r["last_name"], int(r["n"]))
+        for r in counts.to_pyarrow().to_pylist()
+        if r["last_name"] and plain(r["last_name"]) != r["last_name"]
+    )
+    cookies, _ = signed_in()
+    html = http.get(
+        server["url"] + "/dashboard/customer",
+        params={"q": plain(name).lower(), "lang": "es"},
+        cookies=cookies,
+    ).text
+    assert 'id="not-found"' not in html
+    listed = re.findall(r'<li><a href="/dashboard/customer\?q=', html)
+    assert len(listed) == min(n, 25) or (n > 25 and len(listed) == 25), (name, n, len(listed))
+    assert html.count(name) >= len(listed)  # shown as written, accents and all
+    if n > 25:
+        said = re.search(r'id="matches-count">([^<]*)<', html)
+        assert said is not None and "25" in said.group(1), html[:2000]
+        shown, total = (int(x.replace(".", "")) for x in re.findall(r"\d[\d.]*", said.group(1)))
+        assert shown == 25 and total >= n, said.group(1)
+
+
+def test_migration_states_in_order_and_a_reversed_range_said_with_the_forms_labels(
+    server: dict[str, Any], signed_in: Callable[..., tuple[dict[str, str], str]]
+) -> None:
+    """Value tiers read best to worst (alto, medio, bajo), not in the alphabet of their codes;
+    dates the wrong way round are said with the form's labels, not --from/--to."""
+    dates = snapshot_dates(server["wh"])
+    assert len(dates) >= 2
+    jar, _ = signed_in()
+    url = server["url"] + "/dashboard/migration"
+    html = http.get(url, params={"by": "value_tier", "lang": "es"}, cookies=jar).text
+    rows = re.findall(r"<tr><t[hd][^>]*>(alto|medio|bajo)<", html)
+    assert rows and rows == sorted(rows, key=["alto", "medio", "bajo"].index), rows
+    if 'id="alerts"' in html:  # a high-value customer gone to medium lost a tier
+        alerts = html.split('id="alerts"', 1)[1].split("</article>", 1)[0]
+        assert "Clientes de valor alto que bajaron de nivel" in alerts
+        assert '<td><a href="/dashboard/customer?q=' in alerts
+    back = {"date_from": str(dates[-1]), "date_to": str(dates[0]), "lang": "es"}
+    text = " ".join(_text(http.get(url, params=back, cookies=jar).text).split())
+    assert "«Hasta» debe ser una fecha posterior a «Desde»" in text, text
+    assert "--to" not in text and "--from" not in text
+
+
+def test_a_rules_error_on_the_explorer_points_under_the_place_at_fault(
+    server: dict[str, Any], signed_in: Callable[..., tuple[dict[str, str], str]]
+) -> None:
+    """The caret sat on the rule's own line (the message's lines were run together): the rule
+    and the caret are kept as lines, the caret under the comma of 1000,5, with the hint."""
+    import html as html_
+
+    jar, _ = signed_in()
+    page = http.get(
+        server["url"] + "/dashboard/explorer",
+        params={"rule": "monetary > 1000,5", "lang": "es"},
+        cookies=jar,
+    ).text
+    box = page.split('id="error"', 1)[1].split("</div>", 1)[0]
+    caret = re.search(r'<pre class="caret">(.*?)</pre>', box, re.S)
+    assert caret is not None, box
+    rule, mark = html_.unescape(caret.group(1)).split("\n")[:2]
+    assert rule.strip() == "monetary > 1000,5" and mark.index("^") == rule.index(",")
+    assert "las reglas escriben los decimales con punto, p. ej. 1000.5" in box

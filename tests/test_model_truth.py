@@ -488,3 +488,15 @@ def test_a_segments_description_names_its_columns_in_words_and_writes_numbers_in
     assert "Días desde la última compra" in es and "parte del gasto en shoes" in es, es
     assert re.search(r"\d\.\d{3},\d", es) and re.search(r"\d{1,2},\d\xa0%", es), es
     assert re.search(r"\d,\d{3}\.\d", en) and re.search(r"\(\d{1,2}\.\d%\)", en), en
+    # A spend-mix column is named by its category as the data writes it (the column's name
+    # lost the accents: "compran moviles").
+    found = profile_segments(
+        df,
+        "seg",
+        ["recency_days", "mix_shoes"],
+        ["gender"],
+        categories={"mix_shoes": "Moda > Niño"},
+    )
+    [p] = [p for p in found.segments if p.segment == "in"]
+    assert "parte del gasto en Moda > Niño" in p.description_es, p.description_es
+    assert "compran niño" in p.name_es.lower() and "buy niño" in p.name_en.lower(), p.name_es

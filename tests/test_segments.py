@@ -13,7 +13,7 @@ import pytest
 from sklearn.metrics import adjusted_rand_score
 
 import segmentum
-from segmentum import demo, pipeline
+from segmentum import demo, i18n, pipeline
 from segmentum.cli import main
 from segmentum.config import load_settings
 from segmentum.errors import InputError
@@ -90,6 +90,18 @@ def test_syntax_errors_point_at_the_position(rule: str, pos: int, fragment: str)
     assert e.value.pos == pos
     assert fragment in str(e.value)
     assert "^" in str(e.value).splitlines()[-1]
+
+
+def test_a_decimal_comma_is_pointed_at_with_the_number_as_a_rule_writes_it() -> None:
+    """Spanish writes 1000,5: the rule's error says how rules write it, in both languages."""
+    with pytest.raises(R.RuleError) as e:
+        R.parse("monetary > 1000,5 and frequency > 1")
+    assert e.value.pos == 15 and e.value.hint == "rules write decimals with a point, e.g. 1000.5"
+    said = i18n.translate_message("es", e.value.hint)
+    assert said == "las reglas escriben los decimales con punto, p. ej. 1000.5"
+    with pytest.raises(R.RuleError) as e:
+        R.parse("frequency > 2 , 3")
+    assert e.value.hint is None
 
 
 def test_unknown_columns_cycles_and_type_mismatches_are_caught_before_running(

@@ -527,6 +527,10 @@ MESSAGES: tuple[tuple[str, tuple[str, str]], ...] = (
     (rf"unexpected character {_Q}", N_("rule", "unexpected character %(1)s")),
     (r"this text is never closed", N_("rule", "this text is never closed")),
     (r"the rule is empty", N_("rule", "the rule is empty")),
+    (
+        r"rules write decimals with a point, e\.g\. (\S+)",
+        N_("rule", "rules write decimals with a point, e.g. %(1)s"),
+    ),
     (r"this number is too large", N_("rule", "this number is too large")),
     (rf"unknown function {_Q}", N_("rule", "unknown function %(1)s")),
     (r"'(.+?)' needs a (\w+), got a (\w+)", N_("rule", "'%(1)s' needs a %(2)s, got a %(3)s")),

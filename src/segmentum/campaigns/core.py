@@ -812,6 +812,36 @@ class Campaigns:
         todo = s.filter((s.campaign_id == c.campaign_id) & (s.outcome == "file"))
         if not int(todo.filter(todo.status == "pending").count().to_pyarrow().as_py()):
             return [], 0
+        df = self.file_rows(c, None, now).order_by("key").to_pandas()
+        paths = ch.write_files(
+            df,
+            out_dir or Path("campaign-files"),
+            c.campaign_id,
+            self.settings,
+            ("csv", "parquet", "json"),
+        )
+        from segmentum import privacy
+
+        privacy.record_export(
+            self.wh,
+            paths,
+            source=f"campaign {c.campaign_id}",
+            customer_ids=df.customer_id.tolist(),
+            personal_data=self.settings.export_personal_data,
+            at=now,
+        )
+        return [str(p) for p in paths], slog.publish(["file"], now, None)
+
+    def file_rows(
+        self, c: Campaign, status: str | None = None, now: _dt.datetime | None = None
+    ) -> ir.Table:
+        """The rows of a file campaign's file: its members to message (those with ``status``
+        when given: ``sent``, as the dashboard downloads the file after the send), with their
+        contacts where ``export_personal_data`` and consent allow."""
+        s = self.wh.table(SENDS)
+        todo = s.filter((s.campaign_id == c.campaign_id) & (s.outcome == "file"))
+        if status is not None:
+            todo = todo.filter(todo.status == status)
         cols = [
             x
             for x in todo.columns
@@ -831,25 +861,7 @@ class Campaigns:
         if self.settings.export_personal_data and self.wh.has("customers"):
             people = allowed_contacts(self.wh, todo, self.settings, ch.PERSONAL, now)
             todo = todo.left_join(people, "customer_id").drop("customer_id_right")
-        df = todo.order_by("key").to_pandas()
-        paths = ch.write_files(
-            df,
-            out_dir or Path("campaign-files"),
-            c.campaign_id,
-            self.settings,
-            ("csv", "parquet", "json"),
-        )
-        from segmentum import privacy
-
-        privacy.record_export(
-            self.wh,
-            paths,
-            source=f"campaign {c.campaign_id}",
-            customer_ids=df.customer_id.tolist(),
-            personal_data=self.settings.export_personal_data,
-            at=now,
-        )
-        return [str(p) for p in paths], slog.publish(["file"], now, None)
+        return todo
 
     def log(self, c: Campaign) -> pd.DataFrame:
         if not self.wh.has(SENDS):

@@ -18,7 +18,7 @@ import ibis
 import ibis.expr.types as ir
 import pyarrow as pa
 
-from segmentum.features.customer import category_mix
+from segmentum.features.customer import category_mix, mix_column
 from segmentum.ingest.returns import links as return_links
 from segmentum.models.cluster import (
     DEFAULT_NUMERIC,
@@ -172,6 +172,7 @@ def discover(
         [c for c in [*PROFILE_NUMERIC, *mix_cols] if c in labelled.columns],
         [c for c in PROFILE_CATEGORICAL if c in labelled.columns],
         seed=seed,
+        categories={mix_column(c): c for c in cats},
     )
     names = {int(p.segment): p for p in profiles.segments}
     stability = result.stability_ari

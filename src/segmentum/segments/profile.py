@@ -20,7 +20,7 @@ when a stability score (bootstrap adjusted Rand index, from the clustering) is b
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -124,7 +124,7 @@ VALUE_WORDS = {
     "morning": ("in the morning", "por la mañana"),
     "afternoon": ("after lunch", "a mediodía"),
     "evening": ("in the evening", "por la tarde"),
-    "late": ("late", "por la noche"),
+    "late": ("late in the evening", "por la noche"),
     "female": ("women", "mujeres"),
     "male": ("men", "hombres"),
     "mobile": ("mobile", "móvil"),
@@ -141,12 +141,15 @@ CATEGORY_LABELS = {
 }
 
 
-def _term(feature: str, z: float) -> tuple[str, str] | None:
+def _term(feature: str, z: float, categories: Mapping[str, str]) -> tuple[str, str] | None:
     if feature in VOCABULARY:
         term = VOCABULARY[feature][0 if z > 0 else 1]
         return term if term[0] else None
     if feature.startswith("mix_") and z > 0:
-        label = feature[4:].split("_")[-1]
+        # The category as the data writes it ("Tecnología > Móviles": móviles), else the
+        # column's name ("mix_tecnologia_moviles": moviles).
+        written = categories.get(feature)
+        label = written.split(">")[-1].strip().lower() if written else feature[4:].split("_")[-1]
         return (f"buy {label}", f"compran {label}")
     return None
 
@@ -289,8 +292,12 @@ def profile_segments(
     tree_depth: int = 3,
     seed: int = 0,
     shared: dict[str, Any] | None = None,
+    categories: Mapping[str, str] | None = None,
 ) -> Profiles:
     """Test, profile and name every segment of ``df[label]`` against the rest.
+
+    ``categories``: the category each spend-mix column (``mix_...``) holds, as the data
+    writes it, for the names and descriptions (the column names lost its accents).
 
     ``shared``: a dict the caller passes again with the same rows and columns under other
     labels (members of one saved segment after another): what depends only on the columns
@@ -451,7 +458,7 @@ def profile_segments(
             flags.append("not_distinct")
         if stability and stability.get(s, 1.0) < 0.6:
             flags.append("unstable")
-        en, es = _name(significant, s)
+        en, es = _name(significant, s, categories or {})
         profiles.append(
             SegmentProfile(
                 s,
@@ -460,8 +467,8 @@ def profile_segments(
                 sorted(tests, key=lambda t: -abs(t.effect)),
                 en,
                 es,
-                _describe(significant, size, n, "en"),
-                _describe(significant, size, n, "es"),
+                _describe(significant, size, n, "en", categories or {}),
+                _describe(significant, size, n, "es", categories or {}),
                 flags,
             )
         )
@@ -533,7 +540,9 @@ def _citable(t: FeatureTest) -> bool:
     return t.share >= MIN_TRAIT_SHARE and (t.lift or 0.0) >= MIN_TRAIT_LIFT
 
 
-def _name(significant: list[FeatureTest], fallback: str) -> tuple[str, str]:
+def _name(
+    significant: list[FeatureTest], fallback: str, categories: Mapping[str, str]
+) -> tuple[str, str]:
     en: list[str] = []
     es: list[str] = []
     nums = sorted(
@@ -543,7 +552,7 @@ def _name(significant: list[FeatureTest], fallback: str) -> tuple[str, str]:
     for t in nums:
         if abs(t.z or 0) < 0.5 or not _citable(t):
             continue
-        term = _term(t.feature, t.z or 0)
+        term = _term(t.feature, t.z or 0, categories)
         if term and term[0] not in en:
             if t.feature.startswith("mix_") and any(e.startswith("buy ") for e in en):
                 continue
@@ -567,21 +576,23 @@ def _name(significant: list[FeatureTest], fallback: str) -> tuple[str, str]:
     return " · ".join(en).capitalize(), " · ".join(es).capitalize()
 
 
-def _feature_title(feature: str, lang: str) -> str:
+def _feature_title(feature: str, lang: str, categories: Mapping[str, str]) -> str:
     """A tested column as people read it: its title, or "share of spend on shoes" for a
     category's share of the spend mix."""
     if feature.startswith("mix_"):
-        category = feature[4:].replace("_", " ")
+        category = categories.get(feature) or feature[4:].replace("_", " ")
         return f"share of spend on {category}" if lang == "en" else f"parte del gasto en {category}"
     return column_title(lang, feature)
 
 
-def _describe(significant: list[FeatureTest], size: int, n: int, lang: str) -> str:
+def _describe(
+    significant: list[FeatureTest], size: int, n: int, lang: str, categories: Mapping[str, str]
+) -> str:
     """The segment's size and its four clearest differences from the rest, in ``lang``: the
     columns by their titles, the numbers and shares as the language writes them."""
     parts = []
     for t in sorted(significant, key=lambda t: -abs(t.effect))[:4]:
-        name = _feature_title(t.feature, lang)
+        name = _feature_title(t.feature, lang, categories)
         if t.kind == "number":
             a_share = t.feature.startswith("mix_") or t.feature.endswith(("_share", "_rate"))
             fmt = i18n.percent if a_share else functools.partial(i18n.number, digits=1)

@@ -275,7 +275,21 @@ class Parser:
     def fail(self, message: str) -> None:
         t = self.tok
         found = "the end of the rule" if t.kind == "end" else repr(t.value)
-        raise RuleError(f"{message}, found {found}", self.text, t.pos)
+        hint = None
+        after = self.tokens[self.i + 1] if self.i + 1 < len(self.tokens) else None
+        if (
+            t.value == ","
+            and self.i > 0
+            and self.tokens[self.i - 1].kind == "number"
+            and after is not None
+            and after.kind == "number"
+            and after.pos == t.pos + 1
+            and self.text[t.pos - 1 : t.pos].isdigit()
+        ):
+            # "1000,5": a decimal comma, as Spanish writes numbers.
+            number = f"{self.tokens[self.i - 1].value}.{after.value}"
+            hint = f"rules write decimals with a point, e.g. {number}"
+        raise RuleError(f"{message}, found {found}", self.text, t.pos, hint)
 
     # grammar
     def parse(self) -> Node:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import re
 import secrets
 from collections.abc import Callable
 from pathlib import Path
@@ -422,6 +423,34 @@ def csv_response(text: str, filename: str) -> PlainTextResponse:
     )
 
 
+# Hints the library writes for the command line, as a page says them (the dashboard has
+# these lists on its own pages; a person there is not at a terminal).
+_PAGE_HINTS = (
+    (
+        re.compile(r"list them: segmentum segment list"),
+        i18n.N_(
+            "page hint", "Choose one of the saved segments (listed on the Segment builder page)."
+        ),
+    ),
+    (
+        re.compile(r"edit it \(segmentum segment edit .*\) or choose another name"),
+        i18n.N_("page hint", "Choose another name (the Segment builder page lists those in use)."),
+    ),
+    (
+        re.compile(r"list them: segmentum campaign list"),
+        i18n.N_("page hint", "Choose one of the campaigns listed on the Campaigns page."),
+    ),
+)
+
+
+def page_hint(lang: str, hint: str | None) -> str:
+    """A library error's hint as a page says it, in ``lang``."""
+    for pattern, said in _PAGE_HINTS:
+        if hint and pattern.fullmatch(hint):
+            return str(i18n.translations(lang).upgettext(*said))
+    return i18n.translate_message(lang, hint)
+
+
 def user_error(page: Page, exc: SegmentumError) -> dict[str, str]:
     """A library error as a page shows it: a translated heading, the message and the hint.
     A rule's error is translated line by line (its rule and caret follow the message)."""
@@ -429,7 +458,7 @@ def user_error(page: Page, exc: SegmentumError) -> dict[str, str]:
         "message": "\n".join(
             i18n.translate_message(page.lang, line) for line in exc.message.split("\n")
         ),
-        "hint": i18n.translate_message(page.lang, exc.hint),
+        "hint": page_hint(page.lang, exc.hint),
     }
 
 

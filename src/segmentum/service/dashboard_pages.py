@@ -44,6 +44,7 @@ from segmentum.service.dashboard import (
     currency_of,
     explorer_link,
     forbidden,
+    page_hint,
     problem_json,
     render,
     rule_for,
@@ -93,6 +94,31 @@ ORDERS: dict[str, list[str]] = {
     "value_tier": ["high", "medium", "low"],
     "lifecycle_stage": ["new", "active", "at_risk", "lapsed", "lost"],
 }
+# Tables and trees list a classification's states in this order (the overview's RFM chart
+# keeps its bars by size): best to worst, never the alphabet of the English codes.
+STATE_ORDERS: dict[str, list[str]] = {
+    **ORDERS,
+    "rfm_segment": [
+        "Champions",
+        "Loyal",
+        "Potential Loyalist",
+        "New",
+        "Promising",
+        "Need Attention",
+        "About to Sleep",
+        "Can't Lose Them",
+        "At Risk",
+        "Hibernating",
+        "Lost",
+    ],
+}
+
+
+def _state_rank(dimension: str, state: Any) -> int:
+    """Where ``state`` of ``dimension`` comes in :data:`STATE_ORDERS` (states it does not
+    know, and dimensions without an order, keep their own order after the known ones)."""
+    order = STATE_ORDERS.get(dimension, [])
+    return order.index(state) if state in order else len(order)
 
 
 def _snapshot_kpis(wh: Any, as_of: str) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
@@ -284,8 +310,9 @@ def mount(
         query = (q or id).strip()
         found = svc.customer(query) if query else None
         matches: list[dict[str, Any]] = []
+        total = 0
         if query and found is None:
-            matches = svc.read_models(lambda wh: _search(wh, query), DIRECTORY)
+            matches, total = svc.read_models(lambda wh: _search(wh, query), DIRECTORY)
             if len(matches) == 1:
                 found = svc.customer(str(matches[0]["customer_id"]))
         profile = _profile(page, found, svc) if found else None
@@ -296,6 +323,8 @@ def mount(
             query=query,
             profile=profile,
             matches=matches,
+            matched=page.num(total),
+            more=total > len(matches),
             not_found=bool(query) and found is None and not matches,
         )
 
@@ -390,6 +419,8 @@ def mount(
             )
         body = await request.json()
         name, rule = str(body.get("name", "")).strip(), str(body.get("rule", "")).strip()
+        if not name:  # "'' cannot be a segment name" says nothing to someone at a form
+            return problem_json(422, _said(request, "write a name for the segment"))
         from segmentum.segments.store import Segments
 
         def run() -> dict[str, Any]:
@@ -402,7 +433,7 @@ def mount(
         except SegmentumError as exc:
             lang = language_of(request)
             message = i18n.translate_message(lang, exc.message)
-            return problem_json(422, message, i18n.translate_message(lang, exc.hint) or None)
+            return problem_json(422, message, page_hint(lang, exc.hint) or None)
 
     # ------------------------------------------------------------------ explorer
     @app.get("/dashboard/explorer", include_in_schema=False)
@@ -425,13 +456,17 @@ def mount(
             )
         return render(page, "explorer.html", current="explorer", published=published, **ctx)
 
-    @app.get("/dashboard/export/{name}.csv", include_in_schema=False)
-    def export(request: Request, name: str) -> Response:
-        page = page_or_login(request)
-        if not isinstance(page, Page):
-            return page
-        from segmentum.segments.reach import allowed_contacts
-        from segmentum.segments.store import Segments
+    def _download(
+        request: Request,
+        page: Page,
+        kind: str,
+        filename: str,
+        build: Callable[[bool], tuple[str, list[Any]]],
+        segment: str | None = None,
+    ) -> Response:
+        """A CSV of customers built by ``build(personal)`` (its text and ids), refused when it
+        would carry names, emails and phones to a key without the write scope; every download
+        recorded for ``segmentum forget``."""
         from segmentum.service.audiences import record_download
 
         personal = svc.settings.export_personal_data
@@ -440,8 +475,23 @@ def mount(
                 page._("Exporting names, emails and phones needs a key with the write scope."),
                 403,
             )
+        try:
+            text, ids = wh_lock(lambda: build(personal))
+        except SegmentumError as exc:
+            return render(page, "error.html", status=404, error=user_error(page, exc))
+        assert page.session is not None  # page_or_login signed them in
+        record_download(request, page.session.key_id, kind, ids, personal, segment=segment)
+        return csv_response(text, filename)
 
-        def run() -> tuple[str, list[Any]]:
+    @app.get("/dashboard/export/{name}.csv", include_in_schema=False)
+    def export(request: Request, name: str) -> Response:
+        page = page_or_login(request)
+        if not isinstance(page, Page):
+            return page
+        from segmentum.segments.reach import allowed_contacts
+        from segmentum.segments.store import Segments
+
+        def build(personal: bool) -> tuple[str, list[Any]]:
             m = Segments(svc.wh, svc.settings).members(name)
             cols = ["customer_id"]
             if personal and svc.wh.has("customers"):
@@ -452,13 +502,32 @@ def mount(
             df = m.select(*cols).order_by("customer_id").to_pandas()
             return str(df.to_csv(index=False)), df["customer_id"].tolist()
 
-        try:
-            text, ids = wh_lock(run)
-        except SegmentumError as exc:
-            return render(page, "error.html", status=404, error=user_error(page, exc))
-        assert page.session is not None  # page_or_login signed them in
-        record_download(request, page.session.key_id, "segment export", ids, personal, segment=name)
-        return csv_response(text, f"{name}.csv")
+        return _download(request, page, "segment export", f"{name}.csv", build, segment=name)
+
+    @app.get("/dashboard/campaigns/{cid}/file.csv", include_in_schema=False)
+    def campaign_file(request: Request, cid: str) -> Response:
+        """A sent file campaign's file (what the send wrote on the server: its members, with
+        their contacts where ``export_personal_data`` allows), for the person who sent it."""
+        page = page_or_login(request)
+        if not isinstance(page, Page):
+            return page
+        from segmentum.campaigns.channels import PERSONAL
+        from segmentum.campaigns.core import Campaigns
+
+        def build(personal: bool) -> tuple[str, list[Any]]:
+            cs = Campaigns(svc.wh, svc.settings)
+            camp = cs.get(cid)
+            rows = cs.file_rows(camp, "sent") if camp.channel == "file" else None
+            df = rows.order_by("key").to_pandas() if rows is not None else None
+            if df is None or df.empty:
+                raise InputError(
+                    page._("This campaign has no file: only a file campaign, once sent, has one.")
+                )
+            if not personal:
+                df = df.drop(columns=[c for c in PERSONAL if c in df.columns])
+            return str(df.to_csv(index=False)), df["customer_id"].tolist()
+
+        return _download(request, page, "campaign file", f"{cid}.csv", build)
 
     @app.get("/dashboard/ad-audience/{name}.csv", include_in_schema=False)
     def ad_audience(request: Request, name: str, format: str = "google") -> Response:
@@ -954,6 +1023,7 @@ _REFUSALS = (
     i18n.N_("dashboard", "sign in again: your session has ended"),
     i18n.N_("dashboard", "the form expired: reload the page"),
     i18n.N_("dashboard", "this key cannot save segments (it needs the write scope)"),
+    i18n.N_("dashboard", "write a name for the segment"),
 )
 
 
@@ -1063,11 +1133,21 @@ def _directory(wh: Any) -> Any:
     return None
 
 
-def _search(wh: Any, query: str) -> list[dict[str, Any]]:
-    """Customers whose id, email or name matches, ignoring case and extra spaces."""
+# Accented letters a name search reads as their plain letter ("garcia" finds García).
+_ACCENTED, _PLAIN = (
+    "áàâäãéèêëíìîïóòôöõúùûüñçÁÀÂÄÃÉÈÊËÍÌÎÏÓÒÔÖÕÚÙÛÜÑÇ",
+    "aaaaaeeeeiiiiooooouuuuncAAAAAEEEEIIIIOOOOOUUUUNC",
+)
+# Matching customers a search lists (it says how many matched in all).
+SEARCH_SHOWN = 25
+
+
+def _search(wh: Any, query: str) -> tuple[list[dict[str, Any]], int]:
+    """Customers whose id, email or name matches, ignoring case, accents and extra spaces:
+    the first :data:`SEARCH_SHOWN` by id, and how many matched in all."""
     c = _directory(wh)
     if c is None:
-        return []
+        return [], 0
     q = " ".join(query.lower().split())
     conds = [c.customer_id.cast("string").lower() == q]
     if "email" in c.columns:
@@ -1077,16 +1157,18 @@ def _search(wh: Any, query: str) -> list[dict[str, Any]]:
         full = c[name_cols[0]].fill_null("")
         for col in name_cols[1:]:
             full = full.concat(" ", c[col].fill_null(""))
-        full = full.lower().re_replace(r"\s+", " ").strip()
-        conds.append(full.contains(q) if len(q) >= 2 else full == q)
+        full = full.translate(_ACCENTED, _PLAIN).lower().re_replace(r"\s+", " ").strip()
+        plain = q.translate(str.maketrans(_ACCENTED, _PLAIN))
+        conds.append(full.contains(plain) if len(plain) >= 2 else full == plain)
     cond = conds[0]
     for x in conds[1:]:
         cond = cond | x
     shown = ("first_name", "last_name", "email", "city")
     keep = ["customer_id", *[x for x in shown if x in c.columns]]
-    return list(
-        c.filter(cond).select(*keep).order_by("customer_id").limit(25).to_pyarrow().to_pylist()
-    )
+    found = c.filter(cond)
+    rows = found.select(*keep).order_by("customer_id").limit(SEARCH_SHOWN).to_pyarrow().to_pylist()
+    total = len(rows) if len(rows) < SEARCH_SHOWN else int(found.count().to_pyarrow().as_py())
+    return list(rows), total
 
 
 FIELD_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -1366,7 +1448,7 @@ def _segment_detail(page: Page, svc: Any, store: Any, segment: str) -> dict[str,
         profile = {
             "name": inside.name_es if page.lang == "es" else inside.name_en,
             "description": _describe(page, inside),
-            "flags": ", ".join(inside.flags),
+            "flags": [_flag_sentence(page, f) for f in inside.flags],
             "tests": [
                 {
                     "feature": page.title(x.feature),
@@ -1487,6 +1569,7 @@ def _tree(page: Page, nodes: list[Any], dims: list[str]) -> dict[str, Any] | Non
         )
         item = {
             "path": n.path,
+            "rank": _state_rank(dim, n.value),
             "label": page.label(dim, n.value) if n.value is not None else page._("Everyone"),
             "dimension": page.title(dim) if dim else "",
             "customers": page.num(n.customers),
@@ -1512,10 +1595,14 @@ def _tree(page: Page, nodes: list[Any], dims: list[str]) -> dict[str, Any] | Non
         parent = by_path.get(parent_path) if n.depth > 1 else root
         if parent is not None:
             parent["children"].append(by_path[n.path])
+    for item in by_path.values():  # a class's states best first (stable: others as listed)
+        item["children"].sort(key=lambda c: c["rank"])
     if root is None:
         root = {
             "label": page._("Everyone"),
-            "children": [v for v in by_path.values() if v["depth"] == 1],
+            "children": sorted(
+                (v for v in by_path.values() if v["depth"] == 1), key=lambda c: c["rank"]
+            ),
             "depth": 0,
             "customers": "",
             "own": "",
@@ -1545,6 +1632,13 @@ def _migration(page: Page, wh: Any, by: str, date_from: str, date_to: str) -> di
     try:
         a = _dt.date.fromisoformat(date_from) if date_from else month_before(dates)
         b = _dt.date.fromisoformat(date_to) if date_to else dates[-1]
+        if b <= a:  # said with the form's own labels, not the command line's --from/--to
+            ctx["error"] = {
+                "message": _("«%(to)s» must be a later date than «%(from)s».")
+                % {"to": _("To"), "from": _("From")},
+                "hint": _("Choose two snapshot dates from the lists."),
+            }
+            return ctx
         cm = cache.get("migration")
         if cm and by == "value_tier" and (cm["from"], cm["to"]) == (str(a), str(b)):
             m = cm
@@ -1557,7 +1651,7 @@ def _migration(page: Page, wh: Any, by: str, date_from: str, date_to: str) -> di
         ctx["error"] = user_error(page, exc)
         return ctx
     ctx["date_from"], ctx["date_to"] = str(a), str(b)
-    states = m["states"]
+    states = sorted(m["states"], key=lambda s: _state_rank(by, s))
     k = len(states)
     idx = {s: i for i, s in enumerate(states)}
     names = [page.label(by, s) for s in states]
@@ -1584,11 +1678,20 @@ def _migration(page: Page, wh: Any, by: str, date_from: str, date_to: str) -> di
     )
     ctx["alerts"] = [
         {
-            k2: page.label(by, v) if k2 in ("state_from", "state_to") else page.cell(k2, v)
+            # No sales between the dates is a spend of 0, not an unknown one.
+            k2: page.label(by, v)
+            if k2 in ("state_from", "state_to")
+            else page.cell(k2, 0 if k2 == "spend" and v is None else v)
             for k2, v in a_.items()
         }
         for a_ in (m.get("alerts") or [])[:20]
     ]
+    # A high-value customer moving to medium has lost a tier, not become risky.
+    ctx["alerts_title"] = (
+        _("High-value customers who dropped to a lower tier")
+        if by == "value_tier"
+        else _("Valuable customers who became risky")
+    )
     ctx["alert_cols"] = list((m.get("alerts") or [{}])[0].keys())[:6] if m.get("alerts") else []
     # The forecast always follows the chosen classification (never silently another one).
     ctx["forecast_by"] = page.title(by)
@@ -1608,7 +1711,7 @@ def _migration(page: Page, wh: Any, by: str, date_from: str, date_to: str) -> di
                 "values": [page.num(fc["observed"][-1].get(s, 0))]
                 + [page.num(round(p.get(s, 0))) for p in fc["projected"]],
             }
-            for s in fc["states"]
+            for s in sorted(fc["states"], key=lambda s: _state_rank(by, s))
             if not str(s).startswith("(")
         ]
         if fc.get("backtest_mape") is not None:
@@ -1702,6 +1805,8 @@ def _campaigns(page: Page, svc: Any, selected: str) -> dict[str, Any]:
                 "name": plan["campaign"],
                 "audience": page.num(plan["audience"]),
                 "logged": plan.get("logged", False),
+                # A file campaign's file, once written by a send, is downloaded from the page.
+                "file": camp.channel == "file" and plan["outcomes"].get("sent", 0) > 0,
                 # Messages still to go (planned, not yet sent): what "send now" would send.
                 "pending": sum(plan["outcomes"].get(k, 0) for k in ("scheduled", "file")),
                 "outcomes": [
@@ -1737,6 +1842,18 @@ def _campaigns(page: Page, svc: Any, selected: str) -> dict[str, Any]:
         except SegmentumError as exc:
             ctx["plan_error"] = user_error(page, exc)
     return ctx
+
+
+def _flag_sentence(page: Page, flag: str) -> str:
+    """What a segment profile's warning flag means for reading it, as a sentence."""
+    sentences = {
+        "small": page._("Few members: the differences below may be chance."),
+        "not_distinct": page._("No feature tells these customers clearly apart from the others."),
+        "unstable": page._(
+            "The segment changes when other customers are sampled: read it with care."
+        ),
+    }
+    return sentences.get(flag, i18n.segment_flag(page.lang, flag))
 
 
 def _published_campaign(svc: Any, key: str) -> bool:
