@@ -221,7 +221,7 @@ def test_cli_prints_penetration_white_space_and_map_ready_exports(
             (
                 "sin ubicar: 1 cliente (",
                 "1 fila de población excluida",
-                "la mejor celda por valor por cliente, penetración conjunta 2,0 %",
+                "la mejor celda por valor por cliente (penetración 2,0 %)",
             ),
             ("1 clientes", "1 filas", "las 1 mejores", "2,0000"),
         ),
@@ -230,7 +230,7 @@ def test_cli_prints_penetration_white_space_and_map_ready_exports(
             (
                 "not placed: 1 customer (",
                 "1 population row left out",
-                "the best cell by value per customer, pooled penetration 2.0%",
+                "the best cell by value per customer (penetration 2.0%)",
             ),
             ("1 customers", "1 population rows", "1 best cells", "2.0000"),
         ),

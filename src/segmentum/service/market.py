@@ -226,7 +226,7 @@ def market_page(page: Page, svc: Service, level: str = "") -> dict[str, Any]:
             "index": _rate(page, r["index_low"], r["index"], r["index_high"], index=True),
             "expected_value": page.money(r["expected_value"]),
             "similarity": page.num(r["similarity"], 2),
-            "headroom": page.num(r["headroom"]),
+            "headroom": page.num(r["headroom"], 0),  # customers: whole ones
             "score": page.money(r["white_space_score"]),
         }
         for r in records(ws, WHITE_SPACE_COLUMNS)
