@@ -813,3 +813,14 @@ def test_a_rules_error_on_the_explorer_points_under_the_place_at_fault(
     rule, mark = html_.unescape(caret.group(1)).split("\n")[:2]
     assert rule.strip() == "monetary > 1000,5" and mark.index("^") == rule.index(",")
     assert "las reglas escriben los decimales con punto, p. ej. 1000.5" in box
+
+
+def test_a_tiny_p_or_q_value_reads_below_a_thousandth_not_zero(server: dict[str, Any]) -> None:
+    """Satisfaction wrote "valor q 0,000" where the explorer wrote "< 0,001": every page now
+    writes a chance the same way, and never as zero."""
+    for lang, small, plain in (("es", "< 0,001", "0,042"), ("en", "< 0.001", "0.042")):
+        query = f"lang={lang}".encode()
+        request = Request({"type": "http", "method": "GET", "query_string": query, "headers": []})
+        page = Page(request, server["app"].state.svc, None)
+        assert page.chance(0.0) == page.chance(1e-9) == small, page.lang
+        assert page.chance(0.0421) == plain and page.chance(None) == "—"

@@ -169,6 +169,13 @@ class Page:
     def num(self, v: Any, digits: int | None = None) -> str:
         return i18n.number(v, self.lang, digits)
 
+    def chance(self, v: Any) -> str:
+        """A p- or q-value as pages write it: three decimals, "< 0,001" below that (never
+        "0,000", which reads as impossible)."""
+        if isinstance(v, int | float) and 0 <= v < 0.001:
+            return "< " + self.num(0.001, 3)
+        return self.num(v, 3)
+
     def pct(self, v: Any, digits: int = 1) -> str:
         return i18n.percent(v, self.lang, digits)
 

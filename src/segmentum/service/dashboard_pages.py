@@ -1454,7 +1454,7 @@ def _segment_detail(page: Page, svc: Any, store: Any, segment: str) -> dict[str,
                     "feature": page.title(x.feature),
                     "test": page.label("test", x.test),
                     "effect": page.num(x.effect, 2),
-                    "q": "< " + page.num(0.001, 3) if x.q_value < 0.001 else page.num(x.q_value, 3),
+                    "q": page.chance(x.q_value),
                     "segment": page.cell(x.feature, x.segment_value),
                     "rest": page.cell(x.feature, x.rest_value),
                 }
@@ -1763,7 +1763,7 @@ def _campaigns(page: Page, svc: Any, selected: str) -> dict[str, Any]:
                     uplift=f"{i18n.points(r['uplift'], page.lang)} "
                     f"({i18n.points(r['uplift_low'], page.lang)}, "
                     f"{i18n.points(r['uplift_high'], page.lang)})",
-                    p=page.num(r["p_value"], 3),
+                    p=page.chance(r["p_value"]),
                     roi=page.pct(r["roi"]) if _roi_shown(r) else i18n.MISSING,
                 )
         except Exception:
@@ -1938,7 +1938,7 @@ def _results_rows(page: Page, d: dict[str, Any], settings: Settings) -> dict[str
                 )
                 text += f" ({low}, {high})"
         elif k == "p_value":
-            text = page.num(v, 3)
+            text = page.chance(v)
         else:
             text = page.num(v)
         out.append({"key": k, "value": text})

@@ -268,7 +268,7 @@ def satisfaction_page(page: Any, svc: Service, by: str, group: str) -> dict[str,
             "csat": page.num(r["csat_mean"], 2),
             "top2": page.pct(r["csat_top2"]),
             "rest": page.num(r["rest_nps"], 1),
-            "q": page.num(r["q_value"], 3),
+            "q": page.chance(r["q_value"]),
             "verdict": _verdict(page, r["flag"]),
             "flag": r["flag"],
         }
