@@ -483,6 +483,12 @@ def test_the_customer_timeline_shows_what_segmentum_sent_at_once_and_after_a_pub
         ).text
         link = f"/dashboard/campaigns/{camp.campaign_id}/file.csv"
         assert f'href="{link}"' in shown and "Descargar el archivo (CSV)" in shown
+        after = http.get(
+            f"{base}/dashboard/campaigns",
+            params={"c": camp.campaign_id, "sent": "3", "lang": "es"},
+            cookies=jar,
+        ).text  # where a send from the page lands: a file is written, not delivered
+        assert "3 clientes escritos en el archivo" in after and "entregados" not in after
         got = http.get(base + link, cookies=jar)
         assert got.status_code == 200 and got.headers["content-type"].startswith("text/csv")
         import io
@@ -662,7 +668,7 @@ def test_saving_a_segment_and_creating_a_campaign_refuse_in_the_pages_language(
     )
     assert again.json()["detail"] == "ya existe un segmento llamado 'dup_es'", again.json()
     # The hint names the page's own list, not the command line's `segment edit`.
-    assert again.json()["hint"].startswith("Elige otro nombre"), again.json()
+    assert again.json()["hint"].startswith("elige otro nombre: el Explorador de segmentos"), again.json()
     assert "segmentum" not in again.json()["hint"]
     gone = http.post(save, json={"name": "x", "rule": "monetary > 1"}, cookies={}, headers=head)
     assert gone.status_code == 401 and "vuelve a entrar" in gone.json()["detail"]

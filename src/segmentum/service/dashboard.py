@@ -435,17 +435,15 @@ def csv_response(text: str, filename: str) -> PlainTextResponse:
 _PAGE_HINTS = (
     (
         re.compile(r"list them: segmentum segment list"),
-        i18n.N_(
-            "page hint", "Choose one of the saved segments (listed on the Segment builder page)."
-        ),
+        i18n.N_("page hint", "choose one of the saved segments: the Segment explorer lists them"),
     ),
     (
         re.compile(r"edit it \(segmentum segment edit .*\) or choose another name"),
-        i18n.N_("page hint", "Choose another name (the Segment builder page lists those in use)."),
+        i18n.N_("page hint", "choose another name: the Segment explorer lists the saved segments"),
     ),
     (
         re.compile(r"list them: segmentum campaign list"),
-        i18n.N_("page hint", "Choose one of the campaigns listed on the Campaigns page."),
+        i18n.N_("page hint", "choose one of the campaigns the Campaigns page lists"),
     ),
 )
 
