@@ -483,6 +483,10 @@ def test_the_customer_timeline_shows_what_segmentum_sent_at_once_and_after_a_pub
         ).text
         link = f"/dashboard/campaigns/{camp.campaign_id}/file.csv"
         assert f'href="{link}"' in shown and "Descargar el archivo (CSV)" in shown
+        # Results wait for the sales of the next days: said without a command.
+        said = " ".join(_text(shown).split())
+        assert "se cuenta cuando se cargan las ventas de esos días" in said, said
+        assert "segmentum run" not in said and "segmentum ingest" not in said
         after = http.get(
             f"{base}/dashboard/campaigns",
             params={"c": camp.campaign_id, "sent": "3", "lang": "es"},

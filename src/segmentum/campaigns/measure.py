@@ -359,16 +359,32 @@ def results(
     )
 
 
-def waiting(r: Mapping[str, Any], settings: Settings, lang: str) -> str:
-    """What results that are not ready wait for, in ``lang`` (loaded results need no wait)."""
+def waiting(r: Mapping[str, Any], settings: Settings, lang: str, on_page: bool = False) -> str:
+    """What results that are not ready wait for, in ``lang`` (loaded results need no wait);
+    ``on_page``: said to someone at the dashboard, not at a terminal (no commands)."""
     _ = i18n.translations(lang).ugettext
+    days = {"days": i18n.number(settings.attribution_days, lang, 0)}
+    if on_page:
+        if r.get("source") == "results":
+            return _("The campaign's results appear once its results file is loaded.")
+        return (
+            _(
+                "A conversion is a purchase within %(days)s days of the message (for the control "
+                "group, of when theirs would have gone out), counted once the sales of those days "
+                "are loaded and the data updated (the daily run)."
+            )
+            % days
+        )
     if r.get("source") == "results":
         return _("Load the campaign's results (segmentum ingest campaign_results FILE).")
-    return _(
-        "A conversion is a purchase within %(days)s days of the message (for the control group, "
-        "of when theirs would have gone out), counted once its invoices are loaded "
-        "(segmentum run --data, or segmentum ingest)."
-    ) % {"days": i18n.number(settings.attribution_days, lang, 0)}
+    return (
+        _(
+            "A conversion is a purchase within %(days)s days of the message (for the control group, "
+            "of when theirs would have gone out), counted once its invoices are loaded "
+            "(segmentum run --data, or segmentum ingest)."
+        )
+        % days
+    )
 
 
 def explain(r: Mapping[str, Any], settings: Settings, lang: str) -> list[str]:

@@ -1919,7 +1919,7 @@ def _results_rows(page: Page, d: dict[str, Any], settings: Settings) -> dict[str
         from segmentum.campaigns.measure import waiting
 
         note = i18n.translate_message(page.lang, d.get("note"))
-        return {"rows": [], "said": [note, waiting(d, settings, page.lang)]}
+        return {"rows": [], "said": [note, waiting(d, settings, page.lang, on_page=True)]}
     keys = ("treated", "control", "conv_treated", "conv_control", "uplift", "p_value", "roi")
     out = []
     for k in keys:
