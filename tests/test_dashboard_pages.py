@@ -672,7 +672,9 @@ def test_saving_a_segment_and_creating_a_campaign_refuse_in_the_pages_language(
     )
     assert again.json()["detail"] == "ya existe un segmento llamado 'dup_es'", again.json()
     # The hint names the page's own list, not the command line's `segment edit`.
-    assert again.json()["hint"].startswith("elige otro nombre: el Explorador de segmentos"), again.json()
+    assert again.json()["hint"].startswith("elige otro nombre: el Explorador de segmentos"), (
+        again.json()
+    )
     assert "segmentum" not in again.json()["hint"]
     gone = http.post(save, json={"name": "x", "rule": "monetary > 1"}, cookies={}, headers=head)
     assert gone.status_code == 401 and "vuelve a entrar" in gone.json()["detail"]

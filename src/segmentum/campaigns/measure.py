@@ -379,8 +379,8 @@ def waiting(r: Mapping[str, Any], settings: Settings, lang: str, on_page: bool =
         return _("Load the campaign's results (segmentum ingest campaign_results FILE).")
     return (
         _(
-            "A conversion is a purchase within %(days)s days of the message (for the control group, "
-            "of when theirs would have gone out), counted once its invoices are loaded "
+            "A conversion is a purchase within %(days)s days of the message (for the control "
+            "group, of when theirs would have gone out), counted once its invoices are loaded "
             "(segmentum run --data, or segmentum ingest)."
         )
         % days
