@@ -342,6 +342,13 @@ def test_micro_segments_merge_small_cells_upward_and_lose_nobody(whs: Warehouse)
     assert list(paths) in ([small[0]], [""])
     leaf = next(n for n in tree.leaves() if n.depth == 3)
     assert {"age band", "gender", "place", "behaviour", "best time", "channel"} <= set(leaf.persona)
+    # "Everyone" is described by everyone, not by the few left at the root (it named one of
+    # the smallest RFM segments as typical): the most common value among all 5,000.
+    view = whs.table("customer_classes").to_pandas()
+    view = view[view.as_of == view.as_of.max()]
+    counts = view.rfm_segment.value_counts()
+    assert root.persona["behaviour"]["value"] in set(counts[counts == counts.max()].index)
+    assert root.persona["behaviour"]["share"] == pytest.approx(counts.max() / len(view), abs=2e-3)
 
 
 def test_geography_drilldown_adds_up_at_every_level(whs: Warehouse) -> None:

@@ -244,7 +244,9 @@ def micro_segments(
 def persona_cards(
     view: ir.Table, assigned: ir.Table, wh: Warehouse | None = None
 ) -> dict[str, dict[str, Any]]:
-    """For each leaf: the most common value of each persona column and the top lifestyle tag.
+    """For each leaf: the most common value of each persona column and the top lifestyle tag;
+    for the root (path ""), everyone's, not only the members too few to form a cell (its
+    "own": a card of those described "everyone" by a small group's traits).
 
     ``wh``: the members joined to their persona columns are computed once there, so each
     column's count reads one narrow table instead of joining the view again.
@@ -256,6 +258,15 @@ def persona_cards(
         j = assigned.select("customer_id", "micro_segment").join(view.select(*cols), "customer_id")
         if wh is not None:
             j = wh.materialize(j, "persona")
+    cards = _top_values(j)
+    everyone = _top_values(j.mutate(micro_segment=ibis.literal("")))
+    cards[""] = everyone.get("", {})
+    return cards
+
+
+def _top_values(j: ir.Table) -> dict[str, dict[str, Any]]:
+    """Each ``micro_segment`` of ``j``'s most common value of every persona column and its
+    top lifestyle tag."""
     cards: dict[str, dict[str, Any]] = {}
     # Every persona column's counts in one query (one statement instead of one per column);
     # the top value ranks on the column's own values (numbers as numbers), then is written
