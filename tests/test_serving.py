@@ -28,6 +28,7 @@ import segmentum
 from segmentum.service.auth import create_key
 from segmentum.service.state import StateStore
 from segmentum.serving import ServingStore, publish, serving_path
+from segmentum.warehouse import Warehouse
 
 ENV = {**os.environ, "SEGMENTUM_DISCOVER_SEGMENTS": "false", "SEGMENTUM_BUSY_WAIT_SECONDS": "1"}
 # Limits that only stop a hung test: a pipeline run on a busy shared machine takes minutes.
@@ -695,6 +696,24 @@ def test_a_command_that_changed_little_keeps_what_the_store_already_holds(tmp_pa
     wh.close()
 
 
+def _invoices_by_customer(
+    tmp_path: Path, columns: str, rows: int
+) -> tuple[Warehouse, Path, dict[str, str | None]]:
+    """A warehouse whose ``customer_invoices`` (three a customer, with ``columns``) the serving
+    store keeps by customer: the warehouse, its store's path and the publish's specs."""
+    wh = segmentum.connect(f"duckdb:///{tmp_path / 'w.duckdb'}")
+    target = serving_path(wh.url)
+    assert target is not None
+    wh.write(
+        "customer_invoices",
+        wh.con.sql(
+            "select 'C' || (range // 3)::varchar as customer_id, range as invoice, "
+            f"{columns} from range({rows})"
+        ),
+    )
+    return wh, Path(target), {"customer_invoices": "customer_id"}
+
+
 def test_a_table_synced_by_key_is_kept_in_parts_that_read_as_the_warehouse(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -707,17 +726,7 @@ def test_a_table_synced_by_key_is_kept_in_parts_that_read_as_the_warehouse(
 
     # Recent may hold 15 rows beside base's 3,000 (a day adds 4): copied whole on day 4.
     monkeypatch.setattr(serving, "RECENT_SHARE", 0.005)
-    wh = segmentum.connect(f"duckdb:///{tmp_path / 'w.duckdb'}")
-    target = serving_path(wh.url)
-    assert target is not None
-    specs: dict[str, str | None] = {"customer_invoices": "customer_id"}
-    wh.write(
-        "customer_invoices",
-        wh.con.sql(
-            "select 'C' || (range // 3)::varchar as customer_id, range as invoice, "
-            "0 as day from range(3000)"
-        ),
-    )
+    wh, target, specs = _invoices_by_customer(tmp_path, "0 as day", 3000)
     out = publish(wh, target, specs, run_id="r0", keyed={"customer_invoices": None})
     store = ServingStore(target)
 
@@ -782,16 +791,8 @@ def test_a_table_kept_in_parts_copied_whole_again_leaves_no_old_copy_in_the_file
     weekly) or a run follows another: the new generation starts as a copy of the last file,
     and its old parts' space must be freed before the new ones are written, or the file
     holds both (30 MB -> 60 MB here)."""
-    wh = segmentum.connect(f"duckdb:///{tmp_path / 'w.duckdb'}")
-    target = serving_path(wh.url)
-    assert target is not None
-    specs: dict[str, str | None] = {"customer_invoices": "customer_id"}
-    wh.write(
-        "customer_invoices",
-        wh.con.sql(
-            "select 'C' || (range // 3)::varchar as customer_id, range as invoice, "
-            "range * 1.5 as amount, 'x' || range::varchar as note from range(400000)"
-        ),
+    wh, target, specs = _invoices_by_customer(
+        tmp_path, "range * 1.5 as amount, 'x' || range::varchar as note", 400_000
     )
     sizes = []
     for run in range(3):

@@ -487,15 +487,9 @@ class Campaigns:
         if plan is None:
             return None
         members = plan["members"]
-        first: set[str] = set()
-        firsts = []
-        for i, r in enumerate(members):
-            if (r.get("language") or "en") not in first:
-                first.add(r.get("language") or "en")
-                firsts.append(i)
-        shown = set((firsts + [i for i in range(len(members)) if i not in firsts])[:sample])
         # The page keeps more members than a dry run shows: the same pick among them.
-        plan["members"] = [r for i, r in enumerate(members) if i in shown]
+        shown = _one_per_language_index(pd.Series([r.get("language") for r in members]), sample)
+        plan["members"] = [members[i] for i in shown]
         return self.present(c, plan, lang)
 
     def present(self, c: Campaign, plan: Mapping[str, Any], lang: str | None) -> dict[str, Any]:
@@ -978,7 +972,12 @@ def _one_per_language(df: pd.DataFrame, sample: int) -> list[dict[Any, Any]]:
     five examples in the language that happens to come first."""
     if "language" not in df.columns or df.empty:
         return df.head(sample).to_dict("records")
-    lang = df["language"].fillna("en")
+    return df.iloc[_one_per_language_index(df["language"], sample)].to_dict("records")
+
+
+def _one_per_language_index(language: pd.Series, sample: int) -> list[int]:
+    """The positions :func:`_one_per_language` picks, in order, from the rows' languages."""
+    lang = language.fillna("en").reset_index(drop=True)
     first = ~lang.duplicated()
-    picked = pd.concat([df[first], df[~first]]).head(sample)
-    return df[df.index.isin(picked.index)].to_dict("records")
+    picked = pd.concat([lang[first], lang[~first]]).head(sample).index
+    return sorted(int(i) for i in picked)

@@ -35,6 +35,7 @@ from segmentum.page_models import (
     published_plan,
     sent_activity,
 )
+from segmentum.segments.classes import RFM_RULES
 from segmentum.service.auth import Session
 from segmentum.service.dashboard import (
     PALETTE,
@@ -95,23 +96,9 @@ ORDERS: dict[str, list[str]] = {
     "lifecycle_stage": ["new", "active", "at_risk", "lapsed", "lost"],
 }
 # Tables and trees list a classification's states in this order (the overview's RFM chart
-# keeps its bars by size): best to worst, never the alphabet of the English codes.
-STATE_ORDERS: dict[str, list[str]] = {
-    **ORDERS,
-    "rfm_segment": [
-        "Champions",
-        "Loyal",
-        "Potential Loyalist",
-        "New",
-        "Promising",
-        "Need Attention",
-        "About to Sleep",
-        "Can't Lose Them",
-        "At Risk",
-        "Hibernating",
-        "Lost",
-    ],
-}
+# keeps its bars by size): best to worst (RFM segments as their rules are listed), never the
+# alphabet of the English codes.
+STATE_ORDERS: dict[str, list[str]] = {**ORDERS, "rfm_segment": [r.name for r in RFM_RULES]}
 
 
 def _state_rank(dimension: str, state: Any) -> int:
