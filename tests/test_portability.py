@@ -305,7 +305,9 @@ def test_spark_serves_lookups_and_pages_from_the_serving_store_without_spark_job
     import httpx
 
     from segmentum.campaigns.core import Campaigns
+    from segmentum.history.snapshots import snapshot_dates
     from segmentum.precompute import refresh_published
+    from segmentum.segments.store import Segments
     from segmentum.service.app import create_app
     from segmentum.service.auth import SESSION_COOKIE, create_key, create_session
     from segmentum.service.state import StateStore
@@ -342,8 +344,52 @@ def test_spark_serves_lookups_and_pages_from_the_serving_store_without_spark_job
         # The sent campaign's plan (the dry run of the sends made) is published with it.
         dry = http.post(f"{base}/v1/campaigns/vuelve-e2e/dry-run", headers=head).json()
         page = http.get(f"{base}/dashboard/campaigns?c=vuelve-e2e&lang=es", cookies=signed_in)
+        # Its results and SMS receipt counts too (published with the campaign's page).
+        measured = http.get(f"{base}/v1/campaigns/vuelve-e2e/results", headers=head)
+        receipts = http.get(f"{base}/v1/campaigns/vuelve-e2e/sms-receipts", headers=head)
+        # The saved segments, their members, the campaigns and the migration: published too.
+        listed = http.get(f"{base}/v1/segments", headers=head).json()
+        assert listed, "the demo saves segments"
+        name = listed[0]["name"]
+        members = http.get(f"{base}/v1/segments/{name}/members?limit=10000", headers=head)
+        profile = http.get(f"{base}/v1/segments/{name}/profile", headers=head)
+        micro = http.get(f"{base}/v1/micro-segments", headers=head)
+        campaigns = http.get(f"{base}/v1/campaigns", headers=head).json()
+        dates = snapshot_dates(duck)
+        moved = http.get(
+            f"{base}/v1/migration",
+            params={"from": str(dates[-2]), "to": str(dates[-1]), "by": "value_tier"},
+            headers=head,
+        )
     assert max(tracker.getJobIdsForGroup(None), default=-1) == jobs_before
+    assert [s["name"] for s in listed] == [s.name for s in Segments(duck, settings).list()]
+    want_members = Segments(duck, settings).members(name).customer_id.to_pyarrow().to_pylist()
+    assert members.status_code == 200, members.text
+    assert sorted(members.json()["members"]) == sorted(want_members)[:10000]
+    assert members.json()["size"] == len(want_members)
+    assert [c["campaign_id"] for c in campaigns] == [
+        c.campaign_id for c in Campaigns(duck, settings).list()
+    ]
+    assert moved.status_code == 200, moved.text
+    # The explorer's profile and the default micro-segment tree, as the run cached them.
+    from segmentum.precompute import cached
+
+    assert profile.status_code == 200 and micro.status_code == 200, (profile.text, micro.text)
+    assert _close(profile.json(), cached(duck, "profiles")[name], 1e-9)
+    assert _close(micro.json(), cached(duck, "micro"), 1e-9)
+    assert "x-segmentum-published-at" not in moved.headers  # Spark's store is kept current
+    want_moved = json.loads(json.dumps(spark_and_duckdb["out"]["duckdb"]["migration"], default=str))
+    assert _close(moved.json(), want_moved, 1e-9)
     cs = Campaigns(duck, settings)
+    from segmentum.campaigns.measure import results
+    from segmentum.campaigns.sms import receipt_counts
+
+    assert measured.status_code == 200 and receipts.status_code == 200
+    # As the Spark warehouse computes them (a job each, after the requests).
+    cost = cs.get("vuelve-e2e").cost_per_contact
+    want_results = results(spark, "vuelve-e2e", settings, cost).to_dict()
+    assert measured.json() == json.loads(json.dumps(want_results, default=str))
+    assert receipts.json()["receipts"] == receipt_counts(spark, "vuelve-e2e")
     want = cs.dry_run(cs.get("vuelve-e2e"), lang="en")
     assert dry["logged"] and want["logged"] and dry["examples"]
     assert [pd.Timestamp(x.pop("when")) for x in dry["examples"]] == [

@@ -211,6 +211,9 @@ def test_a_held_warehouse_gets_a_busy_answer_and_lookups_go_on(served: dict[str,
     segment = saved[0]["name"]
     size = http.get(f"/v1/segments/{segment}/members", params={"limit": 1}).json()["size"]
     campaign = http.get("/v1/campaigns").json()[0]["campaign_id"]
+    profile = http.get(f"/v1/segments/{segment}/profile").json()
+    micro = http.get("/v1/micro-segments").json()
+    assert profile["segments"] and micro["nodes"]
     browser = httpx.Client(base_url=served["base"], timeout=120)
     browser.get("/login")
     browser.post(
@@ -236,16 +239,35 @@ def test_a_held_warehouse_gets_a_busy_answer_and_lookups_go_on(served: dict[str,
     )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
-        r = http.get("/v1/segments")
+        # What needs the warehouse itself (a rule's preview computes on it) waits, then says so.
+        rule = {"rule": "frequency > 1"}
+        r = http.post("/v1/segments/preview", json=rule)
         assert r.status_code == 503 and int(r.headers["retry-after"]) >= 1
         assert r.headers["content-type"] == "application/problem+json"
         assert "busy" in r.json()["detail"] and "retry" in r.json()["hint"]
-        r = http.get("/v1/segments", headers={"Accept-Language": "es"})
+        r = http.post("/v1/segments/preview", json=rule, headers={"Accept-Language": "es"})
         assert r.status_code == 503 and r.json()["title"] == "Busy"
         assert "está ocupado" in r.json()["detail"], r.json()
         assert r.json()["hint"].startswith("vuelve a intentarlo en unos segundos"), r.json()
         assert http.get(f"/v1/customers/{cid}").status_code == 200
         assert http.get("/v1/overview").status_code == 200
+        # The saved segments, their members and the campaigns answer from the last publish,
+        # and say when it was.
+        for path, same in (
+            ("/v1/segments", saved),
+            (f"/v1/segments/{segment}/profile", profile),
+            ("/v1/micro-segments", micro),
+            ("/v1/campaigns", None),
+        ):
+            r = http.get(path)
+            assert r.status_code == 200 and r.headers["x-segmentum-published-at"], path
+            assert same is None or r.json() == same, path
+        assert r.json()[0]["campaign_id"] == campaign
+        r = http.get(f"/v1/segments/{segment}/members", params={"limit": 1})
+        assert r.status_code == 200 and r.json()["size"] == size
+        # A tree the run did not cache is computed on the warehouse: busy until it is free.
+        r = http.get("/v1/micro-segments", params={"dimensions": "value_tier"})
+        assert r.status_code == 503 and int(r.headers["retry-after"]) >= 1
         # The pages that read the warehouse answer from what was published, and say so.
         for path in (
             f"/dashboard/explorer?segment={segment}&lang=es",

@@ -786,6 +786,107 @@ def test_receipts_from_every_provider_are_stored_while_the_warehouse_is_held_and
         wh.close()
 
 
+def _held(db: Path) -> Any:
+    """Another process holding the DuckDB file ``db``, as a pipeline run does."""
+    import subprocess
+    import sys
+
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('held', flush=True);"
+            " time.sleep(120)",
+            str(db),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    return holder
+
+
+def test_receipts_are_counted_from_the_published_store_while_a_run_holds_the_warehouse(
+    db: Path, inbox: SmsInbox
+) -> None:
+    """While a run holds the warehouse (and always on Spark) the campaign page reads the
+    serving store: an SMS campaign's receipt counts were missing there. The statuses the last
+    publish kept plus the receipts stored since give the counts a fold would give."""
+    from segmentum.precompute import publish_read_models
+    from segmentum.serving import ServingStore, serving_path
+
+    s = settings_for(inbox)
+    url = f"duckdb:///{db}"
+    receipts = sms.ReceiptStore(sms.receipts_path(url, s))
+    t1 = NOW + dt.timedelta(minutes=5)
+    with segmentum.connect(url) as wh:
+        cs = Campaigns(wh, s)
+        c = cs.get("Texto")
+        cs.send(c, now=NOW, immediately=True)
+        log = cs.log(c)
+        keys = sorted(log.query("status == 'sent'").key)
+        unsent = sorted(log.query("status != 'sent'").key)  # the control group's
+        receipts.add(
+            [
+                sms.Receipt(keys[0], "delivered", "generic"),
+                sms.Receipt(keys[1], "expired", "generic"),
+                sms.Receipt(keys[2], "failed", "generic"),
+            ],
+            at=t1,
+        )
+        assert cs.fold_sms_receipts() == 3
+        publish_read_models(wh, s)
+    # Receipts that arrive after the publish, while a run holds the warehouse.
+    receipts.add(
+        [
+            sms.Receipt(keys[1], "delivered", "generic"),  # later than the kept "expired"
+            sms.Receipt(keys[3], "failed", "generic"),
+            sms.Receipt(keys[3], "delivered", "generic"),  # same time, later id: this one
+            sms.Receipt(unsent[0], "delivered", "generic"),  # not sent: not counted
+            sms.Receipt("other-campaign:" + keys[4].split(":", 1)[1], "failed", "generic"),
+        ],
+        at=t1 + dt.timedelta(minutes=5),
+    )
+    receipts.add([sms.Receipt(keys[2], "delivered", "generic")], at=t1 - dt.timedelta(minutes=1))
+    waiting = sms.waiting_receipts(url, s)
+    assert len(waiting) == 6
+    target = serving_path(url, s.serving_store)
+    assert target is not None
+    store = ServingStore(target)
+    published = store.read(lambda w: sms.published_receipt_counts(w, c.campaign_id, waiting))
+    expected = {"delivered": 3, "failed": 1, "expired": 0, "no_receipt": len(keys) - 4}
+    assert published == expected
+    key = create_key(StateStore.for_warehouse(url, s), "reader", ["read"])
+    app = create_app(url, s)
+    session = create_session(app.state.svc.sessions, key)
+    assert session is not None
+    holder = _held(db)
+    try:
+        with serving(app) as base:
+            page = httpx.get(
+                f"{base}/dashboard/campaigns",
+                params={"c": c.campaign_id, "lang": "es"},
+                cookies={SESSION_COOKIE: session.sid},
+                timeout=60,
+            ).text
+            # The API lists the campaigns from the store too, saying when it was published.
+            listed = httpx.get(f"{base}/v1/campaigns", headers={"X-API-Key": key}, timeout=60)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert listed.status_code == 200 and listed.headers["x-segmentum-published-at"]
+    assert [x["campaign_id"] for x in listed.json()] == [c.campaign_id]
+    assert 'id="published-note"' in page  # read from the serving store
+    card = page.split('id="sms-receipts"')[1].split("</article>")[0]
+    shown = re.findall(r'data-receipt="(\w+)"><td>[^<]+</td><td>([^<]+)</td>', card)
+    assert shown == [(k, str(v)) for k, v in expected.items()]
+    # Folding them into the warehouse gives the same counts.
+    with segmentum.connect(url) as wh:
+        cs = Campaigns(wh, s)
+        assert cs.fold_sms_receipts() == 6
+        assert sms.receipt_counts(wh, c.campaign_id) == expected
+
+
 def test_a_send_killed_with_sigkill_mid_way_resumes_with_each_phone_served_once_or_twice_at_most(
     db: Path, inbox: SmsInbox, campaign_template: tuple[Path, str, list[str]]
 ) -> None:

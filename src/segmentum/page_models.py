@@ -14,6 +14,8 @@ warehouse; :mod:`segmentum.precompute` publishes them into the serving store wit
 - ``customer_directory``: id, name, email and city, for search by id, email or name;
 - ``snapshot_kpis``: customers with purchases and revenue at every snapshot date, point in time;
 - ``campaign_pages``: each campaign's measured results (JSON), for the campaigns page;
+- ``sms_receipt_status``: every sent SMS with its last delivery receipt, for an SMS
+  campaign's receipt counts (the receipts stored since are added when read);
 - ``quarantine_recent``: the first rows quarantined by each load, for the data page.
 
 With them, the explorer, campaigns and data pages answer from the serving store while a run
@@ -41,6 +43,7 @@ ACTIVITY = "customer_activity"
 DIRECTORY = "customer_directory"
 SNAPSHOT_KPIS = "snapshot_kpis"
 CAMPAIGN_PAGES = "campaign_pages"
+SMS_STATUS = "sms_receipt_status"
 #: Members of a sent campaign its page shows (the dry run's examples there).
 PLAN_EXAMPLES = 10
 QUARANTINE_RECENT = "quarantine_recent"
@@ -67,6 +70,7 @@ PAGE_MODELS: dict[str, str | None] = {
     "campaigns": None,
     "campaign_results": None,
     CAMPAIGN_PAGES: None,
+    SMS_STATUS: "key",
     "pipeline_runs": None,
     "ingest_batches": None,
     QUARANTINE_RECENT: None,
@@ -97,7 +101,11 @@ def build_page_models(
         reused = SNAPSHOT_KPIS in only and _write_kpis(wh, None, reuse_parts=True)
         small = [
             name
-            for name, write in ((QUARANTINE_RECENT, _quarantine_recent), (CAMPAIGN_PAGES, _pages))
+            for name, write in (
+                (QUARANTINE_RECENT, _quarantine_recent),
+                (CAMPAIGN_PAGES, _pages),
+                (SMS_STATUS, _sms_status),
+            )
             if name in only and write(wh)
         ]
         return [SNAPSHOT_KPIS] * bool(reused) + small
@@ -123,6 +131,8 @@ def build_page_models(
         written.append(QUARANTINE_RECENT)
     if _pages(wh):
         written.append(CAMPAIGN_PAGES)
+    if _sms_status(wh):
+        written.append(SMS_STATUS)
     if _write_kpis(wh, keys):
         written.append(SNAPSHOT_KPIS)
     return written
@@ -156,6 +166,18 @@ def _pages(wh: Warehouse) -> bool:
     if pages is not None:
         wh.write(CAMPAIGN_PAGES, pages)
     return pages is not None
+
+
+def _sms_status(wh: Warehouse) -> bool:
+    """Write every sent SMS with its last receipt (``sms_receipt_status``); False before any
+    campaign was sent."""
+    from segmentum.campaigns.sms import receipt_status
+
+    status = receipt_status(wh)
+    if status is None:
+        return False
+    wh.write(SMS_STATUS, status)
+    return True
 
 
 def _campaign_pages(wh: Warehouse) -> pa.Table | None:
@@ -196,6 +218,16 @@ def _campaign_pages(wh: Warehouse) -> pa.Table | None:
         [("campaign_id", pa.string()), ("results", pa.string()), ("plan", pa.string())]
     )
     return pa.Table.from_pylist(rows, schema=schema)
+
+
+def published_results(wh: Warehouse, campaign_id: str) -> dict[str, Any] | None:
+    """A campaign's results (``Results.to_dict``) as the last publish measured them; None
+    when it published none for the campaign."""
+    if not wh.has(CAMPAIGN_PAGES):
+        return None
+    t = wh.table(CAMPAIGN_PAGES)
+    rows = t.filter(t.campaign_id == campaign_id).results.to_pyarrow().to_pylist()
+    return dict(json.loads(rows[0])) if rows else None
 
 
 def published_plan(wh: Warehouse, campaign_id: str) -> dict[str, Any] | None:

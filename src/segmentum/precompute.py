@@ -113,6 +113,7 @@ def refresh_published(wh: Warehouse, settings: Settings | None = None) -> list[s
         CAMPAIGN_PAGES,
         PAGE_MODELS,
         QUARANTINE_RECENT,
+        SMS_STATUS,
         build_page_models,
     )
 
@@ -131,6 +132,7 @@ def refresh_published(wh: Warehouse, settings: Settings | None = None) -> list[s
     derived = {
         CAMPAIGN_PAGES: {"campaigns", SENDS, "campaign_results"},
         QUARANTINE_RECENT: {"quarantine"},
+        SMS_STATUS: {SENDS, "sms_receipts"},
     }
     build_page_models(wh, only=[m for m, sources in derived.items() if changed & sources])
     names = set(wh.changed) & (set(READ_MODELS) | set(PAGE_MODELS))
@@ -459,6 +461,14 @@ def _history(wh: Warehouse) -> dict[str, Any]:
     with contextlib.suppress(SegmentumError):  # too few snapshots to backtest
         out["forecast"] = forecast(wh, "value_tier").to_dict()
     return out
+
+
+def cached(wh: Warehouse, part: str) -> Any:
+    """One part of the latest cached overview (``micro``, ``profiles``...), as the last run
+    built it; None when there is no cache (nothing is built here)."""
+    if not wh.has(CACHE):
+        return None
+    return overview(wh).get(part)
 
 
 def overview(wh: Warehouse) -> dict[str, Any]:

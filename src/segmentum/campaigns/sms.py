@@ -47,6 +47,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import httpx
 import ibis
+import ibis.expr.types as ir
 import pyarrow as pa
 
 from segmentum.campaigns.adaudiences import country_code, normalize_phone
@@ -920,24 +921,103 @@ def fold_receipts(wh: Warehouse, store: ReceiptStore) -> int:
     return len(rows)
 
 
+def receipt_status(wh: Warehouse, campaign_id: str | None = None) -> ir.Table | None:
+    """Every sent SMS (``campaign_id``, ``key``) with its last receipt: ``status`` (delivered,
+    failed, expired, or ``no_receipt``), ``received_at`` and ``receipt_id`` (null without
+    one). ``campaign_id``: that campaign's only. None before any send (computed in the
+    warehouse)."""
+    if not wh.has("campaign_sends"):
+        return None
+    s = wh.table("campaign_sends")
+    sent = s.filter((s.status == "sent") & (s.channel == "sms"))
+    if campaign_id is not None:
+        sent = sent.filter(sent.campaign_id == campaign_id)
+    sent = sent.select("campaign_id", "key")
+    if not wh.has(RECEIPTS):
+        return sent.mutate(
+            status=ibis.literal("no_receipt"),
+            received_at=ibis.null("timestamp"),
+            receipt_id=ibis.null("int64"),
+        )
+    r = wh.table(RECEIPTS)
+    order = [ibis.desc(r.received_at), ibis.desc(r.receipt_id)]
+    w = ibis.window(group_by=r.key, order_by=order)
+    last = r.mutate(_rk=ibis.row_number().over(w))
+    last = last.filter(last._rk == 0).select(
+        _key="key", _status="status", received_at="received_at", receipt_id="receipt_id"
+    )
+    j = sent.left_join(last, sent.key == last._key)
+    return j.select(
+        "campaign_id",
+        "key",
+        status=j._status.fill_null("no_receipt"),
+        received_at=j.received_at,
+        receipt_id=j.receipt_id.cast("int64"),
+    )
+
+
+def _no_counts() -> dict[str, int]:
+    return {**dict.fromkeys(RECEIPT_STATUSES, 0), "no_receipt": 0}
+
+
+def _counted(status: ir.Table) -> dict[str, int]:
+    out = _no_counts()
+    g = status.group_by("status").aggregate(n=status.count())
+    for row in g.to_pyarrow().to_pylist():
+        out[str(row["status"])] = int(row["n"])
+    return out
+
+
 def receipt_counts(wh: Warehouse, campaign_id: str) -> dict[str, int]:
     """A campaign's SMS by the last receipt of each: delivered, failed, expired, and
     ``no_receipt`` for sent messages with none yet (computed in the warehouse)."""
-    out = {**dict.fromkeys(RECEIPT_STATUSES, 0), "no_receipt": 0}
-    if not wh.has("campaign_sends"):
-        return out
-    s = wh.table("campaign_sends")
-    sent = s.filter((s.campaign_id == campaign_id) & (s.status == "sent")).select("key")
-    if wh.has(RECEIPTS):
-        r = wh.table(RECEIPTS)
-        order = [ibis.desc(r.received_at), ibis.desc(r.receipt_id)]
-        w = ibis.window(group_by=r.key, order_by=order)
-        last = r.mutate(_rk=ibis.row_number().over(w))
-        last = last.filter(last._rk == 0).select("key", "status")
-        j = sent.left_join(last, "key")
-        g = j.group_by(st=j.status.fill_null("no_receipt")).aggregate(n=j.count())
-    else:
-        g = sent.group_by(st=ibis.literal("no_receipt")).aggregate(n=sent.count())
-    for row in g.to_pyarrow().to_pylist():
-        out[str(row["st"])] = int(row["n"])
-    return out
+    status = receipt_status(wh, campaign_id)
+    return _no_counts() if status is None else _counted(status)
+
+
+def waiting_receipts(url: str, settings: Settings) -> list[dict[str, Any]]:
+    """The receipts the service stored for the warehouse at ``url`` and no fold has copied
+    into it yet (none without a receipt store)."""
+    path = receipts_path(url, settings)
+    if path != ":memory:" and not Path(path).exists():
+        return []
+    return ReceiptStore(path, settings.busy_wait_seconds).unfolded()
+
+
+def published_receipt_counts(
+    store: Warehouse, campaign_id: str, waiting: list[dict[str, Any]]
+) -> dict[str, int] | None:
+    """:func:`receipt_counts` from a serving store (``store``: its ``sms_receipt_status``, as
+    the last run or command published it) and the receipts ``waiting`` in the
+    :class:`ReceiptStore` since (not folded into the warehouse yet): each sent message counts
+    under its last receipt of both. None when the store holds no statuses (published before
+    they were kept)."""
+    from segmentum.page_models import SMS_STATUS
+
+    if not store.has(SMS_STATUS):
+        return None
+    t = store.table(SMS_STATUS)
+    t = t.filter(t.campaign_id == campaign_id)
+    counts = _counted(t)
+    prefix = f"{campaign_id}:"
+    # The latest waiting receipt of each of this campaign's messages.
+    latest: dict[str, tuple[_dt.datetime, int, str]] = {}
+    for r in waiting:
+        ref = str(r["ref"])
+        if not ref.startswith(prefix):
+            continue
+        at = _dt.datetime.fromisoformat(str(r["received_at"]))
+        got = (at, int(r["receipt_id"]), str(r["status"]))
+        if ref not in latest or got[:2] > latest[ref][:2]:
+            latest[ref] = got
+    if not latest:
+        return counts
+    rows = t.filter(t.key.isin(sorted(latest))).to_pyarrow().to_pylist()
+    for row in rows:  # messages not sent (a failed send) have no row: not counted, as above
+        at, rid, status = latest[row["key"]]
+        kept = row["received_at"]
+        if kept is not None and (kept, int(row["receipt_id"] or 0)) >= (at, rid):
+            continue  # already folded in before the publish (or older than what was)
+        counts[str(row["status"])] -= 1
+        counts[status] = counts.get(status, 0) + 1
+    return counts

@@ -18,10 +18,10 @@ import re
 import shutil
 import tempfile
 import traceback
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import FastAPI, File, Query, Request, Response, UploadFile
 from fastapi.concurrency import run_in_threadpool
@@ -39,6 +39,7 @@ from segmentum.errors import (
     WarehouseBusyError,
     WarehouseError,
 )
+from segmentum.precompute import CACHE
 from segmentum.schema import INGESTIBLE
 from segmentum.service.core import (
     PROBLEM,
@@ -52,6 +53,8 @@ from segmentum.service.core import (
     wants_spanish,
 )
 from segmentum.warehouse import Warehouse
+
+T = TypeVar("T")
 
 __all__ = ["PROBLEM", "ApiProblem", "Service", "create_app", "problem"]
 
@@ -260,6 +263,34 @@ def create_app(
             raise ApiProblem(422, "Invalid request", f"as_of {value!r} is not a date") from exc
 
     # ------------------------------------------------------------------ endpoints
+    def stored(response: Response, fn: Callable[[], T], *tables: str) -> T:
+        """``fn`` on the warehouse, or on the published read models where the warehouse would
+        cost a Spark job per request or a run holds the DuckDB file (``tables``: what ``fn``
+        reads there). An answer from an older publish says when in a header."""
+        result, when = svc.fresh_or_published(fn, *tables)
+        if when is not None:
+            response.headers["X-Segmentum-Published-At"] = when
+        return result
+
+    def cached_or_computed(
+        response: Response, kept: Callable[[], T | None], compute: Callable[[], T]
+    ) -> T:
+        """What the last run cached (``kept``), else ``compute`` on the warehouse: on Spark a
+        job (a view the cache lacks), on a DuckDB file a run holds the busy answer."""
+
+        def run() -> T | None:
+            got = kept()
+            if got is not None or svc.wh.read_only:
+                return got
+            return compute()
+
+        got = stored(response, run, CACHE)
+        if got is not None:
+            return got
+        if svc.batch_engine:
+            return svc.locked(compute)
+        raise busy(settings.busy_wait_seconds)
+
     @app.get("/health", tags=["service"])
     def health() -> dict[str, Any]:
         return {"status": "ok"}
@@ -301,10 +332,11 @@ def create_app(
         return {"published": info is not None, **(info or {})}
 
     @app.get("/v1/segments", tags=["segments"])
-    def segments_list(_: Read) -> list[dict[str, Any]]:
+    def segments_list(response: Response, _: Read) -> list[dict[str, Any]]:
         from segmentum.segments.store import Segments
 
-        return [s.__dict__ for s in svc.locked(lambda: Segments(svc.wh, settings).list())]
+        found = stored(response, lambda: Segments(svc.wh, settings).list(), "segment_definitions")
+        return [s.__dict__ for s in found]
 
     @app.post("/v1/segments", tags=["segments"], status_code=201)
     def segments_create(body: SegmentIn, _: Write) -> dict[str, Any]:
@@ -333,7 +365,10 @@ def create_app(
 
     @app.get("/v1/segments/{name}/members", tags=["segments"])
     def segments_members(
-        name: str, _: Read, limit: Annotated[int, Query(ge=1, le=10_000)] = 100
+        response: Response,
+        name: str,
+        _: Read,
+        limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
     ) -> dict[str, Any]:
         from segmentum.segments.store import Segments
 
@@ -342,33 +377,55 @@ def create_app(
             ids = m.order_by("customer_id").limit(limit).customer_id.to_pyarrow().to_pylist()
             return {"segment": name, "size": int(m.count().to_pyarrow().as_py()), "members": ids}
 
-        return svc.locked(run)
+        return stored(response, run, "segment_definitions", "segment_members")
 
     @app.get("/v1/segments/{name}/profile", tags=["segments"])
-    def segments_profile(name: str, _: Read) -> dict[str, Any]:
+    def segments_profile(response: Response, name: str, _: Read) -> dict[str, Any]:
+        """The segment's members against the other customers, as the explorer shows it: the
+        profile the last run cached for a saved segment, else computed now."""
+        from segmentum.precompute import cached
         from segmentum.segments.discover import profile_labels, segment_labels
 
-        return svc.locked(
-            lambda: profile_labels(svc.wh, segment_labels(svc.wh, name), "segment").to_dict()
+        return cached_or_computed(
+            response,
+            lambda: (cached(svc.wh, "profiles") or {}).get(name),
+            lambda: profile_labels(svc.wh, segment_labels(svc.wh, name), "segment").to_dict(),
         )
 
     @app.get("/v1/micro-segments", tags=["segments"])
     def micro(
+        response: Response,
         _: Read,
         dimensions: Annotated[str, Query(max_length=300)] = "",
         min_size: Annotated[int, Query(ge=1, le=1_000_000)] = 50,
     ) -> dict[str, Any]:
         """Micro-segments over ``dimensions`` (comma-separated, coarse to fine); none given:
         value_tier, region, city, age_band, or without a customers file the classes."""
+        from segmentum.precompute import cached
         from segmentum.segments.micro import micro_segments
 
         dims = [d.strip() for d in dimensions.split(",") if d.strip()] or None
-        return svc.locked(
-            lambda: micro_segments(svc.wh, dims, min_size=min_size, store=False).to_dict()
+
+        def kept() -> dict[str, Any] | None:
+            # The default tree as the last run cached it (the dashboard shows the same).
+            tree = cached(svc.wh, "micro")
+            if (
+                tree
+                and (dims is None or dims == list(tree["dimensions"]))
+                and tree["min_size"] == min_size
+            ):
+                return dict(tree)
+            return None
+
+        return cached_or_computed(
+            response,
+            kept,
+            lambda: micro_segments(svc.wh, dims, min_size=min_size, store=False).to_dict(),
         )
 
     @app.get("/v1/migration", tags=["history"])
     def migration_(
+        response: Response,
         _: Read,
         date_from: Annotated[str, Query(alias="from")],
         date_to: Annotated[str, Query(alias="to")],
@@ -378,13 +435,15 @@ def create_app(
 
         a, b = as_of_param(date_from), as_of_param(date_to)
         assert a is not None and b is not None
-        return svc.locked(lambda: migration(svc.wh, a, b, by).to_dict())
+        return stored(response, lambda: migration(svc.wh, a, b, by).to_dict(), "customer_classes")
 
     @app.get("/v1/campaigns", tags=["campaigns"])
-    def campaigns_list(_: Read) -> list[dict[str, Any]]:
+    def campaigns_list(response: Response, _: Read) -> list[dict[str, Any]]:
         from segmentum.campaigns.core import Campaigns
 
-        rows = svc.locked(lambda: Campaigns(svc.wh, settings).list())
+        # As of the publish (a store without them had none then: those loaded with results
+        # are listed from those).
+        rows = stored(response, lambda: Campaigns(svc.wh, settings).list())
         return [{k: v for k, v in c.__dict__.items() if k != "template"} for c in rows]
 
     @app.post("/v1/campaigns", tags=["campaigns"], status_code=201)
@@ -455,12 +514,27 @@ def create_app(
     def campaigns_results(campaign: str, _: Read) -> dict[str, Any]:
         from segmentum.campaigns.core import Campaigns
         from segmentum.campaigns.measure import results
+        from segmentum.page_models import published_results
 
         def run() -> dict[str, Any]:
             cs = Campaigns(svc.wh, settings)
             c = cs.get(campaign)
             return results(svc.wh, c.campaign_id, settings, c.cost_per_contact).to_dict()
 
+        if svc.batch_engine and svc.serving is not None:
+            # Spark: the results as the last run (or the command that changed them) published.
+            svc.publish_own_changes()
+
+            def published(wh: Any) -> dict[str, Any] | None:
+                try:
+                    c = Campaigns(wh, settings).get(campaign)
+                except SegmentumError:
+                    return None
+                return published_results(wh, c.campaign_id)
+
+            stored = svc.serving.read(published)
+            if stored is not None:
+                return stored
         return svc.locked(run)
 
     @app.get("/v1/web-message", tags=["campaigns"])

@@ -33,6 +33,7 @@ from segmentum.page_models import (
     SNAPSHOT_KPIS,
     campaign_names,
     published_plan,
+    published_results,
     sent_activity,
 )
 from segmentum.segments.classes import RFM_RULES
@@ -1723,7 +1724,7 @@ def _campaigns(page: Page, svc: Any, selected: str) -> dict[str, Any]:
     def measured(camp: Any) -> dict[str, Any]:
         """The campaign's results (``Results.to_dict``), as published during a run."""
         if published:
-            return _published_results(svc.wh, camp.campaign_id)
+            return published_results(svc.wh, camp.campaign_id) or {}
         r = results(svc.wh, camp.campaign_id, svc.settings, camp.cost_per_contact)
         return r.to_dict()
 
@@ -1784,9 +1785,9 @@ def _campaigns(page: Page, svc: Any, selected: str) -> dict[str, Any]:
                     return ctx
                 plan = cs.present(camp, stored, page.lang)
             else:
-                if camp.channel == "sms":
-                    ctx["sms"] = _sms_receipts(page, cs, camp)
                 plan = cs.dry_run(camp, sample=PLAN_EXAMPLES, lang=page.lang)
+            if camp.channel == "sms":
+                ctx["sms"] = _sms_receipts(page, svc, cs, camp, published)
             ctx["plan"] = {
                 "id": camp.campaign_id,
                 "name": plan["campaign"],
@@ -1862,28 +1863,28 @@ def _published_campaign(svc: Any, key: str) -> bool:
     return bool(store.read(answers))
 
 
-def _sms_receipts(page: Page, cs: Any, camp: Any) -> dict[str, Any]:
+def _sms_receipts(
+    page: Page, svc: Any, cs: Any, camp: Any, published: bool
+) -> dict[str, Any] | None:
     """An SMS campaign's sent messages by their last delivery receipt, as
-    ``GET /v1/campaigns/{campaign}/sms-receipts`` counts them (receipts the service stored
-    meanwhile folded in first)."""
-    from segmentum.campaigns.sms import receipt_counts
+    ``GET /v1/campaigns/{campaign}/sms-receipts`` counts them: receipts the service stored
+    meanwhile folded in first, or, from the serving store (``published``: Spark, or a run
+    holds the file), added to the published statuses. None when the store has none."""
+    from segmentum.campaigns.sms import published_receipt_counts, receipt_counts, waiting_receipts
 
-    cs.fold_sms_receipts()
-    counts = receipt_counts(cs.wh, camp.campaign_id)
+    if published:
+        waiting = waiting_receipts(svc.url, svc.settings)
+        counts = published_receipt_counts(svc.wh, camp.campaign_id, waiting)
+        if counts is None:
+            return None
+    else:
+        cs.fold_sms_receipts()
+        counts = receipt_counts(cs.wh, camp.campaign_id)
     return {
         "sent": page.num(sum(counts.values())),
         "any": sum(counts.values()) > 0,
         "rows": [{"status": k, "customers": page.num(v)} for k, v in counts.items()],
     }
-
-
-def _published_results(wh: Any, campaign_id: str) -> dict[str, Any]:
-    """A campaign's results as the last run published them (empty when it had none)."""
-    if not wh.has(CAMPAIGN_PAGES):
-        return {}
-    t = wh.table(CAMPAIGN_PAGES)
-    rows = t.filter(t.campaign_id == campaign_id).results.to_pyarrow().to_pylist()
-    return dict(json.loads(rows[0])) if rows else {}
 
 
 def _busy_now(page: Page) -> SegmentumError:
@@ -1905,7 +1906,7 @@ def _results_rows(page: Page, d: dict[str, Any], settings: Settings) -> dict[str
     if not d.get("ready", True):
         from segmentum.campaigns.measure import waiting
 
-        note = i18n.translate_message(page.lang, d.get("note"))
+        note = i18n.sentence(i18n.translate_message(page.lang, d.get("note")) or "")
         return {"rows": [], "said": [note, waiting(d, settings, page.lang, on_page=True)]}
     keys = ("treated", "control", "conv_treated", "conv_control", "uplift", "p_value", "roi")
     out = []
