@@ -248,6 +248,8 @@ def test_builder_shows_size_revenue_and_reach_live(tab: Any, server: dict[str, A
     page.fill("#rule", "value_tier == 'high'")
     page.wait_for_selector("#summary")
     assert page.inner_text("#size").startswith("Size")
+    # The base is said ("of 1,500 customers"), as the explorer says its own.
+    assert re.search(r"^Size: [\d,]+ of [\d,]+ customers \(", page.inner_text("#size"))
     assert "of revenue" in page.inner_text("#revenue")
     assert page.locator("#reach tr").count() > 1
 

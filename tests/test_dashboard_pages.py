@@ -486,6 +486,7 @@ def test_the_customer_timeline_shows_what_segmentum_sent_at_once_and_after_a_pub
         # Results wait for the sales of the next days: said without a command.
         said = " ".join(_text(shown).split())
         assert "se cuenta cuando se cargan las ventas de esos días" in said, said
+        assert "Aún no hay resultados:" in said and "aún no hay resultados" not in said, said
         assert "segmentum run" not in said and "segmentum ingest" not in said
         after = http.get(
             f"{base}/dashboard/campaigns",

@@ -627,6 +627,30 @@ def test_a_path_step_reads_in_the_users_language(
         assert path_detail("en", what, detail) == en
 
 
+@pytest.mark.parametrize(
+    ("rule", "es", "en"),
+    [
+        ("not bought_since_entry", "no ha comprado desde que entró en el flujo", None),
+        ("bought_since_entry", "ha comprado desde que entró en el flujo", None),
+        ("days_in_flow >= 3", "3 días o más en el flujo", "3 days or more in the flow"),
+        (
+            "days_in_flow<1500",
+            "menos de 1.500 días en el flujo",
+            "fewer than 1,500 days in the flow",
+        ),
+        ("value_tier != 'low'", None, None),  # any other rule is shown as written
+    ],
+)
+def test_a_condition_on_the_flows_own_names_reads_in_words(
+    rule: str, es: str | None, en: str | None
+) -> None:
+    from segmentum.flows.words import condition_words
+
+    assert condition_words("es", rule) == es
+    if en is not None or es is None:
+        assert condition_words("en", rule) == en
+
+
 # ------------------------------------------------------------------------------ service
 
 
@@ -657,6 +681,20 @@ def test_the_api_creates_validates_enables_and_reports_flows(server: dict[str, A
     assert [s["kind"] for s in res["steps"]][:2] == ["split", "send"]
     listed = httpx.get(base + "/v1/flows", headers=read, timeout=60).json()
     assert "api_win_back" in [f["name"] for f in listed]
+    # The flow's page says its condition in words (the template's rule in English code
+    # was shown as it is: "Condición: not bought_since_entry").
+    cart = {"template": "abandoned_cart", "name": "api_cart"}
+    assert httpx.post(base + "/v1/flows", json=cart, headers=admin, timeout=60).status_code == 201
+    with httpx.Client(base_url=base, timeout=60) as browser:
+        browser.get("/login")
+        csrf = browser.cookies.get("segmentum_login_csrf")
+        browser.post("/login", data={"key": keys["read"], "csrf": csrf})
+        for lang, words in (
+            ("es", 'Condición: <span title="not bought_since_entry">no ha comprado desde'),
+            ("en", 'Condition: <span title="not bought_since_entry">has not bought since'),
+        ):
+            shown = browser.get("/dashboard/flows/api_cart", params={"lang": lang}).text
+            assert words in shown, lang
     assert httpx.get(base + "/v1/flows/nope", headers=read, timeout=60).status_code in (
         400,
         404,

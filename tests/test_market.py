@@ -507,4 +507,12 @@ def test_a_cell_counted_in_two_rows_is_said_on_the_page_and_in_the_api_in_spanis
         api = http.get(base + "/v1/market", headers={"X-API-Key": key}).json()
     assert page.status_code == 200
     assert "aparecen en más de una fila de población" in page.text, page.text[-2000:]
+    # A note that warns looks like a warning; one that says how a figure was measured does
+    # not (the white space's benchmark was shown as a warning).
+    notes = re.findall(r'<p class="notice (\w+) market-note">([^<]*)</p>', page.text)
+    kinds = {kind for kind, text in notes if "más de una fila de población" in text}
+    assert kinds == {"warn"}, notes
+    assert all(kind == "info" for kind, text in notes if text.startswith("espacio en blanco")), (
+        notes
+    )
     assert any("se sumaron sus cifras" in n for n in api["notes_es"]), api

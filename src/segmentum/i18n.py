@@ -344,6 +344,12 @@ def labeller(lang: str) -> Callable[[str, Any], str]:
     return functools.partial(label, lang)
 
 
+def sentence(text: str) -> str:
+    """A message shown on its own as a sentence: its first letter capitalised (messages are
+    written to follow a file name or a colon: "no results yet: 3 sent...")."""
+    return text[:1].upper() + text[1:]
+
+
 def is_missing(value: Any) -> bool:
     if value is None:
         return True
@@ -1034,11 +1040,11 @@ MESSAGES: tuple[tuple[str, tuple[str, str]], ...] = (
     (r"no segment has been computed yet", N_("history", "no segment has been computed yet")),
     (rf"unknown classification {_Q}", N_("history", "unknown classification %(1)s")),
     (
-        r"use a column of customer_classes \(rfm_segment, value_tier, lifecycle_stage\.\.\.\), "
+        r"use one of the classes \(rfm_segment, value_tier, lifecycle_stage\.\.\.\), "
         r"segment:NAME or cluster",
         N_(
             "history",
-            "use a column of customer_classes (rfm_segment, value_tier, lifecycle_stage...), "
+            "use one of the classes (rfm_segment, value_tier, lifecycle_stage...), "
             "segment:NAME or cluster",
         ),
     ),

@@ -74,6 +74,29 @@ def path_detail(lang: str, what: str, detail: str | None) -> str:
     return reason or i18n.translate_message(lang, detail)
 
 
+def condition_words(lang: str, rule: str | None) -> str | None:
+    """A condition step's rule in words, for the flow's own names (``not bought_since_entry``
+    -> "has not bought since entering the flow"); None for any other rule (shown as written)."""
+    if not rule:
+        return None
+    _ = i18n.translations(lang).ugettext
+    text = " ".join(rule.split()).lower()
+    if text in ("bought_since_entry", "bought_since_entry == true"):
+        return _("has bought since entering the flow")
+    if text in ("not bought_since_entry", "bought_since_entry == false"):
+        return _("has not bought since entering the flow")
+    days = re.fullmatch(r"days_in_flow ?(>=|>|<=|<) ?(\d+)", text)
+    if days:
+        said = {
+            ">=": _("%(n)s days or more in the flow"),
+            ">": _("more than %(n)s days in the flow"),
+            "<=": _("%(n)s days or fewer in the flow"),
+            "<": _("fewer than %(n)s days in the flow"),
+        }[days.group(1)]
+        return said % {"n": i18n.number(int(days.group(2)), lang, 0)}
+    return None
+
+
 # The classes a flow may enter on (segmentum.flows.engine.CLASS_TRIGGERS), whose stored values
 # a page shows in its language; a saved segment keeps the name it was given.
 _CLASS_KINDS = ("rfm_segment", "lifecycle_stage", "value_potential")

@@ -109,7 +109,7 @@ def labels_at(wh: Warehouse, classification: str, as_of: _dt.date) -> ir.Table:
     if classification not in c.columns:
         raise InputError(
             f"unknown classification {classification!r}",
-            "use a column of customer_classes (rfm_segment, value_tier, lifecycle_stage...), "
+            "use one of the classes (rfm_segment, value_tier, lifecycle_stage...), "
             "segment:NAME or cluster",
         )
     c = c.filter(c.as_of == when)

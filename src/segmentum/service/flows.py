@@ -25,7 +25,7 @@ from segmentum import i18n
 from segmentum.errors import InputError, SegmentumError
 from segmentum.flows import FlowError, Flows, Runner, catalog
 from segmentum.flows.spec import trigger_of
-from segmentum.flows.words import flow_words, path_detail
+from segmentum.flows.words import condition_words, flow_words, path_detail
 from segmentum.service.core import Admin, ApiProblem, Read, Service
 
 router = APIRouter(tags=["flows"])
@@ -301,6 +301,12 @@ def _mount_pages(app: FastAPI, svc: Service) -> None:
             "description": (f.description or {}).get(page.lang, ""),
             "control_share": f.control_share,
             "results": res,
+            # A condition on the flow's own names said in words (its rule in the tooltip).
+            "conditions": {
+                s.index: words
+                for s in f.steps
+                if s.kind == "condition" and (words := condition_words(page.lang, s.rule))
+            },
         }
         return ctx
 

@@ -46,6 +46,9 @@ WHITE_SPACE_COLUMNS = (
     "growth",
 )
 
+# Market notes that inform (how a figure was measured) rather than warn.
+_INFO_NOTES = ("white space: ", "B2B population: ")
+
 
 def _svc(request: Request) -> Service:
     svc: Service = request.app.state.svc
@@ -244,8 +247,12 @@ def market_page(page: Page, svc: Service, level: str = "") -> dict[str, Any]:
         "has_skipped": bool(summary.get("skipped_rows")),
         "unplaced": unplaced,
         # What the computation warned about (cells counted in several rows...), in the
-        # page's language: the figures above depend on it.
-        "notes": [i18n.translate_message(page.lang, n) for n in summary.get("notes") or []],
+        # page's language: the figures above depend on it. Notes that only say how a figure
+        # was measured (the white space's benchmark, companies counted) are not warnings.
+        "notes": [
+            {"text": i18n.translate_message(page.lang, n), "warn": not n.startswith(_INFO_NOTES)}
+            for n in summary.get("notes") or []
+        ],
         "levels": [(lv, dimension_titles(_)[lv]) for lv in levels],
         "level": used or "",
         "level_title": dimension_titles(_).get(used or "", ""),

@@ -80,7 +80,7 @@
       out.textContent = "";
       const s = el("div", {"class": "summary", id: "summary"});
       const a = el("span", {id: "size"});
-      a.append(T.size + ": ", el("b", {}, j.size_text), " " + T.of + " " + j.customers_text + " (" + j.share_text + ")");
+      a.append(T.size + ": ", el("b", {}, j.size_text), " " + T.of_customers.replace("%(n)s", j.customers_text) + " (" + j.share_text + ")");
       const b = el("span", {id: "revenue"});
       b.append(T.revenue + ": ", el("b", {}, j.revenue_text), " (" + j.revenue_share_text + " " + T.revenue_share + ")");
       s.append(a, b);
