@@ -388,3 +388,22 @@ def copy_of(tmp_path: Path) -> Iterator[Any]:
     yield copy
     for w in opened:
         w.close()
+
+
+def held(db: Path) -> subprocess.Popen[str]:
+    """Another process holding the DuckDB file ``db``, as a pipeline run does (kill it)."""
+    import sys
+
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('held', flush=True);"
+            " time.sleep(120)",
+            str(db),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    return holder

@@ -5,8 +5,6 @@ while another process holds the warehouse, and the admin-only pages."""
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -14,7 +12,7 @@ import httpx
 import ibis
 import pytest
 from starlette.requests import Request
-from tests.conftest import serving
+from tests.conftest import held, serving
 
 from segmentum.campaigns.core import IMPORTED, Campaigns
 from segmentum.history.snapshots import history_summary, snapshot_dates
@@ -188,7 +186,7 @@ def test_history_and_customer_pages_answer_while_another_process_holds_the_wareh
     )
     jar, _ = signed_in()
     base = server["url"]
-    holder = _hold(server["db"])
+    holder = held(server["db"])
     try:
         mig = http.get(f"{base}/dashboard/migration", cookies=jar)
         assert mig.status_code == 200 and 'id="chart-sankey"' in mig.text
@@ -395,23 +393,6 @@ def test_the_campaigns_page_downloads_retargeting_and_seed_audiences_like_the_ap
     assert http.get(seed, params={"platform": "myspace"}, cookies=admin).status_code == 422
 
 
-def _hold(db: Any) -> subprocess.Popen[str]:
-    """Another process holding the DuckDB file ``db`` (as a pipeline run does)."""
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('held', flush=True);"
-            " time.sleep(120)",
-            str(db),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
-    return holder
-
-
 def _timeline_reader(app: Any) -> Callable[[str, str, str], str]:
     """``timeline(base, customer_id, lang)``: the customer page's timeline as text, read with
     a new session of ``app`` (no raw values in it)."""
@@ -468,8 +449,8 @@ def test_the_customer_timeline_shows_what_segmentum_sent_at_once_and_after_a_pub
         assert " 1 líneas" not in es, es  # one line, in the singular
         en = timeline(base, sent, "en")
         assert "Campaign Vuelve pronto" in en and " 1 lines" not in en, en
-        held = timeline(base, control, "es")
-        assert "Campaña Vuelve pronto" in held and "grupo de control" in held, held
+        held_back = timeline(base, control, "es")
+        assert "Campaña Vuelve pronto" in held_back and "grupo de control" in held_back, held_back
         # The file the send wrote on the server, downloaded from the campaign's page.
         from segmentum.service.auth import create_key
 
@@ -513,7 +494,7 @@ def test_the_customer_timeline_shows_what_segmentum_sent_at_once_and_after_a_pub
         # The next publish (a run's last step) carries them; a run then holds the warehouse.
         with segmentum.connect(f"duckdb:///{db}") as wh:
             publish_read_models(wh, settings)
-        holder = _hold(db)
+        holder = held(db)
         try:
             es = timeline(base, sent, "es")
             assert "Campaña Vuelve pronto" in es and "enviado" in es, es

@@ -197,9 +197,34 @@ def test_a_customer_entering_a_segment_gets_the_email_after_the_wait(
     assert mail["To"] == who.email and mail["Subject"] == "Tu carrito"
     assert "tu carrito te espera" in mail.get_content()
     assert mail["Message-ID"].startswith("<cart.")
+    # Without unsubscribe_url the way out is a reply to the sender (a person handles it).
+    assert mail["List-Unsubscribe"] == "<mailto:marketing@example.com?subject=unsubscribe>"
     steps = [(r["step"], r["what"]) for r in flows.path(who.customer_id)]
     assert steps == [(None, "entered"), (0, "wait"), (1, "condition"), (2, "sent"), (None, "done")]
     assert flows.tick(T0 + dt.timedelta(hours=3)).sent == 0  # idempotent: nothing more to do
+
+
+def test_a_flows_email_links_to_the_same_unsubscribe_page_as_a_campaigns(
+    synced: dict[str, Any], tmp_path: Path
+) -> None:
+    """The flows sign their links with the warehouse's one secret: a link from a flow's email
+    opens the page a campaign's would."""
+    from segmentum.campaigns import unsubscribe as unsub
+
+    url = f"duckdb:///{tmp_path / 'w.duckdb'}"
+    s = SETTINGS.with_overrides(unsubscribe_url="https://crm.example.com/v1/unsubscribe")
+    flows = Flows(FlowStore(tmp_path / "w.flows.sqlite"), s, url)
+    headers = flows._links().headers("C 1")
+    assert headers["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    link = headers["List-Unsubscribe"][1:-1]
+    secret = unsub.UnsubscribeStore(unsub.store_path(url, s)).secret()
+    assert (
+        link == f"https://crm.example.com/v1/unsubscribe?c=C+1&t={unsub.signature(secret, 'C 1')}"
+    )
+    assert unsub.Links(url, s).link("C 1") == link  # what a campaign's send writes
+    body = unsub.with_footer("Hola", link, "es")
+    assert body.endswith(f"Para dejar de recibir estos correos: {link}\n")
+    assert unsub.with_footer(f"Baja: {link}", link, "es") == f"Baja: {link}"  # placed already
 
 
 def test_a_customer_who_buys_during_the_wait_exits_before_the_send(

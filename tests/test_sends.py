@@ -430,3 +430,94 @@ def test_results_before_any_delivery_say_so_instead_of_nan(
     assert main(["campaign", "results", "Vuelve", "-w", f"duckdb:///{db}"]) == 0
     out = capsys.readouterr().out
     assert "no results yet: 0 sent, 0 failed, 0 outcomes" in out and "nan" not in out.lower()
+
+
+def test_every_email_links_to_unsubscribing_and_a_click_stops_what_was_planned_before(
+    db: Path, inbox: tuple[SlowInbox, int]
+) -> None:
+    """Marketing email must offer a way out: the List-Unsubscribe header (one click in mail
+    programs, RFC 8058) and a link in the body, in the recipient's language. The link's page
+    records it (a GET only asks: mail scanners open links), a forged or cut link is refused,
+    and the customer's message of a campaign planned before the click is not sent."""
+    import urllib.parse
+
+    import httpx
+    from tests.conftest import serving
+
+    from killsends import TEMPLATE, customers, plan
+    from segmentum.campaigns import unsubscribe as unsub
+    from segmentum.service.app import create_app
+
+    box, port = inbox
+    box.delay = 0.0
+    public = "https://crm.example.com/v1/unsubscribe"
+    s = _settings(port, unsubscribe_url=public)
+    url = f"duckdb:///{db}"
+    with segmentum.connect(url) as wh:
+        cs = Campaigns(wh, s)
+        cs.send(cs.get("Vuelve"), now=dt.datetime(2026, 1, 5, 12, 0), immediately=True)
+    assert box.got
+    links = {}
+    for m in box.got:
+        header = str(m["List-Unsubscribe"])
+        assert header.startswith(f"<{public}?c=") and header.endswith(">"), header
+        assert str(m["List-Unsubscribe-Post"]) == "List-Unsubscribe=One-Click"
+        link = header[1:-1]
+        body = m.get_body().get_content()
+        assert link in body  # the same link in the message itself
+        spanish = "Para dejar de recibir estos correos" in body
+        english = "To stop receiving these emails" in body
+        assert spanish != english, body
+        cid = urllib.parse.parse_qs(urllib.parse.urlsplit(link).query)["c"][0]
+        links[cid] = link
+    gone = sorted(links)[0]
+    store = unsub.UnsubscribeStore(unsub.store_path(url, s))
+    app = create_app(url, s)
+    with serving(app) as base, httpx.Client(timeout=60) as http:
+
+        def at(link: str) -> str:
+            return link.replace("https://crm.example.com", base)
+
+        asked = http.get(at(links[gone]), headers={"Accept-Language": "es"})
+        assert asked.status_code == 200 and 'data-state="ask"' in asked.text
+        assert "¿Dejar de recibir estos correos?" in asked.text
+        assert store.unfolded() == []  # opening the link records nothing
+        other = sorted(links)[1]
+        forged = at(links[gone]).replace(f"c={gone}", f"c={other}")
+        assert http.get(forged).status_code == 400
+        cut = at(links[gone])[:-5]
+        refused = http.get(cut, headers={"Accept-Language": "en"})
+        assert refused.status_code == 400 and "This link is not valid" in refused.text
+        assert http.post(cut).status_code == 400 and store.unfolded() == []
+        # A hostile id with a valid signature is shown as text.
+        hostile = '"><script>alert(1)</script>'
+        sig = unsub.signature(store.secret(), hostile)
+        page = http.get(f"{base}/v1/unsubscribe", params={"c": hostile, "t": sig}).text
+        assert "<script>alert(1)" not in page and "&lt;script&gt;" in page
+        # The mail program's one-click POST (RFC 8058), then a second click: once.
+        done = http.post(at(links[gone]), data={"List-Unsubscribe": "One-Click"})
+        assert done.status_code == 200 and 'data-state="done"' in done.text
+        again = http.post(at(links[gone]), data={"List-Unsubscribe": "One-Click"})
+        assert again.status_code == 200
+        # The automated flows hear of it at once: an unsubscribe event of the customer's.
+        heard = app.state.realtime.store.events_of(gone, dt.datetime(2020, 1, 1))
+        assert [e["event_type"] for e in heard] == ["unsubscribe"]
+        shown = http.get(at(links[gone]), headers={"Accept-Language": "es"}).text
+        assert 'data-state="done"' in shown and "no recibirás más estos correos" in shown
+    assert [r["customer_id"] for r in store.unfolded()] == [gone]
+    # A campaign planned before the click (the customer scheduled in it) is sent: not to them.
+    box.got.clear()
+    with segmentum.connect(url) as wh:
+        cs = Campaigns(wh, s)
+        later = cs.create("Otra vez", "winback", "email", template=TEMPLATE, control_share=0.2)
+        cs.record_plan(later, plan(customers(14)), dt.datetime(2026, 1, 4, 12, 0))
+        report = cs.send(later, now=dt.datetime(2026, 1, 6, 12, 0), immediately=True)
+        log = cs.log(later).set_index("customer_id")
+        kept = wh.table("suppressions").to_pyarrow().to_pylist()
+    assert log.loc[gone, "status"] == "not_sent" and log.loc[gone, "error"] == unsub.SKIPPED
+    mailed = {str(m["To"]) for m in box.got}
+    assert f"{gone.lower()}@example.com" not in mailed and report.delivered == len(mailed) > 0
+    assert [(r["customer_id"], r["channel"], r["reason"]) for r in kept] == [
+        (gone, "email", "unsubscribed")
+    ]
+    assert store.unfolded() == []  # copied over once

@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import pandas as pd
 import pytest
-from tests.conftest import serving
+from tests.conftest import held, serving
 
 import segmentum
 from killsends import customers, plan
@@ -786,26 +786,6 @@ def test_receipts_from_every_provider_are_stored_while_the_warehouse_is_held_and
         wh.close()
 
 
-def _held(db: Path) -> Any:
-    """Another process holding the DuckDB file ``db``, as a pipeline run does."""
-    import subprocess
-    import sys
-
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('held', flush=True);"
-            " time.sleep(120)",
-            str(db),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
-    return holder
-
-
 def test_receipts_are_counted_from_the_published_store_while_a_run_holds_the_warehouse(
     db: Path, inbox: SmsInbox
 ) -> None:
@@ -860,7 +840,7 @@ def test_receipts_are_counted_from_the_published_store_while_a_run_holds_the_war
     app = create_app(url, s)
     session = create_session(app.state.svc.sessions, key)
     assert session is not None
-    holder = _held(db)
+    holder = held(db)
     try:
         with serving(app) as base:
             page = httpx.get(

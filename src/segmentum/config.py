@@ -166,6 +166,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("smtp_starttls", True, "Upgrade the SMTP connection with STARTTLS."),
     Setting("smtp_cafile", "", "CA bundle to verify the SMTP server (empty: the system's)."),
     Setting("smtp_from", "marketing@example.com", "Sender address of campaign emails."),
+    Setting(
+        "unsubscribe_url",
+        "",
+        "Public URL of this service's unsubscribe page, e.g. "
+        "https://crm.example.com/v1/unsubscribe: every email links to it and offers one-click "
+        "unsubscribing (empty: the List-Unsubscribe header asks for a reply to smtp_from).",
+    ),
     Setting("push_webhook_url", "", "Endpoint that delivers push notifications (signed POSTs)."),
     Setting("inapp_webhook_url", "", "Endpoint that delivers in-app messages (signed POSTs)."),
     Setting("channel_secret", "", "HMAC-SHA256 secret for push and in-app deliveries."),
@@ -470,6 +477,7 @@ class Settings:
     smtp_starttls: bool = _DEFAULTS["smtp_starttls"]
     smtp_cafile: str = _DEFAULTS["smtp_cafile"]
     smtp_from: str = _DEFAULTS["smtp_from"]
+    unsubscribe_url: str = _DEFAULTS["unsubscribe_url"]
     push_webhook_url: str = _DEFAULTS["push_webhook_url"]
     inapp_webhook_url: str = _DEFAULTS["inapp_webhook_url"]
     channel_secret: str = _DEFAULTS["channel_secret"]

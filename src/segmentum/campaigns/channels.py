@@ -100,6 +100,7 @@ VARIABLES: dict[str, str] = {
     "reason": "a reason",
     "recommendation": "an item",
     "customer_id": "C1",
+    "unsubscribe_url": "https://crm.example.com/v1/unsubscribe?c=C1&t=0123",
 }
 _env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
 
@@ -409,8 +410,16 @@ class Mailer:
         if self.smtp is None:
             self.smtp = smtp_connection(self.settings)
 
-    def send(self, key: str, to: str, subject: str, body: str) -> None:
-        """Deliver one message; :class:`Failed` says whether to retry it later."""
+    def send(
+        self,
+        key: str,
+        to: str,
+        subject: str,
+        body: str,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        """Deliver one message; :class:`Failed` says whether to retry it later. ``headers``:
+        more of them (the unsubscribe ones, :mod:`segmentum.campaigns.unsubscribe`)."""
         msg = EmailMessage()
         msg["From"] = self.settings.smtp_from
         msg["To"] = to
@@ -418,6 +427,8 @@ class Mailer:
         msg["Date"] = email.utils.formatdate(usegmt=True)
         # The same Message-ID on a re-send lets a mail system drop the duplicate.
         msg["Message-ID"] = message_id(key, self.settings.smtp_from)
+        for name, value in (headers or {}).items():
+            msg[name] = value
         msg.set_content(body)
         self.open()
         assert self.smtp is not None

@@ -592,6 +592,8 @@ class Campaigns:
         now = now or _now()
         if c.channel == "sms":
             self.fold_sms_receipts()
+        if c.channel == "email":
+            self.fold_unsubscribes()  # who unsubscribed since is not sent to
         self._ensure_log(c, now)
         slog = SendLog(self.wh, c.campaign_id, self.settings.send_lease_seconds)
         resumed = slog.reclaim()
@@ -642,6 +644,25 @@ class Campaigns:
             receipts,
         )
 
+    def fold_unsubscribes(self) -> int:
+        """Copy the unsubscribes the service recorded meanwhile into ``suppressions``."""
+        from segmentum.campaigns import unsubscribe as unsub
+
+        path = unsub.store_path(self.wh.url, self.settings)
+        if path != ":memory:" and not Path(path).exists():
+            return 0
+        return unsub.fold(self.wh, unsub.UnsubscribeStore(path, self.settings.busy_wait_seconds))
+
+    def _unsubscribed(self, c: Campaign, ids: builtins.list[str]) -> set[str]:
+        """Of ``ids``, those on the suppression list for ``c``'s channel (or all) now."""
+        if not ids or not self.wh.has("suppressions"):
+            return set()
+        t = self.wh.table("suppressions")
+        t = t.filter(
+            t.customer_id.isin(ids) & (t.channel.isnull() | t.channel.isin([c.channel, "all", ""]))
+        )
+        return {str(x) for x in t.customer_id.to_pyarrow().to_pylist()}
+
     def fold_sms_receipts(self) -> int:
         """Copy the SMS delivery receipts the service stored meanwhile into the warehouse."""
         from segmentum.campaigns.sms import ReceiptStore, fold_receipts, receipts_path
@@ -688,6 +709,7 @@ class Campaigns:
     ) -> tuple[int, int, int, builtins.list[str], str | None]:
         """Email, SMS, push and in-app: claim, send, mark, one message at a time."""
         from segmentum.campaigns import sms
+        from segmentum.campaigns import unsubscribe as unsub
 
         due = self._due(c, due_before)
         if due.empty:
@@ -707,6 +729,9 @@ class Campaigns:
             channel = ch.Poster(url, self.settings.channel_secret)
         channel.open()  # an unreachable server fails here, before anything is claimed
         keep = self.settings.contact_retention_days > 0
+        links = unsub.Links(self.wh.url, self.settings) if c.channel == "email" else None
+        # Suppressed since the plan was made (an unsubscribe link clicked): not sent.
+        gone = self._unsubscribed(c, [str(x) for x in due.customer_id])
         delivered = failed = retrying = streak = 0
         errors: builtins.list[str] = []
         stopped: str | None = None
@@ -734,11 +759,16 @@ class Campaigns:
                     # Withdrawn since the plan was made: consent is checked again at sending.
                     slog.skip(r["key"], f"no {c.channel} consent any more")
                     continue
+                if str(r["customer_id"]) in gone:
+                    slog.skip(r["key"], unsub.SKIPPED)
+                    continue
                 try:
                     if reasons.missing(address):
                         raise ch.Failed(f"no {c.channel} address on file", permanent=True)
                     try:
                         ctx = self._context(c, r, lang)
+                        if links is not None:
+                            ctx = {**ctx, "unsubscribe_url": links.for_template(r["customer_id"])}
                         if isinstance(channel, sms.SmsSender):
                             subject, body = "", sms.render_text(tpl, lang, ctx)
                         else:
@@ -746,7 +776,10 @@ class Campaigns:
                     except InputError as exc:
                         raise ch.Failed(exc.message, permanent=True) from exc
                     if isinstance(channel, ch.Mailer):
-                        channel.send(r["key"], str(address), subject, body)
+                        assert links is not None
+                        cid = str(r["customer_id"])
+                        body = unsub.with_footer(body, links.link(cid), lang)
+                        channel.send(r["key"], str(address), subject, body, links.headers(cid))
                     elif isinstance(channel, sms.SmsSender):
                         got = channel.send(str(address), body, r["key"], country=r.get("country"))
                         if not got.ok:

@@ -32,14 +32,12 @@ docs/sms.md explains the setup for users.
 from __future__ import annotations
 
 import base64
-import contextlib
 import datetime as _dt
 import hashlib
 import hmac
 import re
-import sqlite3
 import urllib.parse
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -51,6 +49,7 @@ import ibis.expr.types as ir
 import pyarrow as pa
 
 from segmentum.campaigns.adaudiences import country_code, normalize_phone
+from segmentum.campaigns.sqlite_file import SqliteFile
 from segmentum.config import Settings
 from segmentum.errors import ConfigError, InputError
 from segmentum.i18n import N_
@@ -807,27 +806,11 @@ def receipts_path(url: str, settings: Settings) -> str:
     return "segmentum.state.sqlite"
 
 
-class ReceiptStore:
+class ReceiptStore(SqliteFile):
     """Receipts as they arrive, in a SQLite file (short transactions, WAL: written while a
     pipeline job holds the warehouse), until :func:`fold_receipts` copies them over."""
 
-    def __init__(self, path: str | Path, busy_seconds: float = 5.0) -> None:
-        self.path = str(path)
-        self.busy_seconds = busy_seconds
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as con:
-            con.executescript(RECEIPT_SCHEMA)
-
-    @contextlib.contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        con = sqlite3.connect(self.path, timeout=self.busy_seconds)
-        con.row_factory = sqlite3.Row
-        try:
-            with con:
-                yield con
-        finally:
-            con.close()
+    schema = RECEIPT_SCHEMA
 
     def add(self, receipts: list[Receipt], at: _dt.datetime | None = None) -> int:
         when = (at or _dt.datetime.now(_dt.UTC).replace(tzinfo=None)).isoformat()

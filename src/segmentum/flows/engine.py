@@ -34,6 +34,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from segmentum.campaigns import channels as ch
+from segmentum.campaigns import unsubscribe as unsub
 from segmentum.campaigns.reasons import greeting
 from segmentum.campaigns.sendlog import _alive
 from segmentum.config import Settings, load_settings
@@ -115,6 +116,7 @@ class Flows:
         self._channels: dict[str, Any] = {}
         self._down: dict[str, str] = {}
         self._scope: tuple[dict[str, str], list[str] | None] | None = None
+        self._unsub: unsub.Links | None = None
 
     @classmethod
     def for_warehouse(cls, url: str, settings: Settings | None = None) -> Flows:
@@ -930,12 +932,17 @@ class Flows:
             "recommendation": attrs.get("top_category"),
             "customer_id": run["customer_id"],
         }
+        cid = str(run["customer_id"])
+        links = self._links()
+        if s.channel == "email":
+            context["unsubscribe_url"] = links.for_template(cid)
         assert s.template is not None and s.channel is not None
         try:
             subject, body = ch.render(s.template, lang, context)
             sender = self._channel(s.channel)
             if s.channel == "email":
-                sender.send(key, str(prof["email"]), subject, body)
+                body = unsub.with_footer(body, links.link(cid), lang)
+                sender.send(key, str(prof["email"]), subject, body, links.headers(cid))
             elif s.channel == "sms":
                 from segmentum.campaigns.sms import render_text  # the template's sms: text
 
@@ -961,6 +968,12 @@ class Flows:
         except InputError as exc:
             return exc.message, True
         return None, False
+
+    def _links(self) -> unsub.Links:
+        """The unsubscribe links of this warehouse's emails (one secret for every sender)."""
+        if self._unsub is None:
+            self._unsub = unsub.Links(self.url, self.settings)
+        return self._unsub
 
     def _channel(self, name: str) -> Any:
         if name not in self._channels:

@@ -706,6 +706,9 @@ def create_app(
     from segmentum.service.sms import router as sms_router  # SMS receipts (docs/sms.md)
 
     app.include_router(sms_router)
+    from segmentum.service.unsubscribe import router as unsubscribe_router  # docs/campaigns.md
+
+    app.include_router(unsubscribe_router)
     from segmentum.service.audiences import router as audiences_router  # docs/ad-audiences.md
 
     app.include_router(audiences_router)

@@ -1,0 +1,34 @@
+"""A small SQLite file the service writes while a run holds the warehouse (SMS receipts,
+unsubscribes): short transactions, each on a connection of its own."""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+
+class SqliteFile:
+    """``path`` (``:memory:`` too), created with ``schema`` on first use."""
+
+    schema = ""
+
+    def __init__(self, path: str | Path, busy_seconds: float = 5.0) -> None:
+        self.path = str(path)
+        self.busy_seconds = busy_seconds
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as con:
+            con.executescript(self.schema)
+
+    @contextlib.contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        """One transaction, committed on success, then closed."""
+        con = sqlite3.connect(self.path, timeout=self.busy_seconds)
+        con.row_factory = sqlite3.Row
+        try:
+            with con:
+                yield con
+        finally:
+            con.close()
