@@ -446,6 +446,17 @@ def test_the_run_log_says_which_kind_ran_and_why(
     _load(wh, "transactions", lines[lines._day == nxt], tmp_path / "d1.csv")
     later = pipeline.run(wh, settings=settings)
     assert later.kind == "incremental" and later.plan["models"] == "stored_fit"
+    # The published copy lists this run (the Data page was a run behind); the warehouse keeps
+    # one finished row of it.
+    from segmentum.serving import ServingStore, serving_path
+
+    target = serving_path(wh.url, settings.serving_store)
+    assert target is not None
+    shown = ServingStore(target).read(lambda w: w.table("pipeline_runs").to_pandas())
+    assert shown is not None and later.run_id in set(shown.run_id)
+    kept = wh.table("pipeline_runs").to_pandas().set_index("run_id")
+    assert kept.index.is_unique and kept.loc[later.run_id, "status"] == "ok"
+    assert "save run state" in kept.loc[later.run_id, "steps"]
     disc = next(x for x in later.steps if x["step"] == "discover segments")
     assert disc["kind"] == "stored fit" and disc["fitted_as_of"] == forced.as_of.isoformat()
     cl = wh.table("customer_clusters")

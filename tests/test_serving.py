@@ -268,6 +268,10 @@ def test_a_held_warehouse_gets_a_busy_answer_and_lookups_go_on(served: dict[str,
         # A tree the run did not cache is computed on the warehouse: busy until it is free.
         r = http.get("/v1/micro-segments", params={"dimensions": "value_tier"})
         assert r.status_code == 503 and int(r.headers["retry-after"]) >= 1
+        # A page meeting it shows a page in its language, not the API's JSON.
+        r = browser.get("/dashboard/micro", params={"dimensions": "value_tier", "lang": "es"})
+        assert r.status_code == 503 and r.headers["content-type"].startswith("text/html")
+        assert "está ocupado" in r.text and int(r.headers["retry-after"]) >= 1
         # The pages that read the warehouse answer from what was published, and say so.
         for path in (
             f"/dashboard/explorer?segment={segment}&lang=es",

@@ -63,7 +63,15 @@ def connect(url: str | None = None, **kwargs: Any) -> Warehouse:
                 "check the path (--warehouse or the warehouse setting); segmentum run --data "
                 "FOLDER or segmentum ingest starts one",
             )
-    return _open_warehouse(target, **kwargs)
+    wh = _open_warehouse(target, **kwargs)
+    # Held to the command's end: a command's own objects are gone when it returns, and with
+    # them what the warehouse changed, which the end of the command publishes (on Spark).
+    _this_command.append(wh)
+    return wh
+
+
+# The warehouses the running command opened (cleared when it ends).
+_this_command: list[Warehouse] = []
 
 
 app = typer.Typer(
@@ -4692,6 +4700,7 @@ def main(argv: list[str] | None = None) -> int:
         return _main(argv)
     finally:
         _may_start[0] = True  # a program calling the commands' functions itself opens freely
+        _this_command.clear()
 
 
 def _main(argv: list[str] | None = None) -> int:

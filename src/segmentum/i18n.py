@@ -1548,6 +1548,14 @@ MESSAGES: tuple[tuple[str, tuple[str, str]], ...] = (
     ),
     # Campaigns (segmentum.campaigns.core, playbook).
     (rf"there is no campaign {_Q}", N_("campaign", "there is no campaign %(1)s")),
+    (
+        rf"campaign {_Q} sends by (\w+), not SMS: it has no delivery receipts",
+        N_("campaign", "campaign %(1)s sends by %(2)s, not SMS: it has no delivery receipts"),
+    ),
+    (
+        r"see its results: GET (\S+)",
+        N_("campaign", "see its results: GET %(1)s"),
+    ),
     (r"list them: segmentum campaign list", N_("campaign", "list them: segmentum campaign list")),
     (rf"unknown tactic {_Q}", N_("campaign", "unknown tactic %(1)s")),
     (rf"unknown channel {_Q}", N_("campaign", "unknown channel %(1)s")),

@@ -365,6 +365,12 @@ def _record_run(
         }
     )
     if wh.has("pipeline_runs"):
+        # The run's own row written before its publish (so the published copy lists it) is
+        # replaced by the finished one.
+        ids = wh.table("pipeline_runs").run_id
+        if int(ids.isin([summary.run_id]).sum().to_pyarrow().as_py() or 0):
+            keys = wh.from_arrow(pa.table({"run_id": [summary.run_id]}), "run")
+            wh.delete_keys("pipeline_runs", keys, ["run_id"])
         wh.insert("pipeline_runs", row)
     else:
         wh.write("pipeline_runs", row)
@@ -661,6 +667,9 @@ def run(
             summary.steps[-1].update(
                 removed_dates=pruned.dates, removed_rows=pruned.rows, kept_days=pruned.daily_days
             )
+        # The run as far as it went, so the published copy lists it (the Data page and the
+        # run log read it there); replaced by the finished record at the end.
+        _record_run(wh, summary, started, "ok", None)
         published = step(
             "publish read models",
             lambda: publish_read_models(

@@ -476,13 +476,13 @@ class Campaigns:
         self, key: str, sample: int = 5, lang: str | None = None
     ) -> dict[str, Any] | None:
         """:meth:`dry_run` of a sent campaign from the read models published with it, on a
-        serving store (None when it holds no plan for it: not sent, or not published)."""
+        serving store (None when it holds no plan for it: not sent yet). A campaign the store
+        does not know, or an imported one, is refused as :meth:`dry_run` would (every command
+        publishes the campaigns it creates)."""
         from segmentum.page_models import published_plan
 
-        try:
-            c = self.get(key)
-        except InputError:
-            return None
+        c = self.get(key)
+        self._sendable(c)
         plan = published_plan(self.wh, c.campaign_id)
         if plan is None:
             return None

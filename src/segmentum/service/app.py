@@ -189,8 +189,22 @@ def create_app(
     app.add_middleware(_BodyLimit, max_bytes=max_upload + (1 << 16), max_mb=settings.upload_max_mb)
 
     # ------------------------------------------------------------------ errors
+    def _error_page(request: Request, exc: ApiProblem) -> Response:
+        """A problem met by a dashboard page (the warehouse busy past the wait), as a page in
+        its language with the same status and headers, not the API's JSON."""
+        from segmentum.service.dashboard import Page, render
+
+        page = Page(request, svc, None)
+        detail, hint = translated(page.lang == "es", exc.detail, exc.hint)
+        said = {"message": detail, "hint": hint}
+        resp = render(page, "error.html", status=exc.status, error=said)
+        resp.headers.update(exc.headers or {})
+        return resp
+
     @app.exception_handler(ApiProblem)
-    async def _api_problem(request: Request, exc: ApiProblem) -> JSONResponse:
+    async def _api_problem(request: Request, exc: ApiProblem) -> Response:
+        if request.method == "GET" and request.url.path.startswith("/dashboard"):
+            return _error_page(request, exc)
         # As a user error: the detail and hint in Spanish when asked for, the title the same.
         spanish = wants_spanish(request.headers.get("accept-language"))
         return problem(
@@ -198,12 +212,14 @@ def create_app(
         )
 
     @app.exception_handler(SegmentumError)
-    async def _user_error(request: Request, exc: SegmentumError) -> JSONResponse:
+    async def _user_error(request: Request, exc: SegmentumError) -> Response:
         # The detail and hint in Spanish when the client asks for it (Accept-Language: es);
         # the title stays the same in every language, for programs to match on.
         spanish = wants_spanish(request.headers.get("accept-language"))
         if isinstance(exc, WarehouseBusyError):
             b = busy(settings.busy_wait_seconds)
+            if request.method == "GET" and request.url.path.startswith("/dashboard"):
+                return _error_page(request, b)
             return problem(b.status, b.title, *translated(spanish, b.detail, b.hint), b.headers)
         detail, hint = exc.message, exc.hint
         if spanish:  # a rule's error: its first line is the message, the rule and caret follow
@@ -526,10 +542,9 @@ def create_app(
             svc.publish_own_changes()
 
             def published(wh: Any) -> dict[str, Any] | None:
-                try:
-                    c = Campaigns(wh, settings).get(campaign)
-                except SegmentumError:
-                    return None
+                # A campaign the store does not know does not exist (every command publishes
+                # those it creates): said from here, not after a Spark job.
+                c = Campaigns(wh, settings).get(campaign)
                 return published_results(wh, c.campaign_id)
 
             stored = svc.serving.read(published)

@@ -748,6 +748,7 @@ def mount(
         return render(
             page,
             "campaigns.html",
+            status=404 if ctx.get("unknown") else 200,
             current="campaigns",
             published=published,
             selected=c,
@@ -1829,6 +1830,7 @@ def _campaigns(page: Page, svc: Any, selected: str) -> dict[str, Any]:
                 ctx["results"] = _results_rows(page, measured(camp), svc.settings)
         except SegmentumError as exc:
             ctx["plan_error"] = user_error(page, exc)
+            ctx["unknown"] = isinstance(exc, InputError) and "there is no campaign" in exc.message
     return ctx
 
 
@@ -1857,7 +1859,9 @@ def _published_campaign(svc: Any, key: str) -> bool:
         try:
             camp = Campaigns(wh, svc.settings).get(key)
         except SegmentumError:
-            return False
+            # Every command publishes the campaigns it creates: one the store does not know
+            # does not exist, which the store can say (a Spark job took seconds to say it).
+            return True
         return camp.tactic == IMPORTED or published_plan(wh, camp.campaign_id) is not None
 
     return bool(store.read(answers))

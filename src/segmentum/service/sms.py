@@ -30,7 +30,7 @@ from segmentum.campaigns.sms import (
     twilio_signature,
     waiting_receipts,
 )
-from segmentum.errors import SegmentumError
+from segmentum.errors import InputError
 from segmentum.service.core import ApiProblem, Read, Service
 
 router = APIRouter(tags=["sms"])
@@ -105,6 +105,17 @@ router.add_api_route(
 )
 
 
+def _sms_campaign(cs: Any, key: str) -> Any:
+    """The campaign ``key``; refused when it sends no SMS (it has no receipts to count)."""
+    c = cs.get(key)
+    if c.channel != "sms":
+        raise InputError(
+            f"campaign {c.name!r} sends by {c.channel}, not SMS: it has no delivery receipts",
+            f"see its results: GET /v1/campaigns/{c.campaign_id}/results",
+        )
+    return c
+
+
 @router.get("/v1/campaigns/{campaign}/sms-receipts")
 def sms_receipt_counts(request: Request, campaign: str, _: Read) -> dict[str, Any]:
     """The campaign's sent SMS by their last receipt: delivered, failed, expired, no_receipt
@@ -116,7 +127,7 @@ def sms_receipt_counts(request: Request, campaign: str, _: Read) -> dict[str, An
 
     def run() -> dict[str, Any]:
         cs = Campaigns(svc.wh, svc.settings)
-        c = cs.get(campaign)
+        c = _sms_campaign(cs, campaign)
         folded = cs.fold_sms_receipts()
         return {
             "campaign_id": c.campaign_id,
@@ -129,10 +140,7 @@ def sms_receipt_counts(request: Request, campaign: str, _: Read) -> dict[str, An
         waiting = waiting_receipts(svc.url, svc.settings)
 
         def published(wh: Any) -> dict[str, Any] | None:
-            try:
-                c = Campaigns(wh, svc.settings).get(campaign)
-            except SegmentumError:
-                return None
+            c = _sms_campaign(Campaigns(wh, svc.settings), campaign)  # unknown: 404 here
             counts = published_receipt_counts(wh, c.campaign_id, waiting)
             if counts is None:
                 return None
