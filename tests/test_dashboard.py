@@ -338,6 +338,10 @@ def test_micro_segments_are_a_collapsible_tree(tab: Any, server: dict[str, Any])
     first = tree.locator("details details > summary").first
     first.click()
     assert tree.locator("details details[open]").count() >= 1
+    # Its figures are labelled, and its base said (the overview counts buyers only).
+    figures = tree.locator(".node-figures").first.inner_text()
+    assert " customers · revenue " in figures, figures
+    assert "not bought yet" in page.inner_text("#micro-base")
 
 
 def test_customer_search_by_email_opens_the_profile(tab: Any, server: dict[str, Any]) -> None:
