@@ -222,6 +222,7 @@ LABELS: tuple[tuple[str, str], ...] = (
     N_("step", "save run state"),
     N_("step", "demo ground truth"),
     N_("step", "tracked events"),
+    N_("step", "unsubscribes"),
     # The steps of an ingest, as its progress lines show them.
     N_("step", "recovered"),
     N_("step", "read"),

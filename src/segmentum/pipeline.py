@@ -461,6 +461,10 @@ def run(
 
         if waiting(wh, settings):  # events sent to POST /v1/events since the last run
             summary.ingest.extend(step("tracked events", lambda: drain(wh, settings, progress)))
+        from segmentum.campaigns import unsubscribe as unsub
+
+        if unsub.waiting(wh.url, settings):  # clicks on emails' unsubscribe links since
+            step("unsubscribes", lambda: unsub.fold_waiting(wh, settings))
         # From here on the run only reads what was loaded: the fingerprints that tell whether
         # the return links and the purchase-day rollup are current are taken once, not per step.
         loaded.enter_context(wh.reading_only(("transactions", "events", "campaign_results")))

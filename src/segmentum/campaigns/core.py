@@ -648,10 +648,7 @@ class Campaigns:
         """Copy the unsubscribes the service recorded meanwhile into ``suppressions``."""
         from segmentum.campaigns import unsubscribe as unsub
 
-        path = unsub.store_path(self.wh.url, self.settings)
-        if path != ":memory:" and not Path(path).exists():
-            return 0
-        return unsub.fold(self.wh, unsub.UnsubscribeStore(path, self.settings.busy_wait_seconds))
+        return unsub.fold_waiting(self.wh, self.settings)
 
     def _unsubscribed(self, c: Campaign, ids: builtins.list[str]) -> set[str]:
         """Of ``ids``, those on the suppression list for ``c``'s channel (or all) now."""

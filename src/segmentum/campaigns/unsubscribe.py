@@ -16,7 +16,7 @@ Without ``unsubscribe_url`` the header offers a reply to the sender address inst
 
 A click is recorded in the state file at once (the warehouse may be held by a run), then
 copied into the warehouse's ``suppressions`` (reason ``unsubscribed``, channel ``email``) by
-:func:`fold`, which every email send runs first; a message planned before the click is not
+:func:`fold`, which every run and every email send runs first; a message planned before the click is not
 sent (``not_sent``, "unsubscribed"), and later plans leave the customer out as ``suppressed``.
 """
 
@@ -27,6 +27,7 @@ import hashlib
 import hmac
 import secrets
 import urllib.parse
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -218,3 +219,22 @@ def fold(wh: Warehouse, store: UnsubscribeStore) -> int:
     wh.insert(SUPPRESSIONS.name, new.anti_join(stored, same))
     store.mark_folded([int(r["unsubscribe_id"]) for r in rows])
     return len(rows)
+
+
+def _waiting_store(url: str, settings: Settings) -> UnsubscribeStore | None:
+    path = store_path(url, settings)
+    if path != ":memory:" and not Path(path).exists():
+        return None
+    return UnsubscribeStore(path, settings.busy_wait_seconds)
+
+
+def waiting(url: str, settings: Settings) -> bool:
+    """Whether unsubscribes wait in the state file of the warehouse at ``url``."""
+    store = _waiting_store(url, settings)
+    return store is not None and bool(store.unfolded())
+
+
+def fold_waiting(wh: Warehouse, settings: Settings) -> int:
+    """:func:`fold` the unsubscribes waiting for ``wh`` (none without a state file)."""
+    store = _waiting_store(wh.url, settings)
+    return 0 if store is None else fold(wh, store)
