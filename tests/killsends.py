@@ -57,6 +57,7 @@ class SlowInbox:
     def __init__(self, delay: float = 0.0) -> None:
         self.delay = delay
         self.got: list[Any] = []
+        self.raw: list[bytes] = []  # each message as it came over the wire
         self.refuse: set[str] = set()
 
     async def handle_RCPT(
@@ -68,6 +69,7 @@ class SlowInbox:
         return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.raw.append(bytes(envelope.content))
         self.got.append(email.message_from_bytes(envelope.content, policy=email.policy.default))
         if self.delay:
             await asyncio.sleep(self.delay)

@@ -457,6 +457,10 @@ def test_every_email_links_to_unsubscribing_and_a_click_stops_what_was_planned_b
         cs = Campaigns(wh, s)
         cs.send(cs.get("Vuelve"), now=dt.datetime(2026, 1, 5, 12, 0), immediately=True)
     assert box.got
+    # As the wire carries it: a plain <URL>, not RFC 2047 words a mail program cannot follow.
+    assert all(
+        b"\nList-Unsubscribe: <https://crm.example.com/v1/unsubscribe?c=" in r for r in box.raw
+    )
     links = {}
     for m in box.got:
         header = str(m["List-Unsubscribe"])
@@ -480,12 +484,15 @@ def test_every_email_links_to_unsubscribing_and_a_click_stops_what_was_planned_b
 
         asked = http.get(at(links[gone]), headers={"Accept-Language": "es"})
         assert asked.status_code == 200 and 'data-state="ask"' in asked.text
+        # The page opens in the message's language; a full stop copied along is forgiven.
+        lang = urllib.parse.parse_qs(urllib.parse.urlsplit(links[gone]).query)["lang"][0]
+        assert f'<html lang="{lang}">' in http.get(at(links[gone]) + ".").text
         assert "¿Dejar de recibir estos correos?" in asked.text
         assert store.unfolded() == []  # opening the link records nothing
         other = sorted(links)[1]
         forged = at(links[gone]).replace(f"c={gone}", f"c={other}")
         assert http.get(forged).status_code == 400
-        cut = at(links[gone])[:-5]
+        cut = at(links[gone]).split("&lang=")[0][:-5]  # the signature cut short
         refused = http.get(cut, headers={"Accept-Language": "en"})
         assert refused.status_code == 400 and "This link is not valid" in refused.text
         assert http.post(cut).status_code == 400 and store.unfolded() == []
@@ -514,8 +521,11 @@ def test_every_email_links_to_unsubscribing_and_a_click_stops_what_was_planned_b
         cs.record_plan(later, plan(customers(14)), dt.datetime(2026, 1, 4, 12, 0))
         report = cs.send(later, now=dt.datetime(2026, 1, 6, 12, 0), immediately=True)
         log = cs.log(later).set_index("customer_id")
+        shown_after = cs.dry_run(later)
         kept = wh.table("suppressions").to_pyarrow().to_pylist()
     assert log.loc[gone, "status"] == "not_sent" and log.loc[gone, "error"] == unsub.SKIPPED
+    assert report.not_sent == 1  # said by the send, and by its plan as done since: suppressed
+    assert shown_after["outcomes"].get("suppressed") == 1, shown_after["outcomes"]
     mailed = {str(m["To"]) for m in box.got}
     assert f"{gone.lower()}@example.com" not in mailed and report.delivered == len(mailed) > 0
     assert [(r["customer_id"], r["channel"], r["reason"]) for r in kept] == [

@@ -2752,6 +2752,12 @@ def campaign_send_cmd(
                 + _("%(n)s interrupted by an earlier send: sent again")
                 % {"n": _count(r.resumed, lang)}
             )
+        if r.not_sent:
+            console.print(
+                "  "
+                + _("%(n)s not sent: consent withdrawn or unsubscribed since the plan")
+                % {"n": _count(r.not_sent, lang)}
+            )
         if r.receipts:
             console.print(
                 "  " + _("SMS receipts: %(counts)s") % {"counts": _receipts(r.receipts, lang)}

@@ -21,6 +21,7 @@ reads ``Hi nan``.
 from __future__ import annotations
 
 import contextlib
+import email.policy
 import email.utils
 import hashlib
 import json
@@ -399,6 +400,9 @@ def _said(answer: bytes | str) -> str:
     return answer.decode("utf-8", "replace") if isinstance(answer, bytes) else str(answer)
 
 
+_HEADERS = email.policy.default.clone(max_line_length=998)
+
+
 class Mailer:
     """One SMTP connection for a send, one message at a time (reconnects once if dropped)."""
 
@@ -420,7 +424,9 @@ class Mailer:
     ) -> None:
         """Deliver one message; :class:`Failed` says whether to retry it later. ``headers``:
         more of them (the unsubscribe ones, :mod:`segmentum.campaigns.unsubscribe`)."""
-        msg = EmailMessage()
+        # Lines up to RFC 5322's 998 characters: a long List-Unsubscribe URL folded at 78
+        # became encoded words, which mail programs do not read as a link.
+        msg = EmailMessage(policy=_HEADERS)
         msg["From"] = self.settings.smtp_from
         msg["To"] = to
         msg["Subject"] = subject

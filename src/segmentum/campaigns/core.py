@@ -45,6 +45,7 @@ from segmentum.campaigns import audiences, reasons, sendlog
 from segmentum.campaigns import channels as ch
 from segmentum.campaigns.sendlog import SendLog
 from segmentum.campaigns.timing import contact_times, next_send_time
+from segmentum.campaigns.unsubscribe import SKIPPED as UNSUBSCRIBED
 from segmentum.config import Settings, load_settings
 from segmentum.errors import DeliveryError, InputError
 from segmentum.segments.reach import allowed_contacts, contact_status
@@ -102,6 +103,8 @@ class SendReport:
     stopped: str | None = None
     # SMS: the messages sent so far by their last delivery receipt (see campaigns.sms).
     receipts: dict[str, int] | None = None
+    # Planned messages not sent after all: consent withdrawn or unsubscribed since the plan.
+    not_sent: int = 0
 
 
 def _most_common(t: ir.Table, column: str) -> Any:
@@ -379,6 +382,8 @@ class Campaigns:
         logged = self.logged_plan(c, sample)
         if logged is not None:
             return self.present(c, logged, lang)
+        if c.channel == "email" and not self.wh.read_only:
+            self.fold_unsubscribes()  # who unsubscribed since is no recipient of the preview
         df = self.plan(c, now=now)
         picked = _one_per_language(df[df.outcome.isin(["scheduled", "file", "sent"])], sample)
         plan = {
@@ -416,7 +421,8 @@ class Campaigns:
                 (s.status == "failed", "failed"),
                 (
                     (s.status == "not_sent") & s.outcome.isin(["scheduled", "file"]),
-                    "no_consent",
+                    # An unsubscribe link clicked since the plan, else consent withdrawn.
+                    ibis.ifelse(s.error == UNSUBSCRIBED, "suppressed", "no_consent"),
                 ),
                 else_=s.outcome,
             )
@@ -642,6 +648,11 @@ class Campaigns:
             resumed,
             stopped,
             receipts,
+            sum(
+                int(x["n"])
+                for x in rows
+                if x["status"] == "not_sent" and x["outcome"] in ("scheduled", "file")
+            ),
         )
 
     def fold_unsubscribes(self) -> int:
@@ -765,7 +776,10 @@ class Campaigns:
                     try:
                         ctx = self._context(c, r, lang)
                         if links is not None:
-                            ctx = {**ctx, "unsubscribe_url": links.for_template(r["customer_id"])}
+                            ctx = {
+                                **ctx,
+                                "unsubscribe_url": links.for_template(r["customer_id"], lang),
+                            }
                         if isinstance(channel, sms.SmsSender):
                             subject, body = "", sms.render_text(tpl, lang, ctx)
                         else:
@@ -775,8 +789,9 @@ class Campaigns:
                     if isinstance(channel, ch.Mailer):
                         assert links is not None
                         cid = str(r["customer_id"])
-                        body = unsub.with_footer(body, links.link(cid), lang)
-                        channel.send(r["key"], str(address), subject, body, links.headers(cid))
+                        body = unsub.with_footer(body, links.link(cid, lang), lang)
+                        headers = links.headers(cid, lang)
+                        channel.send(r["key"], str(address), subject, body, headers)
                     elif isinstance(channel, sms.SmsSender):
                         got = channel.send(str(address), body, r["key"], country=r.get("country"))
                         if not got.ok:

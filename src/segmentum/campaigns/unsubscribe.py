@@ -16,8 +16,9 @@ Without ``unsubscribe_url`` the header offers a reply to the sender address inst
 
 A click is recorded in the state file at once (the warehouse may be held by a run), then
 copied into the warehouse's ``suppressions`` (reason ``unsubscribed``, channel ``email``) by
-:func:`fold`, which every run and every email send runs first; a message planned before the click is not
-sent (``not_sent``, "unsubscribed"), and later plans leave the customer out as ``suppressed``.
+:func:`fold`, which every run, dry run and email send runs first; a message planned before
+the click is not sent (``not_sent``, "unsubscribed"), and later plans leave the customer out
+as ``suppressed``.
 """
 
 from __future__ import annotations
@@ -123,6 +124,8 @@ def signature(secret: bytes, customer_id: str) -> str:
 
 
 def valid(secret: bytes, customer_id: str, token: str) -> bool:
+    # A link copied by hand often takes the sentence's full stop or the header's ">" along.
+    token = token.strip().rstrip(".,;)>").removesuffix("%3E").removesuffix("%3e")
     return bool(customer_id) and hmac.compare_digest(signature(secret, customer_id), token)
 
 
@@ -139,25 +142,27 @@ class Links:
             else b""
         )
 
-    def link(self, customer_id: str) -> str | None:
-        """The customer's signed link (None without ``unsubscribe_url``)."""
+    def link(self, customer_id: str, lang: str | None = None) -> str | None:
+        """The customer's signed link (None without ``unsubscribe_url``); ``lang``: the
+        language its page opens in (the message's)."""
         if not self.base:
             return None
-        query = urllib.parse.urlencode(
-            {"c": customer_id, "t": signature(self._secret, customer_id)}
-        )
+        fields = {"c": customer_id, "t": signature(self._secret, customer_id)}
+        if lang:
+            fields["lang"] = lang
+        query = urllib.parse.urlencode(fields)
         return f"{self.base}{'&' if '?' in self.base else '?'}{query}"
 
-    def for_template(self, customer_id: str) -> str:
+    def for_template(self, customer_id: str, lang: str | None = None) -> str:
         """What ``{{ unsubscribe_url }}`` writes: the link, else a reply to the sender."""
-        link = self.link(customer_id)
+        link = self.link(customer_id, lang)
         if link is not None:
             return link
         return f"mailto:{email_address(self.sender)}?subject=unsubscribe"
 
-    def headers(self, customer_id: str) -> dict[str, str]:
+    def headers(self, customer_id: str, lang: str | None = None) -> dict[str, str]:
         """``List-Unsubscribe`` (and one-click where there is a link) for one message."""
-        link = self.link(customer_id)
+        link = self.link(customer_id, lang)
         if link is None:
             address = email_address(self.sender)
             if not address:
@@ -184,7 +189,7 @@ def with_footer(body: str, link: str | None, lang: str) -> str:
     from segmentum import i18n
 
     said = i18n.translations(lang).ugettext("To stop receiving these emails: %(link)s")
-    return f"{body.rstrip()}\n\n--\n{said % {'link': link}}\n"
+    return f"{body.rstrip()}\n\n-- \n{said % {'link': link}}\n"
 
 
 def fold(wh: Warehouse, store: UnsubscribeStore) -> int:

@@ -935,14 +935,14 @@ class Flows:
         cid = str(run["customer_id"])
         links = self._links()
         if s.channel == "email":
-            context["unsubscribe_url"] = links.for_template(cid)
+            context["unsubscribe_url"] = links.for_template(cid, lang)
         assert s.template is not None and s.channel is not None
         try:
             subject, body = ch.render(s.template, lang, context)
             sender = self._channel(s.channel)
             if s.channel == "email":
-                body = unsub.with_footer(body, links.link(cid), lang)
-                sender.send(key, str(prof["email"]), subject, body, links.headers(cid))
+                body = unsub.with_footer(body, links.link(cid, lang), lang)
+                sender.send(key, str(prof["email"]), subject, body, links.headers(cid, lang))
             elif s.channel == "sms":
                 from segmentum.campaigns.sms import render_text  # the template's sms: text
 
