@@ -484,6 +484,7 @@ def test_every_email_links_to_unsubscribing_and_a_click_stops_what_was_planned_b
 
         asked = http.get(at(links[gone]), headers={"Accept-Language": "es"})
         assert asked.status_code == 200 and 'data-state="ask"' in asked.text
+        assert http.head(at(links[gone])).status_code == 200  # link checkers ask with HEAD
         # The page opens in the message's language; a full stop copied along is forgiven.
         lang = urllib.parse.parse_qs(urllib.parse.urlsplit(links[gone]).query)["lang"][0]
         assert f'<html lang="{lang}">' in http.get(at(links[gone]) + ".").text

@@ -47,7 +47,9 @@ def _store(svc: Service) -> unsub.UnsubscribeStore:
     return unsub.UnsubscribeStore(path, svc.settings.busy_wait_seconds)
 
 
-@router.get("/v1/unsubscribe", response_class=HTMLResponse, include_in_schema=False)
+@router.api_route(
+    "/v1/unsubscribe", methods=["GET", "HEAD"], response_class=HTMLResponse, include_in_schema=False
+)
 def unsubscribe_page(request: Request, c: str = "", t: str = "") -> HTMLResponse:
     """The page the link opens: a button to confirm (nothing is recorded yet)."""
     store = _store(_svc(request))
