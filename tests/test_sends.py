@@ -62,6 +62,7 @@ def smtp() -> Iterator[tuple[SlowInbox, int]]:
 def inbox(smtp: tuple[SlowInbox, int]) -> tuple[SlowInbox, int]:
     box, port = smtp
     box.got.clear()
+    box.raw.clear()
     box.refuse = set()
     box.delay = DELAY
     return box, port
