@@ -658,6 +658,20 @@ def test_the_sms_text_comes_from_the_templates_sms_part_and_is_measured(
 # --------------------------------------------------------------------- receipts
 
 
+def test_receipts_and_unsubscribes_wait_in_the_services_own_state_file(tmp_path: Path) -> None:
+    """The service and a command must find one state file whatever folder each starts in: on
+    a Spark folder the receipts (and the unsubscribe links' secret) went to the working
+    folder, so a send from elsewhere signed links the service then refused."""
+    from segmentum.campaigns import unsubscribe as unsub
+
+    for url in (f"duckdb:///{tmp_path / 'w.duckdb'}", f"pyspark:///{tmp_path / 'wh'}"):
+        assert sms.receipts_path(url, BASE) == state_path(url, BASE), url
+        assert unsub.store_path(url, BASE) == state_path(url, BASE), url
+    assert sms.receipts_path(f"pyspark:///{tmp_path / 'wh'}", BASE) == str(
+        tmp_path / "wh" / "segmentum.state.sqlite"
+    )
+
+
 def test_receipts_from_every_provider_are_stored_while_the_warehouse_is_held_and_counted(
     db: Path, inbox: SmsInbox, tmp_path: Path
 ) -> None:

@@ -794,16 +794,16 @@ CREATE INDEX IF NOT EXISTS sms_receipts_folded ON sms_receipts (folded);
 
 def receipts_path(url: str, settings: Settings) -> str:
     """The SQLite file receipts wait in: the service's state file (``state_store``, else
-    beside a DuckDB warehouse file, else ``segmentum.state.sqlite`` here), so the service and
-    the CLI find the same one."""
-    from segmentum.serving import warehouse_file
+    beside a DuckDB warehouse file, inside a Spark warehouse's folder, else
+    ``segmentum.state.sqlite`` here), so the service and the CLI find the same one whatever
+    folder each runs in."""
+    from segmentum.serving import sidecar_sqlite
 
     if settings.state_store:
         return settings.state_store
-    found = warehouse_file(url)
-    if found is not None:
-        return str(found.with_name(found.stem + ".state.sqlite"))
-    return "segmentum.state.sqlite"
+    found = sidecar_sqlite(url, "state")
+    # An in-memory warehouse's state would be a new, empty database at every connection.
+    return "segmentum.state.sqlite" if found == ":memory:" else found
 
 
 class ReceiptStore(SqliteFile):
