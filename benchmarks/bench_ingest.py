@@ -56,9 +56,16 @@ SHARED = """Ratios are what to read: the limit runs in the same session, each ro
 runs (Parquet) or three (CSV), each run loading into a fresh file (a second load of the same
 content into the same file is skipped, and would measure nothing), imports outside the
 timing on both sides (the limit's `import duckdb`, segmentum's DuckDB backend). This
-machine's speed moves from run to run, and the ratios with it. The tables above are the
-second of two runs of 2026-12-06 morning, back to back on a machine doing nothing else, with
-the same code (ratio in the first run / the second): Parquet 3.97x / 2.83x (the first run's
+machine's speed moves from run to run, and the ratios with it. The tables above are one run
+of 2026-12-07 on a machine doing nothing else: Parquet 2.77x, Parquet without a line column
+3.04x, CSV of 1.4M lines 3.39x, CSV of 12M lines 3.77x (this machine was faster than the
+day before on both sides: the limit's Parquet read 14.1 s -> 8.1 s). The CSV load is still
+above 3x. Parsing from the text table in each pass, as the Parquet load reads its file
+again, instead of writing the parse once was measured on 2026-12-07: at 12M lines
+39.6-42.6 s against 42.4-43.1 s (within the noise), at 1.4M lines slower (6.5 s against
+5.25 s, where the parse fits in memory), so it was not kept. Two runs of 2026-12-06
+morning, back to back with the same code (ratio in the first run / the second): Parquet
+3.97x / 2.83x (the first run's
 8GB row, 3.11x, shows that its default row was the outlier: one load of the same file, timed
 alone between the runs, took 36.0 s), Parquet without a line column 3.10x / 3.53x, CSV of
 1.4M lines 3.21x / 3.74x, CSV of 12M lines 3.32x / 3.50x. Across the runs since 2026-12-05
