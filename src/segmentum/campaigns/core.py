@@ -676,9 +676,8 @@ class Campaigns:
         from segmentum.campaigns.sms import ReceiptStore, fold_receipts, receipts_path
 
         path = receipts_path(self.wh.url, self.settings)
-        if path != ":memory:" and not Path(path).exists():
-            return 0
-        return fold_receipts(self.wh, ReceiptStore(path, self.settings.busy_wait_seconds))
+        store = ReceiptStore.existing(path, self.settings.busy_wait_seconds)
+        return 0 if store is None else fold_receipts(self.wh, store)
 
     def _due(self, c: Campaign, due_before: _dt.datetime | None) -> pd.DataFrame:
         """Pending messages due by ``due_before`` (all with None), with the recipient's

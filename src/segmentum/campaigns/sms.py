@@ -39,7 +39,6 @@ import re
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -811,6 +810,7 @@ class ReceiptStore(SqliteFile):
     pipeline job holds the warehouse), until :func:`fold_receipts` copies them over."""
 
     schema = RECEIPT_SCHEMA
+    waiting_table, waiting_id = "sms_receipts", "receipt_id"
 
     def add(self, receipts: list[Receipt], at: _dt.datetime | None = None) -> int:
         when = (at or _dt.datetime.now(_dt.UTC).replace(tzinfo=None)).isoformat()
@@ -824,13 +824,6 @@ class ReceiptStore(SqliteFile):
                 ],
             )
         return len(receipts)
-
-    def unfolded(self) -> list[dict[str, Any]]:
-        with self._connect() as con:
-            rows = con.execute(
-                "SELECT * FROM sms_receipts WHERE folded = 0 ORDER BY receipt_id"
-            ).fetchall()
-            return [dict(r) for r in rows]
 
     def forget_folded(self, ids: list[int]) -> None:
         """Delete receipts now in the warehouse (where ``segmentum forget`` finds them)."""
@@ -961,10 +954,8 @@ def receipt_counts(wh: Warehouse, campaign_id: str) -> dict[str, int]:
 def waiting_receipts(url: str, settings: Settings) -> list[dict[str, Any]]:
     """The receipts the service stored for the warehouse at ``url`` and no fold has copied
     into it yet (none without a receipt store)."""
-    path = receipts_path(url, settings)
-    if path != ":memory:" and not Path(path).exists():
-        return []
-    return ReceiptStore(path, settings.busy_wait_seconds).unfolded()
+    store = ReceiptStore.existing(receipts_path(url, settings), settings.busy_wait_seconds)
+    return [] if store is None else store.unfolded()
 
 
 def published_receipt_counts(

@@ -28,7 +28,6 @@ import hashlib
 import hmac
 import secrets
 import urllib.parse
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -66,6 +65,7 @@ class UnsubscribeStore(SqliteFile):
     warehouse."""
 
     schema = SCHEMA
+    waiting_table, waiting_id = "unsubscribes", "unsubscribe_id"
 
     def secret(self) -> bytes:
         """The signing secret, made on first use (one per state file)."""
@@ -94,13 +94,6 @@ class UnsubscribeStore(SqliteFile):
                 (customer_id, channel, when),
             )
             return True
-
-    def unfolded(self) -> list[dict[str, Any]]:
-        with self._connect() as con:
-            rows = con.execute(
-                "SELECT * FROM unsubscribes WHERE folded = 0 ORDER BY unsubscribe_id"
-            ).fetchall()
-            return [dict(r) for r in rows]
 
     def has(self, customer_id: str, channel: str = "email") -> bool:
         """Whether the customer unsubscribed from ``channel`` (folded or not)."""
@@ -227,10 +220,7 @@ def fold(wh: Warehouse, store: UnsubscribeStore) -> int:
 
 
 def _waiting_store(url: str, settings: Settings) -> UnsubscribeStore | None:
-    path = store_path(url, settings)
-    if path != ":memory:" and not Path(path).exists():
-        return None
-    return UnsubscribeStore(path, settings.busy_wait_seconds)
+    return UnsubscribeStore.existing(store_path(url, settings), settings.busy_wait_seconds)
 
 
 def waiting(url: str, settings: Settings) -> bool:
