@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import subprocess
+import sys
 from pathlib import Path
 
+import ibis
 import openpyxl
 import pandas as pd
 import pytest
@@ -379,3 +382,98 @@ def test_parquet_keeps_types_and_row_numbers(wh: Warehouse, tmp_path: Path) -> N
     r = load(wh, "transactions", tmp_path / "t.parquet")
     assert (r.accepted, r.quarantined) == (1, 1)
     assert quarantine(wh).source_row.tolist() == [2]
+
+
+MESSY_LINES = (
+    "Factura;Línea;Cliente;Fecha;Cantidad;Precio;Canal\n"
+    "F1;1;17850.0;2024-03-05T10:00:00+01:00;2;3,50;Tienda\n"
+    "F1;2;17850.0;2024-03-05T10:00:00+01:00;1;10,00;Tienda\n"
+    "F1;2;17850.0;2024-03-05T10:00:00+01:00;1;10,00;Tienda\n"  # exported twice
+    "F2;1;13047;2024-03-31;1;abc;web\n"  # no price
+    "F3;1;13047;2024-02-31;1;4,00;web\n"  # no such day
+    "CF1;1;17850.0;2024-03-09;-1;3,50;Tienda\n"  # a return of F1's first line
+    "F4;1;;2024-03-10 18:30;3;1,25;app\n"  # an anonymous sale
+)
+
+
+def _stored(wh: Warehouse, batch_id: str) -> pd.DataFrame:
+    t = wh.table("transactions")
+    return t.filter(t.batch_id == batch_id).drop("batch_id").order_by("source_row").execute()
+
+
+def test_a_first_load_keeps_its_checked_parse_as_the_lines_table(
+    wh: Warehouse, tmp_path: Path
+) -> None:
+    """A first load of text writes its parse as the table itself (no second copy of every
+    line): the same rows, columns and quarantine as a load into a table that holds lines."""
+    path = write(tmp_path / "ventas.csv", MESSY_LINES)
+    first = load(wh, "transactions", path)
+    assert (first.rows_read, first.accepted, first.quarantined) == (7, 4, 3)
+    assert (first.duplicates, first.anonymous, first.return_lines) == (1, 1, 1)
+    # The table has its own columns only, in the schema's order.
+    assert wh.table("transactions").columns == tuple(segmentum.schema.TRANSACTIONS.ibis_schema)
+    staging = wh.con.con.execute(
+        "SELECT table_name FROM duckdb_tables() WHERE NOT temporary AND starts_with(table_name, '_seg_')"
+    ).fetchall()
+    assert staging == []
+
+    # The same file loaded where lines are already stored takes the plain insert.
+    other = segmentum.connect(f"duckdb:///{tmp_path / 'other.duckdb'}")
+    try:
+        load(
+            other,
+            "transactions",
+            write(tmp_path / "antes.csv", "Factura;Cliente;Fecha;Precio\nF0;1;2023-01-02;5\n"),
+        )
+        second = load(other, "transactions", path)
+        assert (second.accepted, second.quarantined, second.duplicates) == (4, 3, 1)
+        assert second.returns_linked == first.returns_linked
+        # ... and the same types as a table created empty.
+        describe = "SELECT column_name, column_type FROM (DESCRIBE transactions)"
+        assert wh.run_sql(describe) == other.run_sql(describe)
+        mine, theirs = _stored(wh, first.batch_id or ""), _stored(other, second.batch_id or "")
+        pd.testing.assert_frame_equal(mine.reset_index(drop=True), theirs.reset_index(drop=True))
+        assert mine.source_row.tolist() == [1, 2, 6, 7]
+        assert mine.customer_id.tolist()[:3] == ["17850", "17850", "17850"]
+        assert pd.isna(mine.customer_id.iloc[3])
+        keep = ["source_row", "column", "reason"]
+        pd.testing.assert_frame_equal(quarantine(wh)[keep], quarantine(other)[keep])
+    finally:
+        other.close()
+    # A later load into the adopted table appends as usual.
+    later = load(
+        wh,
+        "transactions",
+        write(tmp_path / "abril.csv", "Factura;Cliente;Fecha;Precio\nF9;1;2024-04-02;5\n"),
+    )
+    assert later.accepted == 1
+    assert wh.table("transactions").count().execute() == 5
+
+
+def test_a_staging_table_left_by_a_killed_load_is_dropped_when_the_file_is_next_opened(
+    tmp_path: Path,
+) -> None:
+    url = f"duckdb:///{tmp_path / 'w.duckdb'}"
+    code = (
+        "import os, ibis, segmentum\n"
+        f"wh = segmentum.connect({url!r})\n"
+        "wh.con.raw_sql('CREATE TABLE kept AS SELECT 1 AS i')\n"
+        "t = wh.staging_table(ibis.memtable({'source_row': [1, 2, 3]}), 'ingest')\n"
+        "print(t.get_name(), flush=True)\n"
+        "os._exit(9)  # killed before the staging table became a table of the warehouse\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 9, done.stderr
+    name = done.stdout.split()[0]
+    with segmentum.connect(url) as wh:
+        assert not wh.has(name)
+        assert any(name in c for c in wh.cleaned_on_open)
+        assert wh.table("kept").count().execute() == 1
+        # A staging table of a warehouse this process still holds is someone's load: kept.
+        live = wh.staging_table(ibis.memtable({"source_row": [1]}), "ingest").get_name()
+        second = segmentum.connect(url)
+        try:
+            assert second.has(live) and second.cleaned_on_open == []
+        finally:
+            second.close()
+        wh.drop(live)

@@ -202,6 +202,9 @@ class Warehouse:
         # a command changed that the pages of a Spark warehouse read from the published copy
         # (:func:`segmentum.precompute.refresh_published`).
         self.changed: set[str] = set()
+        # The DuckDB file, resolved (set by connect): staging tables are dropped on open only
+        # when no other warehouse of this process holds the same file.
+        self._file: str | None = None
         _OPENED.add(self)
 
     @property
@@ -432,6 +435,54 @@ class Warehouse:
             self.con.create_table(name, expr)
         self._gather_statistics(name)
         return self.con.table(name)
+
+    def staging_table(self, expr: ir.Table, prefix: str) -> ir.Table:
+        """Compute ``expr`` once into a table of the database (DuckDB), not a temporary one,
+        so that :meth:`become` can make it a table of the warehouse without copying its rows.
+
+        Named like every staging table: one that a killed process left behind is dropped
+        when the file is next opened (:func:`connect`).
+        """
+        if self.engine != "duckdb":
+            raise WarehouseError(f"staging tables are a DuckDB feature, not {self.engine}'s")
+        name = self.temp_name(prefix)
+        # FSST (string compression) analysis is an eighth of writing a table of invoice lines
+        # (8.8 s -> 7.8 s to copy 12M lines); their ids then take dictionaries, 9% more space.
+        self.run_sql("SET disabled_compression_methods = 'fsst'")
+        try:
+            self.con.create_table(name, expr)
+        finally:
+            self.run_sql("RESET disabled_compression_methods")
+        return self.con.table(name)
+
+    def become(self, stage: str, name: str, gone: ir.Table | None) -> None:
+        """Make table ``stage`` the table ``name`` in place (DuckDB, inside a transaction).
+
+        ``stage`` holds ``name``'s columns first and in order, then columns of its own, which
+        are dropped; ``gone`` (one column) lists the ``source_row`` values of rows to delete
+        afterwards. ``name`` must be empty: its rows would be lost. DuckDB refuses to commit a
+        delete made before the columns were dropped, hence the order.
+        """
+        import sqlglot as sg
+
+        def ident(s: str) -> str:
+            return str(sg.to_identifier(s, quoted=True).sql("duckdb"))
+
+        self._writable(name)
+        keep = self.con.table(name).columns
+        have = self.con.table(stage).columns
+        if list(have[: len(keep)]) != list(keep):
+            raise WarehouseError(f"{stage} does not start with the columns of {name}")
+        for c in have[len(keep) :]:
+            self.run_sql(f"ALTER TABLE {ident(stage)} DROP COLUMN {ident(c)}")
+        self.run_sql(f"DROP TABLE {ident(name)}")
+        self.run_sql(f"ALTER TABLE {ident(stage)} RENAME TO {ident(name)}")
+        if gone is not None:
+            [col] = gone.columns
+            self.run_sql(
+                f"DELETE FROM {ident(name)} WHERE source_row IN "
+                f"(SELECT {ident(col)} FROM {ident(gone.get_name())})"
+            )
 
     def numbered(self, expr: ir.Table, prefix: str = "raw") -> ir.Table:
         """``expr`` computed once into a temporary table, each row with ``_row``: its position
@@ -882,6 +933,7 @@ class Warehouse:
         return tuple(row)
 
     def close(self) -> None:
+        self._file = None  # no longer holds it (see _drop_staging_tables)
         with contextlib.suppress(Exception):
             if self.engine != "pyspark":
                 self.con.disconnect()
@@ -1176,6 +1228,27 @@ def release_spark_folder(wh: Warehouse) -> bool:
     return True
 
 
+def _drop_staging_tables(wh: Warehouse, path: str) -> list[str]:
+    """Drop the staging tables (:meth:`Warehouse.staging_table`) a killed load left in the
+    DuckDB file at ``path``; what was dropped.
+
+    Holding the file's lock, no other process can be loading into it; another warehouse of
+    this process on the same file might be, so then nothing is dropped.
+    """
+    me = str(Path(path).resolve())
+    if any(w is not wh and w._file == me for w in list(_OPENED)):
+        wh._file = me
+        return []
+    wh._file = me
+    stale = wh.con.con.execute(
+        "SELECT table_name, estimated_size FROM duckdb_tables() WHERE NOT temporary "
+        "AND database_name = current_database() AND starts_with(table_name, '_seg_')"
+    ).fetchall()
+    for name, _ in stale:
+        wh.drop(name)
+    return [f"staging table {name} (about {rows:,} rows)" for name, rows in stale]
+
+
 # Every warehouse this process opened and still holds (the CLI publishes what each changed).
 _OPENED: weakref.WeakSet[Warehouse] = weakref.WeakSet()
 
@@ -1245,6 +1318,7 @@ def connect(
                 from segmentum.maintenance import clean_stray_files
 
                 wh.cleaned_on_open = clean_stray_files(Path(path))
+                wh.cleaned_on_open += _drop_staging_tables(wh, path)
             return wh
         if url.endswith(".duckdb"):
             return connect(f"duckdb:///{url}")

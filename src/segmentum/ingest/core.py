@@ -2043,14 +2043,42 @@ def _load(
     # there the parsed rows are written once. Lines without a line column read this way are
     # numbered apart, once, in a narrow table (job.numbered joins the numbers where a pass
     # needs them): numbering the parse by a window moved every parsed column through a sort.
-    direct = wh.engine == "duckdb" and rd is wh and raw.fmt == "parquet"
+    #
+    # A first load of lines or events on DuckDB writes its parse once, as the table will
+    # hold it (its columns first, with the batch and the row, then the checks' columns),
+    # and the write keeps that table (the checks' columns dropped, the rejected rows
+    # deleted) instead of copying every accepted row into the empty table (10.6 s of a
+    # 43 s load of 12M lines of CSV). Lines without a line column from Parquet are still
+    # read directly: numbering the parse would sort every parsed column.
+    adopt = (
+        wh.engine == "duckdb"
+        and rd is wh
+        and len(reports) == 1
+        and spec.name in ("transactions", "events")
+        and not (raw.fmt == "parquet" and job.numbers_lines)
+        and wh.has(spec.name)
+        and not int(wh.table(spec.name).count().execute())
+    )
+    direct = wh.engine == "duckdb" and rd is wh and raw.fmt == "parquet" and not adopt
     job.defer_numbers = direct
     staged = job.staged(job._conventions[2])
+    ids = [uuid.uuid4().hex[:12] for _ in reports]
     temps: list[str] = []
     if job.line_numbers is not None:
         temps.append(job.line_numbers.get_name())
     if direct:
         stage = staged
+    elif adopt:
+        own = wh.table(spec.name).schema()  # the empty table's own order and types
+        body = staged.mutate(batch_id=ibis.literal(ids[0], "string"), source_row=staged._row)
+        stage = wh.staging_table(
+            body.select(
+                *(body[c].cast(t).name(c) for c, t in own.items()),
+                *(c for c in staged.columns if c not in own),
+            ),
+            "ingest",
+        )
+        temps.append(stage.get_name())
     else:
         stage = rd.materialize(staged, "ingest")
         temps.append(stage.get_name())
@@ -2091,7 +2119,20 @@ def _load(
                 .to_pylist()
             }
         )
-        return _write(wh, spec, raw, stage, checked, read, reports, shas, progress, job.numbered)
+        return _write(
+            wh,
+            spec,
+            raw,
+            stage,
+            checked,
+            read,
+            reports,
+            shas,
+            progress,
+            job.numbered,
+            ids=ids,
+            adopt=adopt,
+        )
     finally:
         for name in temps:
             wh.drop(name)
@@ -2323,14 +2364,18 @@ def _write(
     shas: list[str],
     progress: Progress,
     numbered: Callable[[ir.Table], ir.Table] = lambda t: t,
+    *,
+    ids: list[str],
+    adopt: bool = False,
 ) -> list[IngestReport]:
     """Write accepted rows, quarantine and one batch per file of the source, all or nothing.
 
     ``stage`` holds every parsed row; ``checked`` those that may be rejected, with their final
     reasons (:meth:`_FileIngest.checked`); every row of ``stage`` outside ``checked`` is
-    accepted as it is. ``read``: rows read per file (``_file``).
+    accepted as it is. ``read``: rows read per file (``_file``). ``ids``: the batch of each
+    file. ``adopt``: ``stage`` is a staging table shaped like the empty table ``spec`` (see
+    :func:`_load`) that becomes it, less the rejected rows.
     """
-    ids = [uuid.uuid4().hex[:12] for _ in reports]
     for r, bid in zip(reports, ids, strict=True):
         r.batch_id = bid
     # Files read together commit together; the first file's batch names the transaction.
@@ -2462,7 +2507,17 @@ def _write(
     with wh.batch(touched, batch_id):
         if report.updated:
             wh.delete_keys(spec.name, accepted, replace_by, empty_matches=not spec.key)
-        wh.insert(spec.name, accepted)
+        if adopt:
+            gone = (
+                wh.materialize(few.filter(~ok).select(_gone=few._row), "gone") if any_bad else None
+            )
+            try:
+                wh.become(stage.get_name(), spec.name, gone)
+            finally:
+                if gone is not None:
+                    wh.drop(gone.get_name())
+        else:
+            wh.insert(spec.name, accepted)
         # What follows reads the batch's rows as stored (a scan of a few columns of the new
         # rows), not the parse of the file again.
         target = wh.table(spec.name)
