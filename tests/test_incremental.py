@@ -454,6 +454,8 @@ def test_the_run_log_says_which_kind_ran_and_why(
     assert target is not None
     shown = ServingStore(target).read(lambda w: w.table("pipeline_runs").to_pandas())
     assert shown is not None and later.run_id in set(shown.run_id)
+    # ... as running: the copy was made before the run finished.
+    assert shown.set_index("run_id").loc[later.run_id, "status"] == "running"
     kept = wh.table("pipeline_runs").to_pandas().set_index("run_id")
     assert kept.index.is_unique and kept.loc[later.run_id, "status"] == "ok"
     assert "save run state" in kept.loc[later.run_id, "steps"]

@@ -198,3 +198,50 @@ def test_a_missing_data_folder_is_a_usage_error(
 ) -> None:
     assert main(["schedule", "--data", str(tmp_path / "nope"), "--lang", "es"]) == 2
     assert "no existe esa carpeta" in capsys.readouterr().err
+
+
+def test_a_run_killed_after_its_publish_is_shown_interrupted_not_ok(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run writes its row before publishing (so the published copy lists it): a run killed
+    after that reads "running" until the next run, which marks it interrupted."""
+    from segmentum import demo, pipeline
+    from segmentum.warehouse import connect
+
+    data = tmp_path / "demo"
+    demo.generate(data, customers=150, fmt="csv")
+    url = f"duckdb:///{tmp_path / 'w.duckdb'}"
+    code = (
+        "import os, segmentum\n"
+        "from segmentum import pipeline\n"
+        "class Kill:\n"
+        "    def step(self, name, detail=''):\n"
+        "        if name == 'summary':\n"
+        "            os._exit(9)  # killed after the publish\n"
+        "    def __getattr__(self, name):\n"
+        "        return lambda *a, **k: None\n"
+        f"pipeline.run({url!r}, data={str(data)!r}, progress=Kill())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 9, done.stderr
+    with connect(url) as wh:
+        [row] = wh.table("pipeline_runs").to_pyarrow().to_pylist()
+        assert row["status"] == "running"
+        killed = row["run_id"]
+        later = pipeline.run(wh)
+        runs = {r["run_id"]: r for r in wh.table("pipeline_runs").to_pyarrow().to_pylist()}
+    assert runs[later.run_id]["status"] == "ok"
+    assert runs[killed]["status"] == "interrupted"
+    assert runs[killed]["error"] == pipeline.INTERRUPTED
+    # Said in the reader's language: the run log and the Data page's error column.
+    from rich.console import Console
+
+    from segmentum import cli, i18n
+
+    monkeypatch.setattr(cli, "console", Console(width=300, force_terminal=False))
+    assert main(["history", "runs", "-w", url, "--lang", "es"]) == 0
+    assert "interrumpida" in capsys.readouterr().out
+    assert i18n.translate_message("es", pipeline.INTERRUPTED) == (
+        "la ejecución se detuvo antes de terminar: su proceso se cortó o su máquina se paró "
+        "(sugerencia: vuelve a ejecutarla: segmentum run)"
+    )

@@ -2404,7 +2404,8 @@ def history_runs_cmd(
             for s in steps
         )
         word = escape(i18n.label(lang, "status", r["status"]))
-        status = f"[green]{word}[/green]" if r["status"] == "ok" else f"[red]{word}[/red]"
+        colour = {"ok": "green", "running": "yellow"}.get(r["status"], "red")
+        status = f"[{colour}]{word}[/{colour}]"
         # Runs of an earlier version have no kind: shown as a dash, never None.
         kind = "—"
         if r.get("kind") in incremental.KINDS:

@@ -167,6 +167,7 @@ LABELS: tuple[tuple[str, str], ...] = (
     N_("gender", "F"),
     N_("gender", "M"),
     N_("status", "running"),
+    N_("status", "interrupted"),
     N_("status", "done"),
     N_("status", "ok"),
     N_("status", "failed"),
@@ -497,6 +498,14 @@ MESSAGES: tuple[tuple[str, tuple[str, str]], ...] = (
     (r"there is no route (\S+)", N_("api", "there is no route %(1)s")),
     (r"(\S+) is not allowed on (\S+)", N_("api", "%(1)s is not allowed on %(2)s")),
     (r"the routes are listed at /docs", N_("api", "the routes are listed at /docs")),
+    (
+        r"the run stopped before it finished: its process was killed or its machine stopped",
+        N_(
+            "run",
+            "the run stopped before it finished: its process was killed or its machine stopped",
+        ),
+    ),
+    (r"run it again: segmentum run", N_("run", "run it again: segmentum run")),
     (
         r"(.+): column '(.+)' mixes day-first and month-first dates \(e\.g\. '(.*)' and '(.*)'\)",
         N_(

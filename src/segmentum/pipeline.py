@@ -376,6 +376,34 @@ def _record_run(
         wh.write("pipeline_runs", row)
 
 
+INTERRUPTED = (
+    "the run stopped before it finished: its process was killed or its machine stopped "
+    "(hint: run it again: segmentum run)"
+)
+
+
+def _mark_interrupted(wh: Warehouse, current: str) -> int:
+    """Runs the log still calls running, other than ``current``, are marked interrupted: a
+    run holds the warehouse while it runs, so one that left its row running was stopped
+    (killed, the machine down) after writing it. Returns how many."""
+    if not wh.has("pipeline_runs"):
+        return 0
+    t = wh.table("pipeline_runs")
+    stale = t.filter((t.status == "running") & (t.run_id != current)).to_pyarrow()
+    if not stale.num_rows:
+        return 0
+    n = stale.num_rows
+    fixed = stale.set_column(
+        stale.schema.get_field_index("status"), "status", pa.array(["interrupted"] * n)
+    ).set_column(
+        stale.schema.get_field_index("error"), "error", pa.array([INTERRUPTED] * n, pa.string())
+    )
+    keys = wh.from_arrow(pa.table({"run_id": stale["run_id"]}), "run")
+    wh.delete_keys("pipeline_runs", keys, ["run_id"])
+    wh.insert("pipeline_runs", fixed)
+    return n
+
+
 def run(
     warehouse: Warehouse | str | None = None,
     *,
@@ -435,6 +463,7 @@ def run(
         return out
 
     try:
+        _mark_interrupted(wh, summary.run_id)
         if data is not None:
             folder = Path(data)
             if not folder.is_dir():
@@ -672,8 +701,9 @@ def run(
                 removed_dates=pruned.dates, removed_rows=pruned.rows, kept_days=pruned.daily_days
             )
         # The run as far as it went, so the published copy lists it (the Data page and the
-        # run log read it there); replaced by the finished record at the end.
-        _record_run(wh, summary, started, "ok", None)
+        # run log read it there) as running; replaced by the finished record at the end, or
+        # marked interrupted by the next run if this one never gets there.
+        _record_run(wh, summary, started, "running", None)
         published = step(
             "publish read models",
             lambda: publish_read_models(
