@@ -2048,19 +2048,18 @@ def _load(
     # hold it (its columns first, with the batch and the row, then the checks' columns),
     # and the write keeps that table (the checks' columns dropped, the rejected rows
     # deleted) instead of copying every accepted row into the empty table (10.6 s of a
-    # 43 s load of 12M lines of CSV). Lines without a line column from Parquet are still
-    # read directly: numbering the parse would sort every parsed column.
+    # 43 s load of 12M lines of CSV). Lines without a line column from Parquet are numbered
+    # apart first, as when read directly (numbering the parse would sort every column).
     adopt = (
         wh.engine == "duckdb"
         and rd is wh
         and len(reports) == 1
         and spec.name in ("transactions", "events")
-        and not (raw.fmt == "parquet" and job.numbers_lines)
         and wh.has(spec.name)
         and not int(wh.table(spec.name).count().execute())
     )
     direct = wh.engine == "duckdb" and rd is wh and raw.fmt == "parquet" and not adopt
-    job.defer_numbers = direct
+    job.defer_numbers = rd is wh and raw.fmt == "parquet" and wh.engine == "duckdb"
     staged = job.staged(job._conventions[2])
     ids = [uuid.uuid4().hex[:12] for _ in reports]
     temps: list[str] = []
@@ -2070,7 +2069,8 @@ def _load(
         stage = staged
     elif adopt:
         own = wh.table(spec.name).schema()  # the empty table's own order and types
-        body = staged.mutate(batch_id=ibis.literal(ids[0], "string"), source_row=staged._row)
+        lines = job.numbered(staged)
+        body = lines.mutate(batch_id=ibis.literal(ids[0], "string"), source_row=lines._row)
         stage = wh.staging_table(
             body.select(
                 *(body[c].cast(t).name(c) for c, t in own.items()),
@@ -2079,6 +2079,7 @@ def _load(
             "ingest",
         )
         temps.append(stage.get_name())
+        job.line_numbers = None  # the staging table holds them: nothing to join any more
     else:
         stage = rd.materialize(staged, "ingest")
         temps.append(stage.get_name())
