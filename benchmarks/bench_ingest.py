@@ -57,11 +57,12 @@ runs (Parquet) or three (CSV), each run loading into a fresh file (a second load
 content into the same file is skipped, and would measure nothing), imports outside the
 timing on both sides (the limit's `import duckdb`, segmentum's DuckDB backend). This
 machine's speed moves from run to run, and the ratios with it. The tables above are one run
-of 2026-12-07 afternoon on a machine doing nothing else: Parquet 2.27x, Parquet without a
-line column 3.00x, CSV of 1.4M lines 3.09x, CSV of 12M lines 3.03x. Single loads timed by
-hand the same afternoon beside the limit: CSV of 12M lines 2.79x to 2.98x (30.8-31.1 s),
-CSV of 1.4M lines 2.98x to 3.10x, Parquet 2.20x to 2.26x. So Parquet is within 3x; CSV is
-at 3x, on either side of it from run to run.
+of 2026-12-07 afternoon on a machine doing nothing else: Parquet 2.29x, Parquet without a
+line column 2.62x, CSV of 1.4M lines 2.99x, CSV of 12M lines 2.93x. The run before it, the
+same afternoon (before Parquet without a line column took the path described below): 2.27x,
+3.00x, 3.09x, 3.03x. Single loads timed by hand beside the limit: CSV of 12M lines 2.79x to
+2.98x (30.8-31.1 s), CSV of 1.4M lines 2.98x to 3.10x, Parquet 2.20x to 2.26x. So Parquet
+is within 3x with room; CSV is at 3x, on either side of it from run to run.
 
 What changed on 2026-12-07 afternoon: **a first load keeps its checked parse as the
 table.** A first load of invoice lines or events (the table empty) wrote its parse into a
