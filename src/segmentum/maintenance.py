@@ -108,8 +108,9 @@ def _stray(wh: Warehouse, repair: bool) -> list[Finding]:
             Finding(
                 "stray files",
                 "repaired",
-                f"removed {len(wh.cleaned_on_open)} file(s) a killed process had left "
-                f"beside the database: {', '.join(wh.cleaned_on_open[:3])}",
+                f"removed {len(wh.cleaned_on_open)} leftover(s) of a killed process (spill "
+                f"files beside the database, staging tables in it): "
+                f"{', '.join(wh.cleaned_on_open[:3])}",
             )
         )
     # Copies of non-UTF-8 files made for reading; a killed load leaves its copy behind.

@@ -193,7 +193,8 @@ class Warehouse:
         self._reader: Warehouse | None = None
         # Numbered views (:meth:`numbered`) and the temporary table under each.
         self._numbered: dict[str, str] = {}
-        # Files a killed process had left beside the database, removed when it was opened.
+        # What a killed process had left (spill files beside the database, staging tables in
+        # it), removed when it was opened.
         self.cleaned_on_open: list[str] = []
         # Tables only read for now (:meth:`reading_only`), and the fingerprints taken over them.
         self._frozen: frozenset[str] = frozenset()

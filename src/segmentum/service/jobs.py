@@ -214,18 +214,29 @@ def _work(kind: str, params: dict[str, Any], recorder: _Recorder) -> Any:
     wait = float(params.get("wait_seconds", WAIT_FOR_WAREHOUSE_SECONDS))
     wh = _open_warehouse(params["warehouse"], settings, recorder, wait)
     try:
+        from segmentum.precompute import refresh_published
+
+        out: Any
         if kind == "pipeline":
             from segmentum import pipeline
 
-            return pipeline.run(wh, settings=settings, progress=recorder).to_dict()
-        from segmentum.ingest import ingest
+            out = pipeline.run(wh, settings=settings, progress=recorder).to_dict()
+        else:
+            from segmentum.ingest import ingest
 
-        recorder.step(f"ingest {params['table']}")
-        # Read the upload by its bare name from inside its folder: the report, the quarantine
-        # and ingest_batches then name the user's file, never a temporary path of the server.
-        os.chdir(Path(params["path"]).parent)
-        reports = ingest(params["table"], Path(params["name"]), warehouse=wh, settings=settings)
-        return [r.to_dict() for r in reports]
+            recorder.step(f"ingest {params['table']}")
+            # Read the upload by its bare name from inside its folder: the report, the
+            # quarantine and ingest_batches then name the user's file, never a temporary path
+            # of the server.
+            os.chdir(Path(params["path"]).parent)
+            reports = ingest(params["table"], Path(params["name"]), warehouse=wh, settings=settings)
+            out = [r.to_dict() for r in reports]
+        # A Spark warehouse's pages read its serving store: what the job wrote after a run's
+        # own publish (the run's finished row in the run log) or in a load (its batch, its
+        # quarantine) goes there, as the command line does after each command. Nothing for
+        # the other engines, whose pages read the warehouse.
+        refresh_published(wh, settings)
+        return out
     finally:
         wh.close()
 
