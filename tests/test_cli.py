@@ -163,7 +163,7 @@ def test_hostile_headers_values_and_file_names_print_as_written(tmp_path: Path) 
     es = run("quarantine", "--lang", "es", cwd=tmp_path)
     assert es.returncode == 0, es.stderr
     text = " ".join(es.stdout.split())
-    assert "cuarentena: 1 filas por motivo" in text and "amount no es un número" in text, text
+    assert "cuarentena: 1 fila por motivo" in text and "amount no es un número" in text, text
     es_rows = run("quarantine", "--rows", "--lang", "es", cwd=tmp_path)
     assert "amount no es un número" in " ".join(es_rows.stdout.split()), es_rows.stdout
 

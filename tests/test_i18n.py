@@ -109,6 +109,14 @@ def test_data_labels_are_translated_by_their_column() -> None:
     assert i18n.label("es", "state_from", "(not yet a customer)") == "(aún no era cliente)"
     assert i18n.label("en", "value_tier", "high") == "high"
     assert i18n.label("es", "city", "Madrid") == "Madrid"  # data, not a label
+    # Every status a run or a step can have in the run log.
+    assert [i18n.label("es", "status", s) for s in ("ok", "failed", "running", "interrupted")] == [
+        "correcto",
+        "fallido",
+        "en curso",
+        "interrumpida",
+    ]
+    assert i18n.label("es", "status", "skipped") == "omitido"
 
 
 @pytest.mark.parametrize(

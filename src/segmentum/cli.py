@@ -3663,7 +3663,10 @@ def quarantine_cmd(
             return
         total = sum(r["rows"] for r in summary)
         t = Table(
-            title=_("quarantine: %(n)s rows by reason") % {"n": _count(total, lang)},
+            title=i18n.translations(lang).ungettext(
+                "quarantine: %(n)s row by reason", "quarantine: %(n)s rows by reason", total
+            )
+            % {"n": _count(total, lang)},
             title_justify="left",
         )
         t.add_column(_("reason"))

@@ -168,6 +168,7 @@ LABELS: tuple[tuple[str, str], ...] = (
     N_("gender", "M"),
     N_("status", "running"),
     N_("status", "interrupted"),
+    N_("status", "skipped"),
     N_("status", "done"),
     N_("status", "ok"),
     N_("status", "failed"),
@@ -698,6 +699,15 @@ MESSAGES: tuple[tuple[str, tuple[str, str]], ...] = (
         N_("doctor", "remove them: segmentum doctor --repair"),
     ),
     ("drop them: segmentum doctor --repair", N_("doctor", "drop them: segmentum doctor --repair")),
+    (
+        r"removed ([\d,]+) leftover\(s\) of a killed process \(spill files beside the database, "
+        r"staging tables in it\): (.+)",
+        N_(
+            "doctor",
+            "removed %(1)s leftover(s) of a killed process (spill files beside the database, "
+            "staging tables in it): %(2)s",
+        ),
+    ),
     (
         "([\\d,]+) staging tables left by interrupted steps",
         N_("doctor", "%(1)s staging tables left by interrupted steps"),

@@ -1242,12 +1242,12 @@ def _drop_staging_tables(wh: Warehouse, path: str) -> list[str]:
         return []
     wh._file = me
     stale = wh.con.con.execute(
-        "SELECT table_name, estimated_size FROM duckdb_tables() WHERE NOT temporary "
+        "SELECT table_name FROM duckdb_tables() WHERE NOT temporary "
         "AND database_name = current_database() AND starts_with(table_name, '_seg_')"
     ).fetchall()
-    for name, _ in stale:
+    for (name,) in stale:
         wh.drop(name)
-    return [f"staging table {name} (about {rows:,} rows)" for name, rows in stale]
+    return [name for (name,) in stale]
 
 
 # Every warehouse this process opened and still holds (the CLI publishes what each changed).
