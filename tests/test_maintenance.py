@@ -147,6 +147,34 @@ def test_doctor_compacts_a_file_full_of_free_space(tmp_path: Path) -> None:
         assert not doctor(wh).problems
 
 
+def test_doctor_counts_the_space_a_write_killed_before_its_commit_left(tmp_path: Path) -> None:
+    """A big write killed before its commit leaves the blocks it wrote at the end of the file:
+    DuckDB counts them neither used nor free, and the file keeps its size."""
+    db = tmp_path / "w.duckdb"
+    url = f"duckdb:///{db}"
+    code = (
+        "import os, segmentum\n"
+        f"wh = segmentum.connect({url!r})\n"
+        "wh.con.raw_sql('CREATE TABLE kept AS SELECT range AS i FROM range(1000)')\n"
+        "wh.con.raw_sql('BEGIN TRANSACTION')\n"
+        "wh.con.raw_sql('CREATE TABLE big AS SELECT range AS i, random() AS r FROM range(8000000)')\n"
+        "os._exit(9)  # killed before the commit\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 9, done.stderr
+    before = db.stat().st_size
+    assert before > 40 * 2**20  # the uncommitted blocks are in the file
+    with segmentum.connect(url) as wh:
+        assert not wh.has("big")
+        [size] = [f for f in doctor(wh).findings if f.check == "size"]
+        assert size.status == "problem" and "free space" in size.message, size.message
+        doctor(wh, repair=True)  # compacts, and closes wh
+    assert db.stat().st_size < before / 4
+    with segmentum.connect(url) as wh:
+        assert wh.con.table("kept").count().execute() == 1000
+        assert not doctor(wh).problems
+
+
 def test_doctor_reports_messages_left_pending(demo_db: Path, tmp_path: Path) -> None:
     url = _copy(demo_db, tmp_path / "w.duckdb")
     with segmentum.connect(url) as wh:

@@ -232,11 +232,22 @@ def _sends(wh: Warehouse) -> Finding:
 
 
 def _duckdb_size(wh: Warehouse, path: Path) -> tuple[int, int, int]:
-    """File size, free bytes inside it, and the write-ahead log's size."""
+    """File size, free bytes inside it, and the write-ahead log's size.
+
+    Free: the blocks DuckDB lists as free, and the file's tail beyond its last block, which a
+    write killed before its commit leaves (the blocks it had written are nobody's; DuckDB does
+    not count them, and the file does not shrink).
+    """
     row = wh.con.raw_sql("PRAGMA database_size").fetchone()
-    block_size, free_blocks = int(row[2]), int(row[5])
+    block_size, total_blocks, free_blocks = int(row[2]), int(row[3]), int(row[5])
     wal = path.with_name(path.name + ".wal")
-    return _size(path), block_size * free_blocks, _size(wal)
+    size = _size(path)
+    tail = max(0, size - _DUCKDB_HEADERS - total_blocks * block_size)
+    return size, block_size * free_blocks + tail, _size(wal)
+
+
+# A DuckDB file starts with its main header and two database headers, 4 KiB each.
+_DUCKDB_HEADERS = 3 * 4096
 
 
 def _size_finding(wh: Warehouse, path: Path, repair: bool) -> tuple[Finding, bool]:
