@@ -545,6 +545,18 @@ def test_model_choice_lets_the_likelihood_decide_between_equally_good_forecasts(
     identified = {"BG/NBD": True, "MBG/NBD": False, "Pareto/NBD": True}
     name, why, _ = choose(errors, loglik, identified)
     assert name == "BG/NBD", why
+    # Without a holdout too; the sentence names the fit left out instead of ranking its
+    # (higher) log-likelihood beside the chosen one's.
+    name, why, why_es = choose(None, loglik, identified)
+    assert name == "Pareto/NBD"
+    assert why == (
+        "Pareto/NBD was chosen for the highest log-likelihood (-9,590.0; BG/NBD -9,600.0) of "
+        "the models that could identify who drops out (MBG/NBD could not: its fit ran to a "
+        "bound); there was not enough history for a holdout check."
+    )
+    assert "(MBG/NBD no pudo: su ajuste" in why_es and "-9.590,0" in why_es, why_es
+    _, _, two = choose(None, loglik, {**identified, "BG/NBD": False})
+    assert "(BG/NBD, MBG/NBD no pudieron: sus ajustes llegaron" in two, two
 
 
 def test_validation_needs_a_holdout(cdnow_lines: ir.Table) -> None:

@@ -396,7 +396,8 @@ def choose(
     if errors is None:
         pool = [k for k in names if ok.get(k, True)] or names
         best = max(pool, key=lambda k: loglik[k])
-        en, es = (_likelihood_reason(lang, best, names, loglik) for lang in ("en", "es"))
+        left = [k for k in names if k not in pool]
+        en, es = (_likelihood_reason(lang, best, pool, loglik, left) for lang in ("en", "es"))
         return best, en, es
     crit: dict[Any, float] = errors[CRITERION].astype(float).to_dict()
     err = {k: crit[k] for k in names}
@@ -414,15 +415,33 @@ def choose(
     return best, why["en"], why["es"]
 
 
-def _likelihood_reason(lang: str, best: str, names: list[str], loglik: dict[str, float]) -> str:
-    """Why ``best`` was chosen without a holdout, in ``lang``."""
+def _likelihood_reason(
+    lang: str, best: str, names: list[str], loglik: dict[str, float], left: list[str]
+) -> str:
+    """Why ``best`` was chosen without a holdout, in ``lang``: the highest log-likelihood of
+    ``names``; ``left``, whose fits could not identify who drops out, are named apart (their
+    log-likelihood may be higher: they were not candidates)."""
     t = i18n.translations(lang)
     said = i18n.number(loglik[best], lang, 1)
     others = ", ".join(f"{k} {i18n.number(loglik[k], lang, 1)}" for k in names if k != best)
-    return t.ugettext(
-        "%(model)s was chosen for the highest log-likelihood (%(loglik)s); there was not "
-        "enough history for a holdout check."
-    ) % {"model": best, "loglik": f"{said}; {others}" if others else said}
+    values = {"model": best, "loglik": f"{said}; {others}" if others else said}
+    if left:
+        return t.ungettext(
+            "%(model)s was chosen for the highest log-likelihood (%(loglik)s) of the models "
+            "that could identify who drops out (%(left)s could not: its fit ran to a bound); "
+            "there was not enough history for a holdout check.",
+            "%(model)s was chosen for the highest log-likelihood (%(loglik)s) of the models "
+            "that could identify who drops out (%(left)s could not: their fits ran to a bound); "
+            "there was not enough history for a holdout check.",
+            len(left),
+        ) % {**values, "left": ", ".join(left)}
+    return (
+        t.ugettext(
+            "%(model)s was chosen for the highest log-likelihood (%(loglik)s); there was not "
+            "enough history for a holdout check."
+        )
+        % values
+    )
 
 
 def _holdout_reason(
