@@ -854,6 +854,7 @@ def test_demo_data_and_schedule_in_spanish(
     made = capsys.readouterr().out
     assert "datos de demostración en" in made and "tamaño" in made and "ventas" in made, made
     assert re.search(r"\d+,\d MB", made) and "demo data in" not in made, made
+    assert "respuestas verdaderas" in made and "ground truth" not in made, made
     args = ["schedule", "--data", str(out), "--format", "cron", "-w", "duckdb:///w.duckdb"]
     assert main([*args, "--lang", "es"]) == 0
     cron = capsys.readouterr().out

@@ -199,6 +199,10 @@ LABELS: tuple[tuple[str, str], ...] = (
     N_("table_name", "prospects"),
     N_("table_name", "responses"),
     N_("table_name", "population"),
+    # Files of the demo folder that are not tables: the answers the demo was generated with,
+    # and the saved segments' rules.
+    N_("table_name", "ground_truth"),
+    N_("table_name", "segments"),
     # A saved segment's level (segment list).
     N_("level", "customer"),
     N_("level", "account"),
