@@ -410,6 +410,9 @@ def test_a_first_load_keeps_its_checked_parse_as_the_lines_table(
     first = load(wh, "transactions", path)
     assert (first.rows_read, first.accepted, first.quarantined) == (7, 4, 3)
     assert (first.duplicates, first.anonymous, first.return_lines) == (1, 1, 1)
+    # The decimal comma is said where it was read; whole-number columns have none to read.
+    assert first.conventions["unit_price"] == "decimal ','"
+    assert "line" not in first.conventions and "quantity" not in first.conventions
     # The table has its own columns only, in the schema's order.
     assert wh.table("transactions").columns == tuple(segmentum.schema.TRANSACTIONS.ibis_schema)
     staging = wh.con.con.execute(

@@ -371,9 +371,13 @@ class _FileIngest:
             self._decide_currency(row)
 
         decimals: dict[str, str] = {}
+        # Said for the columns where it decided something: a column of whole numbers has no
+        # decimal separator to read ("line: decimal ','" only puzzled).
+        said = set(number_cols)
         if self.settings.decimal != "auto":
             decimals = {c: self.settings.decimal for c in number_cols}
         else:
+            said = {c for c in number_cols if int(row[f"{c}__comma"]) or int(row[f"{c}__dot"])}
             total_comma = sum(int(row[f"{c}__comma"]) for c in number_cols)
             total_dot = sum(int(row[f"{c}__dot"]) for c in number_cols)
             file_default = parsers.decide_decimal(total_comma, total_dot, ".")
@@ -391,7 +395,8 @@ class _FileIngest:
                         "elegir)",
                     )
         for c, d in decimals.items():
-            self.report.convention(c, f"decimal '{d}'", c, f"decimal '{d}'")
+            if c in said:
+                self.report.convention(c, f"decimal '{d}'", c, f"decimal '{d}'")
 
         orders: dict[str, str] = {}
         any_utc = False
