@@ -1153,3 +1153,44 @@ def test_a_mistyped_warehouse_is_refused_not_created(
     data.write_text("customer_id,email\nC1,a@b.c\n", encoding="utf-8")
     assert main(["ingest", "customers", str(data), "-w", f"duckdb:///{tmp_path / 'w.duckdb'}"]) == 0
     assert (tmp_path / "w.duckdb").exists()
+
+
+def test_campaign_suppressions_lists_who_must_not_be_contacted_in_spanish(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Who unsubscribed (the link's clicks, folded in first), bounced or was loaded from a
+    suppression list; email addresses only where personal data may be shown."""
+    from rich.console import Console
+
+    from segmentum import cli
+    from segmentum.campaigns import unsubscribe
+    from segmentum.config import load_settings
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("SEGMENTUM_EXPORT_PERSONAL_DATA", raising=False)
+    monkeypatch.setattr(cli, "console", Console(width=300, force_terminal=False))
+    url = f"duckdb:///{tmp_path / 'w.duckdb'}"
+    write(
+        tmp_path / "bajas.csv",
+        "id_cliente;correo;canal;motivo;fecha_baja\n"
+        "C1;c1@ejemplo.es;email;bounced;2025-03-01\n"
+        "C2;;;[/bold]queja por teléfono;2025-03-02\n",
+    )
+    assert main(["ingest", "suppressions", "bajas.csv", "-w", url]) == 0
+    # A click on the link in an email, recorded by the service, not yet folded in.
+    unsubscribe.UnsubscribeStore(unsubscribe.store_path(url, load_settings())).add("C9")
+    capsys.readouterr()
+    assert main(["campaign", "suppressions", "-w", url, "--lang", "es"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "3 personas no deben ser contactadas" in out, out
+    assert "se dio de baja: 1" in out and "rebotado: 1" in out, out
+    assert "C9" in out and "[/bold]queja por teléfono" in out, out
+    assert "c1@ejemplo.es" not in out and "correos ocultos" in out, out
+    assert main(["campaign", "suppressions", "-w", url, "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert got["total"] == 3 and got["rows"][0]["customer_id"] == "C9"
+    assert all(r["email"] is None for r in got["rows"])
+    monkeypatch.setenv("SEGMENTUM_EXPORT_PERSONAL_DATA", "true")
+    assert main(["campaign", "suppressions", "-w", url, "--json", "--limit", "5"]) == 0
+    shown = {r["customer_id"]: r["email"] for r in json.loads(capsys.readouterr().out)["rows"]}
+    assert shown["C1"] == "c1@ejemplo.es"

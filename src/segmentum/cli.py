@@ -2612,6 +2612,76 @@ def campaign_list_cmd(
     console.print(t)
 
 
+@campaign_app.command("suppressions")
+def campaign_suppressions_cmd(
+    limit: Annotated[int, typer.Option(help="Rows to show, the latest first.")] = 50,
+    warehouse: WarehouseOpt = None,
+    as_json: JsonOpt = False,
+    lang: LangOpt = None,
+) -> None:
+    """Who must not be contacted: unsubscribed (with the link in every email, folded in
+    first), bounced, or loaded from a suppression list; the latest first."""
+    from segmentum.campaigns import unsubscribe
+
+    lang = _check_lang(lang)
+    tr = i18n.translations(lang)
+    _ = tr.ugettext
+    settings = load_settings()
+    wh = connect(warehouse or settings.warehouse)
+    unsubscribe.fold_waiting(wh, settings)  # clicks since the last send or run
+    if not wh.has("suppressions"):
+        if as_json:
+            print_json(json.dumps({"total": 0, "by_reason": {}, "rows": []}))
+            return
+        console.print(_("nobody is suppressed yet"))
+        return
+    t = wh.table("suppressions")
+    total = int(t.count().to_pyarrow().as_py())
+    reasons = t.group_by(reason=t.reason.fill_null("")).aggregate(n=t.count())
+    by_reason = {
+        r["reason"]: int(r["n"])
+        for r in reasons.order_by([ibis.desc("n"), "reason"]).to_pyarrow().to_pylist()
+    }
+    cols = ["customer_id", "email", "channel", "reason", "added_at"]
+    rows = t.select(*cols).order_by(ibis.desc("added_at")).limit(limit).to_pyarrow().to_pylist()
+    # Email addresses are personal data: shown (and in --json) only where it is configured.
+    hidden = not settings.export_personal_data and any(r["email"] for r in rows)
+    if not settings.export_personal_data:
+        for r in rows:
+            r["email"] = None
+    if as_json:
+        print_json(json.dumps({"total": total, "by_reason": by_reason, "rows": rows}, default=str))
+        return
+    title = tr.ungettext(
+        "%(n)s person must not be contacted", "%(n)s people must not be contacted", total
+    ) % {"n": _count(total, lang)}
+    counts = ", ".join(
+        f"{i18n.label(lang, 'suppression_reason', k) if k else '—'}: {_count(n, lang)}"
+        for k, n in by_reason.items()
+    )
+    tab = Table(title=escape(f"{title} ({counts})"), title_justify="left")
+    for c in (_("customer"), _("email"), _("channel"), _("reason"), _("since")):
+        tab.add_column(c)
+    for r in rows:
+        tab.add_row(
+            escape(r["customer_id"] or "—"),
+            escape(r["email"] or "—"),
+            escape(i18n.label(lang, "channel", r["channel"] or "all")),
+            escape(i18n.label(lang, "suppression_reason", r["reason"] or "—")),
+            i18n.date(r["added_at"].date() if r["added_at"] else None, lang),
+        )
+    console.print(tab)
+    if total > len(rows):
+        console.print(
+            _("the latest %(n)s of %(total)s shown; --limit shows more")
+            % {"n": _count(len(rows), lang), "total": _count(total, lang)}
+        )
+    if hidden:
+        console.print(
+            _("email addresses hidden: they are personal data (setting export_personal_data)")
+        )
+
+
 @campaign_app.command("audience")
 def campaign_audience_cmd(
     campaign: str,

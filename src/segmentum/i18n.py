@@ -119,6 +119,12 @@ LABELS: tuple[tuple[str, str], ...] = (
     N_("channel", "store"),
     N_("channel", "online"),
     N_("channel", "app"),
+    N_("channel", "all"),
+    # Why someone must not be contacted (suppressions.reason; a loaded file may say others).
+    N_("suppression_reason", "unsubscribed"),
+    N_("suppression_reason", "bounced"),
+    N_("suppression_reason", "complaint"),
+    N_("suppression_reason", "legal hold"),
     # Where a customer bought or browsed (invoice lines' and events' channel): "web" is the
     # shop's website here, where a message channel "web" is a message shown on it.
     N_("sales_channel", "store"),
