@@ -268,20 +268,22 @@ class Warehouse:
     def _add_columns(self, name: str, columns: Sequence[tuple[str, Any]]) -> None:
         """``ALTER TABLE`` ``name`` to add empty ``columns`` (name, ibis type); names come
         from the schema, never from a user, and are quoted all the same."""
-        import sqlglot as sg
-
         dialect = self.con.compiler.dialect
         mapper = self.con.compiler.type_mapper
-
-        def ident(s: str) -> str:
-            return str(sg.to_identifier(s, quoted=True).sql(dialect))
-
+        ident = self._ident
         defs = [f"{ident(c)} {mapper.from_ibis(t).sql(dialect)}" for c, t in columns]
         if self.engine == "pyspark":
             self.con._session.sql(f"ALTER TABLE {ident(name)} ADD COLUMNS ({', '.join(defs)})")
             return
         for d in defs:
             self.run_sql(f"ALTER TABLE {ident(name)} ADD COLUMN IF NOT EXISTS {d}")
+
+    def _ident(self, name: str) -> str:
+        """``name`` quoted as an identifier of this engine's SQL (names of our own tables and
+        columns, quoted all the same)."""
+        import sqlglot as sg
+
+        return str(sg.to_identifier(name, quoted=True).sql(self.con.compiler.dialect))
 
     def _spark_frame(self, data: pa.Table | pd.DataFrame) -> Any:
         """A Spark DataFrame straight from Arrow (the pandas route turns NULL text into 'NaN')."""
@@ -464,11 +466,7 @@ class Warehouse:
         afterwards. ``name`` must be empty: its rows would be lost. DuckDB refuses to commit a
         delete made before the columns were dropped, hence the order.
         """
-        import sqlglot as sg
-
-        def ident(s: str) -> str:
-            return str(sg.to_identifier(s, quoted=True).sql("duckdb"))
-
+        ident = self._ident
         self._writable(name)
         keep = self.con.table(name).columns
         have = self.con.table(stage).columns

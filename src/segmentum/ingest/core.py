@@ -2063,8 +2063,9 @@ def _load(
         and wh.has(spec.name)
         and not int(wh.table(spec.name).count().execute())
     )
-    direct = wh.engine == "duckdb" and rd is wh and raw.fmt == "parquet" and not adopt
-    job.defer_numbers = rd is wh and raw.fmt == "parquet" and wh.engine == "duckdb"
+    reads_file = wh.engine == "duckdb" and rd is wh and raw.fmt == "parquet"
+    direct = reads_file and not adopt
+    job.defer_numbers = reads_file
     staged = job.staged(job._conventions[2])
     ids = [uuid.uuid4().hex[:12] for _ in reports]
     temps: list[str] = []
