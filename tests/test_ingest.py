@@ -401,12 +401,22 @@ def _stored(wh: Warehouse, batch_id: str) -> pd.DataFrame:
     return t.filter(t.batch_id == batch_id).drop("batch_id").order_by("source_row").execute()
 
 
+def _without_line_column(text: str) -> str:
+    return "\n".join(
+        ";".join(p for i, p in enumerate(ln.split(";")) if i != 1) for ln in text.split("\n")
+    )
+
+
+@pytest.mark.parametrize("numbered", [False, True], ids=["line-column", "lines-numbered"])
 def test_a_first_load_keeps_its_checked_parse_as_the_lines_table(
-    wh: Warehouse, tmp_path: Path
+    wh: Warehouse, tmp_path: Path, numbered: bool
 ) -> None:
     """A first load of text writes its parse as the table itself (no second copy of every
-    line): the same rows, columns and quarantine as a load into a table that holds lines."""
-    path = write(tmp_path / "ventas.csv", MESSY_LINES)
+    line): the same rows, columns and quarantine as a load into a table that holds lines.
+    The rows it rejects are parsed again from the file for their reasons' details (the
+    value at fault, the row's text, the line number given where the file has none)."""
+    text = _without_line_column(MESSY_LINES) if numbered else MESSY_LINES
+    path = write(tmp_path / "ventas.csv", text)
     first = load(wh, "transactions", path)
     assert (first.rows_read, first.accepted, first.quarantined) == (7, 4, 3)
     assert (first.duplicates, first.anonymous, first.return_lines) == (1, 1, 1)
@@ -439,8 +449,11 @@ def test_a_first_load_keeps_its_checked_parse_as_the_lines_table(
         assert mine.source_row.tolist() == [1, 2, 6, 7]
         assert mine.customer_id.tolist()[:3] == ["17850", "17850", "17850"]
         assert pd.isna(mine.customer_id.iloc[3])
-        keep = ["source_row", "column", "reason"]
+        keep = ["source_row", "column", "value", "reason", "raw"]
         pd.testing.assert_frame_equal(quarantine(wh)[keep], quarantine(other)[keep])
+        assert quarantine(wh).value.tolist() == ["F1", "abc", "2024-02-31"]
+        if numbered:  # numbered in file order within each invoice: F1's lines 1 and 2
+            assert mine.line.tolist() == [1, 2, 1, 1]
     finally:
         other.close()
     # A later load into the adopted table appends as usual.

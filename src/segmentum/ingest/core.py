@@ -326,6 +326,10 @@ class _FileIngest:
         #: table) when the parse is not written down: see :meth:`_number_lines`.
         self.defer_numbers = False
         self.line_numbers: ir.Table | None = None
+        #: The parse of :meth:`staged` when the table written from it holds the values and
+        #: ``_reasons`` only (a first load, see :func:`_load`): the checks' other columns are
+        #: computed again from the file for the few rows that need them.
+        self.parse: ir.Table | None = None
 
     # ---------------------------------------------------------------- conventions
     def decide_conventions(self) -> tuple[dict[str, str], dict[str, str], bool]:
@@ -888,17 +892,8 @@ class _FileIngest:
         base = self.t
         # "Exact duplicate" means the same value in every column of the file, mapped or not:
         # two sales that differ only in a column we do not load are still two sales.
-        source_cols = self.raw.columns
-        self.report.duplicate_columns = list(source_cols)
-        if self.wh.engine == "duckdb":
-            # One 64-bit hash of the row partitions several times faster than every column.
-            # Two different rows match only on a hash collision (about 3 in a million for a
-            # 10M-row file), and even then the row is quarantined, not lost.
-            dup_keys = {
-                "_dk0": ibis.struct({f"c{i}": base[c] for i, c in enumerate(source_cols)}).hash()
-            }
-        else:
-            dup_keys = {f"_dk{i}": base[c] for i, c in enumerate(source_cols)}
+        self.report.duplicate_columns = list(self.raw.columns)
+        dup_keys = self._dup_keys(base)
         if "_file" in base.columns:
             # Files read together: every check below stays within its own file.
             dup_keys["_file"] = base._file
@@ -972,6 +967,16 @@ class _FileIngest:
             **{f"_bad__{k}": l2[f"_c{i}"] for k, i in typed_index.items()},
         )
         return self._number_lines(expr)
+
+    def _dup_keys(self, t: ir.Table) -> dict[str, ir.Value]:
+        """What makes two rows of ``t`` (the file's columns) exact duplicates: ``_dk...``."""
+        source_cols = self.raw.columns
+        if self.wh.engine == "duckdb":
+            # One 64-bit hash of the row partitions several times faster than every column.
+            # Two different rows match only on a hash collision (about 3 in a million for a
+            # 10M-row file), and even then the row is quarantined, not lost.
+            return {"_dk0": ibis.struct({f"c{i}": t[c] for i, c in enumerate(source_cols)}).hash()}
+        return {f"_dk{i}": t[c] for i, c in enumerate(source_cols)}
 
     def _apply_offsets(
         self, values: dict[str, ir.Value], base: ir.Table
@@ -1122,6 +1127,10 @@ class _FileIngest:
         spec = self.spec
         files = _own_file(stage)
         dup_keys = [stage[c] for c in stage.columns if c.startswith("_dk")]
+        dups = stage
+        if self.parse is not None:  # not written down: hashed from the file (one file only)
+            dups = self.raw.table
+            dup_keys = list(self._dup_keys(dups).values())
         key = list(spec.key)
         # Line numbers we assign ourselves are unique within an invoice: no need to check them.
         key_check = bool(key) and not self.numbers_lines
@@ -1135,24 +1144,24 @@ class _FileIngest:
         # Two rows with the same text in every column have the same key when the key is
         # read straight from the file: the key groups then hold every exact duplicate.
         by_key = key_check and all(k in self.mapping for k in key)
-        groups: list[list[ir.Value]] = []
+        groups: list[tuple[ir.Table, list[ir.Value]]] = []
         if key_check or together:
             # Across files: holds each file's groups. On DuckDB one 64-bit hash of the key
             # groups faster than its columns; a collision only adds rows to check below.
             keys = [stage[k] for k in key]
             if wh.engine == "duckdb":
                 keys = [ibis.struct({f"k{i}": k for i, k in enumerate(keys)}).hash()]
-            groups.append(keys)
+            groups.append((stage, keys))
         if not by_key:
-            groups.append([*files, *dup_keys])
+            groups.append((dups, [*files, *dup_keys]))
         parts = []
         temps: list[ir.Table] = []
-        for cols in groups:
+        for of, cols in groups:
             names = {f"_g{i}": c for i, c in enumerate(cols)}
             # The group columns are named on both sides: written against ``stage`` in the
             # join, Ibis took them for the aggregate's own columns and the condition compared
             # those with themselves (every row matched as soon as one group repeated).
-            tagged = stage.select("_row", *files, **names)
+            tagged = of.select("_row", *files, **names)
             many = tagged.group_by(*names).aggregate(
                 _n=tagged.count(), _lo=tagged._row.min(), _hi=tagged._row.max()
             )
@@ -1295,9 +1304,13 @@ class _FileIngest:
         ids = wh.materialize(which, "flagged_rows")
         try:
             source = self.raw.table
-            few = stage.op().replace({source.op(): source.semi_join(ids, on).op()}).to_expr()
+            parse = stage if self.parse is None else self.parse
+            few = parse.op().replace({source.op(): source.semi_join(ids, on).op()}).to_expr()
             if few.equals(stage):  # the parsed rows were written down: read them from there
                 few = stage.semi_join(ids, on)
+            # Parsed again (``self.parse``), lines without a line column are numbered among
+            # these rows only: their numbers serve no check (the key is not checked where
+            # the numbers are ours) and these rows are written from the staging table.
             return wh.materialize(self.numbered(few), "flagged")
         finally:
             wh.drop(ids.get_name())
@@ -2050,11 +2063,14 @@ def _load(
     # needs them): numbering the parse by a window moved every parsed column through a sort.
     #
     # A first load of lines or events on DuckDB writes its parse once, as the table will
-    # hold it (its columns first, with the batch and the row, then the checks' columns),
-    # and the write keeps that table (the checks' columns dropped, the rejected rows
-    # deleted) instead of copying every accepted row into the empty table (10.6 s of a
-    # 43 s load of 12M lines of CSV). Lines without a line column from Parquet are numbered
-    # apart first, as when read directly (numbering the parse would sort every column).
+    # hold it (its columns, with the batch and the row, then the reasons to reject a row),
+    # and the write keeps that table (the reasons dropped, the rejected rows deleted)
+    # instead of copying every accepted row into the empty table (10.6 s of a 43 s load of
+    # 12M lines of CSV). The checks' other columns (the hash of the row, the first column at
+    # fault and its value, which columns could not be read) are computed again from the
+    # file for the rows that need them: written for every row, they cost 1.9 s of 17.9 at
+    # 12M lines. Lines without a line column from Parquet are numbered apart first, as when
+    # read directly (numbering the parse would sort every column).
     adopt = (
         wh.engine == "duckdb"
         and rd is wh
@@ -2071,20 +2087,21 @@ def _load(
     temps: list[str] = []
     if job.line_numbers is not None:
         temps.append(job.line_numbers.get_name())
+    staging: str | None = None
     if direct:
         stage = staged
     elif adopt:
         own = wh.table(spec.name).schema()  # the empty table's own order and types
         lines = job.numbered(staged)
         body = lines.mutate(batch_id=ibis.literal(ids[0], "string"), source_row=lines._row)
-        stage = wh.staging_table(
-            body.select(
-                *(body[c].cast(t).name(c) for c, t in own.items()),
-                *(c for c in staged.columns if c not in own),
-            ),
+        written = wh.staging_table(
+            body.select(*(body[c].cast(t).name(c) for c, t in own.items()), "_reasons"),
             "ingest",
         )
-        temps.append(stage.get_name())
+        staging = written.get_name()
+        temps.append(staging)
+        stage = written.mutate(_row=written.source_row)
+        job.parse = staged
         job.line_numbers = None  # the staging table holds them: nothing to join any more
     else:
         stage = rd.materialize(staged, "ingest")
@@ -2138,7 +2155,7 @@ def _load(
             progress,
             job.numbered,
             ids=ids,
-            adopt=adopt,
+            adopt=staging,
         )
     finally:
         for name in temps:
@@ -2373,15 +2390,15 @@ def _write(
     numbered: Callable[[ir.Table], ir.Table] = lambda t: t,
     *,
     ids: list[str],
-    adopt: bool = False,
+    adopt: str | None = None,
 ) -> list[IngestReport]:
     """Write accepted rows, quarantine and one batch per file of the source, all or nothing.
 
     ``stage`` holds every parsed row; ``checked`` those that may be rejected, with their final
     reasons (:meth:`_FileIngest.checked`); every row of ``stage`` outside ``checked`` is
     accepted as it is. ``read``: rows read per file (``_file``). ``ids``: the batch of each
-    file. ``adopt``: ``stage`` is a staging table shaped like the empty table ``spec`` (see
-    :func:`_load`) that becomes it, less the rejected rows.
+    file. ``adopt``: the staging table that ``stage`` reads, shaped like the empty table
+    ``spec`` (see :func:`_load`), which becomes it, less the rejected rows.
     """
     for r, bid in zip(reports, ids, strict=True):
         r.batch_id = bid
@@ -2519,7 +2536,7 @@ def _write(
                 wh.materialize(few.filter(~ok).select(_gone=few._row), "gone") if any_bad else None
             )
             try:
-                wh.become(stage.get_name(), spec.name, gone)
+                wh.become(adopt, spec.name, gone)
             finally:
                 if gone is not None:
                     wh.drop(gone.get_name())
