@@ -1068,6 +1068,19 @@ class _FileIngest:
         )
         return s
 
+    @property
+    def key_check(self) -> bool:
+        """Whether rows whose key repeats are checked: line numbers we assign ourselves are
+        unique within an invoice, no need to check them."""
+        return bool(self.spec.key) and not self.numbers_lines
+
+    @property
+    def duplicates_by_key(self) -> bool:
+        """Whether the groups of a repeated key hold every exact duplicate: two rows with the
+        same text in every column have the same key when the key is read straight from the
+        file. Otherwise exact duplicates are found by the hash of every column (``_dk0``)."""
+        return self.key_check and all(k in self.mapping for k in self.spec.key)
+
     def numbered(self, t: ir.Table) -> ir.Table:
         """``t`` (rows of the parse) with the line numbers of :meth:`_number_lines` in ``line``."""
         if self.line_numbers is None:
@@ -1128,12 +1141,11 @@ class _FileIngest:
         files = _own_file(stage)
         dup_keys = [stage[c] for c in stage.columns if c.startswith("_dk")]
         dups = stage
-        if self.parse is not None:  # not written down: hashed from the file (one file only)
+        if not dup_keys:  # not written down (see :attr:`duplicates_by_key`): from the file
             dups = self.raw.table
             dup_keys = list(self._dup_keys(dups).values())
         key = list(spec.key)
-        # Line numbers we assign ourselves are unique within an invoice: no need to check them.
-        key_check = bool(key) and not self.numbers_lines
+        key_check = self.key_check
         together = spec.name == "transactions" and bool(files)
         stored_cols = self._stored_columns(stage, wh)
         stored = (
@@ -1141,9 +1153,7 @@ class _FileIngest:
             if stored_cols and int(wh.table(spec.name).count().execute()) > 0
             else None
         )
-        # Two rows with the same text in every column have the same key when the key is
-        # read straight from the file: the key groups then hold every exact duplicate.
-        by_key = key_check and all(k in self.mapping for k in key)
+        by_key = self.duplicates_by_key
         groups: list[tuple[ir.Table, list[ir.Value]]] = []
         if key_check or together:
             # Across files: holds each file's groups. On DuckDB one 64-bit hash of the key
@@ -1228,7 +1238,7 @@ class _FileIngest:
         files = _own_file(flagged)
         dup_keys = [flagged[c] for c in flagged.columns if c.startswith("_dk")]
         key = list(spec.key)
-        key_check = bool(key) and not self.numbers_lines
+        key_check = self.key_check
         together = spec.name == "transactions" and bool(files)
         on = _row_key(flagged)
         few = flagged.semi_join(rows, on)
@@ -1305,6 +1315,10 @@ class _FileIngest:
         try:
             source = self.raw.table
             parse = stage if self.parse is None else self.parse
+            if self.parse is not None and not int(ids.count().execute()):
+                # No row to parse again: compiling the parse would cost 0.3 s for nothing.
+                empty = parse.schema().to_pyarrow().empty_table()
+                return wh.from_arrow(empty, "flagged")
             few = parse.op().replace({source.op(): source.semi_join(ids, on).op()}).to_expr()
             if few.equals(stage):  # the parsed rows were written down: read them from there
                 few = stage.semi_join(ids, on)
@@ -2066,11 +2080,12 @@ def _load(
     # hold it (its columns, with the batch and the row, then the reasons to reject a row),
     # and the write keeps that table (the reasons dropped, the rejected rows deleted)
     # instead of copying every accepted row into the empty table (10.6 s of a 43 s load of
-    # 12M lines of CSV). The checks' other columns (the hash of the row, the first column at
-    # fault and its value, which columns could not be read) are computed again from the
-    # file for the rows that need them: written for every row, they cost 1.9 s of 17.9 at
-    # 12M lines. Lines without a line column from Parquet are numbered apart first, as when
-    # read directly (numbering the parse would sort every column).
+    # 12M lines of CSV). The checks' other columns (the first column at fault and its value,
+    # which columns could not be read, the row's hash where the key finds the duplicates)
+    # are computed again from the file for the rows that need them: written for every row,
+    # they cost 1.9 s of 17.9 at 12M lines. Lines without a line column from Parquet are
+    # numbered apart first, as when read directly (numbering the parse would sort every
+    # column).
     adopt = (
         wh.engine == "duckdb"
         and rd is wh
@@ -2094,8 +2109,11 @@ def _load(
         own = wh.table(spec.name).schema()  # the empty table's own order and types
         lines = job.numbered(staged)
         body = lines.mutate(batch_id=ibis.literal(ids[0], "string"), source_row=lines._row)
+        # The row's hash is kept where exact duplicates are found by it: hashing every
+        # column of the file again cost more (a no-line Parquet file: 19 s -> 21.6 s).
+        hashes = [] if job.duplicates_by_key else [c for c in staged.columns if c.startswith("_dk")]
         written = wh.staging_table(
-            body.select(*(body[c].cast(t).name(c) for c, t in own.items()), "_reasons"),
+            body.select(*(body[c].cast(t).name(c) for c, t in own.items()), "_reasons", *hashes),
             "ingest",
         )
         staging = written.get_name()
