@@ -57,12 +57,28 @@ runs (Parquet) or three (CSV), each run loading into a fresh file (a second load
 content into the same file is skipped, and would measure nothing), imports outside the
 timing on both sides (the limit's `import duckdb`, segmentum's DuckDB backend). This
 machine's speed moves from run to run, and the ratios with it. The tables above are one run
-of 2026-12-07 afternoon on a machine doing nothing else: Parquet 2.29x, Parquet without a
-line column 2.62x, CSV of 1.4M lines 2.99x, CSV of 12M lines 2.93x. The run before it, the
-same afternoon (before Parquet without a line column took the path described below): 2.27x,
-3.00x, 3.09x, 3.03x. Single loads timed by hand beside the limit: CSV of 12M lines 2.79x to
-2.98x (30.8-31.1 s), CSV of 1.4M lines 2.98x to 3.10x, Parquet 2.20x to 2.26x. So Parquet
-is within 3x with room; CSV is at 3x, on either side of it from run to run.
+of 2026-12-07 evening: Parquet 1.91x, Parquet without a line column 2.63x, CSV of 1.4M lines
+2.94x, CSV of 12M lines 2.42x. The last ratio flatters: the limit's best of three took
+13.2 s in this run, against 10.5 s to 11.1 s in the other runs of the day (the machine was
+slower during it; segmentum's 32.0 s is within its usual range). The run just before the
+last change below (the row's hash kept where duplicates are found by it, no second parse of
+zero rows): Parquet 2.11x, without a line column 2.85x, CSV 3.18x and 2.97x. The
+afternoon's run, before the evening's change: 2.29x, 2.62x, 2.99x, 2.93x. So Parquet is
+within 3x with room; CSV is at or just under 3x, and by about 4% more than in the afternoon.
+
+What changed on 2026-12-07 evening: **the first load's staging table holds the values and
+the reasons only.** The afternoon's staging table (below) held, besides the lines table's
+columns, the checks' columns for every row: the row again, its hash, its reasons, the first
+column at fault and its value, one flag per typed column. Written for every row of 12M CSV
+lines they cost 1.9 s of the 17.9 s write. The table now holds the reasons (what picks the
+rows that may be rejected) and, where exact duplicates are found by the hash of every column
+(no line column, events), the hash; the rest is computed again from the file for the rows
+that may be rejected, or not at all when there are none (compiling that second parse costs
+0.3 s of Python). Back to back with the afternoon's code, one load each in turn, wall and CPU
+seconds: CSV of 12M lines 36.5/69.2 -> 35.1/67.0 and 37.9/72.2 -> 36.7/69.1 (a slow hour);
+CSV of 1.4M lines and Parquet without a line column within the noise of each other. Tested:
+a first load of a messy export with and without a line column gives the same rows, line
+numbers, quarantine values and raw text as the plain insert.
 
 What changed on 2026-12-07 afternoon: **a first load keeps its checked parse as the
 table.** A first load of invoice lines or events (the table empty) wrote its parse into a
