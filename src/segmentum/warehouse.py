@@ -1013,13 +1013,27 @@ def _pyspark_compat() -> None:
 
 
 def _duckdb_path(rest: str) -> str:
-    """``/segmentum.duckdb`` is relative to the working folder; ``/tmp/x.duckdb`` is absolute."""
+    """The file of ``duckdb://REST``: ``/segmentum.duckdb`` is relative to the working folder,
+    ``//srv/shop.duckdb`` absolute; ``/tmp/x.duckdb`` is absolute where its folder exists and
+    relative where the working folder has it.
+
+    A folder that exists on neither side is about to be created: the path is absolute when
+    its first folder is one of the root's (``/tmp``, ``/home``) and not one of the working
+    folder's. Read as relative, ``duckdb:///tmp/new/shop.duckdb`` made ``./tmp/new/``.
+    """
     if rest.startswith("//"):
         return rest[1:]
-    if rest.startswith("/"):
-        parent = Path(rest).parent
-        return rest if str(parent) != "/" and parent.is_dir() else rest[1:]
-    return rest
+    if not rest.startswith("/"):
+        return rest
+    path, relative = Path(rest), rest[1:]
+    if str(path.parent) == "/":
+        return relative
+    if path.parent.is_dir():
+        return rest
+    if Path(relative).parent.is_dir():
+        return relative
+    top = Path(relative).parts[0]
+    return rest if Path("/", top).is_dir() and not Path(top).exists() else relative
 
 
 def spark_folder(url: str | None) -> Path | None:
