@@ -422,6 +422,9 @@ def test_a_first_load_keeps_its_checked_parse_as_the_lines_table(
     assert (first.duplicates, first.anonymous, first.return_lines) == (1, 1, 1)
     # The decimal comma is said where it was read; whole-number columns have none to read.
     assert first.conventions["unit_price"] == "decimal ','"
+    # In Spanish, named by the file's own headers, as the warnings name them.
+    assert first.conventions_es["Precio"] == "separador decimal ','"
+    assert "zona horaria de Fecha" in first.conventions_es
     assert "line" not in first.conventions and "quantity" not in first.conventions
     # The table has its own columns only, in the schema's order.
     assert wh.table("transactions").columns == tuple(segmentum.schema.TRANSACTIONS.ibis_schema)

@@ -400,7 +400,10 @@ class _FileIngest:
                     )
         for c, d in decimals.items():
             if c in said:
-                self.report.convention(c, f"decimal '{d}'", c, f"decimal '{d}'")
+                # The Spanish summary names the file's own columns, as its warnings do.
+                self.report.convention(
+                    c, f"decimal '{d}'", self.mapping[c], f"separador decimal '{d}'"
+                )
 
         orders: dict[str, str] = {}
         any_utc = False
@@ -418,7 +421,7 @@ class _FileIngest:
                 self.report.convention(
                     f"{c} time zone",
                     _stored_zone_note(src, zone, tz),
-                    f"zona horaria de {c}",
+                    f"zona horaria de {src}",
                     _stored_zone_note(src, zone, tz, "es"),
                 )
         for c in date_cols:
@@ -429,7 +432,7 @@ class _FileIngest:
                 self.report.convention(
                     f"{c} time zone",
                     _zone_note(tz, n_local, n_utc, lo, hi),
-                    f"zona horaria de {c}",
+                    f"zona horaria de {self.mapping[c]}",
                     _zone_note(tz, n_local, n_utc, lo, hi, "es"),
                 )
             dayf, monthf = int(row[f"{c}__day_first"]), int(row[f"{c}__month_first"])
@@ -467,7 +470,7 @@ class _FileIngest:
                 fmt_es = "dd/mm/aaaa" if orders[c] == "dmy" else "mm/dd/aaaa"
                 label_es = _LABELS_ES.get(label, label)
                 self.report.convention(
-                    c, f"dates {fmt} ({label})", c, f"fechas {fmt_es} ({label_es})"
+                    c, f"dates {fmt} ({label})", self.mapping[c], f"fechas {fmt_es} ({label_es})"
                 )
         return decimals, orders, any_utc
 
