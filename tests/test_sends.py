@@ -146,6 +146,10 @@ def test_consent_withdrawn_after_planning_is_respected_at_sending(
         wh.close()
     assert "c0003@example.com" not in box.counts()
     assert r.delivered == len(template[1]) - 1 and r.failed == 0
+    # Each message's time is when it went: after its claim, in the order they went.
+    sent = log[log.status == "sent"].sort_values("claimed_at")
+    assert (sent.sent_at >= sent.claimed_at).all(), sent[["claimed_at", "sent_at"]]
+    assert sent.sent_at.is_monotonic_increasing and sent.sent_at.nunique() == len(sent)
     assert log.loc["C0003", "status"] == "not_sent"
     assert "consent" in str(log.loc["C0003", "error"])
 

@@ -28,6 +28,7 @@ import datetime as _dt
 import hashlib
 import json
 import re
+import time
 import unicodedata
 import uuid
 from collections.abc import Mapping
@@ -595,7 +596,7 @@ class Campaigns:
         when the server cannot be reached before anything was sent.
         """
         self._sendable(c)
-        now = now or _now()
+        now, started = now or _now(), time.monotonic()  # the send's clock: see _deliver
         if c.channel == "sms":
             self.fold_sms_receipts()
         if c.channel == "email":
@@ -617,7 +618,9 @@ class Campaigns:
             # Published: the web endpoint serves them from the log from now on.
             delivered = slog.publish(["scheduled"], now, due_before)
         else:
-            delivered, failed, retrying, errors, stopped = self._deliver(c, slog, now, due_before)
+            delivered, failed, retrying, errors, stopped = self._deliver(
+                c, slog, now, due_before, started
+            )
         slog.flush()
         receipts = None
         if c.channel == "sms":
@@ -712,7 +715,12 @@ class Campaigns:
         return df
 
     def _deliver(
-        self, c: Campaign, slog: SendLog, now: _dt.datetime, due_before: _dt.datetime | None
+        self,
+        c: Campaign,
+        slog: SendLog,
+        now: _dt.datetime,
+        due_before: _dt.datetime | None,
+        started: float,
     ) -> tuple[int, int, int, builtins.list[str], str | None]:
         """Email, SMS, push and in-app: claim, send, mark, one message at a time."""
         from segmentum.campaigns import sms
@@ -742,6 +750,9 @@ class Campaigns:
         delivered = failed = retrying = streak = 0
         errors: builtins.list[str] = []
         stopped: str | None = None
+        # Each message's sent_at is when it went, on the send's clock (``now`` at
+        # ``started``; a caller may set it): the send's start for every message put sent_at
+        # before claimed_at in a send of minutes.
         try:
             for r in due.to_dict("records"):
                 if c.channel == "sms":
@@ -835,7 +846,8 @@ class Campaigns:
                     slog.retry(r["key"], "interrupted before sending")
                     raise
                 kept = str(address) if keep and c.channel in ("email", "sms") else None
-                slog.sent(r["key"], now, kept)
+                went = now + _dt.timedelta(seconds=time.monotonic() - started)
+                slog.sent(r["key"], went, kept)
                 delivered += 1
                 streak = 0
         finally:
