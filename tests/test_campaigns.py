@@ -565,7 +565,10 @@ def test_sends_wait_for_each_recipients_best_time(cwh: Warehouse, receiver: Any)
 
 
 def test_a_control_member_gets_what_a_treated_one_would_have_had(
-    cwh: Warehouse, capsys: pytest.CaptureFixture[str]
+    cwh: Warehouse,
+    capsys: pytest.CaptureFixture[str],
+    receiver: Any,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The control group is compared with the members who would have been messaged: a
     control member who cannot be reached keeps that outcome (no consent...), and one who
@@ -590,6 +593,20 @@ def test_a_control_member_gets_what_a_treated_one_would_have_had(
     out = " ".join(capsys.readouterr().out.split())
     drawn = i18n.number(len(ctl), "es")
     assert f"{drawn} elegidos al azar para el grupo de control: los " in out, out
+    # The send counts the control group as the dry run does (those compared), and says why
+    # more were drawn (it said the number drawn beside the dry run's smaller one).
+    monkeypatch.setenv("SEGMENTUM_PUSH_WEBHOOK_URL", receiver.url)
+    monkeypatch.setenv("SEGMENTUM_CHANNEL_SECRET", "s3cret")
+    push = cs.create("Avisos", "winback", "push", control_share=0.3)
+    pctl = cs.plan(push, now=now)
+    pctl = pctl[pctl.group == "control"]
+    compared = int((pctl.outcome == "control").sum())
+    assert len(pctl) > compared > 10
+    args = ["campaign", "send", "Avisos", "--immediately", "-w", cwh.url]
+    assert main(args) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"{compared} in the control group" in out, out
+    assert f"{len(pctl)} drawn at random for the control group: the {compared} who" in out, out
 
 
 def test_a_later_campaign_reaches_a_campaigns_treated_and_control_groups_alike(

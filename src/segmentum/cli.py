@@ -2814,9 +2814,22 @@ def campaign_send_cmd(
                 "later": _count(r.scheduled_later, lang),
                 "failed": _count(r.failed, lang),
                 "retrying": _count(r.retrying, lang),
-                "control": _count(r.control, lang),
+                # Those compared with the treated, as the dry run's "control" counts them.
+                "control": _count(r.outcomes.get("control", 0), lang),
             }
         )
+        compared = int(r.outcomes.get("control", 0))
+        if r.control > compared:
+            console.print(
+                "  [dim]"
+                + _(
+                    "%(drawn)s drawn at random for the control group: the %(compared)s who "
+                    "would have been messaged are compared with the treated; the others could "
+                    "not have been messaged (the dry run counts their reasons)"
+                )
+                % {"drawn": _count(r.control, lang), "compared": _count(compared, lang)}
+                + "[/dim]"
+            )
         if r.resumed:
             console.print(
                 "  "
