@@ -718,6 +718,8 @@ def test_a_template_names_the_segment_in_the_recipients_language(cwh: Warehouse)
 
 
 def test_files_leave_out_personal_data_unless_configured(cwh: Warehouse, tmp_path: Path) -> None:
+    # Customers in Britain are written to in English (the language follows the country).
+    cwh.run_sql("UPDATE customers SET country = 'GB' WHERE customer_id <= 'C0001000'")
     cs = Campaigns(cwh, SETTINGS)
     c = cs.create("Export", "winback", "file")
     r = cs.send(c, out_dir=tmp_path / "plain")
@@ -726,6 +728,13 @@ def test_files_leave_out_personal_data_unless_configured(cwh: Warehouse, tmp_pat
     assert not {"email", "phone", "first_name"} & set(df.columns)
     assert set(df.group) == {"treatment"}
     assert len(pd.read_parquet(r.files[1])) == len(df)
+    # Reasons and RFM segments in each member's language (the one a message would be in).
+    es, en = df[df.language == "es"], df[df.language == "en"]
+    assert len(es) and len(en)
+    assert es.reason.str.contains("última compra hace").all(), es.reason.head()
+    assert en.reason.str.contains("last purchase").all(), en.reason.head()
+    assert "En riesgo" in set(es.rfm_segment) and "En riesgo" not in set(en.rfm_segment)
+    assert "reason_args" not in df.columns
     cs2 = Campaigns(cwh, SETTINGS.with_overrides(export_personal_data=True))
     c2 = cs2.create("Export PII", "winback", "file")
     r2 = cs2.send(c2, out_dir=tmp_path / "pii")

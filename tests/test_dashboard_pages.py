@@ -484,6 +484,7 @@ def test_the_customer_timeline_shows_what_segmentum_sent_at_once_and_after_a_pub
         written = pd.read_csv(tmp_path / "out" / f"{camp.campaign_id}.csv")
         downloaded = pd.read_csv(io.StringIO(got.text))
         assert list(downloaded.columns) == list(written.columns)
+        assert downloaded.reason.tolist() == written.reason.tolist()  # in each one's language
         assert (
             sorted(downloaded.customer_id)
             == sorted(written.customer_id)

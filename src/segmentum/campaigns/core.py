@@ -862,7 +862,7 @@ class Campaigns:
         todo = s.filter((s.campaign_id == c.campaign_id) & (s.outcome == "file"))
         if not int(todo.filter(todo.status == "pending").count().to_pyarrow().as_py()):
             return [], 0
-        df = self.file_rows(c, None, now).order_by("key").to_pandas()
+        df = self.file_frame(c, None, now)
         paths = ch.write_files(
             df,
             out_dir or Path("campaign-files"),
@@ -904,7 +904,6 @@ class Campaigns:
                 "claim_token",
                 "claimed_at",
                 "address",
-                "reason_args",
             )
         ]
         todo = todo.select(*cols)
@@ -912,6 +911,23 @@ class Campaigns:
             people = allowed_contacts(self.wh, todo, self.settings, ch.PERSONAL, now)
             todo = todo.left_join(people, "customer_id").drop("customer_id_right")
         return todo
+
+    def file_frame(
+        self, c: Campaign, status: str | None = None, now: _dt.datetime | None = None
+    ) -> pd.DataFrame:
+        """The file of a file campaign (:meth:`file_rows`, in key order) as people read it:
+        each member's reason and RFM segment in their own language, the one a message to them
+        is written in (the log keeps the English reason and the reason's facts)."""
+        df = self.file_rows(c, status, now).order_by("key").to_pandas()
+        langs = [x if x in i18n.LANGUAGES else "en" for x in df["language"].fillna("en")]
+        df["reason"] = [
+            self.why(c, r, lang) for r, lang in zip(df.to_dict("records"), langs, strict=True)
+        ]
+        df["rfm_segment"] = [
+            None if reasons.missing(x) else i18n.label(lang, "rfm_segment", x)
+            for x, lang in zip(df["rfm_segment"], langs, strict=True)
+        ]
+        return df.drop(columns=["reason_args"])
 
     def log(self, c: Campaign) -> pd.DataFrame:
         if not self.wh.has(SENDS):

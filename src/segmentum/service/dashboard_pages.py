@@ -505,8 +505,7 @@ def mount(
         def build(personal: bool) -> tuple[str, list[Any]]:
             cs = Campaigns(svc.wh, svc.settings)
             camp = cs.get(cid)
-            rows = cs.file_rows(camp, "sent") if camp.channel == "file" else None
-            df = rows.order_by("key").to_pandas() if rows is not None else None
+            df = cs.file_frame(camp, "sent") if camp.channel == "file" else None
             if df is None or df.empty:
                 raise InputError(
                     page._("This campaign has no file: only a file campaign, once sent, has one.")
