@@ -819,3 +819,57 @@ def test_a_tiny_p_or_q_value_reads_below_a_thousandth_not_zero(server: dict[str,
         page = Page(request, server["app"].state.svc, None)
         assert page.chance(0.0) == page.chance(1e-9) == small, page.lang
         assert page.chance(0.0421) == plain and page.chance(None) == "—"
+
+
+def test_the_campaigns_page_lists_who_must_not_be_contacted(service_db: Any, tmp_path: Any) -> None:
+    """Loaded suppressions and an unsubscribe click still waiting in the state file, the
+    latest first, in the page's language; a hostile reason printed as text; email addresses
+    only where personal data may be shown."""
+    import shutil
+
+    from tests.conftest import SERVICE_SETTINGS, write
+
+    import segmentum
+    from segmentum.campaigns import unsubscribe
+    from segmentum.service.app import create_app
+    from segmentum.service.auth import create_key
+    from segmentum.service.state import StateStore
+
+    db = tmp_path / "w.duckdb"
+    shutil.copyfile(service_db, db)
+    url = f"duckdb:///{db}"
+    hostile = "<script>alert(1)</script> queja"
+    bajas = write(
+        tmp_path / "bajas.csv",
+        "id_cliente;correo;canal;motivo;fecha_baja\n"
+        "C0000001;c1@ejemplo.es;email;bounced;2025-03-01\n"
+        f"C0000002;;;{hostile};2025-03-02\n",
+    )
+    segmentum.ingest("suppressions", bajas, warehouse=url)
+    unsubscribe.UnsubscribeStore(unsubscribe.store_path(url, SERVICE_SETTINGS)).add("C0000009")
+    for personal in (False, True):
+        settings = SERVICE_SETTINGS.with_overrides(export_personal_data=personal)
+        key = create_key(StateStore.for_warehouse(url, settings), "lector", ["read"])
+        app = create_app(url, settings)
+        with serving(app) as base:
+            session = create_session(app.state.svc.sessions, key)
+            assert session is not None
+            jar = {SESSION_COOKIE: session.sid}
+            es = httpx.get(f"{base}/dashboard/campaigns", params={"lang": "es"}, cookies=jar)
+            en = httpx.get(f"{base}/dashboard/campaigns", params={"lang": "en"}, cookies=jar)
+        assert es.status_code == en.status_code == 200
+        card = es.text[es.text.index('id="suppressed"') :]
+        card = card[: card.index("</article>")]
+        said = " ".join(_text(card).split())
+        assert "Quién no debe ser contactado" in said, said
+        assert "3 personas no deben ser contactadas" in said, said
+        assert "se dio de baja: 1" in said and "rebotado: 1" in said, said
+        # The newest first: the click waiting in the state file, then the loaded list.
+        assert said.index("C0000009") < said.index("C0000002") < said.index("C0000001")
+        assert "<script>alert(1)" not in card and "&lt;script&gt;alert(1)&lt;/script&gt;" in card
+        assert ("c1@ejemplo.es" in said) is personal, said
+        assert ("Las direcciones de correo están ocultas" in said) is not personal, said
+        en_card = en.text[en.text.index('id="suppressed"') :]
+        en_said = " ".join(_text(en_card[: en_card.index("</article>")]).split())
+        assert "3 people must not be contacted" in en_said and "bounced: 1" in en_said, en_said
+        assert "None" not in said + en_said and "nan" not in (said + en_said).lower().split()

@@ -2629,26 +2629,14 @@ def campaign_suppressions_cmd(
     settings = load_settings()
     wh = connect(warehouse or settings.warehouse)
     unsubscribe.fold_waiting(wh, settings)  # clicks since the last send or run
-    if not wh.has("suppressions"):
+    got = unsubscribe.suppressed(wh, settings, limit)
+    total, by_reason, rows, hidden = got.total, got.by_reason, got.rows, got.emails_hidden
+    if not total:
         if as_json:
             print_json(json.dumps({"total": 0, "by_reason": {}, "rows": []}))
             return
         console.print(_("nobody is suppressed yet"))
         return
-    t = wh.table("suppressions")
-    total = int(t.count().to_pyarrow().as_py())
-    reasons = t.group_by(reason=t.reason.fill_null("")).aggregate(n=t.count())
-    by_reason = {
-        r["reason"]: int(r["n"])
-        for r in reasons.order_by([ibis.desc("n"), "reason"]).to_pyarrow().to_pylist()
-    }
-    cols = ["customer_id", "email", "channel", "reason", "added_at"]
-    rows = t.select(*cols).order_by(ibis.desc("added_at")).limit(limit).to_pyarrow().to_pylist()
-    # Email addresses are personal data: shown (and in --json) only where it is configured.
-    hidden = not settings.export_personal_data and any(r["email"] for r in rows)
-    if not settings.export_personal_data:
-        for r in rows:
-            r["email"] = None
     if as_json:
         print_json(json.dumps({"total": total, "by_reason": by_reason, "rows": rows}, default=str))
         return

@@ -28,8 +28,10 @@ import hashlib
 import hmac
 import secrets
 import urllib.parse
+from dataclasses import dataclass
 from typing import Any
 
+import ibis
 import pyarrow as pa
 
 from segmentum.campaigns.sqlite_file import SqliteFile
@@ -233,3 +235,51 @@ def fold_waiting(wh: Warehouse, settings: Settings) -> int:
     """:func:`fold` the unsubscribes waiting for ``wh`` (none without a state file)."""
     store = _waiting_store(wh.url, settings)
     return 0 if store is None else fold(wh, store)
+
+
+@dataclass
+class Suppressed:
+    """Who must not be contacted (:func:`suppressed`): ``total`` people, their count by
+    reason (most first), and the latest ``rows`` (customer, email, channel, reason, day)."""
+
+    total: int
+    by_reason: dict[str, int]
+    rows: list[dict[str, Any]]
+    emails_hidden: bool
+
+
+def suppressed(wh: Warehouse, settings: Settings, limit: int = 50) -> Suppressed:
+    """The suppression list as stored, with the unsubscribes waiting in the state file (the
+    service records clicks while a run holds the warehouse; the next send or run copies them
+    over): read only, so a page can show them without writing. Email addresses are personal
+    data: given only with the setting ``export_personal_data``."""
+    store = _waiting_store(wh.url, settings)
+    waiting = [
+        {
+            "customer_id": r["customer_id"],
+            "email": None,
+            "channel": r["channel"],
+            "reason": "unsubscribed",
+            "added_at": _dt.datetime.fromisoformat(r["at"]),
+        }
+        for r in (store.unfolded() if store is not None else [])
+    ]
+    by_reason: dict[str, int] = {}
+    rows: list[dict[str, Any]] = []
+    if wh.has(SUPPRESSIONS.name):
+        t = wh.table(SUPPRESSIONS.name)
+        reasons = t.group_by(reason=t.reason.fill_null("")).aggregate(n=t.count())
+        by_reason = {r["reason"]: int(r["n"]) for r in reasons.to_pyarrow().to_pylist()}
+        cols = ["customer_id", "email", "channel", "reason", "added_at"]
+        latest = t.select(*cols).order_by(ibis.desc("added_at")).limit(limit)
+        rows = latest.to_pyarrow().to_pylist()
+    if waiting:
+        by_reason["unsubscribed"] = by_reason.get("unsubscribed", 0) + len(waiting)
+    newest = sorted(waiting + rows, key=lambda r: r["added_at"] or _dt.datetime.min)[::-1]
+    rows = newest[:limit]
+    hidden = not settings.export_personal_data and any(r["email"] for r in rows)
+    if not settings.export_personal_data:
+        for r in rows:
+            r["email"] = None
+    ordered = dict(sorted(by_reason.items(), key=lambda kv: (-kv[1], kv[0])))
+    return Suppressed(sum(ordered.values()), ordered, rows, hidden)

@@ -1712,6 +1712,43 @@ def _migration(page: Page, wh: Any, by: str, date_from: str, date_to: str) -> di
     return ctx
 
 
+SUPPRESSED_SHOWN = 20
+
+
+def _suppressed(page: Page, svc: Any) -> dict[str, Any] | None:
+    """Who must not be contacted, for the campaigns page: stored and waiting unsubscribes,
+    bounces and loaded lists, the latest first (None on published read models, which do not
+    hold the list: the page then leaves the card out rather than say nobody is on it)."""
+    from segmentum.campaigns import unsubscribe
+    from segmentum.schema import SUPPRESSIONS
+
+    if svc.wh.read_only and not svc.wh.has(SUPPRESSIONS.name):
+        return None
+    got = unsubscribe.suppressed(svc.wh, svc.settings, SUPPRESSED_SHOWN)
+    return {
+        "total": got.total,
+        "count": page.num(got.total),
+        "reasons": [
+            (page.label("suppression_reason", k) if k else i18n.MISSING, page.num(n))
+            for k, n in got.by_reason.items()
+        ],
+        "rows": [
+            {
+                "customer_id": r["customer_id"] or i18n.MISSING,
+                "email": r["email"] or i18n.MISSING,
+                "channel": page.label("channel", r["channel"] or "all"),
+                "reason": page.label("suppression_reason", r["reason"]) if r["reason"] else "—",
+                "since": page.date(r["added_at"].date() if r["added_at"] else None),
+            }
+            for r in got.rows
+        ],
+        "shown": page.num(len(got.rows)),
+        "more": got.total > len(got.rows),
+        "emails": bool(svc.settings.export_personal_data),
+        "hidden": got.emails_hidden,
+    }
+
+
 def _campaigns(page: Page, svc: Any, selected: str) -> dict[str, Any]:
     from segmentum.campaigns.audiences import TACTICS
     from segmentum.campaigns.core import CHANNELS, IMPORTED, Campaigns
@@ -1763,6 +1800,7 @@ def _campaigns(page: Page, svc: Any, selected: str) -> dict[str, Any]:
         "tactics": [(t, page.label("tactic", t)) for t in TACTICS],
         "channels": [(c, page.label("channel", c)) for c in CHANNELS],
         "saved_segments": [s.name for s in Segments(svc.wh, svc.settings).list()],
+        "suppressed": None if selected else _suppressed(page, svc),
     }
     if selected:
         try:
