@@ -432,6 +432,7 @@ def test_a_first_load_keeps_its_checked_parse_as_the_lines_table(
         "SELECT table_name FROM duckdb_tables() WHERE NOT temporary AND starts_with(table_name, '_seg_')"
     ).fetchall()
     assert staging == []
+    assert wh.temp_tables() == set()  # nothing of the load's left on the connection either
 
     # The same file loaded where lines are already stored takes the plain insert.
     other = segmentum.connect(f"duckdb:///{tmp_path / 'other.duckdb'}")

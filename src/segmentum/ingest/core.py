@@ -2598,12 +2598,9 @@ def _write(
             wh.insert(QUARANTINE.name, malformed)
         # Listeners may stop here (tests kill the process) to prove the batch is all-or-nothing.
         progress.step("before_commit", batch_id)
-        wh.insert(
-            INGEST_BATCHES.name,
-            wh.from_arrow(_batch_rows(reports, ids, spec, shas), "batch").cast(
-                INGEST_BATCHES.ibis_schema
-            ),
-        )
+        batch = wh.from_arrow(_batch_rows(reports, ids, spec, shas), "batch")
+        wh.insert(INGEST_BATCHES.name, batch.cast(INGEST_BATCHES.ibis_schema))
+    wh.drop(batch.get_name())  # a temporary table: it stayed until the connection closed
     if files is not None:
         wh.drop(files.get_name())
     accepted_n, quarantined_n = (
