@@ -239,8 +239,9 @@ def fold_waiting(wh: Warehouse, settings: Settings) -> int:
 
 @dataclass
 class Suppressed:
-    """Who must not be contacted (:func:`suppressed`): ``total`` people, their count by
-    reason (most first), and the latest ``rows`` (customer, email, channel, reason, day)."""
+    """Who must not be contacted (:func:`suppressed`): ``total`` people (a customer, or an
+    address without one, counted once however many rows name them), the rows by reason (most
+    first), and the latest ``rows`` (customer, email, channel, reason, day)."""
 
     total: int
     by_reason: dict[str, int]
@@ -266,10 +267,17 @@ def suppressed(wh: Warehouse, settings: Settings, limit: int = 50) -> Suppressed
     ]
     by_reason: dict[str, int] = {}
     rows: list[dict[str, Any]] = []
+    people = 0
+    new_ids = {r["customer_id"] for r in waiting}
     if wh.has(SUPPRESSIONS.name):
         t = wh.table(SUPPRESSIONS.name)
         reasons = t.group_by(reason=t.reason.fill_null("")).aggregate(n=t.count())
         by_reason = {r["reason"]: int(r["n"]) for r in reasons.to_pyarrow().to_pylist()}
+        who = t.customer_id.fill_null("@" + t.email.fill_null(""))
+        people = int(t.aggregate(n=who.nunique()).to_pyarrow()["n"][0].as_py() or 0)
+        if new_ids:
+            known = t.filter(t.customer_id.isin(sorted(new_ids))).select("customer_id")
+            new_ids -= {r["customer_id"] for r in known.distinct().to_pyarrow().to_pylist()}
         cols = ["customer_id", "email", "channel", "reason", "added_at"]
         latest = t.select(*cols).order_by(ibis.desc("added_at")).limit(limit)
         rows = latest.to_pyarrow().to_pylist()
@@ -282,4 +290,4 @@ def suppressed(wh: Warehouse, settings: Settings, limit: int = 50) -> Suppressed
         for r in rows:
             r["email"] = None
     ordered = dict(sorted(by_reason.items(), key=lambda kv: (-kv[1], kv[0])))
-    return Suppressed(sum(ordered.values()), ordered, rows, hidden)
+    return Suppressed(people + len(new_ids), ordered, rows, hidden)
