@@ -71,6 +71,7 @@ PAGE_MODELS: dict[str, str | None] = {
     "campaign_results": None,
     CAMPAIGN_PAGES: None,
     SMS_STATUS: "key",
+    "suppressions": None,  # who must not be contacted (the campaigns page's card)
     "pipeline_runs": None,
     "ingest_batches": None,
     QUARANTINE_RECENT: None,

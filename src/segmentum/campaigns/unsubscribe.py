@@ -249,12 +249,15 @@ class Suppressed:
     emails_hidden: bool
 
 
-def suppressed(wh: Warehouse, settings: Settings, limit: int = 50) -> Suppressed:
+def suppressed(
+    wh: Warehouse, settings: Settings, limit: int = 50, url: str | None = None
+) -> Suppressed:
     """The suppression list as stored, with the unsubscribes waiting in the state file (the
     service records clicks while a run holds the warehouse; the next send or run copies them
     over): read only, so a page can show them without writing. Email addresses are personal
-    data: given only with the setting ``export_personal_data``."""
-    store = _waiting_store(wh.url, settings)
+    data: given only with the setting ``export_personal_data``. ``url``: the warehouse's,
+    whose state file holds the clicks, where ``wh`` is its published read models."""
+    store = _waiting_store(url or wh.url, settings)
     waiting = [
         {
             "customer_id": r["customer_id"],

@@ -1717,14 +1717,15 @@ SUPPRESSED_SHOWN = 20
 
 def _suppressed(page: Page, svc: Any) -> dict[str, Any] | None:
     """Who must not be contacted, for the campaigns page: stored and waiting unsubscribes,
-    bounces and loaded lists, the latest first (None on published read models, which do not
-    hold the list: the page then leaves the card out rather than say nobody is on it)."""
+    bounces and loaded lists, the latest first; while a run holds the warehouse, as last
+    published (None where the published read models predate the list: the page then leaves
+    the card out rather than say nobody is on it)."""
     from segmentum.campaigns import unsubscribe
     from segmentum.schema import SUPPRESSIONS
 
     if svc.wh.read_only and not svc.wh.has(SUPPRESSIONS.name):
         return None
-    got = unsubscribe.suppressed(svc.wh, svc.settings, SUPPRESSED_SHOWN)
+    got = unsubscribe.suppressed(svc.wh, svc.settings, SUPPRESSED_SHOWN, url=svc.url)
     return {
         "total": got.total,
         "count": page.num(got.total),
