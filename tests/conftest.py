@@ -70,11 +70,34 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+# The files that take longest, longest first (seconds on two workers, 2026-12-07). The two
+# workers of ``make test`` take whole files in collection order (``--dist loadfile
+# --no-loadscope-reorder``): a long file started last kept one worker busy minutes after the
+# other had run out of files, so these start first. Update the list when a file grows.
+SLOW_FIRST = (
+    "tests/test_portability.py",
+    "tests/test_incremental.py",
+    "tests/test_cli.py",
+    "tests/test_service.py",
+    "tests/test_serving.py",
+    "tests/journeys/test_dashboard_xss.py",
+)
+
+
+def _slow_first(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        path = item.nodeid.split("::", 1)[0]
+        return SLOW_FIRST.index(path) if path in SLOW_FIRST else len(SLOW_FIRST)
+
+    items.sort(key=rank)  # stable: every other file keeps its place and its tests' order
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """``make test`` runs Spark on one test per layer (marked ``spark_core``: ingest, features
     and classes, read models); ``make test-spark`` (``--all-spark``, CI runs it next) the
     other Spark cases. A Spark query on test-sized data costs seconds of planning: those cases
-    take about 8 minutes on two cores."""
+    take about 8 minutes on two cores. The slowest files go first (:data:`SLOW_FIRST`)."""
+    _slow_first(items)
     if config.getoption("--all-spark"):
         return
     kept: list[pytest.Item] = []
@@ -278,6 +301,27 @@ def service_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     included, serves and changes its own copy of the folder (the warehouse with its serving
     store and demo files), so no two workers ever open one DuckDB file.
     """
+    root = tmp_path_factory.mktemp("service")
+    shutil.copytree(_built_service(tmp_path_factory), root, dirs_exist_ok=True, ignore=_DONE)
+    return root / "w.duckdb"
+
+
+@pytest.fixture(scope="module")
+def built_service_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The warehouse of :func:`service_db` as built, before any test changed it: for a
+    module whose answers depend on what nobody sent yet. The tests served on ``service_db``
+    create and send campaigns there, and a campaign sent today counted against a flow's
+    frequency cap in test_flows whenever one of them ran first on the same worker."""
+    root = tmp_path_factory.mktemp("built-service")
+    shutil.copytree(_built_service(tmp_path_factory), root, dirs_exist_ok=True, ignore=_DONE)
+    return root / "w.duckdb"
+
+
+_DONE = shutil.ignore_patterns("done")
+
+
+def _built_service(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The folder :func:`service_db` copies, built once for the whole run."""
     import fcntl
 
     base = tmp_path_factory.getbasetemp()
@@ -296,9 +340,7 @@ def service_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
             publish_read_models(wh, SERVICE_SETTINGS)
             wh.close()
             (built / "done").touch()
-    root = tmp_path_factory.mktemp("service")
-    shutil.copytree(built, root, dirs_exist_ok=True, ignore=shutil.ignore_patterns("done"))
-    return root / "w.duckdb"
+    return built
 
 
 @pytest.fixture(scope="session")

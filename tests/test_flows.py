@@ -46,14 +46,14 @@ def inbox(smtp: tuple[SlowInbox, int]) -> tuple[SlowInbox, int]:
 
 
 @pytest.fixture(scope="module")
-def synced(service_db: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """The demo warehouse copied once, and a flows store synced from it once (each test
-    copies the store)."""
+def synced(built_service_db: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The demo warehouse as built (no campaign sent from it yet) copied once, and a flows
+    store synced from it once (each test copies the store)."""
     import segmentum
 
     root = tmp_path_factory.mktemp("flows")
     db = root / "w.duckdb"
-    shutil.copyfile(service_db, db)
+    shutil.copyfile(built_service_db, db)
     store = root / "w.flows.sqlite"
     wh = segmentum.connect(f"duckdb:///{db}")
     try:
