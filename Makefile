@@ -63,10 +63,9 @@ unit: install java openssl chromium postgresql
 	# One OpenMP/BLAS thread per process: tests run beside the servers they start, and spinning
 	# threads on a busy two-core machine make a model fit 15 times slower.
 	# Two workers (pytest-xdist), one test file each at a time: module fixtures are built once.
-	# Files go in collection order, the slowest first (tests/conftest.py, SLOW_FIRST).
 	# The 30 slowest tests and fixtures are listed at the end (where the suite's time goes).
 	OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 --dist loadfile \
-		--no-loadscope-reorder --durations=30 $(PYTEST_ARGS)
+		--durations=30 $(PYTEST_ARGS)
 
 test: lint typecheck unit
 

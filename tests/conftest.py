@@ -70,34 +70,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
-# The files that take longest, longest first (seconds on two workers, 2026-12-07). The two
-# workers of ``make test`` take whole files in collection order (``--dist loadfile
-# --no-loadscope-reorder``): a long file started last kept one worker busy minutes after the
-# other had run out of files, so these start first. Update the list when a file grows.
-SLOW_FIRST = (
-    "tests/test_portability.py",
-    "tests/test_incremental.py",
-    "tests/test_cli.py",
-    "tests/test_service.py",
-    "tests/test_serving.py",
-    "tests/journeys/test_dashboard_xss.py",
-)
-
-
-def _slow_first(items: list[pytest.Item]) -> None:
-    def rank(item: pytest.Item) -> int:
-        path = item.nodeid.split("::", 1)[0]
-        return SLOW_FIRST.index(path) if path in SLOW_FIRST else len(SLOW_FIRST)
-
-    items.sort(key=rank)  # stable: every other file keeps its place and its tests' order
-
-
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """``make test`` runs Spark on one test per layer (marked ``spark_core``: ingest, features
     and classes, read models); ``make test-spark`` (``--all-spark``, CI runs it next) the
     other Spark cases. A Spark query on test-sized data costs seconds of planning: those cases
-    take about 8 minutes on two cores. The slowest files go first (:data:`SLOW_FIRST`)."""
-    _slow_first(items)
+    take about 8 minutes on two cores."""
     if config.getoption("--all-spark"):
         return
     kept: list[pytest.Item] = []
