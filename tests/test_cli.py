@@ -1174,7 +1174,8 @@ def test_campaign_suppressions_lists_who_must_not_be_contacted_in_spanish(
         tmp_path / "bajas.csv",
         "id_cliente;correo;canal;motivo;fecha_baja\n"
         "C1;c1@ejemplo.es;email;bounced;2025-03-01\n"
-        "C2;;;[/bold]queja por teléfono;2025-03-02\n",
+        "C2;;;[/bold]queja por teléfono;2025-03-02\n"
+        "C1;c1@ejemplo.es;sms;bounced;2025-03-03\n",
     )
     assert main(["ingest", "suppressions", "bajas.csv", "-w", url]) == 0
     # A click on the link in an email, recorded by the service, not yet folded in.
@@ -1183,7 +1184,9 @@ def test_campaign_suppressions_lists_who_must_not_be_contacted_in_spanish(
     assert main(["campaign", "suppressions", "-w", url, "--lang", "es"]) == 0
     out = " ".join(capsys.readouterr().out.split())
     assert "3 personas no deben ser contactadas" in out, out
-    assert "se dio de baja: 1" in out and "rebotado: 1" in out, out
+    assert "se dio de baja: 1" in out and "rebotado: 2" in out, out
+    # Every row fits under the default limit: nothing more to show, though C1 has two rows.
+    assert "--limit" not in out, out
     assert "C9" in out and "[/bold]queja por teléfono" in out, out
     assert "c1@ejemplo.es" not in out and "correos ocultos" in out, out
     assert main(["campaign", "suppressions", "-w", url, "--json"]) == 0
@@ -1194,3 +1197,8 @@ def test_campaign_suppressions_lists_who_must_not_be_contacted_in_spanish(
     assert main(["campaign", "suppressions", "-w", url, "--json", "--limit", "5"]) == 0
     shown = {r["customer_id"]: r["email"] for r in json.loads(capsys.readouterr().out)["rows"]}
     assert shown["C1"] == "c1@ejemplo.es"
+    # Four rows for three people: three rows shown leave one out, which the line must say
+    # (counted in rows, as the reasons add up to, not in people).
+    assert main(["campaign", "suppressions", "-w", url, "--limit", "3", "--lang", "es"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "se muestran los 3 últimos de 4" in out, out

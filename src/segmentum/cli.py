@@ -2659,10 +2659,10 @@ def campaign_suppressions_cmd(
             i18n.date(r["added_at"].date() if r["added_at"] else None, lang),
         )
     console.print(tab)
-    if total > len(rows):
+    if got.listed > len(rows):
         console.print(
             _("the latest %(n)s of %(total)s shown; --limit shows more")
-            % {"n": _count(len(rows), lang), "total": _count(total, lang)}
+            % {"n": _count(len(rows), lang), "total": _count(got.listed, lang)}
         )
     if hidden:
         console.print(

@@ -248,6 +248,12 @@ class Suppressed:
     rows: list[dict[str, Any]]
     emails_hidden: bool
 
+    @property
+    def listed(self) -> int:
+        """The rows on the list (a person with a bounce and an unsubscribe is two): what
+        ``rows`` shows the latest of, so "more" compares with this, not with ``total``."""
+        return sum(self.by_reason.values())
+
 
 def suppressed(
     wh: Warehouse, settings: Settings, limit: int = 50, url: str | None = None

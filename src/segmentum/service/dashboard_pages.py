@@ -1744,7 +1744,7 @@ def _suppressed(page: Page, svc: Any) -> dict[str, Any] | None:
             for r in got.rows
         ],
         "shown": page.num(len(got.rows)),
-        "more": got.total > len(got.rows),
+        "more": got.listed > len(got.rows),
         "emails": bool(svc.settings.export_personal_data),
         "hidden": got.emails_hidden,
     }
