@@ -378,6 +378,10 @@ def test_the_frequency_cap_counts_messages_of_every_flow(
     skipped = [r for r in flows.path(cid) if r["what"] == "skipped"]
     assert [r["detail"] for r in skipped] == ["capped"]
     assert len(box.got) == 1
+    # The cap counts up to the tick's moment: one replayed for an earlier moment (a day's
+    # ticks run again) does not count the message that went out after it.
+    assert flows._capped(str(cid), T0 + dt.timedelta(hours=3))
+    assert not flows._capped(str(cid), T0 + dt.timedelta(hours=1))
     # ... and a campaign planned the next day counts the flow's message against the same cap
     # (the warehouse beside this flows file reads it).
     import ibis

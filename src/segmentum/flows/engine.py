@@ -1023,16 +1023,18 @@ class Flows:
 
     def _capped(self, cid: str, now: _dt.datetime) -> bool:
         """Whether the customer already got ``frequency_cap`` messages, from flows and
-        campaigns together, in the last ``frequency_cap_days``."""
+        campaigns together, in the ``frequency_cap_days`` up to ``now`` (a tick replayed for a
+        past moment does not count what went out after it)."""
         cap = self.settings.frequency_cap
         if cap <= 0:
             return False
         since = ts(now - _dt.timedelta(days=self.settings.frequency_cap_days))
+        until = ts(now)
         got = self.store.query(
             "SELECT (SELECT COUNT(*) FROM messages WHERE customer_id = ? AND status = 'sent' "
-            "AND sent_at > ?) + (SELECT COUNT(*) FROM contacts WHERE customer_id = ? AND at > ?) "
-            "AS n",
-            (cid, since, cid, since),
+            "AND sent_at > ? AND sent_at <= ?) + (SELECT COUNT(*) FROM contacts "
+            "WHERE customer_id = ? AND at > ? AND at <= ?) AS n",
+            (cid, since, until, cid, since, until),
         )
         return int(got[0]["n"]) >= cap
 
