@@ -659,6 +659,16 @@ def test_a_failure_inside_spark_is_a_failed_step_with_its_cause(
     }
 
 
+def _small_jvm() -> dict[str, str]:
+    """The environment of a Spark process a test starts beside its own session: the tests'
+    Spark settings (conftest: the quick JIT tier, about 5 s less a process) with a smaller
+    driver, so that two JVMs fit beside the session's."""
+    import os
+
+    conf = os.environ.get("SEGMENTUM_SPARK_CONF", "")
+    return {**os.environ, "SEGMENTUM_SPARK_CONF": f"{conf};spark.driver.memory=1g".lstrip(";")}
+
+
 @pytest.mark.spark
 @pytest.mark.spark_core
 def test_a_second_command_on_a_spark_folder_in_use_is_told_who_holds_it(
@@ -691,7 +701,7 @@ def test_a_second_command_on_a_spark_folder_in_use_is_told_who_holds_it(
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
-        env={**os.environ, "SEGMENTUM_SPARK_CONF": "spark.driver.memory=1g"},
+        env=_small_jvm(),
     )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "holding"
@@ -747,7 +757,7 @@ def test_a_server_on_a_spark_folder_lets_it_go_after_each_use(tmp_path: Path) ->
 
     url = f"pyspark:///{tmp_path / 'wh'}"
     data = write(tmp_path / "clientes.csv", "customer_id,email\nC1,a@b.c\nC2,d@e.f\n")
-    env = {**os.environ, "SEGMENTUM_SPARK_CONF": "spark.driver.memory=1g"}
+    env = _small_jvm()
     exe = Path(sys.executable).with_name("segmentum")
     made = subprocess.run(
         [str(exe), "ingest", "customers", str(data), "-w", url],
