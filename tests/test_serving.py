@@ -583,6 +583,73 @@ def test_published_documents_take_about_their_own_size_on_disk(tmp_path: Path) -
     assert docs.stat().st_size < 1.5 * text, (docs.stat().st_size, text)
 
 
+def test_a_days_publish_writes_again_only_the_documents_whose_customer_changed(
+    tmp_path: Path,
+) -> None:
+    """Every day moves every customer's recency and scores, nothing else for most of them: the
+    documents keep those columns apart (written whole) and write the rest of a document again
+    only where it changed (a purchase, a new class), a new or gone customer included. What a
+    reader gets is the whole row as the API built it, in the row's column order."""
+    import sqlite3
+
+    from segmentum.precompute import lookup_row
+    from segmentum.serving import documents_path
+
+    wh = segmentum.connect(f"duckdb:///{tmp_path / 'w.duckdb'}")
+    sql = (
+        "select 'C' || range::varchar as customer_id, range % 4 as tier, "
+        "'Zoë \"</script>' as name, [range::varchar] as segs, {day} - range::int as recency_days, "
+        "1.0 / ({day} + range) as clv, date '2026-01-01' + {day}::int as as_of from range(40)"
+    )
+    wh.write("customer_lookup", wh.con.sql(sql.format(day=10)))
+    target = tmp_path / "w.serving.duckdb"
+    specs, docs = {"customer_lookup": "customer_id"}, {"customer_lookup": "customer_id"}
+    daily = {"customer_lookup": ("recency_days", "clv", "as_of")}
+    publish(wh, target, specs, documents=docs, daily=daily)
+    path = documents_path(target)
+
+    def mark(keys: list[str]) -> None:
+        """Stamp documents where they lie: those written again lose the stamp."""
+        con = sqlite3.connect(path)
+        con.executemany(
+            "update customer_lookup set doc = replace(doc, '\"tier\"', '\"kept\"') where k = ?",
+            [(k,) for k in keys],
+        )
+        con.commit()
+        con.close()
+
+    mark([f"C{i}" for i in range(40)])
+    # The next day: every recency and CLV moves; C3 changes tier, C39 leaves, C40 arrives.
+    nxt = sql.format(day=11).replace("range(40)", "range(41) where range <> 39")
+    nxt = nxt.replace("range % 4 as tier", "case when range = 3 then 9 else range % 4 end as tier")
+    wh.write("customer_lookup", wh.con.sql(nxt))
+    publish(wh, target, specs, documents=docs, daily=daily)
+    store = ServingStore(target)
+    cur = store.cursor()
+    for i in range(41):
+        doc = store.document("customer_lookup", f"C{i}")
+        if i == 39:
+            assert doc is None
+            continue
+        assert isinstance(doc, str)
+        got = json.loads(doc.replace('"kept"', '"tier"'))
+        assert got == lookup_row(cur, "?", f"C{i}"), i
+        assert list(got) == [c for c in wh.table("customer_lookup").columns], i  # in order
+        assert got["recency_days"] == 11 - i and got["as_of"] == "2026-01-12"
+        # Written again: the changed and the new customer only; the others kept as they were.
+        assert ('"kept"' in doc) == (i not in (3, 40)), i
+    # A column more (a new version of the lookup): every document written again.
+    wh.write("customer_lookup", wh.con.sql(f"select *, 1 as extra from ({nxt})"))
+    publish(wh, target, specs, documents=docs, daily=daily)
+    doc = store.document("customer_lookup", "C5")
+    assert isinstance(doc, str) and '"kept"' not in doc and json.loads(doc)["extra"] == 1
+    con = sqlite3.connect(path)
+    assert con.execute("select count(*) from customer_lookup").fetchone() == (40,)
+    assert con.execute("select count(*) from customer_lookup__daily").fetchone() == (40,)
+    con.close()
+    wh.close()
+
+
 def test_a_daily_publish_copies_only_the_dates_that_changed(tmp_path: Path) -> None:
     """Tables kept per date (a snapshot a run) start from the last generation and get only
     their changed dates; the store always equals the warehouse, old readers keep their

@@ -40,6 +40,20 @@ READ_MODELS: dict[str, str | None] = {
 }
 # Read models also published as one JSON document per key, for the API's point lookups.
 DOCUMENTS: dict[str, str] = {LOOKUP: "customer_id", "realtime_history": "customer_id"}
+# The lookup's columns that move every day for nearly every customer (the days since the first
+# and the last purchase grow, and the model scores with them): the lookup holds them last, and
+# its documents keep them apart, so that a day's publish writes the rest of a document only for
+# the customers it changed (serving._write_documents).
+LOOKUP_DAILY = (
+    "recency_days",
+    "tenure_days",
+    "p_alive",
+    "churn_probability",
+    "expected_purchases",
+    "clv",
+    "expected_next_purchase",
+    "as_of",
+)
 
 
 def publish_read_models(
@@ -92,6 +106,7 @@ def publish_read_models(
             base_run=last_run,
             reuse=only is not None,
             presorted=(LOOKUP,),  # build_lookup writes it sorted by id
+            daily={LOOKUP: LOOKUP_DAILY},
         )
     finally:
         if keys is not None:
@@ -231,7 +246,13 @@ def build_lookup(wh: Warehouse, as_of: _dt.date | None = None, *, indexed: bool 
         extra = staged
     if extra is not None:
         t = t.left_join(extra, "customer_id").drop("customer_id_right")
-    t = t.mutate(as_of=ibis.literal(as_of, "date")).order_by("customer_id")
+    t = t.mutate(as_of=ibis.literal(as_of, "date"))
+    # What moves every day last (LOOKUP_DAILY): a document's part that changes only with the
+    # customer comes first, in one piece.
+    t = t.select(
+        *[c for c in t.columns if c not in LOOKUP_DAILY],
+        *[c for c in LOOKUP_DAILY if c in t.columns],
+    ).order_by("customer_id")
     out = wh.write(LOOKUP, t)
     if indexed and wh.url.startswith("duckdb"):
         # An ART index makes a point lookup read a few blocks instead of scanning the table.
