@@ -678,7 +678,6 @@ def test_a_second_command_on_a_spark_folder_in_use_is_told_who_holds_it(
     in Spark ("Unable to instantiate SessionHiveMetaStoreClient"). It now waits a moment
     (lock_wait_seconds), then says, in the user's language, that the warehouse is busy, which
     process holds it and what to do; nothing of Spark is started."""
-    import os
     import subprocess
     import sys
 
@@ -751,7 +750,6 @@ def test_a_server_on_a_spark_folder_lets_it_go_after_each_use(tmp_path: Path) ->
     warehouse (a rule's preview, a dry run) until it stopped, so the nightly `segmentum run`
     on that folder failed. The server now lets the folder go after each use (publishing
     what it wrote first) and opens it again when next needed."""
-    import os
     import subprocess
     import sys
 

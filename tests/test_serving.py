@@ -619,6 +619,10 @@ def test_a_days_publish_writes_again_only_the_documents_whose_customer_changed(
         con.close()
 
     mark([f"C{i}" for i in range(40)])
+    con = sqlite3.connect(path)
+    con.execute("create table copied (x)")  # there as long as the file is copied, not written
+    con.commit()
+    con.close()
     # The next day: every recency and CLV moves; C3 changes tier, C39 leaves, C40 arrives.
     nxt = sql.format(day=11).replace("range(40)", "range(41) where range <> 39")
     nxt = nxt.replace("range % 4 as tier", "case when range = 3 then 9 else range % 4 end as tier")
@@ -638,11 +642,24 @@ def test_a_days_publish_writes_again_only_the_documents_whose_customer_changed(
         assert got["recency_days"] == 11 - i and got["as_of"] == "2026-01-12"
         # Written again: the changed and the new customer only; the others kept as they were.
         assert ('"kept"' in doc) == (i not in (3, 40)), i
+    con = sqlite3.connect(path)
+    assert con.execute("select count(*) from copied").fetchone() == (0,)  # updated in a copy
+    con.close()
+    # Most customers changed (a refit moves everybody's potential): a fresh file, written whole.
+    most = nxt.replace("' as name", "!' as name")
+    assert most != nxt
+    wh.write("customer_lookup", wh.con.sql(most))
+    publish(wh, target, specs, documents=docs, daily=daily)
+    con = sqlite3.connect(path)
+    assert "copied" not in {r[0] for r in con.execute("select name from sqlite_master")}
+    con.close()
+    doc = store.document("customer_lookup", "C5")
+    assert isinstance(doc, str) and json.loads(doc) == lookup_row(store.cursor(), "?", "C5")
     # A column more (a new version of the lookup): every document written again.
-    wh.write("customer_lookup", wh.con.sql(f"select *, 1 as extra from ({nxt})"))
+    wh.write("customer_lookup", wh.con.sql(f"select *, 1 as extra from ({most})"))
     publish(wh, target, specs, documents=docs, daily=daily)
     doc = store.document("customer_lookup", "C5")
-    assert isinstance(doc, str) and '"kept"' not in doc and json.loads(doc)["extra"] == 1
+    assert isinstance(doc, str) and json.loads(doc)["extra"] == 1
     con = sqlite3.connect(path)
     assert con.execute("select count(*) from customer_lookup").fetchone() == (40,)
     assert con.execute("select count(*) from customer_lookup__daily").fetchone() == (40,)
