@@ -624,8 +624,14 @@ def test_a_days_publish_writes_again_only_the_documents_whose_customer_changed(
     con.commit()
     con.close()
     # The next day: every recency and CLV moves; C3 changes tier, C39 leaves, C40 arrives.
-    nxt = sql.format(day=11).replace("range(40)", "range(41) where range <> 39")
-    nxt = nxt.replace("range % 4 as tier", "case when range = 3 then 9 else range % 4 end as tier")
+
+    def day(n: int) -> str:
+        moved = sql.format(day=n).replace("range(40)", "range(41) where range <> 39")
+        return moved.replace(
+            "range % 4 as tier", "case when range = 3 then 9 else range % 4 end as tier"
+        )
+
+    nxt = day(11)
     wh.write("customer_lookup", wh.con.sql(nxt))
     publish(wh, target, specs, documents=docs, daily=daily)
     store = ServingStore(target)
@@ -644,6 +650,27 @@ def test_a_days_publish_writes_again_only_the_documents_whose_customer_changed(
         assert ('"kept"' in doc) == (i not in (3, 40)), i
     con = sqlite3.connect(path)
     assert con.execute("select count(*) from copied").fetchone() == (0,)  # updated in a copy
+    # A file grown well past what its rows weigh (pages split by rows replaced day after day)
+    # is written whole again on the next publish.
+    [(size, held)] = con.execute("select bytes, rows from _written_whole").fetchall()
+    assert held == 40
+    con.execute("update _written_whole set bytes = ?", (size // 4,))
+    con.commit()
+    con.close()
+    wh.write("customer_lookup", wh.con.sql(day(12)))
+    publish(wh, target, specs, documents=docs, daily=daily)
+    con = sqlite3.connect(path)
+    assert "copied" not in {r[0] for r in con.execute("select name from sqlite_master")}
+    con.execute("create table copied (x)")
+    con.commit()
+    con.close()
+    doc = store.document("customer_lookup", "C5")
+    assert isinstance(doc, str) and json.loads(doc) == lookup_row(store.cursor(), "?", "C5")
+    # A day later, in place again.
+    wh.write("customer_lookup", wh.con.sql(day(13)))
+    publish(wh, target, specs, documents=docs, daily=daily)
+    con = sqlite3.connect(path)
+    assert "copied" in {r[0] for r in con.execute("select name from sqlite_master")}
     con.close()
     # Most customers changed (a refit moves everybody's potential): a fresh file, written whole.
     most = nxt.replace("' as name", "!' as name")
