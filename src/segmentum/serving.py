@@ -548,7 +548,8 @@ def _held_hashes(
     con: duckdb.DuckDBPyConnection, previous: Path, specs: list[_DocTable]
 ) -> list[_DocTable]:
     """Read the last generation's hashes of the tables ``previous`` holds with the same columns
-    into ``con`` (``t.old``) and count the rows changed since; returns those tables."""
+    into ``con`` (``t.old``) and count the rows changed since; returns those tables (none when
+    the file has grown :data:`REWRITE_GROWTH` times past what it weighed written whole)."""
     import pyarrow as pa
 
     try:
@@ -580,27 +581,18 @@ def _held_hashes(
             ).fetchone()
             t.changed = int(row[0]) if row else t.rows
             found.append(t)
-        return found
+        # Rows replaced in place split pages: a file whose rows weigh much more than when it was
+        # last written whole is written whole again.
+        whole = docs.execute("SELECT bytes, rows FROM _written_whole").fetchone()
+        count = sum(t.held for t in found)
+        if whole is None or not whole[0] or not whole[1] or not count:
+            return []
+        growth = (previous.stat().st_size / count) / (int(whole[0]) / int(whole[1]))
+        return found if growth <= REWRITE_GROWTH else []
     except sqlite3.Error:
         return []
     finally:
         docs.close()
-
-
-def _growth(previous: Path, rows: int) -> float:
-    """The file's bytes a row against those of the file last written whole (1.0: as compact;
-    infinite when unknown)."""
-    try:
-        docs = sqlite3.connect(f"{previous.absolute().as_uri()}?mode=ro", uri=True)
-        try:
-            row = docs.execute("SELECT bytes, rows FROM _written_whole").fetchone()
-        finally:
-            docs.close()
-    except sqlite3.Error:
-        return float("inf")
-    if row is None or not row[0] or not row[1] or not rows:
-        return float("inf")
-    return (previous.stat().st_size / rows) / (int(row[0]) / int(row[1]))
 
 
 def _write_documents(
@@ -626,21 +618,17 @@ def _write_documents(
     the lookup on a day of the incremental benchmark: a purchase, an RFM score the quintiles
     moved), the others kept."""
     specs = [_doc_table(con, n, k, (daily or {}).get(n, ())) for n, k in tables.items()]
-    kept: list[_DocTable] = []
+    kept: set[str] = set()
     try:
         if previous is not None and previous.is_file():
-            kept = _held_hashes(con, previous, specs)
+            kept = {t.name for t in _held_hashes(con, previous, specs)}
         # Rows written again in place: those changed, and every row of a table not kept.
-        again = sum(t.changed for t in kept) + sum(
-            t.rows for t in specs if not any(t is k for k in kept)
-        )
+        again = sum(t.changed if t.name in kept else t.rows for t in specs)
         in_place = bool(kept) and again <= REWRITE_SHARE * sum(t.rows for t in specs)
-        if in_place and previous is not None:
-            in_place = _growth(previous, sum(t.held for t in kept)) <= REWRITE_GROWTH
         if in_place and previous is not None:
             shutil.copyfile(previous, path)
         else:
-            kept = []
+            kept = set()
         docs = sqlite3.connect(path)
         try:
             if not in_place:
@@ -668,8 +656,8 @@ def _write_documents(
                     docs.execute(f"DROP TABLE IF EXISTS {_quote(gone)}")
                 docs.execute("DELETE FROM _layout WHERE name = ?", (name,))
             for t in specs:
-                _write_document_table(con, docs, t, any(t is k for k in kept))
-            if not in_place:  # what a row weighs in a file written whole (see _growth)
+                _write_document_table(con, docs, t, t.name in kept)
+            if not in_place:  # what a row weighs in a file written whole (see _held_hashes)
                 pages = docs.execute("PRAGMA page_count").fetchone()
                 size = docs.execute("PRAGMA page_size").fetchone()
                 docs.execute("CREATE TABLE _written_whole (bytes INTEGER, rows INTEGER)")
@@ -1306,17 +1294,17 @@ class ServingStore:
                 self._local.doc_tables = set()
         if table not in self._local.doc_tables:
             return False
-        row = con.execute(f"SELECT doc FROM {_quote(table)} WHERE k = ?", (key,)).fetchone()
-        if row is None:
-            return None
-        doc = str(row[0])
         if table + DAILY in self._local.doc_tables:  # the part that moves every day, kept apart
-            part = con.execute(
-                f"SELECT doc FROM {_quote(table + DAILY)} WHERE k = ?", (key,)
+            row = con.execute(
+                f"SELECT d.doc, p.doc FROM {_quote(table)} d "
+                f"LEFT JOIN {_quote(table + DAILY)} p ON p.k = d.k WHERE d.k = ?",
+                (key,),
             ).fetchone()
-            if part is not None:  # two JSON objects of one row's columns, in their order
-                doc = f"{doc[:-1]},{str(part[0])[1:]}"
-        return doc
+            if row is not None and row[1] is not None:  # one row's columns, in their order
+                return f"{str(row[0])[:-1]},{str(row[1])[1:]}"
+        else:
+            row = con.execute(f"SELECT doc FROM {_quote(table)} WHERE k = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
 
     def read(self, fn: Callable[[Warehouse], T]) -> T | None:
         """``fn`` on an Ibis warehouse over the latest generation (one query at a time: Ibis
