@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
+from html import unescape
 from typing import Any
 
 import httpx
@@ -655,9 +656,7 @@ def test_saving_a_segment_and_creating_a_campaign_refuse_in_the_pages_language(
     )
     assert again.json()["detail"] == "ya existe un segmento llamado 'dup_es'", again.json()
     # The hint names the page's own list, not the command line's `segment edit`.
-    assert again.json()["hint"].startswith("elige otro nombre: el Explorador de segmentos"), (
-        again.json()
-    )
+    assert again.json()["hint"].startswith("elige otro nombre, o edita ese:"), again.json()
     assert "segmentum" not in again.json()["hint"]
     gone = http.post(save, json={"name": "x", "rule": "monetary > 1"}, cookies={}, headers=head)
     assert gone.status_code == 401 and "vuelve a entrar" in gone.json()["detail"]
@@ -688,6 +687,58 @@ def test_saving_a_segment_and_creating_a_campaign_refuse_in_the_pages_language(
 
     with segmentum.connect(f"duckdb:///{server['db']}") as wh:  # the other tests' warehouse
         Segments(wh).delete("dup_es")
+
+
+def test_a_read_key_sees_a_segment_but_cannot_edit_or_delete_it(
+    server: dict[str, Any], signed_in: Any
+) -> None:
+    """Editing and deleting a saved segment take the write scope, as the API's PATCH and
+    DELETE do: a read session gets no form, and its requests are refused; a missing CSRF
+    token is refused even for an admin; an unknown segment is said, in the page's language."""
+    base = server["url"]
+    jar, csrf = signed_in("read")
+    page = http.get(f"{base}/dashboard/segments", params={"edit": "vip", "lang": "es"}, cookies=jar)
+    assert page.status_code == 200 and 'id="editing-name"' in page.text
+    assert 'id="save"' not in page.text and 'id="delete"' not in page.text
+    explorer = http.get(f"{base}/dashboard/explorer", params={"segment": "vip"}, cookies=jar)
+    assert 'id="edit-segment"' not in explorer.text
+    head = {"X-CSRF-Token": csrf}
+    r = http.post(
+        f"{base}/dashboard/api/segments/vip",
+        json={"rule": "frequency > 1"},
+        cookies=jar,
+        headers=head,
+    )
+    assert r.status_code == 403 and "write" in r.json()["detail"], r.text
+    r = http.post(f"{base}/dashboard/segments/vip/delete", data={"csrf": csrf}, cookies=jar)
+    assert r.status_code == 403
+    admin_jar, admin_csrf = signed_in("admin")
+    r = http.post(
+        f"{base}/dashboard/segments/vip/delete", data={"csrf": "forged"}, cookies=admin_jar
+    )
+    assert r.status_code == 403
+    r = http.post(
+        f"{base}/dashboard/api/segments/vip", json={"rule": "frequency > 1"}, cookies=admin_jar
+    )
+    assert r.status_code == 403  # no X-CSRF-Token header
+    import segmentum
+    from segmentum.segments.store import Segments
+
+    with segmentum.connect(f"duckdb:///{server['db']}") as wh:  # nothing was changed
+        assert Segments(wh).get("vip").rule == "value_tier == 'high' and frequency >= 5"
+    nobody = http.get(
+        f"{base}/dashboard/segments", params={"edit": "vipp", "lang": "es"}, cookies=admin_jar
+    )
+    assert nobody.status_code == 404
+    text = unescape(" ".join(_text(nobody.text).split()))
+    assert "no hay ningún segmento llamado 'vipp' ¿querías decir vip?" in text, text
+    r = http.post(
+        f"{base}/dashboard/api/segments/vip?lang=es",
+        json={"rule": "frequency >= "},
+        cookies=admin_jar,
+        headers={"X-CSRF-Token": admin_csrf},
+    )
+    assert r.status_code == 422 and "posición" in r.json()["detail"], r.text
 
 
 def test_the_decision_tree_is_said_in_the_pages_language(server: dict[str, Any]) -> None:

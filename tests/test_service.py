@@ -240,6 +240,70 @@ def test_customer_lookup_and_segments_over_http(server: dict[str, Any]) -> None:
     assert csv.startswith("customer_id\n") and "@" not in csv  # no personal data by default
 
 
+def test_editing_a_segment_over_the_api_recomputes_it_and_those_built_on_it(
+    server: dict[str, Any],
+) -> None:
+    """PATCH /v1/segments/{name}: a new rule is checked before anything is stored, the
+    segment's members and those of a segment built on it are computed again at once; a
+    description alone keeps the rule; a read key, an unknown name and a broken rule are
+    refused (the last in Spanish to a Spanish client)."""
+    base = server["url"]
+    admin, read = {"X-API-Key": server["keys"]["admin"]}, {"X-API-Key": server["keys"]["read"]}
+    es = {"Accept-Language": "es-ES,es;q=0.9"}
+
+    def size(rule: str) -> int:
+        r = http.post(f"{base}/v1/segments/preview", json={"rule": rule}, headers=admin)
+        return int(r.json()["size"])
+
+    def members(name: str) -> int:
+        return int(http.get(f"{base}/v1/segments/{name}/members", headers=admin).json()["size"])
+
+    for name, rule in (("api_base", "frequency >= 2"), ("api_top", "api_base and monetary > 100")):
+        made = http.post(f"{base}/v1/segments", json={"name": name, "rule": rule}, headers=admin)
+        assert made.status_code == 201, made.text
+    try:
+        before = members("api_top")
+        assert before == size("frequency >= 2 and monetary > 100") > 0
+        r = http.patch(
+            f"{base}/v1/segments/api_base", json={"rule": "frequency >= 4"}, headers=admin
+        )
+        assert r.status_code == 200, r.text
+        assert r.json()["rule"] == "frequency >= 4"
+        assert r.json()["size"] == size("frequency >= 4") == members("api_base")
+        # The segment built on it follows at once, not at the next run.
+        assert members("api_top") == size("frequency >= 4 and monetary > 100") < before
+        r = http.patch(
+            f"{base}/v1/segments/api_base", json={"description": "loyal buyers"}, headers=admin
+        )
+        assert r.status_code == 200 and r.json()["rule"] == "frequency >= 4"
+        assert r.json()["description"] == "loyal buyers"
+        broken = http.patch(
+            f"{base}/v1/segments/api_base", json={"rule": "frequency >= "}, headers={**admin, **es}
+        )
+        assert broken.status_code == 422 and "posición" in broken.json()["detail"], broken.text
+        listed = {s["name"]: s for s in http.get(f"{base}/v1/segments", headers=admin).json()}
+        assert listed["api_base"]["rule"] == "frequency >= 4"  # nothing stored
+        assert members("api_base") == size("frequency >= 4")
+        cycle = http.patch(f"{base}/v1/segments/api_base", json={"rule": "api_top"}, headers=admin)
+        assert cycle.status_code == 422, cycle.text
+        assert (
+            http.patch(
+                f"{base}/v1/segments/api_base", json={"rule": "frequency >= 1"}, headers=read
+            ).status_code
+            == 403
+        )
+        nobody = http.patch(
+            f"{base}/v1/segments/nobody", json={"rule": "frequency > 1"}, headers=admin
+        )
+        assert nobody.status_code == 404, nobody.text
+    finally:
+        for name in ("api_top", "api_base"):
+            http.delete(f"{base}/v1/segments/{name}", headers=admin)
+    assert {s["name"] for s in http.get(f"{base}/v1/segments", headers=admin).json()}.isdisjoint(
+        {"api_base", "api_top"}
+    )
+
+
 def test_the_apis_own_refusals_read_in_spanish_for_a_spanish_client(
     server: dict[str, Any],
 ) -> None:

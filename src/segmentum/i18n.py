@@ -1027,6 +1027,8 @@ MESSAGES: tuple[tuple[str, tuple[str, str]], ...] = (
         r"edit it \(segmentum segment edit (\w+)\) or choose another name",
         N_("segment", "edit it (segmentum segment edit %(1)s) or choose another name"),
     ),
+    (rf"segment {_Q} is used by (.+)", N_("segment", "segment %(1)s is used by %(2)s")),
+    (r"edit or delete those first", N_("segment", "edit or delete those first")),
     (rf"segment {_Q} has not been computed", N_("segment", "segment %(1)s has not been computed")),
     (r"run: segmentum segment compute", N_("segment", "run: segmentum segment compute")),
     (

@@ -200,6 +200,14 @@ class Segments:
             self.compute()
         return saved
 
+    def edit_and_size(
+        self, name: str, rule: str | None = None, description: str | None = None
+    ) -> tuple[Segment, int]:
+        """:meth:`edit`, then the segment's size from its members (computed now when it never
+        was): what the API and the dashboard answer after an edit."""
+        seg = self.edit(name, rule, description)
+        return seg, int(self.members(name).count().to_pyarrow().as_py())
+
     def delete(self, name: str) -> None:
         """Delete a segment; refused while other segments reference it."""
         self.get(name)
@@ -443,7 +451,9 @@ class Segments:
         """Compute every saved segment (or ``only`` these) and store ``segment_members``."""
         segs = {s.name: s for s in self.list()}
         if only is not None:
-            keep = set(only)
+            # With the segments they are built on: a rule naming another segment reads its
+            # flag (computed again here, for the same day, and stored with them).
+            keep = _closure(segs, set(only) & set(segs))
             segs = {n: s for n, s in segs.items() if n in keep}
         run_id = run_id or uuid.uuid4().hex[:12]
         if not segs:

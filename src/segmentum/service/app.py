@@ -70,6 +70,13 @@ class RuleIn(BaseModel):
     rule: str = Field(min_length=1, max_length=4000)
 
 
+class SegmentEdit(BaseModel):
+    """What ``PATCH /v1/segments/{name}`` changes: the rule, the description or both."""
+
+    rule: str | None = Field(default=None, min_length=1, max_length=4000)
+    description: str | None = Field(default=None, max_length=1000)
+
+
 class CampaignIn(BaseModel):
     name: str = Field(min_length=1, max_length=200)
     tactic: str
@@ -364,6 +371,18 @@ def create_app(
             lambda: Segments(svc.wh, settings).create_and_compute(
                 body.name, body.rule, body.description, body.level
             )
+        )
+        return {**seg.__dict__, "size": size}
+
+    @app.patch("/v1/segments/{name}", tags=["segments"])
+    def segments_edit(name: str, body: SegmentEdit, _: Write) -> dict[str, Any]:
+        """Change a saved segment's rule or description. A new rule is checked first (nothing
+        is stored when it has an error) and the members of every segment are computed again
+        at once (segments may be built on this one); ``size`` in the answer."""
+        from segmentum.segments.store import Segments
+
+        seg, size = svc.locked(
+            lambda: Segments(svc.wh, settings).edit_and_size(name, body.rule, body.description)
         )
         return {**seg.__dict__, "size": size}
 

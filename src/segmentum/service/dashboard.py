@@ -439,7 +439,11 @@ _PAGE_HINTS = (
     ),
     (
         re.compile(r"edit it \(segmentum segment edit .*\) or choose another name"),
-        i18n.N_("page hint", "choose another name: the Segment explorer lists the saved segments"),
+        i18n.N_(
+            "page hint",
+            "choose another name, or edit that one: the Segment explorer lists the saved "
+            "segments, each with Edit or delete",
+        ),
     ),
     (
         re.compile(r"list them: segmentum campaign list"),

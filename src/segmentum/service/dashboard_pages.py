@@ -318,15 +318,32 @@ def mount(
 
     # ------------------------------------------------------------------ builder
     @app.get("/dashboard/segments", include_in_schema=False)
-    def builder(request: Request, rule: str = "") -> Response:
+    def builder(request: Request, rule: str = "", edit: str = "") -> Response:
+        """The segment builder; with ``edit``, a saved segment's rule and description in it,
+        to change and save under the same name (or to delete)."""
         page = page_or_login(request)
         if not isinstance(page, Page):
             return page
+        from segmentum.segments.store import Segments
+
+        editing, error, status = None, None, 200
+        if edit:
+            try:
+                seg, _published = svc.fresh_or_published(
+                    lambda: Segments(svc.wh, svc.settings).get(edit), "segment_definitions"
+                )
+                editing = {"name": seg.name, "description": seg.description}
+                rule = rule or seg.rule
+            except SegmentumError as exc:
+                error, status = user_error(page, exc), 404
         return render(
             page,
             "builder.html",
+            status=status,
             current="segments",
             rule=rule,
+            editing=editing,
+            error=error,
             columns=_offered(svc),
             can_write="write" in (page.session.scopes if page.session else []),
         )
@@ -407,26 +424,91 @@ def mount(
             )
         body = await request.json()
         name, rule = str(body.get("name", "")).strip(), str(body.get("rule", "")).strip()
+        description = str(body.get("description", "")).strip()[:1000]
         if not name:  # "'' cannot be a segment name" says nothing to someone at a form
             return problem_json(422, _said(request, "write a name for the segment"))
         from segmentum.segments.store import Segments
 
-        def run() -> dict[str, Any]:
+        def run() -> tuple[str, int]:
             # Members at once, so the explorer, the export and campaigns see them now.
-            _seg, size = Segments(svc.wh, svc.settings).create_and_compute(name, rule)
-            return {"name": name, "size": size}
+            seg, size = Segments(svc.wh, svc.settings).create_and_compute(name, rule, description)
+            return seg.name, size
 
+        return _saved(request, run, 201)
+
+    @app.post("/dashboard/api/segments/{name}", include_in_schema=False)
+    async def api_edit(request: Request, name: str) -> Response:
+        """A saved segment's new rule and description (the builder opened with ``edit``)."""
+        s = current_session(request)
+        if s is None:
+            return problem_json(401, _said(request, "sign in again: your session has ended"))
+        if not csrf_ok(request, s, None):
+            return problem_json(403, _said(request, "the form expired: reload the page"))
+        if "write" not in s.scopes:
+            return problem_json(
+                403, _said(request, "this key cannot save segments (it needs the write scope)")
+            )
+        body = await request.json()
+        rule = str(body.get("rule", "")).strip()
+        description = str(body.get("description", "")).strip()[:1000]
+        from segmentum.segments.store import Segments
+
+        def run() -> tuple[str, int]:
+            # Every segment's members again when the rule changed: some may be built on it.
+            seg, size = Segments(svc.wh, svc.settings).edit_and_size(name, rule, description)
+            return seg.name, size
+
+        return _saved(request, run, 200)
+
+    def _saved(request: Request, run: Callable[[], tuple[str, int]], status: int) -> Response:
+        """A saved (or edited) segment's answer to the builder: its name and size, the size
+        in the page's language; a refusal as the builder shows it."""
+        lang = language_of(request)
         try:
-            return JSONResponse(wh_lock(run), status_code=201)
+            name, size = wh_lock(run)
         except SegmentumError as exc:
-            lang = language_of(request)
-            message = i18n.translate_message(lang, exc.message)
+            message = "\n".join(i18n.translate_message(lang, x) for x in exc.message.split("\n"))
             return problem_json(422, message, page_hint(lang, exc.hint) or None)
+        out = {"name": name, "size": size, "size_text": i18n.number(size, lang)}
+        return JSONResponse(out, status_code=status)
+
+    @app.post("/dashboard/segments/{name}/delete", include_in_schema=False)
+    async def segment_delete(request: Request, name: str) -> Response:
+        """Delete a saved segment (a write key); refused while other segments use it."""
+        page = page_or_login(request)
+        if not isinstance(page, Page):
+            return page
+        form = await request.form()
+        assert page.session is not None
+        if not csrf_ok(request, page.session, str(form.get("csrf", ""))):
+            return forbidden(page)
+        if "write" not in page.session.scopes:
+            err = {
+                "message": page._("Deleting a segment needs a key with the write scope."),
+                "hint": "",
+            }
+            return render(page, "error.html", status=403, error=err)
+        from segmentum.segments.store import Segments
+
+        def run() -> dict[str, Any] | None:
+            try:
+                Segments(svc.wh, svc.settings).delete(name)
+                return None
+            except SegmentumError as exc:  # used by other segments, or gone already
+                return {
+                    **explorer_context(page, svc, name, ""),
+                    "delete_error": user_error(page, exc),
+                }
+
+        refused = wh_lock(run)
+        if refused is not None:
+            return render(page, "explorer.html", status=409, current="explorer", **refused)
+        return RedirectResponse("/dashboard/explorer?" + urlencode({"deleted": name}), 303)
 
     # ------------------------------------------------------------------ explorer
     @app.get("/dashboard/explorer", include_in_schema=False)
     def explorer(
-        request: Request, segment: str = "", rule: str = "", audience: str = ""
+        request: Request, segment: str = "", rule: str = "", audience: str = "", deleted: str = ""
     ) -> Response:
         page = page_or_login(request)
         if not isinstance(page, Page):
@@ -442,7 +524,9 @@ def mount(
             ctx, published = svc.fresh_or_published(
                 explore, "segment_definitions", "segment_members"
             )
-        return render(page, "explorer.html", current="explorer", published=published, **ctx)
+        return render(
+            page, "explorer.html", current="explorer", published=published, deleted=deleted, **ctx
+        )
 
     def _download(
         request: Request,

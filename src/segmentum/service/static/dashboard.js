@@ -167,12 +167,18 @@
       const msg = document.getElementById("saved-msg");
       save.setAttribute("aria-busy", "true");
       try {
-        const [r, j] = await post("/dashboard/api/segments",
-          {name: document.getElementById("name").value, rule: rule.value});
+        // Opened with a saved segment (?edit=): its new rule and description, same name.
+        const editing = save.dataset.edit;
+        const desc = document.getElementById("description");
+        const body = {rule: rule.value, description: desc ? desc.value : ""};
+        const [r, j] = editing
+          ? await post("/dashboard/api/segments/" + encodeURIComponent(editing), body)
+          : await post("/dashboard/api/segments",
+              Object.assign({name: document.getElementById("name").value}, body));
         msg.className = r.ok ? "notice ok" : "notice error";
         msg.textContent = "";
         if (r.ok) {
-          msg.append(T.saved.replace("%(n)s", j.size) + " ");
+          msg.append(T.saved.replace("%(n)s", j.size_text) + " ");
           msg.appendChild(el("a", {href: "/dashboard/explorer?segment=" + encodeURIComponent(j.name)}, j.name));
           if (T.later) msg.append(". " + T.later);
         } else {
