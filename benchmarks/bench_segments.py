@@ -65,7 +65,7 @@ RULES: list[tuple[str, str, str]] = [
     ("champions", "rfm_segment == 'Champions'", "rfm_segment = 'Champions'"),
     (
         "young_travel",
-        "has_tag('travel') and age_band in ('18-24', '25-34')",
+        "has_tag('viajes') and age_band in ('18-24', '25-34')",
         "contains(',' || replace(replace(lower(tags), '|', ','), ', ', ',') || ',', ',travel,') "
         "and age_band in ('18-24', '25-34')",
     ),

@@ -52,7 +52,7 @@ segments:
     rule: exists(event == 'cart_abandoned', last 7 days)
   - name: young_travellers
     description: Lifestyle segment
-    rule: has_tag('travel') and age_band in ('18-24', '25-34', '35-44')
+    rule: has_tag('viajes') and age_band in ('18-24', '25-34', '35-44')
   - name: promo_hunters
     description: Most of their spend carries a discount
     rule: promo_share >= 0.6 and frequency >= 2
@@ -92,7 +92,7 @@ SEGMENTS: tuple[Planted, ...] = (
         (0.5, 0.35, 0.1, 0.05),
         (0.2, 0.75, 0.05),
         (35, 60),
-        ("gourmet", "travel", "wellness"),
+        ("gourmet", "viajes", "bienestar"),
     ),
     Planted(
         "promo_hunter",
@@ -106,7 +106,7 @@ SEGMENTS: tuple[Planted, ...] = (
         (0.15, 0.45, 0.4, 0.0),
         (0.7, 0.2, 0.1),
         (18, 35),
-        ("deals", "gaming", "fashion"),
+        ("ofertas", "videojuegos", "moda"),
     ),
     Planted(
         "seasonal",
@@ -120,7 +120,7 @@ SEGMENTS: tuple[Planted, ...] = (
         (0.6, 0.3, 0.1, 0.0),
         (0.4, 0.4, 0.2),
         (30, 55),
-        ("family", "home", "christmas"),
+        ("familia", "hogar", "navidad"),
     ),
     Planted(
         "one_off",
@@ -134,7 +134,7 @@ SEGMENTS: tuple[Planted, ...] = (
         (0.5, 0.4, 0.1, 0.0),
         (0.5, 0.4, 0.1),
         (18, 70),
-        ("outdoor", "books"),
+        ("montaña", "libros"),
     ),
     Planted(
         "lapsing",
@@ -148,7 +148,7 @@ SEGMENTS: tuple[Planted, ...] = (
         (0.3, 0.5, 0.2, 0.0),
         (0.6, 0.3, 0.1),
         (25, 45),
-        ("sports", "tech"),
+        ("deporte", "tecnología"),
     ),
     Planted(
         "new",
@@ -162,7 +162,7 @@ SEGMENTS: tuple[Planted, ...] = (
         (0.2, 0.4, 0.4, 0.0),
         (0.8, 0.15, 0.05),
         (18, 30),
-        ("fashion", "music", "tech"),
+        ("moda", "música", "tecnología"),
     ),
 )
 
@@ -294,7 +294,8 @@ LAST_NAMES = (
     "Flores",
 )
 INCOME = ("low", "medium", "high")
-OCCUPATIONS = ("student", "employee", "manager", "self-employed", "retired", "public servant")
+# What a Spanish retailer's export says: its customers' words, not codes.
+OCCUPATIONS = ("estudiante", "empleado", "directivo", "autónomo", "jubilado", "funcionario")
 ACQUISITION = ("organic", "paid_search", "social", "referral", "store")
 INDUSTRIES = ("retail", "hospitality", "manufacturing", "software", "health", "education")
 
