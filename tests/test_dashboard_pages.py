@@ -872,7 +872,9 @@ def test_a_tiny_p_or_q_value_reads_below_a_thousandth_not_zero(server: dict[str,
         assert page.chance(0.0421) == plain and page.chance(None) == "—"
 
 
-def test_the_campaigns_page_lists_who_must_not_be_contacted(service_db: Any, tmp_path: Any) -> None:
+def test_the_campaigns_page_lists_who_must_not_be_contacted(
+    built_service_db: Any, tmp_path: Any
+) -> None:
     """Loaded suppressions and an unsubscribe click still waiting in the state file, the
     latest first, in the page's language; a hostile reason printed as text; email addresses
     only where personal data may be shown."""
@@ -888,7 +890,7 @@ def test_the_campaigns_page_lists_who_must_not_be_contacted(service_db: Any, tmp
     from segmentum.service.state import StateStore
 
     db = tmp_path / "w.duckdb"
-    shutil.copyfile(service_db, db)
+    shutil.copyfile(built_service_db, db)  # as built: other tests suppress customers too
     url = f"duckdb:///{db}"
     hostile = "<script>alert(1)</script> queja"
     bajas = write(

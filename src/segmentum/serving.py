@@ -69,6 +69,13 @@ _PARTS = ("base", "recent", "keys")
 # The whole table is copied again (base anew, recent empty) once recent holds more rows than
 # this share of base's: a week of new days at 870,000 customers.
 RECENT_SHARE = 0.25
+# A DuckDB warehouse's tables published as documents (``publish``'s ``documents``) are not
+# copied into the file too: the API, the customer page and the live rules read the documents,
+# and nothing reads those copies (the lookup's: 3.3 s of a new day's publish at 870,000
+# customers, copied and indexed). This table holds, per such table, what its documents were
+# written from (columns, rows, checksum): a command that publishes a few read models
+# (``reuse``) keeps the documents when the warehouse's rows are still those.
+SOURCES = "_documents_source"
 T = TypeVar("T")
 
 
@@ -255,6 +262,9 @@ def _publish_file(
         else None
     )
     kept_docs = False
+    # Tables read only as documents (see SOURCES): counted, not copied.
+    only_docs = set(wanted) if wh.engine == "duckdb" else set()
+    counts: dict[str, int] = {}
     try:
         if wh.engine == "duckdb":
             try:
@@ -267,6 +277,8 @@ def _publish_file(
                     base_run=base_run,
                     reuse=reuse,
                     presorted=presorted,
+                    only_docs=only_docs,
+                    counts=counts,
                 )
             finally:
                 done = background.wait() if background is not None else False
@@ -292,6 +304,9 @@ def _publish_file(
                 raise
         try:
             for name, key in present.items():
+                if name in only_docs:
+                    out.tables[name] = counts[name]
+                    continue
                 if key and wh.engine != "duckdb":  # a DuckDB warehouse indexed them as it copied
                     con.execute(_create_index(name, key))
                 row = con.execute(f"SELECT count(*) FROM {_quote(name)}").fetchone()
@@ -301,8 +316,10 @@ def _publish_file(
             if wanted and not kept_docs:
                 if background is not None and done:
                     _stamp_documents(docs_tmp, out.published_at)
-                else:  # another engine, the background writer failed, or reused: the copy
-                    _write_documents(con, docs_tmp, wanted, out.published_at, daily, previous)
+                else:  # another engine's copy; a DuckDB warehouse's own tables (the background
+                    # writer failed, or a command's publish whose lookup changed)
+                    source = wh.con.con if only_docs else con
+                    _write_documents(source, docs_tmp, wanted, out.published_at, daily, previous)
         finally:
             con.close()
         _fsync(tmp)
@@ -729,6 +746,8 @@ def _copy_in_engine(
     base_run: str | None = None,
     reuse: bool = False,
     presorted: Collection[str] = (),
+    only_docs: Collection[str] = (),
+    counts: dict[str, int] | None = None,
 ) -> list[str]:
     """DuckDB: the warehouse attaches the new file and copies with one statement a table.
 
@@ -738,8 +757,10 @@ def _copy_in_engine(
     instead of their whole history every day. The ``keyed`` tables (see :func:`publish`) are
     kept in parts (``_PARTS``) and get only their changed keys' rows when the last generation
     is run ``base_run``'s. With ``reuse``, a table whose rows the last generation holds
-    already (:func:`_unchanged`) is kept. Every other table is copied whole. Returns the
-    tables carried over.
+    already (:func:`_unchanged`) is kept. Every other table is copied whole, except
+    ``only_docs``, published as documents only: their rows are counted into ``counts`` and
+    their source recorded (``SOURCES``); with ``reuse``, one whose rows are those its last
+    documents were written from counts as carried. Returns the tables carried over.
     """
     carried: list[str] = []
     keyed = keyed or {}
@@ -757,17 +778,25 @@ def _copy_in_engine(
     try:
         held = set() if fresh else _tables_of(wh, alias)
         views = set() if fresh else _views_of(wh, alias)
+        docs_only = [n for n in specs if n in only_docs]
+        if docs_only:
+            carried += _record_sources(wh, alias, docs_only, held, reuse, counts)
+            held.discard(SOURCES)
         follows = bool(base_run) and META in held and _published_run(wh, alias) == base_run
         split = {n: k for n, k in specs.items() if n in keyed and k}
         parts = {_part(n, p) for n in split for p in _PARTS}
         for name in views - set(split):  # a view is only ever a table kept in parts
             wh.con.raw_sql(f"DROP VIEW {alias}.{_quote(name)}")
-        for name in held - set(specs) - parts:  # a read model the warehouse no longer has
+        for name in held - set(specs) - parts - {SOURCES}:  # a read model no longer there
             wh.con.raw_sql(f"DROP TABLE {alias}.{_quote(name)}")
         whole: dict[str, str | None] = {}  # copied whole, once the old copies are dropped
         in_parts_whole: dict[str, str] = {}  # the same for tables kept in parts
         for name, key in specs.items():
             keys = keyed.get(name)
+            if name in docs_only:
+                if name in held:  # a copy an earlier version published
+                    wh.con.raw_sql(f"DROP TABLE {alias}.{_quote(name)}")
+                continue
             if name in split:
                 in_parts = name in views and {_part(name, p) for p in _PARTS} <= held
                 if in_parts and (
@@ -809,12 +838,49 @@ def _copy_in_engine(
         # The key indexes are built here, while the documents are still being written on the
         # other connection, not after waiting for them (publish's own pass then finds them).
         for name, key in specs.items():
-            if key:
+            if key and name not in docs_only:
                 for sql in _index_statements(name, key, name in split, alias):
                     wh.con.raw_sql(sql)
     finally:
         wh.con.raw_sql(f"DETACH {alias}")
     return carried
+
+
+def _record_sources(
+    wh: Warehouse,
+    alias: str,
+    names: list[str],
+    held: set[str],
+    reuse: bool,
+    counts: dict[str, int] | None,
+) -> list[str]:
+    """Record in ``alias`` (the new file, a copy of the last generation unless fresh) what the
+    documents of ``names`` are written from: each table's columns, rows and checksum
+    (:meth:`Warehouse.fingerprint`, one scan). Their rows go into ``counts``. Returns, with
+    ``reuse``, the tables whose last documents were written from the rows they hold now."""
+    last: dict[str, tuple[str, int, int]] = {}
+    if SOURCES in held:
+        for name, cols, rows, checksum in wh.run_sql(
+            f"SELECT name, columns, rows, checksum FROM {alias}.{SOURCES}"
+        ):
+            last[str(name)] = (str(cols), int(rows), int(checksum))
+    mine = str(wh.run_sql("SELECT current_database()")[0][0])
+    now: dict[str, tuple[str, int, int]] = {}
+    for name in names:
+        cols = [c for c, _ in _columns(wh, mine, name)]
+        rows, checksum = wh.fingerprint(wh.table(name), cols)
+        now[name] = (json.dumps(cols), int(rows), int(checksum))
+        if counts is not None:
+            counts[name] = int(rows)
+    wh.con.raw_sql(
+        f"CREATE OR REPLACE TABLE {alias}.{SOURCES} "
+        "(name VARCHAR, columns VARCHAR, rows BIGINT, checksum BIGINT)"
+    )
+    for name, (cols, rows, checksum) in now.items():
+        wh.run_sql(
+            f"INSERT INTO {alias}.{SOURCES} VALUES (?, ?, ?, ?)", [name, cols, rows, checksum]
+        )
+    return [n for n in names if reuse and last.get(n) == now[n]]
 
 
 def _part(name: str, part: str) -> str:
