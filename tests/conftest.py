@@ -106,6 +106,18 @@ def spark_session():  # type: ignore[no-untyped-def]
     session.stop()
 
 
+def copy_served(service_db: Path, folder: Path) -> None:
+    """The warehouse ``service_db``, its serving store and the lookup's documents (with the base
+    files they read, named in them) copied into ``folder`` under the same names."""
+    from segmentum.serving import _bases
+
+    for name in ("w.duckdb", "w.serving.duckdb", "w.serving.duckdb.docs.sqlite"):
+        if service_db.with_name(name).exists():
+            shutil.copyfile(service_db.with_name(name), folder / name)
+    for base in _bases(service_db.with_name("w.serving.duckdb")):
+        shutil.copyfile(base, folder / base.name)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -13,7 +13,7 @@ import httpx
 import ibis
 import pytest
 from starlette.requests import Request
-from tests.conftest import held, serving
+from tests.conftest import copy_served, held, serving
 
 from segmentum.campaigns.core import IMPORTED, Campaigns
 from segmentum.history.snapshots import history_summary, snapshot_dates
@@ -422,16 +422,13 @@ def test_the_customer_timeline_shows_what_segmentum_sent_at_once_and_after_a_pub
     what became of each (sent, control group, no consent...) in the page's language, at once
     (read from the send log while the warehouse is free) and, after the next publish, while a
     run holds the warehouse (from the published activity)."""
-    import shutil
 
     import segmentum
     from segmentum.config import load_settings
     from segmentum.precompute import publish_read_models
     from segmentum.service.app import create_app
 
-    for name in ("w.duckdb", "w.serving.duckdb", "w.serving.duckdb.docs.sqlite"):
-        if service_db.with_name(name).exists():
-            shutil.copyfile(service_db.with_name(name), tmp_path / name)
+    copy_served(service_db, tmp_path)
     db = tmp_path / "w.duckdb"
     settings = load_settings(env={})
     with segmentum.connect(f"duckdb:///{db}") as wh:
@@ -513,7 +510,6 @@ def test_the_customer_timeline_shows_what_the_automated_flows_sent_or_held_back(
     from the flows' own store at once, in the page's language; a customer the flow held back
     (no consent) says so."""
     import datetime as dt
-    import shutil
 
     import segmentum
     from killsends import SlowInbox, start_smtp
@@ -522,9 +518,7 @@ def test_the_customer_timeline_shows_what_the_automated_flows_sent_or_held_back(
     from segmentum.flows.store import flows_path
     from segmentum.service.app import create_app
 
-    for name in ("w.duckdb", "w.serving.duckdb", "w.serving.duckdb.docs.sqlite"):
-        if service_db.with_name(name).exists():
-            shutil.copyfile(service_db.with_name(name), tmp_path / name)
+    copy_served(service_db, tmp_path)
     url = f"duckdb:///{tmp_path / 'w.duckdb'}"
     settings = load_settings(env={})
     box = SlowInbox(0.0)

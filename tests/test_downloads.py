@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.conftest import serving
+from tests.conftest import copy_served, serving
 
 import segmentum
 from segmentum import i18n
@@ -36,9 +36,7 @@ ON = load_settings(env={}).with_overrides(export_personal_data=True)
 def served(service_db: Path, tmp_path: Path) -> Iterator[dict[str, Any]]:
     """The service on a private copy of the demo warehouse (its serving store too, so the app
     starts without publishing), with a write key, a read key and a dashboard session."""
-    for name in ("w.duckdb", "w.serving.duckdb", "w.serving.duckdb.docs.sqlite"):
-        if service_db.with_name(name).exists():
-            shutil.copyfile(service_db.with_name(name), tmp_path / name)
+    copy_served(service_db, tmp_path)
     url = f"duckdb:///{tmp_path / 'w.duckdb'}"
     app = create_app(url, ON)
     svc = app.state.svc

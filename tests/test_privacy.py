@@ -212,3 +212,35 @@ def test_forget_names_the_files_written_with_a_readable_date(
     out = " ".join(capsys.readouterr().out.split())
     assert ": escrito el 6 dic 2026 06:33 UTC" in out, out  # the path may wrap on a terminal
     assert ".544544" not in out
+
+
+def test_forget_leaves_no_document_of_the_customer_in_the_serving_store(
+    service_db: Path, tmp_path: Path
+) -> None:
+    """The lookup's documents keep their unchanged part in a base file read where it lies: an
+    erased customer's document must not stay there, hidden behind a mark. After ``forget``
+    no file of the serving store's documents holds the customer's id."""
+    import shutil
+
+    from segmentum.serving import ServingStore, _bases, documents_path, serving_path
+
+    root = tmp_path / "served"
+    shutil.copytree(service_db.parent, root, ignore=shutil.ignore_patterns("demo"))
+    url = f"duckdb:///{root / service_db.name}"
+    target = serving_path(url)
+    assert target is not None
+    wh = segmentum.connect(url)
+    try:
+        cid = str(wh.table("customer_lookup").customer_id.max().to_pyarrow().as_py())
+        store = ServingStore(target)
+        assert isinstance(store.document("customer_lookup", cid), str)
+        before = set(_bases(target))
+        assert before and any(cid.encode() in p.read_bytes() for p in before)
+        report = forget(wh, cid)
+    finally:
+        wh.close()
+    assert report.republished and store.document("customer_lookup", cid) is None
+    files = [documents_path(target), *_bases(target)]
+    assert set(files[1:]).isdisjoint(before)  # the old bases are gone
+    for f in files:
+        assert cid.encode() not in f.read_bytes(), f

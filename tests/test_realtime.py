@@ -34,7 +34,7 @@ from segmentum.segments.store import Segments
 from segmentum.service.app import create_app
 from segmentum.service.auth import SESSION_COOKIE, create_key, create_session
 from segmentum.service.state import StateStore
-from segmentum.serving import ServingStore, publish
+from segmentum.serving import ServingStore, _bases, publish
 
 CART = (
     "exists(event == 'cart_abandoned', last 2 hours) and count(purchases, last 2 hours) == 0 "
@@ -52,6 +52,11 @@ def live(service_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     shutil.copyfile(service_db, db)
     for tail in (".serving.duckdb", ".serving.duckdb.docs.sqlite"):
         shutil.copyfile(service_db.with_name(service_db.stem + tail), root / f"shop{tail}")
+    # The documents' base files, read where they lie (named in the documents file).
+    bases = _bases(service_db.with_name(service_db.stem + ".serving.duckdb"))
+    for base in bases:
+        shutil.copyfile(base, root / base.name)
+    [lookup] = [b for b in bases if b.name.endswith(".customer_lookup.base")]
     url = f"duckdb:///{db}"
     settings = SERVICE_SETTINGS.with_overrides(realtime_retry_seconds=0.05, track_origins=ORIGIN)
     state = StateStore.for_warehouse(url, settings)
@@ -72,7 +77,7 @@ def live(service_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         r = call("POST", "/v1/segments/cart_2h/webhooks", "admin", json={"url": receiver.url})
         assert r.status_code == 201, r.text
         receiver.secret = r.json()["secret"]
-        docs = sqlite3.connect(root / "shop.serving.duckdb.docs.sqlite")
+        docs = sqlite3.connect(root / lookup.name)  # written whole: every customer there
         buyers = [
             k
             for k, d in docs.execute("SELECT k, doc FROM customer_lookup ORDER BY k LIMIT 200")

@@ -95,8 +95,13 @@ def served(service_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 def a_customer(db: Path) -> str:
     """A customer of the published lookup (its documents: the file holds no copy of it)."""
     docs = sqlite3.connect(documents_path(str(serving_path(f"duckdb:///{db}"))))
-    try:
-        row = docs.execute("select min(k) from customer_lookup").fetchone()
+    try:  # the days' customers: those of the base its documents read, with the delta's
+        [(base,)] = docs.execute("select file from _base where name = 'customer_lookup'")
+        docs.execute("attach database ? as base", (str(db.parent / base),))
+        row = docs.execute(
+            "select min(k) from (select k from base.customer_lookup union "
+            "select k from customer_lookup__delta where doc is not null)"
+        ).fetchone()
     finally:
         docs.close()
     assert row is not None
@@ -575,9 +580,9 @@ def test_published_documents_take_about_their_own_size_on_disk(tmp_path: Path) -
         )
     finally:
         wh.close()
-    docs = target.with_name(target.name + ".docs.sqlite")
-    import sqlite3
+    from segmentum.serving import _bases
 
+    [docs] = _bases(target)  # the documents' base: every row, written whole
     con = sqlite3.connect(docs)
     try:
         text = con.execute("SELECT sum(length(doc)) FROM customer_lookup").fetchone()[0]
@@ -592,13 +597,16 @@ def test_a_days_publish_writes_again_only_the_documents_whose_customer_changed(
     tmp_path: Path,
 ) -> None:
     """Every day moves every customer's recency and scores, nothing else for most of them: the
-    documents keep those columns apart (written whole) and write the rest of a document again
-    only where it changed (a purchase, a new class), a new or gone customer included. What a
-    reader gets is the whole row as the API built it, in the row's column order."""
+    documents keep those columns apart (written whole) and keep the rest in a base written
+    whole once, read where it lies; a day writes only the rows changed since the base (a
+    purchase, a new class, a new customer; a gone one is marked). What a reader gets is the
+    whole row as the API built it, in the row's column order. When most rows changed (a
+    refit), the columns did, or a customer is erased, a new base is written and the old one
+    deleted."""
     import sqlite3
 
     from segmentum.precompute import lookup_row
-    from segmentum.serving import documents_path
+    from segmentum.serving import _bases, documents_path
 
     wh = segmentum.connect(f"duckdb:///{tmp_path / 'w.duckdb'}")
     sql = (
@@ -613,25 +621,31 @@ def test_a_days_publish_writes_again_only_the_documents_whose_customer_changed(
     publish(wh, target, specs, documents=docs, daily=daily)
     path = documents_path(target)
 
-    def mark(keys: list[str]) -> None:
-        """Stamp documents where they lie: those written again lose the stamp."""
+    def base() -> Path:
         con = sqlite3.connect(path)
-        con.executemany(
-            "update customer_lookup set doc = replace(doc, '\"tier\"', '\"kept\"') where k = ?",
-            [(k,) for k in keys],
-        )
-        con.commit()
+        [(name,)] = con.execute("select file from _base where name = 'customer_lookup'")
         con.close()
+        [only] = _bases(target)  # the others were deleted
+        assert only.name == name
+        return only
 
-    mark([f"C{i}" for i in range(40)])
-    con = sqlite3.connect(path)
-    con.execute("create table copied (x)")  # there as long as the file is copied, not written
+    def delta() -> set[str]:
+        con = sqlite3.connect(path)
+        keys = {str(r[0]) for r in con.execute("select k from customer_lookup__delta")}
+        con.close()
+        return keys
+
+    first = base()
+    # Stamp the documents where they lie, in the base: rows read from the delta lack it.
+    con = sqlite3.connect(first)
+    con.execute("update customer_lookup set doc = replace(doc, '\"tier\"', '\"kept\"')")
     con.commit()
     con.close()
-    # The next day: every recency and CLV moves; C3 changes tier, C39 leaves, C40 arrives.
+    assert delta() == set()
+    # The next day: every recency and CLV moves; C3 changes tier, C40 arrives.
 
-    def day(n: int) -> str:
-        moved = sql.format(day=n).replace("range(40)", "range(41) where range <> 39")
+    def day(n: int, leaving: int = -1) -> str:
+        moved = sql.format(day=n).replace("range(40)", f"range(41) where range <> {leaving}")
         return moved.replace(
             "range % 4 as tier", "case when range = 3 then 9 else range % 4 end as tier"
         )
@@ -643,48 +657,44 @@ def test_a_days_publish_writes_again_only_the_documents_whose_customer_changed(
     cur = wh.con.con.cursor()  # the warehouse's rows, which the documents must say
     for i in range(41):
         doc = store.document("customer_lookup", f"C{i}")
-        if i == 39:
-            assert doc is None
-            continue
         assert isinstance(doc, str)
         got = json.loads(doc.replace('"kept"', '"tier"'))
         assert got == lookup_row(cur, "?", f"C{i}"), i
         assert list(got) == [c for c in wh.table("customer_lookup").columns], i  # in order
         assert got["recency_days"] == 11 - i and got["as_of"] == "2026-01-12"
-        # Written again: the changed and the new customer only; the others kept as they were.
+        # From the delta: the changed and the new customer only; the others from the base.
         assert ('"kept"' in doc) == (i not in (3, 40)), i
-    con = sqlite3.connect(path)
-    assert con.execute("select count(*) from copied").fetchone() == (0,)  # updated in a copy
-    # A file grown well past what its rows weigh (pages split by rows replaced day after day)
-    # is written whole again on the next publish.
-    [(size, held)] = con.execute("select bytes, rows from _written_whole").fetchall()
-    assert held == 40
-    con.execute("update _written_whole set bytes = ?", (size // 4,))
-    con.commit()
-    con.close()
-    wh.write("customer_lookup", wh.con.sql(day(12)))
+    assert base() == first and delta() == {"C3", "C40"}
+    # A day later: the delta holds every change since the base, not since yesterday.
+    wh.write(
+        "customer_lookup",
+        wh.con.sql(day(12).replace("'Zoë", "case when range = 5 then 'Zoe' else 'Zoë' end || '")),
+    )
     publish(wh, target, specs, documents=docs, daily=daily)
-    con = sqlite3.connect(path)
-    assert "copied" not in {r[0] for r in con.execute("select name from sqlite_master")}
-    con.execute("create table copied (x)")
-    con.commit()
-    con.close()
+    assert base() == first and delta() == {"C3", "C5", "C40"}
     doc = store.document("customer_lookup", "C5")
     assert isinstance(doc, str) and json.loads(doc) == lookup_row(cur, "?", "C5")
-    # A day later, in place again.
-    wh.write("customer_lookup", wh.con.sql(day(13)))
+    # C39 leaves: marked gone in the delta, the base kept.
+    wh.write("customer_lookup", wh.con.sql(day(13, leaving=39)))
     publish(wh, target, specs, documents=docs, daily=daily)
-    con = sqlite3.connect(path)
-    assert "copied" in {r[0] for r in con.execute("select name from sqlite_master")}
+    assert store.document("customer_lookup", "C39") is None
+    assert base() == first and delta() == {"C3", "C39", "C40"}  # C5 as it was again
+    # Erased (segmentum forget): every document written anew, no file keeps theirs.
+    publish(wh, target, specs, documents=docs, daily=daily, documents_anew=True)
+    assert store.document("customer_lookup", "C39") is None
+    rebased = base()
+    assert rebased != first and not first.exists() and delta() == set()
+    con = sqlite3.connect(rebased)
+    assert con.execute("select count(*) from customer_lookup where k = 'C39'").fetchone() == (0,)
     con.close()
-    # Most customers changed (a refit moves everybody's potential): a fresh file, written whole.
+    first = rebased
+    # Most customers changed (a refit moves everybody's potential): a new base, written whole.
     most = nxt.replace("' as name", "!' as name")
     assert most != nxt
     wh.write("customer_lookup", wh.con.sql(most))
     publish(wh, target, specs, documents=docs, daily=daily)
-    con = sqlite3.connect(path)
-    assert "copied" not in {r[0] for r in con.execute("select name from sqlite_master")}
-    con.close()
+    second = base()
+    assert second != first and not first.exists() and delta() == set()
     doc = store.document("customer_lookup", "C5")
     assert isinstance(doc, str) and json.loads(doc) == lookup_row(cur, "?", "C5")
     # A column more (a new version of the lookup): every document written again.
@@ -692,10 +702,17 @@ def test_a_days_publish_writes_again_only_the_documents_whose_customer_changed(
     publish(wh, target, specs, documents=docs, daily=daily)
     doc = store.document("customer_lookup", "C5")
     assert isinstance(doc, str) and json.loads(doc)["extra"] == 1
-    con = sqlite3.connect(path)
-    assert con.execute("select count(*) from customer_lookup").fetchone() == (40,)
-    assert con.execute("select count(*) from customer_lookup__daily").fetchone() == (40,)
+    assert base() != second and not second.exists()
+    con = sqlite3.connect(base())
+    assert con.execute("select count(*) from customer_lookup").fetchone() == (41,)
     con.close()
+    con = sqlite3.connect(path)
+    assert con.execute("select count(*) from customer_lookup__daily").fetchone() == (41,)
+    con.close()
+    # A publish without documents leaves none behind, base included.
+    publish(wh, target, specs)
+    assert not path.exists() and _bases(target) == []
+    assert store.document("customer_lookup", "C5") is False
     wh.close()
 
 

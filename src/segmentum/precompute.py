@@ -65,6 +65,7 @@ def publish_read_models(
     since: _dt.date | None = None,
     last_run: str | None = None,
     only: Collection[str] | None = None,
+    documents_anew: bool = False,
 ) -> Published | None:
     """Publish the ``READ_MODELS`` of ``wh`` into its serving store (None when it has none:
     an in-memory, Spark or PostgreSQL warehouse without the ``serving_store`` setting).
@@ -76,7 +77,10 @@ def publish_read_models(
     ``only``: a command that changed no invoice lines, events or customers (a history
     backfill, the market, satisfaction) names the page models it changed; only those are
     built again, and every table the serving store already holds unchanged is kept there,
-    with the lookup's documents (:func:`segmentum.serving.publish`, ``reuse``)."""
+    with the lookup's documents (:func:`segmentum.serving.publish`, ``reuse``).
+
+    ``documents_anew``: no document kept from the last generation's files (``segmentum
+    forget``)."""
     from segmentum.page_models import ACTIVITY, INVOICES, PAGE_MODELS, build_page_models, page_keys
     from segmentum.realtime.sync import build_history, sync
 
@@ -107,6 +111,7 @@ def publish_read_models(
             reuse=only is not None,
             presorted=(LOOKUP,),  # build_lookup writes it sorted by id
             daily={LOOKUP: LOOKUP_DAILY},
+            documents_anew=documents_anew,
         )
     finally:
         if keys is not None:

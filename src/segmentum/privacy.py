@@ -345,7 +345,8 @@ def _republish(wh: Warehouse, report: ForgetReport, settings: Settings | None) -
     settings = settings or load_settings()
     target = serving_path(wh.url, settings.serving_store)
     if report.found and target is not None and published_before(target):
-        publish_read_models(wh, settings)
+        # Documents written anew: the ones kept from the last publish would hold the customer.
+        publish_read_models(wh, settings, documents_anew=True)
         report.republished = True
     return report
 

@@ -159,6 +159,7 @@ def publish(
     reuse: bool = False,
     presorted: Collection[str] = (),
     daily: Mapping[str, Collection[str]] | None = None,
+    documents_anew: bool = False,
 ) -> Published:
     """Copy ``tables`` from ``wh`` into a new DuckDB file and rename it over ``target``.
 
@@ -198,6 +199,9 @@ def publish(
         Columns of the ``documents`` tables whose values move every day (see
         :func:`_write_documents`): kept apart, so that the rest of each document is written
         again only where it changed.
+    documents_anew
+        Write every document anew, none kept from the last generation's files (``segmentum
+        forget``: no file may keep an erased customer's document).
 
     Returns
     -------
@@ -216,7 +220,17 @@ def publish(
     with _publishing(target):
         run_id = run_id if run_id is not None else _last_run(target)
         out = _publish_file(
-            wh, target, specs, run_id, documents, keyed, base_run, reuse, presorted, daily
+            wh,
+            target,
+            specs,
+            run_id,
+            documents,
+            keyed,
+            base_run,
+            reuse and not documents_anew,
+            presorted,
+            daily,
+            documents_anew,
         )
     wh.changed.clear()  # everything the pages read is as the warehouse now holds it
     return out
@@ -245,6 +259,7 @@ def _publish_file(
     reuse: bool,
     presorted: Collection[str],
     daily: Mapping[str, Collection[str]] | None = None,
+    documents_anew: bool = False,
 ) -> Published:
     tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
     docs_tmp = tmp.with_name(tmp.name + ".docs")
@@ -256,6 +271,8 @@ def _publish_file(
     reuse = reuse and wh.engine == "duckdb" and documents_path(target).is_file()
     # The last generation's documents: what did not change is kept from them.
     previous = documents_path(target) if documents_path(target).is_file() else None
+    if documents_anew:
+        previous = None
     background = (
         _Documents(wh, docs_tmp, wanted, daily, previous)
         if wanted and wh.engine == "duckdb" and not reuse
@@ -331,6 +348,7 @@ def _publish_file(
                 documents_path(target).unlink()
         os.replace(tmp, target)  # atomic: a reader sees the old file or the new one, never half
         _fsync(target.parent)
+        _drop_old_bases(target)
     finally:
         for leftover in (tmp, tmp.with_name(tmp.name + ".wal"), docs_tmp):
             with contextlib.suppress(FileNotFoundError):
@@ -492,9 +510,13 @@ def _stamp_documents(path: Path, published_at: str) -> None:
 
 #: The documents' layout (kept in their ``_layout`` table): a file written with another one is
 #: not updated in place but written whole.
-DOCUMENTS_LAYOUT = 2
+DOCUMENTS_LAYOUT = 3
 #: The table of a document table's daily part (see :func:`_write_documents`).
 DAILY = "__daily"
+#: The table of a document table's rows changed since its base (see :func:`_write_documents`).
+DELTA = "__delta"
+#: The table naming the base file the documents read (see :func:`_write_documents`).
+BASE = "_base"
 _HASH_MASK = 9223372036854775807  # DuckDB's hash is unsigned; SQLite keeps signed integers
 
 
@@ -510,23 +532,20 @@ def _layout_of(docs: sqlite3.Connection) -> dict[str, str]:
         return {}
 
 
-#: The share of the documents that may have changed for the last generation's file to be
-#: copied and updated in place; more (a run that refits the models moves every customer's
-#: potential), and a fresh file written whole is quicker (870,000 customers, every row
-#: changed: 31.3 s of publish in place against 26.6 s whole) and leaves no free pages behind.
+#: The share of the documents that may have changed since their base was written for the
+#: base to be kept (the changed rows then go into the delta); more (a run that refits the models
+#: moves every customer's potential), and a new base is written whole: a delta of most rows
+#: would cost a base's writing every day.
 REWRITE_SHARE = 1 / 3
-#: How much larger a row of the last generation's file may have grown (file bytes a row,
-#: against the file last written whole) before it is written whole again: rows replaced in
-#: place split pages, and the file grew 2.6% in four days of the incremental benchmark.
-REWRITE_GROWTH = 1.5
 
 
 @dataclass
 class _DocTable:
     """How one table's documents are written: its columns, split into the stable part and the
-    daily part, the signature the file records, and, where the last generation's file holds
-    them with that signature, its hashes (a table registered on the connection) and how many
-    rows changed since."""
+    daily part, the signature the file records, and, where the last generation's documents
+    have it with that signature, their base file, its hashes (a table registered on the
+    connection), how many rows changed or arrived since it was written and how many keys are
+    gone."""
 
     name: str
     key: str
@@ -536,7 +555,8 @@ class _DocTable:
     rows: int = 0
     old: str | None = None
     changed: int = 0
-    held: int = 0
+    gone: int = 0
+    base: Path | None = None
 
 
 def _doc_table(
@@ -564,9 +584,10 @@ def _digest(t: _DocTable) -> str:
 def _held_hashes(
     con: duckdb.DuckDBPyConnection, previous: Path, specs: list[_DocTable]
 ) -> list[_DocTable]:
-    """Read the last generation's hashes of the tables ``previous`` holds with the same columns
-    into ``con`` (``t.old``) and count the rows changed since; returns those tables (none when
-    the file has grown :data:`REWRITE_GROWTH` times past what it weighed written whole)."""
+    """The tables of ``specs`` whose base the last generation's documents (``previous``) read
+    with the same columns: each with its base file (``t.base``), its hashes read into ``con``
+    (``t.old``), how many rows changed or arrived since (``t.changed``) and how many keys are
+    gone (``t.gone``)."""
     import pyarrow as pa
 
     try:
@@ -575,41 +596,50 @@ def _held_hashes(
         return []
     try:
         layouts = _layout_of(docs)
-        found = []
-        for t in specs:
-            if layouts.get(t.name) != t.signature:
-                continue
-            held = docs.execute(f"SELECT k, h FROM {_quote(t.name)}").fetchall()
-            old = pa.table(
-                {
-                    "k": pa.array([r[0] for r in held], pa.string()),
-                    "h": pa.array([r[1] for r in held], pa.int64()),
-                }
-            )
-            t.held = len(held)
-            del held
-            t.old = f"_seg_docs_{uuid.uuid4().hex[:8]}"
-            con.register(t.old, old)
-            q = _quote(t.key)
-            row = con.execute(
-                f"SELECT count(*) FROM {_quote(t.name)} n LEFT JOIN {t.old} o "
-                f"ON o.k = CAST(n.{q} AS VARCHAR) "
-                f"WHERE n.{q} IS NOT NULL AND o.h IS DISTINCT FROM {_digest(t)}"
-            ).fetchone()
-            t.changed = int(row[0]) if row else t.rows
-            found.append(t)
-        # Rows replaced in place split pages: a file whose rows weigh much more than when it was
-        # last written whole is written whole again.
-        whole = docs.execute("SELECT bytes, rows FROM _written_whole").fetchone()
-        count = sum(t.held for t in found)
-        if whole is None or not whole[0] or not whole[1] or not count:
-            return []
-        growth = (previous.stat().st_size / count) / (int(whole[0]) / int(whole[1]))
-        return found if growth <= REWRITE_GROWTH else []
+        files = (
+            {str(r[0]): str(r[1]) for r in docs.execute(f"SELECT name, file FROM {BASE}")}
+            if layouts
+            else {}
+        )
     except sqlite3.Error:
         return []
     finally:
         docs.close()
+    found = []
+    for t in specs:
+        base = previous.parent / files[t.name] if t.name in files else None
+        if layouts.get(t.name) != t.signature or base is None or not base.is_file():
+            continue
+        try:
+            held_in = sqlite3.connect(f"{base.absolute().as_uri()}?mode=ro", uri=True)
+            try:
+                held = held_in.execute(f"SELECT k, h FROM {_quote(t.name)}").fetchall()
+            finally:
+                held_in.close()
+        except sqlite3.Error:
+            continue
+        old = pa.table(
+            {
+                "k": pa.array([r[0] for r in held], pa.string()),
+                "h": pa.array([r[1] for r in held], pa.int64()),
+            }
+        )
+        del held
+        t.base, t.old = base, f"_seg_docs_{uuid.uuid4().hex[:8]}"
+        con.register(t.old, old)
+        q = _quote(t.key)
+        (changed,) = con.execute(
+            f"SELECT count(*) FROM {_quote(t.name)} n LEFT JOIN {t.old} o "
+            f"ON o.k = CAST(n.{q} AS VARCHAR) "
+            f"WHERE n.{q} IS NOT NULL AND o.h IS DISTINCT FROM {_digest(t)}"
+        ).fetchone() or (t.rows,)
+        (gone,) = con.execute(
+            f"SELECT count(*) FROM (SELECT k FROM {t.old} "
+            f"EXCEPT SELECT CAST({q} AS VARCHAR) FROM {_quote(t.name)})"
+        ).fetchone() or (0,)
+        t.changed, t.gone = int(changed), int(gone)
+        found.append(t)
+    return found
 
 
 def _write_documents(
@@ -620,68 +650,50 @@ def _write_documents(
     daily: Mapping[str, Collection[str]] | None = None,
     previous: Path | None = None,
 ) -> None:
-    """One SQLite table per read model: (key, JSON of the row, hash of the row), keyed by the
-    key column. The JSON is built by DuckDB; rows move over in batches of 50,000. Without
-    ``published_at``, :func:`_stamp_documents` records it later (the file is not synced until
-    then).
+    """The documents of ``tables`` (read models keyed by a column): one JSON text a key, built by
+    DuckDB, read by :meth:`ServingStore.document`. Without ``published_at``,
+    :func:`_stamp_documents` records it later (the file is not synced until then).
 
-    ``daily``: columns of a table whose values move every day for every customer (recency,
-    tenure, the model scores: the days since a purchase grow). The columns from the first of
-    them on (the lookup puts them last) are kept apart, in the table ``<name>__daily``, written
-    whole each time; a reader joins the two parts (:meth:`ServingStore.document`) into the text
-    the whole row gives. ``previous``: the last generation's documents. Where it holds the
-    tables with these columns and at most :data:`REWRITE_SHARE` of their rows changed (by the
-    hash of the stable part), it is copied and only the changed rows are written again (12% of
-    the lookup on a day of the incremental benchmark: a purchase, an RFM score the quintiles
-    moved), the others kept."""
+    Each table has a **base** (a SQLite file written whole, never changed after) holding
+    ``(k, doc, h)``: the key, the JSON of the row's stable columns and their hash. The file at
+    ``path`` (written anew every time, renamed in as the generation) names each table's base
+    and holds ``<name>__delta``: the rows changed or arrived since the base was written, and
+    ``<name>__daily``: the columns from the first of the table's ``daily`` on (the lookup puts
+    them last: recency, tenure and the model scores move every day for every customer), whole.
+    A reader joins the parts into the text the whole row gives.
+
+    ``previous``: the last generation's file. A table whose base holds it with these columns
+    and at most :data:`REWRITE_SHARE` of its rows changed, arrived or gone since (by the hash)
+    keeps its base, not copied (the lookup's, 1 GB at 870,000 customers: copying the whole
+    file took 3.5 s of a new day's publish), and gets only its delta (a key gone: a row
+    without a document) and daily part written; otherwise a new base of it is written whole
+    beside ``path``. None (``segmentum forget``: no file of the store may keep an erased
+    customer's document): every base written anew."""
     specs = [_doc_table(con, n, k, (daily or {}).get(n, ())) for n, k in tables.items()]
-    kept: set[str] = set()
     try:
         if previous is not None and previous.is_file():
-            kept = {t.name for t in _held_hashes(con, previous, specs)}
-        # Rows written again in place: those changed, and every row of a table not kept.
-        again = sum(t.changed if t.name in kept else t.rows for t in specs)
-        in_place = bool(kept) and again <= REWRITE_SHARE * sum(t.rows for t in specs)
-        if in_place and previous is not None:
-            shutil.copyfile(previous, path)
-        else:
-            kept = set()
+            for t in _held_hashes(con, previous, specs):
+                if t.changed + t.gone > REWRITE_SHARE * t.rows:
+                    t.base = None
         docs = sqlite3.connect(path)
         try:
-            if not in_place:
-                # Pages of 16 KB, set before the first table: a document is about 1 KB, more
-                # than a 4 KB page keeps inside a WITHOUT ROWID b-tree, so every row spilled
-                # into an overflow page of its own (4.0 GB for 870,000 customers; 16 KB pages:
-                # a quarter of it, written four times faster, and point reads as fast).
-                docs.execute("PRAGMA page_size=16384")
-            docs.execute("PRAGMA journal_mode=OFF")  # a private file: renamed in when whole
-            docs.execute("PRAGMA synchronous=OFF")
-            # A private file: no other connection to make room for, and a 256 MB page cache
-            # that keeps the b-tree's upper pages while a million documents go in (4.3 -> 2.7 s).
-            docs.execute("PRAGMA locking_mode=EXCLUSIVE")
-            docs.execute("PRAGMA cache_size=-262144")
-            if not in_place:
-                docs.execute("CREATE TABLE _published (published_at TEXT)")
-                docs.execute("CREATE TABLE _layout_version (version INTEGER)")
-                docs.execute("INSERT INTO _layout_version VALUES (?)", (DOCUMENTS_LAYOUT,))
-                docs.execute("CREATE TABLE _layout (name TEXT PRIMARY KEY, columns TEXT)")
-            docs.execute("DELETE FROM _published")
+            for pragma in _PRIVATE_FILE:
+                docs.execute(pragma)
+            docs.execute("CREATE TABLE _published (published_at TEXT)")
             if published_at is not None:
                 docs.execute("INSERT INTO _published VALUES (?)", (published_at,))
-            for name in set(_layout_of(docs)) - set(tables):  # no longer published
-                for gone in (name, name + DAILY):
-                    docs.execute(f"DROP TABLE IF EXISTS {_quote(gone)}")
-                docs.execute("DELETE FROM _layout WHERE name = ?", (name,))
+            docs.execute("CREATE TABLE _layout_version (version INTEGER)")
+            docs.execute("INSERT INTO _layout_version VALUES (?)", (DOCUMENTS_LAYOUT,))
+            docs.execute("CREATE TABLE _layout (name TEXT PRIMARY KEY, columns TEXT)")
+            docs.execute(f"CREATE TABLE {BASE} (name TEXT PRIMARY KEY, file TEXT)")
             for t in specs:
-                _write_document_table(con, docs, t, t.name in kept)
-            if not in_place:  # what a row weighs in a file written whole (see _held_hashes)
-                pages = docs.execute("PRAGMA page_count").fetchone()
-                size = docs.execute("PRAGMA page_size").fetchone()
-                docs.execute("CREATE TABLE _written_whole (bytes INTEGER, rows INTEGER)")
-                docs.execute(
-                    "INSERT INTO _written_whole VALUES (?, ?)",
-                    (int(pages[0]) * int(size[0]), sum(t.rows for t in specs)),
-                )
+                in_place = t.base is not None
+                if t.base is None:
+                    t.base = path.with_name(f"{path.name}.{t.name}.base")
+                    _write_base(con, t.base, t)
+                docs.execute("INSERT INTO _layout VALUES (?, ?)", (t.name, t.signature))
+                docs.execute(f"INSERT INTO {BASE} VALUES (?, ?)", (t.name, t.base.name))
+                _write_delta_and_daily(con, docs, t, in_place)
             docs.commit()
         finally:
             docs.close()
@@ -692,40 +704,69 @@ def _write_documents(
     _fsync(path)
 
 
-def _write_document_table(
-    con: duckdb.DuckDBPyConnection, docs: sqlite3.Connection, t: _DocTable, kept: bool
-) -> None:
-    """The documents of one table (see :func:`_write_documents`); ``kept``: the file holds its
-    rows as the last generation wrote them, and ``t.old`` their hashes: only the changed rows
-    are written, and the keys gone deleted."""
-    q, table, part = _quote(t.key), _quote(t.name), _quote(t.name + DAILY)
-    doc = f"to_json(struct_pack({_fields(t.stable)}))::VARCHAR"
-    if not kept:
-        docs.execute(f"DROP TABLE IF EXISTS {table}")
+#: A file only this process writes, renamed in when whole: no journal, no syncing on the way
+#: (the file is synced once at the end), a 256 MB page cache that keeps the b-trees' upper
+#: pages while a million rows go in (4.3 -> 2.7 s).
+_PRIVATE_FILE = (
+    "PRAGMA journal_mode=OFF",
+    "PRAGMA synchronous=OFF",
+    "PRAGMA locking_mode=EXCLUSIVE",
+    "PRAGMA cache_size=-262144",
+)
+
+
+def _write_base(con: duckdb.DuckDBPyConnection, base: Path, t: _DocTable) -> None:
+    """Every row's stable part of table ``t``: its new base (see :func:`_write_documents`)."""
+    base.unlink(missing_ok=True)  # a failed attempt's
+    docs = sqlite3.connect(base)
+    try:
+        # Pages of 16 KB, set before the first table: a document is about 1 KB, more than a
+        # 4 KB page keeps inside a WITHOUT ROWID b-tree, so every row spilled into an overflow
+        # page of its own (4.0 GB for 870,000 customers; 16 KB pages: a quarter of it, written
+        # four times faster, and point reads as fast).
+        docs.execute("PRAGMA page_size=16384")
+        for pragma in _PRIVATE_FILE:
+            docs.execute(pragma)
+        table, q = _quote(t.name), _quote(t.key)
         docs.execute(
             f"CREATE TABLE {table} (k TEXT PRIMARY KEY, doc TEXT NOT NULL, h INTEGER NOT NULL) "
             "WITHOUT ROWID"
         )
         cur = con.execute(
-            f"SELECT CAST({q} AS VARCHAR), {doc}, {_digest(t)} FROM {table} WHERE {q} IS NOT NULL"
+            f"SELECT CAST({q} AS VARCHAR), to_json(struct_pack({_fields(t.stable)}))::VARCHAR, "
+            f"{_digest(t)} FROM {table} WHERE {q} IS NOT NULL"
         )
         while batch := cur.fetchmany(50_000):
             docs.executemany(f"INSERT OR REPLACE INTO {table} VALUES (?, ?, ?)", batch)
-        docs.execute("INSERT OR REPLACE INTO _layout VALUES (?, ?)", (t.name, t.signature))
-    elif t.changed:
-        cur = con.execute(
-            f"SELECT n.k, n.doc, n.h FROM (SELECT CAST({q} AS VARCHAR) AS k, {_digest(t)} AS h, "
-            f"{doc} AS doc FROM {table} WHERE {q} IS NOT NULL) n "
-            f"LEFT JOIN {t.old} o ON o.k = n.k WHERE o.h IS DISTINCT FROM n.h"
-        )
-        while batch := cur.fetchmany(50_000):
-            docs.executemany(f"INSERT OR REPLACE INTO {table} VALUES (?, ?, ?)", batch)
-    if kept:
+        docs.commit()
+    finally:
+        docs.close()
+    _fsync(base)
+
+
+def _write_delta_and_daily(
+    con: duckdb.DuckDBPyConnection, docs: sqlite3.Connection, t: _DocTable, in_place: bool
+) -> None:
+    """One table's delta (with ``in_place``: the rows whose hash differs from the base's or
+    that it lacks, and the keys gone, without a document; else empty) and daily part (see
+    :func:`_write_documents`)."""
+    q, table = _quote(t.key), _quote(t.name)
+    delta, part = _quote(t.name + DELTA), _quote(t.name + DAILY)
+    docs.execute(f"CREATE TABLE {delta} (k TEXT PRIMARY KEY, doc TEXT, h INTEGER) WITHOUT ROWID")
+    if in_place and t.old is not None and t.gone:  # no document: gone since the base
         gone = con.execute(
             f"SELECT k FROM {t.old} EXCEPT SELECT CAST({q} AS VARCHAR) FROM {table}"
         ).fetchall()
-        docs.executemany(f"DELETE FROM {table} WHERE k = ?", gone)
-    docs.execute(f"DROP TABLE IF EXISTS {part}")
+        docs.executemany(f"INSERT INTO {delta} VALUES (?, NULL, NULL)", gone)
+    if in_place and t.old is not None and t.changed:
+        cur = con.execute(
+            f"SELECT n.k, n.doc, n.h FROM (SELECT CAST({q} AS VARCHAR) AS k, "
+            f"{_digest(t)} AS h, to_json(struct_pack({_fields(t.stable)}))::VARCHAR AS doc "
+            f"FROM {table} WHERE {q} IS NOT NULL) n "
+            f"LEFT JOIN {t.old} o ON o.k = n.k WHERE o.h IS DISTINCT FROM n.h"
+        )
+        while batch := cur.fetchmany(50_000):
+            docs.executemany(f"INSERT INTO {delta} VALUES (?, ?, ?)", batch)
     if t.moving:
         docs.execute(f"CREATE TABLE {part} (k TEXT PRIMARY KEY, doc TEXT NOT NULL) WITHOUT ROWID")
         cur = con.execute(
@@ -734,6 +775,29 @@ def _write_document_table(
         )
         while batch := cur.fetchmany(50_000):
             docs.executemany(f"INSERT OR REPLACE INTO {part} VALUES (?, ?)", batch)
+
+
+def _bases(target: Path) -> list[Path]:
+    """The documents' base files of the serving store ``target`` (see :func:`_write_documents`):
+    written beside their first generation's file, ``.<target>.<id>.tmp.docs.<table>.base``."""
+    return sorted(target.parent.glob(f".{target.name}.*.tmp.docs.*.base"))
+
+
+def _drop_old_bases(target: Path) -> None:
+    """Delete the base files the current documents do not read (a reader still holding an
+    older generation keeps its open file: deleting a file does not close it)."""
+    keep: set[str] = set()
+    docs_file = documents_path(target)
+    if docs_file.is_file():
+        with contextlib.suppress(sqlite3.Error):
+            con = sqlite3.connect(f"{docs_file.absolute().as_uri()}?mode=ro", uri=True)
+            try:
+                keep = {str(r[0]) for r in con.execute(f"SELECT file FROM {BASE}")}
+            finally:
+                con.close()
+    for base in _bases(target):
+        if base.name not in keep:
+            base.unlink(missing_ok=True)
 
 
 def _copy_in_engine(
@@ -1270,6 +1334,40 @@ def published_before(target: str | Path) -> bool:
     return Path(target).exists()
 
 
+def _document_tables(con: sqlite3.Connection, target: Path) -> set[str]:
+    """The tables of a generation of documents just opened on ``con``, each table's base file
+    attached as ``"base:<table>"`` (none when one cannot be read: the documents then count as
+    absent)."""
+    try:
+        tables = {str(r[0]) for r in con.execute("SELECT name FROM sqlite_master")}
+        if BASE in tables:
+            folder = documents_path(target).parent
+            for name, file in con.execute(f"SELECT name, file FROM {BASE}").fetchall():
+                uri = f"{(folder / str(file)).absolute().as_uri()}?mode=ro"
+                con.execute(f"ATTACH DATABASE ? AS {_quote('base:' + str(name))}", (uri,))
+        return tables
+    except sqlite3.Error:  # a base deleted between the two opens: the next read reopens
+        return set()
+
+
+def _document_in_parts(con: sqlite3.Connection, table: str, key: str, daily: bool) -> str | None:
+    """One key's document from the delta or else the base, with its daily part spliced in."""
+    t, delta, part = _quote(table), _quote(table + DELTA), _quote(table + DAILY)
+    base = _quote("base:" + table)
+    row = con.execute(
+        f"SELECT CASE WHEN d.k IS NULL THEN b.doc ELSE d.doc END"
+        f"{', p.doc' if daily else ''} FROM (SELECT ? AS k) q "
+        f"LEFT JOIN {delta} d ON d.k = q.k LEFT JOIN {base}.{t} b ON b.k = q.k"
+        + (f" LEFT JOIN {part} p ON p.k = q.k" if daily else ""),
+        (key,),
+    ).fetchone()
+    if row is None or row[0] is None:  # no such key, or one gone since the base was written
+        return None
+    if daily and row[1] is not None:  # one row's columns, in their order
+        return f"{str(row[0])[:-1]},{str(row[1])[1:]}"
+    return str(row[0])
+
+
 class ServingStore:
     """Reads a serving store, following each publish without ever blocking it.
 
@@ -1347,20 +1445,23 @@ class ServingStore:
     def document(self, table: str, key: str) -> str | bool | None:
         """The JSON document of ``key`` in ``table`` (published with ``documents=``); None when
         there is no such key, False when no documents of ``table`` are published."""
-        found = self._docs.get()
-        if found is None:
+        for _attempt in range(2):  # again once when a publish replaced them meanwhile
+            found = self._docs.get()
+            if found is None:
+                return False
+            con, fresh = found
+            if not fresh:
+                break
+            # A new generation of documents: which tables it holds, and their bases.
+            self._local.doc_tables = _document_tables(con, self._file)
+            if self._local.doc_tables:
+                break
+        tables = self._local.doc_tables
+        if table + DELTA in tables:  # in parts (see _write_documents)
+            return _document_in_parts(con, table, key, table + DAILY in tables)
+        if table not in tables:
             return False
-        con, fresh = found
-        if fresh:  # a new generation of documents: which tables it holds
-            try:
-                self._local.doc_tables = {
-                    r[0] for r in con.execute("SELECT name FROM sqlite_master")
-                }
-            except sqlite3.Error:
-                self._local.doc_tables = set()
-        if table not in self._local.doc_tables:
-            return False
-        if table + DAILY in self._local.doc_tables:  # the part that moves every day, kept apart
+        if table + DAILY in tables:  # (an older layout) the part that moves every day, apart
             row = con.execute(
                 f"SELECT d.doc, p.doc FROM {_quote(table)} d "
                 f"LEFT JOIN {_quote(table + DAILY)} p ON p.k = d.k WHERE d.k = ?",
