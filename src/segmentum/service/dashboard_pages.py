@@ -411,8 +411,9 @@ def mount(
             }
         )
 
-    @app.post("/dashboard/api/segments", include_in_schema=False)
-    async def api_save(request: Request) -> Response:
+    def _refused_writer(request: Request) -> Response | None:
+        """The builder's refusal of a request that may not save segments (no session, no CSRF
+        token, no write scope); None when it may."""
         s = current_session(request)
         if s is None:
             return problem_json(401, _said(request, "sign in again: your session has ended"))
@@ -422,6 +423,12 @@ def mount(
             return problem_json(
                 403, _said(request, "this key cannot save segments (it needs the write scope)")
             )
+        return None
+
+    @app.post("/dashboard/api/segments", include_in_schema=False)
+    async def api_save(request: Request) -> Response:
+        if (refused := _refused_writer(request)) is not None:
+            return refused
         body = await request.json()
         name, rule = str(body.get("name", "")).strip(), str(body.get("rule", "")).strip()
         description = str(body.get("description", "")).strip()[:1000]
@@ -439,15 +446,8 @@ def mount(
     @app.post("/dashboard/api/segments/{name}", include_in_schema=False)
     async def api_edit(request: Request, name: str) -> Response:
         """A saved segment's new rule and description (the builder opened with ``edit``)."""
-        s = current_session(request)
-        if s is None:
-            return problem_json(401, _said(request, "sign in again: your session has ended"))
-        if not csrf_ok(request, s, None):
-            return problem_json(403, _said(request, "the form expired: reload the page"))
-        if "write" not in s.scopes:
-            return problem_json(
-                403, _said(request, "this key cannot save segments (it needs the write scope)")
-            )
+        if (refused := _refused_writer(request)) is not None:
+            return refused
         body = await request.json()
         rule = str(body.get("rule", "")).strip()
         description = str(body.get("description", "")).strip()[:1000]
