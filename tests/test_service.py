@@ -296,12 +296,22 @@ def test_editing_a_segment_over_the_api_recomputes_it_and_those_built_on_it(
             f"{base}/v1/segments/nobody", json={"rule": "frequency > 1"}, headers=admin
         )
         assert nobody.status_code == 404, nobody.text
+        hook = {"url": "https://crm.example.com/api-base-hook"}
+        made = http.post(f"{base}/v1/segments/api_base/webhooks", json=hook, headers=admin)
+        assert made.status_code == 201, made.text
     finally:
         for name in ("api_top", "api_base"):
             http.delete(f"{base}/v1/segments/{name}", headers=admin)
     assert {s["name"] for s in http.get(f"{base}/v1/segments", headers=admin).json()}.isdisjoint(
         {"api_base", "api_top"}
     )
+    # Deleted with its subscriptions: a segment saved later under the name inherits none.
+    again = http.post(
+        f"{base}/v1/segments", json={"name": "api_base", "rule": "frequency >= 2"}, headers=admin
+    )
+    assert again.status_code == 201, again.text
+    assert http.get(f"{base}/v1/segments/api_base/webhooks", headers=admin).json() == []
+    assert http.delete(f"{base}/v1/segments/api_base", headers=admin).status_code == 204
 
 
 def test_the_apis_own_refusals_read_in_spanish_for_a_spanish_client(

@@ -158,6 +158,16 @@ def unsubscribe(wh: Warehouse, subscription_id: str) -> None:
     _save(wh, kept)
 
 
+def drop_segment(wh: Warehouse, segment: str) -> int:
+    """Stop every subscription to ``segment`` (deleted: a segment saved later under its name
+    is another one, and must not inherit them); returns how many."""
+    rows = _rows(wh)
+    kept = [r for r in rows if r["segment"] != segment]
+    if len(kept) < len(rows):
+        _save(wh, kept)
+    return len(rows) - len(kept)
+
+
 def subscriptions(wh: Warehouse, segment: str | None = None) -> list[Subscription]:
     """Every subscription (or one segment's), oldest first, without secrets."""
     return [

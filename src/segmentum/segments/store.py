@@ -209,7 +209,8 @@ class Segments:
         return seg, int(self.members(name).count().to_pyarrow().as_py())
 
     def delete(self, name: str) -> None:
-        """Delete a segment; refused while other segments reference it."""
+        """Delete a segment, its members and its webhook subscriptions; refused while other
+        segments reference it."""
         self.get(name)
         users = [s.name for s in self.list() if name in _refs(s)]
         if users:
@@ -218,6 +219,9 @@ class Segments:
                 "edit or delete those first",
             )
         self._save(s for s in self.list() if s.name != name)
+        from segmentum.history.webhooks import drop_segment
+
+        drop_segment(self.wh, name)
         if self.wh.has(MEMBERS):
             m = self.wh.table(MEMBERS)
             kept = self.wh.materialize(m.filter(m.segment != name))
