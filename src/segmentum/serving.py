@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import glob
 import json
 import os
 import shutil
@@ -261,8 +262,10 @@ def _publish_file(
     daily: Mapping[str, Collection[str]] | None = None,
     documents_anew: bool = False,
 ) -> Published:
-    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
-    docs_tmp = tmp.with_name(tmp.name + ".docs")
+    generation = uuid.uuid4().hex[:8]
+    tmp = target.with_name(f".{target.name}.{generation}.tmp")
+    # Beside the documents file it becomes; the bases it writes keep its name without ".tmp".
+    docs_tmp = documents_path(target).with_name(f"{documents_path(target).name}.{generation}.tmp")
     present = {name: key for name, key in specs.items() if wh.has(name)}
     wanted = {n: k for n, k in (documents or {}).items() if n in present}
     out = Published(target, run_id=run_id)
@@ -689,7 +692,7 @@ def _write_documents(
             for t in specs:
                 in_place = t.base is not None
                 if t.base is None:
-                    t.base = path.with_name(f"{path.name}.{t.name}.base")
+                    t.base = path.with_name(f"{path.name.removesuffix('.tmp')}.{t.name}.base")
                     _write_base(con, t.base, t)
                 docs.execute("INSERT INTO _layout VALUES (?, ?)", (t.name, t.signature))
                 docs.execute(f"INSERT INTO {BASE} VALUES (?, ?)", (t.name, t.base.name))
@@ -779,8 +782,9 @@ def _write_delta_and_daily(
 
 def _bases(target: Path) -> list[Path]:
     """The documents' base files of the serving store ``target`` (see :func:`_write_documents`):
-    written beside their first generation's file, ``.<target>.<id>.tmp.docs.<table>.base``."""
-    return sorted(target.parent.glob(f".{target.name}.*.tmp.docs.*.base"))
+    beside the documents file, named after it, the generation that wrote them and their table
+    (``segmentum.serving.duckdb.docs.sqlite.<id>.customer_lookup.base``)."""
+    return sorted(target.parent.glob(f"{glob.escape(documents_path(target).name)}.*.base"))
 
 
 def _drop_old_bases(target: Path) -> None:
