@@ -12,7 +12,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
-from tests.conftest import SERVICE_SETTINGS, serving
+from tests.conftest import SERVICE_SETTINGS, copy_served, serving
 
 import segmentum
 from segmentum import demo, pipeline
@@ -312,6 +312,35 @@ def test_editing_a_segment_over_the_api_recomputes_it_and_those_built_on_it(
     assert again.status_code == 201, again.text
     assert http.get(f"{base}/v1/segments/api_base/webhooks", headers=admin).json() == []
     assert http.delete(f"{base}/v1/segments/api_base", headers=admin).status_code == 204
+
+
+def test_an_edited_segment_is_profiled_again_not_shown_with_the_last_runs_profile(
+    service_db: Path, tmp_path: Path
+) -> None:
+    """The last run cached every saved segment's profile; after an edit the explorer and the
+    API showed that cached profile (1,297 members profiled beside a size of 1,188): the cached
+    one is used only while the segment's rule is the one it describes."""
+    copy_served(service_db, tmp_path)
+    url = f"duckdb:///{tmp_path / 'w.duckdb'}"
+    key = create_key(StateStore.for_warehouse(url, SERVICE_SETTINGS), "admin", ["admin"])
+    with serving(create_app(url, SERVICE_SETTINGS)) as base:
+        admin = {"X-API-Key": key}
+
+        def profiled() -> int:
+            got = http.get(f"{base}/v1/segments/vip/profile", headers=admin).json()
+            return int(next(s["size"] for s in got["segments"] if s["segment"] == "in"))
+
+        def members() -> int:
+            return int(http.get(f"{base}/v1/segments/vip/members", headers=admin).json()["size"])
+
+        assert profiled() == members()  # the run's cached profile, of the run's members
+        r = http.patch(
+            f"{base}/v1/segments/vip",
+            json={"rule": "value_tier == 'high' and frequency >= 8"},
+            headers=admin,
+        )
+        assert r.status_code == 200, r.text
+        assert r.json()["size"] == members() == profiled() > 0
 
 
 def test_the_apis_own_refusals_read_in_spanish_for_a_spanish_client(

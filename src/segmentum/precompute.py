@@ -440,7 +440,8 @@ def _segment_profiles(wh: Warehouse, as_of: _dt.date) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if not wh.has("segment_members"):
         return out
-    names = [s.name for s in Segments(wh).list() if s.level == "customer"]
+    rules = {s.name: s.rule for s in Segments(wh).list() if s.level == "customer"}
+    names = list(rules)
     if not names:
         return out
     view = _profile_source(wh, as_of)
@@ -467,7 +468,8 @@ def _segment_profiles(wh: Warehouse, as_of: _dt.date) -> dict[str, Any]:
             )
         except (SegmentumError, ValueError):
             continue  # too small to split
-        out[name] = prof.to_dict()
+        # With the rule it describes: a segment edited since is profiled again when shown.
+        out[name] = {**prof.to_dict(), "rule": rules[name]}
     return out
 
 
@@ -487,6 +489,18 @@ def _history(wh: Warehouse) -> dict[str, Any]:
     with contextlib.suppress(SegmentumError):  # too few snapshots to backtest
         out["forecast"] = forecast(wh, "value_tier").to_dict()
     return out
+
+
+def cached_profile(wh: Warehouse, name: str) -> dict[str, Any] | None:
+    """The profile the last run cached for saved segment ``name``, when the segment's rule is
+    still the one it describes (an edit since, or a cache from before rules were recorded:
+    None, to profile it now)."""
+    from segmentum.segments.store import Segments
+
+    found = (cached(wh, "profiles") or {}).get(name)
+    if not isinstance(found, dict) or found.get("rule") != Segments(wh).get(name).rule:
+        return None
+    return {k: v for k, v in found.items() if k != "rule"}
 
 
 def cached(wh: Warehouse, part: str) -> Any:

@@ -418,12 +418,12 @@ def create_app(
     def segments_profile(response: Response, name: str, _: Read) -> dict[str, Any]:
         """The segment's members against the other customers, as the explorer shows it: the
         profile the last run cached for a saved segment, else computed now."""
-        from segmentum.precompute import cached
+        from segmentum.precompute import cached_profile
         from segmentum.segments.discover import profile_labels, segment_labels
 
         return cached_or_computed(
             response,
-            lambda: (cached(svc.wh, "profiles") or {}).get(name),
+            lambda: cached_profile(svc.wh, name),
             lambda: profile_labels(svc.wh, segment_labels(svc.wh, name), "segment").to_dict(),
         )
 

@@ -1492,11 +1492,11 @@ def _warnings(lang: str, rule: str, warnings: list[Any]) -> list[dict[str, Any]]
 def _segment_detail(page: Page, svc: Any, store: Any, segment: str) -> dict[str, Any]:
     from types import SimpleNamespace
 
-    from segmentum.precompute import overview
+    from segmentum.precompute import cached_profile
     from segmentum.segments.discover import profile_labels, segment_labels
 
     seg = store.get(segment)
-    cached = overview(svc.wh).get("profiles", {}).get(segment)
+    cached = cached_profile(svc.wh, segment)
     prof: Any = None
     if cached is not None:
         prof = SimpleNamespace(
