@@ -484,13 +484,13 @@ class _Documents:
     ) -> None:
         try:
             _write_documents(self._cur, self._path, tables, None, daily, previous)
-        except BaseException as exc:  # reported by wait(); written again from the copy then
+        except BaseException as exc:  # reported by wait(); written again by the caller
             self.error = exc
         finally:
             self._cur.close()
 
     def wait(self) -> bool:
-        """Whether the documents were written (False: write them from the copy instead)."""
+        """Whether the documents were written (False: write them again on the main connection)."""
         self._thread.join()
         if self.error is not None:
             with contextlib.suppress(FileNotFoundError):
