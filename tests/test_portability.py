@@ -372,10 +372,10 @@ def test_spark_serves_lookups_and_pages_from_the_serving_store_without_spark_job
     ]
     assert moved.status_code == 200, moved.text
     # The explorer's profile and the default micro-segment tree, as the run cached them.
-    from segmentum.precompute import cached
+    from segmentum.precompute import cached, cached_profile
 
     assert profile.status_code == 200 and micro.status_code == 200, (profile.text, micro.text)
-    assert _close(profile.json(), cached(duck, "profiles")[name], 1e-9)
+    assert _close(profile.json(), cached_profile(duck, name), 1e-9)
     assert _close(micro.json(), cached(duck, "micro"), 1e-9)
     assert "x-segmentum-published-at" not in moved.headers  # Spark's store is kept current
     want_moved = json.loads(json.dumps(spark_and_duckdb["out"]["duckdb"]["migration"], default=str))
