@@ -578,6 +578,22 @@ def _fields(cols: list[Any]) -> str:
     return ", ".join(f"{_quote(c[0])} := {_json_column(c[0], c[1])}" for c in cols)
 
 
+def _json_of(cols: list[Any]) -> str:
+    """The SQL of one JSON object text of ``cols`` (a document, or its stable or daily part)."""
+    return f"to_json(struct_pack({_fields(cols)}))::VARCHAR"
+
+
+def _read_only(path: Path) -> str:
+    """The URI that opens SQLite file ``path`` read-only (``uri=True``, or inside an ATTACH)."""
+    return f"{path.absolute().as_uri()}?mode=ro"
+
+
+def _stream(cur: duckdb.DuckDBPyConnection, docs: sqlite3.Connection, insert: str) -> None:
+    """The rows of DuckDB query ``cur`` into SQLite by ``insert``, 50,000 at a time."""
+    while batch := cur.fetchmany(50_000):
+        docs.executemany(insert, batch)
+
+
 def _digest(t: _DocTable) -> str:
     """A row's hash over its stable part (a changed value changes it: two rows alike by chance
     once in 2^63)."""
@@ -594,7 +610,7 @@ def _held_hashes(
     import pyarrow as pa
 
     try:
-        docs = sqlite3.connect(f"{previous.absolute().as_uri()}?mode=ro", uri=True)
+        docs = sqlite3.connect(_read_only(previous), uri=True)
     except sqlite3.Error:
         return []
     try:
@@ -614,7 +630,7 @@ def _held_hashes(
         if layouts.get(t.name) != t.signature or base is None or not base.is_file():
             continue
         try:
-            held_in = sqlite3.connect(f"{base.absolute().as_uri()}?mode=ro", uri=True)
+            held_in = sqlite3.connect(_read_only(base), uri=True)
             try:
                 held = held_in.execute(f"SELECT k, h FROM {_quote(t.name)}").fetchall()
             finally:
@@ -736,11 +752,10 @@ def _write_base(con: duckdb.DuckDBPyConnection, base: Path, t: _DocTable) -> Non
             "WITHOUT ROWID"
         )
         cur = con.execute(
-            f"SELECT CAST({q} AS VARCHAR), to_json(struct_pack({_fields(t.stable)}))::VARCHAR, "
-            f"{_digest(t)} FROM {table} WHERE {q} IS NOT NULL"
+            f"SELECT CAST({q} AS VARCHAR), {_json_of(t.stable)}, {_digest(t)} "
+            f"FROM {table} WHERE {q} IS NOT NULL"
         )
-        while batch := cur.fetchmany(50_000):
-            docs.executemany(f"INSERT OR REPLACE INTO {table} VALUES (?, ?, ?)", batch)
+        _stream(cur, docs, f"INSERT OR REPLACE INTO {table} VALUES (?, ?, ?)")
         docs.commit()
     finally:
         docs.close()
@@ -764,20 +779,17 @@ def _write_delta_and_daily(
     if in_place and t.old is not None and t.changed:
         cur = con.execute(
             f"SELECT n.k, n.doc, n.h FROM (SELECT CAST({q} AS VARCHAR) AS k, "
-            f"{_digest(t)} AS h, to_json(struct_pack({_fields(t.stable)}))::VARCHAR AS doc "
+            f"{_digest(t)} AS h, {_json_of(t.stable)} AS doc "
             f"FROM {table} WHERE {q} IS NOT NULL) n "
             f"LEFT JOIN {t.old} o ON o.k = n.k WHERE o.h IS DISTINCT FROM n.h"
         )
-        while batch := cur.fetchmany(50_000):
-            docs.executemany(f"INSERT INTO {delta} VALUES (?, ?, ?)", batch)
+        _stream(cur, docs, f"INSERT INTO {delta} VALUES (?, ?, ?)")
     if t.moving:
         docs.execute(f"CREATE TABLE {part} (k TEXT PRIMARY KEY, doc TEXT NOT NULL) WITHOUT ROWID")
         cur = con.execute(
-            f"SELECT CAST({q} AS VARCHAR), to_json(struct_pack({_fields(t.moving)}))::VARCHAR "
-            f"FROM {table} WHERE {q} IS NOT NULL"
+            f"SELECT CAST({q} AS VARCHAR), {_json_of(t.moving)} FROM {table} WHERE {q} IS NOT NULL"
         )
-        while batch := cur.fetchmany(50_000):
-            docs.executemany(f"INSERT OR REPLACE INTO {part} VALUES (?, ?)", batch)
+        _stream(cur, docs, f"INSERT OR REPLACE INTO {part} VALUES (?, ?)")
 
 
 def _bases(target: Path) -> list[Path]:
@@ -794,7 +806,7 @@ def _drop_old_bases(target: Path) -> None:
     docs_file = documents_path(target)
     if docs_file.is_file():
         with contextlib.suppress(sqlite3.Error):
-            con = sqlite3.connect(f"{docs_file.absolute().as_uri()}?mode=ro", uri=True)
+            con = sqlite3.connect(_read_only(docs_file), uri=True)
             try:
                 keep = {str(r[0]) for r in con.execute(f"SELECT file FROM {BASE}")}
             finally:
@@ -1347,7 +1359,7 @@ def _document_tables(con: sqlite3.Connection, target: Path) -> set[str]:
         if BASE in tables:
             folder = documents_path(target).parent
             for name, file in con.execute(f"SELECT name, file FROM {BASE}").fetchall():
-                uri = f"{(folder / str(file)).absolute().as_uri()}?mode=ro"
+                uri = _read_only(folder / str(file))
                 con.execute(f"ATTACH DATABASE ? AS {_quote('base:' + str(name))}", (uri,))
         return tables
     except sqlite3.Error:  # a base deleted between the two opens: the next read reopens
@@ -1400,7 +1412,7 @@ class ServingStore:
         self._gen: _Generation | None = None
         self._local = threading.local()
         docs = documents_path(self._file)
-        self._docs = ThreadReader(docs, f"{docs.absolute().as_uri()}?mode=ro")
+        self._docs = ThreadReader(docs, _read_only(docs))
 
     def _current(self) -> _Generation | None:
         try:
