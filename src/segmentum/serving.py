@@ -777,11 +777,14 @@ def _write_delta_and_daily(
         ).fetchall()
         docs.executemany(f"INSERT INTO {delta} VALUES (?, NULL, NULL)", gone)
     if in_place and t.old is not None and t.changed:
+        # The changed keys found by hash first, their documents built after: DuckDB built every
+        # row's JSON before the join kept a few (0.94 s against 0.26 s at 870,000 customers).
         cur = con.execute(
-            f"SELECT n.k, n.doc, n.h FROM (SELECT CAST({q} AS VARCHAR) AS k, "
-            f"{_digest(t)} AS h, {_json_of(t.stable)} AS doc "
-            f"FROM {table} WHERE {q} IS NOT NULL) n "
-            f"LEFT JOIN {t.old} o ON o.k = n.k WHERE o.h IS DISTINCT FROM n.h"
+            f"WITH changed AS (SELECT n.k FROM (SELECT CAST({q} AS VARCHAR) AS k, "
+            f"{_digest(t)} AS h FROM {table} WHERE {q} IS NOT NULL) n "
+            f"LEFT JOIN {t.old} o ON o.k = n.k WHERE o.h IS DISTINCT FROM n.h) "
+            f"SELECT CAST({q} AS VARCHAR), {_json_of(t.stable)}, {_digest(t)} FROM {table} "
+            f"WHERE CAST({q} AS VARCHAR) IN (SELECT k FROM changed)"
         )
         _stream(cur, docs, f"INSERT INTO {delta} VALUES (?, ?, ?)")
     if t.moving:
