@@ -1202,3 +1202,125 @@ def test_a_dry_run_says_why_in_the_readers_language_and_writes_in_the_recipients
     for lang, word in (("es", "tras gastar"), ("en", "after spending")):
         theirs = df[df.language == lang].reason
         assert theirs.str.contains(word).all(), theirs.head()
+
+
+def test_a_segment_is_kept_while_a_campaign_or_a_flow_still_needs_it(
+    cwh: Warehouse, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A campaign not sent yet builds its audience from its segment at its first send: the
+    segment cannot be deleted under it (it failed later with "there is no segment"), nor
+    under a flow that starts from it. A campaign never sent can be deleted; once sent, a
+    campaign follows its log, so the segment may go and the campaign stays."""
+    from segmentum.flows import Flows
+
+    url = cwh.url
+    Segments(cwh, SETTINGS).create("promo_fans", "promo_share >= 0.5")
+    cs = Campaigns(cwh, SETTINGS)
+    draft = cs.create("Promo invierno", "segment", "file", target="promo_fans")
+    sent = cs.create("Promo otoño", "segment", "file", target="promo_fans")
+    assert main(["campaign", "send", sent.campaign_id, "--out", str(tmp_path), "-w", url]) == 0
+    capsys.readouterr()
+
+    # Refused, naming the campaign still to send (not the sent one), in the reader's language.
+    assert main(["segment", "delete", "promo_fans", "-w", url, "--lang", "es"]) == 2
+    said = capsys.readouterr().err
+    assert "es la audiencia de campañas aún no enviadas" in said, said
+    assert draft.campaign_id in said and sent.campaign_id not in said
+    assert f"segmentum campaign delete {draft.campaign_id}" in said
+    assert [s.name for s in Segments(cwh, SETTINGS).list()].count("promo_fans") == 1
+
+    # A sent campaign is never deleted: its log is the record of what went to whom.
+    assert main(["campaign", "delete", sent.campaign_id, "-w", url, "--lang", "es"]) == 2
+    assert "ya se envió" in capsys.readouterr().err
+    assert main(["campaign", "delete", "WINBACK-2025-10", "-w", url]) == 2  # loaded results
+    assert "imported from campaign_results" in capsys.readouterr().err
+    assert main(["campaign", "delete", "Promo invierno", "-w", url, "--lang", "es"]) == 0
+    assert f"campaña Promo invierno eliminada ({draft.campaign_id})" in capsys.readouterr().out
+    names = [c.campaign_id for c in Campaigns(cwh, SETTINGS).list()]
+    assert draft.campaign_id not in names and sent.campaign_id in names
+
+    # A flow that starts when a customer enters the segment keeps it too.
+    flows = Flows.for_warehouse(url, SETTINGS)
+    flows.save(
+        "name: promo_welcome\n"
+        "trigger: {segment: promo_fans}\n"
+        "steps:\n"
+        "  - send:\n"
+        "      channel: email\n"
+        "      subject: {es: 'Hola', en: 'Hi'}\n"
+        "      body: {es: 'Hola', en: 'Hi'}\n"
+    )
+    assert main(["segment", "delete", "promo_fans", "-w", url, "--lang", "es"]) == 2
+    assert "se usa en flujos: promo_welcome" in capsys.readouterr().err
+    flows.store.execute("DELETE FROM flows WHERE name = 'promo_welcome'")
+
+    assert main(["segment", "delete", "promo_fans", "-w", url]) == 0
+    capsys.readouterr()
+    # The sent campaign is measured from its log as before.
+    assert main(["campaign", "results", sent.campaign_id, "-w", url]) == 0
+    assert main(["campaign", "delete", "nobody-xyz", "-w", url]) == 2
+    assert "there is no campaign 'nobody-xyz'" in capsys.readouterr().err
+
+
+def test_a_campaign_never_sent_is_deleted_over_the_api_and_from_its_page(cwh: Warehouse) -> None:
+    """DELETE /v1/campaigns/{id} and the campaigns page's "Eliminar campaña": a campaign never
+    sent goes (a write key; a read key is refused, a forged form too), and its segment can then
+    be deleted; the page says so in Spanish, the campaign's hostile name shown as text."""
+    import httpx
+
+    from conftest import serving
+    from segmentum.service.app import create_app
+    from segmentum.service.auth import SESSION_COOKIE, create_key, create_session
+
+    Segments(cwh, SETTINGS).create("promo_fans", "promo_share >= 0.5")
+    cs = Campaigns(cwh, SETTINGS)
+    hostile = '<img src=x onerror="alert(1)">'
+    first = cs.create("Promo invierno", "segment", "email", target="promo_fans")
+    second = cs.create(hostile, "segment", "email", target="promo_fans")
+    write, read = create_key(cwh, "w", ["write"]), create_key(cwh, "r", ["read"])
+    app = create_app(cwh, SETTINGS)
+    writer = create_session(app.state.svc.sessions, write)
+    reader = create_session(app.state.svc.sessions, read)
+    assert writer is not None and reader is not None
+    es = {"Accept-Language": "es-ES,es;q=0.9"}
+    with serving(app) as base, httpx.Client(base_url=base, timeout=120) as http:
+        r = http.delete("/v1/segments/promo_fans", headers={"X-API-Key": write, **es})
+        assert r.status_code == 422 and "aún no enviadas" in r.json()["detail"], r.text
+        r = http.delete(f"/v1/campaigns/{first.campaign_id}", headers={"X-API-Key": read})
+        assert r.status_code == 403, r.text
+        r = http.delete(f"/v1/campaigns/{first.campaign_id}", headers={"X-API-Key": write})
+        assert r.status_code == 204, r.text
+        r = http.delete(f"/v1/campaigns/{first.campaign_id}", headers={"X-API-Key": write})
+        assert r.status_code == 404, r.text
+
+        url = f"/dashboard/campaigns/{second.campaign_id}/delete"
+        page = http.get(
+            "/dashboard/campaigns",
+            params={"c": second.campaign_id, "lang": "es"},
+            cookies={SESSION_COOKIE: writer.sid},
+        ).text
+        assert "Eliminar esta campaña" in page and f'action="{url}"' in page
+        assert hostile not in page and "&lt;img src=x onerror=" in page
+        shown = http.get(
+            "/dashboard/campaigns",
+            params={"c": second.campaign_id, "lang": "es"},
+            cookies={SESSION_COOKIE: reader.sid},
+        ).text
+        assert "Eliminar esta campaña" not in shown  # a read key sees no delete button
+        refused = http.post(
+            url, data={"csrf": reader.csrf}, cookies={SESSION_COOKIE: reader.sid}, headers=es
+        )
+        assert refused.status_code == 409 and "no puede eliminar campañas" in refused.text
+        forged = http.post(
+            url, data={"csrf": "forged"}, cookies={SESSION_COOKIE: writer.sid}, headers=es
+        )
+        assert forged.status_code == 403
+        done = http.post(
+            url, data={"csrf": writer.csrf}, cookies={SESSION_COOKIE: writer.sid}, headers=es
+        )
+        assert done.status_code == 303, done.text
+        after = http.get(done.headers["location"], cookies={SESSION_COOKIE: writer.sid}).text
+        assert "Se eliminó la campaña &lt;img src=x onerror=" in after and hostile not in after
+        r = http.delete("/v1/segments/promo_fans", headers={"X-API-Key": write})
+        assert r.status_code == 204, r.text
+    assert not [c for c in Campaigns(cwh, SETTINGS).list() if c.target == "promo_fans"]

@@ -392,6 +392,58 @@ def test_a_saved_segment_is_edited_and_deleted_from_the_explorer_in_spanish(
     assert not [e for e in _errors(t) if "status of 409" not in e and "status of 404" not in e]
 
 
+def test_a_segment_a_draft_campaign_targets_is_deleted_after_the_campaign_in_spanish(
+    tab: Any, server: dict[str, Any]
+) -> None:
+    """Deleting a segment that a campaign not sent yet targets is refused, naming the
+    campaign; the campaign's page deletes it (asked first), and then the segment goes."""
+    admin = {"X-API-Key": server["keys"]["admin"]}
+    base = server["url"]
+    r = httpx.post(
+        f"{base}/v1/segments",
+        json={"name": "dc_fans", "rule": "frequency >= 3"},
+        headers=admin,
+        timeout=120,
+    )
+    assert r.status_code == 201, r.text
+    body = {
+        "name": "Vuelta <b>dc</b>",
+        "tactic": "segment",
+        "channel": "email",
+        "target": "dc_fans",
+    }
+    r = httpx.post(f"{base}/v1/campaigns", json=body, headers=admin, timeout=120)
+    assert r.status_code == 201, r.text
+    cid = r.json()["campaign_id"]
+    t = tab("es")
+    page = t.sign_in(server, key="admin")
+    dialogs: list[str] = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.accept()))
+    page.goto(base + "/dashboard/segments?edit=dc_fans")
+    page.click("#delete")
+    page.wait_for_selector("#delete-error")
+    said = page.inner_text("#delete-error")
+    assert "audiencia de campañas aún no enviadas" in said and cid in said, said
+    page.goto(base + f"/dashboard/campaigns?c={cid}")
+    page.wait_for_selector("#delete-campaign")
+    t.shot("es-campaign-delete")
+    page.click("#delete-campaign")
+    page.wait_for_selector("#deleted")
+    assert page.inner_text("#deleted") == "Se eliminó la campaña Vuelta <b>dc</b>."
+    assert "Vuelta" not in page.inner_text("#campaigns")
+    page.goto(base + "/dashboard/segments?edit=dc_fans")
+    page.click("#delete")
+    page.wait_for_selector("#deleted")
+    assert "dc_fans" in page.inner_text("#deleted")
+    assert dialogs == [
+        "¿Eliminar el segmento dc_fans?",
+        "¿Eliminar la campaña Vuelta <b>dc</b>?",
+        "¿Eliminar el segmento dc_fans?",
+    ], dialogs
+    assert not RAW.findall(page.inner_text("body"))
+    assert not [e for e in _errors(t) if "status of 409" not in e]
+
+
 def test_micro_segment_typo_is_a_friendly_message(tab: Any, server: dict[str, Any]) -> None:
     t = tab("es")
     page = t.sign_in(server)

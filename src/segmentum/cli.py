@@ -2612,6 +2612,21 @@ def campaign_list_cmd(
     console.print(t)
 
 
+@campaign_app.command("delete")
+def campaign_delete_cmd(
+    campaign: Annotated[str, typer.Argument(help="The campaign's id or name.")],
+    warehouse: WarehouseOpt = None,
+    lang: LangOpt = None,
+) -> None:
+    """Delete a campaign that was never sent (a sent one keeps its log and results)."""
+    lang = _check_lang(lang)
+    c = _campaigns(warehouse).delete(campaign)
+    console.print(
+        i18n.translations(lang).ugettext("deleted campaign %(name)s (%(id)s)")
+        % {"name": escape(c.name), "id": escape(c.campaign_id)}
+    )
+
+
 @campaign_app.command("suppressions")
 def campaign_suppressions_cmd(
     limit: Annotated[int, typer.Option(help="Rows to show, the latest first.")] = 50,

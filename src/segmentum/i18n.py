@@ -1027,6 +1027,22 @@ MESSAGES: tuple[tuple[str, tuple[str, str]], ...] = (
         r"edit it \(segmentum segment edit (\w+)\) or choose another name",
         N_("segment", "edit it (segmentum segment edit %(1)s) or choose another name"),
     ),
+    (
+        rf"segment {_Q} is used by flows: (.+)",
+        N_("segment", "segment %(1)s is used by flows: %(2)s"),
+    ),
+    (
+        r"change those flows first \(segmentum flow save\)",
+        N_("segment", "change those flows first (segmentum flow save)"),
+    ),
+    (
+        rf"segment {_Q} is the audience of campaigns not sent yet: (.+)",
+        N_("segment", "segment %(1)s is the audience of campaigns not sent yet: %(2)s"),
+    ),
+    (
+        r"send them, or delete them first: segmentum campaign delete (\S+)",
+        N_("segment", "send them, or delete them first: segmentum campaign delete %(1)s"),
+    ),
     (rf"segment {_Q} is used by (.+)", N_("segment", "segment %(1)s is used by %(2)s")),
     (r"edit or delete those first", N_("segment", "edit or delete those first")),
     (rf"segment {_Q} has not been computed", N_("segment", "segment %(1)s has not been computed")),
@@ -1589,6 +1605,23 @@ MESSAGES: tuple[tuple[str, tuple[str, str]], ...] = (
         N_("campaign", "see its results: GET %(1)s"),
     ),
     (r"list them: segmentum campaign list", N_("campaign", "list them: segmentum campaign list")),
+    (
+        rf"campaign {_Q} was imported from campaign_results: its results stay with the data "
+        "loaded",
+        N_(
+            "campaign",
+            "campaign %(1)s was imported from campaign_results: its results stay with the data "
+            "loaded",
+        ),
+    ),
+    (
+        rf"campaign {_Q} was sent: its log and results are kept",
+        N_("campaign", "campaign %(1)s was sent: its log and results are kept"),
+    ),
+    (
+        r"see its results: segmentum campaign results (\S+)",
+        N_("campaign", "see its results: segmentum campaign results %(1)s"),
+    ),
     (rf"unknown tactic {_Q}", N_("campaign", "unknown tactic %(1)s")),
     (rf"unknown channel {_Q}", N_("campaign", "unknown channel %(1)s")),
     (r"use one of ((?:[\w-]+, )+[\w-]+)", N_("campaign", "use one of %(1)s")),

@@ -264,7 +264,13 @@ class Campaigns:
             cost_per_contact,
             _now(),
         )
-        rows = [asdict(x) for x in [*self.list(), c] if x.tactic != IMPORTED]
+        self._write_definitions([*self.list(), c])
+        return c
+
+    def _write_definitions(self, campaigns: builtins.list[Campaign]) -> None:
+        """Store the definitions of ``campaigns`` (those imported from results are not stored:
+        they come from ``campaign_results``)."""
+        rows = [asdict(x) for x in campaigns if x.tactic != IMPORTED]
         schema = pa.schema(
             [
                 ("campaign_id", pa.string()),
@@ -280,6 +286,39 @@ class Campaigns:
             ]
         )
         self.wh.write(CAMPAIGNS, pa.Table.from_pylist(rows, schema=schema))
+
+    def sent(self, ids: builtins.list[str]) -> set[str]:
+        """Those of the campaigns ``ids`` whose plan is logged (they were sent, at least in
+        part): from then on they follow their log, not their segment."""
+        if not ids or not self.wh.has(SENDS):
+            return set()
+        s = self.wh.table(SENDS)
+        rows = s.filter(s.campaign_id.isin(ids)).select("campaign_id").distinct()
+        return {str(r["campaign_id"]) for r in rows.to_pyarrow().to_pylist()}
+
+    def unsent_targeting(self, segment: str) -> builtins.list[Campaign]:
+        """The campaigns whose audience is saved segment ``segment`` and that were never sent:
+        their first send (or dry run) builds the audience from it."""
+        mine = [c for c in self.list() if c.tactic == "segment" and c.target == segment]
+        done = self.sent([c.campaign_id for c in mine])
+        return [c for c in mine if c.campaign_id not in done]
+
+    def delete(self, key: str) -> Campaign:
+        """Delete a campaign that was never sent. A sent one is refused: its log is the record
+        of what was sent to whom, and its results are measured from it."""
+        c = self.get(key)
+        if c.tactic == IMPORTED:
+            raise InputError(
+                f"campaign {c.name!r} was imported from campaign_results: its results stay "
+                "with the data loaded",
+                f"see its results: segmentum campaign results {c.campaign_id}",
+            )
+        if self.sent([c.campaign_id]):
+            raise InputError(
+                f"campaign {c.name!r} was sent: its log and results are kept",
+                f"see its results: segmentum campaign results {c.campaign_id}",
+            )
+        self._write_definitions([x for x in self.list() if x.campaign_id != c.campaign_id])
         return c
 
     # ------------------------------------------------------------------ audience and plan

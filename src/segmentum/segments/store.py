@@ -210,13 +210,30 @@ class Segments:
 
     def delete(self, name: str) -> None:
         """Delete a segment, its members and its webhook subscriptions; refused while other
-        segments reference it."""
+        segments reference it, a campaign not sent yet has it as its audience, or a flow
+        starts from it or checks it (each would fail at its next use)."""
         self.get(name)
         users = [s.name for s in self.list() if name in _refs(s)]
         if users:
             raise InputError(
                 f"segment {name!r} is used by {', '.join(users)}",
                 "edit or delete those first",
+            )
+        from segmentum.campaigns.core import Campaigns
+
+        waiting = Campaigns(self.wh).unsent_targeting(name)
+        if waiting:
+            first = waiting[0].campaign_id
+            raise InputError(
+                f"segment {name!r} is the audience of campaigns not sent yet: "
+                + ", ".join(f"{c.name} ({c.campaign_id})" for c in waiting),
+                f"send them, or delete them first: segmentum campaign delete {first}",
+            )
+        flows = _flows_using(self.wh, name)
+        if flows:
+            raise InputError(
+                f"segment {name!r} is used by flows: {', '.join(flows)}",
+                "change those flows first (segmentum flow save)",
             )
         self._save(s for s in self.list() if s.name != name)
         from segmentum.history.webhooks import drop_segment
@@ -583,6 +600,27 @@ def _about(name: str, reason: str) -> str:
     """A rule error names the saved segment it is in; a previewed rule is the user's own text,
     so its error stays as the rule checker wrote it (the caret and the hint are kept)."""
     return reason if name == PREVIEW else f"segment {name}: {reason}"
+
+
+def _flows_using(wh: Warehouse, name: str) -> list[str]:
+    """The flows (of ``wh``'s flow store, when it has one) that start when a customer enters
+    or leaves segment ``name``, or whose conditions name it."""
+    from segmentum.flows.spec import FlowError, parse_flow
+    from segmentum.flows.store import FlowStore, flows_path
+
+    path = flows_path(wh.url)
+    if path == ":memory:" or not Path(path).is_file():
+        return []
+    found = []
+    for row in FlowStore(path).query("SELECT name, yaml FROM flows ORDER BY name"):
+        try:
+            flow = parse_flow(row["yaml"], f"flow {row['name']}", None, None)
+        except FlowError:  # a flow that no longer checks names nothing for sure
+            continue
+        trigger = flow.trigger.kind == "segment" and flow.trigger.name == name
+        if trigger or any(s.node is not None and name in R.names(s.node) for s in flow.steps):
+            found.append(str(row["name"]))
+    return found
 
 
 def _refs(seg: Segment) -> set[str]:

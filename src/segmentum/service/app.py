@@ -497,6 +497,13 @@ def create_app(
         )
         return {k: v for k, v in c.__dict__.items() if k != "template"}
 
+    @app.delete("/v1/campaigns/{campaign}", tags=["campaigns"], status_code=204)
+    def campaigns_delete(campaign: str, _: Write) -> None:
+        """Delete a campaign never sent; a sent one (its log, its results) is kept: 422."""
+        from segmentum.campaigns.core import Campaigns
+
+        svc.locked(lambda: Campaigns(svc.wh, settings).delete(campaign))
+
     @app.get("/v1/campaigns/{campaign}/audience", tags=["campaigns"])
     def campaigns_audience(
         campaign: str, _: Read, limit: Annotated[int, Query(ge=1, le=10_000)] = 100

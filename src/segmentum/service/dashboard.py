@@ -31,6 +31,7 @@ from fastapi.responses import (
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, FileSystemLoader, pass_context, select_autoescape
 from jinja2.runtime import Context
+from starlette.datastructures import FormData
 
 from segmentum import i18n
 from segmentum.errors import SegmentumError
@@ -420,6 +421,23 @@ def problem_json(status: int, message: str, hint: str | None = None, **extra: An
 
 def forbidden(page: Page) -> PlainTextResponse:
     return PlainTextResponse(page._("The form expired: reload the page."), status_code=403)
+
+
+async def checked_form(
+    request: Request,
+    page: Page | Response,
+    csrf_ok: Callable[[Request, Session, str | None], bool],
+) -> tuple[Page, FormData] | Response:
+    """A dashboard form post's page and fields, once its sender is signed in (``page``: what
+    ``page_or_login`` or an admin check answered) and its CSRF token matches the session's;
+    otherwise the answer to give: the sign-in page, or 403 for a forged or stale form."""
+    if not isinstance(page, Page):
+        return page
+    form = await request.form()
+    assert page.session is not None
+    if not csrf_ok(request, page.session, str(form.get("csrf", ""))):
+        return forbidden(page)
+    return page, form
 
 
 def csv_response(text: str, filename: str) -> PlainTextResponse:

@@ -16,7 +16,7 @@ from fastapi.responses import RedirectResponse, Response
 
 from segmentum.errors import SegmentumError
 from segmentum.service.auth import SCOPES, Session, create_key, list_keys, revoke_key
-from segmentum.service.dashboard import Page, forbidden, render, user_error
+from segmentum.service.dashboard import Page, checked_form, render, user_error
 
 
 def mount(
@@ -65,13 +65,11 @@ def mount(
 
     @app.post("/dashboard/keys", include_in_schema=False)
     async def keys_create(request: Request) -> Response:
-        page = admin_page(request)
-        if not isinstance(page, Page):
-            return page
-        form = await request.form()
+        got = await checked_form(request, admin_page(request), csrf_ok)
+        if not isinstance(got, tuple):
+            return got
+        page, form = got
         assert page.session is not None
-        if not csrf_ok(request, page.session, str(form.get("csrf", ""))):
-            return forbidden(page)
         name = str(form.get("name", "")).strip()[:200]
         scopes = [str(s) for s in form.getlist("scopes") if str(s) in SCOPES]
         try:
@@ -90,13 +88,11 @@ def mount(
 
     @app.post("/dashboard/keys/{key_id}/revoke", include_in_schema=False)
     async def keys_revoke(request: Request, key_id: str) -> Response:
-        page = admin_page(request)
-        if not isinstance(page, Page):
-            return page
-        form = await request.form()
+        got = await checked_form(request, admin_page(request), csrf_ok)
+        if not isinstance(got, tuple):
+            return got
+        page = got[0]
         assert page.session is not None
-        if not csrf_ok(request, page.session, str(form.get("csrf", ""))):
-            return forbidden(page)
         try:
             if key_id == page.session.key_id:
                 raise SegmentumError(
@@ -115,13 +111,11 @@ def mount(
         from segmentum.history.webhooks import subscribe
         from segmentum.service.dashboard_pages import explorer_context
 
-        page = admin_page(request)
-        if not isinstance(page, Page):
-            return page
-        form = await request.form()
+        got = await checked_form(request, admin_page(request), csrf_ok)
+        if not isinstance(got, tuple):
+            return got
+        page, form = got
         assert page.session is not None
-        if not csrf_ok(request, page.session, str(form.get("csrf", ""))):
-            return forbidden(page)
         url = str(form.get("url", "")).strip()[:2000]
 
         def run() -> dict[str, Any]:
@@ -142,13 +136,11 @@ def mount(
     async def webhook_unsubscribe(request: Request, name: str, sub_id: str) -> Response:
         from segmentum.history.webhooks import unsubscribe
 
-        page = admin_page(request)
-        if not isinstance(page, Page):
-            return page
-        form = await request.form()
+        got = await checked_form(request, admin_page(request), csrf_ok)
+        if not isinstance(got, tuple):
+            return got
+        page = got[0]
         assert page.session is not None
-        if not csrf_ok(request, page.session, str(form.get("csrf", ""))):
-            return forbidden(page)
         try:
             svc.locked(lambda: unsubscribe(svc.wh, sub_id))
         except SegmentumError as exc:

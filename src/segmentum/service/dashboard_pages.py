@@ -42,10 +42,10 @@ from segmentum.service.dashboard import (
     PALETTE,
     Page,
     chart,
+    checked_form,
     csv_response,
     currency_of,
     explorer_link,
-    forbidden,
     page_hint,
     problem_json,
     render,
@@ -475,13 +475,11 @@ def mount(
     @app.post("/dashboard/segments/{name}/delete", include_in_schema=False)
     async def segment_delete(request: Request, name: str) -> Response:
         """Delete a saved segment (a write key); refused while other segments use it."""
-        page = page_or_login(request)
-        if not isinstance(page, Page):
-            return page
-        form = await request.form()
+        got = await checked_form(request, page_or_login(request), csrf_ok)
+        if not isinstance(got, tuple):
+            return got
+        page = got[0]
         assert page.session is not None
-        if not csrf_ok(request, page.session, str(form.get("csrf", ""))):
-            return forbidden(page)
         if "write" not in page.session.scopes:
             err = {
                 "message": page._("Deleting a segment needs a key with the write scope."),
@@ -818,7 +816,9 @@ def mount(
 
     # ------------------------------------------------------------------ campaigns
     @app.get("/dashboard/campaigns", include_in_schema=False)
-    def campaigns_page(request: Request, c: str = "", segment: str = "") -> Response:
+    def campaigns_page(
+        request: Request, c: str = "", segment: str = "", deleted: str = ""
+    ) -> Response:
         page = page_or_login(request)
         if not isinstance(page, Page):
             return page
@@ -838,18 +838,17 @@ def mount(
             segment=segment,
             can_write="write" in (page.session.scopes if page.session else []),
             ad_personal=bool(svc.settings.export_personal_data),
+            deleted=deleted,
             **ctx,
         )
 
     @app.post("/dashboard/campaigns", include_in_schema=False)
     async def campaigns_create(request: Request) -> Response:
-        page = page_or_login(request)
-        if not isinstance(page, Page):
-            return page
-        form = await request.form()
+        got = await checked_form(request, page_or_login(request), csrf_ok)
+        if not isinstance(got, tuple):
+            return got
+        page, form = got
         assert page.session is not None
-        if not csrf_ok(request, page.session, str(form.get("csrf", ""))):
-            return forbidden(page)
         from segmentum.campaigns.core import Campaigns
 
         f = {k: str(v) for k, v in form.items()}
@@ -906,40 +905,72 @@ def mount(
             )
         return RedirectResponse(f"/dashboard/campaigns?{urlencode({'c': cid})}", 303)
 
-    @app.post("/dashboard/campaigns/{cid}/send", include_in_schema=False)
-    async def campaigns_send(request: Request, cid: str) -> Response:
-        page = page_or_login(request)
-        if not isinstance(page, Page):
-            return page
-        form = await request.form()
+    async def campaign_action(
+        request: Request,
+        cid: str,
+        refused: Callable[[Page], str],
+        act: Callable[[Any], Any],
+        error: str,
+        status: int,
+    ) -> tuple[Page, Any] | Response:
+        """A form of a campaign's page (send, delete): a signed-in sender, its CSRF token and a
+        write key (else ``refused``, said on the page), then ``act`` (given the campaigns)
+        under the warehouse lock. A refusal or a user error shows the campaign's page again
+        with the reason under ``error``, answered with ``status``."""
+        got = await checked_form(request, page_or_login(request), csrf_ok)
+        if not isinstance(got, tuple):
+            return got
+        page = got[0]
         assert page.session is not None
-        if not csrf_ok(request, page.session, str(form.get("csrf", ""))):
-            return forbidden(page)
         from segmentum.campaigns.core import Campaigns
-
-        def run() -> dict[str, Any]:
-            cs = Campaigns(svc.wh, svc.settings)
-            return dict(cs.send(cs.get(cid), immediately=True).__dict__)
 
         try:
             if "write" not in page.session.scopes:
-                raise SegmentumError(page._("This key cannot send campaigns."))
-            report = wh_lock(run)
+                raise SegmentumError(refused(page))
+            return page, wh_lock(lambda: act(Campaigns(svc.wh, svc.settings)))
         except SegmentumError as exc:
             ctx = wh_lock(lambda: _campaigns(page, svc, cid))
             return render(
                 page,
                 "campaigns.html",
-                status=422,
+                status=status,
                 current="campaigns",
                 selected=cid,
                 segment="",
-                can_write=True,
-                send_error=user_error(page, exc),
+                can_write="write" in page.session.scopes,
+                **{error: user_error(page, exc)},
                 **ctx,
             )
-        q = urlencode({"c": cid, "sent": report.get("delivered", 0)})
+
+    @app.post("/dashboard/campaigns/{cid}/send", include_in_schema=False)
+    async def campaigns_send(request: Request, cid: str) -> Response:
+        done = await campaign_action(
+            request,
+            cid,
+            lambda page: page._("This key cannot send campaigns."),
+            lambda cs: dict(cs.send(cs.get(cid), immediately=True).__dict__),
+            "send_error",
+            422,
+        )
+        if not isinstance(done, tuple):
+            return done
+        q = urlencode({"c": cid, "sent": done[1].get("delivered", 0)})
         return RedirectResponse(f"/dashboard/campaigns?{q}", 303)
+
+    @app.post("/dashboard/campaigns/{cid}/delete", include_in_schema=False)
+    async def campaigns_delete(request: Request, cid: str) -> Response:
+        """Delete a campaign never sent (a write key); a sent one keeps its log and results."""
+        done = await campaign_action(
+            request,
+            cid,
+            lambda page: page._("This key cannot delete campaigns."),
+            lambda cs: cs.delete(cid).name,
+            "delete_error",
+            409,
+        )
+        if not isinstance(done, tuple):
+            return done
+        return RedirectResponse("/dashboard/campaigns?" + urlencode({"deleted": done[1]}), 303)
 
     # ------------------------------------------------------------------ data
     @app.get("/dashboard/data", include_in_schema=False)
@@ -1898,6 +1929,9 @@ def _campaigns(page: Page, svc: Any, selected: str) -> dict[str, Any]:
                     "results": _results_rows(page, measured(camp), svc.settings),
                 }
                 return ctx
+            if not published and not cs.sent([camp.campaign_id]):
+                # Never sent: it can be deleted (a sent one keeps its log and its results).
+                ctx["deletable"] = {"id": camp.campaign_id, "name": camp.name}
             if published:
                 # A sent campaign's plan is published with it; a new plan needs the warehouse
                 # (its results meanwhile).
