@@ -258,7 +258,10 @@ def build_lookup(wh: Warehouse, as_of: _dt.date | None = None, *, indexed: bool 
         *[c for c in t.columns if c not in LOOKUP_DAILY],
         *[c for c in LOOKUP_DAILY if c in t.columns],
     ).order_by("customer_id")
-    out = wh.write(LOOKUP, t)
+    # Written whole every run, one copy kept: FSST's analysis cost a fifth of the write (1.8
+    # -> 1.5 s at 870,000 customers).
+    with wh.without_fsst():
+        out = wh.write(LOOKUP, t)
     if indexed and wh.url.startswith("duckdb"):
         # An ART index makes a point lookup read a few blocks instead of scanning the table.
         wh.con.raw_sql(f"CREATE INDEX IF NOT EXISTS {LOOKUP}_id ON {LOOKUP} (customer_id)")
