@@ -939,3 +939,38 @@ def test_the_campaigns_page_lists_who_must_not_be_contacted(
         en_said = " ".join(_text(en_card[: en_card.index("</article>")]).split())
         assert "3 people must not be contacted" in en_said and "bounced: 1" in en_said, en_said
         assert "None" not in said + en_said and "nan" not in (said + en_said).lower().split()
+
+
+def test_a_probability_the_fit_could_not_estimate_is_said_not_left_as_a_dash(
+    server: dict[str, Any], signed_in: Any
+) -> None:
+    """The demo's history cannot tell when customers stop buying (the dropout process is not
+    identified): P(alive) is then no probability, and churn is calibrated on the history. The
+    customer page said "—" beside a churn probability of 99.7%, read as missing data; it now
+    says why, in the page's language."""
+    lk = server["wh"].table("customer_lookup")
+    scored = lk.filter(
+        (lk.clv_status == "scored") & lk.p_alive.isnull() & lk.churn_probability.notnull()
+    )
+    [row] = scored.order_by("customer_id").limit(1).to_pyarrow().to_pylist()
+    jar, _ = signed_in()
+    said = {
+        "es": "sin estimar: este historial no permite saber cuándo dejan de comprar los clientes",
+        "en": "not estimated: this history cannot tell when customers stop buying",
+    }
+    for lang, text in said.items():
+        page = http.get(
+            f"{server['url']}/dashboard/customer",
+            params={"q": row["customer_id"], "lang": lang},
+            cookies=jar,
+        )
+        assert page.status_code == 200, page.text[:500]
+        assert text in " ".join(unescape(page.text).split()), lang
+        assert not RAW.findall(_text(page.text)), RAW.findall(_text(page.text))
+    # A customer too new to score keeps the dash: nothing was estimated for them either way.
+    new = lk.filter(lk.clv_status == "too_new").order_by("customer_id").limit(1)
+    for r in new.to_pyarrow().to_pylist():
+        page = http.get(
+            f"{server['url']}/dashboard/customer", params={"q": r["customer_id"]}, cookies=jar
+        )
+        assert said["en"] not in page.text

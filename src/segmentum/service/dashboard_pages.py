@@ -1357,6 +1357,17 @@ def _profile(page: Page, found: dict[str, Any], svc: Any) -> dict[str, Any]:
         ]
         if fields:
             groups.append({"title": titles[key], "fields": fields})
+    if found.get("clv_status") == "scored" and i18n.is_missing(found.get("p_alive")):
+        # Scored, yet no P(alive): the fit could not tell when customers stop buying (the
+        # dropout process is not identified), so it is no probability; churn was calibrated
+        # on the history instead. Said, not shown as a bare dash that reads like missing data.
+        for group in groups:
+            for f in group["fields"]:
+                if f["key"] == "p_alive":
+                    f["value"] = _(
+                        "not estimated: this history cannot tell when customers stop buying "
+                        "(see the churn probability)"
+                    )
     cid = str(found["customer_id"])
     # segmentum's own messages from its send log when the warehouse is free (a campaign sent
     # since the last run shows at once), else as the last run published them.
