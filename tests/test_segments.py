@@ -320,6 +320,66 @@ def test_account_segments_and_customers_that_reference_them(whs: Warehouse) -> N
     assert 0 < rep.sizes["big_account_buyers"] == len(expected)
 
 
+def test_an_account_rule_is_previewed_as_the_customers_of_its_accounts(whs: Warehouse) -> None:
+    """An account segment has no members of its own: its preview (a typed account rule, or a
+    saved account segment) counts the customers of the accounts it holds, as a customer rule
+    naming it has them; the builder editing one asked a customer preview and failed on the
+    account columns. A value no account has is warned about, and a wrong column named."""
+    segs = Segments(whs, SETTINGS)
+    rule = "employees >= 50 and revenue > 500"
+    typed = segs.preview(rule, level="account")
+    df = whs.table("customer_features").join(whs.table("customers"), "customer_id").to_pandas()
+    acc = df.groupby("company_id").agg(emp=("employees", "max"), rev=("monetary", "sum"))
+    big = set(acc.index[(acc.emp >= 50) & (acc.rev > 500)])
+    members = whs.table("customers").to_pandas()
+    assert 0 < typed.size == int(members.company_id.isin(big).sum()) < typed.customers
+    assert typed.rule == rule and not typed.warnings
+    segs.create("big_accounts", rule, level="account")
+    saved = segs.preview("big_accounts")
+    assert (saved.size, saved.rule) == (typed.size, rule)
+    assert segs.preview("big_accounts and frequency >= 2").size < typed.size
+    industry = str(members.industry.dropna().iloc[0])
+    typo = industry[:-1] + ("x" if industry[-1] != "x" else "y")
+    [warned] = segs.preview(f"industry == '{typo}'", level="account").warnings
+    assert warned.hint == f"did you mean '{industry.lower()}'?" or industry in warned.hint
+    with pytest.raises(R.RuleError, match="unknown column or segment 'employes'") as caught:
+        segs.preview("employes >= 50", level="account")
+    assert not str(caught.value).startswith("segment _preview")  # the user's own text
+    with pytest.raises(InputError, match="level must be customer or account"):
+        segs.preview(rule, level="company")
+
+
+def test_the_builder_previews_an_account_segment_it_edits_as_one(whs: Warehouse) -> None:
+    """Editing an account segment in the dashboard: the page says what its rule reads and
+    previews it at its level (the preview call carries it), in Spanish."""
+    import httpx
+
+    from conftest import serving
+    from segmentum.service.app import create_app
+    from segmentum.service.auth import SESSION_COOKIE, create_key, create_session
+
+    segs = Segments(whs, SETTINGS)
+    segs.create("big_accounts", "employees >= 50 and revenue > 500", level="account")
+    size = segs.preview("big_accounts").size
+    app = create_app(whs, SETTINGS)
+    session = create_session(app.state.svc.sessions, create_key(whs, "w", ["write"]))
+    assert session is not None
+    jar = {SESSION_COOKIE: session.sid}
+    with serving(app) as base, httpx.Client(base_url=base, timeout=120, cookies=jar) as http:
+        page = http.get("/dashboard/segments", params={"edit": "big_accounts", "lang": "es"})
+        assert page.status_code == 200, page.text[:500]
+        assert 'data-level="account"' in page.text and "Un segmento de cuentas" in page.text
+        new = http.get("/dashboard/segments", params={"lang": "es"}).text
+        assert 'data-level="customer"' in new and "Un segmento de cuentas" not in new
+        head = {"X-CSRF-Token": session.csrf}
+        body = {"rule": "employees >= 50 and revenue > 500", "lang": "es"}
+        got = http.post("/dashboard/api/preview", json={**body, "level": "account"}, headers=head)
+        assert got.status_code == 200 and got.json()["size"] == size > 0, got.text
+        # Read at customer level (what the builder asked before), an account column is unknown.
+        plain = http.post("/dashboard/api/preview", json=body, headers=head)
+        assert plain.status_code == 422 and "'revenue'" in plain.json()["detail"], plain.text
+
+
 # ---------------------------------------------------------------------------- micro-segments
 
 

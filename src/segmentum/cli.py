@@ -1323,6 +1323,9 @@ def segment_show_cmd(
 def segment_preview_cmd(
     rule: Annotated[str, typer.Argument(help="A rule, or the name of a saved segment.")],
     as_of: AsOfOpt = None,
+    level: Annotated[
+        str, typer.Option(help="customer, or account: the customers of the accounts it holds.")
+    ] = "customer",
     warehouse: WarehouseOpt = None,
     as_json: JsonOpt = False,
     lang: LangOpt = None,
@@ -1330,7 +1333,7 @@ def segment_preview_cmd(
     """Size, revenue and reach of a rule, without saving anything."""
     lang = _check_lang(lang)
     segments = _segments(warehouse)
-    p = segments.preview(rule, _as_of(as_of))
+    p = segments.preview(rule, _as_of(as_of), level=level)
     if as_json:
         print_json(json.dumps(p.to_dict(), default=str))
         return

@@ -1048,10 +1048,6 @@ MESSAGES: tuple[tuple[str, tuple[str, str]], ...] = (
     (rf"segment {_Q} has not been computed", N_("segment", "segment %(1)s has not been computed")),
     (r"run: segmentum segment compute", N_("segment", "run: segmentum segment compute")),
     (
-        r"preview an account segment through a customer rule that uses it",
-        N_("segment", "preview an account segment through a customer rule that uses it"),
-    ),
-    (
         r"segments reference each other in a cycle: (.+)",
         N_("segment", "segments reference each other in a cycle: %(1)s"),
     ),

@@ -40,6 +40,8 @@ DEFINITIONS = "segment_definitions"
 MEMBERS = "segment_members"
 # The name a rule is checked under while it is only previewed (never saved).
 PREVIEW = "_preview"
+#: An account rule previewed: held by this account segment, read through PREVIEW naming it.
+PREVIEW_ACCOUNT = "_preview_account"
 
 
 @dataclass
@@ -538,17 +540,30 @@ class Segments:
         return m.filter(m.as_of == ibis.literal(as_of, "date")).select("customer_id")
 
     def preview(
-        self, rule_or_name: str, as_of: _dt.date | None = None, *, sample: int = 5
+        self,
+        rule_or_name: str,
+        as_of: _dt.date | None = None,
+        *,
+        sample: int = 5,
+        level: str = "customer",
     ) -> Preview:
-        """Size, revenue and reach of a rule (or a saved segment), computed now, stored nowhere."""
+        """Size, revenue and reach of a rule (or a saved segment), computed now, stored nowhere.
+
+        ``level``: what a typed rule describes. An account rule (or a saved account segment)
+        has no members of its own: its preview is the customers of the accounts it holds, as
+        a customer rule naming it has them."""
+        if level not in LEVELS:
+            raise InputError("level must be customer or account")
         segs = {s.name: s for s in self.list()}
         if rule_or_name in segs:
             target = rule_or_name
         else:
+            target = PREVIEW_ACCOUNT if level == "account" else PREVIEW
+            segs[target] = Segment(target, rule_or_name.strip(), level=level)
+        shown = segs[target]
+        if shown.level == "account":
+            segs[PREVIEW] = Segment(PREVIEW, target)
             target = PREVIEW
-            segs[target] = Segment(target, rule_or_name.strip())
-        if segs[target].level == "account":
-            raise InputError("preview an account segment through a customer rule that uses it")
         flags, as_of, _, _ = self._evaluate(segs, as_of, wanted=[target])
         view, _ = self._view(as_of)
         j = view.select("customer_id", "monetary").join(
@@ -567,7 +582,7 @@ class Segments:
         members = j.filter(j._in).select("customer_id")
         ids = members.order_by("customer_id").limit(sample).to_pyarrow().column(0).to_pylist()
         return Preview(
-            rule=segs[target].rule,
+            rule=shown.rule,
             as_of=as_of,
             size=int(agg["size"] or 0),
             customers=int(agg["customers"] or 0),
@@ -575,17 +590,25 @@ class Segments:
             total_revenue=float(agg["total"] or 0.0),
             reach=reach(self.wh, members, as_of, self.settings),
             sample=[str(i) for i in ids],
-            warnings=self.warnings(segs[target].rule, as_of, view),
+            warnings=self.warnings(shown.rule, as_of, view, level=shown.level),
         )
 
     def warnings(
-        self, rule: str, as_of: _dt.date | None = None, view: ir.Table | None = None
+        self,
+        rule: str,
+        as_of: _dt.date | None = None,
+        view: ir.Table | None = None,
+        *,
+        level: str = "customer",
     ) -> builtins.list[R.RuleWarning]:
-        """Comparisons in a (valid) rule with a value no customer has: "did you mean ...?"."""
+        """Comparisons in a (valid) rule with a value no customer (or account, at ``level``
+        account) has: "did you mean ...?"."""
         if view is None:
             view, as_of = self._view(as_of)
+        if level == "account":
+            view = account_view(view)
         tree = R.parse(rule, self.limits)
-        key = (self.wh.url, id(self.wh), as_of)
+        key = (self.wh.url, id(self.wh), as_of, level)
         return R.rule_warnings(tree, view, self.settings.rule_value_check_max_distinct, key)
 
 
@@ -599,7 +622,7 @@ def _parse(seg: Segment, limits: R.Limits | None = None) -> R.Node:
 def _about(name: str, reason: str) -> str:
     """A rule error names the saved segment it is in; a previewed rule is the user's own text,
     so its error stays as the rule checker wrote it (the caret and the hint are kept)."""
-    return reason if name == PREVIEW else f"segment {name}: {reason}"
+    return reason if name in (PREVIEW, PREVIEW_ACCOUNT) else f"segment {name}: {reason}"
 
 
 def _flows_using(wh: Warehouse, name: str) -> list[str]:

@@ -21,7 +21,7 @@ import traceback
 from collections.abc import Callable, Mapping
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import FastAPI, File, Query, Request, Response, UploadFile
 from fastapi.concurrency import run_in_threadpool
@@ -68,6 +68,8 @@ class SegmentIn(BaseModel):
 
 class RuleIn(BaseModel):
     rule: str = Field(min_length=1, max_length=4000)
+    #: What the rule describes: an account rule is previewed as its accounts' customers.
+    level: Literal["customer", "account"] = "customer"
 
 
 class SegmentEdit(BaseModel):
@@ -396,7 +398,9 @@ def create_app(
     def segments_preview(body: RuleIn, _: Read) -> dict[str, Any]:
         from segmentum.segments.store import Segments
 
-        return svc.locked(lambda: Segments(svc.wh, settings).preview(body.rule).to_dict())
+        return svc.locked(
+            lambda: Segments(svc.wh, settings).preview(body.rule, level=body.level).to_dict()
+        )
 
     @app.get("/v1/segments/{name}/members", tags=["segments"])
     def segments_members(

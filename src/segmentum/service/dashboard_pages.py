@@ -332,7 +332,7 @@ def mount(
                 seg, _published = svc.fresh_or_published(
                     lambda: Segments(svc.wh, svc.settings).get(edit), "segment_definitions"
                 )
-                editing = {"name": seg.name, "description": seg.description}
+                editing = {"name": seg.name, "description": seg.description, "level": seg.level}
                 rule = rule or seg.rule
             except SegmentumError as exc:
                 error, status = user_error(page, exc), 404
@@ -358,11 +358,13 @@ def mount(
         body = await request.json()
         rule = str(body.get("rule", ""))[:4000]
         lang = body.get("lang") if body.get("lang") in i18n.LANGUAGES else "es"
+        # An account segment edited in the builder is previewed as one (its accounts' people).
+        level = "account" if body.get("level") == "account" else "customer"
         from segmentum.segments.rules import RuleError
         from segmentum.segments.store import Segments
 
         try:
-            p = wh_lock(lambda: Segments(svc.wh, svc.settings).preview(rule))
+            p = wh_lock(lambda: Segments(svc.wh, svc.settings).preview(rule, level=level))
         except RuleError as exc:
             return problem_json(
                 422,
@@ -1344,30 +1346,30 @@ def _profile(page: Page, found: dict[str, Any], svc: Any) -> dict[str, Any]:
             es = found.get(f"{col}_es")
             if es:
                 found = {**found, col: es, f"_{col}_es": True}
+    # Scored, yet no P(alive): the fit could not tell when customers stop buying (the dropout
+    # process is not identified), so it is no probability; churn was calibrated on the
+    # history instead. Said, not shown as a bare dash that reads like missing data.
+    unestimated = found.get("clv_status") == "scored" and i18n.is_missing(found.get("p_alive"))
+
+    def value(col: str) -> Any:
+        if found.get(f"_{col}_es"):
+            return found[col]
+        if col == "p_alive" and unestimated:
+            return _(
+                "not estimated: this history cannot tell when customers stop buying "
+                "(see the churn probability)"
+            )
+        return page.cell(col, found.get(col))
+
     groups = []
     for key, cols in FIELD_GROUPS:
         fields = [
-            {
-                "key": col,
-                "title": page.title(col),
-                "value": found[col] if found.get(f"_{col}_es") else page.cell(col, found.get(col)),
-            }
+            {"key": col, "title": page.title(col), "value": value(col)}
             for col in cols
             if col in found
         ]
         if fields:
             groups.append({"title": titles[key], "fields": fields})
-    if found.get("clv_status") == "scored" and i18n.is_missing(found.get("p_alive")):
-        # Scored, yet no P(alive): the fit could not tell when customers stop buying (the
-        # dropout process is not identified), so it is no probability; churn was calibrated
-        # on the history instead. Said, not shown as a bare dash that reads like missing data.
-        for group in groups:
-            for f in group["fields"]:
-                if f["key"] == "p_alive":
-                    f["value"] = _(
-                        "not estimated: this history cannot tell when customers stop buying "
-                        "(see the churn probability)"
-                    )
     cid = str(found["customer_id"])
     # segmentum's own messages from its send log when the warehouse is free (a campaign sent
     # since the last run shows at once), else as the last run published them.

@@ -126,7 +126,8 @@
       const mine = ++seq;
       timer = setTimeout(async function () {
         try {
-          const [r, j] = await post("/dashboard/api/preview", {rule: text, lang: lang});
+          const [r, j] = await post("/dashboard/api/preview",
+            {rule: text, lang: lang, level: rule.dataset.level || "customer"});
           if (mine !== seq) return;   // a newer rule was typed meanwhile
           out.removeAttribute("aria-busy");
           if (r.ok) showResult(j); else showError(j);
