@@ -468,6 +468,10 @@ def test_a_kept_cluster_model_assigns_everybody_as_on_the_day_it_was_fitted(
     b = wh.table("customer_clusters").to_pandas().set_index("customer_id").sort_index()
     assert (b.run_id == "kept").all() and len(b) == len(a)  # the date's rows replaced
     assert (a.cluster == b.cluster).all() and (a.cluster_name == b.cluster_name).all()
+    # The fit's profiles too: names, tests and rule tree, not profiled again (nor renamed).
+    assert kept.profiles.to_dict() == first.profiles.to_dict()
+    again = discover(wh, bootstrap=2, k_range=range(3, 7), reuse=True, run_id="again")
+    assert again.profiles.to_dict() == first.profiles.to_dict()  # carried from a kept run
     asked = {"method": "gmm", "numeric": list(DEFAULT_NUMERIC), "categorical": [], "mix": 8}
     assert stored_model(wh, asked, first.as_of) is not None
     # Other settings: nothing kept fits them, so the model is fitted again.

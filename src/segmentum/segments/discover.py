@@ -119,9 +119,10 @@ def discover(
         Customers the models are fitted on; every customer is then assigned in the engine.
     reuse
         Keep the model the last discovery fitted, when it was fitted with these settings (an
-        incremental daily run between refits): every customer is assigned and the segments
-        profiled again, without fitting (nor choosing k, nor the bootstrap) again. The
-        clusters then keep their meaning from day to day; the stability reported is the fit's.
+        incremental daily run between refits): every customer is assigned again, without
+        fitting (nor choosing k, nor the bootstrap) again. The clusters then keep their
+        meaning, their profiles and their names from day to day until the next refit; the
+        stability reported is the fit's.
     changed, since
         An incremental day's changed customers and the last run's date: the category spend
         mix, kept in ``cluster_mix``, is then computed again only for them (it follows from a
@@ -165,20 +166,25 @@ def discover(
             seed=seed,
         )
         fitted_as_of = as_of.isoformat()
-    labelled = sample.assign(cluster=result.sample_labels)
-    profiles = profile_segments(
-        labelled,
-        "cluster",
-        [c for c in [*PROFILE_NUMERIC, *mix_cols] if c in labelled.columns],
-        [c for c in PROFILE_CATEGORICAL if c in labelled.columns],
-        seed=seed,
-        categories={mix_column(c): c for c in cats},
-    )
+    if kept and kept.get("profiles"):
+        # Between refits the clusters keep the fit's profiles, and with them their names: a
+        # cluster is not renamed on a day a trait's share crossed a threshold in a new sample
+        # (and the tests, the rule tree and their imports cost 1.3 s of a new day's run).
+        profiles = Profiles.from_dict(kept["profiles"])
+    else:
+        labelled = sample.assign(cluster=result.sample_labels)
+        profiles = profile_segments(
+            labelled,
+            "cluster",
+            [c for c in [*PROFILE_NUMERIC, *mix_cols] if c in labelled.columns],
+            [c for c in PROFILE_CATEGORICAL if c in labelled.columns],
+            seed=seed,
+            categories={mix_column(c): c for c in cats},
+        )
+        for p in profiles.segments:
+            if result.stability_ari < 0.6:
+                p.flags.append("unstable")
     names = {int(p.segment): p for p in profiles.segments}
-    stability = result.stability_ari
-    for p in profiles.segments:
-        if stability < 0.6:
-            p.flags.append("unstable")
     assigned = result.assign(frame)
     name_map = ibis.cases(
         *[(assigned.cluster == i, f"{i}: {p.name_en}") for i, p in names.items()],
@@ -276,14 +282,16 @@ def stored_model(wh: Warehouse, asked: dict[str, object], as_of: _dt.date) -> di
     if not rows:
         return None
     try:
-        kept = json.loads(rows[0]["summary"]).get("kept")
-    except (TypeError, ValueError):
+        summary = json.loads(rows[0]["summary"])
+        kept = summary.get("kept")
+    except (TypeError, ValueError, AttributeError):
         return None
     if not isinstance(kept, dict) or any(kept.get(key) != v for key, v in asked.items()):
         return None
     if "k" not in asked and "k" in kept:
         return None
-    return kept
+    # The fit's profiles (names, tests), carried by every run that kept it.
+    return {**kept, "profiles": summary.get("profiles")}
 
 
 def profile_labels(

@@ -103,6 +103,25 @@ class Profiles:
             "sample_size": self.sample_size,
         }
 
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Profiles:
+        """The profiles :meth:`to_dict` wrote (kept as JSON with a discovery's run)."""
+        segments = [
+            SegmentProfile(
+                **{k: v for k, v in s.items() if k != "tests"},
+                tests=[FeatureTest(**t) for t in s["tests"]],
+            )
+            for s in d["segments"]
+        ]
+        return cls(
+            segments,
+            list(d["overall"]),
+            str(d["tree_rules"]),
+            float(d["tree_accuracy"]),
+            float(d["tree_baseline"]),
+            int(d["sample_size"]),
+        )
+
 
 def benjamini_hochberg(p: Sequence[float]) -> np.ndarray:
     """Adjusted p-values (q-values) controlling the false discovery rate."""
