@@ -341,6 +341,7 @@ def test_an_account_rule_is_previewed_as_the_customers_of_its_accounts(whs: Ware
     industry = str(members.industry.dropna().iloc[0])
     typo = industry[:-1] + ("x" if industry[-1] != "x" else "y")
     [warned] = segs.preview(f"industry == '{typo}'", level="account").warnings
+    assert warned.message.startswith("no account has industry = ")  # accounts, not customers
     assert warned.hint == f"did you mean '{industry.lower()}'?" or industry in warned.hint
     with pytest.raises(R.RuleError, match="unknown column or segment 'employes'") as caught:
         segs.preview("employes >= 50", level="account")
@@ -375,6 +376,12 @@ def test_the_builder_previews_an_account_segment_it_edits_as_one(whs: Warehouse)
         body = {"rule": "employees >= 50 and revenue > 500", "lang": "es"}
         got = http.post("/dashboard/api/preview", json={**body, "level": "account"}, headers=head)
         assert got.status_code == 200 and got.json()["size"] == size > 0, got.text
+        typo = http.post(
+            "/dashboard/api/preview",
+            json={"rule": "industry == 'retial'", "lang": "es", "level": "account"},
+            headers=head,
+        ).json()
+        assert typo["warnings"][0]["message"].startswith("ninguna cuenta tiene industry"), typo
         # Read at customer level (what the builder asked before), an account column is unknown.
         plain = http.post("/dashboard/api/preview", json=body, headers=head)
         assert plain.status_code == 422 and "'revenue'" in plain.json()["detail"], plain.text

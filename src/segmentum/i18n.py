@@ -575,6 +575,14 @@ MESSAGES: tuple[tuple[str, tuple[str, str]], ...] = (
         N_("rule", "no customer has %(1)s = %(2)s, so this is true for everyone"),
     ),
     (
+        rf"no account has (\w+) = {_Q}, so this selects nobody",
+        N_("rule", "no account has %(1)s = %(2)s, so this selects nobody"),
+    ),
+    (
+        rf"no account has (\w+) = {_Q}, so this is true for everyone",
+        N_("rule", "no account has %(1)s = %(2)s, so this is true for everyone"),
+    ),
+    (
         rf"values are case-sensitive: did you mean {_Q}\?",
         N_("rule", "values are case-sensitive: did you mean %(1)s?"),
     ),

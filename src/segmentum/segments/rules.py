@@ -1191,8 +1191,10 @@ def value_warnings(
     node: Node,
     values: Mapping[str, list[str] | None],
     aliases: Mapping[str, Mapping[str, str]] | None = None,
+    who: str = "customer",
 ) -> list[RuleWarning]:
-    """A warning for each comparison of a text column with a value no customer has."""
+    """A warning for each comparison of a text column with a value no customer (``who``: or
+    account, for an account rule) has."""
     aliases = display_aliases() if aliases is None else aliases
     out: list[RuleWarning] = []
     for col, lit, op in compared_values(node):
@@ -1201,7 +1203,7 @@ def value_warnings(
             continue
         value = str(lit.value)
         effect = "selects nobody" if op == "==" else "is true for everyone"
-        message = f"no customer has {col} = {value!r}, so this {effect}"
+        message = f"no {who} has {col} = {value!r}, so this {effect}"
         alias = aliases.get(col, {}).get(value.lower())
         by_case = {k.lower(): k for k in known}
         close = difflib.get_close_matches(value, known, n=1, cutoff=0.6)
@@ -1219,10 +1221,12 @@ def value_warnings(
 
 
 def rule_warnings(
-    node: Node, view: ir.Table, max_distinct: int, cache_key: Any = None
+    node: Node, view: ir.Table, max_distinct: int, cache_key: Any = None, who: str = "customer"
 ) -> list[RuleWarning]:
-    """:func:`value_warnings` with the values read from ``view`` (see :func:`distinct_values`)."""
+    """:func:`value_warnings` with the values read from ``view`` (see :func:`distinct_values`):
+    its rows are customers, or accounts (``who``)."""
     columns = [col for col, _, _ in compared_values(node)]
     if not columns:
         return []
-    return value_warnings(node, distinct_values(view, columns, max_distinct, cache_key))
+    found = distinct_values(view, columns, max_distinct, cache_key)
+    return value_warnings(node, found, who=who)

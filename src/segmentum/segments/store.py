@@ -609,7 +609,8 @@ class Segments:
             view = account_view(view)
         tree = R.parse(rule, self.limits)
         key = (self.wh.url, id(self.wh), as_of, level)
-        return R.rule_warnings(tree, view, self.settings.rule_value_check_max_distinct, key)
+        most = self.settings.rule_value_check_max_distinct
+        return R.rule_warnings(tree, view, most, key, who=level)
 
 
 def _parse(seg: Segment, limits: R.Limits | None = None) -> R.Node:
