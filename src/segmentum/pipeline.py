@@ -158,7 +158,11 @@ def compute_features(
     """
     if plan is not None and plan.kind == incremental.INCREMENTAL:
         feats = incremental.features(wh, plan, settings.weeks).mutate(run_id=ibis.literal(run_id))
-        stored = wh.replace_where("customer_features", feats, "as_of", plan.as_of)
+        # The rows carried are the last run's, of an earlier day than those replaced.
+        later = plan.previous is not None and plan.previous.as_of < plan.as_of
+        stored = wh.replace_where(
+            "customer_features", feats, "as_of", plan.as_of, reads_other_values=later
+        )
         return plan.as_of, stored.filter(stored.as_of == ibis.literal(plan.as_of, "date"))
     tx = wh.table("transactions")
     as_of = as_of or default_as_of(tx)

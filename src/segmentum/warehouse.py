@@ -317,12 +317,23 @@ class Warehouse:
         if self.engine == "postgres":
             self.run_sql(f'ANALYZE "{name.replace(chr(34), chr(34) * 2)}"')
 
-    def replace_where(self, name: str, obj: ir.Table, column: str, value: Any) -> ir.Table:
+    def replace_where(
+        self,
+        name: str,
+        obj: ir.Table,
+        column: str,
+        value: Any,
+        *,
+        reads_other_values: bool = False,
+    ) -> ir.Table:
         """Replace the rows of ``name`` whose ``column`` equals ``value`` by ``obj``'s rows.
 
         Used for results keyed by ``as_of``: a rerun for the same date replaces, other dates stay.
         When the columns differ (a new version adds one, or a step was skipped), both sides are
         widened to the union of the columns, missing values empty: the history is never dropped.
+        ``reads_other_values``: ``obj`` reads ``name`` only where ``column`` holds other values
+        (a new day's features carried from the last day's): its query then feeds the insert
+        directly, as the rows it reads are not those replaced.
         """
         self._writable(name)
         if not self.has(name):
@@ -340,7 +351,7 @@ class Warehouse:
             obj = obj.mutate(
                 **{c: ibis.null(schema[c]) for c in current.columns if c not in obj.columns}
             )
-            return self._replace_in_place(name, obj, column, values)
+            return self._replace_in_place(name, obj, column, values, reads_other_values)
         # Several keys at once (e.g. backfilled dates); rows without a key are kept.
         hit = current[column].isin([ibis.literal(v) for v in values])
         kept = current.filter(~hit | current[column].isnull())
@@ -359,7 +370,12 @@ class Warehouse:
         return self.write(name, combined)
 
     def _replace_in_place(
-        self, name: str, obj: ir.Table, column: str, values: Sequence[Any]
+        self,
+        name: str,
+        obj: ir.Table,
+        column: str,
+        values: Sequence[Any],
+        reads_other_values: bool = False,
     ) -> ir.Table:
         """DuckDB, PostgreSQL: delete the replaced rows and insert the new ones, in one
         transaction. The rows of other dates are not rewritten: a daily run adds a snapshot a
@@ -369,7 +385,10 @@ class Warehouse:
         first, so that it reads the rows it replaces as they were."""
         current = self.con.table(name)
         shaped = obj.select(*current.columns).cast(current.schema())
-        staged = None if _reads_only_others(shaped, name) else self.materialize(shaped, "replace")
+        direct = _reads_only_others(shaped, name) or (
+            reads_other_values and _reads_stored_only(shaped)
+        )
+        staged = None if direct else self.materialize(shaped, "replace")
         source = f"({self.con.compile(shaped)})" if staged is None else _ident(staged.get_name())
         table, col = _ident(name), _ident(column)
         cols = ", ".join(_ident(c) for c in current.columns)
