@@ -382,6 +382,11 @@ def test_the_builder_previews_an_account_segment_it_edits_as_one(whs: Warehouse)
             headers=head,
         ).json()
         assert typo["warnings"][0]["message"].startswith("ninguna cuenta tiene industry"), typo
+        # Its "values of a column" are the accounts' (industries), not the customers' classes.
+        assert 'value="industry"' in page.text and 'value="rfm_segment"' not in page.text
+        got = http.get("/dashboard/api/values", params={"column": "industry", "level": "account"})
+        industries = {v["value"] for v in got.json()["values"]}
+        assert industries == set(whs.table("customers").to_pandas().industry.dropna()), got.text
         # Read at customer level (what the builder asked before), an account column is unknown.
         plain = http.post("/dashboard/api/preview", json=body, headers=head)
         assert plain.status_code == 422 and "'revenue'" in plain.json()["detail"], plain.text

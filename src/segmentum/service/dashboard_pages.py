@@ -82,9 +82,16 @@ def _bin_labels(edges: list[float], fmt: Callable[[Any, int], str]) -> list[str]
     return [f"{a} – {b}" for a, b in itertools.pairwise(texts)]
 
 
-def _offered(svc: Any) -> list[str]:
+# The categorical columns of the account view (firmographics) an account rule compares.
+ACCOUNT_CATEGORICAL = ("industry", "country")
+
+
+def _offered(svc: Any, level: str = "customer") -> list[str]:
     """The categorical columns this warehouse's customer view has (from the last run's cached
-    overview; all of them before a run): no region or age without a customers file."""
+    overview; all of them before a run): no region or age without a customers file. An
+    account rule's: the account view's firmographics."""
+    if level == "account":
+        return list(ACCOUNT_CATEGORICAL)
     have = svc.overview().get("columns")
     return [c for c in CATEGORICAL if have is None or c in have]
 
@@ -344,7 +351,7 @@ def mount(
             rule=rule,
             editing=editing,
             error=error,
-            columns=_offered(svc),
+            columns=_offered(svc, editing["level"] if editing else "customer"),
             can_write="write" in (page.session.scopes if page.session else []),
         )
 
@@ -398,14 +405,15 @@ def mount(
         return JSONResponse(out)
 
     @app.get("/dashboard/api/values", include_in_schema=False)
-    def api_values(request: Request, column: str = "") -> Response:
+    def api_values(request: Request, column: str = "", level: str = "customer") -> Response:
         s = current_session(request)
         if s is None:
             return problem_json(401, _said(request, "sign in again: your session has ended"))
-        if column not in CATEGORICAL:
+        account = level == "account"
+        if column not in (ACCOUNT_CATEGORICAL if account else CATEGORICAL):
             return JSONResponse({"column": column, "values": []})
         lang = language_of(request)
-        vals = wh_lock(lambda: _distinct(svc, column))
+        vals = wh_lock(lambda: _distinct(svc, column, account))
         return JSONResponse(
             {
                 "column": column,
@@ -1500,10 +1508,15 @@ def _reach_rows(lang: str, reach: dict[str, Any] | None) -> list[dict[str, str]]
     return out
 
 
-def _distinct(svc: Any, column: str) -> list[str]:
-    from segmentum.segments.view import customer_view
+def _distinct(svc: Any, column: str, account: bool = False) -> list[str]:
+    """The most common values of ``column`` among the customers (or the accounts)."""
+    from segmentum.segments.view import account_view, customer_view
 
     view, _ = customer_view(svc.wh)
+    if account and "company_id" in view.columns:
+        view = account_view(view)
+    elif account:
+        return []
     if column not in view.columns:
         return []
     f = view.filter(view[column].notnull())

@@ -147,8 +147,8 @@
       chips.textContent = "";
       if (!col.value) return;
       chips.setAttribute("aria-busy", "true");
-      const r = await fetch("/dashboard/api/values?column=" + encodeURIComponent(col.value),
-        {credentials: "same-origin"});
+      const r = await fetch("/dashboard/api/values?column=" + encodeURIComponent(col.value) +
+        "&level=" + encodeURIComponent(rule.dataset.level || "customer"), {credentials: "same-origin"});
       const j = await r.json();
       chips.removeAttribute("aria-busy");
       j.values.forEach(function (v) {
