@@ -223,7 +223,7 @@ class Segments:
             )
         from segmentum.campaigns.core import Campaigns
 
-        waiting = Campaigns(self.wh).unsent_targeting(name)
+        waiting = Campaigns(self.wh, self.settings).unsent_targeting(name)
         if waiting:
             first = waiting[0].campaign_id
             raise InputError(
@@ -231,7 +231,7 @@ class Segments:
                 + ", ".join(f"{c.name} ({c.campaign_id})" for c in waiting),
                 f"send them, or delete them first: segmentum campaign delete {first}",
             )
-        flows = _flows_using(self.wh, name)
+        flows = _flows_using(self.wh, name, self.settings)
         if flows:
             raise InputError(
                 f"segment {name!r} is used by flows: {', '.join(flows)}",
@@ -626,13 +626,13 @@ def _about(name: str, reason: str) -> str:
     return reason if name in (PREVIEW, PREVIEW_ACCOUNT) else f"segment {name}: {reason}"
 
 
-def _flows_using(wh: Warehouse, name: str) -> list[str]:
+def _flows_using(wh: Warehouse, name: str, settings: Settings) -> list[str]:
     """The flows (of ``wh``'s flow store, when it has one) that start when a customer enters
     or leaves segment ``name``, or whose conditions name it."""
     from segmentum.flows.spec import FlowError, parse_flow
     from segmentum.flows.store import FlowStore, flows_path
 
-    path = flows_path(wh.url)
+    path = flows_path(wh.url, settings)
     if path == ":memory:" or not Path(path).is_file():
         return []
     found = []
