@@ -222,7 +222,7 @@ def test_forget_leaves_no_document_of_the_customer_in_the_serving_store(
     no file of the serving store's documents holds the customer's id."""
     import shutil
 
-    from segmentum.serving import ServingStore, _bases, documents_path, serving_path
+    from segmentum.serving import ServingStore, _bases, _dated_folder, documents_path, serving_path
 
     root = tmp_path / "served"
     shutil.copytree(service_db.parent, root, ignore=shutil.ignore_patterns("demo"))
@@ -236,6 +236,7 @@ def test_forget_leaves_no_document_of_the_customer_in_the_serving_store(
         assert isinstance(store.document("customer_lookup", cid), str)
         before = set(_bases(target))
         assert before and any(cid.encode() in p.read_bytes() for p in before)
+        assert _in_dated(_dated_folder(target), cid)
         report = forget(wh, cid)
     finally:
         wh.close()
@@ -244,3 +245,19 @@ def test_forget_leaves_no_document_of_the_customer_in_the_serving_store(
     assert set(files[1:]).isdisjoint(before)  # the old bases are gone
     for f in files:
         assert cid.encode() not in f.read_bytes(), f
+    # Nor any file of the history (one Parquet file a date, compressed: read, not searched).
+    assert not _in_dated(_dated_folder(target), cid)
+
+
+def _in_dated(folder: Path, cid: str) -> int:
+    """Rows of customer ``cid`` in the serving store's dated Parquet files (there must be some)."""
+    import duckdb
+
+    dated = sorted(folder.glob("*.parquet"))
+    assert dated
+    found = duckdb.connect().execute(
+        "select count(*) from read_parquet(?, union_by_name = true) where customer_id = ?",
+        [[str(p) for p in dated], cid],
+    )
+    row = found.fetchone()
+    return int(row[0]) if row else 0

@@ -28,7 +28,7 @@ from tests.conftest import _free_port
 import segmentum
 from segmentum.service.auth import create_key
 from segmentum.service.state import StateStore
-from segmentum.serving import ServingStore, documents_path, publish, serving_path
+from segmentum.serving import ServingStore, _dated_folder, documents_path, publish, serving_path
 from segmentum.warehouse import Warehouse
 
 ENV = {**os.environ, "SEGMENTUM_DISCOVER_SEGMENTS": "false", "SEGMENTUM_BUSY_WAIT_SECONDS": "1"}
@@ -606,7 +606,7 @@ def test_a_days_publish_writes_again_only_the_documents_whose_customer_changed(
     import sqlite3
 
     from segmentum.precompute import lookup_row
-    from segmentum.serving import _bases, documents_path
+    from segmentum.serving import _bases, _hashes_path, documents_path
 
     wh = segmentum.connect(f"duckdb:///{tmp_path / 'w.duckdb'}")
     sql = (
@@ -674,6 +674,11 @@ def test_a_days_publish_writes_again_only_the_documents_whose_customer_changed(
     assert base() == first and delta() == {"C3", "C5", "C40"}
     doc = store.document("customer_lookup", "C5")
     assert isinstance(doc, str) and json.loads(doc) == lookup_row(cur, "?", "C5")
+    # The base's keys and hashes lie beside it, what a day compares with; a base without
+    # them (an older store's) is read for them.
+    hashes = _hashes_path(first)
+    assert hashes.is_file()
+    hashes.unlink()
     # C39 leaves: marked gone in the delta, the base kept.
     wh.write("customer_lookup", wh.con.sql(day(13, leaving=39)))
     publish(wh, target, specs, documents=docs, daily=daily)
@@ -684,6 +689,7 @@ def test_a_days_publish_writes_again_only_the_documents_whose_customer_changed(
     assert store.document("customer_lookup", "C39") is None
     rebased = base()
     assert rebased != first and not first.exists() and delta() == set()
+    assert _hashes_path(rebased).is_file()
     con = sqlite3.connect(rebased)
     assert con.execute("select count(*) from customer_lookup where k = 'C39'").fetchone() == (0,)
     con.close()
@@ -695,6 +701,7 @@ def test_a_days_publish_writes_again_only_the_documents_whose_customer_changed(
     publish(wh, target, specs, documents=docs, daily=daily)
     second = base()
     assert second != first and not first.exists() and delta() == set()
+    assert not _hashes_path(first).exists() and _hashes_path(second).is_file()
     doc = store.document("customer_lookup", "C5")
     assert isinstance(doc, str) and json.loads(doc) == lookup_row(cur, "?", "C5")
     # A column more (a new version of the lookup): every document written again.
@@ -712,6 +719,7 @@ def test_a_days_publish_writes_again_only_the_documents_whose_customer_changed(
     # A publish without documents leaves none behind, base included.
     publish(wh, target, specs)
     assert not path.exists() and _bases(target) == []
+    assert list(tmp_path.glob("*.parquet")) == []  # nor their hashes
     assert store.document("customer_lookup", "C5") is False
     wh.close()
 
@@ -761,8 +769,15 @@ def test_a_daily_publish_copies_only_the_dates_that_changed(tmp_path: Path) -> N
         old = store.cursor()
         before = rows(old, "customer_classes") if old is not None else []
         out = publish(wh, target, specs, run_id=f"run{i}")
-        # Day 3 would delete two days and insert 20,500 rows of 40,500: copied whole instead.
-        assert out.carried == ([] if i in (0, 3) else ["customer_classes"])
+        # One Parquet file a date (_publish_dated): a new day writes its own date only, a rerun
+        # writes that date again; the days kept are carried (day 3: day 2's file).
+        assert out.carried == ([] if i == 0 else ["customer_classes"])
+        written = {p.name for p in _dated_folder(target).glob("customer_classes.*.parquet")}
+        # The files this generation reads, and those the one before read (a reader may still
+        # hold it); none older.
+        assert len(written) <= len(
+            {d for d, _ in wh.run_sql("select distinct as_of, run_id from customer_classes")}
+        ) + (2 if i >= 3 else 1)
         same_as_warehouse(store)
         if old is not None:  # the reader of the last generation still sees it whole
             assert rows(old, "customer_classes") == before
@@ -778,13 +793,17 @@ def test_a_daily_publish_copies_only_the_dates_that_changed(tmp_path: Path) -> N
     fresh = tmp_path / "fresh.serving.duckdb"
     publish(wh, fresh, specs)
     assert sizes[-1] < 2.5 * fresh.stat().st_size, (sizes, fresh.stat().st_size)
-    # A history backfill replaces every date: copied whole, into the space of the old copy
-    # (written over it, the file held both).
+    # A history backfill replaces every date: every date's file written again; the old ones
+    # are deleted a publish later.
     wh.con.raw_sql("update customer_classes set run_id = run_id || '-backfill'")
     out = publish(wh, target, specs)
     assert "customer_classes" not in out.carried
     same_as_warehouse(store)
     assert target.stat().st_size <= 1.1 * sizes[-1], (target.stat().st_size, sizes)
+    dates = len(wh.run_sql("select distinct as_of from customer_classes"))
+    assert len(list(_dated_folder(target).glob("*.parquet"))) == 2 * dates
+    publish(wh, target, specs)
+    assert len(list(_dated_folder(target).glob("*.parquet"))) == dates
     # Other columns than the last generation's: copied whole.
     wh.write("customer_classes", wh.table("customer_classes").mutate(extra=1))
     out = publish(wh, target, specs)
@@ -793,6 +812,45 @@ def test_a_daily_publish_copies_only_the_dates_that_changed(tmp_path: Path) -> N
     assert cur is not None and "extra" in [
         d[0] for d in cur.execute("select * from customer_classes limit 1").description
     ]
+    wh.close()
+
+
+def test_a_store_holding_its_history_in_the_file_is_written_anew(tmp_path: Path) -> None:
+    """A serving store published before the history went into dated Parquet files holds it in
+    the file: the next publish writes a new file (dropped there, the tables' space would be
+    copied with every generation), with the history as files, and readers see the same rows."""
+    wh = segmentum.connect(f"duckdb:///{tmp_path / 'w.duckdb'}")
+    wh.write(
+        "customer_classes",
+        wh.con.sql(
+            "select 'C' || range::varchar as customer_id, DATE '2025-01-01' + (range % 3)::int "
+            "as as_of, 'r' || (range % 3)::varchar as run_id, range % 5 as tier "
+            "from range(60000)"
+        ),
+    )
+    target = tmp_path / "w.serving.duckdb"
+    specs = {"customer_classes": None}
+    publish(wh, target, specs)
+    # As an older version left it: the history in the file, no Parquet files.
+    con = duckdb.connect(str(target))
+    con.execute("create table h as select * from customer_classes")
+    con.execute("drop view customer_classes")
+    con.execute("alter table h rename to customer_classes")
+    con.close()
+    shutil.rmtree(_dated_folder(target))
+    old_size = target.stat().st_size
+    out = publish(wh, target, specs)
+    assert out.carried == [] and out.tables == {"customer_classes": 60000}
+    assert target.stat().st_size < old_size
+    assert len(list(_dated_folder(target).glob("customer_classes.*.parquet"))) == 3
+    cur = ServingStore(target).cursor()
+    assert cur is not None
+    query = "select * from customer_classes order by all"
+    assert cur.execute(query).fetchall() == wh.con.con.execute(query).fetchall()
+    kinds = cur.execute(
+        "select table_type from information_schema.tables where table_name = 'customer_classes'"
+    ).fetchall()
+    assert kinds == [("VIEW",)]
     wh.close()
 
 

@@ -352,6 +352,7 @@ def _publish_file(
         os.replace(tmp, target)  # atomic: a reader sees the old file or the new one, never half
         _fsync(target.parent)
         _drop_old_bases(target)
+        _drop_old_dated(target, at_once=documents_anew)
     finally:
         for leftover in (tmp, tmp.with_name(tmp.name + ".wal"), docs_tmp):
             with contextlib.suppress(FileNotFoundError):
@@ -607,8 +608,6 @@ def _held_hashes(
     with the same columns: each with its base file (``t.base``), its hashes read into ``con``
     (``t.old``), how many rows changed or arrived since (``t.changed``) and how many keys are
     gone (``t.gone``)."""
-    import pyarrow as pa
-
     try:
         docs = sqlite3.connect(_read_only(previous), uri=True)
     except sqlite3.Error:
@@ -629,21 +628,9 @@ def _held_hashes(
         base = previous.parent / files[t.name] if t.name in files else None
         if layouts.get(t.name) != t.signature or base is None or not base.is_file():
             continue
-        try:
-            held_in = sqlite3.connect(_read_only(base), uri=True)
-            try:
-                held = held_in.execute(f"SELECT k, h FROM {_quote(t.name)}").fetchall()
-            finally:
-                held_in.close()
-        except sqlite3.Error:
+        old = _base_hashes(base, t.name)
+        if old is None:
             continue
-        old = pa.table(
-            {
-                "k": pa.array([r[0] for r in held], pa.string()),
-                "h": pa.array([r[1] for r in held], pa.int64()),
-            }
-        )
-        del held
         t.base, t.old = base, f"_seg_docs_{uuid.uuid4().hex[:8]}"
         con.register(t.old, old)
         q = _quote(t.key)
@@ -659,6 +646,39 @@ def _held_hashes(
         t.changed, t.gone = int(changed), int(gone)
         found.append(t)
     return found
+
+
+def _hashes_path(base: Path) -> Path:
+    """The Parquet file beside a documents' base holding its keys and hashes (``k``, ``h``):
+    what a publish compares the new rows with, read in a few milliseconds where reading them
+    out of the base took a second at 870,000 customers."""
+    return base.with_name(f"{base.name}.hashes.parquet")
+
+
+def _base_hashes(base: Path, table: str) -> Any:
+    """The keys and hashes of ``base`` (an Arrow table of ``k``, ``h``): from its Parquet
+    file, or else (an older store's base) from the base itself; None when neither reads."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    with contextlib.suppress(OSError, pa.ArrowException):
+        got = pq.read_table(_hashes_path(base))
+        if got.schema.names == ["k", "h"]:
+            return got.cast(pa.schema([("k", pa.string()), ("h", pa.int64())]))
+    try:
+        held_in = sqlite3.connect(_read_only(base), uri=True)
+        try:
+            held = held_in.execute(f"SELECT k, h FROM {_quote(table)}").fetchall()
+        finally:
+            held_in.close()
+    except sqlite3.Error:
+        return None
+    return pa.table(
+        {
+            "k": pa.array([r[0] for r in held], pa.string()),
+            "h": pa.array([r[1] for r in held], pa.int64()),
+        }
+    )
 
 
 def _write_documents(
@@ -759,6 +779,17 @@ def _write_base(con: duckdb.DuckDBPyConnection, base: Path, t: _DocTable) -> Non
         docs.commit()
     finally:
         docs.close()
+    hashes = _hashes_path(base)
+    part = hashes.with_name(f".{hashes.name}.tmp")
+    try:  # the keys and hashes again, for the next publish to compare with (_base_hashes)
+        con.execute(
+            f"COPY (SELECT CAST({q} AS VARCHAR) AS k, {_digest(t)} AS h FROM {table} "
+            f"WHERE {q} IS NOT NULL) TO {_sql_string(str(part))} (FORMAT parquet)"
+        )
+        os.replace(part, hashes)
+        _fsync(hashes)
+    finally:
+        part.unlink(missing_ok=True)
     _fsync(base)
 
 
@@ -817,6 +848,10 @@ def _drop_old_bases(target: Path) -> None:
     for base in _bases(target):
         if base.name not in keep:
             base.unlink(missing_ok=True)
+            _hashes_path(base).unlink(missing_ok=True)
+    for hashes in target.parent.glob(f"{glob.escape(documents_path(target).name)}.*.parquet"):
+        if hashes.name.removesuffix(".hashes.parquet") not in keep:  # its base is gone
+            hashes.unlink(missing_ok=True)
 
 
 def _copy_in_engine(
@@ -847,7 +882,10 @@ def _copy_in_engine(
     """
     carried: list[str] = []
     keyed = keyed or {}
-    fresh = last is None or not last.is_file()
+    # A generation that holds its dated tables in the file (written before they went into
+    # Parquet files, or from another engine) is not copied: dropped there, they would leave
+    # their space in every copy made from it.
+    fresh = last is None or not last.is_file() or _dated_in_file(last)
     if not fresh:
         assert last is not None
         shutil.copyfile(last, tmp)
@@ -868,10 +906,19 @@ def _copy_in_engine(
         follows = bool(base_run) and META in held and _published_run(wh, alias) == base_run
         split = {n: k for n, k in specs.items() if n in keyed and k}
         parts = {_part(n, p) for n in split for p in _PARTS}
-        for name in views - set(split):  # a view is only ever a table kept in parts
+        for name in views - set(split) - set(specs):  # a read model no longer there
             wh.con.raw_sql(f"DROP VIEW {alias}.{_quote(name)}")
-        for name in held - set(specs) - parts - {SOURCES}:  # a read model no longer there
+        for name in held - set(specs) - parts - {SOURCES, DATED_FILES}:  # one no longer there
             wh.con.raw_sql(f"DROP TABLE {alias}.{_quote(name)}")
+        if DATED_FILES in held:  # kept, not carried: each dated table writes its own rows again
+            wh.con.raw_sql(f"DELETE FROM {alias}.{DATED_FILES} WHERE state = 'retired'")
+            # What the last generation read is retired: deleted once no generation reads it.
+            wh.con.raw_sql(f"UPDATE {alias}.{DATED_FILES} SET state = 'retired'")
+        else:
+            wh.con.raw_sql(
+                f"CREATE TABLE {alias}.{DATED_FILES} "
+                "(name VARCHAR, as_of DATE, file VARCHAR, state VARCHAR)"
+            )
         whole: dict[str, str | None] = {}  # copied whole, once the old copies are dropped
         in_parts_whole: dict[str, str] = {}  # the same for tables kept in parts
         for name, key in specs.items():
@@ -895,6 +942,14 @@ def _copy_in_engine(
                         wh.con.raw_sql(f"DROP TABLE IF EXISTS {alias}.{_quote(_part(name, p))}")
                     in_parts_whole[name] = str(key)
                 continue
+            if last is not None and _is_dated(wh, name):
+                if _publish_dated(
+                    wh, alias, _dated_folder(last), name, name in held or name in views
+                ):
+                    carried.append(name)
+                continue
+            if name in views:  # published by date before (_publish_dated), copied whole now
+                wh.con.raw_sql(f"DROP VIEW {alias}.{_quote(name)}")
             if name in held:
                 synced = _sync_dates(wh, alias, name)
                 if synced or (synced is None and reuse and _unchanged(wh, alias, name)):
@@ -1117,6 +1172,143 @@ def _sync_dates(wh: Warehouse, alias: str, name: str) -> bool | None:
             cond = " OR ".join([*marks, *(["as_of IS NULL"] if None in batch else [])])
             wh.run_sql(sql + cond, days)
     return True
+
+
+#: The serving store's record of the Parquet files its dated tables read (see
+#: :func:`_publish_dated`): ``current`` ones the generation reads, ``retired`` ones the one
+#: before it read (kept until the next publish: a reader may still hold that generation).
+DATED_FILES = "_dated_files"
+
+
+def _dated_folder(target: Path) -> Path:
+    """Where the serving store ``target`` keeps its dated tables' Parquet files."""
+    return target.with_name(f"{target.name}.dated")
+
+
+def _is_dated(wh: Warehouse, name: str) -> bool:
+    """Whether warehouse table ``name`` is kept per date, with the columns that say so."""
+    if name not in DATED:
+        return False
+    mine = str(wh.run_sql("SELECT current_database()")[0][0])
+    return {"as_of", "run_id"} <= {c for c, _ in _columns(wh, mine, name)}
+
+
+def _dated_in_file(target: Path) -> bool:
+    """Whether the generation ``target`` holds rows of a dated table (``DATED``) in a table of
+    its own (a table without rows is how :func:`_publish_dated` publishes one without; an
+    unreadable generation: False, the caller finds out)."""
+    try:
+        with duckdb.connect(str(target), read_only=True) as con:
+            row = con.execute(
+                "SELECT count(*) FROM duckdb_tables() WHERE table_name IN (SELECT unnest(?)) "
+                "AND estimated_size > 0",
+                [list(DATED)],
+            ).fetchone()
+    except duckdb.Error:
+        return False
+    return bool(row and row[0])
+
+
+def _publish_dated(wh: Warehouse, alias: str, folder: Path, name: str, held: bool) -> bool:
+    """Publish ``name`` (a table kept per date) as one Parquet file a date in ``folder``, read
+    by a view of its name in ``alias`` (the new generation); returns whether any date's file
+    was kept from the last generation (the table then counts as carried).
+
+    A date's file is named after its rows' runs and counts and the table's columns, and is
+    never written again: a new day writes only its own date (870,000 customers: 0.3-0.4 s a
+    table, where copying the rows into the new file took twice as long), and the serving file
+    that every publish copies no longer holds a snapshot per date (35 daily snapshots and one a
+    month of three tables: 2 GB at 870,000 customers, copied every day). Files the new
+    generation no longer reads are recorded as retired and deleted a publish later
+    (:func:`_drop_old_dated`)."""
+    import hashlib
+
+    mine = str(wh.run_sql("SELECT current_database()")[0][0])
+    shape = json.dumps(_columns(wh, mine, name))
+    runs: dict[Any, list[tuple[str, int]]] = {}
+    for as_of, run_id, n in wh.run_sql(
+        f"SELECT as_of, run_id, count(*) FROM {_quote(name)} GROUP BY ALL"
+    ):
+        runs.setdefault(as_of, []).append((str(run_id), int(n)))
+    before = {
+        (str(f), a)
+        for a, f in wh.run_sql(
+            f"SELECT as_of, file FROM {alias}.{DATED_FILES} WHERE name = ?", [name]
+        )
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    files: dict[Any, str] = {}
+    reused = 0
+    for as_of, sig in sorted(runs.items(), key=lambda kv: (kv[0] is None, str(kv[0]))):
+        token = hashlib.sha1(f"{shape}|{sorted(sig)}".encode()).hexdigest()[:12]
+        day = as_of.isoformat() if as_of is not None else "undated"
+        file = f"{name}.{day}.{token}.parquet"
+        files[as_of] = file
+        if (file, as_of) in before and (folder / file).is_file():
+            reused += 1
+            continue
+        part = folder / f".{file}.{uuid.uuid4().hex[:8]}.tmp"
+        cond, params = ("as_of IS NULL", []) if as_of is None else ("as_of = ?", [as_of])
+        try:
+            wh.run_sql(
+                f"COPY (SELECT * FROM {_quote(name)} WHERE {cond}) TO {_sql_string(str(part))} "
+                "(FORMAT parquet, COMPRESSION zstd)",
+                params,
+            )
+            _fsync(part)
+            os.replace(part, folder / file)
+        finally:
+            part.unlink(missing_ok=True)
+    if held:
+        kind = "VIEW" if name in _views_of(wh, alias) else "TABLE"
+        wh.con.raw_sql(f"DROP {kind} {alias}.{_quote(name)}")
+    if files:
+        listed = ", ".join(_sql_string(str((folder / f).absolute())) for f in files.values())
+        wh.con.raw_sql(
+            f"CREATE VIEW {alias}.{_quote(name)} AS SELECT * FROM read_parquet([{listed}])"
+        )
+    else:  # no rows: an empty table of its columns
+        wh.con.raw_sql(f"CREATE TABLE {alias}.{_quote(name)} AS FROM {_quote(name)} LIMIT 0")
+    wh.run_sql(
+        f"DELETE FROM {alias}.{DATED_FILES} WHERE name = ? AND state = 'retired' "
+        "AND file IN (SELECT unnest(?))",
+        [name, list(files.values())],
+    )
+    for as_of, file in files.items():
+        wh.run_sql(
+            f"INSERT INTO {alias}.{DATED_FILES} VALUES (?, ?, ?, 'current')", [name, as_of, file]
+        )
+    _fsync(folder)
+    return bool(reused)
+
+
+def _drop_old_dated(target: Path, *, at_once: bool = False) -> None:
+    """Delete the dated tables' Parquet files (:func:`_publish_dated`) that neither the
+    generation ``target`` holds nor the one before it read (``at_once``: the one before's too:
+    ``segmentum forget`` leaves no file with an erased customer's rows)."""
+    folder = _dated_folder(target)
+    if not folder.is_dir():
+        return
+    states = ["current"] if at_once else ["current", "retired"]
+    try:
+        with duckdb.connect(str(target), read_only=True) as con:
+            has = con.execute(
+                "SELECT count(*) FROM duckdb_tables() WHERE table_name = ?", [DATED_FILES]
+            ).fetchone()
+            rows = (
+                con.execute(
+                    f"SELECT file FROM {DATED_FILES} WHERE state IN (SELECT unnest(?))", [states]
+                ).fetchall()
+                if has and has[0]
+                else []
+            )
+    except duckdb.Error:  # unreadable: nothing is deleted (the next publish tries again)
+        return
+    keep = {str(r[0]) for r in rows}
+    for path in folder.iterdir():
+        # A ".tmp" file is a killed publish's (publishes take turns: none is writing now).
+        if path.name not in keep and path.suffix in (".parquet", ".tmp"):
+            path.unlink(missing_ok=True)
 
 
 def _copy_through_arrow(
