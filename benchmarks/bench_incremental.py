@@ -235,6 +235,22 @@ def _daily_table(days: list[dict[str, Any]], full: float) -> str:
     )
 
 
+def _medians(days: list[dict[str, Any]], full: float) -> str:
+    """Rows of the median new day with the stored fit and with a refit (over several days)."""
+    import statistics
+
+    out = []
+    for label, refit in (("with the stored fit", False), ("that refits the models", True)):
+        runs = [d["run_s"] for d in days if str(d["models"] or "").startswith("refit") == refit]
+        if len(runs) > 1:
+            m = statistics.median(runs)
+            out.append(
+                f"| median new day {label} ({len(runs)} days, {min(runs):.1f}-{max(runs):.1f} s) "
+                f"| {m:.1f} | {m / full:.0%} |"
+            )
+    return "\n".join(out)
+
+
 def write_doc(r: dict[str, Any]) -> None:
     inc, full = r["incremental_steps"], r["full_steps"]
     counts = r["split"]["counts"]
@@ -278,6 +294,7 @@ time of the command (per-step seconds from the run log).
 |---|---:|---:|
 | `segmentum run --full` | {r["full_s"]:.1f} | 100% |
 | `segmentum run` after the last new day (incremental) | {r["incremental_s"]:.1f} | {ratio:.0%} |
+{_medians(days, r["full_s"])}
 
 The incremental run: {plan["why"]}; {plan["models_why"]}.
 Rows of the incremental run's tables that differ from the full run's (beyond 1e-9 relative):
