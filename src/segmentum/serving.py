@@ -869,16 +869,17 @@ def _copy_in_engine(
 ) -> list[str]:
     """DuckDB: the warehouse attaches the new file and copies with one statement a table.
 
-    With ``last`` (the generation being replaced), the new file starts as a copy of it: the
+    With ``last`` (the generation being replaced), the new file starts as a copy of it; the
     tables kept per date (``DATED``: classes, clusters, CLV, segment members, a snapshot a
-    run) then only get the dates that changed, deleted and inserted,
-    instead of their whole history every day. The ``keyed`` tables (see :func:`publish`) are
-    kept in parts (``_PARTS``) and get only their changed keys' rows when the last generation
-    is run ``base_run``'s. With ``reuse``, a table whose rows the last generation holds
-    already (:func:`_unchanged`) is kept. Every other table is copied whole, except
-    ``only_docs``, published as documents only: their rows are counted into ``counts`` and
-    their source recorded (``SOURCES``); with ``reuse``, one whose rows are those its last
-    documents were written from counts as carried. Returns the tables carried over.
+    run) lie beside it as a Parquet file a date, and only the dates that changed are written
+    (:func:`_publish_dated`), instead of their whole history every day. The ``keyed``
+    tables (see :func:`publish`) are kept in parts (``_PARTS``) and get only their changed
+    keys' rows when the last generation is run ``base_run``'s. With ``reuse``, a table whose
+    rows the last generation holds already (:func:`_unchanged`) is kept. Every other table is
+    copied whole, except ``only_docs``, published as documents only: their rows are counted
+    into ``counts`` and their source recorded (``SOURCES``); with ``reuse``, one whose rows
+    are those its last documents were written from counts as carried. Returns the tables
+    carried over.
     """
     carried: list[str] = []
     keyed = keyed or {}
@@ -942,17 +943,17 @@ def _copy_in_engine(
                         wh.con.raw_sql(f"DROP TABLE IF EXISTS {alias}.{_quote(_part(name, p))}")
                     in_parts_whole[name] = str(key)
                 continue
-            if last is not None and _is_dated(wh, name):
-                if _publish_dated(
-                    wh, alias, _dated_folder(last), name, name in held or name in views
-                ):
+            shape = _dated_columns(wh, name) if last is not None else None
+            if shape is not None:
+                assert last is not None
+                held_here = name in held or name in views
+                if _publish_dated(wh, alias, _dated_folder(last), name, shape, held_here):
                     carried.append(name)
                 continue
             if name in views:  # published by date before (_publish_dated), copied whole now
                 wh.con.raw_sql(f"DROP VIEW {alias}.{_quote(name)}")
             if name in held:
-                synced = _sync_dates(wh, alias, name)
-                if synced or (synced is None and reuse and _unchanged(wh, alias, name)):
+                if reuse and _unchanged(wh, alias, name):
                     carried.append(name)
                     continue
                 wh.con.raw_sql(f"DROP TABLE {alias}.{_quote(name)}")
@@ -1134,46 +1135,6 @@ def _unchanged(wh: Warehouse, alias: str, name: str) -> bool:
     return mine == theirs
 
 
-def _sync_dates(wh: Warehouse, alias: str, name: str) -> bool | None:
-    """Bring ``alias.name`` (the last generation's copy) to the warehouse's rows of ``name``
-    date by date: the dates whose runs or row counts differ are deleted and inserted again
-    (True). False, changing nothing, when that would delete and insert more rows than the
-    table holds (a history backfill replaces most dates: copying the table whole costs about
-    half as much). None when the table is not kept per date, or its columns changed."""
-    if name not in DATED or not _columns_kept(wh, alias, name):
-        return None
-    if not {"as_of", "run_id"} <= {c for c, _ in _columns(wh, alias, name)}:  # an older table
-        return None
-    target, source = f"{alias}.{_quote(name)}", _quote(name)
-
-    def dates(table: str) -> dict[Any, set[tuple[Any, int]]]:
-        out: dict[Any, set[tuple[Any, int]]] = {}
-        for as_of, run_id, n in wh.run_sql(
-            f"SELECT as_of, run_id, count(*) FROM {table} GROUP BY ALL"
-        ):
-            out.setdefault(as_of, set()).add((run_id, n))
-        return out
-
-    def rows(held: dict[Any, set[tuple[Any, int]]], which: Iterable[Any]) -> int:
-        return sum(n for d in which for _, n in held[d])
-
-    now, before = dates(source), dates(target)
-    gone = [d for d in before if before[d] != now.get(d)]
-    new = [d for d in now if now[d] != before.get(d)]
-    if rows(before, gone) + rows(now, new) > rows(now, now):
-        return False
-    for batch, sql in (
-        (gone, f"DELETE FROM {target} WHERE "),
-        (new, f"INSERT INTO {target} SELECT * FROM {source} WHERE "),
-    ):
-        if batch:  # one statement for all the dates, not one a date (a scan of the source each)
-            days = [d for d in batch if d is not None]
-            marks = [f"as_of IN ({', '.join('?' for _ in days)})"] if days else []
-            cond = " OR ".join([*marks, *(["as_of IS NULL"] if None in batch else [])])
-            wh.run_sql(sql + cond, days)
-    return True
-
-
 #: The serving store's record of the Parquet files its dated tables read (see
 #: :func:`_publish_dated`): ``current`` ones the generation reads, ``retired`` ones the one
 #: before it read (kept until the next publish: a reader may still hold that generation).
@@ -1185,12 +1146,14 @@ def _dated_folder(target: Path) -> Path:
     return target.with_name(f"{target.name}.dated")
 
 
-def _is_dated(wh: Warehouse, name: str) -> bool:
-    """Whether warehouse table ``name`` is kept per date, with the columns that say so."""
+def _dated_columns(wh: Warehouse, name: str) -> list[tuple[str, str]] | None:
+    """The columns of warehouse table ``name`` when it is kept per date (``DATED``, with the
+    columns that say so), else None."""
     if name not in DATED:
-        return False
+        return None
     mine = str(wh.run_sql("SELECT current_database()")[0][0])
-    return {"as_of", "run_id"} <= {c for c, _ in _columns(wh, mine, name)}
+    cols = _columns(wh, mine, name)
+    return cols if {"as_of", "run_id"} <= {c for c, _ in cols} else None
 
 
 def _dated_in_file(target: Path) -> bool:
@@ -1209,10 +1172,13 @@ def _dated_in_file(target: Path) -> bool:
     return bool(row and row[0])
 
 
-def _publish_dated(wh: Warehouse, alias: str, folder: Path, name: str, held: bool) -> bool:
-    """Publish ``name`` (a table kept per date) as one Parquet file a date in ``folder``, read
-    by a view of its name in ``alias`` (the new generation); returns whether any date's file
-    was kept from the last generation (the table then counts as carried).
+def _publish_dated(
+    wh: Warehouse, alias: str, folder: Path, name: str, columns: list[tuple[str, str]], held: bool
+) -> bool:
+    """Publish ``name`` (a table kept per date, with ``columns``) as one Parquet file a date in
+    ``folder``, read by a view of its name in ``alias`` (the new generation); returns
+    whether any date's file was kept from the last generation (the table then counts as
+    carried).
 
     A date's file is named after its rows' runs and counts and the table's columns, and is
     never written again: a new day writes only its own date (870,000 customers: 0.3-0.4 s a
@@ -1223,8 +1189,7 @@ def _publish_dated(wh: Warehouse, alias: str, folder: Path, name: str, held: boo
     (:func:`_drop_old_dated`)."""
     import hashlib
 
-    mine = str(wh.run_sql("SELECT current_database()")[0][0])
-    shape = json.dumps(_columns(wh, mine, name))
+    shape = json.dumps(columns)
     runs: dict[Any, list[tuple[str, int]]] = {}
     for as_of, run_id, n in wh.run_sql(
         f"SELECT as_of, run_id, count(*) FROM {_quote(name)} GROUP BY ALL"
